@@ -1,0 +1,48 @@
+import type { HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
+import type { OpContext } from '../network/types.js';
+
+/** Output of a command run inside a guest through its guest agent. */
+export interface GuestExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A guest NIC as the guest agent reports it. */
+export interface GuestInterface {
+  name: string;
+  mac: string;
+  /** Addresses with prefix, e.g. 10.0.0.5/24. */
+  addresses: string[];
+}
+
+/** A hypervisor backend on one host (QEMU). */
+export interface HypervisorDriver {
+  // Host.
+  /** Probes the accelerator once (KVM with a timeout, else TCG) and caches the answer. */
+  accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>>;
+  /** Re-adopts VMs left running by an earlier agent (pidfile + QMP), without restarting them. */
+  adopt(): Promise<void>;
+
+  // VMs.
+  /** Creates the VM's directory, disks and launch config; its taps must exist. Idempotent for the same config. */
+  create(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  /** Starts a created VM; `InvalidStateError` if it is running. */
+  start(name: string, ctx?: OpContext): Promise<void>;
+  /** Stops a VM: ACPI powerdown then quit after `timeoutMs`, or at once when `force`. */
+  stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void>;
+  /** Stops (forcefully) and removes a VM with its directory; a missing VM is not an error. */
+  delete(name: string, ctx?: OpContext): Promise<void>;
+  /** VMs on this host. */
+  list(): Promise<ObservedVm[]>;
+  /** The VM's launch config as created, or undefined. */
+  config(name: string): Promise<VmConfig | undefined>;
+
+  // Guest.
+  /** Runs argv in the guest through qemu-guest-agent. */
+  guestExec(name: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<GuestExecResult>;
+  /** The guest's NICs and addresses through qemu-guest-agent. */
+  guestInterfaces(name: string): Promise<GuestInterface[]>;
+  /** Path of the VM's serial console unix socket. */
+  consolePath(name: string): string;
+}

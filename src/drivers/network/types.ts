@@ -1,0 +1,37 @@
+import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../shared/model.js';
+
+/** Operation context of mutating driver calls. */
+export interface OpContext {
+  signal?: AbortSignal;
+  progress?: (message: string) => void;
+}
+
+/** A VM port: a persistent tap the hypervisor attaches to. */
+export interface PortConfig {
+  tap: string;
+  bridge: string;
+  mtu: number;
+}
+
+/** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */
+export interface NetworkDriver {
+  // Networks.
+  /** Creates the network, or brings an existing one in line with `cfg`; idempotent. */
+  ensureNetwork(cfg: NetworkConfig, ctx?: OpContext): Promise<void>;
+  /** Removes the network and everything it started; a missing network is not an error. */
+  deleteNetwork(name: string, ctx?: OpContext): Promise<void>;
+  /** Networks this driver realised on the host, with their problems. */
+  listNetworks(): Promise<ObservedNetwork[]>;
+
+  // Ports.
+  /** Creates (or re-attaches) a VM port on its network's bridge; idempotent. */
+  ensurePort(port: PortConfig, ctx?: OpContext): Promise<void>;
+  /** Removes a VM port; a missing port is not an error. */
+  deletePort(tap: string, ctx?: OpContext): Promise<void>;
+  /** Whether the port exists and is attached to `bridge`. */
+  portAttached(tap: string, bridge: string): Promise<boolean>;
+
+  // Host.
+  /** Kernel network features this host has. */
+  capabilities(): Promise<HostCapabilities['network']>;
+}

@@ -1,0 +1,187 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { VmlinkError } from '../shared/errors.js';
+import { log } from '../shared/log.js';
+
+/** Options of one command run. */
+export interface RunOptions {
+  /** Network namespace to run in (`ip netns exec NAME ...`); undefined = the caller's own. */
+  netns?: string;
+  /** Written to the command's stdin. */
+  input?: string;
+  /** Kill the command after this many milliseconds (default 60 s). */
+  timeoutMs?: number;
+  /** Return a non-zero exit instead of throwing `ExecError`. */
+  allowFailure?: boolean;
+  /** Extra environment; LANG/LC_ALL are always C. */
+  env?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** Outcome of a finished command. */
+export interface RunResult {
+  argv: string[];
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of a long-running process started detached from the caller (QEMU, dnsmasq, agents). */
+export interface SpawnOptions {
+  netns?: string;
+  /** File that receives stdout and stderr (appended). */
+  logFile?: string;
+  env?: Record<string, string>;
+  /** Extra file descriptors handed to the child as fd 3, 4, ... (e.g. tap devices). */
+  extraFds?: number[];
+  cwd?: string;
+}
+
+/** The one interface through which vmlink runs system commands: argv arrays only, never shell strings. */
+export interface Runner {
+  /** Runs argv to completion and returns its output; throws `ExecError` on non-zero exit unless allowed. */
+  run(argv: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** Starts argv detached (own session, survives the caller) and returns its pid. */
+  spawnDetached(argv: readonly string[], opts?: SpawnOptions): Promise<number>;
+}
+
+/** A command failed; the message carries the command line and its stderr so an operator can act on it. */
+export class ExecError extends VmlinkError {
+  readonly result: RunResult;
+  constructor(result: RunResult, reason?: string) {
+    const why = reason ?? `exit ${result.code}`;
+    const err = result.stderr.trim() || result.stdout.trim();
+    super('exec', `command failed (${why}): ${formatArgv(result.argv)}${err ? `\n  ${err.split('\n').join('\n  ')}` : ''}`);
+    this.result = result;
+  }
+}
+
+/** Quotes argv for display in logs and errors (never executed). */
+export function formatArgv(argv: readonly string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(' ');
+}
+
+/** Prefixes argv so it runs inside a network namespace. */
+export function inNetns(argv: readonly string[], netns: string | undefined): string[] {
+  return netns ? ['ip', 'netns', 'exec', netns, ...argv] : [...argv];
+}
+
+const C_LOCALE = { LANG: 'C', LC_ALL: 'C' };
+
+/** Runs commands on this machine for real. */
+export class SystemRunner implements Runner {
+  async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const full = inNetns(argv, opts.netns);
+    const started = Date.now();
+    const child = spawn(full[0]!, full.slice(1), {
+      env: { ...process.env, ...opts.env, ...C_LOCALE },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      signal: opts.signal,
+    });
+    const result = await collect(child, full, opts);
+    log.debug({ argv: full, code: result.code, ms: Date.now() - started }, 'exec');
+    if (result.code !== 0 && !opts.allowFailure) throw new ExecError(result);
+    return result;
+  }
+
+  async spawnDetached(argv: readonly string[], opts: SpawnOptions = {}): Promise<number> {
+    const full = inNetns(argv, opts.netns);
+    const { openSync, closeSync } = await import('node:fs');
+    const out = opts.logFile ? openSync(opts.logFile, 'a', 0o600) : 'ignore';
+    try {
+      const child = spawn(full[0]!, full.slice(1), {
+        env: { ...process.env, ...opts.env, ...C_LOCALE },
+        stdio: ['ignore', out, out, ...(opts.extraFds ?? [])],
+        detached: true,
+        cwd: opts.cwd,
+      });
+      const pid = await new Promise<number>((resolve, reject) => {
+        child.once('error', (e) => reject(new VmlinkError('exec', `cannot start ${formatArgv(full)}: ${e.message}`)));
+        child.once('spawn', () => resolve(child.pid!));
+      });
+      child.unref();
+      log.debug({ argv: full, pid }, 'spawn');
+      return pid;
+    } finally {
+      if (typeof out === 'number') closeSync(out);
+    }
+  }
+}
+
+function collect(child: ChildProcess, argv: string[], opts: RunOptions): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 60_000);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new VmlinkError('exec', `cannot run ${formatArgv(argv)}: ${e.message}`, { cause: e }));
+    });
+    child.once('close', (code, sig) => {
+      clearTimeout(timer);
+      const result = { argv, code: code ?? 128 + (sig ? 9 : 0), stdout, stderr };
+      if (timedOut) reject(new ExecError(result, `timed out after ${opts.timeoutMs ?? 60_000} ms`));
+      else resolve(result);
+    });
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(opts.input ?? '');
+  });
+}
+
+/** A recorded call, as kept by `RecordingRunner`. */
+export interface RecordedCall {
+  argv: string[];
+  netns?: string;
+  input?: string;
+  detached?: boolean;
+}
+
+/** Scripted reply for `RecordingRunner`: matched by argv prefix. */
+export interface ScriptedReply {
+  match: (argv: readonly string[]) => boolean;
+  reply: Partial<RunResult>;
+}
+
+/** Test double that records every command instead of running it, and answers from a script. */
+export class RecordingRunner implements Runner {
+  readonly calls: RecordedCall[] = [];
+  private readonly script: ScriptedReply[] = [];
+  private nextPid = 10_000;
+
+  /** Answers commands whose argv starts with `prefix` with `reply`. */
+  on(prefix: readonly string[], reply: Partial<RunResult>): this {
+    this.script.push({ match: (a) => prefix.every((p, i) => a[i] === p), reply });
+    return this;
+  }
+
+  async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    this.calls.push({
+      argv: [...argv],
+      ...(opts.netns ? { netns: opts.netns } : {}),
+      ...(opts.input === undefined ? {} : { input: opts.input }),
+    });
+    const hit = this.script.find((s) => s.match(argv));
+    const result: RunResult = { argv: [...argv], code: 0, stdout: '', stderr: '', ...hit?.reply };
+    if (result.code !== 0 && !opts.allowFailure) throw new ExecError(result);
+    return result;
+  }
+
+  async spawnDetached(argv: readonly string[], opts: SpawnOptions = {}): Promise<number> {
+    this.calls.push({ argv: [...argv], ...(opts.netns ? { netns: opts.netns } : {}), detached: true });
+    return this.nextPid++;
+  }
+
+  /** The recorded command lines, one string each, for golden comparisons. */
+  lines(): string[] {
+    return this.calls.map((c) => (c.netns ? `[${c.netns}] ` : '') + formatArgv(c.argv));
+  }
+}

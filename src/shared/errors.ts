@@ -1,0 +1,137 @@
+/** One problem found in a spec: where it is (dotted path such as `vms[1].nics[0].ip`) and what is wrong. */
+export interface SpecIssue {
+  path: string;
+  message: string;
+}
+
+/** Error kinds, each mapped to one HTTP status and one CLI exit code in `errorStatus`. */
+export const ErrorKinds = [
+  'invalid',
+  'not-found',
+  'conflict',
+  'invalid-state',
+  'unsupported',
+  'exec',
+  'timeout',
+  'unavailable',
+  'internal',
+] as const;
+/** One of `ErrorKinds`. */
+export type ErrorKind = (typeof ErrorKinds)[number];
+
+/** Base class of every error vmlink raises on purpose; `subject` names the spec path or object concerned. */
+export class VmlinkError extends Error {
+  readonly kind: ErrorKind;
+  readonly subject: string | undefined;
+  constructor(kind: ErrorKind, message: string, opts: { subject?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.kind = kind;
+    this.subject = opts.subject;
+  }
+}
+
+/** The spec is invalid; carries every issue found so an operator can fix them all at once. */
+export class InvalidSpecError extends VmlinkError {
+  readonly issues: SpecIssue[];
+  constructor(issues: SpecIssue[], source?: string) {
+    const head = source ? `${source}: ` : '';
+    super(
+      'invalid',
+      `${head}spec is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${issues
+        .map((i) => `  ${i.path || '(root)'}: ${i.message}`)
+        .join('\n')}`,
+      source === undefined ? {} : { subject: source },
+    );
+    this.issues = issues;
+  }
+}
+
+/** A request (not a spec) is malformed. */
+export class InvalidRequestError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('invalid', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** A named object does not exist. */
+export class NotFoundError extends VmlinkError {
+  constructor(what: string, name: string) {
+    super('not-found', `${what} ${JSON.stringify(name)} not found`, { subject: `${what}/${name}` });
+  }
+}
+
+/** The request conflicts with existing state (for example a name already in use). */
+export class ConflictError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('conflict', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** An action was asked of an object in the wrong state, e.g. `stop requires running`. */
+export class InvalidStateError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('invalid-state', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** The host lacks a capability the request needs; the message names the remedy. */
+export class UnsupportedError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('unsupported', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** A peer (agent, controller, QEMU) could not be reached. */
+export class UnavailableError extends VmlinkError {
+  constructor(message: string, subject?: string, cause?: unknown) {
+    super('unavailable', message, { ...(subject === undefined ? {} : { subject }), cause });
+  }
+}
+
+/** Something did not happen within its time limit. */
+export class TimeoutError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('timeout', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** HTTP status and CLI exit code of each error kind: the one place this mapping lives. */
+export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
+  invalid: { http: 422, exit: 2 },
+  'not-found': { http: 404, exit: 3 },
+  conflict: { http: 409, exit: 4 },
+  'invalid-state': { http: 409, exit: 4 },
+  unsupported: { http: 422, exit: 5 },
+  exec: { http: 500, exit: 6 },
+  timeout: { http: 504, exit: 7 },
+  unavailable: { http: 503, exit: 8 },
+  internal: { http: 500, exit: 1 },
+};
+
+/** JSON body of an error response, shared by server and clients. */
+export interface ErrorBody {
+  error: { kind: ErrorKind; message: string; subject?: string; issues?: SpecIssue[] };
+}
+
+/** Serialises any thrown value into an `ErrorBody`. */
+export function toErrorBody(err: unknown): ErrorBody {
+  if (err instanceof VmlinkError) {
+    return {
+      error: {
+        kind: err.kind,
+        message: err.message,
+        ...(err.subject === undefined ? {} : { subject: err.subject }),
+        ...(err instanceof InvalidSpecError ? { issues: err.issues } : {}),
+      },
+    };
+  }
+  return { error: { kind: 'internal', message: err instanceof Error ? err.message : String(err) } };
+}
+
+/** Rebuilds a typed error from an `ErrorBody` received over HTTP. */
+export function fromErrorBody(body: ErrorBody): VmlinkError {
+  const e = body.error;
+  if (e.kind === 'invalid' && e.issues) return new InvalidSpecError(e.issues);
+  return new VmlinkError(ErrorKinds.includes(e.kind) ? e.kind : 'internal', e.message, e.subject === undefined ? {} : { subject: e.subject });
+}
