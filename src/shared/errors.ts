@@ -133,5 +133,9 @@ export function toErrorBody(err: unknown): ErrorBody {
 export function fromErrorBody(body: ErrorBody): VmlinkError {
   const e = body.error;
   if (e.kind === 'invalid' && e.issues) return new InvalidSpecError(e.issues);
-  return new VmlinkError(ErrorKinds.includes(e.kind) ? e.kind : 'internal', e.message, e.subject === undefined ? {} : { subject: e.subject });
+  return new VmlinkError(
+    ErrorKinds.includes(e.kind) ? e.kind : 'internal',
+    e.message,
+    e.subject === undefined ? {} : { subject: e.subject },
+  );
 }

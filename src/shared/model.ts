@@ -26,7 +26,14 @@ export interface NetworkConfig {
   bridge: string;
   mtu: number;
   /** nat/isolated: the subnet, the host's address on it, and DHCP. */
-  subnet?: { cidr: string; gateway: string; prefixLength: number; dhcpStart: string; dhcpEnd: string; reservations: DhcpReservation[] };
+  subnet?: {
+    cidr: string;
+    gateway: string;
+    prefixLength: number;
+    dhcpStart: string;
+    dhcpEnd: string;
+    reservations: DhcpReservation[];
+  };
   /** bridge: the host NIC enslaved to the bridge; nat: the NIC traffic is masqueraded out of. */
   uplink?: string;
   /** nat only. */

@@ -6,7 +6,14 @@ const name = z
   .string()
   .regex(NAME_PATTERN, 'must match ^[a-z][a-z0-9-]{0,30}$ (lower-case letter, then up to 30 of a-z, 0-9, -)');
 
-const ipv4 = z.string().refine((s) => /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) && s.split('.').every((o) => Number(o) <= 255 && String(Number(o)) === o), 'must be an IPv4 address such as 10.0.0.5');
+const ipv4 = z
+  .string()
+  .refine(
+    (s) =>
+      /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) &&
+      s.split('.').every((o) => Number(o) <= 255 && String(Number(o)) === o),
+    'must be an IPv4 address such as 10.0.0.5',
+  );
 const cidr = z.string().refine((s) => {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
   return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) >= 8 && Number(m[2]) <= 30;
@@ -14,8 +21,13 @@ const cidr = z.string().refine((s) => {
 const mac = z
   .string()
   .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address such as 52:54:00:12:34:56')
-  .refine((m) => (Number.parseInt(m.slice(0, 2), 16) & 1) === 0, 'must be a unicast MAC address (first octet even)');
-const ifname = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)');
+  .refine(
+    (m) => (Number.parseInt(m.slice(0, 2), 16) & 1) === 0,
+    'must be a unicast MAC address (first octet even)',
+  );
+const ifname = z
+  .string()
+  .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)');
 const port = z.number().int().min(1).max(65535);
 
 /** A physical machine that runs a vmlink agent. */
@@ -23,11 +35,17 @@ export const HostSchema = z
   .object({
     name,
     /** How the controller reaches the agent: `unix:///path/agent.sock` or `http://addr:port`. The lab fills this in. */
-    agent: z.string().regex(/^(unix:\/\/\/[\w./-]+|https?:\/\/[\w.:-]+)$/, 'must be unix:///path or http://host:port').optional(),
+    agent: z
+      .string()
+      .regex(/^(unix:\/\/\/[\w./-]+|https?:\/\/[\w.:-]+)$/, 'must be unix:///path or http://host:port')
+      .optional(),
     /** The NIC that joins the host to the physical LAN (bridged networks enslave it). */
     uplink: ifname.default('eth0'),
     /** Limits the plan checks VMs against; defaults to what the agent reports. */
-    capacity: z.object({ cpus: z.number().int().min(1), memoryMiB: z.number().int().min(64) }).strict().optional(),
+    capacity: z
+      .object({ cpus: z.number().int().min(1), memoryMiB: z.number().int().min(64) })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -97,7 +115,16 @@ export const NicSchema = z
   .strict();
 
 /** Extra disk attached to a VM (qcow2 in the VM's directory). */
-export const DiskSchema = z.object({ name, sizeMiB: z.number().int().min(1).max(16 * 1024 * 1024) }).strict();
+export const DiskSchema = z
+  .object({
+    name,
+    sizeMiB: z
+      .number()
+      .int()
+      .min(1)
+      .max(16 * 1024 * 1024),
+  })
+  .strict();
 
 /** What a VM boots: vmlink's test guest, or a user's qcow2 cloud image with a cloud-init NoCloud seed. */
 export const ImageSchema = z.discriminatedUnion('kind', [
@@ -106,11 +133,22 @@ export const ImageSchema = z.discriminatedUnion('kind', [
     .object({
       kind: z.literal('qcow2'),
       /** Absolute path of the base image on the host; the VM gets a copy-on-write overlay. */
-      path: z.string().regex(/^\/[\w./-]+\.(qcow2|img)$/, 'must be an absolute path to a .qcow2 or .img file'),
+      path: z
+        .string()
+        .regex(/^\/[\w./-]+\.(qcow2|img)$/, 'must be an absolute path to a .qcow2 or .img file'),
       cloudInit: z
         .object({
           userData: z.string().optional(),
-          sshAuthorizedKeys: z.array(z.string().regex(/^(ssh|ecdsa)-[\w-]+ [A-Za-z0-9+/=]+( [^\n]*)?$/, 'must be one OpenSSH public key line')).default([]),
+          sshAuthorizedKeys: z
+            .array(
+              z
+                .string()
+                .regex(
+                  /^(ssh|ecdsa)-[\w-]+ [A-Za-z0-9+/=]+( [^\n]*)?$/,
+                  'must be one OpenSSH public key line',
+                ),
+            )
+            .default([]),
         })
         .strict()
         .default({ sshAuthorizedKeys: [] }),
@@ -124,7 +162,12 @@ export const VmSchema = z
     name,
     host: name,
     cpus: z.number().int().min(1).max(64).default(1),
-    memoryMiB: z.number().int().min(64).max(1024 * 1024).default(256),
+    memoryMiB: z
+      .number()
+      .int()
+      .min(64)
+      .max(1024 * 1024)
+      .default(256),
     image: ImageSchema.default({ kind: 'test-guest' }),
     disks: z.array(DiskSchema).default([]),
     nics: z.array(NicSchema).min(1, 'a VM needs at least one NIC').max(8),
@@ -140,7 +183,9 @@ export const LabMachineSchema = z.object({ name, address: ipv4 }).strict();
 export const LabSchema = z
   .object({
     /** Short lab name; prefixes every namespace (`vl-<lab>-<machine>`). */
-    name: z.string().regex(/^[a-z][a-z0-9]{0,7}$/, 'must match ^[a-z][a-z0-9]{0,7}$ (it prefixes namespace names)'),
+    name: z
+      .string()
+      .regex(/^[a-z][a-z0-9]{0,7}$/, 'must match ^[a-z][a-z0-9]{0,7}$ (it prefixes namespace names)'),
     lan: z.object({ cidr, gateway: ipv4, dhcp: dhcp.optional() }).strict(),
     /** The router's outside network and the one machine standing in for the internet. */
     upstream: z.object({ cidr, address: ipv4 }).strict(),

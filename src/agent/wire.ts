@@ -1,0 +1,126 @@
+// Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
+import { z } from 'zod';
+import type { DiskConfig, ForwardConfig, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import { ImageSchema, NAME_PATTERN } from '../spec/schema.js';
+
+const name = z.string().regex(NAME_PATTERN);
+const devName = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/);
+const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/);
+
+const ForwardConfigSchema = z
+  .object({
+    protocol: z.enum(['tcp', 'udp']),
+    hostPort: z.number().int(),
+    vm: name,
+    targetIp: ip,
+    targetPort: z.number().int(),
+  })
+  .strict() satisfies z.ZodType<ForwardConfig>;
+
+/** NetworkConfig as it crosses the wire. */
+export const NetworkConfigSchema = z
+  .object({
+    name,
+    mode: z.enum(['nat', 'bridge', 'isolated']),
+    bridge: devName,
+    mtu: z.number().int(),
+    subnet: z
+      .object({
+        cidr: z.string(),
+        gateway: ip,
+        prefixLength: z.number().int(),
+        dhcpStart: ip,
+        dhcpEnd: ip,
+        reservations: z.array(z.object({ mac: z.string(), ip, hostname: name }).strict()),
+      })
+      .strict()
+      .optional(),
+    uplink: devName.optional(),
+    forwards: z.array(ForwardConfigSchema),
+  })
+  .strict() satisfies z.ZodType<NetworkConfig>;
+
+const NicConfigSchema = z
+  .object({
+    network: name,
+    bridge: devName,
+    tap: devName,
+    mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
+    mtu: z.number().int(),
+    staticIp: z
+      .object({ address: ip, prefixLength: z.number().int(), gateway: ip.optional() })
+      .strict()
+      .optional(),
+  })
+  .strict() satisfies z.ZodType<NicConfig>;
+
+/** VmConfig as it crosses the wire. */
+export const VmConfigSchema = z
+  .object({
+    name,
+    cpus: z.number().int().min(1),
+    memoryMiB: z.number().int().min(16),
+    image: ImageSchema,
+    disks: z.array(
+      z.object({ name, sizeMiB: z.number().int().min(1) }).strict() satisfies z.ZodType<DiskConfig>,
+    ),
+    nics: z.array(NicConfigSchema),
+    state: z.enum(['running', 'stopped']),
+  })
+  .strict() satisfies z.ZodType<VmConfig>;
+
+const hash = z.string().regex(/^[0-9a-f]{8,64}$/);
+
+/** Everything an agent can be asked to change on its host; each kind has its preconditions in the agent. */
+export const AgentActionSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('network.ensure'), network: NetworkConfigSchema, configHash: hash }).strict(),
+  z.object({ kind: z.literal('network.delete'), name }).strict(),
+  z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
+  z.object({ kind: z.literal('vm.start'), name }).strict(),
+  z
+    .object({
+      kind: z.literal('vm.stop'),
+      name,
+      force: z.boolean(),
+      timeoutMs: z.number().int().min(0).max(600_000).optional(),
+    })
+    .strict(),
+  z.object({ kind: z.literal('vm.delete'), name }).strict(),
+]);
+/** One change an agent applies. */
+export type AgentAction = z.infer<typeof AgentActionSchema>;
+
+/** Where a probe starts: the host itself or one of its VMs (through the guest agent). */
+export const ProbeSourceSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('host') }).strict(),
+  z.object({ kind: z.literal('vm'), name }).strict(),
+]);
+
+/** A reachability probe: ICMP echo, or an HTTP GET that must answer. */
+export const ProbeRequestSchema = z
+  .object({
+    from: ProbeSourceSchema,
+    kind: z.enum(['ping', 'http']),
+    target: ip,
+    port: z.number().int().min(1).max(65535).optional(),
+    timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
+  })
+  .strict();
+/** A probe request. */
+export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
+
+/** A probe's outcome: reachable or not, round-trip time, and what was seen. */
+export interface ProbeResult {
+  reachable: boolean;
+  rttMs?: number;
+  detail: string;
+}
+
+/** Command to run in a guest. */
+export const GuestExecRequestSchema = z
+  .object({
+    argv: z.array(z.string()).min(1),
+    timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+    input: z.string().optional(),
+  })
+  .strict();

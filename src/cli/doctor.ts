@@ -1,0 +1,88 @@
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
+import type { Runner } from '../exec/runner.js';
+
+/** One prerequisite check: what, whether it passed, and how to fix it. */
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+}
+
+const SETUP =
+  'run `npm run setup` (installs Debian packages, the QEMU user, the launcher and the test guest)';
+
+/** Checks this machine's prerequisites for running an agent or the lab; never changes anything. */
+export async function doctor(runner: Runner, repoRoot: string): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const bin = async (name: string, argv: string[], pkg: string) => {
+    const r = await runner
+      .run(argv, { allowFailure: true, timeoutMs: 10_000 })
+      .catch((e: Error) => ({ code: 127, stdout: '', stderr: e.message }));
+    checks.push({
+      name,
+      ok: r.code === 0,
+      detail: r.code === 0 ? (r.stdout || r.stderr).split('\n')[0]!.trim() : 'not found',
+      ...(r.code === 0 ? {} : { fix: `apt-get install ${pkg} (or ${SETUP})` }),
+    });
+  };
+  checks.push({
+    name: 'root',
+    ok: process.getuid?.() === 0,
+    detail: `uid ${process.getuid?.()}`,
+    fix: 'run vmlink as root: it manages namespaces, bridges and nftables',
+  });
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  checks.push({
+    name: 'node',
+    ok: nodeMajor >= 20,
+    detail: process.version,
+    fix: 'install Node.js 20 or newer',
+  });
+  await bin('qemu', ['qemu-system-x86_64', '--version'], 'qemu-system-x86');
+  await bin('qemu-img', ['qemu-img', '--version'], 'qemu-utils');
+  await bin('iproute2', ['ip', '-V'], 'iproute2');
+  await bin('nftables', ['nft', '--version'], 'nftables');
+  await bin('dnsmasq', ['dnsmasq', '--version'], 'dnsmasq-base');
+  await bin('busybox', ['/bin/busybox', '--help'], 'busybox-static');
+  await bin('ping', ['ping', '-V'], 'iputils-ping');
+  await bin('genisoimage', ['genisoimage', '--version'], 'genisoimage');
+  let user = false;
+  try {
+    execFileSync('id', ['-u', 'vmlink-qemu'], { stdio: 'ignore' });
+    user = true;
+  } catch {}
+  checks.push({
+    name: 'qemu user',
+    ok: user,
+    detail: user ? 'vmlink-qemu exists' : 'no vmlink-qemu user: QEMU must not run as root',
+    fix: SETUP,
+  });
+  const launcher = `${repoRoot}/build/vmlink-launch`;
+  checks.push({
+    name: 'launcher',
+    ok: existsSync(launcher),
+    detail: existsSync(launcher) ? launcher : `${launcher} missing`,
+    fix: 'run `npm run build:native`',
+  });
+  const guest = '/var/lib/vmlink/images/test-guest/manifest.json';
+  checks.push({
+    name: 'test guest',
+    ok: existsSync(guest),
+    detail: existsSync(guest) ? 'built' : 'not built',
+    fix: 'run `npx tsx src/guest/main.ts` (or npm run setup)',
+  });
+  let tun = false;
+  try {
+    accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
+    tun = true;
+  } catch {}
+  checks.push({
+    name: '/dev/net/tun',
+    ok: tun,
+    detail: tun ? 'present' : 'missing or not accessible',
+    fix: 'load the tun module: modprobe tun',
+  });
+  return checks;
+}

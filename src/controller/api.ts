@@ -1,0 +1,168 @@
+import swagger from '@fastify/swagger';
+import type { FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { createHttpApp } from '../shared/http/server.js';
+import { VERSION } from '../shared/version.js';
+import { loadSpec } from '../spec/load.js';
+import { assertIdle, type Controller } from './controller.js';
+import type { TaskContext, TaskManager } from './tasks.js';
+import {
+  DestroyBodySchema,
+  SpecBodySchema,
+  TaskParamsSchema,
+  TaskQuerySchema,
+  VmExecBodySchema,
+  VmParamsSchema,
+  VmStopBodySchema,
+} from './wire.js';
+
+const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down'] as const;
+
+/** Options of the API server. */
+export interface ApiOptions {
+  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
+  token?: string;
+}
+
+/** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
+export async function createControllerApi(
+  controller: Controller,
+  tasks: TaskManager,
+  opts: ApiOptions = {},
+): Promise<FastifyInstance> {
+  const base = createHttpApp();
+  await base.register(swagger, {
+    openapi: { info: { title: 'vmlink controller API', version: VERSION } },
+    transform: jsonSchemaTransform,
+  });
+  const app = base.withTypeProvider<ZodTypeProvider>();
+  if (opts.token) {
+    const expected = `Bearer ${opts.token}`;
+    app.addHook('onRequest', async (req, reply) => {
+      if (req.headers.authorization !== expected) {
+        await reply
+          .status(401)
+          .send({ error: { kind: 'invalid', message: 'missing or wrong bearer token' } });
+      }
+    });
+  }
+  const startTask = (
+    kind: (typeof MUTATING)[number] | 'verify',
+    body: (ctx: TaskContext) => Promise<unknown>,
+  ) => {
+    if ((MUTATING as readonly string[]).includes(kind)) assertIdle(tasks.running(MUTATING));
+    return { taskId: tasks.start(kind, body) };
+  };
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
+  app.get('/v1/health', { schema: { summary: 'Liveness' } }, async () => ({ ok: true, version: VERSION }));
+
+  app.post(
+    '/v1/plan',
+    { schema: { summary: 'Validate a spec and show what apply would change', body: SpecBodySchema } },
+    async (req) => controller.plan(req.body.spec, req.body.source),
+  );
+  app.post(
+    '/v1/apply',
+    { schema: { summary: 'Apply a spec (task)', body: SpecBodySchema } },
+    async (req, reply) => {
+      // Validate synchronously so a bad spec fails the request itself (422), not a task.
+      loadSpec(req.body.spec, req.body.source);
+      return reply
+        .status(202)
+        .send(startTask('apply', (ctx) => controller.apply(req.body.spec, req.body.source, ctx)));
+    },
+  );
+  app.post(
+    '/v1/destroy',
+    { schema: { summary: 'Remove the VMs and networks of a spec (task)', body: DestroyBodySchema } },
+    async (req, reply) =>
+      reply
+        .status(202)
+        .send(startTask('destroy', (ctx) => controller.destroy(req.body.spec, req.body.source, ctx))),
+  );
+  app.post(
+    '/v1/verify',
+    { schema: { summary: 'Measure the connectivity matrix (task)' } },
+    async (_req, reply) => reply.status(202).send(startTask('verify', (ctx) => controller.verify(ctx))),
+  );
+  app.post(
+    '/v1/lab/up',
+    { schema: { summary: "Build the spec's lab and start its agents (task)", body: SpecBodySchema } },
+    async (req, reply) =>
+      reply
+        .status(202)
+        .send(startTask('lab.up', (ctx) => controller.labUp(req.body.spec, req.body.source, ctx))),
+  );
+  app.post(
+    '/v1/lab/down',
+    { schema: { summary: "Remove the spec's lab and all it holds (task)", body: SpecBodySchema } },
+    async (req, reply) =>
+      reply
+        .status(202)
+        .send(startTask('lab.down', (ctx) => controller.labDown(req.body.spec, req.body.source, ctx))),
+  );
+
+  app.get(
+    '/v1/tasks/:id',
+    {
+      schema: { summary: 'A task with its progress', params: TaskParamsSchema, querystring: TaskQuerySchema },
+    },
+    async (req) => tasks.get(req.params.id, req.query.since),
+  );
+  app.delete(
+    '/v1/tasks/:id',
+    { schema: { summary: 'Cancel a task', params: TaskParamsSchema } },
+    async (req) => tasks.cancel(req.params.id),
+  );
+
+  app.get('/v1/status', { schema: { summary: 'Hosts and their reports' } }, async () => controller.status());
+  app.get(
+    '/v1/events',
+    {
+      schema: {
+        summary: 'Recent events',
+        querystring: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(50) }).strict(),
+      },
+    },
+    async (req) => controller.events(req.query.limit),
+  );
+  app.get('/v1/vms', { schema: { summary: 'VMs: desired and observed' } }, async () => controller.vms());
+  app.post(
+    '/v1/vms/:name/start',
+    { schema: { summary: 'Start a VM', params: VmParamsSchema } },
+    async (req) => {
+      await controller.vmPower(req.params.name, 'start');
+      return { ok: true };
+    },
+  );
+  app.post(
+    '/v1/vms/:name/stop',
+    { schema: { summary: 'Stop a VM', params: VmParamsSchema, body: VmStopBodySchema } },
+    async (req) => {
+      await controller.vmPower(req.params.name, 'stop', req.body.force);
+      return { ok: true };
+    },
+  );
+  app.post(
+    '/v1/vms/:name/exec',
+    { schema: { summary: 'Run a command in a guest', params: VmParamsSchema, body: VmExecBodySchema } },
+    async (req) => controller.vmExec(req.params.name, req.body.argv, req.body.timeoutMs, req.body.input),
+  );
+  app.get(
+    '/v1/vms/:name/console',
+    {
+      schema: {
+        summary: "Tail of a VM's serial console",
+        params: VmParamsSchema,
+        querystring: z
+          .object({ tail: z.coerce.number().int().min(1).max(1_000_000).default(65_536) })
+          .strict(),
+      },
+    },
+    async (req) => controller.vmConsole(req.params.name, req.query.tail),
+  );
+  await base.ready();
+  return base;
+}

@@ -1,0 +1,41 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SystemRunner } from '../exec/runner.js';
+import { listen } from '../shared/http/server.js';
+import { log } from '../shared/log.js';
+import { createControllerApi } from './api.js';
+import { Controller } from './controller.js';
+import { stores } from './store/registry.js';
+import { TaskManager } from './tasks.js';
+
+/** Options of `vmlink daemon`. */
+export interface DaemonOptions {
+  socket: string;
+  db: string;
+  /** Optional TCP listener (`http://addr:port`), which requires `token`. */
+  tcp?: string;
+  token?: string;
+}
+
+/** Runs the controller until SIGTERM/SIGINT. */
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
+  mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
+  const store = stores.sqlite(opts.db);
+  const tasks = new TaskManager();
+  const controller = new Controller(store, new SystemRunner());
+  const apps = [await createControllerApi(controller, tasks)];
+  await listen(apps[0]!, `unix://${opts.socket}`);
+  if (opts.tcp) {
+    const tcp = await createControllerApi(controller, tasks, { token: opts.token! });
+    await listen(tcp, opts.tcp);
+    apps.push(tcp);
+  }
+  log.info({ socket: opts.socket, tcp: opts.tcp }, 'controller listening');
+  const stop = () => {
+    void Promise.all(apps.map((a) => a.close()))
+      .then(() => store.close())
+      .then(() => process.exit(0));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

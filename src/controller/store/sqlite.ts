@@ -1,0 +1,67 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { Store, StoreEvent } from './types.js';
+
+/** Store on an embedded SQLite database (WAL mode); the default for one controller. */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  /** Opens (creating if needed) the database at `path`; `:memory:` for tests. */
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+    `);
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    const row = this.db.prepare('SELECT value FROM kv WHERE key = ?').get(key) as
+      | { value: string }
+      | undefined;
+    return row ? (JSON.parse(row.value) as T) : undefined;
+  }
+
+  async put(key: string, value: unknown): Promise<void> {
+    this.db
+      .prepare(
+        'INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+      )
+      .run(key, JSON.stringify(value));
+  }
+
+  async delete(key: string): Promise<void> {
+    this.db.prepare('DELETE FROM kv WHERE key = ?').run(key);
+  }
+
+  async list<T>(prefix: string): Promise<Array<{ key: string; value: T }>> {
+    // Range scan instead of LIKE so '%' and '_' in keys are not wildcards.
+    const rows = this.db
+      .prepare('SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key')
+      .all(prefix, `${prefix}\uffff`) as Array<{ key: string; value: string }>;
+    return rows.map((r) => ({ key: r.key, value: JSON.parse(r.value) as T }));
+  }
+
+  async appendEvent(kind: string, message: string): Promise<StoreEvent> {
+    const time = new Date().toISOString();
+    const info = this.db
+      .prepare('INSERT INTO events (time, kind, message) VALUES (?, ?, ?)')
+      .run(time, kind, message);
+    return { id: Number(info.lastInsertRowid), time, kind, message };
+  }
+
+  async events(limit: number): Promise<StoreEvent[]> {
+    const rows = this.db
+      .prepare('SELECT id, time, kind, message FROM events ORDER BY id DESC LIMIT ?')
+      .all(limit) as StoreEvent[];
+    return rows.reverse();
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}

@@ -1,0 +1,31 @@
+// Reachability probes as argv arrays, the same for namespaces (iputils ping, busybox wget) and guests (busybox).
+import type { ProbeResult } from '../agent/wire.js';
+
+/** Where the host-side busybox lives (package busybox-static). */
+export const HOST_BUSYBOX = '/bin/busybox';
+
+/** argv of one ICMP echo with a deadline; `busybox` selects the busybox applet (guests). */
+export function pingArgv(target: string, timeoutMs: number, busybox: boolean): string[] {
+  const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  return busybox ? ['ping', '-c', '1', '-W', secs, target] : ['ping', '-n', '-c', '1', '-W', secs, target];
+}
+
+/** argv of an HTTP GET that prints the body; `prefix` is how busybox is reached (`[]` in the guest). */
+export function httpArgv(target: string, port: number, timeoutMs: number, prefix: string[]): string[] {
+  const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  return [...prefix, 'wget', '-q', '-O', '-', '-T', secs, `http://${target}:${port}/`];
+}
+
+/** Reads a ping's outcome from its exit code and output (iputils and busybox both print `time=X ms`). */
+export function parsePing(code: number, stdout: string, stderr: string): ProbeResult {
+  const m = /time[=<]([\d.]+) ?ms/.exec(stdout);
+  if (code === 0 && m) return { reachable: true, rttMs: Number(m[1]), detail: 'echo reply' };
+  const why = (stderr.trim() || stdout.trim().split('\n').pop() || `exit ${code}`).slice(0, 160);
+  return { reachable: false, detail: code === 1 && !stderr.trim() ? 'no reply' : why };
+}
+
+/** Reads an HTTP probe's outcome: the body (first line) proves which service answered. */
+export function parseHttp(code: number, stdout: string, stderr: string, ms: number): ProbeResult {
+  if (code === 0) return { reachable: true, rttMs: ms, detail: stdout.trim().split('\n')[0] ?? '' };
+  return { reachable: false, detail: (stderr.trim() || `exit ${code}`).split('\n')[0]!.slice(0, 160) };
+}

@@ -1,0 +1,317 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { HostReport, VmPowerState } from '../shared/model.js';
+import { loadSpec } from '../spec/load.js';
+import { validSpecArb } from '../spec/spec.arbitrary.js';
+import { planChanges } from './diff.js';
+import { networkConfigHash, vmConfigHash } from './hash.js';
+import { type DesiredState, resolveSpec } from './resolve.js';
+import type { Step } from './steps.js';
+
+const caps = {
+  accelerator: 'tcg' as const,
+  acceleratorReason: 'test',
+  cpus: 4,
+  memoryMiB: 4096,
+  network: {},
+};
+const report = (
+  host: string,
+  networks: HostReport['networks'] = [],
+  vms: HostReport['vms'] = [],
+): HostReport => ({
+  host,
+  agentVersion: 'test',
+  capabilities: caps,
+  networks,
+  vms,
+});
+
+/** Applies steps to reported state the way agents would, checking each step's preconditions. */
+function simulate(observed: HostReport[], steps: Step[], desired: DesiredState): HostReport[] {
+  const state = new Map(observed.map((r) => [r.host, structuredClone(r)]));
+  const hostOf = (h: string) => {
+    let r = state.get(h);
+    if (!r) {
+      r = report(h);
+      state.set(h, r);
+    }
+    return r;
+  };
+  // Which networks each VM is attached to, to check networks outlive their VMs.
+  const attached = new Map<string, string[]>();
+  for (const [h, d] of Object.entries(desired))
+    for (const vm of d.vms)
+      attached.set(
+        `${h}/${vm.name}`,
+        vm.nics.map((n) => n.network),
+      );
+  for (const s of steps) {
+    const r = hostOf(s.host);
+    switch (s.kind) {
+      case 'network.create':
+      case 'network.update': {
+        r.networks = r.networks.filter((n) => n.name !== s.network.name);
+        r.networks.push({
+          name: s.network.name,
+          bridge: s.network.bridge,
+          configHash: s.configHash,
+          problems: [],
+        });
+        break;
+      }
+      case 'network.delete': {
+        for (const vm of r.vms) expect(attached.get(`${s.host}/${vm.name}`) ?? []).not.toContain(s.name);
+        r.networks = r.networks.filter((n) => n.name !== s.name);
+        break;
+      }
+      case 'vm.create': {
+        expect(
+          r.vms.find((v) => v.name === s.vm.name),
+          `create ${s.vm.name}: exists`,
+        ).toBeUndefined();
+        for (const nic of s.vm.nics)
+          expect(
+            r.networks.map((n) => n.name),
+            `create ${s.vm.name}: network`,
+          ).toContain(nic.network);
+        r.vms.push({ name: s.vm.name, state: 'stopped', configHash: s.configHash, problems: [] });
+        break;
+      }
+      case 'vm.start':
+      case 'vm.stop': {
+        const vm = r.vms.find((v) => v.name === s.name);
+        expect(vm, `${s.kind} ${s.name}: missing`).toBeDefined();
+        vm!.state = s.kind === 'vm.start' ? 'running' : 'stopped';
+        break;
+      }
+      case 'vm.delete':
+        r.vms = r.vms.filter((v) => v.name !== s.name);
+        break;
+    }
+    // No VM may run on two hosts at once at any point.
+    const running = [...state.values()].flatMap((h) =>
+      h.vms.filter((v) => v.state === 'running').map((v) => v.name),
+    );
+    expect(new Set(running).size).toBe(running.length);
+  }
+  return [...state.values()];
+}
+
+const spec1 = loadSpec(`
+version: 1
+hosts: [{ name: host1 }, { name: host2 }]
+networks:
+  - { name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24, forwards: [{ hostPort: 8080, vm: web1, vmPort: 80 }] }
+  - { name: lan, host: host2, mode: bridge }
+vms:
+  - { name: web1, host: host1, nics: [{ network: natnet, ip: 10.10.0.10 }] }
+  - { name: db1, host: host1, state: stopped, nics: [{ network: natnet }] }
+  - { name: app1, host: host2, nics: [{ network: lan }] }
+`);
+const desired = resolveSpec(spec1);
+const net = (h: string, i: number) => desired[h]!.networks[i]!;
+const vm = (h: string, i: number) => desired[h]!.vms[i]!;
+const obsNet = (h: string, i: number, over: object = {}) => ({
+  name: net(h, i).name,
+  bridge: net(h, i).bridge,
+  configHash: networkConfigHash(net(h, i)),
+  problems: [],
+  ...over,
+});
+const obsVm = (h: string, i: number, state: VmPowerState, over: object = {}) => ({
+  name: vm(h, i).name,
+  state,
+  configHash: vmConfigHash(vm(h, i)),
+  problems: [],
+  ...over,
+});
+const converged = (): HostReport[] => [
+  report('host1', [obsNet('host1', 0)], [obsVm('host1', 0, 'running'), obsVm('host1', 1, 'stopped')]),
+  report('host2', [obsNet('host2', 0)], [obsVm('host2', 0, 'running')]),
+];
+const brief = (steps: Step[]) =>
+  steps.map(
+    (s) =>
+      `${s.kind} ${s.host}/${'network' in s ? s.network.name : 'vm' in s ? s.vm.name : s.name}${s.kind === 'vm.stop' ? ` force=${s.force}` : ''}`,
+  );
+
+describe('planChanges', () => {
+  it('creates everything on empty hosts in dependency order', () => {
+    const plan = planChanges(desired, []);
+    expect(brief(plan.steps)).toEqual([
+      'network.create host1/natnet',
+      'network.create host2/lan',
+      'vm.create host1/db1',
+      'vm.create host1/web1',
+      'vm.create host2/app1',
+      'vm.start host1/web1',
+      'vm.start host2/app1',
+    ]);
+    const create = plan.steps[0]!;
+    expect(create.kind === 'network.create' && create.configHash).toBe(networkConfigHash(net('host1', 0)));
+    expect(plan.unchanged).toEqual([]);
+  });
+
+  it('plans nothing for a converged state and lists what is unchanged', () => {
+    const plan = planChanges(desired, converged());
+    expect(plan.steps).toEqual([]);
+    expect(plan.unchanged).toEqual([
+      'network lan on host2',
+      'network natnet on host1',
+      'vm app1 on host2',
+      'vm db1 on host1',
+      'vm web1 on host1',
+    ]);
+  });
+
+  it('updates a network whose hash differs or that has problems', () => {
+    const obs = converged();
+    obs[0]!.networks[0]!.configHash = 'old';
+    obs[1]!.networks[0]!.problems = ['bridge missing', 'uplink detached'];
+    const plan = planChanges(desired, obs);
+    expect(plan.steps).toEqual([
+      expect.objectContaining({ kind: 'network.update', host: 'host1', reason: 'configuration changed' }),
+      expect.objectContaining({
+        kind: 'network.update',
+        host: 'host2',
+        reason: 'repair: bridge missing; uplink detached',
+      }),
+    ]);
+  });
+
+  it('replaces a VM whose configuration changed: forced stop, delete, create, start', () => {
+    const obs = converged();
+    obs[0]!.vms[0]!.configHash = 'old';
+    const plan = planChanges(desired, obs);
+    expect(brief(plan.steps)).toEqual([
+      'vm.stop host1/web1 force=true',
+      'vm.delete host1/web1',
+      'vm.create host1/web1',
+      'vm.start host1/web1',
+    ]);
+    expect(
+      plan.steps.every((s) => s.reason === 'replace: configuration changed' || s.kind === 'vm.start'),
+    ).toBe(true);
+  });
+
+  it('replaces a stopped VM without stopping it, and does not start a VM meant to be stopped', () => {
+    const obs = converged();
+    obs[0]!.vms[1]!.configHash = 'old';
+    expect(brief(planChanges(desired, obs).steps)).toEqual(['vm.delete host1/db1', 'vm.create host1/db1']);
+  });
+
+  it('replaces a VM with problems, naming them', () => {
+    const obs = converged();
+    obs[1]!.vms[0]!.problems = ['tap missing'];
+    const plan = planChanges(desired, obs);
+    expect(brief(plan.steps)).toEqual([
+      'vm.stop host2/app1 force=true',
+      'vm.delete host2/app1',
+      'vm.create host2/app1',
+      'vm.start host2/app1',
+    ]);
+    expect(plan.steps[0]!.reason).toBe('replace: repair: tap missing');
+  });
+
+  it('does not rebuild a VM for a power-state change', () => {
+    expect(vmConfigHash({ ...vm('host1', 0), state: 'stopped' })).toBe(vmConfigHash(vm('host1', 0)));
+  });
+
+  it('starts a stopped or crashed VM that should run', () => {
+    const obs = converged();
+    obs[0]!.vms[0]!.state = 'stopped';
+    obs[1]!.vms[0]!.state = 'crashed';
+    const plan = planChanges(desired, obs);
+    expect(brief(plan.steps)).toEqual(['vm.start host1/web1', 'vm.start host2/app1']);
+    expect(plan.steps[1]!.reason).toBe('desired state is running, observed crashed');
+  });
+
+  it('stops a running VM that should be stopped, gracefully', () => {
+    const obs = converged();
+    obs[0]!.vms[1]!.state = 'running';
+    expect(brief(planChanges(desired, obs).steps)).toEqual(['vm.stop host1/db1 force=false']);
+  });
+
+  it('deletes VMs and networks that are not in the spec: VMs first, networks last', () => {
+    const obs = converged();
+    obs[0]!.networks.push({ name: 'oldnet', bridge: 'vlb-00000000', configHash: 'x', problems: [] });
+    obs[0]!.vms.push({ name: 'oldvm', state: 'running', configHash: 'x', problems: [] });
+    obs.push(report('host3', [{ name: 'gone', bridge: 'vlb-1', configHash: 'x', problems: [] }], []));
+    const plan = planChanges(desired, obs);
+    expect(brief(plan.steps)).toEqual([
+      'vm.delete host1/oldvm',
+      'network.delete host1/oldnet',
+      'network.delete host3/gone',
+    ]);
+    expect(plan.steps[0]!.reason).toBe('not in the spec');
+  });
+
+  it('moves a VM between hosts: delete on the old host before create on the new one', () => {
+    const obs = converged();
+    obs[1]!.vms.push({ name: 'web1', state: 'running', configHash: 'x', problems: [] });
+    obs[0]!.vms.splice(0, 1);
+    const plan = planChanges(desired, obs);
+    expect(brief(plan.steps)).toEqual([
+      'vm.delete host2/web1',
+      'vm.create host1/web1',
+      'vm.start host1/web1',
+    ]);
+    expect(planChanges(desired, simulate(obs, plan.steps, desired)).steps).toEqual([]);
+  });
+
+  it('treats a desired host missing from the reports as empty', () => {
+    const plan = planChanges(desired, [converged()[0]!]);
+    expect(brief(plan.steps)).toEqual([
+      'network.create host2/lan',
+      'vm.create host2/app1',
+      'vm.start host2/app1',
+    ]);
+  });
+
+  it('is deterministic whatever the order of reports', () => {
+    const obs = converged();
+    obs[0]!.vms[0]!.configHash = 'old';
+    obs[1]!.vms[0]!.state = 'stopped';
+    expect(planChanges(desired, [...obs].reverse())).toEqual(planChanges(desired, obs));
+  });
+
+  it('converges: a second plan against the simulated result is empty', () => {
+    const obs = converged();
+    obs[0]!.vms[0]!.configHash = 'old';
+    obs[0]!.vms[1]!.state = 'crashed';
+    obs[1]!.networks[0]!.problems = ['x'];
+    obs[1]!.vms.push({ name: 'stray', state: 'paused', configHash: 'x', problems: [] });
+    const plan = planChanges(desired, obs);
+    expect(planChanges(desired, simulate(obs, plan.steps, desired)).steps).toEqual([]);
+  });
+
+  it('converges from any reported state to any valid spec (property)', () => {
+    const stateArb = fc.constantFrom<VmPowerState>('running', 'stopped', 'paused', 'crashed');
+    fc.assert(
+      fc.property(
+        validSpecArb,
+        validSpecArb,
+        fc.array(fc.tuple(stateArb, fc.boolean(), fc.boolean()), { maxLength: 10 }),
+        (rawA, rawB, perturb) => {
+          // Realise spec A, perturb it, then converge to spec B (a different world on the same machines).
+          const a = resolveSpec(loadSpec(JSON.stringify(rawA)));
+          let obs = simulate([], planChanges(a, []).steps, a);
+          expect(planChanges(a, obs).steps).toEqual([]);
+          const vms = obs.flatMap((r) => r.vms);
+          perturb.forEach(([state, stale, broken], i) => {
+            const v = vms[i % Math.max(vms.length, 1)];
+            if (!v) return;
+            v.state = state;
+            if (stale) v.configHash = 'stale';
+            if (broken) v.problems = ['broken'];
+          });
+          const b = resolveSpec(loadSpec(JSON.stringify(rawB)));
+          obs = simulate(obs, planChanges(b, obs).steps, b);
+          expect(planChanges(b, obs).steps).toEqual([]);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});

@@ -1,0 +1,134 @@
+// The diff: desired configs vs what agents report -> ordered steps that converge them.
+import type { HostReport, ObservedNetwork, ObservedVm } from '../shared/model.js';
+import { networkConfigHash, vmConfigHash } from './hash.js';
+import type { DesiredState } from './resolve.js';
+import { type Plan, type Step, stepTarget } from './steps.js';
+
+// Dependency order: networks exist before VMs attach, old VMs go before new ones start (no VM runs
+// twice when it moves), networks go last when their VMs are gone.
+const phase: Record<Step['kind'], number> = {
+  'network.create': 0,
+  'network.update': 0,
+  'vm.stop': 1,
+  'vm.delete': 1,
+  'vm.create': 2,
+  'vm.start': 3,
+  'network.delete': 4,
+};
+// Within one VM in phase 1: stop before delete.
+const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete': 1 };
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Sorts steps into dependency order, then by host and object name; stable and deterministic. */
+export function orderSteps(steps: Step[]): Step[] {
+  return [...steps].sort(
+    (a, b) =>
+      phase[a.kind] - phase[b.kind] ||
+      cmp(a.host, b.host) ||
+      cmp(stepTarget(a), stepTarget(b)) ||
+      (within[a.kind] ?? 0) - (within[b.kind] ?? 0),
+  );
+}
+
+/**
+ * Plans the steps that bring `observed` to `desired`. A desired host missing from `observed` counts as
+ * empty; an observed host missing from `desired` has everything on it deleted.
+ */
+export function planChanges(desired: DesiredState, observed: HostReport[]): Plan {
+  const steps: Step[] = [];
+  const unchanged: string[] = [];
+  const obsByHost = new Map<string, HostReport>();
+  for (const r of observed) obsByHost.set(r.host, r);
+  const hosts = [...new Set([...Object.keys(desired), ...obsByHost.keys()])].sort(cmp);
+
+  for (const host of hosts) {
+    const want = desired[host] ?? { networks: [], vms: [] };
+    const seen = obsByHost.get(host);
+    const obsNets = new Map<string, ObservedNetwork>((seen?.networks ?? []).map((n) => [n.name, n]));
+    const obsVms = new Map<string, ObservedVm>((seen?.vms ?? []).map((v) => [v.name, v]));
+
+    for (const net of want.networks) {
+      const hash = networkConfigHash(net);
+      const o = obsNets.get(net.name);
+      if (!o) {
+        steps.push({
+          kind: 'network.create',
+          host,
+          network: net,
+          configHash: hash,
+          reason: 'not on the host',
+        });
+      } else if (o.problems.length > 0) {
+        steps.push({
+          kind: 'network.update',
+          host,
+          network: net,
+          configHash: hash,
+          reason: `repair: ${o.problems.join('; ')}`,
+        });
+      } else if (o.configHash !== hash) {
+        steps.push({
+          kind: 'network.update',
+          host,
+          network: net,
+          configHash: hash,
+          reason: 'configuration changed',
+        });
+      } else {
+        unchanged.push(`network ${net.name} on ${host}`);
+      }
+    }
+    const wantNets = new Set(want.networks.map((n) => n.name));
+    for (const o of obsNets.values()) {
+      if (!wantNets.has(o.name))
+        steps.push({ kind: 'network.delete', host, name: o.name, reason: 'not in the spec' });
+    }
+
+    for (const vm of want.vms) {
+      const hash = vmConfigHash(vm);
+      const o = obsVms.get(vm.name);
+      const name = vm.name;
+      const create = (reason: string) => {
+        steps.push({ kind: 'vm.create', host, vm, configHash: hash, reason });
+        if (vm.state === 'running')
+          steps.push({ kind: 'vm.start', host, name, reason: 'desired state is running' });
+      };
+      if (!o) {
+        create('not on the host');
+        continue;
+      }
+      const replace =
+        o.problems.length > 0
+          ? `repair: ${o.problems.join('; ')}`
+          : o.configHash !== hash
+            ? 'configuration changed'
+            : undefined;
+      if (replace) {
+        if (o.state !== 'stopped')
+          steps.push({ kind: 'vm.stop', host, name, force: true, reason: `replace: ${replace}` });
+        steps.push({ kind: 'vm.delete', host, name, reason: `replace: ${replace}` });
+        create(`replace: ${replace}`);
+      } else if (vm.state === 'running' && o.state !== 'running') {
+        steps.push({ kind: 'vm.start', host, name, reason: `desired state is running, observed ${o.state}` });
+      } else if (vm.state === 'stopped' && o.state !== 'stopped') {
+        // A crashed guest will not answer ACPI: stop it at once.
+        steps.push({
+          kind: 'vm.stop',
+          host,
+          name,
+          force: o.state === 'crashed',
+          reason: `desired state is stopped, observed ${o.state}`,
+        });
+      } else {
+        unchanged.push(`vm ${vm.name} on ${host}`);
+      }
+    }
+    const wantVms = new Set(want.vms.map((v) => v.name));
+    for (const o of obsVms.values()) {
+      if (!wantVms.has(o.name))
+        steps.push({ kind: 'vm.delete', host, name: o.name, reason: 'not in the spec' });
+    }
+  }
+  return { steps: orderSteps(steps), unchanged: unchanged.sort(cmp) };
+}

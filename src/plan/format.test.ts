@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { loadSpec } from '../spec/load.js';
+import { planChanges } from './diff.js';
+import { formatPlan, NO_CHANGES } from './format.js';
+import { resolveSpec } from './resolve.js';
+
+const desired = resolveSpec(
+  loadSpec(`
+version: 1
+hosts: [{ name: host1 }]
+networks:
+  - { name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }
+  - { name: lan, host: host1, mode: bridge }
+vms:
+  - { name: web1, host: host1, cpus: 2, memoryMiB: 512, nics: [{ network: natnet }, { network: lan }] }
+`),
+);
+const caps = { accelerator: 'tcg' as const, acceleratorReason: '', cpus: 1, memoryMiB: 1024, network: {} };
+
+describe('formatPlan', () => {
+  it('says so when there is nothing to do', () => {
+    expect(formatPlan({ steps: [], unchanged: ['vm web1 on host1'] })).toBe(NO_CHANGES);
+    expect(NO_CHANGES).toBe('No changes. Infrastructure matches the spec.');
+  });
+
+  it('renders a creation plan', () => {
+    expect(formatPlan(planChanges(desired, []))).toBe(
+      [
+        '+ network lan on host1 (bridge on eth0)',
+        '+ network natnet on host1 (nat 10.10.0.0/24)',
+        '+ vm web1 on host1 (2 cpus, 512 MiB, test-guest, nics: natnet, lan)',
+        '> vm web1 start on host1',
+        '',
+        'Plan: 3 to create, 0 to update, 0 to delete, 1 to start, 0 to stop.',
+      ].join('\n'),
+    );
+  });
+
+  it('renders updates, replacements, stops and deletes', () => {
+    const plan = planChanges(desired, [
+      {
+        host: 'host1',
+        agentVersion: '',
+        capabilities: caps,
+        networks: [
+          { name: 'natnet', bridge: 'x', configHash: 'old', problems: [] },
+          { name: 'lan', bridge: 'x', configHash: 'old', problems: ['bridge missing'] },
+          { name: 'old', bridge: 'x', configHash: 'old', problems: [] },
+        ],
+        vms: [
+          { name: 'web1', state: 'running', configHash: 'old', problems: [] },
+          { name: 'stray', state: 'stopped', configHash: 'x', problems: [] },
+        ],
+      },
+    ]);
+    expect(formatPlan(plan)).toBe(
+      [
+        '~ network lan on host1 (repair: bridge missing)',
+        '~ network natnet on host1 (configuration changed)',
+        '- vm stray on host1 (not in the spec)',
+        '< vm web1 stop (forced) on host1 (replace: configuration changed)',
+        '- vm web1 on host1 (replace: configuration changed)',
+        '+ vm web1 on host1 (2 cpus, 512 MiB, test-guest, nics: natnet, lan)',
+        '> vm web1 start on host1',
+        '- network old on host1 (not in the spec)',
+        '',
+        'Plan: 1 to create, 2 to update, 3 to delete, 1 to start, 1 to stop.',
+      ].join('\n'),
+    );
+  });
+});

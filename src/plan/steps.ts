@@ -1,0 +1,64 @@
+// Plan steps: data only. The controller sends each to its host's agent in plan order.
+import type { NetworkConfig, VmConfig } from '../shared/model.js';
+
+/** Creates a network, or updates one in place (the network driver's ensureNetwork does both). */
+export interface NetworkEnsureStep {
+  kind: 'network.create' | 'network.update';
+  host: string;
+  network: NetworkConfig;
+  configHash: string;
+  reason: string;
+}
+
+/** Deletes a network; planned after the VMs on it are gone. */
+export interface NetworkDeleteStep {
+  kind: 'network.delete';
+  host: string;
+  name: string;
+  reason: string;
+}
+
+/** Creates a VM (stopped) from its config; `configHash` is stored with it. */
+export interface VmCreateStep {
+  kind: 'vm.create';
+  host: string;
+  vm: VmConfig;
+  configHash: string;
+  reason: string;
+}
+
+/** Starts or deletes a VM by name. */
+export interface VmNamedStep {
+  kind: 'vm.start' | 'vm.delete';
+  host: string;
+  name: string;
+  reason: string;
+}
+
+/** Stops a VM: gracefully (ACPI) or, when `force`, at once. */
+export interface VmStopStep {
+  kind: 'vm.stop';
+  host: string;
+  name: string;
+  force: boolean;
+  reason: string;
+}
+
+/** One plan step. */
+export type Step = NetworkEnsureStep | NetworkDeleteStep | VmCreateStep | VmNamedStep | VmStopStep;
+
+/** Kinds of `Step`. */
+export type StepKind = Step['kind'];
+
+/** An ordered list of steps, and the objects (`network NAME on HOST`, `vm NAME on HOST`) left as they are. */
+export interface Plan {
+  steps: Step[];
+  unchanged: string[];
+}
+
+/** Name of the object a step acts on. */
+export function stepTarget(step: Step): string {
+  if ('network' in step) return step.network.name;
+  if ('vm' in step) return step.vm.name;
+  return step.name;
+}

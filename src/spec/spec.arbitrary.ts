@@ -1,0 +1,138 @@
+// fast-check generator of valid raw spec documents, shared by the spec and plan property tests.
+import fc from 'fast-check';
+import { formatIpv4, parseCidr } from './net.js';
+
+/** A raw spec document (what YAML parses to), before the schema applies defaults. */
+// biome-ignore lint/suspicious/noExplicitAny: raw documents are mutated freely by the property tests.
+export type RawSpec = any;
+
+/** A valid spec name. */
+export const nameArb = fc.stringMatching(/^[a-z][a-z0-9-]{0,12}$/);
+
+const netArb = fc.record({
+  mode: fc.constantFrom('nat', 'isolated', 'bridge'),
+  host: fc.nat(),
+  mtu: fc.option(fc.integer({ min: 576, max: 9000 }), { nil: undefined }),
+  prefix: fc.integer({ min: 16, max: 28 }),
+  explicitGw: fc.boolean(),
+  explicitDhcp: fc.boolean(),
+});
+
+const vmArb = fc.record({
+  host: fc.nat(),
+  nics: fc.array(fc.record({ net: fc.nat(), fixed: fc.boolean(), mac: fc.boolean() }), {
+    minLength: 1,
+    maxLength: 3,
+  }),
+  cpus: fc.option(fc.integer({ min: 1, max: 64 }), { nil: undefined }),
+  memoryMiB: fc.option(fc.integer({ min: 64, max: 4096 }), { nil: undefined }),
+  state: fc.option(fc.constantFrom('running', 'stopped'), { nil: undefined }),
+  disks: fc.integer({ min: 0, max: 2 }),
+  qcow2: fc.boolean(),
+});
+
+/** Random valid specs: unique names, disjoint subnets, addresses outside DHCP ranges, sound forwards, optional lab. */
+export const validSpecArb: fc.Arbitrary<RawSpec> = fc
+  .record({
+    names: fc.uniqueArray(nameArb, { minLength: 20, maxLength: 20 }),
+    nHosts: fc.integer({ min: 1, max: 3 }),
+    nets: fc.array(netArb, { minLength: 1, maxLength: 5 }),
+    vms: fc.array(vmArb, { maxLength: 6 }),
+    forwards: fc.array(
+      fc.record({ net: fc.nat(), vm: fc.nat(), proto: fc.constantFrom('tcp', 'udp', undefined) }),
+      { maxLength: 4 },
+    ),
+    lab: fc.boolean(),
+    nPeers: fc.integer({ min: 0, max: 2 }),
+  })
+  .map(({ names, nHosts, nets, vms, forwards, lab, nPeers }) => {
+    const hosts = names.slice(0, nHosts).map((name, i) => (i === 1 ? { name, uplink: 'eth1' } : { name }));
+    const bridged = new Set<string>();
+    const networks: RawSpec[] = [];
+    const fixedPool = new Map<string, { next: number; last: number; base: number }>();
+    nets.forEach((n, i) => {
+      const name = names[3 + i]!;
+      const host = hosts[n.host % nHosts]!.name;
+      const mode = n.mode === 'bridge' && bridged.has(host) ? 'isolated' : n.mode;
+      const net: RawSpec = { name, host, mode };
+      if (n.mtu !== undefined) net.mtu = n.mtu;
+      if (mode === 'bridge') {
+        bridged.add(host);
+      } else {
+        const cidr = parseCidr(`10.${i}.0.0/${n.prefix}`)!;
+        net.cidr = `10.${i}.0.0/${n.prefix}`;
+        if (n.explicitGw) net.gateway = formatIpv4(cidr.broadcast - 1);
+        if (n.explicitDhcp)
+          net.dhcp = {
+            start: formatIpv4(cidr.network + cidr.size / 2),
+            end: formatIpv4(cidr.network + cidr.size / 2 + cidr.size / 4),
+          };
+        fixedPool.set(name, { next: 2, last: Math.min(99, cidr.size / 2 - 1), base: cidr.network });
+        if (mode === 'nat') net.forwards = [];
+      }
+      networks.push(net);
+    });
+    let bridgeNext = 30;
+    const outVms: RawSpec[] = [];
+    const hostsWithNets = hosts.filter((h) => networks.some((n) => n.host === h.name));
+    vms.forEach((v, vi) => {
+      const host = hostsWithNets[v.host % hostsWithNets.length]!.name;
+      const local = networks.filter((n) => n.host === host);
+      const vm: RawSpec = {
+        name: names[9 + vi]!,
+        host,
+        nics: v.nics.map((nic, ni) => {
+          const net = local[nic.net % local.length]!;
+          const out: RawSpec = { network: net.name };
+          if (nic.mac)
+            out.mac = `52:54:01:00:${vi.toString(16).padStart(2, '0')}:${ni.toString(16).padStart(2, '0')}`;
+          if (nic.fixed) {
+            if (net.mode === 'bridge') {
+              if (bridgeNext < 190) out.ip = `192.168.1.${bridgeNext++}`;
+            } else {
+              const pool = fixedPool.get(net.name)!;
+              if (pool.next <= pool.last) out.ip = formatIpv4(pool.base + pool.next++);
+            }
+          }
+          return out;
+        }),
+      };
+      if (v.cpus !== undefined) vm.cpus = v.cpus;
+      if (v.memoryMiB !== undefined) vm.memoryMiB = v.memoryMiB;
+      if (v.state !== undefined) vm.state = v.state;
+      if (v.disks > 0)
+        vm.disks = Array.from({ length: v.disks }, (_, k) => ({ name: `d${k}`, sizeMiB: 10 + k }));
+      if (v.qcow2) vm.image = { kind: 'qcow2', path: '/var/lib/images/debian.qcow2' };
+      outVms.push(vm);
+    });
+    const ports = new Map<string, number>();
+    for (const f of forwards) {
+      const nats = networks.filter((n) => n.mode === 'nat');
+      if (nats.length === 0) break;
+      const net = nats[f.net % nats.length]!;
+      const targets = outVms.filter((vm) =>
+        vm.nics.some((nic: RawSpec) => nic.network === net.name && nic.ip),
+      );
+      if (targets.length === 0) continue;
+      const port = (ports.get(net.host) ?? 1000) + 1;
+      ports.set(net.host, port);
+      const fwd: RawSpec = { hostPort: port, vm: targets[f.vm % targets.length]!.name, vmPort: 80 };
+      if (f.proto) fwd.protocol = f.proto;
+      net.forwards.push(fwd);
+    }
+    const spec: RawSpec = { version: 1, hosts, networks, vms: outVms };
+    if (lab) {
+      spec.lab = {
+        name: 'fuzz',
+        lan: {
+          cidr: '192.168.1.0/24',
+          gateway: '192.168.1.1',
+          dhcp: { start: '192.168.1.200', end: '192.168.1.250' },
+        },
+        upstream: { cidr: '203.0.113.0/24', address: '203.0.113.1' },
+        hosts: hosts.map((h, i) => ({ name: h.name, address: `192.168.1.${10 + i}` })),
+        peers: names.slice(17, 17 + nPeers).map((name, i) => ({ name, address: `192.168.1.${20 + i}` })),
+      };
+    }
+    return spec;
+  });
