@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what vmlink needs on a Debian 12 machine, skipping what is already there:
+# Debian packages, npm dependencies, the unprivileged QEMU user, the QEMU launcher and the test guest image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "error: setup must run as root (it installs packages and creates the vmlink-qemu user)" >&2
+  exit 1
+fi
+
+PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
+  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  step "Debian packages: all present"
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  step "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+else
+  step "npm dependencies: up to date"
+fi
+
+if ! id -u vmlink-qemu >/dev/null 2>&1; then
+  step "creating the unprivileged QEMU user vmlink-qemu"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmlink-qemu
+fi
+
+if [ ! -x build/vmlink-launch ] || [ native/vmlink-launch.c -nt build/vmlink-launch ]; then
+  step "building the QEMU launcher"
+  bash scripts/build-native.sh
+fi
+
+step "test guest image (Debian kernel + busybox + qemu-guest-agent)"
+npx tsx src/guest/main.ts
+
+step "setup complete"
