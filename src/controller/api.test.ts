@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { RecordingRunner } from '../exec/runner.js';
+import { createControllerApi } from './api.js';
+import { Controller } from './controller.js';
+import { SqliteStore } from './store/sqlite.js';
+import { TaskManager } from './tasks.js';
+
+const SPEC = `version: 1
+hosts: [{ name: host1, agent: "unix:///nonexistent/agent.sock" }]
+networks: [{ name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }]
+`;
+
+describe('controller API', () => {
+  let app: FastifyInstance;
+  let tcp: FastifyInstance;
+  const tasks = new TaskManager();
+  beforeAll(async () => {
+    const controller = new Controller(new SqliteStore(':memory:'), new RecordingRunner());
+    app = await createControllerApi(controller, tasks);
+    tcp = await createControllerApi(controller, tasks, { token: 's3cret' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await tcp.close();
+  });
+
+  it('serves an OpenAPI document describing its routes', async () => {
+    const r = await app.inject({ method: 'GET', url: '/openapi.json' });
+    const doc = r.json() as { openapi: string; paths: Record<string, unknown> };
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/plan', '/v1/apply', '/v1/verify', '/v1/vms/{name}/exec', '/v1/tasks/{id}']));
+  });
+
+  it('rejects unknown fields and wrong types with 422', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/plan', payload: { spec: SPEC, extra: 1 } });
+    expect(r.statusCode).toBe(422);
+    expect(r.json().error.message).toMatch(/extra|unrecognized/i);
+    const r2 = await app.inject({ method: 'POST', url: '/v1/vms/BAD;name/stop', payload: {} });
+    expect(r2.statusCode).toBe(422);
+  });
+
+  it('returns every spec problem with its path', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/apply', payload: { spec: SPEC.replace('10.10.0.0/24', '10.10.0.0/33').replace('natnet', 'Nat Net'), source: 'x.yaml' } });
+    expect(r.statusCode).toBe(422);
+    const paths = (r.json().error.issues as Array<{ path: string }>).map((i) => i.path);
+    expect(paths).toEqual(expect.arrayContaining(['networks[0].name', 'networks[0].cidr']));
+  });
+
+  it('says which agent it cannot reach (503)', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/plan', payload: { spec: SPEC } });
+    expect(r.statusCode).toBe(503);
+    expect(r.json().error.message).toContain('host1');
+  });
+
+  it('runs apply as a task whose failure is readable', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/apply', payload: { spec: SPEC } });
+    expect(r.statusCode).toBe(202);
+    const { taskId } = r.json() as { taskId: string };
+    const done = await tasks.wait(taskId);
+    expect(done.state).toBe('failed');
+    expect(done.error?.kind).toBe('unavailable');
+    const got = await app.inject({ method: 'GET', url: `/v1/tasks/${taskId}` });
+    expect(got.json().state).toBe('failed');
+  });
+
+  it('answers 404 for unknown VMs and tasks', async () => {
+    expect((await app.inject({ method: 'POST', url: '/v1/vms/ghost/start', payload: {} })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'GET', url: '/v1/tasks/5b0a4c4e-6a8f-4f3c-9a6e-1d2c3b4a5f60' })).statusCode).toBe(404);
+  });
+
+  it('requires the bearer token on a token-protected listener', async () => {
+    expect((await tcp.inject({ method: 'GET', url: '/v1/health' })).statusCode).toBe(401);
+    expect((await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer wrong' } })).statusCode).toBe(401);
+    expect((await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
+  });
+});

@@ -1,0 +1,182 @@
+// End to end, through the real CLI: controller, lab namespaces, agents, QEMU guests, NAT/bridge/isolated networks.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostStatus } from '../../src/controller/controller.js';
+import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
+import { cliJson, runCli } from '../helpers/cli.js';
+import { acquireVmLock } from '../helpers/vmlock.js';
+
+const LAB = 'it';
+const SPEC = `
+version: 1
+hosts:
+  - { name: host1 }
+networks:
+  - name: natnet
+    host: host1
+    mode: nat
+    cidr: 10.61.0.0/24
+    forwards: [{ hostPort: 8080, vm: web1, vmPort: 80 }]
+  - { name: lan, host: host1, mode: bridge }
+  - { name: iso, host: host1, mode: isolated, cidr: 10.62.0.0/24 }
+vms:
+  - { name: web1, host: host1, memoryMiB: 192, nics: [{ network: natnet, ip: 10.61.0.10 }] }
+  - { name: app1, host: host1, memoryMiB: 192, nics: [{ network: lan }] }
+  - { name: iso1, host: host1, memoryMiB: 192, nics: [{ network: iso }] }
+lab:
+  name: ${LAB}
+  lan: { cidr: 192.168.61.0/24, gateway: 192.168.61.1 }
+  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.61 }
+  hosts: [{ name: host1, address: 192.168.61.10 }]
+  peers: [{ name: pc1, address: 192.168.61.20 }]
+`;
+
+const root = mkdtempSync('/tmp/vmlink-it-');
+// QEMU runs as vmlink-qemu and must reach its VM directory below this one.
+chmodSync(root, 0o755);
+const env = {
+  VMLINK_RUN_DIR: join(root, 'run'),
+  VMLINK_STATE_DIR: join(root, 'state'),
+  VMLINK_SOCKET: join(root, 'run', 'controller.sock'),
+};
+const specFile = join(root, 'spec.yaml');
+let release: (() => Promise<void>) | undefined;
+
+const namespaces = () =>
+  execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.startsWith(`vl-${LAB}-`));
+/** Processes named `comm` whose command line mentions `dir`. */
+const procsUnder = (dir: string, comm: string) =>
+  readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
+      } catch {
+        return false;
+      }
+    });
+
+beforeAll(async () => {
+  mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
+  writeFileSync(specFile, SPEC);
+  release = await acquireVmLock();
+  const d = await runCli(['daemon', '--detach'], env);
+  expect(d.code, d.stderr).toBe(0);
+  const up = await runCli(['lab', 'up', '-f', specFile], env);
+  expect(up.code, up.stderr + up.stdout).toBe(0);
+});
+
+afterAll(async () => {
+  await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
+  await runCli(['daemon', '--stop'], env).catch(() => {});
+  rmSync(root, { recursive: true, force: true });
+  await release?.();
+});
+
+describe('one host with nat, bridge and isolated networks', () => {
+  it('applies the spec and prints the plan', async () => {
+    const r = await runCli(['apply', '-f', specFile], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('+ network natnet');
+    expect(r.stdout).toMatch(/Apply complete: \d+ step/);
+  });
+
+  it('reports no changes on a second apply', async () => {
+    const plan = await runCli(['plan', '-f', specFile], env);
+    expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+    const r = await runCli(['apply', '-f', specFile], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n').pop()).toBe('no changes');
+  });
+
+  let matrix: VerifyResult;
+  const cellOf = (from: string, to: string, kind: MatrixCell['kind'] = 'ping') =>
+    matrix.cells.find((c) => c.from === from && c.kind === kind && (kind === 'ping' ? c.to === to : c.to.includes(to)))!;
+
+  it('verifies the whole matrix green', async () => {
+    const r = await runCli(['verify', '--json'], env);
+    matrix = JSON.parse(r.stdout) as VerifyResult;
+    const bad = matrix.cells.filter((c) => !c.ok);
+    expect(bad, JSON.stringify(bad, null, 1)).toEqual([]);
+    expect(r.code).toBe(0);
+  });
+
+  it('NAT egress: the nat VM reaches the upstream and the LAN peer', () => {
+    expect(cellOf('web1', 'upstream')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('web1', 'pc1')).toMatchObject({ observed: true });
+    expect(cellOf('web1', 'upstream').rttMs).toBeGreaterThan(0);
+    expect(cellOf('pc1', 'web1')).toMatchObject({ expected: false, observed: false });
+  });
+
+  it('port forward: the LAN peer reaches web1 through host1:8080, the upstream does not', () => {
+    expect(cellOf('pc1', ':8080', 'forward')).toMatchObject({ observed: true, detail: 'vmlink-guest web1' });
+    expect(cellOf('upstream', ':8080', 'forward')).toMatchObject({ expected: false, observed: false });
+  });
+
+  it('bridged: the LAN peer and the bridged VM reach each other directly', () => {
+    expect(cellOf('pc1', 'app1')).toMatchObject({ observed: true });
+    expect(cellOf('app1', 'pc1')).toMatchObject({ observed: true });
+    const app1 = matrix.endpoints.find((e) => e.id === 'app1')!;
+    expect(app1.address).toMatch(/^192\.168\.61\./);
+  });
+
+  it('isolated: the isolated VM reaches its host only', () => {
+    expect(cellOf('iso1', 'host1')).toMatchObject({ observed: true });
+    for (const to of ['pc1', 'upstream', 'web1', 'app1']) expect(cellOf('iso1', to), to).toMatchObject({ observed: false });
+    for (const from of ['pc1', 'web1', 'app1']) expect(cellOf(from, 'iso1'), from).toMatchObject({ observed: false });
+  });
+
+  it('runs commands in a guest through the guest agent', async () => {
+    const r = await runCli(['vm', 'exec', 'web1', '--', 'hostname'], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('web1');
+  });
+
+  it('refuses a bad spec with the path of each problem and changes nothing', async () => {
+    const bad = join(root, 'bad.yaml');
+    writeFileSync(bad, SPEC.replace('ip: 10.61.0.10', 'ip: 10.99.0.10').replace('name: app1', 'name: "app1;reboot"'));
+    const r = await runCli(['apply', '-f', bad], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('vms[0].nics[0].ip');
+    expect(r.stderr).toContain('vms[1].name');
+    const plan = await runCli(['plan', '-f', specFile], env);
+    expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+  });
+
+  it('re-adopts running VMs when the agent is killed with SIGKILL and restarted', async () => {
+    const before = await cliJson<{ hosts: HostStatus[] }>(['status'], env);
+    const pids = Object.fromEntries(before.hosts[0]!.report!.vms.map((v) => [v.name, v.pid]));
+    expect(Object.keys(pids).sort()).toEqual(['app1', 'iso1', 'web1']);
+    const agentPid = Number(readFileSync(join(env.VMLINK_RUN_DIR, 'lab', LAB, 'host1.agent.pid'), 'utf8'));
+    process.kill(agentPid, 'SIGKILL');
+    const up = await runCli(['lab', 'up', '-f', specFile], env);
+    expect(up.code, up.stderr).toBe(0);
+    const after = await cliJson<{ hosts: HostStatus[] }>(['status'], env);
+    for (const v of after.hosts[0]!.report!.vms) {
+      expect(v.state).toBe('running');
+      expect(v.pid).toBe(pids[v.name]);
+    }
+    const plan = await runCli(['plan', '-f', specFile], env);
+    expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+  });
+
+  it('destroy and lab down leave nothing behind', async () => {
+    const d = await runCli(['destroy', '-f', specFile], env);
+    expect(d.code, d.stderr).toBe(0);
+    const labState = join(env.VMLINK_STATE_DIR, 'lab', LAB, 'host1');
+    expect(procsUnder(labState, 'qemu-system-x86')).toEqual([]);
+    expect(procsUnder(labState, 'dnsmasq')).toEqual([]);
+    const down = await runCli(['lab', 'down', '-f', specFile], env);
+    expect(down.code, down.stderr).toBe(0);
+    expect(namespaces()).toEqual([]);
+    for (const comm of ['qemu-system-x86', 'dnsmasq']) expect(procsUnder(root, comm), comm).toEqual([]);
+    expect(procsUnder(root, 'node').length, 'only the controller is left').toBeLessThanOrEqual(1);
+    expect(existsSync(join(env.VMLINK_STATE_DIR, 'lab', LAB))).toBe(false);
+    expect(existsSync(join(env.VMLINK_RUN_DIR, 'lab', LAB))).toBe(false);
+  });
+});
