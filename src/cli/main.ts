@@ -42,8 +42,10 @@ program
   .option('--listen <url>', 'also listen on TCP, e.g. http://127.0.0.1:7070 (requires --token-file)')
   .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
   .option('--detach', 'start in the background and return once the API answers')
-  .action(async (o: { db: string; listen?: string; tokenFile?: string; detach?: boolean }) => {
+  .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
+  .action(async (o: { db: string; listen?: string; tokenFile?: string; detach?: boolean; stop?: boolean }) => {
     const socket = program.opts<{ socket: string }>().socket;
+    if (o.stop) return stopDaemon();
     if (o.listen && !o.tokenFile)
       throw new VmlinkError(
         'invalid',
@@ -328,6 +330,22 @@ program
     );
     if (checks.some((c) => !c.ok)) process.exitCode = 1;
   });
+
+async function stopDaemon(): Promise<void> {
+  const { readPid, pidAlive, sleep } = await import('../lab/lab.js');
+  const pidfile = `${runDir()}/controller.pid`;
+  const pid = readPid(pidfile);
+  if (!pid || !pidAlive(pid)) {
+    out('controller not running');
+    return;
+  }
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && pidAlive(pid); i++) await sleep(100);
+  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  const { rmSync } = await import('node:fs');
+  rmSync(pidfile, { force: true });
+  out(`controller stopped (pid ${pid})`);
+}
 
 async function detachDaemon(
   socket: string,

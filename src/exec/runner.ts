@@ -14,6 +14,8 @@ export interface RunOptions {
   allowFailure?: boolean;
   /** Extra environment; LANG/LC_ALL are always C. */
   env?: Record<string, string>;
+  /** Working directory of the command (default: the caller's). */
+  cwd?: string;
   signal?: AbortSignal;
 }
 
@@ -76,6 +78,7 @@ export class SystemRunner implements Runner {
       env: { ...process.env, ...opts.env, ...C_LOCALE },
       stdio: ['pipe', 'pipe', 'pipe'],
       signal: opts.signal,
+      cwd: opts.cwd,
     });
     const result = await collect(child, full, opts);
     log.debug({ argv: full, code: result.code, ms: Date.now() - started }, 'exec');

@@ -40,7 +40,11 @@ export interface HypervisorDriver {
 
   // Guest.
   /** Runs argv in the guest through qemu-guest-agent. */
-  guestExec(name: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<GuestExecResult>;
+  guestExec(
+    name: string,
+    argv: string[],
+    opts?: { timeoutMs?: number; input?: string },
+  ): Promise<GuestExecResult>;
   /** The guest's NICs and addresses through qemu-guest-agent. */
   guestInterfaces(name: string): Promise<GuestInterface[]>;
   /** Path of the VM's serial console unix socket. */

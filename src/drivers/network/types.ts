@@ -16,8 +16,8 @@ export interface PortConfig {
 /** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */
 export interface NetworkDriver {
   // Networks.
-  /** Creates the network, or brings an existing one in line with `cfg`; idempotent. */
-  ensureNetwork(cfg: NetworkConfig, ctx?: OpContext): Promise<void>;
+  /** Creates the network, or brings an existing one in line with `cfg`; idempotent. `configHash` is reported back by `listNetworks`. */
+  ensureNetwork(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void>;
   /** Removes the network and everything it started; a missing network is not an error. */
   deleteNetwork(name: string, ctx?: OpContext): Promise<void>;
   /** Networks this driver realised on the host, with their problems. */

@@ -14,8 +14,8 @@ export type ListenAddress = string;
 /** A fastify app with zod validation and vmlink's one error mapping (kind -> HTTP status). */
 export function createHttpApp(): FastifyInstance {
   const app = Fastify({
-    loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Request logs are info-level noise: the HTTP layer logs warnings and errors only.
+    loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: 16 * 1024 * 1024,
   });
   app.setValidatorCompiler(validatorCompiler);
