@@ -43,24 +43,26 @@ program
   .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
   .option('--detach', 'start in the background and return once the API answers')
   .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
-  .action(async (o: { db: string; listen?: string; tokenFile?: string; detach?: boolean; stop?: boolean }) => {
-    const socket = program.opts<{ socket: string }>().socket;
-    if (o.stop) return stopDaemon();
-    if (o.listen && !o.tokenFile)
-      throw new VmlinkError(
-        'invalid',
-        '--listen requires --token-file: the TCP API is never open without a token',
-      );
-    if (o.detach) return detachDaemon(socket, o);
-    const { runDaemon } = await import('../controller/main.js');
-    const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
-    await runDaemon({
-      socket,
-      db: o.db,
-      ...(o.listen ? { tcp: o.listen } : {}),
-      ...(token ? { token } : {}),
-    });
-  });
+  .action(
+    async (o: { db: string; listen?: string; tokenFile?: string; detach?: boolean; stop?: boolean }) => {
+      const socket = program.opts<{ socket: string }>().socket;
+      if (o.stop) return stopDaemon();
+      if (o.listen && !o.tokenFile)
+        throw new VmlinkError(
+          'invalid',
+          '--listen requires --token-file: the TCP API is never open without a token',
+        );
+      if (o.detach) return detachDaemon(socket, o);
+      const { runDaemon } = await import('../controller/main.js');
+      const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+      await runDaemon({
+        socket,
+        db: o.db,
+        ...(o.listen ? { tcp: o.listen } : {}),
+        ...(token ? { token } : {}),
+      });
+    },
+  );
 
 program
   .command('agent')

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
@@ -29,7 +29,15 @@ describe('controller API', () => {
     const r = await app.inject({ method: 'GET', url: '/openapi.json' });
     const doc = r.json() as { openapi: string; paths: Record<string, unknown> };
     expect(doc.openapi).toMatch(/^3\./);
-    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/plan', '/v1/apply', '/v1/verify', '/v1/vms/{name}/exec', '/v1/tasks/{id}']));
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        '/v1/plan',
+        '/v1/apply',
+        '/v1/verify',
+        '/v1/vms/{name}/exec',
+        '/v1/tasks/{id}',
+      ]),
+    );
   });
 
   it('rejects unknown fields and wrong types with 422', async () => {
@@ -41,7 +49,14 @@ describe('controller API', () => {
   });
 
   it('returns every spec problem with its path', async () => {
-    const r = await app.inject({ method: 'POST', url: '/v1/apply', payload: { spec: SPEC.replace('10.10.0.0/24', '10.10.0.0/33').replace('natnet', 'Nat Net'), source: 'x.yaml' } });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/v1/apply',
+      payload: {
+        spec: SPEC.replace('10.10.0.0/24', '10.10.0.0/33').replace('natnet', 'Nat Net'),
+        source: 'x.yaml',
+      },
+    });
     expect(r.statusCode).toBe(422);
     const paths = (r.json().error.issues as Array<{ path: string }>).map((i) => i.path);
     expect(paths).toEqual(expect.arrayContaining(['networks[0].name', 'networks[0].cidr']));
@@ -65,13 +80,23 @@ describe('controller API', () => {
   });
 
   it('answers 404 for unknown VMs and tasks', async () => {
-    expect((await app.inject({ method: 'POST', url: '/v1/vms/ghost/start', payload: {} })).statusCode).toBe(404);
-    expect((await app.inject({ method: 'GET', url: '/v1/tasks/5b0a4c4e-6a8f-4f3c-9a6e-1d2c3b4a5f60' })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'POST', url: '/v1/vms/ghost/start', payload: {} })).statusCode).toBe(
+      404,
+    );
+    expect(
+      (await app.inject({ method: 'GET', url: '/v1/tasks/5b0a4c4e-6a8f-4f3c-9a6e-1d2c3b4a5f60' })).statusCode,
+    ).toBe(404);
   });
 
   it('requires the bearer token on a token-protected listener', async () => {
     expect((await tcp.inject({ method: 'GET', url: '/v1/health' })).statusCode).toBe(401);
-    expect((await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer wrong' } })).statusCode).toBe(401);
-    expect((await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
+    expect(
+      (await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer wrong' } }))
+        .statusCode,
+    ).toBe(401);
+    expect(
+      (await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer s3cret' } }))
+        .statusCode,
+    ).toBe(200);
   });
 });

@@ -1,0 +1,61 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RecordingRunner } from '../exec/runner.js';
+import { LabSchema } from '../spec/schema.js';
+import { Lab } from './lab.js';
+import { labNamespaces } from './names.js';
+
+const spec = LabSchema.parse({
+  name: 'qs',
+  lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
+  upstream: { cidr: '203.0.113.0/24', address: '203.0.113.1' },
+  hosts: [{ name: 'host1', address: '192.168.50.10' }],
+  peers: [{ name: 'pc1', address: '192.168.50.20' }],
+});
+
+describe('lab', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-lab-'));
+  beforeAll(() => {
+    process.env.VMLINK_RUN_DIR = join(dir, 'run');
+    process.env.VMLINK_STATE_DIR = join(dir, 'state');
+  });
+  afterAll(() => {
+    delete process.env.VMLINK_RUN_DIR;
+    delete process.env.VMLINK_STATE_DIR;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('never changes the root network namespace', async () => {
+    // Every link lookup fails, so `up` builds everything; the agent never answers, so it times out at the end.
+    const runner = new RecordingRunner()
+      .on(['ip', 'link', 'show'], { code: 1 })
+      .on(['ip', '-json', 'netns', 'list'], { stdout: '[]' });
+    const lab = new Lab(runner, spec);
+    await expect(lab.up()).rejects.toThrow(/agent of host1 did not come up/);
+    const rootNs = runner.calls.filter((c) => !c.netns && !c.detached);
+    // Outside a namespace the lab only lists, adds, deletes or inspects namespaces themselves.
+    for (const c of rootNs)
+      expect(c.argv.join(' ')).toMatch(/^ip (netns (add|del|pids) vl-qs-|-json netns list$)/);
+    const spawned = runner.calls.filter((c) => c.detached);
+    expect(spawned).toHaveLength(1);
+    expect(spawned[0]!.netns).toBe('vl-qs-host1');
+  }, 60_000);
+
+  it('names infrastructure namespaces so no machine name can collide with them', () => {
+    const names = labNamespaces(spec);
+    expect(names).toEqual(['vl-qs--sw', 'vl-qs--rt', 'vl-qs--up', 'vl-qs-host1', 'vl-qs-pc1']);
+    expect(new Set(names).size).toBe(names.length);
+  });
+
+  it('puts the router next to the upstream machine without taking its address', () => {
+    expect(new Lab(new RecordingRunner(), spec).routerUpstreamAddress()).toBe('203.0.113.2');
+    expect(
+      new Lab(new RecordingRunner(), {
+        ...spec,
+        upstream: { cidr: '203.0.113.0/24', address: '203.0.113.9' },
+      }).routerUpstreamAddress(),
+    ).toBe('203.0.113.1');
+  });
+});
