@@ -13,7 +13,8 @@ export function pingArgv(target: string, timeoutMs: number, busybox: boolean): s
 /** argv of an HTTP GET that prints the body; `prefix` is how busybox is reached (`[]` in the guest). */
 export function httpArgv(target: string, port: number, timeoutMs: number, prefix: string[]): string[] {
   const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
-  return [...prefix, 'wget', '-q', '-O', '-', '-T', secs, `http://${target}:${port}/`];
+  // busybox 1.35's `wget -T` crashes, so the deadline comes from busybox `timeout`.
+  return [...prefix, 'timeout', secs, ...prefix, 'wget', '-q', '-O', '-', `http://${target}:${port}/`];
 }
 
 /** Reads a ping's outcome from its exit code and output (iputils and busybox both print `time=X ms`). */
