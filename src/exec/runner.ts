@@ -52,7 +52,10 @@ export class ExecError extends VmlinkError {
   constructor(result: RunResult, reason?: string) {
     const why = reason ?? `exit ${result.code}`;
     const err = result.stderr.trim() || result.stdout.trim();
-    super('exec', `command failed (${why}): ${formatArgv(result.argv)}${err ? `\n  ${err.split('\n').join('\n  ')}` : ''}`);
+    super(
+      'exec',
+      `command failed (${why}): ${formatArgv(result.argv)}${err ? `\n  ${err.split('\n').join('\n  ')}` : ''}`,
+    );
     this.result = result;
   }
 }
@@ -98,7 +101,9 @@ export class SystemRunner implements Runner {
         cwd: opts.cwd,
       });
       const pid = await new Promise<number>((resolve, reject) => {
-        child.once('error', (e) => reject(new VmlinkError('exec', `cannot start ${formatArgv(full)}: ${e.message}`)));
+        child.once('error', (e) =>
+          reject(new VmlinkError('exec', `cannot start ${formatArgv(full)}: ${e.message}`)),
+        );
         child.once('spawn', () => resolve(child.pid!));
       });
       child.unref();

@@ -1,6 +1,15 @@
 // End to end, through the real CLI: controller, lab namespaces, agents, QEMU guests, NAT/bridge/isolated networks.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostStatus } from '../../src/controller/controller.js';
@@ -55,7 +64,10 @@ const procsUnder = (dir: string, comm: string) =>
     .filter((p) => /^\d+$/.test(p))
     .filter((p) => {
       try {
-        return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
+        return (
+          readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm &&
+          readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)
+        );
       } catch {
         return false;
       }
@@ -96,7 +108,9 @@ describe('one host with nat, bridge and isolated networks', () => {
 
   let matrix: VerifyResult;
   const cellOf = (from: string, to: string, kind: MatrixCell['kind'] = 'ping') =>
-    matrix.cells.find((c) => c.from === from && c.kind === kind && (kind === 'ping' ? c.to === to : c.to.includes(to)))!;
+    matrix.cells.find(
+      (c) => c.from === from && c.kind === kind && (kind === 'ping' ? c.to === to : c.to.includes(to)),
+    )!;
 
   it('verifies the whole matrix green', async () => {
     const r = await runCli(['verify', '--json'], env);
@@ -127,8 +141,10 @@ describe('one host with nat, bridge and isolated networks', () => {
 
   it('isolated: the isolated VM reaches its host only', () => {
     expect(cellOf('iso1', 'host1')).toMatchObject({ observed: true });
-    for (const to of ['pc1', 'upstream', 'web1', 'app1']) expect(cellOf('iso1', to), to).toMatchObject({ observed: false });
-    for (const from of ['pc1', 'web1', 'app1']) expect(cellOf(from, 'iso1'), from).toMatchObject({ observed: false });
+    for (const to of ['pc1', 'upstream', 'web1', 'app1'])
+      expect(cellOf('iso1', to), to).toMatchObject({ observed: false });
+    for (const from of ['pc1', 'web1', 'app1'])
+      expect(cellOf(from, 'iso1'), from).toMatchObject({ observed: false });
   });
 
   it('runs commands in a guest through the guest agent', async () => {
@@ -139,7 +155,10 @@ describe('one host with nat, bridge and isolated networks', () => {
 
   it('refuses a bad spec with the path of each problem and changes nothing', async () => {
     const bad = join(root, 'bad.yaml');
-    writeFileSync(bad, SPEC.replace('ip: 10.61.0.10', 'ip: 10.99.0.10').replace('name: app1', 'name: "app1;reboot"'));
+    writeFileSync(
+      bad,
+      SPEC.replace('ip: 10.61.0.10', 'ip: 10.99.0.10').replace('name: app1', 'name: "app1;reboot"'),
+    );
     const r = await runCli(['apply', '-f', bad], env);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('vms[0].nics[0].ip');

@@ -1,0 +1,177 @@
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RecordingRunner, type RunOptions, type RunResult } from '../../../exec/runner.js';
+import { NotFoundError, UnsupportedError } from '../../../shared/errors.js';
+import type { VmConfig } from '../../../shared/model.js';
+import { buildQemuArgv, vmPaths } from './cmdline.js';
+import { QemuDriver, type StoredVm } from './driver.js';
+
+// Unit tests of the driver's file handling with a recording runner; real QEMU runs in test/integration/qemu.int.test.ts.
+
+const isRoot = process.getuid?.() === 0;
+let root = '';
+let imagesDir = '';
+
+/** Records commands, answers the user lookup, and makes the files genisoimage would. */
+class FakeRunner extends RecordingRunner {
+  constructor(withUser = true) {
+    super();
+    if (withUser)
+      this.on(['getent', 'passwd'], { stdout: 'vmlink-qemu:x:995:995::/nonexistent:/usr/sbin/nologin\n' }).on(
+        ['id', '-G'],
+        { stdout: '995\n' },
+      );
+    else this.on(['getent'], { code: 2 });
+    this.on(['qemu-img', 'info'], { stdout: '{"format":"qcow2"}' });
+  }
+  override async run(argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    if (argv[0] === 'genisoimage') await writeFile(argv[argv.indexOf('-output') + 1]!, 'iso');
+    return super.run(argv, opts);
+  }
+}
+
+const cfg: VmConfig = {
+  name: 'web1',
+  cpus: 1,
+  memoryMiB: 128,
+  image: { kind: 'test-guest' },
+  disks: [{ name: 'data', sizeMiB: 8 }],
+  nics: [{ network: 'n', bridge: 'vlb-1', tap: 'vlt-1', mac: '52:54:00:00:00:01', mtu: 1500 }],
+  state: 'running',
+};
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'vmlink-qemu-driver-'));
+  await chmod(root, 0o711);
+  imagesDir = join(root, 'images');
+  await mkdir(join(imagesDir, 'test-guest'), { recursive: true, mode: 0o755 });
+  for (const f of ['vmlinuz', 'initrd.img'])
+    await writeFile(join(imagesDir, 'test-guest', f), 'x', { mode: 0o644 });
+  await writeFile(join(root, 'base.qcow2'), 'x', { mode: 0o644 });
+});
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+const driver = (runner: RecordingRunner, stateDir: string) =>
+  new QemuDriver({
+    runner,
+    stateDir,
+    imagesDir,
+    accelerator: 'tcg',
+    launcherPath: '/nonexistent/vmlink-launch',
+  });
+
+describe.runIf(isRoot)('QemuDriver.create', () => {
+  it('lays out the VM directory for an unprivileged QEMU and records its argv', async () => {
+    const stateDir = join(root, 's1');
+    const r = new FakeRunner();
+    const d = driver(r, stateDir);
+    await d.create(cfg, 'h1');
+    const p = vmPaths(stateDir, 'web1');
+    const vmDir = await stat(p.vmDir);
+    expect([vmDir.mode & 0o777, vmDir.uid, vmDir.gid]).toEqual([0o750, 0, 995]);
+    const runDir = await stat(p.runDir);
+    expect([runDir.mode & 0o777, runDir.uid, runDir.gid]).toEqual([0o700, 995, 995]);
+    expect(r.lines()).toContain(`qemu-img create -q -f qcow2 ${p.disk('data')} 8M`);
+    const stored = JSON.parse(await readFile(p.configFile, 'utf8')) as StoredVm;
+    expect(stored).toEqual({
+      config: cfg,
+      configHash: 'h1',
+      accel: 'tcg',
+      argv: buildQemuArgv({
+        config: cfg,
+        accel: 'tcg',
+        paths: p,
+        imagesDir,
+        qemuBinary: '/usr/bin/qemu-system-x86_64',
+      }),
+    });
+    expect((await stat(p.configFile)).mode & 0o777).toBe(0o600);
+    expect(await d.config('web1')).toEqual(cfg);
+    const before = r.calls.length;
+    await d.create(cfg, 'h1'); // same hash: nothing to do
+    expect(r.calls.length).toBe(before);
+    expect(await d.list()).toEqual([{ name: 'web1', state: 'stopped', configHash: 'h1', problems: [] }]);
+  });
+
+  it('makes an overlay and a cloud-init seed for a qcow2 image', async () => {
+    const stateDir = join(root, 's2');
+    const r = new FakeRunner();
+    const vm: VmConfig = {
+      ...cfg,
+      name: 'db1',
+      disks: [],
+      image: { kind: 'qcow2', path: join(root, 'base.qcow2'), cloudInit: { sshAuthorizedKeys: [] } },
+    };
+    await driver(r, stateDir).create(vm, 'h1');
+    const p = vmPaths(stateDir, 'db1');
+    expect(r.lines()).toContain(`qemu-img create -q -f qcow2 -F qcow2 -b ${root}/base.qcow2 ${p.rootDisk}`);
+    expect(r.lines()).toContain(
+      `genisoimage -quiet -output ${p.seedIso} -volid cidata -joliet -rock ${p.seedDir}/user-data ${p.seedDir}/meta-data ${p.seedDir}/network-config`,
+    );
+    expect(await readFile(`${p.seedDir}/meta-data`, 'utf8')).toMatch(
+      /^instance-id: "db1-[0-9a-f]{12}"\nlocal-hostname: "db1"\n$/,
+    );
+    const iso = await stat(p.seedIso);
+    expect([iso.mode & 0o777, iso.gid]).toEqual([0o640, 995]);
+  });
+
+  it('refuses a base image the QEMU user cannot read', async () => {
+    await writeFile(join(root, 'secret.qcow2'), 'x', { mode: 0o600 });
+    const vm: VmConfig = {
+      ...cfg,
+      image: { kind: 'qcow2', path: join(root, 'secret.qcow2'), cloudInit: { sshAuthorizedKeys: [] } },
+    };
+    await expect(driver(new FakeRunner(), join(root, 's3')).create(vm, 'h')).rejects.toThrow(
+      /not readable by vmlink-qemu/,
+    );
+  });
+
+  it('says to run setup when the QEMU user is missing', async () => {
+    const e = await driver(new FakeRunner(false), join(root, 's4'))
+      .create(cfg, 'h')
+      .catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(UnsupportedError);
+    expect((e as Error).message).toMatch(/vmlink-qemu .* does not exist: run npm run setup/);
+  });
+
+  it('reports a VM whose QEMU vanished and left its pidfile as crashed', async () => {
+    const stateDir = join(root, 's1');
+    await writeFile(vmPaths(stateDir, 'web1').pidfile, '999999999\n');
+    const [vm] = await driver(new FakeRunner(), stateDir).list();
+    expect(vm).toMatchObject({ name: 'web1', state: 'crashed' });
+    expect(vm!.problems[0]).toMatch(/pid 999999999\) is gone but left its pidfile/);
+  });
+});
+
+describe('QemuDriver without VMs', () => {
+  it('fails start and stop of unknown VMs with NotFoundError; deleting one is fine', async () => {
+    const d = driver(new FakeRunner(), join(root, 'empty'));
+    await expect(d.start('nope')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(d.stop('nope', { force: true })).rejects.toBeInstanceOf(NotFoundError);
+    await d.delete('nope');
+    expect(await d.list()).toEqual([]);
+    expect(await d.config('nope')).toBeUndefined();
+    expect(d.consolePath('web1')).toBe(`${join(root, 'empty')}/vms/web1/run/console.sock`);
+  });
+
+  it('asks for a launcher build before starting', async () => {
+    const stateDir = join(root, 's5');
+    const p = vmPaths(stateDir, 'web1');
+    await mkdir(p.vmDir, { recursive: true });
+    await writeFile(
+      p.configFile,
+      JSON.stringify({ config: cfg, configHash: 'h', accel: 'tcg', argv: ['/usr/bin/qemu-system-x86_64'] }),
+    );
+    await expect(driver(new FakeRunner(), stateDir).start('web1')).rejects.toThrow(
+      /run npm run build:native/,
+    );
+  });
+
+  it('refuses a state dir QEMU options would split', () => {
+    expect(() => new QemuDriver({ runner: new FakeRunner(), stateDir: '/a,b' })).toThrow(/commas/);
+  });
+});

@@ -1,0 +1,585 @@
+// QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Runner } from '../../../exec/runner.js';
+import {
+  InvalidRequestError,
+  InvalidStateError,
+  NotFoundError,
+  TimeoutError,
+  UnsupportedError,
+  VmlinkError,
+} from '../../../shared/errors.js';
+import { log } from '../../../shared/log.js';
+import type { HostCapabilities, ObservedVm, VmConfig, VmPowerState } from '../../../shared/model.js';
+import { NAME_PATTERN } from '../../../spec/schema.js';
+import type { OpContext } from '../../network/types.js';
+import { DirStorage } from '../../storage/dir.js';
+import type { StorageDriver } from '../../storage/types.js';
+import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
+import { cachedAccelerator } from './accel.js';
+import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
+import { assertQemuSafePath, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
+import {
+  assertLauncher,
+  DEFAULT_QEMU_BINARY,
+  DEFAULT_QEMU_USER,
+  defaultLauncherPath,
+  launchArgv,
+  lookupQemuUser,
+  type QemuUser,
+  userCanAccess,
+} from './launcher.js';
+import { GuestAgentClient, QmpClient } from './qmp.js';
+
+/** Default directory of images (`test-guest/` lives in it). */
+export const DEFAULT_IMAGES_DIR = '/var/lib/vmlink/images';
+
+/** Options of `QemuDriver`. */
+export interface QemuDriverOptions {
+  runner: Runner;
+  /** Agent state directory; VMs live in `<stateDir>/vms/<name>/`. */
+  stateDir: string;
+  /** Network namespace QEMU runs in (where the taps are). */
+  netns?: string;
+  imagesDir?: string;
+  launcherPath?: string;
+  qemuUser?: string;
+  qemuBinary?: string;
+  storage?: StorageDriver;
+  /** Skips the probe and uses this accelerator (tests, operators who know better). */
+  accelerator?: 'kvm' | 'tcg';
+  /** How long start() waits for QMP to report `running` (default 30 s). */
+  startTimeoutMs?: number;
+}
+
+/** What `config.json` in a VM's directory holds. */
+export interface StoredVm {
+  config: VmConfig;
+  configHash: string;
+  accel: 'kvm' | 'tcg';
+  /** QEMU argv (binary first), run through the launcher. */
+  argv: string[];
+}
+
+/** How a stop ended. */
+export interface StopOutcome {
+  /** `powerdown`: the guest shut down on ACPI; `quit`: QEMU quit on QMP; `kill`: SIGKILL; `none`: it was not running. */
+  method: 'powerdown' | 'quit' | 'kill' | 'none';
+  ms: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Statuses of QMP `query-status` and the power state each maps to. */
+const STATUS_MAP: Record<string, VmPowerState> = {
+  running: 'running',
+  paused: 'paused',
+  suspended: 'paused',
+  prelaunch: 'paused',
+  inmigrate: 'paused',
+  postmigrate: 'paused',
+  'finish-migrate': 'paused',
+  'save-vm': 'paused',
+  'restore-vm': 'paused',
+  debug: 'paused',
+  watchdog: 'paused',
+  'io-error': 'paused',
+  colo: 'running',
+  'guest-panicked': 'crashed',
+  'internal-error': 'crashed',
+  shutdown: 'stopped',
+};
+
+/** Runs each VM's QEMU through build/vmlink-launch as the unprivileged QEMU user, detached from the agent. */
+export class QemuDriver implements HypervisorDriver {
+  private readonly runner: Runner;
+  private readonly stateDir: string;
+  private readonly imagesDir: string;
+  private readonly launcher: string;
+  private readonly userName: string;
+  private readonly qemuBinary: string;
+  private readonly storage: StorageDriver;
+  private user: Promise<QemuUser> | undefined;
+  private readonly qmps = new Map<string, Promise<QmpClient>>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly opts: QemuDriverOptions) {
+    this.runner = opts.runner;
+    this.stateDir = resolve(opts.stateDir);
+    this.imagesDir = opts.imagesDir ?? DEFAULT_IMAGES_DIR;
+    this.launcher = opts.launcherPath ?? defaultLauncherPath();
+    this.userName = opts.qemuUser ?? DEFAULT_QEMU_USER;
+    this.qemuBinary = opts.qemuBinary ?? DEFAULT_QEMU_BINARY;
+    this.storage = opts.storage ?? new DirStorage(opts.runner);
+    assertQemuSafePath(this.stateDir);
+    assertQemuSafePath(this.imagesDir);
+  }
+
+  // Host.
+
+  /** The unprivileged user QEMU runs as; `UnsupportedError` ("run npm run setup") when missing. */
+  qemuUser(): Promise<QemuUser> {
+    if (!this.user) {
+      this.user = lookupQemuUser(this.runner, this.userName);
+      this.user.catch(() => {
+        this.user = undefined;
+      });
+    }
+    return this.user;
+  }
+
+  async accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
+    if (this.opts.accelerator)
+      return { accelerator: this.opts.accelerator, acceleratorReason: 'set by configuration' };
+    assertLauncher(this.launcher);
+    const r = await cachedAccelerator({
+      runner: this.runner,
+      launcher: this.launcher,
+      user: await this.qemuUser(),
+      qemuBinary: this.qemuBinary,
+    });
+    return { accelerator: r.accelerator, acceleratorReason: r.acceleratorReason };
+  }
+
+  async adopt(): Promise<void> {
+    await this.adoptVms();
+  }
+
+  /** Connects to every VM that still runs (pidfile + QMP) and keeps the connection; starts and kills nothing. Returns their names. */
+  async adoptVms(): Promise<string[]> {
+    const adopted: string[] = [];
+    for (const name of await this.names()) {
+      const pid = await this.livePid(name);
+      if (pid === undefined) continue;
+      try {
+        await this.qmp(name);
+        adopted.push(name);
+      } catch (e) {
+        log.warn({ vm: name, pid, err: (e as Error).message }, 'adopt: QMP not answering; VM left running');
+      }
+    }
+    return adopted;
+  }
+
+  /** Closes the driver's QMP connections (QEMU keeps running). */
+  async close(): Promise<void> {
+    for (const p of this.qmps.values()) p.then((c) => c.close()).catch(() => {});
+    this.qmps.clear();
+  }
+
+  // VMs.
+
+  /** Paths of a VM's files. */
+  paths(name: string): VmPaths {
+    return vmPaths(this.stateDir, name);
+  }
+
+  async create(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void> {
+    if (!NAME_PATTERN.test(cfg.name))
+      throw new InvalidRequestError(`VM name ${JSON.stringify(cfg.name)} is invalid`, cfg.name);
+    await this.locked(cfg.name, async () => {
+      const p = this.paths(cfg.name);
+      const old = await this.stored(cfg.name);
+      if (old?.configHash === configHash) return;
+      if (old && (await this.livePid(cfg.name)) !== undefined) {
+        throw new InvalidStateError(`reconfiguring VM ${cfg.name} requires it stopped`, `vm/${cfg.name}`);
+      }
+      const user = await this.qemuUser();
+      const owner = { uid: 0, gid: user.gid };
+      ctx?.progress?.(`creating VM ${cfg.name} in ${p.vmDir}`);
+      await mkdir(`${this.stateDir}/vms`, { recursive: true, mode: 0o711 });
+      // QEMU must traverse to its run directory; the state dir itself is the agent's to set up.
+      if (!userCanAccess(`${this.stateDir}/vms`, user, 'x')) {
+        throw new UnsupportedError(
+          `${this.stateDir}/vms is not traversable by ${user.name}: give ${this.stateDir} and its parents o+x (chmod 711)`,
+        );
+      }
+      await mkdir(p.vmDir, { recursive: true, mode: 0o750 });
+      await chown(p.vmDir, 0, user.gid);
+      await chmod(p.vmDir, 0o750); // group may enter and read disks, not create or replace files
+      await mkdir(p.runDir, { recursive: true, mode: 0o700 });
+      await chown(p.runDir, user.uid, user.gid);
+      await chmod(p.runDir, 0o700); // QEMU's own: pidfile, sockets, console log
+
+      if (cfg.image.kind === 'test-guest') {
+        for (const f of ['vmlinuz', 'initrd.img']) {
+          const path = `${this.imagesDir}/test-guest/${f}`;
+          if (!userCanAccess(path, user, 'r')) {
+            throw new UnsupportedError(
+              `${path} is missing or not readable by ${user.name}: build the test guest (npm run setup)`,
+            );
+          }
+        }
+      } else {
+        if (!userCanAccess(cfg.image.path, user, 'r')) {
+          throw new UnsupportedError(
+            `base image ${cfg.image.path} is missing or not readable by ${user.name} (QEMU runs as it): chmod o+r, or give it group ${user.name}`,
+          );
+        }
+        await this.storage.createOverlay({ name: 'root', dir: p.vmDir, base: cfg.image.path, owner }, ctx);
+        await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, p.seedIso);
+        await chown(p.seedIso, 0, user.gid);
+        await chmod(p.seedIso, 0o640);
+      }
+      for (const d of cfg.disks) {
+        await this.storage.createVolume(
+          { name: `disk-${d.name}`, dir: p.vmDir, sizeMiB: d.sizeMiB, owner },
+          ctx,
+        );
+      }
+      const { accelerator } = await this.accelerator();
+      const argv = buildQemuArgv({
+        config: cfg,
+        accel: accelerator,
+        paths: p,
+        imagesDir: this.imagesDir,
+        qemuBinary: this.qemuBinary,
+      });
+      const stored: StoredVm = { config: cfg, configHash, accel: accelerator, argv };
+      await writeFile(`${p.configFile}.tmp`, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
+      await rename(`${p.configFile}.tmp`, p.configFile);
+    });
+  }
+
+  async start(name: string, ctx?: OpContext): Promise<void> {
+    await this.locked(name, async () => {
+      const vm = await this.mustStored(name);
+      if ((await this.livePid(name)) !== undefined)
+        throw new InvalidStateError(`start requires stopped: VM ${name} is running`, `vm/${name}`);
+      assertLauncher(this.launcher);
+      const user = await this.qemuUser();
+      const p = this.paths(name);
+      await this.dropQmp(name);
+      for (const f of [p.pidfile, p.qmpSocket, p.qgaSocket, p.consoleSocket]) await rm(f, { force: true });
+      const argv = launchArgv(
+        this.launcher,
+        user.name,
+        vm.config.nics.map((n) => n.tap),
+        vm.argv,
+      );
+      ctx?.progress?.(`starting VM ${name}`);
+      const pid = await this.runner.spawnDetached(argv, {
+        ...(this.opts.netns ? { netns: this.opts.netns } : {}),
+        logFile: p.qemuLog,
+        cwd: p.runDir,
+      });
+      const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
+      for (;;) {
+        if (!(await processMatches(pid, name))) {
+          throw new VmlinkError(
+            'exec',
+            `QEMU of VM ${name} exited while starting:\n  ${(await tail(p.qemuLog, 8)).join('\n  ')}`,
+            { subject: `vm/${name}` },
+          );
+        }
+        try {
+          const qmp = await this.qmp(name, 1000);
+          const st = await qmp.execute<{ status: string }>('query-status');
+          if (st.status === 'running') return;
+        } catch (e) {
+          if (!(e instanceof VmlinkError) || (e.kind !== 'unavailable' && e.kind !== 'timeout')) throw e;
+        }
+        if (Date.now() > deadline) {
+          throw new TimeoutError(
+            `VM ${name} (pid ${pid}) did not report running on QMP within ${this.opts.startTimeoutMs ?? 30_000} ms`,
+            `vm/${name}`,
+          );
+        }
+        await sleep(50);
+      }
+    });
+  }
+
+  async stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void> {
+    await this.stopVm(name, opts, ctx);
+  }
+
+  /** `stop`, saying how the VM stopped (ACPI powerdown, QMP quit, SIGKILL) and how long it took. */
+  async stopVm(
+    name: string,
+    opts: { force: boolean; timeoutMs?: number },
+    ctx?: OpContext,
+  ): Promise<StopOutcome> {
+    return this.locked(name, async () => {
+      await this.mustStored(name);
+      return this.stopLocked(name, opts, ctx);
+    });
+  }
+
+  private async stopLocked(
+    name: string,
+    opts: { force: boolean; timeoutMs?: number },
+    ctx?: OpContext,
+  ): Promise<StopOutcome> {
+    const started = Date.now();
+    const pid = await this.livePid(name);
+    if (pid === undefined) return { method: 'none', ms: 0 };
+    const done = (method: StopOutcome['method']) => ({ method, ms: Date.now() - started });
+    if (!opts.force) {
+      ctx?.progress?.(`powering down VM ${name}`);
+      try {
+        await (await this.qmp(name)).execute('system_powerdown');
+        if (await waitGone(pid, name, opts.timeoutMs ?? 30_000)) return this.cleaned(name, done('powerdown'));
+      } catch (e) {
+        log.warn({ vm: name, err: (e as Error).message }, 'system_powerdown failed; quitting');
+      }
+    }
+    ctx?.progress?.(`quitting VM ${name}`);
+    try {
+      await (await this.qmp(name, 2000)).execute('quit', undefined, 2000);
+    } catch {
+      // QEMU closes the socket as it quits, or QMP is dead: either way SIGKILL follows if needed
+    }
+    if (await waitGone(pid, name, 5000)) return this.cleaned(name, done('quit'));
+    ctx?.progress?.(`killing VM ${name} (pid ${pid})`);
+    if (await processMatches(pid, name)) process.kill(pid, 'SIGKILL');
+    if (!(await waitGone(pid, name, 5000)))
+      throw new TimeoutError(`QEMU of VM ${name} (pid ${pid}) survived SIGKILL`, `vm/${name}`);
+    return this.cleaned(name, done('kill'));
+  }
+
+  private async cleaned(name: string, outcome: StopOutcome): Promise<StopOutcome> {
+    await this.dropQmp(name);
+    await rm(this.paths(name).pidfile, { force: true });
+    return outcome;
+  }
+
+  async delete(name: string, ctx?: OpContext): Promise<void> {
+    await this.locked(name, async () => {
+      const p = this.paths(name);
+      if (!(await exists(p.vmDir))) return;
+      await this.stopLocked(name, { force: true }, ctx);
+      ctx?.progress?.(`removing ${p.vmDir}`);
+      await rm(p.vmDir, { recursive: true, force: true });
+    });
+  }
+
+  async list(): Promise<ObservedVm[]> {
+    const out: ObservedVm[] = [];
+    for (const name of await this.names()) {
+      const vm = await this.stored(name).catch(() => undefined);
+      const problems: string[] = [];
+      if (!vm) problems.push('config.json missing or unreadable');
+      const pid = await this.livePid(name);
+      let state: VmPowerState = 'stopped';
+      if (pid === undefined) {
+        const left = await readPid(this.paths(name).pidfile);
+        if (left !== undefined) {
+          state = 'crashed';
+          problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
+        }
+      } else {
+        state = 'running';
+        try {
+          const st = await (await this.qmp(name, 2000)).execute<{ status: string }>(
+            'query-status',
+            undefined,
+            2000,
+          );
+          state = STATUS_MAP[st.status] ?? 'running';
+          if (st.status !== 'running' && state !== 'paused') problems.push(`QEMU status ${st.status}`);
+          if (st.status === 'io-error') problems.push('paused on a disk I/O error');
+        } catch (e) {
+          problems.push(`QMP not answering: ${(e as Error).message}`);
+        }
+      }
+      out.push({
+        name,
+        state,
+        ...(pid === undefined ? {} : { pid }),
+        configHash: vm?.configHash ?? '',
+        problems,
+      });
+    }
+    return out;
+  }
+
+  async config(name: string): Promise<VmConfig | undefined> {
+    return (await this.stored(name))?.config;
+  }
+
+  // Guest.
+
+  /** Waits until the guest agent answers `guest-sync`; returns the time it took. */
+  async waitForGuestAgent(name: string, timeoutMs = 60_000): Promise<number> {
+    const started = Date.now();
+    for (;;) {
+      try {
+        const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
+          timeoutMs: 2000,
+          subject: `vm/${name}`,
+        });
+        c.close();
+        return Date.now() - started;
+      } catch (e) {
+        if (Date.now() - started > timeoutMs) {
+          throw new TimeoutError(
+            `guest agent of VM ${name} did not answer within ${timeoutMs} ms: ${(e as Error).message}`,
+            `vm/${name}`,
+          );
+        }
+        if ((await this.livePid(name)) === undefined)
+          throw new InvalidStateError(
+            `guest agent requires running: VM ${name} is not running`,
+            `vm/${name}`,
+          );
+        await sleep(200);
+      }
+    }
+  }
+
+  async guestExec(
+    name: string,
+    argv: string[],
+    opts: { timeoutMs?: number; input?: string } = {},
+  ): Promise<GuestExecResult> {
+    return this.withAgent(name, async (c) => {
+      const r = await c.exec(argv, {
+        timeoutMs: opts.timeoutMs ?? 30_000,
+        ...(opts.input === undefined ? {} : { input: opts.input }),
+      });
+      return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+    });
+  }
+
+  async guestInterfaces(name: string): Promise<GuestInterface[]> {
+    return this.withAgent(name, async (c) =>
+      (await c.interfaces()).map((i) => ({
+        name: i.name,
+        mac: i['hardware-address'] ?? '',
+        addresses: (i['ip-addresses'] ?? []).map((a) => `${a['ip-address']}/${a.prefix}`),
+      })),
+    );
+  }
+
+  consolePath(name: string): string {
+    return this.paths(name).consoleSocket;
+  }
+
+  // Internals.
+
+  // The guest agent's socket takes one client at a time: calls per VM run one after another.
+  private withAgent<T>(name: string, fn: (c: GuestAgentClient) => Promise<T>): Promise<T> {
+    return this.locked(`qga:${name}`, async () => {
+      if ((await this.livePid(name)) === undefined)
+        throw new InvalidStateError(`guest agent requires running: VM ${name} is not running`, `vm/${name}`);
+      const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
+        timeoutMs: 5000,
+        subject: `vm/${name}`,
+      });
+      try {
+        return await fn(c);
+      } finally {
+        c.close();
+      }
+    });
+  }
+
+  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const p = prev.then(fn, fn);
+    const tailP = p.catch(() => {});
+    this.locks.set(key, tailP);
+    void tailP.then(() => {
+      if (this.locks.get(key) === tailP) this.locks.delete(key);
+    });
+    return p;
+  }
+
+  // One kept QMP connection per VM (QEMU serves one QMP client at a time); reconnects after it closes.
+  private qmp(name: string, timeoutMs = 5000): Promise<QmpClient> {
+    let p = this.qmps.get(name);
+    if (!p) {
+      p = QmpClient.connect(this.paths(name).qmpSocket, { timeoutMs, subject: `vm/${name}` });
+      this.qmps.set(name, p);
+      const mine = p;
+      p.then(
+        (c) => {
+          void c.closed().then(() => {
+            if (this.qmps.get(name) === mine) this.qmps.delete(name);
+          });
+        },
+        () => {
+          if (this.qmps.get(name) === mine) this.qmps.delete(name);
+        },
+      );
+    }
+    return p;
+  }
+
+  private async dropQmp(name: string): Promise<void> {
+    const p = this.qmps.get(name);
+    this.qmps.delete(name);
+    await p?.then((c) => c.close()).catch(() => {});
+  }
+
+  private async names(): Promise<string[]> {
+    const entries = await readdir(`${this.stateDir}/vms`, { withFileTypes: true }).catch(() => []);
+    return entries
+      .filter((e) => e.isDirectory() && NAME_PATTERN.test(e.name))
+      .map((e) => e.name)
+      .sort();
+  }
+
+  private async stored(name: string): Promise<StoredVm | undefined> {
+    const text = await readFile(this.paths(name).configFile, 'utf8').catch(() => undefined);
+    return text === undefined ? undefined : (JSON.parse(text) as StoredVm);
+  }
+
+  private async mustStored(name: string): Promise<StoredVm> {
+    const vm = await this.stored(name);
+    if (!vm) throw new NotFoundError('vm', name);
+    return vm;
+  }
+
+  /** The pid from the VM's pidfile when that process is alive and is this VM's QEMU. */
+  private async livePid(name: string): Promise<number | undefined> {
+    const pid = await readPid(this.paths(name).pidfile);
+    if (pid === undefined || !(await processMatches(pid, name))) return undefined;
+    // The pidfile is written by the QEMU user: trust it only for a process of that user.
+    const user = await this.qemuUser().catch(() => undefined);
+    const uid = await processUid(pid);
+    return user && uid !== user.uid ? undefined : pid;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function readPid(pidfile: string): Promise<number | undefined> {
+  const text = await readFile(pidfile, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+}
+
+/** Whether `pid` is alive (not a zombie) and its command line names guest `name`. */
+export async function processMatches(pid: number, name: string): Promise<boolean> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.split('\0').some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
+}
+
+async function processUid(pid: number): Promise<number | undefined> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const m = /^Uid:\s+(\d+)/m.exec(status);
+  return m ? Number(m[1]) : undefined;
+}
+
+async function waitGone(pid: number, name: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!(await processMatches(pid, name))) return true;
+    await sleep(100);
+  }
+  return !(await processMatches(pid, name));
+}
+
+async function tail(file: string, lines: number): Promise<string[]> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const all = text.trimEnd().split('\n');
+  return all.slice(-lines);
+}

@@ -1,0 +1,241 @@
+// One dnsmasq per nat/isolated network: its config file (pure, tested) and its process (started
+// detached through the runner, found again through its pidfile and /proc, restarted when its config changes).
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Runner } from '../../../exec/runner.js';
+import { InvalidRequestError, VmlinkError } from '../../../shared/errors.js';
+import type { NetworkConfig } from '../../../shared/model.js';
+
+/** Files of one network's dnsmasq, all under `<stateDir>/networks/<name>/`. */
+export interface DnsmasqPaths {
+  dir: string;
+  conf: string;
+  pidFile: string;
+  leaseFile: string;
+  logFile: string;
+}
+
+/** Where a network's dnsmasq files live. */
+export function dnsmasqPaths(stateDir: string, network: string): DnsmasqPaths {
+  const dir = join(stateDir, 'networks', network);
+  return {
+    dir,
+    conf: join(dir, 'dnsmasq.conf'),
+    pidFile: join(dir, 'dnsmasq.pid'),
+    leaseFile: join(dir, 'dnsmasq.leases'),
+    logFile: join(dir, 'dnsmasq.log'),
+  };
+}
+
+/** Dotted netmask of a prefix length (24 -> 255.255.255.0). */
+export function netmask(prefixLength: number): string {
+  const m = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
+  return [24, 16, 8, 0].map((s) => (m >>> s) & 0xff).join('.');
+}
+
+const SAFE = /^[A-Za-z0-9_.:-]+$/;
+
+function safe(v: string, what: string): string {
+  if (!SAFE.test(v))
+    throw new InvalidRequestError(`${what}: ${JSON.stringify(v)} is not allowed in a dnsmasq config`, what);
+  return v;
+}
+
+/** The dnsmasq.conf of a nat or isolated network (process options are on the command line, see `dnsmasqArgv`). */
+export function renderDnsmasqConf(cfg: NetworkConfig): string {
+  const s = cfg.subnet;
+  if (!s || cfg.mode === 'bridge')
+    throw new InvalidRequestError(`network ${cfg.name}: dnsmasq needs a nat or isolated subnet`);
+  const p = `networks.${cfg.name}.subnet`;
+  const lines = [
+    `# vmlink network ${safe(cfg.name, 'name')} (${cfg.mode}); generated, edits are overwritten`,
+    'strict-order',
+    'domain-needed',
+    'bogus-priv',
+    'no-hosts',
+    // nat: forward other names to the upstream servers of /etc/resolv.conf; isolated: answer locally only.
+    ...(cfg.mode === 'isolated' ? ['no-resolv'] : []),
+    `local=/${safe(cfg.name, 'name')}/`,
+    `domain=${cfg.name}`,
+    'expand-hosts',
+    `dhcp-range=${safe(s.dhcpStart, `${p}.dhcpStart`)},${safe(s.dhcpEnd, `${p}.dhcpEnd`)},${netmask(s.prefixLength)},1h`,
+    'dhcp-authoritative',
+    'dhcp-no-override',
+    // isolated networks have no way out: advertise no router so guests keep their other default routes.
+    cfg.mode === 'nat'
+      ? `dhcp-option=option:router,${safe(s.gateway, `${p}.gateway`)}`
+      : 'dhcp-option=option:router',
+    `dhcp-option=option:dns-server,${safe(s.gateway, `${p}.gateway`)}`,
+    ...(cfg.mtu !== 1500 ? [`dhcp-option=option:mtu,${cfg.mtu}`] : []),
+    ...s.reservations.map(
+      (r, i) =>
+        `dhcp-host=${safe(r.mac, `${p}.reservations[${i}].mac`)},${safe(r.ip, `${p}.reservations[${i}].ip`)},${safe(r.hostname, `${p}.reservations[${i}].hostname`)}`,
+    ),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** The dnsmasq command line of a network: foreground (the runner detaches it), our files only. */
+export function dnsmasqArgv(cfg: NetworkConfig, paths: DnsmasqPaths): string[] {
+  return [
+    'dnsmasq',
+    '--keep-in-foreground',
+    '--log-facility=-',
+    `--conf-file=${paths.conf}`,
+    `--pid-file=${paths.pidFile}`,
+    `--dhcp-leasefile=${paths.leaseFile}`,
+    '--bind-interfaces',
+    `--interface=${cfg.bridge}`,
+    '--except-interface=lo',
+  ];
+}
+
+/** One DHCP lease as dnsmasq writes it. */
+export interface DhcpLease {
+  expires: number;
+  mac: string;
+  ip: string;
+  hostname?: string;
+}
+
+/** Parses a dnsmasq lease file. */
+export function parseLeases(text: string): DhcpLease[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 3 && /^\d+$/.test(f[0]!))
+    .map((f) => ({
+      expires: Number(f[0]),
+      mac: f[1]!,
+      ip: f[2]!,
+      ...(f[3] && f[3] !== '*' ? { hostname: f[3] } : {}),
+    }));
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    // ESRCH: a /proc/<pid> file of a process that exited while being read.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw e;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether `pid` is a live (not zombie) dnsmasq started with config file `conf`; returns its argv when so. */
+export async function dnsmasqProcess(pid: number, conf: string): Promise<string[] | undefined> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return undefined;
+  }
+  const comm = (await readText(`/proc/${pid}/comm`))?.trim();
+  if (comm !== 'dnsmasq') return undefined;
+  const stat = (await readText(`/proc/${pid}/stat`)) ?? '';
+  if (/^\d+ \(.*\) Z/.test(stat)) return undefined;
+  const argv = ((await readText(`/proc/${pid}/cmdline`)) ?? '').split('\0').filter((a) => a !== '');
+  return argv.includes(`--conf-file=${conf}`) ? argv : undefined;
+}
+
+/** Starts, checks, restarts and stops one network's dnsmasq. */
+export class DnsmasqManager {
+  constructor(
+    private readonly runner: Runner,
+    private readonly netns?: string,
+  ) {}
+
+  /** The pid of the network's running dnsmasq (from its pidfile, checked in /proc), or undefined. */
+  async pid(paths: DnsmasqPaths): Promise<number | undefined> {
+    const text = (await readText(paths.pidFile))?.trim();
+    const pid = text && /^\d+$/.test(text) ? Number(text) : undefined;
+    if (pid === undefined) return undefined;
+    return (await dnsmasqProcess(pid, paths.conf)) ? pid : undefined;
+  }
+
+  /**
+   * Makes dnsmasq run with `cfg`'s config: writes the config and (re)starts the process when the
+   * config or command line changed, it is not running, or `force`. Returns what it did.
+   */
+  async ensure(
+    cfg: NetworkConfig,
+    paths: DnsmasqPaths,
+    force = false,
+  ): Promise<'unchanged' | 'started' | 'restarted'> {
+    const conf = renderDnsmasqConf(cfg);
+    const argv = dnsmasqArgv(cfg, paths);
+    const pid = await this.pid(paths);
+    const current = pid === undefined ? undefined : await dnsmasqProcess(pid, paths.conf);
+    const sameConf = (await readText(paths.conf)) === conf;
+    if (!force && pid !== undefined && sameConf && current?.join('\0') === argv.join('\0'))
+      return 'unchanged';
+    await mkdir(paths.dir, { recursive: true, mode: 0o755 });
+    await writeFile(paths.conf, conf, { mode: 0o644 });
+    if (pid !== undefined) await this.stop(paths);
+    await this.start(argv, paths);
+    return pid === undefined ? 'started' : 'restarted';
+  }
+
+  /** Starts dnsmasq detached and waits until it wrote its pidfile (it has bound its sockets by then). */
+  private async start(argv: string[], paths: DnsmasqPaths): Promise<number> {
+    await rm(paths.pidFile, { force: true });
+    const logStart = (await readText(paths.logFile))?.length ?? 0;
+    const pid = await this.runner.spawnDetached(argv, { netns: this.netns, logFile: paths.logFile });
+    for (let i = 0; i < 100; i++) {
+      const text = (await readText(paths.pidFile))?.trim();
+      if (text === String(pid) && (await dnsmasqProcess(pid, paths.conf))) return pid;
+      if (i > 2 && !(await dnsmasqProcess(pid, paths.conf)) && !isAlive(pid)) break;
+      await sleep(50);
+    }
+    const log = ((await readText(paths.logFile)) ?? '').slice(logStart).trim();
+    killQuietly(pid, 'SIGKILL');
+    throw new VmlinkError(
+      'exec',
+      `dnsmasq did not start for ${paths.conf}${log ? `:\n  ${log.split('\n').join('\n  ')}` : ''}`,
+    );
+  }
+
+  /** Stops the network's dnsmasq (SIGTERM, then SIGKILL after 3 s) and waits until its sockets are closed. */
+  async stop(paths: DnsmasqPaths): Promise<void> {
+    const pid = await this.pid(paths);
+    if (pid !== undefined) {
+      killQuietly(pid, 'SIGTERM');
+      // Wait for the pid itself: an exiting process loses its cmdline before it closes its sockets.
+      for (let i = 0; i < 60 && !(await exited(pid)); i++) await sleep(50);
+      if (!(await exited(pid))) killQuietly(pid, 'SIGKILL');
+      for (let i = 0; i < 40 && !(await exited(pid)); i++) await sleep(50);
+    }
+    await rm(paths.pidFile, { force: true });
+  }
+
+  /** Current leases of the network. */
+  async leases(paths: DnsmasqPaths): Promise<DhcpLease[]> {
+    return parseLeases((await readText(paths.leaseFile)) ?? '');
+  }
+}
+
+/** Whether the process is gone or a zombie (its files, sockets included, are closed by then). */
+async function exited(pid: number): Promise<boolean> {
+  if (!isAlive(pid)) return true;
+  const stat = await readText(`/proc/${pid}/stat`);
+  return stat === undefined || /^\d+ \(.*\) [ZX]/.test(stat);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function killQuietly(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}

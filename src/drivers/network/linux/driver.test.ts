@@ -1,0 +1,212 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RecordingRunner } from '../../../exec/runner.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
+import { networkDrivers } from '../registry.js';
+import { LinuxNetworkDriver, moveCommands, validateNetworkConfig } from './driver.js';
+import { bridgedNet, isolatedNet, natNet } from './fixtures.test-util.js';
+import { expectGolden } from './golden.test-util.js';
+
+const eth0 = {
+  ifindex: 2,
+  ifname: 'eth0',
+  flags: ['UP'],
+  mtu: 1500,
+  operstate: 'UP',
+  address: '02:00:00:00:00:01',
+};
+const eth0Addr = JSON.stringify([
+  { ifname: 'eth0', addr_info: [{ family: 'inet', local: '192.168.77.1', prefixlen: 24, scope: 'global' }] },
+]);
+const eth0Routes = JSON.stringify([
+  { dst: 'default', gateway: '192.168.77.254', protocol: 'dhcp', metric: 100, flags: [] },
+  { dst: '10.99.0.0/16', gateway: '192.168.77.9', flags: [] },
+  { dst: '192.168.77.0/24', protocol: 'kernel', scope: 'link', prefsrc: '192.168.77.1', flags: [] },
+]);
+
+let stateDir: string;
+beforeEach(async () => {
+  stateDir = await mkdtemp(join(tmpdir(), 'vmlink-net-unit-'));
+});
+afterEach(async () => {
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+/** The recorded commands with batch and nft input inlined, for golden files. */
+function transcript(runner: RecordingRunner): string {
+  return runner.calls
+    .map((c, i) => `${runner.lines()[i]}${c.input ? `\n${c.input.trimEnd().replace(/^/gm, '    | ')}` : ''}`)
+    .join('\n')
+    .concat('\n');
+}
+
+describe('validateNetworkConfig', () => {
+  it('accepts the fixtures', () => {
+    for (const n of [natNet, isolatedNet, bridgedNet]) expect(() => validateNetworkConfig(n)).not.toThrow();
+  });
+
+  it('refuses configs the driver cannot realise, naming the field', () => {
+    expect(() => validateNetworkConfig({ ...natNet, name: '../x' })).toThrow(InvalidRequestError);
+    expect(() => validateNetworkConfig({ ...natNet, bridge: 'vlb-0123456789abcdef' })).toThrow(
+      /networks\.web\.bridge/,
+    );
+    expect(() => validateNetworkConfig({ ...natNet, mtu: 20 })).toThrow(/networks\.web\.mtu/);
+    expect(() => validateNetworkConfig({ ...natNet, subnet: undefined })).toThrow(/networks\.web\.subnet/);
+    expect(() => validateNetworkConfig({ ...bridgedNet, uplink: undefined })).toThrow(
+      /networks\.lan\.uplink/,
+    );
+    expect(() => validateNetworkConfig({ ...bridgedNet, uplink: bridgedNet.bridge })).toThrow(
+      /bridge itself/,
+    );
+    expect(() => validateNetworkConfig({ ...isolatedNet, forwards: natNet.forwards })).toThrow(
+      /need nat mode/,
+    );
+  });
+
+  it('refuses before running any command', async () => {
+    const runner = new RecordingRunner();
+    const d = new LinuxNetworkDriver({ runner, stateDir });
+    await expect(d.ensureNetwork({ ...natNet, bridge: 'bad name' }, 'h')).rejects.toThrow(
+      InvalidRequestError,
+    );
+    expect(runner.calls).toEqual([]);
+  });
+});
+
+describe('moveCommands', () => {
+  it('moves addresses, then link routes, gateway routes, the default route last', () => {
+    const routes = [
+      { dst: 'default', gateway: '192.168.77.254', flags: [] },
+      { dst: '10.99.0.0/16', gateway: '192.168.77.9', flags: [] },
+      { dst: '10.5.0.0/16', scope: 'link', flags: [] },
+    ];
+    expect(moveCommands('eth0', 'br0', ['192.168.77.1/24'], routes).map((c) => c.join(' '))).toEqual([
+      'addr del 192.168.77.1/24 dev eth0',
+      'addr add 192.168.77.1/24 broadcast + dev br0',
+      'route replace 10.5.0.0/16 dev br0 scope link',
+      'route replace 10.99.0.0/16 via 192.168.77.9 dev br0',
+      'route replace default via 192.168.77.254 dev br0',
+    ]);
+  });
+});
+
+describe('LinuxNetworkDriver (recorded commands)', () => {
+  it('is registered as linux', () => {
+    expect(networkDrivers.linux({ runner: new RecordingRunner(), stateDir })).toBeInstanceOf(
+      LinuxNetworkDriver,
+    );
+  });
+
+  it('bridge mode: creates the labelled bridge and moves uplink addresses and routes in one batch', async () => {
+    const runner = new RecordingRunner()
+      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: JSON.stringify([eth0]) })
+      .on(['ip', '-json', '-4', 'addr', 'show', 'dev', 'eth0'], { stdout: eth0Addr })
+      .on(['ip', '-json', '-4', 'route', 'show', 'dev', 'eth0'], { stdout: eth0Routes });
+    const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'lab-h1' });
+    await d.ensureNetwork(bridgedNet, 'hash-1');
+    expectGolden('driver-bridge-ensure.txt', transcript(runner));
+    const state = JSON.parse(await readFile(join(stateDir, 'networks/lan/network.json'), 'utf8'));
+    expect(state).toMatchObject({
+      version: 1,
+      configHash: 'hash-1',
+      config: bridgedNet,
+      moved: { addrs: ['192.168.77.1/24'] },
+    });
+  });
+
+  it('bridge mode delete: moves addresses and routes back, releases the uplink, deletes the bridge', async () => {
+    const br = {
+      ifindex: 3,
+      ifname: 'vlb-55556666',
+      flags: ['UP'],
+      mtu: 1500,
+      operstate: 'UP',
+      ifalias: 'vmlink:net:lan',
+      linkinfo: { info_kind: 'bridge' },
+    };
+    const runner = new RecordingRunner()
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'vlb-55556666'], {
+        stdout: JSON.stringify([br]),
+      })
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'eth0'], {
+        stdout: JSON.stringify([{ ...eth0, master: br.ifname }]),
+      })
+      .on(['ip', '-json', '-details', 'link', 'show'], {
+        stdout: JSON.stringify([{ ...eth0, master: br.ifname }]),
+      })
+      .on(['ip', '-json', '-4', 'addr', 'show', 'dev', 'vlb-55556666'], {
+        stdout: eth0Addr.replace('"eth0"', `"${br.ifname}"`),
+      })
+      .on(['ip', '-json', '-4', 'route', 'show', 'dev', 'vlb-55556666'], { stdout: eth0Routes });
+    const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'lab-h1' });
+    await d.ensureNetwork(bridgedNet, 'hash-1');
+    runner.calls.length = 0;
+    await d.deleteNetwork('lan');
+    expectGolden('driver-bridge-delete.txt', transcript(runner));
+    await expect(readFile(join(stateDir, 'networks/lan/network.json'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('refuses a bridge that belongs to someone else, and reverts nothing it did not create', async () => {
+    const foreign = {
+      ifindex: 3,
+      ifname: natNet.bridge,
+      flags: ['UP'],
+      mtu: 1500,
+      operstate: 'UP',
+      linkinfo: { info_kind: 'bridge' },
+    };
+    const runner = new RecordingRunner().on(['ip', '-json', '-details', 'link', 'show'], {
+      stdout: JSON.stringify([foreign]),
+    });
+    const d = new LinuxNetworkDriver({ runner, stateDir });
+    await expect(d.ensureNetwork(natNet, 'h')).rejects.toThrow(ConflictError);
+    expect(runner.lines()).toEqual(['ip -json -details link show']);
+  });
+
+  it('undoes what it created when a later step fails', async () => {
+    const runner = new RecordingRunner()
+      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: '[]' })
+      .on(['ip', '-batch'], { code: 2, stderr: 'RTNETLINK answers: Operation not permitted' });
+    const d = new LinuxNetworkDriver({ runner, stateDir });
+    await expect(d.ensureNetwork(natNet, 'h')).rejects.toThrow(/Operation not permitted/);
+    expect(runner.lines().at(-1)).toBe('ip link del dev vlb-0a1b2c3d');
+  });
+
+  it('ports: creates a vnet_hdr tap, attaches it, and refuses to delete a non-tap', async () => {
+    const br = {
+      ifindex: 3,
+      ifname: 'vlb-1',
+      flags: ['UP'],
+      mtu: 1500,
+      operstate: 'UP',
+      linkinfo: { info_kind: 'bridge' },
+    };
+    const runner = new RecordingRunner()
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'vlb-1'], { stdout: JSON.stringify([br]) })
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'eth0'], { stdout: JSON.stringify([eth0]) })
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'vlt-1'], {
+        code: 1,
+        stderr: 'Device "vlt-1" does not exist.',
+      })
+      .on(['ip', '-json', '-details', 'link', 'show', 'dev', 'nobr'], {
+        code: 1,
+        stderr: 'Device "nobr" does not exist.',
+      });
+    const d = new LinuxNetworkDriver({ runner, stateDir });
+    await expect(d.ensurePort({ tap: 'vlt-1', bridge: 'nobr', mtu: 1500 })).rejects.toThrow(NotFoundError);
+    runner.calls.length = 0;
+    await d.ensurePort({ tap: 'vlt-1', bridge: 'vlb-1', mtu: 1400 });
+    expect(runner.lines()).toEqual([
+      'ip -json -details link show dev vlb-1',
+      'ip -json -details link show dev vlt-1',
+      'ip tuntap add dev vlt-1 mode tap vnet_hdr',
+      'ip -json -details link show dev vlt-1',
+      'ip link set dev vlt-1 master vlb-1 mtu 1400 up',
+    ]);
+    await expect(d.deletePort('eth0')).rejects.toThrow(ConflictError);
+    await d.deletePort('vlt-1');
+    expect(await d.portAttached('vlt-1', 'vlb-1')).toBe(false);
+  });
+});

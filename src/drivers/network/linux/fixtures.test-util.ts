@@ -1,0 +1,67 @@
+// Network configs shared by this folder's unit tests.
+import type { NetworkConfig } from '../../../shared/model.js';
+
+/** A nat network with a reservation and two forwards, masqueraded out of eth0. */
+export const natNet: NetworkConfig = {
+  name: 'web',
+  mode: 'nat',
+  bridge: 'vlb-0a1b2c3d',
+  mtu: 1500,
+  uplink: 'eth0',
+  subnet: {
+    cidr: '10.10.0.0/24',
+    gateway: '10.10.0.1',
+    prefixLength: 24,
+    dhcpStart: '10.10.0.100',
+    dhcpEnd: '10.10.0.199',
+    reservations: [{ mac: '52:54:00:12:34:56', ip: '10.10.0.10', hostname: 'web1' }],
+  },
+  forwards: [
+    { protocol: 'tcp', hostPort: 8080, vm: 'web1', targetIp: '10.10.0.10', targetPort: 80 },
+    { protocol: 'udp', hostPort: 5353, vm: 'web1', targetIp: '10.10.0.10', targetPort: 53 },
+  ],
+};
+
+/** A nat network without an uplink (masquerades out of any other interface). */
+export const natNoUplink: NetworkConfig = {
+  name: 'apps',
+  mode: 'nat',
+  bridge: 'vlb-11112222',
+  mtu: 1400,
+  subnet: {
+    cidr: '10.20.0.0/16',
+    gateway: '10.20.0.1',
+    prefixLength: 16,
+    dhcpStart: '10.20.1.1',
+    dhcpEnd: '10.20.1.200',
+    reservations: [],
+  },
+  forwards: [],
+};
+
+/** An isolated network. */
+export const isolatedNet: NetworkConfig = {
+  name: 'backend',
+  mode: 'isolated',
+  bridge: 'vlb-33334444',
+  mtu: 1500,
+  subnet: {
+    cidr: '172.16.5.0/24',
+    gateway: '172.16.5.1',
+    prefixLength: 24,
+    dhcpStart: '172.16.5.50',
+    dhcpEnd: '172.16.5.99',
+    reservations: [],
+  },
+  forwards: [],
+};
+
+/** A bridge-mode network on eth0. */
+export const bridgedNet: NetworkConfig = {
+  name: 'lan',
+  mode: 'bridge',
+  bridge: 'vlb-55556666',
+  mtu: 1500,
+  uplink: 'eth0',
+  forwards: [],
+};

@@ -1,0 +1,21 @@
+// Network backends by name; the agent picks one from its host's config.
+import type { Runner } from '../../exec/runner.js';
+import { LinuxNetworkDriver } from './linux/driver.js';
+import type { NetworkDriver } from './types.js';
+
+/** What every network backend constructor receives. */
+export interface NetworkDriverOptions {
+  runner: Runner;
+  /** Agent state directory (`<stateDir>/networks/<name>/`). */
+  stateDir: string;
+  /** Network namespace to manage; undefined = the agent's own. */
+  netns?: string;
+}
+
+/** Network backend constructors by name. */
+export const networkDrivers = {
+  linux: (opts: NetworkDriverOptions) => new LinuxNetworkDriver(opts),
+} satisfies Record<string, (opts: NetworkDriverOptions) => NetworkDriver>;
+
+/** Name of a network backend. */
+export type NetworkDriverName = keyof typeof networkDrivers;

@@ -1,0 +1,61 @@
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RecordingRunner } from '../../exec/runner.js';
+import { DirStorage } from './dir.js';
+
+let dir = '';
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'vmlink-dir-storage-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('DirStorage', () => {
+  it('creates qcow2 volumes with qemu-img', async () => {
+    const r = new RecordingRunner();
+    const path = await new DirStorage(r).createVolume({ name: 'disk-data', dir, sizeMiB: 1024 });
+    expect(path).toBe(`${dir}/disk-data.qcow2`);
+    expect(r.lines()).toEqual([`qemu-img create -q -f qcow2 ${dir}/disk-data.qcow2 1024M`]);
+  });
+
+  it('keeps an existing volume and gives it to its owner', async () => {
+    await writeFile(`${dir}/disk-old.qcow2`, 'x');
+    const r = new RecordingRunner();
+    await new DirStorage(r).createVolume({ name: 'disk-old', dir, sizeMiB: 1, owner: { uid: 0, gid: 0 } });
+    expect(r.calls).toEqual([]);
+    expect((await stat(`${dir}/disk-old.qcow2`)).mode & 0o777).toBe(0o660);
+  });
+
+  it('creates overlays with the base format that qemu-img reports', async () => {
+    await writeFile(`${dir}/base.img`, 'x');
+    const r = new RecordingRunner().on(['qemu-img', 'info'], {
+      stdout: '{"format": "raw", "virtual-size": 1}',
+    });
+    await new DirStorage(r).createOverlay({ name: 'root', dir, base: `${dir}/base.img` });
+    expect(r.lines()[1]).toBe(`qemu-img create -q -f qcow2 -F raw -b ${dir}/base.img ${dir}/root.qcow2`);
+  });
+
+  it('refuses a missing base, an unsupported format, bad names and sizes', async () => {
+    const s = new DirStorage(
+      new RecordingRunner().on(['qemu-img', 'info'], { stdout: '{"format": "vmdk"}' }),
+    );
+    await expect(s.createOverlay({ name: 'root', dir, base: `${dir}/nope.qcow2` })).rejects.toThrow(
+      /not found/,
+    );
+    await expect(s.createOverlay({ name: 'root2', dir, base: `${dir}/base.img` })).rejects.toThrow(
+      /only qcow2 and raw/,
+    );
+    await expect(s.createVolume({ name: '../x', dir, sizeMiB: 1 })).rejects.toThrow(/must match/);
+    await expect(s.createVolume({ name: 'x', dir, sizeMiB: 0 })).rejects.toThrow(/positive/);
+  });
+
+  it('deletes volumes; a missing one is fine', async () => {
+    const s = new DirStorage(new RecordingRunner());
+    await s.deleteVolume({ name: 'disk-old', dir });
+    await s.deleteVolume({ name: 'disk-old', dir });
+    await expect(stat(`${dir}/disk-old.qcow2`)).rejects.toThrow();
+  });
+});

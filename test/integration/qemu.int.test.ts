@@ -1,0 +1,288 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { probeAccelerator, runProbe } from '../../src/drivers/hypervisor/qemu/accel.js';
+import { processMatches, QemuDriver } from '../../src/drivers/hypervisor/qemu/driver.js';
+import {
+  DEFAULT_QEMU_BINARY,
+  defaultLauncherPath,
+  lookupQemuUser,
+} from '../../src/drivers/hypervisor/qemu/launcher.js';
+import { SystemRunner } from '../../src/exec/runner.js';
+import type { VmConfig } from '../../src/shared/model.js';
+import { acquireVmLock } from '../helpers/vmlock.js';
+
+// Boots the test guest through QemuDriver: unprivileged QEMU with a tap opened by the launcher, static IP from
+// the kernel command line, guest agent exec and interfaces, adoption by a new driver, graceful stop, delete.
+
+const runner = new SystemRunner();
+const NS = 'vltest-qemu';
+const BRIDGE = 'vltest-br0';
+const TAP = 'vlt-qemu0001';
+const HOST_IP = '10.98.0.1';
+const GUEST_IP = '10.98.0.2';
+const VM = 'vltest-q1';
+const GUEST_DIR = '/var/lib/vmlink/images/test-guest';
+
+const cfg: VmConfig = {
+  name: VM,
+  cpus: 1,
+  memoryMiB: 256,
+  image: { kind: 'test-guest' },
+  disks: [{ name: 'data', sizeMiB: 16 }],
+  nics: [
+    {
+      network: 'testnet',
+      bridge: BRIDGE,
+      tap: TAP,
+      mac: '52:54:00:98:00:02',
+      mtu: 1500,
+      staticIp: { address: GUEST_IP, prefixLength: 24, gateway: HOST_IP },
+    },
+  ],
+  state: 'running',
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitForGuestImage(timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!existsSync(`${GUEST_DIR}/manifest.json`)) {
+    if (Date.now() > end)
+      throw new Error(`${GUEST_DIR}/manifest.json did not appear: build the test guest first`);
+    await sleep(2000);
+  }
+}
+
+async function procStatus(pid: number): Promise<Record<string, string>> {
+  const text = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Object.fromEntries(
+    text.split('\n').map((l) => [l.split(':')[0]!, l.slice(l.indexOf(':') + 1).trim()]),
+  );
+}
+
+/** Whether `pid` is gone (or a zombie its parent has yet to reap), waiting up to 2 s. */
+async function gone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 20; i++) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (!stat || stat.split(') ')[1]!.startsWith('Z')) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+async function cleanupNetns(): Promise<void> {
+  await runner.run(['ip', 'netns', 'del', NS], { allowFailure: true });
+}
+
+const isRoot = process.getuid?.() === 0;
+
+describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
+  let release: (() => Promise<void>) | undefined;
+  let stateDir = '';
+  let driver: QemuDriver;
+  let pid = 0;
+  const timings: Record<string, number> = {};
+
+  beforeAll(async () => {
+    await waitForGuestImage(600_000);
+    if (!existsSync(defaultLauncherPath())) await runner.run(['bash', 'scripts/build-native.sh']);
+    release = await acquireVmLock();
+    await cleanupNetns();
+    await runner.run(['ip', 'netns', 'add', NS]);
+    const batch = [
+      'link set lo up',
+      `link add ${BRIDGE} type bridge`,
+      `addr add ${HOST_IP}/24 dev ${BRIDGE}`,
+      `link set ${BRIDGE} up`,
+      `tuntap add dev ${TAP} mode tap vnet_hdr`,
+      `link set ${TAP} master ${BRIDGE}`,
+      `link set ${TAP} up`,
+    ];
+    for (const line of batch) await runner.run(['ip', '-n', NS, ...line.split(' ')]);
+    stateDir = await mkdtemp(join(tmpdir(), 'vmlink-qemu-int-'));
+    await chmod(stateDir, 0o711); // QEMU (vmlink-qemu) traverses to its run directory
+    driver = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+  });
+
+  afterAll(async () => {
+    try {
+      if (driver) await driver.delete(VM).catch(() => {});
+      if (pid && (await processMatches(pid, VM))) process.kill(pid, 'SIGKILL');
+      await driver?.close();
+    } finally {
+      await cleanupNetns();
+      if (stateDir) await rm(stateDir, { recursive: true, force: true });
+      await release?.();
+      console.log('qemu integration timings (ms):', JSON.stringify(timings));
+    }
+  });
+
+  it('probes the accelerator: the probe firmware exits 99 under TCG; KVM is refused with a reason', async () => {
+    const user = await lookupQemuUser(runner, 'vmlink-qemu');
+    const o = { runner, launcher: defaultLauncherPath(), user, qemuBinary: DEFAULT_QEMU_BINARY };
+    const tcg = await runProbe('tcg', o);
+    expect(tcg).toMatchObject({ accel: 'tcg', ok: true });
+    timings.tcgProbe = tcg.ms;
+    const chosen = await probeAccelerator(o);
+    expect(chosen.accelerator).toBe('tcg');
+    expect(chosen.acceleratorReason).toMatch(/^KVM unusable: .*; using TCG/);
+    console.log('accelerator:', chosen.acceleratorReason);
+  });
+
+  it('fails start with the launcher message when a tap is missing', async () => {
+    const bad: VmConfig = {
+      ...cfg,
+      name: 'vltest-q2',
+      disks: [],
+      nics: [{ ...cfg.nics[0]!, tap: 'vlt-missing01' }],
+    };
+    await driver.create(bad, 'hash-bad');
+    await expect(driver.start('vltest-q2')).rejects.toThrow(
+      /exited while starting:[\s\S]*tap vlt-missing01 does not exist/,
+    );
+    await driver.delete('vltest-q2');
+  });
+
+  it('starts a qcow2 image with overlay, data disk and cloud-init seed (QEMU opens them all as vmlink-qemu)', async () => {
+    const base = join(stateDir, 'base.qcow2');
+    await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '64M']);
+    await chmod(base, 0o644);
+    const vm: VmConfig = {
+      ...cfg,
+      name: 'vltest-q3',
+      image: {
+        kind: 'qcow2',
+        path: base,
+        cloudInit: { sshAuthorizedKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDk1 t@x'] },
+      },
+    };
+    await driver.create(vm, 'hash-q3');
+    await driver.start('vltest-q3'); // no bootable OS: SeaBIOS idles, but QMP reports running
+    expect(await driver.list()).toMatchObject([{ name: 'vltest-q3', state: 'running', problems: [] }]);
+    const blk = (
+      await runner.run(['qemu-img', 'info', '-U', '--output=json', `${stateDir}/vms/vltest-q3/root.qcow2`])
+    ).stdout;
+    expect(JSON.parse(blk)).toMatchObject({ 'backing-filename': base, format: 'qcow2' });
+    const label = await runner.run([
+      'blkid',
+      '-o',
+      'value',
+      '-s',
+      'LABEL',
+      `${stateDir}/vms/vltest-q3/seed.iso`,
+    ]);
+    expect(label.stdout.trim()).toBe('cidata');
+    await driver.delete('vltest-q3');
+  });
+
+  it('creates and starts a test-guest VM; QEMU runs unprivileged, sandboxed, detached', async () => {
+    await driver.create(cfg, 'hash-1');
+    await driver.create(cfg, 'hash-1'); // idempotent
+    expect(existsSync(`${stateDir}/vms/${VM}/disk-data.qcow2`)).toBe(true);
+    const t0 = Date.now();
+    await driver.start(VM);
+    timings.startToQmpRunning = Date.now() - t0;
+    await expect(driver.start(VM)).rejects.toThrow(/start requires stopped/);
+    timings.startToGuestSync = timings.startToQmpRunning + (await driver.waitForGuestAgent(VM, 120_000));
+    const [vm] = await driver.list();
+    expect(vm).toMatchObject({ name: VM, state: 'running', configHash: 'hash-1', problems: [] });
+    pid = vm!.pid!;
+    const st = await procStatus(pid);
+    expect(st.Uid!.split(/\s+/)).not.toContain('0');
+    expect(st.CapEff).toBe('0000000000000000');
+    expect(st.Seccomp).toBe('2');
+    expect(st.NoNewPrivs).toBe('1');
+    // Own session: killing the agent (even SIGKILL) does not reach QEMU.
+    const sid = Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[3]);
+    const mySid = Number((await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ')[3]);
+    expect(sid).not.toBe(mySid);
+  });
+
+  it('reads the static address through the guest agent and pings the host from the guest', async () => {
+    const ifaces = await driver.guestInterfaces(VM);
+    const eth0 = ifaces.find((i) => i.mac === cfg.nics[0]!.mac);
+    expect(eth0?.addresses).toContain(`${GUEST_IP}/24`);
+    const t0 = Date.now();
+    const r = await driver.guestExec(VM, ['ping', '-c1', '-W2', HOST_IP]);
+    timings.guestExecPing = Date.now() - t0;
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/1 packets received/);
+    const echo = await driver.guestExec(VM, ['cat'], { input: 'hello from the host\n' });
+    expect(echo).toEqual({ exitCode: 0, stdout: 'hello from the host\n', stderr: '' });
+    const fail = await driver.guestExec(VM, ['sh', '-c', 'echo oops >&2; exit 3']);
+    expect(fail).toEqual({ exitCode: 3, stdout: '', stderr: 'oops\n' });
+    // The host reaches the guest over the tap the launcher opened.
+    await runner.run(['ip', 'netns', 'exec', NS, 'ping', '-c1', '-W2', GUEST_IP]);
+  });
+
+  it('a new driver on the same state dir adopts the running VM without restarting it', async () => {
+    await driver.close(); // what the old agent's death does to its sockets
+    const fresh = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+    expect(await fresh.adoptVms()).toEqual([VM]);
+    const [vm] = await fresh.list();
+    expect(vm).toMatchObject({ name: VM, state: 'running', pid, problems: [] });
+    expect(await fresh.config(VM)).toEqual(cfg);
+    driver = fresh;
+  });
+
+  it('stops gracefully with ACPI powerdown', async () => {
+    const out = await driver.stopVm(VM, { force: false, timeoutMs: 30_000 });
+    timings.stop = out.ms;
+    console.log('graceful stop:', JSON.stringify(out));
+    expect(out.method).toBe('powerdown');
+    expect(await gone(pid)).toBe(true);
+    const [vm] = await driver.list();
+    expect(vm).toMatchObject({ name: VM, state: 'stopped', problems: [] });
+    expect(vm!.pid).toBeUndefined();
+    expect(await driver.stopVm(VM, { force: false })).toMatchObject({ method: 'none' });
+  });
+
+  it('restarts, then force-deletes, leaving no directory and no process', async () => {
+    await driver.start(VM);
+    const [vm] = await driver.list();
+    expect(vm?.state).toBe('running');
+    pid = vm!.pid!;
+    await driver.delete(VM);
+    expect(existsSync(`${stateDir}/vms/${VM}`)).toBe(false);
+    expect(await gone(pid)).toBe(true);
+    expect(await driver.list()).toEqual([]);
+    await driver.delete(VM); // missing is fine
+  });
+
+  it('an agent killed with SIGKILL leaves its VM running, and the next agent adopts it', async () => {
+    // A separate "agent" process creates and starts the VM, then dies with SIGKILL.
+    const script = [
+      `import { QemuDriver } from '${process.cwd()}/src/drivers/hypervisor/qemu/driver.ts';`,
+      `import { SystemRunner } from '${process.cwd()}/src/exec/runner.ts';`,
+      `const d = new QemuDriver({ runner: new SystemRunner(), stateDir: ${JSON.stringify(stateDir)}, netns: '${NS}', accelerator: 'tcg' });`,
+      `await d.create(${JSON.stringify(cfg)}, 'hash-2');`,
+      `await d.start('${VM}');`,
+      "console.log('started');",
+      'setInterval(() => {}, 1000);',
+    ].join('\n');
+    const file = join(stateDir, 'agent.mts');
+    await writeFile(file, script);
+    // Own process group, so one SIGKILL takes npx, tsx and node down together (QEMU has its own session).
+    const agent = spawn('npx', ['tsx', file], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    await new Promise<void>((resolve, reject) => {
+      agent.stdout.setEncoding('utf8').on('data', (d: string) => d.includes('started') && resolve());
+      agent.once('exit', (code) => reject(new Error(`agent exited with ${code} before starting the VM`)));
+    });
+    const fresh = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+    const before = await readFile(`${stateDir}/vms/${VM}/run/qemu.pid`, 'utf8');
+    pid = Number(before.trim());
+    process.kill(-agent.pid!, 'SIGKILL');
+    await new Promise((r) => agent.once('exit', r));
+    await sleep(500);
+    expect(existsSync(`/proc/${pid}`)).toBe(true);
+    expect(await fresh.adoptVms()).toEqual([VM]);
+    expect(await fresh.list()).toMatchObject([{ name: VM, state: 'running', pid, configHash: 'hash-2' }]);
+    expect((await fresh.stopVm(VM, { force: true })).method).toBe('quit');
+    await fresh.delete(VM);
+    expect(await gone(pid)).toBe(true);
+  });
+});
