@@ -33,7 +33,7 @@ const onLan = (e: Endpoint): boolean =>
 /**
  * Whether `src` should reach `dst` by ICMP, given vmlink's network modes:
  * nat and isolated subnets are private to their host (only it and same-network VMs reach them);
- * isolated VMs reach only their host; nat VMs and LAN members reach the LAN and, through the
+ * isolated VMs get no route off their network (the host's address on it aside); nat VMs and LAN members reach the LAN and, through the
  * router's NAT, the upstream; the upstream reaches nothing behind the router.
  */
 export function expectReachable(src: Endpoint, dst: Endpoint): boolean {
@@ -41,7 +41,7 @@ export function expectReachable(src: Endpoint, dst: Endpoint): boolean {
     if (src.kind === 'host') return src.host === dst.host;
     return src.kind === 'vm' && src.network === dst.network && src.host === dst.host;
   }
-  if (src.kind === 'vm' && src.mode === 'isolated') return dst.kind === 'host' && dst.host === src.host;
+  if (src.kind === 'vm' && src.mode === 'isolated') return false;
   if (src.kind === 'upstream') return false;
   // dst is a LAN member or the upstream; src is a LAN member or a nat VM.
   return onLan(src) || (src.kind === 'vm' && src.mode === 'nat');

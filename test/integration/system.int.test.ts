@@ -139,9 +139,9 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(app1.address).toMatch(/^192\.168\.61\./);
   });
 
-  it('isolated: the isolated VM reaches its host only', () => {
-    expect(cellOf('iso1', 'host1')).toMatchObject({ observed: true });
-    for (const to of ['pc1', 'upstream', 'web1', 'app1'])
+  it('isolated: nothing off the isolated network reaches in or out, but the host reaches in', () => {
+    expect(cellOf('host1', 'iso1')).toMatchObject({ observed: true });
+    for (const to of ['host1', 'pc1', 'upstream', 'web1', 'app1'])
       expect(cellOf('iso1', to), to).toMatchObject({ observed: false });
     for (const from of ['pc1', 'web1', 'app1'])
       expect(cellOf(from, 'iso1'), from).toMatchObject({ observed: false });
@@ -157,12 +157,16 @@ describe('one host with nat, bridge and isolated networks', () => {
     const bad = join(root, 'bad.yaml');
     writeFileSync(
       bad,
-      SPEC.replace('ip: 10.61.0.10', 'ip: 10.99.0.10').replace('name: app1', 'name: "app1;reboot"'),
+      SPEC.replace('cidr: 10.62.0.0/24', 'cidr: 10.62.0.0/33').replace('name: app1', 'name: "app1;reboot"'),
     );
     const r = await runCli(['apply', '-f', bad], env);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('vms[0].nics[0].ip');
+    expect(r.stderr).toContain('networks[2].cidr');
     expect(r.stderr).toContain('vms[1].name');
+    writeFileSync(bad, SPEC.replace('ip: 10.61.0.10', 'ip: 10.99.0.10'));
+    const r2 = await runCli(['apply', '-f', bad], env);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('vms[0].nics[0].ip');
     const plan = await runCli(['plan', '-f', specFile], env);
     expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
   });

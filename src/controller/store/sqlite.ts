@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Store, StoreEvent } from './types.js';
@@ -9,8 +9,10 @@ export class SqliteStore implements Store {
 
   /** Opens (creating if needed) the database at `path`; `:memory:` for tests. */
   constructor(path: string) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // The directory is shared with agents' state (QEMU's user must traverse it); the database itself is private.
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     this.db = new Database(path);
+    if (path !== ':memory:') chmodSync(path, 0o600);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(`
