@@ -28,7 +28,13 @@ const program = new Command('vmlink')
   .showHelpAfterError();
 
 const api = () => controllerClient(program.opts<{ socket: string }>().socket);
-const readSpec = (file: string) => ({ spec: readFileSync(file, 'utf8'), source: file });
+const readSpec = (file: string) => {
+  try {
+    return { spec: readFileSync(file, 'utf8'), source: file };
+  } catch (e) {
+    throw new VmlinkError('invalid', `cannot read spec file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+};
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const progress = (json: boolean) => (line: string) =>
   (json ? process.stderr : process.stdout).write(`${line}\n`);
