@@ -32,7 +32,10 @@ const readSpec = (file: string) => {
   try {
     return { spec: readFileSync(file, 'utf8'), source: file };
   } catch (e) {
-    throw new VmlinkError('invalid', `cannot read spec file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new VmlinkError(
+      'invalid',
+      `cannot read spec file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+    );
   }
 };
 const out = (s: string) => process.stdout.write(`${s}\n`);
