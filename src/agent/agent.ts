@@ -50,6 +50,7 @@ export class Agent {
         cpus: cpus().length,
         memoryMiB: Math.floor(totalmem() / 1048576),
         network: net,
+        backends: ['linux'],
       },
       networks,
       vms,

@@ -1,11 +1,21 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
-import type { DiskConfig, ForwardConfig, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import type {
+  DiskConfig,
+  ForwardConfig,
+  NetworkConfig,
+  NicConfig,
+  UplinkConfig,
+  VmConfig,
+} from '../shared/model.js';
 import { ImageSchema, NAME_PATTERN } from '../spec/schema.js';
 
 const name = z.string().regex(NAME_PATTERN);
 const devName = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/);
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/);
+
+const backend = z.enum(['linux', 'ovs']);
+const vlanId = z.number().int().min(1).max(4094);
 
 const ForwardConfigSchema = z
   .object({
@@ -21,9 +31,23 @@ const ForwardConfigSchema = z
 export const NetworkConfigSchema = z
   .object({
     name,
-    mode: z.enum(['nat', 'bridge', 'isolated']),
+    mode: z.enum(['nat', 'bridge', 'isolated', 'vxlan', 'vlan']),
+    backend,
     bridge: devName,
     mtu: z.number().int(),
+    vxlan: z
+      .object({
+        vni: z.number().int().min(1).max(16_777_215),
+        device: devName,
+        local: ip,
+        remotes: z.array(ip),
+        port: z.number().int().min(1).max(65535),
+        underlay: devName,
+      })
+      .strict()
+      .optional(),
+    vlan: z.object({ id: vlanId, trunk: devName }).strict().optional(),
+    nat: z.boolean().optional(),
     subnet: z
       .object({
         cidr: z.string(),
@@ -43,7 +67,13 @@ export const NetworkConfigSchema = z
 const NicConfigSchema = z
   .object({
     network: name,
+    backend,
     bridge: devName,
+    vlan: vlanId.optional(),
+    trunk: z
+      .object({ networks: z.array(name).min(1), vlans: z.array(vlanId).min(1) })
+      .strict()
+      .optional(),
     tap: devName,
     mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
     mtu: z.number().int(),
@@ -71,10 +101,43 @@ export const VmConfigSchema = z
 
 const hash = z.string().regex(/^[0-9a-f]{8,64}$/);
 
+/** UplinkConfig as it crosses the wire. */
+export const UplinkConfigSchema = z
+  .object({
+    device: devName,
+    mtu: z.number().int().min(576).max(9216).optional(),
+    addresses: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/)).optional(),
+    gateway: ip.optional(),
+  })
+  .strict() satisfies z.ZodType<UplinkConfig>;
+
+/**
+ * Commit-confirm: the agent applies the action, then reverts it by itself unless `POST /v1/confirm/:id` arrives
+ * within `timeoutMs` (used for steps that touch the uplink or the bridge carrying the management address).
+ */
+export const ConfirmSchema = z
+  .object({ id: z.string().uuid(), timeoutMs: z.number().int().min(1_000).max(600_000) })
+  .strict();
+
 /** Everything an agent can be asked to change on its host; each kind has its preconditions in the agent. */
 export const AgentActionSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('network.ensure'), network: NetworkConfigSchema, configHash: hash }).strict(),
-  z.object({ kind: z.literal('network.delete'), name }).strict(),
+  z
+    .object({
+      kind: z.literal('network.ensure'),
+      network: NetworkConfigSchema,
+      configHash: hash,
+      confirm: ConfirmSchema.optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('uplink.configure'),
+      uplink: UplinkConfigSchema,
+      configHash: hash,
+      confirm: ConfirmSchema.optional(),
+    })
+    .strict(),
+  z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
   z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
   z.object({ kind: z.literal('vm.start'), name }).strict(),
   z
@@ -124,3 +187,10 @@ export const GuestExecRequestSchema = z
     input: z.string().optional(),
   })
   .strict();
+
+/** State of a commit-confirmed change. */
+export interface ConfirmState {
+  id: string;
+  state: 'pending' | 'confirmed' | 'rolled-back' | 'rollback-failed';
+  detail: string;
+}

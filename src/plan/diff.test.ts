@@ -14,6 +14,7 @@ const caps = {
   cpus: 4,
   memoryMiB: 4096,
   network: {},
+  backends: ['linux' as const],
 };
 const report = (
   host: string,

@@ -15,7 +15,14 @@ vms:
   - { name: web1, host: host1, cpus: 2, memoryMiB: 512, nics: [{ network: natnet }, { network: lan }] }
 `),
 );
-const caps = { accelerator: 'tcg' as const, acceleratorReason: '', cpus: 1, memoryMiB: 1024, network: {} };
+const caps = {
+  accelerator: 'tcg' as const,
+  acceleratorReason: '',
+  cpus: 1,
+  memoryMiB: 1024,
+  network: {},
+  backends: ['linux' as const],
+};
 
 describe('formatPlan', () => {
   it('says so when there is nothing to do', () => {

@@ -47,6 +47,7 @@ describe('resolveSpec', () => {
     expect(d.host1!.networks[0]).toEqual({
       name: 'natnet',
       mode: 'nat',
+      backend: 'linux',
       bridge: `vlb-${sha('natnet').slice(0, 8)}`,
       mtu: 1400,
       uplink: 'enp1s0',
@@ -97,6 +98,7 @@ describe('resolveSpec', () => {
     const h = sha('web1/0');
     expect(web.nics[0]).toEqual({
       network: 'natnet',
+      backend: 'linux',
       bridge: `vlb-${sha('natnet').slice(0, 8)}`,
       tap: `vlt-${h.slice(0, 8)}`,
       mac: `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`,

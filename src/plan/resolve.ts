@@ -40,7 +40,13 @@ export function resolveSpec(spec: Spec): DesiredState {
   for (const n of spec.networks) {
     const host = out[n.host];
     if (!host) continue;
-    const base = { name: n.name, mode: n.mode, bridge: bridgeName(n.name), mtu: n.mtu };
+    const base = {
+      name: n.name,
+      mode: n.mode,
+      backend: 'linux' as const,
+      bridge: bridgeName(n.name),
+      mtu: n.mtu,
+    };
     if (n.mode === 'bridge') {
       host.networks.push({ ...base, uplink: n.uplink ?? hostUplink.get(n.host), forwards: [] });
       continue;
@@ -99,6 +105,7 @@ export function resolveSpec(spec: Spec): DesiredState {
       const net = nets.get(nic.network);
       const cfg: NicConfig = {
         network: nic.network,
+        backend: 'linux',
         bridge: bridgeName(nic.network),
         tap: tapName(vm.name, i),
         mac: nicMac(vm.name, i, nic.mac),

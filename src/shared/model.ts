@@ -18,14 +18,54 @@ export interface DhcpReservation {
   hostname: string;
 }
 
+/** Network backends an agent can drive. */
+export const NetworkBackends = ['linux', 'ovs'] as const;
+/** One of `NetworkBackends`. */
+export type NetworkBackend = (typeof NetworkBackends)[number];
+
+/** A VXLAN overlay as one host realises it: its VTEP and the remote VTEPs it replicates to (head-end replication). */
+export interface VxlanConfig {
+  vni: number;
+  /** VXLAN device (linux backend) or OVS tunnel port prefix, <= 15 chars, derived from the network name. */
+  device: string;
+  /** This host's VTEP address (its underlay address). */
+  local: string;
+  /** Every other host's VTEP address, sorted: one static all-zeros FDB entry (linux) or one tunnel port (ovs) each. */
+  remotes: string[];
+  /** UDP port (4789). */
+  port: number;
+  /** Host NIC carrying the underlay (the VTEP address lives on it or on the bridge that enslaves it). */
+  underlay: string;
+}
+
+/** An 802.1Q VLAN network as one host realises it (ovs backend; linux needs kernel 802.1Q support). */
+export interface VlanConfig {
+  id: number;
+  /** Host NIC that carries the tagged frames to the physical switch (a trunk port of the host bridge). */
+  trunk: string;
+}
+
 /** One network as one host must realise it. */
 export interface NetworkConfig {
   name: string;
-  mode: 'nat' | 'bridge' | 'isolated';
-  /** Linux bridge device name (<= 15 chars), derived from the network name. */
+  mode: 'nat' | 'bridge' | 'isolated' | 'vxlan' | 'vlan';
+  backend: NetworkBackend;
+  /**
+   * Bridge device name (<= 15 chars): linux bridge per network; for ovs vlan networks the OVS bridge shared by
+   * every VLAN network on the same trunk NIC (derived from the trunk NIC's name).
+   */
   bridge: string;
   mtu: number;
-  /** nat/isolated: the subnet, the host's address on it, and DHCP. */
+  /** vxlan only. */
+  vxlan?: VxlanConfig;
+  /** vlan only. */
+  vlan?: VlanConfig;
+  /** Masquerade the subnet out of the host (mode nat, and a vxlan network's NAT gateway host). */
+  nat?: boolean;
+  /**
+   * nat/isolated: the subnet, the host's address on it, and DHCP. vxlan/vlan: only on the network's gateway host
+   * (absent elsewhere: those hosts only switch frames).
+   */
   subnet?: {
     cidr: string;
     gateway: string;
@@ -36,14 +76,20 @@ export interface NetworkConfig {
   };
   /** bridge: the host NIC enslaved to the bridge; nat: the NIC traffic is masqueraded out of. */
   uplink?: string;
-  /** nat only. */
+  /** nat (and a vxlan gateway with nat) only. */
   forwards: ForwardConfig[];
 }
 
 /** One VM NIC as the hypervisor must realise it. */
 export interface NicConfig {
+  /** The network; for a trunk NIC, the first of `trunk.networks`. */
   network: string;
+  backend: NetworkBackend;
   bridge: string;
+  /** Access port of a vlan network: the tag the switch adds and strips. */
+  vlan?: number;
+  /** Trunk port: the guest sees these VLANs tagged (e.g. a router VM with eth0.100, eth0.200). */
+  trunk?: { networks: string[]; vlans: number[] };
   /** Persistent tap device name (<= 15 chars), derived from VM name and NIC index. */
   tap: string;
   mac: string;
@@ -101,6 +147,30 @@ export interface HostCapabilities {
   memoryMiB: number;
   /** Kernel network features (vlan, vxlan, macvlan, bridge-vlan-filtering, ...). */
   network: Record<string, boolean>;
+  /** Network backends this agent can drive now (ovs only when Open vSwitch is installed and running). */
+  backends: NetworkBackend[];
+}
+
+/** How a host's uplink itself must be configured (spec `hosts[].network`); changes are commit-confirmed. */
+export interface UplinkConfig {
+  /** The uplink NIC (the bridge enslaving it carries the addresses when a bridge network exists). */
+  device: string;
+  mtu?: number;
+  /** Addresses with prefix, e.g. 192.168.50.10/24; undefined = leave the addresses alone. */
+  addresses?: string[];
+  gateway?: string;
+}
+
+/** A host's uplink as observed. */
+export interface ObservedUplink {
+  device: string;
+  /** Device that carries the addresses (the uplink or the bridge enslaving it). */
+  addressDevice: string;
+  mtu: number;
+  addresses: string[];
+  gateway?: string;
+  /** Hash of the UplinkConfig last applied through vmlink, if any. */
+  configHash?: string;
 }
 
 /** Everything an agent reports about its host. */
@@ -110,4 +180,5 @@ export interface HostReport {
   capabilities: HostCapabilities;
   networks: ObservedNetwork[];
   vms: ObservedVm[];
+  uplink?: ObservedUplink;
 }

@@ -43,6 +43,7 @@ const ping = async (ns: string, dst: string, count = 2) =>
 const natNet: NetworkConfig = {
   name: 'it-nat',
   mode: 'nat',
+  backend: 'linux',
   bridge: 'vlb-17000001',
   mtu: 1500,
   uplink: 'up0',
@@ -59,6 +60,7 @@ const natNet: NetworkConfig = {
 const isoNet: NetworkConfig = {
   name: 'it-iso',
   mode: 'isolated',
+  backend: 'linux',
   bridge: 'vlb-17000002',
   mtu: 1500,
   subnet: {
@@ -74,6 +76,7 @@ const isoNet: NetworkConfig = {
 const bridgedNet: NetworkConfig = {
   name: 'it-lan',
   mode: 'bridge',
+  backend: 'linux',
   bridge: 'vlb-17000003',
   mtu: 1500,
   uplink: 'up1',

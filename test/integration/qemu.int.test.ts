@@ -36,6 +36,7 @@ const cfg: VmConfig = {
   nics: [
     {
       network: 'testnet',
+      backend: 'linux',
       bridge: BRIDGE,
       tap: TAP,
       mac: '52:54:00:98:00:02',

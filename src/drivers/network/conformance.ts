@@ -41,6 +41,7 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
     const nat: NetworkConfig = {
       name: 'conf-nat',
       mode: 'nat',
+      backend: 'linux',
       bridge: 'vlb-c0nf0001',
       mtu: 1500,
       subnet: {
@@ -56,6 +57,7 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
     const iso: NetworkConfig = {
       name: 'conf-iso',
       mode: 'isolated',
+      backend: 'linux',
       bridge: 'vlb-c0nf0002',
       mtu: 1500,
       subnet: {

@@ -1,4 +1,10 @@
-import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../shared/model.js';
+import type {
+  HostCapabilities,
+  NetworkConfig,
+  ObservedNetwork,
+  ObservedUplink,
+  UplinkConfig,
+} from '../../shared/model.js';
 
 /** Operation context of mutating driver calls. */
 export interface OpContext {
@@ -11,6 +17,10 @@ export interface PortConfig {
   tap: string;
   bridge: string;
   mtu: number;
+  /** Access port: VLAN tag (ovs; linux needs bridge vlan_filtering). */
+  vlan?: number;
+  /** Trunk port: VLANs passed tagged. */
+  trunks?: number[];
 }
 
 /** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */
@@ -34,4 +44,12 @@ export interface NetworkDriver {
   // Host.
   /** Kernel network features this host has. */
   capabilities(): Promise<HostCapabilities['network']>;
+}
+
+/** The host's own uplink (addresses, MTU): changes here can cut the management path, so they are commit-confirmed. */
+export interface UplinkManager {
+  /** The uplink as it is now. */
+  observeUplink(device: string): Promise<ObservedUplink>;
+  /** Brings the uplink in line with `cfg` (on the bridge that enslaves it, if any); idempotent. */
+  configureUplink(cfg: UplinkConfig, configHash: string, ctx?: OpContext): Promise<void>;
 }

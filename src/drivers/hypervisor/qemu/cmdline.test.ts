@@ -6,6 +6,7 @@ import { assertQemuSafePath, buildQemuArgv, testGuestAppend, vmPaths } from './c
 
 const nic = (i: number, extra: Partial<NicConfig> = {}): NicConfig => ({
   network: `net${i}`,
+  backend: 'linux',
   bridge: `vlb-0000000${i}`,
   tap: `vlt-1234abc${i}`,
   mac: `52:54:00:00:00:0${i}`,

@@ -38,7 +38,9 @@ const cfg: VmConfig = {
   memoryMiB: 128,
   image: { kind: 'test-guest' },
   disks: [{ name: 'data', sizeMiB: 8 }],
-  nics: [{ network: 'n', bridge: 'vlb-1', tap: 'vlt-1', mac: '52:54:00:00:00:01', mtu: 1500 }],
+  nics: [
+    { network: 'n', backend: 'linux', bridge: 'vlb-1', tap: 'vlt-1', mac: '52:54:00:00:00:01', mtu: 1500 },
+  ],
   state: 'running',
 };
 

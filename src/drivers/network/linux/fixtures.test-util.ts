@@ -5,6 +5,7 @@ import type { NetworkConfig } from '../../../shared/model.js';
 export const natNet: NetworkConfig = {
   name: 'web',
   mode: 'nat',
+  backend: 'linux',
   bridge: 'vlb-0a1b2c3d',
   mtu: 1500,
   uplink: 'eth0',
@@ -26,6 +27,7 @@ export const natNet: NetworkConfig = {
 export const natNoUplink: NetworkConfig = {
   name: 'apps',
   mode: 'nat',
+  backend: 'linux',
   bridge: 'vlb-11112222',
   mtu: 1400,
   subnet: {
@@ -43,6 +45,7 @@ export const natNoUplink: NetworkConfig = {
 export const isolatedNet: NetworkConfig = {
   name: 'backend',
   mode: 'isolated',
+  backend: 'linux',
   bridge: 'vlb-33334444',
   mtu: 1500,
   subnet: {
@@ -60,6 +63,7 @@ export const isolatedNet: NetworkConfig = {
 export const bridgedNet: NetworkConfig = {
   name: 'lan',
   mode: 'bridge',
+  backend: 'linux',
   bridge: 'vlb-55556666',
   mtu: 1500,
   uplink: 'eth0',
