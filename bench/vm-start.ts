@@ -1,0 +1,223 @@
+// (a) Start of one VM until its guest agent answers `guest-sync`: vmlink's QemuDriver (create + start through
+// the launcher as the unprivileged QEMU user) vs the same QEMU command line run directly as root.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { buildQemuArgv, FIRST_TAP_FD, vmPaths } from '../src/drivers/hypervisor/qemu/cmdline.js';
+import { DEFAULT_IMAGES_DIR, QemuDriver } from '../src/drivers/hypervisor/qemu/driver.js';
+import { DEFAULT_QEMU_BINARY } from '../src/drivers/hypervisor/qemu/launcher.js';
+import { GuestAgentClient } from '../src/drivers/hypervisor/qemu/qmp.js';
+import { SystemRunner } from '../src/exec/runner.js';
+import type { VmConfig } from '../src/shared/model.js';
+import { derivedMac } from '../src/spec/net.js';
+import { acquireVmLock } from '../test/helpers/vmlock.js';
+import {
+  alive,
+  benchNsName,
+  deleteNamespace,
+  killAndWait,
+  load1,
+  median,
+  onCleanup,
+  round,
+  type SideResult,
+  secs,
+  side,
+  since,
+  sleep,
+} from './lib.js';
+
+/** How often both sides ask the guest agent for `guest-sync` (and how long each try waits). */
+export const POLL_MS = 100;
+/** Give up on a guest that has not answered after this long. */
+const BOOT_TIMEOUT_MS = 180_000;
+
+/** One vmlink start, split into its phases. */
+export interface VmlinkStartRun {
+  totalMs: number;
+  createMs: number;
+  /** start(): spawn through the launcher until QMP says `running`. */
+  startMs: number;
+  /** From start() returning until guest-sync answered. */
+  agentMs: number;
+  syncTries: number;
+}
+
+/** Result of bench (a). */
+export interface VmStartResult {
+  id: 'a';
+  title: string;
+  what: string;
+  vm: { cpus: number; memoryMiB: number; image: string; pollMs: number };
+  vmlink: SideResult & { phases: VmlinkStartRun[] };
+  raw: SideResult & { syncTries: number[] };
+  /** vmlink / raw per repeat (same repeat index, run back to back). */
+  pairedRatios: number[];
+  /** median(vmlink) / median(raw). */
+  ratio: number;
+  load1: number[];
+}
+
+/** Polls `guest-sync` every `POLL_MS` until it answers; returns how many tries it took. */
+export async function pollGuestSync(socket: string, isAlive: () => boolean, what: string): Promise<number> {
+  const t0 = performance.now();
+  for (let tries = 1; ; tries++) {
+    const t = performance.now();
+    try {
+      const c = await GuestAgentClient.connect(socket, { timeoutMs: POLL_MS });
+      c.close();
+      return tries;
+    } catch {
+      // not yet: socket missing, or the guest agent not answering yet
+    }
+    if (!isAlive()) throw new Error(`${what}: QEMU exited before its guest agent answered`);
+    if (performance.now() - t0 > BOOT_TIMEOUT_MS)
+      throw new Error(`${what}: guest agent did not answer within ${BOOT_TIMEOUT_MS / 1000} s`);
+    await sleep(Math.max(0, POLL_MS - (performance.now() - t)));
+  }
+}
+
+/** Runs bench (a) `repeat` times, alternating which side goes first. */
+export async function benchVmStart(opts: {
+  repeat: number;
+  say: (s: string) => void;
+}): Promise<VmStartResult> {
+  const { say } = opts;
+  const runner = new SystemRunner();
+  say('(a) waiting for the VM lock (/tmp/vmlink-vm.lock) ...');
+  const release = await acquireVmLock();
+  const unlock = onCleanup('VM lock', release);
+  const root = mkdtempSync('/tmp/vmlink-bench-a-');
+  chmodSync(root, 0o755); // QEMU runs as vmlink-qemu and must reach its VM directory below this one
+  const rmRoot = onCleanup(`rm ${root}`, () => rmSync(root, { recursive: true, force: true }));
+  const ns = benchNsName();
+  const delNs = onCleanup(`netns ${ns}`, () => deleteNamespace(ns));
+  const bridge = 'vlb-bench0';
+  const tap = 'vlt-bench0';
+  const name = 'benchvm';
+  const cfg: VmConfig = {
+    name,
+    cpus: 1,
+    memoryMiB: 256,
+    image: { kind: 'test-guest' },
+    disks: [],
+    nics: [{ network: 'bench', backend: 'linux', bridge, tap, mac: derivedMac(name, 0), mtu: 1500 }],
+    state: 'running',
+  };
+  const stateDir = join(root, 'vmlink');
+  mkdirSync(stateDir, { mode: 0o755 });
+  chmodSync(stateDir, 0o755);
+  const driver = new QemuDriver({ runner, stateDir, netns: ns, accelerator: 'tcg' });
+  const rawPaths = vmPaths(join(root, 'raw'), name);
+  mkdirSync(rawPaths.runDir, { recursive: true });
+  let rawPid: number | undefined;
+  const stopRaw = async () => {
+    if (rawPid !== undefined) await killAndWait([rawPid]);
+    rawPid = undefined;
+  };
+  const stopVmlink = async () => {
+    await driver.delete(name).catch((e: Error) => say(`  vmlink delete failed: ${e.message}`));
+  };
+  const killVms = onCleanup('QEMU of bench (a)', async () => {
+    await stopRaw();
+    await stopVmlink();
+    await driver.close();
+  });
+  try {
+    execFileSync('ip', ['netns', 'add', ns]);
+    execFileSync('ip', ['-n', ns, '-batch', '-'], {
+      input: [
+        'link set lo up',
+        `link add ${bridge} type bridge`,
+        `link set ${bridge} up`,
+        `tuntap add dev ${tap} mode tap vnet_hdr`,
+        `link set ${tap} master ${bridge} up`,
+        '',
+      ].join('\n'),
+    });
+    // vmlink's argv with the launcher's fd replaced by QEMU opening the persistent tap itself.
+    const fdNetdev = `tap,id=net0,fd=${FIRST_TAP_FD},vhost=off`;
+    const rawArgv = buildQemuArgv({
+      config: cfg,
+      accel: 'tcg',
+      paths: rawPaths,
+      imagesDir: DEFAULT_IMAGES_DIR,
+      qemuBinary: DEFAULT_QEMU_BINARY,
+    }).map((a) => (a === fdNetdev ? `tap,id=net0,ifname=${tap},script=no,downscript=no,vhost=off` : a));
+    if (!rawArgv.some((a) => a.includes(`ifname=${tap}`)))
+      throw new Error(`bench (a): no ${fdNetdev} in the QEMU argv; update the bench`);
+    await driver.qemuUser(); // an agent looks the QEMU user up once per process: keep it out of the timing
+
+    const vmlinkRuns: VmlinkStartRun[] = [];
+    const rawRuns: number[] = [];
+    const rawTries: number[] = [];
+    const loads: number[] = [];
+
+    const runVmlink = async (): Promise<VmlinkStartRun> => {
+      const t0 = performance.now();
+      await driver.create(cfg, `bench-${Date.now()}`);
+      const createMs = since(t0);
+      await driver.start(name);
+      const startMs = since(t0) - createMs;
+      const t1 = performance.now();
+      const pid = Number(readFileSync(driver.paths(name).pidfile, 'utf8').trim());
+      const syncTries = await pollGuestSync(driver.paths(name).qgaSocket, () => alive(pid), 'vmlink');
+      const run = { totalMs: since(t0), createMs, startMs: round(startMs, 1), agentMs: since(t1), syncTries };
+      await stopVmlink();
+      return run;
+    };
+    const runRaw = async (): Promise<{ ms: number; tries: number }> => {
+      for (const f of [rawPaths.pidfile, rawPaths.qmpSocket, rawPaths.qgaSocket, rawPaths.consoleSocket])
+        rmSync(f, { force: true });
+      const t0 = performance.now();
+      const pid = await runner.spawnDetached(rawArgv, { netns: ns, logFile: rawPaths.qemuLog });
+      rawPid = pid;
+      const tries = await pollGuestSync(rawPaths.qgaSocket, () => alive(pid), 'raw qemu');
+      const ms = since(t0);
+      await stopRaw();
+      return { ms, tries };
+    };
+
+    for (let i = 0; i < opts.repeat; i++) {
+      loads.push(load1());
+      const order = i % 2 === 0 ? (['vmlink', 'raw'] as const) : (['raw', 'vmlink'] as const);
+      for (const s of order) {
+        await sleep(1000); // let the previous guest's teardown settle
+        if (s === 'vmlink') {
+          const r = await runVmlink();
+          vmlinkRuns.push(r);
+          say(
+            `  [${i + 1}/${opts.repeat}] vmlink ${secs(r.totalMs)} (create ${r.createMs} ms, start ${r.startMs} ms, guest agent +${secs(r.agentMs)}, ${r.syncTries} tries)`,
+          );
+        } else {
+          const r = await runRaw();
+          rawRuns.push(r.ms);
+          rawTries.push(r.tries);
+          say(`  [${i + 1}/${opts.repeat}] raw qemu ${secs(r.ms)} (${r.tries} tries)`);
+        }
+      }
+    }
+    const vm = side('vmlink', [...vmlinkRuns.map((r) => r.totalMs)]);
+    const raw = side('raw qemu', rawRuns);
+    return {
+      id: 'a',
+      title: 'vm start to guest agent',
+      what:
+        'one test-guest VM (1 vCPU, 256 MiB, TCG, 1 virtio-net NIC on a persistent vnet_hdr tap in a bridge, in a ' +
+        `namespace): vmlink = QemuDriver.create + start (launcher as vmlink-qemu, tap fd passed) then guest-sync every ${POLL_MS} ms; ` +
+        `raw = the same QEMU argv run as root with -netdev tap,ifname=... (same -sandbox), guest-sync every ${POLL_MS} ms`,
+      vm: { cpus: cfg.cpus, memoryMiB: cfg.memoryMiB, image: 'test-guest', pollMs: POLL_MS },
+      vmlink: { ...vm, phases: vmlinkRuns },
+      raw: { ...raw, syncTries: rawTries },
+      pairedRatios: vmlinkRuns.map((r, i) => round(r.totalMs / rawRuns[i]!, 3)),
+      ratio: round(median(vmlinkRuns.map((r) => r.totalMs)) / median(rawRuns), 3),
+      load1: loads,
+    };
+  } finally {
+    await killVms();
+    await delNs();
+    await rmRoot();
+    await unlock();
+  }
+}
