@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
-  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps)
+  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,7 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # vmlink's agents run their own Open vSwitch (and dnsmasq) per host namespace: keep the packages' system-wide
+  # services from starting in this machine's own namespace during the install.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && own_policy=1
+  fi
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ "$own_policy" = 1 ] && rm -f "$policy"; exit 1; }
+  [ "$own_policy" = 1 ] && rm -f "$policy"
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true; fi
 else
   step "Debian packages: all present"
 fi

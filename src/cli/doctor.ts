@@ -48,6 +48,8 @@ export async function doctor(runner: Runner, repoRoot: string): Promise<DoctorCh
   await bin('busybox', ['/bin/busybox', '--help'], 'busybox-static');
   await bin('ping', ['ping', '-V'], 'iputils-ping');
   await bin('genisoimage', ['genisoimage', '--version'], 'genisoimage');
+  await bin('open vswitch', ['ovs-vsctl', '--version'], 'openvswitch-switch');
+  await bin('iperf3', ['iperf3', '--version'], 'iperf3');
   let user = false;
   try {
     execFileSync('id', ['-u', 'vmlink-qemu'], { stdio: 'ignore' });
