@@ -5,8 +5,8 @@ import { loadSpec } from '../spec/load.js';
 import { validSpecArb } from '../spec/spec.arbitrary.js';
 import { planChanges } from './diff.js';
 import { networkConfigHash, vmConfigHash } from './hash.js';
-import { type DesiredState, resolveSpec } from './resolve.js';
-import type { Step } from './steps.js';
+import { type DesiredState, resolveSpec, resolveUplinks } from './resolve.js';
+import { type Step, stepTarget } from './steps.js';
 
 const caps = {
   accelerator: 'tcg' as const,
@@ -50,6 +50,16 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
   for (const s of steps) {
     const r = hostOf(s.host);
     switch (s.kind) {
+      case 'uplink.configure': {
+        r.uplink = {
+          device: s.uplink.device,
+          addressDevice: s.uplink.device,
+          mtu: s.uplink.mtu ?? 1500,
+          addresses: s.uplink.addresses ?? [],
+          configHash: s.configHash,
+        };
+        break;
+      }
       case 'network.create':
       case 'network.update': {
         r.networks = r.networks.filter((n) => n.name !== s.network.name);
@@ -132,10 +142,7 @@ const converged = (): HostReport[] => [
   report('host2', [obsNet('host2', 0)], [obsVm('host2', 0, 'running')]),
 ];
 const brief = (steps: Step[]) =>
-  steps.map(
-    (s) =>
-      `${s.kind} ${s.host}/${'network' in s ? s.network.name : 'vm' in s ? s.vm.name : s.name}${s.kind === 'vm.stop' ? ` force=${s.force}` : ''}`,
-  );
+  steps.map((s) => `${s.kind} ${s.host}/${stepTarget(s)}${s.kind === 'vm.stop' ? ` force=${s.force}` : ''}`);
 
 describe('planChanges', () => {
   it('creates everything on empty hosts in dependency order', () => {
@@ -296,9 +303,11 @@ describe('planChanges', () => {
         fc.array(fc.tuple(stateArb, fc.boolean(), fc.boolean()), { maxLength: 10 }),
         (rawA, rawB, perturb) => {
           // Realise spec A, perturb it, then converge to spec B (a different world on the same machines).
-          const a = resolveSpec(loadSpec(JSON.stringify(rawA)));
-          let obs = simulate([], planChanges(a, []).steps, a);
-          expect(planChanges(a, obs).steps).toEqual([]);
+          const specA = loadSpec(JSON.stringify(rawA));
+          const a = resolveSpec(specA);
+          const upA = resolveUplinks(specA);
+          let obs = simulate([], planChanges(a, [], upA).steps, a);
+          expect(planChanges(a, obs, upA).steps).toEqual([]);
           const vms = obs.flatMap((r) => r.vms);
           perturb.forEach(([state, stale, broken], i) => {
             const v = vms[i % Math.max(vms.length, 1)];
@@ -307,9 +316,19 @@ describe('planChanges', () => {
             if (stale) v.configHash = 'stale';
             if (broken) v.problems = ['broken'];
           });
-          const b = resolveSpec(loadSpec(JSON.stringify(rawB)));
-          obs = simulate(obs, planChanges(b, obs).steps, b);
-          expect(planChanges(b, obs).steps).toEqual([]);
+          const specB = loadSpec(JSON.stringify(rawB));
+          const b = resolveSpec(specB);
+          const upB = resolveUplinks(specB);
+          const plan = planChanges(b, obs, upB);
+          // Uplinks are configured before anything else, and every risky step has a confirm window.
+          const firstOther = plan.steps.findIndex((s) => s.kind !== 'uplink.configure');
+          expect(plan.steps.slice(Math.max(firstOther, 0)).some((s) => s.kind === 'uplink.configure')).toBe(
+            false,
+          );
+          for (const s of plan.steps)
+            if ('risky' in s && s.risky) expect(s.confirmTimeoutMs).toBeGreaterThanOrEqual(5000);
+          obs = simulate(obs, plan.steps, b);
+          expect(planChanges(b, obs, upB).steps).toEqual([]);
         },
       ),
       { numRuns: 150 },

@@ -1,12 +1,18 @@
 // The diff: desired configs vs what agents report -> ordered steps that converge them.
-import type { HostReport, ObservedNetwork, ObservedVm } from '../shared/model.js';
-import { networkConfigHash, vmConfigHash } from './hash.js';
-import type { DesiredState } from './resolve.js';
-import { type Plan, type Step, stepTarget } from './steps.js';
+import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
+import { ovsVlanBridgeName } from '../spec/net.js';
+import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
+import type { DesiredState, DesiredUplinks } from './resolve.js';
+import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
+
+/** Commit-confirm window of risky steps on a host whose desired state does not say (spec default: 60 s). */
+export const DEFAULT_CONFIRM_TIMEOUT_MS = 60_000;
 
 // Dependency order: networks exist before VMs attach, old VMs go before new ones start (no VM runs
 // twice when it moves), networks go last when their VMs are gone.
+// The uplink comes first: jumbo frames must be on the underlay before overlays that need them.
 const phase: Record<Step['kind'], number> = {
+  'uplink.configure': -1,
   'network.create': 0,
   'network.update': 0,
   'vm.stop': 1,
@@ -31,11 +37,24 @@ export function orderSteps(steps: Step[]): Step[] {
   );
 }
 
+/** Whether realising `net` enslaves or reconfigures the host uplink `uplink` (so it may cut the host off). */
+export function touchesUplink(net: NetworkConfig, uplink: string | undefined): boolean {
+  if (uplink === undefined) return false;
+  if (net.mode === 'bridge') return net.uplink === uplink;
+  // OVS takes the NIC into an OVS bridge: the trunk NIC for vlan, the underlay for vxlan (userspace datapath).
+  if (net.backend !== 'ovs') return false;
+  if (net.mode === 'vlan') return net.vlan?.trunk === uplink;
+  if (net.mode === 'vxlan') return net.vxlan?.underlay === uplink;
+  return false;
+}
+
 /**
  * Plans the steps that bring `observed` to `desired`. A desired host missing from `observed` counts as
- * empty; an observed host missing from `desired` has everything on it deleted.
+ * empty; an observed host missing from `desired` has everything on it deleted (its uplink is left alone).
+ * `uplinks` (see `resolveUplinks`) adds an `uplink.configure` step first on each host whose reported uplink
+ * hash differs. Steps that touch a host's uplink are marked `risky` with the host's commit-confirm window.
  */
-export function planChanges(desired: DesiredState, observed: HostReport[]): Plan {
+export function planChanges(desired: DesiredState, observed: HostReport[], uplinks?: DesiredUplinks): Plan {
   const steps: Step[] = [];
   const unchanged: string[] = [];
   const obsByHost = new Map<string, HostReport>();
@@ -47,10 +66,40 @@ export function planChanges(desired: DesiredState, observed: HostReport[]): Plan
     const seen = obsByHost.get(host);
     const obsNets = new Map<string, ObservedNetwork>((seen?.networks ?? []).map((n) => [n.name, n]));
     const obsVms = new Map<string, ObservedVm>((seen?.vms ?? []).map((v) => [v.name, v]));
+    const confirmTimeoutMs = want.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS;
+    const uplinkDev = want.uplinkDevice ?? uplinks?.[host]?.device ?? seen?.uplink?.device;
+    const risky = (yes: boolean): RiskyMark => (yes ? { risky: true, confirmTimeoutMs } : {});
+    // An observed network whose bridge carries the management address, or the OVS bridge of the uplink.
+    const obsTouches = (o: ObservedNetwork | undefined) =>
+      o !== undefined &&
+      ((seen?.uplink !== undefined && o.bridge === seen.uplink.addressDevice) ||
+        (uplinkDev !== undefined && o.bridge === ovsVlanBridgeName(uplinkDev)));
+
+    const uplink = uplinks?.[host];
+    if (uplink && desired[host]) {
+      const hash = uplinkConfigHash(uplink);
+      const o = seen?.uplink;
+      if (o?.configHash === hash) unchanged.push(`uplink of ${host}`);
+      else
+        steps.push({
+          kind: 'uplink.configure',
+          host,
+          uplink,
+          configHash: hash,
+          reason: !o
+            ? 'not reported by the host'
+            : o.configHash === undefined
+              ? 'not configured by vmlink yet'
+              : 'configuration changed',
+          risky: true,
+          confirmTimeoutMs,
+        });
+    }
 
     for (const net of want.networks) {
       const hash = networkConfigHash(net);
       const o = obsNets.get(net.name);
+      const mark = risky(touchesUplink(net, uplinkDev) || obsTouches(o));
       if (!o) {
         steps.push({
           kind: 'network.create',
@@ -58,6 +107,7 @@ export function planChanges(desired: DesiredState, observed: HostReport[]): Plan
           network: net,
           configHash: hash,
           reason: 'not on the host',
+          ...mark,
         });
       } else if (o.problems.length > 0) {
         steps.push({
@@ -66,6 +116,7 @@ export function planChanges(desired: DesiredState, observed: HostReport[]): Plan
           network: net,
           configHash: hash,
           reason: `repair: ${o.problems.join('; ')}`,
+          ...mark,
         });
       } else if (o.configHash !== hash) {
         steps.push({
@@ -74,6 +125,7 @@ export function planChanges(desired: DesiredState, observed: HostReport[]): Plan
           network: net,
           configHash: hash,
           reason: 'configuration changed',
+          ...mark,
         });
       } else {
         unchanged.push(`network ${net.name} on ${host}`);
@@ -82,7 +134,13 @@ export function planChanges(desired: DesiredState, observed: HostReport[]): Plan
     const wantNets = new Set(want.networks.map((n) => n.name));
     for (const o of obsNets.values()) {
       if (!wantNets.has(o.name))
-        steps.push({ kind: 'network.delete', host, name: o.name, reason: 'not in the spec' });
+        steps.push({
+          kind: 'network.delete',
+          host,
+          name: o.name,
+          reason: 'not in the spec',
+          ...risky(obsTouches(o)),
+        });
     }
 
     for (const vm of want.vms) {

@@ -33,7 +33,7 @@ describe('formatPlan', () => {
   it('renders a creation plan', () => {
     expect(formatPlan(planChanges(desired, []))).toBe(
       [
-        '+ network lan on host1 (bridge on eth0)',
+        '+ network lan on host1 (bridge on eth0) [commit-confirm 60 s]',
         '+ network natnet on host1 (nat 10.10.0.0/24)',
         '+ vm web1 on host1 (2 cpus, 512 MiB, test-guest, nics: natnet, lan)',
         '> vm web1 start on host1',
@@ -62,7 +62,7 @@ describe('formatPlan', () => {
     ]);
     expect(formatPlan(plan)).toBe(
       [
-        '~ network lan on host1 (repair: bridge missing)',
+        '~ network lan on host1 (repair: bridge missing) [commit-confirm 60 s]',
         '~ network natnet on host1 (configuration changed)',
         '- vm stray on host1 (not in the spec)',
         '< vm web1 stop (forced) on host1 (replace: configuration changed)',

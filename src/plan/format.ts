@@ -1,25 +1,63 @@
 // Human-readable plans, in the manner of `terraform plan`.
-import type { NetworkConfig, VmConfig } from '../shared/model.js';
+import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { Plan, Step } from './steps.js';
 
 /** Text of an empty plan. */
 export const NO_CHANGES = 'No changes. Infrastructure matches the spec.';
 
 function describeNetwork(n: NetworkConfig): string {
+  const backend = n.backend === 'linux' ? '' : `, ${n.backend}`;
+  if (n.vxlan) {
+    const peers = n.vxlan.remotes.length ? ` to ${n.vxlan.remotes.join(', ')}` : '';
+    const subnet = n.subnet
+      ? `, gateway ${n.subnet.gateway}/${n.subnet.prefixLength}${n.nat ? ' nat' : ''}`
+      : '';
+    return `vxlan vni ${n.vxlan.vni}${peers}${subnet}${backend}`;
+  }
+  if (n.vlan) {
+    const subnet = n.subnet
+      ? `, gateway ${n.subnet.gateway}/${n.subnet.prefixLength}${n.nat ? ' nat' : ''}`
+      : '';
+    return `vlan ${n.vlan.id} on ${n.vlan.trunk}${subnet}${backend}`;
+  }
   if (n.subnet) return `${n.mode} ${n.subnet.cidr}`;
   return n.uplink ? `${n.mode} on ${n.uplink}` : n.mode;
+}
+
+function describeUplink(u: UplinkConfig): string {
+  const parts: string[] = [];
+  if (u.mtu !== undefined) parts.push(`mtu ${u.mtu}`);
+  if (u.addresses !== undefined) parts.push(u.addresses.join(', '));
+  if (u.gateway !== undefined) parts.push(`gateway ${u.gateway}`);
+  return parts.length ? parts.join(', ') : u.device;
+}
+
+/** ` [commit-confirm 60 s]` for a risky step, else the empty string. */
+function confirmMark(s: Step): string {
+  if (!('risky' in s) || !s.risky) return '';
+  const ms = s.confirmTimeoutMs ?? 60_000;
+  return ` [commit-confirm ${Math.round(ms / 1000)} s]`;
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 function describeVm(vm: VmConfig): string {
-  const nets = vm.nics.map((n) => n.network).join(', ');
+  const nets = vm.nics.map((n) => (n.trunk ? `trunk ${n.trunk.networks.join('+')}` : n.network)).join(', ');
   return `${plural(vm.cpus, 'cpu')}, ${vm.memoryMiB} MiB, ${vm.image.kind}, nics: ${nets}`;
 }
 
-/** One line for one step: `+` create, `~` update, `-` delete, `>` start, `<` stop. */
+/**
+ * One line for one step: `+` create, `~` update, `-` delete, `>` start, `<` stop; risky steps end with
+ * ` [commit-confirm N s]`.
+ */
 export function formatStep(s: Step): string {
+  return describeStep(s) + confirmMark(s);
+}
+
+function describeStep(s: Step): string {
   switch (s.kind) {
+    case 'uplink.configure':
+      return `~ uplink of ${s.host} (${describeUplink(s.uplink)})`;
     case 'network.create':
       return `+ network ${s.network.name} on ${s.host} (${describeNetwork(s.network)})`;
     case 'network.update':
@@ -48,7 +86,7 @@ export function summarizePlan(plan: Plan): {
   const c = { create: 0, update: 0, delete: 0, start: 0, stop: 0 };
   for (const s of plan.steps) {
     if (s.kind === 'network.create' || s.kind === 'vm.create') c.create++;
-    else if (s.kind === 'network.update') c.update++;
+    else if (s.kind === 'network.update' || s.kind === 'uplink.configure') c.update++;
     else if (s.kind === 'network.delete' || s.kind === 'vm.delete') c.delete++;
     else if (s.kind === 'vm.start') c.start++;
     else c.stop++;

@@ -1,6 +1,6 @@
 // Config hashes: what the agent stores with a realised object and the plan compares against.
 import { createHash } from 'node:crypto';
-import type { NetworkConfig, VmConfig } from '../shared/model.js';
+import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 
 /** JSON with object keys sorted at every level; `undefined` members are dropped as JSON.stringify does. */
 export function canonicalJson(value: unknown): string {
@@ -29,4 +29,9 @@ export function networkConfigHash(net: NetworkConfig): string {
 export function vmConfigHash(vm: VmConfig): string {
   const { state: _state, ...rest } = vm;
   return configHash(rest);
+}
+
+/** Hash of an uplink config, as the agent reports it in `ObservedUplink.configHash` after applying it. */
+export function uplinkConfigHash(uplink: UplinkConfig): string {
+  return configHash(uplink);
 }

@@ -1,8 +1,18 @@
 // Plan steps: data only. The controller sends each to its host's agent in plan order.
-import type { NetworkConfig, VmConfig } from '../shared/model.js';
+import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
+
+/**
+ * Marks a step that touches the host's uplink (it may cut the host off the network): the controller sends it
+ * commit-confirmed, and the agent reverts it unless confirmed within `confirmTimeoutMs`.
+ */
+export interface RiskyMark {
+  risky?: boolean;
+  /** Set with `risky`: the commit-confirm window (`hosts[].confirmTimeoutSeconds` in ms). */
+  confirmTimeoutMs?: number;
+}
 
 /** Creates a network, or updates one in place (the network driver's ensureNetwork does both). */
-export interface NetworkEnsureStep {
+export interface NetworkEnsureStep extends RiskyMark {
   kind: 'network.create' | 'network.update';
   host: string;
   network: NetworkConfig;
@@ -11,11 +21,22 @@ export interface NetworkEnsureStep {
 }
 
 /** Deletes a network; planned after the VMs on it are gone. */
-export interface NetworkDeleteStep {
+export interface NetworkDeleteStep extends RiskyMark {
   kind: 'network.delete';
   host: string;
   name: string;
   reason: string;
+}
+
+/** Configures the host's uplink itself (MTU, addresses, gateway); first on its host, always commit-confirmed. */
+export interface UplinkConfigureStep {
+  kind: 'uplink.configure';
+  host: string;
+  uplink: UplinkConfig;
+  configHash: string;
+  reason: string;
+  risky: true;
+  confirmTimeoutMs: number;
 }
 
 /** Creates a VM (stopped) from its config; `configHash` is stored with it. */
@@ -45,7 +66,13 @@ export interface VmStopStep {
 }
 
 /** One plan step. */
-export type Step = NetworkEnsureStep | NetworkDeleteStep | VmCreateStep | VmNamedStep | VmStopStep;
+export type Step =
+  | UplinkConfigureStep
+  | NetworkEnsureStep
+  | NetworkDeleteStep
+  | VmCreateStep
+  | VmNamedStep
+  | VmStopStep;
 
 /** Kinds of `Step`. */
 export type StepKind = Step['kind'];
@@ -56,8 +83,9 @@ export interface Plan {
   unchanged: string[];
 }
 
-/** Name of the object a step acts on. */
+/** Name of the object a step acts on (the uplink device for `uplink.configure`). */
 export function stepTarget(step: Step): string {
+  if (step.kind === 'uplink.configure') return step.uplink.device;
   if ('network' in step) return step.network.name;
   if ('vm' in step) return step.vm.name;
   return step.name;

@@ -57,7 +57,7 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.nat().map((i) => ({
     label: 'overlapping cidr',
     apply: (s: RawSpec) => {
-      const subnets = s.networks.filter((n: RawSpec) => n.mode !== 'bridge');
+      const subnets = s.networks.filter((n: RawSpec) => n.host && n.cidr);
       const host = s.hosts[0].name;
       if (subnets.length === 0) {
         s.networks.push({ name: 'zz-a', host, mode: 'isolated', cidr: '172.16.0.0/24' });
@@ -95,6 +95,7 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
             return `vms[${k}].host`;
           }
           const j = i % s.vms[k].nics.length;
+          delete s.vms[k].nics[j].trunk;
           s.vms[k].nics[j].network = 'zz-missing';
           return `vms[${k}].nics[${j}].network`;
         }
@@ -112,9 +113,7 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.tuple(fc.nat(), fc.constantFrom('172.31.255.5', '10.250.0.7', '0.0.0.1')).map(([i, ip]) => ({
     label: `fixed ip ${ip} outside the cidr`,
     apply: (s: RawSpec) => {
-      const subnetNames = new Set(
-        s.networks.filter((n: RawSpec) => n.mode !== 'bridge').map((n: RawSpec) => n.name),
-      );
+      const subnetNames = new Set(s.networks.filter((n: RawSpec) => n.cidr).map((n: RawSpec) => n.name));
       const nics: string[] = [];
       s.vms.forEach((vm: RawSpec, vi: number) => {
         vm.nics.forEach((nic: RawSpec, ni: number) => {
@@ -125,6 +124,71 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
       const [vi, ni] = nics[i % nics.length]!.split('/').map(Number) as [number, number];
       s.vms[vi].nics[ni].ip = ip;
       return `vms[${vi}].nics[${ni}].ip`;
+    },
+  })),
+);
+
+const pick = (s: RawSpec, i: number, test: (n: RawSpec) => boolean): number | undefined => {
+  const ks = s.networks.flatMap((n: RawSpec, k: number) => (test(n) ? [k] : []));
+  return ks.length === 0 ? undefined : ks[i % ks.length];
+};
+
+/** Mutations of multi-host networks: bad VLAN ids, VLANs outside their environment, duplicate VNIs, MTUs. */
+const multiHostMutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.tuple(fc.nat(), fc.constantFrom(0, 4095, 5000, -3, 1.5)).map(([i, id]) => ({
+    label: `bad VLAN id ${id}`,
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.mode === 'vlan');
+      if (k === undefined) return undefined;
+      s.networks[k].vlan = id;
+      return `networks[${k}].vlan`;
+    },
+  })),
+  fc.nat().map((i) => ({
+    label: 'VLAN outside its environment',
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.mode === 'vlan' && n.environment);
+      if (k === undefined) return undefined;
+      const n = s.networks[k];
+      n.vlan = n.environment === 'production' ? 250 : 150;
+      return `networks[${k}].vlan`;
+    },
+  })),
+  fc.nat().map((i) => ({
+    label: 'unknown environment',
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.mode === 'vlan');
+      if (k === undefined) return undefined;
+      s.networks[k].environment = 'zz-env';
+      return `networks[${k}].environment`;
+    },
+  })),
+  fc.nat().map((i) => ({
+    label: 'duplicate VNI',
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.mode === 'vxlan');
+      if (k === undefined) return undefined;
+      s.networks.push({ ...structuredClone(s.networks[k]), name: 'zz-dup' });
+      return `networks[${s.networks.length - 1}].vni`;
+    },
+  })),
+  fc.tuple(fc.nat(), fc.constantFrom(9000, 8951)).map(([i, mtu]) => ({
+    label: `vxlan MTU ${mtu} beyond the underlay`,
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.mode === 'vxlan');
+      if (k === undefined) return undefined;
+      s.networks[k].mtu = mtu;
+      return `networks[${k}].mtu`;
+    },
+  })),
+  fc.nat().map((i) => ({
+    label: 'NIC on a multi-host network that does not reach its VM host',
+    apply: (s: RawSpec) => {
+      const k = pick(s, i, (n) => n.hosts?.length > 0 && n.hosts.length < s.hosts.length);
+      if (k === undefined) return undefined;
+      const out = s.hosts.find((h: RawSpec) => !s.networks[k].hosts.includes(h.name)).name;
+      s.vms.push({ name: 'zz-vm', host: out, nics: [{ network: s.networks[k].name }] });
+      return `vms[${s.vms.length - 1}].nics[0].network`;
     },
   })),
 );
@@ -159,6 +223,26 @@ describe('spec properties', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('mutated multi-host networks are refused at the right path', () => {
+    fc.assert(
+      fc.property(validSpecArb, multiHostMutationArb, (raw, m) => {
+        const path = m.apply(raw);
+        fc.pre(path !== undefined);
+        expect(issuePaths(raw), m.label).toContain(path);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('generates multi-host specs often enough to matter', () => {
+    const samples = fc.sample(validSpecArb, { numRuns: 200, seed: 42 });
+    const modes = new Set(samples.flatMap((s: RawSpec) => s.networks.map((n: RawSpec) => n.mode)));
+    expect([...modes].sort()).toEqual(['bridge', 'isolated', 'nat', 'vlan', 'vxlan']);
+    expect(
+      samples.some((s: RawSpec) => s.vms.some((v: RawSpec) => v.nics.some((n: RawSpec) => n.trunk))),
+    ).toBe(true);
   });
 
   it('loadSpec throws nothing but InvalidSpecError on arbitrary text', () => {

@@ -119,7 +119,9 @@ vms:
 `);
     const byPath = Object.fromEntries(is.map((i) => [i.path, i.message]));
     expect(byPath.version).toMatch(/must be 1/);
-    expect(byPath['networks[0].mode']).toMatch(/one of "nat", "bridge", "isolated", not the string "wifi"/);
+    expect(byPath['networks[0].mode']).toMatch(
+      /one of "nat", "bridge", "isolated", "vxlan", "vlan", not the string "wifi"/,
+    );
     expect(byPath['vms[0].cpus']).toMatch(/at least 1, not number 0/);
     expect(byPath['vms[0].memoryMiB']).toMatch(/must be a number, not the string "lots"/);
     expect(byPath['vms[0].nics[0].ip']).toMatch(/IPv4/);

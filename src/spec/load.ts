@@ -61,6 +61,17 @@ function zodIssueToSpecIssues(issue: z.core.$ZodIssue, input: unknown): SpecIssu
             path: p,
             message: `forwards are only allowed on nat networks (this network is mode ${String(parent.mode)})`,
           };
+        const multi = parent?.mode === 'vxlan' || parent?.mode === 'vlan';
+        if (isNetwork && key === 'host' && multi)
+          return {
+            path: p,
+            message: `${String(parent?.mode)} networks span hosts: write hosts: [${String(parent?.host)}, ...] (default: every host) instead of host`,
+          };
+        if (isNetwork && key === 'hosts' && !multi && parent?.mode !== undefined)
+          return {
+            path: p,
+            message: `hosts is for vxlan and vlan networks; a ${String(parent.mode)} network lives on one host: write host: <name>, or use mode vxlan or vlan`,
+          };
         if (isNetwork && (key === 'cidr' || key === 'gateway' || key === 'dhcp') && parent?.mode === 'bridge')
           return {
             path: p,

@@ -116,3 +116,13 @@ export function derivedMac(vm: string, nicIndex: number): string {
   const h = sha256hex(`${vm}/${nicIndex}`);
   return `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`;
 }
+
+/** VXLAN device (linux) or OVS tunnel port prefix of a vxlan network: `vlx-` + 8 hex of sha256(network name). */
+export function vxlanDeviceName(network: string): string {
+  return `vlx-${sha256hex(network).slice(0, 8)}`;
+}
+
+/** OVS bridge shared by every vlan network on one trunk NIC: `vlo-` + 8 hex of sha256(NIC name). */
+export function ovsVlanBridgeName(trunkNic: string): string {
+  return `vlo-${sha256hex(trunkNic).slice(0, 8)}`;
+}

@@ -29,6 +29,17 @@ const ifname = z
   .string()
   .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)');
 const port = z.number().int().min(1).max(65535);
+/** An address with its prefix on an interface, e.g. 192.168.50.10/24. */
+const hostCidr = z.string().refine((s) => {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
+  return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) >= 8 && Number(m[2]) <= 32;
+}, 'must be an IPv4 address with prefix such as 192.168.50.10/24 (prefix 8-32)');
+const vlanId = z.number().int().min(1).max(4094);
+/** MTU of a host NIC or a lab switch (jumbo frames allowed). */
+const linkMtu = z.number().int().min(576).max(9216);
+
+/** Network backends: `linux` (bridges, vxlan and 802.1Q devices) or `ovs` (Open vSwitch). */
+export const BackendSchema = z.enum(['linux', 'ovs']);
 
 /** A physical machine that runs a vmlink agent. */
 export const HostSchema = z
@@ -46,6 +57,24 @@ export const HostSchema = z
       .object({ cpus: z.number().int().min(1), memoryMiB: z.number().int().min(64) })
       .strict()
       .optional(),
+    /** Underlay address (VXLAN endpoint and management); defaults to the lab machine's address. */
+    address: ipv4.optional(),
+    /**
+     * Physical segment -> host NIC. Always has `default` -> uplink; with a lab, `lab.segments[i]` -> `eth<i+1>`;
+     * entries here add to or override those.
+     */
+    segments: z.record(name, ifname).optional(),
+    /** vmlink manages the uplink itself (MTU, addresses, default gateway), commit-confirmed. */
+    network: z
+      .object({
+        mtu: linkMtu.optional(),
+        addresses: z.array(hostCidr).min(1).optional(),
+        gateway: ipv4.optional(),
+      })
+      .strict()
+      .optional(),
+    /** How long the agent waits for confirmation of a risky step before it reverts it by itself. */
+    confirmTimeoutSeconds: z.number().int().min(5).max(600).default(60),
   })
   .strict();
 
@@ -59,12 +88,27 @@ export const ForwardSchema = z
   })
   .strict();
 
+const mtu = z.number().int().min(576).max(9000);
+
 const networkBase = {
   name,
   host: name,
   /** MTU of the bridge and VM NICs. */
-  mtu: z.number().int().min(576).max(9000).default(1500),
+  mtu: mtu.default(1500),
+  /** Only linux is supported on single-host networks for now (validation says so). */
+  backend: BackendSchema.default('linux'),
 };
+
+/** Where a multi-host network's subnet is routed: that host gets the gateway address, DHCP, and optionally NAT. */
+export const MultiHostGatewaySchema = z
+  .object({
+    host: name,
+    /** Masquerade the subnet out of the gateway host's uplink. */
+    nat: z.boolean().default(false),
+    /** The gateway host's address on the network; defaults to the first address of cidr. */
+    address: ipv4.optional(),
+  })
+  .strict();
 
 const dhcp = z
   .object({ start: ipv4, end: ipv4 })
@@ -101,12 +145,49 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       dhcp: dhcp.optional(),
     })
     .strict(),
+  z
+    .object({
+      name,
+      mode: z.literal('vxlan'),
+      /** Member hosts; default: every spec host. */
+      hosts: z.array(name).min(1).optional(),
+      vni: z.number().int().min(1).max(16_777_215),
+      /** Must leave 50 bytes of VXLAN overhead below every member host's underlay MTU. */
+      mtu: mtu.default(1450),
+      backend: BackendSchema.default('linux'),
+      /** Optional: checks fixed NIC addresses; needed for a gateway. Overlays may overlap each other. */
+      cidr: cidr.optional(),
+      gateway: MultiHostGatewaySchema.optional(),
+      /** DHCP range served by the gateway host. */
+      dhcp: dhcp.optional(),
+    })
+    .strict(),
+  z
+    .object({
+      name,
+      mode: z.literal('vlan'),
+      hosts: z.array(name).min(1).optional(),
+      vlan: vlanId,
+      /** `site.environments[].name`: the VLAN id must lie in its ranges. */
+      environment: name.optional(),
+      /** Physical segment carrying the tagged frames (see `hosts[].segments`). */
+      segment: name.default('default'),
+      mtu: mtu.default(1500),
+      backend: BackendSchema.default('linux'),
+      cidr: cidr.optional(),
+      gateway: MultiHostGatewaySchema.optional(),
+      dhcp: dhcp.optional(),
+    })
+    .strict(),
 ]);
 
-/** One VM network card. */
+/** One VM network card: on one network (`network`), or a trunk port carrying vlan networks tagged (`trunk`). */
 export const NicSchema = z
   .object({
-    network: name,
+    /** Exactly one of network and trunk (validation checks). */
+    network: name.optional(),
+    /** vlan networks of one segment (backend ovs) the guest sees tagged with their VLAN ids. */
+    trunk: z.array(name).min(1).max(64).optional(),
     /** Fixed MAC; defaults to a stable one derived from VM name and NIC index. */
     mac: mac.optional(),
     /** Fixed address: a DHCP reservation on nat/isolated networks, a kernel-command-line address elsewhere. */
@@ -179,6 +260,22 @@ export const VmSchema = z
 /** A simulated physical machine on the lab LAN. */
 export const LabMachineSchema = z.object({ name, address: ipv4 }).strict();
 
+/** An extra lab switch (a physical segment such as a VLAN trunk). */
+export const LabSegmentSchema = z.object({ name, mtu: linkMtu.optional() }).strict();
+
+/** A VLAN policy: which VLAN ids networks of this environment may use. */
+export const EnvironmentSchema = z
+  .object({
+    name,
+    vlans: z
+      .array(z.object({ from: vlanId, to: vlanId }).strict())
+      .min(1, 'an environment needs at least one VLAN range'),
+  })
+  .strict();
+
+/** Site-wide policy. */
+export const SiteSchema = z.object({ environments: z.array(EnvironmentSchema).default([]) }).strict();
+
 /** The lab: namespaces standing in for physical machines, a LAN switch, and an upstream router. */
 export const LabSchema = z
   .object({
@@ -186,11 +283,21 @@ export const LabSchema = z
     name: z
       .string()
       .regex(/^[a-z][a-z0-9]{0,7}$/, 'must match ^[a-z][a-z0-9]{0,7}$ (it prefixes namespace names)'),
-    lan: z.object({ cidr, gateway: ipv4, dhcp: dhcp.optional() }).strict(),
+    lan: z
+      .object({
+        cidr,
+        gateway: ipv4,
+        dhcp: dhcp.optional(),
+        /** MTU of the LAN switch and every veth on it (the hosts' underlay); default 1500. */
+        mtu: linkMtu.optional(),
+      })
+      .strict(),
     /** The router's outside network and the one machine standing in for the internet. */
     upstream: z.object({ cidr, address: ipv4 }).strict(),
     hosts: z.array(LabMachineSchema).min(1),
     peers: z.array(LabMachineSchema).default([]),
+    /** Extra L2 switches; every lab host gets eth1, eth2, ... on them in this order. */
+    segments: z.array(LabSegmentSchema).default([]),
   })
   .strict();
 
@@ -198,6 +305,7 @@ export const LabSchema = z
 export const SpecSchema = z
   .object({
     version: z.literal(1),
+    site: SiteSchema.optional(),
     hosts: z.array(HostSchema).min(1, 'at least one host is needed'),
     networks: z.array(NetworkSchema).default([]),
     vms: z.array(VmSchema).default([]),
@@ -213,6 +321,14 @@ export type HostSpec = z.infer<typeof HostSchema>;
 export type NetworkSpec = z.infer<typeof NetworkSchema>;
 /** A NAT network entry. */
 export type NatNetworkSpec = Extract<NetworkSpec, { mode: 'nat' }>;
+/** A network on one host: nat, bridge or isolated. */
+export type SingleHostNetworkSpec = Extract<NetworkSpec, { host: string }>;
+/** A network across hosts: vxlan or vlan. */
+export type MultiHostNetworkSpec = Extract<NetworkSpec, { mode: 'vxlan' | 'vlan' }>;
+/** A vxlan network entry. */
+export type VxlanNetworkSpec = Extract<NetworkSpec, { mode: 'vxlan' }>;
+/** A vlan network entry. */
+export type VlanNetworkSpec = Extract<NetworkSpec, { mode: 'vlan' }>;
 /** A VM entry of a spec. */
 export type VmSpec = z.infer<typeof VmSchema>;
 /** A VM NIC entry. */
@@ -221,5 +337,7 @@ export type NicSpec = z.infer<typeof NicSchema>;
 export type ForwardSpec = z.infer<typeof ForwardSchema>;
 /** The lab section. */
 export type LabSpec = z.infer<typeof LabSchema>;
+/** The site section (VLAN environments). */
+export type SiteSpec = z.infer<typeof SiteSchema>;
 /** A VM image entry. */
 export type ImageSpec = z.infer<typeof ImageSchema>;

@@ -31,10 +31,29 @@ const vmArb = fc.record({
   qcow2: fc.boolean(),
 });
 
-/** Random valid specs: unique names, disjoint subnets, addresses outside DHCP ranges, sound forwards, optional lab. */
+const multiArb = fc.record({
+  mode: fc.constantFrom('vxlan', 'vlan'),
+  /** Bit mask of member hosts (0: leave hosts out, i.e. every host). */
+  hostMask: fc.nat({ max: 7 }),
+  backend: fc.constantFrom('linux', 'ovs', undefined),
+  mtu: fc.option(fc.integer({ min: 576, max: 8950 }), { nil: undefined }),
+  env: fc.constantFrom('production', 'test', undefined),
+  trunkSegment: fc.boolean(),
+  cidr: fc.boolean(),
+  gateway: fc.option(fc.record({ pick: fc.nat(), nat: fc.boolean() }), { nil: undefined }),
+});
+
+/**
+ * Random valid specs: unique names, disjoint subnets, addresses outside DHCP ranges, sound forwards, optional lab;
+ * optionally multi-host networks (vxlan, vlan with environments and segments, trunk NICs, jumbo underlays).
+ */
 export const validSpecArb: fc.Arbitrary<RawSpec> = fc
   .record({
-    names: fc.uniqueArray(nameArb, { minLength: 20, maxLength: 20 }),
+    names: fc.uniqueArray(nameArb, { minLength: 24, maxLength: 24 }),
+    multi: fc.array(multiArb, { maxLength: 4 }),
+    jumbo: fc.boolean(),
+    hostNetwork: fc.boolean(),
+    trunkNics: fc.boolean(),
     nHosts: fc.integer({ min: 1, max: 3 }),
     nets: fc.array(netArb, { minLength: 1, maxLength: 5 }),
     vms: fc.array(vmArb, { maxLength: 6 }),
@@ -45,8 +64,10 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
     lab: fc.boolean(),
     nPeers: fc.integer({ min: 0, max: 2 }),
   })
-  .map(({ names, nHosts, nets, vms, forwards, lab, nPeers }) => {
-    const hosts = names.slice(0, nHosts).map((name, i) => (i === 1 ? { name, uplink: 'eth1' } : { name }));
+  .map(({ names, nHosts, nets, vms, forwards, lab, nPeers, multi, jumbo, hostNetwork, trunkNics }) => {
+    const hosts: RawSpec[] = names
+      .slice(0, nHosts)
+      .map((name, i) => (i === 1 ? { name, uplink: 'eth1' } : { name }));
     const bridged = new Set<string>();
     const networks: RawSpec[] = [];
     const fixedPool = new Map<string, { next: number; last: number; base: number }>();
@@ -72,16 +93,68 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
       }
       networks.push(net);
     });
+    // Multi-host networks. Underlay: 9000 everywhere with `jumbo`, else 1500.
+    const underlay = jumbo ? 9000 : 1500;
+    const members = new Map<string, string[]>();
+    multi.forEach((m, j) => {
+      const name = names[20 + j]!;
+      let mask = m.hostMask & ((1 << nHosts) - 1);
+      const hostNames = hosts.map((h) => h.name);
+      const inNet = mask === 0 ? hostNames : hostNames.filter((_, i) => mask & (1 << i));
+      if (inNet.length === 0) mask = 0;
+      const net: RawSpec = { name, mode: m.mode };
+      if (mask !== 0) net.hosts = inNet;
+      members.set(name, mask === 0 ? hostNames : inNet);
+      if (m.backend) net.backend = m.backend;
+      if (m.mode === 'vxlan') {
+        net.vni = 5000 + j;
+        if (m.mtu !== undefined) net.mtu = Math.min(m.mtu, underlay - 50);
+      } else {
+        const base = m.env === 'production' ? 100 : m.env === 'test' ? 200 : 1000;
+        net.vlan = base + j;
+        if (m.env) net.environment = m.env;
+        if (m.trunkSegment) net.segment = 'trunk';
+        else if (m.backend === 'ovs') net.backend = 'linux'; // an OVS trunk on the uplink would fight bridge networks
+        if (m.mtu !== undefined) net.mtu = Math.min(m.mtu, m.trunkSegment ? 1500 : underlay);
+      }
+      const cidr = m.gateway ? `10.${100 + j}.0.0/24` : '10.200.0.0/24'; // overlays may overlap each other
+      if (m.cidr || m.gateway) {
+        net.cidr = cidr;
+        fixedPool.set(name, { next: 2, last: 99, base: parseCidr(cidr)!.network });
+      }
+      if (m.gateway) {
+        const pool = members.get(name)!;
+        net.gateway = { host: pool[m.gateway.pick % pool.length], nat: m.gateway.nat };
+      }
+      networks.push(net);
+    });
+    if (multi.length > 0) {
+      hosts.forEach((h, i) => {
+        h.segments = { trunk: 'eth5' };
+        if (!lab) h.address = `192.168.1.${10 + i}`;
+        if (jumbo || hostNetwork) {
+          h.network = { addresses: [`192.168.1.${10 + i}/24`], gateway: '192.168.1.1' };
+          if (jumbo) h.network.mtu = 9000;
+        }
+      });
+    }
+    const netHosts = (n: RawSpec): string[] => (n.host ? [n.host] : members.get(n.name)!);
+
     let bridgeNext = 30;
     const outVms: RawSpec[] = [];
-    const hostsWithNets = hosts.filter((h) => networks.some((n) => n.host === h.name));
+    const hostsWithNets = hosts.filter((h) => networks.some((n) => netHosts(n).includes(h.name)));
     vms.forEach((v, vi) => {
       const host = hostsWithNets[v.host % hostsWithNets.length]!.name;
-      const local = networks.filter((n) => n.host === host);
+      const local = networks.filter((n) => netHosts(n).includes(host));
+      const trunk = networks.filter(
+        (n) =>
+          n.mode === 'vlan' && n.backend === 'ovs' && n.segment === 'trunk' && netHosts(n).includes(host),
+      );
       const vm: RawSpec = {
         name: names[9 + vi]!,
         host,
         nics: v.nics.map((nic, ni) => {
+          if (trunkNics && ni === 2 && trunk.length > 0) return { trunk: trunk.map((n) => n.name) };
           const net = local[nic.net % local.length]!;
           const out: RawSpec = { network: net.name };
           if (nic.mac)
@@ -90,8 +163,8 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
             if (net.mode === 'bridge') {
               if (bridgeNext < 190) out.ip = `192.168.1.${bridgeNext++}`;
             } else {
-              const pool = fixedPool.get(net.name)!;
-              if (pool.next <= pool.last) out.ip = formatIpv4(pool.base + pool.next++);
+              const pool = fixedPool.get(net.name);
+              if (pool && pool.next <= pool.last) out.ip = formatIpv4(pool.base + pool.next++);
             }
           }
           return out;
@@ -121,6 +194,19 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
       net.forwards.push(fwd);
     }
     const spec: RawSpec = { version: 1, hosts, networks, vms: outVms };
+    if (multi.length > 0)
+      spec.site = {
+        environments: [
+          { name: 'production', vlans: [{ from: 100, to: 199 }] },
+          {
+            name: 'test',
+            vlans: [
+              { from: 200, to: 249 },
+              { from: 250, to: 299 },
+            ],
+          },
+        ],
+      };
     if (lab) {
       spec.lab = {
         name: 'fuzz',
@@ -133,6 +219,8 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
         hosts: hosts.map((h, i) => ({ name: h.name, address: `192.168.1.${10 + i}` })),
         peers: names.slice(17, 17 + nPeers).map((name, i) => ({ name, address: `192.168.1.${20 + i}` })),
       };
+      if (jumbo && multi.length > 0) spec.lab.lan.mtu = 9000;
+      if (multi.length > 0) spec.lab.segments = [{ name: 'trunk' }];
     }
     return spec;
   });

@@ -16,7 +16,18 @@ import {
   parseCidr,
   parseIpv4,
 } from './net.js';
-import type { NetworkSpec, Spec } from './schema.js';
+import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, Spec } from './schema.js';
+import {
+  DEFAULT_SEGMENT,
+  hostAddress,
+  hostSegments,
+  isMultiHost,
+  labLanMtu,
+  networkHosts,
+  segmentMtu,
+  underlayMtu,
+  VXLAN_OVERHEAD,
+} from './topology.js';
 
 /** Address plan of a nat or isolated network after defaults: what NIC addresses are checked against. */
 export interface SubnetPlan {
@@ -25,12 +36,18 @@ export interface SubnetPlan {
   dhcp: IpRange;
 }
 
-/** The effective subnet of a nat/isolated network (defaults applied); undefined for bridge or malformed input. */
+/**
+ * The effective subnet of a nat/isolated network, or of a vxlan/vlan network with a cidr and a gateway (defaults
+ * applied); undefined for bridge networks, multi-host networks without a gateway, or malformed input.
+ */
 export function subnetPlan(net: NetworkSpec): SubnetPlan | undefined {
   if (net.mode === 'bridge') return undefined;
+  if (net.cidr === undefined) return undefined;
   const cidr = parseCidr(net.cidr);
   if (!cidr) return undefined;
-  const gateway = net.gateway === undefined ? firstHost(cidr) : parseIpv4(net.gateway);
+  const gwText = isMultiHost(net) ? net.gateway?.address : net.gateway;
+  if (isMultiHost(net) && net.gateway === undefined) return undefined;
+  const gateway = gwText === undefined ? firstHost(cidr) : parseIpv4(gwText);
   if (gateway === undefined) return undefined;
   const dhcp = net.dhcp
     ? { start: parseIpv4(net.dhcp.start) ?? 0, end: parseIpv4(net.dhcp.end) ?? 0 }
@@ -58,13 +75,31 @@ export function validateSpec(spec: Spec): SpecIssue[] {
 
   // References to hosts.
   spec.networks.forEach((n, i) => {
-    if (!hostIdx.has(n.host)) add(`networks[${i}].host`, `unknown host "${n.host}" (hosts: ${hostList})`);
+    if (!isMultiHost(n)) {
+      if (!hostIdx.has(n.host)) add(`networks[${i}].host`, `unknown host "${n.host}" (hosts: ${hostList})`);
+      return;
+    }
+    const seen = new Map<string, number>();
+    (n.hosts ?? []).forEach((h, k) => {
+      const path = `networks[${i}].hosts[${k}]`;
+      if (!hostIdx.has(h)) add(path, `unknown host "${h}" (hosts: ${hostList})`);
+      const first = seen.get(h);
+      if (first !== undefined)
+        add(
+          path,
+          `host "${h}" is listed twice (already at networks[${i}].hosts[${first}]); list each host once`,
+        );
+      else seen.set(h, k);
+    });
   });
   spec.vms.forEach((v, i) => {
     if (!hostIdx.has(v.host)) add(`vms[${i}].host`, `unknown host "${v.host}" (hosts: ${hostList})`);
   });
 
   const lab = checkLab(spec, add);
+  checkSite(spec, add);
+  checkHosts(spec, hostIdx, add);
+  checkMultiHost(spec, hostIdx, add);
   const plans = checkSubnets(spec, lab, add);
   checkBridges(spec, add);
   checkNics(spec, netIdx, vmIdx, plans, lab, add);
@@ -115,7 +150,21 @@ function checkDuplicates(spec: Spec, add: Add) {
       add,
     );
   });
+  dupes(
+    spec.site?.environments ?? [],
+    (e) => e.name,
+    (i) => `site.environments[${i}].name`,
+    'environment name',
+    add,
+  );
   if (spec.lab) {
+    dupes(
+      spec.lab.segments,
+      (s) => s.name,
+      (i) => `lab.segments[${i}].name`,
+      'lab segment name',
+      add,
+    );
     const lab = spec.lab;
     const machines = [
       ...lab.hosts.map((m, i) => ({ name: m.name, path: `lab.hosts[${i}].name` })),
@@ -152,6 +201,14 @@ function checkLab(spec: Spec, add: Add): LabPlan | undefined {
   if (upstream && hasHostBits(lab.upstream.cidr))
     add('lab.upstream.cidr', hostBitsMessage(lab.upstream.cidr, upstream));
   if (!lan) return undefined;
+
+  lab.segments.forEach((seg, i) => {
+    if (seg.name === DEFAULT_SEGMENT)
+      add(
+        `lab.segments[${i}].name`,
+        `"${DEFAULT_SEGMENT}" is the segment of every host's uplink (the lab LAN); name this switch otherwise`,
+      );
+  });
 
   // Spec hosts and lab hosts must match one to one: each lab host runs that host's agent.
   const labHostNames = new Set(lab.hosts.map((h) => h.name));
@@ -259,37 +316,62 @@ function checkRange(
 function checkSubnets(spec: Spec, lab: LabPlan | undefined, add: Add): Map<string, SubnetPlan> {
   const plans = new Map<string, SubnetPlan>();
   const placed: { host: string; cidr: Cidr; text: string; path: string; name: string }[] = [];
+  const uplinkNets = new Map<string, { cidr: Cidr; text: string; path: string }[]>();
+  spec.hosts.forEach((h, hi) => {
+    const list = (h.network?.addresses ?? []).flatMap((a, k) => {
+      const c = parseCidr(a);
+      return c ? [{ cidr: c, text: a, path: `hosts[${hi}].network.addresses[${k}]` }] : [];
+    });
+    if (!uplinkNets.has(h.name)) uplinkNets.set(h.name, list);
+  });
   spec.networks.forEach((n, i) => {
-    if (n.mode === 'bridge') return;
+    if (n.mode === 'bridge' || n.cidr === undefined) return;
     const cidr = parseCidr(n.cidr);
     if (!cidr) return;
     if (hasHostBits(n.cidr)) add(`networks[${i}].cidr`, hostBitsMessage(n.cidr, cidr));
-    for (const p of placed) {
-      if (p.host === n.host && cidrsOverlap(p.cidr, cidr))
+    // Where the subnet is routed: its host, or a multi-host network's gateway host. Overlays without a gateway
+    // are routed nowhere, so they may overlap anything.
+    const multi = isMultiHost(n);
+    const host = multi ? n.gateway?.host : n.host;
+    if (host !== undefined) {
+      for (const p of placed) {
+        if (p.host === host && cidrsOverlap(p.cidr, cidr))
+          add(
+            `networks[${i}].cidr`,
+            multi
+              ? `${n.cidr} overlaps network "${p.name}" (${p.text}, ${p.path}) on host "${host}", where gateway.host routes this network; subnets routed on one host must be disjoint: pick another cidr or gateway host`
+              : `${n.cidr} overlaps network "${p.name}" (${p.text}, ${p.path}) on host "${host}"; networks on one host need disjoint subnets`,
+          );
+      }
+      placed.push({ host, cidr, text: n.cidr, path: `networks[${i}]`, name: n.name });
+      if (lab?.lan && cidrsOverlap(lab.lan, cidr))
         add(
           `networks[${i}].cidr`,
-          `${n.cidr} overlaps network "${p.name}" (${p.text}, ${p.path}) on host "${n.host}"; networks on one host need disjoint subnets`,
+          `${n.cidr} overlaps the lab LAN ${spec.lab?.lan.cidr}; pick a private subnet outside it`,
         );
+      if (lab?.upstream && cidrsOverlap(lab.upstream, cidr))
+        add(
+          `networks[${i}].cidr`,
+          `${n.cidr} overlaps the lab upstream network ${spec.lab?.upstream.cidr}; pick another subnet`,
+        );
+      for (const u of uplinkNets.get(host) ?? [])
+        if (cidrsOverlap(u.cidr, cidr))
+          add(
+            `networks[${i}].cidr`,
+            `${n.cidr} overlaps host "${host}"'s uplink address ${u.text} (${u.path}); pick a subnet outside it`,
+          );
     }
-    placed.push({ host: n.host, cidr, text: n.cidr, path: `networks[${i}]`, name: n.name });
-    if (lab?.lan && cidrsOverlap(lab.lan, cidr))
-      add(
-        `networks[${i}].cidr`,
-        `${n.cidr} overlaps the lab LAN ${spec.lab?.lan.cidr}; pick a private subnet outside it`,
-      );
-    if (lab?.upstream && cidrsOverlap(lab.upstream, cidr))
-      add(
-        `networks[${i}].cidr`,
-        `${n.cidr} overlaps the lab upstream network ${spec.lab?.upstream.cidr}; pick another subnet`,
-      );
+    if (multi && n.gateway === undefined) return;
 
     let gateway = firstHost(cidr);
-    if (n.gateway !== undefined) {
-      const gw = parseIpv4(n.gateway);
+    const gwText = multi ? n.gateway?.address : n.gateway;
+    const gwPath = multi ? `networks[${i}].gateway.address` : `networks[${i}].gateway`;
+    if (gwText !== undefined) {
+      const gw = parseIpv4(gwText);
       if (gw === undefined) return;
       const err = addressProblem(gw, cidr, n.cidr);
       if (err) {
-        add(`networks[${i}].gateway`, `gateway ${err}`);
+        add(gwPath, `gateway ${err}`);
         return;
       }
       gateway = gw;
@@ -302,6 +384,224 @@ function checkSubnets(spec: Spec, lab: LabPlan | undefined, add: Add): Map<strin
     if (plan && !plans.has(n.name)) plans.set(n.name, plan);
   });
   return plans;
+}
+
+function checkSite(spec: Spec, add: Add) {
+  const ranges: { env: string; from: number; to: number; path: string }[] = [];
+  (spec.site?.environments ?? []).forEach((e, i) => {
+    e.vlans.forEach((r, k) => {
+      const path = `site.environments[${i}].vlans[${k}]`;
+      if (r.from > r.to) {
+        add(path, `from ${r.from} is above to ${r.to}; write the lower VLAN id in from`);
+        return;
+      }
+      for (const o of ranges)
+        if (o.env !== e.name && r.from <= o.to && o.from <= r.to)
+          add(
+            path,
+            `${r.from}-${r.to} overlaps environment ${o.env}'s VLANs ${o.from}-${o.to} (${o.path}); environments need disjoint VLAN ranges`,
+          );
+      ranges.push({ env: e.name, from: r.from, to: r.to, path });
+    });
+  });
+}
+
+function checkHosts(spec: Spec, hostIdx: Map<string, number>, add: Add) {
+  const lanMtu = labLanMtu(spec);
+  const addresses = new Map<string, string>();
+  spec.hosts.forEach((h, i) => {
+    if (hostIdx.get(h.name) !== i) return;
+    const base = `hosts[${i}]`;
+    const labIdx = spec.lab?.hosts.findIndex((m) => m.name === h.name) ?? -1;
+    const labAddr = labIdx >= 0 ? spec.lab?.hosts[labIdx]?.address : undefined;
+    if (h.address !== undefined && labAddr !== undefined && h.address !== labAddr)
+      add(
+        `${base}.address`,
+        `${h.address} differs from the lab machine's address ${labAddr} (lab.hosts[${labIdx}].address); leave address out in a lab (it defaults to the lab address) or make them equal`,
+      );
+    const addr = hostAddress(spec, h);
+    if (addr !== undefined) {
+      const first = addresses.get(addr);
+      if (first !== undefined && h.address !== undefined)
+        add(`${base}.address`, `${addr} is already the address of host "${first}"; every host needs its own`);
+      else if (first === undefined) addresses.set(addr, h.name);
+    }
+    const net = h.network;
+    if (!net) return;
+    if (spec.lab && net.mtu !== undefined && net.mtu > lanMtu)
+      add(
+        `${base}.network.mtu`,
+        `${net.mtu} exceeds the lab LAN's MTU ${lanMtu}: the lab switch would drop bigger frames; set lab.lan.mtu: ${net.mtu} too, or lower it`,
+      );
+    const own: Cidr[] = [];
+    const ips: number[] = [];
+    (net.addresses ?? []).forEach((a, k) => {
+      const c = parseCidr(a);
+      const ip = parseIpv4(a.split('/')[0] ?? '');
+      if (!c || ip === undefined) return;
+      own.push(c);
+      ips.push(ip);
+      if (c.prefix <= 30) {
+        const err = addressProblem(ip, c, formatCidr(c));
+        if (err) add(`${base}.network.addresses[${k}]`, err);
+      }
+    });
+    const addrIp = addr === undefined ? undefined : parseIpv4(addr);
+    if (net.addresses && addrIp !== undefined && !ips.includes(addrIp)) {
+      const prefix = own[0]?.prefix ?? 24;
+      add(
+        `${base}.network.addresses`,
+        `none of them is host "${h.name}"'s underlay address ${addr} (${h.address !== undefined ? `${base}.address` : 'its lab address'}); add ${addr}/${prefix} or change the address`,
+      );
+    }
+    if (net.gateway !== undefined && net.addresses) {
+      const gw = parseIpv4(net.gateway);
+      if (gw !== undefined && !own.some((c) => cidrContains(c, gw)))
+        add(
+          `${base}.network.gateway`,
+          `${net.gateway} is not inside any of ${base}.network.addresses (${net.addresses.join(', ')}); the default gateway must be on the uplink's subnet`,
+        );
+    }
+  });
+}
+
+/** Checks vxlan and vlan networks: backends, VNIs, VLAN ids and environments, segments, MTUs, underlay addresses. */
+function checkMultiHost(spec: Spec, hostIdx: Map<string, number>, add: Add) {
+  const envs = new Map((spec.site?.environments ?? []).map((e) => [e.name, e] as const));
+  const envList = [...envs.keys()].join(', ');
+  const vnis = new Map<number, string>();
+  const vlans = new Map<string, string>();
+  const needAddress = new Map<string, string>();
+  const hostOf = (name: string): { h: HostSpec; i: number } | undefined => {
+    const i = hostIdx.get(name);
+    return i === undefined ? undefined : { h: spec.hosts[i]!, i };
+  };
+  spec.networks.forEach((n, i) => {
+    const base = `networks[${i}]`;
+    if (!isMultiHost(n)) {
+      if (n.backend !== 'linux')
+        add(
+          `${base}.backend`,
+          `backend ${n.backend} is not supported on ${n.mode} networks yet; use backend: linux (or leave it out): ovs serves vxlan and vlan networks`,
+        );
+      return;
+    }
+    const members = [...new Set(networkHosts(spec, n))].flatMap((name) => {
+      const h = hostOf(name);
+      return h ? [h] : [];
+    });
+    if (n.gateway) {
+      const g = n.gateway.host;
+      if (!hostIdx.has(g))
+        add(
+          `${base}.gateway.host`,
+          `unknown host "${g}" (hosts: ${spec.hosts.map((h) => h.name).join(', ')})`,
+        );
+      else if (!members.some((m) => m.h.name === g))
+        add(
+          `${base}.gateway.host`,
+          `host "${g}" is not among the network's hosts (${members.map((m) => m.h.name).join(', ')}); pick one of them or add "${g}" to ${base}.hosts`,
+        );
+      if (n.cidr === undefined)
+        add(
+          `${base}.gateway`,
+          `a gateway needs the network's subnet: add cidr (such as 10.20.0.0/24) or remove gateway`,
+        );
+    }
+    if (n.dhcp && !n.gateway)
+      add(
+        `${base}.dhcp`,
+        `DHCP is served by the gateway host: add gateway: { host: <one of the network's hosts> } or remove dhcp`,
+      );
+    if (n.mode === 'vxlan') {
+      const first = vnis.get(n.vni);
+      if (first !== undefined)
+        add(
+          `${base}.vni`,
+          `VNI ${n.vni} is already used by vxlan network ${first}; every vxlan network needs its own VNI`,
+        );
+      else vnis.set(n.vni, `"${n.name}" (${base})`);
+      checkVxlanMtu(spec, n, base, members, add);
+      for (const m of members)
+        if (hostAddress(spec, m.h) === undefined && !needAddress.has(m.h.name)) {
+          needAddress.set(m.h.name, n.name);
+          add(
+            `hosts[${m.i}].address`,
+            `host "${m.h.name}" carries vxlan network "${n.name}" (${base}) and needs an underlay address for its VXLAN endpoint: set hosts[${m.i}].address`,
+          );
+        }
+      return;
+    }
+    // vlan
+    const key = `${n.segment}\0${n.vlan}`;
+    const first = vlans.get(key);
+    if (first !== undefined)
+      add(
+        `${base}.vlan`,
+        `VLAN ${n.vlan} is already used on segment ${n.segment} by network ${first}; pick another VLAN id or segment`,
+      );
+    else vlans.set(key, `"${n.name}" (${base})`);
+    if (n.environment !== undefined) {
+      const env = envs.get(n.environment);
+      if (!env)
+        add(
+          `${base}.environment`,
+          envs.size === 0
+            ? `unknown environment "${n.environment}": no site.environments are defined; add { name: ${n.environment}, vlans: [{ from: ..., to: ... }] } there or remove environment`
+            : `unknown environment "${n.environment}" (site.environments: ${envList})`,
+        );
+      else if (!env.vlans.some((r) => n.vlan >= r.from && n.vlan <= r.to))
+        add(
+          `${base}.vlan`,
+          `${n.vlan} is outside environment ${env.name}'s VLANs ${env.vlans.map((r) => `${r.from}-${r.to}`).join(', ')}; pick a VLAN id inside them or another environment`,
+        );
+    }
+    for (const m of members) {
+      const segs = hostSegments(spec, m.h);
+      if (segs[n.segment] === undefined) {
+        add(
+          `${base}.segment`,
+          `segment "${n.segment}" does not exist on host "${m.h.name}" (its segments: ${Object.keys(segs).join(', ')}); add it to hosts[${m.i}].segments (such as ${n.segment}: eth1)${spec.lab ? ' or to lab.segments' : ''}`,
+        );
+        continue;
+      }
+      const segMtu = segmentMtu(spec, m.h, n.segment);
+      if (segMtu !== undefined && n.mtu > segMtu) {
+        const onUplink = segs[n.segment] === m.h.uplink;
+        const li = spec.lab?.segments.findIndex((s) => s.name === n.segment) ?? -1;
+        const raise = onUplink
+          ? `set hosts[${m.i}].network.mtu: ${n.mtu}${spec.lab && labLanMtu(spec) < n.mtu ? ` (and lab.lan.mtu: ${n.mtu})` : ''}`
+          : `set lab.segments[${li}].mtu: ${n.mtu}`;
+        add(
+          `${base}.mtu`,
+          `${n.mtu} exceeds the MTU ${segMtu} of segment ${n.segment} on host "${m.h.name}" (${segs[n.segment]}): lower it to ${segMtu}, or ${raise}`,
+        );
+      }
+    }
+  });
+}
+
+function checkVxlanMtu(
+  spec: Spec,
+  n: MultiHostNetworkSpec,
+  base: string,
+  members: { h: HostSpec; i: number }[],
+  add: Add,
+) {
+  const need = n.mtu + VXLAN_OVERHEAD;
+  const minUnderlay = Math.min(...members.map((m) => underlayMtu(spec, m.h)));
+  const lower = minUnderlay - VXLAN_OVERHEAD;
+  const jumbo = Math.max(need, 9000);
+  for (const m of members) {
+    const u = underlayMtu(spec, m.h);
+    if (need <= u) continue;
+    const lab = spec.lab && labLanMtu(spec) < jumbo ? ` (the lab LAN needs lab.lan.mtu: ${jumbo} too)` : '';
+    const lowerIt = lower >= 576 ? `lower it to ${lower}, or ` : '';
+    add(
+      `${base}.mtu`,
+      `${n.mtu} + ${VXLAN_OVERHEAD} bytes of VXLAN overhead exceeds ${m.h.name}'s underlay MTU ${u}: ${lowerIt}set hosts[${m.i}].network.mtu: ${jumbo} for jumbo frames${lab}`,
+    );
+  }
 }
 
 function checkBridges(spec: Spec, add: Add) {
@@ -321,6 +621,22 @@ function checkBridges(spec: Spec, add: Add) {
       );
     else seen.set(key, n.name);
   });
+  // An OVS vlan network makes its trunk NIC a port of an OVS bridge: that NIC cannot sit in a linux bridge too.
+  const hosts = new Map(spec.hosts.map((h) => [h.name, h] as const));
+  spec.networks.forEach((n, i) => {
+    if (n.mode !== 'vlan' || n.backend !== 'ovs') return;
+    for (const name of new Set(networkHosts(spec, n))) {
+      const h = hosts.get(name);
+      const nic = h ? hostSegments(spec, h)[n.segment] : undefined;
+      if (nic === undefined) continue;
+      const bridged = seen.get(`${name}\0${nic}`);
+      if (bridged !== undefined)
+        add(
+          `networks[${i}].segment`,
+          `segment ${n.segment} is ${nic} on host "${name}", which bridge network "${bridged}" already enslaves in a linux bridge; an ovs vlan network needs that NIC as an OVS port: use another segment or backend: linux`,
+        );
+    }
+  });
 }
 
 function checkNics(
@@ -336,6 +652,7 @@ function checkNics(
   // Fixed addresses are unique per nat/isolated network; all bridge networks share the physical LAN.
   const ips = new Map<string, string>();
   const macs = new Map<string, string>();
+  const reaches = (net: NetworkSpec, vmHost: string) => networkHosts(spec, net).includes(vmHost);
   spec.vms.forEach((vm, vi) => {
     vm.nics.forEach((nic, ni) => {
       const base = `vms[${vi}].nics[${ni}]`;
@@ -351,6 +668,24 @@ function checkNics(
         );
       else macs.set(mac, base);
 
+      if (nic.trunk !== undefined) {
+        if (nic.network !== undefined)
+          add(
+            `${base}.trunk`,
+            'give either network (an access port) or trunk (a list of vlan networks), not both',
+          );
+        checkTrunk(spec, vm.name, vm.host, base, nic.trunk, netIdx, netList, knownHosts, add);
+        if (nic.ip !== undefined)
+          add(
+            `${base}.ip`,
+            'a trunk port has no single address; remove ip and configure addresses in the guest on its VLAN interfaces',
+          );
+        return;
+      }
+      if (nic.network === undefined) {
+        add(`${base}.network`, 'is required: give network, or trunk: [vlan networks] for a trunk port');
+        return;
+      }
       const idx = netIdx.get(nic.network);
       if (idx === undefined) {
         add(`${base}.network`, `unknown network "${nic.network}" (networks: ${netList})`);
@@ -358,7 +693,13 @@ function checkNics(
       }
       const net = spec.networks[idx]!;
       // An unknown host is reported once on the VM or network already.
-      if (net.host !== vm.host && knownHosts.has(vm.host) && knownHosts.has(net.host)) {
+      if (isMultiHost(net)) {
+        if (knownHosts.has(vm.host) && !reaches(net, vm.host))
+          add(
+            `${base}.network`,
+            `network "${net.name}" does not reach host "${vm.host}" where VM "${vm.name}" runs (its hosts: ${networkHosts(spec, net).join(', ')}); add "${vm.host}" to networks[${idx}].hosts or move the VM`,
+          );
+      } else if (net.host !== vm.host && knownHosts.has(vm.host) && knownHosts.has(net.host)) {
         add(
           `${base}.network`,
           `network "${net.name}" is on host "${net.host}" but VM "${vm.name}" is on host "${vm.host}"; networks span one host, so put the VM on "${net.host}" or use a network of "${vm.host}"`,
@@ -384,8 +725,8 @@ function checkNics(
         }
       } else {
         const plan = plans.get(net.name);
-        if (plan) {
-          const cidrText = net.cidr;
+        const cidrText = net.cidr;
+        if (plan && cidrText !== undefined) {
           const err = addressProblem(ip, plan.cidr, cidrText);
           if (err) add(path, `${err} (network "${net.name}")`);
           else if (ip === plan.gateway)
@@ -395,6 +736,10 @@ function checkNics(
               path,
               `${nic.ip} collides with the DHCP range ${formatRange(plan.dhcp)} of network "${net.name}"; pick an address outside it`,
             );
+        } else if (cidrText !== undefined) {
+          const c = parseCidr(cidrText);
+          const err = c && addressProblem(ip, c, cidrText);
+          if (err) add(path, `${err} (network "${net.name}")`);
         }
       }
       const key = net.mode === 'bridge' ? `lan\0${ip}` : `${net.name}\0${ip}`;
@@ -402,6 +747,60 @@ function checkNics(
       if (first !== undefined) add(path, `address ${nic.ip} is already used by ${first}`);
       else ips.set(key, path);
     });
+  });
+}
+
+/** A trunk port: distinct, known vlan networks of one segment, backend ovs, all reaching the VM's host. */
+function checkTrunk(
+  spec: Spec,
+  vmName: string,
+  vmHost: string,
+  base: string,
+  trunk: string[],
+  netIdx: Map<string, number>,
+  netList: string,
+  knownHosts: Set<string>,
+  add: Add,
+) {
+  const seen = new Map<string, number>();
+  let segment: { name: string; k: number; net: string } | undefined;
+  trunk.forEach((member, k) => {
+    const path = `${base}.trunk[${k}]`;
+    const dup = seen.get(member);
+    if (dup !== undefined) {
+      add(path, `network "${member}" is listed twice (already at ${base}.trunk[${dup}]); list each once`);
+      return;
+    }
+    seen.set(member, k);
+    const idx = netIdx.get(member);
+    if (idx === undefined) {
+      add(path, `unknown network "${member}" (networks: ${netList})`);
+      return;
+    }
+    const net = spec.networks[idx]!;
+    if (net.mode !== 'vlan') {
+      add(
+        path,
+        `network "${member}" is mode ${net.mode}; a trunk port carries vlan networks only (use an access NIC { network: ${member} } instead)`,
+      );
+      return;
+    }
+    if (net.backend !== 'ovs')
+      add(
+        path,
+        `vlan network "${member}" uses backend ${net.backend}; trunk ports need backend: ovs on every member network (set networks[${idx}].backend: ovs)`,
+      );
+    if (segment === undefined) segment = { name: net.segment, k, net: member };
+    else if (segment.name !== net.segment)
+      add(
+        path,
+        `vlan network "${member}" is on segment ${net.segment} but "${segment.net}" (${base}.trunk[${segment.k}]) is on segment ${segment.name}; a trunk port carries one segment`,
+      );
+    if (knownHosts.has(vmHost) && !networkHosts(spec, net).includes(vmHost))
+      add(
+        path,
+        `network "${member}" does not reach host "${vmHost}" where VM "${vmName}" runs; add "${vmHost}" to networks[${idx}].hosts or move the VM`,
+      );
   });
 }
 

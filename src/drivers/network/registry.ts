@@ -1,6 +1,7 @@
 // Network backends by name; the agent picks one from its host's config.
 import type { Runner } from '../../exec/runner.js';
 import { LinuxNetworkDriver } from './linux/driver.js';
+import { OvsNetworkDriver } from './ovs/driver.js';
 import type { NetworkDriver } from './types.js';
 
 /** What every network backend constructor receives. */
@@ -15,6 +16,7 @@ export interface NetworkDriverOptions {
 /** Network backend constructors by name. */
 export const networkDrivers = {
   linux: (opts: NetworkDriverOptions) => new LinuxNetworkDriver(opts),
+  ovs: (opts: NetworkDriverOptions) => new OvsNetworkDriver(opts),
 } satisfies Record<string, (opts: NetworkDriverOptions) => NetworkDriver>;
 
 /** Name of a network backend. */

@@ -1,0 +1,386 @@
+// Open vSwitch backend against real namespaces: the conformance suites, then a lab of two "hosts"
+// (namespaces, each with its OWN ovsdb-server + ovs-vswitchd via the driver), a "switch" namespace with a
+// plain linux bridge (tagged frames pass) joining their trunk NICs (eth1) and their underlay NICs (eth0),
+// "vm" namespaces whose veth ends are OVS access/trunk ports, and a "router" namespace with its own OVS
+// that decodes VLANs 100/200 from a trunk port into two internal ports and routes between them.
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { OvsDaemons } from '../../src/drivers/network/ovs/daemon.js';
+import { OvsNetworkDriver, underlayBridgeName } from '../../src/drivers/network/ovs/driver.js';
+import { Ip, ipCmd } from '../../src/exec/ip.js';
+import { Ovs, vsctlCmd } from '../../src/exec/ovs.js';
+import { SystemRunner } from '../../src/exec/runner.js';
+import type { NetworkConfig } from '../../src/shared/model.js';
+
+networkConformance('ovs', (env) => new OvsNetworkDriver(env), {
+  modes: ['vlan', 'vxlan'],
+  detachPort: async (env, tap) => {
+    await new Ovs(env.runner, new OvsDaemons(env.runner, env.stateDir, env.netns).paths, env.netns).vsctl(
+      vsctlCmd.delPort(tap),
+    );
+  },
+});
+
+const runner = new SystemRunner();
+const tag = randomBytes(3).toString('hex');
+const ns = (n: string) => `vltest-ovs-${n}-${tag}`;
+const H1 = ns('h1');
+const H2 = ns('h2');
+const SW = ns('sw');
+const RT = ns('rt');
+// vm namespaces: A1 (h1, vlan 100), B2 (h2, vlan 100), C2 (h2, vlan 200, same subnet as 100),
+// D2 (h2, vlan 200, routed subnet), E1 (h1, vlan 300, DHCP from h2's gateway), X1/X2 (vxlan).
+const VMS = ['a1', 'b2', 'c2', 'd2', 'e1', 'x1', 'x2'].map(ns);
+const [A1, B2, C2, D2, E1, X1, X2] = VMS as [string, string, string, string, string, string, string];
+const NAMESPACES = [H1, H2, SW, RT, ...VMS];
+
+const inNs = (n: string, argv: string[], timeoutMs = 15_000) =>
+  runner.run(argv, { netns: n, allowFailure: true, timeoutMs });
+const ping = async (n: string, dst: string, count = 2) =>
+  (await inNs(n, ['ping', '-c', String(count), '-W', '1', '-i', '0.3', dst])).code === 0;
+/** Average RTT in ms of a ping (undefined when nothing came back). */
+const rtt = async (n: string, dst: string, count = 5) => {
+  const r = await inNs(n, ['ping', '-c', String(count), '-W', '1', '-i', '0.2', dst]);
+  const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
+  return m ? Number(m[1]) : undefined;
+};
+
+const TRUNK_BR = 'vlo-17000eth';
+const vlan = (name: string, id: number, extra: Partial<NetworkConfig> = {}): NetworkConfig => ({
+  name,
+  mode: 'vlan',
+  backend: 'ovs',
+  bridge: TRUNK_BR,
+  mtu: 1500,
+  vlan: { id, trunk: 'eth1' },
+  forwards: [],
+  ...extra,
+});
+const v300gw: NetworkConfig['subnet'] = {
+  cidr: '10.30.0.0/24',
+  gateway: '10.30.0.1',
+  prefixLength: 24,
+  dhcpStart: '10.30.0.100',
+  dhcpEnd: '10.30.0.150',
+  reservations: [],
+};
+const overlay = (local: string, remote: string): NetworkConfig => ({
+  name: 'it-ov1',
+  mode: 'vxlan',
+  backend: 'ovs',
+  bridge: 'vlb-17000ov1',
+  mtu: 1450,
+  vxlan: { vni: 1001, device: 'vlx-17000ov1', local, remotes: [remote], port: 4789, underlay: 'eth0' },
+  forwards: [],
+});
+
+describe('ovs network backend in a two-host lab', () => {
+  const sw = new Ip(runner, SW);
+  let dir1 = '';
+  let dir2 = '';
+  let dirR = '';
+  let work = '';
+  let d1: OvsNetworkDriver;
+  let d2: OvsNetworkDriver;
+  let router: OvsDaemons;
+  const timings: Record<string, number> = {};
+
+  /** A "vm": a veth whose host end `port` lives in `host`, the other end eth0 in `vm` with `addr`. */
+  async function vm(host: string, port: string, vmNs: string, addr?: string, gw?: string) {
+    await new Ip(runner, host).link.add({ name: port, kind: 'veth', peer: 'eth0', peerNetns: vmNs });
+    const v = new Ip(runner, vmNs);
+    await v.batch([
+      ipCmd.linkSet('eth0', { up: true }),
+      ...(addr ? [ipCmd.addrAdd('eth0', addr)] : []),
+      ...(gw ? [ipCmd.routeAdd({ dst: 'default', gateway: gw })] : []),
+    ]);
+  }
+
+  beforeAll(async () => {
+    const dirs = await Promise.all(
+      ['h1', 'h2', 'rt', 'work'].map((n) => mkdtemp(join(tmpdir(), `vmlink-ovslab-${n}-`))),
+    );
+    [dir1, dir2, dirR, work] = dirs as [string, string, string, string];
+    for (const n of NAMESPACES) {
+      await sw.namespaces.add(n);
+      await runner.run(['ip', 'link', 'set', 'lo', 'up'], { netns: n });
+    }
+    // Switch: br1 joins the trunk NICs (and the router's trunk), br0 the underlay NICs.
+    await sw.batch([
+      ipCmd.linkAdd({ name: 'br0', kind: 'bridge' }),
+      ipCmd.linkAdd({ name: 'br1', kind: 'bridge' }),
+      ipCmd.linkSet('br0', { up: true }),
+      ipCmd.linkSet('br1', { up: true }),
+    ]);
+    for (const [i, h] of [H1, H2].entries()) {
+      await sw.batch([
+        ipCmd.linkAdd({ name: `u${i + 1}`, kind: 'veth', peer: 'eth0', peerNetns: h }),
+        ipCmd.linkAdd({ name: `t${i + 1}`, kind: 'veth', peer: 'eth1', peerNetns: h }),
+        ipCmd.linkSet(`u${i + 1}`, { master: 'br0', up: true }),
+        ipCmd.linkSet(`t${i + 1}`, { master: 'br1', up: true }),
+      ]);
+      await new Ip(runner, h).batch([
+        ipCmd.linkSet('eth0', { up: true }),
+        ipCmd.linkSet('eth1', { up: true }),
+        ipCmd.addrAdd('eth0', `192.168.91.${i + 1}/24`),
+      ]);
+    }
+    d1 = new OvsNetworkDriver({ runner, stateDir: dir1, netns: H1 });
+    d2 = new OvsNetworkDriver({ runner, stateDir: dir2, netns: H2 });
+    await vm(H1, 'vma1', A1, '10.100.0.11/24', '10.100.0.1');
+    await vm(H2, 'vmb2', B2, '10.100.0.12/24', '10.100.0.1');
+    await vm(H2, 'vmc2', C2, '10.100.0.13/24');
+    await vm(H2, 'vmd2', D2, '10.200.0.12/24', '10.200.0.1');
+    await vm(H1, 'vme1', E1);
+    await vm(H1, 'vmx1', X1, '10.60.0.1/24');
+    await vm(H2, 'vmx2', X2, '10.60.0.2/24');
+    for (const x of [X1, X2]) await runner.run(['ip', 'link', 'set', 'eth0', 'mtu', '1450'], { netns: x });
+  });
+
+  afterAll(async () => {
+    try {
+      for (const d of [d1, d2])
+        for (const n of (await d?.listNetworks().catch(() => [])) ?? [])
+          await d.deleteNetwork(n.name).catch(() => undefined);
+      await router?.destroy().catch(() => undefined);
+    } finally {
+      for (const dir of [dir1, dir2, dirR])
+        for (const pid of await pidsMentioning(dir || '/nonexistent-vmlink')) process.kill(pid, 'SIGKILL');
+      for (const n of NAMESPACES) await sw.namespaces.del(n);
+      for (const dir of [dir1, dir2, dirR, work]) if (dir) await rm(dir, { recursive: true, force: true });
+    }
+    const left = (await runner.run(['ip', 'netns', 'list'])).stdout;
+    for (const n of NAMESPACES) expect(left).not.toContain(n);
+    for (const dir of [dir1, dir2, dirR]) expect(await pidsMentioning(dir)).toEqual([]);
+    console.log('ovs lab timings (ms):', JSON.stringify(timings));
+  });
+
+  it('creates vlan networks 100/200/300 on both hosts (own OVS per host) and attaches access ports', async () => {
+    let t = Date.now();
+    await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
+    timings.firstEnsureWithDaemonStart = Date.now() - t;
+    timings.daemonStart = d1.lastStart?.startMs ?? -1;
+    t = Date.now();
+    await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
+    timings.idempotentEnsure = Date.now() - t;
+    await d1.ensureNetwork(vlan('it-v200', 200), 'v200');
+    await d1.ensureNetwork(vlan('it-v300', 300), 'v300');
+    for (const n of [vlan('it-v100', 100), vlan('it-v200', 200), vlan('it-v300', 300, { subnet: v300gw })])
+      await d2.ensureNetwork(n, n.name);
+    t = Date.now();
+    await d1.ensurePort({ tap: 'vma1', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
+    timings.ensurePort = Date.now() - t;
+    await d1.ensurePort({ tap: 'vme1', bridge: TRUNK_BR, mtu: 1500, vlan: 300 });
+    await d2.ensurePort({ tap: 'vmb2', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
+    await d2.ensurePort({ tap: 'vmc2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
+    await d2.ensurePort({ tap: 'vmd2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
+    for (const d of [d1, d2])
+      expect((await d.listNetworks()).map((n) => [n.name, n.problems])).toEqual([
+        ['it-v100', []],
+        ['it-v200', []],
+        ['it-v300', []],
+      ]);
+    expect(await d1.portAttached('vma1', TRUNK_BR)).toBe(true);
+    // Two separate OVS instances: each host's daemons run in its own namespace with its own files.
+    const p1 = await d1.daemons.pid('ovs-vswitchd');
+    const p2 = await d2.daemons.pid('ovs-vswitchd');
+    expect(p1).toBeDefined();
+    expect(p2).toBeDefined();
+    expect(p1).not.toBe(p2);
+  });
+
+  it('same tag across hosts reaches; a different tag is isolated even on the same subnet', async () => {
+    expect(await ping(A1, '10.100.0.12', 3)).toBe(true);
+    timings.rttVlanAcrossHosts = (await rtt(A1, '10.100.0.12')) ?? -1;
+    expect(await ping(A1, '10.100.0.13', 2)).toBe(false);
+    expect(await ping(B2, '10.100.0.13', 2)).toBe(false);
+  });
+
+  it('the trunk carries 802.1Q frames with the right tags (counted on the switch)', async () => {
+    await runner.run(['nft', '-f', '-'], {
+      netns: SW,
+      input: [
+        'table bridge probe {',
+        '  chain forward_probe { type filter hook forward priority 0; policy accept;',
+        '    iifname "t1" vlan id 100 counter',
+        '    iifname "t1" vlan id 200 counter',
+        '  }',
+        '}',
+      ].join('\n'),
+    });
+    await ping(A1, '10.100.0.12', 3);
+    const counters = (await inNs(SW, ['nft', 'list', 'table', 'bridge', 'probe'])).stdout;
+    const packets = (id: number) =>
+      Number(new RegExp(`vlan id ${id} counter packets (\\d+)`).exec(counters)?.[1] ?? -1);
+    expect(packets(100)).toBeGreaterThanOrEqual(3);
+    expect(packets(200)).toBe(0);
+  });
+
+  it('a VLAN network with a gateway: DHCP from h2 reaches a vm on h1 across the trunk', async () => {
+    const out = join(work, 'dhcp.env');
+    const script = join(work, 'udhcpc.sh');
+    await writeFile(script, `#!/bin/sh\necho "$1 ip=$ip mask=$mask" >> ${out}\n`);
+    await chmod(script, 0o755);
+    const r = await inNs(
+      E1,
+      ['/bin/busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', script],
+      30_000,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(await readFile(out, 'utf8')).toMatch(/bound ip=10\.30\.0\.1\d\d mask=24/);
+  });
+
+  it('trunk port to a router: VLAN 100 reaches VLAN 200 only through the router', async () => {
+    // The router is a namespace with its own OVS: eth0 is a trunk port, r100/r200 internal ports tag 100/200.
+    await vm(H1, 'vmrt', RT);
+    await d1.ensurePort({ tap: 'vmrt', bridge: TRUNK_BR, mtu: 1500, trunks: [100, 200] });
+    expect(await d1.portAttached('vmrt', TRUNK_BR)).toBe(true);
+    router = new OvsDaemons(runner, dirR, RT);
+    await router.ensureRunning();
+    await router.ovs.vsctl([
+      ...vsctlCmd.addBr('br-rt', { datapathType: await router.datapathType() }),
+      ...vsctlCmd.addPort('br-rt', 'eth0', { vlanMode: 'trunk', trunks: [100, 200] }),
+      ...vsctlCmd.addPort('br-rt', 'r100', { type: 'internal', tag: 100 }),
+      ...vsctlCmd.addPort('br-rt', 'r200', { type: 'internal', tag: 200 }),
+    ]);
+    await new Ip(runner, RT).batch([
+      ipCmd.linkSet('r100', { up: true }),
+      ipCmd.linkSet('r200', { up: true }),
+      ipCmd.addrAdd('r100', '10.100.0.1/24'),
+      ipCmd.addrAdd('r200', '10.200.0.1/24'),
+    ]);
+    await runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=0'], { netns: RT });
+    expect(await ping(A1, '10.100.0.1')).toBe(true);
+    expect(await ping(D2, '10.200.0.1')).toBe(true);
+    expect(await ping(A1, '10.200.0.12', 2)).toBe(false);
+    await runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'], { netns: RT });
+    expect(await ping(A1, '10.200.0.12', 3)).toBe(true);
+    // One routed hop: the reply's TTL is one less than a direct neighbour's.
+    const ttl = /ttl=(\d+)/.exec((await inNs(A1, ['ping', '-c', '1', '-W', '1', '10.200.0.12'])).stdout)?.[1];
+    expect(ttl).toBe('63');
+    timings.rttRouted = (await rtt(A1, '10.200.0.12')) ?? -1;
+    // A vlan-200 vm on the 10.100 subnet is still unreachable from VLAN 100.
+    expect(await ping(A1, '10.100.0.13', 2)).toBe(false);
+  });
+
+  it('flows: explicit VLAN policy, shown for the CLI; tagged frames from an access port are dropped', async () => {
+    const flows = await d1.flows('it-v100');
+    expect(flows).toMatch(/^# vlo-17000eth \(vlan bridge of it-v100, it-v200, it-v300\)/);
+    expect(flows).toMatch(/priority=300,in_port=vma1,vlan_tci=0x1000\/0x1000 actions=drop/);
+    expect(flows).toMatch(/priority=200,in_port=eth1,dl_vlan=100 actions=NORMAL/);
+    expect(flows).toMatch(/priority=0 actions=drop/);
+    console.log(flows);
+    // A1 tries VLAN hopping: it sends frames tagged 200 itself (via a second OVS would be needed to tag;
+    // the flow counter of the drop rule proves the policy instead): craft one with the kernel's packet socket.
+    const before = /n_packets=(\d+).*in_port=vma1,vlan_tci=0x1000\/0x1000 actions=drop/.exec(
+      await d1.flows('it-v100'),
+    )?.[1];
+    const script = join(work, 'tagged.py');
+    await writeFile(
+      script,
+      [
+        'import socket',
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))",
+        "frame = b'\\xff'*6 + b'\\x52\\x54\\x00\\x00\\x00\\x01' + b'\\x81\\x00\\x00\\xc8' + b'\\x08\\x06' + b'\\x00'*28",
+        'for _ in range(3): s.send(frame)',
+      ].join('\n'),
+    );
+    const r = await inNs(A1, ['python3', script]);
+    expect(r.code, r.stderr).toBe(0);
+    // Datapath flow statistics reach the OpenFlow counters within about a second (revalidator).
+    let after = before;
+    for (let i = 0; i < 30 && Number(after) - Number(before) < 3; i++) {
+      await new Promise((res) => setTimeout(res, 200));
+      after = /n_packets=(\d+).*in_port=vma1,vlan_tci=0x1000\/0x1000 actions=drop/.exec(
+        await d1.flows('it-v100'),
+      )?.[1];
+    }
+    expect(Number(after) - Number(before)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('vxlan: tunnel ports with the underlay on an OVS bridge; the host keeps its underlay address', async () => {
+    let t = Date.now();
+    await d1.ensureNetwork(overlay('192.168.91.1', '192.168.91.2'), 'ov1');
+    await d2.ensureNetwork(overlay('192.168.91.2', '192.168.91.1'), 'ov1');
+    timings.vxlanEnsureBothHosts = Date.now() - t;
+    await d1.ensurePort({ tap: 'vmx1', bridge: 'vlb-17000ov1', mtu: 1450 });
+    await d2.ensurePort({ tap: 'vmx2', bridge: 'vlb-17000ov1', mtu: 1450 });
+    const ub = underlayBridgeName('eth0');
+    const h1 = new Ip(runner, H1);
+    expect((await h1.addr.list({ dev: ub, family: 'inet' })).map((a) => a.local)).toEqual(['192.168.91.1']);
+    expect(await h1.addr.list({ dev: 'eth0', family: 'inet' })).toEqual([]);
+    expect(await ping(H1, '192.168.91.2')).toBe(true);
+    t = Date.now();
+    let ok = false;
+    for (let i = 0; i < 10 && !ok; i++) ok = await ping(X1, '10.60.0.2', 1);
+    timings.vxlanFirstPing = Date.now() - t;
+    expect(ok).toBe(true);
+    timings.rttVxlan = (await rtt(X1, '10.60.0.2')) ?? -1;
+    // Full-size frames at the overlay MTU pass (1450 + 50 bytes of VXLAN = the 1500 underlay).
+    expect((await inNs(X1, ['ping', '-c', '2', '-W', '1', '-M', 'do', '-s', '1422', '10.60.0.2'])).code).toBe(
+      0,
+    );
+    for (const d of [d1, d2])
+      expect((await d.listNetworks()).find((n) => n.name === 'it-ov1')?.problems).toEqual([]);
+    // Overlay and VLANs are separate: the vxlan vm does not see VLAN 100 addresses.
+    expect(await ping(X1, '10.100.0.12', 1)).toBe(false);
+  });
+
+  it('a killed ovs-vswitchd is reported, restarted by the next ensure, flows and VTEP address restored', async () => {
+    const pid = (await d1.daemons.pid('ovs-vswitchd'))!;
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 40 && (await d1.daemons.pid('ovs-vswitchd')) !== undefined; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const seen = await d1.listNetworks();
+    expect(seen.every((n) => n.problems.includes('ovs-vswitchd not running'))).toBe(true);
+    const t = Date.now();
+    await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
+    timings.restartAndReconverge = Date.now() - t;
+    timings.vswitchdRestart = d1.lastStart?.startMs ?? -1;
+    expect((await d1.listNetworks()).map((n) => [n.name, n.problems])).toEqual([
+      ['it-ov1', []],
+      ['it-v100', []],
+      ['it-v200', []],
+      ['it-v300', []],
+    ]);
+    expect(await ping(A1, '10.100.0.12', 3)).toBe(true);
+    expect(await ping(A1, '10.100.0.13', 2)).toBe(false);
+    let ok = false;
+    for (let i = 0; i < 10 && !ok; i++) ok = await ping(X1, '10.60.0.2', 1);
+    expect(ok).toBe(true);
+  });
+
+  it('an agent restart adopts the running daemons instead of restarting them', async () => {
+    const before = await Promise.all([d1.daemons.pid('ovsdb-server'), d1.daemons.pid('ovs-vswitchd')]);
+    const again = new OvsNetworkDriver({ runner, stateDir: dir1, netns: H1 });
+    await again.ensureNetwork(vlan('it-v100', 100), 'v100');
+    expect(again.lastStart).toBeUndefined();
+    expect(await Promise.all([again.daemons.pid('ovsdb-server'), again.daemons.pid('ovs-vswitchd')])).toEqual(
+      before,
+    );
+    expect((await again.listNetworks()).every((n) => n.problems.length === 0)).toBe(true);
+  });
+
+  it('deleting the vxlan network gives the underlay address back; deleting everything stops OVS', async () => {
+    await d1.deleteNetwork('it-ov1');
+    const h1 = new Ip(runner, H1);
+    expect((await h1.addr.list({ dev: 'eth0', family: 'inet' })).map((a) => a.local)).toEqual([
+      '192.168.91.1',
+    ]);
+    expect(await h1.link.get(underlayBridgeName('eth0'))).toBeUndefined();
+    expect(await ping(H1, '192.168.91.2')).toBe(true);
+    await d1.deletePort('vma1');
+    expect(await d1.portAttached('vma1', TRUNK_BR)).toBe(false);
+    expect(await h1.link.get('vma1')).toBeDefined(); // a veth end is only unplugged
+    for (const n of ['it-v100', 'it-v200', 'it-v300']) await d1.deleteNetwork(n);
+    expect(await d1.listNetworks()).toEqual([]);
+    expect(await pidsMentioning(dir1)).toEqual([]);
+    expect(await h1.link.get(TRUNK_BR)).toBeUndefined();
+    for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
+    expect(await pidsMentioning(dir2)).toEqual([]);
+  });
+});
