@@ -1,44 +1,83 @@
+import { readFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
-import type { NetworkDriver, OpContext } from '../drivers/network/types.js';
+import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../drivers/network/types.js';
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
-import { InvalidStateError, NotFoundError } from '../shared/errors.js';
-import type { HostReport } from '../shared/model.js';
+import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import type { HostReport, NetworkBackend, NetworkConfig, NicConfig } from '../shared/model.js';
 import { VERSION } from '../shared/version.js';
-import type { AgentAction, ProbeRequest, ProbeResult } from './wire.js';
+import { ConfirmManager, type Undo } from './confirm.js';
+import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from './wire.js';
+
+/** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
+export interface UplinkControl extends UplinkManager {
+  /** Everything `restore` needs to put the uplink back as it is now (JSON-serialisable). */
+  snapshot(device: string): Promise<unknown>;
+  /** Puts the uplink back as `snapshot` describes it. */
+  restore(snapshot: unknown, ctx?: OpContext): Promise<void>;
+}
 
 /** Dependencies of an agent: its host's name and drivers. */
 export interface AgentDeps {
   host: string;
   runner: Runner;
-  network: NetworkDriver;
+  /** Network backends this host can drive (ovs only where Open vSwitch is installed). */
+  networks: Partial<Record<NetworkBackend, NetworkDriver>>;
   hypervisor: HypervisorDriver;
+  /** The host's uplink NIC (`vmlink agent --uplink`), reported as `HostReport.uplink`. */
+  uplinkDevice?: string;
+  uplink?: UplinkControl;
+  /** Agent state directory: network records (`networks/<name>/network.json`) and pending confirmations. */
+  stateDir: string;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
 export class Agent {
-  constructor(private readonly deps: AgentDeps) {}
+  private readonly confirms: ConfirmManager;
+  private queue: Promise<unknown> = Promise.resolve();
 
-  /** Re-adopts VMs left by an earlier agent process; call once at start. */
+  constructor(private readonly deps: AgentDeps) {
+    this.confirms = new ConfirmManager({
+      dir: join(deps.stateDir, 'confirms'),
+      revert: (undo) => this.serial(() => this.undo(undo)),
+    });
+  }
+
+  /** Re-adopts VMs left by an earlier agent process and re-arms pending confirmations; call once at start. */
   async start(): Promise<void> {
     await this.deps.hypervisor.adopt();
+    this.confirms.resume();
+  }
+
+  /** Stops the confirmation timers (pending ones are re-armed by the next start). */
+  stop(): void {
+    this.confirms.close();
+  }
+
+  /** Network backends this agent drives. */
+  get backends(): NetworkBackend[] {
+    return Object.keys(this.deps.networks).sort() as NetworkBackend[];
   }
 
   /** Observed state and capabilities of this host. */
   async report(): Promise<HostReport> {
-    const { network, hypervisor } = this.deps;
-    const [accel, net, networks, vms] = await Promise.all([
+    const { hypervisor, uplink, uplinkDevice } = this.deps;
+    const drivers = Object.values(this.deps.networks);
+    const [accel, caps, networks, vms, up] = await Promise.all([
       hypervisor.accelerator(),
-      network.capabilities(),
-      network.listNetworks(),
+      Promise.all(drivers.map((d) => d.capabilities())),
+      Promise.all(drivers.map((d) => d.listNetworks())),
       hypervisor.list(),
+      uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
     ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs.
     for (const vm of vms) {
       const cfg = await hypervisor.config(vm.name);
       for (const nic of cfg?.nics ?? []) {
-        if (!(await network.portAttached(nic.tap, nic.bridge)))
+        const d = this.deps.networks[nicBackend(nic)];
+        if (!d || !(await d.portAttached(nic.tap, nic.bridge)))
           vm.problems.push(`port ${nic.tap} is not attached to ${nic.bridge}`);
       }
     }
@@ -49,20 +88,47 @@ export class Agent {
         ...accel,
         cpus: cpus().length,
         memoryMiB: Math.floor(totalmem() / 1048576),
-        network: net,
-        backends: ['linux'],
+        network: Object.assign({}, ...caps) as Record<string, boolean>,
+        backends: this.backends,
       },
-      networks,
+      networks: networks.flat(),
       vms,
+      ...(up ? { uplink: up } : {}),
     };
   }
 
   /** Applies one action; idempotent where the action allows, `InvalidStateError` where state forbids it. */
-  async execute(action: AgentAction, ctx: OpContext = {}): Promise<void> {
-    const { network, hypervisor } = this.deps;
+  execute(action: AgentAction, ctx: OpContext = {}): Promise<void> {
+    return this.serial(() => this.doExecute(action, ctx));
+  }
+
+  /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
+  confirm(id: string): ConfirmState {
+    return this.confirms.confirm(id);
+  }
+
+  /** State of a commit-confirmed change. */
+  confirmState(id: string): ConfirmState {
+    return this.confirms.get(id);
+  }
+
+  private async doExecute(action: AgentAction, ctx: OpContext): Promise<void> {
+    const { hypervisor } = this.deps;
     switch (action.kind) {
-      case 'network.ensure':
-        return network.ensureNetwork(action.network, action.configHash, ctx);
+      case 'network.ensure': {
+        const driver = this.driver(action.network.backend, `network ${action.network.name}`);
+        if (!action.confirm) return driver.ensureNetwork(action.network, action.configHash, ctx);
+        this.confirms.assertNonePending();
+        const undo = await this.networkUndo(action.network.name);
+        await driver.ensureNetwork(action.network, action.configHash, ctx);
+        this.confirms.arm(
+          action.confirm.id,
+          action.confirm.timeoutMs,
+          `network ${action.network.name}`,
+          undo,
+        );
+        return;
+      }
       case 'network.delete': {
         const users = [];
         for (const vm of await hypervisor.list()) {
@@ -74,7 +140,30 @@ export class Agent {
             `network ${action.name} is still used by VM(s) ${users.join(', ')}`,
             `network/${action.name}`,
           );
-        return network.deleteNetwork(action.name, ctx);
+        if (action.confirm) this.confirms.assertNonePending();
+        const undo = action.confirm ? await this.networkUndo(action.name) : undefined;
+        await this.deleteNetwork(action.name, ctx);
+        if (action.confirm && undo)
+          this.confirms.arm(action.confirm.id, action.confirm.timeoutMs, `network ${action.name}`, undo);
+        return;
+      }
+      case 'uplink.configure': {
+        const uplink = this.deps.uplink;
+        if (!uplink)
+          throw new UnsupportedError(
+            `host ${this.deps.host} cannot manage its uplink (no uplink manager in this agent); remove hosts[].network for it`,
+            `host/${this.deps.host}`,
+          );
+        if (!action.confirm) return uplink.configureUplink(action.uplink, action.configHash, ctx);
+        this.confirms.assertNonePending();
+        const snapshot = await uplink.snapshot(action.uplink.device);
+        await uplink.configureUplink(action.uplink, action.configHash, ctx);
+        this.confirms.arm(action.confirm.id, action.confirm.timeoutMs, `uplink ${action.uplink.device}`, {
+          kind: 'uplink',
+          device: action.uplink.device,
+          snapshot,
+        });
+        return;
       }
       case 'vm.create': {
         const existing = (await hypervisor.list()).find((v) => v.name === action.vm.name);
@@ -84,8 +173,7 @@ export class Agent {
             `vm/${action.vm.name}`,
           );
         }
-        for (const nic of action.vm.nics)
-          await network.ensurePort({ tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu }, ctx);
+        for (const nic of action.vm.nics) await this.ensurePort(nic, ctx);
         return hypervisor.create(action.vm, action.configHash, ctx);
       }
       case 'vm.start': {
@@ -93,8 +181,7 @@ export class Agent {
         if (vm.state === 'running') return;
         const cfg = await hypervisor.config(action.name);
         // Taps may have been lost (host reboot); recreate them before QEMU opens them.
-        for (const nic of cfg?.nics ?? [])
-          await network.ensurePort({ tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu }, ctx);
+        for (const nic of cfg?.nics ?? []) await this.ensurePort(nic, ctx);
         return hypervisor.start(action.name, ctx);
       }
       case 'vm.stop': {
@@ -109,10 +196,76 @@ export class Agent {
       case 'vm.delete': {
         const cfg = await hypervisor.config(action.name);
         await hypervisor.delete(action.name, ctx);
-        for (const nic of cfg?.nics ?? []) await network.deletePort(nic.tap, ctx);
+        for (const nic of cfg?.nics ?? [])
+          await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
         return;
       }
     }
+  }
+
+  /** The driver of `backend`, or an error naming the remedy when this host lacks it. */
+  private driver(backend: NetworkBackend | undefined, what: string): NetworkDriver {
+    const b = backend ?? 'linux';
+    const d = this.deps.networks[b];
+    if (d) return d;
+    const remedy =
+      b === 'ovs'
+        ? 'install and start Open vSwitch on it (apt-get install openvswitch-switch) and restart its agent, or use backend: linux'
+        : 'use a backend it has';
+    throw new UnsupportedError(
+      `${what} needs the ${b} network backend, which host ${this.deps.host} lacks (it has: ${this.backends.join(', ') || 'none'}); ${remedy}`,
+      `host/${this.deps.host}`,
+    );
+  }
+
+  private ensurePort(nic: NicConfig, ctx: OpContext): Promise<void> {
+    const port: PortConfig = { tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu };
+    if (nic.vlan !== undefined) port.vlan = nic.vlan;
+    if (nic.trunk) port.trunks = nic.trunk.vlans;
+    return this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`).ensurePort(port, ctx);
+  }
+
+  /** Deletes a network in whichever backend holds it (every backend when none reports it, to clear leftovers). */
+  private async deleteNetwork(name: string, ctx: OpContext): Promise<void> {
+    const drivers = Object.values(this.deps.networks);
+    const holders = [];
+    for (const d of drivers) if ((await d.listNetworks()).some((n) => n.name === name)) holders.push(d);
+    for (const d of holders.length ? holders : drivers) await d.deleteNetwork(name, ctx);
+  }
+
+  /** How to take a change of network `name` back: its persisted config (linux: network.json, ovs: ovs.json), or absence. */
+  private async networkUndo(name: string): Promise<Undo> {
+    for (const file of ['network.json', 'ovs.json']) {
+      try {
+        const s = JSON.parse(await readFile(join(this.deps.stateDir, 'networks', name, file), 'utf8')) as {
+          config?: NetworkConfig;
+          configHash?: string;
+        };
+        if (s.config?.name === name && s.configHash)
+          return { kind: 'network', name, previous: { config: s.config, configHash: s.configHash } };
+      } catch {}
+    }
+    return { kind: 'network', name };
+  }
+
+  private async undo(u: Undo): Promise<void> {
+    if (u.kind === 'uplink') {
+      if (!this.deps.uplink) throw new UnsupportedError('no uplink manager to restore the uplink with');
+      return this.deps.uplink.restore(u.snapshot);
+    }
+    if (!u.previous) return this.deleteNetwork(u.name, {});
+    const prev = u.previous;
+    // Moved to another backend in the meantime: remove it there first.
+    for (const [b, d] of Object.entries(this.deps.networks))
+      if (b !== (prev.config.backend ?? 'linux') && (await d.listNetworks()).some((n) => n.name === u.name))
+        await d.deleteNetwork(u.name);
+    return this.driver(prev.config.backend, `network ${u.name}`).ensureNetwork(prev.config, prev.configHash);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   /** Runs a reachability probe from the host or from one of its guests. */
@@ -156,3 +309,6 @@ export class Agent {
     return this.deps.hypervisor;
   }
 }
+
+/** A NIC's backend; configs persisted before backends existed are linux. */
+const nicBackend = (nic: NicConfig): NetworkBackend => nic.backend ?? 'linux';

@@ -1,37 +1,102 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
-import { SystemRunner } from '../exec/runner.js';
+import type { NetworkDriver } from '../drivers/network/types.js';
+import { type Runner, SystemRunner } from '../exec/runner.js';
+import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
+import type { NetworkBackend } from '../shared/model.js';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
+import { linuxUplinkControl } from './uplink.js';
 
 /** Options of `vmlink agent`. */
 export interface AgentOptions {
   host: string;
+  /** Local admin socket, `unix:///path.sock` (no token). */
   listen: string;
+  /** The controller's listener, `http://addr:port`; requires `tokenFile`. */
+  listenTcp?: string;
+  tokenFile?: string;
   stateDir: string;
-  network: keyof typeof networkDrivers;
+  /** The host's uplink NIC. */
+  uplink: string;
+}
+
+/** Network backends this host can drive: linux always, ovs only where Open vSwitch is installed. */
+export async function availableNetworks(
+  runner: Runner,
+  stateDir: string,
+): Promise<Partial<Record<NetworkBackend, NetworkDriver>>> {
+  const out: Partial<Record<NetworkBackend, NetworkDriver>> = {};
+  for (const [name, make] of Object.entries(networkDrivers) as Array<
+    [NetworkBackend, (o: { runner: Runner; stateDir: string }) => NetworkDriver]
+  >) {
+    if (name === 'ovs') {
+      const r = await runner.run(['ovs-vsctl', '--version'], { allowFailure: true }).catch(() => undefined);
+      if (r?.code !== 0) {
+        log.info('ovs-vsctl not found: the ovs network backend is not available on this host');
+        continue;
+      }
+    }
+    out[name] = make({ runner, stateDir });
+  }
+  return out;
 }
 
 /** Runs an agent until SIGTERM/SIGINT; VMs and networks keep running when it exits. */
 export async function runAgent(opts: AgentOptions): Promise<void> {
+  if (opts.listenTcp && !opts.tokenFile)
+    throw new InvalidRequestError(
+      '--listen-tcp requires --token-file: the TCP API is never open without a token',
+    );
+  const token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined;
+  if (opts.tokenFile && !token) throw new InvalidRequestError(`token file ${opts.tokenFile} is empty`);
   mkdirSync(opts.stateDir, { recursive: true, mode: 0o755 });
   const runner = new SystemRunner();
+  const networks = await availableNetworks(runner, opts.stateDir);
+  const uplink = linuxUplinkControl(networks.linux, runner);
   const agent = new Agent({
     host: opts.host,
     runner,
-    network: networkDrivers[opts.network]({ runner, stateDir: opts.stateDir }),
+    networks,
     hypervisor: hypervisorDrivers.qemu({ runner, stateDir: opts.stateDir }),
+    uplinkDevice: opts.uplink,
+    ...(uplink ? { uplink } : {}),
+    stateDir: opts.stateDir,
   });
   await agent.start();
-  const app = createAgentServer(agent);
-  await listen(app, opts.listen);
-  log.info({ host: opts.host, listen: opts.listen, stateDir: join(opts.stateDir) }, 'agent listening');
+  const apps: FastifyInstance[] = [createAgentServer(agent)];
+  await listen(apps[0]!, opts.listen);
+  log.info(
+    { host: opts.host, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
+    'agent listening',
+  );
+  let stopping = false;
+  if (opts.listenTcp) {
+    const tcp = opts.listenTcp;
+    // The address may be missing right now (a rollback pending, a bridge being built): keep trying.
+    const tryTcp = async (): Promise<void> => {
+      if (stopping) return;
+      const app = createAgentServer(agent, { token: token! });
+      try {
+        await listen(app, tcp);
+        apps.push(app);
+        log.info({ listen: tcp }, 'agent listening on TCP');
+      } catch (e) {
+        await app.close().catch(() => {});
+        log.warn({ listen: tcp, err: (e as Error).message }, 'cannot listen on TCP yet; retrying in 2 s');
+        setTimeout(() => void tryTcp(), 2_000).unref();
+      }
+    };
+    await tryTcp();
+  }
   const stop = () => {
-    void app.close().then(() => process.exit(0));
+    stopping = true;
+    agent.stop();
+    void Promise.all(apps.map((a) => a.close())).then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

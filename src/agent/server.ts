@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -9,16 +10,39 @@ import type { Agent } from './agent.js';
 import { AgentActionSchema, GuestExecRequestSchema, ProbeRequestSchema } from './wire.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
+const ConfirmParams = z.object({ id: z.string().uuid() }).strict();
+
+/** Options of the agent's API server. */
+export interface AgentServerOptions {
+  /** When set, every request must carry `Authorization: Bearer <token>` (the TCP listener). */
+  token?: string;
+}
 
 /** The agent's HTTP API: parse with strict schemas, then dispatch to the Agent; nothing here touches the host. */
-export function createAgentServer(agent: Agent): FastifyInstance {
+export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): FastifyInstance {
   const app = createHttpApp().withTypeProvider<ZodTypeProvider>();
-  app.get('/v1/health', async () => ({ ok: true, version: VERSION }));
+  if (opts.token) {
+    const expected = Buffer.from(`Bearer ${opts.token}`);
+    app.addHook('onRequest', async (req, reply) => {
+      const got = Buffer.from(req.headers.authorization ?? '');
+      if (got.length !== expected.length || !timingSafeEqual(got, expected))
+        await reply
+          .status(401)
+          .send({ error: { kind: 'invalid', message: 'missing or wrong bearer token for this agent' } });
+    });
+  }
+  app.get('/v1/health', async () => ({ ok: true, version: VERSION, backends: agent.backends }));
   app.get('/v1/report', async () => agent.report());
   app.post('/v1/actions', { schema: { body: AgentActionSchema } }, async (req) => {
     await agent.execute(req.body);
     return { ok: true };
   });
+  app.post('/v1/confirm/:id', { schema: { params: ConfirmParams } }, async (req) =>
+    agent.confirm(req.params.id),
+  );
+  app.get('/v1/confirm/:id', { schema: { params: ConfirmParams } }, async (req) =>
+    agent.confirmState(req.params.id),
+  );
   app.post('/v1/probe', { schema: { body: ProbeRequestSchema } }, async (req) => agent.probe(req.body));
   app.post(
     '/v1/vms/:name/exec',

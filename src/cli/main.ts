@@ -50,42 +50,81 @@ program
   .option('--db <path>', 'SQLite database', controllerDb())
   .option('--listen <url>', 'also listen on TCP, e.g. http://127.0.0.1:7070 (requires --token-file)')
   .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
+  .option(
+    '--agent-token-file <path>',
+    "file holding the bearer token sent to agents outside a lab (lab agents use their lab's token)",
+  )
+  .option('--heartbeat-ms <ms>', 'host heartbeat period; a host missing 3 in a row is unreachable', '5000')
   .option('--detach', 'start in the background and return once the API answers')
   .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
-  .action(
-    async (o: { db: string; listen?: string; tokenFile?: string; detach?: boolean; stop?: boolean }) => {
-      const socket = program.opts<{ socket: string }>().socket;
-      if (o.stop) return stopDaemon();
-      if (o.listen && !o.tokenFile)
-        throw new VmlinkError(
-          'invalid',
-          '--listen requires --token-file: the TCP API is never open without a token',
-        );
-      if (o.detach) return detachDaemon(socket, o);
-      const { runDaemon } = await import('../controller/main.js');
-      const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
-      await runDaemon({
-        socket,
-        db: o.db,
-        ...(o.listen ? { tcp: o.listen } : {}),
-        ...(token ? { token } : {}),
-      });
-    },
-  );
+  .action(async (o: DaemonCliOptions) => {
+    const socket = program.opts<{ socket: string }>().socket;
+    if (o.stop) return stopDaemon();
+    if (o.listen && !o.tokenFile)
+      throw new VmlinkError(
+        'invalid',
+        '--listen requires --token-file: the TCP API is never open without a token',
+      );
+    const heartbeatMs = Number(o.heartbeatMs);
+    if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100)
+      throw new VmlinkError('invalid', `--heartbeat-ms must be a whole number >= 100, got ${o.heartbeatMs}`);
+    if (o.detach) return detachDaemon(socket, o);
+    const { runDaemon } = await import('../controller/main.js');
+    const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+    const agentToken = o.agentTokenFile ? readFileSync(o.agentTokenFile, 'utf8').trim() : undefined;
+    await runDaemon({
+      socket,
+      db: o.db,
+      heartbeatMs,
+      ...(o.listen ? { tcp: o.listen } : {}),
+      ...(token ? { token } : {}),
+      ...(agentToken ? { agentToken } : {}),
+    });
+  });
 
 program
   .command('agent')
   .description("run a host's agent (the lab starts one per host inside its namespace)")
   .requiredOption('--host <name>', 'host name as in the spec')
-  .requiredOption('--listen <url>', 'unix:///path.sock or http://addr:port')
+  .requiredOption('--listen <url>', 'local admin socket, unix:///path.sock (no token)')
+  .option('--listen-tcp <url>', "the controller's listener, http://ADDR:7443 (requires --token-file)")
+  .option('--token-file <path>', 'file holding the bearer token the TCP listener requires')
+  .option(
+    '--uplink <nic>',
+    "the host's uplink NIC (reported, and managed when the spec sets hosts[].network)",
+    'eth0',
+  )
   .requiredOption('--state-dir <dir>', 'where VMs and networks keep their files')
-  .option('--network <driver>', 'network backend', 'linux')
-  .action(async (o: { host: string; listen: string; stateDir: string; network: string }) => {
-    const { runAgent } = await import('../agent/main.js');
-    if (o.network !== 'linux')
-      throw new VmlinkError('invalid', `unknown network backend ${o.network} (known: linux)`);
-    await runAgent({ host: o.host, listen: o.listen, stateDir: o.stateDir, network: 'linux' });
-  });
+  .action(
+    async (o: {
+      host: string;
+      listen: string;
+      listenTcp?: string;
+      tokenFile?: string;
+      uplink: string;
+      stateDir: string;
+    }) => {
+      if (!o.listen.startsWith('unix://'))
+        throw new VmlinkError(
+          'invalid',
+          `--listen must be unix:///path.sock, got ${o.listen} (TCP: --listen-tcp)`,
+        );
+      if (o.listenTcp && !o.tokenFile)
+        throw new VmlinkError(
+          'invalid',
+          '--listen-tcp requires --token-file: the TCP API is never open without a token',
+        );
+      const { runAgent } = await import('../agent/main.js');
+      await runAgent({
+        host: o.host,
+        listen: o.listen,
+        stateDir: o.stateDir,
+        uplink: o.uplink,
+        ...(o.listenTcp ? { listenTcp: o.listenTcp } : {}),
+        ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+      });
+    },
+  );
 
 const lab = program
   .command('lab')
@@ -103,6 +142,17 @@ lab
       progress(!!o.json),
     );
     emit(!!o.json, r, () => `Lab is up: ${r.namespaces.length} namespaces (${r.namespaces.join(', ')}).`);
+  });
+lab
+  .command('relay')
+  .description(
+    "the lab's management relay (started by `lab up` in the management namespace): unix socket -> agent TCP",
+  )
+  .requiredOption('--listen <url...>', 'unix:///path.sock to listen on (repeat, one per --to)')
+  .requiredOption('--to <url...>', 'http://ADDR:PORT the matching --listen leads to (repeat)')
+  .action(async (o: { listen: string[]; to: string[] }) => {
+    const { pairRoutes, runRelay } = await import('../lab/relay.js');
+    await runRelay(pairRoutes(o.listen, o.to));
   });
 lab
   .command('down')
@@ -175,13 +225,15 @@ program
       return [
         `Spec: ${r.spec.source} (applied ${r.spec.appliedAt})`,
         table(
-          ['host', 'agent', 'accel', 'cpus', 'memory', 'networks', 'vms', 'note'],
+          ['host', 'agent', 'last seen', 'accel', 'cpus', 'memory', 'backends', 'networks', 'vms', 'note'],
           r.hosts.map((h) => [
             h.name,
-            h.reachable ? 'up' : 'UNREACHABLE',
+            h.state === 'unreachable' ? 'UNREACHABLE' : h.reachable ? 'up' : 'UNREACHABLE',
+            h.lastSeen ? ago(h.lastSeen) : undefined,
             h.report?.capabilities.accelerator,
             h.report?.capabilities.cpus,
             h.report ? `${h.report.capabilities.memoryMiB} MiB` : undefined,
+            h.report?.capabilities.backends?.join(','),
             h.report?.networks.length,
             h.report?.vms.length,
             h.reachable ? h.report?.capabilities.acceleratorReason : h.error?.split('\n')[0],
@@ -189,6 +241,23 @@ program
         ),
       ].join('\n');
     });
+  });
+
+program
+  .command('events')
+  .description('recent events: applies, failures, hosts going up and unreachable')
+  .option('-n, --limit <n>', 'how many', '50')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { limit: string; json?: boolean }) => {
+    const r = await api().get<Array<{ id: number; time: string; kind: string; message: string }>>(
+      `/v1/events?limit=${Number(o.limit)}`,
+    );
+    emit(!!o.json, r, () =>
+      table(
+        ['time', 'kind', 'message'],
+        r.map((e) => [e.time, e.kind, e.message]),
+      ),
+    );
   });
 
 program
@@ -358,10 +427,24 @@ async function stopDaemon(): Promise<void> {
   out(`controller stopped (pid ${pid})`);
 }
 
-async function detachDaemon(
-  socket: string,
-  o: { db: string; listen?: string; tokenFile?: string },
-): Promise<void> {
+/** Options of `vmlink daemon`. */
+interface DaemonCliOptions {
+  db: string;
+  listen?: string;
+  tokenFile?: string;
+  agentTokenFile?: string;
+  heartbeatMs: string;
+  detach?: boolean;
+  stop?: boolean;
+}
+
+/** "12 s ago" for an ISO time. */
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : iso;
+}
+
+async function detachDaemon(socket: string, o: DaemonCliOptions): Promise<void> {
   const { HttpClient } = await import('../shared/http/client.js');
   const client = new HttpClient(`unix://${socket}`, { timeoutMs: 2_000 });
   if (
@@ -384,6 +467,8 @@ async function detachDaemon(
     o.db,
   ];
   if (o.listen) args.push('--listen', o.listen, '--token-file', o.tokenFile!);
+  if (o.agentTokenFile) args.push('--agent-token-file', o.agentTokenFile);
+  args.push('--heartbeat-ms', o.heartbeatMs);
   const pid = await new SystemRunner().spawnDetached([process.execPath, ...args], {
     logFile: `${runDir()}/controller.log`,
   });

@@ -1,4 +1,6 @@
-import type { AgentAction, ProbeRequest, ProbeResult } from '../agent/wire.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from '../agent/wire.js';
 import type { GuestExecResult, GuestInterface } from '../drivers/hypervisor/types.js';
 import { InvalidSpecError, UnavailableError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
@@ -6,24 +8,63 @@ import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
 import type { Spec } from '../spec/schema.js';
 
+let defaultToken: string | undefined;
+
+/** Sets the bearer token sent to agents outside a lab (`vmlink daemon --agent-token-file`). */
+export function setAgentToken(token: string | undefined): void {
+  defaultToken = token;
+}
+
+/**
+ * The bearer token for an agent address: a lab relay socket's lab token (`agent.token` beside it), else the
+ * daemon's agent token. Unix sockets of agents themselves need none; sending one does no harm.
+ */
+export function agentToken(address: string): string | undefined {
+  if (address.startsWith('unix://')) {
+    const file = join(dirname(address.slice('unix://'.length)), 'agent.token');
+    if (existsSync(file)) {
+      try {
+        return readFileSync(file, 'utf8').trim() || defaultToken;
+      } catch {}
+    }
+  }
+  return defaultToken;
+}
+
 /** The controller's client of one host agent. */
 export class AgentClient {
   private readonly http: HttpClient;
   constructor(
     readonly host: string,
     readonly address: string,
+    token: string | undefined = agentToken(address),
   ) {
-    this.http = new HttpClient(address, { name: `agent of ${host}` });
+    this.http = new HttpClient(address, { name: `agent of ${host}`, ...(token ? { token } : {}) });
+  }
+
+  /** Liveness: answers when the agent is reachable on this address. */
+  health(timeoutMs = 5_000): Promise<{ ok: boolean; version: string }> {
+    return this.http.get('/v1/health', timeoutMs);
   }
 
   /** Observed state and capabilities of the host. */
-  report(): Promise<HostReport> {
-    return this.http.get<HostReport>('/v1/report', 60_000);
+  report(timeoutMs = 60_000): Promise<HostReport> {
+    return this.http.get<HostReport>('/v1/report', timeoutMs);
   }
 
   /** Applies one action on the host. */
-  async act(action: AgentAction): Promise<void> {
-    await this.http.post('/v1/actions', action, 300_000);
+  async act(action: AgentAction, timeoutMs = 300_000): Promise<void> {
+    await this.http.post('/v1/actions', action, timeoutMs);
+  }
+
+  /** Keeps a commit-confirmed change (404 when unknown, 409 when it was rolled back). */
+  confirm(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
+    return this.http.post<ConfirmState>(`/v1/confirm/${id}`, {}, timeoutMs);
+  }
+
+  /** State of a commit-confirmed change. */
+  confirmState(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
+    return this.http.get<ConfirmState>(`/v1/confirm/${id}`, timeoutMs);
   }
 
   /** Runs a probe from the host or one of its guests. */
@@ -51,7 +92,10 @@ export class AgentClient {
   }
 }
 
-/** Where the controller reaches a host's agent: the spec's `agent`, else the lab's socket for that host. */
+/**
+ * Where the controller reaches a host's agent: the spec's `agent`, else the lab relay's socket for that host
+ * (which crosses the lab LAN to the agent's TCP listener).
+ */
 export function agentAddress(spec: Spec, host: string): string {
   const h = spec.hosts.find((x) => x.name === host);
   if (h?.agent) return h.agent;
@@ -65,18 +109,26 @@ export function agentAddress(spec: Spec, host: string): string {
   ]);
 }
 
-/** Reports of every spec host, failing with one clear error naming each unreachable agent. */
-export async function gatherReports(spec: Spec): Promise<HostReport[]> {
-  const results = await Promise.allSettled(
-    spec.hosts.map((h) => new AgentClient(h.name, agentAddress(spec, h.name)).report()),
-  );
-  const down = results.flatMap((r, i) =>
-    r.status === 'rejected' ? [`${spec.hosts[i]!.name}: ${(r.reason as Error).message}`] : [],
-  );
+/** A client of `host`'s agent as `spec` places it. */
+export function agentFor(spec: Spec, host: string): AgentClient {
+  return new AgentClient(host, agentAddress(spec, host));
+}
+
+/**
+ * Reports of every spec host, failing with one clear error naming each unreachable agent; `notes` adds what the
+ * heartbeat monitor knows (e.g. "unreachable since ...").
+ */
+export async function gatherReports(spec: Spec, notes: Record<string, string> = {}): Promise<HostReport[]> {
+  const results = await Promise.allSettled(spec.hosts.map((h) => agentFor(spec, h.name).report()));
+  const down = results.flatMap((r, i) => {
+    if (r.status === 'fulfilled') return [];
+    const name = spec.hosts[i]!.name;
+    return [`${name}: ${(r.reason as Error).message}${notes[name] ? ` (${notes[name]})` : ''}`];
+  });
   if (down.length) {
     const hint = spec.lab ? ' (start the lab and its agents with `vmlink lab up -f SPEC`)' : '';
     throw new UnavailableError(
-      `cannot reach the agent of ${down.length} host(s)${hint}:\n  ${down.join('\n  ')}`,
+      `cannot reach the agent of ${down.length} host(s)${hint}; nothing was planned or changed:\n  ${down.join('\n  ')}`,
     );
   }
   return results.map((r) => (r as PromiseFulfilledResult<HostReport>).value);

@@ -1,22 +1,25 @@
-import type { AgentAction } from '../agent/wire.js';
+import { randomUUID } from 'node:crypto';
+import type { AgentAction, ConfirmState } from '../agent/wire.js';
 import type { GuestExecResult } from '../drivers/hypervisor/types.js';
 import type { Runner } from '../exec/runner.js';
 import { Lab } from '../lab/lab.js';
 import { planChanges } from '../plan/diff.js';
 import { formatPlan, formatStep, summarizePlan } from '../plan/format.js';
-import { type DesiredState, resolveSpec } from '../plan/resolve.js';
-import type { Plan, Step } from '../plan/steps.js';
+import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
+import type { Plan, RiskyMark, Step } from '../plan/steps.js';
 import {
   ConflictError,
   InvalidRequestError,
   InvalidSpecError,
   NotFoundError,
+  UnavailableError,
   VmlinkError,
 } from '../shared/errors.js';
-import type { HostReport, ObservedVm } from '../shared/model.js';
+import type { HostReport, ObservedVm, UplinkConfig } from '../shared/model.js';
 import { checkCapacity, loadSpec } from '../spec/load.js';
 import type { Spec } from '../spec/schema.js';
-import { AgentClient, agentAddress, gatherReports } from './agents.js';
+import { type AgentClient, agentAddress, agentFor, gatherReports } from './agents.js';
+import { type HostHealth, hostHealth } from './monitor.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { type VerifyResult, verifySpec } from './verify.js';
@@ -40,9 +43,29 @@ export interface HostStatus {
   name: string;
   address: string;
   reachable: boolean;
+  /** Heartbeat state (`unknown` when the daemon has not polled it yet). */
+  state: HostHealth['state'];
+  /** When the agent last answered a heartbeat (ISO time). */
+  lastSeen?: string;
+  /** Heartbeats missed in a row. */
+  missed?: number;
   error?: string;
   report?: HostReport;
 }
+
+/** A risky step cut its host's management path and the host reverted it by itself (commit-confirm). */
+export class RolledBackError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('unavailable', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** Default commit-confirm window of a risky step. */
+export const DEFAULT_CONFIRM_MS = 60_000;
+/** How long after the window the controller waits before asking the host what became of the change. */
+const ROLLBACK_GRACE_MS = 10_000;
+/** How long it then keeps asking. */
+const ROLLBACK_POLL_MS = 60_000;
 
 /** One VM as `vm list` shows it: desired (spec) and observed (agent) side by side. */
 export interface VmView {
@@ -74,20 +97,21 @@ export class Controller {
   /** Validates `text` and diffs it against what the hosts report. */
   async plan(text: string, source: string): Promise<PlanResult> {
     const spec = loadSpec(text, source);
-    return this.planFor(spec, resolveSpec(spec));
+    return this.planFor(spec, resolveSpec(spec), true, await this.previousSpec());
   }
 
   /** Plans and applies `text`, step by step in plan order; the next apply converges from any failure. */
   async apply(text: string, source: string, ctx: TaskContext): Promise<PlanResult & { applied: number }> {
     const spec = loadSpec(text, source);
-    const result = await this.planFor(spec, resolveSpec(spec));
+    const previous = await this.previousSpec();
+    const result = await this.planFor(spec, resolveSpec(spec), true, previous);
     ctx.progress(result.text);
     await this.store.put(SPEC_KEY, {
       text,
       source,
       appliedAt: new Date().toISOString(),
     } satisfies StoredSpec);
-    const applied = await this.execute(spec, result.plan, ctx);
+    const applied = await this.execute(spec, result.plan, ctx, previous);
     await this.store.appendEvent('apply', `${source}: ${applied} change(s) applied`);
     return { ...result, applied };
   }
@@ -113,22 +137,38 @@ export class Controller {
     return { ...result, applied };
   }
 
-  /** Hosts of the applied spec, with their agents' reports. */
+  /** Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer. */
   async status(): Promise<{ spec?: { source: string; appliedAt: string }; hosts: HostStatus[] }> {
     const cur = await this.currentSpec();
     if (!cur) return { hosts: [] };
+    const health = await hostHealth(this.store);
     const hosts = await Promise.all(
       cur.spec.hosts.map(async (h): Promise<HostStatus> => {
         const address = agentAddress(cur.spec, h.name);
+        const hh = health[h.name];
+        const beat = {
+          state: hh?.state ?? ('unknown' as const),
+          ...(hh?.lastSeen ? { lastSeen: hh.lastSeen } : {}),
+          ...(hh ? { missed: hh.missed } : {}),
+        };
+        if (hh?.state === 'unreachable')
+          return {
+            name: h.name,
+            address,
+            reachable: false,
+            ...beat,
+            error: `missed ${hh.missed} heartbeats (last seen ${hh.lastSeen ?? 'never'}): ${hh.error ?? ''}`,
+          };
         try {
           return {
             name: h.name,
             address,
             reachable: true,
-            report: await new AgentClient(h.name, address).report(),
+            ...beat,
+            report: await agentFor(cur.spec, h.name).report(20_000),
           };
         } catch (e) {
-          return { name: h.name, address, reachable: false, error: (e as Error).message };
+          return { name: h.name, address, reachable: false, ...beat, error: (e as Error).message };
         }
       }),
     );
@@ -151,7 +191,7 @@ export class Controller {
         state: !h?.reachable ? 'unknown' : (obs?.state ?? 'absent'),
         cpus: vm.cpus,
         memoryMiB: vm.memoryMiB,
-        networks: vm.nics.map((n) => n.network),
+        networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
         problems: obs?.problems ?? [],
       });
     }
@@ -209,7 +249,9 @@ export class Controller {
         [{ path: 'lab', message: 'is required for `lab up`: the spec describes no lab' }],
         source,
       );
-    const lab = new Lab(this.runner, spec.lab);
+    const lab = new Lab(this.runner, spec.lab, {
+      uplinks: Object.fromEntries(spec.hosts.map((h) => [h.name, h.uplink])),
+    });
     await lab.up(ctx);
     await this.store.appendEvent('lab.up', `${spec.lab.name} from ${source}`);
     return { namespaces: await lab.existingNamespaces() };
@@ -237,8 +279,24 @@ export class Controller {
     return this.store.events(limit);
   }
 
-  private async planFor(spec: Spec, desired: DesiredState, checkCaps = true): Promise<PlanResult> {
-    const reports = await gatherReports(spec);
+  /** The spec applied before, for hosts that a new spec drops. */
+  private async previousSpec(): Promise<Spec | undefined> {
+    return (await this.currentSpec().catch(() => undefined))?.spec;
+  }
+
+  private async planFor(
+    spec: Spec,
+    desired: DesiredState,
+    checkCaps = true,
+    previous?: Spec,
+  ): Promise<PlanResult> {
+    const health = await hostHealth(this.store);
+    const notes = Object.fromEntries(
+      Object.entries(health)
+        .filter(([, h]) => h.state === 'unreachable')
+        .map(([name, h]) => [name, `unreachable since ${h.since}, last seen ${h.lastSeen ?? 'never'}`]),
+    );
+    const reports = await gatherReports(spec, notes);
     if (checkCaps) {
       const issues = checkCapacity(
         spec,
@@ -248,28 +306,60 @@ export class Controller {
       );
       if (issues.length) throw new InvalidSpecError(issues);
     }
-    const plan = planChanges(desired, reports);
-    return { plan, text: formatPlan(plan), summary: summarizePlan(plan) };
+    // Hosts the previous spec had and this one drops: what runs there goes, if they answer.
+    const kept = new Set(spec.hosts.map((h) => h.name));
+    const dropped = (previous?.hosts ?? []).filter((h) => !kept.has(h.name));
+    const lines: string[] = [];
+    const removed = await Promise.all(
+      dropped.map(async (h) => {
+        try {
+          return await agentFor(previous!, h.name).report(20_000);
+        } catch (e) {
+          lines.push(
+            `! host ${h.name} left the spec but is unreachable (${(e as Error).message.split('\n')[0]}); its VMs and networks stay until it is back and you apply again.`,
+          );
+          return undefined;
+        }
+      }),
+    );
+    const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)];
+    const uplinks: Record<string, UplinkConfig | undefined> = checkCaps ? resolveUplinks(spec) : {};
+    const plan = planChanges(desired, observed, uplinks);
+    const text = [formatPlan(plan), ...lines].join('\n');
+    return { plan, text, summary: summarizePlan(plan) };
   }
 
-  private async execute(spec: Spec, plan: Plan, ctx: TaskContext): Promise<number> {
+  private async execute(spec: Spec, plan: Plan, ctx: TaskContext, previous?: Spec): Promise<number> {
     let done = 0;
+    const total = plan.steps.length;
     for (const step of plan.steps) {
       if (ctx.signal.aborted)
         throw new VmlinkError(
           'invalid-state',
-          `cancelled after ${done} of ${plan.steps.length} steps; apply again to converge`,
+          `cancelled after ${done} of ${total} steps; apply again to converge`,
         );
-      ctx.progress(`[${done + 1}/${plan.steps.length}] ${formatStep(step)}`);
-      const agent = new AgentClient(step.host, agentAddress(spec, step.host));
+      ctx.progress(`[${done + 1}/${total}] ${formatStep(step)}`);
+      // A host the new spec dropped is reached where the old spec put it (removed-host steps).
+      const agent = agentFor(
+        spec.hosts.some((h) => h.name === step.host) ? spec : (previous ?? spec),
+        step.host,
+      );
+      const mark = step as RiskyMark;
       try {
-        await agent.act(toAction(step));
+        if (mark.risky)
+          await this.actConfirmed(agent, step, mark.confirmTimeoutMs ?? DEFAULT_CONFIRM_MS, ctx);
+        else await agent.act(toAction(step));
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         await this.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
+        if (e instanceof RolledBackError)
+          throw new RolledBackError(
+            `step ${done + 1}/${total} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
+            `host/${step.host}`,
+          );
         throw new VmlinkError(
           e instanceof VmlinkError ? e.kind : 'internal',
-          `step ${done + 1}/${plan.steps.length} failed (${formatStep(step)} on ${step.host}): ${msg}\nNothing after it was applied; fix the cause and apply again to converge.`,
+          `step ${done + 1}/${total} failed (${formatStep(step)} on ${step.host}): ${msg}\nNothing after it was applied; fix the cause and apply again to converge.`,
           { cause: e },
         );
       }
@@ -278,15 +368,110 @@ export class Controller {
     return done;
   }
 
+  /**
+   * Sends a risky step with commit-confirm and confirms it once the host answers on its management path again.
+   * Throws `RolledBackError` when the host never answered in the window and reverted the change by itself.
+   */
+  private async actConfirmed(
+    agent: AgentClient,
+    step: Step,
+    timeoutMs: number,
+    ctx: TaskContext,
+  ): Promise<void> {
+    const id = randomUUID();
+    const host = step.host;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
+    const secs = Math.round(timeoutMs / 1000);
+    let sendError: unknown;
+    try {
+      // The answer itself may be lost when the change cuts the path: do not wait past half the window for it.
+      await agent.act(
+        { ...toAction(step), confirm: { id, timeoutMs } } as AgentAction,
+        Math.max(3_000, timeoutMs / 2),
+      );
+    } catch (e) {
+      sendError = e;
+    }
+    if (sendError !== undefined) {
+      ctx.progress(`${host} did not answer: ${(sendError as Error).message.split('\n')[0]}`);
+      // Did the change happen at all? An agent that answers without the id refused it before arming.
+      const st = await attempt(agent.confirmState(id, 2_000));
+      if (st instanceof VmlinkError && st.kind === 'not-found') throw sendError;
+      if (!(st instanceof Error) && st.state !== 'pending') return this.rolledBack(host, st, secs);
+    }
+    // Confirm through the normal path; retry while the window lasts.
+    let lastSaid = Number.NEGATIVE_INFINITY;
+    while (Date.now() < deadline) {
+      if (sendError !== undefined && Date.now() - lastSaid >= 5_000) {
+        ctx.progress(
+          `waiting for ${host} to answer on its management path (commit-confirm, ${Math.max(0, Math.round((deadline - Date.now()) / 1000))} s left)`,
+        );
+        lastSaid = Date.now();
+      }
+      const r = await attempt(agent.confirm(id, Math.min(2_000, Math.max(500, deadline - Date.now()))));
+      if (!(r instanceof Error)) {
+        if (sendError !== undefined) ctx.progress(`${host} answers again; change confirmed`);
+        return;
+      }
+      if (r instanceof VmlinkError && (r.kind === 'conflict' || r.kind === 'invalid-state')) break;
+      if (r instanceof VmlinkError && r.kind === 'not-found') throw sendError ?? r;
+      sendError ??= r;
+      await sleep(Math.min(1_000, Math.max(0, deadline - Date.now())));
+    }
+    // The window is over: the host reverts by itself. Give it time, then ask what it did.
+    ctx.progress(
+      `${host} did not confirm within ${secs} s; waiting for it to roll the change back by itself`,
+    );
+    const askFrom = deadline + ROLLBACK_GRACE_MS;
+    while (Date.now() < askFrom) {
+      if (ctx.signal.aborted) break;
+      await sleep(Math.min(1_000, askFrom - Date.now()));
+    }
+    const giveUp = Date.now() + ROLLBACK_POLL_MS;
+    lastSaid = 0;
+    while (Date.now() < giveUp) {
+      const st = await attempt(agent.confirmState(id, 3_000));
+      if (!(st instanceof Error) && st.state !== 'pending') {
+        if (st.state === 'confirmed') return;
+        return this.rolledBack(host, st, secs);
+      }
+      if (Date.now() - lastSaid >= 5_000) {
+        ctx.progress(
+          `waiting for ${host} to answer after its rollback (${Math.round((giveUp - Date.now()) / 1000)} s left)`,
+        );
+        lastSaid = Date.now();
+      }
+      await sleep(1_000);
+    }
+    throw new UnavailableError(
+      `cut ${host}'s management path and ${host} has not answered since; it should have rolled the change back by itself after ${secs} s: check the host's console.`,
+      `host/${host}`,
+    );
+  }
+
+  private rolledBack(host: string, st: ConfirmState, secs: number): never {
+    if (st.state === 'rollback-failed')
+      throw new VmlinkError(
+        'exec',
+        `cut ${host}'s management path; ${host} tried to roll it back by itself after ${secs} s and failed: ${st.detail}.`,
+        { subject: `host/${host}` },
+      );
+    throw new RolledBackError(
+      `cut ${host}'s management path; ${host} rolled it back by itself after ${secs} s.`,
+      `host/${host}`,
+    );
+  }
+
   private async vmAgent(name: string): Promise<{ agent: AgentClient; spec: Spec }> {
     const cur = await this.currentSpec();
     const vm = cur?.spec.vms.find((v) => v.name === name);
     if (!cur || !vm) throw new NotFoundError('vm', name);
-    return { agent: new AgentClient(vm.host, agentAddress(cur.spec, vm.host)), spec: cur.spec };
+    return { agent: agentFor(cur.spec, vm.host), spec: cur.spec };
   }
 }
 
-/** The agent action that carries out a plan step. */
+/** The agent action that carries out a plan step (without commit-confirm; see `actConfirmed`). */
 export function toAction(step: Step): AgentAction {
   switch (step.kind) {
     case 'network.create':
@@ -302,8 +487,17 @@ export function toAction(step: Step): AgentAction {
       return { kind: 'vm.delete', name: step.name };
     case 'vm.stop':
       return { kind: 'vm.stop', name: step.name, force: step.force };
+    case 'uplink.configure':
+      return { kind: 'uplink.configure', uplink: step.uplink, configHash: step.configHash };
   }
 }
+
+/** The promise's value, or the error it failed with. */
+const attempt = <T>(p: Promise<T>): Promise<T | Error> =>
+  p.catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+
+/** Resolves after `ms` milliseconds. */
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function sameHosts(a: Spec, b: Spec): boolean {
   return a.hosts.map((h) => h.name).join() === b.hosts.map((h) => h.name).join();

@@ -3,8 +3,10 @@ import { dirname } from 'node:path';
 import { SystemRunner } from '../exec/runner.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
+import { setAgentToken } from './agents.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
+import { Monitor } from './monitor.js';
 import { stores } from './store/registry.js';
 import { TaskManager } from './tasks.js';
 
@@ -15,6 +17,10 @@ export interface DaemonOptions {
   /** Optional TCP listener (`http://addr:port`), which requires `token`. */
   tcp?: string;
   token?: string;
+  /** Bearer token sent to agents outside a lab (lab agents use their lab's token). */
+  agentToken?: string;
+  /** Heartbeat period (default 5 s); a host missing 3 in a row is unreachable. */
+  heartbeatMs?: number;
 }
 
 /** Runs the controller until SIGTERM/SIGINT. */
@@ -22,7 +28,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
   const store = stores.sqlite(opts.db);
   const tasks = new TaskManager();
+  setAgentToken(opts.agentToken);
   const controller = new Controller(store, new SystemRunner());
+  const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
+    ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
+  });
   const apps = [await createControllerApi(controller, tasks)];
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
@@ -31,7 +41,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     apps.push(tcp);
   }
   log.info({ socket: opts.socket, tcp: opts.tcp }, 'controller listening');
+  monitor.start();
   const stop = () => {
+    monitor.stop();
     void Promise.all(apps.map((a) => a.close()))
       .then(() => store.close())
       .then(() => process.exit(0));

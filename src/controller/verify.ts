@@ -1,30 +1,83 @@
+import { z } from 'zod';
+import {
+  guestSide,
+  measureThroughput,
+  runnerSide,
+  type ThroughputResult,
+  type ThroughputSide,
+} from '../agent/throughput.js';
 import type { ProbeResult } from '../agent/wire.js';
-import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
+import {
+  dfPingArgv,
+  HOST_BUSYBOX,
+  httpArgv,
+  neighArgv,
+  parseHttp,
+  parseNeighMac,
+  parsePing,
+  pingArgv,
+} from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
+import { machineNs } from '../lab/names.js';
 import { resolveSpec } from '../plan/resolve.js';
-import { TimeoutError } from '../shared/errors.js';
+import { InvalidRequestError, NotFoundError, TimeoutError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
-import { type Endpoint, endpointsOf, expectForward, expectReachable, forwardsOf } from '../verify/expect.js';
+import {
+  addressTwins,
+  type Endpoint,
+  type Expectation,
+  endpointsOf,
+  expectCell,
+  expectForward,
+  expectReachable,
+  forwardsOf,
+  type Router,
+  routersOf,
+  type VmEndpoint,
+} from '../verify/expect.js';
+import { MIN_MTU, searchPathMtu } from '../verify/pmtu.js';
 import { AgentClient, agentAddress } from './agents.js';
 import type { TaskContext } from './tasks.js';
 
-/** One measured cell: expected vs observed reachability from one endpoint to another (or to a forward). */
+/**
+ * One measured cell: expected vs observed reachability from one endpoint to another (or to a forward).
+ * `expected: 'any'` asserts nothing (a router VM joins both networks; or the probe cannot tell): always ok.
+ */
 export interface MatrixCell {
   from: string;
   to: string;
   kind: 'ping' | 'forward';
-  expected: boolean;
+  expected: Expectation;
   observed: boolean;
   rttMs?: number;
   detail: string;
   ok: boolean;
 }
 
+/** One path-MTU check: don't-fragment pings from one VM to another on the same network. */
+export interface PmtuResult {
+  network: string;
+  from: string;
+  to: string;
+  /** The network's MTU from the spec. */
+  expectedMtu: number;
+  /** Largest MTU that passed; absent when no size passed (see `detail`). */
+  measuredMtu?: number;
+  ok: boolean;
+  detail: string;
+}
+
 /** The result of `vmlink verify`. */
 export interface VerifyResult {
   endpoints: Array<{ id: string; kind: Endpoint['kind']; address?: string; host?: string; network?: string }>;
   cells: MatrixCell[];
+  /** Path MTU per network with two or more VM endpoints (one pair each, across hosts where possible). */
+  pmtu: PmtuResult[];
+  /** VMs with trunk NICs: not in the ICMP matrix (their guests route as they please). */
+  routers: Router[];
+  /** Every cell and every path-MTU check ok. */
   ok: boolean;
+  /** Cells and path-MTU checks that are not ok. */
   mismatches: number;
   measuredAt: string;
   durationMs: number;
@@ -42,9 +95,12 @@ export async function verifySpec(
   const macs: Record<string, string[]> = {};
   for (const h of Object.values(desired)) for (const vm of h.vms) macs[vm.name] = vm.nics.map((n) => n.mac);
   const endpoints = endpointsOf(spec, macs);
-  const agents = new Map(
-    spec.hosts.map((h) => [h.name, new AgentClient(h.name, agentAddress(spec, h.name))] as const),
-  );
+  const routers = routersOf(spec);
+  const agents = agentsOf(spec);
+  if (routers.length)
+    ctx.progress(
+      `left out of the ICMP matrix (trunk NICs, they route): ${routers.map((r) => r.vm).join(', ')}`,
+    );
 
   await discoverVmAddresses(endpoints, agents, ctx, opts.addressTimeoutMs ?? 120_000);
 
@@ -79,10 +135,27 @@ export async function verifySpec(
     for (const dst of endpoints) {
       if (src === dst || (src.kind === 'vm' && dst.kind === 'vm' && src.vm === dst.vm)) continue;
       jobs.push(async () => {
-        const expected = expectReachable(src, dst);
-        const r: ProbeResult = dst.address
-          ? await probe(src, 'ping', dst.address).catch(errorResult)
-          : { reachable: false, detail: 'address unknown' };
+        const expected = expectCell(src, dst, routers);
+        if (!dst.address)
+          return cell(src.id, dst.id, 'ping', expected, { reachable: false, detail: 'address unknown' });
+        // Overlapping CIDRs: dst's address may also live on src's own network; only dst's MAC proves dst answered.
+        const { self, twins } = addressTwins(src, dst, endpoints);
+        if (self)
+          return cell(src.id, dst.id, 'ping', 'any', {
+            reachable: false,
+            detail: `not measurable: ${dst.address} is also ${src.kind === 'vm' ? src.vm : src.id}'s own address (overlapping CIDRs)`,
+          });
+        let r = await probe(src, 'ping', dst.address).catch(errorResult);
+        // A reply where none was expected may come from another holder of the address on src's own segment
+        // (a twin VM, a gateway address): check who answered before calling it a leak.
+        if (r.reachable && src.kind === 'vm' && dst.kind === 'vm' && (twins.length || expected === false))
+          r = await attributeReply(
+            (argv) => agents.get(src.host)!.exec(src.vm, argv, 10_000),
+            src.vm,
+            dst,
+            twins,
+            r,
+          );
         return cell(src.id, dst.id, 'ping', expected, r);
       });
     }
@@ -104,7 +177,8 @@ export async function verifySpec(
   }
   ctx.progress(`probing ${jobs.length} paths between ${endpoints.length} endpoints`);
   const cells = await limit(jobs, 6);
-  const mismatches = cells.filter((c) => !c.ok).length;
+  const pmtu = await measurePathMtus(spec, endpoints, agents, ctx);
+  const mismatches = cells.filter((c) => !c.ok).length + pmtu.filter((p) => !p.ok).length;
   return {
     endpoints: endpoints.map((e) => ({
       id: e.id,
@@ -114,6 +188,8 @@ export async function verifySpec(
       ...(e.kind === 'vm' ? { network: e.network } : {}),
     })),
     cells,
+    pmtu,
+    routers,
     ok: mismatches === 0,
     mismatches,
     measuredAt: new Date().toISOString(),
@@ -125,7 +201,7 @@ function cell(
   from: string,
   to: string,
   kind: MatrixCell['kind'],
-  expected: boolean,
+  expected: Expectation,
   r: ProbeResult,
 ): MatrixCell {
   return {
@@ -136,8 +212,163 @@ function cell(
     observed: r.reachable,
     ...(r.rttMs === undefined ? {} : { rttMs: r.rttMs }),
     detail: r.detail,
-    ok: expected === r.reachable,
+    ok: expected === 'any' || expected === r.reachable,
   };
+}
+
+function agentsOf(spec: Spec): Map<string, AgentClient> {
+  return new Map(
+    spec.hosts.map((h) => [h.name, new AgentClient(h.name, agentAddress(spec, h.name))] as const),
+  );
+}
+
+/**
+ * After a reply from `dst`'s address: reads the source guest's neighbour entry for that address. No entry means the
+ * reply was routed (the result stands); dst's MAC means dst answered; another MAC means another holder of the same
+ * address on the source's own segment answered (`twins`: VMs known to share it), so dst was not reached.
+ */
+export async function attributeReply(
+  exec: (argv: string[]) => Promise<{ exitCode: number; stdout: string }>,
+  vm: string,
+  dst: VmEndpoint,
+  twins: VmEndpoint[],
+  r: ProbeResult,
+): Promise<ProbeResult> {
+  const n = await exec(neighArgv(dst.address!)).catch(() => undefined);
+  const mac = n && n.exitCode === 0 ? parseNeighMac(n.stdout) : undefined;
+  if (mac === undefined) {
+    if (!twins.length) return r;
+    return {
+      reachable: false,
+      detail: `reply not attributable: ${dst.address} also belongs to ${twins.map((t) => t.id).join(', ')}`,
+    };
+  }
+  if (mac === dst.mac.toLowerCase()) return r;
+  const twin = twins.find((t) => t.mac.toLowerCase() === mac);
+  return {
+    reachable: false,
+    detail: twin
+      ? `answered by ${twin.id} (${mac}), which has the same address on ${twin.network}; ${dst.id} not reached`
+      : `answered by ${mac}, not ${dst.id} (${dst.mac}): another holder of ${dst.address} on ${vm}'s segment`,
+  };
+}
+
+/** Don't-fragment pings attempted per size before a size counts as failed (TCG guests drop the odd reply). */
+const PMTU_ATTEMPTS = 2;
+
+/**
+ * One path-MTU check per network with two or more VM endpoints that should reach each other: the pair spans two
+ * hosts where the network has VMs on two. Pings run in the source guest (iputils `ping -M do`).
+ */
+async function measurePathMtus(
+  spec: Spec,
+  endpoints: readonly Endpoint[],
+  agents: Map<string, AgentClient>,
+  ctx: TaskContext,
+): Promise<PmtuResult[]> {
+  const pairs: Array<{ network: string; mtu: number; a: VmEndpoint; b: VmEndpoint }> = [];
+  for (const net of spec.networks) {
+    const vms = endpoints.filter(
+      (e): e is VmEndpoint => e.kind === 'vm' && e.network === net.name && e.address !== undefined,
+    );
+    const a = vms[0];
+    if (!a) continue;
+    const others = vms.filter((v) => v.vm !== a.vm && expectReachable(a, v));
+    const b = others.find((v) => v.host !== a.host) ?? others[0];
+    if (b) pairs.push({ network: net.name, mtu: net.mtu, a, b });
+  }
+  if (!pairs.length) return [];
+  ctx.progress(`measuring the path MTU of ${pairs.length} network(s)`);
+  return limit(
+    pairs.map(({ network, mtu, a, b }) => async (): Promise<PmtuResult> => {
+      const agent = agents.get(a.host)!;
+      let last = '';
+      const probe = async (payload: number) => {
+        for (let i = 0; i < PMTU_ATTEMPTS; i++) {
+          const r = await agent
+            .exec(a.vm, dfPingArgv(b.address!, payload, 1_000), 10_000)
+            .then((x) => parsePing(x.exitCode, x.stdout, x.stderr))
+            .catch(errorResult);
+          if (r.reachable) return true;
+          last = r.detail;
+        }
+        return false;
+      };
+      const base = { network, from: a.id, to: b.id, expectedMtu: mtu };
+      const s = await searchPathMtu(probe, mtu);
+      if (s.measuredMtu === mtu) return { ...base, measuredMtu: mtu, ok: true, detail: 'full MTU passes' };
+      if (s.measuredMtu === undefined)
+        return {
+          ...base,
+          ok: false,
+          detail: `no don't-fragment echo passed, even at ${Math.min(MIN_MTU, mtu - 1)} bytes (${last})`,
+        };
+      return {
+        ...base,
+        measuredMtu: s.measuredMtu,
+        ok: false,
+        detail: `largest passing MTU ${s.measuredMtu} < ${mtu} (${last})`,
+      };
+    }),
+    3,
+  );
+}
+
+/** Body of `POST /v1/verify/throughput`: two endpoint ids as the matrix names them (or VM names). */
+export const ThroughputRequestSchema = z
+  .object({
+    from: z.string().min(1).max(64),
+    to: z.string().min(1).max(64),
+    seconds: z.number().int().min(1).max(60).default(3),
+  })
+  .strict();
+/** A throughput request. */
+export type ThroughputRequest = z.infer<typeof ThroughputRequestSchema>;
+
+/**
+ * Measures TCP throughput `from` -> `to` with iperf3 between two endpoints of the applied spec: VMs (through their
+ * guest agents), or lab machines (hosts, peers, upstream: through their namespaces on this machine).
+ */
+export async function measureSpecThroughput(
+  spec: Spec,
+  runner: Runner,
+  req: { from: string; to: string; seconds?: number },
+  ctx: TaskContext,
+  opts: { addressTimeoutMs?: number } = {},
+): Promise<ThroughputResult> {
+  if (req.from === req.to) throw new InvalidRequestError('throughput needs two different endpoints', 'to');
+  const desired = resolveSpec(spec);
+  const macs: Record<string, string[]> = {};
+  for (const h of Object.values(desired)) for (const vm of h.vms) macs[vm.name] = vm.nics.map((n) => n.mac);
+  const endpoints = endpointsOf(spec, macs);
+  const find = (id: string, field: 'from' | 'to'): Endpoint => {
+    const e = endpoints.find((x) => x.id === id) ?? endpoints.find((x) => x.kind === 'vm' && x.vm === id);
+    if (e) return e;
+    if (routersOf(spec).some((r) => r.vm === id))
+      throw new InvalidRequestError(`${id} has a trunk NIC: its addresses are its guest's business`, field);
+    throw new NotFoundError('endpoint', `${id} (one of ${endpoints.map((x) => x.id).join(', ')})`);
+  };
+  const a = find(req.from, 'from');
+  const b = find(req.to, 'to');
+  const agents = agentsOf(spec);
+  await discoverVmAddresses([a, b], agents, ctx, opts.addressTimeoutMs ?? 120_000);
+  const side = (e: Endpoint): ThroughputSide => {
+    if (!e.address) throw new InvalidRequestError(`${e.id}: address unknown (is the guest up?)`);
+    if (e.kind === 'vm') {
+      const agent = agents.get(e.host)!;
+      return guestSide(e.id, e.address, (argv, timeoutMs) => agent.exec(e.vm, argv, timeoutMs));
+    }
+    if (e.kind === 'host') {
+      if (!spec.lab)
+        throw new InvalidRequestError(
+          `throughput from or to host ${e.id} needs a lab (its namespace runs iperf3)`,
+        );
+      return runnerSide(e.id, e.address, runner, machineNs(spec.lab.name, e.host));
+    }
+    return runnerSide(e.id, e.address, runner, e.ns);
+  };
+  ctx.progress(`iperf3 ${a.id} (${a.address}) -> ${b.id} (${b.address}) for ${req.seconds ?? 3} s`);
+  return measureThroughput(side(a), side(b), { seconds: req.seconds ?? 3 });
 }
 
 function errorResult(e: unknown): ProbeResult {
@@ -149,7 +380,7 @@ function errorResult(e: unknown): ProbeResult {
 
 /** Fills in each VM endpoint's IPv4 address from its guest agent, waiting for guests that are still booting. */
 async function discoverVmAddresses(
-  endpoints: Endpoint[],
+  endpoints: readonly Endpoint[],
   agents: Map<string, AgentClient>,
   ctx: TaskContext,
   timeoutMs: number,

@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RecordingRunner } from '../exec/runner.js';
+import { RecordingRunner, type SpawnOptions } from '../exec/runner.js';
 import { LabSchema } from '../spec/schema.js';
 import { Lab } from './lab.js';
 import { labNamespaces } from './names.js';
@@ -14,6 +14,18 @@ const spec = LabSchema.parse({
   hosts: [{ name: 'host1', address: '192.168.50.10' }],
   peers: [{ name: 'pc1', address: '192.168.50.20' }],
 });
+
+/** Records like RecordingRunner; a spawned relay "listens" at once (its socket files appear, its pid is alive). */
+class RelayingRunner extends RecordingRunner {
+  override async spawnDetached(argv: readonly string[], opts: SpawnOptions = {}): Promise<number> {
+    const pid = await super.spawnDetached(argv, opts);
+    if (!argv.includes('relay')) return pid;
+    argv.forEach((a, i) => {
+      if (argv[i - 1] === '--listen') writeFileSync(a.slice('unix://'.length), '');
+    });
+    return process.pid;
+  }
+}
 
 describe('lab', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-lab-'));
@@ -29,7 +41,7 @@ describe('lab', () => {
 
   it('never changes the root network namespace', async () => {
     // Every link lookup fails, so `up` builds everything; the agent never answers, so it times out at the end.
-    const runner = new RecordingRunner()
+    const runner = new RelayingRunner()
       .on(['ip', 'link', 'show'], { code: 1 })
       .on(['ip', '-json', 'netns', 'list'], { stdout: '[]' });
     const lab = new Lab(runner, spec);
@@ -38,14 +50,27 @@ describe('lab', () => {
     // Outside a namespace the lab only lists, adds, deletes or inspects namespaces themselves.
     for (const c of rootNs)
       expect(c.argv.join(' ')).toMatch(/^ip (netns (add|del|pids) vl-qs-|-json netns list$)/);
+    // The management relay, then the agent; both in their own namespaces.
     const spawned = runner.calls.filter((c) => c.detached);
-    expect(spawned).toHaveLength(1);
-    expect(spawned[0]!.netns).toBe('vl-qs-host1');
+    expect(spawned.map((c) => c.netns)).toEqual(['vl-qs--mgmt', 'vl-qs-host1']);
+    expect(spawned[0]!.argv.slice(2)).toEqual([
+      'lab',
+      'relay',
+      '--listen',
+      `unix://${join(dir, 'run', 'lab', 'qs', 'host1.sock')}`,
+      '--to',
+      'http://192.168.50.10:7443',
+    ]);
+    expect(spawned[1]!.argv).toContain('--listen-tcp');
+    // The management station takes the LAN's highest address.
+    expect(
+      runner.calls.some((c) => c.netns === 'vl-qs--mgmt' && c.input?.includes('192.168.50.254/24')),
+    ).toBe(true);
   }, 60_000);
 
   it('names infrastructure namespaces so no machine name can collide with them', () => {
     const names = labNamespaces(spec);
-    expect(names).toEqual(['vl-qs--sw', 'vl-qs--rt', 'vl-qs--up', 'vl-qs-host1', 'vl-qs-pc1']);
+    expect(names).toEqual(['vl-qs--sw', 'vl-qs--rt', 'vl-qs--up', 'vl-qs--mgmt', 'vl-qs-host1', 'vl-qs-pc1']);
     expect(new Set(names).size).toBe(names.length);
   });
 

@@ -9,6 +9,8 @@ export const switchNs = (lab: string): string => `vl-${lab}--sw`;
 export const routerNs = (lab: string): string => `vl-${lab}--rt`;
 /** Namespace of the machine standing in for the internet. */
 export const upstreamNs = (lab: string): string => `vl-${lab}--up`;
+/** Namespace of the lab's management station: the controller's relay to the agents sits here, on the LAN. */
+export const mgmtNs = (lab: string): string => `vl-${lab}--mgmt`;
 
 /** Every namespace a lab owns, infrastructure first. */
 export function labNamespaces(lab: LabSpec): string[] {
@@ -16,6 +18,7 @@ export function labNamespaces(lab: LabSpec): string[] {
     switchNs(lab.name),
     routerNs(lab.name),
     upstreamNs(lab.name),
+    mgmtNs(lab.name),
     ...lab.hosts.map((h) => machineNs(lab.name, h.name)),
     ...lab.peers.map((p) => machineNs(lab.name, p.name)),
   ];

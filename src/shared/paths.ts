@@ -12,5 +12,15 @@ export const controllerDb = (): string => join(stateDir(), 'controller.db');
 export const labRunDir = (lab: string): string => join(runDir(), 'lab', lab);
 /** State directory of one lab host's agent. */
 export const labHostStateDir = (lab: string, host: string): string => join(stateDir(), 'lab', lab, host);
-/** API socket of one lab host's agent. */
+/**
+ * Where the controller reaches one lab host's agent: the lab relay's socket, which crosses the lab LAN to the
+ * agent's TCP listener (so a host whose network breaks is unreachable, as on real hardware).
+ */
 export const labAgentSocket = (lab: string, host: string): string => join(labRunDir(lab), `${host}.sock`);
+/** The lab host agent's own unix socket (local admin; `lab up` checks the agent's health on it). */
+export const labAgentOwnSocket = (lab: string, host: string): string =>
+  join(labRunDir(lab), `${host}.agent.sock`);
+/** Bearer token file shared by a lab's agents' TCP listeners and the controller (mode 0600). */
+export const labTokenFile = (lab: string): string => join(labRunDir(lab), 'agent.token');
+/** TCP port agents listen on for the controller. */
+export const AGENT_TCP_PORT = 7443;

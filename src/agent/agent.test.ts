@@ -1,0 +1,135 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
+import type { NetworkDriver } from '../drivers/network/types.js';
+import { RecordingRunner } from '../exec/runner.js';
+import type { NetworkConfig, ObservedNetwork } from '../shared/model.js';
+import { Agent } from './agent.js';
+
+const net = (name: string, mtu = 1500): NetworkConfig => ({
+  name,
+  mode: 'bridge',
+  backend: 'linux',
+  bridge: 'vlb-00000001',
+  mtu,
+  uplink: 'eth0',
+  forwards: [],
+});
+
+/** A network driver that only records what it is asked. */
+function fakeDriver(calls: string[]): NetworkDriver {
+  const nets = new Map<string, ObservedNetwork>();
+  return {
+    ensureNetwork: async (cfg, hash) => {
+      calls.push(`ensure ${cfg.name} mtu=${cfg.mtu} ${hash}`);
+      nets.set(cfg.name, { name: cfg.name, bridge: cfg.bridge, configHash: hash, problems: [] });
+    },
+    deleteNetwork: async (name) => {
+      calls.push(`delete ${name}`);
+      nets.delete(name);
+    },
+    listNetworks: async () => [...nets.values()],
+    ensurePort: async (p) => {
+      calls.push(`port ${p.tap}`);
+    },
+    deletePort: async () => {},
+    portAttached: async () => true,
+    capabilities: async () => ({ vxlan: true }),
+  };
+}
+
+const hypervisor = {
+  adopt: async () => {},
+  list: async () => [],
+  config: async () => undefined,
+} as unknown as HypervisorDriver;
+
+describe('agent', () => {
+  let dir: string;
+  let calls: string[];
+  let agent: Agent;
+  beforeEach(async () => {
+    vi.useFakeTimers();
+    dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-'));
+    calls = [];
+    agent = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: fakeDriver(calls) },
+      hypervisor,
+      stateDir: dir,
+    });
+    await agent.start();
+  });
+  afterEach(() => {
+    agent.stop();
+    vi.useRealTimers();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a network of a backend the host lacks, naming the remedy', async () => {
+    await expect(
+      agent.execute({
+        kind: 'network.ensure',
+        network: { ...net('trunk'), backend: 'ovs' },
+        configHash: 'abcdef01',
+      }),
+    ).rejects.toThrow(/needs the ovs network backend, which host host1 lacks .*openvswitch-switch/);
+    expect(calls).toEqual([]);
+    expect(agent.backends).toEqual(['linux']);
+  });
+
+  it('deletes a network it created under commit-confirm when the confirmation does not come', async () => {
+    const id = randomUUID();
+    await agent.execute({
+      kind: 'network.ensure',
+      network: net('lan'),
+      configHash: 'abcdef01',
+      confirm: { id, timeoutMs: 5_000 },
+    });
+    expect(agent.confirmState(id).state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(5_000);
+    await vi.waitFor(() => expect(agent.confirmState(id).state).toBe('rolled-back'));
+    expect(calls).toEqual(['ensure lan mtu=1500 abcdef01', 'delete lan']);
+  });
+
+  it('puts the previous config back, and keeps a confirmed change', async () => {
+    mkdirSync(join(dir, 'networks', 'lan'), { recursive: true });
+    writeFileSync(
+      join(dir, 'networks', 'lan', 'network.json'),
+      JSON.stringify({ version: 1, config: net('lan', 1500), configHash: 'aaaaaaaa' }),
+    );
+    const id = randomUUID();
+    await agent.execute({
+      kind: 'network.ensure',
+      network: net('lan', 9000),
+      configHash: 'bbbbbbbb',
+      confirm: { id, timeoutMs: 5_000 },
+    });
+    // A second risky change waits for the first one's fate.
+    await expect(
+      agent.execute({
+        kind: 'network.delete',
+        name: 'lan',
+        confirm: { id: randomUUID(), timeoutMs: 5_000 },
+      }),
+    ).rejects.toThrow(/still pending/);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await vi.waitFor(() => expect(agent.confirmState(id).state).toBe('rolled-back'));
+    expect(calls).toEqual(['ensure lan mtu=9000 bbbbbbbb', 'ensure lan mtu=1500 aaaaaaaa']);
+
+    const kept = randomUUID();
+    await agent.execute({
+      kind: 'network.ensure',
+      network: net('lan', 9000),
+      configHash: 'bbbbbbbb',
+      confirm: { id: kept, timeoutMs: 5_000 },
+    });
+    expect(agent.confirm(kept).state).toBe('confirmed');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(calls).toHaveLength(3);
+  });
+});

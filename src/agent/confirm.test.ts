@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ConfirmManager, type Undo } from './confirm.js';
+
+const undo: Undo = { kind: 'network', name: 'lan' };
+
+describe('commit-confirm', () => {
+  let dir: string;
+  let reverted: Undo[];
+  let fail: Error | undefined;
+  const make = () =>
+    new ConfirmManager({
+      dir,
+      revert: async (u) => {
+        if (fail) throw fail;
+        reverted.push(u);
+      },
+    });
+
+  beforeEach(() => {
+    vi.useFakeTimers();
+    dir = mkdtempSync(join(tmpdir(), 'vmlink-confirm-'));
+    reverted = [];
+    fail = undefined;
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps a change confirmed within its window', async () => {
+    const m = make();
+    const id = randomUUID();
+    expect(m.arm(id, 5_000, 'network lan', undo).state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(m.get(id).state).toBe('pending');
+    expect(m.confirm(id).state).toBe('confirmed');
+    expect(m.confirm(id).state).toBe('confirmed');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(reverted).toEqual([]);
+    expect(m.get(id).state).toBe('confirmed');
+  });
+
+  it('rolls back by itself when the window ends, and then refuses the late confirmation (409)', async () => {
+    const m = make();
+    const id = randomUUID();
+    m.arm(id, 5_000, 'uplink eth0', undo);
+    expect(() => m.assertNonePending()).toThrow(/still pending/);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await m.settle(id);
+    expect(reverted).toEqual([undo]);
+    expect(m.get(id)).toMatchObject({ state: 'rolled-back', detail: expect.stringContaining('uplink eth0') });
+    expect(() => m.confirm(id)).toThrow(expect.objectContaining({ kind: 'conflict' }));
+    expect(() => m.assertNonePending()).not.toThrow();
+  });
+
+  it('answers 404 for an unknown id and refuses a reused one', () => {
+    const m = make();
+    expect(() => m.get(randomUUID())).toThrow(expect.objectContaining({ kind: 'not-found' }));
+    expect(() => m.confirm(randomUUID())).toThrow(expect.objectContaining({ kind: 'not-found' }));
+    const id = randomUUID();
+    m.arm(id, 5_000, 'network lan', undo);
+    expect(() => m.arm(id, 5_000, 'network lan', undo)).toThrow(/already used/);
+    m.close();
+  });
+
+  it('reports a failed rollback', async () => {
+    const m = make();
+    const id = randomUUID();
+    fail = new Error('uplink eth0 vanished');
+    m.arm(id, 2_000, 'uplink eth0', undo);
+    await vi.advanceTimersByTimeAsync(2_000);
+    await m.settle(id);
+    expect(m.get(id)).toMatchObject({
+      state: 'rollback-failed',
+      detail: expect.stringContaining('uplink eth0 vanished'),
+    });
+  });
+
+  it('survives an agent restart mid-window: the new process rolls back at the original deadline', async () => {
+    const first = make();
+    const id = randomUUID();
+    const kept = randomUUID();
+    first.arm(kept, 10_000, 'network a', undo);
+    first.confirm(kept);
+    first.arm(id, 10_000, 'uplink eth0', { kind: 'uplink', device: 'eth0', snapshot: { addrs: ['x'] } });
+    await vi.advanceTimersByTimeAsync(6_000);
+    first.close(); // the agent dies
+
+    const second = make();
+    second.resume();
+    expect(second.get(kept).state).toBe('confirmed');
+    expect(second.get(id).state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(3_999);
+    expect(reverted).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    await second.settle(id);
+    expect(reverted).toEqual([{ kind: 'uplink', device: 'eth0', snapshot: { addrs: ['x'] } }]);
+    expect(second.get(id).state).toBe('rolled-back');
+
+    // A third start finds the finished record and does nothing more.
+    const third = make();
+    third.resume();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(third.get(id).state).toBe('rolled-back');
+    expect(reverted).toHaveLength(1);
+  });
+
+  it('rolls back at once when it restarts after the deadline', async () => {
+    const first = make();
+    const id = randomUUID();
+    first.arm(id, 1_000, 'network lan', undo);
+    first.close();
+    vi.setSystemTime(Date.now() + 30_000);
+    const second = make();
+    second.resume();
+    await vi.advanceTimersByTimeAsync(0);
+    await second.settle(id);
+    expect(second.get(id).state).toBe('rolled-back');
+  });
+});

@@ -1,0 +1,203 @@
+// Commit-confirm on the agent: a change that may cut the management path is applied, answered, and reverted by
+// the agent itself unless the controller confirms it in time (like Junos `commit confirmed`). Pending changes are
+// persisted, so an agent restarted mid-window still rolls back when the window ends.
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConflictError, NotFoundError } from '../shared/errors.js';
+import { log } from '../shared/log.js';
+import type { NetworkConfig } from '../shared/model.js';
+import type { ConfirmState } from './wire.js';
+
+/** How to take a confirmable change back: JSON-serialisable, so it survives an agent restart. */
+export type Undo =
+  /** Re-ensure the network as it was, or delete it when it did not exist. */
+  | { kind: 'network'; name: string; previous?: { config: NetworkConfig; configHash: string } }
+  /** Put the uplink back as the driver's snapshot describes it. */
+  | { kind: 'uplink'; device: string; snapshot: unknown };
+
+/** One commit-confirmed change as persisted. */
+interface Entry {
+  id: string;
+  state: ConfirmState['state'];
+  detail: string;
+  /** What was changed, for messages ("network lan", "uplink eth0"). */
+  what: string;
+  timeoutMs: number;
+  /** Epoch ms after which the change is reverted. */
+  deadline: number;
+  undo: Undo;
+  /** Epoch ms of the last state change. */
+  updated: number;
+}
+
+/** Options of a `ConfirmManager`. */
+export interface ConfirmOptions {
+  /** Directory of the pending/finished records (`<stateDir>/confirms`). */
+  dir: string;
+  /** Carries out an undo (the agent serialises it with its other changes). */
+  revert: (undo: Undo) => Promise<void>;
+  /** Finished records older than this are forgotten at start (default one day). */
+  keepMs?: number;
+}
+
+const ID = /^[0-9a-f-]{36}$/;
+
+/** The agent's commit-confirm state machine: pending -> confirmed | rolled-back | rollback-failed. */
+export class ConfirmManager {
+  private readonly entries = new Map<string, Entry>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly reverting = new Set<string>();
+  private readonly settled = new Map<string, Promise<void>>();
+
+  constructor(private readonly opts: ConfirmOptions) {}
+
+  /** Loads persisted records and re-arms pending ones with their remaining time (expired ones roll back now). */
+  resume(): void {
+    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+    const keepMs = this.opts.keepMs ?? 86_400_000;
+    for (const f of readdirSync(this.opts.dir)) {
+      if (!f.endsWith('.json') || !ID.test(f.slice(0, -5))) continue;
+      let e: Entry;
+      try {
+        e = JSON.parse(readFileSync(join(this.opts.dir, f), 'utf8')) as Entry;
+      } catch {
+        continue;
+      }
+      if (e.state !== 'pending' && Date.now() - e.updated > keepMs) {
+        rmSync(join(this.opts.dir, f), { force: true });
+        continue;
+      }
+      this.entries.set(e.id, e);
+      if (e.state === 'pending') {
+        log.info({ id: e.id, what: e.what, leftMs: e.deadline - Date.now() }, 'commit-confirm re-armed');
+        this.schedule(e);
+      }
+    }
+  }
+
+  /** The id of the change waiting for its confirmation, if any (only one at a time). */
+  pending(): string | undefined {
+    for (const e of this.entries.values()) if (e.state === 'pending') return e.id;
+    return undefined;
+  }
+
+  /** Refuses a new confirmable change while another one waits: its rollback would undo the new one's base. */
+  assertNonePending(): void {
+    const id = this.pending();
+    if (id)
+      throw new ConflictError(
+        `commit-confirmed change ${id} (${this.entries.get(id)!.what}) is still pending; confirm it (POST /v1/confirm/${id}) or wait for its rollback`,
+        `confirm/${id}`,
+      );
+  }
+
+  /** Records an applied change and starts its window; call after the change succeeded, before answering. */
+  arm(id: string, timeoutMs: number, what: string, undo: Undo): ConfirmState {
+    if (this.entries.has(id))
+      throw new ConflictError(`commit-confirm id ${id} was already used`, `confirm/${id}`);
+    const now = Date.now();
+    const e: Entry = {
+      id,
+      state: 'pending',
+      detail: `${what} changed; rolls back in ${Math.round(timeoutMs / 1000)} s unless confirmed`,
+      what,
+      timeoutMs,
+      deadline: now + timeoutMs,
+      undo,
+      updated: now,
+    };
+    this.entries.set(id, e);
+    this.persist(e);
+    this.schedule(e);
+    return view(e);
+  }
+
+  /** Keeps the change: 404 when unknown, 409 when it is already (being) rolled back; idempotent. */
+  confirm(id: string): ConfirmState {
+    const e = this.entry(id);
+    if (e.state === 'confirmed') return view(e);
+    if (e.state !== 'pending' || this.reverting.has(id))
+      throw new ConflictError(
+        `commit-confirmed change ${id} (${e.what}) cannot be confirmed: ${this.reverting.has(id) ? 'its window ended and it is being rolled back' : e.detail}`,
+        `confirm/${id}`,
+      );
+    clearTimeout(this.timers.get(id));
+    this.timers.delete(id);
+    this.update(e, 'confirmed', `${e.what} confirmed`);
+    return view(e);
+  }
+
+  /** The state of one change; 404 when unknown. */
+  get(id: string): ConfirmState {
+    const e = this.entry(id);
+    if (this.reverting.has(id)) return { ...view(e), detail: `${e.what}: window ended, rolling back` };
+    return view(e);
+  }
+
+  /** Resolves when the rollback started for `id` (if any) has finished; for tests and shutdown. */
+  async settle(id: string): Promise<void> {
+    await this.settled.get(id);
+  }
+
+  /** Stops every timer (the records stay, so the next start re-arms them). */
+  close(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private entry(id: string): Entry {
+    const e = this.entries.get(id);
+    if (!e) throw new NotFoundError('commit-confirm', id);
+    return e;
+  }
+
+  private schedule(e: Entry): void {
+    const t = setTimeout(() => this.expire(e), Math.max(0, e.deadline - Date.now()));
+    this.timers.set(e.id, t);
+  }
+
+  private expire(e: Entry): void {
+    this.timers.delete(e.id);
+    if (e.state !== 'pending') return;
+    this.reverting.add(e.id);
+    log.warn({ id: e.id, what: e.what }, 'commit-confirm window ended without confirmation: rolling back');
+    const done = this.opts
+      .revert(e.undo)
+      .then(
+        () =>
+          this.update(
+            e,
+            'rolled-back',
+            `${e.what} rolled back: not confirmed within ${Math.round(e.timeoutMs / 1000)} s`,
+          ),
+        (err: unknown) => {
+          log.error({ id: e.id, err }, 'commit-confirm rollback failed');
+          this.update(
+            e,
+            'rollback-failed',
+            `${e.what} was not confirmed within ${Math.round(e.timeoutMs / 1000)} s and rolling it back failed: ${(err as Error).message}`,
+          );
+        },
+      )
+      .finally(() => this.reverting.delete(e.id));
+    this.settled.set(e.id, done);
+  }
+
+  private update(e: Entry, state: Entry['state'], detail: string): void {
+    e.state = state;
+    e.detail = detail;
+    e.updated = Date.now();
+    this.persist(e);
+  }
+
+  private persist(e: Entry): void {
+    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+    const file = join(this.opts.dir, `${e.id}.json`);
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(e, null, 2)}\n`, { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+  }
+}
+
+function view(e: Entry): ConfirmState {
+  return { id: e.id, state: e.state, detail: e.detail };
+}
