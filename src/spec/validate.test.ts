@@ -437,3 +437,29 @@ describe('validateSpec', () => {
     expect(is.map((i) => i.path).sort()).toEqual(['hosts[2].name', 'vms[0].host', 'vms[1].nics[0].ip']);
   });
 });
+
+describe('the lab management address', () => {
+  const base = `version: 1
+hosts: [{ name: h1 }]
+lab:
+  name: t
+  lan: { cidr: 192.168.9.0/24, gateway: 192.168.9.1 }
+  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.2 }
+  hosts: [{ name: h1, address: 192.168.9.10 }]
+`;
+  it('refuses a lab machine on the highest usable LAN address', () => {
+    expect(() => loadSpec(base.replace('192.168.9.10', '192.168.9.254'))).toThrow(
+      /lab\.hosts\[0\]\.address: taken: 192\.168\.9\.254 is the lab's management address/,
+    );
+  });
+  it('refuses a LAN DHCP range that reaches it', () => {
+    expect(() =>
+      loadSpec(
+        base.replace(
+          'gateway: 192.168.9.1 }',
+          'gateway: 192.168.9.1, dhcp: { start: 192.168.9.200, end: 192.168.9.254 } }',
+        ),
+      ),
+    ).toThrow(/lab\.lan\.dhcp: the range must end below 192\.168\.9\.254/);
+  });
+});

@@ -228,15 +228,21 @@ function checkLab(spec: Spec, add: Add): LabPlan | undefined {
       );
   });
 
+  // The lab's management namespace (controller -> relay -> agents) takes the LAN's highest usable address.
+  const mgmt = lan ? lan.broadcast - 1 : -1;
+  const mgmtNote = `${formatIpv4(Math.max(mgmt, 0))} is the lab's management address (the highest usable of ${lab.lan.cidr})`;
+  const mgmtTaken = (what: string) => `${what}: ${mgmtNote}; pick another`;
   const gateway = parseIpv4(lab.lan.gateway);
   if (gateway !== undefined) {
     const err = addressProblem(gateway, lan, lab.lan.cidr);
     if (err) add('lab.lan.gateway', err);
+    else if (gateway === mgmt) add('lab.lan.gateway', mgmtTaken('taken'));
   }
   let dhcp: IpRange | undefined;
   if (lab.lan.dhcp) {
     dhcp = { start: parseIpv4(lab.lan.dhcp.start) ?? 0, end: parseIpv4(lab.lan.dhcp.end) ?? 0 };
     checkRange(dhcp, lan, lab.lan.cidr, gateway, 'lab.lan.dhcp', add);
+    if (mgmt >= dhcp.start && mgmt <= dhcp.end) add('lab.lan.dhcp', `the range must end below ${mgmtNote}`);
   }
 
   const addresses = new Map<number, string>();
@@ -251,6 +257,7 @@ function checkLab(spec: Spec, add: Add): LabPlan | undefined {
     if (err) add(path, err);
     else if (ip === gateway)
       add(path, `${m.address} is the lab LAN gateway (lab.lan.gateway); pick another address`);
+    else if (ip === mgmt) add(path, mgmtTaken('taken'));
     else if (dhcp && ip >= dhcp.start && ip <= dhcp.end)
       add(
         path,
