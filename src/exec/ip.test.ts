@@ -1,6 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidRequestError } from '../shared/errors.js';
-import { Ip, ipCmd, parseAddrs, parseLinks, parseRoutes, renderBatch, routeSpecOf } from './ip.js';
+import {
+  Bridge,
+  bridgeCmd,
+  Ip,
+  ipCmd,
+  parseAddrs,
+  parseFdb,
+  parseLinks,
+  parseRoutes,
+  renderBatch,
+  routeSpecOf,
+} from './ip.js';
 import { RecordingRunner } from './runner.js';
 
 describe('ipCmd', () => {
@@ -288,5 +299,112 @@ describe('Ip', () => {
       stderr: 'RTNETLINK: Operation not permitted',
     });
     await expect(new Ip(runner).link.get('x')).rejects.toThrow(/Operation not permitted/);
+  });
+});
+
+describe('vxlan, vlan and bridge tool commands', () => {
+  it('builds a nolearning vxlan device bound to its underlay, and 802.1Q devices', () => {
+    expect(
+      ipCmd
+        .linkAdd({
+          name: 'vlx-1',
+          kind: 'vxlan',
+          mtu: 1450,
+          vni: 1001,
+          dstport: 4789,
+          local: '192.168.50.1',
+          link: 'eth0',
+          learning: false,
+        })
+        .join(' '),
+    ).toBe(
+      'link add name vlx-1 mtu 1450 type vxlan id 1001 dstport 4789 local 192.168.50.1 dev eth0 nolearning',
+    );
+    expect(ipCmd.linkAdd({ name: 'eth1.100', kind: 'vlan', link: 'eth1', vlanId: 100 }).join(' ')).toBe(
+      'link add link eth1 name eth1.100 type vlan id 100',
+    );
+    expect(ipCmd.bridgeVlanFiltering('vlb-1', true).join(' ')).toBe(
+      'link set dev vlb-1 type bridge vlan_filtering 1',
+    );
+  });
+
+  it('builds fdb and vlan commands, refusing bad values', () => {
+    expect(bridgeCmd.fdbAppend('vlx-1', '192.168.50.2').join(' ')).toBe(
+      'fdb append 00:00:00:00:00:00 dev vlx-1 dst 192.168.50.2',
+    );
+    expect(bridgeCmd.fdbDel('vlx-1', '192.168.50.3').join(' ')).toBe(
+      'fdb del 00:00:00:00:00:00 dev vlx-1 dst 192.168.50.3',
+    );
+    expect(bridgeCmd.vlanAdd('vlt-1', 100, { pvid: true, untagged: true }).join(' ')).toBe(
+      'vlan add dev vlt-1 vid 100 pvid untagged',
+    );
+    expect(bridgeCmd.vlanAdd('vlt-1', 200).join(' ')).toBe('vlan add dev vlt-1 vid 200');
+    expect(bridgeCmd.vlanDel('vlt-1', 1).join(' ')).toBe('vlan del dev vlt-1 vid 1');
+    expect(() => bridgeCmd.fdbAppend('vlx-1', '1.2.3.4 self')).toThrow(InvalidRequestError);
+    expect(() => bridgeCmd.fdbAppend('vlx-1', '1.2.3.4', 'zz')).toThrow(InvalidRequestError);
+    expect(() => bridgeCmd.vlanAdd('vlt-1', 4095)).toThrow(/1-4094/);
+  });
+
+  it('parses vxlan, vlan and bridge details and fdb entries', () => {
+    const [vx, vl, br] = parseLinks(
+      JSON.stringify([
+        {
+          ifindex: 5,
+          ifname: 'vlx-1',
+          flags: ['UP'],
+          mtu: 1450,
+          operstate: 'UNKNOWN',
+          master: 'vlb-1',
+          linkinfo: {
+            info_kind: 'vxlan',
+            info_data: { id: 1001, local: '192.168.50.1', link: 'eth0', port: 4789, learning: false },
+          },
+        },
+        {
+          ifindex: 6,
+          ifname: 'eth1.100',
+          link: 'eth1',
+          flags: [],
+          mtu: 1500,
+          operstate: 'DOWN',
+          linkinfo: { info_kind: 'vlan', info_data: { protocol: '802.1Q', id: 100 } },
+        },
+        {
+          ifindex: 7,
+          ifname: 'vlb-2',
+          flags: [],
+          mtu: 1500,
+          operstate: 'DOWN',
+          linkinfo: { info_kind: 'bridge', info_data: { vlan_filtering: 1 } },
+        },
+      ]),
+    );
+    expect(vx?.vxlan).toEqual({ vni: 1001, local: '192.168.50.1', port: 4789, dev: 'eth0', learning: false });
+    expect(vl).toMatchObject({ kind: 'vlan', vlanId: 100, link: 'eth1' });
+    expect(br?.vlanFiltering).toBe(true);
+    expect(
+      parseFdb(
+        '[{"mac":"16:69:84:6a:94:4d","flags":[],"master":"vlb-1","state":"permanent"},{"mac":"00:00:00:00:00:00","dst":"192.168.50.2","flags":["self"],"state":"permanent"}]',
+      ),
+    ).toEqual([
+      { mac: '16:69:84:6a:94:4d', flags: [], master: 'vlb-1', state: 'permanent' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.50.2', flags: ['self'], state: 'permanent' },
+    ]);
+  });
+
+  it('runs bridge commands in its namespace, batches on stdin', async () => {
+    const runner = new RecordingRunner().on(['bridge', '-json', 'fdb'], { stdout: '[]' });
+    const b = new Bridge(runner, 'lab1');
+    expect(await b.fdb('vlx-1')).toEqual([]);
+    await b.batch([bridgeCmd.fdbAppend('vlx-1', '10.0.0.2')]);
+    await b.batch([]);
+    expect(runner.calls).toEqual([
+      { argv: ['bridge', '-json', 'fdb', 'show', 'dev', 'vlx-1'], netns: 'lab1' },
+      {
+        argv: ['bridge', '-batch', '-'],
+        netns: 'lab1',
+        input: 'fdb append 00:00:00:00:00:00 dev vlx-1 dst 10.0.0.2\n',
+      },
+    ]);
   });
 });

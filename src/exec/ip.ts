@@ -34,6 +34,8 @@ export interface LinkAddSpec {
   macvlanMode?: 'bridge' | 'vepa' | 'private' | 'passthru';
   /** bridge: enable VLAN filtering. */
   vlanFiltering?: boolean;
+  /** vxlan: learn remote MACs from received packets (false = `nolearning`, for static head-end replication). */
+  learning?: boolean;
 }
 
 /** Arguments of `ip link set dev NAME`; only the given fields change. */
@@ -84,6 +86,14 @@ export interface IpLink {
   up: boolean;
   operstate: string;
   address?: string;
+  /** Top-level `link`: the parent device (vlan, macvlan) or veth peer, when in the same namespace. */
+  link?: string;
+  /** vxlan devices: their tunnel parameters (`linkinfo.info_data`). */
+  vxlan?: { vni: number; local?: string; port: number; dev?: string; learning: boolean };
+  /** vlan devices: the 802.1Q id. */
+  vlanId?: number;
+  /** bridges: whether VLAN filtering is on. */
+  vlanFiltering?: boolean;
 }
 
 /** An address as parsed from `ip -json addr show`. */
@@ -167,6 +177,7 @@ export const ipCmd = {
         if (s.remote !== undefined) a.push('remote', s.remote);
         if (s.local !== undefined) a.push('local', s.local);
         if (s.link !== undefined) a.push('dev', s.link);
+        if (s.learning === false) a.push('nolearning');
         break;
       case 'geneve':
         a.push('id', String(s.vni ?? 1));
@@ -213,6 +224,11 @@ export const ipCmd = {
     }
     if (s.up !== undefined) a.push(s.up ? 'up' : 'down');
     return a;
+  },
+  /** `link set dev NAME type bridge vlan_filtering 0|1`. */
+  bridgeVlanFiltering(name: string, on: boolean): IpCommand {
+    assertIfName(name);
+    return ['link', 'set', 'dev', name, 'type', 'bridge', 'vlan_filtering', on ? '1' : '0'];
   },
   /** `addr add CIDR dev NAME` (IPv4 gets `broadcast +`). */
   addrAdd(dev: string, cidr: string): IpCommand {
@@ -324,6 +340,25 @@ export function parseLinks(text: string): IpLink[] {
     if (alias) link.alias = alias;
     const address = str(o.address);
     if (address) link.address = address;
+    const parent = str(o.link);
+    if (parent) link.link = parent;
+    if (kind === 'vxlan') {
+      link.vxlan = {
+        vni: num(data.id) ?? 0,
+        port: num(data.port) ?? 0,
+        learning: data.learning !== false,
+      };
+      const local = str(data.local) ?? str(data.local6);
+      if (local) link.vxlan.local = local;
+      const dev = str(data.link);
+      if (dev) link.vxlan.dev = dev;
+    }
+    if (kind === 'vlan') {
+      const id = num(data.id);
+      if (id !== undefined) link.vlanId = id;
+    }
+    if (kind === 'bridge' && data.vlan_filtering !== undefined)
+      link.vlanFiltering = data.vlan_filtering === 1;
     return link;
   });
 }
@@ -476,4 +511,108 @@ export class Ip {
       await this.runner.run(['ip', 'netns', 'del', name], { allowFailure: true });
     },
   };
+}
+
+/** One `bridge` command (iproute2's bridge tool) as argv without the leading `bridge` (a line of `bridge -batch`). */
+export type BridgeCommand = readonly string[];
+
+/** A forwarding database entry as parsed from `bridge -json fdb show`. */
+export interface FdbEntry {
+  mac: string;
+  /** Remote VTEP of a vxlan entry. */
+  dst?: string;
+  /** Bridge the entry belongs to (entries of the bridge itself, not of the device). */
+  master?: string;
+  flags: string[];
+  state?: string;
+}
+
+/** The all-zeros MAC of VXLAN head-end replication entries (flood/unknown-unicast to every listed VTEP). */
+export const FLOOD_MAC = '00:00:00:00:00:00';
+
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+/** Argv builders (without the leading `bridge`) for the bridge tool commands vmlink uses. */
+export const bridgeCmd = {
+  /** `fdb append MAC dev DEV dst IP` (static; several entries per MAC allowed: head-end replication). */
+  fdbAppend(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
+    return fdbArgs('append', dev, dst, mac);
+  },
+  /** `fdb del MAC dev DEV dst IP`. */
+  fdbDel(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
+    return fdbArgs('del', dev, dst, mac);
+  },
+  /** `vlan add dev DEV vid ID [pvid] [untagged]` (a port of a vlan_filtering bridge). */
+  vlanAdd(dev: string, vid: number, opts: { pvid?: boolean; untagged?: boolean } = {}): BridgeCommand {
+    assertIfName(dev);
+    assertVid(vid);
+    const a = ['vlan', 'add', 'dev', dev, 'vid', String(vid)];
+    if (opts.pvid) a.push('pvid');
+    if (opts.untagged) a.push('untagged');
+    return a;
+  },
+  /** `vlan del dev DEV vid ID`. */
+  vlanDel(dev: string, vid: number): BridgeCommand {
+    assertIfName(dev);
+    assertVid(vid);
+    return ['vlan', 'del', 'dev', dev, 'vid', String(vid)];
+  },
+};
+
+function fdbArgs(op: 'append' | 'del', dev: string, dst: string, mac: string): BridgeCommand {
+  assertIfName(dev);
+  if (!MAC.test(mac)) throw new InvalidRequestError(`invalid MAC address ${JSON.stringify(mac)}`);
+  assertToken(dst);
+  if (!/^[0-9A-Fa-f.:]+$/.test(dst))
+    throw new InvalidRequestError(`invalid VTEP address ${JSON.stringify(dst)}`);
+  return ['fdb', op, mac, 'dev', dev, 'dst', dst];
+}
+
+function assertVid(vid: number): void {
+  if (!Number.isInteger(vid) || vid < 1 || vid > 4094)
+    throw new InvalidRequestError(`vlan id must be 1-4094, got ${vid}`);
+}
+
+/** Parses `bridge -json fdb show [dev DEV]`. */
+export function parseFdb(text: string): FdbEntry[] {
+  return parseArray(text).map((o) => {
+    const e: FdbEntry = {
+      mac: String(o.mac ?? ''),
+      flags: Array.isArray(o.flags) ? (o.flags as string[]) : [],
+    };
+    const dst = str(o.dst);
+    if (dst) e.dst = dst;
+    const master = str(o.master);
+    if (master) e.master = master;
+    const state = str(o.state);
+    if (state) e.state = state;
+    return e;
+  });
+}
+
+/** iproute2's `bridge` tool bound to one runner and (optionally) one network namespace. */
+export class Bridge {
+  constructor(
+    private readonly runner: Runner,
+    /** Namespace every command runs in; undefined = the caller's own. */
+    readonly netns?: string,
+  ) {}
+
+  /** Runs one command (`bridge ARGS`). */
+  exec(cmd: BridgeCommand, opts: { allowFailure?: boolean; json?: boolean } = {}): Promise<RunResult> {
+    const argv = ['bridge', ...(opts.json ? ['-json'] : []), ...cmd];
+    return this.runner.run(argv, { netns: this.netns, allowFailure: opts.allowFailure });
+  }
+
+  /** Runs commands with one `bridge -batch -` (stops at the first failing line); no-op when empty. */
+  async batch(cmds: readonly BridgeCommand[]): Promise<void> {
+    if (cmds.length === 0) return;
+    await this.runner.run(['bridge', '-batch', '-'], { netns: this.netns, input: renderBatch(cmds) });
+  }
+
+  /** Forwarding database entries of one device. */
+  async fdb(dev: string): Promise<FdbEntry[]> {
+    assertIfName(dev);
+    return parseFdb((await this.exec(['fdb', 'show', 'dev', dev], { json: true })).stdout);
+  }
 }

@@ -6,9 +6,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ip } from '../../exec/ip.js';
+import { Ip, ipCmd } from '../../exec/ip.js';
 import { type Runner, SystemRunner } from '../../exec/runner.js';
-import type { NetworkConfig } from '../../shared/model.js';
+import { type NetworkBackend, NetworkBackends, type NetworkConfig } from '../../shared/model.js';
 import type { NetworkDriver } from './types.js';
 
 /** What a driver under test gets: a runner, its own state directory and the namespace to manage. */
@@ -29,19 +29,40 @@ export async function pidsMentioning(needle: string): Promise<number[]> {
   return pids;
 }
 
+/** Backend-specific knobs of the conformance suites. */
+export interface ConformanceOptions {
+  /** Modes the backend realises (default: nat, bridge, isolated): the nat/isolated suite runs only with nat. */
+  modes?: NetworkConfig['mode'][];
+  /** Unplugs a port behind the driver's back (ovs: `ovs-vsctl del-port`); default `ip link set nomaster`. */
+  detachPort?: (env: ConformanceEnv, tap: string) => Promise<void>;
+}
+
 /** Registers the network backend conformance suite for `makeDriver` (vitest describe/it). */
-export function networkConformance(name: string, makeDriver: (env: ConformanceEnv) => NetworkDriver): void {
-  describe(`network driver conformance: ${name}`, () => {
+export function networkConformance(
+  name: string,
+  makeDriver: (env: ConformanceEnv) => NetworkDriver,
+  opts: ConformanceOptions = {},
+): void {
+  const modes = opts.modes ?? ['nat', 'bridge', 'isolated'];
+  if (modes.includes('vlan')) vlanConformance(name, makeDriver, opts);
+  describe.skipIf(!modes.includes('nat'))(`network driver conformance: ${name}`, () => {
     const runner = new SystemRunner();
     const netns = `vltest-nc-${randomBytes(3).toString('hex')}`;
     const ip = new Ip(runner, netns);
     let stateDir = '';
     let d: NetworkDriver;
+    // Configs name the backend under test when the suite's name is one (linux, ovs).
+    const backend: NetworkBackend = (NetworkBackends as readonly string[]).includes(name)
+      ? (name as NetworkBackend)
+      : 'linux';
+    /** Whether the driver realises `mode` on this host (its `supportedModes`, else `opts.modes`). */
+    const supports = async (mode: NetworkConfig['mode']) =>
+      ((await d.supportedModes?.()) ?? modes).includes(mode);
 
     const nat: NetworkConfig = {
       name: 'conf-nat',
       mode: 'nat',
-      backend: 'linux',
+      backend,
       bridge: 'vlb-c0nf0001',
       mtu: 1500,
       subnet: {
@@ -57,7 +78,7 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
     const iso: NetworkConfig = {
       name: 'conf-iso',
       mode: 'isolated',
-      backend: 'linux',
+      backend,
       bridge: 'vlb-c0nf0002',
       mtu: 1500,
       subnet: {
@@ -68,6 +89,48 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
         dhcpEnd: '10.232.0.150',
         reservations: [],
       },
+      forwards: [],
+    };
+    // vxlan: a VTEP on an underlay veth in the suite's namespace; remote VTEPs need not exist.
+    const vx: NetworkConfig = {
+      name: 'conf-vx',
+      mode: 'vxlan',
+      backend,
+      bridge: 'vlb-c0nf0003',
+      mtu: 1450,
+      vxlan: {
+        vni: 4242,
+        device: 'vlx-c0nf0003',
+        local: '192.0.2.1',
+        remotes: ['192.0.2.2', '192.0.2.3'],
+        port: 4789,
+        underlay: 'vxu0',
+      },
+      forwards: [],
+    };
+    // The same kind of overlay on its NAT gateway host: address, DHCP, masquerade.
+    const vxGw: NetworkConfig = {
+      ...vx,
+      name: 'conf-vxgw',
+      bridge: 'vlb-c0nf0004',
+      vxlan: { ...vx.vxlan!, vni: 4243, device: 'vlx-c0nf0004' },
+      nat: true,
+      subnet: {
+        cidr: '10.233.0.0/24',
+        gateway: '10.233.0.1',
+        prefixLength: 24,
+        dhcpStart: '10.233.0.100',
+        dhcpEnd: '10.233.0.150',
+        reservations: [],
+      },
+    };
+    const vlan: NetworkConfig = {
+      name: 'conf-vlan',
+      mode: 'vlan',
+      backend,
+      bridge: 'vlb-c0nf0005',
+      mtu: 1500,
+      vlan: { id: 100, trunk: 'vltr0' },
       forwards: [],
     };
     const observed = async (n: string) => (await d.listNetworks()).find((x) => x.name === n);
@@ -229,6 +292,82 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
       expect((await d.listNetworks()).map((n) => n.name)).toEqual([iso.name, nat.name]);
     });
 
+    it('vxlan: creates an overlay (bridge switches only) and a gateway overlay, both without problems', async () => {
+      if (!(await supports('vxlan'))) return;
+      await ip.batch([
+        ipCmd.linkAdd({ name: 'vxu0', kind: 'veth', peer: 'vxu1' }),
+        ipCmd.linkSet('vxu0', { up: true }),
+        ipCmd.linkSet('vxu1', { up: true }),
+        ipCmd.addrAdd('vxu0', '192.0.2.1/24'),
+      ]);
+      await d.ensureNetwork(vx, 'vx-1');
+      await d.ensureNetwork(vxGw, 'vxgw-1');
+      expect(await observed(vx.name)).toEqual({
+        name: vx.name,
+        bridge: vx.bridge,
+        configHash: 'vx-1',
+        problems: [],
+      });
+      expect((await observed(vxGw.name))?.problems).toEqual([]);
+      const addrs = async (br: string) =>
+        (await ip.addr.list({ dev: br, family: 'inet' })).map((a) => `${a.local}/${a.prefixLen}`);
+      expect(await addrs(vx.bridge)).toEqual([]);
+      expect(await addrs(vxGw.bridge)).toEqual(['10.233.0.1/24']);
+    });
+
+    it('vxlan: idempotent; follows remote VTEPs joining and leaving; ports attach', async () => {
+      if (!(await supports('vxlan'))) return;
+      const before = await ip.link.get(vx.bridge);
+      await d.ensureNetwork(vx, 'vx-1');
+      expect((await ip.link.get(vx.bridge))?.index).toBe(before?.index);
+      const moved: NetworkConfig = { ...vx, vxlan: { ...vx.vxlan!, remotes: ['192.0.2.2', '192.0.2.4'] } };
+      await d.ensureNetwork(moved, 'vx-2');
+      expect(await observed(vx.name)).toEqual({
+        name: vx.name,
+        bridge: vx.bridge,
+        configHash: 'vx-2',
+        problems: [],
+      });
+      const port = { tap: 'vlt-c0nf0003', bridge: vx.bridge, mtu: 1450 };
+      await d.ensurePort(port);
+      expect(await d.portAttached(port.tap, vx.bridge)).toBe(true);
+      await d.deletePort(port.tap);
+    });
+
+    it('vxlan: deleting the overlays removes their bridges', async () => {
+      if (!(await supports('vxlan'))) return;
+      await d.deleteNetwork(vx.name);
+      await d.deleteNetwork(vxGw.name);
+      expect((await d.listNetworks()).map((n) => n.name)).toEqual([iso.name, nat.name]);
+      expect(await ip.link.get(vx.bridge)).toBeUndefined();
+      expect(await ip.link.get(vxGw.bridge)).toBeUndefined();
+      await ip.link.del('vxu0');
+    });
+
+    it('vlan: realised where supported (an access port attaches), else refused as unsupported, changing nothing', async () => {
+      await ip.batch([
+        ipCmd.linkAdd({ name: 'vltr0', kind: 'veth', peer: 'vltr1' }),
+        ipCmd.linkSet('vltr0', { up: true }),
+      ]);
+      try {
+        if (await supports('vlan')) {
+          await d.ensureNetwork(vlan, 'vlan-1');
+          expect((await observed(vlan.name))?.problems).toEqual([]);
+          const port = { tap: 'vlt-c0nf0005', bridge: vlan.bridge, mtu: 1500, vlan: 100 };
+          await d.ensurePort(port);
+          expect(await d.portAttached(port.tap, vlan.bridge)).toBe(true);
+          await d.deletePort(port.tap);
+          await d.deleteNetwork(vlan.name);
+        } else {
+          await expect(d.ensureNetwork(vlan, 'vlan-1')).rejects.toMatchObject({ kind: 'unsupported' });
+        }
+        expect((await d.listNetworks()).map((n) => n.name)).toEqual([iso.name, nat.name]);
+        expect(await ip.link.get(vlan.bridge)).toBeUndefined();
+      } finally {
+        await ip.link.del('vltr0');
+      }
+    });
+
     it('deletes networks; deleting a missing one is fine; nothing is left', async () => {
       await d.deleteNetwork(nat.name);
       await d.deleteNetwork(nat.name);
@@ -238,6 +377,115 @@ export function networkConformance(name: string, makeDriver: (env: ConformanceEn
       expect(await ip.link.get(nat.bridge)).toBeUndefined();
       expect(await ip.link.get(iso.bridge)).toBeUndefined();
       expect(await pidsMentioning(stateDir)).toEqual([]);
+    });
+  });
+}
+
+/** VLAN networks: two VLANs sharing one trunk NIC (a veth end), access and trunk ports, conflicts, cleanup. */
+export function vlanConformance(
+  name: string,
+  makeDriver: (env: ConformanceEnv) => NetworkDriver,
+  opts: ConformanceOptions = {},
+): void {
+  describe(`network driver conformance (vlan): ${name}`, () => {
+    const runner = new SystemRunner();
+    const netns = `vltest-nv-${randomBytes(3).toString('hex')}`;
+    const ip = new Ip(runner, netns);
+    let env: ConformanceEnv;
+    let d: NetworkDriver;
+    const bridge = 'vlo-c0nf0100';
+    const v100: NetworkConfig = {
+      name: 'conf-v100',
+      mode: 'vlan',
+      backend: 'ovs',
+      bridge,
+      mtu: 1500,
+      vlan: { id: 100, trunk: 'trk0' },
+      forwards: [],
+    };
+    const v200: NetworkConfig = { ...v100, name: 'conf-v200', vlan: { id: 200, trunk: 'trk0' } };
+    const names = async () => (await d.listNetworks()).map((n) => [n.name, n.problems]);
+
+    beforeAll(async () => {
+      await ip.namespaces.add(netns);
+      await ip.link.set('lo', { up: true });
+      await ip.link.add({ name: 'trk0', kind: 'veth', peer: 'trk1' });
+      await ip.link.set('trk1', { up: true });
+      env = { runner, stateDir: await mkdtemp(join(tmpdir(), 'vmlink-netconf-vlan-')), netns };
+      d = makeDriver(env);
+    });
+
+    afterAll(async () => {
+      try {
+        for (const n of (await d?.listNetworks().catch(() => [])) ?? [])
+          await d.deleteNetwork(n.name).catch(() => undefined);
+      } finally {
+        for (const pid of await pidsMentioning(env?.stateDir || '/nonexistent-vmlink'))
+          process.kill(pid, 'SIGKILL');
+        await ip.namespaces.del(netns);
+        if (env?.stateDir) await rm(env.stateDir, { recursive: true, force: true });
+      }
+    });
+
+    it('creates two VLAN networks on one trunk, idempotently', async () => {
+      expect(await d.listNetworks()).toEqual([]);
+      await d.ensureNetwork(v100, 'h100');
+      await d.ensureNetwork(v100, 'h100');
+      await d.ensureNetwork(v200, 'h200');
+      expect(await names()).toEqual([
+        [v100.name, []],
+        [v200.name, []],
+      ]);
+      expect((await d.listNetworks()).map((n) => [n.bridge, n.configHash])).toEqual([
+        [bridge, 'h100'],
+        [bridge, 'h200'],
+      ]);
+    });
+
+    it('refuses a second network for a VLAN that is taken, changing nothing', async () => {
+      await expect(d.ensureNetwork({ ...v100, name: 'conf-dup' }, 'h')).rejects.toThrow(/already belongs/);
+      expect((await d.listNetworks()).map((n) => n.name)).toEqual([v100.name, v200.name]);
+    });
+
+    it('access and trunk ports: create, re-ensure, retag, detach behind its back, delete', async () => {
+      const access = { tap: 'vlt-c0nfa001', bridge, mtu: 1500, vlan: 100 };
+      const trunk = { tap: 'vlt-c0nft001', bridge, mtu: 1500, trunks: [100, 200] };
+      expect(await d.portAttached(access.tap, bridge)).toBe(false);
+      await d.ensurePort(access);
+      await d.ensurePort(access);
+      await d.ensurePort(trunk);
+      expect(await d.portAttached(access.tap, bridge)).toBe(true);
+      expect(await d.portAttached(trunk.tap, bridge)).toBe(true);
+      expect(await d.portAttached(access.tap, 'vlo-other')).toBe(false);
+      await d.ensurePort({ ...access, vlan: 200 });
+      expect(await d.portAttached(access.tap, bridge)).toBe(true);
+      if (opts.detachPort) await opts.detachPort(env, access.tap);
+      else await ip.link.set(access.tap, { master: null });
+      expect(await d.portAttached(access.tap, bridge)).toBe(false);
+      await d.ensurePort(access);
+      expect(await d.portAttached(access.tap, bridge)).toBe(true);
+      for (const p of [access, trunk]) {
+        await d.deletePort(p.tap);
+        await d.deletePort(p.tap);
+        expect(await d.portAttached(p.tap, bridge)).toBe(false);
+        expect(await ip.link.get(p.tap)).toBeUndefined();
+      }
+      await expect(
+        d.ensurePort({ tap: 'vlt-c0nf0002', bridge: 'vlo-missing0', mtu: 1500, vlan: 100 }),
+      ).rejects.toThrow(/not found/);
+      expect(await ip.link.get('vlt-c0nf0002')).toBeUndefined();
+    });
+
+    it('deleting one VLAN keeps the other; deleting both leaves nothing', async () => {
+      await d.deleteNetwork(v100.name);
+      expect(await names()).toEqual([[v200.name, []]]);
+      await d.deleteNetwork(v200.name);
+      await d.deleteNetwork(v200.name);
+      await d.deleteNetwork('never-existed');
+      expect(await d.listNetworks()).toEqual([]);
+      expect(await ip.link.get(bridge)).toBeUndefined();
+      expect((await ip.link.get('trk0'))?.master).toBeUndefined();
+      expect(await pidsMentioning(env.stateDir)).toEqual([]);
     });
   });
 }

@@ -44,6 +44,8 @@ export interface NetworkDriver {
   // Host.
   /** Kernel network features this host has. */
   capabilities(): Promise<HostCapabilities['network']>;
+  /** Network modes this backend can realise on this host (absent: nat, bridge and isolated). */
+  supportedModes?(): NetworkConfig['mode'][] | Promise<NetworkConfig['mode'][]>;
 }
 
 /** The host's own uplink (addresses, MTU): changes here can cut the management path, so they are commit-confirmed. */

@@ -1,10 +1,11 @@
-// One dnsmasq per nat/isolated network: its config file (pure, tested) and its process (started
+// One dnsmasq per network with a subnet on this host (nat, isolated, vxlan/vlan gateway host): its config file (pure, tested) and its process (started
 // detached through the runner, found again through its pidfile and /proc, restarted when its config changes).
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, VmlinkError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { isRouted } from './ruleset.js';
 
 /** Files of one network's dnsmasq, all under `<stateDir>/networks/<name>/`. */
 export interface DnsmasqPaths {
@@ -41,11 +42,14 @@ function safe(v: string, what: string): string {
   return v;
 }
 
-/** The dnsmasq.conf of a nat or isolated network (process options are on the command line, see `dnsmasqArgv`). */
+/** The dnsmasq.conf of a network with a subnet here (process options are on the command line, see `dnsmasqArgv`). */
 export function renderDnsmasqConf(cfg: NetworkConfig): string {
   const s = cfg.subnet;
   if (!s || cfg.mode === 'bridge')
-    throw new InvalidRequestError(`network ${cfg.name}: dnsmasq needs a nat or isolated subnet`);
+    throw new InvalidRequestError(
+      `network ${cfg.name}: dnsmasq needs a subnet (nat or isolated, or a vxlan/vlan gateway host)`,
+    );
+  const routed = isRouted(cfg);
   const p = `networks.${cfg.name}.subnet`;
   const lines = [
     `# vmlink network ${safe(cfg.name, 'name')} (${cfg.mode}); generated, edits are overwritten`,
@@ -53,18 +57,16 @@ export function renderDnsmasqConf(cfg: NetworkConfig): string {
     'domain-needed',
     'bogus-priv',
     'no-hosts',
-    // nat: forward other names to the upstream servers of /etc/resolv.conf; isolated: answer locally only.
-    ...(cfg.mode === 'isolated' ? ['no-resolv'] : []),
+    // routed (nat): forward other names to the upstream servers of /etc/resolv.conf; else answer locally only.
+    ...(routed ? [] : ['no-resolv']),
     `local=/${safe(cfg.name, 'name')}/`,
     `domain=${cfg.name}`,
     'expand-hosts',
     `dhcp-range=${safe(s.dhcpStart, `${p}.dhcpStart`)},${safe(s.dhcpEnd, `${p}.dhcpEnd`)},${netmask(s.prefixLength)},1h`,
     'dhcp-authoritative',
     'dhcp-no-override',
-    // isolated networks have no way out: advertise no router so guests keep their other default routes.
-    cfg.mode === 'nat'
-      ? `dhcp-option=option:router,${safe(s.gateway, `${p}.gateway`)}`
-      : 'dhcp-option=option:router',
+    // Unrouted networks have no way out: advertise no router so guests keep their other default routes.
+    routed ? `dhcp-option=option:router,${safe(s.gateway, `${p}.gateway`)}` : 'dhcp-option=option:router',
     `dhcp-option=option:dns-server,${safe(s.gateway, `${p}.gateway`)}`,
     ...(cfg.mtu !== 1500 ? [`dhcp-option=option:mtu,${cfg.mtu}`] : []),
     ...s.reservations.map(

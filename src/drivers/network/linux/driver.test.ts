@@ -7,7 +7,7 @@ import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shar
 import { networkDrivers } from '../registry.js';
 import { LinuxNetworkDriver, moveCommands, validateNetworkConfig } from './driver.js';
 import { bridgedNet, isolatedNet, natNet } from './fixtures.test-util.js';
-import { expectGolden } from './golden.test-util.js';
+import { expectGolden, transcript } from './golden.test-util.js';
 
 const eth0 = {
   ifindex: 2,
@@ -33,14 +33,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
-
-/** The recorded commands with batch and nft input inlined, for golden files. */
-function transcript(runner: RecordingRunner): string {
-  return runner.calls
-    .map((c, i) => `${runner.lines()[i]}${c.input ? `\n${c.input.trimEnd().replace(/^/gm, '    | ')}` : ''}`)
-    .join('\n')
-    .concat('\n');
-}
 
 describe('validateNetworkConfig', () => {
   it('accepts the fixtures', () => {

@@ -1,16 +1,24 @@
-// Linux network backend: a bridge per network, dnsmasq per nat/isolated network, one nftables
-// table per host, persistent taps for VM ports. Every command goes through the runner (optionally
-// inside one network namespace); applied configs persist under <stateDir>/networks/<name>/.
+// Linux network backend: a bridge per network, dnsmasq per network with a subnet on this host, one
+// nftables table per host, persistent taps for VM ports. Every command goes through the runner
+// (optionally inside one network namespace); applied configs persist under <stateDir>/networks/<name>/.
+//
+// Multi-host modes: vxlan = the bridge plus a VXLAN device (nolearning) with one static all-zeros FDB
+// entry per remote VTEP (head-end replication, no multicast); vlan = the bridge plus an 802.1Q device
+// on the trunk NIC (only where the kernel has 802.1Q). Either has a subnet only on its gateway host.
+// The host's uplink itself (MTU, addresses, default route) is managed through `UplinkManager`.
 //
 // Forwarding: a nat network sets net.ipv4.ip_forward=1 in the namespace the driver manages (the
 // host's own namespace for an agent on a real host, a lab namespace in tests); it is never reset,
 // since other software on the host may rely on it.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import {
   assertIfName,
+  Bridge,
   Ip,
+  type IpAddr,
   type IpCommand,
   type IpLink,
   type IpRoute,
@@ -19,12 +27,76 @@ import {
 } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
 import type { Runner } from '../../../exec/runner.js';
-import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
-import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
+import {
+  ConflictError,
+  InvalidRequestError,
+  NotFoundError,
+  UnsupportedError,
+} from '../../../shared/errors.js';
+import { log } from '../../../shared/log.js';
+import type {
+  HostCapabilities,
+  NetworkConfig,
+  ObservedNetwork,
+  ObservedUplink,
+  UplinkConfig,
+} from '../../../shared/model.js';
 import { Reverter } from '../../../shared/revert.js';
-import type { NetworkDriver, OpContext, PortConfig } from '../types.js';
+import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../types.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
-import { buildRuleset, needsRules, TABLE_FAMILY, TABLE_NAME } from './ruleset.js';
+import {
+  fdbProblems,
+  fdbSync,
+  floodRemotes,
+  memberDevice,
+  parsePortVlans,
+  portVlanCommands,
+  VLAN_ALIAS_PREFIX,
+  VXLAN_ALIAS_PREFIX,
+  VXLAN_OVERHEAD_V4,
+  VXLAN_OVERHEAD_V6,
+  vlanDeviceName,
+  vtepDevice,
+  vxlanDrift,
+  wantedPortVlans,
+} from './overlay.js';
+import { buildRuleset, isRouted, needsRules, TABLE_FAMILY, TABLE_NAME } from './ruleset.js';
+import {
+  movableRoutes,
+  putBackUplink,
+  readUplink,
+  type UplinkSnapshot,
+  uplinkCommands,
+  uplinkMatches,
+  validateUplinkConfig,
+} from './uplink.js';
+
+export type { UplinkSnapshot } from './uplink.js';
+
+/** The uplink's state now (MTU, addresses, routes; JSON-serialisable), for `restoreUplink` (commit-confirm rollback). */
+export function snapshotUplink(
+  runner: Runner,
+  device: string,
+  opts: { netns?: string } = {},
+): Promise<UplinkSnapshot> {
+  assertIfName(device, 'uplink');
+  return readUplink(new Ip(runner, opts.netns), device);
+}
+
+/**
+ * Puts the uplink back exactly as `snapshot` recorded it (MTU of the uplink and its bridge, addresses,
+ * default and static routes) in one `ip -batch`. The hash `configureUplink` persisted is then no longer
+ * reported by `observeUplink`, since the uplink no longer matches its config.
+ */
+export async function restoreUplink(
+  runner: Runner,
+  snapshot: UplinkSnapshot,
+  opts: { netns?: string } = {},
+): Promise<void> {
+  assertIfName(snapshot.device, 'uplink');
+  assertIfName(snapshot.addressDevice, 'uplink address device');
+  await putBackUplink(new Ip(runner, opts.netns), snapshot);
+}
 
 /** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
 export const ALIAS_PREFIX = 'vmlink:net:';
@@ -32,7 +104,7 @@ export const ALIAS_PREFIX = 'vmlink:net:';
 /** Options of `LinuxNetworkDriver`. */
 export interface LinuxNetworkDriverOptions {
   runner: Runner;
-  /** Agent state directory; networks persist under `<stateDir>/networks/<name>/`. */
+  /** Agent state directory; networks persist under `<stateDir>/networks/<name>/`, the uplink in `<stateDir>/uplink.json`. */
   stateDir: string;
   /** Network namespace to manage; undefined = the process's own (an agent on its host). */
   netns?: string;
@@ -45,6 +117,13 @@ export interface NetworkState {
   configHash: string;
   /** Bridge mode: the uplink's IPv4 addresses and routes moved onto the bridge. */
   moved?: { addrs: string[]; routes: IpRoute[] };
+}
+
+/** What the driver persists about the uplink: the config last applied through `configureUplink`, and its hash. */
+export interface UplinkState {
+  version: 1;
+  config: UplinkConfig;
+  configHash: string;
 }
 
 /** Kernel feature names reported by `capabilities()`. */
@@ -60,6 +139,9 @@ export const NETWORK_FEATURES = [
 ] as const;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/** Remedy named when this host's kernel cannot do a VLAN thing the linux backend would need. */
+const OVS_REMEDY = "use backend: ovs for vlan networks (Open vSwitch's userspace datapath does VLANs here)";
 
 /** Refuses a config the driver cannot realise, before any change, naming the field. */
 export function validateNetworkConfig(cfg: NetworkConfig): void {
@@ -78,22 +160,66 @@ export function validateNetworkConfig(cfg: NetworkConfig): void {
   if (cfg.mode === 'bridge') {
     if (!cfg.uplink)
       throw new InvalidRequestError(`${at}.uplink: bridge mode needs an uplink NIC`, `${at}.uplink`);
-  } else if (!cfg.subnet) {
+  } else if (!cfg.subnet && (cfg.mode === 'nat' || cfg.mode === 'isolated')) {
     throw new InvalidRequestError(`${at}.subnet: ${cfg.mode} mode needs a subnet`, `${at}.subnet`);
   }
-  if (cfg.mode !== 'nat' && cfg.forwards.length > 0) {
-    throw new InvalidRequestError(`${at}.forwards: port forwards need nat mode`, `${at}.forwards`);
+  if (cfg.mode === 'vxlan') validateVxlan(cfg, at);
+  if (cfg.mode === 'vlan') {
+    const v = cfg.vlan;
+    if (!v) throw new InvalidRequestError(`${at}.vlan: vlan mode needs a VLAN id and trunk`, `${at}.vlan`);
+    if (!Number.isInteger(v.id) || v.id < 1 || v.id > 4094)
+      throw new InvalidRequestError(`${at}.vlan.id: ${v.id} out of range 1-4094`, `${at}.vlan.id`);
+    assertIfName(v.trunk, `${at}.vlan.trunk`);
+    if (v.trunk === cfg.bridge)
+      throw new InvalidRequestError(`${at}.vlan.trunk: cannot be the bridge itself`, `${at}.vlan.trunk`);
+  }
+  if (!isRouted(cfg) && cfg.forwards.length > 0) {
+    throw new InvalidRequestError(
+      `${at}.forwards: port forwards need nat mode (or nat on a vxlan/vlan gateway host)`,
+      `${at}.forwards`,
+    );
   }
   // Renders (and so validates) the ruleset fragment of this network alone.
   buildRuleset([cfg]);
 }
 
-/** The linux bridge + nftables + dnsmasq network backend. */
-export class LinuxNetworkDriver implements NetworkDriver {
+function validateVxlan(cfg: NetworkConfig, at: string): void {
+  const v = cfg.vxlan;
+  if (!v) throw new InvalidRequestError(`${at}.vxlan: vxlan mode needs VXLAN settings`, `${at}.vxlan`);
+  if (!Number.isInteger(v.vni) || v.vni < 1 || v.vni > 16777215)
+    throw new InvalidRequestError(`${at}.vni: ${v.vni} out of range 1-16777215`, `${at}.vni`);
+  assertIfName(v.device, `${at}.vxlan.device`);
+  if (v.device === cfg.bridge)
+    throw new InvalidRequestError(`${at}.vxlan.device: cannot be the bridge itself`, `${at}.vxlan.device`);
+  assertIfName(v.underlay, `${at}.vxlan.underlay`);
+  if (!isIP(v.local))
+    throw new InvalidRequestError(
+      `${at}.vxlan.local: ${JSON.stringify(v.local)} is not an IP address`,
+      `${at}.vxlan.local`,
+    );
+  const seen = new Set<string>();
+  for (const [i, r] of v.remotes.entries()) {
+    const where = `${at}.vxlan.remotes[${i}]`;
+    if (isIP(r) !== isIP(v.local))
+      throw new InvalidRequestError(
+        `${where}: ${JSON.stringify(r)} is not an address of the VTEP's family`,
+        where,
+      );
+    if (r === v.local) throw new InvalidRequestError(`${where}: ${r} is this host's own VTEP`, where);
+    if (seen.has(r)) throw new InvalidRequestError(`${where}: ${r} listed twice`, where);
+    seen.add(r);
+  }
+  if (!Number.isInteger(v.port) || v.port < 1 || v.port > 65535)
+    throw new InvalidRequestError(`${at}.vxlan.port: ${v.port} out of range 1-65535`, `${at}.vxlan.port`);
+}
+
+/** The linux bridge + nftables + dnsmasq network backend; also manages the host's uplink. */
+export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly runner: Runner;
   private readonly stateDir: string;
   private readonly netns: string | undefined;
   private readonly ip: Ip;
+  private readonly br: Bridge;
   private readonly nft: Nft;
   private readonly dnsmasq: DnsmasqManager;
   private caps: Promise<HostCapabilities['network']> | undefined;
@@ -104,6 +230,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
     this.stateDir = opts.stateDir;
     this.netns = opts.netns;
     this.ip = new Ip(opts.runner, opts.netns);
+    this.br = new Bridge(opts.runner, opts.netns);
     this.nft = new Nft(opts.runner, opts.netns);
     this.dnsmasq = new DnsmasqManager(opts.runner, opts.netns);
   }
@@ -113,6 +240,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
   /** Creates the network or converges it to `cfg` from any partial state; undoes this call's changes on failure. */
   async ensureNetwork(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void> {
     validateNetworkConfig(cfg);
+    await this.requireMode(cfg);
     await this.serial(() => this.doEnsure(cfg, configHash, ctx));
   }
 
@@ -127,9 +255,12 @@ export class LinuxNetworkDriver implements NetworkDriver {
         ctx?.progress?.(`removing network ${name}`);
         await this.teardown(state);
       } else {
-        // No state: still remove a bridge this driver labelled for the network.
-        const orphan = (await this.ip.link.list()).find((l) => l.alias === ALIAS_PREFIX + name);
-        if (orphan) await this.ip.link.del(orphan.name);
+        // No state: still remove devices this driver labelled for the network (members first).
+        const labels = [VXLAN_ALIAS_PREFIX + name, VLAN_ALIAS_PREFIX + name, ALIAS_PREFIX + name];
+        const links = await this.ip.link.list();
+        for (const label of labels) {
+          for (const l of links.filter((x) => x.alias === label)) await this.ip.link.del(l.name);
+        }
       }
       await rm(this.netDir(name), { recursive: true, force: true });
       await this.applyRuleset();
@@ -170,21 +301,29 @@ export class LinuxNetworkDriver implements NetworkDriver {
               `uplink ${c.uplink} still has ${left.map((a) => `${a.local}/${a.prefixLen}`).join(', ')}`,
             );
         }
-      } else {
-        const s4 = c.subnet!;
-        if (
-          br &&
-          !addrs.some((a) => a.dev === c.bridge && a.local === s4.gateway && a.prefixLen === s4.prefixLength)
-        ) {
+        out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems });
+        continue;
+      }
+      if (c.mode === 'vxlan') problems.push(...(await this.vxlanProblems(c, links, addrs)));
+      if (c.mode === 'vlan') problems.push(...vlanProblems(c, links));
+      const onBridge = addrs.filter((a) => a.dev === c.bridge && a.scope === 'global');
+      const s4 = c.subnet;
+      if (s4) {
+        if (br && !onBridge.some((a) => a.local === s4.gateway && a.prefixLen === s4.prefixLength)) {
           problems.push(`address ${s4.gateway}/${s4.prefixLength} missing on ${c.bridge}`);
         }
         if ((await this.dnsmasq.pid(dnsmasqPaths(this.stateDir, c.name))) === undefined)
           problems.push('dnsmasq not running');
         if (!tablePresent) problems.push(`nftables table ${TABLE_FAMILY} ${TABLE_NAME} missing`);
-        if (c.mode === 'nat') {
+        if (isRouted(c)) {
           forwarding ??= await this.ipForwarding();
           if (!forwarding) problems.push('net.ipv4.ip_forward is off');
         }
+      } else if (onBridge.length) {
+        // Not this network's gateway host (any more): the bridge only switches frames.
+        problems.push(
+          `bridge ${c.bridge} has ${onBridge.map((a) => `${a.local}/${a.prefixLen}`).join(', ')}, want no address`,
+        );
       }
       out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems });
     }
@@ -198,13 +337,30 @@ export class LinuxNetworkDriver implements NetworkDriver {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** Network modes this host can realise with this backend (vxlan and vlan only where the kernel has them). */
+  async supportedModes(): Promise<NetworkConfig['mode'][]> {
+    const caps = await this.capabilities();
+    return [
+      'nat',
+      'bridge',
+      'isolated',
+      ...(caps.vxlan ? (['vxlan'] as const) : []),
+      ...(caps.vlan ? (['vlan'] as const) : []),
+    ];
+  }
+
   // Ports.
 
-  /** Creates the persistent tap (vnet_hdr) if missing, attaches it to the bridge, sets mtu, brings it up. */
+  /**
+   * Creates the persistent tap (vnet_hdr) if missing, attaches it to the bridge, sets mtu, brings it up.
+   * A VLAN access/trunk port needs a vlan_filtering bridge (refused where the kernel lacks it), except an
+   * access port on this backend's own vlan network bridge, whose 802.1Q device tags for it.
+   */
   async ensurePort(port: PortConfig, ctx?: OpContext): Promise<void> {
     assertIfName(port.tap, 'tap');
     assertIfName(port.bridge, 'bridge');
     ctx?.signal?.throwIfAborted();
+    const filtering = await this.needsVlanFiltering(port);
     const br = await this.ip.link.get(port.bridge);
     if (br?.kind !== 'bridge') throw new NotFoundError('bridge', port.bridge);
     const r = new Reverter();
@@ -217,8 +373,16 @@ export class LinuxNetworkDriver implements NetworkDriver {
         r.add(() => this.ip.tuntap.del(port.tap));
         tap = await this.ip.link.get(port.tap);
       }
+      if (filtering && !br.vlanFiltering) await this.ip.exec(ipCmd.bridgeVlanFiltering(port.bridge, true));
       if (tap?.master !== port.bridge || tap.mtu !== port.mtu || !tap.up) {
         await this.ip.link.set(port.tap, { master: port.bridge, mtu: port.mtu, up: true });
+      }
+      if (filtering) {
+        const have = parsePortVlans(
+          (await this.br.exec(['vlan', 'show', 'dev', port.tap], { json: true })).stdout,
+          port.tap,
+        );
+        await this.br.batch(portVlanCommands(port.tap, have, wantedPortVlans(port)));
       }
       r.success();
     } finally {
@@ -254,12 +418,93 @@ export class LinuxNetworkDriver implements NetworkDriver {
     return this.caps;
   }
 
+  // Uplink.
+
+  /** The uplink as it is now: its MTU, the device carrying its addresses, addresses, default gateway, applied hash. */
+  async observeUplink(device: string): Promise<ObservedUplink> {
+    assertIfName(device, 'uplink');
+    const snap = await readUplink(this.ip, device);
+    const gateway = snap.routes.find((r) => r.dst === 'default' && r.gateway)?.gateway;
+    const state = await this.readUplinkState();
+    // The hash stands only while the uplink still has what it asked for (not after a rollback or a hand edit).
+    const applied = state && uplinkMatches(state.config, snap) ? state.configHash : undefined;
+    return {
+      device,
+      addressDevice: snap.addressDevice,
+      mtu: snap.mtu,
+      addresses: snap.addresses,
+      ...(gateway ? { gateway } : {}),
+      ...(applied === undefined ? {} : { configHash: applied }),
+    };
+  }
+
+  /**
+   * Brings the uplink in line with `cfg` in ONE `ip -batch` (MTU of the uplink and of the bridge enslaving
+   * it, addresses, default route; VXLAN devices keep their MTU), then persists `cfg` and `configHash`.
+   * Idempotent: nothing runs when the uplink already matches. A failed batch is rolled back to before.
+   */
+  async configureUplink(cfg: UplinkConfig, configHash: string, ctx?: OpContext): Promise<void> {
+    validateUplinkConfig(cfg);
+    await this.serial(async () => {
+      ctx?.signal?.throwIfAborted();
+      const snap = await readUplink(this.ip, cfg.device);
+      const cmds = uplinkCommands(snap, cfg);
+      if (cmds.length) {
+        ctx?.progress?.(`uplink ${cfg.device}: ${cmds.length} change(s) in one batch`);
+        try {
+          await this.ip.batch(cmds);
+        } catch (e) {
+          await putBackUplink(this.ip, snap).catch((err) =>
+            log.warn({ err }, `uplink ${cfg.device}: restoring after a failed change failed`),
+          );
+          throw e;
+        }
+      }
+      await this.writeUplinkState({ version: 1, config: cfg, configHash });
+    });
+  }
+
   // Internals.
+
+  /** Refuses a mode this host's kernel cannot realise, before any change, naming the remedy. */
+  private async requireMode(cfg: NetworkConfig): Promise<void> {
+    if (cfg.mode !== 'vlan' && cfg.mode !== 'vxlan') return;
+    const caps = await this.capabilities();
+    if (cfg.mode === 'vlan' && !caps.vlan)
+      throw new UnsupportedError(
+        `network ${cfg.name}: this host's kernel has no 802.1Q VLAN devices; ${OVS_REMEDY}`,
+        `networks.${cfg.name}.backend`,
+      );
+    if (cfg.mode === 'vxlan' && !caps.vxlan)
+      throw new UnsupportedError(
+        `network ${cfg.name}: this host's kernel has no VXLAN devices; use backend: ovs for vxlan networks`,
+        `networks.${cfg.name}.backend`,
+      );
+  }
+
+  /** Whether the port needs VLAN filtering on its bridge; refuses where the kernel lacks it. */
+  private async needsVlanFiltering(port: PortConfig): Promise<boolean> {
+    const trunks = port.trunks ?? [];
+    if (port.vlan === undefined && trunks.length === 0) return false;
+    const net = (await this.readAllStates()).find((s) => s.config.bridge === port.bridge)?.config;
+    if (net?.mode === 'vlan' && trunks.length === 0 && port.vlan === net.vlan?.id) return false;
+    if (!(await this.capabilities()).bridgeVlanFiltering) {
+      const what = trunks.length
+        ? `trunk port (VLANs ${trunks.join(', ')})`
+        : `access port (VLAN ${port.vlan})`;
+      throw new UnsupportedError(
+        `port ${port.tap}: a VLAN ${what} on the linux backend needs bridge vlan_filtering, which this host's kernel lacks; ${OVS_REMEDY}`,
+        `ports/${port.tap}`,
+      );
+    }
+    return true;
+  }
 
   private async doEnsure(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void> {
     ctx?.signal?.throwIfAborted();
     const states = await this.readAllStates();
-    const clash = states.find((s) => s.config.name !== cfg.name && s.config.bridge === cfg.bridge);
+    const others = states.filter((s) => s.config.name !== cfg.name);
+    const clash = others.find((s) => s.config.bridge === cfg.bridge);
     if (clash)
       throw new ConflictError(
         `bridge ${cfg.bridge} already belongs to network ${clash.config.name}`,
@@ -267,13 +512,18 @@ export class LinuxNetworkDriver implements NetworkDriver {
       );
     const uplinkClash =
       cfg.mode === 'bridge' &&
-      states.find(
-        (s) => s.config.name !== cfg.name && s.config.mode === 'bridge' && s.config.uplink === cfg.uplink,
-      );
+      others.find((s) => s.config.mode === 'bridge' && s.config.uplink === cfg.uplink);
     if (uplinkClash)
       throw new ConflictError(
         `uplink ${cfg.uplink} already belongs to network ${uplinkClash.config.name}`,
         `networks.${cfg.name}.uplink`,
+      );
+    const member = memberDevice(cfg);
+    const memberClash = member && others.find((s) => memberDevice(s.config)?.name === member.name);
+    if (member && memberClash)
+      throw new ConflictError(
+        `${member.kind} device ${member.name} already belongs to network ${memberClash.config.name}`,
+        `networks.${cfg.name}.${member.kind}`,
       );
     const prev = states.find((s) => s.config.name === cfg.name);
     // A different bridge, mode or uplink cannot be converged in place: take the old realisation down first.
@@ -287,11 +537,17 @@ export class LinuxNetworkDriver implements NetworkDriver {
       if (prev.config.bridge !== cfg.bridge || prev.config.mode === 'bridge' || cfg.mode === 'bridge')
         await this.teardown(prev);
     }
+    // A member device (vxlan, vlan) the new config no longer uses goes.
+    const prevMember = prev && memberDevice(prev.config);
+    if (prevMember && prevMember.name !== member?.name) await this.deleteMember(prev.config);
 
     const r = new Reverter();
     try {
       const links = new Map((await this.ip.link.list()).map((l) => [l.name, l]));
       if (cfg.mode === 'bridge' && !links.has(cfg.uplink!)) throw new NotFoundError('uplink', cfg.uplink!);
+      const vtep = cfg.mode === 'vxlan' ? await this.underlayFor(cfg, links) : undefined;
+      if (cfg.mode === 'vlan' && !links.has(cfg.vlan!.trunk))
+        throw new NotFoundError('trunk', cfg.vlan!.trunk);
       const created = await this.ensureBridge(cfg, links.get(cfg.bridge), r);
       let moved: NetworkState['moved'];
       let readdressed = false;
@@ -299,8 +555,10 @@ export class LinuxNetworkDriver implements NetworkDriver {
       if (cfg.mode === 'bridge') {
         moved = await this.ensureUplink(cfg, links, r, prev?.moved);
       } else {
+        if (cfg.mode === 'vxlan') await this.ensureVxlan(cfg, links, vtep!, r, ctx);
+        if (cfg.mode === 'vlan') await this.ensureVlan(cfg, links, r);
         readdressed = await this.ensureGateway(cfg, r);
-        if (cfg.mode === 'nat' && !(await this.ipForwarding())) {
+        if (isRouted(cfg) && !(await this.ipForwarding())) {
           await this.runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'], { netns: this.netns });
         }
       }
@@ -314,7 +572,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
         else await rm(this.netDir(cfg.name), { recursive: true, force: true });
       });
 
-      if (cfg.mode === 'bridge') await this.dnsmasq.stop(paths);
+      if (cfg.mode === 'bridge' || !cfg.subnet) await this.dnsmasq.stop(paths);
       else {
         const prevConf = await readFile(paths.conf, 'utf8').catch(() => undefined);
         // dnsmasq binds the bridge's addresses once: a re-created bridge or new address needs a restart.
@@ -323,7 +581,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
           ctx?.progress?.(`network ${cfg.name}: dnsmasq ${did}`);
           r.add(async () => {
             await this.dnsmasq.stop(paths);
-            if (prev && prevConf !== undefined && prev.config.mode !== 'bridge')
+            if (prev && prevConf !== undefined && prev.config.mode !== 'bridge' && prev.config.subnet)
               await this.dnsmasq.ensure(prev.config, paths);
           });
         }
@@ -365,17 +623,140 @@ export class LinuxNetworkDriver implements NetworkDriver {
     return false;
   }
 
-  /** Puts exactly the gateway address on the bridge; true when addresses changed. */
+  /**
+   * vxlan: the VXLAN device (nolearning, `dev` = the device carrying the VTEP address) enslaved to the
+   * bridge, re-created when its VNI, local address, port or underlay differ; then its FDB synced.
+   */
+  private async ensureVxlan(
+    cfg: NetworkConfig,
+    links: Map<string, IpLink>,
+    dev: string,
+    r: Reverter,
+    ctx?: OpContext,
+  ): Promise<void> {
+    const v = cfg.vxlan!;
+    const at = `networks.${cfg.name}`;
+    const alias = VXLAN_ALIAS_PREFIX + cfg.name;
+    const link = links.get(v.device);
+    if (link) {
+      if (link.kind !== 'vxlan')
+        throw new ConflictError(`device ${v.device} exists and is not a vxlan device`, `${at}.vxlan.device`);
+      if (link.alias !== undefined && link.alias !== alias)
+        throw new ConflictError(
+          `vxlan device ${v.device} exists and belongs to ${link.alias.startsWith(VXLAN_ALIAS_PREFIX) ? `network ${link.alias.slice(VXLAN_ALIAS_PREFIX.length)}` : 'something other than vmlink'}`,
+          `${at}.vxlan.device`,
+        );
+    }
+    const drift = link ? vxlanDrift(link, v, dev) : [];
+    const cmds: IpCommand[] = [];
+    if (!link || drift.length) {
+      if (link) {
+        ctx?.progress?.(`network ${cfg.name}: re-creating ${v.device} (${drift.join('; ')})`);
+        cmds.push(ipCmd.linkDel(v.device));
+      }
+      cmds.push(
+        ipCmd.linkAdd({
+          name: v.device,
+          kind: 'vxlan',
+          mtu: cfg.mtu,
+          vni: v.vni,
+          dstport: v.port,
+          local: v.local,
+          link: dev,
+          learning: false,
+        }),
+        ipCmd.linkSet(v.device, { master: cfg.bridge, alias, up: true }),
+      );
+      r.add(() => this.ip.exec(ipCmd.linkDel(v.device), { allowFailure: true }));
+    } else if (link.master !== cfg.bridge || link.mtu !== cfg.mtu || !link.up || link.alias !== alias) {
+      cmds.push(ipCmd.linkSet(v.device, { master: cfg.bridge, mtu: cfg.mtu, alias, up: true }));
+    }
+    await this.ip.batch(cmds);
+
+    const have = floodRemotes(await this.br.fdb(v.device));
+    const sync = fdbSync(v.device, v.remotes, have);
+    if (sync.cmds.length) {
+      ctx?.progress?.(
+        `network ${cfg.name}: FDB of ${v.device}${sync.add.length ? ` +${sync.add.join(',')}` : ''}${sync.del.length ? ` -${sync.del.join(',')}` : ''}`,
+      );
+      r.add(() => this.br.batch(fdbSync(v.device, have, v.remotes).cmds).catch(() => undefined));
+      await this.br.batch(sync.cmds);
+    }
+  }
+
+  /** The device the VXLAN device must send through; refuses an overlay mtu it cannot carry (before any change). */
+  private async underlayFor(cfg: NetworkConfig, links: Map<string, IpLink>): Promise<string> {
+    const v = cfg.vxlan!;
+    const at = `networks.${cfg.name}`;
+    const dev = vtepDevice(v, links, await this.ip.addr.list());
+    const lower = links.get(dev);
+    if (!lower) throw new NotFoundError('underlay', dev);
+    const overhead = isIP(v.local) === 6 ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4;
+    if (cfg.mtu + overhead > lower.mtu)
+      throw new InvalidRequestError(
+        `${at}.mtu: ${cfg.mtu} + ${overhead} bytes of VXLAN headers exceeds the underlay ${dev}'s mtu ${lower.mtu}`,
+        `${at}.mtu`,
+      );
+    return dev;
+  }
+
+  /** vlan: the 802.1Q device `TRUNK.ID` on the trunk NIC, enslaved to the bridge. */
+  private async ensureVlan(cfg: NetworkConfig, links: Map<string, IpLink>, r: Reverter): Promise<void> {
+    const v = cfg.vlan!;
+    const at = `networks.${cfg.name}`;
+    const name = vlanDeviceName(v.trunk, v.id);
+    const alias = VLAN_ALIAS_PREFIX + cfg.name;
+    const trunk = links.get(v.trunk);
+    if (!trunk) throw new NotFoundError('trunk', v.trunk);
+    const link = links.get(name);
+    if (link && link.kind !== 'vlan')
+      throw new ConflictError(`device ${name} exists and is not a vlan device`, `${at}.vlan`);
+    if (link?.alias !== undefined && link.alias !== alias)
+      throw new ConflictError(`vlan device ${name} exists and belongs to ${link.alias}`, `${at}.vlan`);
+    const cmds: IpCommand[] = [];
+    if (!trunk.up) cmds.push(ipCmd.linkSet(v.trunk, { up: true }));
+    if (!link || link.vlanId !== v.id || link.link !== v.trunk) {
+      if (link) cmds.push(ipCmd.linkDel(name));
+      cmds.push(
+        ipCmd.linkAdd({ name, kind: 'vlan', link: v.trunk, vlanId: v.id, mtu: cfg.mtu }),
+        ipCmd.linkSet(name, { master: cfg.bridge, alias, up: true }),
+      );
+      r.add(() => this.ip.exec(ipCmd.linkDel(name), { allowFailure: true }));
+    } else if (link.master !== cfg.bridge || link.mtu !== cfg.mtu || !link.up || link.alias !== alias) {
+      cmds.push(ipCmd.linkSet(name, { master: cfg.bridge, mtu: cfg.mtu, alias, up: true }));
+    }
+    await this.ip.batch(cmds);
+  }
+
+  /** Live problems of a vxlan network's VXLAN device and its FDB. */
+  private async vxlanProblems(
+    c: NetworkConfig,
+    links: Map<string, IpLink>,
+    addrs: readonly IpAddr[],
+  ): Promise<string[]> {
+    const v = c.vxlan!;
+    const link = links.get(v.device);
+    if (!link) return [`vxlan device ${v.device} missing`];
+    if (link.kind !== 'vxlan') return [`${v.device} is not a vxlan device`];
+    const problems = vxlanDrift(link, v, vtepDevice(v, links, addrs));
+    if (link.master !== c.bridge) problems.push(`vxlan ${v.device} not enslaved to ${c.bridge}`);
+    if (!link.up) problems.push(`vxlan ${v.device} is down`);
+    if (link.mtu !== c.mtu) problems.push(`vxlan ${v.device} mtu is ${link.mtu}, want ${c.mtu}`);
+    problems.push(...fdbProblems(v.device, v.remotes, floodRemotes(await this.br.fdb(v.device))));
+    return problems;
+  }
+
+  /** Puts exactly the gateway address on the bridge (none without a subnet); true when addresses changed. */
   private async ensureGateway(cfg: NetworkConfig, r: Reverter): Promise<boolean> {
-    const s = cfg.subnet!;
-    const want = `${s.gateway}/${s.prefixLength}`;
+    const s = cfg.subnet;
+    const want = s ? `${s.gateway}/${s.prefixLength}` : undefined;
     const have = (await this.ip.addr.list({ dev: cfg.bridge, family: 'inet' })).filter(
       (a) => a.scope === 'global',
     );
     const cmds: IpCommand[] = have
       .filter((a) => `${a.local}/${a.prefixLen}` !== want)
       .map((a) => ipCmd.addrDel(cfg.bridge, `${a.local}/${a.prefixLen}`));
-    if (!have.some((a) => `${a.local}/${a.prefixLen}` === want)) {
+    if (want && !have.some((a) => `${a.local}/${a.prefixLen}` === want)) {
       cmds.push(ipCmd.addrAdd(cfg.bridge, want));
       r.add(() => this.ip.exec(ipCmd.addrDel(cfg.bridge, want), { allowFailure: true }));
     }
@@ -445,11 +826,22 @@ export class LinuxNetworkDriver implements NetworkDriver {
     await this.ip.batch(cmds);
   }
 
-  /** Takes a network's realisation down (dnsmasq, uplink, bridge); keeps its state files. */
+  /** Deletes the network's vxlan/vlan device when it is one this driver made (or unlabelled). */
+  private async deleteMember(c: NetworkConfig): Promise<void> {
+    const m = memberDevice(c);
+    if (!m) return;
+    const link = await this.ip.link.get(m.name);
+    const alias = (m.kind === 'vxlan' ? VXLAN_ALIAS_PREFIX : VLAN_ALIAS_PREFIX) + c.name;
+    if (link && link.kind === m.kind && (link.alias === undefined || link.alias === alias))
+      await this.ip.link.del(m.name);
+  }
+
+  /** Takes a network's realisation down (dnsmasq, uplink, member device, bridge); keeps its state files. */
   private async teardown(state: NetworkState): Promise<void> {
     const c = state.config;
     await this.dnsmasq.stop(dnsmasqPaths(this.stateDir, c.name));
     if (c.mode === 'bridge' && c.uplink) await this.releaseUplink(c.bridge, c.uplink);
+    await this.deleteMember(c);
     const br = await this.ip.link.get(c.bridge);
     if (br && br.kind === 'bridge' && (br.alias === undefined || br.alias === ALIAS_PREFIX + c.name)) {
       await this.ip.link.del(c.bridge);
@@ -505,6 +897,25 @@ export class LinuxNetworkDriver implements NetworkDriver {
     return join(this.stateDir, 'networks', name);
   }
 
+  private uplinkFile(): string {
+    return join(this.stateDir, 'uplink.json');
+  }
+
+  private async readUplinkState(): Promise<UplinkState | undefined> {
+    try {
+      const s = JSON.parse(await readFile(this.uplinkFile(), 'utf8')) as UplinkState;
+      return s.version === 1 && s.config?.device ? s : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  private async writeUplinkState(s: UplinkState): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true, mode: 0o755 });
+    await writeAtomic(this.uplinkFile(), `${JSON.stringify(s, null, 2)}\n`);
+  }
+
   private async readState(name: string): Promise<NetworkState | undefined> {
     try {
       const s = JSON.parse(await readFile(join(this.netDir(name), 'network.json'), 'utf8')) as NetworkState;
@@ -532,9 +943,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
   private async writeState(s: NetworkState): Promise<void> {
     const dir = this.netDir(s.config.name);
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    const tmp = join(dir, `.network.json.${process.pid}.tmp`);
-    await writeFile(tmp, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
-    await rename(tmp, join(dir, 'network.json'));
+    await writeAtomic(join(dir, 'network.json'), `${JSON.stringify(s, null, 2)}\n`);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -544,9 +953,28 @@ export class LinuxNetworkDriver implements NetworkDriver {
   }
 }
 
-/** Routes to carry over when addresses move: everything but the kernel's own subnet routes. */
-function movableRoutes(routes: IpRoute[]): IpRoute[] {
-  return routes.filter((r) => r.protocol !== 'kernel' && (r.type === undefined || r.type === 'unicast'));
+/** Writes a file through a temporary file and a rename, so readers never see half of it. */
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o644 });
+  await rename(tmp, path);
+}
+
+/** Live problems of a vlan network's 802.1Q device. */
+function vlanProblems(c: NetworkConfig, links: Map<string, IpLink>): string[] {
+  const v = c.vlan!;
+  const name = vlanDeviceName(v.trunk, v.id);
+  if (!links.has(v.trunk)) return [`trunk ${v.trunk} missing`];
+  const link = links.get(name);
+  if (!link) return [`vlan device ${name} missing`];
+  if (link.kind !== 'vlan') return [`${name} is not a vlan device`];
+  const problems: string[] = [];
+  if (link.vlanId !== v.id) problems.push(`vlan ${name} has id ${link.vlanId}, want ${v.id}`);
+  if (link.link !== v.trunk) problems.push(`vlan ${name} is on ${link.link ?? 'unknown'}, want ${v.trunk}`);
+  if (link.master !== c.bridge) problems.push(`vlan ${name} not enslaved to ${c.bridge}`);
+  if (!link.up) problems.push(`vlan ${name} is down`);
+  if (link.mtu !== c.mtu) problems.push(`vlan ${name} mtu is ${link.mtu}, want ${c.mtu}`);
+  return problems;
 }
 
 /** Batch lines that move addresses and routes from one device to another (link routes first, default last). */

@@ -69,3 +69,55 @@ export const bridgedNet: NetworkConfig = {
   uplink: 'eth0',
   forwards: [],
 };
+
+/** A vxlan overlay on host 2 of three (no subnet here: the bridge only switches frames). */
+export const vxlanNet: NetworkConfig = {
+  name: 'ov1',
+  mode: 'vxlan',
+  backend: 'linux',
+  bridge: 'vlb-0f0f0001',
+  mtu: 1450,
+  vxlan: {
+    vni: 1001,
+    device: 'vlx-0f0f0001',
+    local: '192.168.50.2',
+    remotes: ['192.168.50.1', '192.168.50.3'],
+    port: 4789,
+    underlay: 'eth0',
+  },
+  forwards: [],
+};
+
+/** The same overlay on its NAT gateway host 1: address, DHCP and masquerade. */
+export const vxlanGateway: NetworkConfig = {
+  ...vxlanNet,
+  vxlan: { ...vxlanNet.vxlan!, local: '192.168.50.1', remotes: ['192.168.50.2', '192.168.50.3'] },
+  nat: true,
+  subnet: {
+    cidr: '10.20.0.0/24',
+    gateway: '10.20.0.1',
+    prefixLength: 24,
+    dhcpStart: '10.20.0.100',
+    dhcpEnd: '10.20.0.150',
+    reservations: [],
+  },
+};
+
+/** A vlan network (VLAN 100 on trunk eth1), gateway host without nat. */
+export const vlanNet: NetworkConfig = {
+  name: 'prod100',
+  mode: 'vlan',
+  backend: 'linux',
+  bridge: 'vlb-0f0f0002',
+  mtu: 1500,
+  vlan: { id: 100, trunk: 'eth1' },
+  subnet: {
+    cidr: '10.100.0.0/24',
+    gateway: '10.100.0.1',
+    prefixLength: 24,
+    dhcpStart: '10.100.0.100',
+    dhcpEnd: '10.100.0.150',
+    reservations: [],
+  },
+  forwards: [],
+};

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import type { RecordingRunner } from '../../../exec/runner.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '__golden__');
 
@@ -17,4 +18,12 @@ export function expectGolden(name: string, text: string): void {
   if (!existsSync(file))
     throw new Error(`golden file ${file} missing; run with UPDATE_GOLDEN=1 and review it`);
   expect(text).toBe(readFileSync(file, 'utf8'));
+}
+
+/** The recorded commands with batch and nft input inlined, for golden files. */
+export function transcript(runner: RecordingRunner): string {
+  return runner.calls
+    .map((c, i) => `${runner.lines()[i]}${c.input ? `\n${c.input.trimEnd().replace(/^/gm, '    | ')}` : ''}`)
+    .join('\n')
+    .concat('\n');
 }

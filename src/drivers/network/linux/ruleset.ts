@@ -1,5 +1,10 @@
-// The host's one nftables table (`inet vmlink`), built from every nat and isolated network: pure,
-// deterministic text so it can be golden-tested and loaded atomically with `nft -f -`.
+// The host's one nftables table (`inet vmlink`), built from every network with a subnet on this host
+// (nat, isolated, and a vxlan/vlan network's gateway host): pure, deterministic text so it can be
+// golden-tested and loaded atomically with `nft -f -`.
+//
+// With br_netfilter loaded (bridge-nf-call-iptables=1, the default once the module is in), frames
+// switched inside a bridge pass the inet forward hook with iifname = oifname = the bridge: each
+// network's first forward rule accepts them, so VM-to-VM (and overlay) traffic is never dropped.
 import { assertIfName } from '../../../exec/ip.js';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
@@ -37,9 +42,15 @@ function ifname(v: string, what: string): string {
   return `"${v}"`;
 }
 
-/** Whether a network needs rules in the table (nat and isolated do; bridge mode does not). */
+/** Whether a network needs rules in the table: nat, isolated, and vxlan/vlan with a subnet on this host. */
 export function needsRules(cfg: NetworkConfig): boolean {
-  return cfg.mode === 'nat' || cfg.mode === 'isolated';
+  if (cfg.mode === 'nat' || cfg.mode === 'isolated') return true;
+  return (cfg.mode === 'vxlan' || cfg.mode === 'vlan') && cfg.subnet !== undefined;
+}
+
+/** Whether the network's subnet is routed and masqueraded out of the host (mode nat, or `nat` on a gateway host). */
+export function isRouted(cfg: NetworkConfig): boolean {
+  return cfg.mode === 'nat' || (cfg.nat === true && cfg.subnet !== undefined && cfg.mode !== 'bridge');
 }
 
 /**
@@ -53,6 +64,7 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
   const pre: string[] = [];
   const out: string[] = [];
   const post: string[] = [];
+  const fwdLocal: string[] = [];
   const fwdDrop: string[] = [];
   const fwdAccept: string[] = [];
   const usedPorts = new Map<string, string>();
@@ -62,7 +74,9 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
     const tag = `comment "net:${n.name}"`;
     if (!/^[A-Za-z0-9_.-]+$/.test(n.name))
       throw new InvalidRequestError(`invalid network name ${JSON.stringify(n.name)}`);
-    if (n.mode === 'isolated') {
+    fwdLocal.push(`iifname ${br} oifname ${br} accept ${tag}`);
+    if (!isRouted(n)) {
+      // isolated, or a vxlan/vlan gateway without nat: address + DHCP, nothing routed off the network.
       fwdDrop.push(`iifname ${br} drop ${tag}`, `oifname ${br} drop ${tag}`);
       continue;
     }
@@ -99,7 +113,11 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
     chain('prerouting', 'type nat hook prerouting priority dstnat; policy accept;', pre),
     chain('output', 'type nat hook output priority -100; policy accept;', out),
     chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post),
-    chain('forward', 'type filter hook forward priority filter; policy accept;', [...fwdDrop, ...fwdAccept]),
+    chain('forward', 'type filter hook forward priority filter; policy accept;', [
+      ...fwdLocal,
+      ...fwdDrop,
+      ...fwdAccept,
+    ]),
     '}',
   ].join('\n')}\n`;
 }
