@@ -72,12 +72,19 @@ export class Agent {
       hypervisor.list(),
       uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
     ]);
-    // A VM whose tap fell off its bridge is broken even if QEMU runs.
+    // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
+    // at once answer from one query instead of one command per NIC.
+    const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
+    const attached = async (d: NetworkDriver, tap: string, bridge: string) => {
+      if (!masters.has(d)) masters.set(d, d.portMasters?.());
+      const all = await masters.get(d);
+      return all ? all.get(tap) === bridge : d.portAttached(tap, bridge);
+    };
     for (const vm of vms) {
       const cfg = await hypervisor.config(vm.name);
       for (const nic of cfg?.nics ?? []) {
         const d = this.deps.networks[nicBackend(nic)];
-        if (!d || !(await d.portAttached(nic.tap, nic.bridge)))
+        if (!d || !(await attached(d, nic.tap, nic.bridge)))
           vm.problems.push(`port ${nic.tap} is not attached to ${nic.bridge}`);
       }
     }

@@ -40,6 +40,8 @@ export interface NetworkDriver {
   deletePort(tap: string, ctx?: OpContext): Promise<void>;
   /** Whether the port exists and is attached to `bridge`. */
   portAttached(tap: string, bridge: string): Promise<boolean>;
+  /** Optional bulk form for reports: every port of this backend with its bridge, in one query. */
+  portMasters?(): Promise<Map<string, string | undefined>>;
 
   // Host.
   /** Kernel network features this host has. */

@@ -185,11 +185,12 @@ export class DnsmasqManager {
     await rm(paths.pidFile, { force: true });
     const logStart = (await readText(paths.logFile))?.length ?? 0;
     const pid = await this.runner.spawnDetached(argv, { netns: this.netns, logFile: paths.logFile });
-    for (let i = 0; i < 100; i++) {
+    // dnsmasq writes its pidfile within ~10 ms: poll tightly, give up after 5 s.
+    for (let i = 0; i < 1000; i++) {
       const text = (await readText(paths.pidFile))?.trim();
       if (text === String(pid) && (await dnsmasqProcess(pid, paths.conf))) return pid;
-      if (i > 2 && !(await dnsmasqProcess(pid, paths.conf)) && !isAlive(pid)) break;
-      await sleep(50);
+      if (i > 20 && !(await dnsmasqProcess(pid, paths.conf)) && !isAlive(pid)) break;
+      await sleep(5);
     }
     const log = ((await readText(paths.logFile)) ?? '').slice(logStart).trim();
     killQuietly(pid, 'SIGKILL');
@@ -205,9 +206,9 @@ export class DnsmasqManager {
     if (pid !== undefined) {
       killQuietly(pid, 'SIGTERM');
       // Wait for the pid itself: an exiting process loses its cmdline before it closes its sockets.
-      for (let i = 0; i < 60 && !(await exited(pid)); i++) await sleep(50);
+      for (let i = 0; i < 300 && !(await exited(pid)); i++) await sleep(10);
       if (!(await exited(pid))) killQuietly(pid, 'SIGKILL');
-      for (let i = 0; i < 40 && !(await exited(pid)); i++) await sleep(50);
+      for (let i = 0; i < 200 && !(await exited(pid)); i++) await sleep(10);
     }
     await rm(paths.pidFile, { force: true });
   }

@@ -193,10 +193,11 @@ describe('LinuxNetworkDriver (recorded commands)', () => {
     expect(runner.lines()).toEqual([
       'ip -json -details link show dev vlb-1',
       'ip -json -details link show dev vlt-1',
-      'ip tuntap add dev vlt-1 mode tap vnet_hdr',
-      'ip -json -details link show dev vlt-1',
-      'ip link set dev vlt-1 master vlb-1 mtu 1400 up',
+      'ip -batch -',
     ]);
+    expect(runner.calls[2]!.input).toBe(
+      'tuntap add dev vlt-1 mode tap vnet_hdr\nlink set dev vlt-1 master vlb-1 mtu 1400 up\n',
+    );
     await expect(d.deletePort('eth0')).rejects.toThrow(ConflictError);
     await d.deletePort('vlt-1');
     expect(await d.portAttached('vlt-1', 'vlb-1')).toBe(false);

@@ -365,17 +365,17 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     if (br?.kind !== 'bridge') throw new NotFoundError('bridge', port.bridge);
     const r = new Reverter();
     try {
-      let tap = await this.ip.link.get(port.tap);
+      const tap = await this.ip.link.get(port.tap);
       if (tap && tap.kind !== 'tun')
         throw new ConflictError(`device ${port.tap} exists and is not a tap`, port.tap);
-      if (!tap) {
-        await this.ip.tuntap.add({ name: port.tap, mode: 'tap', vnetHdr: true });
-        r.add(() => this.ip.tuntap.del(port.tap));
-        tap = await this.ip.link.get(port.tap);
-      }
       if (filtering && !br.vlanFiltering) await this.ip.exec(ipCmd.bridgeVlanFiltering(port.bridge, true));
-      if (tap?.master !== port.bridge || tap.mtu !== port.mtu || !tap.up) {
-        await this.ip.link.set(port.tap, { master: port.bridge, mtu: port.mtu, up: true });
+      const attach = ipCmd.linkSet(port.tap, { master: port.bridge, mtu: port.mtu, up: true });
+      if (!tap) {
+        // Create and attach in one batch: one command per port instead of three.
+        r.add(() => this.ip.tuntap.del(port.tap));
+        await this.ip.batch([ipCmd.tuntapAdd({ name: port.tap, mode: 'tap', vnetHdr: true }), attach]);
+      } else if (tap.master !== port.bridge || tap.mtu !== port.mtu || !tap.up) {
+        await this.ip.batch([attach]);
       }
       if (filtering) {
         const have = parsePortVlans(
@@ -405,6 +405,12 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     assertIfName(tap, 'tap');
     const link = await this.ip.link.get(tap);
     return link?.kind === 'tun' && link.master === bridge;
+  }
+
+  /** Every tap on the host with the bridge it is attached to (one command, for reports over many ports). */
+  async portMasters(): Promise<Map<string, string | undefined>> {
+    const links = await this.ip.link.list();
+    return new Map(links.filter((l) => l.kind === 'tun').map((l) => [l.name, l.master]));
   }
 
   // Host.
@@ -856,6 +862,9 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   }
 
   private async ipForwarding(): Promise<boolean> {
+    // In its own namespace (the agent's case) /proc answers without spawning sysctl.
+    if (this.netns === undefined)
+      return (await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')).trim() === '1';
     const r = await this.runner.run(['sysctl', '-n', 'net.ipv4.ip_forward'], { netns: this.netns });
     return r.stdout.trim() === '1';
   }
