@@ -16,7 +16,7 @@ import {
   VmlinkError,
 } from '../shared/errors.js';
 import type { HostReport, ObservedVm, UplinkConfig } from '../shared/model.js';
-import { checkCapacity, loadSpec } from '../spec/load.js';
+import { checkCapacity, checkHostSupport, loadSpec } from '../spec/load.js';
 import type { Spec } from '../spec/schema.js';
 import { type AgentClient, agentAddress, agentFor, gatherReports } from './agents.js';
 import { type HostHealth, hostHealth } from './monitor.js';
@@ -298,12 +298,15 @@ export class Controller {
     );
     const reports = await gatherReports(spec, notes);
     if (checkCaps) {
-      const issues = checkCapacity(
-        spec,
-        Object.fromEntries(
-          reports.map((r) => [r.host, { cpus: r.capabilities.cpus, memoryMiB: r.capabilities.memoryMiB }]),
+      const issues = [
+        ...checkCapacity(
+          spec,
+          Object.fromEntries(
+            reports.map((r) => [r.host, { cpus: r.capabilities.cpus, memoryMiB: r.capabilities.memoryMiB }]),
+          ),
         ),
-      );
+        ...checkHostSupport(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities]))),
+      ];
       if (issues.length) throw new InvalidSpecError(issues);
     }
     // Hosts the previous spec had and this one drops: what runs there goes, if they answer.

@@ -6,7 +6,14 @@ import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
 import { type Spec, SpecSchema } from './schema.js';
 import { validateSpec } from './validate.js';
 
-export { checkCapacity, HOST_MEMORY_RESERVE_MIB, type HostCapacity, validateSpec } from './validate.js';
+export {
+  checkCapacity,
+  checkHostSupport,
+  HOST_MEMORY_RESERVE_MIB,
+  type HostCapacity,
+  type HostSupport,
+  validateSpec,
+} from './validate.js';
 
 /** Formats a zod path as `vms[1].nics[0].ip`. */
 export function formatPath(path: readonly PropertyKey[]): string {

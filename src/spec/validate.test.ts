@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
-import { loadSpec } from './load.js';
+import { checkHostSupport, loadSpec } from './load.js';
 import { derivedMac } from './net.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: test fixtures are raw spec documents mutated freely.
@@ -461,5 +461,38 @@ lab:
         ),
       ),
     ).toThrow(/lab\.lan\.dhcp: the range must end below 192\.168\.9\.254/);
+  });
+});
+
+describe('host support', () => {
+  const spec = loadSpec(`version: 1
+hosts: [{ name: h1, address: 10.0.0.1 }, { name: h2, address: 10.0.0.2 }]
+networks:
+  - { name: v100, mode: vlan, vlan: 100, hosts: [h1, h2] }
+  - { name: ov, mode: vxlan, vni: 7, backend: ovs, hosts: [h1, h2] }
+`);
+  const noVlan = { backends: ['linux', 'ovs'], network: { vlan: false, vxlan: true } };
+  it('refuses a linux vlan network on a host without 802.1Q and names ovs as the remedy', () => {
+    const issues = checkHostSupport(spec, { h1: noVlan, h2: noVlan });
+    expect(issues.map((i) => i.path)).toEqual(['networks[0].backend', 'networks[0].backend']);
+    expect(issues[0]!.message).toMatch(/no 802\.1Q VLAN devices.*use backend: ovs/);
+  });
+  it('refuses a backend a host does not have', () => {
+    const issues = checkHostSupport(spec, {
+      h1: noVlan,
+      h2: { backends: ['linux'], network: { vlan: true } },
+    });
+    expect(issues).toContainEqual({
+      path: 'networks[1].backend',
+      message: expect.stringMatching(/host "h2" has no ovs backend.*openvswitch-switch/),
+    });
+  });
+  it('accepts what the hosts can do', () => {
+    expect(
+      checkHostSupport(spec, {
+        h1: { backends: ['linux', 'ovs'], network: { vlan: true } },
+        h2: { backends: ['linux', 'ovs'], network: { vlan: true } },
+      }),
+    ).toEqual([]);
   });
 });

@@ -897,3 +897,47 @@ export function checkCapacity(spec: Spec, capacities: Record<string, HostCapacit
   });
   return issues;
 }
+
+/** What a host reports it can do, for `checkHostSupport`. */
+export interface HostSupport {
+  backends: readonly string[];
+  /** Kernel network features (vlan, vxlan, bridgeVlanFiltering, ...). */
+  network: Record<string, boolean>;
+}
+
+/**
+ * Checks every network against the backends and kernel features its member hosts report, so that a network no
+ * host can realise is refused before any change (this machine, say, has no 802.1Q devices: vlan needs ovs).
+ */
+export function checkHostSupport(spec: Spec, hosts: Record<string, HostSupport>): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  spec.networks.forEach((net, i) => {
+    for (const h of networkHosts(spec, net)) {
+      const sup = hosts[h];
+      if (!sup) continue;
+      if (!sup.backends.includes(net.backend)) {
+        issues.push({
+          path: `networks[${i}].backend`,
+          message: `host "${h}" has no ${net.backend} backend (it offers ${sup.backends.join(', ') || 'none'}); ${
+            net.backend === 'ovs'
+              ? 'install openvswitch-switch there (npm run setup does)'
+              : 'use another backend'
+          }`,
+        });
+        continue;
+      }
+      if (net.backend !== 'linux') continue;
+      if (net.mode === 'vlan' && sup.network.vlan === false)
+        issues.push({
+          path: `networks[${i}].backend`,
+          message: `host "${h}"'s kernel has no 802.1Q VLAN devices, so the linux backend cannot build vlan network "${net.name}"; use backend: ovs (Open vSwitch's userspace datapath does VLANs here)`,
+        });
+      if (net.mode === 'vxlan' && sup.network.vxlan === false)
+        issues.push({
+          path: `networks[${i}].backend`,
+          message: `host "${h}"'s kernel has no VXLAN support; use backend: ovs for vxlan network "${net.name}"`,
+        });
+    }
+  });
+  return issues;
+}
