@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { renderMatrix, table } from './render.js';
+import { renderMatrix, renderPmtu, renderThroughput, table } from './render.js';
 
 it('aligns tables', () => {
   expect(
@@ -51,6 +51,8 @@ it('renders a matrix with RTTs, blocked cells, forwards and mismatches', () => {
         ok: true,
       },
     ],
+    pmtu: [],
+    routers: [],
     ok: false,
     mismatches: 1,
     measuredAt: '2026-01-01T00:00:00Z',
@@ -61,4 +63,69 @@ it('renders a matrix with RTTs, blocked cells, forwards and mismatches', () => {
   expect(text).toContain('vmlink-guest web1');
   expect(text).toContain('pc1 -> web1 (ping): expected unreachable, measured reachable');
   expect(text.trim().split('\n').pop()).toBe('NOT verified: 1 of 3 cells differ from the topology.');
+});
+
+it('renders path-MTU checks, routers and unasserted cells, and counts PMTU mismatches in the verdict', () => {
+  const text = renderMatrix({
+    endpoints: [
+      { id: 'a1', kind: 'vm', address: '10.20.0.100', host: 'host1', network: 'prod100' },
+      { id: 'b1', kind: 'vm', address: '10.30.0.100', host: 'host2', network: 'test200' },
+    ],
+    cells: [
+      {
+        from: 'a1',
+        to: 'b1',
+        kind: 'ping',
+        expected: 'any',
+        observed: true,
+        rttMs: 1.5,
+        detail: 'echo reply',
+        ok: true,
+      },
+      { from: 'b1', to: 'a1', kind: 'ping', expected: 'any', observed: false, detail: 'no reply', ok: true },
+    ],
+    pmtu: [
+      {
+        network: 'ov1',
+        from: 'x1',
+        to: 'x2',
+        expectedMtu: 1450,
+        measuredMtu: 1450,
+        ok: true,
+        detail: 'full MTU passes',
+      },
+      {
+        network: 'ov2',
+        from: 'y1',
+        to: 'y2',
+        expectedMtu: 1450,
+        measuredMtu: 1400,
+        ok: false,
+        detail: 'largest passing MTU 1400 < 1450',
+      },
+    ],
+    routers: [{ vm: 'r1', host: 'host1', networks: ['prod100', 'test200'] }],
+    ok: false,
+    mismatches: 1,
+    measuredAt: '2026-01-01T00:00:00Z',
+    durationMs: 1000,
+  });
+  expect(text).toContain('any:reach 1.50ms');
+  expect(text).toContain('any:blocked');
+  expect(text).toContain('r1 on host1: prod100, test200');
+  expect(text).toContain('Path MTU');
+  expect(text).toMatch(/ov1\s+x1\s+x2\s+1450\s+1450\s+ok/);
+  expect(text).toMatch(/ov2\s+y1\s+y2\s+1450\s+1400\s+MISMATCH: largest passing MTU 1400 < 1450/);
+  expect(text).toContain('y1 -> y2 (path MTU on ov2): expected 1450, measured 1400');
+  expect(text.trim().split('\n').pop()).toBe('NOT verified: 1 of 4 checks differ from the topology.');
+});
+
+it('renders PMTU tables only when there are checks, and throughput as a row', () => {
+  expect(renderPmtu({ pmtu: [] })).toBe('');
+  expect(renderThroughput({ from: 'a1', to: 'b1', mbps: 941.234, retransmits: 0, durationS: 3 })).toBe(
+    'from  to  Mbit/s  retransmits  seconds\na1    b1  941.2   0            3',
+  );
+  expect(renderThroughput({ from: 'pc1', to: 'web1', mbps: 12, durationS: 3.01 })).toMatch(
+    /pc1\s+web1\s+12.0\s+-\s+3.01/,
+  );
 });

@@ -1,4 +1,5 @@
-import type { VerifyResult } from '../controller/verify.js';
+import type { ThroughputResult } from '../agent/throughput.js';
+import type { MatrixCell, VerifyResult } from '../controller/verify.js';
 
 /** Renders rows as an aligned text table with a header line. */
 export function table(headers: string[], rows: Array<Array<string | number | undefined>>): string {
@@ -9,11 +10,49 @@ export function table(headers: string[], rows: Array<Array<string | number | und
     .join('\n');
 }
 
-function mark(c: { expected: boolean; observed: boolean; rttMs?: number }): string {
-  if (c.expected && c.observed)
-    return c.rttMs === undefined ? 'ok' : `ok ${c.rttMs < 10 ? c.rttMs.toFixed(2) : c.rttMs.toFixed(0)}ms`;
+function rtt(ms: number): string {
+  return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(0)}ms`;
+}
+
+function mark(c: Pick<MatrixCell, 'expected' | 'observed' | 'rttMs'>): string {
+  // Not asserted (a router VM joins both networks, or the probe cannot tell): show what was measured.
+  if (c.expected === 'any')
+    return c.observed ? `any:reach${c.rttMs === undefined ? '' : ` ${rtt(c.rttMs)}`}` : 'any:blocked';
+  if (c.expected && c.observed) return c.rttMs === undefined ? 'ok' : `ok ${rtt(c.rttMs)}`;
   if (!c.expected && !c.observed) return 'blocked';
   return c.expected ? 'FAIL:unreachable' : 'FAIL:reachable';
+}
+
+function expectedText(e: MatrixCell['expected']): string {
+  return e === 'any' ? 'anything (not asserted)' : e ? 'reachable' : 'unreachable';
+}
+
+/** Renders the path-MTU checks of a verify result (empty string when there are none). */
+export function renderPmtu(r: Pick<VerifyResult, 'pmtu'>): string {
+  const rows = r.pmtu ?? [];
+  if (!rows.length) return '';
+  return [
+    "Path MTU (don't-fragment pings between two VMs per network):",
+    table(
+      ['network', 'from', 'to', 'expected', 'measured', 'result'],
+      rows.map((p) => [
+        p.network,
+        p.from,
+        p.to,
+        p.expectedMtu,
+        p.measuredMtu ?? 'none',
+        p.ok ? 'ok' : `MISMATCH: ${p.detail}`,
+      ]),
+    ),
+  ].join('\n');
+}
+
+/** Renders one throughput measurement as a one-row table. */
+export function renderThroughput(t: ThroughputResult): string {
+  return table(
+    ['from', 'to', 'Mbit/s', 'retransmits', 'seconds'],
+    [[t.from, t.to, t.mbps.toFixed(1), t.retransmits, t.durationS]],
+  );
 }
 
 /** Renders a verify result as a from/to matrix plus a forward table and a one-line verdict. */
@@ -46,6 +85,14 @@ export function renderMatrix(r: VerifyResult): string {
     'Reachability (rows reach columns; ok = expected and measured, blocked = expected and measured unreachable):',
     table(['from \\ to', ...ids], rows),
   ];
+  const routers = r.routers ?? [];
+  if (routers.length) {
+    out.push(
+      '',
+      'Routers (VMs with trunk NICs, left out of the matrix; cells between networks one of them joins are not asserted, shown as any:):',
+      ...routers.map((x) => `  ${x.vm} on ${x.host}: ${x.networks.join(', ')}`),
+    );
+  }
   const fwd = r.cells.filter((c) => c.kind === 'forward');
   if (fwd.length) {
     out.push(
@@ -53,26 +100,43 @@ export function renderMatrix(r: VerifyResult): string {
       'Port forwards:',
       table(
         ['from', 'forward', 'expected', 'result', 'answer'],
-        fwd.map((c) => [c.from, c.to, c.expected ? 'reach' : 'blocked', mark(c), c.detail]),
+        fwd.map((c) => [
+          c.from,
+          c.to,
+          c.expected === 'any' ? 'any' : c.expected ? 'reach' : 'blocked',
+          mark(c),
+          c.detail,
+        ]),
       ),
     );
   }
+  const pmtu = renderPmtu(r);
+  if (pmtu) out.push('', pmtu);
   const bad = r.cells.filter((c) => !c.ok);
-  if (bad.length) {
+  const badPmtu = (r.pmtu ?? []).filter((p) => !p.ok);
+  if (bad.length || badPmtu.length) {
     out.push(
       '',
       'Mismatches:',
       ...bad.map(
         (c) =>
-          `  ${c.from} -> ${c.to} (${c.kind}): expected ${c.expected ? 'reachable' : 'unreachable'}, measured ${c.observed ? 'reachable' : 'unreachable'} (${c.detail})`,
+          `  ${c.from} -> ${c.to} (${c.kind}): expected ${expectedText(c.expected)}, measured ${c.observed ? 'reachable' : 'unreachable'} (${c.detail})`,
+      ),
+      ...badPmtu.map(
+        (p) =>
+          `  ${p.from} -> ${p.to} (path MTU on ${p.network}): expected ${p.expectedMtu}, measured ${p.measuredMtu ?? 'nothing'} (${p.detail})`,
       ),
     );
   }
+  const checks = r.cells.length + (r.pmtu?.length ?? 0);
+  const what = r.pmtu?.length
+    ? `${r.cells.length} cells and ${r.pmtu.length} path-MTU checks`
+    : `${r.cells.length} cells`;
   out.push(
     '',
     r.ok
-      ? `Verified: all ${r.cells.length} cells match the topology (${(r.durationMs / 1000).toFixed(1)} s).`
-      : `NOT verified: ${r.mismatches} of ${r.cells.length} cells differ from the topology.`,
+      ? `Verified: all ${what} match the topology (${(r.durationMs / 1000).toFixed(1)} s).`
+      : `NOT verified: ${r.mismatches} of ${checks} ${r.pmtu?.length ? 'checks' : 'cells'} differ from the topology.`,
   );
   return out.join('\n');
 }

@@ -145,6 +145,12 @@ export async function verifySpec(
             reachable: false,
             detail: `not measurable: ${dst.address} is also ${src.kind === 'vm' ? src.vm : src.id}'s own address (overlapping CIDRs)`,
           });
+        // A host cannot tell which of its networks answered for an address on two of them: not asserted.
+        if (src.kind === 'host' && twins.length)
+          return cell(src.id, dst.id, 'ping', 'any', {
+            reachable: false,
+            detail: `not measurable: ${dst.address} is also ${twins.map((t) => t.id).join(', ')}'s address on ${src.id}'s network ${twins[0]!.network}`,
+          });
         let r = await probe(src, 'ping', dst.address).catch(errorResult);
         // A reply where none was expected may come from another holder of the address on src's own segment
         // (a twin VM, a gateway address): check who answered before calling it a leak.

@@ -30,3 +30,22 @@ export function parseHttp(code: number, stdout: string, stderr: string, ms: numb
   if (code === 0) return { reachable: true, rttMs: ms, detail: stdout.trim().split('\n')[0] ?? '' };
   return { reachable: false, detail: (stderr.trim() || `exit ${code}`).split('\n')[0]!.slice(0, 160) };
 }
+
+/**
+ * argv of one don't-fragment ICMP echo carrying `payload` data bytes (iputils ping: `-M do`; busybox ping has no
+ * such option). A packet larger than the sender's route MTU fails at once ("message too long").
+ */
+export function dfPingArgv(target: string, payload: number, timeoutMs: number): string[] {
+  const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  return ['ping', '-n', '-M', 'do', '-c', '1', '-W', secs, '-s', String(payload), target];
+}
+
+/** argv that prints the neighbour entry of `address` (`ADDR dev eth0 lladdr MAC STATE`; iproute2 and busybox). */
+export function neighArgv(address: string): string[] {
+  return ['ip', 'neigh', 'show', address];
+}
+
+/** The link-layer address `ip neigh show` lists for an entry, lower-cased; undefined when none (FAILED, absent). */
+export function parseNeighMac(text: string): string | undefined {
+  return /\blladdr ([0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5})\b/.exec(text)?.[1]?.toLowerCase();
+}

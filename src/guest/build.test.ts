@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
 import {
+  BUILD_FORMAT,
   ensureTestGuest,
   type GuestManifest,
   guestContentHash,
@@ -44,6 +45,12 @@ python3:
   Candidate: 3.11.2-1+b1
 libpcre2-8-0:
   Candidate: 10.42-1+deb12u2
+iputils-ping:
+  Candidate: 3:20221126-1+deb12u1
+iperf3:
+  Candidate: 3.12-1+deb12u2
+libiperf0:
+  Candidate: 3.12-1+deb12u2
 gone:
   Candidate: (none)
 `;
@@ -97,7 +104,7 @@ describe('ensureTestGuest cache check', () => {
     await writeFile(join(dir, 'vmlinuz'), 'kernel');
     await writeFile(join(dir, 'initrd.img'), 'initrd');
     const m: GuestManifest = {
-      format: 1,
+      format: BUILD_FORMAT,
       contentSha256: await guestContentHash(),
       kernelRelease: '6.1.0-56-amd64',
       kernelPackage: 'linux-image-6.1.0-56-amd64',
@@ -109,6 +116,9 @@ describe('ensureTestGuest cache check', () => {
         { name: 'libglib2.0-0', version: '2.74.6-2+deb12u9' },
         { name: 'libfoo1', version: '1.0' },
         { name: 'python3', version: '3.11.2-1+b1' },
+        { name: 'iputils-ping', version: '3:20221126-1+deb12u1' },
+        { name: 'iperf3', version: '3.12-1+deb12u2' },
+        { name: 'libiperf0', version: '3.12-1+deb12u2' },
         { name: 'libpcre2-8-0', version: '10.42-1+deb12u2' },
       ],
       modules: [],

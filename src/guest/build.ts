@@ -24,7 +24,7 @@ export const DEFAULT_GUEST_DIR = '/var/lib/vmlink/images/test-guest';
 /** Where downloaded .deb files are kept between builds. */
 export const DEFAULT_DEB_CACHE = '/var/cache/vmlink/debs';
 /** Bumped whenever the builder changes what it puts in the image, so cached images get rebuilt. */
-export const BUILD_FORMAT = 1;
+export const BUILD_FORMAT = 2;
 
 /** Guest content shipped in the initramfs, beside this file: path in the image -> source file name. */
 const GUEST_SCRIPTS = {
@@ -36,6 +36,19 @@ const LIB_DIRS = ['lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu', 'lib64', '
 const QGA_PACKAGE = 'qemu-guest-agent';
 const BUSYBOX_PACKAGE = 'busybox-static';
 const KERNEL_META = 'linux-image-amd64';
+
+/**
+ * Dynamically linked programs copied from Debian packages, with their shared libraries: path in the package ->
+ * path in the image. iputils ping replaces busybox's (don't-fragment pings, `-M do`, for path-MTU checks);
+ * iperf3 measures throughput (started on demand through guest-exec, never at boot).
+ */
+const GUEST_PROGRAMS = [
+  { pkg: QGA_PACKAGE, path: 'usr/sbin/qemu-ga' },
+  { pkg: 'iputils-ping', path: 'bin/ping' },
+  { pkg: 'iperf3', path: 'usr/bin/iperf3' },
+] as const;
+/** Packages fetched up front besides kernel, busybox, qemu-ga (+ its Depends) and the programs' packages. */
+const EXTRA_PACKAGES = ['libiperf0'] as const;
 
 /** A Debian package the image was built from. */
 export interface GuestPackage {
@@ -162,7 +175,7 @@ async function candidates(runner: Runner, names: readonly string[]): Promise<Map
 
 interface Wanted {
   kernelPackage: string;
-  /** Packages and the versions apt picks now: kernel, busybox, qemu-ga and its direct dependencies. */
+  /** Packages and the versions apt picks now: kernel, busybox, qemu-ga and its direct dependencies, programs. */
   packages: GuestPackage[];
   /** Candidate versions of every package asked about (including `also`). */
   versions: Map<string, string>;
@@ -173,7 +186,14 @@ async function resolvePackages(runner: Runner, also: string[] = []): Promise<Wan
   const deps = await aptDepends(runner, [KERNEL_META, QGA_PACKAGE]);
   const kernelPackage = deps.get(KERNEL_META)?.find((d) => /^linux-image-\d/.test(d));
   if (!kernelPackage) throw new NotFoundError('kernel package behind', KERNEL_META);
-  const names = [kernelPackage, BUSYBOX_PACKAGE, QGA_PACKAGE, ...(deps.get(QGA_PACKAGE) ?? [])];
+  const names = [
+    kernelPackage,
+    BUSYBOX_PACKAGE,
+    QGA_PACKAGE,
+    ...(deps.get(QGA_PACKAGE) ?? []),
+    ...GUEST_PROGRAMS.map((p) => p.pkg).filter((p) => p !== QGA_PACKAGE),
+    ...EXTRA_PACKAGES,
+  ];
   const versions = await candidates(runner, [...names, ...also]);
   return { kernelPackage, packages: names.map((name) => ({ name, version: versions.get(name)! })), versions };
 }
@@ -182,7 +202,9 @@ async function resolvePackages(runner: Runner, also: string[] = []): Promise<Wan
 
 /** sha256 over what the builder puts in the image besides packages: guest scripts, module list, format. */
 export async function guestContentHash(): Promise<string> {
-  const h = createHash('sha256').update(`format ${BUILD_FORMAT}\nmodules ${GUEST_MODULES.join(' ')}\n`);
+  const h = createHash('sha256').update(
+    `format ${BUILD_FORMAT}\nmodules ${GUEST_MODULES.join(' ')}\nprograms ${GUEST_PROGRAMS.map((p) => `${p.pkg}:${p.path}`).join(' ')}\n`,
+  );
   for (const [dest, src] of Object.entries(GUEST_SCRIPTS)) {
     h.update(`${dest}\n`).update(await readFile(new URL(`./${src}`, import.meta.url)));
   }
@@ -291,10 +313,15 @@ async function build(
       tree.symlink(a, '/bin/busybox');
     }
 
-    // qemu-ga with its shared libraries and the dynamic loader.
-    const qga = join(extracted.get(QGA_PACKAGE)!.root, 'usr/sbin/qemu-ga');
-    tree.file('usr/sbin/qemu-ga', await readFile(qga), 0o755);
-    const used = await addLibraries(runner, tree, qga, extracted, fetch, progress);
+    // qemu-ga, ping, iperf3 with their shared libraries and the dynamic loader (they replace busybox applets).
+    const programs: { file: string; pkg: string }[] = [];
+    for (const p of GUEST_PROGRAMS) {
+      const file = await resolveInRoot(extracted.get(p.pkg)!.root, p.path);
+      if (!file) throw new NotFoundError(`${p.path} in package`, p.pkg);
+      tree.file(p.path, await readFile(file), 0o755);
+      programs.push({ file, pkg: p.pkg });
+    }
+    const used = await addLibraries(runner, tree, programs, extracted, fetch, progress);
 
     // Guest scripts.
     for (const [dest, src] of Object.entries(GUEST_SCRIPTS)) {
@@ -382,22 +409,22 @@ export function parseReadelf(text: string): { needed: string[]; interp?: string 
 }
 
 /**
- * Adds the shared-library closure of `binary` (and its loader) to the tree from the extracted packages,
+ * Adds the shared-library closure of `binaries` (and their loader) to the tree from the extracted packages,
  * fetching dependencies of the packages involved when a library is missing. Returns the packages used.
  */
 async function addLibraries(
   runner: Runner,
   tree: FsTree,
-  binary: string,
+  binaries: readonly { file: string; pkg: string }[],
   extracted: Map<string, Extracted>,
   fetch: (p: GuestPackage[]) => Promise<void>,
   progress: (l: string) => void,
 ): Promise<Set<string>> {
-  const used = new Set<string>([QGA_PACKAGE]);
+  const used = new Set<string>(binaries.map((b) => b.pkg));
   for (let round = 0; ; round++) {
     const missing: string[] = [];
     const seen = new Set<string>();
-    const queue: { file: string; pkg: string }[] = [{ file: binary, pkg: QGA_PACKAGE }];
+    const queue: { file: string; pkg: string }[] = [...binaries];
     const needers = new Set<string>();
     while (queue.length) {
       const { file, pkg } = queue.shift()!;
@@ -431,13 +458,13 @@ async function addLibraries(
       }
     }
     if (!missing.length) return used;
-    if (round >= 3) throw new NotFoundError('shared libraries of qemu-ga', missing.join(', '));
+    if (round >= 6) throw new NotFoundError('shared libraries of the guest programs', missing.join(', '));
     progress(`resolving ${missing.join(', ')} (needed by ${[...needers].join(', ')})`);
     const more = new Set<string>();
     for (const ds of (await aptDepends(runner, [...needers])).values()) {
       for (const d of ds) if (!extracted.has(d)) more.add(d);
     }
-    if (!more.size) throw new NotFoundError('shared libraries of qemu-ga', missing.join(', '));
+    if (!more.size) throw new NotFoundError('shared libraries of the guest programs', missing.join(', '));
     const versions = await candidates(runner, [...more]);
     await fetch([...more].map((name) => ({ name, version: versions.get(name)! })));
   }

@@ -5,6 +5,8 @@
 #   vmlink.ip.<if>=ADDR/PREFIX[,GATEWAY]      static IPv4 address; otherwise DHCP (udhcpc) on that NIC
 #   vmlink.mtu.<if>=N                         MTU of that NIC
 #   vmlink.dhcp=0                             no DHCP on NICs without a static address
+# Tools beyond busybox: iputils ping (/bin/ping: `ping -M do -s N` for path-MTU checks), iperf3 (a server is
+# started on demand through guest-exec: `iperf3 -s -1 -D`), and the 8021q module for VLAN sub-interfaces.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 umask 022
 

@@ -1,6 +1,9 @@
 import { VmlinkError } from '../shared/errors.js';
 
-/** Kernel modules the test guest loads (virtio devices, ACPI power button and its input events). */
+/**
+ * Kernel modules the test guest loads: virtio devices, ACPI power button and its input events, and 802.1Q so a
+ * router VM on a trunk NIC can add VLAN sub-interfaces (`ip link add link eth0 name eth0.100 type vlan id 100`).
+ */
 export const GUEST_MODULES = [
   'virtio_pci',
   'virtio_net',
@@ -10,6 +13,7 @@ export const GUEST_MODULES = [
   'af_packet',
   'button',
   'evdev',
+  '8021q',
 ] as const;
 
 /** A parsed `modules.dep`: module name -> its file (relative to the modules dir) and direct dependencies. */

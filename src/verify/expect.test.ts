@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { type Endpoint, expectForward, expectReachable } from './expect.js';
+import { SpecSchema } from '../spec/schema.js';
+import {
+  addressTwins,
+  type Endpoint,
+  endpointsOf,
+  expectCell,
+  expectForward,
+  expectReachable,
+  routersOf,
+  type VmEndpoint,
+} from './expect.js';
 
 const host: Endpoint = { id: 'h1', kind: 'host', host: 'h1', address: '192.168.50.10' };
 const host2: Endpoint = { id: 'h2', kind: 'host', host: 'h2', address: '192.168.50.11' };
@@ -52,5 +62,144 @@ describe('expected reachability', () => {
     expect(expectForward(peer)).toBe(true);
     expect(expectForward(host)).toBe(true);
     expect(expectForward(up)).toBe(false);
+  });
+});
+
+const mvm = (
+  id: string,
+  mode: 'vxlan' | 'vlan',
+  network: string,
+  h: string,
+  extra: Partial<VmEndpoint> = {},
+): VmEndpoint => ({ id, kind: 'vm', vm: id, host: h, network, mode, mac: '', ...extra });
+
+describe('multi-host expectations', () => {
+  const a1 = mvm('a1', 'vxlan', 'ov1', 'h1', { address: '10.20.0.100' });
+  const a2 = mvm('a2', 'vxlan', 'ov1', 'h2', { address: '10.20.0.101' });
+  // ov2 overlaps ov1's CIDR: b1 even has a1's address.
+  const b1 = mvm('b1', 'vxlan', 'ov2', 'h2', { address: '10.20.0.100' });
+  const g1 = mvm('g1', 'vxlan', 'ovgw', 'h2', { gatewayHost: 'h1', nat: true });
+  const g2 = mvm('g2', 'vxlan', 'ovgw', 'h1', { gatewayHost: 'h1', nat: true });
+  const p1 = mvm('p1', 'vxlan', 'ovpriv', 'h2', { gatewayHost: 'h1', nat: false });
+
+  it('VMs on one vxlan network reach each other across hosts; other overlays never, overlapping CIDRs or not', () => {
+    expect(expectReachable(a1, a2)).toBe(true);
+    expect(expectReachable(a2, a1)).toBe(true);
+    for (const [s, d] of [
+      [a1, b1],
+      [b1, a1],
+      [a2, b1],
+      [g1, a1],
+      [a1, g1],
+    ] as const)
+      expect(expectReachable(s, d), `${s.id}->${d.id}`).toBe(false);
+  });
+
+  it('a vxlan VM without a nat gateway reaches nothing off its network, and no host reaches it', () => {
+    for (const d of [host, host2, peer, up, br, nat]) expect(expectReachable(a1, d), d.id).toBe(false);
+    for (const s of [host, host2, peer, up, br, nat]) expect(expectReachable(s, a1), s.id).toBe(false);
+  });
+
+  it('with gateway.nat a vxlan VM egresses like a nat VM; only its gateway host reaches it', () => {
+    for (const d of [host, host2, peer, up, br]) expect(expectReachable(g1, d), d.id).toBe(true);
+    expect(expectReachable(host, g1)).toBe(true);
+    expect(expectReachable(host, g2)).toBe(true);
+    for (const s of [host2, peer, up, br, nat]) expect(expectReachable(s, g1), s.id).toBe(false);
+    expect(expectReachable(g1, g2)).toBe(true);
+  });
+
+  it('a gateway without nat: its host reaches in, the VM reaches nothing out', () => {
+    expect(expectReachable(host, p1)).toBe(true);
+    expect(expectReachable(host2, p1)).toBe(false);
+    for (const d of [host, host2, peer, up]) expect(expectReachable(p1, d), d.id).toBe(false);
+  });
+
+  it('vlan: same VLAN reaches across hosts, different VLANs are isolated unless a router joins them', () => {
+    const v100a = mvm('v100a', 'vlan', 'prod100', 'h1');
+    const v100b = mvm('v100b', 'vlan', 'prod100', 'h2');
+    const v200 = mvm('v200', 'vlan', 'test200', 'h2');
+    const v300 = mvm('v300', 'vlan', 'dev300', 'h1');
+    expect(expectReachable(v100a, v100b)).toBe(true);
+    expect(expectReachable(v100b, v100a)).toBe(true);
+    expect(expectReachable(v100a, v200)).toBe(false);
+    expect(expectCell(v100a, v200)).toBe(false);
+    const routers = [{ vm: 'r1', host: 'h1', networks: ['prod100', 'test200'] }];
+    expect(expectCell(v100a, v200, routers)).toBe('any');
+    expect(expectCell(v200, v100b, routers)).toBe('any');
+    expect(expectCell(v100a, v300, routers)).toBe(false);
+    expect(expectCell(v100a, v100b, routers)).toBe(true);
+    expect(expectCell(host, v200, routers)).toBe(false);
+  });
+
+  it("finds the twin that answers for an overlapping address on the source's own network", () => {
+    const eps = [a1, a2, b1];
+    // a2 -> b1 (10.20.0.100): on ov1 that address is a1's.
+    expect(addressTwins(a2, b1, eps)).toEqual({ self: false, twins: [a1] });
+    // a1 -> b1: the address is a1's own.
+    expect(addressTwins(a1, b1, eps).self).toBe(true);
+    expect(addressTwins(a1, a2, eps)).toEqual({ self: false, twins: [] });
+    expect(addressTwins(host, b1, eps)).toEqual({ self: false, twins: [] });
+    // h1 holds ov1's gateway address: for it, 10.20.0.100 is on-link on ov1, where a1 has it.
+    const ga1 = { ...a1, gatewayHost: 'h1' };
+    expect(addressTwins(host, b1, [ga1, a2, b1])).toEqual({ self: false, twins: [ga1] });
+    expect(addressTwins(host2, b1, [ga1, a2, b1])).toEqual({ self: false, twins: [] });
+  });
+});
+
+describe('endpointsOf with multi-host networks', () => {
+  const spec = SpecSchema.parse({
+    version: 1,
+    hosts: [{ name: 'host1' }, { name: 'host2', address: '192.168.50.99' }, { name: 'host3' }],
+    networks: [
+      { name: 'ov1', mode: 'vxlan', vni: 1001, cidr: '10.20.0.0/24', gateway: { host: 'host1', nat: true } },
+      { name: 'ov2', mode: 'vxlan', vni: 1002, cidr: '10.20.0.0/24' },
+      { name: 'prod100', mode: 'vlan', vlan: 100, hosts: ['host1', 'host2'], backend: 'ovs' },
+      { name: 'test200', mode: 'vlan', vlan: 200, hosts: ['host1', 'host2'], backend: 'ovs' },
+    ],
+    vms: [
+      { name: 'a1', host: 'host1', nics: [{ network: 'ov1' }] },
+      { name: 'b1', host: 'host2', nics: [{ network: 'ov2' }, { network: 'prod100' }] },
+      { name: 'r1', host: 'host1', nics: [{ network: 'prod100' }, { trunk: ['prod100', 'test200'] }] },
+      { name: 'off', host: 'host3', state: 'stopped', nics: [{ network: 'ov2' }] },
+    ],
+    lab: {
+      name: 'mh',
+      lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
+      upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
+      hosts: [
+        { name: 'host1', address: '192.168.50.10' },
+        { name: 'host2', address: '192.168.50.11' },
+        { name: 'host3', address: '192.168.50.12' },
+      ],
+      peers: [{ name: 'pc1', address: '192.168.50.20' }],
+    },
+  });
+  const eps = endpointsOf(spec, {
+    a1: ['52:54:00:00:00:01'],
+    b1: ['52:54:00:00:00:02', '52:54:00:00:00:03'],
+  });
+
+  it('lists every host, the peers, the upstream and one endpoint per NIC; trunk VMs are routers', () => {
+    expect(eps.map((e) => e.id)).toEqual([
+      'host1',
+      'host2',
+      'host3',
+      'pc1',
+      'upstream',
+      'a1',
+      'b1/ov2',
+      'b1/prod100',
+    ]);
+    expect(eps.find((e) => e.id === 'host2')).toMatchObject({ address: '192.168.50.99' });
+    expect(eps.find((e) => e.id === 'a1')).toMatchObject({
+      mode: 'vxlan',
+      gatewayHost: 'host1',
+      nat: true,
+      mac: '52:54:00:00:00:01',
+    });
+    const b1 = eps.find((e) => e.id === 'b1/prod100') as VmEndpoint;
+    expect(b1).toMatchObject({ mode: 'vlan', mac: '52:54:00:00:00:03' });
+    expect(b1.gatewayHost).toBeUndefined();
+    expect(routersOf(spec)).toEqual([{ vm: 'r1', host: 'host1', networks: ['prod100', 'test200'] }]);
   });
 });

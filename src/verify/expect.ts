@@ -1,5 +1,8 @@
 // The reachability the topology implies, derived from the spec alone (pure).
-import type { Spec } from '../spec/schema.js';
+import type { NetworkSpec, Spec } from '../spec/schema.js';
+
+/** A network's mode as the matrix sees it. */
+export type NetworkMode = NetworkSpec['mode'];
 
 /** One endpoint of the connectivity matrix. */
 export type Endpoint =
@@ -12,10 +15,28 @@ export type Endpoint =
       vm: string;
       host: string;
       network: string;
-      mode: 'nat' | 'bridge' | 'isolated';
+      mode: NetworkMode;
       mac: string;
       address?: string;
+      /** vxlan/vlan: the host holding the network's gateway address (and DHCP); absent without a gateway. */
+      gatewayHost?: string;
+      /** vxlan/vlan: the gateway masquerades the network, so its VMs reach out like nat VMs. */
+      nat?: boolean;
     };
+
+/** A VM endpoint. */
+export type VmEndpoint = Extract<Endpoint, { kind: 'vm' }>;
+
+/** A VM with a trunk NIC: it may route between its networks as its guest pleases, so it is not a matrix endpoint. */
+export interface Router {
+  vm: string;
+  host: string;
+  /** Every network the VM is on: trunk members and access NICs. */
+  networks: string[];
+}
+
+/** What a cell asserts: reachable, unreachable, or nothing (`any`: a router VM decides). */
+export type Expectation = boolean | 'any';
 
 /** A port-forward probe target: a host address and port that must lead to `vm`. */
 export interface ForwardTarget {
@@ -27,24 +48,52 @@ export interface ForwardTarget {
   protocol: 'tcp' | 'udp';
 }
 
-const onLan = (e: Endpoint): boolean =>
-  e.kind === 'host' || e.kind === 'peer' || (e.kind === 'vm' && e.mode === 'bridge');
+const multiHost = (mode: NetworkMode): boolean => mode === 'vxlan' || mode === 'vlan';
+
+/** The host that has an address on a private VM network (nat/isolated: its host; vxlan/vlan: the gateway host). */
+function homeHost(e: VmEndpoint): string | undefined {
+  return multiHost(e.mode) ? e.gatewayHost : e.host;
+}
+
+/** Whether a VM on a private network is routed (and masqueraded) off it: nat, or vxlan/vlan with `gateway.nat`. */
+function egresses(e: VmEndpoint): boolean {
+  return e.mode === 'nat' || (multiHost(e.mode) && e.nat === true);
+}
 
 /**
  * Whether `src` should reach `dst` by ICMP, given vmlink's network modes:
- * nat and isolated subnets are private to their host (only it and same-network VMs reach them);
- * isolated VMs get no route off their network (the host's address on it aside); nat VMs and LAN members reach the LAN and, through the
- * router's NAT, the upstream; the upstream reaches nothing behind the router.
+ * nat, isolated, vxlan and vlan networks are private: only VMs on the same network reach their VMs (nat/isolated
+ * live on one host; vxlan/vlan span hosts), plus the one host with an address on the network (nat/isolated: its
+ * host; vxlan/vlan: the gateway host, if any). Different networks never reach each other, even with overlapping
+ * CIDRs. Isolated VMs, and vxlan/vlan VMs without `gateway.nat`, get no route off their network; nat VMs, vxlan/vlan
+ * VMs with `gateway.nat` and LAN members (hosts, peers, bridged VMs) reach the LAN and, through the router's NAT, the
+ * upstream; the upstream reaches nothing behind the router.
  */
 export function expectReachable(src: Endpoint, dst: Endpoint): boolean {
   if (dst.kind === 'vm' && dst.mode !== 'bridge') {
-    if (src.kind === 'host') return src.host === dst.host;
-    return src.kind === 'vm' && src.network === dst.network && src.host === dst.host;
+    if (src.kind === 'host') return src.host === homeHost(dst);
+    if (src.kind !== 'vm' || src.network !== dst.network) return false;
+    return multiHost(dst.mode) || src.host === dst.host;
   }
-  if (src.kind === 'vm' && src.mode === 'isolated') return false;
   if (src.kind === 'upstream') return false;
-  // dst is a LAN member or the upstream; src is a LAN member or a nat VM.
-  return onLan(src) || (src.kind === 'vm' && src.mode === 'nat');
+  // dst is a LAN member or the upstream.
+  if (src.kind === 'vm' && src.mode !== 'bridge') return egresses(src);
+  return true;
+}
+
+/**
+ * The expectation of one matrix cell: `expectReachable`, except between VMs of two different networks that one
+ * router VM joins (its guest may route between them or not): `any`.
+ */
+export function expectCell(src: Endpoint, dst: Endpoint, routers: readonly Router[] = []): Expectation {
+  if (
+    src.kind === 'vm' &&
+    dst.kind === 'vm' &&
+    src.network !== dst.network &&
+    routers.some((r) => r.networks.includes(src.network) && r.networks.includes(dst.network))
+  )
+    return 'any';
+  return expectReachable(src, dst);
 }
 
 /** Whether a forward probe from `src` should arrive: from the LAN (the host included) yes, from the upstream no. */
@@ -52,12 +101,33 @@ export function expectForward(src: Endpoint): boolean {
   return src.kind === 'host' || src.kind === 'peer';
 }
 
-/** The matrix's endpoints: lab hosts, peers and upstream (when the spec has a lab), and one per VM NIC. */
+type NicLike = { network?: string; trunk?: string[] };
+const nicsOf = (vm: Spec['vms'][number]): NicLike[] => vm.nics as NicLike[];
+const isRouterVm = (vm: Spec['vms'][number]): boolean => nicsOf(vm).some((n) => (n.trunk?.length ?? 0) > 0);
+
+/** VMs with a trunk NIC (running ones): left out of the matrix, listed as routers. */
+export function routersOf(spec: Spec): Router[] {
+  return spec.vms
+    .filter((vm) => vm.state === 'running' && isRouterVm(vm))
+    .map((vm) => ({
+      vm: vm.name,
+      host: vm.host,
+      networks: [
+        ...new Set(nicsOf(vm).flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network]))),
+      ],
+    }));
+}
+
+/**
+ * The matrix's endpoints: every spec host with an address (`hosts[].address`, else its lab machine's), the lab's
+ * peers and upstream, and one per NIC of each running VM without a trunk NIC (see `routersOf`).
+ * `macs[vm][i]` is the MAC of NIC i as resolved by the plan.
+ */
 export function endpointsOf(spec: Spec, macs: Record<string, string[]>): Endpoint[] {
   const out: Endpoint[] = [];
   const lab = spec.lab;
   for (const h of spec.hosts) {
-    const address = lab?.hosts.find((l) => l.name === h.name)?.address;
+    const address = (h as { address?: string }).address ?? lab?.hosts.find((l) => l.name === h.name)?.address;
     if (address) out.push({ id: h.name, kind: 'host', host: h.name, address });
   }
   if (lab) {
@@ -66,17 +136,22 @@ export function endpointsOf(spec: Spec, macs: Record<string, string[]>): Endpoin
     out.push({ id: 'upstream', kind: 'upstream', ns: `vl-${lab.name}--up`, address: lab.upstream.address });
   }
   for (const vm of spec.vms) {
-    if (vm.state !== 'running') continue;
-    vm.nics.forEach((nic, i) => {
-      const net = spec.networks.find((n) => n.name === nic.network)!;
+    if (vm.state !== 'running' || isRouterVm(vm)) continue;
+    const nics = nicsOf(vm);
+    nics.forEach((nic, i) => {
+      const net = spec.networks.find((n) => n.name === nic.network);
+      if (!net) return;
+      const gw = net.mode === 'vxlan' || net.mode === 'vlan' ? net.gateway : undefined;
       out.push({
-        id: vm.nics.length === 1 ? vm.name : `${vm.name}/${nic.network}`,
+        id: nics.length === 1 ? vm.name : `${vm.name}/${net.name}`,
         kind: 'vm',
         vm: vm.name,
         host: vm.host,
-        network: nic.network,
+        network: net.name,
         mode: net.mode,
         mac: macs[vm.name]?.[i] ?? '',
+        ...(gw?.host ? { gatewayHost: gw.host } : {}),
+        ...(gw ? { nat: gw.nat === true } : {}),
       });
     });
   }
@@ -88,7 +163,10 @@ export function forwardsOf(spec: Spec): ForwardTarget[] {
   const out: ForwardTarget[] = [];
   for (const net of spec.networks) {
     if (net.mode !== 'nat') continue;
-    const address = spec.lab?.hosts.find((h) => h.name === net.host)?.address;
+    const host = spec.hosts.find((h) => h.name === net.host);
+    const address =
+      (host as { address?: string } | undefined)?.address ??
+      spec.lab?.hosts.find((h) => h.name === net.host)?.address;
     if (!address) continue;
     for (const f of net.forwards) {
       out.push({
@@ -102,4 +180,35 @@ export function forwardsOf(spec: Spec): ForwardTarget[] {
     }
   }
   return out;
+}
+
+/**
+ * Endpoints whose address equals `dst`'s on a network `src` is attached to (overlapping CIDRs): a packet from `src`
+ * to that address goes to them, not to `dst`. `self` is true when the address is one of `src`'s own VM's. For a host
+ * source, the networks it is attached to are those it holds an address on (nat/isolated on it, vxlan/vlan it is
+ * the gateway of).
+ */
+export function addressTwins(
+  src: Endpoint,
+  dst: Endpoint,
+  endpoints: readonly Endpoint[],
+): { self: boolean; twins: VmEndpoint[] } {
+  if (dst.kind !== 'vm' || !dst.address || (src.kind !== 'vm' && src.kind !== 'host'))
+    return { self: false, twins: [] };
+  const same = endpoints.filter(
+    (e): e is VmEndpoint => e.kind === 'vm' && e !== dst && e.address === dst.address,
+  );
+  const vms = endpoints.filter((e): e is VmEndpoint => e.kind === 'vm');
+  const srcNetworks = new Set(
+    src.kind === 'vm'
+      ? vms.filter((e) => e.vm === src.vm).map((e) => e.network)
+      : vms.filter((e) => homeHost(e) === src.host).map((e) => e.network),
+  );
+  return {
+    self: src.kind === 'vm' && same.some((e) => e.vm === src.vm),
+    twins: same.filter(
+      (e) =>
+        (src.kind !== 'vm' || e.vm !== src.vm) && srcNetworks.has(e.network) && e.network !== dst.network,
+    ),
+  };
 }

@@ -4,19 +4,25 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { guestSide, measureThroughput, runnerSide } from '../../src/agent/throughput.js';
+import { dfPingArgv, parsePing } from '../../src/exec/probe.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ensureTestGuest, type TestGuest } from '../../src/guest/build.js';
+import { searchPathMtu } from '../../src/verify/pmtu.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 // Boots the test guest under TCG in a namespace of its own and checks every service it promises:
 // serial "ready" line, qemu-ga (sync, interfaces, exec), ICMP, HTTP on port 80, MTU from the cmdline,
-// and ACPI powerdown.
+// DHCP on a second NIC, iputils ping with don't-fragment, iperf3 both ways, 802.1Q, and ACPI powerdown.
+// VMLINK_GUEST_DIR boots an image built elsewhere (e.g. `tsx src/guest/main.ts --out DIR`) before installing it.
 
 const runner = new SystemRunner();
 const NS = 'vltest-guest';
 const HOST_IP = '10.99.0.1';
 const GUEST_IP = '10.99.0.2';
 const HOSTNAME = 'vltest-g1';
+const DHCP_HOST_IP = '10.98.0.1';
+const GUEST_MAC2 = '52:54:00:99:00:03';
 
 /** Minimal JSON-lines client for QMP and qemu-ga sockets. */
 class JsonLines {
@@ -129,11 +135,29 @@ describe('test guest', () => {
   let qga: JsonLines | undefined;
   let qmp: JsonLines | undefined;
   let serial: string;
+  let dnsmasqPid: number | undefined;
   const times: Record<string, number> = {};
+
+  /** Runs argv in the guest through guest-exec and waits for it (qemu-ga's own protocol, no vmlink code). */
+  const gexec = async (path: string, arg: string[], timeoutMs = 30_000) => {
+    const r = await qga!.call('guest-exec', { path, arg, 'capture-output': true });
+    const gpid = (r.return as { pid: number } | undefined)?.pid;
+    if (gpid === undefined) throw new Error(`guest-exec ${path}: ${JSON.stringify(r.error)}`);
+    const st = await waitFor(`guest-exec ${path}`, timeoutMs, async () => {
+      const s = (await qga!.call('guest-exec-status', { pid: gpid })).return as Record<string, unknown>;
+      return s.exited ? s : undefined;
+    });
+    const dec = (k: string) => Buffer.from((st[k] as string | undefined) ?? '', 'base64').toString('utf8');
+    return { code: (st.exitcode as number | undefined) ?? -1, out: dec('out-data'), err: dec('err-data') };
+  };
 
   beforeAll(async () => {
     const t0 = Date.now();
-    guest = await ensureTestGuest({ runner, progress: (l) => console.log(`[guest] ${l}`) });
+    guest = await ensureTestGuest({
+      runner,
+      ...(process.env.VMLINK_GUEST_DIR ? { outDir: process.env.VMLINK_GUEST_DIR } : {}),
+      progress: (l) => console.log(`[guest] ${l}`),
+    });
     times.ensureMs = Date.now() - t0;
     dir = await mkdtemp(join(tmpdir(), 'vltest-guest-'));
     serial = join(dir, 'serial.log');
@@ -149,9 +173,33 @@ describe('test guest', () => {
       ['ip', 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap'],
       ['ip', 'link', 'set', 'tap0', 'master', 'br0'],
       ['ip', 'link', 'set', 'tap0', 'up'],
+      // A second NIC on a bridge with a DHCP server: the guest configures it by DHCP.
+      ['ip', 'link', 'add', 'br1', 'type', 'bridge'],
+      ['ip', 'addr', 'add', `${DHCP_HOST_IP}/24`, 'dev', 'br1'],
+      ['ip', 'link', 'set', 'br1', 'up'],
+      ['ip', 'tuntap', 'add', 'dev', 'tap1', 'mode', 'tap'],
+      ['ip', 'link', 'set', 'tap1', 'master', 'br1'],
+      ['ip', 'link', 'set', 'tap1', 'up'],
     ]) {
       await runner.run(argv, { netns: NS });
     }
+    dnsmasqPid = await runner.spawnDetached(
+      [
+        'dnsmasq',
+        '--keep-in-foreground',
+        '--conf-file=/dev/null',
+        '--user=root',
+        '--port=0',
+        '--no-resolv',
+        '--no-hosts',
+        '--bind-interfaces',
+        '--interface=br1',
+        '--dhcp-range=10.98.0.100,10.98.0.150,255.255.255.0,1h',
+        `--dhcp-leasefile=${join(dir, 'leases')}`,
+        `--pid-file=${join(dir, 'dnsmasq.pid')}`,
+      ],
+      { netns: NS, logFile: join(dir, 'dnsmasq.log') },
+    );
 
     const started = Date.now();
     pid = await runner.spawnDetached(
@@ -187,6 +235,10 @@ describe('test guest', () => {
         'tap,id=n0,ifname=tap0,script=no,downscript=no',
         '-device',
         'virtio-net-pci,netdev=n0,mac=52:54:00:99:00:02',
+        '-netdev',
+        'tap,id=n1,ifname=tap1,script=no,downscript=no',
+        '-device',
+        `virtio-net-pci,netdev=n1,mac=${GUEST_MAC2}`,
       ],
       { netns: NS, logFile: join(dir, 'qemu.log') },
     );
@@ -231,6 +283,7 @@ describe('test guest', () => {
       process.kill(pid, 'SIGKILL');
       await waitFor('QEMU to exit', 10_000, async () => (alive(pid!) ? undefined : true)).catch(() => {});
     }
+    if (dnsmasqPid !== undefined && alive(dnsmasqPid)) process.kill(dnsmasqPid, 'SIGTERM');
     await runner.run(['ip', 'netns', 'del', NS], { allowFailure: true });
     await release?.();
     if (dir) {
@@ -263,23 +316,89 @@ describe('test guest', () => {
   });
 
   it('runs commands through guest-exec', async () => {
-    const exec = async (path: string, arg: string[]) => {
-      const r = await qga!.call('guest-exec', { path, arg, 'capture-output': true });
-      const gpid = (r.return as { pid: number }).pid;
-      const st = await waitFor(`guest-exec ${path}`, 30_000, async () => {
-        const s = (await qga!.call('guest-exec-status', { pid: gpid })).return as Record<string, unknown>;
-        return s.exited ? s : undefined;
-      });
-      const dec = (k: string) => Buffer.from((st[k] as string | undefined) ?? '', 'base64').toString('utf8');
-      return { code: st.exitcode as number, out: dec('out-data'), err: dec('err-data') };
-    };
-    const ping = await exec('ping', ['-c1', '-W5', HOST_IP]);
+    const ping = await gexec('ping', ['-c1', '-W5', HOST_IP]);
     expect(ping.code, ping.out + ping.err).toBe(0);
-    expect(ping.out).toContain('1 packets received');
-    const mtu = await exec('cat', ['/sys/class/net/eth0/mtu']);
+    expect(ping.out).toContain('1 received');
+    const mtu = await gexec('cat', ['/sys/class/net/eth0/mtu']);
     expect(mtu.out.trim()).toBe('1400');
-    const host = await exec('hostname', []);
+    const host = await gexec('hostname', []);
     expect(host.out.trim()).toBe(HOSTNAME);
+  });
+
+  it('configures a NIC without a static address by DHCP', async () => {
+    const addr = await waitFor('a DHCP address on eth1', 60_000, async () => {
+      const ifs = (await qga!.call('guest-network-get-interfaces')).return as {
+        'hardware-address'?: string;
+        'ip-addresses'?: { 'ip-address': string; 'ip-address-type': string }[];
+      }[];
+      const nic = ifs.find((i) => i['hardware-address'] === GUEST_MAC2);
+      return nic?.['ip-addresses']?.find((a) => a['ip-address'].startsWith('10.98.0.'))?.['ip-address'];
+    });
+    expect(addr).toMatch(/^10\.98\.0\.(1[0-4]\d|150)$/);
+    const leases = await readFile(join(dir, 'leases'), 'utf8');
+    expect(leases).toContain(GUEST_MAC2);
+    expect(leases).toContain(HOSTNAME);
+  });
+
+  it("ships iputils ping: don't-fragment pings find the NIC's MTU", async () => {
+    const v = await gexec('ping', ['-V']);
+    expect(v.out + v.err).toContain('iputils');
+    const probe = async (payload: number) => {
+      const [path, ...arg] = dfPingArgv(HOST_IP, payload, 1000);
+      const r = await gexec(path!, arg);
+      return parsePing(r.code, r.out, r.err).reachable;
+    };
+    expect(await probe(1372)).toBe(true);
+    const tooBig = await gexec('ping', ['-n', '-M', 'do', '-c', '1', '-W', '1', '-s', '1373', HOST_IP]);
+    expect(tooBig.code).not.toBe(0);
+    expect(tooBig.out + tooBig.err).toMatch(/message too long|mtu=1400/i);
+    // The guest's eth0 has MTU 1400 while the host bridge allows 1500: the search lands on 1400.
+    expect((await searchPathMtu(probe, 1500)).measuredMtu).toBe(1400);
+  });
+
+  it('runs iperf3 both ways: host namespace -> guest and guest -> host namespace', async () => {
+    const exec = async (argv: string[], timeoutMs: number) => {
+      const r = await gexec(argv[0]!, argv.slice(1), timeoutMs);
+      return { exitCode: r.code, stdout: r.out, stderr: r.err };
+    };
+    const vm = guestSide('guest', GUEST_IP, exec);
+    const host = runnerSide('host', HOST_IP, runner, NS);
+    const toGuest = await measureThroughput(host, vm, { seconds: 1 });
+    const fromGuest = await measureThroughput(vm, host, { seconds: 1, port: 5202 });
+    console.log(
+      `[guest] iperf3 host->guest ${toGuest.mbps} Mbit/s, guest->host ${fromGuest.mbps} Mbit/s (TCG)`,
+    );
+    for (const t of [toGuest, fromGuest]) {
+      expect(t.mbps).toBeGreaterThan(0);
+      expect(t.durationS).toBeGreaterThan(0.5);
+    }
+    // One-off servers: nothing keeps listening afterwards.
+    const left = await runner.run(['pgrep', '-x', 'iperf3', '--ns', String(dnsmasqPid), '--nslist', 'net'], {
+      allowFailure: true,
+    });
+    expect(left.stdout.trim()).toBe('');
+    const inGuest = await gexec('pidof', ['iperf3']);
+    expect(inGuest.out.trim()).toBe('');
+  });
+
+  it('loads 8021q, so VLAN sub-interfaces can be added', async () => {
+    expect((await gexec('cat', ['/proc/modules'])).out).toMatch(/^8021q /m);
+    const add = await gexec('ip', [
+      'link',
+      'add',
+      'link',
+      'eth0',
+      'name',
+      'eth0.100',
+      'type',
+      'vlan',
+      'id',
+      '100',
+    ]);
+    expect(add.code, add.err).toBe(0);
+    const vlan = await gexec('cat', ['/proc/net/vlan/eth0.100']);
+    expect(vlan.out).toMatch(/VID: 100/);
+    expect((await gexec('ip', ['link', 'del', 'eth0.100'])).code).toBe(0);
   });
 
   it('powers off on ACPI system_powerdown', async () => {

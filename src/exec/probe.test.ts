@@ -1,0 +1,38 @@
+import { expect, it } from 'vitest';
+import { dfPingArgv, parseNeighMac, parsePing } from './probe.js';
+
+it("builds a don't-fragment ping with an exact payload", () => {
+  expect(dfPingArgv('10.0.0.2', 1422, 1000)).toEqual([
+    'ping',
+    '-n',
+    '-M',
+    'do',
+    '-c',
+    '1',
+    '-W',
+    '1',
+    '-s',
+    '1422',
+    '10.0.0.2',
+  ]);
+});
+
+it('reads iputils replies and local "message too long" errors', () => {
+  const ok =
+    'PING 10.0.0.2 (10.0.0.2) 1422(1450) bytes of data.\n1430 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.512 ms\n';
+  expect(parsePing(0, ok, '')).toEqual({ reachable: true, rttMs: 0.512, detail: 'echo reply' });
+  const big = parsePing(
+    1,
+    'PING 10.0.0.2 (10.0.0.2) 1473(1501) bytes of data.\n',
+    'ping: local error: message too long, mtu=1500\n',
+  );
+  expect(big).toEqual({ reachable: false, detail: 'ping: local error: message too long, mtu=1500' });
+});
+
+it('reads the MAC of a neighbour entry', () => {
+  expect(parseNeighMac('10.20.0.100 dev eth0 lladdr 52:54:00:AB:cd:01 REACHABLE\n')).toBe(
+    '52:54:00:ab:cd:01',
+  );
+  expect(parseNeighMac('10.20.0.100 dev eth0  FAILED\n')).toBeUndefined();
+  expect(parseNeighMac('')).toBeUndefined();
+});

@@ -1,0 +1,116 @@
+// Multi-host verify end to end: two lab hosts, two VXLAN overlays with the same CIDR (one with a NAT gateway, one
+// with a plain gateway on the other host), a VM on the second overlay holding the same address as one on the first.
+// The matrix must stay green: overlays isolated despite the overlap, NAT egress only from the NAT overlay, and the
+// cross-host path MTU of the overlay at its full 1450.
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
+import { runCli } from '../helpers/cli.js';
+import { acquireVmLock } from '../helpers/vmlock.js';
+
+const LAB = 'itmh';
+const SPEC = `
+version: 1
+hosts:
+  - { name: host1 }
+  - { name: host2 }
+networks:
+  - { name: ov1, mode: vxlan, vni: 1001, cidr: 10.71.0.0/24, gateway: { host: host1, nat: true } }
+  - { name: ov2, mode: vxlan, vni: 1002, cidr: 10.71.0.0/24, gateway: { host: host2 } }
+vms:
+  - { name: a1, host: host1, memoryMiB: 192, nics: [{ network: ov1, ip: 10.71.0.10 }] }
+  - { name: a2, host: host2, memoryMiB: 192, nics: [{ network: ov1, ip: 10.71.0.11 }] }
+  - { name: b1, host: host1, memoryMiB: 192, nics: [{ network: ov2, ip: 10.71.0.10 }] }
+lab:
+  name: ${LAB}
+  lan: { cidr: 192.168.71.0/24, gateway: 192.168.71.1 }
+  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.71 }
+  hosts: [{ name: host1, address: 192.168.71.10 }, { name: host2, address: 192.168.71.11 }]
+  peers: [{ name: pc1, address: 192.168.71.20 }]
+`;
+
+const root = mkdtempSync('/tmp/vmlink-itmh-');
+chmodSync(root, 0o755);
+const env = {
+  VMLINK_RUN_DIR: join(root, 'run'),
+  VMLINK_STATE_DIR: join(root, 'state'),
+  VMLINK_SOCKET: join(root, 'run', 'controller.sock'),
+};
+const specFile = join(root, 'spec.yaml');
+let release: (() => Promise<void>) | undefined;
+
+beforeAll(async () => {
+  mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
+  writeFileSync(specFile, SPEC);
+  release = await acquireVmLock();
+  const d = await runCli(['daemon', '--detach'], env);
+  expect(d.code, d.stderr).toBe(0);
+  const up = await runCli(['lab', 'up', '-f', specFile], env);
+  expect(up.code, up.stderr + up.stdout).toBe(0);
+  const apply = await runCli(['apply', '-f', specFile], env);
+  expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+});
+
+afterAll(async () => {
+  await runCli(['destroy', '-f', specFile], env).catch(() => {});
+  await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
+  await runCli(['daemon', '--stop'], env).catch(() => {});
+  rmSync(root, { recursive: true, force: true });
+  await release?.();
+});
+
+describe('vxlan overlays across two hosts', () => {
+  let v: VerifyResult;
+  const cellOf = (from: string, to: string): MatrixCell =>
+    v.cells.find((c) => c.from === from && c.to === to)!;
+
+  it('verifies green, with the overlay path MTU measured across hosts', async () => {
+    const r = await runCli(['verify', '--json'], env);
+    v = JSON.parse(r.stdout) as VerifyResult;
+    const bad = v.cells.filter((c) => !c.ok);
+    expect(bad, JSON.stringify(bad, null, 1)).toEqual([]);
+    expect(v.pmtu).toEqual([
+      expect.objectContaining({
+        network: 'ov1',
+        from: 'a1',
+        to: 'a2',
+        expectedMtu: 1450,
+        measuredMtu: 1450,
+        ok: true,
+      }),
+    ]);
+    expect(r.code).toBe(0);
+  });
+
+  it('same overlay reaches across hosts; the NAT overlay egresses, the other does not', () => {
+    expect(cellOf('a1', 'a2')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('a2', 'a1')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('a2', 'upstream')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('a2', 'pc1')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('b1', 'upstream')).toMatchObject({ expected: false, observed: false });
+    expect(cellOf('host1', 'a2')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('host2', 'b1')).toMatchObject({ expected: true, observed: true });
+    expect(cellOf('pc1', 'a1')).toMatchObject({ expected: false, observed: false });
+  });
+
+  it("overlapping CIDRs stay apart: a reply from the twin address is not counted as the other overlay's VM", () => {
+    // b1 has a1's address: from a2 the ping is answered by a1, which the MAC check attributes to a1.
+    expect(cellOf('a2', 'b1')).toMatchObject({ expected: false, observed: false });
+    expect(cellOf('a2', 'b1').detail).toContain('answered by a1');
+    expect(cellOf('a1', 'b1')).toMatchObject({ expected: 'any' });
+    expect(cellOf('b1', 'a2')).toMatchObject({ expected: false, observed: false });
+  });
+
+  // Known bug at the time of writing (linux backend): host2 holds ov2's gateway 10.71.0.1 and, with arp_ignore=0,
+  // also answers ARP for it on its address-less ov1 bridge, so a2 may send its ov1 traffic to host2 and lose it
+  // (a2 -> host1/host2 and host1 -> a2 then fail at random). arp_ignore=1 on vmlink bridges fixes it (checked by
+  // hand). This test fails deterministically until then; the two matrix tests above fail with it (at random).
+  it("only ov1's gateway host answers ARP for ov1's gateway address", async () => {
+    const r = await runCli(['vm', 'exec', 'a2', '--', 'arping', '-I', 'eth0', '-c', '3', '10.71.0.1'], env);
+    const macs = new Set(
+      [...r.stdout.matchAll(/reply from 10\.71\.0\.1 \[([0-9a-f:]+)\]/g)].map((m) => m[1]),
+    );
+    expect(macs.size, r.stdout).toBe(1);
+  });
+});
