@@ -609,6 +609,11 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
         ipCmd.linkAdd({ name: cfg.bridge, kind: 'bridge' }),
         ipCmd.linkSet(cfg.bridge, { mtu: cfg.mtu, alias, up: true }),
       ]);
+      // Answer ARP only for addresses on this bridge: two overlays may share a CIDR, and the host must not claim
+      // one overlay's gateway address on the other's bridge (arp_ignore=0 would).
+      await this.runner.run(['sysctl', '-q', '-w', `net.ipv4.conf.${cfg.bridge}.arp_ignore=1`], {
+        netns: this.netns,
+      });
       return true;
     }
     if (link.kind !== 'bridge')
