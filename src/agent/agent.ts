@@ -232,6 +232,20 @@ export class Agent {
     return this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`).ensurePort(port, ctx);
   }
 
+  /** The OpenFlow rules of a network, from the backend that holds it. */
+  async flows(name: string): Promise<{ backend: NetworkBackend; flows: string }> {
+    for (const [backend, d] of Object.entries(this.deps.networks) as Array<[NetworkBackend, NetworkDriver]>) {
+      if (!(await d.listNetworks()).some((n) => n.name === name)) continue;
+      if (!d.flows)
+        throw new UnsupportedError(
+          `network ${name} uses the ${backend} backend, which switches with a kernel bridge and has no OpenFlow rules`,
+          `network/${name}`,
+        );
+      return { backend, flows: await d.flows(name) };
+    }
+    throw new NotFoundError('network', name);
+  }
+
   /** Deletes a network in whichever backend holds it (every backend when none reports it, to clear leftovers). */
   private async deleteNetwork(name: string, ctx: OpContext): Promise<void> {
     const drivers = Object.values(this.deps.networks);

@@ -10,6 +10,7 @@ import type { Agent } from './agent.js';
 import { AgentActionSchema, GuestExecRequestSchema, ProbeRequestSchema } from './wire.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
+const NetworkParams = VmParams;
 const ConfirmParams = z.object({ id: z.string().uuid() }).strict();
 
 /** Options of the agent's API server. */
@@ -42,6 +43,9 @@ export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): 
   );
   app.get('/v1/confirm/:id', { schema: { params: ConfirmParams } }, async (req) =>
     agent.confirmState(req.params.id),
+  );
+  app.get('/v1/networks/:name/flows', { schema: { params: NetworkParams } }, async (req) =>
+    agent.flows(req.params.name),
   );
   app.post('/v1/probe', { schema: { body: ProbeRequestSchema } }, async (req) => agent.probe(req.body));
   app.post(

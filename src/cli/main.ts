@@ -2,7 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import type { PlanResult, VmView } from '../controller/controller.js';
+import type { ThroughputResult } from '../agent/throughput.js';
+import type { NetworkView, PlanResult, VmView } from '../controller/controller.js';
 import type { VerifyResult } from '../controller/verify.js';
 import type { GuestExecResult } from '../drivers/hypervisor/types.js';
 import { SystemRunner } from '../exec/runner.js';
@@ -11,7 +12,7 @@ import { controllerDb, controllerSocket, runDir } from '../shared/paths.js';
 import { VERSION } from '../shared/version.js';
 import { controllerClient, explainUnavailable, runTask } from './client.js';
 import { doctor } from './doctor.js';
-import { renderMatrix, table } from './render.js';
+import { renderMatrix, renderThroughput, table } from './render.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -266,10 +267,74 @@ program
     'measure the connectivity matrix (expected vs observed, with RTT); exits non-zero on any mismatch',
   )
   .option('--json', 'machine-readable output')
-  .action(async (o: { json?: boolean }) => {
+  .option('--throughput <endpoints...>', 'measure TCP throughput FROM TO with iperf3 instead of the matrix')
+  .option('--seconds <n>', 'iperf3 duration in seconds (with --throughput)', '3')
+  .action(async (o: { json?: boolean; throughput?: string[]; seconds: string }) => {
+    if (o.throughput) {
+      if (o.throughput.length !== 2)
+        throw new VmlinkError('invalid', '--throughput takes two endpoints: FROM TO');
+      const [from, to] = o.throughput;
+      const t = await runTask<ThroughputResult>(
+        api(),
+        '/v1/verify/throughput',
+        { from, to, seconds: Number(o.seconds) },
+        progress(!!o.json),
+      );
+      emit(!!o.json, t, () => renderThroughput(t));
+      return;
+    }
     const r = await runTask<VerifyResult>(api(), '/v1/verify', {}, progress(!!o.json));
     emit(!!o.json, r, () => renderMatrix(r));
     if (!r.ok) process.exitCode = 1;
+  });
+
+const network = program.command('network').description('networks');
+network
+  .command('list')
+  .description('networks of the applied spec')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const r =
+      await api().get<Array<{ name: string; mode: string; backend: string; hosts: string[] }>>(
+        '/v1/networks',
+      );
+    emit(!!o.json, r, () =>
+      table(
+        ['name', 'mode', 'backend', 'hosts'],
+        r.map((n) => [n.name, n.mode, n.backend, n.hosts.join(',')]),
+      ),
+    );
+  });
+network
+  .command('show <name>')
+  .description('a network as each member host observes it; --flows adds its OpenFlow rules (ovs backend)')
+  .option('--flows', 'show the OpenFlow rules on each host')
+  .option('--json', 'machine-readable output')
+  .action(async (name: string, o: { flows?: boolean; json?: boolean }) => {
+    const r = await api().get<NetworkView>(
+      `/v1/networks/${encodeURIComponent(name)}?flows=${o.flows ? 'true' : 'false'}`,
+    );
+    emit(!!o.json, r, () => {
+      const head = `${r.name}: ${r.spec.mode} network, backend ${r.spec.backend}`;
+      const rows = table(
+        ['host', 'bridge', 'state'],
+        r.hosts.map((h) => [
+          h.host,
+          h.observed?.bridge,
+          h.error
+            ? `UNREACHABLE: ${h.error}`
+            : !h.observed
+              ? 'absent'
+              : h.observed.problems.length
+                ? h.observed.problems.join('; ')
+                : 'ok',
+        ]),
+      );
+      const flows = r.hosts
+        .filter((h) => h.flows !== undefined)
+        .map((h) => `\nFlows on ${h.host}:\n${h.flows!.trimEnd()}`);
+      return [head, rows, ...flows].join('\n');
+    });
   });
 
 const vm = program.command('vm').description('virtual machines');

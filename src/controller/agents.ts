@@ -90,6 +90,11 @@ export class AgentClient {
   console(vm: string, tail: number): Promise<{ log: string }> {
     return this.http.get<{ log: string }>(`/v1/vms/${vm}/console?tail=${tail}`);
   }
+
+  /** The OpenFlow rules of a network on this host. */
+  flows(network: string): Promise<{ backend: string; flows: string }> {
+    return this.http.get<{ backend: string; flows: string }>(`/v1/networks/${network}/flows`);
+  }
 }
 
 /**

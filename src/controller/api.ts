@@ -7,6 +7,7 @@ import { VERSION } from '../shared/version.js';
 import { loadSpec } from '../spec/load.js';
 import { assertIdle, type Controller } from './controller.js';
 import type { TaskContext, TaskManager } from './tasks.js';
+import { ThroughputRequestSchema } from './verify.js';
 import {
   DestroyBodySchema,
   SpecBodySchema,
@@ -88,6 +89,17 @@ export async function createControllerApi(
     async (_req, reply) => reply.status(202).send(startTask('verify', (ctx) => controller.verify(ctx))),
   );
   app.post(
+    '/v1/verify/throughput',
+    {
+      schema: {
+        summary: 'Measure TCP throughput between two endpoints with iperf3 (task)',
+        body: ThroughputRequestSchema,
+      },
+    },
+    async (req, reply) =>
+      reply.status(202).send(startTask('verify', (ctx) => controller.throughput(req.body, ctx))),
+  );
+  app.post(
     '/v1/lab/up',
     { schema: { summary: "Build the spec's lab and start its agents (task)", body: SpecBodySchema } },
     async (req, reply) =>
@@ -127,6 +139,20 @@ export async function createControllerApi(
       },
     },
     async (req) => controller.events(req.query.limit),
+  );
+  app.get('/v1/networks', { schema: { summary: 'Networks of the applied spec' } }, async () =>
+    controller.networks(),
+  );
+  app.get(
+    '/v1/networks/:name',
+    {
+      schema: {
+        summary: 'A network, as each member host observes it (flows=true adds its OpenFlow rules)',
+        params: VmParamsSchema,
+        querystring: z.object({ flows: z.enum(['true', 'false']).default('false') }).strict(),
+      },
+    },
+    async (req) => controller.networkShow(req.params.name, req.query.flows === 'true'),
   );
   app.get('/v1/vms', { schema: { summary: 'VMs: desired and observed' } }, async () => controller.vms());
   app.post(

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { ThroughputResult } from '../agent/throughput.js';
 import type { AgentAction, ConfirmState } from '../agent/wire.js';
 import type { GuestExecResult } from '../drivers/hypervisor/types.js';
 import type { Runner } from '../exec/runner.js';
@@ -17,12 +18,13 @@ import {
 } from '../shared/errors.js';
 import type { HostReport, ObservedVm, UplinkConfig } from '../shared/model.js';
 import { checkCapacity, checkHostSupport, loadSpec } from '../spec/load.js';
-import type { Spec } from '../spec/schema.js';
+import type { NetworkSpec, Spec } from '../spec/schema.js';
+import { networkHosts } from '../spec/topology.js';
 import { type AgentClient, agentAddress, agentFor, gatherReports } from './agents.js';
 import { type HostHealth, hostHealth } from './monitor.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
-import { type VerifyResult, verifySpec } from './verify.js';
+import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
 
 /** The spec last applied, as the store keeps it. */
 export interface StoredSpec {
@@ -66,6 +68,13 @@ export const DEFAULT_CONFIRM_MS = 60_000;
 const ROLLBACK_GRACE_MS = 10_000;
 /** How long it then keeps asking. */
 const ROLLBACK_POLL_MS = 60_000;
+
+/** One network as `network show` shows it. */
+export interface NetworkView {
+  name: string;
+  spec: NetworkSpec;
+  hosts: Array<{ host: string; observed?: HostReport['networks'][number]; flows?: string; error?: string }>;
+}
 
 /** One VM as `vm list` shows it: desired (spec) and observed (agent) side by side. */
 export interface VmView {
@@ -238,6 +247,48 @@ export class Controller {
     if (!cur) throw new InvalidRequestError('nothing to verify: apply a spec first');
     const r = await verifySpec(cur.spec, this.runner, ctx);
     await this.store.appendEvent('verify', `${r.cells.length} cells, ${r.mismatches} mismatch(es)`);
+    return r;
+  }
+
+  /** A network of the applied spec: its spec, and per member host what the agent observes (and its flows). */
+  async networkShow(name: string, withFlows: boolean): Promise<NetworkView> {
+    const cur = await this.currentSpec();
+    const net = cur?.spec.networks.find((n) => n.name === name);
+    if (!cur || !net) throw new NotFoundError('network', name);
+    const hosts = await Promise.all(
+      networkHosts(cur.spec, net).map(async (host): Promise<NetworkView['hosts'][number]> => {
+        const agent = agentFor(cur.spec, host);
+        try {
+          const report = await agent.report();
+          const observed = report.networks.find((n) => n.name === name);
+          const flows = withFlows ? (await agent.flows(name)).flows : undefined;
+          return { host, ...(observed ? { observed } : {}), ...(flows === undefined ? {} : { flows }) };
+        } catch (e) {
+          return { host, error: (e as Error).message.split('\n')[0]! };
+        }
+      }),
+    );
+    return { name, spec: net, hosts };
+  }
+
+  /** Every network of the applied spec with its member hosts. */
+  async networks(): Promise<Array<{ name: string; mode: string; backend: string; hosts: string[] }>> {
+    const cur = await this.currentSpec();
+    if (!cur) return [];
+    return cur.spec.networks.map((n) => ({
+      name: n.name,
+      mode: n.mode,
+      backend: n.backend,
+      hosts: networkHosts(cur.spec, n),
+    }));
+  }
+
+  /** Measures TCP throughput between two endpoints of the applied spec with iperf3. */
+  async throughput(req: ThroughputRequest, ctx: TaskContext): Promise<ThroughputResult> {
+    const cur = await this.currentSpec();
+    if (!cur) throw new InvalidRequestError('nothing to measure: apply a spec first');
+    const r = await measureSpecThroughput(cur.spec, this.runner, req, ctx);
+    await this.store.appendEvent('verify.throughput', `${r.from} -> ${r.to}: ${r.mbps} Mbit/s`);
     return r;
   }
 

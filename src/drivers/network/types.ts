@@ -40,6 +40,8 @@ export interface NetworkDriver {
   deletePort(tap: string, ctx?: OpContext): Promise<void>;
   /** Whether the port exists and is attached to `bridge`. */
   portAttached(tap: string, bridge: string): Promise<boolean>;
+  /** OpenFlow rules the backend installed for a network (ovs); absent for backends without flows. */
+  flows?(network: string): Promise<string>;
   /** Optional bulk form for reports: every port of this backend with its bridge, in one query. */
   portMasters?(): Promise<Map<string, string | undefined>>;
 
