@@ -266,7 +266,9 @@ export class QemuDriver implements HypervisorDriver {
       });
       const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
       for (;;) {
-        if (!(await processMatches(pid, name))) {
+        // While `ip netns exec` and the launcher exec into QEMU, /proc/PID/cmdline can read empty for a moment:
+        // only a process that is gone (or a zombie) has exited.
+        if (!(await processMatches(pid, name)) && !(await processRunning(pid))) {
           throw new VmlinkError(
             'exec',
             `QEMU of VM ${name} exited while starting:\n  ${(await tail(p.qemuLog, 8)).join('\n  ')}`,
@@ -561,6 +563,13 @@ async function readPid(pidfile: string): Promise<number | undefined> {
 export async function processMatches(pid: number, name: string): Promise<boolean> {
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   return cmdline.split('\0').some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
+}
+
+/** Whether `pid` exists and is not a zombie. */
+async function processRunning(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const state = /\) (\S)/.exec(stat)?.[1];
+  return state !== undefined && state !== 'Z' && state !== 'X';
 }
 
 async function processUid(pid: number): Promise<number | undefined> {
