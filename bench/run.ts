@@ -2,17 +2,20 @@
 // measured side by side in one run (see bench/README.md). Must run as root; builds everything in its own
 // namespaces (or a lab) and removes it all, also on failure or Ctrl-C.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type ApplyPortsResult, benchApplyPorts } from './apply-ports.js';
 import { hostInfo, load1, round, runCleanups, secs, since } from './lib.js';
+import { benchOverlays, benchVerify, type OverlaysResult, type VerifyBenchResult } from './multihost.js';
 import { benchVmStart, type VmStartResult } from './vm-start.js';
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results', 'latest.json');
-const ALL = ['a', 'b', 'c'] as const;
+const ALL = ['a', 'b', 'c', 'd', 'e'] as const;
+/** What `npm run bench` runs without --only: (d) and (e) are the multi-host benches, asked for by name. */
+const DEFAULT = ['a', 'b', 'c'] as const;
 type BenchId = (typeof ALL)[number];
 
 function parseCli(): { only: Set<BenchId>; repeat: number } {
@@ -24,12 +27,13 @@ function parseCli(): { only: Set<BenchId>; repeat: number } {
     },
   });
   if (values.help) {
-    console.log('usage: npm run bench -- [--only a,b,c] [--repeat N]   (root; see bench/README.md)');
+    console.log('usage: npm run bench -- [--only a,b,c,d,e] [--repeat N]   (root; see bench/README.md)');
     process.exit(0);
   }
   const only = new Set<BenchId>();
-  for (const x of (values.only ?? ALL.join(',')).split(',').map((s) => s.trim())) {
-    if (!(ALL as readonly string[]).includes(x)) throw new Error(`--only: unknown bench ${x} (a, b or c)`);
+  for (const x of (values.only ?? DEFAULT.join(',')).split(',').map((s) => s.trim())) {
+    if (!(ALL as readonly string[]).includes(x))
+      throw new Error(`--only: unknown bench ${x} (a, b, c, d or e)`);
     only.add(x as BenchId);
   }
   const repeat = Number(values.repeat);
@@ -65,6 +69,78 @@ function printProfile(p: ApplyPortsResult['profile']): void {
     );
 }
 
+/** The results file as it is, to merge a partial run into; empty when absent or unreadable. */
+function readPrevious(): Record<string, unknown> & { summary?: unknown; runs?: unknown } {
+  if (!existsSync(RESULTS)) return {};
+  try {
+    return JSON.parse(readFileSync(RESULTS, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
+function printOverlays(d: OverlaysResult, say: (s: string) => void): void {
+  say(
+    `  vmlink: ${d.vmlink.runsMs.map((x) => secs(x)).join(', ')} (median ${secs(d.vmlink.medianMs)}); raw: ${d.raw.runsMs.map((x) => secs(x, 3)).join(', ')} (median ${secs(d.raw.medianMs, 3)}); ratio vmlink/raw ${d.ratio} (per repeat ${d.pairedRatios.join(', ')})`,
+  );
+  const fmt = (c: OverlaysResult['endState']['raw'][string]) =>
+    `${c.bridges} bridges (${c.bridgesUp} up), ${c.vxlan} vxlan (${c.vxlanAsDriver} enslaved/up/nolearning/4789/local/dev eth0), ${c.fdbFlood} flood FDB entries, ${c.mtu1450} devices at mtu 1450`;
+  for (const side of ['vmlink', 'raw'] as const)
+    for (const [h, c] of Object.entries(d.endState[side]))
+      say(`  end state ${side.padEnd(6)} ${h}: ${fmt(c)}`);
+  say(`  end states equivalent: ${d.endState.equivalent ? 'yes' : 'NO'}`);
+  say(`  (d2) ovs backend: ${d.d2.why}`);
+  const p = d.profile;
+  say(
+    '\nwhere vmlink spends its (d) apply time (last repeat; agents at VMLINK_LOG=debug: every command with duration)',
+  );
+  say(
+    `  apply: ${secs(p.wallMs)} wall for ${d.steps} steps run one after the other; the agents ran ${p.execCount} commands taking ${secs(p.execMs)} (${Math.round((100 * p.execMs) / p.wallMs)}% of wall)`,
+  );
+  for (const ph of p.phases)
+    say(
+      `    ${ph.phase.padEnd(30)} ${String(ph.count).padStart(4)}x ${secs(ph.wallMs).padStart(8)}  mean ${String(ph.meanMs).padStart(6)} ms  commands ${String(ph.execs).padStart(5)} (${secs(ph.execMs)}, ${round(ph.execs / ph.count, 1)}/step)${ph.count >= 20 ? `  first 10 ${ph.first10MeanMs} ms, last 10 ${ph.last10MeanMs} ms` : ''}`,
+    );
+  for (const [h, x] of Object.entries(p.perHost))
+    say(`    ${h}: ${x.steps} steps, ${secs(x.wallMs)} wall, ${x.execs} commands (${secs(x.execMs)})`);
+  say(
+    `    if the three hosts' steps ran concurrently (plan + slowest host): about ${secs(p.hostsConcurrentEstimateMs)}`,
+  );
+  say('    top commands (count, total, mean):');
+  for (const c of p.commands)
+    say(
+      `      ${String(c.count).padStart(5)}x ${secs(c.totalMs).padStart(8)} ${String(c.meanMs).padStart(6)} ms  ${c.cmd}`,
+    );
+  say(
+    `  agent HTTP round trip through the lab relay (GET /v1/health, median of 20): ${p.httpHealthRoundTripMs} ms`,
+  );
+  const x = d.destroyProfile;
+  say(
+    `  destroy (untimed in the ratio, last repeat): ${secs(x.wallMs)} wall; the agents ran ${x.execCount} commands taking ${secs(x.execMs)}; top commands:`,
+  );
+  for (const c of x.commands.slice(0, 6))
+    say(
+      `      ${String(c.count).padStart(5)}x ${secs(c.totalMs).padStart(8)} ${String(c.meanMs).padStart(6)} ms  ${c.cmd}`,
+    );
+}
+
+function printVerify(e: VerifyBenchResult, say: (s: string) => void): void {
+  const r0 = e.verify.runs[0];
+  say(
+    `  verify: ${e.verify.runsMs.map((x) => secs(x)).join(', ')} (median ${secs(e.verify.medianMs)}); reference ${e.reference.pings} pings: ${e.reference.runsMs.map((x) => secs(x)).join(', ')} (median ${secs(e.reference.medianMs)}, ${e.reference.perPingMs} ms each); ratio verify/reference ${e.ratio}, ICMP phase only ${e.icmpRatio}`,
+  );
+  if (r0) say(`  ${r0.endpoints} endpoints, ${r0.cells} cells; cells by source kind:`);
+  for (const [k, v] of Object.entries(e.cellsBySource))
+    say(
+      `    ${k.padEnd(9)} ${String(v.cells).padStart(3)} cells: ${v.observedTrue} reachable, ${v.observedFalse} not`,
+    );
+  say('  probes outside verify (wall time, median of 5):');
+  for (const [k, v] of Object.entries(e.probeCostMs)) say(`    ${String(v).padStart(7)} ms  ${k}`);
+  say(
+    `  around (untimed): lab up ${secs(e.around.labUpMs)}, apply ${secs(e.around.applyMs)}, guests addressed ${secs(e.around.guestsReadyMs)} later, destroy ${secs(e.around.destroyMs)}, lab down ${secs(e.around.labDownMs)}`,
+  );
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   if (process.getuid?.() !== 0) throw new Error('the benchmarks need root (namespaces, taps, QEMU launcher)');
@@ -97,6 +173,18 @@ async function main(): Promise<void> {
     );
     printProfile(bc.profile);
   }
+  let d: OverlaysResult | undefined;
+  let e: VerifyBenchResult | undefined;
+  if (only.has('d')) {
+    say('\n(d) apply 3 hosts x 20 vxlan overlays (linux backend, VNIs 2001..2020, no VMs, no gateway)');
+    d = await benchOverlays({ repeat, say });
+    printOverlays(d, say);
+  }
+  if (only.has('e')) {
+    say('\n(e) verify matrix: 3 hosts x 6 test-guest VMs on one overlay (NAT gateway on host1), one peer');
+    e = await benchVerify({ repeat, say });
+    printVerify(e, say);
+  }
 
   const lines: string[] = [];
   if (a)
@@ -109,22 +197,56 @@ async function main(): Promise<void> {
     );
   if (bc && only.has('c'))
     lines.push(`(c) no-op re-apply: ${secs(bc.c.noop.medianMs)}, ${bc.c.ofB.toFixed(2)} of (b)`);
+  if (d)
+    lines.push(
+      `(d) apply 3 hosts x 20 overlays: vmlink ${secs(d.vmlink.medianMs, 1)}, raw ${secs(d.raw.medianMs, 3)}, ratio ${d.ratio.toFixed(1)}; end states ${d.endState.equivalent ? 'equivalent' : 'DIFFER'}`,
+    );
+  if (e)
+    lines.push(
+      `(e) verify 3 hosts x 6 VMs (${e.verify.runs[0]?.cells ?? 0} cells): ${secs(e.verify.medianMs, 1)}, reference ${e.reference.pings} pings ${secs(e.reference.medianMs, 2)}, ratio ${e.ratio.toFixed(1)}`,
+    );
   const totalMs = since(started);
   say(`\nsummary (medians of ${repeat}; ratio = vmlink / raw)`);
   for (const l of lines) say(`  ${l}`);
   say(`  whole bench: ${secs(totalMs, 0)}; load average at end: ${load1()}`);
 
   mkdirSync(dirname(RESULTS), { recursive: true });
+  // A run of some benches keeps the others' results from the file (and their summary lines); `runs` says when
+  // and how each bench last ran.
+  const prev = readPrevious();
+  const now = new Date().toISOString();
+  const ran = [...only];
+  const prevRuns = (prev.runs ?? {}) as Record<string, unknown>;
+  const oldRuns: Record<string, unknown> = {};
+  for (const id of ALL) {
+    if (only.has(id)) continue;
+    if (prevRuns[id]) oldRuns[id] = prevRuns[id];
+    else if (prev[id])
+      oldRuns[id] = { date: prev.date, repeat: prev.repeat, totalSeconds: prev.totalSeconds };
+  }
+  const keptLines = ((prev.summary ?? []) as string[]).filter((l) => {
+    const id = /^\(([a-z])\)/.exec(l)?.[1];
+    return id !== undefined && !only.has(id as BenchId) && prev[id] !== undefined;
+  });
   const json = {
-    date: new Date().toISOString(),
+    ...prev,
+    date: now,
     host,
     repeat,
-    summary: lines,
+    summary: [...keptLines, ...lines].sort(),
     totalSeconds: round(totalMs / 1000, 1),
+    runs: {
+      ...oldRuns,
+      ...Object.fromEntries(
+        ran.map((id) => [id, { date: now, repeat, totalSeconds: round(totalMs / 1000, 1) }]),
+      ),
+    },
     ...(a ? { a } : {}),
     ...(bc && only.has('b') ? { b: bc.b } : {}),
     ...(bc && only.has('c') ? { c: bc.c } : {}),
     ...(bc ? { profile: bc.profile } : {}),
+    ...(d ? { d } : {}),
+    ...(e ? { e } : {}),
   };
   writeFileSync(RESULTS, `${JSON.stringify(json, null, 2)}\n`);
   try {

@@ -173,15 +173,27 @@ export class Agent {
         return;
       }
       case 'vm.create': {
+        // Creates, reconfigures in place (disks kept) or repairs the ports of a VM.
         const existing = (await hypervisor.list()).find((v) => v.name === action.vm.name);
-        if (existing && existing.configHash !== action.configHash) {
+        if (
+          existing &&
+          existing.configHash !== action.configHash &&
+          existing.state !== 'stopped' &&
+          existing.state !== 'crashed'
+        ) {
           throw new InvalidStateError(
-            `vm.create requires that VM ${action.vm.name} not exist with another configuration (delete it first)`,
+            `reconfiguring VM ${action.vm.name} requires stopped (it is ${existing.state})`,
             `vm/${action.vm.name}`,
           );
         }
+        const before = existing ? await hypervisor.config(action.vm.name) : undefined;
         for (const nic of action.vm.nics) await this.ensurePort(nic, ctx);
-        return hypervisor.create(action.vm, action.configHash, ctx);
+        await hypervisor.create(action.vm, action.configHash, ctx);
+        // Ports of NICs the new configuration no longer has.
+        const kept = new Set(action.vm.nics.map((n) => n.tap));
+        for (const nic of before?.nics ?? [])
+          if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
+        return;
       }
       case 'vm.start': {
         const vm = await this.vm(action.name);

@@ -534,6 +534,7 @@ export function toAction(step: Step): AgentAction {
     case 'network.delete':
       return { kind: 'network.delete', name: step.name };
     case 'vm.create':
+    case 'vm.update':
       return { kind: 'vm.create', vm: step.vm, configHash: step.configHash };
     case 'vm.start':
       return { kind: 'vm.start', name: step.name };

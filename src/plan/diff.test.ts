@@ -89,6 +89,15 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
         r.vms.push({ name: s.vm.name, state: 'stopped', configHash: s.configHash, problems: [] });
         break;
       }
+      case 'vm.update': {
+        const vm = r.vms.find((v) => v.name === s.vm.name);
+        expect(vm, `update ${s.vm.name}: missing`).toBeDefined();
+        if (vm!.configHash !== s.configHash)
+          expect(vm!.state, `update ${s.vm.name}: must be stopped`).not.toBe('running');
+        vm!.configHash = s.configHash;
+        vm!.problems = [];
+        break;
+      }
       case 'vm.start':
       case 'vm.stop': {
         const vm = r.vms.find((v) => v.name === s.name);
@@ -188,38 +197,36 @@ describe('planChanges', () => {
     ]);
   });
 
-  it('replaces a VM whose configuration changed: forced stop, delete, create, start', () => {
+  it('reconfigures a changed VM in place, keeping its disks: stop, update, start (never delete)', () => {
     const obs = converged();
     obs[0]!.vms[0]!.configHash = 'old';
     const plan = planChanges(desired, obs);
     expect(brief(plan.steps)).toEqual([
-      'vm.stop host1/web1 force=true',
-      'vm.delete host1/web1',
-      'vm.create host1/web1',
+      'vm.stop host1/web1 force=false',
+      'vm.update host1/web1',
       'vm.start host1/web1',
     ]);
-    expect(
-      plan.steps.every((s) => s.reason === 'replace: configuration changed' || s.kind === 'vm.start'),
-    ).toBe(true);
+    expect(plan.steps.every((s) => s.reason === 'configuration changed' || s.kind === 'vm.start')).toBe(true);
   });
 
-  it('replaces a stopped VM without stopping it, and does not start a VM meant to be stopped', () => {
+  it('reconfigures a stopped VM without stopping it, and does not start a VM meant to be stopped', () => {
     const obs = converged();
     obs[0]!.vms[1]!.configHash = 'old';
-    expect(brief(planChanges(desired, obs).steps)).toEqual(['vm.delete host1/db1', 'vm.create host1/db1']);
+    expect(brief(planChanges(desired, obs).steps)).toEqual(['vm.update host1/db1']);
   });
 
-  it('replaces a VM with problems, naming them', () => {
+  it('repairs detached ports of a running VM without restarting it', () => {
     const obs = converged();
-    obs[1]!.vms[0]!.problems = ['tap missing'];
+    obs[1]!.vms[0]!.problems = ['port vlt-1 is not attached to vlb-1'];
     const plan = planChanges(desired, obs);
-    expect(brief(plan.steps)).toEqual([
-      'vm.stop host2/app1 force=true',
-      'vm.delete host2/app1',
-      'vm.create host2/app1',
-      'vm.start host2/app1',
-    ]);
-    expect(plan.steps[0]!.reason).toBe('replace: repair: tap missing');
+    expect(brief(plan.steps)).toEqual(['vm.update host2/app1']);
+    expect(plan.steps[0]!.reason).toBe('repair: port vlt-1 is not attached to vlb-1');
+  });
+
+  it('leaves problems it cannot repair to the operator instead of rebuilding the VM', () => {
+    const obs = converged();
+    obs[1]!.vms[0]!.problems = ['QMP not answering'];
+    expect(planChanges(desired, obs).steps).toEqual([]);
   });
 
   it('does not rebuild a VM for a power-state change', () => {

@@ -18,6 +18,7 @@ const phase: Record<Step['kind'], number> = {
   'vm.stop': 1,
   'vm.delete': 1,
   'vm.create': 2,
+  'vm.update': 2,
   'vm.start': 3,
   'network.delete': 4,
 };
@@ -156,17 +157,37 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
         create('not on the host');
         continue;
       }
-      const replace =
-        o.problems.length > 0
-          ? `repair: ${o.problems.join('; ')}`
-          : o.configHash !== hash
-            ? 'configuration changed'
-            : undefined;
-      if (replace) {
+      // A VM is never deleted to change or repair it: its disks live in its directory. A changed configuration is
+      // applied in place while it is stopped; detached ports are re-attached while it runs; a crashed one is
+      // started again.
+      const portProblems = o.problems.filter((p) => p.startsWith('port '));
+      if (o.configHash !== hash) {
         if (o.state !== 'stopped')
-          steps.push({ kind: 'vm.stop', host, name, force: true, reason: `replace: ${replace}` });
-        steps.push({ kind: 'vm.delete', host, name, reason: `replace: ${replace}` });
-        create(`replace: ${replace}`);
+          steps.push({
+            kind: 'vm.stop',
+            host,
+            name,
+            force: o.state === 'crashed',
+            reason: 'configuration changed',
+          });
+        steps.push({ kind: 'vm.update', host, vm, configHash: hash, reason: 'configuration changed' });
+        if (vm.state === 'running')
+          steps.push({ kind: 'vm.start', host, name, reason: 'desired state is running' });
+      } else if (portProblems.length > 0) {
+        steps.push({
+          kind: 'vm.update',
+          host,
+          vm,
+          configHash: hash,
+          reason: `repair: ${portProblems.join('; ')}`,
+        });
+        if (vm.state === 'running' && o.state !== 'running')
+          steps.push({
+            kind: 'vm.start',
+            host,
+            name,
+            reason: `desired state is running, observed ${o.state}`,
+          });
       } else if (vm.state === 'running' && o.state !== 'running') {
         steps.push({ kind: 'vm.start', host, name, reason: `desired state is running, observed ${o.state}` });
       } else if (vm.state === 'stopped' && o.state !== 'stopped') {

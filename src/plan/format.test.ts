@@ -43,7 +43,7 @@ describe('formatPlan', () => {
     );
   });
 
-  it('renders updates, replacements, stops and deletes', () => {
+  it('renders updates, in-place VM changes, stops and deletes', () => {
     const plan = planChanges(desired, [
       {
         host: 'host1',
@@ -65,13 +65,12 @@ describe('formatPlan', () => {
         '~ network lan on host1 (repair: bridge missing) [commit-confirm 60 s]',
         '~ network natnet on host1 (configuration changed)',
         '- vm stray on host1 (not in the spec)',
-        '< vm web1 stop (forced) on host1 (replace: configuration changed)',
-        '- vm web1 on host1 (replace: configuration changed)',
-        '+ vm web1 on host1 (2 cpus, 512 MiB, test-guest, nics: natnet, lan)',
+        '< vm web1 stop on host1 (configuration changed)',
+        '~ vm web1 on host1 (configuration changed; 2 cpus, 512 MiB, test-guest, nics: natnet, lan)',
         '> vm web1 start on host1',
         '- network old on host1 (not in the spec)',
         '',
-        'Plan: 1 to create, 2 to update, 3 to delete, 1 to start, 1 to stop.',
+        'Plan: 0 to create, 3 to update, 2 to delete, 1 to start, 1 to stop.',
       ].join('\n'),
     );
   });

@@ -66,6 +66,8 @@ function describeStep(s: Step): string {
       return `- network ${s.name} on ${s.host} (${s.reason})`;
     case 'vm.create':
       return `+ vm ${s.vm.name} on ${s.host} (${describeVm(s.vm)})`;
+    case 'vm.update':
+      return `~ vm ${s.vm.name} on ${s.host} (${s.reason}; ${describeVm(s.vm)})`;
     case 'vm.delete':
       return `- vm ${s.name} on ${s.host} (${s.reason})`;
     case 'vm.start':
@@ -75,7 +77,7 @@ function describeStep(s: Step): string {
   }
 }
 
-/** Counts of a plan's steps by what they do; a replaced VM counts once as delete and once as create. */
+/** Counts of a plan's steps by what they do. */
 export function summarizePlan(plan: Plan): {
   create: number;
   update: number;
@@ -86,7 +88,8 @@ export function summarizePlan(plan: Plan): {
   const c = { create: 0, update: 0, delete: 0, start: 0, stop: 0 };
   for (const s of plan.steps) {
     if (s.kind === 'network.create' || s.kind === 'vm.create') c.create++;
-    else if (s.kind === 'network.update' || s.kind === 'uplink.configure') c.update++;
+    else if (s.kind === 'network.update' || s.kind === 'vm.update' || s.kind === 'uplink.configure')
+      c.update++;
     else if (s.kind === 'network.delete' || s.kind === 'vm.delete') c.delete++;
     else if (s.kind === 'vm.start') c.start++;
     else c.stop++;

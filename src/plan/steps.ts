@@ -39,9 +39,12 @@ export interface UplinkConfigureStep {
   confirmTimeoutMs: number;
 }
 
-/** Creates a VM (stopped) from its config; `configHash` is stored with it. */
+/**
+ * Creates a VM (stopped) from its config; `configHash` is stored with it. `vm.update` does the same to an existing
+ * VM in place (it must be stopped unless only its ports are repaired): its disks are kept.
+ */
 export interface VmCreateStep {
-  kind: 'vm.create';
+  kind: 'vm.create' | 'vm.update';
   host: string;
   vm: VmConfig;
   configHash: string;

@@ -31,7 +31,7 @@ networks:
   - { name: lan, host: host1, mode: bridge }
   - { name: iso, host: host1, mode: isolated, cidr: 10.62.0.0/24 }
 vms:
-  - { name: web1, host: host1, memoryMiB: 192, nics: [{ network: natnet, ip: 10.61.0.10 }] }
+  - { name: web1, host: host1, memoryMiB: 192, disks: [{ name: data, sizeMiB: 8 }], nics: [{ network: natnet, ip: 10.61.0.10 }] }
   - { name: app1, host: host1, memoryMiB: 192, nics: [{ network: lan }] }
   - { name: iso1, host: host1, memoryMiB: 192, nics: [{ network: iso }] }
 lab:
@@ -186,6 +186,32 @@ describe('one host with nat, bridge and isolated networks', () => {
     }
     const plan = await runCli(['plan', '-f', specFile], env);
     expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+  });
+
+  it('changes a VM in place: its disk keeps its data across the reconfiguration', async () => {
+    const write = await runCli(
+      ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo keep-me > /dev/vda && sync'],
+      env,
+    );
+    expect(write.code, write.stderr).toBe(0);
+    const bigger = join(root, 'bigger.yaml');
+    writeFileSync(
+      bigger,
+      SPEC.replace('name: web1, host: host1, memoryMiB: 192', 'name: web1, host: host1, memoryMiB: 224'),
+    );
+    const plan = await runCli(['plan', '-f', bigger], env);
+    expect(plan.stdout).toContain('~ vm web1 on host1 (configuration changed');
+    expect(plan.stdout).not.toContain('- vm web1');
+    const r = await runCli(['apply', '-f', bigger], env);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    let read = { code: 1, stdout: '', stderr: '' };
+    for (let i = 0; i < 60 && read.code !== 0; i++) {
+      read = await runCli(['vm', 'exec', 'web1', '--', 'head', '-c', '7', '/dev/vda'], env);
+      if (read.code !== 0) await new Promise((res) => setTimeout(res, 1_000));
+    }
+    expect(read.stdout).toBe('keep-me');
+    const mem = await runCli(['vm', 'exec', 'web1', '--', 'cat', '/proc/meminfo'], env);
+    expect(Number(/MemTotal:\s+(\d+)/.exec(mem.stdout)?.[1])).toBeGreaterThan(192 * 1024 * 0.8);
   });
 
   it('destroy and lab down leave nothing behind', async () => {
