@@ -177,6 +177,11 @@ export interface ProbeResult {
   reachable: boolean;
   rttMs?: number;
   detail: string;
+  /**
+   * false when the probe could not run or its outcome proves nothing (agent or guest agent down, tool missing,
+   * address unknown): such a cell is a mismatch whatever was expected, so isolation is never "proven" by a failure.
+   */
+  unmeasured?: boolean;
 }
 
 /** Command to run in a guest. */

@@ -14,10 +14,11 @@ function rtt(ms: number): string {
   return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(0)}ms`;
 }
 
-function mark(c: Pick<MatrixCell, 'expected' | 'observed' | 'rttMs'>): string {
+function mark(c: Pick<MatrixCell, 'expected' | 'observed' | 'rttMs' | 'unmeasured'>): string {
   // Not asserted (a router VM joins both networks, or the probe cannot tell): show what was measured.
   if (c.expected === 'any')
     return c.observed ? `any:reach${c.rttMs === undefined ? '' : ` ${rtt(c.rttMs)}`}` : 'any:blocked';
+  if (c.unmeasured) return 'FAIL:unmeasured';
   if (c.expected && c.observed) return c.rttMs === undefined ? 'ok' : `ok ${rtt(c.rttMs)}`;
   if (!c.expected && !c.observed) return 'blocked';
   return c.expected ? 'FAIL:unreachable' : 'FAIL:reachable';

@@ -51,6 +51,8 @@ export interface MatrixCell {
   observed: boolean;
   rttMs?: number;
   detail: string;
+  /** The probe did not run or proved nothing (see ProbeResult.unmeasured). */
+  unmeasured?: boolean;
   ok: boolean;
 }
 
@@ -137,7 +139,11 @@ export async function verifySpec(
       jobs.push(async () => {
         const expected = expectCell(src, dst, routers);
         if (!dst.address)
-          return cell(src.id, dst.id, 'ping', expected, { reachable: false, detail: 'address unknown' });
+          return cell(src.id, dst.id, 'ping', expected, {
+            reachable: false,
+            detail: 'not measured: address unknown (is the guest up?)',
+            unmeasured: true,
+          });
         // Overlapping CIDRs: dst's address may also live on src's own network; only dst's MAC proves dst answered.
         const { self, twins } = addressTwins(src, dst, endpoints);
         if (self)
@@ -218,7 +224,9 @@ function cell(
     observed: r.reachable,
     ...(r.rttMs === undefined ? {} : { rttMs: r.rttMs }),
     detail: r.detail,
-    ok: expected === 'any' || expected === r.reachable,
+    ...(r.unmeasured ? { unmeasured: true } : {}),
+    // A probe that did not run proves nothing: never a match, whatever was expected (unless not asserted).
+    ok: expected === 'any' || (!r.unmeasured && expected === r.reachable),
   };
 }
 
@@ -380,7 +388,8 @@ export async function measureSpecThroughput(
 function errorResult(e: unknown): ProbeResult {
   return {
     reachable: false,
-    detail: `probe failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+    detail: `not measured: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+    unmeasured: true,
   };
 }
 

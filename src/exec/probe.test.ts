@@ -1,5 +1,5 @@
-import { expect, it } from 'vitest';
-import { dfPingArgv, parseNeighMac, parsePing } from './probe.js';
+import { describe, expect, it } from 'vitest';
+import { dfPingArgv, parseHttp, parseNeighMac, parsePing } from './probe.js';
 
 it("builds a don't-fragment ping with an exact payload", () => {
   expect(dfPingArgv('10.0.0.2', 1422, 1000)).toEqual([
@@ -35,4 +35,25 @@ it('reads the MAC of a neighbour entry', () => {
   );
   expect(parseNeighMac('10.20.0.100 dev eth0  FAILED\n')).toBeUndefined();
   expect(parseNeighMac('')).toBeUndefined();
+});
+
+describe('measured vs unmeasured outcomes', () => {
+  it('counts no reply and a refusing network as measured', () => {
+    expect(parsePing(1, '1 packets transmitted, 0 received', '')).toEqual({
+      reachable: false,
+      detail: 'no reply',
+    });
+    expect(parsePing(2, '', 'ping: connect: Network is unreachable').unmeasured).toBeUndefined();
+    expect(
+      parsePing(1, 'From 10.0.0.1 icmp_seq=1 Destination Host Unreachable', 'x').unmeasured,
+    ).toBeUndefined();
+  });
+  it('counts a ping that did not run as unmeasured, never as "unreachable"', () => {
+    expect(parsePing(127, '', 'sh: ping: not found')).toMatchObject({ reachable: false, unmeasured: true });
+    expect(parsePing(2, '', 'ping: unknown host')).toMatchObject({ unmeasured: true });
+    expect(parseHttp(127, '', 'timeout: applet not found', 5)).toMatchObject({ unmeasured: true });
+    expect(
+      parseHttp(1, '', "wget: can't connect to remote host: Connection refused", 5).unmeasured,
+    ).toBeUndefined();
+  });
 });

@@ -17,18 +17,33 @@ export function httpArgv(target: string, port: number, timeoutMs: number, prefix
   return [...prefix, 'timeout', secs, ...prefix, 'wget', '-q', '-O', '-', `http://${target}:${port}/`];
 }
 
-/** Reads a ping's outcome from its exit code and output (iputils and busybox both print `time=X ms`). */
+// What a ping may say when the network itself refuses the packet: a measured "unreachable".
+const NETWORK_REFUSED = /unreachable|no route to host|prohibited|operation not permitted|message too long/i;
+
+/**
+ * Reads a ping's outcome from its exit code and output (iputils and busybox both print `time=X ms`). No reply, or the
+ * network refusing the packet, is a measured "unreachable"; anything else (ping missing, bad arguments) is unmeasured.
+ */
 export function parsePing(code: number, stdout: string, stderr: string): ProbeResult {
   const m = /time[=<]([\d.]+) ?ms/.exec(stdout);
   if (code === 0 && m) return { reachable: true, rttMs: Number(m[1]), detail: 'echo reply' };
   const why = (stderr.trim() || stdout.trim().split('\n').pop() || `exit ${code}`).slice(0, 160);
-  return { reachable: false, detail: code === 1 && !stderr.trim() ? 'no reply' : why };
+  if (code === 1 && !stderr.trim()) return { reachable: false, detail: 'no reply' };
+  if ((code === 1 || code === 2) && NETWORK_REFUSED.test(`${stderr}\n${stdout}`))
+    return { reachable: false, detail: why };
+  return { reachable: false, detail: `ping did not run: ${why}`, unmeasured: true };
 }
 
-/** Reads an HTTP probe's outcome: the body (first line) proves which service answered. */
+/**
+ * Reads an HTTP probe's outcome: the body (first line) proves which service answered. A refused or timed-out
+ * connection is a measured "unreachable"; a missing tool is not.
+ */
 export function parseHttp(code: number, stdout: string, stderr: string, ms: number): ProbeResult {
   if (code === 0) return { reachable: true, rttMs: ms, detail: stdout.trim().split('\n')[0] ?? '' };
-  return { reachable: false, detail: (stderr.trim() || `exit ${code}`).split('\n')[0]!.slice(0, 160) };
+  const detail = (stderr.trim() || `exit ${code}`).split('\n')[0]!.slice(0, 160);
+  if (code === 126 || code === 127 || /not found|applet not found/i.test(stderr))
+    return { reachable: false, detail: `probe did not run: ${detail}`, unmeasured: true };
+  return { reachable: false, detail };
 }
 
 /**
