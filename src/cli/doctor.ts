@@ -1,5 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
+import { DEFAULT_IMAGES_DIR } from '../drivers/hypervisor/qemu/driver.js';
+import {
+  DEFAULT_QEMU_USER,
+  defaultLauncherPath,
+  lookupQemuUser,
+} from '../drivers/hypervisor/qemu/launcher.js';
 import type { Runner } from '../exec/runner.js';
 
 /** One prerequisite check: what, whether it passed, and how to fix it. */
@@ -14,7 +19,7 @@ const SETUP =
   'run `npm run setup` (installs Debian packages, the QEMU user, the launcher and the test guest)';
 
 /** Checks this machine's prerequisites for running an agent or the lab; never changes anything. */
-export async function doctor(runner: Runner, repoRoot: string): Promise<DoctorCheck[]> {
+export async function doctor(runner: Runner): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   const bin = async (name: string, argv: string[], pkg: string) => {
     const r = await runner
@@ -50,25 +55,24 @@ export async function doctor(runner: Runner, repoRoot: string): Promise<DoctorCh
   await bin('genisoimage', ['genisoimage', '--version'], 'genisoimage');
   await bin('open vswitch', ['ovs-vsctl', '--version'], 'openvswitch-switch');
   await bin('iperf3', ['iperf3', '--version'], 'iperf3');
-  let user = false;
-  try {
-    execFileSync('id', ['-u', 'vmlink-qemu'], { stdio: 'ignore' });
-    user = true;
-  } catch {}
+  const user = await lookupQemuUser(runner, DEFAULT_QEMU_USER).then(
+    () => true,
+    () => false,
+  );
   checks.push({
     name: 'qemu user',
     ok: user,
-    detail: user ? 'vmlink-qemu exists' : 'no vmlink-qemu user: QEMU must not run as root',
+    detail: user ? `${DEFAULT_QEMU_USER} exists` : `no ${DEFAULT_QEMU_USER} user: QEMU must not run as root`,
     fix: SETUP,
   });
-  const launcher = `${repoRoot}/build/vmlink-launch`;
+  const launcher = defaultLauncherPath();
   checks.push({
     name: 'launcher',
     ok: existsSync(launcher),
     detail: existsSync(launcher) ? launcher : `${launcher} missing`,
     fix: 'run `npm run build:native`',
   });
-  const guest = '/var/lib/vmlink/images/test-guest/manifest.json';
+  const guest = `${DEFAULT_IMAGES_DIR}/test-guest/manifest.json`;
   checks.push({
     name: 'test guest',
     ok: existsSync(guest),

@@ -1,5 +1,4 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { ThroughputResult } from '../agent/throughput.js';
@@ -13,8 +12,6 @@ import { VERSION } from '../shared/version.js';
 import { controllerClient, explainUnavailable, runTask } from './client.js';
 import { doctor } from './doctor.js';
 import { renderMatrix, renderThroughput, table } from './render.js';
-
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 const program = new Command('vmlink')
   .description(
@@ -376,10 +373,15 @@ vm.command('exec <name> <argv...>')
   .description('run a command in a guest through its guest agent: vmlink vm exec web1 -- ip addr')
   .option('--timeout <seconds>', 'give up after this long', '30')
   .action(async (name: string, argv: string[], o: { timeout: string }) => {
-    const r = await api().post<GuestExecResult>(`/v1/vms/${encodeURIComponent(name)}/exec`, {
-      argv,
-      timeoutMs: Math.round(Number(o.timeout) * 1000),
-    });
+    const timeoutMs = Math.round(Number(o.timeout) * 1000);
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 100 || timeoutMs > 600_000)
+      throw new VmlinkError('invalid', `--timeout must be between 0.1 and 600 seconds, not ${o.timeout}`);
+    // The HTTP call outlives the guest command by the controller's and agent's own margins.
+    const r = await api().post<GuestExecResult>(
+      `/v1/vms/${encodeURIComponent(name)}/exec`,
+      { argv, timeoutMs },
+      timeoutMs + 30_000,
+    );
     process.stdout.write(r.stdout);
     process.stderr.write(r.stderr);
     process.exitCode = r.exitCode;
@@ -408,7 +410,7 @@ program
   .description('check prerequisites on this machine and say how to fix what is missing')
   .option('--json', 'machine-readable output')
   .action(async (o: { json?: boolean }) => {
-    const checks = await doctor(new SystemRunner(), repoRoot);
+    const checks = await doctor(new SystemRunner());
     let controller = 'not running';
     try {
       await api().get('/v1/health', 3_000);

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SystemRunner } from '../exec/runner.js';
+import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
 import { setAgentToken } from './agents.js';
@@ -36,7 +37,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const apps = [await createControllerApi(controller, tasks)];
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
-    const tcp = await createControllerApi(controller, tasks, { token: opts.token! });
+    // The TCP API is never open without a token (an empty token file must not disable auth).
+    if (!opts.token || opts.token.length < 16)
+      throw new InvalidRequestError(
+        'the TCP listener needs a bearer token of at least 16 characters in --token-file',
+      );
+    const tcp = await createControllerApi(controller, tasks, { token: opts.token });
     await listen(tcp, opts.tcp);
     apps.push(tcp);
   }
