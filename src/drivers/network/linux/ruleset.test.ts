@@ -40,3 +40,24 @@ describe('buildRuleset', () => {
     expect(bad({ name: 'a"b' })).toThrow(InvalidRequestError);
   });
 });
+
+describe('isolation comes first', () => {
+  it('drops traffic of isolated networks before any nat network accepts forwarded connections', () => {
+    const nat = { ...natNet, name: 'aaa-nat', bridge: 'vlb-aaaa0000' };
+    const iso = {
+      ...natNet,
+      name: 'zzz-iso',
+      mode: 'isolated' as const,
+      bridge: 'vlb-ffff0000',
+      forwards: [],
+    };
+    const lines = buildRuleset([iso, nat])!
+      .split('\n')
+      .map((l) => l.trim());
+    const isoDrop = lines.indexOf('iifname "vlb-ffff0000" drop comment "net:zzz-iso"');
+    const dnatAccept = lines.indexOf('oifname "vlb-aaaa0000" ct status dnat accept comment "net:aaa-nat"');
+    expect(isoDrop).toBeGreaterThan(-1);
+    expect(dnatAccept).toBeGreaterThan(-1);
+    expect(isoDrop).toBeLessThan(dnatAccept);
+  });
+});

@@ -65,6 +65,7 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
   const out: string[] = [];
   const post: string[] = [];
   const fwdLocal: string[] = [];
+  const fwdIsolated: string[] = [];
   const fwdDrop: string[] = [];
   const fwdAccept: string[] = [];
   const usedPorts = new Map<string, string>();
@@ -77,7 +78,7 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
     fwdLocal.push(`iifname ${br} oifname ${br} accept ${tag}`);
     if (!isRouted(n)) {
       // isolated, or a vxlan/vlan gateway without nat: address + DHCP, nothing routed off the network.
-      fwdDrop.push(`iifname ${br} drop ${tag}`, `oifname ${br} drop ${tag}`);
+      fwdIsolated.push(`iifname ${br} drop ${tag}`, `oifname ${br} drop ${tag}`);
       continue;
     }
     if (!n.subnet)
@@ -115,6 +116,8 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
     chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post),
     chain('forward', 'type filter hook forward priority filter; policy accept;', [
       ...fwdLocal,
+      // Isolation first: no other network's accept (a DNAT'd forward, say) may open a path off an isolated one.
+      ...fwdIsolated,
       ...fwdDrop,
       ...fwdAccept,
     ]),
