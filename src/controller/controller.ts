@@ -89,6 +89,8 @@ export interface VmView {
 }
 
 const SPEC_KEY = 'spec/current';
+// The last spec whose apply completed: a failed apply must not make the next one forget hosts it was dropping.
+const LAST_GOOD_KEY = 'spec/last-good';
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
 export class Controller {
@@ -121,6 +123,11 @@ export class Controller {
       appliedAt: new Date().toISOString(),
     } satisfies StoredSpec);
     const applied = await this.execute(spec, result.plan, ctx, previous);
+    await this.store.put(LAST_GOOD_KEY, {
+      text,
+      source,
+      appliedAt: new Date().toISOString(),
+    } satisfies StoredSpec);
     await this.store.appendEvent('apply', `${source}: ${applied} change(s) applied`);
     return { ...result, applied };
   }
@@ -141,7 +148,10 @@ export class Controller {
     ctx.progress(result.text);
     const applied = await this.execute(spec, result.plan, ctx);
     const cur = await this.currentSpec().catch(() => undefined);
-    if (!cur || sameHosts(cur.spec, spec)) await this.store.delete(SPEC_KEY);
+    if (!cur || sameHosts(cur.spec, spec)) {
+      await this.store.delete(SPEC_KEY);
+      await this.store.delete(LAST_GOOD_KEY);
+    }
     await this.store.appendEvent('destroy', `${source}: ${applied} change(s) applied`);
     return { ...result, applied };
   }
@@ -320,7 +330,10 @@ export class Controller {
     const removed = await lab.existingNamespaces();
     await lab.down(ctx);
     const cur = await this.currentSpec().catch(() => undefined);
-    if (cur?.spec.lab?.name === spec.lab.name) await this.store.delete(SPEC_KEY);
+    if (cur?.spec.lab?.name === spec.lab.name) {
+      await this.store.delete(SPEC_KEY);
+      await this.store.delete(LAST_GOOD_KEY);
+    }
     await this.store.appendEvent('lab.down', spec.lab.name);
     return { removed };
   }
@@ -330,8 +343,19 @@ export class Controller {
     return this.store.events(limit);
   }
 
-  /** The spec applied before, for hosts that a new spec drops. */
+  /**
+   * The spec applied before, for hosts that a new spec drops: the last one whose apply completed (so hosts a failed
+   * apply was dropping are still dropped next time), else the last one attempted.
+   */
   private async previousSpec(): Promise<Spec | undefined> {
+    const good = await this.store.get<StoredSpec>(LAST_GOOD_KEY);
+    if (good) {
+      try {
+        return loadSpec(good.text, good.source);
+      } catch {
+        // A spec that no longer validates (older vmlink): fall back to the current one.
+      }
+    }
     return (await this.currentSpec().catch(() => undefined))?.spec;
   }
 
