@@ -283,8 +283,11 @@ export class QemuDriver implements HypervisorDriver {
           if (!(e instanceof VmlinkError) || (e.kind !== 'unavailable' && e.kind !== 'timeout')) throw e;
         }
         if (Date.now() > deadline) {
+          // Leave nothing half-started: a QEMU that never ran would block every later start.
+          await this.stopLocked(name, { force: true }).catch(() => {});
+          if (await processRunning(pid)) process.kill(pid, 'SIGKILL');
           throw new TimeoutError(
-            `VM ${name} (pid ${pid}) did not report running on QMP within ${this.opts.startTimeoutMs ?? 30_000} ms`,
+            `VM ${name} (pid ${pid}) did not report running on QMP within ${this.opts.startTimeoutMs ?? 30_000} ms; it was stopped`,
             `vm/${name}`,
           );
         }
