@@ -4,7 +4,7 @@ import type { AgentAction, ConfirmState } from '../agent/wire.js';
 import type { GuestExecResult } from '../drivers/hypervisor/types.js';
 import type { Runner } from '../exec/runner.js';
 import { Lab } from '../lab/lab.js';
-import { planChanges } from '../plan/diff.js';
+import { planChanges, stepPhase } from '../plan/diff.js';
 import { formatPlan, formatStep, summarizePlan } from '../plan/format.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
 import type { Plan, RiskyMark, Step } from '../plan/steps.js';
@@ -407,43 +407,80 @@ export class Controller {
     return { plan, text, summary: summarizePlan(plan) };
   }
 
+  /**
+   * Runs the plan: phase by phase (see `stepPhase`), each host's steps of a phase in order, different hosts at the
+   * same time. After a failure no host starts another step; the error names the step that failed.
+   */
   private async execute(spec: Spec, plan: Plan, ctx: TaskContext, previous?: Spec): Promise<number> {
-    let done = 0;
     const total = plan.steps.length;
-    for (const step of plan.steps) {
-      if (ctx.signal.aborted)
-        throw new VmlinkError(
-          'invalid-state',
-          `cancelled after ${done} of ${total} steps; apply again to converge`,
-        );
-      ctx.progress(`[${done + 1}/${total}] ${formatStep(step)}`);
-      // A host the new spec dropped is reached where the old spec put it (removed-host steps).
-      const agent = agentFor(
-        spec.hosts.some((h) => h.name === step.host) ? spec : (previous ?? spec),
-        step.host,
+    const indexed = plan.steps.map((step, i) => ({ step, n: i + 1 }));
+    let done = 0;
+    let failure: unknown;
+    for (let i = 0; i < indexed.length; ) {
+      const phase = stepPhase(indexed[i]!.step);
+      let j = i;
+      while (j < indexed.length && stepPhase(indexed[j]!.step) === phase) j++;
+      const byHost = new Map<string, typeof indexed>();
+      for (const s of indexed.slice(i, j)) byHost.set(s.step.host, [...(byHost.get(s.step.host) ?? []), s]);
+      await Promise.all(
+        [...byHost.values()].map(async (steps) => {
+          for (const { step, n } of steps) {
+            if (failure !== undefined) return;
+            if (ctx.signal.aborted) {
+              failure ??= new VmlinkError(
+                'invalid-state',
+                `cancelled after ${done} of ${total} steps; apply again to converge`,
+              );
+              return;
+            }
+            try {
+              await this.runStep(spec, step, n, total, ctx, previous);
+              done++;
+            } catch (e) {
+              failure ??= e;
+              return;
+            }
+          }
+        }),
       );
-      const mark = step as RiskyMark;
-      try {
-        if (mark.risky)
-          await this.actConfirmed(agent, step, mark.confirmTimeoutMs ?? DEFAULT_CONFIRM_MS, ctx);
-        else await agent.act(toAction(step));
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        await this.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
-        if (e instanceof RolledBackError)
-          throw new RolledBackError(
-            `step ${done + 1}/${total} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
-            `host/${step.host}`,
-          );
-        throw new VmlinkError(
-          e instanceof VmlinkError ? e.kind : 'internal',
-          `step ${done + 1}/${total} failed (${formatStep(step)} on ${step.host}): ${msg}\nNothing after it was applied; fix the cause and apply again to converge.`,
-          { cause: e },
-        );
-      }
-      done++;
+      if (failure !== undefined) throw failure;
+      i = j;
     }
     return done;
+  }
+
+  private async runStep(
+    spec: Spec,
+    step: Step,
+    n: number,
+    total: number,
+    ctx: TaskContext,
+    previous?: Spec,
+  ): Promise<void> {
+    ctx.progress(`[${n}/${total}] ${formatStep(step)}`);
+    // A host the new spec dropped is reached where the old spec put it (removed-host steps).
+    const agent = agentFor(
+      spec.hosts.some((h) => h.name === step.host) ? spec : (previous ?? spec),
+      step.host,
+    );
+    const mark = step as RiskyMark;
+    try {
+      if (mark.risky) await this.actConfirmed(agent, step, mark.confirmTimeoutMs ?? DEFAULT_CONFIRM_MS, ctx);
+      else await agent.act(toAction(step));
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      await this.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
+      if (e instanceof RolledBackError)
+        throw new RolledBackError(
+          `step ${n}/${total} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
+          `host/${step.host}`,
+        );
+      throw new VmlinkError(
+        e instanceof VmlinkError ? e.kind : 'internal',
+        `step ${n}/${total} failed (${formatStep(step)} on ${step.host}): ${msg}\nNo step started after it; fix the cause and apply again to converge.`,
+        { cause: e },
+      );
+    }
   }
 
   /**

@@ -22,6 +22,9 @@ const phase: Record<Step['kind'], number> = {
   'vm.start': 3,
   'network.delete': 4,
 };
+/** The dependency phase of a step: steps of one phase on different hosts do not depend on each other. */
+export const stepPhase = (s: Step): number => phase[s.kind];
+
 // Within one VM in phase 1: stop before delete.
 const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete': 1 };
 

@@ -215,6 +215,8 @@ function validateVxlan(cfg: NetworkConfig, at: string): void {
 
 /** The linux bridge + nftables + dnsmasq network backend; also manages the host's uplink. */
 export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
+  // Whether this process knows the host table is absent (it deleted it, or found none needed).
+  private tableAbsent = false;
   private readonly runner: Runner;
   private readonly stateDir: string;
   private readonly netns: string | undefined;
@@ -859,11 +861,20 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     }
   }
 
-  /** Rebuilds the host table from every persisted network and swaps it in atomically (or deletes it). */
+  /**
+   * Rebuilds the host table from every persisted network and swaps it in atomically (or deletes it). A table this
+   * driver knows it deleted is not deleted again: overlays without a gateway need no rules, and each of their steps
+   * would otherwise cost an `nft` run.
+   */
   private async applyRuleset(): Promise<void> {
     const text = buildRuleset((await this.readAllStates()).map((s) => s.config));
-    if (text) await this.nft.replaceTable(TABLE_FAMILY, TABLE_NAME, text);
-    else await this.nft.deleteTable(TABLE_FAMILY, TABLE_NAME);
+    if (text) {
+      this.tableAbsent = false;
+      await this.nft.replaceTable(TABLE_FAMILY, TABLE_NAME, text);
+    } else if (!this.tableAbsent) {
+      await this.nft.deleteTable(TABLE_FAMILY, TABLE_NAME);
+      this.tableAbsent = true;
+    }
   }
 
   private async ipForwarding(): Promise<boolean> {
