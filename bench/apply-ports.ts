@@ -4,6 +4,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { agentToken } from '../src/controller/agents.js';
 import { Controller } from '../src/controller/controller.js';
 import { SqliteStore } from '../src/controller/store/sqlite.js';
 import type { TaskContext } from '../src/controller/tasks.js';
@@ -470,7 +471,9 @@ export async function benchApplyPorts(opts: {
     await sleep(200); // let the agent's log reach the file
     const execs = readExecs(agentLog(), from);
     if (execs.length === 0) say('  warning: no exec lines in the agent log; profile unavailable');
-    const http = new HttpClient(`unix://${labAgentSocket(lab, HOST)}`);
+    const address = `unix://${labAgentSocket(lab, HOST)}`;
+    const token = agentToken(address);
+    const http = new HttpClient(address, token ? { token } : {});
     const rtts: number[] = [];
     for (let k = 0; k < 30; k++) {
       const s = performance.now();
