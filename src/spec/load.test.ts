@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -160,6 +160,7 @@ vms:
     expect(() => loadSpecFile(file)).toThrow(`${file}: spec is invalid`);
     writeFileSync(file, yaml);
     expect(loadSpecFile(file).hosts[0]!.name).toBe('host1');
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 
