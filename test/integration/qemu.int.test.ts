@@ -115,6 +115,17 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
       if (pid && (await processMatches(pid, VM))) process.kill(pid, 'SIGKILL');
       await driver?.close();
     } finally {
+      // Whatever a failed test left running from this run's state dir (the qcow2 VM included) goes too.
+      if (stateDir) {
+        const r = await runner.run(['pgrep', '-f', stateDir], { allowFailure: true });
+        for (const p of r.stdout.split('\n').filter(Boolean).map(Number)) {
+          if (p !== process.pid) {
+            try {
+              process.kill(p, 'SIGKILL');
+            } catch {}
+          }
+        }
+      }
       await cleanupNetns();
       if (stateDir) await rm(stateDir, { recursive: true, force: true });
       await release?.();
