@@ -163,6 +163,8 @@ int main(int argc, char **argv) {
   check_dropped(uid, gid);
 
   umask(077);
+  /* initgroups() may have opened NSS sockets: QEMU gets the taps and stdio, nothing else. */
+  close_from(FIRST_TAP_FD + ntaps);
   /* A minimal environment: nothing of the agent's reaches QEMU. */
   char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "LC_ALL=C", "HOME=/nonexistent", NULL};
   execve(argv[i], &argv[i], envp);

@@ -5,7 +5,7 @@ import {
   serializerCompiler,
   validatorCompiler,
 } from 'fastify-type-provider-zod';
-import { errorStatus, InvalidRequestError, toErrorBody, VmlinkError } from '../errors.js';
+import { ConflictError, errorStatus, InvalidRequestError, toErrorBody, VmlinkError } from '../errors.js';
 import { log } from '../log.js';
 
 /** Where a server listens: `unix:///path.sock` or `http://addr:port`. */
@@ -40,10 +40,26 @@ export function createHttpApp(): FastifyInstance {
   return app;
 }
 
-/** Starts `app` on a unix socket (replacing a stale socket file, mode 0600) or a TCP address. */
+/** Whether something accepts connections on the unix socket `path`. */
+async function socketAnswers(path: string): Promise<boolean> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Starts `app` on a unix socket (refusing one a live server holds, replacing a stale one; mode 0600) or TCP. */
 export async function listen(app: FastifyInstance, address: ListenAddress): Promise<void> {
   if (address.startsWith('unix://')) {
     const path = address.slice('unix://'.length);
+    // A socket that answers belongs to a running server: never steal it; only a stale one is replaced.
+    if (await socketAnswers(path))
+      throw new ConflictError(`${path} is in use by a running server; stop it first`, path);
     rmSync(path, { force: true });
     await app.listen({ path });
     const { chmodSync } = await import('node:fs');
