@@ -59,6 +59,7 @@ describe('cpio newc writer', () => {
     expect(() => new FsTree().file('a', 'x').file('a/b', 'y')).toThrow(/not a directory/);
   });
 
+  // GNU cpio is only the cross-check of our own reader; setup installs it, a bare machine may lack it.
   it.skipIf(!hasCpio)('is read by GNU cpio (-t and -i)', () => {
     const archive = sample().toCpio();
     const list = spawnSync('cpio', ['-t', '--quiet'], { input: archive, encoding: 'utf8' });

@@ -81,6 +81,7 @@ async function cleanupNetns(): Promise<void> {
 
 const isRoot = process.getuid?.() === 0;
 
+// Namespaces, taps and the launcher need root; scripts/test.sh refuses to run integration tests without it.
 describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
   let release: (() => Promise<void>) | undefined;
   let stateDir = '';

@@ -66,6 +66,7 @@ const driver = (runner: RecordingRunner, stateDir: string) =>
     launcherPath: '/nonexistent/vmlink-launch',
   });
 
+// Creating a VM chowns its directory to the QEMU user, which needs root; CI runs as root.
 describe.runIf(isRoot)('QemuDriver.create', () => {
   it('lays out the VM directory for an unprivileged QEMU and records its argv', async () => {
     const stateDir = join(root, 's1');
