@@ -1,10 +1,6 @@
 // Adapts the linux network driver's uplink support (UplinkManager + snapshotUplink/restoreUplink) for the agent.
-import {
-  type LinuxNetworkDriver,
-  restoreUplink,
-  snapshotUplink,
-  type UplinkSnapshot,
-} from '../drivers/network/linux/driver.js';
+import type { LinuxNetworkDriver } from '../drivers/network/linux/driver.js';
+import { restoreUplink, snapshotUplink, type UplinkSnapshot } from '../drivers/network/linux/uplink.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
 import type { UplinkControl } from './agent.js';

@@ -5,9 +5,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../../../exec/runner.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
 import { networkDrivers } from '../registry.js';
-import { LinuxNetworkDriver, moveCommands, validateNetworkConfig } from './driver.js';
+import { LinuxNetworkDriver } from './driver.js';
 import { bridgedNet, isolatedNet, natNet } from './fixtures.test-util.js';
 import { expectGolden, transcript } from './golden.test-util.js';
+import { moveCommands } from './move.js';
+import { validateNetworkConfig } from './validate.js';
 
 const eth0 = {
   ifindex: 2,

@@ -9,7 +9,7 @@ import { RecordingRunner } from '../../../exec/runner.js';
 import { ConflictError, InvalidRequestError, UnsupportedError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { renderDnsmasqConf } from './dnsmasq.js';
-import { LinuxNetworkDriver, validateNetworkConfig } from './driver.js';
+import { LinuxNetworkDriver } from './driver.js';
 import { natNet, vlanNet, vxlanGateway, vxlanNet } from './fixtures.test-util.js';
 import { expectGolden, transcript } from './golden.test-util.js';
 import {
@@ -22,6 +22,7 @@ import {
 } from './overlay.js';
 import { buildRuleset } from './ruleset.js';
 import { restoreCommands, type UplinkSnapshot, uplinkCommands, uplinkMatches } from './uplink.js';
+import { validateNetworkConfig } from './validate.js';
 
 let stateDir: string;
 beforeEach(async () => {

@@ -2,9 +2,13 @@
 // snapshot, configure in one `ip -batch`, and restore a snapshot exactly (commit-confirm rollback).
 // The addresses live on the bridge enslaving the uplink when there is one (a bridge-mode network).
 import { isIPv4 } from 'node:net';
-import { type Ip, type IpCommand, type IpRoute, ipCmd, routeSpecOf } from '../../../exec/ip.js';
+import { assertIfName, Ip, type IpCommand, type IpRoute, ipCmd, routeSpecOf } from '../../../exec/ip.js';
+import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
-import type { UplinkConfig } from '../../../shared/model.js';
+import { log } from '../../../shared/log.js';
+import type { ObservedUplink, UplinkConfig } from '../../../shared/model.js';
+import type { OpContext } from '../types.js';
+import type { LinuxNetworkStateStore } from './state.js';
 
 /** The uplink's state at one moment: everything `restoreUplink` puts back. */
 export interface UplinkSnapshot {
@@ -222,4 +226,79 @@ export async function putBackUplink(ip: Ip, snap: UplinkSnapshot): Promise<void>
       : { addresses: [], routes: [] }),
   };
   await ip.batch(restoreCommands(snap, now));
+}
+
+/** The uplink's state now (MTU, addresses, routes; JSON-serialisable), for `restoreUplink` (commit-confirm rollback). */
+export function snapshotUplink(
+  runner: Runner,
+  device: string,
+  opts: { netns?: string } = {},
+): Promise<UplinkSnapshot> {
+  assertIfName(device, 'uplink');
+  return readUplink(new Ip(runner, opts.netns), device);
+}
+
+/**
+ * Puts the uplink back exactly as `snapshot` recorded it (MTU of the uplink and its bridge, addresses,
+ * default and static routes) in one `ip -batch`. The hash `configureUplink` persisted is then no longer
+ * reported by `observeUplink`, since the uplink no longer matches its config.
+ */
+export async function restoreUplink(
+  runner: Runner,
+  snapshot: UplinkSnapshot,
+  opts: { netns?: string } = {},
+): Promise<void> {
+  assertIfName(snapshot.device, 'uplink');
+  assertIfName(snapshot.addressDevice, 'uplink address device');
+  await putBackUplink(new Ip(runner, opts.netns), snapshot);
+}
+
+/** The uplink as it is now: its MTU, the device carrying its addresses, addresses, default gateway, applied hash. */
+export async function observeUplink(
+  ip: Ip,
+  states: LinuxNetworkStateStore,
+  device: string,
+): Promise<ObservedUplink> {
+  assertIfName(device, 'uplink');
+  const snap = await readUplink(ip, device);
+  const gateway = snap.routes.find((r) => r.dst === 'default' && r.gateway)?.gateway;
+  const state = await states.readUplink();
+  // The hash stands only while the uplink still has what it asked for (not after a rollback or a hand edit).
+  const applied = state && uplinkMatches(state.config, snap) ? state.configHash : undefined;
+  return {
+    device,
+    addressDevice: snap.addressDevice,
+    mtu: snap.mtu,
+    addresses: snap.addresses,
+    ...(gateway ? { gateway } : {}),
+    ...(applied === undefined ? {} : { configHash: applied }),
+  };
+}
+
+/**
+ * Brings the uplink in line with a validated `cfg` in ONE `ip -batch`, then persists `cfg` and
+ * `configHash`; nothing runs when it already matches, and a failed batch is rolled back to before.
+ */
+export async function applyUplink(
+  ip: Ip,
+  states: LinuxNetworkStateStore,
+  cfg: UplinkConfig,
+  configHash: string,
+  ctx?: OpContext,
+): Promise<void> {
+  ctx?.signal?.throwIfAborted();
+  const snap = await readUplink(ip, cfg.device);
+  const cmds = uplinkCommands(snap, cfg);
+  if (cmds.length) {
+    ctx?.progress?.(`uplink ${cfg.device}: ${cmds.length} change(s) in one batch`);
+    try {
+      await ip.batch(cmds);
+    } catch (e) {
+      await putBackUplink(ip, snap).catch((err) =>
+        log.warn({ err }, `uplink ${cfg.device}: restoring after a failed change failed`),
+      );
+      throw e;
+    }
+  }
+  await states.writeUplink({ version: 1, config: cfg, configHash });
 }

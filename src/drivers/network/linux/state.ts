@@ -1,0 +1,107 @@
+// What the linux backend persists under its agent's state directory: one `network.json` per network
+// (`<stateDir>/networks/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
+// Every write goes through a temporary file and a rename, so a reader never sees half a file.
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { IpRoute } from '../../../exec/ip.js';
+import type { NetworkConfig, UplinkConfig } from '../../../shared/model.js';
+
+/** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
+export const ALIAS_PREFIX = 'vmlink:net:';
+
+/** Names a network may have here: they become directory names under `<stateDir>/networks/`. */
+export const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/** What the driver persists per network: the applied config, its hash, and what bridge mode moved. */
+export interface NetworkState {
+  version: 1;
+  config: NetworkConfig;
+  configHash: string;
+  /** Bridge mode: the uplink's IPv4 addresses and routes moved onto the bridge. */
+  moved?: { addrs: string[]; routes: IpRoute[] };
+}
+
+/** What the driver persists about the uplink: the config last applied through `configureUplink`, and its hash. */
+export interface UplinkState {
+  version: 1;
+  config: UplinkConfig;
+  configHash: string;
+}
+
+/** The linux backend's state files under one agent state directory. */
+export class LinuxNetworkStateStore {
+  constructor(private readonly stateDir: string) {}
+
+  /** The directory of one network's files (its state, its dnsmasq files). */
+  networkDir(name: string): string {
+    return join(this.stateDir, 'networks', name);
+  }
+
+  /** The persisted state of network `name`; undefined when absent or not this version. */
+  async read(name: string): Promise<NetworkState | undefined> {
+    try {
+      const s = JSON.parse(
+        await readFile(join(this.networkDir(name), 'network.json'), 'utf8'),
+      ) as NetworkState;
+      return s.version === 1 && s.config?.name === name ? s : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Every persisted network's state, sorted by name. */
+  async readAll(): Promise<NetworkState[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.stateDir, 'networks'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const states = await Promise.all(names.filter((n) => NETWORK_NAME.test(n)).map((n) => this.read(n)));
+    return states
+      .filter((s): s is NetworkState => s !== undefined)
+      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
+  }
+
+  /** Persists one network's state. */
+  async write(s: NetworkState): Promise<void> {
+    const dir = this.networkDir(s.config.name);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await writeAtomic(join(dir, 'network.json'), `${JSON.stringify(s, null, 2)}\n`);
+  }
+
+  /** Removes one network's directory (state and dnsmasq files); missing is fine. */
+  async remove(name: string): Promise<void> {
+    await rm(this.networkDir(name), { recursive: true, force: true });
+  }
+
+  /** The uplink config last applied; undefined when none was. */
+  async readUplink(): Promise<UplinkState | undefined> {
+    try {
+      const s = JSON.parse(await readFile(this.uplinkFile(), 'utf8')) as UplinkState;
+      return s.version === 1 && s.config?.device ? s : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Persists the uplink config just applied. */
+  async writeUplink(s: UplinkState): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true, mode: 0o755 });
+    await writeAtomic(this.uplinkFile(), `${JSON.stringify(s, null, 2)}\n`);
+  }
+
+  private uplinkFile(): string {
+    return join(this.stateDir, 'uplink.json');
+  }
+}
+
+/** Writes a file through a temporary file and a rename, so readers never see half of it. */
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o644 });
+  await rename(tmp, path);
+}
