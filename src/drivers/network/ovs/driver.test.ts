@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { ovsdbServerArgv, ovsPaths, vswitchdArgv } from './daemon.js';
-import { gatewayPortName, tunnelPortName, underlayBridgeName, validateOvsNetworkConfig } from './driver.js';
+import { gatewayPortName, tunnelPortName, underlayBridgeName } from './names.js';
+import { validateOvsNetworkConfig } from './validate.js';
 
 const base: NetworkConfig = {
   name: 'v100',

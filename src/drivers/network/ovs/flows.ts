@@ -5,6 +5,7 @@
 //   - a trunk port only carries the VLANs vmlink put on it (no untagged/native traffic);
 //   - a port vmlink does not know (added by hand) and the bridge's own LOCAL port switch nothing.
 import type { OvsPort } from '../../../exec/ovs.js';
+import type { NetworkConfig } from '../../../shared/model.js';
 
 /** Cookie of every flow vmlink installs (`vlnk`), so dumps and checks can tell them apart. */
 export const FLOW_COOKIE = '0x766c6e6b';
@@ -74,4 +75,9 @@ export function buildFlows(role: BridgeRole, ports: readonly FlowPort[]): string
 /** How many of vmlink's flows a dumped table (one flow per line) holds. */
 export function countOurFlows(dumped: readonly string[]): number {
   return dumped.filter((l) => l.includes(`cookie=${FLOW_COOKIE}`)).length;
+}
+
+/** Flow policy of a network's bridge. */
+export function roleOf(cfg: NetworkConfig): BridgeRole {
+  return cfg.mode === 'vlan' ? 'vlan' : 'overlay';
 }

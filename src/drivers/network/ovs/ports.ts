@@ -1,0 +1,119 @@
+// VM ports of the OVS backend: persistent taps (or a lab's veth ends) as access or trunk ports of a
+// network's OVS bridge, with the VLANs asked for recorded in external_ids so checks can tell drift.
+import { assertIfName, type Ip } from '../../../exec/ip.js';
+import { type Ovs, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
+import { Reverter } from '../../../shared/revert.js';
+import type { OpContext, PortConfig } from '../types.js';
+import type { OvsDaemons } from './daemon.js';
+import { ROLE, WANT_TAG, WANT_TRUNKS } from './names.js';
+import type { OvsNetworkState, OvsStateStore } from './state.js';
+
+/** What port operations need from the driver. */
+export interface OvsPortHost {
+  ip: Ip;
+  ovs: Ovs;
+  daemons: OvsDaemons;
+  states: OvsStateStore;
+  /** Starts or adopts the OVS daemons. */
+  ready(ctx?: OpContext): Promise<void>;
+  /** Rebuilds a bridge's OpenFlow table from its ports. */
+  syncFlows(bridge: string, states: OvsNetworkState[]): Promise<void>;
+}
+
+/** Refuses a port config the OVS backend cannot realise (VLAN ids, access and trunk at once), naming the port. */
+export function validateOvsPort(port: PortConfig): void {
+  assertIfName(port.tap, 'tap');
+  assertIfName(port.bridge, 'bridge');
+  if (port.vlan !== undefined && port.trunks !== undefined)
+    throw new InvalidRequestError(`port ${port.tap}: either an access VLAN or trunks, not both`, 'tap');
+  for (const v of [...(port.vlan === undefined ? [] : [port.vlan]), ...(port.trunks ?? [])])
+    if (!Number.isInteger(v) || v < 1 || v > 4094)
+      throw new InvalidRequestError(`port ${port.tap}: VLAN ${v} out of range 1-4094`, 'tap');
+  if (port.trunks !== undefined && port.trunks.length === 0)
+    throw new InvalidRequestError(`port ${port.tap}: a trunk port needs at least one VLAN`, 'tap');
+}
+
+/**
+ * Creates the persistent tap (vnet_hdr) if missing and makes it an access (`vlan`) or trunk (`trunks`)
+ * port of its network's bridge; `port` is validated and the caller holds the driver's queue.
+ */
+export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpContext): Promise<void> {
+  const states = await host.states.readAll();
+  if (!states.some((s) => s.config.bridge === port.bridge)) throw new NotFoundError('bridge', port.bridge);
+  await host.ready(ctx);
+  if (!(await host.ovs.bridges()).some((b) => b.name === port.bridge))
+    throw new NotFoundError('bridge', port.bridge);
+  const r = new Reverter();
+  try {
+    let link = await host.ip.link.get(port.tap);
+    // A veth end is accepted as is (labs attach namespace "VMs" that way); anything else must be a tap.
+    if (link && link.kind !== 'tun' && link.kind !== 'veth')
+      throw new ConflictError(`device ${port.tap} exists and is not a tap`, port.tap);
+    if (!link) {
+      await host.ip.tuntap.add({ name: port.tap, mode: 'tap', vnetHdr: true });
+      r.add(() => host.ip.tuntap.del(port.tap));
+      link = await host.ip.link.get(port.tap);
+    }
+    if (link?.mtu !== port.mtu || !link.up) await host.ip.link.set(port.tap, { mtu: port.mtu, up: true });
+    const existing = (await host.ovs.ports()).find((p) => p.name === port.tap);
+    const cmds: VsctlCommand[] = [];
+    if (existing?.bridge && existing.bridge !== port.bridge) cmds.push(...vsctlCmd.delPort(port.tap));
+    const trunks = port.trunks ? [...new Set(port.trunks)].sort((a, b) => a - b) : undefined;
+    cmds.push(
+      ...vsctlCmd.addPort(port.bridge, port.tap, {
+        ...(port.vlan !== undefined ? { tag: port.vlan, vlanMode: 'access' as const } : {}),
+        ...(trunks ? { trunks, vlanMode: 'trunk' as const } : {}),
+        externalIds: {
+          [ROLE]: 'vm',
+          [WANT_TAG]: port.vlan === undefined ? '' : String(port.vlan),
+          [WANT_TRUNKS]: trunks ? trunks.join('-') : '',
+        },
+      }),
+    );
+    const clear: ('tag' | 'trunks' | 'vlan_mode')[] = [];
+    if (port.vlan === undefined) clear.push('tag');
+    if (!trunks) clear.push('trunks');
+    if (port.vlan === undefined && !trunks) clear.push('vlan_mode');
+    cmds.push(...vsctlCmd.clearPort(port.tap, clear));
+    await host.ovs.vsctl(cmds);
+    r.add(() => host.ovs.vsctl(vsctlCmd.delPort(port.tap), { allowFailure: true }));
+    await host.syncFlows(port.bridge, states);
+    r.success();
+  } finally {
+    await r.fail();
+  }
+}
+
+/** Removes the port from OVS and deletes its tap (a veth end is only unplugged); missing is fine; under the queue. */
+export async function detachPort(host: OvsPortHost, tap: string, ctx?: OpContext): Promise<void> {
+  const link = await host.ip.link.get(tap);
+  if (link && link.kind !== 'tun' && link.kind !== 'veth')
+    throw new ConflictError(`device ${tap} is not a tap; not deleting it`, tap);
+  if ((await host.daemons.pid('ovsdb-server')) !== undefined) {
+    const p = (await host.ovs.ports()).find((x) => x.name === tap);
+    if (p) {
+      await host.ready(ctx);
+      await host.ovs.vsctl(vsctlCmd.delPort(tap));
+      if (p.bridge) await host.syncFlows(p.bridge, await host.states.readAll());
+    }
+  }
+  if (link?.kind === 'tun') await host.ip.tuntap.del(tap, link.tunType === 'tun' ? 'tun' : 'tap');
+}
+
+/** Whether the device exists and is a working port of `bridge` with the VLAN settings ensurePort gave it. */
+export async function portAttached(host: OvsPortHost, tap: string, bridge: string): Promise<boolean> {
+  assertIfName(tap, 'tap');
+  const link = await host.ip.link.get(tap);
+  if (!link) return false;
+  if ((await host.daemons.pid('ovs-vswitchd')) === undefined) return false;
+  if ((await host.daemons.pid('ovsdb-server')) === undefined) return false;
+  const p = (await host.ovs.ports()).find((x) => x.name === tap);
+  if (!p || p.bridge !== bridge || p.error || (p.ofport ?? -1) < 1) return false;
+  const wantTag = p.externalIds[WANT_TAG] ?? '';
+  const wantTrunks = p.externalIds[WANT_TRUNKS] ?? '';
+  return (
+    wantTag === (p.tag === undefined ? '' : String(p.tag)) &&
+    wantTrunks === [...p.trunks].sort((a, b) => a - b).join('-')
+  );
+}

@@ -1,0 +1,119 @@
+// What the OVS backend persists: `<stateDir>/networks/<name>/ovs.json` per network (not network.json:
+// the linux backend reads those) and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { IpRoute } from '../../../exec/ip.js';
+import type { NetworkConfig } from '../../../shared/model.js';
+import { NETWORK_NAME } from '../linux/state.js';
+
+/** What the driver persists per network. */
+export interface OvsNetworkState {
+  version: 1;
+  driver: 'ovs';
+  config: NetworkConfig;
+  configHash: string;
+}
+
+/** The underlay moved onto an OVS bridge for the userspace datapath's VXLAN (one per underlay NIC). */
+export interface UnderlayState {
+  nic: string;
+  bridge: string;
+  /** IPv4 addresses and routes that were on the NIC. */
+  addrs: string[];
+  routes: IpRoute[];
+}
+
+/** The OVS backend's state files: networks under `<stateDir>/networks/`, underlays under `ovsDir`. */
+export class OvsStateStore {
+  constructor(
+    private readonly stateDir: string,
+    private readonly ovsDir: string,
+  ) {}
+
+  /** The directory of one network's files (its state, its dnsmasq files). */
+  networkDir(name: string): string {
+    return join(this.stateDir, 'networks', name);
+  }
+
+  /** The persisted state of network `name`; undefined when absent or not the OVS backend's. */
+  async read(name: string): Promise<OvsNetworkState | undefined> {
+    try {
+      const s = JSON.parse(
+        await readFile(join(this.networkDir(name), 'ovs.json'), 'utf8'),
+      ) as OvsNetworkState;
+      return s.version === 1 && s.driver === 'ovs' && s.config?.name === name ? s : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Every persisted OVS network's state, sorted by name. */
+  async readAll(): Promise<OvsNetworkState[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.stateDir, 'networks'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const states = await Promise.all(names.filter((n) => NETWORK_NAME.test(n)).map((n) => this.read(n)));
+    return states
+      .filter((s): s is OvsNetworkState => s !== undefined)
+      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
+  }
+
+  /** Persists one network's state. */
+  async write(s: OvsNetworkState): Promise<void> {
+    const dir = this.networkDir(s.config.name);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await atomicWrite(join(dir, 'ovs.json'), `${JSON.stringify(s, null, 2)}\n`);
+  }
+
+  /** Removes one network's directory; missing is fine. */
+  async remove(name: string): Promise<void> {
+    await rm(this.networkDir(name), { recursive: true, force: true });
+  }
+
+  /** Every underlay NIC this backend moved onto an OVS bridge. */
+  async readUnderlays(): Promise<UnderlayState[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.ovsDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const out: UnderlayState[] = [];
+    for (const n of names.filter((x) => /^underlay-.+\.json$/.test(x)))
+      out.push(JSON.parse(await readFile(join(this.ovsDir, n), 'utf8')) as UnderlayState);
+    return out;
+  }
+
+  /** Persists what was moved for one underlay NIC. */
+  async writeUnderlay(u: UnderlayState): Promise<void> {
+    await mkdir(this.ovsDir, { recursive: true, mode: 0o750 });
+    await atomicWrite(join(this.ovsDir, `underlay-${u.nic}.json`), `${JSON.stringify(u, null, 2)}\n`);
+  }
+
+  /** Forgets one underlay NIC (after its addresses went back). */
+  async removeUnderlay(nic: string): Promise<void> {
+    await rm(join(this.ovsDir, `underlay-${nic}.json`), { force: true });
+  }
+}
+
+/** VLANs of every vlan network on `bridge`, sorted (the trunk NIC carries exactly these). */
+export function vlansOn(bridge: string, states: OvsNetworkState[]): number[] {
+  return [
+    ...new Set(
+      states.filter((s) => s.config.bridge === bridge && s.config.vlan).map((s) => s.config.vlan!.id),
+    ),
+  ].sort((a, b) => a - b);
+}
+
+/** Writes a file through a temporary file and a rename, so readers never see half of it. */
+async function atomicWrite(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o644 });
+  await rename(tmp, path);
+}
