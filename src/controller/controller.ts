@@ -17,7 +17,8 @@ import {
   VmlinkError,
 } from '../shared/errors.js';
 import type { HostReport, ObservedVm, UplinkConfig } from '../shared/model.js';
-import { checkCapacity, checkHostSupport, loadSpec } from '../spec/load.js';
+import { admitSpec } from '../spec/admission.js';
+import { loadSpec } from '../spec/load.js';
 import type { NetworkSpec, Spec } from '../spec/schema.js';
 import { networkHosts } from '../spec/topology.js';
 import { type AgentClient, agentAddress, agentFor, gatherReports } from './agents.js';
@@ -373,15 +374,8 @@ export class Controller {
     );
     const reports = await gatherReports(spec, notes);
     if (checkCaps) {
-      const issues = [
-        ...checkCapacity(
-          spec,
-          Object.fromEntries(
-            reports.map((r) => [r.host, { cpus: r.capabilities.cpus, memoryMiB: r.capabilities.memoryMiB }]),
-          ),
-        ),
-        ...checkHostSupport(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities]))),
-      ];
+      // Admission: the valid spec against what its hosts report (capacity, backends, kernel features).
+      const issues = admitSpec(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities])));
       if (issues.length) throw new InvalidSpecError(issues);
     }
     // Hosts the previous spec had and this one drops: what runs there goes, if they answer.

@@ -21,7 +21,7 @@ import {
 } from '../spec/net.js';
 import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, Spec } from '../spec/schema.js';
 import { hostAddress, hostSegments, isMultiHost, networkHosts, VXLAN_PORT } from '../spec/topology.js';
-import { subnetPlan } from '../spec/validate.js';
+import { subnetPlan } from '../spec/validate/addressing.js';
 
 export { bridgeName, derivedMac, ovsVlanBridgeName, tapName, vxlanDeviceName } from '../spec/net.js';
 

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
-import { checkCapacity, formatPath, loadSpec, loadSpecFile } from './load.js';
+import { checkCapacity } from './admission.js';
+import { formatPath, loadSpec, loadSpecFile } from './load.js';
 
 const yaml = `
 version: 1

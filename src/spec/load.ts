@@ -4,16 +4,9 @@ import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
 import { type Spec, SpecSchema } from './schema.js';
-import { validateSpec } from './validate.js';
+import { validateSpec } from './validate/index.js';
 
-export {
-  checkCapacity,
-  checkHostSupport,
-  HOST_MEMORY_RESERVE_MIB,
-  type HostCapacity,
-  type HostSupport,
-  validateSpec,
-} from './validate.js';
+export { validateSpec } from './validate/index.js';
 
 /** Formats a zod path as `vms[1].nics[0].ip`. */
 export function formatPath(path: readonly PropertyKey[]): string {

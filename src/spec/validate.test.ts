@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
-import { checkHostSupport, loadSpec } from './load.js';
+import { checkHostSupport } from './admission.js';
+import { loadSpec } from './load.js';
 import { derivedMac } from './net.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: test fixtures are raw spec documents mutated freely.

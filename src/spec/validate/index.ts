@@ -1,0 +1,41 @@
+// Semantic validation: everything the schema cannot see on its own (names across lists, references,
+// address plans, port forwards, the lab). Pure; returns every issue instead of stopping at the first.
+// One module per concern beside this one; checks against live hosts are admission (../admission.ts).
+import type { SpecIssue } from '../../shared/errors.js';
+import type { Spec } from '../schema.js';
+import { checkSubnets } from './addressing.js';
+import { checkBridges, checkHosts } from './hosts.js';
+import { checkLab } from './lab.js';
+import { checkDuplicates, checkHostReferences } from './names.js';
+import { checkMultiHost, checkSite } from './overlays.js';
+import { checkForwards, checkNics } from './vms.js';
+
+/** Returns every semantic problem of a schema-valid spec (empty when the spec is sound). */
+export function validateSpec(spec: Spec): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const add = (path: string, message: string) => issues.push({ path, message });
+
+  checkDuplicates(spec, add);
+
+  const hostIdx = new Map(spec.hosts.map((h, i) => [h.name, i] as const));
+  const netIdx = new Map<string, number>();
+  spec.networks.forEach((n, i) => {
+    if (!netIdx.has(n.name)) netIdx.set(n.name, i);
+  });
+  const vmIdx = new Map<string, number>();
+  spec.vms.forEach((v, i) => {
+    if (!vmIdx.has(v.name)) vmIdx.set(v.name, i);
+  });
+
+  checkHostReferences(spec, hostIdx, add);
+
+  const lab = checkLab(spec, add);
+  checkSite(spec, add);
+  checkHosts(spec, hostIdx, add);
+  checkMultiHost(spec, hostIdx, add);
+  const plans = checkSubnets(spec, lab, add);
+  checkBridges(spec, add);
+  checkNics(spec, netIdx, vmIdx, plans, lab, add);
+  checkForwards(spec, vmIdx, add);
+  return issues;
+}

@@ -1,0 +1,117 @@
+// The lab (namespaces as physical machines): its LAN, upstream and machine addresses.
+import {
+  type Cidr,
+  cidrsOverlap,
+  formatIpv4,
+  formatRange,
+  hasHostBits,
+  type IpRange,
+  parseCidr,
+  parseIpv4,
+} from '../net.js';
+import type { Spec } from '../schema.js';
+import { DEFAULT_SEGMENT } from '../topology.js';
+import { checkRange } from './addressing.js';
+import { type Add, addressProblem, hostBitsMessage } from './common.js';
+
+/** The lab's address plan, as NIC and host addresses are checked against it. */
+export interface LabPlan {
+  lan: Cidr;
+  gateway: number | undefined;
+  dhcp: IpRange | undefined;
+  /** Machine addresses -> path of the machine that has it. */
+  addresses: Map<number, string>;
+  upstream: Cidr | undefined;
+}
+
+/** The lab: LAN and upstream CIDRs, machine addresses, DHCP range; returns its plan when sound. */
+export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
+  const lab = spec.lab;
+  if (!lab) return undefined;
+  const lan = parseCidr(lab.lan.cidr);
+  const upstream = parseCidr(lab.upstream.cidr);
+  if (lan && hasHostBits(lab.lan.cidr)) add('lab.lan.cidr', hostBitsMessage(lab.lan.cidr, lan));
+  if (upstream && hasHostBits(lab.upstream.cidr))
+    add('lab.upstream.cidr', hostBitsMessage(lab.upstream.cidr, upstream));
+  if (!lan) return undefined;
+
+  lab.segments.forEach((seg, i) => {
+    if (seg.name === DEFAULT_SEGMENT)
+      add(
+        `lab.segments[${i}].name`,
+        `"${DEFAULT_SEGMENT}" is the segment of every host's uplink (the lab LAN); name this switch otherwise`,
+      );
+  });
+
+  // Spec hosts and lab hosts must match one to one: each lab host runs that host's agent.
+  const labHostNames = new Set(lab.hosts.map((h) => h.name));
+  const specHostNames = new Set(spec.hosts.map((h) => h.name));
+  spec.hosts.forEach((h, i) => {
+    if (!labHostNames.has(h.name))
+      add(
+        `hosts[${i}].name`,
+        `host "${h.name}" has no machine in lab.hosts; add { name: ${h.name}, address: <ip in ${lab.lan.cidr}> } there`,
+      );
+  });
+  lab.hosts.forEach((m, i) => {
+    if (!specHostNames.has(m.name))
+      add(
+        `lab.hosts[${i}].name`,
+        `lab host "${m.name}" is not in hosts; add it to hosts or list it under lab.peers`,
+      );
+  });
+
+  // The lab's management namespace (controller -> relay -> agents) takes the LAN's highest usable address.
+  const mgmt = lan ? lan.broadcast - 1 : -1;
+  const mgmtNote = `${formatIpv4(Math.max(mgmt, 0))} is the lab's management address (the highest usable of ${lab.lan.cidr})`;
+  const mgmtTaken = (what: string) => `${what}: ${mgmtNote}; pick another`;
+  const gateway = parseIpv4(lab.lan.gateway);
+  if (gateway !== undefined) {
+    const err = addressProblem(gateway, lan, lab.lan.cidr);
+    if (err) add('lab.lan.gateway', err);
+    else if (gateway === mgmt) add('lab.lan.gateway', mgmtTaken('taken'));
+  }
+  let dhcp: IpRange | undefined;
+  if (lab.lan.dhcp) {
+    dhcp = { start: parseIpv4(lab.lan.dhcp.start) ?? 0, end: parseIpv4(lab.lan.dhcp.end) ?? 0 };
+    checkRange(dhcp, lan, lab.lan.cidr, gateway, 'lab.lan.dhcp', add);
+    if (mgmt >= dhcp.start && mgmt <= dhcp.end) add('lab.lan.dhcp', `the range must end below ${mgmtNote}`);
+  }
+
+  const addresses = new Map<number, string>();
+  const machines = [
+    ...lab.hosts.map((m, i) => ({ m, path: `lab.hosts[${i}].address` })),
+    ...lab.peers.map((m, i) => ({ m, path: `lab.peers[${i}].address` })),
+  ];
+  for (const { m, path } of machines) {
+    const ip = parseIpv4(m.address);
+    if (ip === undefined) continue;
+    const err = addressProblem(ip, lan, lab.lan.cidr);
+    if (err) add(path, err);
+    else if (ip === gateway)
+      add(path, `${m.address} is the lab LAN gateway (lab.lan.gateway); pick another address`);
+    else if (ip === mgmt) add(path, mgmtTaken('taken'));
+    else if (dhcp && ip >= dhcp.start && ip <= dhcp.end)
+      add(
+        path,
+        `${m.address} collides with the lab DHCP range ${formatRange(dhcp)}; pick an address outside it`,
+      );
+    const first = addresses.get(ip);
+    if (first !== undefined) add(path, `duplicate address ${m.address} (already used at ${first})`);
+    else addresses.set(ip, path);
+  }
+
+  if (upstream) {
+    const addr = parseIpv4(lab.upstream.address);
+    if (addr !== undefined) {
+      const err = addressProblem(addr, upstream, lab.upstream.cidr);
+      if (err) add('lab.upstream.address', err);
+    }
+    if (cidrsOverlap(lan, upstream))
+      add(
+        'lab.upstream.cidr',
+        `${lab.upstream.cidr} overlaps the lab LAN ${lab.lan.cidr}; use a separate network`,
+      );
+  }
+  return { lan, gateway, dhcp, addresses, upstream };
+}
