@@ -3,7 +3,7 @@ import { chmod, chown, rm, stat } from 'node:fs/promises';
 import type { Runner } from '../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../shared/errors.js';
 import type { OpContext } from '../network/types.js';
-import type { StorageDriver, VolumeOwner, VolumeRef } from './types.js';
+import type { OverlaySpec, StorageDriver, VolumeOwner, VolumeRef, VolumeSpec } from './types.js';
 
 const VOLUME_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
@@ -18,6 +18,7 @@ async function exists(path: string): Promise<boolean> {
 export class DirStorage implements StorageDriver {
   constructor(private readonly runner: Runner) {}
 
+  /** `<dir>/<name>.qcow2`; refuses a name that is not lower-case letters, digits and dashes. */
   volumePath(v: VolumeRef): string {
     if (!VOLUME_NAME.test(v.name))
       throw new InvalidRequestError(
@@ -27,13 +28,12 @@ export class DirStorage implements StorageDriver {
     return `${v.dir}/${v.name}.qcow2`;
   }
 
-  async createVolume(
-    v: VolumeRef & { sizeMiB: number; owner?: VolumeOwner },
-    ctx?: OpContext,
-  ): Promise<string> {
+  /** Creates `<dir>/<name>.qcow2` with `qemu-img create` unless it exists; gives it to `owner`. */
+  async createVolume(v: VolumeSpec, ctx?: OpContext): Promise<string> {
     const path = this.volumePath(v);
     if (!Number.isInteger(v.sizeMiB) || v.sizeMiB < 1)
       throw new InvalidRequestError(`volume ${v.name}: size must be a positive number of MiB`, v.name);
+    ctx?.signal?.throwIfAborted();
     if (!(await exists(path))) {
       ctx?.progress?.(`creating volume ${path} (${v.sizeMiB} MiB)`);
       await this.runner.run(
@@ -45,11 +45,10 @@ export class DirStorage implements StorageDriver {
     return path;
   }
 
-  async createOverlay(
-    v: VolumeRef & { base: string; owner?: VolumeOwner },
-    ctx?: OpContext,
-  ): Promise<string> {
+  /** Creates `<dir>/<name>.qcow2` backed by `base` (its format as `qemu-img info` reports it) unless it exists. */
+  async createOverlay(v: OverlaySpec, ctx?: OpContext): Promise<string> {
     const path = this.volumePath(v);
+    ctx?.signal?.throwIfAborted();
     if (!(await exists(v.base))) throw new NotFoundError('base image', v.base);
     if (!(await exists(path))) {
       const info = await this.runner.run(['qemu-img', 'info', '--output=json', v.base]);
@@ -61,14 +60,21 @@ export class DirStorage implements StorageDriver {
         );
       }
       ctx?.progress?.(`creating overlay ${path} on ${v.base}`);
-      await this.runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', format, '-b', v.base, path]);
+      await this.runner.run(
+        ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', format, '-b', v.base, path],
+        ctx?.signal ? { signal: ctx.signal } : {},
+      );
     }
     await this.own(path, v.owner);
     return path;
   }
 
-  async deleteVolume(v: VolumeRef): Promise<void> {
-    await rm(this.volumePath(v), { force: true });
+  /** Removes `<dir>/<name>.qcow2`; a missing file is fine. */
+  async deleteVolume(v: VolumeRef, ctx?: OpContext): Promise<void> {
+    const path = this.volumePath(v);
+    ctx?.signal?.throwIfAborted();
+    ctx?.progress?.(`deleting volume ${path}`);
+    await rm(path, { force: true });
   }
 
   // The unprivileged QEMU user reads and writes the file through its owner or group; nobody else sees it.

@@ -14,7 +14,7 @@ import { log } from '../../../shared/log.js';
 import type { HostCapabilities, ObservedVm, VmConfig, VmPowerState } from '../../../shared/model.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
-import { DirStorage } from '../../storage/dir.js';
+import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
@@ -111,7 +111,7 @@ export class QemuDriver implements HypervisorDriver {
     this.launcher = opts.launcherPath ?? defaultLauncherPath();
     this.userName = opts.qemuUser ?? DEFAULT_QEMU_USER;
     this.qemuBinary = opts.qemuBinary ?? DEFAULT_QEMU_BINARY;
-    this.storage = opts.storage ?? new DirStorage(opts.runner);
+    this.storage = opts.storage ?? storageDrivers.dir({ runner: opts.runner });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
   }
