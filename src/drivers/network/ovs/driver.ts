@@ -16,7 +16,7 @@ import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
 import { Reverter } from '../../../shared/revert.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
-import { LinuxNetworkDriver } from '../linux/driver.js';
+import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { assertNetworkName } from '../linux/validate.js';
 import type { NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
@@ -48,7 +48,8 @@ export class OvsNetworkDriver implements NetworkDriver {
   private readonly netns: string | undefined;
   private readonly ip: Ip;
   private readonly dnsmasq: DnsmasqManager;
-  private readonly kernel: LinuxNetworkDriver;
+  // The kernel feature probe, run once (as the linux backend does).
+  private kernelCaps: Promise<HostCapabilities['network']> | undefined;
   private readonly states: OvsStateStore;
   // What the port, underlay and observe helpers use of this driver.
   private readonly host: OvsPortHost & OvsObserveHost;
@@ -64,8 +65,6 @@ export class OvsNetworkDriver implements NetworkDriver {
     this.dnsmasq = new DnsmasqManager(opts.runner, opts.netns);
     this.daemons = new OvsDaemons(opts.runner, opts.stateDir, opts.netns, opts.datapath);
     this.states = new OvsStateStore(opts.stateDir, this.daemons.paths.dir);
-    // Only for its kernel feature probe (a scratch namespace); it never sees our networks.
-    this.kernel = new LinuxNetworkDriver({ runner: opts.runner, stateDir: opts.stateDir, netns: opts.netns });
     this.host = {
       stateDir: this.stateDir,
       ip: this.ip,
@@ -161,7 +160,11 @@ export class OvsNetworkDriver implements NetworkDriver {
 
   /** Kernel network features (probed like the linux backend) plus `ovs` and `ovsKernelDatapath`. */
   async capabilities(): Promise<HostCapabilities['network']> {
-    const caps = { ...(await this.kernel.capabilities()) };
+    this.kernelCaps ??= probeNetworkCapabilities(this.runner, this.ip).catch((e) => {
+      this.kernelCaps = undefined;
+      throw e;
+    });
+    const caps = { ...(await this.kernelCaps) };
     const ovs = await this.runner
       .run(['ovs-vswitchd', '--version'], { allowFailure: true })
       .catch(() => undefined);
