@@ -15,8 +15,8 @@ import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
 import { Reverter } from '../../../shared/revert.js';
-import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
+import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { assertNetworkName } from '../linux/validate.js';
 import type { NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
