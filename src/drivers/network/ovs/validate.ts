@@ -2,7 +2,7 @@
 import { assertIfName } from '../../../exec/ip.js';
 import { InvalidRequestError, UnsupportedError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
-import { NETWORK_NAME } from '../linux/state.js';
+import { assertNetworkName } from '../linux/validate.js';
 
 /** Network modes the OVS backend realises. */
 export const OVS_MODES = ['vlan', 'vxlan'] as const;
@@ -10,8 +10,7 @@ export const OVS_MODES = ['vlan', 'vxlan'] as const;
 /** Refuses a config the OVS backend cannot realise, before any change, naming the field. */
 export function validateOvsNetworkConfig(cfg: NetworkConfig): void {
   const at = `networks.${cfg.name}`;
-  if (!NETWORK_NAME.test(cfg.name))
-    throw new InvalidRequestError(`invalid network name ${JSON.stringify(cfg.name)}`, 'name');
+  assertNetworkName(cfg.name);
   if (!(OVS_MODES as readonly string[]).includes(cfg.mode))
     throw new UnsupportedError(
       `${at}.mode: the ovs backend realises ${OVS_MODES.join(' and ')} networks, not ${cfg.mode}; use backend linux`,
