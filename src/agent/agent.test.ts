@@ -133,3 +133,42 @@ describe('agent', () => {
     expect(calls).toHaveLength(3);
   });
 });
+
+describe('probes from a guest', () => {
+  const seen: string[][] = [];
+  const guest = {
+    ...hypervisor,
+    list: async () => [{ name: 'app1', state: 'running' }],
+    guestExec: async (_vm: string, argv: string[]) => {
+      seen.push(argv);
+      return { exitCode: 0, stdout: '64 bytes from 10.0.0.1: seq=0 ttl=64 time=0.4 ms\n', stderr: '' };
+    },
+  } as unknown as HypervisorDriver;
+  const agent = new Agent({
+    host: 'host1',
+    runner: new RecordingRunner(),
+    networks: { linux: fakeDriver([]) },
+    hypervisor: guest,
+    stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
+  });
+
+  it('leaves through the NIC it names (ping -I), and refuses a NIC-bound http probe it cannot bind', async () => {
+    const r = await agent.probe({
+      from: { kind: 'vm', name: 'app1', nic: 'eth1' },
+      kind: 'ping',
+      target: '10.0.0.1',
+      timeoutMs: 1000,
+    });
+    expect(r).toMatchObject({ reachable: true, rttMs: 0.4 });
+    expect(seen.at(-1)).toEqual(['ping', '-I', 'eth1', '-c', '1', '-W', '1', '10.0.0.1']);
+    await expect(
+      agent.probe({
+        from: { kind: 'vm', name: 'app1', nic: 'eth1' },
+        kind: 'http',
+        target: '10.0.0.1',
+        timeoutMs: 1000,
+      }),
+    ).rejects.toThrow(/cannot be bound to NIC eth1/);
+    expect(seen).toHaveLength(1);
+  });
+});

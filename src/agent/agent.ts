@@ -5,7 +5,7 @@ import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../drivers/network/types.js';
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
-import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NetworkBackend, NetworkConfig, NicConfig } from '../shared/model.js';
 import { VERSION } from '../shared/version.js';
 import { ConfirmManager, type Undo } from './confirm.js';
@@ -54,6 +54,11 @@ export class Agent {
   /** Stops the confirmation timers (pending ones are re-armed by the next start). */
   stop(): void {
     this.confirms.close();
+  }
+
+  /** The host this agent runs on. */
+  get host(): string {
+    return this.deps.host;
   }
 
   /** Network backends this agent drives. */
@@ -320,9 +325,15 @@ export class Agent {
         `probe from ${vm.name} requires running (it is ${vm.state})`,
         `vm/${vm.name}`,
       );
+    // busybox wget cannot bind to an interface: a NIC-bound HTTP probe would silently leave by the guest's routes.
+    if (req.kind === 'http' && req.from.nic !== undefined)
+      throw new InvalidRequestError(
+        `an http probe from ${vm.name} cannot be bound to NIC ${req.from.nic}; probe by ping`,
+        'from.nic',
+      );
     const argv =
       req.kind === 'ping'
-        ? pingArgv(req.target, req.timeoutMs, true)
+        ? pingArgv(req.target, req.timeoutMs, true, req.from.nic)
         : httpArgv(req.target, req.port ?? 80, req.timeoutMs, []);
     const r = await this.deps.hypervisor.guestExec(vm.name, argv, { timeoutMs: req.timeoutMs + 5_000 });
     return req.kind === 'ping'

@@ -156,7 +156,17 @@ export type AgentAction = z.infer<typeof AgentActionSchema>;
 /** Where a probe starts: the host itself or one of its VMs (through the guest agent). */
 export const ProbeSourceSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('host') }).strict(),
-  z.object({ kind: z.literal('vm'), name }).strict(),
+  z
+    .object({
+      kind: z.literal('vm'),
+      name,
+      /** The guest interface the probe must leave through (a VM on several networks); absent: the guest's routes. */
+      nic: z
+        .string()
+        .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'must be a guest interface name (1-15 characters)')
+        .optional(),
+    })
+    .strict(),
 ]);
 
 /** A reachability probe: ICMP echo, or an HTTP GET that must answer. */

@@ -71,7 +71,15 @@ export interface PmtuResult {
 
 /** The result of `vmlink verify`. */
 export interface VerifyResult {
-  endpoints: Array<{ id: string; kind: Endpoint['kind']; address?: string; host?: string; network?: string }>;
+  /** `nic`: the guest interface a VM endpoint's probes were bound to. */
+  endpoints: Array<{
+    id: string;
+    kind: Endpoint['kind'];
+    address?: string;
+    host?: string;
+    network?: string;
+    nic?: string;
+  }>;
   cells: MatrixCell[];
   /** Path MTU per network with two or more VM endpoints (one pair each, across hosts where possible). */
   pmtu: PmtuResult[];
@@ -118,9 +126,14 @@ export async function verifySpec(
         .get(src.host)!
         .probe({ from: { kind: 'host' }, kind, target, timeoutMs, ...(port ? { port } : {}) });
     if (src.kind === 'vm')
-      return agents
-        .get(src.host)!
-        .probe({ from: { kind: 'vm', name: src.vm }, kind, target, timeoutMs, ...(port ? { port } : {}) });
+      return agents.get(src.host)!.probe({
+        // Bound to the endpoint's NIC: a VM on two networks must not answer for one NIC through the other.
+        from: { kind: 'vm', name: src.vm, ...(src.ifname ? { nic: src.ifname } : {}) },
+        kind,
+        target,
+        timeoutMs,
+        ...(port ? { port } : {}),
+      });
     const t0 = Date.now();
     const argv =
       kind === 'ping'
@@ -198,6 +211,7 @@ export async function verifySpec(
       ...(e.address ? { address: e.address } : {}),
       ...(e.kind === 'vm' || e.kind === 'host' ? { host: e.host } : {}),
       ...(e.kind === 'vm' ? { network: e.network } : {}),
+      ...(e.kind === 'vm' && e.ifname ? { nic: e.ifname } : {}),
     })),
     cells,
     pmtu,
@@ -300,7 +314,7 @@ async function measurePathMtus(
       const probe = async (payload: number) => {
         for (let i = 0; i < PMTU_ATTEMPTS; i++) {
           const r = await agent
-            .exec(a.vm, dfPingArgv(b.address!, payload, 1_000), 10_000)
+            .exec(a.vm, dfPingArgv(b.address!, payload, 1_000, a.ifname), 10_000)
             .then((x) => parsePing(x.exitCode, x.stdout, x.stderr))
             .catch(errorResult);
           if (r.reachable) return true;
@@ -414,6 +428,7 @@ async function discoverVmAddresses(
           const v4 = nic?.addresses.find((a) => /^\d+\.\d+\.\d+\.\d+\//.test(a));
           if (v4) {
             e.address = v4.split('/')[0]!;
+            e.ifname = nic!.name;
             return;
           }
           last = nic ? 'no IPv4 address yet' : `no NIC with MAC ${e.mac}`;

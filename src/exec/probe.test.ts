@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dfPingArgv, parseHttp, parseNeighMac, parsePing } from './probe.js';
+import { dfPingArgv, parseHttp, parseNeighMac, parsePing, pingArgv } from './probe.js';
 
 it("builds a don't-fragment ping with an exact payload", () => {
   expect(dfPingArgv('10.0.0.2', 1422, 1000)).toEqual([
@@ -56,4 +56,30 @@ describe('measured vs unmeasured outcomes', () => {
       parseHttp(1, '', "wget: can't connect to remote host: Connection refused", 5).unmeasured,
     ).toBeUndefined();
   });
+});
+
+it('binds a ping to an interface when asked (busybox and iputils), and only then', () => {
+  expect(pingArgv('10.0.0.2', 2000, true, 'eth1')).toEqual([
+    'ping',
+    '-I',
+    'eth1',
+    '-c',
+    '1',
+    '-W',
+    '2',
+    '10.0.0.2',
+  ]);
+  expect(pingArgv('10.0.0.2', 2000, false, 'eth1')).toEqual([
+    'ping',
+    '-n',
+    '-I',
+    'eth1',
+    '-c',
+    '1',
+    '-W',
+    '2',
+    '10.0.0.2',
+  ]);
+  expect(pingArgv('10.0.0.2', 2000, true)).not.toContain('-I');
+  expect(dfPingArgv('10.0.0.2', 1372, 1000, 'eth1').slice(0, 4)).toEqual(['ping', '-n', '-I', 'eth1']);
 });

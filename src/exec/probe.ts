@@ -4,10 +4,16 @@ import type { ProbeResult } from '../agent/wire.js';
 /** Where the host-side busybox lives (package busybox-static). */
 export const HOST_BUSYBOX = '/bin/busybox';
 
-/** argv of one ICMP echo with a deadline; `busybox` selects the busybox applet (guests). */
-export function pingArgv(target: string, timeoutMs: number, busybox: boolean): string[] {
+/**
+ * argv of one ICMP echo with a deadline; `busybox` selects the busybox applet (guests). `iface` binds the socket to
+ * that interface (`-I`, SO_BINDTODEVICE in iputils and busybox), so the echo leaves through it whatever the routes say.
+ */
+export function pingArgv(target: string, timeoutMs: number, busybox: boolean, iface?: string): string[] {
   const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
-  return busybox ? ['ping', '-c', '1', '-W', secs, target] : ['ping', '-n', '-c', '1', '-W', secs, target];
+  const bind = iface === undefined ? [] : ['-I', iface];
+  return busybox
+    ? ['ping', ...bind, '-c', '1', '-W', secs, target]
+    : ['ping', '-n', ...bind, '-c', '1', '-W', secs, target];
 }
 
 /** argv of an HTTP GET that prints the body; `prefix` is how busybox is reached (`[]` in the guest). */
@@ -48,11 +54,13 @@ export function parseHttp(code: number, stdout: string, stderr: string, ms: numb
 
 /**
  * argv of one don't-fragment ICMP echo carrying `payload` data bytes (iputils ping: `-M do`; busybox ping has no
- * such option). A packet larger than the sender's route MTU fails at once ("message too long").
+ * such option). A packet larger than the sender's route MTU fails at once ("message too long"). `iface` as in
+ * `pingArgv`.
  */
-export function dfPingArgv(target: string, payload: number, timeoutMs: number): string[] {
+export function dfPingArgv(target: string, payload: number, timeoutMs: number, iface?: string): string[] {
   const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
-  return ['ping', '-n', '-M', 'do', '-c', '1', '-W', secs, '-s', String(payload), target];
+  const bind = iface === undefined ? [] : ['-I', iface];
+  return ['ping', '-n', ...bind, '-M', 'do', '-c', '1', '-W', secs, '-s', String(payload), target];
 }
 
 /** argv that prints the neighbour entry of `address` (`ADDR dev eth0 lladdr MAC STATE`; iproute2 and busybox). */

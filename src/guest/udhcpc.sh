@@ -12,8 +12,10 @@ case "$1" in
     ip addr replace "$ip/${mask:-24}" dev "$interface"
     if [ -n "$router" ]; then
       while ip route del default dev "$interface" 2>/dev/null; do :; done
+      # A default route per NIC, the metric ordered by ifindex: a probe bound to a NIC leaves by its own gateway.
+      metric=$((100 + $(cat "/sys/class/net/$interface/ifindex")))
       for r in $router; do
-        ip route add default via "$r" dev "$interface"
+        ip route add default via "$r" dev "$interface" metric "$metric"
         break
       done
     fi

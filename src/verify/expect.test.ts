@@ -203,3 +203,66 @@ describe('endpointsOf with multi-host networks', () => {
     expect(routersOf(spec)).toEqual([{ vm: 'r1', host: 'host1', networks: ['prod100', 'test200'] }]);
   });
 });
+
+describe('a VM on two networks (bridged and nat): each NIC is its own endpoint', () => {
+  const spec = SpecSchema.parse({
+    version: 1,
+    hosts: [{ name: 'host1' }],
+    networks: [
+      { name: 'natnet', host: 'host1', mode: 'nat', cidr: '10.10.0.0/24' },
+      { name: 'lan', host: 'host1', mode: 'bridge' },
+    ],
+    vms: [
+      { name: 'web1', host: 'host1', nics: [{ network: 'natnet' }] },
+      { name: 'app1', host: 'host1', nics: [{ network: 'lan' }, { network: 'natnet' }] },
+    ],
+    lab: {
+      name: 'qs',
+      lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
+      upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
+      hosts: [{ name: 'host1', address: '192.168.50.10' }],
+      peers: [{ name: 'pc1', address: '192.168.50.20' }],
+    },
+  });
+  const eps = endpointsOf(spec, {
+    web1: ['52:54:00:00:00:01'],
+    app1: ['52:54:00:00:00:02', '52:54:00:00:00:03'],
+  });
+  const byId = (id: string): Endpoint => eps.find((e) => e.id === id)!;
+
+  it('expects per NIC: the bridged NIC is a LAN member, the nat NIC a private member of natnet', () => {
+    expect(eps.map((e) => e.id)).toEqual(['host1', 'pc1', 'upstream', 'web1', 'app1/lan', 'app1/natnet']);
+    const matrix: Record<string, string[]> = {};
+    for (const s of eps)
+      matrix[s.id] = eps
+        .filter((d) => d !== s && !(s.kind === 'vm' && d.kind === 'vm' && s.vm === d.vm))
+        .filter((d) => expectCell(s, d))
+        .map((d) => d.id);
+    expect(matrix).toEqual({
+      host1: ['pc1', 'upstream', 'web1', 'app1/lan', 'app1/natnet'],
+      pc1: ['host1', 'upstream', 'app1/lan'],
+      upstream: [],
+      web1: ['host1', 'pc1', 'upstream', 'app1/lan', 'app1/natnet'],
+      // The issue's case: from the bridged NIC, web1 (on natnet) is unreachable although app1's other NIC is on natnet.
+      'app1/lan': ['host1', 'pc1', 'upstream'],
+      'app1/natnet': ['host1', 'pc1', 'upstream', 'web1'],
+    });
+  });
+
+  it("looks for address twins on the source NIC's own network only (its probes are bound to that NIC)", () => {
+    const lanNic = { ...(byId('app1/lan') as VmEndpoint), address: '192.168.50.77' };
+    const natNic = { ...(byId('app1/natnet') as VmEndpoint), address: '10.10.0.77' };
+    const web1 = { ...(byId('web1') as VmEndpoint), address: '10.10.0.10' };
+    const other = { ...web1, id: 'x1', vm: 'x1', network: 'othernet', mode: 'isolated' as const };
+    // x1 on another network holds web1's address: only a source bound to natnet would meet web1 instead of x1.
+    expect(addressTwins(natNic, other, [lanNic, natNic, web1, other])).toEqual({
+      self: false,
+      twins: [web1],
+    });
+    // From the bridged NIC the packet never meets natnet, so web1 is no twin there (app1's other NIC is on natnet).
+    expect(addressTwins(lanNic, other, [lanNic, natNic, web1, other])).toEqual({ self: false, twins: [] });
+    expect(
+      addressTwins({ ...natNic, id: 'y', vm: 'y', network: 'lan' }, other, [natNic, web1, other]).twins,
+    ).toEqual([]);
+  });
+});

@@ -18,6 +18,8 @@ export type Endpoint =
       mode: NetworkMode;
       mac: string;
       address?: string;
+      /** The guest's name for this NIC (from its guest agent): probes from this endpoint are bound to it. */
+      ifname?: string;
       /** vxlan/vlan: the host holding the network's gateway address (and DHCP); absent without a gateway. */
       gatewayHost?: string;
       /** vxlan/vlan: the gateway masquerades the network, so its VMs reach out like nat VMs. */
@@ -184,9 +186,9 @@ export function forwardsOf(spec: Spec): ForwardTarget[] {
 
 /**
  * Endpoints whose address equals `dst`'s on a network `src` is attached to (overlapping CIDRs): a packet from `src`
- * to that address goes to them, not to `dst`. `self` is true when the address is one of `src`'s own VM's. For a host
- * source, the networks it is attached to are those it holds an address on (nat/isolated on it, vxlan/vlan it is
- * the gateway of).
+ * to that address goes to them, not to `dst`. `self` is true when the address is one of `src`'s own VM's. A VM
+ * source is attached to its own NIC's network only (its probes are bound to that NIC); a host source to the
+ * networks it holds an address on (nat/isolated on it, vxlan/vlan it is the gateway of).
  */
 export function addressTwins(
   src: Endpoint,
@@ -200,9 +202,7 @@ export function addressTwins(
   );
   const vms = endpoints.filter((e): e is VmEndpoint => e.kind === 'vm');
   const srcNetworks = new Set(
-    src.kind === 'vm'
-      ? vms.filter((e) => e.vm === src.vm).map((e) => e.network)
-      : vms.filter((e) => homeHost(e) === src.host).map((e) => e.network),
+    src.kind === 'vm' ? [src.network] : vms.filter((e) => homeHost(e) === src.host).map((e) => e.network),
   );
   return {
     self: src.kind === 'vm' && same.some((e) => e.vm === src.vm),

@@ -1,6 +1,7 @@
-// Path MTU and throughput measured for real: a lab host with two guests on one nat network (MTU 1400) and a peer.
-// `vmlink verify` must report the network's path MTU; measureSpecThroughput must run iperf3 guest -> guest,
-// guest -> peer namespace and peer -> host namespace.
+// Path MTU, throughput and a VM on two networks, measured for real: a lab host with two guests on one nat network
+// (MTU 1400) and a peer; web2 also has a NIC bridged onto the LAN. `vmlink verify` must report the network's path
+// MTU and judge each of web2's NICs by its own network (its probes leave by that NIC); measureSpecThroughput must
+// run iperf3 guest -> guest, guest -> peer namespace and peer -> host namespace.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,12 +15,16 @@ const LAB = 'itvx';
 const SPEC = `
 version: 1
 hosts:
-  - { name: host1 }
+  - { name: host1, uplink: eth0 }
 networks:
   - { name: natnet, host: host1, mode: nat, cidr: 10.64.0.0/24, mtu: 1400 }
+  - { name: lan, host: host1, mode: bridge }
 vms:
   - { name: web1, host: host1, memoryMiB: 192, nics: [{ network: natnet, ip: 10.64.0.10 }] }
-  - { name: web2, host: host1, memoryMiB: 192, nics: [{ network: natnet, ip: 10.64.0.11 }] }
+  - name: web2
+    host: host1
+    memoryMiB: 192
+    nics: [{ network: natnet, ip: 10.64.0.11 }, { network: lan }]
 lab:
   name: ${LAB}
   lan: { cidr: 192.168.64.0/24, gateway: 192.168.64.1 }
@@ -79,7 +84,7 @@ describe('path MTU and throughput', () => {
       {
         network: 'natnet',
         from: 'web1',
-        to: 'web2',
+        to: 'web2/natnet',
         expectedMtu: 1400,
         measuredMtu: 1400,
         ok: true,
@@ -89,7 +94,24 @@ describe('path MTU and throughput', () => {
     expect(v.routers).toEqual([]);
     expect(r.code).toBe(0);
     const text = await runCli(['verify'], env);
-    expect(text.stdout).toMatch(/natnet\s+web1\s+web2\s+1400\s+1400\s+ok/);
+    expect(text.stdout).toMatch(/natnet\s+web1\s+web2\/natnet\s+1400\s+1400\s+ok/);
+  });
+
+  it('judges each NIC of a VM on two networks by its own network: probes leave by that NIC', async () => {
+    const r = await runCli(['verify', '--json'], env);
+    const v = JSON.parse(r.stdout) as VerifyResult;
+    const nics = v.endpoints.filter((e) => e.id.startsWith('web2/'));
+    expect(nics.map((e) => e.network).sort()).toEqual(['lan', 'natnet']);
+    expect(new Set(nics.map((e) => e.nic)).size).toBe(2);
+    const at = (from: string, to: string) => v.cells.find((c) => c.from === from && c.to === to);
+    // The issue's case: web1 sits on natnet, which web2's other NIC is on; from the LAN NIC it must stay unreachable.
+    expect(at('web2/lan', 'web1')).toMatchObject({ expected: false, observed: false, ok: true });
+    expect(at('web2/natnet', 'web1')).toMatchObject({ expected: true, observed: true, ok: true });
+    expect(at('pc1', 'web2/lan')).toMatchObject({ expected: true, observed: true, ok: true });
+    expect(at('pc1', 'web2/natnet')).toMatchObject({ expected: false, observed: false, ok: true });
+    // Each NIC egresses by its own gateway (the LAN router, the nat host).
+    expect(at('web2/lan', 'upstream')).toMatchObject({ expected: true, observed: true, ok: true });
+    expect(at('web2/natnet', 'pc1')).toMatchObject({ expected: true, observed: true, ok: true });
   });
 
   it('measures iperf3 throughput guest -> guest, guest -> peer and peer -> host', async () => {
