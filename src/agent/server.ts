@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createHttpApp } from '../shared/http/server.js';
-import { VERSION } from '../shared/version.js';
+import { addVersionGate } from '../shared/http/version-gate.js';
+import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
 import { AgentActionSchema, GuestExecRequestSchema, ProbeRequestSchema } from './wire.js';
@@ -32,7 +33,13 @@ export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): 
           .send({ error: { kind: 'invalid', message: 'missing or wrong bearer token for this agent' } });
     });
   }
-  app.get('/v1/health', async () => ({ ok: true, version: VERSION, backends: agent.backends }));
+  addVersionGate(app, 'wire', `agent of ${agent.host}`);
+  app.get('/v1/health', async () => ({
+    ok: true,
+    version: VERSION,
+    wire: localVersion('wire'),
+    backends: agent.backends,
+  }));
   app.get('/v1/report', async () => agent.report());
   app.post('/v1/actions', { schema: { body: AgentActionSchema } }, async (req) => {
     await agent.execute(req.body);

@@ -8,6 +8,7 @@ export function controllerClient(socket: string): HttpClient {
   const address = /^https?:\/\//.test(socket) ? socket : `unix://${socket}`;
   return new HttpClient(address, {
     name: 'the controller',
+    protocol: 'api',
     ...(process.env.VMLINK_TOKEN ? { token: process.env.VMLINK_TOKEN } : {}),
   });
 }

@@ -6,6 +6,7 @@ import { InvalidSpecError, UnavailableError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
+import type { VersionInfo } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
 
 let defaultToken: string | undefined;
@@ -39,11 +40,17 @@ export class AgentClient {
     readonly address: string,
     token: string | undefined = agentToken(address),
   ) {
-    this.http = new HttpClient(address, { name: `agent of ${host}`, ...(token ? { token } : {}) });
+    // Every request carries the controller's wire version; the agent refuses one it cannot speak, and the client
+    // refuses an answer from an agent whose version it cannot speak (see shared/version.ts).
+    this.http = new HttpClient(address, {
+      name: `agent of ${host}`,
+      protocol: 'wire',
+      ...(token ? { token } : {}),
+    });
   }
 
-  /** Liveness: answers when the agent is reachable on this address. */
-  health(timeoutMs = 5_000): Promise<{ ok: boolean; version: string }> {
+  /** Liveness and the handshake: answers when the agent is reachable and speaks a wire version we do. */
+  health(timeoutMs = 5_000): Promise<{ ok: boolean; version: string; wire?: VersionInfo }> {
     return this.http.get('/v1/health', timeoutMs);
   }
 

@@ -3,7 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createHttpApp } from '../shared/http/server.js';
-import { VERSION } from '../shared/version.js';
+import { addVersionGate } from '../shared/http/version-gate.js';
+import { localVersion, VERSION } from '../shared/version.js';
 import { loadSpec } from '../spec/load.js';
 import { assertIdle, type Controller } from './controller.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -48,6 +49,7 @@ export async function createControllerApi(
       }
     });
   }
+  addVersionGate(base, 'api');
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify',
     body: (ctx: TaskContext) => Promise<unknown>,
@@ -57,7 +59,11 @@ export async function createControllerApi(
   };
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
-  app.get('/v1/health', { schema: { summary: 'Liveness' } }, async () => ({ ok: true, version: VERSION }));
+  app.get('/v1/health', { schema: { summary: 'Liveness' } }, async () => ({
+    ok: true,
+    version: VERSION,
+    api: localVersion('api'),
+  }));
 
   app.post(
     '/v1/plan',

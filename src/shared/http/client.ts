@@ -1,11 +1,19 @@
 import { request } from 'node:http';
 import { type ErrorBody, fromErrorBody, TimeoutError, UnavailableError } from '../errors.js';
+import {
+  checkServerVersion,
+  formatVersionHeader,
+  localVersion,
+  type Protocol,
+  VERSION_HEADER,
+} from '../version.js';
 
 /** A JSON-over-HTTP client for a unix socket (`unix:///path`) or TCP (`http://host:port`) endpoint. */
 export class HttpClient {
   constructor(
     readonly address: string,
-    private readonly opts: { token?: string; timeoutMs?: number; name?: string } = {},
+    /** `protocol`: send this build's version of it on every request and check the server's (see version.ts). */
+    private readonly opts: { token?: string; timeoutMs?: number; name?: string; protocol?: Protocol } = {},
   ) {}
 
   /** GET `path`, returning the decoded JSON body; errors are rebuilt as typed VmlinkErrors. */
@@ -48,6 +56,11 @@ export class HttpClient {
               ? {}
               : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
             ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
+            ...(this.opts.protocol
+              ? {
+                  [VERSION_HEADER[this.opts.protocol]]: formatVersionHeader(localVersion(this.opts.protocol)),
+                }
+              : {}),
           },
         },
         (res) => {
@@ -75,7 +88,12 @@ export class HttpClient {
                   ? fromErrorBody(b as ErrorBody)
                   : new UnavailableError(`${who} answered ${res.statusCode}`),
               );
-            } else resolve(parsed as T);
+            } else {
+              const p = this.opts.protocol;
+              const mismatch = p && checkServerVersion(p, res.headers[VERSION_HEADER[p]], who);
+              if (mismatch) reject(mismatch);
+              else resolve(parsed as T);
+            }
           });
         },
       );
