@@ -1,24 +1,33 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { MIGRATIONS, type Migration, type MigrationResult, migrate } from './migrations.js';
 import type { Store, StoreEvent } from './types.js';
 
 /** Store on an embedded SQLite database (WAL mode); the default for one controller. */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
 
-  /** Opens (creating if needed) the database at `path`; `:memory:` for tests. */
-  constructor(path: string) {
+  /** What opening did to the schema (see migrations.ts). */
+  readonly schema: MigrationResult;
+
+  /**
+   * Opens (creating if needed) the database at `path` (`:memory:` for tests) and migrates its schema forward;
+   * refuses a store from a newer vmlink. `migrations` is for tests.
+   */
+  constructor(path: string, migrations: readonly Migration[] = MIGRATIONS) {
     // The directory is shared with agents' state (QEMU's user must traverse it); the database itself is private.
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     this.db = new Database(path);
     if (path !== ':memory:') chmodSync(path, 0o600);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
-    `);
+    try {
+      this.schema = migrate(this.db, path, migrations);
+    } catch (e) {
+      this.db.close();
+      throw e;
+    }
   }
 
   async get<T>(key: string): Promise<T | undefined> {
