@@ -6,8 +6,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
 import { RecordingRunner } from '../exec/runner.js';
-import type { NetworkConfig, ObservedNetwork } from '../shared/model.js';
-import { Agent } from './agent.js';
+import type { NetworkConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
+import { legacyTapName } from '../spec/net.js';
+import { Agent, keepLegacyTaps } from './agent.js';
 
 const net = (name: string, mtu = 1500): NetworkConfig => ({
   name,
@@ -170,5 +171,62 @@ describe('probes from a guest', () => {
       }),
     ).rejects.toThrow(/cannot be bound to NIC eth1/);
     expect(seen).toHaveLength(1);
+  });
+});
+
+describe('a running VM whose taps have names from before readable names', () => {
+  const nic = (i: number, tap: string) => ({
+    network: 'natnet',
+    backend: 'linux' as const,
+    bridge: 'vlb-natnet',
+    tap,
+    mac: `52:54:00:00:00:0${i}`,
+    mtu: 1500,
+  });
+  const vmCfg = (taps: string[]) =>
+    ({
+      name: 'web1',
+      cpus: 1,
+      memoryMiB: 256,
+      state: 'running',
+      image: { kind: 'test-guest' },
+      disks: [],
+      nics: taps.map((t, i) => nic(i, t)),
+    }) as unknown as VmConfig;
+
+  it('repairs its ports under the names its QEMU holds, and deletes none of them', async () => {
+    const calls: string[] = [];
+    const legacy = [legacyTapName('web1', 0), legacyTapName('web1', 1)];
+    let stored = vmCfg(legacy);
+    const hv = {
+      ...hypervisor,
+      list: async () => [{ name: 'web1', state: 'running', configHash: 'h1', problems: [] }],
+      config: async () => stored,
+      create: async (cfg: VmConfig) => {
+        stored = cfg;
+      },
+    } as unknown as HypervisorDriver;
+    const driver = fakeDriver(calls);
+    driver.deletePort = async (tap) => {
+      calls.push(`delete port ${tap}`);
+    };
+    const a = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: driver },
+      hypervisor: hv,
+      stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
+    });
+    await a.execute({ kind: 'vm.create', vm: vmCfg(['vlt-web1-0', 'vlt-web1-1']), configHash: 'h1' });
+    expect(calls).toEqual(legacy.map((t) => `port ${t}`));
+    expect(stored.nics.map((n) => n.tap)).toEqual(legacy);
+  });
+
+  it("keeps a held tap only when it is the NIC's own hashed name", () => {
+    expect(keepLegacyTaps(vmCfg(['vlt-web1-0']), undefined).nics[0]!.tap).toBe('vlt-web1-0');
+    expect(keepLegacyTaps(vmCfg(['vlt-web1-0']), vmCfg(['vlt-custom'])).nics[0]!.tap).toBe('vlt-web1-0');
+    expect(keepLegacyTaps(vmCfg(['vlt-web1-0']), vmCfg([legacyTapName('web1', 0)])).nics[0]!.tap).toBe(
+      legacyTapName('web1', 0),
+    );
   });
 });

@@ -6,8 +6,9 @@ import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../dri
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
-import type { HostReport, NetworkBackend, NetworkConfig, NicConfig } from '../shared/model.js';
+import type { HostReport, NetworkBackend, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
 import { VERSION } from '../shared/version.js';
+import { legacyTapName, tapName } from '../spec/net.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from './wire.js';
 
@@ -87,6 +88,7 @@ export class Agent {
     };
     for (const vm of vms) {
       const cfg = await hypervisor.config(vm.name);
+      if (cfg) vm.ports = cfg.nics.map((n) => ({ network: n.network, tap: n.tap, bridge: n.bridge }));
       for (const nic of cfg?.nics ?? []) {
         const d = this.deps.networks[nicBackend(nic)];
         if (!d || !(await attached(d, nic.tap, nic.bridge)))
@@ -192,10 +194,11 @@ export class Agent {
           );
         }
         const before = existing ? await hypervisor.config(action.vm.name) : undefined;
-        for (const nic of action.vm.nics) await this.ensurePort(nic, ctx);
-        await hypervisor.create(action.vm, action.configHash, ctx);
+        const vm = existing?.state === 'running' ? keepLegacyTaps(action.vm, before) : action.vm;
+        for (const nic of vm.nics) await this.ensurePort(nic, ctx);
+        await hypervisor.create(vm, action.configHash, ctx);
         // Ports of NICs the new configuration no longer has.
-        const kept = new Set(action.vm.nics.map((n) => n.tap));
+        const kept = new Set(vm.nics.map((n) => n.tap));
         for (const nic of before?.nics ?? [])
           if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
         return;
@@ -352,6 +355,23 @@ export class Agent {
   get hypervisor(): HypervisorDriver {
     return this.deps.hypervisor;
   }
+}
+
+/**
+ * `want` with the taps a running VM's QEMU holds under their names from before readable names: repairing its ports
+ * must not swap a tap from under it. The readable names take over when the VM is next reconfigured.
+ */
+export function keepLegacyTaps(want: VmConfig, before: VmConfig | undefined): VmConfig {
+  if (!before) return want;
+  return {
+    ...want,
+    nics: want.nics.map((nic, i) => {
+      const old = before.nics[i]?.tap;
+      return old === legacyTapName(want.name, i) && nic.tap === tapName(want.name, i)
+        ? { ...nic, tap: old }
+        : nic;
+    }),
+  };
 }
 
 /** A NIC's backend; configs persisted before backends existed are linux. */

@@ -1,6 +1,7 @@
 // The diff: desired configs vs what agents report -> ordered steps that converge them.
 import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
 import { ovsVlanBridgeName } from '../spec/net.js';
+import { adoptObservedBridges } from './device-names.js';
 import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
@@ -66,8 +67,8 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
   const hosts = [...new Set([...Object.keys(desired), ...obsByHost.keys()])].sort(cmp);
 
   for (const host of hosts) {
-    const want = desired[host] ?? { networks: [], vms: [] };
     const seen = obsByHost.get(host);
+    const want = adoptObservedBridges(desired[host] ?? { networks: [], vms: [] }, seen);
     const obsNets = new Map<string, ObservedNetwork>((seen?.networks ?? []).map((n) => [n.name, n]));
     const obsVms = new Map<string, ObservedVm>((seen?.vms ?? []).map((v) => [v.name, v]));
     const confirmTimeoutMs = want.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS;

@@ -1,6 +1,7 @@
 // Config hashes: what the agent stores with a realised object and the plan compares against.
 import { createHash } from 'node:crypto';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
+import { canonicalNetworkNames, canonicalVmNames } from './device-names.js';
 
 /** JSON with object keys sorted at every level; `undefined` members are dropped as JSON.stringify does. */
 export function canonicalJson(value: unknown): string {
@@ -20,14 +21,20 @@ export function configHash(obj: unknown): string {
   return createHash('sha256').update(canonicalJson(obj)).digest('hex').slice(0, 16);
 }
 
-/** Hash of a network config, as the agent stores it after realising the network. */
+/**
+ * Hash of a network config, as the agent stores it after realising the network. A bridge name derived from the
+ * network's name hashes as its legacy form, so the switch to readable names changes no hash.
+ */
 export function networkConfigHash(net: NetworkConfig): string {
-  return configHash(net);
+  return configHash(canonicalNetworkNames(net));
 }
 
-/** Hash of a VM config without its power state: starting or stopping a VM does not rebuild it. */
+/**
+ * Hash of a VM config without its power state: starting or stopping a VM does not rebuild it. Derived tap and
+ * bridge names hash as their legacy forms (see `networkConfigHash`).
+ */
 export function vmConfigHash(vm: VmConfig): string {
-  const { state: _state, ...rest } = vm;
+  const { state: _state, ...rest } = canonicalVmNames(vm);
   return configHash(rest);
 }
 

@@ -48,7 +48,7 @@ describe('resolveSpec', () => {
       name: 'natnet',
       mode: 'nat',
       backend: 'linux',
-      bridge: `vlb-${sha('natnet').slice(0, 8)}`,
+      bridge: 'vlb-natnet',
       mtu: 1400,
       uplink: 'enp1s0',
       subnet: {
@@ -99,8 +99,8 @@ describe('resolveSpec', () => {
     expect(web.nics[0]).toEqual({
       network: 'natnet',
       backend: 'linux',
-      bridge: `vlb-${sha('natnet').slice(0, 8)}`,
-      tap: `vlt-${h.slice(0, 8)}`,
+      bridge: 'vlb-natnet',
+      tap: 'vlt-web1-0',
       mac: `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`,
       mtu: 1400,
     });

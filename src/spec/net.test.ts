@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   bridgeName,
@@ -7,6 +8,8 @@ import {
   formatIpv4,
   formatRange,
   hasHostBits,
+  legacyBridgeName,
+  legacyTapName,
   parseCidr,
   parseIpv4,
   tapName,
@@ -53,10 +56,43 @@ describe('net', () => {
   });
 
   it('derives stable device names and MACs', () => {
-    expect(bridgeName('natnet')).toMatch(/^vlb-[0-9a-f]{8}$/);
-    expect(bridgeName('natnet')).toBe(bridgeName('natnet'));
-    expect(tapName('web1', 0)).toMatch(/^vlt-[0-9a-f]{8}$/);
+    expect(bridgeName('natnet')).toBe('vlb-natnet');
+    expect(tapName('web1', 0)).toBe('vlt-web1-0');
     expect(tapName('web1', 0)).not.toBe(tapName('web1', 1));
     expect(derivedMac('web1', 0)).toMatch(/^52:54:00:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$/);
+  });
+
+  it('names devices after their network or VM when that fits in 15 characters, else by a hash', () => {
+    expect(bridgeName('lan-11chars')).toBe('vlb-lan-11chars');
+    expect(bridgeName('lan-12charss')).toBe(legacyBridgeName('lan-12charss'));
+    expect(legacyBridgeName('natnet')).toMatch(/^vlb-[0-9a-f]{8}$/);
+    // A network named like a hash would look like another network's hashed bridge: it is hashed too.
+    expect(bridgeName('abcdef12')).toBe(legacyBridgeName('abcdef12'));
+    expect(tapName('router-01', 3)).toBe('vlt-router-01-3');
+    expect(tapName('router-01', 10)).toBe(legacyTapName('router-01', 10));
+    expect(legacyTapName('web1', 0)).toMatch(/^vlt-[0-9a-f]{8}$/);
+  });
+
+  it('never gives two networks or two NICs the same device name, and every name is a valid interface name', () => {
+    const ifname = /^[a-zA-Z0-9_.-]{1,15}$/;
+    const name = fc.stringMatching(/^[a-z][a-z0-9-]{0,30}$/);
+    fc.assert(
+      fc.property(name, name, (a, b) => {
+        expect(bridgeName(a)).toMatch(ifname);
+        if (a !== b) expect(bridgeName(a)).not.toBe(bridgeName(b));
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(name, fc.nat(40), name, fc.nat(40), (a, i, b, j) => {
+        expect(tapName(a, i)).toMatch(ifname);
+        if (a !== b || i !== j) expect(tapName(a, i)).not.toBe(tapName(b, j));
+      }),
+      { numRuns: 500 },
+    );
+    // Near misses a random draw rarely finds: a dash in the VM name against a longer index.
+    expect(new Set([tapName('a-1', 0), tapName('a', 10), tapName('a-10', 0), tapName('a-1-0', 0)]).size).toBe(
+      4,
+    );
   });
 });

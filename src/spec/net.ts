@@ -101,14 +101,40 @@ function sha256hex(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
 
-/** Linux bridge name of a network: `vlb-` + 8 hex of sha256(network name). */
+/** Longest Linux interface name (IFNAMSIZ - 1). */
+export const IFNAME_MAX = 15;
+
+const hashedName = (prefix: string, key: string): string => `${prefix}${sha256hex(key).slice(0, 8)}`;
+
+/**
+ * Linux bridge name of a network: `vlb-<network>` when that fits in 15 characters, else `vlb-` + 8 hex of
+ * sha256(network name). A network named like 8 hex digits gets the hash too, so the two forms never meet.
+ */
 export function bridgeName(network: string): string {
-  return `vlb-${sha256hex(network).slice(0, 8)}`;
+  const readable = `vlb-${network}`;
+  return readable.length <= IFNAME_MAX && !/^[0-9a-f]{8}$/.test(network)
+    ? readable
+    : hashedName('vlb-', network);
 }
 
-/** Tap name of a VM NIC: `vlt-` + 8 hex of sha256(`vm/index`). */
+/**
+ * Tap name of a VM NIC: `vlt-<vm>-<index>` when that fits in 15 characters, else `vlt-` + 8 hex of
+ * sha256(`vm/index`). The readable form always has a dash after the prefix and the hashed one none, and the last
+ * dash separates the index, so no two NICs share a name.
+ */
 export function tapName(vm: string, nicIndex: number): string {
-  return `vlt-${sha256hex(`${vm}/${nicIndex}`).slice(0, 8)}`;
+  const readable = `vlt-${vm}-${nicIndex}`;
+  return readable.length <= IFNAME_MAX ? readable : hashedName('vlt-', `${vm}/${nicIndex}`);
+}
+
+/** The bridge name vmlink gave a network before readable names (`vlb-` + hash): still adopted where it exists. */
+export function legacyBridgeName(network: string): string {
+  return hashedName('vlb-', network);
+}
+
+/** The tap name vmlink gave a VM NIC before readable names (`vlt-` + hash): still adopted where it exists. */
+export function legacyTapName(vm: string, nicIndex: number): string {
+  return hashedName('vlt-', `${vm}/${nicIndex}`);
 }
 
 /** Stable locally-administered-range MAC of a VM NIC: `52:54:00:` + 3 bytes of sha256(`vm/index`). */
