@@ -314,10 +314,11 @@ network
     emit(!!o.json, r, () => {
       const head = `${r.name}: ${r.spec.mode} network, backend ${r.spec.backend}`;
       const rows = table(
-        ['host', 'bridge', 'state'],
+        ['host', 'bridge', 'taps', 'state'],
         r.hosts.map((h) => [
           h.host,
           h.observed?.bridge,
+          h.ports?.map((p) => `${p.tap} (${p.vm})`).join(', '),
           h.error
             ? `UNREACHABLE: ${h.error}`
             : !h.observed

@@ -74,7 +74,14 @@ const ROLLBACK_POLL_MS = 60_000;
 export interface NetworkView {
   name: string;
   spec: NetworkSpec;
-  hosts: Array<{ host: string; observed?: HostReport['networks'][number]; flows?: string; error?: string }>;
+  /** `ports`: the host devices of the VM NICs on the network there (tap names, as the agent realised them). */
+  hosts: Array<{
+    host: string;
+    observed?: HostReport['networks'][number];
+    ports?: Array<{ vm: string; tap: string }>;
+    flows?: string;
+    error?: string;
+  }>;
 }
 
 /** One VM as `vm list` shows it: desired (spec) and observed (agent) side by side. */
@@ -273,7 +280,14 @@ export class Controller {
           const report = await agent.report();
           const observed = report.networks.find((n) => n.name === name);
           const flows = withFlows ? (await agent.flows(name)).flows : undefined;
-          return { host, ...(observed ? { observed } : {}), ...(flows === undefined ? {} : { flows }) };
+          const ports = report.vms.flatMap((v) =>
+            (v.ports ?? []).filter((p) => p.network === name).map((p) => ({ vm: v.name, tap: p.tap })),
+          );
+          return {
+            host,
+            ...(observed ? { observed, ports } : {}),
+            ...(flows === undefined ? {} : { flows }),
+          };
         } catch (e) {
           return { host, error: (e as Error).message.split('\n')[0]! };
         }

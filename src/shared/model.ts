@@ -136,6 +136,15 @@ export interface ObservedVm {
   configHash: string;
   /** Problems seen (tap missing, QMP unresponsive, ...). */
   problems: string[];
+  /** Its NICs' host devices as realised, in NIC order (names may be hashed ones from before readable names). */
+  ports?: ObservedPort[];
+}
+
+/** A VM NIC's host side: the tap and the bridge it is attached to. */
+export interface ObservedPort {
+  network: string;
+  tap: string;
+  bridge: string;
 }
 
 /** What a host can do, as its agent reports it. */

@@ -1,13 +1,20 @@
-// Path MTU, throughput and a VM on two networks, measured for real: a lab host with two guests on one nat network
-// (MTU 1400) and a peer; web2 also has a NIC bridged onto the LAN. `vmlink verify` must report the network's path
-// MTU and judge each of web2's NICs by its own network (its probes leave by that NIC); measureSpecThroughput must
-// run iperf3 guest -> guest, guest -> peer namespace and peer -> host namespace.
+// Path MTU, throughput, a VM on two networks and the switch to readable device names, measured for real: a lab
+// host with two guests on one nat network (MTU 1400) and a peer; web2 also has a NIC bridged onto the LAN.
+// natnet and web1 are first realised as a vmlink from before readable names did (hashed bridge and tap names, old
+// config hashes); the apply must leave them running as they are and put web2 on the old bridge.
+// `vmlink verify` must report the network's path MTU and judge each of web2's NICs by its own network (its probes
+// leave by that NIC); measureSpecThroughput must run iperf3 guest -> guest, guest -> peer and peer -> host.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentFor } from '../../src/controller/agents.js';
+import type { NetworkView } from '../../src/controller/controller.js';
 import { measureSpecThroughput, type VerifyResult } from '../../src/controller/verify.js';
 import { SystemRunner } from '../../src/exec/runner.js';
+import { configHash } from '../../src/plan/hash.js';
+import { resolveSpec } from '../../src/plan/resolve.js';
 import { loadSpec } from '../../src/spec/load.js';
+import { legacyBridgeName, legacyTapName } from '../../src/spec/net.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -57,9 +64,32 @@ beforeAll(async () => {
   expect(d.code, d.stderr).toBe(0);
   const up = await runCli(['lab', 'up', '-f', specFile], env);
   expect(up.code, up.stderr + up.stdout).toBe(0);
+  await realiseWithHashedNames();
   const apply = await runCli(['apply', '-f', specFile], env);
   expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+  applyOutput = apply.stdout;
 });
+
+let applyOutput = '';
+let web1PidBefore: number | undefined;
+
+/** natnet and web1 as the agent of a vmlink from before readable names left them: hashed names, old hashes. */
+async function realiseWithHashedNames(): Promise<void> {
+  const spec = loadSpec(SPEC);
+  const want = resolveSpec(spec).host1!;
+  const agent = agentFor(spec, 'host1');
+  const nat = { ...want.networks.find((n) => n.name === 'natnet')!, bridge: legacyBridgeName('natnet') };
+  await agent.act({ kind: 'network.ensure', network: nat, configHash: configHash(nat) });
+  const web1 = want.vms.find((v) => v.name === 'web1')!;
+  const { state: _state, ...old } = {
+    ...web1,
+    nics: web1.nics.map((n, i) => ({ ...n, bridge: nat.bridge, tap: legacyTapName('web1', i) })),
+  };
+  await agent.act({ kind: 'vm.create', vm: { ...old, state: 'running' }, configHash: configHash(old) });
+  await agent.act({ kind: 'vm.start', name: 'web1' });
+  web1PidBefore = (await agent.report()).vms.find((v) => v.name === 'web1')?.pid;
+  expect(web1PidBefore).toBeGreaterThan(1);
+}
 
 afterAll(async () => {
   await runCli(['destroy', '-f', specFile], env).catch(() => {});
@@ -74,6 +104,35 @@ afterAll(async () => {
 });
 
 const ctx = { progress: (m: string) => console.log(`[itvx] ${m}`), signal: new AbortController().signal };
+
+describe('readable device names on a host realised with hashed ones', () => {
+  it('leaves the old network and VM alone (same QEMU) and puts new NICs on the old bridge', async () => {
+    expect(applyOutput).toMatch(/\+ vm web2 on host1/);
+    expect(applyOutput).not.toMatch(/[-+~<>] (network natnet|vm web1) /);
+    const report = await agentFor(loadSpec(SPEC), 'host1').report();
+    const web1 = report.vms.find((v) => v.name === 'web1')!;
+    expect(web1.pid).toBe(web1PidBefore);
+    expect(web1.ports).toEqual([
+      { network: 'natnet', tap: legacyTapName('web1', 0), bridge: legacyBridgeName('natnet') },
+    ]);
+    expect(report.vms.find((v) => v.name === 'web2')!.ports).toEqual([
+      { network: 'natnet', tap: 'vlt-web2-0', bridge: legacyBridgeName('natnet') },
+      { network: 'lan', tap: 'vlt-web2-1', bridge: 'vlb-lan' },
+    ]);
+    const again = await runCli(['apply', '-f', specFile], env);
+    expect(again.stdout).toMatch(/no changes/i);
+  });
+
+  it('network show names the bridge and the taps on each host', async () => {
+    const r = await runCli(['network', 'show', 'lan', '--json'], env);
+    const v = JSON.parse(r.stdout) as NetworkView;
+    expect(v.hosts).toMatchObject([
+      { host: 'host1', observed: { bridge: 'vlb-lan' }, ports: [{ vm: 'web2', tap: 'vlt-web2-1' }] },
+    ]);
+    const text = await runCli(['network', 'show', 'natnet'], env);
+    expect(text.stdout).toContain(`${legacyTapName('web1', 0)} (web1), vlt-web2-0 (web2)`);
+  });
+});
 
 describe('path MTU and throughput', () => {
   it('verify reports the nat network path MTU (two guests) and stays green', async () => {
@@ -118,8 +177,8 @@ describe('path MTU and throughput', () => {
     const spec = loadSpec(SPEC);
     const runner = new SystemRunner();
     for (const [from, to] of [
-      ['web1', 'web2'],
-      ['web2', 'pc1'],
+      ['web1', 'web2/natnet'],
+      ['web2/lan', 'pc1'],
       ['pc1', 'host1'],
     ] as const) {
       const t = await measureSpecThroughput(spec, runner, { from, to, seconds: 2 }, ctx);
