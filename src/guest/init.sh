@@ -73,7 +73,7 @@ for d in /sys/class/net/*; do
     addr=${cfg%%,*}
     ip addr add "$addr" dev "$n"
     # Same per-NIC metric as udhcpc.script: every NIC with a gateway keeps its own default route.
-    case "$cfg" in *,*) ip route add default via "${cfg#*,}" dev "$n" metric $((100 + $(cat "$d/ifindex"))) ;; esac
+    case "$cfg" in *,*) ip route add default via "${cfg#*,}" dev "$n" metric $((100 + $(cat "/sys/class/net/$n/ifindex"))) ;; esac
     say "$n static $cfg"
   elif [ "$DHCP" != 0 ]; then
     # Backgrounded so that a NIC without a DHCP server does not delay the guest; -b keeps retrying.
