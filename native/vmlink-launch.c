@@ -31,6 +31,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "tap.h"
+
 #define EX_USAGE_ 64
 #define EX_USER 65
 #define EX_TAP 66
@@ -63,26 +65,6 @@ static void close_from(int from) {
   long max = sysconf(_SC_OPEN_MAX);
   if (max < 0 || max > 65536) max = 65536;
   for (int fd = from; fd < max; fd++) close(fd);
-}
-
-/* Opens /dev/net/tun and attaches it to the existing tap NAME with a virtio-net header. */
-static int open_tap(const char *name) {
-  struct ifreq ifr;
-  if (strlen(name) >= IFNAMSIZ) die(EX_TAP, "tap name too long (max %d): %s", IFNAMSIZ - 1, name);
-  /* TUNSETIFF would silently create a missing tap: insist on the network driver's persistent one. */
-  if (if_nametoindex(name) == 0) die(EX_TAP, "tap %s does not exist in this network namespace", name);
-  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) die(EX_TAP, "cannot open /dev/net/tun: %s", strerror(errno));
-  memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-    die(EX_TAP, "cannot attach to tap %s: %s (does it exist as a persistent tap with vnet_hdr in this network namespace?)",
-        name, strerror(errno));
-  if (strcmp(ifr.ifr_name, name) != 0) die(EX_TAP, "kernel attached tap %s instead of %s", ifr.ifr_name, name);
-  if (ioctl(fd, TUNGETIFF, &ifr) < 0) die(EX_TAP, "TUNGETIFF %s: %s", name, strerror(errno));
-  if (!(ifr.ifr_flags & IFF_PERSIST)) die(EX_TAP, "%s is not a persistent tap (create it with ip tuntap add)", name);
-  return fd;
 }
 
 /* Fails unless every uid/gid is the target and no capability is left. */
@@ -144,7 +126,9 @@ int main(int argc, char **argv) {
   /* Open every tap, move them above the target range, then place them at 3, 4, ... in order. */
   int opened[MAX_TAPS];
   for (int t = 0; t < ntaps; t++) {
-    int fd = open_tap(taps[t]);
+    char err[256];
+    int fd = open_tap(taps[t], err, sizeof err);
+    if (fd < 0) die(EX_TAP, "%s", err);
     int high = fcntl(fd, F_DUPFD_CLOEXEC, FIRST_TAP_FD + MAX_TAPS);
     if (high < 0) die(EX_FD, "fcntl(F_DUPFD): %s", strerror(errno));
     close(fd);

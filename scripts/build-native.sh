@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds vmlink's native helper: build/vmlink-launch (starts QEMU unprivileged with its taps open).
+# Builds vmlink's native helpers: build/vmlink-launch (starts QEMU unprivileged with its taps open) and
+# build/vmlink-qmp-fd (passes a tap descriptor to a running QEMU over QMP, for NIC hot-plug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
-cc -O2 -Wall -Wextra -o build/vmlink-launch native/vmlink-launch.c
-# Only root runs it; nobody else may replace or run it.
-chmod 0750 build/vmlink-launch
-echo "built build/vmlink-launch"
+for tool in vmlink-launch vmlink-qmp-fd; do
+  cc -O2 -Wall -Wextra -o "build/$tool" "native/$tool.c"
+  # Only root runs them; nobody else may replace or run them.
+  chmod 0750 "build/$tool"
+  echo "built build/$tool"
+done

@@ -89,6 +89,8 @@ export class Agent {
     for (const vm of vms) {
       const cfg = await hypervisor.config(vm.name);
       if (cfg) vm.ports = cfg.nics.map((n) => ({ network: n.network, tap: n.tap, bridge: n.bridge }));
+      // The plan names changed fields and hot-plugs NICs from the config a VM runs with.
+      if (cfg) vm.config = cfg;
       for (const nic of cfg?.nics ?? []) {
         const d = this.deps.networks[nicBackend(nic)];
         if (!d || !(await attached(d, nic.tap, nic.bridge)))
@@ -199,6 +201,28 @@ export class Agent {
         await hypervisor.create(vm, action.configHash, ctx);
         // Ports of NICs the new configuration no longer has.
         const kept = new Set(vm.nics.map((n) => n.tap));
+        for (const nic of before?.nics ?? [])
+          if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
+        return;
+      }
+      case 'vm.hotplug': {
+        const name = action.vm.name;
+        const vm = await this.vm(name);
+        const before = await hypervisor.config(name);
+        for (const nic of action.vm.nics) await this.ensurePort(nic, ctx);
+        if (vm.state === 'running' && (await hypervisor.canHotplug(name))) {
+          await hypervisor.hotplugNics(action.vm, action.configHash, ctx);
+        } else {
+          // Started by a vmlink without hot-plug slots, or no longer running: the change is applied by a restart.
+          ctx.progress?.(
+            `VM ${name} cannot take NIC hot-plug (${vm.state}); applying the change by a restart`,
+          );
+          if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
+          await hypervisor.create(action.vm, action.configHash, ctx);
+          if (action.vm.state === 'running') await hypervisor.start(name, ctx);
+        }
+        // Ports of NICs the VM no longer has.
+        const kept = new Set(action.vm.nics.map((n) => n.tap));
         for (const nic of before?.nics ?? [])
           if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
         return;

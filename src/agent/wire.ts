@@ -139,6 +139,8 @@ export const AgentActionSchema = z.discriminatedUnion('kind', [
     .strict(),
   z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
   z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
+  // Plugs and unplugs NICs of a running VM so that they match `vm`, without restarting it.
+  z.object({ kind: z.literal('vm.hotplug'), vm: VmConfigSchema, configHash: hash }).strict(),
   z.object({ kind: z.literal('vm.start'), name }).strict(),
   z
     .object({

@@ -605,6 +605,8 @@ export function toAction(step: Step): AgentAction {
     case 'vm.create':
     case 'vm.update':
       return { kind: 'vm.create', vm: step.vm, configHash: step.configHash };
+    case 'vm.hotplug':
+      return { kind: 'vm.hotplug', vm: step.vm, configHash: step.configHash };
     case 'vm.start':
       return { kind: 'vm.start', name: step.name };
     case 'vm.delete':

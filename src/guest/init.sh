@@ -5,6 +5,8 @@
 #   vmlink.ip.<if>=ADDR/PREFIX[,GATEWAY]      static IPv4 address; otherwise DHCP (udhcpc) on that NIC
 #   vmlink.mtu.<if>=N                         MTU of that NIC
 #   vmlink.dhcp=0                             no DHCP on NICs without a static address
+# NICs plugged in later are configured within a second: static from /run/vmlink/nic/<mac> (ADDR/PREFIX[,GATEWAY],
+# written by the host through the guest agent), else DHCP.
 # Tools beyond busybox: iputils ping (/bin/ping: `ping -M do -s N` for path-MTU checks), iperf3 (a server is
 # started on demand through guest-exec: `iperf3 -s -1 -D`), and the 8021q module for VLAN sub-interfaces.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -64,12 +66,24 @@ i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
 
 DHCP=$(param vmlink.dhcp) || DHCP=1
-for d in /sys/class/net/*; do
-  n=${d##*/}
-  [ "$n" = lo ] && continue
-  mtu=$(param "vmlink.mtu.$n") && ip link set "$n" mtu "$mtu"
+mkdir -p /run/vmlink/nic /run/vmlink/up
+
+# Configures NIC $1. At boot ($2 = boot) the kernel command line says its MTU and static address by name; a NIC
+# plugged later is named by the kernel in the order it appears, so the host puts its static address, if any, in
+# /run/vmlink/nic/<mac> (over the guest agent) before it plugs it in. Otherwise: DHCP.
+configure_nic() {
+  n=$1
+  : >"/run/vmlink/up/$n"
+  cfg=
+  if [ "$2" = boot ]; then
+    mtu=$(param "vmlink.mtu.$n") && ip link set "$n" mtu "$mtu"
+    cfg=$(param "vmlink.ip.$n")
+  else
+    mac=$(cat "/sys/class/net/$n/address" 2>/dev/null)
+    [ -n "$mac" ] && [ -f "/run/vmlink/nic/$mac" ] && cfg=$(cat "/run/vmlink/nic/$mac")
+  fi
   ip link set "$n" up
-  if cfg=$(param "vmlink.ip.$n"); then
+  if [ -n "$cfg" ]; then
     addr=${cfg%%,*}
     ip addr add "$addr" dev "$n"
     # Same per-NIC metric as udhcpc.script: every NIC with a gateway keeps its own default route.
@@ -77,10 +91,33 @@ for d in /sys/class/net/*; do
     say "$n static $cfg"
   elif [ "$DHCP" != 0 ]; then
     # Backgrounded so that a NIC without a DHCP server does not delay the guest; -b keeps retrying.
-    udhcpc -i "$n" -b -s /etc/udhcpc.script -x "hostname:$HOST" -t 3 -T 1 -A 3 >/dev/null 2>&1 &
+    udhcpc -i "$n" -b -p "/run/udhcpc.$n.pid" -s /etc/udhcpc.script -x "hostname:$HOST" -t 3 -T 1 -A 3 \
+      >/dev/null 2>&1 &
     say "$n dhcp"
   fi
+}
+
+for d in /sys/class/net/*; do
+  n=${d##*/}
+  [ "$n" = lo ] && continue
+  configure_nic "$n" boot
 done
+
+# NIC hot-plug (udev is absent): configure NICs that appear, forget those that go (their DHCP client too).
+(while :; do
+  sleep 1
+  for d in /sys/class/net/*; do
+    n=${d##*/}
+    [ "$n" = lo ] || [ -e "/run/vmlink/up/$n" ] || configure_nic "$n" hotplug
+  done
+  for u in /run/vmlink/up/*; do
+    n=${u##*/}
+    [ -e "$u" ] && [ ! -e "/sys/class/net/$n" ] || continue
+    [ -f "/run/udhcpc.$n.pid" ] && kill "$(cat "/run/udhcpc.$n.pid")" 2>/dev/null
+    rm -f "$u" "/run/udhcpc.$n.pid"
+    say "$n unplugged"
+  done
+done) &
 
 # udev is absent: create /dev/virtio-ports/NAME links ourselves. Ports appear asynchronously.
 link_ports() {

@@ -86,7 +86,13 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
             r.networks.map((n) => n.name),
             `create ${s.vm.name}: network`,
           ).toContain(nic.network);
-        r.vms.push({ name: s.vm.name, state: 'stopped', configHash: s.configHash, problems: [] });
+        r.vms.push({
+          name: s.vm.name,
+          state: 'stopped',
+          configHash: s.configHash,
+          problems: [],
+          config: s.vm,
+        });
         break;
       }
       case 'vm.update': {
@@ -95,7 +101,24 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
         if (vm!.configHash !== s.configHash)
           expect(vm!.state, `update ${s.vm.name}: must be stopped`).not.toBe('running');
         vm!.configHash = s.configHash;
+        vm!.config = s.vm;
         vm!.problems = [];
+        break;
+      }
+      case 'vm.hotplug': {
+        // Only NICs may differ, and only on a running VM.
+        const vm = r.vms.find((v) => v.name === s.vm.name);
+        expect(vm?.state, `hotplug ${s.vm.name}: must be running`).toBe('running');
+        const { nics: _a, state: _b, ...was } = vm!.config!;
+        const { nics: _c, state: _d, ...now } = s.vm;
+        expect(now, `hotplug ${s.vm.name}: only NICs change`).toEqual(was);
+        for (const nic of s.vm.nics)
+          expect(
+            r.networks.map((n) => n.name),
+            `hotplug ${s.vm.name}: network`,
+          ).toContain(nic.network);
+        vm!.configHash = s.configHash;
+        vm!.config = s.vm;
         break;
       }
       case 'vm.start':
@@ -207,6 +230,75 @@ describe('planChanges', () => {
       'vm.start host1/web1',
     ]);
     expect(plan.steps.every((s) => s.reason === 'configuration changed' || s.kind === 'vm.start')).toBe(true);
+  });
+
+  it('hot-plugs and unplugs NICs of a running VM without restarting it', () => {
+    const two = resolveSpec(
+      loadSpec(`
+version: 1
+hosts: [{ name: host1 }]
+networks:
+  - { name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }
+  - { name: isonet, host: host1, mode: isolated, cidr: 10.20.0.0/24 }
+vms:
+  - { name: web1, host: host1, nics: [{ network: natnet }, { network: isonet }] }
+`),
+    );
+    const one = structuredClone(two);
+    one.host1!.vms[0]!.nics.pop();
+    const nets = two.host1!.networks.map((n) => ({
+      name: n.name,
+      bridge: n.bridge,
+      configHash: networkConfigHash(n),
+      problems: [],
+    }));
+    const running = (cfg: typeof one.host1) =>
+      report('host1', nets, [
+        {
+          name: 'web1',
+          state: 'running',
+          configHash: vmConfigHash(cfg!.vms[0]!),
+          problems: [],
+          config: cfg!.vms[0]!,
+        },
+      ]);
+    const plug = planChanges(two, [running(one.host1)]);
+    expect(plug.steps).toEqual([
+      expect.objectContaining({ kind: 'vm.hotplug', changes: ['nics +isonet (hot-plug)'] }),
+    ]);
+    expect(planChanges(two, simulate([running(one.host1)], plug.steps, two)).steps).toEqual([]);
+    const unplug = planChanges(one, [running(two.host1)]);
+    expect(unplug.steps).toEqual([
+      expect.objectContaining({ kind: 'vm.hotplug', changes: ['nics -isonet (hot-unplug)'] }),
+    ]);
+    // A stopped VM takes the same change while stopped; memory needs a restart, and then so do the NICs.
+    const stopped = running(one.host1);
+    stopped.vms[0]!.state = 'stopped';
+    expect(planChanges(two, [stopped]).steps).toEqual([
+      expect.objectContaining({ kind: 'vm.update', changes: ['nics +isonet (VM stopped)'] }),
+      expect.objectContaining({ kind: 'vm.start' }),
+    ]);
+    const bigger = structuredClone(two);
+    bigger.host1!.vms[0]!.memoryMiB = 320;
+    expect(brief(planChanges(bigger, [running(one.host1)]).steps)).toEqual([
+      'vm.stop host1/web1 force=false',
+      'vm.update host1/web1',
+      'vm.start host1/web1',
+    ]);
+    expect(planChanges(bigger, [running(one.host1)]).steps[1]).toMatchObject({
+      changes: ['memoryMiB 256 -> 320 (restart)', 'nics +isonet (restart)'],
+    });
+  });
+
+  it('names the changed fields of a network when its host reports the config', () => {
+    const obs = converged();
+    const old = structuredClone(net('host1', 0));
+    old.mtu = 1400;
+    obs[0]!.networks[0] = { ...obs[0]!.networks[0]!, configHash: 'old', config: old };
+    expect(planChanges(desired, obs).steps[0]).toMatchObject({
+      kind: 'network.update',
+      changes: ['mtu 1400 -> 1500 (in place)'],
+    });
   });
 
   it('reconfigures a stopped VM without stopping it, and does not start a VM meant to be stopped', () => {

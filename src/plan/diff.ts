@@ -1,6 +1,7 @@
 // The diff: desired configs vs what agents report -> ordered steps that converge them.
 import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
 import { ovsVlanBridgeName } from '../spec/net.js';
+import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
 import { adoptObservedBridges } from './device-names.js';
 import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
@@ -20,6 +21,7 @@ const phase: Record<Step['kind'], number> = {
   'vm.delete': 1,
   'vm.create': 2,
   'vm.update': 2,
+  'vm.hotplug': 2,
   'vm.start': 3,
   'network.delete': 4,
 };
@@ -124,12 +126,14 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
           ...mark,
         });
       } else if (o.configHash !== hash) {
+        const changes = o.config ? networkFieldChanges(o.config, net) : [];
         steps.push({
           kind: 'network.update',
           host,
           network: net,
           configHash: hash,
           reason: 'configuration changed',
+          ...(changes.length ? { changes: changes.map(formatChange) } : {}),
           ...mark,
         });
       } else {
@@ -161,11 +165,26 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
         create('not on the host');
         continue;
       }
-      // A VM is never deleted to change or repair it: its disks live in its directory. A changed configuration is
-      // applied in place while it is stopped; detached ports are re-attached while it runs; a crashed one is
-      // started again.
+      // A VM is never deleted to change or repair it: its disks live in its directory. NIC changes of a running VM
+      // are hot-plugged; any other change is applied in place while it is stopped; detached ports are re-attached
+      // while it runs; a crashed one is started again.
       const portProblems = o.problems.filter((p) => p.startsWith('port '));
-      if (o.configHash !== hash) {
+      const fields = o.config ? vmFieldChanges(o.config, vm) : undefined;
+      const running = o.state === 'running' && vm.state === 'running';
+      if (o.configHash !== hash && running && fields && allLive(fields)) {
+        steps.push({
+          kind: 'vm.hotplug',
+          host,
+          vm,
+          configHash: hash,
+          reason: 'configuration changed',
+          changes: fields.map(formatChange),
+        });
+      } else if (o.configHash !== hash) {
+        const applied = fields
+          ? vmChangesAsApplied(fields, o.state !== 'stopped' && vm.state === 'running')
+          : [];
+        const changes = applied.length ? { changes: applied.map(formatChange) } : {};
         if (o.state !== 'stopped')
           steps.push({
             kind: 'vm.stop',
@@ -174,7 +193,14 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
             force: o.state === 'crashed',
             reason: 'configuration changed',
           });
-        steps.push({ kind: 'vm.update', host, vm, configHash: hash, reason: 'configuration changed' });
+        steps.push({
+          kind: 'vm.update',
+          host,
+          vm,
+          configHash: hash,
+          reason: 'configuration changed',
+          ...changes,
+        });
         if (vm.state === 'running')
           steps.push({ kind: 'vm.start', host, name, reason: 'desired state is running' });
       } else if (portProblems.length > 0) {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { loadSpec } from '../spec/load.js';
 import { planChanges } from './diff.js';
 import { formatPlan, NO_CHANGES } from './format.js';
+import { networkConfigHash } from './hash.js';
 import { resolveSpec } from './resolve.js';
 
 const desired = resolveSpec(
@@ -71,6 +72,41 @@ describe('formatPlan', () => {
         '- network old on host1 (not in the spec)',
         '',
         'Plan: 0 to create, 3 to update, 2 to delete, 1 to start, 1 to stop.',
+      ].join('\n'),
+    );
+  });
+
+  it('says what changed, field by field, and how each change is applied', () => {
+    const web1 = desired.host1!.vms[0]!;
+    const oneNic = { ...web1, nics: web1.nics.slice(0, 1) };
+    const obs = (config: typeof web1, state: 'running' | 'stopped') => [
+      {
+        host: 'host1',
+        agentVersion: '',
+        capabilities: caps,
+        networks: desired.host1!.networks.map((n) => ({
+          name: n.name,
+          bridge: n.bridge,
+          configHash: networkConfigHash(n),
+          problems: [],
+        })),
+        vms: [{ name: 'web1', state, configHash: 'old', problems: [], config }],
+      },
+    ];
+    expect(formatPlan(planChanges(desired, obs(oneNic, 'running')))).toBe(
+      [
+        '~ vm web1 on host1: nics +lan (hot-plug)',
+        '',
+        'Plan: 0 to create, 1 to update, 0 to delete, 0 to start, 0 to stop.',
+      ].join('\n'),
+    );
+    expect(formatPlan(planChanges(desired, obs({ ...oneNic, memoryMiB: 256, cpus: 1 }, 'running')))).toBe(
+      [
+        '< vm web1 stop on host1 (configuration changed)',
+        '~ vm web1 on host1: cpus 1 -> 2 (restart), memoryMiB 256 -> 512 (restart), nics +lan (restart)',
+        '> vm web1 start on host1',
+        '',
+        'Plan: 0 to create, 1 to update, 0 to delete, 1 to start, 1 to stop.',
       ].join('\n'),
     );
   });

@@ -61,13 +61,19 @@ function describeStep(s: Step): string {
     case 'network.create':
       return `+ network ${s.network.name} on ${s.host} (${describeNetwork(s.network)})`;
     case 'network.update':
-      return `~ network ${s.network.name} on ${s.host} (${s.reason})`;
+      return s.changes?.length
+        ? `~ network ${s.network.name} on ${s.host}: ${s.changes.join(', ')}`
+        : `~ network ${s.network.name} on ${s.host} (${s.reason})`;
     case 'network.delete':
       return `- network ${s.name} on ${s.host} (${s.reason})`;
     case 'vm.create':
       return `+ vm ${s.vm.name} on ${s.host} (${describeVm(s.vm)})`;
     case 'vm.update':
-      return `~ vm ${s.vm.name} on ${s.host} (${s.reason}; ${describeVm(s.vm)})`;
+      return s.changes?.length
+        ? `~ vm ${s.vm.name} on ${s.host}: ${s.changes.join(', ')}`
+        : `~ vm ${s.vm.name} on ${s.host} (${s.reason}; ${describeVm(s.vm)})`;
+    case 'vm.hotplug':
+      return `~ vm ${s.vm.name} on ${s.host}: ${s.changes.join(', ')}`;
     case 'vm.delete':
       return `- vm ${s.name} on ${s.host} (${s.reason})`;
     case 'vm.start':
@@ -88,7 +94,12 @@ export function summarizePlan(plan: Plan): {
   const c = { create: 0, update: 0, delete: 0, start: 0, stop: 0 };
   for (const s of plan.steps) {
     if (s.kind === 'network.create' || s.kind === 'vm.create') c.create++;
-    else if (s.kind === 'network.update' || s.kind === 'vm.update' || s.kind === 'uplink.configure')
+    else if (
+      s.kind === 'network.update' ||
+      s.kind === 'vm.update' ||
+      s.kind === 'vm.hotplug' ||
+      s.kind === 'uplink.configure'
+    )
       c.update++;
     else if (s.kind === 'network.delete' || s.kind === 'vm.delete') c.delete++;
     else if (s.kind === 'vm.start') c.start++;

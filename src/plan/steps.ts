@@ -18,6 +18,8 @@ export interface NetworkEnsureStep extends RiskyMark {
   network: NetworkConfig;
   configHash: string;
   reason: string;
+  /** Changed fields with how each is applied (`mtu 1500 -> 9000 (in place)`), when the host reported its config. */
+  changes?: string[];
 }
 
 /** Deletes a network; planned after the VMs on it are gone. */
@@ -49,6 +51,22 @@ export interface VmCreateStep {
   vm: VmConfig;
   configHash: string;
   reason: string;
+  /** Changed fields with how each is applied (`memoryMiB 256 -> 320 (restart)`), when the host reported its config. */
+  changes?: string[];
+}
+
+/**
+ * Brings a running VM's NICs in line with `vm` without restarting it (QMP hot-plug and unplug), then stores `vm`
+ * as its config; planned only when NICs are all that changed.
+ */
+export interface VmHotplugStep {
+  kind: 'vm.hotplug';
+  host: string;
+  vm: VmConfig;
+  configHash: string;
+  reason: string;
+  /** Changed NICs with how each is applied (`nics +natnet (hot-plug)`). */
+  changes: string[];
 }
 
 /** Starts or deletes a VM by name. */
@@ -74,6 +92,7 @@ export type Step =
   | NetworkEnsureStep
   | NetworkDeleteStep
   | VmCreateStep
+  | VmHotplugStep
   | VmNamedStep
   | VmStopStep;
 

@@ -126,6 +126,8 @@ export interface ObservedNetwork {
   configHash: string;
   /** Problems seen (bridge missing, dnsmasq dead, ...): the plan repairs a network that has any. */
   problems: string[];
+  /** The config it was last realised from, when the backend reports it (plans then name the changed fields). */
+  config?: NetworkConfig;
 }
 
 /** A VM as observed on a host. */
@@ -136,6 +138,8 @@ export interface ObservedVm {
   configHash: string;
   /** Problems seen (tap missing, QMP unresponsive, ...). */
   problems: string[];
+  /** The config it was created from (plans name the changed fields and hot-plug NICs from it). */
+  config?: VmConfig;
   /** Its NICs' host devices as realised, in NIC order (names may be hashed ones from before readable names). */
   ports?: ObservedPort[];
 }

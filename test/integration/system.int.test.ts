@@ -200,7 +200,7 @@ describe('one host with nat, bridge and isolated networks', () => {
       SPEC.replace('name: web1, host: host1, memoryMiB: 192', 'name: web1, host: host1, memoryMiB: 224'),
     );
     const plan = await runCli(['plan', '-f', bigger], env);
-    expect(plan.stdout).toContain('~ vm web1 on host1 (configuration changed');
+    expect(plan.stdout).toContain('~ vm web1 on host1: memoryMiB 192 -> 224 (restart)');
     expect(plan.stdout).not.toContain('- vm web1');
     const r = await runCli(['apply', '-f', bigger], env);
     expect(r.code, r.stderr + r.stdout).toBe(0);
@@ -212,6 +212,44 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(read.stdout).toBe('keep-me');
     const mem = await runCli(['vm', 'exec', 'web1', '--', 'cat', '/proc/meminfo'], env);
     expect(Number(/MemTotal:\s+(\d+)/.exec(mem.stdout)?.[1])).toBeGreaterThan(192 * 1024 * 0.8);
+  });
+
+  it('hot-plugs a NIC into a running VM and unplugs it again, without restarting QEMU', async () => {
+    const pidOf = async (vm: string) =>
+      (await cliJson<{ hosts: HostStatus[] }>(['status'], env)).hosts[0]!.report!.vms.find(
+        (v) => v.name === vm,
+      )?.pid;
+    const pid = await pidOf('app1');
+    expect(pid).toBeGreaterThan(1);
+    const twoNics = join(root, 'two-nics.yaml');
+    writeFileSync(
+      twoNics,
+      SPEC.replace('nics: [{ network: lan }]', 'nics: [{ network: lan }, { network: iso }]'),
+    );
+    const plan = await runCli(['plan', '-f', twoNics], env);
+    expect(plan.stdout).toContain('~ vm app1 on host1: nics +iso (hot-plug)');
+    expect(plan.stdout).not.toContain('< vm app1');
+    const r = await runCli(['apply', '-f', twoNics], env);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(await pidOf('app1')).toBe(pid);
+    // The guest configures the new NIC by DHCP from the isolated network's dnsmasq.
+    let addrs = '';
+    for (let i = 0; i < 60 && !/inet 10\.62\.0\.\d+\/24/.test(addrs); i++) {
+      if (i) await new Promise((res) => setTimeout(res, 1_000));
+      addrs = (await runCli(['vm', 'exec', 'app1', '--', 'ip', '-4', 'addr', 'show', 'dev', 'eth1'], env))
+        .stdout;
+    }
+    expect(addrs).toMatch(/inet 10\.62\.0\.\d+\/24/);
+    expect((await runCli(['plan', '-f', twoNics], env)).stdout.trim()).toBe(
+      'No changes. Infrastructure matches the spec.',
+    );
+
+    const back = await runCli(['apply', '-f', specFile], env);
+    expect(back.code, back.stderr + back.stdout).toBe(0);
+    expect(back.stdout).toContain('~ vm app1 on host1: nics -iso (hot-unplug)');
+    expect(await pidOf('app1')).toBe(pid);
+    const links = await runCli(['vm', 'exec', 'app1', '--', 'ls', '/sys/class/net'], env);
+    expect(links.stdout.split(/\s+/).filter(Boolean).sort()).toEqual(['eth0', 'lo']);
   });
 
   it('destroy and lab down leave nothing behind', async () => {

@@ -33,6 +33,13 @@ export interface HypervisorDriver {
   stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void>;
   /** Stops (forcefully) and removes a VM with its directory; a missing VM is not an error. */
   delete(name: string, ctx?: OpContext): Promise<void>;
+  /**
+   * Plugs and unplugs NICs of the running VM so that they match `cfg` (nothing else may differ), then stores
+   * `cfg`; `UnsupportedError` when it runs without hot-plug slots (see `canHotplug`).
+   */
+  hotplugNics(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  /** Whether VM `name` runs and can take NIC hot-plug. */
+  canHotplug(name: string): Promise<boolean>;
   /** VMs on this host. */
   list(): Promise<ObservedVm[]>;
   /** The VM's launch config as created, or undefined. */

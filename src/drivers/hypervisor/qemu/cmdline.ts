@@ -9,6 +9,18 @@ export const TEST_GUEST_APPEND = 'console=ttyS0 quiet panic=-1';
 export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 /** File descriptor of the first tap, as vmlink-launch places them. */
 export const FIRST_TAP_FD = 3;
+/** NIC slots per VM (the spec's maximum of NICs): one PCIe root port each, created at boot for hot-plug. */
+export const NIC_SLOTS = 8;
+/** PCI slot on pcie.0 of the root port of NIC slot 0; slot i sits at FIRST_NIC_PCI_SLOT + i. */
+export const FIRST_NIC_PCI_SLOT = 0x10;
+
+/**
+ * QEMU ids of NIC slot `i`: its root port, device and netdev. NIC i always sits behind root port i at a fixed PCI
+ * address, so plugging or unplugging one NIC never moves another (the guest keeps its device paths).
+ */
+export function nicSlot(i: number): { port: string; device: string; netdev: string; fdname: string } {
+  return { port: `nicport${i}`, device: `nic${i}`, netdev: `net${i}`, fdname: `tap${i}` };
+}
 
 /** Where a VM's files live. `runDir` belongs to the QEMU user (sockets, pidfile, console log). */
 export interface VmPaths {
@@ -16,6 +28,8 @@ export interface VmPaths {
   runDir: string;
   pidfile: string;
   qmpSocket: string;
+  /** A second QMP monitor for the agent's fd helper (a descriptor passed with getfd lives in its monitor). */
+  qmpFdSocket: string;
   qgaSocket: string;
   consoleSocket: string;
   consoleLog: string;
@@ -40,6 +54,7 @@ export function vmPaths(stateDir: string, name: string): VmPaths {
     runDir,
     pidfile: `${runDir}/qemu.pid`,
     qmpSocket: `${runDir}/qmp.sock`,
+    qmpFdSocket: `${runDir}/qmp-fd.sock`,
     qgaSocket: `${runDir}/qga.sock`,
     consoleSocket: `${runDir}/console.sock`,
     consoleLog: `${runDir}/console.log`,
@@ -75,12 +90,37 @@ export function testGuestAppend(cfg: VmConfig): string {
   return parts.join(' ');
 }
 
+/** Root ports of every NIC slot, each at its own fixed address (hot-plug needs a port per device on q35). */
+function nicPortArgs(): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < NIC_SLOTS; i++) {
+    const addr = (FIRST_NIC_PCI_SLOT + i).toString(16);
+    out.push('-device', `pcie-root-port,id=${nicSlot(i).port},bus=pcie.0,chassis=${i + 1},addr=0x${addr}`);
+  }
+  return out;
+}
+
+/** `device_add` arguments of the virtio-net device of NIC `nic` in slot `i` (boot and hot-plug alike). */
+export function nicDeviceProps(nic: NicConfig, i: number): Record<string, string | number> {
+  const s = nicSlot(i);
+  return {
+    driver: 'virtio-net-pci',
+    id: s.device,
+    netdev: s.netdev,
+    bus: s.port,
+    mac: nic.mac,
+    ...(nic.mtu === 1500 ? {} : { host_mtu: nic.mtu }),
+  };
+}
+
 function nicArgs(nic: NicConfig, i: number): string[] {
+  const { driver, ...props } = nicDeviceProps(nic, i);
+  const opts = Object.entries(props).map(([k, v]) => `${k}=${v}`);
   return [
     '-netdev',
-    `tap,id=net${i},fd=${FIRST_TAP_FD + i},vhost=off`,
+    `tap,id=${nicSlot(i).netdev},fd=${FIRST_TAP_FD + i},vhost=off`,
     '-device',
-    `virtio-net-pci,netdev=net${i},mac=${nic.mac}${nic.mtu === 1500 ? '' : `,host_mtu=${nic.mtu}`}`,
+    [driver, ...opts].join(','),
   ];
 }
 
@@ -133,6 +173,8 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     p.pidfile,
     '-qmp',
     `unix:${p.qmpSocket},server=on,wait=off`,
+    '-qmp',
+    `unix:${p.qmpFdSocket},server=on,wait=off`,
     '-chardev',
     `socket,id=serial0,path=${p.consoleSocket},server=on,wait=off,logfile=${p.consoleLog}`,
     '-serial',
@@ -144,6 +186,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     '-device',
     'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
   ];
+  argv.push(...nicPortArgs());
   cfg.nics.forEach((nic, i) => {
     argv.push(...nicArgs(nic, i));
   });

@@ -19,15 +19,18 @@ import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
-import { assertQemuSafePath, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
+import { assertQemuSafePath, buildQemuArgv, nicSlot, type VmPaths, vmPaths } from './cmdline.js';
+import { addNicDevice, netdevAddCommand, nicSlotChanges, presentNicDevices, unplugNic } from './hotplug.js';
 import {
   assertLauncher,
+  assertQmpFdHelper,
   DEFAULT_QEMU_BINARY,
   DEFAULT_QEMU_USER,
   defaultLauncherPath,
   launchArgv,
   lookupQemuUser,
   type QemuUser,
+  qmpFdHelperBeside,
   userCanAccess,
 } from './launcher.js';
 import { GuestAgentClient, QmpClient } from './qmp.js';
@@ -51,6 +54,10 @@ export interface QemuDriverOptions {
   accelerator?: 'kvm' | 'tcg';
   /** How long start() waits for QMP to report `running` (default 30 s). */
   startTimeoutMs?: number;
+  /** build/vmlink-qmp-fd: passes a tap descriptor to a running QEMU for NIC hot-plug. */
+  qmpFdHelperPath?: string;
+  /** How long a NIC unplug waits for the guest to release the device (default 30 s). */
+  unplugTimeoutMs?: number;
 }
 
 /** What `config.json` in a VM's directory holds. */
@@ -97,6 +104,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly stateDir: string;
   private readonly imagesDir: string;
   private readonly launcher: string;
+  private readonly qmpFdHelper: string;
   private readonly userName: string;
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
@@ -109,6 +117,7 @@ export class QemuDriver implements HypervisorDriver {
     this.stateDir = resolve(opts.stateDir);
     this.imagesDir = opts.imagesDir ?? DEFAULT_IMAGES_DIR;
     this.launcher = opts.launcherPath ?? defaultLauncherPath();
+    this.qmpFdHelper = opts.qmpFdHelperPath ?? qmpFdHelperBeside(this.launcher);
     this.userName = opts.qemuUser ?? DEFAULT_QEMU_USER;
     this.qemuBinary = opts.qemuBinary ?? DEFAULT_QEMU_BINARY;
     this.storage = opts.storage ?? storageDrivers.dir({ runner: opts.runner });
@@ -236,10 +245,102 @@ export class QemuDriver implements HypervisorDriver {
         imagesDir: this.imagesDir,
         qemuBinary: this.qemuBinary,
       });
-      const stored: StoredVm = { config: cfg, configHash, accel: accelerator, argv };
-      await writeFile(`${p.configFile}.tmp`, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
-      await rename(`${p.configFile}.tmp`, p.configFile);
+      await this.writeStored(cfg.name, { config: cfg, configHash, accel: accelerator, argv });
     });
+  }
+
+  /** Whether VM `name` runs with NIC hot-plug slots (VMs started before vmlink had them need one restart). */
+  async canHotplug(name: string): Promise<boolean> {
+    const vm = await this.stored(name);
+    return (
+      vm !== undefined && hasHotplugSlots(vm, this.paths(name)) && (await this.livePid(name)) !== undefined
+    );
+  }
+
+  async hotplugNics(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void> {
+    const name = cfg.name;
+    const subject = `vm/${name}`;
+    await this.locked(name, async () => {
+      const vm = await this.mustStored(name);
+      if (vm.configHash === configHash) return;
+      if ((await this.livePid(name)) === undefined)
+        throw new InvalidStateError(`NIC hot-plug requires running: VM ${name} is not running`, subject);
+      const { nics: _oldNics, state: _oldState, ...oldRest } = vm.config;
+      const { nics: _newNics, state: _newState, ...newRest } = cfg;
+      if (JSON.stringify(sortKeys(oldRest)) !== JSON.stringify(sortKeys(newRest)))
+        throw new InvalidStateError(
+          `VM ${name}: only NICs can change while it runs; stop it to change cpus, memory, image or disks`,
+          subject,
+        );
+      const p = this.paths(name);
+      if (!hasHotplugSlots(vm, p))
+        throw new UnsupportedError(
+          `VM ${name} was started without NIC hot-plug slots (created by an older vmlink): stop and start it once`,
+          subject,
+        );
+      assertQmpFdHelper(this.qmpFdHelper);
+      const changes = nicSlotChanges(vm.config.nics, cfg.nics);
+      const qmp = await this.qmp(name);
+      const present = await presentNicDevices(qmp);
+      const timeoutMs = this.opts.unplugTimeoutMs ?? 30_000;
+      // Unplug first: a slot that changes NIC is emptied before it is filled again.
+      for (const c of changes) {
+        const dev = nicSlot(c.slot).device;
+        if (present.has(dev)) ctx?.progress?.(`unplugging NIC ${dev} of VM ${name}`);
+        await unplugNic(qmp, c.slot, present.has(dev), timeoutMs, subject);
+      }
+      for (const c of changes) {
+        if (!c.plug) continue;
+        ctx?.progress?.(`plugging NIC ${nicSlot(c.slot).device} (${c.plug.tap}) into VM ${name}`);
+        if (cfg.image.kind === 'test-guest' && c.plug.staticIp) await this.announceStaticIp(name, c.plug);
+        // QEMU runs unprivileged and cannot open the tap: the helper opens it and passes it over QMP (SCM_RIGHTS).
+        await this.runner.run(
+          [
+            this.qmpFdHelper,
+            '--qmp',
+            p.qmpFdSocket,
+            '--tap',
+            c.plug.tap,
+            '--fdname',
+            nicSlot(c.slot).fdname,
+            netdevAddCommand(c.slot),
+          ],
+          { ...(this.opts.netns ? { netns: this.opts.netns } : {}), timeoutMs: 30_000 },
+        );
+        await addNicDevice(qmp, c.plug, c.slot);
+      }
+      // A later restart or an adopting agent sees the same devices: the stored command line follows.
+      const argv = buildQemuArgv({
+        config: cfg,
+        accel: vm.accel,
+        paths: p,
+        imagesDir: this.imagesDir,
+        qemuBinary: this.qemuBinary,
+      });
+      await this.writeStored(name, { config: cfg, configHash, accel: vm.accel, argv });
+    });
+  }
+
+  /**
+   * Tells the test guest the static address of a NIC it is about to see (its kernel command line cannot): the
+   * guest's hot-plug loop reads /run/vmlink/nic/MAC. Without a guest agent the NIC falls back to DHCP.
+   */
+  private async announceStaticIp(name: string, nic: VmConfig['nics'][number]): Promise<void> {
+    const ip = nic.staticIp!;
+    const line = `${ip.address}/${ip.prefixLength}${ip.gateway ? `,${ip.gateway}` : ''}\n`;
+    try {
+      const r = await this.guestExec(
+        name,
+        ['/bin/sh', '-c', 'mkdir -p /run/vmlink/nic && cat >"/run/vmlink/nic/$1"', 'sh', nic.mac],
+        { input: line, timeoutMs: 10_000 },
+      );
+      if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `exit ${r.exitCode}`);
+    } catch (e) {
+      log.warn(
+        { vm: name, mac: nic.mac, err: (e as Error).message },
+        'could not tell the guest its static address',
+      );
+    }
   }
 
   async start(name: string, ctx?: OpContext): Promise<void> {
@@ -532,6 +633,12 @@ export class QemuDriver implements HypervisorDriver {
     return text === undefined ? undefined : (JSON.parse(text) as StoredVm);
   }
 
+  private async writeStored(name: string, stored: StoredVm): Promise<void> {
+    const file = this.paths(name).configFile;
+    await writeFile(`${file}.tmp`, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
+    await rename(`${file}.tmp`, file);
+  }
+
   private async mustStored(name: string): Promise<StoredVm> {
     const vm = await this.stored(name);
     if (!vm) throw new NotFoundError('vm', name);
@@ -547,6 +654,26 @@ export class QemuDriver implements HypervisorDriver {
     const uid = await processUid(pid);
     return user && uid !== user.uid ? undefined : pid;
   }
+}
+
+/** Whether a VM's command line has the fd monitor and root ports that NIC hot-plug needs. */
+function hasHotplugSlots(vm: StoredVm, p: VmPaths): boolean {
+  return (
+    vm.argv.some((a) => a.startsWith(`unix:${p.qmpFdSocket},`)) &&
+    vm.argv.some((a) => a.includes(`id=${nicSlot(0).port},`))
+  );
+}
+
+/** A copy with object keys sorted at every level, for comparing configs read back from JSON. */
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(
+    Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, x]) => [k, sortKeys(x)]),
+  );
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -99,3 +99,19 @@ export function launchArgv(
 export function describeLaunchExit(code: number): string | undefined {
   return (LAUNCH_EXIT as Record<number, string>)[code];
 }
+
+/** Path of vmlink-qmp-fd (passes tap descriptors to a running QEMU), built beside the launcher. */
+export function qmpFdHelperBeside(launcher: string): string {
+  return resolve(dirname(launcher), 'vmlink-qmp-fd');
+}
+
+/** Throws `UnsupportedError` naming the remedy unless the fd helper is built and executable. */
+export function assertQmpFdHelper(path: string): void {
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    throw new UnsupportedError(
+      `NIC hot-plug helper ${path} is missing or not executable: run npm run build:native (or npm run setup)`,
+    );
+  }
+}

@@ -1,0 +1,105 @@
+// NIC hot-plug and unplug over QMP: which slots change, and the QMP exchange for each.
+import { isDeepStrictEqual } from 'node:util';
+import { TimeoutError } from '../../../shared/errors.js';
+import type { NicConfig } from '../../../shared/model.js';
+import { NIC_SLOTS, nicDeviceProps, nicSlot } from './cmdline.js';
+import type { QmpClient } from './qmp.js';
+
+/** What to do with one NIC slot: unplug what is there, then plug `nic` (either may be absent). */
+export interface SlotChange {
+  slot: number;
+  unplug: boolean;
+  plug?: NicConfig;
+}
+
+/** Slot changes that take a VM's NICs from `from` to `to` (NIC i sits in slot i); untouched slots are left out. */
+export function nicSlotChanges(from: readonly NicConfig[], to: readonly NicConfig[]): SlotChange[] {
+  const out: SlotChange[] = [];
+  for (let i = 0; i < Math.max(from.length, to.length); i++) {
+    const a = from[i];
+    const b = to[i];
+    if (a && b && sameNic(a, b)) continue;
+    out.push({ slot: i, unplug: a !== undefined, ...(b ? { plug: b } : {}) });
+  }
+  if (to.length > NIC_SLOTS) throw new RangeError(`a VM has at most ${NIC_SLOTS} NICs`);
+  return out;
+}
+
+// As stored in JSON: key order and undefined members do not count.
+const plain = (n: NicConfig): unknown => JSON.parse(JSON.stringify(n));
+const sameNic = (a: NicConfig, b: NicConfig) => isDeepStrictEqual(plain(a), plain(b));
+
+/** The `netdev_add` command the fd helper runs after `getfd`: a tap netdev on the passed descriptor. */
+export function netdevAddCommand(slot: number): string {
+  const s = nicSlot(slot);
+  return JSON.stringify({
+    execute: 'netdev_add',
+    arguments: { type: 'tap', id: s.netdev, fd: s.fdname, vhost: false },
+  });
+}
+
+/** Ids of the NIC devices QEMU has now (`nic0`, ...), from its peripheral container. */
+export async function presentNicDevices(qmp: QmpClient): Promise<Set<string>> {
+  const items = await qmp.execute<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' });
+  return new Set(items.map((i) => i.name).filter((n) => /^nic\d+$/.test(n)));
+}
+
+/**
+ * Unplugs the NIC of `slot`: `device_del`, then waits for DEVICE_DELETED (the guest must release it: ACPI or PCIe
+ * hot-plug in its kernel), then removes the netdev. A slot with no device only loses its netdev, if any.
+ */
+export async function unplugNic(
+  qmp: QmpClient,
+  slot: number,
+  present: boolean,
+  timeoutMs: number,
+  subject?: string,
+): Promise<void> {
+  const s = nicSlot(slot);
+  if (present) {
+    // Listen before asking: the event may come before device_del returns.
+    const deleted = waitDeviceDeleted(qmp, s.device, timeoutMs, subject);
+    deleted.catch(() => {});
+    await qmp.execute('device_del', { id: s.device });
+    await deleted;
+  }
+  await qmp.execute('netdev_del', { id: s.netdev }).catch(() => {
+    // already gone (never added, or removed with an earlier attempt)
+  });
+}
+
+/** Adds the device of a NIC whose netdev the fd helper created; removes the netdev again if QEMU refuses it. */
+export async function addNicDevice(qmp: QmpClient, nic: NicConfig, slot: number): Promise<void> {
+  try {
+    await qmp.execute('device_add', nicDeviceProps(nic, slot));
+  } catch (e) {
+    await qmp.execute('netdev_del', { id: nicSlot(slot).netdev }).catch(() => {});
+    throw e;
+  }
+}
+
+function waitDeviceDeleted(
+  qmp: QmpClient,
+  device: string,
+  timeoutMs: number,
+  subject?: string,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(
+        new TimeoutError(
+          `NIC ${device} was not released by the guest within ${timeoutMs} ms (no DEVICE_DELETED): does its kernel handle PCIe hot-plug?`,
+          subject,
+        ),
+      );
+    }, timeoutMs);
+    const off = qmp.onEvent((e) => {
+      if (e.event === 'DEVICE_DELETED' && e.data?.device === device) {
+        clearTimeout(timer);
+        off();
+        resolve();
+      }
+    });
+  });
+}
