@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
 import { RecordingRunner } from '../exec/runner.js';
-import type { NetworkConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
+import type { NetworkConfig, NicConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
 import { legacyTapName } from '../spec/net.js';
 import { Agent, keepLegacyTaps } from './agent.js';
 
@@ -36,7 +36,9 @@ function fakeDriver(calls: string[]): NetworkDriver {
     ensurePort: async (p) => {
       calls.push(`port ${p.tap}`);
     },
-    deletePort: async () => {},
+    deletePort: async (tap) => {
+      calls.push(`unport ${tap}`);
+    },
     portAttached: async () => true,
     capabilities: async () => ({ vxlan: true }),
   };
@@ -132,6 +134,77 @@ describe('agent', () => {
     expect(agent.confirm(kept).state).toBe('confirmed');
     await vi.advanceTimersByTimeAsync(60_000);
     expect(calls).toHaveLength(3);
+  });
+
+  describe('vm.hotplug', () => {
+    const nic = (i: number): NicConfig => ({
+      network: `net${i}`,
+      backend: 'linux',
+      bridge: `vlb-${i}`,
+      tap: `vlt-app1-${i}`,
+      mac: `52:54:00:00:00:0${i}`,
+      mtu: 1500,
+    });
+    const vm = (nics: NicConfig[]): VmConfig => ({
+      name: 'app1',
+      cpus: 1,
+      memoryMiB: 256,
+      image: { kind: 'test-guest' },
+      disks: [],
+      nics,
+      state: 'running',
+    });
+    /** A hypervisor whose VM app1 runs with `nics`; `hotplug` says whether it has hot-plug slots. */
+    const withVm = (nics: NicConfig[], hotplug: boolean) =>
+      new Agent({
+        host: 'host1',
+        runner: new RecordingRunner(),
+        networks: { linux: fakeDriver(calls) },
+        stateDir: dir,
+        hypervisor: {
+          list: async () => [{ name: 'app1', state: 'running', configHash: 'aaaaaaaa', problems: [] }],
+          config: async () => vm(nics),
+          canHotplug: async () => hotplug,
+          hotplugNics: async (cfg: VmConfig, hash: string) => {
+            calls.push(`hotplug ${cfg.nics.map((n) => n.tap).join(',')} ${hash}`);
+          },
+          stop: async () => {
+            calls.push('stop');
+          },
+          create: async () => {
+            calls.push('create');
+          },
+          start: async () => {
+            calls.push('start');
+          },
+        } as unknown as HypervisorDriver,
+      });
+
+    it('creates the new NIC port, hot-plugs, and removes the ports of unplugged NICs', async () => {
+      await withVm([nic(0), nic(1)], true).execute({
+        kind: 'vm.hotplug',
+        vm: vm([nic(0), nic(2)]),
+        configHash: 'bbbbbbbb',
+      });
+      expect(calls).toEqual([
+        'port vlt-app1-0',
+        'port vlt-app1-2',
+        'hotplug vlt-app1-0,vlt-app1-2 bbbbbbbb',
+        'unport vlt-app1-1',
+      ]);
+    });
+
+    it('restarts a VM started without hot-plug slots instead, and says so', async () => {
+      const progress: string[] = [];
+      await withVm([nic(0)], false).execute(
+        { kind: 'vm.hotplug', vm: vm([nic(0), nic(1)]), configHash: 'bbbbbbbb' },
+        { progress: (m) => progress.push(m) },
+      );
+      expect(calls).toEqual(['port vlt-app1-0', 'port vlt-app1-1', 'stop', 'create', 'start']);
+      expect(progress).toEqual([
+        'VM app1 cannot take NIC hot-plug (it was started without hot-plug slots); applying the change by a restart',
+      ]);
+    });
   });
 });
 
