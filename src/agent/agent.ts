@@ -214,9 +214,8 @@ export class Agent {
           await hypervisor.hotplugNics(action.vm, action.configHash, ctx);
         } else {
           // Started by a vmlink without hot-plug slots, or no longer running: the change is applied by a restart.
-          ctx.progress?.(
-            `VM ${name} cannot take NIC hot-plug (${vm.state}); applying the change by a restart`,
-          );
+          const why = vm.state === 'running' ? 'it was started without hot-plug slots' : `it is ${vm.state}`;
+          ctx.progress?.(`VM ${name} cannot take NIC hot-plug (${why}); applying the change by a restart`);
           if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
           await hypervisor.create(action.vm, action.configHash, ctx);
           if (action.vm.state === 'running') await hypervisor.start(name, ctx);
