@@ -22,6 +22,8 @@ const runner = new SystemRunner();
 const NS = 'vltest-qemu';
 const BRIDGE = 'vltest-br0';
 const TAP = 'vlt-qemu0001';
+const TAP2 = 'vlt-qemu0002';
+const GUEST_IP2 = '10.98.0.3';
 const HOST_IP = '10.98.0.1';
 const GUEST_IP = '10.98.0.2';
 const VM = 'vltest-q1';
@@ -103,6 +105,10 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
       `tuntap add dev ${TAP} mode tap vnet_hdr`,
       `link set ${TAP} master ${BRIDGE}`,
       `link set ${TAP} up`,
+      // The NIC hot-plugged later: its tap exists before the plug, as the agent's ensurePort leaves it.
+      `tuntap add dev ${TAP2} mode tap vnet_hdr`,
+      `link set ${TAP2} master ${BRIDGE}`,
+      `link set ${TAP2} up`,
     ];
     for (const line of batch) await runner.run(['ip', '-n', NS, ...line.split(' ')]);
     stateDir = await mkdtemp(join(tmpdir(), 'vmlink-qemu-int-'));
@@ -230,6 +236,34 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
     expect(fail).toEqual({ exitCode: 3, stdout: '', stderr: 'oops\n' });
     // The host reaches the guest over the tap the launcher opened.
     await runner.run(['ip', 'netns', 'exec', NS, 'ping', '-c1', '-W2', GUEST_IP]);
+  });
+
+  it('hot-plugs a NIC with a static address and unplugs it, without restarting QEMU', async () => {
+    const nic2 = {
+      ...cfg.nics[0]!,
+      tap: TAP2,
+      mac: '52:54:00:98:00:03',
+      staticIp: { address: GUEST_IP2, prefixLength: 24 },
+    };
+    const two: VmConfig = { ...cfg, nics: [cfg.nics[0]!, nic2] };
+    const t0 = Date.now();
+    await driver.hotplugNics(two, 'hash-2');
+    timings.hotplug = Date.now() - t0;
+    expect((await driver.list())[0]).toMatchObject({ state: 'running', pid, configHash: 'hash-2' });
+    expect(await driver.config(VM)).toEqual(two);
+    const addrsOf = async (mac: string) =>
+      (await driver.guestInterfaces(VM)).find((i) => i.mac === mac)?.addresses ?? [];
+    for (let i = 0; i < 60 && !(await addrsOf(nic2.mac)).includes(`${GUEST_IP2}/24`); i++) await sleep(500);
+    expect(await addrsOf(nic2.mac)).toContain(`${GUEST_IP2}/24`);
+    timings.hotplugToAddress = Date.now() - t0;
+    await runner.run(['ip', 'netns', 'exec', NS, 'ping', '-c1', '-W2', GUEST_IP2]);
+
+    const t1 = Date.now();
+    await driver.hotplugNics(cfg, 'hash-1');
+    timings.unplug = Date.now() - t1;
+    expect((await driver.list())[0]).toMatchObject({ state: 'running', pid, configHash: 'hash-1' });
+    expect((await driver.guestInterfaces(VM)).map((i) => i.mac)).not.toContain(nic2.mac);
+    expect(await driver.config(VM)).toEqual(cfg);
   });
 
   it('a new driver on the same state dir adopts the running VM without restarting it', async () => {

@@ -236,8 +236,7 @@ describe('one host with nat, bridge and isolated networks', () => {
     let addrs = '';
     for (let i = 0; i < 60 && !/inet 10\.62\.0\.\d+\/24/.test(addrs); i++) {
       if (i) await new Promise((res) => setTimeout(res, 1_000));
-      addrs = (await runCli(['vm', 'exec', 'app1', '--', 'ip', 'addr', 'show', 'dev', 'eth1'], env))
-        .stdout;
+      addrs = (await runCli(['vm', 'exec', 'app1', '--', 'ip', 'addr', 'show', 'dev', 'eth1'], env)).stdout;
     }
     expect(addrs).toMatch(/inet 10\.62\.0\.\d+\/24/);
     expect((await runCli(['plan', '-f', twoNics], env)).stdout.trim()).toBe(
