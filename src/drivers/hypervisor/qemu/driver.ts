@@ -309,6 +309,16 @@ export class QemuDriver implements HypervisorDriver {
         );
         await addNicDevice(qmp, c.plug, c.slot);
       }
+      // A cloud image reads its NICs from the seed at its next boot: write a new seed beside the one QEMU has open
+      // (a new inode, so the running guest's disk does not change under it).
+      if (cfg.image.kind === 'qcow2') {
+        const user = await this.qemuUser();
+        const next = `${p.seedIso}.next`;
+        await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, next);
+        await chown(next, 0, user.gid);
+        await chmod(next, 0o640);
+        await rename(next, p.seedIso);
+      }
       // A later restart or an adopting agent sees the same devices: the stored command line follows.
       const argv = buildQemuArgv({
         config: cfg,
