@@ -15,8 +15,8 @@ export const NIC_SLOTS = 8;
 export const FIRST_NIC_PCI_SLOT = 0x10;
 
 /**
- * QEMU ids of NIC slot `i`: its root port, device and netdev. NIC i always sits behind root port i at a fixed PCI
- * address, so plugging or unplugging one NIC never moves another (the guest keeps its device paths).
+ * QEMU ids of NIC slot `i`: its root port, device and netdev. A NIC keeps its slot (root port at a fixed PCI
+ * address) for as long as the VM has it, so plugging or unplugging one NIC never moves another.
  */
 export function nicSlot(i: number): { port: string; device: string; netdev: string; fdname: string } {
   return { port: `nicport${i}`, device: `nic${i}`, netdev: `net${i}`, fdname: `tap${i}` };
@@ -75,6 +75,30 @@ export interface CmdlineInput {
   /** Directory holding `test-guest/{vmlinuz,initrd.img}`. */
   imagesDir: string;
   qemuBinary: string;
+  /** Slot of each NIC, in `config.nics` order (see `assignNicSlots`); default: NIC i in slot i. */
+  nicSlots?: readonly number[];
+}
+
+/**
+ * Slots of `nics`: a NIC (known by its tap) that `prev` had keeps its slot; a new one takes the lowest free slot.
+ * `prev` pairs the NICs a VM had with their slots.
+ */
+export function assignNicSlots(
+  nics: readonly NicConfig[],
+  prev?: { nics: readonly NicConfig[]; slots?: readonly number[] },
+): number[] {
+  const old = new Map<string, number>();
+  prev?.nics.forEach((n, i) => old.set(n.tap, prev.slots?.[i] ?? i));
+  const slots = nics.map((n) => old.get(n.tap));
+  const used = new Set(slots.filter((s) => s !== undefined));
+  let next = 0;
+  return slots.map((s) => {
+    if (s !== undefined) return s;
+    while (used.has(next)) next++;
+    if (next >= NIC_SLOTS) throw new RangeError(`a VM has at most ${NIC_SLOTS} NICs`);
+    used.add(next);
+    return next;
+  });
 }
 
 /** Kernel parameters that the test guest's /init reads: hostname, static addresses, MTUs. */
@@ -113,12 +137,13 @@ export function nicDeviceProps(nic: NicConfig, i: number): Record<string, string
   };
 }
 
-function nicArgs(nic: NicConfig, i: number): string[] {
-  const { driver, ...props } = nicDeviceProps(nic, i);
+// The launcher hands taps over in NIC order (fd 3, 4, ...); the slot only names and places the device.
+function nicArgs(nic: NicConfig, i: number, slot: number): string[] {
+  const { driver, ...props } = nicDeviceProps(nic, slot);
   const opts = Object.entries(props).map(([k, v]) => `${k}=${v}`);
   return [
     '-netdev',
-    `tap,id=${nicSlot(i).netdev},fd=${FIRST_TAP_FD + i},vhost=off`,
+    `tap,id=${nicSlot(slot).netdev},fd=${FIRST_TAP_FD + i},vhost=off`,
     '-device',
     [driver, ...opts].join(','),
   ];
@@ -188,7 +213,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
   ];
   argv.push(...nicPortArgs());
   cfg.nics.forEach((nic, i) => {
-    argv.push(...nicArgs(nic, i));
+    argv.push(...nicArgs(nic, i, input.nicSlots?.[i] ?? i));
   });
   if (cfg.image.kind === 'qcow2') {
     argv.push(...diskArgs('root', p.rootDisk, { format: 'qcow2', bootindex: 0 }));

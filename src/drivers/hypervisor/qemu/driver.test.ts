@@ -91,6 +91,7 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
         imagesDir,
         qemuBinary: '/usr/bin/qemu-system-x86_64',
       }),
+      nicSlots: [0],
     });
     expect((await stat(p.configFile)).mode & 0o777).toBe(0o600);
     expect(await d.config('web1')).toEqual(cfg);
@@ -98,6 +99,27 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
     await d.create(cfg, 'h1'); // same hash: nothing to do
     expect(r.calls.length).toBe(before);
     expect(await d.list()).toEqual([{ name: 'web1', state: 'stopped', configHash: 'h1', problems: [] }]);
+  });
+
+  it('keeps each NIC in its PCI slot when another NIC goes or comes', async () => {
+    const stateDir = join(root, 's-slots');
+    const d = driver(new FakeRunner(), stateDir);
+    const second = { ...cfg.nics[0]!, network: 'm', tap: 'vlt-2', mac: '52:54:00:00:00:02' };
+    const third = { ...cfg.nics[0]!, network: 'o', tap: 'vlt-3', mac: '52:54:00:00:00:03' };
+    await d.create({ ...cfg, nics: [cfg.nics[0]!, second] }, 'h1');
+    await d.create({ ...cfg, nics: [second] }, 'h2');
+    const stored = async () =>
+      JSON.parse(await readFile(vmPaths(stateDir, 'web1').configFile, 'utf8')) as StoredVm;
+    expect((await stored()).nicSlots).toEqual([1]);
+    // The launcher passes the only tap as fd 3; the device stays behind root port 1.
+    expect((await stored()).argv).toEqual(
+      expect.arrayContaining([
+        'tap,id=net1,fd=3,vhost=off',
+        'virtio-net-pci,id=nic1,netdev=net1,bus=nicport1,mac=52:54:00:00:00:02',
+      ]),
+    );
+    await d.create({ ...cfg, nics: [second, third] }, 'h3');
+    expect((await stored()).nicSlots).toEqual([1, 0]);
   });
 
   it('makes an overlay and a cloud-init seed for a qcow2 image', async () => {

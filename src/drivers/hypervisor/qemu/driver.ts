@@ -19,7 +19,14 @@ import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
-import { assertQemuSafePath, buildQemuArgv, nicSlot, type VmPaths, vmPaths } from './cmdline.js';
+import {
+  assertQemuSafePath,
+  assignNicSlots,
+  buildQemuArgv,
+  nicSlot,
+  type VmPaths,
+  vmPaths,
+} from './cmdline.js';
 import { addNicDevice, netdevAddCommand, nicSlotChanges, presentNicDevices, unplugNic } from './hotplug.js';
 import {
   assertLauncher,
@@ -67,6 +74,8 @@ export interface StoredVm {
   accel: 'kvm' | 'tcg';
   /** QEMU argv (binary first), run through the launcher. */
   argv: string[];
+  /** Slot (PCIe root port) of each NIC, in `config.nics` order; absent in VMs stored before slots: NIC i in slot i. */
+  nicSlots?: number[];
 }
 
 /** How a stop ended. */
@@ -238,14 +247,17 @@ export class QemuDriver implements HypervisorDriver {
         );
       }
       const { accelerator } = await this.accelerator();
+      // NICs the VM had keep their PCI slots across a reconfiguration.
+      const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
       const argv = buildQemuArgv({
         config: cfg,
         accel: accelerator,
         paths: p,
         imagesDir: this.imagesDir,
         qemuBinary: this.qemuBinary,
+        nicSlots,
       });
-      await this.writeStored(cfg.name, { config: cfg, configHash, accel: accelerator, argv });
+      await this.writeStored(cfg.name, { config: cfg, configHash, accel: accelerator, argv, nicSlots });
     });
   }
 
@@ -279,7 +291,9 @@ export class QemuDriver implements HypervisorDriver {
           subject,
         );
       assertQmpFdHelper(this.qmpFdHelper);
-      const changes = nicSlotChanges(vm.config.nics, cfg.nics);
+      const oldSlots = vm.nicSlots ?? vm.config.nics.map((_, i) => i);
+      const nicSlots = assignNicSlots(cfg.nics, { nics: vm.config.nics, slots: oldSlots });
+      const changes = nicSlotChanges(vm.config.nics, oldSlots, cfg.nics, nicSlots);
       const qmp = await this.qmp(name);
       const present = await presentNicDevices(qmp);
       const timeoutMs = this.opts.unplugTimeoutMs ?? 30_000;
@@ -326,8 +340,9 @@ export class QemuDriver implements HypervisorDriver {
         paths: p,
         imagesDir: this.imagesDir,
         qemuBinary: this.qemuBinary,
+        nicSlots,
       });
-      await this.writeStored(name, { config: cfg, configHash, accel: vm.accel, argv });
+      await this.writeStored(name, { config: cfg, configHash, accel: vm.accel, argv, nicSlots });
     });
   }
 

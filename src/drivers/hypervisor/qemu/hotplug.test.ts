@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TimeoutError } from '../../../shared/errors.js';
 import type { NicConfig } from '../../../shared/model.js';
+import { assignNicSlots } from './cmdline.js';
 import { addNicDevice, netdevAddCommand, nicSlotChanges, presentNicDevices, unplugNic } from './hotplug.js';
 import { QmpClient, QmpCommandError } from './qmp.js';
 
@@ -18,16 +19,26 @@ const nic = (i: number, extra: Partial<NicConfig> = {}): NicConfig => ({
   ...extra,
 });
 
-describe('nicSlotChanges', () => {
+describe('NIC slots', () => {
+  it('keeps every NIC in its slot; a new NIC takes the lowest free one', () => {
+    expect(assignNicSlots([nic(0), nic(1)])).toEqual([0, 1]);
+    // NIC 0 goes: NIC 1 stays in slot 1; a NIC added later fills slot 0.
+    expect(assignNicSlots([nic(1)], { nics: [nic(0), nic(1)] })).toEqual([1]);
+    expect(assignNicSlots([nic(1), nic(2)], { nics: [nic(1)], slots: [1] })).toEqual([1, 0]);
+    expect(() => assignNicSlots([0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => nic(i)))).toThrow(/at most 8 NICs/);
+  });
+
   it('touches only the slots whose NIC appears, goes or changes', () => {
-    expect(nicSlotChanges([nic(0)], [nic(0), nic(1)])).toEqual([{ slot: 1, unplug: false, plug: nic(1) }]);
-    expect(nicSlotChanges([nic(0), nic(1)], [nic(0)])).toEqual([{ slot: 1, unplug: true }]);
-    expect(nicSlotChanges([nic(0), nic(1)], [nic(0), nic(1, { mtu: 9000 })])).toEqual([
+    expect(nicSlotChanges([nic(0)], [0], [nic(0), nic(1)], [0, 1])).toEqual([
+      { slot: 1, unplug: false, plug: nic(1) },
+    ]);
+    expect(nicSlotChanges([nic(0), nic(1)], [0, 1], [nic(1)], [1])).toEqual([{ slot: 0, unplug: true }]);
+    expect(nicSlotChanges([nic(0), nic(1)], [0, 1], [nic(0), nic(1, { mtu: 9000 })], [0, 1])).toEqual([
       { slot: 1, unplug: true, plug: nic(1, { mtu: 9000 }) },
     ]);
     // Key order and absent members do not make a change.
     const reordered = JSON.parse(JSON.stringify({ ...nic(0), staticIp: undefined })) as NicConfig;
-    expect(nicSlotChanges([nic(0)], [reordered])).toEqual([]);
+    expect(nicSlotChanges([nic(0)], [0], [reordered], [0])).toEqual([]);
   });
 
   it('builds the netdev_add the fd helper runs after getfd', () => {

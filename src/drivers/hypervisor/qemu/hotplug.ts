@@ -2,7 +2,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { TimeoutError } from '../../../shared/errors.js';
 import type { NicConfig } from '../../../shared/model.js';
-import { NIC_SLOTS, nicDeviceProps, nicSlot } from './cmdline.js';
+import { nicDeviceProps, nicSlot } from './cmdline.js';
 import type { QmpClient } from './qmp.js';
 
 /** What to do with one NIC slot: unplug what is there, then plug `nic` (either may be absent). */
@@ -12,16 +12,25 @@ export interface SlotChange {
   plug?: NicConfig;
 }
 
-/** Slot changes that take a VM's NICs from `from` to `to` (NIC i sits in slot i); untouched slots are left out. */
-export function nicSlotChanges(from: readonly NicConfig[], to: readonly NicConfig[]): SlotChange[] {
+/**
+ * Slot changes that take a VM's NICs from `from` (in slots `fromSlots`) to `to` (in `toSlots`, see
+ * `assignNicSlots`): a NIC is known by its tap; untouched slots are left out.
+ */
+export function nicSlotChanges(
+  from: readonly NicConfig[],
+  fromSlots: readonly number[],
+  to: readonly NicConfig[],
+  toSlots: readonly number[],
+): SlotChange[] {
+  const before = new Map<number, NicConfig>(from.map((n, i) => [fromSlots[i] ?? i, n]));
+  const after = new Map<number, NicConfig>(to.map((n, i) => [toSlots[i] ?? i, n]));
   const out: SlotChange[] = [];
-  for (let i = 0; i < Math.max(from.length, to.length); i++) {
-    const a = from[i];
-    const b = to[i];
+  for (const slot of [...new Set([...before.keys(), ...after.keys()])].sort((a, b) => a - b)) {
+    const a = before.get(slot);
+    const b = after.get(slot);
     if (a && b && sameNic(a, b)) continue;
-    out.push({ slot: i, unplug: a !== undefined, ...(b ? { plug: b } : {}) });
+    out.push({ slot, unplug: a !== undefined, ...(b ? { plug: b } : {}) });
   }
-  if (to.length > NIC_SLOTS) throw new RangeError(`a VM has at most ${NIC_SLOTS} NICs`);
   return out;
 }
 
