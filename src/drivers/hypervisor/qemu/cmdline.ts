@@ -88,7 +88,9 @@ export function assignNicSlots(
   prev?: { nics: readonly NicConfig[]; slots?: readonly number[] },
 ): number[] {
   const old = new Map<string, number>();
-  prev?.nics.forEach((n, i) => old.set(n.tap, prev.slots?.[i] ?? i));
+  prev?.nics.forEach((n, i) => {
+    old.set(n.tap, prev.slots?.[i] ?? i);
+  });
   const slots = nics.map((n) => old.get(n.tap));
   const used = new Set(slots.filter((s) => s !== undefined));
   let next = 0;

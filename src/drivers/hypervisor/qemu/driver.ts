@@ -19,15 +19,8 @@ import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
-import {
-  assertQemuSafePath,
-  assignNicSlots,
-  buildQemuArgv,
-  nicSlot,
-  type VmPaths,
-  vmPaths,
-} from './cmdline.js';
-import { addNicDevice, netdevAddCommand, nicSlotChanges, presentNicDevices, unplugNic } from './hotplug.js';
+import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
+import { applySlotChanges, hasHotplugSlots, nicSlotChanges, onlyNicsDiffer } from './hotplug.js';
 import {
   assertLauncher,
   assertQmpFdHelper,
@@ -265,7 +258,9 @@ export class QemuDriver implements HypervisorDriver {
   async canHotplug(name: string): Promise<boolean> {
     const vm = await this.stored(name);
     return (
-      vm !== undefined && hasHotplugSlots(vm, this.paths(name)) && (await this.livePid(name)) !== undefined
+      vm !== undefined &&
+      hasHotplugSlots(vm.argv, this.paths(name)) &&
+      (await this.livePid(name)) !== undefined
     );
   }
 
@@ -277,15 +272,13 @@ export class QemuDriver implements HypervisorDriver {
       if (vm.configHash === configHash) return;
       if ((await this.livePid(name)) === undefined)
         throw new InvalidStateError(`NIC hot-plug requires running: VM ${name} is not running`, subject);
-      const { nics: _oldNics, state: _oldState, ...oldRest } = vm.config;
-      const { nics: _newNics, state: _newState, ...newRest } = cfg;
-      if (JSON.stringify(sortKeys(oldRest)) !== JSON.stringify(sortKeys(newRest)))
+      if (!onlyNicsDiffer(vm.config, cfg))
         throw new InvalidStateError(
           `VM ${name}: only NICs can change while it runs; stop it to change cpus, memory, image or disks`,
           subject,
         );
       const p = this.paths(name);
-      if (!hasHotplugSlots(vm, p))
+      if (!hasHotplugSlots(vm.argv, p))
         throw new UnsupportedError(
           `VM ${name} was started without NIC hot-plug slots (created by an older vmlink): stop and start it once`,
           subject,
@@ -294,35 +287,19 @@ export class QemuDriver implements HypervisorDriver {
       const oldSlots = vm.nicSlots ?? vm.config.nics.map((_, i) => i);
       const nicSlots = assignNicSlots(cfg.nics, { nics: vm.config.nics, slots: oldSlots });
       const changes = nicSlotChanges(vm.config.nics, oldSlots, cfg.nics, nicSlots);
-      const qmp = await this.qmp(name);
-      const present = await presentNicDevices(qmp);
-      const timeoutMs = this.opts.unplugTimeoutMs ?? 30_000;
-      // Unplug first: a slot that changes NIC is emptied before it is filled again.
-      for (const c of changes) {
-        const dev = nicSlot(c.slot).device;
-        if (present.has(dev)) ctx?.progress?.(`unplugging NIC ${dev} of VM ${name}`);
-        await unplugNic(qmp, c.slot, present.has(dev), timeoutMs, subject);
-      }
-      for (const c of changes) {
-        if (!c.plug) continue;
-        ctx?.progress?.(`plugging NIC ${nicSlot(c.slot).device} (${c.plug.tap}) into VM ${name}`);
-        if (cfg.image.kind === 'test-guest' && c.plug.staticIp) await this.announceStaticIp(name, c.plug);
-        // QEMU runs unprivileged and cannot open the tap: the helper opens it and passes it over QMP (SCM_RIGHTS).
-        await this.runner.run(
-          [
-            this.qmpFdHelper,
-            '--qmp',
-            p.qmpFdSocket,
-            '--tap',
-            c.plug.tap,
-            '--fdname',
-            nicSlot(c.slot).fdname,
-            netdevAddCommand(c.slot),
-          ],
-          { ...(this.opts.netns ? { netns: this.opts.netns } : {}), timeoutMs: 30_000 },
-        );
-        await addNicDevice(qmp, c.plug, c.slot);
-      }
+      await applySlotChanges(changes, {
+        qmp: await this.qmp(name),
+        runner: this.runner,
+        helper: this.qmpFdHelper,
+        qmpFdSocket: p.qmpFdSocket,
+        ...(this.opts.netns ? { netns: this.opts.netns } : {}),
+        unplugTimeoutMs: this.opts.unplugTimeoutMs ?? 30_000,
+        subject,
+        ...(ctx?.progress ? { progress: ctx.progress } : {}),
+        beforePlug: async (nic) => {
+          if (cfg.image.kind === 'test-guest' && nic.staticIp) await this.announceStaticIp(name, nic);
+        },
+      });
       // A cloud image reads its NICs from the seed at its next boot: write a new seed beside the one QEMU has open
       // (a new inode, so the running guest's disk does not change under it).
       if (cfg.image.kind === 'qcow2') {
@@ -679,26 +656,6 @@ export class QemuDriver implements HypervisorDriver {
     const uid = await processUid(pid);
     return user && uid !== user.uid ? undefined : pid;
   }
-}
-
-/** Whether a VM's command line has the fd monitor and root ports that NIC hot-plug needs. */
-function hasHotplugSlots(vm: StoredVm, p: VmPaths): boolean {
-  return (
-    vm.argv.some((a) => a.startsWith(`unix:${p.qmpFdSocket},`)) &&
-    vm.argv.some((a) => a.includes(`id=${nicSlot(0).port},`))
-  );
-}
-
-/** A copy with object keys sorted at every level, for comparing configs read back from JSON. */
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v === null || typeof v !== 'object') return v;
-  return Object.fromEntries(
-    Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([k, x]) => [k, sortKeys(x)]),
-  );
 }
 
 async function exists(path: string): Promise<boolean> {

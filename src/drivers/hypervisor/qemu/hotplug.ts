@@ -1,8 +1,9 @@
 // NIC hot-plug and unplug over QMP: which slots change, and the QMP exchange for each.
 import { isDeepStrictEqual } from 'node:util';
+import type { Runner } from '../../../exec/runner.js';
 import { TimeoutError } from '../../../shared/errors.js';
-import type { NicConfig } from '../../../shared/model.js';
-import { nicDeviceProps, nicSlot } from './cmdline.js';
+import type { NicConfig, VmConfig } from '../../../shared/model.js';
+import { nicDeviceProps, nicSlot, type VmPaths } from './cmdline.js';
 import type { QmpClient } from './qmp.js';
 
 /** What to do with one NIC slot: unplug what is there, then plug `nic` (either may be absent). */
@@ -111,4 +112,71 @@ function waitDeviceDeleted(
       }
     });
   });
+}
+
+/** Whether a VM's command line has the fd monitor and root ports that NIC hot-plug needs. */
+export function hasHotplugSlots(argv: readonly string[], p: VmPaths): boolean {
+  return (
+    argv.some((a) => a.startsWith(`unix:${p.qmpFdSocket},`)) &&
+    argv.some((a) => a.includes(`id=${nicSlot(0).port},`))
+  );
+}
+
+/** Whether `a` and `b` differ in their NICs at most (power state aside), as read back from JSON. */
+export function onlyNicsDiffer(a: VmConfig, b: VmConfig): boolean {
+  const { nics: _a, state: _b, ...x } = a;
+  const { nics: _c, state: _d, ...y } = b;
+  return isDeepStrictEqual(JSON.parse(JSON.stringify(x)), JSON.parse(JSON.stringify(y)));
+}
+
+/** What `applySlotChanges` needs from the driver. */
+export interface SlotChangeContext {
+  qmp: QmpClient;
+  runner: Runner;
+  /** build/vmlink-qmp-fd. */
+  helper: string;
+  /** The VM's fd-passing QMP monitor. */
+  qmpFdSocket: string;
+  /** Network namespace of the VM's taps. */
+  netns?: string;
+  unplugTimeoutMs: number;
+  subject: string;
+  progress?: (msg: string) => void;
+  /** Runs before a NIC is plugged (the test guest learns its static address this way). */
+  beforePlug?: (nic: NicConfig) => Promise<void>;
+}
+
+/**
+ * Unplugs, then plugs, the NICs of `changes` in a running VM. A device already in a slot (left by an attempt that
+ * failed half-way) is unplugged first, so a retry converges.
+ */
+export async function applySlotChanges(changes: readonly SlotChange[], c: SlotChangeContext): Promise<void> {
+  const present = await presentNicDevices(c.qmp);
+  // Unplug first: a slot that changes NIC is emptied before it is filled again.
+  for (const ch of changes) {
+    const dev = nicSlot(ch.slot).device;
+    if (present.has(dev)) c.progress?.(`unplugging NIC ${dev}`);
+    await unplugNic(c.qmp, ch.slot, present.has(dev), c.unplugTimeoutMs, c.subject);
+  }
+  for (const ch of changes) {
+    if (!ch.plug) continue;
+    const s = nicSlot(ch.slot);
+    c.progress?.(`plugging NIC ${s.device} (${ch.plug.tap})`);
+    await c.beforePlug?.(ch.plug);
+    // QEMU runs unprivileged and cannot open the tap: the helper opens it and passes it over QMP (SCM_RIGHTS).
+    await c.runner.run(
+      [
+        c.helper,
+        '--qmp',
+        c.qmpFdSocket,
+        '--tap',
+        ch.plug.tap,
+        '--fdname',
+        s.fdname,
+        netdevAddCommand(ch.slot),
+      ],
+      { ...(c.netns ? { netns: c.netns } : {}), timeoutMs: 30_000 },
+    );
+    await addNicDevice(c.qmp, ch.plug, ch.slot);
+  }
 }
