@@ -214,6 +214,8 @@ describe('LinuxNetworkDriver: vxlan (recorded commands)', () => {
       'fdb del 00:00:00:00:00:00 dev vlx-0f0f0001 dst 192.168.50.9\n' +
         'fdb append 00:00:00:00:00:00 dev vlx-0f0f0001 dst 192.168.50.3\n',
     );
+    // The config it was realised from comes back too: plans name changed fields from it.
+    expect((await d.listNetworks())[0]?.config).toEqual(vxlanNet);
     // The recording runner still reports the old FDB: listNetworks names both problems.
     expect((await d.listNetworks())[0]?.problems).toEqual([
       'FDB entry for remote VTEP 192.168.50.3 missing on vlx-0f0f0001',

@@ -55,7 +55,7 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
             `uplink ${c.uplink} still has ${left.map((a) => `${a.local}/${a.prefixLen}`).join(', ')}`,
           );
       }
-      out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems });
+      out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems, config: c });
       continue;
     }
     if (c.mode === 'vxlan') problems.push(...(await vxlanProblems(host.br, c, links, addrs)));
@@ -79,7 +79,7 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
         `bridge ${c.bridge} has ${onBridge.map((a) => `${a.local}/${a.prefixLen}`).join(', ')}, want no address`,
       );
     }
-    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems });
+    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems, config: c });
   }
   const known = new Set(states.map((s) => s.config.name));
   for (const l of links.values()) {

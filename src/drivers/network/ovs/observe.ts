@@ -30,6 +30,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
       bridge: s.config.bridge,
       configHash: s.configHash,
       problems: [...daemonProblems],
+      config: s.config,
     }));
   const [bridges, ports, links, addrs] = await Promise.all([
     host.ovs.bridges(),
@@ -101,7 +102,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
       if ((await host.dnsmasq.pid(dnsmasqPaths(host.stateDir, c.name))) === undefined)
         problems.push('dnsmasq not running');
     }
-    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems });
+    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems, config: c });
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
