@@ -72,7 +72,7 @@ export function nicChanges(from: readonly NicConfig[], to: readonly NicConfig[])
 
 /**
  * What differs between a VM's realised config and the desired one (its power state aside). NIC changes are
- * `hot-plug`/`hot-unplug`; everything else needs a `restart`. `vmApplyMode` decides what the plan does with them.
+ * `hot-plug`/`hot-unplug`/`re-plug`; everything else needs a `restart` (see `vmChangesAsApplied`).
  */
 export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
   const out: FieldChange[] = [];
