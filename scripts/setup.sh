@@ -47,8 +47,13 @@ if ! id -u vmlink-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmlink-qemu
 fi
 
-if [ ! -x build/vmlink-launch ] || [ native/vmlink-launch.c -nt build/vmlink-launch ]; then
-  step "building the QEMU launcher"
+# The launcher and the NIC hot-plug helper; rebuilt when missing or older than any native source.
+stale=0
+for tool in vmlink-launch vmlink-qmp-fd; do
+  if [ ! -x "build/$tool" ] || [ -n "$(find native -newer "build/$tool" -print -quit)" ]; then stale=1; fi
+done
+if [ "$stale" = 1 ]; then
+  step "building the QEMU launcher and NIC hot-plug helper"
   bash scripts/build-native.sh
 fi
 
