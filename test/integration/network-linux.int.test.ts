@@ -265,6 +265,7 @@ describe('linux network backend in a lab', () => {
       bridge: bridgedNet.bridge,
       configHash: 'lan-1',
       problems: [],
+      config: bridgedNet,
     });
     // Idempotent.
     await d.ensureNetwork(bridgedNet, 'lan-1');

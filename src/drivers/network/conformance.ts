@@ -183,6 +183,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-1',
         problems: [],
+        config: nat,
       });
       const br = await ip.link.get(nat.bridge);
       expect(br?.up).toBe(true);
@@ -199,6 +200,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-1',
         problems: [],
+        config: nat,
       });
     });
 
@@ -222,6 +224,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-2',
         problems: [],
+        config: updated,
       });
       await d.ensureNetwork(nat, 'hash-1');
       expect((await ip.link.get(nat.bridge))?.mtu).toBe(1500);
@@ -308,6 +311,7 @@ export function networkConformance(
         bridge: vx.bridge,
         configHash: 'vx-1',
         problems: [],
+        config: vx,
       });
       expect((await observed(vxGw.name))?.problems).toEqual([]);
       const addrs = async (br: string) =>
@@ -328,6 +332,7 @@ export function networkConformance(
         bridge: vx.bridge,
         configHash: 'vx-2',
         problems: [],
+        config: moved,
       });
       const port = { tap: 'vlt-c0nf0003', bridge: vx.bridge, mtu: 1450 };
       await d.ensurePort(port);
