@@ -209,19 +209,21 @@ export class Agent {
         const name = action.vm.name;
         const vm = await this.vm(name);
         const before = await hypervisor.config(name);
-        for (const nic of action.vm.nics) await this.ensurePort(nic, ctx);
+        // NICs it keeps stay on their taps, hashed names from before readable ones included.
+        const want = keepLegacyTaps(action.vm, before);
+        for (const nic of want.nics) await this.ensurePort(nic, ctx);
         if (vm.state === 'running' && (await hypervisor.canHotplug(name))) {
-          await hypervisor.hotplugNics(action.vm, action.configHash, ctx);
+          await hypervisor.hotplugNics(want, action.configHash, ctx);
         } else {
           // Started by a vmlink without hot-plug slots, or no longer running: the change is applied by a restart.
           const why = vm.state === 'running' ? 'it was started without hot-plug slots' : `it is ${vm.state}`;
           ctx.progress?.(`VM ${name} cannot take NIC hot-plug (${why}); applying the change by a restart`);
           if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
-          await hypervisor.create(action.vm, action.configHash, ctx);
+          await hypervisor.create(want, action.configHash, ctx);
           if (action.vm.state === 'running') await hypervisor.start(name, ctx);
         }
         // Ports of NICs the VM no longer has.
-        const kept = new Set(action.vm.nics.map((n) => n.tap));
+        const kept = new Set(want.nics.map((n) => n.tap));
         for (const nic of before?.nics ?? [])
           if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
         return;

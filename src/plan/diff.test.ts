@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { HostReport, VmPowerState } from '../shared/model.js';
 import { loadSpec } from '../spec/load.js';
+import { legacyTapName } from '../spec/net.js';
 import { validSpecArb } from '../spec/spec.arbitrary.js';
 import { planChanges } from './diff.js';
 import { networkConfigHash, vmConfigHash } from './hash.js';
@@ -288,6 +289,35 @@ vms:
     expect(planChanges(bigger, [running(one.host1)]).steps[1]).toMatchObject({
       changes: ['memoryMiB 256 -> 320 (restart)', 'nics +isonet (restart)'],
     });
+  });
+
+  it('counts a NIC on its hashed tap name from before readable names as the same NIC', () => {
+    const two = resolveSpec(
+      loadSpec(`
+version: 1
+hosts: [{ name: host1 }]
+networks:
+  - { name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }
+  - { name: isonet, host: host1, mode: isolated, cidr: 10.20.0.0/24 }
+vms:
+  - { name: web1, host: host1, nics: [{ network: natnet }, { network: isonet }] }
+`),
+    );
+    const running = structuredClone(two.host1!.vms[0]!);
+    running.nics = running.nics.slice(0, 1).map((n, i) => ({ ...n, tap: legacyTapName('web1', i) }));
+    const obs = report(
+      'host1',
+      two.host1!.networks.map((n) => ({
+        name: n.name,
+        bridge: n.bridge,
+        configHash: networkConfigHash(n),
+        problems: [],
+      })),
+      [{ name: 'web1', state: 'running', configHash: vmConfigHash(running), problems: [], config: running }],
+    );
+    expect(planChanges(two, [obs]).steps).toEqual([
+      expect.objectContaining({ kind: 'vm.hotplug', changes: ['nics +isonet (hot-plug)'] }),
+    ]);
   });
 
   it('names the changed fields of a network when its host reports the config', () => {

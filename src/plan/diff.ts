@@ -2,7 +2,7 @@
 import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
 import { ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
-import { adoptObservedBridges } from './device-names.js';
+import { adoptObservedBridges, canonicalNetworkNames, canonicalVmNames } from './device-names.js';
 import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
@@ -126,7 +126,10 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
           ...mark,
         });
       } else if (o.configHash !== hash) {
-        const changes = o.config ? networkFieldChanges(o.config, net) : [];
+        // Hashed and readable device names of the same object are no change (see device-names.ts).
+        const changes = o.config
+          ? networkFieldChanges(canonicalNetworkNames(o.config), canonicalNetworkNames(net))
+          : [];
         steps.push({
           kind: 'network.update',
           host,
@@ -169,7 +172,7 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
       // are hot-plugged; any other change is applied in place while it is stopped; detached ports are re-attached
       // while it runs; a crashed one is started again.
       const portProblems = o.problems.filter((p) => p.startsWith('port '));
-      const fields = o.config ? vmFieldChanges(o.config, vm) : undefined;
+      const fields = o.config ? vmFieldChanges(canonicalVmNames(o.config), canonicalVmNames(vm)) : undefined;
       const running = o.state === 'running' && vm.state === 'running';
       if (o.configHash !== hash && running && fields && allLive(fields)) {
         steps.push({
