@@ -4,6 +4,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { AgentHealthSchema } from '../src/agent/wire.js';
 import { agentToken } from '../src/controller/agents.js';
 import { Controller } from '../src/controller/controller.js';
 import { SqliteStore } from '../src/controller/store/sqlite.js';
@@ -477,7 +478,7 @@ export async function benchApplyPorts(opts: {
     const rtts: number[] = [];
     for (let k = 0; k < 30; k++) {
       const s = performance.now();
-      await http.get('/v1/health');
+      await http.get('/v1/health', AgentHealthSchema);
       rtts.push(performance.now() - s);
     }
     profile = {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Entry point: loads the TypeScript CLI through tsx so a checkout runs without a build step.
+// Entry point: loads the TypeScript composition root through tsx so a checkout runs without a build step.
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../src/cli/main.ts');
+await import('../src/main.ts');

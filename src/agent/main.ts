@@ -9,6 +9,7 @@ import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
 import { Agent } from './agent.js';
+import { hostPrerequisites } from './doctor.js';
 import { createAgentServer } from './server.js';
 import { linuxUplinkControl } from './uplink.js';
 
@@ -68,7 +69,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     stateDir: opts.stateDir,
   });
   await agent.start();
-  const apps: FastifyInstance[] = [createAgentServer(agent)];
+  const prerequisites = () => hostPrerequisites(runner);
+  const apps: FastifyInstance[] = [await createAgentServer(agent, { prerequisites })];
   await listen(apps[0]!, opts.listen);
   log.info(
     { host: opts.host, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
@@ -80,7 +82,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     // The address may be missing right now (a rollback pending, a bridge being built): keep trying.
     const tryTcp = async (): Promise<void> => {
       if (stopping) return;
-      const app = createAgentServer(agent, { token: token! });
+      const app = await createAgentServer(agent, { token: token!, prerequisites });
       try {
         await listen(app, tcp);
         apps.push(app);

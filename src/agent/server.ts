@@ -1,14 +1,31 @@
-import { timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
-import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { ErrorBodySchema } from '../shared/errors.js';
+import { requireBearerToken } from '../shared/http/auth.js';
 import { createHttpApp } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
-import { AgentActionSchema, GuestExecRequestSchema, ProbeRequestSchema } from './wire.js';
+import {
+  AgentActionSchema,
+  AgentDoctorSchema,
+  AgentHealthSchema,
+  ConfirmStateSchema,
+  ConsoleTailSchema,
+  type DoctorCheck,
+  FlowsSchema,
+  GuestExecRequestSchema,
+  GuestExecResultSchema,
+  GuestInterfacesSchema,
+  HostReportSchema,
+  OkSchema,
+  ProbeRequestSchema,
+  ProbeResultSchema,
+} from './wire.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
 const NetworkParams = VmParams;
@@ -18,46 +35,68 @@ const ConfirmParams = z.object({ id: z.string().uuid() }).strict();
 export interface AgentServerOptions {
   /** When set, every request must carry `Authorization: Bearer <token>` (the TCP listener). */
   token?: string;
+  /** This host's prerequisite checks (`GET /v1/doctor`), run by the process that wires the agent. */
+  prerequisites: () => Promise<DoctorCheck[]>;
 }
 
-/** The agent's HTTP API: parse with strict schemas, then dispatch to the Agent; nothing here touches the host. */
-export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): FastifyInstance {
-  const app = createHttpApp().withTypeProvider<ZodTypeProvider>();
-  if (opts.token) {
-    const expected = Buffer.from(`Bearer ${opts.token}`);
-    app.addHook('onRequest', async (req, reply) => {
-      const got = Buffer.from(req.headers.authorization ?? '');
-      if (got.length !== expected.length || !timingSafeEqual(got, expected))
-        await reply
-          .status(401)
-          .send({ error: { kind: 'invalid', message: 'missing or wrong bearer token for this agent' } });
-    });
-  }
-  addVersionGate(app, 'wire', `agent of ${agent.host}`);
-  app.get('/v1/health', async () => ({
+/** Response schemas of a route: its answer, and vmlink's error body for every failure. */
+const answers = <S>(ok: S) => ({ 200: ok, '4xx': ErrorBodySchema, '5xx': ErrorBodySchema });
+
+/**
+ * The agent's HTTP API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Agent; nothing
+ * here touches the host.
+ */
+export async function createAgentServer(agent: Agent, opts: AgentServerOptions): Promise<FastifyInstance> {
+  const base = createHttpApp();
+  await base.register(swagger, {
+    openapi: { info: { title: 'vmlink agent API', version: VERSION } },
+    transform: jsonSchemaTransform,
+  });
+  const app = base.withTypeProvider<ZodTypeProvider>();
+  if (opts.token) requireBearerToken(base, opts.token, 'this agent');
+  addVersionGate(base, 'wire', `agent of ${agent.host}`);
+  app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
+  app.get('/v1/health', { schema: { response: answers(AgentHealthSchema) } }, async () => ({
     ok: true,
     version: VERSION,
     wire: localVersion('wire'),
     backends: agent.backends,
   }));
-  app.get('/v1/report', async () => agent.report());
-  app.post('/v1/actions', { schema: { body: AgentActionSchema } }, async (req) => {
-    await agent.execute(req.body);
-    return { ok: true };
-  });
-  app.post('/v1/confirm/:id', { schema: { params: ConfirmParams } }, async (req) =>
-    agent.confirm(req.params.id),
+  app.get('/v1/report', { schema: { response: answers(HostReportSchema) } }, async () => agent.report());
+  app.get('/v1/doctor', { schema: { response: answers(AgentDoctorSchema) } }, async () => ({
+    checks: await opts.prerequisites(),
+  }));
+  app.post(
+    '/v1/actions',
+    { schema: { body: AgentActionSchema, response: answers(OkSchema) } },
+    async (req) => {
+      await agent.execute(req.body);
+      return { ok: true as const };
+    },
   );
-  app.get('/v1/confirm/:id', { schema: { params: ConfirmParams } }, async (req) =>
-    agent.confirmState(req.params.id),
+  app.post(
+    '/v1/confirm/:id',
+    { schema: { params: ConfirmParams, response: answers(ConfirmStateSchema) } },
+    async (req) => agent.confirm(req.params.id),
   );
-  app.get('/v1/networks/:name/flows', { schema: { params: NetworkParams } }, async (req) =>
-    agent.flows(req.params.name),
+  app.get(
+    '/v1/confirm/:id',
+    { schema: { params: ConfirmParams, response: answers(ConfirmStateSchema) } },
+    async (req) => agent.confirmState(req.params.id),
   );
-  app.post('/v1/probe', { schema: { body: ProbeRequestSchema } }, async (req) => agent.probe(req.body));
+  app.get(
+    '/v1/networks/:name/flows',
+    { schema: { params: NetworkParams, response: answers(FlowsSchema) } },
+    async (req) => agent.flows(req.params.name),
+  );
+  app.post(
+    '/v1/probe',
+    { schema: { body: ProbeRequestSchema, response: answers(ProbeResultSchema) } },
+    async (req) => agent.probe(req.body),
+  );
   app.post(
     '/v1/vms/:name/exec',
-    { schema: { params: VmParams, body: GuestExecRequestSchema } },
+    { schema: { params: VmParams, body: GuestExecRequestSchema, response: answers(GuestExecResultSchema) } },
     async (req) => {
       await agent.vm(req.params.name);
       return agent.hypervisor.guestExec(req.params.name, req.body.argv, {
@@ -66,10 +105,14 @@ export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): 
       });
     },
   );
-  app.get('/v1/vms/:name/interfaces', { schema: { params: VmParams } }, async (req) => {
-    await agent.vm(req.params.name);
-    return agent.hypervisor.guestInterfaces(req.params.name);
-  });
+  app.get(
+    '/v1/vms/:name/interfaces',
+    { schema: { params: VmParams, response: answers(GuestInterfacesSchema) } },
+    async (req) => {
+      await agent.vm(req.params.name);
+      return agent.hypervisor.guestInterfaces(req.params.name);
+    },
+  );
   app.get(
     '/v1/vms/:name/console',
     {
@@ -78,6 +121,7 @@ export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): 
         querystring: z
           .object({ tail: z.coerce.number().int().min(1).max(1_000_000).default(65_536) })
           .strict(),
+        response: answers(ConsoleTailSchema),
       },
     },
     async (req) => {
@@ -90,5 +134,6 @@ export function createAgentServer(agent: Agent, opts: AgentServerOptions = {}): 
       return { log: text.slice(-req.query.tail) };
     },
   );
-  return app as unknown as FastifyInstance;
+  await base.ready();
+  return base;
 }

@@ -1,13 +1,17 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
-import type {
-  DiskConfig,
-  ForwardConfig,
-  NetworkConfig,
-  NicConfig,
-  UplinkConfig,
-  VmConfig,
+import {
+  type DiskConfig,
+  type ForwardConfig,
+  type HostReport,
+  NetworkBackends,
+  type NetworkConfig,
+  type NicConfig,
+  type UplinkConfig,
+  type VmConfig,
 } from '../shared/model.js';
+import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
+import type { VersionInfo } from '../shared/version.js';
 import { ImageSchema, NAME_PATTERN } from '../spec/schema.js';
 
 const name = z.string().regex(NAME_PATTERN);
@@ -184,17 +188,8 @@ export const ProbeRequestSchema = z
 /** A probe request. */
 export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
 
-/** A probe's outcome: reachable or not, round-trip time, and what was seen. */
-export interface ProbeResult {
-  reachable: boolean;
-  rttMs?: number;
-  detail: string;
-  /**
-   * false when the probe could not run or its outcome proves nothing (agent or guest agent down, tool missing,
-   * address unknown): such a cell is a mismatch whatever was expected, so isolation is never "proven" by a failure.
-   */
-  unmeasured?: boolean;
-}
+/** A probe's outcome (defined in shared/, where exec's parsers produce it). */
+export type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
 
 /** Command to run in a guest. */
 export const GuestExecRequestSchema = z
@@ -206,8 +201,110 @@ export const GuestExecRequestSchema = z
   .strict();
 
 /** State of a commit-confirmed change. */
-export interface ConfirmState {
-  id: string;
-  state: 'pending' | 'confirmed' | 'rolled-back' | 'rollback-failed';
-  detail: string;
-}
+export const ConfirmStateSchema = z.object({
+  id: z.string(),
+  state: z.enum(['pending', 'confirmed', 'rolled-back', 'rollback-failed']),
+  detail: z.string(),
+});
+/** State of a commit-confirmed change. */
+export type ConfirmState = z.infer<typeof ConfirmStateSchema>;
+
+// Responses. Objects are not strict here: a newer agent may add fields, which an older controller drops unread.
+
+/** One side of a version handshake: its software version and the range of a protocol it speaks. */
+export const VersionInfoSchema = z.object({
+  software: z.string(),
+  version: z.number().int(),
+  min: z.number().int(),
+}) satisfies z.ZodType<VersionInfo>;
+
+/** Answer of `GET /v1/health`: liveness, versions (`wire`: the agent's range of this wire protocol), backends. */
+export const AgentHealthSchema = z.object({
+  ok: z.boolean(),
+  version: z.string(),
+  wire: VersionInfoSchema.optional(),
+  backends: z.array(z.enum(NetworkBackends)).optional(),
+});
+
+/** Answer of a request that changes something and has nothing else to say. */
+export const OkSchema = z.object({ ok: z.literal(true) });
+
+const problems = z.array(z.string());
+
+/** Everything an agent reports about its host (`GET /v1/report`). */
+export const HostReportSchema = z.object({
+  host: z.string(),
+  agentVersion: z.string(),
+  capabilities: z.object({
+    accelerator: z.enum(['kvm', 'tcg']),
+    acceleratorReason: z.string(),
+    cpus: z.number().int().min(0),
+    memoryMiB: z.number().min(0),
+    network: z.record(z.string(), z.boolean()),
+    backends: z.array(z.enum(NetworkBackends)),
+  }),
+  networks: z.array(z.object({ name: z.string(), bridge: z.string(), configHash: z.string(), problems })),
+  vms: z.array(
+    z.object({
+      name: z.string(),
+      state: z.enum(['running', 'stopped', 'paused', 'crashed']),
+      pid: z.number().int().optional(),
+      configHash: z.string(),
+      problems,
+      ports: z.array(z.object({ network: z.string(), tap: z.string(), bridge: z.string() })).optional(),
+    }),
+  ),
+  uplink: z
+    .object({
+      device: z.string(),
+      addressDevice: z.string(),
+      mtu: z.number().int(),
+      addresses: z.array(z.string()),
+      gateway: z.string().optional(),
+      configHash: z.string().optional(),
+    })
+    .optional(),
+}) satisfies z.ZodType<HostReport>;
+
+/** A probe's outcome (`POST /v1/probe`). */
+export const ProbeResultSchema = z.object({
+  reachable: z.boolean(),
+  rttMs: z.number().min(0).optional(),
+  detail: z.string(),
+  unmeasured: z.boolean().optional(),
+}) satisfies z.ZodType<ProbeResult>;
+
+/** Output of a command run in a guest (`POST /v1/vms/:name/exec`). */
+export const GuestExecResultSchema = z.object({
+  exitCode: z.number().int(),
+  stdout: z.string(),
+  stderr: z.string(),
+}) satisfies z.ZodType<GuestExecResult>;
+
+/** A guest's NICs (`GET /v1/vms/:name/interfaces`). */
+export const GuestInterfacesSchema = z.array(
+  z.object({
+    name: z.string(),
+    mac: z.string(),
+    addresses: z.array(z.string()),
+  }) satisfies z.ZodType<GuestInterface>,
+);
+
+/** The tail of a VM's serial console log. */
+export const ConsoleTailSchema = z.object({ log: z.string() });
+
+/** A network's OpenFlow rules on one host (`GET /v1/networks/:name/flows`). */
+export const FlowsSchema = z.object({ backend: z.string(), flows: z.string() });
+
+/** One prerequisite check: what, whether it passed, what was seen, and how to fix it. */
+export const DoctorCheckSchema = z.object({
+  name: z.string(),
+  ok: z.boolean(),
+  detail: z.string(),
+  fix: z.string().optional(),
+});
+/** One prerequisite check. */
+export type DoctorCheck = z.infer<typeof DoctorCheckSchema>;
+
+/** The host's prerequisite checks (`GET /v1/doctor`): binaries, QEMU identity, launcher, test guest, tun. */
+export const AgentDoctorSchema = z.object({ checks: z.array(DoctorCheckSchema) });

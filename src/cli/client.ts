@@ -1,14 +1,15 @@
-import type { TaskView } from '../controller/tasks.js';
-import type { TaskAccepted } from '../controller/wire.js';
-import { UnavailableError, VmlinkError } from '../shared/errors.js';
+import type { z } from 'zod';
+import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
+import { BadResponseError, UnavailableError, VmlinkError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 
 /** The CLI's client of the controller API. */
-export function controllerClient(socket: string): HttpClient {
+export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
   const address = /^https?:\/\//.test(socket) ? socket : `unix://${socket}`;
   return new HttpClient(address, {
     name: 'the controller',
     protocol: 'api',
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(process.env.VMLINK_TOKEN ? { token: process.env.VMLINK_TOKEN } : {}),
   });
 }
@@ -23,26 +24,38 @@ export function explainUnavailable(e: unknown, socket: string): unknown {
   return e;
 }
 
-/** Starts a task with POST `path`, prints its progress as it comes, and returns its result; Ctrl-C cancels it. */
-export async function runTask<T>(
+/**
+ * Starts a task with POST `path`, prints its progress as it comes, and returns its result parsed with `schema`;
+ * Ctrl-C cancels it.
+ */
+export async function runTask<S extends z.ZodType>(
   client: HttpClient,
   path: string,
   body: unknown,
+  schema: S,
   print: (line: string) => void,
-): Promise<T> {
-  const { taskId } = await client.post<TaskAccepted>(path, body);
+): Promise<z.output<S>> {
+  const { taskId } = await client.post(path, body, TaskAcceptedSchema);
   let since = 0;
   const onInt = () => {
     print('cancelling (the task stops at its next step)...');
-    void client.delete(`/v1/tasks/${taskId}`).catch(() => {});
+    void client.delete(`/v1/tasks/${taskId}`, TaskViewSchema).catch(() => {});
   };
   process.on('SIGINT', onInt);
   try {
     for (;;) {
-      const t = await client.get<TaskView>(`/v1/tasks/${taskId}?since=${since}`);
+      const t = await client.get(`/v1/tasks/${taskId}?since=${since}`, TaskViewSchema);
       for (const line of t.progress) print(line);
       since = t.progressFrom + t.progress.length;
-      if (t.state === 'succeeded') return t.result as T;
+      if (t.state === 'succeeded') {
+        const r = schema.safeParse(t.result);
+        if (r.success) return r.data;
+        const issue = r.error.issues[0]!;
+        throw new BadResponseError(
+          `the controller's ${path} task returned a result that breaks the contract: ${issue.path.join('.') || '(result)'}: ${issue.message}`,
+          path,
+        );
+      }
       if (t.state !== 'running') {
         const e = t.error ?? { kind: 'internal' as const, message: `task ${t.state}` };
         throw new VmlinkError(e.kind, e.message);

@@ -1,94 +1,111 @@
-import { accessSync, constants, existsSync } from 'node:fs';
-import { DEFAULT_IMAGES_DIR } from '../drivers/hypervisor/qemu/driver.js';
+// `vmlink doctor`: turns what the controller reports (its own checks, each agent's, each host's capabilities) and,
+// where no agent can be asked, this machine's own checks into one list of checks with fixes.
+import type { Command } from 'commander';
 import {
-  DEFAULT_QEMU_USER,
-  defaultLauncherPath,
-  lookupQemuUser,
-} from '../drivers/hypervisor/qemu/launcher.js';
-import type { Runner } from '../exec/runner.js';
+  type DoctorCheck,
+  type DoctorReport,
+  DoctorReportSchema,
+  HealthSchema,
+  type Status,
+  StatusSchema,
+} from '../controller/wire.js';
+import { type Api, emit } from './io.js';
+import { table } from './render.js';
 
-/** One prerequisite check: what, whether it passed, and how to fix it. */
-export interface DoctorCheck {
-  name: string;
-  ok: boolean;
-  detail: string;
-  fix?: string;
+/** What `doctor` gathered: whether a controller answered, its report and status, and this machine's own checks. */
+export interface DoctorInput {
+  running: boolean;
+  report?: DoctorReport;
+  status?: Status;
+  local: DoctorCheck[];
 }
 
-const SETUP =
-  'run `npm run setup` (installs Debian packages, the QEMU user, the launcher and the test guest)';
-
-/** Checks this machine's prerequisites for running an agent or the lab; never changes anything. */
-export async function doctor(runner: Runner): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [];
-  const bin = async (name: string, argv: string[], pkg: string) => {
-    const r = await runner
-      .run(argv, { allowFailure: true, timeoutMs: 10_000 })
-      .catch((e: Error) => ({ code: 127, stdout: '', stderr: e.message }));
+/** One list of checks: this machine's, the controller's, then per host its agent, capabilities and prerequisites. */
+export function renderDoctor(d: DoctorInput): DoctorCheck[] {
+  const checks: DoctorCheck[] = [...d.local];
+  checks.push({
+    name: 'controller',
+    ok: true,
+    detail: d.running ? 'running' : 'not running (start: vmlink daemon --detach)',
+  });
+  checks.push(...(d.report?.controller ?? []));
+  for (const h of d.report?.hosts ?? []) {
+    const st = d.status?.hosts.find((x) => x.name === h.host);
+    const caps = st?.report?.capabilities;
     checks.push({
-      name,
-      ok: r.code === 0,
-      detail: r.code === 0 ? (r.stdout || r.stderr).split('\n')[0]!.trim() : 'not found',
-      ...(r.code === 0 ? {} : { fix: `apt-get install ${pkg} (or ${SETUP})` }),
+      name: `host ${h.host}`,
+      ok: h.reachable,
+      detail: h.reachable
+        ? `agent up${caps ? `; accelerator ${caps.accelerator}: ${caps.acceleratorReason}` : ''}`
+        : (h.error?.split('\n')[0] ?? 'unreachable'),
+      ...(h.reachable ? {} : { fix: 'vmlink lab up -f SPEC restarts lab agents' }),
     });
-  };
-  checks.push({
-    name: 'root',
-    ok: process.getuid?.() === 0,
-    detail: `uid ${process.getuid?.()}`,
-    fix: 'run vmlink as root: it manages namespaces, bridges and nftables',
-  });
-  const nodeMajor = Number(process.versions.node.split('.')[0]);
-  checks.push({
-    name: 'node',
-    ok: nodeMajor >= 20,
-    detail: process.version,
-    fix: 'install Node.js 20 or newer',
-  });
-  await bin('qemu', ['qemu-system-x86_64', '--version'], 'qemu-system-x86');
-  await bin('qemu-img', ['qemu-img', '--version'], 'qemu-utils');
-  await bin('iproute2', ['ip', '-V'], 'iproute2');
-  await bin('nftables', ['nft', '--version'], 'nftables');
-  await bin('dnsmasq', ['dnsmasq', '--version'], 'dnsmasq-base');
-  await bin('busybox', ['/bin/busybox', '--help'], 'busybox-static');
-  await bin('ping', ['ping', '-V'], 'iputils-ping');
-  await bin('genisoimage', ['genisoimage', '--version'], 'genisoimage');
-  await bin('open vswitch', ['ovs-vsctl', '--version'], 'openvswitch-switch');
-  await bin('iperf3', ['iperf3', '--version'], 'iperf3');
-  const user = await lookupQemuUser(runner, DEFAULT_QEMU_USER).then(
-    () => true,
-    () => false,
-  );
-  checks.push({
-    name: 'qemu user',
-    ok: user,
-    detail: user ? `${DEFAULT_QEMU_USER} exists` : `no ${DEFAULT_QEMU_USER} user: QEMU must not run as root`,
-    fix: SETUP,
-  });
-  const launcher = defaultLauncherPath();
-  checks.push({
-    name: 'launcher',
-    ok: existsSync(launcher),
-    detail: existsSync(launcher) ? launcher : `${launcher} missing`,
-    fix: 'run `npm run build:native`',
-  });
-  const guest = `${DEFAULT_IMAGES_DIR}/test-guest/manifest.json`;
-  checks.push({
-    name: 'test guest',
-    ok: existsSync(guest),
-    detail: existsSync(guest) ? 'built' : 'not built',
-    fix: 'run `npx tsx src/guest/main.ts` (or npm run setup)',
-  });
-  let tun = false;
-  try {
-    accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
-    tun = true;
-  } catch {}
-  checks.push({
-    name: '/dev/net/tun',
-    ok: tun,
-    detail: tun ? 'present' : 'missing or not accessible',
-    fix: 'load the tun module: modprobe tun',
-  });
+    if (caps) {
+      const missing = Object.entries(caps.network)
+        .filter(([, v]) => !v)
+        .map(([k]) => k);
+      checks.push({
+        name: `host ${h.host} kernel`,
+        ok: true,
+        detail: missing.length
+          ? `lacks ${missing.join(', ')} (networks needing them are refused)`
+          : 'all network features present',
+      });
+    }
+    // A host's passing prerequisites make one line; each failing one is shown with its fix.
+    const failed = h.checks.filter((c) => !c.ok);
+    if (h.checks.length && !failed.length)
+      checks.push({
+        name: `host ${h.host} prerequisites`,
+        ok: true,
+        detail: `all ${h.checks.length} present`,
+      });
+    for (const c of failed) checks.push({ ...c, name: `host ${h.host} ${c.name}` });
+  }
   return checks;
+}
+
+/** `vmlink doctor`: asks the controller; `localChecks` (this machine) stands in where no agent can be asked. */
+export function addDoctorCommand(
+  program: Command,
+  api: Api,
+  localChecks: () => Promise<DoctorCheck[]>,
+): void {
+  program
+    .command('doctor')
+    .description('check prerequisites on this machine and say how to fix what is missing')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const running = await api()
+        .get('/v1/health', HealthSchema, 3_000)
+        .then(
+          () => true,
+          () => false,
+        );
+      const report = running ? await api().get('/v1/doctor', DoctorReportSchema) : undefined;
+      const status = running
+        ? await api()
+            .get('/v1/status', StatusSchema)
+            .catch(() => undefined)
+        : undefined;
+      // With no agent to ask (no controller, or no spec applied), this machine's own checks are the useful ones.
+      const local = report?.hosts.length ? [] : await localChecks();
+      const checks = renderDoctor({
+        running,
+        local,
+        ...(report ? { report } : {}),
+        ...(status ? { status } : {}),
+      });
+      emit(!!o.json, checks, () =>
+        table(
+          ['check', 'result', 'detail'],
+          checks.map((c) => [
+            c.name,
+            c.ok ? 'ok' : 'FAIL',
+            c.ok ? c.detail : `${c.detail} -> ${c.fix ?? ''}`,
+          ]),
+        ),
+      );
+      if (checks.some((c) => !c.ok)) process.exitCode = 1;
+    });
 }

@@ -1,5 +1,4 @@
-import type { ThroughputResult } from '../agent/throughput.js';
-import type { MatrixCell, VerifyResult } from '../controller/verify.js';
+import type { MatrixCell, ThroughputResult, VerifyResult } from '../controller/wire.js';
 
 /** Renders rows as an aligned text table with a header line. */
 export function table(headers: string[], rows: Array<Array<string | number | undefined>>): string {

@@ -1,7 +1,24 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from '../agent/wire.js';
-import type { GuestExecResult, GuestInterface } from '../drivers/hypervisor/types.js';
+import {
+  type AgentAction,
+  AgentDoctorSchema,
+  AgentHealthSchema,
+  type ConfirmState,
+  ConfirmStateSchema,
+  ConsoleTailSchema,
+  type DoctorCheck,
+  FlowsSchema,
+  type GuestExecResult,
+  GuestExecResultSchema,
+  type GuestInterface,
+  GuestInterfacesSchema,
+  HostReportSchema,
+  OkSchema,
+  type ProbeRequest,
+  type ProbeResult,
+  ProbeResultSchema,
+} from '../agent/wire.js';
 import { InvalidSpecError, UnavailableError, VmlinkError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import type { HostReport } from '../shared/model.js';
@@ -51,56 +68,62 @@ export class AgentClient {
 
   /** Liveness and the handshake: answers when the agent is reachable and speaks a wire version we do. */
   health(timeoutMs = 5_000): Promise<{ ok: boolean; version: string; wire?: VersionInfo }> {
-    return this.http.get('/v1/health', timeoutMs);
+    return this.http.get('/v1/health', AgentHealthSchema, timeoutMs);
   }
 
   /** Observed state and capabilities of the host. */
   report(timeoutMs = 60_000): Promise<HostReport> {
-    return this.http.get<HostReport>('/v1/report', timeoutMs);
+    return this.http.get('/v1/report', HostReportSchema, timeoutMs);
+  }
+
+  /** The host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun). */
+  async doctor(timeoutMs = 60_000): Promise<DoctorCheck[]> {
+    return (await this.http.get('/v1/doctor', AgentDoctorSchema, timeoutMs)).checks;
   }
 
   /** Applies one action on the host. */
   async act(action: AgentAction, timeoutMs = 300_000): Promise<void> {
-    await this.http.post('/v1/actions', action, timeoutMs);
+    await this.http.post('/v1/actions', action, OkSchema, timeoutMs);
   }
 
   /** Keeps a commit-confirmed change (404 when unknown, 409 when it was rolled back). */
   confirm(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
-    return this.http.post<ConfirmState>(`/v1/confirm/${id}`, {}, timeoutMs);
+    return this.http.post(`/v1/confirm/${id}`, {}, ConfirmStateSchema, timeoutMs);
   }
 
   /** State of a commit-confirmed change. */
   confirmState(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
-    return this.http.get<ConfirmState>(`/v1/confirm/${id}`, timeoutMs);
+    return this.http.get(`/v1/confirm/${id}`, ConfirmStateSchema, timeoutMs);
   }
 
   /** Runs a probe from the host or one of its guests. */
   probe(req: ProbeRequest): Promise<ProbeResult> {
-    return this.http.post<ProbeResult>('/v1/probe', req, req.timeoutMs + 20_000);
+    return this.http.post('/v1/probe', req, ProbeResultSchema, req.timeoutMs + 20_000);
   }
 
   /** Runs argv inside a guest. */
   exec(vm: string, argv: string[], timeoutMs: number, input?: string): Promise<GuestExecResult> {
-    return this.http.post<GuestExecResult>(
+    return this.http.post(
       `/v1/vms/${vm}/exec`,
       { argv, timeoutMs, ...(input === undefined ? {} : { input }) },
+      GuestExecResultSchema,
       timeoutMs + 10_000,
     );
   }
 
   /** A guest's NICs and addresses. */
   interfaces(vm: string): Promise<GuestInterface[]> {
-    return this.http.get<GuestInterface[]>(`/v1/vms/${vm}/interfaces`, 30_000);
+    return this.http.get(`/v1/vms/${vm}/interfaces`, GuestInterfacesSchema, 30_000);
   }
 
   /** The tail of a VM's serial console log. */
   console(vm: string, tail: number): Promise<{ log: string }> {
-    return this.http.get<{ log: string }>(`/v1/vms/${vm}/console?tail=${tail}`);
+    return this.http.get(`/v1/vms/${vm}/console?tail=${tail}`, ConsoleTailSchema);
   }
 
   /** The OpenFlow rules of a network on this host. */
   flows(network: string): Promise<{ backend: string; flows: string }> {
-    return this.http.get<{ backend: string; flows: string }>(`/v1/networks/${network}/flows`);
+    return this.http.get(`/v1/networks/${network}/flows`, FlowsSchema);
   }
 }
 

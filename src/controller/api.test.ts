@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
+import { errorStatus } from '../shared/errors.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
 import { SqliteStore } from './store/sqlite.js';
 import { TaskManager } from './tasks.js';
+import { DoctorReportSchema } from './wire.js';
 
 const SPEC = `version: 1
 hosts: [{ name: host1, agent: "unix:///nonexistent/agent.sock" }]
@@ -88,15 +90,61 @@ describe('controller API', () => {
     ).toBe(404);
   });
 
-  it('requires the bearer token on a token-protected listener', async () => {
-    expect((await tcp.inject({ method: 'GET', url: '/v1/health' })).statusCode).toBe(401);
-    expect(
-      (await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer wrong' } }))
-        .statusCode,
-    ).toBe(401);
-    expect(
-      (await tcp.inject({ method: 'GET', url: '/v1/health', headers: { authorization: 'Bearer s3cret' } }))
-        .statusCode,
-    ).toBe(200);
+  it('requires the bearer token on a token-protected listener (401, kind unauthorized)', async () => {
+    const health = (authorization?: string) =>
+      tcp.inject({
+        method: 'GET',
+        url: '/v1/health',
+        ...(authorization ? { headers: { authorization } } : {}),
+      });
+    // Missing, wrong of a different length, wrong of the same length, right token with another scheme.
+    for (const auth of [undefined, 'Bearer wrong', 'Bearer s3creT', 'Basic s3cret']) {
+      const r = await health(auth);
+      expect(r.statusCode, auth).toBe(401);
+      expect(r.json().error.kind, auth).toBe('unauthorized');
+    }
+    expect((await health('Bearer s3cret')).statusCode).toBe(200);
+    expect(errorStatus.unauthorized).toEqual({ http: 401, exit: 9 });
+  });
+
+  it('lists the response schema of each route in its OpenAPI document', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+      paths: Record<string, Record<string, { responses: Record<string, { content?: unknown }> }>>;
+    };
+    const schemaOf = (path: string, method: string, status: string) =>
+      (
+        doc.paths[path]?.[method]?.responses[status]?.content as
+          | { 'application/json': { schema: { properties?: Record<string, unknown>; items?: unknown } } }
+          | undefined
+      )?.['application/json'].schema;
+    expect(Object.keys(schemaOf('/v1/status', 'get', '200')?.properties ?? {})).toEqual(
+      expect.arrayContaining(['spec', 'hosts']),
+    );
+    expect(Object.keys(schemaOf('/v1/apply', 'post', '202')?.properties ?? {})).toEqual(['taskId']);
+    expect(Object.keys(schemaOf('/v1/tasks/{id}', 'get', '200')?.properties ?? {})).toEqual(
+      expect.arrayContaining(['state', 'progress', 'result', 'error']),
+    );
+    expect(Object.keys(schemaOf('/v1/doctor', 'get', '200')?.properties ?? {})).toEqual([
+      'controller',
+      'hosts',
+    ]);
+    expect(schemaOf('/v1/vms', 'get', '200')?.items).toBeDefined();
+    expect(Object.keys(schemaOf('/v1/plan', 'post', '4XX')?.properties ?? {})).toEqual(['error']);
+    // Every route declares its answer.
+    for (const [path, methods] of Object.entries(doc.paths))
+      for (const [method, op] of Object.entries(methods))
+        expect(
+          Object.keys(op.responses).some((k) => k.startsWith('2')),
+          `${method} ${path}`,
+        ).toBe(true);
+  });
+
+  it('answers GET /v1/doctor with its own checks when no spec is applied', async () => {
+    const r = await app.inject({ method: 'GET', url: '/v1/doctor' });
+    expect(r.statusCode).toBe(200);
+    const d = DoctorReportSchema.parse(r.json());
+    expect(d.hosts).toEqual([]);
+    expect(d.controller.map((c) => c.name)).toEqual(['controller node', 'controller root', 'spec']);
+    expect(d.controller.find((c) => c.name === 'spec')?.detail).toMatch(/none applied/);
   });
 });

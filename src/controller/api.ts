@@ -2,24 +2,49 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { ErrorBodySchema } from '../shared/errors.js';
+import { requireBearerToken } from '../shared/http/auth.js';
 import { createHttpApp } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { loadSpec } from '../spec/load.js';
 import { assertIdle, type Controller } from './controller.js';
+import { gatherDoctor } from './doctor.js';
 import type { TaskContext, TaskManager } from './tasks.js';
 import { ThroughputRequestSchema } from './verify.js';
 import {
+  ConsoleTailSchema,
   DestroyBodySchema,
+  DoctorReportSchema,
+  EventsSchema,
+  GuestExecResultSchema,
+  HealthSchema,
+  NetworkListSchema,
+  NetworkViewSchema,
+  OkSchema,
+  PlanResultSchema,
   SpecBodySchema,
+  StatusSchema,
+  TaskAcceptedSchema,
   TaskParamsSchema,
   TaskQuerySchema,
+  TaskViewSchema,
   VmExecBodySchema,
+  VmListSchema,
   VmParamsSchema,
   VmStopBodySchema,
 } from './wire.js';
 
 const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down'] as const;
+
+/** Response schemas of a route: its answer under `status`, and vmlink's error body for every failure. */
+const answers = <S>(ok: S, status: 200 | 202 = 200) => ({
+  [status]: ok,
+  '4xx': ErrorBodySchema,
+  '5xx': ErrorBodySchema,
+});
+/** A task's answer: 202 with its id (the result comes from `GET /v1/tasks/:id`). */
+const accepted = answers(TaskAcceptedSchema, 202);
 
 /** Options of the API server. */
 export interface ApiOptions {
@@ -39,16 +64,7 @@ export async function createControllerApi(
     transform: jsonSchemaTransform,
   });
   const app = base.withTypeProvider<ZodTypeProvider>();
-  if (opts.token) {
-    const expected = `Bearer ${opts.token}`;
-    app.addHook('onRequest', async (req, reply) => {
-      if (req.headers.authorization !== expected) {
-        await reply
-          .status(401)
-          .send({ error: { kind: 'invalid', message: 'missing or wrong bearer token' } });
-      }
-    });
-  }
+  if (opts.token) requireBearerToken(base, opts.token, 'the controller');
   addVersionGate(base, 'api');
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify',
@@ -59,20 +75,40 @@ export async function createControllerApi(
   };
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
-  app.get('/v1/health', { schema: { summary: 'Liveness' } }, async () => ({
-    ok: true,
+  app.get('/v1/health', { schema: { summary: 'Liveness', response: answers(HealthSchema) } }, async () => ({
+    ok: true as const,
     version: VERSION,
     api: localVersion('api'),
   }));
+  app.get(
+    '/v1/doctor',
+    {
+      schema: {
+        summary: "The controller's own checks and each host's prerequisite checks, as its agent reports them",
+        response: answers(DoctorReportSchema),
+      },
+    },
+    async () => gatherDoctor((await controller.currentSpec())?.spec),
+  );
 
   app.post(
     '/v1/plan',
-    { schema: { summary: 'Validate a spec and show what apply would change', body: SpecBodySchema } },
-    async (req) => controller.plan(req.body.spec, req.body.source),
+    {
+      schema: {
+        summary: 'Validate a spec and show what apply would change',
+        body: SpecBodySchema,
+        response: answers(PlanResultSchema),
+      },
+    },
+    async (req) => {
+      const r = await controller.plan(req.body.spec, req.body.source);
+      // Steps are interfaces; the contract checks their common fields and carries the rest as they are.
+      return { ...r, plan: { ...r.plan, steps: r.plan.steps.map((step) => ({ ...step })) } };
+    },
   );
   app.post(
     '/v1/apply',
-    { schema: { summary: 'Apply a spec (task)', body: SpecBodySchema } },
+    { schema: { summary: 'Apply a spec (task)', body: SpecBodySchema, response: accepted } },
     async (req, reply) => {
       // Validate synchronously so a bad spec fails the request itself (422), not a task.
       loadSpec(req.body.spec, req.body.source);
@@ -83,7 +119,13 @@ export async function createControllerApi(
   );
   app.post(
     '/v1/destroy',
-    { schema: { summary: 'Remove the VMs and networks of a spec (task)', body: DestroyBodySchema } },
+    {
+      schema: {
+        summary: 'Remove the VMs and networks of a spec (task)',
+        body: DestroyBodySchema,
+        response: accepted,
+      },
+    },
     async (req, reply) =>
       reply
         .status(202)
@@ -91,7 +133,7 @@ export async function createControllerApi(
   );
   app.post(
     '/v1/verify',
-    { schema: { summary: 'Measure the connectivity matrix (task)' } },
+    { schema: { summary: 'Measure the connectivity matrix (task)', response: accepted } },
     async (_req, reply) => reply.status(202).send(startTask('verify', (ctx) => controller.verify(ctx))),
   );
   app.post(
@@ -100,6 +142,7 @@ export async function createControllerApi(
       schema: {
         summary: 'Measure TCP throughput between two endpoints with iperf3 (task)',
         body: ThroughputRequestSchema,
+        response: accepted,
       },
     },
     async (req, reply) =>
@@ -107,7 +150,13 @@ export async function createControllerApi(
   );
   app.post(
     '/v1/lab/up',
-    { schema: { summary: "Build the spec's lab and start its agents (task)", body: SpecBodySchema } },
+    {
+      schema: {
+        summary: "Build the spec's lab and start its agents (task)",
+        body: SpecBodySchema,
+        response: accepted,
+      },
+    },
     async (req, reply) =>
       reply
         .status(202)
@@ -115,7 +164,13 @@ export async function createControllerApi(
   );
   app.post(
     '/v1/lab/down',
-    { schema: { summary: "Remove the spec's lab and all it holds (task)", body: SpecBodySchema } },
+    {
+      schema: {
+        summary: "Remove the spec's lab and all it holds (task)",
+        body: SpecBodySchema,
+        response: accepted,
+      },
+    },
     async (req, reply) =>
       reply
         .status(202)
@@ -125,29 +180,41 @@ export async function createControllerApi(
   app.get(
     '/v1/tasks/:id',
     {
-      schema: { summary: 'A task with its progress', params: TaskParamsSchema, querystring: TaskQuerySchema },
+      schema: {
+        summary: 'A task with its progress',
+        params: TaskParamsSchema,
+        querystring: TaskQuerySchema,
+        response: answers(TaskViewSchema),
+      },
     },
     async (req) => tasks.get(req.params.id, req.query.since),
   );
   app.delete(
     '/v1/tasks/:id',
-    { schema: { summary: 'Cancel a task', params: TaskParamsSchema } },
+    { schema: { summary: 'Cancel a task', params: TaskParamsSchema, response: answers(TaskViewSchema) } },
     async (req) => tasks.cancel(req.params.id),
   );
 
-  app.get('/v1/status', { schema: { summary: 'Hosts and their reports' } }, async () => controller.status());
+  app.get(
+    '/v1/status',
+    { schema: { summary: 'Hosts and their reports', response: answers(StatusSchema) } },
+    async () => controller.status(),
+  );
   app.get(
     '/v1/events',
     {
       schema: {
         summary: 'Recent events',
         querystring: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(50) }).strict(),
+        response: answers(EventsSchema),
       },
     },
     async (req) => controller.events(req.query.limit),
   );
-  app.get('/v1/networks', { schema: { summary: 'Networks of the applied spec' } }, async () =>
-    controller.networks(),
+  app.get(
+    '/v1/networks',
+    { schema: { summary: 'Networks of the applied spec', response: answers(NetworkListSchema) } },
+    async () => controller.networks(),
   );
   app.get(
     '/v1/networks/:name',
@@ -156,30 +223,49 @@ export async function createControllerApi(
         summary: 'A network, as each member host observes it (flows=true adds its OpenFlow rules)',
         params: VmParamsSchema,
         querystring: z.object({ flows: z.enum(['true', 'false']).default('false') }).strict(),
+        response: answers(NetworkViewSchema),
       },
     },
     async (req) => controller.networkShow(req.params.name, req.query.flows === 'true'),
   );
-  app.get('/v1/vms', { schema: { summary: 'VMs: desired and observed' } }, async () => controller.vms());
+  app.get(
+    '/v1/vms',
+    { schema: { summary: 'VMs: desired and observed', response: answers(VmListSchema) } },
+    async () => controller.vms(),
+  );
   app.post(
     '/v1/vms/:name/start',
-    { schema: { summary: 'Start a VM', params: VmParamsSchema } },
+    { schema: { summary: 'Start a VM', params: VmParamsSchema, response: answers(OkSchema) } },
     async (req) => {
       await controller.vmPower(req.params.name, 'start');
-      return { ok: true };
+      return { ok: true as const };
     },
   );
   app.post(
     '/v1/vms/:name/stop',
-    { schema: { summary: 'Stop a VM', params: VmParamsSchema, body: VmStopBodySchema } },
+    {
+      schema: {
+        summary: 'Stop a VM',
+        params: VmParamsSchema,
+        body: VmStopBodySchema,
+        response: answers(OkSchema),
+      },
+    },
     async (req) => {
       await controller.vmPower(req.params.name, 'stop', req.body.force);
-      return { ok: true };
+      return { ok: true as const };
     },
   );
   app.post(
     '/v1/vms/:name/exec',
-    { schema: { summary: 'Run a command in a guest', params: VmParamsSchema, body: VmExecBodySchema } },
+    {
+      schema: {
+        summary: 'Run a command in a guest',
+        params: VmParamsSchema,
+        body: VmExecBodySchema,
+        response: answers(GuestExecResultSchema),
+      },
+    },
     async (req) => controller.vmExec(req.params.name, req.body.argv, req.body.timeoutMs, req.body.input),
   );
   app.get(
@@ -191,6 +277,7 @@ export async function createControllerApi(
         querystring: z
           .object({ tail: z.coerce.number().int().min(1).max(1_000_000).default(65_536) })
           .strict(),
+        response: answers(ConsoleTailSchema),
       },
     },
     async (req) => controller.vmConsole(req.params.name, req.query.tail),

@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ThroughputResult } from '../agent/throughput.js';
-import type { AgentAction, ConfirmState } from '../agent/wire.js';
-import type { GuestExecResult } from '../drivers/hypervisor/types.js';
+import type { AgentAction, ConfirmState, GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
 import { Lab } from '../lab/lab.js';
 import { planChanges, stepPhase } from '../plan/diff.js';
@@ -21,6 +19,7 @@ import { admitSpec } from '../spec/admission.js';
 import { loadSpec } from '../spec/load.js';
 import type { NetworkSpec, Spec } from '../spec/schema.js';
 import { networkHosts } from '../spec/topology.js';
+import type { ThroughputResult } from '../verify/throughput.js';
 import { type AgentClient, agentAddress, agentFor, gatherReports } from './agents.js';
 import { type HostHealth, hostHealth } from './monitor.js';
 import type { Store } from './store/types.js';

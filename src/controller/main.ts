@@ -1,9 +1,12 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { SystemRunner } from '../exec/runner.js';
+import { pidAlive, readPid, sleep } from '../lab/lab.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
+import { runDir } from '../shared/paths.js';
 import { setAgentToken } from './agents.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
@@ -56,4 +59,42 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** How `vmlink daemon --detach` starts the controller: the CLI's own daemon command, in the background. */
+export interface DetachedDaemon {
+  socket: string;
+  db: string;
+  heartbeatMs: number;
+  listen?: string;
+  tokenFile?: string;
+  agentTokenFile?: string;
+}
+
+const pidFile = () => `${runDir()}/controller.pid`;
+
+/** Starts `vmlink daemon` detached, logging to the run directory, and records its pid; returns both. */
+export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; logFile: string }> {
+  mkdirSync(runDir(), { recursive: true });
+  const bin = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
+  const args = [bin, '--socket', o.socket, 'daemon', '--db', o.db];
+  if (o.listen) args.push('--listen', o.listen);
+  if (o.tokenFile) args.push('--token-file', o.tokenFile);
+  if (o.agentTokenFile) args.push('--agent-token-file', o.agentTokenFile);
+  args.push('--heartbeat-ms', String(o.heartbeatMs));
+  const logFile = `${runDir()}/controller.log`;
+  const pid = await new SystemRunner().spawnDetached([process.execPath, ...args], { logFile });
+  writeFileSync(pidFile(), `${pid}\n`);
+  return { pid, logFile };
+}
+
+/** Stops a controller started with `--detach` (SIGTERM, then SIGKILL after 10 s); VMs and the lab keep running. */
+export async function stopDaemon(): Promise<string> {
+  const pid = readPid(pidFile());
+  if (!pid || !pidAlive(pid)) return 'controller not running';
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && pidAlive(pid); i++) await sleep(100);
+  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(pidFile(), { force: true });
+  return `controller stopped (pid ${pid})`;
 }

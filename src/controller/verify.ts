@@ -1,11 +1,4 @@
 import { z } from 'zod';
-import {
-  guestSide,
-  measureThroughput,
-  runnerSide,
-  type ThroughputResult,
-  type ThroughputSide,
-} from '../agent/throughput.js';
 import type { ProbeResult } from '../agent/wire.js';
 import {
   dfPingArgv,
@@ -19,6 +12,7 @@ import {
 } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { machineNs } from '../lab/names.js';
+import { runnerSide } from '../lab/throughput.js';
 import { resolveSpec } from '../plan/resolve.js';
 import { InvalidRequestError, NotFoundError, TimeoutError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
@@ -36,6 +30,12 @@ import {
   type VmEndpoint,
 } from '../verify/expect.js';
 import { MIN_MTU, searchPathMtu } from '../verify/pmtu.js';
+import {
+  guestSide,
+  measureThroughput,
+  type ThroughputResult,
+  type ThroughputSide,
+} from '../verify/throughput.js';
 import { AgentClient, agentAddress } from './agents.js';
 import type { TaskContext } from './tasks.js';
 

@@ -1,6 +1,9 @@
 // Wire types of the controller's REST API, shared by the server, the CLI and (later) the web UI.
 import { z } from 'zod';
+import { DoctorCheckSchema, HostReportSchema, VersionInfoSchema } from '../agent/wire.js';
+import { ErrorBodySchema } from '../shared/errors.js';
 import { NAME_PATTERN } from '../spec/schema.js';
+import type { ThroughputResult as MeasuredThroughput } from '../verify/throughput.js';
 
 /** A spec sent by a client: the YAML text and where it came from (for messages). */
 export const SpecBodySchema = z
@@ -46,7 +49,208 @@ export const TaskParamsSchema = z.object({ id: z.string().uuid() }).strict();
 /** Query of `GET /v1/tasks/:id`. */
 export const TaskQuerySchema = z.object({ since: z.coerce.number().int().min(0).default(0) }).strict();
 
+// Responses. Objects are not strict: a newer controller may add fields, which an older client drops unread. Deep
+// structures the client only shows (plans, specs) are checked at their top and passed through below it.
+
+const problems = z.array(z.string());
+
+/** Answer of `GET /v1/health`. */
+export const HealthSchema = z.object({
+  ok: z.literal(true),
+  version: z.string(),
+  api: VersionInfoSchema.optional().describe("the controller's range of this API's versions"),
+});
+
 /** `202 Accepted` answer of a long operation. */
-export interface TaskAccepted {
-  taskId: string;
-}
+export const TaskAcceptedSchema = z.object({ taskId: z.string() });
+/** `202 Accepted` answer of a long operation. */
+export type TaskAccepted = z.infer<typeof TaskAcceptedSchema>;
+
+/** A long operation's state (`GET /v1/tasks/:id`); `result` is the operation's own answer, checked by the caller. */
+export const TaskViewSchema = z.object({
+  id: z.string(),
+  kind: z.string(),
+  state: z.enum(['running', 'succeeded', 'failed', 'cancelled']),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+  progress: z.array(z.string()),
+  progressFrom: z.number().int().min(0),
+  result: z.unknown().optional(),
+  error: ErrorBodySchema.shape.error.optional(),
+});
+/** A long operation's state. */
+export type TaskView = z.infer<typeof TaskViewSchema>;
+
+/** A computed plan: its steps (checked at their top), the objects left alone, its text and counts. */
+export const PlanResultSchema = z.object({
+  plan: z.object({
+    steps: z.array(z.looseObject({ kind: z.string(), host: z.string(), reason: z.string() })),
+    unchanged: z.array(z.string()),
+  }),
+  text: z.string(),
+  summary: z.object({
+    create: z.number().int(),
+    update: z.number().int(),
+    delete: z.number().int(),
+    start: z.number().int(),
+    stop: z.number().int(),
+  }),
+});
+/** A computed plan. */
+export type PlanResult = z.infer<typeof PlanResultSchema>;
+
+/** Result of an apply or destroy task: the plan and how many of its steps were applied. */
+export const ApplyResultSchema = PlanResultSchema.extend({ applied: z.number().int().min(0) });
+/** Result of an apply or destroy task. */
+export type ApplyResult = z.infer<typeof ApplyResultSchema>;
+
+/** Answer of `GET /v1/status`: the applied spec and each of its hosts. */
+export const StatusSchema = z.object({
+  spec: z.object({ source: z.string(), appliedAt: z.string() }).optional(),
+  hosts: z.array(
+    z.object({
+      name: z.string(),
+      address: z.string(),
+      reachable: z.boolean(),
+      state: z.enum(['unknown', 'up', 'unreachable']),
+      lastSeen: z.string().optional(),
+      missed: z.number().int().optional(),
+      error: z.string().optional(),
+      report: HostReportSchema.optional(),
+    }),
+  ),
+});
+/** Answer of `GET /v1/status`. */
+export type Status = z.infer<typeof StatusSchema>;
+
+/** Answer of `GET /v1/events`. */
+export const EventsSchema = z.array(
+  z.object({ id: z.number().int(), time: z.string(), kind: z.string(), message: z.string() }),
+);
+
+/** Answer of `GET /v1/networks`. */
+export const NetworkListSchema = z.array(
+  z.object({ name: z.string(), mode: z.string(), backend: z.string(), hosts: z.array(z.string()) }),
+);
+
+/** Answer of `GET /v1/networks/:name`: the network's spec and what each member host observes. */
+export const NetworkViewSchema = z.object({
+  name: z.string(),
+  spec: z.looseObject({ name: z.string(), mode: z.string(), backend: z.string() }),
+  hosts: z.array(
+    z.object({
+      host: z.string(),
+      observed: z
+        .object({ name: z.string(), bridge: z.string(), configHash: z.string(), problems })
+        .optional(),
+      ports: z.array(z.object({ vm: z.string(), tap: z.string() })).optional(),
+      flows: z.string().optional(),
+      error: z.string().optional(),
+    }),
+  ),
+});
+/** Answer of `GET /v1/networks/:name`. */
+export type NetworkView = z.infer<typeof NetworkViewSchema>;
+
+/** Answer of `GET /v1/vms`: each VM desired (spec) and observed (agent) side by side. */
+export const VmListSchema = z.array(
+  z.object({
+    name: z.string(),
+    host: z.string(),
+    desired: z.enum(['running', 'stopped', 'absent']),
+    state: z.enum(['running', 'stopped', 'paused', 'crashed', 'absent', 'unknown']),
+    cpus: z.number().int().optional(),
+    memoryMiB: z.number().int().optional(),
+    networks: z.array(z.string()),
+    problems,
+  }),
+);
+/** One VM as `vm list` shows it. */
+export type VmView = z.infer<typeof VmListSchema>[number];
+
+/** Answer of a request that changes something and has nothing else to say. */
+/** The tail of a VM's serial console log. */
+export { ConsoleTailSchema, GuestExecResultSchema, OkSchema } from '../agent/wire.js';
+
+const expectation = z.union([z.boolean(), z.literal('any')]);
+
+/** Result of a verify task: the measured matrix, path-MTU checks, routers left out, and the verdict. */
+export const VerifyResultSchema = z.object({
+  endpoints: z.array(
+    z.object({
+      id: z.string(),
+      kind: z.enum(['host', 'peer', 'upstream', 'vm']),
+      address: z.string().optional(),
+      host: z.string().optional(),
+      network: z.string().optional(),
+      nic: z.string().optional(),
+    }),
+  ),
+  cells: z.array(
+    z.object({
+      from: z.string(),
+      to: z.string(),
+      kind: z.enum(['ping', 'forward']),
+      expected: expectation,
+      observed: z.boolean(),
+      rttMs: z.number().optional(),
+      detail: z.string(),
+      unmeasured: z.boolean().optional(),
+      ok: z.boolean(),
+    }),
+  ),
+  pmtu: z.array(
+    z.object({
+      network: z.string(),
+      from: z.string(),
+      to: z.string(),
+      expectedMtu: z.number().int(),
+      measuredMtu: z.number().int().optional(),
+      ok: z.boolean(),
+      detail: z.string(),
+    }),
+  ),
+  routers: z.array(z.object({ vm: z.string(), host: z.string(), networks: z.array(z.string()) })),
+  ok: z.boolean(),
+  mismatches: z.number().int().min(0),
+  measuredAt: z.string(),
+  durationMs: z.number().min(0),
+});
+/** Result of a verify task. */
+export type VerifyResult = z.infer<typeof VerifyResultSchema>;
+/** One measured cell of the matrix. */
+export type MatrixCell = VerifyResult['cells'][number];
+
+/** Result of a throughput task: `from` sent to `to` for `durationS` seconds at `mbps`. */
+export const ThroughputResultSchema = z.object({
+  from: z.string(),
+  to: z.string(),
+  mbps: z.number().min(0),
+  retransmits: z.number().int().optional(),
+  durationS: z.number().min(0),
+}) satisfies z.ZodType<MeasuredThroughput>;
+/** Result of a throughput task. */
+export type ThroughputResult = z.infer<typeof ThroughputResultSchema>;
+
+/** Result of a `lab up` task. */
+export const LabUpResultSchema = z.object({ namespaces: z.array(z.string()) });
+/** Result of a `lab down` task. */
+export const LabDownResultSchema = z.object({ removed: z.array(z.string()) });
+
+/** One prerequisite check (the agents' and the controller's own). */
+export { type DoctorCheck, DoctorCheckSchema } from '../agent/wire.js';
+
+/** Answer of `GET /v1/doctor`: the controller's own checks and each spec host's, as its agent reports them. */
+export const DoctorReportSchema = z.object({
+  controller: z.array(DoctorCheckSchema),
+  hosts: z.array(
+    z.object({
+      host: z.string(),
+      reachable: z.boolean(),
+      error: z.string().optional(),
+      checks: z.array(DoctorCheckSchema),
+    }),
+  ),
+});
+/** Answer of `GET /v1/doctor`. */
+export type DoctorReport = z.infer<typeof DoctorReportSchema>;

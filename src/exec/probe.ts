@@ -1,5 +1,5 @@
 // Reachability probes as argv arrays, the same for namespaces (iputils ping, busybox wget) and guests (busybox).
-import type { ProbeResult } from '../agent/wire.js';
+import type { ProbeResult } from '../shared/results.js';
 
 /** Where the host-side busybox lives (package busybox-static). */
 export const HOST_BUSYBOX = '/bin/busybox';

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { OpContext } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, TimeoutError, UnavailableError } from '../shared/errors.js';
-import { HttpClient } from '../shared/http/client.js';
+import { AnyAnswerSchema, HttpClient } from '../shared/http/client.js';
+import type { OpContext } from '../shared/op.js';
 import {
   AGENT_TCP_PORT,
   labAgentOwnSocket,
@@ -475,7 +475,10 @@ async function killAll(pids: number[]): Promise<void> {
 async function agentAnswers(socket: string, timeoutMs: number, token?: string): Promise<boolean> {
   if (!existsSync(socket)) return false;
   try {
-    await new HttpClient(`unix://${socket}`, { timeoutMs, ...(token ? { token } : {}) }).get('/v1/health');
+    await new HttpClient(`unix://${socket}`, { timeoutMs, ...(token ? { token } : {}) }).get(
+      '/v1/health',
+      AnyAnswerSchema,
+    );
     return true;
   } catch {
     return false;

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /** One problem found in a spec: where it is (dotted path such as `vms[1].nics[0].ip`) and what is wrong. */
 export interface SpecIssue {
   path: string;
@@ -14,6 +16,8 @@ export const ErrorKinds = [
   'exec',
   'timeout',
   'unavailable',
+  'unauthorized',
+  'bad-response',
   'internal',
 ] as const;
 /** One of `ErrorKinds`. */
@@ -96,6 +100,20 @@ export class TimeoutError extends VmlinkError {
   }
 }
 
+/** A request carried no bearer token or a wrong one (a TCP listener of the controller or an agent). */
+export class UnauthorizedError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('unauthorized', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** A peer answered with something that breaks its contract (wrong shape, too large): never trusted, never used. */
+export class BadResponseError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('bad-response', message, subject === undefined ? {} : { subject });
+  }
+}
+
 /** HTTP status and CLI exit code of each error kind: the one place this mapping lives. */
 export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   invalid: { http: 422, exit: 2 },
@@ -106,13 +124,22 @@ export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   exec: { http: 500, exit: 6 },
   timeout: { http: 504, exit: 7 },
   unavailable: { http: 503, exit: 8 },
+  unauthorized: { http: 401, exit: 9 },
+  'bad-response': { http: 502, exit: 10 },
   internal: { http: 500, exit: 1 },
 };
 
-/** JSON body of an error response, shared by server and clients. */
-export interface ErrorBody {
-  error: { kind: ErrorKind; message: string; subject?: string; issues?: SpecIssue[] };
-}
+/** JSON body of an error response, shared by server and clients (and listed in the OpenAPI documents). */
+export const ErrorBodySchema = z.object({
+  error: z.object({
+    kind: z.enum(ErrorKinds),
+    message: z.string(),
+    subject: z.string().optional(),
+    issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  }),
+});
+/** JSON body of an error response. */
+export type ErrorBody = z.infer<typeof ErrorBodySchema>;
 
 /** Serialises any thrown value into an `ErrorBody`. */
 export function toErrorBody(err: unknown): ErrorBody {

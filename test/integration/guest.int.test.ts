@@ -4,11 +4,12 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestSide, measureThroughput, runnerSide } from '../../src/agent/throughput.js';
 import { dfPingArgv, parsePing } from '../../src/exec/probe.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ensureTestGuest, type TestGuest } from '../../src/guest/build.js';
+import { runnerSide } from '../../src/lab/throughput.js';
 import { searchPathMtu } from '../../src/verify/pmtu.js';
+import { guestSide, measureThroughput } from '../../src/verify/throughput.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 // Boots the test guest under TCG in a namespace of its own and checks every service it promises:

@@ -139,10 +139,9 @@ it('removes what ran on a host that leaves the spec', async () => {
   expect(b.code, b.stderr).toBe(0);
   const agent2 = join(env.VMLINK_RUN_DIR, 'lab', LAB, 'host2.sock');
   const { HttpClient } = await import('../../src/shared/http/client.js');
+  const { HostReportSchema } = await import('../../src/agent/wire.js');
   const token = readFileSync(join(env.VMLINK_RUN_DIR, 'lab', LAB, 'agent.token'), 'utf8').trim();
-  const report = await new HttpClient(`unix://${agent2}`, { token }).get<{ networks: unknown[] }>(
-    '/v1/report',
-  );
+  const report = await new HttpClient(`unix://${agent2}`, { token }).get('/v1/report', HostReportSchema);
   expect(report.networks).toEqual([]);
   const st = await cliJson<Status>(['status'], env);
   expect(st.hosts.map((h) => h.name)).toEqual(['host1']);

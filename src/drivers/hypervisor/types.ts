@@ -1,20 +1,9 @@
 import type { HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
-import type { OpContext } from '../network/types.js';
+import type { OpContext } from '../../shared/op.js';
+import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
 
-/** Output of a command run inside a guest through its guest agent. */
-export interface GuestExecResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** A guest NIC as the guest agent reports it. */
-export interface GuestInterface {
-  name: string;
-  mac: string;
-  /** Addresses with prefix, e.g. 10.0.0.5/24. */
-  addresses: string[];
-}
+/** Guest results, defined in shared/ (the agent's wire contract carries them); re-exported for drivers. */
+export type { GuestExecResult, GuestInterface } from '../../shared/results.js';
 
 /** A hypervisor backend on one host (QEMU). */
 export interface HypervisorDriver {

@@ -5,12 +5,10 @@ import type {
   ObservedUplink,
   UplinkConfig,
 } from '../../shared/model.js';
+import type { OpContext } from '../../shared/op.js';
 
-/** Operation context of mutating driver calls. */
-export interface OpContext {
-  signal?: AbortSignal;
-  progress?: (message: string) => void;
-}
+/** Operation context of mutating driver calls (lives in shared/; re-exported for the drivers' imports). */
+export type { OpContext } from '../../shared/op.js';
 
 /** A VM port: a persistent tap the hypervisor attaches to. */
 export interface PortConfig {

@@ -1,5 +1,13 @@
 import { request } from 'node:http';
-import { type ErrorBody, fromErrorBody, TimeoutError, UnavailableError } from '../errors.js';
+import { z } from 'zod';
+import {
+  BadResponseError,
+  type ErrorBody,
+  fromErrorBody,
+  TimeoutError,
+  UnauthorizedError,
+  UnavailableError,
+} from '../errors.js';
 import {
   checkServerVersion,
   formatVersionHeader,
@@ -8,36 +16,86 @@ import {
   VERSION_HEADER,
 } from '../version.js';
 
-/** A JSON-over-HTTP client for a unix socket (`unix:///path`) or TCP (`http://host:port`) endpoint. */
+/** Largest response body a client reads by default: peers are untrusted, so a longer answer is refused. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * For callers that only need to know a peer answered at all (liveness probes): any JSON body within the size bound,
+ * used for nothing. Every caller that reads an answer names that answer's own schema instead.
+ */
+export const AnyAnswerSchema = z.unknown();
+
+// Error bodies are read leniently (a newer peer may name a kind this side does not know; fromErrorBody maps it).
+const PeerErrorBodySchema = z.object({
+  error: z.object({
+    kind: z.string(),
+    message: z.string(),
+    subject: z.string().optional(),
+    issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  }),
+});
+
+/** Options of an `HttpClient`. */
+export interface HttpClientOptions {
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Default time limit of a call (120 s). */
+  timeoutMs?: number;
+  /** Who the peer is, for messages ("the controller", "agent of host1"). */
+  name?: string;
+  /** Largest response body accepted (default `DEFAULT_MAX_RESPONSE_BYTES`). */
+  maxResponseBytes?: number;
+  /** Send this build's version of the protocol on every request and check the server's (see version.ts). */
+  protocol?: Protocol;
+}
+
+/** `vms[0].name` for a zod issue path. */
+function fieldPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  return out || '(body)';
+}
+
+/**
+ * A JSON-over-HTTP client for a unix socket (`unix:///path`) or TCP (`http://host:port`) endpoint. Every call names
+ * the schema of the answer it expects: the body is parsed with it, so a peer's answer is never trusted unchecked.
+ */
 export class HttpClient {
   constructor(
     readonly address: string,
-    /** `protocol`: send this build's version of it on every request and check the server's (see version.ts). */
-    private readonly opts: { token?: string; timeoutMs?: number; name?: string; protocol?: Protocol } = {},
+    private readonly opts: HttpClientOptions = {},
   ) {}
 
-  /** GET `path`, returning the decoded JSON body; errors are rebuilt as typed VmlinkErrors. */
-  get<T>(path: string, timeoutMs?: number): Promise<T> {
-    return this.call<T>('GET', path, undefined, timeoutMs);
+  /** GET `path`, returning the body parsed with `schema`; errors are rebuilt as typed VmlinkErrors. */
+  get<S extends z.ZodType>(path: string, schema: S, timeoutMs?: number): Promise<z.output<S>> {
+    return this.call('GET', path, undefined, schema, timeoutMs);
   }
 
-  /** POST `body` as JSON to `path`. */
-  post<T>(path: string, body: unknown = {}, timeoutMs?: number): Promise<T> {
-    return this.call<T>('POST', path, body, timeoutMs);
+  /** POST `body` as JSON to `path`, returning the answer parsed with `schema`. */
+  post<S extends z.ZodType>(
+    path: string,
+    body: unknown,
+    schema: S,
+    timeoutMs?: number,
+  ): Promise<z.output<S>> {
+    return this.call('POST', path, body, schema, timeoutMs);
   }
 
-  /** DELETE `path`. */
-  delete<T>(path: string, timeoutMs?: number): Promise<T> {
-    return this.call<T>('DELETE', path, undefined, timeoutMs);
+  /** DELETE `path`, returning the answer parsed with `schema`. */
+  delete<S extends z.ZodType>(path: string, schema: S, timeoutMs?: number): Promise<z.output<S>> {
+    return this.call('DELETE', path, undefined, schema, timeoutMs);
   }
 
-  private call<T>(
+  private call<S extends z.ZodType>(
     method: string,
     path: string,
     body: unknown,
+    schema: S,
     timeoutMs = this.opts.timeoutMs ?? 120_000,
-  ): Promise<T> {
+  ): Promise<z.output<S>> {
     const who = this.opts.name ?? this.address;
+    const route = `${method} ${path.split('?')[0]}`;
+    const maxBytes = this.opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const target = this.address.startsWith('unix://')
       ? { socketPath: this.address.slice('unix://'.length), path }
@@ -45,7 +103,7 @@ export class HttpClient {
           const u = new URL(this.address);
           return { host: u.hostname, port: Number(u.port), path };
         })();
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<z.output<S>>((resolve, reject) => {
       const req = request(
         {
           ...target,
@@ -64,44 +122,77 @@ export class HttpClient {
           },
         },
         (res) => {
-          let data = '';
-          res.setEncoding('utf8');
-          res.on('data', (d: string) => {
-            data += d;
+          const status = res.statusCode ?? 500;
+          const declared = Number(res.headers['content-length']);
+          const tooLarge = () =>
+            new BadResponseError(`${who} answered ${route} with more than ${maxBytes} bytes; refused`, route);
+          if (declared > maxBytes) {
+            res.destroy();
+            reject(tooLarge());
+            return;
+          }
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (d: Buffer) => {
+            size += d.length;
+            if (size > maxBytes) {
+              // Stop reading at once: an unbounded answer must not fill this process's memory.
+              res.destroy();
+              reject(tooLarge());
+              return;
+            }
+            chunks.push(d);
           });
+          res.on('error', (e) =>
+            reject(new UnavailableError(`${who} broke off ${route}: ${e.message}`, who, e)),
+          );
           res.on('end', () => {
+            const data = Buffer.concat(chunks).toString('utf8');
             let parsed: unknown;
             try {
               parsed = data ? JSON.parse(data) : undefined;
             } catch {
               reject(
-                new UnavailableError(
-                  `${who} answered ${res.statusCode} with a non-JSON body: ${data.slice(0, 200)}`,
+                new BadResponseError(
+                  `${who} answered ${route} (${status}) with a non-JSON body: ${data.slice(0, 200)}`,
+                  route,
                 ),
               );
               return;
             }
-            if ((res.statusCode ?? 500) >= 400) {
-              const b = parsed as Partial<ErrorBody> | undefined;
-              reject(
-                b?.error
-                  ? fromErrorBody(b as ErrorBody)
-                  : new UnavailableError(`${who} answered ${res.statusCode}`),
-              );
-            } else {
-              const p = this.opts.protocol;
-              const mismatch = p && checkServerVersion(p, res.headers[VERSION_HEADER[p]], who);
-              if (mismatch) reject(mismatch);
-              else resolve(parsed as T);
+            if (status >= 400) {
+              const b = PeerErrorBodySchema.safeParse(parsed);
+              if (b.success) reject(fromErrorBody(b.data as ErrorBody));
+              else if (status === 401)
+                reject(new UnauthorizedError(`${who} refused ${route}: not authorized`));
+              else reject(new UnavailableError(`${who} answered ${route} with ${status}`, who));
+              return;
             }
+            // A peer of another protocol version is named as such before its answer is judged by our schema.
+            const p = this.opts.protocol;
+            const mismatch = p && checkServerVersion(p, res.headers[VERSION_HEADER[p]], who);
+            if (mismatch) {
+              reject(mismatch);
+              return;
+            }
+            const r = schema.safeParse(parsed);
+            if (r.success) {
+              resolve(r.data);
+              return;
+            }
+            const issue = r.error.issues[0]!;
+            reject(
+              new BadResponseError(
+                `${who} answered ${route} with a body that breaks the contract: ${fieldPath(issue.path)}: ${issue.message}`,
+                `${route} ${fieldPath(issue.path)}`,
+              ),
+            );
           });
         },
       );
       req.setTimeout(timeoutMs, () => {
         req.destroy(
-          new TimeoutError(
-            `${who} did not answer ${method} ${path} within ${Math.round(timeoutMs / 1000)} s`,
-          ),
+          new TimeoutError(`${who} did not answer ${route} within ${Math.round(timeoutMs / 1000)} s`),
         );
       });
       req.on('error', (e) => {

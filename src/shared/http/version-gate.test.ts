@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { formatVersionHeader, localVersion, PROTOCOLS } from '../version.js';
 import { HttpClient } from './client.js';
 import { createHttpApp, listen } from './server.js';
@@ -12,6 +13,7 @@ const dir = mkdtempSync(join(tmpdir(), 'vmlink-gate-'));
 const gated = createHttpApp();
 const future = createHttpApp();
 const newer = PROTOCOLS.wire.version + 1;
+const Health = z.object({ ok: z.boolean() });
 
 /** A raw GET with `headers`: status, the server's wire header and the body. */
 function rawGet(socketPath: string, headers: Record<string, string>) {
@@ -50,7 +52,7 @@ describe('the version handshake over HTTP', () => {
       protocol: 'wire',
       name: 'agent of host1',
     });
-    expect(await c.get('/v1/health')).toEqual({ ok: true });
+    expect(await c.get('/v1/health', Health)).toEqual({ ok: true });
     const r = await rawGet(join(dir, 'gated.sock'), {});
     expect(r).toMatchObject({ status: 200, wire: formatVersionHeader(localVersion('wire')) });
   });
@@ -71,11 +73,11 @@ describe('the version handshake over HTTP', () => {
       protocol: 'wire',
       name: 'agent of host2',
     });
-    await expect(c.get('/v1/health')).rejects.toThrow(
+    await expect(c.get('/v1/health', Health)).rejects.toThrow(
       /the agent of host2 runs vmlink 9\.9\.9 .*; upgrade the controller to a vmlink that speaks agent wire/,
     );
     // A client that does not take part in the handshake does not check.
-    expect(await new HttpClient(`unix://${join(dir, 'future.sock')}`).get('/v1/health')).toEqual({
+    expect(await new HttpClient(`unix://${join(dir, 'future.sock')}`).get('/v1/health', Health)).toEqual({
       ok: true,
     });
   });

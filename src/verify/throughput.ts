@@ -1,11 +1,7 @@
 // Throughput between two endpoints with iperf3: a one-off server on one side, a JSON client run on the other.
-// A side is a guest (through qemu-guest-agent exec) or a machine reached through the runner (this host, or a lab
-// namespace); the measurement itself only needs "run argv there" and "start a server there".
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { Runner } from '../exec/runner.js';
+// The measurement runs no command itself: it only asks each side to "run argv there" and "start a server there".
+// A guest side runs through its host's agent (qemu-guest-agent exec); a lab machine's side (src/lab/throughput.ts)
+// runs in the lab namespace the controller built, as verify's lab probes do.
 import { VmlinkError } from '../shared/errors.js';
 
 /** iperf3's default port. */
@@ -158,34 +154,6 @@ export function guestSide(id: string, address: string, exec: GuestExec): Through
         // A one-off server has usually exited (and removed its pidfile) by now.
         const pid = (await run(['cat', pidfile], 10_000).catch(() => undefined))?.stdout.trim();
         if (pid && /^\d+$/.test(pid)) await run(['kill', pid], 10_000).catch(() => undefined);
-      };
-    },
-  };
-}
-
-/**
- * A machine reached through the runner as a throughput side: this host (`netns` undefined, as the agent uses it)
- * or a lab namespace (the controller's view of lab hosts, peers and the upstream).
- */
-export function runnerSide(id: string, address: string, runner: Runner, netns?: string): ThroughputSide {
-  const ns = netns === undefined ? {} : { netns };
-  return {
-    id,
-    address,
-    async run(argv, timeoutMs) {
-      const r = await runner.run(argv, { ...ns, allowFailure: true, timeoutMs });
-      return { code: r.code, stdout: r.stdout, stderr: r.stderr };
-    },
-    async startServer(port) {
-      const pidfile = join(tmpdir(), `vmlink-iperf3-${port}-${randomBytes(4).toString('hex')}.pid`);
-      await runner.spawnDetached(iperfServerArgv(port, pidfile, false), ns);
-      let stopped = false;
-      return async () => {
-        if (stopped) return;
-        stopped = true;
-        // -F: only the pid iperf3 wrote; -x iperf3: and only if that pid is still an iperf3.
-        await runner.run(['pkill', '-F', pidfile, '-x', 'iperf3'], { allowFailure: true, timeoutMs: 10_000 });
-        await rm(pidfile, { force: true });
       };
     },
   };

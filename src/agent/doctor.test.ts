@@ -1,0 +1,32 @@
+import { expect, it } from 'vitest';
+import { RecordingRunner } from '../exec/runner.js';
+import { hostPrerequisites } from './doctor.js';
+
+it('names each missing binary with the Debian package that provides it, and reports versions found', async () => {
+  const runner = new RecordingRunner()
+    .on(['qemu-system-x86_64', '--version'], { stdout: 'QEMU emulator version 7.2.22\nCopyright' })
+    .on(['iperf3', '--version'], { code: 127, stderr: 'iperf3: not found' })
+    .on(['ovs-vsctl', '--version'], { code: 127 });
+  const checks = await hostPrerequisites(runner);
+  const by = (name: string) => checks.find((c) => c.name === name);
+  expect(by('qemu')).toMatchObject({ ok: true, detail: 'QEMU emulator version 7.2.22' });
+  expect(by('iperf3')).toMatchObject({ ok: false, detail: 'not found' });
+  expect(by('iperf3')?.fix).toMatch(/^apt-get install iperf3 /);
+  expect(by('open vswitch')?.fix).toMatch(/^apt-get install openvswitch-switch /);
+  // Only read-only queries run: doctor changes nothing.
+  expect(runner.lines()).toMatchInlineSnapshot(`
+    [
+      "qemu-system-x86_64 --version",
+      "qemu-img --version",
+      "ip -V",
+      "nft --version",
+      "dnsmasq --version",
+      "/bin/busybox --help",
+      "ping -V",
+      "genisoimage --version",
+      "ovs-vsctl --version",
+      "iperf3 --version",
+      "getent passwd vmlink-qemu",
+    ]
+  `);
+});

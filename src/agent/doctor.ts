@@ -1,0 +1,90 @@
+import { accessSync, constants, existsSync } from 'node:fs';
+import { DEFAULT_IMAGES_DIR } from '../drivers/hypervisor/qemu/driver.js';
+import {
+  DEFAULT_QEMU_USER,
+  defaultLauncherPath,
+  lookupQemuUser,
+} from '../drivers/hypervisor/qemu/launcher.js';
+import type { Runner } from '../exec/runner.js';
+import type { DoctorCheck } from './wire.js';
+
+const SETUP =
+  'run `npm run setup` (installs Debian packages, the QEMU user, the launcher and the test guest)';
+
+// The agent reports these (`GET /v1/doctor`, gathered by the controller's own route); the composition root also
+// runs them for `vmlink doctor` on a machine with no controller yet, where there is nobody to ask.
+
+/** Checks this host's prerequisites for running an agent or the lab, with the drivers' own paths and names; never changes anything. */
+export async function hostPrerequisites(runner: Runner): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const bin = async (name: string, argv: string[], pkg: string) => {
+    const r = await runner
+      .run(argv, { allowFailure: true, timeoutMs: 10_000 })
+      .catch((e: Error) => ({ code: 127, stdout: '', stderr: e.message }));
+    checks.push({
+      name,
+      ok: r.code === 0,
+      detail: r.code === 0 ? (r.stdout || r.stderr).split('\n')[0]!.trim() : 'not found',
+      ...(r.code === 0 ? {} : { fix: `apt-get install ${pkg} (or ${SETUP})` }),
+    });
+  };
+  checks.push({
+    name: 'root',
+    ok: process.getuid?.() === 0,
+    detail: `uid ${process.getuid?.()}`,
+    fix: 'run vmlink as root: it manages namespaces, bridges and nftables',
+  });
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  checks.push({
+    name: 'node',
+    ok: nodeMajor >= 20,
+    detail: process.version,
+    fix: 'install Node.js 20 or newer',
+  });
+  await bin('qemu', ['qemu-system-x86_64', '--version'], 'qemu-system-x86');
+  await bin('qemu-img', ['qemu-img', '--version'], 'qemu-utils');
+  await bin('iproute2', ['ip', '-V'], 'iproute2');
+  await bin('nftables', ['nft', '--version'], 'nftables');
+  await bin('dnsmasq', ['dnsmasq', '--version'], 'dnsmasq-base');
+  await bin('busybox', ['/bin/busybox', '--help'], 'busybox-static');
+  await bin('ping', ['ping', '-V'], 'iputils-ping');
+  await bin('genisoimage', ['genisoimage', '--version'], 'genisoimage');
+  await bin('open vswitch', ['ovs-vsctl', '--version'], 'openvswitch-switch');
+  await bin('iperf3', ['iperf3', '--version'], 'iperf3');
+  const user = await lookupQemuUser(runner, DEFAULT_QEMU_USER).then(
+    () => true,
+    () => false,
+  );
+  checks.push({
+    name: 'qemu user',
+    ok: user,
+    detail: user ? `${DEFAULT_QEMU_USER} exists` : `no ${DEFAULT_QEMU_USER} user: QEMU must not run as root`,
+    fix: SETUP,
+  });
+  const launcher = defaultLauncherPath();
+  checks.push({
+    name: 'launcher',
+    ok: existsSync(launcher),
+    detail: existsSync(launcher) ? launcher : `${launcher} missing`,
+    fix: 'run `npm run build:native`',
+  });
+  const guest = `${DEFAULT_IMAGES_DIR}/test-guest/manifest.json`;
+  checks.push({
+    name: 'test guest',
+    ok: existsSync(guest),
+    detail: existsSync(guest) ? 'built' : 'not built',
+    fix: 'run `npx tsx src/guest/main.ts` (or npm run setup)',
+  });
+  let tun = false;
+  try {
+    accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
+    tun = true;
+  } catch {}
+  checks.push({
+    name: '/dev/net/tun',
+    ok: tun,
+    detail: tun ? 'present' : 'missing or not accessible',
+    fix: 'load the tun module: modprobe tun',
+  });
+  return checks;
+}

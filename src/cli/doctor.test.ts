@@ -1,0 +1,62 @@
+import { expect, it } from 'vitest';
+import { renderDoctor } from './doctor.js';
+
+const caps = {
+  accelerator: 'tcg' as const,
+  acceleratorReason: '/dev/kvm missing',
+  cpus: 2,
+  memoryMiB: 2048,
+  network: { vxlan: true, vlan: false },
+  backends: ['linux' as const],
+};
+
+it('shows this machine when no controller answers', () => {
+  const checks = renderDoctor({ running: false, local: [{ name: 'qemu', ok: true, detail: '7.2' }] });
+  expect(checks.map((c) => `${c.name}: ${c.detail}`)).toEqual([
+    'qemu: 7.2',
+    'controller: not running (start: vmlink daemon --detach)',
+  ]);
+});
+
+it("folds a host's passing prerequisites into one line and lists each failing one with its fix", () => {
+  const checks = renderDoctor({
+    running: true,
+    local: [],
+    report: {
+      controller: [{ name: 'spec', ok: true, detail: '2 host(s) applied' }],
+      hosts: [
+        {
+          host: 'h1',
+          reachable: true,
+          checks: [
+            { name: 'qemu', ok: true, detail: '7.2' },
+            { name: 'iperf3', ok: false, detail: 'not found', fix: 'apt-get install iperf3' },
+          ],
+        },
+        { host: 'h2', reachable: true, checks: [{ name: 'qemu', ok: true, detail: '7.2' }] },
+        { host: 'h3', reachable: false, error: 'cannot reach agent of h3\nmore', checks: [] },
+      ],
+    },
+    status: {
+      hosts: [
+        {
+          name: 'h1',
+          address: 'unix:///x',
+          reachable: true,
+          state: 'up',
+          report: { host: 'h1', agentVersion: '0', capabilities: caps, networks: [], vms: [] },
+        },
+      ],
+    },
+  });
+  expect(checks.map((c) => [c.name, c.ok, c.detail, c.fix])).toEqual([
+    ['controller', true, 'running', undefined],
+    ['spec', true, '2 host(s) applied', undefined],
+    ['host h1', true, 'agent up; accelerator tcg: /dev/kvm missing', undefined],
+    ['host h1 kernel', true, 'lacks vlan (networks needing them are refused)', undefined],
+    ['host h1 iperf3', false, 'not found', 'apt-get install iperf3'],
+    ['host h2', true, 'agent up', undefined],
+    ['host h2 prerequisites', true, 'all 1 present', undefined],
+    ['host h3', false, 'cannot reach agent of h3', 'vmlink lab up -f SPEC restarts lab agents'],
+  ]);
+});

@@ -1,0 +1,206 @@
+// The `vmlink` command tree, a client of the controller API (its commands: spec-commands, view-commands, doctor).
+// The processes some commands run (daemon, agent, lab relay) and the checks `doctor` runs on a machine with no
+// controller are handed in by the composition root (src/main.ts).
+import { Command, Option } from 'commander';
+import { type DoctorCheck, HealthSchema } from '../controller/wire.js';
+import { errorStatus, VmlinkError } from '../shared/errors.js';
+import { controllerDb, controllerSocket } from '../shared/paths.js';
+import { VERSION } from '../shared/version.js';
+import { controllerClient, explainUnavailable } from './client.js';
+import { addDoctorCommand } from './doctor.js';
+import { out } from './io.js';
+import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
+import { addNetworkCommands, addStatusCommands, addVmCommands } from './view-commands.js';
+
+/** `vmlink daemon` as parsed: what the controller process needs. */
+export interface DaemonArgs {
+  socket: string;
+  db: string;
+  heartbeatMs: number;
+  listen?: string;
+  tokenFile?: string;
+  agentTokenFile?: string;
+}
+
+/** `vmlink agent` as parsed: what the agent process needs. */
+export interface AgentArgs {
+  host: string;
+  listen: string;
+  listenTcp?: string;
+  tokenFile?: string;
+  uplink: string;
+  stateDir: string;
+}
+
+/** What the composition root wires into the command tree: the process bodies and the local checks. */
+export interface Processes {
+  /** Runs the controller in this process until it is stopped. */
+  daemon(args: DaemonArgs): Promise<void>;
+  /** Starts `vmlink daemon` with `args` in the background; returns its pid and log file. */
+  spawnDaemon(args: DaemonArgs): Promise<{ pid: number; logFile: string }>;
+  /** Stops a controller started with `--detach`; says what it did. */
+  stopDaemon(): Promise<string>;
+  /** Runs a host's agent in this process until it is stopped. */
+  agent(args: AgentArgs): Promise<void>;
+  /** Runs the lab's management relay: each `listen` socket leads to the matching `to` address. */
+  relay(listen: string[], to: string[]): Promise<void>;
+  /** This machine's prerequisite checks, for `doctor` where no controller (hence no agent) can be asked. */
+  localChecks(): Promise<DoctorCheck[]>;
+}
+
+/** The `vmlink` program with `processes` wired in. */
+export function createCli(processes: Processes): Command {
+  const program = new Command('vmlink')
+    .description(
+      'Virtualization control plane: describe hosts, networks and VMs in one spec, apply it, and prove the connectivity.',
+    )
+    .version(VERSION)
+    .addOption(
+      new Option('--socket <path>', 'controller API socket (or http://host:port with VMLINK_TOKEN)')
+        .default(controllerSocket())
+        .env('VMLINK_SOCKET'),
+    )
+    .showHelpAfterError();
+
+  const api = () => controllerClient(program.opts<{ socket: string }>().socket);
+  program
+    .command('daemon')
+    .description('run the controller (REST API on a unix socket, optionally TCP with a bearer token)')
+    .option('--db <path>', 'SQLite database', controllerDb())
+    .option('--listen <url>', 'also listen on TCP, e.g. http://127.0.0.1:7070 (requires --token-file)')
+    .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
+    .option(
+      '--agent-token-file <path>',
+      "file holding the bearer token sent to agents outside a lab (lab agents use their lab's token)",
+    )
+    .option('--heartbeat-ms <ms>', 'host heartbeat period; a host missing 3 in a row is unreachable', '5000')
+    .option('--detach', 'start in the background and return once the API answers')
+    .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
+    .action(async (o: DaemonCliOptions) => {
+      const socket = program.opts<{ socket: string }>().socket;
+      if (o.stop) {
+        out(await processes.stopDaemon());
+        return;
+      }
+      if (o.listen && !o.tokenFile)
+        throw new VmlinkError(
+          'invalid',
+          '--listen requires --token-file: the TCP API is never open without a token',
+        );
+      const heartbeatMs = Number(o.heartbeatMs);
+      if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100)
+        throw new VmlinkError(
+          'invalid',
+          `--heartbeat-ms must be a whole number >= 100, got ${o.heartbeatMs}`,
+        );
+      const args: DaemonArgs = {
+        socket,
+        db: o.db,
+        heartbeatMs,
+        ...(o.listen ? { listen: o.listen } : {}),
+        ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+        ...(o.agentTokenFile ? { agentTokenFile: o.agentTokenFile } : {}),
+      };
+      if (o.detach) return detachDaemon(args, processes);
+      await processes.daemon(args);
+    });
+
+  program
+    .command('agent')
+    .description("run a host's agent (the lab starts one per host inside its namespace)")
+    .requiredOption('--host <name>', 'host name as in the spec')
+    .requiredOption('--listen <url>', 'local admin socket, unix:///path.sock (no token)')
+    .option('--listen-tcp <url>', "the controller's listener, http://ADDR:7443 (requires --token-file)")
+    .option('--token-file <path>', 'file holding the bearer token the TCP listener requires')
+    .option(
+      '--uplink <nic>',
+      "the host's uplink NIC (reported, and managed when the spec sets hosts[].network)",
+      'eth0',
+    )
+    .requiredOption('--state-dir <dir>', 'where VMs and networks keep their files')
+    .action(
+      async (o: {
+        host: string;
+        listen: string;
+        listenTcp?: string;
+        tokenFile?: string;
+        uplink: string;
+        stateDir: string;
+      }) => {
+        if (!o.listen.startsWith('unix://'))
+          throw new VmlinkError(
+            'invalid',
+            `--listen must be unix:///path.sock, got ${o.listen} (TCP: --listen-tcp)`,
+          );
+        if (o.listenTcp && !o.tokenFile)
+          throw new VmlinkError(
+            'invalid',
+            '--listen-tcp requires --token-file: the TCP API is never open without a token',
+          );
+        await processes.agent({
+          host: o.host,
+          listen: o.listen,
+          stateDir: o.stateDir,
+          uplink: o.uplink,
+          ...(o.listenTcp ? { listenTcp: o.listenTcp } : {}),
+          ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+        });
+      },
+    );
+  addLabCommands(program, api, processes.relay);
+  addSpecCommands(program, api);
+  addStatusCommands(program, api);
+  addVerifyCommand(program, api);
+  addNetworkCommands(program, api);
+  addVmCommands(program, api);
+  addDoctorCommand(program, api, processes.localChecks);
+  return program;
+}
+
+/** Starts the controller in the background and returns once its API answers. */
+async function detachDaemon(args: DaemonArgs, processes: Processes): Promise<void> {
+  const client = controllerClient(args.socket, 2_000);
+  const answers = () =>
+    client.get('/v1/health', HealthSchema).then(
+      () => true,
+      () => false,
+    );
+  if (await answers()) {
+    out(`controller already running at ${args.socket}`);
+    return;
+  }
+  const { pid, logFile } = await processes.spawnDaemon(args);
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (await answers()) {
+      out(`controller started (pid ${pid}, socket ${args.socket}, log ${logFile})`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new VmlinkError('timeout', `the controller did not come up within 20 s; see ${logFile}`);
+}
+
+/** Options of `vmlink daemon`. */
+interface DaemonCliOptions {
+  db: string;
+  listen?: string;
+  tokenFile?: string;
+  agentTokenFile?: string;
+  heartbeatMs: string;
+  detach?: boolean;
+  stop?: boolean;
+}
+
+/** Runs the `vmlink` program on `argv`; an error is printed and sets the exit code its kind maps to. */
+export async function runCli(processes: Processes, argv: string[] = process.argv): Promise<void> {
+  const program = createCli(processes);
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    const err = explainUnavailable(e, program.opts<{ socket: string }>().socket);
+    const kind = err instanceof VmlinkError ? err.kind : 'internal';
+    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = errorStatus[kind].exit;
+  }
+}

@@ -1,0 +1,130 @@
+// Commands that send a spec or start a long operation: lab up/down, plan, apply, destroy, verify.
+import type { Command } from 'commander';
+import {
+  ApplyResultSchema,
+  LabDownResultSchema,
+  LabUpResultSchema,
+  PlanResultSchema,
+  ThroughputResultSchema,
+  VerifyResultSchema,
+} from '../controller/wire.js';
+import { VmlinkError } from '../shared/errors.js';
+import { runTask } from './client.js';
+import { type Api, emit, progress, readSpec } from './io.js';
+import { renderMatrix, renderThroughput } from './render.js';
+
+/** `vmlink lab up|relay|down`; the relay is a process the composition root runs. */
+export function addLabCommands(
+  program: Command,
+  api: Api,
+  relay: (listen: string[], to: string[]) => Promise<void>,
+): void {
+  const lab = program
+    .command('lab')
+    .description('simulated physical machines (network namespaces) for demos and tests');
+  lab
+    .command('up')
+    .description("build the spec's lab and start (or restart) its host agents")
+    .requiredOption('-f, --file <spec>', 'spec file')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { file: string; json?: boolean }) => {
+      const r = await runTask(api(), '/v1/lab/up', readSpec(o.file), LabUpResultSchema, progress(!!o.json));
+      emit(!!o.json, r, () => `Lab is up: ${r.namespaces.length} namespaces (${r.namespaces.join(', ')}).`);
+    });
+  lab
+    .command('relay')
+    .description(
+      "the lab's management relay (started by `lab up` in the management namespace): unix socket -> agent TCP",
+    )
+    .requiredOption('--listen <url...>', 'unix:///path.sock to listen on (repeat, one per --to)')
+    .requiredOption('--to <url...>', 'http://ADDR:PORT the matching --listen leads to (repeat)')
+    .action(async (o: { listen: string[]; to: string[] }) => {
+      await relay(o.listen, o.to);
+    });
+  lab
+    .command('down')
+    .description('remove the lab and everything in it: VMs, networks, agents, namespaces and state files')
+    .requiredOption('-f, --file <spec>', 'spec file')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { file: string; json?: boolean }) => {
+      const r = await runTask(
+        api(),
+        '/v1/lab/down',
+        readSpec(o.file),
+        LabDownResultSchema,
+        progress(!!o.json),
+      );
+      emit(!!o.json, r, () =>
+        r.removed.length
+          ? `Lab removed (${r.removed.length} namespaces).`
+          : 'Nothing to remove: the lab was not up.',
+      );
+    });
+}
+
+/** `vmlink plan|apply|destroy`. */
+export function addSpecCommands(program: Command, api: Api): void {
+  program
+    .command('plan')
+    .description('validate a spec and show what apply would change')
+    .requiredOption('-f, --file <spec>', 'spec file')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { file: string; json?: boolean }) => {
+      const r = await api().post('/v1/plan', readSpec(o.file), PlanResultSchema);
+      emit(!!o.json, r, () => r.text);
+    });
+
+  program
+    .command('apply')
+    .description('plan and apply a spec; a repeated apply reports no changes')
+    .requiredOption('-f, --file <spec>', 'spec file')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { file: string; json?: boolean }) => {
+      const r = await runTask(api(), '/v1/apply', readSpec(o.file), ApplyResultSchema, progress(!!o.json));
+      emit(!!o.json, r, () =>
+        r.applied === 0 ? 'no changes' : `Apply complete: ${r.applied} step(s) applied.`,
+      );
+    });
+
+  program
+    .command('destroy')
+    .description('remove the VMs and networks of a spec (default: the last applied one)')
+    .option('-f, --file <spec>', 'spec file')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { file?: string; json?: boolean }) => {
+      const body = o.file ? readSpec(o.file) : {};
+      const r = await runTask(api(), '/v1/destroy', body, ApplyResultSchema, progress(!!o.json));
+      emit(!!o.json, r, () => `Destroy complete: ${r.applied} step(s) applied.`);
+    });
+}
+
+/** `vmlink verify`: the matrix, or throughput between two endpoints. */
+export function addVerifyCommand(program: Command, api: Api): void {
+  program
+    .command('verify')
+    .description(
+      'measure the connectivity matrix (expected vs observed, with RTT); exits non-zero on any mismatch',
+    )
+    .option('--json', 'machine-readable output')
+    .option('--throughput <endpoints...>', 'measure TCP throughput FROM TO with iperf3 instead of the matrix')
+    .option('--seconds <n>', 'iperf3 duration in seconds (with --throughput)', '3')
+    .action(async (o: { json?: boolean; throughput?: string[]; seconds: string }) => {
+      if (o.throughput) {
+        if (o.throughput.length !== 2)
+          throw new VmlinkError('invalid', '--throughput takes two endpoints: FROM TO');
+        const [from, to] = o.throughput;
+        const t = await runTask(
+          api(),
+          '/v1/verify/throughput',
+          { from, to, seconds: Number(o.seconds) },
+          ThroughputResultSchema,
+          progress(!!o.json),
+        );
+        emit(!!o.json, t, () => renderThroughput(t));
+        return;
+      }
+      const r = await runTask(api(), '/v1/verify', {}, VerifyResultSchema, progress(!!o.json));
+      emit(!!o.json, r, () => renderMatrix(r));
+      if (!r.ok) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,195 @@
+// Commands that show or act on what the controller knows: status, events, networks, VMs.
+import type { Command } from 'commander';
+import {
+  ConsoleTailSchema,
+  EventsSchema,
+  GuestExecResultSchema,
+  NetworkListSchema,
+  NetworkViewSchema,
+  OkSchema,
+  StatusSchema,
+  VmListSchema,
+} from '../controller/wire.js';
+import { VmlinkError } from '../shared/errors.js';
+import { type Api, emit, out } from './io.js';
+import { table } from './render.js';
+
+/** `vmlink status|events`. */
+export function addStatusCommands(program: Command, api: Api): void {
+  program
+    .command('status')
+    .description('hosts of the applied spec, their agents and capabilities')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = await api().get('/v1/status', StatusSchema);
+      emit(!!o.json, r, () => {
+        if (!r.spec) return 'No spec applied yet. Apply one with `vmlink apply -f SPEC`.';
+        return [
+          `Spec: ${r.spec.source} (applied ${r.spec.appliedAt})`,
+          table(
+            ['host', 'agent', 'last seen', 'accel', 'cpus', 'memory', 'backends', 'networks', 'vms', 'note'],
+            r.hosts.map((h) => [
+              h.name,
+              h.state === 'unreachable' ? 'UNREACHABLE' : h.reachable ? 'up' : 'UNREACHABLE',
+              h.lastSeen ? ago(h.lastSeen) : undefined,
+              h.report?.capabilities.accelerator,
+              h.report?.capabilities.cpus,
+              h.report ? `${h.report.capabilities.memoryMiB} MiB` : undefined,
+              h.report?.capabilities.backends?.join(','),
+              h.report?.networks.length,
+              h.report?.vms.length,
+              h.reachable ? h.report?.capabilities.acceleratorReason : h.error?.split('\n')[0],
+            ]),
+          ),
+        ].join('\n');
+      });
+    });
+
+  program
+    .command('events')
+    .description('recent events: applies, failures, hosts going up and unreachable')
+    .option('-n, --limit <n>', 'how many', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { limit: string; json?: boolean }) => {
+      const r = await api().get(`/v1/events?limit=${Number(o.limit)}`, EventsSchema);
+      emit(!!o.json, r, () =>
+        table(
+          ['time', 'kind', 'message'],
+          r.map((e) => [e.time, e.kind, e.message]),
+        ),
+      );
+    });
+}
+
+/** `vmlink network list|show`. */
+export function addNetworkCommands(program: Command, api: Api): void {
+  const network = program.command('network').description('networks');
+  network
+    .command('list')
+    .description('networks of the applied spec')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = await api().get('/v1/networks', NetworkListSchema);
+      emit(!!o.json, r, () =>
+        table(
+          ['name', 'mode', 'backend', 'hosts'],
+          r.map((n) => [n.name, n.mode, n.backend, n.hosts.join(',')]),
+        ),
+      );
+    });
+  network
+    .command('show <name>')
+    .description('a network as each member host observes it; --flows adds its OpenFlow rules (ovs backend)')
+    .option('--flows', 'show the OpenFlow rules on each host')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { flows?: boolean; json?: boolean }) => {
+      const r = await api().get(
+        `/v1/networks/${encodeURIComponent(name)}?flows=${o.flows ? 'true' : 'false'}`,
+        NetworkViewSchema,
+      );
+      emit(!!o.json, r, () => {
+        const head = `${r.name}: ${r.spec.mode} network, backend ${r.spec.backend}`;
+        const rows = table(
+          ['host', 'bridge', 'taps', 'state'],
+          r.hosts.map((h) => [
+            h.host,
+            h.observed?.bridge,
+            h.ports?.map((p) => `${p.tap} (${p.vm})`).join(', '),
+            h.error
+              ? `UNREACHABLE: ${h.error}`
+              : !h.observed
+                ? 'absent'
+                : h.observed.problems.length
+                  ? h.observed.problems.join('; ')
+                  : 'ok',
+          ]),
+        );
+        const flows = r.hosts
+          .filter((h) => h.flows !== undefined)
+          .map((h) => `\nFlows on ${h.host}:\n${h.flows!.trimEnd()}`);
+        return [head, rows, ...flows].join('\n');
+      });
+    });
+}
+
+/** `vmlink vm list|start|stop|exec|console`. */
+export function addVmCommands(program: Command, api: Api): void {
+  const vm = program.command('vm').description('virtual machines');
+  vm.command('list')
+    .description('VMs: desired state (spec) and observed state (host)')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = await api().get('/v1/vms', VmListSchema);
+      emit(!!o.json, r, () =>
+        table(
+          ['name', 'host', 'state', 'desired', 'cpus', 'memory', 'networks', 'problems'],
+          r.map((v) => [
+            v.name,
+            v.host,
+            v.state,
+            v.desired,
+            v.cpus,
+            v.memoryMiB === undefined ? undefined : `${v.memoryMiB} MiB`,
+            v.networks.join(','),
+            v.problems.join('; ') || undefined,
+          ]),
+        ),
+      );
+    });
+  vm.command('start <name>')
+    .description('start a VM')
+    .action(async (name: string) => {
+      await api().post(`/v1/vms/${encodeURIComponent(name)}/start`, {}, OkSchema);
+      out(`${name} started`);
+    });
+  vm.command('stop <name>')
+    .description('stop a VM: ACPI power-down, then quit after 30 s; --force stops it at once')
+    .option('--force', 'stop at once (like pulling the plug)')
+    .action(async (name: string, o: { force?: boolean }) => {
+      await api().post(`/v1/vms/${encodeURIComponent(name)}/stop`, { force: !!o.force }, OkSchema);
+      out(`${name} stopped`);
+    });
+  vm.command('exec <name> <argv...>')
+    .description('run a command in a guest through its guest agent: vmlink vm exec web1 -- ip addr')
+    .option('--timeout <seconds>', 'give up after this long', '30')
+    .action(async (name: string, argv: string[], o: { timeout: string }) => {
+      const timeoutMs = Math.round(Number(o.timeout) * 1000);
+      if (!Number.isFinite(timeoutMs) || timeoutMs < 100 || timeoutMs > 600_000)
+        throw new VmlinkError('invalid', `--timeout must be between 0.1 and 600 seconds, not ${o.timeout}`);
+      // The HTTP call outlives the guest command by the controller's and agent's own margins.
+      const r = await api().post(
+        `/v1/vms/${encodeURIComponent(name)}/exec`,
+        { argv, timeoutMs },
+        GuestExecResultSchema,
+        timeoutMs + 30_000,
+      );
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      process.exitCode = r.exitCode;
+    });
+  vm.command('console <name>')
+    .description("show a VM's serial console output")
+    .option('-n, --tail <bytes>', 'how much of the end to show', '65536')
+    .option('--follow', 'keep printing new output')
+    .action(async (name: string, o: { tail: string; follow?: boolean }) => {
+      let seen = '';
+      for (;;) {
+        const r = await api().get(
+          `/v1/vms/${encodeURIComponent(name)}/console?tail=${Number(o.tail)}`,
+          ConsoleTailSchema,
+        );
+        // The log only grows (until the tail window slides), so print what follows the last output.
+        const at = seen ? r.log.lastIndexOf(seen.slice(-200)) : -1;
+        process.stdout.write(at >= 0 ? r.log.slice(at + Math.min(200, seen.length)) : r.log);
+        seen = r.log;
+        if (!o.follow) return;
+        await new Promise((res) => setTimeout(res, 500));
+      }
+    });
+}
+
+/** "12 s ago" for an ISO time. */
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : iso;
+}
