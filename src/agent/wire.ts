@@ -231,6 +231,15 @@ export const OkSchema = z.object({ ok: z.literal(true) });
 
 const problems = z.array(z.string());
 
+/** A network as observed on a host, with the config it was realised from when the backend reports it. */
+export const ObservedNetworkSchema = z.object({
+  name: z.string(),
+  bridge: z.string(),
+  configHash: z.string(),
+  problems,
+  config: NetworkConfigSchema.optional(),
+});
+
 /** Everything an agent reports about its host (`GET /v1/report`). */
 export const HostReportSchema = z.object({
   host: z.string(),
@@ -243,7 +252,7 @@ export const HostReportSchema = z.object({
     network: z.record(z.string(), z.boolean()),
     backends: z.array(z.enum(NetworkBackends)),
   }),
-  networks: z.array(z.object({ name: z.string(), bridge: z.string(), configHash: z.string(), problems })),
+  networks: z.array(ObservedNetworkSchema),
   vms: z.array(
     z.object({
       name: z.string(),
@@ -251,6 +260,7 @@ export const HostReportSchema = z.object({
       pid: z.number().int().optional(),
       configHash: z.string(),
       problems,
+      config: VmConfigSchema.optional(),
       ports: z.array(z.object({ network: z.string(), tap: z.string(), bridge: z.string() })).optional(),
     }),
   ),

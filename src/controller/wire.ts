@@ -1,6 +1,11 @@
 // Wire types of the controller's REST API, shared by the server, the CLI and (later) the web UI.
 import { z } from 'zod';
-import { DoctorCheckSchema, HostReportSchema, VersionInfoSchema } from '../agent/wire.js';
+import {
+  DoctorCheckSchema,
+  HostReportSchema,
+  ObservedNetworkSchema,
+  VersionInfoSchema,
+} from '../agent/wire.js';
 import { ErrorBodySchema } from '../shared/errors.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { ThroughputResult as MeasuredThroughput } from '../verify/throughput.js';
@@ -140,9 +145,7 @@ export const NetworkViewSchema = z.object({
   hosts: z.array(
     z.object({
       host: z.string(),
-      observed: z
-        .object({ name: z.string(), bridge: z.string(), configHash: z.string(), problems })
-        .optional(),
+      observed: ObservedNetworkSchema.optional(),
       ports: z.array(z.object({ vm: z.string(), tap: z.string() })).optional(),
       flows: z.string().optional(),
       error: z.string().optional(),

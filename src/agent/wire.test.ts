@@ -1,0 +1,103 @@
+import { expect, it } from 'vitest';
+import { z } from 'zod';
+import type { HostReport } from '../shared/model.js';
+import { HostReportSchema } from './wire.js';
+
+/** `T` with every optional field required, all the way down: a fixture of it must name every field there is. */
+type Full<T> = T extends (infer U)[] ? Full<U>[] : T extends object ? { [K in keyof T]-?: Full<T[K]> } : T;
+
+// Typed Full<HostReport>: a field added to the report's interfaces fails to compile here until it is named, and
+// then the round trip below fails until the wire schema carries it (a schema drops fields it does not know).
+const report: Full<HostReport> = {
+  host: 'host1',
+  agentVersion: '0.1.0',
+  capabilities: {
+    accelerator: 'tcg',
+    acceleratorReason: 'KVM probe timed out',
+    cpus: 2,
+    memoryMiB: 2048,
+    network: { vxlan: true, vlan: false },
+    backends: ['linux', 'ovs'],
+  },
+  networks: [
+    {
+      name: 'lan',
+      bridge: 'vlb-lan',
+      configHash: 'abcdef01',
+      problems: ['dnsmasq not running'],
+      config: {
+        name: 'lan',
+        mode: 'vxlan',
+        backend: 'linux',
+        bridge: 'vlb-lan',
+        mtu: 1450,
+        vxlan: {
+          vni: 42,
+          device: 'vlx-lan',
+          local: '10.0.0.1',
+          remotes: ['10.0.0.2'],
+          port: 4789,
+          underlay: 'eth0',
+        },
+        vlan: { id: 100, trunk: 'eth1' },
+        nat: true,
+        subnet: {
+          cidr: '10.10.0.0/24',
+          gateway: '10.10.0.1',
+          prefixLength: 24,
+          dhcpStart: '10.10.0.100',
+          dhcpEnd: '10.10.0.199',
+          reservations: [{ mac: '52:54:00:00:00:01', ip: '10.10.0.10', hostname: 'web1' }],
+        },
+        uplink: 'eth0',
+        forwards: [{ protocol: 'tcp', hostPort: 8080, vm: 'web1', targetIp: '10.10.0.10', targetPort: 80 }],
+      },
+    },
+  ],
+  vms: [
+    {
+      name: 'web1',
+      state: 'running',
+      pid: 1234,
+      configHash: 'abcdef02',
+      problems: [],
+      config: {
+        name: 'web1',
+        cpus: 1,
+        memoryMiB: 256,
+        image: { kind: 'test-guest' },
+        disks: [{ name: 'data', sizeMiB: 64 }],
+        nics: [
+          {
+            network: 'lan',
+            backend: 'ovs',
+            bridge: 'vlb-lan',
+            vlan: 100,
+            trunk: { networks: ['lan'], vlans: [100] },
+            tap: 'vlt-web1-0',
+            mac: '52:54:00:00:00:01',
+            mtu: 1450,
+            staticIp: { address: '10.10.0.10', prefixLength: 24, gateway: '10.10.0.1' },
+          },
+        ],
+        state: 'running',
+      },
+      ports: [{ network: 'lan', tap: 'vlt-web1-0', bridge: 'vlb-lan' }],
+    },
+  ],
+  uplink: {
+    device: 'eth0',
+    addressDevice: 'vlb-lan',
+    mtu: 1500,
+    addresses: ['192.168.50.10/24'],
+    gateway: '192.168.50.1',
+    configHash: 'abcdef03',
+  },
+};
+
+it('carries every field of a host report across the wire, both ways', () => {
+  // The agent's side (encode, as its serializer does) and the controller's side (parse, as HttpClient does).
+  const sent = JSON.parse(JSON.stringify(z.encode(HostReportSchema, report)));
+  expect(sent).toEqual(report);
+  expect(HostReportSchema.parse(sent)).toEqual(report);
+});
