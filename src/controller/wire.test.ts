@@ -1,0 +1,78 @@
+import { expect, it } from 'vitest';
+import { z } from 'zod';
+import type { HostStatus, VmView } from './controller.js';
+import type { VerifyResult } from './verify.js';
+import { StatusSchema, VerifyResultSchema, VmListSchema } from './wire.js';
+
+/** `T` with every optional field required, all the way down: a fixture of it must name every field there is. */
+type Full<T> = T extends (infer U)[] ? Full<U>[] : T extends object ? { [K in keyof T]-?: Full<T[K]> } : T;
+
+// Fixtures typed Full<...> of what the controller returns: a field added there fails to compile here until it is
+// named, and then the round trip fails until the API contract carries it (clients drop fields it does not know).
+const verify: Full<VerifyResult> = {
+  endpoints: [
+    { id: 'web1', kind: 'vm', address: '10.10.0.10', host: 'host1', network: 'natnet', nic: 'eth0' },
+  ],
+  cells: [
+    {
+      from: 'web1',
+      to: 'pc1',
+      kind: 'ping',
+      expected: true,
+      observed: true,
+      rttMs: 0.4,
+      detail: 'echo reply',
+      unmeasured: false,
+      ok: true,
+    },
+  ],
+  pmtu: [
+    {
+      network: 'natnet',
+      from: 'web1',
+      to: 'app1',
+      expectedMtu: 1500,
+      measuredMtu: 1500,
+      ok: true,
+      detail: 'ok',
+    },
+  ],
+  routers: [{ vm: 'r1', host: 'host1', networks: ['a', 'b'] }],
+  ok: true,
+  mismatches: 0,
+  measuredAt: '2026-01-01T00:00:00.000Z',
+  durationMs: 1234,
+};
+
+const vm: Full<VmView> = {
+  name: 'web1',
+  host: 'host1',
+  desired: 'running',
+  state: 'running',
+  cpus: 1,
+  memoryMiB: 256,
+  networks: ['natnet'],
+  problems: [],
+};
+
+// The host report inside is covered by agent/wire.test.ts; here, the fields status adds around it.
+const host: Full<Omit<HostStatus, 'report'>> = {
+  name: 'host1',
+  address: 'unix:///run/vmlink/lab/x/host1.sock',
+  reachable: false,
+  state: 'unreachable',
+  lastSeen: '2026-01-01T00:00:00.000Z',
+  missed: 3,
+  error: 'missed 3 heartbeats',
+};
+
+/** What a client receives: encoded by the server's serializer, sent as JSON, parsed by the client. */
+const roundTrip = <S extends z.ZodType>(schema: S, value: unknown) =>
+  schema.parse(JSON.parse(JSON.stringify(z.encode(schema, value as z.output<S>))));
+
+it('carries every field of verify results, VM views and host status through the API contract', () => {
+  expect(roundTrip(VerifyResultSchema, verify)).toEqual(verify);
+  expect(roundTrip(VmListSchema, [vm])).toEqual([vm]);
+  const status = { spec: { source: 'site.yaml', appliedAt: '2026-01-01T00:00:00.000Z' }, hosts: [host] };
+  expect(roundTrip(StatusSchema, status)).toEqual(status);
+});
