@@ -1,0 +1,96 @@
+// Limits and defaults in one place: the spec schema, the agent's wire schema, the exec builders and the drivers
+// all check against these, so a value the spec accepts is one every lower layer accepts too (and nothing else).
+
+// Layer 2.
+
+/** Lowest 802.1Q VLAN id (0 means "priority tag only"). */
+export const VLAN_ID_MIN = 1;
+/** Highest 802.1Q VLAN id (4095 is reserved). */
+export const VLAN_ID_MAX = 4094;
+/** Highest VXLAN network identifier (24 bits). */
+export const VNI_MAX = 16_777_215;
+/** IANA's VXLAN UDP port. */
+export const VXLAN_PORT = 4789;
+/** Bytes VXLAN adds around a frame on an IPv4 underlay (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8). */
+export const VXLAN_OVERHEAD = 50;
+/** Lowest TCP/UDP port. */
+export const PORT_MIN = 1;
+/** Highest TCP/UDP port. */
+export const PORT_MAX = 65_535;
+
+// MTU.
+
+/** Smallest MTU vmlink sets anywhere: every IPv4 path must carry 576 bytes (RFC 791). */
+export const MTU_MIN = 576;
+/** Largest MTU of a network and its VM NICs (jumbo frames; every common NIC and switch carries 9000). */
+export const NETWORK_MTU_MAX = 9000;
+/** Largest MTU of a host NIC or a lab switch: above `NETWORK_MTU_MAX`, so an underlay can carry jumbo overlays. */
+export const LINK_MTU_MAX = 9216;
+/** MTU of a network or link nobody configured. */
+export const DEFAULT_MTU = 1500;
+/** Default MTU of a VXLAN network: `DEFAULT_MTU` less the VXLAN overhead. */
+export const DEFAULT_OVERLAY_MTU = DEFAULT_MTU - VXLAN_OVERHEAD;
+
+/** Whether `mtu` is a valid network/VM NIC MTU. */
+export const isNetworkMtu = (mtu: number): boolean =>
+  Number.isInteger(mtu) && mtu >= MTU_MIN && mtu <= NETWORK_MTU_MAX;
+/** Whether `mtu` is a valid host NIC / underlay MTU. */
+export const isLinkMtu = (mtu: number): boolean =>
+  Number.isInteger(mtu) && mtu >= MTU_MIN && mtu <= LINK_MTU_MAX;
+/** Whether `id` is a valid 802.1Q VLAN id. */
+export const isVlanId = (id: number): boolean =>
+  Number.isInteger(id) && id >= VLAN_ID_MIN && id <= VLAN_ID_MAX;
+
+// Commit-confirm.
+
+/** Default window in which the controller must confirm a risky change before the agent reverts it. */
+export const CONFIRM_WINDOW_MS = 60_000;
+/** Shortest commit-confirm window a spec may set (`hosts[].confirmTimeoutSeconds`). */
+export const CONFIRM_WINDOW_MIN_S = 5;
+/** Longest commit-confirm window a spec may set. */
+export const CONFIRM_WINDOW_MAX_S = 600;
+/** How long an agent keeps finished commit-confirm records (for the controller's late questions). */
+export const CONFIRM_RECORD_KEEP_MS = 24 * 3600_000;
+/** Extra time the controller waits past a window for the agent's rollback to finish. */
+export const CONFIRM_ROLLBACK_GRACE_MS = 10_000;
+/** How long the controller keeps asking an unreachable agent whether it rolled back. */
+export const CONFIRM_ROLLBACK_POLL_MS = 60_000;
+
+// Timeouts (milliseconds).
+
+/** A host command run through the exec layer, unless the caller says otherwise. */
+export const COMMAND_TIMEOUT_MS = 60_000;
+/** An Open vSwitch daemon started with `--detach` until it is ready; `ovs-appctl exit` until it returns. */
+export const OVS_DAEMON_START_TIMEOUT_MS = 30_000;
+/** `ovs-appctl ... exit` until it returns. */
+export const OVS_DAEMON_EXIT_TIMEOUT_MS = 10_000;
+/** dnsmasq until it has written its pidfile (it takes ~10 ms; a failing config exits at once). */
+export const DNSMASQ_START_TIMEOUT_MS = 5_000;
+/** A daemon (dnsmasq, OVS) between SIGTERM and SIGKILL. */
+export const DAEMON_STOP_GRACE_MS = 3_000;
+/** A process after SIGKILL until it is gone. */
+export const KILL_WAIT_MS = 2_000;
+/** QEMU until QMP reports `running`. */
+export const VM_START_TIMEOUT_MS = 30_000;
+/** A guest after ACPI powerdown until QEMU exits. */
+export const VM_POWERDOWN_TIMEOUT_MS = 30_000;
+/** QEMU after QMP `quit`, or after SIGKILL, until it is gone. */
+export const VM_QUIT_TIMEOUT_MS = 5_000;
+/** One QMP command or connection. */
+export const QMP_TIMEOUT_MS = 5_000;
+/** The guest agent until it answers after boot. */
+export const GUEST_AGENT_BOOT_TIMEOUT_MS = 60_000;
+/** One guest agent connection. */
+export const GUEST_AGENT_CONNECT_TIMEOUT_MS = 5_000;
+/** One command run in a guest through its agent. */
+export const GUEST_EXEC_TIMEOUT_MS = 30_000;
+/** A host report asked by the controller (apply, confirm). */
+export const AGENT_REPORT_TIMEOUT_MS = 20_000;
+/** A lab agent until it answers its health check after start. */
+export const LAB_AGENT_START_TIMEOUT_MS = 30_000;
+/** The lab's management relay until its sockets exist. */
+export const LAB_RELAY_START_TIMEOUT_MS = 15_000;
+/** One health check of a lab agent on its own socket. */
+export const LAB_HEALTH_TIMEOUT_MS = 2_000;
+/** One health check of a lab agent across the lab LAN (relay, LAN, TCP). */
+export const LAB_PATH_CHECK_TIMEOUT_MS = 5_000;

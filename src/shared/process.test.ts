@@ -1,0 +1,171 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  identify,
+  isPid,
+  isRunning,
+  parsePid,
+  parseProcStat,
+  processArgv,
+  processComm,
+  processUid,
+  procStat,
+  readIdentityFile,
+  readPidfile,
+  runningFromIdentityFile,
+  signalProcess,
+  terminate,
+  waitExited,
+  writeIdentityFile,
+} from './process.js';
+import { pollUntil } from './time.js';
+
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function child(argv: string[]): ChildProcess {
+  const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  children.push(c);
+  return c;
+}
+
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'vmlink-proc-'));
+  dirs.push(d);
+  return d;
+}
+
+describe('parseProcStat', () => {
+  // Field 22 (start time) counts from the pid: pid (comm) state ppid ... ; comm may hold spaces and ") (".
+  const fields = (state: string, start: number) =>
+    `${state} 1 100 100 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 ${start} 5000 100`;
+
+  it('reads pid, comm, state, ppid and start time', () => {
+    expect(parseProcStat(`1234 (dnsmasq) ${fields('S', 98765)}\n`)).toEqual({
+      pid: 1234,
+      comm: 'dnsmasq',
+      state: 'S',
+      ppid: 1,
+      startTime: 98765,
+    });
+  });
+
+  it('takes the command name up to the last parenthesis', () => {
+    const s = parseProcStat(`77 (a) Z (b) ${fields('R', 5)}`);
+    expect(s).toMatchObject({ pid: 77, comm: 'a) Z (b', state: 'R', startTime: 5 });
+  });
+
+  it('refuses malformed text', () => {
+    expect(parseProcStat('')).toBeUndefined();
+    expect(parseProcStat('12 dnsmasq S 1')).toBeUndefined();
+    expect(parseProcStat('12 (x) S 1 2')).toBeUndefined();
+    expect(parseProcStat(`x (x) ${fields('S', 1)}`)).toBeUndefined();
+  });
+});
+
+describe('pids', () => {
+  it('accepts 2..PID_MAX only', () => {
+    expect([0, 1, -5, 2.5, 4_194_305, Number.NaN].map(isPid)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
+    expect([2, 4_194_304].map(isPid)).toEqual([true, true]);
+  });
+
+  it('parses a pidfile strictly', () => {
+    expect(parsePid('4242\n')).toBe(4242);
+    expect(parsePid('  17 ')).toBe(17);
+    for (const bad of ['', '1', '0', '-3', '12abc', '1e3', '0x10', '12 13', '99999999'])
+      expect(parsePid(bad)).toBeUndefined();
+  });
+});
+
+describe('process identity against real processes', () => {
+  it('identifies a live child, tells it from a reused pid, and sees it gone after a kill', async () => {
+    const c = child(['sleep', '30']);
+    const id = await identify(c.pid!);
+    expect(id?.pid).toBe(c.pid);
+    expect(await processComm(c.pid!)).toBe('sleep');
+    expect(await processArgv(c.pid!)).toEqual(['sleep', '30']);
+    expect(await processUid(c.pid!)).toBe(process.getuid!());
+    expect(await isRunning(id!)).toBe(true);
+    // Same pid, another start time: a later process that reused the pid. Never signalled.
+    const impostor = { pid: id!.pid, startTime: id!.startTime + 1 };
+    expect(await isRunning(impostor)).toBe(false);
+    expect(await signalProcess(impostor, 'SIGKILL')).toBe(false);
+    expect(await isRunning(id!)).toBe(true);
+
+    expect(await signalProcess(id!, 'SIGKILL')).toBe(true);
+    expect(await waitExited(id!, 5_000)).toBe(true);
+    expect(await isRunning(c.pid!)).toBe(false);
+  });
+
+  it('counts a zombie as exited', async () => {
+    // The shell forks `sleep 0` and execs into a sleep that never reaps it: the first child stays a zombie.
+    const c = child(['sh', '-c', 'sleep 0 & echo $!; exec sleep 30']);
+    const zombie = await new Promise<number>((resolve) =>
+      c.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
+    );
+    const state = await pollUntil(async () => (await procStat(zombie))?.state === 'Z', { timeoutMs: 5_000 });
+    expect(state).toBe(true);
+    expect(await identify(zombie)).toBeUndefined();
+    expect(await isRunning(zombie)).toBe(false);
+    expect(await waitExited(zombie, 0)).toBe(true);
+    expect(await signalProcess(zombie, 'SIGTERM')).toBe(false);
+  });
+
+  it('terminates with SIGTERM, and with SIGKILL what ignores it', async () => {
+    const polite = child(['sleep', '30']);
+    expect(await terminate(polite.pid!, { graceMs: 3_000, killMs: 3_000 })).toBe('terminated');
+    const stubborn = child(['sh', '-c', 'trap "" TERM; echo ready; while :; do sleep 1; done']);
+    await new Promise((r) => stubborn.stdout!.once('data', r));
+    expect(await terminate(stubborn.pid!, { graceMs: 200, killMs: 3_000 })).toBe('killed');
+    expect(await terminate(stubborn.pid!, { graceMs: 200, killMs: 200 })).toBe('not-running');
+  });
+
+  it('reports nothing for pids that are not ours to read', async () => {
+    expect(await identify(1)).toBeUndefined(); // pid 1 is never one of ours
+    expect(await procStat(4_194_305)).toBeUndefined();
+    expect(await processArgv(-1)).toBeUndefined();
+  });
+});
+
+describe('pidfiles and identity files', () => {
+  it('reads a pidfile, and refuses links, non-regular files, oversized and garbled ones', async () => {
+    const d = tmp();
+    writeFileSync(join(d, 'ok.pid'), '4321\n');
+    expect(await readPidfile(join(d, 'ok.pid'))).toBe(4321);
+    symlinkSync(join(d, 'ok.pid'), join(d, 'link.pid'));
+    expect(await readPidfile(join(d, 'link.pid'))).toBeUndefined();
+    expect(await readPidfile(d)).toBeUndefined();
+    writeFileSync(join(d, 'big.pid'), `4321${' '.repeat(100)}`);
+    expect(await readPidfile(join(d, 'big.pid'))).toBeUndefined();
+    writeFileSync(join(d, 'bad.pid'), 'pid=4321');
+    expect(await readPidfile(join(d, 'bad.pid'))).toBeUndefined();
+    expect(await readPidfile(join(d, 'missing.pid'))).toBeUndefined();
+  });
+
+  it('records an identity and finds exactly that process again', async () => {
+    const d = tmp();
+    const c = child(['sleep', '30']);
+    const id = (await identify(c.pid!))!;
+    await writeIdentityFile(join(d, 'x.identity'), id);
+    expect(await readIdentityFile(join(d, 'x.identity'))).toEqual(id);
+    expect(await runningFromIdentityFile(join(d, 'x.identity'))).toEqual(id);
+    await writeIdentityFile(join(d, 'y.identity'), { ...id, startTime: id.startTime + 1 });
+    expect(await runningFromIdentityFile(join(d, 'y.identity'))).toBeUndefined();
+    writeFileSync(join(d, 'z.identity'), '{"pid": 1, "startTime": 0}');
+    expect(await readIdentityFile(join(d, 'z.identity'))).toBeUndefined();
+  });
+});

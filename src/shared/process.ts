@@ -1,0 +1,211 @@
+// Process identity: which process a pid names, read from /proc. A pid alone can be reused by an unrelated process
+// once ours exits, so what we trust is a recorded identity: the pid plus its start time (field 22 of
+// /proc/PID/stat, clock ticks since boot), which no later process with the same pid can share.
+import { stat } from 'node:fs/promises';
+import { z } from 'zod';
+import { log } from './log.js';
+import { readFileCapped, readJsonFile, StateFileError, writeJsonFile } from './state-file.js';
+import { sleep } from './time.js';
+
+/** Highest pid Linux hands out (PID_MAX_LIMIT on 64-bit). */
+export const PID_MAX = 4_194_304;
+
+/** A process as we recorded it: its pid and its start time. */
+export interface ProcessIdentity {
+  pid: number;
+  /** Start time in clock ticks since boot (/proc/PID/stat field 22). */
+  startTime: number;
+}
+
+/** The parts of /proc/PID/stat we use. */
+export interface ProcStat {
+  pid: number;
+  /** Command name as the kernel keeps it (15 characters at most; may contain spaces and parentheses). */
+  comm: string;
+  /** One-letter state: R, S, D, T, t, Z (zombie), X (dead), ... */
+  state: string;
+  ppid: number;
+  startTime: number;
+}
+
+/** Whether `n` can be the pid of a process of ours: an integer from 2 (pid 1 is init, never ours) to `PID_MAX`. */
+export function isPid(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n > 1 && n <= PID_MAX;
+}
+
+/** Parses a pidfile's text (one decimal number, surrounding whitespace allowed); undefined when it is not one. */
+export function parsePid(text: string): number | undefined {
+  const t = text.trim();
+  if (!/^\d{1,7}$/.test(t)) return undefined;
+  const n = Number(t);
+  return isPid(n) ? n : undefined;
+}
+
+/** Parses /proc/PID/stat; undefined when malformed. The command name ends at the LAST `)`, as it may contain one. */
+export function parseProcStat(text: string): ProcStat | undefined {
+  const open = text.indexOf(' (');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return undefined;
+  const pid = Number(text.slice(0, open));
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(' ');
+  // rest[0] is field 3 (state), so field n is rest[n - 3].
+  const state = rest[0];
+  const ppid = Number(rest[1]);
+  const startTime = Number(rest[19]);
+  if (!Number.isInteger(pid) || !state || !/^[A-Za-z]$/.test(state)) return undefined;
+  if (!Number.isInteger(ppid) || !Number.isInteger(startTime)) return undefined;
+  return { pid, comm: text.slice(open + 2, close), state, ppid, startTime };
+}
+
+/** Whether a /proc state letter means the process has exited (zombie or dead). */
+export const hasExitedState = (state: string): boolean => state === 'Z' || state === 'X' || state === 'x';
+
+// Every /proc path is built from a checked integer, so it can never name /proc/self or leave /proc.
+function procPath(pid: number, file: string): string | undefined {
+  return isPid(pid) ? `/proc/${pid}/${file}` : undefined;
+}
+
+async function readProc(pid: number, file: string, maxBytes: number): Promise<string | undefined> {
+  const path = procPath(pid, file);
+  if (!path) return undefined;
+  try {
+    return await readFileCapped(path, { maxBytes });
+  } catch (e) {
+    // EACCES and friends: a process we may not inspect is not one we can vouch for.
+    if (e instanceof StateFileError) throw e;
+    return undefined;
+  }
+}
+
+/** /proc/PID/stat of a process, or undefined when there is none. */
+export async function procStat(pid: number): Promise<ProcStat | undefined> {
+  const text = await readProc(pid, 'stat', 4096);
+  return text === undefined ? undefined : parseProcStat(text);
+}
+
+/** The identity of the live (not zombie) process `pid`, or undefined when there is none. */
+export async function identify(pid: number): Promise<ProcessIdentity | undefined> {
+  const s = await procStat(pid);
+  if (!s || s.pid !== pid || hasExitedState(s.state)) return undefined;
+  return { pid, startTime: s.startTime };
+}
+
+/** Whether the process still runs and is not a zombie; for an identity, also that it is the same process. */
+export async function isRunning(p: number | ProcessIdentity): Promise<boolean> {
+  const id = await identify(typeof p === 'number' ? p : p.pid);
+  return id !== undefined && (typeof p === 'number' || id.startTime === p.startTime);
+}
+
+/** The process's argv (/proc/PID/cmdline, capped at 256 KiB), or undefined when it is gone. */
+export async function processArgv(pid: number): Promise<string[] | undefined> {
+  const text = await readProc(pid, 'cmdline', 256 * 1024);
+  return text?.split('\0').filter((a) => a !== '');
+}
+
+/** The process's command name (/proc/PID/comm), or undefined when it is gone. */
+export async function processComm(pid: number): Promise<string | undefined> {
+  return (await readProc(pid, 'comm', 64))?.replace(/\n$/, '');
+}
+
+/** The process's real uid (/proc/PID/status), or undefined when it is gone. */
+export async function processUid(pid: number): Promise<number | undefined> {
+  const m = /^Uid:\s+(\d+)/m.exec((await readProc(pid, 'status', 16 * 1024)) ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Whether the process runs in the named network namespace (compares the namespaces' inodes). */
+export async function inNetns(pid: number, netns: string): Promise<boolean> {
+  const path = procPath(pid, 'ns/net');
+  if (!path || !/^[A-Za-z0-9_.-]{1,64}$/.test(netns) || netns === '.' || netns === '..') return false;
+  try {
+    const [a, b] = await Promise.all([stat(path), stat(`/run/netns/${netns}`)]);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sends `sig` to the process if it is still the one identified (a pid alone is checked only for being alive).
+ * Returns whether the signal was sent.
+ */
+export async function signalProcess(p: number | ProcessIdentity, sig: NodeJS.Signals): Promise<boolean> {
+  if (!(await isRunning(p))) return false;
+  try {
+    process.kill(typeof p === 'number' ? p : p.pid, sig);
+    return true;
+  } catch {
+    return false; // exited in between
+  }
+}
+
+/** Waits until the process has exited (gone, a zombie, or its pid taken by another); returns whether it has. */
+export async function waitExited(
+  p: number | ProcessIdentity,
+  timeoutMs: number,
+  intervalMs = 20,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!(await isRunning(p))) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    await sleep(Math.min(intervalMs, left));
+  }
+}
+
+/** How `terminate` ended a process. */
+export type TerminateOutcome = 'not-running' | 'terminated' | 'killed' | 'survived';
+
+/** SIGTERM, wait `graceMs`, then SIGKILL and wait `killMs`; files and sockets are closed once this returns (not `survived`). */
+export async function terminate(
+  p: number | ProcessIdentity,
+  opts: { graceMs: number; killMs: number },
+): Promise<TerminateOutcome> {
+  if (!(await signalProcess(p, 'SIGTERM'))) return 'not-running';
+  if (await waitExited(p, opts.graceMs)) return 'terminated';
+  await signalProcess(p, 'SIGKILL');
+  return (await waitExited(p, opts.killMs)) ? 'killed' : 'survived';
+}
+
+/**
+ * Reads a pidfile another program wrote (dnsmasq, OVS, QEMU): without following a link, a regular file of at most
+ * 64 bytes holding one pid. Anything else reads as no pid (and is logged): such a file names no process we trust.
+ */
+export async function readPidfile(path: string): Promise<number | undefined> {
+  try {
+    const text = await readFileCapped(path, { maxBytes: 64 });
+    return text === undefined ? undefined : parsePid(text);
+  } catch (e) {
+    log.warn({ path, err: (e as Error).message }, 'pidfile refused');
+    return undefined;
+  }
+}
+
+const IdentitySchema = z
+  .object({ pid: z.number().int().min(2).max(PID_MAX), startTime: z.number().int().min(0) })
+  .strict();
+
+/** Records a process's identity (atomically, mode 0600) so a later run can find exactly this process again. */
+export async function writeIdentityFile(path: string, id: ProcessIdentity): Promise<void> {
+  await writeJsonFile(path, { pid: id.pid, startTime: id.startTime });
+}
+
+/** The identity recorded in `path`, or undefined when there is none (or it is unreadable: logged). */
+export async function readIdentityFile(path: string): Promise<ProcessIdentity | undefined> {
+  try {
+    return await readJsonFile(path, IdentitySchema, { maxBytes: 256 });
+  } catch (e) {
+    log.warn({ path, err: (e as Error).message }, 'process identity file refused');
+    return undefined;
+  }
+}
+
+/** The recorded process when it still runs (same pid, same start time); undefined otherwise. */
+export async function runningFromIdentityFile(path: string): Promise<ProcessIdentity | undefined> {
+  const id = await readIdentityFile(path);
+  return id && (await isRunning(id)) ? id : undefined;
+}

@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { KeyedQueue, SerialQueue } from './queue.js';
+import { sleep } from './time.js';
+
+describe('SerialQueue', () => {
+  it('runs one at a time in call order, and a failure does not stop the next', async () => {
+    const q = new SerialQueue();
+    const log: string[] = [];
+    const job =
+      (name: string, ms: number, fail = false) =>
+      async () => {
+        log.push(`start ${name}`);
+        await sleep(ms);
+        log.push(`end ${name}`);
+        if (fail) throw new Error(name);
+        return name;
+      };
+    const a = q.run(job('a', 30));
+    const b = q.run(job('b', 5, true));
+    const c = q.run(job('c', 1));
+    expect(await a).toBe('a');
+    await expect(b).rejects.toThrow('b');
+    expect(await c).toBe('c');
+    expect(log).toEqual(['start a', 'end a', 'start b', 'end b', 'start c', 'end c']);
+  });
+});
+
+describe('KeyedQueue', () => {
+  it('serialises per key, runs keys concurrently and forgets idle keys', async () => {
+    const q = new KeyedQueue();
+    const log: string[] = [];
+    const job = (name: string, ms: number) => async () => {
+      log.push(`start ${name}`);
+      await sleep(ms);
+      log.push(`end ${name}`);
+    };
+    await Promise.all([q.run('x', job('x1', 30)), q.run('x', job('x2', 1)), q.run('y', job('y1', 1))]);
+    expect(log.indexOf('end x1')).toBeLessThan(log.indexOf('start x2'));
+    expect(log.indexOf('end y1')).toBeLessThan(log.indexOf('end x1'));
+    await sleep(0);
+    expect(q.size).toBe(0);
+  });
+});

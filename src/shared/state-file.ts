@@ -1,0 +1,212 @@
+// Files the agent keeps and files others may have written (pidfiles, /proc): read without following links, only
+// regular files, never more than a cap; written atomically (temp file, fsync, rename, fsync of the directory).
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { z } from 'zod';
+import { VmlinkError } from './errors.js';
+
+/** Default cap of a state file (1 MiB): far above any record vmlink writes, small enough to never hurt. */
+export const STATE_FILE_MAX_BYTES = 1 << 20;
+
+/** A state file is unreadable for a reason an operator must look at: a link, not a regular file, too big, corrupt. */
+export class StateFileError extends VmlinkError {
+  constructor(path: string, problem: string, cause?: unknown) {
+    super('internal', `state file ${path}: ${problem}`, { subject: path, ...(cause ? { cause } : {}) });
+  }
+}
+
+/** Options of the capped readers. */
+export interface ReadCappedOptions {
+  /** Larger files are refused (default `STATE_FILE_MAX_BYTES`). */
+  maxBytes?: number;
+}
+
+// O_NOFOLLOW: a link planted in a directory another user can write is never followed; O_NONBLOCK: a FIFO put
+// in place of the file cannot block the open.
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+// ESRCH: reading /proc/PID/... of a process that exited in between.
+const GONE = new Set(['ENOENT', 'ESRCH']);
+
+function openError(path: string, e: unknown): StateFileError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new StateFileError(path, code === 'ELOOP' ? 'is a symbolic link, refused' : (e as Error).message, e);
+}
+
+function tooBig(path: string, max: number): StateFileError {
+  return new StateFileError(path, `larger than ${max} bytes, refused`);
+}
+
+/** Reads a regular file as UTF-8 without following a link, refusing more than `maxBytes`; undefined when missing. */
+export async function readFileCapped(
+  path: string,
+  opts: ReadCappedOptions = {},
+): Promise<string | undefined> {
+  const max = opts.maxBytes ?? STATE_FILE_MAX_BYTES;
+  let fh: FileHandle;
+  try {
+    fh = await open(path, READ_FLAGS);
+  } catch (e) {
+    if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw openError(path, e);
+  }
+  try {
+    if (!(await fh.stat()).isFile()) throw new StateFileError(path, 'is not a regular file, refused');
+    // /proc files report size 0: read until EOF rather than trusting the size.
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > max) throw tooBig(path, max);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } catch (e) {
+    if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw e;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `readFileCapped`, synchronously (for the few callers that are synchronous by design). */
+export function readFileCappedSync(path: string, opts: ReadCappedOptions = {}): string | undefined {
+  const max = opts.maxBytes ?? STATE_FILE_MAX_BYTES;
+  let fd: number;
+  try {
+    fd = openSync(path, READ_FLAGS);
+  } catch (e) {
+    if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw openError(path, e);
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new StateFileError(path, 'is not a regular file, refused');
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n > max) throw tooBig(path, max);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } catch (e) {
+    if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw e;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const tmpName = (path: string) => `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+
+/** Replaces `path` with `data` atomically: readers see the old or the new content, never a torn one, even after a crash. */
+export async function writeFileAtomic(
+  path: string,
+  data: string,
+  opts: { mode?: number } = {},
+): Promise<void> {
+  const tmp = tmpName(path);
+  const fh = await open(tmp, WRITE_FLAGS, opts.mode ?? 0o600);
+  try {
+    try {
+      await fh.writeFile(data, 'utf8');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  // The rename is durable only once the directory entry is on disk.
+  const dir = await open(dirname(path), constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** `writeFileAtomic`, synchronously. */
+export function writeFileAtomicSync(path: string, data: string, opts: { mode?: number } = {}): void {
+  const tmp = tmpName(path);
+  const fd = openSync(tmp, WRITE_FLAGS, opts.mode ?? 0o600);
+  try {
+    try {
+      writeSync(fd, data, null, 'utf8');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  const dir = openSync(dirname(path), constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
+}
+
+function parseJson<S extends z.ZodType>(path: string, text: string, schema: S): z.output<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new StateFileError(path, `not valid JSON (${(e as Error).message})`, e);
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new StateFileError(path, `unexpected content at ${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  return r.data;
+}
+
+/** Reads a JSON state file and checks it against `schema`; undefined when the file does not exist. */
+export async function readJsonFile<S extends z.ZodType>(
+  path: string,
+  schema: S,
+  opts: ReadCappedOptions = {},
+): Promise<z.output<S> | undefined> {
+  const text = await readFileCapped(path, opts);
+  return text === undefined ? undefined : parseJson(path, text, schema);
+}
+
+/** `readJsonFile`, synchronously. */
+export function readJsonFileSync<S extends z.ZodType>(
+  path: string,
+  schema: S,
+  opts: ReadCappedOptions = {},
+): z.output<S> | undefined {
+  const text = readFileCappedSync(path, opts);
+  return text === undefined ? undefined : parseJson(path, text, schema);
+}
+
+/** Writes `value` as pretty JSON, atomically (mode 0600 unless given). */
+export function writeJsonFile(path: string, value: unknown, opts: { mode?: number } = {}): Promise<void> {
+  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, opts);
+}
+
+/** `writeJsonFile`, synchronously. */
+export function writeJsonFileSync(path: string, value: unknown, opts: { mode?: number } = {}): void {
+  writeFileAtomicSync(path, `${JSON.stringify(value, null, 2)}\n`, opts);
+}
