@@ -76,6 +76,10 @@ export const VM_START_TIMEOUT_MS = 30_000;
 export const VM_POWERDOWN_TIMEOUT_MS = 30_000;
 /** QEMU after QMP `quit`, or after SIGKILL, until it is gone. */
 export const VM_QUIT_TIMEOUT_MS = 5_000;
+/** A hot-unplugged NIC until the guest has released it (QMP DEVICE_DELETED). */
+export const NIC_UNPLUG_TIMEOUT_MS = 30_000;
+/** A quick QMP question (status, quit) that must not hold up a report. */
+export const QMP_STATUS_TIMEOUT_MS = 2_000;
 /** One QMP command or connection. */
 export const QMP_TIMEOUT_MS = 5_000;
 /** The guest agent until it answers after boot. */

@@ -111,6 +111,20 @@ export function readFileCappedSync(path: string, opts: ReadCappedOptions = {}): 
   }
 }
 
+/** What a log file gained since byte `offset` (at most `maxBytes` of it, default 64 KiB); '' when it is missing. */
+export async function readAppended(path: string, offset: number, maxBytes = 64 * 1024): Promise<string> {
+  const fh = await open(path, READ_FLAGS).catch(() => undefined);
+  if (!fh) return '';
+  try {
+    if (!(await fh.stat()).isFile()) return '';
+    const buf = Buffer.alloc(maxBytes);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 const tmpName = (path: string) => `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
 
 /** Replaces `path` with `data` atomically: readers see the old or the new content, never a torn one, even after a crash. */

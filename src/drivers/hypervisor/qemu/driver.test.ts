@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -165,10 +166,12 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
 
   it('reports a VM whose QEMU vanished and left its pidfile as crashed', async () => {
     const stateDir = join(root, 's1');
-    await writeFile(vmPaths(stateDir, 'web1').pidfile, '999999999\n');
+    // The pid of a process that has exited (and was reaped): what a killed QEMU leaves in its pidfile.
+    const gone = spawnSync('true').pid;
+    await writeFile(vmPaths(stateDir, 'web1').pidfile, `${gone}\n`);
     const [vm] = await driver(new FakeRunner(), stateDir).list();
     expect(vm).toMatchObject({ name: 'web1', state: 'crashed' });
-    expect(vm!.problems[0]).toMatch(/pid 999999999\) is gone but left its pidfile/);
+    expect(vm!.problems[0]).toMatch(new RegExp(`pid ${gone}\\) is gone but left its pidfile`));
   });
 });
 

@@ -1,6 +1,7 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { z } from 'zod';
 import type { Runner } from '../../../exec/runner.js';
 import {
   InvalidRequestError,
@@ -10,8 +11,32 @@ import {
   UnsupportedError,
   VmlinkError,
 } from '../../../shared/errors.js';
+import {
+  GUEST_AGENT_BOOT_TIMEOUT_MS,
+  GUEST_AGENT_CONNECT_TIMEOUT_MS,
+  GUEST_EXEC_TIMEOUT_MS,
+  NIC_UNPLUG_TIMEOUT_MS,
+  QMP_STATUS_TIMEOUT_MS,
+  QMP_TIMEOUT_MS,
+  VM_POWERDOWN_TIMEOUT_MS,
+  VM_QUIT_TIMEOUT_MS,
+  VM_START_TIMEOUT_MS,
+} from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, ObservedVm, VmConfig, VmPowerState } from '../../../shared/model.js';
+import {
+  identify,
+  isRunning,
+  type ProcessIdentity,
+  processArgv,
+  processUid,
+  readPidfile,
+  signalProcess,
+  waitExited,
+} from '../../../shared/process.js';
+import { KeyedQueue } from '../../../shared/queue.js';
+import { readAppended, readJsonFile, writeJsonFile } from '../../../shared/state-file.js';
+import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
@@ -52,7 +77,7 @@ export interface QemuDriverOptions {
   storage?: StorageDriver;
   /** Skips the probe and uses this accelerator (tests, operators who know better). */
   accelerator?: 'kvm' | 'tcg';
-  /** How long start() waits for QMP to report `running` (default 30 s). */
+  /** How long start() waits for QMP to report `running` (default `VM_START_TIMEOUT_MS`). */
   startTimeoutMs?: number;
   /** build/vmlink-qmp-fd: passes a tap descriptor to a running QEMU for NIC hot-plug. */
   qmpFdHelperPath?: string;
@@ -78,7 +103,28 @@ export interface StopOutcome {
   ms: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// What the driver relies on in config.json; the rest of `config` is what it wrote itself (VmConfig).
+const StoredVmSchema = z
+  .object({
+    config: z.custom<VmConfig>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        typeof (v as VmConfig).name === 'string' &&
+        Array.isArray((v as VmConfig).nics) &&
+        (v as VmConfig).nics.every((n) => typeof n?.tap === 'string'),
+      'must be a VM config with a name and NICs',
+    ),
+    configHash: z.string(),
+    accel: z.enum(['kvm', 'tcg']),
+    argv: z.array(z.string()).min(1),
+    nicSlots: z.array(z.number().int().min(0)).optional(),
+  })
+  // Fields a newer vmlink added are kept, not dropped, when an older one reads the file.
+  .loose() satisfies z.ZodType<StoredVm>;
+
+/** config.json holds one VM's config and QEMU command line: 1 MiB is far above any. */
+const CONFIG_MAX_BYTES = 1 << 20;
 
 /** Statuses of QMP `query-status` and the power state each maps to. */
 const STATUS_MAP: Record<string, VmPowerState> = {
@@ -112,7 +158,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly storage: StorageDriver;
   private user: Promise<QemuUser> | undefined;
   private readonly qmps = new Map<string, Promise<QmpClient>>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedQueue();
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.runner = opts.runner;
@@ -293,7 +339,7 @@ export class QemuDriver implements HypervisorDriver {
         helper: this.qmpFdHelper,
         qmpFdSocket: p.qmpFdSocket,
         ...(this.opts.netns ? { netns: this.opts.netns } : {}),
-        unplugTimeoutMs: this.opts.unplugTimeoutMs ?? 30_000,
+        unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         subject,
         ...(ctx?.progress ? { progress: ctx.progress } : {}),
         beforePlug: async (nic) => {
@@ -367,11 +413,12 @@ export class QemuDriver implements HypervisorDriver {
         logFile: p.qemuLog,
         cwd: p.runDir,
       });
-      const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
+      const startTimeoutMs = this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS;
+      const deadline = Date.now() + startTimeoutMs;
+      // `ip netns exec` and the launcher exec into QEMU: the pid and its start time stay, the command line changes.
+      const started = await identify(pid);
       for (;;) {
-        // While `ip netns exec` and the launcher exec into QEMU, /proc/PID/cmdline can read empty for a moment:
-        // only a process that is gone (or a zombie) has exited.
-        if (!(await processMatches(pid, name)) && !(await processRunning(pid))) {
+        if (!started || !(await isRunning(started))) {
           throw new VmlinkError(
             'exec',
             `QEMU of VM ${name} exited while starting:\n  ${(await tail(p.qemuLog, 8)).join('\n  ')}`,
@@ -388,9 +435,9 @@ export class QemuDriver implements HypervisorDriver {
         if (Date.now() > deadline) {
           // Leave nothing half-started: a QEMU that never ran would block every later start.
           await this.stopLocked(name, { force: true }).catch(() => {});
-          if (await processRunning(pid)) process.kill(pid, 'SIGKILL');
+          await signalProcess(started, 'SIGKILL');
           throw new TimeoutError(
-            `VM ${name} (pid ${pid}) did not report running on QMP within ${this.opts.startTimeoutMs ?? 30_000} ms; it was stopped`,
+            `VM ${name} (pid ${pid}) did not report running on QMP within ${startTimeoutMs} ms; it was stopped`,
             `vm/${name}`,
           );
         }
@@ -421,28 +468,30 @@ export class QemuDriver implements HypervisorDriver {
     ctx?: OpContext,
   ): Promise<StopOutcome> {
     const started = Date.now();
-    const pid = await this.livePid(name);
-    if (pid === undefined) return { method: 'none', ms: 0 };
+    const qemu = await this.liveProcess(name);
+    if (qemu === undefined) return { method: 'none', ms: 0 };
+    const pid = qemu.pid;
     const done = (method: StopOutcome['method']) => ({ method, ms: Date.now() - started });
     if (!opts.force) {
       ctx?.progress?.(`powering down VM ${name}`);
       try {
         await (await this.qmp(name)).execute('system_powerdown');
-        if (await waitGone(pid, name, opts.timeoutMs ?? 30_000)) return this.cleaned(name, done('powerdown'));
+        if (await waitExited(qemu, opts.timeoutMs ?? VM_POWERDOWN_TIMEOUT_MS, 100))
+          return this.cleaned(name, done('powerdown'));
       } catch (e) {
         log.warn({ vm: name, err: (e as Error).message }, 'system_powerdown failed; quitting');
       }
     }
     ctx?.progress?.(`quitting VM ${name}`);
     try {
-      await (await this.qmp(name, 2000)).execute('quit', undefined, 2000);
+      await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute('quit', undefined, QMP_STATUS_TIMEOUT_MS);
     } catch {
       // QEMU closes the socket as it quits, or QMP is dead: either way SIGKILL follows if needed
     }
-    if (await waitGone(pid, name, 5000)) return this.cleaned(name, done('quit'));
+    if (await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 100)) return this.cleaned(name, done('quit'));
     ctx?.progress?.(`killing VM ${name} (pid ${pid})`);
-    if (await processMatches(pid, name)) process.kill(pid, 'SIGKILL');
-    if (!(await waitGone(pid, name, 5000)))
+    await signalProcess(qemu, 'SIGKILL');
+    if (!(await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 100)))
       throw new TimeoutError(`QEMU of VM ${name} (pid ${pid}) survived SIGKILL`, `vm/${name}`);
     return this.cleaned(name, done('kill'));
   }
@@ -472,7 +521,7 @@ export class QemuDriver implements HypervisorDriver {
       const pid = await this.livePid(name);
       let state: VmPowerState = 'stopped';
       if (pid === undefined) {
-        const left = await readPid(this.paths(name).pidfile);
+        const left = await readPidfile(this.paths(name).pidfile);
         if (left !== undefined) {
           state = 'crashed';
           problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
@@ -480,10 +529,10 @@ export class QemuDriver implements HypervisorDriver {
       } else {
         state = 'running';
         try {
-          const st = await (await this.qmp(name, 2000)).execute<{ status: string }>(
+          const st = await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute<{ status: string }>(
             'query-status',
             undefined,
-            2000,
+            QMP_STATUS_TIMEOUT_MS,
           );
           state = STATUS_MAP[st.status] ?? 'running';
           if (st.status !== 'running' && state !== 'paused') problems.push(`QEMU status ${st.status}`);
@@ -510,12 +559,12 @@ export class QemuDriver implements HypervisorDriver {
   // Guest.
 
   /** Waits until the guest agent answers `guest-sync`; returns the time it took. */
-  async waitForGuestAgent(name: string, timeoutMs = 60_000): Promise<number> {
+  async waitForGuestAgent(name: string, timeoutMs = GUEST_AGENT_BOOT_TIMEOUT_MS): Promise<number> {
     const started = Date.now();
     for (;;) {
       try {
         const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
-          timeoutMs: 2000,
+          timeoutMs: QMP_STATUS_TIMEOUT_MS,
           subject: `vm/${name}`,
         });
         c.close();
@@ -544,7 +593,7 @@ export class QemuDriver implements HypervisorDriver {
   ): Promise<GuestExecResult> {
     return this.withAgent(name, async (c) => {
       const r = await c.exec(argv, {
-        timeoutMs: opts.timeoutMs ?? 30_000,
+        timeoutMs: opts.timeoutMs ?? GUEST_EXEC_TIMEOUT_MS,
         ...(opts.input === undefined ? {} : { input: opts.input }),
       });
       return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
@@ -573,7 +622,7 @@ export class QemuDriver implements HypervisorDriver {
       if ((await this.livePid(name)) === undefined)
         throw new InvalidStateError(`guest agent requires running: VM ${name} is not running`, `vm/${name}`);
       const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
-        timeoutMs: 5000,
+        timeoutMs: GUEST_AGENT_CONNECT_TIMEOUT_MS,
         subject: `vm/${name}`,
       });
       try {
@@ -585,18 +634,11 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const p = prev.then(fn, fn);
-    const tailP = p.catch(() => {});
-    this.locks.set(key, tailP);
-    void tailP.then(() => {
-      if (this.locks.get(key) === tailP) this.locks.delete(key);
-    });
-    return p;
+    return this.locks.run(key, fn);
   }
 
   // One kept QMP connection per VM (QEMU serves one QMP client at a time); reconnects after it closes.
-  private qmp(name: string, timeoutMs = 5000): Promise<QmpClient> {
+  private qmp(name: string, timeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
     let p = this.qmps.get(name);
     if (!p) {
       p = QmpClient.connect(this.paths(name).qmpSocket, { timeoutMs, subject: `vm/${name}` });
@@ -631,14 +673,11 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   private async stored(name: string): Promise<StoredVm | undefined> {
-    const text = await readFile(this.paths(name).configFile, 'utf8').catch(() => undefined);
-    return text === undefined ? undefined : (JSON.parse(text) as StoredVm);
+    return readJsonFile(this.paths(name).configFile, StoredVmSchema, { maxBytes: CONFIG_MAX_BYTES });
   }
 
   private async writeStored(name: string, stored: StoredVm): Promise<void> {
-    const file = this.paths(name).configFile;
-    await writeFile(`${file}.tmp`, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
-    await rename(`${file}.tmp`, file);
+    await writeJsonFile(this.paths(name).configFile, stored, { mode: 0o600 });
   }
 
   private async mustStored(name: string): Promise<StoredVm> {
@@ -649,12 +688,19 @@ export class QemuDriver implements HypervisorDriver {
 
   /** The pid from the VM's pidfile when that process is alive and is this VM's QEMU. */
   private async livePid(name: string): Promise<number | undefined> {
-    const pid = await readPid(this.paths(name).pidfile);
-    if (pid === undefined || !(await processMatches(pid, name))) return undefined;
+    return (await this.liveProcess(name))?.pid;
+  }
+
+  /** This VM's running QEMU (pidfile, /proc command line, QEMU user) with its start time, or undefined. */
+  private async liveProcess(name: string): Promise<ProcessIdentity | undefined> {
+    const pid = await readPidfile(this.paths(name).pidfile);
+    if (pid === undefined) return undefined;
+    const id = await identify(pid);
+    if (!id || !(await processMatches(pid, name))) return undefined;
     // The pidfile is written by the QEMU user: trust it only for a process of that user.
     const user = await this.qemuUser().catch(() => undefined);
     const uid = await processUid(pid);
-    return user && uid !== user.uid ? undefined : pid;
+    return user && uid !== user.uid ? undefined : id;
   }
 }
 
@@ -665,42 +711,16 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-async function readPid(pidfile: string): Promise<number | undefined> {
-  const text = await readFile(pidfile, 'utf8').catch(() => '');
-  const pid = Number(text.trim());
-  return Number.isInteger(pid) && pid > 1 ? pid : undefined;
-}
-
-/** Whether `pid` is alive (not a zombie) and its command line names guest `name`. */
+/** Whether `pid` is alive (not a zombie: its command line would be empty) and its command line names guest `name`. */
 export async function processMatches(pid: number, name: string): Promise<boolean> {
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  return cmdline.split('\0').some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
-}
-
-/** Whether `pid` exists and is not a zombie. */
-async function processRunning(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const state = /\) (\S)/.exec(stat)?.[1];
-  return state !== undefined && state !== 'Z' && state !== 'X';
-}
-
-async function processUid(pid: number): Promise<number | undefined> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const m = /^Uid:\s+(\d+)/m.exec(status);
-  return m ? Number(m[1]) : undefined;
-}
-
-async function waitGone(pid: number, name: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!(await processMatches(pid, name))) return true;
-    await sleep(100);
-  }
-  return !(await processMatches(pid, name));
+  const argv = (await processArgv(pid)) ?? [];
+  return argv.some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
 }
 
 async function tail(file: string, lines: number): Promise<string[]> {
-  const text = await readFile(file, 'utf8').catch(() => '');
+  // Only the end of the log: QEMU writes it, so its size is not ours to trust.
+  const size = (await stat(file).catch(() => undefined))?.size ?? 0;
+  const text = await readAppended(file, Math.max(0, size - 16 * 1024), 16 * 1024);
   const all = text.trimEnd().split('\n');
   return all.slice(-lines);
 }

@@ -1,10 +1,23 @@
 // One dnsmasq per network with a subnet on this host (nat, isolated, vxlan/vlan gateway host): its config file (pure, tested) and its process (started
 // detached through the runner, found again through its pidfile and /proc, restarted when its config changes).
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, VmlinkError } from '../../../shared/errors.js';
+import { DAEMON_STOP_GRACE_MS, DNSMASQ_START_TIMEOUT_MS, KILL_WAIT_MS } from '../../../shared/limits.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import {
+  identify,
+  isRunning,
+  type ProcessIdentity,
+  processArgv,
+  processComm,
+  readPidfile,
+  signalProcess,
+  terminate,
+} from '../../../shared/process.js';
+import { readAppended, readFileCapped, writeFileAtomic } from '../../../shared/state-file.js';
+import { pollUntil } from '../../../shared/time.js';
 import { isRouted } from './ruleset.js';
 
 /** Files of one network's dnsmasq, all under `<stateDir>/networks/<name>/`. */
@@ -114,33 +127,15 @@ export function parseLeases(text: string): DhcpLease[] {
     }));
 }
 
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    // ESRCH: a /proc/<pid> file of a process that exited while being read.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
-    throw e;
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Whether `pid` is a live (not zombie) dnsmasq started with config file `conf`; returns its argv when so. */
 export async function dnsmasqProcess(pid: number, conf: string): Promise<string[] | undefined> {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return undefined;
-  }
-  const comm = (await readText(`/proc/${pid}/comm`))?.trim();
-  if (comm !== 'dnsmasq') return undefined;
-  const stat = (await readText(`/proc/${pid}/stat`)) ?? '';
-  if (/^\d+ \(.*\) Z/.test(stat)) return undefined;
-  const argv = ((await readText(`/proc/${pid}/cmdline`)) ?? '').split('\0').filter((a) => a !== '');
-  return argv.includes(`--conf-file=${conf}`) ? argv : undefined;
+  if (!(await isRunning(pid)) || (await processComm(pid)) !== 'dnsmasq') return undefined;
+  const argv = await processArgv(pid);
+  return argv?.includes(`--conf-file=${conf}`) ? argv : undefined;
 }
+
+/** Lease files hold ~100 bytes a lease: 8 MiB is far above any network's pool. */
+const LEASES_MAX_BYTES = 8 << 20;
 
 /** Starts, checks, restarts and stops one network's dnsmasq. */
 export class DnsmasqManager {
@@ -149,12 +144,17 @@ export class DnsmasqManager {
     private readonly netns?: string,
   ) {}
 
-  /** The pid of the network's running dnsmasq (from its pidfile, checked in /proc), or undefined. */
-  async pid(paths: DnsmasqPaths): Promise<number | undefined> {
-    const text = (await readText(paths.pidFile))?.trim();
-    const pid = text && /^\d+$/.test(text) ? Number(text) : undefined;
+  /** The network's running dnsmasq (pid from its pidfile, checked in /proc) with its start time, or undefined. */
+  async process(paths: DnsmasqPaths): Promise<ProcessIdentity | undefined> {
+    const pid = await readPidfile(paths.pidFile);
     if (pid === undefined) return undefined;
-    return (await dnsmasqProcess(pid, paths.conf)) ? pid : undefined;
+    const id = await identify(pid);
+    return id && (await dnsmasqProcess(pid, paths.conf)) ? id : undefined;
+  }
+
+  /** The pid of the network's running dnsmasq, or undefined. */
+  async pid(paths: DnsmasqPaths): Promise<number | undefined> {
+    return (await this.process(paths))?.pid;
   }
 
   /**
@@ -170,11 +170,11 @@ export class DnsmasqManager {
     const argv = dnsmasqArgv(cfg, paths);
     const pid = await this.pid(paths);
     const current = pid === undefined ? undefined : await dnsmasqProcess(pid, paths.conf);
-    const sameConf = (await readText(paths.conf)) === conf;
+    const sameConf = (await readFileCapped(paths.conf)) === conf;
     if (!force && pid !== undefined && sameConf && current?.join('\0') === argv.join('\0'))
       return 'unchanged';
     await mkdir(paths.dir, { recursive: true, mode: 0o755 });
-    await writeFile(paths.conf, conf, { mode: 0o644 });
+    await writeFileAtomic(paths.conf, conf, { mode: 0o644 });
     if (pid !== undefined) await this.stop(paths);
     await this.start(argv, paths);
     return pid === undefined ? 'started' : 'restarted';
@@ -183,62 +183,40 @@ export class DnsmasqManager {
   /** Starts dnsmasq detached and waits until it wrote its pidfile (it has bound its sockets by then). */
   private async start(argv: string[], paths: DnsmasqPaths): Promise<number> {
     await rm(paths.pidFile, { force: true });
-    const logStart = (await readText(paths.logFile))?.length ?? 0;
+    const logStart = await fileSize(paths.logFile);
     const pid = await this.runner.spawnDetached(argv, { netns: this.netns, logFile: paths.logFile });
-    // dnsmasq writes its pidfile within ~10 ms: poll tightly, give up after 5 s.
-    for (let i = 0; i < 1000; i++) {
-      const text = (await readText(paths.pidFile))?.trim();
-      if (text === String(pid) && (await dnsmasqProcess(pid, paths.conf))) return pid;
-      if (i > 20 && !(await dnsmasqProcess(pid, paths.conf)) && !isAlive(pid)) break;
-      await sleep(5);
-    }
-    const log = ((await readText(paths.logFile)) ?? '').slice(logStart).trim();
-    killQuietly(pid, 'SIGKILL');
+    // dnsmasq writes its pidfile within ~10 ms: poll tightly; a config it refuses makes it exit at once.
+    const outcome = await pollUntil(
+      async () => {
+        if ((await readPidfile(paths.pidFile)) === pid && (await dnsmasqProcess(pid, paths.conf)))
+          return 'up';
+        return (await isRunning(pid)) ? undefined : 'exited';
+      },
+      { timeoutMs: DNSMASQ_START_TIMEOUT_MS, intervalMs: 5 },
+    );
+    if (outcome === 'up') return pid;
+    const log = (await readAppended(paths.logFile, logStart)).trim();
+    await signalProcess(pid, 'SIGKILL');
     throw new VmlinkError(
       'exec',
-      `dnsmasq did not start for ${paths.conf}${log ? `:\n  ${log.split('\n').join('\n  ')}` : ''}`,
+      `dnsmasq did not start for ${paths.conf}${outcome === undefined ? ` within ${DNSMASQ_START_TIMEOUT_MS} ms` : ''}${log ? `:\n  ${log.split('\n').join('\n  ')}` : ''}`,
     );
   }
 
-  /** Stops the network's dnsmasq (SIGTERM, then SIGKILL after 3 s) and waits until its sockets are closed. */
+  /** Stops the network's dnsmasq (SIGTERM, then SIGKILL) and waits until it has exited and closed its sockets. */
   async stop(paths: DnsmasqPaths): Promise<void> {
-    const pid = await this.pid(paths);
-    if (pid !== undefined) {
-      killQuietly(pid, 'SIGTERM');
-      // Wait for the pid itself: an exiting process loses its cmdline before it closes its sockets.
-      for (let i = 0; i < 300 && !(await exited(pid)); i++) await sleep(10);
-      if (!(await exited(pid))) killQuietly(pid, 'SIGKILL');
-      for (let i = 0; i < 200 && !(await exited(pid)); i++) await sleep(10);
-    }
+    const id = await this.process(paths);
+    // Wait for the process itself: an exiting dnsmasq loses its cmdline before it closes its sockets.
+    if (id) await terminate(id, { graceMs: DAEMON_STOP_GRACE_MS, killMs: KILL_WAIT_MS });
     await rm(paths.pidFile, { force: true });
   }
 
   /** Current leases of the network. */
   async leases(paths: DnsmasqPaths): Promise<DhcpLease[]> {
-    return parseLeases((await readText(paths.leaseFile)) ?? '');
+    return parseLeases((await readFileCapped(paths.leaseFile, { maxBytes: LEASES_MAX_BYTES })) ?? '');
   }
 }
 
-/** Whether the process is gone or a zombie (its files, sockets included, are closed by then). */
-async function exited(pid: number): Promise<boolean> {
-  if (!isAlive(pid)) return true;
-  const stat = await readText(`/proc/${pid}/stat`);
-  return stat === undefined || /^\d+ \(.*\) [ZX]/.test(stat);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function killQuietly(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
+async function fileSize(path: string): Promise<number> {
+  return (await stat(path).catch(() => undefined))?.size ?? 0;
 }

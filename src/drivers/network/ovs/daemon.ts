@@ -3,11 +3,29 @@
 // so an agent restart finds them running and adopts them instead of restarting them (which would
 // drop the OpenFlow tables and the userspace datapath's internal ports).
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ovs, type OvsEndpoints } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
 import { VmlinkError } from '../../../shared/errors.js';
+import {
+  DAEMON_STOP_GRACE_MS,
+  KILL_WAIT_MS,
+  OVS_DAEMON_EXIT_TIMEOUT_MS,
+  OVS_DAEMON_START_TIMEOUT_MS,
+} from '../../../shared/limits.js';
+import {
+  identify,
+  inNetns,
+  type ProcessIdentity,
+  processArgv,
+  processComm,
+  readPidfile,
+  terminate,
+  waitExited,
+} from '../../../shared/process.js';
+import { readAppended } from '../../../shared/state-file.js';
+import { pollUntil } from '../../../shared/time.js';
 
 /** The two OVS daemons. */
 export type OvsDaemonName = 'ovsdb-server' | 'ovs-vswitchd';
@@ -83,18 +101,6 @@ export interface OvsDaemonStatus {
   startMs: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
-    throw e;
-  }
-}
-
 /** Whether the kernel has the openvswitch module (loaded, or loadable). */
 export async function kernelDatapathAvailable(runner: Runner): Promise<boolean> {
   if (existsSync('/sys/module/openvswitch')) return true;
@@ -128,19 +134,20 @@ export class OvsDaemons {
     return (await this.kernelDp) ? 'system' : 'netdev';
   }
 
-  /** Pid of a live (not zombie) daemon started with our files, in our namespace; undefined otherwise. */
+  /** A live (not zombie) daemon started with our files, in our namespace, with its start time; undefined otherwise. */
+  async process(name: OvsDaemonName): Promise<ProcessIdentity | undefined> {
+    const pid = await readPidfile(this.paths.pidFile[name]);
+    if (pid === undefined) return undefined;
+    const id = await identify(pid);
+    if (!id || (await processComm(pid)) !== name) return undefined;
+    if (!(await processArgv(pid))?.includes(`--pidfile=${this.paths.pidFile[name]}`)) return undefined;
+    if (this.netns && !(await inNetns(pid, this.netns))) return undefined;
+    return id;
+  }
+
+  /** Pid of a live daemon started with our files, in our namespace; undefined otherwise. */
   async pid(name: OvsDaemonName): Promise<number | undefined> {
-    const text = (await readText(this.paths.pidFile[name]))?.trim();
-    if (!text || !/^\d+$/.test(text)) return undefined;
-    const pid = Number(text);
-    const stat0 = await readText(`/proc/${pid}/stat`);
-    if (!stat0 || /^\d+ \(.*\) [ZX]/.test(stat0)) return undefined;
-    const comm = (await readText(`/proc/${pid}/comm`))?.trim();
-    if (comm !== name) return undefined;
-    const argv = ((await readText(`/proc/${pid}/cmdline`)) ?? '').split('\0');
-    if (!argv.includes(`--pidfile=${this.paths.pidFile[name]}`)) return undefined;
-    if (this.netns && !(await sameNetns(pid, this.netns))) return undefined;
-    return pid;
+    return (await this.process(name))?.pid;
   }
 
   /** Problems of the daemons (for `listNetworks`); empty when both run. */
@@ -183,21 +190,19 @@ export class OvsDaemons {
   /** Stops both daemons (vswitchd first, releasing its datapath) and waits until they are gone. */
   async stop(): Promise<void> {
     for (const n of ['ovs-vswitchd', 'ovsdb-server'] as const) {
-      const pid = await this.pid(n);
-      if (pid === undefined) continue;
+      const id = await this.process(n);
+      if (id === undefined) continue;
       const args = n === 'ovs-vswitchd' ? ['exit', '--cleanup'] : ['exit'];
       await this.runner
         .run(['ovs-appctl', '-t', this.paths.ctl[n], ...args], {
           netns: this.netns,
           allowFailure: true,
-          timeoutMs: 10_000,
+          timeoutMs: OVS_DAEMON_EXIT_TIMEOUT_MS,
         })
         .catch(() => undefined);
-      for (let i = 0; i < 60 && (await alive(pid)); i++) await sleep(50);
-      if (await alive(pid)) killQuietly(pid, 'SIGTERM');
-      for (let i = 0; i < 40 && (await alive(pid)); i++) await sleep(50);
-      if (await alive(pid)) killQuietly(pid, 'SIGKILL');
-      for (let i = 0; i < 40 && (await alive(pid)); i++) await sleep(50);
+      // `exit` returns before the daemon is gone; whatever still runs after the grace gets TERM, then KILL.
+      if (!(await waitExited(id, DAEMON_STOP_GRACE_MS)))
+        await terminate(id, { graceMs: DAEMON_STOP_GRACE_MS, killMs: KILL_WAIT_MS });
       await rm(this.paths.pidFile[n], { force: true });
     }
   }
@@ -210,52 +215,21 @@ export class OvsDaemons {
 
   private async start(name: OvsDaemonName, argv: string[]): Promise<void> {
     const logFile = this.paths.log[name];
-    const logStart = (await readText(logFile))?.length ?? 0;
+    const logStart = (await stat(logFile).catch(() => undefined))?.size ?? 0;
     await rm(this.paths.pidFile[name], { force: true });
     // --detach: the command returns once the daemon is ready (socket bound / database read), pidfile written.
     const r = await this.runner.run(argv, {
       netns: this.netns,
       env: { OVS_RUNDIR: this.paths.runDir, OVS_DBDIR: this.paths.dir, OVS_LOGDIR: this.paths.dir },
       allowFailure: true,
-      timeoutMs: 30_000,
+      timeoutMs: OVS_DAEMON_START_TIMEOUT_MS,
     });
-    for (let i = 0; i < 40; i++) {
-      if ((await this.pid(name)) !== undefined) return;
-      if (r.code !== 0) break;
-      await sleep(50);
-    }
-    const log = ((await readText(logFile)) ?? '').slice(logStart).trim();
+    // The pidfile is written before --detach returns; allow the 2 s a loaded machine may still need.
+    if (r.code === 0 && (await pollUntil(() => this.pid(name), { timeoutMs: 2_000 })) !== undefined) return;
+    const log = (await readAppended(logFile, logStart)).trim();
     throw new VmlinkError(
       'exec',
       `${name} did not start (exit ${r.code}) for ${this.paths.dir}: ${[r.stderr.trim(), log].filter(Boolean).join('\n  ')}`,
     );
-  }
-}
-
-/** Whether the process runs in the named network namespace (compares namespace inodes). */
-async function sameNetns(pid: number, netns: string): Promise<boolean> {
-  try {
-    const [a, b] = await Promise.all([stat(`/proc/${pid}/ns/net`), stat(`/run/netns/${netns}`)]);
-    return a.ino === b.ino && a.dev === b.dev;
-  } catch {
-    return false;
-  }
-}
-
-async function alive(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  const s = await readText(`/proc/${pid}/stat`);
-  return s !== undefined && !/^\d+ \(.*\) [ZX]/.test(s);
-}
-
-function killQuietly(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
   }
 }
