@@ -7,6 +7,7 @@ import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NetworkBackend, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
 import { ConfirmManager, type Undo } from './confirm.js';
@@ -37,7 +38,7 @@ export interface AgentDeps {
 /** One host's agent: applies actions through its drivers and reports observed state. */
 export class Agent {
   private readonly confirms: ConfirmManager;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(private readonly deps: AgentDeps) {
     this.confirms = new ConfirmManager({
@@ -328,10 +329,9 @@ export class Agent {
     return this.driver(prev.config.backend, `network ${u.name}`).ensureNetwork(prev.config, prev.configHash);
   }
 
+  // Host changes run one at a time, commit-confirm rollbacks included.
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 
   /** Runs a reachability probe from the host or from one of its guests. */

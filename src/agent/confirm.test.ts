@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -120,5 +120,33 @@ describe('commit-confirm', () => {
     await vi.advanceTimersByTimeAsync(0);
     await second.settle(id);
     expect(second.get(id).state).toBe('rolled-back');
+  });
+
+  it('skips records that are corrupt, of the wrong shape or planted as links, and re-arms the good ones', async () => {
+    const first = make();
+    const good = randomUUID();
+    first.arm(good, 5_000, 'network lan', undo);
+    first.close();
+    const bad = [randomUUID(), randomUUID(), randomUUID()];
+    writeFileSync(join(dir, `${bad[0]}.json`), '{"id":');
+    writeFileSync(
+      join(dir, `${bad[1]}.json`),
+      JSON.stringify({ id: bad[1], state: 'pending', undo: { kind: 'rm -rf' } }),
+    );
+    symlinkSync(join(dir, `${good}.json`), join(dir, `${bad[2]}.json`));
+
+    const second = make();
+    second.resume();
+    for (const id of bad)
+      expect(() => second.get(id)).toThrow(expect.objectContaining({ kind: 'not-found' }));
+    expect(second.get(good).state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(5_000);
+    await second.settle(good);
+    expect(reverted).toEqual([undo]);
+    // Records are written whole (atomically) and stay private to root.
+    expect(JSON.parse(readFileSync(join(dir, `${good}.json`), 'utf8'))).toMatchObject({
+      state: 'rolled-back',
+    });
+    expect(statSync(join(dir, `${good}.json`)).mode & 0o777).toBe(0o600);
   });
 });

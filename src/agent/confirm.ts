@@ -1,12 +1,15 @@
 // Commit-confirm on the agent: a change that may cut the management path is applied, answered, and reverted by
 // the agent itself unless the controller confirms it in time (like Junos `commit confirmed`). Pending changes are
 // persisted, so an agent restarted mid-window still rolls back when the window ends.
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ConflictError, NotFoundError } from '../shared/errors.js';
+import { CONFIRM_RECORD_KEEP_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 import type { NetworkConfig } from '../shared/model.js';
-import type { ConfirmState } from './wire.js';
+import { readJsonFileSync, writeJsonFileSync } from '../shared/state-file.js';
+import { type ConfirmState, NetworkConfigSchema } from './wire.js';
 
 /** How to take a confirmable change back: JSON-serialisable, so it survives an agent restart. */
 export type Undo =
@@ -29,6 +32,30 @@ interface Entry {
   /** Epoch ms of the last state change. */
   updated: number;
 }
+
+const UndoSchema = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('network'),
+      name: z.string(),
+      previous: z.object({ config: NetworkConfigSchema, configHash: z.string() }).strict().optional(),
+    })
+    .strict(),
+  z.object({ kind: z.literal('uplink'), device: z.string(), snapshot: z.unknown() }).strict(),
+]);
+
+const EntrySchema = z
+  .object({
+    id: z.string(),
+    state: z.enum(['pending', 'confirmed', 'rolled-back', 'rollback-failed']),
+    detail: z.string(),
+    what: z.string(),
+    timeoutMs: z.number().int().min(0),
+    deadline: z.number(),
+    undo: UndoSchema,
+    updated: z.number(),
+  })
+  .strict() satisfies z.ZodType<Entry>;
 
 /** Options of a `ConfirmManager`. */
 export interface ConfirmOptions {
@@ -54,15 +81,17 @@ export class ConfirmManager {
   /** Loads persisted records and re-arms pending ones with their remaining time (expired ones roll back now). */
   resume(): void {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
-    const keepMs = this.opts.keepMs ?? 86_400_000;
+    const keepMs = this.opts.keepMs ?? CONFIRM_RECORD_KEEP_MS;
     for (const f of readdirSync(this.opts.dir)) {
       if (!f.endsWith('.json') || !ID.test(f.slice(0, -5))) continue;
-      let e: Entry;
+      let e: Entry | undefined;
       try {
-        e = JSON.parse(readFileSync(join(this.opts.dir, f), 'utf8')) as Entry;
-      } catch {
+        e = readJsonFileSync(join(this.opts.dir, f), EntrySchema);
+      } catch (err) {
+        log.error({ file: f, err: (err as Error).message }, 'commit-confirm record unreadable; skipped');
         continue;
       }
+      if (!e) continue;
       if (e.state !== 'pending' && Date.now() - e.updated > keepMs) {
         rmSync(join(this.opts.dir, f), { force: true });
         continue;
@@ -192,9 +221,7 @@ export class ConfirmManager {
 
   private persist(e: Entry): void {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
-    const file = join(this.opts.dir, `${e.id}.json`);
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(e, null, 2)}\n`, { mode: 0o600 });
-    renameSync(`${file}.tmp`, file);
+    writeJsonFileSync(join(this.opts.dir, `${e.id}.json`), e);
   }
 }
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type ErrorBody, NotFoundError, toErrorBody } from '../shared/errors.js';
+import { FINISHED_TASKS_KEPT } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 
 /** A long operation's state as the API returns it. */
@@ -100,8 +101,9 @@ export class TaskManager {
   }
 
   private prune(): void {
-    // Keep the newest 200 finished tasks.
+    // Finished tasks stay for clients that poll late; the oldest go first.
     const finished = [...this.tasks.values()].filter((t) => t.view.state !== 'running');
-    for (const t of finished.slice(0, Math.max(0, finished.length - 200))) this.tasks.delete(t.view.id);
+    for (const t of finished.slice(0, Math.max(0, finished.length - FINISHED_TASKS_KEPT)))
+      this.tasks.delete(t.view.id);
   }
 }

@@ -98,3 +98,8 @@ export const LAB_RELAY_START_TIMEOUT_MS = 15_000;
 export const LAB_HEALTH_TIMEOUT_MS = 2_000;
 /** One health check of a lab agent across the lab LAN (relay, LAN, TCP). */
 export const LAB_PATH_CHECK_TIMEOUT_MS = 5_000;
+
+// Sizes.
+
+/** Finished tasks the controller keeps for clients that ask about them late (the newest ones). */
+export const FINISHED_TASKS_KEPT = 200;
