@@ -8,6 +8,8 @@ import {
   parseAddrs,
   parseFdb,
   parseLinks,
+  parseNetnsList,
+  parseNetnsPids,
   parseRoutes,
   renderBatch,
   routeSpecOf,
@@ -291,6 +293,21 @@ describe('Ip', () => {
       { argv: ['ip', '-batch', '-'], netns: 'lab1', input: 'link del dev a\nlink del dev b\n' },
       { argv: ['ip', 'tuntap', 'add', 'dev', 't0', 'mode', 'tap', 'vnet_hdr'], netns: 'lab1' },
     ]);
+  });
+
+  it("lists namespaces and their processes, from the caller's own namespace", async () => {
+    const runner = new RecordingRunner()
+      .on(['ip', '-json', 'netns', 'list'], { stdout: '[{"name":"vl-a--sw","id":3},{"name":"vl-a-h1"}]\n' })
+      .on(['ip', 'netns', 'pids', 'vl-a-h1'], { stdout: '412\n9001\n' })
+      .on(['ip', 'netns', 'pids', 'gone'], { code: 1, stderr: 'Cannot open network namespace' });
+    const ip = new Ip(runner, 'lab1');
+    expect(await ip.namespaces.list()).toEqual(['vl-a--sw', 'vl-a-h1']);
+    expect(await ip.namespaces.pids('vl-a-h1')).toEqual([412, 9001]);
+    expect(await ip.namespaces.pids('gone')).toEqual([]);
+    expect(runner.calls.every((c) => c.netns === undefined)).toBe(true);
+    await expect(ip.namespaces.pids('../x')).rejects.toThrow(/invalid namespace name/);
+    expect(parseNetnsList('')).toEqual([]);
+    expect(parseNetnsPids(' 1\n\n22 \n')).toEqual([1, 22]);
   });
 
   it('throws on unexpected errors from link show', async () => {

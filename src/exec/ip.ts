@@ -1,6 +1,7 @@
 // Typed wrappers over iproute2 (`ip`): argv builders, `ip -json` parsers and `ip -batch -` for
 // multi-step changes. Nothing here builds a shell string; every command goes through the one Runner.
 import { InvalidRequestError } from '../shared/errors.js';
+import { isVlanId, VLAN_ID_MAX, VLAN_ID_MIN, VXLAN_PORT } from '../shared/limits.js';
 import { ExecError, type Runner, type RunResult } from './runner.js';
 
 /** One `ip` command as argv without the leading `ip` (a line of `ip -batch`). */
@@ -167,13 +168,13 @@ export const ipCmd = {
         }
         break;
       case 'vlan':
-        if (s.vlanId === undefined || s.vlanId < 1 || s.vlanId > 4094) {
-          throw new InvalidRequestError(`vlan id must be 1-4094, got ${s.vlanId}`);
+        if (s.vlanId === undefined || !isVlanId(s.vlanId)) {
+          throw new InvalidRequestError(`vlan id must be ${VLAN_ID_MIN}-${VLAN_ID_MAX}, got ${s.vlanId}`);
         }
         a.push('id', String(s.vlanId));
         break;
       case 'vxlan':
-        a.push('id', String(s.vni ?? 1), 'dstport', String(s.dstport ?? 4789));
+        a.push('id', String(s.vni ?? 1), 'dstport', String(s.dstport ?? VXLAN_PORT));
         if (s.remote !== undefined) a.push('remote', s.remote);
         if (s.local !== undefined) a.push('local', s.local);
         if (s.link !== undefined) a.push('dev', s.link);
@@ -405,6 +406,21 @@ export function parseRoutes(text: string, dev?: string): IpRoute[] {
   });
 }
 
+/** Parses `ip -json netns list` (older iproute2 prints nothing when there is no namespace). */
+export function parseNetnsList(text: string): string[] {
+  return parseArray(text)
+    .map((o) => str(o.name))
+    .filter((n): n is string => n !== undefined);
+}
+
+/** Parses `ip netns pids NAME`: one pid per line. */
+export function parseNetnsPids(text: string): number[] {
+  return text
+    .split(/\s+/)
+    .filter((t) => /^\d+$/.test(t))
+    .map(Number);
+}
+
 /** Turns an observed route into the spec that re-creates it on `dev`. */
 export function routeSpecOf(r: IpRoute, dev: string): RouteSpec {
   const s: RouteSpec = { dst: r.dst, dev };
@@ -510,6 +526,15 @@ export class Ip {
       assertNetnsName(name);
       await this.runner.run(['ip', 'netns', 'del', name], { allowFailure: true });
     },
+    /** Names of the named namespaces that exist. */
+    list: async (): Promise<string[]> =>
+      parseNetnsList((await this.runner.run(['ip', '-json', 'netns', 'list'])).stdout),
+    /** Pids of the processes in a namespace (none when it does not exist). */
+    pids: async (name: string): Promise<number[]> => {
+      assertNetnsName(name);
+      const r = await this.runner.run(['ip', 'netns', 'pids', name], { allowFailure: true });
+      return r.code === 0 ? parseNetnsPids(r.stdout) : [];
+    },
   };
 }
 
@@ -569,8 +594,8 @@ function fdbArgs(op: 'append' | 'del', dev: string, dst: string, mac: string): B
 }
 
 function assertVid(vid: number): void {
-  if (!Number.isInteger(vid) || vid < 1 || vid > 4094)
-    throw new InvalidRequestError(`vlan id must be 1-4094, got ${vid}`);
+  if (!isVlanId(vid))
+    throw new InvalidRequestError(`vlan id must be ${VLAN_ID_MIN}-${VLAN_ID_MAX}, got ${vid}`);
 }
 
 /** Parses `bridge -json fdb show [dev DEV]`. */

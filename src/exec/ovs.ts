@@ -3,6 +3,7 @@
 // `ovs-appctl` (daemon control). Every command names its instance's sockets explicitly, so several
 // OVS instances (one per lab host namespace) never meet through a default path.
 import { InvalidRequestError } from '../shared/errors.js';
+import { isLinkMtu, isVlanId, LINK_MTU_MAX, MTU_MIN, VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
 import { ExecError, type Runner, type RunResult } from './runner.js';
 
 /** One ovs-vsctl command as argv (without the separating `--`). */
@@ -56,8 +57,8 @@ export function assertOvsName(name: string, what = 'OVS name'): void {
 }
 
 function assertVlan(id: number, what: string): void {
-  if (!Number.isInteger(id) || id < 0 || id > 4095)
-    throw new InvalidRequestError(`${what}: VLAN ${id} out of range 0-4095`);
+  if (!isVlanId(id))
+    throw new InvalidRequestError(`${what}: VLAN ${id} out of range ${VLAN_ID_MIN}-${VLAN_ID_MAX}`);
 }
 
 /** `key=value` map column syntax of ovs-vsctl, with keys and values restricted to safe characters. */
@@ -90,8 +91,8 @@ function portColumns(s: OvsPortSpec): { port: string[]; iface: string[] } {
   }
   if (s.options) iface.push(...mapArgs('options', s.options));
   if (s.mtu !== undefined) {
-    if (!Number.isInteger(s.mtu) || s.mtu < 68 || s.mtu > 65535)
-      throw new InvalidRequestError(`mtu ${s.mtu} out of range 68-65535`);
+    if (!isLinkMtu(s.mtu))
+      throw new InvalidRequestError(`mtu ${s.mtu} out of range ${MTU_MIN}-${LINK_MTU_MAX}`);
     iface.push(`mtu_request=${s.mtu}`);
   }
   return { port, iface };

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { VmlinkError } from '../shared/errors.js';
+import { COMMAND_TIMEOUT_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 
 /** Options of one command run. */
@@ -8,7 +9,7 @@ export interface RunOptions {
   netns?: string;
   /** Written to the command's stdin. */
   input?: string;
-  /** Kill the command after this many milliseconds (default 60 s). */
+  /** Kill the command after this many milliseconds (default `COMMAND_TIMEOUT_MS`). */
   timeoutMs?: number;
   /** Return a non-zero exit instead of throwing `ExecError`. */
   allowFailure?: boolean;
@@ -123,7 +124,7 @@ function collect(child: ChildProcess, argv: string[], opts: RunOptions): Promise
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 60_000);
+    }, opts.timeoutMs ?? COMMAND_TIMEOUT_MS);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       stdout += d;
     });
@@ -137,7 +138,8 @@ function collect(child: ChildProcess, argv: string[], opts: RunOptions): Promise
     child.once('close', (code, sig) => {
       clearTimeout(timer);
       const result = { argv, code: code ?? 128 + (sig ? 9 : 0), stdout, stderr };
-      if (timedOut) reject(new ExecError(result, `timed out after ${opts.timeoutMs ?? 60_000} ms`));
+      if (timedOut)
+        reject(new ExecError(result, `timed out after ${opts.timeoutMs ?? COMMAND_TIMEOUT_MS} ms`));
       else resolve(result);
     });
     child.stdin!.on('error', () => {});

@@ -1,10 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Ip, type IpCommand, ipCmd } from '../exec/ip.js';
+import { Nft } from '../exec/nft.js';
 import type { Runner } from '../exec/runner.js';
-import { InvalidRequestError, TimeoutError, UnavailableError } from '../shared/errors.js';
+import { InvalidRequestError, TimeoutError, UnavailableError, VmlinkError } from '../shared/errors.js';
 import { AnyAnswerSchema, HttpClient } from '../shared/http/client.js';
+import {
+  DAEMON_STOP_GRACE_MS,
+  DEFAULT_MTU,
+  KILL_WAIT_MS,
+  LAB_AGENT_START_TIMEOUT_MS,
+  LAB_HEALTH_TIMEOUT_MS,
+  LAB_PATH_CHECK_TIMEOUT_MS,
+  LAB_RELAY_START_TIMEOUT_MS,
+} from '../shared/limits.js';
 import type { OpContext } from '../shared/op.js';
 import {
   AGENT_TCP_PORT,
@@ -15,6 +26,24 @@ import {
   labTokenFile,
   stateDir,
 } from '../shared/paths.js';
+import {
+  hasExitedState,
+  identify,
+  isPid,
+  isRunning,
+  type ProcessIdentity,
+  parsePid,
+  parseProcStat,
+  processArgv,
+  processComm,
+  readIdentityFile,
+  readPidfile,
+  signalProcess,
+  waitExited,
+  writeIdentityFile,
+} from '../shared/process.js';
+import { readFileCappedSync, writeFileAtomic, writeFileAtomicSync } from '../shared/state-file.js';
+import { pollUntil, sleep } from '../shared/time.js';
 import { defaultDhcpRange, formatIpv4, parseCidr, parseIpv4 } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
@@ -40,13 +69,13 @@ export function labMgmtAddress(spec: LabSpec): string {
 
 /** The LAN's MTU (`lab.lan.mtu`, default 1500). */
 export function labLanMtu(spec: LabSpec): number {
-  return (spec.lan as { mtu?: number }).mtu ?? 1500;
+  return (spec.lan as { mtu?: number }).mtu ?? DEFAULT_MTU;
 }
 
 /** The lab's extra segments in order (`lab.segments`); host NIC eth(i+1) joins segment i. */
 export function labSegments(spec: LabSpec): LabSegment[] {
   const segs = (spec as { segments?: Array<{ name: string; mtu?: number }> }).segments ?? [];
-  return segs.map((s) => ({ name: s.name, mtu: s.mtu ?? 1500 }));
+  return segs.map((s) => ({ name: s.name, mtu: s.mtu ?? DEFAULT_MTU }));
 }
 
 /** Where the controller reaches a lab host's agent across the LAN. */
@@ -54,11 +83,21 @@ export const labAgentTcp = (address: string): string => `http://${address}:${AGE
 
 /** The lab: network namespaces standing in for physical machines, built and removed without touching the root namespace. */
 export class Lab {
+  /** iproute2 in the caller's namespace: only namespaces themselves are managed from there. */
+  private readonly ip: Ip;
+
   constructor(
     private readonly runner: Runner,
     readonly spec: LabSpec,
     private readonly opts: LabOptions = {},
-  ) {}
+  ) {
+    this.ip = new Ip(runner);
+  }
+
+  /** iproute2 inside one of the lab's namespaces. */
+  private ipIn(ns: string): Ip {
+    return new Ip(this.runner, ns);
+  }
 
   /** Builds whatever is missing (idempotent) and (re)starts any host agent that is not running. */
   async up(ctx: OpContext = {}): Promise<void> {
@@ -69,8 +108,8 @@ export class Lab {
     for (const ns of labNamespaces(spec)) {
       if (existing.has(ns)) continue;
       say(`creating namespace ${ns}`);
-      await this.runner.run(['ip', 'netns', 'add', ns]);
-      await this.runner.run(['ip', 'link', 'set', 'lo', 'up'], { netns: ns });
+      await this.ip.namespaces.add(ns);
+      await this.ipIn(ns).link.set('lo', { up: true });
     }
     const lan = parseCidr(spec.lan.cidr)!;
     const sw = switchNs(spec.name);
@@ -83,19 +122,11 @@ export class Lab {
         `lab address ${mgmt} is the lab's management station (the highest address of ${spec.lan.cidr}); give the machine another address`,
         'lab',
       );
-    if (!(await this.linkExists(sw, 'lan'))) {
-      await this.runner.run(['ip', '-batch', '-'], {
-        netns: sw,
-        input: `link add lan type bridge\nlink set lan mtu ${mtu}\nlink set lan up\n`,
-      });
-    }
+    if (!(await this.linkExists(sw, 'lan'))) await this.ipIn(sw).batch(switchBridge('lan', mtu));
     for (const [si, seg] of segments.entries()) {
       if (await this.linkExists(sw, segBridge(si))) continue;
       say(`creating segment ${seg.name} (MTU ${seg.mtu})`);
-      await this.runner.run(['ip', '-batch', '-'], {
-        netns: sw,
-        input: `link add ${segBridge(si)} type bridge\nlink set ${segBridge(si)} mtu ${seg.mtu}\nlink set ${segBridge(si)} up\n`,
-      });
+      await this.ipIn(sw).batch(switchBridge(segBridge(si), seg.mtu));
     }
     // One veth per LAN machine: `eth0` in the machine, `pN` (management station: `pmgmt`) on the switch's bridge.
     const lanMachines = [
@@ -116,33 +147,14 @@ export class Lab {
     for (const m of lanMachines) {
       if (await this.linkExists(m.ns, 'eth0')) continue;
       say(`wiring ${m.ns} to the LAN as ${m.address}`);
-      await this.runner.run(
-        [
-          'ip',
-          'link',
-          'add',
-          'eth0',
-          'mtu',
-          String(mtu),
-          'type',
-          'veth',
-          'peer',
-          'name',
-          m.port,
-          'mtu',
-          String(mtu),
-          'netns',
-          sw,
-        ],
-        { netns: m.ns },
-      );
-      await this.runner.run(['ip', '-batch', '-'], {
-        netns: sw,
-        input: `link set ${m.port} master lan\nlink set ${m.port} up\n`,
-      });
-      const cmds = [`addr add ${m.address}/${lan.prefix} dev eth0`, 'link set eth0 up'];
-      if (m.gateway) cmds.push(`route add default via ${m.gateway}`);
-      await this.runner.run(['ip', '-batch', '-'], { netns: m.ns, input: `${cmds.join('\n')}\n` });
+      await this.ipIn(m.ns).link.add({ name: 'eth0', kind: 'veth', mtu, peer: m.port, peerNetns: sw });
+      await this.ipIn(sw).link.set(m.port, { mtu, master: 'lan', up: true });
+      const cmds: IpCommand[] = [
+        ipCmd.addrAdd('eth0', `${m.address}/${lan.prefix}`),
+        ipCmd.linkSet('eth0', { up: true }),
+      ];
+      if (m.gateway) cmds.push(ipCmd.routeAdd({ dst: 'default', gateway: m.gateway }));
+      await this.ipIn(m.ns).batch(cmds);
     }
     // Every host joins every segment on its next NIC: eth1 on the first segment, eth2 on the second, ...
     for (const [hi, h] of spec.hosts.entries()) {
@@ -152,31 +164,9 @@ export class Lab {
         if (await this.linkExists(ns, nic)) continue;
         const port = `h${hi}s${si}`;
         say(`wiring ${h.name} to segment ${seg.name} as ${nic}`);
-        await this.runner.run(
-          [
-            'ip',
-            'link',
-            'add',
-            nic,
-            'mtu',
-            String(seg.mtu),
-            'type',
-            'veth',
-            'peer',
-            'name',
-            port,
-            'mtu',
-            String(seg.mtu),
-            'netns',
-            sw,
-          ],
-          { netns: ns },
-        );
-        await this.runner.run(['ip', '-batch', '-'], {
-          netns: sw,
-          input: `link set ${port} master ${segBridge(si)}\nlink set ${port} up\n`,
-        });
-        await this.runner.run(['ip', 'link', 'set', nic, 'up'], { netns: ns });
+        await this.ipIn(ns).link.add({ name: nic, kind: 'veth', mtu: seg.mtu, peer: port, peerNetns: sw });
+        await this.ipIn(sw).link.set(port, { mtu: seg.mtu, master: segBridge(si), up: true });
+        await this.ipIn(ns).link.set(nic, { up: true });
       }
     }
     await this.upRouter(say);
@@ -186,7 +176,7 @@ export class Lab {
     // The controller's path: relay socket -> management station -> LAN -> the agent's TCP listener.
     const cut: string[] = [];
     for (const h of spec.hosts) {
-      if (!(await agentAnswers(labAgentSocket(spec.name, h.name), 5_000, this.token())))
+      if (!(await agentAnswers(labAgentSocket(spec.name, h.name), LAB_PATH_CHECK_TIMEOUT_MS, this.token())))
         cut.push(`${h.name} (${labAgentTcp(h.address)})`);
     }
     if (cut.length)
@@ -201,17 +191,26 @@ export class Lab {
     const existing = new Set(await this.namespaces());
     const mine = labNamespaces(this.spec).filter((ns) => existing.has(ns));
     // Agents first, so none restarts what the next step kills.
-    for (const h of this.spec.hosts) this.killPidfile(this.agentPidfile(h.name));
-    this.killPidfile(this.relayPidfile());
+    for (const h of this.spec.hosts) await this.killRecorded(this.agentPidfile(h.name));
+    await this.killRecorded(this.relayPidfile());
     for (const ns of mine) {
-      const pids = await this.nsPids(ns);
+      const pids = await this.ip.namespaces.pids(ns);
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);
       await killAll(pids);
     }
     for (const ns of mine) {
       say(`deleting namespace ${ns}`);
-      await this.runner.run(['ip', 'netns', 'del', ns]);
+      await this.ip.namespaces.del(ns);
     }
+    const left = await this.existingNamespaces();
+    if (left.length)
+      throw new VmlinkError(
+        'exec',
+        `lab ${this.spec.name}: namespaces ${left.join(', ')} could not be deleted`,
+        {
+          subject: 'lab',
+        },
+      );
     rmSync(labRunDir(this.spec.name), { recursive: true, force: true });
     rmSync(join(stateDir(), 'lab', this.spec.name), { recursive: true, force: true });
   }
@@ -236,36 +235,19 @@ export class Lab {
     const up = parseCidr(spec.upstream.cidr)!;
     if (!(await this.linkExists(rt, 'eth1'))) {
       say(`wiring the router to the upstream network ${spec.upstream.cidr}`);
-      await this.runner.run(
-        ['ip', 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', upNs],
-        { netns: rt },
-      );
-      await this.runner.run(['ip', '-batch', '-'], {
-        netns: rt,
-        input: `addr add ${this.routerUpstreamAddress()}/${up.prefix} dev eth1\nlink set eth1 up\n`,
-      });
+      await this.ipIn(rt).link.add({ name: 'eth1', kind: 'veth', peer: 'eth0', peerNetns: upNs });
+      await this.ipIn(rt).batch([
+        ipCmd.addrAdd('eth1', `${this.routerUpstreamAddress()}/${up.prefix}`),
+        ipCmd.linkSet('eth1', { up: true }),
+      ]);
       // The upstream machine gets no route back into the LAN: like the internet, it sees only the router.
-      await this.runner.run(['ip', '-batch', '-'], {
-        netns: upNs,
-        input: `addr add ${spec.upstream.address}/${up.prefix} dev eth0\nlink set eth0 up\n`,
-      });
+      await this.ipIn(upNs).batch([
+        ipCmd.addrAdd('eth0', `${spec.upstream.address}/${up.prefix}`),
+        ipCmd.linkSet('eth0', { up: true }),
+      ]);
     }
     await this.runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'], { netns: rt });
-    await this.runner.run(['nft', '-f', '-'], {
-      netns: rt,
-      input: [
-        'table ip vmlink-lab {}',
-        'delete table ip vmlink-lab',
-        'table ip vmlink-lab {',
-        '  chain postrouting { type nat hook postrouting priority srcnat; oifname "eth1" masquerade; }',
-        '  chain forward { type filter hook forward priority filter; policy drop;',
-        '    ct state established,related accept',
-        '    iifname "eth0" oifname "eth1" accept',
-        '  }',
-        '}',
-        '',
-      ].join('\n'),
-    });
+    await new Nft(this.runner, rt).replaceTable('ip', ROUTER_TABLE, routerRuleset());
     await this.ensureLanDhcp(say);
   }
 
@@ -273,7 +255,8 @@ export class Lab {
     const { spec } = this;
     const dir = labRunDir(spec.name);
     const pidfile = join(dir, 'router-dnsmasq.pid');
-    if (pidAlive(readPid(pidfile), 'dnsmasq')) return;
+    const conf = join(dir, 'router-dnsmasq.conf');
+    if (await routerDnsmasq(pidfile, conf)) return;
     const lan = parseCidr(spec.lan.cidr)!;
     const range = spec.lan.dhcp
       ? spec.lan.dhcp
@@ -283,8 +266,7 @@ export class Lab {
           return { start: formatIpv4(r.start), end: formatIpv4(Math.min(r.end, lan.broadcast - 2)) };
         })();
     say(`starting the LAN's DHCP server on the router (${range.start}-${range.end})`);
-    const conf = join(dir, 'router-dnsmasq.conf');
-    writeFileSync(
+    await writeFileAtomic(
       conf,
       [
         'interface=eth0',
@@ -298,27 +280,31 @@ export class Lab {
         'dhcp-authoritative',
         '',
       ].join('\n'),
+      { mode: 0o644 },
     );
     await this.runner.run(['dnsmasq', `--conf-file=${conf}`], { netns: routerNs(spec.name) });
   }
 
+  /** Where the identity (pid + start time) of a host's agent is recorded. */
   private agentPidfile(host: string): string {
-    return join(labRunDir(this.spec.name), `${host}.agent.pid`);
+    return join(labRunDir(this.spec.name), `${host}.agent.json`);
   }
 
+  /** Where the identity of the management relay is recorded. */
   private relayPidfile(): string {
-    return join(labRunDir(this.spec.name), 'relay.pid');
+    return join(labRunDir(this.spec.name), 'relay.json');
   }
 
   private token(): string {
-    return readFileSync(labTokenFile(this.spec.name), 'utf8').trim();
+    return (readFileCappedSync(labTokenFile(this.spec.name), { maxBytes: 4096 }) ?? '').trim();
   }
 
   /** Creates the lab's agent token (32 random bytes, hex, mode 0600) unless it exists. */
   private ensureToken(): void {
-    const file = labTokenFile(this.spec.name);
-    if (existsSync(file) && readFileSync(file, 'utf8').trim()) return;
-    writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    if (this.token()) return;
+    writeFileAtomicSync(labTokenFile(this.spec.name), `${randomBytes(32).toString('hex')}\n`, {
+      mode: 0o600,
+    });
   }
 
   /** Starts the management relay (one process, one socket per host) unless it runs with these routes. */
@@ -333,24 +319,27 @@ export class Lab {
     ]);
     const argsFile = join(dir, 'relay.args');
     const pidfile = this.relayPidfile();
-    const same = existsSync(argsFile) && readFileSync(argsFile, 'utf8') === JSON.stringify(routes);
+    const same = readFileCappedSync(argsFile) === JSON.stringify(routes);
     const socketsThere = spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)));
-    if (same && socketsThere && pidAlive(readPid(pidfile))) return;
-    this.killPidfile(pidfile);
+    if (same && socketsThere && (await this.recordedRunning(pidfile))) return;
+    await this.killRecorded(pidfile);
     say(`starting the management relay in ${mgmtNs(spec.name)} (${labMgmtAddress(spec)})`);
     for (const h of spec.hosts) rmSync(labAgentSocket(spec.name, h.name), { force: true });
-    const pid = await this.runner.spawnDetached([process.execPath, VMLINK_BIN, 'lab', 'relay', ...routes], {
-      netns: mgmtNs(spec.name),
-      logFile: join(dir, 'relay.log'),
-    });
-    writeFileSync(pidfile, `${pid}\n`);
-    writeFileSync(argsFile, JSON.stringify(routes));
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      if (spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)))) return;
-      if (!pidAlive(pid)) break;
-      await sleep(100);
-    }
+    const relay = await this.spawnRecorded(
+      [process.execPath, VMLINK_BIN, 'lab', 'relay', ...routes],
+      mgmtNs(spec.name),
+      join(dir, 'relay.log'),
+      pidfile,
+    );
+    writeFileAtomicSync(argsFile, JSON.stringify(routes));
+    const up = await pollUntil(
+      async () => {
+        if (spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)))) return 'up';
+        return relay && (await isRunning(relay)) ? undefined : 'exited';
+      },
+      { timeoutMs: LAB_RELAY_START_TIMEOUT_MS, intervalMs: 100 },
+    );
+    if (up === 'up') return;
     throw new TimeoutError(
       `the lab's management relay did not come up; see ${join(dir, 'relay.log')}`,
       'lab',
@@ -360,12 +349,12 @@ export class Lab {
   private async ensureAgent(host: string, address: string, say: (m: string) => void): Promise<void> {
     const socket = labAgentOwnSocket(this.spec.name, host);
     const pidfile = this.agentPidfile(host);
-    if (pidAlive(readPid(pidfile)) && (await agentAnswers(socket, 2_000))) return;
-    this.killPidfile(pidfile);
+    if ((await this.recordedRunning(pidfile)) && (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS))) return;
+    await this.killRecorded(pidfile);
     say(`starting the agent of ${host} in ${machineNs(this.spec.name, host)}`);
     const dir = labHostStateDir(this.spec.name, host);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
-    const pid = await this.runner.spawnDetached(
+    const agent = await this.spawnRecorded(
       [
         process.execPath,
         VMLINK_BIN,
@@ -383,46 +372,93 @@ export class Lab {
         '--state-dir',
         dir,
       ],
-      {
-        netns: machineNs(this.spec.name, host),
-        logFile: join(labRunDir(this.spec.name), `${host}.agent.log`),
-        env: { VMLINK_LOG: process.env.VMLINK_LOG ?? 'info' },
-      },
+      machineNs(this.spec.name, host),
+      join(labRunDir(this.spec.name), `${host}.agent.log`),
+      pidfile,
+      { VMLINK_LOG: process.env.VMLINK_LOG ?? 'info' },
     );
-    writeFileSync(pidfile, `${pid}\n`);
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (await agentAnswers(socket, 2_000)) return;
-      if (!pidAlive(pid)) break;
-      await sleep(200);
-    }
+    const up = await pollUntil(
+      async () => {
+        if (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS)) return 'up';
+        return agent && (await isRunning(agent)) ? undefined : 'exited';
+      },
+      { timeoutMs: LAB_AGENT_START_TIMEOUT_MS, intervalMs: 200 },
+    );
+    if (up === 'up') return;
     throw new TimeoutError(
       `the agent of ${host} did not come up; see ${join(labRunDir(this.spec.name), `${host}.agent.log`)}`,
       `host/${host}`,
     );
   }
 
-  private killPidfile(pidfile: string): void {
-    const pid = readPid(pidfile);
-    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
-    rmSync(pidfile, { force: true });
+  /**
+   * Starts a lab process detached in `netns` and records its identity (pid + start time) in `recordFile`, so later
+   * runs signal exactly this process and never one that reused its pid. Undefined when it exited at once.
+   */
+  private async spawnRecorded(
+    argv: string[],
+    netns: string,
+    logFile: string,
+    recordFile: string,
+    env?: Record<string, string>,
+  ): Promise<ProcessIdentity | undefined> {
+    const pid = await this.runner.spawnDetached(argv, { netns, logFile, ...(env ? { env } : {}) });
+    const id = await identify(pid);
+    if (id) await writeIdentityFile(recordFile, id);
+    return id;
+  }
+
+  /** Whether the process recorded in `recordFile` still runs. */
+  private async recordedRunning(recordFile: string): Promise<boolean> {
+    const id = await readIdentityFile(recordFile);
+    return id !== undefined && (await isRunning(id));
+  }
+
+  /** Kills the process recorded in `recordFile` (if it is still that process) and forgets it. */
+  private async killRecorded(recordFile: string): Promise<void> {
+    const id = await readIdentityFile(recordFile);
+    if (id && (await signalProcess(id, 'SIGKILL'))) await waitExited(id, KILL_WAIT_MS);
+    rmSync(recordFile, { force: true });
   }
 
   private async namespaces(): Promise<string[]> {
-    const r = await this.runner.run(['ip', '-json', 'netns', 'list']);
-    const list = r.stdout.trim() ? (JSON.parse(r.stdout) as Array<{ name: string }>) : [];
-    return list.map((n) => n.name);
+    return this.ip.namespaces.list();
   }
 
   private async linkExists(ns: string, dev: string): Promise<boolean> {
-    const r = await this.runner.run(['ip', 'link', 'show', 'dev', dev], { netns: ns, allowFailure: true });
-    return r.code === 0;
+    return (await this.ipIn(ns).link.get(dev)) !== undefined;
   }
+}
 
-  private async nsPids(ns: string): Promise<number[]> {
-    const r = await this.runner.run(['ip', 'netns', 'pids', ns], { allowFailure: true });
-    return r.stdout.split(/\s+/).filter(Boolean).map(Number);
-  }
+/** nftables table of the lab's router. */
+const ROUTER_TABLE = 'vmlink-lab';
+
+/** The router's ruleset: masquerade what leaves upstream, forward only LAN -> upstream (and replies). */
+function routerRuleset(): string {
+  return [
+    `table ip ${ROUTER_TABLE} {`,
+    '  chain postrouting { type nat hook postrouting priority srcnat; oifname "eth1" masquerade; }',
+    '  chain forward { type filter hook forward priority filter; policy drop;',
+    '    ct state established,related accept',
+    '    iifname "eth0" oifname "eth1" accept',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** A switch bridge of the lab: created with its MTU, then up. */
+function switchBridge(name: string, mtu: number): IpCommand[] {
+  return [ipCmd.linkAdd({ name, kind: 'bridge', mtu }), ipCmd.linkSet(name, { up: true })];
+}
+
+/** The router's LAN dnsmasq when it runs (pidfile, /proc name and command line), else undefined. */
+async function routerDnsmasq(pidfile: string, conf: string): Promise<ProcessIdentity | undefined> {
+  const pid = await readPidfile(pidfile);
+  if (pid === undefined) return undefined;
+  const id = await identify(pid);
+  if (!id || (await processComm(pid)) !== 'dnsmasq') return undefined;
+  return (await processArgv(pid))?.includes(`--conf-file=${conf}`) ? id : undefined;
 }
 
 /** Switch bridge of lab segment `i`. */
@@ -432,44 +468,38 @@ function maskOf(prefix: number): number {
   return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
 
-/** Reads a pidfile; undefined when missing or garbled. */
+/** Reads a pidfile (no links, capped); undefined when missing or garbled. Prefer `readPidfile` (shared/process). */
 export function readPid(path: string): number | undefined {
-  if (!existsSync(path)) return undefined;
-  const n = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
-  return Number.isInteger(n) && n > 0 ? n : undefined;
+  try {
+    return parsePid(readFileCappedSync(path, { maxBytes: 64 }) ?? '');
+  } catch {
+    return undefined;
+  }
 }
 
-/** Whether `pid` is alive (and, when given, its /proc comm is `comm`). */
+/**
+ * Whether `pid` runs and is not a zombie (and, when given, its /proc comm is `comm`). Synchronous, for the CLI's
+ * `daemon --stop`; code that can await uses `isRunning` of shared/process with a recorded identity.
+ */
 export function pidAlive(pid: number | undefined, comm?: string): boolean {
-  if (!pid) return false;
+  if (!isPid(pid)) return false;
   try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  if (!comm) return true;
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
+    const stat = parseProcStat(readFileCappedSync(`/proc/${pid}/stat`, { maxBytes: 4096 }) ?? '');
+    if (!stat || hasExitedState(stat.state)) return false;
+    return comm === undefined || stat.comm === comm;
   } catch {
     return false;
   }
 }
 
+/** SIGTERM to every process, SIGKILL to what is left after the grace; each checked by identity before a signal. */
 async function killAll(pids: number[]): Promise<void> {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {}
-  }
-  const deadline = Date.now() + 3_000;
-  while (Date.now() < deadline && pids.some((p) => pidAlive(p))) await sleep(100);
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {}
-  }
-  const hard = Date.now() + 3_000;
-  while (Date.now() < hard && pids.some((p) => pidAlive(p))) await sleep(50);
+  const ids = (await Promise.all(pids.map(identify))).filter((i): i is ProcessIdentity => i !== undefined);
+  for (const id of ids) await signalProcess(id, 'SIGTERM');
+  const exited = async () => (await Promise.all(ids.map((id) => isRunning(id)))).every((r) => !r);
+  if (await pollUntil(exited, { timeoutMs: DAEMON_STOP_GRACE_MS, intervalMs: 100 })) return;
+  for (const id of ids) await signalProcess(id, 'SIGKILL');
+  await pollUntil(exited, { timeoutMs: KILL_WAIT_MS, intervalMs: 50 });
 }
 
 async function agentAnswers(socket: string, timeoutMs: number, token?: string): Promise<boolean> {
@@ -485,5 +515,5 @@ async function agentAnswers(socket: string, timeoutMs: number, token?: string): 
   }
 }
 
-/** Resolves after `ms` milliseconds. */
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms` milliseconds (the shared `sleep`, re-exported for the CLI). */
+export { sleep };
