@@ -1,5 +1,6 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
+import { LINK_MTU_MAX, MTU_MIN, NETWORK_MTU_MAX, VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
 import {
   type DiskConfig,
   type ForwardConfig,
@@ -19,7 +20,9 @@ const devName = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/);
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/);
 
 const backend = z.enum(['linux', 'ovs']);
-const vlanId = z.number().int().min(1).max(4094);
+const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
+// The spec's bounds: the agent accepts exactly the MTUs a spec can produce.
+const networkMtu = z.number().int().min(MTU_MIN).max(NETWORK_MTU_MAX);
 
 const ForwardConfigSchema = z
   .object({
@@ -38,7 +41,7 @@ export const NetworkConfigSchema = z
     mode: z.enum(['nat', 'bridge', 'isolated', 'vxlan', 'vlan']),
     backend,
     bridge: devName,
-    mtu: z.number().int(),
+    mtu: networkMtu,
     vxlan: z
       .object({
         vni: z.number().int().min(1).max(16_777_215),
@@ -80,7 +83,7 @@ const NicConfigSchema = z
       .optional(),
     tap: devName,
     mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
-    mtu: z.number().int(),
+    mtu: networkMtu,
     staticIp: z
       .object({ address: ip, prefixLength: z.number().int(), gateway: ip.optional() })
       .strict()
@@ -109,7 +112,7 @@ const hash = z.string().regex(/^[0-9a-f]{8,64}$/);
 export const UplinkConfigSchema = z
   .object({
     device: devName,
-    mtu: z.number().int().min(576).max(9216).optional(),
+    mtu: z.number().int().min(MTU_MIN).max(LINK_MTU_MAX).optional(),
     addresses: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/)).optional(),
     gateway: ip.optional(),
   })

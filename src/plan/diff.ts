@@ -1,4 +1,6 @@
 // The diff: desired configs vs what agents report -> ordered steps that converge them.
+
+import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
 import { ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
@@ -8,7 +10,7 @@ import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
 
 /** Commit-confirm window of risky steps on a host whose desired state does not say (spec default: 60 s). */
-export const DEFAULT_CONFIRM_TIMEOUT_MS = 60_000;
+export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
 
 // Dependency order: networks exist before VMs attach, old VMs go before new ones start (no VM runs
 // twice when it moves), networks go last when their VMs are gone.

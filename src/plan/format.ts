@@ -1,4 +1,6 @@
 // Human-readable plans, in the manner of `terraform plan`.
+
+import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { Plan, Step } from './steps.js';
 
@@ -35,7 +37,7 @@ function describeUplink(u: UplinkConfig): string {
 /** ` [commit-confirm 60 s]` for a risky step, else the empty string. */
 function confirmMark(s: Step): string {
   if (!('risky' in s) || !s.risky) return '';
-  const ms = s.confirmTimeoutMs ?? 60_000;
+  const ms = s.confirmTimeoutMs ?? CONFIRM_WINDOW_MS;
   return ` [commit-confirm ${Math.round(ms / 1000)} s]`;
 }
 

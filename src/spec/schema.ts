@@ -1,4 +1,19 @@
 import { z } from 'zod';
+import {
+  CONFIRM_WINDOW_MAX_S,
+  CONFIRM_WINDOW_MIN_S,
+  CONFIRM_WINDOW_MS,
+  DEFAULT_MTU,
+  DEFAULT_OVERLAY_MTU,
+  LINK_MTU_MAX,
+  MTU_MIN,
+  NETWORK_MTU_MAX,
+  PORT_MAX,
+  PORT_MIN,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+  VNI_MAX,
+} from '../shared/limits.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}$/;
@@ -28,15 +43,15 @@ const mac = z
 const ifname = z
   .string()
   .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)');
-const port = z.number().int().min(1).max(65535);
+const port = z.number().int().min(PORT_MIN).max(PORT_MAX);
 /** An address with its prefix on an interface, e.g. 192.168.50.10/24. */
 const hostCidr = z.string().refine((s) => {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
   return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) >= 8 && Number(m[2]) <= 32;
 }, 'must be an IPv4 address with prefix such as 192.168.50.10/24 (prefix 8-32)');
-const vlanId = z.number().int().min(1).max(4094);
+const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
 /** MTU of a host NIC or a lab switch (jumbo frames allowed). */
-const linkMtu = z.number().int().min(576).max(9216);
+const linkMtu = z.number().int().min(MTU_MIN).max(LINK_MTU_MAX);
 
 /** Network backends: `linux` (bridges, vxlan and 802.1Q devices) or `ovs` (Open vSwitch). */
 export const BackendSchema = z.enum(['linux', 'ovs']);
@@ -74,7 +89,12 @@ export const HostSchema = z
       .strict()
       .optional(),
     /** How long the agent waits for confirmation of a risky step before it reverts it by itself. */
-    confirmTimeoutSeconds: z.number().int().min(5).max(600).default(60),
+    confirmTimeoutSeconds: z
+      .number()
+      .int()
+      .min(CONFIRM_WINDOW_MIN_S)
+      .max(CONFIRM_WINDOW_MAX_S)
+      .default(CONFIRM_WINDOW_MS / 1000),
   })
   .strict();
 
@@ -88,13 +108,14 @@ export const ForwardSchema = z
   })
   .strict();
 
-const mtu = z.number().int().min(576).max(9000);
+/** MTU of a network and its VM NICs. */
+const mtu = z.number().int().min(MTU_MIN).max(NETWORK_MTU_MAX);
 
 const networkBase = {
   name,
   host: name,
   /** MTU of the bridge and VM NICs. */
-  mtu: mtu.default(1500),
+  mtu: mtu.default(DEFAULT_MTU),
   /** Only linux is supported on single-host networks for now (validation says so). */
   backend: BackendSchema.default('linux'),
 };
@@ -151,9 +172,9 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       mode: z.literal('vxlan'),
       /** Member hosts; default: every spec host. */
       hosts: z.array(name).min(1).optional(),
-      vni: z.number().int().min(1).max(16_777_215),
+      vni: z.number().int().min(1).max(VNI_MAX),
       /** Must leave 50 bytes of VXLAN overhead below every member host's underlay MTU. */
-      mtu: mtu.default(1450),
+      mtu: mtu.default(DEFAULT_OVERLAY_MTU),
       backend: BackendSchema.default('linux'),
       /** Optional: checks fixed NIC addresses; needed for a gateway. Overlays may overlap each other. */
       cidr: cidr.optional(),
@@ -172,7 +193,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       environment: name.optional(),
       /** Physical segment carrying the tagged frames (see `hosts[].segments`). */
       segment: name.default('default'),
-      mtu: mtu.default(1500),
+      mtu: mtu.default(DEFAULT_MTU),
       backend: BackendSchema.default('linux'),
       cidr: cidr.optional(),
       gateway: MultiHostGatewaySchema.optional(),

@@ -1,13 +1,12 @@
 // Where multi-host networks live: member hosts, underlay addresses and MTUs, physical segments. Pure; shared by
 // validation and resolution so that both read the spec's defaults the same way.
+
+import { DEFAULT_MTU } from '../shared/limits.js';
 import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, NicSpec, Spec } from './schema.js';
 
-/** Bytes VXLAN adds around a frame on an IPv4 underlay (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8). */
-export const VXLAN_OVERHEAD = 50;
-/** IANA VXLAN UDP port. */
-export const VXLAN_PORT = 4789;
+export { VXLAN_OVERHEAD, VXLAN_PORT } from '../shared/limits.js';
 /** MTU of a link nobody configured. */
-export const DEFAULT_LINK_MTU = 1500;
+export const DEFAULT_LINK_MTU = DEFAULT_MTU;
 /** The segment every host reaches through its uplink. */
 export const DEFAULT_SEGMENT = 'default';
 
