@@ -34,19 +34,17 @@ import {
   type ProcessIdentity,
   parsePid,
   parseProcStat,
-  processArgv,
-  processComm,
   readIdentityFile,
-  readPidfile,
   signalProcess,
   waitExited,
   writeIdentityFile,
 } from '../shared/process.js';
 import { readFileCappedSync, writeFileAtomic, writeFileAtomicSync } from '../shared/state-file.js';
 import { pollUntil, sleep } from '../shared/time.js';
-import { defaultDhcpRange, formatIpv4, parseCidr, parseIpv4 } from '../spec/net.js';
+import { formatIpv4, parseCidr } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
+import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerDnsmasq, routerRuleset } from './router.js';
 
 const VMLINK_BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
 
@@ -257,29 +255,11 @@ export class Lab {
     const pidfile = join(dir, 'router-dnsmasq.pid');
     const conf = join(dir, 'router-dnsmasq.conf');
     if (await routerDnsmasq(pidfile, conf)) return;
-    const lan = parseCidr(spec.lan.cidr)!;
-    const range = spec.lan.dhcp
-      ? spec.lan.dhcp
-      : (() => {
-          const r = defaultDhcpRange(lan, parseIpv4(spec.lan.gateway)!);
-          // The highest address belongs to the management station.
-          return { start: formatIpv4(r.start), end: formatIpv4(Math.min(r.end, lan.broadcast - 2)) };
-        })();
+    const range = lanDhcpRange(spec);
     say(`starting the LAN's DHCP server on the router (${range.start}-${range.end})`);
     await writeFileAtomic(
       conf,
-      [
-        'interface=eth0',
-        'bind-interfaces',
-        'except-interface=lo',
-        'port=0',
-        `dhcp-range=${range.start},${range.end},${formatIpv4(maskOf(lan.prefix))},1h`,
-        `dhcp-option=option:router,${spec.lan.gateway}`,
-        `dhcp-leasefile=${join(dir, 'router-dnsmasq.leases')}`,
-        `pid-file=${pidfile}`,
-        'dhcp-authoritative',
-        '',
-      ].join('\n'),
+      renderLanDhcpConf(spec, { pidFile: pidfile, leaseFile: join(dir, 'router-dnsmasq.leases') }),
       { mode: 0o644 },
     );
     await this.runner.run(['dnsmasq', `--conf-file=${conf}`], { netns: routerNs(spec.name) });
@@ -430,43 +410,13 @@ export class Lab {
   }
 }
 
-/** nftables table of the lab's router. */
-const ROUTER_TABLE = 'vmlink-lab';
-
-/** The router's ruleset: masquerade what leaves upstream, forward only LAN -> upstream (and replies). */
-function routerRuleset(): string {
-  return [
-    `table ip ${ROUTER_TABLE} {`,
-    '  chain postrouting { type nat hook postrouting priority srcnat; oifname "eth1" masquerade; }',
-    '  chain forward { type filter hook forward priority filter; policy drop;',
-    '    ct state established,related accept',
-    '    iifname "eth0" oifname "eth1" accept',
-    '  }',
-    '}',
-    '',
-  ].join('\n');
-}
-
 /** A switch bridge of the lab: created with its MTU, then up. */
 function switchBridge(name: string, mtu: number): IpCommand[] {
   return [ipCmd.linkAdd({ name, kind: 'bridge', mtu }), ipCmd.linkSet(name, { up: true })];
 }
 
-/** The router's LAN dnsmasq when it runs (pidfile, /proc name and command line), else undefined. */
-async function routerDnsmasq(pidfile: string, conf: string): Promise<ProcessIdentity | undefined> {
-  const pid = await readPidfile(pidfile);
-  if (pid === undefined) return undefined;
-  const id = await identify(pid);
-  if (!id || (await processComm(pid)) !== 'dnsmasq') return undefined;
-  return (await processArgv(pid))?.includes(`--conf-file=${conf}`) ? id : undefined;
-}
-
 /** Switch bridge of lab segment `i`. */
 const segBridge = (i: number): string => `seg${i}`;
-
-function maskOf(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-}
 
 /** Reads a pidfile (no links, capped); undefined when missing or garbled. Prefer `readPidfile` (shared/process). */
 export function readPid(path: string): number | undefined {
