@@ -4,7 +4,7 @@
 import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { log } from './log.js';
-import { readFileCapped, readJsonFile, StateFileError, writeJsonFile } from './state-file.js';
+import { readFileCapped, readJsonFile, writeJsonFile } from './state-file.js';
 import { sleep } from './time.js';
 
 /** Highest pid Linux hands out (PID_MAX_LIMIT on 64-bit). */
@@ -73,9 +73,8 @@ async function readProc(pid: number, file: string, maxBytes: number): Promise<st
   if (!path) return undefined;
   try {
     return await readFileCapped(path, { maxBytes });
-  } catch (e) {
-    // EACCES and friends: a process we may not inspect is not one we can vouch for.
-    if (e instanceof StateFileError) throw e;
+  } catch {
+    // EACCES, an oversized file and the like: a process we may not inspect is not one we can vouch for.
     return undefined;
   }
 }
