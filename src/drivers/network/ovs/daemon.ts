@@ -225,7 +225,8 @@ export class OvsDaemons {
       timeoutMs: OVS_DAEMON_START_TIMEOUT_MS,
     });
     // The pidfile is written before --detach returns; allow the 2 s a loaded machine may still need.
-    if (r.code === 0 && (await pollUntil(() => this.pid(name), { timeoutMs: 2_000 })) !== undefined) return;
+    const started = await pollUntil(() => this.pid(name), { timeoutMs: r.code === 0 ? 2_000 : 0 });
+    if (started !== undefined) return;
     const log = (await readAppended(logFile, logStart)).trim();
     throw new VmlinkError(
       'exec',
