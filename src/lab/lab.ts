@@ -189,8 +189,8 @@ export class Lab {
     const existing = new Set(await this.namespaces());
     const mine = labNamespaces(this.spec).filter((ns) => existing.has(ns));
     // Agents first, so none restarts what the next step kills.
-    for (const h of this.spec.hosts) await this.killRecorded(this.agentPidfile(h.name));
-    await this.killRecorded(this.relayPidfile());
+    for (const h of this.spec.hosts) await this.killRecorded(this.agentRecord(h.name));
+    await this.killRecorded(this.relayRecord());
     for (const ns of mine) {
       const pids = await this.ip.namespaces.pids(ns);
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);
@@ -265,14 +265,14 @@ export class Lab {
     await this.runner.run(['dnsmasq', `--conf-file=${conf}`], { netns: routerNs(spec.name) });
   }
 
-  /** Where the identity (pid + start time) of a host's agent is recorded. */
-  private agentPidfile(host: string): string {
-    return join(labRunDir(this.spec.name), `${host}.agent.json`);
+  /** Records of a host's agent: `<host>.agent.json` (identity, what the lab trusts) and `<host>.agent.pid`. */
+  private agentRecord(host: string): ProcessRecord {
+    return processRecord(join(labRunDir(this.spec.name), `${host}.agent`));
   }
 
-  /** Where the identity of the management relay is recorded. */
-  private relayPidfile(): string {
-    return join(labRunDir(this.spec.name), 'relay.json');
+  /** Records of the management relay: `relay.json` and `relay.pid`. */
+  private relayRecord(): ProcessRecord {
+    return processRecord(join(labRunDir(this.spec.name), 'relay'));
   }
 
   private token(): string {
@@ -298,18 +298,18 @@ export class Lab {
       labAgentTcp(h.address),
     ]);
     const argsFile = join(dir, 'relay.args');
-    const pidfile = this.relayPidfile();
+    const record = this.relayRecord();
     const same = readFileCappedSync(argsFile) === JSON.stringify(routes);
     const socketsThere = spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)));
-    if (same && socketsThere && (await this.recordedRunning(pidfile))) return;
-    await this.killRecorded(pidfile);
+    if (same && socketsThere && (await this.recordedRunning(record))) return;
+    await this.killRecorded(record);
     say(`starting the management relay in ${mgmtNs(spec.name)} (${labMgmtAddress(spec)})`);
     for (const h of spec.hosts) rmSync(labAgentSocket(spec.name, h.name), { force: true });
     const relay = await this.spawnRecorded(
       [process.execPath, VMLINK_BIN, 'lab', 'relay', ...routes],
       mgmtNs(spec.name),
       join(dir, 'relay.log'),
-      pidfile,
+      record,
     );
     writeFileAtomicSync(argsFile, JSON.stringify(routes));
     const up = await pollUntil(
@@ -328,9 +328,9 @@ export class Lab {
 
   private async ensureAgent(host: string, address: string, say: (m: string) => void): Promise<void> {
     const socket = labAgentOwnSocket(this.spec.name, host);
-    const pidfile = this.agentPidfile(host);
-    if ((await this.recordedRunning(pidfile)) && (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS))) return;
-    await this.killRecorded(pidfile);
+    const record = this.agentRecord(host);
+    if ((await this.recordedRunning(record)) && (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS))) return;
+    await this.killRecorded(record);
     say(`starting the agent of ${host} in ${machineNs(this.spec.name, host)}`);
     const dir = labHostStateDir(this.spec.name, host);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -354,7 +354,7 @@ export class Lab {
       ],
       machineNs(this.spec.name, host),
       join(labRunDir(this.spec.name), `${host}.agent.log`),
-      pidfile,
+      record,
       { VMLINK_LOG: process.env.VMLINK_LOG ?? 'info' },
     );
     const up = await pollUntil(
@@ -372,33 +372,38 @@ export class Lab {
   }
 
   /**
-   * Starts a lab process detached in `netns` and records its identity (pid + start time) in `recordFile`, so later
-   * runs signal exactly this process and never one that reused its pid. Undefined when it exited at once.
+   * Starts a lab process detached in `netns` and records its identity (pid + start time), so later runs signal
+   * exactly this process and never one that reused its pid; the plain pidfile is for operators' tools. Undefined
+   * when it exited at once.
    */
   private async spawnRecorded(
     argv: string[],
     netns: string,
     logFile: string,
-    recordFile: string,
+    record: ProcessRecord,
     env?: Record<string, string>,
   ): Promise<ProcessIdentity | undefined> {
     const pid = await this.runner.spawnDetached(argv, { netns, logFile, ...(env ? { env } : {}) });
     const id = await identify(pid);
-    if (id) await writeIdentityFile(recordFile, id);
+    if (id) {
+      await writeIdentityFile(record.identity, id);
+      await writeFileAtomic(record.pidfile, `${pid}\n`, { mode: 0o644 });
+    }
     return id;
   }
 
-  /** Whether the process recorded in `recordFile` still runs. */
-  private async recordedRunning(recordFile: string): Promise<boolean> {
-    const id = await readIdentityFile(recordFile);
+  /** Whether the recorded process still runs. */
+  private async recordedRunning(record: ProcessRecord): Promise<boolean> {
+    const id = await readIdentityFile(record.identity);
     return id !== undefined && (await isRunning(id));
   }
 
-  /** Kills the process recorded in `recordFile` (if it is still that process) and forgets it. */
-  private async killRecorded(recordFile: string): Promise<void> {
-    const id = await readIdentityFile(recordFile);
+  /** Kills the recorded process (if it is still that process) and forgets it. */
+  private async killRecorded(record: ProcessRecord): Promise<void> {
+    const id = await readIdentityFile(record.identity);
     if (id && (await signalProcess(id, 'SIGKILL'))) await waitExited(id, KILL_WAIT_MS);
-    rmSync(recordFile, { force: true });
+    rmSync(record.identity, { force: true });
+    rmSync(record.pidfile, { force: true });
   }
 
   private async namespaces(): Promise<string[]> {
@@ -414,6 +419,14 @@ export class Lab {
 function switchBridge(name: string, mtu: number): IpCommand[] {
   return [ipCmd.linkAdd({ name, kind: 'bridge', mtu }), ipCmd.linkSet(name, { up: true })];
 }
+
+/** Where a lab process is recorded: its identity (trusted) and a plain pidfile (for people and their tools). */
+interface ProcessRecord {
+  identity: string;
+  pidfile: string;
+}
+
+const processRecord = (base: string): ProcessRecord => ({ identity: `${base}.json`, pidfile: `${base}.pid` });
 
 /** Switch bridge of lab segment `i`. */
 const segBridge = (i: number): string => `seg${i}`;
