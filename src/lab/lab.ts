@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Ip, type IpCommand, ipCmd } from '../exec/ip.js';
 import { Nft } from '../exec/nft.js';
 import type { Runner } from '../exec/runner.js';
+import { Sysctl } from '../exec/sysctl.js';
 import { InvalidRequestError, TimeoutError, UnavailableError, VmlinkError } from '../shared/errors.js';
 import { AnyAnswerSchema, HttpClient } from '../shared/http/client.js';
 import {
@@ -244,7 +245,7 @@ export class Lab {
         ipCmd.linkSet('eth0', { up: true }),
       ]);
     }
-    await this.runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'], { netns: rt });
+    await new Sysctl(this.runner, rt).set('net.ipv4.ip_forward', 1);
     await new Nft(this.runner, rt).replaceTable('ip', ROUTER_TABLE, routerRuleset());
     await this.ensureLanDhcp(say);
   }
