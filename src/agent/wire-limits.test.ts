@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { natNet } from '../drivers/network/linux/fixtures.test-util.js';
+import { natNet, vlanNet } from '../drivers/network/linux/fixtures.test-util.js';
+import { validateNetworkConfig } from '../drivers/network/linux/validate.js';
+import { validateOvsNetworkConfig } from '../drivers/network/ovs/validate.js';
 import { bridgeCmd, ipCmd } from '../exec/ip.js';
 import { vsctlCmd } from '../exec/ovs.js';
 import { LINK_MTU_MAX, MTU_MIN, NETWORK_MTU_MAX, VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
@@ -17,7 +19,7 @@ const accepts = (f: () => unknown) => {
   }
 };
 
-describe('limits agree from the spec down to the exec builders', () => {
+describe('limits agree from the spec down to the drivers and exec builders', () => {
   it('network MTU', () => {
     for (const mtu of [MTU_MIN - 1, MTU_MIN, 1500, NETWORK_MTU_MAX, NETWORK_MTU_MAX + 1, 68, 65535]) {
       const spec = NetworkSchema.safeParse({
@@ -28,7 +30,9 @@ describe('limits agree from the spec down to the exec builders', () => {
         mtu,
       }).success;
       const wire = NetworkConfigSchema.safeParse({ ...natNet, mtu }).success;
-      expect({ mtu, wire }).toEqual({ mtu, wire: spec });
+      const linux = accepts(() => validateNetworkConfig({ ...natNet, mtu }));
+      const ovs = accepts(() => validateOvsNetworkConfig({ ...vlanNet, backend: 'ovs', mtu }));
+      expect({ mtu, wire, linux, ovs }).toEqual({ mtu, wire: spec, linux: spec, ovs: spec });
       expect(spec).toBe(mtu >= MTU_MIN && mtu <= NETWORK_MTU_MAX);
     }
   });
@@ -58,13 +62,19 @@ describe('limits agree from the spec down to the exec builders', () => {
       const ip = accepts(() => ipCmd.linkAdd({ name: 'v0', kind: 'vlan', link: 'eth0', vlanId: id }));
       const bridge = accepts(() => bridgeCmd.vlanAdd('eth0', id));
       const ovs = accepts(() => vsctlCmd.addPort('br0', 'p0', { tag: id }));
-      expect({ id, spec, wire, ip, bridge, ovs }).toEqual({
+      const linux = accepts(() => validateNetworkConfig({ ...vlanNet, vlan: { ...vlanNet.vlan!, id } }));
+      const ovsNet = accepts(() =>
+        validateOvsNetworkConfig({ ...vlanNet, backend: 'ovs', vlan: { ...vlanNet.vlan!, id } }),
+      );
+      expect({ id, spec, wire, ip, bridge, ovs, linux, ovsNet }).toEqual({
         id,
         spec: ok,
         wire: ok,
         ip: ok,
         bridge: ok,
         ovs: ok,
+        linux: ok,
+        ovsNet: ok,
       });
     }
   });

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import type { Runner } from '../../../exec/runner.js';
 import { UnsupportedError } from '../../../shared/errors.js';
+import { VXLAN_PORT } from '../../../shared/limits.js';
 import type { HostCapabilities, NetworkConfig } from '../../../shared/model.js';
 import type { PortConfig } from '../types.js';
 
@@ -36,7 +37,7 @@ export async function probeNetworkCapabilities(runner: Runner, ip: Ip): Promise<
     await inNs.exec(ipCmd.linkAdd({ name: 'p0', kind: 'veth', peer: 'p1' }));
     caps.vlan = await tryCmd(ipCmd.linkAdd({ name: 'v0', kind: 'vlan', link: 'p0', vlanId: 10 }));
     caps.vxlan = await tryCmd(
-      ipCmd.linkAdd({ name: 'x0', kind: 'vxlan', vni: 42, dstport: 4789, local: '127.0.0.1' }),
+      ipCmd.linkAdd({ name: 'x0', kind: 'vxlan', vni: 42, dstport: VXLAN_PORT, local: '127.0.0.1' }),
     );
     caps.macvlan = await tryCmd(ipCmd.linkAdd({ name: 'm0', kind: 'macvlan', link: 'p0' }));
     caps.bond = await tryCmd(ipCmd.linkAdd({ name: 'b0', kind: 'bond' }));

@@ -27,6 +27,7 @@ import type {
   ObservedUplink,
   UplinkConfig,
 } from '../../../shared/model.js';
+import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
 import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../types.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
@@ -66,7 +67,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   // Whether this process knows the host table is absent (it deleted it, or found none needed).
   private tableAbsent = false;
   private caps: Promise<HostCapabilities['network']> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(opts: LinuxNetworkDriverOptions) {
     this.runner = opts.runner;
@@ -359,8 +360,6 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 }

@@ -1,10 +1,11 @@
 // What the linux backend persists under its agent's state directory: one `network.json` per network
 // (`<stateDir>/networks/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
 // Every write goes through a temporary file and a rename, so a reader never sees half a file.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig, UplinkConfig } from '../../../shared/model.js';
+import { writeFileAtomic } from '../../../shared/state-file.js';
 
 /** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
 export const ALIAS_PREFIX = 'vmlink:net:';
@@ -69,7 +70,7 @@ export class LinuxNetworkStateStore {
   async write(s: NetworkState): Promise<void> {
     const dir = this.networkDir(s.config.name);
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    await writeAtomic(join(dir, 'network.json'), `${JSON.stringify(s, null, 2)}\n`);
+    await writeFileAtomic(join(dir, 'network.json'), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
   }
 
   /** Removes one network's directory (state and dnsmasq files); missing is fine. */
@@ -91,17 +92,10 @@ export class LinuxNetworkStateStore {
   /** Persists the uplink config just applied. */
   async writeUplink(s: UplinkState): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o755 });
-    await writeAtomic(this.uplinkFile(), `${JSON.stringify(s, null, 2)}\n`);
+    await writeFileAtomic(this.uplinkFile(), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
   }
 
   private uplinkFile(): string {
     return join(this.stateDir, 'uplink.json');
   }
-}
-
-/** Writes a file through a temporary file and a rename, so readers never see half of it. */
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o644 });
-  await rename(tmp, path);
 }

@@ -5,6 +5,7 @@ import { isIPv4 } from 'node:net';
 import { assertIfName, Ip, type IpCommand, type IpRoute, ipCmd, routeSpecOf } from '../../../exec/ip.js';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
+import { isLinkMtu, LINK_MTU_MAX, MTU_MIN } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { ObservedUplink, UplinkConfig } from '../../../shared/model.js';
 import type { OpContext } from '../types.js';
@@ -47,8 +48,12 @@ export function validateUplinkConfig(cfg: UplinkConfig): void {
       `${at}: invalid uplink device ${JSON.stringify(cfg.device)}`,
       'hosts.uplink',
     );
-  if (cfg.mtu !== undefined && (!Number.isInteger(cfg.mtu) || cfg.mtu < 68 || cfg.mtu > 65535))
-    throw new InvalidRequestError(`${at}.mtu: ${cfg.mtu} out of range 68-65535`, `${at}.mtu`);
+  // Only what is configured: a rollback puts back whatever MTU the NIC had, inside these bounds or not.
+  if (cfg.mtu !== undefined && !isLinkMtu(cfg.mtu))
+    throw new InvalidRequestError(
+      `${at}.mtu: ${cfg.mtu} out of range ${MTU_MIN}-${LINK_MTU_MAX}`,
+      `${at}.mtu`,
+    );
   for (const [i, a] of (cfg.addresses ?? []).entries()) {
     const [ip, len, ...rest] = a.split('/');
     if (rest.length || !ip || !isIPv4(ip) || !/^\d{1,2}$/.test(len ?? '') || Number(len) > 32)

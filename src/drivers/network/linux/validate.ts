@@ -3,6 +3,16 @@
 import { isIP } from 'node:net';
 import { assertIfName } from '../../../exec/ip.js';
 import { InvalidRequestError } from '../../../shared/errors.js';
+import {
+  isNetworkMtu,
+  isVlanId,
+  MTU_MIN,
+  NETWORK_MTU_MAX,
+  PORT_MAX,
+  PORT_MIN,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+} from '../../../shared/limits.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { buildRuleset, isRouted } from './ruleset.js';
 import { NETWORK_NAME } from './state.js';
@@ -18,8 +28,11 @@ export function validateNetworkConfig(cfg: NetworkConfig): void {
   const at = `networks.${cfg.name}`;
   assertNetworkName(cfg.name);
   assertIfName(cfg.bridge, `${at}.bridge`);
-  if (!Number.isInteger(cfg.mtu) || cfg.mtu < 68 || cfg.mtu > 65535) {
-    throw new InvalidRequestError(`${at}.mtu: ${cfg.mtu} out of range 68-65535`, `${at}.mtu`);
+  if (!isNetworkMtu(cfg.mtu)) {
+    throw new InvalidRequestError(
+      `${at}.mtu: ${cfg.mtu} out of range ${MTU_MIN}-${NETWORK_MTU_MAX}`,
+      `${at}.mtu`,
+    );
   }
   if (cfg.uplink !== undefined) {
     assertIfName(cfg.uplink, `${at}.uplink`);
@@ -36,8 +49,11 @@ export function validateNetworkConfig(cfg: NetworkConfig): void {
   if (cfg.mode === 'vlan') {
     const v = cfg.vlan;
     if (!v) throw new InvalidRequestError(`${at}.vlan: vlan mode needs a VLAN id and trunk`, `${at}.vlan`);
-    if (!Number.isInteger(v.id) || v.id < 1 || v.id > 4094)
-      throw new InvalidRequestError(`${at}.vlan.id: ${v.id} out of range 1-4094`, `${at}.vlan.id`);
+    if (!isVlanId(v.id))
+      throw new InvalidRequestError(
+        `${at}.vlan.id: ${v.id} out of range ${VLAN_ID_MIN}-${VLAN_ID_MAX}`,
+        `${at}.vlan.id`,
+      );
     assertIfName(v.trunk, `${at}.vlan.trunk`);
     if (v.trunk === cfg.bridge)
       throw new InvalidRequestError(`${at}.vlan.trunk: cannot be the bridge itself`, `${at}.vlan.trunk`);
@@ -78,6 +94,9 @@ function validateVxlan(cfg: NetworkConfig, at: string): void {
     if (seen.has(r)) throw new InvalidRequestError(`${where}: ${r} listed twice`, where);
     seen.add(r);
   }
-  if (!Number.isInteger(v.port) || v.port < 1 || v.port > 65535)
-    throw new InvalidRequestError(`${at}.vxlan.port: ${v.port} out of range 1-65535`, `${at}.vxlan.port`);
+  if (!Number.isInteger(v.port) || v.port < PORT_MIN || v.port > PORT_MAX)
+    throw new InvalidRequestError(
+      `${at}.vxlan.port: ${v.port} out of range ${PORT_MIN}-${PORT_MAX}`,
+      `${at}.vxlan.port`,
+    );
 }

@@ -12,8 +12,10 @@ import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/errors.js';
+import { VXLAN_PORT } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
+import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
@@ -53,7 +55,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   private readonly states: OvsStateStore;
   // What the port, underlay and observe helpers use of this driver.
   private readonly host: OvsPortHost & OvsObserveHost;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** Last daemon start, for reports: how long it took. */
   lastStart: OvsDaemonStatus | undefined;
 
@@ -310,7 +312,7 @@ export class OvsNetworkDriver implements NetworkDriver {
             key: String(x.vni),
             local_ip: x.local,
           };
-          if (x.port !== 4789) options.dst_port = String(x.port);
+          if (x.port !== VXLAN_PORT) options.dst_port = String(x.port);
           const have = ports.find((p) => p.name === name);
           if (have?.bridge && have.bridge !== cfg.bridge) cmds.push(...vsctlCmd.delPort(name));
           // Options replace as a whole: drop stale keys (dst_port) first.
@@ -419,8 +421,6 @@ export class OvsNetworkDriver implements NetworkDriver {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 }

@@ -3,6 +3,7 @@
 import { assertIfName, type Ip } from '../../../exec/ip.js';
 import { type Ovs, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
+import { isVlanId, VLAN_ID_MAX, VLAN_ID_MIN } from '../../../shared/limits.js';
 import { Reverter } from '../../../shared/revert.js';
 import type { OpContext, PortConfig } from '../types.js';
 import type { OvsDaemons } from './daemon.js';
@@ -28,8 +29,11 @@ export function validateOvsPort(port: PortConfig): void {
   if (port.vlan !== undefined && port.trunks !== undefined)
     throw new InvalidRequestError(`port ${port.tap}: either an access VLAN or trunks, not both`, 'tap');
   for (const v of [...(port.vlan === undefined ? [] : [port.vlan]), ...(port.trunks ?? [])])
-    if (!Number.isInteger(v) || v < 1 || v > 4094)
-      throw new InvalidRequestError(`port ${port.tap}: VLAN ${v} out of range 1-4094`, 'tap');
+    if (!isVlanId(v))
+      throw new InvalidRequestError(
+        `port ${port.tap}: VLAN ${v} out of range ${VLAN_ID_MIN}-${VLAN_ID_MAX}`,
+        'tap',
+      );
   if (port.trunks !== undefined && port.trunks.length === 0)
     throw new InvalidRequestError(`port ${port.tap}: a trunk port needs at least one VLAN`, 'tap');
 }

@@ -1,9 +1,10 @@
 // What the OVS backend persists: `<stateDir>/networks/<name>/ovs.json` per network (not network.json:
 // the linux backend reads those) and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { writeFileAtomic } from '../../../shared/state-file.js';
 import { NETWORK_NAME } from '../linux/state.js';
 
 /** What the driver persists per network. */
@@ -67,7 +68,7 @@ export class OvsStateStore {
   async write(s: OvsNetworkState): Promise<void> {
     const dir = this.networkDir(s.config.name);
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    await atomicWrite(join(dir, 'ovs.json'), `${JSON.stringify(s, null, 2)}\n`);
+    await writeFileAtomic(join(dir, 'ovs.json'), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
   }
 
   /** Removes one network's directory; missing is fine. */
@@ -93,7 +94,9 @@ export class OvsStateStore {
   /** Persists what was moved for one underlay NIC. */
   async writeUnderlay(u: UnderlayState): Promise<void> {
     await mkdir(this.ovsDir, { recursive: true, mode: 0o750 });
-    await atomicWrite(join(this.ovsDir, `underlay-${u.nic}.json`), `${JSON.stringify(u, null, 2)}\n`);
+    await writeFileAtomic(join(this.ovsDir, `underlay-${u.nic}.json`), `${JSON.stringify(u, null, 2)}\n`, {
+      mode: 0o644,
+    });
   }
 
   /** Forgets one underlay NIC (after its addresses went back). */
@@ -109,11 +112,4 @@ export function vlansOn(bridge: string, states: OvsNetworkState[]): number[] {
       states.filter((s) => s.config.bridge === bridge && s.config.vlan).map((s) => s.config.vlan!.id),
     ),
   ].sort((a, b) => a - b);
-}
-
-/** Writes a file through a temporary file and a rename, so readers never see half of it. */
-async function atomicWrite(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o644 });
-  await rename(tmp, path);
 }

@@ -1,6 +1,17 @@
 // The OVS backend's own checks of a network config: what it refuses before any change, naming the field.
 import { assertIfName } from '../../../exec/ip.js';
 import { InvalidRequestError, UnsupportedError } from '../../../shared/errors.js';
+import {
+  isNetworkMtu,
+  isVlanId,
+  MTU_MIN,
+  NETWORK_MTU_MAX,
+  PORT_MAX,
+  PORT_MIN,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+  VNI_MAX,
+} from '../../../shared/limits.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { assertNetworkName } from '../linux/validate.js';
 
@@ -17,8 +28,11 @@ export function validateOvsNetworkConfig(cfg: NetworkConfig): void {
       `${at}.mode`,
     );
   assertIfName(cfg.bridge, `${at}.bridge`);
-  if (!Number.isInteger(cfg.mtu) || cfg.mtu < 68 || cfg.mtu > 65535)
-    throw new InvalidRequestError(`${at}.mtu: ${cfg.mtu} out of range 68-65535`, `${at}.mtu`);
+  if (!isNetworkMtu(cfg.mtu))
+    throw new InvalidRequestError(
+      `${at}.mtu: ${cfg.mtu} out of range ${MTU_MIN}-${NETWORK_MTU_MAX}`,
+      `${at}.mtu`,
+    );
   if (cfg.nat || cfg.forwards.length > 0)
     throw new UnsupportedError(
       `${at}: NAT and port forwards need the host's nftables table, which the linux backend owns; the ovs backend only routes on-link (gateway without nat)`,
@@ -28,8 +42,11 @@ export function validateOvsNetworkConfig(cfg: NetworkConfig): void {
     const v = cfg.vlan;
     if (!v)
       throw new InvalidRequestError(`${at}.vlan: a vlan network needs its VLAN id and trunk`, `${at}.vlan`);
-    if (!Number.isInteger(v.id) || v.id < 1 || v.id > 4094)
-      throw new InvalidRequestError(`${at}.vlan: ${v.id} out of range 1-4094`, `${at}.vlan`);
+    if (!isVlanId(v.id))
+      throw new InvalidRequestError(
+        `${at}.vlan: ${v.id} out of range ${VLAN_ID_MIN}-${VLAN_ID_MAX}`,
+        `${at}.vlan`,
+      );
     assertIfName(v.trunk, `${at}.vlan.trunk`);
     if (v.trunk === cfg.bridge)
       throw new InvalidRequestError(`${at}.vlan.trunk: cannot be the bridge itself`, `${at}.vlan.trunk`);
@@ -37,8 +54,8 @@ export function validateOvsNetworkConfig(cfg: NetworkConfig): void {
     const x = cfg.vxlan;
     if (!x)
       throw new InvalidRequestError(`${at}.vxlan: a vxlan network needs its VNI and VTEPs`, `${at}.vxlan`);
-    if (!Number.isInteger(x.vni) || x.vni < 1 || x.vni > 16_777_215)
-      throw new InvalidRequestError(`${at}.vni: ${x.vni} out of range 1-16777215`, `${at}.vni`);
+    if (!Number.isInteger(x.vni) || x.vni < 1 || x.vni > VNI_MAX)
+      throw new InvalidRequestError(`${at}.vni: ${x.vni} out of range 1-${VNI_MAX}`, `${at}.vni`);
     assertIfName(x.underlay, `${at}.vxlan.underlay`);
     for (const a of [x.local, ...x.remotes])
       if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(a))
@@ -46,7 +63,7 @@ export function validateOvsNetworkConfig(cfg: NetworkConfig): void {
           `${at}.vxlan: ${JSON.stringify(a)} is not an IPv4 address`,
           `${at}.vxlan`,
         );
-    if (!Number.isInteger(x.port) || x.port < 1 || x.port > 65535)
+    if (!Number.isInteger(x.port) || x.port < PORT_MIN || x.port > PORT_MAX)
       throw new InvalidRequestError(`${at}.vxlan.port: ${x.port} out of range`, `${at}.vxlan.port`);
   }
 }
