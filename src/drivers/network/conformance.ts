@@ -2,13 +2,14 @@
 // suite creates (and deletes) per test file. Call it from an integration test:
 //   networkConformance('linux', (env) => new LinuxNetworkDriver(env));
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ip, ipCmd } from '../../exec/ip.js';
 import { type Runner, SystemRunner } from '../../exec/runner.js';
 import { type NetworkBackend, NetworkBackends, type NetworkConfig } from '../../shared/model.js';
+import { isRunning, processArgv, waitExited } from '../../shared/process.js';
 import type { NetworkDriver } from './types.js';
 
 /** What a driver under test gets: a runner, its own state directory and the namespace to manage. */
@@ -23,8 +24,8 @@ export async function pidsMentioning(needle: string): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(needle)) pids.push(Number(entry));
+    const pid = Number(entry);
+    if ((await processArgv(pid))?.some((a) => a.includes(needle)) && (await isRunning(pid))) pids.push(pid);
   }
   return pids;
 }
@@ -274,7 +275,7 @@ export function networkConformance(
       const pids = await pidsMentioning(stateDir);
       expect(pids.length).toBeGreaterThan(0);
       for (const pid of pids) process.kill(pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 200));
+      for (const pid of pids) expect(await waitExited(pid, 5_000)).toBe(true);
       const problems = (await observed(nat.name))?.problems ?? [];
       expect(problems.length).toBeGreaterThan(0);
       await d.ensureNetwork(nat, 'hash-1');
