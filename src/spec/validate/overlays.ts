@@ -1,5 +1,6 @@
 // Multi-host networks: site environments and their VLAN ranges, vxlan and vlan networks (backends, VNIs,
 // VLAN ids, segments, member hosts, MTU over the underlay).
+import { MTU_MIN, NETWORK_MTU_MAX } from '../../shared/limits.js';
 import type { HostSpec, MultiHostNetworkSpec, Spec } from '../schema.js';
 import {
   hostAddress,
@@ -161,12 +162,13 @@ export function checkVxlanMtu(
   const need = n.mtu + VXLAN_OVERHEAD;
   const minUnderlay = Math.min(...members.map((m) => underlayMtu(spec, m.h)));
   const lower = minUnderlay - VXLAN_OVERHEAD;
-  const jumbo = Math.max(need, 9000);
+  // Suggest the common jumbo size (the largest network MTU) unless even that is too small.
+  const jumbo = Math.max(need, NETWORK_MTU_MAX);
   for (const m of members) {
     const u = underlayMtu(spec, m.h);
     if (need <= u) continue;
     const lab = spec.lab && labLanMtu(spec) < jumbo ? ` (the lab LAN needs lab.lan.mtu: ${jumbo} too)` : '';
-    const lowerIt = lower >= 576 ? `lower it to ${lower}, or ` : '';
+    const lowerIt = lower >= MTU_MIN ? `lower it to ${lower}, or ` : '';
     add(
       `${base}.mtu`,
       `${n.mtu} + ${VXLAN_OVERHEAD} bytes of VXLAN overhead exceeds ${m.h.name}'s underlay MTU ${u}: ${lowerIt}set hosts[${m.i}].network.mtu: ${jumbo} for jumbo frames${lab}`,
