@@ -25,6 +25,7 @@ const report: Full<HostReport> = {
       bridge: 'vlb-lan',
       configHash: 'abcdef01',
       problems: ['dnsmasq not running'],
+      leases: [{ mac: '52:54:00:12:34:56', ip: '10.0.0.5', hostname: 'web1' }],
       config: {
         name: 'lan',
         mode: 'vxlan',

@@ -241,6 +241,10 @@ export const ObservedNetworkSchema = z.object({
   configHash: z.string(),
   problems,
   config: NetworkConfigSchema.optional(),
+  leases: z
+    .array(z.object({ mac: z.string(), ip: z.string(), hostname: z.string().optional() }))
+    .optional()
+    .describe('unexpired DHCP leases, where this host serves DHCP on the network'),
 });
 
 /** Everything an agent reports about its host (`GET /v1/report`). */

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
-import { BadResponseError, UnavailableError, VmlinkError } from '../shared/errors.js';
+import { BadResponseError, fromErrorBody, UnavailableError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 
 /** The CLI's client of the controller API. */
@@ -57,8 +57,7 @@ export async function runTask<S extends z.ZodType>(
         );
       }
       if (t.state !== 'running') {
-        const e = t.error ?? { kind: 'internal' as const, message: `task ${t.state}` };
-        throw new VmlinkError(e.kind, e.message);
+        throw fromErrorBody({ error: t.error ?? { kind: 'internal', message: `task ${t.state}` } });
       }
       await new Promise((r) => setTimeout(r, 250));
     }

@@ -1,7 +1,9 @@
 // Commands that send a spec or start a long operation: lab up/down, plan, apply, destroy, verify.
+import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import {
   ApplyResultSchema,
+  DESTRUCTIVE_PLAN_SUBJECT,
   LabDownResultSchema,
   LabUpResultSchema,
   PlanResultSchema,
@@ -78,9 +80,18 @@ export function addSpecCommands(program: Command, api: Api): void {
     .command('apply')
     .description('plan and apply a spec; a repeated apply reports no changes')
     .requiredOption('-f, --file <spec>', 'spec file')
+    .option('--allow-destroy', 'go ahead although the plan deletes VMs, their disks or networks VMs use')
     .option('--json', 'machine-readable output')
-    .action(async (o: { file: string; json?: boolean }) => {
-      const r = await runTask(api(), '/v1/apply', readSpec(o.file), ApplyResultSchema, progress(!!o.json));
+    .action(async (o: { file: string; json?: boolean; allowDestroy?: boolean }) => {
+      const spec = readSpec(o.file);
+      const apply = (allowDestroy: boolean) =>
+        runTask(api(), '/v1/apply', { ...spec, allowDestroy }, ApplyResultSchema, progress(!!o.json));
+      const r = await apply(!!o.allowDestroy).catch(async (e: unknown) => {
+        // Refused for destroying data: a person at a terminal may say yes; a script must pass --allow-destroy.
+        if (!isDestructiveRefusal(e) || !process.stdin.isTTY || o.json) throw e;
+        if (!(await confirmDestroy(e.message))) throw e;
+        return apply(true);
+      });
       emit(!!o.json, r, () =>
         r.applied === 0 ? 'no changes' : `Apply complete: ${r.applied} step(s) applied.`,
       );
@@ -127,4 +138,20 @@ export function addVerifyCommand(program: Command, api: Api): void {
       emit(!!o.json, r, () => renderMatrix(r));
       if (!r.ok) process.exitCode = 1;
     });
+}
+
+/** Whether `e` is the controller refusing an apply that destroys data (see `DESTRUCTIVE_PLAN_SUBJECT`). */
+const isDestructiveRefusal = (e: unknown): e is VmlinkError =>
+  e instanceof VmlinkError && e.kind === 'conflict' && e.subject === DESTRUCTIVE_PLAN_SUBJECT;
+
+/** Shows what an apply would destroy and asks; only `yes` goes ahead. */
+async function confirmDestroy(refusal: string): Promise<boolean> {
+  const lost = refusal.split('\n').filter((l) => !l.startsWith('Nothing was changed'));
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${lost.join('\n')}\nDestroy this? Only 'yes' goes ahead: `);
+    return answer.trim() === 'yes';
+  } finally {
+    rl.close();
+  }
 }

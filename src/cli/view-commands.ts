@@ -9,6 +9,7 @@ import {
   OkSchema,
   StatusSchema,
   VmListSchema,
+  type VmView,
 } from '../controller/wire.js';
 import { VmlinkError } from '../shared/errors.js';
 import { type Api, emit, out } from './io.js';
@@ -30,7 +31,7 @@ export function addStatusCommands(program: Command, api: Api): void {
             ['host', 'agent', 'last seen', 'accel', 'cpus', 'memory', 'backends', 'networks', 'vms', 'note'],
             r.hosts.map((h) => [
               h.name,
-              h.state === 'unreachable' ? 'UNREACHABLE' : h.reachable ? 'up' : 'UNREACHABLE',
+              h.reachable ? 'up' : 'UNREACHABLE',
               h.lastSeen ? ago(h.lastSeen) : undefined,
               h.report?.capabilities.accelerator,
               h.report?.capabilities.cpus,
@@ -112,17 +113,26 @@ export function addNetworkCommands(program: Command, api: Api): void {
     });
 }
 
+/** `10.0.0.5/24 (natnet), 192.168.71.50 (lan, lease)`: each NIC's addresses, and where they come from if not the guest. */
+function nicAddresses(nics: VmView['nics']): string {
+  const from = { 'guest-agent': '', 'dhcp-lease': ', lease', spec: ', from spec', none: '' } as const;
+  return nics
+    .filter((n) => n.addresses.length)
+    .map((n) => `${n.addresses.join(' ')} (${n.network}${from[n.addressSource]})`)
+    .join(', ');
+}
+
 /** `vmlink vm list|start|stop|exec|console`. */
 export function addVmCommands(program: Command, api: Api): void {
   const vm = program.command('vm').description('virtual machines');
   vm.command('list')
-    .description('VMs: desired state (spec) and observed state (host)')
+    .description("VMs: desired state (spec) and observed state (host), with each NIC's addresses")
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const r = await api().get('/v1/vms', VmListSchema);
       emit(!!o.json, r, () =>
         table(
-          ['name', 'host', 'state', 'desired', 'cpus', 'memory', 'networks', 'problems'],
+          ['name', 'host', 'state', 'desired', 'cpus', 'memory', 'networks', 'addresses', 'problems'],
           r.map((v) => [
             v.name,
             v.host,
@@ -131,6 +141,7 @@ export function addVmCommands(program: Command, api: Api): void {
             v.cpus,
             v.memoryMiB === undefined ? undefined : `${v.memoryMiB} MiB`,
             v.networks.join(','),
+            nicAddresses(v.nics) || undefined,
             v.problems.join('; ') || undefined,
           ]),
         ),

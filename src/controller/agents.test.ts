@@ -6,7 +6,7 @@ import { createHttpApp, listen } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { PROTOCOLS } from '../shared/version.js';
 import { loadSpec } from '../spec/load.js';
-import { gatherReports } from './agents.js';
+import { gatherReports, httpAgents } from './hosts.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmlink-agents-'));
 const future = PROTOCOLS.wire.version + 1;
@@ -43,7 +43,7 @@ afterAll(async () => {
 
 describe('gathering reports from agents of other versions', () => {
   it('says which versions differ and what to upgrade, not that the agents are unreachable', async () => {
-    const e = await gatherReports(spec).catch((x: Error) => x);
+    const e = await gatherReports(spec, httpAgents).catch((x: Error) => x);
     expect(e).toBeInstanceOf(Error);
     expect((e as Error).message).not.toMatch(/cannot reach/);
     expect((e as Error).message).toMatch(/nothing was planned or changed/);

@@ -19,11 +19,11 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
-import { InvalidSpecError, UnavailableError, VmlinkError } from '../shared/errors.js';
+import { InvalidSpecError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
-import { type VersionInfo, VersionMismatchError } from '../shared/version.js';
+import type { VersionInfo } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
 
 let defaultToken: string | undefined;
@@ -147,37 +147,4 @@ export function agentAddress(spec: Spec, host: string): string {
 /** A client of `host`'s agent as `spec` places it. */
 export function agentFor(spec: Spec, host: string): AgentClient {
   return new AgentClient(host, agentAddress(spec, host));
-}
-
-// Refused by the agent, the error arrives rebuilt from its body (kind `unsupported`); refused here, as itself.
-const isVersionMismatch = (e: unknown): boolean =>
-  e instanceof VersionMismatchError ||
-  (e instanceof VmlinkError && e.kind === 'unsupported' && /^agent wire versions differ/.test(e.message));
-
-/**
- * Reports of every spec host, failing with one clear error naming each unreachable agent; `notes` adds what the
- * heartbeat monitor knows (e.g. "unreachable since ...").
- */
-export async function gatherReports(spec: Spec, notes: Record<string, string> = {}): Promise<HostReport[]> {
-  const results = await Promise.allSettled(spec.hosts.map((h) => agentFor(spec, h.name).report()));
-  // An agent that answers but speaks another wire version is not "unreachable": say what to upgrade.
-  const mismatched = results.flatMap((r) =>
-    r.status === 'rejected' && isVersionMismatch(r.reason) ? [r.reason as Error] : [],
-  );
-  if (mismatched.length)
-    throw new VersionMismatchError(
-      `nothing was planned or changed:\n  ${mismatched.map((e) => e.message).join('\n  ')}`,
-    );
-  const down = results.flatMap((r, i) => {
-    if (r.status === 'fulfilled') return [];
-    const name = spec.hosts[i]!.name;
-    return [`${name}: ${(r.reason as Error).message}${notes[name] ? ` (${notes[name]})` : ''}`];
-  });
-  if (down.length) {
-    const hint = spec.lab ? ' (start the lab and its agents with `vmlink lab up -f SPEC`)' : '';
-    throw new UnavailableError(
-      `cannot reach the agent of ${down.length} host(s)${hint}; nothing was planned or changed:\n  ${down.join('\n  ')}`,
-    );
-  }
-  return results.map((r) => (r as PromiseFulfilledResult<HostReport>).value);
 }

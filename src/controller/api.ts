@@ -7,12 +7,12 @@ import { requireBearerToken } from '../shared/http/auth.js';
 import { createHttpApp } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { localVersion, VERSION } from '../shared/version.js';
-import { loadSpec } from '../spec/load.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import type { TaskContext, TaskManager } from './tasks.js';
 import { ThroughputRequestSchema } from './verify.js';
 import {
+  ApplyBodySchema,
   ConsoleTailSchema,
   DestroyBodySchema,
   DoctorReportSchema,
@@ -108,13 +108,14 @@ export async function createControllerApi(
   );
   app.post(
     '/v1/apply',
-    { schema: { summary: 'Apply a spec (task)', body: SpecBodySchema, response: accepted } },
+    { schema: { summary: 'Apply a spec (task)', body: ApplyBodySchema, response: accepted } },
     async (req, reply) => {
+      const { spec, source, allowDestroy } = req.body;
       // Validate synchronously so a bad spec fails the request itself (422), not a task.
-      loadSpec(req.body.spec, req.body.source);
+      controller.validate(spec, source);
       return reply
         .status(202)
-        .send(startTask('apply', (ctx) => controller.apply(req.body.spec, req.body.source, ctx)));
+        .send(startTask('apply', (ctx) => controller.apply(spec, source, ctx, { allowDestroy })));
     },
   );
   app.post(

@@ -3,7 +3,8 @@
 import { log } from '../shared/log.js';
 import type { HostCapabilities } from '../shared/model.js';
 import type { Spec } from '../spec/schema.js';
-import { type AgentClient, agentFor } from './agents.js';
+import type { AgentClient } from './agents.js';
+import { httpAgents } from './hosts.js';
 import type { Store } from './store/types.js';
 
 /** A host's liveness as the heartbeat monitor sees it. */
@@ -32,6 +33,16 @@ export interface MonitorOptions {
   client?: (spec: Spec, host: string) => Pick<AgentClient, 'health' | 'report'>;
 }
 
+/** Default heartbeat period. */
+export const HEARTBEAT_INTERVAL_MS = 5_000;
+/** Default number of missed heartbeats in a row that make a host unreachable. */
+export const HEARTBEAT_MISS_LIMIT = 3;
+// One heartbeat waits at least this long for an answer, and at most this long (or one period, if shorter)...
+const HEALTH_TIMEOUT_MIN_MS = 1_000;
+const HEALTH_TIMEOUT_MAX_MS = 5_000;
+// ...and the report fetched when a host comes up (for its capabilities) may take longer.
+const UP_REPORT_TIMEOUT_MS = 30_000;
+
 /** Store key of a host's health. */
 export const hostKey = (host: string): string => `hosts/${host}`;
 
@@ -47,8 +58,8 @@ export class Monitor {
     private readonly currentSpec: () => Promise<Spec | undefined>,
     private readonly opts: MonitorOptions = {},
   ) {
-    this.intervalMs = opts.intervalMs ?? 5_000;
-    this.missLimit = opts.missLimit ?? 3;
+    this.intervalMs = opts.intervalMs ?? HEARTBEAT_INTERVAL_MS;
+    this.missLimit = opts.missLimit ?? HEARTBEAT_MISS_LIMIT;
   }
 
   /** Starts polling (first poll at once). */
@@ -76,7 +87,7 @@ export class Monitor {
     for (const { key } of await this.store.list<HostHealth>('hosts/'))
       if (!names.has(key.slice('hosts/'.length))) await this.store.delete(key);
     if (!spec) return;
-    const timeoutMs = Math.min(Math.max(this.intervalMs, 1_000), 5_000);
+    const timeoutMs = Math.min(Math.max(this.intervalMs, HEALTH_TIMEOUT_MIN_MS), HEALTH_TIMEOUT_MAX_MS);
     await Promise.all(spec.hosts.map((h) => this.poll(spec, h.name, timeoutMs)));
   }
 
@@ -86,7 +97,7 @@ export class Monitor {
     let client: Pick<AgentClient, 'health' | 'report'>;
     let error: string | undefined;
     try {
-      client = this.opts.client?.(spec, host) ?? agentFor(spec, host);
+      client = (this.opts.client ?? httpAgents)(spec, host);
       await client.health(timeoutMs);
     } catch (e) {
       error = (e as Error).message;
@@ -101,7 +112,7 @@ export class Monitor {
       };
       if (prev?.state !== 'up') {
         const caps = await client!
-          .report(30_000)
+          .report(UP_REPORT_TIMEOUT_MS)
           .then((r) => r.capabilities)
           .catch(() => undefined);
         if (caps) next.capabilities = caps;

@@ -52,6 +52,16 @@ const vm: Full<VmView> = {
   cpus: 1,
   memoryMiB: 256,
   networks: ['natnet'],
+  nics: [
+    {
+      network: 'natnet',
+      trunk: ['natnet'],
+      tap: 'vlt-web1-0',
+      mac: '52:54:00:12:34:56',
+      addresses: ['10.0.0.5/24'],
+      addressSource: 'guest-agent',
+    },
+  ],
   problems: [],
 };
 

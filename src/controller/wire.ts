@@ -22,6 +22,19 @@ export const SpecBodySchema = z
   })
   .strict();
 
+/** Body of `apply`: a spec, and whether the apply may destroy data (VMs, their disks, networks VMs use). */
+export const ApplyBodySchema = SpecBodySchema.extend({
+  allowDestroy: z
+    .boolean()
+    .default(false)
+    .describe(
+      'go ahead although the plan deletes VMs, their disks or networks VMs use (never protected VMs)',
+    ),
+}).strict();
+
+/** `subject` of the error (409) that refuses an apply destroying data without `allowDestroy`: clients may ask. */
+export const DESTRUCTIVE_PLAN_SUBJECT = 'plan/destroy';
+
 /** Body of `destroy`: a spec, or nothing for the last applied one. */
 export const DestroyBodySchema = z
   .object({
@@ -100,6 +113,29 @@ export const PlanResultSchema = z.object({
     start: z.number().int(),
     stop: z.number().int(),
   }),
+  losses: z
+    .array(
+      z.discriminatedUnion('kind', [
+        z.object({
+          kind: z.literal('vm'),
+          host: z.string(),
+          name: z.string(),
+          disks: z.array(z.string()).optional(),
+          movedTo: z.string().optional(),
+        }),
+        z.object({
+          kind: z.literal('network'),
+          host: z.string(),
+          name: z.string(),
+          usedBy: z.array(z.string()),
+        }),
+      ]),
+    )
+    .describe('what the plan destroys: VMs with their disks, networks VMs that stay use'),
+  protectedDeletions: z
+    .array(z.object({ host: z.string(), name: z.string() }))
+    .describe('protected VMs the plan would delete: apply refuses'),
+  kept: z.array(z.string()).describe('data the plan detaches but keeps (disks removed from a VM)'),
 });
 /** A computed plan. */
 export type PlanResult = z.infer<typeof PlanResultSchema>;
@@ -165,6 +201,16 @@ export const VmListSchema = z.array(
     cpus: z.number().int().optional(),
     memoryMiB: z.number().int().optional(),
     networks: z.array(z.string()),
+    nics: z.array(
+      z.object({
+        network: z.string(),
+        trunk: z.array(z.string()).optional(),
+        tap: z.string().describe('the host device of the NIC'),
+        mac: z.string(),
+        addresses: z.array(z.string()),
+        addressSource: z.enum(['guest-agent', 'dhcp-lease', 'spec', 'none']),
+      }),
+    ),
     problems,
   }),
 );

@@ -128,6 +128,15 @@ export interface ObservedNetwork {
   problems: string[];
   /** The config it was last realised from, when the backend reports it (plans then name the changed fields). */
   config?: NetworkConfig;
+  /** Unexpired DHCP leases, where this host serves DHCP on the network. */
+  leases?: ObservedLease[];
+}
+
+/** A DHCP lease a host's DHCP server has handed out. */
+export interface ObservedLease {
+  mac: string;
+  ip: string;
+  hostname?: string;
 }
 
 /** A VM as observed on a host. */

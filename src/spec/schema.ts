@@ -275,6 +275,8 @@ export const VmSchema = z
     nics: z.array(NicSchema).min(1, 'a VM needs at least one NIC').max(8),
     /** Desired power state. */
     state: z.enum(['running', 'stopped']).default('running'),
+    /** Refuse to delete this VM and its disks (apply and destroy) until a spec sets it to false. */
+    protected: z.boolean().default(false),
   })
   .strict();
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, VmlinkError } from '../../../shared/errors.js';
 import { DAEMON_STOP_GRACE_MS, DNSMASQ_START_TIMEOUT_MS, KILL_WAIT_MS } from '../../../shared/limits.js';
-import type { NetworkConfig } from '../../../shared/model.js';
+import type { NetworkConfig, ObservedLease } from '../../../shared/model.js';
 import {
   identify,
   isRunning,
@@ -125,6 +125,13 @@ export function parseLeases(text: string): DhcpLease[] {
       ip: f[2]!,
       ...(f[3] && f[3] !== '*' ? { hostname: f[3] } : {}),
     }));
+}
+
+/** The leases of `leases` still valid at `nowSec` (dnsmasq writes 0 for an infinite lease), as a report lists them. */
+export function activeLeases(leases: DhcpLease[], nowSec = Date.now() / 1000): ObservedLease[] {
+  return leases
+    .filter((l) => l.expires === 0 || l.expires > nowSec)
+    .map((l) => ({ mac: l.mac, ip: l.ip, ...(l.hostname ? { hostname: l.hostname } : {}) }));
 }
 
 /** Whether `pid` is a live (not zombie) dnsmasq started with config file `conf`; returns its argv when so. */

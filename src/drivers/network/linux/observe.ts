@@ -4,8 +4,8 @@
 import type { Bridge, Ip } from '../../../exec/ip.js';
 import type { Nft } from '../../../exec/nft.js';
 import type { Runner } from '../../../exec/runner.js';
-import type { ObservedNetwork } from '../../../shared/model.js';
-import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
+import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';
+import { activeLeases, type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { ipForwarding } from './forwarding.js';
 import { vlanProblems, vxlanProblems } from './overlay-devices.js';
 import { isRouted, needsRules, TABLE_FAMILY, TABLE_NAME } from './ruleset.js';
@@ -62,12 +62,14 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
     if (c.mode === 'vlan') problems.push(...vlanProblems(c, links));
     const onBridge = addrs.filter((a) => a.dev === c.bridge && a.scope === 'global');
     const s4 = c.subnet;
+    let leases: ObservedLease[] | undefined;
     if (s4) {
       if (br && !onBridge.some((a) => a.local === s4.gateway && a.prefixLen === s4.prefixLength)) {
         problems.push(`address ${s4.gateway}/${s4.prefixLength} missing on ${c.bridge}`);
       }
-      if ((await host.dnsmasq.pid(dnsmasqPaths(host.stateDir, c.name))) === undefined)
-        problems.push('dnsmasq not running');
+      const dns = dnsmasqPaths(host.stateDir, c.name);
+      if ((await host.dnsmasq.pid(dns)) === undefined) problems.push('dnsmasq not running');
+      leases = activeLeases(await host.dnsmasq.leases(dns));
       if (!tablePresent) problems.push(`nftables table ${TABLE_FAMILY} ${TABLE_NAME} missing`);
       if (isRouted(c)) {
         forwarding ??= await ipForwarding(host.runner, host.netns);
@@ -79,7 +81,14 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
         `bridge ${c.bridge} has ${onBridge.map((a) => `${a.local}/${a.prefixLen}`).join(', ')}, want no address`,
       );
     }
-    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems, config: c });
+    out.push({
+      name: c.name,
+      bridge: c.bridge,
+      configHash: s.configHash,
+      problems,
+      config: c,
+      ...(leases ? { leases } : {}),
+    });
   }
   const known = new Set(states.map((s) => s.config.name));
   for (const l of links.values()) {

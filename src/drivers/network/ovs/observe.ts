@@ -2,8 +2,8 @@
 // daemons, bridges, ports, tunnels, underlay, gateway address, dnsmasq and OpenFlow table.
 import type { Ip } from '../../../exec/ip.js';
 import { type Ovs, type OvsPort, parseFlowDump } from '../../../exec/ovs.js';
-import type { ObservedNetwork } from '../../../shared/model.js';
-import { type DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
+import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';
+import { activeLeases, type DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import type { OvsDaemons } from './daemon.js';
 import { buildFlows, countOurFlows, flowPorts, roleOf } from './flows.js';
 import { gatewayPortName, tunnelPortName, underlayBridgeName } from './names.js';
@@ -86,6 +86,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
           problems.push(`VTEP address ${x.local} missing on ${ub}`);
       }
     }
+    let leases: ObservedLease[] | undefined;
     if (c.subnet) {
       const gw = gatewayPortName(c.name);
       portProblem(gw, 'gateway port', (p) =>
@@ -99,10 +100,18 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
         )
       )
         problems.push(`address ${c.subnet.gateway}/${c.subnet.prefixLength} missing on ${gw}`);
-      if ((await host.dnsmasq.pid(dnsmasqPaths(host.stateDir, c.name))) === undefined)
-        problems.push('dnsmasq not running');
+      const dns = dnsmasqPaths(host.stateDir, c.name);
+      if ((await host.dnsmasq.pid(dns)) === undefined) problems.push('dnsmasq not running');
+      leases = activeLeases(await host.dnsmasq.leases(dns));
     }
-    out.push({ name: c.name, bridge: c.bridge, configHash: s.configHash, problems, config: c });
+    out.push({
+      name: c.name,
+      bridge: c.bridge,
+      configHash: s.configHash,
+      problems,
+      config: c,
+      ...(leases ? { leases } : {}),
+    });
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

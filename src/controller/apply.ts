@@ -1,0 +1,249 @@
+// Plan, apply, destroy. A plan runs phase by phase, each host's steps in order, hosts in parallel; risky steps
+// are commit-confirmed.
+import type { AgentAction } from '../agent/wire.js';
+import { stepPhase } from '../plan/diff.js';
+import { formatStep } from '../plan/format.js';
+import { type DesiredState, resolveSpec } from '../plan/resolve.js';
+import type { Plan, RiskyMark, Step } from '../plan/steps.js';
+import { InvalidRequestError, VmlinkError } from '../shared/errors.js';
+import type { Spec } from '../spec/schema.js';
+import {
+  actConfirmed,
+  CONFIRM_TIMING,
+  type ConfirmTiming,
+  DEFAULT_CONFIRM_MS,
+  RolledBackError,
+} from './confirm.js';
+import type { AgentFactory } from './hosts.js';
+import {
+  knownState,
+  type PlanResult,
+  planAgainstHosts,
+  protectedVms,
+  refuseDestruction,
+} from './planning.js';
+import type { SpecStore } from './spec-store.js';
+import type { Store } from './store/types.js';
+import type { TaskContext } from './tasks.js';
+
+/** What running a plan needs. */
+export interface ExecuteContext {
+  store: Store;
+  agents: AgentFactory;
+  /** The spec being applied: where its hosts' agents are. */
+  spec: Spec;
+  /** The spec applied before: where hosts that `spec` dropped are reached. */
+  previous?: Spec | undefined;
+  task: TaskContext;
+  confirmTiming?: ConfirmTiming;
+}
+
+/**
+ * Runs the plan: phase by phase (see `stepPhase`), each host's steps of a phase in order, different hosts at the
+ * same time. After a failure no host starts another step; the error names the step that failed. Returns the number
+ * of steps applied.
+ */
+export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number> {
+  const total = plan.steps.length;
+  const indexed = plan.steps.map((step, i) => ({ step, n: i + 1 }));
+  let done = 0;
+  let failure: unknown;
+  for (let i = 0; i < indexed.length; ) {
+    const phase = stepPhase(indexed[i]!.step);
+    let j = i;
+    while (j < indexed.length && stepPhase(indexed[j]!.step) === phase) j++;
+    const byHost = new Map<string, typeof indexed>();
+    for (const s of indexed.slice(i, j)) byHost.set(s.step.host, [...(byHost.get(s.step.host) ?? []), s]);
+    await Promise.all(
+      [...byHost.values()].map(async (steps) => {
+        for (const { step, n } of steps) {
+          if (failure !== undefined) return;
+          if (x.task.signal.aborted) {
+            failure ??= new VmlinkError(
+              'invalid-state',
+              `cancelled after ${done} of ${total} steps; apply again to converge`,
+            );
+            return;
+          }
+          try {
+            await runStep(step, n, total, x);
+            done++;
+          } catch (e) {
+            failure ??= e;
+            return;
+          }
+        }
+      }),
+    );
+    if (failure !== undefined) throw failure;
+    i = j;
+  }
+  return done;
+}
+
+async function runStep(step: Step, n: number, total: number, x: ExecuteContext): Promise<void> {
+  x.task.progress(`[${n}/${total}] ${formatStep(step)}`);
+  // A host the new spec dropped is reached where the old spec put it (removed-host steps).
+  const where = x.spec.hosts.some((h) => h.name === step.host) ? x.spec : (x.previous ?? x.spec);
+  const agent = x.agents(where, step.host);
+  const mark = step as RiskyMark;
+  try {
+    if (mark.risky)
+      await actConfirmed(
+        agent,
+        step.host,
+        toAction(step),
+        mark.confirmTimeoutMs ?? DEFAULT_CONFIRM_MS,
+        x.task,
+        x.confirmTiming ?? CONFIRM_TIMING,
+      );
+    else await agent.act(toAction(step));
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    await x.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
+    if (e instanceof RolledBackError)
+      throw new RolledBackError(
+        `step ${n}/${total} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
+        `host/${step.host}`,
+      );
+    throw new VmlinkError(
+      e instanceof VmlinkError ? e.kind : 'internal',
+      `step ${n}/${total} failed (${formatStep(step)} on ${step.host}): ${msg}\nNo step started after it; fix the cause and apply again to converge.`,
+      { cause: e },
+    );
+  }
+}
+
+/** The agent action that carries out a plan step (without commit-confirm; see `actConfirmed`). */
+export function toAction(step: Step): AgentAction {
+  switch (step.kind) {
+    case 'network.create':
+    case 'network.update':
+      return { kind: 'network.ensure', network: step.network, configHash: step.configHash };
+    case 'network.delete':
+      return { kind: 'network.delete', name: step.name };
+    case 'vm.create':
+    case 'vm.update':
+      return { kind: 'vm.create', vm: step.vm, configHash: step.configHash };
+    case 'vm.hotplug':
+      return { kind: 'vm.hotplug', vm: step.vm, configHash: step.configHash };
+    case 'vm.start':
+      return { kind: 'vm.start', name: step.name };
+    case 'vm.delete':
+      return { kind: 'vm.delete', name: step.name };
+    case 'vm.stop':
+      return { kind: 'vm.stop', name: step.name, force: step.force };
+    case 'uplink.configure':
+      return { kind: 'uplink.configure', uplink: step.uplink, configHash: step.configHash };
+  }
+}
+
+/** Options of `apply`. */
+export interface ApplyOptions {
+  /** Go ahead although the plan deletes VMs, their disks or networks VMs use (never protected VMs). */
+  allowDestroy?: boolean;
+}
+
+/** What plan, apply and destroy need. */
+export interface DeployDeps {
+  store: Store;
+  specs: SpecStore;
+  agents: AgentFactory;
+  confirmTiming?: ConfirmTiming;
+}
+
+/** Plans, applies and destroys specs; the stored spec records what was applied. */
+export class Deployer {
+  constructor(private readonly d: DeployDeps) {}
+
+  /** Validates `text` and diffs it against what the hosts report. */
+  async plan(text: string, source: string): Promise<PlanResult> {
+    const spec = this.d.specs.parser.parse(text, source);
+    return this.planSpec(spec, await this.history());
+  }
+
+  /**
+   * Plans and applies `text`, step by step in plan order; the next apply converges from any failure. A plan that
+   * destroys data is refused before any change unless `allowDestroy`; one that deletes a protected VM always.
+   */
+  async apply(
+    text: string,
+    source: string,
+    ctx: TaskContext,
+    opts: ApplyOptions = {},
+  ): Promise<PlanResult & { applied: number }> {
+    const spec = this.d.specs.parser.parse(text, source);
+    const history = await this.history();
+    const result = await this.planSpec(spec, history);
+    ctx.progress(result.text);
+    refuseDestruction(result, opts.allowDestroy ?? false);
+    await this.d.specs.recordAttempt(text, source);
+    const applied = await executePlan(result.plan, this.execution(spec, ctx, history.previous));
+    await this.d.specs.recordSuccess(text, source);
+    await this.d.store.appendEvent('apply', `${source}: ${applied} change(s) applied`);
+    return { ...result, applied };
+  }
+
+  /**
+   * Removes every VM and network of `text` (or of the last applied spec) from its hosts: the caller asked for the
+   * destruction, but protected VMs are still refused.
+   */
+  async destroy(
+    text: string | undefined,
+    source: string,
+    ctx: TaskContext,
+  ): Promise<PlanResult & { applied: number }> {
+    // Without a spec text the stored one must parse; with one, a stored spec that no longer does is just unknown.
+    const cur =
+      text === undefined ? await this.d.specs.current() : await this.d.specs.current().catch(() => undefined);
+    const spec = text === undefined ? cur?.spec : this.d.specs.parser.parse(text, source);
+    if (!spec)
+      throw new InvalidRequestError('nothing to destroy: no spec was given and none has been applied');
+    const empty: DesiredState = Object.fromEntries(
+      spec.hosts.map((h) => [h.name, { networks: [], vms: [] }]),
+    );
+    const result = await planAgainstHosts(this.d.store, this.d.agents, spec, empty, {
+      checkCaps: false,
+      before: knownState([spec, cur?.spec]),
+      protectedVms: protectedVms([spec, cur?.spec]),
+    });
+    ctx.progress(result.text);
+    refuseDestruction(result, true);
+    const applied = await executePlan(result.plan, this.execution(spec, ctx));
+    if (!cur || sameHosts(cur.spec, spec)) await this.d.specs.clear();
+    await this.d.store.appendEvent('destroy', `${source}: ${applied} change(s) applied`);
+    return { ...result, applied };
+  }
+
+  /** The specs applied until now: the last good one (else the last attempted) and the last attempted. */
+  private async history(): Promise<{ previous?: Spec | undefined; attempted?: Spec | undefined }> {
+    return {
+      previous: await this.d.specs.previous(),
+      attempted: (await this.d.specs.current().catch(() => undefined))?.spec,
+    };
+  }
+
+  private planSpec(spec: Spec, h: { previous?: Spec | undefined; attempted?: Spec | undefined }) {
+    return planAgainstHosts(this.d.store, this.d.agents, spec, resolveSpec(spec), {
+      checkCaps: true,
+      previous: h.previous,
+      before: knownState([h.previous, h.attempted]),
+      protectedVms: protectedVms([h.previous, h.attempted, spec]),
+    });
+  }
+
+  private execution(spec: Spec, task: TaskContext, previous?: Spec): ExecuteContext {
+    return {
+      store: this.d.store,
+      agents: this.d.agents,
+      spec,
+      previous,
+      task,
+      ...(this.d.confirmTiming ? { confirmTiming: this.d.confirmTiming } : {}),
+    };
+  }
+}
+
+function sameHosts(a: Spec, b: Spec): boolean {
+  return a.hosts.map((h) => h.name).join() === b.hosts.map((h) => h.name).join();
+}

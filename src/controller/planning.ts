@@ -1,0 +1,132 @@
+// Planning against the hosts: gather their reports, check capacity and support, diff, and say what would be lost.
+import { analyzeDestruction, type DestroyAnalysis, formatLoss, type Loss } from '../plan/destroy.js';
+import { planChanges } from '../plan/diff.js';
+import { formatPlan, summarizePlan } from '../plan/format.js';
+import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
+import type { Plan } from '../plan/steps.js';
+import { ConflictError, InvalidSpecError } from '../shared/errors.js';
+import type { HostReport, UplinkConfig } from '../shared/model.js';
+import { admitSpec } from '../spec/admission.js';
+import type { Spec } from '../spec/schema.js';
+import { type AgentFactory, gatherReports, REPORT_TIMEOUT_MS } from './hosts.js';
+import { hostHealth } from './monitor.js';
+import type { Store } from './store/types.js';
+import { DESTRUCTIVE_PLAN_SUBJECT } from './wire.js';
+
+/** A computed plan with its rendering and what it would destroy. */
+export interface PlanResult extends DestroyAnalysis {
+  plan: Plan;
+  text: string;
+  summary: ReturnType<typeof summarizePlan>;
+}
+
+/** What planning needs besides the spec. */
+export interface PlanInputs {
+  /** Check the spec against the hosts' capacity and support (not for destroy). */
+  checkCaps: boolean;
+  /** The spec applied before: hosts it has and `spec` drops are emptied where they answer. */
+  previous?: Spec | undefined;
+  /** The state applied until now as far as known (what a deletion loses). */
+  before: DesiredState;
+  /** VMs whose deletion is refused. */
+  protectedVms: ReadonlySet<string>;
+}
+
+/** An apply would destroy data and was not allowed to: nothing was changed. */
+export class DestructivePlanError extends ConflictError {
+  readonly losses: Loss[];
+  constructor(losses: Loss[]) {
+    super(
+      `this apply would destroy:\n${losses.map((l) => `  - ${formatLoss(l)}`).join('\n')}\nNothing was changed. Apply again with --allow-destroy to go ahead.`,
+      DESTRUCTIVE_PLAN_SUBJECT,
+    );
+    this.losses = losses;
+  }
+}
+
+/** Plans `desired` (resolved from `spec`) against what the hosts report; see `PlanInputs`. */
+export async function planAgainstHosts(
+  store: Store,
+  agents: AgentFactory,
+  spec: Spec,
+  desired: DesiredState,
+  inputs: PlanInputs,
+): Promise<PlanResult> {
+  const health = await hostHealth(store);
+  const notes = Object.fromEntries(
+    Object.entries(health)
+      .filter(([, h]) => h.state === 'unreachable')
+      .map(([name, h]) => [name, `unreachable since ${h.since}, last seen ${h.lastSeen ?? 'never'}`]),
+  );
+  const reports = await gatherReports(spec, agents, notes);
+  if (inputs.checkCaps) {
+    // Admission: the valid spec against what its hosts report (capacity, backends, kernel features).
+    const issues = admitSpec(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities])));
+    if (issues.length) throw new InvalidSpecError(issues);
+  }
+  // Hosts the previous spec had and this one drops: what runs there goes, if they answer.
+  const { previous } = inputs;
+  const kept = new Set(spec.hosts.map((h) => h.name));
+  const dropped = (previous?.hosts ?? []).filter((h) => !kept.has(h.name));
+  const notices: string[] = [];
+  const removed = await Promise.all(
+    dropped.map(async (h) => {
+      try {
+        return await agents(previous!, h.name).report(REPORT_TIMEOUT_MS);
+      } catch (e) {
+        notices.push(
+          `! host ${h.name} left the spec but is unreachable (${(e as Error).message.split('\n')[0]}); its VMs and networks stay until it is back and you apply again.`,
+        );
+        return undefined;
+      }
+    }),
+  );
+  const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)];
+  const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
+  const plan = planChanges(desired, observed, uplinks);
+  const analysis = analyzeDestruction(plan, inputs.before, inputs.protectedVms);
+  return { plan, text: renderPlan(plan, analysis, notices), summary: summarizePlan(plan), ...analysis };
+}
+
+/** The plan's text: its steps, notices, the disks it keeps, and what it destroys. */
+function renderPlan(plan: Plan, a: DestroyAnalysis, notices: string[]): string {
+  const lines = [formatPlan(plan), ...notices, ...a.kept.map((k) => `= ${k}`)];
+  if (a.losses.length) lines.push('', 'This plan destroys:', ...a.losses.map((l) => `  - ${formatLoss(l)}`));
+  return lines.join('\n');
+}
+
+/** The state `specs` describe together (first one first for a VM or network both name): what deletions lose. */
+export function knownState(specs: Array<Spec | undefined>): DesiredState {
+  const out: DesiredState = {};
+  for (const spec of specs) {
+    if (!spec) continue;
+    for (const [host, d] of Object.entries(resolveSpec(spec))) {
+      const have = out[host] ?? { networks: [], vms: [] };
+      out[host] = have;
+      for (const n of d.networks) if (!have.networks.some((x) => x.name === n.name)) have.networks.push(n);
+      for (const v of d.vms) if (!have.vms.some((x) => x.name === v.name)) have.vms.push(v);
+    }
+  }
+  return out;
+}
+
+/** Names of the VMs any of `specs` marks `protected: true`. */
+export function protectedVms(specs: Array<Spec | undefined>): Set<string> {
+  return new Set(specs.flatMap((s) => (s?.vms ?? []).filter((v) => v.protected).map((v) => v.name)));
+}
+
+/**
+ * Refuses a plan that deletes a protected VM (always) or destroys anything at all (unless `allowDestroy`), before
+ * any step runs.
+ */
+export function refuseDestruction(result: PlanResult, allowDestroy: boolean): void {
+  const [first, ...more] = result.protectedDeletions;
+  if (first) {
+    const names = [first, ...more].map((p) => `vm ${p.name} on ${p.host}`).join(', ');
+    throw new ConflictError(
+      `${names} ${more.length ? 'are' : 'is'} protected (protected: true in the spec) and would be deleted with ${more.length ? 'their' : 'its'} disks; nothing was changed. To delete ${more.length ? 'them' : 'it'}, first apply the spec with protected: false on ${more.length ? 'each' : 'it'}, then apply or destroy again.`,
+      `vm/${first.name}`,
+    );
+  }
+  if (result.losses.length && !allowDestroy) throw new DestructivePlanError(result.losses);
+}

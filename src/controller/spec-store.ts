@@ -1,0 +1,100 @@
+// The applied spec in the store, parsed once: apply, views and every heartbeat read it through this cache.
+import { loadSpec } from '../spec/load.js';
+import type { Spec } from '../spec/schema.js';
+import type { Store } from './store/types.js';
+
+/** The spec last applied, as the store keeps it. */
+export interface StoredSpec {
+  text: string;
+  source: string;
+  appliedAt: string;
+}
+
+/** A stored spec with its parsed form. */
+export type ParsedStoredSpec = StoredSpec & { spec: Spec };
+
+const SPEC_KEY = 'spec/current';
+// The last spec whose apply completed: a failed apply must not make the next one forget hosts it was dropping.
+const LAST_GOOD_KEY = 'spec/last-good';
+// Texts in flight at once: the current, the last good, and the one being applied or planned.
+const PARSE_CACHE_SIZE = 4;
+
+/** Parses spec texts, remembering the last few: a spec is parsed and validated once, not on every read. */
+export class SpecParser {
+  private readonly cache = new Map<string, Spec>();
+
+  /** The validated spec of `text` (see `loadSpec`); the same object for the same text and source. */
+  parse(text: string, source: string): Spec {
+    const key = `${source}\0${text}`;
+    const hit = this.cache.get(key);
+    if (hit) {
+      // Most recently used goes last.
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
+    const spec = loadSpec(text, source);
+    this.cache.set(key, spec);
+    for (const k of this.cache.keys()) {
+      if (this.cache.size <= PARSE_CACHE_SIZE) break;
+      this.cache.delete(k);
+    }
+    return spec;
+  }
+}
+
+/** Where the controller keeps the applied spec: the current one and the last one whose apply completed. */
+export class SpecStore {
+  constructor(
+    private readonly store: Store,
+    readonly parser: SpecParser = new SpecParser(),
+  ) {}
+
+  /** The spec last applied (or being applied), parsed; undefined before the first apply. */
+  async current(): Promise<ParsedStoredSpec | undefined> {
+    return this.read(SPEC_KEY);
+  }
+
+  /**
+   * The spec applied before, for hosts that a new spec drops: the last one whose apply completed (so hosts a failed
+   * apply was dropping are still dropped next time), else the last one attempted.
+   */
+  async previous(): Promise<Spec | undefined> {
+    try {
+      const good = await this.read(LAST_GOOD_KEY);
+      if (good) return good.spec;
+    } catch {
+      // A spec that no longer validates (older vmlink): fall back to the current one.
+    }
+    return (await this.current().catch(() => undefined))?.spec;
+  }
+
+  /** Records `text` as the spec being applied (before its first step runs). */
+  async recordAttempt(text: string, source: string): Promise<void> {
+    await this.store.put(SPEC_KEY, {
+      text,
+      source,
+      appliedAt: new Date().toISOString(),
+    } satisfies StoredSpec);
+  }
+
+  /** Records `text` as the last spec whose apply completed. */
+  async recordSuccess(text: string, source: string): Promise<void> {
+    await this.store.put(LAST_GOOD_KEY, {
+      text,
+      source,
+      appliedAt: new Date().toISOString(),
+    } satisfies StoredSpec);
+  }
+
+  /** Forgets the applied spec (after destroy or lab down). */
+  async clear(): Promise<void> {
+    await this.store.delete(SPEC_KEY);
+    await this.store.delete(LAST_GOOD_KEY);
+  }
+
+  private async read(key: string): Promise<ParsedStoredSpec | undefined> {
+    const s = await this.store.get<StoredSpec>(key);
+    return s ? { ...s, spec: this.parser.parse(s.text, s.source) } : undefined;
+  }
+}

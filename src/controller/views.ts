@@ -1,0 +1,269 @@
+// Read-only views of the applied spec next to what the hosts report: status, VMs (with addresses), networks.
+import { resolveSpec } from '../plan/resolve.js';
+import { NotFoundError } from '../shared/errors.js';
+import type { HostReport, NicConfig, ObservedVm } from '../shared/model.js';
+import type { NetworkSpec, Spec } from '../spec/schema.js';
+import { networkHosts } from '../spec/topology.js';
+import { agentAddress } from './agents.js';
+import { type AgentFactory, REPORT_TIMEOUT_MS } from './hosts.js';
+import { type HostHealth, hostHealth } from './monitor.js';
+import type { SpecStore } from './spec-store.js';
+import type { Store } from './store/types.js';
+
+/** How long `vm list` waits for a guest agent to name its addresses before it falls back to DHCP leases. */
+export const GUEST_ADDRESS_TIMEOUT_MS = 3_000;
+
+/** One host as `status` shows it. */
+export interface HostStatus {
+  name: string;
+  address: string;
+  reachable: boolean;
+  /** Heartbeat state (`unknown` when the daemon has not polled it yet). */
+  state: HostHealth['state'];
+  /** When the agent last answered a heartbeat (ISO time). */
+  lastSeen?: string;
+  /** Heartbeats missed in a row. */
+  missed?: number;
+  error?: string;
+  report?: HostReport;
+}
+
+/** The answer of `status`. */
+export interface StatusView {
+  spec?: { source: string; appliedAt: string };
+  hosts: HostStatus[];
+}
+
+/** One NIC of a VM as `vm list` shows it: where it is attached and the addresses it has. */
+export interface VmNicView {
+  /** The network (for a trunk NIC, the first of its networks). */
+  network: string;
+  /** Every network of a trunk NIC. */
+  trunk?: string[];
+  /** The host device (tap) of the NIC, as its host reports it (else as the spec derives it). */
+  tap: string;
+  mac: string;
+  /** IPv4 addresses with prefix where known, e.g. 10.0.0.5/24. */
+  addresses: string[];
+  /** Where `addresses` come from: the guest agent, a DHCP lease, the spec (fixed address, unconfirmed), or none. */
+  addressSource: 'guest-agent' | 'dhcp-lease' | 'spec' | 'none';
+}
+
+/** One VM as `vm list` shows it: desired (spec) and observed (agent) side by side. */
+export interface VmView {
+  name: string;
+  host: string;
+  desired: 'running' | 'stopped' | 'absent';
+  state: ObservedVm['state'] | 'absent' | 'unknown';
+  cpus?: number;
+  memoryMiB?: number;
+  networks: string[];
+  /** Each NIC with its tap and addresses (VMs of the applied spec only). */
+  nics: VmNicView[];
+  problems: string[];
+}
+
+/** One network as `network show` shows it. */
+export interface NetworkView {
+  name: string;
+  spec: NetworkSpec;
+  /** `ports`: the host devices of the VM NICs on the network there (tap names, as the agent realised them). */
+  hosts: Array<{
+    host: string;
+    observed?: HostReport['networks'][number];
+    ports?: Array<{ vm: string; tap: string }>;
+    flows?: string;
+    error?: string;
+  }>;
+}
+
+/** One network as `network list` shows it. */
+export interface NetworkListItem {
+  name: string;
+  mode: string;
+  backend: string;
+  hosts: string[];
+}
+
+/** Builds the read-only views from the stored spec, the heartbeat state and the agents' answers. */
+export class Views {
+  constructor(
+    private readonly store: Store,
+    private readonly specs: SpecStore,
+    private readonly agents: AgentFactory,
+  ) {}
+
+  /** Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer. */
+  async status(): Promise<StatusView> {
+    const cur = await this.specs.current();
+    if (!cur) return { hosts: [] };
+    const health = await hostHealth(this.store);
+    const hosts = await Promise.all(
+      cur.spec.hosts.map(async (h): Promise<HostStatus> => {
+        const address = agentAddress(cur.spec, h.name);
+        const hh = health[h.name];
+        const beat = {
+          state: hh?.state ?? ('unknown' as const),
+          ...(hh?.lastSeen ? { lastSeen: hh.lastSeen } : {}),
+          ...(hh ? { missed: hh.missed } : {}),
+        };
+        // A host the monitor gave up on is not asked again here: status must answer quickly.
+        if (hh?.state === 'unreachable')
+          return {
+            name: h.name,
+            address,
+            reachable: false,
+            ...beat,
+            error: `missed ${hh.missed} heartbeats (last seen ${hh.lastSeen ?? 'never'}): ${hh.error ?? ''}`,
+          };
+        try {
+          const report = await this.agents(cur.spec, h.name).report(REPORT_TIMEOUT_MS);
+          return { name: h.name, address, reachable: true, ...beat, report };
+        } catch (e) {
+          return { name: h.name, address, reachable: false, ...beat, error: (e as Error).message };
+        }
+      }),
+    );
+    return { spec: { source: cur.source, appliedAt: cur.appliedAt }, hosts };
+  }
+
+  /** Every VM of the applied spec with its NICs' addresses, and every other VM the hosts report. */
+  async vms(): Promise<VmView[]> {
+    const cur = await this.specs.current();
+    if (!cur) return [];
+    const { hosts } = await this.status();
+    const desired = resolveSpec(cur.spec);
+    const reports = hosts.flatMap((h) => (h.report ? [h.report] : []));
+    const out = await Promise.all(
+      cur.spec.vms.map(async (vm): Promise<VmView> => {
+        const h = hosts.find((x) => x.name === vm.host);
+        const obs = h?.report?.vms.find((v) => v.name === vm.name);
+        const nics = desired[vm.host]?.vms.find((v) => v.name === vm.name)?.nics ?? [];
+        const guest =
+          obs?.state === 'running' ? await this.guestAddresses(cur.spec, vm.host, vm.name) : undefined;
+        return {
+          name: vm.name,
+          host: vm.host,
+          desired: vm.state,
+          state: !h?.reachable ? 'unknown' : (obs?.state ?? 'absent'),
+          cpus: vm.cpus,
+          memoryMiB: vm.memoryMiB,
+          networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
+          // The tap as the agent realised it (a VM from before readable names keeps its hashed one).
+          nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, reports)),
+          problems: obs?.problems ?? [],
+        };
+      }),
+    );
+    for (const h of hosts) {
+      for (const v of h.report?.vms ?? []) {
+        if (!out.some((o) => o.name === v.name))
+          out.push({
+            name: v.name,
+            host: h.name,
+            desired: 'absent',
+            state: v.state,
+            networks: [],
+            nics: [],
+            problems: v.problems,
+          });
+      }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** A network of the applied spec: its spec, and per member host what the agent observes (and its flows). */
+  async networkShow(name: string, withFlows: boolean): Promise<NetworkView> {
+    const cur = await this.specs.current();
+    const net = cur?.spec.networks.find((n) => n.name === name);
+    if (!cur || !net) throw new NotFoundError('network', name);
+    const hosts = await Promise.all(
+      networkHosts(cur.spec, net).map(async (host): Promise<NetworkView['hosts'][number]> => {
+        const agent = this.agents(cur.spec, host);
+        try {
+          const report = await agent.report();
+          const observed = report.networks.find((n) => n.name === name);
+          const flows = withFlows ? (await agent.flows(name)).flows : undefined;
+          const ports = report.vms.flatMap((v) =>
+            (v.ports ?? []).filter((p) => p.network === name).map((p) => ({ vm: v.name, tap: p.tap })),
+          );
+          return {
+            host,
+            ...(observed ? { observed, ports } : {}),
+            ...(flows === undefined ? {} : { flows }),
+          };
+        } catch (e) {
+          return { host, error: (e as Error).message.split('\n')[0]! };
+        }
+      }),
+    );
+    return { name, spec: net, hosts };
+  }
+
+  /** Every network of the applied spec with its member hosts. */
+  async networks(): Promise<NetworkListItem[]> {
+    const cur = await this.specs.current();
+    if (!cur) return [];
+    return cur.spec.networks.map((n) => ({
+      name: n.name,
+      mode: n.mode,
+      backend: n.backend,
+      hosts: networkHosts(cur.spec, n),
+    }));
+  }
+
+  /** Addresses by lower-case MAC as the guest agent reports them; undefined when it does not answer in time. */
+  private async guestAddresses(
+    spec: Spec,
+    host: string,
+    vm: string,
+  ): Promise<Map<string, string[]> | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((r) => {
+      timer = setTimeout(() => r(undefined), GUEST_ADDRESS_TIMEOUT_MS);
+    });
+    try {
+      const ifs = await Promise.race([this.agents(spec, host).interfaces(vm), late]);
+      if (!ifs) return undefined;
+      return new Map(ifs.map((i) => [i.mac.toLowerCase(), i.addresses.filter((a) => !a.startsWith('127.'))]));
+    } catch {
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/**
+ * A NIC's view: addresses from the guest agent when it answered, else the DHCP lease for its MAC on its network (on
+ * whichever host serves DHCP there), else the fixed address the spec gives it.
+ */
+export function nicView(
+  nic: NicConfig,
+  guest: Map<string, string[]> | undefined,
+  reports: HostReport[],
+): VmNicView {
+  const mac = nic.mac.toLowerCase();
+  const base = {
+    network: nic.network,
+    ...(nic.trunk ? { trunk: nic.trunk.networks } : {}),
+    tap: nic.tap,
+    mac: nic.mac,
+  };
+  const fromGuest = guest?.get(mac);
+  if (fromGuest?.length) return { ...base, addresses: fromGuest, addressSource: 'guest-agent' };
+  const leases = reports.flatMap((r) =>
+    r.networks
+      .filter((n) => n.name === nic.network)
+      .flatMap((n) => (n.leases ?? []).filter((l) => l.mac.toLowerCase() === mac)),
+  );
+  if (leases.length)
+    return { ...base, addresses: [...new Set(leases.map((l) => l.ip))], addressSource: 'dhcp-lease' };
+  if (nic.staticIp)
+    return {
+      ...base,
+      addresses: [`${nic.staticIp.address}/${nic.staticIp.prefixLength}`],
+      addressSource: 'spec',
+    };
+  return { ...base, addresses: [], addressSource: 'none' };
+}

@@ -1,0 +1,42 @@
+// Acting on one VM of the applied spec now: power, guest commands, console.
+import type { AgentAction } from '../agent/wire.js';
+import type { GuestExecResult } from '../drivers/hypervisor/types.js';
+import { NotFoundError } from '../shared/errors.js';
+import type { AgentFactory, AgentPort } from './hosts.js';
+import type { SpecStore } from './spec-store.js';
+import type { Store } from './store/types.js';
+
+/** Starts, stops, runs commands in and reads the console of VMs of the applied spec. */
+export class VmControl {
+  constructor(
+    private readonly store: Store,
+    private readonly specs: SpecStore,
+    private readonly agents: AgentFactory,
+  ) {}
+
+  /** Starts or stops one VM of the applied spec now (the spec's desired state is unchanged). */
+  async power(name: string, action: 'start' | 'stop', force = false): Promise<void> {
+    const agent = await this.agentOf(name);
+    const act: AgentAction =
+      action === 'start' ? { kind: 'vm.start', name } : { kind: 'vm.stop', name, force };
+    await agent.act(act);
+    await this.store.appendEvent(`vm.${action}`, `${name}${force ? ' (forced)' : ''}`);
+  }
+
+  /** Runs argv in a VM's guest. */
+  async exec(name: string, argv: string[], timeoutMs: number, input?: string): Promise<GuestExecResult> {
+    return (await this.agentOf(name)).exec(name, argv, timeoutMs, input);
+  }
+
+  /** The tail of a VM's serial console log. */
+  async console(name: string, tail: number): Promise<{ log: string }> {
+    return (await this.agentOf(name)).console(name, tail);
+  }
+
+  private async agentOf(name: string): Promise<AgentPort> {
+    const cur = await this.specs.current();
+    const vm = cur?.spec.vms.find((v) => v.name === name);
+    if (!cur || !vm) throw new NotFoundError('vm', name);
+    return this.agents(cur.spec, vm.host);
+  }
+}
