@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { dnsmasqArgv, dnsmasqPaths, netmask, parseLeases, renderDnsmasqConf } from './dnsmasq.js';
+import {
+  activeLeases,
+  dnsmasqArgv,
+  dnsmasqPaths,
+  netmask,
+  parseLeases,
+  renderDnsmasqConf,
+} from './dnsmasq.js';
 import { bridgedNet, isolatedNet, natNet, natNoUplink } from './fixtures.test-util.js';
 import { expectGolden } from './golden.test-util.js';
 
@@ -49,6 +56,20 @@ describe('dnsmasq config', () => {
     ).toEqual([
       { expires: 1700000000, mac: '52:54:00:12:34:56', ip: '10.10.0.10', hostname: 'web1' },
       { expires: 1700000001, mac: '52:54:00:00:00:01', ip: '10.10.0.101' },
+    ]);
+  });
+});
+
+describe('active leases', () => {
+  it('keeps unexpired and infinite leases, as a report lists them', () => {
+    const leases = parseLeases(
+      '1700000100 52:54:00:00:00:01 10.0.0.10 web1 01:52:54:00:00:00:01\n' +
+        '1699999000 52:54:00:00:00:02 10.0.0.11 * *\n' +
+        '0 52:54:00:00:00:03 10.0.0.12 * *\n',
+    );
+    expect(activeLeases(leases, 1_700_000_000)).toEqual([
+      { mac: '52:54:00:00:00:01', ip: '10.0.0.10', hostname: 'web1' },
+      { mac: '52:54:00:00:00:03', ip: '10.0.0.12' },
     ]);
   });
 });
