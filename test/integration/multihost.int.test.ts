@@ -177,7 +177,13 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
   it('a host leaving the spec: its VMs and networks go, and the others drop it from their FDB', async () => {
     expect(fdbDestinations('host1').sort()).toEqual(['192.168.81.12', '192.168.81.13']);
     writeFileSync(file, spec({ host3: false }));
-    const r = await runCli(['apply', '-f', file], env);
+    // Deleting web3 destroys its data: refused (nothing changed, no prompt without a terminal) until allowed.
+    const refused = await runCli(['apply', '-f', file], env);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toMatch(/this apply would destroy:\n {2}- vm web3 on host3/);
+    expect(refused.stderr).toContain('--allow-destroy');
+    expect(fdbDestinations('host1').sort()).toEqual(['192.168.81.12', '192.168.81.13']);
+    const r = await runCli(['apply', '--allow-destroy', '-f', file], env);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/- vm web3 on host3/);
     expect(fdbDestinations('host1')).toEqual(['192.168.81.12']);
