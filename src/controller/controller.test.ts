@@ -143,6 +143,9 @@ describe('controller with fake agents', () => {
     await expect(controller.destroy(undefined, 'site.yaml', task())).rejects.toThrow(
       /vm web1 on h1 is protected/,
     );
+    expect((await controller.plan(spec(), 'site.yaml')).text).toContain(
+      '! vm web1 on h1 is protected: apply refuses to delete it',
+    );
     expect(fleet.sent()).toEqual([]);
     // Unprotecting is an apply that changes nothing on the host; then the VM may go.
     const r = await controller.apply(spec({ vms: web(', protected: false') }), 'site.yaml', task());

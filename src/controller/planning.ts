@@ -92,6 +92,10 @@ export async function planAgainstHosts(
 function renderPlan(plan: Plan, a: DestroyAnalysis, notices: string[]): string {
   const lines = [formatPlan(plan), ...notices, ...a.kept.map((k) => `= ${k}`)];
   if (a.losses.length) lines.push('', 'This plan destroys:', ...a.losses.map((l) => `  - ${formatLoss(l)}`));
+  for (const p of a.protectedDeletions)
+    lines.push(
+      `! vm ${p.name} on ${p.host} is protected: apply refuses to delete it (set protected: false first)`,
+    );
   return lines.join('\n');
 }
 
