@@ -11,7 +11,7 @@ import type { SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
 
 /** How long `vm list` waits for a guest agent to name its addresses before it falls back to DHCP leases. */
-export const GUEST_ADDRESS_TIMEOUT_MS = 3_000;
+export const GUEST_ADDRESS_TIMEOUT_MS = 5_000;
 
 /** One host as `status` shows it. */
 export interface HostStatus {

@@ -12,8 +12,9 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { HostStatus } from '../../src/controller/controller.js';
+import type { HostStatus, VmView } from '../../src/controller/controller.js';
 import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
+import { tapName } from '../../src/spec/net.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -151,6 +152,21 @@ describe('one host with nat, bridge and isolated networks', () => {
     const r = await runCli(['vm', 'exec', 'web1', '--', 'hostname'], env);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe('web1');
+  });
+
+  it('lists each NIC of each VM with its tap and the addresses the guest reports', async () => {
+    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
+    const nic = (vm: string) => vms.find((v) => v.name === vm)?.nics[0];
+    expect(nic('web1')).toMatchObject({
+      network: 'natnet',
+      tap: tapName('web1', 0),
+      addresses: ['10.61.0.10/24'],
+      addressSource: 'guest-agent',
+    });
+    expect(nic('iso1')?.addresses[0]).toMatch(/^10\.62\.0\.\d+\/24$/);
+    expect(nic('app1')?.addresses[0]).toMatch(/^192\.168\.61\.\d+\/24$/);
+    const table = await runCli(['vm', 'list'], env);
+    expect(table.stdout).toMatch(/web1 .* 10\.61\.0\.10\/24 \(natnet\)/);
   });
 
   it('refuses a bad spec with the path of each problem and changes nothing', async () => {
