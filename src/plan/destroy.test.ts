@@ -64,30 +64,38 @@ describe('destroy analysis', () => {
     expect(a).toEqual({ losses: [], protectedDeletions: [], kept: [] });
   });
 
-  it('lists a deleted VM with its root overlay and disks, and a network VMs used', () => {
+  it('lists a deleted VM with its root overlay and disks, and a network VMs that stay used', () => {
+    // web1 goes, app1 moves to another network, natnet goes.
     const after = BEFORE.replace(/ {2}- name: web1[\s\S]*?logs, sizeMiB: 64 }]\n/, '')
-      .replace('  - { name: app1, host: h1, nics: [{ network: natnet }] }\n', '')
+      .replace(
+        '{ name: app1, host: h1, nics: [{ network: natnet }] }',
+        '{ name: app1, host: h1, nics: [{ network: spare }] }',
+      )
       .replace('  - { name: natnet, host: h1, mode: nat, cidr: 10.10.0.0/24 }\n', '');
     const a = analyse(after);
     expect(a.losses).toEqual([
       {
         kind: 'vm',
         host: 'h1',
-        name: 'app1',
-        disks: [],
-      },
-      {
-        kind: 'vm',
-        host: 'h1',
         name: 'web1',
         disks: ['root (overlay of /img/debian.qcow2)', 'data (1024 MiB)', 'logs (64 MiB)'],
       },
-      { kind: 'network', host: 'h1', name: 'natnet', usedBy: ['app1', 'web1'] },
+      { kind: 'network', host: 'h1', name: 'natnet', usedBy: ['app1'] },
     ]);
+    expect(a.losses.map(formatLoss)).toEqual([
+      'vm web1 on h1 and its disks: root (overlay of /img/debian.qcow2), data (1024 MiB), logs (64 MiB)',
+      'network natnet on h1, used by vm app1 (their NICs on it go down)',
+    ]);
+  });
+
+  it('does not list a network whose VMs all go with it: the VMs are listed', () => {
+    const after = BEFORE.replace(/ {2}- name: web1[\s\S]*?logs, sizeMiB: 64 }]\n/, '')
+      .replace('  - { name: app1, host: h1, nics: [{ network: natnet }] }\n', '')
+      .replace('  - { name: natnet, host: h1, mode: nat, cidr: 10.10.0.0/24 }\n', '');
+    const a = analyse(after);
     expect(a.losses.map(formatLoss)).toEqual([
       'vm app1 on h1 (it has no disks)',
       'vm web1 on h1 and its disks: root (overlay of /img/debian.qcow2), data (1024 MiB), logs (64 MiB)',
-      'network natnet on h1, used by vm app1, web1 (their NICs on it go down)',
     ]);
   });
 

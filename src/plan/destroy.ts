@@ -41,7 +41,7 @@ export function vmDisks(vm: VmConfig): string[] {
 
 /**
  * Analyses `plan`: every `vm.delete` loses the VM and its disks (the agent removes its directory), every
- * `network.delete` of a network that VMs of `before` use on that host is listed with them, and every disk that a
+ * `network.delete` of a network that VMs of `before` use on that host, and the plan keeps, is listed with them, and every disk that a
  * `vm.update` no longer names is kept (the hypervisor leaves its file in the VM's directory). `before` is the
  * state applied until now (as far as known), `protectedVms` the names whose deletion is refused.
  */
@@ -54,6 +54,7 @@ export function analyzeDestruction(
   const losses: Loss[] = [];
   const protectedDeletions: ProtectedDeletion[] = [];
   const kept: string[] = [];
+  const deleted = new Set(plan.steps.flatMap((s) => (s.kind === 'vm.delete' ? [`${s.host}/${s.name}`] : [])));
   for (const step of plan.steps) {
     if (step.kind === 'vm.delete') {
       const old = vmBefore(step.host, step.name);
@@ -69,7 +70,9 @@ export function analyzeDestruction(
       });
       if (protectedVms.has(step.name)) protectedDeletions.push({ host: step.host, name: step.name });
     } else if (step.kind === 'network.delete') {
+      // VMs deleted with it are listed themselves; those that stay lose their NICs' network.
       const usedBy = (before[step.host]?.vms ?? [])
+        .filter((vm) => !deleted.has(`${step.host}/${vm.name}`))
         .filter((vm) =>
           vm.nics.some((n) => n.network === step.name || (n.trunk?.networks.includes(step.name) ?? false)),
         )
