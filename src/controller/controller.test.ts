@@ -214,7 +214,7 @@ vms:
     const webMac = (await controller.vms()).find((v) => v.name === 'web1')!.nics[0]!.mac;
     h1.guests.set('web1', [
       { name: 'lo', mac: '00:00:00:00:00:00', addresses: ['127.0.0.1/8'] },
-      { name: 'eth0', mac: webMac.toUpperCase(), addresses: ['10.10.0.57/24'] },
+      { name: 'eth0', mac: webMac.toUpperCase(), addresses: ['10.10.0.57/24', 'fe80::5054:ff:fe00:1/64'] },
     ]);
     h1.leases.set('natnet', [
       { mac: webMac, ip: '10.10.0.99' },

@@ -43,7 +43,7 @@ export interface VmNicView {
   /** The host device (tap) of the NIC, as its host reports it (else as the spec derives it). */
   tap: string;
   mac: string;
-  /** IPv4 addresses with prefix where known, e.g. 10.0.0.5/24. */
+  /** Addresses with prefix where known (e.g. 10.0.0.5/24); loopback and link-local ones left out. */
   addresses: string[];
   /** Where `addresses` come from: the guest agent, a DHCP lease, the spec (fixed address, unconfirmed), or none. */
   addressSource: 'guest-agent' | 'dhcp-lease' | 'spec' | 'none';
@@ -225,7 +225,7 @@ export class Views {
     try {
       const ifs = await Promise.race([this.agents(spec, host).interfaces(vm), late]);
       if (!ifs) return undefined;
-      return new Map(ifs.map((i) => [i.mac.toLowerCase(), i.addresses.filter((a) => !a.startsWith('127.'))]));
+      return new Map(ifs.map((i) => [i.mac.toLowerCase(), i.addresses.filter(reachableAddress)]));
     } catch {
       return undefined;
     } finally {
@@ -233,6 +233,9 @@ export class Views {
     }
   }
 }
+
+/** Whether an address reaches beyond the guest's link: loopback and link-local ones say nothing to an operator. */
+const reachableAddress = (a: string): boolean => !/^(127\.|169\.254\.|::1\/|fe80:)/i.test(a);
 
 /**
  * A NIC's view: addresses from the guest agent when it answered, else the DHCP lease for its MAC on its network (on
