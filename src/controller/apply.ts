@@ -1,6 +1,7 @@
 // Plan, apply, destroy. A plan runs phase by phase, each host's steps in order, hosts in parallel; risky steps
 // are commit-confirmed.
 import type { AgentAction } from '../agent/wire.js';
+import { formatLoss } from '../plan/destroy.js';
 import { stepPhase } from '../plan/diff.js';
 import { formatStep } from '../plan/format.js';
 import { type DesiredState, resolveSpec } from '../plan/resolve.js';
@@ -16,6 +17,7 @@ import {
 } from './confirm.js';
 import type { AgentFactory } from './hosts.js';
 import {
+  DestructivePlanError,
   knownState,
   type PlanResult,
   planAgainstHosts,
@@ -176,7 +178,16 @@ export class Deployer {
     const history = await this.history();
     const result = await this.planSpec(spec, history);
     ctx.progress(result.text);
-    refuseDestruction(result, opts.allowDestroy ?? false);
+    try {
+      refuseDestruction(result, opts.allowDestroy ?? false);
+    } catch (e) {
+      const why =
+        e instanceof DestructivePlanError
+          ? `would destroy ${e.losses.map(formatLoss).join('; ')}`
+          : (e as Error).message.split('\n')[0];
+      await this.d.store.appendEvent('apply.refused', `${source}: ${why}`);
+      throw e;
+    }
     await this.d.specs.recordAttempt(text, source);
     const applied = await executePlan(result.plan, this.execution(spec, ctx, history.previous));
     await this.d.specs.recordSuccess(text, source);

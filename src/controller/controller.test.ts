@@ -121,6 +121,9 @@ describe('controller with fake agents', () => {
     expect((err as Error).message).toContain('vm web1 on h1 and its disks: data (64 MiB)');
     expect((err as Error).message).toContain('--allow-destroy');
     expect(fleet.sent()).toEqual([]);
+    expect(await events('apply.refused')).toEqual([
+      'site.yaml: would destroy vm web1 on h1 and its disks: data (64 MiB)',
+    ]);
     // The refused spec is not recorded as applied.
     expect((await controller.currentSpec())?.text).toBe(spec({ vms: web() }));
     const plan = await controller.plan(without, 'site.yaml');
