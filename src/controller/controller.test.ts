@@ -3,6 +3,7 @@ import { FakeFleet } from '../../test/helpers/fake-agents.js';
 import { RecordingRunner } from '../exec/runner.js';
 import { tapName } from '../spec/net.js';
 import { Controller } from './controller.js';
+import { Monitor } from './monitor.js';
 import { SqliteStore } from './store/sqlite.js';
 import type { TaskContext } from './tasks.js';
 import { DESTRUCTIVE_PLAN_SUBJECT } from './wire.js';
@@ -207,6 +208,23 @@ vms:
     const plan = await controller.plan(text, 'site.yaml');
     expect(plan.text).toContain('+ network lan on h1');
   }, 15_000);
+
+  it('status asks a host the heartbeats gave up on, and shows it reachable once it answers again', async () => {
+    await controller.apply(spec({ hosts: ['h1', 'h2'] }), 'site.yaml', task());
+    const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
+      client: fleet.agents,
+    });
+    fleet.host('h2').down = true;
+    for (let i = 0; i < 3; i++) await monitor.tick();
+    let st = await controller.status();
+    expect(st.hosts.find((h) => h.name === 'h2')).toMatchObject({ state: 'unreachable', reachable: false });
+    expect(st.hosts.find((h) => h.name === 'h2')?.error).toMatch(/^missed 3 heartbeats .*ECONNREFUSED/);
+    expect(st.hosts.find((h) => h.name === 'h1')).toMatchObject({ state: 'up', reachable: true });
+    fleet.host('h2').down = false;
+    st = await controller.status();
+    expect(st.hosts.find((h) => h.name === 'h2')).toMatchObject({ state: 'unreachable', reachable: true });
+    expect(st.hosts.find((h) => h.name === 'h2')?.report?.host).toBe('h2');
+  });
 
   it('shows each NIC with its tap and addresses: guest agent first, else the DHCP lease', async () => {
     const text = spec({

@@ -13,10 +13,14 @@ import type { Store } from './store/types.js';
 /** How long `vm list` waits for a guest agent to name its addresses before it falls back to DHCP leases. */
 export const GUEST_ADDRESS_TIMEOUT_MS = 5_000;
 
+/** How long `status` asks a host the heartbeat monitor found unreachable before it says so. */
+export const UNREACHABLE_RECHECK_MS = 2_000;
+
 /** One host as `status` shows it. */
 export interface HostStatus {
   name: string;
   address: string;
+  /** Whether its agent answered this request (the heartbeat `state` may lag behind by a period). */
   reachable: boolean;
   /** Heartbeat state (`unknown` when the daemon has not polled it yet). */
   state: HostHealth['state'];
@@ -107,20 +111,19 @@ export class Views {
           ...(hh?.lastSeen ? { lastSeen: hh.lastSeen } : {}),
           ...(hh ? { missed: hh.missed } : {}),
         };
-        // A host the monitor gave up on is not asked again here: status must answer quickly.
-        if (hh?.state === 'unreachable')
-          return {
-            name: h.name,
-            address,
-            reachable: false,
-            ...beat,
-            error: `missed ${hh.missed} heartbeats (last seen ${hh.lastSeen ?? 'never'}): ${hh.error ?? ''}`,
-          };
+        // A host the monitor gave up on is asked briefly only: status must answer quickly, yet a host that is
+        // back (say, its relay was restarted) shows as reachable before the next heartbeat notices.
+        const givenUp = hh?.state === 'unreachable';
         try {
-          const report = await this.agents(cur.spec, h.name).report(REPORT_TIMEOUT_MS);
+          const report = await this.agents(cur.spec, h.name).report(
+            givenUp ? UNREACHABLE_RECHECK_MS : REPORT_TIMEOUT_MS,
+          );
           return { name: h.name, address, reachable: true, ...beat, report };
         } catch (e) {
-          return { name: h.name, address, reachable: false, ...beat, error: (e as Error).message };
+          const error = givenUp
+            ? `missed ${hh.missed} heartbeats (last seen ${hh.lastSeen ?? 'never'}): ${hh.error ?? ''}`
+            : (e as Error).message;
+          return { name: h.name, address, reachable: false, ...beat, error };
         }
       }),
     );
