@@ -160,6 +160,28 @@ describe('controller with fake agents', () => {
     expect(await controller.currentSpec()).toBeUndefined();
   });
 
+  it("names the disks of a VM no spec describes from its host's report", async () => {
+    await controller.apply(spec({ vms: web() }), 'site.yaml', task());
+    // A VM created outside this controller's specs (say, under a store that was lost).
+    fleet.host('h1').vms.set('stray', {
+      name: 'stray',
+      state: 'running',
+      configHash: 'abcdef12',
+      problems: [],
+      config: {
+        name: 'stray',
+        cpus: 1,
+        memoryMiB: 128,
+        image: { kind: 'test-guest' },
+        disks: [{ name: 'scratch', sizeMiB: 32 }],
+        nics: [],
+        state: 'running',
+      },
+    });
+    const plan = await controller.plan(spec({ vms: web() }), 'site.yaml');
+    expect(plan.losses).toEqual([{ kind: 'vm', host: 'h1', name: 'stray', disks: ['scratch (32 MiB)'] }]);
+  });
+
   it('lists a deleted network that VMs use among the losses', async () => {
     await controller.apply(spec({ vms: web() }), 'site.yaml', task());
     const moved = `version: 1

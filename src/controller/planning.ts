@@ -84,7 +84,7 @@ export async function planAgainstHosts(
   const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)];
   const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
   const plan = planChanges(desired, observed, uplinks);
-  const analysis = analyzeDestruction(plan, inputs.before, inputs.protectedVms);
+  const analysis = analyzeDestruction(plan, withObservedVms(inputs.before, observed), inputs.protectedVms);
   return { plan, text: renderPlan(plan, analysis, notices), summary: summarizePlan(plan), ...analysis };
 }
 
@@ -110,6 +110,19 @@ export function knownState(specs: Array<Spec | undefined>): DesiredState {
       for (const n of d.networks) if (!have.networks.some((x) => x.name === n.name)) have.networks.push(n);
       for (const v of d.vms) if (!have.vms.some((x) => x.name === v.name)) have.vms.push(v);
     }
+  }
+  return out;
+}
+
+/** `state` with each VM replaced by the config its host reports it was created from (the truth about its disks). */
+function withObservedVms(state: DesiredState, reports: HostReport[]): DesiredState {
+  const out: DesiredState = { ...state };
+  for (const r of reports) {
+    const seen = r.vms.flatMap((v) => (v.config ? [v.config] : []));
+    if (!seen.length) continue;
+    const have = out[r.host] ?? { networks: [], vms: [] };
+    const names = new Set(seen.map((v) => v.name));
+    out[r.host] = { ...have, vms: [...have.vms.filter((v) => !names.has(v.name)), ...seen] };
   }
   return out;
 }

@@ -167,6 +167,7 @@ export class FakeHost {
           bridge: a.network.bridge,
           configHash: a.configHash,
           problems: [],
+          config: structuredClone(a.network),
         });
         return;
       case 'network.delete':
@@ -190,7 +191,15 @@ export class FakeHost {
           state: 'stopped',
           configHash: a.configHash,
           problems: [],
+          config: structuredClone(a.vm),
         });
+        return;
+      }
+      case 'vm.hotplug': {
+        // NICs plugged or unplugged in place: the VM keeps running.
+        const v = vm(a.vm.name);
+        v.configHash = a.configHash;
+        v.config = structuredClone(a.vm);
         return;
       }
       case 'vm.start':
