@@ -1,6 +1,5 @@
 // Acting on one VM of the applied spec now: power, guest commands, console.
-import type { AgentAction } from '../agent/wire.js';
-import type { GuestExecResult } from '../drivers/hypervisor/types.js';
+import type { AgentAction, GuestExecResult } from '../agent/wire.js';
 import { NotFoundError } from '../shared/errors.js';
 import type { AgentFactory, AgentPort } from './hosts.js';
 import type { SpecStore } from './spec-store.js';

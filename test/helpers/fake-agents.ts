@@ -4,9 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfirmManager } from '../../src/agent/confirm.js';
-import type { AgentAction, ConfirmState } from '../../src/agent/wire.js';
+import type { AgentAction, ConfirmState, GuestInterface } from '../../src/agent/wire.js';
 import type { AgentFactory, AgentPort } from '../../src/controller/hosts.js';
-import type { GuestInterface } from '../../src/drivers/hypervisor/types.js';
 import { NotFoundError, UnavailableError, VmlinkError } from '../../src/shared/errors.js';
 import type { HostReport, ObservedLease, ObservedNetwork, ObservedVm } from '../../src/shared/model.js';
 
