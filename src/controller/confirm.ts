@@ -3,6 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import type { AgentAction, ConfirmState } from '../agent/wire.js';
 import { UnavailableError, VmlinkError } from '../shared/errors.js';
+import { CONFIRM_ROLLBACK_GRACE_MS, CONFIRM_ROLLBACK_POLL_MS, CONFIRM_WINDOW_MS } from '../shared/limits.js';
+import { sleep } from '../shared/time.js';
 import type { AgentPort } from './hosts.js';
 import type { TaskContext } from './tasks.js';
 
@@ -14,7 +16,7 @@ export class RolledBackError extends VmlinkError {
 }
 
 /** Default commit-confirm window of a risky step. */
-export const DEFAULT_CONFIRM_MS = 60_000;
+export const DEFAULT_CONFIRM_MS = CONFIRM_WINDOW_MS;
 
 /** The clock of the commit-confirm exchange (tests shorten it). */
 export interface ConfirmTiming {
@@ -37,8 +39,8 @@ export const CONFIRM_TIMING: ConfirmTiming = {
   minSendMs: 3_000,
   queryMs: 2_000,
   retryMs: 1_000,
-  rollbackGraceMs: 10_000,
-  rollbackPollMs: 60_000,
+  rollbackGraceMs: CONFIRM_ROLLBACK_GRACE_MS,
+  rollbackPollMs: CONFIRM_ROLLBACK_POLL_MS,
   progressEveryMs: 5_000,
 };
 
@@ -141,6 +143,3 @@ function rolledBack(host: string, st: ConfirmState, secs: number): never {
 /** The promise's value, or the error it failed with. */
 const attempt = <T>(p: Promise<T>): Promise<T | Error> =>
   p.catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-
-/** Resolves after `ms` milliseconds. */
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,5 +1,6 @@
 // How the controller reaches hosts: one injectable agent-client factory, and gathering every host's report.
 import { UnavailableError, VmlinkError } from '../shared/errors.js';
+import { AGENT_REPORT_TIMEOUT_MS } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
 import { VersionMismatchError } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
@@ -18,7 +19,7 @@ export type AgentFactory = (spec: Spec, host: string) => AgentPort;
 export const httpAgents: AgentFactory = agentFor;
 
 /** How long the controller waits for a report that `status` or a dropped host's plan needs. */
-export const REPORT_TIMEOUT_MS = 20_000;
+export const REPORT_TIMEOUT_MS = AGENT_REPORT_TIMEOUT_MS;
 
 // Refused by the agent, the error arrives rebuilt from its body (kind `unsupported`); refused here, as itself.
 const isVersionMismatch = (e: unknown): boolean =>
