@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { HostReport, VmPowerState } from '../shared/model.js';
 import { loadSpec } from '../spec/load.js';
 import { legacyTapName } from '../spec/net.js';
-import { validSpecArb } from '../spec/spec.arbitrary.js';
+import { specPairArb } from '../spec/spec.arbitrary.js';
 import { planChanges } from './diff.js';
 import { networkConfigHash, vmConfigHash } from './hash.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from './resolve.js';
@@ -425,13 +425,14 @@ vms:
 
   it('converges from any reported state to any valid spec (property)', () => {
     const stateArb = fc.constantFrom<VmPowerState>('running', 'stopped', 'paused', 'crashed');
+    // Which step kinds the runs produced: the pairs must exercise updates and stops, not only create/delete.
+    const seen = new Map<Step['kind'], number>();
     fc.assert(
       fc.property(
-        validSpecArb,
-        validSpecArb,
+        specPairArb,
         fc.array(fc.tuple(stateArb, fc.boolean(), fc.boolean()), { maxLength: 10 }),
-        (rawA, rawB, perturb) => {
-          // Realise spec A, perturb it, then converge to spec B (a different world on the same machines).
+        ([rawA, rawB], perturb) => {
+          // Realise spec A, perturb it, then converge to spec B (A changed in place, or a different world).
           const specA = loadSpec(JSON.stringify(rawA));
           const a = resolveSpec(specA);
           const upA = resolveUplinks(specA);
@@ -449,6 +450,7 @@ vms:
           const b = resolveSpec(specB);
           const upB = resolveUplinks(specB);
           const plan = planChanges(b, obs, upB);
+          for (const s of plan.steps) seen.set(s.kind, (seen.get(s.kind) ?? 0) + 1);
           // Uplinks are configured before anything else, and every risky step has a confirm window.
           const firstOther = plan.steps.findIndex((s) => s.kind !== 'uplink.configure');
           expect(plan.steps.slice(Math.max(firstOther, 0)).some((s) => s.kind === 'uplink.configure')).toBe(
@@ -462,5 +464,7 @@ vms:
       ),
       { numRuns: 150 },
     );
+    for (const kind of ['network.update', 'vm.update', 'vm.stop', 'vm.create', 'vm.delete'] as const)
+      expect(seen.get(kind) ?? 0, `${kind} steps across the runs`).toBeGreaterThan(0);
   });
 });

@@ -224,3 +224,59 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
     }
     return spec;
   });
+
+/** A change to one same-named object of a spec: 0 keeps it, the others change one field. */
+const changeArb = fc.nat({ max: 3 });
+
+/**
+ * Derives a second valid spec from `a` by changing fields of its own VMs (memory, CPUs, power state) and host-local
+ * networks (MTU, DHCP range), so a plan from `a` to it updates and stops same-named objects instead of replacing them.
+ */
+function deriveSpec(a: RawSpec, vmChanges: number[], netChanges: number[]): RawSpec {
+  const b: RawSpec = structuredClone(a);
+  b.vms.forEach((vm: RawSpec, i: number) => {
+    switch (vmChanges[i % vmChanges.length]) {
+      case 1:
+        vm.memoryMiB = (vm.memoryMiB ?? 256) >= 4096 ? 128 : (vm.memoryMiB ?? 256) + 64;
+        break;
+      case 2:
+        vm.cpus = (vm.cpus ?? 1) >= 64 ? 1 : (vm.cpus ?? 1) + 1;
+        break;
+      case 3:
+        vm.state = vm.state === 'stopped' ? 'running' : 'stopped';
+        break;
+    }
+  });
+  b.networks.forEach((net: RawSpec, i: number) => {
+    if (!net.host) return; // multi-host networks: their MTU is bound by the underlay, leave them be
+    switch (netChanges[i % netChanges.length]) {
+      case 1:
+      case 2:
+        net.mtu = (net.mtu ?? 1500) === 1400 ? 1300 : 1400;
+        break;
+      case 3:
+        if (net.dhcp) delete net.dhcp;
+        else net.mtu = (net.mtu ?? 1500) === 1280 ? 1200 : 1280;
+        break;
+    }
+  });
+  return b;
+}
+
+/**
+ * Pairs of valid specs for convergence properties: mostly a spec and one derived from it (same names, changed
+ * fields), sometimes two unrelated specs (everything replaced).
+ */
+export const specPairArb: fc.Arbitrary<[RawSpec, RawSpec]> = fc.oneof(
+  {
+    weight: 3,
+    arbitrary: fc
+      .record({
+        a: validSpecArb,
+        vmChanges: fc.array(changeArb, { minLength: 1, maxLength: 6 }),
+        netChanges: fc.array(changeArb, { minLength: 1, maxLength: 5 }),
+      })
+      .map(({ a, vmChanges, netChanges }): [RawSpec, RawSpec] => [a, deriveSpec(a, vmChanges, netChanges)]),
+  },
+  { weight: 1, arbitrary: fc.tuple(validSpecArb, validSpecArb) },
+);
