@@ -47,6 +47,17 @@ if ! id -u vmlink-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmlink-qemu
 fi
 
+# Stock Debian gives /dev/kvm to group kvm (0660): QEMU runs as vmlink-qemu, so it joins that group to use KVM.
+# Without /dev/kvm (or the group) the accelerator probe falls back to TCG and says why.
+if [ -e /dev/kvm ] && getent group kvm >/dev/null; then
+  if id -nG vmlink-qemu | tr ' ' '\n' | grep -qx kvm; then
+    step "vmlink-qemu: already in group kvm"
+  else
+    step "adding vmlink-qemu to group kvm (for /dev/kvm)"
+    usermod -a -G kvm vmlink-qemu
+  fi
+fi
+
 # The launcher and the NIC hot-plug helper; rebuilt when missing or older than any native source.
 stale=0
 for tool in vmlink-launch vmlink-qmp-fd; do

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 
-/** The machine-wide lock every QEMU guest boot must hold (see docs/HELPERS.md). */
+/** The machine-wide lock every test that boots QEMU guests holds, so guests of parallel test runs never compete. */
 export const VM_LOCK = '/tmp/vmlink-vm.lock';
 
 /** Runs `fn` while holding the VM lock (see `acquireVmLock`). */

@@ -102,10 +102,8 @@ describe('vxlan overlays across two hosts', () => {
     expect(cellOf('b1', 'a2')).toMatchObject({ expected: false, observed: false });
   });
 
-  // Known bug at the time of writing (linux backend): host2 holds ov2's gateway 10.71.0.1 and, with arp_ignore=0,
-  // also answers ARP for it on its address-less ov1 bridge, so a2 may send its ov1 traffic to host2 and lose it
-  // (a2 -> host1/host2 and host1 -> a2 then fail at random). arp_ignore=1 on vmlink bridges fixes it (checked by
-  // hand). This test fails deterministically until then; the two matrix tests above fail with it (at random).
+  // host2 holds ov2's gateway 10.71.0.1; with arp_ignore=0 it would also answer ARP for it on its address-less ov1
+  // bridge and a2's ov1 traffic would be lost at random. The linux backend sets arp_ignore=1 on its bridges.
   it("only ov1's gateway host answers ARP for ov1's gateway address", async () => {
     const r = await runCli(['vm', 'exec', 'a2', '--', 'arping', '-I', 'eth0', '-c', '3', '10.71.0.1'], env);
     const macs = new Set(
