@@ -5,13 +5,15 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HostStatus } from '../../src/controller/controller.js';
 import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
 import { vxlanDeviceName } from '../../src/spec/net.js';
-import { runCli } from '../helpers/cli.js';
+import { cliJson, runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'itm3';
-const spec = (opts: { host3?: boolean; appMtu?: number; vlanBackend?: string } = {}) => {
+/** The three-host spec; `linuxVlan` adds a vlan network on the linux backend (802.1Q on the uplink) with two VMs. */
+const spec = (opts: { host3?: boolean; appMtu?: number; linuxVlan?: boolean } = {}) => {
   const host3 = opts.host3 ?? true;
   return `
 version: 1
@@ -26,13 +28,20 @@ ${host3 ? '  - { name: host3, network: { mtu: 9000 } }' : ''}
 networks:
   - { name: app, mode: vxlan, vni: 1001, cidr: 10.81.0.0/24, mtu: ${opts.appMtu ?? 8950}, gateway: { host: host1, nat: true } }
   - { name: db, mode: vxlan, vni: 1002, hosts: [host2], cidr: 10.81.0.0/24 }
-  - { name: prod100, mode: vlan, vlan: 100, environment: production, segment: trunk, backend: ${opts.vlanBackend ?? 'ovs'}, cidr: 10.100.0.0/24 }
+  - { name: prod100, mode: vlan, vlan: 100, environment: production, segment: trunk, backend: ovs, cidr: 10.100.0.0/24 }
   - { name: test200, mode: vlan, vlan: 200, environment: test, segment: trunk, backend: ovs, cidr: 10.200.0.0/24 }
+${opts.linuxVlan ? '  - { name: lin300, mode: vlan, vlan: 300, hosts: [host1, host2], backend: linux, cidr: 10.30.0.0/24 }' : ''}
 vms:
   - { name: web1, host: host1, memoryMiB: 160, nics: [{ network: app, ip: 10.81.0.11 }] }
   - { name: db2, host: host2, memoryMiB: 160, nics: [{ network: db, ip: 10.81.0.11 }] }
   - { name: p1, host: host1, memoryMiB: 160, nics: [{ network: prod100, ip: 10.100.0.11 }] }
   - { name: t2, host: host2, memoryMiB: 160, nics: [{ network: test200, ip: 10.200.0.22 }] }
+${
+  opts.linuxVlan
+    ? `  - { name: l1, host: host1, memoryMiB: 160, nics: [{ network: lin300, ip: 10.30.0.11 }] }
+  - { name: l2, host: host2, memoryMiB: 160, nics: [{ network: lin300, ip: 10.30.0.12 }] }`
+    : ''
+}
 ${
   host3
     ? `  - { name: web3, host: host3, memoryMiB: 160, nics: [{ network: app, ip: 10.81.0.13 }] }
@@ -102,19 +111,6 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
     expect(r.stderr).toMatch(/networks\[0\]\.mtu: 8951 \+ 50 bytes of VXLAN overhead exceeds/);
   });
 
-  it('refuses a vlan network on the linux backend of hosts without 802.1Q, naming ovs', async () => {
-    writeFileSync(file, spec({ vlanBackend: 'linux', host3: false }));
-    const r = await runCli(['apply', '-f', file], env);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(
-      /networks\[2\]\.backend: host "host1"'s kernel has no 802\.1Q VLAN devices.*backend: ovs/,
-    );
-    const plan = await runCli(['plan', '-f', fullFile], env);
-    expect(plan.stdout).toContain('+ network app on host1');
-    expect(plan.stdout).not.toMatch(/^- /m);
-    expect(plan.stdout).toContain('+ vm web1 on host1');
-  });
-
   it('applies the three-host spec, jumbo underlay first under commit-confirm', async () => {
     writeFileSync(file, spec());
     const r = await runCli(['apply', '-f', file], env);
@@ -122,6 +118,40 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
     expect(r.stdout).toMatch(/~ uplink of host1 \(mtu 9000\).*\[commit-confirm 60 s\]/);
     const again = await runCli(['apply', '-f', file], env);
     expect(again.stdout.trim().split('\n').pop()).toBe('no changes');
+  });
+
+  it("a linux-backend vlan network follows the hosts' capability report: built where 802.1Q exists, else refused naming ovs", async () => {
+    const st = await cliJson<{ hosts: HostStatus[] }>(['status'], env);
+    const vlanOn = ['host1', 'host2'].map(
+      (h) => st.hosts.find((x) => x.name === h)?.report?.capabilities.network.vlan,
+    );
+    expect(
+      vlanOn.every((x) => typeof x === 'boolean'),
+      JSON.stringify(vlanOn),
+    ).toBe(true);
+    const withLinuxVlan = join(root, 'linux-vlan.yaml');
+    writeFileSync(withLinuxVlan, spec({ linuxVlan: true }));
+    const r = await runCli(['apply', '-f', withLinuxVlan], env);
+    if (vlanOn.includes(false)) {
+      const host = vlanOn[0] === false ? 'host1' : 'host2';
+      expect(r.code, r.stderr + r.stdout).toBe(2);
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `networks\\[4\\]\\.backend: host "${host}"'s kernel has no 802\\.1Q VLAN devices.*backend: ovs`,
+        ),
+      );
+      // Refused before any change.
+      const plan = await runCli(['plan', '-f', file], env);
+      expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+    } else {
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(r.stdout).toContain('+ network lin300 on host1');
+      const ping = await exec('l1', 'ping', '-c', '2', '-W', '2', '10.30.0.12');
+      expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+      const back = await runCli(['apply', '-f', file], env);
+      expect(back.code, back.stderr + back.stdout).toBe(0);
+      expect(back.stdout).toMatch(/- vm l1 on host1/);
+    }
   });
 
   let v: VerifyResult;

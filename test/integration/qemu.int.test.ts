@@ -5,11 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeAccelerator, runProbe } from '../../src/drivers/hypervisor/qemu/accel.js';
+import { QEMU_MACHINE } from '../../src/drivers/hypervisor/qemu/cmdline.js';
 import { processMatches, QemuDriver } from '../../src/drivers/hypervisor/qemu/driver.js';
 import {
   DEFAULT_QEMU_BINARY,
   defaultLauncherPath,
   lookupQemuUser,
+  userCanAccess,
 } from '../../src/drivers/hypervisor/qemu/launcher.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { VmConfig } from '../../src/shared/model.js';
@@ -84,11 +86,13 @@ async function cleanupNetns(): Promise<void> {
 const isRoot = process.getuid?.() === 0;
 
 // Namespaces, taps and the launcher need root; scripts/test.sh refuses to run integration tests without it.
-describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
+describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe decides)', () => {
   let release: (() => Promise<void>) | undefined;
   let stateDir = '';
   let driver: QemuDriver;
   let pid = 0;
+  /** What the driver's own accelerator probe chose on this host. */
+  let accel: 'kvm' | 'tcg' = 'tcg';
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
@@ -113,7 +117,8 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
     for (const line of batch) await runner.run(['ip', '-n', NS, ...line.split(' ')]);
     stateDir = await mkdtemp(join(tmpdir(), 'vmlink-qemu-int-'));
     await chmod(stateDir, 0o711); // QEMU (vmlink-qemu) traverses to its run directory
-    driver = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+    driver = new QemuDriver({ runner, stateDir, netns: NS });
+    accel = (await driver.accelerator()).accelerator;
   });
 
   afterAll(async () => {
@@ -140,16 +145,35 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
     }
   });
 
-  it('probes the accelerator: the probe firmware exits 99 under TCG; KVM is refused with a reason', async () => {
+  it('probes the accelerator: KVM when the QEMU user can open /dev/kvm and it runs, else TCG, with the reason', async () => {
     const user = await lookupQemuUser(runner, 'vmlink-qemu');
     const o = { runner, launcher: defaultLauncherPath(), user, qemuBinary: DEFAULT_QEMU_BINARY };
     const tcg = await runProbe('tcg', o);
     expect(tcg).toMatchObject({ accel: 'tcg', ok: true });
     timings.tcgProbe = tcg.ms;
     const chosen = await probeAccelerator(o);
-    expect(chosen.accelerator).toBe('tcg');
-    expect(chosen.acceleratorReason).toMatch(/^KVM unusable: .*; using TCG/);
-    console.log('accelerator:', chosen.acceleratorReason);
+    console.log('accelerator:', chosen.accelerator, chosen.acceleratorReason);
+    // The decision must follow from this host: whether /dev/kvm is there for the QEMU user, and whether KVM ran.
+    if (!userCanAccess('/dev/kvm', user, 'rw')) {
+      expect(chosen.accelerator).toBe('tcg');
+      expect(chosen.acceleratorReason).toMatch(
+        /^KVM unusable: \/dev\/kvm not accessible to vmlink-qemu; using TCG \(probe passed in \d+ ms\)$/,
+      );
+      expect(chosen.probes.map((p) => p.accel)).toEqual(['tcg']);
+    } else if (chosen.accelerator === 'kvm') {
+      expect(chosen.acceleratorReason).toMatch(/^KVM probe passed in \d+ ms$/);
+      expect(chosen.probes).toMatchObject([{ accel: 'kvm', ok: true }]);
+    } else {
+      expect(chosen.acceleratorReason).toMatch(
+        /^KVM unusable: probe .+; using TCG \(probe passed in \d+ ms\)$/,
+      );
+      expect(chosen.probes).toMatchObject([
+        { accel: 'kvm', ok: false },
+        { accel: 'tcg', ok: true },
+      ]);
+    }
+    // The driver (what the agent reports and starts VMs with) decided the same.
+    expect(accel).toBe(chosen.accelerator);
   });
 
   it('fails start with the launcher message when a tap is missing', async () => {
@@ -215,6 +239,9 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
     expect(st.CapEff).toBe('0000000000000000');
     expect(st.Seccomp).toBe('2');
     expect(st.NoNewPrivs).toBe('1');
+    // QEMU runs with the accelerator the probe chose (with accel=kvm it would not be running unless KVM works).
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    expect(argv).toContain(`${QEMU_MACHINE},accel=${accel}`);
     // Own session: killing the agent (even SIGKILL) does not reach QEMU.
     const sid = Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[3]);
     const mySid = Number((await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ')[3]);
@@ -268,7 +295,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
 
   it('a new driver on the same state dir adopts the running VM without restarting it', async () => {
     await driver.close(); // what the old agent's death does to its sockets
-    const fresh = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+    const fresh = new QemuDriver({ runner, stateDir, netns: NS });
     expect(await fresh.adoptVms()).toEqual([VM]);
     const [vm] = await fresh.list();
     expect(vm).toMatchObject({ name: VM, state: 'running', pid, problems: [] });
@@ -305,7 +332,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
     const script = [
       `import { QemuDriver } from '${process.cwd()}/src/drivers/hypervisor/qemu/driver.ts';`,
       `import { SystemRunner } from '${process.cwd()}/src/exec/runner.ts';`,
-      `const d = new QemuDriver({ runner: new SystemRunner(), stateDir: ${JSON.stringify(stateDir)}, netns: '${NS}', accelerator: 'tcg' });`,
+      `const d = new QemuDriver({ runner: new SystemRunner(), stateDir: ${JSON.stringify(stateDir)}, netns: '${NS}', accelerator: '${accel}' });`,
       `await d.create(${JSON.stringify(cfg)}, 'hash-2');`,
       `await d.start('${VM}');`,
       "console.log('started');",
@@ -319,7 +346,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (TCG)', () => {
       agent.stdout.setEncoding('utf8').on('data', (d: string) => d.includes('started') && resolve());
       agent.once('exit', (code) => reject(new Error(`agent exited with ${code} before starting the VM`)));
     });
-    const fresh = new QemuDriver({ runner, stateDir, netns: NS, accelerator: 'tcg' });
+    const fresh = new QemuDriver({ runner, stateDir, netns: NS });
     const before = await readFile(`${stateDir}/vms/${VM}/run/qemu.pid`, 'utf8');
     pid = Number(before.trim());
     process.kill(-agent.pid!, 'SIGKILL');

@@ -169,6 +169,96 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(table.stdout).toMatch(/web1 .* 10\.61\.0\.10\/24 \(natnet\)/);
   });
 
+  it('status and vm list show the host, its accelerator and every VM running', async () => {
+    const st = await runCli(['status'], env);
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stdout).toMatch(/^Spec: .*spec\.yaml \(applied /);
+    expect(st.stdout).toMatch(/^host1\s+up\s+.*\b(kvm|tcg)\b/m);
+    const list = await runCli(['vm', 'list'], env);
+    expect(list.code, list.stderr).toBe(0);
+    for (const [vm, net] of [
+      ['web1', 'natnet'],
+      ['app1', 'lan'],
+      ['iso1', 'iso'],
+    ])
+      expect(list.stdout).toMatch(
+        new RegExp(`^${vm}\\s+host1\\s+running\\s+running\\s+1\\s+192 MiB\\s+${net}`, 'm'),
+      );
+    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
+    expect(vms.map((v) => [v.name, v.state, v.desired]).sort()).toEqual([
+      ['app1', 'running', 'running'],
+      ['iso1', 'running', 'running'],
+      ['web1', 'running', 'running'],
+    ]);
+  });
+
+  it('vm console prints the serial log; --follow keeps printing what the guest writes', async () => {
+    const c = await runCli(['vm', 'console', 'web1'], env);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stdout).toContain('vmlink-guest ready');
+    // The marker is computed in the guest, so only output that reached the console after we started can hold it.
+    const follow = runCli(['vm', 'console', 'web1', '--follow', '--tail', '200'], env, 8_000);
+    await new Promise((res) => setTimeout(res, 2_500));
+    const w = await runCli(
+      ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo follow-$((6*7)) > /dev/console'],
+      env,
+    );
+    expect(w.code, w.stderr).toBe(0);
+    const f = await follow;
+    expect(f.stdout).toContain('follow-42');
+  });
+
+  it('network list and network show name every network and its host state', async () => {
+    const list = await runCli(['network', 'list'], env);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/^natnet\s+nat\s+linux\s+host1$/m);
+    expect(list.stdout).toMatch(/^lan\s+bridge\s+linux\s+host1$/m);
+    expect(list.stdout).toMatch(/^iso\s+isolated\s+linux\s+host1$/m);
+    const show = await runCli(['network', 'show', 'natnet'], env);
+    expect(show.code, show.stderr).toBe(0);
+    expect(show.stdout).toMatch(/^natnet: nat network, backend linux/);
+    expect(show.stdout).toMatch(/^host1\s+\S+\s+ok$/m);
+    // A kernel bridge has no OpenFlow rules: --flows says so instead of inventing them.
+    const flows = await runCli(['network', 'show', 'natnet', '--flows'], env);
+    expect(flows.stdout + flows.stderr).toMatch(/no OpenFlow rules/);
+    const missing = await runCli(['network', 'show', 'nosuch'], env);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/nosuch/);
+  });
+
+  it('verify --throughput measures iperf3 between a bridged VM and the LAN peer', async () => {
+    const r = await runCli(['verify', '--throughput', 'app1', 'pc1', '--seconds', '1'], env);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const row = /^app1\s+pc1\s+([\d.]+)\s/m.exec(r.stdout);
+    expect(row, r.stdout).not.toBeNull();
+    expect(Number(row![1])).toBeGreaterThan(0);
+    const bad = await runCli(['verify', '--throughput', 'app1'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/two endpoints/);
+  });
+
+  it('doctor checks the prerequisites and the host through the controller', async () => {
+    const text = await runCli(['doctor'], env);
+    expect(text.code, text.stderr + text.stdout).toBe(0);
+    expect(text.stdout).toMatch(/^controller\s+ok\s+running/m);
+    const checks = await cliJson<Array<{ name: string; ok: boolean; detail: string }>>(['doctor'], env);
+    for (const name of ['root', 'qemu', 'nftables', 'dnsmasq', 'launcher', 'test guest', 'host host1'])
+      expect(
+        checks.find((c) => c.name === name),
+        name,
+      ).toMatchObject({ ok: true });
+    expect(checks.find((c) => c.name === 'host host1')!.detail).toMatch(/accelerator (kvm|tcg): /);
+  });
+
+  it('events lists the lab, the applies and the verifies, newest first', async () => {
+    const r = await runCli(['events'], env);
+    expect(r.code, r.stderr).toBe(0);
+    for (const kind of ['lab.up', 'apply', 'verify', 'verify.throughput'])
+      expect(r.stdout).toMatch(new RegExp(`\\s${kind.replace('.', '\\.')}\\s`));
+    const events = await cliJson<Array<{ id: number; kind: string }>>(['events', '-n', '3'], env);
+    expect(events).toHaveLength(3);
+  });
+
   it('refuses a bad spec with the path of each problem and changes nothing', async () => {
     const bad = join(root, 'bad.yaml');
     writeFileSync(
@@ -204,16 +294,38 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(plan.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
   });
 
+  it('vm stop stops a VM; the next apply starts it again', async () => {
+    const stop = await runCli(['vm', 'stop', 'app1'], env);
+    expect(stop.code, stop.stderr).toBe(0);
+    expect(stop.stdout.trim()).toBe('app1 stopped');
+    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
+    expect(vms.find((v) => v.name === 'app1')).toMatchObject({ state: 'stopped', desired: 'running' });
+    const plan = await runCli(['plan', '-f', specFile], env);
+    expect(plan.stdout).toMatch(/vm app1 start on host1/);
+    const r = await runCli(['apply', '-f', specFile], env);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const after = await cliJson<VmView[]>(['vm', 'list'], env);
+    expect(after.find((v) => v.name === 'app1')).toMatchObject({ state: 'running' });
+    const again = await runCli(['plan', '-f', specFile], env);
+    expect(again.stdout.trim()).toBe('No changes. Infrastructure matches the spec.');
+  });
+
   it('changes a VM in place: its disk keeps its data across the reconfiguration', async () => {
     const write = await runCli(
       ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo keep-me > /dev/vda && sync'],
       env,
     );
     expect(write.code, write.stderr).toBe(0);
+    const memTotalKiB = async () => {
+      const mem = await runCli(['vm', 'exec', 'web1', '--', 'cat', '/proc/meminfo'], env);
+      expect(mem.code, mem.stderr).toBe(0);
+      return Number(/MemTotal:\s+(\d+) kB/.exec(mem.stdout)?.[1]);
+    };
+    const before = await memTotalKiB();
     const bigger = join(root, 'bigger.yaml');
     writeFileSync(
       bigger,
-      SPEC.replace('name: web1, host: host1, memoryMiB: 192', 'name: web1, host: host1, memoryMiB: 224'),
+      SPEC.replace('name: web1, host: host1, memoryMiB: 192', 'name: web1, host: host1, memoryMiB: 288'),
     );
     const plan = await runCli(['plan', '-f', bigger], env);
     expect(plan.stdout).toContain('~ vm web1 on host1: memoryMiB 192 -> 224 (restart)');
@@ -226,8 +338,15 @@ describe('one host with nat, bridge and isolated networks', () => {
       if (read.code !== 0) await new Promise((res) => setTimeout(res, 1_000));
     }
     expect(read.stdout).toBe('keep-me');
-    const mem = await runCli(['vm', 'exec', 'web1', '--', 'cat', '/proc/meminfo'], env);
-    expect(Number(/MemTotal:\s+(\d+)/.exec(mem.stdout)?.[1])).toBeGreaterThan(192 * 1024 * 0.8);
+    // The guest sees the new size: MemTotal grows by the 96 MiB added (less what the kernel keeps for page
+    // structures of the new memory), and stays below the new size.
+    const after = await memTotalKiB();
+    console.log(`[it] web1 MemTotal ${before} kB at 192 MiB, ${after} kB at 288 MiB`);
+    expect(after - before).toBeGreaterThan(96 * 1024 * 0.9);
+    expect(after - before).toBeLessThanOrEqual(96 * 1024);
+    expect(after).toBeLessThan(288 * 1024);
+    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
+    expect(vms.find((v) => v.name === 'web1')).toMatchObject({ memoryMiB: 288, state: 'running' });
   });
 
   it('hot-plugs a NIC into a running VM and unplugs it again, without restarting QEMU', async () => {
@@ -280,5 +399,38 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(procsUnder(root, 'node').length, 'only the controller is left').toBeLessThanOrEqual(1);
     expect(existsSync(join(env.VMLINK_STATE_DIR, 'lab', LAB))).toBe(false);
     expect(existsSync(join(env.VMLINK_RUN_DIR, 'lab', LAB))).toBe(false);
+  });
+});
+
+describe('--help', () => {
+  /** The subcommand names a commander help text lists under "Commands:" (help itself aside). */
+  const subcommands = (help: string): string[] => {
+    const section = help.split(/^Commands:$/m)[1] ?? '';
+    return [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+  };
+
+  it('every command in the tree from `vmlink --help` has help with a usage line and a description', async () => {
+    const seen: string[] = [];
+    let level: string[][] = [[]];
+    while (level.length > 0) {
+      const next: string[][] = [];
+      // One level of the tree at a time, its commands side by side (each is a fresh CLI process).
+      const helps = await Promise.all(level.map((path) => runCli([...path, '--help'], env, 60_000)));
+      level.forEach((path, i) => {
+        const r = helps[i]!;
+        const name = ['vmlink', ...path].join(' ');
+        expect(r.code, `${name} --help: ${r.stderr}`).toBe(0);
+        expect(r.stdout, name).toMatch(new RegExp(`^Usage: ${name}( |$)`, 'm'));
+        const description = r.stdout.split('\n\n')[1]?.trim() ?? '';
+        expect(description, `${name} has a description`).not.toMatch(/^(Options:|Arguments:|$)/);
+        seen.push(name);
+        next.push(...subcommands(r.stdout).map((c) => [...path, c]));
+      });
+      level = next;
+    }
+    // The commands the README shows are all in the tree.
+    const shown =
+      'status,vm list,vm exec,vm console,vm stop,plan,apply,verify,doctor,network list,network show,events,destroy,lab up,lab down,daemon';
+    for (const cmd of shown.split(',')) expect(seen).toContain(`vmlink ${cmd}`);
   });
 });
