@@ -217,7 +217,7 @@ describe('one host with nat, bridge and isolated networks', () => {
     const show = await runCli(['network', 'show', 'natnet'], env);
     expect(show.code, show.stderr).toBe(0);
     expect(show.stdout).toMatch(/^natnet: nat network, backend linux/);
-    expect(show.stdout).toMatch(/^host1\s+\S+\s+ok$/m);
+    expect(show.stdout).toMatch(/^host1\s+vlb-natnet\s+\S+ \(web1\)\s+ok$/m);
     // A kernel bridge has no OpenFlow rules: --flows says so instead of inventing them.
     const flows = await runCli(['network', 'show', 'natnet', '--flows'], env);
     expect(flows.stdout + flows.stderr).toMatch(/no OpenFlow rules/);
