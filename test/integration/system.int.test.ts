@@ -328,7 +328,7 @@ describe('one host with nat, bridge and isolated networks', () => {
       SPEC.replace('name: web1, host: host1, memoryMiB: 192', 'name: web1, host: host1, memoryMiB: 288'),
     );
     const plan = await runCli(['plan', '-f', bigger], env);
-    expect(plan.stdout).toContain('~ vm web1 on host1: memoryMiB 192 -> 224 (restart)');
+    expect(plan.stdout).toContain('~ vm web1 on host1: memoryMiB 192 -> 288 (restart)');
     expect(plan.stdout).not.toContain('- vm web1');
     const r = await runCli(['apply', '-f', bigger], env);
     expect(r.code, r.stderr + r.stdout).toBe(0);
