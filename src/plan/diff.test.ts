@@ -464,7 +464,14 @@ vms:
       ),
       { numRuns: 150 },
     );
-    for (const kind of ['network.update', 'vm.update', 'vm.stop', 'vm.create', 'vm.delete'] as const)
+    for (const kind of [
+      'network.update',
+      'vm.update',
+      'vm.hotplug',
+      'vm.stop',
+      'vm.create',
+      'vm.delete',
+    ] as const)
       expect(seen.get(kind) ?? 0, `${kind} steps across the runs`).toBeGreaterThan(0);
   });
 });

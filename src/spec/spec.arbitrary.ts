@@ -226,10 +226,10 @@ export const validSpecArb: fc.Arbitrary<RawSpec> = fc
   });
 
 /** A change to one same-named object of a spec: 0 keeps it, the others change one field. */
-const changeArb = fc.nat({ max: 3 });
+const changeArb = fc.nat({ max: 4 });
 
 /**
- * Derives a second valid spec from `a` by changing fields of its own VMs (memory, CPUs, power state) and host-local
+ * Derives a second valid spec from `a` by changing fields of its own VMs (memory, CPUs, power state, NICs) and host-local
  * networks (MTU, DHCP range), so a plan from `a` to it updates and stops same-named objects instead of replacing them.
  */
 function deriveSpec(a: RawSpec, vmChanges: number[], netChanges: number[]): RawSpec {
@@ -245,6 +245,13 @@ function deriveSpec(a: RawSpec, vmChanges: number[], netChanges: number[]): RawS
       case 3:
         vm.state = vm.state === 'stopped' ? 'running' : 'stopped';
         break;
+      case 4: {
+        // One NIC more on a network of its own host (plugged into a running VM), or one fewer.
+        const local = b.networks.find((n: RawSpec) => n.host === vm.host && n.mode !== 'bridge');
+        if (vm.nics.length < 4 && local) vm.nics.push({ network: local.name });
+        else if (vm.nics.length > 1 && !vm.nics.at(-1).ip && !vm.nics.at(-1).trunk) vm.nics.pop();
+        break;
+      }
     }
   });
   b.networks.forEach((net: RawSpec, i: number) => {
