@@ -148,7 +148,7 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
       expect(r.stdout).toContain('+ network lin300 on host1');
       const ping = await exec('l1', 'ping', '-c', '2', '-W', '2', '10.30.0.12');
       expect(ping.code, ping.stdout + ping.stderr).toBe(0);
-      const back = await runCli(['apply', '-f', file], env);
+      const back = await runCli(['apply', '--allow-destroy', '-f', file], env); // l1 and l2 go
       expect(back.code, back.stderr + back.stdout).toBe(0);
       expect(back.stdout).toMatch(/- vm l1 on host1/);
     }
