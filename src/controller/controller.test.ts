@@ -71,6 +71,15 @@ describe('controller with fake agents', () => {
     expect(fleet.sent()).toEqual([]);
   });
 
+  it('refuses --flows on a kernel-bridge network up front instead of reporting its hosts as down', async () => {
+    await controller.apply(spec({ vms: web() }), 'site.yaml', task());
+    const refused = await controller.networkShow('natnet', true).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ kind: 'unsupported' });
+    expect(String(refused)).toMatch(/linux backend.* no OpenFlow rules; --flows is for backend: ovs/);
+    const shown = await controller.networkShow('natnet', false);
+    expect(shown.hosts.map((h) => [h.host, h.error])).toEqual([['h1', undefined]]);
+  });
+
   it('stops at a failing step, names it, records the failure and starts nothing after it', async () => {
     fleet.host('h1').failOn = (a) => (a.kind === 'vm.create' ? 'qemu-img: disk full' : undefined);
     const err = await controller.apply(spec({ vms: web() }), 'site.yaml', task()).catch((e: Error) => e);

@@ -1,6 +1,6 @@
 // Read-only views of the applied spec next to what the hosts report: status, VMs (with addresses), networks.
 import { resolveSpec } from '../plan/resolve.js';
-import { NotFoundError } from '../shared/errors.js';
+import { NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NicConfig, ObservedVm } from '../shared/model.js';
 import type { NetworkSpec, Spec } from '../spec/schema.js';
 import { networkHosts } from '../spec/topology.js';
@@ -180,6 +180,12 @@ export class Views {
     const cur = await this.specs.current();
     const net = cur?.spec.networks.find((n) => n.name === name);
     if (!cur || !net) throw new NotFoundError('network', name);
+    // Asked up front: a per-host error row would read as if the host were down.
+    if (withFlows && net.backend !== 'ovs')
+      throw new UnsupportedError(
+        `network ${name} uses the ${net.backend} backend, which switches with a kernel bridge and has no OpenFlow rules; --flows is for backend: ovs networks`,
+        `network/${name}`,
+      );
     const hosts = await Promise.all(
       networkHosts(cur.spec, net).map(async (host): Promise<NetworkView['hosts'][number]> => {
         const agent = this.agents(cur.spec, host);

@@ -65,7 +65,7 @@ export interface HostSupport {
 
 /**
  * Checks every network against the backends and kernel features its member hosts report, so that a network no
- * host can realise is refused before any change (this machine, say, has no 802.1Q devices: vlan needs ovs).
+ * host can realise is refused before any change (a kernel without 802.1Q devices, say: vlan then needs ovs).
  */
 export function checkHostSupport(spec: Spec, hosts: Record<string, HostSupport>): SpecIssue[] {
   const issues: SpecIssue[] = [];
@@ -88,7 +88,7 @@ export function checkHostSupport(spec: Spec, hosts: Record<string, HostSupport>)
       if (net.mode === 'vlan' && sup.network.vlan === false)
         issues.push({
           path: `networks[${i}].backend`,
-          message: `host "${h}"'s kernel has no 802.1Q VLAN devices, so the linux backend cannot build vlan network "${net.name}"; use backend: ovs (Open vSwitch's userspace datapath does VLANs here)`,
+          message: `host "${h}"'s kernel has no 802.1Q VLAN devices, so the linux backend cannot build vlan network "${net.name}"; use backend: ovs (Open vSwitch's userspace datapath does VLANs without kernel support)`,
         });
       if (net.mode === 'vxlan' && sup.network.vxlan === false)
         issues.push({

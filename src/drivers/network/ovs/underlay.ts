@@ -1,7 +1,8 @@
 // The underlay of vxlan networks on the userspace datapath: OVS carries VXLAN between namespaces only
 // when the underlay NIC is a port of an OVS bridge and the VTEP address sits on that bridge's internal
-// port (measured: see the team's DESIGN.md). So the first vxlan network moves the NIC's IPv4 addresses
-// and routes onto `vlu-<hash>` (same MAC as the NIC) and the last one gives them back.
+// port (measured on Debian 12's OVS: with the address on the plain NIC, tunnelled packets are lost). So the
+// first vxlan network moves the NIC's IPv4 addresses and routes onto `vlu-<hash>` (same MAC as the NIC) and
+// the last one gives them back.
 import type { Ip, IpCommand } from '../../../exec/ip.js';
 import { ipCmd, routeSpecOf } from '../../../exec/ip.js';
 import { type Ovs, vsctlCmd } from '../../../exec/ovs.js';
