@@ -184,6 +184,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-1',
         problems: [],
+        leases: [], // dnsmasq serves it; no client has asked yet
         config: nat,
       });
       const br = await ip.link.get(nat.bridge);
@@ -201,6 +202,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-1',
         problems: [],
+        leases: [], // dnsmasq serves it; no client has asked yet
         config: nat,
       });
     });
@@ -225,6 +227,7 @@ export function networkConformance(
         bridge: nat.bridge,
         configHash: 'hash-2',
         problems: [],
+        leases: [], // dnsmasq serves it; no client has asked yet
         config: updated,
       });
       await d.ensureNetwork(nat, 'hash-1');
