@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
-import type { NetworkDriver } from '../drivers/network/types.js';
+import type { AppliedNetworkConfig, NetworkDriver } from '../drivers/network/types.js';
 import { RecordingRunner } from '../exec/runner.js';
 import type { NetworkConfig, NicConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
 import { legacyTapName } from '../spec/net.js';
@@ -21,18 +21,21 @@ const net = (name: string, mtu = 1500): NetworkConfig => ({
 });
 
 /** A network driver that only records what it is asked. */
-function fakeDriver(calls: string[]): NetworkDriver {
+function fakeDriver(calls: string[], applied = new Map<string, AppliedNetworkConfig>()): NetworkDriver {
   const nets = new Map<string, ObservedNetwork>();
   return {
     ensureNetwork: async (cfg, hash) => {
       calls.push(`ensure ${cfg.name} mtu=${cfg.mtu} ${hash}`);
       nets.set(cfg.name, { name: cfg.name, bridge: cfg.bridge, configHash: hash, problems: [] });
+      applied.set(cfg.name, { config: cfg, configHash: hash });
     },
     deleteNetwork: async (name) => {
       calls.push(`delete ${name}`);
       nets.delete(name);
+      applied.delete(name);
     },
     listNetworks: async () => [...nets.values()],
+    appliedConfig: async (name) => applied.get(name),
     ensurePort: async (p) => {
       calls.push(`port ${p.tap}`);
     },
@@ -53,15 +56,17 @@ const hypervisor = {
 describe('agent', () => {
   let dir: string;
   let calls: string[];
+  let applied: Map<string, AppliedNetworkConfig>;
   let agent: Agent;
   beforeEach(async () => {
     vi.useFakeTimers();
     dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-'));
     calls = [];
+    applied = new Map();
     agent = new Agent({
       host: 'host1',
       runner: new RecordingRunner(),
-      networks: { linux: fakeDriver(calls) },
+      networks: { linux: fakeDriver(calls, applied) },
       hypervisor,
       stateDir: dir,
     });
@@ -100,11 +105,8 @@ describe('agent', () => {
   });
 
   it('puts the previous config back, and keeps a confirmed change', async () => {
-    mkdirSync(join(dir, 'networks', 'lan'), { recursive: true });
-    writeFileSync(
-      join(dir, 'networks', 'lan', 'network.json'),
-      JSON.stringify({ version: 1, config: net('lan', 1500), configHash: 'aaaaaaaa' }),
-    );
+    // The agent asks the backend what it last built `lan` from (it reads no backend's files itself).
+    applied.set('lan', { config: net('lan', 1500), configHash: 'aaaaaaaa' });
     const id = randomUUID();
     await agent.execute({
       kind: 'network.ensure',

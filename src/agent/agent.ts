@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
@@ -6,7 +5,7 @@ import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../dri
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
-import type { HostReport, NetworkBackend, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
@@ -300,17 +299,11 @@ export class Agent {
     for (const d of holders.length ? holders : drivers) await d.deleteNetwork(name, ctx);
   }
 
-  /** How to take a change of network `name` back: its persisted config (linux: network.json, ovs: ovs.json), or absence. */
+  /** How to take a change of network `name` back: the config a backend last built it from, or its absence. */
   private async networkUndo(name: string): Promise<Undo> {
-    for (const file of ['network.json', 'ovs.json']) {
-      try {
-        const s = JSON.parse(await readFile(join(this.deps.stateDir, 'networks', name, file), 'utf8')) as {
-          config?: NetworkConfig;
-          configHash?: string;
-        };
-        if (s.config?.name === name && s.configHash)
-          return { kind: 'network', name, previous: { config: s.config, configHash: s.configHash } };
-      } catch {}
+    for (const d of Object.values(this.deps.networks)) {
+      const previous = await d.appliedConfig(name);
+      if (previous) return { kind: 'network', name, previous };
     }
     return { kind: 'network', name };
   }

@@ -10,6 +10,12 @@ import type { OpContext } from '../../shared/op.js';
 /** Operation context of mutating driver calls (lives in shared/; re-exported for the drivers' imports). */
 export type { OpContext } from '../../shared/op.js';
 
+/** A network's config as a backend last applied it, with the hash `ensureNetwork` received. */
+export interface AppliedNetworkConfig {
+  config: NetworkConfig;
+  configHash: string;
+}
+
 /** A VM port: a persistent tap the hypervisor attaches to. */
 export interface PortConfig {
   tap: string;
@@ -30,6 +36,8 @@ export interface NetworkDriver {
   deleteNetwork(name: string, ctx?: OpContext): Promise<void>;
   /** Networks this driver realised on the host, with their problems. */
   listNetworks(): Promise<ObservedNetwork[]>;
+  /** The config (and its hash) network `name` was last built from by this backend; undefined when it has none. */
+  appliedConfig(name: string): Promise<AppliedNetworkConfig | undefined>;
 
   // Ports.
   /** Creates (or re-attaches) a VM port on its network's bridge; idempotent. */

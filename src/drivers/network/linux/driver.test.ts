@@ -1,14 +1,16 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../../../exec/runner.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
+import { OvsStateStore } from '../ovs/state.js';
 import { networkDrivers } from '../registry.js';
 import { LinuxNetworkDriver } from './driver.js';
 import { bridgedNet, isolatedNet, natNet } from './fixtures.test-util.js';
 import { expectGolden, transcript } from './golden.test-util.js';
 import { moveCommands } from './move.js';
+import { LinuxNetworkStateStore } from './state.js';
 import { validateNetworkConfig } from './validate.js';
 
 const eth0 = {
@@ -203,5 +205,34 @@ describe('LinuxNetworkDriver (recorded commands)', () => {
     await expect(d.deletePort('eth0')).rejects.toThrow(ConflictError);
     await d.deletePort('vlt-1');
     expect(await d.portAttached('vlt-1', 'vlb-1')).toBe(false);
+  });
+});
+
+describe('appliedConfig', () => {
+  it('answers from the backend’s own state only: linux sees network.json, ovs sees ovs.json', async () => {
+    const opts = { runner: new RecordingRunner(), stateDir };
+    const linux = networkDrivers.linux(opts);
+    const ovs = networkDrivers.ovs(opts);
+    await new LinuxNetworkStateStore(stateDir).write({ version: 1, config: natNet, configHash: 'h-linux' });
+    const ovsNet = { ...isolatedNet, name: 'trunk', backend: 'ovs' as const };
+    await new OvsStateStore(stateDir, join(stateDir, 'ovs')).write({
+      version: 1,
+      driver: 'ovs',
+      config: ovsNet,
+      configHash: 'h-ovs',
+    });
+    expect(await linux.appliedConfig(natNet.name)).toEqual({ config: natNet, configHash: 'h-linux' });
+    expect(await ovs.appliedConfig(natNet.name)).toBeUndefined();
+    expect(await ovs.appliedConfig('trunk')).toEqual({ config: ovsNet, configHash: 'h-ovs' });
+    expect(await linux.appliedConfig('trunk')).toBeUndefined();
+    expect(await linux.appliedConfig('missing')).toBeUndefined();
+  });
+
+  it('refuses a corrupt state file naming it, rather than taking it for absent', async () => {
+    await mkdir(join(stateDir, 'networks', 'web'), { recursive: true });
+    await writeFile(join(stateDir, 'networks', 'web', 'network.json'), '{"version":1,');
+    await expect(
+      networkDrivers.linux({ runner: new RecordingRunner(), stateDir }).appliedConfig('web'),
+    ).rejects.toThrow(/networks\/web\/network\.json: not valid JSON/);
   });
 });

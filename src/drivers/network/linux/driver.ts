@@ -29,7 +29,7 @@ import type {
 } from '../../../shared/model.js';
 import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
-import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../types.js';
+import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig, UplinkManager } from '../types.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
@@ -121,6 +121,12 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
       await this.states.remove(name);
       await this.applyRuleset();
     });
+  }
+
+  /** The config network `name` was last built from here, from this backend's own state file. */
+  async appliedConfig(name: string): Promise<AppliedNetworkConfig | undefined> {
+    const s = await this.states.read(name);
+    return s ? { config: s.config, configHash: s.configHash } : undefined;
   }
 
   /** Persisted networks with live checks; bridges labelled by vmlink without state are listed with a problem. */

@@ -1,11 +1,12 @@
 // What the linux backend persists under its agent's state directory: one `network.json` per network
 // (`<stateDir>/networks/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
 // Every write goes through a temporary file and a rename, so a reader never sees half a file.
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig, UplinkConfig } from '../../../shared/model.js';
-import { writeFileAtomic } from '../../../shared/state-file.js';
+import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
 
 /** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
 export const ALIAS_PREFIX = 'vmlink:net:';
@@ -29,6 +30,24 @@ export interface UplinkState {
   configHash: string;
 }
 
+// The envelope is checked here; the config inside was checked by the spec and the wire schema before it was
+// applied and written, so only what the readers rely on is checked again. Another version reads as absent.
+const networkStateFile = z
+  .object({
+    version: z.number(),
+    config: z.object({ name: z.string() }).passthrough(),
+    configHash: z.string(),
+    moved: z.object({ addrs: z.array(z.string()), routes: z.array(z.object({}).passthrough()) }).optional(),
+  })
+  .passthrough();
+const uplinkStateFile = z
+  .object({
+    version: z.number(),
+    config: z.object({ device: z.string() }).passthrough(),
+    configHash: z.string(),
+  })
+  .passthrough();
+
 /** The linux backend's state files under one agent state directory. */
 export class LinuxNetworkStateStore {
   constructor(private readonly stateDir: string) {}
@@ -40,15 +59,8 @@ export class LinuxNetworkStateStore {
 
   /** The persisted state of network `name`; undefined when absent or not this version. */
   async read(name: string): Promise<NetworkState | undefined> {
-    try {
-      const s = JSON.parse(
-        await readFile(join(this.networkDir(name), 'network.json'), 'utf8'),
-      ) as NetworkState;
-      return s.version === 1 && s.config?.name === name ? s : undefined;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    const s = await readJsonFile(join(this.networkDir(name), 'network.json'), networkStateFile);
+    return s?.version === 1 && s.config.name === name ? (s as unknown as NetworkState) : undefined;
   }
 
   /** Every persisted network's state, sorted by name. */
@@ -80,13 +92,8 @@ export class LinuxNetworkStateStore {
 
   /** The uplink config last applied; undefined when none was. */
   async readUplink(): Promise<UplinkState | undefined> {
-    try {
-      const s = JSON.parse(await readFile(this.uplinkFile(), 'utf8')) as UplinkState;
-      return s.version === 1 && s.config?.device ? s : undefined;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    const s = await readJsonFile(this.uplinkFile(), uplinkStateFile);
+    return s?.version === 1 && s.config.device ? (s as unknown as UplinkState) : undefined;
   }
 
   /** Persists the uplink config just applied. */

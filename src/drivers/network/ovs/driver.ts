@@ -20,7 +20,7 @@ import { Reverter } from '../../../shared/revert.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { assertNetworkName } from '../linux/validate.js';
-import type { NetworkDriver, OpContext, PortConfig } from '../types.js';
+import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
 import { buildFlows, flowPorts, roleOf } from './flows.js';
 import { gatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
@@ -119,6 +119,12 @@ export class OvsNetworkDriver implements NetworkDriver {
         if (underlays.length === 0) await this.daemons.destroy();
       }
     });
+  }
+
+  /** The config network `name` was last built from here, from this backend's own state file. */
+  async appliedConfig(name: string): Promise<AppliedNetworkConfig | undefined> {
+    const s = await this.states.read(name);
+    return s ? { config: s.config, configHash: s.configHash } : undefined;
   }
 
   /** Persisted networks with live checks of the daemons, bridges, ports, tunnels, gateway and flows. */

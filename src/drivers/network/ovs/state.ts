@@ -1,10 +1,11 @@
 // What the OVS backend persists: `<stateDir>/networks/<name>/ovs.json` per network (not network.json:
 // the linux backend reads those) and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig } from '../../../shared/model.js';
-import { writeFileAtomic } from '../../../shared/state-file.js';
+import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
 import { NETWORK_NAME } from '../linux/state.js';
 
 /** What the driver persists per network. */
@@ -24,6 +25,23 @@ export interface UnderlayState {
   routes: IpRoute[];
 }
 
+// The envelope is checked here (the config inside passed the spec and wire schemas before it was written);
+// another version or backend reads as absent.
+const networkStateFile = z
+  .object({
+    version: z.number(),
+    driver: z.string(),
+    config: z.object({ name: z.string() }).passthrough(),
+    configHash: z.string(),
+  })
+  .passthrough();
+const underlayStateFile = z.object({
+  nic: z.string(),
+  bridge: z.string(),
+  addrs: z.array(z.string()),
+  routes: z.array(z.object({}).passthrough()),
+});
+
 /** The OVS backend's state files: networks under `<stateDir>/networks/`, underlays under `ovsDir`. */
 export class OvsStateStore {
   constructor(
@@ -38,15 +56,10 @@ export class OvsStateStore {
 
   /** The persisted state of network `name`; undefined when absent or not the OVS backend's. */
   async read(name: string): Promise<OvsNetworkState | undefined> {
-    try {
-      const s = JSON.parse(
-        await readFile(join(this.networkDir(name), 'ovs.json'), 'utf8'),
-      ) as OvsNetworkState;
-      return s.version === 1 && s.driver === 'ovs' && s.config?.name === name ? s : undefined;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    const s = await readJsonFile(join(this.networkDir(name), 'ovs.json'), networkStateFile);
+    return s?.version === 1 && s.driver === 'ovs' && s.config.name === name
+      ? (s as unknown as OvsNetworkState)
+      : undefined;
   }
 
   /** Every persisted OVS network's state, sorted by name. */
@@ -86,8 +99,10 @@ export class OvsStateStore {
       throw e;
     }
     const out: UnderlayState[] = [];
-    for (const n of names.filter((x) => /^underlay-.+\.json$/.test(x)))
-      out.push(JSON.parse(await readFile(join(this.ovsDir, n), 'utf8')) as UnderlayState);
+    for (const n of names.filter((x) => /^underlay-.+\.json$/.test(x))) {
+      const u = await readJsonFile(join(this.ovsDir, n), underlayStateFile);
+      if (u) out.push(u as unknown as UnderlayState);
+    }
     return out;
   }
 
