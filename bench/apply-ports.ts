@@ -330,7 +330,7 @@ async function rawApply(
   const pidfiles: string[] = [];
   await Promise.all(
     nets.map((n) => {
-      const p = dnsmasqPaths(dir, n.name);
+      const p = dnsmasqPaths(join(dir, n.name));
       mkdirSync(p.dir, { recursive: true, mode: 0o755 });
       writeFileSync(p.conf, renderDnsmasqConf(n), { mode: 0o644 });
       pidfiles.push(p.pidFile);
@@ -363,7 +363,7 @@ async function dnsmasqStartLatency(
 ): Promise<number[]> {
   const out: number[] = [];
   for (const n of nets) {
-    const p = dnsmasqPaths(dir, n.name);
+    const p = dnsmasqPaths(join(dir, n.name));
     await killAndWait([Number(readFileSync(p.pidFile, 'utf8').trim())]);
     rmSync(p.pidFile, { force: true });
     const t0 = performance.now();

@@ -5,6 +5,7 @@ import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../dri
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { PROBE_GUEST_MARGIN_MS, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
@@ -30,7 +31,7 @@ export interface AgentDeps {
   /** The host's uplink NIC (`vmlink agent --uplink`), reported as `HostReport.uplink`. */
   uplinkDevice?: string;
   uplink?: UplinkControl;
-  /** Agent state directory: network records (`networks/<name>/network.json`) and pending confirmations. */
+  /** Agent state directory: the backends' network directories (`network-linux/`, `network-ovs/`), pending confirmations. */
   stateDir: string;
 }
 
@@ -48,6 +49,7 @@ export class Agent {
 
   /** Re-adopts VMs left by an earlier agent process and re-arms pending confirmations; call once at start. */
   async start(): Promise<void> {
+    for (const d of Object.values(this.deps.networks)) await d.upgradeState?.();
     await this.deps.hypervisor.adopt();
     this.confirms.resume();
   }
@@ -335,7 +337,10 @@ export class Agent {
         req.kind === 'ping'
           ? pingArgv(req.target, req.timeoutMs, false)
           : httpArgv(req.target, req.port ?? 80, req.timeoutMs, [HOST_BUSYBOX]);
-      const r = await this.deps.runner.run(argv, { allowFailure: true, timeoutMs: req.timeoutMs + 3_000 });
+      const r = await this.deps.runner.run(argv, {
+        allowFailure: true,
+        timeoutMs: req.timeoutMs + PROBE_HOST_MARGIN_MS,
+      });
       return req.kind === 'ping'
         ? parsePing(r.code, r.stdout, r.stderr)
         : parseHttp(r.code, r.stdout, r.stderr, Date.now() - started);
@@ -356,7 +361,9 @@ export class Agent {
       req.kind === 'ping'
         ? pingArgv(req.target, req.timeoutMs, true, req.from.nic)
         : httpArgv(req.target, req.port ?? 80, req.timeoutMs, []);
-    const r = await this.deps.hypervisor.guestExec(vm.name, argv, { timeoutMs: req.timeoutMs + 5_000 });
+    const r = await this.deps.hypervisor.guestExec(vm.name, argv, {
+      timeoutMs: req.timeoutMs + PROBE_GUEST_MARGIN_MS,
+    });
     return req.kind === 'ping'
       ? parsePing(r.exitCode, r.stdout, r.stderr)
       : parseHttp(r.exitCode, r.stdout, r.stderr, Date.now() - started);

@@ -1,12 +1,21 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { natNet, vlanNet } from '../drivers/network/linux/fixtures.test-util.js';
 import { validateNetworkConfig } from '../drivers/network/linux/validate.js';
 import { validateOvsNetworkConfig } from '../drivers/network/ovs/validate.js';
 import { bridgeCmd, ipCmd } from '../exec/ip.js';
 import { vsctlCmd } from '../exec/ovs.js';
-import { LINK_MTU_MAX, MTU_MIN, NETWORK_MTU_MAX, VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
-import { NetworkSchema } from '../spec/schema.js';
-import { NetworkConfigSchema, UplinkConfigSchema } from './wire.js';
+import {
+  CONFIRM_WINDOW_MAX_S,
+  CONFIRM_WINDOW_MIN_S,
+  LINK_MTU_MAX,
+  MTU_MIN,
+  NETWORK_MTU_MAX,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+} from '../shared/limits.js';
+import { HostSchema, NetworkSchema } from '../spec/schema.js';
+import { ConfirmSchema, NetworkConfigSchema, UplinkConfigSchema } from './wire.js';
 
 // The spec's bounds are the users'; the agent's wire schema and the exec builders must accept exactly the same
 // values, so nothing a spec refuses reaches a host and nothing it accepts is refused on the way down.
@@ -34,6 +43,21 @@ describe('limits agree from the spec down to the drivers and exec builders', () 
       const ovs = accepts(() => validateOvsNetworkConfig({ ...vlanNet, backend: 'ovs', mtu }));
       expect({ mtu, wire, linux, ovs }).toEqual({ mtu, wire: spec, linux: spec, ovs: spec });
       expect(spec).toBe(mtu >= MTU_MIN && mtu <= NETWORK_MTU_MAX);
+    }
+  });
+
+  it('commit-confirm window: the spec (seconds) and the wire (ms) take the same windows', () => {
+    for (const s of [
+      CONFIRM_WINDOW_MIN_S - 1,
+      CONFIRM_WINDOW_MIN_S,
+      60,
+      CONFIRM_WINDOW_MAX_S,
+      CONFIRM_WINDOW_MAX_S + 1,
+    ]) {
+      const spec = HostSchema.safeParse({ name: 'h1', confirmTimeoutSeconds: s }).success;
+      const wire = ConfirmSchema.safeParse({ id: randomUUID(), timeoutMs: s * 1000 }).success;
+      expect({ s, wire }).toEqual({ s, wire: spec });
+      expect(spec).toBe(s >= CONFIRM_WINDOW_MIN_S && s <= CONFIRM_WINDOW_MAX_S);
     }
   });
 

@@ -1,6 +1,14 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
-import { LINK_MTU_MAX, MTU_MIN, NETWORK_MTU_MAX, VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
+import {
+  CONFIRM_WINDOW_MAX_S,
+  CONFIRM_WINDOW_MIN_S,
+  LINK_MTU_MAX,
+  MTU_MIN,
+  NETWORK_MTU_MAX,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+} from '../shared/limits.js';
 import {
   type DiskConfig,
   type ForwardConfig,
@@ -123,7 +131,14 @@ export const UplinkConfigSchema = z
  * within `timeoutMs` (used for steps that touch the uplink or the bridge carrying the management address).
  */
 export const ConfirmSchema = z
-  .object({ id: z.string().uuid(), timeoutMs: z.number().int().min(1_000).max(600_000) })
+  .object({
+    id: z.string().uuid(),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(CONFIRM_WINDOW_MIN_S * 1000)
+      .max(CONFIRM_WINDOW_MAX_S * 1000),
+  })
   .strict();
 
 /** Everything an agent can be asked to change on its host; each kind has its preconditions in the agent. */

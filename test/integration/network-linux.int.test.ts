@@ -2,13 +2,14 @@
 // namespace (the driver's), a "lan" peer at 192.168.77.2 behind the host's uplink, and "vm"
 // namespaces standing in for guests (veth ends attached to the network bridges).
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
-import { dnsmasqPaths, parseLeases } from '../../src/drivers/network/linux/dnsmasq.js';
+import { DnsmasqManager, dnsmasqPaths, parseLeases } from '../../src/drivers/network/linux/dnsmasq.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';
+import { LINUX_NETWORKS_DIR } from '../../src/drivers/network/linux/state.js';
 import { Ip, ipCmd } from '../../src/exec/ip.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { NetworkConfig } from '../../src/shared/model.js';
@@ -178,7 +179,9 @@ describe('linux network backend in a lab', () => {
     expect(r.code, r.stderr).toBe(0);
     const got = await readFile(out, 'utf8');
     expect(got).toContain('bound ip=10.77.0.10 mask=24 router=10.77.0.1 dns=10.77.0.1');
-    const leases = parseLeases(await readFile(dnsmasqPaths(stateDir, natNet.name).leaseFile, 'utf8'));
+    const leases = parseLeases(
+      await readFile(dnsmasqPaths(join(stateDir, LINUX_NETWORKS_DIR, natNet.name)).leaseFile, 'utf8'),
+    );
     expect(leases).toMatchObject([{ mac: VM_MAC, ip: '10.77.0.10' }]);
     // Apply the lease as the guest's DHCP client would.
     const vm = new Ip(runner, VM);
@@ -186,6 +189,36 @@ describe('linux network backend in a lab', () => {
       ipCmd.addrAdd('eth0', '10.77.0.10/24'),
       ipCmd.routeAdd({ dst: 'default', gateway: '10.77.0.1' }),
     ]);
+  });
+
+  it('upgrade: a network in the legacy shared directory moves to network-linux/, its dnsmasq restarted from there', async () => {
+    // Put the nat network back the way an older vmlink left it: files in networks/<name>/, dnsmasq running from there.
+    const mgr = new DnsmasqManager(runner, HOST);
+    const newDir = join(stateDir, LINUX_NETWORKS_DIR, natNet.name);
+    const oldDir = join(stateDir, 'networks', natNet.name);
+    await mgr.stop(dnsmasqPaths(newDir));
+    await mkdir(join(stateDir, 'networks'));
+    await rename(newDir, oldDir);
+    await mgr.ensure(natNet, dnsmasqPaths(oldDir), false);
+    expect(await pidsMentioning(`${oldDir}/`)).toHaveLength(1);
+
+    await d.upgradeState();
+    expect(await pidsMentioning(`${oldDir}/`)).toEqual([]);
+    expect(await readdir(stateDir)).not.toContain('networks');
+    expect((await d.listNetworks()).find((n) => n.name === natNet.name)?.problems).toEqual([]);
+    expect(await d.appliedConfig(natNet.name)).toEqual({ config: natNet, configHash: 'nat-1' });
+    // The lease went with the directory, and dnsmasq answers again from the new place.
+    expect(parseLeases(await readFile(dnsmasqPaths(newDir).leaseFile, 'utf8'))).toMatchObject([
+      { mac: VM_MAC, ip: '10.77.0.10' },
+    ]);
+    const r = await inNs(
+      VM,
+      ['/bin/busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-t', '5', '-T', '2', '-s', '/bin/true'],
+      30_000,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    await d.upgradeState(); // a second start: nothing to do
+    expect(await pidsMentioning(`${newDir}/`)).toHaveLength(1);
   });
 
   it('nat: the vm reaches the lan peer through masquerade (the peer sees the host address)', async () => {

@@ -7,7 +7,7 @@ import type { NetworkDriver } from './types.js';
 /** What every network backend constructor receives. */
 export interface NetworkDriverOptions {
   runner: Runner;
-  /** Agent state directory (`<stateDir>/networks/<name>/`). */
+  /** Agent state directory (each backend keeps its networks in its own directory under it). */
   stateDir: string;
   /** Network namespace to manage; undefined = the agent's own. */
   netns?: string;

@@ -36,6 +36,8 @@ export interface NetworkDriver {
   deleteNetwork(name: string, ctx?: OpContext): Promise<void>;
   /** Networks this driver realised on the host, with their problems. */
   listNetworks(): Promise<ObservedNetwork[]>;
+  /** Moves state an older vmlink left into this backend's current layout; idempotent (the agent calls it at start). */
+  upgradeState?(): Promise<void>;
   /** The config (and its hash) network `name` was last built from by this backend; undefined when it has none. */
   appliedConfig(name: string): Promise<AppliedNetworkConfig | undefined>;
 

@@ -34,14 +34,14 @@ describe('dnsmasq config', () => {
   });
 
   it('runs in the foreground on the bridge only, with our files only', () => {
-    const paths = dnsmasqPaths('/var/lib/vmlink', 'web');
+    const paths = dnsmasqPaths('/var/lib/vmlink/network-linux/web');
     expect(dnsmasqArgv(natNet, paths)).toEqual([
       'dnsmasq',
       '--keep-in-foreground',
       '--log-facility=-',
-      '--conf-file=/var/lib/vmlink/networks/web/dnsmasq.conf',
-      '--pid-file=/var/lib/vmlink/networks/web/dnsmasq.pid',
-      '--dhcp-leasefile=/var/lib/vmlink/networks/web/dnsmasq.leases',
+      '--conf-file=/var/lib/vmlink/network-linux/web/dnsmasq.conf',
+      '--pid-file=/var/lib/vmlink/network-linux/web/dnsmasq.pid',
+      '--dhcp-leasefile=/var/lib/vmlink/network-linux/web/dnsmasq.leases',
       '--bind-interfaces',
       '--interface=vlb-0a1b2c3d',
       '--except-interface=lo',

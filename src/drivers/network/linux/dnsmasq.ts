@@ -20,7 +20,7 @@ import { readAppended, readFileCapped, writeFileAtomic } from '../../../shared/s
 import { pollUntil } from '../../../shared/time.js';
 import { isRouted } from './ruleset.js';
 
-/** Files of one network's dnsmasq, all under `<stateDir>/networks/<name>/`. */
+/** Files of one network's dnsmasq, all in its backend's directory of that network. */
 export interface DnsmasqPaths {
   dir: string;
   conf: string;
@@ -30,8 +30,7 @@ export interface DnsmasqPaths {
 }
 
 /** Where a network's dnsmasq files live. */
-export function dnsmasqPaths(stateDir: string, network: string): DnsmasqPaths {
-  const dir = join(stateDir, 'networks', network);
+export function dnsmasqPaths(dir: string): DnsmasqPaths {
   return {
     dir,
     conf: join(dir, 'dnsmasq.conf'),

@@ -103,7 +103,7 @@ describe('LinuxNetworkDriver (recorded commands)', () => {
     const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'lab-h1' });
     await d.ensureNetwork(bridgedNet, 'hash-1');
     expectGolden('driver-bridge-ensure.txt', transcript(runner));
-    const state = JSON.parse(await readFile(join(stateDir, 'networks/lan/network.json'), 'utf8'));
+    const state = JSON.parse(await readFile(join(stateDir, 'network-linux/lan/network.json'), 'utf8'));
     expect(state).toMatchObject({
       version: 1,
       configHash: 'hash-1',
@@ -141,7 +141,7 @@ describe('LinuxNetworkDriver (recorded commands)', () => {
     runner.calls.length = 0;
     await d.deleteNetwork('lan');
     expectGolden('driver-bridge-delete.txt', transcript(runner));
-    await expect(readFile(join(stateDir, 'networks/lan/network.json'))).rejects.toThrow(/ENOENT/);
+    await expect(readFile(join(stateDir, 'network-linux/lan/network.json'))).rejects.toThrow(/ENOENT/);
   });
 
   it('refuses a bridge that belongs to someone else, and reverts nothing it did not create', async () => {
@@ -229,10 +229,10 @@ describe('appliedConfig', () => {
   });
 
   it('refuses a corrupt state file naming it, rather than taking it for absent', async () => {
-    await mkdir(join(stateDir, 'networks', 'web'), { recursive: true });
-    await writeFile(join(stateDir, 'networks', 'web', 'network.json'), '{"version":1,');
+    await mkdir(join(stateDir, 'network-linux', 'web'), { recursive: true });
+    await writeFile(join(stateDir, 'network-linux', 'web', 'network.json'), '{"version":1,');
     await expect(
       networkDrivers.linux({ runner: new RecordingRunner(), stateDir }).appliedConfig('web'),
-    ).rejects.toThrow(/networks\/web\/network\.json: not valid JSON/);
+    ).rejects.toThrow(/network-linux\/web\/network\.json: not valid JSON/);
   });
 });

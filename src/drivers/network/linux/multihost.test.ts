@@ -195,7 +195,7 @@ describe('LinuxNetworkDriver: vxlan (recorded commands)', () => {
     const d = await driverWith(runner);
     await d.ensureNetwork(vxlanNet, 'ov1-1');
     expectGolden('driver-vxlan-ensure.txt', transcript(runner));
-    const state = JSON.parse(await readFile(join(stateDir, 'networks/ov1/network.json'), 'utf8'));
+    const state = JSON.parse(await readFile(join(stateDir, 'network-linux/ov1/network.json'), 'utf8'));
     expect(state).toMatchObject({ version: 1, configHash: 'ov1-1', config: vxlanNet });
   });
 

@@ -15,7 +15,8 @@ import { ALIAS_PREFIX, type LinuxNetworkStateStore } from './state.js';
 export interface ObserveHost {
   runner: Runner;
   netns: string | undefined;
-  stateDir: string;
+  /** The directory of one network's files (its dnsmasq's). */
+  networkDir(name: string): string;
   ip: Ip;
   br: Bridge;
   nft: Nft;
@@ -67,7 +68,7 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
       if (br && !onBridge.some((a) => a.local === s4.gateway && a.prefixLen === s4.prefixLength)) {
         problems.push(`address ${s4.gateway}/${s4.prefixLength} missing on ${c.bridge}`);
       }
-      const dns = dnsmasqPaths(host.stateDir, c.name);
+      const dns = dnsmasqPaths(host.networkDir(c.name));
       if ((await host.dnsmasq.pid(dns)) === undefined) problems.push('dnsmasq not running');
       leases = activeLeases(await host.dnsmasq.leases(dns));
       if (!tablePresent) problems.push(`nftables table ${TABLE_FAMILY} ${TABLE_NAME} missing`);

@@ -14,11 +14,11 @@ afterEach(async () => {
 });
 
 describe('LinuxNetworkStateStore', () => {
-  it('writes network.json under networks/<name>/ and reads every network back, sorted by name', async () => {
+  it('writes network.json under network-linux/<name>/ and reads every network back, sorted by name', async () => {
     const s = new LinuxNetworkStateStore(stateDir);
     for (const config of [natNet, isolatedNet, bridgedNet])
       await s.write({ version: 1, config, configHash: config.name });
-    expect(await readdir(join(stateDir, 'networks', natNet.name))).toEqual(['network.json']);
+    expect(await readdir(join(stateDir, 'network-linux', natNet.name))).toEqual(['network.json']);
     expect((await s.readAll()).map((x) => x.config.name)).toEqual(
       [natNet.name, isolatedNet.name, bridgedNet.name].sort(),
     );
@@ -28,8 +28,8 @@ describe('LinuxNetworkStateStore', () => {
   it('ignores what is not its own: other versions, another name, another backend file, odd directory names', async () => {
     const s = new LinuxNetworkStateStore(stateDir);
     const put = async (dir: string, file: string, body: unknown) => {
-      await mkdir(join(stateDir, 'networks', dir), { recursive: true });
-      await writeFile(join(stateDir, 'networks', dir, file), JSON.stringify(body));
+      await mkdir(join(stateDir, 'network-linux', dir), { recursive: true });
+      await writeFile(join(stateDir, 'network-linux', dir, file), JSON.stringify(body));
     };
     await put('v2', 'network.json', { version: 2, config: { ...natNet, name: 'v2' }, configHash: '' });
     await put('moved', 'network.json', { version: 1, config: natNet, configHash: '' });

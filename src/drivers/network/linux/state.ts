@@ -1,5 +1,5 @@
 // What the linux backend persists under its agent's state directory: one `network.json` per network
-// (`<stateDir>/networks/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
+// (`<stateDir>/network-linux/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
 // Every write goes through a temporary file and a rename, so a reader never sees half a file.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,12 +7,13 @@ import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig, UplinkConfig } from '../../../shared/model.js';
 import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
+import { NETWORK_NAME } from '../state-layout.js';
 
 /** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
 export const ALIAS_PREFIX = 'vmlink:net:';
 
-/** Names a network may have here: they become directory names under `<stateDir>/networks/`. */
-export const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+/** The linux backend's directory under the agent state directory: one directory per network. */
+export const LINUX_NETWORKS_DIR = 'network-linux';
 
 /** What the driver persists per network: the applied config, its hash, and what bridge mode moved. */
 export interface NetworkState {
@@ -50,11 +51,16 @@ const uplinkStateFile = z
 
 /** The linux backend's state files under one agent state directory. */
 export class LinuxNetworkStateStore {
-  constructor(private readonly stateDir: string) {}
+  /** The directory of every network's directory. */
+  readonly root: string;
+
+  constructor(private readonly stateDir: string) {
+    this.root = join(stateDir, LINUX_NETWORKS_DIR);
+  }
 
   /** The directory of one network's files (its state, its dnsmasq files). */
   networkDir(name: string): string {
-    return join(this.stateDir, 'networks', name);
+    return join(this.root, name);
   }
 
   /** The persisted state of network `name`; undefined when absent or not this version. */
@@ -67,7 +73,7 @@ export class LinuxNetworkStateStore {
   async readAll(): Promise<NetworkState[]> {
     let names: string[];
     try {
-      names = await readdir(join(this.stateDir, 'networks'));
+      names = await readdir(this.root);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;

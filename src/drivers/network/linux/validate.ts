@@ -14,8 +14,8 @@ import {
   VLAN_ID_MIN,
 } from '../../../shared/limits.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { NETWORK_NAME } from '../state-layout.js';
 import { buildRuleset, isRouted } from './ruleset.js';
-import { NETWORK_NAME } from './state.js';
 
 /** Refuses a network name that cannot be a state directory here. */
 export function assertNetworkName(name: string): void {

@@ -20,6 +20,7 @@ import { Reverter } from '../../../shared/revert.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { assertNetworkName } from '../linux/validate.js';
+import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
 import { buildFlows, flowPorts, roleOf } from './flows.js';
@@ -33,7 +34,7 @@ import { OVS_MODES, validateOvsNetworkConfig } from './validate.js';
 /** Options of `OvsNetworkDriver`. */
 export interface OvsNetworkDriverOptions {
   runner: Runner;
-  /** Agent state directory: networks under `<stateDir>/networks/<name>/`, OVS under `<stateDir>/ovs/`. */
+  /** Agent state directory: networks under `<stateDir>/network-ovs/<name>/`, OVS under `<stateDir>/ovs/`. */
   stateDir: string;
   /** Network namespace to manage (the OVS daemons run in it); undefined = the process's own. */
   netns?: string;
@@ -68,7 +69,7 @@ export class OvsNetworkDriver implements NetworkDriver {
     this.daemons = new OvsDaemons(opts.runner, opts.stateDir, opts.netns, opts.datapath);
     this.states = new OvsStateStore(opts.stateDir, this.daemons.paths.dir);
     this.host = {
-      stateDir: this.stateDir,
+      networkDir: (name) => this.states.networkDir(name),
       ip: this.ip,
       ovs: this.daemons.ovs,
       daemons: this.daemons,
@@ -86,6 +87,27 @@ export class OvsNetworkDriver implements NetworkDriver {
   /** Modes this backend realises. */
   supportedModes(): NetworkConfig['mode'][] {
     return [...OVS_MODES];
+  }
+
+  /** Moves this backend's networks out of the directory it shared with the linux backend (at agent start). */
+  async upgradeState(): Promise<void> {
+    await moveLegacyNetworkDirs({
+      stateDir: this.stateDir,
+      target: this.states.root,
+      marker: 'ovs.json',
+      // A running dnsmasq has the old paths on its command line: stop it before the move, start it after.
+      beforeMove: (_name, dir) => this.dnsmasq.stop(dnsmasqPaths(dir)),
+      afterMove: async (name, dir) => {
+        const s = await this.states.read(name);
+        if (s?.config.subnet)
+          await this.dnsmasq
+            .ensure({ ...s.config, bridge: gatewayPortName(name) }, dnsmasqPaths(dir), false)
+            .catch((e: unknown) => {
+              // Reported by listNetworks as a problem; the next apply starts it.
+              log.warn({ network: name, err: (e as Error).message }, 'dnsmasq not restarted after the move');
+            });
+      },
+    });
   }
 
   // Networks.
@@ -341,7 +363,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       await this.ip.link.set(cfg.bridge, { mtu: cfg.mtu }).catch(() => undefined);
       ctx?.signal?.throwIfAborted();
 
-      const paths = dnsmasqPaths(this.stateDir, cfg.name);
+      const paths = dnsmasqPaths(this.states.networkDir(cfg.name));
       let readdressed = false;
       if (cfg.subnet) readdressed = await this.ensureGateway(cfg, r);
       else await this.removeGateway(cfg.name);
@@ -395,7 +417,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   }
 
   private async removeGateway(network: string): Promise<void> {
-    await this.dnsmasq.stop(dnsmasqPaths(this.stateDir, network));
+    await this.dnsmasq.stop(dnsmasqPaths(this.states.networkDir(network)));
     await this.ovs.vsctl(vsctlCmd.delPort(gatewayPortName(network)));
   }
 

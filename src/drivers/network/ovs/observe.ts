@@ -11,7 +11,8 @@ import type { OvsStateStore } from './state.js';
 
 /** What observing networks needs from the driver. */
 export interface OvsObserveHost {
-  stateDir: string;
+  /** The directory of one network's files (its dnsmasq's). */
+  networkDir(name: string): string;
   ip: Ip;
   ovs: Ovs;
   daemons: OvsDaemons;
@@ -100,7 +101,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
         )
       )
         problems.push(`address ${c.subnet.gateway}/${c.subnet.prefixLength} missing on ${gw}`);
-      const dns = dnsmasqPaths(host.stateDir, c.name);
+      const dns = dnsmasqPaths(host.networkDir(c.name));
       if ((await host.dnsmasq.pid(dns)) === undefined) problems.push('dnsmasq not running');
       leases = activeLeases(await host.dnsmasq.leases(dns));
     }

@@ -1,12 +1,14 @@
-// What the OVS backend persists: `<stateDir>/networks/<name>/ovs.json` per network (not network.json:
-// the linux backend reads those) and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
+// What the OVS backend persists: `<stateDir>/network-ovs/<name>/ovs.json` per network and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
-import { NETWORK_NAME } from '../linux/state.js';
+import { NETWORK_NAME } from '../state-layout.js';
+
+/** The OVS backend's directory under the agent state directory: one directory per network. */
+export const OVS_NETWORKS_DIR = 'network-ovs';
 
 /** What the driver persists per network. */
 export interface OvsNetworkState {
@@ -42,16 +44,21 @@ const underlayStateFile = z.object({
   routes: z.array(z.object({}).passthrough()),
 });
 
-/** The OVS backend's state files: networks under `<stateDir>/networks/`, underlays under `ovsDir`. */
+/** The OVS backend's state files: networks under `<stateDir>/network-ovs/`, underlays under `ovsDir`. */
 export class OvsStateStore {
+  /** The directory of every network's directory. */
+  readonly root: string;
+
   constructor(
-    private readonly stateDir: string,
+    stateDir: string,
     private readonly ovsDir: string,
-  ) {}
+  ) {
+    this.root = join(stateDir, OVS_NETWORKS_DIR);
+  }
 
   /** The directory of one network's files (its state, its dnsmasq files). */
   networkDir(name: string): string {
-    return join(this.stateDir, 'networks', name);
+    return join(this.root, name);
   }
 
   /** The persisted state of network `name`; undefined when absent or not the OVS backend's. */
@@ -66,7 +73,7 @@ export class OvsStateStore {
   async readAll(): Promise<OvsNetworkState[]> {
     let names: string[];
     try {
-      names = await readdir(join(this.stateDir, 'networks'));
+      names = await readdir(this.root);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
