@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
 import { BadResponseError, fromErrorBody, UnavailableError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
+import { sleep } from '../shared/time.js';
 
 /** The CLI's client of the controller API. */
 export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
@@ -59,7 +60,7 @@ export async function runTask<S extends z.ZodType>(
       if (t.state !== 'running') {
         throw fromErrorBody({ error: t.error ?? { kind: 'internal', message: `task ${t.state}` } });
       }
-      await new Promise((r) => setTimeout(r, 250));
+      await sleep(250);
     }
   } finally {
     process.off('SIGINT', onInt);

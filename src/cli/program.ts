@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { type DoctorCheck, HealthSchema } from '../controller/wire.js';
 import { errorStatus, VmlinkError } from '../shared/errors.js';
 import { controllerDb, controllerSocket } from '../shared/paths.js';
+import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
@@ -176,7 +177,7 @@ async function detachDaemon(args: DaemonArgs, processes: Processes): Promise<voi
       out(`controller started (pid ${pid}, socket ${args.socket}, log ${logFile})`);
       return;
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   throw new VmlinkError('timeout', `the controller did not come up within 20 s; see ${logFile}`);
 }

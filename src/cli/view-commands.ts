@@ -12,6 +12,7 @@ import {
   type VmView,
 } from '../controller/wire.js';
 import { VmlinkError } from '../shared/errors.js';
+import { sleep } from '../shared/time.js';
 import { type Api, emit, out } from './io.js';
 import { table } from './render.js';
 
@@ -194,7 +195,7 @@ export function addVmCommands(program: Command, api: Api): void {
         process.stdout.write(at >= 0 ? r.log.slice(at + Math.min(200, seen.length)) : r.log);
         seen = r.log;
         if (!o.follow) return;
-        await new Promise((res) => setTimeout(res, 500));
+        await sleep(500);
       }
     });
 }

@@ -21,6 +21,14 @@ import {
 } from '../agent/wire.js';
 import { InvalidSpecError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
+import {
+  AGENT_ACTION_TIMEOUT_MS,
+  AGENT_QUERY_TIMEOUT_MS,
+  AGENT_QUICK_TIMEOUT_MS,
+  GUEST_EXEC_ANSWER_MARGIN_MS,
+  GUEST_INTERFACES_TIMEOUT_MS,
+  PROBE_ANSWER_MARGIN_MS,
+} from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
 import type { VersionInfo } from '../shared/version.js';
@@ -67,38 +75,38 @@ export class AgentClient {
   }
 
   /** Liveness and the handshake: answers when the agent is reachable and speaks a wire version we do. */
-  health(timeoutMs = 5_000): Promise<{ ok: boolean; version: string; wire?: VersionInfo }> {
+  health(timeoutMs = AGENT_QUICK_TIMEOUT_MS): Promise<{ ok: boolean; version: string; wire?: VersionInfo }> {
     return this.http.get('/v1/health', AgentHealthSchema, timeoutMs);
   }
 
   /** Observed state and capabilities of the host. */
-  report(timeoutMs = 60_000): Promise<HostReport> {
+  report(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<HostReport> {
     return this.http.get('/v1/report', HostReportSchema, timeoutMs);
   }
 
   /** The host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun). */
-  async doctor(timeoutMs = 60_000): Promise<DoctorCheck[]> {
+  async doctor(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<DoctorCheck[]> {
     return (await this.http.get('/v1/doctor', AgentDoctorSchema, timeoutMs)).checks;
   }
 
   /** Applies one action on the host. */
-  async act(action: AgentAction, timeoutMs = 300_000): Promise<void> {
+  async act(action: AgentAction, timeoutMs = AGENT_ACTION_TIMEOUT_MS): Promise<void> {
     await this.http.post('/v1/actions', action, OkSchema, timeoutMs);
   }
 
   /** Keeps a commit-confirmed change (404 when unknown, 409 when it was rolled back). */
-  confirm(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
+  confirm(id: string, timeoutMs = AGENT_QUICK_TIMEOUT_MS): Promise<ConfirmState> {
     return this.http.post(`/v1/confirm/${id}`, {}, ConfirmStateSchema, timeoutMs);
   }
 
   /** State of a commit-confirmed change. */
-  confirmState(id: string, timeoutMs = 5_000): Promise<ConfirmState> {
+  confirmState(id: string, timeoutMs = AGENT_QUICK_TIMEOUT_MS): Promise<ConfirmState> {
     return this.http.get(`/v1/confirm/${id}`, ConfirmStateSchema, timeoutMs);
   }
 
   /** Runs a probe from the host or one of its guests. */
   probe(req: ProbeRequest): Promise<ProbeResult> {
-    return this.http.post('/v1/probe', req, ProbeResultSchema, req.timeoutMs + 20_000);
+    return this.http.post('/v1/probe', req, ProbeResultSchema, req.timeoutMs + PROBE_ANSWER_MARGIN_MS);
   }
 
   /** Runs argv inside a guest. */
@@ -107,13 +115,13 @@ export class AgentClient {
       `/v1/vms/${vm}/exec`,
       { argv, timeoutMs, ...(input === undefined ? {} : { input }) },
       GuestExecResultSchema,
-      timeoutMs + 10_000,
+      timeoutMs + GUEST_EXEC_ANSWER_MARGIN_MS,
     );
   }
 
   /** A guest's NICs and addresses. */
   interfaces(vm: string): Promise<GuestInterface[]> {
-    return this.http.get(`/v1/vms/${vm}/interfaces`, GuestInterfacesSchema, 30_000);
+    return this.http.get(`/v1/vms/${vm}/interfaces`, GuestInterfacesSchema, GUEST_INTERFACES_TIMEOUT_MS);
   }
 
   /** The tail of a VM's serial console log. */

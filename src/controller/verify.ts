@@ -15,6 +15,8 @@ import { machineNs } from '../lab/names.js';
 import { runnerSide } from '../lab/throughput.js';
 import { resolveSpec } from '../plan/resolve.js';
 import { InvalidRequestError, NotFoundError, TimeoutError } from '../shared/errors.js';
+import { MTU_MIN } from '../shared/limits.js';
+import { sleep } from '../shared/time.js';
 import type { Spec } from '../spec/schema.js';
 import {
   addressTwins,
@@ -29,7 +31,7 @@ import {
   routersOf,
   type VmEndpoint,
 } from '../verify/expect.js';
-import { MIN_MTU, searchPathMtu } from '../verify/pmtu.js';
+import { searchPathMtu } from '../verify/pmtu.js';
 import {
   guestSide,
   measureThroughput,
@@ -329,7 +331,7 @@ async function measurePathMtus(
         return {
           ...base,
           ok: false,
-          detail: `no don't-fragment echo passed, even at ${Math.min(MIN_MTU, mtu - 1)} bytes (${last})`,
+          detail: `no don't-fragment echo passed, even at ${Math.min(MTU_MIN, mtu - 1)} bytes (${last})`,
         };
       return {
         ...base,
@@ -435,7 +437,7 @@ async function discoverVmAddresses(
         } catch (err) {
           last = err instanceof Error ? err.message.split('\n')[0]! : String(err);
         }
-        await new Promise((r) => setTimeout(r, 1_000));
+        await sleep(1_000);
       }
       ctx.progress(`${e.id}: address unknown (${last})`);
     }),

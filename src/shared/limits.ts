@@ -88,6 +88,28 @@ export const GUEST_AGENT_BOOT_TIMEOUT_MS = 60_000;
 export const GUEST_AGENT_CONNECT_TIMEOUT_MS = 5_000;
 /** One command run in a guest through its agent. */
 export const GUEST_EXEC_TIMEOUT_MS = 30_000;
+/** The hot-plug helper that hands a new NIC's tap to QEMU over QMP (one short host command). */
+export const NIC_PLUG_COMMAND_TIMEOUT_MS = 30_000;
+/** Writing a NIC's static address into a guest through its agent. */
+export const GUEST_STATIC_IP_TIMEOUT_MS = 10_000;
+/** One HTTP request of an API or agent client that sets no timeout of its own. */
+export const HTTP_REQUEST_TIMEOUT_MS = 120_000;
+/** A quick question from the controller to an agent (health, a commit-confirm's state). */
+export const AGENT_QUICK_TIMEOUT_MS = 5_000;
+/** An agent's full host report or doctor checks, asked by the controller. */
+export const AGENT_QUERY_TIMEOUT_MS = 60_000;
+/** One action (network, VM, uplink change) the controller asks an agent to carry out. */
+export const AGENT_ACTION_TIMEOUT_MS = 300_000;
+/** A guest's interfaces, asked through its agent. */
+export const GUEST_INTERFACES_TIMEOUT_MS = 30_000;
+/** Extra time an agent gives a probe command on the host past the probe's own timeout. */
+export const PROBE_HOST_MARGIN_MS = 3_000;
+/** Extra time an agent gives a probe command in a guest (through its guest agent) past the probe's own timeout. */
+export const PROBE_GUEST_MARGIN_MS = 5_000;
+/** Extra time the controller waits for a probe's answer past the probe's timeout (above both agent margins). */
+export const PROBE_ANSWER_MARGIN_MS = 20_000;
+/** Extra time the controller waits for a guest command's answer past the command's timeout. */
+export const GUEST_EXEC_ANSWER_MARGIN_MS = 10_000;
 /** A host report asked by the controller (apply, confirm). */
 export const AGENT_REPORT_TIMEOUT_MS = 20_000;
 /** A lab agent until it answers its health check after start. */

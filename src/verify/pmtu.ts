@@ -1,9 +1,9 @@
 // Path-MTU measurement as a pure search over a don't-fragment probe (the probe itself lives in the controller).
+// The search never goes below MTU_MIN, the smallest MTU every IPv4 path must carry.
+import { MTU_MIN } from '../shared/limits.js';
 
 /** IPv4 header (20) + ICMP echo header (8): an MTU of M carries an echo payload of M - 28 bytes. */
 export const ICMP_OVERHEAD = 28;
-/** The smallest MTU every IPv4 path must carry (RFC 791); the search never goes below it. */
-export const MIN_MTU = 576;
 
 /** Outcome of a path-MTU search. */
 export interface PmtuSearch {
@@ -29,7 +29,7 @@ export async function searchPathMtu(
     return probe(m - ICMP_OVERHEAD);
   };
   if (await tryMtu(mtu)) return { measuredMtu: mtu, probed };
-  const min = Math.min(opts.minMtu ?? MIN_MTU, mtu - 1);
+  const min = Math.min(opts.minMtu ?? MTU_MIN, mtu - 1);
   if (min <= ICMP_OVERHEAD || !(await tryMtu(min))) return { probed };
   // Invariant: lo passes, hi fails.
   let lo = min;

@@ -3,6 +3,7 @@
 // A guest side runs through its host's agent (qemu-guest-agent exec); a lab machine's side (src/lab/throughput.ts)
 // runs in the lab namespace the controller built, as verify's lab probes do.
 import { VmlinkError } from '../shared/errors.js';
+import { sleep } from '../shared/time.js';
 
 /** iperf3's default port. */
 export const IPERF_PORT = 5201;
@@ -115,7 +116,7 @@ export async function measureThroughput(
         if (!r.stdout.trim() && r.stderr.trim()) last = `${last} (${r.stderr.trim().split('\n')[0]})`;
       }
       if (!notListening(last)) break;
-      await new Promise((res) => setTimeout(res, opts.retryMs ?? 500));
+      await sleep(opts.retryMs ?? 500);
     }
     throw new VmlinkError('exec', `throughput ${a.id} -> ${b.id}: ${last.slice(0, 300)}`);
   } finally {

@@ -8,6 +8,7 @@ import {
   UnauthorizedError,
   UnavailableError,
 } from '../errors.js';
+import { HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import {
   checkServerVersion,
   formatVersionHeader,
@@ -91,7 +92,7 @@ export class HttpClient {
     path: string,
     body: unknown,
     schema: S,
-    timeoutMs = this.opts.timeoutMs ?? 120_000,
+    timeoutMs = this.opts.timeoutMs ?? HTTP_REQUEST_TIMEOUT_MS,
   ): Promise<z.output<S>> {
     const who = this.opts.name ?? this.address;
     const route = `${method} ${path.split('?')[0]}`;

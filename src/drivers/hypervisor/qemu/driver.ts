@@ -15,6 +15,7 @@ import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   GUEST_AGENT_CONNECT_TIMEOUT_MS,
   GUEST_EXEC_TIMEOUT_MS,
+  GUEST_STATIC_IP_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
@@ -380,7 +381,7 @@ export class QemuDriver implements HypervisorDriver {
       const r = await this.guestExec(
         name,
         ['/bin/sh', '-c', 'mkdir -p /run/vmlink/nic && cat >"/run/vmlink/nic/$1"', 'sh', nic.mac],
-        { input: line, timeoutMs: 10_000 },
+        { input: line, timeoutMs: GUEST_STATIC_IP_TIMEOUT_MS },
       );
       if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `exit ${r.exitCode}`);
     } catch (e) {

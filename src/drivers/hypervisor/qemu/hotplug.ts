@@ -2,6 +2,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Runner } from '../../../exec/runner.js';
 import { TimeoutError } from '../../../shared/errors.js';
+import { NIC_PLUG_COMMAND_TIMEOUT_MS } from '../../../shared/limits.js';
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { nicDeviceProps, nicSlot, type VmPaths } from './cmdline.js';
 import type { QmpClient } from './qmp.js';
@@ -175,7 +176,7 @@ export async function applySlotChanges(changes: readonly SlotChange[], c: SlotCh
         s.fdname,
         netdevAddCommand(ch.slot),
       ],
-      { ...(c.netns ? { netns: c.netns } : {}), timeoutMs: 30_000 },
+      { ...(c.netns ? { netns: c.netns } : {}), timeoutMs: NIC_PLUG_COMMAND_TIMEOUT_MS },
     );
     await addNicDevice(c.qmp, ch.plug, ch.slot);
   }

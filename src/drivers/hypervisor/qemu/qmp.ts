@@ -2,6 +2,7 @@
 import { randomInt } from 'node:crypto';
 import { createConnection, type Socket } from 'node:net';
 import { TimeoutError, UnavailableError, VmlinkError } from '../../../shared/errors.js';
+import { sleep } from '../../../shared/time.js';
 
 type Json = Record<string, unknown>;
 
@@ -381,7 +382,7 @@ export class GuestAgentClient {
           this.opts.subject,
         );
       }
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(delay);
       delay = Math.min(delay * 2, 250);
     }
   }
