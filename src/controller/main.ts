@@ -1,12 +1,20 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SystemRunner } from '../exec/runner.js';
-import { pidAlive, readPid, sleep } from '../lab/lab.js';
-import { InvalidRequestError } from '../shared/errors.js';
+import { InvalidRequestError, InvalidStateError, UnavailableError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
+import { CONTROLLER_STOP_GRACE_MS, KILL_WAIT_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 import { runDir } from '../shared/paths.js';
+import {
+  identify,
+  processArgv,
+  readPidfile,
+  runningFromIdentityFile,
+  terminate,
+  writeIdentityFile,
+} from '../shared/process.js';
 import { setAgentToken } from './agents.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
@@ -71,7 +79,10 @@ export interface DetachedDaemon {
   agentTokenFile?: string;
 }
 
-const pidFile = () => `${runDir()}/controller.pid`;
+// The detached controller's identity (pid and start time), so `--stop` never signals a process that merely
+// inherited its pid. `controller.pid` (a bare pid) is what older versions wrote.
+const identityFile = () => `${runDir()}/controller.json`;
+const legacyPidFile = () => `${runDir()}/controller.pid`;
 
 /** Starts `vmlink daemon` detached, logging to the run directory, and records its pid; returns both. */
 export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; logFile: string }> {
@@ -84,17 +95,31 @@ export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; log
   args.push('--heartbeat-ms', String(o.heartbeatMs));
   const logFile = `${runDir()}/controller.log`;
   const pid = await new SystemRunner().spawnDetached([process.execPath, ...args], { logFile });
-  writeFileSync(pidFile(), `${pid}\n`);
+  const id = await identify(pid);
+  if (!id)
+    throw new UnavailableError(`the controller (pid ${pid}) exited at once; see ${logFile}`, 'controller');
+  await writeIdentityFile(identityFile(), id);
   return { pid, logFile };
 }
 
 /** Stops a controller started with `--detach` (SIGTERM, then SIGKILL after 10 s); VMs and the lab keep running. */
 export async function stopDaemon(): Promise<string> {
-  const pid = readPid(pidFile());
-  if (!pid || !pidAlive(pid)) return 'controller not running';
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && pidAlive(pid); i++) await sleep(100);
-  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
-  rmSync(pidFile(), { force: true });
-  return `controller stopped (pid ${pid})`;
+  const target = (await runningFromIdentityFile(identityFile())) ?? (await legacyController());
+  const outcome = target
+    ? await terminate(target, { graceMs: CONTROLLER_STOP_GRACE_MS, killMs: KILL_WAIT_MS })
+    : 'not-running';
+  if (outcome === 'survived')
+    throw new InvalidStateError(`controller (pid ${target!.pid}) survived SIGKILL`, 'controller');
+  rmSync(identityFile(), { force: true });
+  rmSync(legacyPidFile(), { force: true });
+  return outcome === 'not-running' ? 'controller not running' : `controller stopped (pid ${target!.pid})`;
+}
+
+/** A controller an older version detached (bare pidfile): only when that pid still runs `vmlink ... daemon`. */
+async function legacyController() {
+  const pid = await readPidfile(legacyPidFile());
+  if (pid === undefined) return undefined;
+  const argv = await processArgv(pid);
+  const ours = argv?.some((a) => a.endsWith('bin/vmlink.js')) && argv.includes('daemon');
+  return ours ? identify(pid) : undefined;
 }

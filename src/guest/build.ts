@@ -1,21 +1,11 @@
 import { createHash } from 'node:crypto';
-import {
-  chmod,
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, posix } from 'node:path';
+import { join, posix } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Runner } from '../exec/runner.js';
 import { NotFoundError, VmlinkError } from '../shared/errors.js';
+import { writeFileAtomic } from '../shared/state-file.js';
 import { FsTree } from './cpio.js';
 import { GUEST_MODULES, moduleLoadOrder, parseModulesBuiltin, parseModulesDep } from './modules.js';
 
@@ -502,11 +492,10 @@ async function resolveInRoot(root: string, rel: string): Promise<string | undefi
   return undefined;
 }
 
+/** An output file, replaced atomically and readable by all whatever the builder's umask (whoever boots it reads it). */
 async function writeAtomic(path: string, data: Buffer | string): Promise<void> {
-  const tmp = join(dirname(path), `.${posix.basename(path)}.${process.pid}.tmp`);
-  await writeFile(tmp, data, { mode: 0o644 });
-  await chmod(tmp, 0o644);
-  await rename(tmp, path);
+  await writeFileAtomic(path, data, { mode: 0o644 });
+  await chmod(path, 0o644);
 }
 
 function sha256(b: Buffer): string {

@@ -28,20 +28,16 @@ import {
   stateDir,
 } from '../shared/paths.js';
 import {
-  hasExitedState,
   identify,
-  isPid,
   isRunning,
   type ProcessIdentity,
-  parsePid,
-  parseProcStat,
   readIdentityFile,
   signalProcess,
   waitExited,
   writeIdentityFile,
 } from '../shared/process.js';
 import { readFileCappedSync, writeFileAtomic, writeFileAtomicSync } from '../shared/state-file.js';
-import { pollUntil, sleep } from '../shared/time.js';
+import { pollUntil } from '../shared/time.js';
 import { formatIpv4, parseCidr } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
@@ -432,30 +428,6 @@ const processRecord = (base: string): ProcessRecord => ({ identity: `${base}.jso
 /** Switch bridge of lab segment `i`. */
 const segBridge = (i: number): string => `seg${i}`;
 
-/** Reads a pidfile (no links, capped); undefined when missing or garbled. Prefer `readPidfile` (shared/process). */
-export function readPid(path: string): number | undefined {
-  try {
-    return parsePid(readFileCappedSync(path, { maxBytes: 64 }) ?? '');
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Whether `pid` runs and is not a zombie (and, when given, its /proc comm is `comm`). Synchronous, for the CLI's
- * `daemon --stop`; code that can await uses `isRunning` of shared/process with a recorded identity.
- */
-export function pidAlive(pid: number | undefined, comm?: string): boolean {
-  if (!isPid(pid)) return false;
-  try {
-    const stat = parseProcStat(readFileCappedSync(`/proc/${pid}/stat`, { maxBytes: 4096 }) ?? '');
-    if (!stat || hasExitedState(stat.state)) return false;
-    return comm === undefined || stat.comm === comm;
-  } catch {
-    return false;
-  }
-}
-
 /** SIGTERM to every process, SIGKILL to what is left after the grace; each checked by identity before a signal. */
 async function killAll(pids: number[]): Promise<void> {
   const ids = (await Promise.all(pids.map(identify))).filter((i): i is ProcessIdentity => i !== undefined);
@@ -478,6 +450,3 @@ async function agentAnswers(socket: string, timeoutMs: number, token?: string): 
     return false;
   }
 }
-
-/** Resolves after `ms` milliseconds (the shared `sleep`, re-exported for the CLI). */
-export { sleep };

@@ -68,6 +68,8 @@ export const OVS_DAEMON_EXIT_TIMEOUT_MS = 10_000;
 export const DNSMASQ_START_TIMEOUT_MS = 5_000;
 /** A daemon (dnsmasq, OVS) between SIGTERM and SIGKILL. */
 export const DAEMON_STOP_GRACE_MS = 3_000;
+/** A detached controller (`vmlink daemon --stop`) between SIGTERM and SIGKILL. */
+export const CONTROLLER_STOP_GRACE_MS = 10_000;
 /** A process after SIGKILL until it is gone. */
 export const KILL_WAIT_MS = 2_000;
 /** QEMU until QMP reports `running`. */

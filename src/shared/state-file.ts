@@ -130,7 +130,7 @@ const tmpName = (path: string) => `${path}.${process.pid}.${randomBytes(4).toStr
 /** Replaces `path` with `data` atomically: readers see the old or the new content, never a torn one, even after a crash. */
 export async function writeFileAtomic(
   path: string,
-  data: string,
+  data: string | Uint8Array,
   opts: { mode?: number } = {},
 ): Promise<void> {
   const tmp = tmpName(path);
@@ -157,12 +157,17 @@ export async function writeFileAtomic(
 }
 
 /** `writeFileAtomic`, synchronously. */
-export function writeFileAtomicSync(path: string, data: string, opts: { mode?: number } = {}): void {
+export function writeFileAtomicSync(
+  path: string,
+  data: string | Uint8Array,
+  opts: { mode?: number } = {},
+): void {
   const tmp = tmpName(path);
   const fd = openSync(tmp, WRITE_FLAGS, opts.mode ?? 0o600);
   try {
     try {
-      writeSync(fd, data, null, 'utf8');
+      if (typeof data === 'string') writeSync(fd, data, null, 'utf8');
+      else writeSync(fd, data);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
