@@ -1,9 +1,10 @@
 // Where network backends keep their files under the agent's state directory: each backend its own directory
 // (`network-linux/<name>/`, `network-ovs/<name>/`), so no backend reads or changes another's files. Before that
 // layout both shared `networks/<name>/`; `moveLegacyNetworkDirs` moves a backend's networks out of it once.
-import { access, mkdir, readdir, rename, rmdir } from 'node:fs/promises';
+import { access, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { log } from '../../shared/log.js';
+import { writeFileAtomic } from '../../shared/state-file.js';
 
 /** The directory both backends shared before each had its own (read only to move what is in it). */
 export const LEGACY_NETWORKS_DIR = 'networks';
@@ -63,4 +64,52 @@ export async function moveLegacyNetworkDirs(m: LegacyMove): Promise<string[]> {
   }
   await rmdir(legacy).catch(() => undefined); // ENOTEMPTY: another backend's, or a leftover; kept
   return moved;
+}
+
+/** One backend's per-network records: `<root>/<name>/<file>`, one JSON record per network directory. */
+export class NetworkStateFiles<S extends { config: { name: string } }> {
+  constructor(
+    /** The directory of every network's directory. */
+    readonly root: string,
+    private readonly file: string,
+    /** Reads and checks one record; undefined when it is absent or not this backend's (version, name). */
+    private readonly load: (path: string, name: string) => Promise<S | undefined>,
+  ) {}
+
+  /** The directory of one network's files (its state, its dnsmasq files). */
+  networkDir(name: string): string {
+    return join(this.root, name);
+  }
+
+  /** The persisted state of network `name`; undefined when absent or not this backend's. */
+  read(name: string): Promise<S | undefined> {
+    return this.load(join(this.networkDir(name), this.file), name);
+  }
+
+  /** Every persisted network's state, sorted by name. */
+  async readAll(): Promise<S[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.root);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const states = await Promise.all(names.filter((n) => NETWORK_NAME.test(n)).map((n) => this.read(n)));
+    return states
+      .filter((s): s is Awaited<S> => s !== undefined)
+      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
+  }
+
+  /** Persists one network's state. */
+  async write(s: S): Promise<void> {
+    const dir = this.networkDir(s.config.name);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await writeFileAtomic(join(dir, this.file), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
+  }
+
+  /** Removes one network's directory (state and dnsmasq files); missing is fine. */
+  async remove(name: string): Promise<void> {
+    await rm(this.networkDir(name), { recursive: true, force: true });
+  }
 }

@@ -1,13 +1,13 @@
 // What the linux backend persists under its agent's state directory: one `network.json` per network
 // (`<stateDir>/network-linux/<name>/`) and the uplink's last applied config (`<stateDir>/uplink.json`).
 // Every write goes through a temporary file and a rename, so a reader never sees half a file.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig, UplinkConfig } from '../../../shared/model.js';
 import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
-import { NETWORK_NAME } from '../state-layout.js';
+import { NetworkStateFiles } from '../state-layout.js';
 
 /** Bridges this driver creates carry the alias `vmlink:net:<network>` so it can find them again. */
 export const ALIAS_PREFIX = 'vmlink:net:';
@@ -50,50 +50,12 @@ const uplinkStateFile = z
   .passthrough();
 
 /** The linux backend's state files under one agent state directory. */
-export class LinuxNetworkStateStore {
-  /** The directory of every network's directory. */
-  readonly root: string;
-
+export class LinuxNetworkStateStore extends NetworkStateFiles<NetworkState> {
   constructor(private readonly stateDir: string) {
-    this.root = join(stateDir, LINUX_NETWORKS_DIR);
-  }
-
-  /** The directory of one network's files (its state, its dnsmasq files). */
-  networkDir(name: string): string {
-    return join(this.root, name);
-  }
-
-  /** The persisted state of network `name`; undefined when absent or not this version. */
-  async read(name: string): Promise<NetworkState | undefined> {
-    const s = await readJsonFile(join(this.networkDir(name), 'network.json'), networkStateFile);
-    return s?.version === 1 && s.config.name === name ? (s as unknown as NetworkState) : undefined;
-  }
-
-  /** Every persisted network's state, sorted by name. */
-  async readAll(): Promise<NetworkState[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.root);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const states = await Promise.all(names.filter((n) => NETWORK_NAME.test(n)).map((n) => this.read(n)));
-    return states
-      .filter((s): s is NetworkState => s !== undefined)
-      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
-  }
-
-  /** Persists one network's state. */
-  async write(s: NetworkState): Promise<void> {
-    const dir = this.networkDir(s.config.name);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    await writeFileAtomic(join(dir, 'network.json'), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
-  }
-
-  /** Removes one network's directory (state and dnsmasq files); missing is fine. */
-  async remove(name: string): Promise<void> {
-    await rm(this.networkDir(name), { recursive: true, force: true });
+    super(join(stateDir, LINUX_NETWORKS_DIR), 'network.json', async (path, name) => {
+      const s = await readJsonFile(path, networkStateFile);
+      return s?.version === 1 && s.config.name === name ? (s as unknown as NetworkState) : undefined;
+    });
   }
 
   /** The uplink config last applied; undefined when none was. */

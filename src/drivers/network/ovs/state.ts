@@ -1,11 +1,12 @@
-// What the OVS backend persists: `<stateDir>/network-ovs/<name>/ovs.json` per network and `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
+// What the OVS backend persists: `<stateDir>/network-ovs/<name>/ovs.json` per network and
+// `<ovs dir>/underlay-<nic>.json` per underlay NIC it moved.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { IpRoute } from '../../../exec/ip.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
-import { NETWORK_NAME } from '../state-layout.js';
+import { NetworkStateFiles } from '../state-layout.js';
 
 /** The OVS backend's directory under the agent state directory: one directory per network. */
 export const OVS_NETWORKS_DIR = 'network-ovs';
@@ -45,55 +46,17 @@ const underlayStateFile = z.object({
 });
 
 /** The OVS backend's state files: networks under `<stateDir>/network-ovs/`, underlays under `ovsDir`. */
-export class OvsStateStore {
-  /** The directory of every network's directory. */
-  readonly root: string;
-
+export class OvsStateStore extends NetworkStateFiles<OvsNetworkState> {
   constructor(
     stateDir: string,
     private readonly ovsDir: string,
   ) {
-    this.root = join(stateDir, OVS_NETWORKS_DIR);
-  }
-
-  /** The directory of one network's files (its state, its dnsmasq files). */
-  networkDir(name: string): string {
-    return join(this.root, name);
-  }
-
-  /** The persisted state of network `name`; undefined when absent or not the OVS backend's. */
-  async read(name: string): Promise<OvsNetworkState | undefined> {
-    const s = await readJsonFile(join(this.networkDir(name), 'ovs.json'), networkStateFile);
-    return s?.version === 1 && s.driver === 'ovs' && s.config.name === name
-      ? (s as unknown as OvsNetworkState)
-      : undefined;
-  }
-
-  /** Every persisted OVS network's state, sorted by name. */
-  async readAll(): Promise<OvsNetworkState[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.root);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const states = await Promise.all(names.filter((n) => NETWORK_NAME.test(n)).map((n) => this.read(n)));
-    return states
-      .filter((s): s is OvsNetworkState => s !== undefined)
-      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
-  }
-
-  /** Persists one network's state. */
-  async write(s: OvsNetworkState): Promise<void> {
-    const dir = this.networkDir(s.config.name);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    await writeFileAtomic(join(dir, 'ovs.json'), `${JSON.stringify(s, null, 2)}\n`, { mode: 0o644 });
-  }
-
-  /** Removes one network's directory; missing is fine. */
-  async remove(name: string): Promise<void> {
-    await rm(this.networkDir(name), { recursive: true, force: true });
+    super(join(stateDir, OVS_NETWORKS_DIR), 'ovs.json', async (path, name) => {
+      const s = await readJsonFile(path, networkStateFile);
+      return s?.version === 1 && s.driver === 'ovs' && s.config.name === name
+        ? (s as unknown as OvsNetworkState)
+        : undefined;
+    });
   }
 
   /** Every underlay NIC this backend moved onto an OVS bridge. */
