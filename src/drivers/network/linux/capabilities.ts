@@ -21,7 +21,8 @@ export const NETWORK_FEATURES = [
 ] as const;
 
 /** Remedy named when this host's kernel cannot do a VLAN thing the linux backend would need. */
-const OVS_REMEDY = "use backend: ovs for vlan networks (Open vSwitch's userspace datapath does VLANs without kernel support)";
+const OVS_REMEDY =
+  "use backend: ovs for vlan networks (Open vSwitch's userspace datapath does VLANs without kernel support)";
 
 /**
  * Probes kernel features by creating one device of each kind in a scratch namespace `vlcap-<random>`,
