@@ -1,7 +1,6 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { chmod, chown, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { z } from 'zod';
 import type { Runner } from '../../../exec/runner.js';
 import {
   InvalidRequestError,
@@ -36,7 +35,7 @@ import {
   waitExited,
 } from '../../../shared/process.js';
 import { KeyedQueue } from '../../../shared/queue.js';
-import { readAppended, readJsonFile, writeJsonFile } from '../../../shared/state-file.js';
+import { readAppended } from '../../../shared/state-file.js';
 import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
@@ -60,6 +59,10 @@ import {
   userCanAccess,
 } from './launcher.js';
 import { GuestAgentClient, QmpClient } from './qmp.js';
+import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
+
+/** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
+export type { StoredVm } from './vm-store.js';
 
 /** Default directory of images (`test-guest/` lives in it). */
 export const DEFAULT_IMAGES_DIR = '/var/lib/vmlink/images';
@@ -86,46 +89,12 @@ export interface QemuDriverOptions {
   unplugTimeoutMs?: number;
 }
 
-/** What `config.json` in a VM's directory holds. */
-export interface StoredVm {
-  config: VmConfig;
-  configHash: string;
-  accel: 'kvm' | 'tcg';
-  /** QEMU argv (binary first), run through the launcher. */
-  argv: string[];
-  /** Slot (PCIe root port) of each NIC, in `config.nics` order; absent in VMs stored before slots: NIC i in slot i. */
-  nicSlots?: number[];
-}
-
 /** How a stop ended. */
 export interface StopOutcome {
   /** `powerdown`: the guest shut down on ACPI; `quit`: QEMU quit on QMP; `kill`: SIGKILL; `none`: it was not running. */
   method: 'powerdown' | 'quit' | 'kill' | 'none';
   ms: number;
 }
-
-// What the driver relies on in config.json; the rest of `config` is what it wrote itself (VmConfig).
-const StoredVmSchema = z
-  .object({
-    config: z.custom<VmConfig>(
-      (v) =>
-        typeof v === 'object' &&
-        v !== null &&
-        typeof (v as VmConfig).name === 'string' &&
-        Array.isArray((v as VmConfig).nics) &&
-        (v as VmConfig).nics.every((n) => typeof n?.tap === 'string'),
-      'must be a VM config with a name and NICs',
-    ),
-    configHash: z.string(),
-    accel: z.enum(['kvm', 'tcg']),
-    argv: z.array(z.string()).min(1),
-    nicSlots: z.array(z.number().int().min(0)).optional(),
-  })
-  // Fields a newer vmlink added are kept, not dropped, when an older one reads the file.
-  .loose() satisfies z.ZodType<StoredVm>;
-
-/** config.json holds one VM's config and QEMU command line: 1 MiB is far above any. */
-const CONFIG_MAX_BYTES = 1 << 20;
 
 /** Statuses of QMP `query-status` and the power state each maps to. */
 const STATUS_MAP: Record<string, VmPowerState> = {
@@ -665,20 +634,16 @@ export class QemuDriver implements HypervisorDriver {
     await p?.then((c) => c.close()).catch(() => {});
   }
 
-  private async names(): Promise<string[]> {
-    const entries = await readdir(`${this.stateDir}/vms`, { withFileTypes: true }).catch(() => []);
-    return entries
-      .filter((e) => e.isDirectory() && NAME_PATTERN.test(e.name))
-      .map((e) => e.name)
-      .sort();
+  private names(): Promise<string[]> {
+    return storedVmNames(this.stateDir);
   }
 
-  private async stored(name: string): Promise<StoredVm | undefined> {
-    return readJsonFile(this.paths(name).configFile, StoredVmSchema, { maxBytes: CONFIG_MAX_BYTES });
+  private stored(name: string): Promise<StoredVm | undefined> {
+    return readStoredVm(this.paths(name).configFile);
   }
 
-  private async writeStored(name: string, stored: StoredVm): Promise<void> {
-    await writeJsonFile(this.paths(name).configFile, stored, { mode: 0o600 });
+  private writeStored(name: string, stored: StoredVm): Promise<void> {
+    return writeStoredVm(this.paths(name).configFile, stored);
   }
 
   private async mustStored(name: string): Promise<StoredVm> {
