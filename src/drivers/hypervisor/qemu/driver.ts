@@ -12,8 +12,6 @@ import {
 } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
-  GUEST_AGENT_CONNECT_TIMEOUT_MS,
-  GUEST_EXEC_TIMEOUT_MS,
   GUEST_STATIC_IP_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
   QMP_STATUS_TIMEOUT_MS,
@@ -45,6 +43,7 @@ import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types
 import { cachedAccelerator } from './accel.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
+import { GuestAgents } from './guest-agent.js';
 import { applySlotChanges, hasHotplugSlots, nicSlotChanges, onlyNicsDiffer } from './hotplug.js';
 import {
   assertLauncher,
@@ -58,7 +57,7 @@ import {
   qmpFdHelperBeside,
   userCanAccess,
 } from './launcher.js';
-import { GuestAgentClient, QmpClient } from './qmp.js';
+import { QmpClient } from './qmp.js';
 import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 /** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
@@ -129,6 +128,11 @@ export class QemuDriver implements HypervisorDriver {
   private user: Promise<QemuUser> | undefined;
   private readonly qmps = new Map<string, Promise<QmpClient>>();
   private readonly locks = new KeyedQueue();
+  private readonly guests = new GuestAgents({
+    socket: (name) => this.paths(name).qgaSocket,
+    running: async (name) => (await this.livePid(name)) !== undefined,
+    locked: (key, fn) => this.locked(key, fn),
+  });
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.runner = opts.runner;
@@ -529,55 +533,20 @@ export class QemuDriver implements HypervisorDriver {
   // Guest.
 
   /** Waits until the guest agent answers `guest-sync`; returns the time it took. */
-  async waitForGuestAgent(name: string, timeoutMs = GUEST_AGENT_BOOT_TIMEOUT_MS): Promise<number> {
-    const started = Date.now();
-    for (;;) {
-      try {
-        const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
-          timeoutMs: QMP_STATUS_TIMEOUT_MS,
-          subject: `vm/${name}`,
-        });
-        c.close();
-        return Date.now() - started;
-      } catch (e) {
-        if (Date.now() - started > timeoutMs) {
-          throw new TimeoutError(
-            `guest agent of VM ${name} did not answer within ${timeoutMs} ms: ${(e as Error).message}`,
-            `vm/${name}`,
-          );
-        }
-        if ((await this.livePid(name)) === undefined)
-          throw new InvalidStateError(
-            `guest agent requires running: VM ${name} is not running`,
-            `vm/${name}`,
-          );
-        await sleep(200);
-      }
-    }
+  waitForGuestAgent(name: string, timeoutMs = GUEST_AGENT_BOOT_TIMEOUT_MS): Promise<number> {
+    return this.guests.waitReady(name, timeoutMs);
   }
 
-  async guestExec(
+  guestExec(
     name: string,
     argv: string[],
     opts: { timeoutMs?: number; input?: string } = {},
   ): Promise<GuestExecResult> {
-    return this.withAgent(name, async (c) => {
-      const r = await c.exec(argv, {
-        timeoutMs: opts.timeoutMs ?? GUEST_EXEC_TIMEOUT_MS,
-        ...(opts.input === undefined ? {} : { input: opts.input }),
-      });
-      return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
-    });
+    return this.guests.exec(name, argv, opts);
   }
 
-  async guestInterfaces(name: string): Promise<GuestInterface[]> {
-    return this.withAgent(name, async (c) =>
-      (await c.interfaces()).map((i) => ({
-        name: i.name,
-        mac: i['hardware-address'] ?? '',
-        addresses: (i['ip-addresses'] ?? []).map((a) => `${a['ip-address']}/${a.prefix}`),
-      })),
-    );
+  guestInterfaces(name: string): Promise<GuestInterface[]> {
+    return this.guests.interfaces(name);
   }
 
   consolePath(name: string): string {
@@ -585,23 +554,6 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   // Internals.
-
-  // The guest agent's socket takes one client at a time: calls per VM run one after another.
-  private withAgent<T>(name: string, fn: (c: GuestAgentClient) => Promise<T>): Promise<T> {
-    return this.locked(`qga:${name}`, async () => {
-      if ((await this.livePid(name)) === undefined)
-        throw new InvalidStateError(`guest agent requires running: VM ${name} is not running`, `vm/${name}`);
-      const c = await GuestAgentClient.connect(this.paths(name).qgaSocket, {
-        timeoutMs: GUEST_AGENT_CONNECT_TIMEOUT_MS,
-        subject: `vm/${name}`,
-      });
-      try {
-        return await fn(c);
-      } finally {
-        c.close();
-      }
-    });
-  }
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(key, fn);
