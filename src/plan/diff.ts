@@ -2,7 +2,7 @@
 
 import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
-import { ovsVlanBridgeName } from '../spec/net.js';
+import { legacyOvsVlanBridgeName, ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
 import { adoptObservedBridges, canonicalNetworkNames, canonicalVmNames } from './device-names.js';
 import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
@@ -82,7 +82,8 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
     const obsTouches = (o: ObservedNetwork | undefined) =>
       o !== undefined &&
       ((seen?.uplink !== undefined && o.bridge === seen.uplink.addressDevice) ||
-        (uplinkDev !== undefined && o.bridge === ovsVlanBridgeName(uplinkDev)));
+        (uplinkDev !== undefined &&
+          (o.bridge === ovsVlanBridgeName(uplinkDev) || o.bridge === legacyOvsVlanBridgeName(uplinkDev))));
 
     const uplink = uplinks?.[host];
     if (uplink && desired[host]) {

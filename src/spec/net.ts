@@ -148,7 +148,18 @@ export function vxlanDeviceName(network: string): string {
   return `vlx-${sha256hex(network).slice(0, 8)}`;
 }
 
-/** OVS bridge shared by every vlan network on one trunk NIC: `vlo-` + 8 hex of sha256(NIC name). */
+/**
+ * OVS bridge shared by every vlan network on one trunk NIC: `vlo-<nic>` when that fits in 15 characters, else
+ * `vlo-` + 8 hex of sha256(NIC name); a NIC named like 8 hex digits gets the hash (see `bridgeName`).
+ */
 export function ovsVlanBridgeName(trunkNic: string): string {
-  return `vlo-${sha256hex(trunkNic).slice(0, 8)}`;
+  const readable = `vlo-${trunkNic}`;
+  return readable.length <= IFNAME_MAX && !/^[0-9a-f]{8}$/.test(trunkNic)
+    ? readable
+    : hashedName('vlo-', trunkNic);
+}
+
+/** The OVS vlan bridge name vmlink gave a trunk NIC before readable names (`vlo-` + hash): still adopted. */
+export function legacyOvsVlanBridgeName(trunkNic: string): string {
+  return hashedName('vlo-', trunkNic);
 }

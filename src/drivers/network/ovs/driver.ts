@@ -24,7 +24,7 @@ import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
 import { buildFlows, flowPorts, roleOf } from './flows.js';
-import { gatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
+import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
 import { type OvsNetworkState, OvsStateStore, vlansOn } from './state.js';
@@ -364,8 +364,10 @@ export class OvsNetworkDriver implements NetworkDriver {
       ctx?.signal?.throwIfAborted();
 
       const paths = dnsmasqPaths(this.states.networkDir(cfg.name));
+      // A gateway port made under its legacy name keeps serving (dnsmasq listens on it).
+      const gw = gatewayPortOf(ports, cfg.name);
       let readdressed = false;
-      if (cfg.subnet) readdressed = await this.ensureGateway(cfg, r);
+      if (cfg.subnet) readdressed = await this.ensureGateway(cfg, gw, r);
       else await this.removeGateway(cfg.name);
 
       r.add(async () => {
@@ -374,7 +376,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       });
       await this.states.write({ version: 1, driver: 'ovs', config: cfg, configHash });
       if (cfg.subnet) {
-        const dcfg: NetworkConfig = { ...cfg, bridge: gatewayPortName(cfg.name) };
+        const dcfg: NetworkConfig = { ...cfg, bridge: gw };
         const did = await this.dnsmasq.ensure(dcfg, paths, readdressed || restarted);
         if (did !== 'unchanged') {
           ctx?.progress?.(`network ${cfg.name}: dnsmasq ${did}`);
@@ -389,8 +391,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   }
 
   /** Gateway host: an internal port (tag=VLAN on a vlan bridge) with exactly the gateway address; true when re-addressed. */
-  private async ensureGateway(cfg: NetworkConfig, r: Reverter): Promise<boolean> {
-    const gw = gatewayPortName(cfg.name);
+  private async ensureGateway(cfg: NetworkConfig, gw: string, r: Reverter): Promise<boolean> {
     const s = cfg.subnet!;
     const existed = (await this.ovs.ports()).some((p) => p.name === gw && p.bridge === cfg.bridge);
     await this.ovs.vsctl([
@@ -418,7 +419,10 @@ export class OvsNetworkDriver implements NetworkDriver {
 
   private async removeGateway(network: string): Promise<void> {
     await this.dnsmasq.stop(dnsmasqPaths(this.states.networkDir(network)));
-    await this.ovs.vsctl(vsctlCmd.delPort(gatewayPortName(network)));
+    await this.ovs.vsctl([
+      ...vsctlCmd.delPort(gatewayPortName(network)),
+      ...vsctlCmd.delPort(legacyGatewayPortName(network)),
+    ]);
   }
 
   /** Takes a network's realisation down; `others` are the networks that stay. */

@@ -6,7 +6,7 @@ import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';
 import { activeLeases, type DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import type { OvsDaemons } from './daemon.js';
 import { buildFlows, countOurFlows, flowPorts, roleOf } from './flows.js';
-import { gatewayPortName, tunnelPortName, underlayBridgeName } from './names.js';
+import { gatewayPortOf, tunnelPortName, underlayBridgeOf } from './names.js';
 import type { OvsStateStore } from './state.js';
 
 /** What observing networks needs from the driver. */
@@ -81,7 +81,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
             : undefined,
         );
       if (dp === 'netdev') {
-        const ub = underlayBridgeName(x.underlay);
+        const ub = underlayBridgeOf(bridges, x.underlay);
         if (!bridges.some((b) => b.name === ub)) problems.push(`underlay bridge ${ub} missing`);
         else if (!addrs.some((a) => a.dev === ub && a.local === x.local))
           problems.push(`VTEP address ${x.local} missing on ${ub}`);
@@ -89,7 +89,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
     }
     let leases: ObservedLease[] | undefined;
     if (c.subnet) {
-      const gw = gatewayPortName(c.name);
+      const gw = gatewayPortOf(ports, c.name);
       portProblem(gw, 'gateway port', (p) =>
         c.mode === 'vlan' && p.tag !== c.vlan!.id
           ? `has tag ${p.tag ?? 'none'}, want ${c.vlan!.id}`

@@ -1,7 +1,7 @@
 // The underlay of vxlan networks on the userspace datapath: OVS carries VXLAN between namespaces only
 // when the underlay NIC is a port of an OVS bridge and the VTEP address sits on that bridge's internal
 // port (measured on Debian 12's OVS: with the address on the plain NIC, tunnelled packets are lost). So the
-// first vxlan network moves the NIC's IPv4 addresses and routes onto `vlu-<hash>` (same MAC as the NIC) and
+// first vxlan network moves the NIC's IPv4 addresses and routes onto `vlu-<nic>` (same MAC as the NIC) and
 // the last one gives them back.
 import type { Ip, IpCommand } from '../../../exec/ip.js';
 import { ipCmd, routeSpecOf } from '../../../exec/ip.js';
@@ -10,7 +10,7 @@ import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import type { Reverter } from '../../../shared/revert.js';
 import { moveCommands } from '../linux/move.js';
 import { movableRoutes } from '../linux/uplink.js';
-import { ROLE, underlayBridgeName } from './names.js';
+import { ROLE, underlayBridgeOf } from './names.js';
 import type { OvsStateStore, UnderlayState } from './state.js';
 
 /** What moving an underlay needs from the driver. */
@@ -22,7 +22,9 @@ export interface UnderlayHost {
 
 /** Makes the underlay NIC a port of its OVS bridge and moves its IPv4 addresses and routes there. */
 export async function ensureUnderlay(host: UnderlayHost, nic: string, r: Reverter): Promise<void> {
-  const bridge = underlayBridgeName(nic);
+  const bridges = await host.ovs.bridges();
+  // An underlay bridge made under its legacy name keeps carrying the VTEP address.
+  const bridge = underlayBridgeOf(bridges, nic);
   const link = await host.ip.link.get(nic);
   if (!link) throw new NotFoundError('underlay NIC', nic);
   if (link.master)
@@ -33,7 +35,7 @@ export async function ensureUnderlay(host: UnderlayHost, nic: string, r: Reverte
   const known = (await host.states.readUnderlays()).find((u) => u.nic === nic);
   const addrs = (await host.ip.addr.list({ dev: nic, family: 'inet' })).filter((a) => a.scope === 'global');
   const routes = addrs.length ? movableRoutes(await host.ip.route.list({ dev: nic })) : [];
-  const exists = (await host.ovs.bridges()).some((b) => b.name === bridge);
+  const exists = bridges.some((b) => b.name === bridge);
   await host.ovs.vsctl([
     ...vsctlCmd.addBr(bridge, {
       datapathType: 'netdev',
@@ -74,7 +76,7 @@ export async function ensureUnderlay(host: UnderlayHost, nic: string, r: Reverte
 
 /** Gives the underlay bridge's addresses and routes back to the NIC and deletes the bridge. */
 export async function releaseUnderlay(host: UnderlayHost, nic: string): Promise<void> {
-  const bridge = underlayBridgeName(nic);
+  const bridge = underlayBridgeOf(await host.ovs.bridges(), nic);
   const [br, ul] = await Promise.all([host.ip.link.get(bridge), host.ip.link.get(nic)]);
   if (br && ul) {
     const addrs = (await host.ip.addr.list({ dev: bridge, family: 'inet' })).filter(
