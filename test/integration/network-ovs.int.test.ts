@@ -11,7 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
 import { OvsDaemons } from '../../src/drivers/network/ovs/daemon.js';
 import { OvsNetworkDriver } from '../../src/drivers/network/ovs/driver.js';
-import { underlayBridgeName } from '../../src/drivers/network/ovs/names.js';
+import {
+  gatewayPortName,
+  legacyGatewayPortName,
+  NET,
+  ROLE,
+  underlayBridgeName,
+} from '../../src/drivers/network/ovs/names.js';
 import { Ip, ipCmd } from '../../src/exec/ip.js';
 import { Ovs, vsctlCmd } from '../../src/exec/ovs.js';
 import { SystemRunner } from '../../src/exec/runner.js';
@@ -366,6 +372,26 @@ describe('ovs network backend in a two-host lab', () => {
     expect((await again.listNetworks()).every((n) => n.problems.length === 0)).toBe(true);
   });
 
+  it('a gateway port made under its legacy (hashed) name keeps serving; no second port appears', async () => {
+    // As a vmlink from before readable names left it: the gateway port of it-v300 named vli-<hash>.
+    const ovs2 = new Ovs(runner, d2.daemons.paths, H2);
+    const old = legacyGatewayPortName('it-v300');
+    await ovs2.vsctl([
+      ...vsctlCmd.delPort(gatewayPortName('it-v300')),
+      ...vsctlCmd.addPort(TRUNK_BR, old, {
+        type: 'internal',
+        tag: 300,
+        vlanMode: 'access',
+        externalIds: { [ROLE]: 'gateway', [NET]: 'it-v300' },
+      }),
+    ]);
+    await d2.ensureNetwork(vlan('it-v300', 300, { subnet: v300gw }), 'it-v300');
+    const h2 = new Ip(runner, H2);
+    expect(await h2.link.get(gatewayPortName('it-v300'))).toBeUndefined();
+    expect((await h2.addr.list({ dev: old, family: 'inet' })).map((a) => a.local)).toEqual(['10.30.0.1']);
+    expect((await d2.listNetworks()).map((n) => [n.name, n.problems])).toContainEqual(['it-v300', []]);
+  });
+
   it('deleting the vxlan network gives the underlay address back; deleting everything stops OVS', async () => {
     await d1.deleteNetwork('it-ov1');
     const h1 = new Ip(runner, H1);
@@ -383,5 +409,6 @@ describe('ovs network backend in a two-host lab', () => {
     expect(await h1.link.get(TRUNK_BR)).toBeUndefined();
     for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
     expect(await pidsMentioning(dir2)).toEqual([]);
+    expect(await new Ip(runner, H2).link.get(legacyGatewayPortName('it-v300'))).toBeUndefined();
   });
 });
