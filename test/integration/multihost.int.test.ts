@@ -230,7 +230,7 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
     expect(ns).not.toContain(`vl-${LAB}-`);
     const procs = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
       .split('\n')
-      .filter((l) => l.includes(root) && /qemu|dnsmasq|ovs/.test(l));
+      .filter((l) => l.includes(root) && /qemu-system|dnsmasq|ovs-vswitchd|ovsdb-server/.test(l));
     expect(procs).toEqual([]);
   });
 });
