@@ -90,7 +90,13 @@ export class Agent {
     };
     for (const vm of vms) {
       const cfg = await hypervisor.config(vm.name);
-      if (cfg) vm.ports = cfg.nics.map((n) => ({ network: n.network, tap: n.tap, bridge: n.bridge }));
+      if (cfg)
+        vm.ports = cfg.nics.map((n) => ({
+          network: n.network,
+          tap: n.tap,
+          bridge: n.bridge,
+          ...(n.trunk ? { trunk: n.trunk.networks } : {}),
+        }));
       // The plan names changed fields and hot-plugs NICs from the config a VM runs with.
       if (cfg) vm.config = cfg;
       for (const nic of cfg?.nics ?? []) {

@@ -83,7 +83,7 @@ const report: Full<HostReport> = {
         ],
         state: 'running',
       },
-      ports: [{ network: 'lan', tap: 'vlt-web1-0', bridge: 'vlb-lan' }],
+      ports: [{ network: 'prod100', tap: 'vlt-web1-1', bridge: 'vlo-eth1', trunk: ['prod100', 'test200'] }],
     },
   ],
   uplink: {

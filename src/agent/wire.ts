@@ -283,7 +283,16 @@ export const HostReportSchema = z.object({
       configHash: z.string(),
       problems,
       config: VmConfigSchema.optional(),
-      ports: z.array(z.object({ network: z.string(), tap: z.string(), bridge: z.string() })).optional(),
+      ports: z
+        .array(
+          z.object({
+            network: z.string(),
+            tap: z.string(),
+            bridge: z.string(),
+            trunk: z.array(z.string()).optional(),
+          }),
+        )
+        .optional(),
     }),
   ),
   uplink: z

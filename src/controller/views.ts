@@ -194,7 +194,9 @@ export class Views {
           const observed = report.networks.find((n) => n.name === name);
           const flows = withFlows ? (await agent.flows(name)).flows : undefined;
           const ports = report.vms.flatMap((v) =>
-            (v.ports ?? []).filter((p) => p.network === name).map((p) => ({ vm: v.name, tap: p.tap })),
+            (v.ports ?? [])
+              .filter((p) => p.network === name || p.trunk?.includes(name))
+              .map((p) => ({ vm: v.name, tap: p.tap })),
           );
           return {
             host,

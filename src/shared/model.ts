@@ -158,6 +158,8 @@ export interface ObservedPort {
   network: string;
   tap: string;
   bridge: string;
+  /** A trunk NIC's networks (`network` is the first of them). */
+  trunk?: string[];
 }
 
 /** What a host can do, as its agent reports it. */

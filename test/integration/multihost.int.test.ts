@@ -202,6 +202,12 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('Flows on host1');
     expect(r.stdout).toMatch(/dl_vlan=100 actions=NORMAL/);
+    // A trunk NIC serves each of its networks: r3's tap is listed under test200 too, not only its first network.
+    const shown = await cliJson<{ hosts: Array<{ host: string; ports?: Array<{ vm: string }> }> }>(
+      ['network', 'show', 'test200'],
+      env,
+    );
+    expect(shown.hosts.find((h) => h.host === 'host3')?.ports?.map((p) => p.vm)).toContain('r3');
   });
 
   it('a host leaving the spec: its VMs and networks go, and the others drop it from their FDB', async () => {
