@@ -1,7 +1,13 @@
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
-import type { NetworkDriver, OpContext, PortConfig, UplinkManager } from '../drivers/network/types.js';
+import type {
+  ItemResult,
+  NetworkDriver,
+  OpContext,
+  PortConfig,
+  UplinkManager,
+} from '../drivers/network/types.js';
 import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
@@ -10,6 +16,7 @@ import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
+import { runBatch } from './batch.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from './wire.js';
 
@@ -124,6 +131,26 @@ export class Agent {
   /** Applies one action; idempotent where the action allows, `InvalidStateError` where state forbids it. */
   execute(action: AgentAction, ctx: OpContext = {}): Promise<void> {
     return this.serial(() => this.doExecute(action, ctx));
+  }
+
+  /**
+   * Applies a batch of actions in order, consecutive ones of a kind together (see batch.ts); one result per
+   * action attempted, stopping after the first failure. Commit-confirmed actions are refused by the wire schema.
+   */
+  executeBatch(actions: readonly AgentAction[], ctx: OpContext = {}): Promise<ItemResult[]> {
+    return this.serial(() =>
+      runBatch(
+        {
+          networks: this.deps.networks,
+          hypervisor: this.deps.hypervisor,
+          one: (a, c) => this.doExecute(a, c),
+          keepTaps: keepLegacyTaps,
+          port: portOf,
+        },
+        actions,
+        ctx,
+      ),
+    );
   }
 
   /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
@@ -279,10 +306,7 @@ export class Agent {
   }
 
   private ensurePort(nic: NicConfig, ctx: OpContext): Promise<void> {
-    const port: PortConfig = { tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu };
-    if (nic.vlan !== undefined) port.vlan = nic.vlan;
-    if (nic.trunk) port.trunks = nic.trunk.vlans;
-    return this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`).ensurePort(port, ctx);
+    return this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`).ensurePort(portOf(nic), ctx);
   }
 
   /** The OpenFlow rules of a network, from the backend that holds it. */
@@ -403,6 +427,14 @@ export function keepLegacyTaps(want: VmConfig, before: VmConfig | undefined): Vm
         : nic;
     }),
   };
+}
+
+/** The port a NIC plugs into. */
+function portOf(nic: NicConfig): PortConfig {
+  const port: PortConfig = { tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu };
+  if (nic.vlan !== undefined) port.vlan = nic.vlan;
+  if (nic.trunk) port.trunks = nic.trunk.vlans;
+  return port;
 }
 
 /** A NIC's backend; configs persisted before backends existed are linux. */

@@ -3,7 +3,7 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema } from '../shared/errors.js';
+import { ErrorBodySchema, toErrorBody } from '../shared/errors.js';
 import { requireBearerToken } from '../shared/http/auth.js';
 import { createHttpApp } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
@@ -12,6 +12,8 @@ import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
 import {
   AgentActionSchema,
+  AgentBatchResultSchema,
+  AgentBatchSchema,
   AgentDoctorSchema,
   AgentHealthSchema,
   ConfirmStateSchema,
@@ -73,6 +75,15 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
       await agent.execute(req.body);
       return { ok: true as const };
     },
+  );
+  app.post(
+    '/v1/actions/batch',
+    { schema: { body: AgentBatchSchema, response: answers(AgentBatchResultSchema) } },
+    async (req) => ({
+      results: (await agent.executeBatch(req.body.actions)).map((r) =>
+        r.ok ? { ok: true as const } : { ok: false as const, error: toErrorBody(r.error).error },
+      ),
+    }),
   );
   app.post(
     '/v1/confirm/:id',

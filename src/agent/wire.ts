@@ -1,6 +1,8 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
+import { ErrorBodySchema } from '../shared/errors.js';
 import {
+  AGENT_BATCH_MAX_ACTIONS,
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
   LINK_MTU_MAX,
@@ -176,6 +178,37 @@ export const AgentActionSchema = z.discriminatedUnion('kind', [
 ]);
 /** One change an agent applies. */
 export type AgentAction = z.infer<typeof AgentActionSchema>;
+
+/**
+ * A phase's steps for one host, applied in order in one request (`POST /v1/actions/batch`). Commit-confirmed
+ * actions are not batched: each needs its own confirmation round trip.
+ */
+export const AgentBatchSchema = z
+  .object({ actions: z.array(AgentActionSchema).min(1).max(AGENT_BATCH_MAX_ACTIONS) })
+  .strict()
+  .refine((b) => b.actions.every((a) => !('confirm' in a) || a.confirm === undefined), {
+    message: 'commit-confirmed actions cannot be batched; send each to POST /v1/actions',
+    path: ['actions'],
+  });
+/** A batch of actions. */
+export type AgentBatch = z.infer<typeof AgentBatchSchema>;
+
+/** What became of one action of a batch. */
+export const ActionResultSchema = z.union([
+  z.object({ ok: z.literal(true) }).strict(),
+  z.object({ ok: z.literal(false), error: ErrorBodySchema.shape.error }).strict(),
+]);
+/** What became of one action of a batch. */
+export type ActionResult = z.infer<typeof ActionResultSchema>;
+
+/**
+ * The outcome of a batch, one entry per action the agent attempted, in order. The agent stops after the first
+ * failing action (a group it ran concurrently, such as VM starts, may report several); actions past the end of
+ * `results` were not attempted.
+ */
+export const AgentBatchResultSchema = z.object({ results: z.array(ActionResultSchema) }).strict();
+/** The outcome of a batch. */
+export type AgentBatchResult = z.infer<typeof AgentBatchResultSchema>;
 
 /** Where a probe starts: the host itself or one of its VMs (through the guest agent). */
 export const ProbeSourceSchema = z.discriminatedUnion('kind', [

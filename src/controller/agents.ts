@@ -2,6 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
   type AgentAction,
+  type AgentBatchResult,
+  AgentBatchResultSchema,
   AgentDoctorSchema,
   AgentHealthSchema,
   type ConfirmState,
@@ -23,6 +25,7 @@ import { InvalidSpecError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import {
   AGENT_ACTION_TIMEOUT_MS,
+  AGENT_BATCH_PER_ACTION_MS,
   AGENT_QUERY_TIMEOUT_MS,
   AGENT_QUICK_TIMEOUT_MS,
   GUEST_EXEC_ANSWER_MARGIN_MS,
@@ -92,6 +95,16 @@ export class AgentClient {
   /** Applies one action on the host. */
   async act(action: AgentAction, timeoutMs = AGENT_ACTION_TIMEOUT_MS): Promise<void> {
     await this.http.post('/v1/actions', action, OkSchema, timeoutMs);
+  }
+
+  /**
+   * Applies actions in order in one request; one result per action the agent attempted (it stops after the first
+   * failure). Commit-confirmed actions go one at a time through `act`.
+   */
+  async actBatch(actions: AgentAction[]): Promise<AgentBatchResult['results']> {
+    const timeoutMs = AGENT_ACTION_TIMEOUT_MS + actions.length * AGENT_BATCH_PER_ACTION_MS;
+    return (await this.http.post('/v1/actions/batch', { actions }, AgentBatchResultSchema, timeoutMs))
+      .results;
   }
 
   /** Keeps a commit-confirmed change (404 when unknown, 409 when it was rolled back). */

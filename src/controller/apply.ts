@@ -1,12 +1,13 @@
 // Plan, apply, destroy. A plan runs phase by phase, each host's steps in order, hosts in parallel; risky steps
 // are commit-confirmed.
-import type { AgentAction } from '../agent/wire.js';
+import type { ActionResult, AgentAction } from '../agent/wire.js';
 import { formatLoss } from '../plan/destroy.js';
 import { stepPhase } from '../plan/diff.js';
 import { formatStep } from '../plan/format.js';
 import { type DesiredState, resolveSpec } from '../plan/resolve.js';
 import type { Plan, RiskyMark, Step } from '../plan/steps.js';
-import { InvalidRequestError, VmlinkError } from '../shared/errors.js';
+import { fromErrorBody, InvalidRequestError, VmlinkError } from '../shared/errors.js';
+import { AGENT_BATCH_MAX_ACTIONS } from '../shared/limits.js';
 import type { Spec } from '../spec/schema.js';
 import {
   actConfirmed,
@@ -41,8 +42,9 @@ export interface ExecuteContext {
 }
 
 /**
- * Runs the plan: phase by phase (see `stepPhase`), each host's steps of a phase in order, different hosts at the
- * same time. After a failure no host starts another step; the error names the step that failed. Returns the number
+ * Runs the plan: phase by phase (see `stepPhase`), different hosts at the same time. A host's steps of a phase go
+ * to its agent in one request (commit-confirmed steps each alone, in their place), and only hosts with steps are
+ * asked. After a failure no host starts another request; the error names the step that failed. Returns the number
  * of steps applied.
  */
 export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number> {
@@ -50,15 +52,16 @@ export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number
   const indexed = plan.steps.map((step, i) => ({ step, n: i + 1 }));
   let done = 0;
   let failure: unknown;
+  const count = () => done++;
   for (let i = 0; i < indexed.length; ) {
     const phase = stepPhase(indexed[i]!.step);
     let j = i;
     while (j < indexed.length && stepPhase(indexed[j]!.step) === phase) j++;
-    const byHost = new Map<string, typeof indexed>();
+    const byHost = new Map<string, NumberedStep[]>();
     for (const s of indexed.slice(i, j)) byHost.set(s.step.host, [...(byHost.get(s.step.host) ?? []), s]);
     await Promise.all(
       [...byHost.values()].map(async (steps) => {
-        for (const { step, n } of steps) {
+        for (const chunk of chunks(steps)) {
           if (failure !== undefined) return;
           if (x.task.signal.aborted) {
             failure ??= new VmlinkError(
@@ -68,8 +71,10 @@ export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number
             return;
           }
           try {
-            await runStep(step, n, total, x);
-            done++;
+            if (chunk.length === 1) {
+              await runStep(chunk[0]!.step, chunk[0]!.n, total, x);
+              count();
+            } else await runSteps(chunk, total, x, count);
           } catch (e) {
             failure ??= e;
             return;
@@ -83,11 +88,77 @@ export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number
   return done;
 }
 
-async function runStep(step: Step, n: number, total: number, x: ExecuteContext): Promise<void> {
-  x.task.progress(`[${n}/${total}] ${formatStep(step)}`);
+/** A plan step with its number in the plan. */
+interface NumberedStep {
+  step: Step;
+  n: number;
+}
+
+/** A host's steps of one phase as requests: runs of plain steps together, each commit-confirmed step alone. */
+function chunks(steps: readonly NumberedStep[]): NumberedStep[][] {
+  const out: NumberedStep[][] = [];
+  let run: NumberedStep[] = [];
+  for (const s of steps) {
+    if ((s.step as RiskyMark).risky) {
+      if (run.length) out.push(run);
+      out.push([s]);
+      run = [];
+    } else if (run.length === AGENT_BATCH_MAX_ACTIONS) {
+      out.push(run);
+      run = [s];
+    } else run.push(s);
+  }
+  if (run.length) out.push(run);
+  return out;
+}
+
+/** The agent (as the spec that knows the host places it) that carries out a step. */
+function agentFor(step: Step, x: ExecuteContext) {
   // A host the new spec dropped is reached where the old spec put it (removed-host steps).
   const where = x.spec.hosts.some((h) => h.name === step.host) ? x.spec : (x.previous ?? x.spec);
-  const agent = x.agents(where, step.host);
+  return x.agents(where, step.host);
+}
+
+/** Plain steps of one host in one request; each applied step is reported, the first failure thrown. */
+async function runSteps(
+  steps: readonly NumberedStep[],
+  total: number,
+  x: ExecuteContext,
+  count: () => void,
+): Promise<void> {
+  const host = steps[0]!.step.host;
+  x.task.progress(`${host}: applying ${steps.length} steps (${steps[0]!.n}-${steps.at(-1)!.n} of ${total})`);
+  let results: ActionResult[];
+  try {
+    results = await agentFor(steps[0]!.step, x).actBatch(steps.map((s) => toAction(s.step)));
+  } catch (e) {
+    // The request itself failed: which of its steps ran is unknown until the next plan looks.
+    throw await stepFailed(steps[0]!, total, e, x, `steps ${steps[0]!.n}-${steps.at(-1)!.n}`);
+  }
+  let failed: { s: NumberedStep; error: VmlinkError } | undefined;
+  for (const [i, r] of results.entries()) {
+    const s = steps[i]!;
+    if (r.ok) {
+      x.task.progress(`[${s.n}/${total}] ${formatStep(s.step)}`);
+      count();
+    } else failed ??= { s, error: fromErrorBody({ error: r.error }) };
+  }
+  if (failed) throw await stepFailed(failed.s, total, failed.error, x);
+  if (results.length !== steps.length)
+    throw await stepFailed(
+      steps[results.length]!,
+      total,
+      new VmlinkError(
+        'bad-response',
+        `the agent of ${host} answered ${results.length} of ${steps.length} steps`,
+      ),
+      x,
+    );
+}
+
+async function runStep(step: Step, n: number, total: number, x: ExecuteContext): Promise<void> {
+  x.task.progress(`[${n}/${total}] ${formatStep(step)}`);
+  const agent = agentFor(step, x);
   const mark = step as RiskyMark;
   try {
     if (mark.risky)
@@ -101,19 +172,30 @@ async function runStep(step: Step, n: number, total: number, x: ExecuteContext):
       );
     else await agent.act(toAction(step));
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
-    await x.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
-    if (e instanceof RolledBackError)
-      throw new RolledBackError(
-        `step ${n}/${total} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
-        `host/${step.host}`,
-      );
-    throw new VmlinkError(
-      e instanceof VmlinkError ? e.kind : 'internal',
-      `step ${n}/${total} failed (${formatStep(step)} on ${step.host}): ${msg}\nNo step started after it; fix the cause and apply again to converge.`,
-      { cause: e },
-    );
+    throw await stepFailed({ step, n }, total, e, x);
   }
+}
+
+/** Records a failed step and the error to raise for it: what failed, where, and that nothing after it started. */
+async function stepFailed(
+  { step, n }: NumberedStep,
+  total: number,
+  e: unknown,
+  x: ExecuteContext,
+  which = `step ${n}/${total}`,
+): Promise<Error> {
+  const msg = e instanceof Error ? e.message : String(e);
+  await x.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
+  if (e instanceof RolledBackError)
+    return new RolledBackError(
+      `${which} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
+      `host/${step.host}`,
+    );
+  return new VmlinkError(
+    e instanceof VmlinkError ? e.kind : 'internal',
+    `${which} failed (${formatStep(step)} on ${step.host}): ${msg}\nNo step started after it; fix the cause and apply again to converge.`,
+    { cause: e },
+  );
 }
 
 /** The agent action that carries out a plan step (without commit-confirm; see `actConfirmed`). */

@@ -97,6 +97,38 @@ describe('controller with fake agents', () => {
     expect(r.applied).toBe(2);
   });
 
+  it('sends each host its steps of a phase in one request, and reports each step of a batch that failed midway', async () => {
+    const net2 = '  - { name: net2, host: h2, mode: nat, cidr: 10.20.0.0/24 }\n';
+    const vms = ['a1', 'a2', 'a3']
+      .map((n) => `  - { name: ${n}, host: h1, nics: [{ network: natnet }] }\n`)
+      .concat(['  - { name: b1, host: h2, nics: [{ network: net2 }] }\n'])
+      .join('');
+    fleet.host('h1').failOn = (a) => (a.kind === 'vm.create' && a.vm.name === 'a2' ? 'tap busy' : undefined);
+    const t = task();
+    const err = await controller
+      .apply(spec({ hosts: ['h1', 'h2'], vms, networks: net2 }), 'site.yaml', t)
+      .catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/^step \d+\/\d+ failed \(\+ vm a2 on h1 .*\): tap busy/);
+    // One request for h1's VM creations (a1 done, a2 failed, a3 never tried), none of the start phase.
+    expect(fleet.host('h1').batches).toEqual([3]);
+    expect(fleet.sent().filter((x) => x.startsWith('h1: vm.'))).toEqual([
+      'h1: vm.create a1',
+      'h1: vm.create a2',
+    ]);
+    expect(fleet.sent()).not.toContain('h1: vm.start a1');
+    expect(t.lines.filter((l) => /^\[\d+\/\d+\] \+ vm a1/.test(l))).toHaveLength(1);
+    expect(t.lines.some((l) => /\+ vm a3/.test(l) && /^\[/.test(l))).toBe(false);
+    fleet.host('h1').failOn = undefined;
+    fleet.clearSent();
+    const r = await controller.apply(spec({ hosts: ['h1', 'h2'], vms, networks: net2 }), 'site.yaml', task());
+    expect(fleet.sent().filter((x) => x.startsWith('h1: vm.start'))).toEqual([
+      'h1: vm.start a1',
+      'h1: vm.start a2',
+      'h1: vm.start a3',
+    ]);
+    expect(r.applied).toBeGreaterThan(3);
+  });
+
   it('still drops the hosts a failed apply was dropping on the next apply', async () => {
     const both = spec({
       hosts: ['h1', 'h2'],

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
 import { InvalidSpecError } from '../shared/errors.js';
 import type { HostReport } from '../shared/model.js';
+import { formatVersionHeader, localVersion, VERSION_HEADER } from '../shared/version.js';
 import { Controller } from './controller.js';
 import { SqliteStore } from './store/sqlite.js';
 
@@ -44,7 +45,11 @@ beforeAll(async () => {
     const server = createServer((req, res) => {
       const body =
         req.url === '/v1/report' ? report(host) : { error: { kind: 'not_found', message: req.url } };
-      res.writeHead(req.url === '/v1/report' ? 200 : 404, { 'content-type': 'application/json' });
+      res.writeHead(req.url === '/v1/report' ? 200 : 404, {
+        'content-type': 'application/json',
+        // It speaks this build's wire, as a real agent of the same release does.
+        [VERSION_HEADER.wire]: formatVersionHeader(localVersion('wire')),
+      });
       res.end(JSON.stringify(body));
     });
     await new Promise<void>((resolve) => server.listen(join(dir, `${host}.sock`), resolve));

@@ -9,7 +9,16 @@ import { type AgentClient, agentFor } from './agents.js';
 /** What the controller asks of one host's agent (an `AgentClient`, or a fake in tests). */
 export type AgentPort = Pick<
   AgentClient,
-  'health' | 'report' | 'act' | 'confirm' | 'confirmState' | 'exec' | 'interfaces' | 'console' | 'flows'
+  | 'health'
+  | 'report'
+  | 'act'
+  | 'actBatch'
+  | 'confirm'
+  | 'confirmState'
+  | 'exec'
+  | 'interfaces'
+  | 'console'
+  | 'flows'
 >;
 
 /** Makes the client of `host`'s agent as `spec` places it. */

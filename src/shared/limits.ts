@@ -102,6 +102,14 @@ export const AGENT_QUICK_TIMEOUT_MS = 5_000;
 export const AGENT_QUERY_TIMEOUT_MS = 60_000;
 /** One action (network, VM, uplink change) the controller asks an agent to carry out. */
 export const AGENT_ACTION_TIMEOUT_MS = 300_000;
+/** Actions in one batch request to an agent (a phase's steps for one host). */
+export const AGENT_BATCH_MAX_ACTIONS = 2_000;
+/** Extra time the controller waits for a batch of actions, per action in it, past `AGENT_ACTION_TIMEOUT_MS`. */
+export const AGENT_BATCH_PER_ACTION_MS = 30_000;
+/** VMs an agent starts at once when a batch starts several (QEMU start-up is CPU-bound). */
+export const VM_START_CONCURRENCY = 3;
+/** dnsmasq instances an agent starts at once when a batch creates several networks. */
+export const DNSMASQ_START_CONCURRENCY = 8;
 /** A guest's interfaces, asked through its agent. */
 export const GUEST_INTERFACES_TIMEOUT_MS = 30_000;
 /** Extra time an agent gives a probe command on the host past the probe's own timeout. */

@@ -33,3 +33,28 @@ export class KeyedQueue {
     return this.tails.size;
   }
 }
+
+/**
+ * Calls `fn` on every item with at most `n` calls running at once; resolves with every outcome in item order
+ * (settled: one failure does not stop the others, so the caller sees what each did).
+ */
+export async function settleLimited<T, R>(
+  items: readonly T[],
+  n: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const out: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        out[i] = { status: 'fulfilled', value: await fn(items[i]!, i) };
+      } catch (reason) {
+        out[i] = { status: 'rejected', reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, n), items.length) }, worker));
+  return out;
+}

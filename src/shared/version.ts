@@ -21,7 +21,8 @@ export interface ProtocolRange {
 
 /** What this build speaks of each protocol. */
 export const PROTOCOLS: Readonly<Record<Protocol, ProtocolRange>> = {
-  wire: { version: 1, min: 1 },
+  // wire 2: batches of actions (`POST /v1/actions/batch`), which this controller sends every apply.
+  wire: { version: 2, min: 2 },
   api: { version: 1, min: 1 },
 };
 

@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfirmManager } from '../../src/agent/confirm.js';
-import type { AgentAction, ConfirmState, GuestInterface } from '../../src/agent/wire.js';
+import type { ActionResult, AgentAction, ConfirmState, GuestInterface } from '../../src/agent/wire.js';
 import type { AgentFactory, AgentPort } from '../../src/controller/hosts.js';
-import { NotFoundError, UnavailableError, VmlinkError } from '../../src/shared/errors.js';
+import { NotFoundError, toErrorBody, UnavailableError, VmlinkError } from '../../src/shared/errors.js';
 import type { HostReport, ObservedLease, ObservedNetwork, ObservedVm } from '../../src/shared/model.js';
 
 type Snapshot = { networks: Map<string, ObservedNetwork>; uplink: HostReport['uplink'] };
@@ -18,6 +18,8 @@ export class FakeHost {
   uplink: HostReport['uplink'];
   /** Every action received, in order (commit-confirm ids stripped). */
   readonly actions: AgentAction[] = [];
+  /** Sizes of the batch requests this agent answered. */
+  readonly batches: number[] = [];
   /** The agent does not answer at all. */
   down = false;
   /** Makes an action fail (the agent's own revert leaves nothing behind, so state is unchanged). */
@@ -74,6 +76,23 @@ export class FakeHost {
         await this.act(action);
         // The answer of a change that cut the path never arrives.
         reachable();
+      },
+      // As the real agent: in order, stopping after the first failure, whose error travels as an error body.
+      actBatch: async (actions) => {
+        reachable();
+        const results: ActionResult[] = [];
+        for (const a of actions) {
+          try {
+            await this.act(a);
+            results.push({ ok: true });
+          } catch (e) {
+            results.push({ ok: false, error: toErrorBody(e).error });
+            break;
+          }
+        }
+        this.batches.push(actions.length);
+        reachable();
+        return results;
       },
       confirm: async (id): Promise<ConfirmState> => {
         reachable();

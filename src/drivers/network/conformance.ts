@@ -378,6 +378,99 @@ export function networkConformance(
       }
     });
 
+    // The bulk forms are optional (the agent falls back to one call per object); where a backend has them they
+    // must do what the calls one by one would.
+    it('bulk: creates networks and ports together, stops at the first failing network, deletes together', async () => {
+      if (!d.ensureNetworks || !d.deleteNetworks || !d.ensurePorts || !d.deletePorts) return;
+      const sub = (i: number) => ({
+        cidr: `10.24${i}.0.0/24`,
+        gateway: `10.24${i}.0.1`,
+        prefixLength: 24,
+        dhcpStart: `10.24${i}.0.100`,
+        dhcpEnd: `10.24${i}.0.150`,
+        reservations: [],
+      });
+      const many: NetworkConfig[] = [
+        { ...iso, name: 'conf-b0', bridge: 'vlb-c0nfb000', subnet: sub(0) },
+        { ...nat, name: 'conf-b1', bridge: 'vlb-c0nfb001', subnet: sub(1), forwards: [] },
+        { ...iso, name: 'conf-b2', bridge: 'vlb-c0nfb002', mtu: 1400, subnet: sub(2) },
+      ];
+      if (await supports('vxlan')) {
+        await ip.batch([
+          ipCmd.linkAdd({ name: 'vxb0', kind: 'veth', peer: 'vxb1' }),
+          ipCmd.linkSet('vxb0', { up: true }),
+          ipCmd.addrAdd('vxb0', '192.0.2.11/24'),
+        ]);
+        const overlay = { ...vx.vxlan!, local: '192.0.2.11', underlay: 'vxb0' };
+        many.push(
+          {
+            ...vx,
+            name: 'conf-b3',
+            bridge: 'vlb-c0nfb003',
+            vxlan: { ...overlay, vni: 5003, device: 'vlx-c0nfb003' },
+          },
+          {
+            ...vxGw,
+            name: 'conf-b4',
+            bridge: 'vlb-c0nfb004',
+            vxlan: { ...overlay, vni: 5004, device: 'vlx-c0nfb004' },
+            subnet: sub(4),
+          },
+        );
+      }
+      const items = many.map((cfg) => ({ cfg, configHash: `h-${cfg.name}` }));
+      try {
+        expect(await d.ensureNetworks(items)).toEqual(many.map(() => ({ ok: true })));
+        for (const cfg of many) {
+          const o = await observed(cfg.name);
+          expect(o?.problems, cfg.name).toEqual([]);
+          expect(o?.configHash).toBe(`h-${cfg.name}`);
+        }
+        expect((await ip.link.get('vlb-c0nfb002'))?.mtu).toBe(1400);
+        const b0 = await ip.link.get('vlb-c0nfb000');
+        // Again: nothing to do, nothing re-created.
+        expect(await d.ensureNetworks(items)).toEqual(many.map(() => ({ ok: true })));
+        expect((await ip.link.get('vlb-c0nfb000'))?.index).toBe(b0?.index);
+
+        // A network whose host port another network forwards already: the ones before it stay, it and those after do not.
+        const clash: NetworkConfig = { ...nat, name: 'conf-b6', bridge: 'vlb-c0nfb006', subnet: sub(6) };
+        const after: NetworkConfig = { ...iso, name: 'conf-b7', bridge: 'vlb-c0nfb007', subnet: sub(7) };
+        const before: NetworkConfig = { ...iso, name: 'conf-b5', bridge: 'vlb-c0nfb005', subnet: sub(5) };
+        const r = await d.ensureNetworks([before, clash, after].map((cfg) => ({ cfg, configHash: 'h' })));
+        expect(r.map((x) => x.ok)).toEqual([true, false]);
+        expect(String((r[1] as { error: Error }).error.message)).toMatch(/18080/);
+        expect((await observed(before.name))?.problems).toEqual([]);
+        expect(await observed(clash.name)).toBeUndefined();
+        expect(await observed(after.name)).toBeUndefined();
+        expect(await ip.link.get(clash.bridge)).toBeUndefined();
+        expect(await ip.link.get(after.bridge)).toBeUndefined();
+        many.push(before);
+
+        // Ports: all or nothing.
+        const ports = [0, 1, 2].map((i) => ({
+          tap: `vlt-c0nfb00${i}`,
+          bridge: many[i]!.bridge,
+          mtu: many[i]!.mtu,
+        }));
+        await expect(
+          d.ensurePorts([...ports, { tap: 'vlt-c0nfb0ff', bridge: 'vlb-missing0', mtu: 1500 }]),
+        ).rejects.toThrow(/vlb-missing0/);
+        for (const p of ports) expect(await ip.link.get(p.tap)).toBeUndefined();
+        await d.ensurePorts(ports);
+        await d.ensurePorts(ports);
+        for (const p of ports) expect(await d.portAttached(p.tap, p.bridge)).toBe(true);
+        expect((await ip.link.get('vlt-c0nfb002'))?.mtu).toBe(1400);
+        await d.deletePorts([...ports.map((p) => p.tap), 'vlt-c0nfbabs']);
+        for (const p of ports) expect(await ip.link.get(p.tap)).toBeUndefined();
+      } finally {
+        const gone = await d.deleteNetworks(many.map((c) => c.name));
+        expect(gone).toEqual(many.map(() => ({ ok: true })));
+        await ip.exec(ipCmd.linkDel('vxb0'), { allowFailure: true });
+      }
+      expect((await d.listNetworks()).map((n) => n.name)).toEqual([iso.name, nat.name]);
+      for (const cfg of many) expect(await ip.link.get(cfg.bridge)).toBeUndefined();
+    });
+
     it('deletes networks; deleting a missing one is fine; nothing is left', async () => {
       await d.deleteNetwork(nat.name);
       await d.deleteNetwork(nat.name);

@@ -16,6 +16,15 @@ export interface AppliedNetworkConfig {
   configHash: string;
 }
 
+/** What became of one item of a bulk driver call; a bulk call that stops early returns fewer results than items. */
+export type ItemResult = { ok: true } | { ok: false; error: unknown };
+
+/** One network of a bulk `ensureNetworks` call. */
+export interface NetworkItem {
+  cfg: NetworkConfig;
+  configHash: string;
+}
+
 /** A VM port: a persistent tap the hypervisor attaches to. */
 export interface PortConfig {
   tap: string;
@@ -32,8 +41,15 @@ export interface NetworkDriver {
   // Networks.
   /** Creates the network, or brings an existing one in line with `cfg`; idempotent. `configHash` is reported back by `listNetworks`. */
   ensureNetwork(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  /**
+   * Optional bulk form of `ensureNetwork` for a batch of one host's steps: the same outcome as calling it on each
+   * item in order, stopping at the first failure (items before it stay applied, the failed one is undone).
+   */
+  ensureNetworks?(items: readonly NetworkItem[], ctx?: OpContext): Promise<ItemResult[]>;
   /** Removes the network and everything it started; a missing network is not an error. */
   deleteNetwork(name: string, ctx?: OpContext): Promise<void>;
+  /** Optional bulk form of `deleteNetwork`, in order, stopping at the first failure. */
+  deleteNetworks?(names: readonly string[], ctx?: OpContext): Promise<ItemResult[]>;
   /** Networks this driver realised on the host, with their problems. */
   listNetworks(): Promise<ObservedNetwork[]>;
   /** Moves state an older vmlink left into this backend's current layout; idempotent (the agent calls it at start). */
@@ -44,8 +60,12 @@ export interface NetworkDriver {
   // Ports.
   /** Creates (or re-attaches) a VM port on its network's bridge; idempotent. */
   ensurePort(port: PortConfig, ctx?: OpContext): Promise<void>;
+  /** Optional bulk form of `ensurePort`: all or nothing (on failure it leaves nothing it made, and throws). */
+  ensurePorts?(ports: readonly PortConfig[], ctx?: OpContext): Promise<void>;
   /** Removes a VM port; a missing port is not an error. */
   deletePort(tap: string, ctx?: OpContext): Promise<void>;
+  /** Optional bulk form of `deletePort`: checks every tap first, then removes them together; throws on failure. */
+  deletePorts?(taps: readonly string[], ctx?: OpContext): Promise<void>;
   /** Whether the port exists and is attached to `bridge`. */
   portAttached(tap: string, bridge: string): Promise<boolean>;
   /** OpenFlow rules the backend installed for a network (ovs); absent for backends without flows. */

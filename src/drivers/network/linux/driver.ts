@@ -31,7 +31,25 @@ import type {
 import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
-import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig, UplinkManager } from '../types.js';
+import type {
+  AppliedNetworkConfig,
+  ItemResult,
+  NetworkDriver,
+  NetworkItem,
+  OpContext,
+  PortConfig,
+  UplinkManager,
+} from '../types.js';
+import {
+  type BatchHost,
+  createNetworks,
+  deleteTaps,
+  ensurePlainPorts,
+  type NewNetwork,
+  newNetwork,
+  observeHost,
+  plainPort,
+} from './batch.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
@@ -65,7 +83,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly dnsmasq: DnsmasqManager;
   private readonly states: LinuxNetworkStateStore;
   // What the port and observe helpers use of this driver.
-  private readonly host: PortHost & ObserveHost;
+  private readonly host: PortHost & ObserveHost & BatchHost;
   // Whether this process knows the host table is absent (it deleted it, or found none needed).
   private tableAbsent = false;
   private caps: Promise<HostCapabilities['network']> | undefined;
@@ -122,26 +140,99 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     await this.serial(() => this.doEnsure(cfg, configHash, ctx));
   }
 
+  /**
+   * `ensureNetwork` for many networks at once: new nat, isolated and vxlan networks are built together (see
+   * batch.ts) with one nftables load; every other item, and every item of a batch that failed, goes one by one.
+   * Stops at the first failing item.
+   */
+  async ensureNetworks(items: readonly NetworkItem[], ctx?: OpContext): Promise<ItemResult[]> {
+    const results: ItemResult[] = [];
+    // Invalid items end the batch where they stand; the ones before them are still applied.
+    let valid = items.length;
+    let invalid: unknown;
+    for (const [i, { cfg }] of items.entries()) {
+      try {
+        validateNetworkConfig(cfg);
+        if (cfg.mode === 'vlan' || cfg.mode === 'vxlan') requireMode(cfg, await this.capabilities());
+      } catch (e) {
+        valid = i;
+        invalid = e;
+        break;
+      }
+    }
+    await this.serial(async () => {
+      const one = async (item: NetworkItem): Promise<boolean> => {
+        try {
+          await this.doEnsure(item.cfg, item.configHash, ctx);
+          results.push({ ok: true });
+          return true;
+        } catch (error) {
+          results.push({ ok: false, error });
+          return false;
+        }
+      };
+      let i = 0;
+      while (i < valid) {
+        const snap = await observeHost(this.host);
+        const taken = new Set<string>();
+        const run: NewNetwork[] = [];
+        while (i < valid) {
+          const n = newNetwork(items[i]!, snap, taken);
+          if (!n) break;
+          run.push(n);
+          i++;
+        }
+        if (run.length === 0) {
+          if (!(await one(items[i++]!))) return;
+          continue;
+        }
+        try {
+          await createNetworks(this.host, run, () => this.applyRuleset(), ctx);
+          for (const _ of run) results.push({ ok: true });
+        } catch (e) {
+          // Taken back whole: redo it one by one, which names the network at fault and keeps those before it.
+          log.warn(
+            { networks: run.length, err: (e as Error).message },
+            'network batch failed; applying one by one',
+          );
+          await this.applyRuleset().catch(() => undefined);
+          for (const item of run) if (!(await one(item))) return;
+        }
+      }
+    });
+    if (invalid !== undefined && results.length === valid) results.push({ ok: false, error: invalid });
+    return results;
+  }
+
   /** Removes the network (bridge mode: gives the uplink its addresses and routes back); missing is fine. */
   async deleteNetwork(name: string, ctx?: OpContext): Promise<void> {
     assertNetworkName(name);
     await this.serial(async () => {
-      ctx?.signal?.throwIfAborted();
-      const state = await this.states.read(name);
-      if (state) {
-        ctx?.progress?.(`removing network ${name}`);
-        await this.teardown(state);
-      } else {
-        // No state: still remove devices this driver labelled for the network (members first).
-        const labels = [VXLAN_ALIAS_PREFIX + name, VLAN_ALIAS_PREFIX + name, ALIAS_PREFIX + name];
-        const links = await this.ip.link.list();
-        for (const label of labels) {
-          for (const l of links.filter((x) => x.alias === label)) await this.ip.link.del(l.name);
-        }
-      }
-      await this.states.remove(name);
+      await this.removeNetwork(name, ctx);
       await this.applyRuleset();
     });
+  }
+
+  /** `deleteNetwork` for many networks, with one nftables load at the end; stops at the first failure. */
+  async deleteNetworks(names: readonly string[], ctx?: OpContext): Promise<ItemResult[]> {
+    const results: ItemResult[] = [];
+    await this.serial(async () => {
+      try {
+        for (const name of names) {
+          try {
+            assertNetworkName(name);
+            await this.removeNetwork(name, ctx);
+            results.push({ ok: true });
+          } catch (error) {
+            results.push({ ok: false, error });
+            return;
+          }
+        }
+      } finally {
+        await this.applyRuleset();
+      }
+    });
+    return results;
   }
 
   /** The config network `name` was last built from here, from this backend's own state file. */
@@ -165,6 +256,17 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   /** Creates or re-attaches the VM's tap on its bridge (VLAN ports: see `ensurePort` in ports.ts). */
   ensurePort(port: PortConfig, ctx?: OpContext): Promise<void> {
     return ensurePort(this.host, port, ctx);
+  }
+
+  /** Plain ports in one batch, VLAN ports one by one (see `ensurePlainPorts`). */
+  async ensurePorts(ports: readonly PortConfig[], ctx?: OpContext): Promise<void> {
+    await ensurePlainPorts(this.ip, ports.filter(plainPort), ctx);
+    for (const p of ports.filter((p) => !plainPort(p))) await ensurePort(this.host, p, ctx);
+  }
+
+  /** Deletes taps together (see `deleteTaps`). */
+  deletePorts(taps: readonly string[], ctx?: OpContext): Promise<void> {
+    return deleteTaps(this.ip, taps, ctx);
   }
 
   /** Deletes the tap; a missing one is not an error, a non-tap device of that name is a conflict. */
@@ -211,6 +313,24 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   }
 
   // Internals.
+
+  /** Takes network `name` down and forgets it; the caller reloads the nftables table. */
+  private async removeNetwork(name: string, ctx?: OpContext): Promise<void> {
+    ctx?.signal?.throwIfAborted();
+    const state = await this.states.read(name);
+    if (state) {
+      ctx?.progress?.(`removing network ${name}`);
+      await this.teardown(state);
+    } else {
+      // No state: still remove devices this driver labelled for the network (members first).
+      const labels = [VXLAN_ALIAS_PREFIX + name, VLAN_ALIAS_PREFIX + name, ALIAS_PREFIX + name];
+      const links = await this.ip.link.list();
+      for (const label of labels) {
+        for (const l of links.filter((x) => x.alias === label)) await this.ip.link.del(l.name);
+      }
+    }
+    await this.states.remove(name);
+  }
 
   private async doEnsure(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void> {
     ctx?.signal?.throwIfAborted();

@@ -24,9 +24,18 @@ import {
 
 /** The device the VXLAN device must send through; refuses an overlay mtu it cannot carry (before any change). */
 export async function underlayFor(ip: Ip, cfg: NetworkConfig, links: Map<string, IpLink>): Promise<string> {
+  return underlayOf(cfg, links, await ip.addr.list());
+}
+
+/** `underlayFor` from an observation already made (the host's links and addresses). */
+export function underlayOf(
+  cfg: NetworkConfig,
+  links: ReadonlyMap<string, IpLink>,
+  addrs: readonly IpAddr[],
+): string {
   const v = cfg.vxlan!;
   const at = `networks.${cfg.name}`;
-  const dev = vtepDevice(v, links, await ip.addr.list());
+  const dev = vtepDevice(v, links, addrs);
   const lower = links.get(dev);
   if (!lower) throw new NotFoundError('underlay', dev);
   const overhead = isIP(v.local) === 6 ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4;

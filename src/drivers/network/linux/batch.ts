@@ -1,0 +1,227 @@
+// Batched realisation on one host: many new networks, or many VM ports, from one observation of the host and a
+// handful of commands (one `ip -batch`, one `bridge -batch`, one sysctl, dnsmasq started side by side) instead of
+// several commands per object. Only what does not exist yet in any form takes this path, so a batch never has to
+// converge a half-built object; and it is all or nothing: on any failure it removes what it made and throws, and
+// the driver then goes the one-by-one way, which names the failing object and keeps the ones before it.
+import {
+  assertIfName,
+  type Bridge,
+  type Ip,
+  type IpAddr,
+  type IpCommand,
+  type IpLink,
+  ipCmd,
+} from '../../../exec/ip.js';
+import type { Runner } from '../../../exec/runner.js';
+import { ConflictError, NotFoundError } from '../../../shared/errors.js';
+import { DNSMASQ_START_CONCURRENCY } from '../../../shared/limits.js';
+import type { NetworkConfig } from '../../../shared/model.js';
+import { settleLimited } from '../../../shared/queue.js';
+import type { NetworkItem, OpContext, PortConfig } from '../types.js';
+import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
+import { enableIpForwarding, ipForwarding } from './forwarding.js';
+import { fdbSync, memberDevice, VXLAN_ALIAS_PREFIX } from './overlay.js';
+import { underlayOf } from './overlay-devices.js';
+import { isRouted } from './ruleset.js';
+import { ALIAS_PREFIX, type LinuxNetworkStateStore, type NetworkState } from './state.js';
+
+/** What the batch paths use of the driver. */
+export interface BatchHost {
+  runner: Runner;
+  netns: string | undefined;
+  ip: Ip;
+  br: Bridge;
+  dnsmasq: DnsmasqManager;
+  states: LinuxNetworkStateStore;
+}
+
+/** The host as observed once for a batch. */
+export interface HostSnapshot {
+  states: NetworkState[];
+  links: Map<string, IpLink>;
+  addrs: IpAddr[];
+}
+
+/** Observes what a batch of network changes depends on: persisted networks, every link, every address. */
+export async function observeHost(host: BatchHost): Promise<HostSnapshot> {
+  const [states, links, addrs] = await Promise.all([
+    host.states.readAll(),
+    host.ip.link.list(),
+    host.ip.addr.list(),
+  ]);
+  return { states, links: new Map(links.map((l) => [l.name, l])), addrs };
+}
+
+/** A network the batch path will create, with the underlay its VXLAN device sends through. */
+export interface NewNetwork extends NetworkItem {
+  vtep?: string;
+}
+
+/**
+ * Whether `item` is a network the batch path may create: nat, isolated or vxlan, with no state, no device of its
+ * bridge's or member's name on the host, and no name another network (or an earlier item, `taken`) uses. Anything
+ * else (an update, a repair, a bridge or vlan network, a clash) goes the one-by-one way, which converges or explains.
+ */
+export function newNetwork(
+  item: NetworkItem,
+  snap: HostSnapshot,
+  taken: Set<string>,
+): NewNetwork | undefined {
+  const { cfg } = item;
+  if (cfg.mode !== 'nat' && cfg.mode !== 'isolated' && cfg.mode !== 'vxlan') return undefined;
+  if (snap.states.some((s) => s.config.name === cfg.name)) return undefined;
+  const devices = [cfg.bridge, ...(cfg.mode === 'vxlan' ? [cfg.vxlan!.device] : [])];
+  if (devices.some((d) => snap.links.has(d) || taken.has(d))) return undefined;
+  if (
+    snap.states.some(
+      (s) => devices.includes(s.config.bridge) || devices.includes(memberDevice(s.config)?.name ?? ''),
+    )
+  )
+    return undefined;
+  let vtep: string | undefined;
+  if (cfg.mode === 'vxlan') {
+    try {
+      vtep = underlayOf(cfg, snap.links, snap.addrs);
+    } catch {
+      return undefined;
+    }
+  }
+  for (const d of devices) taken.add(d);
+  return vtep ? { ...item, vtep } : item;
+}
+
+/** The `ip -batch` lines that build a new network's bridge, member device and gateway address. */
+export function networkCommands(n: NewNetwork): IpCommand[] {
+  const { cfg } = n;
+  const cmds: IpCommand[] = [
+    ipCmd.linkAdd({ name: cfg.bridge, kind: 'bridge' }),
+    // `ip link add` ignores `alias`: the label comes with the first `link set`.
+    ipCmd.linkSet(cfg.bridge, { mtu: cfg.mtu, alias: ALIAS_PREFIX + cfg.name, up: true }),
+  ];
+  if (cfg.mode === 'vxlan') {
+    const v = cfg.vxlan!;
+    cmds.push(
+      ipCmd.linkAdd({
+        name: v.device,
+        kind: 'vxlan',
+        mtu: cfg.mtu,
+        vni: v.vni,
+        dstport: v.port,
+        local: v.local,
+        link: n.vtep!,
+        learning: false,
+      }),
+      ipCmd.linkSet(v.device, { master: cfg.bridge, alias: VXLAN_ALIAS_PREFIX + cfg.name, up: true }),
+    );
+  }
+  if (cfg.subnet) cmds.push(ipCmd.addrAdd(cfg.bridge, `${cfg.subnet.gateway}/${cfg.subnet.prefixLength}`));
+  return cmds;
+}
+
+/**
+ * Creates every network of `nets` (each from `newNetwork`): devices and addresses in one `ip -batch`, the VXLAN
+ * flood entries in one `bridge -batch`, `arp_ignore` in one sysctl, state files, then the dnsmasq instances side by
+ * side, and last `loadRules` (the host's nftables table, rebuilt from the state files). On failure everything made
+ * here is removed and the table reloaded without it, then it throws.
+ */
+export async function createNetworks(
+  host: BatchHost,
+  nets: readonly NewNetwork[],
+  loadRules: () => Promise<void>,
+  ctx?: OpContext,
+): Promise<void> {
+  try {
+    ctx?.signal?.throwIfAborted();
+    await host.ip.batch(nets.flatMap(networkCommands));
+    await host.br.batch(
+      nets.flatMap((n) =>
+        n.cfg.mode === 'vxlan' ? fdbSync(n.cfg.vxlan!.device, n.cfg.vxlan!.remotes, []).cmds : [],
+      ),
+    );
+    // Answer ARP only for addresses on the bridge itself (see LinuxNetworkDriver.ensureBridge).
+    await host.runner.run(
+      ['sysctl', '-q', '-w', ...nets.map((n) => `net.ipv4.conf.${n.cfg.bridge}.arp_ignore=1`)],
+      { netns: host.netns },
+    );
+    if (nets.some((n) => isRouted(n.cfg)) && !(await ipForwarding(host.runner, host.netns)))
+      await enableIpForwarding(host.runner, host.netns);
+    await Promise.all(
+      nets.map((n) => host.states.write({ version: 1, config: n.cfg, configHash: n.configHash })),
+    );
+    const served = nets.filter((n) => n.cfg.subnet);
+    const started = await settleLimited(served, DNSMASQ_START_CONCURRENCY, (n) =>
+      host.dnsmasq.ensure(n.cfg, dnsmasqPaths(host.states.networkDir(n.cfg.name)), true),
+    );
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await loadRules();
+  } catch (e) {
+    await removeNetworks(
+      host,
+      nets.map((n) => n.cfg),
+    );
+    await loadRules().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Takes back what `createNetworks` made of these networks (all of them new): dnsmasq, state, devices. */
+async function removeNetworks(host: BatchHost, cfgs: readonly NetworkConfig[]): Promise<void> {
+  await settleLimited(cfgs, DNSMASQ_START_CONCURRENCY, async (cfg) => {
+    await host.dnsmasq.stop(dnsmasqPaths(host.states.networkDir(cfg.name))).catch(() => undefined);
+    await host.states.remove(cfg.name).catch(() => undefined);
+  });
+  for (const cfg of cfgs) {
+    const member = memberDevice(cfg);
+    if (member) await host.ip.exec(ipCmd.linkDel(member.name), { allowFailure: true });
+    await host.ip.exec(ipCmd.linkDel(cfg.bridge), { allowFailure: true });
+  }
+}
+
+/** Whether a port is a plain access port the batch can make (VLAN ports go one by one: they may need filtering). */
+export const plainPort = (p: PortConfig): boolean => p.vlan === undefined && !p.trunks?.length;
+
+/**
+ * Creates or re-attaches plain ports in one `ip -batch` from one observation of the host's links. Refuses before
+ * any change when a bridge is missing or a tap's name is taken by another kind of device; on a failed batch it
+ * deletes the taps it created, then throws.
+ */
+export async function ensurePlainPorts(ip: Ip, ports: readonly PortConfig[], ctx?: OpContext): Promise<void> {
+  ctx?.signal?.throwIfAborted();
+  const links = new Map((await ip.link.list()).map((l) => [l.name, l]));
+  const cmds: IpCommand[] = [];
+  const created: string[] = [];
+  for (const p of ports) {
+    assertIfName(p.tap, 'tap');
+    assertIfName(p.bridge, 'bridge');
+    if (links.get(p.bridge)?.kind !== 'bridge') throw new NotFoundError('bridge', p.bridge);
+    const tap = links.get(p.tap);
+    if (tap && tap.kind !== 'tun') throw new ConflictError(`device ${p.tap} exists and is not a tap`, p.tap);
+    const attach = ipCmd.linkSet(p.tap, { master: p.bridge, mtu: p.mtu, up: true });
+    if (!tap) {
+      cmds.push(ipCmd.tuntapAdd({ name: p.tap, mode: 'tap', vnetHdr: true }), attach);
+      created.push(p.tap);
+    } else if (tap.master !== p.bridge || tap.mtu !== p.mtu || !tap.up) cmds.push(attach);
+  }
+  try {
+    await ip.batch(cmds);
+  } catch (e) {
+    for (const tap of created) await ip.exec(ipCmd.tuntapDel(tap, 'tap'), { allowFailure: true });
+    throw e;
+  }
+}
+
+/** Deletes taps in one `ip -batch`; missing ones are skipped, and a non-tap of such a name is refused first. */
+export async function deleteTaps(ip: Ip, taps: readonly string[], ctx?: OpContext): Promise<void> {
+  ctx?.signal?.throwIfAborted();
+  const links = new Map((await ip.link.list()).map((l) => [l.name, l]));
+  const cmds: IpCommand[] = [];
+  for (const tap of new Set(taps)) {
+    assertIfName(tap, 'tap');
+    const link = links.get(tap);
+    if (!link) continue;
+    if (link.kind !== 'tun') throw new ConflictError(`device ${tap} is not a tap; not deleting it`, tap);
+    cmds.push(ipCmd.tuntapDel(tap, link.tunType === 'tun' ? 'tun' : 'tap'));
+  }
+  await ip.batch(cmds);
+}
