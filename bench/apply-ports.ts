@@ -163,18 +163,27 @@ const STEP_KIND: Record<string, string> = {
 };
 
 function profileApply(t0: Mark, marks: Mark[], end: Mark, execs: ExecLine[]): ApplyProfile {
-  // Windows: [t0, first mark) is planning (agent report + diff); each step runs until the next mark.
-  const windows: { phase: string; from: number; to: number; wall: number }[] = [];
+  // Windows: [t0, first mark) is planning (agent report + diff); each step runs until the next mark. A host's steps
+  // of a phase go in one request: its window runs from "HOST: applying N steps" to the first step reported after it
+  // (the steps' own lines follow at once), and counts for the kind of those steps.
+  const windows: { phase: string; steps: number; from: number; to: number; wall: number }[] = [];
   const bounds = [t0, ...marks, end];
+  const kindOf = (msg: string) => {
+    const m = /^\[\d+\/\d+\] ([+~<>-] (?:network|vm))/.exec(msg);
+    return m ? (STEP_KIND[m[1]!] ?? m[1]!) : undefined;
+  };
   for (let i = 0; i + 1 < bounds.length; i++) {
     const a = bounds[i]!;
     const b = bounds[i + 1]!;
     let phase = 'plan (agent report + diff)';
+    let steps = 0;
     if (i > 0) {
-      const m = /^\[\d+\/\d+\] ([+~<>-] (?:network|vm))/.exec(a.msg);
-      phase = m ? (STEP_KIND[m[1]!] ?? m[1]!) : 'store + bookkeeping';
+      const kind = kindOf(a.msg);
+      const batch = /^\S+: applying \d+ steps/.test(a.msg) ? kindOf(b.msg) : undefined;
+      phase = kind ?? batch ?? 'store + bookkeeping';
+      steps = kind ? 1 : 0;
     }
-    windows.push({ phase, from: a.at, to: b.at, wall: b.perf - a.perf });
+    windows.push({ phase, steps, from: a.at, to: b.at, wall: b.perf - a.perf });
   }
   const phases = new Map<string, PhaseProfile>();
   const walls = new Map<string, number[]>();
@@ -190,9 +199,9 @@ function profileApply(t0: Mark, marks: Mark[], end: Mark, execs: ExecLine[]): Ap
       first10MeanMs: 0,
       last10MeanMs: 0,
     };
-    p.count++;
+    p.count += w.phase.includes('.') ? w.steps : 1;
     p.wallMs += w.wall;
-    walls.set(w.phase, [...(walls.get(w.phase) ?? []), w.wall]);
+    if (w.steps) walls.set(w.phase, [...(walls.get(w.phase) ?? []), w.wall]);
     for (const e of execs) {
       if (e.start < w.from || e.start >= w.to) continue;
       if (e.spawn) p.spawns++;
@@ -276,6 +285,8 @@ export interface ApplyPortsResult {
   profile: {
     apply: ApplyProfile;
     noop: ApplyProfile;
+    /** `destroy` of the spec, last repeat. */
+    destroy?: ApplyProfile;
     httpHealthRoundTripMs: number;
     /** One dnsmasq started alone (raw namespace), until its pidfile: the floor of vmlink's dnsmasq wait. */
     dnsmasqAloneStartMs: number[];
@@ -489,9 +500,13 @@ export async function benchApplyPorts(opts: {
     };
     if (i === 0) endState.vmlink = census(machineNs(lab, HOST));
 
-    t = performance.now();
-    await controller.destroy(text, source, quiet);
-    around.destroyMs.push(since(t));
+    const marks3: Mark[] = [];
+    const d0 = mark('start');
+    await controller.destroy(text, source, taskCtx(marks3));
+    const d1 = mark('end');
+    around.destroyMs.push(d1.perf - d0.perf);
+    await sleep(200);
+    profile.destroy = profileApply(d0, marks3, d1, readExecs(agentLog(), from));
     t = performance.now();
     await labDown();
     around.labDownMs.push(since(t));

@@ -62,6 +62,7 @@ function printProfile(p: ApplyPortsResult['profile']): void {
   };
   show('apply (b, last repeat)', p.apply);
   show('no-op re-apply (c, last repeat)', p.noop);
+  if (p.destroy) show('destroy (after b, last repeat)', p.destroy);
   console.log(`  agent HTTP round trip (GET /v1/health, median of 30): ${p.httpHealthRoundTripMs} ms`);
   if (p.dnsmasqAloneStartMs.length)
     console.log(

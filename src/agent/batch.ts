@@ -5,7 +5,7 @@
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { ItemResult, NetworkDriver, OpContext, PortConfig } from '../drivers/network/types.js';
 import { InvalidStateError } from '../shared/errors.js';
-import { VM_START_CONCURRENCY } from '../shared/limits.js';
+import { VM_CREATE_CONCURRENCY, VM_START_CONCURRENCY } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 import type { NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { settleLimited } from '../shared/queue.js';
@@ -93,7 +93,8 @@ async function oneByOne(
 
 /**
  * Creates (or reconfigures, when stopped) several VMs: their ports in one bulk call per backend, then each VM's
- * directory and config. A failed bulk call has left nothing, and the group goes one by one to name the culprit.
+ * directory and config, several at once (each keeps its outcome). A failed bulk call has left nothing, and the group
+ * goes one by one to name the culprit.
  */
 async function createVms(host: BatchHost, group: Of<'vm.create'>[], ctx: OpContext): Promise<ItemResult[]> {
   const { hypervisor } = host;
@@ -124,24 +125,24 @@ async function createVms(host: BatchHost, group: Of<'vm.create'>[], ctx: OpConte
     log.warn({ vms: plans.length, err: (e as Error).message }, 'port batch failed; creating VMs one by one');
     return oneByOne(host, group, ctx);
   }
-  const results: ItemResult[] = [];
-  const stale: NicConfig[] = [];
-  for (const { action, vm, before } of plans) {
-    try {
-      await hypervisor.create(vm, action.configHash, ctx);
-      results.push({ ok: true });
-    } catch (error) {
-      results.push({ ok: false, error });
-      break;
-    }
-    // Ports of NICs the new configuration no longer has.
+  // Each VM's directory and config, side by side (the hypervisor serialises per VM); every one runs.
+  const created = await settleLimited(plans, VM_CREATE_CONCURRENCY, ({ action, vm }) =>
+    hypervisor.create(vm, action.configHash, ctx),
+  );
+  const results: ItemResult[] = created.map((c) =>
+    c.status === 'fulfilled' ? { ok: true } : { ok: false, error: c.reason },
+  );
+  // Ports of NICs the new configurations no longer have.
+  const stale = plans.flatMap(({ vm, before }, i) => {
+    if (!results[i]!.ok) return [];
     const kept = new Set(vm.nics.map((n) => n.tap));
-    stale.push(...(before?.nics ?? []).filter((n) => !kept.has(n.tap)));
-  }
+    return (before?.nics ?? []).filter((n) => !kept.has(n.tap));
+  });
   await deletePortsTogether(host, stale, ctx);
-  if (results.length === plans.length && plans.length < group.length)
-    results.push(...(await oneByOne(host, group.slice(plans.length), ctx)));
-  return results;
+  const allOk = !results.some((r) => !r.ok);
+  return allOk && plans.length < group.length
+    ? [...results, ...(await oneByOne(host, group.slice(plans.length), ctx))]
+    : results;
 }
 
 /** Starts VMs side by side, at most `VM_START_CONCURRENCY` at once; every start runs, each keeps its outcome. */

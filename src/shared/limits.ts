@@ -108,8 +108,10 @@ export const AGENT_BATCH_MAX_ACTIONS = 2_000;
 export const AGENT_BATCH_PER_ACTION_MS = 30_000;
 /** VMs an agent starts at once when a batch starts several (QEMU start-up is CPU-bound). */
 export const VM_START_CONCURRENCY = 3;
-/** dnsmasq instances an agent starts at once when a batch creates several networks. */
-export const DNSMASQ_START_CONCURRENCY = 8;
+/** VM directories and configs an agent writes at once when a batch creates several VMs (file I/O only). */
+export const VM_CREATE_CONCURRENCY = 8;
+/** dnsmasq instances an agent starts (or stops) at once when a batch creates several networks. */
+export const DNSMASQ_START_CONCURRENCY = 32;
 /** A guest's interfaces, asked through its agent. */
 export const GUEST_INTERFACES_TIMEOUT_MS = 30_000;
 /** Extra time an agent gives a probe command on the host past the probe's own timeout. */

@@ -20,7 +20,7 @@ import { settleLimited } from '../../../shared/queue.js';
 import type { NetworkItem, OpContext, PortConfig } from '../types.js';
 import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
-import { fdbSync, memberDevice, VXLAN_ALIAS_PREFIX } from './overlay.js';
+import { fdbSync, memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
 import { underlayOf } from './overlay-devices.js';
 import { isRouted } from './ruleset.js';
 import { ALIAS_PREFIX, type LinuxNetworkStateStore, type NetworkState } from './state.js';
@@ -176,6 +176,39 @@ async function removeNetworks(host: BatchHost, cfgs: readonly NetworkConfig[]): 
     if (member) await host.ip.exec(ipCmd.linkDel(member.name), { allowFailure: true });
     await host.ip.exec(ipCmd.linkDel(cfg.bridge), { allowFailure: true });
   }
+}
+
+/**
+ * Takes down networks that no bridge-mode uplink hangs on (`states`, all persisted here): their dnsmasq instances
+ * side by side, then their member devices and bridges (those labelled for them, or unlabelled) in one `ip -batch`,
+ * then their state files. The caller reloads the nftables table. Throws when a step fails; what is gone stays gone,
+ * and deleting again finishes the job.
+ */
+export async function removeNetworksTogether(
+  host: BatchHost,
+  states: readonly NetworkState[],
+  ctx?: OpContext,
+): Promise<void> {
+  ctx?.signal?.throwIfAborted();
+  const stopped = await settleLimited(states, DNSMASQ_START_CONCURRENCY, (s) =>
+    host.dnsmasq.stop(dnsmasqPaths(host.states.networkDir(s.config.name))),
+  );
+  const failed = stopped.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  const links = new Map((await host.ip.link.list()).map((l) => [l.name, l]));
+  const cmds: IpCommand[] = [];
+  for (const { config: c } of states) {
+    const member = memberDevice(c);
+    const m = member && links.get(member.name);
+    const memberAlias = (member?.kind === 'vxlan' ? VXLAN_ALIAS_PREFIX : VLAN_ALIAS_PREFIX) + c.name;
+    if (m && m.kind === member.kind && (m.alias === undefined || m.alias === memberAlias))
+      cmds.push(ipCmd.linkDel(m.name));
+    const br = links.get(c.bridge);
+    if (br?.kind === 'bridge' && (br.alias === undefined || br.alias === ALIAS_PREFIX + c.name))
+      cmds.push(ipCmd.linkDel(c.bridge));
+  }
+  await host.ip.batch(cmds);
+  await Promise.all(states.map((s) => host.states.remove(s.config.name)));
 }
 
 /** Whether a port is a plain access port the batch can make (VLAN ports go one by one: they may need filtering). */

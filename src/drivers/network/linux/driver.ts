@@ -49,6 +49,7 @@ import {
   newNetwork,
   observeHost,
   plainPort,
+  removeNetworksTogether,
 } from './batch.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
@@ -213,15 +214,39 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     });
   }
 
-  /** `deleteNetwork` for many networks, with one nftables load at the end; stops at the first failure. */
+  /**
+   * `deleteNetwork` for many networks with one nftables load at the end: networks that are not bridge mode go
+   * down together (see `removeNetworksTogether`), the rest (and all of them, if that fails) one by one, stopping
+   * at the first failure.
+   */
   async deleteNetworks(names: readonly string[], ctx?: OpContext): Promise<ItemResult[]> {
     const results: ItemResult[] = [];
+    const removed = new Set<string>();
     await this.serial(async () => {
+      try {
+        for (const name of names) assertNetworkName(name);
+        const states = (await this.states.readAll()).filter((s) => names.includes(s.config.name));
+        const together = states.filter((s) => s.config.mode !== 'bridge');
+        if (together.length > 1) {
+          try {
+            await removeNetworksTogether(this.host, together, ctx);
+            for (const s of together) removed.add(s.config.name);
+          } catch (e) {
+            // One by one below finishes what is left and names the network at fault.
+            log.warn(
+              { networks: together.length, err: (e as Error).message },
+              'network removal batch failed',
+            );
+          }
+        }
+      } catch (error) {
+        results.push({ ok: false, error });
+        return;
+      }
       try {
         for (const name of names) {
           try {
-            assertNetworkName(name);
-            await this.removeNetwork(name, ctx);
+            if (!removed.has(name)) await this.removeNetwork(name, ctx);
             results.push({ ok: true });
           } catch (error) {
             results.push({ ok: false, error });
