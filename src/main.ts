@@ -1,14 +1,19 @@
 // The composition root: which process uses which parts. `vmlink` is the CLI (a client of the controller API);
 // three of its commands turn this process into another one (the controller, a host's agent, the lab's relay),
 // whose modules are loaded only then, so a plain CLI call loads no driver, agent or controller code.
+// `vmlink --version` is answered before even the command tree loads (commander and the API's zod schemas take
+// ~90 ms of a ~170 ms start here; scripts call it in loops).
 import { readFileSync } from 'node:fs';
-import { type Processes, runCli } from './cli/program.js';
-import { InvalidRequestError } from './shared/errors.js';
+import type { Processes } from './cli/program.js';
+import { VERSION } from './shared/package-version.js';
 
 /** Reads a token file; an empty one is refused (it must never turn authentication off). */
-function readToken(file: string): string {
+async function readToken(file: string): Promise<string> {
   const token = readFileSync(file, 'utf8').trim();
-  if (!token) throw new InvalidRequestError(`token file ${file} is empty`);
+  if (!token) {
+    const { InvalidRequestError } = await import('./shared/errors.js');
+    throw new InvalidRequestError(`token file ${file} is empty`);
+  }
   return token;
 }
 
@@ -20,8 +25,8 @@ const processes: Processes = {
       db: a.db,
       heartbeatMs: a.heartbeatMs,
       ...(a.listen ? { tcp: a.listen } : {}),
-      ...(a.tokenFile ? { token: readToken(a.tokenFile) } : {}),
-      ...(a.agentTokenFile ? { agentToken: readToken(a.agentTokenFile) } : {}),
+      ...(a.tokenFile ? { token: await readToken(a.tokenFile) } : {}),
+      ...(a.agentTokenFile ? { agentToken: await readToken(a.agentTokenFile) } : {}),
     });
   },
   async spawnDaemon(a) {
@@ -48,4 +53,9 @@ const processes: Processes = {
   },
 };
 
-await runCli(processes);
+/** Whether the command line asks only for the version (commander's `-V, --version`). */
+const versionOnly = (args: string[]): boolean =>
+  args.length === 1 && (args[0] === '--version' || args[0] === '-V');
+
+if (versionOnly(process.argv.slice(2))) process.stdout.write(`${VERSION}\n`);
+else await (await import('./cli/program.js')).runCli(processes);

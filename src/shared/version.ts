@@ -1,11 +1,8 @@
 // Versions of the software and of the two protocols between its processes, and the handshake that checks them.
-import { readFileSync } from 'node:fs';
 import { VmlinkError } from './errors.js';
+import { VERSION } from './package-version.js';
 
-/** vmlink's version, from package.json. */
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+export { VERSION };
 
 /** A protocol between two vmlink processes: the agent wire (controller -> agent) or the API (CLI -> controller). */
 export type Protocol = 'wire' | 'api';
