@@ -3,9 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEC=examples/quickstart.yaml
-vmlink() { node bin/vmlink.js "$@"; }
 
 bash scripts/setup.sh
+
+# Setup builds vmlink and links the `vmlink` command onto the PATH; this runs that command, as a user would,
+# unless the PATH leads to another vmlink (then this checkout's, by path).
+if [ "$(readlink -f "$(command -v vmlink || true)")" != "$(readlink -f bin/vmlink.js)" ]; then
+  echo "note: \`vmlink\` on the PATH is not this checkout's; running node bin/vmlink.js" >&2
+  vmlink() { node bin/vmlink.js "$@"; }
+fi
 
 printf '\n==> starting the controller\n'
 vmlink daemon --detach
@@ -23,11 +29,11 @@ vmlink verify || status=$?
 cat <<EOT
 
 The lab is still running. Try:
-  npx vmlink status
-  npx vmlink vm list
-  npx vmlink vm exec web1 -- ip addr
-  npx vmlink apply -f $SPEC        # again: no changes
+  vmlink status
+  vmlink vm list
+  vmlink vm exec web1 -- ip addr
+  vmlink apply -f $SPEC        # again: no changes
 Remove everything it made:
-  npx vmlink lab down -f $SPEC && npx vmlink daemon --stop
+  vmlink lab down -f $SPEC && vmlink daemon --stop
 EOT
 exit $status

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vmlink needs on a Debian 12 machine, skipping what is already there:
-# Debian packages, npm dependencies, the unprivileged QEMU user, the QEMU launcher and the test guest image.
+# Debian packages, npm dependencies, the compiled vmlink (dist/) and its `vmlink` command on the PATH,
+# the unprivileged QEMU user, the QEMU launcher and the test guest image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,29 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 else
   step "npm dependencies: up to date"
 fi
+
+step "building vmlink (dist/, when older than src/)"
+node scripts/build.mjs --if-stale
+
+# The `vmlink` command, as `npm link` would put it on the PATH, but in /usr/local/bin: npm's global prefix is /usr
+# with Debian's npm (dpkg's directory), and `npm link` also reinstalls the package into npm's global tree.
+# VMLINK_BIN_DIR picks another directory. A link to another checkout is replaced: the last setup run wins.
+bin_dir=${VMLINK_BIN_DIR:-/usr/local/bin}
+link="$bin_dir/vmlink"
+target="$PWD/bin/vmlink.js"
+if [ -L "$link" ] && [ "$(readlink "$link")" = "$target" ]; then
+  step "vmlink command: $link -> $target"
+elif [ -e "$link" ] && [ ! -L "$link" ]; then
+  echo "warning: $link exists and is not a link; left alone (run this checkout as node $target)" >&2
+else
+  step "linking the vmlink command: $link -> $target"
+  mkdir -p "$bin_dir"
+  ln -sfn "$target" "$link"
+fi
+case ":$PATH:" in
+  *":$bin_dir:"*) ;;
+  *) echo "warning: $bin_dir is not on PATH; add it to run vmlink by name" >&2 ;;
+esac
 
 if ! id -u vmlink-qemu >/dev/null 2>&1; then
   step "creating the unprivileged QEMU user vmlink-qemu"
