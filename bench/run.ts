@@ -8,14 +8,15 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type ApplyPortsResult, benchApplyPorts } from './apply-ports.js';
+import { benchCli, type CliResult } from './cli.js';
 import { hostInfo, load1, round, runCleanups, secs, since } from './lib.js';
 import { benchOverlays, benchVerify, type OverlaysResult, type VerifyBenchResult } from './multihost.js';
 import { benchVmStart, type VmStartResult } from './vm-start.js';
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results', 'latest.json');
-const ALL = ['a', 'b', 'c', 'd', 'e'] as const;
+const ALL = ['a', 'b', 'c', 'd', 'e', 'f'] as const;
 /** What `npm run bench` runs without --only: (d) and (e) are the multi-host benches, asked for by name. */
-const DEFAULT = ['a', 'b', 'c'] as const;
+const DEFAULT = ['a', 'b', 'c', 'f'] as const;
 type BenchId = (typeof ALL)[number];
 
 function parseCli(): { only: Set<BenchId>; repeat: number } {
@@ -27,13 +28,13 @@ function parseCli(): { only: Set<BenchId>; repeat: number } {
     },
   });
   if (values.help) {
-    console.log('usage: npm run bench -- [--only a,b,c,d,e] [--repeat N]   (root; see bench/README.md)');
+    console.log('usage: npm run bench -- [--only a,b,c,d,e,f] [--repeat N]   (root; see bench/README.md)');
     process.exit(0);
   }
   const only = new Set<BenchId>();
   for (const x of (values.only ?? DEFAULT.join(',')).split(',').map((s) => s.trim())) {
     if (!(ALL as readonly string[]).includes(x))
-      throw new Error(`--only: unknown bench ${x} (a, b, c, d or e)`);
+      throw new Error(`--only: unknown bench ${x} (a, b, c, d, e or f)`);
     only.add(x as BenchId);
   }
   const repeat = Number(values.repeat);
@@ -155,6 +156,11 @@ async function main(): Promise<void> {
     `  load average at start: ${host.loadavgAtStart.join(' ')}; repeats: ${repeat} (sides alternate per repeat)`,
   );
 
+  // The CLI, the controller and the lab's agents run the compiled dist/: build it when src/ is newer.
+  execFileSync(process.execPath, [join(dirname(RESULTS), '../../scripts/build.mjs'), '--if-stale'], {
+    stdio: 'inherit',
+  });
+
   let a: VmStartResult | undefined;
   let bc: ApplyPortsResult | undefined;
   if (only.has('a')) {
@@ -186,11 +192,16 @@ async function main(): Promise<void> {
     e = await benchVerify({ repeat, say });
     printVerify(e, say);
   }
+  let f: CliResult | undefined;
+  if (only.has('f')) {
+    say('\n(f) CLI latency: wall time of `vmlink` (bin/vmlink.js -> dist/) from spawn to exit, median of 5');
+    f = await benchCli({ say });
+  }
 
   const lines: string[] = [];
   if (a)
     lines.push(
-      `(a) vm start to guest agent: vmlink ${secs(a.vmlink.medianMs, 1)}, raw qemu ${secs(a.raw.medianMs, 1)}, ratio ${a.ratio.toFixed(2)}`,
+      `(a) vm start to guest agent: vmlink ${secs(a.vmlink.medianMs, 1)}, raw qemu ${secs(a.raw.medianMs, 1)}, ratio ${a.ratio.toFixed(2)}; user path (vmlink apply + vm exec) ${secs(a.userPath.medianMs, 1)}, ratio ${a.userPath.ratio.toFixed(2)}`,
     );
   if (bc && only.has('b') && bc.b.raw)
     lines.push(
@@ -205,6 +216,10 @@ async function main(): Promise<void> {
   if (e)
     lines.push(
       `(e) verify 3 hosts x 6 VMs (${e.verify.runs[0]?.cells ?? 0} cells): ${secs(e.verify.medianMs, 1)}, reference ${e.reference.pings} pings ${secs(e.reference.medianMs, 2)}, ratio ${e.ratio.toFixed(1)}`,
+    );
+  if (f)
+    lines.push(
+      `(f) cli latency: --version ${secs(f.version.vmlink.medianMs)} (node -e 0 ${secs(f.version.raw.medianMs)}), status ${secs(f.status.vmlink.medianMs)} (http.get ${secs(f.status.raw.medianMs)}), no-op apply ${secs(f.noopApply.vmlink.medianMs)} (host read by hand ${secs(f.noopApply.raw.medianMs)})`,
     );
   const totalMs = since(started);
   say(`\nsummary (medians of ${repeat}; ratio = vmlink / raw)`);
@@ -248,6 +263,7 @@ async function main(): Promise<void> {
     ...(bc ? { profile: bc.profile } : {}),
     ...(d ? { d } : {}),
     ...(e ? { e } : {}),
+    ...(f ? { f } : {}),
   };
   writeFileSync(RESULTS, `${JSON.stringify(json, null, 2)}\n`);
   try {

@@ -1,5 +1,6 @@
 // (a) Start of one VM until its guest agent answers `guest-sync`: vmlink's QemuDriver (create + start through
-// the launcher as the unprivileged QEMU user) vs the same QEMU command line run directly as root.
+// the launcher as the unprivileged QEMU user) vs the same QEMU command line run directly as root; and the user's
+// path, `vmlink apply` of a one-VM spec until `vmlink vm exec NAME -- true` answers, against the same raw side.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { SystemRunner } from '../src/exec/runner.js';
 import type { VmConfig } from '../src/shared/model.js';
 import { derivedMac } from '../src/spec/net.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
+import { oneHostSpec, startCliLab, vmlink, vmlinkOk } from './cli.js';
 import {
   alive,
   benchNsName,
@@ -44,6 +46,15 @@ export interface VmlinkStartRun {
   syncTries: number;
 }
 
+/** One run of the user's path: `vmlink apply` until `vmlink vm exec NAME -- true` exits 0. */
+export interface UserPathRun {
+  totalMs: number;
+  /** The `vmlink apply` command alone (it returns once QEMU runs). */
+  applyMs: number;
+  /** `vmlink vm exec` commands run until one answered. */
+  execTries: number;
+}
+
 /** Result of bench (a). */
 export interface VmStartResult {
   id: 'a';
@@ -52,6 +63,8 @@ export interface VmStartResult {
   vm: { cpus: number; memoryMiB: number; image: string; pollMs: number };
   vmlink: SideResult & { phases: VmlinkStartRun[] };
   raw: SideResult & { syncTries: number[] };
+  /** The user's path through the CLI, its accelerator (the lab agent's choice) and its ratio to raw. */
+  userPath: SideResult & { runs: UserPathRun[]; accelerator: string; pairedRatios: number[]; ratio: number };
   /** vmlink / raw per repeat (same repeat index, run back to back). */
   pairedRatios: number[];
   /** median(vmlink) / median(raw). */
@@ -124,6 +137,18 @@ export async function benchVmStart(opts: {
     await stopVmlink();
     await driver.close();
   });
+  // The user's path runs in a lab started through the CLI: a one-host overlay without DHCP (as the raw side's
+  // bridge has none) holds the VM; removing the VM between repeats is an apply of the spec without it.
+  const net = { name: 'bench', mode: 'vxlan', vni: 4242, hosts: ['host1'] };
+  const userVm = {
+    name,
+    host: 'host1',
+    cpus: cfg.cpus,
+    memoryMiB: cfg.memoryMiB,
+    nics: [{ network: 'bench' }],
+  };
+  say('(a) starting a controller and a one-host lab through the CLI for the user path (untimed) ...');
+  const cli = await startCliLab('a', (lab) => oneHostSpec(lab, { networks: [net] }));
   try {
     execFileSync('ip', ['netns', 'add', ns]);
     execFileSync('ip', ['-n', ns, '-batch', '-'], {
@@ -148,7 +173,19 @@ export async function benchVmStart(opts: {
     if (!rawArgv.some((a) => a.includes(`ifname=${tap}`)))
       throw new Error(`bench (a): no ${fdNetdev} in the QEMU argv; update the bench`);
     await driver.qemuUser(); // an agent looks the QEMU user up once per process: keep it out of the timing
+    const withoutVm = cli.specFile('no-vm.json', oneHostSpec(cli.lab, { networks: [net] }));
+    const withVm = cli.specFile('one-vm.json', oneHostSpec(cli.lab, { networks: [net], vms: [userVm] }));
+    await vmlinkOk(['apply', '-f', withoutVm], cli.env);
+    const status = JSON.parse((await vmlinkOk(['status', '--json'], cli.env)).stdout) as {
+      hosts: { report?: { capabilities: { accelerator: string } } }[];
+    };
+    const userAccel = status.hosts[0]?.report?.capabilities.accelerator ?? 'unknown';
+    if (userAccel !== 'tcg')
+      say(
+        `  note: the lab agent chose ${userAccel}; the raw side runs TCG, so the user-path ratio compares unlike`,
+      );
 
+    const userRuns: UserPathRun[] = [];
     const vmlinkRuns: VmlinkStartRun[] = [];
     const rawRuns: number[] = [];
     const rawTries: number[] = [];
@@ -179,12 +216,38 @@ export async function benchVmStart(opts: {
       return { ms, tries };
     };
 
+    const runUser = async (): Promise<UserPathRun> => {
+      const t0 = performance.now();
+      await vmlinkOk(['apply', '-f', withVm], cli.env);
+      const applyMs = since(t0);
+      let execTries = 0;
+      for (;;) {
+        execTries++;
+        const r = await vmlink(['vm', 'exec', name, '--', 'true'], cli.env);
+        if (r.code === 0) break;
+        if (performance.now() - t0 > BOOT_TIMEOUT_MS)
+          throw new Error(
+            `user path: vm exec did not answer within ${BOOT_TIMEOUT_MS / 1000} s: ${r.stderr}`,
+          );
+      }
+      const run = { totalMs: since(t0), applyMs, execTries };
+      await vmlinkOk(['apply', '-f', withoutVm, '--allow-destroy'], cli.env);
+      return run;
+    };
+
+    const sides = ['vmlink', 'raw', 'user'] as const;
     for (let i = 0; i < opts.repeat; i++) {
       loads.push(load1());
-      const order = i % 2 === 0 ? (['vmlink', 'raw'] as const) : (['raw', 'vmlink'] as const);
+      const order = [...sides.slice(i % 3), ...sides.slice(0, i % 3)]; // each side goes first in turn
       for (const s of order) {
         await sleep(1000); // let the previous guest's teardown settle
-        if (s === 'vmlink') {
+        if (s === 'user') {
+          const r = await runUser();
+          userRuns.push(r);
+          say(
+            `  [${i + 1}/${opts.repeat}] user path (vmlink apply + vm exec) ${secs(r.totalMs)} (apply ${secs(r.applyMs)}, ${r.execTries} vm exec tries)`,
+          );
+        } else if (s === 'vmlink') {
           const r = await runVmlink();
           vmlinkRuns.push(r);
           say(
@@ -200,21 +263,35 @@ export async function benchVmStart(opts: {
     }
     const vm = side('vmlink', [...vmlinkRuns.map((r) => r.totalMs)]);
     const raw = side('raw qemu', rawRuns);
+    const user = side(
+      'vmlink apply + vm exec',
+      userRuns.map((r) => r.totalMs),
+    );
     return {
       id: 'a',
       title: 'vm start to guest agent',
       what:
         'one test-guest VM (1 vCPU, 256 MiB, TCG, 1 virtio-net NIC on a persistent vnet_hdr tap in a bridge, in a ' +
         `namespace): vmlink = QemuDriver.create + start (launcher as vmlink-qemu, tap fd passed) then guest-sync every ${POLL_MS} ms; ` +
-        `raw = the same QEMU argv run as root with -netdev tap,ifname=... (same -sandbox), guest-sync every ${POLL_MS} ms`,
+        `raw = the same QEMU argv run as root with -netdev tap,ifname=... (same -sandbox), guest-sync every ${POLL_MS} ms; ` +
+        'user path = `vmlink apply` of a one-VM spec (same VM, on a one-host vxlan network without DHCP, in a lab ' +
+        'started through the CLI) until `vmlink vm exec NAME -- true` exits 0, tried again at once after each failure',
       vm: { cpus: cfg.cpus, memoryMiB: cfg.memoryMiB, image: 'test-guest', pollMs: POLL_MS },
       vmlink: { ...vm, phases: vmlinkRuns },
       raw: { ...raw, syncTries: rawTries },
+      userPath: {
+        ...user,
+        runs: userRuns,
+        accelerator: userAccel,
+        pairedRatios: userRuns.map((r, i) => round(r.totalMs / rawRuns[i]!, 3)),
+        ratio: round(user.medianMs / raw.medianMs, 3),
+      },
       pairedRatios: vmlinkRuns.map((r, i) => round(r.totalMs / rawRuns[i]!, 3)),
       ratio: round(median(vmlinkRuns.map((r) => r.totalMs)) / median(rawRuns), 3),
       load1: loads,
     };
   } finally {
+    await cli.close();
     await killVms();
     await delNs();
     await rmRoot();
