@@ -95,23 +95,26 @@ export class Agent {
       const all = await masters.get(d);
       return all ? all.get(tap) === bridge : d.portAttached(tap, bridge);
     };
-    for (const vm of vms) {
-      const cfg = await hypervisor.config(vm.name);
-      if (cfg)
-        vm.ports = cfg.nics.map((n) => ({
-          network: n.network,
-          tap: n.tap,
-          bridge: n.bridge,
-          ...(n.trunk ? { trunk: n.trunk.networks } : {}),
-        }));
-      // The plan names changed fields and hot-plugs NICs from the config a VM runs with.
-      if (cfg) vm.config = cfg;
-      for (const nic of cfg?.nics ?? []) {
-        const d = this.deps.networks[nicBackend(nic)];
-        if (!d || !(await attached(d, nic.tap, nic.bridge)))
-          vm.problems.push(`port ${nic.tap} is not attached to ${nic.bridge}`);
-      }
-    }
+    await Promise.all(
+      vms.map(async (vm) => {
+        // The config the hypervisor read while listing, else read now.
+        const cfg = vm.config ?? (await hypervisor.config(vm.name));
+        if (cfg)
+          vm.ports = cfg.nics.map((n) => ({
+            network: n.network,
+            tap: n.tap,
+            bridge: n.bridge,
+            ...(n.trunk ? { trunk: n.trunk.networks } : {}),
+          }));
+        // The plan names changed fields and hot-plugs NICs from the config a VM runs with.
+        if (cfg) vm.config = cfg;
+        for (const nic of cfg?.nics ?? []) {
+          const d = this.deps.networks[nicBackend(nic)];
+          if (!d || !(await attached(d, nic.tap, nic.bridge)))
+            vm.problems.push(`port ${nic.tap} is not attached to ${nic.bridge}`);
+        }
+      }),
+    );
     return {
       host: this.deps.host,
       agentVersion: VERSION,

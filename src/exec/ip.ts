@@ -544,6 +544,8 @@ export type BridgeCommand = readonly string[];
 /** A forwarding database entry as parsed from `bridge -json fdb show`. */
 export interface FdbEntry {
   mac: string;
+  /** The device the entry is on (`ifname`). */
+  dev?: string;
   /** Remote VTEP of a vxlan entry. */
   dst?: string;
   /** Bridge the entry belongs to (entries of the bridge itself, not of the device). */
@@ -605,6 +607,8 @@ export function parseFdb(text: string): FdbEntry[] {
       mac: String(o.mac ?? ''),
       flags: Array.isArray(o.flags) ? (o.flags as string[]) : [],
     };
+    const dev = str(o.ifname);
+    if (dev) e.dev = dev;
     const dst = str(o.dst);
     if (dst) e.dst = dst;
     const master = str(o.master);
@@ -639,5 +643,15 @@ export class Bridge {
   async fdb(dev: string): Promise<FdbEntry[]> {
     assertIfName(dev);
     return parseFdb((await this.exec(['fdb', 'show', 'dev', dev], { json: true })).stdout);
+  }
+
+  /** Every device's entries in one command, by device (for reports over many overlays). */
+  async fdbByDevice(): Promise<Map<string, FdbEntry[]>> {
+    const byDev = new Map<string, FdbEntry[]>();
+    for (const e of parseFdb((await this.exec(['fdb', 'show'], { json: true })).stdout)) {
+      if (e.dev === undefined) continue;
+      byDev.set(e.dev, [...(byDev.get(e.dev) ?? []), e]);
+    }
+    return byDev;
   }
 }

@@ -89,4 +89,24 @@ describe('state files', () => {
     expect(text).toMatch(/^Name:/);
     expect(readFileCappedSync('/proc/self/status')).toMatch(/\nPid:\s+\d+/);
   });
+
+  it('reads files of every size up to the cap exactly, and refuses one byte more', async () => {
+    const d = tmp();
+    const max = 100_000;
+    for (const size of [0, 1, 16 * 1024, 40_000, max]) {
+      const f = join(d, `f${size}`);
+      const body = 'x'.repeat(size);
+      writeFileSync(f, body);
+      expect(await readFileCapped(f, { maxBytes: max })).toBe(body);
+      expect(readFileCappedSync(f, { maxBytes: max })).toBe(body);
+    }
+    writeFileSync(join(d, 'big'), 'x'.repeat(max + 1));
+    await expect(readFileCapped(join(d, 'big'), { maxBytes: max })).rejects.toThrow(
+      /larger than 100000 bytes/,
+    );
+    expect(() => readFileCappedSync(join(d, 'big'), { maxBytes: max })).toThrow(/larger than 100000 bytes/);
+    // A /proc file larger than one 16 KiB read, sized 0 by stat, is read whole.
+    const maps = await readFileCapped('/proc/self/maps');
+    expect(maps?.split('\n').length).toBeGreaterThan(5);
+  });
 });

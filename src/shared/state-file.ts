@@ -49,6 +49,41 @@ function tooBig(path: string, max: number): StateFileError {
   return new StateFileError(path, `larger than ${max} bytes, refused`);
 }
 
+/**
+ * The buffers of one capped read: sized from the file's reported size (plus one byte, to see it grew), else (/proc
+ * files report 0) 16 KiB at a time; never more than `max + 1` bytes in all. A read of a small file costs a small
+ * buffer, not `max` (state files are read many times per report).
+ */
+class CappedChunks {
+  private readonly parts: Buffer[] = [];
+  private total = 0;
+  private current: Buffer | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly max: number,
+    private readonly sizeHint: number,
+  ) {}
+
+  /** The buffer for the next read. */
+  next(): Buffer {
+    const want = this.parts.length === 0 && this.sizeHint > 0 ? this.sizeHint + 1 : 16 * 1024;
+    this.current = Buffer.allocUnsafe(Math.max(1, Math.min(want, this.max + 1 - this.total)));
+    return this.current;
+  }
+
+  /** Records that the last read filled `n` bytes of `next()`'s buffer. */
+  got(n: number): void {
+    this.parts.push(this.current!.subarray(0, n));
+    this.total += n;
+    if (this.total > this.max) throw tooBig(this.path, this.max);
+  }
+
+  text(): string {
+    return Buffer.concat(this.parts, this.total).toString('utf8');
+  }
+}
+
 /** Reads a regular file as UTF-8 without following a link, refusing more than `maxBytes`; undefined when missing. */
 export async function readFileCapped(
   path: string,
@@ -63,17 +98,16 @@ export async function readFileCapped(
     throw openError(path, e);
   }
   try {
-    if (!(await fh.stat()).isFile()) throw new StateFileError(path, 'is not a regular file, refused');
-    // /proc files report size 0: read until EOF rather than trusting the size.
-    const buf = Buffer.alloc(max + 1);
-    let n = 0;
+    const st = await fh.stat();
+    if (!st.isFile()) throw new StateFileError(path, 'is not a regular file, refused');
+    const chunks = new CappedChunks(path, max, st.size);
     for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      const buf = chunks.next();
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n > max) throw tooBig(path, max);
+      chunks.got(bytesRead);
     }
-    return buf.subarray(0, n).toString('utf8');
+    return chunks.text();
   } catch (e) {
     if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
     throw e;
@@ -93,16 +127,16 @@ export function readFileCappedSync(path: string, opts: ReadCappedOptions = {}): 
     throw openError(path, e);
   }
   try {
-    if (!fstatSync(fd).isFile()) throw new StateFileError(path, 'is not a regular file, refused');
-    const buf = Buffer.alloc(max + 1);
-    let n = 0;
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new StateFileError(path, 'is not a regular file, refused');
+    const chunks = new CappedChunks(path, max, st.size);
     for (;;) {
-      const got = readSync(fd, buf, n, buf.length - n, null);
+      const buf = chunks.next();
+      const got = readSync(fd, buf, 0, buf.length, null);
       if (got === 0) break;
-      n += got;
-      if (n > max) throw tooBig(path, max);
+      chunks.got(got);
     }
-    return buf.subarray(0, n).toString('utf8');
+    return chunks.text();
   } catch (e) {
     if (GONE.has((e as NodeJS.ErrnoException).code ?? '')) return undefined;
     throw e;

@@ -99,7 +99,15 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
     const before = r.calls.length;
     await d.create(cfg, 'h1'); // same hash: nothing to do
     expect(r.calls.length).toBe(before);
-    expect(await d.list()).toEqual([{ name: 'web1', state: 'stopped', configHash: 'h1', problems: [] }]);
+    expect(await d.list()).toEqual([
+      {
+        name: 'web1',
+        state: 'stopped',
+        configHash: 'h1',
+        problems: [],
+        config: expect.objectContaining({ name: 'web1' }),
+      },
+    ]);
   });
 
   it('keeps each NIC in its PCI slot when another NIC goes or comes', async () => {

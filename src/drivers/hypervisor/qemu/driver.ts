@@ -32,7 +32,7 @@ import {
   signalProcess,
   waitExited,
 } from '../../../shared/process.js';
-import { KeyedQueue } from '../../../shared/queue.js';
+import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
 import { readAppended } from '../../../shared/state-file.js';
 import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
@@ -96,6 +96,9 @@ export interface StopOutcome {
 }
 
 /** Statuses of QMP `query-status` and the power state each maps to. */
+/** VMs `list` looks at side by side. */
+const LIST_CONCURRENCY = 16;
+
 const STATUS_MAP: Record<string, VmPowerState> = {
   running: 'running',
   paused: 'paused',
@@ -487,43 +490,47 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async list(): Promise<ObservedVm[]> {
-    const out: ObservedVm[] = [];
-    for (const name of await this.names()) {
-      const vm = await this.stored(name).catch(() => undefined);
-      const problems: string[] = [];
-      if (!vm) problems.push('config.json missing or unreadable');
-      const pid = await this.livePid(name);
-      let state: VmPowerState = 'stopped';
-      if (pid === undefined) {
-        const left = await readPidfile(this.paths(name).pidfile);
-        if (left !== undefined) {
-          state = 'crashed';
-          problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
-        }
-      } else {
-        state = 'running';
-        try {
-          const st = await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute<{ status: string }>(
-            'query-status',
-            undefined,
-            QMP_STATUS_TIMEOUT_MS,
-          );
-          state = STATUS_MAP[st.status] ?? 'running';
-          if (st.status !== 'running' && state !== 'paused') problems.push(`QEMU status ${st.status}`);
-          if (st.status === 'io-error') problems.push('paused on a disk I/O error');
-        } catch (e) {
-          problems.push(`QMP not answering: ${(e as Error).message}`);
-        }
+    // VMs are looked at side by side (files, /proc, QMP); a report over many VMs waits for the slowest, not the sum.
+    const seen = await settleLimited(await this.names(), LIST_CONCURRENCY, (name) => this.observe(name));
+    return seen.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  }
+
+  /** One VM as it is now: its power state from pidfile and QMP, its stored config, its problems. */
+  private async observe(name: string): Promise<ObservedVm> {
+    const vm = await this.stored(name).catch(() => undefined);
+    const problems: string[] = [];
+    if (!vm) problems.push('config.json missing or unreadable');
+    const pid = await this.livePid(name);
+    let state: VmPowerState = 'stopped';
+    if (pid === undefined) {
+      const left = await readPidfile(this.paths(name).pidfile);
+      if (left !== undefined) {
+        state = 'crashed';
+        problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
       }
-      out.push({
-        name,
-        state,
-        ...(pid === undefined ? {} : { pid }),
-        configHash: vm?.configHash ?? '',
-        problems,
-      });
+    } else {
+      state = 'running';
+      try {
+        const st = await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute<{ status: string }>(
+          'query-status',
+          undefined,
+          QMP_STATUS_TIMEOUT_MS,
+        );
+        state = STATUS_MAP[st.status] ?? 'running';
+        if (st.status !== 'running' && state !== 'paused') problems.push(`QEMU status ${st.status}`);
+        if (st.status === 'io-error') problems.push('paused on a disk I/O error');
+      } catch (e) {
+        problems.push(`QMP not answering: ${(e as Error).message}`);
+      }
     }
-    return out;
+    return {
+      name,
+      state,
+      ...(pid === undefined ? {} : { pid }),
+      configHash: vm?.configHash ?? '',
+      problems,
+      ...(vm ? { config: vm.config } : {}),
+    };
   }
 
   async config(name: string): Promise<VmConfig | undefined> {

@@ -62,8 +62,21 @@ const ovVxlan = (data: Record<string, unknown> = {}) => ({
 });
 const flood = (...dsts: string[]) =>
   JSON.stringify([
-    { mac: 'aa:bb:cc:00:00:01', flags: [], master: vxlanNet.bridge, state: 'permanent' },
-    ...dsts.map((dst) => ({ mac: '00:00:00:00:00:00', dst, flags: ['self'], state: 'permanent' })),
+    // As `bridge -json fdb show` prints them: each entry names its device.
+    {
+      mac: 'aa:bb:cc:00:00:01',
+      ifname: vxlanNet.vxlan!.device,
+      flags: [],
+      master: vxlanNet.bridge,
+      state: 'permanent',
+    },
+    ...dsts.map((dst) => ({
+      mac: '00:00:00:00:00:00',
+      ifname: vxlanNet.vxlan!.device,
+      dst,
+      flags: ['self'],
+      state: 'permanent',
+    })),
   ]);
 
 /** A runner whose kernel probe finds what `has` says (everything else present); the probe is run and forgotten. */

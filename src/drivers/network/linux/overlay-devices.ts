@@ -2,7 +2,7 @@
 // all-zeros FDB entry per remote VTEP) or the 802.1Q device on the trunk NIC, each enslaved to the
 // network's bridge and labelled with an alias naming its network. The pure parts live in overlay.ts.
 import { isIP } from 'node:net';
-import type { Bridge, Ip, IpAddr, IpCommand, IpLink } from '../../../exec/ip.js';
+import type { Bridge, FdbEntry, Ip, IpAddr, IpCommand, IpLink } from '../../../exec/ip.js';
 import { ipCmd } from '../../../exec/ip.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
@@ -153,13 +153,13 @@ export async function deleteMember(ip: Ip, c: NetworkConfig): Promise<void> {
     await ip.link.del(m.name);
 }
 
-/** Live problems of a vxlan network's VXLAN device and its FDB. */
-export async function vxlanProblems(
-  br: Bridge,
+/** Live problems of a vxlan network's VXLAN device and its FDB (`fdb`: every device's entries, see `fdbByDevice`). */
+export function vxlanProblems(
   c: NetworkConfig,
   links: Map<string, IpLink>,
   addrs: readonly IpAddr[],
-): Promise<string[]> {
+  fdb: ReadonlyMap<string, FdbEntry[]>,
+): string[] {
   const v = c.vxlan!;
   const link = links.get(v.device);
   if (!link) return [`vxlan device ${v.device} missing`];
@@ -168,7 +168,7 @@ export async function vxlanProblems(
   if (link.master !== c.bridge) problems.push(`vxlan ${v.device} not enslaved to ${c.bridge}`);
   if (!link.up) problems.push(`vxlan ${v.device} is down`);
   if (link.mtu !== c.mtu) problems.push(`vxlan ${v.device} mtu is ${link.mtu}, want ${c.mtu}`);
-  problems.push(...fdbProblems(v.device, v.remotes, floodRemotes(await br.fdb(v.device))));
+  problems.push(...fdbProblems(v.device, v.remotes, floodRemotes(fdb.get(v.device) ?? [])));
   return problems;
 }
 
