@@ -275,37 +275,28 @@ interface StepProfile {
   last10MeanMs: number;
 }
 
-/** Where a multi-host apply spent its time: planning, then each step kind (steps run one after the other). */
+/**
+ * Where a multi-host apply spent its time: planning, then each host's steps of a phase, which go to its agent in one
+ * request ("HOST: applying N steps" until that host's first step is reported), the hosts side by side.
+ */
 export interface MultiApplyProfile {
   wallMs: number;
   phases: StepProfile[];
   perHost: Record<string, { steps: number; wallMs: number; execs: number; execMs: number }>;
-  /** plan + the slowest host's steps: the apply's wall time if the hosts' steps ran concurrently. */
+  /** plan + the slowest host's requests: what the apply's wall time comes to, the hosts running side by side. */
   hostsConcurrentEstimateMs: number;
   commands: { cmd: string; count: number; totalMs: number; meanMs: number }[];
   execCount: number;
   execMs: number;
 }
 
+const STEP_LINE = /^\[\d+\/\d+\] ([+~<>-]) (network|vm|uplink) .*? on (\S+?)\)?(?: |$)/;
+const BATCH_LINE = /^(\S+): applying (\d+) steps/;
+
 function profileMultiApply(t0: Mark, marks: Mark[], end: Mark, execs: ExecLine[]): MultiApplyProfile {
-  const bounds = [t0, ...marks.filter((m) => /^\[\d+\/\d+\] /.test(m.msg)), end];
   const phases = new Map<string, StepProfile & { walls: number[] }>();
   const perHost: MultiApplyProfile['perHost'] = {};
-  let planMs = 0;
-  for (let i = 0; i + 1 < bounds.length; i++) {
-    const a = bounds[i]!;
-    const b = bounds[i + 1]!;
-    const wall = b.perf - a.perf;
-    let phase = 'plan (3 agent reports + diff)';
-    let host: string | undefined;
-    if (i > 0) {
-      const m = /^\[\d+\/\d+\] ([+~<>-]) (network|vm|uplink) .*? on (\S+?)\)?(?: |$)/.exec(a.msg);
-      phase = m
-        ? `${m[2]}${{ '+': '.create', '~': '.update', '-': '.delete', '>': '.start', '<': '.stop' }[m[1]!]}`
-        : 'other';
-      host = m?.[3];
-    } else planMs = wall;
-    const inWin = execs.filter((e) => e.start >= a.at && e.start < b.at && (!host || e.host === host));
+  const add = (phase: string, steps: number, wall: number, inWin: ExecLine[]) => {
     const p = phases.get(phase) ?? {
       phase,
       count: 0,
@@ -317,20 +308,41 @@ function profileMultiApply(t0: Mark, marks: Mark[], end: Mark, execs: ExecLine[]
       last10MeanMs: 0,
       walls: [],
     };
-    p.count++;
+    p.count += steps;
     p.wallMs += wall;
-    p.walls.push(wall);
+    p.walls.push(wall / Math.max(1, steps));
     p.execs += inWin.length;
     p.execMs += inWin.reduce((s, e) => s + e.ms, 0);
     phases.set(phase, p);
-    if (host) {
-      const h = perHost[host] ?? { steps: 0, wallMs: 0, execs: 0, execMs: 0 };
-      h.steps++;
-      h.wallMs += wall;
-      h.execs += inWin.length;
-      h.execMs += inWin.reduce((s, e) => s + e.ms, 0);
-      perHost[host] = h;
-    }
+  };
+  const planEnd = marks.find((m) => BATCH_LINE.test(m.msg) || STEP_LINE.test(m.msg)) ?? end;
+  const planMs = planEnd.perf - t0.perf;
+  add(
+    'plan (3 agent reports + diff)',
+    1,
+    planMs,
+    execs.filter((e) => e.start >= t0.at && e.start < planEnd.at),
+  );
+  for (const [k, a] of marks.entries()) {
+    const batch = BATCH_LINE.exec(a.msg);
+    if (!batch) continue;
+    const host = batch[1]!;
+    const steps = Number(batch[2]);
+    // The host's steps are reported together when its request returns.
+    const done = marks.slice(k + 1).find((m) => STEP_LINE.exec(m.msg)?.[3] === host) ?? end;
+    const m = STEP_LINE.exec(done.msg);
+    const phase = m
+      ? `${m[2]}${{ '+': '.create', '~': '.update', '-': '.delete', '>': '.start', '<': '.stop' }[m[1]!]}`
+      : 'other';
+    const wall = done.perf - a.perf;
+    const inWin = execs.filter((e) => e.start >= a.at && e.start <= done.at && e.host === host);
+    add(phase, steps, wall, inWin);
+    const h = perHost[host] ?? { steps: 0, wallMs: 0, execs: 0, execMs: 0 };
+    h.steps += steps;
+    h.wallMs += wall;
+    h.execs += inWin.length;
+    h.execMs += inWin.reduce((s, e) => s + e.ms, 0);
+    perHost[host] = h;
   }
   const mean = (xs: number[]) => round(xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length), 1);
   const inApply = execs.filter((e) => e.start >= t0.at && e.start < end.at);
@@ -346,7 +358,7 @@ function profileMultiApply(t0: Mark, marks: Mark[], end: Mark, execs: ExecLine[]
     phases: [...phases.values()].map(({ walls, ...p }) => ({
       ...p,
       wallMs: round(p.wallMs, 1),
-      meanMs: round(p.wallMs / p.count, 1),
+      meanMs: round(p.wallMs / Math.max(1, p.count), 1),
       first10MeanMs: mean(walls.slice(0, 10)),
       last10MeanMs: mean(walls.slice(-10)),
     })),

@@ -97,7 +97,7 @@ function printOverlays(d: OverlaysResult, say: (s: string) => void): void {
     '\nwhere vmlink spends its (d) apply time (last repeat; agents at VMLINK_LOG=debug: every command with duration)',
   );
   say(
-    `  apply: ${secs(p.wallMs)} wall for ${d.steps} steps run one after the other; the agents ran ${p.execCount} commands taking ${secs(p.execMs)} (${Math.round((100 * p.execMs) / p.wallMs)}% of wall)`,
+    `  apply: ${secs(p.wallMs)} wall for ${d.steps} steps (each host's in one request, the hosts side by side); the agents ran ${p.execCount} commands taking ${secs(p.execMs)} (${Math.round((100 * p.execMs) / p.wallMs)}% of wall)`,
   );
   for (const ph of p.phases)
     say(
@@ -105,9 +105,7 @@ function printOverlays(d: OverlaysResult, say: (s: string) => void): void {
     );
   for (const [h, x] of Object.entries(p.perHost))
     say(`    ${h}: ${x.steps} steps, ${secs(x.wallMs)} wall, ${x.execs} commands (${secs(x.execMs)})`);
-  say(
-    `    if the three hosts' steps ran concurrently (plan + slowest host): about ${secs(p.hostsConcurrentEstimateMs)}`,
-  );
+  say(`    plan + the slowest host's requests: ${secs(p.hostsConcurrentEstimateMs)}`);
   say('    top commands (count, total, mean):');
   for (const c of p.commands)
     say(

@@ -195,15 +195,22 @@ export class OvsNetworkDriver implements NetworkDriver {
       throw e;
     });
     const caps = { ...(await this.kernelCaps) };
-    const ovs = await this.runner
-      .run(['ovs-vswitchd', '--version'], { allowFailure: true })
-      .catch(() => undefined);
-    caps.ovs = ovs?.code === 0;
+    // Found once, Open vSwitch stays installed for this agent's life; not found, it is looked for again (it may be
+    // installed meanwhile). Every report asks, so the answer must not cost a command each time.
+    if (!this.ovsInstalled) {
+      const ovs = await this.runner
+        .run(['ovs-vswitchd', '--version'], { allowFailure: true })
+        .catch(() => undefined);
+      this.ovsInstalled = ovs?.code === 0;
+    }
+    caps.ovs = this.ovsInstalled;
     caps.ovsKernelDatapath = (await this.daemons.datapathType()) === 'system';
     return caps;
   }
 
   // Internals.
+
+  private ovsInstalled = false;
 
   /** Starts or adopts the daemons; after a vswitchd (re)start, converges every network (flows, addresses). */
   private async ready(ctx?: OpContext): Promise<void> {
