@@ -8,17 +8,16 @@ import type {
   PortConfig,
   UplinkManager,
 } from '../drivers/network/types.js';
-import { HOST_BUSYBOX, httpArgv, parseHttp, parsePing, pingArgv } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
-import { InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
-import { PROBE_GUEST_MARGIN_MS, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
+import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
 import { runBatch } from './batch.js';
 import { ConfirmManager, type Undo } from './confirm.js';
-import type { AgentAction, ConfirmState, ProbeRequest, ProbeResult } from './wire.js';
+import { Prober } from './probes.js';
+import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
 export interface UplinkControl extends UplinkManager {
@@ -46,8 +45,10 @@ export interface AgentDeps {
 export class Agent {
   private readonly confirms: ConfirmManager;
   private readonly queue = new SerialQueue();
+  private readonly prober: Prober;
 
   constructor(private readonly deps: AgentDeps) {
+    this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),
       revert: (undo) => this.serial(() => this.undo(undo)),
@@ -363,43 +364,13 @@ export class Agent {
   }
 
   /** Runs a reachability probe from the host or from one of its guests. */
-  async probe(req: ProbeRequest): Promise<ProbeResult> {
-    const started = Date.now();
-    if (req.from.kind === 'host') {
-      const argv =
-        req.kind === 'ping'
-          ? pingArgv(req.target, req.timeoutMs, false)
-          : httpArgv(req.target, req.port ?? 80, req.timeoutMs, [HOST_BUSYBOX]);
-      const r = await this.deps.runner.run(argv, {
-        allowFailure: true,
-        timeoutMs: req.timeoutMs + PROBE_HOST_MARGIN_MS,
-      });
-      return req.kind === 'ping'
-        ? parsePing(r.code, r.stdout, r.stderr)
-        : parseHttp(r.code, r.stdout, r.stderr, Date.now() - started);
-    }
-    const vm = await this.vm(req.from.name);
-    if (vm.state !== 'running')
-      throw new InvalidStateError(
-        `probe from ${vm.name} requires running (it is ${vm.state})`,
-        `vm/${vm.name}`,
-      );
-    // busybox wget cannot bind to an interface: a NIC-bound HTTP probe would silently leave by the guest's routes.
-    if (req.kind === 'http' && req.from.nic !== undefined)
-      throw new InvalidRequestError(
-        `an http probe from ${vm.name} cannot be bound to NIC ${req.from.nic}; probe by ping`,
-        'from.nic',
-      );
-    const argv =
-      req.kind === 'ping'
-        ? pingArgv(req.target, req.timeoutMs, true, req.from.nic)
-        : httpArgv(req.target, req.port ?? 80, req.timeoutMs, []);
-    const r = await this.deps.hypervisor.guestExec(vm.name, argv, {
-      timeoutMs: req.timeoutMs + PROBE_GUEST_MARGIN_MS,
-    });
-    return req.kind === 'ping'
-      ? parsePing(r.exitCode, r.stdout, r.stderr)
-      : parseHttp(r.exitCode, r.stdout, r.stderr, Date.now() - started);
+  probe(req: ProbeRequest): Promise<ProbeResult> {
+    return this.prober.probe(req);
+  }
+
+  /** Runs a batch of probes from one source at once (one command); results in request order. */
+  probeBatch(req: ProbeBatchRequest): Promise<ProbeResult[]> {
+    return this.prober.probeBatch(req);
   }
 
   /** The observed VM called `name`, or `NotFoundError`. */

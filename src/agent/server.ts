@@ -25,6 +25,8 @@ import {
   GuestInterfacesSchema,
   HostReportSchema,
   OkSchema,
+  ProbeBatchRequestSchema,
+  ProbeBatchResultSchema,
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
@@ -104,6 +106,11 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     '/v1/probe',
     { schema: { body: ProbeRequestSchema, response: answers(ProbeResultSchema) } },
     async (req) => agent.probe(req.body),
+  );
+  app.post(
+    '/v1/probes',
+    { schema: { body: ProbeBatchRequestSchema, response: answers(ProbeBatchResultSchema) } },
+    async (req) => ({ results: await agent.probeBatch(req.body) }),
   );
   app.post(
     '/v1/vms/:name/exec',

@@ -8,6 +8,7 @@ import {
   LINK_MTU_MAX,
   MTU_MIN,
   NETWORK_MTU_MAX,
+  PROBE_BATCH_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
 } from '../shared/limits.js';
@@ -226,18 +227,28 @@ export const ProbeSourceSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
+/** What a probe asks for, wherever it starts: ICMP echo, or an HTTP GET that must answer. */
+const probeFields = {
+  kind: z.enum(['ping', 'http']),
+  target: ip,
+  port: z.number().int().min(1).max(65535).optional(),
+  timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
+};
+
 /** A reachability probe: ICMP echo, or an HTTP GET that must answer. */
-export const ProbeRequestSchema = z
-  .object({
-    from: ProbeSourceSchema,
-    kind: z.enum(['ping', 'http']),
-    target: ip,
-    port: z.number().int().min(1).max(65535).optional(),
-    timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
-  })
-  .strict();
+export const ProbeRequestSchema = z.object({ from: ProbeSourceSchema, ...probeFields }).strict();
 /** A probe request. */
 export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
+
+/** Probes from one source, run at once (`POST /v1/probes`); their results come back in the same order. */
+export const ProbeBatchRequestSchema = z
+  .object({
+    from: ProbeSourceSchema,
+    probes: z.array(z.object(probeFields).strict()).min(1).max(PROBE_BATCH_MAX),
+  })
+  .strict();
+/** A batch of probes from one source. */
+export type ProbeBatchRequest = z.infer<typeof ProbeBatchRequestSchema>;
 
 /** A probe's outcome (defined in shared/, where exec's parsers produce it). */
 export type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
@@ -347,6 +358,9 @@ export const ProbeResultSchema = z.object({
   detail: z.string(),
   unmeasured: z.boolean().optional(),
 }) satisfies z.ZodType<ProbeResult>;
+
+/** The outcomes of a probe batch, one per probe in request order (`POST /v1/probes`). */
+export const ProbeBatchResultSchema = z.object({ results: z.array(ProbeResultSchema).max(PROBE_BATCH_MAX) });
 
 /** Output of a command run in a guest (`POST /v1/vms/:name/exec`). */
 export const GuestExecResultSchema = z.object({

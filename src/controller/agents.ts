@@ -17,11 +17,13 @@ import {
   GuestInterfacesSchema,
   HostReportSchema,
   OkSchema,
+  type ProbeBatchRequest,
+  ProbeBatchResultSchema,
   type ProbeRequest,
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
-import { InvalidSpecError } from '../shared/errors.js';
+import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import {
   AGENT_ACTION_TIMEOUT_MS,
@@ -120,6 +122,23 @@ export class AgentClient {
   /** Runs a probe from the host or one of its guests. */
   probe(req: ProbeRequest): Promise<ProbeResult> {
     return this.http.post('/v1/probe', req, ProbeResultSchema, req.timeoutMs + PROBE_ANSWER_MARGIN_MS);
+  }
+
+  /** Runs probes from one source at once (one command on the host or in the guest); results in request order. */
+  async probeBatch(req: ProbeBatchRequest): Promise<ProbeResult[]> {
+    const longest = Math.max(...req.probes.map((p) => p.timeoutMs));
+    const { results } = await this.http.post(
+      '/v1/probes',
+      req,
+      ProbeBatchResultSchema,
+      longest + PROBE_ANSWER_MARGIN_MS,
+    );
+    if (results.length !== req.probes.length)
+      throw new BadResponseError(
+        `agent of ${this.host} answered ${req.probes.length} probe(s) with ${results.length} result(s)`,
+        '/v1/probes',
+      );
+    return results;
   }
 
   /** Runs argv inside a guest. */

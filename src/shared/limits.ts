@@ -135,5 +135,7 @@ export const LAB_PATH_CHECK_TIMEOUT_MS = 5_000;
 
 // Sizes.
 
+/** Most probes in one batch from one source (`POST /v1/probes`); they run at once in one command. */
+export const PROBE_BATCH_MAX = 128;
 /** Finished tasks the controller keeps for clients that ask about them late (the newest ones). */
 export const FINISHED_TASKS_KEPT = 200;
