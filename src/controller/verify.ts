@@ -2,20 +2,19 @@ import { z } from 'zod';
 import type { ProbeResult } from '../agent/wire.js';
 import {
   dfPingArgv,
-  HOST_BUSYBOX,
-  httpArgv,
   neighArgv,
-  parseHttp,
+  type ProbeSpec,
   parseNeighMac,
   parsePing,
-  pingArgv,
+  probeArgv,
+  runProbeBatch,
 } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { machineNs } from '../lab/names.js';
 import { runnerSide } from '../lab/throughput.js';
 import { resolveSpec } from '../plan/resolve.js';
 import { InvalidRequestError, NotFoundError, TimeoutError } from '../shared/errors.js';
-import { MTU_MIN } from '../shared/limits.js';
+import { MTU_MIN, PROBE_BATCH_MAX, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
 import { sleep } from '../shared/time.js';
 import type { Spec } from '../spec/schema.js';
 import {
@@ -39,6 +38,7 @@ import {
   type ThroughputSide,
 } from '../verify/throughput.js';
 import { AgentClient, agentAddress } from './agents.js';
+import { limit, notMeasured, type PendingProbe, probeBySource } from './probe-sources.js';
 import type { TaskContext } from './tasks.js';
 
 /**
@@ -116,63 +116,57 @@ export async function verifySpec(
 
   await discoverVmAddresses(endpoints, agents, ctx, opts.addressTimeoutMs ?? 120_000);
 
-  const probe = async (
-    src: Endpoint,
-    kind: 'ping' | 'http',
-    target: string,
-    port?: number,
-  ): Promise<ProbeResult> => {
-    const timeoutMs = 2_000;
-    if (src.kind === 'host')
-      return agents
-        .get(src.host)!
-        .probe({ from: { kind: 'host' }, kind, target, timeoutMs, ...(port ? { port } : {}) });
-    if (src.kind === 'vm')
-      return agents.get(src.host)!.probe({
-        // Bound to the endpoint's NIC: a VM on two networks must not answer for one NIC through the other.
-        from: { kind: 'vm', name: src.vm, ...(src.ifname ? { nic: src.ifname } : {}) },
-        kind,
-        target,
-        timeoutMs,
-        ...(port ? { port } : {}),
-      });
-    const t0 = Date.now();
-    const argv =
-      kind === 'ping'
-        ? pingArgv(target, timeoutMs, false)
-        : httpArgv(target, port ?? 80, timeoutMs, [HOST_BUSYBOX]);
-    const r = await runner.run(argv, { netns: src.ns, allowFailure: true, timeoutMs: timeoutMs + 3_000 });
-    return kind === 'ping'
-      ? parsePing(r.code, r.stdout, r.stderr)
-      : parseHttp(r.code, r.stdout, r.stderr, Date.now() - t0);
+  // Cells that need a probe, grouped by source: each source runs all of its probes at once, in one command.
+  const slots: Array<MatrixCell | undefined> = [];
+  const pending = new Map<Endpoint, PendingProbe[]>();
+  const measure = (src: Endpoint, probe: ProbeSpec, finish: (r: ProbeResult) => Promise<MatrixCell>) => {
+    const index = slots.length;
+    slots.push(undefined);
+    const list = pending.get(src) ?? [];
+    list.push({
+      probe,
+      finish: async (r) => {
+        slots[index] = await finish(r);
+      },
+    });
+    pending.set(src, list);
   };
-
-  const jobs: Array<() => Promise<MatrixCell>> = [];
   for (const src of endpoints) {
     for (const dst of endpoints) {
       if (src === dst || (src.kind === 'vm' && dst.kind === 'vm' && src.vm === dst.vm)) continue;
-      jobs.push(async () => {
-        const expected = expectCell(src, dst, routers);
-        if (!dst.address)
-          return cell(src.id, dst.id, 'ping', expected, {
+      const expected = expectCell(src, dst, routers);
+      if (!dst.address) {
+        slots.push(
+          cell(src.id, dst.id, 'ping', expected, {
             reachable: false,
             detail: 'not measured: address unknown (is the guest up?)',
             unmeasured: true,
-          });
-        // Overlapping CIDRs: dst's address may also live on src's own network; only dst's MAC proves dst answered.
-        const { self, twins } = addressTwins(src, dst, endpoints);
-        if (self)
-          return cell(src.id, dst.id, 'ping', 'any', {
+          }),
+        );
+        continue;
+      }
+      // Overlapping CIDRs: dst's address may also live on src's own network; only dst's MAC proves dst answered.
+      const { self, twins } = addressTwins(src, dst, endpoints);
+      if (self) {
+        slots.push(
+          cell(src.id, dst.id, 'ping', 'any', {
             reachable: false,
             detail: `not measurable: ${dst.address} is also ${src.kind === 'vm' ? src.vm : src.id}'s own address (overlapping CIDRs)`,
-          });
-        // A host cannot tell which of its networks answered for an address on two of them: not asserted.
-        if (src.kind === 'host' && twins.length)
-          return cell(src.id, dst.id, 'ping', 'any', {
+          }),
+        );
+        continue;
+      }
+      // A host cannot tell which of its networks answered for an address on two of them: not asserted.
+      if (src.kind === 'host' && twins.length) {
+        slots.push(
+          cell(src.id, dst.id, 'ping', 'any', {
             reachable: false,
             detail: `not measurable: ${dst.address} is also ${twins.map((t) => t.id).join(', ')}'s address on ${src.id}'s network ${twins[0]!.network}`,
-          });
-        let r = await probe(src, 'ping', dst.address).catch(errorResult);
+          }),
+        );
+        continue;
+      }
+      measure(src, { kind: 'ping', target: dst.address, timeoutMs: PROBE_TIMEOUT_MS }, async (r) => {
         // A reply where none was expected may come from another holder of the address on src's own segment
         // (a twin VM, a gateway address): check who answered before calling it a leak.
         if (r.reachable && src.kind === 'vm' && dst.kind === 'vm' && (twins.length || expected === false))
@@ -190,20 +184,32 @@ export async function verifySpec(
   const forwardSources = endpoints.filter((e) => e.kind !== 'vm');
   for (const f of forwardsOf(spec)) {
     for (const src of forwardSources) {
-      jobs.push(async () => {
-        const expected = expectForward(src);
-        let r = await probe(src, 'http', f.address, f.hostPort).catch(errorResult);
+      const probe: ProbeSpec = {
+        kind: 'http',
+        target: f.address,
+        port: f.hostPort,
+        timeoutMs: PROBE_TIMEOUT_MS,
+      };
+      measure(src, probe, async (r) => {
         // The test guest names itself in its answer, which proves the forward reached the right VM.
         const vm = spec.vms.find((v) => v.name === f.vm);
         if (r.reachable && vm?.image.kind === 'test-guest' && r.detail !== `vmlink-guest ${f.vm}`) {
           r = { reachable: false, detail: `answered by the wrong service: ${r.detail}` };
         }
-        return cell(src.id, `${f.address}:${f.hostPort} (${f.vm})`, 'forward', expected, r);
+        return cell(src.id, `${f.address}:${f.hostPort} (${f.vm})`, 'forward', expectForward(src), r);
       });
     }
   }
-  ctx.progress(`probing ${jobs.length} paths between ${endpoints.length} endpoints`);
-  const cells = await limit(jobs, 6);
+  const probes = [...pending.values()].reduce((n, l) => n + l.length, 0);
+  ctx.progress(
+    `probing ${slots.length} paths between ${endpoints.length} endpoints (${probes} probes from ${pending.size} sources)`,
+  );
+  await probeBySource(pending, (src, probes) => probeBatch(src, probes, agents, runner), {
+    sourcesAtOnce: SOURCES_AT_ONCE,
+    batchMax: PROBE_BATCH_MAX,
+  });
+  // Every slot is filled by now: cells without a probe at once, the others by their source's batch.
+  const cells = slots as MatrixCell[];
   const pmtu = await measurePathMtus(spec, endpoints, agents, ctx);
   const mismatches = cells.filter((c) => !c.ok).length + pmtu.filter((p) => !p.ok).length;
   return {
@@ -223,6 +229,35 @@ export async function verifySpec(
     measuredAt: new Date().toISOString(),
     durationMs: Date.now() - started,
   };
+}
+
+/** How long a probe waits for its answer (ping deadline, HTTP timeout). */
+const PROBE_TIMEOUT_MS = 2_000;
+/** Sources probing at once; each runs all of its probes in one command (one guest-agent exec per VM). */
+const SOURCES_AT_ONCE = 16;
+
+/**
+ * Runs probes from one source at once: through its agent for a host or a VM (bound to the VM endpoint's NIC, so a
+ * VM on two networks does not answer for one NIC through the other), or in the lab namespace of a peer or upstream.
+ */
+async function probeBatch(
+  src: Endpoint,
+  probes: ProbeSpec[],
+  agents: Map<string, AgentClient>,
+  runner: Runner,
+): Promise<ProbeResult[]> {
+  if (src.kind === 'host') return agents.get(src.host)!.probeBatch({ from: { kind: 'host' }, probes });
+  if (src.kind === 'vm')
+    return agents.get(src.host)!.probeBatch({
+      from: { kind: 'vm', name: src.vm, ...(src.ifname ? { nic: src.ifname } : {}) },
+      probes,
+    });
+  const longest = Math.max(...probes.map((p) => p.timeoutMs));
+  return runProbeBatch(
+    probes.map((p) => ({ kind: p.kind, argv: probeArgv(p, 'host') })),
+    (argv) =>
+      runner.run(argv, { netns: src.ns, allowFailure: true, timeoutMs: longest + PROBE_HOST_MARGIN_MS }),
+  );
 }
 
 function cell(
@@ -318,7 +353,7 @@ async function measurePathMtus(
           const r = await agent
             .exec(a.vm, dfPingArgv(b.address!, payload, 1_000, a.ifname), 10_000)
             .then((x) => parsePing(x.exitCode, x.stdout, x.stderr))
-            .catch(errorResult);
+            .catch(notMeasured);
           if (r.reachable) return true;
           last = r.detail;
         }
@@ -401,14 +436,6 @@ export async function measureSpecThroughput(
   return measureThroughput(side(a), side(b), { seconds: req.seconds ?? 3 });
 }
 
-function errorResult(e: unknown): ProbeResult {
-  return {
-    reachable: false,
-    detail: `not measured: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
-    unmeasured: true,
-  };
-}
-
 /** Fills in each VM endpoint's IPv4 address from its guest agent, waiting for guests that are still booting. */
 async function discoverVmAddresses(
   endpoints: readonly Endpoint[],
@@ -443,18 +470,4 @@ async function discoverVmAddresses(
     }),
   );
   if (ctx.signal.aborted) throw new TimeoutError('verify cancelled');
-}
-
-async function limit<T>(jobs: Array<() => Promise<T>>, n: number): Promise<T[]> {
-  const out: T[] = new Array(jobs.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, jobs.length) }, async () => {
-      while (next < jobs.length) {
-        const i = next++;
-        out[i] = await jobs[i]!();
-      }
-    }),
-  );
-  return out;
 }

@@ -1,0 +1,64 @@
+// Verify's probing loop: every source's probes as one batch (one command at the source), sources in parallel.
+import type { ProbeSpec } from '../exec/probe.js';
+import type { ProbeResult } from '../shared/results.js';
+
+/** One probe waiting to run, and what to do with its outcome (fill in its matrix cell). */
+export interface PendingProbe {
+  probe: ProbeSpec;
+  finish: (r: ProbeResult) => Promise<void>;
+}
+
+/** A probe outcome for a probe that did not run (its source's batch failed): unmeasured, never reachable. */
+export function notMeasured(e: unknown): ProbeResult {
+  return {
+    reachable: false,
+    detail: `not measured: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+    unmeasured: true,
+  };
+}
+
+/**
+ * Runs each source's probes through `batch` (one call per `batchMax` probes, one after the other for a source),
+ * `sourcesAtOnce` sources at a time, and hands every outcome to its probe's `finish`. A batch that fails, or that
+ * answers with the wrong number of results, leaves its probes unmeasured.
+ */
+export async function probeBySource<S>(
+  groups: ReadonlyMap<S, readonly PendingProbe[]>,
+  batch: (src: S, probes: ProbeSpec[]) => Promise<ProbeResult[]>,
+  opts: { sourcesAtOnce: number; batchMax: number },
+): Promise<void> {
+  await limit(
+    [...groups].map(([src, list]) => async () => {
+      for (let i = 0; i < list.length; i += opts.batchMax) {
+        const chunk = list.slice(i, i + opts.batchMax);
+        const results = await batch(
+          src,
+          chunk.map((p) => p.probe),
+        ).then(
+          (r) =>
+            r.length === chunk.length
+              ? r
+              : chunk.map(() => notMeasured(`${r.length} result(s) for ${chunk.length} probe(s)`)),
+          (e: unknown) => chunk.map(() => notMeasured(e)),
+        );
+        await Promise.all(chunk.map((p, k) => p.finish(results[k]!)));
+      }
+    }),
+    opts.sourcesAtOnce,
+  );
+}
+
+/** Runs `jobs` with at most `n` at a time; results in job order. */
+export async function limit<T>(jobs: Array<() => Promise<T>>, n: number): Promise<T[]> {
+  const out: T[] = new Array(jobs.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, jobs.length) }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]!();
+      }
+    }),
+  );
+  return out;
+}
