@@ -15,7 +15,7 @@ import type { VerifyResult } from '../src/controller/verify.js';
 import { VXLAN_ALIAS_PREFIX } from '../src/drivers/network/linux/overlay.js';
 import { ALIAS_PREFIX } from '../src/drivers/network/linux/state.js';
 import { bridgeCmd, ipCmd, renderBatch } from '../src/exec/ip.js';
-import { pingArgv } from '../src/exec/probe.js';
+import { pingArgv, probeArgv, runProbeBatch } from '../src/exec/probe.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import { machineNs, upstreamNs } from '../src/lab/names.js';
 import { resolveSpec } from '../src/plan/resolve.js';
@@ -695,7 +695,7 @@ export interface VerifyBenchResult {
   /** Only the ICMP phase of verify against the reference. */
   icmpRatio: number;
   cellsBySource: Record<string, { cells: number; observedTrue: number; observedFalse: number }>;
-  /** Probes outside verify, by source kind (median of 5 wall times): one alone, or six at once. */
+  /** Probes outside verify (median of 5 wall times): one alone by source kind, and batches as verify sends them. */
   probeCostMs: Record<string, number>;
   around: { labUpMs: number; applyMs: number; guestsReadyMs: number; destroyMs: number; labDownMs: number };
   load1: number[];
@@ -840,6 +840,11 @@ export async function benchVerify(opts: {
     };
     const a1 = agentFor(spec, 'host1');
     const a2 = agentFor(spec, 'host2');
+    const everyone = [...HOSTS.map((_, i) => `${E_LAN}.${11 + i}`), `${E_LAN}.20`, '203.0.113.79', ...vmAddr];
+    const pingsFrom = (self: string) =>
+      everyone
+        .filter((a) => a !== self)
+        .map((target) => ({ kind: 'ping' as const, target, timeoutMs: 2_000 }));
     probeCostMs = {
       'vm g1 -> g3 (guest-exec ping through the agent, across hosts)': await cost(() =>
         a1.probe({ from: { kind: 'vm', name: 'g1' }, kind: 'ping', target: vmAddr[2]!, timeoutMs: 2_000 }),
@@ -853,28 +858,26 @@ export async function benchVerify(opts: {
       'upstream -> g1 (controller runs ping -W 2 in the upstream namespace; not reachable)': await cost(() =>
         runner.run(pingArgv(vmAddr[0]!, 2_000, false), { netns: upstreamNs(lab), allowFailure: true }),
       ),
-      // verify runs 6 probes at a time in job order, and jobs are ordered by source: the 6 lanes mostly hold
-      // probes of the same VM, whose guest agent serves one call at a time. Compare both shapes.
-      '6 VM probes at once, all from g1 (the shape verify’s job order gives)': await cost(() =>
-        Promise.all(
-          [1, 2, 3, 4, 5, 0].map((k) =>
-            a1.probe({
-              from: { kind: 'vm', name: 'g1' },
-              kind: 'ping',
-              target: `${E_LAN}.${11 + (k % 3)}`,
-              timeoutMs: 2_000,
-            }),
-          ),
+      // verify sends each source's probes as one batch (all at once, one command at the source), sources in
+      // parallel: what one source's batch costs, to every other endpoint of the matrix (10 pings).
+      'one batch of 10 pings from g1 (one guest-agent exec, the shape verify gives a VM)': await cost(() =>
+        a1.probeBatch({ from: { kind: 'vm', name: 'g1' }, probes: pingsFrom(vmAddr[0]!) }),
+      ),
+      'one batch of 10 pings from host2 (one sh -c by its agent; the VMs do not answer)': await cost(() =>
+        a2.probeBatch({ from: { kind: 'host' }, probes: pingsFrom(`${E_LAN}.12`) }),
+      ),
+      'one batch of 10 pings from peer pc1 (one sh -c in its namespace, by the controller)': await cost(() =>
+        runProbeBatch(
+          pingsFrom(`${E_LAN}.20`).map((p) => ({ kind: p.kind, argv: probeArgv(p, 'host') })),
+          (argv) => runner.run(argv, { netns: machineNs(lab, 'pc1'), allowFailure: true }),
         ),
       ),
-      '6 VM probes at once, one from each VM': await cost(() =>
+      '6 batches at once, one from each VM (10 pings each)': await cost(() =>
         Promise.all(
-          spec.vms.map((vm) =>
-            agentFor(spec, vm.host).probe({
+          spec.vms.map((vm, i) =>
+            agentFor(spec, vm.host).probeBatch({
               from: { kind: 'vm', name: vm.name },
-              kind: 'ping',
-              target: `${E_LAN}.11`,
-              timeoutMs: 2_000,
+              probes: pingsFrom(vmAddr[i]!),
             }),
           ),
         ),
