@@ -18,7 +18,8 @@ export interface ProtocolRange {
 
 /** What this build speaks of each protocol. */
 export const PROTOCOLS: Readonly<Record<Protocol, ProtocolRange>> = {
-  // wire 2: batches of actions (`POST /v1/actions/batch`), which this controller sends every apply.
+  // wire 2: batches of actions (`POST /v1/actions/batch`) and of probes (`POST /v1/probes`), which this controller
+  // sends on every apply and verify.
   wire: { version: 2, min: 2 },
   api: { version: 1, min: 1 },
 };
