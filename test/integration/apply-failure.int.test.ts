@@ -20,6 +20,16 @@ lab:
   hosts: [{ name: host1, address: 192.168.71.10 }]
 `;
 
+/** `spec('eth0')` plus three nat networks, applied in one batch request. */
+const withThree = () =>
+  spec('eth0').replace(
+    'lab:',
+    ['b1', 'b2', 'b3']
+      .map((n, i) => `  - { name: ${n}, host: host1, mode: nat, cidr: 10.72.${i}.0/24 }\n`)
+      .join('')
+      .concat('lab:'),
+  );
+
 const root = mkdtempSync('/tmp/vmlink-itf-');
 chmodSync(root, 0o755);
 const env = {
@@ -76,4 +86,41 @@ it('converges on the next apply once the cause is fixed', async () => {
   );
   expect(addr).toContain('192.168.71.10/24');
   execFileSync('ip', ['netns', 'exec', `vl-${LAB}-host1`, 'ping', '-c1', '-W2', '192.168.71.1']);
+});
+
+it('a batch that fails midway keeps the networks before the failed one and starts none after it', async () => {
+  // A device of another kind squats on b2's bridge name, behind vmlink's back.
+  const ns = `vl-${LAB}-host1`;
+  execFileSync('ip', [
+    '-n',
+    ns,
+    'link',
+    'add',
+    bridgeName('b2'),
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'itf-squat',
+  ]);
+  try {
+    writeFileSync(file, withThree());
+    const r = await runCli(['apply', '-f', file], env);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/step 2\/3 failed \(\+ network b2 on host1.*\): .*exists and is not a bridge/);
+    const names = links().map((l) => l.ifname);
+    expect(names).toContain(bridgeName('b1'));
+    expect(names).not.toContain(bridgeName('b3'));
+    const plan = await runCli(['plan', '-f', file], env);
+    expect(plan.stdout).toMatch(/\+ network b2 on host1/);
+    expect(plan.stdout).toMatch(/\+ network b3 on host1/);
+    expect(plan.stdout).not.toMatch(/network b1 on host1/);
+  } finally {
+    execFileSync('ip', ['-n', ns, 'link', 'del', bridgeName('b2')]);
+  }
+  const again = await runCli(['apply', '-f', file], env);
+  expect(again.code, again.stderr).toBe(0);
+  expect((await runCli(['plan', '-f', file], env)).stdout.trim()).toBe(
+    'No changes. Infrastructure matches the spec.',
+  );
 });
