@@ -103,12 +103,14 @@ for d in /sys/class/net/*; do
   configure_nic "$n" boot
 done
 
-# NIC hot-plug (udev is absent): configure NICs that appear, forget those that go (their DHCP client too).
+# NIC hot-plug (udev is absent): configure NICs that appear, forget those that go (their DHCP client too). Only
+# devices of the machine (with a `device` link: a plugged virtio NIC); a VLAN or bridge the guest's own user makes
+# is theirs to configure, and a DHCP client started on it would flush the address they gave it.
 (while :; do
   sleep 1
   for d in /sys/class/net/*; do
     n=${d##*/}
-    [ "$n" = lo ] || [ -e "/run/vmlink/up/$n" ] || configure_nic "$n" hotplug
+    [ "$n" = lo ] || [ -e "/run/vmlink/up/$n" ] || [ ! -e "$d/device" ] || configure_nic "$n" hotplug
   done
   for u in /run/vmlink/up/*; do
     n=${u##*/}
