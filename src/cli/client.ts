@@ -4,6 +4,9 @@ import { BadResponseError, fromErrorBody, UnavailableError } from '../shared/err
 import { HttpClient } from '../shared/http/client.js';
 import { sleep } from '../shared/time.js';
 
+/** The longest pause between two looks at a running task. */
+const TASK_POLL_MAX_MS = 250;
+
 /** The CLI's client of the controller API. */
 export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
   const address = /^https?:\/\//.test(socket) ? socket : `unix://${socket}`;
@@ -38,6 +41,8 @@ export async function runTask<S extends z.ZodType>(
 ): Promise<z.output<S>> {
   const { taskId } = await client.post(path, body, TaskAcceptedSchema);
   let since = 0;
+  // Quick tasks (a no-op apply, a plan) end within tens of milliseconds: ask again soon, then back off to 250 ms.
+  let pause = 10;
   const onInt = () => {
     print('cancelling (the task stops at its next step)...');
     void client.delete(`/v1/tasks/${taskId}`, TaskViewSchema).catch(() => {});
@@ -60,7 +65,8 @@ export async function runTask<S extends z.ZodType>(
       if (t.state !== 'running') {
         throw fromErrorBody({ error: t.error ?? { kind: 'internal', message: `task ${t.state}` } });
       }
-      await sleep(250);
+      await sleep(pause);
+      pause = Math.min(TASK_POLL_MAX_MS, pause * 2);
     }
   } finally {
     process.off('SIGINT', onInt);

@@ -259,6 +259,36 @@ describe('linux network backend in a lab', () => {
     expect(await httpGet(LAN, 'http://10.77.0.10/', 2000)).toBeUndefined();
   });
 
+  it("a change to one network leaves the other networks' rules and their counters alone", async () => {
+    const masq = async () => {
+      const chain = (await inNs(HOST, ['nft', 'list', 'chain', 'inet', 'vmlink', `masq-${natNet.bridge}`]))
+        .stdout;
+      return Number(/counter packets (\d+)/.exec(chain)?.[1] ?? -1);
+    };
+    expect(await ping(VM, '192.168.77.2', 1)).toBe(true);
+    const before = await masq();
+    expect(before).toBeGreaterThan(0);
+    const extra: NetworkConfig = {
+      ...isoNet,
+      name: 'it-extra',
+      bridge: 'vlb-17000009',
+      subnet: {
+        ...isoNet.subnet!,
+        cidr: '10.79.0.0/24',
+        gateway: '10.79.0.1',
+        dhcpStart: '10.79.0.100',
+        dhcpEnd: '10.79.0.150',
+      },
+    };
+    await d.ensureNetwork(extra, 'extra-1');
+    expect(await masq()).toBeGreaterThanOrEqual(before);
+    await d.deleteNetwork(extra.name);
+    expect(await masq()).toBeGreaterThanOrEqual(before);
+    expect((await inNs(HOST, ['nft', 'list', 'table', 'inet', 'vmlink'])).stdout).not.toContain(
+      'vlb-17000009',
+    );
+  });
+
   it('isolated: the vm reaches its gateway but neither the lan peer nor the nat network', async () => {
     await d.ensureNetwork(isoNet, 'iso-1');
     await host.link.set('vm2p', { master: isoNet.bridge, up: true });

@@ -59,7 +59,15 @@ import { type ObserveHost, observeNetworks } from './observe.js';
 import { memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
 import { deleteMember, ensureVlan, ensureVxlan, underlayFor } from './overlay-devices.js';
 import { deletePort, ensurePort, type PortHost, portAttached, portMasters } from './ports.js';
-import { buildRuleset, isRouted, TABLE_FAMILY, TABLE_NAME } from './ruleset.js';
+import {
+  isRouted,
+  type RulesetModel,
+  renderRuleset,
+  rulesetDelta,
+  rulesetModel,
+  TABLE_FAMILY,
+  TABLE_NAME,
+} from './ruleset.js';
 import { ALIAS_PREFIX, LinuxNetworkStateStore, type NetworkState } from './state.js';
 import { applyUplink, observeUplink, validateUplinkConfig } from './uplink.js';
 import { assertNetworkName, validateNetworkConfig } from './validate.js';
@@ -87,6 +95,8 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly host: PortHost & ObserveHost & BatchHost;
   // Whether this process knows the host table is absent (it deleted it, or found none needed).
   private tableAbsent = false;
+  // What this process last loaded into the host table (deltas are computed against it); undefined: unknown.
+  private loaded: RulesetModel | undefined;
   private caps: Promise<HostCapabilities['network']> | undefined;
   private readonly queue = new SerialQueue();
 
@@ -516,19 +526,34 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   }
 
   /**
-   * Rebuilds the host table from every persisted network and swaps it in atomically (or deletes it). A table this
-   * driver knows it deleted is not deleted again: overlays without a gateway need no rules, and each of their steps
-   * would otherwise cost an `nft` run.
+   * Brings the host table in line with every persisted network in one `nft -f` transaction. Where this process
+   * loaded the table before, only the networks that changed are touched (`rulesetDelta`: the counters of the others
+   * keep counting); otherwise, or when the delta does not apply (the table was changed behind its back), the whole
+   * table is swapped in. No network needing rules: the table is deleted (once: a table this driver knows it deleted
+   * is not deleted again, so overlays without a gateway cost no `nft` run per step).
    */
   private async applyRuleset(): Promise<void> {
-    const text = buildRuleset((await this.states.readAll()).map((s) => s.config));
-    if (text) {
-      this.tableAbsent = false;
-      await this.nft.replaceTable(TABLE_FAMILY, TABLE_NAME, text);
-    } else if (!this.tableAbsent) {
-      await this.nft.deleteTable(TABLE_FAMILY, TABLE_NAME);
+    const model = rulesetModel((await this.states.readAll()).map((s) => s.config));
+    if (!model) {
+      if (!this.tableAbsent) await this.nft.deleteTable(TABLE_FAMILY, TABLE_NAME);
       this.tableAbsent = true;
+      this.loaded = undefined;
+      return;
     }
+    this.tableAbsent = false;
+    if (this.loaded) {
+      const delta = rulesetDelta(this.loaded, model);
+      try {
+        if (delta) await this.nft.load(delta);
+        this.loaded = model;
+        return;
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'nftables delta did not apply; loading the whole table');
+      }
+    }
+    this.loaded = undefined;
+    await this.nft.replaceTable(TABLE_FAMILY, TABLE_NAME, renderRuleset(model));
+    this.loaded = model;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import { bridgedNet, isolatedNet, natNet, natNoUplink } from './fixtures.test-util.js';
 import { expectGolden } from './golden.test-util.js';
-import { buildRuleset } from './ruleset.js';
+import { buildRuleset, rulesetDelta, rulesetModel } from './ruleset.js';
 
 describe('buildRuleset', () => {
   it('needs no table without nat or isolated networks', () => {
@@ -42,7 +42,7 @@ describe('buildRuleset', () => {
 });
 
 describe('isolation comes first', () => {
-  it('drops traffic of isolated networks before any nat network accepts forwarded connections', () => {
+  it('drops traffic of isolated bridges before any routed one accepts forwarded connections', () => {
     const nat = { ...natNet, name: 'aaa-nat', bridge: 'vlb-aaaa0000' };
     const iso = {
       ...natNet,
@@ -51,13 +51,80 @@ describe('isolation comes first', () => {
       bridge: 'vlb-ffff0000',
       forwards: [],
     };
+    const model = rulesetModel([iso, nat])!;
+    expect(model['zzz-iso']?.kind).toBe('isolated');
+    expect(model['aaa-nat']?.kind).toBe('routed');
     const lines = buildRuleset([iso, nat])!
       .split('\n')
       .map((l) => l.trim());
-    const isoDrop = lines.indexOf('iifname "vlb-ffff0000" drop comment "net:zzz-iso"');
-    const dnatAccept = lines.indexOf('oifname "vlb-aaaa0000" ct status dnat accept comment "net:aaa-nat"');
+    const isoDrop = lines.indexOf('iifname @isolated_bridges counter drop');
+    const dnatAccept = lines.indexOf('oifname @routed_bridges ct status dnat counter accept');
     expect(isoDrop).toBeGreaterThan(-1);
     expect(dnatAccept).toBeGreaterThan(-1);
     expect(isoDrop).toBeLessThan(dnatAccept);
+  });
+});
+
+describe('rulesetDelta', () => {
+  const iso = { ...isolatedNet, name: 'iso', bridge: 'vlb-00000002' };
+  const model = (...nets: Parameters<typeof rulesetModel>[0]) => rulesetModel(nets)!;
+
+  it('changes nothing when nothing changed', () => {
+    expect(rulesetDelta(model(natNet, iso), model(iso, natNet))).toBe('');
+  });
+
+  it('adds a network by its elements and chains only, the others untouched', () => {
+    const d = rulesetDelta(model(iso), model(iso, natNet));
+    expect(d).not.toContain('vlb-00000002');
+    expect(d.split('\n').filter(Boolean)).toEqual([
+      'add chain inet vmlink masq-vlb-0a1b2c3d',
+      'add rule inet vmlink masq-vlb-0a1b2c3d ip saddr 10.10.0.0/24 ip daddr != 10.10.0.0/24 oifname != "vlb-0a1b2c3d" counter masquerade comment "net:web"',
+      'add chain inet vmlink dnat-vlb-0a1b2c3d',
+      'add rule inet vmlink dnat-vlb-0a1b2c3d iifname != "vlb-0a1b2c3d" tcp dport 8080 counter dnat ip to 10.10.0.10:80 comment "net:web vm:web1"',
+      'add rule inet vmlink dnat-vlb-0a1b2c3d iifname != "vlb-0a1b2c3d" udp dport 5353 counter dnat ip to 10.10.0.10:53 comment "net:web vm:web1"',
+      'add chain inet vmlink out-vlb-0a1b2c3d',
+      'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 tcp dport 8080 counter dnat ip to 10.10.0.10:80 comment "net:web vm:web1"',
+      'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 udp dport 5353 counter dnat ip to 10.10.0.10:53 comment "net:web vm:web1"',
+      'add element inet vmlink same_bridge { "vlb-0a1b2c3d" . "vlb-0a1b2c3d" }',
+      'add element inet vmlink routed_bridges { "vlb-0a1b2c3d" }',
+      'add element inet vmlink masq_by_bridge { "vlb-0a1b2c3d" : jump masq-vlb-0a1b2c3d }',
+      'add element inet vmlink dnat_ports { tcp . 8080 : jump dnat-vlb-0a1b2c3d }',
+      'add element inet vmlink dnat_local_ports { tcp . 8080 : jump out-vlb-0a1b2c3d }',
+      'add element inet vmlink dnat_ports { udp . 5353 : jump dnat-vlb-0a1b2c3d }',
+      'add element inet vmlink dnat_local_ports { udp . 5353 : jump out-vlb-0a1b2c3d }',
+    ]);
+  });
+
+  it('removes a network: the elements that jump to its chains first, then the chains', () => {
+    const d = rulesetDelta(model(iso, natNet), model(iso)).split('\n').filter(Boolean);
+    const lastElement = Math.max(...d.map((l, i) => (l.startsWith('delete element') ? i : -1)));
+    const firstChain = d.findIndex((l) => l.startsWith('delete chain'));
+    expect(firstChain).toBeGreaterThan(lastElement);
+    expect(d.filter((l) => l.startsWith('delete chain'))).toEqual([
+      'delete chain inet vmlink masq-vlb-0a1b2c3d',
+      'delete chain inet vmlink dnat-vlb-0a1b2c3d',
+      'delete chain inet vmlink out-vlb-0a1b2c3d',
+    ]);
+    expect(d.some((l) => l.includes('vlb-00000002'))).toBe(false);
+  });
+
+  it('changes a forward by refilling its chains and swapping the one port', () => {
+    const moved = { ...natNet, forwards: [natNet.forwards[0]!, { ...natNet.forwards[1]!, hostPort: 5354 }] };
+    const d = rulesetDelta(model(natNet), model(moved)).split('\n').filter(Boolean);
+    expect(d).toContain('flush chain inet vmlink dnat-vlb-0a1b2c3d');
+    expect(d).toContain('delete element inet vmlink dnat_ports { udp . 5353 : jump dnat-vlb-0a1b2c3d }');
+    expect(d).toContain('add element inet vmlink dnat_ports { udp . 5354 : jump dnat-vlb-0a1b2c3d }');
+    expect(d.some((l) => l.includes('tcp . 8080'))).toBe(false);
+    expect(d.some((l) => l.includes('masq_by_bridge'))).toBe(false);
+  });
+
+  it('turns an isolated network into a routed one and back', () => {
+    const routed = { ...iso, mode: 'nat' as const };
+    const there = rulesetDelta(model(iso), model(routed));
+    expect(there).toContain('delete element inet vmlink isolated_bridges { "vlb-00000002" }');
+    expect(there).toContain('add element inet vmlink routed_bridges { "vlb-00000002" }');
+    const back = rulesetDelta(model(routed), model(iso));
+    expect(back).toContain('delete chain inet vmlink masq-vlb-00000002');
+    expect(back).toContain('add element inet vmlink isolated_bridges { "vlb-00000002" }');
   });
 });

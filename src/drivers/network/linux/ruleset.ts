@@ -2,6 +2,13 @@
 // (nat, isolated, and a vxlan/vlan network's gateway host): pure, deterministic text so it can be
 // golden-tested and loaded atomically with `nft -f -`.
 //
+// Its shape lets one network change without touching the others' rules: the base chains never change; they look a
+// packet's bridge up in sets (isolated, routed) and maps (bridge -> its masquerade chain; protocol . port -> the
+// chain of the network forwarding that port), and each network owns its chains. So a change is a delta (set
+// elements, its own chains) in one transaction, and the counters of everything else keep counting (`rulesetDelta`).
+// Isolation still comes first for every network: the forward chain drops traffic of isolated bridges before it
+// accepts any routed one's.
+//
 // With br_netfilter loaded (bridge-nf-call-iptables=1, the default once the module is in), frames
 // switched inside a bridge pass the inet forward hook with iifname = oifname = the bridge: each
 // network's first forward rule accepts them, so VM-to-VM (and overlay) traffic is never dropped.
@@ -53,39 +60,45 @@ export function isRouted(cfg: NetworkConfig): boolean {
   return cfg.mode === 'nat' || (cfg.nat === true && cfg.subnet !== undefined && cfg.mode !== 'bridge');
 }
 
+/** One network's part of the table: its bridge's class, the ports it forwards and its own chains. */
+export interface NetworkRules {
+  bridge: string;
+  /** `isolated`: nothing routed on or off the bridge; `routed`: masqueraded out, reachable through its forwards. */
+  kind: 'isolated' | 'routed';
+  /** `proto . port` keys of its forwards, each leading to its `dnat-` (prerouting) and `out-` (output) chains. */
+  ports: string[];
+  /** Its own chains (name -> rules). */
+  chains: Record<string, string[]>;
+}
+
+/** What the table holds, by network name. */
+export type RulesetModel = Record<string, NetworkRules>;
+
 /**
- * Builds the full `table inet vmlink { ... }` block for these networks, or undefined when none needs
- * rules (then the table is deleted). Networks are ordered by name; a host port forwarded twice is a conflict.
+ * The table's content for these networks, or undefined when none needs rules (then the table is deleted). A host
+ * port forwarded twice is a conflict; names and addresses that could not be rendered safely are refused.
  */
-export function buildRuleset(networks: readonly NetworkConfig[]): string | undefined {
+export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel | undefined {
   const nets = networks.filter(needsRules).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   if (nets.length === 0) return undefined;
-
-  const pre: string[] = [];
-  const out: string[] = [];
-  const post: string[] = [];
-  const fwdLocal: string[] = [];
-  const fwdIsolated: string[] = [];
-  const fwdDrop: string[] = [];
-  const fwdAccept: string[] = [];
+  const model: RulesetModel = {};
   const usedPorts = new Map<string, string>();
-
   for (const n of nets) {
     const br = ifname(n.bridge, `networks.${n.name}.bridge`);
-    const tag = `comment "net:${n.name}"`;
     if (!/^[A-Za-z0-9_.-]+$/.test(n.name))
       throw new InvalidRequestError(`invalid network name ${JSON.stringify(n.name)}`);
-    fwdLocal.push(`iifname ${br} oifname ${br} accept ${tag}`);
+    const tag = `comment "net:${n.name}"`;
     if (!isRouted(n)) {
       // isolated, or a vxlan/vlan gateway without nat: address + DHCP, nothing routed off the network.
-      fwdIsolated.push(`iifname ${br} drop ${tag}`, `oifname ${br} drop ${tag}`);
+      model[n.name] = { bridge: n.bridge, kind: 'isolated', ports: [], chains: {} };
       continue;
     }
     if (!n.subnet)
       throw new InvalidRequestError(`network ${n.name}: nat needs a subnet`, `networks.${n.name}.subnet`);
     const net = cidr4(n.subnet.cidr, `networks.${n.name}.subnet.cidr`);
-    // Not tied to the uplink's name: a bridge network may have enslaved it, and egress then leaves by that bridge.
-    post.push(`ip saddr ${net} ip daddr != ${net} oifname != ${br} masquerade ${tag}`);
+    const pre: string[] = [];
+    const out: string[] = [];
+    const ports: string[] = [];
     for (const f of n.forwards) {
       const where = `networks.${n.name}.forwards`;
       const key = `${f.protocol}/${port(f.hostPort, where)}`;
@@ -96,31 +109,148 @@ export function buildRuleset(networks: readonly NetworkConfig[]): string | undef
         throw new InvalidRequestError(`${where}: protocol ${f.protocol}`, where);
       const to = `dnat ip to ${ipv4(f.targetIp, where)}:${port(f.targetPort, where)}`;
       const m = `${f.protocol} dport ${f.hostPort}`;
-      pre.push(`iifname != ${br} fib daddr type local ${m} ${to} comment "net:${n.name} vm:${f.vm}"`);
-      out.push(`fib daddr type local ip daddr != 127.0.0.0/8 ${m} ${to} comment "net:${n.name} vm:${f.vm}"`);
+      const vm = `comment "net:${n.name} vm:${f.vm}"`;
+      ports.push(`${f.protocol} . ${f.hostPort}`);
+      pre.push(`iifname != ${br} ${m} counter ${to} ${vm}`);
+      out.push(`ip daddr != 127.0.0.0/8 ${m} counter ${to} ${vm}`);
     }
-    fwdDrop.push(
-      `oifname ${br} ct state established,related accept ${tag}`,
-      `oifname ${br} ct status dnat accept ${tag}`,
-      `oifname ${br} drop ${tag}`,
-    );
-    fwdAccept.push(`iifname ${br} accept ${tag}`);
+    model[n.name] = {
+      bridge: n.bridge,
+      kind: 'routed',
+      ports,
+      chains: {
+        // Not tied to the uplink's name: a bridge network may have enslaved it, and egress then leaves by that bridge.
+        [`masq-${n.bridge}`]: [
+          `ip saddr ${net} ip daddr != ${net} oifname != ${br} counter masquerade ${tag}`,
+        ],
+        ...(ports.length ? { [`dnat-${n.bridge}`]: pre, [`out-${n.bridge}`]: out } : {}),
+      },
+    };
   }
+  return model;
+}
 
-  const chain = (name: string, head: string, rules: string[]) =>
-    [`\tchain ${name} {`, `\t\t${head}`, ...rules.map((r) => `\t\t${r}`), '\t}'].join('\n');
-  return `${[
-    `table ${TABLE_FAMILY} ${TABLE_NAME} {`,
-    chain('prerouting', 'type nat hook prerouting priority dstnat; policy accept;', pre),
-    chain('output', 'type nat hook output priority -100; policy accept;', out),
-    chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post),
-    chain('forward', 'type filter hook forward priority filter; policy accept;', [
-      ...fwdLocal,
+/** The set and map elements a network adds to the table, as `[set or map, element]`. */
+function elementsOf(r: NetworkRules): Array<[string, string]> {
+  const br = `"${r.bridge}"`;
+  const el: Array<[string, string]> = [['same_bridge', `${br} . ${br}`]];
+  if (r.kind === 'isolated') el.push(['isolated_bridges', br]);
+  else {
+    el.push(['routed_bridges', br], ['masq_by_bridge', `${br} : jump masq-${r.bridge}`]);
+    for (const p of r.ports)
+      el.push(
+        ['dnat_ports', `${p} : jump dnat-${r.bridge}`],
+        ['dnat_local_ports', `${p} : jump out-${r.bridge}`],
+      );
+  }
+  return el;
+}
+
+// The sets and maps, and the base chains, which never change: every network's part is in elements and its chains.
+const SETS: Array<[string, string]> = [
+  ['set same_bridge', 'type ifname . ifname'],
+  ['set isolated_bridges', 'type ifname'],
+  ['set routed_bridges', 'type ifname'],
+  ['map masq_by_bridge', 'type ifname : verdict'],
+  ['map dnat_ports', 'type inet_proto . inet_service : verdict'],
+  ['map dnat_local_ports', 'type inet_proto . inet_service : verdict'],
+];
+const BASE_CHAINS: Array<[string, string, string[]]> = [
+  [
+    'prerouting',
+    'type nat hook prerouting priority dstnat; policy accept;',
+    ['fib daddr type local meta l4proto . th dport vmap @dnat_ports'],
+  ],
+  [
+    'output',
+    'type nat hook output priority -100; policy accept;',
+    ['fib daddr type local meta l4proto . th dport vmap @dnat_local_ports'],
+  ],
+  [
+    'postrouting',
+    'type nat hook postrouting priority srcnat; policy accept;',
+    ['iifname vmap @masq_by_bridge'],
+  ],
+  [
+    'forward',
+    'type filter hook forward priority filter; policy accept;',
+    [
+      // Frames switched inside one bridge (br_netfilter) and VM-to-VM traffic of a network.
+      'iifname . oifname @same_bridge counter accept',
       // Isolation first: no other network's accept (a DNAT'd forward, say) may open a path off an isolated one.
-      ...fwdIsolated,
-      ...fwdDrop,
-      ...fwdAccept,
-    ]),
-    '}',
-  ].join('\n')}\n`;
+      'iifname @isolated_bridges counter drop',
+      'oifname @isolated_bridges counter drop',
+      'oifname @routed_bridges ct state established,related counter accept',
+      'oifname @routed_bridges ct status dnat counter accept',
+      'oifname @routed_bridges counter drop',
+      'iifname @routed_bridges counter accept',
+    ],
+  ],
+];
+
+/** The full `table inet vmlink { ... }` block for a model (loaded whole when the table is new or unknown). */
+export function renderRuleset(model: RulesetModel): string {
+  const nets = Object.values(model);
+  const lines = [`table ${TABLE_FAMILY} ${TABLE_NAME} {`];
+  for (const [decl, type] of SETS) {
+    const name = decl.split(' ')[1]!;
+    const els = nets.flatMap((r) =>
+      elementsOf(r)
+        .filter(([s]) => s === name)
+        .map(([, e]) => e),
+    );
+    lines.push(
+      `\t${decl} {`,
+      `\t\t${type}`,
+      ...(els.length ? [`\t\telements = { ${els.join(', ')} }`] : []),
+      '\t}',
+    );
+  }
+  // Network chains before the base chains that jump to them (through the maps above).
+  for (const r of nets)
+    for (const [chain, rules] of Object.entries(r.chains))
+      lines.push(`\tchain ${chain} {`, ...rules.map((x) => `\t\t${x}`), '\t}');
+  for (const [chain, head, rules] of BASE_CHAINS)
+    lines.push(`\tchain ${chain} {`, `\t\t${head}`, ...rules.map((x) => `\t\t${x}`), '\t}');
+  lines.push('}');
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Builds the full table for these networks, or undefined when none needs rules (then the table is deleted). Networks
+ * are ordered by name; a host port forwarded twice is a conflict.
+ */
+export function buildRuleset(networks: readonly NetworkConfig[]): string | undefined {
+  const model = rulesetModel(networks);
+  return model && renderRuleset(model);
+}
+
+/**
+ * The `nft -f` script that turns a table holding `from` into one holding `to`, touching only networks that changed
+ * (one transaction; empty when nothing did): their set and map elements, and their own chains (flushed and refilled
+ * when kept, so rules of networks that did not change keep their counters).
+ */
+export function rulesetDelta(from: RulesetModel, to: RulesetModel): string {
+  const t = `${TABLE_FAMILY} ${TABLE_NAME}`;
+  const drop: string[] = [];
+  const add: string[] = [];
+  const chainsGone: string[] = [];
+  for (const name of new Set([...Object.keys(from), ...Object.keys(to)])) {
+    const a = from[name];
+    const b = to[name];
+    if (a && b && JSON.stringify(a) === JSON.stringify(b)) continue;
+    const before = new Set(a ? elementsOf(a).map(([s, e]) => `${s} { ${e} }`) : []);
+    const after = new Set(b ? elementsOf(b).map(([s, e]) => `${s} { ${e} }`) : []);
+    for (const e of before) if (!after.has(e)) drop.push(`delete element ${t} ${e}`);
+    for (const [chain, rules] of Object.entries(b?.chains ?? {})) {
+      add.push(a?.chains[chain] ? `flush chain ${t} ${chain}` : `add chain ${t} ${chain}`);
+      for (const r of rules) add.push(`add rule ${t} ${chain} ${r}`);
+    }
+    for (const chain of Object.keys(a?.chains ?? {}))
+      if (!b?.chains[chain]) chainsGone.push(`delete chain ${t} ${chain}`);
+    for (const e of after) if (!before.has(e)) add.push(`add element ${t} ${e}`);
+  }
+  // Elements that jump to a chain go before the chain; new chains exist before elements jump to them.
+  const script = [...drop, ...chainsGone, ...add];
+  return script.length ? `${script.join('\n')}\n` : '';
 }
