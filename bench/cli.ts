@@ -161,6 +161,8 @@ export interface CliResult {
   /** `vmlink status` with no controller: the error path a user meets first. */
   statusNoController: SideResult;
   noopApply: CliPair & { applied: string };
+  /** (c) through the CLI: the no-op re-apply of (b)'s spec (50 nat networks, 100 stopped VMs). */
+  noopApplyLarge?: CliPair;
   /**
    * Context: `npx vmlink --version`, and `status` with no controller through tsx from src/ (the runtime before
    * dist/: same work as `statusNoController`, TypeScript loaded through tsx's cache).
@@ -271,6 +273,58 @@ export async function benchCli(opts: { say: (s: string) => void }): Promise<CliR
     say(
       `  vmlink apply, no-op ${applyV.map((x) => secs(x)).join(', ')} (median ${secs(noopApply.vmlink.medianMs)}, "${applied}"); the host's state read by hand median ${secs(noopApply.raw.medianMs)}`,
     );
+    // (c) through the CLI: the no-op re-apply of (b)'s spec (50 nat networks, 100 stopped VMs), as a user runs it.
+    const pad = (x: number, w: number) => String(x).padStart(w, '0');
+    const large = lab.specFile(
+      'large.json',
+      oneHostSpec(lab.lab, {
+        networks: Array.from({ length: 50 }, (_, i) => ({
+          name: `n${pad(i, 2)}`,
+          host: HOST,
+          mode: 'nat',
+          cidr: `10.${100 + i}.0.0/24`,
+        })),
+        vms: Array.from({ length: 100 }, (_, i) => ({
+          name: `vm${pad(i, 3)}`,
+          host: HOST,
+          memoryMiB: 64,
+          state: 'stopped',
+          nics: [{ network: `n${pad(Math.floor(i / 2), 2)}` }],
+        })),
+      }),
+    );
+    await vmlinkOk(['apply', '-f', large, '--allow-destroy'], lab.env); // untimed: 150 steps (and n0 goes)
+    const largeV = await repeatTimed(
+      n,
+      () => vmlink(['apply', '-f', large], lab.env),
+      'vmlink apply (no-op, large)',
+    );
+    const largeR = await repeatTimed(
+      n,
+      async () => {
+        const t0 = performance.now();
+        for (const argv of [
+          ['ip', '-json', '-details', 'link', 'show'],
+          ['ip', '-json', 'addr', 'show'],
+          ['nft', '-j', 'list', 'table', 'inet', 'vmlink'],
+        ]) {
+          const r = await look(argv);
+          if (r.code !== 0) return r;
+        }
+        return { code: 0, stdout: '', stderr: '', ms: since(t0) };
+      },
+      'raw observation (large)',
+    );
+    const noopApplyLarge = pair(
+      "vmlink apply (no-op, (b)'s spec: 50 nat networks, 100 VMs)",
+      largeV,
+      largeR,
+      'vmlink apply',
+      'ip -j -d link + ip -j addr + nft -j list table, in the host namespace',
+    );
+    say(
+      `  (c) through the CLI: vmlink apply, no-op, 50 networks + 100 VMs ${largeV.map((x) => secs(x)).join(', ')} (median ${secs(noopApplyLarge.vmlink.medianMs)}); the host's state read by hand median ${secs(noopApplyLarge.raw.medianMs)}`,
+    );
     loads.push(load1());
     return {
       id: 'f',
@@ -284,6 +338,7 @@ export async function benchCli(opts: { say: (s: string) => void }): Promise<CliR
       status,
       statusNoController,
       noopApply,
+      noopApplyLarge,
       extra,
       load1: loads,
     };

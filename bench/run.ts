@@ -217,7 +217,7 @@ async function main(): Promise<void> {
     );
   if (f)
     lines.push(
-      `(f) cli latency: --version ${secs(f.version.vmlink.medianMs)} (node -e 0 ${secs(f.version.raw.medianMs)}), status ${secs(f.status.vmlink.medianMs)} (http.get ${secs(f.status.raw.medianMs)}), no-op apply ${secs(f.noopApply.vmlink.medianMs)} (host read by hand ${secs(f.noopApply.raw.medianMs)})`,
+      `(f) cli latency: --version ${secs(f.version.vmlink.medianMs)} (node -e 0 ${secs(f.version.raw.medianMs)}), status ${secs(f.status.vmlink.medianMs)} (http.get ${secs(f.status.raw.medianMs)}), no-op apply ${secs(f.noopApply.vmlink.medianMs)} (host read by hand ${secs(f.noopApply.raw.medianMs)})${f.noopApplyLarge ? `, no-op apply of (b)'s spec ${secs(f.noopApplyLarge.vmlink.medianMs)}` : ''}`,
     );
   const totalMs = since(started);
   say(`\nsummary (medians of ${repeat}; ratio = vmlink / raw)`);

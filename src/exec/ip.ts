@@ -95,6 +95,8 @@ export interface IpLink {
   vlanId?: number;
   /** bridges: whether VLAN filtering is on. */
   vlanFiltering?: boolean;
+  /** Its device group (0: `default`; names from /etc/iproute2/group are left out). */
+  group?: number;
 }
 
 /** An address as parsed from `ip -json addr show`. */
@@ -121,6 +123,11 @@ export interface IpRoute {
 }
 
 const IFNAME = /^[A-Za-z0-9_.@:-]{1,15}$/;
+
+function assertGroup(group: number): void {
+  if (!Number.isInteger(group) || group < 1 || group > 0x7fffffff)
+    throw new InvalidRequestError(`invalid device group ${group}`);
+}
 
 /** Refuses a device name the kernel would reject or a batch line could misread. */
 export function assertIfName(name: string, what = 'device name'): void {
@@ -225,6 +232,17 @@ export const ipCmd = {
     }
     if (s.up !== undefined) a.push(s.up ? 'up' : 'down');
     return a;
+  },
+  /** `link set dev NAME group N`. */
+  linkSetGroup(name: string, group: number): IpCommand {
+    assertIfName(name);
+    assertGroup(group);
+    return ['link', 'set', 'dev', name, 'group', String(group)];
+  },
+  /** `link del group N`: every device of the group in one netlink request (one RCU grace period, not one each). */
+  linkDelGroup(group: number): IpCommand {
+    assertGroup(group);
+    return ['link', 'del', 'group', String(group)];
   },
   /** `link set dev NAME type bridge vlan_filtering 0|1`. */
   bridgeVlanFiltering(name: string, on: boolean): IpCommand {
@@ -339,6 +357,9 @@ export function parseLinks(text: string): IpLink[] {
     if (master) link.master = master;
     const alias = str(o.ifalias);
     if (alias) link.alias = alias;
+    if (o.group === 'default') link.group = 0;
+    else if (typeof o.group === 'number' || (typeof o.group === 'string' && /^\d+$/.test(o.group)))
+      link.group = Number(o.group);
     const address = str(o.address);
     if (address) link.address = address;
     const parent = str(o.link);

@@ -102,4 +102,37 @@ describe('linux driver: networks in bulk', () => {
     expect(await d.appliedConfig('ov1')).toBeUndefined();
     expect(await d.appliedConfig('ov2')).toBeUndefined();
   });
+
+  it('deletes taps together through a device group no other device is in, refusing a non-tap first', async () => {
+    const tap = (name: string, group: number | string) => ({
+      ifindex: 10,
+      ifname: name,
+      flags: [],
+      mtu: 1500,
+      operstate: 'DOWN',
+      group,
+      linkinfo: { info_kind: 'tun', info_data: { type: 'tap' } },
+    });
+    const runner = new RecordingRunner().on(['ip', '-json', '-details', 'link', 'show'], {
+      stdout: JSON.stringify([
+        { ...underlay, group: 'default' },
+        tap('vlt-a-0', 7),
+        tap('vlt-b-0', 'default'),
+      ]),
+    });
+    const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'h1' });
+    await d.deletePorts(['vlt-a-0', 'vlt-b-0', 'vlt-gone-0']);
+    const lines = runner.calls
+      .find((c) => c.argv[1] === '-batch')!
+      .input!.trim()
+      .split('\n');
+    const group = /group (\d+)$/.exec(lines[0]!)![1];
+    expect(Number(group)).not.toBe(7);
+    expect(lines).toEqual([
+      `link set dev vlt-a-0 group ${group}`,
+      `link set dev vlt-b-0 group ${group}`,
+      `link del group ${group}`,
+    ]);
+    await expect(d.deletePorts(['eth0'])).rejects.toThrow(/eth0 is not a tap/);
+  });
 });
