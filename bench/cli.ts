@@ -244,22 +244,19 @@ export async function benchCli(opts: { say: (s: string) => void }): Promise<CliR
     );
     // By hand: what the host holds (links with details, addresses, the nftables table), read in its namespace.
     const look = (argv: string[]) => timed(['ip', 'netns', 'exec', lab.hostNs, ...argv]);
-    const applyR = await repeatTimed(
-      n,
-      async () => {
-        const t0 = performance.now();
-        for (const argv of [
-          ['ip', '-json', '-details', 'link', 'show'],
-          ['ip', '-json', 'addr', 'show'],
-          ['nft', '-j', 'list', 'table', 'inet', 'vmlink'],
-        ]) {
-          const r = await look(argv);
-          if (r.code !== 0) return r;
-        }
-        return { code: 0, stdout: '', stderr: '', ms: since(t0) };
-      },
-      'raw observation',
-    );
+    const readHost = async () => {
+      const t0 = performance.now();
+      for (const argv of [
+        ['ip', '-json', '-details', 'link', 'show'],
+        ['ip', '-json', 'addr', 'show'],
+        ['nft', '-j', 'list', 'table', 'inet', 'vmlink'],
+      ]) {
+        const r = await look(argv);
+        if (r.code !== 0) return r;
+      }
+      return { code: 0, stdout: '', stderr: '', ms: since(t0) };
+    };
+    const applyR = await repeatTimed(n, readHost, 'raw observation');
     const noopApply = {
       ...pair(
         'vmlink apply (no-op, 1 host, 1 nat network)',
@@ -299,22 +296,7 @@ export async function benchCli(opts: { say: (s: string) => void }): Promise<CliR
       () => vmlink(['apply', '-f', large], lab.env),
       'vmlink apply (no-op, large)',
     );
-    const largeR = await repeatTimed(
-      n,
-      async () => {
-        const t0 = performance.now();
-        for (const argv of [
-          ['ip', '-json', '-details', 'link', 'show'],
-          ['ip', '-json', 'addr', 'show'],
-          ['nft', '-j', 'list', 'table', 'inet', 'vmlink'],
-        ]) {
-          const r = await look(argv);
-          if (r.code !== 0) return r;
-        }
-        return { code: 0, stdout: '', stderr: '', ms: since(t0) };
-      },
-      'raw observation (large)',
-    );
+    const largeR = await repeatTimed(n, readHost, 'raw observation (large)');
     const noopApplyLarge = pair(
       "vmlink apply (no-op, (b)'s spec: 50 nat networks, 100 VMs)",
       largeV,

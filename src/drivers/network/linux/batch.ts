@@ -23,7 +23,7 @@ import type { NetworkItem, OpContext, PortConfig } from '../types.js';
 import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
 import { fdbSync, memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
-import { underlayOf } from './overlay-devices.js';
+import { underlayOf, vxlanCreate } from './overlay-devices.js';
 import { isRouted } from './ruleset.js';
 import { ALIAS_PREFIX, type LinuxNetworkStateStore, type NetworkState } from './state.js';
 
@@ -100,22 +100,7 @@ export function networkCommands(n: NewNetwork): IpCommand[] {
     // `ip link add` ignores `alias`: the label comes with the first `link set`.
     ipCmd.linkSet(cfg.bridge, { mtu: cfg.mtu, alias: ALIAS_PREFIX + cfg.name, up: true }),
   ];
-  if (cfg.mode === 'vxlan') {
-    const v = cfg.vxlan!;
-    cmds.push(
-      ipCmd.linkAdd({
-        name: v.device,
-        kind: 'vxlan',
-        mtu: cfg.mtu,
-        vni: v.vni,
-        dstport: v.port,
-        local: v.local,
-        link: n.vtep!,
-        learning: false,
-      }),
-      ipCmd.linkSet(v.device, { master: cfg.bridge, alias: VXLAN_ALIAS_PREFIX + cfg.name, up: true }),
-    );
-  }
+  if (cfg.mode === 'vxlan') cmds.push(...vxlanCreate(cfg, n.vtep!));
   if (cfg.subnet) cmds.push(ipCmd.addrAdd(cfg.bridge, `${cfg.subnet.gateway}/${cfg.subnet.prefixLength}`));
   return cmds;
 }

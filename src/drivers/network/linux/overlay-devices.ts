@@ -47,6 +47,24 @@ export function underlayOf(
   return dev;
 }
 
+/** The `ip -batch` lines that create a network's VXLAN device on underlay `dev` and enslave it, labelled. */
+export function vxlanCreate(cfg: NetworkConfig, dev: string): IpCommand[] {
+  const v = cfg.vxlan!;
+  return [
+    ipCmd.linkAdd({
+      name: v.device,
+      kind: 'vxlan',
+      mtu: cfg.mtu,
+      vni: v.vni,
+      dstport: v.port,
+      local: v.local,
+      link: dev,
+      learning: false,
+    }),
+    ipCmd.linkSet(v.device, { master: cfg.bridge, alias: VXLAN_ALIAS_PREFIX + cfg.name, up: true }),
+  ];
+}
+
 /**
  * vxlan: the VXLAN device (nolearning, `dev` = the device carrying the VTEP address) enslaved to the
  * bridge, re-created when its VNI, local address, port or underlay differ; then its FDB synced.
@@ -80,19 +98,7 @@ export async function ensureVxlan(
       ctx?.progress?.(`network ${cfg.name}: re-creating ${v.device} (${drift.join('; ')})`);
       cmds.push(ipCmd.linkDel(v.device));
     }
-    cmds.push(
-      ipCmd.linkAdd({
-        name: v.device,
-        kind: 'vxlan',
-        mtu: cfg.mtu,
-        vni: v.vni,
-        dstport: v.port,
-        local: v.local,
-        link: dev,
-        learning: false,
-      }),
-      ipCmd.linkSet(v.device, { master: cfg.bridge, alias, up: true }),
-    );
+    cmds.push(...vxlanCreate(cfg, dev));
     r.add(() => ip.exec(ipCmd.linkDel(v.device), { allowFailure: true }));
   } else if (link.master !== cfg.bridge || link.mtu !== cfg.mtu || !link.up || link.alias !== alias) {
     cmds.push(ipCmd.linkSet(v.device, { master: cfg.bridge, mtu: cfg.mtu, alias, up: true }));
