@@ -58,3 +58,12 @@ export async function settleLimited<T, R>(
   await Promise.all(Array.from({ length: Math.min(Math.max(1, n), items.length) }, worker));
   return out;
 }
+
+/**
+ * Waits for every promise to settle, then throws the first rejection (in array order) if any: work started side by
+ * side has finished, one way or the other, before the caller cleans up after a failure.
+ */
+export async function allSettledOrThrow(promises: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(promises)).find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}

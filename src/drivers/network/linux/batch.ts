@@ -18,7 +18,7 @@ import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import { DNSMASQ_START_CONCURRENCY } from '../../../shared/limits.js';
 import type { NetworkConfig } from '../../../shared/model.js';
-import { settleLimited } from '../../../shared/queue.js';
+import { allSettledOrThrow, settleLimited } from '../../../shared/queue.js';
 import type { NetworkItem, OpContext, PortConfig } from '../types.js';
 import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
@@ -120,28 +120,34 @@ export async function createNetworks(
   try {
     ctx?.signal?.throwIfAborted();
     await host.ip.batch(nets.flatMap(networkCommands));
-    await host.br.batch(
-      nets.flatMap((n) =>
-        n.cfg.mode === 'vxlan' ? fdbSync(n.cfg.vxlan!.device, n.cfg.vxlan!.remotes, []).cmds : [],
+    // With the devices there, what is left does not depend on each other: side by side, then dnsmasq and the rules.
+    await allSettledOrThrow([
+      host.br.batch(
+        nets.flatMap((n) =>
+          n.cfg.mode === 'vxlan' ? fdbSync(n.cfg.vxlan!.device, n.cfg.vxlan!.remotes, []).cmds : [],
+        ),
       ),
-    );
-    // Answer ARP only for addresses on the bridge itself (see LinuxNetworkDriver.ensureBridge).
-    await host.runner.run(
-      ['sysctl', '-q', '-w', ...nets.map((n) => `net.ipv4.conf.${n.cfg.bridge}.arp_ignore=1`)],
-      { netns: host.netns },
-    );
-    if (nets.some((n) => isRouted(n.cfg)) && !(await ipForwarding(host.runner, host.netns)))
-      await enableIpForwarding(host.runner, host.netns);
-    await Promise.all(
-      nets.map((n) => host.states.write({ version: 1, config: n.cfg, configHash: n.configHash })),
-    );
+      // Answer ARP only for addresses on the bridge itself (see LinuxNetworkDriver.ensureBridge).
+      host.runner.run(
+        ['sysctl', '-q', '-w', ...nets.map((n) => `net.ipv4.conf.${n.cfg.bridge}.arp_ignore=1`)],
+        { netns: host.netns },
+      ),
+      (async () => {
+        if (nets.some((n) => isRouted(n.cfg)) && !(await ipForwarding(host.runner, host.netns)))
+          await enableIpForwarding(host.runner, host.netns);
+      })(),
+      ...nets.map((n) => host.states.write({ version: 1, config: n.cfg, configHash: n.configHash })),
+    ]);
     const served = nets.filter((n) => n.cfg.subnet);
-    const started = await settleLimited(served, DNSMASQ_START_CONCURRENCY, (n) =>
-      host.dnsmasq.ensure(n.cfg, dnsmasqPaths(host.states.networkDir(n.cfg.name)), true),
-    );
-    const failed = started.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    await loadRules();
+    await allSettledOrThrow([
+      settleLimited(served, DNSMASQ_START_CONCURRENCY, (n) =>
+        host.dnsmasq.ensure(n.cfg, dnsmasqPaths(host.states.networkDir(n.cfg.name)), true),
+      ).then((started) => {
+        const failed = started.find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
+      }),
+      loadRules(),
+    ]);
   } catch (e) {
     await removeNetworks(
       host,
