@@ -1,7 +1,8 @@
 // A batch of actions on one host (a phase's steps): runs of the same kind are carried out together where the driver
 // has a bulk form (new networks, VM ports, tap removal) or can run side by side (VM starts), with one look at the
-// host per run instead of one per action. The outcome is still per action, in order, and the batch stops at the
-// first failure, exactly as sending the actions one by one would.
+// host per run instead of one per action. The outcome is still per action, in order, and the batch stops after the
+// group holding the first failure; within a group run side by side (VM directories, VM starts) every action runs and
+// keeps its own outcome, so a failure there does not hide what its neighbours did.
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { ItemResult, NetworkDriver, OpContext, PortConfig } from '../drivers/network/types.js';
 import { InvalidStateError } from '../shared/errors.js';

@@ -17,15 +17,17 @@ import {
 import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import { DNSMASQ_START_CONCURRENCY } from '../../../shared/limits.js';
+import { log } from '../../../shared/log.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { allSettledOrThrow, settleLimited } from '../../../shared/queue.js';
-import type { NetworkItem, OpContext, PortConfig } from '../types.js';
+import type { ItemResult, NetworkItem, OpContext, PortConfig } from '../types.js';
 import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
 import { fdbSync, memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
 import { underlayOf, vxlanCreate } from './overlay-devices.js';
 import { isRouted } from './ruleset.js';
 import { ALIAS_PREFIX, type LinuxNetworkStateStore, type NetworkState } from './state.js';
+import { assertNetworkName } from './validate.js';
 
 /** What the batch paths use of the driver. */
 export interface BatchHost {
@@ -267,4 +269,128 @@ export async function deleteTaps(ip: Ip, taps: readonly string[], ctx?: OpContex
     gone.push(tap);
   }
   await deleteLinks(ip, gone, links);
+}
+
+/** What the bulk forms need of the driver: its host, its serial queue and its one-by-one paths. */
+export interface BulkOps {
+  host: BatchHost;
+  serial<T>(fn: () => Promise<T>): Promise<T>;
+  /** Refuses a config the driver cannot realise here (before any change). */
+  validate(cfg: NetworkConfig): Promise<void>;
+  /** One network the one-by-one way, which converges from any state or explains why not. */
+  ensureOne(item: NetworkItem, ctx?: OpContext): Promise<void>;
+  /** Takes one network down and forgets it (the table is reloaded by the caller). */
+  removeOne(name: string, ctx?: OpContext): Promise<void>;
+  /** Brings the host table in line with the state files. */
+  loadRules(): Promise<void>;
+}
+
+/**
+ * `ensureNetwork` for many networks: runs of new networks are created together (`createNetworks`), everything else
+ * one by one, and a run that failed is redone one by one, which names the network at fault and keeps those before
+ * it. Stops at the first failing network; an invalid one ends the batch where it stands.
+ */
+export async function ensureNetworksInBulk(
+  ops: BulkOps,
+  items: readonly NetworkItem[],
+  ctx?: OpContext,
+): Promise<ItemResult[]> {
+  const results: ItemResult[] = [];
+  let valid = items.length;
+  let invalid: unknown;
+  for (const [i, { cfg }] of items.entries()) {
+    try {
+      await ops.validate(cfg);
+    } catch (e) {
+      valid = i;
+      invalid = e;
+      break;
+    }
+  }
+  const one = async (item: NetworkItem): Promise<boolean> => {
+    try {
+      await ops.ensureOne(item, ctx);
+      results.push({ ok: true });
+      return true;
+    } catch (error) {
+      results.push({ ok: false, error });
+      return false;
+    }
+  };
+  await ops.serial(async () => {
+    let i = 0;
+    while (i < valid) {
+      const snap = await observeHost(ops.host);
+      const taken = new Set<string>();
+      const run: NewNetwork[] = [];
+      while (i < valid) {
+        const n = newNetwork(items[i]!, snap, taken);
+        if (!n) break;
+        run.push(n);
+        i++;
+      }
+      if (run.length === 0) {
+        if (!(await one(items[i++]!))) return;
+        continue;
+      }
+      try {
+        await createNetworks(ops.host, run, ops.loadRules, ctx);
+        for (const _ of run) results.push({ ok: true });
+      } catch (e) {
+        log.warn(
+          { networks: run.length, err: (e as Error).message },
+          'network batch failed; applying one by one',
+        );
+        for (const item of run) if (!(await one(item))) return;
+      }
+    }
+  });
+  if (invalid !== undefined && results.length === valid) results.push({ ok: false, error: invalid });
+  return results;
+}
+
+/**
+ * `deleteNetwork` for many networks with one table load at the end: those that are not bridge mode go down together
+ * (`removeNetworksTogether`), the rest (and all of them, if that fails) one by one, stopping at the first failure.
+ */
+export async function deleteNetworksInBulk(
+  ops: BulkOps,
+  names: readonly string[],
+  ctx?: OpContext,
+): Promise<ItemResult[]> {
+  const results: ItemResult[] = [];
+  const removed = new Set<string>();
+  await ops.serial(async () => {
+    try {
+      for (const name of names) assertNetworkName(name);
+      const states = (await ops.host.states.readAll()).filter((s) => names.includes(s.config.name));
+      const together = states.filter((s) => s.config.mode !== 'bridge');
+      if (together.length > 1) {
+        try {
+          await removeNetworksTogether(ops.host, together, ctx);
+          for (const s of together) removed.add(s.config.name);
+        } catch (e) {
+          // One by one below finishes what is left and names the network at fault.
+          log.warn({ networks: together.length, err: (e as Error).message }, 'network removal batch failed');
+        }
+      }
+    } catch (error) {
+      results.push({ ok: false, error });
+      return;
+    }
+    try {
+      for (const name of names) {
+        try {
+          if (!removed.has(name)) await ops.removeOne(name, ctx);
+          results.push({ ok: true });
+        } catch (error) {
+          results.push({ ok: false, error });
+          return;
+        }
+      }
+    } finally {
+      await ops.loadRules();
+    }
+  });
+  return results;
 }

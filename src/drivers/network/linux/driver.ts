@@ -42,14 +42,12 @@ import type {
 } from '../types.js';
 import {
   type BatchHost,
-  createNetworks,
+  type BulkOps,
+  deleteNetworksInBulk,
   deleteTaps,
+  ensureNetworksInBulk,
   ensurePlainPorts,
-  type NewNetwork,
-  newNetwork,
-  observeHost,
   plainPort,
-  removeNetworksTogether,
 } from './batch.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
@@ -157,62 +155,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
    * Stops at the first failing item.
    */
   async ensureNetworks(items: readonly NetworkItem[], ctx?: OpContext): Promise<ItemResult[]> {
-    const results: ItemResult[] = [];
-    // Invalid items end the batch where they stand; the ones before them are still applied.
-    let valid = items.length;
-    let invalid: unknown;
-    for (const [i, { cfg }] of items.entries()) {
-      try {
-        validateNetworkConfig(cfg);
-        if (cfg.mode === 'vlan' || cfg.mode === 'vxlan') requireMode(cfg, await this.capabilities());
-      } catch (e) {
-        valid = i;
-        invalid = e;
-        break;
-      }
-    }
-    await this.serial(async () => {
-      const one = async (item: NetworkItem): Promise<boolean> => {
-        try {
-          await this.doEnsure(item.cfg, item.configHash, ctx);
-          results.push({ ok: true });
-          return true;
-        } catch (error) {
-          results.push({ ok: false, error });
-          return false;
-        }
-      };
-      let i = 0;
-      while (i < valid) {
-        const snap = await observeHost(this.host);
-        const taken = new Set<string>();
-        const run: NewNetwork[] = [];
-        while (i < valid) {
-          const n = newNetwork(items[i]!, snap, taken);
-          if (!n) break;
-          run.push(n);
-          i++;
-        }
-        if (run.length === 0) {
-          if (!(await one(items[i++]!))) return;
-          continue;
-        }
-        try {
-          await createNetworks(this.host, run, () => this.applyRuleset(), ctx);
-          for (const _ of run) results.push({ ok: true });
-        } catch (e) {
-          // Taken back whole: redo it one by one, which names the network at fault and keeps those before it.
-          log.warn(
-            { networks: run.length, err: (e as Error).message },
-            'network batch failed; applying one by one',
-          );
-          await this.applyRuleset().catch(() => undefined);
-          for (const item of run) if (!(await one(item))) return;
-        }
-      }
-    });
-    if (invalid !== undefined && results.length === valid) results.push({ ok: false, error: invalid });
-    return results;
+    return ensureNetworksInBulk(this.bulkOps(), items, ctx);
   }
 
   /** Removes the network (bridge mode: gives the uplink its addresses and routes back); missing is fine. */
@@ -230,44 +173,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
    * at the first failure.
    */
   async deleteNetworks(names: readonly string[], ctx?: OpContext): Promise<ItemResult[]> {
-    const results: ItemResult[] = [];
-    const removed = new Set<string>();
-    await this.serial(async () => {
-      try {
-        for (const name of names) assertNetworkName(name);
-        const states = (await this.states.readAll()).filter((s) => names.includes(s.config.name));
-        const together = states.filter((s) => s.config.mode !== 'bridge');
-        if (together.length > 1) {
-          try {
-            await removeNetworksTogether(this.host, together, ctx);
-            for (const s of together) removed.add(s.config.name);
-          } catch (e) {
-            // One by one below finishes what is left and names the network at fault.
-            log.warn(
-              { networks: together.length, err: (e as Error).message },
-              'network removal batch failed',
-            );
-          }
-        }
-      } catch (error) {
-        results.push({ ok: false, error });
-        return;
-      }
-      try {
-        for (const name of names) {
-          try {
-            if (!removed.has(name)) await this.removeNetwork(name, ctx);
-            results.push({ ok: true });
-          } catch (error) {
-            results.push({ ok: false, error });
-            return;
-          }
-        }
-      } finally {
-        await this.applyRuleset();
-      }
-    });
-    return results;
+    return deleteNetworksInBulk(this.bulkOps(), names, ctx);
   }
 
   /** The config network `name` was last built from here, from this backend's own state file. */
@@ -348,6 +254,21 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   }
 
   // Internals.
+
+  /** What the bulk forms (batch.ts) use of this driver: its one-by-one paths, under its serial queue. */
+  private bulkOps(): BulkOps {
+    return {
+      host: this.host,
+      serial: (fn) => this.serial(fn),
+      validate: async (cfg) => {
+        validateNetworkConfig(cfg);
+        if (cfg.mode === 'vlan' || cfg.mode === 'vxlan') requireMode(cfg, await this.capabilities());
+      },
+      ensureOne: (item, ctx) => this.doEnsure(item.cfg, item.configHash, ctx),
+      removeOne: (name, ctx) => this.removeNetwork(name, ctx),
+      loadRules: () => this.applyRuleset(),
+    };
+  }
 
   /** Takes network `name` down and forgets it; the caller reloads the nftables table. */
   private async removeNetwork(name: string, ctx?: OpContext): Promise<void> {
