@@ -1,7 +1,8 @@
 import { expect, it } from 'vitest';
 import { z } from 'zod';
+import { AGENT_BATCH_MAX_ACTIONS } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
-import { HostReportSchema } from './wire.js';
+import { AgentBatchResultSchema, AgentBatchSchema, HostReportSchema } from './wire.js';
 
 /** `T` with every optional field required, all the way down: a fixture of it must name every field there is. */
 type Full<T> = T extends (infer U)[] ? Full<U>[] : T extends object ? { [K in keyof T]-?: Full<T[K]> } : T;
@@ -101,4 +102,28 @@ it('carries every field of a host report across the wire, both ways', () => {
   const sent = JSON.parse(JSON.stringify(z.encode(HostReportSchema, report)));
   expect(sent).toEqual(report);
   expect(HostReportSchema.parse(sent)).toEqual(report);
+});
+
+it('takes a batch of plain actions and refuses a commit-confirmed one, an empty batch and too many', () => {
+  const start = { kind: 'vm.start' as const, name: 'web1' };
+  expect(AgentBatchSchema.safeParse({ actions: [start, { ...start, name: 'web2' }] }).success).toBe(true);
+  const risky = {
+    kind: 'network.delete' as const,
+    name: 'lan',
+    confirm: { id: '6f1c2c1e-8a4b-4a8e-9a51-2f7d6c9b0e11', timeoutMs: 30_000 },
+  };
+  const refused = AgentBatchSchema.safeParse({ actions: [start, risky] });
+  expect(refused.success).toBe(false);
+  expect(refused.error?.issues[0]?.message).toMatch(/commit-confirmed actions cannot be batched/);
+  expect(AgentBatchSchema.safeParse({ actions: [] }).success).toBe(false);
+  expect(
+    AgentBatchSchema.safeParse({ actions: Array(AGENT_BATCH_MAX_ACTIONS + 1).fill(start) }).success,
+  ).toBe(false);
+  // Results: ok, or an error body; nothing else.
+  expect(
+    AgentBatchResultSchema.safeParse({
+      results: [{ ok: true }, { ok: false, error: { kind: 'exec', message: 'x' } }],
+    }).success,
+  ).toBe(true);
+  expect(AgentBatchResultSchema.safeParse({ results: [{ ok: false }] }).success).toBe(false);
 });
