@@ -136,7 +136,8 @@ async function runSteps(
     throw await stepFailed(steps[0]!, total, e, x, `steps ${steps[0]!.n}-${steps.at(-1)!.n}`);
   }
   let failed: { s: NumberedStep; error: VmlinkError } | undefined;
-  for (const [i, r] of results.entries()) {
+  // An answer longer than the request is read no further than the request (and refused below).
+  for (const [i, r] of results.slice(0, steps.length).entries()) {
     const s = steps[i]!;
     if (r.ok) {
       x.task.progress(`[${s.n}/${total}] ${formatStep(s.step)}`);
@@ -146,7 +147,7 @@ async function runSteps(
   if (failed) throw await stepFailed(failed.s, total, failed.error, x);
   if (results.length !== steps.length)
     throw await stepFailed(
-      steps[results.length]!,
+      steps[Math.min(results.length, steps.length - 1)]!,
       total,
       new VmlinkError(
         'bad-response',

@@ -129,6 +129,29 @@ describe('controller with fake agents', () => {
     expect(r.applied).toBeGreaterThan(3);
   });
 
+  it('refuses an agent answer that does not match the batch it was sent, naming the agent', async () => {
+    for (const extra of [1, -1]) {
+      const lying = new Controller(new SqliteStore(':memory:'), new RecordingRunner(), {
+        agents: (spec, host) => {
+          const real = fleet.agents(spec, host);
+          return {
+            ...real,
+            actBatch: async (actions) => {
+              const r = await real.actBatch(actions);
+              return extra > 0 ? [...r, { ok: true as const }] : r.slice(0, -1);
+            },
+          };
+        },
+        confirmTiming: fastConfirm,
+      });
+      const two =
+        '  - { name: v1, host: h1, nics: [{ network: natnet }] }\n  - { name: v2, host: h1, nics: [{ network: natnet }] }\n';
+      const err = await lying.apply(spec({ vms: two }), 'site.yaml', task()).catch((e: Error) => e);
+      expect(err).toMatchObject({ kind: 'bad-response' });
+      expect((err as Error).message).toMatch(/the agent of h1 answered \d+ of 2 steps/);
+    }
+  });
+
   it('still drops the hosts a failed apply was dropping on the next apply', async () => {
     const both = spec({
       hosts: ['h1', 'h2'],
