@@ -2,12 +2,12 @@
 // reference: `--version` vs `node -e 0`, `status` against a running controller vs the same API call from `node -e`, and a
 // no-op `apply` of a one-host spec end to end vs the host observation such a check needs, run by hand.
 // Also the CLI lab (a controller and a lab started through the CLI) that bench (a)'s user path runs in.
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { machineNs } from '../src/lab/names.js';
+import { runArgv } from '../test/helpers/cli.js';
 import { load1, median, onCleanup, round, type SideResult, secs, side, since } from './lib.js';
 
 const BIN = fileURLToPath(new URL('../bin/vmlink.js', import.meta.url));
@@ -25,28 +25,14 @@ export interface Timed {
 }
 
 /** Runs `argv` (no shell) with `env` added and times it from spawn to exit. */
-export function timed(argv: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<Timed> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(argv[0]!, argv.slice(1), {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr, ms: since(t0) });
-    });
-  });
+export async function timed(
+  argv: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 120_000,
+): Promise<Timed> {
+  const t0 = performance.now();
+  const r = await runArgv(argv, env, timeoutMs);
+  return { ...r, ms: since(t0) };
 }
 
 /** `vmlink ARGS` as a user runs it (the built bin, through node), timed. */

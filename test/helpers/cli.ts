@@ -12,8 +12,13 @@ export interface CliResult {
 
 /** Runs the real `vmlink` CLI with `env` added, as a user would. */
 export function runCli(args: string[], env: Record<string, string>, timeoutMs = 300_000): Promise<CliResult> {
+  return runArgv([process.execPath, BIN, ...args], env, timeoutMs);
+}
+
+/** Runs `argv` (no shell) with `env` added, collecting its output; killed after `timeoutMs`. */
+export function runArgv(argv: string[], env: Record<string, string>, timeoutMs: number): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

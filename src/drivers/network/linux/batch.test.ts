@@ -7,15 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../../../exec/runner.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { LinuxNetworkDriver } from './driver.js';
+import { eth0 } from './fixtures.test-util.js';
 
-const underlay = {
-  ifindex: 2,
-  ifname: 'eth0',
-  flags: ['UP'],
-  mtu: 1500,
-  operstate: 'UP',
-  address: '02:00:00:00:00:01',
-};
 const underlayAddr = JSON.stringify([
   { ifname: 'eth0', addr_info: [{ family: 'inet', local: '192.168.77.1', prefixlen: 24, scope: 'global' }] },
 ]);
@@ -52,7 +45,7 @@ const changes = (r: RecordingRunner) =>
 describe('linux driver: networks in bulk', () => {
   it('creates 20 overlays with one ip batch, one bridge batch and one sysctl', async () => {
     const runner = new RecordingRunner()
-      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: JSON.stringify([underlay]) })
+      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: JSON.stringify([eth0]) })
       .on(['ip', '-json', 'addr', 'show'], { stdout: underlayAddr });
     const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'h1' });
     await d.capabilities();
@@ -86,7 +79,7 @@ describe('linux driver: networks in bulk', () => {
 
   it('goes one by one after a failed batch, taking the batch back first', async () => {
     const runner = new RecordingRunner()
-      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: JSON.stringify([underlay]) })
+      .on(['ip', '-json', '-details', 'link', 'show'], { stdout: JSON.stringify([eth0]) })
       .on(['ip', '-json', 'addr', 'show'], { stdout: underlayAddr })
       .on(['bridge', '-batch'], { code: 2, stderr: 'RTNETLINK answers: Operation not supported' });
     const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'h1' });
@@ -114,11 +107,7 @@ describe('linux driver: networks in bulk', () => {
       linkinfo: { info_kind: 'tun', info_data: { type: 'tap' } },
     });
     const runner = new RecordingRunner().on(['ip', '-json', '-details', 'link', 'show'], {
-      stdout: JSON.stringify([
-        { ...underlay, group: 'default' },
-        tap('vlt-a-0', 7),
-        tap('vlt-b-0', 'default'),
-      ]),
+      stdout: JSON.stringify([{ ...eth0, group: 'default' }, tap('vlt-a-0', 7), tap('vlt-b-0', 'default')]),
     });
     const d = new LinuxNetworkDriver({ runner, stateDir, netns: 'h1' });
     await d.deletePorts(['vlt-a-0', 'vlt-b-0', 'vlt-gone-0']);

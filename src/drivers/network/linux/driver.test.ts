@@ -7,20 +7,12 @@ import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shar
 import { OvsStateStore } from '../ovs/state.js';
 import { networkDrivers } from '../registry.js';
 import { LinuxNetworkDriver } from './driver.js';
-import { bridgedNet, isolatedNet, natNet } from './fixtures.test-util.js';
+import { bridgedNet, eth0, isolatedNet, natNet } from './fixtures.test-util.js';
 import { expectGolden, transcript } from './golden.test-util.js';
 import { moveCommands } from './move.js';
 import { LinuxNetworkStateStore } from './state.js';
 import { validateNetworkConfig } from './validate.js';
 
-const eth0 = {
-  ifindex: 2,
-  ifname: 'eth0',
-  flags: ['UP'],
-  mtu: 1500,
-  operstate: 'UP',
-  address: '02:00:00:00:00:01',
-};
 const eth0Addr = JSON.stringify([
   { ifname: 'eth0', addr_info: [{ family: 'inet', local: '192.168.77.1', prefixlen: 24, scope: 'global' }] },
 ]);

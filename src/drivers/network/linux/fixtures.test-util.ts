@@ -121,3 +121,13 @@ export const vlanNet: NetworkConfig = {
   },
   forwards: [],
 };
+
+/** `ip -json -details link show` of a host's uplink eth0 (up, mtu 1500). */
+export const eth0 = {
+  ifindex: 2,
+  ifname: 'eth0',
+  flags: ['UP'],
+  mtu: 1500,
+  operstate: 'UP',
+  address: '02:00:00:00:00:01',
+};
