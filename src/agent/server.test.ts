@@ -2,8 +2,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinuxNetworkDriver } from '../drivers/network/linux/driver.js';
+import { eth0, isolatedNet } from '../drivers/network/linux/fixtures.test-util.js';
 import { RecordingRunner } from '../exec/runner.js';
+import type { NetworkConfig } from '../shared/model.js';
+import { bridgeName } from '../spec/net.js';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 
@@ -58,4 +62,61 @@ it("lists each route's response schema in the agent's OpenAPI document", async (
       expect(Object.keys(op.responses), `${method} ${path}`).toEqual(
         expect.arrayContaining(['200', '4XX', '5XX']),
       );
+});
+
+describe('POST /v1/actions refuses what a spec could not produce, before any command', () => {
+  let state: string;
+  let runner: RecordingRunner;
+  let api: FastifyInstance;
+  beforeAll(async () => {
+    state = mkdtempSync(join(tmpdir(), 'vmlink-agent-wire-'));
+    runner = new RecordingRunner().on(['ip', '-json', '-details', 'link', 'show'], {
+      stdout: JSON.stringify([eth0]),
+    });
+    const agent = new Agent({
+      host: 'host1',
+      runner,
+      networks: { linux: new LinuxNetworkDriver({ runner, stateDir: state }) },
+      hypervisor: {} as ConstructorParameters<typeof Agent>[0]['hypervisor'],
+      stateDir: state,
+    });
+    api = await createAgentServer(agent, { prerequisites: async () => [] });
+  });
+  afterAll(async () => {
+    await api.close();
+    rmSync(state, { recursive: true, force: true });
+  });
+  const web: NetworkConfig = { ...isolatedNet, name: 'web', bridge: bridgeName('web') };
+  const post = (network: NetworkConfig) =>
+    api.inject({
+      method: 'POST',
+      url: '/v1/actions',
+      payload: { kind: 'network.ensure', network, configHash: 'abcdef01' },
+    });
+
+  it.each([
+    ['the host NIC eth0 as its bridge', { ...web, bridge: 'eth0' }, /\/network\/bridge .*own bridge vlb-web/],
+    ['a bad CIDR', { ...web, subnet: { ...web.subnet!, cidr: '172.16.5.0/33' } }, /\/network\/subnet\/cidr /],
+    [
+      'a bad MAC',
+      {
+        ...web,
+        subnet: { ...web.subnet!, reservations: [{ mac: 'zz:54', ip: '172.16.5.9', hostname: 'a' }] },
+      },
+      /\/network\/subnet\/reservations\/0\/mac /,
+    ],
+    ['an MTU out of range', { ...web, mtu: 65_000 }, /\/network\/mtu /],
+  ])('%s: 422 naming the field, nothing run', async (_what, network, message) => {
+    runner.calls.length = 0;
+    const res = await post(network as NetworkConfig);
+    expect(res.statusCode).toBe(422);
+    expect(res.json().error).toMatchObject({ kind: 'invalid', message: expect.stringMatching(message) });
+    expect(runner.calls).toEqual([]);
+  });
+
+  it('takes the same network on its own bridge to the driver', async () => {
+    runner.calls.length = 0;
+    await post(web);
+    expect(runner.lines().join('\n')).toMatch(/vlb-web/);
+  });
 });

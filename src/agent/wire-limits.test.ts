@@ -61,6 +61,15 @@ describe('limits agree from the spec down to the drivers and exec builders', () 
     }
   });
 
+  it("host NICs: never one of vmlink's own devices", () => {
+    for (const nic of ['eth0', 'enp3s0', 'br0', 'vlb-web', 'vlt-web1-0', 'vlo-eth1']) {
+      const spec = HostSchema.safeParse({ name: 'h1', uplink: nic }).success;
+      const wire = UplinkConfigSchema.safeParse({ device: nic }).success;
+      expect({ nic, wire }).toEqual({ nic, wire: spec });
+      expect(spec).toBe(!nic.startsWith('vl'));
+    }
+  });
+
   it('uplink (host NIC) MTU', () => {
     for (const mtu of [MTU_MIN - 1, MTU_MIN, LINK_MTU_MAX, LINK_MTU_MAX + 1]) {
       const wire = UplinkConfigSchema.safeParse({ device: 'eth0', mtu }).success;

@@ -2,15 +2,34 @@
 import { z } from 'zod';
 import { ErrorBodySchema } from '../shared/errors.js';
 import {
+  ADDRESS_PREFIX_MAX,
+  ADDRESS_PREFIX_MIN,
   AGENT_BATCH_MAX_ACTIONS,
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
+  DHCP_RESERVATIONS_MAX,
+  DISK_SIZE_MIB_MAX,
+  GUEST_EXEC_ARG_MAX,
+  GUEST_EXEC_ARGS_MAX,
+  GUEST_EXEC_INPUT_MAX,
   LINK_MTU_MAX,
   MTU_MIN,
+  NETWORK_FORWARDS_MAX,
   NETWORK_MTU_MAX,
+  NETWORK_PREFIX_MAX,
+  NETWORK_PREFIX_MIN,
   PROBE_BATCH_MAX,
+  TRUNK_NETWORKS_MAX,
+  UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
+  VM_CPUS_MAX,
+  VM_DISKS_MAX,
+  VM_MEMORY_MIB_MAX,
+  VM_MEMORY_MIB_MIN,
+  VM_NICS_MAX,
+  VNI_MAX,
+  VXLAN_REMOTES_MAX,
 } from '../shared/limits.js';
 import {
   type DiskConfig,
@@ -24,11 +43,26 @@ import {
 } from '../shared/model.js';
 import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
 import type { VersionInfo } from '../shared/version.js';
-import { ImageSchema, NAME_PATTERN } from '../spec/schema.js';
+import {
+  HostCidrSchema,
+  HostNicSchema,
+  ImageSchema,
+  Ipv4Schema,
+  MacSchema,
+  NAME_PATTERN,
+  NetworkCidrSchema,
+  PortSchema,
+} from '../spec/schema.js';
+import { networkConfigIssues, vmConfigIssues, type WireIssue } from './wire-checks.js';
 
+// Every field typed and bounded with the spec's own checks: the agent accepts what a spec can produce, nothing else.
 const name = z.string().regex(NAME_PATTERN);
+/** A device vmlink creates (bridge, tap, VXLAN device); which one an action may name is checked in wire-checks.ts. */
 const devName = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/);
-const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/);
+const ip = Ipv4Schema;
+const port = PortSchema;
+const cidr = NetworkCidrSchema;
+const addressPrefix = z.number().int().min(ADDRESS_PREFIX_MIN).max(ADDRESS_PREFIX_MAX);
 
 const backend = z.enum(['linux', 'ovs']);
 const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
@@ -38,10 +72,10 @@ const networkMtu = z.number().int().min(MTU_MIN).max(NETWORK_MTU_MAX);
 const ForwardConfigSchema = z
   .object({
     protocol: z.enum(['tcp', 'udp']),
-    hostPort: z.number().int(),
+    hostPort: port,
     vm: name,
     targetIp: ip,
-    targetPort: z.number().int(),
+    targetPort: port,
   })
   .strict() satisfies z.ZodType<ForwardConfig>;
 
@@ -55,30 +89,32 @@ export const NetworkConfigSchema = z
     mtu: networkMtu,
     vxlan: z
       .object({
-        vni: z.number().int().min(1).max(16_777_215),
+        vni: z.number().int().min(1).max(VNI_MAX),
         device: devName,
         local: ip,
-        remotes: z.array(ip),
-        port: z.number().int().min(1).max(65535),
-        underlay: devName,
+        remotes: z.array(ip).max(VXLAN_REMOTES_MAX),
+        port,
+        underlay: HostNicSchema,
       })
       .strict()
       .optional(),
-    vlan: z.object({ id: vlanId, trunk: devName }).strict().optional(),
+    vlan: z.object({ id: vlanId, trunk: HostNicSchema }).strict().optional(),
     nat: z.boolean().optional(),
     subnet: z
       .object({
-        cidr: z.string(),
+        cidr,
         gateway: ip,
-        prefixLength: z.number().int(),
+        prefixLength: z.number().int().min(NETWORK_PREFIX_MIN).max(NETWORK_PREFIX_MAX),
         dhcpStart: ip,
         dhcpEnd: ip,
-        reservations: z.array(z.object({ mac: z.string(), ip, hostname: name }).strict()),
+        reservations: z
+          .array(z.object({ mac: MacSchema, ip, hostname: name }).strict())
+          .max(DHCP_RESERVATIONS_MAX),
       })
       .strict()
       .optional(),
-    uplink: devName.optional(),
-    forwards: z.array(ForwardConfigSchema),
+    uplink: HostNicSchema.optional(),
+    forwards: z.array(ForwardConfigSchema).max(NETWORK_FORWARDS_MAX),
   })
   .strict() satisfies z.ZodType<NetworkConfig>;
 
@@ -89,14 +125,17 @@ const NicConfigSchema = z
     bridge: devName,
     vlan: vlanId.optional(),
     trunk: z
-      .object({ networks: z.array(name).min(1), vlans: z.array(vlanId).min(1) })
+      .object({
+        networks: z.array(name).min(1).max(TRUNK_NETWORKS_MAX),
+        vlans: z.array(vlanId).min(1).max(TRUNK_NETWORKS_MAX),
+      })
       .strict()
       .optional(),
     tap: devName,
-    mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
+    mac: MacSchema,
     mtu: networkMtu,
     staticIp: z
-      .object({ address: ip, prefixLength: z.number().int(), gateway: ip.optional() })
+      .object({ address: ip, prefixLength: addressPrefix, gateway: ip.optional() })
       .strict()
       .optional(),
   })
@@ -106,13 +145,17 @@ const NicConfigSchema = z
 export const VmConfigSchema = z
   .object({
     name,
-    cpus: z.number().int().min(1),
-    memoryMiB: z.number().int().min(16),
+    cpus: z.number().int().min(1).max(VM_CPUS_MAX),
+    memoryMiB: z.number().int().min(VM_MEMORY_MIB_MIN).max(VM_MEMORY_MIB_MAX),
     image: ImageSchema,
-    disks: z.array(
-      z.object({ name, sizeMiB: z.number().int().min(1) }).strict() satisfies z.ZodType<DiskConfig>,
-    ),
-    nics: z.array(NicConfigSchema),
+    disks: z
+      .array(
+        z
+          .object({ name, sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX) })
+          .strict() satisfies z.ZodType<DiskConfig>,
+      )
+      .max(VM_DISKS_MAX),
+    nics: z.array(NicConfigSchema).max(VM_NICS_MAX),
     state: z.enum(['running', 'stopped']),
   })
   .strict() satisfies z.ZodType<VmConfig>;
@@ -122,9 +165,9 @@ const hash = z.string().regex(/^[0-9a-f]{8,64}$/);
 /** UplinkConfig as it crosses the wire. */
 export const UplinkConfigSchema = z
   .object({
-    device: devName,
+    device: HostNicSchema,
     mtu: z.number().int().min(MTU_MIN).max(LINK_MTU_MAX).optional(),
-    addresses: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/)).optional(),
+    addresses: z.array(HostCidrSchema).min(1).max(UPLINK_ADDRESSES_MAX).optional(),
     gateway: ip.optional(),
   })
   .strict() satisfies z.ZodType<UplinkConfig>;
@@ -145,38 +188,46 @@ export const ConfirmSchema = z
   .strict();
 
 /** Everything an agent can be asked to change on its host; each kind has its preconditions in the agent. */
-export const AgentActionSchema = z.discriminatedUnion('kind', [
-  z
-    .object({
-      kind: z.literal('network.ensure'),
-      network: NetworkConfigSchema,
-      configHash: hash,
-      confirm: ConfirmSchema.optional(),
-    })
-    .strict(),
-  z
-    .object({
-      kind: z.literal('uplink.configure'),
-      uplink: UplinkConfigSchema,
-      configHash: hash,
-      confirm: ConfirmSchema.optional(),
-    })
-    .strict(),
-  z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
-  z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
-  // Plugs and unplugs NICs of a running VM so that they match `vm`, without restarting it.
-  z.object({ kind: z.literal('vm.hotplug'), vm: VmConfigSchema, configHash: hash }).strict(),
-  z.object({ kind: z.literal('vm.start'), name }).strict(),
-  z
-    .object({
-      kind: z.literal('vm.stop'),
-      name,
-      force: z.boolean(),
-      timeoutMs: z.number().int().min(0).max(600_000).optional(),
-    })
-    .strict(),
-  z.object({ kind: z.literal('vm.delete'), name }).strict(),
-]);
+export const AgentActionSchema = z
+  .discriminatedUnion('kind', [
+    z
+      .object({
+        kind: z.literal('network.ensure'),
+        network: NetworkConfigSchema,
+        configHash: hash,
+        confirm: ConfirmSchema.optional(),
+      })
+      .strict(),
+    z
+      .object({
+        kind: z.literal('uplink.configure'),
+        uplink: UplinkConfigSchema,
+        configHash: hash,
+        confirm: ConfirmSchema.optional(),
+      })
+      .strict(),
+    z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
+    z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
+    // Plugs and unplugs NICs of a running VM so that they match `vm`, without restarting it.
+    z.object({ kind: z.literal('vm.hotplug'), vm: VmConfigSchema, configHash: hash }).strict(),
+    z.object({ kind: z.literal('vm.start'), name }).strict(),
+    z
+      .object({
+        kind: z.literal('vm.stop'),
+        name,
+        force: z.boolean(),
+        timeoutMs: z.number().int().min(0).max(600_000).optional(),
+      })
+      .strict(),
+    z.object({ kind: z.literal('vm.delete'), name }).strict(),
+  ])
+  .superRefine((action, ctx) => {
+    const add = (issues: WireIssue[], at: string) => {
+      for (const i of issues) ctx.addIssue({ code: 'custom', path: [at, ...i.path], message: i.message });
+    };
+    if (action.kind === 'network.ensure') add(networkConfigIssues(action.network), 'network');
+    if (action.kind === 'vm.create' || action.kind === 'vm.hotplug') add(vmConfigIssues(action.vm), 'vm');
+  });
 /** One change an agent applies. */
 export type AgentAction = z.infer<typeof AgentActionSchema>;
 
@@ -256,9 +307,9 @@ export type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/res
 /** Command to run in a guest. */
 export const GuestExecRequestSchema = z
   .object({
-    argv: z.array(z.string()).min(1),
+    argv: z.array(z.string().max(GUEST_EXEC_ARG_MAX)).min(1).max(GUEST_EXEC_ARGS_MAX),
     timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
-    input: z.string().optional(),
+    input: z.string().max(GUEST_EXEC_INPUT_MAX).optional(),
   })
   .strict();
 

@@ -139,3 +139,53 @@ export const LAB_PATH_CHECK_TIMEOUT_MS = 5_000;
 export const PROBE_BATCH_MAX = 128;
 /** Finished tasks the controller keeps for clients that ask about them late (the newest ones). */
 export const FINISHED_TASKS_KEPT = 200;
+
+// Bounds of the values the spec accepts and the agent takes off the wire (the agent checks them itself too).
+
+/** Shortest prefix of a network's CIDR (a /8 at most). */
+export const NETWORK_PREFIX_MIN = 8;
+/** Longest prefix of a network's CIDR (a /30 still has two hosts). */
+export const NETWORK_PREFIX_MAX = 30;
+/** Shortest prefix of an address on an interface (host uplink addresses, a guest's fixed address). */
+export const ADDRESS_PREFIX_MIN = 8;
+/** Longest prefix of an address on an interface. */
+export const ADDRESS_PREFIX_MAX = 32;
+/** Most vCPUs of one VM. */
+export const VM_CPUS_MAX = 64;
+/** Least memory of one VM (MiB). */
+export const VM_MEMORY_MIB_MIN = 64;
+/** Most memory of one VM (MiB): 1 TiB. */
+export const VM_MEMORY_MIB_MAX = 1024 * 1024;
+/** Most NICs of one VM. */
+export const VM_NICS_MAX = 8;
+/** Most extra disks of one VM (each is one virtio-blk device on the PCI bus). */
+export const VM_DISKS_MAX = 16;
+/** Largest extra disk (MiB): 16 TiB. */
+export const DISK_SIZE_MIB_MAX = 16 * 1024 * 1024;
+/** Most VLAN networks one trunk NIC carries. */
+export const TRUNK_NETWORKS_MAX = 64;
+/** Most port forwards of one network. */
+export const NETWORK_FORWARDS_MAX = 1_024;
+/** Most DHCP reservations of one network (one per VM NIC with a fixed address). */
+export const DHCP_RESERVATIONS_MAX = 65_536;
+/** Most remote VTEPs of one VXLAN network on one host (every other member host). */
+export const VXLAN_REMOTES_MAX = 4_096;
+/** Most addresses vmlink puts on a host's uplink. */
+export const UPLINK_ADDRESSES_MAX = 64;
+/** Largest cloud-init user-data of a VM (bytes, counted as UTF-16 code units). */
+export const CLOUD_INIT_USER_DATA_MAX = 1024 * 1024;
+/** Most SSH keys a VM's cloud-init seed authorises. */
+export const CLOUD_INIT_SSH_KEYS_MAX = 256;
+/** Longest SSH public key line (an RSA 16384-bit key is ~2.8 KB). */
+export const SSH_KEY_LINE_MAX = 16 * 1024;
+/** Most arguments of one command run in a guest. */
+export const GUEST_EXEC_ARGS_MAX = 4_096;
+/** Longest argument of a command run in a guest (characters). */
+export const GUEST_EXEC_ARG_MAX = 128 * 1024;
+/** Largest stdin of a command run in a guest (characters). */
+export const GUEST_EXEC_INPUT_MAX = 8 * 1024 * 1024;
+
+// Sizes of what vmlink reads from peers it does not trust (guests, QEMU, the network, command output).
+
+/** Largest HTTP request body an agent or the controller accepts (a batch of 2,000 VM configs fits). */
+export const HTTP_BODY_MAX_BYTES = 16 * 1024 * 1024;

@@ -104,6 +104,12 @@ function sha256hex(s: string): string {
 /** Longest Linux interface name (IFNAMSIZ - 1). */
 export const IFNAME_MAX = 15;
 
+/**
+ * Names of the devices vmlink creates: `vl`, a letter, a dash (vlb- bridges, vlt- taps, vlx- VXLAN devices,
+ * vlo-/vli-/vlu- Open vSwitch bridges and ports). A host NIC is never named so.
+ */
+export const VMLINK_DEVICE_PATTERN = /^vl[a-z]-/;
+
 const hashedName = (prefix: string, key: string): string => `${prefix}${sha256hex(key).slice(0, 8)}`;
 
 /**

@@ -1,19 +1,36 @@
 import { z } from 'zod';
 import {
+  ADDRESS_PREFIX_MAX,
+  ADDRESS_PREFIX_MIN,
+  CLOUD_INIT_SSH_KEYS_MAX,
+  CLOUD_INIT_USER_DATA_MAX,
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
   CONFIRM_WINDOW_MS,
   DEFAULT_MTU,
   DEFAULT_OVERLAY_MTU,
+  DISK_SIZE_MIB_MAX,
   LINK_MTU_MAX,
   MTU_MIN,
+  NETWORK_FORWARDS_MAX,
   NETWORK_MTU_MAX,
+  NETWORK_PREFIX_MAX,
+  NETWORK_PREFIX_MIN,
   PORT_MAX,
   PORT_MIN,
+  SSH_KEY_LINE_MAX,
+  TRUNK_NETWORKS_MAX,
+  UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
+  VM_CPUS_MAX,
+  VM_DISKS_MAX,
+  VM_MEMORY_MIB_MAX,
+  VM_MEMORY_MIB_MIN,
+  VM_NICS_MAX,
   VNI_MAX,
 } from '../shared/limits.js';
+import { VMLINK_DEVICE_PATTERN } from './net.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}$/;
@@ -31,8 +48,13 @@ const ipv4 = z
   );
 const cidr = z.string().refine((s) => {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
-  return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) >= 8 && Number(m[2]) <= 30;
-}, 'must be an IPv4 network such as 10.0.0.0/24 (prefix 8-30)');
+  return (
+    !!m &&
+    ipv4.safeParse(m[1]).success &&
+    Number(m[2]) >= NETWORK_PREFIX_MIN &&
+    Number(m[2]) <= NETWORK_PREFIX_MAX
+  );
+}, `must be an IPv4 network such as 10.0.0.0/24 (prefix ${NETWORK_PREFIX_MIN}-${NETWORK_PREFIX_MAX})`);
 const mac = z
   .string()
   .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address such as 52:54:00:12:34:56')
@@ -40,18 +62,41 @@ const mac = z
     (m) => (Number.parseInt(m.slice(0, 2), 16) & 1) === 0,
     'must be a unicast MAC address (first octet even)',
   );
+// A host NIC: never one of the devices vmlink creates itself (a network must not enslave another's bridge).
 const ifname = z
   .string()
-  .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)');
+  .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)')
+  .refine(
+    (s) => !VMLINK_DEVICE_PATTERN.test(s),
+    'must name a host NIC, not a device vmlink creates (vl?-...)',
+  );
 const port = z.number().int().min(PORT_MIN).max(PORT_MAX);
 /** An address with its prefix on an interface, e.g. 192.168.50.10/24. */
 const hostCidr = z.string().refine((s) => {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
-  return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) >= 8 && Number(m[2]) <= 32;
-}, 'must be an IPv4 address with prefix such as 192.168.50.10/24 (prefix 8-32)');
+  return (
+    !!m &&
+    ipv4.safeParse(m[1]).success &&
+    Number(m[2]) >= ADDRESS_PREFIX_MIN &&
+    Number(m[2]) <= ADDRESS_PREFIX_MAX
+  );
+}, `must be an IPv4 address with prefix such as 192.168.50.10/24 (prefix ${ADDRESS_PREFIX_MIN}-${ADDRESS_PREFIX_MAX})`);
 const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
 /** MTU of a host NIC or a lab switch (jumbo frames allowed). */
 const linkMtu = z.number().int().min(MTU_MIN).max(LINK_MTU_MAX);
+
+/** An IPv4 address (dotted quad, no leading zeros): the spec's check, shared with the agent's wire schema. */
+export const Ipv4Schema = ipv4;
+/** A lower-case unicast MAC address: the spec's check, shared with the agent's wire schema. */
+export const MacSchema = mac;
+/** A host NIC's name (never a device vmlink creates): the spec's check, shared with the agent's wire schema. */
+export const HostNicSchema = ifname;
+/** A TCP/UDP port. */
+export const PortSchema = port;
+/** An IPv4 network with a prefix of 8-30 (host bits allowed here; the agent's wire refuses them). */
+export const NetworkCidrSchema = cidr;
+/** An address with prefix on an interface (e.g. 192.168.50.10/24). */
+export const HostCidrSchema = hostCidr;
 
 /** Network backends: `linux` (bridges, vxlan and 802.1Q devices) or `ovs` (Open vSwitch). */
 export const BackendSchema = z.enum(['linux', 'ovs']);
@@ -83,7 +128,7 @@ export const HostSchema = z
     network: z
       .object({
         mtu: linkMtu.optional(),
-        addresses: z.array(hostCidr).min(1).optional(),
+        addresses: z.array(hostCidr).min(1).max(UPLINK_ADDRESSES_MAX).optional(),
         gateway: ipv4.optional(),
       })
       .strict()
@@ -146,7 +191,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       /** Host address on the network; defaults to the first address. */
       gateway: ipv4.optional(),
       dhcp: dhcp.optional(),
-      forwards: z.array(ForwardSchema).default([]),
+      forwards: z.array(ForwardSchema).max(NETWORK_FORWARDS_MAX).default([]),
     })
     .strict(),
   z
@@ -208,7 +253,7 @@ export const NicSchema = z
     /** Exactly one of network and trunk (validation checks). */
     network: name.optional(),
     /** vlan networks of one segment (backend ovs) the guest sees tagged with their VLAN ids. */
-    trunk: z.array(name).min(1).max(64).optional(),
+    trunk: z.array(name).min(1).max(TRUNK_NETWORKS_MAX).optional(),
     /** Fixed MAC; defaults to a stable one derived from VM name and NIC index. */
     mac: mac.optional(),
     /** Fixed address: a DHCP reservation on nat/isolated networks, a kernel-command-line address elsewhere. */
@@ -220,11 +265,7 @@ export const NicSchema = z
 export const DiskSchema = z
   .object({
     name,
-    sizeMiB: z
-      .number()
-      .int()
-      .min(1)
-      .max(16 * 1024 * 1024),
+    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX),
   })
   .strict();
 
@@ -240,16 +281,18 @@ export const ImageSchema = z.discriminatedUnion('kind', [
         .regex(/^\/[\w./-]+\.(qcow2|img)$/, 'must be an absolute path to a .qcow2 or .img file'),
       cloudInit: z
         .object({
-          userData: z.string().optional(),
+          userData: z.string().max(CLOUD_INIT_USER_DATA_MAX).optional(),
           sshAuthorizedKeys: z
             .array(
               z
                 .string()
+                .max(SSH_KEY_LINE_MAX)
                 .regex(
                   /^(ssh|ecdsa)-[\w-]+ [A-Za-z0-9+/=]+( [^\n]*)?$/,
                   'must be one OpenSSH public key line',
                 ),
             )
+            .max(CLOUD_INIT_SSH_KEYS_MAX)
             .default([]),
         })
         .strict()
@@ -263,16 +306,11 @@ export const VmSchema = z
   .object({
     name,
     host: name,
-    cpus: z.number().int().min(1).max(64).default(1),
-    memoryMiB: z
-      .number()
-      .int()
-      .min(64)
-      .max(1024 * 1024)
-      .default(256),
+    cpus: z.number().int().min(1).max(VM_CPUS_MAX).default(1),
+    memoryMiB: z.number().int().min(VM_MEMORY_MIB_MIN).max(VM_MEMORY_MIB_MAX).default(256),
     image: ImageSchema.default({ kind: 'test-guest' }),
-    disks: z.array(DiskSchema).default([]),
-    nics: z.array(NicSchema).min(1, 'a VM needs at least one NIC').max(8),
+    disks: z.array(DiskSchema).max(VM_DISKS_MAX).default([]),
+    nics: z.array(NicSchema).min(1, 'a VM needs at least one NIC').max(VM_NICS_MAX),
     /** Desired power state. */
     state: z.enum(['running', 'stopped']).default('running'),
     /** Refuse to delete this VM and its disks (apply and destroy) until a spec sets it to false. */

@@ -6,6 +6,7 @@ import {
   validatorCompiler,
 } from 'fastify-type-provider-zod';
 import { ConflictError, errorStatus, InvalidRequestError, toErrorBody, VmlinkError } from '../errors.js';
+import { HTTP_BODY_MAX_BYTES } from '../limits.js';
 import { log } from '../log.js';
 
 /** Where a server listens: `unix:///path.sock` or `http://addr:port`. */
@@ -16,7 +17,7 @@ export function createHttpApp(): FastifyInstance {
   const app = Fastify({
     // Request logs are info-level noise: the HTTP layer logs warnings and errors only.
     loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
-    bodyLimit: 16 * 1024 * 1024,
+    bodyLimit: HTTP_BODY_MAX_BYTES,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

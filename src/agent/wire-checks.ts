@@ -1,0 +1,114 @@
+// The checks of an agent action that no single field can make: every device it names is one vmlink owns (its
+// derived name for the object it belongs to) and a subnet's addresses lie in it. (Host NIC fields, the uplink,
+// trunk and underlay, refuse vmlink's own device names field by field.) The agent takes none of this on trust.
+import type { NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import {
+  bridgeName,
+  cidrContains,
+  formatCidr,
+  legacyBridgeName,
+  legacyOvsVlanBridgeName,
+  legacyTapName,
+  ovsVlanBridgeName,
+  parseCidr,
+  parseIpv4,
+  tapName,
+  vxlanDeviceName,
+} from '../spec/net.js';
+
+/** One problem of an action: where it is (path below the checked object) and what is wrong. */
+export interface WireIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+const oneOf = (names: readonly string[]) => [...new Set(names)].join(' or ');
+
+/** The bridges network `net` may be realised on: its own (readable or legacy), or its trunk NIC's OVS bridge. */
+export function ownedNetworkBridges(net: Pick<NetworkConfig, 'name' | 'backend' | 'vlan'>): string[] {
+  const own = [bridgeName(net.name), legacyBridgeName(net.name)];
+  const trunk = net.backend === 'ovs' ? net.vlan?.trunk : undefined;
+  return trunk === undefined ? own : [...own, ovsVlanBridgeName(trunk), legacyOvsVlanBridgeName(trunk)];
+}
+
+/** Whether `bridge` is an OVS vlan bridge by vmlink's scheme (`vlo-<trunk NIC>` or its hashed form). */
+function isOvsVlanBridge(bridge: string): boolean {
+  if (!bridge.startsWith('vlo-')) return false;
+  const trunk = bridge.slice('vlo-'.length);
+  return ovsVlanBridgeName(trunk) === bridge || /^[0-9a-f]{8}$/.test(trunk);
+}
+
+/** Problems of a network config as an action carries it (device ownership and subnet consistency). */
+export function networkConfigIssues(net: NetworkConfig): WireIssue[] {
+  const issues: WireIssue[] = [];
+  const bridges = ownedNetworkBridges(net);
+  if (!bridges.includes(net.bridge))
+    issues.push({
+      path: ['bridge'],
+      message: `network ${net.name} may only be realised on its own bridge ${oneOf(bridges)}, not ${net.bridge}`,
+    });
+  if (net.vxlan && net.vxlan.device !== vxlanDeviceName(net.name))
+    issues.push({
+      path: ['vxlan', 'device'],
+      message: `network ${net.name}'s VXLAN device is ${vxlanDeviceName(net.name)}, not ${net.vxlan.device}`,
+    });
+  const s = net.subnet;
+  const cidr = s ? parseCidr(s.cidr) : undefined;
+  if (s && cidr) {
+    if (formatCidr(cidr) !== s.cidr)
+      issues.push({ path: ['subnet', 'cidr'], message: `${s.cidr} has host bits set` });
+    if (s.prefixLength !== cidr.prefix)
+      issues.push({
+        path: ['subnet', 'prefixLength'],
+        message: `must be ${cidr.prefix}, the prefix of ${s.cidr}`,
+      });
+    // Inside the subnet, and neither its network nor its broadcast address.
+    const inside = (ip: string) => {
+      const n = parseIpv4(ip);
+      return n !== undefined && cidrContains(cidr, n) && n !== cidr.network && n !== cidr.broadcast;
+    };
+    const addrs: Array<[string, (string | number)[]]> = [
+      [s.gateway, ['subnet', 'gateway']],
+      [s.dhcpStart, ['subnet', 'dhcpStart']],
+      [s.dhcpEnd, ['subnet', 'dhcpEnd']],
+      ...s.reservations.map((r, i): [string, (string | number)[]] => [
+        r.ip,
+        ['subnet', 'reservations', i, 'ip'],
+      ]),
+      ...net.forwards.map((f, i): [string, (string | number)[]] => [f.targetIp, ['forwards', i, 'targetIp']]),
+    ];
+    for (const [ip, path] of addrs)
+      if (!inside(ip)) issues.push({ path, message: `${ip} is not a host address of ${s.cidr}` });
+    if ((parseIpv4(s.dhcpStart) ?? 0) > (parseIpv4(s.dhcpEnd) ?? 0))
+      issues.push({
+        path: ['subnet', 'dhcpEnd'],
+        message: `DHCP range ${s.dhcpStart}-${s.dhcpEnd} is empty`,
+      });
+  }
+  return issues;
+}
+
+/** Problems of one VM NIC: its tap is the one vmlink derives for it, its bridge one of its network's. */
+function nicIssues(vm: string, index: number, nic: NicConfig): WireIssue[] {
+  const issues: WireIssue[] = [];
+  const taps = [tapName(vm, index), legacyTapName(vm, index)];
+  if (!taps.includes(nic.tap))
+    issues.push({
+      path: ['tap'],
+      message: `NIC ${index} of VM ${vm} has tap ${oneOf(taps)}, not ${nic.tap}`,
+    });
+  const bridges = [bridgeName(nic.network), legacyBridgeName(nic.network)];
+  if (!bridges.includes(nic.bridge) && !(nic.backend === 'ovs' && isOvsVlanBridge(nic.bridge)))
+    issues.push({
+      path: ['bridge'],
+      message: `NIC ${index} of VM ${vm} may only join network ${nic.network}'s bridge ${oneOf(bridges)}${nic.backend === 'ovs' ? ' or an OVS vlan bridge (vlo-...)' : ''}, not ${nic.bridge}`,
+    });
+  return issues;
+}
+
+/** Problems of a VM config as an action carries it: every NIC's tap and bridge. */
+export function vmConfigIssues(vm: VmConfig): WireIssue[] {
+  return vm.nics.flatMap((nic, i) =>
+    nicIssues(vm.name, i, nic).map((x) => ({ ...x, path: ['nics', i, ...x.path] })),
+  );
+}
