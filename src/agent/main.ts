@@ -68,6 +68,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     ...(uplink ? { uplink } : {}),
     stateDir: opts.stateDir,
   });
+  // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
   const prerequisites = () => hostPrerequisites(runner);
   const apps: FastifyInstance[] = [await createAgentServer(agent, { prerequisites })];

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { VmlinkError } from '../shared/errors.js';
-import { COMMAND_TIMEOUT_MS } from '../shared/limits.js';
+import { COMMAND_OUTPUT_MAX_BYTES, COMMAND_TIMEOUT_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 
 /** Options of one command run. */
@@ -18,6 +18,8 @@ export interface RunOptions {
   /** Working directory of the command (default: the caller's). */
   cwd?: string;
   signal?: AbortSignal;
+  /** Kill the command once stdout or stderr passes this many bytes (default `COMMAND_OUTPUT_MAX_BYTES`). */
+  maxOutputBytes?: number;
 }
 
 /** Outcome of a finished command. */
@@ -47,12 +49,17 @@ export interface Runner {
   spawnDetached(argv: readonly string[], opts?: SpawnOptions): Promise<number>;
 }
 
+/** Most characters of a failed command's output that its error message quotes. */
+const EXEC_ERROR_OUTPUT_CHARS = 4096;
+
 /** A command failed; the message carries the command line and its stderr so an operator can act on it. */
 export class ExecError extends VmlinkError {
   readonly result: RunResult;
   constructor(result: RunResult, reason?: string) {
     const why = reason ?? `exit ${result.code}`;
-    const err = result.stderr.trim() || result.stdout.trim();
+    const all = result.stderr.trim() || result.stdout.trim();
+    // The last lines say what went wrong; a flood of output stays out of logs and API answers.
+    const err = all.length > EXEC_ERROR_OUTPUT_CHARS ? `...${all.slice(-EXEC_ERROR_OUTPUT_CHARS)}` : all;
     super(
       'exec',
       `command failed (${why}): ${formatArgv(result.argv)}${err ? `\n  ${err.split('\n').join('\n  ')}` : ''}`,
@@ -116,30 +123,49 @@ export class SystemRunner implements Runner {
   }
 }
 
+// Output is kept as bytes up to a cap: a command that floods its output is killed, not buffered without end.
 function collect(child: ChildProcess, argv: string[], opts: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    const max = opts.maxOutputBytes ?? COMMAND_OUTPUT_MAX_BYTES;
+    const out = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const size = { stdout: 0, stderr: 0 };
+    let failure: string | undefined;
+    const kill = (why: string) => {
+      failure ??= why;
       child.kill('SIGKILL');
-    }, opts.timeoutMs ?? COMMAND_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
+      // A grandchild may hold the pipes open: stop reading them, so the command ends with its own process.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    };
+    const timer = setTimeout(
+      () => kill(`timed out after ${opts.timeoutMs ?? COMMAND_TIMEOUT_MS} ms`),
+      opts.timeoutMs ?? COMMAND_TIMEOUT_MS,
+    );
+    for (const stream of ['stdout', 'stderr'] as const)
+      child[stream]!.on('data', (d: Buffer) => {
+        if (size[stream] + d.length > max) {
+          out[stream].push(d.subarray(0, max - size[stream]));
+          size[stream] = max;
+          kill(`${stream} exceeded ${max} bytes`);
+          return;
+        }
+        out[stream].push(d);
+        size[stream] += d.length;
+      });
     child.once('error', (e) => {
       clearTimeout(timer);
       reject(new VmlinkError('exec', `cannot run ${formatArgv(argv)}: ${e.message}`, { cause: e }));
     });
     child.once('close', (code, sig) => {
       clearTimeout(timer);
-      const result = { argv, code: code ?? 128 + (sig ? 9 : 0), stdout, stderr };
-      if (timedOut)
-        reject(new ExecError(result, `timed out after ${opts.timeoutMs ?? COMMAND_TIMEOUT_MS} ms`));
+      const text = (s: 'stdout' | 'stderr') => Buffer.concat(out[s]).toString('utf8');
+      const result = {
+        argv,
+        code: code ?? 128 + (sig ? 9 : 0),
+        stdout: text('stdout'),
+        stderr: text('stderr'),
+      };
+      if (failure) reject(new ExecError(result, failure));
       else resolve(result);
     });
     child.stdin!.on('error', () => {});

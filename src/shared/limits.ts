@@ -189,3 +189,9 @@ export const GUEST_EXEC_INPUT_MAX = 8 * 1024 * 1024;
 
 /** Largest HTTP request body an agent or the controller accepts (a batch of 2,000 VM configs fits). */
 export const HTTP_BODY_MAX_BYTES = 16 * 1024 * 1024;
+/** Largest QMP message vmlink reads from a QEMU (the biggest reply, query-qmp-schema, is ~200 KiB). */
+export const QMP_MESSAGE_MAX_BYTES = 4 * 1024 * 1024;
+/** Largest guest-agent message vmlink reads from a guest (guest-exec output arrives base64 in one reply). */
+export const GUEST_AGENT_MESSAGE_MAX_BYTES = 16 * 1024 * 1024;
+/** Most output (stdout and stderr each) vmlink keeps of one host command before it kills it. */
+export const COMMAND_OUTPUT_MAX_BYTES = 64 * 1024 * 1024;

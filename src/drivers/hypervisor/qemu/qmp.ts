@@ -1,7 +1,9 @@
 // QMP and qemu-guest-agent JSON clients over unix sockets.
 import { randomInt } from 'node:crypto';
 import { createConnection, type Socket } from 'node:net';
-import { TimeoutError, UnavailableError, VmlinkError } from '../../../shared/errors.js';
+import { BadResponseError, TimeoutError, UnavailableError, VmlinkError } from '../../../shared/errors.js';
+import { GUEST_AGENT_MESSAGE_MAX_BYTES, QMP_MESSAGE_MAX_BYTES } from '../../../shared/limits.js';
+import { log } from '../../../shared/log.js';
 import { sleep } from '../../../shared/time.js';
 
 type Json = Record<string, unknown>;
@@ -22,61 +24,93 @@ export interface QmpEvent {
   timestamp?: { seconds: number; microseconds: number };
 }
 
+/** A peer sent a message larger than its limit: the connection is closed and nothing of the message is used. */
+export class MessageTooLargeError extends BadResponseError {
+  constructor(what: string, maxBytes: number, subject?: string) {
+    super(`${what}: a message exceeds ${maxBytes} bytes; connection closed`, subject);
+  }
+}
+
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
 /**
  * Splits a byte stream into top-level JSON objects. Skips bytes between objects (the guest agent may
- * send 0xff sync bytes or stale partial output), and does not rely on newlines.
+ * send 0xff sync bytes or stale partial output), and does not rely on newlines. Scans each byte once and keeps
+ * only the object in progress, which may not grow past `maxBytes` (`MessageTooLargeError`).
  */
 export class JsonObjectSplitter {
-  private buf = '';
+  private parts: Buffer[] = [];
+  private size = 0;
   private depth = 0;
   private inString = false;
   private escaped = false;
-  private start = -1;
-  private scanned = 0;
 
-  /** Feeds text; returns every object completed by it (unparseable ones are dropped). */
-  push(chunk: string): Json[] {
-    this.buf += chunk;
+  constructor(
+    private readonly maxBytes = Number.POSITIVE_INFINITY,
+    private readonly what = 'JSON stream',
+  ) {}
+
+  /** Feeds bytes (or text); returns every object completed by them (unparseable ones are dropped). */
+  push(chunk: Buffer | string): Json[] {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     const out: Json[] = [];
-    for (let i = this.scanned; i < this.buf.length; i++) {
-      const c = this.buf[i];
+    let start = this.depth > 0 ? 0 : -1;
+    for (let i = 0; i < b.length; i++) {
+      const c = b[i];
       if (this.depth === 0) {
-        if (c === '{') {
+        if (c === OPEN_BRACE) {
           this.depth = 1;
-          this.start = i;
+          start = i;
         }
         continue;
       }
+      // UTF-8 continuation bytes are never ASCII, so structure is found byte by byte.
       if (this.inString) {
         if (this.escaped) this.escaped = false;
-        else if (c === '\\') this.escaped = true;
-        else if (c === '"') this.inString = false;
+        else if (c === BACKSLASH) this.escaped = true;
+        else if (c === QUOTE) this.inString = false;
         continue;
       }
-      if (c === '"') this.inString = true;
-      else if (c === '{' || c === '[') this.depth++;
-      else if (c === '}' || c === ']') {
+      if (c === QUOTE) this.inString = true;
+      else if (c === OPEN_BRACE || c === OPEN_BRACKET) this.depth++;
+      else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
         this.depth--;
         if (this.depth === 0) {
+          const tail = b.subarray(start, i + 1);
+          this.check(this.size + tail.length);
+          const text = (this.parts.length ? Buffer.concat([...this.parts, tail]) : tail).toString('utf8');
+          this.parts = [];
+          this.size = 0;
+          start = -1;
           try {
-            const v: unknown = JSON.parse(this.buf.slice(this.start, i + 1));
+            const v: unknown = JSON.parse(text);
             if (v && typeof v === 'object' && !Array.isArray(v)) out.push(v as Json);
           } catch {
             // not JSON after all: drop it
           }
-          this.start = -1;
         }
       }
     }
-    if (this.depth === 0) {
-      this.buf = '';
-      this.scanned = 0;
-    } else {
-      this.buf = this.buf.slice(this.start);
-      this.scanned = this.buf.length;
-      this.start = 0;
+    if (this.depth > 0) {
+      const rest = b.subarray(start);
+      this.check(this.size + rest.length);
+      this.parts.push(rest);
+      this.size += rest.length;
     }
     return out;
+  }
+
+  private check(size: number): void {
+    if (size > this.maxBytes) {
+      this.parts = [];
+      this.size = 0;
+      throw new MessageTooLargeError(this.what, this.maxBytes);
+    }
   }
 }
 
@@ -101,7 +135,7 @@ export function connectUnix(path: string, timeoutMs: number, what: string): Prom
 
 /** A JSON object stream over one socket: send objects, await objects matching a predicate. */
 class JsonChannel {
-  private readonly splitter = new JsonObjectSplitter();
+  private readonly splitter: JsonObjectSplitter;
   private readonly queue: Json[] = [];
   private waiter:
     | { match: (m: Json) => boolean; resolve: (m: Json) => void; reject: (e: Error) => void }
@@ -113,10 +147,25 @@ class JsonChannel {
   constructor(
     readonly sock: Socket,
     private readonly what: string,
+    maxMessageBytes: number,
   ) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      for (const m of this.splitter.push(d)) this.deliver(m);
+    this.splitter = new JsonObjectSplitter(maxMessageBytes, what);
+    // Nothing the peer sends may throw out of this handler: that would be an uncaught error in the agent.
+    sock.on('data', (d: Buffer) => {
+      let messages: Json[];
+      try {
+        messages = this.splitter.push(d);
+      } catch (e) {
+        this.fail(e as Error);
+        return;
+      }
+      for (const m of messages) {
+        try {
+          this.deliver(m);
+        } catch (e) {
+          log.warn({ err: (e as Error).message, peer: what }, 'a message handler failed');
+        }
+      }
     });
     const onClose = (e?: Error) => {
       this.closedError ??= new UnavailableError(
@@ -129,6 +178,14 @@ class JsonChannel {
     };
     sock.on('error', onClose);
     sock.on('close', () => onClose());
+  }
+
+  /** Ends the channel with `e`: every wait rejects with it, and the socket is closed. */
+  private fail(e: Error): void {
+    this.closedError ??= e;
+    this.waiter?.reject(this.closedError);
+    this.waiter = undefined;
+    this.sock.destroy();
   }
 
   private deliver(m: Json): void {
@@ -217,7 +274,7 @@ export class QmpClient {
   static async connect(path: string, opts: ClientOptions = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const sock = await connectUnix(path, timeoutMs, 'QMP');
-    const ch = new JsonChannel(sock, `QMP ${path}`);
+    const ch = new JsonChannel(sock, `QMP ${path}`, QMP_MESSAGE_MAX_BYTES);
     const client = new QmpClient(ch, { ...opts, timeoutMs });
     try {
       const greeting = await ch.next((m) => 'QMP' in m, timeoutMs, 'greeting');
@@ -311,7 +368,7 @@ export class GuestAgentClient {
   static async connect(path: string, opts: ClientOptions = {}): Promise<GuestAgentClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const sock = await connectUnix(path, timeoutMs, 'guest agent');
-    const ch = new JsonChannel(sock, `guest agent ${path}`);
+    const ch = new JsonChannel(sock, `guest agent ${path}`, GUEST_AGENT_MESSAGE_MAX_BYTES);
     const client = new GuestAgentClient(ch, { ...opts, timeoutMs });
     try {
       await client.sync(timeoutMs);
