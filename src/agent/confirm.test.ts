@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -148,5 +148,64 @@ describe('commit-confirm', () => {
       state: 'rolled-back',
     });
     expect(statSync(join(dir, `${good}.json`)).mode & 0o777).toBe(0o600);
+  });
+
+  // The disk refusing writes is reproduced without a mock: the records' directory is a plain file, so every
+  // write fails (ENOTDIR/EEXIST) as it does on a full or read-only disk; the tmpfs case is in commit-confirm.int.
+  it('fails closed when no record can be written: the rollback is armed in memory, and the state says so', async () => {
+    rmSync(dir, { recursive: true, force: true });
+    writeFileSync(dir, 'not a directory');
+    const m = make();
+    m.resume(); // an unreadable records directory does not stop the agent
+    const id = randomUUID();
+    const st = m.arm(id, 5_000, 'uplink eth0', undo);
+    expect(st.state).toBe('pending');
+    expect(st.detail).toMatch(/record could not be written: .*armed in memory only/);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await m.settle(id);
+    expect(reverted).toEqual([undo]);
+    expect(m.get(id)).toMatchObject({
+      state: 'rolled-back',
+      detail: expect.stringMatching(/could not be written/),
+    });
+  });
+
+  it('survives a disk that fails during the rollback', async () => {
+    const m = make();
+    const id = randomUUID();
+    m.arm(id, 5_000, 'uplink eth0', undo);
+    expect(readFileSync(join(dir, `${id}.json`), 'utf8')).toContain('"pending"');
+    // The disk fails after arming: nothing under the records' directory can be written or removed any more.
+    renameSync(dir, `${dir}.moved`);
+    writeFileSync(dir, 'not a directory');
+    try {
+      await vi.advanceTimersByTimeAsync(5_000);
+      await m.settle(id);
+      expect(reverted).toEqual([undo]);
+      expect(m.get(id)).toMatchObject({
+        state: 'rolled-back',
+        detail: expect.stringMatching(/rolled back.*record could not be written/),
+      });
+    } finally {
+      rmSync(dir, { force: true });
+      renameSync(`${dir}.moved`, dir);
+    }
+  });
+
+  it('survives a revert that throws at once', async () => {
+    const m = new ConfirmManager({
+      dir,
+      revert: () => {
+        throw new Error('no uplink manager');
+      },
+    });
+    const id = randomUUID();
+    m.arm(id, 1_000, 'uplink eth0', undo);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await m.settle(id);
+    expect(m.get(id)).toMatchObject({
+      state: 'rollback-failed',
+      detail: expect.stringContaining('no uplink manager'),
+    });
   });
 });

@@ -1,6 +1,8 @@
 // Commit-confirm on the agent: a change that may cut the management path is applied, answered, and reverted by
 // the agent itself unless the controller confirms it in time (like Junos `commit confirmed`). Pending changes are
-// persisted, so an agent restarted mid-window still rolls back when the window ends.
+// persisted, so an agent restarted mid-window still rolls back when the window ends. It fails closed: the timer is
+// armed before the record is written, a record the disk refuses is kept in memory (and the failure reported in the
+// change's state), and no failed write, during a rollback or at start, throws out of a timer or stops the agent.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -75,14 +77,23 @@ export class ConfirmManager {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly reverting = new Set<string>();
   private readonly settled = new Map<string, Promise<void>>();
+  /** Why a change's record is not on disk (write failed): reported in its state until a write succeeds. */
+  private readonly unsaved = new Map<string, string>();
 
   constructor(private readonly opts: ConfirmOptions) {}
 
   /** Loads persisted records and re-arms pending ones with their remaining time (expired ones roll back now). */
   resume(): void {
-    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
     const keepMs = this.opts.keepMs ?? CONFIRM_RECORD_KEEP_MS;
-    for (const f of readdirSync(this.opts.dir)) {
+    let files: string[];
+    try {
+      mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+      files = readdirSync(this.opts.dir);
+    } catch (err) {
+      log.error({ dir: this.opts.dir, err: (err as Error).message }, 'commit-confirm records unreadable');
+      return;
+    }
+    for (const f of files) {
       if (!f.endsWith('.json') || !ID.test(f.slice(0, -5))) continue;
       let e: Entry | undefined;
       try {
@@ -93,7 +104,7 @@ export class ConfirmManager {
       }
       if (!e) continue;
       if (e.state !== 'pending' && Date.now() - e.updated > keepMs) {
-        rmSync(join(this.opts.dir, f), { force: true });
+        this.remove(e.id);
         continue;
       }
       this.entries.set(e.id, e);
@@ -120,7 +131,10 @@ export class ConfirmManager {
       );
   }
 
-  /** Records an applied change and starts its window; call after the change succeeded, before answering. */
+  /**
+   * Starts an applied change's window and records it; call after the change succeeded, before answering. The timer
+   * runs even when the record cannot be written (the state then says so): the change never stays unguarded.
+   */
   arm(id: string, timeoutMs: number, what: string, undo: Undo): ConfirmState {
     if (this.entries.has(id))
       throw new ConflictError(`commit-confirm id ${id} was already used`, `confirm/${id}`);
@@ -136,15 +150,15 @@ export class ConfirmManager {
       updated: now,
     };
     this.entries.set(id, e);
-    this.persist(e);
     this.schedule(e);
-    return view(e);
+    this.persist(e);
+    return this.view(e);
   }
 
   /** Keeps the change: 404 when unknown, 409 when it is already (being) rolled back; idempotent. */
   confirm(id: string): ConfirmState {
     const e = this.entry(id);
-    if (e.state === 'confirmed') return view(e);
+    if (e.state === 'confirmed') return this.view(e);
     if (e.state !== 'pending' || this.reverting.has(id))
       throw new ConflictError(
         `commit-confirmed change ${id} (${e.what}) cannot be confirmed: ${this.reverting.has(id) ? 'its window ended and it is being rolled back' : e.detail}`,
@@ -153,14 +167,14 @@ export class ConfirmManager {
     clearTimeout(this.timers.get(id));
     this.timers.delete(id);
     this.update(e, 'confirmed', `${e.what} confirmed`);
-    return view(e);
+    return this.view(e);
   }
 
   /** The state of one change; 404 when unknown. */
   get(id: string): ConfirmState {
     const e = this.entry(id);
-    if (this.reverting.has(id)) return { ...view(e), detail: `${e.what}: window ended, rolling back` };
-    return view(e);
+    if (this.reverting.has(id)) return { ...this.view(e), detail: `${e.what}: window ended, rolling back` };
+    return this.view(e);
   }
 
   /** Resolves when the rollback started for `id` (if any) has finished; for tests and shutdown. */
@@ -190,8 +204,9 @@ export class ConfirmManager {
     if (e.state !== 'pending') return;
     this.reverting.add(e.id);
     log.warn({ id: e.id, what: e.what }, 'commit-confirm window ended without confirmation: rolling back');
-    const done = this.opts
-      .revert(e.undo)
+    // Through a promise even if `revert` throws at once: nothing may throw out of this timer.
+    const done = Promise.resolve()
+      .then(() => this.opts.revert(e.undo))
       .then(
         () =>
           this.update(
@@ -208,6 +223,7 @@ export class ConfirmManager {
           );
         },
       )
+      .catch((err: unknown) => log.error({ id: e.id, err }, 'commit-confirm rollback bookkeeping failed'))
       .finally(() => this.reverting.delete(e.id));
     this.settled.set(e.id, done);
   }
@@ -216,15 +232,42 @@ export class ConfirmManager {
     e.state = state;
     e.detail = detail;
     e.updated = Date.now();
-    this.persist(e);
+    // A finished change whose record cannot be rewritten loses its record instead (removing needs no space): a
+    // stale `pending` record would roll the change back (again) at the next start.
+    if (!this.persist(e) && state !== 'pending') this.remove(e.id);
   }
 
-  private persist(e: Entry): void {
-    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
-    writeJsonFileSync(join(this.opts.dir, `${e.id}.json`), e);
+  /** Writes `e`'s record; false (logged, and reported in its state) when the disk refuses it. */
+  private persist(e: Entry): boolean {
+    try {
+      mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+      writeJsonFileSync(join(this.opts.dir, `${e.id}.json`), e);
+      this.unsaved.delete(e.id);
+      return true;
+    } catch (err) {
+      const why = (err as Error).message;
+      log.error({ id: e.id, what: e.what, err: why }, 'commit-confirm record not written; kept in memory');
+      this.unsaved.set(e.id, why);
+      return false;
+    }
   }
-}
 
-function view(e: Entry): ConfirmState {
-  return { id: e.id, state: e.state, detail: e.detail };
+  private remove(id: string): void {
+    try {
+      rmSync(join(this.opts.dir, `${id}.json`), { force: true });
+    } catch (err) {
+      log.error({ id, err: (err as Error).message }, 'commit-confirm record not removed');
+    }
+  }
+
+  private view(e: Entry): ConfirmState {
+    const why = this.unsaved.get(e.id);
+    const note =
+      why === undefined
+        ? ''
+        : e.state === 'pending'
+          ? ` (its record could not be written: ${why}; the rollback is armed in memory only, so it is lost if the agent restarts before then)`
+          : ` (its record could not be written: ${why})`;
+    return { id: e.id, state: e.state, detail: `${e.detail}${note}` };
+  }
 }

@@ -1,10 +1,12 @@
 // Commit-confirm through the real CLI: a change that cuts a host's management path is rolled back by the host
-// itself, the apply fails saying so, and the host answers again with its old address.
+// itself, the apply fails saying so, and the host answers again with its old address; also when the agent's disk is
+// full and it cannot write its commit-confirm records.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { HostStatus } from '../../src/controller/controller.js';
+import { pollUntil } from '../../src/shared/time.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 
 const LAB = 'itcc';
@@ -93,4 +95,35 @@ it('restarts a dead management relay on `lab up`', async () => {
   expect(up.stdout).toContain('starting the management relay');
   const st = await cliJson<{ hosts: HostStatus[] }>(['status'], env);
   expect(st.hosts[0]!.reachable).toBe(true);
+});
+
+it('rolls back a change that cuts the host off when its agent cannot write to its full disk', async () => {
+  // The agent's records live on a 64 KiB tmpfs, filled up; the agent is restarted onto it (it runs in its own mount
+  // namespace, which does not see later mounts where / is private).
+  const confirms = join(env.VMLINK_STATE_DIR, 'lab', LAB, 'host1', 'confirms');
+  const pidfile = join(env.VMLINK_RUN_DIR, 'lab', LAB, 'host1.agent.pid');
+  const pid = Number(readFileSync(pidfile, 'utf8'));
+  process.kill(pid, 'SIGKILL');
+  await pollUntil(async () => !existsSync(`/proc/${pid}`), { timeoutMs: 5_000, intervalMs: 50 });
+  mkdirSync(confirms, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'vmlink-itcc-full', confirms]);
+  try {
+    expect(() => writeFileSync(join(confirms, 'filler'), Buffer.alloc(1024 * 1024))).toThrow(/ENOSPC/);
+    const up = await runCli(['lab', 'up', '-f', good], env);
+    expect(up.code, up.stderr + up.stdout).toBe(0);
+    expect(up.stdout).toContain('starting the agent of host1');
+
+    const r = await runCli(['apply', '-f', cut], env);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/cut host1's management path; host1 rolled it back by itself after 8 s\./);
+    expect(addrs()).toContain('192.168.73.10/24');
+    const st = await cliJson<{ hosts: HostStatus[] }>(['status'], env);
+    expect(st.hosts[0]!.reachable).toBe(true);
+    // The agent said why it could not keep its record, and lives on.
+    const log = readFileSync(join(env.VMLINK_RUN_DIR, 'lab', LAB, 'host1.agent.log'), 'utf8');
+    expect(log).toMatch(/commit-confirm record not written; kept in memory/);
+    expect(log).toMatch(/ENOSPC/);
+  } finally {
+    execFileSync('umount', ['-l', confirms]);
+  }
 });
