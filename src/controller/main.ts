@@ -8,10 +8,11 @@ import { CONTROLLER_STOP_GRACE_MS, KILL_WAIT_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 import { runDir } from '../shared/paths.js';
 import {
+  type ExpectedProcess,
+  type FoundProcess,
+  findFromIdentityFile,
+  findFromPidfile,
   identify,
-  processArgv,
-  readPidfile,
-  runningFromIdentityFile,
   terminate,
   writeIdentityFile,
 } from '../shared/process.js';
@@ -83,12 +84,14 @@ export interface DetachedDaemon {
 // inherited its pid. `controller.pid` (a bare pid) is what older versions wrote.
 const identityFile = () => `${runDir()}/controller.json`;
 const legacyPidFile = () => `${runDir()}/controller.pid`;
+const VMLINK_BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
+/** What a detached controller is: this vmlink's `bin/vmlink.js ... daemon`. */
+const CONTROLLER: ExpectedProcess = { args: [VMLINK_BIN, 'daemon'] };
 
 /** Starts `vmlink daemon` detached, logging to the run directory, and records its pid; returns both. */
 export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; logFile: string }> {
   mkdirSync(runDir(), { recursive: true });
-  const bin = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
-  const args = [bin, '--socket', o.socket, 'daemon', '--db', o.db];
+  const args = [VMLINK_BIN, '--socket', o.socket, 'daemon', '--db', o.db];
   if (o.listen) args.push('--listen', o.listen);
   if (o.tokenFile) args.push('--token-file', o.tokenFile);
   if (o.agentTokenFile) args.push('--agent-token-file', o.agentTokenFile);
@@ -102,9 +105,16 @@ export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; log
   return { pid, logFile };
 }
 
-/** Stops a controller started with `--detach` (SIGTERM, then SIGKILL after 10 s); VMs and the lab keep running. */
+/**
+ * Stops a controller started with `--detach` (SIGTERM, then SIGKILL after 10 s); VMs and the lab keep running.
+ * Refuses (and signals nothing) when its record names a live process that is not this vmlink's controller.
+ */
 export async function stopDaemon(): Promise<string> {
-  const target = (await runningFromIdentityFile(identityFile())) ?? (await legacyController());
+  const found =
+    (await findFromIdentityFile(identityFile(), CONTROLLER)) ??
+    (await findFromPidfile(legacyPidFile(), CONTROLLER));
+  if (found && !found.expected) throw notOurs(found);
+  const target = found?.id;
   const outcome = target
     ? await terminate(target, { graceMs: CONTROLLER_STOP_GRACE_MS, killMs: KILL_WAIT_MS })
     : 'not-running';
@@ -115,11 +125,9 @@ export async function stopDaemon(): Promise<string> {
   return outcome === 'not-running' ? 'controller not running' : `controller stopped (pid ${target!.pid})`;
 }
 
-/** A controller an older version detached (bare pidfile): only when that pid still runs `vmlink ... daemon`. */
-async function legacyController() {
-  const pid = await readPidfile(legacyPidFile());
-  if (pid === undefined) return undefined;
-  const argv = await processArgv(pid);
-  const ours = argv?.some((a) => a.endsWith('bin/vmlink.js')) && argv.includes('daemon');
-  return ours ? identify(pid) : undefined;
+function notOurs(p: FoundProcess): InvalidStateError {
+  return new InvalidStateError(
+    `the controller's record in ${runDir()} names pid ${p.id.pid} (${p.comm}), which is not a vmlink controller: nothing was signalled; if no controller runs, remove ${identityFile()} and ${legacyPidFile()}`,
+    'controller',
+  );
 }

@@ -31,7 +31,7 @@ import {
   identify,
   isRunning,
   type ProcessIdentity,
-  readIdentityFile,
+  processFromIdentityFile,
   signalProcess,
   waitExited,
   writeIdentityFile,
@@ -44,6 +44,8 @@ import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from
 import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerDnsmasq, routerRuleset } from './router.js';
 
 const VMLINK_BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
+/** What a recorded lab process (agent, relay) must be before the lab trusts or signals it: this vmlink. */
+const LAB_PROCESS = { args: [VMLINK_BIN] };
 
 /** A lab segment: an extra L2 switch every lab host joins on its next NIC (eth1, eth2, ...). */
 export interface LabSegment {
@@ -391,13 +393,12 @@ export class Lab {
 
   /** Whether the recorded process still runs. */
   private async recordedRunning(record: ProcessRecord): Promise<boolean> {
-    const id = await readIdentityFile(record.identity);
-    return id !== undefined && (await isRunning(id));
+    return (await processFromIdentityFile(record.identity, LAB_PROCESS)) !== undefined;
   }
 
   /** Kills the recorded process (if it is still that process) and forgets it. */
   private async killRecorded(record: ProcessRecord): Promise<void> {
-    const id = await readIdentityFile(record.identity);
+    const id = await processFromIdentityFile(record.identity, LAB_PROCESS);
     if (id && (await signalProcess(id, 'SIGKILL'))) await waitExited(id, KILL_WAIT_MS);
     rmSync(record.identity, { force: true });
     rmSync(record.pidfile, { force: true });

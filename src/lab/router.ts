@@ -1,6 +1,6 @@
 // The lab's upstream router: its nftables ruleset (NAT out, forward LAN -> upstream only) and the LAN's DHCP
 // server (a dnsmasq in the router's namespace), as pure renderers plus the check that finds that dnsmasq again.
-import { identify, type ProcessIdentity, processArgv, processComm, readPidfile } from '../shared/process.js';
+import { type ProcessIdentity, processFromPidfile } from '../shared/process.js';
 import { defaultDhcpRange, formatIpv4, parseCidr, parseIpv4 } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 
@@ -56,10 +56,6 @@ export function renderLanDhcpConf(spec: LabSpec, files: LanDhcpFiles): string {
 }
 
 /** The router's LAN dnsmasq when it runs (pidfile, /proc name and command line), else undefined. */
-export async function routerDnsmasq(pidfile: string, conf: string): Promise<ProcessIdentity | undefined> {
-  const pid = await readPidfile(pidfile);
-  if (pid === undefined) return undefined;
-  const id = await identify(pid);
-  if (!id || (await processComm(pid)) !== 'dnsmasq') return undefined;
-  return (await processArgv(pid))?.includes(`--conf-file=${conf}`) ? id : undefined;
+export function routerDnsmasq(pidfile: string, conf: string): Promise<ProcessIdentity | undefined> {
+  return processFromPidfile(pidfile, { comm: 'dnsmasq', args: [`--conf-file=${conf}`] });
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  findFromPidfile,
   identify,
   isPid,
   isRunning,
@@ -11,6 +12,7 @@ import {
   parseProcStat,
   processArgv,
   processComm,
+  processFromPidfile,
   processUid,
   procStat,
   readIdentityFile,
@@ -122,16 +124,17 @@ describe('process identity against real processes', () => {
     expect(await identify(zombie)).toBeUndefined();
     expect(await isRunning(zombie)).toBe(false);
     expect(await waitExited(zombie, 0)).toBe(true);
-    expect(await signalProcess(zombie, 'SIGTERM')).toBe(false);
+    expect(await signalProcess({ pid: zombie, startTime: 0 }, 'SIGTERM')).toBe(false);
   });
 
   it('terminates with SIGTERM, and with SIGKILL what ignores it', async () => {
-    const polite = child(['sleep', '30']);
-    expect(await terminate(polite.pid!, { graceMs: 3_000, killMs: 3_000 })).toBe('terminated');
-    const stubborn = child(['sh', '-c', 'trap "" TERM; echo ready; while :; do sleep 1; done']);
-    await new Promise((r) => stubborn.stdout!.once('data', r));
-    expect(await terminate(stubborn.pid!, { graceMs: 200, killMs: 3_000 })).toBe('killed');
-    expect(await terminate(stubborn.pid!, { graceMs: 200, killMs: 200 })).toBe('not-running');
+    const polite = (await identify(child(['sleep', '30']).pid!))!;
+    expect(await terminate(polite, { graceMs: 3_000, killMs: 3_000 })).toBe('terminated');
+    const c = child(['sh', '-c', 'trap "" TERM; echo ready; while :; do sleep 1; done']);
+    await new Promise((r) => c.stdout!.once('data', r));
+    const stubborn = (await identify(c.pid!))!;
+    expect(await terminate(stubborn, { graceMs: 200, killMs: 3_000 })).toBe('killed');
+    expect(await terminate(stubborn, { graceMs: 200, killMs: 200 })).toBe('not-running');
   });
 
   it('reports nothing for pids that are not ours to read', async () => {
@@ -167,5 +170,39 @@ describe('pidfiles and identity files', () => {
     expect(await runningFromIdentityFile(join(d, 'y.identity'))).toBeUndefined();
     writeFileSync(join(d, 'z.identity'), '{"pid": 1, "startTime": 0}');
     expect(await readIdentityFile(join(d, 'z.identity'))).toBeUndefined();
+  });
+});
+
+describe('from a pidfile to a process to signal', () => {
+  it('gives the identity only of the expected program, and says what a foreign pid is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmlink-pidfile-'));
+    try {
+      const sleep = child(['sleep', '31']);
+      const pidfile = join(dir, 'x.pid');
+      writeFileSync(pidfile, `${sleep.pid}\n`);
+      const id = await identify(sleep.pid!);
+      expect(await processFromPidfile(pidfile, { comm: 'sleep', args: ['31'] })).toEqual(id);
+      expect(await processFromPidfile(pidfile, { comm: 'sleep', uid: process.getuid!() })).toEqual(id);
+      // Another program, another argument, another user, another network namespace: not ours, never signalled.
+      expect(await processFromPidfile(pidfile, { comm: 'dnsmasq' })).toBeUndefined();
+      expect(await processFromPidfile(pidfile, { comm: 'sleep', args: ['--conf-file=/x'] })).toBeUndefined();
+      expect(await processFromPidfile(pidfile, { comm: 'sleep', uid: 4242 })).toBeUndefined();
+      expect(
+        await processFromPidfile(pidfile, { comm: 'sleep', netns: 'vmlink-no-such-ns' }),
+      ).toBeUndefined();
+      expect(await processFromPidfile(pidfile, { argv: (a) => a.includes('daemon') })).toBeUndefined();
+      expect(await findFromPidfile(pidfile, { comm: 'dnsmasq' })).toEqual({
+        id,
+        comm: 'sleep',
+        expected: false,
+      });
+      expect(await isRunning(id!)).toBe(true);
+      // A pidfile naming nothing alive names no process at all.
+      sleep.kill('SIGKILL');
+      await waitExited(id!, 5_000);
+      expect(await findFromPidfile(pidfile, { comm: 'sleep' })).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,8 @@
 // Process identity: which process a pid names, read from /proc. A pid alone can be reused by an unrelated process
 // once ours exits, so what we trust is a recorded identity: the pid plus its start time (field 22 of
-// /proc/PID/stat, clock ticks since boot), which no later process with the same pid can share.
+// /proc/PID/stat, clock ticks since boot), which no later process with the same pid can share. A pid read from a file
+// becomes something to signal only through `processFromPidfile` / `processFromIdentityFile`, which also check that
+// the process is the program expected (name, command line, namespace, user): signals take identities, never pids.
 import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { log } from './log.js';
@@ -127,14 +129,11 @@ export async function inNetns(pid: number, netns: string): Promise<boolean> {
   }
 }
 
-/**
- * Sends `sig` to the process if it is still the one identified (a pid alone is checked only for being alive).
- * Returns whether the signal was sent.
- */
-export async function signalProcess(p: number | ProcessIdentity, sig: NodeJS.Signals): Promise<boolean> {
+/** Sends `sig` to the process if it is still the one identified; returns whether the signal was sent. */
+export async function signalProcess(p: ProcessIdentity, sig: NodeJS.Signals): Promise<boolean> {
   if (!(await isRunning(p))) return false;
   try {
-    process.kill(typeof p === 'number' ? p : p.pid, sig);
+    process.kill(p.pid, sig);
     return true;
   } catch {
     return false; // exited in between
@@ -161,7 +160,7 @@ export type TerminateOutcome = 'not-running' | 'terminated' | 'killed' | 'surviv
 
 /** SIGTERM, wait `graceMs`, then SIGKILL and wait `killMs`; files and sockets are closed once this returns (not `survived`). */
 export async function terminate(
-  p: number | ProcessIdentity,
+  p: ProcessIdentity,
   opts: { graceMs: number; killMs: number },
 ): Promise<TerminateOutcome> {
   if (!(await signalProcess(p, 'SIGTERM'))) return 'not-running';
@@ -207,4 +206,92 @@ export async function readIdentityFile(path: string): Promise<ProcessIdentity | 
 export async function runningFromIdentityFile(path: string): Promise<ProcessIdentity | undefined> {
   const id = await readIdentityFile(path);
   return id && (await isRunning(id)) ? id : undefined;
+}
+
+/** What a process named by a file must be before vmlink trusts (and signals) it. */
+export interface ExpectedProcess {
+  /** Its command name as /proc/PID/comm shows it (15 characters at most). */
+  comm?: string;
+  /** Arguments its command line must hold, each as one whole argument (e.g. `--pidfile=/path`). */
+  args?: readonly string[];
+  /** A further check of its command line. */
+  argv?: (argv: string[]) => boolean;
+  /** The named network namespace it must run in. */
+  netns?: string;
+  /** The real uid it must run as. */
+  uid?: number;
+}
+
+/** A process named by a file, as found: what it is and whether it is the expected program. */
+export interface FoundProcess {
+  id: ProcessIdentity;
+  /** Its command name, for messages. */
+  comm: string;
+  /** Whether it is the program expected; a process that is not is never signalled. */
+  expected: boolean;
+}
+
+/**
+ * Checks the live process `id` against `want`; the identity is read again after the checks, so a pid that changed
+ * hands meanwhile is not vouched for. Undefined when the process is gone.
+ */
+export async function inspectProcess(
+  id: ProcessIdentity,
+  want: ExpectedProcess,
+): Promise<FoundProcess | undefined> {
+  if (!(await isRunning(id))) return undefined;
+  const [comm, argv, uid, netnsOk] = await Promise.all([
+    processComm(id.pid),
+    want.args || want.argv ? processArgv(id.pid) : undefined,
+    want.uid === undefined ? undefined : processUid(id.pid),
+    want.netns === undefined ? true : inNetns(id.pid, want.netns),
+  ]);
+  if (!(await isRunning(id)) || comm === undefined) return undefined;
+  const expected =
+    (want.comm === undefined || comm === want.comm) &&
+    (want.args === undefined || (argv !== undefined && want.args.every((a) => argv.includes(a)))) &&
+    (want.argv === undefined || (argv !== undefined && want.argv(argv))) &&
+    (want.uid === undefined || uid === want.uid) &&
+    netnsOk;
+  return { id, comm, expected };
+}
+
+/** The process `pidfile` names, as found (see `inspectProcess`); undefined when it names no live process. */
+export async function findFromPidfile(
+  path: string,
+  want: ExpectedProcess,
+): Promise<FoundProcess | undefined> {
+  const pid = await readPidfile(path);
+  const id = pid === undefined ? undefined : await identify(pid);
+  return id && inspectProcess(id, want);
+}
+
+/**
+ * The process a pidfile names when it runs and is the expected program, with its identity; undefined otherwise.
+ * With `signalProcess`/`terminate`, the one way from a pidfile to a signal.
+ */
+export async function processFromPidfile(
+  path: string,
+  want: ExpectedProcess,
+): Promise<ProcessIdentity | undefined> {
+  const found = await findFromPidfile(path, want);
+  return found?.expected ? found.id : undefined;
+}
+
+/** The process an identity file records when it still runs and is the expected program; undefined otherwise. */
+export async function processFromIdentityFile(
+  path: string,
+  want: ExpectedProcess,
+): Promise<ProcessIdentity | undefined> {
+  const found = await findFromIdentityFile(path, want);
+  return found?.expected ? found.id : undefined;
+}
+
+/** The process an identity file records, as found (see `inspectProcess`); undefined when it no longer runs. */
+export async function findFromIdentityFile(
+  path: string,
+  want: ExpectedProcess,
+): Promise<FoundProcess | undefined> {
+  const id = await readIdentityFile(path);
+  return id && inspectProcess(id, want);
 }

@@ -12,6 +12,7 @@ import {
   type ProcessIdentity,
   processArgv,
   processComm,
+  processFromPidfile,
   readPidfile,
   signalProcess,
   terminate,
@@ -152,10 +153,11 @@ export class DnsmasqManager {
 
   /** The network's running dnsmasq (pid from its pidfile, checked in /proc) with its start time, or undefined. */
   async process(paths: DnsmasqPaths): Promise<ProcessIdentity | undefined> {
-    const pid = await readPidfile(paths.pidFile);
-    if (pid === undefined) return undefined;
-    const id = await identify(pid);
-    return id && (await dnsmasqProcess(pid, paths.conf)) ? id : undefined;
+    return processFromPidfile(paths.pidFile, {
+      comm: 'dnsmasq',
+      args: [`--conf-file=${paths.conf}`],
+      ...(this.netns === undefined ? {} : { netns: this.netns }),
+    });
   }
 
   /** The pid of the network's running dnsmasq, or undefined. */
@@ -202,7 +204,8 @@ export class DnsmasqManager {
     );
     if (outcome === 'up') return pid;
     const log = (await readAppended(paths.logFile, logStart)).trim();
-    await signalProcess(pid, 'SIGKILL');
+    const started = await identify(pid);
+    if (started) await signalProcess(started, 'SIGKILL');
     throw new VmlinkError(
       'exec',
       `dnsmasq did not start for ${paths.conf}${outcome === undefined ? ` within ${DNSMASQ_START_TIMEOUT_MS} ms` : ''}${log ? `:\n  ${log.split('\n').join('\n  ')}` : ''}`,

@@ -14,16 +14,7 @@ import {
   OVS_DAEMON_EXIT_TIMEOUT_MS,
   OVS_DAEMON_START_TIMEOUT_MS,
 } from '../../../shared/limits.js';
-import {
-  identify,
-  inNetns,
-  type ProcessIdentity,
-  processArgv,
-  processComm,
-  readPidfile,
-  terminate,
-  waitExited,
-} from '../../../shared/process.js';
+import { type ProcessIdentity, processFromPidfile, terminate, waitExited } from '../../../shared/process.js';
 import { readAppended } from '../../../shared/state-file.js';
 import { pollUntil } from '../../../shared/time.js';
 
@@ -136,13 +127,11 @@ export class OvsDaemons {
 
   /** A live (not zombie) daemon started with our files, in our namespace, with its start time; undefined otherwise. */
   async process(name: OvsDaemonName): Promise<ProcessIdentity | undefined> {
-    const pid = await readPidfile(this.paths.pidFile[name]);
-    if (pid === undefined) return undefined;
-    const id = await identify(pid);
-    if (!id || (await processComm(pid)) !== name) return undefined;
-    if (!(await processArgv(pid))?.includes(`--pidfile=${this.paths.pidFile[name]}`)) return undefined;
-    if (this.netns && !(await inNetns(pid, this.netns))) return undefined;
-    return id;
+    return processFromPidfile(this.paths.pidFile[name], {
+      comm: name,
+      args: [`--pidfile=${this.paths.pidFile[name]}`],
+      ...(this.netns ? { netns: this.netns } : {}),
+    });
   }
 
   /** Pid of a live daemon started with our files, in our namespace; undefined otherwise. */
