@@ -4,9 +4,9 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AgentHealthSchema } from '../src/agent/wire.js';
-import { agentToken } from '../src/controller/agents.js';
+import { AgentClient } from '../src/controller/agents.js';
 import { Controller } from '../src/controller/controller.js';
+import { HostCredentials } from '../src/controller/pki/service.js';
 import { SqliteStore } from '../src/controller/store/sqlite.js';
 import type { TaskContext } from '../src/controller/tasks.js';
 import { dnsmasqArgv, dnsmasqPaths, renderDnsmasqConf } from '../src/drivers/network/linux/dnsmasq.js';
@@ -14,7 +14,6 @@ import { buildRuleset } from '../src/drivers/network/linux/ruleset.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import { machineNs } from '../src/lab/names.js';
 import { resolveSpec } from '../src/plan/resolve.js';
-import { HttpClient } from '../src/shared/http/client.js';
 import type { NetworkConfig, VmConfig } from '../src/shared/model.js';
 import { labAgentSocket, labRunDir } from '../src/shared/paths.js';
 import { loadSpec } from '../src/spec/load.js';
@@ -417,7 +416,8 @@ export async function benchApplyPorts(opts: {
   const source = 'bench-apply-ports.json';
   const desired = resolveSpec(loadSpec(text, source))[HOST]!;
   const store = new SqliteStore(':memory:');
-  const controller = new Controller(store, runner);
+  const credentials = await HostCredentials.open(join(process.env.VMLINK_STATE_DIR!, 'pki'));
+  const controller = new Controller(store, runner, { credentials });
   const quiet = taskCtx([]);
   const agentLog = () => join(labRunDir(lab), `${HOST}.agent.log`);
   const logSize = () => {
@@ -483,13 +483,12 @@ export async function benchApplyPorts(opts: {
     await sleep(200); // let the agent's log reach the file
     const execs = readExecs(agentLog(), from);
     if (execs.length === 0) say('  warning: no exec lines in the agent log; profile unavailable');
-    const address = `unix://${labAgentSocket(lab, HOST)}`;
-    const token = agentToken(address);
-    const http = new HttpClient(address, token ? { token } : {});
+    // The controller's own path: mutual TLS through the relay, one kept-alive connection.
+    const agent = new AgentClient(HOST, `https+unix://${labAgentSocket(lab, HOST)}`);
     const rtts: number[] = [];
     for (let k = 0; k < 30; k++) {
       const s = performance.now();
-      await http.get('/v1/health', AgentHealthSchema);
+      await agent.health();
       rtts.push(performance.now() - s);
     }
     profile = {

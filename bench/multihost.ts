@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { agentFor } from '../src/controller/agents.js';
 import { Controller } from '../src/controller/controller.js';
+import { HostCredentials } from '../src/controller/pki/service.js';
 import { SqliteStore } from '../src/controller/store/sqlite.js';
 import type { TaskContext } from '../src/controller/tasks.js';
 import type { VerifyResult } from '../src/controller/verify.js';
@@ -422,7 +423,8 @@ export async function benchOverlays(opts: {
   const source = 'bench-multihost-d.json';
   const desired = resolveSpec(loadSpec(text, source));
   const store = new SqliteStore(':memory:');
-  const controller = new Controller(store, runner);
+  const credentials = await HostCredentials.open(join(process.env.VMLINK_STATE_DIR!, 'pki'));
+  const controller = new Controller(store, runner, { credentials });
 
   const vmlinkMs: number[] = [];
   const rawMs: number[] = [];
@@ -714,7 +716,8 @@ export async function benchVerify(opts: {
   const source = 'bench-multihost-e.json';
   const spec = loadSpec(text, source);
   const store = new SqliteStore(':memory:');
-  const controller = new Controller(store, runner);
+  const credentials = await HostCredentials.open(join(process.env.VMLINK_STATE_DIR!, 'pki'));
+  const controller = new Controller(store, runner, { credentials });
   const aroundE = { labUpMs: 0, applyMs: 0, guestsReadyMs: 0, destroyMs: 0, labDownMs: 0 };
   const runs: VerifyRun[] = [];
   const refMs: number[] = [];

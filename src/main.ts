@@ -26,7 +26,6 @@ const processes: Processes = {
       heartbeatMs: a.heartbeatMs,
       ...(a.listen ? { tcp: a.listen } : {}),
       ...(a.tokenFile ? { token: await readToken(a.tokenFile) } : {}),
-      ...(a.agentTokenFile ? { agentToken: await readToken(a.agentTokenFile) } : {}),
     });
   },
   async spawnDaemon(a) {

@@ -1,4 +1,7 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
@@ -10,7 +13,9 @@ import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
 import { Agent } from './agent.js';
 import { hostPrerequisites } from './doctor.js';
+import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
+import { CertRotation, loadHostCredentials } from './tls.js';
 import { linuxUplinkControl } from './uplink.js';
 
 /** Options of `vmlink agent`. */
@@ -18,9 +23,13 @@ export interface AgentOptions {
   host: string;
   /** Local admin socket, `unix:///path.sock` (no token). */
   listen: string;
-  /** The controller's listener, `http://addr:port`; requires `tokenFile`. */
+  /** The controller's listener, `https://addr:port` (mutual TLS with the credentials in `tlsDir`). */
   listenTcp?: string;
-  tokenFile?: string;
+  /** Where the host's key, certificate and CA live (default `<stateDir>/tls`). */
+  tlsDir?: string;
+  /** Join the controller at this `https://` address with `joinToken` first (makes the credentials). */
+  join?: string;
+  joinToken?: string;
   stateDir: string;
   /** The host's uplink NIC. */
   uplink: string;
@@ -49,13 +58,26 @@ export async function availableNetworks(
 
 /** Runs an agent until SIGTERM/SIGINT; VMs and networks keep running when it exits. */
 export async function runAgent(opts: AgentOptions): Promise<void> {
-  if (opts.listenTcp && !opts.tokenFile)
+  if (opts.listenTcp && !opts.listenTcp.startsWith('https://'))
     throw new InvalidRequestError(
-      '--listen-tcp requires --token-file: the TCP API is never open without a token',
+      `--listen-tcp must be https://ADDR:PORT (the controller's listener is mutual TLS), got ${opts.listenTcp}`,
     );
-  const token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined;
-  if (opts.tokenFile && !token) throw new InvalidRequestError(`token file ${opts.tokenFile} is empty`);
   mkdirSync(opts.stateDir, { recursive: true, mode: 0o755 });
+  const tlsDir = opts.tlsDir ?? join(opts.stateDir, 'tls');
+  if (opts.join) {
+    if (!opts.joinToken) throw new InvalidRequestError('--join requires --join-token');
+    const creds = await joinController({
+      host: opts.host,
+      url: opts.join,
+      token: opts.joinToken,
+      dir: tlsDir,
+    });
+    log.info(
+      { host: opts.host, controller: opts.join, serial: serialOf(creds.cert) },
+      'joined the controller',
+    );
+  }
+  const creds = opts.listenTcp ? loadHostCredentials(opts.host, tlsDir) : undefined;
   const runner = new SystemRunner();
   const networks = await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
@@ -72,7 +94,21 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
   const prerequisites = () => hostPrerequisites(runner);
-  const apps: FastifyInstance[] = [await createAgentServer(agent, { prerequisites })];
+  let tcpApp: FastifyInstance | undefined;
+  const rotation = creds
+    ? new CertRotation(opts.host, tlsDir, creds, (next) => {
+        // New connections get the new certificate; open ones finish with the old.
+        (tcpApp?.server as unknown as TlsServer | undefined)?.setSecureContext({
+          key: next.key,
+          cert: next.cert,
+          ca: next.ca,
+        });
+        log.info({ serial: serialOf(next.cert) }, 'agent certificate rotated');
+      })
+    : undefined;
+  const apps: FastifyInstance[] = [
+    await createAgentServer(agent, { prerequisites, ...(rotation ? { rotation } : {}) }),
+  ];
   await listen(apps[0]!, opts.listen);
   log.info(
     { host: opts.host, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
@@ -84,10 +120,11 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     // The address may be missing right now (a rollback pending, a bridge being built): keep trying.
     const tryTcp = async (): Promise<void> => {
       if (stopping) return;
-      const app = await createAgentServer(agent, { token: token!, prerequisites });
+      const app = await createAgentServer(agent, { tls: creds!, rotation: rotation!, prerequisites });
       try {
         await listen(app, tcp);
         apps.push(app);
+        tcpApp = app;
         log.info({ listen: tcp }, 'agent listening on TCP');
       } catch (e) {
         await app.close().catch(() => {});
@@ -105,3 +142,5 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 }
+
+const serialOf = (cert: string) => new X509Certificate(cert).serialNumber.toLowerCase();

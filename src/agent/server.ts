@@ -4,12 +4,14 @@ import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ErrorBodySchema, toErrorBody } from '../shared/errors.js';
-import { requireBearerToken } from '../shared/http/auth.js';
-import { createHttpApp } from '../shared/http/server.js';
+import { requireClientCert } from '../shared/http/auth.js';
+import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
+import { CONTROLLER_NAME } from '../shared/tls.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
+import type { CertRotation } from './tls.js';
 import {
   AgentActionSchema,
   AgentBatchResultSchema,
@@ -18,12 +20,14 @@ import {
   AgentHealthSchema,
   ConfirmStateSchema,
   ConsoleTailSchema,
+  CsrAnswerSchema,
   type DoctorCheck,
   FlowsSchema,
   GuestExecRequestSchema,
   GuestExecResultSchema,
   GuestInterfacesSchema,
   HostReportSchema,
+  InstallCertSchema,
   OkSchema,
   ProbeBatchRequestSchema,
   ProbeBatchResultSchema,
@@ -37,8 +41,10 @@ const ConfirmParams = z.object({ id: z.string().uuid() }).strict();
 
 /** Options of the agent's API server. */
 export interface AgentServerOptions {
-  /** When set, every request must carry `Authorization: Bearer <token>` (the TCP listener). */
-  token?: string;
+  /** HTTPS with these credentials, every request from a client holding the controller's certificate (TCP). */
+  tls?: Omit<ServerTls, 'requestCert'>;
+  /** Certificate rotation (`POST /v1/tls/csr`, `POST /v1/tls/cert`), where the agent serves TLS. */
+  rotation?: CertRotation;
   /** This host's prerequisite checks (`GET /v1/doctor`), run by the process that wires the agent. */
   prerequisites: () => Promise<DoctorCheck[]>;
 }
@@ -51,13 +57,14 @@ const answers = <S>(ok: S) => ({ 200: ok, '4xx': ErrorBodySchema, '5xx': ErrorBo
  * here touches the host.
  */
 export async function createAgentServer(agent: Agent, opts: AgentServerOptions): Promise<FastifyInstance> {
-  const base = createHttpApp();
+  const base = createHttpApp(opts.tls ? { ...opts.tls, requestCert: true } : undefined);
   await base.register(swagger, {
     openapi: { info: { title: 'vmlink agent API', version: VERSION } },
     transform: jsonSchemaTransform,
   });
   const app = base.withTypeProvider<ZodTypeProvider>();
-  if (opts.token) requireBearerToken(base, opts.token, 'this agent');
+  if (opts.tls)
+    requireClientCert(base, { role: 'controller', name: CONTROLLER_NAME }, `agent of ${agent.host}`);
   addVersionGate(base, 'wire', `agent of ${agent.host}`);
   app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
   app.get('/v1/health', { schema: { response: answers(AgentHealthSchema) } }, async () => ({
@@ -97,6 +104,20 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     { schema: { params: ConfirmParams, response: answers(ConfirmStateSchema) } },
     async (req) => agent.confirmState(req.params.id),
   );
+  const rotation = opts.rotation;
+  if (rotation) {
+    app.post('/v1/tls/csr', { schema: { response: answers(CsrAnswerSchema) } }, async () => ({
+      csr: await rotation.csr(),
+    }));
+    app.post(
+      '/v1/tls/cert',
+      { schema: { body: InstallCertSchema, response: answers(OkSchema) } },
+      async (req) => {
+        rotation.install(req.body.cert, req.body.ca);
+        return { ok: true as const };
+      },
+    );
+  }
   app.get(
     '/v1/networks/:name/flows',
     { schema: { params: NetworkParams, response: answers(FlowsSchema) } },

@@ -447,3 +447,13 @@ export type DoctorCheck = z.infer<typeof DoctorCheckSchema>;
 
 /** The host's prerequisite checks (`GET /v1/doctor`): binaries, QEMU identity, launcher, test guest, tun. */
 export const AgentDoctorSchema = z.object({ checks: z.array(DoctorCheckSchema) });
+
+/** A PEM of the certificate exchange (a P-256 certificate or request is well under 2 KiB). */
+const TlsPem = z
+  .string()
+  .min(1)
+  .max(16 * 1024);
+/** Answer of `POST /v1/tls/csr`: a request for a new key, which the agent keeps until its certificate comes. */
+export const CsrAnswerSchema = z.object({ csr: TlsPem }).strict();
+/** `POST /v1/tls/cert`: the certificate for the agent's pending key, and the CA it chains to. */
+export const InstallCertSchema = z.object({ cert: TlsPem, ca: TlsPem }).strict();

@@ -1,21 +1,54 @@
+import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
 import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
-import { BadResponseError, fromErrorBody, UnavailableError } from '../shared/errors.js';
+import { BadResponseError, fromErrorBody, UnavailableError, VmlinkError } from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import { sleep } from '../shared/time.js';
+import { CONTROLLER_NAME, peerMismatch } from '../shared/tls.js';
 
 /** The longest pause between two looks at a running task. */
 const TASK_POLL_MAX_MS = 250;
 
-/** The CLI's client of the controller API. */
+/**
+ * The CLI's client of the controller API: its unix socket, or its TCP listener over TLS (`https://`), whose
+ * certificate must chain to the CA in `VMLINK_CA` and name the controller; `VMLINK_TOKEN` travels inside TLS only.
+ */
 export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
-  const address = /^https?:\/\//.test(socket) ? socket : `unix://${socket}`;
+  if (socket.startsWith('http://'))
+    throw new VmlinkError(
+      'invalid',
+      `the controller's TCP API speaks only TLS: use https://${socket.slice('http://'.length)} with VMLINK_CA`,
+    );
+  const tcp = socket.startsWith('https://');
+  const address = tcp ? socket : `unix://${socket}`;
+  const caFile = process.env.VMLINK_CA;
+  if (tcp && !caFile)
+    throw new VmlinkError(
+      'invalid',
+      "set VMLINK_CA to the controller's CA certificate (pki/ca.pem beside its database) to reach it over TLS",
+    );
   return new HttpClient(address, {
     name: 'the controller',
     protocol: 'api',
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(process.env.VMLINK_TOKEN ? { token: process.env.VMLINK_TOKEN } : {}),
+    ...(tcp
+      ? {
+          tls: {
+            ca: readCa(caFile!),
+            checkPeer: (c) => peerMismatch(c, { role: 'controller', name: CONTROLLER_NAME }),
+          },
+        }
+      : {}),
   });
+}
+
+function readCa(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new VmlinkError('invalid', `cannot read VMLINK_CA ${file}: ${(e as Error).message}`);
+  }
 }
 
 /** Explains how to start a controller that cannot be reached. */

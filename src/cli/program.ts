@@ -9,6 +9,7 @@ import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
+import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
 import { addNetworkCommands, addStatusCommands, addVmCommands } from './view-commands.js';
@@ -20,7 +21,6 @@ export interface DaemonArgs {
   heartbeatMs: number;
   listen?: string;
   tokenFile?: string;
-  agentTokenFile?: string;
 }
 
 /** `vmlink agent` as parsed: what the agent process needs. */
@@ -28,7 +28,9 @@ export interface AgentArgs {
   host: string;
   listen: string;
   listenTcp?: string;
-  tokenFile?: string;
+  tlsDir?: string;
+  join?: string;
+  joinToken?: string;
   uplink: string;
   stateDir: string;
 }
@@ -57,7 +59,10 @@ export function createCli(processes: Processes): Command {
     )
     .version(VERSION)
     .addOption(
-      new Option('--socket <path>', 'controller API socket (or http://host:port with VMLINK_TOKEN)')
+      new Option(
+        '--socket <path>',
+        'controller API socket (or https://host:port with VMLINK_TOKEN and VMLINK_CA)',
+      )
         .default(controllerSocket())
         .env('VMLINK_SOCKET'),
     )
@@ -66,14 +71,15 @@ export function createCli(processes: Processes): Command {
   const api = () => controllerClient(program.opts<{ socket: string }>().socket);
   program
     .command('daemon')
-    .description('run the controller (REST API on a unix socket, optionally TCP with a bearer token)')
-    .option('--db <path>', 'SQLite database', controllerDb())
-    .option('--listen <url>', 'also listen on TCP, e.g. http://127.0.0.1:7070 (requires --token-file)')
-    .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
-    .option(
-      '--agent-token-file <path>',
-      "file holding the bearer token sent to agents outside a lab (lab agents use their lab's token)",
+    .description(
+      'run the controller (REST API on a unix socket, optionally TCP over TLS with a bearer token); its CA lives in pki/ beside the database',
     )
+    .option('--db <path>', 'SQLite database', controllerDb())
+    .option(
+      '--listen <url>',
+      "also listen on TCP over TLS, e.g. https://127.0.0.1:7070 (requires --token-file; clients trust the CA's pki/ca.pem)",
+    )
+    .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
     .option('--heartbeat-ms <ms>', 'host heartbeat period; a host missing 3 in a row is unreachable', '5000')
     .option('--detach', 'start in the background and return once the API answers')
     .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
@@ -100,7 +106,6 @@ export function createCli(processes: Processes): Command {
         heartbeatMs,
         ...(o.listen ? { listen: o.listen } : {}),
         ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
-        ...(o.agentTokenFile ? { agentTokenFile: o.agentTokenFile } : {}),
       };
       if (o.detach) return detachDaemon(args, processes);
       await processes.daemon(args);
@@ -110,9 +115,18 @@ export function createCli(processes: Processes): Command {
     .command('agent')
     .description("run a host's agent (the lab starts one per host inside its namespace)")
     .requiredOption('--host <name>', 'host name as in the spec')
-    .requiredOption('--listen <url>', 'local admin socket, unix:///path.sock (no token)')
-    .option('--listen-tcp <url>', "the controller's listener, http://ADDR:7443 (requires --token-file)")
-    .option('--token-file <path>', 'file holding the bearer token the TCP listener requires')
+    .requiredOption('--listen <url>', 'local admin socket, unix:///path.sock (root only, no TLS)')
+    .option(
+      '--listen-tcp <url>',
+      "the controller's listener, https://ADDR:7443 (mutual TLS with the host's certificate)",
+    )
+    .option('--tls-dir <dir>', "the host's key, certificate and CA (default: STATE-DIR/tls)")
+    .option('--join <url>', 'first join the controller at https://ADDR:PORT (its key is made here)')
+    .addOption(
+      new Option('--join-token <token>', 'the token `vmlink host join NAME` printed').env(
+        'VMLINK_JOIN_TOKEN',
+      ),
+    )
     .option(
       '--uplink <nic>',
       "the host's uplink NIC (reported, and managed when the spec sets hosts[].network)",
@@ -124,7 +138,9 @@ export function createCli(processes: Processes): Command {
         host: string;
         listen: string;
         listenTcp?: string;
-        tokenFile?: string;
+        tlsDir?: string;
+        join?: string;
+        joinToken?: string;
         uplink: string;
         stateDir: string;
       }) => {
@@ -133,18 +149,19 @@ export function createCli(processes: Processes): Command {
             'invalid',
             `--listen must be unix:///path.sock, got ${o.listen} (TCP: --listen-tcp)`,
           );
-        if (o.listenTcp && !o.tokenFile)
-          throw new VmlinkError(
-            'invalid',
-            '--listen-tcp requires --token-file: the TCP API is never open without a token',
-          );
+        if (o.listenTcp && !o.listenTcp.startsWith('https://'))
+          throw new VmlinkError('invalid', `--listen-tcp must be https://ADDR:PORT, got ${o.listenTcp}`);
+        if (o.join && !o.joinToken)
+          throw new VmlinkError('invalid', '--join requires --join-token (or VMLINK_JOIN_TOKEN)');
         await processes.agent({
           host: o.host,
           listen: o.listen,
           stateDir: o.stateDir,
           uplink: o.uplink,
           ...(o.listenTcp ? { listenTcp: o.listenTcp } : {}),
-          ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+          ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
+          ...(o.join ? { join: o.join } : {}),
+          ...(o.joinToken ? { joinToken: o.joinToken } : {}),
         });
       },
     );
@@ -154,6 +171,7 @@ export function createCli(processes: Processes): Command {
   addVerifyCommand(program, api);
   addNetworkCommands(program, api);
   addVmCommands(program, api);
+  addHostCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
   return program;
 }
@@ -187,7 +205,6 @@ interface DaemonCliOptions {
   db: string;
   listen?: string;
   tokenFile?: string;
-  agentTokenFile?: string;
   heartbeatMs: string;
   detach?: boolean;
   stop?: boolean;

@@ -1,5 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { Agent as HttpsAgent } from 'node:https';
 import {
   type AgentAction,
   type AgentBatchResult,
@@ -9,6 +8,7 @@ import {
   type ConfirmState,
   ConfirmStateSchema,
   ConsoleTailSchema,
+  CsrAnswerSchema,
   type DoctorCheck,
   FlowsSchema,
   type GuestExecResult,
@@ -24,7 +24,7 @@ import {
   ProbeResultSchema,
 } from '../agent/wire.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
-import { HttpClient } from '../shared/http/client.js';
+import { type ClientTls, HttpClient } from '../shared/http/client.js';
 import {
   AGENT_ACTION_TIMEOUT_MS,
   AGENT_BATCH_PER_ACTION_MS,
@@ -36,30 +36,64 @@ import {
 } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
+import { peerMismatch, type TlsCredentials } from '../shared/tls.js';
 import type { VersionInfo } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
 
-let defaultToken: string | undefined;
-
-/** Sets the bearer token sent to agents outside a lab (`vmlink daemon --agent-token-file`). */
-export function setAgentToken(token: string | undefined): void {
-  defaultToken = token;
+/** What the controller trusts and presents when it calls agents over TLS. */
+export interface AgentTrust {
+  /** The controller's own key and certificate, and the CA. */
+  credentials: TlsCredentials;
+  /** Why `host`'s certificate with `serial` is refused (revoked, superseded, never issued), or undefined. */
+  refusal(host: string, serial: string): string | undefined;
 }
 
-/**
- * The bearer token for an agent address: a lab relay socket's lab token (`agent.token` beside it), else the
- * daemon's agent token. Unix sockets of agents themselves need none; sending one does no harm.
- */
-export function agentToken(address: string): string | undefined {
-  if (address.startsWith('unix://')) {
-    const file = join(dirname(address.slice('unix://'.length)), 'agent.token');
-    if (existsSync(file)) {
-      try {
-        return readFileSync(file, 'utf8').trim() || defaultToken;
-      } catch {}
-    }
+let trust: AgentTrust | undefined;
+// One keep-alive pool per host address: heartbeats and applies reuse a TLS session instead of a handshake each.
+const pools = new Map<string, { host: string; agent: HttpsAgent }>();
+
+/** Sets the credentials this process calls agents with (the controller does at start). */
+export function setAgentTrust(t: AgentTrust | undefined): void {
+  trust = t;
+  for (const key of [...pools.keys()]) dropPool(key);
+}
+
+/** Closes the connections kept open to `host`'s agent (its certificate was revoked or replaced). */
+export function forgetAgentConnections(host: string): void {
+  for (const [key, p] of pools) if (p.host === host) dropPool(key);
+}
+
+function dropPool(key: string): void {
+  pools.get(key)?.agent.destroy();
+  pools.delete(key);
+}
+
+function poolFor(host: string, address: string): HttpsAgent {
+  const key = `${host} ${address}`;
+  let p = pools.get(key);
+  if (!p) {
+    p = { host, agent: new HttpsAgent({ keepAlive: true, maxSockets: 16 }) };
+    pools.set(key, p);
   }
-  return defaultToken;
+  return p.agent;
+}
+
+/** Whether an agent address is reached over TLS (TCP, or the lab relay's socket that leads to TCP). */
+const overTls = (address: string) => address.startsWith('https://') || address.startsWith('https+unix://');
+
+/**
+ * TLS for `host`'s agent at `address`: the controller's certificate, and the agent's checked to chain to the CA,
+ * name `host`, and be its current, unrevoked one. Undefined for a local unix socket (no TLS there).
+ */
+export function agentTls(host: string, address: string): ClientTls | undefined {
+  if (!overTls(address) || !trust) return undefined;
+  const t = trust;
+  return {
+    ...t.credentials,
+    checkPeer: (cert) =>
+      peerMismatch(cert, { role: 'host', name: host }, (serial) => t.refusal(host, serial)),
+    agent: poolFor(host, address),
+  };
 }
 
 /** The controller's client of one host agent. */
@@ -68,14 +102,14 @@ export class AgentClient {
   constructor(
     readonly host: string,
     readonly address: string,
-    token: string | undefined = agentToken(address),
   ) {
+    const tls = agentTls(host, address);
     // Every request carries the controller's wire version; the agent refuses one it cannot speak, and the client
     // refuses an answer from an agent whose version it cannot speak (see shared/version.ts).
     this.http = new HttpClient(address, {
       name: `agent of ${host}`,
       protocol: 'wire',
-      ...(token ? { token } : {}),
+      ...(tls ? { tls } : {}),
     });
   }
 
@@ -161,6 +195,16 @@ export class AgentClient {
     return this.http.get(`/v1/vms/${vm}/console?tail=${tail}`, ConsoleTailSchema);
   }
 
+  /** Asks the agent for a CSR of a new key (made and kept there) to rotate its certificate. */
+  async tlsCsr(): Promise<string> {
+    return (await this.http.post('/v1/tls/csr', {}, CsrAnswerSchema, AGENT_QUICK_TIMEOUT_MS)).csr;
+  }
+
+  /** Installs the certificate for the agent's pending key; the agent serves it from its next connection on. */
+  async installCert(cert: string, ca: string): Promise<void> {
+    await this.http.post('/v1/tls/cert', { cert, ca }, OkSchema, AGENT_QUICK_TIMEOUT_MS);
+  }
+
   /** The OpenFlow rules of a network on this host. */
   flows(network: string): Promise<{ backend: string; flows: string }> {
     return this.http.get(`/v1/networks/${network}/flows`, FlowsSchema);
@@ -169,17 +213,24 @@ export class AgentClient {
 
 /**
  * Where the controller reaches a host's agent: the spec's `agent`, else the lab relay's socket for that host
- * (which crosses the lab LAN to the agent's TCP listener).
+ * (which crosses the lab LAN to the agent's TLS listener, so TLS runs over it end to end).
  */
 export function agentAddress(spec: Spec, host: string): string {
   const h = spec.hosts.find((x) => x.name === host);
-  if (h?.agent) return h.agent;
-  if (spec.lab) return `unix://${labAgentSocket(spec.lab.name, host)}`;
   const i = spec.hosts.findIndex((x) => x.name === host);
+  if (h?.agent?.startsWith('http://'))
+    throw new InvalidSpecError([
+      {
+        path: `hosts[${i}].agent`,
+        message: `agents speak only mutual TLS over TCP: use https://${h.agent.slice('http://'.length)}`,
+      },
+    ]);
+  if (h?.agent) return h.agent;
+  if (spec.lab) return `https+unix://${labAgentSocket(spec.lab.name, host)}`;
   throw new InvalidSpecError([
     {
       path: `hosts[${i}].agent`,
-      message: 'is required when the spec has no lab section (e.g. http://10.0.0.2:7443)',
+      message: 'is required when the spec has no lab section (e.g. https://10.0.0.2:7443)',
     },
   ]);
 }

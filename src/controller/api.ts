@@ -4,8 +4,9 @@ import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider
 import { z } from 'zod';
 import { ErrorBodySchema } from '../shared/errors.js';
 import { requireBearerToken } from '../shared/http/auth.js';
-import { createHttpApp } from '../shared/http/server.js';
+import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
+import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
@@ -19,10 +20,13 @@ import {
   EventsSchema,
   GuestExecResultSchema,
   HealthSchema,
+  JoinTokenBodySchema,
+  JoinTokenSchema,
   NetworkListSchema,
   NetworkViewSchema,
   OkSchema,
   PlanResultSchema,
+  RotatedSchema,
   SpecBodySchema,
   StatusSchema,
   TaskAcceptedSchema,
@@ -48,9 +52,14 @@ const accepted = answers(TaskAcceptedSchema, 202);
 
 /** Options of the API server. */
 export interface ApiOptions {
-  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
+  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners), but the join routes. */
   token?: string;
+  /** Serve HTTPS with the controller's certificate (TCP listeners). */
+  tls?: ServerTls;
 }
+
+/** Routes open without the user's token: the CA is public, and a join carries its own one-time token. */
+const OPEN_ROUTES = ['/v1/pki/ca', '/v1/join'] as const;
 
 /** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
 export async function createControllerApi(
@@ -58,13 +67,13 @@ export async function createControllerApi(
   tasks: TaskManager,
   opts: ApiOptions = {},
 ): Promise<FastifyInstance> {
-  const base = createHttpApp();
+  const base = createHttpApp(opts.tls);
   await base.register(swagger, {
     openapi: { info: { title: 'vmlink controller API', version: VERSION } },
     transform: jsonSchemaTransform,
   });
   const app = base.withTypeProvider<ZodTypeProvider>();
-  if (opts.token) requireBearerToken(base, opts.token, 'the controller');
+  if (opts.token) requireBearerToken(base, opts.token, 'the controller', OPEN_ROUTES);
   addVersionGate(base, 'api');
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify',
@@ -176,6 +185,46 @@ export async function createControllerApi(
       reply
         .status(202)
         .send(startTask('lab.down', (ctx) => controller.labDown(req.body.spec, req.body.source, ctx))),
+  );
+
+  app.post(
+    '/v1/hosts/:name/join-token',
+    {
+      schema: {
+        summary: "A one-time, expiring token for a host's agent to join (only its hash is kept)",
+        params: VmParamsSchema,
+        body: JoinTokenBodySchema,
+        response: answers(JoinTokenSchema),
+      },
+    },
+    async (req) => controller.joinToken(req.params.name, req.body.ttlSeconds * 1000),
+  );
+  app.post(
+    '/v1/hosts/:name/rotate-cert',
+    {
+      schema: {
+        summary: "Rotate a host's certificate through its agent (new key there; the old serial is revoked)",
+        params: VmParamsSchema,
+        response: answers(RotatedSchema),
+      },
+    },
+    async (req) => controller.rotateCert(req.params.name),
+  );
+  app.get(
+    OPEN_ROUTES[0],
+    { schema: { summary: 'The CA certificate and its fingerprint', response: answers(CaAnswerSchema) } },
+    async () => controller.ca(),
+  );
+  app.post(
+    OPEN_ROUTES[1],
+    {
+      schema: {
+        summary: 'A host spends its join token on a certificate for the key of its CSR',
+        body: JoinBodySchema,
+        response: answers(JoinAnswerSchema),
+      },
+    },
+    async (req) => controller.join(req.body.host, req.body.token, req.body.csr),
   );
 
   app.get(

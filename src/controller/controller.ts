@@ -1,13 +1,14 @@
 // The controller's facade for the API: one object wiring the parts (spec store, deployer, views, VMs, lab, verify).
 import type { GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
-import { ConflictError, InvalidRequestError } from '../shared/errors.js';
+import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
 import { type ApplyOptions, Deployer } from './apply.js';
 import type { ConfirmTiming } from './confirm.js';
-import { type AgentFactory, httpAgents } from './hosts.js';
+import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
+import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
@@ -27,6 +28,8 @@ export type { HostStatus, NetworkView, StatusView, VmNicView, VmView } from './v
 export interface ControllerOptions {
   agents?: AgentFactory;
   confirmTiming?: ConfirmTiming;
+  /** The CA and the controller's certificate (lab up, join, rotation, revocation need it). */
+  credentials?: HostCredentials;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -36,13 +39,17 @@ export class Controller {
   private readonly views: Views;
   private readonly vmControl: VmControl;
   private readonly lab: LabControl;
+  private readonly credentials: HostCredentials | undefined;
+  private readonly agents: AgentFactory;
 
   constructor(
     private readonly store: Store,
     private readonly runner: Runner,
     opts: ControllerOptions = {},
   ) {
+    this.credentials = opts.credentials;
     const agents = opts.agents ?? httpAgents;
+    this.agents = agents;
     this.specs = new SpecStore(store);
     this.deployer = new Deployer({
       store,
@@ -52,7 +59,7 @@ export class Controller {
     });
     this.views = new Views(store, this.specs, agents);
     this.vmControl = new VmControl(store, this.specs, agents);
-    this.lab = new LabControl(store, this.specs, runner);
+    this.lab = new LabControl(store, this.specs, runner, opts.credentials);
   }
 
   /** The spec last applied, parsed; undefined before the first apply. */
@@ -70,14 +77,59 @@ export class Controller {
     return this.deployer.plan(text, source);
   }
 
-  /** Plans and applies `text`; see `Deployer.apply`. */
-  apply(
+  /** Plans and applies `text`; see `Deployer.apply`. Hosts that left the spec have their certificates revoked. */
+  async apply(
     text: string,
     source: string,
     ctx: TaskContext,
     opts: ApplyOptions = {},
   ): Promise<PlanResult & { applied: number }> {
-    return this.deployer.apply(text, source, ctx, opts);
+    const before = (await this.specs.current())?.spec.hosts.map((h) => h.name) ?? [];
+    const r = await this.deployer.apply(text, source, ctx, opts);
+    const now = new Set(this.validate(text, source).hosts.map((h) => h.name));
+    const left = before.filter((h) => !now.has(h) && this.credentials?.revoke(h, 'left the spec'));
+    if (left.length) {
+      ctx.progress?.(`revoked the certificate of ${left.join(', ')} (left the spec)`);
+      await this.store.appendEvent('host.revoked', `${left.join(', ')}: left the spec`);
+    }
+    return r;
+  }
+
+  /** A one-time token (and the CA's fingerprint) that lets `host`'s agent join within `ttlMs`. */
+  joinToken(host: string, ttlMs?: number) {
+    return this.requireCredentials().joinToken(host, ttlMs);
+  }
+
+  /** Spends a join token on `host`'s certificate for the key of `csr`. */
+  async join(host: string, token: string, csr: string): Promise<{ cert: string; ca: string }> {
+    const r = await this.requireCredentials().join(host, token, csr);
+    await this.store.appendEvent('host.joined', `${host} joined with a join token`);
+    return r;
+  }
+
+  /** The CA certificate and its fingerprint (public). */
+  ca(): { ca: string; fingerprint: string } {
+    const { pki } = this.requireCredentials();
+    return { ca: pki.caPem, fingerprint: pki.caFingerprint };
+  }
+
+  /** Rotates `host`'s certificate through its agent (new key there, old serial revoked); the agent keeps serving. */
+  async rotateCert(host: string): Promise<Rotated> {
+    const creds = this.requireCredentials();
+    const cur = await this.specs.current();
+    if (!cur?.spec.hosts.some((h) => h.name === host)) throw new NotFoundError('host', host);
+    const agent = this.agents(cur.spec, host) as AgentPort & Partial<RotatingAgent>;
+    if (!agent.tlsCsr || !agent.installCert)
+      throw new InvalidStateError(`the agent of ${host} cannot rotate its certificate`, `host/${host}`);
+    const r = await creds.rotate(host, agent as RotatingAgent);
+    await this.store.appendEvent('host.cert-rotated', `${host}: serial ${r.previousSerial} -> ${r.serial}`);
+    return r;
+  }
+
+  private requireCredentials(): HostCredentials {
+    if (!this.credentials)
+      throw new InvalidStateError('this controller has no CA (it was started without one)', 'pki');
+    return this.credentials;
   }
 
   /** Removes every VM and network of `text` (or of the last applied spec) from its hosts. */

@@ -7,11 +7,12 @@ import { Agent } from '../agent/agent.js';
 import { createAgentServer } from '../agent/server.js';
 import type { DoctorCheck } from '../agent/wire.js';
 import { RecordingRunner } from '../exec/runner.js';
-import { HttpClient } from '../shared/http/client.js';
 import { listen } from '../shared/http/server.js';
 import { loadSpec } from '../spec/load.js';
+import { setAgentTrust } from './agents.js';
 import { gatherDoctor } from './doctor.js';
-import { HealthSchema } from './wire.js';
+import { Pki } from './pki/pki.js';
+import { HostCredentials } from './pki/service.js';
 
 // What the agent's prerequisite checks found on its host (the checks themselves run commands; here the agent
 // hands back a fixed finding so the test is about the route, the transport and the gathering).
@@ -36,10 +37,16 @@ describe('GET /v1/doctor through real agent servers on unix sockets', () => {
     });
     open = await createAgentServer(agent, { prerequisites: async () => FOUND });
     await listen(open, `unix://${join(dir, 'host1.sock')}`);
-    locked = await createAgentServer(agent, { token: 'a'.repeat(32), prerequisites: async () => FOUND });
+    // host3 serves TLS with a certificate of another CA than the controller's.
+    const ours = await HostCredentials.open(join(dir, 'pki'));
+    const foreign = await Pki.open(join(dir, 'foreign-pki'));
+    const { serial: _s, ...creds } = await foreign.issueLabHost('host3');
+    locked = await createAgentServer(agent, { tls: creds, prerequisites: async () => FOUND });
     await listen(locked, `unix://${join(dir, 'host3.sock')}`);
+    expect(ours.pki.caPem).not.toBe(foreign.caPem);
   });
   afterAll(async () => {
+    setAgentTrust(undefined);
     await open.close();
     await locked.close();
     rmSync(dir, { recursive: true, force: true });
@@ -50,27 +57,15 @@ describe('GET /v1/doctor through real agent servers on unix sockets', () => {
 hosts:
   - { name: host1, agent: "unix://${join(dir, 'host1.sock')}" }
   - { name: host2, agent: "unix://${join(dir, 'missing.sock')}" }
-  - { name: host3, agent: "unix://${join(dir, 'host3.sock')}" }
+  - { name: host3, agent: "https+unix://${join(dir, 'host3.sock')}" }
 `);
     const d = await gatherDoctor(spec, 5_000);
     expect(d.controller.find((c) => c.name === 'spec')?.detail).toBe('3 host(s) applied');
     expect(d.hosts[0]).toEqual({ host: 'host1', reachable: true, checks: FOUND });
     expect(d.hosts[1]).toMatchObject({ host: 'host2', reachable: false, checks: [] });
     expect(d.hosts[1]!.error).toMatch(/cannot reach agent of host2/);
-    // An agent whose token the controller lacks answers 401: reported, not trusted.
+    // An agent whose certificate is not of the controller's CA is reported, not trusted.
     expect(d.hosts[2]).toMatchObject({ host: 'host3', reachable: false });
-    expect(d.hosts[2]!.error).toMatch(/missing or wrong bearer token for this agent/);
-  });
-
-  it("the agent's TCP-style listener takes only its own token", async () => {
-    const client = (token?: string) =>
-      new HttpClient(`unix://${join(dir, 'host3.sock')}`, token ? { token } : {});
-    await expect(client('b'.repeat(32)).get('/v1/health', HealthSchema.partial())).rejects.toMatchObject({
-      kind: 'unauthorized',
-    });
-    await expect(client('short').get('/v1/health', HealthSchema.partial())).rejects.toMatchObject({
-      kind: 'unauthorized',
-    });
-    expect((await client('a'.repeat(32)).get('/v1/health', HealthSchema)).ok).toBe(true);
+    expect(d.hosts[2]!.error).toMatch(/refused TLS with agent of host3 .*not issued by this CA/);
   });
 });

@@ -1,5 +1,5 @@
 import { mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SystemRunner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, UnavailableError } from '../shared/errors.js';
@@ -16,10 +16,10 @@ import {
   terminate,
   writeIdentityFile,
 } from '../shared/process.js';
-import { setAgentToken } from './agents.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
+import { HostCredentials } from './pki/service.js';
 import { stores } from './store/registry.js';
 import { TaskManager } from './tasks.js';
 
@@ -27,11 +27,11 @@ import { TaskManager } from './tasks.js';
 export interface DaemonOptions {
   socket: string;
   db: string;
-  /** Optional TCP listener (`http://addr:port`), which requires `token`. */
+  /** Optional TCP listener (`https://addr:port`, TLS with the controller's certificate), which requires `token`. */
   tcp?: string;
   token?: string;
-  /** Bearer token sent to agents outside a lab (lab agents use their lab's token). */
-  agentToken?: string;
+  /** The CA's directory (default: `pki/` beside the database). */
+  pkiDir?: string;
   /** Heartbeat period (default 5 s); a host missing 3 in a row is unreachable. */
   heartbeatMs?: number;
 }
@@ -41,8 +41,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
   const store = stores.sqlite(opts.db);
   const tasks = new TaskManager();
-  setAgentToken(opts.agentToken);
-  const controller = new Controller(store, new SystemRunner());
+  // The CA is made at the first start; from then on every call to an agent is mutual TLS.
+  const credentials = await HostCredentials.open(opts.pkiDir ?? join(dirname(opts.db), 'pki'));
+  const controller = new Controller(store, new SystemRunner(), { credentials });
   const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
   });
@@ -54,11 +55,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       throw new InvalidRequestError(
         'the TCP listener needs a bearer token of at least 16 characters in --token-file',
       );
-    const tcp = await createControllerApi(controller, tasks, { token: opts.token });
+    // The user's token travels only inside TLS.
+    if (!opts.tcp.startsWith('https://'))
+      throw new InvalidRequestError(
+        `--listen must be https://ADDR:PORT (the TCP API speaks only TLS), got ${opts.tcp}`,
+      );
+    const tcp = await createControllerApi(controller, tasks, { token: opts.token, tls: credentials.own });
     await listen(tcp, opts.tcp);
     apps.push(tcp);
   }
-  log.info({ socket: opts.socket, tcp: opts.tcp }, 'controller listening');
+  log.info({ socket: opts.socket, tcp: opts.tcp, ca: credentials.pki.caFingerprint }, 'controller listening');
   monitor.start();
   const stop = () => {
     monitor.stop();
@@ -77,7 +83,6 @@ export interface DetachedDaemon {
   heartbeatMs: number;
   listen?: string;
   tokenFile?: string;
-  agentTokenFile?: string;
 }
 
 // The detached controller's identity (pid and start time), so `--stop` never signals a process that merely
@@ -94,7 +99,6 @@ export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; log
   const args = [VMLINK_BIN, '--socket', o.socket, 'daemon', '--db', o.db];
   if (o.listen) args.push('--listen', o.listen);
   if (o.tokenFile) args.push('--token-file', o.tokenFile);
-  if (o.agentTokenFile) args.push('--agent-token-file', o.agentTokenFile);
   args.push('--heartbeat-ms', String(o.heartbeatMs));
   const logFile = `${runDir()}/controller.log`;
   const pid = await new SystemRunner().spawnDetached([process.execPath, ...args], { logFile });

@@ -303,3 +303,24 @@ export const DoctorReportSchema = z.object({
 });
 /** Answer of `GET /v1/doctor`. */
 export type DoctorReport = z.infer<typeof DoctorReportSchema>;
+
+/** `POST /v1/hosts/:name/join-token`: how long the token lives (default 1 hour, at most 24). */
+export const JoinTokenBodySchema = z
+  .object({ ttlSeconds: z.number().int().min(1).max(86_400).default(3_600) })
+  .strict();
+
+/** A join token as `vmlink host join` prints it: the token (shown once), the CA's fingerprint, its expiry. */
+export const JoinTokenSchema = z.object({
+  host: z.string(),
+  token: z.string(),
+  caFingerprint: z.string(),
+  expiresAt: z.string(),
+});
+
+/** The outcome of `vmlink host rotate-cert`. */
+export const RotatedSchema = z.object({
+  host: z.string(),
+  serial: z.string(),
+  previousSerial: z.string().optional(),
+  notAfter: z.string(),
+});

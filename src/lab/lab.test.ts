@@ -59,7 +59,7 @@ describe('lab', () => {
       '--listen',
       `unix://${join(dir, 'run', 'lab', 'qs', 'host1.sock')}`,
       '--to',
-      'http://192.168.50.10:7443',
+      'https://192.168.50.10:7443',
     ]);
     expect(spawned[1]!.argv).toContain('--listen-tcp');
     // The management station takes the LAN's highest address.

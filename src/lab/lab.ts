@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +13,6 @@ import {
   KILL_WAIT_MS,
   LAB_AGENT_START_TIMEOUT_MS,
   LAB_HEALTH_TIMEOUT_MS,
-  LAB_PATH_CHECK_TIMEOUT_MS,
   LAB_RELAY_START_TIMEOUT_MS,
 } from '../shared/limits.js';
 import type { OpContext } from '../shared/op.js';
@@ -23,8 +21,8 @@ import {
   labAgentOwnSocket,
   labAgentSocket,
   labHostStateDir,
+  labHostTlsDir,
   labRunDir,
-  labTokenFile,
   stateDir,
 } from '../shared/paths.js';
 import {
@@ -57,6 +55,10 @@ export interface LabSegment {
 export interface LabOptions {
   /** Uplink NIC of each host's agent (spec `hosts[].uplink`); default eth0. */
   uplinks?: Record<string, string>;
+  /** Whether the controller reaches a host's agent through the relay (mutual TLS); checked after `up`. */
+  reachable?: (host: string) => Promise<boolean>;
+  /** Hosts whose agents restart even when running (their credentials were renewed). */
+  restartAgents?: readonly string[];
 }
 
 /** The management station's address on the lab LAN: the highest usable address of `lab.lan.cidr`. */
@@ -75,8 +77,8 @@ export function labSegments(spec: LabSpec): LabSegment[] {
   return segs.map((s) => ({ name: s.name, mtu: s.mtu ?? DEFAULT_MTU }));
 }
 
-/** Where the controller reaches a lab host's agent across the LAN. */
-export const labAgentTcp = (address: string): string => `http://${address}:${AGENT_TCP_PORT}`;
+/** Where the controller reaches a lab host's agent across the LAN (mutual TLS). */
+export const labAgentTcp = (address: string): string => `https://${address}:${AGENT_TCP_PORT}`;
 
 /** The lab: network namespaces standing in for physical machines, built and removed without touching the root namespace. */
 export class Lab {
@@ -167,14 +169,13 @@ export class Lab {
       }
     }
     await this.upRouter(say);
-    this.ensureToken();
     await this.ensureRelay(say);
     for (const h of spec.hosts) await this.ensureAgent(h.name, h.address, say);
-    // The controller's path: relay socket -> management station -> LAN -> the agent's TCP listener.
+    // The controller's path: relay socket -> management station -> LAN -> the agent's TLS listener.
+    const reachable = this.opts.reachable;
     const cut: string[] = [];
     for (const h of spec.hosts) {
-      if (!(await agentAnswers(labAgentSocket(spec.name, h.name), LAB_PATH_CHECK_TIMEOUT_MS, this.token())))
-        cut.push(`${h.name} (${labAgentTcp(h.address)})`);
+      if (reachable && !(await reachable(h.name))) cut.push(`${h.name} (${labAgentTcp(h.address)})`);
     }
     if (cut.length)
       throw new UnavailableError(
@@ -274,18 +275,6 @@ export class Lab {
     return processRecord(join(labRunDir(this.spec.name), 'relay'));
   }
 
-  private token(): string {
-    return (readFileCappedSync(labTokenFile(this.spec.name), { maxBytes: 4096 }) ?? '').trim();
-  }
-
-  /** Creates the lab's agent token (32 random bytes, hex, mode 0600) unless it exists. */
-  private ensureToken(): void {
-    if (this.token()) return;
-    writeFileAtomicSync(labTokenFile(this.spec.name), `${randomBytes(32).toString('hex')}\n`, {
-      mode: 0o600,
-    });
-  }
-
   /** Starts the management relay (one process, one socket per host) unless it runs with these routes. */
   private async ensureRelay(say: (m: string) => void): Promise<void> {
     const { spec } = this;
@@ -328,7 +317,13 @@ export class Lab {
   private async ensureAgent(host: string, address: string, say: (m: string) => void): Promise<void> {
     const socket = labAgentOwnSocket(this.spec.name, host);
     const record = this.agentRecord(host);
-    if ((await this.recordedRunning(record)) && (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS))) return;
+    const restart = this.opts.restartAgents?.includes(host) ?? false;
+    if (
+      !restart &&
+      (await this.recordedRunning(record)) &&
+      (await agentAnswers(socket, LAB_HEALTH_TIMEOUT_MS))
+    )
+      return;
     await this.killRecorded(record);
     say(`starting the agent of ${host} in ${machineNs(this.spec.name, host)}`);
     const dir = labHostStateDir(this.spec.name, host);
@@ -344,8 +339,8 @@ export class Lab {
         `unix://${socket}`,
         '--listen-tcp',
         labAgentTcp(address),
-        '--token-file',
-        labTokenFile(this.spec.name),
+        '--tls-dir',
+        labHostTlsDir(this.spec.name, host),
         '--uplink',
         this.opts.uplinks?.[host] ?? 'eth0',
         '--state-dir',
@@ -439,13 +434,10 @@ async function killAll(pids: number[]): Promise<void> {
   await pollUntil(exited, { timeoutMs: KILL_WAIT_MS, intervalMs: 50 });
 }
 
-async function agentAnswers(socket: string, timeoutMs: number, token?: string): Promise<boolean> {
+async function agentAnswers(socket: string, timeoutMs: number): Promise<boolean> {
   if (!existsSync(socket)) return false;
   try {
-    await new HttpClient(`unix://${socket}`, { timeoutMs, ...(token ? { token } : {}) }).get(
-      '/v1/health',
-      AnyAnswerSchema,
-    );
+    await new HttpClient(`unix://${socket}`, { timeoutMs }).get('/v1/health', AnyAnswerSchema);
     return true;
   } catch {
     return false;

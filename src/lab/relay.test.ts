@@ -2,7 +2,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Pki } from '../controller/pki/pki.js';
+import { CONTROLLER_NAME } from '../shared/tls.js';
 import { pairRoutes, startRelay } from './relay.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmlink-relay-'));
@@ -77,9 +80,42 @@ describe('lab relay', () => {
     }
   });
 
+  it('passes TLS through untouched: the client sees the server certificate and completes the handshake', async () => {
+    const pki = await Pki.open(join(dir, 'pki'));
+    const server = createTlsServer({ ...(await pki.controllerCredentials()), minVersion: 'TLSv1.3' }, (s) =>
+      s.end('over tls'),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const path = join(dir, 'tls.sock');
+    const relay = await startRelay([{ listen: `unix://${path}`, to: `https://127.0.0.1:${port}` }]);
+    try {
+      const { data, subject } = await new Promise<{ data: string; subject: string }>((resolve, reject) => {
+        const c = tlsConnect({
+          path,
+          ca: pki.caPem,
+          servername: 'vmlink',
+          checkServerIdentity: () => undefined,
+        });
+        let data = '';
+        c.setEncoding('utf8');
+        c.on('data', (d: string) => {
+          data += d;
+        });
+        c.on('error', reject);
+        c.on('end', () => resolve({ data, subject: c.getPeerCertificate().subject.CN as string }));
+      });
+      expect(data).toBe('over tls');
+      expect(subject).toBe(CONTROLLER_NAME);
+    } finally {
+      await relay.close();
+      server.close();
+    }
+  });
+
   it('refuses unpaired or malformed routes', () => {
     expect(() => pairRoutes(['unix:///a.sock'], [])).toThrow(/one --to per --listen/);
     expect(() => pairRoutes(['/a.sock'], ['http://1.2.3.4:7443'])).toThrow(/unix:\/\/\/path/);
-    expect(() => pairRoutes(['unix:///a.sock'], ['1.2.3.4:7443'])).toThrow(/http:\/\/addr:port/);
+    expect(() => pairRoutes(['unix:///a.sock'], ['1.2.3.4:7443'])).toThrow(/https:\/\/addr:port/);
   });
 });

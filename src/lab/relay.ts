@@ -9,7 +9,7 @@ import { InvalidRequestError } from '../shared/errors.js';
 export interface RelayRoute {
   /** `unix:///path.sock` */
   listen: string;
-  /** `http://addr:port` (the scheme only names the protocol spoken over the pipe). */
+  /** `https://addr:port` (the scheme only names the protocol spoken over the pipe; TLS passes through untouched). */
   to: string;
 }
 
@@ -43,11 +43,11 @@ function tcpTarget(address: string): { host: string; port: number } {
   try {
     u = new URL(address);
   } catch {
-    throw new InvalidRequestError(`relay target must be http://addr:port, got ${address}`);
+    throw new InvalidRequestError(`relay target must be https://addr:port, got ${address}`);
   }
   const port = Number(u.port);
-  if (u.protocol !== 'http:' || !u.hostname || !Number.isInteger(port) || port < 1)
-    throw new InvalidRequestError(`relay target must be http://addr:port, got ${address}`);
+  if (!['http:', 'https:'].includes(u.protocol) || !u.hostname || !Number.isInteger(port) || port < 1)
+    throw new InvalidRequestError(`relay target must be https://addr:port, got ${address}`);
   return { host: u.hostname, port };
 }
 

@@ -20,7 +20,7 @@ export const labAgentSocket = (lab: string, host: string): string => join(labRun
 /** The lab host agent's own unix socket (local admin; `lab up` checks the agent's health on it). */
 export const labAgentOwnSocket = (lab: string, host: string): string =>
   join(labRunDir(lab), `${host}.agent.sock`);
-/** Bearer token file shared by a lab's agents' TCP listeners and the controller (mode 0600). */
-export const labTokenFile = (lab: string): string => join(labRunDir(lab), 'agent.token');
+/** A lab host's TLS credentials (key 0600, certificate, CA), issued by the controller at `lab up`. */
+export const labHostTlsDir = (lab: string, host: string): string => join(labHostStateDir(lab, host), 'tls');
 /** TCP port agents listen on for the controller. */
 export const AGENT_TCP_PORT = 7443;

@@ -105,10 +105,16 @@ export const BackendSchema = z.enum(['linux', 'ovs']);
 export const HostSchema = z
   .object({
     name,
-    /** How the controller reaches the agent: `unix:///path/agent.sock` or `http://addr:port`. The lab fills this in. */
+    /**
+     * How the controller reaches the agent: `https://addr:port` (mutual TLS), or a local `unix:///path/agent.sock`
+     * (`https+unix:///path` for TLS over a forwarded socket). The lab fills this in.
+     */
     agent: z
       .string()
-      .regex(/^(unix:\/\/\/[\w./-]+|https?:\/\/[\w.:-]+)$/, 'must be unix:///path or http://host:port')
+      .regex(
+        /^((https\+)?unix:\/\/\/[\w./-]+|https?:\/\/[\w.:-]+)$/,
+        'must be https://host:port or unix:///path',
+      )
       .optional(),
     /** The NIC that joins the host to the physical LAN (bridged networks enslave it). */
     uplink: ifname.default('eth0'),

@@ -1,4 +1,6 @@
-import { request } from 'node:http';
+import { type Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { PeerCertificate } from 'node:tls';
 import { z } from 'zod';
 import {
   BadResponseError,
@@ -9,6 +11,7 @@ import {
   UnavailableError,
 } from '../errors.js';
 import { HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
+import { tlsFailureReason } from '../tls.js';
 import {
   checkServerVersion,
   formatVersionHeader,
@@ -48,6 +51,35 @@ export interface HttpClientOptions {
   maxResponseBytes?: number;
   /** Send this build's version of the protocol on every request and check the server's (see version.ts). */
   protocol?: Protocol;
+  /** TLS for `https://` and `https+unix://` addresses (required there). */
+  tls?: ClientTls;
+}
+
+/** How a client speaks TLS: the CA it trusts, its own certificate, and who the server must be. */
+export interface ClientTls {
+  /** The CA the server's certificate must chain to (PEM). */
+  ca: string;
+  /** Client key and certificate (PEM), for servers that require one. */
+  key?: string;
+  cert?: string;
+  /** Why the server's certificate (already chained to `ca`) is not the expected peer's, or undefined when it is. */
+  checkPeer?: (cert: PeerCertificate) => string | undefined;
+  /** Connections to reuse (keep-alive), made with the same TLS options. */
+  agent?: HttpAgent;
+}
+
+/** The server's certificate chained to the CA but is not the expected peer's. */
+class PeerRefusedError extends Error {}
+
+/** Where and how an address is reached: `unix:///p`, `https+unix:///p`, `http://h:p`, `https://h:p`. */
+function parseAddress(address: string): { tls: boolean; socketPath?: string; host?: string; port?: number } {
+  for (const [prefix, tls] of [
+    ['unix://', false],
+    ['https+unix://', true],
+  ] as const)
+    if (address.startsWith(prefix)) return { tls, socketPath: address.slice(prefix.length) };
+  const u = new URL(address);
+  return { tls: u.protocol === 'https:', host: u.hostname, port: Number(u.port) };
 }
 
 /** `vms[0].name` for a zod issue path. */
@@ -58,7 +90,8 @@ function fieldPath(path: ReadonlyArray<PropertyKey>): string {
 }
 
 /**
- * A JSON-over-HTTP client for a unix socket (`unix:///path`) or TCP (`http://host:port`) endpoint. Every call names
+ * A JSON-over-HTTP(S) client for a unix socket (`unix:///path`, or `https+unix:///path` with TLS over it) or TCP
+ * (`http://host:port`, `https://host:port`) endpoint. Every call names
  * the schema of the answer it expects: the body is parsed with it, so a peer's answer is never trusted unchecked.
  */
 export class HttpClient {
@@ -98,16 +131,33 @@ export class HttpClient {
     const route = `${method} ${path.split('?')[0]}`;
     const maxBytes = this.opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const target = this.address.startsWith('unix://')
-      ? { socketPath: this.address.slice('unix://'.length), path }
-      : (() => {
-          const u = new URL(this.address);
-          return { host: u.hostname, port: Number(u.port), path };
-        })();
+    const { tls: useTls, ...target } = parseAddress(this.address);
+    const tls = this.opts.tls;
+    if (useTls && !tls)
+      return Promise.reject(
+        new UnauthorizedError(`no CA to check ${who} at ${this.address} against; TLS needs one`, who),
+      );
+    const tlsOptions = useTls
+      ? {
+          ca: tls!.ca,
+          ...(tls!.key && tls!.cert ? { key: tls!.key, cert: tls!.cert } : {}),
+          ...(tls!.agent ? { agent: tls!.agent } : {}),
+          // Node has checked the chain to `ca` when this runs; who the peer is comes from its certificate, not
+          // from the address (a lab host is reached through a relay socket).
+          checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+            const why = tls!.checkPeer?.(cert);
+            return why ? new PeerRefusedError(why) : undefined;
+          },
+          servername: target.host && !/^[\d.:]+$/.test(target.host) ? target.host : 'vmlink',
+        }
+      : {};
+    const request = useTls ? httpsRequest : httpRequest;
     return new Promise<z.output<S>>((resolve, reject) => {
       const req = request(
         {
           ...target,
+          ...tlsOptions,
+          path,
           method,
           headers: {
             accept: 'application/json',
@@ -197,7 +247,10 @@ export class HttpClient {
         );
       });
       req.on('error', (e) => {
+        const why = e instanceof PeerRefusedError ? e.message : tlsFailureReason(e as NodeJS.ErrnoException);
         if (e instanceof TimeoutError) reject(e);
+        else if (useTls && why)
+          reject(new UnauthorizedError(`refused TLS with ${who} at ${this.address}: ${why}`, who));
         else reject(new UnavailableError(`cannot reach ${who} at ${this.address}: ${e.message}`, who, e));
       });
       req.end(payload);

@@ -9,16 +9,38 @@ import { ConflictError, errorStatus, InvalidRequestError, toErrorBody, VmlinkErr
 import { HTTP_BODY_MAX_BYTES } from '../limits.js';
 import { log } from '../log.js';
 
-/** Where a server listens: `unix:///path.sock` or `http://addr:port`. */
+/** Where a server listens: `unix:///path.sock`, `http://addr:port` or (with TLS options) `https://addr:port`. */
 export type ListenAddress = string;
 
-/** A fastify app with zod validation and vmlink's one error mapping (kind -> HTTP status). */
-export function createHttpApp(): FastifyInstance {
+/** TLS of a server: its key and certificate, the CA, and whether clients must present a certificate. */
+export interface ServerTls {
+  key: string;
+  cert: string;
+  ca: string;
+  /** Ask clients for a certificate chained to `ca` (checked per request, so a refusal is an answer, not a reset). */
+  requestCert?: boolean;
+}
+
+/** A fastify app with zod validation and vmlink's one error mapping (kind -> HTTP status); HTTPS with `tls`. */
+export function createHttpApp(tls?: ServerTls): FastifyInstance {
   const app = Fastify({
+    ...(tls
+      ? {
+          https: {
+            key: tls.key,
+            cert: tls.cert,
+            ca: tls.ca,
+            requestCert: tls.requestCert ?? false,
+            // Judged per request by `requireClientCert`, which answers 401 naming why.
+            rejectUnauthorized: false,
+            minVersion: 'TLSv1.3' as const,
+          },
+        }
+      : {}),
     // Request logs are info-level noise: the HTTP layer logs warnings and errors only.
     loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: HTTP_BODY_MAX_BYTES,
-  });
+  }) as unknown as FastifyInstance;
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler((err, _req, reply) => {
