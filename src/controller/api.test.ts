@@ -1,9 +1,16 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
 import { errorStatus } from '../shared/errors.js';
+import { generateKeyPair } from '../shared/tls.js';
+import { createCsr } from '../shared/x509.js';
+import { setAgentTrust } from './agents.js';
 import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
+import { HostCredentials } from './pki/service.js';
 import { SqliteStore } from './store/sqlite.js';
 import { TaskManager } from './tasks.js';
 import { DoctorReportSchema } from './wire.js';
@@ -17,14 +24,42 @@ describe('controller API', () => {
   let app: FastifyInstance;
   let tcp: FastifyInstance;
   const tasks = new TaskManager();
+  const pkiDir = mkdtempSync(join(tmpdir(), 'vmlink-api-pki-'));
   beforeAll(async () => {
-    const controller = new Controller(new SqliteStore(':memory:'), new RecordingRunner());
+    const credentials = await HostCredentials.open(pkiDir);
+    const controller = new Controller(new SqliteStore(':memory:'), new RecordingRunner(), { credentials });
     app = await createControllerApi(controller, tasks);
     tcp = await createControllerApi(controller, tasks, { token: 's3cret' });
   });
   afterAll(async () => {
+    setAgentTrust(undefined);
     await app.close();
     await tcp.close();
+    rmSync(pkiDir, { recursive: true, force: true });
+  });
+
+  it('opens only the CA and the join route without the user token; a join token is spent once', async () => {
+    const ca = await tcp.inject({ method: 'GET', url: '/v1/pki/ca' });
+    expect(ca.statusCode).toBe(200);
+    expect(ca.json().fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    const url = '/v1/hosts/host1/join-token';
+    expect((await tcp.inject({ method: 'POST', url, payload: {} })).statusCode).toBe(401);
+    const t = await tcp.inject({
+      method: 'POST',
+      url,
+      payload: {},
+      headers: { authorization: 'Bearer s3cret' },
+    });
+    expect(t.statusCode).toBe(200);
+    expect(t.json().caFingerprint).toBe(ca.json().fingerprint);
+    const csr = await createCsr('host1', await generateKeyPair());
+    const payload = { host: 'host1', token: t.json().token, csr };
+    const joined = await tcp.inject({ method: 'POST', url: '/v1/join', payload });
+    expect(joined.statusCode).toBe(200);
+    expect(joined.json().ca).toBe(ca.json().ca);
+    const again = await tcp.inject({ method: 'POST', url: '/v1/join', payload });
+    expect(again.statusCode).toBe(401);
+    expect(again.json().error.message).toMatch(/join of host host1 refused: the token was already used/);
   });
 
   it('serves an OpenAPI document describing its routes', async () => {
