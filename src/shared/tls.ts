@@ -2,7 +2,7 @@
 // subject (`O=vmlink, OU=<role>, CN=<name>`), keys made where they are used (ECDSA P-256), PEM files on disk.
 import { createHash, createPrivateKey, createPublicKey, webcrypto, X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { InvalidRequestError } from './errors.js';
 import { readFileCappedSync, writeFileAtomicSync } from './state-file.js';
@@ -130,14 +130,23 @@ export function readCredentials(dir: string): TlsCredentials | undefined {
   return { key: read(f.key), cert: read(f.cert), ca: read(f.ca) };
 }
 
-/** Writes a credential directory (0700; key 0600), each file atomically. */
+/** Writes a credential directory (0700; key 0600), each file atomically; missing parents are made 0755. */
 export function writeCredentials(dir: string, c: TlsCredentials): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+  privateDir(dir);
   const f = credentialFiles(dir);
   writeFileAtomicSync(f.key, c.key, { mode: 0o600 });
   writeFileAtomicSync(f.cert, c.cert, { mode: 0o644 });
   writeFileAtomicSync(f.ca, c.ca, { mode: 0o644 });
+}
+
+/**
+ * Makes `dir` 0700, its missing parents 0755: a parent such as a lab host's state dir must stay traversable (its
+ * VMs' QEMU identities reach their files through it).
+ */
+export function privateDir(dir: string): void {
+  mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
 }
 
 /** Checks that `cert` belongs to `keyPem`'s key and chains to `ca`; fails naming `what`. */

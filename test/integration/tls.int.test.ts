@@ -105,6 +105,8 @@ it('keeps the CA key 0600 in the state dir and no bearer token anywhere in the l
     0o600,
   );
   expect(existsSync(join(env.VMLINK_RUN_DIR, 'lab', LAB, 'agent.token'))).toBe(false);
+  // The host's state dir stays traversable for its VMs' QEMU identities.
+  expect(statSync(join(env.VMLINK_STATE_DIR, 'lab', LAB, 'host1')).mode & 0o011).toBe(0o011);
 });
 
 it('sends no cleartext on the lab LAN while heartbeats and an apply run', async () => {

@@ -11,6 +11,7 @@ import {
   identityOf,
   issuedBy,
   peerMismatch,
+  writeCredentials,
 } from '../../shared/tls.js';
 import { createCsr } from '../../shared/x509.js';
 import { JoinTokens } from './join.js';
@@ -84,6 +85,17 @@ describe('Pki', () => {
       role: 'controller',
       name: CONTROLLER_NAME,
     });
+  });
+
+  it("writes a host's credentials 0700/0600 and leaves the parents it makes traversable (0755)", async () => {
+    const pki = await Pki.open(freshDir());
+    const dir = join(root, 'state', 'lab', 'x', 'host1', 'tls');
+    const { serial: _s, ...creds } = await pki.issueLabHost('host1');
+    writeCredentials(dir, creds);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, 'key.pem')).mode & 0o777).toBe(0o600);
+    const parents = ['state', 'state/lab', 'state/lab/x', 'state/lab/x/host1'].map((p) => join(root, p));
+    for (const parent of parents) expect(statSync(parent).mode & 0o011, parent).toBe(0o011);
   });
 
   it("a certificate of another CA is not this CA's", async () => {

@@ -2,7 +2,7 @@
 // certificate per host bound to the host's name, the controller's own, and records which serial each host holds and
 // which serials are revoked.
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidRequestError } from '../../shared/errors.js';
 import { readFileCappedSync, writeFileAtomicSync } from '../../shared/state-file.js';
@@ -14,6 +14,7 @@ import {
   generateKeyPair,
   KEY_ALGORITHM,
   normalSerial,
+  privateDir,
   readCredentials,
   subjectOf,
   type TlsCredentials,
@@ -53,8 +54,7 @@ export class Pki {
 
   /** Opens the CA in `dir`, creating it (and the directory, 0700) at the first start. */
   static async open(dir: string): Promise<Pki> {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chmodSync(dir, 0o700);
+    privateDir(dir);
     const keyFile = join(dir, 'ca.key');
     const certFile = join(dir, 'ca.pem');
     if (!existsSync(keyFile) || !existsSync(certFile)) {
