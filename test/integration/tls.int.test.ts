@@ -251,6 +251,16 @@ it('revokes a host that leaves the spec: the controller refuses its certificate 
     kind: 'unauthorized',
     message: expect.stringMatching(/agent of host2 .*was revoked .*left the spec/),
   });
+  // And an agent refuses it too: presented as a client to host1's agent, host2's revoked certificate opens nothing.
+  const host2 = readCredentials(join(env.VMLINK_STATE_DIR, 'lab', LAB, 'host2', 'tls'))!;
+  const asHost2 = new HttpClient(`https+unix://${relaySocket('host1')}`, {
+    name: 'agent of host1',
+    tls: { ca: host2.ca, key: host2.key, cert: host2.cert },
+  });
+  await expect(asHost2.get('/v1/health', AgentHealthSchema)).rejects.toMatchObject({
+    kind: 'unauthorized',
+    message: expect.stringMatching(/agent of host1 refused the client: .*names host "host2", not controller/),
+  });
   const events = await cliJson<Array<{ kind: string; message: string }>>(['events'], env);
   expect(events.some((e) => e.kind === 'host.revoked' && e.message.startsWith('host2'))).toBe(true);
 });
