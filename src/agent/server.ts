@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -168,8 +167,8 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
         // A stopped-and-deleted VM has no console; a stopped one still has its log.
         if ((await agent.hypervisor.config(req.params.name)) === undefined) throw e;
       });
-      const logPath = agent.hypervisor.consolePath(req.params.name).replace(/console\.sock$/, 'console.log');
-      const text = await readFile(logPath, 'utf8').catch(() => '');
+      // The driver reads its log without following links, and only its tail.
+      const text = await agent.hypervisor.consoleTail(req.params.name, req.query.tail * 4);
       return { log: text.slice(-req.query.tail) };
     },
   );

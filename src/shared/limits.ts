@@ -195,3 +195,14 @@ export const QMP_MESSAGE_MAX_BYTES = 4 * 1024 * 1024;
 export const GUEST_AGENT_MESSAGE_MAX_BYTES = 16 * 1024 * 1024;
 /** Most output (stdout and stderr each) vmlink keeps of one host command before it kills it. */
 export const COMMAND_OUTPUT_MAX_BYTES = 64 * 1024 * 1024;
+
+// A jailed QEMU (one per VM).
+
+/** Open descriptors one QEMU may hold (RLIMIT_NOFILE): disks, taps, sockets, event fds. */
+export const QEMU_MAX_OPEN_FILES = 4_096;
+/** Threads one VM's QEMU may run (RLIMIT_NPROC, per VM uid; pids.max of its cgroup). */
+export const QEMU_MAX_TASKS = 1_024;
+/** A VM's console log (and QEMU's own log) beyond which the agent rotates it to `.1`. */
+export const VM_LOG_MAX_BYTES = 1 << 20;
+/** How often the agent checks its VMs' logs against `VM_LOG_MAX_BYTES`. */
+export const VM_LOG_CHECK_INTERVAL_MS = 5_000;

@@ -45,4 +45,6 @@ export interface HypervisorDriver {
   guestInterfaces(name: string): Promise<GuestInterface[]>;
   /** Path of the VM's serial console unix socket. */
   consolePath(name: string): string;
+  /** The last `maxBytes` of the VM's serial console log; a planted link or FIFO is refused (`UnsafeFileError`). */
+  consoleTail(name: string, maxBytes: number): Promise<string>;
 }

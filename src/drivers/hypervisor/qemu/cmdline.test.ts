@@ -133,12 +133,13 @@ describe('testGuestAppend', () => {
 });
 
 describe('paths', () => {
-  it('puts QEMU-writable files in run/ and the rest in the VM directory', () => {
+  it('puts QEMU-created files in run/ and the rest (logs included) in the VM directory', () => {
     const p = vmPaths('/s', 'v');
-    expect([p.qmpSocket, p.pidfile, p.consoleLog]).toEqual([
-      '/s/vms/v/run/qmp.sock',
-      '/s/vms/v/run/qemu.pid',
-      '/s/vms/v/run/console.log',
+    expect([p.qmpSocket, p.pidfile]).toEqual(['/s/vms/v/run/qmp.sock', '/s/vms/v/run/qemu.pid']);
+    expect([p.consoleLog, p.qemuLog, p.jailRoot]).toEqual([
+      '/s/vms/v/console.log',
+      '/s/vms/v/qemu.log',
+      '/s/vms/v/jail',
     ]);
     expect([p.configFile, p.disk('d'), p.rootDisk]).toEqual([
       '/s/vms/v/config.json',

@@ -9,6 +9,8 @@ export const TEST_GUEST_APPEND = 'console=ttyS0 quiet panic=-1';
 export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 /** File descriptor of the first tap, as vmlink-launch places them. */
 export const FIRST_TAP_FD = 3;
+/** QEMU fdset of the console log the launcher opened (after the taps); the chardev writes to /dev/fdset/1. */
+export const CONSOLE_LOG_FDSET = 1;
 /** NIC slots per VM (the spec's maximum of NICs): one PCIe root port each, created at boot for hot-plug. */
 export const NIC_SLOTS = 8;
 /** PCI slot on pcie.0 of the root port of NIC slot 0; slot i sits at FIRST_NIC_PCI_SLOT + i. */
@@ -22,16 +24,23 @@ export function nicSlot(i: number): { port: string; device: string; netdev: stri
   return { port: `nicport${i}`, device: `nic${i}`, netdev: `net${i}`, fdname: `tap${i}` };
 }
 
-/** Where a VM's files live. `runDir` belongs to the QEMU user (sockets, pidfile, console log). */
+/**
+ * Where a VM's files live. `vmDir` is root's (QEMU cannot add, remove or swap entries in it); `runDir` is the only
+ * place QEMU creates files (sockets, pidfile); disks and seed belong to the VM's uid; logs are root's, handed to
+ * QEMU as descriptors.
+ */
 export interface VmPaths {
   vmDir: string;
   runDir: string;
+  /** Empty root-owned directory the launcher mounts the jail's root on (in QEMU's own mount namespace). */
+  jailRoot: string;
   pidfile: string;
   qmpSocket: string;
   /** A second QMP monitor for the agent's fd helper (a descriptor passed with getfd lives in its monitor). */
   qmpFdSocket: string;
   qgaSocket: string;
   consoleSocket: string;
+  /** The serial console's log, root's: the launcher opens it for appending and QEMU gets the descriptor. */
   consoleLog: string;
   /** QEMU's own stdout/stderr (and the launcher's), written by the agent. */
   qemuLog: string;
@@ -52,12 +61,13 @@ export function vmPaths(stateDir: string, name: string): VmPaths {
   return {
     vmDir,
     runDir,
+    jailRoot: `${vmDir}/jail`,
     pidfile: `${runDir}/qemu.pid`,
     qmpSocket: `${runDir}/qmp.sock`,
     qmpFdSocket: `${runDir}/qmp-fd.sock`,
     qgaSocket: `${runDir}/qga.sock`,
     consoleSocket: `${runDir}/console.sock`,
-    consoleLog: `${runDir}/console.log`,
+    consoleLog: `${vmDir}/console.log`,
     qemuLog: `${vmDir}/qemu.log`,
     configFile: `${vmDir}/config.json`,
     rootDisk: `${vmDir}/root.qcow2`,
@@ -173,7 +183,12 @@ export function assertQemuSafePath(path: string): void {
     throw new Error(`path ${JSON.stringify(path)} must not contain commas or spaces (QEMU options)`);
 }
 
-/** The full QEMU argv (binary first) for a VM; taps are expected on fd 3, 4, ... in NIC order. */
+/** Descriptor of the console log: the launcher places it right after the NICs' taps. */
+export function consoleLogFd(cfg: VmConfig): number {
+  return FIRST_TAP_FD + cfg.nics.length;
+}
+
+/** The full QEMU argv (binary first) for a VM; taps are expected on fd 3, 4, ... in NIC order, then the console log. */
 export function buildQemuArgv(input: CmdlineInput): string[] {
   const { config: cfg, accel, paths: p } = input;
   const argv = [
@@ -202,8 +217,11 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     `unix:${p.qmpSocket},server=on,wait=off`,
     '-qmp',
     `unix:${p.qmpFdSocket},server=on,wait=off`,
+    // QEMU cannot open, replace or grow beyond the agent's cap a log it only holds a descriptor of.
+    '-add-fd',
+    `fd=${consoleLogFd(cfg)},set=${CONSOLE_LOG_FDSET}`,
     '-chardev',
-    `socket,id=serial0,path=${p.consoleSocket},server=on,wait=off,logfile=${p.consoleLog}`,
+    `socket,id=serial0,path=${p.consoleSocket},server=on,wait=off,logfile=/dev/fdset/${CONSOLE_LOG_FDSET},logappend=on`,
     '-serial',
     'chardev:serial0',
     '-device',

@@ -65,20 +65,31 @@ const driver = (runner: RecordingRunner, stateDir: string) =>
     imagesDir,
     accelerator: 'tcg',
     launcherPath: '/nonexistent/vmlink-launch',
+    vmIdRange: { first: FIRST_ID, count: 16 },
   });
+
+/** First id of the VM range these tests use (far above any /etc/passwd entry). */
+const FIRST_ID = 0x7000_0000;
 
 // Creating a VM chowns its directory to the QEMU user, which needs root; CI runs as root.
 describe.runIf(isRoot)('QemuDriver.create', () => {
-  it('lays out the VM directory for an unprivileged QEMU and records its argv', async () => {
+  it('lays out the VM directory for its own jailed QEMU identity and records its argv', async () => {
     const stateDir = join(root, 's1');
     const r = new FakeRunner();
     const d = driver(r, stateDir);
     await d.create(cfg, 'h1');
     const p = vmPaths(stateDir, 'web1');
+    // Root's directory (QEMU cannot add, remove or swap entries); only the VM's own group may enter it.
     const vmDir = await stat(p.vmDir);
-    expect([vmDir.mode & 0o777, vmDir.uid, vmDir.gid]).toEqual([0o750, 0, 995]);
+    expect([vmDir.mode & 0o777, vmDir.uid, vmDir.gid]).toEqual([0o710, 0, FIRST_ID]);
     const runDir = await stat(p.runDir);
-    expect([runDir.mode & 0o777, runDir.uid, runDir.gid]).toEqual([0o700, 995, 995]);
+    expect([runDir.mode & 0o777, runDir.uid, runDir.gid]).toEqual([0o700, FIRST_ID, FIRST_ID]);
+    const jail = await stat(p.jailRoot);
+    expect([jail.mode & 0o777, jail.uid, jail.gid]).toEqual([0o700, 0, 0]);
+    expect(await d.identity('web1')).toEqual({ uid: FIRST_ID, gid: FIRST_ID, groups: [995] });
+    expect(JSON.parse(await readFile(join(stateDir, 'vm-ids.json'), 'utf8'))).toEqual({
+      vms: { web1: FIRST_ID },
+    });
     expect(r.lines()).toContain(`qemu-img create -q -f qcow2 ${p.disk('data')} 8M`);
     const stored = JSON.parse(await readFile(p.configFile, 'utf8')) as StoredVm;
     expect(stored).toEqual({
@@ -149,8 +160,24 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
     expect(await readFile(`${p.seedDir}/meta-data`, 'utf8')).toMatch(
       /^instance-id: "db1-[0-9a-f]{12}"\nlocal-hostname: "db1"\n$/,
     );
+    // The seed is the VM's alone (a fake qemu-img made no overlay file here).
     const iso = await stat(p.seedIso);
-    expect([iso.mode & 0o777, iso.gid]).toEqual([0o640, 995]);
+    expect([iso.mode & 0o777, iso.uid, iso.gid]).toEqual([0o600, FIRST_ID, FIRST_ID]);
+  });
+
+  it('gives each VM its own uid, and frees it when the VM is deleted', async () => {
+    const stateDir = join(root, 's-ids');
+    const d = driver(new FakeRunner(), stateDir);
+    await d.create({ ...cfg, name: 'a1' }, 'h');
+    await d.create({ ...cfg, name: 'b1' }, 'h');
+    const a = await d.identity('a1');
+    const b = await d.identity('b1');
+    expect([a.uid, b.uid]).toEqual([FIRST_ID, FIRST_ID + 1]);
+    expect((await stat(vmPaths(stateDir, 'b1').runDir)).uid).toBe(FIRST_ID + 1);
+    await d.delete('a1');
+    expect(await d.ids.all()).toEqual({ b1: FIRST_ID + 1 });
+    await d.create({ ...cfg, name: 'c1' }, 'h');
+    expect((await d.identity('c1')).uid).toBe(FIRST_ID); // the freed id is handed out again
   });
 
   it('refuses a base image the QEMU user cannot read', async () => {
@@ -160,7 +187,7 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
       image: { kind: 'qcow2', path: join(root, 'secret.qcow2'), cloudInit: { sshAuthorizedKeys: [] } },
     };
     await expect(driver(new FakeRunner(), join(root, 's3')).create(vm, 'h')).rejects.toThrow(
-      /not readable by vmlink-qemu/,
+      new RegExp(`not readable by VM web1's QEMU \\(uid ${FIRST_ID}\\)`),
     );
   });
 
@@ -192,6 +219,7 @@ describe('QemuDriver without VMs', () => {
     expect(await d.list()).toEqual([]);
     expect(await d.config('nope')).toBeUndefined();
     expect(d.consolePath('web1')).toBe(`${join(root, 'empty')}/vms/web1/run/console.sock`);
+    expect(await d.consoleTail('web1', 100)).toBe('');
   });
 
   it('asks for a launcher build before starting', async () => {

@@ -1,5 +1,6 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import {
@@ -14,8 +15,12 @@ import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   GUEST_STATIC_IP_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
+  QEMU_MAX_OPEN_FILES,
+  QEMU_MAX_TASKS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
+  VM_LOG_CHECK_INTERVAL_MS,
+  VM_LOG_MAX_BYTES,
   VM_POWERDOWN_TIMEOUT_MS,
   VM_QUIT_TIMEOUT_MS,
   VM_START_TIMEOUT_MS,
@@ -33,6 +38,7 @@ import {
   waitExited,
 } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
+import { readTail, removeTree, rotateLog } from '../../../shared/safe-file.js';
 import { readAppended } from '../../../shared/state-file.js';
 import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
@@ -41,17 +47,20 @@ import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
+import { CGROUP_ROOT, isCgroupV2, prepareVmCgroup, removeVmCgroup } from './cgroup.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
 import { GuestAgents } from './guest-agent.js';
 import { applySlotChanges, hasHotplugSlots, nicSlotChanges, onlyNicsDiffer } from './hotplug.js';
+import { type IdRange, type VmIdentity, VmIds } from './identity.js';
+import { jailSpec, LD_CACHE } from './jail.js';
 import {
   assertLauncher,
   assertQmpFdHelper,
   DEFAULT_QEMU_BINARY,
   DEFAULT_QEMU_USER,
   defaultLauncherPath,
-  launchArgv,
+  jailedLaunchArgv,
   lookupQemuUser,
   type QemuUser,
   qmpFdHelperBeside,
@@ -86,6 +95,14 @@ export interface QemuDriverOptions {
   qmpFdHelperPath?: string;
   /** How long a NIC unplug waits for the guest to release the device (default 30 s). */
   unplugTimeoutMs?: number;
+  /** Range the VMs' own uids/gids come from (default `DEFAULT_VM_ID_RANGE`). */
+  vmIdRange?: IdRange;
+  /** Size past which a VM's console log and QEMU log are rotated (default `VM_LOG_MAX_BYTES`). */
+  logMaxBytes?: number;
+  /** How often those logs are checked (default `VM_LOG_CHECK_INTERVAL_MS`). */
+  logCheckIntervalMs?: number;
+  /** The cgroup v2 mount per-VM cgroups go under, when it is one (default /sys/fs/cgroup). */
+  cgroupRoot?: string;
 }
 
 /** How a stop ended. */
@@ -129,6 +146,11 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
   private user: Promise<QemuUser> | undefined;
+  private kvmGid: Promise<number | undefined> | undefined;
+  private cgroupV2: Promise<boolean> | undefined;
+  private logTimer: NodeJS.Timeout | undefined;
+  /** Each VM's own uid/gid, recorded in `<stateDir>/vm-ids.json`. */
+  readonly ids: VmIds;
   private readonly qmps = new Map<string, Promise<QmpClient>>();
   private readonly locks = new KeyedQueue();
   private readonly guests = new GuestAgents({
@@ -146,6 +168,10 @@ export class QemuDriver implements HypervisorDriver {
     this.userName = opts.qemuUser ?? DEFAULT_QEMU_USER;
     this.qemuBinary = opts.qemuBinary ?? DEFAULT_QEMU_BINARY;
     this.storage = opts.storage ?? storageDrivers.dir({ runner: opts.runner });
+    this.ids = new VmIds({
+      file: `${this.stateDir}/vm-ids.json`,
+      ...(opts.vmIdRange ? { range: opts.vmIdRange } : {}),
+    });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
   }
@@ -161,6 +187,25 @@ export class QemuDriver implements HypervisorDriver {
       });
     }
     return this.user;
+  }
+
+  /**
+   * The ids VM `name`'s QEMU runs as: its own uid and gid (allocated and recorded on first use), with the shared
+   * QEMU group (base images may be readable by it) and `kvm` (for /dev/kvm on stock Debian) as supplementary groups.
+   */
+  async identity(name: string): Promise<VmIdentity> {
+    const shared = (await this.qemuUser()).gid;
+    const id = await this.ids.allocate(name);
+    const kvm = await this.kvmGroup();
+    return { uid: id, gid: id, groups: [shared, ...(kvm === undefined ? [] : [kvm])] };
+  }
+
+  private kvmGroup(): Promise<number | undefined> {
+    this.kvmGid ??= this.runner.run(['getent', 'group', 'kvm'], { allowFailure: true }).then((r) => {
+      const gid = Number(r.stdout.split(':')[2]);
+      return r.code === 0 && Number.isInteger(gid) && gid > 0 ? gid : undefined;
+    });
+    return this.kvmGid;
   }
 
   async accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
@@ -182,6 +227,7 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Connects to every VM that still runs (pidfile + QMP) and keeps the connection; starts and kills nothing. Returns their names. */
   async adoptVms(): Promise<string[]> {
+    this.watchLogs();
     const adopted: string[] = [];
     for (const name of await this.names()) {
       const pid = await this.livePid(name);
@@ -198,6 +244,8 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Closes the driver's QMP connections (QEMU keeps running). */
   async close(): Promise<void> {
+    if (this.logTimer) clearInterval(this.logTimer);
+    this.logTimer = undefined;
     for (const p of this.qmps.values()) p.then((c) => c.close()).catch(() => {});
     this.qmps.clear();
   }
@@ -219,42 +267,37 @@ export class QemuDriver implements HypervisorDriver {
       if (old && (await this.livePid(cfg.name)) !== undefined) {
         throw new InvalidStateError(`reconfiguring VM ${cfg.name} requires it stopped`, `vm/${cfg.name}`);
       }
-      const user = await this.qemuUser();
-      const owner = { uid: 0, gid: user.gid };
+      const id = await this.identity(cfg.name);
+      const who = `VM ${cfg.name}'s QEMU (uid ${id.uid})`;
+      const access = { uid: id.uid, groups: [id.gid, ...id.groups] };
+      const owner = { uid: id.uid, gid: id.gid };
       ctx?.progress?.(`creating VM ${cfg.name} in ${p.vmDir}`);
       await mkdir(`${this.stateDir}/vms`, { recursive: true, mode: 0o711 });
-      // QEMU must traverse to its run directory; the state dir itself is the agent's to set up.
-      if (!userCanAccess(`${this.stateDir}/vms`, user, 'x')) {
+      // QEMU's jail binds its directory from the host: the agent still opens it by path there.
+      if (!userCanAccess(`${this.stateDir}/vms`, access, 'x')) {
         throw new UnsupportedError(
-          `${this.stateDir}/vms is not traversable by ${user.name}: give ${this.stateDir} and its parents o+x (chmod 711)`,
+          `${this.stateDir}/vms is not traversable by ${who}: give ${this.stateDir} and its parents o+x (chmod 711)`,
         );
       }
-      await mkdir(p.vmDir, { recursive: true, mode: 0o750 });
-      await chown(p.vmDir, 0, user.gid);
-      await chmod(p.vmDir, 0o750); // group may enter and read disks, not create or replace files
-      await mkdir(p.runDir, { recursive: true, mode: 0o700 });
-      await chown(p.runDir, user.uid, user.gid);
-      await chmod(p.runDir, 0o700); // QEMU's own: pidfile, sockets, console log
+      await this.prepareDirs(cfg.name, id);
 
       if (cfg.image.kind === 'test-guest') {
         for (const f of ['vmlinuz', 'initrd.img']) {
           const path = `${this.imagesDir}/test-guest/${f}`;
-          if (!userCanAccess(path, user, 'r')) {
+          if (!userCanAccess(path, access, 'r')) {
             throw new UnsupportedError(
-              `${path} is missing or not readable by ${user.name}: build the test guest (npm run setup)`,
+              `${path} is missing or not readable by ${who}: build the test guest (npm run setup)`,
             );
           }
         }
       } else {
-        if (!userCanAccess(cfg.image.path, user, 'r')) {
+        if (!userCanAccess(cfg.image.path, access, 'r')) {
           throw new UnsupportedError(
-            `base image ${cfg.image.path} is missing or not readable by ${user.name} (QEMU runs as it): chmod o+r, or give it group ${user.name}`,
+            `base image ${cfg.image.path} is missing or not readable by ${who}: chmod o+r, or give it group ${this.userName}`,
           );
         }
         await this.storage.createOverlay({ name: 'root', dir: p.vmDir, base: cfg.image.path, owner }, ctx);
         await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, p.seedIso);
-        await chown(p.seedIso, 0, user.gid);
-        await chmod(p.seedIso, 0o640);
       }
       for (const d of cfg.disks) {
         await this.storage.createVolume(
@@ -262,6 +305,7 @@ export class QemuDriver implements HypervisorDriver {
           ctx,
         );
       }
+      await this.ownVmFiles(cfg, id);
       const { accelerator } = await this.accelerator();
       // NICs the VM had keep their PCI slots across a reconfiguration.
       const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
@@ -326,11 +370,11 @@ export class QemuDriver implements HypervisorDriver {
       // A cloud image reads its NICs from the seed at its next boot: write a new seed beside the one QEMU has open
       // (a new inode, so the running guest's disk does not change under it).
       if (cfg.image.kind === 'qcow2') {
-        const user = await this.qemuUser();
+        const id = await this.identity(name);
         const next = `${p.seedIso}.next`;
         await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, next);
-        await chown(next, 0, user.gid);
-        await chmod(next, 0o640);
+        await chown(next, id.uid, id.gid);
+        await chmod(next, 0o600);
         await rename(next, p.seedIso);
       }
       // A later restart or an adopting agent sees the same devices: the stored command line follows.
@@ -374,16 +418,54 @@ export class QemuDriver implements HypervisorDriver {
       if ((await this.livePid(name)) !== undefined)
         throw new InvalidStateError(`start requires stopped: VM ${name} is running`, `vm/${name}`);
       assertLauncher(this.launcher);
-      const user = await this.qemuUser();
+      const id = await this.identity(name);
       const p = this.paths(name);
+      // VMs created before per-VM identities (or by an older vmlink) are brought to today's layout here.
+      await this.prepareDirs(name, id);
+      await this.ownVmFiles(vm.config, id);
+      const qemuArgv = buildQemuArgv({
+        config: vm.config,
+        accel: vm.accel,
+        paths: p,
+        imagesDir: this.imagesDir,
+        qemuBinary: this.qemuBinary,
+        ...(vm.nicSlots ? { nicSlots: vm.nicSlots } : {}),
+      });
+      if (JSON.stringify(qemuArgv) !== JSON.stringify(vm.argv))
+        await this.writeStored(name, { ...vm, argv: qemuArgv });
       await this.dropQmp(name);
-      for (const f of [p.pidfile, p.qmpSocket, p.qgaSocket, p.consoleSocket]) await rm(f, { force: true });
-      const argv = launchArgv(
+      // Unlinking in the run directory never follows a link: only the last component is QEMU's.
+      for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])
+        await rm(f, { force: true });
+      await this.rotateLogs(name);
+      const cgroup = (await this.hasCgroupV2())
+        ? await prepareVmCgroup(
+            name,
+            { memoryMiB: vm.config.memoryMiB, cpus: vm.config.cpus, pids: QEMU_MAX_TASKS },
+            this.opts.cgroupRoot ?? CGROUP_ROOT,
+          )
+        : undefined;
+      const argv = jailedLaunchArgv(
         this.launcher,
-        user.name,
-        vm.config.nics.map((n) => n.tap),
-        vm.argv,
+        {
+          identity: id,
+          taps: vm.config.nics.map((n) => n.tap),
+          appendFiles: [p.consoleLog],
+          jail: jailSpec({
+            config: vm.config,
+            paths: p,
+            accel: vm.accel,
+            imagesDir: this.imagesDir,
+            qemuBinary: this.qemuBinary,
+            ldCache: existsSync(LD_CACHE),
+          }),
+          ...(cgroup ? { cgroup } : {}),
+          maxOpenFiles: QEMU_MAX_OPEN_FILES,
+          maxTasks: QEMU_MAX_TASKS,
+        },
+        qemuArgv,
       );
+      this.watchLogs();
       ctx?.progress?.(`starting VM ${name}`);
       const pid = await this.runner.spawnDetached(argv, {
         ...(this.opts.netns ? { netns: this.opts.netns } : {}),
@@ -476,6 +558,8 @@ export class QemuDriver implements HypervisorDriver {
   private async cleaned(name: string, outcome: StopOutcome): Promise<StopOutcome> {
     await this.dropQmp(name);
     await rm(this.paths(name).pidfile, { force: true });
+    if (await this.hasCgroupV2())
+      await removeVmCgroup(name, this.opts.cgroupRoot ?? CGROUP_ROOT).catch(() => {});
     return outcome;
   }
 
@@ -485,7 +569,12 @@ export class QemuDriver implements HypervisorDriver {
       if (!(await exists(p.vmDir))) return;
       await this.stopLocked(name, { force: true }, ctx);
       ctx?.progress?.(`removing ${p.vmDir}`);
-      await rm(p.vmDir, { recursive: true, force: true });
+      // With QEMU gone no process of the VM's uid is left; taking its run directory back means none could
+      // reach inside again while the tree is walked (a swapped link is then removed, never followed).
+      await chown(p.runDir, 0, 0).catch(() => {});
+      await chmod(p.runDir, 0o700).catch(() => {});
+      await removeTree(p.vmDir);
+      await this.ids.free(name);
     });
   }
 
@@ -503,10 +592,14 @@ export class QemuDriver implements HypervisorDriver {
     const pid = await this.livePid(name);
     let state: VmPowerState = 'stopped';
     if (pid === undefined) {
-      const left = await readPidfile(this.paths(name).pidfile);
+      const pidfile = this.paths(name).pidfile;
+      const left = await readPidfile(pidfile);
       if (left !== undefined) {
         state = 'crashed';
         problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
+      } else if ((await lstat(pidfile).catch(() => undefined))?.isFile() === false) {
+        // QEMU's uid owns the run directory: a link or FIFO there is refused, and said.
+        problems.push(`${pidfile} is not a regular file: refused`);
       }
     } else {
       state = 'running';
@@ -560,10 +653,82 @@ export class QemuDriver implements HypervisorDriver {
     return this.paths(name).consoleSocket;
   }
 
+  /** The last `maxBytes` of VM `name`'s console log (its rotated part first); links and FIFOs are refused. */
+  async consoleTail(name: string, maxBytes: number): Promise<string> {
+    const log = this.paths(name).consoleLog;
+    const now = await readTail(log, maxBytes);
+    const left = maxBytes - Buffer.byteLength(now);
+    return left > 0 ? (await readTail(`${log}.1`, left)) + now : now;
+  }
+
+  /** Rotates VM `name`'s console and QEMU logs past the cap; returns the logs it rotated. */
+  async rotateLogs(name: string): Promise<string[]> {
+    const p = this.paths(name);
+    const max = this.opts.logMaxBytes ?? VM_LOG_MAX_BYTES;
+    const rotated: string[] = [];
+    for (const log of [p.consoleLog, p.qemuLog]) {
+      try {
+        if (await rotateLog(log, max)) rotated.push(log);
+      } catch (e) {
+        logWarn(name, log, e);
+      }
+    }
+    return rotated;
+  }
+
+  // Checks every VM's logs now and then: QEMU appends to them through descriptors, so only the agent can cap them.
+  private watchLogs(): void {
+    if (this.logTimer) return;
+    this.logTimer = setInterval(() => {
+      void this.names().then(
+        (names) => Promise.all(names.map((n) => this.rotateLogs(n))),
+        () => {},
+      );
+    }, this.opts.logCheckIntervalMs ?? VM_LOG_CHECK_INTERVAL_MS);
+    this.logTimer.unref();
+  }
+
   // Internals.
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(key, fn);
+  }
+
+  private hasCgroupV2(): Promise<boolean> {
+    this.cgroupV2 ??= isCgroupV2(this.opts.cgroupRoot ?? CGROUP_ROOT);
+    return this.cgroupV2;
+  }
+
+  /**
+   * A VM's directories: its own directory root's (the VM's group may only enter it), the jail's mount point root's,
+   * the run directory the VM's alone (the only place QEMU creates files).
+   */
+  private async prepareDirs(name: string, id: VmIdentity): Promise<void> {
+    const p = this.paths(name);
+    await mkdir(p.vmDir, { recursive: true, mode: 0o710 });
+    await chown(p.vmDir, 0, id.gid);
+    await chmod(p.vmDir, 0o710);
+    await mkdir(p.jailRoot, { recursive: true, mode: 0o700 });
+    await chown(p.jailRoot, 0, 0);
+    await chmod(p.jailRoot, 0o700);
+    await mkdir(p.runDir, { recursive: true, mode: 0o700 });
+    await chown(p.runDir, id.uid, id.gid);
+    await chmod(p.runDir, 0o700);
+  }
+
+  /** Gives the VM's disks and seed to its own uid alone (0600); entries of its root-owned directory, never links. */
+  private async ownVmFiles(cfg: VmConfig, id: VmIdentity): Promise<void> {
+    const p = this.paths(cfg.name);
+    const files = [
+      ...(cfg.image.kind === 'qcow2' ? [p.rootDisk, p.seedIso] : []),
+      ...cfg.disks.map((d) => p.disk(d.name)),
+    ];
+    for (const f of files) {
+      const st = await lstat(f).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      await chown(f, id.uid, id.gid);
+      await chmod(f, 0o600);
+    }
   }
 
   // One kept QMP connection per VM (QEMU serves one QMP client at a time); reconnects after it closes.
@@ -622,11 +787,16 @@ export class QemuDriver implements HypervisorDriver {
     if (pid === undefined) return undefined;
     const id = await identify(pid);
     if (!id || !(await processMatches(pid, name))) return undefined;
-    // The pidfile is written by the QEMU user: trust it only for a process of that user.
-    const user = await this.qemuUser().catch(() => undefined);
+    // The pidfile is written by the VM's QEMU: trust it only for a process of that VM's own uid (VMs started
+    // before per-VM identities run as the shared QEMU user).
+    const expected = (await this.ids.get(name)) ?? (await this.qemuUser().catch(() => undefined))?.uid;
     const uid = await processUid(pid);
-    return user && uid !== user.uid ? undefined : id;
+    return expected === undefined || uid !== expected ? undefined : id;
   }
+}
+
+function logWarn(vm: string, path: string, e: unknown): void {
+  log.warn({ vm, path, err: (e as Error).message }, 'log not rotated');
 }
 
 async function exists(path: string): Promise<boolean> {

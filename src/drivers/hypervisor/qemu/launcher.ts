@@ -4,6 +4,8 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Runner } from '../../../exec/runner.js';
 import { UnsupportedError } from '../../../shared/errors.js';
+import type { VmIdentity } from './identity.js';
+import type { JailSpec } from './jail.js';
 
 /** Default name of the unprivileged user QEMU runs as. */
 export const DEFAULT_QEMU_USER = 'vmlink-qemu';
@@ -18,6 +20,8 @@ export const LAUNCH_EXIT = {
   68: 'privilege drop failed',
   69: 'privilege check failed',
   70: 'exec of QEMU failed',
+  73: 'jail or cgroup setup failed',
+  74: 'resource limits failed',
 } as const satisfies Record<number, string>;
 
 /** The unprivileged user QEMU runs as: ids and groups as /etc/passwd and /etc/group say. */
@@ -63,7 +67,11 @@ export async function lookupQemuUser(runner: Runner, name: string): Promise<Qemu
 }
 
 /** Whether `user` may open `path` for read (`r`), write (`w`) or traverse it (`x`), by mode bits along the whole path. */
-export function userCanAccess(path: string, user: QemuUser, want: 'r' | 'w' | 'rw' | 'x'): boolean {
+export function userCanAccess(
+  path: string,
+  user: Pick<QemuUser, 'uid' | 'groups'>,
+  want: 'r' | 'w' | 'rw' | 'x',
+): boolean {
   const abs = resolve(path);
   const parts = abs.split('/').filter(Boolean);
   const allows = (p: string, bits: number): boolean => {
@@ -95,7 +103,46 @@ export function launchArgv(
   return [launcher, '--user', user, ...taps.flatMap((t) => ['--tap', t]), '--', ...qemuArgv];
 }
 
-/** Explains a launcher exit status (64-70) or returns undefined for QEMU's own. */
+/** How one VM's QEMU is launched: its own ids, its taps and logs, its jail, cgroup and limits. */
+export interface JailedLaunch {
+  identity: VmIdentity;
+  taps: readonly string[];
+  /** Logs root opens for appending and hands over after the taps (QEMU: `-add-fd`). */
+  appendFiles: readonly string[];
+  jail: JailSpec;
+  /** cgroup v2 directory QEMU joins (absent where the host has none). */
+  cgroup?: string;
+  maxOpenFiles: number;
+  maxTasks: number;
+}
+
+/** argv that runs `qemuArgv` (binary first) jailed, as the VM's own uid/gid, with taps then logs on fd 3, 4, ... */
+export function jailedLaunchArgv(launcher: string, l: JailedLaunch, qemuArgv: readonly string[]): string[] {
+  return [
+    launcher,
+    '--uid',
+    String(l.identity.uid),
+    '--gid',
+    String(l.identity.gid),
+    ...l.identity.groups.flatMap((g) => ['--group', String(g)]),
+    ...l.taps.flatMap((t) => ['--tap', t]),
+    ...l.appendFiles.flatMap((f) => ['--append-file', f]),
+    '--jail',
+    l.jail.root,
+    ...l.jail.readOnly.flatMap((p) => ['--bind-ro', p]),
+    ...l.jail.readWrite.flatMap((p) => ['--bind-rw', p]),
+    ...l.jail.devices.flatMap((d) => ['--dev', d]),
+    ...(l.cgroup ? ['--cgroup', l.cgroup] : []),
+    '--nofile',
+    String(l.maxOpenFiles),
+    '--nproc',
+    String(l.maxTasks),
+    '--',
+    ...qemuArgv,
+  ];
+}
+
+/** Explains a launcher exit status (64-74) or returns undefined for QEMU's own. */
 export function describeLaunchExit(code: number): string | undefined {
   return (LAUNCH_EXIT as Record<number, string>)[code];
 }

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import type { VmConfig } from '../../../shared/model.js';
+import { vmPaths } from './cmdline.js';
+import { jailSpec } from './jail.js';
+import { jailedLaunchArgv } from './launcher.js';
+
+const cfg: VmConfig = {
+  name: 'web1',
+  cpus: 1,
+  memoryMiB: 128,
+  image: { kind: 'test-guest' },
+  disks: [],
+  nics: [{ network: 'n', backend: 'linux', bridge: 'b', tap: 'vlt-1', mac: '52:54:00:00:00:01', mtu: 1500 }],
+  state: 'running',
+};
+const paths = vmPaths('/var/lib/vmlink/agent', 'web1');
+const base = {
+  config: cfg,
+  paths,
+  imagesDir: '/img',
+  qemuBinary: '/usr/bin/qemu-system-x86_64',
+  ldCache: true,
+};
+
+describe('jailSpec', () => {
+  it('shows a test guest only /usr, the loader cache, its kernel and its own directory', () => {
+    expect(jailSpec({ ...base, accel: 'tcg' })).toEqual({
+      root: '/var/lib/vmlink/agent/vms/web1/jail',
+      readOnly: ['/usr', '/etc/ld.so.cache', '/img/test-guest'],
+      readWrite: ['/var/lib/vmlink/agent/vms/web1'],
+      devices: ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom'],
+    });
+  });
+
+  it('adds /dev/kvm under KVM, a qcow2 base image, and a QEMU installed outside /usr', () => {
+    const vm: VmConfig = {
+      ...cfg,
+      image: { kind: 'qcow2', path: '/images/deb.qcow2', cloudInit: { sshAuthorizedKeys: [] } },
+    };
+    const j = jailSpec({
+      ...base,
+      config: vm,
+      accel: 'kvm',
+      qemuBinary: '/opt/qemu/bin/qemu',
+      ldCache: false,
+    });
+    expect(j.readOnly).toEqual(['/usr', '/opt/qemu/bin', '/images/deb.qcow2']);
+    expect(j.devices).toContain('/dev/kvm');
+  });
+});
+
+describe('jailedLaunchArgv', () => {
+  it('passes numeric ids, taps, logs, the jail, the cgroup and the limits before the QEMU command', () => {
+    const jail = jailSpec({ ...base, accel: 'tcg' });
+    expect(
+      jailedLaunchArgv(
+        '/l',
+        {
+          identity: { uid: 7000, gid: 7000, groups: [995, 104] },
+          taps: ['vlt-1'],
+          appendFiles: [paths.consoleLog],
+          jail,
+          cgroup: '/sys/fs/cgroup/vmlink-vms/vm-web1',
+          maxOpenFiles: 4096,
+          maxTasks: 1024,
+        },
+        ['/usr/bin/qemu-system-x86_64', '-m', '128'],
+      ).join(' '),
+    ).toBe(
+      [
+        '/l --uid 7000 --gid 7000 --group 995 --group 104 --tap vlt-1',
+        `--append-file ${paths.consoleLog} --jail ${paths.jailRoot}`,
+        '--bind-ro /usr --bind-ro /etc/ld.so.cache --bind-ro /img/test-guest',
+        `--bind-rw ${paths.vmDir}`,
+        '--dev /dev/null --dev /dev/zero --dev /dev/full --dev /dev/random --dev /dev/urandom',
+        '--cgroup /sys/fs/cgroup/vmlink-vms/vm-web1 --nofile 4096 --nproc 1024',
+        '-- /usr/bin/qemu-system-x86_64 -m 128',
+      ].join(' '),
+    );
+  });
+});

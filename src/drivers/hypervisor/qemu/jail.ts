@@ -1,0 +1,48 @@
+// What a VM's QEMU sees in its jail (native/jail.h builds it): read-only system files and images, its own
+// directory read-write, a few device nodes. A pure function of the VM, so it is golden-testable.
+import { dirname } from 'node:path';
+import type { VmConfig } from '../../../shared/model.js';
+import type { VmPaths } from './cmdline.js';
+
+/** Device nodes every jailed QEMU gets; /dev/kvm joins them under KVM. */
+export const JAIL_DEVICES = ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom'] as const;
+/** The loader cache, bound when the host has one (glibc finds QEMU's libraries without a directory search). */
+export const LD_CACHE = '/etc/ld.so.cache';
+
+/** The launcher's view of a jail: where its root is mounted, and what is bound into it. */
+export interface JailSpec {
+  root: string;
+  readOnly: string[];
+  readWrite: string[];
+  devices: string[];
+}
+
+/** What `jailSpec` needs besides the VM's config and paths. */
+export interface JailInput {
+  config: VmConfig;
+  paths: VmPaths;
+  accel: 'kvm' | 'tcg';
+  imagesDir: string;
+  qemuBinary: string;
+  /** Whether the host has `/etc/ld.so.cache`. */
+  ldCache: boolean;
+}
+
+/**
+ * The jail of one VM: /usr (QEMU, its block modules and firmware), the loader cache, the VM's base image or the
+ * test guest's kernel read-only; the VM's directory read-write (the permissions inside decide what QEMU may write).
+ */
+export function jailSpec(input: JailInput): JailSpec {
+  const readOnly = ['/usr'];
+  if (input.ldCache) readOnly.push(LD_CACHE);
+  // A QEMU installed outside /usr (operators who build their own) comes with its directory.
+  if (!input.qemuBinary.startsWith('/usr/')) readOnly.push(dirname(input.qemuBinary));
+  const image = input.config.image;
+  readOnly.push(image.kind === 'qcow2' ? image.path : `${input.imagesDir}/test-guest`);
+  return {
+    root: input.paths.jailRoot,
+    readOnly,
+    readWrite: [input.paths.vmDir],
+    devices: [...JAIL_DEVICES, ...(input.accel === 'kvm' ? ['/dev/kvm'] : [])],
+  };
+}
