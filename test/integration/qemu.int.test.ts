@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,8 @@ const HOST_IP = '10.98.0.1';
 const GUEST_IP = '10.98.0.2';
 const VM = 'vltest-q1';
 const GUEST_DIR = '/var/lib/vmlink/images/test-guest';
+/** Console log cap of the test's driver: small, so a guest fills it in a second. */
+const LOG_CAP = 64 * 1024;
 
 const cfg: VmConfig = {
   name: VM,
@@ -79,6 +81,28 @@ async function gone(pid: number): Promise<boolean> {
   return false;
 }
 
+/** Runs argv as uid/gid `id` with no supplementary groups (what an escaped QEMU of that VM could do). */
+function asUid(id: number, argv: string[]) {
+  return runner.run(['setpriv', `--reuid=${id}`, `--regid=${id}`, '--clear-groups', ...argv], {
+    allowFailure: true,
+  });
+}
+
+/** Node one-liner that connects to the unix socket argv[1] and prints `connected` or the error code. */
+const CONNECT = [
+  '/usr/bin/node',
+  '-e',
+  "require('net').connect(process.argv[1]).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(1)})",
+];
+
+/** Mount points of a process (field 5 of /proc/PID/mountinfo). */
+async function mountPoints(pid: number): Promise<string[]> {
+  return (await readFile(`/proc/${pid}/mountinfo`, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ')[4]!);
+}
+
 async function cleanupNetns(): Promise<void> {
   await runner.run(['ip', 'netns', 'del', NS], { allowFailure: true });
 }
@@ -117,7 +141,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     for (const line of batch) await runner.run(['ip', '-n', NS, ...line.split(' ')]);
     stateDir = await mkdtemp(join(tmpdir(), 'vmlink-qemu-int-'));
     await chmod(stateDir, 0o711); // QEMU (vmlink-qemu) traverses to its run directory
-    driver = new QemuDriver({ runner, stateDir, netns: NS });
+    driver = new QemuDriver({ runner, stateDir, netns: NS, logMaxBytes: LOG_CAP, logCheckIntervalMs: 300 });
     accel = (await driver.accelerator()).accelerator;
   });
 
@@ -222,6 +246,126 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     await driver.delete('vltest-q3');
   });
 
+  it('jails each VM: its own uid, files 0600 its own, only its files mounted, not dumpable, limited', async () => {
+    const base = join(stateDir, 'base-jail.qcow2');
+    await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '16M']);
+    await chmod(base, 0o644);
+    const vm = (name: string): VmConfig => ({
+      ...cfg,
+      name,
+      memoryMiB: 64,
+      nics: [],
+      image: { kind: 'qcow2', path: base, cloudInit: { sshAuthorizedKeys: [] } },
+    });
+    await driver.create(vm('vltest-j1'), 'h');
+    await driver.create(vm('vltest-j2'), 'h');
+    await driver.start('vltest-j1');
+    await driver.start('vltest-j2');
+    const vms = Object.fromEntries((await driver.list()).map((v) => [v.name, v]));
+    const [a, b] = [vms['vltest-j1']!, vms['vltest-j2']!];
+    expect([a.state, b.state]).toEqual(['running', 'running']);
+    const ida = (await driver.identity('vltest-j1')).uid;
+    const idb = (await driver.identity('vltest-j2')).uid;
+    const shared = (await lookupQemuUser(runner, 'vmlink-qemu')).uid;
+    expect(ida).not.toBe(idb);
+    for (const [pid, id] of [
+      [a.pid!, ida],
+      [b.pid!, idb],
+    ] as const) {
+      const st = await procStatus(pid);
+      expect(st.Uid!.split(/\s+/)).toEqual([id, id, id, id].map(String));
+      expect(st.Gid!.split(/\s+/)).toEqual([id, id, id, id].map(String));
+      expect(id).not.toBe(shared);
+    }
+    // Disks, seed and sockets belong to their own VM's uid alone.
+    for (const [name, id] of [
+      ['vltest-j1', ida],
+      ['vltest-j2', idb],
+    ] as const) {
+      const p = driver.paths(name);
+      for (const f of [p.rootDisk, p.seedIso, p.disk('data'), p.qmpSocket, p.qgaSocket]) {
+        const st = await lstat(f);
+        expect([f, st.uid, st.mode & 0o077]).toEqual([f, id, 0]);
+      }
+      const dir = await stat(p.vmDir);
+      expect([dir.uid, dir.mode & 0o777]).toEqual([0, 0o710]);
+    }
+    // VM A's uid reads its own disk (so the checks below are not vacuous) but not B's, nor B's sockets.
+    const pa = driver.paths('vltest-j1');
+    const pb = driver.paths('vltest-j2');
+    const own = await asUid(ida, ['head', '-c', '3', pa.disk('data')]);
+    expect([own.code, own.stdout]).toEqual([0, 'QFI']); // the qcow2 magic
+    for (const f of [pb.disk('data'), pb.rootDisk, pb.seedIso]) {
+      const r = await asUid(ida, ['head', '-c', '1', f]);
+      expect([f, r.code, r.stderr]).toEqual([f, 1, expect.stringMatching(/Permission denied/)]);
+    }
+    expect((await asUid(ida, [...CONNECT, pa.qmpSocket])).stdout.trim()).toBe('connected');
+    for (const sock of [pb.qmpSocket, pb.qgaSocket, pb.qmpFdSocket]) {
+      expect((await asUid(ida, [...CONNECT, sock])).stdout.trim()).toBe('EACCES');
+    }
+    // It cannot add, remove or swap entries of its own VM directory either (only run/ is its own).
+    const ln = await asUid(ida, ['ln', '-s', '/etc/shadow', `${pa.vmDir}/console.log.1`]);
+    expect(ln.stderr).toMatch(/Permission denied/);
+
+    // Its mount namespace shows only its jail: no other VM, no /home, no agent state.
+    const mounts = await mountPoints(a.pid!);
+    expect(mounts.sort()).toEqual(
+      [
+        '/',
+        '/usr',
+        '/etc/ld.so.cache',
+        base,
+        pa.vmDir,
+        '/dev/null',
+        '/dev/zero',
+        '/dev/full',
+        '/dev/random',
+        '/dev/urandom',
+        ...(accel === 'kvm' ? ['/dev/kvm'] : []),
+      ].sort(),
+    );
+    expect(
+      mounts.some((m) => m.startsWith(pb.vmDir) || m.startsWith('/home') || m === '/var/lib/vmlink'),
+    ).toBe(false);
+    // Not dumpable: its own uid may not read its memory-related /proc files (a dumpable process's owner may).
+    const environ = await asUid(ida, ['cat', `/proc/${a.pid}/environ`]);
+    expect([environ.code, environ.stderr]).toEqual([1, expect.stringMatching(/Permission denied/)]);
+    // Resource limits: no core dumps, bounded descriptors and tasks.
+    const limits = await readFile(`/proc/${a.pid}/limits`, 'utf8');
+    expect(limits).toMatch(/^Max core file size\s+0\s+0\s/m);
+    expect(limits).toMatch(/^Max open files\s+4096\s+4096\s/m);
+    expect(limits).toMatch(/^Max processes\s+1024\s+1024\s/m);
+  });
+
+  it('never follows what a VM plants: a console.log link, a FIFO pidfile, links in its run directory', async () => {
+    const p = driver.paths('vltest-j2');
+    const id = (await driver.identity('vltest-j2')).uid;
+    await driver.stop('vltest-j2', { force: true });
+    // A link to a root-only file as the console log (planted as root here: QEMU cannot write the VM directory).
+    await rm(p.consoleLog, { force: true });
+    await symlink('/etc/shadow', p.consoleLog);
+    const e = await driver.consoleTail('vltest-j2', 4096).catch((x: unknown) => x);
+    expect((e as Error).message).toBe(`${p.consoleLog}: is a symbolic link, refused`);
+    // A FIFO as the pidfile (QEMU's uid owns run/): the report comes back at once and says so.
+    expect((await asUid(id, ['mkfifo', p.pidfile])).code).toBe(0);
+    const t0 = Date.now();
+    const [vm] = (await driver.list()).filter((v) => v.name === 'vltest-j2');
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(vm).toMatchObject({ state: 'stopped', problems: [`${p.pidfile} is not a regular file: refused`] });
+    // Links and a directory the VM's uid left in run/: deleting the VM removes them, never their targets.
+    const outside = join(stateDir, 'outside');
+    await mkdir(outside, { mode: 0o777 });
+    await writeFile(join(outside, 'precious'), 'keep', { mode: 0o666 });
+    expect((await asUid(id, ['ln', '-s', outside, `${p.runDir}/swapped`])).code).toBe(0);
+    expect((await asUid(id, ['mkdir', `${p.runDir}/sub`])).code).toBe(0);
+    expect((await asUid(id, ['ln', '-s', join(outside, 'precious'), `${p.runDir}/sub/f`])).code).toBe(0);
+    await driver.delete('vltest-j2');
+    await driver.delete('vltest-j1');
+    expect(existsSync(p.vmDir)).toBe(false);
+    expect(await readFile(join(outside, 'precious'), 'utf8')).toBe('keep');
+    expect(await driver.ids.all()).toEqual({});
+  });
+
   it('creates and starts a test-guest VM; QEMU runs unprivileged, sandboxed, detached', async () => {
     await driver.create(cfg, 'hash-1');
     await driver.create(cfg, 'hash-1'); // idempotent
@@ -263,6 +407,31 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     expect(fail).toEqual({ exitCode: 3, stdout: '', stderr: 'oops\n' });
     // The host reaches the guest over the tap the launcher opened.
     await runner.run(['ip', 'netns', 'exec', NS, 'ping', '-c1', '-W2', GUEST_IP]);
+  });
+
+  it('keeps the console log under its cap while the guest floods the serial console', async () => {
+    const p = driver.paths(VM);
+    const flood = await driver.guestExec(
+      VM,
+      [
+        'sh',
+        '-c',
+        'i=0; while [ $i -lt 3000 ]; do echo "flood-$i-................................................"; i=$((i+1)); done > /dev/console; echo flood-done > /dev/console',
+      ],
+      { timeoutMs: 60_000 },
+    );
+    expect(flood.exitCode, flood.stderr).toBe(0);
+    let tail = '';
+    for (let i = 0; i < 40 && !tail.includes('flood-done'); i++) {
+      await sleep(250);
+      tail = await driver.consoleTail(VM, 4096);
+    }
+    expect(tail).toContain('flood-done');
+    await sleep(1_000); // past one more check of the logs
+    // ~200 KB went out: the log was rotated (its older part kept in .1) and stays under the cap.
+    expect((await stat(p.consoleLog)).size).toBeLessThanOrEqual(LOG_CAP);
+    expect((await stat(`${p.consoleLog}.1`)).size).toBeLessThanOrEqual(LOG_CAP);
+    expect(await driver.consoleTail(VM, LOG_CAP)).toMatch(/flood-2999-/);
   });
 
   it('hot-plugs a NIC with a static address and unplugs it, without restarting QEMU', async () => {
