@@ -83,7 +83,7 @@ export interface CliLab {
 /** Starts `vmlink daemon --detach` and `vmlink lab up -f` of `labSpec` (untimed) in a fresh temp dir. */
 export async function startCliLab(prefix: string, labSpec: (lab: string) => string): Promise<CliLab> {
   const root = mkdtempSync(`/tmp/vmlink-bench-${prefix}-`);
-  chmodSync(root, 0o755); // QEMU runs as vmlink-qemu and must reach VM directories below this one
+  chmodSync(root, 0o755); // each jailed QEMU (its own uid) must reach its VM directory below this one
   const lab = `bn${Math.floor(Math.random() * 0xffffff)
     .toString(16)
     .padStart(6, '0')}`;

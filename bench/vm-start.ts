@@ -102,7 +102,7 @@ export async function benchVmStart(opts: {
   const release = await acquireVmLock();
   const unlock = onCleanup('VM lock', release);
   const root = mkdtempSync('/tmp/vmlink-bench-a-');
-  chmodSync(root, 0o755); // QEMU runs as vmlink-qemu and must reach its VM directory below this one
+  chmodSync(root, 0o755); // each jailed QEMU (its own uid) must reach its VM directory below this one
   const rmRoot = onCleanup(`rm ${root}`, () => rmSync(root, { recursive: true, force: true }));
   const ns = benchNsName();
   const delNs = onCleanup(`netns ${ns}`, () => deleteNamespace(ns));
@@ -272,7 +272,7 @@ export async function benchVmStart(opts: {
       title: 'vm start to guest agent',
       what:
         'one test-guest VM (1 vCPU, 256 MiB, TCG, 1 virtio-net NIC on a persistent vnet_hdr tap in a bridge, in a ' +
-        `namespace): vmlink = QemuDriver.create + start (launcher as vmlink-qemu, tap fd passed) then guest-sync every ${POLL_MS} ms; ` +
+        `namespace): vmlink = QemuDriver.create + start (launcher jails QEMU under the VM's own uid, tap fd passed) then guest-sync every ${POLL_MS} ms; ` +
         `raw = the same QEMU argv run as root with -netdev tap,ifname=... (same -sandbox), guest-sync every ${POLL_MS} ms; ` +
         'user path = `vmlink apply` of a one-VM spec (same VM, on a one-host vxlan network without DHCP, in a lab ' +
         'started through the CLI) until `vmlink vm exec NAME -- true` exits 0, tried again at once after each failure',

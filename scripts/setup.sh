@@ -71,8 +71,13 @@ if ! id -u vmlink-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmlink-qemu
 fi
 
-# Stock Debian gives /dev/kvm to group kvm (0660): QEMU runs as vmlink-qemu, so it joins that group to use KVM.
+# Each VM's QEMU runs jailed under its own numeric uid/gid from 1879048192 (0x70000000) up, which needs no account;
+# ids /etc/passwd or /etc/group use are skipped. vmlink-qemu remains for the accelerator probe, and its group may
+# read shared base images. Stock Debian gives /dev/kvm to group kvm (0660): the probe user and every VM join it.
 # Without /dev/kvm (or the group) the accelerator probe falls back to TCG and says why.
+if awk -F: '$3 >= 1879048192 && $3 < 1879113728 { found = 1 } END { exit !found }' /etc/passwd /etc/group; then
+  echo "warning: accounts in /etc/passwd or /etc/group use ids from vmlink's VM range 1879048192..1879113727 (skipped)" >&2
+fi
 if [ -e /dev/kvm ] && getent group kvm >/dev/null; then
   if id -nG vmlink-qemu | tr ' ' '\n' | grep -qx kvm; then
     step "vmlink-qemu: already in group kvm"

@@ -1,4 +1,5 @@
 import { expect, it } from 'vitest';
+import { defaultLauncherPath } from '../drivers/hypervisor/qemu/launcher.js';
 import { RecordingRunner } from '../exec/runner.js';
 import { hostPrerequisites } from './doctor.js';
 
@@ -14,7 +15,7 @@ it('names each missing binary with the Debian package that provides it, and repo
   expect(by('iperf3')?.fix).toMatch(/^apt-get install iperf3 /);
   expect(by('open vswitch')?.fix).toMatch(/^apt-get install openvswitch-switch /);
   // Only read-only queries run: doctor changes nothing.
-  expect(runner.lines()).toMatchInlineSnapshot(`
+  expect(runner.lines().map((l) => l.replace(defaultLauncherPath(), '<launcher>'))).toMatchInlineSnapshot(`
     [
       "qemu-system-x86_64 --version",
       "qemu-img --version",
@@ -27,6 +28,8 @@ it('names each missing binary with the Debian package that provides it, and repo
       "ovs-vsctl --version",
       "iperf3 --version",
       "getent passwd vmlink-qemu",
+      "<launcher>",
+      "getent group kvm",
     ]
   `);
 });

@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync } from 'node:fs';
 import { DEFAULT_IMAGES_DIR } from '../drivers/hypervisor/qemu/driver.js';
+import { jailChecks } from '../drivers/hypervisor/qemu/jail-checks.js';
 import {
   DEFAULT_QEMU_USER,
   defaultLauncherPath,
@@ -68,6 +69,7 @@ export async function hostPrerequisites(runner: Runner): Promise<DoctorCheck[]> 
     detail: existsSync(launcher) ? launcher : `${launcher} missing`,
     fix: 'run `npm run build:native`',
   });
+  checks.push(...(await jailChecks({ runner, launcher })));
   const guest = `${DEFAULT_IMAGES_DIR}/test-guest/manifest.json`;
   checks.push({
     name: 'test guest',

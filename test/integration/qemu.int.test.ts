@@ -140,7 +140,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     ];
     for (const line of batch) await runner.run(['ip', '-n', NS, ...line.split(' ')]);
     stateDir = await mkdtemp(join(tmpdir(), 'vmlink-qemu-int-'));
-    await chmod(stateDir, 0o711); // QEMU (vmlink-qemu) traverses to its run directory
+    await chmod(stateDir, 0o711); // each VM's QEMU (its own uid) traverses to its run directory
     driver = new QemuDriver({ runner, stateDir, netns: NS, logMaxBytes: LOG_CAP, logCheckIntervalMs: 300 });
     accel = (await driver.accelerator()).accelerator;
   });
@@ -214,7 +214,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     await driver.delete('vltest-q2');
   });
 
-  it('starts a qcow2 image with overlay, data disk and cloud-init seed (QEMU opens them all as vmlink-qemu)', async () => {
+  it('starts a qcow2 image with overlay, data disk and cloud-init seed (QEMU opens them all under the VM uid)', async () => {
     const base = join(stateDir, 'base.qcow2');
     await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '64M']);
     await chmod(base, 0o644);
