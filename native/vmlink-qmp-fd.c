@@ -1,24 +1,29 @@
 /*
- * vmlink-qmp-fd: hand a running, unprivileged QEMU a tap descriptor over QMP, for NIC hot-plug.
+ * vmlink-qmp-fd: hand a running, jailed QEMU a descriptor root opened, over QMP: a tap for NIC hot-plug, or a
+ * file (a hot-plugged volume, an overlay, a secret) that its jail does not show and its uid may not open.
  *
  * Run by the (root) agent in the VM's network namespace as
  *   vmlink-qmp-fd --qmp SOCKET --tap NAME --fdname FDNAME [JSON-COMMAND]...
- * It attaches to the persistent tap NAME, connects to QEMU's fd-passing QMP socket, negotiates capabilities,
- * sends `getfd FDNAME` with the descriptor attached (SCM_RIGHTS), then each JSON-COMMAND in order on the same
- * connection (a descriptor named by getfd lives in the monitor that received it: `netdev_add ... fd=FDNAME` must
- * run here). Each reply is printed on stdout, one line each. On a failed command the named descriptor is
- * closed in QEMU again.
+ *   vmlink-qmp-fd --qmp SOCKET --file PATH (--read-only | --read-write) --fdset N [JSON-COMMAND]...
+ * It attaches to the persistent tap NAME (or opens PATH without following a link, a regular file only), connects to
+ * QEMU's fd-passing QMP socket, negotiates capabilities, sends `getfd FDNAME` (or `add-fd` into fd set N, which
+ * QEMU then opens as /dev/fdset/N) with the descriptor attached (SCM_RIGHTS), then each JSON-COMMAND in order on
+ * the same connection (a descriptor named by getfd lives in the monitor that received it: `netdev_add ...
+ * fd=FDNAME` must run here). Each reply is printed on stdout, one line each. On a failed command the descriptor
+ * is closed in QEMU again.
  *
- * Exit codes: 0 done, 64 usage, 66 tap open/attach, 71 QMP connection or protocol, 72 a command failed.
+ * Exit codes: 0 done, 64 usage, 66 tap or file open, 71 QMP connection or protocol, 72 a command failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -42,7 +47,10 @@ static void die(int code, const char *fmt, ...) {
 }
 
 static void usage(const char *why) {
-  die(EX_USAGE_, "%s\nusage: vmlink-qmp-fd --qmp SOCKET --tap NAME --fdname FDNAME [JSON-COMMAND]...", why);
+  die(EX_USAGE_,
+      "%s\nusage: vmlink-qmp-fd --qmp SOCKET (--tap NAME --fdname FDNAME | --file PATH (--read-only | --read-write)"
+      " --fdset N) [JSON-COMMAND]...",
+      why);
 }
 
 static void on_alarm(int sig) {
@@ -139,8 +147,21 @@ static int valid_fdname(const char *n) {
   return 1;
 }
 
+/* Opens a file for QEMU: never through a link, never a FIFO or device, only a regular file. */
+static int open_file(const char *path, int writable) {
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) die(EX_TAP, "cannot open %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) die(EX_TAP, "%s is not a regular file", path);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) die(EX_TAP, "fcntl %s: %s", path, strerror(errno));
+  return fd;
+}
+
 int main(int argc, char **argv) {
-  const char *qmp = NULL, *tap = NULL, *fdname = NULL;
+  const char *qmp = NULL, *tap = NULL, *fdname = NULL, *file = NULL;
+  int writable = -1;
+  long fdset = -1;
   int i = 1;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
@@ -152,18 +173,34 @@ int main(int argc, char **argv) {
       tap = argv[++i];
     } else if (strcmp(argv[i], "--fdname") == 0 && i + 1 < argc) {
       fdname = argv[++i];
+    } else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc) {
+      file = argv[++i];
+    } else if (strcmp(argv[i], "--read-only") == 0 || strcmp(argv[i], "--read-write") == 0) {
+      writable = argv[i][7] == 'w';
+    } else if (strcmp(argv[i], "--fdset") == 0 && i + 1 < argc) {
+      char *end;
+      errno = 0;
+      fdset = strtol(argv[++i], &end, 10);
+      if (errno || *end || fdset < 0 || fdset > 1000000) usage("--fdset must be a number from 0 to 1000000");
     } else if (argv[i][0] == '-') {
       usage("unknown or incomplete option");
     } else {
       break;
     }
   }
-  if (!qmp || !tap || !fdname) usage("--qmp, --tap and --fdname are required");
-  if (!valid_fdname(fdname)) usage("--fdname must be 1-32 letters, digits, - or _");
+  if (!qmp) usage("--qmp is required");
+  if (!tap == !file) usage("give either --tap (with --fdname) or --file");
+  if (tap && (!fdname || !valid_fdname(fdname))) usage("--fdname must be 1-32 letters, digits, - or _");
+  if (file && (writable < 0 || fdset < 0)) usage("--file needs --read-only or --read-write, and --fdset");
 
-  char err[256];
-  int tfd = open_tap(tap, err, sizeof err);
-  if (tfd < 0) die(EX_TAP, "%s", err);
+  int tfd;
+  if (tap) {
+    char err[256];
+    tfd = open_tap(tap, err, sizeof err);
+    if (tfd < 0) die(EX_TAP, "%s", err);
+  } else {
+    tfd = open_file(file, writable);
+  }
 
   signal(SIGALRM, on_alarm);
   alarm(TIMEOUT_S);
@@ -178,15 +215,22 @@ int main(int argc, char **argv) {
   if (strstr(l, "\"QMP\"") == NULL) die(EX_QMP, "no QMP greeting on %s", qmp);
   if (!command(s, "{\"execute\":\"qmp_capabilities\"}", -1)) die(EX_QMP, "capabilities negotiation failed");
 
-  char getfd[128];
-  snprintf(getfd, sizeof getfd, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"%s\"}}", fdname);
-  if (!command(s, getfd, tfd)) exit(EX_CMD);
+  char pass[128];
+  if (tap)
+    snprintf(pass, sizeof pass, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"%s\"}}", fdname);
+  else
+    snprintf(pass, sizeof pass, "{\"execute\":\"add-fd\",\"arguments\":{\"fdset-id\":%ld,\"opaque\":\"vmlink\"}}",
+             fdset);
+  if (!command(s, pass, tfd)) exit(EX_CMD);
   close(tfd);
 
   for (; i < argc; i++) {
     if (!command(s, argv[i], -1)) {
       char closefd[128];
-      snprintf(closefd, sizeof closefd, "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"%s\"}}", fdname);
+      if (tap)
+        snprintf(closefd, sizeof closefd, "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"%s\"}}", fdname);
+      else
+        snprintf(closefd, sizeof closefd, "{\"execute\":\"remove-fd\",\"arguments\":{\"fdset-id\":%ld}}", fdset);
       /* Consumed by a command that succeeded before, or still named here: either way none is left behind. */
       (void)command(s, closefd, -1);
       exit(EX_CMD);

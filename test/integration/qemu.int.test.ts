@@ -1,6 +1,18 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -330,6 +342,21 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     // Not dumpable: its own uid may not read its memory-related /proc files (a dumpable process's owner may).
     const environ = await asUid(ida, ['cat', `/proc/${a.pid}/environ`]);
     expect([environ.code, environ.stderr]).toEqual([1, expect.stringMatching(/Permission denied/)]);
+    // A volume hot-plugged later: outside the jail and root's alone, it reaches QEMU as a descriptor.
+    const vol = join(stateDir, 'hot-vol.qcow2');
+    await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', vol, '8M']);
+    await chmod(vol, 0o600);
+    expect((await asUid(ida, ['head', '-c', '1', vol])).code).toBe(1);
+    const fdset = await driver.passFile('vltest-j1', vol, { readOnly: false }, (path) => [
+      {
+        execute: 'blockdev-add',
+        arguments: { driver: 'qcow2', 'node-name': 'hot0', file: { driver: 'file', filename: path } },
+      },
+    ]);
+    expect(fdset).toMatch(/^\/dev\/fdset\/\d+$/);
+    const fds = await readdir(`/proc/${a.pid}/fd`);
+    const targets = await Promise.all(fds.map((f) => readlink(`/proc/${a.pid}/fd/${f}`).catch(() => '')));
+    expect(targets).toContain(vol);
     // Resource limits: no core dumps, bounded descriptors and tasks.
     const limits = await readFile(`/proc/${a.pid}/limits`, 'utf8');
     expect(limits).toMatch(/^Max core file size\s+0\s+0\s/m);

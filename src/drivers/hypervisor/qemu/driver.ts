@@ -66,6 +66,7 @@ import {
   qmpFdHelperBeside,
   userCanAccess,
 } from './launcher.js';
+import { type FdChannel, fdsetPath, nextFdset, passFile } from './pass-fd.js';
 import { QmpClient } from './qmp.js';
 import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
@@ -355,11 +356,8 @@ export class QemuDriver implements HypervisorDriver {
       const nicSlots = assignNicSlots(cfg.nics, { nics: vm.config.nics, slots: oldSlots });
       const changes = nicSlotChanges(vm.config.nics, oldSlots, cfg.nics, nicSlots);
       await applySlotChanges(changes, {
+        ...this.fdChannel(name),
         qmp: await this.qmp(name),
-        runner: this.runner,
-        helper: this.qmpFdHelper,
-        qmpFdSocket: p.qmpFdSocket,
-        ...(this.opts.netns ? { netns: this.opts.netns } : {}),
         unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         subject,
         ...(ctx?.progress ? { progress: ctx.progress } : {}),
@@ -388,6 +386,45 @@ export class QemuDriver implements HypervisorDriver {
       });
       await this.writeStored(name, { config: cfg, configHash, accel: vm.accel, argv, nicSlots });
     });
+  }
+
+  /**
+   * Hands running VM `name` a file it could not open itself (outside its jail, not its uid's): root opens `path`
+   * (never through a link) and adds it to a new QEMU fd set; `commands(fdsetPath)` (say a `blockdev-add` with
+   * `filename: fdsetPath`) run right after on the same monitor. Returns the fd set's path.
+   */
+  async passFile(
+    name: string,
+    path: string,
+    opts: { readOnly: boolean },
+    commands: (fdsetPath: string) => Array<Record<string, unknown>> = () => [],
+  ): Promise<string> {
+    return this.locked(name, async () => {
+      if ((await this.livePid(name)) === undefined)
+        throw new InvalidStateError(
+          `passing a file requires running: VM ${name} is not running`,
+          `vm/${name}`,
+        );
+      assertQmpFdHelper(this.qmpFdHelper);
+      const fdsets = await (await this.qmp(name)).execute<Array<{ 'fdset-id': number }>>('query-fdsets');
+      const fdset = nextFdset(fdsets);
+      await passFile(
+        this.fdChannel(name),
+        path,
+        { readOnly: opts.readOnly, fdset },
+        commands(fdsetPath(fdset)).map((c) => JSON.stringify(c)),
+      );
+      return fdsetPath(fdset);
+    });
+  }
+
+  private fdChannel(name: string): FdChannel {
+    return {
+      runner: this.runner,
+      helper: this.qmpFdHelper,
+      qmpFdSocket: this.paths(name).qmpFdSocket,
+      ...(this.opts.netns ? { netns: this.opts.netns } : {}),
+    };
   }
 
   /**
@@ -566,7 +603,10 @@ export class QemuDriver implements HypervisorDriver {
   async delete(name: string, ctx?: OpContext): Promise<void> {
     await this.locked(name, async () => {
       const p = this.paths(name);
-      if (!(await exists(p.vmDir))) return;
+      if (!(await exists(p.vmDir))) {
+        await this.ids.free(name); // a create that failed before its directory existed
+        return;
+      }
       await this.stopLocked(name, { force: true }, ctx);
       ctx?.progress?.(`removing ${p.vmDir}`);
       // With QEMU gone no process of the VM's uid is left; taking its run directory back means none could
@@ -787,11 +827,12 @@ export class QemuDriver implements HypervisorDriver {
     if (pid === undefined) return undefined;
     const id = await identify(pid);
     if (!id || !(await processMatches(pid, name))) return undefined;
-    // The pidfile is written by the VM's QEMU: trust it only for a process of that VM's own uid (VMs started
-    // before per-VM identities run as the shared QEMU user).
-    const expected = (await this.ids.get(name)) ?? (await this.qemuUser().catch(() => undefined))?.uid;
+    // The pidfile is written by the VM's QEMU: trust it only for a process of that VM's own uid, or of the shared
+    // QEMU user for a VM an older vmlink started (it runs so until its next start).
+    const own = await this.ids.get(name);
+    const shared = (await this.qemuUser().catch(() => undefined))?.uid;
     const uid = await processUid(pid);
-    return expected === undefined || uid !== expected ? undefined : id;
+    return uid !== undefined && (uid === own || uid === shared) ? id : undefined;
   }
 }
 

@@ -1,10 +1,9 @@
 // NIC hot-plug and unplug over QMP: which slots change, and the QMP exchange for each.
 import { isDeepStrictEqual } from 'node:util';
-import type { Runner } from '../../../exec/runner.js';
 import { TimeoutError } from '../../../shared/errors.js';
-import { NIC_PLUG_COMMAND_TIMEOUT_MS } from '../../../shared/limits.js';
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { nicDeviceProps, nicSlot, type VmPaths } from './cmdline.js';
+import { type FdChannel, passTap } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 
 /** What to do with one NIC slot: unplug what is there, then plug `nic` (either may be absent). */
@@ -130,16 +129,9 @@ export function onlyNicsDiffer(a: VmConfig, b: VmConfig): boolean {
   return isDeepStrictEqual(JSON.parse(JSON.stringify(x)), JSON.parse(JSON.stringify(y)));
 }
 
-/** What `applySlotChanges` needs from the driver. */
-export interface SlotChangeContext {
+/** What `applySlotChanges` needs from the driver: its QMP client and the VM's fd channel. */
+export interface SlotChangeContext extends FdChannel {
   qmp: QmpClient;
-  runner: Runner;
-  /** build/vmlink-qmp-fd. */
-  helper: string;
-  /** The VM's fd-passing QMP monitor. */
-  qmpFdSocket: string;
-  /** Network namespace of the VM's taps. */
-  netns?: string;
   unplugTimeoutMs: number;
   subject: string;
   progress?: (msg: string) => void;
@@ -164,20 +156,8 @@ export async function applySlotChanges(changes: readonly SlotChange[], c: SlotCh
     const s = nicSlot(ch.slot);
     c.progress?.(`plugging NIC ${s.device} (${ch.plug.tap})`);
     await c.beforePlug?.(ch.plug);
-    // QEMU runs unprivileged and cannot open the tap: the helper opens it and passes it over QMP (SCM_RIGHTS).
-    await c.runner.run(
-      [
-        c.helper,
-        '--qmp',
-        c.qmpFdSocket,
-        '--tap',
-        ch.plug.tap,
-        '--fdname',
-        s.fdname,
-        netdevAddCommand(ch.slot),
-      ],
-      { ...(c.netns ? { netns: c.netns } : {}), timeoutMs: NIC_PLUG_COMMAND_TIMEOUT_MS },
-    );
+    // QEMU runs jailed and cannot open the tap: the helper opens it and passes it over QMP (SCM_RIGHTS).
+    await passTap(c, ch.plug.tap, s.fdname, [netdevAddCommand(ch.slot)]);
     await addNicDevice(c.qmp, ch.plug, ch.slot);
   }
 }

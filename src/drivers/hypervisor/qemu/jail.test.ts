@@ -3,6 +3,7 @@ import type { VmConfig } from '../../../shared/model.js';
 import { vmPaths } from './cmdline.js';
 import { jailSpec } from './jail.js';
 import { jailedLaunchArgv } from './launcher.js';
+import { fdsetPath, nextFdset } from './pass-fd.js';
 
 const cfg: VmConfig = {
   name: 'web1',
@@ -77,5 +78,13 @@ describe('jailedLaunchArgv', () => {
         '-- /usr/bin/qemu-system-x86_64 -m 128',
       ].join(' '),
     );
+  });
+});
+
+describe('nextFdset', () => {
+  it('takes the lowest fd set id from 100 that QEMU does not use (ids below are the launch-time ones)', () => {
+    expect(nextFdset([{ 'fdset-id': 1 }])).toBe(100);
+    expect(nextFdset([{ 'fdset-id': 1 }, { 'fdset-id': 100 }, { 'fdset-id': 102 }])).toBe(101);
+    expect(fdsetPath(101)).toBe('/dev/fdset/101');
   });
 });
