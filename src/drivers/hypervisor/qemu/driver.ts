@@ -38,8 +38,7 @@ import {
   waitExited,
 } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
-import { readTail, removeTree, rotateLog } from '../../../shared/safe-file.js';
-import { readAppended } from '../../../shared/state-file.js';
+import { removeTree } from '../../../shared/safe-file.js';
 import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
@@ -68,6 +67,7 @@ import {
 } from './launcher.js';
 import { type FdChannel, fdsetPath, nextFdset, passFile } from './pass-fd.js';
 import { QmpClient } from './qmp.js';
+import { consoleTail, logTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
 import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 /** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
@@ -280,7 +280,7 @@ export class QemuDriver implements HypervisorDriver {
           `${this.stateDir}/vms is not traversable by ${who}: give ${this.stateDir} and its parents o+x (chmod 711)`,
         );
       }
-      await this.prepareDirs(cfg.name, id);
+      await prepareVmDirs(this.paths(cfg.name), id);
 
       if (cfg.image.kind === 'test-guest') {
         for (const f of ['vmlinuz', 'initrd.img']) {
@@ -306,7 +306,7 @@ export class QemuDriver implements HypervisorDriver {
           ctx,
         );
       }
-      await this.ownVmFiles(cfg, id);
+      await ownVmFiles(this.paths(cfg.name), cfg, id);
       const { accelerator } = await this.accelerator();
       // NICs the VM had keep their PCI slots across a reconfiguration.
       const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
@@ -458,8 +458,8 @@ export class QemuDriver implements HypervisorDriver {
       const id = await this.identity(name);
       const p = this.paths(name);
       // VMs created before per-VM identities (or by an older vmlink) are brought to today's layout here.
-      await this.prepareDirs(name, id);
-      await this.ownVmFiles(vm.config, id);
+      await prepareVmDirs(p, id);
+      await ownVmFiles(p, vm.config, id);
       const qemuArgv = buildQemuArgv({
         config: vm.config,
         accel: vm.accel,
@@ -517,7 +517,7 @@ export class QemuDriver implements HypervisorDriver {
         if (!started || !(await isRunning(started))) {
           throw new VmlinkError(
             'exec',
-            `QEMU of VM ${name} exited while starting:\n  ${(await tail(p.qemuLog, 8)).join('\n  ')}`,
+            `QEMU of VM ${name} exited while starting:\n  ${(await logTail(p.qemuLog, 8)).join('\n  ')}`,
             { subject: `vm/${name}` },
           );
         }
@@ -611,8 +611,7 @@ export class QemuDriver implements HypervisorDriver {
       ctx?.progress?.(`removing ${p.vmDir}`);
       // With QEMU gone no process of the VM's uid is left; taking its run directory back means none could
       // reach inside again while the tree is walked (a swapped link is then removed, never followed).
-      await chown(p.runDir, 0, 0).catch(() => {});
-      await chmod(p.runDir, 0o700).catch(() => {});
+      await reclaimRunDir(p);
       await removeTree(p.vmDir);
       await this.ids.free(name);
     });
@@ -694,26 +693,13 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /** The last `maxBytes` of VM `name`'s console log (its rotated part first); links and FIFOs are refused. */
-  async consoleTail(name: string, maxBytes: number): Promise<string> {
-    const log = this.paths(name).consoleLog;
-    const now = await readTail(log, maxBytes);
-    const left = maxBytes - Buffer.byteLength(now);
-    return left > 0 ? (await readTail(`${log}.1`, left)) + now : now;
+  consoleTail(name: string, maxBytes: number): Promise<string> {
+    return consoleTail(this.paths(name), maxBytes);
   }
 
   /** Rotates VM `name`'s console and QEMU logs past the cap; returns the logs it rotated. */
-  async rotateLogs(name: string): Promise<string[]> {
-    const p = this.paths(name);
-    const max = this.opts.logMaxBytes ?? VM_LOG_MAX_BYTES;
-    const rotated: string[] = [];
-    for (const log of [p.consoleLog, p.qemuLog]) {
-      try {
-        if (await rotateLog(log, max)) rotated.push(log);
-      } catch (e) {
-        logWarn(name, log, e);
-      }
-    }
-    return rotated;
+  rotateLogs(name: string): Promise<string[]> {
+    return rotateVmLogs(name, this.paths(name), this.opts.logMaxBytes ?? VM_LOG_MAX_BYTES);
   }
 
   // Checks every VM's logs now and then: QEMU appends to them through descriptors, so only the agent can cap them.
@@ -737,38 +723,6 @@ export class QemuDriver implements HypervisorDriver {
   private hasCgroupV2(): Promise<boolean> {
     this.cgroupV2 ??= isCgroupV2(this.opts.cgroupRoot ?? CGROUP_ROOT);
     return this.cgroupV2;
-  }
-
-  /**
-   * A VM's directories: its own directory root's (the VM's group may only enter it), the jail's mount point root's,
-   * the run directory the VM's alone (the only place QEMU creates files).
-   */
-  private async prepareDirs(name: string, id: VmIdentity): Promise<void> {
-    const p = this.paths(name);
-    await mkdir(p.vmDir, { recursive: true, mode: 0o710 });
-    await chown(p.vmDir, 0, id.gid);
-    await chmod(p.vmDir, 0o710);
-    await mkdir(p.jailRoot, { recursive: true, mode: 0o700 });
-    await chown(p.jailRoot, 0, 0);
-    await chmod(p.jailRoot, 0o700);
-    await mkdir(p.runDir, { recursive: true, mode: 0o700 });
-    await chown(p.runDir, id.uid, id.gid);
-    await chmod(p.runDir, 0o700);
-  }
-
-  /** Gives the VM's disks and seed to its own uid alone (0600); entries of its root-owned directory, never links. */
-  private async ownVmFiles(cfg: VmConfig, id: VmIdentity): Promise<void> {
-    const p = this.paths(cfg.name);
-    const files = [
-      ...(cfg.image.kind === 'qcow2' ? [p.rootDisk, p.seedIso] : []),
-      ...cfg.disks.map((d) => p.disk(d.name)),
-    ];
-    for (const f of files) {
-      const st = await lstat(f).catch(() => undefined);
-      if (!st?.isFile()) continue;
-      await chown(f, id.uid, id.gid);
-      await chmod(f, 0o600);
-    }
   }
 
   // One kept QMP connection per VM (QEMU serves one QMP client at a time); reconnects after it closes.
@@ -836,10 +790,6 @@ export class QemuDriver implements HypervisorDriver {
   }
 }
 
-function logWarn(vm: string, path: string, e: unknown): void {
-  log.warn({ vm, path, err: (e as Error).message }, 'log not rotated');
-}
-
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,
@@ -851,12 +801,4 @@ async function exists(path: string): Promise<boolean> {
 export async function processMatches(pid: number, name: string): Promise<boolean> {
   const argv = (await processArgv(pid)) ?? [];
   return argv.some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
-}
-
-async function tail(file: string, lines: number): Promise<string[]> {
-  // Only the end of the log: QEMU writes it, so its size is not ours to trust.
-  const size = (await stat(file).catch(() => undefined))?.size ?? 0;
-  const text = await readAppended(file, Math.max(0, size - 16 * 1024), 16 * 1024);
-  const all = text.trimEnd().split('\n');
-  return all.slice(-lines);
 }
