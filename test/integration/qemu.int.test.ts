@@ -159,7 +159,9 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
 
   afterAll(async () => {
     try {
-      if (driver) await driver.delete(VM).catch(() => {});
+      // Deleting frees each VM's machine-wide id claim too.
+      for (const name of [VM, 'vltest-q2', 'vltest-q3', 'vltest-j1', 'vltest-j2'])
+        if (driver) await driver.delete(name).catch(() => {});
       if (pid && (await processMatches(pid, VM))) process.kill(pid, 'SIGKILL');
       await driver?.close();
     } finally {

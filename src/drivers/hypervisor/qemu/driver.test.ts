@@ -66,6 +66,7 @@ const driver = (runner: RecordingRunner, stateDir: string) =>
     accelerator: 'tcg',
     launcherPath: '/nonexistent/vmlink-launch',
     vmIdRange: { first: FIRST_ID, count: 16 },
+    vmIdClaimsDir: `${stateDir}-claims`,
   });
 
 /** First id of the VM range these tests use (far above any /etc/passwd entry). */

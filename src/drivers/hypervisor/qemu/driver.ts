@@ -98,6 +98,8 @@ export interface QemuDriverOptions {
   unplugTimeoutMs?: number;
   /** Range the VMs' own uids/gids come from (default `DEFAULT_VM_ID_RANGE`). */
   vmIdRange?: IdRange;
+  /** Machine-wide claims of VM ids, shared by every agent on the machine (default `DEFAULT_VM_ID_CLAIMS_DIR`). */
+  vmIdClaimsDir?: string;
   /** Size past which a VM's console log and QEMU log are rotated (default `VM_LOG_MAX_BYTES`). */
   logMaxBytes?: number;
   /** How often those logs are checked (default `VM_LOG_CHECK_INTERVAL_MS`). */
@@ -172,6 +174,7 @@ export class QemuDriver implements HypervisorDriver {
     this.ids = new VmIds({
       file: `${this.stateDir}/vm-ids.json`,
       ...(opts.vmIdRange ? { range: opts.vmIdRange } : {}),
+      ...(opts.vmIdClaimsDir ? { claimsDir: opts.vmIdClaimsDir } : {}),
     });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +45,7 @@ describe('VmIds', () => {
       () =>
         new VmIds({
           file: join(dir, 'state', 'vm-ids.json'),
+          claimsDir: join(dir, 'claims'),
           range: { first: 7000, count: 3 },
           systemFiles: [join(dir, 'passwd')],
         }),
@@ -67,11 +69,44 @@ describe('VmIds', () => {
     const v = await ids();
     for (const n of ['a', 'b', 'c']) await v.allocate(n);
     await expect(v.allocate('d')).rejects.toThrow(
-      /no free VM id left in 7000\.\.7002 \(3 VMs\): widen the range/,
+      /no free VM id left in 7000\.\.7002 \(3 taken on this machine\): widen the range/,
     );
     await v.free('b');
     expect(await v.allocate('d')).toBe(7001);
     await v.free('missing');
     expect(await v.all()).toEqual({ a: 7000, c: 7002, d: 7001 });
+  });
+
+  it('never hands out an id another agent on this machine holds, and drops only its own claims', async () => {
+    const other = new VmIds({
+      file: join(dir, 'other', 'vm-ids.json'),
+      claimsDir: join(dir, 'claims'),
+      range: { first: 7000, count: 3 },
+      systemFiles: [],
+    });
+    const v = await ids();
+    expect(await other.allocate('x')).toBe(7000);
+    expect(await v.allocate('a')).toBe(7001);
+    expect(await other.allocate('y')).toBe(7002);
+    await expect(v.allocate('b')).rejects.toThrow(/no free VM id left/);
+    expect((await readFile(join(dir, 'claims', '7001'), 'utf8')).endsWith('\ta\n')).toBe(true);
+    await other.free('x');
+    expect(existsSync(join(dir, 'claims', '7000'))).toBe(false);
+    expect(existsSync(join(dir, 'claims', '7001'))).toBe(true);
+    expect(await v.allocate('b')).toBe(7000);
+  });
+
+  it('takes over a claim whose agent no longer records the id (its state dir was removed)', async () => {
+    const gone = new VmIds({
+      file: join(dir, 'gone', 'vm-ids.json'),
+      claimsDir: join(dir, 'claims'),
+      range: { first: 7000, count: 1 },
+      systemFiles: [],
+    });
+    expect(await gone.allocate('x')).toBe(7000);
+    await rm(join(dir, 'gone'), { recursive: true });
+    const v = await ids();
+    expect(await v.allocate('a')).toBe(7000);
+    expect((await readFile(join(dir, 'claims', '7000'), 'utf8')).endsWith('\ta\n')).toBe(true);
   });
 });

@@ -1,7 +1,9 @@
 // One uid/gid per VM: allocated from a range, skipping ids /etc/passwd and /etc/group use, recorded atomically in
 // the agent's state (`<stateDir>/vm-ids.json`) and freed when the VM is deleted. One escaped QEMU then owns only
-// its own VM's files.
-import { mkdir } from 'node:fs/promises';
+// its own VM's files. Several agents on one machine (the lab's hosts) share its uids: each id is also claimed
+// machine-wide (a file created O_EXCL in a root-only directory), so no two agents hand out the same one.
+import { constants } from 'node:fs';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { InvalidRequestError, UnavailableError } from '../../../shared/errors.js';
@@ -69,10 +71,15 @@ export function pickFreeId(
 
 const IdsFileSchema = z.object({ vms: z.record(z.string(), z.number().int().min(1).max(MAX_ID)) }).strict();
 
+/** Default machine-wide directory of id claims (one file per id in use by any agent on this machine). */
+export const DEFAULT_VM_ID_CLAIMS_DIR = '/var/lib/vmlink/vm-ids';
+
 /** Options of `VmIds`. */
 export interface VmIdsOptions {
   /** `<stateDir>/vm-ids.json`. */
   file: string;
+  /** Machine-wide claims (default `DEFAULT_VM_ID_CLAIMS_DIR`). */
+  claimsDir?: string;
   range?: IdRange;
   /** Files whose ids are never handed out (default /etc/passwd and /etc/group). */
   systemFiles?: string[];
@@ -103,32 +110,93 @@ export class VmIds {
     return (await this.all())[name];
   }
 
-  /** The id of `name`: the recorded one, else the lowest free one, recorded before it is returned. */
+  /**
+   * The id of `name`: the recorded one, else the lowest one that is free here, not used by the system and not
+   * claimed by another agent on this machine; claimed and recorded before it is returned.
+   */
   allocate(name: string): Promise<number> {
     return this.queue.run(async () => {
       const vms = await this.all();
       const have = vms[name];
       if (have !== undefined) return have;
-      const id = pickFreeId(this.range, new Set(Object.values(vms)), await this.systemIds());
-      if (id === undefined) {
-        throw new UnavailableError(
-          `no free VM id left in ${this.range.first}..${this.range.first + this.range.count - 1} (${Object.keys(vms).length} VMs): widen the range`,
-        );
+      const taken = new Set(Object.values(vms));
+      const system = await this.systemIds();
+      for (;;) {
+        const id = pickFreeId(this.range, taken, system);
+        if (id === undefined) {
+          throw new UnavailableError(
+            `no free VM id left in ${this.range.first}..${this.range.first + this.range.count - 1} (${taken.size} taken on this machine): widen the range`,
+          );
+        }
+        if (!(await this.claim(id, name))) {
+          taken.add(id); // another agent's
+          continue;
+        }
+        try {
+          await mkdir(dirname(this.opts.file), { recursive: true, mode: 0o711 });
+          await writeJsonFile(this.opts.file, { vms: { ...vms, [name]: id } });
+        } catch (e) {
+          await unlink(this.claimPath(id)).catch(() => {});
+          throw e;
+        }
+        return id;
       }
-      await mkdir(dirname(this.opts.file), { recursive: true, mode: 0o711 });
-      await writeJsonFile(this.opts.file, { vms: { ...vms, [name]: id } });
-      return id;
     });
   }
 
-  /** Forgets the id of `name` (its VM is deleted). */
+  /** Forgets the id of `name` (its VM is deleted) and drops this agent's claim on it. */
   free(name: string): Promise<void> {
     return this.queue.run(async () => {
       const vms = await this.all();
-      if (!(name in vms)) return;
+      const id = vms[name];
+      if (id === undefined) return;
       const { [name]: _gone, ...rest } = vms;
       await writeJsonFile(this.opts.file, { vms: rest });
+      // Only a claim this agent made for this VM is dropped (never another agent's).
+      const owner = await readFile(this.claimPath(id), 'utf8').catch(() => undefined);
+      if (owner === this.claimText(name)) await unlink(this.claimPath(id)).catch(() => {});
     });
+  }
+
+  private claimPath(id: number): string {
+    return `${this.opts.claimsDir ?? DEFAULT_VM_ID_CLAIMS_DIR}/${id}`;
+  }
+
+  private claimText(name: string): string {
+    return `${this.opts.file}\t${name}\n`;
+  }
+
+  // Claims `id` machine-wide: false when another agent (or an earlier VM of this one) holds it.
+  private async claim(id: number, name: string): Promise<boolean> {
+    await mkdir(this.opts.claimsDir ?? DEFAULT_VM_ID_CLAIMS_DIR, { recursive: true, mode: 0o700 });
+    try {
+      const fh = await open(
+        this.claimPath(id),
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
+      try {
+        await fh.writeFile(this.claimText(name));
+      } finally {
+        await fh.close();
+      }
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if (!(await this.staleClaim(id))) return false;
+      await unlink(this.claimPath(id)).catch(() => {});
+      return this.claim(id, name);
+    }
+  }
+
+  // A claim whose agent no longer records the id (its state dir is gone, or the VM was deleted without freeing it):
+  // nothing uses the id any more.
+  private async staleClaim(id: number): Promise<boolean> {
+    const text = await readFile(this.claimPath(id), 'utf8').catch(() => undefined);
+    const m = text === undefined ? null : /^(\/[^\t\n]+)\t([^\t\n]+)\n$/.exec(text);
+    if (!m) return false; // unreadable or foreign: leave it alone
+    const vms = await readJsonFile(m[1]!, IdsFileSchema).catch(() => ({ vms: { [m[2]!]: id } }));
+    return vms?.vms[m[2]!] !== id;
   }
 
   /** Ids /etc/passwd and /etc/group use now. */
