@@ -2,10 +2,16 @@
 // the launcher as the unprivileged QEMU user) vs the same QEMU command line run directly as root; and the user's
 // path, `vmlink apply` of a one-VM spec until `vmlink vm exec NAME -- true` answers, against the same raw side.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { buildQemuArgv, FIRST_TAP_FD, vmPaths } from '../src/drivers/hypervisor/qemu/cmdline.js';
+import {
+  buildQemuArgv,
+  CONSOLE_LOG_FDSET,
+  consoleLogFd,
+  FIRST_TAP_FD,
+  vmPaths,
+} from '../src/drivers/hypervisor/qemu/cmdline.js';
 import { DEFAULT_IMAGES_DIR, QemuDriver } from '../src/drivers/hypervisor/qemu/driver.js';
 import { DEFAULT_QEMU_BINARY } from '../src/drivers/hypervisor/qemu/launcher.js';
 import { GuestAgentClient } from '../src/drivers/hypervisor/qemu/qmp.js';
@@ -169,7 +175,12 @@ export async function benchVmStart(opts: {
       paths: rawPaths,
       imagesDir: DEFAULT_IMAGES_DIR,
       qemuBinary: DEFAULT_QEMU_BINARY,
-    }).map((a) => (a === fdNetdev ? `tap,id=net0,ifname=${tap},script=no,downscript=no,vhost=off` : a));
+    })
+      .map((a) => (a === fdNetdev ? `tap,id=net0,ifname=${tap},script=no,downscript=no,vhost=off` : a))
+      // QEMU opens the tap itself here, so the console log (handed over after the taps) comes first, on fd 3.
+      .map((a) =>
+        a === `fd=${consoleLogFd(cfg)},set=${CONSOLE_LOG_FDSET}` ? `fd=3,set=${CONSOLE_LOG_FDSET}` : a,
+      );
     if (!rawArgv.some((a) => a.includes(`ifname=${tap}`)))
       throw new Error(`bench (a): no ${fdNetdev} in the QEMU argv; update the bench`);
     await driver.qemuUser(); // an agent looks the QEMU user up once per process: keep it out of the timing
@@ -208,7 +219,10 @@ export async function benchVmStart(opts: {
       for (const f of [rawPaths.pidfile, rawPaths.qmpSocket, rawPaths.qgaSocket, rawPaths.consoleSocket])
         rmSync(f, { force: true });
       const t0 = performance.now();
-      const pid = await runner.spawnDetached(rawArgv, { netns: ns, logFile: rawPaths.qemuLog });
+      const consoleFd = openSync(rawPaths.consoleLog, 'a', 0o600);
+      const pid = await runner
+        .spawnDetached(rawArgv, { netns: ns, logFile: rawPaths.qemuLog, extraFds: [consoleFd] })
+        .finally(() => closeSync(consoleFd));
       rawPid = pid;
       const tries = await pollGuestSync(rawPaths.qgaSocket, () => alive(pid), 'raw qemu');
       const ms = since(t0);
