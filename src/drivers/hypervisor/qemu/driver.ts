@@ -1,5 +1,4 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { existsSync } from 'node:fs';
 import { chmod, chown, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
@@ -15,8 +14,6 @@ import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   GUEST_STATIC_IP_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
-  QEMU_MAX_OPEN_FILES,
-  QEMU_MAX_TASKS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
   VM_LOG_CHECK_INTERVAL_MS,
@@ -46,20 +43,19 @@ import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
 import { cachedAccelerator } from './accel.js';
-import { CGROUP_ROOT, isCgroupV2, prepareVmCgroup, removeVmCgroup } from './cgroup.js';
+import { CGROUP_ROOT, isCgroupV2, removeVmCgroup } from './cgroup.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
 import { GuestAgents } from './guest-agent.js';
 import { applySlotChanges, hasHotplugSlots, nicSlotChanges, onlyNicsDiffer } from './hotplug.js';
 import { type IdRange, type VmIdentity, VmIds } from './identity.js';
-import { jailSpec, LD_CACHE } from './jail.js';
+import { vmLaunchArgv } from './jail.js';
 import {
   assertLauncher,
   assertQmpFdHelper,
   DEFAULT_QEMU_BINARY,
   DEFAULT_QEMU_USER,
   defaultLauncherPath,
-  jailedLaunchArgv,
   lookupQemuUser,
   type QemuUser,
   qmpFdHelperBeside,
@@ -478,33 +474,17 @@ export class QemuDriver implements HypervisorDriver {
       for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])
         await rm(f, { force: true });
       await this.rotateLogs(name);
-      const cgroup = (await this.hasCgroupV2())
-        ? await prepareVmCgroup(
-            name,
-            { memoryMiB: vm.config.memoryMiB, cpus: vm.config.cpus, pids: QEMU_MAX_TASKS },
-            this.opts.cgroupRoot ?? CGROUP_ROOT,
-          )
-        : undefined;
-      const argv = jailedLaunchArgv(
-        this.launcher,
-        {
-          identity: id,
-          taps: vm.config.nics.map((n) => n.tap),
-          appendFiles: [p.consoleLog],
-          jail: jailSpec({
-            config: vm.config,
-            paths: p,
-            accel: vm.accel,
-            imagesDir: this.imagesDir,
-            qemuBinary: this.qemuBinary,
-            ldCache: existsSync(LD_CACHE),
-          }),
-          ...(cgroup ? { cgroup } : {}),
-          maxOpenFiles: QEMU_MAX_OPEN_FILES,
-          maxTasks: QEMU_MAX_TASKS,
-        },
+      const argv = await vmLaunchArgv({
+        launcher: this.launcher,
+        identity: id,
+        config: vm.config,
+        paths: p,
+        accel: vm.accel,
+        imagesDir: this.imagesDir,
+        qemuBinary: this.qemuBinary,
         qemuArgv,
-      );
+        ...((await this.hasCgroupV2()) ? { cgroupRoot: this.opts.cgroupRoot ?? CGROUP_ROOT } : {}),
+      });
       this.watchLogs();
       ctx?.progress?.(`starting VM ${name}`);
       const pid = await this.runner.spawnDetached(argv, {

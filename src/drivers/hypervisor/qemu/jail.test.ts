@@ -1,7 +1,11 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { VmConfig } from '../../../shared/model.js';
+import { VM_CGROUP_PARENT, vmCgroupPath } from './cgroup.js';
 import { vmPaths } from './cmdline.js';
-import { jailSpec } from './jail.js';
+import { jailSpec, vmLaunchArgv } from './jail.js';
 import { jailedLaunchArgv } from './launcher.js';
 import { fdsetPath, nextFdset } from './pass-fd.js';
 
@@ -86,5 +90,34 @@ describe('nextFdset', () => {
     expect(nextFdset([{ 'fdset-id': 1 }])).toBe(100);
     expect(nextFdset([{ 'fdset-id': 1 }, { 'fdset-id': 100 }, { 'fdset-id': 102 }])).toBe(101);
     expect(fdsetPath(101)).toBe('/dev/fdset/101');
+  });
+});
+
+describe('vmLaunchArgv', () => {
+  it('creates the VM cgroup on a v2 host and has the launcher move QEMU into it; none elsewhere', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'vmlink-launch-cg-'));
+    try {
+      await writeFile(join(root, 'cgroup.controllers'), 'memory pids\n');
+      await writeFile(join(root, 'cgroup.subtree_control'), '');
+      await mkdir(join(root, VM_CGROUP_PARENT));
+      await writeFile(join(root, VM_CGROUP_PARENT, 'cgroup.controllers'), 'memory pids\n');
+      await writeFile(join(root, VM_CGROUP_PARENT, 'cgroup.subtree_control'), '');
+      const input = {
+        ...base,
+        accel: 'tcg' as const,
+        launcher: '/l',
+        identity: { uid: 7000, gid: 7000, groups: [] },
+        qemuArgv: ['/usr/bin/qemu-system-x86_64'],
+      };
+      const v2 = await vmLaunchArgv({ ...input, cgroupRoot: root });
+      expect(v2.slice(v2.indexOf('--cgroup'), v2.indexOf('--cgroup') + 2)).toEqual([
+        '--cgroup',
+        vmCgroupPath('web1', root),
+      ]);
+      expect(await readFile(join(vmCgroupPath('web1', root), 'pids.max'), 'utf8')).toBe('1024');
+      expect(await vmLaunchArgv(input)).not.toContain('--cgroup');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -1,8 +1,13 @@
 // What a VM's QEMU sees in its jail (native/jail.h builds it): read-only system files and images, its own
 // directory read-write, a few device nodes. A pure function of the VM, so it is golden-testable.
+import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { QEMU_MAX_OPEN_FILES, QEMU_MAX_TASKS } from '../../../shared/limits.js';
 import type { VmConfig } from '../../../shared/model.js';
+import { prepareVmCgroup } from './cgroup.js';
 import type { VmPaths } from './cmdline.js';
+import type { VmIdentity } from './identity.js';
+import { jailedLaunchArgv } from './launcher.js';
 
 /** Device nodes every jailed QEMU gets; /dev/kvm joins them under KVM. */
 export const JAIL_DEVICES = ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom'] as const;
@@ -45,4 +50,37 @@ export function jailSpec(input: JailInput): JailSpec {
     readWrite: [input.paths.vmDir],
     devices: [...JAIL_DEVICES, ...(input.accel === 'kvm' ? ['/dev/kvm'] : [])],
   };
+}
+
+/** What `vmLaunchArgv` needs: the jail's input, the launcher, the VM's ids and QEMU's argv. */
+export interface VmLaunchInput extends Omit<JailInput, 'ldCache'> {
+  launcher: string;
+  identity: VmIdentity;
+  qemuArgv: readonly string[];
+  /** The cgroup v2 mount, on hosts that have one: the VM gets its own cgroup there. */
+  cgroupRoot?: string;
+}
+
+/** The launcher argv that starts a VM jailed: its own ids, its taps then its console log, its cgroup and limits. */
+export async function vmLaunchArgv(i: VmLaunchInput): Promise<string[]> {
+  const cgroup = i.cgroupRoot
+    ? await prepareVmCgroup(
+        i.config.name,
+        { memoryMiB: i.config.memoryMiB, cpus: i.config.cpus, pids: QEMU_MAX_TASKS },
+        i.cgroupRoot,
+      )
+    : undefined;
+  return jailedLaunchArgv(
+    i.launcher,
+    {
+      identity: i.identity,
+      taps: i.config.nics.map((n) => n.tap),
+      appendFiles: [i.paths.consoleLog],
+      jail: jailSpec({ ...i, ldCache: existsSync(LD_CACHE) }),
+      ...(cgroup ? { cgroup } : {}),
+      maxOpenFiles: QEMU_MAX_OPEN_FILES,
+      maxTasks: QEMU_MAX_TASKS,
+    },
+    i.qemuArgv,
+  );
 }
