@@ -8,7 +8,9 @@
  * It attaches to each named persistent tap through /dev/net/tun (which only root may open here) and places them
  * on fd 3, 4, ... in order (QEMU: -netdev tap,fd=3); then each --append-file, opened by root (O_APPEND, never
  * following a link, created 0600) on the next descriptors (QEMU: -add-fd, so it writes a log it cannot replace).
- * With --cgroup it joins that cgroup v2 directory. With --jail it enters a private mount namespace rooted on
+ * With --cgroup it joins that cgroup v2 directory. With --private-net it enters a new, empty network and IPC
+ * namespace (the taps it opened keep working: QEMU needs no network of its own, and reaches no host service, no
+ * abstract unix socket and no SysV IPC of the host). With --jail it enters a private mount namespace rooted on
  * DIR showing only the binds and device nodes given (see jail.h), QEMU becoming non-dumpable. It sets the
  * resource limits (no core dumps), closes every other descriptor, drops to the user (named: groups from
  * /etc/group; numeric: exactly the --group list), sets no_new_privs, checks that root cannot be regained and
@@ -68,7 +70,7 @@ static void die(int code, const char *fmt, ...) {
 static void usage(const char *why) {
   die(EX_USAGE_,
       "%s\nusage: vmlink-launch (--user USER | --uid N --gid N [--group N]...) [--tap NAME]... [--append-file PATH]..."
-      " [--jail DIR [--bind-ro PATH]... [--bind-rw PATH]... [--dev /dev/NODE]...] [--cgroup DIR] [--nofile N]"
+      " [--jail DIR [--bind-ro PATH]... [--bind-rw PATH]... [--dev /dev/NODE]...] [--private-net] [--cgroup DIR] [--nofile N]"
       " [--nproc N] -- /abs/path/qemu ARGS...",
       why);
 }
@@ -156,6 +158,7 @@ int main(int argc, char **argv) {
   int ntaps = 0, nfiles = 0;
   struct jail jail = {0};
   unsigned long nofile = 0, nproc = 0;
+  int private_net = 0;
   int i = 1;
   for (; i < argc; i++) {
     const char *a = argv[i];
@@ -187,6 +190,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--dev") == 0 && has) {
       if (jail.ndevs == JAIL_MAX_BINDS) usage("too many --dev options");
       jail.devs[jail.ndevs++] = argv[++i];
+    } else if (strcmp(a, "--private-net") == 0) {
+      private_net = 1;
     } else if (strcmp(a, "--cgroup") == 0 && has) {
       cgroup = argv[++i];
     } else if (strcmp(a, "--nofile") == 0 && has) {
@@ -246,6 +251,8 @@ int main(int argc, char **argv) {
   if (cgroup) join_cgroup(cgroup);
   /* Groups of a named user are looked up while /etc is still visible. */
   if (user && initgroups(user, gid) < 0) die(EX_DROP, "initgroups(%s): %s", user, strerror(errno));
+  if (private_net && unshare(CLONE_NEWNET | CLONE_NEWIPC) < 0)
+    die(EX_JAIL, "unshare(CLONE_NEWNET | CLONE_NEWIPC): %s", strerror(errno));
   if (jail.root) {
     char err[512];
     if (enter_jail(&jail, argv[i], err, sizeof err) < 0) die(EX_JAIL, "%s", err);

@@ -344,6 +344,15 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     // Not dumpable: its own uid may not read its memory-related /proc files (a dumpable process's owner may).
     const environ = await asUid(ida, ['cat', `/proc/${a.pid}/environ`]);
     expect([environ.code, environ.stderr]).toEqual([1, expect.stringMatching(/Permission denied/)]);
+    // An empty network namespace of its own (its taps came as descriptors): no host service, no abstract socket.
+    expect((await stat(`/proc/${a.pid}/ns/net`)).ino).not.toBe((await stat(`/run/netns/${NS}`)).ino);
+    const links = await runner.run(['nsenter', '-t', String(a.pid), '-n', 'ip', '-o', 'link', 'show']);
+    expect(
+      links.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(':')[1]!.trim()),
+    ).toEqual(['lo']);
     // A volume hot-plugged later: outside the jail and root's alone, it reaches QEMU as a descriptor.
     const vol = join(stateDir, 'hot-vol.qcow2');
     await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', vol, '8M']);

@@ -78,7 +78,7 @@ describe('jailedLaunchArgv', () => {
         '--bind-ro /usr --bind-ro /etc/ld.so.cache --bind-ro /img/test-guest',
         `--bind-rw ${paths.vmDir}`,
         '--dev /dev/null --dev /dev/zero --dev /dev/full --dev /dev/random --dev /dev/urandom',
-        '--cgroup /sys/fs/cgroup/vmlink-vms/vm-web1 --nofile 4096 --nproc 1024',
+        '--private-net --cgroup /sys/fs/cgroup/vmlink-vms/vm-web1 --nofile 4096 --nproc 1024',
         '-- /usr/bin/qemu-system-x86_64 -m 128',
       ].join(' '),
     );

@@ -132,6 +132,8 @@ export function jailedLaunchArgv(launcher: string, l: JailedLaunch, qemuArgv: re
     ...l.jail.readOnly.flatMap((p) => ['--bind-ro', p]),
     ...l.jail.readWrite.flatMap((p) => ['--bind-rw', p]),
     ...l.jail.devices.flatMap((d) => ['--dev', d]),
+    // QEMU gets its taps as descriptors: it needs no network namespace of its own to reach anything.
+    '--private-net',
     ...(l.cgroup ? ['--cgroup', l.cgroup] : []),
     '--nofile',
     String(l.maxOpenFiles),
