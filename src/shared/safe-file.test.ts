@@ -22,7 +22,7 @@ async function mkfifo(path: string): Promise<void> {
 
 describe('readTail', () => {
   it('reads only the last bytes of a regular file, and nothing of a missing one', async () => {
-    await writeFile(join(dir, 'log'), 'a'.repeat(1000) + 'tail-end');
+    await writeFile(join(dir, 'log'), `${'a'.repeat(1000)}tail-end`);
     expect(await readTail(join(dir, 'log'), 8)).toBe('tail-end');
     expect(await readTail(join(dir, 'log'), 1 << 20)).toHaveLength(1008);
     expect(await readTail(join(dir, 'missing'), 10)).toBe('');
