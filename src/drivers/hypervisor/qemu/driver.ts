@@ -1,6 +1,6 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
 import { chmod, chown, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import {
   InvalidRequestError,
@@ -29,7 +29,7 @@ import {
   isRunning,
   type ProcessIdentity,
   processArgv,
-  processUid,
+  processFromPidfile,
   readPidfile,
   signalProcess,
   waitExited,
@@ -758,18 +758,24 @@ export class QemuDriver implements HypervisorDriver {
     return (await this.liveProcess(name))?.pid;
   }
 
-  /** This VM's running QEMU (pidfile, /proc command line, QEMU user) with its start time, or undefined. */
+  /**
+   * This VM's running QEMU with its start time, or undefined: the pidfile (written by QEMU's uid, so untrusted)
+   * must name a live QEMU whose command line is this guest's and whose uid is this VM's own (or the shared QEMU
+   * user's, for a VM an older vmlink started: it runs so until its next start).
+   */
   private async liveProcess(name: string): Promise<ProcessIdentity | undefined> {
-    const pid = await readPidfile(this.paths(name).pidfile);
-    if (pid === undefined) return undefined;
-    const id = await identify(pid);
-    if (!id || !(await processMatches(pid, name))) return undefined;
-    // The pidfile is written by the VM's QEMU: trust it only for a process of that VM's own uid, or of the shared
-    // QEMU user for a VM an older vmlink started (it runs so until its next start).
-    const own = await this.ids.get(name);
-    const shared = (await this.qemuUser().catch(() => undefined))?.uid;
-    const uid = await processUid(pid);
-    return uid !== undefined && (uid === own || uid === shared) ? id : undefined;
+    const pidfile = this.paths(name).pidfile;
+    const uids = [await this.ids.get(name), (await this.qemuUser().catch(() => undefined))?.uid];
+    for (const uid of uids) {
+      if (uid === undefined) continue;
+      const id = await processFromPidfile(pidfile, {
+        comm: basename(this.qemuBinary).slice(0, 15),
+        argv: (argv) => argvNamesGuest(argv, name),
+        uid,
+      });
+      if (id) return id;
+    }
+    return undefined;
   }
 }
 
@@ -780,8 +786,12 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/** Whether a QEMU command line names guest `name` (`-name guest=NAME,...`). */
+function argvNamesGuest(argv: readonly string[], name: string): boolean {
+  return argv.some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
+}
+
 /** Whether `pid` is alive (not a zombie: its command line would be empty) and its command line names guest `name`. */
 export async function processMatches(pid: number, name: string): Promise<boolean> {
-  const argv = (await processArgv(pid)) ?? [];
-  return argv.some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
+  return argvNamesGuest((await processArgv(pid)) ?? [], name);
 }
