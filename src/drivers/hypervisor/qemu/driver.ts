@@ -1,6 +1,6 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { chmod, chown, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { lstat, mkdir, rm, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import {
   InvalidRequestError,
@@ -12,7 +12,6 @@ import {
 } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
-  GUEST_STATIC_IP_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
@@ -28,8 +27,6 @@ import {
   identify,
   isRunning,
   type ProcessIdentity,
-  processArgv,
-  processFromPidfile,
   readPidfile,
   signalProcess,
   waitExited,
@@ -47,7 +44,7 @@ import { CGROUP_ROOT, isCgroupV2, removeVmCgroup } from './cgroup.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
 import { GuestAgents } from './guest-agent.js';
-import { applySlotChanges, hasHotplugSlots, nicSlotChanges, onlyNicsDiffer } from './hotplug.js';
+import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
 import { type IdRange, type VmIdentity, VmIds } from './identity.js';
 import { vmLaunchArgv } from './jail.js';
 import {
@@ -56,14 +53,17 @@ import {
   DEFAULT_QEMU_BINARY,
   DEFAULT_QEMU_USER,
   defaultLauncherPath,
-  lookupQemuUser,
   type QemuUser,
   qmpFdHelperBeside,
   userCanAccess,
 } from './launcher.js';
+import { plugNics } from './nic-plug.js';
 import { type FdChannel, fdsetPath, nextFdset, passFile } from './pass-fd.js';
-import { QmpClient } from './qmp.js';
+import { powerState } from './power-state.js';
+import type { QmpClient } from './qmp.js';
+import { QmpPool } from './qmp-pool.js';
 import { consoleTail, logTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
+import { VmProcesses } from './vm-process.js';
 import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 /** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
@@ -111,30 +111,10 @@ export interface StopOutcome {
   ms: number;
 }
 
-/** Statuses of QMP `query-status` and the power state each maps to. */
 /** VMs `list` looks at side by side. */
 const LIST_CONCURRENCY = 16;
 
-const STATUS_MAP: Record<string, VmPowerState> = {
-  running: 'running',
-  paused: 'paused',
-  suspended: 'paused',
-  prelaunch: 'paused',
-  inmigrate: 'paused',
-  postmigrate: 'paused',
-  'finish-migrate': 'paused',
-  'save-vm': 'paused',
-  'restore-vm': 'paused',
-  debug: 'paused',
-  watchdog: 'paused',
-  'io-error': 'paused',
-  colo: 'running',
-  'guest-panicked': 'crashed',
-  'internal-error': 'crashed',
-  shutdown: 'stopped',
-};
-
-/** Runs each VM's QEMU through build/vmlink-launch as the unprivileged QEMU user, detached from the agent. */
+/** Runs each VM's QEMU through build/vmlink-launch, jailed under the VM's own uid, detached from the agent. */
 export class QemuDriver implements HypervisorDriver {
   private readonly runner: Runner;
   private readonly stateDir: string;
@@ -144,13 +124,12 @@ export class QemuDriver implements HypervisorDriver {
   private readonly userName: string;
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
-  private user: Promise<QemuUser> | undefined;
-  private kvmGid: Promise<number | undefined> | undefined;
   private cgroupV2: Promise<boolean> | undefined;
   private logTimer: NodeJS.Timeout | undefined;
   /** Each VM's own uid/gid, recorded in `<stateDir>/vm-ids.json`. */
   readonly ids: VmIds;
-  private readonly qmps = new Map<string, Promise<QmpClient>>();
+  private readonly procs: VmProcesses;
+  private readonly qmpPool = new QmpPool((name) => this.paths(name).qmpSocket);
   private readonly locks = new KeyedQueue();
   private readonly guests = new GuestAgents({
     socket: (name) => this.paths(name).qgaSocket,
@@ -172,6 +151,12 @@ export class QemuDriver implements HypervisorDriver {
       ...(opts.vmIdRange ? { range: opts.vmIdRange } : {}),
       ...(opts.vmIdClaimsDir ? { claimsDir: opts.vmIdClaimsDir } : {}),
     });
+    this.procs = new VmProcesses({
+      runner: this.runner,
+      userName: this.userName,
+      qemuBinary: this.qemuBinary,
+      ids: this.ids,
+    });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
   }
@@ -180,32 +165,12 @@ export class QemuDriver implements HypervisorDriver {
 
   /** The unprivileged user QEMU runs as; `UnsupportedError` ("run npm run setup") when missing. */
   qemuUser(): Promise<QemuUser> {
-    if (!this.user) {
-      this.user = lookupQemuUser(this.runner, this.userName);
-      this.user.catch(() => {
-        this.user = undefined;
-      });
-    }
-    return this.user;
+    return this.procs.qemuUser();
   }
 
-  /**
-   * The ids VM `name`'s QEMU runs as: its own uid and gid (allocated and recorded on first use), with the shared
-   * QEMU group (base images may be readable by it) and `kvm` (for /dev/kvm on stock Debian) as supplementary groups.
-   */
-  async identity(name: string): Promise<VmIdentity> {
-    const shared = (await this.qemuUser()).gid;
-    const id = await this.ids.allocate(name);
-    const kvm = await this.kvmGroup();
-    return { uid: id, gid: id, groups: [shared, ...(kvm === undefined ? [] : [kvm])] };
-  }
-
-  private kvmGroup(): Promise<number | undefined> {
-    this.kvmGid ??= this.runner.run(['getent', 'group', 'kvm'], { allowFailure: true }).then((r) => {
-      const gid = Number(r.stdout.split(':')[2]);
-      return r.code === 0 && Number.isInteger(gid) && gid > 0 ? gid : undefined;
-    });
-    return this.kvmGid;
+  /** The ids VM `name`'s QEMU runs as (its own uid/gid, allocated and recorded on first use). */
+  identity(name: string): Promise<VmIdentity> {
+    return this.procs.identity(name);
   }
 
   async accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
@@ -246,8 +211,7 @@ export class QemuDriver implements HypervisorDriver {
   async close(): Promise<void> {
     if (this.logTimer) clearInterval(this.logTimer);
     this.logTimer = undefined;
-    for (const p of this.qmps.values()) p.then((c) => c.close()).catch(() => {});
-    this.qmps.clear();
+    this.qmpPool.closeAll();
   }
 
   // VMs.
@@ -351,39 +315,24 @@ export class QemuDriver implements HypervisorDriver {
           subject,
         );
       assertQmpFdHelper(this.qmpFdHelper);
-      const oldSlots = vm.nicSlots ?? vm.config.nics.map((_, i) => i);
-      const nicSlots = assignNicSlots(cfg.nics, { nics: vm.config.nics, slots: oldSlots });
-      const changes = nicSlotChanges(vm.config.nics, oldSlots, cfg.nics, nicSlots);
-      await applySlotChanges(changes, {
-        ...this.fdChannel(name),
-        qmp: await this.qmp(name),
-        unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
-        subject,
-        ...(ctx?.progress ? { progress: ctx.progress } : {}),
-        beforePlug: async (nic) => {
-          if (cfg.image.kind === 'test-guest' && nic.staticIp) await this.announceStaticIp(name, nic);
+      await plugNics(
+        {
+          runner: this.runner,
+          paths: p,
+          qmp: await this.qmp(name),
+          fdChannel: this.fdChannel(name),
+          identity: () => this.identity(name),
+          guestExec: (argv, o) => this.guestExec(name, argv, o),
+          writeStored: (stored) => this.writeStored(name, stored),
+          imagesDir: this.imagesDir,
+          qemuBinary: this.qemuBinary,
+          unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         },
-      });
-      // A cloud image reads its NICs from the seed at its next boot: write a new seed beside the one QEMU has open
-      // (a new inode, so the running guest's disk does not change under it).
-      if (cfg.image.kind === 'qcow2') {
-        const id = await this.identity(name);
-        const next = `${p.seedIso}.next`;
-        await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, next);
-        await chown(next, id.uid, id.gid);
-        await chmod(next, 0o600);
-        await rename(next, p.seedIso);
-      }
-      // A later restart or an adopting agent sees the same devices: the stored command line follows.
-      const argv = buildQemuArgv({
-        config: cfg,
-        accel: vm.accel,
-        paths: p,
-        imagesDir: this.imagesDir,
-        qemuBinary: this.qemuBinary,
-        nicSlots,
-      });
-      await this.writeStored(name, { config: cfg, configHash, accel: vm.accel, argv, nicSlots });
+        vm,
+        cfg,
+        configHash,
+        ctx,
+      );
     });
   }
 
@@ -424,28 +373,6 @@ export class QemuDriver implements HypervisorDriver {
       qmpFdSocket: this.paths(name).qmpFdSocket,
       ...(this.opts.netns ? { netns: this.opts.netns } : {}),
     };
-  }
-
-  /**
-   * Tells the test guest the static address of a NIC it is about to see (its kernel command line cannot): the
-   * guest's hot-plug loop reads /run/vmlink/nic/MAC. Without a guest agent the NIC falls back to DHCP.
-   */
-  private async announceStaticIp(name: string, nic: VmConfig['nics'][number]): Promise<void> {
-    const ip = nic.staticIp!;
-    const line = `${ip.address}/${ip.prefixLength}${ip.gateway ? `,${ip.gateway}` : ''}\n`;
-    try {
-      const r = await this.guestExec(
-        name,
-        ['/bin/sh', '-c', 'mkdir -p /run/vmlink/nic && cat >"/run/vmlink/nic/$1"', 'sh', nic.mac],
-        { input: line, timeoutMs: GUEST_STATIC_IP_TIMEOUT_MS },
-      );
-      if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `exit ${r.exitCode}`);
-    } catch (e) {
-      log.warn(
-        { vm: name, mac: nic.mac, err: (e as Error).message },
-        'could not tell the guest its static address',
-      );
-    }
   }
 
   async start(name: string, ctx?: OpContext): Promise<void> {
@@ -631,9 +558,9 @@ export class QemuDriver implements HypervisorDriver {
           undefined,
           QMP_STATUS_TIMEOUT_MS,
         );
-        state = STATUS_MAP[st.status] ?? 'running';
-        if (st.status !== 'running' && state !== 'paused') problems.push(`QEMU status ${st.status}`);
-        if (st.status === 'io-error') problems.push('paused on a disk I/O error');
+        const seen = powerState(st.status);
+        state = seen.state;
+        problems.push(...seen.problems);
       } catch (e) {
         problems.push(`QMP not answering: ${(e as Error).message}`);
       }
@@ -708,31 +635,12 @@ export class QemuDriver implements HypervisorDriver {
     return this.cgroupV2;
   }
 
-  // One kept QMP connection per VM (QEMU serves one QMP client at a time); reconnects after it closes.
   private qmp(name: string, timeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
-    let p = this.qmps.get(name);
-    if (!p) {
-      p = QmpClient.connect(this.paths(name).qmpSocket, { timeoutMs, subject: `vm/${name}` });
-      this.qmps.set(name, p);
-      const mine = p;
-      p.then(
-        (c) => {
-          void c.closed().then(() => {
-            if (this.qmps.get(name) === mine) this.qmps.delete(name);
-          });
-        },
-        () => {
-          if (this.qmps.get(name) === mine) this.qmps.delete(name);
-        },
-      );
-    }
-    return p;
+    return this.qmpPool.get(name, timeoutMs);
   }
 
-  private async dropQmp(name: string): Promise<void> {
-    const p = this.qmps.get(name);
-    this.qmps.delete(name);
-    await p?.then((c) => c.close()).catch(() => {});
+  private dropQmp(name: string): Promise<void> {
+    return this.qmpPool.drop(name);
   }
 
   private names(): Promise<string[]> {
@@ -758,24 +666,9 @@ export class QemuDriver implements HypervisorDriver {
     return (await this.liveProcess(name))?.pid;
   }
 
-  /**
-   * This VM's running QEMU with its start time, or undefined: the pidfile (written by QEMU's uid, so untrusted)
-   * must name a live QEMU whose command line is this guest's and whose uid is this VM's own (or the shared QEMU
-   * user's, for a VM an older vmlink started: it runs so until its next start).
-   */
-  private async liveProcess(name: string): Promise<ProcessIdentity | undefined> {
-    const pidfile = this.paths(name).pidfile;
-    const uids = [await this.ids.get(name), (await this.qemuUser().catch(() => undefined))?.uid];
-    for (const uid of uids) {
-      if (uid === undefined) continue;
-      const id = await processFromPidfile(pidfile, {
-        comm: basename(this.qemuBinary).slice(0, 15),
-        argv: (argv) => argvNamesGuest(argv, name),
-        uid,
-      });
-      if (id) return id;
-    }
-    return undefined;
+  /** This VM's running QEMU with its start time, or undefined (see `VmProcesses.live`). */
+  private liveProcess(name: string): Promise<ProcessIdentity | undefined> {
+    return this.procs.live(name, this.paths(name).pidfile);
   }
 }
 
@@ -786,12 +679,4 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** Whether a QEMU command line names guest `name` (`-name guest=NAME,...`). */
-function argvNamesGuest(argv: readonly string[], name: string): boolean {
-  return argv.some((a) => a === `guest=${name}` || a.startsWith(`guest=${name},`));
-}
-
-/** Whether `pid` is alive (not a zombie: its command line would be empty) and its command line names guest `name`. */
-export async function processMatches(pid: number, name: string): Promise<boolean> {
-  return argvNamesGuest((await processArgv(pid)) ?? [], name);
-}
+export { processMatches } from './vm-process.js';
