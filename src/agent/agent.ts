@@ -408,6 +408,12 @@ function portOf(nic: NicConfig): PortConfig {
   const port: PortConfig = { tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu };
   if (nic.vlan !== undefined) port.vlan = nic.vlan;
   if (nic.trunk) port.trunks = nic.trunk.vlans;
+  // Trunk ports carry a router VM's many networks: they are not filtered, like `portSecurity: false`.
+  else if (nic.portSecurity !== false)
+    port.security = {
+      mac: nic.mac,
+      addresses: [...(nic.staticIp ? [nic.staticIp.address] : []), ...(nic.allowedAddresses ?? [])],
+    };
   return port;
 }
 

@@ -41,6 +41,7 @@ import {
   type UplinkConfig,
   type VmConfig,
 } from '../shared/model.js';
+import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
 import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
 import type { VersionInfo } from '../shared/version.js';
 import {
@@ -115,6 +116,10 @@ export const NetworkConfigSchema = z
       .optional(),
     uplink: HostNicSchema.optional(),
     forwards: z.array(ForwardConfigSchema).max(NETWORK_FORWARDS_MAX),
+    hostServices: z
+      .array(z.object({ protocol: z.enum(['tcp', 'udp']), port }).strict())
+      .max(HOST_SERVICES_MAX)
+      .optional(),
   })
   .strict() satisfies z.ZodType<NetworkConfig>;
 
@@ -138,6 +143,8 @@ const NicConfigSchema = z
       .object({ address: ip, prefixLength: addressPrefix, gateway: ip.optional() })
       .strict()
       .optional(),
+    portSecurity: z.literal(false).optional(),
+    allowedAddresses: z.array(ip).max(NIC_ALLOWED_ADDRESSES_MAX).optional(),
   })
   .strict() satisfies z.ZodType<NicConfig>;
 

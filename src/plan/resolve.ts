@@ -19,7 +19,7 @@ import {
   tapName,
   vxlanDeviceName,
 } from '../spec/net.js';
-import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, Spec } from '../spec/schema.js';
+import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, NicSpec, Spec } from '../spec/schema.js';
 import { hostAddress, hostSegments, isMultiHost, networkHosts, VXLAN_PORT } from '../spec/topology.js';
 import { subnetPlan } from '../spec/validate/addressing.js';
 
@@ -113,6 +113,7 @@ export function resolveSpec(spec: Spec): DesiredState {
       backend: n.backend,
       bridge: bridgeName(n.name),
       mtu: n.mtu,
+      ...hostServicesOf(n),
     };
     if (n.mode === 'bridge') {
       host.networks.push({ ...base, uplink: n.uplink ?? hostUplink.get(n.host), forwards: [] });
@@ -146,7 +147,7 @@ export function resolveSpec(spec: Spec): DesiredState {
     if (!host) continue;
     const vmHost = hosts.get(vm.host);
     const nics: NicConfig[] = vm.nics.map((nic, i) => {
-      const common = { tap: tapName(vm.name, i), mac: nicMac(vm.name, i, nic.mac) };
+      const common = { tap: tapName(vm.name, i), mac: nicMac(vm.name, i, nic.mac), ...portSecurityOf(nic) };
       if (nic.trunk !== undefined) {
         const members = nic.trunk.map((name) => nets.get(name));
         const first = members[0];
@@ -198,6 +199,25 @@ export function resolveSpec(spec: Spec): DesiredState {
   return out;
 }
 
+/** A network's `hostServices`, sorted, where it has any (absent otherwise: older configs keep their hash). */
+function hostServicesOf(n: NetworkSpec): Pick<NetworkConfig, 'hostServices'> {
+  const list = n.hostServices ?? [];
+  if (list.length === 0) return {};
+  return {
+    hostServices: [...list]
+      .sort((a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port)
+      .map((s) => ({ protocol: s.protocol, port: s.port })),
+  };
+}
+
+/** A NIC's port-security exceptions, only where the spec makes one (absent otherwise: configs keep their hash). */
+function portSecurityOf(nic: NicSpec): Pick<NicConfig, 'portSecurity' | 'allowedAddresses'> {
+  return {
+    ...(nic.portSecurity === false ? { portSecurity: false as const } : {}),
+    ...(nic.allowedAddresses?.length ? { allowedAddresses: [...nic.allowedAddresses].sort(byIp) } : {}),
+  };
+}
+
 /** Adds a vxlan or vlan network to each member host; the subnet (and NAT) only on the gateway host. */
 function resolveMultiHost(
   spec: Spec,
@@ -225,6 +245,7 @@ function resolveMultiHost(
       bridge: bridgeOn(spec, n, h),
       mtu: n.mtu,
       forwards: [],
+      ...hostServicesOf(n),
     };
     if (n.mode === 'vxlan') {
       const local = addressOf(h);

@@ -1,6 +1,7 @@
 // Resolved desired state and observed state: the contract between plan, controller, agent and drivers.
 // The plan resolves a spec into these per-host configs; the agent hands them to drivers as they are.
 import type { ImageSpec } from '../spec/schema.js';
+import type { HostService } from './port-security.js';
 
 /** A port forward resolved to the VM address it targets. */
 export interface ForwardConfig {
@@ -78,6 +79,8 @@ export interface NetworkConfig {
   uplink?: string;
   /** nat (and a vxlan gateway with nat) only. */
   forwards: ForwardConfig[];
+  /** Host services its VMs may reach beyond DHCP, DNS and ping to the gateway (absent: none), sorted. */
+  hostServices?: HostService[];
 }
 
 /** One VM NIC as the hypervisor must realise it. */
@@ -96,6 +99,10 @@ export interface NicConfig {
   mtu: number;
   /** Fixed address with prefix (e.g. 10.0.0.5/24) and gateway, when the guest must not use DHCP. */
   staticIp?: { address: string; prefixLength: number; gateway?: string };
+  /** false: no anti-spoofing on this NIC's port (absent: on, except trunk NICs). */
+  portSecurity?: false;
+  /** Extra source addresses the port lets out (a VIP); absent: none. */
+  allowedAddresses?: string[];
 }
 
 /** One VM disk. */

@@ -30,6 +30,7 @@ import {
   VM_NICS_MAX,
   VNI_MAX,
 } from '../shared/limits.js';
+import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
@@ -162,6 +163,19 @@ export const ForwardSchema = z
 /** MTU of a network and its VM NICs. */
 const mtu = z.number().int().min(MTU_MIN).max(NETWORK_MTU_MAX);
 
+/** A service on the host that a network's VMs may reach (beyond DHCP, DNS and ping to the gateway). */
+export const HostServiceSchema = z.object({ protocol: z.enum(['tcp', 'udp']), port }).strict();
+
+/**
+ * Host services VMs of a network may reach at any of the host's addresses; everything else from a VM port to the host
+ * is dropped (DHCP, DNS and ICMP echo to the gateway address and IPv6 neighbour discovery always pass).
+ */
+const hostServices = z
+  .array(HostServiceSchema)
+  .max(HOST_SERVICES_MAX)
+  .refine((l) => new Set(l.map((s) => `${s.protocol}/${s.port}`)).size === l.length, 'lists a service twice')
+  .optional();
+
 const networkBase = {
   name,
   host: name,
@@ -169,6 +183,7 @@ const networkBase = {
   mtu: mtu.default(DEFAULT_MTU),
   /** Only linux is supported on single-host networks for now (validation says so). */
   backend: BackendSchema.default('linux'),
+  hostServices,
 };
 
 /** Where a multi-host network's subnet is routed: that host gets the gateway address, DHCP, and optionally NAT. */
@@ -227,6 +242,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       /** Must leave 50 bytes of VXLAN overhead below every member host's underlay MTU. */
       mtu: mtu.default(DEFAULT_OVERLAY_MTU),
       backend: BackendSchema.default('linux'),
+      hostServices,
       /** Optional: checks fixed NIC addresses; needed for a gateway. Overlays may overlap each other. */
       cidr: cidr.optional(),
       gateway: MultiHostGatewaySchema.optional(),
@@ -242,6 +258,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       vlan: vlanId,
       /** `site.environments[].name`: the VLAN id must lie in its ranges. */
       environment: name.optional(),
+      hostServices,
       /** Physical segment carrying the tagged frames (see `hosts[].segments`). */
       segment: name.default('default'),
       mtu: mtu.default(DEFAULT_MTU),
@@ -264,6 +281,13 @@ export const NicSchema = z
     mac: mac.optional(),
     /** Fixed address: a DHCP reservation on nat/isolated networks, a kernel-command-line address elsewhere. */
     ip: ipv4.optional(),
+    /**
+     * Anti-spoofing on this NIC's port (default true): only its MAC, its addresses (ip, allowedAddresses, the one
+     * a DHCP server gave it) leave it, and no DHCP server replies. false: the guest may send anything (trunks never filter).
+     */
+    portSecurity: z.boolean().optional(),
+    /** Extra addresses the guest may send from (a VIP moved by Keepalived, say). */
+    allowedAddresses: z.array(ipv4).max(NIC_ALLOWED_ADDRESSES_MAX).optional(),
   })
   .strict();
 

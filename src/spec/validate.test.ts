@@ -226,6 +226,49 @@ describe('validateSpec', () => {
       ));
   });
 
+  describe('guest filters', () => {
+    it('allowedAddresses with portSecurity: false', () =>
+      expectIssue(
+        issuesOf((s) => {
+          s.vms[0].nics[0].portSecurity = false;
+          s.vms[0].nics[0].allowedAddresses = ['10.10.0.50'];
+        }),
+        'vms[0].nics[0].allowedAddresses',
+        'portSecurity: false lets every address out already',
+      ));
+    it('an allowed address that is not an address', () =>
+      expectIssue(
+        issuesOf((s) => (s.vms[0].nics[0].allowedAddresses = ['10.10.0.500'])),
+        'vms[0].nics[0].allowedAddresses[0]',
+        'IPv4',
+      ));
+    it('a host service listed twice', () =>
+      expectIssue(
+        issuesOf(
+          (s) =>
+            (s.networks[1].hostServices = [
+              { protocol: 'tcp', port: 22 },
+              { protocol: 'tcp', port: 22 },
+            ]),
+        ),
+        'networks[1].hostServices',
+        'lists a service twice',
+      ));
+    it('a host service port out of range', () =>
+      expectIssue(
+        issuesOf((s) => (s.networks[1].hostServices = [{ protocol: 'tcp', port: 0 }])),
+        'networks[1].hostServices[0].port',
+        '',
+      ));
+    it('accepts a VIP and host services', () =>
+      expect(
+        issuesOf((s) => {
+          s.vms[0].nics[0].allowedAddresses = ['10.10.0.50'];
+          s.networks[1].hostServices = [{ protocol: 'udp', port: 123 }];
+        }),
+      ).toEqual([]));
+  });
+
   describe('fixed NIC addresses', () => {
     it('outside the CIDR', () =>
       expectIssue(

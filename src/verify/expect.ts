@@ -57,6 +57,11 @@ function homeHost(e: VmEndpoint): string | undefined {
   return multiHost(e.mode) ? e.gatewayHost : e.host;
 }
 
+/** The host a VM's packets enter from its port or its network's bridge: the host input policy applies there. */
+function entryHost(e: VmEndpoint): string | undefined {
+  return e.mode === 'bridge' ? e.host : homeHost(e);
+}
+
 /** Whether a VM on a private network is routed (and masqueraded) off it: nat, or vxlan/vlan with `gateway.nat`. */
 function egresses(e: VmEndpoint): boolean {
   return e.mode === 'nat' || (multiHost(e.mode) && e.nat === true);
@@ -69,7 +74,8 @@ function egresses(e: VmEndpoint): boolean {
  * host; vxlan/vlan: the gateway host, if any). Different networks never reach each other, even with overlapping
  * CIDRs. Isolated VMs, and vxlan/vlan VMs without `gateway.nat`, get no route off their network; nat VMs, vxlan/vlan
  * VMs with `gateway.nat` and LAN members (hosts, peers, bridged VMs) reach the LAN and, through the router's NAT, the
- * upstream; the upstream reaches nothing behind the router.
+ * upstream; the upstream reaches nothing behind the router. No VM reaches the host its packets enter (its own host,
+ * or the gateway host of its overlay) at the host's LAN address: the host input policy lets VMs ping only their gateway.
  */
 export function expectReachable(src: Endpoint, dst: Endpoint): boolean {
   if (dst.kind === 'vm' && dst.mode !== 'bridge') {
@@ -78,6 +84,8 @@ export function expectReachable(src: Endpoint, dst: Endpoint): boolean {
     return multiHost(dst.mode) || src.host === dst.host;
   }
   if (src.kind === 'upstream') return false;
+  // The host a VM's packets enter drops them unless a network opens a service (ping only to the gateway address).
+  if (src.kind === 'vm' && dst.kind === 'host' && dst.host === entryHost(src)) return false;
   // dst is a LAN member or the upstream.
   if (src.kind === 'vm' && src.mode !== 'bridge') return egresses(src);
   return true;

@@ -34,6 +34,11 @@ export interface PortConfig {
   vlan?: number;
   /** Trunk port: VLANs passed tagged. */
   trunks?: number[];
+  /**
+   * Anti-spoofing: the only MAC and IPv4 addresses the port lets out (plus the address a DHCP server gives that MAC).
+   * Absent: the port is not filtered (trunk ports, `portSecurity: false`).
+   */
+  security?: { mac: string; addresses: string[] };
 }
 
 /** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */

@@ -36,6 +36,13 @@ export function checkNics(
         );
       else macs.set(mac, base);
 
+      if (nic.allowedAddresses?.length && (nic.trunk !== undefined || nic.portSecurity === false))
+        add(
+          `${base}.allowedAddresses`,
+          nic.trunk !== undefined
+            ? 'a trunk port is not filtered, so it needs no allowedAddresses; remove them'
+            : 'portSecurity: false lets every address out already; remove allowedAddresses or portSecurity: false',
+        );
       if (nic.trunk !== undefined) {
         if (nic.network !== undefined)
           add(

@@ -185,17 +185,27 @@ describe('LinuxNetworkDriver (recorded commands)', () => {
     const d = new LinuxNetworkDriver({ runner, stateDir });
     await expect(d.ensurePort({ tap: 'vlt-1', bridge: 'nobr', mtu: 1500 })).rejects.toThrow(NotFoundError);
     runner.calls.length = 0;
-    await d.ensurePort({ tap: 'vlt-1', bridge: 'vlb-1', mtu: 1400 });
+    await d.ensurePort({
+      tap: 'vlt-1',
+      bridge: 'vlb-1',
+      mtu: 1400,
+      security: { mac: '52:54:00:00:00:01', addresses: ['10.0.0.5', '10.0.0.50'] },
+    });
     expect(runner.lines()).toEqual([
       'ip -json -details link show dev vlb-1',
       'ip -json -details link show dev vlt-1',
       'ip -batch -',
+      'nft -f -',
     ]);
     expect(runner.calls[2]!.input).toBe(
       'tuntap add dev vlt-1 mode tap vnet_hdr\nlink set dev vlt-1 master vlb-1 mtu 1400 up\n',
     );
+    // Marked as a VM port and guarded: golden file of the bridge table script.
+    expectGolden('port-guard-ensure.nft', runner.calls[3]!.input!);
     await expect(d.deletePort('eth0')).rejects.toThrow(ConflictError);
+    runner.calls.length = 0;
     await d.deletePort('vlt-1');
+    expectGolden('port-guard-remove.nft', runner.calls.at(-1)!.input!);
     expect(await d.portAttached('vlt-1', 'vlb-1')).toBe(false);
   });
 });

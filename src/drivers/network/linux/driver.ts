@@ -56,6 +56,7 @@ import { enslaveUplink, releaseUplink } from './move.js';
 import { type ObserveHost, observeNetworks } from './observe.js';
 import { memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
 import { deleteMember, ensureVlan, ensureVxlan, underlayFor } from './overlay-devices.js';
+import { ensurePortsScript, removePortsScript } from './port-guard.js';
 import { deletePort, ensurePort, type PortHost, portAttached, portMasters } from './ports.js';
 import {
   isRouted,
@@ -194,25 +195,32 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
 
   // Ports.
 
-  /** Creates or re-attaches the VM's tap on its bridge (VLAN ports: see `ensurePort` in ports.ts). */
-  ensurePort(port: PortConfig, ctx?: OpContext): Promise<void> {
-    return ensurePort(this.host, port, ctx);
+  /**
+   * Creates or re-attaches the VM's tap on its bridge (VLAN ports: see `ensurePort` in ports.ts), then puts it in the
+   * bridge table: marked as a VM port, and guarded when it has `security` (port-guard.ts).
+   */
+  async ensurePort(port: PortConfig, ctx?: OpContext): Promise<void> {
+    await ensurePort(this.host, port, ctx);
+    await this.nft.load(ensurePortsScript([port]));
   }
 
-  /** Plain ports in one batch, VLAN ports one by one (see `ensurePlainPorts`). */
+  /** Plain ports in one batch, VLAN ports one by one (see `ensurePlainPorts`); their guards in one nft load. */
   async ensurePorts(ports: readonly PortConfig[], ctx?: OpContext): Promise<void> {
     await ensurePlainPorts(this.ip, ports.filter(plainPort), ctx);
     for (const p of ports.filter((p) => !plainPort(p))) await ensurePort(this.host, p, ctx);
+    if (ports.length) await this.nft.load(ensurePortsScript(ports));
   }
 
-  /** Deletes taps together (see `deleteTaps`). */
-  deletePorts(taps: readonly string[], ctx?: OpContext): Promise<void> {
-    return deleteTaps(this.ip, taps, ctx);
+  /** Deletes taps together (see `deleteTaps`), and their guards. */
+  async deletePorts(taps: readonly string[], ctx?: OpContext): Promise<void> {
+    await deleteTaps(this.ip, taps, ctx);
+    if (taps.length) await this.nft.load(removePortsScript(taps));
   }
 
-  /** Deletes the tap; a missing one is not an error, a non-tap device of that name is a conflict. */
-  deletePort(tap: string, ctx?: OpContext): Promise<void> {
-    return deletePort(this.ip, tap, ctx);
+  /** Deletes the tap and its guard; a missing one is not an error, a non-tap device of that name is a conflict. */
+  async deletePort(tap: string, ctx?: OpContext): Promise<void> {
+    await deletePort(this.ip, tap, ctx);
+    await this.nft.load(removePortsScript([tap]));
   }
 
   /** Whether the tap exists and is a port of `bridge`. */

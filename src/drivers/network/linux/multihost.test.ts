@@ -188,9 +188,14 @@ describe('overlay helpers', () => {
 });
 
 describe('rules and DHCP of vxlan/vlan gateway hosts', () => {
-  it('nat gateway: masquerade like a nat network; without nat: address + DHCP, nothing routed; elsewhere: no rules', () => {
-    expect(buildRuleset([vxlanNet])).toBeUndefined();
-    expectGolden('ruleset-overlay.nft', buildRuleset([vxlanGateway, vlanNet, vxlanNet])!);
+  it('nat gateway: masquerade like a nat network; without nat: address + DHCP, nothing routed; elsewhere: only the guest filters', () => {
+    const member = buildRuleset([vxlanNet])!;
+    expect(member).not.toContain('same_bridge {\n\t\ttype ifname . ifname\n\t\telements');
+    // The overlay's remote VTEPs are the only sources its VXLAN packets are accepted from.
+    expect(member).toContain(
+      `elements = { ${vxlanNet.vxlan!.remotes.map((r) => `${vxlanNet.vxlan!.vni} . ${r}`).join(', ')} }`,
+    );
+    expectGolden('ruleset-overlay.nft', buildRuleset([vxlanGateway, vlanNet])!);
     expectGolden('dnsmasq-vxlan-nat.conf', renderDnsmasqConf(vxlanGateway));
     const plain = renderDnsmasqConf(vlanNet);
     expect(plain).toContain('no-resolv\n');

@@ -5,9 +5,53 @@ import { expectGolden } from './golden.test-util.js';
 import { buildRuleset, rulesetDelta, rulesetModel } from './ruleset.js';
 
 describe('buildRuleset', () => {
-  it('needs no table without nat or isolated networks', () => {
+  it('needs no table without networks; a bridge network only filters what its VM ports send the host', () => {
     expect(buildRuleset([])).toBeUndefined();
-    expect(buildRuleset([bridgedNet])).toBeUndefined();
+    const m = rulesetModel([bridgedNet])!;
+    // Its LAN bridge carries the host's own traffic: not a guest bridge, nothing opened, nothing routed.
+    expect(Object.values(m)).toEqual([
+      { bridge: bridgedNet.bridge, kind: 'switched', guest: false, vteps: [], ports: [], chains: {} },
+    ]);
+    expect(buildRuleset([bridgedNet])).toContain('meta mark & 0x00200000 == 0x00200000 jump guest_input');
+  });
+
+  it("opens a network's host services to its VMs (any host address), after DHCP, DNS and ping to the gateway", () => {
+    const open = { ...isolatedNet, hostServices: [{ protocol: 'tcp' as const, port: 22 }] };
+    const m = rulesetModel([
+      open,
+      { ...bridgedNet, hostServices: [{ protocol: 'udp' as const, port: 123 }] },
+    ])!;
+    expect(m[isolatedNet.name]?.chains[`in-${isolatedNet.bridge}`]).toEqual([
+      `udp sport 68 udp dport 67 accept comment "net:${isolatedNet.name}"`,
+      `ip daddr ${isolatedNet.subnet!.gateway} meta l4proto { tcp, udp } th dport 53 accept comment "net:${isolatedNet.name}"`,
+      `ip daddr ${isolatedNet.subnet!.gateway} icmp type echo-request accept comment "net:${isolatedNet.name}"`,
+      `tcp dport 22 accept comment "net:${isolatedNet.name}"`,
+    ]);
+    expect(m[bridgedNet.name]?.chains).toEqual({
+      [`in-${bridgedNet.bridge}`]: [`udp dport 123 accept comment "net:${bridgedNet.name}"`],
+    });
+    const bad = { ...isolatedNet, hostServices: [{ protocol: 'tcp' as const, port: 0 }] };
+    expect(() => rulesetModel([bad])).toThrow(InvalidRequestError);
+  });
+
+  it("drops VM traffic to the host after the network's chain and VXLAN from non-members before anything", () => {
+    const lines = buildRuleset([natNet])!
+      .split('\n')
+      .map((l) => l.trim());
+    const input = lines.slice(lines.indexOf('chain input {'));
+    expect(input.slice(2, 6)).toEqual([
+      'udp dport 4789 @th,96,24 . ip saddr @vxlan_vteps accept',
+      'udp dport 4789 counter drop comment "vxlan from a non-member"',
+      'iifname @guest_bridges jump guest_input',
+      'meta mark & 0x00200000 == 0x00200000 jump guest_input',
+    ]);
+    const guest = lines.slice(lines.indexOf('chain guest_input {'));
+    expect(guest.slice(1, 5)).toEqual([
+      'ct state established,related accept',
+      'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept',
+      'iifname vmap @host_services',
+      'counter drop comment "guest to host"',
+    ]);
   });
 
   it('renders one nat network with forwards', () => {
@@ -77,6 +121,10 @@ describe('rulesetDelta', () => {
     const d = rulesetDelta(model(iso), model(iso, natNet));
     expect(d).not.toContain('vlb-00000002');
     expect(d.split('\n').filter(Boolean)).toEqual([
+      'add chain inet vmlink in-vlb-0a1b2c3d',
+      'add rule inet vmlink in-vlb-0a1b2c3d udp sport 68 udp dport 67 accept comment "net:web"',
+      'add rule inet vmlink in-vlb-0a1b2c3d ip daddr 10.10.0.1 meta l4proto { tcp, udp } th dport 53 accept comment "net:web"',
+      'add rule inet vmlink in-vlb-0a1b2c3d ip daddr 10.10.0.1 icmp type echo-request accept comment "net:web"',
       'add chain inet vmlink masq-vlb-0a1b2c3d',
       'add rule inet vmlink masq-vlb-0a1b2c3d ip saddr 10.10.0.0/24 ip daddr != 10.10.0.0/24 oifname != "vlb-0a1b2c3d" counter masquerade comment "net:web"',
       'add chain inet vmlink dnat-vlb-0a1b2c3d',
@@ -85,6 +133,8 @@ describe('rulesetDelta', () => {
       'add chain inet vmlink out-vlb-0a1b2c3d',
       'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 tcp dport 8080 counter dnat ip to 10.10.0.10:80 comment "net:web vm:web1"',
       'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 udp dport 5353 counter dnat ip to 10.10.0.10:53 comment "net:web vm:web1"',
+      'add element inet vmlink guest_bridges { "vlb-0a1b2c3d" }',
+      'add element inet vmlink host_services { "vlb-0a1b2c3d" : jump in-vlb-0a1b2c3d }',
       'add element inet vmlink same_bridge { "vlb-0a1b2c3d" . "vlb-0a1b2c3d" }',
       'add element inet vmlink routed_bridges { "vlb-0a1b2c3d" }',
       'add element inet vmlink masq_by_bridge { "vlb-0a1b2c3d" : jump masq-vlb-0a1b2c3d }',
@@ -101,6 +151,7 @@ describe('rulesetDelta', () => {
     const firstChain = d.findIndex((l) => l.startsWith('delete chain'));
     expect(firstChain).toBeGreaterThan(lastElement);
     expect(d.filter((l) => l.startsWith('delete chain'))).toEqual([
+      'delete chain inet vmlink in-vlb-0a1b2c3d',
       'delete chain inet vmlink masq-vlb-0a1b2c3d',
       'delete chain inet vmlink dnat-vlb-0a1b2c3d',
       'delete chain inet vmlink out-vlb-0a1b2c3d',

@@ -9,12 +9,17 @@
 // Isolation still comes first for every network: the forward chain drops traffic of isolated bridges before it
 // accepts any routed one's.
 //
+// The input hook holds the guest filters: the VXLAN underlay filter (underlay-filter.ts) and the host input policy
+// (host-input.ts); every vmlink network takes part, so every network needs the table.
+//
 // With br_netfilter loaded (bridge-nf-call-iptables=1, the default once the module is in), frames
 // switched inside a bridge pass the inet forward hook with iifname = oifname = the bridge: each
 // network's first forward rule accepts them, so VM-to-VM (and overlay) traffic is never dropped.
 import { assertIfName } from '../../../exec/ip.js';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { GUEST_INPUT_JUMPS, GUEST_INPUT_RULES, hostInputRules, isGuestBridge } from './host-input.js';
+import { UNDERLAY_RULES, VXLAN_SET, vtepElements } from './underlay-filter.js';
 
 /** nftables family of vmlink's table. */
 export const TABLE_FAMILY = 'inet' as const;
@@ -49,8 +54,16 @@ function ifname(v: string, what: string): string {
   return `"${v}"`;
 }
 
-/** Whether a network needs rules in the table: nat, isolated, and vxlan/vlan with a subnet on this host. */
-export function needsRules(cfg: NetworkConfig): boolean {
+/**
+ * Whether a network needs rules in the table: every one does (the host input policy covers every bridge VMs sit on,
+ * the underlay filter every overlay); nat, isolated and a vxlan/vlan gateway also have routing rules.
+ */
+export function needsRules(_cfg: NetworkConfig): boolean {
+  return true;
+}
+
+/** Whether the network has an address on this host and so takes part in forwarding (nat, isolated, a gateway). */
+function hasSubnetHere(cfg: NetworkConfig): boolean {
   if (cfg.mode === 'nat' || cfg.mode === 'isolated') return true;
   return (cfg.mode === 'vxlan' || cfg.mode === 'vlan') && cfg.subnet !== undefined;
 }
@@ -63,8 +76,15 @@ export function isRouted(cfg: NetworkConfig): boolean {
 /** One network's part of the table: its bridge's class, the ports it forwards and its own chains. */
 export interface NetworkRules {
   bridge: string;
-  /** `isolated`: nothing routed on or off the bridge; `routed`: masqueraded out, reachable through its forwards. */
-  kind: 'isolated' | 'routed';
+  /**
+   * `isolated`: nothing routed on or off the bridge; `routed`: masqueraded out, reachable through its forwards;
+   * `switched`: no address here (a bridge network, an overlay's member host): only the guest filters apply.
+   */
+  kind: 'isolated' | 'routed' | 'switched';
+  /** Only VMs sit on the bridge: all its traffic to the host is VM traffic (every mode but bridge). */
+  guest: boolean;
+  /** `vni . remote` of the overlay's member VTEPs (vxlan only). */
+  vteps: string[];
   /** `proto . port` keys of its forwards, each leading to its `dnat-` (prerouting) and `out-` (output) chains. */
   ports: string[];
   /** Its own chains (name -> rules). */
@@ -88,9 +108,35 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
     if (!/^[A-Za-z0-9_.-]+$/.test(n.name))
       throw new InvalidRequestError(`invalid network name ${JSON.stringify(n.name)}`);
     const tag = `comment "net:${n.name}"`;
+    const gateway =
+      hasSubnetHere(n) && n.subnet ? ipv4(n.subnet.gateway, `networks.${n.name}.subnet.gateway`) : undefined;
+    const input = hostInputRules(n, gateway);
+    const guard = {
+      guest: isGuestBridge(n),
+      vteps: vtepElements(n, ipv4),
+      inputChains: input.length ? { [`in-${n.bridge}`]: input } : {},
+    };
+    if (!hasSubnetHere(n)) {
+      model[n.name] = {
+        bridge: n.bridge,
+        kind: 'switched',
+        guest: guard.guest,
+        vteps: guard.vteps,
+        ports: [],
+        chains: guard.inputChains,
+      };
+      continue;
+    }
     if (!isRouted(n)) {
       // isolated, or a vxlan/vlan gateway without nat: address + DHCP, nothing routed off the network.
-      model[n.name] = { bridge: n.bridge, kind: 'isolated', ports: [], chains: {} };
+      model[n.name] = {
+        bridge: n.bridge,
+        kind: 'isolated',
+        guest: guard.guest,
+        vteps: guard.vteps,
+        ports: [],
+        chains: guard.inputChains,
+      };
       continue;
     }
     if (!n.subnet)
@@ -117,8 +163,11 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
     model[n.name] = {
       bridge: n.bridge,
       kind: 'routed',
+      guest: guard.guest,
+      vteps: guard.vteps,
       ports,
       chains: {
+        ...guard.inputChains,
         // Not tied to the uplink's name: a bridge network may have enslaved it, and egress then leaves by that bridge.
         [`masq-${n.bridge}`]: [
           `ip saddr ${net} ip daddr != ${net} oifname != ${br} counter masquerade ${tag}`,
@@ -133,7 +182,12 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
 /** The set and map elements a network adds to the table, as `[set or map, element]`. */
 function elementsOf(r: NetworkRules): Array<[string, string]> {
   const br = `"${r.bridge}"`;
-  const el: Array<[string, string]> = [['same_bridge', `${br} . ${br}`]];
+  const el: Array<[string, string]> = [];
+  if (r.guest) el.push(['guest_bridges', br]);
+  if (r.chains[`in-${r.bridge}`]) el.push(['host_services', `${br} : jump in-${r.bridge}`]);
+  for (const v of r.vteps) el.push(['vxlan_vteps', v]);
+  if (r.kind === 'switched') return el;
+  el.push(['same_bridge', `${br} . ${br}`]);
   if (r.kind === 'isolated') el.push(['isolated_bridges', br]);
   else {
     el.push(['routed_bridges', br], ['masq_by_bridge', `${br} : jump masq-${r.bridge}`]);
@@ -154,8 +208,18 @@ const SETS: Array<[string, string]> = [
   ['map masq_by_bridge', 'type ifname : verdict'],
   ['map dnat_ports', 'type inet_proto . inet_service : verdict'],
   ['map dnat_local_ports', 'type inet_proto . inet_service : verdict'],
+  ['set guest_bridges', 'type ifname'],
+  ['map host_services', 'type ifname : verdict'],
+  VXLAN_SET,
 ];
 const BASE_CHAINS: Array<[string, string, string[]]> = [
+  // A regular chain (no hook): declared before the input hook that jumps to it.
+  ['guest_input', '', GUEST_INPUT_RULES],
+  [
+    'input',
+    'type filter hook input priority filter; policy accept;',
+    [...UNDERLAY_RULES, ...GUEST_INPUT_JUMPS],
+  ],
   [
     'prerouting',
     'type nat hook prerouting priority dstnat; policy accept;',
@@ -211,7 +275,12 @@ export function renderRuleset(model: RulesetModel): string {
     for (const [chain, rules] of Object.entries(r.chains))
       lines.push(`\tchain ${chain} {`, ...rules.map((x) => `\t\t${x}`), '\t}');
   for (const [chain, head, rules] of BASE_CHAINS)
-    lines.push(`\tchain ${chain} {`, `\t\t${head}`, ...rules.map((x) => `\t\t${x}`), '\t}');
+    lines.push(
+      `\tchain ${chain} {`,
+      ...(head ? [`\t\t${head}`] : []),
+      ...rules.map((x) => `\t\t${x}`),
+      '\t}',
+    );
   lines.push('}');
   return `${lines.join('\n')}\n`;
 }
