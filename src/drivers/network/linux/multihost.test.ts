@@ -191,7 +191,10 @@ describe('rules and DHCP of vxlan/vlan gateway hosts', () => {
   it('nat gateway: masquerade like a nat network; without nat: address + DHCP, nothing routed; elsewhere: only the guest filters', () => {
     const member = buildRuleset([vxlanNet])!;
     expect(member).not.toContain('same_bridge {\n\t\ttype ifname . ifname\n\t\telements');
-    // The overlay's remote VTEPs are the only sources its VXLAN packets are accepted from.
+    // Its VNI is filtered; its remote VTEPs are the only sources its VXLAN packets are accepted from.
+    expect(member).toContain(
+      `set vxlan_vnis {\n\t\ttypeof @th,96,24\n\t\telements = { ${vxlanNet.vxlan!.vni} }`,
+    );
     expect(member).toContain(
       `elements = { ${vxlanNet.vxlan!.remotes.map((r) => `${vxlanNet.vxlan!.vni} . ${r}`).join(', ')} }`,
     );

@@ -41,7 +41,7 @@ describe('buildRuleset', () => {
     const input = lines.slice(lines.indexOf('chain input {'));
     expect(input.slice(2, 6)).toEqual([
       'udp dport 4789 @th,96,24 . ip saddr @vxlan_vteps accept',
-      'udp dport 4789 counter drop comment "vxlan from a non-member"',
+      'udp dport 4789 @th,96,24 @vxlan_vnis counter drop comment "vxlan from a non-member"',
       'iifname @guest_bridges jump guest_input',
       'meta mark & 0x00200000 == 0x00200000 jump guest_input',
     ]);

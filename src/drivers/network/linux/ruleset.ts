@@ -19,7 +19,7 @@ import { assertIfName } from '../../../exec/ip.js';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { GUEST_INPUT_JUMPS, GUEST_INPUT_RULES, hostInputRules, isGuestBridge } from './host-input.js';
-import { UNDERLAY_RULES, VXLAN_SET, vtepElements } from './underlay-filter.js';
+import { UNDERLAY_RULES, VXLAN_SETS, vtepElements } from './underlay-filter.js';
 
 /** nftables family of vmlink's table. */
 export const TABLE_FAMILY = 'inet' as const;
@@ -83,6 +83,8 @@ export interface NetworkRules {
   kind: 'isolated' | 'routed' | 'switched';
   /** Only VMs sit on the bridge: all its traffic to the host is VM traffic (every mode but bridge). */
   guest: boolean;
+  /** The overlay's VNI (vxlan only). */
+  vni?: string;
   /** `vni . remote` of the overlay's member VTEPs (vxlan only). */
   vteps: string[];
   /** `proto . port` keys of its forwards, each leading to its `dnat-` (prerouting) and `out-` (output) chains. */
@@ -111,19 +113,17 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
     const gateway =
       hasSubnetHere(n) && n.subnet ? ipv4(n.subnet.gateway, `networks.${n.name}.subnet.gateway`) : undefined;
     const input = hostInputRules(n, gateway);
-    const guard = {
-      guest: isGuestBridge(n),
-      vteps: vtepElements(n, ipv4),
-      inputChains: input.length ? { [`in-${n.bridge}`]: input } : {},
-    };
+    const { vni, vteps } = vtepElements(n, ipv4);
+    // The guest filters' part, common to every kind.
+    const guard = { guest: isGuestBridge(n), ...(vni === undefined ? {} : { vni }), vteps };
+    const inputChains = input.length ? { [`in-${n.bridge}`]: input } : {};
     if (!hasSubnetHere(n)) {
       model[n.name] = {
         bridge: n.bridge,
         kind: 'switched',
-        guest: guard.guest,
-        vteps: guard.vteps,
+        ...guard,
         ports: [],
-        chains: guard.inputChains,
+        chains: inputChains,
       };
       continue;
     }
@@ -132,10 +132,9 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
       model[n.name] = {
         bridge: n.bridge,
         kind: 'isolated',
-        guest: guard.guest,
-        vteps: guard.vteps,
+        ...guard,
         ports: [],
-        chains: guard.inputChains,
+        chains: inputChains,
       };
       continue;
     }
@@ -163,11 +162,10 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
     model[n.name] = {
       bridge: n.bridge,
       kind: 'routed',
-      guest: guard.guest,
-      vteps: guard.vteps,
+      ...guard,
       ports,
       chains: {
-        ...guard.inputChains,
+        ...inputChains,
         // Not tied to the uplink's name: a bridge network may have enslaved it, and egress then leaves by that bridge.
         [`masq-${n.bridge}`]: [
           `ip saddr ${net} ip daddr != ${net} oifname != ${br} counter masquerade ${tag}`,
@@ -185,6 +183,7 @@ function elementsOf(r: NetworkRules): Array<[string, string]> {
   const el: Array<[string, string]> = [];
   if (r.guest) el.push(['guest_bridges', br]);
   if (r.chains[`in-${r.bridge}`]) el.push(['host_services', `${br} : jump in-${r.bridge}`]);
+  if (r.vni !== undefined) el.push(['vxlan_vnis', r.vni]);
   for (const v of r.vteps) el.push(['vxlan_vteps', v]);
   if (r.kind === 'switched') return el;
   el.push(['same_bridge', `${br} . ${br}`]);
@@ -210,7 +209,7 @@ const SETS: Array<[string, string]> = [
   ['map dnat_local_ports', 'type inet_proto . inet_service : verdict'],
   ['set guest_bridges', 'type ifname'],
   ['map host_services', 'type ifname : verdict'],
-  VXLAN_SET,
+  ...VXLAN_SETS,
 ];
 const BASE_CHAINS: Array<[string, string, string[]]> = [
   // A regular chain (no hook): declared before the input hook that jumps to it.
