@@ -305,3 +305,50 @@ describe('a running VM whose taps have names from before readable names', () => 
     );
   });
 });
+
+describe('port security reaches the network driver', () => {
+  it('guards a NIC by its MAC, fixed and allowed addresses; trunk and portSecurity: false ports go unguarded', async () => {
+    const ports: unknown[] = [];
+    const driver = { ...fakeDriver([]), ensurePort: async (p: unknown) => void ports.push(p) };
+    const dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-'));
+    const hv = { ...hypervisor, create: async () => {} } as unknown as HypervisorDriver;
+    const a = new Agent({
+      host: 'h',
+      runner: new RecordingRunner(),
+      networks: { linux: driver },
+      hypervisor: hv,
+      stateDir: dir,
+    });
+    const nic = (i: number, extra: Partial<NicConfig>): NicConfig => ({
+      network: 'lan',
+      backend: 'linux',
+      bridge: 'vlb-lan',
+      tap: `vlt-v-${i}`,
+      mac: `52:54:00:00:00:0${i}`,
+      mtu: 1500,
+      ...extra,
+    });
+    const vm: VmConfig = {
+      name: 'v',
+      cpus: 1,
+      memoryMiB: 128,
+      image: { kind: 'test-guest' },
+      disks: [],
+      state: 'stopped',
+      nics: [
+        nic(0, { staticIp: { address: '10.0.0.5', prefixLength: 24 }, allowedAddresses: ['10.0.0.50'] }),
+        nic(1, {}),
+        nic(2, { portSecurity: false }),
+        nic(3, { trunk: { networks: ['lan'], vlans: [100] } }),
+      ],
+    };
+    await a.execute({ kind: 'vm.create', vm, configHash: 'abcdef01' });
+    expect(ports.map((p) => (p as { security?: unknown }).security)).toEqual([
+      { mac: '52:54:00:00:00:00', addresses: ['10.0.0.5', '10.0.0.50'] },
+      { mac: '52:54:00:00:00:01', addresses: [] },
+      undefined,
+      undefined,
+    ]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -134,3 +134,38 @@ vms: [{ name: v, host: h, nics: [{ network: lan, ip: 172.16.0.5 }] }]
     expect(resolveSpec(reordered).host1!.networks).toEqual(d.host1!.networks);
   });
 });
+
+describe('guest filter fields', () => {
+  const s = loadSpec(`
+version: 1
+hosts: [{ name: host1 }]
+networks:
+  - { name: iso, host: host1, mode: isolated, cidr: 10.20.0.0/24, hostServices: [{ protocol: udp, port: 123 }, { protocol: tcp, port: 22 }] }
+  - { name: lan, host: host1, mode: bridge }
+vms:
+  - name: v1
+    host: host1
+    nics:
+      - { network: iso, allowedAddresses: [10.20.0.60, 10.20.0.50] }
+      - { network: lan, portSecurity: false }
+      - { network: lan }
+`);
+  const host = resolveSpec(s).host1!;
+
+  it('carries hostServices sorted, and leaves the field out where a network opens nothing', () => {
+    expect(host.networks.find((n) => n.name === 'iso')?.hostServices).toEqual([
+      { protocol: 'tcp', port: 22 },
+      { protocol: 'udp', port: 123 },
+    ]);
+    expect(host.networks.find((n) => n.name === 'lan')).not.toHaveProperty('hostServices');
+  });
+
+  it('carries a NIC’s exceptions only where the spec makes one (older configs keep their hash)', () => {
+    const [iso, open, plain] = host.vms[0]!.nics;
+    expect(iso?.allowedAddresses).toEqual(['10.20.0.50', '10.20.0.60']);
+    expect(iso).not.toHaveProperty('portSecurity');
+    expect(open?.portSecurity).toBe(false);
+    expect(plain).not.toHaveProperty('portSecurity');
+    expect(plain).not.toHaveProperty('allowedAddresses');
+  });
+});

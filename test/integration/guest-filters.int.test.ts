@@ -186,7 +186,7 @@ describe('anti-spoofing per VM port (hole 10)', () => {
   it("a rogue DHCP server in a guest is counted as dropped; the other guest's DHCP still works", async () => {
     const start = await sh(
       'g2',
-      'printf "interface $ISO\\nstart 10.87.0.200\\nend 10.87.0.210\\nlease_file /tmp/rogue.leases\\npidfile /tmp/rogue.pid\\n" > /tmp/rogue.conf; touch /tmp/rogue.leases; udhcpd /tmp/rogue.conf; echo started',
+      'printf "interface $ISO\\nstart 10.87.0.200\\nend 10.87.0.200\\nlease_file /tmp/rogue.leases\\npidfile /tmp/rogue.pid\\n" > /tmp/rogue.conf; touch /tmp/rogue.leases; udhcpd -a 100 /tmp/rogue.conf; echo started',
     );
     expect(start.stdout, start.stderr).toContain('started');
     try {
@@ -195,7 +195,7 @@ describe('anti-spoofing per VM port (hole 10)', () => {
       const dhcp = await sh('g1', 'udhcpc -i $ISO -n -q -t 3 -T 1 -s /bin/true 2>&1; echo rc=$?');
       expect(dhcp.stdout).toMatch(/rc=0/);
       expect(dhcp.stdout).toMatch(/obtained from 10\.87\.0\.1\b/);
-      expect(dhcp.stdout).not.toMatch(/10\.87\.0\.2(0\d|10)/);
+      expect(dhcp.stdout).not.toMatch(/10\.87\.0\.200/);
       expect(counter('host1', 'bridge vmlink', portDropComment(g2Iso, 'dhcp server'))).toBeGreaterThan(
         before,
       );
