@@ -52,6 +52,7 @@ import {
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
+import { guardLeases } from './guard-leases.js';
 import { enslaveUplink, releaseUplink } from './move.js';
 import { type ObserveHost, observeNetworks } from './observe.js';
 import { memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
@@ -121,8 +122,20 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     };
   }
 
-  /** Moves this backend's networks out of the directory it shared with the OVS backend (at agent start). */
+  /**
+   * At agent start: moves this backend's networks out of the directory it shared with the OVS backend, then loads the
+   * host table as this version builds it (an upgraded agent filters guests before its next apply).
+   */
   async upgradeState(): Promise<void> {
+    await this.moveLegacyState();
+    if ((await this.states.readAll()).length)
+      await this.serial(() => this.applyRuleset()).catch((e: unknown) => {
+        // The next network change loads it again; a start must not fail on it.
+        log.warn({ err: (e as Error).message }, 'nftables table not loaded at start');
+      });
+  }
+
+  private async moveLegacyState(): Promise<void> {
     await moveLegacyNetworkDirs({
       stateDir: this.stateDir,
       target: this.states.root,
@@ -195,20 +208,18 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
 
   // Ports.
 
-  /**
-   * Creates or re-attaches the VM's tap on its bridge (VLAN ports: see `ensurePort` in ports.ts), then puts it in the
-   * bridge table: marked as a VM port, and guarded when it has `security` (port-guard.ts).
-   */
+  /** Creates or re-attaches the VM's tap (see ports.ts), then marks it (and guards it, with `security`): port-guard.ts. */
   async ensurePort(port: PortConfig, ctx?: OpContext): Promise<void> {
     await ensurePort(this.host, port, ctx);
-    await this.nft.load(ensurePortsScript([port]));
+    await this.nft.load(ensurePortsScript([port], await guardLeases(this.states, this.dnsmasq, [port])));
   }
 
   /** Plain ports in one batch, VLAN ports one by one (see `ensurePlainPorts`); their guards in one nft load. */
   async ensurePorts(ports: readonly PortConfig[], ctx?: OpContext): Promise<void> {
     await ensurePlainPorts(this.ip, ports.filter(plainPort), ctx);
     for (const p of ports.filter((p) => !plainPort(p))) await ensurePort(this.host, p, ctx);
-    if (ports.length) await this.nft.load(ensurePortsScript(ports));
+    if (ports.length)
+      await this.nft.load(ensurePortsScript(ports, await guardLeases(this.states, this.dnsmasq, ports)));
   }
 
   /** Deletes taps together (see `deleteTaps`), and their guards. */

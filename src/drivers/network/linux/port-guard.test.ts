@@ -45,4 +45,16 @@ describe('port guard', () => {
     expect(script).not.toContain('add rule bridge vmlink port-vlt-b');
     expect(removePortsScript(['vlt-a'])).toContain('delete chain bridge vmlink port-vlt-a');
   });
+
+  it("seeds the addresses the host's dnsmasq leased to guarded MACs, skipping malformed leases", () => {
+    const script = ensurePortsScript(
+      [{ tap: 'vlt-a', bridge: 'vlb-a', mtu: 1500, security }],
+      [
+        { mac: '52:54:00:ab:76:5b', ip: '10.87.0.162' },
+        { mac: 'garbage', ip: '10.87.0.1' },
+      ],
+    );
+    expect(script).toContain('add element bridge vmlink dhcp_learned { 0x525400ab765b . 0x0a5700a2 }');
+    expect(script).not.toContain('garbage');
+  });
 });

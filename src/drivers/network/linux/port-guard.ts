@@ -88,10 +88,32 @@ export function portGuardRules(tap: string, security: NonNullable<PortConfig['se
   ];
 }
 
-/** The script that puts these ports in the table: every port marked, guarded ones through their own chain. */
-export function ensurePortsScript(ports: readonly PortConfig[]): string {
+/** A DHCP lease the host's own dnsmasq holds: seeded into `dhcp_learned` so a running guest keeps its address. */
+export interface LearnedLease {
+  mac: string;
+  ip: string;
+}
+
+/** `mac . ip` as the raw-payload key of `dhcp_learned` (hex integers). */
+function learnedElement(l: LearnedLease): string | undefined {
+  if (!MAC.test(l.mac) || !IPV4.test(l.ip)) return undefined;
+  const ip = l.ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'));
+  return `0x${l.mac.replaceAll(':', '')} . 0x${ip.join('')}`;
+}
+
+/**
+ * The script that puts these ports in the table: every port marked, guarded ones through their own chain. `leases`:
+ * current leases of the host's dnsmasq for these ports' MACs (a guard put on a running VM, after an upgrade or a
+ * hot-plug, must not cut the address it got before: its next DHCP reply would only come at renewal).
+ */
+export function ensurePortsScript(
+  ports: readonly PortConfig[],
+  leases: readonly LearnedLease[] = [],
+): string {
   const t = BRIDGE_TABLE;
   const lines = baseScript();
+  const seeds = leases.flatMap((l) => learnedElement(l) ?? []);
+  if (seeds.length) lines.push(`add element ${t} dhcp_learned { ${seeds.join(', ')} }`);
   for (const p of ports) {
     assertIfName(p.tap, 'tap');
     const chain = `port-${p.tap}`;
