@@ -469,8 +469,8 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
    * Brings the host table in line with every persisted network in one `nft -f` transaction. Where this process
    * loaded the table before, only the networks that changed are touched (`rulesetDelta`: the counters of the others
    * keep counting); otherwise, or when the delta does not apply (the table was changed behind its back), the whole
-   * table is swapped in. No network needing rules: the table is deleted (once: a table this driver knows it deleted
-   * is not deleted again, so overlays without a gateway cost no `nft` run per step).
+   * table is swapped in. No network at all: the table is deleted (once: a table this driver knows it deleted is not
+   * deleted again).
    */
   private async applyRuleset(): Promise<void> {
     const model = rulesetModel((await this.states.readAll()).map((s) => s.config));

@@ -43,6 +43,8 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
     states.map(async (s): Promise<ObservedNetwork> => {
       const c = s.config;
       const problems: string[] = [];
+      // Every network has its part of the table (the guest filters at least).
+      if (!tablePresent) problems.push(`nftables table ${TABLE_FAMILY} ${TABLE_NAME} missing`);
       const br = links.get(c.bridge);
       if (!br) problems.push(`bridge ${c.bridge} missing`);
       else {
@@ -78,7 +80,6 @@ export async function observeNetworks(host: ObserveHost): Promise<ObservedNetwor
         const [pid, all] = await Promise.all([host.dnsmasq.pid(dns), host.dnsmasq.leases(dns)]);
         if (pid === undefined) problems.push('dnsmasq not running');
         leases = activeLeases(all);
-        if (!tablePresent) problems.push(`nftables table ${TABLE_FAMILY} ${TABLE_NAME} missing`);
         if (isRouted(c) && !forwarding) problems.push('net.ipv4.ip_forward is off');
       } else if (onBridge.length) {
         // Not this network's gateway host (any more): the bridge only switches frames.

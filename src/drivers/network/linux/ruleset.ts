@@ -97,7 +97,7 @@ export interface NetworkRules {
 export type RulesetModel = Record<string, NetworkRules>;
 
 /**
- * The table's content for these networks, or undefined when none needs rules (then the table is deleted). A host
+ * The table's content for these networks, or undefined when there are none (then the table is deleted). A host
  * port forwarded twice is a conflict; names and addresses that could not be rendered safely are refused.
  */
 export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel | undefined {
@@ -285,7 +285,7 @@ export function renderRuleset(model: RulesetModel): string {
 }
 
 /**
- * Builds the full table for these networks, or undefined when none needs rules (then the table is deleted). Networks
+ * Builds the full table for these networks, or undefined when there are none (then the table is deleted). Networks
  * are ordered by name; a host port forwarded twice is a conflict.
  */
 export function buildRuleset(networks: readonly NetworkConfig[]): string | undefined {
