@@ -10,6 +10,7 @@ import { HostCredentials } from '../src/controller/pki/service.js';
 import { SqliteStore } from '../src/controller/store/sqlite.js';
 import type { TaskContext } from '../src/controller/tasks.js';
 import { dnsmasqArgv, dnsmasqPaths, renderDnsmasqConf } from '../src/drivers/network/linux/dnsmasq.js';
+import { ensurePortsScript } from '../src/drivers/network/linux/port-guard.js';
 import { buildRuleset } from '../src/drivers/network/linux/ruleset.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import { machineNs } from '../src/lab/names.js';
@@ -323,7 +324,16 @@ async function rawApply(
         `tuntap add dev ${nic.tap} mode tap vnet_hdr`,
         `link set dev ${nic.tap} master ${nic.bridge} mtu ${nic.mtu} up`,
       );
-  const ruleset = buildRuleset(nets)!;
+  // The host table and the VM ports' guards (marks, anti-spoofing chains), as the driver loads them, in one file.
+  const ports = vms.flatMap((vm) =>
+    vm.nics.map((nic) => ({
+      tap: nic.tap,
+      bridge: nic.bridge,
+      mtu: nic.mtu,
+      security: { mac: nic.mac, addresses: nic.staticIp ? [nic.staticIp.address] : [] },
+    })),
+  );
+  const ruleset = buildRuleset(nets)! + ensurePortsScript(ports);
   const phases: Record<string, number> = {};
   const t0 = performance.now();
   let t = t0;
