@@ -196,8 +196,10 @@ describe('anti-spoofing per VM port (hole 10)', () => {
       expect(dhcp.stdout).toMatch(/rc=0/);
       expect(dhcp.stdout).toMatch(/obtained from 10\.87\.0\.1\b/);
       expect(dhcp.stdout).not.toMatch(/10\.87\.0\.200/);
-      expect(counter('host1', 'bridge vmlink', portDropComment(g2Iso, 'dhcp server'))).toBeGreaterThan(
-        before,
+      // udhcpd offers only after probing the address by ARP.
+      await until(
+        () => counter('host1', 'bridge vmlink', portDropComment(g2Iso, 'dhcp server')) > before,
+        60_000,
       );
     } finally {
       await sh('g2', 'kill $(cat /tmp/rogue.pid)');
