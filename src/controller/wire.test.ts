@@ -1,8 +1,9 @@
 import { expect, it } from 'vitest';
 import { z } from 'zod';
+import { GUEST_EXEC_ARGS_MAX, GUEST_EXEC_INPUT_MAX } from '../shared/limits.js';
 import type { HostStatus, VmView } from './controller.js';
 import type { VerifyResult } from './verify.js';
-import { StatusSchema, VerifyResultSchema, VmListSchema } from './wire.js';
+import { StatusSchema, VerifyResultSchema, VmExecBodySchema, VmListSchema } from './wire.js';
 
 /** `T` with every optional field required, all the way down: a fixture of it must name every field there is. */
 type Full<T> = T extends (infer U)[] ? Full<U>[] : T extends object ? { [K in keyof T]-?: Full<T[K]> } : T;
@@ -85,4 +86,12 @@ it('carries every field of verify results, VM views and host status through the 
   expect(roundTrip(VmListSchema, [vm])).toEqual([vm]);
   const status = { spec: { source: 'site.yaml', appliedAt: '2026-01-01T00:00:00.000Z' }, hosts: [host] };
   expect(roundTrip(StatusSchema, status)).toEqual(status);
+});
+
+it('bounds a guest command as the agent does: too many arguments or too much input is refused at the API', () => {
+  expect(VmExecBodySchema.safeParse({ argv: ['true'] }).success).toBe(true);
+  expect(VmExecBodySchema.safeParse({ argv: Array(GUEST_EXEC_ARGS_MAX + 1).fill('x') }).success).toBe(false);
+  expect(
+    VmExecBodySchema.safeParse({ argv: ['cat'], input: 'x'.repeat(GUEST_EXEC_INPUT_MAX + 1) }).success,
+  ).toBe(false);
 });

@@ -7,6 +7,7 @@ import {
   VersionInfoSchema,
 } from '../agent/wire.js';
 import { ErrorBodySchema } from '../shared/errors.js';
+import { GUEST_EXEC_ARG_MAX, GUEST_EXEC_ARGS_MAX, GUEST_EXEC_INPUT_MAX } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { ThroughputResult as MeasuredThroughput } from '../verify/throughput.js';
 
@@ -56,9 +57,9 @@ export const VmStopBodySchema = z.object({ force: z.boolean().default(false) }).
 /** Body of `vm exec`. */
 export const VmExecBodySchema = z
   .object({
-    argv: z.array(z.string()).min(1),
+    argv: z.array(z.string().max(GUEST_EXEC_ARG_MAX)).min(1).max(GUEST_EXEC_ARGS_MAX),
     timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
-    input: z.string().optional(),
+    input: z.string().max(GUEST_EXEC_INPUT_MAX).optional(),
   })
   .strict();
 
