@@ -15,6 +15,7 @@ import { configHash } from '../../src/plan/hash.js';
 import { resolveSpec } from '../../src/plan/resolve.js';
 import { loadSpec } from '../../src/spec/load.js';
 import { legacyBridgeName, legacyTapName } from '../../src/spec/net.js';
+import { trustAgentsAsController } from '../helpers/agent-trust.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -64,6 +65,7 @@ beforeAll(async () => {
   expect(d.code, d.stderr).toBe(0);
   const up = await runCli(['lab', 'up', '-f', specFile], env);
   expect(up.code, up.stderr + up.stdout).toBe(0);
+  untrust = await trustAgentsAsController(env.VMLINK_STATE_DIR);
   await realiseWithHashedNames();
   const apply = await runCli(['apply', '-f', specFile], env);
   expect(apply.code, apply.stderr + apply.stdout).toBe(0);
@@ -71,6 +73,7 @@ beforeAll(async () => {
 });
 
 let applyOutput = '';
+let untrust: (() => void) | undefined;
 let web1PidBefore: number | undefined;
 
 /** natnet and web1 as the agent of a vmlink from before readable names left them: hashed names, old hashes. */
@@ -92,6 +95,7 @@ async function realiseWithHashedNames(): Promise<void> {
 }
 
 afterAll(async () => {
+  untrust?.();
   await runCli(['destroy', '-f', specFile], env).catch(() => {});
   await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});

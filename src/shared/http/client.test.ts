@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,4 +100,25 @@ describe('HttpClient against a real server on a unix socket', () => {
       subject: 'vm/web1',
     });
   });
+});
+
+it('gives up on a TLS peer that accepts but never completes the handshake within the time asked, not twice that', async () => {
+  // A lab relay whose far side is cut: the unix socket connects, the handshake never ends.
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-http-hang-'));
+  const sock = join(dir, 'hang.sock');
+  const held: Socket[] = [];
+  const hang = createNetServer((s) => held.push(s));
+  await new Promise<void>((r) => hang.listen(sock, r));
+  try {
+    const c = new HttpClient(`https+unix://${sock}`, { name: 'agent of h1', tls: { ca: 'unused' } });
+    const started = Date.now();
+    const e = await c.get('/v1/health', z.unknown(), 1_000).catch((x: unknown) => x);
+    expect((e as VmlinkError).kind).toBe('timeout');
+    // Node's idle timer starts only after the socket connects, which doubled the wait (2 s for 1 s asked).
+    expect(Date.now() - started).toBeLessThan(1_900);
+  } finally {
+    for (const s of held) s.destroy();
+    await new Promise((r) => hang.close(r));
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -152,6 +152,7 @@ export class HttpClient {
         }
       : {};
     const request = useTls ? httpsRequest : httpRequest;
+    let settled = () => {};
     return new Promise<z.output<S>>((resolve, reject) => {
       const req = request(
         {
@@ -241,11 +242,15 @@ export class HttpClient {
           });
         },
       );
-      req.setTimeout(timeoutMs, () => {
+      // A deadline for the whole call, not the socket's idle timer: that one starts only once a TLS socket has
+      // connected, so a handshake that hangs (a relay whose far side is cut) would take twice as long.
+      const deadline = setTimeout(() => {
         req.destroy(
           new TimeoutError(`${who} did not answer ${route} within ${Math.round(timeoutMs / 1000)} s`),
         );
-      });
+      }, timeoutMs);
+      deadline.unref(); // the request's socket keeps the process alive, not its timer
+      settled = () => clearTimeout(deadline);
       req.on('error', (e) => {
         const why = e instanceof PeerRefusedError ? e.message : tlsFailureReason(e as NodeJS.ErrnoException);
         if (e instanceof TimeoutError) reject(e);
@@ -254,6 +259,6 @@ export class HttpClient {
         else reject(new UnavailableError(`cannot reach ${who} at ${this.address}: ${e.message}`, who, e));
       });
       req.end(payload);
-    });
+    }).finally(() => settled());
   }
 }
