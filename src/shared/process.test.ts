@@ -114,8 +114,9 @@ describe('process identity against real processes', () => {
   });
 
   it('counts a zombie as exited', async () => {
-    // The shell forks `sleep 0` and execs into a sleep that never reaps it: the first child stays a zombie.
-    const c = child(['sh', '-c', 'sleep 0 & echo $!; exec sleep 30']);
+    // The shell forks `sleep 1` and execs into a sleep that never reaps it: the first child stays a zombie. (It
+    // outlives the exec by a second, so a loaded machine's shell cannot reap it first.)
+    const c = child(['sh', '-c', 'sleep 1 & echo $!; exec sleep 30']);
     const zombie = await new Promise<number>((resolve) =>
       c.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
     );
