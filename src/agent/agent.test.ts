@@ -345,7 +345,7 @@ describe('port security reaches the network driver', () => {
     await a.execute({ kind: 'vm.create', vm, configHash: 'abcdef01' });
     expect(ports.map((p) => (p as { security?: unknown }).security)).toEqual([
       { mac: '52:54:00:00:00:00', addresses: ['10.0.0.5', '10.0.0.50'] },
-      { mac: '52:54:00:00:00:01', addresses: [] },
+      { mac: '52:54:00:00:00:01', addresses: [], dhcp: true },
       undefined,
       undefined,
     ]);

@@ -413,6 +413,7 @@ function portOf(nic: NicConfig): PortConfig {
     port.security = {
       mac: nic.mac,
       addresses: [...(nic.staticIp ? [nic.staticIp.address] : []), ...(nic.allowedAddresses ?? [])],
+      ...(nic.staticIp ? {} : { dhcp: true }),
     };
   return port;
 }

@@ -38,7 +38,12 @@ export interface PortConfig {
    * Anti-spoofing: the only MAC and IPv4 addresses the port lets out (plus the address a DHCP server gives that MAC).
    * Absent: the port is not filtered (trunk ports, `portSecurity: false`).
    */
-  security?: { mac: string; addresses: string[] };
+  security?: {
+    mac: string;
+    addresses: string[];
+    /** The NIC has no fixed address and takes one by DHCP (the ovs backend pins it to its reservation, if any). */
+    dhcp?: boolean;
+  };
 }
 
 /** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */

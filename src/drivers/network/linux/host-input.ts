@@ -58,8 +58,11 @@ export const GUEST_INPUT_RULES = [
   `counter drop comment "${GUEST_TO_HOST_DROP}"`,
 ];
 
+/** The input hook's rule for traffic from devices only VMs reach (the ovs backend's table uses it alone). */
+export const GUEST_BRIDGE_JUMP = 'iifname @guest_bridges jump guest_input';
+
 /** The input hook's rules for VM traffic (after the underlay filter): VM bridges and marked frames. */
 export const GUEST_INPUT_JUMPS = [
-  'iifname @guest_bridges jump guest_input',
+  GUEST_BRIDGE_JUMP,
   `meta mark & ${GUEST_MARK_HEX} == ${GUEST_MARK_HEX} jump guest_input`,
 ];

@@ -9,6 +9,7 @@
 // VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts, daemon.ts. OVS files live
 // under <stateDir>/ovs/ and go with the last network.
 import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import { Nft } from '../../../exec/nft.js';
 import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/errors.js';
@@ -23,7 +24,8 @@ import { assertNetworkName } from '../linux/validate.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig } from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
-import { buildFlows, flowPorts, roleOf } from './flows.js';
+import { buildFlows, flowPorts, reservationsOn, roleOf } from './flows.js';
+import { buildOvsHostInput, OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
 import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
@@ -51,6 +53,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   private readonly netns: string | undefined;
   private readonly ip: Ip;
   private readonly dnsmasq: DnsmasqManager;
+  private readonly nft: Nft;
   // The kernel feature probe, run once (as the linux backend does).
   private kernelCaps: Promise<HostCapabilities['network']> | undefined;
   private readonly states: OvsStateStore;
@@ -66,6 +69,7 @@ export class OvsNetworkDriver implements NetworkDriver {
     this.netns = opts.netns;
     this.ip = new Ip(opts.runner, opts.netns);
     this.dnsmasq = new DnsmasqManager(opts.runner, opts.netns);
+    this.nft = new Nft(opts.runner, opts.netns);
     this.daemons = new OvsDaemons(opts.runner, opts.stateDir, opts.netns, opts.datapath);
     this.states = new OvsStateStore(opts.stateDir, this.daemons.paths.dir);
     this.host = {
@@ -74,6 +78,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       ovs: this.daemons.ovs,
       daemons: this.daemons,
       dnsmasq: this.dnsmasq,
+      nft: this.nft,
       states: this.states,
       ready: (ctx) => this.ready(ctx),
       syncFlows: (bridge, states) => this.syncFlows(bridge, states),
@@ -136,6 +141,7 @@ export class OvsNetworkDriver implements NetworkDriver {
         );
       }
       await this.states.remove(name);
+      await this.applyHostInput();
       if ((await this.states.readAll()).length === 0) {
         const underlays = await this.states.readUnderlays();
         if (underlays.length === 0) await this.daemons.destroy();
@@ -391,6 +397,7 @@ export class OvsNetworkDriver implements NetworkDriver {
         }
       }
       await this.syncFlows(cfg.bridge, await this.states.readAll());
+      await this.applyHostInput();
       r.success();
     } finally {
       await r.fail();
@@ -455,8 +462,26 @@ export class OvsNetworkDriver implements NetworkDriver {
     const owner = states.find((s) => s.config.bridge === bridge);
     if (!owner) return;
     if (!(await this.ovs.bridges()).some((b) => b.name === bridge)) return;
-    const flows = buildFlows(roleOf(owner.config), flowPorts(await this.ovs.ports(), bridge));
+    const reserved = reservationsOn(
+      bridge,
+      states.map((s) => s.config),
+    );
+    const flows = buildFlows(roleOf(owner.config), flowPorts(await this.ovs.ports(), bridge, reserved));
     await this.ovs.replaceFlows(bridge, flows);
+  }
+
+  /** Loads the host input policy of every persisted network (host-input.ts) in one transaction; none: deleted. */
+  private async applyHostInput(): Promise<void> {
+    const states = await this.states.readAll();
+    const ports = states.length ? await this.ovs.ports() : [];
+    const table = buildOvsHostInput(
+      states.map((s) => ({
+        cfg: s.config,
+        ...(s.config.subnet ? { gatewayPort: gatewayPortOf(ports, s.config.name) } : {}),
+      })),
+    );
+    if (table) await this.nft.replaceTable(OVS_TABLE_FAMILY, OVS_TABLE_NAME, table);
+    else await this.nft.deleteTable(OVS_TABLE_FAMILY, OVS_TABLE_NAME);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

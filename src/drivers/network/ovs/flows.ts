@@ -3,9 +3,12 @@
 // VLAN policy explicit and visible (`vmlink network show NAME --flows`) and default-deny anything else:
 //   - an access port never injects tagged frames (802.1Q hopping);
 //   - a trunk port only carries the VLANs vmlink put on it (no untagged/native traffic);
-//   - a port vmlink does not know (added by hand) and the bridge's own LOCAL port switch nothing.
+//   - a port vmlink does not know (added by hand) and the bridge's own LOCAL port switch nothing;
+//   - a guarded VM port lets out only its own MAC and addresses (port-guard.ts).
 import type { OvsPort } from '../../../exec/ovs.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { GUARD_DHCP, GUARD_IPS, GUARD_MAC } from './names.js';
+import { guardFlows, type PortGuard, resolveGuard } from './port-guard.js';
 
 /** Cookie of every flow vmlink installs (`vlnk`), so dumps and checks can tell them apart. */
 export const FLOW_COOKIE = '0x766c6e6b';
@@ -20,6 +23,8 @@ export interface FlowPort {
   trunks?: number[];
   /** Protected (tunnel) port of an overlay bridge. */
   tunnel?: boolean;
+  /** Anti-spoofing of a VM port (absent: unguarded). */
+  guard?: PortGuard;
 }
 
 /** Which flow policy a bridge gets. */
@@ -28,28 +33,54 @@ export type BridgeRole = 'vlan' | 'overlay';
 const flow = (priority: number, match: string, actions: string) =>
   `cookie=${FLOW_COOKIE},priority=${priority}${match ? `,${match}` : ''},actions=${actions}`;
 
-/** Ports of `ports` with a usable OpenFlow number, sorted by name (stable output). */
-export function flowPorts(ports: readonly OvsPort[], bridge: string): FlowPort[] {
+/**
+ * Ports of `ports` with a usable OpenFlow number, sorted by name (stable output). `reserved`: the DHCP reservations
+ * of this host's networks on the bridge, by MAC (what a DHCP NIC's guard pins it to).
+ */
+export function flowPorts(
+  ports: readonly OvsPort[],
+  bridge: string,
+  reserved: ReadonlyMap<string, readonly string[]> = new Map(),
+): FlowPort[] {
   return ports
     .filter((p) => p.bridge === bridge && p.name !== bridge && (p.ofport ?? -1) > 0)
-    .map((p) => ({
-      name: p.name,
-      ofport: p.ofport!,
-      ...(p.tag !== undefined ? { tag: p.tag } : {}),
-      ...(p.trunks.length ? { trunks: p.trunks } : {}),
-      ...(p.type === 'vxlan' ? { tunnel: true } : {}),
-    }))
+    .map((p) => {
+      const mac = p.externalIds[GUARD_MAC];
+      const ips = (p.externalIds[GUARD_IPS] ?? '').split('_').filter(Boolean);
+      const dhcp = p.externalIds[GUARD_DHCP] === '1';
+      return {
+        name: p.name,
+        ofport: p.ofport!,
+        ...(p.tag !== undefined ? { tag: p.tag } : {}),
+        ...(p.trunks.length ? { trunks: p.trunks } : {}),
+        ...(p.type === 'vxlan' ? { tunnel: true } : {}),
+        ...(mac ? { guard: resolveGuard(mac, ips, dhcp, reserved.get(mac) ?? []) } : {}),
+      };
+    })
     .sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
+/** The DHCP reservations (MAC -> addresses) of these networks on `bridge`, where this host serves their DHCP. */
+export function reservationsOn(bridge: string, networks: readonly NetworkConfig[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const n of networks)
+    if (n.bridge === bridge)
+      for (const r of n.subnet?.reservations ?? []) out.set(r.mac, [...(out.get(r.mac) ?? []), r.ip]);
+  return out;
+}
+
 /**
- * The flow table of a bridge (input of `ovs-ofctl replace-flows`). vlan: access ports accept only
+ * The flow table of a bridge (input of `ovs-ofctl replace-flows`). Guarded ports first (port-guard.ts). vlan: access ports accept only
  * untagged frames, trunk ports only their VLANs, everything else drops. overlay: NORMAL switching
  * (tunnel ports are protected ports, so NORMAL never forwards tunnel to tunnel), tagged frames from
  * VM ports drop.
  */
 export function buildFlows(role: BridgeRole, ports: readonly FlowPort[]): string[] {
   const out: string[] = [];
+  for (const p of ports)
+    if (p.guard)
+      for (const [prio, match, actions] of guardFlows(p.ofport, p.guard))
+        out.push(flow(prio, match, actions));
   if (role === 'overlay') {
     for (const p of ports) {
       if (p.tunnel) continue;

@@ -15,6 +15,13 @@ export const WANT_TAG = 'vmlink-tag';
 /** external_ids key: the trunk VLANs `ensurePort` asked for, joined by '-' ('' for none). */
 export const WANT_TRUNKS = 'vmlink-trunks';
 
+/** external_ids key: the MAC a guarded VM port may send from ('' for an unguarded port). */
+export const GUARD_MAC = 'vmlink-guard-mac';
+/** external_ids key: the fixed and allowed IPv4 addresses of a guarded VM port, joined by '_'. */
+export const GUARD_IPS = 'vmlink-guard-ips';
+/** external_ids key: '1' when a guarded VM port's NIC takes its address by DHCP. */
+export const GUARD_DHCP = 'vmlink-guard-dhcp';
+
 const hex8 = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 8);
 
 /**

@@ -1,11 +1,13 @@
 // What the OVS backend reports about its networks: each persisted network checked against the live
 // daemons, bridges, ports, tunnels, underlay, gateway address, dnsmasq and OpenFlow table.
 import type { Ip } from '../../../exec/ip.js';
+import type { Nft } from '../../../exec/nft.js';
 import { type Ovs, type OvsPort, parseFlowDump } from '../../../exec/ovs.js';
 import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';
 import { activeLeases, type DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import type { OvsDaemons } from './daemon.js';
-import { buildFlows, countOurFlows, flowPorts, roleOf } from './flows.js';
+import { buildFlows, countOurFlows, flowPorts, reservationsOn, roleOf } from './flows.js';
+import { OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
 import { gatewayPortOf, tunnelPortName, underlayBridgeOf } from './names.js';
 import type { OvsStateStore } from './state.js';
 
@@ -17,6 +19,7 @@ export interface OvsObserveHost {
   ovs: Ovs;
   daemons: OvsDaemons;
   dnsmasq: DnsmasqManager;
+  nft: Nft;
   states: OvsStateStore;
 }
 
@@ -33,11 +36,12 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
       problems: [...daemonProblems],
       config: s.config,
     }));
-  const [bridges, ports, links, addrs] = await Promise.all([
+  const [bridges, ports, links, addrs, table] = await Promise.all([
     host.ovs.bridges(),
     host.ovs.ports(),
     host.ip.link.list(),
     host.ip.addr.list({ family: 'inet' }),
+    host.nft.listTable(OVS_TABLE_FAMILY, OVS_TABLE_NAME),
   ]);
   const dp = await host.daemons.datapathType();
   const linkNames = new Set(links.map((l) => l.name));
@@ -47,13 +51,19 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
   for (const s of states) {
     const c = s.config;
     const problems: string[] = [];
+    // The guests' host input policy lives there (host-input.ts): without it they reach every host port.
+    if (table === undefined) problems.push(`nftables table ${OVS_TABLE_FAMILY} ${OVS_TABLE_NAME} missing`);
     const br = bridges.find((b) => b.name === c.bridge);
     if (!br) problems.push(`OVS bridge ${c.bridge} missing`);
     else {
       if (br.datapathType !== dp)
         problems.push(`OVS bridge ${c.bridge} datapath is ${br.datapathType || 'system'}, want ${dp}`);
       if (!flowCount.has(c.bridge)) {
-        const want = buildFlows(roleOf(c), flowPorts(ports, c.bridge)).length;
+        const reserved = reservationsOn(
+          c.bridge,
+          states.map((x) => x.config),
+        );
+        const want = buildFlows(roleOf(c), flowPorts(ports, c.bridge, reserved)).length;
         const have = countOurFlows(parseFlowDump(await host.ovs.dumpFlows(c.bridge)));
         flowCount.set(c.bridge, have - want);
       }

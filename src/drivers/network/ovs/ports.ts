@@ -7,7 +7,8 @@ import { isVlanId, VLAN_ID_MAX, VLAN_ID_MIN } from '../../../shared/limits.js';
 import { Reverter } from '../../../shared/revert.js';
 import type { OpContext, PortConfig } from '../types.js';
 import type { OvsDaemons } from './daemon.js';
-import { ROLE, WANT_TAG, WANT_TRUNKS } from './names.js';
+import { GUARD_DHCP, GUARD_IPS, GUARD_MAC, ROLE, WANT_TAG, WANT_TRUNKS } from './names.js';
+import { validatePortSecurity } from './port-guard.js';
 import type { OvsNetworkState, OvsStateStore } from './state.js';
 
 /** What port operations need from the driver. */
@@ -36,11 +37,13 @@ export function validateOvsPort(port: PortConfig): void {
       );
   if (port.trunks !== undefined && port.trunks.length === 0)
     throw new InvalidRequestError(`port ${port.tap}: a trunk port needs at least one VLAN`, 'tap');
+  if (port.security) validatePortSecurity(port.tap, port.security);
 }
 
 /**
  * Creates the persistent tap (vnet_hdr) if missing and makes it an access (`vlan`) or trunk (`trunks`)
- * port of its network's bridge; `port` is validated and the caller holds the driver's queue.
+ * port of its network's bridge, guarded when it has `security` (port-guard.ts); `port` is validated and the caller
+ * holds the driver's queue.
  */
 export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpContext): Promise<void> {
   const states = await host.states.readAll();
@@ -72,6 +75,10 @@ export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpCo
           [ROLE]: 'vm',
           [WANT_TAG]: port.vlan === undefined ? '' : String(port.vlan),
           [WANT_TRUNKS]: trunks ? trunks.join('-') : '',
+          // Port security, read back by the flow builder (flows.ts): '' = unguarded.
+          [GUARD_MAC]: port.security?.mac ?? '',
+          [GUARD_IPS]: [...new Set(port.security?.addresses ?? [])].join('_'),
+          [GUARD_DHCP]: port.security?.dhcp ? '1' : '',
         },
       }),
     );
