@@ -3,12 +3,14 @@
 // plain linux bridge (tagged frames pass) joining their trunk NICs (eth1) and their underlay NICs (eth0),
 // "vm" namespaces whose veth ends are OVS access/trunk ports, and a "router" namespace with its own OVS
 // that decodes VLANs 100/200 from a trunk port into two internal ports and routes between them.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { GUEST_TO_HOST_DROP } from '../../src/drivers/network/linux/host-input.js';
 import { OvsDaemons } from '../../src/drivers/network/ovs/daemon.js';
 import { OvsNetworkDriver } from '../../src/drivers/network/ovs/driver.js';
 import {
@@ -40,9 +42,19 @@ const H2 = ns('h2');
 const SW = ns('sw');
 const RT = ns('rt');
 // vm namespaces: A1 (h1, vlan 100), B2 (h2, vlan 100), C2 (h2, vlan 200, same subnet as 100),
-// D2 (h2, vlan 200, routed subnet), E1 (h1, vlan 300, DHCP from h2's gateway), X1/X2 (vxlan).
-const VMS = ['a1', 'b2', 'c2', 'd2', 'e1', 'x1', 'x2'].map(ns);
-const [A1, B2, C2, D2, E1, X1, X2] = VMS as [string, string, string, string, string, string, string];
+// D2 (h2, vlan 200, routed subnet), E1 (h1, vlan 300, DHCP from h2's gateway), X1/X2 (vxlan),
+// G2 (h2, vlan 300, a guarded port: anti-spoofing and the host input policy).
+const VMS = ['a1', 'b2', 'c2', 'd2', 'e1', 'x1', 'x2', 'g2'].map(ns);
+const [A1, B2, C2, D2, E1, X1, X2, G2] = VMS as [
+  string,
+  string,
+  string,
+  string,
+  string,
+  string,
+  string,
+  string,
+];
 const NAMESPACES = [H1, H2, SW, RT, ...VMS];
 
 const inNs = (n: string, argv: string[], timeoutMs = 15_000) =>
@@ -241,6 +253,128 @@ describe('ovs network backend in a two-host lab', () => {
     expect(await readFile(out, 'utf8')).toMatch(/bound ip=10\.30\.0\.1\d\d mask=24/);
   });
 
+  it('a guarded port: spoofed sources are counted as dropped, a VIP passes, the host is closed but for its services', async () => {
+    // G2 sits on VLAN 300, whose gateway (and DHCP) is h2: its host is h2, whose "agent" listens on every address.
+    await vm(H2, 'vmg2', G2, '10.30.0.20/24', '10.30.0.1');
+    // A veth hands OVS's userspace datapath TCP segments with offloaded (partial) checksums, which reach the host
+    // unfixed and are dropped there: the "VM" checksums in software (ethtool -K eth0 tx off, by its ioctl).
+    const txOff = [
+      'import ctypes, fcntl, socket, struct',
+      "b = ctypes.create_string_buffer(struct.pack('II', 0x17, 0))  # ETHTOOL_STXCSUM, off",
+      "fcntl.ioctl(socket.socket(), 0x8946, struct.pack('16sP', b'eth0', ctypes.addressof(b)).ljust(40, b'\\0'))",
+    ].join('\n');
+    expect((await inNs(G2, ['python3', '-c', txOff])).code).toBe(0);
+    const mac = (await new Ip(runner, G2).link.get('eth0'))!.address!;
+    await d2.ensurePort({
+      tap: 'vmg2',
+      bridge: TRUNK_BR,
+      mtu: 1500,
+      vlan: 300,
+      security: { mac, addresses: ['10.30.0.20', '10.30.0.50'] },
+    });
+    expect(await d2.portAttached('vmg2', TRUNK_BR)).toBe(true);
+    expect((await d2.listNetworks()).find((n) => n.name === 'it-v300')?.problems).toEqual([]);
+    const dropped = async () =>
+      Number(
+        /n_packets=(\d+).*priority=250,in_port=vmg2 actions=drop/.exec(await d2.flows('it-v300'))?.[1] ?? -1,
+      );
+    const toHostDropped = async () => {
+      const t = (await inNs(H2, ['nft', 'list', 'table', 'inet', 'vmlink-ovs'])).stdout;
+      return Number(
+        new RegExp(`counter packets (\\d+) bytes \\d+ drop comment "${GUEST_TO_HOST_DROP}"`).exec(t)?.[1] ??
+          -1,
+      );
+    };
+    /** Waits until the guard's drop counter passed `n` (datapath statistics reach OpenFlow within about a second). */
+    const droppedAbove = async (n: number) => {
+      for (let i = 0; i < 30; i++) {
+        if ((await dropped()) > n) return true;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      return false;
+    };
+    // Its own address reaches the gateway (ping is open to it).
+    expect(await ping(G2, '10.30.0.1')).toBe(true);
+    // A spoofed source: nothing comes back, the port's drop flow counts it.
+    const before = await dropped();
+    expect(before).toBeGreaterThanOrEqual(0);
+    await inNs(G2, ['ip', 'addr', 'add', '10.30.0.99/32', 'dev', 'eth0']);
+    expect((await inNs(G2, ['ping', '-c', '2', '-W', '1', '-I', '10.30.0.99', '10.30.0.1'])).code).not.toBe(
+      0,
+    );
+    expect(await droppedAbove(before)).toBe(true);
+    // A spoofed MAC is dropped too, whatever its address.
+    const beforeMac = await dropped();
+    await inNs(G2, ['ip', 'link', 'set', 'eth0', 'address', '52:54:00:66:66:66']);
+    expect(await ping(G2, '10.30.0.1', 2)).toBe(false);
+    expect(await droppedAbove(beforeMac)).toBe(true);
+    await inNs(G2, ['ip', 'link', 'set', 'eth0', 'address', mac]);
+    // An allowedAddresses VIP passes.
+    await inNs(G2, ['ip', 'addr', 'add', '10.30.0.50/32', 'dev', 'eth0']);
+    expect((await inNs(G2, ['ping', '-c', '2', '-W', '1', '-I', '10.30.0.50', '10.30.0.1'])).code).toBe(0);
+
+    // Hole 8: the host's agent port, through the gateway address and through the host's LAN address (routed via
+    // the gateway), is closed unless the network lists it in hostServices.
+    const AGENT_PORT = 7411;
+    const listener = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        H2,
+        'python3',
+        '-c',
+        `import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(("0.0.0.0", ${AGENT_PORT})); s.listen(8); print("up", flush=True)\nwhile True: s.accept()[0].close()`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      await new Promise<void>((res, rej) => {
+        listener.stdout!.once('data', () => res());
+        listener.once('exit', (c) => rej(new Error(`listener exited ${c}`)));
+      });
+      const connects = async (addr: string) =>
+        (
+          await inNs(G2, [
+            'python3',
+            '-c',
+            `import socket; socket.create_connection(("${addr}", ${AGENT_PORT}), timeout=2)`,
+          ])
+        ).code === 0;
+      // The host itself reaches its listener on both addresses (so a refusal below is the policy).
+      expect(
+        (
+          await inNs(H2, [
+            'python3',
+            '-c',
+            `import socket; socket.create_connection(("10.30.0.1", ${AGENT_PORT}), timeout=2)`,
+          ])
+        ).code,
+      ).toBe(0);
+      const beforeHost = await toHostDropped();
+      expect(beforeHost).toBeGreaterThanOrEqual(0);
+      expect(await connects('10.30.0.1')).toBe(false);
+      expect(await connects('192.168.91.2')).toBe(false);
+      expect(await toHostDropped()).toBeGreaterThan(beforeHost);
+      const open = vlan('it-v300', 300, {
+        subnet: v300gw,
+        hostServices: [{ protocol: 'tcp', port: AGENT_PORT }],
+      });
+      await d2.ensureNetwork(open, 'it-v300-open');
+      expect(await connects('10.30.0.1')).toBe(true);
+      expect(await connects('192.168.91.2')).toBe(true);
+      // The guard still holds after the network changed (its flows were rebuilt with the bridge's).
+      expect((await inNs(G2, ['ping', '-c', '2', '-W', '1', '-I', '10.30.0.99', '10.30.0.1'])).code).not.toBe(
+        0,
+      );
+      await d2.ensureNetwork(vlan('it-v300', 300, { subnet: v300gw }), 'it-v300');
+      expect(await connects('10.30.0.1')).toBe(false);
+    } finally {
+      listener.kill('SIGKILL');
+    }
+    await d2.deletePort('vmg2');
+  });
+
   it('trunk port to a router: VLAN 100 reaches VLAN 200 only through the router', async () => {
     // The router is a namespace with its own OVS: eth0 is a trunk port, r100/r200 internal ports tag 100/200.
     await vm(H1, 'vmrt', RT);
@@ -405,6 +539,8 @@ describe('ovs network backend in a two-host lab', () => {
     expect(await h1.link.get('vma1')).toBeDefined(); // a veth end is only unplugged
     for (const n of ['it-v100', 'it-v200', 'it-v300']) await d1.deleteNetwork(n);
     expect(await d1.listNetworks()).toEqual([]);
+    // The host input table goes with the last network.
+    expect((await inNs(H1, ['nft', 'list', 'table', 'inet', 'vmlink-ovs'])).code).not.toBe(0);
     expect(await pidsMentioning(dir1)).toEqual([]);
     expect(await h1.link.get(TRUNK_BR)).toBeUndefined();
     for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
