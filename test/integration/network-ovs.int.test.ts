@@ -309,6 +309,29 @@ describe('ovs network backend in a two-host lab', () => {
     expect(await ping(G2, '10.30.0.1', 2)).toBe(false);
     expect(await droppedAbove(beforeMac)).toBe(true);
     await inNs(G2, ['ip', 'link', 'set', 'eth0', 'address', mac]);
+    // A rogue DHCP server's offer from its own address is dropped (and counted) all the same.
+    const offers = async () => {
+      const line = (await d2.flows('it-v300'))
+        .split('\n')
+        .find((l) => l.includes('priority=450') && l.includes('in_port=vmg2') && l.includes('tp_src=67'));
+      return Number(/n_packets=(\d+)/.exec(line ?? '')?.[1] ?? -1);
+    };
+    const beforeOffer = await offers();
+    expect(beforeOffer).toBeGreaterThanOrEqual(0);
+    const offer = [
+      'import socket',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      's.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)',
+      "s.bind(('10.30.0.20', 67))",
+      "for _ in range(3): s.sendto(b'\\x02' + b'\\0' * 299, ('255.255.255.255', 68))",
+    ].join('\n');
+    expect((await inNs(G2, ['python3', '-c', offer])).code).toBe(0);
+    let afterOffer = beforeOffer;
+    for (let i = 0; i < 30 && afterOffer - beforeOffer < 3; i++) {
+      await new Promise((res) => setTimeout(res, 200));
+      afterOffer = await offers();
+    }
+    expect(afterOffer - beforeOffer).toBeGreaterThanOrEqual(3);
     // An allowedAddresses VIP passes.
     await inNs(G2, ['ip', 'addr', 'add', '10.30.0.50/32', 'dev', 'eth0']);
     expect((await inNs(G2, ['ping', '-c', '2', '-W', '1', '-I', '10.30.0.50', '10.30.0.1'])).code).toBe(0);
