@@ -193,7 +193,15 @@ describe('ovs network backend in a two-host lab', () => {
     t = Date.now();
     await d1.ensurePort({ tap: 'vma1', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
     timings.ensurePort = Date.now() - t;
-    await d1.ensurePort({ tap: 'vme1', bridge: TRUNK_BR, mtu: 1500, vlan: 300 });
+    // E1 takes its address by DHCP from h2 through a guarded port (h1 serves no DHCP: pinned to its MAC only).
+    const e1mac = (await new Ip(runner, E1).link.get('eth0'))!.address!;
+    await d1.ensurePort({
+      tap: 'vme1',
+      bridge: TRUNK_BR,
+      mtu: 1500,
+      vlan: 300,
+      security: { mac: e1mac, addresses: [], dhcp: true },
+    });
     await d2.ensurePort({ tap: 'vmb2', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
     await d2.ensurePort({ tap: 'vmc2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
     await d2.ensurePort({ tap: 'vmd2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
@@ -251,6 +259,8 @@ describe('ovs network backend in a two-host lab', () => {
     );
     expect(r.code, r.stderr).toBe(0);
     expect(await readFile(out, 'utf8')).toMatch(/bound ip=10\.30\.0\.1\d\d mask=24/);
+    // Through its guard (E1's port has one): its DHCP exchange passed, its drop flow exists.
+    expect(await d1.flows('it-v300')).toMatch(/priority=250,in_port=vme1 actions=drop/);
   });
 
   it('a guarded port: spoofed sources are counted as dropped, a VIP passes, the host is closed but for its services', async () => {
