@@ -4,10 +4,11 @@
 // ovsdb-server + ovs-vswitchd run in its namespace (see daemon.ts); every bridge uses the userspace
 // (netdev) datapath unless the kernel has the openvswitch module.
 //
-// This file is the network core (bridges, trunks, tunnels, gateway port, flows); beside it: names.ts,
-// validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts (the userspace datapath's
-// VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts, daemon.ts. OVS files live
-// under <stateDir>/ovs/ and go with the last network.
+// This file is the network core (bridges, trunks, tunnels, gateway port, flows, the host input table); beside it:
+// names.ts, validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts (the userspace datapath's
+// VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts and port-guard.ts (OpenFlow tables and
+// anti-spoofing), host-input.ts (what VMs may send the host), daemon.ts. OVS files live under <stateDir>/ovs/ and
+// go with the last network.
 import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
 import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
