@@ -352,3 +352,86 @@ describe('port security reaches the network driver', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 });
+
+describe('agent start', () => {
+  const vmWith = (name: string, tap: string): VmConfig => ({
+    name,
+    cpus: 1,
+    memoryMiB: 128,
+    image: { kind: 'test-guest' },
+    disks: [],
+    nics: [
+      {
+        network: 'lan',
+        backend: 'linux',
+        bridge: 'vlb-lan',
+        tap,
+        mac: '52:54:00:00:00:01',
+        mtu: 1500,
+        staticIp: { address: '10.0.0.5', prefixLength: 24 },
+      },
+    ],
+    state: 'running',
+  });
+
+  it('guards the ports of VMs that already run (an upgraded agent), not those of stopped ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-'));
+    const ensured: Array<{ tap: string; security?: unknown }> = [];
+    const driver = {
+      ...fakeDriver([]),
+      ensurePort: async (p: { tap: string; security?: unknown }) => void ensured.push(p),
+    };
+    const hv = {
+      adopt: async () => {},
+      list: async () => [
+        {
+          name: 'web1',
+          state: 'running',
+          configHash: 'h',
+          problems: [],
+          config: vmWith('web1', 'vlt-web1-0'),
+        },
+        { name: 'db1', state: 'stopped', configHash: 'h', problems: [], config: vmWith('db1', 'vlt-db1-0') },
+      ],
+      config: async () => undefined,
+    } as unknown as HypervisorDriver;
+    const a = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: driver },
+      hypervisor: hv,
+      stateDir: dir,
+    });
+    try {
+      await a.start();
+      expect(ensured.map((p) => p.tap)).toEqual(['vlt-web1-0']);
+      expect(ensured[0]!.security).toEqual({ mac: '52:54:00:00:00:01', addresses: ['10.0.0.5'] });
+    } finally {
+      a.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('starts even when the running VMs cannot be listed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-'));
+    const hv = {
+      adopt: async () => {},
+      list: async () => {
+        throw new Error('state dir unreadable');
+      },
+    } as unknown as HypervisorDriver;
+    const a = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: fakeDriver([]) },
+      hypervisor: hv,
+      stateDir: dir,
+    });
+    try {
+      await expect(a.start()).resolves.toBeUndefined();
+    } finally {
+      a.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

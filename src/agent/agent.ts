@@ -10,11 +10,12 @@ import type {
 } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { log } from '../shared/log.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
-import { runBatch } from './batch.js';
+import { ensurePortsTogether, runBatch } from './batch.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import { Prober } from './probes.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
@@ -59,7 +60,23 @@ export class Agent {
   async start(): Promise<void> {
     for (const d of Object.values(this.deps.networks)) await d.upgradeState?.();
     await this.deps.hypervisor.adopt();
+    await this.guardRunningPorts();
     this.confirms.resume();
+  }
+
+  /**
+   * Ensures the ports of VMs that already run, so that an upgraded agent puts today's guest filters (port guards)
+   * on them now rather than at each VM's next start. Ports are idempotent; a failure is logged, never fatal.
+   */
+  private async guardRunningPorts(): Promise<void> {
+    try {
+      const running = (await this.deps.hypervisor.list()).filter((vm) => vm.state === 'running');
+      const nics = running.flatMap((vm) => vm.config?.nics ?? []);
+      if (nics.length > 0)
+        await ensurePortsTogether({ networks: this.deps.networks, port: portOf }, nics, {});
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'could not re-ensure the ports of running VMs at start');
+    }
   }
 
   /** Stops the confirmation timers (pending ones are re-armed by the next start). */

@@ -211,8 +211,8 @@ async function deleteNetworks(
 }
 
 /** Each backend's ports in one bulk call (one by one where a backend has none). */
-async function ensurePortsTogether(
-  host: BatchHost,
+export async function ensurePortsTogether(
+  host: Pick<BatchHost, 'networks' | 'port'>,
   nics: readonly NicConfig[],
   ctx: OpContext,
 ): Promise<void> {
