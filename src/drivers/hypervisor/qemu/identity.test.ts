@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -75,6 +75,20 @@ describe('VmIds', () => {
     expect(await v.allocate('d')).toBe(7001);
     await v.free('missing');
     expect(await v.all()).toEqual({ a: 7000, c: 7002, d: 7001 });
+  });
+
+  it('serves calls that arrive together as one group: distinct ids, one record, only the overflow refused', async () => {
+    const v = await ids();
+    const got = await Promise.allSettled(['a', 'b', 'c', 'd', 'a'].map((n) => v.allocate(n)));
+    expect(got.map((r) => (r.status === 'fulfilled' ? r.value : 'refused'))).toEqual([
+      7000,
+      7001,
+      7002,
+      'refused',
+      7000,
+    ]);
+    expect(await v.all()).toEqual({ a: 7000, b: 7001, c: 7002 });
+    expect(await readdir(join(dir, 'claims'))).toHaveLength(3);
   });
 
   it('never hands out an id another agent on this machine holds, and drops only its own claims', async () => {

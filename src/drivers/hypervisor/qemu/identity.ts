@@ -88,6 +88,11 @@ export interface VmIdsOptions {
 /** The VM id allocations of one agent; every change is written atomically before it is used. */
 export class VmIds {
   private readonly queue = new SerialQueue();
+  /** Allocations waiting for the next group (see `allocate`). */
+  private readonly pending = new Map<
+    string,
+    { promise: Promise<number>; resolve: (id: number) => void; reject: (e: unknown) => void }
+  >();
   private readonly range: IdRange;
 
   constructor(private readonly opts: VmIdsOptions) {
@@ -112,36 +117,75 @@ export class VmIds {
 
   /**
    * The id of `name`: the recorded one, else the lowest one that is free here, not used by the system and not
-   * claimed by another agent on this machine; claimed and recorded before it is returned.
+   * claimed by another agent on this machine; claimed and recorded before it is returned. Calls that arrive while
+   * one is being recorded are served together (one read, one write: a batch creating 100 VMs syncs once, not 100
+   * times).
    */
   allocate(name: string): Promise<number> {
-    return this.queue.run(async () => {
+    const waiting = this.pending.get(name);
+    if (waiting) return waiting.promise;
+    let settle!: { resolve: (id: number) => void; reject: (e: unknown) => void };
+    const promise = new Promise<number>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    this.pending.set(name, { promise, ...settle });
+    if (this.pending.size === 1) void this.queue.run(() => this.allocatePending());
+    return promise;
+  }
+
+  // Allocates for every name waiting now: each gets its id, or its own error (the range is full), or the error
+  // that stopped the whole group (the record could not be written).
+  private async allocatePending(): Promise<void> {
+    const group = [...this.pending.entries()];
+    this.pending.clear();
+    const done = new Map<string, number>();
+    const failed = new Map<string, Error>();
+    try {
       const vms = await this.all();
-      const have = vms[name];
-      if (have !== undefined) return have;
       const taken = new Set(Object.values(vms));
       const system = await this.systemIds();
-      for (;;) {
-        const id = pickFreeId(this.range, taken, system);
-        if (id === undefined) {
-          throw new UnavailableError(
-            `no free VM id left in ${this.range.first}..${this.range.first + this.range.count - 1} (${taken.size} taken on this machine): widen the range`,
-          );
-        }
-        if (!(await this.claim(id, name))) {
-          taken.add(id); // another agent's
+      const claimed: number[] = [];
+      for (const [name] of group) {
+        if (vms[name] !== undefined) {
+          done.set(name, vms[name]);
           continue;
         }
+        for (;;) {
+          const id = pickFreeId(this.range, taken, system);
+          if (id === undefined) {
+            failed.set(
+              name,
+              new UnavailableError(
+                `no free VM id left in ${this.range.first}..${this.range.first + this.range.count - 1} (${taken.size} taken on this machine): widen the range`,
+              ),
+            );
+            break;
+          }
+          taken.add(id); // ours now, or another agent's
+          if (!(await this.claim(id, name))) continue;
+          claimed.push(id);
+          done.set(name, id);
+          vms[name] = id;
+          break;
+        }
+      }
+      if (claimed.length > 0) {
         try {
           await mkdir(dirname(this.opts.file), { recursive: true, mode: 0o711 });
-          await writeJsonFile(this.opts.file, { vms: { ...vms, [name]: id } });
+          await writeJsonFile(this.opts.file, { vms });
         } catch (e) {
-          await unlink(this.claimPath(id)).catch(() => {});
+          for (const c of claimed) await unlink(this.claimPath(c)).catch(() => {});
           throw e;
         }
-        return id;
       }
-    });
+      for (const [name, p] of group) {
+        const id = done.get(name);
+        if (id === undefined) p.reject(failed.get(name));
+        else p.resolve(id);
+      }
+    } catch (e) {
+      for (const [, p] of group) p.reject(e);
+    }
   }
 
   /** Forgets the id of `name` (its VM is deleted) and drops this agent's claim on it. */
