@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { VmIds, vmIdsFile } from '../drivers/hypervisor/qemu/identity.js';
 import { Ip, type IpCommand, ipCmd } from '../exec/ip.js';
 import { Nft } from '../exec/nft.js';
 import type { Runner } from '../exec/runner.js';
@@ -29,6 +30,7 @@ import {
   identify,
   isRunning,
   type ProcessIdentity,
+  processesOfUids,
   processFromIdentityFile,
   signalProcess,
   waitExited,
@@ -196,6 +198,9 @@ export class Lab {
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);
       await killAll(pids);
     }
+    // A VM's QEMU runs in a network namespace of its own (its jail), so it is not among the pids above: it is
+    // found by its VM's uid, which nothing else runs as, and its id is given back.
+    for (const h of this.spec.hosts) await this.stopHostVms(h.name, say);
     for (const ns of mine) {
       say(`deleting namespace ${ns}`);
       await this.ip.namespaces.del(ns);
@@ -392,6 +397,16 @@ export class Lab {
   }
 
   /** Kills the recorded process (if it is still that process) and forgets it. */
+  /** Kills the QEMU of every VM lab host `host`'s agent recorded an id for, and frees those ids. */
+  private async stopHostVms(host: string, say: (m: string) => void): Promise<void> {
+    const ids = new VmIds({ file: vmIdsFile(labHostStateDir(this.spec.name, host)) });
+    const vms = await ids.all();
+    const pids = await processesOfUids(new Set(Object.values(vms)));
+    if (pids.length) say(`stopping ${pids.length} VM process(es) of ${host}`);
+    await killAll(pids);
+    for (const name of Object.keys(vms)) await ids.free(name);
+  }
+
   private async killRecorded(record: ProcessRecord): Promise<void> {
     const id = await processFromIdentityFile(record.identity, LAB_PROCESS);
     if (id && (await signalProcess(id, 'SIGKILL'))) await waitExited(id, KILL_WAIT_MS);

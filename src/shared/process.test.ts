@@ -12,6 +12,7 @@ import {
   parseProcStat,
   processArgv,
   processComm,
+  processesOfUids,
   processFromPidfile,
   processUid,
   procStat,
@@ -111,6 +112,15 @@ describe('process identity against real processes', () => {
     expect(await signalProcess(id!, 'SIGKILL')).toBe(true);
     expect(await waitExited(id!, 5_000)).toBe(true);
     expect(await isRunning(c.pid!)).toBe(false);
+  });
+
+  it('finds the processes of a set of uids, and only those', async () => {
+    // A uid nothing else on the machine uses (as a VM's own uid is).
+    const uid = 1_879_000_000 + (process.pid % 1000);
+    const c = child(['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'sleep', '30']);
+    expect(await pollUntil(async () => (await processUid(c.pid!)) === uid, { timeoutMs: 5_000 })).toBe(true);
+    expect(await processesOfUids(new Set([uid]))).toEqual([c.pid]);
+    expect(await processesOfUids(new Set())).toEqual([]);
   });
 
   it('counts a zombie as exited', async () => {

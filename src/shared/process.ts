@@ -3,7 +3,7 @@
 // /proc/PID/stat, clock ticks since boot), which no later process with the same pid can share. A pid read from a file
 // becomes something to signal only through `processFromPidfile` / `processFromIdentityFile`, which also check that
 // the process is the program expected (name, command line, namespace, user): signals take identities, never pids.
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { log } from './log.js';
 import { readFileCapped, readJsonFile, writeJsonFile } from './state-file.js';
@@ -115,6 +115,19 @@ export async function processComm(pid: number): Promise<string | undefined> {
 export async function processUid(pid: number): Promise<number | undefined> {
   const m = /^Uid:\s+(\d+)/m.exec((await readProc(pid, 'status', 16 * 1024)) ?? '');
   return m ? Number(m[1]) : undefined;
+}
+
+/** Pids of the processes whose real uid is one of `uids` (a scan of /proc). */
+export async function processesOfUids(uids: ReadonlySet<number>): Promise<number[]> {
+  if (uids.size === 0) return [];
+  const pids = (await readdir('/proc')).map(Number).filter(isPid);
+  const owned = await Promise.all(
+    pids.map(async (pid) => {
+      const uid = await processUid(pid);
+      return uid !== undefined && uids.has(uid);
+    }),
+  );
+  return pids.filter((_, i) => owned[i]);
 }
 
 /** Whether the process runs in the named network namespace (compares the namespaces' inodes). */

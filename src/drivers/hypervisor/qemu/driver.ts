@@ -45,7 +45,7 @@ import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
 import { GuestAgents } from './guest-agent.js';
 import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
-import { type IdRange, type VmIdentity, VmIds } from './identity.js';
+import { type IdRange, type VmIdentity, VmIds, vmIdsFile } from './identity.js';
 import { vmLaunchArgv } from './jail.js';
 import {
   assertLauncher,
@@ -147,7 +147,7 @@ export class QemuDriver implements HypervisorDriver {
     this.qemuBinary = opts.qemuBinary ?? DEFAULT_QEMU_BINARY;
     this.storage = opts.storage ?? storageDrivers.dir({ runner: opts.runner });
     this.ids = new VmIds({
-      file: `${this.stateDir}/vm-ids.json`,
+      file: vmIdsFile(this.stateDir),
       ...(opts.vmIdRange ? { range: opts.vmIdRange } : {}),
       ...(opts.vmIdClaimsDir ? { claimsDir: opts.vmIdClaimsDir } : {}),
     });

@@ -10,6 +10,9 @@ import { InvalidRequestError, UnavailableError } from '../../../shared/errors.js
 import { SerialQueue } from '../../../shared/queue.js';
 import { readFileCapped, readJsonFile, writeJsonFile } from '../../../shared/state-file.js';
 
+/** Where the agent with state dir `stateDir` records its VMs' ids. */
+export const vmIdsFile = (stateDir: string): string => `${stateDir}/vm-ids.json`;
+
 /** A range of numeric ids: `first` to `first + count - 1`. */
 export interface IdRange {
   first: number;
