@@ -9,12 +9,13 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { joinController } from '../../src/agent/join.js';
 import { AgentHealthSchema } from '../../src/agent/wire.js';
-import { AgentClient, setAgentTrust } from '../../src/controller/agents.js';
+import { AgentClient } from '../../src/controller/agents.js';
 import type { HostStatus } from '../../src/controller/controller.js';
 import { Pki } from '../../src/controller/pki/pki.js';
 import { switchNs } from '../../src/lab/names.js';
 import { HttpClient } from '../../src/shared/http/client.js';
 import { normalSerial, readCredentials } from '../../src/shared/tls.js';
+import { trustAgentsAsController } from '../helpers/agent-trust.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 
 const LAB = 'ittls';
@@ -85,15 +86,13 @@ beforeAll(async () => {
   expect(up.code, up.stderr + up.stdout).toBe(0);
   expect(up.stdout).toContain('issued certificates to host1, host2');
   // This test process calls agents as the controller does: with the controller's certificate.
-  const pki = await Pki.open(pkiDir);
-  setAgentTrust({
-    credentials: readCredentials(join(pkiDir, 'controller'))!,
-    refusal: (h, s) => pki.refusal(h, s),
-  });
+  untrust = await trustAgentsAsController(env.VMLINK_STATE_DIR);
 }, 120_000);
 
+let untrust: (() => void) | undefined;
+
 afterAll(async () => {
-  setAgentTrust(undefined);
+  untrust?.();
   await runCli(['lab', 'down', '-f', file], env);
   await runCli(['daemon', '--stop'], env);
   rmSync(root, { recursive: true, force: true });
