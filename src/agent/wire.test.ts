@@ -83,6 +83,7 @@ const report: Full<HostReport> = {
             staticIp: { address: '10.10.0.10', prefixLength: 24, gateway: '10.10.0.1' },
             portSecurity: false,
             allowedAddresses: ['10.10.0.50'],
+            securityGroups: ['web'],
           },
         ],
         state: 'running',

@@ -43,6 +43,7 @@ import {
 } from '../shared/model.js';
 import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
 import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
+import { NIC_SECURITY_GROUPS_MAX } from '../shared/security-groups.js';
 import type { VersionInfo } from '../shared/version.js';
 import {
   HostCidrSchema,
@@ -145,6 +146,7 @@ const NicConfigSchema = z
       .optional(),
     portSecurity: z.literal(false).optional(),
     allowedAddresses: z.array(ip).max(NIC_ALLOWED_ADDRESSES_MAX).optional(),
+    securityGroups: z.array(name).max(NIC_SECURITY_GROUPS_MAX).optional(),
   })
   .strict() satisfies z.ZodType<NicConfig>;
 

@@ -103,6 +103,8 @@ export interface NicConfig {
   portSecurity?: false;
   /** Extra source addresses the port lets out (a VIP); absent: none. */
   allowedAddresses?: string[];
+  /** Security groups of this NIC, in spec order (absent: none); each is realised on its host before the port. */
+  securityGroups?: string[];
 }
 
 /** One VM disk. */

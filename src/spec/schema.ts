@@ -31,6 +31,12 @@ import {
   VNI_MAX,
 } from '../shared/limits.js';
 import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
+import {
+  NIC_SECURITY_GROUPS_MAX,
+  RULE_PORTS_MAX,
+  SECURITY_GROUP_RULES_MAX,
+  SECURITY_GROUPS_MAX,
+} from '../shared/security-groups.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
@@ -288,6 +294,57 @@ export const NicSchema = z
     portSecurity: z.boolean().optional(),
     /** Extra addresses the guest may send from (a VIP moved by Keepalived, say). */
     allowedAddresses: z.array(ipv4).max(NIC_ALLOWED_ADDRESSES_MAX).optional(),
+    /**
+     * Security groups (`securityGroups[].name`) of this NIC: stateful, default-deny inbound, outbound allowed unless
+     * a group has egress rules. Absent or empty: no groups (today's behaviour). Needs port security.
+     */
+    securityGroups: z
+      .array(name)
+      .max(NIC_SECURITY_GROUPS_MAX)
+      .refine((l) => new Set(l).size === l.length, 'lists a group twice')
+      .optional(),
+  })
+  .strict();
+
+/** A destination port (80) or an inclusive range ("8000-8100") of a security group rule. */
+const rulePort = z.union([
+  port,
+  z
+    .string()
+    .regex(/^\d{1,5}-\d{1,5}$/, 'must be a port (80) or a range such as "8000-8100"')
+    .refine((r) => {
+      const [a, b] = r.split('-').map(Number) as [number, number];
+      return a >= PORT_MIN && b <= PORT_MAX && a <= b;
+    }, `must be a range of ports ${PORT_MIN}-${PORT_MAX}, low end first`),
+]);
+
+/** One rule of a security group: what it lets in (ingress) or out (egress) of its member NICs. */
+export const SecurityGroupRuleSchema = z
+  .object({
+    direction: z.enum(['ingress', 'egress']).default('ingress'),
+    protocol: z.enum(['tcp', 'udp', 'icmp', 'any']).default('any'),
+    /** tcp/udp destination ports; absent: all. */
+    ports: z.array(rulePort).min(1).max(RULE_PORTS_MAX).optional(),
+    /** Remote addresses (source of ingress, destination of egress). At most one of cidr and group; neither: any. */
+    cidr: z
+      .string()
+      .refine((s) => {
+        const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
+        return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) <= 32;
+      }, 'must be an IPv4 network such as 10.0.0.0/24 (0.0.0.0/0 for any)')
+      .optional(),
+    /** Remote group: the other end is a NIC of this group (it may be the rule's own group). */
+    group: name.optional(),
+    description: z.string().max(256).optional(),
+  })
+  .strict();
+
+/** A named set of rules attached to VM NICs (`vms[].nics[].securityGroups`). */
+export const SecurityGroupSchema = z
+  .object({
+    name,
+    description: z.string().max(256).optional(),
+    rules: z.array(SecurityGroupRuleSchema).max(SECURITY_GROUP_RULES_MAX).default([]),
   })
   .strict();
 
@@ -400,6 +457,7 @@ export const SpecSchema = z
     hosts: z.array(HostSchema).min(1, 'at least one host is needed'),
     networks: z.array(NetworkSchema).default([]),
     vms: z.array(VmSchema).default([]),
+    securityGroups: z.array(SecurityGroupSchema).max(SECURITY_GROUPS_MAX).default([]),
     lab: LabSchema.optional(),
   })
   .strict();
@@ -422,6 +480,10 @@ export type VxlanNetworkSpec = Extract<NetworkSpec, { mode: 'vxlan' }>;
 export type VlanNetworkSpec = Extract<NetworkSpec, { mode: 'vlan' }>;
 /** A VM entry of a spec. */
 export type VmSpec = z.infer<typeof VmSchema>;
+/** A security group entry. */
+export type SecurityGroupSpec = z.infer<typeof SecurityGroupSchema>;
+/** A security group rule entry. */
+export type SecurityGroupRuleSpec = z.infer<typeof SecurityGroupRuleSchema>;
 /** A VM NIC entry. */
 export type NicSpec = z.infer<typeof NicSchema>;
 /** A port forward entry. */

@@ -6,6 +6,7 @@ import type {
   UplinkConfig,
 } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
+import type { SecurityGroupConfig } from '../../shared/security-groups.js';
 
 /** Operation context of mutating driver calls (lives in shared/; re-exported for the drivers' imports). */
 export type { OpContext } from '../../shared/op.js';
@@ -44,6 +45,18 @@ export interface PortConfig {
     /** The NIC has no fixed address and takes one by DHCP (the ovs backend pins it to its reservation, if any). */
     dhcp?: boolean;
   };
+  /**
+   * Security groups of the port (names of groups given to `ensureSecurityGroup`), only with `security`; absent or
+   * empty: no groups. Semantics in shared/security-groups.ts. A group named here but not (yet) ensured allows
+   * nothing: the port is default-deny inbound until it is.
+   */
+  securityGroups?: string[];
+}
+
+/** A security group as a backend last applied it, with the hash `ensureSecurityGroup` received. */
+export interface AppliedSecurityGroup {
+  config: SecurityGroupConfig;
+  configHash: string;
 }
 
 /** A network backend on one host (linux bridge + nftables + dnsmasq; later Open vSwitch). */
@@ -82,6 +95,17 @@ export interface NetworkDriver {
   flows?(network: string): Promise<string>;
   /** Optional bulk form for reports: every port of this backend with its bridge, in one query. */
   portMasters?(): Promise<Map<string, string | undefined>>;
+
+  // Security groups (backends that support them; the agent refuses ports with groups on one that does not).
+  /**
+   * Creates or updates a group's rules and member set; idempotent and atomic (one transaction), touching only this
+   * group's own objects, so ports in other groups never see a gap. Ports already in the group follow at once.
+   */
+  ensureSecurityGroup?(group: SecurityGroupConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  /** Removes a group no port uses any more; a missing group is not an error. */
+  deleteSecurityGroup?(name: string, ctx?: OpContext): Promise<void>;
+  /** Groups this backend realised on the host, with the hash each was applied with. */
+  listSecurityGroups?(): Promise<AppliedSecurityGroup[]>;
 
   // Host.
   /** Kernel network features this host has. */
