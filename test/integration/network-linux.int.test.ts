@@ -7,14 +7,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { securityGroupConformance } from '../../src/drivers/network/conformance-security-groups.js';
 import { DnsmasqManager, dnsmasqPaths, parseLeases } from '../../src/drivers/network/linux/dnsmasq.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';
+import { sgDropComment } from '../../src/drivers/network/linux/security-groups.js';
 import { LINUX_NETWORKS_DIR } from '../../src/drivers/network/linux/state.js';
 import { Ip, ipCmd } from '../../src/exec/ip.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { NetworkConfig } from '../../src/shared/model.js';
 
 networkConformance('linux', (env) => new LinuxNetworkDriver(env));
+securityGroupConformance('linux', (env) => new LinuxNetworkDriver(env), {
+  // The drop counters of the port's security-group chain.
+  dropCount: async (env, tap, direction) => {
+    const chain = `sgp-${direction === 'ingress' ? 'in' : 'out'}-${tap}`;
+    const r = await env.runner.run(['nft', 'list', 'chain', 'bridge', 'vmlink', chain], { netns: env.netns });
+    const m = new RegExp(`counter packets (\\d+) .*"${sgDropComment(tap, direction)}"`).exec(r.stdout);
+    if (!m) throw new Error(`no drop counter in ${chain}:\n${r.stdout}`);
+    return Number(m[1]);
+  },
+});
 
 const runner = new SystemRunner();
 const tag = randomBytes(3).toString('hex');

@@ -30,9 +30,11 @@ import type {
 } from '../../../shared/model.js';
 import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
+import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type {
   AppliedNetworkConfig,
+  AppliedSecurityGroup,
   ItemResult,
   NetworkDriver,
   NetworkItem,
@@ -68,6 +70,7 @@ import {
   TABLE_FAMILY,
   TABLE_NAME,
 } from './ruleset.js';
+import { LinuxSecurityGroups } from './security-group-manager.js';
 import { ALIAS_PREFIX, LinuxNetworkStateStore, type NetworkState } from './state.js';
 import { applyUplink, observeUplink, validateUplinkConfig } from './uplink.js';
 import { assertNetworkName, validateNetworkConfig } from './validate.js';
@@ -91,6 +94,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly nft: Nft;
   private readonly dnsmasq: DnsmasqManager;
   private readonly states: LinuxNetworkStateStore;
+  private readonly groups: LinuxSecurityGroups;
   // What the port and observe helpers use of this driver.
   private readonly host: PortHost & ObserveHost & BatchHost;
   // Whether this process knows the host table is absent (it deleted it, or found none needed).
@@ -109,6 +113,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     this.nft = new Nft(opts.runner, opts.netns);
     this.dnsmasq = new DnsmasqManager(opts.runner, opts.netns);
     this.states = new LinuxNetworkStateStore(opts.stateDir);
+    this.groups = new LinuxSecurityGroups(opts.runner, this.nft, opts.netns, opts.stateDir);
     this.host = {
       runner: this.runner,
       netns: this.netns,
@@ -124,10 +129,12 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
 
   /**
    * At agent start: moves this backend's networks out of the directory it shared with the OVS backend, then loads the
-   * host table as this version builds it (an upgraded agent filters guests before its next apply).
+   * host table as this version builds it (an upgraded agent filters guests before its next apply), and the security
+   * groups applied before (a reboot emptied the table; the agent re-ensures running VMs' ports next).
    */
   async upgradeState(): Promise<void> {
     await this.moveLegacyState();
+    await this.serial(() => this.groups.restore());
     if ((await this.states.readAll()).length)
       await this.serial(() => this.applyRuleset()).catch((e: unknown) => {
         // The next network change loads it again; a start must not fail on it.
@@ -242,6 +249,23 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   /** Every tap on the host with the bridge it is attached to (one command, for reports over many ports). */
   portMasters(): Promise<Map<string, string | undefined>> {
     return portMasters(this.ip);
+  }
+
+  // Security groups (security-groups.ts).
+
+  /** Applies a group's rules and members in one transaction of its own objects; idempotent. */
+  ensureSecurityGroup(group: SecurityGroupConfig, configHash: string, ctx?: OpContext): Promise<void> {
+    return this.serial(() => this.groups.ensure(group, configHash, ctx));
+  }
+
+  /** Removes a group (emptied instead while something still refers to it); missing is fine. */
+  deleteSecurityGroup(name: string, ctx?: OpContext): Promise<void> {
+    return this.serial(() => this.groups.delete(name, ctx));
+  }
+
+  /** The groups applied on this host, from this backend's state files. */
+  listSecurityGroups(): Promise<AppliedSecurityGroup[]> {
+    return this.groups.list();
   }
 
   // Host.

@@ -19,10 +19,18 @@
 import { assertIfName } from '../../../exec/ip.js';
 import { InvalidRequestError } from '../../../shared/errors.js';
 import type { PortConfig } from '../types.js';
+import {
+  BRIDGE_TABLE,
+  clearMaskHex,
+  markHex,
+  SG_BRIDGED_MARK,
+  SG_EST_MARK,
+  SG_RESTRICT_MARK,
+} from './bridge-table.js';
 import { GUEST_MARK_HEX } from './host-input.js';
+import { dropPortSgLines, portSgLines, sgBaseLines } from './security-groups.js';
 
-/** Name of vmlink's bridge-family table. */
-export const BRIDGE_TABLE = 'bridge vmlink';
+export { BRIDGE_TABLE } from './bridge-table.js';
 /** How long an address learned from a DHCP reply stays allowed without a renewal. */
 export const DHCP_LEARN_TIMEOUT = '7d';
 /** Most learned DHCP addresses the table holds. */
@@ -51,12 +59,17 @@ function baseScript(): string[] {
     `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
     `add chain ${t} output { type filter hook output priority filter; policy accept; }`,
     `flush chain ${t} prerouting`,
+    // Security groups' marks start clear; frames the bridge switches get their bridge's conntrack zone (see
+    // security-groups.ts). Both ahead of br_netfilter, which runs the inet hooks at bridge priority 0.
+    `add rule ${t} prerouting meta mark set meta mark & ${clearMaskHex(SG_EST_MARK, SG_BRIDGED_MARK, SG_RESTRICT_MARK)}`,
+    `add rule ${t} prerouting meta pkttype != host meta mark set meta mark | ${markHex(SG_BRIDGED_MARK)}`,
     `add rule ${t} prerouting iifname @vm_ports meta mark set meta mark | ${GUEST_MARK_HEX}`,
     `add rule ${t} prerouting iifname vmap @port_guards`,
     `flush chain ${t} forward`,
     `add rule ${t} forward ${LEARN}`,
     `flush chain ${t} output`,
     `add rule ${t} output ${LEARN}`,
+    ...sgBaseLines(),
   ];
 }
 
@@ -122,9 +135,13 @@ export function ensurePortsScript(
       lines.push(`flush chain ${t} ${chain}`);
       for (const r of portGuardRules(p.tap, p.security)) lines.push(`add rule ${t} ${chain} ${r}`);
       lines.push(`add element ${t} port_guards { "${p.tap}" : jump ${chain} }`);
+      lines.push(...portSgLines(p.tap, p.securityGroups));
     } else {
-      // Unguarded (trunk, portSecurity: false): drop a guard it may have had.
-      lines.push(...dropGuard(p.tap));
+      // Groups trust the source addresses the guard enforces: none without it.
+      if (p.securityGroups?.length)
+        throw new InvalidRequestError(`port ${p.tap}: security groups need port security`, p.tap);
+      // Unguarded (trunk, portSecurity: false): drop a guard (and groups) it may have had.
+      lines.push(...dropGuard(p.tap), ...dropPortSgLines(p.tap));
     }
   }
   return `${lines.join('\n')}\n`;
@@ -141,6 +158,7 @@ export function removePortsScript(taps: readonly string[]): string {
       `delete element ${t} vm_ports { "${tap}" }`,
       `add chain ${t} port-${tap}`,
       ...dropGuard(tap),
+      ...dropPortSgLines(tap),
     );
   }
   return `${lines.join('\n')}\n`;

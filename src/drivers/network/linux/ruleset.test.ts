@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import { bridgedNet, isolatedNet, natNet, natNoUplink } from './fixtures.test-util.js';
 import { expectGolden } from './golden.test-util.js';
-import { buildRuleset, rulesetDelta, rulesetModel } from './ruleset.js';
+import { bridgeZones, buildRuleset, rulesetDelta, rulesetModel } from './ruleset.js';
 
 describe('buildRuleset', () => {
   it('needs no table without networks; a bridge network only filters what its VM ports send the host', () => {
@@ -10,7 +10,15 @@ describe('buildRuleset', () => {
     const m = rulesetModel([bridgedNet])!;
     // Its LAN bridge carries the host's own traffic: not a guest bridge, nothing opened, nothing routed.
     expect(Object.values(m)).toEqual([
-      { bridge: bridgedNet.bridge, kind: 'switched', guest: false, vteps: [], ports: [], chains: {} },
+      {
+        bridge: bridgedNet.bridge,
+        kind: 'switched',
+        guest: false,
+        vteps: [],
+        ports: [],
+        chains: {},
+        zone: expect.any(Number),
+      },
     ]);
     expect(buildRuleset([bridgedNet])).toContain('meta mark & 0x00200000 == 0x00200000 jump guest_input');
   });
@@ -60,7 +68,7 @@ describe('buildRuleset', () => {
 
   it('renders several networks in name order, whatever the input order', () => {
     const text = buildRuleset([natNet, bridgedNet, isolatedNet, natNoUplink])!;
-    expect(buildRuleset([natNoUplink, isolatedNet, natNet])).toBe(text);
+    expect(buildRuleset([natNoUplink, isolatedNet, bridgedNet, natNet])).toBe(text);
     expectGolden('ruleset-mixed.nft', text);
   });
 
@@ -109,6 +117,15 @@ describe('isolation comes first', () => {
   });
 });
 
+describe('bridgeZones', () => {
+  it('gives each bridge its own zone from its name, stable as others come and go', () => {
+    const a = bridgeZones(['vlb-a', 'vlb-b']);
+    expect(new Set(a.values()).size).toBe(2);
+    for (const z of a.values()) expect(z).toBeGreaterThanOrEqual(1);
+    expect(bridgeZones(['vlb-b']).get('vlb-b')).toBe(a.get('vlb-b'));
+  });
+});
+
 describe('rulesetDelta', () => {
   const iso = { ...isolatedNet, name: 'iso', bridge: 'vlb-00000002' };
   const model = (...nets: Parameters<typeof rulesetModel>[0]) => rulesetModel(nets)!;
@@ -134,6 +151,7 @@ describe('rulesetDelta', () => {
       'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 tcp dport 8080 counter dnat ip to 10.10.0.10:80 comment "net:web vm:web1"',
       'add rule inet vmlink out-vlb-0a1b2c3d ip daddr != 127.0.0.0/8 udp dport 5353 counter dnat ip to 10.10.0.10:53 comment "net:web vm:web1"',
       'add element inet vmlink guest_bridges { "vlb-0a1b2c3d" }',
+      'add element inet vmlink bridge_zones { "vlb-0a1b2c3d" : 2914 }',
       'add element inet vmlink host_services { "vlb-0a1b2c3d" : jump in-vlb-0a1b2c3d }',
       'add element inet vmlink same_bridge { "vlb-0a1b2c3d" . "vlb-0a1b2c3d" }',
       'add element inet vmlink routed_bridges { "vlb-0a1b2c3d" }',

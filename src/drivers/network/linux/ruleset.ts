@@ -18,6 +18,7 @@
 import { assertIfName } from '../../../exec/ip.js';
 import { ConflictError, InvalidRequestError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
+import { clearMaskHex, markHex, SG_BRIDGED_MARK, SG_EST_MARK } from './bridge-table.js';
 import { GUEST_INPUT_JUMPS, GUEST_INPUT_RULES, hostInputRules, isGuestBridge } from './host-input.js';
 import { UNDERLAY_RULES, VXLAN_SETS, vtepElements } from './underlay-filter.js';
 
@@ -91,6 +92,27 @@ export interface NetworkRules {
   ports: string[];
   /** Its own chains (name -> rules). */
   chains: Record<string, string[]>;
+  /** Conntrack zone of the frames its bridge switches (security groups' state; see `bridgeZones`). */
+  zone: number;
+}
+
+/**
+ * A conntrack zone per bridge, for the flows it switches: two bridges with overlapping subnets must not answer for
+ * each other's flows (a security group accepts established replies). Derived from the bridge name (FNV-1a, 1-65535)
+ * so a network keeps its zone while others come and go; a clash takes the next free zone, in bridge-name order.
+ */
+export function bridgeZones(bridges: readonly string[]): Map<string, number> {
+  const zones = new Map<string, number>();
+  const used = new Set<number>();
+  for (const b of [...new Set(bridges)].sort()) {
+    let h = 0x811c9dc5;
+    for (const c of Buffer.from(b)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+    let z = (h % 65535) + 1;
+    while (used.has(z)) z = (z % 65535) + 1;
+    used.add(z);
+    zones.set(b, z);
+  }
+  return zones;
 }
 
 /** What the table holds, by network name. */
@@ -105,6 +127,7 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
   if (nets.length === 0) return undefined;
   const model: RulesetModel = {};
   const usedPorts = new Map<string, string>();
+  const zones = bridgeZones(nets.map((n) => n.bridge));
   for (const n of nets) {
     const br = ifname(n.bridge, `networks.${n.name}.bridge`);
     if (!/^[A-Za-z0-9_.-]+$/.test(n.name))
@@ -115,7 +138,12 @@ export function rulesetModel(networks: readonly NetworkConfig[]): RulesetModel |
     const input = hostInputRules(n, gateway);
     const { vni, vteps } = vtepElements(n, ipv4);
     // The guest filters' part, common to every kind.
-    const guard = { guest: isGuestBridge(n), ...(vni === undefined ? {} : { vni }), vteps };
+    const guard = {
+      guest: isGuestBridge(n),
+      ...(vni === undefined ? {} : { vni }),
+      vteps,
+      zone: zones.get(n.bridge)!,
+    };
     const inputChains = input.length ? { [`in-${n.bridge}`]: input } : {};
     if (!hasSubnetHere(n)) {
       model[n.name] = {
@@ -182,6 +210,7 @@ function elementsOf(r: NetworkRules): Array<[string, string]> {
   const br = `"${r.bridge}"`;
   const el: Array<[string, string]> = [];
   if (r.guest) el.push(['guest_bridges', br]);
+  el.push(['bridge_zones', `${br} : ${r.zone}`]);
   if (r.chains[`in-${r.bridge}`]) el.push(['host_services', `${br} : jump in-${r.bridge}`]);
   if (r.vni !== undefined) el.push(['vxlan_vnis', r.vni]);
   for (const v of r.vteps) el.push(['vxlan_vteps', v]);
@@ -210,6 +239,13 @@ const SETS: Array<[string, string]> = [
   ['set guest_bridges', 'type ifname'],
   ['map host_services', 'type ifname : verdict'],
   ...VXLAN_SETS,
+  ['map bridge_zones', 'typeof iifname : ct zone'],
+];
+// Security groups' view of conntrack (security-groups.ts): switched frames get their bridge's zone before conntrack
+// (raw), then established/related packets are marked for the bridge family's port chains, which have no `ct`.
+const SG_STATE_RULES = [
+  `meta mark set meta mark & ${clearMaskHex(SG_EST_MARK)}`,
+  `ct state established,related meta mark set meta mark | ${markHex(SG_EST_MARK)}`,
 ];
 const BASE_CHAINS: Array<[string, string, string[]]> = [
   // A regular chain (no hook): declared before the input hook that jumps to it.
@@ -219,6 +255,15 @@ const BASE_CHAINS: Array<[string, string, string[]]> = [
     'type filter hook input priority filter; policy accept;',
     [...UNDERLAY_RULES, ...GUEST_INPUT_JUMPS],
   ],
+  [
+    'sg_zone',
+    'type filter hook prerouting priority raw; policy accept;',
+    [
+      `meta mark & ${markHex(SG_BRIDGED_MARK)} == ${markHex(SG_BRIDGED_MARK)} ct zone set iifname map @bridge_zones`,
+    ],
+  ],
+  ['sg_state', 'type filter hook prerouting priority mangle; policy accept;', SG_STATE_RULES],
+  ['sg_state_out', 'type filter hook output priority mangle; policy accept;', SG_STATE_RULES],
   [
     'prerouting',
     'type nat hook prerouting priority dstnat; policy accept;',

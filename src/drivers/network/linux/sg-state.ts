@@ -1,0 +1,82 @@
+// The security groups the linux backend applied, one file per group (`<stateDir>/security-groups-linux/<name>.json`),
+// so `listSecurityGroups` answers after an agent restart and the agent's start can load them again (a reboot empties
+// the table). Written atomically; a file of another version, or for another name, reads as absent.
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { SECURITY_GROUP_MEMBERS_MAX } from '../../../shared/security-groups.js';
+import { readJsonFile, STATE_FILE_MAX_BYTES, writeFileAtomic } from '../../../shared/state-file.js';
+import type { AppliedSecurityGroup } from '../types.js';
+
+/** The directory of the linux backend's security groups under the agent state directory. */
+export const LINUX_SECURITY_GROUPS_DIR = 'security-groups-linux';
+
+const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+
+// The config was checked by the wire schema and the script builder before it was applied and written; only the
+// envelope and what the readers use is checked again (the builder checks everything when it is loaded again).
+const stateFile = z
+  .object({
+    version: z.literal(1),
+    configHash: z.string().max(256),
+    config: z
+      .object({
+        name: z.string(),
+        rules: z.array(z.object({}).passthrough()),
+        memberMacs: z.array(z.string()).max(SECURITY_GROUP_MEMBERS_MAX),
+      })
+      .passthrough(),
+  })
+  .passthrough();
+
+/** The persisted security groups of one agent state directory. */
+export class SecurityGroupStore {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, LINUX_SECURITY_GROUPS_DIR);
+  }
+
+  private file(name: string): string {
+    return join(this.dir, `${name}.json`);
+  }
+
+  /** The group as last applied; undefined when absent or unreadable as this version. */
+  async read(name: string): Promise<AppliedSecurityGroup | undefined> {
+    if (!NAME.test(name)) return undefined;
+    // 8192 MACs and 128 rules fit well within 2 MiB.
+    const s = await readJsonFile(this.file(name), stateFile, { maxBytes: 2 * STATE_FILE_MAX_BYTES });
+    if (s?.config.name !== name) return undefined;
+    return { config: s.config as unknown as AppliedSecurityGroup['config'], configHash: s.configHash };
+  }
+
+  /** Every persisted group, by name. */
+  async readAll(): Promise<AppliedSecurityGroup[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const groups = await Promise.all(
+      names.filter((n) => n.endsWith('.json')).map((n) => this.read(n.slice(0, -'.json'.length))),
+    );
+    return groups
+      .filter((g): g is AppliedSecurityGroup => g !== undefined)
+      .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
+  }
+
+  /** Persists a group just applied. */
+  async write(g: AppliedSecurityGroup): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o755 });
+    await writeFileAtomic(this.file(g.config.name), `${JSON.stringify({ version: 1, ...g })}\n`, {
+      mode: 0o644,
+    });
+  }
+
+  /** Forgets a group; missing is fine. */
+  async remove(name: string): Promise<void> {
+    if (NAME.test(name)) await rm(this.file(name), { force: true });
+  }
+}
