@@ -26,6 +26,10 @@ securityGroupConformance('linux', (env) => new LinuxNetworkDriver(env), {
     if (!m) throw new Error(`no drop counter in ${chain}:\n${r.stdout}`);
     return Number(m[1]);
   },
+  wipeFilters: async (env) => {
+    for (const t of ['bridge vmlink', 'inet vmlink'])
+      await env.runner.run(['nft', 'delete', 'table', ...t.split(' ')], { netns: env.netns });
+  },
 });
 
 const runner = new SystemRunner();

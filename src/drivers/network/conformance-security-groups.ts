@@ -25,6 +25,8 @@ export interface SecurityGroupConformanceOptions {
   attachGuest?: (env: ConformanceEnv, port: PortConfig, guestNs: string) => Promise<void>;
   /** Packets a port's security groups dropped in one direction (linux: the `sg:<tap> ...` counters); optional. */
   dropCount?: (env: ConformanceEnv, tap: string, direction: 'ingress' | 'egress') => Promise<number>;
+  /** Empties the backend's filters as a reboot would (linux: its nftables tables); with it, restore is tested. */
+  wipeFilters?: (env: ConformanceEnv) => Promise<void>;
 }
 
 const rule = (r: Partial<SecurityGroupRuleConfig>): SecurityGroupRuleConfig => ({
@@ -300,6 +302,34 @@ export function securityGroupConformance(
       const out = (await flood).stdout;
       expect(out).toMatch(/60 packets transmitted, 60 received/);
     });
+
+    // Last: it empties the filters of the guests' ports too.
+    it.runIf(opts.wipeFilters && opts.dropCount)(
+      'after a reboot, the agent start restores groups and their ports',
+      async () => {
+        const wipe = opts.wipeFilters!;
+        const count = opts.dropCount!;
+        // After a reboot: the agent's start loads the groups again, then re-ensures its running VMs' ports.
+        const port: PortConfig = {
+          tap: `vlt-sgp-${tag}`,
+          bridge: net.bridge,
+          mtu: net.mtu,
+          security: { mac: '52:54:00:36:00:99', addresses: ['10.236.0.99'] },
+          securityGroups: ['web'],
+        };
+        await d.ensurePort(port);
+        await wipe(env);
+        await expect(count(env, port.tap, 'ingress')).rejects.toThrow();
+        const rebooted = makeDriver(env);
+        await rebooted.upgradeState?.();
+        await rebooted.ensurePort(port);
+        expect(await count(env, port.tap, 'ingress')).toBe(0);
+        await rebooted.deletePort(port.tap);
+        expect((await rebooted.listSecurityGroups!()).map((g) => g.configHash).sort()).toEqual(
+          (await d.listSecurityGroups!()).map((g) => g.configHash).sort(),
+        );
+      },
+    );
   });
 }
 

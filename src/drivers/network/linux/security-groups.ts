@@ -135,8 +135,8 @@ function checkGroup(g: SecurityGroupConfig): void {
 }
 
 /**
- * The objects every security-group script declares (no-ops when present): the port maps and the base chains that
- * consult them. Ingress runs after egress (a higher priority) on the forward hook; both after the port guards'
+ * The objects every port script declares after the table (no-ops when present): the port maps and the base chains
+ * that consult them. Ingress runs after egress (a higher priority) on the forward hook; both after the port guards'
  * learning rules (priority filter).
  */
 export function sgBaseLines(): string[] {
@@ -148,7 +148,6 @@ export function sgBaseLines(): string[] {
     ['sg_in_output', 'output priority filter + 20', 'oifname vmap @sg_ingress'],
   ];
   return [
-    `add table ${t}`,
     `add map ${t} sg_ingress { type ifname : verdict; }`,
     `add map ${t} sg_egress { type ifname : verdict; }`,
     ...base.flatMap(([chain, hook, rule]) => [
@@ -179,7 +178,8 @@ const elements = (macs: readonly string[]) => `{ ${macs.join(', ')} }`;
 export function ensureGroupScript(g: SecurityGroupConfig, prev?: SecurityGroupConfig): string {
   checkGroup(g);
   const t = BRIDGE_TABLE;
-  const lines = sgBaseLines();
+  // Only its own objects (the base chains come with the ports that need them).
+  const lines = [`add table ${t}`];
   const remotes = [...new Set(g.rules.flatMap((r) => (r.group === undefined ? [] : [r.group])))].filter(
     (r) => r !== g.name,
   );
@@ -211,7 +211,7 @@ export function deleteGroupScript(name: string): string {
   groupName(name, 'securityGroups');
   const t = BRIDGE_TABLE;
   return `${[
-    ...sgBaseLines(),
+    `add table ${t}`,
     ...declareGroup(name),
     `delete chain ${t} ${groupChain(name, 'ingress')}`,
     `delete chain ${t} ${groupChain(name, 'egress')}`,
@@ -224,7 +224,7 @@ export function emptyGroupScript(name: string): string {
   groupName(name, 'securityGroups');
   const t = BRIDGE_TABLE;
   return `${[
-    ...sgBaseLines(),
+    `add table ${t}`,
     ...declareGroup(name),
     `flush chain ${t} ${groupChain(name, 'ingress')}`,
     `flush chain ${t} ${groupChain(name, 'egress')}`,
