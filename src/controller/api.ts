@@ -2,12 +2,15 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema } from '../shared/errors.js';
-import { requireBearerToken } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import { localVersion, VERSION } from '../shared/version.js';
+import { accepted, answers } from './api-answers.js';
+import { installAccessControl } from './auth/access.js';
+import { AuditLog } from './auth/audit.js';
+import { addAccessRoutes } from './auth/routes.js';
+import { TokenStore } from './auth/tokens.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -29,7 +32,6 @@ import {
   RotatedSchema,
   SpecBodySchema,
   StatusSchema,
-  TaskAcceptedSchema,
   TaskParamsSchema,
   TaskQuerySchema,
   TaskViewSchema,
@@ -41,25 +43,18 @@ import {
 
 const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down'] as const;
 
-/** Response schemas of a route: its answer under `status`, and vmlink's error body for every failure. */
-const answers = <S>(ok: S, status: 200 | 202 = 200) => ({
-  [status]: ok,
-  '4xx': ErrorBodySchema,
-  '5xx': ErrorBodySchema,
-});
-/** A task's answer: 202 with its id (the result comes from `GET /v1/tasks/:id`). */
-const accepted = answers(TaskAcceptedSchema, 202);
-
 /** Options of the API server. */
 export interface ApiOptions {
-  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners), but the join routes. */
+  /**
+   * When set, this is a TCP listener: every request must carry a bearer token (this bootstrap token, an admin, or an
+   * API token), but the open routes of the role table (the CA, a join). Without it, the root-only unix socket.
+   */
   token?: string;
   /** Serve HTTPS with the controller's certificate (TCP listeners). */
   tls?: ServerTls;
+  /** API tokens and audit trail, shared by the listeners (default: on the controller's store). */
+  access?: { tokens: TokenStore; audit: AuditLog };
 }
-
-/** Routes open without the user's token: the CA is public, and a join carries its own one-time token. */
-const OPEN_ROUTES = ['/v1/pki/ca', '/v1/join'] as const;
 
 /** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
 export async function createControllerApi(
@@ -73,7 +68,20 @@ export async function createControllerApi(
     transform: jsonSchemaTransform,
   });
   const app = base.withTypeProvider<ZodTypeProvider>();
-  if (opts.token) requireBearerToken(base, opts.token, 'the controller', OPEN_ROUTES);
+  const { tokens, audit } = opts.access ?? {
+    tokens: new TokenStore(controller.store),
+    audit: new AuditLog(controller.store),
+  };
+  installAccessControl(base, {
+    listener: opts.token ? 'tcp' : 'unix-socket',
+    bootstrapToken: opts.token,
+    tokens,
+    audit,
+    context: {
+      spec: async () => (await controller.currentSpec())?.spec,
+      taskKind: (id) => tasks.kind(id),
+    },
+  });
   addVersionGate(base, 'api');
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify',
@@ -211,12 +219,12 @@ export async function createControllerApi(
     async (req) => controller.rotateCert(req.params.name),
   );
   app.get(
-    OPEN_ROUTES[0],
+    '/v1/pki/ca',
     { schema: { summary: 'The CA certificate and its fingerprint', response: answers(CaAnswerSchema) } },
     async () => controller.ca(),
   );
   app.post(
-    OPEN_ROUTES[1],
+    '/v1/join',
     {
       schema: {
         summary: 'A host spends its join token on a certificate for the key of its CSR',
@@ -332,6 +340,7 @@ export async function createControllerApi(
     },
     async (req) => controller.vmConsole(req.params.name, req.query.tail),
   );
+  addAccessRoutes(base, tokens, audit);
   await base.ready();
   return base;
 }

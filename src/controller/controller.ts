@@ -43,7 +43,8 @@ export class Controller {
   private readonly agents: AgentFactory;
 
   constructor(
-    private readonly store: Store,
+    /** The state store (the API keeps its tokens and audit trail there too). */
+    readonly store: Store,
     private readonly runner: Runner,
     opts: ControllerOptions = {},
   ) {

@@ -77,6 +77,11 @@ export class TaskManager {
     return { ...t.view, progress: t.lines.slice(since), progressFrom: since };
   }
 
+  /** The kind of task `id`, or undefined when there is no such task. */
+  kind(id: string): string | undefined {
+    return this.tasks.get(id)?.view.kind;
+  }
+
   /** Requests cancellation; the task stops at its next step boundary. */
   cancel(id: string): TaskView {
     const t = this.tasks.get(id);

@@ -17,6 +17,7 @@ export const ErrorKinds = [
   'timeout',
   'unavailable',
   'unauthorized',
+  'forbidden',
   'bad-response',
   'internal',
 ] as const;
@@ -107,6 +108,13 @@ export class UnauthorizedError extends VmlinkError {
   }
 }
 
+/** The caller is known but its role or scope does not allow the request (API tokens). */
+export class ForbiddenError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('forbidden', message, subject === undefined ? {} : { subject });
+  }
+}
+
 /** A peer answered with something that breaks its contract (wrong shape, too large): never trusted, never used. */
 export class BadResponseError extends VmlinkError {
   constructor(message: string, subject?: string) {
@@ -125,6 +133,7 @@ export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   timeout: { http: 504, exit: 7 },
   unavailable: { http: 503, exit: 8 },
   unauthorized: { http: 401, exit: 9 },
+  forbidden: { http: 403, exit: 11 },
   'bad-response': { http: 502, exit: 10 },
   internal: { http: 500, exit: 1 },
 };

@@ -206,3 +206,16 @@ export const QEMU_MAX_TASKS = 1_024;
 export const VM_LOG_MAX_BYTES = 1 << 20;
 /** How often the agent checks its VMs' logs against `VM_LOG_MAX_BYTES`. */
 export const VM_LOG_CHECK_INTERVAL_MS = 5_000;
+
+// API tokens and the audit trail (the controller's store).
+
+/** API tokens the controller keeps (each is a small record; a listing reads them all). */
+export const API_TOKENS_MAX = 1_000;
+/** Names (or globs) in one scope dimension of an API token. */
+export const TOKEN_SCOPE_ENTRIES_MAX = 64;
+/** Longest `Authorization` header the controller parses (a token is ~70 characters). */
+export const AUTH_HEADER_MAX_CHARS = 512;
+/** Audit entries kept; beyond it the oldest are pruned as new ones arrive. */
+export const AUDIT_ENTRIES_MAX = 10_000;
+/** How long a token's `last used` may lag: the store is written at most this often per token. */
+export const TOKEN_LAST_USED_RESOLUTION_MS = 60_000;

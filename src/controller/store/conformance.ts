@@ -51,5 +51,16 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
       expect(last.map((e) => e.message)).toEqual(['event 3', 'event 4']);
       expect(last[0]!.id).toBeLessThan(last[1]!.id);
     });
+
+    it('keeps the newest audit entries, pruning beyond its bound, and filters by time', async () => {
+      const s = await open();
+      for (let i = 0; i < 6; i++) await s.appendAudit(`2026-01-01T00:00:0${i}.000Z`, { n: i }, 4);
+      const all = await s.auditEntries(undefined, 100);
+      expect(all.map((e) => e.record)).toEqual([{ n: 2 }, { n: 3 }, { n: 4 }, { n: 5 }]);
+      expect(all[0]!.id).toBeLessThan(all[1]!.id);
+      const since = await s.auditEntries('2026-01-01T00:00:04.000Z', 100);
+      expect(since.map((e) => e.time)).toEqual(['2026-01-01T00:00:04.000Z', '2026-01-01T00:00:05.000Z']);
+      expect((await s.auditEntries(undefined, 1)).map((e) => e.record)).toEqual([{ n: 5 }]);
+    });
   });
 }

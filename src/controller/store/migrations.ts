@@ -22,6 +22,16 @@ export const MIGRATIONS: readonly Migration[] = [
         CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
       `),
   },
+  {
+    version: 2,
+    description: 'audit trail of API calls',
+    // Its own table (not kv): appended on every mutating call and pruned by id, oldest first.
+    up: (db) =>
+      db.exec(`
+        CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, record TEXT NOT NULL);
+        CREATE INDEX audit_time ON audit (time);
+      `),
+  },
 ];
 
 /** The schema version this build writes. */

@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS, type Migration, type MigrationResult, migrate } from './migrations.js';
-import type { Store, StoreEvent } from './types.js';
+import type { Store, StoredAuditEntry, StoreEvent } from './types.js';
 
 /** Store on an embedded SQLite database (WAL mode); the default for one controller. */
 export class SqliteStore implements Store {
@@ -70,6 +70,23 @@ export class SqliteStore implements Store {
       .prepare('SELECT id, time, kind, message FROM events ORDER BY id DESC LIMIT ?')
       .all(limit) as StoreEvent[];
     return rows.reverse();
+  }
+
+  async appendAudit(time: string, record: unknown, keep: number): Promise<void> {
+    this.db.transaction(() => {
+      const info = this.db
+        .prepare('INSERT INTO audit (time, record) VALUES (?, ?)')
+        .run(time, JSON.stringify(record));
+      // Ids only grow (AUTOINCREMENT), so everything `keep` or more below the newest is the oldest.
+      this.db.prepare('DELETE FROM audit WHERE id <= ?').run(Number(info.lastInsertRowid) - keep);
+    })();
+  }
+
+  async auditEntries(since: string | undefined, limit: number): Promise<StoredAuditEntry[]> {
+    const rows = this.db
+      .prepare('SELECT id, time, record FROM audit WHERE time >= ? ORDER BY id DESC LIMIT ?')
+      .all(since ?? '', limit) as Array<{ id: number; time: string; record: string }>;
+    return rows.reverse().map((r) => ({ id: r.id, time: r.time, record: JSON.parse(r.record) as unknown }));
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,13 @@ export interface StoreEvent {
   message: string;
 }
 
+/** One entry of the audit trail: when, and what (a JSON record the audit module defines). */
+export interface StoredAuditEntry {
+  id: number;
+  time: string;
+  record: unknown;
+}
+
 /** The controller's state store: JSON values under string keys plus an append-only event log. */
 export interface Store {
   // Keys.
@@ -23,6 +30,12 @@ export interface Store {
   appendEvent(kind: string, message: string): Promise<StoreEvent>;
   /** The newest `limit` events, oldest first. */
   events(limit: number): Promise<StoreEvent[]>;
+
+  // Audit trail.
+  /** Appends an audit record at `time` (ISO), then prunes the oldest so that at most `keep` remain. */
+  appendAudit(time: string, record: unknown, keep: number): Promise<void>;
+  /** Audit entries at or after `since` (ISO; all when undefined), oldest first, at most the newest `limit`. */
+  auditEntries(since: string | undefined, limit: number): Promise<StoredAuditEntry[]>;
 
   /** Releases the store. */
   close(): Promise<void>;

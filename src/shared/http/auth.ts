@@ -50,19 +50,3 @@ export function requireClientCert(
     await reply.status(errorStatus.unauthorized.http).send(body);
   });
 }
-
-/** Makes every request to `app` carry `Authorization: Bearer <token>`; others get 401 (`unauthorized`). */
-export function requireBearerToken(
-  app: FastifyInstance,
-  token: string,
-  what: string,
-  open: readonly string[] = [],
-): void {
-  app.addHook('onRequest', async (req, reply) => {
-    // Routes in `open` authenticate by other means (a join token in the body) or serve public data (the CA).
-    if (open.includes(req.url.split('?')[0]!)) return;
-    if (bearerMatches(req.headers.authorization, token)) return;
-    const body = toErrorBody(new UnauthorizedError(`missing or wrong bearer token for ${what}`));
-    await reply.status(errorStatus.unauthorized.http).send(body);
-  });
-}

@@ -1,0 +1,119 @@
+// The controller API's access control: who is calling (the root-only unix socket, the bootstrap token, an API
+// token), whether the role table lets them make this call, and the audit entry of every mutating call.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
+import { bearerMatches } from '../../shared/http/auth.js';
+import { AUTH_HEADER_MAX_CHARS } from '../../shared/limits.js';
+import { log } from '../../shared/log.js';
+import type { AuditLog } from './audit.js';
+import { type AuthorizationContext, authorize, ruleFor } from './roles.js';
+import { isApiToken, type Principal, type TokenStore } from './tokens.js';
+
+/** Where the API is served: the local root-only socket (its callers are root, hence admin) or TCP with tokens. */
+export type Listener = 'unix-socket' | 'tcp';
+
+/** What access control needs. */
+export interface AccessOptions {
+  listener: Listener;
+  /** `VMLINK_TOKEN` of the TCP listener: an admin credential to bootstrap API tokens with. */
+  bootstrapToken?: string | undefined;
+  tokens: TokenStore;
+  audit: AuditLog;
+  context: AuthorizationContext;
+}
+
+/** The caller on the unix socket: the socket is mode 0600 and owned by root, so only root can connect. */
+const LOCAL_SOCKET: Principal = { who: 'local-socket', role: 'admin', scopes: {} };
+const BOOTSTRAP: Principal = { who: 'bootstrap-token', role: 'admin', scopes: {} };
+
+const principals = new WeakMap<FastifyRequest, Principal>();
+const errorKinds = new WeakMap<FastifyRequest, string>();
+
+/** The authenticated caller of `req` (undefined on open routes of the TCP listener). */
+export const principalOf = (req: FastifyRequest): Principal | undefined => principals.get(req);
+
+/** Calls that change something: every method but GET and HEAD. */
+const mutating = (method: string) => method !== 'GET' && method !== 'HEAD';
+
+/**
+ * Authenticates and authorizes every request to `app` before its body is read (401: no or bad credential; 403: role
+ * or scope too narrow, or a route without an entry in the role table), and audits every mutating call.
+ */
+export function installAccessControl(app: FastifyInstance, o: AccessOptions): void {
+  app.addHook('onRequest', async (req) => {
+    const route = req.routeOptions.url;
+    const rule = route === undefined ? undefined : ruleFor(req.method, route);
+    if (o.listener === 'tcp' && rule?.role === 'open') return;
+    const who =
+      o.listener === 'unix-socket' ? LOCAL_SOCKET : await authenticate(req.headers.authorization, o);
+    principals.set(req, who);
+    // An authenticated caller of a path no route serves gets the 404 that follows.
+    if (route === undefined) return;
+    if (!rule)
+      throw new ForbiddenError(
+        `${req.method} ${route} has no entry in the controller's role table, so no one may call it`,
+        route,
+      );
+    await authorize(
+      rule,
+      who,
+      { method: req.method, route, params: (req.params ?? {}) as Record<string, string> },
+      o.context,
+    );
+  });
+
+  app.addHook('onSend', async (req, reply, payload) => {
+    // The error kind of a refusal or failure, for the audit entry (never the body itself).
+    if (
+      reply.statusCode >= 400 &&
+      mutating(req.method) &&
+      typeof payload === 'string' &&
+      payload.length < 65_536
+    )
+      try {
+        const kind = (JSON.parse(payload) as { error?: { kind?: unknown } }).error?.kind;
+        if (typeof kind === 'string') errorKinds.set(req, kind);
+      } catch {
+        // Not vmlink's error body: the status code says enough.
+      }
+    return payload;
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    if (!mutating(req.method)) return;
+    const who = principals.get(req);
+    const params = (req.params ?? {}) as Record<string, unknown>;
+    const object = params.name ?? params.id;
+    const errorKind = errorKinds.get(req);
+    try {
+      await o.audit.record({
+        who: who?.who ?? 'anonymous',
+        ...(who ? { role: who.role } : {}),
+        remote: o.listener === 'unix-socket' ? 'unix-socket' : (req.ip ?? 'unknown'),
+        method: req.method,
+        route: req.routeOptions.url ?? req.url.split('?')[0]!,
+        ...(typeof object === 'string' ? { object } : {}),
+        status: reply.statusCode,
+        ...(errorKind ? { errorKind } : {}),
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      });
+    } catch (err) {
+      // The call has been answered; a full disk must not crash the controller, but it must be seen.
+      log.error({ err, method: req.method, route: req.routeOptions.url }, 'cannot write the audit entry');
+    }
+  });
+}
+
+/** The principal of an `Authorization` header on the TCP listener, or `UnauthorizedError` saying what is wrong. */
+async function authenticate(header: string | undefined, o: AccessOptions): Promise<Principal> {
+  if (!header)
+    throw new UnauthorizedError(
+      'missing bearer token: send Authorization: Bearer TOKEN (the CLI sends VMLINK_TOKEN)',
+    );
+  if (header.length > AUTH_HEADER_MAX_CHARS || !header.startsWith('Bearer '))
+    throw new UnauthorizedError('malformed Authorization header (expected Bearer TOKEN)');
+  if (o.bootstrapToken && bearerMatches(header, o.bootstrapToken)) return BOOTSTRAP;
+  const bearer = header.slice('Bearer '.length);
+  if (isApiToken(bearer)) return o.tokens.authenticate(bearer);
+  throw new UnauthorizedError('wrong bearer token');
+}
