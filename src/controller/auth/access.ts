@@ -27,10 +27,14 @@ const LOCAL_SOCKET: Principal = { who: 'local-socket', role: 'admin', scopes: {}
 const BOOTSTRAP: Principal = { who: 'bootstrap-token', role: 'admin', scopes: {} };
 
 const principals = new WeakMap<FastifyRequest, Principal>();
+const routeLists = new WeakMap<FastifyInstance, string[]>();
 const errorKinds = new WeakMap<FastifyRequest, string>();
 
 /** The authenticated caller of `req` (undefined on open routes of the TCP listener). */
 export const principalOf = (req: FastifyRequest): Principal | undefined => principals.get(req);
+
+/** Every route of `app` added after access control, as `METHOD /pattern` (what roles.test.ts walks). */
+export const routesOf = (app: FastifyInstance): readonly string[] => routeLists.get(app) ?? [];
 
 /** Calls that change something: every method but GET and HEAD. */
 const mutating = (method: string) => method !== 'GET' && method !== 'HEAD';
@@ -40,6 +44,18 @@ const mutating = (method: string) => method !== 'GET' && method !== 'HEAD';
  * or scope too narrow, or a route without an entry in the role table), and audits every mutating call.
  */
 export function installAccessControl(app: FastifyInstance, o: AccessOptions): void {
+  const routes: string[] = [];
+  routeLists.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) {
+      // A route the role table does not know would be refused to everyone: refuse to start with it instead.
+      if (!ruleFor(method, r.url))
+        throw new Error(
+          `route ${method} ${r.url} has no entry in the role table (src/controller/auth/roles.ts)`,
+        );
+      routes.push(`${method} ${r.url}`);
+    }
+  });
   app.addHook('onRequest', async (req) => {
     const route = req.routeOptions.url;
     const rule = route === undefined ? undefined : ruleFor(req.method, route);
