@@ -7,6 +7,7 @@ describe('parseDuration', () => {
     expect(parseDuration('90s')).toBe(90);
     expect(parseDuration('15m')).toBe(900);
     expect(parseDuration('1h')).toBe(3600);
-    for (const bad of ['', '1d', '-5m', '1.5h', 'soon']) expect(() => parseDuration(bad)).toThrow(/--ttl/);
+    expect(parseDuration('30d', '--expires')).toBe(2_592_000);
+    for (const bad of ['', '1w', '-5m', '1.5h', 'soon']) expect(() => parseDuration(bad)).toThrow(/--ttl/);
   });
 });

@@ -4,11 +4,13 @@ import { JoinTokenSchema, RotatedSchema } from '../controller/wire.js';
 import { VmlinkError } from '../shared/errors.js';
 import { type Api, emit } from './io.js';
 
-/** Seconds in a duration such as `90s`, `15m`, `1h` (a bare number is seconds). */
-export function parseDuration(text: string): number {
-  const m = text.trim().match(/^(\d+)\s*([smh]?)$/);
-  if (!m) throw new VmlinkError('invalid', `--ttl must be a duration such as 90s, 15m or 1h, got ${text}`);
-  return Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600 } as const)[m[2] as '' | 's' | 'm' | 'h'];
+/** Seconds in a duration such as `90s`, `15m`, `1h`, `30d` (a bare number is seconds); `flag` names it in errors. */
+export function parseDuration(text: string, flag = '--ttl'): number {
+  const m = text.trim().match(/^(\d+)\s*([smhd]?)$/);
+  if (!m)
+    throw new VmlinkError('invalid', `${flag} must be a duration such as 90s, 15m, 1h or 30d, got ${text}`);
+  const unit = m[2] as '' | 's' | 'm' | 'h' | 'd';
+  return Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600, d: 86_400 } as const)[unit];
 }
 
 /** `vmlink host ...`. */

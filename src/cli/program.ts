@@ -12,6 +12,7 @@ import { addDoctorCommand } from './doctor.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
+import { addTokenCommands } from './token-commands.js';
 import { addNetworkCommands, addStatusCommands, addVmCommands } from './view-commands.js';
 
 /** `vmlink daemon` as parsed: what the controller process needs. */
@@ -61,7 +62,7 @@ export function createCli(processes: Processes): Command {
     .addOption(
       new Option(
         '--socket <path>',
-        'controller API socket (or https://host:port with VMLINK_TOKEN and VMLINK_CA)',
+        'controller API socket (or https://host:port with VMLINK_TOKEN, an API token or the bootstrap token, and VMLINK_CA)',
       )
         .default(controllerSocket())
         .env('VMLINK_SOCKET'),
@@ -79,7 +80,10 @@ export function createCli(processes: Processes): Command {
       '--listen <url>',
       "also listen on TCP over TLS, e.g. https://127.0.0.1:7070 (requires --token-file; clients trust the CA's pki/ca.pem)",
     )
-    .option('--token-file <path>', 'file holding the bearer token for the TCP listener')
+    .option(
+      '--token-file <path>',
+      'file holding the bootstrap (admin) bearer token of the TCP listener; `vmlink token create` makes scoped ones',
+    )
     .option('--heartbeat-ms <ms>', 'host heartbeat period; a host missing 3 in a row is unreachable', '5000')
     .option('--detach', 'start in the background and return once the API answers')
     .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
@@ -172,6 +176,7 @@ export function createCli(processes: Processes): Command {
   addNetworkCommands(program, api);
   addVmCommands(program, api);
   addHostCommands(program, api);
+  addTokenCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
   return program;
 }

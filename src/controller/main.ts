@@ -17,6 +17,8 @@ import {
   writeIdentityFile,
 } from '../shared/process.js';
 import { createControllerApi } from './api.js';
+import { AuditLog } from './auth/audit.js';
+import { TokenStore } from './auth/tokens.js';
 import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
@@ -47,7 +49,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
   });
-  const apps = [await createControllerApi(controller, tasks)];
+  // One token store and audit trail for both listeners.
+  const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
+  const apps = [await createControllerApi(controller, tasks, { access })];
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
     // The TCP API is never open without a token (an empty token file must not disable auth).
@@ -60,7 +64,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       throw new InvalidRequestError(
         `--listen must be https://ADDR:PORT (the TCP API speaks only TLS), got ${opts.tcp}`,
       );
-    const tcp = await createControllerApi(controller, tasks, { token: opts.token, tls: credentials.own });
+    const tcp = await createControllerApi(controller, tasks, {
+      token: opts.token,
+      tls: credentials.own,
+      access,
+    });
     await listen(tcp, opts.tcp);
     apps.push(tcp);
   }

@@ -363,6 +363,17 @@ export const TokenScopesSchema = z
 /** The objects a token is limited to. */
 export type TokenScopes = z.infer<typeof TokenScopesSchema>;
 
+/** A scope as messages and `vmlink token list` show it: `hosts=h1,h2 vms=web*`, or `all`. */
+export function scopeText(s: TokenScopes): string {
+  const kinds = ['hosts', 'networks', 'vms'] as const;
+  return (
+    kinds
+      .filter((k) => s[k])
+      .map((k) => `${k}=${s[k]!.join(',')}`)
+      .join(' ') || 'all'
+  );
+}
+
 /** Body of `POST /v1/tokens`. */
 export const TokenCreateBodySchema = z
   .object({

@@ -3,7 +3,7 @@
 // never open by accident.
 import { ForbiddenError } from '../../shared/errors.js';
 import type { Spec } from '../../spec/schema.js';
-import { ROLES, type Role, type TokenScopes } from '../wire.js';
+import { ROLES, type Role, scopeText, type TokenScopes } from '../wire.js';
 import type { Principal } from './tokens.js';
 
 /**
@@ -166,11 +166,3 @@ export function matchesAny(name: string, globs: readonly string[]): boolean {
 export const isScoped = (s: TokenScopes) => !!(s.hosts || s.networks || s.vms);
 
 const describe = (p: Principal) => `${p.who} (role ${p.role})`;
-
-/** A scope as `vmlink token list` shows it: `hosts=h1,h2 vms=web*`. */
-export function scopeText(s: TokenScopes): string {
-  const parts = (['hosts', 'networks', 'vms'] as const)
-    .filter((k) => s[k])
-    .map((k) => `${k}=${s[k]!.join(',')}`);
-  return parts.join(' ') || 'all';
-}

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SqliteStore } from '../store/sqlite.js';
-import { matchesAny, scopeText } from './roles.js';
+import { scopeText } from '../wire.js';
+import { matchesAny } from './roles.js';
 import { TokenStore } from './tokens.js';
 
 describe('TokenStore', () => {
