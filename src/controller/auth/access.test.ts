@@ -291,6 +291,11 @@ describe('the audit trail and secrets', () => {
       expect(byReader?.errorKind).toBe('forbidden');
     }
     expect(entries.every((e) => typeof e.durationMs === 'number' && typeof e.time === 'string')).toBe(true);
+    const created = (await tokens.list()).find((t) => t.name === 'audited-reader')!;
+    const all = await store.auditEntries(undefined, 100_000);
+    expect(all.map((e) => e.record)).toContainEqual(
+      expect.objectContaining({ route: '/v1/tokens', object: created.name, status: 200 }),
+    );
     // GETs are not audited.
     expect(entries.some((e) => e.method === 'GET')).toBe(false);
   });

@@ -99,7 +99,11 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     if (!mutating(req.method)) return;
     const who = principals.get(req);
     const params = (req.params ?? {}) as Record<string, unknown>;
-    const object = params.name ?? params.id;
+    const route = req.routeOptions.url;
+    const field = route === undefined ? undefined : ruleFor(req.method, route)?.bodyObject;
+    // The body is read only for the one field the role table names; a refused request has no body at all.
+    const body = field ? (req.body as Record<string, unknown> | undefined) : undefined;
+    const object = params.name ?? params.id ?? body?.[field!];
     const errorKind = errorKinds.get(req);
     try {
       await o.audit.record({
@@ -107,7 +111,7 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
         ...(who ? { role: who.role } : {}),
         remote: o.listener === 'unix-socket' ? 'unix-socket' : (req.ip ?? 'unknown'),
         method: req.method,
-        route: req.routeOptions.url ?? req.url.split('?')[0]!,
+        route: route ?? req.url.split('?')[0]!,
         ...(typeof object === 'string' ? { object } : {}),
         status: reply.statusCode,
         ...(errorKind ? { errorKind } : {}),

@@ -20,6 +20,8 @@ export interface RouteRule {
   scope: ScopeCheck;
   /** Cancelling a task needs the role that may start it (an operator may stop its own verify, not an apply). */
   taskRole?: true;
+  /** The body field naming the object, for the audit trail, where the path names none (never a secret field). */
+  bodyObject?: 'name' | 'host';
 }
 
 const read = (scope: ScopeCheck = 'any'): RouteRule => ({ role: 'read-only', scope });
@@ -42,7 +44,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },
   // The CA is public; a join carries its own one-time token.
   'GET /v1/pki/ca': { role: 'open', scope: 'any' },
-  'POST /v1/join': { role: 'open', scope: 'any' },
+  'POST /v1/join': { role: 'open', scope: 'any', bodyObject: 'host' },
 
   'POST /v1/plan': operator('unscoped'),
   'POST /v1/verify': operator('unscoped'),
@@ -57,7 +59,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/lab/down': admin(),
   'POST /v1/hosts/:name/join-token': admin('host'),
   'POST /v1/hosts/:name/rotate-cert': admin('host'),
-  'POST /v1/tokens': admin(),
+  'POST /v1/tokens': { ...admin(), bodyObject: 'name' },
   'GET /v1/tokens': admin(),
   'DELETE /v1/tokens/:name': admin(),
   'GET /v1/audit': admin(),
