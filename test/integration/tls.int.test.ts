@@ -208,7 +208,25 @@ it('serves the TCP API only over TLS, to clients that trust the CA', async () =>
     VMLINK_TOKEN: 'x'.repeat(40),
   });
   expect(wrongToken.code).not.toBe(0);
-  expect(wrongToken.stderr).toMatch(/missing or wrong bearer token/);
+  expect(wrongToken.stderr).toMatch(/wrong bearer token/);
+  // An API token made on the root-only socket works over TCP within its role; a refusal says why (exit 11).
+  const made = await cliJson<{ token: string }>(
+    ['token', 'create', 'int-reader', '--role', 'read-only'],
+    env,
+  );
+  const reader = { ...tcpEnv, VMLINK_CA: join(pkiDir, 'ca.pem'), VMLINK_TOKEN: made.token };
+  const read = await runCli(['status', '--json'], reader);
+  expect(read.code, read.stderr).toBe(0);
+  const refused = await runCli(['vm', 'start', 'vm1'], reader);
+  expect(refused.code, refused.stderr).toBe(11);
+  expect(refused.stderr).toMatch(
+    /int-reader \(role read-only\) may not POST \/v1\/vms\/:name\/start: it needs the operator role/,
+  );
+  const audit = await cliJson<Array<Record<string, unknown>>>(['audit'], env);
+  expect(audit).toContainEqual(
+    expect.objectContaining({ who: 'int-reader', route: '/v1/vms/:name/start', object: 'vm1', status: 403 }),
+  );
+  expect(JSON.stringify(audit)).not.toContain(made.token.split('_').at(-1));
 });
 
 it('rotates a host certificate while its agent keeps serving, and refuses the old one as revoked', async () => {
