@@ -79,7 +79,8 @@ beforeAll(async () => {
   writeFileSync(tokenFile, `${USER_TOKEN}\n`, { mode: 0o600 });
   const d = await runCli(
     ['daemon', '--detach', '--heartbeat-ms', '1000', '--listen', API, '--token-file', tokenFile],
-    env,
+    // Debug logs, so that the check that no token reaches them looks at a log that has content.
+    { ...env, VMLINK_LOG: 'debug' },
   );
   expect(d.code, d.stderr).toBe(0);
   const up = await runCli(['lab', 'up', '-f', file], env);
@@ -227,6 +228,9 @@ it('serves the TCP API only over TLS, to clients that trust the CA', async () =>
     expect.objectContaining({ who: 'int-reader', route: '/v1/vms/:name/start', object: 'vm1', status: 403 }),
   );
   expect(JSON.stringify(audit)).not.toContain(made.token.split('_').at(-1));
+  const daemonLog = readFileSync(join(env.VMLINK_RUN_DIR, 'controller.log'), 'utf8');
+  expect(daemonLog).toContain('controller listening');
+  for (const secret of [made.token.split('_').at(-1)!, USER_TOKEN]) expect(daemonLog).not.toContain(secret);
 });
 
 it('rotates a host certificate while its agent keeps serving, and refuses the old one as revoked', async () => {
