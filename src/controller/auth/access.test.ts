@@ -10,14 +10,14 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../../exec/runner.js';
-import { listen } from '../../shared/http/server.js';
+import { createHttpApp, listen } from '../../shared/http/server.js';
 import { createControllerApi } from '../api.js';
 import { Controller } from '../controller.js';
 import { HostCredentials } from '../pki/service.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { TaskManager } from '../tasks.js';
 import type { Role, TokenScopes } from '../wire.js';
-import { routesOf } from './access.js';
+import { installAccessControl, routesOf } from './access.js';
 import { AuditLog } from './audit.js';
 import { ROUTE_RULES, roleAllows, ruleFor } from './roles.js';
 import { TokenStore } from './tokens.js';
@@ -131,6 +131,54 @@ describe('the role table', () => {
     expect(served.size).toBeGreaterThan(25);
     for (const r of served) expect(ruleFor(...(r.split(' ') as [string, string])), r).toBeDefined();
     for (const entry of Object.keys(ROUTE_RULES)) expect(served, entry).toContain(entry);
+  });
+});
+
+describe('the role policy', () => {
+  const withRole = (role: string) =>
+    Object.entries(ROUTE_RULES)
+      .filter(([, r]) => r.role === role)
+      .map(([k]) => k)
+      .sort();
+  it('gives read-only the GET routes only, operator VM power, exec, plan and verify, admin the rest', () => {
+    for (const key of withRole('read-only')) expect(key).toMatch(/^GET /);
+    expect(withRole('operator')).toEqual(
+      [
+        'DELETE /v1/tasks/:id',
+        'POST /v1/plan',
+        'POST /v1/verify',
+        'POST /v1/verify/throughput',
+        'POST /v1/vms/:name/exec',
+        'POST /v1/vms/:name/start',
+        'POST /v1/vms/:name/stop',
+      ].sort(),
+    );
+    expect(withRole('open')).toEqual(['GET /v1/pki/ca', 'POST /v1/join']);
+    expect(withRole('admin')).toEqual(
+      expect.arrayContaining(['GET /v1/tokens', 'GET /v1/audit', 'POST /v1/apply']),
+    );
+    expect(ruleFor('DELETE', '/v1/secrets/:name')).toEqual({ role: 'admin', scope: 'unscoped' });
+  });
+});
+
+describe('a route the role table lacks', () => {
+  it('stops the API from being built, naming the route', async () => {
+    const app = createHttpApp();
+    installAccessControl(app, {
+      listener: 'unix-socket',
+      tokens,
+      audit: new AuditLog(store),
+      context: { spec: async () => undefined, taskKind: () => undefined },
+    });
+    expect(() => app.get('/v1/unlisted', async () => ({}))).toThrow(
+      /route GET \/v1\/unlisted has no entry in the role table/,
+    );
+    await app.close();
+  });
+
+  it('answers 401 to a stranger on a path no route serves, and 404 to a token holder', async () => {
+    expect((await call('GET', '/v1/nowhere')).status).toBe(401);
+    expect((await call('GET', '/v1/nowhere', bearer(BOOTSTRAP))).status).toBe(404);
   });
 });
 
