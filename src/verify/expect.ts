@@ -24,6 +24,8 @@ export type Endpoint =
       gatewayHost?: string;
       /** vxlan/vlan: the gateway masquerades the network, so its VMs reach out like nat VMs. */
       nat?: boolean;
+      /** The NIC's security groups (absent: none, today's behaviour); see ./security-groups.ts. */
+      groups?: string[];
     };
 
 /** A VM endpoint. */
@@ -47,6 +49,9 @@ export interface ForwardTarget {
   address: string;
   hostPort: number;
   vm: string;
+  /** The nat network the forward leads into, and the port on the VM's NIC there. */
+  network: string;
+  vmPort: number;
   protocol: 'tcp' | 'udp';
 }
 
@@ -111,7 +116,7 @@ export function expectForward(src: Endpoint): boolean {
   return src.kind === 'host' || src.kind === 'peer';
 }
 
-type NicLike = { network?: string; trunk?: string[] };
+type NicLike = { network?: string; trunk?: string[]; securityGroups?: string[] };
 const nicsOf = (vm: Spec['vms'][number]): NicLike[] => vm.nics as NicLike[];
 const isRouterVm = (vm: Spec['vms'][number]): boolean => nicsOf(vm).some((n) => (n.trunk?.length ?? 0) > 0);
 
@@ -162,6 +167,7 @@ export function endpointsOf(spec: Spec, macs: Record<string, string[]>): Endpoin
         mac: macs[vm.name]?.[i] ?? '',
         ...(gw?.host ? { gatewayHost: gw.host } : {}),
         ...(gw ? { nat: gw.nat === true } : {}),
+        ...(nic.securityGroups?.length ? { groups: [...nic.securityGroups] } : {}),
       });
     });
   }
@@ -185,6 +191,8 @@ export function forwardsOf(spec: Spec): ForwardTarget[] {
         address,
         hostPort: f.hostPort,
         vm: f.vm,
+        network: net.name,
+        vmPort: f.vmPort,
         protocol: f.protocol,
       });
     }
