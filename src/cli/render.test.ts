@@ -129,3 +129,74 @@ it('renders PMTU tables only when there are checks, and throughput as a row', ()
     /pc1\s+web1\s+12.0\s+-\s+3.01/,
   );
 });
+
+it('shows security-group blocks apart from topology blocks and failures, with port checks in their own section', () => {
+  const port = (from: string, p: number, expected: boolean, observed: boolean, rule: string) => ({
+    from,
+    to: 'app1',
+    kind: 'port' as const,
+    protocol: 'tcp' as const,
+    port: p,
+    expected,
+    observed,
+    detail: observed ? 'vmlink-guest app1' : 'timed out',
+    rule,
+    ...(expected ? {} : { blockedBy: 'security-group' as const }),
+    ok: expected === observed,
+  });
+  const text = renderMatrix({
+    endpoints: [
+      { id: 'pc1', kind: 'peer', address: '192.168.50.20' },
+      { id: 'app1', kind: 'vm', address: '192.168.50.101', host: 'host1', network: 'lan' },
+      { id: 'upstream', kind: 'upstream', address: '203.0.113.10' },
+    ],
+    cells: [
+      {
+        from: 'pc1',
+        to: 'app1',
+        kind: 'ping',
+        expected: false,
+        blockedBy: 'security-group',
+        rule: 'no ingress rule of app allows icmp from 192.168.50.20',
+        observed: false,
+        detail: 'no reply',
+        ok: true,
+      },
+      {
+        from: 'upstream',
+        to: 'app1',
+        kind: 'ping',
+        expected: false,
+        blockedBy: 'topology',
+        observed: false,
+        detail: 'no reply',
+        ok: true,
+      },
+      port('pc1', 22, true, true, 'allowed in by ssh: ingress tcp 22 from 192.168.50.20/32'),
+      port('pc1', 9, false, true, 'no ingress rule of app, ssh allows tcp 9 from 192.168.50.20'),
+    ],
+    pmtu: [],
+    routers: [],
+    notes: ['web1: not port-checked (only the test guest runs the listeners the checks need)'],
+    ok: false,
+    mismatches: 1,
+    measuredAt: '2026-01-01T00:00:00Z',
+    durationMs: 1000,
+  });
+  const lines = text.split('\n');
+  const row = (start: string) => lines.find((l) => l.startsWith(start)) ?? '';
+  // Matrix rows (after the endpoint table's rows, which start the same).
+  const matrix = lines.slice(lines.findIndex((l) => l.startsWith('from \\ to')));
+  const mrow = (start: string) => matrix.find((l) => l.startsWith(start)) ?? '';
+  expect(mrow('pc1 ')).toContain('sg-blocked');
+  expect(mrow('upstream ')).toMatch(/\bblocked\b/);
+  expect(mrow('upstream ')).not.toContain('sg-blocked');
+  expect(text).toContain('Security groups (TCP');
+  expect(row('pc1   app1  tcp/22 ')).toContain('allowed in by ssh: ingress tcp 22 from 192.168.50.20/32');
+  expect(row('pc1   app1  tcp/9 ')).toContain('FAIL:reachable');
+  expect(text).toContain(
+    '  pc1 -> app1 tcp/9 (port): expected unreachable, measured reachable (vmlink-guest app1) [no ingress rule of app, ssh allows tcp 9 from 192.168.50.20]',
+  );
+  expect(text).toContain('Notes:\n  web1: not port-checked');
+  expect(lines.pop()).toBe('NOT verified: 1 of 4 cells differ from the topology.');
+});

@@ -13,13 +13,14 @@ function rtt(ms: number): string {
   return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(0)}ms`;
 }
 
-function mark(c: Pick<MatrixCell, 'expected' | 'observed' | 'rttMs' | 'unmeasured'>): string {
+function mark(c: Pick<MatrixCell, 'expected' | 'observed' | 'rttMs' | 'unmeasured' | 'blockedBy'>): string {
   // Not asserted (a router VM joins both networks, or the probe cannot tell): show what was measured.
   if (c.expected === 'any')
     return c.observed ? `any:reach${c.rttMs === undefined ? '' : ` ${rtt(c.rttMs)}`}` : 'any:blocked';
   if (c.unmeasured) return 'FAIL:unmeasured';
   if (c.expected && c.observed) return c.rttMs === undefined ? 'ok' : `ok ${rtt(c.rttMs)}`;
-  if (!c.expected && !c.observed) return 'blocked';
+  // Expected unreachable because a security group says so: a result, shown apart from the topology's blocks.
+  if (!c.expected && !c.observed) return c.blockedBy === 'security-group' ? 'sg-blocked' : 'blocked';
   return c.expected ? 'FAIL:unreachable' : 'FAIL:reachable';
 }
 
@@ -42,6 +43,26 @@ export function renderPmtu(r: Pick<VerifyResult, 'pmtu'>): string {
         p.expectedMtu,
         p.measuredMtu ?? 'none',
         p.ok ? 'ok' : `MISMATCH: ${p.detail}`,
+      ]),
+    ),
+  ].join('\n');
+}
+
+/** Renders the security-group port checks of a verify result (empty string when there are none). */
+export function renderPortChecks(r: Pick<VerifyResult, 'cells'>): string {
+  const rows = r.cells.filter((c) => c.kind === 'port');
+  if (!rows.length) return '';
+  return [
+    'Security groups (TCP to ports of VM NICs with groups: each rule port, and one no rule names; a listener runs in the guest):',
+    table(
+      ['from', 'to', 'port', 'expected', 'result', 'why'],
+      rows.map((c) => [
+        c.from,
+        c.to,
+        `${c.protocol ?? 'tcp'}/${c.port ?? '?'}`,
+        c.expected ? 'reach' : 'blocked',
+        mark(c),
+        c.unmeasured || (c.observed && !c.expected) ? `${c.rule ?? ''}: ${c.detail}` : (c.rule ?? ''),
       ]),
     ),
   ].join('\n');
@@ -82,7 +103,7 @@ export function renderMatrix(r: VerifyResult): string {
       ]),
     ),
     '',
-    'Reachability (rows reach columns; ok = expected and measured, blocked = expected and measured unreachable):',
+    'Reachability by ping (rows reach columns; ok = expected and measured; blocked = the topology, sg-blocked = a security group keeps it out, as expected):',
     table(['from \\ to', ...ids], rows),
   ];
   const routers = r.routers ?? [];
@@ -105,11 +126,14 @@ export function renderMatrix(r: VerifyResult): string {
           c.to,
           c.expected === 'any' ? 'any' : c.expected ? 'reach' : 'blocked',
           mark(c),
-          c.detail,
+          c.rule ? `${c.detail} (${c.rule})` : c.detail,
         ]),
       ),
     );
   }
+  const ports = renderPortChecks(r);
+  if (ports) out.push('', ports);
+  if (r.notes?.length) out.push('', 'Notes:', ...r.notes.map((n) => `  ${n}`));
   const pmtu = renderPmtu(r);
   if (pmtu) out.push('', pmtu);
   const bad = r.cells.filter((c) => !c.ok);
@@ -120,7 +144,7 @@ export function renderMatrix(r: VerifyResult): string {
       'Mismatches:',
       ...bad.map(
         (c) =>
-          `  ${c.from} -> ${c.to} (${c.kind}): expected ${expectedText(c.expected)}, measured ${c.observed ? 'reachable' : 'unreachable'} (${c.detail})`,
+          `  ${c.from} -> ${c.to}${c.kind === 'port' ? ` ${c.protocol}/${c.port}` : ''} (${c.kind}): expected ${expectedText(c.expected)}, measured ${c.observed ? 'reachable' : 'unreachable'} (${c.detail})${c.rule ? ` [${c.rule}]` : ''}`,
       ),
       ...badPmtu.map(
         (p) =>

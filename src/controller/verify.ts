@@ -1,20 +1,12 @@
 import { z } from 'zod';
 import type { ProbeResult } from '../agent/wire.js';
-import {
-  dfPingArgv,
-  neighArgv,
-  type ProbeSpec,
-  parseNeighMac,
-  parsePing,
-  probeArgv,
-  runProbeBatch,
-} from '../exec/probe.js';
+import { neighArgv, type ProbeSpec, parseNeighMac, probeArgv, runProbeBatch } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { machineNs } from '../lab/names.js';
 import { runnerSide } from '../lab/throughput.js';
 import { resolveSpec } from '../plan/resolve.js';
 import { InvalidRequestError, NotFoundError, TimeoutError } from '../shared/errors.js';
-import { MTU_MIN, PROBE_BATCH_MAX, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
+import { PROBE_BATCH_MAX, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
 import { sleep } from '../shared/time.js';
 import type { Spec } from '../spec/schema.js';
 import {
@@ -22,15 +14,14 @@ import {
   type Endpoint,
   type Expectation,
   endpointsOf,
-  expectCell,
   expectForward,
-  expectReachable,
   forwardsOf,
   type Router,
   routersOf,
   type VmEndpoint,
 } from '../verify/expect.js';
-import { searchPathMtu } from '../verify/pmtu.js';
+import { portChecksOf } from '../verify/port-checks.js';
+import { expectPing, type GroupContext, groupContextOf, groupVerdict } from '../verify/security-groups.js';
 import {
   guestSide,
   measureThroughput,
@@ -38,18 +29,28 @@ import {
   type ThroughputSide,
 } from '../verify/throughput.js';
 import { AgentClient, agentAddress } from './agents.js';
-import { limit, notMeasured, type PendingProbe, probeBySource } from './probe-sources.js';
+import { measurePathMtus, type PmtuResult } from './path-mtu.js';
+import { type GuestExec, portCell, startListeners, stopListeners } from './port-checks.js';
+import { notMeasured, type PendingProbe, probeBySource } from './probe-sources.js';
 import type { TaskContext } from './tasks.js';
 
 /**
- * One measured cell: expected vs observed reachability from one endpoint to another (or to a forward).
+ * One measured cell: expected vs observed reachability from one endpoint to another (or to a forward, or to a TCP
+ * port of a VM NIC with security groups: `port`).
  * `expected: 'any'` asserts nothing (a router VM joins both networks; or the probe cannot tell): always ok.
  */
 export interface MatrixCell {
   from: string;
   to: string;
-  kind: 'ping' | 'forward';
+  kind: 'ping' | 'forward' | 'port';
+  /** kind `port`: the probed protocol and destination port. */
+  protocol?: 'tcp';
+  port?: number;
   expected: Expectation;
+  /** Where security groups are on the path: the rule that allows it, or what no rule allows. */
+  rule?: string;
+  /** Why an unreachable cell is expected so: the topology, or a security group (shown as such, not as a failure). */
+  blockedBy?: 'topology' | 'security-group';
   observed: boolean;
   rttMs?: number;
   detail: string;
@@ -58,18 +59,7 @@ export interface MatrixCell {
   ok: boolean;
 }
 
-/** One path-MTU check: don't-fragment pings from one VM to another on the same network. */
-export interface PmtuResult {
-  network: string;
-  from: string;
-  to: string;
-  /** The network's MTU from the spec. */
-  expectedMtu: number;
-  /** Largest MTU that passed; absent when no size passed (see `detail`). */
-  measuredMtu?: number;
-  ok: boolean;
-  detail: string;
-}
+export type { PmtuResult } from './path-mtu.js';
 
 /** The result of `vmlink verify`. */
 export interface VerifyResult {
@@ -87,6 +77,8 @@ export interface VerifyResult {
   pmtu: PmtuResult[];
   /** VMs with trunk NICs: not in the ICMP matrix (their guests route as they please). */
   routers: Router[];
+  /** What verify left out or could not do, for the operator (NICs with groups not port-checked, say). */
+  notes?: string[];
   /** Every cell and every path-MTU check ok. */
   ok: boolean;
   /** Cells and path-MTU checks that are not ok. */
@@ -115,6 +107,7 @@ export async function verifySpec(
     );
 
   await discoverVmAddresses(endpoints, agents, ctx, opts.addressTimeoutMs ?? 120_000);
+  const groups = groupContextOf(spec, endpoints);
 
   // Cells that need a probe, grouped by source: each source runs all of its probes at once, in one command.
   const slots: Array<MatrixCell | undefined> = [];
@@ -134,14 +127,22 @@ export async function verifySpec(
   for (const src of endpoints) {
     for (const dst of endpoints) {
       if (src === dst || (src.kind === 'vm' && dst.kind === 'vm' && src.vm === dst.vm)) continue;
-      const expected = expectCell(src, dst, routers);
+      const { expected, blockedBy, verdict } = expectPing(src, dst, routers, groups);
+      const why = { ...(verdict ? { rule: verdict.reason } : {}), ...(blockedBy ? { blockedBy } : {}) };
       if (!dst.address) {
         slots.push(
-          cell(src.id, dst.id, 'ping', expected, {
-            reachable: false,
-            detail: 'not measured: address unknown (is the guest up?)',
-            unmeasured: true,
-          }),
+          cell(
+            src.id,
+            dst.id,
+            'ping',
+            expected,
+            {
+              reachable: false,
+              detail: 'not measured: address unknown (is the guest up?)',
+              unmeasured: true,
+            },
+            why,
+          ),
         );
         continue;
       }
@@ -177,12 +178,15 @@ export async function verifySpec(
             twins,
             r,
           );
-        return cell(src.id, dst.id, 'ping', expected, r);
+        return cell(src.id, dst.id, 'ping', expected, r, why);
       });
     }
   }
   const forwardSources = endpoints.filter((e) => e.kind !== 'vm');
   for (const f of forwardsOf(spec)) {
+    const target = endpoints.find(
+      (e): e is VmEndpoint => e.kind === 'vm' && e.vm === f.vm && e.network === f.network,
+    );
     for (const src of forwardSources) {
       const probe: ProbeSpec = {
         kind: 'http',
@@ -196,21 +200,48 @@ export async function verifySpec(
         if (r.reachable && vm?.image.kind === 'test-guest' && r.detail !== `vmlink-guest ${f.vm}`) {
           r = { reachable: false, detail: `answered by the wrong service: ${r.detail}` };
         }
-        return cell(src.id, `${f.address}:${f.hostPort} (${f.vm})`, 'forward', expectForward(src), r);
+        return forwardCell(src, f, target, groups, r);
       });
     }
+  }
+  const checks = portChecksOf(endpoints, routers, groups, (vm) =>
+    spec.vms.some((v) => v.name === vm && v.image.kind === 'test-guest'),
+  );
+  const guestExec: GuestExec = (vm, host, argv, timeoutMs) => agents.get(host)!.exec(vm, argv, timeoutMs);
+  for (const n of checks.notes) ctx.progress(n);
+  if (checks.listeners.size)
+    ctx.progress(`starting port-check listeners in ${checks.listeners.size} VM NIC(s) with security groups`);
+  const listening = await startListeners(checks.listeners, guestExec);
+  for (const check of checks.checks) {
+    // A guest's TCP probe cannot be bound to a NIC (busybox wget): it runs as a source of its own, unbound.
+    const src = check.src.kind === 'vm' ? unbound(check.src) : check.src;
+    const probe: ProbeSpec = {
+      kind: 'http',
+      target: check.dst.address ?? '',
+      port: check.port,
+      timeoutMs: PROBE_TIMEOUT_MS,
+    };
+    if (!check.dst.address) {
+      slots.push(portCell(check, notMeasured('address unknown (is the guest up?)'), listening));
+      continue;
+    }
+    measure(src, probe, async (r) => portCell(check, r, listening));
   }
   const probes = [...pending.values()].reduce((n, l) => n + l.length, 0);
   ctx.progress(
     `probing ${slots.length} paths between ${endpoints.length} endpoints (${probes} probes from ${pending.size} sources)`,
   );
-  await probeBySource(pending, (src, probes) => probeBatch(src, probes, agents, runner), {
-    sourcesAtOnce: SOURCES_AT_ONCE,
-    batchMax: PROBE_BATCH_MAX,
-  });
+  try {
+    await probeBySource(pending, (src, probes) => probeBatch(src, probes, agents, runner), {
+      sourcesAtOnce: SOURCES_AT_ONCE,
+      batchMax: PROBE_BATCH_MAX,
+    });
+  } finally {
+    for (const p of await stopListeners(checks.listeners, guestExec)) ctx.progress(p);
+  }
   // Every slot is filled by now: cells without a probe at once, the others by their source's batch.
   const cells = slots as MatrixCell[];
-  const pmtu = await measurePathMtus(spec, endpoints, agents, ctx);
+  const pmtu = await measurePathMtus(spec, endpoints, groups, agents, ctx);
   const mismatches = cells.filter((c) => !c.ok).length + pmtu.filter((p) => !p.ok).length;
   return {
     endpoints: endpoints.map((e) => ({
@@ -224,6 +255,7 @@ export async function verifySpec(
     cells,
     pmtu,
     routers,
+    ...(checks.notes.length ? { notes: checks.notes } : {}),
     ok: mismatches === 0,
     mismatches,
     measuredAt: new Date().toISOString(),
@@ -260,18 +292,56 @@ async function probeBatch(
   );
 }
 
+/** The unbound twin of each VM source (its probes leave by the guest's routes), one object per source. */
+const unboundSources = new WeakMap<VmEndpoint, VmEndpoint>();
+function unbound(src: VmEndpoint): VmEndpoint {
+  let u = unboundSources.get(src);
+  if (!u) {
+    const { ifname: _bound, ...rest } = src;
+    u = rest;
+    unboundSources.set(src, u);
+  }
+  return u;
+}
+
+/**
+ * A forward's cell: reached from the LAN (`expectForward`), and past the groups of the VM's NIC, which see the
+ * prober's own address (the forward only rewrites the destination).
+ */
+function forwardCell(
+  src: Endpoint,
+  f: ReturnType<typeof forwardsOf>[number],
+  target: VmEndpoint | undefined,
+  groups: GroupContext,
+  r: ProbeResult,
+): MatrixCell {
+  const to = `${f.address}:${f.hostPort} (${f.vm})`;
+  const topology = expectForward(src);
+  const verdict =
+    topology && target
+      ? groupVerdict(src, target, { protocol: f.protocol, port: f.vmPort }, groups, { address: src.address })
+      : undefined;
+  const expected = topology && verdict?.allowed !== false;
+  return cell(src.id, to, 'forward', expected, r, {
+    ...(verdict ? { rule: verdict.reason } : {}),
+    ...(expected ? {} : { blockedBy: verdict ? 'security-group' : 'topology' }),
+  });
+}
+
 function cell(
   from: string,
   to: string,
   kind: MatrixCell['kind'],
   expected: Expectation,
   r: ProbeResult,
+  why: Pick<MatrixCell, 'rule' | 'blockedBy'> = {},
 ): MatrixCell {
   return {
     from,
     to,
     kind,
     expected,
+    ...why,
     observed: r.reachable,
     ...(r.rttMs === undefined ? {} : { rttMs: r.rttMs }),
     detail: r.detail,
@@ -316,67 +386,6 @@ export async function attributeReply(
       ? `answered by ${twin.id} (${mac}), which has the same address on ${twin.network}; ${dst.id} not reached`
       : `answered by ${mac}, not ${dst.id} (${dst.mac}): another holder of ${dst.address} on ${vm}'s segment`,
   };
-}
-
-/** Don't-fragment pings attempted per size before a size counts as failed (TCG guests drop the odd reply). */
-const PMTU_ATTEMPTS = 2;
-
-/**
- * One path-MTU check per network with two or more VM endpoints that should reach each other: the pair spans two
- * hosts where the network has VMs on two. Pings run in the source guest (iputils `ping -M do`).
- */
-async function measurePathMtus(
-  spec: Spec,
-  endpoints: readonly Endpoint[],
-  agents: Map<string, AgentClient>,
-  ctx: TaskContext,
-): Promise<PmtuResult[]> {
-  const pairs: Array<{ network: string; mtu: number; a: VmEndpoint; b: VmEndpoint }> = [];
-  for (const net of spec.networks) {
-    const vms = endpoints.filter(
-      (e): e is VmEndpoint => e.kind === 'vm' && e.network === net.name && e.address !== undefined,
-    );
-    const a = vms[0];
-    if (!a) continue;
-    const others = vms.filter((v) => v.vm !== a.vm && expectReachable(a, v));
-    const b = others.find((v) => v.host !== a.host) ?? others[0];
-    if (b) pairs.push({ network: net.name, mtu: net.mtu, a, b });
-  }
-  if (!pairs.length) return [];
-  ctx.progress(`measuring the path MTU of ${pairs.length} network(s)`);
-  return limit(
-    pairs.map(({ network, mtu, a, b }) => async (): Promise<PmtuResult> => {
-      const agent = agents.get(a.host)!;
-      let last = '';
-      const probe = async (payload: number) => {
-        for (let i = 0; i < PMTU_ATTEMPTS; i++) {
-          const r = await agent
-            .exec(a.vm, dfPingArgv(b.address!, payload, 1_000, a.ifname), 10_000)
-            .then((x) => parsePing(x.exitCode, x.stdout, x.stderr))
-            .catch(notMeasured);
-          if (r.reachable) return true;
-          last = r.detail;
-        }
-        return false;
-      };
-      const base = { network, from: a.id, to: b.id, expectedMtu: mtu };
-      const s = await searchPathMtu(probe, mtu);
-      if (s.measuredMtu === mtu) return { ...base, measuredMtu: mtu, ok: true, detail: 'full MTU passes' };
-      if (s.measuredMtu === undefined)
-        return {
-          ...base,
-          ok: false,
-          detail: `no don't-fragment echo passed, even at ${Math.min(MTU_MIN, mtu - 1)} bytes (${last})`,
-        };
-      return {
-        ...base,
-        measuredMtu: s.measuredMtu,
-        ok: false,
-        detail: `largest passing MTU ${s.measuredMtu} < ${mtu} (${last})`,
-      };
-    }),
-    3,
-  );
 }
 
 /** Body of `POST /v1/verify/throughput`: two endpoint ids as the matrix names them (or VM names). */

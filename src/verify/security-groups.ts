@@ -131,6 +131,8 @@ export function groupVerdict(
   dst: Endpoint,
   traffic: Traffic,
   ctx: GroupContext,
+  /** The source as dst sees it, where the path is not the direct one (a port forward: DNAT keeps the source). */
+  seenAs?: { address?: string },
 ): GroupVerdict | undefined {
   const what = describeTraffic(traffic);
   const reasons: string[] = [];
@@ -149,7 +151,7 @@ export function groupVerdict(
     reasons.push(`out by ${rule}`);
   }
   if (dst.kind === 'vm' && dst.groups?.length) {
-    const from = sourceAsSeen(src, dst, ctx);
+    const from: { address?: string; vm?: VmEndpoint } = seenAs ?? sourceAsSeen(src, dst, ctx);
     const rule = firstMatch(dst.groups, 'ingress', ctx, (r) => {
       if (!ruleMatchesTraffic(r, traffic)) return false;
       if (r.group) return from.vm?.groups?.includes(r.group) === true;
