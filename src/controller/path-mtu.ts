@@ -33,7 +33,7 @@ export async function measurePathMtus(
   spec: Spec,
   endpoints: readonly Endpoint[],
   groups: GroupContext,
-  agents: Map<string, AgentClient>,
+  agents: Map<string, Pick<AgentClient, 'exec'>>,
   ctx: TaskContext,
 ): Promise<PmtuResult[]> {
   const pairs: Array<{ network: string; mtu: number; a: VmEndpoint; b: VmEndpoint }> = [];

@@ -92,7 +92,7 @@ export async function verifySpec(
   spec: Spec,
   runner: Runner,
   ctx: TaskContext,
-  opts: { addressTimeoutMs?: number } = {},
+  opts: { addressTimeoutMs?: number; agents?: Map<string, VerifyAgent> } = {},
 ): Promise<VerifyResult> {
   const started = Date.now();
   const desired = resolveSpec(spec);
@@ -100,7 +100,7 @@ export async function verifySpec(
   for (const h of Object.values(desired)) for (const vm of h.vms) macs[vm.name] = vm.nics.map((n) => n.mac);
   const endpoints = endpointsOf(spec, macs);
   const routers = routersOf(spec);
-  const agents = agentsOf(spec);
+  const agents = opts.agents ?? agentsOf(spec);
   if (routers.length)
     ctx.progress(
       `left out of the ICMP matrix (trunk NICs, they route): ${routers.map((r) => r.vm).join(', ')}`,
@@ -275,7 +275,7 @@ const SOURCES_AT_ONCE = 16;
 async function probeBatch(
   src: Endpoint,
   probes: ProbeSpec[],
-  agents: Map<string, AgentClient>,
+  agents: Map<string, VerifyAgent>,
   runner: Runner,
 ): Promise<ProbeResult[]> {
   if (src.kind === 'host') return agents.get(src.host)!.probeBatch({ from: { kind: 'host' }, probes });
@@ -350,6 +350,9 @@ function cell(
     ok: expected === 'any' || (!r.unmeasured && expected === r.reachable),
   };
 }
+
+/** What verify asks of a host's agent (an `AgentClient`; a fake in unit tests). */
+export type VerifyAgent = Pick<AgentClient, 'probeBatch' | 'exec' | 'interfaces'>;
 
 function agentsOf(spec: Spec): Map<string, AgentClient> {
   return new Map(
@@ -448,7 +451,7 @@ export async function measureSpecThroughput(
 /** Fills in each VM endpoint's IPv4 address from its guest agent, waiting for guests that are still booting. */
 async function discoverVmAddresses(
   endpoints: readonly Endpoint[],
-  agents: Map<string, AgentClient>,
+  agents: Map<string, VerifyAgent>,
   ctx: TaskContext,
   timeoutMs: number,
 ): Promise<void> {
