@@ -98,8 +98,9 @@ export class Agent {
   async report(): Promise<HostReport> {
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, caps, networks, vms, up] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up] = await Promise.all([
       hypervisor.accelerator(),
+      hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
       Promise.all(drivers.map((d) => d.listNetworks())),
       hypervisor.list(),
@@ -138,6 +139,7 @@ export class Agent {
       agentVersion: VERSION,
       capabilities: {
         ...accel,
+        ...(confidential ? { confidential } : {}),
         cpus: cpus().length,
         memoryMiB: Math.floor(totalmem() / 1048576),
         network: Object.assign({}, ...caps) as Record<string, boolean>,
@@ -254,7 +256,7 @@ export class Agent {
         const before = existing ? await hypervisor.config(action.vm.name) : undefined;
         const vm = existing?.state === 'running' ? keepLegacyTaps(action.vm, before) : action.vm;
         for (const nic of vm.nics) await this.ensurePort(nic, ctx);
-        await hypervisor.create(vm, action.configHash, ctx);
+        await hypervisor.create(vm, action.configHash, ctx, action.secrets);
         // Ports of NICs the new configuration no longer has.
         const kept = new Set(vm.nics.map((n) => n.tap));
         for (const nic of before?.nics ?? [])
@@ -275,8 +277,8 @@ export class Agent {
           const why = vm.state === 'running' ? 'it was started without hot-plug slots' : `it is ${vm.state}`;
           ctx.progress?.(`VM ${name} cannot take NIC hot-plug (${why}); applying the change by a restart`);
           if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
-          await hypervisor.create(want, action.configHash, ctx);
-          if (action.vm.state === 'running') await hypervisor.start(name, ctx);
+          await hypervisor.create(want, action.configHash, ctx, action.secrets);
+          if (action.vm.state === 'running') await hypervisor.start(name, ctx, action.secrets);
         }
         // Ports of NICs the VM no longer has.
         const kept = new Set(want.nics.map((n) => n.tap));
@@ -290,7 +292,7 @@ export class Agent {
         const cfg = await hypervisor.config(action.name);
         // Taps may have been lost (host reboot); recreate them before QEMU opens them.
         for (const nic of cfg?.nics ?? []) await this.ensurePort(nic, ctx);
-        return hypervisor.start(action.name, ctx);
+        return hypervisor.start(action.name, ctx, action.secrets);
       }
       case 'vm.stop': {
         const vm = await this.vm(action.name);

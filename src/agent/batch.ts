@@ -128,7 +128,7 @@ async function createVms(host: BatchHost, group: Of<'vm.create'>[], ctx: OpConte
   }
   // Each VM's directory and config, side by side (the hypervisor serialises per VM); every one runs.
   const created = await settleLimited(plans, VM_CREATE_CONCURRENCY, ({ action, vm }) =>
-    hypervisor.create(vm, action.configHash, ctx),
+    hypervisor.create(vm, action.configHash, ctx, action.secrets),
   );
   const results: ItemResult[] = created.map((c) =>
     c.status === 'fulfilled' ? { ok: true } : { ok: false, error: c.reason },

@@ -18,6 +18,13 @@ const report: Full<HostReport> = {
     cpus: 2,
     memoryMiB: 2048,
     network: { vxlan: true, vlan: false },
+    confidential: {
+      sev: { available: true, reason: 'sev, kvm_amd sev=Y' },
+      'sev-snp': { available: false, reason: 'the CPU has no sev_snp flag in /proc/cpuinfo' },
+      tdx: { available: false, reason: 'the CPU has no tdx_host_platform flag in /proc/cpuinfo' },
+      cbitpos: 51,
+      reducedPhysBits: 1,
+    },
     backends: ['linux', 'ovs'],
   },
   networks: [
@@ -69,7 +76,7 @@ const report: Full<HostReport> = {
         cpus: 1,
         memoryMiB: 256,
         image: { kind: 'test-guest' },
-        disks: [{ name: 'data', sizeMiB: 64 }],
+        disks: [{ name: 'data', sizeMiB: 64, encryption: { secret: 'data-key' } }],
         nics: [
           {
             network: 'lan',
@@ -87,6 +94,7 @@ const report: Full<HostReport> = {
           },
         ],
         state: 'running',
+        confidential: 'sev-snp',
       },
       ports: [{ network: 'prod100', tap: 'vlt-web1-1', bridge: 'vlo-eth1', trunk: ['prod100', 'test200'] }],
     },

@@ -19,6 +19,7 @@ import {
   NETWORK_PREFIX_MAX,
   NETWORK_PREFIX_MIN,
   PROBE_BATCH_MAX,
+  SECRET_VALUE_BASE64_MAX,
   TRUNK_NETWORKS_MAX,
   UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
@@ -32,6 +33,7 @@ import {
   VXLAN_REMOTES_MAX,
 } from '../shared/limits.js';
 import {
+  ConfidentialKinds,
   type DiskConfig,
   type ForwardConfig,
   type HostReport,
@@ -160,12 +162,17 @@ export const VmConfigSchema = z
     disks: z
       .array(
         z
-          .object({ name, sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX) })
+          .object({
+            name,
+            sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX),
+            encryption: z.object({ secret: name }).strict().optional(),
+          })
           .strict() satisfies z.ZodType<DiskConfig>,
       )
       .max(VM_DISKS_MAX),
     nics: z.array(NicConfigSchema).max(VM_NICS_MAX),
     state: z.enum(['running', 'stopped']),
+    confidential: z.enum(ConfidentialKinds).optional(),
   })
   .strict() satisfies z.ZodType<VmConfig>;
 
@@ -196,6 +203,29 @@ export const ConfirmSchema = z
   })
   .strict();
 
+/**
+ * Values of the controller-kept secrets one VM step needs (its encrypted disks' keys), base64, attached by the
+ * controller only as it sends the step to the VM's host (`controller/secrets/delivery.ts`). The agent keeps them in
+ * memory for that step alone: never on disk, in argv or in a log.
+ */
+export const SecretValuesSchema = z
+  .array(
+    z
+      .object({
+        name,
+        value: z
+          .string()
+          .min(1)
+          .max(SECRET_VALUE_BASE64_MAX)
+          .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+      })
+      .strict(),
+  )
+  .max(VM_DISKS_MAX)
+  .optional();
+/** Secret values as they cross the wire. */
+export type SecretValues = NonNullable<z.infer<typeof SecretValuesSchema>>;
+
 /** Everything an agent can be asked to change on its host; each kind has its preconditions in the agent. */
 export const AgentActionSchema = z
   .discriminatedUnion('kind', [
@@ -216,10 +246,24 @@ export const AgentActionSchema = z
       })
       .strict(),
     z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
-    z.object({ kind: z.literal('vm.create'), vm: VmConfigSchema, configHash: hash }).strict(),
+    z
+      .object({
+        kind: z.literal('vm.create'),
+        vm: VmConfigSchema,
+        configHash: hash,
+        secrets: SecretValuesSchema,
+      })
+      .strict(),
     // Plugs and unplugs NICs of a running VM so that they match `vm`, without restarting it.
-    z.object({ kind: z.literal('vm.hotplug'), vm: VmConfigSchema, configHash: hash }).strict(),
-    z.object({ kind: z.literal('vm.start'), name }).strict(),
+    z
+      .object({
+        kind: z.literal('vm.hotplug'),
+        vm: VmConfigSchema,
+        configHash: hash,
+        secrets: SecretValuesSchema,
+      })
+      .strict(),
+    z.object({ kind: z.literal('vm.start'), name, secrets: SecretValuesSchema }).strict(),
     z
       .object({
         kind: z.literal('vm.stop'),
@@ -366,6 +410,8 @@ export const ObservedNetworkSchema = z.object({
     .describe('unexpired DHCP leases, where this host serves DHCP on the network'),
 });
 
+const ConfidentialSupportSchema = z.object({ available: z.boolean(), reason: z.string().max(500) });
+
 /** Everything an agent reports about its host (`GET /v1/report`). */
 export const HostReportSchema = z.object({
   host: z.string(),
@@ -377,6 +423,15 @@ export const HostReportSchema = z.object({
     memoryMiB: z.number().min(0),
     network: z.record(z.string(), z.boolean()),
     backends: z.array(z.enum(NetworkBackends)),
+    confidential: z
+      .object({
+        sev: ConfidentialSupportSchema,
+        'sev-snp': ConfidentialSupportSchema,
+        tdx: ConfidentialSupportSchema,
+        cbitpos: z.number().int().min(0).max(63).optional(),
+        reducedPhysBits: z.number().int().min(0).max(63).optional(),
+      })
+      .optional(),
   }),
   networks: z.array(ObservedNetworkSchema),
   vms: z.array(

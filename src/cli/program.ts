@@ -11,6 +11,7 @@ import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
+import { addSecretCommands } from './secret-commands.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
 import { addTokenCommands } from './token-commands.js';
 import { addNetworkCommands, addStatusCommands, addVmCommands } from './view-commands.js';
@@ -177,6 +178,7 @@ export function createCli(processes: Processes): Command {
   addVmCommands(program, api);
   addHostCommands(program, api);
   addTokenCommands(program, api);
+  addSecretCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
   return program;
 }

@@ -13,6 +13,7 @@ import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
+import { addSecretRoutes } from './secrets/routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
 import { ThroughputRequestSchema } from './verify.js';
 import {
@@ -341,6 +342,7 @@ export async function createControllerApi(
     async (req) => controller.vmConsole(req.params.name, req.query.tail),
   );
   addAccessRoutes(base, tokens, audit);
+  addSecretRoutes(base, controller);
   await base.ready();
   return base;
 }

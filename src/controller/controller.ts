@@ -10,6 +10,8 @@ import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
+import { withSecrets } from './secrets/delivery.js';
+import { type SecretInfo, SecretVault } from './secrets/vault.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
@@ -30,6 +32,8 @@ export interface ControllerOptions {
   confirmTiming?: ConfirmTiming;
   /** The CA and the controller's certificate (lab up, join, rotation, revocation need it). */
   credentials?: HostCredentials;
+  /** The key secrets are sealed with (`<stateDir>/secrets.key`); without it secrets cannot be set or delivered. */
+  secretsKey?: Buffer;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -41,6 +45,7 @@ export class Controller {
   private readonly lab: LabControl;
   private readonly credentials: HostCredentials | undefined;
   private readonly agents: AgentFactory;
+  private readonly vault: SecretVault | undefined;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -49,9 +54,13 @@ export class Controller {
     opts: ControllerOptions = {},
   ) {
     this.credentials = opts.credentials;
-    const agents = opts.agents ?? httpAgents;
-    this.agents = agents;
     this.specs = new SpecStore(store);
+    this.vault = opts.secretsKey
+      ? new SecretVault(store, opts.secretsKey, async () => (await this.specs.current())?.spec)
+      : undefined;
+    // Every call to an agent goes through here: VM steps get their secrets' values on the way out, and only then.
+    const agents = withSecrets(opts.agents ?? httpAgents, this.vault);
+    this.agents = agents;
     this.deployer = new Deployer({
       store,
       specs: this.specs,
@@ -203,6 +212,33 @@ export class Controller {
   /** Removes the spec's lab and everything in it (VMs, dnsmasq, agents, namespaces, state files). */
   labDown(text: string, source: string, ctx: TaskContext): Promise<{ removed: string[] }> {
     return this.lab.down(text, source, ctx);
+  }
+
+  /** Sets secret `name` to `value` (admin). */
+  async secretSet(name: string, value: Buffer): Promise<{ created: boolean }> {
+    const r = await this.requireVault().set(name, value);
+    await this.store.appendEvent('secret.set', `${name}${r.created ? ' (created)' : ' (replaced)'}`);
+    return r;
+  }
+
+  /** Every secret's name, dates and users (never a value). */
+  secretList(): Promise<SecretInfo[]> {
+    return this.requireVault().list();
+  }
+
+  /** Deletes secret `name` unless the applied spec uses it (admin). */
+  async secretDelete(name: string): Promise<void> {
+    await this.requireVault().delete(name);
+    await this.store.appendEvent('secret.deleted', name);
+  }
+
+  private requireVault(): SecretVault {
+    if (!this.vault)
+      throw new InvalidStateError(
+        'this controller has no secrets key (it was started without one)',
+        'secrets',
+      );
+    return this.vault;
   }
 
   /** The newest events. */

@@ -22,6 +22,7 @@ import { TokenStore } from './auth/tokens.js';
 import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
+import { loadOrCreateSecretsKey } from './secrets/sealing.js';
 import { stores } from './store/registry.js';
 import { TaskManager } from './tasks.js';
 
@@ -45,7 +46,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const tasks = new TaskManager();
   // The CA is made at the first start; from then on every call to an agent is mutual TLS.
   const credentials = await HostCredentials.open(opts.pkiDir ?? join(dirname(opts.db), 'pki'));
-  const controller = new Controller(store, new SystemRunner(), { credentials });
+  // Beside the CA: the state directory's protection is what keeps both (see docs/security.md).
+  const secretsKey = loadOrCreateSecretsKey(join(dirname(opts.db), 'secrets.key'));
+  const controller = new Controller(store, new SystemRunner(), { credentials, secretsKey });
   const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
   });

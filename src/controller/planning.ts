@@ -10,6 +10,8 @@ import { admitSpec } from '../spec/admission.js';
 import type { Spec } from '../spec/schema.js';
 import { type AgentFactory, gatherReports, REPORT_TIMEOUT_MS } from './hosts.js';
 import { hostHealth } from './monitor.js';
+import { missingSecretIssues } from './secrets/usage.js';
+import { storedSecretNames } from './secrets/vault.js';
 import type { Store } from './store/types.js';
 import { DESTRUCTIVE_PLAN_SUBJECT } from './wire.js';
 
@@ -62,6 +64,8 @@ export async function planAgainstHosts(
   if (inputs.checkCaps) {
     // Admission: the valid spec against what its hosts report (capacity, backends, kernel features).
     const issues = admitSpec(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities])));
+    // Secrets the spec names must exist (their values are not read to plan).
+    issues.push(...missingSecretIssues(spec, await storedSecretNames(store)));
     if (issues.length) throw new InvalidSpecError(issues);
   }
   // Hosts the previous spec had and this one drops: what runs there goes, if they answer.

@@ -12,6 +12,7 @@ import {
   GUEST_EXEC_ARG_MAX,
   GUEST_EXEC_ARGS_MAX,
   GUEST_EXEC_INPUT_MAX,
+  SECRET_VALUE_BASE64_MAX,
   TOKEN_SCOPE_ENTRIES_MAX,
 } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
@@ -443,3 +444,32 @@ export const AuditEntrySchema = z.object({
 export type AuditEntry = z.infer<typeof AuditEntrySchema>;
 /** Audit entries, oldest first. */
 export const AuditListSchema = z.array(AuditEntrySchema);
+
+/** `:name` of the secret routes. */
+export const SecretParamsSchema = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
+
+/** Body of `POST /v1/secrets/:name`: the value, base64 (any bytes; the CLI reads them from stdin or a file). */
+export const SecretSetBodySchema = z
+  .object({
+    value: z
+      .string()
+      .min(1)
+      .max(SECRET_VALUE_BASE64_MAX)
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+  })
+  .strict();
+
+/** Answer of `POST /v1/secrets/:name`: never the value. */
+export const SecretSetAnswerSchema = z.object({ name: z.string(), created: z.boolean() }).strict();
+
+/** `GET /v1/secrets`: names, dates and users, never values. */
+export const SecretListSchema = z.array(
+  z
+    .object({
+      name: z.string(),
+      created: z.string(),
+      updated: z.string(),
+      usedBy: z.array(z.string()).describe('spec objects of the applied spec that use it'),
+    })
+    .strict(),
+);

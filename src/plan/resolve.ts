@@ -191,9 +191,15 @@ export function resolveSpec(spec: Spec): DesiredState {
       cpus: vm.cpus,
       memoryMiB: vm.memoryMiB,
       image: vm.image,
-      disks: vm.disks.map((d) => ({ name: d.name, sizeMiB: d.sizeMiB })),
+      disks: vm.disks.map((d) => ({
+        name: d.name,
+        sizeMiB: d.sizeMiB,
+        // The secret's name only: its value reaches the host with the step that needs it, never the plan.
+        ...(d.encryption ? { encryption: { secret: d.encryption.secret } } : {}),
+      })),
       nics,
       state: vm.state,
+      ...(vm.confidential ? { confidential: vm.confidential } : {}),
     });
   }
   return out;

@@ -160,6 +160,12 @@ export const VM_MEMORY_MIB_MAX = 1024 * 1024;
 export const VM_NICS_MAX = 8;
 /** Most extra disks of one VM (each is one virtio-blk device on the PCI bus). */
 export const VM_DISKS_MAX = 16;
+/** Largest secret value (bytes): a LUKS passphrase, a CHAP secret or a backup key fits many times over. */
+export const SECRET_VALUE_MAX_BYTES = 4096;
+/** The same value in base64, as it crosses the wire. */
+export const SECRET_VALUE_BASE64_MAX = Math.ceil(SECRET_VALUE_MAX_BYTES / 3) * 4;
+/** Most secrets the controller keeps. */
+export const SECRETS_MAX = 1024;
 /** Largest extra disk (MiB): 16 TiB. */
 export const DISK_SIZE_MIB_MAX = 16 * 1024 * 1024;
 /** Most VLAN networks one trunk NIC carries. */

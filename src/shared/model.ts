@@ -111,6 +111,31 @@ export interface NicConfig {
 export interface DiskConfig {
   name: string;
   sizeMiB: number;
+  /** LUKS-encrypted qcow2 whose key is the controller-kept secret of this name (its value never in the config). */
+  encryption?: { secret: string };
+}
+
+/** Confidential-computing technologies a VM can ask for (`vms[].confidential`). */
+export const ConfidentialKinds = ['sev', 'sev-snp', 'tdx'] as const;
+/** One of `ConfidentialKinds`. */
+export type ConfidentialKind = (typeof ConfidentialKinds)[number];
+
+/** Whether a host can launch one kind of confidential VM, and if not, the missing piece. */
+export interface ConfidentialSupport {
+  available: boolean;
+  /** What is missing (kernel, firmware, QEMU version), or what was found. */
+  reason: string;
+}
+
+/** What a host offers for confidential VMs: per kind, plus the SEV parameters QEMU's sev objects need. */
+export interface ConfidentialCapabilities {
+  sev: ConfidentialSupport;
+  'sev-snp': ConfidentialSupport;
+  tdx: ConfidentialSupport;
+  /** Position of the C-bit in a page table entry (CPUID 0x8000001F EBX[5:0]), when the CPU has SEV. */
+  cbitpos?: number;
+  /** Physical address bits lost to memory encryption (CPUID 0x8000001F EBX[11:6]). */
+  reducedPhysBits?: number;
 }
 
 /** One VM as its host must realise it. */
@@ -122,6 +147,8 @@ export interface VmConfig {
   disks: DiskConfig[];
   nics: NicConfig[];
   state: 'running' | 'stopped';
+  /** Confidential VM (memory encrypted by the CPU); absent: an ordinary VM. */
+  confidential?: ConfidentialKind;
 }
 
 /** Power state of a VM as observed on its host. */
@@ -182,6 +209,8 @@ export interface HostCapabilities {
   network: Record<string, boolean>;
   /** Network backends this agent can drive now (ovs only when Open vSwitch is installed and running). */
   backends: NetworkBackend[];
+  /** Confidential-VM support (absent from agents older than this field: treated as none). */
+  confidential?: ConfidentialCapabilities;
 }
 
 /** How a host's uplink itself must be configured (spec `hosts[].network`); changes are commit-confirmed. */

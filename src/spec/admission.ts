@@ -2,6 +2,7 @@
 // memory capacity (as agents report it, or as `hosts[].capacity` sets it) and the backends and kernel
 // features they report. Validation (./validate/) is pure and needs no host; admission needs their reports.
 import type { SpecIssue } from '../shared/errors.js';
+import type { ConfidentialCapabilities } from '../shared/model.js';
 import type { Spec } from './schema.js';
 import { networkHosts } from './topology.js';
 
@@ -61,6 +62,10 @@ export interface HostSupport {
   backends: readonly string[];
   /** Kernel network features (vlan, vxlan, bridgeVlanFiltering, ...). */
   network: Record<string, boolean>;
+  /** The accelerator VMs run under there (confidential VMs need KVM). */
+  accelerator?: 'kvm' | 'tcg';
+  /** Confidential-VM support, kind by kind (absent: an agent that does not report it, so none). */
+  confidential?: ConfidentialCapabilities;
 }
 
 /**
@@ -100,6 +105,29 @@ export function checkHostSupport(spec: Spec, hosts: Record<string, HostSupport>)
   return issues;
 }
 
+/**
+ * Checks every confidential VM against its host's report: KVM, and the kind's support (CPU, kernel, firmware, QEMU);
+ * the refusal names the host and the missing piece.
+ */
+export function checkConfidential(spec: Spec, hosts: Record<string, HostSupport>): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  spec.vms.forEach((vm, i) => {
+    const kind = vm.confidential;
+    const sup = hosts[vm.host];
+    if (!kind || !sup) return;
+    const refuse = (why: string) =>
+      issues.push({
+        path: `vms[${i}].confidential`,
+        message: `VM "${vm.name}" asks for a ${kind} confidential VM but host "${vm.host}" cannot launch one: ${why}`,
+      });
+    if (sup.accelerator !== 'kvm')
+      refuse(`it runs VMs under ${sup.accelerator ?? 'an unknown accelerator'}, not KVM`);
+    else if (!sup.confidential) refuse('its agent reports no confidential-VM support (upgrade the agent)');
+    else if (!sup.confidential[kind].available) refuse(sup.confidential[kind].reason);
+  });
+  return issues;
+}
+
 /** What admission needs of one host: its capacity and what it can realise (an agent's capability report). */
 export type HostAdmission = HostCapacity & HostSupport;
 
@@ -108,5 +136,5 @@ export type HostAdmission = HostCapacity & HostSupport;
  * after validation and before any change. Hosts without a report are not checked.
  */
 export function admitSpec(spec: Spec, hosts: Record<string, HostAdmission>): SpecIssue[] {
-  return [...checkCapacity(spec, hosts), ...checkHostSupport(spec, hosts)];
+  return [...checkCapacity(spec, hosts), ...checkHostSupport(spec, hosts), ...checkConfidential(spec, hosts)];
 }

@@ -30,6 +30,7 @@ import {
   VM_NICS_MAX,
   VNI_MAX,
 } from '../shared/limits.js';
+import { ConfidentialKinds } from '../shared/model.js';
 import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
 import {
   NIC_SECURITY_GROUPS_MAX,
@@ -353,6 +354,11 @@ export const DiskSchema = z
   .object({
     name,
     sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX),
+    /**
+     * LUKS-encrypted qcow2 keyed by a controller-kept secret (`vmlink secret set NAME`); the spec names the secret,
+     * never its value. Fixed at creation: changing it recreates nothing (the disk keeps its key).
+     */
+    encryption: z.object({ secret: name }).strict().optional(),
   })
   .strict();
 
@@ -402,6 +408,8 @@ export const VmSchema = z
     state: z.enum(['running', 'stopped']).default('running'),
     /** Refuse to delete this VM and its disks (apply and destroy) until a spec sets it to false. */
     protected: z.boolean().default(false),
+    /** A confidential VM (AMD SEV, SEV-SNP or Intel TDX): needs KVM and a host that reports the support. */
+    confidential: z.enum(ConfidentialKinds).optional(),
   })
   .strict();
 

@@ -1,23 +1,31 @@
-import type { HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
+import type { ConfidentialCapabilities, HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
 import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
 
 /** Guest results, defined in shared/ (the agent's wire contract carries them); re-exported for drivers. */
 export type { GuestExecResult, GuestInterface } from '../../shared/results.js';
 
+/**
+ * Values of controller-kept secrets a VM step needs (base64), by name: held in memory for that step only, handed to
+ * qemu-img on stdin and to QEMU over QMP, never written to disk, argv or a log.
+ */
+export type SecretValues = ReadonlyArray<{ name: string; value: string }>;
+
 /** A hypervisor backend on one host (QEMU). */
 export interface HypervisorDriver {
   // Host.
   /** Probes the accelerator once (KVM with a timeout, else TCG) and caches the answer. */
   accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>>;
+  /** Which confidential-VM kinds this host can launch (absent: none). */
+  confidential?(): Promise<ConfidentialCapabilities>;
   /** Re-adopts VMs left running by an earlier agent (pidfile + QMP), without restarting them. */
   adopt(): Promise<void>;
 
   // VMs.
   /** Creates the VM's directory, disks and launch config; its taps must exist. Idempotent for the same config. */
-  create(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void>;
-  /** Starts a created VM; `InvalidStateError` if it is running. */
-  start(name: string, ctx?: OpContext): Promise<void>;
+  create(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void>;
+  /** Starts a created VM (`secrets`: its encrypted disks' keys); `InvalidStateError` if it is running. */
+  start(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<void>;
   /** Stops a VM: ACPI powerdown then quit after `timeoutMs`, or at once when `force`. */
   stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void>;
   /** Stops (forcefully) and removes a VM with its directory; a missing VM is not an error. */

@@ -35,11 +35,21 @@ export class DirStorage implements StorageDriver {
       throw new InvalidRequestError(`volume ${v.name}: size must be a positive number of MiB`, v.name);
     ctx?.signal?.throwIfAborted();
     if (!(await exists(path))) {
-      ctx?.progress?.(`creating volume ${path} (${v.sizeMiB} MiB)`);
-      await this.runner.run(
-        ['qemu-img', 'create', '-q', '-f', 'qcow2', path, `${v.sizeMiB}M`],
-        ctx?.signal ? { signal: ctx.signal } : {},
-      );
+      const key = v.encryptionKeyBase64;
+      ctx?.progress?.(`creating ${key ? 'encrypted ' : ''}volume ${path} (${v.sizeMiB} MiB)`);
+      // The key is read from stdin (a pipe): it never appears in argv (/proc/<pid>/cmdline), a file or a log.
+      const encrypt = key
+        ? [
+            '--object',
+            'secret,id=key0,file=/dev/stdin,format=base64',
+            '-o',
+            'encrypt.format=luks,encrypt.key-secret=key0',
+          ]
+        : [];
+      await this.runner.run(['qemu-img', 'create', '-q', ...encrypt, '-f', 'qcow2', path, `${v.sizeMiB}M`], {
+        ...(ctx?.signal ? { signal: ctx.signal } : {}),
+        ...(key ? { input: key } : {}),
+      });
     }
     await this.own(path, v.owner);
     return path;

@@ -19,6 +19,8 @@ export interface VolumeOwner {
 export interface VolumeSpec extends VolumeRef {
   sizeMiB: number;
   owner?: VolumeOwner;
+  /** A LUKS-encrypted qcow2 with this key (base64); the backend hands it to qemu-img on stdin, never in argv. */
+  encryptionKeyBase64?: string;
 }
 
 /** A new copy-on-write overlay on the image at `base` (qcow2 or raw). */

@@ -1,5 +1,6 @@
 // The QEMU command line of a VM: a pure function of its config, accelerator and paths (golden-tested).
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
+import { type ConfidentialLaunch, confidentialArgs } from './confidential-args.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
 export const QEMU_MACHINE = 'q35';
@@ -87,6 +88,8 @@ export interface CmdlineInput {
   qemuBinary: string;
   /** Slot of each NIC, in `config.nics` order (see `assignNicSlots`); default: NIC i in slot i. */
   nicSlots?: readonly number[];
+  /** What a confidential VM's objects need of the host (firmware, SEV C-bit); required when `config.confidential`. */
+  confidential?: ConfidentialLaunch;
 }
 
 /**
@@ -161,6 +164,63 @@ function nicArgs(nic: NicConfig, i: number, slot: number): string[] {
   ];
 }
 
+/** Indexes (in `config.disks`) of the LUKS-encrypted disks: attached over QMP at start, never on the command line. */
+export function encryptedDiskIndexes(cfg: VmConfig): number[] {
+  return cfg.disks.flatMap((d, i) => (d.encryption ? [i] : []));
+}
+
+/** QEMU ids of disk `i`: its block nodes, device, the PCIe root port it is plugged into and its key's secret object. */
+export function diskIds(i: number): { node: string; file: string; port: string; secret: string } {
+  return { node: `disk${i}`, file: `disk${i}-file`, port: `diskport${i}`, secret: `disk${i}-key` };
+}
+
+/** Chassis number of the root port of encrypted disk `i` (NIC slots have 1..NIC_SLOTS). */
+const diskPortChassis = (i: number) => NIC_SLOTS + 1 + i;
+
+/**
+ * QMP commands that attach encrypted disk `i` of a VM started paused (`-S`): its key as a secret object (QEMU keeps
+ * it in memory only; `data` cannot be read back over QOM), the qcow2 node that opens the LUKS header with it, and
+ * the virtio-blk device in the disk's own root port (q35's root bus takes no hot-plug). `keyBase64` is the value.
+ */
+export function encryptedDiskCommands(
+  cfg: VmConfig,
+  paths: VmPaths,
+  i: number,
+  keyBase64: string,
+): Array<{ execute: string; arguments: Record<string, unknown> }> {
+  const d = cfg.disks[i]!;
+  const id = diskIds(i);
+  return [
+    {
+      execute: 'object-add',
+      arguments: { 'qom-type': 'secret', id: id.secret, data: keyBase64, format: 'base64' },
+    },
+    {
+      execute: 'blockdev-add',
+      arguments: { driver: 'file', 'node-name': id.file, filename: paths.disk(d.name) },
+    },
+    {
+      execute: 'blockdev-add',
+      arguments: {
+        driver: 'qcow2',
+        'node-name': id.node,
+        file: id.file,
+        encrypt: { format: 'luks', 'key-secret': id.secret },
+      },
+    },
+    {
+      execute: 'device_add',
+      arguments: {
+        driver: 'virtio-blk-pci',
+        drive: id.node,
+        id: id.node,
+        bus: id.port,
+        serial: d.name.slice(0, 20),
+      },
+    },
+  ];
+}
+
 function diskArgs(
   node: string,
   file: string,
@@ -191,6 +251,8 @@ export function consoleLogFd(cfg: VmConfig): number {
 /** The full QEMU argv (binary first) for a VM; taps are expected on fd 3, 4, ... in NIC order, then the console log. */
 export function buildQemuArgv(input: CmdlineInput): string[] {
   const { config: cfg, accel, paths: p } = input;
+  const cvm = cfg.confidential ? confidentialArgs(cfg.confidential, accel, input.confidential) : undefined;
+  const encrypted = encryptedDiskIndexes(cfg);
   const argv = [
     input.qemuBinary,
     '-name',
@@ -198,7 +260,10 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     '-nodefaults',
     '-no-user-config',
     '-machine',
-    `${QEMU_MACHINE},accel=${accel}`,
+    `${QEMU_MACHINE},accel=${accel}${cvm?.machine ?? ''}`,
+    ...(cvm?.args ?? []),
+    // Encrypted disks need their keys first, and keys never go on the command line: start paused, attach over QMP.
+    ...(encrypted.length ? ['-S'] : []),
     '-cpu',
     accel === 'kvm' ? 'host' : 'max',
     '-smp',
@@ -239,6 +304,11 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     argv.push(...diskArgs('root', p.rootDisk, { format: 'qcow2', bootindex: 0 }));
   }
   for (const [i, d] of cfg.disks.entries()) {
+    if (d.encryption) {
+      // Its device is plugged into this port over QMP once the key is in (see encryptedDiskCommands).
+      argv.push('-device', `pcie-root-port,id=${diskIds(i).port},bus=pcie.0,chassis=${diskPortChassis(i)}`);
+      continue;
+    }
     argv.push(...diskArgs(`disk${i}`, p.disk(d.name), { format: 'qcow2', serial: d.name.slice(0, 20) }));
   }
   if (cfg.image.kind === 'qcow2') {

@@ -22,7 +22,13 @@ import {
   VM_START_TIMEOUT_MS,
 } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
-import type { HostCapabilities, ObservedVm, VmConfig, VmPowerState } from '../../../shared/model.js';
+import type {
+  ConfidentialCapabilities,
+  HostCapabilities,
+  ObservedVm,
+  VmConfig,
+  VmPowerState,
+} from '../../../shared/model.js';
 import {
   identify,
   isRunning,
@@ -38,11 +44,21 @@ import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
-import type { GuestExecResult, GuestInterface, HypervisorDriver } from '../types.js';
+import type { GuestExecResult, GuestInterface, HypervisorDriver, SecretValues } from '../types.js';
 import { cachedAccelerator } from './accel.js';
 import { CGROUP_ROOT, isCgroupV2, removeVmCgroup } from './cgroup.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
-import { assertQemuSafePath, assignNicSlots, buildQemuArgv, type VmPaths, vmPaths } from './cmdline.js';
+import {
+  assertQemuSafePath,
+  assignNicSlots,
+  buildQemuArgv,
+  type CmdlineInput,
+  encryptedDiskCommands,
+  type VmPaths,
+  vmPaths,
+} from './cmdline.js';
+import { type ConfidentialHost, detectConfidential, launchFor } from './confidential.js';
+import { diskKeys } from './disk-keys.js';
 import { GuestAgents } from './guest-agent.js';
 import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
 import { type IdRange, type VmIdentity, VmIds, vmIdsFile } from './identity.js';
@@ -102,6 +118,8 @@ export interface QemuDriverOptions {
   logCheckIntervalMs?: number;
   /** The cgroup v2 mount per-VM cgroups go under, when it is one (default /sys/fs/cgroup). */
   cgroupRoot?: string;
+  /** Root of /proc, /sys, /dev and /usr the confidential-VM detector reads (default `/`; tests use fixtures). */
+  confidentialRoot?: string;
 }
 
 /** How a stop ended. */
@@ -125,6 +143,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
   private cgroupV2: Promise<boolean> | undefined;
+  private confidentialHostP: Promise<ConfidentialHost> | undefined;
   private logTimer: NodeJS.Timeout | undefined;
   /** Each VM's own uid/gid, recorded in `<stateDir>/vm-ids.json`. */
   readonly ids: VmIds;
@@ -186,6 +205,53 @@ export class QemuDriver implements HypervisorDriver {
     return { accelerator: r.accelerator, acceleratorReason: r.acceleratorReason };
   }
 
+  /** Which confidential-VM kinds this host can launch, each with the missing piece where it cannot. */
+  async confidential(): Promise<ConfidentialCapabilities> {
+    const { firmware: _, ...caps } = await this.confidentialHost();
+    return caps;
+  }
+
+  // Detected once: CPU, kernel and firmware do not change while the agent runs (a QEMU upgrade needs a restart).
+  private confidentialHost(): Promise<ConfidentialHost> {
+    this.confidentialHostP ??= (async () => {
+      const v = await this.runner
+        .run([this.qemuBinary, '--version'], { allowFailure: true, timeoutMs: 10_000 })
+        .catch(() => undefined);
+      return detectConfidential({
+        qemuVersionText: v?.code === 0 ? v.stdout : undefined,
+        ...(this.opts.confidentialRoot ? { root: this.opts.confidentialRoot } : {}),
+      });
+    })();
+    return this.confidentialHostP;
+  }
+
+  /** The command line of `cfg` on this host (a confidential VM gets the host's firmware and C-bit). */
+  private async argvOf(
+    cfg: VmConfig,
+    accel: 'kvm' | 'tcg',
+    nicSlots: readonly number[] | undefined,
+  ): Promise<string[]> {
+    const input: CmdlineInput = {
+      config: cfg,
+      accel,
+      paths: this.paths(cfg.name),
+      imagesDir: this.imagesDir,
+      qemuBinary: this.qemuBinary,
+      ...(nicSlots ? { nicSlots } : {}),
+      ...(cfg.confidential
+        ? { confidential: launchFor(await this.confidentialHost(), cfg.confidential) }
+        : {}),
+    };
+    try {
+      return buildQemuArgv(input);
+    } catch (e) {
+      // The plan refuses such a VM first (admission); this is the agent's own check, naming the VM.
+      if (e instanceof UnsupportedError)
+        throw new UnsupportedError(`VM ${cfg.name}: ${e.message}`, `vm/${cfg.name}`);
+      throw e;
+    }
+  }
+
   async adopt(): Promise<void> {
     await this.adoptVms();
   }
@@ -221,7 +287,7 @@ export class QemuDriver implements HypervisorDriver {
     return vmPaths(this.stateDir, name);
   }
 
-  async create(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void> {
+  async create(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
     if (!NAME_PATTERN.test(cfg.name))
       throw new InvalidRequestError(`VM name ${JSON.stringify(cfg.name)} is invalid`, cfg.name);
     await this.locked(cfg.name, async () => {
@@ -231,6 +297,16 @@ export class QemuDriver implements HypervisorDriver {
       if (old && (await this.livePid(cfg.name)) !== undefined) {
         throw new InvalidStateError(`reconfiguring VM ${cfg.name} requires it stopped`, `vm/${cfg.name}`);
       }
+      // A disk's encryption is fixed when it is made: a disk that exists keeps its format and key.
+      for (const d of cfg.disks) {
+        const was = old?.config.disks.find((o) => o.name === d.name);
+        if (was && was.encryption?.secret !== d.encryption?.secret)
+          throw new InvalidStateError(
+            `VM ${cfg.name}: disk ${d.name} exists ${was.encryption ? `encrypted with secret ${was.encryption.secret}` : 'unencrypted'}; encryption is fixed when a disk is made: give the disk a new name to get a new one`,
+            `vm/${cfg.name}`,
+          );
+      }
+      const keys = diskKeys(cfg, secrets);
       const id = await this.identity(cfg.name);
       const who = `VM ${cfg.name}'s QEMU (uid ${id.uid})`;
       const access = { uid: id.uid, groups: [id.gid, ...id.groups] };
@@ -263,24 +339,25 @@ export class QemuDriver implements HypervisorDriver {
         await this.storage.createOverlay({ name: 'root', dir: p.vmDir, base: cfg.image.path, owner }, ctx);
         await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, p.seedIso);
       }
-      for (const d of cfg.disks) {
+      const { accelerator } = await this.accelerator();
+      // NICs the VM had keep their PCI slots across a reconfiguration.
+      const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
+      // Before any disk is made: a VM this host cannot launch (confidential without support) leaves nothing.
+      const argv = await this.argvOf(cfg, accelerator, nicSlots);
+      for (const [i, d] of cfg.disks.entries()) {
+        const key = keys.get(i);
         await this.storage.createVolume(
-          { name: `disk-${d.name}`, dir: p.vmDir, sizeMiB: d.sizeMiB, owner },
+          {
+            name: `disk-${d.name}`,
+            dir: p.vmDir,
+            sizeMiB: d.sizeMiB,
+            owner,
+            ...(key ? { encryptionKeyBase64: key } : {}),
+          },
           ctx,
         );
       }
       await ownVmFiles(this.paths(cfg.name), cfg, id);
-      const { accelerator } = await this.accelerator();
-      // NICs the VM had keep their PCI slots across a reconfiguration.
-      const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
-      const argv = buildQemuArgv({
-        config: cfg,
-        accel: accelerator,
-        paths: p,
-        imagesDir: this.imagesDir,
-        qemuBinary: this.qemuBinary,
-        nicSlots,
-      });
       await this.writeStored(cfg.name, { config: cfg, configHash, accel: accelerator, argv, nicSlots });
     });
   }
@@ -324,8 +401,7 @@ export class QemuDriver implements HypervisorDriver {
           identity: () => this.identity(name),
           guestExec: (argv, o) => this.guestExec(name, argv, o),
           writeStored: (stored) => this.writeStored(name, stored),
-          imagesDir: this.imagesDir,
-          qemuBinary: this.qemuBinary,
+          argvOf: (c, accel, slots) => this.argvOf(c, accel, slots),
           unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         },
         vm,
@@ -375,25 +451,19 @@ export class QemuDriver implements HypervisorDriver {
     };
   }
 
-  async start(name: string, ctx?: OpContext): Promise<void> {
+  async start(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
     await this.locked(name, async () => {
       const vm = await this.mustStored(name);
       if ((await this.livePid(name)) !== undefined)
         throw new InvalidStateError(`start requires stopped: VM ${name} is running`, `vm/${name}`);
+      const keys = diskKeys(vm.config, secrets);
       assertLauncher(this.launcher);
       const id = await this.identity(name);
       const p = this.paths(name);
       // VMs created before per-VM identities (or by an older vmlink) are brought to today's layout here.
       await prepareVmDirs(p, id);
       await ownVmFiles(p, vm.config, id);
-      const qemuArgv = buildQemuArgv({
-        config: vm.config,
-        accel: vm.accel,
-        paths: p,
-        imagesDir: this.imagesDir,
-        qemuBinary: this.qemuBinary,
-        ...(vm.nicSlots ? { nicSlots: vm.nicSlots } : {}),
-      });
+      const qemuArgv = await this.argvOf(vm.config, vm.accel, vm.nicSlots);
       if (JSON.stringify(qemuArgv) !== JSON.stringify(vm.argv))
         await this.writeStored(name, { ...vm, argv: qemuArgv });
       await this.dropQmp(name);
@@ -423,6 +493,8 @@ export class QemuDriver implements HypervisorDriver {
       const deadline = Date.now() + startTimeoutMs;
       // `ip netns exec` and the launcher exec into QEMU: the pid and its start time stay, the command line changes.
       const started = await identify(pid);
+      // With encrypted disks QEMU starts paused (-S): keys, then disks, over QMP; then it runs.
+      let attached = keys.size === 0;
       for (;;) {
         if (!started || !(await isRunning(started))) {
           throw new VmlinkError(
@@ -435,6 +507,28 @@ export class QemuDriver implements HypervisorDriver {
           const qmp = await this.qmp(name, 1000);
           const st = await qmp.execute<{ status: string }>('query-status');
           if (st.status === 'running') return;
+          if (!attached && st.status === 'prelaunch') {
+            attached = true;
+            ctx?.progress?.(`attaching ${keys.size} encrypted disk(s) of VM ${name}`);
+            try {
+              for (const [i, key] of keys)
+                for (const c of encryptedDiskCommands(vm.config, p, i, key))
+                  await qmp.execute(c.execute, c.arguments);
+              await qmp.execute('cont');
+            } catch (e) {
+              // QEMU's errors name the disk, never the key (it was sent as a secret object's data).
+              await this.stopLocked(name, { force: true }).catch(() => {});
+              await signalProcess(started, 'SIGKILL');
+              throw new VmlinkError(
+                'exec',
+                `VM ${name}: its encrypted disks could not be attached: ${(e as Error).message}`,
+                {
+                  subject: `vm/${name}`,
+                },
+              );
+            }
+            continue;
+          }
         } catch (e) {
           if (!(e instanceof VmlinkError) || (e.kind !== 'unavailable' && e.kind !== 'timeout')) throw e;
         }

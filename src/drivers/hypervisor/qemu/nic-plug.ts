@@ -9,7 +9,7 @@ import type { VmConfig } from '../../../shared/model.js';
 import type { OpContext } from '../../network/types.js';
 import type { GuestExecResult } from '../types.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
-import { assignNicSlots, buildQemuArgv, type VmPaths } from './cmdline.js';
+import { assignNicSlots, type VmPaths } from './cmdline.js';
 import { applySlotChanges, nicSlotChanges } from './hotplug.js';
 import type { VmIdentity } from './identity.js';
 import type { FdChannel } from './pass-fd.js';
@@ -25,8 +25,8 @@ export interface NicPlugDeps {
   identity: () => Promise<VmIdentity>;
   guestExec: (argv: string[], opts: { timeoutMs?: number; input?: string }) => Promise<GuestExecResult>;
   writeStored: (stored: StoredVm) => Promise<void>;
-  imagesDir: string;
-  qemuBinary: string;
+  /** The command line of `cfg` on this host, as the driver builds it (confidential VMs need the host's parts). */
+  argvOf: (cfg: VmConfig, accel: 'kvm' | 'tcg', nicSlots: readonly number[]) => Promise<string[]>;
   unplugTimeoutMs: number;
 }
 
@@ -62,14 +62,7 @@ export async function plugNics(
     await chmod(next, 0o600);
     await rename(next, p.seedIso);
   }
-  const argv = buildQemuArgv({
-    config: cfg,
-    accel: vm.accel,
-    paths: p,
-    imagesDir: d.imagesDir,
-    qemuBinary: d.qemuBinary,
-    nicSlots,
-  });
+  const argv = await d.argvOf(cfg, vm.accel, nicSlots);
   await d.writeStored({ config: cfg, configHash, accel: vm.accel, argv, nicSlots });
 }
 

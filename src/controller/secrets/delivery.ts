@@ -1,0 +1,42 @@
+// Delivery: secret values join a VM step only as the controller sends it to the VM's host (over mutual TLS), so the
+// plan, tasks, events, logs and API answers carry secret names alone.
+import type { AgentAction } from '../../agent/wire.js';
+import { InvalidStateError } from '../../shared/errors.js';
+import type { Spec } from '../../spec/schema.js';
+import type { AgentFactory, AgentPort } from '../hosts.js';
+import { secretsOfVm } from './usage.js';
+import type { SecretVault } from './vault.js';
+
+/** The secrets `action` needs on its host: its VM's encrypted disks' keys (none for other actions). */
+export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
+  if (action.kind === 'vm.start') return secretsOfVm(spec, action.name);
+  if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
+    return [...new Set(action.vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])))];
+  return [];
+}
+
+/**
+ * `agents` whose `act` and `actBatch` attach the values each VM action needs, read from `vault` at that moment
+ * (so a VM moved to another host, or restarted anywhere, gets its keys there). Without a vault an action that
+ * needs a secret is refused.
+ */
+export function withSecrets(agents: AgentFactory, vault: SecretVault | undefined): AgentFactory {
+  return (spec, host) => {
+    const agent = agents(spec, host);
+    const attach = async (action: AgentAction): Promise<AgentAction> => {
+      const names = secretsOfAction(spec, action);
+      if (!names.length) return action;
+      if (!vault)
+        throw new InvalidStateError(
+          'this controller has no secrets key, so it cannot open encrypted disks',
+          'secrets',
+        );
+      return { ...action, secrets: await vault.values(names) } as AgentAction;
+    };
+    // The agent client keeps its other methods (and fields) through the prototype.
+    const wrapped: AgentPort = Object.create(agent);
+    wrapped.act = async (action, ...rest) => agent.act(await attach(action), ...rest);
+    wrapped.actBatch = async (actions) => agent.actBatch(await Promise.all(actions.map(attach)));
+    return wrapped;
+  };
+}
