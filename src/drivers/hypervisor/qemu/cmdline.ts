@@ -178,9 +178,10 @@ export function diskIds(i: number): { node: string; file: string; port: string; 
 const diskPortChassis = (i: number) => NIC_SLOTS + 1 + i;
 
 /**
- * QMP commands that attach encrypted disk `i` of a VM started paused (`-S`): its key as a secret object (QEMU keeps
- * it in memory only; `data` cannot be read back over QOM), the qcow2 node that opens the LUKS header with it, and
- * the virtio-blk device in the disk's own root port (q35's root bus takes no hot-plug). `keyBase64` is the value.
+ * QMP commands that attach encrypted disk `i` of a VM started paused (`-S`): its key as a secret object, the qcow2
+ * node that opens the LUKS header with it (the volume key is derived once, at open), the virtio-blk device in the
+ * disk's own root port (q35's root bus takes no hot-plug), then the secret object deleted again: QEMU 7.2 answers
+ * `qom-get` of a secret's `data`, so the passphrase does not stay readable over QMP. `keyBase64` is the value.
  */
 export function encryptedDiskCommands(
   cfg: VmConfig,
@@ -218,6 +219,7 @@ export function encryptedDiskCommands(
         serial: d.name.slice(0, 20),
       },
     },
+    { execute: 'object-del', arguments: { id: id.secret } },
   ];
 }
 
