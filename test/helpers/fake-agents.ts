@@ -22,6 +22,8 @@ export class FakeHost {
   readonly batches: number[] = [];
   /** The agent does not answer at all. */
   down = false;
+  /** Replaces fields of the reported capabilities (accelerator, confidential support, ...). */
+  capabilities: Partial<HostReport['capabilities']> = {};
   /** Makes an action fail (the agent's own revert leaves nothing behind, so state is unchanged). */
   failOn: ((a: AgentAction) => string | undefined) | undefined;
   /** An action that cuts the management path: the host is unreachable until it rolls the change back. */
@@ -128,6 +130,7 @@ export class FakeHost {
         memoryMiB: 8192,
         network: { vxlan: true, vlan: true },
         backends: ['linux'],
+        ...this.capabilities,
       },
       networks: [...this.networks.values()].map((n) => {
         const leases = this.leases.get(n.name);
