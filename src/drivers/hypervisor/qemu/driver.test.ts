@@ -122,6 +122,58 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
     ]);
   });
 
+  it('makes an encrypted disk with the key on qemu-img stdin only, and refuses one without its key', async () => {
+    const stateDir = join(root, 's-enc');
+    const r = new FakeRunner();
+    const d = driver(r, stateDir);
+    const enc: VmConfig = {
+      ...cfg,
+      name: 'enc1',
+      disks: [{ name: 'vault', sizeMiB: 8, encryption: { secret: 'vault-key' } }],
+    };
+    const refused = await d.create(enc, 'h1').catch((e: unknown) => e);
+    expect(String(refused)).toMatch(
+      /disk vault is encrypted with secret vault-key, whose value the controller did not send/,
+    );
+    const key = Buffer.from('k3y-value-never-in-argv').toString('base64');
+    await d.create(enc, 'h1', undefined, [{ name: 'vault-key', value: key }]);
+    const p = vmPaths(stateDir, 'enc1');
+    const call = r.calls.find((c) => c.argv.includes(p.disk('vault')))!;
+    expect(call.argv).toEqual([
+      'qemu-img',
+      'create',
+      '-q',
+      '--object',
+      'secret,id=key0,file=/dev/stdin,format=base64',
+      '-o',
+      'encrypt.format=luks,encrypt.key-secret=key0',
+      '-f',
+      'qcow2',
+      p.disk('vault'),
+      '8M',
+    ]);
+    expect(call.input).toBe(key);
+    // Neither argv (recorded or stored) nor config.json holds the key.
+    expect(JSON.stringify(r.calls.map((c) => c.argv))).not.toContain(key);
+    expect(await readFile(p.configFile, 'utf8')).not.toContain(key);
+    // A disk's encryption is fixed once it exists.
+    const plain = { ...enc, disks: [{ name: 'vault', sizeMiB: 8 }] };
+    expect(String(await d.create(plain, 'h2').catch((e: unknown) => e))).toMatch(
+      /disk vault exists encrypted with secret vault-key; encryption is fixed when a disk is made/,
+    );
+  });
+
+  it('refuses a confidential VM on a host that cannot launch it, before its disks or config are made', async () => {
+    const stateDir = join(root, 's-cvm');
+    const d = driver(new FakeRunner(), stateDir);
+    const refused = await d
+      .create({ ...cfg, name: 'cvm1', confidential: 'sev-snp' }, 'h1')
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(UnsupportedError);
+    expect(String(refused)).toMatch(/VM cvm1: a sev-snp confidential VM needs KVM/);
+    expect(await d.config('cvm1')).toBeUndefined();
+  });
+
   it('keeps each NIC in its PCI slot when another NIC goes or comes', async () => {
     const stateDir = join(root, 's-slots');
     const d = driver(new FakeRunner(), stateDir);
