@@ -160,6 +160,11 @@ export const VM_MEMORY_MIB_MAX = 1024 * 1024;
 export const VM_NICS_MAX = 8;
 /** Most extra disks of one VM (each is one virtio-blk device on the PCI bus). */
 export const VM_DISKS_MAX = 16;
+/**
+ * How long one QMP command attaching an encrypted disk may take: opening a LUKS header derives its key with PBKDF2
+ * iterations calibrated to take ~2 s on the host that made it (longer on a busy or slower one).
+ */
+export const LUKS_OPEN_TIMEOUT_MS = 60_000;
 /** Largest secret value (bytes): a LUKS passphrase, a CHAP secret or a backup key fits many times over. */
 export const SECRET_VALUE_MAX_BYTES = 4096;
 /** The same value in base64, as it crosses the wire. */

@@ -2,7 +2,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RecordingRunner } from '../../exec/runner.js';
+import { RecordingRunner, SystemRunner } from '../../exec/runner.js';
 import { DirStorage } from './dir.js';
 
 let dir = '';
@@ -19,6 +19,23 @@ describe('DirStorage', () => {
     const path = await new DirStorage(r).createVolume({ name: 'disk-data', dir, sizeMiB: 1024 });
     expect(path).toBe(`${dir}/disk-data.qcow2`);
     expect(r.lines()).toEqual([`qemu-img create -q -f qcow2 ${dir}/disk-data.qcow2 1024M`]);
+  });
+
+  it('makes a LUKS-encrypted volume with a real qemu-img, the key on stdin only', async () => {
+    const key = Buffer.from('dir-test key').toString('base64');
+    const path = await new DirStorage(new SystemRunner()).createVolume({
+      name: 'disk-enc',
+      dir,
+      sizeMiB: 1,
+      encryptionKeyBase64: key,
+    });
+    const info = JSON.parse(
+      (await new SystemRunner().run(['qemu-img', 'info', '--output=json', path])).stdout,
+    ) as unknown;
+    expect(info).toMatchObject({
+      encrypted: true,
+      'format-specific': { data: { encrypt: { format: 'luks' } } },
+    });
   });
 
   it('keeps an existing volume and gives it to its owner', async () => {

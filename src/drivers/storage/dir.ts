@@ -14,6 +14,28 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/**
+ * `qemu-img create` argv making a LUKS-encrypted qcow2 whose key (base64) qemu-img reads from stdin: it never
+ * appears in argv (/proc/<pid>/cmdline), a file or a log. The runner's stdin is a socket, which qemu-img cannot open
+ * as /dev/stdin (ENXIO), so `cat` turns it into a pipe; the arguments pass as "$@", never through the shell's parser.
+ */
+export function withKeyOnStdin(create: readonly string[], id: string): string[] {
+  const [bin, sub, ...rest] = create;
+  return [
+    'sh',
+    '-c',
+    'cat | exec "$@"',
+    'sh',
+    bin!,
+    sub!,
+    '--object',
+    `secret,id=${id},file=/dev/stdin,format=base64`,
+    '-o',
+    `encrypt.format=luks,encrypt.key-secret=${id}`,
+    ...rest,
+  ];
+}
+
 /** Volumes as qcow2 files `<dir>/<name>.qcow2`, created with `qemu-img`. */
 export class DirStorage implements StorageDriver {
   constructor(private readonly runner: Runner) {}
@@ -37,19 +59,10 @@ export class DirStorage implements StorageDriver {
     if (!(await exists(path))) {
       const key = v.encryptionKeyBase64;
       ctx?.progress?.(`creating ${key ? 'encrypted ' : ''}volume ${path} (${v.sizeMiB} MiB)`);
-      // The key is read from stdin (a pipe): it never appears in argv (/proc/<pid>/cmdline), a file or a log.
-      const encrypt = key
-        ? [
-            '--object',
-            'secret,id=key0,file=/dev/stdin,format=base64',
-            '-o',
-            'encrypt.format=luks,encrypt.key-secret=key0',
-          ]
-        : [];
-      await this.runner.run(['qemu-img', 'create', '-q', ...encrypt, '-f', 'qcow2', path, `${v.sizeMiB}M`], {
-        ...(ctx?.signal ? { signal: ctx.signal } : {}),
-        ...(key ? { input: key } : {}),
-      });
+      const create = ['qemu-img', 'create', '-q', '-f', 'qcow2', path, `${v.sizeMiB}M`];
+      const signal = ctx?.signal ? { signal: ctx.signal } : {};
+      if (!key) await this.runner.run(create, signal);
+      else await this.runner.run(withKeyOnStdin(create, 'key0'), { ...signal, input: key });
     }
     await this.own(path, v.owner);
     return path;

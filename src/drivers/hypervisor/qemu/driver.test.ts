@@ -140,13 +140,17 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
     const p = vmPaths(stateDir, 'enc1');
     const call = r.calls.find((c) => c.argv.includes(p.disk('vault')))!;
     expect(call.argv).toEqual([
+      'sh',
+      '-c',
+      'cat | exec "$@"',
+      'sh',
       'qemu-img',
       'create',
-      '-q',
       '--object',
       'secret,id=key0,file=/dev/stdin,format=base64',
       '-o',
       'encrypt.format=luks,encrypt.key-secret=key0',
+      '-q',
       '-f',
       'qcow2',
       p.disk('vault'),

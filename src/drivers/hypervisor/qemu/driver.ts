@@ -12,6 +12,7 @@ import {
 } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
+  LUKS_OPEN_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
@@ -513,7 +514,7 @@ export class QemuDriver implements HypervisorDriver {
             try {
               for (const [i, key] of keys)
                 for (const c of encryptedDiskCommands(vm.config, p, i, key))
-                  await qmp.execute(c.execute, c.arguments);
+                  await qmp.execute(c.execute, c.arguments, LUKS_OPEN_TIMEOUT_MS);
               await qmp.execute('cont');
             } catch (e) {
               // QEMU's errors name the disk, never the key (it was sent as a secret object's data).
