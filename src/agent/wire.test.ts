@@ -2,7 +2,7 @@ import { expect, it } from 'vitest';
 import { z } from 'zod';
 import { AGENT_BATCH_MAX_ACTIONS } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
-import { AgentBatchResultSchema, AgentBatchSchema, HostReportSchema } from './wire.js';
+import { AgentActionSchema, AgentBatchResultSchema, AgentBatchSchema, HostReportSchema } from './wire.js';
 
 /** `T` with every optional field required, all the way down: a fixture of it must name every field there is. */
 type Full<T> = T extends (infer U)[] ? Full<U>[] : T extends object ? { [K in keyof T]-?: Full<T[K]> } : T;
@@ -138,4 +138,21 @@ it('takes a batch of plain actions and refuses a commit-confirmed one, an empty 
     }).success,
   ).toBe(true);
   expect(AgentBatchResultSchema.safeParse({ results: [{ ok: false }] }).success).toBe(false);
+});
+
+it('carries secret values on VM actions, bounded and base64 only', () => {
+  const start = (secrets: unknown) =>
+    AgentActionSchema.safeParse({ kind: 'vm.start', name: 'web1', secrets });
+  expect(start([{ name: 'k', value: 'c2VjcmV0' }]).success).toBe(true);
+  expect(start(undefined).success).toBe(true);
+  expect(start([{ name: 'k', value: 'not base64!' }]).success).toBe(false);
+  expect(start([{ name: 'K!', value: 'c2VjcmV0' }]).success).toBe(false);
+  expect(start([{ name: 'k', value: 'A'.repeat(6000) }]).success).toBe(false);
+  expect(start(Array.from({ length: 17 }, (_, i) => ({ name: `k${i}`, value: 'c2VjcmV0' }))).success).toBe(
+    false,
+  );
+  // Other actions take none.
+  expect(AgentActionSchema.safeParse({ kind: 'vm.stop', name: 'w', force: false, secrets: [] }).success).toBe(
+    false,
+  );
 });

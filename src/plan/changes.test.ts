@@ -34,6 +34,15 @@ describe('vmFieldChanges', () => {
     expect(vmFieldChanges(vm, { ...structuredClone(vm), state: 'stopped' })).toEqual([]);
   });
 
+  it('names a confidential kind or a disk secret that changed (a restart; the host keeps the key a disk was made with)', () => {
+    const enc = { ...vm, disks: [{ name: 'data', sizeMiB: 1024, encryption: { secret: 'k1' } }] };
+    expect(texts(vm, { ...enc, confidential: 'sev-snp' })).toEqual([
+      'confidential none -> sev-snp (restart)',
+      'disks data secret none -> k1 (restart)',
+    ]);
+    expect(vmFieldChanges(enc, structuredClone(enc))).toEqual([]);
+  });
+
   it('names each changed field with its old and new value and how it is applied', () => {
     expect(
       texts(vm, {

@@ -86,6 +86,12 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
       text: `image ${imageLabel(from.image)} -> ${imageLabel(to.image)}`,
       how: 'restart',
     });
+  if (from.confidential !== to.confidential)
+    out.push({
+      field: 'confidential',
+      text: `confidential ${from.confidential ?? 'none'} -> ${to.confidential ?? 'none'}`,
+      how: 'restart',
+    });
   const oldDisks = new Map(from.disks.map((d) => [d.name, d]));
   const newDisks = new Set(to.disks.map((d) => d.name));
   for (const d of from.disks)
@@ -95,6 +101,13 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
     if (!o) out.push({ field: 'disks', text: `disks +${d.name}`, how: 'restart' });
     else if (o.sizeMiB !== d.sizeMiB)
       out.push({ field: 'disks', text: `disks ${d.name} ${o.sizeMiB} -> ${d.sizeMiB} MiB`, how: 'restart' });
+    // The host refuses this one (a disk keeps the encryption it was made with); the plan says what was asked.
+    if (o && o.encryption?.secret !== d.encryption?.secret)
+      out.push({
+        field: 'disks',
+        text: `disks ${d.name} secret ${o.encryption?.secret ?? 'none'} -> ${d.encryption?.secret ?? 'none'}`,
+        how: 'restart',
+      });
   }
   // Disk order decides device order in the guest: a reorder alone is a change too.
   if (

@@ -45,7 +45,9 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 function describeVm(vm: VmConfig): string {
   const nets = vm.nics.map((n) => (n.trunk ? `trunk ${n.trunk.networks.join('+')}` : n.network)).join(', ');
-  return `${plural(vm.cpus, 'cpu')}, ${vm.memoryMiB} MiB, ${vm.image.kind}, nics: ${nets}`;
+  // Encrypted disks show the secret's name only: its value never enters a plan.
+  const disks = vm.disks.map((d) => (d.encryption ? `${d.name} (secret: ${d.encryption.secret})` : d.name));
+  return `${plural(vm.cpus, 'cpu')}, ${vm.memoryMiB} MiB, ${vm.image.kind}${vm.confidential ? `, confidential ${vm.confidential}` : ''}, nics: ${nets}${disks.length ? `, disks: ${disks.join(', ')}` : ''}`;
 }
 
 /**

@@ -100,7 +100,7 @@ describe('secrets through the controller (fake agents)', () => {
     expect(set.json()).toEqual({ name: 'vault-key', created: true });
     const text = spec({ secret: 'vault-key' });
     const plan = await controller.plan(text, 'site.yaml');
-    expect(plan.text).toContain('web1');
+    expect(plan.text).toContain('disks: plain, vault (secret: vault-key)'); // the name, never the value
     const t = task();
     await controller.apply(text, 'site.yaml', t);
 
