@@ -173,11 +173,11 @@ describe('agent', () => {
           stop: async () => {
             calls.push('stop');
           },
-          create: async () => {
-            calls.push('create');
+          create: async (_c: VmConfig, _h: string, _x: unknown, secrets?: Array<{ name: string }>) => {
+            calls.push(secrets ? `create with ${secrets.map((k) => k.name)}` : 'create');
           },
-          start: async () => {
-            calls.push('start');
+          start: async (_n: string, _x: unknown, secrets?: Array<{ name: string }>) => {
+            calls.push(secrets ? `start with ${secrets.map((k) => k.name)}` : 'start');
           },
         } as unknown as HypervisorDriver,
       });
@@ -207,6 +207,38 @@ describe('agent', () => {
         'VM app1 cannot take NIC hot-plug (it was started without hot-plug slots); applying the change by a restart',
       ]);
     });
+
+    it('passes the keys of encrypted disks on to the create and start of that restart', async () => {
+      await withVm([nic(0)], false).execute({
+        kind: 'vm.hotplug',
+        vm: vm([nic(0), nic(1)]),
+        configHash: 'bbbbbbbb',
+        secrets: [{ name: 'k1', value: 'c2VjcmV0' }],
+      });
+      expect(calls.slice(-2)).toEqual(['create with k1', 'start with k1']);
+    });
+  });
+});
+
+describe('secret values on VM actions', () => {
+  it('hands them to the hypervisor with the start, and with the create and start of a restart fallback', async () => {
+    const seen: string[] = [];
+    const secrets = [{ name: 'k1', value: 'c2VjcmV0' }];
+    const a = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: fakeDriver([]) },
+      stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
+      hypervisor: {
+        ...hypervisor,
+        list: async () => [{ name: 'app1', state: 'stopped', configHash: 'aaaaaaaa', problems: [] }],
+        start: async (name: string, _ctx: unknown, s?: typeof secrets) => {
+          seen.push(`start ${name} ${JSON.stringify(s)}`);
+        },
+      } as unknown as HypervisorDriver,
+    });
+    await a.execute({ kind: 'vm.start', name: 'app1', secrets });
+    expect(seen).toEqual([`start app1 ${JSON.stringify(secrets)}`]);
   });
 });
 

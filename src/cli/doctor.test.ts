@@ -8,6 +8,11 @@ const caps = {
   memoryMiB: 2048,
   network: { vxlan: true, vlan: false },
   backends: ['linux' as const],
+  confidential: {
+    sev: { available: true, reason: 'sev, kvm_amd sev=Y' },
+    'sev-snp': { available: false, reason: 'QEMU 7.2 is too old: sev-snp needs QEMU 9.1 or newer' },
+    tdx: { available: false, reason: 'the CPU has no tdx_host_platform flag in /proc/cpuinfo' },
+  },
 };
 
 it('shows this machine when no controller answers', () => {
@@ -54,6 +59,12 @@ it("folds a host's passing prerequisites into one line and lists each failing on
     ['spec', true, '2 host(s) applied', undefined],
     ['host h1', true, 'agent up; accelerator tcg: /dev/kvm missing', undefined],
     ['host h1 kernel', true, 'lacks vlan (networks needing them are refused)', undefined],
+    [
+      'host h1 confidential VMs',
+      true,
+      'sev yes; sev-snp no (QEMU 7.2 is too old: sev-snp needs QEMU 9.1 or newer); tdx no (the CPU has no tdx_host_platform flag in /proc/cpuinfo)',
+      undefined,
+    ],
     ['host h1 iperf3', false, 'not found', 'apt-get install iperf3'],
     ['host h2', true, 'agent up', undefined],
     ['host h2 prerequisites', true, 'all 1 present', undefined],

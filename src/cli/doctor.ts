@@ -52,6 +52,13 @@ export function renderDoctor(d: DoctorInput): DoctorCheck[] {
           : 'all network features present',
       });
     }
+    if (caps?.confidential) {
+      const c = caps.confidential;
+      const kinds = (['sev', 'sev-snp', 'tdx'] as const).map(
+        (k) => `${k} ${c[k].available ? 'yes' : `no (${c[k].reason})`}`,
+      );
+      checks.push({ name: `host ${h.host} confidential VMs`, ok: true, detail: kinds.join('; ') });
+    }
     // A host's passing prerequisites make one line; each failing one is shown with its fix.
     const failed = h.checks.filter((c) => !c.ok);
     if (h.checks.length && !failed.length)
