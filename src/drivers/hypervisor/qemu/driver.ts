@@ -12,7 +12,6 @@ import {
 } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
-  LUKS_OPEN_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
   QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
@@ -54,12 +53,11 @@ import {
   assignNicSlots,
   buildQemuArgv,
   type CmdlineInput,
-  encryptedDiskCommands,
   type VmPaths,
   vmPaths,
 } from './cmdline.js';
 import { type ConfidentialHost, detectConfidential, launchFor } from './confidential.js';
-import { diskKeys } from './disk-keys.js';
+import { assertEncryptionKept, attachEncryptedDisks, diskKeys } from './disk-keys.js';
 import { GuestAgents } from './guest-agent.js';
 import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
 import { type IdRange, type VmIdentity, VmIds, vmIdsFile } from './identity.js';
@@ -298,15 +296,7 @@ export class QemuDriver implements HypervisorDriver {
       if (old && (await this.livePid(cfg.name)) !== undefined) {
         throw new InvalidStateError(`reconfiguring VM ${cfg.name} requires it stopped`, `vm/${cfg.name}`);
       }
-      // A disk's encryption is fixed when it is made: a disk that exists keeps its format and key.
-      for (const d of cfg.disks) {
-        const was = old?.config.disks.find((o) => o.name === d.name);
-        if (was && was.encryption?.secret !== d.encryption?.secret)
-          throw new InvalidStateError(
-            `VM ${cfg.name}: disk ${d.name} exists ${was.encryption ? `encrypted with secret ${was.encryption.secret}` : 'unencrypted'}; encryption is fixed when a disk is made: give the disk a new name to get a new one`,
-            `vm/${cfg.name}`,
-          );
-      }
+      if (old) assertEncryptionKept(old.config, cfg);
       const keys = diskKeys(cfg, secrets);
       const id = await this.identity(cfg.name);
       const who = `VM ${cfg.name}'s QEMU (uid ${id.uid})`;
@@ -512,10 +502,7 @@ export class QemuDriver implements HypervisorDriver {
             attached = true;
             ctx?.progress?.(`attaching ${keys.size} encrypted disk(s) of VM ${name}`);
             try {
-              for (const [i, key] of keys)
-                for (const c of encryptedDiskCommands(vm.config, p, i, key))
-                  await qmp.execute(c.execute, c.arguments, LUKS_OPEN_TIMEOUT_MS);
-              await qmp.execute('cont');
+              await attachEncryptedDisks(qmp, vm.config, p, keys);
             } catch (e) {
               // QEMU's errors name the disk, never the key (it was sent as a secret object's data).
               await this.stopLocked(name, { force: true }).catch(() => {});
