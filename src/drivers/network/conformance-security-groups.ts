@@ -190,7 +190,12 @@ export function securityGroupConformance(
       // Outbound is open (no egress rules), and its replies are established.
       expect(await pings(a, c.addr)).toBe(true);
       expect(await connects(a, c.addr, 80)).toBe(true);
-      // The host (gateway) cannot reach it either; a port without groups is unaffected.
+      // The host cannot reach it either, but its replies to the port come back; a port without groups is unaffected.
+      const gateway = net.subnet?.gateway;
+      if (gateway) {
+        expect((await run(netns, ['ping', '-c', '1', '-W', '1', a.addr])).code).not.toBe(0);
+        expect(await pings(a, gateway)).toBe(true);
+      }
       expect(await pings(c, b.addr)).toBe(false);
       expect(await pings(b, c.addr)).toBe(true);
     });
