@@ -16,8 +16,12 @@ import type { NetworkDriver, PortConfig } from './types.js';
 
 /** Backend-specific knobs of the security-group suite. */
 export interface SecurityGroupConformanceOptions {
-  /** The network the guests share (default: an isolated network of the backend, 10.236.0.0/24). */
-  network?: (backend: NetworkBackend) => NetworkConfig;
+  /**
+   * The networks of the guests (default: isolated networks of the backend). Index 0 holds the main guests; index 1,
+   * on another bridge, holds guests with the same addresses (conntrack must keep the two apart). A second network on
+   * the same bridge as the first skips that case.
+   */
+  network?: (backend: NetworkBackend, index: 0 | 1) => NetworkConfig;
   /**
    * Puts a guest behind port `tap` (made by `ensurePort`): default, the tap is replaced by a veth of the same name on
    * the bridge whose peer (eth0) sits in the guest's namespace — the linux backend keys its filters by port name.
@@ -48,7 +52,7 @@ export function securityGroupConformance(
     const guestNs = (n: string) => `vltest-sg${n}-${tag}`;
     const ip = new Ip(runner, netns);
     const backend = (name === 'ovs' ? 'ovs' : 'linux') as NetworkBackend;
-    const net: NetworkConfig = opts.network?.(backend) ?? {
+    const net: NetworkConfig = opts.network?.(backend, 0) ?? {
       name: 'conf-sg',
       mode: 'isolated',
       backend,
@@ -64,16 +68,29 @@ export function securityGroupConformance(
       },
       forwards: [],
     };
-    // Guests: a is in groups web and ssh, b in client, c in none.
-    const guest = (n: string, last: number, groups?: string[]) => ({
+    const net2: NetworkConfig = opts.network?.(backend, 1) ?? {
+      ...net,
+      name: 'conf-sg2',
+      bridge: 'vlb-c0nf05a1',
+      subnet: {
+        ...net.subnet!,
+        cidr: '10.237.0.0/24',
+        gateway: '10.237.0.1',
+        dhcpStart: '10.237.0.100',
+        dhcpEnd: '10.237.0.150',
+      },
+    };
+    const twoBridges = net2.bridge !== net.bridge;
+    // Guests: a is in groups web and ssh, b in client, c in none; a2 and x2 (net2) have a's and c's addresses.
+    const guest = (n: string, last: number, groups?: string[], on = net) => ({
       ns: guestNs(n),
       addr: `10.236.0.${last}`,
       port: {
         tap: `vlt-sg${n}-${tag}`.slice(0, 15),
-        bridge: net.bridge,
-        mtu: net.mtu,
+        bridge: on.bridge,
+        mtu: on.mtu,
         security: {
-          mac: `52:54:00:36:00:${last.toString(16).padStart(2, '0')}`,
+          mac: `52:54:00:36:${on === net ? '00' : '01'}:${last.toString(16).padStart(2, '0')}`,
           addresses: [`10.236.0.${last}`],
         },
         ...(groups ? { securityGroups: groups } : {}),
@@ -82,7 +99,9 @@ export function securityGroupConformance(
     const a = guest('a', 11, ['web', 'ssh']);
     const b = guest('b', 12, ['client']);
     const c = guest('c', 13);
-    const guests = [a, b, c];
+    const a2 = guest('a2', 11, ['zone'], net2);
+    const x2 = guest('x2', 13, undefined, net2);
+    const guests = [a, b, c, ...(twoBridges ? [a2, x2] : [])];
     let env: ConformanceEnv;
     let d: NetworkDriver;
     const servers: number[] = [];
@@ -105,6 +124,31 @@ export function securityGroupConformance(
       const r = await run(from.ns, ['/bin/busybox', 'nc', '-w', '1', to, String(port)]);
       return r.code === 0 && r.stdout.includes('open');
     };
+    // One UDP datagram from `port` (unless `to` is '-'), then, with `listen`, what arrives on it within 3 s.
+    const udp = (g: typeof a, port: number, to: string, toPort: number, msg: string, listen = false) =>
+      run(
+        g.ns,
+        [
+          'python3',
+          '-c',
+          [
+            'import socket, sys',
+            's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+            "s.bind(('', int(sys.argv[1])))",
+            "if sys.argv[2] != '-': s.sendto(sys.argv[4].encode(), (sys.argv[2], int(sys.argv[3])))",
+            "if sys.argv[5] == 'listen':",
+            '    s.settimeout(3)',
+            '    try: print(s.recv(100).decode())',
+            "    except socket.timeout: print('timeout')",
+          ].join('\n'),
+          String(port),
+          to,
+          String(toPort),
+          msg,
+          listen ? 'listen' : 'send',
+        ],
+        8000,
+      );
     const drops = (tap: string, dir: 'ingress' | 'egress') => opts.dropCount?.(env, tap, dir);
 
     beforeAll(async () => {
@@ -113,6 +157,7 @@ export function securityGroupConformance(
       env = { runner, netns, stateDir: await mkdtemp(join(tmpdir(), 'vmlink-sgconf-')) };
       d = makeDriver(env);
       await d.ensureNetwork(net, 'sg-net-1');
+      if (twoBridges) await d.ensureNetwork(net2, 'sg-net2-1');
       for (const g of guests) {
         await ip.namespaces.add(g.ns);
         await runner.run(['ip', 'link', 'set', 'lo', 'up'], { netns: g.ns });
@@ -147,6 +192,7 @@ export function securityGroupConformance(
         for (const s of (await d?.listSecurityGroups?.().catch(() => [])) ?? [])
           await d.deleteSecurityGroup?.(s.config.name).catch(() => undefined);
         await d?.deleteNetwork(net.name).catch(() => undefined);
+        if (twoBridges) await d?.deleteNetwork(net2.name).catch(() => undefined);
       } finally {
         for (const pid of await pidsMentioning(env?.stateDir || '/nonexistent-vmlink'))
           process.kill(pid, 'SIGKILL');
@@ -307,6 +353,25 @@ export function securityGroupConformance(
       const out = (await flood).stdout;
       expect(out).toMatch(/60 packets transmitted, 60 received/);
     });
+
+    it.runIf(twoBridges)(
+      "one bridge's flows never count as established on another (same addresses)",
+      async () => {
+        await d.ensureSecurityGroup!(group('zone', [], macsOf(a2)), 'z-1');
+        // a (net) has a UDP flow 40000 -> c:4000; x2 (net2, c's address) sends the matching "reply" to a2 (a's address).
+        const heard = udp(a2, 40000, '-', 0, '', true);
+        await new Promise((r) => setTimeout(r, 300));
+        await udp(a, 40000, c.addr, 4000, 'out');
+        await new Promise((r) => setTimeout(r, 300));
+        await udp(x2, 4000, a2.addr, 40000, 'leak');
+        expect((await heard).stdout.trim()).toBe('timeout');
+        // The same datagram as a reply to a2's own flow passes: the check above could have failed.
+        const reply = udp(a2, 40000, x2.addr, 4000, 'out', true);
+        await new Promise((r) => setTimeout(r, 300));
+        await udp(x2, 4000, a2.addr, 40000, 'reply');
+        expect((await reply).stdout.trim()).toBe('reply');
+      },
+    );
 
     // Last: it empties the filters of the guests' ports too.
     it.runIf(opts.wipeFilters && opts.dropCount)(
