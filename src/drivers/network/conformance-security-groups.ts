@@ -370,6 +370,11 @@ export function securityGroupConformance(
         await new Promise((r) => setTimeout(r, 300));
         await udp(x2, 4000, a2.addr, 40000, 'reply');
         expect((await reply).stdout.trim()).toBe('reply');
+        // Deleting a group a port still names leaves that port default-deny (and is not an error).
+        await d.deleteSecurityGroup!('zone');
+        expect((await d.listSecurityGroups!()).some((g) => g.config.name === 'zone')).toBe(false);
+        expect(await pings(x2, a2.addr)).toBe(false);
+        expect(await pings(a2, x2.addr)).toBe(true);
       },
     );
 
@@ -390,6 +395,8 @@ export function securityGroupConformance(
         await d.ensurePort(port);
         await wipe(env);
         await expect(count(env, port.tap, 'ingress')).rejects.toThrow();
+        // A change to a group whose applied state the filters lost still applies (whole, not as a difference).
+        await d.ensureSecurityGroup!(group('client', [rule({ protocol: 'icmp' })], macsOf(c)), 'c-9');
         const rebooted = makeDriver(env);
         await rebooted.upgradeState?.();
         await rebooted.ensurePort(port);
