@@ -73,7 +73,12 @@ export class LinuxSecurityGroups {
 
   /** At agent start: loads every persisted group again (whole), before the ports of running VMs are re-ensured. */
   async restore(): Promise<void> {
-    for (const g of await this.store.readAll()) {
+    const groups = await this.store.readAll().catch((e: unknown) => {
+      // An agent must start; its ports stay default-deny inbound until the groups are ensured again.
+      log.warn({ err: (e as Error).message }, 'security groups not restored at start');
+      return [];
+    });
+    for (const g of groups) {
       try {
         await this.nft.load(ensureGroupScript(g.config));
       } catch (e) {

@@ -1,6 +1,7 @@
 // The security groups the linux backend applied, one file per group (`<stateDir>/security-groups-linux/<name>.json`),
 // so `listSecurityGroups` answers after an agent restart and the agent's start can load them again (a reboot empties
-// the table). Written atomically; a file of another version, or for another name, reads as absent.
+// the table). Written atomically; a file of another version, or for another name, reads as absent; a corrupt one, or a
+// link, is an error for an operator to look at.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -17,7 +18,7 @@ const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 // envelope and what the readers use is checked again (the builder checks everything when it is loaded again).
 const stateFile = z
   .object({
-    version: z.literal(1),
+    version: z.number(),
     configHash: z.string().max(256),
     config: z
       .object({
@@ -46,7 +47,7 @@ export class SecurityGroupStore {
     if (!NAME.test(name)) return undefined;
     // 8192 MACs and 128 rules fit well within 2 MiB.
     const s = await readJsonFile(this.file(name), stateFile, { maxBytes: 2 * STATE_FILE_MAX_BYTES });
-    if (s?.config.name !== name) return undefined;
+    if (s?.version !== 1 || s.config.name !== name) return undefined;
     return { config: s.config as unknown as AppliedSecurityGroup['config'], configHash: s.configHash };
   }
 
