@@ -88,7 +88,10 @@ async function token(name: string, role: Role, scopes: TokenScopes = {}, expires
   });
   expect(r.status, r.body).toBe(200);
   const t = (JSON.parse(r.body) as { token: string }).token;
-  secrets.push(t, t.split('_').at(-1)!);
+  // vmlt_<id>_<secret>: the secret is base64url and may itself contain '_', so split only at the first two.
+  const secret = t.split('_').slice(2).join('_');
+  expect(secret.length).toBeGreaterThanOrEqual(43);
+  secrets.push(t, secret);
   return bearer(t);
 }
 
