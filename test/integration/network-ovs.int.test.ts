@@ -20,10 +20,12 @@ import {
   ROLE,
   underlayBridgeName,
 } from '../../src/drivers/network/ovs/names.js';
+import { groupCookie } from '../../src/drivers/network/ovs/security-group-flows.js';
 import { Ip, ipCmd } from '../../src/exec/ip.js';
 import { Ovs, vsctlCmd } from '../../src/exec/ovs.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { NetworkConfig } from '../../src/shared/model.js';
+import type { SecurityGroupConfig } from '../../src/shared/security-groups.js';
 
 networkConformance('ovs', (env) => new OvsNetworkDriver(env), {
   modes: ['vlan', 'vxlan'],
@@ -579,5 +581,205 @@ describe('ovs network backend in a two-host lab', () => {
     for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
     expect(await pidsMentioning(dir2)).toEqual([]);
     expect(await new Ip(runner, H2).link.get(legacyGatewayPortName('it-v300'))).toBeUndefined();
+  });
+});
+
+// Security groups as conntrack flows (security-group-flows.ts) with real traffic: one "host" namespace with its own
+// OVS, a vlan network on a veth trunk, and three "vms" on VLAN 10: A (groups web, later ping too), B (group
+// client, no rules of its own), C (no groups).
+describe('ovs security groups in a one-host lab', () => {
+  const SH = ns('sgh');
+  const [SA, SB, SC] = ['sga', 'sgb', 'sgc'].map(ns) as [string, string, string];
+  const SG_NS = [SH, SA, SB, SC];
+  const BR = 'vlo-17000sg';
+  const MAC = { a: '52:54:00:5a:00:01', b: '52:54:00:5a:00:02', c: '52:54:00:5a:00:03' };
+  const IP = { a: '10.10.0.1', b: '10.10.0.2', c: '10.10.0.3' };
+  const net: NetworkConfig = { ...vlan('it-sg10', 10), bridge: BR };
+  const host = new Ip(runner, SH);
+  let dir = '';
+  let d: OvsNetworkDriver;
+  const servers: ReturnType<typeof spawn>[] = [];
+
+  const web = (extra: SecurityGroupConfig['rules'] = []): SecurityGroupConfig => ({
+    name: 'web',
+    rules: [
+      { direction: 'ingress', protocol: 'tcp', ports: [{ from: 8080, to: 8080 }], group: 'client' },
+      { direction: 'ingress', protocol: 'icmp', cidr: `${IP.c}/32` },
+      ...extra,
+    ],
+    memberMacs: [MAC.a],
+  });
+  const client: SecurityGroupConfig = { name: 'client', rules: [], memberMacs: [MAC.b] };
+  const pingGroup: SecurityGroupConfig = {
+    name: 'ping',
+    rules: [{ direction: 'ingress', protocol: 'icmp' }],
+    memberMacs: [MAC.a],
+  };
+  const portOf = (tap: string, mac: string, addr: string, groups?: string[]) => ({
+    tap,
+    bridge: BR,
+    mtu: 1500,
+    vlan: 10,
+    security: { mac, addresses: [addr] },
+    ...(groups ? { securityGroups: groups } : {}),
+  });
+
+  /** A TCP server in `vm` answering "ok" on each of `ports`, until the lab goes. */
+  async function serve(vm: string, ports: number[]) {
+    const code = [
+      'import socket, threading, sys',
+      'def run(p):',
+      '  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+      "  s.bind(('0.0.0.0', p)); s.listen(16)",
+      '  while True:',
+      '    c = s.accept()[0]; c.sendall(b"ok"); c.close()',
+      `for p in ${JSON.stringify(ports)}: threading.Thread(target=run, args=(p,), daemon=True).start()`,
+      'print("up", flush=True)',
+      'threading.Event().wait()',
+    ].join('\n');
+    const p = spawn('ip', ['netns', 'exec', vm, 'python3', '-c', code], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    servers.push(p);
+    await new Promise<void>((res, rej) => {
+      p.stdout!.once('data', () => res());
+      p.once('exit', (c) => rej(new Error(`server exited ${c}`)));
+    });
+  }
+  /** Whether a TCP connection from `vm` to addr:port gets the server's "ok" (so the reply came back too). */
+  const tcp = async (vm: string, addr: string, port: number) =>
+    (
+      await inNs(vm, [
+        'python3',
+        '-c',
+        `import socket, sys\nc = socket.create_connection(("${addr}", ${port}), timeout=1.5)\nsys.exit(0 if c.recv(2) == b"ok" else 1)`,
+      ])
+    ).code === 0;
+  const pings = (vm: string, addr: string) => ping(vm, addr, 1);
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmlink-ovslab-sg-'));
+    for (const n of SG_NS) {
+      await host.namespaces.add(n);
+      await runner.run(['ip', 'link', 'set', 'lo', 'up'], { netns: n });
+    }
+    // The trunk NIC: one end of a veth pair whose other end goes nowhere.
+    await host.link.add({ name: 'eth1', kind: 'veth', peer: 'eth1p' });
+    await host.batch([ipCmd.linkSet('eth1', { up: true }), ipCmd.linkSet('eth1p', { up: true })]);
+    // The userspace datapath's conntrack checks TCP checksums: the "vms" checksum in software (see the guard test).
+    const txOff = [
+      'import ctypes, fcntl, socket, struct',
+      "b = ctypes.create_string_buffer(struct.pack('II', 0x17, 0))",
+      "fcntl.ioctl(socket.socket(), 0x8946, struct.pack('16sP', b'eth0', ctypes.addressof(b)).ljust(40, b'\\0'))",
+    ].join('\n');
+    for (const [vm, tap, mac, addr] of [
+      [SA, 'vmsga', MAC.a, IP.a],
+      [SB, 'vmsgb', MAC.b, IP.b],
+      [SC, 'vmsgc', MAC.c, IP.c],
+    ] as const) {
+      await host.link.add({ name: tap, kind: 'veth', peer: 'eth0', peerNetns: vm });
+      await new Ip(runner, vm).batch([
+        ipCmd.linkSet('eth0', { address: mac, up: true }),
+        ipCmd.addrAdd('eth0', `${addr}/24`),
+      ]);
+      expect((await inNs(vm, ['python3', '-c', txOff])).code).toBe(0);
+    }
+    d = new OvsNetworkDriver({ runner, stateDir: dir, netns: SH });
+    await d.ensureNetwork(net, 'sg10');
+    await serve(SA, [8080, 8081]);
+    await serve(SC, [9000]);
+  });
+
+  afterAll(async () => {
+    try {
+      for (const p of servers) p.kill('SIGKILL');
+      await d?.deleteNetwork(net.name).catch(() => undefined);
+    } finally {
+      for (const pid of await pidsMentioning(dir || '/nonexistent-vmlink')) process.kill(pid, 'SIGKILL');
+      for (const n of SG_NS) await host.namespaces.del(n);
+      if (dir) await rm(dir, { recursive: true, force: true });
+    }
+    const left = (await runner.run(['ip', 'netns', 'list'])).stdout;
+    for (const n of SG_NS) expect(left).not.toContain(n);
+  });
+
+  it('a port whose groups are not applied yet is closed inbound, open outbound; an ungrouped one is open', async () => {
+    await d.ensurePort(portOf('vmsga', MAC.a, IP.a, ['web']));
+    await d.ensurePort(portOf('vmsgb', MAC.b, IP.b, ['client']));
+    await d.ensurePort(portOf('vmsgc', MAC.c, IP.c));
+    expect(await pings(SC, IP.a)).toBe(false);
+    expect(await tcp(SB, IP.a, 8080)).toBe(false);
+    // Out of A, and the replies back in (established).
+    expect(await pings(SA, IP.c)).toBe(true);
+    expect(await tcp(SA, IP.c, 9000)).toBe(true);
+    // B is grouped with no ingress rule: A's ping to it is blocked by B's side.
+    expect(await pings(SA, IP.b)).toBe(false);
+    expect((await d.listNetworks()).map((n) => n.problems)).toEqual([[]]);
+  });
+
+  it('ingress rules: tcp port from a remote group, icmp from a cidr; nothing else', async () => {
+    await d.ensureSecurityGroup(client, 'client-1');
+    await d.ensureSecurityGroup(web(), 'web-1');
+    expect(await tcp(SB, IP.a, 8080)).toBe(true);
+    expect(await tcp(SB, IP.a, 8081)).toBe(false); // another port
+    expect(await tcp(SC, IP.a, 8080)).toBe(false); // not in group client
+    expect(await pings(SC, IP.a)).toBe(true); // cidr
+    expect(await pings(SB, IP.a)).toBe(false); // not in the cidr
+    expect((await d.listSecurityGroups()).map((g) => [g.config.name, g.configHash])).toEqual([
+      ['client', 'client-1'],
+      ['web', 'web-1'],
+    ]);
+    // The rule flows carry their group's cookie; the table is what listNetworks expects.
+    const flows = await d.flows(net.name);
+    expect(flows).toContain(`cookie=${groupCookie('web')}`);
+    expect(flows).toMatch(/table=21.*ct_state=\+new\+trk.*tp_dst=8080/);
+    expect((await d.listNetworks()).map((n) => n.problems)).toEqual([[]]);
+  });
+
+  it('two groups on one port: the union of their rules', async () => {
+    await d.ensureSecurityGroup(pingGroup, 'ping-1');
+    await d.ensurePort(portOf('vmsga', MAC.a, IP.a, ['web', 'ping']));
+    expect(await pings(SB, IP.a)).toBe(true);
+    expect(await tcp(SB, IP.a, 8080)).toBe(true);
+    expect(await tcp(SB, IP.a, 8081)).toBe(false);
+    // Deleting a group a port still names: what it allowed is gone.
+    await d.deleteSecurityGroup('ping');
+    expect(await pings(SB, IP.a)).toBe(false);
+    expect(await pings(SC, IP.a)).toBe(true);
+  });
+
+  it('an egress rule restricts what leaves; replies to allowed inbound still leave', async () => {
+    await d.ensureSecurityGroup(
+      web([{ direction: 'egress', protocol: 'tcp', ports: [{ from: 9000, to: 9000 }], cidr: `${IP.c}/32` }]),
+      'web-2',
+    );
+    expect(await tcp(SA, IP.c, 9000)).toBe(true);
+    expect(await pings(SA, IP.c)).toBe(false);
+    expect(await pings(SC, IP.a)).toBe(true); // inbound allowed; its reply is established
+    expect(await tcp(SB, IP.a, 8080)).toBe(true);
+  });
+
+  it('a rule change loses no packet of allowed traffic (one bundle per bridge)', async () => {
+    const flood = inNs(SC, ['ping', '-q', '-c', '150', '-i', '0.02', '-W', '1', IP.a], 30_000);
+    for (let i = 0; i < 6; i++)
+      await d.ensureSecurityGroup(
+        web([{ direction: 'ingress', protocol: 'udp', ports: [{ from: 1000 + i, to: 2000 + i }] }]),
+        `web-u${i}`,
+      );
+    const r = await flood;
+    expect(r.stdout).toMatch(/150 packets transmitted, 150 received/);
+  });
+
+  it('a restarted ovs-vswitchd gets its groups back from the state files', async () => {
+    await d.ensureSecurityGroup(web(), 'web-3');
+    const pid = await d.daemons.pid('ovs-vswitchd');
+    process.kill(pid!, 'SIGKILL');
+    await d.ensureNetwork(net, 'sg10');
+    const again = new OvsNetworkDriver({ runner, stateDir: dir, netns: SH });
+    expect((await again.listSecurityGroups()).map((g) => g.configHash)).toEqual(['client-1', 'web-3']);
+    expect(await tcp(SB, IP.a, 8080)).toBe(true);
+    expect(await tcp(SB, IP.a, 8081)).toBe(false);
+    expect(await pings(SB, IP.a)).toBe(false);
+    expect((await again.listNetworks()).map((n) => n.problems)).toEqual([[]]);
   });
 });

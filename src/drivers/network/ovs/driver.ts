@@ -7,29 +7,44 @@
 // This file is the network core (bridges, trunks, tunnels, gateway port, flows, the host input table); beside it:
 // names.ts, validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts (the userspace datapath's
 // VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts and port-guard.ts (OpenFlow tables and
-// anti-spoofing), host-input.ts (what VMs may send the host), daemon.ts. OVS files live under <stateDir>/ovs/ and
+// anti-spoofing), security-group-flows.ts and security-group-state.ts (security groups as conntrack flows, and the
+// groups applied), host-input.ts (what VMs may send the host), daemon.ts. OVS files live under <stateDir>/ovs/ and
 // go with the last network.
 import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
 import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
-import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/errors.js';
+import {
+  ConflictError,
+  InvalidRequestError,
+  NotFoundError,
+  UnsupportedError,
+} from '../../../shared/errors.js';
 import { VXLAN_PORT } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
 import { SerialQueue } from '../../../shared/queue.js';
 import { Reverter } from '../../../shared/revert.js';
+import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { assertNetworkName } from '../linux/validate.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
-import type { AppliedNetworkConfig, NetworkDriver, OpContext, PortConfig } from '../types.js';
+import type {
+  AppliedNetworkConfig,
+  AppliedSecurityGroup,
+  NetworkDriver,
+  OpContext,
+  PortConfig,
+} from '../types.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
-import { buildFlows, flowPorts, reservationsOn, roleOf } from './flows.js';
+import { buildFlows, flowPorts, replaceFlowsAtomic, reservationsOn, roleOf } from './flows.js';
 import { buildOvsHostInput, OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
 import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
+import { flowCount, SECURITY_GROUP_FLOWS_MAX } from './security-group-flows.js';
+import { assertGroupName, OvsSecurityGroupStore, validateSecurityGroup } from './security-group-state.js';
 import { type OvsNetworkState, OvsStateStore, vlansOn } from './state.js';
 import { ensureUnderlay, releaseUnderlay } from './underlay.js';
 import { OVS_MODES, validateOvsNetworkConfig } from './validate.js';
@@ -58,6 +73,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   // The kernel feature probe, run once (as the linux backend does).
   private kernelCaps: Promise<HostCapabilities['network']> | undefined;
   private readonly states: OvsStateStore;
+  private readonly groups: OvsSecurityGroupStore;
   // What the port, underlay and observe helpers use of this driver.
   private readonly host: OvsPortHost & OvsObserveHost;
   private readonly queue = new SerialQueue();
@@ -73,6 +89,7 @@ export class OvsNetworkDriver implements NetworkDriver {
     this.nft = new Nft(opts.runner, opts.netns);
     this.daemons = new OvsDaemons(opts.runner, opts.stateDir, opts.netns, opts.datapath);
     this.states = new OvsStateStore(opts.stateDir, this.daemons.paths.dir);
+    this.groups = new OvsSecurityGroupStore(opts.stateDir);
     this.host = {
       networkDir: (name) => this.states.networkDir(name),
       ip: this.ip,
@@ -81,6 +98,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       dnsmasq: this.dnsmasq,
       nft: this.nft,
       states: this.states,
+      groups: this.groups,
       ready: (ctx) => this.ready(ctx),
       syncFlows: (bridge, states) => this.syncFlows(bridge, states),
     };
@@ -192,6 +210,60 @@ export class OvsNetworkDriver implements NetworkDriver {
   /** Whether the device exists and is a working port of `bridge` with the VLAN settings ensurePort gave it. */
   portAttached(tap: string, bridge: string): Promise<boolean> {
     return portAttached(this.host, tap, bridge);
+  }
+
+  // Security groups.
+
+  /**
+   * Records the group and rebuilds the flow tables of every bridge (one bundle each: only the flows that differ
+   * change, atomically), so its ports, and ports whose rules name it as remote group, follow at once.
+   */
+  async ensureSecurityGroup(group: SecurityGroupConfig, configHash: string, ctx?: OpContext): Promise<void> {
+    const g = validateSecurityGroup(group);
+    await this.serial(async () => {
+      ctx?.signal?.throwIfAborted();
+      const prev = await this.groups.read(g.name);
+      const all = await this.groups.byName();
+      all.set(g.name, g);
+      // One port's worth of this group's rules (and of every group whose rules name it) against the cap.
+      for (const x of all.values())
+        if (x.name === g.name || x.rules.some((r) => r.group === g.name)) {
+          const n = flowCount(x, all);
+          if (n > SECURITY_GROUP_FLOWS_MAX)
+            throw new InvalidRequestError(
+              `security group ${x.name}: its rules would make ${n} flows per port (most ${SECURITY_GROUP_FLOWS_MAX}); ` +
+                'use fewer remote group members or port ranges',
+              `securityGroups.${x.name}`,
+            );
+        }
+      await this.groups.write({ config: g, configHash });
+      try {
+        await this.syncAllFlows(ctx);
+      } catch (e) {
+        if (prev) await this.groups.write(prev);
+        else await this.groups.remove(g.name);
+        await this.syncAllFlows().catch((err: unknown) => {
+          log.warn({ err, group: g.name }, 'ovs: flows not restored after a failed security group change');
+        });
+        throw e;
+      }
+    });
+  }
+
+  /** Forgets the group and rebuilds the flow tables (ports still naming it allow nothing inbound); missing is fine. */
+  async deleteSecurityGroup(name: string, ctx?: OpContext): Promise<void> {
+    assertGroupName(name);
+    await this.serial(async () => {
+      ctx?.signal?.throwIfAborted();
+      if (!(await this.groups.read(name))) return;
+      await this.groups.remove(name);
+      await this.syncAllFlows(ctx);
+    });
+  }
+
+  /** Groups applied on this host, from this backend's state files. */
+  listSecurityGroups(): Promise<AppliedSecurityGroup[]> {
+    return this.groups.readAll();
   }
   // Host.
 
@@ -458,7 +530,10 @@ export class OvsNetworkDriver implements NetworkDriver {
         await releaseUnderlay(this.host, c.vxlan!.underlay);
   }
 
-  /** Rebuilds a bridge's OpenFlow table from its ports (replace-flows: unchanged flows stay). */
+  /**
+   * Rebuilds a bridge's OpenFlow table from its ports and the applied security groups, as one OpenFlow bundle
+   * (replace-flows --bundle: only flows that differ change, all at once, so no packet sees half a rule change).
+   */
   private async syncFlows(bridge: string, states: OvsNetworkState[]): Promise<void> {
     const owner = states.find((s) => s.config.bridge === bridge);
     if (!owner) return;
@@ -467,8 +542,20 @@ export class OvsNetworkDriver implements NetworkDriver {
       bridge,
       states.map((s) => s.config),
     );
-    const flows = buildFlows(roleOf(owner.config), flowPorts(await this.ovs.ports(), bridge, reserved));
-    await this.ovs.replaceFlows(bridge, flows);
+    const flows = buildFlows(
+      roleOf(owner.config),
+      flowPorts(await this.ovs.ports(), bridge, reserved),
+      await this.groups.byName(),
+    );
+    await replaceFlowsAtomic(this.ovs, bridge, flows);
+  }
+
+  /** Rebuilds the flow tables of every bridge of this backend's networks (after a security group change). */
+  private async syncAllFlows(ctx?: OpContext): Promise<void> {
+    const states = await this.states.readAll();
+    if (states.length === 0) return;
+    await this.ready(ctx);
+    for (const bridge of new Set(states.map((s) => s.config.bridge))) await this.syncFlows(bridge, states);
   }
 
   /** Loads the host input policy of every persisted network (host-input.ts) in one transaction; none: deleted. */

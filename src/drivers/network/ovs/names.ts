@@ -22,6 +22,11 @@ export const GUARD_IPS = 'vmlink-guard-ips';
 /** external_ids key: '1' when a guarded VM port's NIC takes its address by DHCP. */
 export const GUARD_DHCP = 'vmlink-guard-dhcp';
 
+/** external_ids key prefix of a VM port's security groups: `vmlink-sg-0` .. `vmlink-sg-7`, one name each ('' unused). */
+export const SG_KEY_PREFIX = 'vmlink-sg-';
+/** external_ids key: the conntrack zone of a VM port with security groups ('' without). */
+export const CT_ZONE = 'vmlink-ct-zone';
+
 const hex8 = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 8);
 
 /**

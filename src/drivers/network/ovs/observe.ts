@@ -9,6 +9,7 @@ import type { OvsDaemons } from './daemon.js';
 import { buildFlows, countOurFlows, flowPorts, reservationsOn, roleOf } from './flows.js';
 import { OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
 import { gatewayPortOf, tunnelPortName, underlayBridgeOf } from './names.js';
+import type { OvsSecurityGroupStore } from './security-group-state.js';
 import type { OvsStateStore } from './state.js';
 
 /** What observing networks needs from the driver. */
@@ -21,6 +22,8 @@ export interface OvsObserveHost {
   dnsmasq: DnsmasqManager;
   nft: Nft;
   states: OvsStateStore;
+  /** Applied security groups (their flows are part of a bridge's table). */
+  groups: OvsSecurityGroupStore;
 }
 
 /** Persisted networks with live checks of the daemons, bridges, ports, tunnels, gateway and flows. */
@@ -47,6 +50,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
   const linkNames = new Set(links.map((l) => l.name));
   const portByName = new Map(ports.map((p) => [p.name, p]));
   const flowCount = new Map<string, number>();
+  const groups = await host.groups.byName();
   const out: ObservedNetwork[] = [];
   for (const s of states) {
     const c = s.config;
@@ -63,7 +67,7 @@ export async function observeOvsNetworks(host: OvsObserveHost): Promise<Observed
           c.bridge,
           states.map((x) => x.config),
         );
-        const want = buildFlows(roleOf(c), flowPorts(ports, c.bridge, reserved)).length;
+        const want = buildFlows(roleOf(c), flowPorts(ports, c.bridge, reserved), groups).length;
         const have = countOurFlows(parseFlowDump(await host.ovs.dumpFlows(c.bridge)));
         flowCount.set(c.bridge, have - want);
       }

@@ -60,14 +60,17 @@ export function resolveGuard(
   return { mac, addresses: [...new Set([...fixed, ...(dhcp ? reserved.filter(isGuardIpv4) : [])])].sort() };
 }
 
-/** The flows (without cookie) of a guarded port: `[priority, match, actions]`, match starting at in_port. */
-export function guardFlows(ofport: number, g: PortGuard): Array<[number, string, string]> {
+/**
+ * The flows (without cookie) of a guarded port: `[priority, match, actions]`, match starting at in_port. `accept`:
+ * what allowed frames do (NORMAL; a port with security groups goes on to its egress table).
+ */
+export function guardFlows(ofport: number, g: PortGuard, accept = 'NORMAL'): Array<[number, string, string]> {
   const inp = `in_port=${ofport}`;
   const drop: [number, string, string] = [GUARD_DROP_PRIORITY, inp, 'drop'];
   // A MAC that is not one (a hand-edited database): the port sends nothing.
   if (!MAC.test(g.mac)) return [drop];
   const from = `${inp},dl_src=${g.mac},vlan_tci=0x0000/0x1000`;
-  const allow = (m: string): [number, string, string] => [GUARD_ALLOW_PRIORITY, `${from},${m}`, 'NORMAL'];
+  const allow = (m: string): [number, string, string] => [GUARD_ALLOW_PRIORITY, `${from},${m}`, accept];
   const out: Array<[number, string, string]> = [
     [GUARD_SERVER_DROP_PRIORITY, `${inp},udp,tp_src=67`, 'drop'],
     [GUARD_SERVER_DROP_PRIORITY, `${inp},udp6,tp_src=547`, 'drop'],

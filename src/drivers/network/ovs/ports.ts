@@ -1,14 +1,26 @@
 // VM ports of the OVS backend: persistent taps (or a lab's veth ends) as access or trunk ports of a
 // network's OVS bridge, with the VLANs asked for recorded in external_ids so checks can tell drift.
 import { assertIfName, type Ip } from '../../../exec/ip.js';
-import { type Ovs, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
+import { type Ovs, type OvsPort, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
 import { isVlanId, VLAN_ID_MAX, VLAN_ID_MIN } from '../../../shared/limits.js';
 import { Reverter } from '../../../shared/revert.js';
+import { NIC_SECURITY_GROUPS_MAX } from '../../../shared/security-groups.js';
 import type { OpContext, PortConfig } from '../types.js';
 import type { OvsDaemons } from './daemon.js';
-import { GUARD_DHCP, GUARD_IPS, GUARD_MAC, ROLE, WANT_TAG, WANT_TRUNKS } from './names.js';
+import {
+  CT_ZONE,
+  GUARD_DHCP,
+  GUARD_IPS,
+  GUARD_MAC,
+  ROLE,
+  SG_KEY_PREFIX,
+  WANT_TAG,
+  WANT_TRUNKS,
+} from './names.js';
 import { validatePortSecurity } from './port-guard.js';
+import { CT_ZONE_MAX, CT_ZONE_MIN } from './security-group-flows.js';
+import { assertGroupName } from './security-group-state.js';
 import type { OvsNetworkState, OvsStateStore } from './state.js';
 
 /** What port operations need from the driver. */
@@ -38,6 +50,46 @@ export function validateOvsPort(port: PortConfig): void {
   if (port.trunks !== undefined && port.trunks.length === 0)
     throw new InvalidRequestError(`port ${port.tap}: a trunk port needs at least one VLAN`, 'tap');
   if (port.security) validatePortSecurity(port.tap, port.security);
+  const groups = port.securityGroups ?? [];
+  if (groups.length) {
+    // Ingress is found by the port's MAC and replies trust its sources: groups need port security.
+    if (!port.security || port.trunks !== undefined)
+      throw new InvalidRequestError(
+        `port ${port.tap}: security groups need port security on an access port`,
+        'tap',
+      );
+    if (groups.length > NIC_SECURITY_GROUPS_MAX || new Set(groups).size !== groups.length)
+      throw new InvalidRequestError(
+        `port ${port.tap}: at most ${NIC_SECURITY_GROUPS_MAX} distinct security groups`,
+        'tap',
+      );
+    for (const g of groups) assertGroupName(g);
+  }
+}
+
+/**
+ * The conntrack zone of a port with groups: the one it has, unless another port of this OVS took it, else the
+ * lowest free one. Zones belong to the datapath (every bridge of the instance), so all ports count.
+ */
+export function allocateZone(tap: string, ports: readonly OvsPort[]): number {
+  const used = new Map<number, string>();
+  for (const p of ports) {
+    const z = Number(p.externalIds[CT_ZONE]);
+    if (p.externalIds[CT_ZONE] && Number.isInteger(z)) used.set(z, p.name);
+  }
+  const mine = Number(ports.find((p) => p.name === tap)?.externalIds[CT_ZONE]);
+  if (Number.isInteger(mine) && mine >= CT_ZONE_MIN && mine <= CT_ZONE_MAX && used.get(mine) === tap)
+    return mine;
+  for (let z = CT_ZONE_MIN; z <= CT_ZONE_MAX; z++) if (!used.has(z)) return z;
+  throw new ConflictError(`port ${tap}: no conntrack zone left for security groups`, tap);
+}
+
+/** The external_ids recording a port's groups and zone ('' clears what a port had before). */
+function groupIds(port: PortConfig, zone: number | undefined): Record<string, string> {
+  const groups = port.securityGroups ?? [];
+  const ids: Record<string, string> = { [CT_ZONE]: zone === undefined ? '' : String(zone) };
+  for (let i = 0; i < NIC_SECURITY_GROUPS_MAX; i++) ids[`${SG_KEY_PREFIX}${i}`] = groups[i] ?? '';
+  return ids;
 }
 
 /**
@@ -63,7 +115,9 @@ export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpCo
       link = await host.ip.link.get(port.tap);
     }
     if (link?.mtu !== port.mtu || !link.up) await host.ip.link.set(port.tap, { mtu: port.mtu, up: true });
-    const existing = (await host.ovs.ports()).find((p) => p.name === port.tap);
+    const all = await host.ovs.ports();
+    const existing = all.find((p) => p.name === port.tap);
+    const zone = port.securityGroups?.length ? allocateZone(port.tap, all) : undefined;
     const cmds: VsctlCommand[] = [];
     if (existing?.bridge && existing.bridge !== port.bridge) cmds.push(...vsctlCmd.delPort(port.tap));
     const trunks = port.trunks ? [...new Set(port.trunks)].sort((a, b) => a - b) : undefined;
@@ -79,6 +133,8 @@ export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpCo
           [GUARD_MAC]: port.security?.mac ?? '',
           [GUARD_IPS]: [...new Set(port.security?.addresses ?? [])].join('_'),
           [GUARD_DHCP]: port.security?.dhcp ? '1' : '',
+          // Security groups, read back by the flow builder (flows.ts portGroups).
+          ...groupIds(port, zone),
         },
       }),
     );
