@@ -118,6 +118,10 @@ export async function attachPort(host: OvsPortHost, port: PortConfig, ctx?: OpCo
     const all = await host.ovs.ports();
     const existing = all.find((p) => p.name === port.tap);
     const zone = port.securityGroups?.length ? allocateZone(port.tap, all) : undefined;
+    // A zone new to this port may hold another port's old connections (same addresses after a reuse): they must
+    // not count as established here.
+    if (zone !== undefined && existing?.externalIds[CT_ZONE] !== String(zone))
+      await host.ovs.appctl(['dpctl/flush-conntrack', `zone=${zone}`]);
     const cmds: VsctlCommand[] = [];
     if (existing?.bridge && existing.bridge !== port.bridge) cmds.push(...vsctlCmd.delPort(port.tap));
     const trunks = port.trunks ? [...new Set(port.trunks)].sort((a, b) => a - b) : undefined;
