@@ -75,6 +75,8 @@ describe('security group flows (OVS)', () => {
       `cookie=${C},table=10,priority=200,in_port=3,ip,actions=ct(table=11,zone=16384)`,
       `cookie=${C},table=10,priority=10,in_port=3,actions=resubmit(,20)`,
       `cookie=${C},table=11,priority=100,ct_state=+new+trk,in_port=3,ip,actions=ct(commit,zone=16384),resubmit(,20)`,
+      `cookie=${C},table=11,priority=1,in_port=3,actions=drop`,
+      `cookie=${C},table=21,priority=1,dl_dst=${A},actions=drop`,
       `cookie=${C},table=20,priority=300,dl_dst=${A},udp,tp_src=67,tp_dst=68,actions=NORMAL`,
       `cookie=${C},table=20,priority=200,dl_dst=${A},ip,actions=ct(table=21,zone=16384)`,
       `cookie=${C},table=20,priority=160,dl_dst=${A},icmp6,icmp_type=133,actions=NORMAL`,

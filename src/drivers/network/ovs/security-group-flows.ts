@@ -6,11 +6,11 @@
 //   table 10  egress of a grouped port: DHCP requests and ARP/RARP pass to 20, IPv4 goes through ct(zone) to 11,
 //             IPv6 is neighbour discovery only when the port's groups restrict egress.
 //   table 11  egress verdict: +inv drops, +est/+rel pass, +new passes (and is committed) when the port has no egress
-//             rules or one matches; the rest drops. Passing means table 20: the receiver may be grouped too.
+//             rules or one matches; the rest hits the port's own drop flow (priority 1: its counter). Passing means table 20: the receiver may be grouped too.
 //   table 20  dispatch by destination MAC: IPv4 to a grouped port goes through ct(its zone) to 21, DHCP replies and
 //             neighbour discovery pass, other IPv6 to it drops; everything else is NORMAL switching.
 //   table 21  ingress verdict: +inv drops, +est/+rel pass, +new passes (and is committed) when an ingress rule of
-//             the receiver's groups matches; the rest drops.
+//             the receiver's groups matches; the rest hits the receiver's own drop flow (priority 1: its counter).
 //
 // One conntrack zone per grouped port (not per network): two grouped ports on one bridge each keep their own
 // connections, so a connection A allowed out of its port is still checked against B's ingress rules (a shared zone
@@ -168,6 +168,8 @@ export function securityGroupFlows(
     base.push([T.egress, 10, inp, TO_DISPATCH]);
     if (egress.length === 0)
       base.push([T.egressCt, 100, `ct_state=+new+trk,${inp},ip`, `${commit},${TO_DISPATCH}`]);
+    // The port's own drops (their n_packets: what its groups stopped, per direction).
+    base.push([T.egressCt, 1, inp, 'drop'], [T.ingressCt, 1, dst, 'drop']);
     for (const { g, r } of egress)
       for (const m of ruleMatches(r, groups))
         rules.push([g.name, [T.egressCt, 100, `ct_state=+new+trk,${inp},${m}`, `${commit},${TO_DISPATCH}`]]);
