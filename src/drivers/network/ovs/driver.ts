@@ -7,19 +7,14 @@
 // This file is the network core (bridges, trunks, tunnels, gateway port, flows, the host input table); beside it:
 // names.ts, validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts (the userspace datapath's
 // VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts and port-guard.ts (OpenFlow tables and
-// anti-spoofing), security-group-flows.ts and security-group-state.ts (security groups as conntrack flows, and the
-// groups applied), host-input.ts (what VMs may send the host), daemon.ts. OVS files live under <stateDir>/ovs/ and
-// go with the last network.
+// anti-spoofing), security-groups.ts, security-group-flows.ts and security-group-state.ts (security groups as
+// conntrack flows, and the groups applied), host-input.ts (what VMs may send the host), daemon.ts. OVS files live
+// under <stateDir>/ovs/ and go with the last network.
 import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
 import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
-import {
-  ConflictError,
-  InvalidRequestError,
-  NotFoundError,
-  UnsupportedError,
-} from '../../../shared/errors.js';
+import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/errors.js';
 import { VXLAN_PORT } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
@@ -43,8 +38,8 @@ import { buildOvsHostInput, OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-inpu
 import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
-import { flowCount, SECURITY_GROUP_FLOWS_MAX } from './security-group-flows.js';
 import { assertGroupName, OvsSecurityGroupStore, validateSecurityGroup } from './security-group-state.js';
+import { applySecurityGroup, type OvsSecurityGroupHost, removeSecurityGroup } from './security-groups.js';
 import { type OvsNetworkState, OvsStateStore, vlansOn } from './state.js';
 import { ensureUnderlay, releaseUnderlay } from './underlay.js';
 import { OVS_MODES, validateOvsNetworkConfig } from './validate.js';
@@ -75,7 +70,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   private readonly states: OvsStateStore;
   private readonly groups: OvsSecurityGroupStore;
   // What the port, underlay and observe helpers use of this driver.
-  private readonly host: OvsPortHost & OvsObserveHost;
+  private readonly host: OvsPortHost & OvsObserveHost & OvsSecurityGroupHost;
   private readonly queue = new SerialQueue();
   /** Last daemon start, for reports: how long it took. */
   lastStart: OvsDaemonStatus | undefined;
@@ -101,6 +96,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       groups: this.groups,
       ready: (ctx) => this.ready(ctx),
       syncFlows: (bridge, states) => this.syncFlows(bridge, states),
+      syncAllFlows: (ctx) => this.syncAllFlows(ctx),
     };
   }
 
@@ -220,45 +216,13 @@ export class OvsNetworkDriver implements NetworkDriver {
    */
   async ensureSecurityGroup(group: SecurityGroupConfig, configHash: string, ctx?: OpContext): Promise<void> {
     const g = validateSecurityGroup(group);
-    await this.serial(async () => {
-      ctx?.signal?.throwIfAborted();
-      const prev = await this.groups.read(g.name);
-      const all = await this.groups.byName();
-      all.set(g.name, g);
-      // One port's worth of this group's rules (and of every group whose rules name it) against the cap.
-      for (const x of all.values())
-        if (x.name === g.name || x.rules.some((r) => r.group === g.name)) {
-          const n = flowCount(x, all);
-          if (n > SECURITY_GROUP_FLOWS_MAX)
-            throw new InvalidRequestError(
-              `security group ${x.name}: its rules would make ${n} flows per port (most ${SECURITY_GROUP_FLOWS_MAX}); ` +
-                'use fewer remote group members or port ranges',
-              `securityGroups.${x.name}`,
-            );
-        }
-      await this.groups.write({ config: g, configHash });
-      try {
-        await this.syncAllFlows(ctx);
-      } catch (e) {
-        if (prev) await this.groups.write(prev);
-        else await this.groups.remove(g.name);
-        await this.syncAllFlows().catch((err: unknown) => {
-          log.warn({ err, group: g.name }, 'ovs: flows not restored after a failed security group change');
-        });
-        throw e;
-      }
-    });
+    await this.serial(() => applySecurityGroup(this.host, g, configHash, ctx));
   }
 
   /** Forgets the group and rebuilds the flow tables (ports still naming it allow nothing inbound); missing is fine. */
   async deleteSecurityGroup(name: string, ctx?: OpContext): Promise<void> {
     assertGroupName(name);
-    await this.serial(async () => {
-      ctx?.signal?.throwIfAborted();
-      if (!(await this.groups.read(name))) return;
-      await this.groups.remove(name);
-      await this.syncAllFlows(ctx);
-    });
+    await this.serial(() => removeSecurityGroup(this.host, name, ctx));
   }
 
   /** Groups applied on this host, from this backend's state files. */
