@@ -8,6 +8,7 @@ import { checkBridges, checkHosts } from './hosts.js';
 import { checkLab } from './lab.js';
 import { checkDuplicates, checkHostReferences } from './names.js';
 import { checkMultiHost, checkSite } from './overlays.js';
+import { checkSecurityGroups } from './security-groups.js';
 import { checkForwards, checkNics } from './vms.js';
 
 /** Returns every semantic problem of a schema-valid spec (empty when the spec is sound). */
@@ -37,5 +38,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkBridges(spec, add);
   checkNics(spec, netIdx, vmIdx, plans, lab, add);
   checkForwards(spec, vmIdx, add);
+  checkSecurityGroups(spec, add);
   return issues;
 }
