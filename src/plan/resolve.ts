@@ -7,6 +7,7 @@ import type {
   UplinkConfig,
   VmConfig,
 } from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import {
   bridgeName,
   cidrContains,
@@ -22,6 +23,7 @@ import {
 import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, NicSpec, Spec } from '../spec/schema.js';
 import { hostAddress, hostSegments, isMultiHost, networkHosts, VXLAN_PORT } from '../spec/topology.js';
 import { subnetPlan } from '../spec/validate/addressing.js';
+import { resolveSecurityGroups } from './security-groups.js';
 
 export { bridgeName, derivedMac, ovsVlanBridgeName, tapName, vxlanDeviceName } from '../spec/net.js';
 
@@ -29,6 +31,8 @@ export { bridgeName, derivedMac, ovsVlanBridgeName, tapName, vxlanDeviceName } f
 export interface HostDesired {
   networks: NetworkConfig[];
   vms: VmConfig[];
+  /** Security groups the host realises (its NICs' and the remote groups their rules name); absent: none. */
+  securityGroups?: SecurityGroupConfig[];
   /** The host's uplink NIC: network steps that enslave it are risky. Absent in hand-built states. */
   uplinkDevice?: string;
   /** Commit-confirm window of this host's risky steps in ms (`hosts[].confirmTimeoutSeconds`); default 60 s. */
@@ -147,7 +151,14 @@ export function resolveSpec(spec: Spec): DesiredState {
     if (!host) continue;
     const vmHost = hosts.get(vm.host);
     const nics: NicConfig[] = vm.nics.map((nic, i) => {
-      const common = { tap: tapName(vm.name, i), mac: nicMac(vm.name, i, nic.mac), ...portSecurityOf(nic) };
+      const common = {
+        tap: tapName(vm.name, i),
+        mac: nicMac(vm.name, i, nic.mac),
+        ...portSecurityOf(nic),
+        ...(nic.securityGroups?.length && nic.trunk === undefined
+          ? { securityGroups: [...nic.securityGroups] }
+          : {}),
+      };
       if (nic.trunk !== undefined) {
         const members = nic.trunk.map((name) => nets.get(name));
         const first = members[0];
@@ -201,6 +212,10 @@ export function resolveSpec(spec: Spec): DesiredState {
       state: vm.state,
       ...(vm.confidential ? { confidential: vm.confidential } : {}),
     });
+  }
+  for (const [name, groups] of Object.entries(resolveSecurityGroups(spec))) {
+    const host = out[name];
+    if (host) host.securityGroups = groups;
   }
   return out;
 }
