@@ -18,6 +18,12 @@ import { legacyTapName, tapName } from '../spec/net.js';
 import { ensurePortsTogether, runBatch } from './batch.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import { Prober } from './probes.js';
+import {
+  assertPortGroupsSupported,
+  deleteSecurityGroup,
+  ensureSecurityGroup,
+  observeSecurityGroups,
+} from './security-groups.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
@@ -98,13 +104,14 @@ export class Agent {
   async report(): Promise<HostReport> {
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up, groups] = await Promise.all([
       hypervisor.accelerator(),
       hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
       Promise.all(drivers.map((d) => d.listNetworks())),
       hypervisor.list(),
       uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
+      observeSecurityGroups(this.deps.networks),
     ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
@@ -148,6 +155,7 @@ export class Agent {
       networks: networks.flat(),
       vms,
       ...(up ? { uplink: up } : {}),
+      ...(groups.length ? { securityGroups: groups } : {}),
     };
   }
 
@@ -239,6 +247,16 @@ export class Agent {
         });
         return;
       }
+      case 'securityGroup.ensure':
+        return ensureSecurityGroup(this.deps.host, this.deps.networks, action.group, action.configHash, ctx);
+      case 'securityGroup.delete': {
+        const users = [];
+        for (const vm of await hypervisor.list()) {
+          const cfg = await hypervisor.config(vm.name);
+          if (cfg?.nics.some((n) => n.securityGroups?.includes(action.name))) users.push(vm.name);
+        }
+        return deleteSecurityGroup(this.deps.networks, action.name, users, ctx);
+      }
       case 'vm.create': {
         // Creates, reconfigures in place (disks kept) or repairs the ports of a VM.
         const existing = (await hypervisor.list()).find((v) => v.name === action.vm.name);
@@ -329,7 +347,9 @@ export class Agent {
   }
 
   private ensurePort(nic: NicConfig, ctx: OpContext): Promise<void> {
-    return this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`).ensurePort(portOf(nic), ctx);
+    const driver = this.driver(nic.backend, `NIC ${nic.tap} of network ${nic.network}`);
+    assertPortGroupsSupported(`host ${this.deps.host}`, driver, nic);
+    return driver.ensurePort(portOf(nic), ctx);
   }
 
   /** The OpenFlow rules of a network, from the backend that holds it. */
@@ -434,6 +454,8 @@ function portOf(nic: NicConfig): PortConfig {
       addresses: [...(nic.staticIp ? [nic.staticIp.address] : []), ...(nic.allowedAddresses ?? [])],
       ...(nic.staticIp ? {} : { dhcp: true }),
     };
+  // Groups ride on port security (validation refuses them without it).
+  if (port.security && nic.securityGroups?.length) port.securityGroups = [...nic.securityGroups];
   return port;
 }
 

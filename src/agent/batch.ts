@@ -10,6 +10,7 @@ import { VM_CREATE_CONCURRENCY, VM_START_CONCURRENCY } from '../shared/limits.js
 import { log } from '../shared/log.js';
 import type { NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { settleLimited } from '../shared/queue.js';
+import { assertPortGroupsSupported } from './security-groups.js';
 import type { AgentAction } from './wire.js';
 
 /** What a batch needs of the agent. */
@@ -220,6 +221,7 @@ export async function ensurePortsTogether(
     const driver = host.networks[backend];
     if (!driver)
       throw new InvalidStateError(`this host has no ${backend} network backend for NIC ${list[0]!.tap}`);
+    for (const n of list) assertPortGroupsSupported('this host', driver, n);
     const ports = list.map((n) => host.port(n));
     if (driver.ensurePorts) await driver.ensurePorts(ports, ctx);
     else for (const p of ports) await driver.ensurePort(p, ctx);

@@ -2,6 +2,7 @@
 // derived name for the object it belongs to) and a subnet's addresses lie in it. (Host NIC fields, the uplink,
 // trunk and underlay, refuse vmlink's own device names field by field.) The agent takes none of this on trust.
 import type { NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import {
   bridgeName,
   cidrContains,
@@ -111,4 +112,31 @@ export function vmConfigIssues(vm: VmConfig): WireIssue[] {
   return vm.nics.flatMap((nic, i) =>
     nicIssues(vm.name, i, nic).map((x) => ({ ...x, path: ['nics', i, ...x.path] })),
   );
+}
+
+/**
+ * Problems of a security group as an action carries it, the spec's rules over again: ports only with tcp/udp and
+ * low end first, at most one remote, a cidr written as its network address, member MACs distinct.
+ */
+export function securityGroupConfigIssues(group: SecurityGroupConfig): WireIssue[] {
+  const issues: WireIssue[] = [];
+  group.rules.forEach((r, i) => {
+    if (r.ports && r.protocol !== 'tcp' && r.protocol !== 'udp')
+      issues.push({
+        path: ['rules', i, 'ports'],
+        message: `ports need protocol tcp or udp, not ${r.protocol}`,
+      });
+    r.ports?.forEach((p, k) => {
+      if (p.from > p.to)
+        issues.push({ path: ['rules', i, 'ports', k], message: `range ${p.from}-${p.to} is empty` });
+    });
+    if (r.cidr !== undefined && r.group !== undefined)
+      issues.push({ path: ['rules', i], message: 'a rule has at most one remote: cidr or group' });
+    const c = r.cidr === undefined ? undefined : parseCidr(r.cidr);
+    if (r.cidr !== undefined && (!c || formatCidr(c) !== r.cidr))
+      issues.push({ path: ['rules', i, 'cidr'], message: `${r.cidr} is not a network address` });
+  });
+  if (new Set(group.memberMacs).size !== group.memberMacs.length)
+    issues.push({ path: ['memberMacs'], message: 'lists a MAC twice' });
+  return issues;
 }

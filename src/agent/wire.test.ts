@@ -99,6 +99,26 @@ const report: Full<HostReport> = {
       ports: [{ network: 'prod100', tap: 'vlt-web1-1', bridge: 'vlo-eth1', trunk: ['prod100', 'test200'] }],
     },
   ],
+  securityGroups: [
+    {
+      name: 'web',
+      configHash: 'abcdef04',
+      problems: ['not on backend ovs'],
+      config: {
+        name: 'web',
+        rules: [
+          {
+            direction: 'ingress',
+            protocol: 'tcp',
+            ports: [{ from: 80, to: 80 }],
+            cidr: '0.0.0.0/0',
+            group: 'web',
+          },
+        ],
+        memberMacs: ['52:54:00:00:00:01'],
+      },
+    },
+  ],
   uplink: {
     device: 'eth0',
     addressDevice: 'vlb-lan',

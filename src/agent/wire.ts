@@ -45,7 +45,13 @@ import {
 } from '../shared/model.js';
 import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
 import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
-import { NIC_SECURITY_GROUPS_MAX } from '../shared/security-groups.js';
+import {
+  NIC_SECURITY_GROUPS_MAX,
+  RULE_PORTS_MAX,
+  SECURITY_GROUP_MEMBERS_MAX,
+  SECURITY_GROUP_RULES_MAX,
+  type SecurityGroupConfig,
+} from '../shared/security-groups.js';
 import type { VersionInfo } from '../shared/version.js';
 import {
   HostCidrSchema,
@@ -57,7 +63,12 @@ import {
   NetworkCidrSchema,
   PortSchema,
 } from '../spec/schema.js';
-import { networkConfigIssues, vmConfigIssues, type WireIssue } from './wire-checks.js';
+import {
+  networkConfigIssues,
+  securityGroupConfigIssues,
+  vmConfigIssues,
+  type WireIssue,
+} from './wire-checks.js';
 
 // Every field typed and bounded with the spec's own checks: the agent accepts what a spec can produce, nothing else.
 const name = z.string().regex(NAME_PATTERN);
@@ -178,6 +189,39 @@ export const VmConfigSchema = z
 
 const hash = z.string().regex(/^[0-9a-f]{8,64}$/);
 
+/** SecurityGroupConfig as it crosses the wire; rule consistency is checked in wire-checks.ts. */
+export const SecurityGroupConfigSchema = z
+  .object({
+    name,
+    rules: z
+      .array(
+        z
+          .object({
+            direction: z.enum(['ingress', 'egress']),
+            protocol: z.enum(['tcp', 'udp', 'icmp', 'any']),
+            ports: z
+              .array(z.object({ from: port, to: port }).strict())
+              .min(1)
+              .max(RULE_PORTS_MAX)
+              .optional(),
+            // Any prefix, /0 included (a rule's remote, not a network vmlink builds).
+            cidr: z
+              .string()
+              .regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/)
+              .refine((s) => {
+                const [addr, prefix] = s.split('/') as [string, string];
+                return Ipv4Schema.safeParse(addr).success && Number(prefix) <= 32;
+              }, 'must be an IPv4 network such as 10.0.0.0/8')
+              .optional(),
+            group: name.optional(),
+          })
+          .strict(),
+      )
+      .max(SECURITY_GROUP_RULES_MAX),
+    memberMacs: z.array(MacSchema).max(SECURITY_GROUP_MEMBERS_MAX),
+  })
+  .strict() satisfies z.ZodType<SecurityGroupConfig>;
+
 /** UplinkConfig as it crosses the wire. */
 export const UplinkConfigSchema = z
   .object({
@@ -246,6 +290,11 @@ export const AgentActionSchema = z
       })
       .strict(),
     z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
+    // Creates or updates a security group on every backend of the host that has them.
+    z
+      .object({ kind: z.literal('securityGroup.ensure'), group: SecurityGroupConfigSchema, configHash: hash })
+      .strict(),
+    z.object({ kind: z.literal('securityGroup.delete'), name }).strict(),
     z
       .object({
         kind: z.literal('vm.create'),
@@ -280,6 +329,7 @@ export const AgentActionSchema = z
     };
     if (action.kind === 'network.ensure') add(networkConfigIssues(action.network), 'network');
     if (action.kind === 'vm.create' || action.kind === 'vm.hotplug') add(vmConfigIssues(action.vm), 'vm');
+    if (action.kind === 'securityGroup.ensure') add(securityGroupConfigIssues(action.group), 'group');
   });
 /** One change an agent applies. */
 export type AgentAction = z.infer<typeof AgentActionSchema>;
@@ -463,6 +513,16 @@ export const HostReportSchema = z.object({
       gateway: z.string().optional(),
       configHash: z.string().optional(),
     })
+    .optional(),
+  securityGroups: z
+    .array(
+      z.object({
+        name: z.string(),
+        configHash: z.string(),
+        problems,
+        config: SecurityGroupConfigSchema.optional(),
+      }),
+    )
     .optional(),
 }) satisfies z.ZodType<HostReport>;
 

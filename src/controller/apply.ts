@@ -207,6 +207,11 @@ export function toAction(step: Step): AgentAction {
       return { kind: 'network.ensure', network: step.network, configHash: step.configHash };
     case 'network.delete':
       return { kind: 'network.delete', name: step.name };
+    case 'securityGroup.create':
+    case 'securityGroup.update':
+      return { kind: 'securityGroup.ensure', group: step.group, configHash: step.configHash };
+    case 'securityGroup.delete':
+      return { kind: 'securityGroup.delete', name: step.name };
     case 'vm.create':
     case 'vm.update':
       return { kind: 'vm.create', vm: step.vm, configHash: step.configHash };

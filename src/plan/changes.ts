@@ -5,8 +5,9 @@ import { canonicalJson } from './hash.js';
 /**
  * How a changed field reaches the running object: `hot-plug`/`hot-unplug` through QMP while the VM runs,
  * `re-plug` (unplugged and plugged again), `restart` by stopping and starting the VM, `VM stopped` when it is
- * changed while the VM is stopped, `in place` on a network (its devices are kept), `recreate` when a
- * network's devices are rebuilt (attached VMs lose their link for a moment).
+ * changed while the VM is stopped, `in place` on a network (its devices are kept) or on a VM's port (its filters on
+ * the host, the VM keeps running), `recreate` when a network's devices are rebuilt (attached VMs lose their link
+ * for a moment).
  */
 export type ApplyHow =
   | 'hot-plug'
@@ -34,6 +35,8 @@ function imageLabel(image: VmConfig['image']): string {
 
 // Fields of a NIC, named as they are in the spec where they come from it.
 const NIC_FIELDS = ['network', 'backend', 'bridge', 'vlan', 'trunk', 'mac', 'mtu', 'staticIp'] as const;
+// Fields only the host side of the port applies (its filters): changed on the running VM's port, the VM kept as is.
+const PORT_FIELDS = ['securityGroups', 'portSecurity', 'allowedAddresses'] as const;
 
 function show(v: unknown): string {
   if (v === undefined) return 'none';
@@ -42,6 +45,7 @@ function show(v: unknown): string {
     return `${s.address}/${s.prefixLength}${s.gateway ? ` via ${s.gateway}` : ''}`;
   }
   if (typeof v === 'object' && v !== null && 'vlans' in v) return (v as { vlans: number[] }).vlans.join(',');
+  if (Array.isArray(v)) return v.length ? v.join(',') : 'none';
   return String(v);
 }
 
@@ -66,6 +70,14 @@ export function nicChanges(from: readonly NicConfig[], to: readonly NicConfig[])
     );
     if (diffs.length)
       out.push({ field: 'nics', text: `nics ${nicLabel(n)} ${diffs.join(', ')}`, how: 're-plug' });
+    // A re-plug ensures the port anew, filters included; alone, they are applied to the port in place.
+    const showPort = (f: (typeof PORT_FIELDS)[number], v: unknown) =>
+      f === 'portSecurity' ? (v === false ? 'off' : 'on') : show(v);
+    const port = PORT_FIELDS.filter((f) => !same(o[f], n[f])).map(
+      (f) => `${f} ${showPort(f, o[f])} -> ${showPort(f, n[f])}`,
+    );
+    if (port.length)
+      out.push({ field: 'nics', text: `nics ${nicLabel(n)} ${port.join(', ')}`, how: 'in place' });
   }
   return out;
 }
@@ -131,7 +143,7 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
   return out;
 }
 
-const LIVE: ReadonlySet<ApplyHow> = new Set(['hot-plug', 'hot-unplug', 're-plug']);
+const LIVE: ReadonlySet<ApplyHow> = new Set(['hot-plug', 'hot-unplug', 're-plug', 'in place']);
 
 /** Whether every change can be applied to the running VM without a restart. */
 export function allLive(changes: readonly FieldChange[]): boolean {

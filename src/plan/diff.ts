@@ -1,12 +1,20 @@
 // The diff: desired configs vs what agents report -> ordered steps that converge them.
 
 import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
-import type { HostReport, NetworkConfig, ObservedNetwork, ObservedVm } from '../shared/model.js';
+import type {
+  HostReport,
+  NetworkConfig,
+  ObservedNetwork,
+  ObservedSecurityGroup,
+  ObservedVm,
+} from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import { legacyOvsVlanBridgeName, ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
 import { adoptObservedBridges, canonicalNetworkNames, canonicalVmNames } from './device-names.js';
-import { networkConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
+import { networkConfigHash, securityGroupConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
+import { securityGroupChanges } from './security-group-changes.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
 
 /** Commit-confirm window of risky steps on a host whose desired state does not say (spec default: 60 s). */
@@ -14,11 +22,16 @@ export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
 
 // Dependency order: networks exist before VMs attach, old VMs go before new ones start (no VM runs
 // twice when it moves), networks go last when their VMs are gone.
-// The uplink comes first: jumbo frames must be on the underlay before overlays that need them.
+// The uplink comes first: jumbo frames must be on the underlay before overlays that need them. Security groups
+// exist (and their members are current) before the ports that use them are made or changed; a group goes once
+// the ports that used it are gone or changed.
 const phase: Record<Step['kind'], number> = {
   'uplink.configure': -1,
   'network.create': 0,
   'network.update': 0,
+  'securityGroup.create': 0,
+  'securityGroup.update': 0,
+  'securityGroup.delete': 4,
   'vm.stop': 1,
   'vm.delete': 1,
   'vm.create': 2,
@@ -105,6 +118,8 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
           confirmTimeoutMs,
         });
     }
+
+    planSecurityGroups(host, want.securityGroups ?? [], seen?.securityGroups ?? [], steps, unchanged);
 
     for (const net of want.networks) {
       const hash = networkConfigHash(net);
@@ -246,4 +261,46 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
     }
   }
   return { steps: orderSteps(steps), unchanged: unchanged.sort(cmp) };
+}
+
+/** Steps that bring a host's security groups to `want`: create the missing, update the changed, delete the rest. */
+function planSecurityGroups(
+  host: string,
+  want: readonly SecurityGroupConfig[],
+  seen: readonly ObservedSecurityGroup[],
+  steps: Step[],
+  unchanged: string[],
+): void {
+  const observed = new Map(seen.map((g) => [g.name, g]));
+  for (const group of want) {
+    const configHash = securityGroupConfigHash(group);
+    const o = observed.get(group.name);
+    if (!o) {
+      steps.push({ kind: 'securityGroup.create', host, group, configHash, reason: 'not on the host' });
+    } else if (o.problems.length > 0) {
+      steps.push({
+        kind: 'securityGroup.update',
+        host,
+        group,
+        configHash,
+        reason: `repair: ${o.problems.join('; ')}`,
+      });
+    } else if (o.configHash !== configHash) {
+      const changes = o.config ? securityGroupChanges(o.config, group) : [];
+      steps.push({
+        kind: 'securityGroup.update',
+        host,
+        group,
+        configHash,
+        reason: 'configuration changed',
+        ...(changes.length ? { changes } : {}),
+      });
+    } else {
+      unchanged.push(`securityGroup ${group.name} on ${host}`);
+    }
+  }
+  const wanted = new Set(want.map((g) => g.name));
+  for (const o of seen)
+    if (!wanted.has(o.name))
+      steps.push({ kind: 'securityGroup.delete', host, name: o.name, reason: 'no NIC on the host uses it' });
 }

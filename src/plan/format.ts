@@ -2,6 +2,7 @@
 
 import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import type { Plan, Step } from './steps.js';
 
 /** Text of an empty plan. */
@@ -43,6 +44,10 @@ function confirmMark(s: Step): string {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
+function describeGroup(g: SecurityGroupConfig): string {
+  return `${plural(g.rules.length, 'rule')}, ${plural(g.memberMacs.length, 'member')}`;
+}
+
 function describeVm(vm: VmConfig): string {
   const nets = vm.nics.map((n) => (n.trunk ? `trunk ${n.trunk.networks.join('+')}` : n.network)).join(', ');
   // Encrypted disks show the secret's name only: its value never enters a plan.
@@ -70,6 +75,14 @@ function describeStep(s: Step): string {
         : `~ network ${s.network.name} on ${s.host} (${s.reason})`;
     case 'network.delete':
       return `- network ${s.name} on ${s.host} (${s.reason})`;
+    case 'securityGroup.create':
+      return `+ securityGroup ${s.group.name} on ${s.host} (${describeGroup(s.group)})`;
+    case 'securityGroup.update':
+      return s.changes?.length
+        ? `~ securityGroup ${s.group.name} on ${s.host}: ${s.changes.join('; ')}`
+        : `~ securityGroup ${s.group.name} on ${s.host} (${s.reason}; ${describeGroup(s.group)})`;
+    case 'securityGroup.delete':
+      return `- securityGroup ${s.name} on ${s.host} (${s.reason})`;
     case 'vm.create':
       return `+ vm ${s.vm.name} on ${s.host} (${describeVm(s.vm)})`;
     case 'vm.update':
@@ -97,15 +110,18 @@ export function summarizePlan(plan: Plan): {
 } {
   const c = { create: 0, update: 0, delete: 0, start: 0, stop: 0 };
   for (const s of plan.steps) {
-    if (s.kind === 'network.create' || s.kind === 'vm.create') c.create++;
+    if (s.kind === 'network.create' || s.kind === 'vm.create' || s.kind === 'securityGroup.create')
+      c.create++;
     else if (
       s.kind === 'network.update' ||
+      s.kind === 'securityGroup.update' ||
       s.kind === 'vm.update' ||
       s.kind === 'vm.hotplug' ||
       s.kind === 'uplink.configure'
     )
       c.update++;
-    else if (s.kind === 'network.delete' || s.kind === 'vm.delete') c.delete++;
+    else if (s.kind === 'network.delete' || s.kind === 'vm.delete' || s.kind === 'securityGroup.delete')
+      c.delete++;
     else if (s.kind === 'vm.start') c.start++;
     else c.stop++;
   }

@@ -1,6 +1,7 @@
 // Config hashes: what the agent stores with a realised object and the plan compares against.
 import { createHash } from 'node:crypto';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import { canonicalNetworkNames, canonicalVmNames } from './device-names.js';
 
 /** JSON with object keys sorted at every level; `undefined` members are dropped as JSON.stringify does. */
@@ -41,4 +42,9 @@ export function vmConfigHash(vm: VmConfig): string {
 /** Hash of an uplink config, as the agent reports it in `ObservedUplink.configHash` after applying it. */
 export function uplinkConfigHash(uplink: UplinkConfig): string {
   return configHash(uplink);
+}
+
+/** Hash of a security group config, as a backend stores it with the group (`ensureSecurityGroup`'s configHash). */
+export function securityGroupConfigHash(group: SecurityGroupConfig): string {
+  return configHash(group);
 }

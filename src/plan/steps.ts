@@ -1,5 +1,6 @@
 // Plan steps: data only. The controller sends each to its host's agent in plan order.
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
+import type { SecurityGroupConfig } from '../shared/security-groups.js';
 
 /**
  * Marks a step that touches the host's uplink (it may cut the host off the network): the controller sends it
@@ -25,6 +26,28 @@ export interface NetworkEnsureStep extends RiskyMark {
 /** Deletes a network; planned after the VMs on it are gone. */
 export interface NetworkDeleteStep extends RiskyMark {
   kind: 'network.delete';
+  host: string;
+  name: string;
+  reason: string;
+}
+
+/**
+ * Creates a security group on a host, or updates its rules and members in place (one transaction per backend:
+ * ports already in it never see a gap); planned before the VMs whose ports use it.
+ */
+export interface SecurityGroupEnsureStep {
+  kind: 'securityGroup.create' | 'securityGroup.update';
+  host: string;
+  group: SecurityGroupConfig;
+  configHash: string;
+  reason: string;
+  /** What changed (`rules +tcp/443 from 0.0.0.0/0`, `members +52:54:00:00:00:01`), when the host reported it. */
+  changes?: string[];
+}
+
+/** Deletes a security group no port on its host uses any more; planned after those ports are gone or changed. */
+export interface SecurityGroupDeleteStep {
+  kind: 'securityGroup.delete';
   host: string;
   name: string;
   reason: string;
@@ -91,6 +114,8 @@ export type Step =
   | UplinkConfigureStep
   | NetworkEnsureStep
   | NetworkDeleteStep
+  | SecurityGroupEnsureStep
+  | SecurityGroupDeleteStep
   | VmCreateStep
   | VmHotplugStep
   | VmNamedStep
@@ -109,6 +134,7 @@ export interface Plan {
 export function stepTarget(step: Step): string {
   if (step.kind === 'uplink.configure') return step.uplink.device;
   if ('network' in step) return step.network.name;
+  if ('group' in step) return step.group.name;
   if ('vm' in step) return step.vm.name;
   return step.name;
 }

@@ -1,7 +1,9 @@
 // Resolved desired state and observed state: the contract between plan, controller, agent and drivers.
 // The plan resolves a spec into these per-host configs; the agent hands them to drivers as they are.
+
 import type { ImageSpec } from '../spec/schema.js';
 import type { HostService } from './port-security.js';
+import type { SecurityGroupConfig } from './security-groups.js';
 
 /** A port forward resolved to the VM address it targets. */
 export interface ForwardConfig {
@@ -243,4 +245,17 @@ export interface HostReport {
   networks: ObservedNetwork[];
   vms: ObservedVm[];
   uplink?: ObservedUplink;
+  /** Security groups realised on the host (absent from agents before security groups: none). */
+  securityGroups?: ObservedSecurityGroup[];
+}
+
+/** A security group as the host's backends realised it. */
+export interface ObservedSecurityGroup {
+  name: string;
+  /** Hash of the SecurityGroupConfig it was applied from (see `securityGroupConfigHash`). */
+  configHash: string;
+  /** Problems seen (a backend lacks it or holds another version): the plan repairs a group that has any. */
+  problems: string[];
+  /** The config it was applied from (plans then name the changed rules and members). */
+  config?: SecurityGroupConfig;
 }

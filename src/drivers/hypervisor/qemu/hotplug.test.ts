@@ -39,6 +39,10 @@ describe('NIC slots', () => {
     // Key order and absent members do not make a change.
     const reordered = JSON.parse(JSON.stringify({ ...nic(0), staticIp: undefined })) as NicConfig;
     expect(nicSlotChanges([nic(0)], [0], [reordered], [0])).toEqual([]);
+    // The port's host-side filters are the agent's to change on the tap: the guest's device stays plugged.
+    const filtered = nic(0, { securityGroups: ['web'], allowedAddresses: ['10.0.0.9'] });
+    expect(nicSlotChanges([nic(0)], [0], [filtered], [0])).toEqual([]);
+    expect(nicSlotChanges([filtered], [0], [nic(0, { portSecurity: false })], [0])).toEqual([]);
   });
 
   it('builds the netdev_add the fd helper runs after getfd', () => {

@@ -35,8 +35,12 @@ export function nicSlotChanges(
   return out;
 }
 
-// As stored in JSON: key order and undefined members do not count.
-const plain = (n: NicConfig): unknown => JSON.parse(JSON.stringify(n));
+// As stored in JSON: key order and undefined members do not count, nor the port's host-side filters (security
+// groups, port security): the agent applies those to the tap while the guest's device stays plugged.
+const plain = (n: NicConfig): unknown => {
+  const { securityGroups: _g, portSecurity: _p, allowedAddresses: _a, ...device } = n;
+  return JSON.parse(JSON.stringify(device));
+};
 const sameNic = (a: NicConfig, b: NicConfig) => isDeepStrictEqual(plain(a), plain(b));
 
 /** The `netdev_add` command the fd helper runs after `getfd`: a tap netdev on the passed descriptor. */
