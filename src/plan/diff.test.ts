@@ -132,7 +132,27 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
       case 'vm.delete':
         r.vms = r.vms.filter((v) => v.name !== s.name);
         break;
+      case 'securityGroup.create':
+      case 'securityGroup.update':
+        r.securityGroups = [
+          ...(r.securityGroups ?? []).filter((g) => g.name !== s.group.name),
+          { name: s.group.name, configHash: s.configHash, problems: [], config: s.group },
+        ];
+        break;
+      case 'securityGroup.delete':
+        for (const vm of r.vms)
+          for (const nic of vm.config?.nics ?? [])
+            expect(nic.securityGroups ?? [], `delete group ${s.name}: used by ${vm.name}`).not.toContain(
+              s.name,
+            );
+        r.securityGroups = (r.securityGroups ?? []).filter((g) => g.name !== s.name);
+        break;
     }
+    // A port's groups exist on its host before it is made or changed.
+    if (s.kind === 'vm.create' || s.kind === 'vm.hotplug' || s.kind === 'vm.update')
+      for (const nic of s.vm.nics)
+        for (const g of nic.securityGroups ?? [])
+          expect(r.securityGroups?.map((x) => x.name) ?? [], `${s.vm.name}: group ${g}`).toContain(g);
     // No VM may run on two hosts at once at any point.
     const running = [...state.values()].flatMap((h) =>
       h.vms.filter((v) => v.state === 'running').map((v) => v.name),

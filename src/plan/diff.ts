@@ -48,12 +48,21 @@ const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
+// Within a host's phase: security groups after networks, so that the agent's runs of network steps (one bulk
+// call each) stay whole.
+const kindOrder: Partial<Record<Step['kind'], number>> = {
+  'securityGroup.create': 1,
+  'securityGroup.update': 1,
+  'securityGroup.delete': 1,
+};
+
 /** Sorts steps into dependency order, then by host and object name; stable and deterministic. */
 export function orderSteps(steps: Step[]): Step[] {
   return [...steps].sort(
     (a, b) =>
       phase[a.kind] - phase[b.kind] ||
       cmp(a.host, b.host) ||
+      (kindOrder[a.kind] ?? 0) - (kindOrder[b.kind] ?? 0) ||
       cmp(stepTarget(a), stepTarget(b)) ||
       (within[a.kind] ?? 0) - (within[b.kind] ?? 0),
   );
