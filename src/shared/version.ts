@@ -19,8 +19,9 @@ export interface ProtocolRange {
 /** What this build speaks of each protocol. */
 export const PROTOCOLS: Readonly<Record<Protocol, ProtocolRange>> = {
   // wire 2: batches of actions (`POST /v1/actions/batch`) and of probes (`POST /v1/probes`), which this controller
-  // sends on every apply and verify.
-  wire: { version: 2, min: 2 },
+  // sends on every apply and verify. wire 3: security groups (`securityGroup.ensure|delete` actions, NICs' groups,
+  // `HostReport.securityGroups`); sent only for specs that have groups, so an agent on wire 2 still serves others.
+  wire: { version: 3, min: 2 },
   api: { version: 1, min: 1 },
 };
 

@@ -1,5 +1,6 @@
 // Security groups: names unique, every reference (a NIC's groups, a rule's remote group) known, rules consistent,
 // and groups only on NICs that port security binds to their addresses (see shared/security-groups.ts for why).
+import { SECURITY_GROUP_MEMBERS_MAX } from '../../shared/security-groups.js';
 import { formatCidr, parseCidr } from '../net.js';
 import type { Spec } from '../schema.js';
 import { type Add, dupes, hostBitsMessage } from './common.js';
@@ -36,6 +37,20 @@ export function checkSecurityGroups(spec: Spec, add: Add) {
       if (c && r.cidr !== undefined && formatCidr(c) !== r.cidr)
         add(`${base}.cidr`, hostBitsMessage(r.cidr, c));
     });
+  });
+
+  // Every host holds every member of the groups it uses: bounded like the agent's wire.
+  const members = new Map<string, number>();
+  for (const vm of spec.vms)
+    for (const nic of vm.nics)
+      for (const g of nic.securityGroups ?? []) members.set(g, (members.get(g) ?? 0) + 1);
+  spec.securityGroups.forEach((g, gi) => {
+    const n = members.get(g.name) ?? 0;
+    if (n > SECURITY_GROUP_MEMBERS_MAX)
+      add(
+        `securityGroups[${gi}].name`,
+        `group "${g.name}" has ${n} member NICs, more than ${SECURITY_GROUP_MEMBERS_MAX}; split it into several groups`,
+      );
   });
 
   spec.vms.forEach((vm, vi) => {
