@@ -14,7 +14,12 @@ import { out } from './io.js';
 import { addSecretCommands } from './secret-commands.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
 import { addTokenCommands } from './token-commands.js';
-import { addNetworkCommands, addStatusCommands, addVmCommands } from './view-commands.js';
+import {
+  addNetworkCommands,
+  addSecurityGroupCommands,
+  addStatusCommands,
+  addVmCommands,
+} from './view-commands.js';
 
 /** `vmlink daemon` as parsed: what the controller process needs. */
 export interface DaemonArgs {
@@ -175,6 +180,7 @@ export function createCli(processes: Processes): Command {
   addStatusCommands(program, api);
   addVerifyCommand(program, api);
   addNetworkCommands(program, api);
+  addSecurityGroupCommands(program, api);
   addVmCommands(program, api);
   addHostCommands(program, api);
   addTokenCommands(program, api);

@@ -7,6 +7,7 @@ import {
   NetworkListSchema,
   NetworkViewSchema,
   OkSchema,
+  SecurityGroupListSchema,
   StatusSchema,
   VmListSchema,
   type VmView,
@@ -58,6 +59,34 @@ export function addStatusCommands(program: Command, api: Api): void {
         table(
           ['time', 'kind', 'message'],
           r.map((e) => [e.time, e.kind, e.message]),
+        ),
+      );
+    });
+}
+
+/** `vmlink security-group list`. */
+export function addSecurityGroupCommands(program: Command, api: Api): void {
+  const group = program.command('security-group').description('security groups');
+  group
+    .command('list')
+    .description(
+      'security groups of the applied spec, and whether each host holding one has it as the spec says',
+    )
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = await api().get('/v1/security-groups', SecurityGroupListSchema);
+      emit(!!o.json, r, () =>
+        table(
+          ['name', 'rules', 'members', 'hosts', 'description'],
+          r.map((g) => [
+            g.name,
+            g.rules,
+            g.members,
+            g.hosts
+              .map((h) => `${h.host}:${h.state}${h.problems ? ` (${h.problems.join('; ')})` : ''}`)
+              .join(', '),
+            g.description ?? '',
+          ]),
         ),
       );
     });

@@ -31,6 +31,7 @@ import {
   OkSchema,
   PlanResultSchema,
   RotatedSchema,
+  SecurityGroupListSchema,
   SpecBodySchema,
   StatusSchema,
   TaskParamsSchema,
@@ -274,6 +275,16 @@ export async function createControllerApi(
     '/v1/networks',
     { schema: { summary: 'Networks of the applied spec', response: answers(NetworkListSchema) } },
     async () => controller.networks(),
+  );
+  app.get(
+    '/v1/security-groups',
+    {
+      schema: {
+        summary: 'Security groups of the applied spec, with their state on each host',
+        response: answers(SecurityGroupListSchema),
+      },
+    },
+    async () => controller.securityGroups(),
   );
   app.get(
     '/v1/networks/:name',

@@ -1,4 +1,5 @@
 // The controller's facade for the API: one object wiring the parts (spec store, deployer, views, VMs, lab, verify).
+
 import type { GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
 import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
@@ -12,6 +13,7 @@ import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
 import { withSecrets } from './secrets/delivery.js';
 import { type SecretInfo, SecretVault } from './secrets/vault.js';
+import type { SecurityGroupListItem } from './security-group-views.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
@@ -169,6 +171,11 @@ export class Controller {
   /** Every network of the applied spec with its member hosts. */
   networks(): Promise<NetworkListItem[]> {
     return this.views.networks();
+  }
+
+  /** Every security group of the applied spec, with its state on each host that holds it. */
+  securityGroups(): Promise<SecurityGroupListItem[]> {
+    return this.views.securityGroups();
   }
 
   /** Starts or stops one VM of the applied spec now (the spec's desired state is unchanged). */

@@ -7,6 +7,7 @@ import { networkHosts } from '../spec/topology.js';
 import { agentAddress } from './agents.js';
 import { type AgentFactory, REPORT_TIMEOUT_MS } from './hosts.js';
 import { type HostHealth, hostHealth } from './monitor.js';
+import { type SecurityGroupListItem, securityGroupViews } from './security-group-views.js';
 import type { SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
 
@@ -221,6 +222,14 @@ export class Views {
       backend: n.backend,
       hosts: networkHosts(cur.spec, n),
     }));
+  }
+
+  /** Every security group of the applied spec, with its state on each host that holds it. */
+  async securityGroups(): Promise<SecurityGroupListItem[]> {
+    const cur = await this.specs.current();
+    if (!cur || cur.spec.securityGroups.length === 0) return [];
+    const { hosts } = await this.status();
+    return securityGroupViews(cur.spec, resolveSpec(cur.spec), hosts);
   }
 
   /** Addresses by lower-case MAC as the guest agent reports them; undefined when it does not answer in time. */

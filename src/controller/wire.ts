@@ -182,6 +182,23 @@ export const NetworkListSchema = z.array(
   z.object({ name: z.string(), mode: z.string(), backend: z.string(), hosts: z.array(z.string()) }),
 );
 
+/** Answer of `GET /v1/security-groups`: each group of the applied spec and its state on the hosts that hold it. */
+export const SecurityGroupListSchema = z.array(
+  z.object({
+    name: z.string(),
+    description: z.string().optional(),
+    rules: z.number().int(),
+    members: z.number().int(),
+    hosts: z.array(
+      z.object({
+        host: z.string(),
+        state: z.enum(['applied', 'outdated', 'missing', 'unknown']),
+        problems: z.array(z.string()).optional(),
+      }),
+    ),
+  }),
+);
+
 /** Answer of `GET /v1/networks/:name`: the network's spec and what each member host observes. */
 export const NetworkViewSchema = z.object({
   name: z.string(),
