@@ -37,6 +37,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/events': read(),
   'GET /v1/networks': read(),
   'GET /v1/networks/:name': read('network'),
+  'GET /v1/security-groups': read(),
   'GET /v1/vms': read(),
   'GET /v1/vms/:name/console': read('vm'),
   // A task's id is an unguessable UUID that only its starter was given.
