@@ -2,7 +2,7 @@
 // bridged onto the lab LAN. `vmlink apply` realises the groups; probes from the peer and from guests (HTTP GET, ping,
 // a held TCP stream) check: blocked without a rule, allowed with one, one direction only, a remote-group rule, two
 // groups on one port, and a rule change applied in place — no VM restarted, an established flow of an unchanged group
-// kept, and the next plan empty.
+// kept, and the next plan empty; likewise a running VM's NIC joining a group.
 //
 // Runs once the linux backend realises groups (`LinuxNetworkDriver.ensureSecurityGroup`); until then it is skipped.
 import { execFileSync } from 'node:child_process';
@@ -19,7 +19,7 @@ const PC1 = '192.168.89.20';
 const IP = { a: '192.168.89.50', b: '192.168.89.51', c: '192.168.89.52' };
 
 // a: web; b: db (port 5432 from web members only); c: web and ping (two groups on one port).
-const spec = (webRules: string) => `
+const spec = (webRules: string, bGroups = 'db') => `
 version: 1
 hosts: [{ name: host1 }]
 networks:
@@ -33,7 +33,7 @@ securityGroups:
     rules: [{ protocol: icmp }]
 vms:
   - { name: a, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.a}, securityGroups: [web] }] }
-  - { name: b, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.b}, securityGroups: [db] }] }
+  - { name: b, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.b}, securityGroups: [${bGroups}] }] }
   - { name: c, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.c}, securityGroups: [web, ping] }] }
 lab:
   name: ${LAB}
@@ -183,6 +183,24 @@ describe.skipIf(!realised)('security groups on real guests', () => {
     const n = await lines();
     await new Promise((r) => setTimeout(r, 2000));
     expect(await lines(), 'the held stream still flows').toBeGreaterThan(n);
+    expect(await pids()).toEqual(before);
+    expect((await runCli(['plan', '-f', file], env)).stdout).toContain(NO_CHANGES);
+  });
+
+  it("a running VM's NIC joins a group in place: its port changes, its guest and its held flow do not", async () => {
+    const lines = async () => Number((await sh('b', 'wc -l < /tmp/rx')).stdout.trim());
+    const before = await pids();
+    expect(peerPing(IP.b), 'b is in db only').toBe(false);
+    writeFileSync(file, spec(WEB_HTTP_ICMP, 'db, ping'));
+    const plan = await runCli(['plan', '-f', file], env);
+    expect(plan.stdout).toContain('~ vm b on host1: nics lan securityGroups db -> db,ping (in place)');
+    expect(plan.stdout).not.toMatch(/vm \w+ (stop|start)/);
+    const apply = await runCli(['apply', '-f', file], env);
+    expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+    expect(peerPing(IP.b), 'b is in ping now').toBe(true);
+    const n = await lines();
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await lines(), 'the stream into b still flows').toBeGreaterThan(n);
     expect(await pids()).toEqual(before);
     expect((await runCli(['plan', '-f', file], env)).stdout).toContain(NO_CHANGES);
   });
