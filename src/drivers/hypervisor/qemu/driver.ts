@@ -1,24 +1,19 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { lstat, mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import {
   InvalidRequestError,
   InvalidStateError,
   NotFoundError,
-  TimeoutError,
   UnsupportedError,
-  VmlinkError,
 } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
-  QMP_STATUS_TIMEOUT_MS,
   QMP_TIMEOUT_MS,
   VM_LOG_CHECK_INTERVAL_MS,
   VM_LOG_MAX_BYTES,
-  VM_POWERDOWN_TIMEOUT_MS,
-  VM_QUIT_TIMEOUT_MS,
   VM_START_TIMEOUT_MS,
 } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
@@ -27,27 +22,16 @@ import type {
   HostCapabilities,
   ObservedVm,
   VmConfig,
-  VmPowerState,
 } from '../../../shared/model.js';
-import {
-  identify,
-  isRunning,
-  type ProcessIdentity,
-  readPidfile,
-  signalProcess,
-  waitExited,
-} from '../../../shared/process.js';
+import { identify, type ProcessIdentity } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
 import { removeTree } from '../../../shared/safe-file.js';
-import { sleep } from '../../../shared/time.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
 import type { GuestExecResult, GuestInterface, HypervisorDriver, SecretValues } from '../types.js';
-import { cachedAccelerator } from './accel.js';
-import { CGROUP_ROOT, isCgroupV2, removeVmCgroup } from './cgroup.js';
-import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
+import { removeVmCgroup } from './cgroup.js';
 import {
   assertQemuSafePath,
   assignNicSlots,
@@ -56,11 +40,13 @@ import {
   type VmPaths,
   vmPaths,
 } from './cmdline.js';
-import { type ConfidentialHost, detectConfidential, launchFor } from './confidential.js';
-import { assertEncryptionKept, attachEncryptedDisks, diskKeys } from './disk-keys.js';
+import { launchFor } from './confidential.js';
+import { assertEncryptionKept, diskKeys } from './disk-keys.js';
+import { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 import { GuestAgents } from './guest-agent.js';
+import { QemuHostProbes } from './host-probes.js';
 import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
-import { type IdRange, type VmIdentity, VmIds, vmIdsFile } from './identity.js';
+import { type VmIdentity, VmIds, vmIdsFile } from './identity.js';
 import { vmLaunchArgv } from './jail.js';
 import {
   assertLauncher,
@@ -74,59 +60,21 @@ import {
 } from './launcher.js';
 import { plugNics } from './nic-plug.js';
 import { type FdChannel, fdsetPath, nextFdset, passFile } from './pass-fd.js';
-import { powerState } from './power-state.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
-import { consoleTail, logTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
+import { consoleTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
+import { prepareVmImage } from './vm-image.js';
+import { observeVm } from './vm-observe.js';
 import { VmProcesses } from './vm-process.js';
+import { awaitVmRunning } from './vm-start.js';
+import { type StopOutcome, stopQemu } from './vm-stop.js';
 import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
+export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
+/** How a stop ended (defined in vm-stop.ts). */
+export type { StopOutcome } from './vm-stop.js';
 /** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
 export type { StoredVm } from './vm-store.js';
-
-/** Default directory of images (`test-guest/` lives in it). */
-export const DEFAULT_IMAGES_DIR = '/var/lib/vmlink/images';
-
-/** Options of `QemuDriver`. */
-export interface QemuDriverOptions {
-  runner: Runner;
-  /** Agent state directory; VMs live in `<stateDir>/vms/<name>/`. */
-  stateDir: string;
-  /** Network namespace QEMU runs in (where the taps are). */
-  netns?: string;
-  imagesDir?: string;
-  launcherPath?: string;
-  qemuUser?: string;
-  qemuBinary?: string;
-  storage?: StorageDriver;
-  /** Skips the probe and uses this accelerator (tests, operators who know better). */
-  accelerator?: 'kvm' | 'tcg';
-  /** How long start() waits for QMP to report `running` (default `VM_START_TIMEOUT_MS`). */
-  startTimeoutMs?: number;
-  /** build/vmlink-qmp-fd: passes a tap descriptor to a running QEMU for NIC hot-plug. */
-  qmpFdHelperPath?: string;
-  /** How long a NIC unplug waits for the guest to release the device (default 30 s). */
-  unplugTimeoutMs?: number;
-  /** Range the VMs' own uids/gids come from (default `DEFAULT_VM_ID_RANGE`). */
-  vmIdRange?: IdRange;
-  /** Machine-wide claims of VM ids, shared by every agent on the machine (default `DEFAULT_VM_ID_CLAIMS_DIR`). */
-  vmIdClaimsDir?: string;
-  /** Size past which a VM's console log and QEMU log are rotated (default `VM_LOG_MAX_BYTES`). */
-  logMaxBytes?: number;
-  /** How often those logs are checked (default `VM_LOG_CHECK_INTERVAL_MS`). */
-  logCheckIntervalMs?: number;
-  /** The cgroup v2 mount per-VM cgroups go under, when it is one (default /sys/fs/cgroup). */
-  cgroupRoot?: string;
-  /** Root of /proc, /sys, /dev and /usr the confidential-VM detector reads (default `/`; tests use fixtures). */
-  confidentialRoot?: string;
-}
-
-/** How a stop ended. */
-export interface StopOutcome {
-  /** `powerdown`: the guest shut down on ACPI; `quit`: QEMU quit on QMP; `kill`: SIGKILL; `none`: it was not running. */
-  method: 'powerdown' | 'quit' | 'kill' | 'none';
-  ms: number;
-}
 
 /** VMs `list` looks at side by side. */
 const LIST_CONCURRENCY = 16;
@@ -141,8 +89,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly userName: string;
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
-  private cgroupV2: Promise<boolean> | undefined;
-  private confidentialHostP: Promise<ConfidentialHost> | undefined;
+  private readonly probes: QemuHostProbes;
   private logTimer: NodeJS.Timeout | undefined;
   /** Each VM's own uid/gid, recorded in `<stateDir>/vm-ids.json`. */
   readonly ids: VmIds;
@@ -175,6 +122,15 @@ export class QemuDriver implements HypervisorDriver {
       qemuBinary: this.qemuBinary,
       ids: this.ids,
     });
+    this.probes = new QemuHostProbes({
+      runner: this.runner,
+      launcher: this.launcher,
+      qemuBinary: this.qemuBinary,
+      qemuUser: () => this.qemuUser(),
+      ...(opts.accelerator ? { accelerator: opts.accelerator } : {}),
+      ...(opts.confidentialRoot ? { confidentialRoot: opts.confidentialRoot } : {}),
+      ...(opts.cgroupRoot ? { cgroupRoot: opts.cgroupRoot } : {}),
+    });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
   }
@@ -191,37 +147,13 @@ export class QemuDriver implements HypervisorDriver {
     return this.procs.identity(name);
   }
 
-  async accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
-    if (this.opts.accelerator)
-      return { accelerator: this.opts.accelerator, acceleratorReason: 'set by configuration' };
-    assertLauncher(this.launcher);
-    const r = await cachedAccelerator({
-      runner: this.runner,
-      launcher: this.launcher,
-      user: await this.qemuUser(),
-      qemuBinary: this.qemuBinary,
-    });
-    return { accelerator: r.accelerator, acceleratorReason: r.acceleratorReason };
+  accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
+    return this.probes.accelerator();
   }
 
   /** Which confidential-VM kinds this host can launch, each with the missing piece where it cannot. */
-  async confidential(): Promise<ConfidentialCapabilities> {
-    const { firmware: _, ...caps } = await this.confidentialHost();
-    return caps;
-  }
-
-  // Detected once: CPU, kernel and firmware do not change while the agent runs (a QEMU upgrade needs a restart).
-  private confidentialHost(): Promise<ConfidentialHost> {
-    this.confidentialHostP ??= (async () => {
-      const v = await this.runner
-        .run([this.qemuBinary, '--version'], { allowFailure: true, timeoutMs: 10_000 })
-        .catch(() => undefined);
-      return detectConfidential({
-        qemuVersionText: v?.code === 0 ? v.stdout : undefined,
-        ...(this.opts.confidentialRoot ? { root: this.opts.confidentialRoot } : {}),
-      });
-    })();
-    return this.confidentialHostP;
+  confidential(): Promise<ConfidentialCapabilities> {
+    return this.probes.confidential();
   }
 
   /** The command line of `cfg` on this host (a confidential VM gets the host's firmware and C-bit). */
@@ -238,7 +170,7 @@ export class QemuDriver implements HypervisorDriver {
       qemuBinary: this.qemuBinary,
       ...(nicSlots ? { nicSlots } : {}),
       ...(cfg.confidential
-        ? { confidential: launchFor(await this.confidentialHost(), cfg.confidential) }
+        ? { confidential: launchFor(await this.probes.confidentialHost(), cfg.confidential) }
         : {}),
     };
     try {
@@ -312,24 +244,18 @@ export class QemuDriver implements HypervisorDriver {
       }
       await prepareVmDirs(this.paths(cfg.name), id);
 
-      if (cfg.image.kind === 'test-guest') {
-        for (const f of ['vmlinuz', 'initrd.img']) {
-          const path = `${this.imagesDir}/test-guest/${f}`;
-          if (!userCanAccess(path, access, 'r')) {
-            throw new UnsupportedError(
-              `${path} is missing or not readable by ${who}: build the test guest (npm run setup)`,
-            );
-          }
-        }
-      } else {
-        if (!userCanAccess(cfg.image.path, access, 'r')) {
-          throw new UnsupportedError(
-            `base image ${cfg.image.path} is missing or not readable by ${who}: chmod o+r, or give it group ${this.userName}`,
-          );
-        }
-        await this.storage.createOverlay({ name: 'root', dir: p.vmDir, base: cfg.image.path, owner }, ctx);
-        await writeSeedIso(this.runner, buildSeedFiles(cfg), p.seedDir, p.seedIso);
-      }
+      await prepareVmImage(
+        {
+          runner: this.runner,
+          storage: this.storage,
+          imagesDir: this.imagesDir,
+          qemuUserName: this.userName,
+        },
+        cfg,
+        p,
+        { access, owner, who },
+        ctx,
+      );
       const { accelerator } = await this.accelerator();
       // NICs the VM had keep their PCI slots across a reconfiguration.
       const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
@@ -462,6 +388,7 @@ export class QemuDriver implements HypervisorDriver {
       for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])
         await rm(f, { force: true });
       await this.rotateLogs(name);
+      const cgroupRoot = await this.probes.cgroupRoot();
       const argv = await vmLaunchArgv({
         launcher: this.launcher,
         identity: id,
@@ -471,7 +398,7 @@ export class QemuDriver implements HypervisorDriver {
         imagesDir: this.imagesDir,
         qemuBinary: this.qemuBinary,
         qemuArgv,
-        ...((await this.hasCgroupV2()) ? { cgroupRoot: this.opts.cgroupRoot ?? CGROUP_ROOT } : {}),
+        ...(cgroupRoot ? { cgroupRoot } : {}),
       });
       this.watchLogs();
       ctx?.progress?.(`starting VM ${name}`);
@@ -480,57 +407,18 @@ export class QemuDriver implements HypervisorDriver {
         logFile: p.qemuLog,
         cwd: p.runDir,
       });
-      const startTimeoutMs = this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS;
-      const deadline = Date.now() + startTimeoutMs;
       // `ip netns exec` and the launcher exec into QEMU: the pid and its start time stay, the command line changes.
-      const started = await identify(pid);
-      // With encrypted disks QEMU starts paused (-S): keys, then disks, over QMP; then it runs.
-      let attached = keys.size === 0;
-      for (;;) {
-        if (!started || !(await isRunning(started))) {
-          throw new VmlinkError(
-            'exec',
-            `QEMU of VM ${name} exited while starting:\n  ${(await logTail(p.qemuLog, 8)).join('\n  ')}`,
-            { subject: `vm/${name}` },
-          );
-        }
-        try {
-          const qmp = await this.qmp(name, 1000);
-          const st = await qmp.execute<{ status: string }>('query-status');
-          if (st.status === 'running') return;
-          if (!attached && st.status === 'prelaunch') {
-            attached = true;
-            ctx?.progress?.(`attaching ${keys.size} encrypted disk(s) of VM ${name}`);
-            try {
-              await attachEncryptedDisks(qmp, vm.config, p, keys);
-            } catch (e) {
-              // QEMU's errors name the disk, never the key (it was sent as a secret object's data).
-              await this.stopLocked(name, { force: true }).catch(() => {});
-              await signalProcess(started, 'SIGKILL');
-              throw new VmlinkError(
-                'exec',
-                `VM ${name}: its encrypted disks could not be attached: ${(e as Error).message}`,
-                {
-                  subject: `vm/${name}`,
-                },
-              );
-            }
-            continue;
-          }
-        } catch (e) {
-          if (!(e instanceof VmlinkError) || (e.kind !== 'unavailable' && e.kind !== 'timeout')) throw e;
-        }
-        if (Date.now() > deadline) {
-          // Leave nothing half-started: a QEMU that never ran would block every later start.
-          await this.stopLocked(name, { force: true }).catch(() => {});
-          await signalProcess(started, 'SIGKILL');
-          throw new TimeoutError(
-            `VM ${name} (pid ${pid}) did not report running on QMP within ${startTimeoutMs} ms; it was stopped`,
-            `vm/${name}`,
-          );
-        }
-        await sleep(50);
-      }
+      await awaitVmRunning({
+        name,
+        vm,
+        paths: p,
+        started: await identify(pid),
+        keys,
+        timeoutMs: this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS,
+        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+        forceStop: () => this.stopLocked(name, { force: true }),
+        ...(ctx ? { ctx } : {}),
+      });
     });
   }
 
@@ -555,41 +443,21 @@ export class QemuDriver implements HypervisorDriver {
     opts: { force: boolean; timeoutMs?: number },
     ctx?: OpContext,
   ): Promise<StopOutcome> {
-    const started = Date.now();
-    const qemu = await this.liveProcess(name);
-    if (qemu === undefined) return { method: 'none', ms: 0 };
-    const pid = qemu.pid;
-    const done = (method: StopOutcome['method']) => ({ method, ms: Date.now() - started });
-    if (!opts.force) {
-      ctx?.progress?.(`powering down VM ${name}`);
-      try {
-        await (await this.qmp(name)).execute('system_powerdown');
-        if (await waitExited(qemu, opts.timeoutMs ?? VM_POWERDOWN_TIMEOUT_MS, 100))
-          return this.cleaned(name, done('powerdown'));
-      } catch (e) {
-        log.warn({ vm: name, err: (e as Error).message }, 'system_powerdown failed; quitting');
-      }
-    }
-    ctx?.progress?.(`quitting VM ${name}`);
-    try {
-      await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute('quit', undefined, QMP_STATUS_TIMEOUT_MS);
-    } catch {
-      // QEMU closes the socket as it quits, or QMP is dead: either way SIGKILL follows if needed
-    }
-    if (await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 100)) return this.cleaned(name, done('quit'));
-    ctx?.progress?.(`killing VM ${name} (pid ${pid})`);
-    await signalProcess(qemu, 'SIGKILL');
-    if (!(await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 100)))
-      throw new TimeoutError(`QEMU of VM ${name} (pid ${pid}) survived SIGKILL`, `vm/${name}`);
-    return this.cleaned(name, done('kill'));
-  }
-
-  private async cleaned(name: string, outcome: StopOutcome): Promise<StopOutcome> {
-    await this.dropQmp(name);
-    await rm(this.paths(name).pidfile, { force: true });
-    if (await this.hasCgroupV2())
-      await removeVmCgroup(name, this.opts.cgroupRoot ?? CGROUP_ROOT).catch(() => {});
-    return outcome;
+    return stopQemu(
+      {
+        name,
+        qemu: await this.liveProcess(name),
+        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+        cleanup: async () => {
+          await this.dropQmp(name);
+          await rm(this.paths(name).pidfile, { force: true });
+          const cgroupRoot = await this.probes.cgroupRoot();
+          if (cgroupRoot) await removeVmCgroup(name, cgroupRoot).catch(() => {});
+        },
+        ...(ctx ? { ctx } : {}),
+      },
+      opts,
+    );
   }
 
   async delete(name: string, ctx?: OpContext): Promise<void> {
@@ -615,46 +483,13 @@ export class QemuDriver implements HypervisorDriver {
     return seen.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   }
 
-  /** One VM as it is now: its power state from pidfile and QMP, its stored config, its problems. */
-  private async observe(name: string): Promise<ObservedVm> {
-    const vm = await this.stored(name).catch(() => undefined);
-    const problems: string[] = [];
-    if (!vm) problems.push('config.json missing or unreadable');
-    const pid = await this.livePid(name);
-    let state: VmPowerState = 'stopped';
-    if (pid === undefined) {
-      const pidfile = this.paths(name).pidfile;
-      const left = await readPidfile(pidfile);
-      if (left !== undefined) {
-        state = 'crashed';
-        problems.push(`QEMU (pid ${left}) is gone but left its pidfile: it was killed or crashed`);
-      } else if ((await lstat(pidfile).catch(() => undefined))?.isFile() === false) {
-        // QEMU's uid owns the run directory: a link or FIFO there is refused, and said.
-        problems.push(`${pidfile} is not a regular file: refused`);
-      }
-    } else {
-      state = 'running';
-      try {
-        const st = await (await this.qmp(name, QMP_STATUS_TIMEOUT_MS)).execute<{ status: string }>(
-          'query-status',
-          undefined,
-          QMP_STATUS_TIMEOUT_MS,
-        );
-        const seen = powerState(st.status);
-        state = seen.state;
-        problems.push(...seen.problems);
-      } catch (e) {
-        problems.push(`QMP not answering: ${(e as Error).message}`);
-      }
-    }
-    return {
-      name,
-      state,
-      ...(pid === undefined ? {} : { pid }),
-      configHash: vm?.configHash ?? '',
-      problems,
-      ...(vm ? { config: vm.config } : {}),
-    };
+  private observe(name: string): Promise<ObservedVm> {
+    return observeVm(name, {
+      stored: () => this.stored(name),
+      livePid: () => this.livePid(name),
+      pidfile: this.paths(name).pidfile,
+      qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+    });
   }
 
   async config(name: string): Promise<VmConfig | undefined> {
@@ -710,11 +545,6 @@ export class QemuDriver implements HypervisorDriver {
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(key, fn);
-  }
-
-  private hasCgroupV2(): Promise<boolean> {
-    this.cgroupV2 ??= isCgroupV2(this.opts.cgroupRoot ?? CGROUP_ROOT);
-    return this.cgroupV2;
   }
 
   private qmp(name: string, timeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
