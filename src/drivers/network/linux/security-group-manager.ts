@@ -6,9 +6,12 @@ import type { Runner } from '../../../exec/runner.js';
 import { UnsupportedError } from '../../../shared/errors.js';
 import { log } from '../../../shared/log.js';
 import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
+import { SecurityGroupStore } from '../security-group-store.js';
 import type { AppliedSecurityGroup, OpContext } from '../types.js';
 import { deleteGroupScript, emptyGroupScript, ensureGroupScript } from './security-groups.js';
-import { SecurityGroupStore } from './sg-state.js';
+
+/** The linux backend's directory of applied security groups, under the agent state directory. */
+export const LINUX_SECURITY_GROUPS_DIR = 'security-groups-linux';
 
 const BRIDGE_NF = 'net.bridge.bridge-nf-call-iptables';
 
@@ -23,7 +26,7 @@ export class LinuxSecurityGroups {
     private readonly netns: string | undefined,
     stateDir: string,
   ) {
-    this.store = new SecurityGroupStore(stateDir);
+    this.store = new SecurityGroupStore(stateDir, LINUX_SECURITY_GROUPS_DIR);
   }
 
   /**

@@ -24,6 +24,7 @@ import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
 import { assertNetworkName } from '../linux/validate.js';
+import type { SecurityGroupStore } from '../security-group-store.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type {
   AppliedNetworkConfig,
@@ -38,7 +39,7 @@ import { buildOvsHostInput, OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-inpu
 import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
-import { assertGroupName, OvsSecurityGroupStore, validateSecurityGroup } from './security-group-state.js';
+import { assertGroupName, ovsSecurityGroupStore, validateSecurityGroup } from './security-group-state.js';
 import { applySecurityGroup, type OvsSecurityGroupHost, removeSecurityGroup } from './security-groups.js';
 import { type OvsNetworkState, OvsStateStore, vlansOn } from './state.js';
 import { ensureUnderlay, releaseUnderlay } from './underlay.js';
@@ -68,7 +69,7 @@ export class OvsNetworkDriver implements NetworkDriver {
   // The kernel feature probe, run once (as the linux backend does).
   private kernelCaps: Promise<HostCapabilities['network']> | undefined;
   private readonly states: OvsStateStore;
-  private readonly groups: OvsSecurityGroupStore;
+  private readonly groups: SecurityGroupStore;
   // What the port, underlay and observe helpers use of this driver.
   private readonly host: OvsPortHost & OvsObserveHost & OvsSecurityGroupHost;
   private readonly queue = new SerialQueue();
@@ -84,7 +85,7 @@ export class OvsNetworkDriver implements NetworkDriver {
     this.nft = new Nft(opts.runner, opts.netns);
     this.daemons = new OvsDaemons(opts.runner, opts.stateDir, opts.netns, opts.datapath);
     this.states = new OvsStateStore(opts.stateDir, this.daemons.paths.dir);
-    this.groups = new OvsSecurityGroupStore(opts.stateDir);
+    this.groups = ovsSecurityGroupStore(opts.stateDir);
     this.host = {
       networkDir: (name) => this.states.networkDir(name),
       ip: this.ip,

@@ -5,11 +5,11 @@ import type { Nft } from '../../../exec/nft.js';
 import { type Ovs, type OvsPort, parseFlowDump } from '../../../exec/ovs.js';
 import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';
 import { activeLeases, type DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
+import type { SecurityGroupStore } from '../security-group-store.js';
 import type { OvsDaemons } from './daemon.js';
 import { buildFlows, countOurFlows, flowPorts, reservationsOn, roleOf } from './flows.js';
 import { OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
 import { gatewayPortOf, tunnelPortName, underlayBridgeOf } from './names.js';
-import type { OvsSecurityGroupStore } from './security-group-state.js';
 import type { OvsStateStore } from './state.js';
 
 /** What observing networks needs from the driver. */
@@ -23,7 +23,7 @@ export interface OvsObserveHost {
   nft: Nft;
   states: OvsStateStore;
   /** Applied security groups (their flows are part of a bridge's table). */
-  groups: OvsSecurityGroupStore;
+  groups: SecurityGroupStore;
 }
 
 /** Persisted networks with live checks of the daemons, bridges, ports, tunnels, gateway and flows. */

@@ -1,9 +1,3 @@
-// Security groups the OVS backend applied: `<stateDir>/ovs-security-groups/<name>.json`, one per group, read by the
-// flow builder on every table rebuild (so a restarted vswitchd or agent gets its groups' flows back) and by
-// listSecurityGroups. Groups are checked here before they are written: their names, MACs, networks and ports end
-// up in OpenFlow text, so nothing but the exact shapes below may pass.
-import { mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { z } from 'zod';
 import { InvalidRequestError } from '../../../shared/errors.js';
 import {
@@ -12,8 +6,7 @@ import {
   SECURITY_GROUP_RULES_MAX,
   type SecurityGroupConfig,
 } from '../../../shared/security-groups.js';
-import { readJsonFile, writeJsonFile } from '../../../shared/state-file.js';
-import type { AppliedSecurityGroup } from '../types.js';
+import { SecurityGroupStore } from '../security-group-store.js';
 
 /** The OVS backend's directory of applied security groups, under the agent state directory. */
 export const OVS_SECURITY_GROUPS_DIR = 'ovs-security-groups';
@@ -58,15 +51,6 @@ export const securityGroupSchema = z
   })
   .strict();
 
-const fileSchema = z
-  .object({
-    version: z.literal(1),
-    driver: z.literal('ovs'),
-    config: securityGroupSchema,
-    configHash: z.string().max(128),
-  })
-  .strict();
-
 /** Refuses a group the flows could not express safely, naming the field. */
 export function validateSecurityGroup(group: SecurityGroupConfig): SecurityGroupConfig {
   const r = securityGroupSchema.safeParse(group);
@@ -87,58 +71,7 @@ export function assertGroupName(name: string): void {
     throw new InvalidRequestError(`invalid security group name ${JSON.stringify(name)}`, 'securityGroups');
 }
 
-/** The applied groups of one agent. */
-export class OvsSecurityGroupStore {
-  readonly dir: string;
-  constructor(stateDir: string) {
-    this.dir = join(stateDir, OVS_SECURITY_GROUPS_DIR);
-  }
-
-  private path(name: string): string {
-    assertGroupName(name);
-    return join(this.dir, `${name}.json`);
-  }
-
-  /** One group, or undefined. */
-  async read(name: string): Promise<AppliedSecurityGroup | undefined> {
-    const s = await readJsonFile(this.path(name), fileSchema);
-    return s && s.config.name === name
-      ? { config: s.config as SecurityGroupConfig, configHash: s.configHash }
-      : undefined;
-  }
-
-  /** Every applied group, by name order. */
-  async readAll(): Promise<AppliedSecurityGroup[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const out: AppliedSecurityGroup[] = [];
-    for (const f of names.sort()) {
-      const m = /^(.+)\.json$/.exec(f);
-      if (!m || !GROUP_NAME.test(m[1]!)) continue;
-      const g = await this.read(m[1]!);
-      if (g) out.push(g);
-    }
-    return out;
-  }
-
-  /** The applied groups as the flow builder takes them. */
-  async byName(): Promise<Map<string, SecurityGroupConfig>> {
-    return new Map((await this.readAll()).map((g) => [g.config.name, g.config]));
-  }
-
-  /** Records a group (atomically). */
-  async write(g: AppliedSecurityGroup): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o750 });
-    await writeJsonFile(this.path(g.config.name), { version: 1, driver: 'ovs', ...g }, { mode: 0o640 });
-  }
-
-  /** Forgets a group; a missing one is fine. */
-  async remove(name: string): Promise<void> {
-    await rm(this.path(name), { force: true });
-  }
+/** The applied groups of one agent's OVS backend, each checked again when read back (it becomes flow text). */
+export function ovsSecurityGroupStore(stateDir: string): SecurityGroupStore {
+  return new SecurityGroupStore(stateDir, OVS_SECURITY_GROUPS_DIR, validateSecurityGroup);
 }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
-import { OvsSecurityGroupStore } from './security-group-state.js';
+import type { SecurityGroupStore } from '../security-group-store.js';
+import { ovsSecurityGroupStore } from './security-group-state.js';
 import { applySecurityGroup, removeSecurityGroup } from './security-groups.js';
 
 const web = (port: number): SecurityGroupConfig => ({
@@ -14,7 +15,7 @@ const web = (port: number): SecurityGroupConfig => ({
 
 describe('ovs security group operations', () => {
   let dir = '';
-  let groups: OvsSecurityGroupStore;
+  let groups: SecurityGroupStore;
   // What the flow tables were rebuilt from, each time (the group records the rebuild saw).
   let rebuilds: string[][];
   let failNext = false;
@@ -31,7 +32,7 @@ describe('ovs security group operations', () => {
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'vmlink-ovs-sg-'));
-    groups = new OvsSecurityGroupStore(dir);
+    groups = ovsSecurityGroupStore(dir);
     rebuilds = [];
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));

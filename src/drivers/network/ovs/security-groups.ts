@@ -4,13 +4,13 @@
 import { InvalidRequestError } from '../../../shared/errors.js';
 import { log } from '../../../shared/log.js';
 import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
+import type { SecurityGroupStore } from '../security-group-store.js';
 import type { OpContext } from '../types.js';
 import { flowCount, SECURITY_GROUP_FLOWS_MAX } from './security-group-flows.js';
-import type { OvsSecurityGroupStore } from './security-group-state.js';
 
 /** What the operations need from the driver. */
 export interface OvsSecurityGroupHost {
-  groups: OvsSecurityGroupStore;
+  groups: SecurityGroupStore;
   /** Rebuilds the flow table of every bridge from its ports and the recorded groups. */
   syncAllFlows(ctx?: OpContext): Promise<void>;
 }

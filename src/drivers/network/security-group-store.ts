@@ -1,16 +1,13 @@
-// The security groups the linux backend applied, one file per group (`<stateDir>/security-groups-linux/<name>.json`),
-// so `listSecurityGroups` answers after an agent restart and the agent's start can load them again (a reboot empties
-// the table). Written atomically; a file of another version, or for another name, reads as absent; a corrupt one, or a
+// The security groups a network backend applied, one file per group (`<stateDir>/<backend's dir>/<name>.json`), so
+// `listSecurityGroups` answers after an agent restart and the backend can load them again (a reboot empties the
+// nftables table; a restarted vswitchd, the flow tables). Shared by every backend. Written atomically; a file of another version, or for another name, reads as absent; a corrupt one, or a
 // link, is an error for an operator to look at.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { SECURITY_GROUP_MEMBERS_MAX } from '../../../shared/security-groups.js';
-import { readJsonFile, STATE_FILE_MAX_BYTES, writeFileAtomic } from '../../../shared/state-file.js';
-import type { AppliedSecurityGroup } from '../types.js';
-
-/** The directory of the linux backend's security groups under the agent state directory. */
-export const LINUX_SECURITY_GROUPS_DIR = 'security-groups-linux';
+import { SECURITY_GROUP_MEMBERS_MAX, type SecurityGroupConfig } from '../../shared/security-groups.js';
+import { readJsonFile, STATE_FILE_MAX_BYTES, writeFileAtomic } from '../../shared/state-file.js';
+import type { AppliedSecurityGroup } from './types.js';
 
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 
@@ -30,12 +27,21 @@ const stateFile = z
   })
   .passthrough();
 
-/** The persisted security groups of one agent state directory. */
+/** The persisted security groups of one backend in one agent state directory. */
 export class SecurityGroupStore {
   readonly dir: string;
 
-  constructor(stateDir: string) {
-    this.dir = join(stateDir, LINUX_SECURITY_GROUPS_DIR);
+  /**
+   * `dirName`: the backend's own directory under `stateDir` (each backend keeps what it applied). `check`: the
+   * backend's own validation of a group read back (a backend whose rule text is built from the file without further
+   * checks passes one; it throws, naming the field, on a group it could not express safely).
+   */
+  constructor(
+    stateDir: string,
+    dirName: string,
+    private readonly check?: (config: SecurityGroupConfig) => SecurityGroupConfig,
+  ) {
+    this.dir = join(stateDir, dirName);
   }
 
   private file(name: string): string {
@@ -48,7 +54,13 @@ export class SecurityGroupStore {
     // 8192 MACs and 128 rules fit well within 2 MiB.
     const s = await readJsonFile(this.file(name), stateFile, { maxBytes: 2 * STATE_FILE_MAX_BYTES });
     if (s?.version !== 1 || s.config.name !== name) return undefined;
-    return { config: s.config as unknown as AppliedSecurityGroup['config'], configHash: s.configHash };
+    const config = s.config as unknown as SecurityGroupConfig;
+    return { config: this.check ? this.check(config) : config, configHash: s.configHash };
+  }
+
+  /** Every persisted group by name, as the rule builders take them. */
+  async byName(): Promise<Map<string, SecurityGroupConfig>> {
+    return new Map((await this.readAll()).map((g) => [g.config.name, g.config]));
   }
 
   /** Every persisted group, by name. */
@@ -70,9 +82,9 @@ export class SecurityGroupStore {
 
   /** Persists a group just applied. */
   async write(g: AppliedSecurityGroup): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o755 });
+    await mkdir(this.dir, { recursive: true, mode: 0o750 });
     await writeFileAtomic(this.file(g.config.name), `${JSON.stringify({ version: 1, ...g })}\n`, {
-      mode: 0o644,
+      mode: 0o640,
     });
   }
 

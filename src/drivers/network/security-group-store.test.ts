@@ -2,8 +2,10 @@ import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
-import { LINUX_SECURITY_GROUPS_DIR, SecurityGroupStore } from './sg-state.js';
+import type { SecurityGroupConfig } from '../../shared/security-groups.js';
+import { SecurityGroupStore } from './security-group-store.js';
+
+const SUBDIR = 'groups-test';
 
 const web: SecurityGroupConfig = {
   name: 'web',
@@ -21,25 +23,26 @@ describe('security group state', () => {
   });
 
   it('persists what was applied, lists it by name, forgets it', async () => {
-    const store = new SecurityGroupStore(dir);
+    const store = new SecurityGroupStore(dir, SUBDIR);
     expect(await store.readAll()).toEqual([]);
     await store.write({ config: { ...web, name: 'zz' }, configHash: 'h2' });
     await store.write({ config: web, configHash: 'h1' });
-    expect(await new SecurityGroupStore(dir).readAll()).toEqual([
+    expect(await new SecurityGroupStore(dir, SUBDIR).readAll()).toEqual([
       { config: web, configHash: 'h1' },
       { config: { ...web, name: 'zz' }, configHash: 'h2' },
     ]);
+    expect([...(await store.byName()).keys()]).toEqual(['web', 'zz']);
     await store.remove('web');
     await store.remove('web');
     expect((await store.readAll()).map((g) => g.config.name)).toEqual(['zz']);
   });
 
   it('reads a file of another version, or naming another group, as absent; refuses a link', async () => {
-    const store = new SecurityGroupStore(dir);
+    const store = new SecurityGroupStore(dir, SUBDIR);
     await store.write({ config: web, configHash: 'h1' });
-    const file = join(dir, LINUX_SECURITY_GROUPS_DIR, 'web.json');
+    const file = join(dir, SUBDIR, 'web.json');
     const body = JSON.parse(await readFile(file, 'utf8'));
-    await writeFile(join(dir, LINUX_SECURITY_GROUPS_DIR, 'other.json'), JSON.stringify(body));
+    await writeFile(join(dir, SUBDIR, 'other.json'), JSON.stringify(body));
     await writeFile(file, JSON.stringify({ ...body, version: 2 }));
     expect(await store.readAll()).toEqual([]);
     expect(await store.read('../web')).toBeUndefined();
