@@ -117,7 +117,9 @@ export function addTokenCommands(program: Command, api: Api): void {
 
   program
     .command('audit')
-    .description('the audit trail: every mutating API call, refused ones included (admin only)')
+    .description(
+      'the audit trail: every mutating API call, refused ones included, and the outcome of each task one started (admin only)',
+    )
     .option('--since <time>', 'from this time (ISO) or this long ago (1h, 7d)')
     .option('-n, --limit <n>', 'at most this many, the newest', '100')
     .option('--json', 'machine-readable output')
@@ -134,7 +136,7 @@ export function addTokenCommands(program: Command, api: Api): void {
             e.remote,
             `${e.method} ${e.route}`,
             e.object,
-            e.errorKind ? `${e.status} ${e.errorKind}` : e.status,
+            `${e.outcome ? `${e.outcome} ` : ''}${e.errorKind ? `${e.status} ${e.errorKind}` : e.status}`,
             e.durationMs,
           ]),
         ),

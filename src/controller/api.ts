@@ -83,6 +83,7 @@ export async function createControllerApi(
       spec: async () => (await controller.currentSpec())?.spec,
       taskKind: (id) => tasks.kind(id),
     },
+    taskEnded: (id) => tasks.ended(id),
   });
   addVersionGate(base, 'api');
   const startTask = (

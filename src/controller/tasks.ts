@@ -98,6 +98,16 @@ export class TaskManager {
     return this.get(id);
   }
 
+  /** Resolves when task `id` has ended, with its state, error kind and run time (the audit trail records them). */
+  async ended(
+    id: string,
+  ): Promise<{ state: 'succeeded' | 'failed' | 'cancelled'; errorKind?: string; durationMs: number }> {
+    const v = await this.wait(id);
+    const state = v.state === 'running' ? 'failed' : v.state;
+    const durationMs = Date.parse(v.finishedAt ?? new Date().toISOString()) - Date.parse(v.startedAt);
+    return { state, ...(v.error ? { errorKind: v.error.kind } : {}), durationMs };
+  }
+
   /** Whether any task of one of `kinds` is running (mutating tasks are serialised). */
   running(kinds: readonly string[]): TaskView | undefined {
     for (const t of this.tasks.values())

@@ -456,6 +456,12 @@ export const AuditEntrySchema = z.object({
   status: z.number(),
   errorKind: z.string().optional(),
   durationMs: z.number(),
+  /**
+   * A call answered 202 started a task: its entry names the task, and a second entry with `outcome` follows when the
+   * task ends (its status then 200, or the failure's HTTP status; durationMs the task's run time).
+   */
+  task: z.string().optional(),
+  outcome: z.enum(['succeeded', 'failed', 'cancelled']).optional(),
 });
 /** One audited API call. */
 export type AuditEntry = z.infer<typeof AuditEntrySchema>;

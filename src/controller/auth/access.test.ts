@@ -7,7 +7,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../../exec/runner.js';
 import { createHttpApp, listen } from '../../shared/http/server.js';
@@ -17,7 +17,7 @@ import { HostCredentials } from '../pki/service.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { TaskManager } from '../tasks.js';
 import type { Role, TokenScopes } from '../wire.js';
-import { installAccessControl, routesOf } from './access.js';
+import { installAccessControl, routesOf, type TaskEnd } from './access.js';
 import { AuditLog } from './audit.js';
 import { ROUTE_RULES, roleAllows, ruleFor } from './roles.js';
 import { TokenStore } from './tokens.js';
@@ -349,6 +349,44 @@ describe('the audit trail and secrets', () => {
     );
     // GETs are not audited.
     expect(entries.some((e) => e.method === 'GET')).toBe(false);
+  });
+
+  it("records a task's outcome when it ends, beside the call that started it", async () => {
+    // A task that ends at once, on an app of its own: the real ones wait on hosts this test does not run.
+    const app = Fastify();
+    let finish: (end: TaskEnd) => void = () => {};
+    installAccessControl(app, {
+      listener: 'unix-socket',
+      tokens,
+      audit: new AuditLog(store),
+      context: { spec: async () => undefined, taskKind: () => 'verify' },
+      taskEnded: (id) => {
+        expect(id).toBe('task-1');
+        return new Promise((f) => {
+          finish = f;
+        });
+      },
+    });
+    app.post('/v1/verify', async (_req, reply) => reply.status(202).send({ taskId: 'task-1' }));
+    await app.ready();
+    expect((await app.inject({ method: 'POST', url: '/v1/verify', payload: {} })).statusCode).toBe(202);
+    const ofTask = async () =>
+      (await store.auditEntries(undefined, 100_000))
+        .map((e) => e.record as Record<string, unknown>)
+        .filter((e) => e.task === 'task-1');
+    expect(await ofTask()).toEqual([expect.objectContaining({ status: 202, who: 'local-socket' })]);
+    expect((await ofTask())[0]?.outcome).toBeUndefined();
+    finish({ state: 'failed', errorKind: 'unavailable', durationMs: 1234 });
+    for (let i = 0; i < 100 && (await ofTask()).length < 2; i++) await new Promise((f) => setTimeout(f, 10));
+    expect((await ofTask())[1]).toMatchObject({
+      route: '/v1/verify',
+      who: 'local-socket',
+      outcome: 'failed',
+      errorKind: 'unavailable',
+      status: 503,
+      durationMs: 1234,
+    });
+    await app.close();
   });
 
   it('records the local socket as who, and filters by time', async () => {

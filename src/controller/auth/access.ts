@@ -1,7 +1,7 @@
 // The controller API's access control: who is calling (the root-only unix socket, the bootstrap token, an API
 // token), whether the role table lets them make this call, and the audit entry of every mutating call.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
+import { type ErrorKind, errorStatus, ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
 import { bearerMatches } from '../../shared/http/auth.js';
 import { AUTH_HEADER_MAX_CHARS } from '../../shared/limits.js';
 import { log } from '../../shared/log.js';
@@ -20,6 +20,15 @@ export interface AccessOptions {
   tokens: TokenStore;
   audit: AuditLog;
   context: AuthorizationContext;
+  /** Resolves when task `id` has ended, with how (so the call that started it is audited with its outcome too). */
+  taskEnded?: (id: string) => Promise<TaskEnd>;
+}
+
+/** How a task ended, as the audit trail records it. */
+export interface TaskEnd {
+  state: 'succeeded' | 'failed' | 'cancelled';
+  errorKind?: string;
+  durationMs: number;
 }
 
 /** The caller on the unix socket: the socket is mode 0600 and owned by root, so only root can connect. */
@@ -29,6 +38,7 @@ const BOOTSTRAP: Principal = { who: 'bootstrap-token', role: 'admin', scopes: {}
 const principals = new WeakMap<FastifyRequest, Principal>();
 const routeLists = new WeakMap<FastifyInstance, string[]>();
 const errorKinds = new WeakMap<FastifyRequest, string>();
+const startedTasks = new WeakMap<FastifyRequest, string>();
 
 /** The authenticated caller of `req` (undefined on open routes of the TCP listener). */
 export const principalOf = (req: FastifyRequest): Principal | undefined => principals.get(req);
@@ -79,6 +89,19 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
   });
 
   app.addHook('onSend', async (req, reply, payload) => {
+    // The task a call started, so its outcome is audited too.
+    if (
+      reply.statusCode === 202 &&
+      mutating(req.method) &&
+      typeof payload === 'string' &&
+      payload.length < 4096
+    )
+      try {
+        const id = (JSON.parse(payload) as { taskId?: unknown }).taskId;
+        if (typeof id === 'string') startedTasks.set(req, id);
+      } catch {
+        // Not a task answer.
+      }
     // The error kind of a refusal or failure, for the audit entry (never the body itself).
     if (
       reply.statusCode >= 400 &&
@@ -105,22 +128,43 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     const body = field ? (req.body as Record<string, unknown> | undefined) : undefined;
     const object = params.name ?? params.id ?? body?.[field!];
     const errorKind = errorKinds.get(req);
-    try {
-      await o.audit.record({
-        who: who?.who ?? 'anonymous',
-        ...(who ? { role: who.role } : {}),
-        remote: o.listener === 'unix-socket' ? 'unix-socket' : (req.ip ?? 'unknown'),
-        method: req.method,
-        route: route ?? req.url.split('?')[0]!,
-        ...(typeof object === 'string' ? { object } : {}),
-        status: reply.statusCode,
-        ...(errorKind ? { errorKind } : {}),
-        durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      });
-    } catch (err) {
-      // The call has been answered; a full disk must not crash the controller, but it must be seen.
-      log.error({ err, method: req.method, route: req.routeOptions.url }, 'cannot write the audit entry');
-    }
+    const task = startedTasks.get(req);
+    const call = {
+      who: who?.who ?? 'anonymous',
+      ...(who ? { role: who.role } : {}),
+      remote: o.listener === 'unix-socket' ? 'unix-socket' : (req.ip ?? 'unknown'),
+      method: req.method,
+      route: route ?? req.url.split('?')[0]!,
+      ...(typeof object === 'string' ? { object } : {}),
+      ...(task ? { task } : {}),
+    };
+    const record = async (entry: Parameters<AuditLog['record']>[0]) => {
+      try {
+        await o.audit.record(entry);
+      } catch (err) {
+        // The call has been answered; a full disk must not crash the controller, but it must be seen.
+        log.error({ err, method: req.method, route: call.route }, 'cannot write the audit entry');
+      }
+    };
+    await record({
+      ...call,
+      status: reply.statusCode,
+      ...(errorKind ? { errorKind } : {}),
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+    });
+    // The answer was only "accepted": what the call did is the task's outcome, recorded when it ends.
+    if (task && o.taskEnded)
+      void o.taskEnded(task).then(
+        (end) =>
+          record({
+            ...call,
+            status: end.errorKind ? (errorStatus[end.errorKind as ErrorKind]?.http ?? 500) : 200,
+            ...(end.errorKind ? { errorKind: end.errorKind } : {}),
+            durationMs: end.durationMs,
+            outcome: end.state,
+          }),
+        (err: unknown) => log.error({ err, task }, 'cannot audit the outcome of a task'),
+      );
   });
 }
 
