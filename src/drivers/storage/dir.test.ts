@@ -1,8 +1,9 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RecordingRunner, SystemRunner } from '../../exec/runner.js';
+import { ExecError, RecordingRunner, type RunOptions, SystemRunner } from '../../exec/runner.js';
 import { DirStorage } from './dir.js';
 
 let dir = '';
@@ -36,6 +37,39 @@ describe('DirStorage', () => {
       encrypted: true,
       'format-specific': { data: { encrypt: { format: 'luks' } } },
     });
+  });
+
+  it("tries an encrypted volume again when qemu-img could not time the key derivation, leaving no try's file", async () => {
+    // qemu-img's PBKDF2 timing read 0 ms on a tick-based CPU clock: chance, so measured again; other errors are not.
+    class FlakyQemuImg extends RecordingRunner {
+      constructor(
+        private failures: number,
+        private readonly stderr: string,
+      ) {
+        super();
+      }
+      override async run(argv: readonly string[], opts: RunOptions = {}) {
+        if (this.failures-- <= 0) return super.run(argv, opts);
+        this.calls.push({ argv: [...argv] });
+        await writeFile(`${dir}/disk-retry.qcow2`, 'half-made');
+        throw new ExecError({ argv: [...argv], code: 1, stdout: '', stderr: this.stderr });
+      }
+    }
+    const key = Buffer.from('k').toString('base64');
+    const spec = { name: 'disk-retry', dir, sizeMiB: 1, encryptionKeyBase64: key };
+    const timing = 'qemu-img: disk-retry.qcow2: Unable to get accurate CPU usage';
+    const lucky = new FlakyQemuImg(2, timing);
+    await new DirStorage(lucky).createVolume(spec);
+    expect(lucky.calls).toHaveLength(3);
+    expect(existsSync(`${dir}/disk-retry.qcow2`)).toBe(false); // the recorder made no file; the tries' files are gone
+    const unlucky = new FlakyQemuImg(99, timing);
+    await expect(new DirStorage(unlucky).createVolume(spec)).rejects.toThrow(/accurate CPU usage/);
+    expect(unlucky.calls).toHaveLength(5);
+    expect(existsSync(`${dir}/disk-retry.qcow2`)).toBe(false);
+    const other = new FlakyQemuImg(1, 'qemu-img: Could not create: No space left on device');
+    await expect(new DirStorage(other).createVolume(spec)).rejects.toThrow(/No space left/);
+    expect(other.calls).toHaveLength(1);
+    expect(existsSync(`${dir}/disk-retry.qcow2`)).toBe(false);
   });
 
   it('keeps an existing volume and gives it to its owner', async () => {

@@ -1,6 +1,6 @@
 // `dir` storage backend: qcow2 files in a directory, made with qemu-img.
 import { chmod, chown, rm, stat } from 'node:fs/promises';
-import type { Runner } from '../../exec/runner.js';
+import { ExecError, type Runner } from '../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../shared/errors.js';
 import type { OpContext } from '../network/types.js';
 import type { OverlaySpec, StorageDriver, VolumeOwner, VolumeRef, VolumeSpec } from './types.js';
@@ -37,6 +37,9 @@ export function withKeyOnStdin(create: readonly string[], id: string): string[] 
 }
 
 /** Volumes as qcow2 files `<dir>/<name>.qcow2`, created with `qemu-img`. */
+/** How often an encrypted volume's creation is tried when qemu-img could not time its key derivation. */
+const LUKS_CREATE_TRIES = 5;
+
 export class DirStorage implements StorageDriver {
   constructor(private readonly runner: Runner) {}
 
@@ -62,10 +65,31 @@ export class DirStorage implements StorageDriver {
       const create = ['qemu-img', 'create', '-q', '-f', 'qcow2', path, `${v.sizeMiB}M`];
       const signal = ctx?.signal ? { signal: ctx.signal } : {};
       if (!key) await this.runner.run(create, signal);
-      else await this.runner.run(withKeyOnStdin(create, 'key0'), { ...signal, input: key });
+      else await this.createEncrypted(create, key, path, signal);
     }
     await this.own(path, v.owner);
     return path;
+  }
+
+  // qemu-img picks the LUKS key's PBKDF2 iterations by timing a round on the thread's CPU clock; where that clock is
+  // tick-based a fast round can read 0 ms, and qemu-img gives up ("Unable to get accurate CPU usage"). That is
+  // chance, not a fault: measure again. A failed try's file is removed, so a volume is never left half-made.
+  private async createEncrypted(
+    create: string[],
+    key: string,
+    path: string,
+    signal: { signal?: AbortSignal },
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.runner.run(withKeyOnStdin(create, 'key0'), { ...signal, input: key });
+        return;
+      } catch (e) {
+        await rm(path, { force: true });
+        const stderr = e instanceof ExecError ? e.result.stderr : '';
+        if (attempt >= LUKS_CREATE_TRIES || !stderr.includes('Unable to get accurate CPU usage')) throw e;
+      }
+    }
   }
 
   /** Creates `<dir>/<name>.qcow2` backed by `base` (its format as `qemu-img info` reports it) unless it exists. */
