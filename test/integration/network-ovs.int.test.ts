@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
-import { securityGroupConformance } from '../../src/drivers/network/conformance-security-groups.js';
+import {
+  SG_CONFORMANCE_SUBNET,
+  securityGroupConformance,
+} from '../../src/drivers/network/conformance-security-groups.js';
 import { GUEST_TO_HOST_DROP } from '../../src/drivers/network/linux/host-input.js';
 import { OvsDaemons } from '../../src/drivers/network/ovs/daemon.js';
 import { OvsNetworkDriver } from '../../src/drivers/network/ovs/driver.js';
@@ -46,14 +49,7 @@ const SG_CONF_NET: NetworkConfig = {
   bridge: 'vlo-c0nf5a0',
   mtu: 1500,
   vlan: { id: 236, trunk: 'eth1' },
-  subnet: {
-    cidr: '10.236.0.0/24',
-    gateway: '10.236.0.1',
-    prefixLength: 24,
-    dhcpStart: '10.236.0.100',
-    dhcpEnd: '10.236.0.150',
-    reservations: [],
-  },
+  subnet: { ...SG_CONFORMANCE_SUBNET },
   forwards: [],
 };
 // The userspace datapath's conntrack checks TCP checksums, which a veth leaves to offload: guests checksum in software.

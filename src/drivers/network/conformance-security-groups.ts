@@ -41,6 +41,16 @@ const rule = (r: Partial<SecurityGroupRuleConfig>): SecurityGroupRuleConfig => (
 });
 
 /** Registers the security-group conformance suite for `makeDriver` (vitest describe/it). */
+/** The subnet the suite's guests use (10.236.0.11-13); a backend's own `network` should put its gateway there. */
+export const SG_CONFORMANCE_SUBNET: NonNullable<NetworkConfig['subnet']> = {
+  cidr: '10.236.0.0/24',
+  gateway: '10.236.0.1',
+  prefixLength: 24,
+  dhcpStart: '10.236.0.100',
+  dhcpEnd: '10.236.0.150',
+  reservations: [],
+};
+
 export function securityGroupConformance(
   name: string,
   makeDriver: (env: ConformanceEnv) => NetworkDriver,
@@ -59,14 +69,7 @@ export function securityGroupConformance(
       backend,
       bridge: 'vlb-c0nf05a0',
       mtu: 1500,
-      subnet: {
-        cidr: '10.236.0.0/24',
-        gateway: '10.236.0.1',
-        prefixLength: 24,
-        dhcpStart: '10.236.0.100',
-        dhcpEnd: '10.236.0.150',
-        reservations: [],
-      },
+      subnet: { ...SG_CONFORMANCE_SUBNET },
       forwards: [],
     };
     const net2: NetworkConfig = opts.network?.(backend, 1) ?? {
