@@ -54,6 +54,8 @@ it("lists each route's response schema in the agent's OpenAPI document", async (
     'vms',
     'uplink',
     'securityGroups',
+    'pools',
+    'devices',
   ]);
   expect(props('/v1/probe', 'post')).toEqual(['reachable', 'rttMs', 'detail', 'unmeasured']);
   expect(props('/v1/doctor', 'get')).toEqual(['checks']);

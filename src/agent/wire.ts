@@ -69,6 +69,14 @@ import {
   vmConfigIssues,
   type WireIssue,
 } from './wire-checks.js';
+import {
+  DeviceInventorySchema,
+  DeviceRequestsSchema,
+  DiskSourceSchema,
+  DisksSchema,
+  ObservedPoolsSchema,
+  storageActionSchemas,
+} from './wire-storage.js';
 
 // Every field typed and bounded with the spec's own checks: the agent accepts what a spec can produce, nothing else.
 const name = z.string().regex(NAME_PATTERN);
@@ -170,20 +178,12 @@ export const VmConfigSchema = z
     cpus: z.number().int().min(1).max(VM_CPUS_MAX),
     memoryMiB: z.number().int().min(VM_MEMORY_MIB_MIN).max(VM_MEMORY_MIB_MAX),
     image: ImageSchema,
-    disks: z
-      .array(
-        z
-          .object({
-            name,
-            sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX),
-            encryption: z.object({ secret: name }).strict().optional(),
-          })
-          .strict() satisfies z.ZodType<DiskConfig>,
-      )
-      .max(VM_DISKS_MAX),
+    disks: DisksSchema,
     nics: z.array(NicConfigSchema).max(VM_NICS_MAX),
     state: z.enum(['running', 'stopped']),
     confidential: z.enum(ConfidentialKinds).optional(),
+    rootSource: DiskSourceSchema.optional(),
+    devices: DeviceRequestsSchema.optional(),
   })
   .strict() satisfies z.ZodType<VmConfig>;
 
@@ -322,6 +322,7 @@ export const AgentActionSchema = z
       })
       .strict(),
     z.object({ kind: z.literal('vm.delete'), name }).strict(),
+    ...storageActionSchemas(SecretValuesSchema),
   ])
   .superRefine((action, ctx) => {
     const add = (issues: WireIssue[], at: string) => {
@@ -524,6 +525,8 @@ export const HostReportSchema = z.object({
       }),
     )
     .optional(),
+  pools: ObservedPoolsSchema.optional(),
+  devices: DeviceInventorySchema.optional(),
 }) satisfies z.ZodType<HostReport>;
 
 /** A probe's outcome (`POST /v1/probe`). */

@@ -225,6 +225,19 @@ export function toAction(step: Step): AgentAction {
       return { kind: 'vm.stop', name: step.name, force: step.force };
     case 'uplink.configure':
       return { kind: 'uplink.configure', uplink: step.uplink, configHash: step.configHash };
+    case 'pool.create':
+    case 'pool.update':
+      return { kind: 'pool.ensure', pool: step.pool, configHash: step.configHash };
+    case 'pool.delete':
+      return { kind: 'pool.delete', pool: step.pool };
+    case 'volume.create':
+      return { kind: 'volume.ensure', volume: step.volume };
+    case 'volume.resize':
+      return step.vm
+        ? { kind: 'vm.resizeDisk', name: step.vm.name, disk: step.vm.disk, sizeMiB: step.sizeMiB }
+        : { kind: 'volume.resize', pool: step.pool, name: step.name, sizeMiB: step.sizeMiB };
+    case 'volume.delete':
+      return { kind: 'volume.delete', pool: step.pool, name: step.name };
   }
 }
 

@@ -25,8 +25,16 @@ export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
 // The uplink comes first: jumbo frames must be on the underlay before overlays that need them. Security groups
 // exist (and their members are current) before the ports that use them are made or changed; a group goes once
 // the ports that used it are gone or changed.
+// Pools exist before their volumes, volumes before the VMs that open them; a VM's own volumes go after the VM, and
+// a pool after its volumes. A volume grown online goes through its running VM, after the starts.
 const phase: Record<Step['kind'], number> = {
   'uplink.configure': -1,
+  'pool.create': 0,
+  'pool.update': 0,
+  'volume.create': 0.5,
+  'volume.resize': 3.5,
+  'volume.delete': 4.5,
+  'pool.delete': 5,
   'network.create': 0,
   'network.update': 0,
   'securityGroup.create': 0,

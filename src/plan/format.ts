@@ -97,6 +97,22 @@ function describeStep(s: Step): string {
       return `> vm ${s.name} start on ${s.host}`;
     case 'vm.stop':
       return `< vm ${s.name} stop${s.force ? ' (forced)' : ''} on ${s.host} (${s.reason})`;
+    case 'pool.create':
+      return `+ pool ${s.pool.name} on ${s.host} (${s.pool.type}, ${s.pool.path})`;
+    case 'pool.update':
+      return `~ pool ${s.pool.name} on ${s.host}: ${s.changes?.length ? s.changes.join(', ') : s.reason}`;
+    case 'pool.delete':
+      return `- pool ${s.pool.name} on ${s.host} (${s.reason})`;
+    case 'volume.create': {
+      const v = s.volume;
+      const from = v.from ? `, ${v.from.linked ? 'linked clone' : 'copy'} of ${v.from.volume}` : '';
+      const enc = v.encryption ? `, encrypted (secret: ${v.encryption.secret})` : '';
+      return `+ volume ${v.pool}/${v.name} on ${s.host} (${v.sizeMiB} MiB ${v.format}${from}${enc})`;
+    }
+    case 'volume.resize':
+      return `~ volume ${s.pool}/${s.name} on ${s.host}: size ${s.fromMiB} -> ${s.sizeMiB} MiB${s.vm ? ` (online, through vm ${s.vm.name})` : ''}`;
+    case 'volume.delete':
+      return `- volume ${s.pool}/${s.name} on ${s.host} (${s.reason})`;
   }
 }
 

@@ -1,6 +1,7 @@
 // Plan steps: data only. The controller sends each to its host's agent in plan order.
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
+import type { PoolConfig, VolumeConfig } from '../shared/storage.js';
 
 /**
  * Marks a step that touches the host's uplink (it may cut the host off the network): the controller sends it
@@ -79,8 +80,8 @@ export interface VmCreateStep {
 }
 
 /**
- * Brings a running VM's NICs in line with `vm` without restarting it (QMP hot-plug and unplug), then stores `vm`
- * as its config; planned only when NICs are all that changed.
+ * Brings a running VM's NICs and disks in line with `vm` without restarting it (QMP hot-plug and unplug), then
+ * stores `vm` as its config; planned only when NICs and pool disks are all that changed.
  */
 export interface VmHotplugStep {
   kind: 'vm.hotplug';
@@ -109,8 +110,64 @@ export interface VmStopStep {
   reason: string;
 }
 
+/** Creates a pool on its host, or repairs or updates it in place; planned before the volumes in it. */
+export interface PoolEnsureStep {
+  kind: 'pool.create' | 'pool.update';
+  host: string;
+  pool: PoolConfig;
+  configHash: string;
+  reason: string;
+  changes?: string[];
+}
+
+/** Deletes an empty pool no longer in the spec (a pool with volumes is refused at plan time). */
+export interface PoolDeleteStep {
+  kind: 'pool.delete';
+  host: string;
+  pool: PoolConfig;
+  reason: string;
+}
+
+/** Creates a volume on its pool's host (before the VMs that use it); an existing volume is kept. */
+export interface VolumeCreateStep {
+  kind: 'volume.create';
+  host: string;
+  volume: VolumeConfig;
+  reason: string;
+}
+
+/**
+ * Grows a volume: on its pool's host when no running VM has it open, else (`vm` set, backend with online resize)
+ * on the VM's host through QMP.
+ */
+export interface VolumeResizeStep {
+  kind: 'volume.resize';
+  host: string;
+  pool: string;
+  name: string;
+  fromMiB: number;
+  sizeMiB: number;
+  /** The running VM (and its disk) through which it grows online. */
+  vm?: { name: string; disk: string };
+  reason: string;
+}
+
+/** Deletes a volume made for a VM (`{ pool, sizeMiB }` disks), after the VM is gone. */
+export interface VolumeDeleteStep {
+  kind: 'volume.delete';
+  host: string;
+  pool: string;
+  name: string;
+  reason: string;
+}
+
 /** One plan step. */
 export type Step =
+  | PoolEnsureStep
+  | PoolDeleteStep
+  | VolumeCreateStep
+  | VolumeResizeStep
+  | VolumeDeleteStep
   | UplinkConfigureStep
   | NetworkEnsureStep
   | NetworkDeleteStep
@@ -132,7 +189,19 @@ export interface Plan {
 
 /** Name of the object a step acts on (the uplink device for `uplink.configure`). */
 export function stepTarget(step: Step): string {
-  if (step.kind === 'uplink.configure') return step.uplink.device;
+  switch (step.kind) {
+    case 'uplink.configure':
+      return step.uplink.device;
+    case 'pool.create':
+    case 'pool.update':
+    case 'pool.delete':
+      return step.pool.name;
+    case 'volume.create':
+      return `${step.volume.pool}/${step.volume.name}`;
+    case 'volume.resize':
+    case 'volume.delete':
+      return `${step.pool}/${step.name}`;
+  }
   if ('network' in step) return step.network.name;
   if ('group' in step) return step.group.name;
   if ('vm' in step) return step.vm.name;

@@ -2,8 +2,10 @@
 // The plan resolves a spec into these per-host configs; the agent hands them to drivers as they are.
 
 import type { ImageSpec } from '../spec/schema.js';
+import type { DeviceInventory, DeviceRequest } from './devices.js';
 import type { HostService } from './port-security.js';
 import type { SecurityGroupConfig } from './security-groups.js';
+import type { DiskSource, ObservedPool } from './storage.js';
 
 /** A port forward resolved to the VM address it targets. */
 export interface ForwardConfig {
@@ -112,9 +114,15 @@ export interface NicConfig {
 /** One VM disk. */
 export interface DiskConfig {
   name: string;
-  sizeMiB: number;
+  /** Size of a disk in the VM's directory or of a volume made for the VM; absent: the volume's own size. */
+  sizeMiB?: number;
   /** LUKS-encrypted qcow2 whose key is the controller-kept secret of this name (its value never in the config). */
   encryption?: { secret: string };
+  /** A pool volume (how this host opens it); absent: `disk-<name>.qcow2` in the VM's directory. */
+  source?: DiskSource;
+  /** A CD-ROM (read-only ISO) instead of a disk; absent: a disk. */
+  media?: 'cdrom';
+  readOnly?: true;
 }
 
 /** Confidential-computing technologies a VM can ask for (`vms[].confidential`). */
@@ -151,6 +159,10 @@ export interface VmConfig {
   state: 'running' | 'stopped';
   /** Confidential VM (memory encrypted by the CPU); absent: an ordinary VM. */
   confidential?: ConfidentialKind;
+  /** Image kind `volume`: the pool volume the VM boots from (its own clone `<vm>-root` when the spec says clone). */
+  rootSource?: DiskSource;
+  /** Host devices passed through, as checked at plan time. */
+  devices?: DeviceRequest[];
 }
 
 /** Power state of a VM as observed on its host. */
@@ -247,6 +259,10 @@ export interface HostReport {
   uplink?: ObservedUplink;
   /** Security groups realised on the host (absent from agents before security groups: none). */
   securityGroups?: ObservedSecurityGroup[];
+  /** Storage pools on the host (absent from agents before pools: none). */
+  pools?: ObservedPool[];
+  /** The host's PCI and USB devices (absent from agents before passthrough: unknown). */
+  devices?: DeviceInventory;
 }
 
 /** A security group as the host's backends realised it. */

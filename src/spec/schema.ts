@@ -38,6 +38,7 @@ import {
   SECURITY_GROUP_RULES_MAX,
   SECURITY_GROUPS_MAX,
 } from '../shared/security-groups.js';
+import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
@@ -126,6 +127,15 @@ export const HostSchema = z
       .optional(),
     /** The NIC that joins the host to the physical LAN (bridged networks enslave it). */
     uplink: ifname.default('eth0'),
+    /**
+     * `compute` runs VMs and networks; `storage` serves iscsi and nfs pools (tgtd, nfs-ganesha) and runs neither.
+     */
+    role: z.enum(['compute', 'storage']).default('compute'),
+    /** Passthrough policy: USB devices (`vendor:product`, hex; `vendor:*` for all of a vendor) VMs may take. */
+    passthrough: z
+      .object({ usb: z.array(usbId(true)).max(64).default([]) })
+      .strict()
+      .optional(),
     /** Limits the plan checks VMs against; defaults to what the agent reports. */
     capacity: z
       .object({ cpus: z.number().int().min(1), memoryMiB: z.number().int().min(64) })
@@ -156,6 +166,16 @@ export const HostSchema = z
       .default(CONFIRM_WINDOW_MS / 1000),
   })
   .strict();
+
+/** A USB device as `vendor:product` in hex (`046d:c52b`); `wildcard` also accepts `vendor:*`. */
+function usbId(wildcard: boolean) {
+  return z
+    .string()
+    .regex(
+      wildcard ? /^[0-9a-f]{4}:([0-9a-f]{4}|\*)$/ : /^[0-9a-f]{4}:[0-9a-f]{4}$/,
+      `must be vendor:product in lower-case hex, such as 046d:c52b${wildcard ? ' (or 046d:* for a whole vendor)' : ''}`,
+    );
+}
 
 /** A port forward from the host's address to a VM on a NAT network. */
 export const ForwardSchema = z
@@ -349,22 +369,99 @@ export const SecurityGroupSchema = z
   })
   .strict();
 
-/** Extra disk attached to a VM (qcow2 in the VM's directory). */
+/**
+ * A VM disk. Three forms: `{ name, sizeMiB }` a qcow2 in the VM's own directory (as before pools);
+ * `{ name, pool, sizeMiB }` a volume `<vm>-<name>` made for the VM in a pool (deleted with the VM);
+ * `{ name, pool, volume }` a volume of `volumes:` (kept when the VM goes). Validation checks the combination.
+ */
 export const DiskSchema = z
   .object({
     name,
-    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX),
+    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX).optional(),
+    /** The pool (`pools[].name`) the disk's volume lives in; absent: the VM's directory. */
+    pool: name.optional(),
+    /** A volume of `volumes:` in `pool`. */
+    volume: name.optional(),
+    /** The guest sees a CD-ROM (an ISO volume, read-only) instead of a disk. */
+    media: z.enum(['disk', 'cdrom']).default('disk'),
+    readOnly: z.boolean().default(false),
     /**
      * LUKS-encrypted qcow2 keyed by a controller-kept secret (`vmlink secret set NAME`); the spec names the secret,
      * never its value. Fixed at creation: changing it recreates nothing (the disk keeps its key).
      */
     encryption: z.object({ secret: name }).strict().optional(),
+    /** Backup copies capacity planning counts for this disk (each its size). */
+    backupCopies: z.number().int().min(0).max(32).default(0),
   })
   .strict();
+
+/** A storage pool: where volumes live, on one host. */
+export const PoolSchema = z
+  .object({
+    name,
+    type: z.enum(PoolTypes),
+    /** The host holding it: a compute host for `dir`, a storage host (`role: storage`) for `iscsi` and `nfs`. */
+    host: name,
+    /** Directory of its files on that host; default /var/lib/vmlink/pools/<name>. */
+    path: z
+      .string()
+      .regex(/^\/[\w./-]{1,200}$/, 'must be an absolute path of letters, digits, ., _, - and /')
+      .refine((p) => !p.split('/').includes('..'), 'must not contain ..')
+      .optional(),
+    /** Networks allowed to reach an iscsi or nfs pool; absent: any (CHAP still guards iscsi). */
+    clients: z.array(cidr).max(POOL_CLIENTS_MAX).optional(),
+    /** iscsi: the CHAP user initiators log in as and the controller-kept secret holding its password. */
+    chap: z
+      .object({
+        user: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, ., _ or -'),
+        secret: name,
+      })
+      .strict()
+      .optional(),
+    /** The address VM hosts reach an iscsi or nfs pool at; default the storage host's address. */
+    address: ipv4.optional(),
+    /** Space kept free for the pool's own use (capacity planning counts it). */
+    reserveMiB: z.number().int().min(0).max(DISK_SIZE_MIB_MAX).default(0),
+    /** Most provisioned size per unit of capacity (2 = thin volumes may promise twice the space); plan-time check. */
+    maxOvercommit: z.number().min(0.1).max(100).optional(),
+  })
+  .strict();
+
+/** A named volume in a pool, kept across VMs (apply never deletes one; `vmlink volume delete` does). */
+export const VolumeSchema = z
+  .object({
+    name,
+    pool: name,
+    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX).optional(),
+    /** Created as a clone of this volume of the same pool (a template); `linked`: a qcow2 overlay on it. */
+    from: z
+      .object({ volume: name, linked: z.boolean().default(true) })
+      .strict()
+      .optional(),
+    encryption: z.object({ secret: name }).strict().optional(),
+    backupCopies: z.number().int().min(0).max(32).default(0),
+  })
+  .strict();
+
+/** A host device passed through to a VM: a PCI function by address, or a USB device by vendor:product. */
+export const DeviceRequestSchema = z.union([
+  z
+    .object({
+      pci: z
+        .string()
+        .regex(/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/, 'must be a PCI address such as 0000:65:00.0'),
+    })
+    .strict(),
+  z.object({ usb: usbId(false) }).strict(),
+]);
 
 /** What a VM boots: vmlink's test guest, or a user's qcow2 cloud image with a cloud-init NoCloud seed. */
 export const ImageSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('test-guest') }).strict(),
+  /** Boots from a volume of a pool: the volume itself, or (`clone`) a linked clone `<vm>-root` of a template. */
+  z
+    .object({ kind: z.literal('volume'), pool: name, volume: name, clone: z.boolean().default(false) })
+    .strict(),
   z
     .object({
       kind: z.literal('qcow2'),
@@ -403,6 +500,8 @@ export const VmSchema = z
     memoryMiB: z.number().int().min(VM_MEMORY_MIB_MIN).max(VM_MEMORY_MIB_MAX).default(256),
     image: ImageSchema.default({ kind: 'test-guest' }),
     disks: z.array(DiskSchema).max(VM_DISKS_MAX).default([]),
+    /** Host devices passed through (checked at plan time against the host's inventory and policy). */
+    devices: z.array(DeviceRequestSchema).max(VM_DEVICES_MAX).default([]),
     nics: z.array(NicSchema).min(1, 'a VM needs at least one NIC').max(VM_NICS_MAX),
     /** Desired power state. */
     state: z.enum(['running', 'stopped']).default('running'),
@@ -452,6 +551,11 @@ export const LabSchema = z
     upstream: z.object({ cidr, address: ipv4 }).strict(),
     hosts: z.array(LabMachineSchema).min(1),
     peers: z.array(LabMachineSchema).default([]),
+    /**
+     * Storage machines on the LAN (each also a `hosts[]` entry with `role: storage`): the lab runs its agent and
+     * its tgtd, rpcbind and nfs-ganesha in its namespace.
+     */
+    storage: z.array(LabMachineSchema).default([]),
     /** Extra L2 switches; every lab host gets eth1, eth2, ... on them in this order. */
     segments: z.array(LabSegmentSchema).default([]),
   })
@@ -466,6 +570,8 @@ export const SpecSchema = z
     networks: z.array(NetworkSchema).default([]),
     vms: z.array(VmSchema).default([]),
     securityGroups: z.array(SecurityGroupSchema).max(SECURITY_GROUPS_MAX).default([]),
+    pools: z.array(PoolSchema).max(POOLS_MAX).default([]),
+    volumes: z.array(VolumeSchema).max(VOLUMES_MAX).default([]),
     lab: LabSchema.optional(),
   })
   .strict();
@@ -502,3 +608,9 @@ export type LabSpec = z.infer<typeof LabSchema>;
 export type SiteSpec = z.infer<typeof SiteSchema>;
 /** A VM image entry. */
 export type ImageSpec = z.infer<typeof ImageSchema>;
+/** A storage pool as written in a spec. */
+export type PoolSpec = z.infer<typeof PoolSchema>;
+/** A named volume as written in a spec. */
+export type VolumeSpec = z.infer<typeof VolumeSchema>;
+/** A VM disk as written in a spec. */
+export type DiskSpec = z.infer<typeof DiskSchema>;

@@ -1,5 +1,7 @@
 // The storage backend interface: volumes a VM's disks live on. One backend per kind of storage (`dir`
 // today; iSCSI and NFS later), picked by name from registry.ts; every backend passes conformance.ts.
+import type { ObservedPool, PoolConfig, PoolFeatures, PoolType, VolumeConfig } from '../../shared/storage.js';
+import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
 
 /** A volume request: a qcow2 volume named `name` in `dir`. */
@@ -42,4 +44,46 @@ export interface StorageDriver {
   // Images.
   /** Creates a qcow2 copy-on-write overlay on `base` and returns its path; an existing overlay is kept. */
   createOverlay(v: OverlaySpec, ctx?: OpContext): Promise<string>;
+}
+
+/**
+ * A pool backend (issue 10): pools of one type on the host that holds them (`dir` on a compute host, `iscsi` and
+ * `nfs` on a storage host). VMs never go through it: their hosts open volumes with QEMU's own block drivers from
+ * a `DiskSource`. Every backend passes `conformance-pools.ts`, which checks each feature it declares.
+ */
+export interface PoolBackend {
+  readonly type: PoolType;
+  /** What it supports; `POOL_FEATURES[type]`. Methods of a feature it lacks throw `UnsupportedError`. */
+  readonly features: PoolFeatures;
+
+  // Pool.
+  /**
+   * Creates the pool or brings it in line with `pool` (directory, tgtd account and ACL, ganesha export); idempotent.
+   * `secrets` carries the CHAP password of an iscsi pool.
+   */
+  ensurePool(pool: PoolConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void>;
+  /** Removes an empty pool (its directory too); `ConflictError` naming its volumes while it has any. */
+  deletePool(pool: PoolConfig, ctx?: OpContext): Promise<void>;
+  /** The pools of this type realised on this host, with their volumes, usage and problems. */
+  listPools(): Promise<ObservedPool[]>;
+
+  // Volumes.
+  /** Creates a volume unless it exists (an existing one is kept as it is); `secrets`: an encrypted volume's key. */
+  createVolume(
+    pool: PoolConfig,
+    volume: VolumeConfig,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void>;
+  /** Grows a volume to `sizeMiB`; a shrink is an `InvalidRequestError` and changes nothing. */
+  resizeVolume(pool: PoolConfig, name: string, sizeMiB: number, ctx?: OpContext): Promise<void>;
+  /** Removes a volume; a missing one is fine; `ConflictError` when linked clones still use it. */
+  deleteVolume(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void>;
+  /** A new volume `name` from a file on this host (qcow2, raw or ISO), converted to the pool's format. */
+  importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void>;
+
+  // Snapshots (of a volume no running VM has open; a running VM's go through QMP on its host).
+  createSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
+  rollbackSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
+  deleteSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
 }

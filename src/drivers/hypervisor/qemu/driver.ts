@@ -262,12 +262,13 @@ export class QemuDriver implements HypervisorDriver {
       // Before any disk is made: a VM this host cannot launch (confidential without support) leaves nothing.
       const argv = await this.argvOf(cfg, accelerator, nicSlots);
       for (const [i, d] of cfg.disks.entries()) {
+        if (d.source) continue; // a pool volume: its pool's host made it
         const key = keys.get(i);
         await this.storage.createVolume(
           {
             name: `disk-${d.name}`,
             dir: p.vmDir,
-            sizeMiB: d.sizeMiB,
+            sizeMiB: d.sizeMiB ?? 0, // validation gives every VM-directory disk a size; 0 is refused
             owner,
             ...(key ? { encryptionKeyBase64: key } : {}),
           },

@@ -37,6 +37,11 @@ export async function prepareVmImage(
     }
     return;
   }
+  if (cfg.image.kind === 'volume') {
+    throw new UnsupportedError(
+      `VM ${cfg.name}: booting from a pool volume is not supported by this agent yet`,
+    );
+  }
   if (!userCanAccess(cfg.image.path, access, 'r')) {
     throw new UnsupportedError(
       `base image ${cfg.image.path} is missing or not readable by ${who}: chmod o+r, or give it group ${deps.qemuUserName}`,

@@ -1,0 +1,60 @@
+// Host devices and passthrough (issue 10): the inventory an agent reads from sysfs, and what a VM may ask for.
+// Shared by the devices driver (which reads it), the agent's report, the plan-time checks and the CLI.
+
+/** Most PCI devices an inventory lists (a large server has a few hundred functions). */
+export const PCI_DEVICES_MAX = 2_048;
+/** Most USB devices an inventory lists. */
+export const USB_DEVICES_MAX = 256;
+
+/** One PCI function as sysfs shows it. */
+export interface PciDevice {
+  /** Domain:bus:device.function, e.g. `0000:65:00.0`. */
+  address: string;
+  /** Four hex digits each, lower case. */
+  vendorId: string;
+  deviceId: string;
+  /** Names from pci.ids when the host has it. */
+  vendorName?: string;
+  deviceName?: string;
+  /** Six hex digits (class, subclass, prog-if), e.g. `030200` for a 3D controller. */
+  classCode: string;
+  /** Class name (`Display controller`, `Ethernet controller`, ...). */
+  className?: string;
+  /** The kernel driver bound now (`nvidia`, `vfio-pci`, `nvme`, ...); absent: none. */
+  driver?: string;
+  /** IOMMU group number; absent: no IOMMU (or it is off). */
+  iommuGroup?: number;
+  /** NUMA node; absent or -1: none reported. */
+  numaNode?: number;
+  /** SR-IOV: how many VFs it may have and has now, and their addresses. */
+  sriov?: { totalVfs: number; numVfs: number; vfs: string[] };
+  /** A VF: the address of its physical function. */
+  physfn?: string;
+  /** Mediated device types it offers (`mdev_supported_types`), with how many more each can create. */
+  mdevTypes?: Array<{ id: string; name?: string; available: number }>;
+  /** Why the host itself needs it (its boot disk's controller, its uplink's NIC); absent: free to pass through. */
+  hostUse?: string;
+}
+
+/** One USB device. */
+export interface UsbDevice {
+  /** `bus-port.port` path as sysfs names it, e.g. `1-2.3`. */
+  path: string;
+  busnum: number;
+  devnum: number;
+  vendorId: string;
+  productId: string;
+  manufacturer?: string;
+  product?: string;
+}
+
+/** A host's devices as its agent reads them. */
+export interface DeviceInventory {
+  /** Whether the kernel runs an IOMMU (`/sys/kernel/iommu_groups` has groups). */
+  iommu: boolean;
+  pci: PciDevice[];
+  usb: UsbDevice[];
+}
+
+/** A VM's passthrough request (spec `vms[].devices[]`): one PCI function by address, or a USB device by IDs. */
+export type DeviceRequest = { pci: string } | { usb: string };
