@@ -1,6 +1,7 @@
 import type { ConfidentialCapabilities, HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
 import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
+import type { ObservedSnapshot } from '../../shared/storage.js';
 
 /** Guest results, defined in shared/ (the agent's wire contract carries them); re-exported for drivers. */
 export type { GuestExecResult, GuestInterface } from '../../shared/results.js';
@@ -10,6 +11,15 @@ export type { GuestExecResult, GuestInterface } from '../../shared/results.js';
  * qemu-img on stdin and to QEMU over QMP, never written to disk, argv or a log.
  */
 export type SecretValues = ReadonlyArray<{ name: string; value: string }>;
+
+/** A disk a running QEMU has open, as `query-block` shows it. */
+export interface OpenDisk {
+  /** The disk's name (`root`, `cdrom`, or `disks[].name`). */
+  disk: string;
+  /** What QEMU opened: a file path, or the iscsi/nfs URL without credentials. */
+  target: string;
+  readOnly: boolean;
+}
 
 /** A hypervisor backend on one host (QEMU). */
 export interface HypervisorDriver {
@@ -35,6 +45,23 @@ export interface HypervisorDriver {
    * `cfg`; `UnsupportedError` when it runs without hot-plug slots (see `canHotplug`).
    */
   hotplugNics(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  // Disks (issue 10): optional until every hypervisor has them; the agent answers UnsupportedError without.
+  /** Grows disk `disk` of the running VM to `sizeMiB` through QMP `block_resize` (the guest sees it at once). */
+  resizeDisk?(name: string, disk: string, sizeMiB: number, ctx?: OpContext): Promise<void>;
+  /**
+   * Snapshots all of the VM's qcow2 disks at one instant (a QMP transaction when it runs, qemu-img when it is
+   * stopped); with `memory` (running VMs only) also its RAM and device state. Refuses a VM with a disk that cannot
+   * snapshot (raw iSCSI LUN), naming it.
+   */
+  snapshot?(name: string, snapshot: string, opts: { memory: boolean }, ctx?: OpContext): Promise<void>;
+  /** Restores every disk (and the RAM, when saved) to `snapshot`; a running VM without saved RAM must be stopped. */
+  rollback?(name: string, snapshot: string, ctx?: OpContext): Promise<void>;
+  deleteSnapshot?(name: string, snapshot: string, ctx?: OpContext): Promise<void>;
+  /** Whole-VM snapshots: those present on every one of its snapshot-capable disks. */
+  snapshots?(name: string): Promise<ObservedSnapshot[]>;
+  /** The block devices the running VM's QEMU has open (query-block), by disk name, for verify. */
+  openDisks?(name: string): Promise<OpenDisk[]>;
+
   /** Whether VM `name` runs and can take NIC hot-plug. */
   canHotplug(name: string): Promise<boolean>;
   /** VMs on this host. */
