@@ -1,8 +1,9 @@
 // `dir` storage backend: qcow2 files in a directory, made with qemu-img.
 import { chmod, chown, rm, stat } from 'node:fs/promises';
-import { ExecError, type Runner } from '../../exec/runner.js';
+import type { Runner } from '../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../shared/errors.js';
 import type { OpContext } from '../network/types.js';
+import { createRetryingLuks } from './qemu-img.js';
 import type { OverlaySpec, StorageDriver, VolumeOwner, VolumeRef, VolumeSpec } from './types.js';
 
 const VOLUME_NAME = /^[a-z][a-z0-9-]{0,62}$/;
@@ -14,32 +15,7 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/**
- * `qemu-img create` argv making a LUKS-encrypted qcow2 whose key (base64) qemu-img reads from stdin: it never
- * appears in argv (/proc/<pid>/cmdline), a file or a log. The runner's stdin is a socket, which qemu-img cannot open
- * as /dev/stdin (ENXIO), so `cat` turns it into a pipe; the arguments pass as "$@", never through the shell's parser.
- */
-export function withKeyOnStdin(create: readonly string[], id: string): string[] {
-  const [bin, sub, ...rest] = create;
-  return [
-    'sh',
-    '-c',
-    'cat | exec "$@"',
-    'sh',
-    bin!,
-    sub!,
-    '--object',
-    `secret,id=${id},file=/dev/stdin,format=base64`,
-    '-o',
-    `encrypt.format=luks,encrypt.key-secret=${id}`,
-    ...rest,
-  ];
-}
-
 /** Volumes as qcow2 files `<dir>/<name>.qcow2`, created with `qemu-img`. */
-/** How often an encrypted volume's creation is tried when qemu-img could not time its key derivation. */
-const LUKS_CREATE_TRIES = 5;
-
 export class DirStorage implements StorageDriver {
   constructor(private readonly runner: Runner) {}
 
@@ -65,31 +41,10 @@ export class DirStorage implements StorageDriver {
       const create = ['qemu-img', 'create', '-q', '-f', 'qcow2', path, `${v.sizeMiB}M`];
       const signal = ctx?.signal ? { signal: ctx.signal } : {};
       if (!key) await this.runner.run(create, signal);
-      else await this.createEncrypted(create, key, path, signal);
+      else await createRetryingLuks(this.runner, create, key, path, ctx?.signal);
     }
     await this.own(path, v.owner);
     return path;
-  }
-
-  // qemu-img picks the LUKS key's PBKDF2 iterations by timing a round on the thread's CPU clock; where that clock is
-  // tick-based a fast round can read 0 ms, and qemu-img gives up ("Unable to get accurate CPU usage"). That is
-  // chance, not a fault: measure again. A failed try's file is removed, so a volume is never left half-made.
-  private async createEncrypted(
-    create: string[],
-    key: string,
-    path: string,
-    signal: { signal?: AbortSignal },
-  ): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.runner.run(withKeyOnStdin(create, 'key0'), { ...signal, input: key });
-        return;
-      } catch (e) {
-        await rm(path, { force: true });
-        const stderr = e instanceof ExecError ? e.result.stderr : '';
-        if (attempt >= LUKS_CREATE_TRIES || !stderr.includes('Unable to get accurate CPU usage')) throw e;
-      }
-    }
   }
 
   /** Creates `<dir>/<name>.qcow2` backed by `base` (its format as `qemu-img info` reports it) unless it exists. */

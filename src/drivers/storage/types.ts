@@ -75,15 +75,44 @@ export interface PoolBackend {
     ctx?: OpContext,
     secrets?: SecretValues,
   ): Promise<void>;
-  /** Grows a volume to `sizeMiB`; a shrink is an `InvalidRequestError` and changes nothing. */
-  resizeVolume(pool: PoolConfig, name: string, sizeMiB: number, ctx?: OpContext): Promise<void>;
+  /**
+   * Grows a volume to `sizeMiB`; a shrink is an `InvalidRequestError` and changes nothing. `secrets`: an encrypted
+   * volume's key (qemu-img must open it to grow it).
+   */
+  resizeVolume(
+    pool: PoolConfig,
+    name: string,
+    sizeMiB: number,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void>;
   /** Removes a volume; a missing one is fine; `ConflictError` when linked clones still use it. */
   deleteVolume(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void>;
   /** A new volume `name` from a file on this host (qcow2, raw or ISO), converted to the pool's format. */
   importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void>;
 
-  // Snapshots (of a volume no running VM has open; a running VM's go through QMP on its host).
-  createSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
-  rollbackSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
-  deleteSnapshot(pool: PoolConfig, volume: string, snapshot: string, ctx?: OpContext): Promise<void>;
+  // Snapshots (of a volume no running VM has open; a running VM's go through QMP on its host). `secrets`: an
+  // encrypted volume's key (qemu-img must open it). Creating one that exists is a `ConflictError`, rolling back to a
+  // missing one a `NotFoundError`; deleting a missing one is fine.
+  createSnapshot(
+    pool: PoolConfig,
+    volume: string,
+    snapshot: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void>;
+  rollbackSnapshot(
+    pool: PoolConfig,
+    volume: string,
+    snapshot: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void>;
+  deleteSnapshot(
+    pool: PoolConfig,
+    volume: string,
+    snapshot: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void>;
 }
