@@ -255,6 +255,7 @@ describe('DirPool', () => {
   it('refuses to delete a pool directory that holds other files', async () => {
     const other: PoolConfig = { name: 'other', type: 'dir', path: join(root, 'pools', 'other') };
     await b.ensurePool(other, 'abcdef04');
+    await writeFile(join(other.path, '.vol.0123abcd.tmp'), 'a build the agent never finished');
     await mkdir(join(other.path, 'notes'));
     await expect(b.deletePool(other)).rejects.toThrow(/files that are not volumes \(notes\)/);
     await rm(join(other.path, 'notes'), { recursive: true });

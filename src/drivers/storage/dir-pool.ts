@@ -14,7 +14,8 @@ import {
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
 import { PoolStateStore } from './pool-state.js';
-import { poolUsage, Qcow2Volumes } from './qcow2-volumes.js';
+import { poolUsage } from './qcow2-listing.js';
+import { Qcow2Volumes } from './qcow2-volumes.js';
 import type { PoolBackend } from './types.js';
 
 /** What a DirPool needs (a subset of the registry's PoolBackendOptions). */
@@ -103,6 +104,7 @@ export class DirPool implements PoolBackend {
           `pool/${pool.name}`,
         );
       ctx?.progress?.(`deleting pool ${pool.name} (${pool.path})`);
+      await v.removeLeftovers();
       await rmdir(pool.path).catch(async (e: NodeJS.ErrnoException) => {
         if (e.code === 'ENOENT') return;
         if (e.code !== 'ENOTEMPTY') throw e;

@@ -15,59 +15,49 @@
 // - A write lock QEMU holds on a volume (a running VM) turns qemu-img's failure into a ConflictError that says so.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, copyFile, link, lstat, readdir, rm, statfs } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExecError, type Runner } from '../../exec/runner.js';
-import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../../shared/errors.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../shared/errors.js';
 import { DISK_SIZE_MIB_MAX } from '../../shared/limits.js';
-import { openRegular, UnsafeFileError } from '../../shared/safe-file.js';
+import { UnsafeFileError } from '../../shared/safe-file.js';
 import {
-  type ObservedSnapshot,
   type ObservedVolume,
-  POOL_VOLUMES_MAX,
   VOLUME_SNAPSHOTS_MAX,
   type VolumeConfig,
   volumeFileName,
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
+import { checkImportSource } from './image-import.js';
+import { checkBackingChain } from './qcow2-chain.js';
+import { listVolumes } from './qcow2-listing.js';
 import {
   createRetryingLuks,
   type ImageInfo,
   imageInfo,
   keyObjectOnStdin,
   QEMU_IMG_INFO_MAX_BYTES,
+  snapshotsOf,
 } from './qemu-img.js';
 
 /** A volume's name: lower-case letters, digits and dashes (a VM's own volume is `<vm>-<disk>`). */
 export const VOLUME_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 /** A snapshot's name (the wire's SnapshotNameSchema). */
 export const SNAPSHOT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
-/** Longest chain of linked clones (a clone of a clone of ...) qemu-img is allowed to open. */
-export const BACKING_CHAIN_MAX = 16;
 
 const VOLUME_FILE = /^([a-z][a-z0-9-]{0,62})\.(qcow2|iso)$/;
-const BACKING_FILE = /^[a-z][a-z0-9-]{0,62}\.qcow2$/;
+/** A volume being built (`build`): hidden, never listed. */
+const TEMP_FILE = /^\.[a-z][a-z0-9-]{0,62}\.[0-9a-f]{8}\.tmp$/;
 const MiB = 1024 * 1024;
 /** Formats a pool directory holds. */
 type FileFormat = 'qcow2' | 'iso';
-/** An ISO 9660 image has `CD001` at byte 32769. */
-const ISO_MAGIC_OFFSET = 32_769;
 
 /** How volume files are owned (an nfs pool's files belong to the uid its clients are squashed to). */
 export interface Qcow2VolumesOptions {
   /** Default 0o600. */
   mode?: number;
   owner?: { uid: number; gid: number };
-}
-
-/** What a pool's filesystem holds (statfs of its directory). */
-export async function poolUsage(
-  path: string,
-): Promise<{ capacityMiB: number; usedMiB: number; freeMiB: number }> {
-  const s = await statfs(path);
-  const mib = (blocks: number) => Math.floor((blocks * s.bsize) / MiB);
-  return { capacityMiB: mib(s.blocks), usedMiB: mib(s.blocks - s.bfree), freeMiB: mib(s.bavail) };
 }
 
 function checkSize(sizeMiB: number, subject: string): void {
@@ -131,37 +121,11 @@ export class Qcow2Volumes {
   }
 
   /**
-   * `qemu-img info` of a qcow2 volume after checking each link of its backing chain: a regular qcow2 file of this
-   * pool, named plainly, no external data file, at most `BACKING_CHAIN_MAX` deep. Only then may qemu-img open it
-   * whole (clone, convert, resize, snapshot).
+   * `qemu-img info` of a qcow2 volume after checking each link of its backing chain (qcow2-chain.ts); only then may
+   * qemu-img open it whole (clone, convert, resize, snapshot).
    */
-  async checkChain(name: string, signal?: AbortSignal): Promise<ImageInfo> {
-    let path = this.fileOf(name);
-    let top: ImageInfo | undefined;
-    const seen = new Set<string>([`${name}.qcow2`]);
-    for (let depth = 0; ; depth++) {
-      const st = await lstat(path).catch(() => undefined);
-      if (!st) throw new NotFoundError('volume', `${this.pool.name}/${name}`);
-      if (!st.isFile()) throw new UnsafeFileError(path, 'is not a regular file');
-      const info = await imageInfo(this.runner, path, 'qcow2', signal);
-      if (info['format-specific']?.data?.['data-file'] !== undefined)
-        throw new InvalidStateError(`${path} names an external data file; refused`, this.subject(name));
-      top ??= info;
-      const backing = info['backing-filename'];
-      if (backing === undefined) return top;
-      if (!BACKING_FILE.test(backing) || info['backing-filename-format'] !== 'qcow2')
-        throw new InvalidStateError(
-          `${path} is backed by ${JSON.stringify(backing.slice(0, 100))} (${info['backing-filename-format'] ?? 'format not given'}), which is not a qcow2 volume of pool ${this.pool.name}; refused`,
-          this.subject(name),
-        );
-      if (seen.has(backing) || depth + 1 >= BACKING_CHAIN_MAX)
-        throw new InvalidStateError(
-          `${this.subject(name)}: its backing chain loops or is deeper than ${BACKING_CHAIN_MAX}; refused`,
-          this.subject(name),
-        );
-      seen.add(backing);
-      path = join(this.pool.path, backing);
-    }
+  checkChain(name: string, signal?: AbortSignal): Promise<ImageInfo> {
+    return checkBackingChain(this.runner, this.pool, this.fileOf(name), signal);
   }
 
   // Runs a qemu-img command changing a volume; QEMU's lock on it (a running VM) becomes a ConflictError.
@@ -366,55 +330,20 @@ export class Qcow2Volumes {
     this.fileOf(name);
     ctx?.signal?.throwIfAborted();
     if (await this.find(name)) throw new ConflictError(`${subject} exists: pick another name`, subject);
-    const src = await openRegular(sourcePath);
-    if (!src) throw new NotFoundError('file', sourcePath);
-    let iso: boolean;
-    try {
-      if (src.st.size > DISK_SIZE_MIB_MAX * MiB)
-        throw new InvalidRequestError(`${sourcePath} is larger than ${DISK_SIZE_MIB_MAX} MiB`, sourcePath);
-      const magic = Buffer.alloc(5);
-      await src.fh.read(magic, 0, 5, ISO_MAGIC_OFFSET);
-      iso = magic.toString('latin1') === 'CD001';
-    } finally {
-      await src.fh.close();
-    }
+    const source = await checkImportSource(this.runner, sourcePath, ctx?.signal);
     ctx?.progress?.(`importing ${sourcePath} as ${subject}`);
-    if (iso) {
+    if (source.format === 'iso') {
       await this.build(name, 'iso', (tmp) => copyFile(sourcePath, tmp, constants.COPYFILE_EXCL));
       return;
     }
-    const info = await imageInfo(this.runner, sourcePath, undefined, ctx?.signal);
-    if (info.format !== 'qcow2' && info.format !== 'raw')
-      throw new InvalidRequestError(
-        `${sourcePath} is a ${info.format} image: vmlink imports qcow2, raw and ISO images (convert it with qemu-img first)`,
-        sourcePath,
-      );
-    if (info['backing-filename'] !== undefined || info['format-specific']?.data?.['data-file'] !== undefined)
-      throw new InvalidRequestError(
-        `${sourcePath} names other files (a backing or data file): flatten it first (qemu-img convert -O qcow2)`,
-        sourcePath,
-      );
-    if (info.encrypted)
-      throw new InvalidRequestError(`${sourcePath} is encrypted: decrypt it before importing it`, sourcePath);
-    if (info['virtual-size'] > DISK_SIZE_MIB_MAX * MiB)
-      throw new InvalidRequestError(`${sourcePath} is larger than ${DISK_SIZE_MIB_MAX} MiB`, sourcePath);
     await this.build(name, 'qcow2', (tmp) =>
       this.runner
         .run(
-          ['qemu-img', 'convert', '-q', '-f', info.format, '-O', 'qcow2', sourcePath, tmp],
+          ['qemu-img', 'convert', '-q', '-f', source.format, '-O', 'qcow2', sourcePath, tmp],
           ctx?.signal ? { signal: ctx.signal } : {},
         )
         .then(() => undefined),
     );
-  }
-
-  /** The snapshots a volume holds (from `qemu-img info`, which needs no key). */
-  static snapshotsOf(info: ImageInfo): ObservedSnapshot[] {
-    return (info.snapshots ?? []).map((s) => ({
-      name: s.name,
-      createdAt: new Date(s['date-sec'] * 1000).toISOString(),
-      ...(s['vm-state-size'] ? { vmStateBytes: s['vm-state-size'] } : {}),
-    }));
   }
 
   /**
@@ -440,7 +369,7 @@ export class Qcow2Volumes {
     if (f.format !== 'qcow2')
       throw new InvalidRequestError(`${subject} is an ISO image: it has no snapshots`, subject);
     const info = await this.checkChain(volume, ctx?.signal);
-    const snaps = Qcow2Volumes.snapshotsOf(info);
+    const snaps = snapshotsOf(info);
     const has = snaps.some((s) => s.name === snapshot);
     if (op === 'create' && has)
       throw new ConflictError(`${subject} has a snapshot ${snapshot} already`, subject);
@@ -480,6 +409,15 @@ export class Qcow2Volumes {
       ctx,
       key,
     );
+  }
+
+  /**
+   * Removes the temporary files of builds that never finished (an agent killed mid-create); only for a pool no
+   * build runs in (its deletion).
+   */
+  async removeLeftovers(): Promise<void> {
+    const files = await readdir(this.pool.path).catch(() => [] as string[]);
+    for (const f of files) if (TEMP_FILE.test(f)) await rm(join(this.pool.path, f), { force: true });
   }
 
   /** Names of the volumes in the pool directory (regular files or not), sorted. */
@@ -537,49 +475,8 @@ export class Qcow2Volumes {
     await rm(f.path, { force: true });
   }
 
-  /** One volume as observed. */
-  private async observe(name: string): Promise<ObservedVolume> {
-    const f = await this.mustFind(name);
-    const st = await lstat(f.path);
-    const allocatedMiB = Math.ceil((st.blocks * 512) / MiB);
-    if (f.format === 'iso')
-      return {
-        name,
-        format: 'iso',
-        sizeMiB: Math.ceil(st.size / MiB),
-        allocatedMiB,
-        encrypted: false,
-        snapshots: [],
-      };
-    const info = await this.checkChain(name);
-    const backing = info['backing-filename'];
-    return {
-      name,
-      format: 'qcow2',
-      sizeMiB: Math.ceil(info['virtual-size'] / MiB),
-      allocatedMiB,
-      encrypted: info.encrypted === true,
-      ...(backing ? { backingVolume: backing.slice(0, -'.qcow2'.length) } : {}),
-      snapshots: Qcow2Volumes.snapshotsOf(info),
-    };
-  }
-
-  /** Every volume of the pool as observed, and problems with files that could not be read (those are left out). */
-  async list(): Promise<{ volumes: ObservedVolume[]; problems: string[] }> {
-    const names = await this.names();
-    const problems: string[] = [];
-    if (names.length > POOL_VOLUMES_MAX)
-      problems.push(
-        `pool ${this.pool.name} holds ${names.length} volumes; only the first ${POOL_VOLUMES_MAX} are reported`,
-      );
-    const volumes: ObservedVolume[] = [];
-    for (const name of names.slice(0, POOL_VOLUMES_MAX)) {
-      try {
-        volumes.push(await this.observe(name));
-      } catch (e) {
-        problems.push(`volume ${name}: ${(e as Error).message.split('\n')[0]!.slice(0, 300)}`);
-      }
-    }
-    return { volumes, problems };
+  /** Every volume of the pool as observed, and problems with files that could not be read (qcow2-listing.ts). */
+  list(): Promise<{ volumes: ObservedVolume[]; problems: string[] }> {
+    return listVolumes(this, this.pool.name);
   }
 }

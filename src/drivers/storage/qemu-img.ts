@@ -5,6 +5,7 @@ import { rm } from 'node:fs/promises';
 import { z } from 'zod';
 import { ExecError, type Runner } from '../../exec/runner.js';
 import { BadResponseError } from '../../shared/errors.js';
+import type { ObservedSnapshot } from '../../shared/storage.js';
 
 /**
  * argv running the qemu-img command `argv` (`['qemu-img', SUB, ...rest]`) with a `secret` object `id` whose base64
@@ -130,4 +131,13 @@ export async function imageInfo(
       path,
     );
   return parsed.data;
+}
+
+/** The snapshots of an image as `qemu-img info` lists them (it needs no key to). */
+export function snapshotsOf(info: ImageInfo): ObservedSnapshot[] {
+  return (info.snapshots ?? []).map((s) => ({
+    name: s.name,
+    createdAt: new Date(s['date-sec'] * 1000).toISOString(),
+    ...(s['vm-state-size'] ? { vmStateBytes: s['vm-state-size'] } : {}),
+  }));
 }
