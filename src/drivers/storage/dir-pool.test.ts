@@ -261,4 +261,40 @@ describe('DirPool', () => {
     await rm(join(other.path, 'notes'), { recursive: true });
     await b.deletePool(other);
   });
+
+  it('is the base of other directory backends: their type, directory mode and hooks', async () => {
+    const calls: string[] = [];
+    class ExportedPool extends DirPool {
+      constructor() {
+        super({ runner, stateDir: join(root, 'state') }, { type: 'nfs', dirMode: 0o711 });
+      }
+      protected override async afterEnsure(p: PoolConfig) {
+        calls.push(`after ensure ${p.name}`);
+      }
+      protected override async beforeRemove(p: PoolConfig) {
+        calls.push(`before remove ${p.name}`);
+      }
+      protected override async poolProblems(p: PoolConfig) {
+        return [`export of ${p.name} missing`];
+      }
+    }
+    const nfs = new ExportedPool();
+    const nas: PoolConfig = { name: 'nas', type: 'nfs', path: join(root, 'pools', 'nas') };
+    expect(nfs.features).toEqual({
+      snapshots: true,
+      onlineResize: true,
+      linkedClones: true,
+      encryption: true,
+    });
+    await expect(nfs.ensurePool(pool, 'abcdef05')).rejects.toThrow(/of type dir, not nfs/);
+    await nfs.ensurePool(nas, 'abcdef05');
+    expect((await stat(nas.path)).mode & 0o777).toBe(0o711);
+    const listed = await nfs.listPools();
+    expect(listed.map((p) => [p.name, p.type, p.problems])).toEqual([
+      ['nas', 'nfs', ['export of nas missing']],
+    ]);
+    expect((await b.listPools()).map((p) => p.name)).not.toContain('nas');
+    await nfs.deletePool(nas);
+    expect(calls).toEqual(['after ensure nas', 'before remove nas']);
+  });
 });

@@ -1,6 +1,7 @@
 // `dir` pools: qcow2 volumes in a directory of a compute host (`<pool.path>/<name>.qcow2`, imported ISOs
 // `<name>.iso`). The VMs of this host open them through a descriptor root passes to their QEMU (which runs as a
 // per-VM uid), so the directory stays root's (0700) and its files root's (0600): no other user reads or swaps them.
+// The nfs backend is this plus an export per pool (it extends DirPool through its protected hooks).
 import { chmod, lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
 import type { Runner } from '../../exec/runner.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../shared/errors.js';
@@ -9,6 +10,7 @@ import {
   POOL_FEATURES,
   type PoolConfig,
   type PoolFeatures,
+  type PoolType,
   type VolumeConfig,
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
@@ -24,25 +26,51 @@ export interface DirPoolOptions {
   stateDir: string;
 }
 
-/** The `dir` pool backend. */
-export class DirPool implements PoolBackend {
-  readonly type = 'dir' as const;
-  readonly features: PoolFeatures = POOL_FEATURES.dir;
-  private readonly runner: Runner;
-  private readonly store: PoolStateStore;
+/** What a pool backend built on DirPool changes (the nfs backend: its type, its directory's mode). */
+export interface DirPoolKind {
+  type: PoolType;
+  /** Mode of the pool directory (default 0o700). */
+  dirMode?: number;
+}
 
-  constructor(opts: DirPoolOptions) {
+/**
+ * The `dir` pool backend, and the base of other backends whose pools are qcow2 files in a directory of their host
+ * (nfs: the same plus an export; it overrides the hooks below).
+ */
+export class DirPool implements PoolBackend {
+  readonly type: PoolType;
+  readonly features: PoolFeatures;
+  protected readonly runner: Runner;
+  private readonly store: PoolStateStore;
+  private readonly dirMode: number;
+
+  constructor(opts: DirPoolOptions, kind: DirPoolKind = { type: 'dir' }) {
     this.runner = opts.runner;
     this.store = new PoolStateStore(opts.stateDir);
+    this.type = kind.type;
+    this.features = POOL_FEATURES[kind.type];
+    this.dirMode = kind.dirMode ?? 0o700;
   }
 
-  private volumes(pool: PoolConfig): Qcow2Volumes {
-    if (pool.type !== 'dir')
+  /** The volumes of `pool`; refuses a pool of another type. */
+  protected volumes(pool: PoolConfig): Qcow2Volumes {
+    if (pool.type !== this.type)
       throw new InvalidRequestError(
-        `pool ${pool.name} is of type ${pool.type}, not dir`,
+        `pool ${pool.name} is of type ${pool.type}, not ${this.type}`,
         `pool/${pool.name}`,
       );
     return new Qcow2Volumes(this.runner, pool);
+  }
+
+  /** Runs once the pool's directory is in place, before its record is written (nfs: the export). */
+  protected async afterEnsure(_pool: PoolConfig, _ctx?: OpContext): Promise<void> {}
+
+  /** Runs once an empty pool's directory is gone, before its record is removed (nfs: the export). */
+  protected async beforeRemove(_pool: PoolConfig, _ctx?: OpContext): Promise<void> {}
+
+  /** Problems of a pool whose directory is there, beyond its volumes' (nfs: the export missing). */
+  protected async poolProblems(_pool: PoolConfig): Promise<string[]> {
+    return [];
   }
 
   /** The pool's directory as it is: absent, or a root-owned directory (never a link, which could lead anywhere). */
@@ -89,7 +117,8 @@ export class DirPool implements PoolBackend {
       ctx?.progress?.(`creating pool ${pool.name} in ${pool.path}`);
       await mkdir(pool.path, { recursive: true, mode: 0o700 });
     }
-    await chmod(pool.path, 0o700);
+    await chmod(pool.path, this.dirMode);
+    await this.afterEnsure(pool, ctx);
     await this.store.write({ config: pool, configHash });
   }
 
@@ -115,13 +144,14 @@ export class DirPool implements PoolBackend {
         );
       });
     }
+    await this.beforeRemove(pool, ctx);
     await this.store.remove(pool.name);
   }
 
   async listPools(): Promise<ObservedPool[]> {
     const out: ObservedPool[] = [];
-    for (const { config, configHash } of await this.store.readAll('dir')) {
-      const base = { name: config.name, type: 'dir' as const, configHash, config };
+    for (const { config, configHash } of await this.store.readAll(this.type)) {
+      const base = { name: config.name, type: this.type, configHash, config };
       let state: 'absent' | 'ok';
       try {
         state = await this.directory(config);
@@ -148,7 +178,8 @@ export class DirPool implements PoolBackend {
         continue;
       }
       const { volumes, problems } = await this.volumes(config).list();
-      out.push({ ...base, problems, ...(await poolUsage(config.path)), volumes });
+      const own = await this.poolProblems(config);
+      out.push({ ...base, problems: [...own, ...problems], ...(await poolUsage(config.path)), volumes });
     }
     return out;
   }
