@@ -207,6 +207,22 @@ describe('DirPool', () => {
     expect(used.length).toBeGreaterThan(4);
     expect(used.some((a) => a.join(' ').includes(key))).toBe(false);
     expect(runner.inputs).toContain(key);
+    // A key qemu-img refuses (not UTF-8): the error names the volume and quotes qemu-img, never the key.
+    const bad = Buffer.from([0xff, 0xfe, 0x01]).toString('base64');
+    const failed = await b
+      .createVolume(
+        pool,
+        { pool: 'p1', name: 'v-badkey', sizeMiB: 1, format: 'qcow2', encryption: { secret: 'k9' } },
+        undefined,
+        [{ name: 'k9', value: bad }],
+      )
+      .then(
+        () => undefined,
+        (e: Error) => e,
+      );
+    expect(failed?.message).toMatch(/not valid UTF-8/);
+    expect(failed?.message).not.toContain(bad);
+    expect((await b.listPools())[0]!.volumes.map((x) => x.name)).not.toContain('v-badkey');
     // A linked clone of an encrypted volume would need its key at every open: refused.
     await expect(
       b.createVolume(pool, {
