@@ -6,8 +6,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunOptions, SystemRunner } from '../../exec/runner.js';
-import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../../shared/errors.js';
-import { type PoolConfig, volumeFileName } from '../../shared/storage.js';
+import {
+  ConflictError,
+  InvalidRequestError,
+  InvalidStateError,
+  NotFoundError,
+  UnsupportedError,
+} from '../../shared/errors.js';
+import { type PoolConfig, type VolumeConfig, volumeFileName } from '../../shared/storage.js';
+import type { SecretValues } from '../hypervisor/types.js';
+import type { OpContext } from '../network/types.js';
 import { describePoolConformance, fileVolumeOpen } from './conformance-pools.js';
 import { DirPool } from './dir-pool.js';
 import { PoolStateStore } from './pool-state.js';
@@ -38,6 +46,45 @@ describePoolConformance('dir', async () => {
   const pool: PoolConfig = { name: 'conf', type: 'dir', path: join(root, 'pools', 'conf') };
   return {
     backend: new DirPool({ runner: new SystemRunner(), stateDir: join(root, 'state') }),
+    pool,
+    volumeUrl: (v) => fileVolumeOpen(join(pool.path, volumeFileName(v.name, v.format)), v.format),
+  };
+});
+
+// The suite's other branch: a backend that declares no optional feature must refuse each with UnsupportedError
+// (as the iscsi backend does). A dir pool with them withheld runs it, so the branch is known to pass and to fail.
+class PlainDirPool extends DirPool {
+  override readonly features = {
+    snapshots: false,
+    onlineResize: false,
+    linkedClones: false,
+    encryption: false,
+  };
+  override async createVolume(
+    pool: PoolConfig,
+    volume: VolumeConfig,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ) {
+    if (volume.from?.linked || volume.encryption) throw new UnsupportedError('withheld', volume.name);
+    return super.createVolume(pool, volume, ctx, secrets);
+  }
+  override async createSnapshot(): Promise<void> {
+    throw new UnsupportedError('withheld');
+  }
+  override async rollbackSnapshot(): Promise<void> {
+    throw new UnsupportedError('withheld');
+  }
+  override async deleteSnapshot(): Promise<void> {
+    throw new UnsupportedError('withheld');
+  }
+}
+
+describePoolConformance('dir, optional features withheld', async () => {
+  const root = await scratch('plain');
+  const pool: PoolConfig = { name: 'plain', type: 'dir', path: join(root, 'pools', 'plain') };
+  return {
+    backend: new PlainDirPool({ runner: new SystemRunner(), stateDir: join(root, 'state') }),
     pool,
     volumeUrl: (v) => fileVolumeOpen(join(pool.path, volumeFileName(v.name, v.format)), v.format),
   };
