@@ -281,7 +281,7 @@ describe('DirPool', () => {
       }),
     ).rejects.toThrow(/encrypted/);
     await b.deleteVolume(pool, 'v-enc');
-  }, 180_000); // each open of a LUKS volume derives its key for about 2 s
+  }, 300_000); // each open of a LUKS volume derives its key: about 2 s of CPU time, far longer on a loaded machine
 
   it('encrypts a full clone of a plain template with its own key', async () => {
     const key = Buffer.from('clone key').toString('base64');
@@ -303,7 +303,7 @@ describe('DirPool', () => {
     expect(v).toMatchObject({ encrypted: true, sizeMiB: 6 });
     await b.deleteVolume(pool, 'plain-enc');
     await b.deleteVolume(pool, 'plain');
-  }, 60_000);
+  }, 120_000);
 
   it('reports a pool whose directory went missing, and deletes it', async () => {
     const gone: PoolConfig = { name: 'gone', type: 'dir', path: join(root, 'pools', 'gone') };

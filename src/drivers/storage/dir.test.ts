@@ -37,7 +37,7 @@ describe('DirStorage', () => {
       encrypted: true,
       'format-specific': { data: { encrypt: { format: 'luks' } } },
     });
-  });
+  }, 120_000); // LUKS key derivation: about 2 s of CPU time, far longer in wall time on a loaded machine
 
   it("tries an encrypted volume again when qemu-img could not time the key derivation, leaving no try's file", async () => {
     // qemu-img's PBKDF2 timing read 0 ms on a tick-based CPU clock: chance, so measured again; other errors are not.
