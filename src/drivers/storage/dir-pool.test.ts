@@ -224,12 +224,20 @@ describe('DirPool', () => {
       await expect(b.resizeVolume(pool, 'v-open', 8)).rejects.toThrow(ConflictError);
       await expect(b.createSnapshot(pool, 'v-open', 's')).rejects.toThrow(/in use/);
       await expect(b.deleteVolume(pool, 'v-open')).rejects.toThrow(/in use/);
+      const copy = { pool: 'p1', name: 'v-copy', sizeMiB: 4, format: 'qcow2' as const };
+      await expect(
+        b.createVolume(pool, { ...copy, from: { volume: 'v-open', linked: false } }),
+      ).rejects.toThrow(/volume v-open of pool p1 is in use/);
+      await expect(
+        b.createVolume(pool, { ...copy, from: { volume: 'v-open', linked: true } }),
+      ).rejects.toThrow(ConflictError);
     } finally {
       holder.stdin?.end('quit\n');
       await new Promise((r) => holder.once('exit', r));
     }
-    const v = (await b.listPools())[0]!.volumes.find((x) => x.name === 'v-open');
-    expect(v).toMatchObject({ sizeMiB: 4, snapshots: [] });
+    const listed = (await b.listPools())[0]!.volumes;
+    expect(listed.find((x) => x.name === 'v-open')).toMatchObject({ sizeMiB: 4, snapshots: [] });
+    expect(listed.map((x) => x.name)).not.toContain('v-copy');
     await b.deleteVolume(pool, 'v-open');
   });
 

@@ -17,13 +17,15 @@ const BACKING_FILE = /^[a-z][a-z0-9-]{0,62}\.qcow2$/;
 /**
  * `qemu-img info` of the qcow2 volume file `path` of `pool`, after checking each link of its chain: a regular file
  * (not a link), qcow2, without an external data file, backed (if at all) by a plainly named qcow2 file of the same
- * pool directory with its format recorded (never probed), no loop, at most `BACKING_CHAIN_MAX` deep.
+ * pool directory with its format recorded (never probed), no loop, at most `BACKING_CHAIN_MAX` deep. `unlocked`:
+ * the volume itself must not be open for writing by another process (qemu-img's lock error otherwise).
  */
 export async function checkBackingChain(
   runner: Runner,
   pool: { name: string; path: string },
   path: string,
   signal?: AbortSignal,
+  unlocked = false,
 ): Promise<ImageInfo> {
   const volume = basename(path);
   const subject = `volume ${volume.replace(/\.qcow2$/, '')} of pool ${pool.name}`;
@@ -36,7 +38,7 @@ export async function checkBackingChain(
         ? new InvalidStateError(`${subject}: its backing file ${path} is missing`, subject)
         : new NotFoundError('volume', `${pool.name}/${volume.replace(/\.qcow2$/, '')}`);
     if (!st.isFile()) throw new UnsafeFileError(path, 'is not a regular file');
-    const info = await imageInfo(runner, path, 'qcow2', signal);
+    const info = await imageInfo(runner, path, 'qcow2', signal, !(unlocked && depth === 0));
     if (info['format-specific']?.data?.['data-file'] !== undefined)
       throw new InvalidStateError(`${path} names an external data file; refused`, subject);
     top ??= info;

@@ -124,25 +124,33 @@ export class Qcow2Volumes {
    * `qemu-img info` of a qcow2 volume after checking each link of its backing chain (qcow2-chain.ts); only then may
    * qemu-img open it whole (clone, convert, resize, snapshot).
    */
-  checkChain(name: string, signal?: AbortSignal): Promise<ImageInfo> {
-    return checkBackingChain(this.runner, this.pool, this.fileOf(name), signal);
+  checkChain(name: string, signal?: AbortSignal, unlocked = false): Promise<ImageInfo> {
+    return checkBackingChain(this.runner, this.pool, this.fileOf(name), signal, unlocked).catch(
+      (e: unknown) => {
+        throw this.lockConflict(e, name);
+      },
+    );
   }
 
-  // Runs a qemu-img command changing a volume; QEMU's lock on it (a running VM) becomes a ConflictError.
+  /** qemu-img's failure to take the lock QEMU holds on volume `name` (a running VM) as a ConflictError. */
+  private lockConflict(e: unknown, name: string): unknown {
+    if (!(e instanceof ExecError) || !/Failed to get .*lock/.test(e.result.stderr)) return e;
+    return new ConflictError(
+      `${this.subject(name)} is in use (a running VM has it open): stop the VM, or act through it`,
+      this.subject(name),
+    );
+  }
+
+  // Runs a qemu-img command changing a volume (its key, if any, on stdin).
   private async change(argv: string[], name: string, ctx?: OpContext, key?: string): Promise<void> {
-    try {
-      await this.runner.run(key === undefined ? argv : keyObjectOnStdin(argv, 'key0'), {
+    await this.runner
+      .run(key === undefined ? argv : keyObjectOnStdin(argv, 'key0'), {
         ...(key === undefined ? {} : { input: key }),
         ...(ctx?.signal ? { signal: ctx.signal } : {}),
+      })
+      .catch((e: unknown) => {
+        throw this.lockConflict(e, name);
       });
-    } catch (e) {
-      if (e instanceof ExecError && /Failed to get .*lock/.test(e.result.stderr))
-        throw new ConflictError(
-          `${this.subject(name)} is in use (a running VM has it open): stop the VM, or act through it`,
-          this.subject(name),
-        );
-      throw e;
-    }
   }
 
   /** qemu-img's --image-opts for a qcow2 volume file (an encrypted one opened with key object `key0`). */
@@ -191,7 +199,8 @@ export class Qcow2Volumes {
       throw new InvalidRequestError(
         `${this.subject(source)} is an ISO image; only qcow2 volumes can be cloned`,
       );
-    const info = await this.checkChain(source, signal);
+    // A source a running VM writes is in use: a copy would be torn, a clone would see its base change.
+    const info = await this.checkChain(source, signal, true);
     if (info.encrypted)
       throw new InvalidRequestError(
         `${this.subject(source)} is encrypted: a ${kind} of it would need its key at every open; clone an unencrypted template instead`,
@@ -250,12 +259,16 @@ export class Qcow2Volumes {
     if (sizeMiB !== undefined) checkSize(sizeMiB, this.subject(name));
     ctx?.progress?.(`creating volume ${name} in pool ${this.pool.name} as a full copy of ${source}`);
     const signal = ctx?.signal ? { signal: ctx.signal } : {};
-    await this.build(name, 'qcow2', async (tmp) => {
+    // In use since it was checked: qemu-img convert's own lock refuses it.
+    const made = this.build(name, 'qcow2', async (tmp) => {
       const convert = ['qemu-img', 'convert', '-q', '-f', 'qcow2', '-O', 'qcow2', this.fileOf(source), tmp];
       if (keyBase64 === undefined) await this.runner.run(convert, signal);
       else await createRetryingLuks(this.runner, convert, keyBase64, tmp, ctx?.signal);
       if (sizeMiB !== undefined && sizeMiB * MiB > info['virtual-size'])
         await this.grow(tmp, name, sizeMiB, ctx, keyBase64);
+    });
+    await made.catch((e: unknown) => {
+      throw this.lockConflict(e, source);
     });
   }
 

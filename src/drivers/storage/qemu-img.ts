@@ -106,16 +106,18 @@ export type ImageInfo = z.output<typeof imageInfoSchema>;
 
 /**
  * `qemu-img info` of the image at `path` alone (qemu-img opens no backing file for it), in `format` (never probed
- * unless undefined), `-U` so that an image a running VM holds can be read; output bounded and checked.
+ * unless undefined), `-U` so that an image a running VM holds can be read (unless `shared` is false: then such an
+ * image fails with qemu-img's lock error); output bounded and checked.
  */
 export async function imageInfo(
   runner: Runner,
   path: string,
   format: 'qcow2' | 'raw' | undefined,
   signal?: AbortSignal,
+  shared = true,
 ): Promise<ImageInfo> {
   const r = await runner.run(
-    ['qemu-img', 'info', '-U', '--output=json', ...(format ? ['-f', format] : []), path],
+    ['qemu-img', 'info', ...(shared ? ['-U'] : []), '--output=json', ...(format ? ['-f', format] : []), path],
     { maxOutputBytes: QEMU_IMG_INFO_MAX_BYTES, ...(signal ? { signal } : {}) },
   );
   let json: unknown;
