@@ -41,7 +41,8 @@ export class DirPool implements PoolBackend {
   readonly type: PoolType;
   readonly features: PoolFeatures;
   protected readonly runner: Runner;
-  private readonly store: PoolStateStore;
+  /** The pool records (shared with every backend of this agent). */
+  protected readonly store: PoolStateStore;
   private readonly dirMode: number;
 
   constructor(opts: DirPoolOptions, kind: DirPoolKind = { type: 'dir' }) {
