@@ -1,7 +1,7 @@
 // The dir pool backend: the pool conformance suite over real qemu-img/qemu-io in a scratch directory, and what is
 // particular to qcow2 files in a directory (ISO import, backing chains kept inside the pool, locks, keys).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +29,29 @@ class WatchedRunner extends SystemRunner {
     if (opts.input) this.inputs.push(opts.input);
     return super.run(argv, opts);
   }
+}
+
+/** Polls every process's /proc/PID/cmdline until stopped; the distinct lines seen. */
+function watchCmdlines(): { stop(): Promise<string[]> } {
+  const seen = new Set<string>();
+  let running = true;
+  const poll = (async () => {
+    while (running) {
+      for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+        if (!/^\d+$/.test(pid)) continue;
+        const c = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+        if (c?.length) seen.add(c.toString('utf8').replaceAll('\0', ' '));
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await poll;
+      return [...seen];
+    },
+  };
 }
 
 const scratchDirs: string[] = [];
@@ -245,12 +268,17 @@ describe('DirPool', () => {
     const key = Buffer.from('dir-pool key never in argv').toString('base64');
     const secrets = [{ name: 'k1', value: key }];
     const first = runner.argvs.length;
+    // Every command line on the machine while the volume is made (key derivation keeps qemu-img there for seconds).
+    const seen = watchCmdlines();
     await b.createVolume(
       pool,
       { pool: 'p1', name: 'v-enc', sizeMiB: 4, format: 'qcow2', encryption: { secret: 'k1' } },
       undefined,
       secrets,
     );
+    const cmdlines = await seen.stop();
+    expect(cmdlines.some((c) => c.includes('qemu-img') && c.includes('.v-enc.'))).toBe(true);
+    expect(cmdlines.filter((c) => c.includes(key))).toEqual([]);
     await expect(b.resizeVolume(pool, 'v-enc', 8)).rejects.toThrow(/encrypted.*key did not come/);
     await b.resizeVolume(pool, 'v-enc', 8, undefined, secrets);
     await b.createSnapshot(pool, 'v-enc', 's1', undefined, secrets);
