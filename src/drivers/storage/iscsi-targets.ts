@@ -27,8 +27,13 @@ export function wantedTarget(
     name: iscsiTargetName(storageHost, pool.name, volume),
     backingStore: file,
     ...(pool.chap ? { account: pool.chap.user } : {}),
-    acls: pool.clients?.length ? [...pool.clients] : ['ALL'],
+    acls: pool.clients?.length ? pool.clients.map(tgtAcl) : ['ALL'],
   };
+}
+
+/** A client network as tgtd's ACL takes it: a /32 as the bare address (tgt 1.0.85 matches no /32 network). */
+export function tgtAcl(cidr: string): string {
+  return cidr.endsWith('/32') ? cidr.slice(0, -3) : cidr;
 }
 
 /** How `have` differs from `want`, in words (empty: as wanted). */
@@ -74,20 +79,22 @@ export function nextTid(targets: readonly TgtTarget[]): number {
 }
 
 /**
- * Makes tgtd show `want` (creating the target when missing, repairing it otherwise) and returns it. With CHAP, a
+ * Makes tgtd show `want` (creating the target when missing, repairing it otherwise); a target it creates is added
+ * to `targets`, so the next call picks another id. With CHAP, a
  * missing account is an error and the target stays closed: the pool's `ensurePool` (which has the password) must
  * run first.
  */
 export async function exposeTarget(
   client: TgtClient,
   want: WantedTarget,
-  targets: readonly TgtTarget[],
+  targets: TgtTarget[],
 ): Promise<void> {
   let have = targets.find((t) => t.name === want.name);
   if (!have) {
     const tid = nextTid(targets);
     await client.newTarget(tid, want.name);
     have = { tid, name: want.name, sessions: [], luns: [], accounts: [], outgoingAccounts: [], acls: [] };
+    targets.push(have);
   }
   const tid = have.tid;
   const lun = have.luns.find((l) => l.lun === ISCSI_VOLUME_LUN);

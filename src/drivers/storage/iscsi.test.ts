@@ -43,6 +43,9 @@ describe('iscsi targets', () => {
       account: 'vmlink',
       acls: ['10.0.0.0/24'],
     });
+    expect(wantedTarget('st1', { ...pool, clients: ['10.0.0.7/32'] }, 'v1', '/x.img').acls).toEqual([
+      '10.0.0.7',
+    ]);
     const open = wantedTarget('st1', { ...pool, chap: undefined, clients: undefined }, 'v1', '/x.img');
     expect(open.acls).toEqual(['ALL']);
     expect(open.account).toBeUndefined();
