@@ -203,6 +203,15 @@ describe.runIf(isRoot && haveTools)('iscsi pool on a real tgtd, QEMU initiator w
     await backend.ensurePool(pool, 'hash-1', undefined, secrets());
     await backend.createVolume(pool, { pool: 'san', name: 'data', sizeMiB: 64, format: 'raw' });
     console.log(await measureCreate());
+    // Concurrent creations on one tgtd get distinct target ids.
+    await Promise.all(
+      ['par1', 'par2', 'par3'].map((name) =>
+        backend.createVolume(pool, { pool: 'san', name, sizeMiB: 8, format: 'raw' }),
+      ),
+    );
+    const tids = (await tgtd.client.showTargets()).filter((t) => /\.par\d$/.test(t.name)).map((t) => t.tid);
+    expect(new Set(tids).size).toBe(3);
+    for (const name of ['par1', 'par2', 'par3']) await backend.deleteVolume(pool, name);
     expect(await virtualSize('data')).toBe(64 * 1024 * 1024);
     const w = await qemuIo('data', `write -P ${PATTERN_BYTE} 1M 64k`);
     expect(w.code, w.stderr).toBe(0);

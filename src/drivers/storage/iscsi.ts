@@ -15,6 +15,7 @@ import {
   VmlinkError,
 } from '../../shared/errors.js';
 import { DISK_SIZE_MIB_MAX } from '../../shared/limits.js';
+import { KeyedQueue } from '../../shared/queue.js';
 import {
   ISCSI_VOLUME_LUN,
   iscsiTargetName,
@@ -37,6 +38,11 @@ import type { TgtTarget } from './tgt-show.js';
 import type { PoolBackend } from './types.js';
 
 const MiB = 1024 * 1024;
+/**
+ * Changes to one tgtd run one at a time in this process (keyed by its socket): a new target takes the next free id
+ * read just before, which two concurrent changes would both pick.
+ */
+const tgtdChanges = new KeyedQueue();
 /** Volume names: the spec's name pattern (they reach file and target names). */
 const VOLUME_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 /** A pool path tgtd can take in a `path=` parameter and nothing can make escape. */
@@ -81,6 +87,30 @@ export class IscsiPool implements PoolBackend {
         `storage host name ${JSON.stringify(opts.storageHost)} cannot be in an IQN`,
       );
     this.records = new IscsiPoolRecords(opts.stateDir);
+  }
+
+  /** Runs `fn` after the other changes to the tgtd serving `pool`. */
+  private serial<T>(pool: PoolConfig, fn: () => Promise<T>): Promise<T> {
+    return tgtdChanges.run(this.client(pool).socketPath, fn);
+  }
+
+  ensurePool(pool: PoolConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
+    return this.serial(pool, () => this.ensurePoolNow(pool, configHash, ctx, secrets));
+  }
+  deletePool(pool: PoolConfig, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.deletePoolNow(pool, ctx));
+  }
+  createVolume(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.createVolumeNow(pool, volume, ctx));
+  }
+  resizeVolume(pool: PoolConfig, name: string, sizeMiB: number, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.resizeVolumeNow(pool, name, sizeMiB, ctx));
+  }
+  deleteVolume(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.deleteVolumeNow(pool, name, ctx));
+  }
+  importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.importVolumeNow(pool, name, sourcePath, ctx));
   }
 
   private client(pool: PoolConfig): TgtClient {
@@ -136,7 +166,7 @@ export class IscsiPool implements PoolBackend {
     await exposeTarget(client, want, targets ?? (await client.showTargets()));
   }
 
-  async ensurePool(
+  private async ensurePoolNow(
     pool: PoolConfig,
     configHash: string,
     ctx?: OpContext,
@@ -184,7 +214,7 @@ export class IscsiPool implements PoolBackend {
     }
   }
 
-  async deletePool(pool: PoolConfig, ctx?: OpContext): Promise<void> {
+  private async deletePoolNow(pool: PoolConfig, ctx?: OpContext): Promise<void> {
     this.checkPool(pool);
     const names = await this.volumeNames(pool);
     if (names.length)
@@ -257,7 +287,7 @@ export class IscsiPool implements PoolBackend {
     return out;
   }
 
-  async createVolume(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
+  private async createVolumeNow(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
     this.checkPool(pool);
     if (volume.encryption) unsupported('encryption', pool);
     if (volume.from?.linked) unsupported('linkedClones', pool);
@@ -321,7 +351,12 @@ export class IscsiPool implements PoolBackend {
     }
   }
 
-  async resizeVolume(pool: PoolConfig, name: string, sizeMiB: number, ctx?: OpContext): Promise<void> {
+  private async resizeVolumeNow(
+    pool: PoolConfig,
+    name: string,
+    sizeMiB: number,
+    ctx?: OpContext,
+  ): Promise<void> {
     this.checkPool(pool);
     checkSize(name, sizeMiB);
     const file = this.fileOf(pool, name);
@@ -344,7 +379,7 @@ export class IscsiPool implements PoolBackend {
     await this.expose(pool, name);
   }
 
-  async deleteVolume(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
+  private async deleteVolumeNow(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
     this.checkPool(pool);
     const file = this.fileOf(pool, name);
     const client = this.client(pool);
@@ -354,7 +389,12 @@ export class IscsiPool implements PoolBackend {
     await rm(file, { force: true });
   }
 
-  async importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void> {
+  private async importVolumeNow(
+    pool: PoolConfig,
+    name: string,
+    sourcePath: string,
+    ctx?: OpContext,
+  ): Promise<void> {
     this.checkPool(pool);
     const file = this.fileOf(pool, name);
     if (await exists(file)) throw new ConflictError(`volume ${name} already exists in pool ${pool.name}`);
