@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IscsiPool } from '../../src/drivers/storage/iscsi.js';
+import { TgtError } from '../../src/drivers/storage/tgt-client.js';
 import { Tgtd } from '../../src/drivers/storage/tgtd.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ConflictError, InvalidRequestError } from '../../src/shared/errors.js';
@@ -197,6 +198,17 @@ describe.runIf(isRoot && haveTools)('iscsi pool on a real tgtd, QEMU initiator w
     await tgtd?.stop().catch(() => {});
     for (const ns of [SAN, HOST]) await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs one tgtd per control port, found again by identity; tgtd refusals come back typed', async () => {
+    const id = await tgtd.start(); // already running: the same process
+    expect(await tgtd.running()).toEqual(id);
+    const other = new Tgtd({ runner, controlPort: CONTROL_PORT, dir: join(dir, 'other'), netns: HOST });
+    await expect(other.start()).rejects.toThrow(ConflictError);
+    const e = await tgtd.client.deleteTarget(4242).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(TgtError);
+    expect((e as TgtError).kind).toBe('not-found');
+    expect((e as Error).message).toBe("tgtd refused to delete target 4242: can't find the target");
   });
 
   it('creates the pool and a volume whose LUN the host reads and writes with the right CHAP secret', async () => {
