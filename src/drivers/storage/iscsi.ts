@@ -4,7 +4,7 @@
 // tgtd keeps it in memory, and a restarted tgtd gets it back from the next `ensurePool`, which the plan schedules
 // because `listPools` reports the pool's problems.
 import { constants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, statfs, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Runner } from '../../exec/runner.js';
 import {
@@ -31,8 +31,9 @@ import {
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
-import { IscsiPoolRecords } from './iscsi-state.js';
 import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
+import { PoolStateStore } from './pool-state.js';
+import { poolUsage, VOLUME_NAME } from './qcow2-volumes.js';
 import { isTgtError, TgtClient } from './tgt-client.js';
 import type { TgtTarget } from './tgt-show.js';
 import type { PoolBackend } from './types.js';
@@ -43,8 +44,6 @@ const MiB = 1024 * 1024;
  * read just before, which two concurrent changes would both pick.
  */
 const tgtdChanges = new KeyedQueue();
-/** Volume names: the spec's name pattern (they reach file and target names). */
-const VOLUME_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 /** A pool path tgtd can take in a `path=` parameter and nothing can make escape. */
 const POOL_PATH = /^\/[\w./-]{1,250}$/;
 
@@ -79,14 +78,14 @@ async function exists(path: string): Promise<boolean> {
 export class IscsiPool implements PoolBackend {
   readonly type = 'iscsi' as const;
   readonly features: PoolFeatures = POOL_FEATURES.iscsi;
-  private readonly records: IscsiPoolRecords;
+  private readonly records: PoolStateStore;
 
   constructor(private readonly opts: IscsiPoolOptions) {
     if (!VOLUME_NAME.test(opts.storageHost))
       throw new InvalidRequestError(
         `storage host name ${JSON.stringify(opts.storageHost)} cannot be in an IQN`,
       );
-    this.records = new IscsiPoolRecords(opts.stateDir);
+    this.records = new PoolStateStore(opts.stateDir);
   }
 
   /** Runs `fn` after the other changes to the tgtd serving `pool`. */
@@ -225,7 +224,7 @@ export class IscsiPool implements PoolBackend {
     ctx?.progress?.(`deleting pool ${pool.name}`);
     if (pool.chap) {
       const client = this.client(pool);
-      const others = (await this.records.readAll()).filter(
+      const others = (await this.records.readAll('iscsi')).filter(
         (r) => r.config.name !== pool.name && r.config.chap?.user === pool.chap?.user,
       );
       // Another pool of this tgtd may share the CHAP user: its account stays.
@@ -242,7 +241,7 @@ export class IscsiPool implements PoolBackend {
 
   async listPools(): Promise<ObservedPool[]> {
     const out: ObservedPool[] = [];
-    for (const { config: pool, configHash } of await this.records.readAll()) {
+    for (const { config: pool, configHash } of await this.records.readAll('iscsi')) {
       const problems: string[] = [];
       let targets: TgtTarget[] | undefined;
       try {
@@ -442,11 +441,4 @@ function checkSize(name: string, sizeMiB: number): void {
       `volume ${name}: size must be a whole number of MiB from 1 to ${DISK_SIZE_MIB_MAX}`,
       `volume/${name}`,
     );
-}
-
-/** Size, use and free space of the filesystem holding `path`. */
-async function poolUsage(path: string): Promise<{ capacityMiB: number; usedMiB: number; freeMiB: number }> {
-  const s = await statfs(path);
-  const mib = (blocks: number) => Math.floor((blocks * s.bsize) / MiB);
-  return { capacityMiB: mib(s.blocks), usedMiB: mib(s.blocks - s.bfree), freeMiB: mib(s.bavail) };
 }
