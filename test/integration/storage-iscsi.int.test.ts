@@ -346,6 +346,11 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
       const image = join(dir, 'image.qcow2');
       await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', image, '16M']);
       await runner.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x33 0 4k', image]);
+      // An image that names another file would copy that file into the volume: refused.
+      const overlay = join(dir, 'overlay.qcow2');
+      await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image, overlay]);
+      await expect(backend.importVolume(pool, 'sneaky', overlay)).rejects.toThrow(/names other files/);
+      expect(existsSync(join(dir, 'pool', 'sneaky.img'))).toBe(false);
       await backend.importVolume(pool, 'imported', image);
       expect(await virtualSize('imported')).toBe(16 * 1024 * 1024);
       expect((await qemuIo('imported', 'read -P 0x33 0 4k')).stdout).not.toContain('verification failed');

@@ -34,6 +34,7 @@ import type { OpContext } from '../network/types.js';
 import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
 import { PoolStateStore } from './pool-state.js';
 import { poolUsage, VOLUME_NAME } from './qcow2-volumes.js';
+import { imageInfo } from './qemu-img.js';
 import { isTgtError, TgtClient } from './tgt-client.js';
 import type { TgtTarget } from './tgt-show.js';
 import type { PoolBackend } from './types.js';
@@ -399,13 +400,20 @@ export class IscsiPool implements PoolBackend {
     if (await exists(file)) throw new ConflictError(`volume ${name} already exists in pool ${pool.name}`);
     const s = await stat(sourcePath).catch(() => undefined);
     if (!s?.isFile()) throw new NotFoundError('image file', sourcePath);
-    // The format is read once and then named, so qemu-img never guesses it again while converting.
-    const info = await this.opts.runner.run(['qemu-img', 'info', '--output=json', sourcePath]);
-    const format = (JSON.parse(info.stdout || '{}') as { format?: string }).format;
+    // The format is read once and then named, so qemu-img never guesses it again while converting; an image that
+    // names other files (backing, data file) is refused, or converting it would copy them into the volume.
+    const info = await imageInfo(this.opts.runner, sourcePath, undefined, ctx?.signal);
+    const format = info.format;
     if (format !== 'qcow2' && format !== 'raw')
+      throw new InvalidRequestError(`${sourcePath} is ${format}; import takes qcow2, raw or ISO`, sourcePath);
+    if (info['backing-filename'] !== undefined || info['format-specific']?.data?.['data-file'] !== undefined)
       throw new InvalidRequestError(
-        `${sourcePath} is ${format ?? 'of no known format'}; import takes qcow2, raw or ISO`,
+        `${sourcePath} names other files (a backing or data file): flatten it first (qemu-img convert)`,
+        sourcePath,
       );
+    if (info.encrypted)
+      throw new InvalidRequestError(`${sourcePath} is encrypted: decrypt it before importing it`, sourcePath);
+    checkSize(name, Math.ceil(info['virtual-size'] / MiB));
     await mkdir(pool.path, { recursive: true, mode: 0o700 });
     ctx?.progress?.(`importing ${sourcePath} as volume ${name} of pool ${pool.name}`);
     await this.convertInto(pool, name, ['-f', format, sourcePath], ctx);
