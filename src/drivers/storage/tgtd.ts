@@ -176,8 +176,9 @@ export class Tgtd {
       if (!exited) await this.kill(id);
     }
     await Promise.all([this.files.identity, this.files.pidfile].map((f) => rm(f, { force: true })));
-    // A killed tgtd leaves its socket and lock file; only ours (this port) are removed, and only once it is gone.
-    if (!id || !(await isRunning(id)))
+    // A killed tgtd leaves its socket and lock file: removed once ours is gone, or when no tgtd answers there (never
+    // under another live tgtd of this port, whose lock they are).
+    if (id ? !(await isRunning(id)) : !(await this.answers(500)))
       await Promise.all([this.socketPath, `${this.socketPath}.lock`].map((f) => rm(f, { force: true })));
   }
 
