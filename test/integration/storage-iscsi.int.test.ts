@@ -385,7 +385,12 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
     it('deletes volumes and the pool, and no password was in any argv, log or state file', async () => {
       for (const v of ['data', 'copy', 'imported', 'early']) await backend.deleteVolume(pool, v);
       expect((await tgtd.client.showTargets()).filter((t) => t.name.includes('.san.'))).toEqual([]);
+      // A new CHAP user replaces the old account in tgtd; deleting the pool removes the account.
+      pool = { ...pool, chap: { user: 'vmlink2', secret: 'san-chap' } };
+      await backend.ensurePool(pool, 'hash-3', undefined, secrets());
+      expect(await tgtd.client.showAccounts()).toEqual(['vmlink2']);
       await backend.deletePool(pool);
+      expect(await tgtd.client.showAccounts()).toEqual([]);
       expect(await backend.listPools()).toEqual([]);
       expect(existsSync(pool.path)).toBe(false);
 

@@ -189,6 +189,9 @@ export class IscsiPool implements PoolBackend {
       ctx?.signal?.throwIfAborted();
       await this.expose(pool, n, targets);
     }
+    // A CHAP user the pool no longer has leaves tgtd (with its password) unless another pool still uses it.
+    const before = (await this.records.read(pool.name))?.config.chap?.user;
+    if (before && before !== pool.chap?.user) await this.dropAccount(client, pool.name, before);
     await this.records.write({ config: pool, configHash });
   }
 
@@ -214,6 +217,17 @@ export class IscsiPool implements PoolBackend {
     }
   }
 
+  /** Deletes CHAP account `user` unless another recorded pool uses it; a missing account or tgtd is fine. */
+  private async dropAccount(client: TgtClient, poolName: string, user: string): Promise<void> {
+    const others = (await this.records.readAll('iscsi')).filter(
+      (r) => r.config.name !== poolName && r.config.chap?.user === user,
+    );
+    if (others.length) return;
+    await client.deleteAccount(user).catch((e: unknown) => {
+      if (!isTgtError(e, 'NO_USER') && !(e instanceof VmlinkError && e.kind === 'unavailable')) throw e;
+    });
+  }
+
   private async deletePoolNow(pool: PoolConfig, ctx?: OpContext): Promise<void> {
     this.checkPool(pool);
     const names = await this.volumeNames(pool);
@@ -223,17 +237,7 @@ export class IscsiPool implements PoolBackend {
         `pool/${pool.name}`,
       );
     ctx?.progress?.(`deleting pool ${pool.name}`);
-    if (pool.chap) {
-      const client = this.client(pool);
-      const others = (await this.records.readAll('iscsi')).filter(
-        (r) => r.config.name !== pool.name && r.config.chap?.user === pool.chap?.user,
-      );
-      // Another pool of this tgtd may share the CHAP user: its account stays.
-      if (!others.length)
-        await client.deleteAccount(pool.chap.user).catch((e: unknown) => {
-          if (!isTgtError(e, 'NO_USER') && !(e instanceof VmlinkError && e.kind === 'unavailable')) throw e;
-        });
-    }
+    if (pool.chap) await this.dropAccount(this.client(pool), pool.name, pool.chap.user);
     await rmdir(pool.path).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
@@ -257,7 +261,8 @@ export class IscsiPool implements PoolBackend {
         usage = await poolUsage(pool.path);
         for (const name of await this.volumeNames(pool)) {
           const file = this.fileOf(pool, name);
-          const s = await stat(file);
+          const s = await stat(file).catch(() => undefined);
+          if (!s) continue; // deleted meanwhile
           volumes.push({
             name,
             format: 'raw',
