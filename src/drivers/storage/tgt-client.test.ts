@@ -48,7 +48,7 @@ function decode(b: Buffer): Seen {
 }
 
 /** What the fake answers: an error number, text, or raw bytes (for broken answers), or nothing at all. */
-type Answer = { err?: number; text?: string; raw?: Buffer; silent?: boolean };
+type Answer = { err?: number; text?: string; raw?: Buffer; silent?: boolean; pieces?: number };
 
 function rsp(err: number, text: string): Buffer {
   const body = text ? Buffer.from(`${text}\0`) : Buffer.alloc(0);
@@ -78,7 +78,20 @@ describe('TgtClient against a fake tgtd socket', () => {
         if (buf.length < len) return;
         seen.push(decode(buf.subarray(0, len)));
         if (answer.silent) return;
-        s.end(answer.raw ?? rsp(answer.err ?? 0, answer.text ?? ''));
+        const out = answer.raw ?? rsp(answer.err ?? 0, answer.text ?? '');
+        if (!answer.pieces) {
+          s.end(out);
+          return;
+        }
+        // In small pieces, each its own write after a pause: the header itself arrives split.
+        const size = Math.ceil(out.length / answer.pieces);
+        void (async () => {
+          for (let at = 0; at < out.length; at += size) {
+            s.write(out.subarray(at, at + size));
+            await new Promise((r) => setTimeout(r, 2));
+          }
+          s.end();
+        })();
       });
     });
     await new Promise<void>((r) => server.listen(tgtSocketPath(9, prefix()), r));
@@ -189,6 +202,11 @@ describe('TgtClient against a fake tgtd socket', () => {
     h.writeUInt32LE(4, 4);
     answer = { raw: h };
     await expect(client.showSystem()).rejects.toThrow(/bad length 4/);
+  });
+
+  it('reassembles an answer that arrives in pieces', async () => {
+    answer = { text: 'System:\n    State: ready\n', pieces: 7 };
+    expect(await client.showSystem()).toBe('System:\n    State: ready\n');
   });
 
   it('times out when tgtd never answers', async () => {

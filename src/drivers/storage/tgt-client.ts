@@ -291,9 +291,8 @@ export class TgtClient {
           return;
         }
         chunks.push(d);
-        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-        if (expected === undefined && all.length >= TGTADM_RSP_BYTES) {
-          const h = decodeTgtResponseHeader(all);
+        if (expected === undefined && got >= TGTADM_RSP_BYTES) {
+          const h = decodeTgtResponseHeader(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
           if (h.err !== 0) {
             finish(new TgtError(h.err, what, subject));
             return;
@@ -304,12 +303,14 @@ export class TgtClient {
           }
           expected = h.len;
         }
-        if (expected !== undefined && all.length >= expected) {
-          if (all.length > expected) {
+        // Joined once, when complete (a large `show` arrives in many pieces).
+        if (expected !== undefined && got >= expected) {
+          if (got > expected) {
             finish(new BadResponseError(`tgtd's answer to ${what} is longer than it said`, subject));
             return;
           }
           // The text ends with concat_buf's NUL.
+          const all = Buffer.concat(chunks);
           finish(undefined, all.subarray(TGTADM_RSP_BYTES).toString('utf8').replace(/\0+$/, ''));
         }
       });
