@@ -375,13 +375,23 @@ export class IscsiPool implements PoolBackend {
       );
     if (sizeMiB === now) return;
     const client = this.client(pool);
-    const t = this.target(pool, await client.showTargets(), name);
-    // tgtd reads a LUN's size when it is added: the LUN is added again, which an open session would not survive.
+    let t = this.target(pool, await client.showTargets(), name);
+    // tgtd reads a LUN's size when it is added: the LUN is added again, which an open session would not survive
+    // (tgtd removes a LUN under a session without a word). So no login may happen meanwhile: the target's ACL is
+    // lifted first, then it is checked for sessions, and `expose` puts the ACL back in either case.
     refuseInUse(name, t, 'resize it');
-    ctx?.progress?.(`growing volume ${name} to ${sizeMiB} MiB`);
-    await truncate(file, sizeMiB * MiB);
-    if (t?.luns.some((l) => l.lun === ISCSI_VOLUME_LUN)) await client.deleteLun(t.tid, ISCSI_VOLUME_LUN);
-    await this.expose(pool, name);
+    if (t) {
+      for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
+      t = this.target(pool, await client.showTargets(), name);
+    }
+    try {
+      refuseInUse(name, t, 'resize it');
+      ctx?.progress?.(`growing volume ${name} to ${sizeMiB} MiB`);
+      await truncate(file, sizeMiB * MiB);
+      if (t?.luns.some((l) => l.lun === ISCSI_VOLUME_LUN)) await client.deleteLun(t.tid, ISCSI_VOLUME_LUN);
+    } finally {
+      await this.expose(pool, name);
+    }
   }
 
   private async deleteVolumeNow(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
