@@ -326,10 +326,11 @@ export class IscsiPool implements PoolBackend {
   private async copyVolume(pool: PoolConfig, source: string, name: string, sizeMiB: number, ctx?: OpContext) {
     const from = this.fileOf(pool, source);
     if (!(await exists(from))) throw new NotFoundError('volume', source);
-    const targets = await this.client(pool).showTargets();
-    refuseInUse(source, this.target(pool, targets, source), `copy it to ${name} consistently`);
-    ctx?.progress?.(`copying volume ${source} to ${name} in pool ${pool.name}`);
-    await this.convertInto(pool, name, ['-f', 'raw', from], ctx);
+    // Copied while nobody can write it, so the copy is one moment of it.
+    await this.whileClosed(pool, source, `copy it to ${name} consistently`, async () => {
+      ctx?.progress?.(`copying volume ${source} to ${name} in pool ${pool.name}`);
+      await this.convertInto(pool, name, ['-f', 'raw', from], ctx);
+    });
     const file = this.fileOf(pool, name);
     if ((await stat(file)).size < sizeMiB * MiB) await truncate(file, sizeMiB * MiB);
   }
@@ -374,23 +375,38 @@ export class IscsiPool implements PoolBackend {
         `volume/${name}`,
       );
     if (sizeMiB === now) return;
-    const client = this.client(pool);
-    let t = this.target(pool, await client.showTargets(), name);
     // tgtd reads a LUN's size when it is added: the LUN is added again, which an open session would not survive
-    // (tgtd removes a LUN under a session without a word). So no login may happen meanwhile: the target's ACL is
-    // lifted first, then it is checked for sessions, and `expose` puts the ACL back in either case.
-    refuseInUse(name, t, 'resize it');
-    if (t) {
-      for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
-      t = this.target(pool, await client.showTargets(), name);
-    }
-    try {
-      refuseInUse(name, t, 'resize it');
+    // (tgtd removes a LUN under a session without a word).
+    await this.whileClosed(pool, name, 'resize it', async (client, t) => {
       ctx?.progress?.(`growing volume ${name} to ${sizeMiB} MiB`);
       await truncate(file, sizeMiB * MiB);
       if (t?.luns.some((l) => l.lun === ISCSI_VOLUME_LUN)) await client.deleteLun(t.tid, ISCSI_VOLUME_LUN);
+    });
+  }
+
+  /**
+   * Runs `fn` while no initiator is logged in to `volume`'s target and none can log in: `ConflictError` naming the
+   * initiators when one is; otherwise the target's ACL is lifted, the check made again (a login may have come in
+   * between), and `expose` puts the target back as wanted afterwards, whatever `fn` did.
+   */
+  private async whileClosed(
+    pool: PoolConfig,
+    volume: string,
+    what: string,
+    fn: (client: TgtClient, t: TgtTarget | undefined) => Promise<void>,
+  ): Promise<void> {
+    const client = this.client(pool);
+    let t = this.target(pool, await client.showTargets(), volume);
+    refuseInUse(volume, t, what);
+    try {
+      if (t) {
+        for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
+        t = this.target(pool, await client.showTargets(), volume);
+        refuseInUse(volume, t, what);
+      }
+      await fn(client, t);
     } finally {
-      await this.expose(pool, name);
+      await this.expose(pool, volume);
     }
   }
 
