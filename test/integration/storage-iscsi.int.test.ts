@@ -310,7 +310,7 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
           '--image-opts',
           opts('data'),
           '-c',
-          'sleep 2000',
+          'sleep 3000',
         ],
         { netns: HOST, allowFailure: true },
       );
@@ -320,6 +320,16 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
         /volume data is in use by initiator iqn\.[^ ]+ \(10\.254\.77\.2\)/,
       );
       await expect(backend.deleteVolume(pool, 'data')).rejects.toThrow(ConflictError);
+      await expect(
+        backend.createVolume(pool, {
+          pool: 'san',
+          name: 'busycopy',
+          sizeMiB: 64,
+          format: 'raw',
+          from: { volume: 'data', linked: false },
+        }),
+      ).rejects.toThrow(/volume data is in use by initiator/);
+      expect(existsSync(join(dir, 'pool', 'busycopy.img'))).toBe(false);
       await holder;
       expect((await stat(join(dir, 'pool', 'data.img'))).size).toBe(64 * 1024 * 1024);
     });
