@@ -217,7 +217,7 @@ export function describePoolConformance(name: string, setup: () => Promise<PoolC
       if (!b.features.linkedClones) {
         await expect(b.createVolume(pool, linked)).rejects.toThrow(UnsupportedError);
         expect(await volume('cf-linked')).toBeUndefined();
-        await b.deleteVolume(pool, 'cf-base');
+        await b.deleteVolume(pool, 'cf-base'); // as the supported path ends: later cases count the volumes
         return;
       }
       await b.createVolume(pool, linked);

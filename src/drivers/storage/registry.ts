@@ -5,6 +5,7 @@ import { UnsupportedError } from '../../shared/errors.js';
 import type { PoolType } from '../../shared/storage.js';
 import { DirStorage } from './dir.js';
 import { DirPool } from './dir-pool.js';
+import { IscsiPool } from './iscsi.js';
 import type { PoolBackend, StorageDriver } from './types.js';
 
 /** What every storage backend constructor receives. */
@@ -39,6 +40,7 @@ export interface PoolBackendOptions {
  */
 export const poolBackends: Partial<Record<PoolType, (opts: PoolBackendOptions) => PoolBackend>> = {
   dir: (opts) => new DirPool(opts),
+  iscsi: (opts) => new IscsiPool(opts),
 };
 
 /** The backend of pools of `type`; `UnsupportedError` for a type this build has no backend for. */

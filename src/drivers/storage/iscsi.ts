@@ -1,0 +1,483 @@
+// `iscsi` pool backend, on a storage host: each volume a raw file `<pool.path>/<volume>.img` served by tgtd as LUN 1
+// of its own target, behind the pool's CHAP account and client ACL (iscsi-targets.ts). tgtd is driven over its
+// control socket (tgt-client.ts), so the CHAP password never reaches an argv; it is never written anywhere either:
+// tgtd keeps it in memory, and a restarted tgtd gets it back from the next `ensurePool`, which the plan schedules
+// because `listPools` reports the pool's problems.
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Runner } from '../../exec/runner.js';
+import {
+  ConflictError,
+  InvalidRequestError,
+  NotFoundError,
+  UnsupportedError,
+  VmlinkError,
+} from '../../shared/errors.js';
+import { DISK_SIZE_MIB_MAX } from '../../shared/limits.js';
+import { KeyedQueue } from '../../shared/queue.js';
+import {
+  ISCSI_VOLUME_LUN,
+  iscsiTargetName,
+  type ObservedPool,
+  type ObservedVolume,
+  POOL_FEATURE_REASONS,
+  POOL_FEATURES,
+  POOL_VOLUMES_MAX,
+  type PoolConfig,
+  type PoolFeatures,
+  type VolumeConfig,
+  volumeFileName,
+} from '../../shared/storage.js';
+import type { SecretValues } from '../hypervisor/types.js';
+import type { OpContext } from '../network/types.js';
+import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
+import { PoolStateStore } from './pool-state.js';
+import { poolUsage, VOLUME_NAME } from './qcow2-volumes.js';
+import { imageInfo } from './qemu-img.js';
+import { isTgtError, TgtClient } from './tgt-client.js';
+import type { TgtTarget } from './tgt-show.js';
+import type { PoolBackend } from './types.js';
+
+const MiB = 1024 * 1024;
+/**
+ * Changes to one tgtd run one at a time in this process (keyed by its socket): a new target takes the next free id
+ * read just before, which two concurrent changes would both pick.
+ */
+const tgtdChanges = new KeyedQueue();
+/** A pool path tgtd can take in a `path=` parameter and nothing can make escape. */
+const POOL_PATH = /^\/[\w./-]{1,250}$/;
+
+/** Options of the iscsi pool backend. */
+export interface IscsiPoolOptions {
+  runner: Runner;
+  /** The agent's state directory (pool records in `<stateDir>/pools`). */
+  stateDir: string;
+  /** tgtd's control port when a pool does not name one (`pool.iscsi.tgtControlPort` wins). */
+  tgtControlPort?: number;
+  /** This host's name in IQNs. */
+  storageHost: string;
+  /** tgtd socket prefix (tests). */
+  socketPrefix?: string;
+}
+
+function unsupported(feature: keyof PoolFeatures, pool: PoolConfig): never {
+  throw new UnsupportedError(
+    `pool ${pool.name}: ${POOL_FEATURE_REASONS.iscsi?.[feature] ?? `iscsi pools do not support ${feature}`}`,
+    `pool/${pool.name}`,
+  );
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Raw LUN files behind tgtd targets with CHAP. */
+export class IscsiPool implements PoolBackend {
+  readonly type = 'iscsi' as const;
+  readonly features: PoolFeatures = POOL_FEATURES.iscsi;
+  private readonly records: PoolStateStore;
+
+  constructor(private readonly opts: IscsiPoolOptions) {
+    if (!VOLUME_NAME.test(opts.storageHost))
+      throw new InvalidRequestError(
+        `storage host name ${JSON.stringify(opts.storageHost)} cannot be in an IQN`,
+      );
+    this.records = new PoolStateStore(opts.stateDir);
+  }
+
+  /** Runs `fn` after the other changes to the tgtd serving `pool`. */
+  private serial<T>(pool: PoolConfig, fn: () => Promise<T>): Promise<T> {
+    return tgtdChanges.run(this.client(pool).socketPath, fn);
+  }
+
+  ensurePool(pool: PoolConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
+    return this.serial(pool, () => this.ensurePoolNow(pool, configHash, ctx, secrets));
+  }
+  deletePool(pool: PoolConfig, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.deletePoolNow(pool, ctx));
+  }
+  createVolume(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.createVolumeNow(pool, volume, ctx));
+  }
+  resizeVolume(pool: PoolConfig, name: string, sizeMiB: number, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.resizeVolumeNow(pool, name, sizeMiB, ctx));
+  }
+  deleteVolume(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.deleteVolumeNow(pool, name, ctx));
+  }
+  importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.importVolumeNow(pool, name, sourcePath, ctx));
+  }
+
+  private client(pool: PoolConfig): TgtClient {
+    return new TgtClient({
+      controlPort: pool.iscsi?.tgtControlPort ?? this.opts.tgtControlPort ?? 0,
+      ...(this.opts.socketPrefix ? { socketPrefix: this.opts.socketPrefix } : {}),
+    });
+  }
+
+  private checkPool(pool: PoolConfig): void {
+    if (pool.type !== 'iscsi') throw new InvalidRequestError(`pool ${pool.name} is ${pool.type}, not iscsi`);
+    if (!POOL_PATH.test(pool.path) || pool.path.split('/').includes('..'))
+      throw new InvalidRequestError(`pool ${pool.name}: path ${JSON.stringify(pool.path)} is not usable`);
+  }
+
+  /** `<pool.path>/<name>.img`; refuses a name outside the spec's pattern. */
+  fileOf(pool: PoolConfig, name: string): string {
+    if (!VOLUME_NAME.test(name))
+      throw new InvalidRequestError(
+        `volume name ${JSON.stringify(name)} must match ${VOLUME_NAME}`,
+        `volume/${name}`,
+      );
+    return join(pool.path, volumeFileName(name, 'raw'));
+  }
+
+  /** Names of the volumes (files `*.img`) in the pool's directory. */
+  private async volumeNames(pool: PoolConfig): Promise<string[]> {
+    let files: string[];
+    try {
+      files = await readdir(pool.path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const names = files
+      .filter((f) => f.endsWith('.img'))
+      .map((f) => f.slice(0, -'.img'.length))
+      .filter((n) => VOLUME_NAME.test(n))
+      .sort();
+    if (names.length > POOL_VOLUMES_MAX)
+      throw new VmlinkError('internal', `pool ${pool.name} holds more than ${POOL_VOLUMES_MAX} volumes`);
+    return names;
+  }
+
+  private target(pool: PoolConfig, targets: readonly TgtTarget[], volume: string): TgtTarget | undefined {
+    const iqn = iscsiTargetName(this.opts.storageHost, pool.name, volume);
+    return targets.find((t) => t.name === iqn);
+  }
+
+  private async expose(pool: PoolConfig, volume: string, targets?: TgtTarget[]): Promise<void> {
+    const client = this.client(pool);
+    const want = wantedTarget(this.opts.storageHost, pool, volume, this.fileOf(pool, volume));
+    await exposeTarget(client, want, targets ?? (await client.showTargets()));
+  }
+
+  private async ensurePoolNow(
+    pool: PoolConfig,
+    configHash: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<void> {
+    this.checkPool(pool);
+    // Checked before anything changes: a pool with CHAP is never served without its password.
+    const password = pool.chap ? chapPassword(pool, secrets) : undefined;
+    ctx?.signal?.throwIfAborted();
+    await mkdir(pool.path, { recursive: true, mode: 0o700 });
+    const client = this.client(pool);
+    let targets = await client.showTargets();
+    const names = await this.volumeNames(pool);
+    if (password !== undefined && pool.chap) {
+      ctx?.progress?.(`setting CHAP account ${pool.chap.user} of pool ${pool.name}`);
+      await this.setAccount(client, pool.chap.user, password);
+      targets = await client.showTargets();
+    }
+    for (const n of names) {
+      ctx?.signal?.throwIfAborted();
+      await this.expose(pool, n, targets);
+    }
+    // A CHAP user the pool no longer has leaves tgtd (with its password) unless another pool still uses it.
+    const before = (await this.records.read(pool.name))?.config.chap?.user;
+    if (before && before !== pool.chap?.user) await this.dropAccount(client, pool.name, before);
+    await this.records.write({ config: pool, configHash });
+  }
+
+  /**
+   * (Re)creates the CHAP account with `password` (tgtd cannot change a password: delete and create). Deleting an
+   * account unbinds it from its targets, which would leave them open to logins without CHAP; so their ACLs are
+   * lifted first (no new login at all meanwhile; logged-in sessions stay), and the account then the ACLs are put
+   * back on each of them (other pools sharing the user included).
+   */
+  private async setAccount(client: TgtClient, user: string, password: string): Promise<void> {
+    const lifted: TgtTarget[] = [];
+    if ((await client.showAccounts()).includes(user)) {
+      for (const t of (await client.showTargets()).filter((x) => x.accounts.includes(user))) {
+        for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
+        lifted.push(t);
+      }
+      await client.deleteAccount(user);
+    }
+    await client.newAccount(user, password);
+    for (const t of lifted) {
+      await client.bindAccount(t.tid, user);
+      for (const a of t.acls) await client.bindInitiatorAddress(t.tid, a);
+    }
+  }
+
+  /** Deletes CHAP account `user` unless another recorded pool uses it; a missing account or tgtd is fine. */
+  private async dropAccount(client: TgtClient, poolName: string, user: string): Promise<void> {
+    const others = (await this.records.readAll('iscsi')).filter(
+      (r) => r.config.name !== poolName && r.config.chap?.user === user,
+    );
+    if (others.length) return;
+    await client.deleteAccount(user).catch((e: unknown) => {
+      if (!isTgtError(e, 'NO_USER') && !(e instanceof VmlinkError && e.kind === 'unavailable')) throw e;
+    });
+  }
+
+  private async deletePoolNow(pool: PoolConfig, ctx?: OpContext): Promise<void> {
+    this.checkPool(pool);
+    const names = await this.volumeNames(pool);
+    if (names.length)
+      throw new ConflictError(
+        `pool ${pool.name} still holds volume(s) ${names.join(', ')}: delete them first`,
+        `pool/${pool.name}`,
+      );
+    ctx?.progress?.(`deleting pool ${pool.name}`);
+    if (pool.chap) await this.dropAccount(this.client(pool), pool.name, pool.chap.user);
+    await rmdir(pool.path).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+    await this.records.remove(pool.name);
+  }
+
+  async listPools(): Promise<ObservedPool[]> {
+    const out: ObservedPool[] = [];
+    for (const { config: pool, configHash } of await this.records.readAll('iscsi')) {
+      const problems: string[] = [];
+      let targets: TgtTarget[] | undefined;
+      try {
+        targets = await this.client(pool).showTargets();
+      } catch (e) {
+        problems.push(`tgtd is not answering: ${(e as Error).message}`);
+      }
+      const volumes: ObservedVolume[] = [];
+      let usage = { capacityMiB: 0, usedMiB: 0, freeMiB: 0 };
+      if (!(await exists(pool.path))) problems.push(`directory ${pool.path} is missing`);
+      else {
+        usage = await poolUsage(pool.path);
+        for (const name of await this.volumeNames(pool)) {
+          const file = this.fileOf(pool, name);
+          const s = await stat(file).catch(() => undefined);
+          if (!s) continue; // deleted meanwhile
+          volumes.push({
+            name,
+            format: 'raw',
+            sizeMiB: Math.floor(s.size / MiB),
+            allocatedMiB: Math.ceil((s.blocks * 512) / MiB),
+            encrypted: false,
+            snapshots: [],
+          });
+          if (targets)
+            problems.push(
+              ...targetProblems(
+                wantedTarget(this.opts.storageHost, pool, name, file),
+                this.target(pool, targets, name),
+              ),
+            );
+        }
+      }
+      if (pool.chap && targets) {
+        const accounts = await this.client(pool)
+          .showAccounts()
+          .catch(() => undefined);
+        if (accounts && !accounts.includes(pool.chap.user))
+          problems.push(`CHAP account ${pool.chap.user} is missing from tgtd`);
+      }
+      out.push({ name: pool.name, type: 'iscsi', configHash, problems, config: pool, ...usage, volumes });
+    }
+    return out;
+  }
+
+  private async createVolumeNow(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
+    this.checkPool(pool);
+    if (volume.encryption) unsupported('encryption', pool);
+    if (volume.from?.linked) unsupported('linkedClones', pool);
+    if (volume.format !== 'raw')
+      throw new InvalidRequestError(`volume ${volume.name}: iscsi volumes are raw, not ${volume.format}`);
+    checkSize(volume.name, volume.sizeMiB);
+    const file = this.fileOf(pool, volume.name);
+    ctx?.signal?.throwIfAborted();
+    if (!(await exists(file))) {
+      await mkdir(pool.path, { recursive: true, mode: 0o700 });
+      if (volume.from) await this.copyVolume(pool, volume.from.volume, volume.name, volume.sizeMiB, ctx);
+      else {
+        ctx?.progress?.(`creating volume ${volume.name} (${volume.sizeMiB} MiB) in pool ${pool.name}`);
+        // Sparse: truncate allocates nothing; 'wx' never takes over a file that appeared meanwhile.
+        const f = await open(
+          file,
+          constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
+          0o600,
+        );
+        try {
+          await f.truncate(volume.sizeMiB * MiB);
+        } finally {
+          await f.close();
+        }
+      }
+    }
+    await this.expose(pool, volume.name);
+  }
+
+  /** A full copy of `source` (raw to raw, sparse) into a new file, grown to `sizeMiB` when larger. */
+  private async copyVolume(pool: PoolConfig, source: string, name: string, sizeMiB: number, ctx?: OpContext) {
+    const from = this.fileOf(pool, source);
+    if (!(await exists(from))) throw new NotFoundError('volume', source);
+    // Copied while nobody can write it, so the copy is one moment of it.
+    await this.whileClosed(pool, source, `copy it to ${name} consistently`, async () => {
+      ctx?.progress?.(`copying volume ${source} to ${name} in pool ${pool.name}`);
+      await this.convertInto(pool, name, ['-f', 'raw', from], ctx);
+    });
+    const file = this.fileOf(pool, name);
+    if ((await stat(file)).size < sizeMiB * MiB) await truncate(file, sizeMiB * MiB);
+  }
+
+  /** `qemu-img convert -O raw` into a temporary file renamed to the volume's once complete. */
+  private async convertInto(
+    pool: PoolConfig,
+    name: string,
+    source: string[],
+    ctx?: OpContext,
+  ): Promise<void> {
+    const file = this.fileOf(pool, name);
+    const tmp = `${file}.part`;
+    await rm(tmp, { force: true });
+    try {
+      await this.opts.runner.run(
+        ['qemu-img', 'convert', '-q', ...source, '-O', 'raw', tmp],
+        ctx?.signal ? { signal: ctx.signal } : {},
+      );
+      await rename(tmp, file);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  private async resizeVolumeNow(
+    pool: PoolConfig,
+    name: string,
+    sizeMiB: number,
+    ctx?: OpContext,
+  ): Promise<void> {
+    this.checkPool(pool);
+    checkSize(name, sizeMiB);
+    const file = this.fileOf(pool, name);
+    const s = await stat(file).catch(() => undefined);
+    if (!s) throw new NotFoundError('volume', name);
+    const now = s.size / MiB;
+    if (sizeMiB < now)
+      throw new InvalidRequestError(
+        `volume ${name} is ${Math.ceil(now)} MiB: it can grow, not shrink to ${sizeMiB} MiB`,
+        `volume/${name}`,
+      );
+    if (sizeMiB === now) return;
+    // tgtd reads a LUN's size when it is added: the LUN is added again, which an open session would not survive
+    // (tgtd removes a LUN under a session without a word).
+    await this.whileClosed(pool, name, 'resize it', async (client, t) => {
+      ctx?.progress?.(`growing volume ${name} to ${sizeMiB} MiB`);
+      await truncate(file, sizeMiB * MiB);
+      if (t?.luns.some((l) => l.lun === ISCSI_VOLUME_LUN)) await client.deleteLun(t.tid, ISCSI_VOLUME_LUN);
+    });
+  }
+
+  /**
+   * Runs `fn` while no initiator is logged in to `volume`'s target and none can log in: `ConflictError` naming the
+   * initiators when one is; otherwise the target's ACL is lifted, the check made again (a login may have come in
+   * between), and `expose` puts the target back as wanted afterwards, whatever `fn` did.
+   */
+  private async whileClosed(
+    pool: PoolConfig,
+    volume: string,
+    what: string,
+    fn: (client: TgtClient, t: TgtTarget | undefined) => Promise<void>,
+  ): Promise<void> {
+    const client = this.client(pool);
+    let t = this.target(pool, await client.showTargets(), volume);
+    refuseInUse(volume, t, what);
+    try {
+      if (t) {
+        for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
+        t = this.target(pool, await client.showTargets(), volume);
+        refuseInUse(volume, t, what);
+      }
+      await fn(client, t);
+    } finally {
+      await this.expose(pool, volume);
+    }
+  }
+
+  private async deleteVolumeNow(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
+    this.checkPool(pool);
+    const file = this.fileOf(pool, name);
+    const client = this.client(pool);
+    const t = this.target(pool, await client.showTargets(), name);
+    ctx?.progress?.(`deleting volume ${name} of pool ${pool.name}`);
+    await removeTarget(client, name, t);
+    await rm(file, { force: true });
+  }
+
+  private async importVolumeNow(
+    pool: PoolConfig,
+    name: string,
+    sourcePath: string,
+    ctx?: OpContext,
+  ): Promise<void> {
+    this.checkPool(pool);
+    const file = this.fileOf(pool, name);
+    if (await exists(file)) throw new ConflictError(`volume ${name} already exists in pool ${pool.name}`);
+    const s = await stat(sourcePath).catch(() => undefined);
+    if (!s?.isFile()) throw new NotFoundError('image file', sourcePath);
+    // The format is read once and then named, so qemu-img never guesses it again while converting; an image that
+    // names other files (backing, data file) is refused, or converting it would copy them into the volume.
+    const info = await imageInfo(this.opts.runner, sourcePath, undefined, ctx?.signal);
+    const format = info.format;
+    if (format !== 'qcow2' && format !== 'raw')
+      throw new InvalidRequestError(`${sourcePath} is ${format}; import takes qcow2, raw or ISO`, sourcePath);
+    if (info['backing-filename'] !== undefined || info['format-specific']?.data?.['data-file'] !== undefined)
+      throw new InvalidRequestError(
+        `${sourcePath} names other files (a backing or data file): flatten it first (qemu-img convert)`,
+        sourcePath,
+      );
+    if (info.encrypted)
+      throw new InvalidRequestError(`${sourcePath} is encrypted: decrypt it before importing it`, sourcePath);
+    checkSize(name, Math.ceil(info['virtual-size'] / MiB));
+    await mkdir(pool.path, { recursive: true, mode: 0o700 });
+    ctx?.progress?.(`importing ${sourcePath} as volume ${name} of pool ${pool.name}`);
+    await this.convertInto(pool, name, ['-f', format, sourcePath], ctx);
+    await this.expose(pool, name);
+  }
+
+  async createSnapshot(pool: PoolConfig): Promise<void> {
+    unsupported('snapshots', pool);
+  }
+  async rollbackSnapshot(pool: PoolConfig): Promise<void> {
+    unsupported('snapshots', pool);
+  }
+  async deleteSnapshot(pool: PoolConfig): Promise<void> {
+    unsupported('snapshots', pool);
+  }
+}
+
+/** The CHAP password of `pool` among the values sent with the step. */
+function chapPassword(pool: PoolConfig, secrets: SecretValues | undefined): string {
+  const name = pool.chap?.secret;
+  const value = secrets?.find((s) => s.name === name)?.value;
+  if (value === undefined)
+    throw new InvalidRequestError(
+      `pool ${pool.name}: the value of CHAP secret ${name} did not come with the request`,
+      `pool/${pool.name}`,
+    );
+  return value;
+}
+
+function checkSize(name: string, sizeMiB: number): void {
+  if (!Number.isInteger(sizeMiB) || sizeMiB < 1 || sizeMiB > DISK_SIZE_MIB_MAX)
+    throw new InvalidRequestError(
+      `volume ${name}: size must be a whole number of MiB from 1 to ${DISK_SIZE_MIB_MAX}`,
+      `volume/${name}`,
+    );
+}
