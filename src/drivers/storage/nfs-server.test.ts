@@ -105,6 +105,10 @@ describe('NfsServer exports while stopped', () => {
     expect(conf).toContain('Clients = 10.1.0.0/16;');
     expect((await stat(s.paths.conf)).mode & 0o777).toBe(0o600);
     expect((await stat(s.paths.dir)).mode & 0o777).toBe(0o700);
+    // A pool whose export id changed replaces its export (same pseudo path), not adds a second one.
+    await s.putExport({ exportId: 9, path: '/srv/p7b', pseudoPath: '/vmlink/p7' });
+    expect((await s.exports()).map((e) => e.exportId)).toEqual([3, 9]);
+    await s.putExport({ exportId: 7, path: '/srv/p7b', pseudoPath: '/vmlink/p7' });
     await s.removeExport(7);
     await s.removeExport(99);
     expect((await s.exports()).map((e) => e.exportId)).toEqual([3]);
@@ -112,6 +116,7 @@ describe('NfsServer exports while stopped', () => {
     expect(runner.calls).toEqual([]);
     // Opened again without an owner, the recorded one holds.
     expect(await new NfsServer({ runner, dir: s.paths.dir }).owner()).toEqual({ uid: 1234, gid: 1235 });
+    expect(new NfsServer({ runner, dir: s.paths.dir }).ownerSync()).toEqual({ uid: 1234, gid: 1235 });
   });
 
   it('refuses an export ganesha could not be given, writing nothing', async () => {

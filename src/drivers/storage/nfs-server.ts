@@ -26,6 +26,7 @@ import {
   readAppended,
   readFileCapped,
   readJsonFile,
+  readJsonFileSync,
   writeFileAtomic,
   writeJsonFile,
 } from '../../shared/state-file.js';
@@ -255,6 +256,14 @@ export class NfsServer {
     return (await this.state()).owner;
   }
 
+  /** `owner()`, synchronously (for constructors of the pool backend). */
+  ownerSync(): NfsFileOwner {
+    return (
+      this.opts.owner ??
+      readJsonFileSync(this.paths.state, StateSchema)?.owner ?? { ...NFS_FILE_OWNER_DEFAULT }
+    );
+  }
+
   /** The exports served (or to be served at the next start). */
   async exports(): Promise<GaneshaExport[]> {
     return (await this.state()).exports;
@@ -273,13 +282,16 @@ export class NfsServer {
     return this.changes.run(() => this.stopNow());
   }
 
-  /** Adds an export or replaces the one with its id; writes the config and reloads a running ganesha. */
+  /**
+   * Adds an export, replacing any with its id or its pseudo path (a pool whose export id changed); writes the config
+   * and reloads a running ganesha.
+   */
   putExport(e: GaneshaExport): Promise<void> {
     return this.changes.run(async () => {
       const s = await this.state();
-      const others = s.exports.filter((x) => x.exportId !== e.exportId);
-      const same = s.exports.find((x) => x.exportId === e.exportId);
-      if (same && JSON.stringify(same) === JSON.stringify(e) && (await this.configCurrent(s))) return;
+      const others = s.exports.filter((x) => x.exportId !== e.exportId && x.pseudoPath !== e.pseudoPath);
+      const same = s.exports.filter((x) => x.exportId === e.exportId || x.pseudoPath === e.pseudoPath);
+      if (same.length === 1 && sameExport(same[0]!, e) && (await this.configCurrent(s))) return;
       if (others.length >= NFS_EXPORTS_MAX)
         throw new VmlinkError(
           'conflict',
@@ -481,6 +493,15 @@ export class NfsServer {
       { subject: this.paths.dir },
     );
   }
+}
+
+function sameExport(a: GaneshaExport, b: GaneshaExport): boolean {
+  return (
+    a.exportId === b.exportId &&
+    a.path === b.path &&
+    a.pseudoPath === b.pseudoPath &&
+    (a.clients ?? []).join(',') === (b.clients ?? []).join(',')
+  );
 }
 
 function bind(s: NfsInstanceState): { bindAddress?: string } {
