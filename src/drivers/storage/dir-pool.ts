@@ -9,6 +9,7 @@ import {
   POOL_FEATURES,
   type PoolConfig,
   type PoolFeatures,
+  type PoolType,
   type VolumeConfig,
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
@@ -25,23 +26,38 @@ export interface DirPoolOptions {
 
 /** The `dir` pool backend. */
 export class DirPool implements PoolBackend {
-  readonly type = 'dir' as const;
-  readonly features: PoolFeatures = POOL_FEATURES.dir;
-  private readonly runner: Runner;
-  private readonly store: PoolStateStore;
+  readonly type: PoolType;
+  readonly features: PoolFeatures;
+  protected readonly runner: Runner;
+  protected readonly store: PoolStateStore;
+  private readonly dirMode: number;
 
-  constructor(opts: DirPoolOptions) {
+  /** `kind`: another pool type kept the same way (nfs), with its directory's mode. */
+  constructor(opts: DirPoolOptions, kind: { type: PoolType; dirMode?: number } = { type: 'dir' }) {
+    this.type = kind.type;
+    this.features = POOL_FEATURES[kind.type];
+    this.dirMode = kind.dirMode ?? 0o700;
     this.runner = opts.runner;
     this.store = new PoolStateStore(opts.stateDir);
   }
 
-  private volumes(pool: PoolConfig): Qcow2Volumes {
-    if (pool.type !== 'dir')
+  protected volumes(pool: PoolConfig): Qcow2Volumes {
+    if (pool.type !== this.type)
       throw new InvalidRequestError(
-        `pool ${pool.name} is of type ${pool.type}, not dir`,
+        `pool ${pool.name} is of type ${pool.type}, not ${this.type}`,
         `pool/${pool.name}`,
       );
     return new Qcow2Volumes(this.runner, pool);
+  }
+
+  // Hooks of a pool type kept like a dir pool (nfs: its export).
+  /** Called at the end of ensurePool, before the pool is recorded. */
+  protected async afterEnsure(_pool: PoolConfig, _ctx?: OpContext): Promise<void> {}
+  /** Called in deletePool before the pool's record goes. */
+  protected async beforeRemove(_pool: PoolConfig, _ctx?: OpContext): Promise<void> {}
+  /** Problems of a pool whose directory is there, besides its volumes'. */
+  protected async poolProblems(_pool: PoolConfig): Promise<string[]> {
+    return [];
   }
 
   /** The pool's directory as it is: absent, or a root-owned directory (never a link, which could lead anywhere). */
@@ -86,9 +102,10 @@ export class DirPool implements PoolBackend {
     }
     if ((await this.directory(pool)) === 'absent') {
       ctx?.progress?.(`creating pool ${pool.name} in ${pool.path}`);
-      await mkdir(pool.path, { recursive: true, mode: 0o700 });
+      await mkdir(pool.path, { recursive: true, mode: this.dirMode });
     }
-    await chmod(pool.path, 0o700);
+    await chmod(pool.path, this.dirMode);
+    await this.afterEnsure(pool, ctx);
     await this.store.write({ config: pool, configHash });
   }
 
@@ -113,13 +130,14 @@ export class DirPool implements PoolBackend {
         );
       });
     }
+    await this.beforeRemove(pool, ctx);
     await this.store.remove(pool.name);
   }
 
   async listPools(): Promise<ObservedPool[]> {
     const out: ObservedPool[] = [];
-    for (const { config, configHash } of await this.store.readAll('dir')) {
-      const base = { name: config.name, type: 'dir' as const, configHash, config };
+    for (const { config, configHash } of await this.store.readAll(this.type)) {
+      const base = { name: config.name, type: this.type, configHash, config };
       let state: 'absent' | 'ok';
       try {
         state = await this.directory(config);
@@ -146,6 +164,7 @@ export class DirPool implements PoolBackend {
         continue;
       }
       const { volumes, problems } = await this.volumes(config).list();
+      problems.unshift(...(await this.poolProblems(config)));
       out.push({ ...base, problems, ...(await poolUsage(config.path)), volumes });
     }
     return out;
