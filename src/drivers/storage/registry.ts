@@ -5,6 +5,8 @@ import { UnsupportedError } from '../../shared/errors.js';
 import type { PoolType } from '../../shared/storage.js';
 import { DirStorage } from './dir.js';
 import { DirPool } from './dir-pool.js';
+import { NfsPool } from './nfs.js';
+import type { NfsServer } from './nfs-server.js';
 import type { PoolBackend, StorageDriver } from './types.js';
 
 /** What every storage backend constructor receives. */
@@ -29,8 +31,8 @@ export interface PoolBackendOptions {
   storageHost: string;
   /** iscsi: the control socket number of the tgtd serving this host's pools (`tgtadm -C N`). */
   tgtControlPort?: number;
-  /** nfs: the nfs-ganesha instance serving this host's exports (its config and state paths). */
-  ganesha?: unknown;
+  /** nfs: the rpcbind + nfs-ganesha instance serving this host's exports (`--nfs-dir`). */
+  ganesha?: NfsServer;
 }
 
 /**
@@ -39,6 +41,7 @@ export interface PoolBackendOptions {
  */
 export const poolBackends: Partial<Record<PoolType, (opts: PoolBackendOptions) => PoolBackend>> = {
   dir: (opts) => new DirPool(opts),
+  nfs: (opts) => new NfsPool(opts),
 };
 
 /** The backend of pools of `type`; `UnsupportedError` for a type this build has no backend for. */
