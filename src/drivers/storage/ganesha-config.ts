@@ -38,8 +38,6 @@ export interface GaneshaConfigInput {
   dir: string;
   owner: NfsFileOwner;
   exports: readonly GaneshaExport[];
-  /** Address the server listens on; absent: all of its network namespace's. */
-  bindAddress?: string;
 }
 
 /** Files of an instance the config names. */
@@ -149,9 +147,6 @@ export function renderGaneshaConfig(input: GaneshaConfigInput): string {
     '  Enable_UDP = false;',
     // NFSv3 clients mount the pseudo path (/vmlink/<pool>) as NFSv4 ones see it, not the directory's real path.
     '  mount_path_pseudo = true;',
-    ...(input.bindAddress === undefined
-      ? []
-      : [`  Bind_Addr = ${client(input.bindAddress, 'bindAddress')};`]),
     '}',
     'NFS_KRB5 {',
     '  Active_krb5 = false;',
@@ -164,8 +159,8 @@ export function renderGaneshaConfig(input: GaneshaConfigInput): string {
     'LOG {',
     '  Default_Log_Level = EVENT;',
     '  Components {',
-    // Every closed client connection is an EVENT; no D-Bus in the instance's own /run is expected.
-    '    TIRPC = WARN;',
+    // Every reset client connection is a WARN (each qemu-img run is one); no D-Bus is in the instance's own /run.
+    '    TIRPC = CRIT;',
     '    DBUS = FATAL;',
     '  }',
     '  Facility {',

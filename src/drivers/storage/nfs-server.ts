@@ -88,7 +88,6 @@ export function nfsServerPaths(dir: string): NfsServerPaths {
 /** An instance's settings and exports as kept in its state file. */
 export interface NfsInstanceState {
   owner: NfsFileOwner;
-  bindAddress?: string;
   exports: GaneshaExport[];
 }
 
@@ -96,7 +95,6 @@ const Id = z.number().int().min(1).max(0xffff_fffe);
 const StateSchema = z
   .object({
     owner: z.object({ uid: Id, gid: Id }).strict(),
-    bindAddress: z.string().max(64).optional(),
     exports: z
       .array(
         z
@@ -121,8 +119,6 @@ export interface NfsServerOptions {
   netns?: string;
   /** Owner of the exported files; recorded in the state file at first start (default `NFS_FILE_OWNER_DEFAULT`). */
   owner?: NfsFileOwner;
-  /** Address ganesha listens on (default: all of its namespace's); also where readiness is checked. */
-  bindAddress?: string;
 }
 
 /** The instance's processes as found now. */
@@ -244,9 +240,6 @@ export class NfsServer {
     const kept = await readJsonFile(this.paths.state, StateSchema);
     return {
       owner: this.opts.owner ?? kept?.owner ?? { ...NFS_FILE_OWNER_DEFAULT },
-      ...((this.opts.bindAddress ?? kept?.bindAddress) === undefined
-        ? {}
-        : { bindAddress: (this.opts.bindAddress ?? kept?.bindAddress)! }),
       exports: kept?.exports ?? [],
     };
   }
@@ -322,7 +315,7 @@ export class NfsServer {
   }
 
   private render(s: NfsInstanceState): string {
-    return renderGaneshaConfig({ dir: this.paths.dir, owner: s.owner, exports: s.exports, ...bind(s) });
+    return renderGaneshaConfig({ dir: this.paths.dir, owner: s.owner, exports: s.exports });
   }
 
   // The config is rendered (and so validated) before anything is written; a running ganesha gets it at once. What
@@ -473,11 +466,13 @@ export class NfsServer {
     const ns = nsenterArgv(rpcbind.pid);
     const list = await this.opts.runner.run([...ns, 'rpcinfo', '-p'], { allowFailure: true });
     if (list.code !== 0 || !nfsRegistered(parseRpcinfo(list.stdout))) return false;
-    const host = (await this.state()).bindAddress ?? '127.0.0.1';
-    const nul = await this.opts.runner.run([...ns, 'rpcinfo', '-t', host, String(RPC_PROGRAM.nfs), '3'], {
-      allowFailure: true,
-      timeoutMs: 5_000,
-    });
+    const nul = await this.opts.runner.run(
+      [...ns, 'rpcinfo', '-t', '127.0.0.1', String(RPC_PROGRAM.nfs), '3'],
+      {
+        allowFailure: true,
+        timeoutMs: 5_000,
+      },
+    );
     return nul.code === 0;
   }
 
@@ -502,10 +497,6 @@ function sameExport(a: GaneshaExport, b: GaneshaExport): boolean {
     a.pseudoPath === b.pseudoPath &&
     (a.clients ?? []).join(',') === (b.clients ?? []).join(',')
   );
-}
-
-function bind(s: NfsInstanceState): { bindAddress?: string } {
-  return s.bindAddress === undefined ? {} : { bindAddress: s.bindAddress };
 }
 
 async function fileSize(path: string): Promise<number> {
