@@ -264,6 +264,22 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
         });
       });
 
+      it('an export ganesha refuses is an error naming why, and is taken back: the others stay served', async () => {
+        const before = await server.exports();
+        const gone = { exportId: 4242, path: join(root, 'no-such-dir'), pseudoPath: '/vmlink/ghost' };
+        await expect(server.putExport(gone)).rejects.toThrow(/refused its new exports[\s\S]*no-such-dir/);
+        expect(await server.exports()).toEqual(before);
+        const r = await asQemu([
+          'qemu-io',
+          '-f',
+          'qcow2',
+          '-c',
+          'read -P 0xab 0 64k',
+          nfsUrl('cl', 'disk1.qcow2'),
+        ]);
+        expect(r.code, said(r)).toBe(0);
+      });
+
       it('an encrypted volume opens with its key through a secret object and is refused without it; the key is on no command line and in no file of the server', async () => {
         // LUKS passphrases are UTF-8 text to QEMU: the key is base64 of one.
         const key = Buffer.from(randomBytes(24).toString('hex')).toString('base64');
