@@ -29,6 +29,7 @@ const CONTROL_PORT = 20_000 + (process.pid % 10_000);
 const PASSWORD = `chap-${tag}-Xq7pZr2m`;
 const ROTATED = `chap-${tag}-rotated-K3v9`;
 const PATTERN_BYTE = '0x5a';
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 
 const isRoot = process.getuid?.() === 0;
 const haveTools = existsSync('/usr/sbin/tgtd') && existsSync('/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so');
@@ -53,7 +54,7 @@ async function sample(): Promise<void> {
     for (const pid of await readdir('/proc').catch(() => [] as string[])) {
       if (!/^\d+$/.test(pid)) continue;
       const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      for (const p of [PASSWORD, ROTATED])
+      for (const p of [PASSWORD, ROTATED, b64(PASSWORD), b64(ROTATED)])
         if (argv.includes(p)) leaks.push(`${pid}: ${argv.replaceAll('\0', ' ')}`);
     }
     await new Promise((r) => setTimeout(r, 10));
@@ -155,7 +156,7 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
         clients: ['10.254.77.0/24'],
         iscsi: { tgtControlPort: CONTROL_PORT },
       },
-      poolSecrets: [{ name: 'cf-chap', value: PASSWORD }],
+      poolSecrets: [{ name: 'cf-chap', value: b64(PASSWORD) }],
       volumeFormat: 'raw',
       volumeUrl: (v) => ({
         imageOpts: lunOpts('cf', v.name, 'cfuser'),
@@ -174,7 +175,7 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
     let badSecret = '';
     let password = PASSWORD;
 
-    const secrets = () => [{ name: 'san-chap', value: password }];
+    const secrets = () => [{ name: 'san-chap', value: b64(password) }];
     const opts = (volume: string) => lunOpts(pool.name, volume, 'vmlink');
     const qemuIo = (volume: string, cmd: string, secretFile = goodSecret, netns = HOST) =>
       runner.run(

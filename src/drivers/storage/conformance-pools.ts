@@ -30,6 +30,8 @@ export interface VolumeOpen {
   objects?: string[];
   /** The namespace the client runs in (a compute host's); absent: this one. */
   netns?: string;
+  /** Releases what opening it took (a helper process serving a linked clone's chain); called after each use. */
+  close?(): Promise<void>;
 }
 
 /** What a backend's test gives the suite. */
@@ -42,7 +44,7 @@ export interface PoolConformanceSetup {
   /** Format of the volumes the pool holds: `qcow2` (default) or `raw` (iscsi). */
   volumeFormat?: VolumeFormat;
   /** How a client opens a volume of the pool. */
-  volumeUrl(volume: { name: string; format: VolumeFormat }): VolumeOpen;
+  volumeUrl(volume: { name: string; format: VolumeFormat }): VolumeOpen | Promise<VolumeOpen>;
   /** Removes what the setup made (servers, namespaces, directories). */
   cleanup?(): Promise<void>;
 }
@@ -82,7 +84,7 @@ export function describePoolConformance(name: string, setup: () => Promise<PoolC
       (await observed())?.volumes.find((x) => x.name === v);
     /** Runs qemu-io commands on a volume as a client opens it; with `key`, as an encrypted one. */
     const io = async (v: string, cmds: string[], key?: string, format = fmt): Promise<RunResult> => {
-      const open = s.volumeUrl({ name: v, format });
+      const open = await s.volumeUrl({ name: v, format });
       const objects = [...(open.objects ?? [])];
       let opts = open.imageOpts;
       if (key !== undefined) {
@@ -91,16 +93,20 @@ export function describePoolConformance(name: string, setup: () => Promise<PoolC
         objects.push(`secret,id=cfkey,file=${keyFile},format=base64`);
         opts += ',encrypt.key-secret=cfkey';
       }
-      return runner.run(
-        [
-          'qemu-io',
-          ...objects.flatMap((o) => ['--object', o]),
-          '--image-opts',
-          opts,
-          ...cmds.flatMap((c) => ['-c', c]),
-        ],
-        { allowFailure: true, ...(open.netns ? { netns: open.netns } : {}) },
-      );
+      try {
+        return await runner.run(
+          [
+            'qemu-io',
+            ...objects.flatMap((o) => ['--object', o]),
+            '--image-opts',
+            opts,
+            ...cmds.flatMap((c) => ['-c', c]),
+          ],
+          { allowFailure: true, ...(open.netns ? { netns: open.netns } : {}) },
+        );
+      } finally {
+        await open.close?.();
+      }
     };
     const ok = async (v: string, cmds: string[], key?: string) => {
       const r = await io(v, cmds, key);

@@ -116,7 +116,7 @@ export class DirPool implements PoolBackend {
     }
     if ((await this.directory(pool)) === 'absent') {
       ctx?.progress?.(`creating pool ${pool.name} in ${pool.path}`);
-      await mkdir(pool.path, { recursive: true, mode: 0o700 });
+      await mkdir(pool.path, { recursive: true, mode: this.dirMode });
     }
     await chmod(pool.path, this.dirMode);
     await this.afterEnsure(pool, ctx);

@@ -33,7 +33,8 @@ import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
 import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
 import { PoolStateStore } from './pool-state.js';
-import { poolUsage, VOLUME_NAME } from './qcow2-volumes.js';
+import { poolUsage } from './qcow2-listing.js';
+import { VOLUME_NAME } from './qcow2-volumes.js';
 import { imageInfo } from './qemu-img.js';
 import { isTgtError, TgtClient } from './tgt-client.js';
 import type { TgtTarget } from './tgt-show.js';
@@ -471,7 +472,8 @@ function chapPassword(pool: PoolConfig, secrets: SecretValues | undefined): stri
       `pool ${pool.name}: the value of CHAP secret ${name} did not come with the request`,
       `pool/${pool.name}`,
     );
-  return value;
+  // Secret values travel base64-encoded (QEMU's secret objects decode them the same way): tgtd wants the password.
+  return Buffer.from(value, 'base64').toString('utf8');
 }
 
 function checkSize(name: string, sizeMiB: number): void {

@@ -6,6 +6,8 @@ import type { PoolType } from '../../shared/storage.js';
 import { DirStorage } from './dir.js';
 import { DirPool } from './dir-pool.js';
 import { IscsiPool } from './iscsi.js';
+import { NfsPool } from './nfs.js';
+import type { NfsServer } from './nfs-server.js';
 import type { PoolBackend, StorageDriver } from './types.js';
 
 /** What every storage backend constructor receives. */
@@ -30,22 +32,20 @@ export interface PoolBackendOptions {
   storageHost: string;
   /** iscsi: the control socket number of the tgtd serving this host's pools (`tgtadm -C N`). */
   tgtControlPort?: number;
-  /** nfs: the nfs-ganesha instance serving this host's exports (its config and state paths). */
-  ganesha?: unknown;
+  /** nfs: the rpcbind + nfs-ganesha instance serving this host's exports (`--nfs-dir`). */
+  ganesha?: NfsServer;
 }
 
-/**
- * Pool backend constructors by pool type. `Partial` until the iscsi and nfs backends are registered (one line each);
- * then `satisfies Record<PoolType, ...>`.
- */
-export const poolBackends: Partial<Record<PoolType, (opts: PoolBackendOptions) => PoolBackend>> = {
+/** Pool backend constructors by pool type. */
+export const poolBackends = {
   dir: (opts) => new DirPool(opts),
   iscsi: (opts) => new IscsiPool(opts),
-};
+  nfs: (opts) => new NfsPool(opts),
+} satisfies Record<PoolType, (opts: PoolBackendOptions) => PoolBackend>;
 
 /** The backend of pools of `type`; `UnsupportedError` for a type this build has no backend for. */
 export function poolBackend(type: PoolType, opts: PoolBackendOptions): PoolBackend {
-  const make = poolBackends[type];
+  const make = (poolBackends as Partial<typeof poolBackends>)[type];
   if (!make)
     throw new UnsupportedError(`pools of type ${type} are not supported by this agent`, `pool/${type}`);
   return make(opts);
