@@ -3,6 +3,7 @@
 import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
+import type { PoolConfig } from '../shared/storage.js';
 import type { Plan, Step } from './steps.js';
 
 /** Text of an empty plan. */
@@ -25,6 +26,15 @@ function describeNetwork(n: NetworkConfig): string {
   }
   if (n.subnet) return `${n.mode} ${n.subnet.cidr}`;
   return n.uplink ? `${n.mode} on ${n.uplink}` : n.mode;
+}
+
+function describePool(p: PoolConfig): string {
+  const parts = [p.type, p.path];
+  // The CHAP secret's name only: its value never enters a plan.
+  if (p.chap) parts.push(`CHAP user ${p.chap.user} (secret: ${p.chap.secret})`);
+  if (p.nfs) parts.push(`export ${p.nfs.pseudoPath}`);
+  if (p.clients?.length) parts.push(`clients ${p.clients.join(', ')}`);
+  return parts.join(', ');
 }
 
 function describeUplink(u: UplinkConfig): string {
@@ -109,7 +119,7 @@ function describeStep(s: Step): string {
     case 'vm.stop':
       return `< vm ${s.name} stop${s.force ? ' (forced)' : ''} on ${s.host} (${s.reason})`;
     case 'pool.create':
-      return `+ pool ${s.pool.name} on ${s.host} (${s.pool.type}, ${s.pool.path})`;
+      return `+ pool ${s.pool.name} on ${s.host} (${describePool(s.pool)})`;
     case 'pool.update':
       return `~ pool ${s.pool.name} on ${s.host}: ${s.changes?.length ? s.changes.join(', ') : s.reason}`;
     case 'pool.delete':
