@@ -122,7 +122,7 @@ describe('storage resolution', () => {
         s.hosts[2].address = '10.9.9.9';
       }),
     );
-    expect(b.san1!.pools[0]!.iscsi).toEqual({ tgtControlPort: 0 });
+    expect(b.san1!.pools![0]!.iscsi).toEqual({ tgtControlPort: 0 });
     expect(b.host2!.vms[0]!.disks[0]!.source).toMatchObject({ server: '10.9.9.9' });
   });
 
