@@ -1,6 +1,6 @@
 // VM disks from pools, boot volumes and passthrough devices: the forms a disk may take, which pools a VM can reach,
 // who may attach a volume, and which host devices a VM may take.
-import type { Spec } from '../schema.js';
+import { NAME_PATTERN, type Spec } from '../schema.js';
 import { featureRefusal, poolCan, vmVolumeUses } from '../storage.js';
 import type { Add } from './common.js';
 
@@ -114,6 +114,14 @@ function checkVolumeUse(spec: Spec, add: Add) {
     for (const use of vmVolumeUses(vm, vi)) {
       const key = `${use.pool}/${use.volume}`;
       if (use.kind === 'made') {
+        // The volume's name is a spec name on the wire and in the pool: the same pattern and length.
+        if (!NAME_PATTERN.test(use.volume)) {
+          add(
+            use.path,
+            `the volume made for it would be named "${use.volume}" (<vm>-<disk>), longer than the 31 characters a volume name may have; shorten the VM's or the disk's name`,
+          );
+          continue;
+        }
         const clash = specNames.get(key) ?? made.get(key);
         if (clash !== undefined)
           add(

@@ -355,6 +355,16 @@ describe('storage validation: disks and boot volumes', () => {
       'VM "web1" makes volume "web1-logs" in pool "local" (<vm>-<disk>), but volumes[3] already names it',
     ));
 
+  it('the name of a volume made for a VM fits a volume name', () =>
+    expectIssue(
+      issuesOf((s) => {
+        s.vms[0].name = 'a-very-long-virtual-machine-nam';
+        s.vms[0].disks[1].name = 'logs-of-the-web-server';
+      }),
+      'vms[0].disks[1]',
+      'would be named "a-very-long-virtual-machine-nam-logs-of-the-web-server" (<vm>-<disk>), longer than the 31 characters',
+    ));
+
   it('linked-clone boot only where the pool has linked clones', () =>
     expectIssue(
       issuesOf((s) => {
