@@ -143,6 +143,19 @@ describe('storage plan', () => {
     );
   });
 
+  it('refuses to change whether an existing volume is encrypted', () => {
+    const enc = resolveSpec(
+      storageSpec((s) => {
+        s.vms[1].disks[0].encryption = { secret: 'k' };
+      }),
+    );
+    const e = thrown(() => planChanges(enc, realised(base)));
+    expect(e).toBeInstanceOf(ConflictError);
+    expect(e.message).toContain(
+      'vms[1].disks[0].encryption: volume nas/db1-db was made unencrypted, and a volume keeps the encryption it was made with',
+    );
+  });
+
   it('refuses to delete a pool that still holds volumes; deletes an empty one', () => {
     const seen = realised(base);
     const noLocal = resolveSpec(

@@ -191,6 +191,14 @@ export function planStorage(
       });
       continue;
     }
+    if (o.encrypted !== (v.config.encryption !== undefined)) {
+      refusals.push({
+        path: `${v.path}.encryption`,
+        message: `volume ${k} was made ${o.encrypted ? 'encrypted' : 'unencrypted'}, and a volume keeps the encryption it was made with: ${o.encrypted ? 'keep encryption' : 'remove encryption'} in the spec, or make a new volume and copy the data`,
+        conflict: true,
+      });
+      continue;
+    }
     const want = v.config.sizeMiB;
     const have = Math.ceil(o.sizeMiB);
     if (v.sizeFromTemplate || want === have) {

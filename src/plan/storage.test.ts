@@ -149,6 +149,23 @@ describe('storage resolution', () => {
     expect(vm.devices).toEqual([{ pci: '0000:65:00.0' }]);
   });
 
+  it('a clone is keyed like its template', () => {
+    const r = resolveSpec(
+      storageSpec((s) => {
+        s.volumes.push(
+          { name: 'sec', pool: 'nas', sizeMiB: 10, encryption: { secret: 'k' } },
+          { name: 'sec2', pool: 'nas', from: { volume: 'sec' } },
+        );
+        s.vms[1].disks.push({ name: 'x', pool: 'nas', volume: 'sec2' });
+      }),
+    );
+    expect(r.san1!.volumes!.find((v) => v.config.name === 'sec2')!.config).toMatchObject({
+      sizeMiB: 10,
+      encryption: { secret: 'k' },
+    });
+    expect(r.host2!.vms[0]!.disks[1]).toMatchObject({ name: 'x', encryption: { secret: 'k' } });
+  });
+
   it('a clone of a template the spec does not size is sized by the plan from the observed template', () => {
     const r = resolveSpec(
       storageSpec((s) => {

@@ -19,6 +19,7 @@ import {
   diskRef,
   poolAddress,
   poolVolumeFormat,
+  specVolumeEncryption,
   specVolumeSize,
   tgtControlPortOf,
 } from '../spec/storage.js';
@@ -128,10 +129,10 @@ export function resolveDisk(spec: Spec, vm: VmSpec, d: DiskSpec): DiskConfig {
       ...extra,
     };
   // A named volume: its size and key are the volume's own (QEMU needs the key's name to open it).
-  const vol = spec.volumes.find((v) => v.pool === ref.pool && v.name === ref.volume);
+  const key = specVolumeEncryption(spec, ref.pool, ref.volume);
   return {
     name: d.name,
-    ...(vol?.encryption ? { encryption: { secret: vol.encryption.secret } } : {}),
+    ...(key ? { encryption: key } : {}),
     source: diskSource(spec, pool, ref.volume, namedFormat(pool, d)),
     ...extra,
   };
@@ -163,6 +164,7 @@ export function resolveStorage(spec: Spec): Record<string, HostStorage> {
   spec.volumes.forEach((v, i) => {
     const pool = poolOf(spec, v.pool);
     const size = specVolumeSize(spec, v.pool, v.name);
+    const key = specVolumeEncryption(spec, v.pool, v.name);
     add(v.pool, {
       config: {
         pool: v.pool,
@@ -170,7 +172,8 @@ export function resolveStorage(spec: Spec): Record<string, HostStorage> {
         sizeMiB: size ?? 1,
         format: poolVolumeFormat(pool.type),
         ...(v.from ? { from: { volume: v.from.volume, linked: v.from.linked } } : {}),
-        ...(v.encryption ? { encryption: { secret: v.encryption.secret } } : {}),
+        // A clone is keyed like its template (its backing chain is read with that key).
+        ...(key ? { encryption: key } : {}),
       },
       path: `volumes[${i}]`,
       ...(size === undefined ? { sizeFromTemplate: true as const } : {}),

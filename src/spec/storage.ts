@@ -72,6 +72,19 @@ export function specVolumeSize(spec: Spec, pool: string, name: string): number |
   return undefined;
 }
 
+/** The key of a volume of `volumes:`: its own, else its template's (a clone keeps its template's encryption). */
+export function specVolumeEncryption(spec: Spec, pool: string, name: string): { secret: string } | undefined {
+  const seen = new Set<string>();
+  let cur = spec.volumes.find((v) => v.pool === pool && v.name === name);
+  while (cur && !seen.has(cur.name)) {
+    if (cur.encryption) return { secret: cur.encryption.secret };
+    seen.add(cur.name);
+    const from = cur.from?.volume;
+    cur = from === undefined ? undefined : spec.volumes.find((v) => v.pool === pool && v.name === from);
+  }
+  return undefined;
+}
+
 /** Number of a lab storage machine's own tgtd control port (`tgtadm -C N`): its index in `lab.storage` + 1. */
 export function labTgtControlPort(storageIndex: number): number {
   return storageIndex + 1;

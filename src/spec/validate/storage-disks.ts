@@ -1,7 +1,7 @@
 // VM disks from pools, boot volumes and passthrough devices: the forms a disk may take, which pools a VM can reach,
 // who may attach a volume, and which host devices a VM may take.
 import { NAME_PATTERN, type Spec } from '../schema.js';
-import { featureRefusal, poolCan, vmVolumeUses } from '../storage.js';
+import { featureRefusal, poolCan, specVolumeEncryption, vmVolumeUses } from '../storage.js';
 import type { Add } from './common.js';
 
 /**
@@ -89,6 +89,12 @@ export function checkDisks(spec: Spec, pools: Map<string, number>, add: Add) {
     const img = vm.image;
     if (img.kind === 'volume' && reachable(img.pool, vm, `vms[${vi}].image.pool`)) {
       const pool = poolOf(img.pool)!;
+      // The boot disk has no key of its own in a VM's config: an encrypted volume is attached as a data disk.
+      if (specVolumeEncryption(spec, img.pool, img.volume))
+        add(
+          `vms[${vi}].image.volume`,
+          `volume "${img.volume}" is encrypted; a VM cannot boot from an encrypted volume yet: boot from an unencrypted one and attach this one as a disk`,
+        );
       if (img.clone && !poolCan(pool.type, 'linkedClones'))
         add(
           `vms[${vi}].image.clone`,

@@ -365,6 +365,15 @@ describe('storage validation: disks and boot volumes', () => {
       'would be named "a-very-long-virtual-machine-nam-logs-of-the-web-server" (<vm>-<disk>), longer than the 31 characters',
     ));
 
+  it('no boot from an encrypted volume (or a clone of one)', () =>
+    expectIssue(
+      issuesOf((s) => {
+        s.volumes[0].encryption = { secret: 'k' };
+      }),
+      'vms[0].image.volume',
+      'volume "tmpl" is encrypted; a VM cannot boot from an encrypted volume yet',
+    ));
+
   it('linked-clone boot only where the pool has linked clones', () =>
     expectIssue(
       issuesOf((s) => {
