@@ -66,6 +66,9 @@ describe('storage plan', () => {
     );
     const nas = steps.find((s) => s.kind === 'pool.update' && s.pool.name === 'nas');
     expect(nas && 'changes' in nas && nas.changes).toEqual(['clients none -> ["192.168.50.0/24"]']);
+    expect(formatPlan(planChanges(changed, seen))).toContain(
+      '~ pool nas on san1: clients none -> ["192.168.50.0/24"]\n~ pool san on san1: repair: tgtd is not running',
+    );
   });
 
   it('grows a volume online through its running VM where the pool can, and stores the VM’s new config live', () => {
@@ -239,6 +242,13 @@ describe('storage plan', () => {
       'vm.delete host1/web1',
       'volume.delete host1/local/web1-logs',
       'volume.delete san1/nas/web1-root',
+    ]);
+    expect(formatPlan(plan).split('\n')).toEqual([
+      '- vm web1 on host1 (not in the spec)',
+      '- volume local/web1-logs on host1 (made for a VM that is deleted)',
+      '- volume nas/web1-root on san1 (made for a VM that is deleted)',
+      '',
+      'Plan: 0 to create, 0 to update, 3 to delete, 0 to start, 0 to stop.',
     ]);
     const a = analyzeDestruction(plan, before, new Set());
     expect(a.losses.map(formatLoss)).toEqual([
