@@ -66,11 +66,13 @@ const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 // Within a host's phase: security groups after networks, so that the agent's runs of network steps (one bulk
-// call each) stay whole.
+// call each) stay whole; pools after both.
 const kindOrder: Partial<Record<Step['kind'], number>> = {
   'securityGroup.create': 1,
   'securityGroup.update': 1,
   'securityGroup.delete': 1,
+  'pool.create': 2,
+  'pool.update': 2,
 };
 
 /** Sorts steps into dependency order, then by host and object name; stable and deterministic. */
