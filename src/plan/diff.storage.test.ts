@@ -186,7 +186,7 @@ describe('storage plan', () => {
       }),
     );
     expect(thrown(() => planChanges(moved, realised(base))).message).toContain(
-      'pool "local" on host "host1" holds 1 volume(s) in /var/lib/vmlink/pools/local (dir); changing its path would leave them behind',
+      'pools[0].path: pool "local" on host "host1" holds 1 volume(s) in /var/lib/vmlink/pools/local (dir); changing its path would leave them behind',
     );
   });
 

@@ -43,6 +43,8 @@ export interface HostDesired {
   pools?: PoolConfig[];
   /** Volumes in those pools, each with the spec path that asks for it. */
   volumes?: DesiredVolume[];
+  /** Spec path of each pool (`pools[2]`), by name. */
+  poolPaths?: Record<string, string>;
 }
 
 /** Desired state of every host, keyed by host name. */

@@ -126,7 +126,7 @@ export function planStorage(
       const moves = o.config && o.volumes.length > 0 && (o.config.path !== pool.path || o.type !== pool.type);
       if (moves)
         refusals.push({
-          path: `pools/${pool.name}`,
+          path: `${d.poolPaths?.[pool.name] ?? `pools/${pool.name}`}.${o.type !== pool.type ? 'type' : 'path'}`,
           message: `pool "${pool.name}" on host "${host}" holds ${o.volumes.length} volume(s) in ${o.config?.path} (${o.type}); changing its ${o.type !== pool.type ? 'type' : 'path'} would leave them behind: keep it, or move the data and empty the pool first`,
           conflict: true,
         });

@@ -42,6 +42,8 @@ export interface DesiredVolume {
 export interface HostStorage {
   pools: PoolConfig[];
   volumes: DesiredVolume[];
+  /** The spec path of each of its pools (`pools[2]`), by name: refusals name it. */
+  poolPaths: Record<string, string>;
 }
 
 /** A pool as its host's agent realises it: defaults filled in, the nfs export and tgtd port derived. */
@@ -154,13 +156,18 @@ export function vmStorageFields(spec: Spec, vm: VmSpec): Pick<VmConfig, 'rootSou
 /** Pools and volumes of every spec host (every host gets an entry, empty where it holds none). */
 export function resolveStorage(spec: Spec): Record<string, HostStorage> {
   const out: Record<string, HostStorage> = {};
-  for (const h of spec.hosts) out[h.name] = { pools: [], volumes: [] };
+  for (const h of spec.hosts) out[h.name] = { pools: [], volumes: [], poolPaths: {} };
   const hostOf = new Map(spec.pools.map((p) => [p.name, p.host] as const));
   const add = (pool: string, v: DesiredVolume) => {
     const host = hostOf.get(pool);
     if (host !== undefined) out[host]?.volumes.push(v);
   };
-  for (const p of spec.pools) out[p.host]?.pools.push(resolvePool(spec, p));
+  spec.pools.forEach((p, i) => {
+    const host = out[p.host];
+    if (!host) return;
+    host.pools.push(resolvePool(spec, p));
+    host.poolPaths[p.name] = `pools[${i}]`;
+  });
   spec.volumes.forEach((v, i) => {
     const pool = poolOf(spec, v.pool);
     const size = specVolumeSize(spec, v.pool, v.name);
