@@ -6,7 +6,7 @@ import { planChanges, stepPhase } from './diff.js';
 import { formatPlan } from './format.js';
 import { type DesiredState, resolveSpec } from './resolve.js';
 import { type Step, stepTarget } from './steps.js';
-import { realised, storageSpec } from './storage.fixture.js';
+import { realised, storageSpec } from './storage.test-util.js';
 
 const base = resolveSpec(storageSpec());
 const brief = (steps: Step[]) => steps.map((s) => `${s.kind} ${s.host}/${stepTarget(s)}`);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { HostReport } from '../shared/model.js';
 import { resolveSpec } from './resolve.js';
-import { realised, storageSpec } from './storage.fixture.js';
+import { realised, storageSpec } from './storage.test-util.js';
 import {
   checkDevicesAgainstHosts,
   checkNamedVolumes,

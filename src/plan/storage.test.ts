@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { nfsExportId } from '../shared/storage.js';
 import { resolveSpec } from './resolve.js';
-import { storageSpec } from './storage.fixture.js';
+import { storageSpec } from './storage.test-util.js';
 
 describe('storage resolution', () => {
   const d = resolveSpec(storageSpec());
