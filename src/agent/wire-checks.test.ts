@@ -61,6 +61,8 @@ function actionsOf(spec: Spec): unknown[] {
     ...want.networks.map(ensure),
     ...want.vms.map(create),
     ...want.vms.map((vm) => ({ kind: 'vm.hotplug', vm, configHash: 'abcdef01' })),
+    ...(want.pools ?? []).map((pool) => ({ kind: 'pool.ensure', pool, configHash: 'abcdef01' })),
+    ...(want.volumes ?? []).map((v) => ({ kind: 'volume.ensure', volume: v.config })),
     ...(uplinks[host] ? [{ kind: 'uplink.configure', uplink: uplinks[host], configHash: 'abcdef01' }] : []),
   ]);
 }

@@ -4,6 +4,7 @@ import { planChanges } from '../plan/diff.js';
 import { formatPlan, summarizePlan } from '../plan/format.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
 import type { Plan } from '../plan/steps.js';
+import { checkDevicesAgainstHosts, checkNamedVolumes, checkPoolCapacity } from '../plan/storage-checks.js';
 import { ConflictError, InvalidSpecError } from '../shared/errors.js';
 import type { HostReport, UplinkConfig } from '../shared/model.js';
 import { admitSpec } from '../spec/admission.js';
@@ -66,6 +67,15 @@ export async function planAgainstHosts(
     const issues = admitSpec(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities])));
     // Secrets the spec names must exist (their values are not read to plan).
     issues.push(...missingSecretIssues(spec, await storedSecretNames(store)));
+    // Storage and devices against what the hosts hold: imported volumes exist, pools stay within their
+    // over-provisioning limit, passthrough requests pass the host's rules.
+    // HOOK(devices): pass the devices helper's `checkHostPassthrough` (src/plan/passthrough.ts) as the third
+    // argument once it is on main; until then only hosts that report no device inventory refuse requests.
+    issues.push(
+      ...checkNamedVolumes(spec, reports),
+      ...checkPoolCapacity(spec, desired, reports),
+      ...checkDevicesAgainstHosts(spec, reports),
+    );
     if (issues.length) throw new InvalidSpecError(issues);
   }
   // Hosts the previous spec had and this one drops: what runs there goes, if they answer.

@@ -1,5 +1,7 @@
 // Field-by-field differences between a realised config and the desired one, each with how it is applied.
-import type { NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import type { DeviceRequest } from '../shared/devices.js';
+import type { DiskConfig, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
+import type { DiskSource } from '../shared/storage.js';
 import { canonicalJson } from './hash.js';
 
 /**
@@ -107,12 +109,25 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
   const oldDisks = new Map(from.disks.map((d) => [d.name, d]));
   const newDisks = new Set(to.disks.map((d) => d.name));
   for (const d of from.disks)
-    if (!newDisks.has(d.name)) out.push({ field: 'disks', text: `disks -${d.name}`, how: 'restart' });
+    if (!newDisks.has(d.name))
+      out.push({ field: 'disks', text: `disks -${d.name}`, how: hotPluggable(d) ? 'hot-unplug' : 'restart' });
   for (const d of to.disks) {
     const o = oldDisks.get(d.name);
-    if (!o) out.push({ field: 'disks', text: `disks +${d.name}`, how: 'restart' });
+    if (!o)
+      out.push({ field: 'disks', text: `disks +${d.name}`, how: hotPluggable(d) ? 'hot-plug' : 'restart' });
+    else if (!same(o.source, d.source) || o.media !== d.media || o.readOnly !== d.readOnly)
+      out.push({
+        field: 'disks',
+        text: `disks ${d.name} ${diskLabel(o)} -> ${diskLabel(d)}`,
+        how: 'restart',
+      });
     else if (o.sizeMiB !== d.sizeMiB)
-      out.push({ field: 'disks', text: `disks ${d.name} ${o.sizeMiB} -> ${d.sizeMiB} MiB`, how: 'restart' });
+      // A pool volume grows by its own volume.resize step (online where the pool can); a VM-dir disk on restart.
+      out.push({
+        field: 'disks',
+        text: `disks ${d.name} ${o.sizeMiB} -> ${d.sizeMiB} MiB`,
+        how: d.source ? 'in place' : 'restart',
+      });
     // The host refuses this one (a disk keeps the encryption it was made with); the plan says what was asked.
     if (o && o.encryption?.secret !== d.encryption?.secret)
       out.push({
@@ -121,7 +136,20 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
         how: 'restart',
       });
   }
-  // Disk order decides device order in the guest: a reorder alone is a change too.
+  if (!same(from.rootSource, to.rootSource))
+    out.push({
+      field: 'rootSource',
+      text: `root volume ${sourceLabel(from.rootSource)} -> ${sourceLabel(to.rootSource)}`,
+      how: 'restart',
+    });
+  if (!same(from.devices ?? [], to.devices ?? []))
+    out.push({
+      field: 'devices',
+      text: `devices ${deviceList(from.devices)} -> ${deviceList(to.devices)}`,
+      how: 'restart',
+    });
+  // Disk order decides device order in the guest: a reorder alone is a change too. Hot-plugged disks take the
+  // next free slot, so a plug or unplug alone is no reorder.
   if (
     out.every((c) => c.field !== 'disks') &&
     !same(
@@ -141,6 +169,27 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
   )
     out.push({ field: 'nics', text: 'nics reordered', how: 'restart' });
   return out;
+}
+
+/** A pool volume as a disk (not a CD-ROM: its IDE/SCSI drive is not hot-pluggable): QMP plugs it while the VM runs. */
+function hotPluggable(d: DiskConfig): boolean {
+  return d.source !== undefined && d.media !== 'cdrom';
+}
+
+function sourceLabel(s: DiskSource | undefined): string {
+  if (!s) return 'none';
+  if (s.kind === 'iscsi') return `${s.pool}/${s.volume} (iscsi ${s.portal})`;
+  if (s.kind === 'nfs') return `${s.pool}/${s.volume} (nfs ${s.server})`;
+  return `${s.pool}/${s.volume}`;
+}
+
+function diskLabel(d: DiskConfig): string {
+  const src = d.source ? sourceLabel(d.source) : "VM's directory";
+  return `${src}${d.media === 'cdrom' ? ' cdrom' : ''}${d.readOnly ? ' read-only' : ''}`;
+}
+
+function deviceList(list: readonly DeviceRequest[] | undefined): string {
+  return list?.length ? list.map((d) => ('pci' in d ? `pci ${d.pci}` : `usb ${d.usb}`)).join(', ') : 'none';
 }
 
 const LIVE: ReadonlySet<ApplyHow> = new Set(['hot-plug', 'hot-unplug', 're-plug', 'in place']);

@@ -31,12 +31,37 @@ export interface DestroyAnalysis {
   kept: string[];
 }
 
-/** The disks of a VM as a person names them: its root overlay (cloud images) and each extra disk. */
-export function vmDisks(vm: VmConfig): string[] {
+/**
+ * The disks of a VM lost with it, as a person names them: its root overlay (cloud images), each disk in its
+ * directory, and the pool volumes made for it that the plan deletes (`deletedVolumes`: `pool/volume`). Volumes it
+ * only attached (and made volumes the plan keeps, say for a move) are not lost.
+ */
+export function vmDisks(vm: VmConfig, deletedVolumes: ReadonlySet<string> = new Set()): string[] {
+  const gone = (pool: string, volume: string) => deletedVolumes.has(`${pool}/${volume}`);
+  const root = vm.rootSource;
   return [
     ...(vm.image.kind === 'qcow2' ? [`root (overlay of ${vm.image.path})`] : []),
-    ...vm.disks.map((d) => `${d.name} (${d.sizeMiB} MiB)`),
+    ...(root && gone(root.pool, root.volume)
+      ? [
+          `root (volume ${root.pool}/${root.volume}, a clone of ${vm.image.kind === 'volume' ? vm.image.volume : 'a template'})`,
+        ]
+      : []),
+    ...vm.disks.flatMap((d) => {
+      if (!d.source) return [`${d.name} (${d.sizeMiB} MiB)`];
+      return gone(d.source.pool, d.source.volume)
+        ? [`${d.name} (volume ${d.source.pool}/${d.source.volume}, ${d.sizeMiB} MiB)`]
+        : [];
+    }),
   ];
+}
+
+/** The pool volumes a VM only attached: kept when it is deleted. */
+function attachedVolumes(vm: VmConfig, deletedVolumes: ReadonlySet<string>): string[] {
+  const all = [
+    ...vm.disks.flatMap((d) => (d.source ? [d.source] : [])),
+    ...(vm.rootSource ? [vm.rootSource] : []),
+  ];
+  return all.map((s) => `${s.pool}/${s.volume}`).filter((k) => !deletedVolumes.has(k));
 }
 
 /**
@@ -55,6 +80,10 @@ export function analyzeDestruction(
   const protectedDeletions: ProtectedDeletion[] = [];
   const kept: string[] = [];
   const deleted = new Set(plan.steps.flatMap((s) => (s.kind === 'vm.delete' ? [`${s.host}/${s.name}`] : [])));
+  const deletedVolumes = new Set(
+    plan.steps.flatMap((s) => (s.kind === 'volume.delete' ? [`${s.pool}/${s.name}`] : [])),
+  );
+  kept.push(...(plan.kept ?? []));
   for (const step of plan.steps) {
     if (step.kind === 'vm.delete') {
       const old = vmBefore(step.host, step.name);
@@ -65,9 +94,11 @@ export function analyzeDestruction(
         kind: 'vm',
         host: step.host,
         name: step.name,
-        ...(old ? { disks: vmDisks(old) } : {}),
+        ...(old ? { disks: vmDisks(old, deletedVolumes) } : {}),
         ...(movedTo ? { movedTo } : {}),
       });
+      for (const v of old ? attachedVolumes(old, deletedVolumes) : [])
+        kept.push(`volume ${v} of vm ${step.name} is detached, not deleted: it stays in its pool`);
       if (protectedVms.has(step.name)) protectedDeletions.push({ host: step.host, name: step.name });
     } else if (step.kind === 'network.delete') {
       // VMs deleted with it are listed themselves; those that stay lose their NICs' network.
@@ -83,7 +114,11 @@ export function analyzeDestruction(
       const old = vmBefore(step.host, step.vm.name);
       const now = new Set(step.vm.disks.map((d) => d.name));
       for (const d of old?.disks ?? [])
-        if (!now.has(d.name))
+        if (!now.has(d.name) && d.source)
+          kept.push(
+            `disk ${d.name} of vm ${step.vm.name} on ${step.host} is detached, not deleted: volume ${d.source.pool}/${d.source.volume} stays in its pool`,
+          );
+        else if (!now.has(d.name))
           kept.push(
             `disk ${d.name} of vm ${step.vm.name} on ${step.host} is detached, not deleted: its file stays in the VM's directory (name it again to reattach it)`,
           );

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { HostReport, VmPowerState } from '../shared/model.js';
+import type { HostReport, VmConfig, VmPowerState } from '../shared/model.js';
 import { loadSpec } from '../spec/load.js';
 import { legacyTapName } from '../spec/net.js';
 import { specPairArb } from '../spec/spec.arbitrary.js';
@@ -8,6 +8,7 @@ import { planChanges } from './diff.js';
 import { networkConfigHash, vmConfigHash } from './hash.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from './resolve.js';
 import { type Step, stepTarget } from './steps.js';
+import { vmPoolVolumes } from './storage-changes.js';
 
 const caps = {
   accelerator: 'tcg' as const,
@@ -107,12 +108,18 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
         break;
       }
       case 'vm.hotplug': {
-        // Only NICs may differ, and only on a running VM.
+        // Only NICs and pool disks (plugged, unplugged or grown by their own step) may differ, on a running VM.
         const vm = r.vms.find((v) => v.name === s.vm.name);
         expect(vm?.state, `hotplug ${s.vm.name}: must be running`).toBe('running');
-        const { nics: _a, state: _b, ...was } = vm!.config!;
-        const { nics: _c, state: _d, ...now } = s.vm;
-        expect(now, `hotplug ${s.vm.name}: only NICs change`).toEqual(was);
+        const fixed = (c: VmConfig) => ({
+          ...c,
+          nics: [],
+          state: 'running',
+          disks: c.disks.filter((d) => !d.source),
+        });
+        expect(fixed(s.vm), `hotplug ${s.vm.name}: only NICs and pool disks change`).toEqual(
+          fixed(vm!.config!),
+        );
         for (const nic of s.vm.nics)
           expect(
             r.networks.map((n) => n.name),
@@ -132,6 +139,75 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
       case 'vm.delete':
         r.vms = r.vms.filter((v) => v.name !== s.name);
         break;
+      case 'pool.create':
+      case 'pool.update': {
+        const was = r.pools?.find((p) => p.name === s.pool.name);
+        if (s.kind === 'pool.create') expect(was, `create pool ${s.pool.name}: exists`).toBeUndefined();
+        r.pools = [
+          ...(r.pools ?? []).filter((p) => p.name !== s.pool.name),
+          {
+            name: s.pool.name,
+            type: s.pool.type,
+            configHash: s.configHash,
+            problems: [],
+            config: s.pool,
+            capacityMiB: 100_000,
+            usedMiB: 0,
+            freeMiB: 100_000,
+            volumes: was?.volumes ?? [],
+          },
+        ];
+        break;
+      }
+      case 'pool.delete':
+        expect(
+          r.pools?.find((p) => p.name === s.pool.name)?.volumes ?? [],
+          `delete pool ${s.pool.name}`,
+        ).toEqual([]);
+        r.pools = (r.pools ?? []).filter((p) => p.name !== s.pool.name);
+        break;
+      case 'volume.create': {
+        const pool = r.pools?.find((p) => p.name === s.volume.pool);
+        expect(pool, `create volume ${s.volume.name}: pool ${s.volume.pool} on ${s.host}`).toBeDefined();
+        if (s.volume.from)
+          expect(
+            pool!.volumes.map((v) => v.name),
+            `clone ${s.volume.name}: template`,
+          ).toContain(s.volume.from.volume);
+        pool!.volumes.push({
+          name: s.volume.name,
+          format: s.volume.format,
+          sizeMiB: s.volume.sizeMiB,
+          allocatedMiB: 0,
+          encrypted: !!s.volume.encryption,
+          snapshots: [],
+        });
+        break;
+      }
+      case 'volume.resize':
+      case 'volume.delete': {
+        const pool = [...state.values()].flatMap((h) => h.pools ?? []).find((p) => p.name === s.pool);
+        const v = pool?.volumes.find((x) => x.name === s.name);
+        expect(v, `${s.kind} ${s.pool}/${s.name}: missing`).toBeDefined();
+        const users = [...state.values()].flatMap((h) =>
+          h.vms.filter(
+            (vm) =>
+              vm.config && vmPoolVolumes(vm.config).some((u) => u.pool === s.pool && u.volume === s.name),
+          ),
+        );
+        if (s.kind === 'volume.delete') {
+          expect(
+            users.map((u) => u.name),
+            `delete volume ${s.name}: in use`,
+          ).toEqual([]);
+          pool!.volumes = pool!.volumes.filter((x) => x !== v);
+        } else {
+          expect(s.sizeMiB).toBeGreaterThan(v!.sizeMiB);
+          if (!s.vm) expect(users.filter((u) => u.state === 'running').map((u) => u.name)).toEqual([]);
+          v!.sizeMiB = s.sizeMiB;
+        }
+        break;
+      }
       case 'securityGroup.create':
       case 'securityGroup.update':
         r.securityGroups = [
@@ -147,6 +223,14 @@ function simulate(observed: HostReport[], steps: Step[], desired: DesiredState):
             );
         r.securityGroups = (r.securityGroups ?? []).filter((g) => g.name !== s.name);
         break;
+    }
+    // A VM's volumes exist before it is made or changed.
+    if (s.kind === 'vm.create' || s.kind === 'vm.hotplug' || s.kind === 'vm.update') {
+      const volumes = [...state.values()].flatMap((h) =>
+        (h.pools ?? []).flatMap((p) => p.volumes.map((v) => `${p.name}/${v.name}`)),
+      );
+      for (const u of vmPoolVolumes(s.vm))
+        expect(volumes, `${s.vm.name}: volume`).toContain(`${u.pool}/${u.volume}`);
     }
     // A port's groups exist on its host before it is made or changed.
     if (s.kind === 'vm.create' || s.kind === 'vm.hotplug' || s.kind === 'vm.update')
@@ -491,6 +575,9 @@ vms:
       'vm.stop',
       'vm.create',
       'vm.delete',
+      'pool.create',
+      'volume.create',
+      'volume.delete',
     ] as const)
       expect(seen.get(kind) ?? 0, `${kind} steps across the runs`).toBeGreaterThan(0);
   });

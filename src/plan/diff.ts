@@ -16,6 +16,7 @@ import { networkConfigHash, securityGroupConfigHash, uplinkConfigHash, vmConfigH
 import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { securityGroupChanges } from './security-group-changes.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
+import { planStorage } from './storage-changes.js';
 
 /** Commit-confirm window of risky steps on a host whose desired state does not say (spec default: 60 s). */
 export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
@@ -48,8 +49,16 @@ const phase: Record<Step['kind'], number> = {
   'vm.start': 3,
   'network.delete': 4,
 };
-/** The dependency phase of a step: steps of one phase on different hosts do not depend on each other. */
-export const stepPhase = (s: Step): number => phase[s.kind];
+/**
+ * The dependency phase of a step: steps of one phase on different hosts do not depend on each other. Clones are
+ * made after the volumes they copy; a volume grown offline is grown while its VM is stopped (after the stops,
+ * before the creates and starts), one grown online through its running VM.
+ */
+export const stepPhase = (s: Step): number => {
+  if (s.kind === 'volume.create' && s.volume.from) return 0.6;
+  if (s.kind === 'volume.resize' && !s.vm) return 1.5;
+  return phase[s.kind];
+};
 
 // Within one VM in phase 1: stop before delete.
 const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete': 1 };
@@ -57,18 +66,20 @@ const within: Partial<Record<Step['kind'], number>> = { 'vm.stop': 0, 'vm.delete
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 // Within a host's phase: security groups after networks, so that the agent's runs of network steps (one bulk
-// call each) stay whole.
+// call each) stay whole; pools after both.
 const kindOrder: Partial<Record<Step['kind'], number>> = {
   'securityGroup.create': 1,
   'securityGroup.update': 1,
   'securityGroup.delete': 1,
+  'pool.create': 2,
+  'pool.update': 2,
 };
 
 /** Sorts steps into dependency order, then by host and object name; stable and deterministic. */
 export function orderSteps(steps: Step[]): Step[] {
   return [...steps].sort(
     (a, b) =>
-      phase[a.kind] - phase[b.kind] ||
+      stepPhase(a) - stepPhase(b) ||
       cmp(a.host, b.host) ||
       (kindOrder[a.kind] ?? 0) - (kindOrder[b.kind] ?? 0) ||
       cmp(stepTarget(a), stepTarget(b)) ||
@@ -277,7 +288,15 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
         steps.push({ kind: 'vm.delete', host, name: o.name, reason: 'not in the spec' });
     }
   }
-  return { steps: orderSteps(steps), unchanged: unchanged.sort(cmp) };
+  // Storage spans hosts (a VM on one opens a volume of a pool on another): planned once over all of them.
+  const storage = planStorage(desired, observed, steps);
+  steps.push(...storage.steps);
+  unchanged.push(...storage.unchanged);
+  return {
+    steps: orderSteps(steps),
+    unchanged: unchanged.sort(cmp),
+    ...(storage.kept.length ? { kept: storage.kept } : {}),
+  };
 }
 
 /** Steps that bring a host's security groups to `want`: create the missing, update the changed, delete the rest. */

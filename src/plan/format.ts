@@ -3,6 +3,7 @@
 import { CONFIRM_WINDOW_MS } from '../shared/limits.js';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
+import type { PoolConfig } from '../shared/storage.js';
 import type { Plan, Step } from './steps.js';
 
 /** Text of an empty plan. */
@@ -25,6 +26,15 @@ function describeNetwork(n: NetworkConfig): string {
   }
   if (n.subnet) return `${n.mode} ${n.subnet.cidr}`;
   return n.uplink ? `${n.mode} on ${n.uplink}` : n.mode;
+}
+
+function describePool(p: PoolConfig): string {
+  const parts = [p.type, p.path];
+  // The CHAP secret's name only: its value never enters a plan.
+  if (p.chap) parts.push(`CHAP user ${p.chap.user} (secret: ${p.chap.secret})`);
+  if (p.nfs) parts.push(`export ${p.nfs.pseudoPath}`);
+  if (p.clients?.length) parts.push(`clients ${p.clients.join(', ')}`);
+  return parts.join(', ');
 }
 
 function describeUplink(u: UplinkConfig): string {
@@ -51,8 +61,19 @@ function describeGroup(g: SecurityGroupConfig): string {
 function describeVm(vm: VmConfig): string {
   const nets = vm.nics.map((n) => (n.trunk ? `trunk ${n.trunk.networks.join('+')}` : n.network)).join(', ');
   // Encrypted disks show the secret's name only: its value never enters a plan.
-  const disks = vm.disks.map((d) => (d.encryption ? `${d.name} (secret: ${d.encryption.secret})` : d.name));
-  return `${plural(vm.cpus, 'cpu')}, ${vm.memoryMiB} MiB, ${vm.image.kind}${vm.confidential ? `, confidential ${vm.confidential}` : ''}, nics: ${nets}${disks.length ? `, disks: ${disks.join(', ')}` : ''}`;
+  const disks = vm.disks.map((d) => {
+    const notes = [
+      ...(d.source ? [`${d.source.pool}/${d.source.volume}`] : []),
+      ...(d.media === 'cdrom' ? ['cdrom'] : d.readOnly ? ['read-only'] : []),
+      ...(d.encryption ? [`secret: ${d.encryption.secret}`] : []),
+    ];
+    return notes.length ? `${d.name} (${notes.join(', ')})` : d.name;
+  });
+  const image = vm.rootSource ? `volume ${vm.rootSource.pool}/${vm.rootSource.volume}` : vm.image.kind;
+  const devices = vm.devices?.length
+    ? `, devices: ${vm.devices.map((d) => ('pci' in d ? `pci ${d.pci}` : `usb ${d.usb}`)).join(', ')}`
+    : '';
+  return `${plural(vm.cpus, 'cpu')}, ${vm.memoryMiB} MiB, ${image}${vm.confidential ? `, confidential ${vm.confidential}` : ''}, nics: ${nets}${disks.length ? `, disks: ${disks.join(', ')}` : ''}${devices}`;
 }
 
 /**
@@ -98,7 +119,7 @@ function describeStep(s: Step): string {
     case 'vm.stop':
       return `< vm ${s.name} stop${s.force ? ' (forced)' : ''} on ${s.host} (${s.reason})`;
     case 'pool.create':
-      return `+ pool ${s.pool.name} on ${s.host} (${s.pool.type}, ${s.pool.path})`;
+      return `+ pool ${s.pool.name} on ${s.host} (${describePool(s.pool)})`;
     case 'pool.update':
       return `~ pool ${s.pool.name} on ${s.host}: ${s.changes?.length ? s.changes.join(', ') : s.reason}`;
     case 'pool.delete':
@@ -126,20 +147,11 @@ export function summarizePlan(plan: Plan): {
 } {
   const c = { create: 0, update: 0, delete: 0, start: 0, stop: 0 };
   for (const s of plan.steps) {
-    if (s.kind === 'network.create' || s.kind === 'vm.create' || s.kind === 'securityGroup.create')
-      c.create++;
-    else if (
-      s.kind === 'network.update' ||
-      s.kind === 'securityGroup.update' ||
-      s.kind === 'vm.update' ||
-      s.kind === 'vm.hotplug' ||
-      s.kind === 'uplink.configure'
-    )
-      c.update++;
-    else if (s.kind === 'network.delete' || s.kind === 'vm.delete' || s.kind === 'securityGroup.delete')
-      c.delete++;
-    else if (s.kind === 'vm.start') c.start++;
-    else c.stop++;
+    if (s.kind === 'vm.start') c.start++;
+    else if (s.kind === 'vm.stop') c.stop++;
+    else if (s.kind.endsWith('.create')) c.create++;
+    else if (s.kind.endsWith('.delete')) c.delete++;
+    else c.update++;
   }
   return c;
 }

@@ -8,6 +8,7 @@ import type {
   VmConfig,
 } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
+import type { PoolConfig } from '../shared/storage.js';
 import {
   bridgeName,
   cidrContains,
@@ -24,6 +25,7 @@ import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, NicSpec, Spec } from 
 import { hostAddress, hostSegments, isMultiHost, networkHosts, VXLAN_PORT } from '../spec/topology.js';
 import { subnetPlan } from '../spec/validate/addressing.js';
 import { resolveSecurityGroups } from './security-groups.js';
+import { type DesiredVolume, resolveDisk, resolveStorage, vmStorageFields } from './storage.js';
 
 export { bridgeName, derivedMac, ovsVlanBridgeName, tapName, vxlanDeviceName } from '../spec/net.js';
 
@@ -37,6 +39,12 @@ export interface HostDesired {
   uplinkDevice?: string;
   /** Commit-confirm window of this host's risky steps in ms (`hosts[].confirmTimeoutSeconds`); default 60 s. */
   confirmTimeoutMs?: number;
+  /** Storage pools the host holds; absent (a destroy, hand-built states): its pools are left as they are. */
+  pools?: PoolConfig[];
+  /** Volumes in those pools, each with the spec path that asks for it. */
+  volumes?: DesiredVolume[];
+  /** Spec path of each pool (`pools[2]`), by name. */
+  poolPaths?: Record<string, string>;
 }
 
 /** Desired state of every host, keyed by host name. */
@@ -202,16 +210,16 @@ export function resolveSpec(spec: Spec): DesiredState {
       cpus: vm.cpus,
       memoryMiB: vm.memoryMiB,
       image: vm.image,
-      disks: vm.disks.map((d) => ({
-        name: d.name,
-        sizeMiB: d.sizeMiB,
-        // The secret's name only: its value reaches the host with the step that needs it, never the plan.
-        ...(d.encryption ? { encryption: { secret: d.encryption.secret } } : {}),
-      })),
+      disks: vm.disks.map((d) => resolveDisk(spec, vm, d)),
       nics,
       state: vm.state,
       ...(vm.confidential ? { confidential: vm.confidential } : {}),
+      ...vmStorageFields(spec, vm),
     });
+  }
+  for (const [name, storage] of Object.entries(resolveStorage(spec))) {
+    const host = out[name];
+    if (host) Object.assign(host, storage);
   }
   for (const [name, groups] of Object.entries(resolveSecurityGroups(spec))) {
     const host = out[name];

@@ -185,6 +185,8 @@ export type StepKind = Step['kind'];
 export interface Plan {
   steps: Step[];
   unchanged: string[];
+  /** Data the plan leaves in place although the spec no longer names it (volumes), one sentence each. */
+  kept?: string[];
 }
 
 /** Name of the object a step acts on (the uplink device for `uplink.configure`). */

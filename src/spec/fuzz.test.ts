@@ -193,6 +193,59 @@ const multiHostMutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   })),
 );
 
+/** Mutations of storage: dangling pools, iscsi without CHAP, volumes without a size, VMs on a storage host, shared volumes. */
+const storageMutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.nat().map((i) => ({
+    label: 'pool disk in an unknown pool',
+    apply: (s: RawSpec) => {
+      const disks = s.vms.flatMap((vm: RawSpec, k: number) =>
+        (vm.disks ?? []).flatMap((d: RawSpec, j: number) => (d.pool ? [[k, j]] : [])),
+      );
+      if (disks.length === 0) return undefined;
+      const [k, j] = disks[i % disks.length];
+      s.vms[k].disks[j].pool = 'zz-missing';
+      return `vms[${k}].disks[${j}].pool`;
+    },
+  })),
+  fc.constant({
+    label: 'iscsi pool open to anyone',
+    apply: (s: RawSpec) => {
+      const k = (s.pools ?? []).findIndex((p: RawSpec) => p.type === 'iscsi');
+      if (k < 0) return undefined;
+      delete s.pools[k].chap;
+      return `pools[${k}].chap`;
+    },
+  }),
+  fc.constant({
+    label: 'volume without a size',
+    apply: (s: RawSpec) => {
+      if (!s.volumes?.length) return undefined;
+      delete s.volumes[0].sizeMiB;
+      return 'volumes[0].sizeMiB';
+    },
+  }),
+  fc.nat().map((i) => ({
+    label: 'VM on a storage host',
+    apply: (s: RawSpec) => {
+      const storage = s.hosts.find((h: RawSpec) => h.role === 'storage');
+      if (!storage || s.vms.length === 0) return undefined;
+      const k = i % s.vms.length;
+      s.vms[k].host = storage.name;
+      return `vms[${k}].host`;
+    },
+  })),
+  fc.constant({
+    label: 'one volume attached by two VMs',
+    apply: (s: RawSpec) => {
+      if (!s.volumes?.some((v: RawSpec) => v.name === 'shared') || s.vms.length === 0) return undefined;
+      const k = s.vms.length - 1;
+      s.vms[k].disks = [...(s.vms[k].disks ?? []), { name: 'zz-a', pool: 'piscsi', volume: 'shared' }];
+      s.vms[k].disks.push({ name: 'zz-b', pool: 'piscsi', volume: 'shared' });
+      return `vms[${k}].disks[${s.vms[k].disks.length - 1}]`;
+    },
+  }),
+);
+
 function expectOnlyInvalidSpecError(text: string) {
   try {
     loadSpec(text);
@@ -233,6 +286,17 @@ describe('spec properties', () => {
         expect(issuePaths(raw), m.label).toContain(path);
       }),
       { numRuns: 400 },
+    );
+  });
+
+  it('mutated storage is refused at the right path', () => {
+    fc.assert(
+      fc.property(validSpecArb, storageMutationArb, (raw, m) => {
+        const path = m.apply(raw);
+        fc.pre(path !== undefined);
+        expect(issuePaths(raw), m.label).toContain(path);
+      }),
+      { numRuns: 300 },
     );
   });
 

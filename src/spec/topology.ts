@@ -15,10 +15,13 @@ export function isMultiHost(net: NetworkSpec): net is MultiHostNetworkSpec {
   return net.mode === 'vxlan' || net.mode === 'vlan';
 }
 
-/** Member hosts of a network: `host` for single-host networks; `hosts` (default: every spec host) otherwise. */
+/**
+ * Member hosts of a network: `host` for single-host networks; `hosts` (default: every compute host: storage hosts
+ * carry no networks) otherwise.
+ */
 export function networkHosts(spec: Spec, net: NetworkSpec): string[] {
   if (!isMultiHost(net)) return [net.host];
-  return net.hosts ?? spec.hosts.map((h) => h.name);
+  return net.hosts ?? spec.hosts.filter((h) => h.role !== 'storage').map((h) => h.name);
 }
 
 /** Networks a NIC attaches to: its network, or its trunk's members. */
@@ -28,7 +31,12 @@ export function nicNetworks(nic: NicSpec): string[] {
 
 /** A host's underlay address: `hosts[].address`, else its lab machine's address; undefined when neither. */
 export function hostAddress(spec: Spec, host: HostSpec): string | undefined {
-  return host.address ?? spec.lab?.hosts.find((m) => m.name === host.name)?.address;
+  return host.address ?? labMachineOf(spec, host.name)?.address;
+}
+
+/** The lab machine standing in for spec host `name`: in `lab.hosts` (compute) or `lab.storage` (storage). */
+export function labMachineOf(spec: Spec, name: string): { name: string; address: string } | undefined {
+  return spec.lab?.hosts.find((m) => m.name === name) ?? spec.lab?.storage.find((m) => m.name === name);
 }
 
 /** MTU of the lab LAN switch. */

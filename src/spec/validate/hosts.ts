@@ -11,12 +11,13 @@ export function checkHosts(spec: Spec, hostIdx: Map<string, number>, add: Add) {
   spec.hosts.forEach((h, i) => {
     if (hostIdx.get(h.name) !== i) return;
     const base = `hosts[${i}]`;
-    const labIdx = spec.lab?.hosts.findIndex((m) => m.name === h.name) ?? -1;
-    const labAddr = labIdx >= 0 ? spec.lab?.hosts[labIdx]?.address : undefined;
+    const labList = h.role === 'storage' ? 'storage' : 'hosts';
+    const labIdx = spec.lab?.[labList].findIndex((m) => m.name === h.name) ?? -1;
+    const labAddr = labIdx >= 0 ? spec.lab?.[labList][labIdx]?.address : undefined;
     if (h.address !== undefined && labAddr !== undefined && h.address !== labAddr)
       add(
         `${base}.address`,
-        `${h.address} differs from the lab machine's address ${labAddr} (lab.hosts[${labIdx}].address); leave address out in a lab (it defaults to the lab address) or make them equal`,
+        `${h.address} differs from the lab machine's address ${labAddr} (lab.${labList}[${labIdx}].address); leave address out in a lab (it defaults to the lab address) or make them equal`,
       );
     const addr = hostAddress(spec, h);
     if (addr !== undefined) {

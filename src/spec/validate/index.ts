@@ -9,6 +9,7 @@ import { checkLab } from './lab.js';
 import { checkDuplicates, checkHostReferences } from './names.js';
 import { checkMultiHost, checkSite } from './overlays.js';
 import { checkSecurityGroups } from './security-groups.js';
+import { checkStorage } from './storage.js';
 import { checkForwards, checkNics } from './vms.js';
 
 /** Returns every semantic problem of a schema-valid spec (empty when the spec is sound). */
@@ -39,5 +40,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkNics(spec, netIdx, vmIdx, plans, lab, add);
   checkForwards(spec, vmIdx, add);
   checkSecurityGroups(spec, add);
+  checkStorage(spec, hostIdx, add);
   return issues;
 }

@@ -43,11 +43,12 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
       );
   });
 
-  // Spec hosts and lab hosts must match one to one: each lab host runs that host's agent.
+  // Spec compute hosts and lab hosts must match one to one: each lab host runs that host's agent. Storage hosts
+  // and lab.storage machines are matched in ./storage.ts.
   const labHostNames = new Set(lab.hosts.map((h) => h.name));
-  const specHostNames = new Set(spec.hosts.map((h) => h.name));
+  const specHostNames = new Set(spec.hosts.filter((h) => h.role !== 'storage').map((h) => h.name));
   spec.hosts.forEach((h, i) => {
-    if (!labHostNames.has(h.name))
+    if (h.role !== 'storage' && !labHostNames.has(h.name))
       add(
         `hosts[${i}].name`,
         `host "${h.name}" has no machine in lab.hosts; add { name: ${h.name}, address: <ip in ${lab.lan.cidr}> } there`,
@@ -57,7 +58,9 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
     if (!specHostNames.has(m.name))
       add(
         `lab.hosts[${i}].name`,
-        `lab host "${m.name}" is not in hosts; add it to hosts or list it under lab.peers`,
+        spec.hosts.some((h) => h.name === m.name)
+          ? `lab host "${m.name}" is a storage host in hosts (role: storage); move it to lab.storage or make it role: compute`
+          : `lab host "${m.name}" is not in hosts; add it to hosts or list it under lab.peers`,
       );
   });
 
@@ -82,6 +85,7 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
   const machines = [
     ...lab.hosts.map((m, i) => ({ m, path: `lab.hosts[${i}].address` })),
     ...lab.peers.map((m, i) => ({ m, path: `lab.peers[${i}].address` })),
+    ...lab.storage.map((m, i) => ({ m, path: `lab.storage[${i}].address` })),
   ];
   for (const { m, path } of machines) {
     const ip = parseIpv4(m.address);

@@ -54,6 +54,7 @@ export function checkDuplicates(spec: Spec, add: Add) {
     const machines = [
       ...lab.hosts.map((m, i) => ({ name: m.name, path: `lab.hosts[${i}].name` })),
       ...lab.peers.map((m, i) => ({ name: m.name, path: `lab.peers[${i}].name` })),
+      ...lab.storage.map((m, i) => ({ name: m.name, path: `lab.storage[${i}].name` })),
     ];
     const seen = new Map<string, string>();
     for (const m of machines) {
@@ -62,7 +63,7 @@ export function checkDuplicates(spec: Spec, add: Add) {
       else
         add(
           m.path,
-          `duplicate lab machine name "${m.name}" (already used at ${first}); hosts and peers share one namespace`,
+          `duplicate lab machine name "${m.name}" (already used at ${first}); hosts, peers and storage machines share one namespace`,
         );
     }
   }
