@@ -1,9 +1,10 @@
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeviceInventorySchema } from '../../agent/wire-storage.js';
-import type { DeviceInventory } from '../../shared/devices.js';
+import { type DeviceInventory, PCI_DEVICES_MAX } from '../../shared/devices.js';
 import {
   consumerBoard,
   MULTI_GPU_ADDRESSES,
@@ -230,6 +231,27 @@ describe('readDeviceInventory: untrusted layout', () => {
     const p = inv.usb.find((u) => u.path === '1-3.1')?.product ?? '';
     expect(p.startsWith('Ultra[31m')).toBe(true);
     expect(p.length).toBe(128);
+  });
+
+  it(`lists at most PCI_DEVICES_MAX (${PCI_DEVICES_MAX}) functions`, async () => {
+    // In memory where the host has /dev/shm (as sysfs is), written synchronously and minimally: thousands of
+    // functions through the fixture writer on a busy disk take many seconds.
+    const base = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmlink-sysfs-'));
+    dirs.push(base);
+    const sys = join(base, 'sys');
+    await writeSysfsTree(sys, { iommu: false, pci: [] });
+    for (let i = 0; i < PCI_DEVICES_MAX + 20; i++) {
+      const addr = `0000:${(i >> 5).toString(16).padStart(2, '0')}:${(i & 31).toString(16).padStart(2, '0')}.0`;
+      const dir = join(sys, 'devices', 'pci0000:00', addr);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'vendor'), '0x8086\n');
+      writeFileSync(join(dir, 'device'), '0x1234\n');
+      writeFileSync(join(dir, 'class'), '0x020000\n');
+      symlinkSync(`../../../devices/pci0000:00/${addr}`, join(sys, 'bus', 'pci', 'devices', addr));
+    }
+    const inv = await readDeviceInventory({ sysRoot: sys });
+    expect(inv.pci).toHaveLength(PCI_DEVICES_MAX);
+    expect(DeviceInventorySchema.safeParse(inv).success).toBe(true);
   });
 
   it('reads this machine’s own /sys into a valid inventory', async () => {

@@ -174,16 +174,21 @@ async function readPciDevice(
   const dir = await fs.link(entry);
   // A function whose link leaves the tree, or whose identity is unreadable, is not listed.
   if (!dir || basename(dir) !== address) return undefined;
+  // One listing of the directory, so that only attributes and links it has are read (most functions have no
+  // SR-IOV, mdev or physfn entries; a missing one would cost a failed open each).
+  const has = new Set(await fs.names(dir, DIR_ENTRIES_MAX));
+  const maybe = <T>(name: string, read: (p: string) => Promise<T | undefined>) =>
+    has.has(name) ? read(`${dir}/${name}`) : Promise.resolve(undefined);
   const [vendor, device, klass, driver, group, numa, totalVfs, numVfs, physfn] = await Promise.all([
     fs.attr(`${dir}/vendor`),
     fs.attr(`${dir}/device`),
     fs.attr(`${dir}/class`),
-    fs.link(`${dir}/driver`),
-    fs.link(`${dir}/iommu_group`),
-    fs.int(`${dir}/numa_node`),
-    fs.int(`${dir}/sriov_totalvfs`),
-    fs.int(`${dir}/sriov_numvfs`),
-    fs.link(`${dir}/physfn`),
+    maybe('driver', (p) => fs.link(p)),
+    maybe('iommu_group', (p) => fs.link(p)),
+    maybe('numa_node', (p) => fs.int(p)),
+    maybe('sriov_totalvfs', (p) => fs.int(p)),
+    maybe('sriov_numvfs', (p) => fs.int(p)),
+    maybe('physfn', (p) => fs.link(p)),
   ]);
   const vendorId = hex(vendor, 4);
   const deviceId = hex(device, 4);
@@ -204,17 +209,17 @@ async function readPciDevice(
   if (g && /^\d{1,6}$/.test(g)) d.iommuGroup = Number(g);
   if (numa !== undefined && numa >= 0) d.numaNode = numa;
   if (totalVfs !== undefined && totalVfs > 0)
-    d.sriov = { totalVfs, numVfs: numVfs ?? 0, vfs: await virtfns(fs, dir) };
+    d.sriov = { totalVfs, numVfs: numVfs ?? 0, vfs: await virtfns(fs, dir, has) };
   const pf = physfn && basename(physfn);
   if (pf && PCI_ADDRESS.test(pf)) d.physfn = pf;
-  const mdev = await mdevTypes(fs, dir);
+  const mdev = has.has('mdev_supported_types') ? await mdevTypes(fs, dir) : [];
   if (mdev.length) d.mdevTypes = mdev;
   return d;
 }
 
 /** Addresses of a PF's VFs, in VF order (`virtfn0`, `virtfn1`, ...). */
-async function virtfns(fs: SysTree, dir: string): Promise<string[]> {
-  const links = (await fs.names(dir, DIR_ENTRIES_MAX))
+async function virtfns(fs: SysTree, dir: string, entries: ReadonlySet<string>): Promise<string[]> {
+  const links = [...entries]
     .map((n) => /^virtfn(\d{1,5})$/.exec(n))
     .filter((m): m is RegExpExecArray => m !== null)
     .sort((a, b) => Number(a[1]) - Number(b[1]));
