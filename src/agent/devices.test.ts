@@ -91,4 +91,20 @@ describe('agent devices', () => {
     expect((await broken.report()).devices).toBeUndefined();
     broken.stop();
   });
+
+  it('the wire types and bounds every field of an inventory', async () => {
+    const inv = DeviceInventorySchema.parse(await readDeviceInventory({ sysRoot: sys }));
+    const gpu = inv.pci.find((d) => d.address === '0000:01:00.0')!;
+    const bad = (patch: object) =>
+      DeviceInventorySchema.safeParse({ ...inv, pci: [{ ...gpu, ...patch }] }).success;
+    expect(bad({})).toBe(true);
+    expect(bad({ address: '0000:01:00.0,x=y' })).toBe(false);
+    expect(bad({ vendorId: '10DE' })).toBe(false);
+    expect(bad({ deviceName: 'x'.repeat(201) })).toBe(false);
+    expect(bad({ sriov: { totalVfs: 1e6, numVfs: 0, vfs: [] } })).toBe(false);
+    expect(bad({ physfn: '../../etc' })).toBe(false);
+    expect(DeviceInventorySchema.safeParse({ ...inv, usb: [{ ...inv.usb[0], path: 'usb1' }] }).success).toBe(
+      false,
+    );
+  });
 });

@@ -1,13 +1,12 @@
 // Names of PCI vendors, devices and classes from the pci.ids database (Debian's `pci.ids` package, pulled in by
 // `pciutils`). Without the file, devices are listed by number and classes by a built-in table of base classes.
+import { DEVICE_TEXT_MAX } from '../../shared/devices.js';
 import { readFileCapped } from '../../shared/state-file.js';
 
 /** Where distributions keep pci.ids, first match wins. */
 export const PCI_IDS_PATHS = ['/usr/share/misc/pci.ids', '/usr/share/hwdata/pci.ids'] as const;
 /** Largest pci.ids read (the real one is about 1.4 MB). */
 export const PCI_IDS_MAX_BYTES = 8 << 20;
-/** Longest name kept from pci.ids. */
-const NAME_MAX = 200;
 
 /** What pci.ids knows: vendor, `vendor:device`, class (`03`), subclass (`0302`) and prog-if (`030200`) names. */
 export interface PciIds {
@@ -89,7 +88,7 @@ export function parsePciIds(text: string): PciIds {
   return ids;
 }
 
-const clip = (s: string) => s.trim().slice(0, NAME_MAX);
+const clip = (s: string) => s.trim().slice(0, DEVICE_TEXT_MAX);
 
 /** Reads and parses the first pci.ids of `paths` that exists; undefined when none does. */
 export async function loadPciIds(paths: readonly string[] = PCI_IDS_PATHS): Promise<PciIds | undefined> {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeviceInventorySchema } from '../../agent/wire-storage.js';
-import { type DeviceInventory, PCI_DEVICES_MAX } from '../../shared/devices.js';
+import { DEVICE_TEXT_MAX, type DeviceInventory, PCI_DEVICES_MAX } from '../../shared/devices.js';
 import {
   consumerBoard,
   MULTI_GPU_ADDRESSES,
@@ -230,7 +230,7 @@ describe('readDeviceInventory: untrusted layout', () => {
     expect(inv.pci.map((d) => d.address)).not.toContain('0000:00:17.0');
     const p = inv.usb.find((u) => u.path === '1-3.1')?.product ?? '';
     expect(p.startsWith('Ultra[31m')).toBe(true);
-    expect(p.length).toBe(128);
+    expect(p.length).toBe(DEVICE_TEXT_MAX);
   });
 
   it(`lists at most PCI_DEVICES_MAX (${PCI_DEVICES_MAX}) functions`, async () => {

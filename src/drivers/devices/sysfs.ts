@@ -5,7 +5,11 @@ import type { Dir } from 'node:fs';
 import { opendir, readlink, realpath } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import {
+  DEVICE_TEXT_MAX,
   type DeviceInventory,
+  HOST_USE_MAX,
+  MDEV_TYPES_MAX,
+  PCI_ADDRESS_PATTERN,
   PCI_DEVICES_MAX,
   type PciDevice,
   USB_DEVICES_MAX,
@@ -16,20 +20,14 @@ import { className, deviceNames, type PciIds } from './pci-ids.js';
 
 /** Largest sysfs attribute read (sysfs serves at most a page). */
 const ATTR_MAX_BYTES = 4096;
-/** Most mediated device types one function lists. */
-const MDEV_TYPES_MAX = 64;
 /** Most entries looked at in one device directory (a PF with many VFs has one `virtfnN` link each). */
 const DIR_ENTRIES_MAX = 4096;
-/** Longest text kept from a USB string descriptor. */
-const USB_STRING_MAX = 128;
 /** How deep and how wide the walk from a host-needed device to what it sits on goes (dm over md over a disk...). */
 const HOST_NEED_DEPTH = 4;
 const HOST_NEED_NODES = 64;
 /** Devices read at once. */
 const PARALLEL = 16;
 
-/** `domain:bus:device.function`, as sysfs names a PCI function. */
-export const PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
 /** A USB device (not a root hub `usbN`, not an interface `1-2:1.0`): `bus-port[.port...]`. */
 const USB_PATH = /^[1-9]\d{0,2}-\d{1,3}(\.\d{1,3}){0,6}$/;
 const DRIVER_NAME = /^[\w.+-]{1,64}$/;
@@ -111,6 +109,12 @@ class SysTree {
     return s !== undefined && /^-?\d{1,9}$/.test(s) ? Number(s) : undefined;
   }
 
+  /** A count (VFs, instances, bus and device numbers): 0 to 65535, else undefined. */
+  async count(p: string): Promise<number | undefined> {
+    const n = await this.int(p);
+    return n !== undefined && n >= 0 && n <= 65_535 ? n : undefined;
+  }
+
   /** Up to `max` entry names of directory `p` (none if it is missing). */
   async names(p: string, max: number): Promise<string[]> {
     let dir: Dir;
@@ -160,7 +164,9 @@ const byAddress = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 async function readPci(fs: SysTree, ids: PciIds | undefined): Promise<PciDevice[]> {
   const dir = `${fs.root}/bus/pci/devices`;
-  const names = (await fs.names(dir, PCI_DEVICES_MAX)).filter((n) => PCI_ADDRESS.test(n)).sort(byAddress);
+  const names = (await fs.names(dir, PCI_DEVICES_MAX))
+    .filter((n) => PCI_ADDRESS_PATTERN.test(n))
+    .sort(byAddress);
   const devices = await mapLimited(names, (n) => readPciDevice(fs, `${dir}/${n}`, n, ids));
   return devices.filter((d): d is PciDevice => d !== undefined);
 }
@@ -186,8 +192,8 @@ async function readPciDevice(
     maybe('driver', (p) => fs.link(p)),
     maybe('iommu_group', (p) => fs.link(p)),
     maybe('numa_node', (p) => fs.int(p)),
-    maybe('sriov_totalvfs', (p) => fs.int(p)),
-    maybe('sriov_numvfs', (p) => fs.int(p)),
+    maybe('sriov_totalvfs', (p) => fs.count(p)),
+    maybe('sriov_numvfs', (p) => fs.count(p)),
     maybe('physfn', (p) => fs.link(p)),
   ]);
   const vendorId = hex(vendor, 4);
@@ -207,11 +213,11 @@ async function readPciDevice(
   if (drv && DRIVER_NAME.test(drv)) d.driver = drv;
   const g = group && basename(group);
   if (g && /^\d{1,6}$/.test(g)) d.iommuGroup = Number(g);
-  if (numa !== undefined && numa >= 0) d.numaNode = numa;
+  if (numa !== undefined && numa >= 0 && numa <= 4096) d.numaNode = numa;
   if (totalVfs !== undefined && totalVfs > 0)
     d.sriov = { totalVfs, numVfs: numVfs ?? 0, vfs: await virtfns(fs, dir, has) };
   const pf = physfn && basename(physfn);
-  if (pf && PCI_ADDRESS.test(pf)) d.physfn = pf;
+  if (pf && PCI_ADDRESS_PATTERN.test(pf)) d.physfn = pf;
   const mdev = has.has('mdev_supported_types') ? await mdevTypes(fs, dir) : [];
   if (mdev.length) d.mdevTypes = mdev;
   return d;
@@ -227,7 +233,7 @@ async function virtfns(fs: SysTree, dir: string, entries: ReadonlySet<string>): 
   for (const m of links) {
     const t = await fs.link(`${dir}/${m[0]}`);
     const a = t && basename(t);
-    if (a && PCI_ADDRESS.test(a)) out.push(a);
+    if (a && PCI_ADDRESS_PATTERN.test(a)) out.push(a);
   }
   return out;
 }
@@ -240,7 +246,7 @@ async function mdevTypes(fs: SysTree, dir: string): Promise<NonNullable<PciDevic
     types.map(async (id) => {
       const [name, available] = await Promise.all([
         fs.attr(`${base}/${id}/name`),
-        fs.int(`${base}/${id}/available_instances`),
+        fs.count(`${base}/${id}/available_instances`),
       ]);
       const clean = name && printable(name);
       return { id, ...(clean ? { name: clean } : {}), available: available ?? 0 };
@@ -251,7 +257,7 @@ async function mdevTypes(fs: SysTree, dir: string): Promise<NonNullable<PciDevic
 /** Text from a device's descriptor, shown to operators: printable characters only, clipped. */
 function printable(s: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
-  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, USB_STRING_MAX);
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, DEVICE_TEXT_MAX);
 }
 
 async function readUsb(fs: SysTree): Promise<UsbDevice[]> {
@@ -278,8 +284,8 @@ async function readUsbDevice(fs: SysTree, parent: string, path: string): Promise
   const [vendor, product, busnum, devnum, manufacturer, productName] = await Promise.all([
     fs.attr(`${dir}/idVendor`),
     fs.attr(`${dir}/idProduct`),
-    fs.int(`${dir}/busnum`),
-    fs.int(`${dir}/devnum`),
+    fs.count(`${dir}/busnum`),
+    fs.count(`${dir}/devnum`),
     fs.attr(`${dir}/manufacturer`),
     fs.attr(`${dir}/product`),
   ]);
@@ -331,7 +337,7 @@ async function hostUseOf(fs: SysTree, needs: readonly HostNeed[]): Promise<Map<s
         const pciPath = dir
           .slice(fs.root.length)
           .split('/')
-          .filter((c) => PCI_ADDRESS.test(c));
+          .filter((c) => PCI_ADDRESS_PATTERN.test(c));
         pciPath.forEach((a, i) => {
           mark(a, i === pciPath.length - 1 ? need.why : `bridge to ${need.why}`);
         });
@@ -340,7 +346,7 @@ async function hostUseOf(fs: SysTree, needs: readonly HostNeed[]): Promise<Map<s
       level = below;
     }
   }
-  return new Map([...uses].map(([a, whys]) => [a, whys.join('; ')]));
+  return new Map([...uses].map(([a, whys]) => [a, whys.join('; ').slice(0, HOST_USE_MAX)]));
 }
 
 /** What a block or net device is built on, as links to their sysfs directories. */

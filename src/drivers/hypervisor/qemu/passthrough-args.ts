@@ -1,7 +1,7 @@
 // QEMU arguments of the host devices passed to a VM (spec `vms[].devices`, checked at plan time by
 // plan/passthrough.ts): PCI functions through VFIO, each slot's functions in a hot-pluggable root port of their own,
 // and USB devices on one xHCI controller. A pure function of the requests (golden-tested).
-import type { DeviceRequest } from '../../../shared/devices.js';
+import { type DeviceRequest, PCI_ADDRESS_PATTERN } from '../../../shared/devices.js';
 import { InvalidRequestError } from '../../../shared/errors.js';
 import { VM_DEVICES_MAX } from '../../../shared/storage.js';
 
@@ -13,7 +13,6 @@ export const PASSTHROUGH_CHASSIS_BASE = 256 - VM_DEVICES_MAX * 2;
 /** QEMU id of the xHCI controller the USB devices sit on. */
 export const PASSTHROUGH_XHCI = 'ptxhci';
 
-const PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
 const USB_ID = /^[0-9a-f]{4}:[0-9a-f]{4}$/;
 
 /** QEMU id of device `i` of `config.devices` (`pt0`, `pt1`, ...), and of the root port of PCI slot group `g`. */
@@ -29,7 +28,7 @@ export const passthroughPortId = (g: number) => `ptport${g}`;
 export function passthroughArgs(devices: readonly DeviceRequest[]): string[] {
   // The wire checks these already; a value that could add a QEMU option never reaches the command line.
   for (const d of devices)
-    if ('pci' in d ? !PCI_ADDRESS.test(d.pci) : !USB_ID.test(d.usb))
+    if ('pci' in d ? !PCI_ADDRESS_PATTERN.test(d.pci) : !USB_ID.test(d.usb))
       throw new InvalidRequestError(`bad passthrough device ${JSON.stringify(d)}`);
   const out: string[] = [];
   const slots = new Map<string, Array<{ address: string; index: number }>>();
