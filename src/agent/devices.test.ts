@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../controller/agents.js';
 import { consumerBoard } from '../drivers/devices/fixtures/hosts.js';
 import { writeSysfsTree } from '../drivers/devices/fixtures/sysfs-tree.js';
 import { readDeviceInventory } from '../drivers/devices/sysfs.js';
 import { RecordingRunner } from '../exec/runner.js';
+import { listen } from '../shared/http/server.js';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { DeviceInventorySchema } from './wire-storage.js';
@@ -106,5 +108,21 @@ describe('agent devices', () => {
     expect(DeviceInventorySchema.safeParse({ ...inv, usb: [{ ...inv.usb[0], path: 'usb1' }] }).success).toBe(
       false,
     );
+  });
+
+  it('reaches the controller’s agent client over a socket, validated by the wire schema', async () => {
+    const wired = await createAgentServer(agent, { prerequisites: async () => [] });
+    const socket = join(dir, 'agent.sock');
+    await listen(wired, `unix://${socket}`);
+    try {
+      const inv = await new AgentClient('host1', `unix://${socket}`).devices();
+      expect(inv.pci.filter((d) => d.iommuGroup === 1).map((d) => d.address)).toEqual([
+        '0000:00:01.0',
+        '0000:01:00.0',
+        '0000:01:00.1',
+      ]);
+    } finally {
+      await wired.close();
+    }
   });
 });
