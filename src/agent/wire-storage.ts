@@ -244,6 +244,7 @@ export const DeviceInventorySchema = z.object({
         productId: hex4,
         manufacturer: deviceText.optional(),
         product: deviceText.optional(),
+        hostUse: z.string().max(HOST_USE_MAX).optional(),
       }),
     )
     .max(USB_DEVICES_MAX),

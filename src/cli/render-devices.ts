@@ -53,12 +53,13 @@ export function renderInventory(inv: DeviceInventory): string {
     out.push(
       '',
       table(
-        ['USB', 'ID', 'BUS/DEV', 'NAME'],
+        ['USB', 'ID', 'BUS/DEV', 'NAME', 'HOST USE'],
         inv.usb.map((u) => [
           u.path,
           `${u.vendorId}:${u.productId}`,
           `${String(u.busnum).padStart(3, '0')}/${String(u.devnum).padStart(3, '0')}`,
           clip([u.manufacturer, u.product].filter(Boolean).join(' ') || undefined),
+          u.hostUse,
         ]),
       ),
     );

@@ -9,6 +9,7 @@ import {
   noIommuBoard,
   PCI_IDS_EXCERPT,
   sriovHost,
+  usbBootServer,
 } from '../drivers/devices/fixtures/hosts.js';
 import { type FakeHost, writeSysfsTree } from '../drivers/devices/fixtures/sysfs-tree.js';
 import { parsePciIds } from '../drivers/devices/pci-ids.js';
@@ -42,6 +43,7 @@ beforeAll(async () => {
   ]);
   await read('noiommu', noIommuBoard(), []);
   await read('sriov', sriovHost(), [{ kind: 'net', name: 'bond0', why: 'uplink bond0' }]);
+  await read('usbboot', usbBootServer(), [{ kind: 'block', name: 'sdb1', why: 'root disk sdb1 (/)' }]);
   // The board once its GPU and the GPU's audio function are bound to vfio-pci.
   const ready = consumerBoard();
   for (const d of ready.pci) if (d.address.startsWith('0000:01:00.')) d.driver = 'vfio-pci';
@@ -176,6 +178,20 @@ describe('checkPassthrough: USB', () => {
       reason: 'USB device 0781:5581 is not in host "h1"\'s allow-list (hosts[0].passthrough.usb: 046d:*)',
       fix: 'add "0781:5581" (or "0781:*") to hosts[0].passthrough.usb to let VMs take it',
     });
+  });
+
+  it('refuses the stick the host boots from, and one of the same model, but not other devices', async () => {
+    const r = check('usbboot', [{ usb: '0781:5583' }, { usb: '046d:c52b' }], policy(['0781:*', '046d:*']));
+    expect(r).toEqual([
+      {
+        path: 'vms[2].devices[0]',
+        device: 'usb 0781:5583',
+        reason:
+          'the host needs USB device 0781:5583 at 2-1 (root disk sdb1 (/)), and QEMU, matching by vendor:product, cannot tell it from the other 1',
+        fix: 'pass another model of device; one the host runs on must stay with it',
+      },
+    ]);
+    expect(check('usbboot', [{ pci: '0000:00:14.0' }])[0]?.reason).toContain('root disk sdb1 (/)');
   });
 
   it('refuses one that is not plugged in', () => {

@@ -103,10 +103,20 @@ function checkUsb(
     );
     return;
   }
-  if (!inventory.usb.some((u) => u.vendorId === vendor && u.productId === product))
+  const matching = inventory.usb.filter((u) => u.vendorId === vendor && u.productId === product);
+  if (!matching.length) {
     refuse(
       `host "${vm.host}" has no USB device ${id} plugged in`,
       `plug it in, or pick one that \`vmlink host devices ${vm.host}\` lists`,
+    );
+    return;
+  }
+  // QEMU takes a USB device by vendor:product: with the host's own among the matches it may take that one.
+  const needed = matching.find((u) => u.hostUse);
+  if (needed)
+    refuse(
+      `the host needs USB device ${id} at ${needed.path} (${needed.hostUse})${matching.length > 1 ? `, and QEMU, matching by vendor:product, cannot tell it from the other ${matching.length - 1}` : ''}`,
+      'pass another model of device; one the host runs on must stay with it',
     );
 }
 

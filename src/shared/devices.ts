@@ -54,6 +54,8 @@ export interface UsbDevice {
   productId: string;
   manufacturer?: string;
   product?: string;
+  /** Why the host itself needs it (a USB disk it boots from, a USB NIC as its uplink); absent: free. */
+  hostUse?: string;
 }
 
 /** A host's devices as its agent reads them. */

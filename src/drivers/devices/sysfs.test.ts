@@ -12,6 +12,7 @@ import {
   noIommuBoard,
   PCI_IDS_EXCERPT,
   sriovHost,
+  usbBootServer,
 } from './fixtures/hosts.js';
 import { type FakeHost, writeSysfsTree } from './fixtures/sysfs-tree.js';
 import { className, loadPciIds, parsePciIds } from './pci-ids.js';
@@ -146,6 +147,20 @@ describe('readDeviceInventory: consumer board', () => {
     expect(pci(inv, '0000:03:00.0').hostUse).toBe('uplink br0');
     expect(pci(inv, '0000:00:17.0').hostUse).toBe('root disk sda2 (/)');
     expect(pci(inv, '0000:01:00.0').hostUse).toBeUndefined();
+  });
+});
+
+describe('readDeviceInventory: booting from USB', () => {
+  it('marks the USB stick the root file system is on, and its controller', async () => {
+    const inv = await inventory(usbBootServer(), [
+      { kind: 'block', name: '8:17', why: 'root disk sdb1 (/)' },
+    ]);
+    expect(inv.usb.map((u) => [u.path, u.hostUse])).toEqual([
+      ['2-1', 'root disk sdb1 (/)'],
+      ['2-2', undefined],
+      ['2-3', undefined],
+    ]);
+    expect(pci(inv, '0000:00:14.0').hostUse).toBe('root disk sdb1 (/)');
   });
 });
 

@@ -49,7 +49,7 @@ export interface ReadInventoryOptions {
   sysRoot?: string;
   /** Names from pci.ids (see `loadPciIds`); without it devices carry numbers only. */
   pciIds?: PciIds;
-  /** Devices the host needs: their PCI functions and the bridges above them get `hostUse`. */
+  /** Devices the host needs: their PCI functions and USB devices, and the bridges and hubs above, get `hostUse`. */
   hostNeeds?: readonly HostNeed[];
 }
 
@@ -66,6 +66,10 @@ export async function readDeviceInventory(opts: ReadInventoryOptions = {}): Prom
   for (const d of pci) {
     const why = hostUse.get(d.address);
     if (why) d.hostUse = why;
+  }
+  for (const u of usb) {
+    const why = hostUse.get(u.path);
+    if (why) u.hostUse = why;
   }
   return { iommu, pci, usb };
 }
@@ -306,8 +310,9 @@ async function readUsbDevice(fs: SysTree, parent: string, path: string): Promise
 }
 
 /**
- * PCI functions the host needs, each with why: the functions in the sysfs path of each needed block device or NIC
- * (its controller and the bridges above it), and those under what it is built on (a dm or md device's `slaves/`,
+ * PCI functions and USB devices the host needs, each with why: those in the sysfs path of each needed block device
+ * or NIC (its controller and the bridges above it; a USB disk and the hubs above it), and those under what it is
+ * built on (a dm or md device's `slaves/`,
  * a bond's or VLAN's `lower_*`, a bridge's `brif/`).
  */
 async function hostUseOf(fs: SysTree, needs: readonly HostNeed[]): Promise<Map<string, string>> {
@@ -334,12 +339,15 @@ async function hostUseOf(fs: SysTree, needs: readonly HostNeed[]): Promise<Map<s
       for (const dir of level) {
         if (seen.has(dir) || seen.size >= HOST_NEED_NODES) continue;
         seen.add(dir);
-        const pciPath = dir
-          .slice(fs.root.length)
-          .split('/')
-          .filter((c) => PCI_ADDRESS_PATTERN.test(c));
+        const parts = dir.slice(fs.root.length).split('/');
+        // PCI functions by address and USB devices by path: the two never look alike.
+        const pciPath = parts.filter((c) => PCI_ADDRESS_PATTERN.test(c));
         pciPath.forEach((a, i) => {
           mark(a, i === pciPath.length - 1 ? need.why : `bridge to ${need.why}`);
+        });
+        const usbPath = parts.filter((c) => USB_PATH.test(c));
+        usbPath.forEach((u, i) => {
+          mark(u, i === usbPath.length - 1 ? need.why : `hub to ${need.why}`);
         });
         below.push(...(await lowerDevices(fs, dir)));
       }
