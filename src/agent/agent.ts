@@ -9,6 +9,7 @@ import type {
   UplinkManager,
 } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
+import type { DeviceInventory } from '../shared/devices.js';
 import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import { log } from '../shared/log.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
@@ -46,6 +47,8 @@ export interface AgentDeps {
   uplink?: UplinkControl;
   /** Agent state directory: the backends' network directories (`network-linux/`, `network-ovs/`), pending confirmations. */
   stateDir: string;
+  /** Reads the host's PCI and USB devices (drivers/devices); absent: the agent reports none. */
+  devices?: () => Promise<DeviceInventory>;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
@@ -53,6 +56,7 @@ export class Agent {
   private readonly confirms: ConfirmManager;
   private readonly queue = new SerialQueue();
   private readonly prober: Prober;
+  private inventory: Promise<DeviceInventory | undefined> | undefined;
 
   constructor(private readonly deps: AgentDeps) {
     this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
@@ -68,6 +72,22 @@ export class Agent {
     await this.deps.hypervisor.adopt();
     await this.guardRunningPorts();
     this.confirms.resume();
+    await this.devices(true);
+  }
+
+  /**
+   * The host's devices: read again when `fresh` (at start, `GET /v1/devices`), else the last reading (reports).
+   * A failed reading is logged and leaves the report without devices; it never stops the agent.
+   */
+  devices(fresh = false): Promise<DeviceInventory | undefined> {
+    const read = this.deps.devices;
+    if (!read) return Promise.resolve(undefined);
+    if (fresh || !this.inventory)
+      this.inventory = read().catch((e) => {
+        log.warn({ err: (e as Error).message }, 'could not read the host devices');
+        return undefined;
+      });
+    return this.inventory;
   }
 
   /**
@@ -104,7 +124,7 @@ export class Agent {
   async report(): Promise<HostReport> {
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up, groups, devices] = await Promise.all([
       hypervisor.accelerator(),
       hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
@@ -112,6 +132,7 @@ export class Agent {
       hypervisor.list(),
       uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
       observeSecurityGroups(this.deps.networks),
+      this.devices(),
     ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
@@ -156,6 +177,7 @@ export class Agent {
       vms,
       ...(up ? { uplink: up } : {}),
       ...(groups.length ? { securityGroups: groups } : {}),
+      ...(devices ? { devices } : {}),
     };
   }
 

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
+import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
@@ -89,6 +90,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     uplinkDevice: opts.uplink,
     ...(uplink ? { uplink } : {}),
     stateDir: opts.stateDir,
+    devices: deviceInventoryReader(opts.uplink ? { uplink: opts.uplink } : {}),
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));

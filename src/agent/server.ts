@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema, toErrorBody } from '../shared/errors.js';
+import { ErrorBodySchema, toErrorBody, UnsupportedError } from '../shared/errors.js';
 import { requireClientCert } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
@@ -33,6 +33,7 @@ import {
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
+import { DeviceInventorySchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
 const NetworkParams = VmParams;
@@ -73,6 +74,12 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     backends: agent.backends,
   }));
   app.get('/v1/report', { schema: { response: answers(HostReportSchema) } }, async () => agent.report());
+  // Read afresh: a device bound to vfio-pci a minute ago shows so now.
+  app.get('/v1/devices', { schema: { response: answers(DeviceInventorySchema) } }, async () => {
+    const inv = await agent.devices(true);
+    if (!inv) throw new UnsupportedError(`the agent of ${agent.host} cannot read its devices`);
+    return inv;
+  });
   app.get('/v1/doctor', { schema: { response: answers(AgentDoctorSchema) } }, async () => ({
     checks: await opts.prerequisites(),
   }));

@@ -2,8 +2,12 @@
 // controller and agent. Strict and bounded like the rest of the wire (wire.ts composes these into its actions).
 import { z } from 'zod';
 import {
+  DEVICE_TEXT_MAX,
   type DeviceInventory,
   type DeviceRequest,
+  HOST_USE_MAX,
+  MDEV_TYPES_MAX,
+  PCI_ADDRESS_PATTERN,
   PCI_DEVICES_MAX,
   USB_DEVICES_MAX,
 } from '../shared/devices.js';
@@ -198,43 +202,49 @@ export const ObservedPoolsSchema = z.array(
 /** A VM's snapshots (`GET /v1/vms/:name/snapshots`): whole-VM snapshots present on every one of its qcow2 disks. */
 export const VmSnapshotsSchema = z.object({ snapshots: z.array(snapshot).max(VOLUME_SNAPSHOTS_MAX) });
 
-/** A host's devices (`GET /v1/devices`, and in the host report). */
+/** A host's devices (`GET /v1/devices`, and in the host report): every field typed and bounded. */
+const hex4 = z.string().regex(/^[0-9a-f]{4}$/);
+const pciAddress = z.string().regex(PCI_ADDRESS_PATTERN);
+const deviceText = z.string().max(DEVICE_TEXT_MAX);
+const count = z.number().int().min(0).max(65_535);
 export const DeviceInventorySchema = z.object({
   iommu: z.boolean(),
   pci: z
     .array(
       z.object({
-        address: z.string(),
-        vendorId: z.string(),
-        deviceId: z.string(),
-        vendorName: z.string().optional(),
-        deviceName: z.string().optional(),
-        classCode: z.string(),
-        className: z.string().optional(),
-        driver: z.string().optional(),
-        iommuGroup: z.number().int().optional(),
-        numaNode: z.number().int().optional(),
+        address: pciAddress,
+        vendorId: hex4,
+        deviceId: hex4,
+        vendorName: deviceText.optional(),
+        deviceName: deviceText.optional(),
+        classCode: z.string().regex(/^[0-9a-f]{6}$/),
+        className: deviceText.optional(),
+        driver: z.string().max(64).optional(),
+        iommuGroup: z.number().int().min(0).optional(),
+        numaNode: z.number().int().min(-1).max(4096).optional(),
         sriov: z
-          .object({ totalVfs: z.number().int(), numVfs: z.number().int(), vfs: z.array(z.string()) })
+          .object({ totalVfs: count, numVfs: count, vfs: z.array(pciAddress).max(PCI_DEVICES_MAX) })
           .optional(),
-        physfn: z.string().optional(),
+        physfn: pciAddress.optional(),
         mdevTypes: z
-          .array(z.object({ id: z.string(), name: z.string().optional(), available: z.number().int() }))
+          .array(z.object({ id: z.string().max(64), name: deviceText.optional(), available: count }))
+          .max(MDEV_TYPES_MAX)
           .optional(),
-        hostUse: z.string().optional(),
+        hostUse: z.string().max(HOST_USE_MAX).optional(),
       }),
     )
     .max(PCI_DEVICES_MAX),
   usb: z
     .array(
       z.object({
-        path: z.string(),
-        busnum: z.number().int(),
-        devnum: z.number().int(),
-        vendorId: z.string(),
-        productId: z.string(),
-        manufacturer: z.string().optional(),
-        product: z.string().optional(),
+        path: z.string().regex(/^[1-9]\d{0,2}-\d{1,3}(\.\d{1,3}){0,6}$/),
+        busnum: count,
+        devnum: count,
+        vendorId: hex4,
+        productId: hex4,
+        manufacturer: deviceText.optional(),
+        product: deviceText.optional(),
+        hostUse: z.string().max(HOST_USE_MAX).optional(),
       }),
     )
     .max(USB_DEVICES_MAX),

@@ -206,6 +206,7 @@ const report: Full<HostReport> = {
         productId: 'c52b',
         manufacturer: 'Logitech',
         product: 'Unifying Receiver',
+        hostUse: 'root disk sdb1 (/)',
       },
     ],
   },

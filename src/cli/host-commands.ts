@@ -1,8 +1,10 @@
 // `vmlink host join|rotate-cert`: a host's credential with the controller's CA.
 import type { Command } from 'commander';
 import { JoinTokenSchema, RotatedSchema } from '../controller/wire.js';
+import { HostDevicesListSchema } from '../controller/wire-devices.js';
 import { VmlinkError } from '../shared/errors.js';
 import { type Api, emit } from './io.js';
+import { renderHostDevices } from './render-devices.js';
 
 /** Seconds in a duration such as `90s`, `15m`, `1h`, `30d` (a bare number is seconds); `flag` names it in errors. */
 export function parseDuration(text: string, flag = '--ttl'): number {
@@ -17,7 +19,7 @@ export function parseDuration(text: string, flag = '--ttl'): number {
 export function addHostCommands(program: Command, api: Api): void {
   const host = program
     .command('host')
-    .description("a host's certificate: join a new host, rotate a host's certificate");
+    .description("hosts: join a new host, rotate a host's certificate, list a host's devices");
   host
     .command('join')
     .description(
@@ -55,5 +57,19 @@ export function addHostCommands(program: Command, api: Api): void {
         () =>
           `${r.host}: new certificate serial ${r.serial} (valid until ${r.notAfter}); serial ${r.previousSerial ?? '?'} revoked`,
       );
+    });
+  host
+    .command('devices')
+    .description(
+      'PCI devices (IDs, names, class, driver, IOMMU group, NUMA node, SR-IOV, vGPU types, what the host uses) and USB devices of HOST, or of every host',
+    )
+    .argument('[host]', 'host name as in the spec (default: every host)')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string | undefined, o: { json?: boolean }) => {
+      const r = await api().get(
+        name === undefined ? '/v1/devices' : `/v1/hosts/${encodeURIComponent(name)}/devices`,
+        HostDevicesListSchema,
+      );
+      emit(!!o.json, r, () => renderHostDevices(r));
     });
 }

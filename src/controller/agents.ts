@@ -23,6 +23,8 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
+import { DeviceInventorySchema } from '../agent/wire-storage.js';
+import type { DeviceInventory } from '../shared/devices.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { type ClientTls, HttpClient } from '../shared/http/client.js';
 import {
@@ -203,6 +205,11 @@ export class AgentClient {
   /** Installs the certificate for the agent's pending key; the agent serves it from its next connection on. */
   async installCert(cert: string, ca: string): Promise<void> {
     await this.http.post('/v1/tls/cert', { cert, ca }, OkSchema, AGENT_QUICK_TIMEOUT_MS);
+  }
+
+  /** The host's PCI and USB devices, read afresh. */
+  devices(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<DeviceInventory> {
+    return this.http.get('/v1/devices', DeviceInventorySchema, timeoutMs);
   }
 
   /** The OpenFlow rules of a network on this host. */

@@ -42,6 +42,7 @@ import {
   VmParamsSchema,
   VmStopBodySchema,
 } from './wire.js';
+import { HostDevicesListSchema } from './wire-devices.js';
 
 const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down'] as const;
 
@@ -220,6 +221,27 @@ export async function createControllerApi(
       },
     },
     async (req) => controller.rotateCert(req.params.name),
+  );
+  app.get(
+    '/v1/devices',
+    {
+      schema: {
+        summary: "Every host's PCI and USB devices, as its agent reads them now",
+        response: answers(HostDevicesListSchema),
+      },
+    },
+    async () => controller.hostDevices(),
+  );
+  app.get(
+    '/v1/hosts/:name/devices',
+    {
+      schema: {
+        summary: "A host's PCI and USB devices, as its agent reads them now",
+        params: VmParamsSchema,
+        response: answers(HostDevicesListSchema),
+      },
+    },
+    async (req) => controller.hostDevices(req.params.name),
   );
   app.get(
     '/v1/pki/ca',

@@ -7,6 +7,7 @@ import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
 import { type ApplyOptions, Deployer } from './apply.js';
 import type { ConfirmTiming } from './confirm.js';
+import { hostDevices } from './device-views.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
@@ -20,6 +21,7 @@ import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
 import { type NetworkListItem, type NetworkView, type StatusView, Views, type VmView } from './views.js';
 import { VmControl } from './vm-control.js';
+import type { HostDevicesList } from './wire-devices.js';
 
 export type { ApplyOptions } from './apply.js';
 export { toAction } from './apply.js';
@@ -166,6 +168,11 @@ export class Controller {
   /** A network of the applied spec: its spec, and per member host what the agent observes (and its flows). */
   networkShow(name: string, withFlows: boolean): Promise<NetworkView> {
     return this.views.networkShow(name, withFlows);
+  }
+
+  /** The PCI and USB devices of `host` (or of every host of the applied spec), as their agents read them now. */
+  async hostDevices(host?: string): Promise<HostDevicesList> {
+    return hostDevices((await this.specs.current())?.spec, this.agents, host);
   }
 
   /** Every network of the applied spec with its member hosts. */

@@ -19,7 +19,9 @@ export type AgentPort = Pick<
   | 'interfaces'
   | 'console'
   | 'flows'
->;
+> &
+  // Optional so that fakes without it keep working: the reported inventory stands in for it.
+  Partial<Pick<AgentClient, 'devices'>>;
 
 /** Makes the client of `host`'s agent as `spec` places it. */
 export type AgentFactory = (spec: Spec, host: string) => AgentPort;

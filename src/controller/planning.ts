@@ -1,7 +1,9 @@
 // Planning against the hosts: gather their reports, check capacity and support, diff, and say what would be lost.
+
 import { analyzeDestruction, type DestroyAnalysis, formatLoss, type Loss } from '../plan/destroy.js';
 import { planChanges } from '../plan/diff.js';
 import { formatPlan, summarizePlan } from '../plan/format.js';
+import { checkHostPassthrough } from '../plan/passthrough.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
 import type { Plan } from '../plan/steps.js';
 import { checkDevicesAgainstHosts, checkNamedVolumes, checkPoolCapacity } from '../plan/storage-checks.js';
@@ -69,12 +71,10 @@ export async function planAgainstHosts(
     issues.push(...missingSecretIssues(spec, await storedSecretNames(store)));
     // Storage and devices against what the hosts hold: imported volumes exist, pools stay within their
     // over-provisioning limit, passthrough requests pass the host's rules.
-    // HOOK(devices): pass the devices helper's `checkHostPassthrough` (src/plan/passthrough.ts) as the third
-    // argument once it is on main; until then only hosts that report no device inventory refuse requests.
     issues.push(
       ...checkNamedVolumes(spec, reports),
       ...checkPoolCapacity(spec, desired, reports),
-      ...checkDevicesAgainstHosts(spec, reports),
+      ...checkDevicesAgainstHosts(spec, reports, checkHostPassthrough),
     );
     if (issues.length) throw new InvalidSpecError(issues);
   }

@@ -5,6 +5,14 @@
 export const PCI_DEVICES_MAX = 2_048;
 /** Most USB devices an inventory lists. */
 export const USB_DEVICES_MAX = 256;
+/** Most mediated device types one function lists. */
+export const MDEV_TYPES_MAX = 64;
+/** Longest name or descriptor text an inventory carries (pci.ids names, USB strings, mdev type names). */
+export const DEVICE_TEXT_MAX = 200;
+/** Longest `hostUse` (every reason the host needs a function, joined). */
+export const HOST_USE_MAX = 1_000;
+/** `domain:bus:device.function` in lower-case hex, as sysfs names a PCI function. */
+export const PCI_ADDRESS_PATTERN = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
 
 /** One PCI function as sysfs shows it. */
 export interface PciDevice {
@@ -46,6 +54,8 @@ export interface UsbDevice {
   productId: string;
   manufacturer?: string;
   product?: string;
+  /** Why the host itself needs it (a USB disk it boots from, a USB NIC as its uplink); absent: free. */
+  hostUse?: string;
 }
 
 /** A host's devices as its agent reads them. */

@@ -16,6 +16,8 @@ export class FakeHost {
   readonly networks = new Map<string, ObservedNetwork>();
   readonly vms = new Map<string, ObservedVm>();
   uplink: HostReport['uplink'];
+  /** The host's devices as its agent would read them (reported; absent: an agent from before passthrough). */
+  devices: HostReport['devices'];
   /** Every action received, in order (commit-confirm ids stripped). */
   readonly actions: AgentAction[] = [];
   /** Sizes of the batch requests this agent answered. */
@@ -138,6 +140,7 @@ export class FakeHost {
       }),
       vms: [...this.vms.values()].map((v) => structuredClone(v)),
       ...(this.uplink ? { uplink: structuredClone(this.uplink) } : {}),
+      ...(this.devices ? { devices: structuredClone(this.devices) } : {}),
     };
   }
 

@@ -40,6 +40,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/security-groups': read(),
   'GET /v1/vms': read(),
   'GET /v1/vms/:name/console': read('vm'),
+  'GET /v1/devices': read(),
+  'GET /v1/hosts/:name/devices': read('host'),
   // A task's id is an unguessable UUID that only its starter was given.
   'GET /v1/tasks/:id': read(),
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },

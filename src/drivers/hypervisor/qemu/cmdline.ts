@@ -1,6 +1,7 @@
 // The QEMU command line of a VM: a pure function of its config, accelerator and paths (golden-tested).
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { type ConfidentialLaunch, confidentialArgs } from './confidential-args.js';
+import { passthroughArgs } from './passthrough-args.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
 export const QEMU_MACHINE = 'q35';
@@ -313,6 +314,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     }
     argv.push(...diskArgs(`disk${i}`, p.disk(d.name), { format: 'qcow2', serial: d.name.slice(0, 20) }));
   }
+  argv.push(...passthroughArgs(cfg.devices ?? []));
   if (cfg.image.kind === 'qcow2') {
     argv.push(...diskArgs('seed', p.seedIso, { format: 'raw', readOnly: true }));
   } else {
