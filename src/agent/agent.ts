@@ -24,7 +24,9 @@ import {
   ensureSecurityGroup,
   observeSecurityGroups,
 } from './security-groups.js';
+import { isStorageAction, type StorageDeps, StorageOps } from './storage.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
+import { DEFAULT_POOL_ROOT } from './wire-checks.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
 export interface UplinkControl extends UplinkManager {
@@ -46,16 +48,31 @@ export interface AgentDeps {
   uplink?: UplinkControl;
   /** Agent state directory: the backends' network directories (`network-linux/`, `network-ovs/`), pending confirmations. */
   stateDir: string;
+  /** Storage: the host's role and pool backends (default: a compute host without pools). */
+  storage?: Partial<Pick<StorageDeps, 'role' | 'pools' | 'poolRoots' | 'importRoots'>>;
 }
+
+/** Where image imports may read from besides the pool roots. */
+const IMAGE_IMPORT_ROOT = '/var/lib/vmlink/images';
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
 export class Agent {
   private readonly confirms: ConfirmManager;
   private readonly queue = new SerialQueue();
   private readonly prober: Prober;
+  private readonly storage: StorageOps;
 
   constructor(private readonly deps: AgentDeps) {
     this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
+    const poolRoots = deps.storage?.poolRoots ?? [DEFAULT_POOL_ROOT];
+    this.storage = new StorageOps({
+      host: deps.host,
+      hypervisor: deps.hypervisor,
+      role: deps.storage?.role ?? 'compute',
+      pools: deps.storage?.pools ?? {},
+      poolRoots,
+      importRoots: deps.storage?.importRoots ?? [...poolRoots, IMAGE_IMPORT_ROOT],
+    });
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),
       revert: (undo) => this.serial(() => this.undo(undo)),
@@ -64,6 +81,8 @@ export class Agent {
 
   /** Re-adopts VMs left by an earlier agent process and re-arms pending confirmations; call once at start. */
   async start(): Promise<void> {
+    // A storage host runs no VMs: nothing to adopt, no KVM to probe.
+    if (this.role === 'storage') return this.confirms.resume();
     for (const d of Object.values(this.deps.networks)) await d.upgradeState?.();
     await this.deps.hypervisor.adopt();
     await this.guardRunningPorts();
@@ -95,6 +114,11 @@ export class Agent {
     return this.deps.host;
   }
 
+  /** What this host is for (`vmlink agent --role`). */
+  get role(): StorageDeps['role'] {
+    return this.deps.storage?.role ?? 'compute';
+  }
+
   /** Network backends this agent drives. */
   get backends(): NetworkBackend[] {
     return Object.keys(this.deps.networks).sort() as NetworkBackend[];
@@ -102,9 +126,10 @@ export class Agent {
 
   /** Observed state and capabilities of this host. */
   async report(): Promise<HostReport> {
+    if (this.role === 'storage') return this.storageReport();
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up, groups, pools] = await Promise.all([
       hypervisor.accelerator(),
       hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
@@ -112,6 +137,7 @@ export class Agent {
       hypervisor.list(),
       uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
       observeSecurityGroups(this.deps.networks),
+      this.storage.listPools(),
     ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
@@ -156,12 +182,40 @@ export class Agent {
       vms,
       ...(up ? { uplink: up } : {}),
       ...(groups.length ? { securityGroups: groups } : {}),
+      ...(pools.length ? { pools } : {}),
     };
+  }
+
+  /** A storage host's report: its pools; no VMs, networks or accelerator (it is never probed for KVM). */
+  private async storageReport(): Promise<HostReport> {
+    return {
+      host: this.deps.host,
+      agentVersion: VERSION,
+      capabilities: {
+        accelerator: 'tcg',
+        acceleratorReason: 'storage host: runs no VMs, KVM not probed',
+        cpus: cpus().length,
+        memoryMiB: Math.floor(totalmem() / 1048576),
+        network: {},
+        backends: this.backends,
+      },
+      networks: [],
+      vms: [],
+      pools: await this.storage.listPools(),
+    };
+  }
+
+  /** Whole-VM snapshots of VM `name`. */
+  vmSnapshots(name: string) {
+    return this.storage.vmSnapshots(name);
   }
 
   /** Applies one action; idempotent where the action allows, `InvalidStateError` where state forbids it. */
   execute(action: AgentAction, ctx: OpContext = {}): Promise<void> {
-    return this.serial(() => this.doExecute(action, ctx));
+    return this.serial(async () => {
+      await this.admit(action);
+      return this.doExecute(action, ctx);
+    });
   }
 
   /**
@@ -169,8 +223,9 @@ export class Agent {
    * action attempted, stopping after the first failure. Commit-confirmed actions are refused by the wire schema.
    */
   executeBatch(actions: readonly AgentAction[], ctx: OpContext = {}): Promise<ItemResult[]> {
-    return this.serial(() =>
-      runBatch(
+    return this.serial(async () => {
+      for (const a of actions) await this.admit(a);
+      return runBatch(
         {
           networks: this.deps.networks,
           hypervisor: this.deps.hypervisor,
@@ -180,8 +235,18 @@ export class Agent {
         },
         actions,
         ctx,
-      ),
-    );
+      );
+    });
+  }
+
+  /**
+   * What no schema can check, before an action runs (batched ones too): the host's role allows it, and a VM's
+   * `file` disks are volumes of pools this host holds.
+   */
+  private async admit(action: AgentAction): Promise<void> {
+    this.storage.assertRoleAllows(action);
+    if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
+      await this.storage.assertDiskSources(action.vm);
   }
 
   /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
@@ -196,6 +261,7 @@ export class Agent {
 
   private async doExecute(action: AgentAction, ctx: OpContext): Promise<void> {
     const { hypervisor } = this.deps;
+    if (isStorageAction(action)) return this.storage.execute(action, ctx);
     switch (action.kind) {
       case 'network.ensure': {
         const driver = this.driver(action.network.backend, `network ${action.network.name}`);

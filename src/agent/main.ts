@@ -15,6 +15,7 @@ import { Agent } from './agent.js';
 import { hostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
+import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
 import { linuxUplinkControl } from './uplink.js';
 
@@ -33,6 +34,14 @@ export interface AgentOptions {
   stateDir: string;
   /** The host's uplink NIC. */
   uplink: string;
+  /** `storage`: serves iscsi and nfs pools only (no VMs, networks, KVM probe or Open vSwitch); default compute. */
+  role?: HostRole;
+  /** The control port of the tgtd serving this host's iscsi pools (`tgtadm -C N`; the lab runs one per machine). */
+  tgtControlPort?: number;
+  /** The nfs-ganesha instance directory of this host's nfs pools (config, state, pid files). */
+  nfsDir?: string;
+  /** Directories pools may be made below (default /var/lib/vmlink/pools). */
+  poolRoots?: string[];
 }
 
 /** Network backends this host can drive: linux always, ovs only where Open vSwitch is installed. */
@@ -79,7 +88,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   }
   const creds = opts.listenTcp ? loadHostCredentials(opts.host, tlsDir) : undefined;
   const runner = new SystemRunner();
-  const networks = await availableNetworks(runner, opts.stateDir);
+  const role = opts.role ?? 'compute';
+  // A storage host drives no networks: Open vSwitch is not even looked for.
+  const networks = role === 'storage' ? {} : await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
   const agent = new Agent({
     host: opts.host,
@@ -89,6 +100,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     uplinkDevice: opts.uplink,
     ...(uplink ? { uplink } : {}),
     stateDir: opts.stateDir,
+    storage: {
+      role,
+      ...(opts.poolRoots?.length ? { poolRoots: opts.poolRoots } : {}),
+    },
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
@@ -111,7 +126,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   ];
   await listen(apps[0]!, opts.listen);
   log.info(
-    { host: opts.host, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
+    { host: opts.host, role, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
     'agent listening',
   );
   let stopping = false;

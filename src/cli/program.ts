@@ -40,6 +40,10 @@ export interface AgentArgs {
   joinToken?: string;
   uplink: string;
   stateDir: string;
+  role?: 'compute' | 'storage';
+  tgtControlPort?: number;
+  nfsDir?: string;
+  poolRoots?: string[];
 }
 
 /** What the composition root wires into the command tree: the process bodies and the local checks. */
@@ -143,6 +147,24 @@ export function createCli(processes: Processes): Command {
       'eth0',
     )
     .requiredOption('--state-dir <dir>', 'where VMs and networks keep their files')
+    .addOption(
+      new Option(
+        '--role <role>',
+        'compute runs VMs, networks and dir pools; storage serves iscsi and nfs pools only (no KVM probe, no Open vSwitch)',
+      )
+        .choices(['compute', 'storage'])
+        .default('compute'),
+    )
+    .option(
+      '--tgt-control-port <n>',
+      "control port of the tgtd serving this host's iscsi pools (tgtadm -C N; 0: the host's own tgtd)",
+    )
+    .option('--nfs-dir <dir>', "the nfs-ganesha instance directory of this host's nfs pools")
+    .option(
+      '--pool-root <dir>',
+      'a directory pools may be made below (repeatable; default /var/lib/vmlink/pools)',
+      (v: string, all: string[] = []) => [...all, v],
+    )
     .action(
       async (o: {
         host: string;
@@ -153,6 +175,10 @@ export function createCli(processes: Processes): Command {
         joinToken?: string;
         uplink: string;
         stateDir: string;
+        role: 'compute' | 'storage';
+        tgtControlPort?: string;
+        nfsDir?: string;
+        poolRoot?: string[];
       }) => {
         if (!o.listen.startsWith('unix://'))
           throw new VmlinkError(
@@ -163,11 +189,30 @@ export function createCli(processes: Processes): Command {
           throw new VmlinkError('invalid', `--listen-tcp must be https://ADDR:PORT, got ${o.listenTcp}`);
         if (o.join && !o.joinToken)
           throw new VmlinkError('invalid', '--join requires --join-token (or VMLINK_JOIN_TOKEN)');
+        const tgtControlPort = o.tgtControlPort === undefined ? undefined : Number(o.tgtControlPort);
+        if (
+          tgtControlPort !== undefined &&
+          !(Number.isInteger(tgtControlPort) && tgtControlPort >= 0 && tgtControlPort <= 1023)
+        )
+          throw new VmlinkError(
+            'invalid',
+            `--tgt-control-port must be a whole number 0-1023, got ${o.tgtControlPort}`,
+          );
+        for (const d of [o.nfsDir, ...(o.poolRoot ?? [])])
+          if (d !== undefined && !/^\/[\w./-]{1,200}$/.test(d))
+            throw new VmlinkError(
+              'invalid',
+              `${d}: --nfs-dir and --pool-root take an absolute path of letters, digits, ., _, - and /`,
+            );
         await processes.agent({
           host: o.host,
           listen: o.listen,
           stateDir: o.stateDir,
           uplink: o.uplink,
+          role: o.role,
+          ...(tgtControlPort === undefined ? {} : { tgtControlPort }),
+          ...(o.nfsDir ? { nfsDir: o.nfsDir } : {}),
+          ...(o.poolRoot?.length ? { poolRoots: o.poolRoot } : {}),
           ...(o.listenTcp ? { listenTcp: o.listenTcp } : {}),
           ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
           ...(o.join ? { join: o.join } : {}),

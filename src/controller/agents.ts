@@ -23,6 +23,7 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
+import { VmSnapshotsSchema } from '../agent/wire-storage.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { type ClientTls, HttpClient } from '../shared/http/client.js';
 import {
@@ -36,6 +37,7 @@ import {
 } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
+import type { ObservedSnapshot } from '../shared/storage.js';
 import { peerMismatch, type TlsCredentials } from '../shared/tls.js';
 import type { VersionInfo } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
@@ -203,6 +205,11 @@ export class AgentClient {
   /** Installs the certificate for the agent's pending key; the agent serves it from its next connection on. */
   async installCert(cert: string, ca: string): Promise<void> {
     await this.http.post('/v1/tls/cert', { cert, ca }, OkSchema, AGENT_QUICK_TIMEOUT_MS);
+  }
+
+  /** A VM's whole-VM snapshots. */
+  async vmSnapshots(vm: string): Promise<ObservedSnapshot[]> {
+    return (await this.http.get(`/v1/vms/${vm}/snapshots`, VmSnapshotsSchema)).snapshots;
   }
 
   /** The OpenFlow rules of a network on this host. */

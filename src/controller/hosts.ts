@@ -19,7 +19,9 @@ export type AgentPort = Pick<
   | 'interfaces'
   | 'console'
   | 'flows'
->;
+> &
+  // Optional: test fakes that predate VM snapshots need not have it.
+  Partial<Pick<AgentClient, 'vmSnapshots'>>;
 
 /** Makes the client of `host`'s agent as `spec` places it. */
 export type AgentFactory = (spec: Spec, host: string) => AgentPort;

@@ -126,7 +126,12 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     const field = route === undefined ? undefined : ruleFor(req.method, route)?.bodyObject;
     // The body is read only for the one field the role table names; a refused request has no body at all.
     const body = field ? (req.body as Record<string, unknown> | undefined) : undefined;
-    const object = params.name ?? params.id ?? body?.[field!];
+    // A volume is named by its pool too (`pool/name`, `pool/name@snap`); a VM snapshot as `vm@snap`.
+    const named = typeof params.pool === 'string' ? `${params.pool}/${String(params.name)}` : params.name;
+    const object =
+      typeof params.snap === 'string'
+        ? `${String(named)}@${params.snap}`
+        : (named ?? params.id ?? body?.[field!]);
     const errorKind = errorKinds.get(req);
     const task = startedTasks.get(req);
     const call = {
