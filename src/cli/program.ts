@@ -7,6 +7,7 @@ import { errorStatus, VmlinkError } from '../shared/errors.js';
 import { controllerDb, controllerSocket } from '../shared/paths.js';
 import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
+import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
 import { addHostCommands } from './host-commands.js';
@@ -20,6 +21,7 @@ import {
   addStatusCommands,
   addVmCommands,
 } from './view-commands.js';
+import { addVmSnapshotCommands, addVolumeCommands } from './volume-commands.js';
 
 /** `vmlink daemon` as parsed: what the controller process needs. */
 export interface DaemonArgs {
@@ -227,6 +229,9 @@ export function createCli(processes: Processes): Command {
   addNetworkCommands(program, api);
   addSecurityGroupCommands(program, api);
   addVmCommands(program, api);
+  addVmSnapshotCommands(program, api);
+  addVolumeCommands(program, api);
+  addCapacityCommand(program, api);
   addHostCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
