@@ -267,6 +267,16 @@ describe('storage API (fake agents)', () => {
         secrets: [{ name: 'vol-key', value: KEY_B64 }],
       },
     ]);
+    // Growing or snapshotting it later needs the key too: the controller remembers which secret, never the value.
+    san1.actions.length = 0;
+    const grown = await call('POST', '/v1/volumes/nas/vault/resize', { sizeMiB: 512 });
+    expect(grown.statusCode).toBe(200);
+    await call('POST', '/v1/volumes/nas/vault/snapshots', { name: 's1' });
+    const key = { encryption: { secret: 'vol-key' }, secrets: [{ name: 'vol-key', value: KEY_B64 }] };
+    expect(san1.actions).toEqual([
+      { kind: 'volume.resize', pool: 'nas', name: 'vault', sizeMiB: 512, ...key },
+      { kind: 'volume.snapshot', pool: 'nas', name: 'vault', snapshot: 's1', ...key },
+    ]);
     const again = await call('POST', '/v1/volumes', { pool: 'nas', name: 'vault', sizeMiB: 256 });
     expect(again.json().error).toMatchObject({
       kind: 'conflict',
@@ -287,7 +297,7 @@ describe('storage API (fake agents)', () => {
     const events = await call('GET', '/v1/events');
     const list = await call('GET', '/v1/volumes');
     const db = readFileSync(join(dir, 'vmlink.db')).toString('latin1');
-    for (const where of [r.body, again.body, events.body, list.body, db]) {
+    for (const where of [r.body, grown.body, again.body, events.body, list.body, db]) {
       expect(where).not.toContain(KEY);
       expect(where).not.toContain(KEY_B64);
     }

@@ -20,6 +20,7 @@ import {
 } from '../shared/storage.js';
 import type { Spec } from '../spec/schema.js';
 import { type AgentFactory, REPORT_TIMEOUT_MS } from './hosts.js';
+import { volumeKeySecret } from './secrets/usage.js';
 import type { SpecStore } from './spec-store.js';
 import {
   capacityReport,
@@ -92,6 +93,7 @@ export class StorageControl {
       ...(body.encryption ? { encryption: { secret: body.encryption.secret } } : {}),
     };
     await this.act(at, { kind: 'volume.ensure', volume });
+    if (body.encryption) await this.recordKey(body.pool, body.name, body.encryption.secret);
     await this.event(
       'volume.created',
       `${body.pool}/${body.name} ${body.sizeMiB} MiB${body.encryption ? ' (encrypted)' : ''}`,
@@ -128,7 +130,7 @@ export class StorageControl {
       await this.agents(at.spec, vm.host).act({ kind: 'vm.resizeDisk', name: vm.vm, disk: vm.disk, sizeMiB });
       via = vm.vm;
     } else {
-      await this.act(at, { kind: 'volume.resize', pool, name, sizeMiB });
+      await this.act(at, { kind: 'volume.resize', pool, name, sizeMiB, ...(await this.keyOf(pool, name)) });
     }
     await this.event(
       'volume.resized',
@@ -164,6 +166,8 @@ export class StorageControl {
     ctx?.progress(
       `${linked ? 'linked clone' : 'copying'} ${pool}/${name} -> ${pool}/${target} on ${at.place.host}`,
     );
+    // A clone of an encrypted volume keeps its key (one key opens the clone and, for a linked one, its base).
+    const key = await this.keyOf(pool, name);
     await this.act(at, {
       kind: 'volume.ensure',
       volume: {
@@ -172,8 +176,10 @@ export class StorageControl {
         sizeMiB: Math.max(1, Math.ceil(src.sizeMiB)),
         format: src.format,
         from: { volume: name, linked },
+        ...key,
       },
     });
+    if (key.encryption) await this.recordKey(pool, target, key.encryption.secret);
     await this.event('volume.cloned', `${pool}/${name} -> ${pool}/${target}${linked ? ' (linked)' : ''}`);
     return { pool, name: target };
   }
@@ -205,6 +211,7 @@ export class StorageControl {
         where,
       );
     await this.act(at, { kind: 'volume.delete', pool, name });
+    await this.store.delete(keyRecord(pool, name));
     await this.event('volume.deleted', `${pool}/${name}`);
     return { pool, name };
   }
@@ -243,7 +250,7 @@ export class StorageControl {
     const kind = (
       { create: 'volume.snapshot', rollback: 'volume.rollback', delete: 'volume.snapshotDelete' } as const
     )[op];
-    await this.act(at, { kind, pool, name, snapshot });
+    await this.act(at, { kind, pool, name, snapshot, ...(await this.keyOf(pool, name)) });
     await this.event(`volume.snapshot.${op}`, `${pool}/${name}@${snapshot}`);
     return { pool, name };
   }
@@ -353,6 +360,22 @@ export class StorageControl {
     );
   }
 
+  /**
+   * The secret of an encrypted volume's key: recorded when the API made it, else as the spec declares it. The
+   * controller keeps the name only; delivery attaches the value as the action leaves.
+   */
+  private async keyOf(pool: string, name: string): Promise<{ encryption?: { secret: string } }> {
+    const spec = await this.spec();
+    const secret =
+      (await this.store.get<string>(keyRecord(pool, name))) ??
+      (spec ? volumeKeySecret(spec, pool, name) : undefined);
+    return secret ? { encryption: { secret } } : {};
+  }
+
+  private recordKey(pool: string, name: string, secret: string): Promise<void> {
+    return this.store.put(keyRecord(pool, name), secret);
+  }
+
   private act(at: Located, action: AgentAction): Promise<void> {
     return this.agents(at.spec, at.place.host).act(action);
   }
@@ -379,6 +402,9 @@ export class StorageControl {
     await this.store.appendEvent(kind, message);
   }
 }
+
+/** Where the controller records which secret keys a volume the API made (its name only, never a value). */
+const keyRecord = (pool: string, name: string) => `volume-key/${pool}/${name}`;
 
 const exists = (pool: string, name: string) =>
   new ConflictError(`volume ${pool}/${name} already exists`, `volume/${pool}/${name}`);

@@ -4,7 +4,7 @@ import type { AgentAction } from '../../agent/wire.js';
 import { InvalidStateError } from '../../shared/errors.js';
 import type { Spec } from '../../spec/schema.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
-import { secretsOfVm } from './usage.js';
+import { secretsOfVm, volumeKeySecret } from './usage.js';
 import type { SecretVault } from './vault.js';
 
 /**
@@ -29,6 +29,15 @@ export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
       return action.pool.chap ? [action.pool.chap.secret] : [];
     case 'volume.ensure':
       return action.volume.encryption ? [action.volume.encryption.secret] : [];
+    // An encrypted volume's key, to grow or snapshot it: named by the action (volumes made through the API), else
+    // by the spec (plan steps).
+    case 'volume.resize':
+    case 'volume.snapshot':
+    case 'volume.rollback':
+    case 'volume.snapshotDelete': {
+      const key = action.encryption?.secret ?? volumeKeySecret(spec, action.pool, action.name);
+      return key ? [key] : [];
+    }
     default:
       return [];
   }

@@ -64,6 +64,20 @@ export function secretsOfVm(spec: Spec, name: string): string[] {
   return [...new Set(names)];
 }
 
+/**
+ * The secret holding the key of volume `pool/volume` as the spec declares it: a `volumes:` entry's encryption, or
+ * the encryption of the `{ pool, sizeMiB }` disk the volume was made for.
+ */
+export function volumeKeySecret(spec: Spec, pool: string, volume: string): string | undefined {
+  const v = spec.volumes.find((x) => x.pool === pool && x.name === volume);
+  if (v) return v.encryption?.secret;
+  for (const vm of spec.vms)
+    for (const d of vm.disks)
+      if (d.pool === pool && !d.volume && vmVolumeName(vm.name, d.name) === volume)
+        return d.encryption?.secret;
+  return undefined;
+}
+
 /** A plan-time issue for each use of a secret the controller does not hold (names only: no value is read). */
 export function missingSecretIssues(spec: Spec, known: ReadonlySet<string>): SpecIssue[] {
   return secretUses(spec)
