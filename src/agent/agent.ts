@@ -8,6 +8,7 @@ import type {
   PortConfig,
   UplinkManager,
 } from '../drivers/network/types.js';
+import { PoolStateStore } from '../drivers/storage/pool-state.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import { log } from '../shared/log.js';
@@ -72,6 +73,7 @@ export class Agent {
       pools: deps.storage?.pools ?? {},
       poolRoots,
       importRoots: deps.storage?.importRoots ?? [...poolRoots, IMAGE_IMPORT_ROOT],
+      records: new PoolStateStore(deps.stateDir),
     });
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),

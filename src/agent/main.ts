@@ -6,11 +6,14 @@ import type { FastifyInstance } from 'fastify';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
+import { type PoolBackendOptions, poolBackends } from '../drivers/storage/registry.js';
+import type { PoolBackend } from '../drivers/storage/types.js';
 import { type Runner, SystemRunner } from '../exec/runner.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
+import type { PoolType } from '../shared/storage.js';
 import { Agent } from './agent.js';
 import { hostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
@@ -102,6 +105,12 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     stateDir: opts.stateDir,
     storage: {
       role,
+      pools: hostPoolBackends(role, {
+        runner,
+        stateDir: opts.stateDir,
+        storageHost: opts.host,
+        ...(opts.tgtControlPort === undefined ? {} : { tgtControlPort: opts.tgtControlPort }),
+      }),
       ...(opts.poolRoots?.length ? { poolRoots: opts.poolRoots } : {}),
     },
   });
@@ -156,6 +165,25 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/**
+ * The pool backends of a host of `role`: a compute host holds dir pools, a storage host iscsi and nfs pools. A type
+ * this build has no backend for is left out (its pools are refused, naming the host's role and what it serves).
+ */
+export function hostPoolBackends(
+  role: HostRole,
+  opts: PoolBackendOptions,
+  registry: Partial<Record<PoolType, (o: PoolBackendOptions) => PoolBackend>> = poolBackends,
+): Partial<Record<PoolType, PoolBackend>> {
+  const types: PoolType[] = role === 'storage' ? ['iscsi', 'nfs'] : ['dir'];
+  const out: Partial<Record<PoolType, PoolBackend>> = {};
+  for (const t of types) {
+    const make = registry[t];
+    if (make) out[t] = make(opts);
+    else log.warn({ type: t, role }, 'this build has no backend for these pools: they are refused');
+  }
+  return out;
 }
 
 const serialOf = (cert: string) => new X509Certificate(cert).serialNumber.toLowerCase();

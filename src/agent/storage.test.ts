@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
+import type { PoolBackendOptions } from '../drivers/storage/registry.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import { RecordingRunner } from '../exec/runner.js';
 import type { ObservedVm, VmConfig } from '../shared/model.js';
@@ -14,6 +15,7 @@ import {
   volumeFileName,
 } from '../shared/storage.js';
 import { Agent } from './agent.js';
+import { hostPoolBackends } from './main.js';
 import { isComputeAction, isStorageAction, STORAGE_ACTION_KINDS } from './storage.js';
 import { type AgentAction, AgentActionSchema } from './wire.js';
 import { diskSourceIssues, importPathIssues, poolPathIssues } from './wire-checks.js';
@@ -53,7 +55,8 @@ function fakeBackend(type: PoolType, calls: string[]): PoolBackend {
         `${type}: createVolume ${pool.name}/${v.name} ${v.sizeMiB}${secrets?.length ? ` key=${secrets[0]!.name}` : ''}`,
       );
     },
-    resizeVolume: async (pool, name, size) => rec(`resizeVolume ${pool.name}/${name} ${size}`)(),
+    resizeVolume: async (pool, name, size, _ctx, secrets) =>
+      rec(`resizeVolume ${pool.name}/${name} ${size}${secrets?.length ? ` key=${secrets[0]!.name}` : ''}`)(),
     deleteVolume: async (pool, name) => rec(`deleteVolume ${pool.name}/${name}`)(),
     importVolume: async (pool, name, src) => rec(`importVolume ${pool.name}/${name} ${src}`)(),
     createSnapshot: async (pool, v, s) => rec(`createSnapshot ${pool.name}/${v}@${s}`)(),
@@ -144,7 +147,16 @@ describe('agent storage dispatch', () => {
         secrets,
       }),
     );
-    await a.execute(act({ kind: 'volume.resize', pool: 'nas', name: 'v1', sizeMiB: 128 }));
+    await a.execute(
+      act({
+        kind: 'volume.resize',
+        pool: 'nas',
+        name: 'v1',
+        sizeMiB: 128,
+        encryption: { secret: 'vol-key' },
+        secrets,
+      }),
+    );
     await a.execute(act({ kind: 'volume.snapshot', pool: 'nas', name: 'v1', snapshot: 'before' }));
     await a.execute(act({ kind: 'volume.rollback', pool: 'nas', name: 'v1', snapshot: 'before' }));
     await a.execute(act({ kind: 'volume.snapshotDelete', pool: 'nas', name: 'v1', snapshot: 'before' }));
@@ -156,7 +168,7 @@ describe('agent storage dispatch', () => {
     expect(calls).toEqual([
       'nfs: ensurePool nas /var/lib/vmlink/pools/nas',
       'nfs: createVolume nas/v1 64 key=vol-key',
-      'nfs: resizeVolume nas/v1 128',
+      'nfs: resizeVolume nas/v1 128 key=vol-key',
       'nfs: createSnapshot nas/v1@before',
       'nfs: rollbackSnapshot nas/v1@before',
       'nfs: deleteSnapshot nas/v1@before',
@@ -296,6 +308,33 @@ describe('agent storage dispatch', () => {
     expect(isStorageAction(act({ kind: 'vm.delete', name: 'v' }))).toBe(false);
     expect(isComputeAction(act({ kind: 'vm.rollback', name: 'v', snapshot: 's' }))).toBe(true);
     expect(isComputeAction(act({ kind: 'pool.delete', pool: dirPool }))).toBe(false);
+  });
+});
+
+describe('pool backends of a host', () => {
+  it('a compute host gets dir pools, a storage host iscsi and nfs ones, from the registry', () => {
+    const made: string[] = [];
+    const registry = {
+      dir: (o: PoolBackendOptions) => {
+        made.push(`dir ${o.storageHost}`);
+        return fakeBackend('dir', []);
+      },
+      iscsi: (o: PoolBackendOptions) => {
+        made.push(`iscsi ${o.tgtControlPort}`);
+        return fakeBackend('iscsi', []);
+      },
+    };
+    const opts = {
+      runner: new RecordingRunner(),
+      stateDir: '/nonexistent',
+      storageHost: 'san1',
+      tgtControlPort: 3,
+    };
+    expect(Object.keys(hostPoolBackends('compute', opts, registry))).toEqual(['dir']);
+    // No nfs backend in this registry: left out (its pools are refused naming the host's role).
+    expect(Object.keys(hostPoolBackends('storage', opts, registry))).toEqual(['iscsi']);
+    expect(made).toEqual(['dir san1', 'iscsi 3']);
+    expect(hostPoolBackends('compute', opts).dir?.type).toBe('dir'); // the real registry's DirPool
   });
 });
 

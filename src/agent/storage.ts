@@ -3,6 +3,7 @@
 // storage host (`vmlink agent --role storage`) serves pools only: it runs no VMs or networks.
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { OpContext } from '../drivers/network/types.js';
+import type { PoolStateStore } from '../drivers/storage/pool-state.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import {
   ConflictError,
@@ -61,6 +62,8 @@ export interface StorageDeps {
   poolRoots: readonly string[];
   /** Directories image imports may read from (the pool roots and /var/lib/vmlink/images). */
   importRoots: readonly string[];
+  /** The pool records the backends keep (`<stateDir>/pools`): a pool's config for actions that name only it. */
+  records: PoolStateStore;
 }
 
 /** Applies storage actions and observes pools on one host. */
@@ -100,7 +103,13 @@ export class StorageOps {
       case 'volume.resize': {
         const pool = await this.pool(action.pool);
         await this.assertNotOpen(pool.name, action.name, 'grow', 'it grows online through its VM');
-        return this.backend(pool.type, pool.name).resizeVolume(pool, action.name, action.sizeMiB, ctx);
+        return this.backend(pool.type, pool.name).resizeVolume(
+          pool,
+          action.name,
+          action.sizeMiB,
+          ctx,
+          action.secrets,
+        );
       }
       case 'volume.delete': {
         const pool = await this.pool(action.pool);
@@ -131,11 +140,11 @@ export class StorageOps {
           'volume.snapshotDelete': 'delete a snapshot of',
         }[action.kind];
         await this.assertNotOpen(pool.name, action.name, verb, 'use vmlink vm snapshot / vm rollback on it');
-        if (action.kind === 'volume.snapshot')
-          return b.createSnapshot(pool, action.name, action.snapshot, ctx);
-        if (action.kind === 'volume.rollback')
-          return b.rollbackSnapshot(pool, action.name, action.snapshot, ctx);
-        return b.deleteSnapshot(pool, action.name, action.snapshot, ctx);
+        // An encrypted volume's key comes in `secrets`: qemu-img must open it.
+        const args = [pool, action.name, action.snapshot, ctx, action.secrets] as const;
+        if (action.kind === 'volume.snapshot') return b.createSnapshot(...args);
+        if (action.kind === 'volume.rollback') return b.rollbackSnapshot(...args);
+        return b.deleteSnapshot(...args);
       }
       case 'vm.resizeDisk':
         await this.vm(action.name);
@@ -185,12 +194,16 @@ export class StorageOps {
     const files = [...vm.disks.map((d) => d.source), vm.rootSource].filter((s) => s?.kind === 'file');
     if (!files.length) return;
     const held = new Map<string, string>();
-    for (const p of await this.listPools()) if (p.config && p.type === 'dir') held.set(p.name, p.config.path);
+    for (const r of await this.deps.records.readAll('dir')) held.set(r.config.name, r.config.path);
+    for (const p of await this.listPools())
+      if (p.config && p.type === 'dir' && !held.has(p.name)) held.set(p.name, p.config.path);
     refuse(diskSourceIssues(vm, held), `vm/${vm.name}`);
   }
 
-  /** The config of pool `name` as this host's backend realised it. */
+  /** The config of pool `name` as this host's backend realised it: its record, else what its backend reports. */
   private async pool(name: string): Promise<PoolConfig> {
+    const record = await this.deps.records.read(name);
+    if (record) return record.config;
     const found = (await this.listPools()).find((p) => p.name === name);
     if (!found) throw new NotFoundError('pool', name);
     if (!found.config)
