@@ -322,6 +322,13 @@ describe('storage API (fake agents)', () => {
     expect(lun.json().error.message).toMatch(
       /open in running VM web1 and tgtd cannot grow a LUN while a VM has it open: stop the VM first/,
     );
+    // With web1's host silent, nobody can say whether it has the LUN open: refused, nothing sent.
+    h1.down = true;
+    const silent = await call('POST', '/v1/volumes/san/lun1/resize', { sizeMiB: 4096 });
+    expect(silent.json().error.message).toMatch(
+      /cannot tell whether VM web1 \(host h1\) has volume san\/lun1 open/,
+    );
+    h1.down = false;
     h1.vms[0]!.state = 'stopped';
     expect((await call('POST', '/v1/volumes/san/lun1/resize', { sizeMiB: 4096 })).statusCode).toBe(200);
     expect(san1.actions).toEqual([{ kind: 'volume.resize', pool: 'san', name: 'lun1', sizeMiB: 4096 }]);

@@ -31,6 +31,7 @@ import {
   poolPlaces,
   poolViews,
   specSizeMiB,
+  type VolumeUser,
   volumeUsers,
   volumeViews,
 } from './storage-views.js';
@@ -113,7 +114,7 @@ export class StorageControl {
         `volume ${pool}/${name} is ${v.sizeMiB} MiB; a resize only grows it (asked ${sizeMiB} MiB), so nothing was changed`,
         `volume/${pool}/${name}`,
       );
-    const running = volumeUsers(at.spec, at.reports, pool, name).filter((u) => u.running);
+    const running = this.runningUsers(at, pool, name);
     let via: string | undefined;
     if (running.length) {
       const vm = running[0]!;
@@ -234,7 +235,7 @@ export class StorageControl {
     const at = await this.locate(pool, name);
     const v = this.existing(at, pool, name);
     this.need(at.place, 'snapshots');
-    const running = volumeUsers(at.spec, at.reports, pool, name).filter((u) => u.running);
+    const running = this.runningUsers(at, pool, name);
     if (running.length)
       throw new ConflictError(
         `volume ${pool}/${name} is open in running VM ${running.map((u) => u.vm).join(', ')}: use \`vmlink vm snapshot\` / \`vm rollback\` on it, or stop it first`,
@@ -344,6 +345,24 @@ export class StorageControl {
         `pool/${pool}`,
       );
     return { spec, reports, place, volume: seen.volumes.find((v) => v.name === name) };
+  }
+
+  /**
+   * The VMs that have `pool/name` open now. A user whose host did not answer might be running it: refuse rather
+   * than change a volume under a running QEMU.
+   */
+  private runningUsers(at: Located, pool: string, name: string): VolumeUser[] {
+    const users = volumeUsers(at.spec, at.reports, pool, name);
+    const unknown = users.filter((u) => {
+      const r = at.reports.get(u.host);
+      return !r || 'error' in r;
+    });
+    if (unknown.length)
+      throw new UnavailableError(
+        `cannot tell whether VM ${unknown.map((u) => `${u.vm} (host ${u.host})`).join(', ')} has volume ${pool}/${name} open: its host did not answer; nothing was changed`,
+        `volume/${pool}/${name}`,
+      );
+    return users.filter((u) => u.running);
   }
 
   private existing(at: Located, pool: string, name: string): ObservedVolume {
