@@ -543,6 +543,35 @@ describe('secrets of storage steps', () => {
     ]);
     // At start, from the spec: web1 attaches san/lun1 through the CHAP-guarded pool.
     expect(secretsOfVm(spec, 'web1')).toEqual(['san-chap']);
+    // A VM that attaches an encrypted volume of `volumes:` gets its key, whether or not its disk repeats it.
+    const withKey = new SpecParser().parse(
+      SPEC.replace(
+        '{ name: spare, pool: local, sizeMiB: 64 }',
+        '{ name: spare, pool: local, sizeMiB: 64, encryption: { secret: spare-key } }',
+      ),
+      'site.yaml',
+    );
+    const spare = {
+      ...vm,
+      disks: [
+        {
+          name: 's',
+          source: {
+            kind: 'file' as const,
+            pool: 'local',
+            volume: 'spare',
+            path: '/var/lib/vmlink/pools/local/spare.qcow2',
+            format: 'qcow2' as const,
+          },
+        },
+      ],
+    };
+    expect(
+      secretsOfAction(withKey, { kind: 'vm.hotplug', vm: spare, configHash: 'abcdef12', secrets: [] }),
+    ).toEqual(['spare-key']);
+    expect(
+      secretsOfAction(withKey, { kind: 'volume.rollback', pool: 'local', name: 'spare', snapshot: 's' }),
+    ).toEqual(['spare-key']);
     expect(secretUses(spec)).toEqual([
       { secret: 'san-chap', user: 'pool san (CHAP)', path: 'pools[1].chap.secret' },
     ]);

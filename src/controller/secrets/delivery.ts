@@ -22,6 +22,11 @@ export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
         ...new Set([
           ...action.vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])),
           ...sources.flatMap((s) => (s?.kind === 'iscsi' && s.chap ? [s.chap.secret] : [])),
+          // A pool volume's key as the spec declares it, whether or not the disk repeats it.
+          ...sources.flatMap((s) => {
+            const key = s ? volumeKeySecret(spec, s.pool, s.volume) : undefined;
+            return key ? [key] : [];
+          }),
         ]),
       ];
     }
