@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -126,6 +126,7 @@ describe('agent storage dispatch', () => {
           role === 'storage'
             ? { nfs: fakeBackend('nfs', calls), iscsi: fakeBackend('iscsi', calls) }
             : { dir: fakeBackend('dir', calls) },
+        ...(role === 'storage' ? { importRoots: [join(dir, 'images')] } : {}),
       },
     });
   const act = (a: unknown) => AgentActionSchema.parse(a) as AgentAction;
@@ -139,6 +140,21 @@ describe('agent storage dispatch', () => {
   it('sends pool and volume actions to the backend of the pool type, with the config the pool was made from', async () => {
     const a = agent('storage');
     const secrets = [{ name: 'vol-key', value: 'a2V5' }];
+    const images = join(dir, 'images');
+    mkdirSync(images);
+    writeFileSync(join(images, 'd.qcow2'), '');
+    // A link in the image directory does not lead the agent out of it.
+    symlinkSync('/etc/passwd', join(images, 'link.img'));
+    await expect(
+      a.execute(
+        act({ kind: 'volume.import', pool: 'nas', name: 'img', sourcePath: join(images, 'link.img') }),
+      ),
+    ).rejects.toThrow(/\/etc\/passwd is not below/);
+    await expect(
+      a.execute(
+        act({ kind: 'volume.import', pool: 'nas', name: 'img', sourcePath: join(images, 'nope.img') }),
+      ),
+    ).rejects.toMatchObject({ kind: 'not-found' });
     await a.execute(act({ kind: 'pool.ensure', pool: nfsPool, configHash: 'abcdef12', secrets: [] }));
     await a.execute(
       act({
@@ -161,7 +177,7 @@ describe('agent storage dispatch', () => {
     await a.execute(act({ kind: 'volume.rollback', pool: 'nas', name: 'v1', snapshot: 'before' }));
     await a.execute(act({ kind: 'volume.snapshotDelete', pool: 'nas', name: 'v1', snapshot: 'before' }));
     await a.execute(
-      act({ kind: 'volume.import', pool: 'nas', name: 'img', sourcePath: '/var/lib/vmlink/images/d.qcow2' }),
+      act({ kind: 'volume.import', pool: 'nas', name: 'img', sourcePath: join(images, 'd.qcow2') }),
     );
     await a.execute(act({ kind: 'volume.delete', pool: 'nas', name: 'v1' }));
     await a.execute(act({ kind: 'pool.delete', pool: nfsPool }));
@@ -172,7 +188,7 @@ describe('agent storage dispatch', () => {
       'nfs: createSnapshot nas/v1@before',
       'nfs: rollbackSnapshot nas/v1@before',
       'nfs: deleteSnapshot nas/v1@before',
-      'nfs: importVolume nas/img /var/lib/vmlink/images/d.qcow2',
+      `nfs: importVolume nas/img ${realpathSync(images)}/d.qcow2`,
       'nfs: deleteVolume nas/v1',
       'nfs: deletePool nas',
     ]);

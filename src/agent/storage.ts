@@ -1,6 +1,7 @@
 // Storage on a host's agent (issue 10): pool and volume actions go to the pool backend of the pool's type, a VM's
 // disk actions (online resize, snapshots) to the hypervisor, and every backend's pools feed the host report. A
 // storage host (`vmlink agent --role storage`) serves pools only: it runs no VMs or networks.
+import { realpath } from 'node:fs/promises';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { OpContext } from '../drivers/network/types.js';
 import type { PoolStateStore } from '../drivers/storage/pool-state.js';
@@ -122,12 +123,9 @@ export class StorageOps {
         return this.backend(pool.type, pool.name).deleteVolume(pool, action.name, ctx);
       }
       case 'volume.import': {
-        refuse(
-          importPathIssues(action.sourcePath, this.deps.importRoots),
-          `volume/${action.pool}/${action.name}`,
-        );
+        const source = await this.importSource(action.sourcePath, `volume/${action.pool}/${action.name}`);
         const pool = await this.pool(action.pool);
-        return this.backend(pool.type, pool.name).importVolume(pool, action.name, action.sourcePath, ctx);
+        return this.backend(pool.type, pool.name).importVolume(pool, action.name, source, ctx);
       }
       case 'volume.snapshot':
       case 'volume.rollback':
@@ -198,6 +196,23 @@ export class StorageOps {
     for (const p of await this.listPools())
       if (p.config && p.type === 'dir' && !held.has(p.name)) held.set(p.name, p.config.path);
     refuse(diskSourceIssues(vm, held), `vm/${vm.name}`);
+  }
+
+  /**
+   * The file an import may read: below an import root as named and once links are resolved (a link in the image
+   * directory must not lead root to /etc/shadow); the resolved path is what the backend reads.
+   */
+  private async importSource(path: string, subject: string): Promise<string> {
+    refuse(importPathIssues(path, this.deps.importRoots), subject);
+    let real: string;
+    try {
+      real = await realpath(path);
+    } catch (e) {
+      throw new NotFoundError('image file', `${path} (${(e as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+    }
+    const roots = await Promise.all(this.deps.importRoots.map((r) => realpath(r).catch(() => r)));
+    refuse(importPathIssues(real, roots), subject);
+    return real;
   }
 
   /** The config of pool `name` as this host's backend realised it: its record, else what its backend reports. */
