@@ -8,7 +8,6 @@ import type {
   PortConfig,
   UplinkManager,
 } from '../drivers/network/types.js';
-import { PoolStateStore } from '../drivers/storage/pool-state.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import { log } from '../shared/log.js';
@@ -25,9 +24,8 @@ import {
   ensureSecurityGroup,
   observeSecurityGroups,
 } from './security-groups.js';
-import { isStorageAction, type StorageDeps, StorageOps } from './storage.js';
+import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
-import { DEFAULT_POOL_ROOT } from './wire-checks.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
 export interface UplinkControl extends UplinkManager {
@@ -53,9 +51,6 @@ export interface AgentDeps {
   storage?: Partial<Pick<StorageDeps, 'role' | 'pools' | 'poolRoots' | 'importRoots'>>;
 }
 
-/** Where image imports may read from besides the pool roots. */
-const IMAGE_IMPORT_ROOT = '/var/lib/vmlink/images';
-
 /** One host's agent: applies actions through its drivers and reports observed state. */
 export class Agent {
   private readonly confirms: ConfirmManager;
@@ -65,16 +60,7 @@ export class Agent {
 
   constructor(private readonly deps: AgentDeps) {
     this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
-    const poolRoots = deps.storage?.poolRoots ?? [DEFAULT_POOL_ROOT];
-    this.storage = new StorageOps({
-      host: deps.host,
-      hypervisor: deps.hypervisor,
-      role: deps.storage?.role ?? 'compute',
-      pools: deps.storage?.pools ?? {},
-      poolRoots,
-      importRoots: deps.storage?.importRoots ?? [...poolRoots, IMAGE_IMPORT_ROOT],
-      records: new PoolStateStore(deps.stateDir),
-    });
+    this.storage = StorageOps.of(deps.host, deps.hypervisor, deps.stateDir, deps.storage);
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),
       revert: (undo) => this.serial(() => this.undo(undo)),
@@ -128,7 +114,7 @@ export class Agent {
 
   /** Observed state and capabilities of this host. */
   async report(): Promise<HostReport> {
-    if (this.role === 'storage') return this.storageReport();
+    if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
     const [accel, confidential, caps, networks, vms, up, groups, pools] = await Promise.all([
@@ -185,25 +171,6 @@ export class Agent {
       ...(up ? { uplink: up } : {}),
       ...(groups.length ? { securityGroups: groups } : {}),
       ...(pools.length ? { pools } : {}),
-    };
-  }
-
-  /** A storage host's report: its pools; no VMs, networks or accelerator (it is never probed for KVM). */
-  private async storageReport(): Promise<HostReport> {
-    return {
-      host: this.deps.host,
-      agentVersion: VERSION,
-      capabilities: {
-        accelerator: 'tcg',
-        acceleratorReason: 'storage host: runs no VMs, KVM not probed',
-        cpus: cpus().length,
-        memoryMiB: Math.floor(totalmem() / 1048576),
-        network: {},
-        backends: this.backends,
-      },
-      networks: [],
-      vms: [],
-      pools: await this.storage.listPools(),
     };
   }
 

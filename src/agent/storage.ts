@@ -2,9 +2,10 @@
 // disk actions (online resize, snapshots) to the hypervisor, and every backend's pools feed the host report. A
 // storage host (`vmlink agent --role storage`) serves pools only: it runs no VMs or networks.
 import { realpath } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { OpContext } from '../drivers/network/types.js';
-import type { PoolStateStore } from '../drivers/storage/pool-state.js';
+import { PoolStateStore } from '../drivers/storage/pool-state.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import {
   ConflictError,
@@ -14,10 +15,17 @@ import {
   type VmlinkError,
 } from '../shared/errors.js';
 import { log } from '../shared/log.js';
-import type { VmConfig } from '../shared/model.js';
+import type { HostReport, VmConfig } from '../shared/model.js';
 import type { ObservedPool, ObservedSnapshot, PoolConfig, PoolType } from '../shared/storage.js';
+import { VERSION } from '../shared/version.js';
 import type { AgentAction } from './wire.js';
-import { diskSourceIssues, importPathIssues, poolPathIssues, type WireIssue } from './wire-checks.js';
+import {
+  DEFAULT_POOL_ROOT,
+  diskSourceIssues,
+  importPathIssues,
+  poolPathIssues,
+  type WireIssue,
+} from './wire-checks.js';
 
 /** What a host is for: `compute` runs VMs and networks (and dir pools), `storage` serves iscsi and nfs pools. */
 export type HostRole = 'compute' | 'storage';
@@ -67,9 +75,31 @@ export interface StorageDeps {
   records: PoolStateStore;
 }
 
+/** Where image imports may read from besides the pool roots. */
+const IMAGE_IMPORT_ROOT = '/var/lib/vmlink/images';
+
 /** Applies storage actions and observes pools on one host. */
 export class StorageOps {
   constructor(private readonly deps: StorageDeps) {}
+
+  /** The storage part of host `host`'s agent, with the defaults of a compute host without pools. */
+  static of(
+    host: string,
+    hypervisor: HypervisorDriver,
+    stateDir: string,
+    o: Partial<Pick<StorageDeps, 'role' | 'pools' | 'poolRoots' | 'importRoots'>> = {},
+  ): StorageOps {
+    const poolRoots = o.poolRoots ?? [DEFAULT_POOL_ROOT];
+    return new StorageOps({
+      host,
+      hypervisor,
+      role: o.role ?? 'compute',
+      pools: o.pools ?? {},
+      poolRoots,
+      importRoots: o.importRoots ?? [...poolRoots, IMAGE_IMPORT_ROOT],
+      records: new PoolStateStore(stateDir),
+    });
+  }
 
   /** Refuses a VM or network action on a storage host, naming the host's role. */
   assertRoleAllows(action: AgentAction): void {
@@ -276,6 +306,25 @@ export class StorageOps {
   private noHypervisorSupport(what: string, vm: string): VmlinkError {
     return new UnsupportedError(`the hypervisor driver of ${this.deps.host} has no ${what} yet`, `vm/${vm}`);
   }
+}
+
+/** A storage host's report: its pools; no VMs, networks or accelerator (it is never probed for KVM). */
+export async function storageHostReport(host: string, storage: StorageOps): Promise<HostReport> {
+  return {
+    host,
+    agentVersion: VERSION,
+    capabilities: {
+      accelerator: 'tcg',
+      acceleratorReason: 'storage host: runs no VMs, KVM not probed',
+      cpus: cpus().length,
+      memoryMiB: Math.floor(totalmem() / 1048576),
+      network: {},
+      backends: [],
+    },
+    networks: [],
+    vms: [],
+    pools: await storage.listPools(),
+  };
 }
 
 /** Throws an `InvalidRequestError` listing `issues` (an action the agent does not take on trust). */
