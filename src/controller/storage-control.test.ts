@@ -28,7 +28,7 @@ import {
 const SPEC = `version: 1
 hosts:
   - { name: h1, agent: "unix:///fake/h1.sock" }
-  - { name: san1, agent: "unix:///fake/san1.sock", role: storage }
+  - { name: san1, agent: "unix:///fake/san1.sock", role: storage, address: 10.0.0.9 }
 networks: [{ name: natnet, host: h1, mode: nat, cidr: 10.10.0.0/24 }]
 pools:
   - { name: local, type: dir, host: h1, reserveMiB: 1000, maxOvercommit: 0.1 }
