@@ -2,10 +2,12 @@ import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AgentClient } from '../controller/agents.js';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { PoolBackendOptions } from '../drivers/storage/registry.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import { RecordingRunner } from '../exec/runner.js';
+import { listen } from '../shared/http/server.js';
 import type { ObservedVm, VmConfig } from '../shared/model.js';
 import {
   type ObservedPool,
@@ -16,6 +18,7 @@ import {
 } from '../shared/storage.js';
 import { Agent } from './agent.js';
 import { hostPoolBackends } from './main.js';
+import { createAgentServer } from './server.js';
 import { isComputeAction, isStorageAction, STORAGE_ACTION_KINDS } from './storage.js';
 import { type AgentAction, AgentActionSchema } from './wire.js';
 import { diskSourceIssues, importPathIssues, poolPathIssues } from './wire-checks.js';
@@ -324,6 +327,30 @@ describe('agent storage dispatch', () => {
     expect(isStorageAction(act({ kind: 'vm.delete', name: 'v' }))).toBe(false);
     expect(isComputeAction(act({ kind: 'vm.rollback', name: 'v', snapshot: 's' }))).toBe(true);
     expect(isComputeAction(act({ kind: 'pool.delete', pool: dirPool }))).toBe(false);
+  });
+});
+
+describe('VM snapshots over the agent API', () => {
+  it('the controller client reads them through GET /v1/vms/:name/snapshots; an unknown VM is a 404', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmlink-agent-snapapi-'));
+    const vms: ObservedVm[] = [{ name: 'web1', state: 'running', configHash: 'x', problems: [] }];
+    const agent = new Agent({
+      host: 'h1',
+      runner: new RecordingRunner(),
+      networks: {},
+      hypervisor: fakeHypervisor([], vms),
+      stateDir: dir,
+    });
+    const app = await createAgentServer(agent, { prerequisites: async () => [] });
+    try {
+      await listen(app, `unix://${join(dir, 'a.sock')}`);
+      const client = new AgentClient('h1', `unix://${join(dir, 'a.sock')}`);
+      expect(await client.vmSnapshots('web1')).toEqual([{ name: 's1', createdAt: '2026-12-01T00:00:00Z' }]);
+      await expect(client.vmSnapshots('nope')).rejects.toMatchObject({ kind: 'not-found' });
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
