@@ -15,7 +15,7 @@ import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
 import type { PoolType } from '../shared/storage.js';
 import { Agent } from './agent.js';
-import { hostPrerequisites } from './doctor.js';
+import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
 import type { HostRole } from './storage.js';
@@ -117,7 +117,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
-  const prerequisites = () => hostPrerequisites(runner);
+  const prerequisites = () =>
+    role === 'storage' ? storageHostPrerequisites(runner) : hostPrerequisites(runner);
   let tcpApp: FastifyInstance | undefined;
   const rotation = creds
     ? new CertRotation(opts.host, tlsDir, creds, (next) => {
