@@ -478,6 +478,7 @@ describe('storage API (fake agents)', () => {
   it('audits every storage change with the volume it names', async () => {
     await call('POST', '/v1/volumes/local/tmp/snapshots', { name: 'a' });
     await call('DELETE', '/v1/volumes/local/data');
+    await call('POST', '/v1/volumes', { pool: 'nas', name: 'new', sizeMiB: 8 });
     const audit = (await call('GET', '/v1/audit')).json() as Array<{
       route: string;
       object?: string;
@@ -486,6 +487,7 @@ describe('storage API (fake agents)', () => {
     expect(audit.map((e) => [e.route, e.object, e.status])).toEqual([
       ['/v1/volumes/:pool/:name/snapshots', 'local/tmp', 200],
       ['/v1/volumes/:pool/:name', 'local/data', 409],
+      ['/v1/volumes', 'nas/new', 200],
     ]);
   });
 });

@@ -131,7 +131,7 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     const object =
       typeof params.snap === 'string'
         ? `${String(named)}@${params.snap}`
-        : (named ?? params.id ?? body?.[field!]);
+        : (named ?? params.id ?? bodyObject(body, field));
     const errorKind = errorKinds.get(req);
     const task = startedTasks.get(req);
     const call = {
@@ -171,6 +171,14 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
         (err: unknown) => log.error({ err, task }, 'cannot audit the outcome of a task'),
       );
   });
+}
+
+/** The object a body names for the audit trail: its `field`, with its pool when it names a volume (`pool/name`). */
+function bodyObject(body: Record<string, unknown> | undefined, field: string | undefined): unknown {
+  const v = field ? body?.[field] : undefined;
+  return field === 'name' && typeof body?.pool === 'string' && typeof v === 'string'
+    ? `${body.pool}/${v}`
+    : v;
 }
 
 /** The principal of an `Authorization` header on the TCP listener, or `UnauthorizedError` saying what is wrong. */
