@@ -25,6 +25,7 @@ import {
   ensureSecurityGroup,
   observeSecurityGroups,
 } from './security-groups.js';
+import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
@@ -49,6 +50,8 @@ export interface AgentDeps {
   stateDir: string;
   /** Reads the host's PCI and USB devices (drivers/devices); absent: the agent reports none. */
   devices?: () => Promise<DeviceInventory>;
+  /** Storage: the host's role and pool backends (default: a compute host without pools). */
+  storage?: Partial<Pick<StorageDeps, 'role' | 'pools' | 'poolRoots' | 'importRoots'>>;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
@@ -57,9 +60,11 @@ export class Agent {
   private readonly queue = new SerialQueue();
   private readonly prober: Prober;
   private inventory: Promise<DeviceInventory | undefined> | undefined;
+  private readonly storage: StorageOps;
 
   constructor(private readonly deps: AgentDeps) {
     this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
+    this.storage = StorageOps.of(deps.host, deps.hypervisor, deps.stateDir, deps.storage);
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),
       revert: (undo) => this.serial(() => this.undo(undo)),
@@ -68,6 +73,8 @@ export class Agent {
 
   /** Re-adopts VMs left by an earlier agent process and re-arms pending confirmations; call once at start. */
   async start(): Promise<void> {
+    // A storage host runs no VMs: nothing to adopt, no KVM to probe.
+    if (this.role === 'storage') return this.confirms.resume();
     for (const d of Object.values(this.deps.networks)) await d.upgradeState?.();
     await this.deps.hypervisor.adopt();
     await this.guardRunningPorts();
@@ -115,6 +122,11 @@ export class Agent {
     return this.deps.host;
   }
 
+  /** What this host is for (`vmlink agent --role`). */
+  get role(): StorageDeps['role'] {
+    return this.deps.storage?.role ?? 'compute';
+  }
+
   /** Network backends this agent drives. */
   get backends(): NetworkBackend[] {
     return Object.keys(this.deps.networks).sort() as NetworkBackend[];
@@ -122,9 +134,10 @@ export class Agent {
 
   /** Observed state and capabilities of this host. */
   async report(): Promise<HostReport> {
+    if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups, devices] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up, groups, devices, pools] = await Promise.all([
       hypervisor.accelerator(),
       hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
@@ -133,6 +146,7 @@ export class Agent {
       uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
       observeSecurityGroups(this.deps.networks),
       this.devices(),
+      this.storage.listPools(),
     ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
@@ -178,12 +192,21 @@ export class Agent {
       ...(up ? { uplink: up } : {}),
       ...(groups.length ? { securityGroups: groups } : {}),
       ...(devices ? { devices } : {}),
+      ...(pools.length ? { pools } : {}),
     };
+  }
+
+  /** Whole-VM snapshots of VM `name`. */
+  vmSnapshots(name: string) {
+    return this.storage.vmSnapshots(name);
   }
 
   /** Applies one action; idempotent where the action allows, `InvalidStateError` where state forbids it. */
   execute(action: AgentAction, ctx: OpContext = {}): Promise<void> {
-    return this.serial(() => this.doExecute(action, ctx));
+    return this.serial(async () => {
+      await this.admit(action);
+      return this.doExecute(action, ctx);
+    });
   }
 
   /**
@@ -191,8 +214,9 @@ export class Agent {
    * action attempted, stopping after the first failure. Commit-confirmed actions are refused by the wire schema.
    */
   executeBatch(actions: readonly AgentAction[], ctx: OpContext = {}): Promise<ItemResult[]> {
-    return this.serial(() =>
-      runBatch(
+    return this.serial(async () => {
+      for (const a of actions) await this.admit(a);
+      return runBatch(
         {
           networks: this.deps.networks,
           hypervisor: this.deps.hypervisor,
@@ -202,8 +226,18 @@ export class Agent {
         },
         actions,
         ctx,
-      ),
-    );
+      );
+    });
+  }
+
+  /**
+   * What no schema can check, before an action runs (batched ones too): the host's role allows it, and a VM's
+   * `file` disks are volumes of pools this host holds.
+   */
+  private async admit(action: AgentAction): Promise<void> {
+    this.storage.assertRoleAllows(action);
+    if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
+      await this.storage.assertDiskSources(action.vm);
   }
 
   /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
@@ -218,6 +252,7 @@ export class Agent {
 
   private async doExecute(action: AgentAction, ctx: OpContext): Promise<void> {
     const { hypervisor } = this.deps;
+    if (isStorageAction(action)) return this.storage.execute(action, ctx);
     switch (action.kind) {
       case 'network.ensure': {
         const driver = this.driver(action.network.backend, `network ${action.network.name}`);

@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { defaultLauncherPath } from '../drivers/hypervisor/qemu/launcher.js';
 import { RecordingRunner } from '../exec/runner.js';
-import { hostPrerequisites } from './doctor.js';
+import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
 
 it('names each missing binary with the Debian package that provides it, and reports versions found', async () => {
   const runner = new RecordingRunner()
@@ -32,4 +32,17 @@ it('names each missing binary with the Debian package that provides it, and repo
       "getent group kvm",
     ]
   `);
+});
+
+it('a storage host checks what its pools need (tgtd, ganesha, rpcbind, qemu-img), not QEMU or bridges', async () => {
+  const runner = new RecordingRunner()
+    .on(['tgtadm', '--version'], { stdout: '1.0.85\n' })
+    .on(['sh', '-c', 'command -v ganesha.nfsd'], { code: 1 });
+  const checks = await storageHostPrerequisites(runner);
+  expect(checks.map((c) => c.name)).toEqual(['root', 'node', 'qemu-img', 'tgtd', 'nfs-ganesha', 'rpcbind']);
+  expect(checks.find((c) => c.name === 'tgtd')).toMatchObject({ ok: true, detail: '1.0.85' });
+  expect(checks.find((c) => c.name === 'nfs-ganesha')?.fix).toMatch(
+    /^apt-get install nfs-ganesha nfs-ganesha-vfs /,
+  );
+  expect(runner.lines()).not.toContain('qemu-system-x86_64 --version');
 });

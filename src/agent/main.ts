@@ -7,15 +7,20 @@ import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
+import { NfsServer } from '../drivers/storage/nfs-server.js';
+import { type PoolBackendOptions, poolBackends } from '../drivers/storage/registry.js';
+import type { PoolBackend } from '../drivers/storage/types.js';
 import { type Runner, SystemRunner } from '../exec/runner.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
+import type { PoolType } from '../shared/storage.js';
 import { Agent } from './agent.js';
-import { hostPrerequisites } from './doctor.js';
+import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
+import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
 import { linuxUplinkControl } from './uplink.js';
 
@@ -34,6 +39,14 @@ export interface AgentOptions {
   stateDir: string;
   /** The host's uplink NIC. */
   uplink: string;
+  /** `storage`: serves iscsi and nfs pools only (no VMs, networks, KVM probe or Open vSwitch); default compute. */
+  role?: HostRole;
+  /** The control port of the tgtd serving this host's iscsi pools (`tgtadm -C N`; the lab runs one per machine). */
+  tgtControlPort?: number;
+  /** The nfs-ganesha instance directory of this host's nfs pools (config, state, pid files). */
+  nfsDir?: string;
+  /** Directories pools may be made below (default /var/lib/vmlink/pools). */
+  poolRoots?: string[];
 }
 
 /** Network backends this host can drive: linux always, ovs only where Open vSwitch is installed. */
@@ -80,7 +93,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   }
   const creds = opts.listenTcp ? loadHostCredentials(opts.host, tlsDir) : undefined;
   const runner = new SystemRunner();
-  const networks = await availableNetworks(runner, opts.stateDir);
+  const role = opts.role ?? 'compute';
+  // A storage host drives no networks: Open vSwitch is not even looked for.
+  const networks = role === 'storage' ? {} : await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
   const agent = new Agent({
     host: opts.host,
@@ -91,11 +106,24 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     ...(uplink ? { uplink } : {}),
     stateDir: opts.stateDir,
     devices: deviceInventoryReader(opts.uplink ? { uplink: opts.uplink } : {}),
+    storage: {
+      role,
+      pools: hostPoolBackends(role, {
+        runner,
+        stateDir: opts.stateDir,
+        storageHost: opts.host,
+        ...(opts.tgtControlPort === undefined ? {} : { tgtControlPort: opts.tgtControlPort }),
+        // The rpcbind + nfs-ganesha instance of this storage host (the lab starts it; ensurePool starts it if down).
+        ...(opts.nfsDir ? { ganesha: new NfsServer({ runner, dir: opts.nfsDir }) } : {}),
+      }),
+      ...(opts.poolRoots?.length ? { poolRoots: opts.poolRoots } : {}),
+    },
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
-  const prerequisites = () => hostPrerequisites(runner);
+  const prerequisites = () =>
+    role === 'storage' ? storageHostPrerequisites(runner) : hostPrerequisites(runner);
   let tcpApp: FastifyInstance | undefined;
   const rotation = creds
     ? new CertRotation(opts.host, tlsDir, creds, (next) => {
@@ -113,7 +141,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   ];
   await listen(apps[0]!, opts.listen);
   log.info(
-    { host: opts.host, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
+    { host: opts.host, role, listen: opts.listen, stateDir: opts.stateDir, backends: agent.backends },
     'agent listening',
   );
   let stopping = false;
@@ -143,6 +171,25 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/**
+ * The pool backends of a host of `role`: a compute host holds dir pools, a storage host iscsi and nfs pools. A type
+ * this build has no backend for is left out (its pools are refused, naming the host's role and what it serves).
+ */
+export function hostPoolBackends(
+  role: HostRole,
+  opts: PoolBackendOptions,
+  registry: Partial<Record<PoolType, (o: PoolBackendOptions) => PoolBackend>> = poolBackends,
+): Partial<Record<PoolType, PoolBackend>> {
+  const types: PoolType[] = role === 'storage' ? ['iscsi', 'nfs'] : ['dir'];
+  const out: Partial<Record<PoolType, PoolBackend>> = {};
+  for (const t of types) {
+    const make = registry[t];
+    if (make) out[t] = make(opts);
+    else log.warn({ type: t, role }, 'this build has no backend for these pools: they are refused');
+  }
+  return out;
 }
 
 const serialOf = (cert: string) => new X509Certificate(cert).serialNumber.toLowerCase();

@@ -33,7 +33,7 @@ import {
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
-import { DeviceInventorySchema } from './wire-storage.js';
+import { DeviceInventorySchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
 const NetworkParams = VmParams;
@@ -157,6 +157,11 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
       await agent.vm(req.params.name);
       return agent.hypervisor.guestInterfaces(req.params.name);
     },
+  );
+  app.get(
+    '/v1/vms/:name/snapshots',
+    { schema: { params: VmParams, response: answers(VmSnapshotsSchema) } },
+    async (req) => ({ snapshots: await agent.vmSnapshots(req.params.name) }),
   );
   app.get(
     '/v1/vms/:name/console',

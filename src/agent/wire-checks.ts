@@ -3,6 +3,7 @@
 // trunk and underlay, refuse vmlink's own device names field by field.) The agent takes none of this on trust.
 import type { NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
+import { volumeFileName } from '../shared/storage.js';
 import {
   bridgeName,
   cidrContains,
@@ -138,5 +139,70 @@ export function securityGroupConfigIssues(group: SecurityGroupConfig): WireIssue
   });
   if (new Set(group.memberMacs).size !== group.memberMacs.length)
     issues.push({ path: ['memberMacs'], message: 'lists a MAC twice' });
+  return issues;
+}
+
+/** Where pools live unless the agent is started with other roots (`vmlink agent --pool-root DIR`). */
+export const DEFAULT_POOL_ROOT = '/var/lib/vmlink/pools';
+
+/** Whether `path` lies strictly below `root` (both absolute, normalised by the wire's path pattern). */
+function below(path: string, root: string): boolean {
+  const r = root.endsWith('/') ? root : `${root}/`;
+  return path.startsWith(r) && path.length > r.length;
+}
+
+/**
+ * Problems of a pool directory an action names: root runs the backends, so a pool may only be a directory below
+ * one of the roots the agent was started with (never /etc, never a root itself, which holds other pools).
+ */
+export function poolPathIssues(path: string, roots: readonly string[]): WireIssue[] {
+  if (roots.some((r) => below(path, r))) return [];
+  return [
+    {
+      path: ['path'],
+      message: `pool directory ${path} is not below ${oneOf(roots)}: put the pool there, or start the agent with --pool-root naming its parent`,
+    },
+  ];
+}
+
+/** Problems of a file an image import reads: only files below the agent's import roots (root reads them). */
+export function importPathIssues(path: string, roots: readonly string[]): WireIssue[] {
+  if (roots.some((r) => below(path, r))) return [];
+  return [
+    {
+      path: ['sourcePath'],
+      message: `${path} is not below ${oneOf(roots)}: copy the image there first (the agent reads files for import only from those directories)`,
+    },
+  ];
+}
+
+/**
+ * Problems of a VM's `file` disk sources: each must be a volume file directly inside a pool directory this agent
+ * holds, named as the pool names its volumes, so a VM step can never make root open an arbitrary file for QEMU.
+ * `held` maps a pool's name to its directory on this host.
+ */
+export function diskSourceIssues(vm: VmConfig, held: ReadonlyMap<string, string>): WireIssue[] {
+  const sources = [
+    ...vm.disks.map((d, i) => [d.source, ['disks', i, 'source']] as const),
+    [vm.rootSource, ['rootSource']] as const,
+  ];
+  const issues: WireIssue[] = [];
+  for (const [src, at] of sources) {
+    if (src?.kind !== 'file') continue;
+    const dir = held.get(src.pool);
+    if (dir === undefined) {
+      issues.push({
+        path: [...at, 'pool'],
+        message: `pool ${src.pool} is not held by this host (its agent has no record of it): apply the spec that declares it first`,
+      });
+      continue;
+    }
+    const want = `${dir.replace(/\/$/, '')}/${volumeFileName(src.volume, src.format)}`;
+    if (src.path !== want)
+      issues.push({
+        path: [...at, 'path'],
+        message: `volume ${src.volume} of pool ${src.pool} is ${want} on this host, not ${src.path}`,
+      });
+  }
   return issues;
 }

@@ -34,6 +34,8 @@ const absPath = z
   .refine((p) => !p.split('/').includes('..'), 'must not contain ..');
 const chapUser = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/);
 const format = z.enum(['qcow2', 'raw', 'iso']);
+/** The controller-kept secret holding an encrypted volume's key (its value travels in `secrets`). */
+const keyName = z.object({ secret: name }).strict().optional();
 /** A snapshot's name: what `qemu-img snapshot` and QMP accept without quoting trouble. */
 export const SnapshotNameSchema = z
   .string()
@@ -141,8 +143,11 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
     // Creates a volume unless it exists (an existing one is kept as it is, whatever its size).
     // `secrets`: the key of an encrypted volume.
     z.object({ kind: z.literal('volume.ensure'), volume: VolumeConfigSchema, secrets }).strict(),
-    // Grows only; a shrink is refused.
-    z.object({ kind: z.literal('volume.resize'), pool: name, name, sizeMiB }).strict(),
+    // Grows only; a shrink is refused. An encrypted volume names its key's secret (`encryption`), whose value comes
+    // in `secrets`: qemu-img cannot open it without.
+    z
+      .object({ kind: z.literal('volume.resize'), pool: name, name, sizeMiB, encryption: keyName, secrets })
+      .strict(),
     z.object({ kind: z.literal('volume.delete'), pool: name, name }).strict(),
     // Imports a file on the pool's host (qcow2, raw or ISO) as a new volume, converted to the pool's format.
     z.object({ kind: z.literal('volume.import'), pool: name, name, sourcePath: absPath }).strict(),
@@ -152,6 +157,8 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
         pool: name,
         name,
         snapshot: SnapshotNameSchema,
+        encryption: keyName,
+        secrets,
       })
       .strict(),
     // Online resize of a running VM's disk (QMP block_resize); the volume grows through QEMU.

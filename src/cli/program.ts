@@ -7,6 +7,7 @@ import { errorStatus, VmlinkError } from '../shared/errors.js';
 import { controllerDb, controllerSocket } from '../shared/paths.js';
 import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
+import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
 import { addHostCommands } from './host-commands.js';
@@ -20,6 +21,7 @@ import {
   addStatusCommands,
   addVmCommands,
 } from './view-commands.js';
+import { addVmSnapshotCommands, addVolumeCommands } from './volume-commands.js';
 
 /** `vmlink daemon` as parsed: what the controller process needs. */
 export interface DaemonArgs {
@@ -40,6 +42,10 @@ export interface AgentArgs {
   joinToken?: string;
   uplink: string;
   stateDir: string;
+  role?: 'compute' | 'storage';
+  tgtControlPort?: number;
+  nfsDir?: string;
+  poolRoots?: string[];
 }
 
 /** What the composition root wires into the command tree: the process bodies and the local checks. */
@@ -143,6 +149,24 @@ export function createCli(processes: Processes): Command {
       'eth0',
     )
     .requiredOption('--state-dir <dir>', 'where VMs and networks keep their files')
+    .addOption(
+      new Option(
+        '--role <role>',
+        'compute runs VMs, networks and dir pools; storage serves iscsi and nfs pools only (no KVM probe, no Open vSwitch)',
+      )
+        .choices(['compute', 'storage'])
+        .default('compute'),
+    )
+    .option(
+      '--tgt-control-port <n>',
+      "control port of the tgtd serving this host's iscsi pools (tgtadm -C N; 0: the host's own tgtd)",
+    )
+    .option('--nfs-dir <dir>', "the nfs-ganesha instance directory of this host's nfs pools")
+    .option(
+      '--pool-root <dir>',
+      'a directory pools may be made below (repeatable; default /var/lib/vmlink/pools)',
+      (v: string, all: string[] = []) => [...all, v],
+    )
     .action(
       async (o: {
         host: string;
@@ -153,6 +177,10 @@ export function createCli(processes: Processes): Command {
         joinToken?: string;
         uplink: string;
         stateDir: string;
+        role: 'compute' | 'storage';
+        tgtControlPort?: string;
+        nfsDir?: string;
+        poolRoot?: string[];
       }) => {
         if (!o.listen.startsWith('unix://'))
           throw new VmlinkError(
@@ -163,11 +191,30 @@ export function createCli(processes: Processes): Command {
           throw new VmlinkError('invalid', `--listen-tcp must be https://ADDR:PORT, got ${o.listenTcp}`);
         if (o.join && !o.joinToken)
           throw new VmlinkError('invalid', '--join requires --join-token (or VMLINK_JOIN_TOKEN)');
+        const tgtControlPort = o.tgtControlPort === undefined ? undefined : Number(o.tgtControlPort);
+        if (
+          tgtControlPort !== undefined &&
+          !(Number.isInteger(tgtControlPort) && tgtControlPort >= 0 && tgtControlPort <= 1023)
+        )
+          throw new VmlinkError(
+            'invalid',
+            `--tgt-control-port must be a whole number 0-1023, got ${o.tgtControlPort}`,
+          );
+        for (const d of [o.nfsDir, ...(o.poolRoot ?? [])])
+          if (d !== undefined && !/^\/[\w./-]{1,200}$/.test(d))
+            throw new VmlinkError(
+              'invalid',
+              `${d}: --nfs-dir and --pool-root take an absolute path of letters, digits, ., _, - and /`,
+            );
         await processes.agent({
           host: o.host,
           listen: o.listen,
           stateDir: o.stateDir,
           uplink: o.uplink,
+          role: o.role,
+          ...(tgtControlPort === undefined ? {} : { tgtControlPort }),
+          ...(o.nfsDir ? { nfsDir: o.nfsDir } : {}),
+          ...(o.poolRoot?.length ? { poolRoots: o.poolRoot } : {}),
           ...(o.listenTcp ? { listenTcp: o.listenTcp } : {}),
           ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
           ...(o.join ? { join: o.join } : {}),
@@ -182,6 +229,9 @@ export function createCli(processes: Processes): Command {
   addNetworkCommands(program, api);
   addSecurityGroupCommands(program, api);
   addVmCommands(program, api);
+  addVmSnapshotCommands(program, api);
+  addVolumeCommands(program, api);
+  addCapacityCommand(program, api);
   addHostCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);

@@ -1,5 +1,6 @@
-// `vmlink secret set|list|delete`: controller-kept secrets (keys of encrypted disks). A value is never an argument:
-// argv is visible to every user of the machine (/proc/<pid>/cmdline) and lands in shell history.
+// `vmlink secret set|list|delete`: controller-kept secrets (keys of encrypted disks and volumes, iSCSI CHAP
+// passwords). A value is never an argument: argv is visible to every user of the machine (/proc/<pid>/cmdline) and
+// lands in shell history.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { OkSchema, SecretListSchema, SecretSetAnswerSchema } from '../controller/wire.js';
@@ -35,13 +36,15 @@ export function readSecretValue(
 export function addSecretCommands(program: Command, api: Api): void {
   const secret = program
     .command('secret')
-    .description('secrets the controller keeps encrypted and hands to a host only when a VM step needs them');
+    .description(
+      'secrets the controller keeps encrypted (disk and volume keys, iSCSI CHAP passwords) and hands to a host only with a step that needs them',
+    );
   secret
     .command('set')
     .description(
       'create or replace secret NAME; the value comes from stdin or --from-file, never from an argument',
     )
-    .argument('<name>', 'secret name (as vms[].disks[].encryption.secret names it)')
+    .argument('<name>', "secret name (as an encryption.secret or a pool's chap.secret names it)")
     .option('--from-file <file>', 'read the value from this file instead of stdin')
     .option('--json', 'machine-readable output')
     .action(async (name: string, o: { fromFile?: string; json?: boolean }) => {
@@ -55,7 +58,9 @@ export function addSecretCommands(program: Command, api: Api): void {
     });
   secret
     .command('list')
-    .description('secrets: name, when created and changed, which VM disks of the applied spec use them')
+    .description(
+      'secrets: name, when created and changed, which VM disks, volumes and pools of the applied spec use them',
+    )
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const r = await api().get('/v1/secrets', SecretListSchema);

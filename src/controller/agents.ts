@@ -23,7 +23,7 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
-import { DeviceInventorySchema } from '../agent/wire-storage.js';
+import { DeviceInventorySchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
 import type { DeviceInventory } from '../shared/devices.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { type ClientTls, HttpClient } from '../shared/http/client.js';
@@ -38,6 +38,7 @@ import {
 } from '../shared/limits.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
+import type { ObservedSnapshot } from '../shared/storage.js';
 import { peerMismatch, type TlsCredentials } from '../shared/tls.js';
 import type { VersionInfo } from '../shared/version.js';
 import type { Spec } from '../spec/schema.js';
@@ -210,6 +211,11 @@ export class AgentClient {
   /** The host's PCI and USB devices, read afresh. */
   devices(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<DeviceInventory> {
     return this.http.get('/v1/devices', DeviceInventorySchema, timeoutMs);
+  }
+
+  /** A VM's whole-VM snapshots. */
+  async vmSnapshots(vm: string): Promise<ObservedSnapshot[]> {
+    return (await this.http.get(`/v1/vms/${vm}/snapshots`, VmSnapshotsSchema)).snapshots;
   }
 
   /** The OpenFlow rules of a network on this host. */

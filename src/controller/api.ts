@@ -14,6 +14,7 @@ import { TokenStore } from './auth/tokens.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import { addSecretRoutes } from './secrets/routes.js';
+import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
 import { ThroughputRequestSchema } from './verify.js';
 import {
@@ -44,7 +45,8 @@ import {
 } from './wire.js';
 import { HostDevicesListSchema } from './wire-devices.js';
 
-const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down'] as const;
+// Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply.
+const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage'] as const;
 
 /** Options of the API server. */
 export interface ApiOptions {
@@ -377,6 +379,11 @@ export async function createControllerApi(
   );
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
+  addStorageRoutes(base, {
+    storage: controller.storage,
+    startTask: (body) => startTask('storage', body),
+    assertIdle: () => assertIdle(tasks.running(MUTATING)),
+  });
   await base.ready();
   return base;
 }

@@ -16,6 +16,7 @@ import { withSecrets } from './secrets/delivery.js';
 import { type SecretInfo, SecretVault } from './secrets/vault.js';
 import type { SecurityGroupListItem } from './security-group-views.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
+import { StorageControl } from './storage-control.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
@@ -50,6 +51,8 @@ export class Controller {
   private readonly credentials: HostCredentials | undefined;
   private readonly agents: AgentFactory;
   private readonly vault: SecretVault | undefined;
+  /** Pools, volumes, snapshots, image import and capacity (the storage routes call it directly). */
+  readonly storage: StorageControl;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -73,6 +76,7 @@ export class Controller {
     });
     this.views = new Views(store, this.specs, agents);
     this.vmControl = new VmControl(store, this.specs, agents);
+    this.storage = new StorageControl(store, this.specs, agents);
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
   }
 

@@ -20,8 +20,8 @@ export type AgentPort = Pick<
   | 'console'
   | 'flows'
 > &
-  // Optional so that fakes without it keep working: the reported inventory stands in for it.
-  Partial<Pick<AgentClient, 'devices'>>;
+  // Optional so that fakes without them keep working.
+  Partial<Pick<AgentClient, 'devices' | 'vmSnapshots'>>;
 
 /** Makes the client of `host`'s agent as `spec` places it. */
 export type AgentFactory = (spec: Spec, host: string) => AgentPort;

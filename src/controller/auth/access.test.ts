@@ -143,7 +143,7 @@ describe('the role policy', () => {
       .filter(([, r]) => r.role === role)
       .map(([k]) => k)
       .sort();
-  it('gives read-only the GET routes only, operator VM power, exec, plan and verify, admin the rest', () => {
+  it('gives read-only the GET routes only, operator VM power, exec, plan, verify and storage changes, admin the rest', () => {
     for (const key of withRole('read-only')) expect(key).toMatch(/^GET /);
     expect(withRole('operator')).toEqual(
       [
@@ -154,6 +154,18 @@ describe('the role policy', () => {
         'POST /v1/vms/:name/exec',
         'POST /v1/vms/:name/start',
         'POST /v1/vms/:name/stop',
+        // Storage (issue 10): volume and snapshot changes, image import, VM snapshots.
+        'POST /v1/volumes',
+        'POST /v1/volumes/:pool/:name/resize',
+        'POST /v1/volumes/:pool/:name/clone',
+        'DELETE /v1/volumes/:pool/:name',
+        'POST /v1/volumes/:pool/:name/snapshots',
+        'POST /v1/volumes/:pool/:name/snapshots/:snap/rollback',
+        'DELETE /v1/volumes/:pool/:name/snapshots/:snap',
+        'POST /v1/images/import',
+        'POST /v1/vms/:name/snapshots',
+        'POST /v1/vms/:name/snapshots/:snap/rollback',
+        'DELETE /v1/vms/:name/snapshots/:snap',
       ].sort(),
     );
     expect(withRole('open')).toEqual(['GET /v1/pki/ca', 'POST /v1/join']);
@@ -161,6 +173,10 @@ describe('the role policy', () => {
       expect.arrayContaining(['GET /v1/tokens', 'GET /v1/audit', 'POST /v1/apply']),
     );
     expect(ruleFor('DELETE', '/v1/secrets/:name')).toEqual({ role: 'admin', scope: 'unscoped' });
+    // Volumes are in no token scope: a token limited to some VMs may not change them; VM snapshots follow the VM.
+    expect(ruleFor('POST', '/v1/volumes/:pool/:name/resize')?.scope).toBe('unscoped');
+    expect(ruleFor('POST', '/v1/vms/:name/snapshots')?.scope).toBe('vm');
+    expect(ruleFor('GET', '/v1/capacity')).toEqual({ role: 'read-only', scope: 'any' });
   });
 });
 

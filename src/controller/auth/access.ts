@@ -126,7 +126,12 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     const field = route === undefined ? undefined : ruleFor(req.method, route)?.bodyObject;
     // The body is read only for the one field the role table names; a refused request has no body at all.
     const body = field ? (req.body as Record<string, unknown> | undefined) : undefined;
-    const object = params.name ?? params.id ?? body?.[field!];
+    // A volume is named by its pool too (`pool/name`, `pool/name@snap`); a VM snapshot as `vm@snap`.
+    const named = typeof params.pool === 'string' ? `${params.pool}/${String(params.name)}` : params.name;
+    const object =
+      typeof params.snap === 'string'
+        ? `${String(named)}@${params.snap}`
+        : (named ?? params.id ?? bodyObject(body, field));
     const errorKind = errorKinds.get(req);
     const task = startedTasks.get(req);
     const call = {
@@ -166,6 +171,14 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
         (err: unknown) => log.error({ err, task }, 'cannot audit the outcome of a task'),
       );
   });
+}
+
+/** The object a body names for the audit trail: its `field`, with its pool when it names a volume (`pool/name`). */
+function bodyObject(body: Record<string, unknown> | undefined, field: string | undefined): unknown {
+  const v = field ? body?.[field] : undefined;
+  return field === 'name' && typeof body?.pool === 'string' && typeof v === 'string'
+    ? `${body.pool}/${v}`
+    : v;
 }
 
 /** The principal of an `Authorization` header on the TCP listener, or `UnauthorizedError` saying what is wrong. */

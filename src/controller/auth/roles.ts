@@ -42,6 +42,11 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/vms/:name/console': read('vm'),
   'GET /v1/devices': read(),
   'GET /v1/hosts/:name/devices': read('host'),
+  'GET /v1/vms/:name/snapshots': read('vm'),
+  'GET /v1/pools': read(),
+  'GET /v1/volumes': read(),
+  'GET /v1/volumes/:pool/:name/snapshots': read(),
+  'GET /v1/capacity': read(),
   // A task's id is an unguessable UUID that only its starter was given.
   'GET /v1/tasks/:id': read(),
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },
@@ -55,6 +60,19 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/vms/:name/start': operator('vm'),
   'POST /v1/vms/:name/stop': operator('vm'),
   'POST /v1/vms/:name/exec': operator('vm'),
+  'POST /v1/vms/:name/snapshots': operator('vm'),
+  'POST /v1/vms/:name/snapshots/:snap/rollback': operator('vm'),
+  'DELETE /v1/vms/:name/snapshots/:snap': operator('vm'),
+  // Volumes belong to no VM, network or host scope: only an unscoped token may change them.
+  'POST /v1/volumes': { ...operator('unscoped'), bodyObject: 'name' },
+  'POST /v1/volumes/:pool/:name/resize': operator('unscoped'),
+  'POST /v1/volumes/:pool/:name/clone': operator('unscoped'),
+  'DELETE /v1/volumes/:pool/:name': operator('unscoped'),
+  'POST /v1/volumes/:pool/:name/snapshots': operator('unscoped'),
+  'POST /v1/volumes/:pool/:name/snapshots/:snap/rollback': operator('unscoped'),
+  'DELETE /v1/volumes/:pool/:name/snapshots/:snap': operator('unscoped'),
+  // Reads a file on the pool's host, but only below the agent's import roots (agent/wire-checks.ts).
+  'POST /v1/images/import': { ...operator('unscoped'), bodyObject: 'name' },
 
   'POST /v1/apply': admin(),
   'POST /v1/destroy': admin(),
@@ -74,7 +92,7 @@ export const PREFIX_RULES: ReadonlyArray<{ prefix: string; rule: RouteRule }> = 
 ];
 
 /** The task kinds and the role that may start each (see api.ts); others need an admin to cancel. */
-const TASK_ROLES: Readonly<Record<string, Role>> = { verify: 'operator' };
+const TASK_ROLES: Readonly<Record<string, Role>> = { verify: 'operator', storage: 'operator' };
 
 /** The rule of `method` on the route pattern `url`, or undefined when the table has none. */
 export function ruleFor(method: string, url: string): RouteRule | undefined {

@@ -1,18 +1,51 @@
-// Delivery: secret values join a VM step only as the controller sends it to the VM's host (over mutual TLS), so the
-// plan, tasks, events, logs and API answers carry secret names alone.
+// Delivery: secret values join a step (a VM's, an iscsi pool's, an encrypted volume's) only as the controller sends
+// it to its host (over mutual TLS), so the plan, tasks, events, logs and API answers carry secret names alone.
 import type { AgentAction } from '../../agent/wire.js';
 import { InvalidStateError } from '../../shared/errors.js';
 import type { Spec } from '../../spec/schema.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
-import { secretsOfVm } from './usage.js';
+import { secretsOfVm, volumeKeySecret } from './usage.js';
 import type { SecretVault } from './vault.js';
 
-/** The secrets `action` needs on its host: its VM's encrypted disks' keys (none for other actions). */
+/**
+ * The secrets `action` needs on its host: a VM's encrypted disks' keys and its iscsi disks' CHAP passwords, an iscsi
+ * pool's CHAP password, an encrypted volume's key (none for other actions).
+ */
 export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
-  if (action.kind === 'vm.start') return secretsOfVm(spec, action.name);
-  if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
-    return [...new Set(action.vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])))];
-  return [];
+  switch (action.kind) {
+    case 'vm.start':
+      return secretsOfVm(spec, action.name);
+    case 'vm.create':
+    case 'vm.hotplug': {
+      const sources = [...action.vm.disks.map((d) => d.source), action.vm.rootSource];
+      return [
+        ...new Set([
+          ...action.vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])),
+          ...sources.flatMap((s) => (s?.kind === 'iscsi' && s.chap ? [s.chap.secret] : [])),
+          // A pool volume's key as the spec declares it, whether or not the disk repeats it.
+          ...sources.flatMap((s) => {
+            const key = s ? volumeKeySecret(spec, s.pool, s.volume) : undefined;
+            return key ? [key] : [];
+          }),
+        ]),
+      ];
+    }
+    case 'pool.ensure':
+      return action.pool.chap ? [action.pool.chap.secret] : [];
+    case 'volume.ensure':
+      return action.volume.encryption ? [action.volume.encryption.secret] : [];
+    // An encrypted volume's key, to grow or snapshot it: named by the action (volumes made through the API), else
+    // by the spec (plan steps).
+    case 'volume.resize':
+    case 'volume.snapshot':
+    case 'volume.rollback':
+    case 'volume.snapshotDelete': {
+      const key = action.encryption?.secret ?? volumeKeySecret(spec, action.pool, action.name);
+      return key ? [key] : [];
+    }
+    default:
+      return [];
+  }
 }
 
 /**
@@ -28,7 +61,7 @@ export function withSecrets(agents: AgentFactory, vault: SecretVault | undefined
       if (!names.length) return action;
       if (!vault)
         throw new InvalidStateError(
-          'this controller has no secrets key, so it cannot open encrypted disks',
+          'this controller has no secrets key, so it cannot deliver CHAP passwords or disk keys',
           'secrets',
         );
       return { ...action, secrets: await vault.values(names) } as AgentAction;
