@@ -167,7 +167,7 @@ describe('agent', () => {
           list: async () => [{ name: 'app1', state: 'running', configHash: 'aaaaaaaa', problems: [] }],
           config: async () => vm(nics),
           canHotplug: async () => hotplug,
-          hotplugNics: async (cfg: VmConfig, hash: string) => {
+          hotplug: async (cfg: VmConfig, hash: string) => {
             calls.push(`hotplug ${cfg.nics.map((n) => n.tap).join(',')} ${hash}`);
           },
           stop: async () => {

@@ -289,7 +289,7 @@ export class Agent {
         const want = keepLegacyTaps(action.vm, before);
         for (const nic of want.nics) await this.ensurePort(nic, ctx);
         if (vm.state === 'running' && (await hypervisor.canHotplug(name))) {
-          await hypervisor.hotplugNics(want, action.configHash, ctx);
+          await hypervisor.hotplug(want, action.configHash, ctx, action.secrets);
         } else {
           // Started by a vmlink without hot-plug slots, or no longer running: the change is applied by a restart.
           const why = vm.state === 'running' ? 'it was started without hot-plug slots' : `it is ${vm.state}`;

@@ -43,7 +43,9 @@ export function jailSpec(input: JailInput): JailSpec {
   // A QEMU installed outside /usr (operators who build their own) comes with its directory.
   if (!input.qemuBinary.startsWith('/usr/')) readOnly.push(dirname(input.qemuBinary));
   const image = input.config.image;
-  readOnly.push(image.kind === 'qcow2' ? image.path : `${input.imagesDir}/test-guest`);
+  // A VM booting from a pool volume gets it as a descriptor or over the network: nothing to show.
+  if (image.kind === 'qcow2') readOnly.push(image.path);
+  else if (image.kind === 'test-guest') readOnly.push(`${input.imagesDir}/test-guest`);
   return {
     root: input.paths.jailRoot,
     readOnly,

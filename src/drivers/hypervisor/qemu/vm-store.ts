@@ -15,6 +15,8 @@ export interface StoredVm {
   argv: string[];
   /** Slot (PCIe root port) of each NIC, in `config.nics` order; absent in VMs stored before slots: NIC i in slot i. */
   nicSlots?: number[];
+  /** Slot (PCIe root port) of each disk, in `config.disks` order; absent in VMs stored before slots: disk i in slot i. */
+  diskSlots?: number[];
 }
 
 // What the driver relies on in config.json; the rest of `config` is what it wrote itself (VmConfig).
@@ -33,6 +35,7 @@ const StoredVmSchema = z
     accel: z.enum(['kvm', 'tcg']),
     argv: z.array(z.string()).min(1),
     nicSlots: z.array(z.number().int().min(0)).optional(),
+    diskSlots: z.array(z.number().int().min(0)).optional(),
   })
   // Fields a newer vmlink added are kept, not dropped, when an older one reads the file.
   .loose() satisfies z.ZodType<StoredVm>;
