@@ -23,11 +23,11 @@ export interface DiskChanges {
   grown: DiskConfig[];
 }
 
-// As stored in JSON (key order and undefined members do not count). A pool disk's size is its volume's business
-// (a volume.resize step grows it, through `resizeDisk` when attached), so it does not count either.
+// As stored in JSON (key order and undefined members do not count), size aside: a VM-directory disk grows here; a
+// pool disk's size is its volume's business (a volume.resize step grows it, through `resizeDisk` when attached).
 const plain = (d: DiskConfig): unknown => {
-  const { sizeMiB, ...rest } = d;
-  return JSON.parse(JSON.stringify(d.source ? rest : { ...rest, sizeMiB }));
+  const { sizeMiB: _size, ...rest } = d;
+  return JSON.parse(JSON.stringify(rest));
 };
 
 /**
