@@ -233,6 +233,8 @@ export const TOKEN_LAST_USED_RESOLUTION_MS = 60_000;
 
 // VM disks over QMP (issue 10).
 
+/** One QMP disk command (block_resize, a snapshot transaction, query-block): a monitor held by a job answers late. */
+export const VM_DISK_QMP_TIMEOUT_MS = 60_000;
 /** A `snapshot-save`/`snapshot-load`/`snapshot-delete` job of a running VM (RAM written to or read from a disk). */
 export const VM_SNAPSHOT_JOB_TIMEOUT_MS = 600_000;
 /** Output of `qemu-img info` about one disk that vmlink reads (its snapshot list dominates: 64 are a few KiB). */

@@ -2,7 +2,7 @@
 // root volume) and for hot-plug. Secrets go over the agent's own monitor as secret objects; a pool's file reaches
 // the jailed QEMU as a descriptor root opened (pass-fd.ts), never by a path its jail would have to show.
 import { TimeoutError, VmlinkError } from '../../../shared/errors.js';
-import { LUKS_OPEN_TIMEOUT_MS } from '../../../shared/limits.js';
+import { LUKS_OPEN_TIMEOUT_MS, VM_DISK_QMP_TIMEOUT_MS } from '../../../shared/limits.js';
 import type { DiskConfig, VmConfig } from '../../../shared/model.js';
 import type { SecretValues } from '../types.js';
 import type { VmPaths } from './cmdline.js';
@@ -80,7 +80,8 @@ export async function attachDisk(c: DiskAttachContext, t: DiskToAttach): Promise
 
 /** Removes a disk's nodes, secret objects and fd set, whichever exist (its device must be gone). */
 export async function cleanupDisk(qmp: Pick<QmpClient, 'execute'>, ids: DiskIds): Promise<void> {
-  for (const x of diskCleanupCommands(ids)) await qmp.execute(x.execute, x.arguments).catch(() => {});
+  for (const x of diskCleanupCommands(ids))
+    await qmp.execute(x.execute, x.arguments, VM_DISK_QMP_TIMEOUT_MS).catch(() => {});
 }
 
 /**
@@ -95,13 +96,13 @@ export async function detachDisk(
   timeoutMs: number,
 ): Promise<void> {
   const present = await qmp
-    .execute<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' })
+    .execute<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' }, VM_DISK_QMP_TIMEOUT_MS)
     .then((items) => items.some((i) => i.name === ids.node));
   if (present) {
     // Listen before asking: the event may come before device_del returns.
     const deleted = waitDeleted(qmp, ids.node, timeoutMs, vm, disk);
     deleted.catch(() => {});
-    await qmp.execute('device_del', { id: ids.node });
+    await qmp.execute('device_del', { id: ids.node }, VM_DISK_QMP_TIMEOUT_MS);
     await deleted;
   }
   await cleanupDisk(qmp, ids);

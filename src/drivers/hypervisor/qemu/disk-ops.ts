@@ -13,6 +13,7 @@ import {
 import {
   OPEN_DISK_TARGET_MAX_CHARS,
   QEMU_IMG_INFO_MAX_BYTES,
+  VM_DISK_QMP_TIMEOUT_MS,
   VM_DISKS_MAX,
   VM_SNAPSHOT_JOB_TIMEOUT_MS,
 } from '../../../shared/limits.js';
@@ -98,7 +99,7 @@ export class VmDiskOps {
         );
       if (sizeMiB * MiB === bytes) return;
       ctx?.progress?.(`growing disk ${disk} of VM ${name} to ${sizeMiB} MiB`);
-      await qmp.execute('block_resize', { 'node-name': node, size: sizeMiB * MiB });
+      await qmp.execute('block_resize', { 'node-name': node, size: sizeMiB * MiB }, VM_DISK_QMP_TIMEOUT_MS);
     });
   }
 
@@ -114,7 +115,12 @@ export class VmDiskOps {
           throw new InvalidStateError(`VM ${name} already has a snapshot ${snapshot}`, `vm/${name}`);
         ctx?.progress?.(`snapshotting ${disks.length} disk(s)${opts.memory ? ' and RAM' : ''} of VM ${name}`);
         if (opts.memory) await runJob(qmp, name, 'snapshot-save', snapshotJobArgs(disks, snapshot));
-        else await qmp.execute('transaction', internalSnapshotTransaction(disks, snapshot));
+        else
+          await qmp.execute(
+            'transaction',
+            internalSnapshotTransaction(disks, snapshot),
+            VM_DISK_QMP_TIMEOUT_MS,
+          );
         return;
       }
       if (opts.memory)
@@ -308,7 +314,7 @@ function nodeOf(vm: StoredVm, disk: string): string {
 }
 
 async function queryBlock(qmp: QmpClient): Promise<BlockInfo[]> {
-  const r = await qmp.execute<unknown>('query-block');
+  const r = await qmp.execute<unknown>('query-block', undefined, VM_DISK_QMP_TIMEOUT_MS);
   if (!Array.isArray(r)) throw new BadResponseError('QMP query-block: not a list');
   return r as BlockInfo[];
 }
@@ -354,14 +360,20 @@ async function runJob(
   args: Record<string, unknown>,
 ): Promise<void> {
   // A job left concluded by an agent that died waiting would block the id.
-  await qmp.execute('job-dismiss', { id: SNAPSHOT_JOB_ID }).catch(() => {});
-  await qmp.execute(command, args);
+  // While a job writes or reads the VM's RAM QEMU holds its main lock: the monitor answers when that part is done.
+  const t = VM_DISK_QMP_TIMEOUT_MS;
+  await qmp.execute('job-dismiss', { id: SNAPSHOT_JOB_ID }, t).catch(() => {});
+  await qmp.execute(command, args, t);
   const deadline = Date.now() + VM_SNAPSHOT_JOB_TIMEOUT_MS;
   for (;;) {
-    const jobs = await qmp.execute<Array<{ id: string; status: string; error?: string }>>('query-jobs');
+    const jobs = await qmp.execute<Array<{ id: string; status: string; error?: string }>>(
+      'query-jobs',
+      undefined,
+      t,
+    );
     const job = Array.isArray(jobs) ? jobs.find((j) => j.id === SNAPSHOT_JOB_ID) : undefined;
     if (!job || job.status === 'concluded' || job.status === 'null') {
-      await qmp.execute('job-dismiss', { id: SNAPSHOT_JOB_ID }).catch(() => {});
+      await qmp.execute('job-dismiss', { id: SNAPSHOT_JOB_ID }, t).catch(() => {});
       if (job?.error)
         throw new VmlinkError('exec', `VM ${vm}: ${command} failed: ${String(job.error).slice(0, 500)}`, {
           subject: `vm/${vm}`,

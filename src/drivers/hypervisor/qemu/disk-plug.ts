@@ -2,6 +2,7 @@
 // (detach the removed, make and attach the added, grow a VM-directory disk whose size grew).
 import { isDeepStrictEqual } from 'node:util';
 import { InvalidStateError, UnsupportedError } from '../../../shared/errors.js';
+import { VM_DISK_QMP_TIMEOUT_MS } from '../../../shared/limits.js';
 import type { DiskConfig, VmConfig } from '../../../shared/model.js';
 import type { OpContext } from '../../network/types.js';
 import type { StorageDriver } from '../../storage/types.js';
@@ -120,10 +121,14 @@ export async function plugDisks(
   }
   for (const x of ch.grown) {
     ctx?.progress?.(`growing disk ${x.name} of VM ${name} to ${x.sizeMiB} MiB`);
-    await d.qmp.execute('block_resize', {
-      'node-name': diskSlotIds(slotOf(cfg.disks, slots, x)).node,
-      size: (x.sizeMiB ?? 0) * MiB,
-    });
+    await d.qmp.execute(
+      'block_resize',
+      {
+        'node-name': diskSlotIds(slotOf(cfg.disks, slots, x)).node,
+        size: (x.sizeMiB ?? 0) * MiB,
+      },
+      VM_DISK_QMP_TIMEOUT_MS,
+    );
   }
   return slots;
 }
