@@ -100,6 +100,12 @@ export async function plugDisks(
       `VM ${name} has no CD-ROM controller (it was started without a CD-ROM): stop and start it to add one`,
       `vm/${name}`,
     );
+  const remote = ch.added.find((x) => x.source?.kind === 'iscsi' || x.source?.kind === 'nfs');
+  if (remote && !vm.hostNetwork)
+    throw new UnsupportedError(
+      `VM ${name}'s QEMU runs without network access (it was started without iSCSI or NFS disks), so it cannot open disk ${remote.name}: stop and start the VM to attach it`,
+      `vm/${name}`,
+    );
   for (const x of ch.added) diskSecrets(name, x, secrets); // refuse before anything changes
   const slotOf = (list: readonly DiskConfig[], s: readonly number[], disk: DiskConfig) =>
     s[list.indexOf(disk)] ?? list.indexOf(disk);

@@ -52,7 +52,7 @@ import { GuestAgents } from './guest-agent.js';
 import { QemuHostProbes } from './host-probes.js';
 import { hasHotplugSlots } from './hotplug.js';
 import { type VmIdentity, VmIds, vmIdsFile } from './identity.js';
-import { vmLaunchArgv } from './jail.js';
+import { usesNetworkDisks, vmLaunchArgv } from './jail.js';
 import {
   assertLauncher,
   assertQmpFdHelper,
@@ -72,7 +72,7 @@ import { observeVm } from './vm-observe.js';
 import { VmProcesses } from './vm-process.js';
 import { awaitVmRunning } from './vm-start.js';
 import { type StopOutcome, stopQemu } from './vm-stop.js';
-import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
+import { asStarted, readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 /** How a stop ended (defined in vm-stop.ts). */
@@ -373,8 +373,8 @@ export class QemuDriver implements HypervisorDriver {
       await prepareVmDirs(p, id);
       await ownVmFiles(p, vm.config, id);
       const qemuArgv = await this.argvOf(vm.config, vm.accel, vm.nicSlots, vm.diskSlots);
-      if (JSON.stringify(qemuArgv) !== JSON.stringify(vm.argv))
-        await this.writeStored(name, { ...vm, argv: qemuArgv });
+      const next = asStarted(vm, qemuArgv, usesNetworkDisks(vm.config));
+      if (JSON.stringify(next) !== JSON.stringify(vm)) await this.writeStored(name, next);
       await this.dropQmp(name);
       // Unlinking in the run directory never follows a link: only the last component is QEMU's.
       for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])

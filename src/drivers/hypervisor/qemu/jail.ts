@@ -54,6 +54,13 @@ export function jailSpec(input: JailInput): JailSpec {
   };
 }
 
+/** Whether a VM has a disk QEMU reaches over the network (iSCSI, NFS): its QEMU keeps the host's namespace. */
+export function usesNetworkDisks(cfg: VmConfig): boolean {
+  return [cfg.rootSource, ...cfg.disks.map((d) => d.source)].some(
+    (s) => s?.kind === 'iscsi' || s?.kind === 'nfs',
+  );
+}
+
 /** What `vmLaunchArgv` needs: the jail's input, the launcher, the VM's ids and QEMU's argv. */
 export interface VmLaunchInput extends Omit<JailInput, 'ldCache'> {
   launcher: string;
@@ -82,6 +89,7 @@ export async function vmLaunchArgv(i: VmLaunchInput): Promise<string[]> {
       ...(cgroup ? { cgroup } : {}),
       maxOpenFiles: QEMU_MAX_OPEN_FILES,
       maxTasks: QEMU_MAX_TASKS,
+      ...(usesNetworkDisks(i.config) ? { hostNetwork: true } : {}),
     },
     i.qemuArgv,
   );
