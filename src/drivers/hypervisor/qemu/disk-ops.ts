@@ -104,7 +104,7 @@ export class VmDiskOps {
   }
 
   /** Snapshots every writable qcow2 disk of VM `name` at one instant (and its RAM with `memory`). */
-  snapshot(name: string, snapshot: string, opts: { memory: boolean }, ctx?: OpContext): Promise<void> {
+  async snapshot(name: string, snapshot: string, opts: { memory: boolean }, ctx?: OpContext): Promise<void> {
     checkName(name, snapshot);
     return this.d.locked(name, async () => {
       const vm = await this.d.mustStored(name);
@@ -145,7 +145,7 @@ export class VmDiskOps {
   }
 
   /** Restores every disk (and the RAM, when the snapshot saved it and the VM runs) to `snapshot`. */
-  rollback(name: string, snapshot: string, ctx?: OpContext): Promise<void> {
+  async rollback(name: string, snapshot: string, ctx?: OpContext): Promise<void> {
     checkName(name, snapshot);
     return this.d.locked(name, async () => {
       const vm = await this.d.mustStored(name);
@@ -178,7 +178,7 @@ export class VmDiskOps {
   }
 
   /** Deletes `snapshot` from every disk of VM `name` that has it. */
-  deleteSnapshot(name: string, snapshot: string, ctx?: OpContext): Promise<void> {
+  async deleteSnapshot(name: string, snapshot: string, ctx?: OpContext): Promise<void> {
     checkName(name, snapshot);
     return this.d.locked(name, async () => {
       const vm = await this.d.mustStored(name);
