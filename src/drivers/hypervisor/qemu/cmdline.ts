@@ -261,7 +261,12 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     if (attachedOverQmp(d)) continue; // plugged into its slot's port at start (disk-attach.ts)
     const ids = diskSlotIds(input.diskSlots?.[i] ?? i);
     argv.push(
-      ...diskArgs(ids.node, p.disk(d.name), { format: 'qcow2', serial: diskSerial(d.name), bus: ids.port }),
+      ...diskArgs(ids.node, p.disk(d.name), {
+        format: 'qcow2',
+        serial: diskSerial(d.name),
+        bus: ids.port,
+        ...(d.readOnly ? { readOnly: true } : {}),
+      }),
     );
   }
   if (cfg.image.kind === 'qcow2') {

@@ -47,6 +47,8 @@ describe('disk slots', () => {
     expect(plain).not.toContain('-S');
     expect(plain.join(' ')).toContain('virtio-blk-pci,drive=disk5,id=disk5,bus=diskport5,serial=a');
     expect(hasDiskSlots(plain)).toBe(true);
+    const ro = argv({ ...base, disks: [{ name: 'a', sizeMiB: 8, readOnly: true }] });
+    expect(ro.join(' ')).toContain('driver=qcow2,node-name=disk0,file=disk0-file,read-only=on');
     const pooled = argv({ ...base, disks: [pool('b')] });
     expect(pooled).toContain('-S');
     expect(pooled.join(' ')).not.toContain('/pools/p/b.qcow2'); // the jailed QEMU gets a descriptor
