@@ -1,10 +1,10 @@
-// Volume create + attach to a running VM: vmlink (a dir-pool qcow2 made by the storage backend, then
+// Volume create + attach to a running VM: vmlink (a qcow2 volume made by the dir pool backend, then
 // `QemuDriver.hotplug` with the disk added: the descriptor passed by root, blockdev-add, device_add into its slot)
 // vs the raw commands that reach the same state (`qemu-img create`, then vmlink-qmp-fd's add-fd and the same
 // blockdev-add/device_add sent by hand). One booted test guest; each attach is undone (untimed) before the next.
 //
 //   tsx bench/volume-attach.ts [--repeat N]      (root; holds the VM lock while the guest runs)
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -13,9 +13,10 @@ import { diskAttachCommands } from '../src/drivers/hypervisor/qemu/disk-sources.
 import { QemuDriver } from '../src/drivers/hypervisor/qemu/driver.js';
 import { defaultLauncherPath, qmpFdHelperBeside } from '../src/drivers/hypervisor/qemu/launcher.js';
 import { QmpClient } from '../src/drivers/hypervisor/qemu/qmp.js';
-import { storageDrivers } from '../src/drivers/storage/registry.js';
+import { poolBackends } from '../src/drivers/storage/registry.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import type { DiskConfig, VmConfig } from '../src/shared/model.js';
+import type { PoolConfig } from '../src/shared/storage.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { benchNsName, deleteNamespace, median, round, side, since } from './lib.js';
 
@@ -41,9 +42,9 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
   const stateDir = mkdtempSync('/tmp/vmlink-bench-vol-');
   chmodSync(stateDir, 0o711);
   const pool = join(stateDir, 'pool');
-  mkdirSync(pool, { mode: 0o700 });
   const driver = new QemuDriver({ runner, stateDir, netns: ns });
-  const storage = storageDrivers.dir({ runner });
+  const backend = poolBackends.dir!({ runner, stateDir, storageHost: 'bench' });
+  const poolCfg: PoolConfig = { name: 'bench', type: 'dir', path: pool };
   const helper = qmpFdHelperBeside(defaultLauncherPath());
   const volume = (name: string): DiskConfig => ({
     name,
@@ -69,6 +70,7 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
       `link set ${TAP} up`,
     ])
       await runner.run(['ip', '-n', ns, ...line.split(' ')]);
+    await backend.ensurePool(poolCfg, 'bench');
     await driver.create(cfg([]), `h${hash++}`);
     await driver.start(VM);
     await driver.waitForGuestAgent(VM);
@@ -80,7 +82,7 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
       const runVmlink = async () => {
         const name = `v${i}`;
         const t0 = performance.now();
-        await storage.createVolume({ name, dir: pool, sizeMiB: SIZE_MIB });
+        await backend.createVolume(poolCfg, { pool: 'bench', name, sizeMiB: SIZE_MIB, format: 'qcow2' });
         await driver.hotplug(cfg([volume(name)]), `h${hash++}`);
         vmlinkMs.push(since(t0));
         await driver.hotplug(cfg([]), `h${hash++}`);

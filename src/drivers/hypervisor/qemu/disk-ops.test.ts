@@ -263,7 +263,7 @@ describe('attaching disks', () => {
         secrets: [{ name: 'san-chap', value: 'UFdQVw==' }],
       },
     ).catch((e: unknown) => e as Error);
-    expect(err.message).toBe(
+    expect((err as Error).message).toBe(
       'VM db1: disk lun could not be attached: iSCSI: Failed to connect to LUN : Authentication failure(513)',
     );
     expect(sent.map((s) => s.command)).toEqual([
