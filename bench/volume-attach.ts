@@ -25,11 +25,17 @@ const TAP = 'vlb-vol00001';
 const BRIDGE = 'vlb-volbr';
 const SIZE_MIB = 64;
 
+/** One run split: volume made, then attached (ms). */
+export interface Phases {
+  createMs: number;
+  attachMs: number;
+}
+
 /** Result of the volume attach bench. */
 export interface VolumeAttachResult {
   what: string;
-  vmlink: ReturnType<typeof side>;
-  raw: ReturnType<typeof side>;
+  vmlink: ReturnType<typeof side> & { phases: Phases[] };
+  raw: ReturnType<typeof side> & { phases: Phases[] };
   pairedRatios: number[];
   /** median(vmlink) / median(raw). */
   ratio: number;
@@ -74,23 +80,30 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
     await driver.create(cfg([]), `h${hash++}`);
     await driver.start(VM);
     await driver.waitForGuestAgent(VM);
-    const qmp = await QmpClient.connect(driver.paths(VM).qmpSocket, { timeoutMs: 30_000 });
     const vmlinkMs: number[] = [];
     const rawMs: number[] = [];
+    const vmlinkPhases: Phases[] = [];
+    const rawPhases: Phases[] = [];
     const pairedRatios: number[] = [];
     for (let i = 0; i < repeat; i++) {
       const runVmlink = async () => {
         const name = `v${i}`;
+        await driver.openDisks(VM); // its QMP connection is up, as in a running agent
         const t0 = performance.now();
         await backend.createVolume(poolCfg, { pool: 'bench', name, sizeMiB: SIZE_MIB, format: 'qcow2' });
+        const created = since(t0);
         await driver.hotplug(cfg([volume(name)]), `h${hash++}`);
         vmlinkMs.push(since(t0));
+        vmlinkPhases.push({ createMs: created, attachMs: round(vmlinkMs.at(-1)! - created, 1) });
         await driver.hotplug(cfg([]), `h${hash++}`);
       };
       const runRaw = async () => {
         const name = `r${i}`;
         const path = join(pool, `${name}.qcow2`);
         const ids = diskSlotIds(15);
+        // QEMU's monitor takes one client: the driver lets go of it while the raw side has it.
+        await driver.close();
+        const qmp = await QmpClient.connect(driver.paths(VM).qmpSocket, { timeoutMs: 30_000 });
         const c = diskAttachCommands({
           disk: { name },
           origin: { kind: 'source', source: volume(name).source! },
@@ -98,6 +111,7 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
         });
         const t0 = performance.now();
         await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, `${SIZE_MIB}M`]);
+        const created = since(t0);
         await runner.run(
           [
             helper,
@@ -114,11 +128,13 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
         );
         for (const x of c.rest) await qmp.execute(x.execute, x.arguments);
         rawMs.push(since(t0));
+        rawPhases.push({ createMs: created, attachMs: round(rawMs.at(-1)! - created, 1) });
         const gone = qmp.waitEvent('DEVICE_DELETED', 30_000);
         await qmp.execute('device_del', { id: ids.node });
         await gone;
         for (const n of [ids.node, ids.file]) await qmp.execute('blockdev-del', { 'node-name': n });
         await qmp.execute('remove-fd', { 'fdset-id': ids.fdset });
+        qmp.close();
       };
       // The order flips every repeat, so that background noise hits both sides.
       if (i % 2 === 0) {
@@ -130,12 +146,11 @@ export async function benchVolumeAttach(repeat: number): Promise<VolumeAttachRes
       }
       pairedRatios.push(round(vmlinkMs[i]! / rawMs[i]!));
     }
-    qmp.close();
     const ratio = round(median(vmlinkMs) / median(rawMs));
     return {
       what: `create a ${SIZE_MIB} MiB qcow2 volume in a dir pool and attach it to a running test guest (TCG)`,
-      vmlink: side('vmlink', vmlinkMs),
-      raw: side('raw', rawMs),
+      vmlink: { ...side('vmlink', vmlinkMs), phases: vmlinkPhases },
+      raw: { ...side('raw', rawMs), phases: rawPhases },
       pairedRatios,
       ratio,
     };
