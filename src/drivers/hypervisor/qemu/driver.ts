@@ -26,12 +26,11 @@ import type {
 import { identify, type ProcessIdentity } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
 import { removeTree } from '../../../shared/safe-file.js';
-import type { ObservedSnapshot } from '../../../shared/storage.js';
 import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
-import type { GuestExecResult, GuestInterface, HypervisorDriver, OpenDisk, SecretValues } from '../types.js';
+import type { GuestExecResult, GuestInterface, HypervisorDriver, SecretValues } from '../types.js';
 import { removeVmCgroup } from './cgroup.js';
 import {
   assertQemuSafePath,
