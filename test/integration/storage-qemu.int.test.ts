@@ -54,6 +54,18 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     state: 'running',
   });
   const vault = (): DiskConfig => ({ ...volume('vault'), encryption: { secret: 'vault-key' } });
+  /** An installer ISO as a CD-ROM (scsi-cd; the test guest has no driver for it, so QEMU's side is what is checked). */
+  const installer = (): DiskConfig => ({
+    name: 'installer',
+    media: 'cdrom',
+    source: {
+      kind: 'file',
+      pool: 'local',
+      volume: 'installer',
+      path: join(poolDir, 'installer.iso'),
+      format: 'iso',
+    },
+  });
 
   const sh = async (script: string) => {
     const r = await driver.guestExec(VM, ['sh', '-c', script], { timeoutMs: 30_000 });
@@ -106,6 +118,16 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     await storageDrivers
       .dir({ runner })
       .createVolume({ name: 'vault', dir: poolDir, sizeMiB: 16, encryptionKeyBase64: KEY_B64 });
+    await mkdir(join(poolDir, '..', 'iso'));
+    await runner.run([
+      'genisoimage',
+      '-quiet',
+      '-V',
+      'INSTALLER',
+      '-o',
+      join(poolDir, 'installer.iso'),
+      join(poolDir, '..', 'iso'),
+    ]);
     driver = new QemuDriver({ runner, stateDir, netns: NS });
   });
 
@@ -122,7 +144,7 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
   });
 
   it('attaches pool volumes at start, hot-plugs, resizes online, snapshots and rolls back', async () => {
-    await driver.create(cfgWith([volume('data'), vault()]), 'h1', undefined, secrets);
+    await driver.create(cfgWith([volume('data'), vault(), installer()]), 'h1', undefined, secrets);
     await expect(driver.start(VM)).rejects.toThrow(/disk vault is encrypted with secret vault-key/);
     await driver.start(VM, undefined, secrets);
     await driver.waitForGuestAgent(VM);
@@ -144,10 +166,11 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     }
     // QEMU has them open through fd sets; openDisks names the pool's files.
     const open = await driver.openDisks(VM);
-    expect(open.map((o) => [o.disk, o.target])).toEqual(
+    expect(open.map((o) => [o.disk, o.target, o.readOnly])).toEqual(
       expect.arrayContaining([
-        ['data', join(poolDir, 'data.qcow2')],
-        ['vault', join(poolDir, 'vault.qcow2')],
+        ['data', join(poolDir, 'data.qcow2'), false],
+        ['vault', join(poolDir, 'vault.qcow2'), false],
+        ['installer', join(poolDir, 'installer.iso'), true],
       ]),
     );
 
@@ -161,10 +184,20 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     );
     expect(`${noKey.stdout}${noKey.stderr}`).toMatch(/key-secret|encrypt/i);
 
-    // Hot-plug: attach a volume, seen; detach it and the encrypted one, gone.
-    await driver.hotplug(cfgWith([volume('data'), vault(), volume('hot')]), 'h2', undefined, secrets);
+    // Hot-plug: attach a volume, seen; detach it, the encrypted one and the CD-ROM, gone.
+    await driver.hotplug(
+      cfgWith([volume('data'), vault(), installer(), volume('hot')]),
+      'h2',
+      undefined,
+      secrets,
+    );
     await waitDevice('hot', true);
-    expect((await driver.config(VM))?.disks.map((d) => d.name)).toEqual(['data', 'vault', 'hot']);
+    expect((await driver.config(VM))?.disks.map((d) => d.name)).toEqual([
+      'data',
+      'vault',
+      'installer',
+      'hot',
+    ]);
     await driver.hotplug(cfgWith([volume('data')]), 'h3');
     await waitDevice('hot', false);
     await waitDevice('vault', false);
