@@ -181,6 +181,7 @@ describe('VM snapshots', () => {
     await expect(
       ops(stored([lun]), true, qmp, runner).snapshot('db1', 's1', { memory: false }),
     ).rejects.toThrow(/disk lun is an iSCSI LUN, which cannot snapshot/);
+    expect(await ops(stored([lun]), true, qmp, runner).snapshots('db1')).toEqual([]);
   });
 });
 

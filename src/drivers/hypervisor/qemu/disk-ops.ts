@@ -204,11 +204,17 @@ export class VmDiskOps {
     });
   }
 
-  /** The VM's whole snapshots: those on every one of its snapshot-capable disks. */
+  /** The VM's whole snapshots: those on every one of its snapshot-capable disks (none for a VM that cannot snapshot). */
   snapshots(name: string): Promise<ObservedSnapshot[]> {
     return this.d.locked(name, async () => {
       const vm = await this.d.mustStored(name);
-      const disks = snapshotDisks(vm.config, this.d.paths(name), vm.diskSlots);
+      let disks: SnapshotDisk[];
+      try {
+        disks = snapshotDisks(vm.config, this.d.paths(name), vm.diskSlots);
+      } catch (e) {
+        if (e instanceof UnsupportedError) return [];
+        throw e;
+      }
       if (await this.d.running(name)) return this.list(await this.d.qmp(name), disks);
       return this.offlineList(disks);
     });
