@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
+import { RecordingRunner } from '../../../exec/runner.js';
 import type { DiskConfig, VmConfig } from '../../../shared/model.js';
+import type { StorageDriver } from '../../storage/types.js';
 import { buildQemuArgv, vmPaths } from './cmdline.js';
 import { disksAtStart } from './disk-attach.js';
-import { diskChanges, onlyNicsAndDisksDiffer } from './disk-plug.js';
+import { diskChanges, onlyNicsAndDisksDiffer, plugDisks } from './disk-plug.js';
 import { assignDiskSlots, DISK_SLOTS, hasDiskSlots } from './disk-slots.js';
+import type { QmpClient } from './qmp.js';
+import type { StoredVm } from './vm-store.js';
 
 const pool = (name: string): DiskConfig => ({
   name,
@@ -105,5 +109,74 @@ describe('disk hot-plug changes', () => {
   it('lets only NICs and disks differ', () => {
     expect(onlyNicsAndDisksDiffer(base, { ...base, disks: [pool('x')], state: 'stopped' })).toBe(true);
     expect(onlyNicsAndDisksDiffer(base, { ...base, memoryMiB: 512 })).toBe(false);
+  });
+});
+
+describe('plugDisks refusals (before anything changes)', () => {
+  const deps = (sent: string[]) => ({
+    vm: 'web1',
+    qmp: {
+      execute: async (c: string) => {
+        sent.push(c);
+        return [] as never;
+      },
+      onEvent: () => () => {},
+    } as unknown as QmpClient,
+    fdChannel: { runner: new RecordingRunner(), helper: '/h', qmpFdSocket: '/s' },
+    paths: vmPaths('/s', 'web1'),
+    storage: {} as StorageDriver,
+    owner: { uid: 7000, gid: 7000 },
+    unplugTimeoutMs: 1000,
+  });
+  const nfs: DiskConfig = {
+    name: 'logs',
+    source: {
+      kind: 'nfs',
+      pool: 'n',
+      volume: 'logs',
+      server: '10.0.0.5',
+      export: '/vmlink/n',
+      file: 'logs.qcow2',
+      format: 'qcow2',
+    },
+  };
+  const stored = (disks: DiskConfig[], extra: Partial<StoredVm> = {}): StoredVm => ({
+    config: { ...base, disks },
+    configHash: 'h',
+    accel: 'tcg',
+    argv: argv({ ...base, disks }),
+    ...extra,
+  });
+
+  it('refuses what this QEMU cannot take, so that the agent restarts the VM instead', async () => {
+    const sent: string[] = [];
+    await expect(
+      plugDisks(deps(sent), stored([], { argv: ['qemu'] }), { ...base, disks: [pool('a')] }, undefined),
+    ).rejects.toThrow(/started without disk hot-plug slots/);
+    await expect(
+      plugDisks(deps(sent), stored([]), { ...base, disks: [{ ...pool('iso'), media: 'cdrom' }] }, undefined),
+    ).rejects.toThrow(/has no CD-ROM controller/);
+    await expect(plugDisks(deps(sent), stored([]), { ...base, disks: [nfs] }, undefined)).rejects.toThrow(
+      /runs without network access .* cannot open disk logs: stop and start the VM/,
+    );
+    await expect(
+      plugDisks(
+        deps(sent),
+        stored([]),
+        { ...base, disks: [{ ...pool('k'), encryption: { secret: 'kk' } }] },
+        undefined,
+      ),
+    ).rejects.toThrow(/disk k is encrypted with secret kk, whose value the controller did not send/);
+    expect(sent).toEqual([]);
+    // Unchanged disks: nothing to do, the slots as they were.
+    expect(
+      await plugDisks(
+        deps(sent),
+        stored([pool('a'), pool('b')], { diskSlots: [3, 1] }),
+        { ...base, disks: [pool('a'), pool('b')] },
+        undefined,
+      ),
+    ).toEqual([3, 1]);
+    expect(sent).toEqual([]);
   });
 });
