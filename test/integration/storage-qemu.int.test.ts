@@ -241,4 +241,32 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     expect(await read(again, 0, 9)).toBe('before-s1');
     expect(await read(again, 1, 9)).not.toBe('before-s2');
   });
+
+  it('boots a VM from a pool volume: the root opened through a descriptor, boot index 0, no kernel or overlay', async () => {
+    const name = 'vltest-stq2';
+    const root = join(poolDir, 'stq2-root.qcow2');
+    await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', root, '16M']);
+    const cfg: VmConfig = {
+      ...cfgWith([]),
+      name,
+      nics: [],
+      image: { kind: 'volume', pool: 'local', volume: 'stq2-root', clone: false },
+      rootSource: { kind: 'file', pool: 'local', volume: 'stq2-root', path: root, format: 'qcow2' },
+    };
+    try {
+      await driver.create(cfg, 'r1');
+      await driver.start(name);
+      // An empty volume boots nothing (the firmware says so), but QEMU runs with it as its boot disk.
+      expect((await driver.list()).find((v) => v.name === name)?.state).toBe('running');
+      expect(await driver.openDisks(name)).toEqual([{ disk: 'root', target: root, readOnly: false }]);
+      const { argv } = JSON.parse(await readFile(join(stateDir, 'vms', name, 'config.json'), 'utf8')) as {
+        argv: string[];
+      };
+      expect(argv).toContain('-S');
+      expect(argv).not.toContain('-kernel');
+      expect(argv.join(' ')).not.toContain(root); // the volume reaches QEMU as a descriptor, not by its path
+    } finally {
+      await driver.delete(name).catch(() => {});
+    }
+  });
 });
