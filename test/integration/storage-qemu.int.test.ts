@@ -270,92 +270,96 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     }
   });
 
-  it('logs in to an iSCSI LUN with CHAP, the password over QMP only; a wrong one is refused and nothing runs', async () => {
-    const name = 'vltest-stq3';
-    const tgtPort = 913; // tgtd control socket of this test (tgtadm -C)
-    const iqn = 'iqn.2026-12.io.vmlink:stq.san.lun';
-    const password = 'chap-pw-7f3a9e61c2';
-    const lunFile = join(poolDir, 'lun.img');
-    await runner.run(['truncate', '-s', '16M', lunFile]);
-    await runner.run(['ip', '-n', NS, 'link', 'set', 'lo', 'up']);
-    const tgtd = await runner.spawnDetached(
-      ['tgtd', '-f', '-C', String(tgtPort), '--iscsi', 'portal=127.0.0.1:3260'],
-      {
-        netns: NS,
-      },
-    );
-    const tgtadm = (...a: string[]) => runner.run(['tgtadm', '-C', String(tgtPort), '--lld', 'iscsi', ...a]);
-    const chap = (secret: string) => [{ name: 'san-chap', value: Buffer.from(secret).toString('base64') }];
-    const cfg: VmConfig = {
-      ...cfgWith([
+  it.runIf(existsSync('/usr/sbin/tgtd'))(
+    'logs in to an iSCSI LUN with CHAP, the password over QMP only; a wrong one is refused and nothing runs',
+    async () => {
+      const name = 'vltest-stq3';
+      const tgtPort = 913; // tgtd control socket of this test (tgtadm -C)
+      const iqn = 'iqn.2026-12.io.vmlink:stq.san.lun';
+      const password = 'chap-pw-7f3a9e61c2';
+      const lunFile = join(poolDir, 'lun.img');
+      await runner.run(['truncate', '-s', '16M', lunFile]);
+      await runner.run(['ip', '-n', NS, 'link', 'set', 'lo', 'up']);
+      const tgtd = await runner.spawnDetached(
+        ['tgtd', '-f', '-C', String(tgtPort), '--iscsi', 'portal=127.0.0.1:3260'],
         {
-          name: 'lun',
-          source: {
-            kind: 'iscsi',
-            pool: 'san',
-            volume: 'lun',
-            portal: '127.0.0.1:3260',
-            iqn,
-            lun: 1,
-            chap: { user: 'vmlink', secret: 'san-chap' },
-          },
+          netns: NS,
         },
-      ]),
-      name,
-      nics: [],
-    };
-    try {
-      for (let i = 0; ; i++) {
-        const r = await runner.run(
-          ['tgtadm', '-C', String(tgtPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'sys'],
-          {
-            allowFailure: true,
-          },
-        );
-        if (r.code === 0) break;
-        if (i > 50) throw new Error(`tgtd did not come up: ${r.stderr}`);
-        await new Promise((r2) => setTimeout(r2, 100));
-      }
-      await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', iqn);
-      await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', lunFile);
-      await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
-      // tgtadm takes the password as an argument: this test's own stand-in for the storage agent.
-      await tgtadm('--op', 'new', '--mode', 'account', '--user', 'vmlink', '--password', password);
-      await tgtadm('--op', 'bind', '--mode', 'account', '--tid', '1', '--user', 'vmlink');
-
-      await driver.create(cfg, 'i1');
-      const wrong = await driver
-        .start(name, undefined, chap('not-the-password'))
-        .catch((e: unknown) => e as Error);
-      expect(String(wrong)).toMatch(/disk lun could not be attached: .*Authentication failure/);
-      expect(String(wrong)).not.toContain('not-the-password');
-      expect((await driver.list()).find((v) => v.name === name)?.state).toBe('stopped');
-
-      await driver.start(name, undefined, chap(password));
-      expect(await driver.openDisks(name)).toEqual([
-        { disk: 'lun', target: `iscsi://127.0.0.1:3260/${iqn}/1`, readOnly: false },
-      ]);
-      const pid = (await readFile(join(stateDir, 'vms', name, 'run/qemu.pid'), 'utf8')).trim();
-      for (const where of [
-        await readFile(`/proc/${pid}/cmdline`, 'utf8'),
-        await readFile(join(stateDir, 'vms', name, 'config.json'), 'utf8'),
-        await readFile(join(stateDir, 'vms', name, 'qemu.log'), 'utf8').catch(() => ''),
-      ]) {
-        expect(where).not.toContain(password);
-        expect(where).not.toContain(chap(password)[0]!.value);
-      }
-      // A raw LUN cannot take a VM snapshot: refused, naming the disk.
-      await expect(driver.snapshot(name, 's1', { memory: false })).rejects.toThrow(
-        /iSCSI LUN, which cannot snapshot/,
       );
-    } finally {
-      await driver.delete(name).catch(() => {});
-      process.kill(tgtd, 'SIGKILL');
-      await runner.run([
-        'sh',
-        '-c',
-        `rm -f /var/run/tgtd/socket.${tgtPort} /var/run/tgtd/socket.${tgtPort}.lock`,
-      ]);
-    }
-  });
+      const tgtadm = (...a: string[]) =>
+        runner.run(['tgtadm', '-C', String(tgtPort), '--lld', 'iscsi', ...a]);
+      const chap = (secret: string) => [{ name: 'san-chap', value: Buffer.from(secret).toString('base64') }];
+      const cfg: VmConfig = {
+        ...cfgWith([
+          {
+            name: 'lun',
+            source: {
+              kind: 'iscsi',
+              pool: 'san',
+              volume: 'lun',
+              portal: '127.0.0.1:3260',
+              iqn,
+              lun: 1,
+              chap: { user: 'vmlink', secret: 'san-chap' },
+            },
+          },
+        ]),
+        name,
+        nics: [],
+      };
+      try {
+        for (let i = 0; ; i++) {
+          const r = await runner.run(
+            ['tgtadm', '-C', String(tgtPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'sys'],
+            {
+              allowFailure: true,
+            },
+          );
+          if (r.code === 0) break;
+          if (i > 50) throw new Error(`tgtd did not come up: ${r.stderr}`);
+          await new Promise((r2) => setTimeout(r2, 100));
+        }
+        await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', iqn);
+        await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', lunFile);
+        await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
+        // tgtadm takes the password as an argument: this test's own stand-in for the storage agent.
+        await tgtadm('--op', 'new', '--mode', 'account', '--user', 'vmlink', '--password', password);
+        await tgtadm('--op', 'bind', '--mode', 'account', '--tid', '1', '--user', 'vmlink');
+
+        await driver.create(cfg, 'i1');
+        const wrong = await driver
+          .start(name, undefined, chap('not-the-password'))
+          .catch((e: unknown) => e as Error);
+        expect(String(wrong)).toMatch(/disk lun could not be attached: .*Authentication failure/);
+        expect(String(wrong)).not.toContain('not-the-password');
+        expect((await driver.list()).find((v) => v.name === name)?.state).toBe('stopped');
+
+        await driver.start(name, undefined, chap(password));
+        expect(await driver.openDisks(name)).toEqual([
+          { disk: 'lun', target: `iscsi://127.0.0.1:3260/${iqn}/1`, readOnly: false },
+        ]);
+        const pid = (await readFile(join(stateDir, 'vms', name, 'run/qemu.pid'), 'utf8')).trim();
+        for (const where of [
+          await readFile(`/proc/${pid}/cmdline`, 'utf8'),
+          await readFile(join(stateDir, 'vms', name, 'config.json'), 'utf8'),
+          await readFile(join(stateDir, 'vms', name, 'qemu.log'), 'utf8').catch(() => ''),
+        ]) {
+          expect(where).not.toContain(password);
+          expect(where).not.toContain(chap(password)[0]!.value);
+        }
+        // A raw LUN cannot take a VM snapshot: refused, naming the disk.
+        await expect(driver.snapshot(name, 's1', { memory: false })).rejects.toThrow(
+          /iSCSI LUN, which cannot snapshot/,
+        );
+      } finally {
+        await driver.delete(name).catch(() => {});
+        process.kill(tgtd, 'SIGKILL');
+        await runner.run([
+          'sh',
+          '-c',
+          `rm -f /var/run/tgtd/socket.${tgtPort} /var/run/tgtd/socket.${tgtPort}.lock`,
+        ]);
+      }
+    },
+  );
 });
