@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { AppliedNetworkConfig, NetworkDriver } from '../drivers/network/types.js';
 import { RecordingRunner } from '../exec/runner.js';
+import { UnsupportedError } from '../shared/errors.js';
 import type { NetworkConfig, NicConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
 import { legacyTapName } from '../spec/net.js';
 import { Agent, keepLegacyTaps } from './agent.js';
@@ -157,7 +158,7 @@ describe('agent', () => {
       state: 'running',
     });
     /** A hypervisor whose VM app1 runs with `nics`; `hotplug` says whether it has hot-plug slots. */
-    const withVm = (nics: NicConfig[], hotplug: boolean) =>
+    const withVm = (nics: NicConfig[], hotplug: boolean, refuse?: string) =>
       new Agent({
         host: 'host1',
         runner: new RecordingRunner(),
@@ -167,8 +168,11 @@ describe('agent', () => {
           list: async () => [{ name: 'app1', state: 'running', configHash: 'aaaaaaaa', problems: [] }],
           config: async () => vm(nics),
           canHotplug: async () => hotplug,
-          hotplugNics: async (cfg: VmConfig, hash: string) => {
-            calls.push(`hotplug ${cfg.nics.map((n) => n.tap).join(',')} ${hash}`);
+          hotplug: async (cfg: VmConfig, hash: string, _x: unknown, secrets?: Array<{ name: string }>) => {
+            if (refuse) throw new UnsupportedError(refuse);
+            calls.push(
+              `hotplug ${cfg.nics.map((n) => n.tap).join(',')} ${hash}${secrets ? ` with ${secrets.map((k) => k.name)}` : ''}`,
+            );
           },
           stop: async () => {
             calls.push('stop');
@@ -204,7 +208,27 @@ describe('agent', () => {
       );
       expect(calls).toEqual(['port vlt-app1-0', 'port vlt-app1-1', 'stop', 'create', 'start']);
       expect(progress).toEqual([
-        'VM app1 cannot take NIC hot-plug (it was started without hot-plug slots); applying the change by a restart',
+        'VM app1 cannot take this hot-plug (it was started without hot-plug slots); applying the change by a restart',
+      ]);
+    });
+
+    it('hands the step secrets to the hot-plug, and restarts instead when the driver refuses it as unsupported', async () => {
+      await withVm([nic(0)], true).execute({
+        kind: 'vm.hotplug',
+        vm: vm([nic(0)]),
+        configHash: 'bbbbbbbb',
+        secrets: [{ name: 'san-chap', value: 'cHc=' }],
+      });
+      expect(calls).toEqual(['port vlt-app1-0', 'hotplug vlt-app1-0 bbbbbbbb with san-chap']);
+      calls.length = 0;
+      const progress: string[] = [];
+      await withVm([nic(0)], true, 'VM app1 has no CD-ROM controller').execute(
+        { kind: 'vm.hotplug', vm: vm([nic(0)]), configHash: 'bbbbbbbb' },
+        { progress: (m) => progress.push(m) },
+      );
+      expect(calls).toEqual(['port vlt-app1-0', 'stop', 'create', 'start']);
+      expect(progress).toEqual([
+        'VM app1 cannot take this hot-plug (VM app1 has no CD-ROM controller); applying the change by a restart',
       ]);
     });
 

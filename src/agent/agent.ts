@@ -345,12 +345,21 @@ export class Agent {
         // NICs it keeps stay on their taps, hashed names from before readable ones included.
         const want = keepLegacyTaps(action.vm, before);
         for (const nic of want.nics) await this.ensurePort(nic, ctx);
-        if (vm.state === 'running' && (await hypervisor.canHotplug(name))) {
-          await hypervisor.hotplugNics(want, action.configHash, ctx);
-        } else {
-          // Started by a vmlink without hot-plug slots, or no longer running: the change is applied by a restart.
-          const why = vm.state === 'running' ? 'it was started without hot-plug slots' : `it is ${vm.state}`;
-          ctx.progress?.(`VM ${name} cannot take NIC hot-plug (${why}); applying the change by a restart`);
+        let why: string | undefined;
+        if (vm.state !== 'running') why = `it is ${vm.state}`;
+        else if (!(await hypervisor.canHotplug(name))) why = 'it was started without hot-plug slots';
+        else
+          try {
+            await hypervisor.hotplug(want, action.configHash, ctx, action.secrets);
+          } catch (e) {
+            // Refused before anything changed (a QEMU without a CD-ROM controller, or without network for an
+            // iSCSI or NFS disk): a restart applies it.
+            if (!(e instanceof UnsupportedError)) throw e;
+            why = e.message;
+          }
+        if (why !== undefined) {
+          // Not running, started by a vmlink without hot-plug slots, or refused: the change is applied by a restart.
+          ctx.progress?.(`VM ${name} cannot take this hot-plug (${why}); applying the change by a restart`);
           if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
           await hypervisor.create(want, action.configHash, ctx, action.secrets);
           if (action.vm.state === 'running') await hypervisor.start(name, ctx, action.secrets);

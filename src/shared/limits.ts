@@ -230,3 +230,14 @@ export const AUTH_HEADER_MAX_CHARS = 512;
 export const AUDIT_ENTRIES_MAX = 10_000;
 /** How long a token's `last used` may lag: the store is written at most this often per token. */
 export const TOKEN_LAST_USED_RESOLUTION_MS = 60_000;
+
+// VM disks over QMP (issue 10).
+
+/** One QMP disk command (block_resize, a snapshot transaction, query-block): a monitor held by a job answers late. */
+export const VM_DISK_QMP_TIMEOUT_MS = 60_000;
+/** A `snapshot-save`/`snapshot-load`/`snapshot-delete` job of a running VM (RAM written to or read from a disk). */
+export const VM_SNAPSHOT_JOB_TIMEOUT_MS = 600_000;
+/** Output of `qemu-img info` about one disk that vmlink reads (its snapshot list dominates: 64 are a few KiB). */
+export const QEMU_IMG_INFO_MAX_BYTES = 1 << 20;
+/** Longest target name `openDisks` reports for one disk (a path or a URL). */
+export const OPEN_DISK_TARGET_MAX_CHARS = 512;

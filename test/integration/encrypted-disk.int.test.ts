@@ -122,7 +122,7 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))(
       // A wrong key: QEMU cannot open the LUKS header, the start fails saying so, and no QEMU is left running.
       const wrong = [{ name: 'vault-key', value: Buffer.from('not the key').toString('base64') }];
       const refused = await driver.start(VM, undefined, wrong).catch((e: unknown) => e);
-      expect(String(refused)).toMatch(/its encrypted disks could not be attached: .*(password|key)/i);
+      expect(String(refused)).toMatch(/disk vault could not be attached: .*(password|key)/i);
       expect(String(refused)).not.toContain(wrong[0]!.value);
       expect((await driver.list()).find((v) => v.name === VM)?.state).toBe('stopped');
       await driver.start(VM, undefined, secrets);

@@ -481,7 +481,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     };
     const two: VmConfig = { ...cfg, nics: [cfg.nics[0]!, nic2] };
     const t0 = Date.now();
-    await driver.hotplugNics(two, 'hash-2');
+    await driver.hotplug(two, 'hash-2');
     timings.hotplug = Date.now() - t0;
     expect((await driver.list())[0]).toMatchObject({ state: 'running', pid, configHash: 'hash-2' });
     expect(await driver.config(VM)).toEqual(two);
@@ -493,7 +493,7 @@ describe.runIf(isRoot)('QEMU driver against real QEMU (KVM or TCG, as the probe 
     await runner.run(['ip', 'netns', 'exec', NS, 'ping', '-c1', '-W2', GUEST_IP2]);
 
     const t1 = Date.now();
-    await driver.hotplugNics(cfg, 'hash-1');
+    await driver.hotplug(cfg, 'hash-1');
     timings.unplug = Date.now() - t1;
     expect((await driver.list())[0]).toMatchObject({ state: 'running', pid, configHash: 'hash-1' });
     expect((await driver.guestInterfaces(VM)).map((i) => i.mac)).not.toContain(nic2.mac);

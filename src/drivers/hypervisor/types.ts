@@ -41,12 +41,16 @@ export interface HypervisorDriver {
   /** Stops (forcefully) and removes a VM with its directory; a missing VM is not an error. */
   delete(name: string, ctx?: OpContext): Promise<void>;
   /**
-   * Plugs and unplugs NICs of the running VM so that they match `cfg` (nothing else may differ), then stores
-   * `cfg`; `UnsupportedError` when it runs without hot-plug slots (see `canHotplug`).
+   * Plugs and unplugs NICs and disks of the running VM so that they match `cfg` (nothing else may differ; a
+   * VM-directory disk may also grow), then stores `cfg`; `secrets`: the values added disks need (LUKS keys, CHAP
+   * passwords). `UnsupportedError` when it runs without hot-plug slots (see `canHotplug`).
    */
-  hotplugNics(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void>;
+  hotplug(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void>;
   // Disks (issue 10): optional until every hypervisor has them; the agent answers UnsupportedError without.
-  /** Grows disk `disk` of the running VM to `sizeMiB` through QMP `block_resize` (the guest sees it at once). */
+  /**
+   * Grows disk `disk` (`root` or a `disks[].name`) of the running VM to `sizeMiB` through QMP `block_resize` (the
+   * guest sees it at once); a smaller size is refused, an iSCSI LUN too (POOL_FEATURE_REASONS.iscsi.onlineResize).
+   */
   resizeDisk?(name: string, disk: string, sizeMiB: number, ctx?: OpContext): Promise<void>;
   /**
    * Snapshots all of the VM's qcow2 disks at one instant (a QMP transaction when it runs, qemu-img when it is
@@ -54,7 +58,10 @@ export interface HypervisorDriver {
    * snapshot (raw iSCSI LUN), naming it.
    */
   snapshot?(name: string, snapshot: string, opts: { memory: boolean }, ctx?: OpContext): Promise<void>;
-  /** Restores every disk (and the RAM, when saved) to `snapshot`; a running VM without saved RAM must be stopped. */
+  /**
+   * Restores every disk (and the RAM, when saved) to `snapshot`; a running VM without saved RAM must be stopped. A
+   * stopped VM with an encrypted disk is refused (qemu-img would need its key): snapshot and roll back running.
+   */
   rollback?(name: string, snapshot: string, ctx?: OpContext): Promise<void>;
   deleteSnapshot?(name: string, snapshot: string, ctx?: OpContext): Promise<void>;
   /** Whole-VM snapshots: those present on every one of its snapshot-capable disks. */
@@ -62,7 +69,7 @@ export interface HypervisorDriver {
   /** The block devices the running VM's QEMU has open (query-block), by disk name, for verify. */
   openDisks?(name: string): Promise<OpenDisk[]>;
 
-  /** Whether VM `name` runs and can take NIC hot-plug. */
+  /** Whether VM `name` runs and can take NIC and disk hot-plug. */
   canHotplug(name: string): Promise<boolean>;
   /** VMs on this host. */
   list(): Promise<ObservedVm[]>;

@@ -1,6 +1,8 @@
 // The QEMU command line of a VM: a pure function of its config, accelerator and paths (golden-tested).
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { type ConfidentialLaunch, confidentialArgs } from './confidential-args.js';
+import { attachedOverQmp, diskPortArgs, diskSlotIds } from './disk-slots.js';
+import { diskSerial } from './disk-sources.js';
 import { passthroughArgs } from './passthrough-args.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
@@ -91,6 +93,8 @@ export interface CmdlineInput {
   nicSlots?: readonly number[];
   /** What a confidential VM's objects need of the host (firmware, SEV C-bit); required when `config.confidential`. */
   confidential?: ConfidentialLaunch;
+  /** Slot of each disk, in `config.disks` order (see `assignDiskSlots`); default: disk i in slot i. */
+  diskSlots?: readonly number[];
 }
 
 /**
@@ -165,69 +169,10 @@ function nicArgs(nic: NicConfig, i: number, slot: number): string[] {
   ];
 }
 
-/** Indexes (in `config.disks`) of the LUKS-encrypted disks: attached over QMP at start, never on the command line. */
-export function encryptedDiskIndexes(cfg: VmConfig): number[] {
-  return cfg.disks.flatMap((d, i) => (d.encryption ? [i] : []));
-}
-
-/** QEMU ids of disk `i`: its block nodes, device, the PCIe root port it is plugged into and its key's secret object. */
-export function diskIds(i: number): { node: string; file: string; port: string; secret: string } {
-  return { node: `disk${i}`, file: `disk${i}-file`, port: `diskport${i}`, secret: `disk${i}-key` };
-}
-
-/** Chassis number of the root port of encrypted disk `i` (NIC slots have 1..NIC_SLOTS). */
-const diskPortChassis = (i: number) => NIC_SLOTS + 1 + i;
-
-/**
- * QMP commands that attach encrypted disk `i` of a VM started paused (`-S`): its key as a secret object, the qcow2
- * node that opens the LUKS header with it (the volume key is derived once, at open), the virtio-blk device in the
- * disk's own root port (q35's root bus takes no hot-plug), then the secret object deleted again: QEMU 7.2 answers
- * `qom-get` of a secret's `data`, so the passphrase does not stay readable over QMP. `keyBase64` is the value.
- */
-export function encryptedDiskCommands(
-  cfg: VmConfig,
-  paths: VmPaths,
-  i: number,
-  keyBase64: string,
-): Array<{ execute: string; arguments: Record<string, unknown> }> {
-  const d = cfg.disks[i]!;
-  const id = diskIds(i);
-  return [
-    {
-      execute: 'object-add',
-      arguments: { 'qom-type': 'secret', id: id.secret, data: keyBase64, format: 'base64' },
-    },
-    {
-      execute: 'blockdev-add',
-      arguments: { driver: 'file', 'node-name': id.file, filename: paths.disk(d.name) },
-    },
-    {
-      execute: 'blockdev-add',
-      arguments: {
-        driver: 'qcow2',
-        'node-name': id.node,
-        file: id.file,
-        encrypt: { format: 'luks', 'key-secret': id.secret },
-      },
-    },
-    {
-      execute: 'device_add',
-      arguments: {
-        driver: 'virtio-blk-pci',
-        drive: id.node,
-        id: id.node,
-        bus: id.port,
-        serial: d.name.slice(0, 20),
-      },
-    },
-    { execute: 'object-del', arguments: { id: id.secret } },
-  ];
-}
-
 function diskArgs(
   node: string,
   file: string,
-  opts: { format: 'qcow2' | 'raw'; readOnly?: boolean; bootindex?: number; serial?: string },
+  opts: { format: 'qcow2' | 'raw'; readOnly?: boolean; bootindex?: number; serial?: string; bus?: string },
 ): string[] {
   const ro = opts.readOnly ? ',read-only=on' : '';
   return [
@@ -236,8 +181,13 @@ function diskArgs(
     '-blockdev',
     `driver=${opts.format},node-name=${node},file=${node}-file${ro}`,
     '-device',
-    `virtio-blk-pci,drive=${node},id=${node}${opts.serial ? `,serial=${opts.serial}` : ''}${opts.bootindex === undefined ? '' : `,bootindex=${opts.bootindex}`}`,
+    `virtio-blk-pci,drive=${node},id=${node}${opts.bus ? `,bus=${opts.bus}` : ''}${opts.serial ? `,serial=${opts.serial}` : ''}${opts.bootindex === undefined ? '' : `,bootindex=${opts.bootindex}`}`,
   ];
+}
+
+/** Whether the VM starts paused (`-S`) so that disks are attached over QMP first: the root volume or any disk. */
+export function startsPaused(cfg: VmConfig): boolean {
+  return cfg.rootSource !== undefined || cfg.disks.some(attachedOverQmp);
 }
 
 /** Paths must not contain commas: QEMU's option syntax would split them. */
@@ -255,7 +205,7 @@ export function consoleLogFd(cfg: VmConfig): number {
 export function buildQemuArgv(input: CmdlineInput): string[] {
   const { config: cfg, accel, paths: p } = input;
   const cvm = cfg.confidential ? confidentialArgs(cfg.confidential, accel, input.confidential) : undefined;
-  const encrypted = encryptedDiskIndexes(cfg);
+  const paused = startsPaused(cfg);
   const argv = [
     input.qemuBinary,
     '-name',
@@ -265,8 +215,9 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     '-machine',
     `${QEMU_MACHINE},accel=${accel}${cvm?.machine ?? ''}`,
     ...(cvm?.args ?? []),
-    // Encrypted disks need their keys first, and keys never go on the command line: start paused, attach over QMP.
-    ...(encrypted.length ? ['-S'] : []),
+    // Disks over QMP (encrypted, from pools) need keys or descriptors first, and neither goes on the command line:
+    // start paused, attach them over QMP, then run (disk-attach.ts).
+    ...(paused ? ['-S'] : []),
     '-cpu',
     accel === 'kvm' ? 'host' : 'max',
     '-smp',
@@ -306,18 +257,23 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
   if (cfg.image.kind === 'qcow2') {
     argv.push(...diskArgs('root', p.rootDisk, { format: 'qcow2', bootindex: 0 }));
   }
+  argv.push(...diskPortArgs(cfg));
   for (const [i, d] of cfg.disks.entries()) {
-    if (d.encryption) {
-      // Its device is plugged into this port over QMP once the key is in (see encryptedDiskCommands).
-      argv.push('-device', `pcie-root-port,id=${diskIds(i).port},bus=pcie.0,chassis=${diskPortChassis(i)}`);
-      continue;
-    }
-    argv.push(...diskArgs(`disk${i}`, p.disk(d.name), { format: 'qcow2', serial: d.name.slice(0, 20) }));
+    if (attachedOverQmp(d)) continue; // plugged into its slot's port at start (disk-attach.ts)
+    const ids = diskSlotIds(input.diskSlots?.[i] ?? i);
+    argv.push(
+      ...diskArgs(ids.node, p.disk(d.name), {
+        format: 'qcow2',
+        serial: diskSerial(d.name),
+        bus: ids.port,
+        ...(d.readOnly ? { readOnly: true } : {}),
+      }),
+    );
   }
   argv.push(...passthroughArgs(cfg.devices ?? []));
   if (cfg.image.kind === 'qcow2') {
     argv.push(...diskArgs('seed', p.seedIso, { format: 'raw', readOnly: true }));
-  } else {
+  } else if (cfg.image.kind === 'test-guest') {
     const dir = `${input.imagesDir}/test-guest`;
     argv.push('-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initrd.img`, '-append', testGuestAppend(cfg));
   }

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { formatArgv } from '../../../exec/runner.js';
 import { UnsupportedError } from '../../../shared/errors.js';
 import type { ConfidentialKind, VmConfig } from '../../../shared/model.js';
-import { buildQemuArgv, encryptedDiskCommands, vmPaths } from './cmdline.js';
+import { buildQemuArgv, vmPaths } from './cmdline.js';
+import { diskSlotIds } from './disk-slots.js';
+import { diskAttachCommands } from './disk-sources.js';
 
 const base: VmConfig = {
   name: 'cvm1',
@@ -82,13 +84,19 @@ describe('encrypted disks', () => {
   it('start paused with a root port for the encrypted disk and no key or blockdev of it on the command line', async () => {
     const a = argv(cfg, 'tcg', null);
     expect(a).toContain('-S');
-    expect(a).toContain('pcie-root-port,id=diskport1,bus=pcie.0,chassis=10');
+    expect(a).toContain('pcie-root-port,id=diskport1,bus=pcie.0,chassis=10,addr=0x18.1');
     expect(a.join(' ')).toContain('disk-plain.qcow2');
     expect(a.join(' ')).not.toMatch(/disk-vault|secret|encrypt/);
     expect(argv(base, 'tcg', null)).not.toContain('-S');
   });
   it('QMP attaches the key as a secret object, then the LUKS qcow2 node, then the device into its port', async () => {
-    const cmds = encryptedDiskCommands(cfg, paths, 1, 'S0VZ');
+    const c = diskAttachCommands({
+      disk: cfg.disks[1]!,
+      origin: { kind: 'path', path: paths.disk('vault'), format: 'qcow2' },
+      ids: diskSlotIds(1),
+      keyBase64: 'S0VZ',
+    });
+    const cmds = [...c.secrets, c.protocol, ...c.rest];
     await expect(`${JSON.stringify(cmds, null, 2)}\n`).toMatchFileSnapshot(
       './__golden__/encrypted-disk-qmp.json',
     );

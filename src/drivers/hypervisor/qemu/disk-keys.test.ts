@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { VmConfig } from '../../../shared/model.js';
-import { vmPaths } from './cmdline.js';
-import { assertEncryptionKept, attachEncryptedDisks, diskKeys } from './disk-keys.js';
+import { assertEncryptionKept, diskKeys, diskSecrets } from './disk-keys.js';
 
 const cfg: VmConfig = {
   name: 'web1',
@@ -34,38 +33,24 @@ describe('encrypted disk keys', () => {
     expect(diskKeys({ ...cfg, disks: [] }, undefined).size).toBe(0);
   });
 
-  it('attaches every disk (key, nodes, device, key object removed), then continues the guest', async () => {
-    const sent: string[] = [];
-    const qmp = {
-      execute: async (command: string, args?: unknown) => {
-        sent.push(
-          `${command} ${(args as { id?: string; 'node-name'?: string })?.id ?? (args as { 'node-name'?: string })?.['node-name'] ?? ''}`.trim(),
-        );
-        return undefined as never;
+  it("finds a disk's LUKS key and iSCSI CHAP password, naming disk and secret (never a value) when one is missing", () => {
+    const disk = {
+      name: 'lun',
+      source: {
+        kind: 'iscsi' as const,
+        pool: 'san',
+        volume: 'v',
+        portal: '10.0.0.9:3260',
+        iqn: 'iqn.2026-12.io.vmlink:s1.san.v',
+        lun: 1,
+        chap: { user: 'u', secret: 'san-chap' },
       },
     };
-    await attachEncryptedDisks(
-      qmp,
-      cfg,
-      vmPaths('/s', 'web1'),
-      diskKeys(cfg, [
-        { name: 'ka', value: 'YQ==' },
-        { name: 'kb', value: 'Yg==' },
-      ]),
+    expect(diskSecrets('web1', disk, [{ name: 'san-chap', value: 'cHc=' }])).toEqual({ chapBase64: 'cHc=' });
+    expect(() => diskSecrets('web1', disk, [{ name: 'other', value: 'cHc=' }])).toThrow(
+      'VM web1: disk lun logs in to its iSCSI target with the CHAP password of secret san-chap, whose value the controller did not send with this step',
     );
-    expect(sent).toEqual([
-      'object-add disk0-key',
-      'blockdev-add disk0-file',
-      'blockdev-add disk0',
-      'device_add disk0',
-      'object-del disk0-key',
-      'object-add disk2-key',
-      'blockdev-add disk2-file',
-      'blockdev-add disk2',
-      'device_add disk2',
-      'object-del disk2-key',
-      'cont',
-    ]);
+    expect(diskSecrets('web1', { name: 'plain' }, undefined)).toEqual({});
   });
 
   it('refuses to change the encryption of a disk that exists, and allows new disks either way', () => {

@@ -1,11 +1,8 @@
-// Encrypted disks of a VM: which key opens which disk (from the secret values the controller sent with the step),
-// and attaching them over QMP to a QEMU started paused.
+// Secrets of a VM's disks: which key opens which encrypted disk, which CHAP password logs in to which iSCSI LUN
+// (from the secret values the controller sent with the step, held in memory only).
 import { InvalidRequestError, InvalidStateError } from '../../../shared/errors.js';
-import { LUKS_OPEN_TIMEOUT_MS } from '../../../shared/limits.js';
-import type { VmConfig } from '../../../shared/model.js';
+import type { DiskConfig, VmConfig } from '../../../shared/model.js';
 import type { SecretValues } from '../types.js';
-import { encryptedDiskCommands, type VmPaths } from './cmdline.js';
-import type { QmpClient } from './qmp.js';
 
 /**
  * The base64 key of each encrypted disk (by its index in `cfg.disks`); refuses, naming disk and secret (never a
@@ -39,18 +36,34 @@ export function assertEncryptionKept(old: VmConfig, cfg: VmConfig): void {
   }
 }
 
+/** The secret values one disk needs to open (base64): its LUKS key, its iSCSI CHAP password. */
+export interface DiskSecrets {
+  keyBase64?: string;
+  chapBase64?: string;
+}
+
 /**
- * Attaches the encrypted disks of a QEMU started paused (`-S`, status `prelaunch`): each key, node and device over
- * QMP (`encryptedDiskCommands`), then lets the guest run. Opening a LUKS header takes seconds (its PBKDF).
+ * The secret values of `disk` (a `disks[]` entry or the root volume) from the step's `secrets`; refuses, naming the
+ * disk and the secret (never a value), when one it needs was not sent.
  */
-export async function attachEncryptedDisks(
-  qmp: Pick<QmpClient, 'execute'>,
-  cfg: VmConfig,
-  paths: VmPaths,
-  keys: ReadonlyMap<number, string>,
-): Promise<void> {
-  for (const [i, key] of keys)
-    for (const c of encryptedDiskCommands(cfg, paths, i, key))
-      await qmp.execute(c.execute, c.arguments, LUKS_OPEN_TIMEOUT_MS);
-  await qmp.execute('cont');
+export function diskSecrets(
+  vm: string,
+  disk: Pick<DiskConfig, 'name' | 'encryption' | 'source'>,
+  secrets: SecretValues | undefined,
+): DiskSecrets {
+  const byName = new Map((secrets ?? []).map((s) => [s.name, s.value]));
+  const need = (secret: string, what: string): string => {
+    const v = byName.get(secret);
+    if (v === undefined)
+      throw new InvalidRequestError(
+        `VM ${vm}: disk ${disk.name} ${what} secret ${secret}, whose value the controller did not send with this step`,
+        `vm/${vm}`,
+      );
+    return v;
+  };
+  const out: DiskSecrets = {};
+  if (disk.encryption) out.keyBase64 = need(disk.encryption.secret, 'is encrypted with');
+  if (disk.source?.kind === 'iscsi' && disk.source.chap)
+    out.chapBase64 = need(disk.source.chap.secret, 'logs in to its iSCSI target with the CHAP password of');
+  return out;
 }

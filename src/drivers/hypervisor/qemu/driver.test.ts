@@ -103,8 +103,10 @@ describe.runIf(isRoot)('QemuDriver.create', () => {
         paths: p,
         imagesDir,
         qemuBinary: '/usr/bin/qemu-system-x86_64',
+        diskSlots: [0],
       }),
       nicSlots: [0],
+      diskSlots: [0],
     });
     expect((await stat(p.configFile)).mode & 0o777).toBe(0o600);
     expect(await d.config('web1')).toEqual(cfg);

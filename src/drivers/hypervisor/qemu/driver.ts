@@ -1,5 +1,5 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import {
@@ -41,13 +41,17 @@ import {
   vmPaths,
 } from './cmdline.js';
 import { launchFor } from './confidential.js';
-import { assertEncryptionKept, diskKeys } from './disk-keys.js';
+import { attachDisksAtStart, disksAtStart } from './disk-attach.js';
+import { assertEncryptionKept, diskKeys, diskSecrets } from './disk-keys.js';
+import { VmDiskOps } from './disk-ops.js';
+import { makeDirDisk } from './disk-plug.js';
+import { assignDiskSlots, hasDiskSlots } from './disk-slots.js';
 import { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 import { GuestAgents } from './guest-agent.js';
 import { QemuHostProbes } from './host-probes.js';
-import { hasHotplugSlots, onlyNicsDiffer } from './hotplug.js';
+import { hasHotplugSlots } from './hotplug.js';
 import { type VmIdentity, VmIds, vmIdsFile } from './identity.js';
-import { vmLaunchArgv } from './jail.js';
+import { usesNetworkDisks, vmLaunchArgv } from './jail.js';
 import {
   assertLauncher,
   assertQmpFdHelper,
@@ -56,19 +60,18 @@ import {
   defaultLauncherPath,
   type QemuUser,
   qmpFdHelperBeside,
-  userCanAccess,
 } from './launcher.js';
-import { plugNics } from './nic-plug.js';
-import { type FdChannel, fdsetPath, nextFdset, passFile } from './pass-fd.js';
+import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
 import { consoleTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
-import { prepareVmImage } from './vm-image.js';
+import { hotplugVm } from './vm-hotplug.js';
+import { prepareVmDir } from './vm-image.js';
 import { observeVm } from './vm-observe.js';
 import { VmProcesses } from './vm-process.js';
 import { awaitVmRunning } from './vm-start.js';
 import { type StopOutcome, stopQemu } from './vm-stop.js';
-import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
+import { asStarted, readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 /** How a stop ended (defined in vm-stop.ts). */
@@ -96,6 +99,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly procs: VmProcesses;
   private readonly qmpPool = new QmpPool((name) => this.paths(name).qmpSocket);
   private readonly locks = new KeyedQueue();
+  private readonly disks: VmDiskOps;
   private readonly guests = new GuestAgents({
     socket: (name) => this.paths(name).qgaSocket,
     running: async (name) => (await this.livePid(name)) !== undefined,
@@ -133,6 +137,15 @@ export class QemuDriver implements HypervisorDriver {
     });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
+    this.disks = new VmDiskOps({
+      runner: this.runner,
+      ...(opts.netns ? { netns: opts.netns } : {}),
+      paths: (name) => this.paths(name),
+      mustStored: (name) => this.mustStored(name),
+      running: async (name) => (await this.livePid(name)) !== undefined,
+      qmp: (name) => this.qmp(name),
+      locked: (name, fn) => this.locked(name, fn),
+    });
   }
 
   // Host.
@@ -161,6 +174,7 @@ export class QemuDriver implements HypervisorDriver {
     cfg: VmConfig,
     accel: 'kvm' | 'tcg',
     nicSlots: readonly number[] | undefined,
+    diskSlots?: readonly number[],
   ): Promise<string[]> {
     const input: CmdlineInput = {
       config: cfg,
@@ -169,6 +183,7 @@ export class QemuDriver implements HypervisorDriver {
       imagesDir: this.imagesDir,
       qemuBinary: this.qemuBinary,
       ...(nicSlots ? { nicSlots } : {}),
+      ...(diskSlots ? { diskSlots } : {}),
       ...(cfg.confidential
         ? { confidential: launchFor(await this.probes.confidentialHost(), cfg.confidential) }
         : {}),
@@ -231,21 +246,11 @@ export class QemuDriver implements HypervisorDriver {
       if (old) assertEncryptionKept(old.config, cfg);
       const keys = diskKeys(cfg, secrets);
       const id = await this.identity(cfg.name);
-      const who = `VM ${cfg.name}'s QEMU (uid ${id.uid})`;
-      const access = { uid: id.uid, groups: [id.gid, ...id.groups] };
       const owner = { uid: id.uid, gid: id.gid };
       ctx?.progress?.(`creating VM ${cfg.name} in ${p.vmDir}`);
-      await mkdir(`${this.stateDir}/vms`, { recursive: true, mode: 0o711 });
-      // QEMU's jail binds its directory from the host: the agent still opens it by path there.
-      if (!userCanAccess(`${this.stateDir}/vms`, access, 'x')) {
-        throw new UnsupportedError(
-          `${this.stateDir}/vms is not traversable by ${who}: give ${this.stateDir} and its parents o+x (chmod 711)`,
-        );
-      }
-      await prepareVmDirs(this.paths(cfg.name), id);
-
-      await prepareVmImage(
+      await prepareVmDir(
         {
+          stateDir: this.stateDir,
           runner: this.runner,
           storage: this.storage,
           imagesDir: this.imagesDir,
@@ -253,78 +258,68 @@ export class QemuDriver implements HypervisorDriver {
         },
         cfg,
         p,
-        { access, owner, who },
+        id,
         ctx,
       );
       const { accelerator } = await this.accelerator();
       // NICs the VM had keep their PCI slots across a reconfiguration.
       const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
+      const diskSlots = assignDiskSlots(cfg.disks, old && { disks: old.config.disks, slots: old.diskSlots });
       // Before any disk is made: a VM this host cannot launch (confidential without support) leaves nothing.
-      const argv = await this.argvOf(cfg, accelerator, nicSlots);
-      for (const [i, d] of cfg.disks.entries()) {
-        if (d.source) continue; // a pool volume: its pool's host made it
-        const key = keys.get(i);
-        await this.storage.createVolume(
-          {
-            name: `disk-${d.name}`,
-            dir: p.vmDir,
-            sizeMiB: d.sizeMiB ?? 0, // validation gives every VM-directory disk a size; 0 is refused
-            owner,
-            ...(key ? { encryptionKeyBase64: key } : {}),
-          },
-          ctx,
-        );
-      }
+      const argv = await this.argvOf(cfg, accelerator, nicSlots, diskSlots);
+      for (const [i, d] of cfg.disks.entries())
+        await makeDirDisk(this.storage, p, d, owner, keys.get(i), ctx);
       await ownVmFiles(this.paths(cfg.name), cfg, id);
-      await this.writeStored(cfg.name, { config: cfg, configHash, accel: accelerator, argv, nicSlots });
+      await this.writeStored(cfg.name, {
+        config: cfg,
+        configHash,
+        accel: accelerator,
+        argv,
+        nicSlots,
+        diskSlots,
+      });
     });
   }
 
-  /** Whether VM `name` runs with NIC hot-plug slots (VMs started before vmlink had them need one restart). */
+  /** Whether VM `name` runs with NIC and disk hot-plug slots (VMs started by an older vmlink need one restart). */
   async canHotplug(name: string): Promise<boolean> {
     const vm = await this.stored(name);
     return (
       vm !== undefined &&
       hasHotplugSlots(vm.argv, this.paths(name)) &&
+      hasDiskSlots(vm.argv) &&
       (await this.livePid(name)) !== undefined
     );
   }
 
-  async hotplugNics(cfg: VmConfig, configHash: string, ctx?: OpContext): Promise<void> {
+  /** Plugs and unplugs NICs and disks of running VM `cfg.name` so that it matches `cfg` (`secrets`: new disks'). */
+  async hotplug(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
     const name = cfg.name;
-    const subject = `vm/${name}`;
     await this.locked(name, async () => {
       const vm = await this.mustStored(name);
       if (vm.configHash === configHash) return;
       if ((await this.livePid(name)) === undefined)
-        throw new InvalidStateError(`NIC hot-plug requires running: VM ${name} is not running`, subject);
-      if (!onlyNicsDiffer(vm.config, cfg))
-        throw new InvalidStateError(
-          `VM ${name}: only NICs can change while it runs; stop it to change cpus, memory, image or disks`,
-          subject,
-        );
-      const p = this.paths(name);
-      if (!hasHotplugSlots(vm.argv, p))
-        throw new UnsupportedError(
-          `VM ${name} was started without NIC hot-plug slots (created by an older vmlink): stop and start it once`,
-          subject,
-        );
+        throw new InvalidStateError(`hot-plug requires running: VM ${name} is not running`, `vm/${name}`);
       assertQmpFdHelper(this.qmpFdHelper);
-      await plugNics(
+      const id = await this.identity(name);
+      await hotplugVm(
         {
           runner: this.runner,
-          paths: p,
+          paths: this.paths(name),
           qmp: await this.qmp(name),
           fdChannel: this.fdChannel(name),
-          identity: () => this.identity(name),
+          storage: this.storage,
+          owner: { uid: id.uid, gid: id.gid },
+          identity: async () => id,
           guestExec: (argv, o) => this.guestExec(name, argv, o),
           writeStored: (stored) => this.writeStored(name, stored),
-          argvOf: (c, accel, slots) => this.argvOf(c, accel, slots),
+          argvOf: (c, accel, slots, disks) => this.argvOf(c, accel, slots, disks),
           unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         },
         vm,
         cfg,
         configHash,
+        secrets,
         ctx,
       );
     });
@@ -348,15 +343,7 @@ export class QemuDriver implements HypervisorDriver {
           `vm/${name}`,
         );
       assertQmpFdHelper(this.qmpFdHelper);
-      const fdsets = await (await this.qmp(name)).execute<Array<{ 'fdset-id': number }>>('query-fdsets');
-      const fdset = nextFdset(fdsets);
-      await passFile(
-        this.fdChannel(name),
-        path,
-        { readOnly: opts.readOnly, fdset },
-        commands(fdsetPath(fdset)).map((c) => JSON.stringify(c)),
-      );
-      return fdsetPath(fdset);
+      return passFileToVm(this.fdChannel(name), await this.qmp(name), path, opts, commands);
     });
   }
 
@@ -374,16 +361,19 @@ export class QemuDriver implements HypervisorDriver {
       const vm = await this.mustStored(name);
       if ((await this.livePid(name)) !== undefined)
         throw new InvalidStateError(`start requires stopped: VM ${name} is running`, `vm/${name}`);
-      const keys = diskKeys(vm.config, secrets);
+      // Every disk's secrets are at hand before QEMU runs (a refusal names the disk and the secret).
+      const attach = disksAtStart(vm.config, this.paths(name), vm.diskSlots, secrets);
+      for (const t of attach) diskSecrets(name, t.disk, secrets);
+      if (attach.some((t) => t.disk.source?.kind === 'file')) assertQmpFdHelper(this.qmpFdHelper);
       assertLauncher(this.launcher);
       const id = await this.identity(name);
       const p = this.paths(name);
       // VMs created before per-VM identities (or by an older vmlink) are brought to today's layout here.
       await prepareVmDirs(p, id);
       await ownVmFiles(p, vm.config, id);
-      const qemuArgv = await this.argvOf(vm.config, vm.accel, vm.nicSlots);
-      if (JSON.stringify(qemuArgv) !== JSON.stringify(vm.argv))
-        await this.writeStored(name, { ...vm, argv: qemuArgv });
+      const qemuArgv = await this.argvOf(vm.config, vm.accel, vm.nicSlots, vm.diskSlots);
+      const next = asStarted(vm, qemuArgv, usesNetworkDisks(vm.config));
+      if (JSON.stringify(next) !== JSON.stringify(vm)) await this.writeStored(name, next);
       await this.dropQmp(name);
       // Unlinking in the run directory never follows a link: only the last component is QEMU's.
       for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])
@@ -414,7 +404,9 @@ export class QemuDriver implements HypervisorDriver {
         vm,
         paths: p,
         started: await identify(pid),
-        keys,
+        disks: attach.length,
+        attach: (qmp) =>
+          attachDisksAtStart({ vm: name, qmp, fdChannel: this.fdChannel(name), paths: p }, attach),
         timeoutMs: this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS,
         qmp: (timeoutMs) => this.qmp(name, timeoutMs),
         forceStop: () => this.stopLocked(name, { force: true }),
@@ -477,6 +469,14 @@ export class QemuDriver implements HypervisorDriver {
       await this.ids.free(name);
     });
   }
+
+  // Disks: online resize, whole-VM snapshots, open disks (disk-ops.ts).
+  readonly resizeDisk: VmDiskOps['resizeDisk'] = (...a) => this.disks.resizeDisk(...a);
+  readonly snapshot: VmDiskOps['snapshot'] = (...a) => this.disks.snapshot(...a);
+  readonly rollback: VmDiskOps['rollback'] = (...a) => this.disks.rollback(...a);
+  readonly deleteSnapshot: VmDiskOps['deleteSnapshot'] = (...a) => this.disks.deleteSnapshot(...a);
+  readonly snapshots: VmDiskOps['snapshots'] = (...a) => this.disks.snapshots(...a);
+  readonly openDisks: VmDiskOps['openDisks'] = (...a) => this.disks.openDisks(...a);
 
   async list(): Promise<ObservedVm[]> {
     // VMs are looked at side by side (files, /proc, QMP); a report over many VMs waits for the slowest, not the sum.

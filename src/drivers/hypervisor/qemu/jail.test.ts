@@ -121,3 +121,45 @@ describe('vmLaunchArgv', () => {
     }
   });
 });
+
+describe('network of a jailed QEMU', () => {
+  it('is empty, unless the VM has an iSCSI or NFS disk (QEMU connects to the storage itself); a volume root shows nothing', async () => {
+    const input = {
+      ...base,
+      accel: 'tcg' as const,
+      launcher: '/l',
+      identity: { uid: 7000, gid: 7000, groups: [] },
+      qemuArgv: ['/usr/bin/qemu-system-x86_64'],
+    };
+    expect(await vmLaunchArgv(input)).toContain('--private-net');
+    const file = {
+      kind: 'file' as const,
+      pool: 'p',
+      volume: 'v',
+      path: '/pools/p/v.qcow2',
+      format: 'qcow2' as const,
+    };
+    expect(
+      await vmLaunchArgv({ ...input, config: { ...cfg, disks: [{ name: 'd', source: file }] } }),
+    ).toContain('--private-net');
+    const nfs = {
+      kind: 'nfs' as const,
+      pool: 'n',
+      volume: 'v',
+      server: '10.0.0.5',
+      export: '/vmlink/n',
+      file: 'v.qcow2',
+      format: 'qcow2' as const,
+    };
+    const withNfs: VmConfig = {
+      ...cfg,
+      image: { kind: 'volume', pool: 'n', volume: 'v', clone: false },
+      rootSource: nfs,
+    };
+    expect(await vmLaunchArgv({ ...input, config: withNfs })).not.toContain('--private-net');
+    expect(jailSpec({ ...base, config: withNfs, accel: 'tcg' }).readOnly).toEqual([
+      '/usr',
+      '/etc/ld.so.cache',
+    ]);
+  });
+});

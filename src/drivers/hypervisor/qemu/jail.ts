@@ -43,13 +43,22 @@ export function jailSpec(input: JailInput): JailSpec {
   // A QEMU installed outside /usr (operators who build their own) comes with its directory.
   if (!input.qemuBinary.startsWith('/usr/')) readOnly.push(dirname(input.qemuBinary));
   const image = input.config.image;
-  readOnly.push(image.kind === 'qcow2' ? image.path : `${input.imagesDir}/test-guest`);
+  // A VM booting from a pool volume gets it as a descriptor or over the network: nothing to show.
+  if (image.kind === 'qcow2') readOnly.push(image.path);
+  else if (image.kind === 'test-guest') readOnly.push(`${input.imagesDir}/test-guest`);
   return {
     root: input.paths.jailRoot,
     readOnly,
     readWrite: [input.paths.vmDir],
     devices: [...JAIL_DEVICES, ...(input.accel === 'kvm' ? ['/dev/kvm'] : [])],
   };
+}
+
+/** Whether a VM has a disk QEMU reaches over the network (iSCSI, NFS): its QEMU keeps the host's namespace. */
+export function usesNetworkDisks(cfg: VmConfig): boolean {
+  return [cfg.rootSource, ...cfg.disks.map((d) => d.source)].some(
+    (s) => s?.kind === 'iscsi' || s?.kind === 'nfs',
+  );
 }
 
 /** What `vmLaunchArgv` needs: the jail's input, the launcher, the VM's ids and QEMU's argv. */
@@ -80,6 +89,7 @@ export async function vmLaunchArgv(i: VmLaunchInput): Promise<string[]> {
       ...(cgroup ? { cgroup } : {}),
       maxOpenFiles: QEMU_MAX_OPEN_FILES,
       maxTasks: QEMU_MAX_TASKS,
+      ...(usesNetworkDisks(i.config) ? { hostNetwork: true } : {}),
     },
     i.qemuArgv,
   );

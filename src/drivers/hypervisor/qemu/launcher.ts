@@ -114,6 +114,11 @@ export interface JailedLaunch {
   cgroup?: string;
   maxOpenFiles: number;
   maxTasks: number;
+  /**
+   * Keep the network namespace QEMU is started in (a VM with iSCSI or NFS disks: QEMU's own block drivers connect
+   * to the storage); otherwise it gets a new, empty one.
+   */
+  hostNetwork?: boolean;
 }
 
 /** argv that runs `qemuArgv` (binary first) jailed, as the VM's own uid/gid, with taps then logs on fd 3, 4, ... */
@@ -132,8 +137,8 @@ export function jailedLaunchArgv(launcher: string, l: JailedLaunch, qemuArgv: re
     ...l.jail.readOnly.flatMap((p) => ['--bind-ro', p]),
     ...l.jail.readWrite.flatMap((p) => ['--bind-rw', p]),
     ...l.jail.devices.flatMap((d) => ['--dev', d]),
-    // QEMU gets its taps as descriptors: it needs no network namespace of its own to reach anything.
-    '--private-net',
+    // QEMU gets its taps as descriptors: it needs no network to reach anything, unless its disks are on the network.
+    ...(l.hostNetwork ? [] : ['--private-net']),
     ...(l.cgroup ? ['--cgroup', l.cgroup] : []),
     '--nofile',
     String(l.maxOpenFiles),

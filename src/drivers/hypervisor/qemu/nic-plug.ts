@@ -26,7 +26,12 @@ export interface NicPlugDeps {
   guestExec: (argv: string[], opts: { timeoutMs?: number; input?: string }) => Promise<GuestExecResult>;
   writeStored: (stored: StoredVm) => Promise<void>;
   /** The command line of `cfg` on this host, as the driver builds it (confidential VMs need the host's parts). */
-  argvOf: (cfg: VmConfig, accel: 'kvm' | 'tcg', nicSlots: readonly number[]) => Promise<string[]>;
+  argvOf: (
+    cfg: VmConfig,
+    accel: 'kvm' | 'tcg',
+    nicSlots: readonly number[],
+    diskSlots?: readonly number[],
+  ) => Promise<string[]>;
   unplugTimeoutMs: number;
 }
 
@@ -62,8 +67,8 @@ export async function plugNics(
     await chmod(next, 0o600);
     await rename(next, p.seedIso);
   }
-  const argv = await d.argvOf(cfg, vm.accel, nicSlots);
-  await d.writeStored({ config: cfg, configHash, accel: vm.accel, argv, nicSlots });
+  const argv = await d.argvOf(cfg, vm.accel, nicSlots, vm.diskSlots);
+  await d.writeStored({ ...vm, config: cfg, configHash, argv, nicSlots });
 }
 
 /**

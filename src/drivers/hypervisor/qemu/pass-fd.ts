@@ -59,3 +59,24 @@ export async function passFile(
   ]);
   return r.stdout.split('\n').filter(Boolean);
 }
+
+/**
+ * Adds `path` (opened by root) to a new fd set of a running VM (the lowest free id from 100), then runs
+ * `commands(fdsetPath)` on the same monitor; returns the fd set's path.
+ */
+export async function passFileToVm(
+  c: FdChannel,
+  qmp: { execute<T>(command: string): Promise<T> },
+  path: string,
+  opts: { readOnly: boolean },
+  commands: (fdsetPath: string) => Array<Record<string, unknown>>,
+): Promise<string> {
+  const fdset = nextFdset(await qmp.execute<Array<{ 'fdset-id': number }>>('query-fdsets'));
+  await passFile(
+    c,
+    path,
+    { readOnly: opts.readOnly, fdset },
+    commands(fdsetPath(fdset)).map((x) => JSON.stringify(x)),
+  );
+  return fdsetPath(fdset);
+}

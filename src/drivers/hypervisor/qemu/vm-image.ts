@@ -1,13 +1,17 @@
 // A VM's boot image made ready before its QEMU can use it: the test guest's kernel and initrd readable by the VM's
 // uid, or a copy-on-write overlay of the user's base image plus its cloud-init seed.
+
+import { mkdir } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
-import { UnsupportedError } from '../../../shared/errors.js';
+import { InvalidRequestError, UnsupportedError } from '../../../shared/errors.js';
 import type { VmConfig } from '../../../shared/model.js';
 import type { OpContext } from '../../network/types.js';
 import type { StorageDriver } from '../../storage/types.js';
 import { buildSeedFiles, writeSeedIso } from './cloudinit.js';
 import type { VmPaths } from './cmdline.js';
+import type { VmIdentity } from './identity.js';
 import { userCanAccess } from './launcher.js';
+import { prepareVmDirs } from './vm-files.js';
 
 /** Who reads the image: the VM's uid with its groups, named for errors. */
 export interface ImageReader {
@@ -38,9 +42,13 @@ export async function prepareVmImage(
     return;
   }
   if (cfg.image.kind === 'volume') {
-    throw new UnsupportedError(
-      `VM ${cfg.name}: booting from a pool volume is not supported by this agent yet`,
-    );
+    // Its root is the pool volume itself (or the controller's clone `<vm>-root`): nothing of its own to make.
+    if (!cfg.rootSource)
+      throw new InvalidRequestError(
+        `VM ${cfg.name} boots from volume ${cfg.image.pool}/${cfg.image.volume}, but the step does not say how this host opens it (rootSource)`,
+        `vm/${cfg.name}`,
+      );
+    return;
   }
   if (!userCanAccess(cfg.image.path, access, 'r')) {
     throw new UnsupportedError(
@@ -49,4 +57,27 @@ export async function prepareVmImage(
   }
   await deps.storage.createOverlay({ name: 'root', dir: paths.vmDir, base: cfg.image.path, owner }, ctx);
   await writeSeedIso(deps.runner, buildSeedFiles(cfg), paths.seedDir, paths.seedIso);
+}
+
+/**
+ * Makes VM `cfg`'s directory (checking its uid can reach it through `stateDir`) and its boot image ready.
+ */
+export async function prepareVmDir(
+  deps: { stateDir: string; runner: Runner; storage: StorageDriver; imagesDir: string; qemuUserName: string },
+  cfg: VmConfig,
+  paths: VmPaths,
+  id: VmIdentity,
+  ctx?: OpContext,
+): Promise<void> {
+  const who = `VM ${cfg.name}'s QEMU (uid ${id.uid})`;
+  const access = { uid: id.uid, groups: [id.gid, ...id.groups] };
+  await mkdir(`${deps.stateDir}/vms`, { recursive: true, mode: 0o711 });
+  // QEMU's jail binds its directory from the host: the agent still opens it by path there.
+  if (!userCanAccess(`${deps.stateDir}/vms`, access, 'x')) {
+    throw new UnsupportedError(
+      `${deps.stateDir}/vms is not traversable by ${who}: give ${deps.stateDir} and its parents o+x (chmod 711)`,
+    );
+  }
+  await prepareVmDirs(paths, id);
+  await prepareVmImage(deps, cfg, paths, { access, owner: { uid: id.uid, gid: id.gid }, who }, ctx);
 }

@@ -1,11 +1,10 @@
-// The wait after a VM's QEMU is spawned: until QMP reports it running. A VM with encrypted disks starts paused
-// (-S): its keys and disks are added over QMP first (disk-keys.ts), then it runs.
+// The wait after a VM's QEMU is spawned: until QMP reports it running. A VM with disks over QMP (encrypted, pool
+// volumes, a root volume) starts paused (-S): they are attached first (disk-attach.ts), then it runs.
 import { TimeoutError, VmlinkError } from '../../../shared/errors.js';
 import { isRunning, type ProcessIdentity, signalProcess } from '../../../shared/process.js';
 import { sleep } from '../../../shared/time.js';
 import type { OpContext } from '../../network/types.js';
 import type { VmPaths } from './cmdline.js';
-import { attachEncryptedDisks } from './disk-keys.js';
 import type { QmpClient } from './qmp.js';
 import { logTail } from './vm-files.js';
 import type { StoredVm } from './vm-store.js';
@@ -17,8 +16,10 @@ export interface StartWaitDeps {
   paths: VmPaths;
   /** The spawned QEMU (undefined: it was gone before it could be identified). */
   started: ProcessIdentity | undefined;
-  /** Disk index -> base64 key of the VM's encrypted disks. */
-  keys: Map<number, string>;
+  /** Disks to attach while it is paused (none: it was not started paused). */
+  disks: number;
+  /** Attaches them over QMP and lets the guest run. */
+  attach: (qmp: QmpClient) => Promise<void>;
   timeoutMs: number;
   qmp: (timeoutMs: number) => Promise<QmpClient>;
   /** Stops the VM at once (the driver's locked stop): a start that fails leaves nothing half-started. */
@@ -28,13 +29,13 @@ export interface StartWaitDeps {
 
 /** Waits until VM `name`'s QEMU reports `running`; on failure stops it and throws, naming the cause. */
 export async function awaitVmRunning(d: StartWaitDeps): Promise<void> {
-  const { name, started, keys } = d;
+  const { name, started } = d;
   const deadline = Date.now() + d.timeoutMs;
   const giveUp = async () => {
     await d.forceStop().catch(() => {});
     if (started) await signalProcess(started, 'SIGKILL');
   };
-  let attached = keys.size === 0;
+  let attached = d.disks === 0;
   for (;;) {
     if (!started || !(await isRunning(started))) {
       throw new VmlinkError(
@@ -49,16 +50,19 @@ export async function awaitVmRunning(d: StartWaitDeps): Promise<void> {
       if (st.status === 'running') return;
       if (!attached && st.status === 'prelaunch') {
         attached = true;
-        d.ctx?.progress?.(`attaching ${keys.size} encrypted disk(s) of VM ${name}`);
+        d.ctx?.progress?.(`attaching ${d.disks} disk(s) of VM ${name}`);
         try {
-          await attachEncryptedDisks(qmp, d.vm.config, d.paths, keys);
+          await d.attach(qmp);
         } catch (e) {
-          // QEMU's errors name the disk, never the key (it was sent as a secret object's data).
+          // attachDisk's errors name the VM and the disk, never a secret (those were sent as objects' data).
           await giveUp();
+          if (e instanceof VmlinkError) throw e;
           throw new VmlinkError(
             'exec',
-            `VM ${name}: its encrypted disks could not be attached: ${(e as Error).message}`,
-            { subject: `vm/${name}` },
+            `VM ${name}: its disks could not be attached: ${(e as Error).message}`,
+            {
+              subject: `vm/${name}`,
+            },
           );
         }
         continue;

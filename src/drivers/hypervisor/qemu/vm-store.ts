@@ -15,6 +15,10 @@ export interface StoredVm {
   argv: string[];
   /** Slot (PCIe root port) of each NIC, in `config.nics` order; absent in VMs stored before slots: NIC i in slot i. */
   nicSlots?: number[];
+  /** Slot (PCIe root port) of each disk, in `config.disks` order; absent in VMs stored before slots: disk i in slot i. */
+  diskSlots?: number[];
+  /** Its QEMU was started in the host's network namespace (it has iSCSI or NFS disks); absent: an empty one. */
+  hostNetwork?: true;
 }
 
 // What the driver relies on in config.json; the rest of `config` is what it wrote itself (VmConfig).
@@ -33,6 +37,8 @@ const StoredVmSchema = z
     accel: z.enum(['kvm', 'tcg']),
     argv: z.array(z.string()).min(1),
     nicSlots: z.array(z.number().int().min(0)).optional(),
+    diskSlots: z.array(z.number().int().min(0)).optional(),
+    hostNetwork: z.literal(true).optional(),
   })
   // Fields a newer vmlink added are kept, not dropped, when an older one reads the file.
   .loose() satisfies z.ZodType<StoredVm>;
@@ -57,4 +63,10 @@ export function readStoredVm(configFile: string): Promise<StoredVm | undefined> 
 /** Writes a VM's record atomically, readable by the agent only. */
 export async function writeStoredVm(configFile: string, stored: StoredVm): Promise<void> {
   await writeJsonFile(configFile, stored, { mode: 0o600 });
+}
+
+/** `vm` as it is started with `argv`, recording whether its QEMU keeps the host's network (iSCSI or NFS disks). */
+export function asStarted(vm: StoredVm, argv: string[], hostNetwork: boolean): StoredVm {
+  const { hostNetwork: _n, ...rest } = vm;
+  return { ...rest, argv, ...(hostNetwork ? { hostNetwork: true } : {}) };
 }
