@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema, toErrorBody } from '../shared/errors.js';
+import { ErrorBodySchema, toErrorBody, UnsupportedError } from '../shared/errors.js';
 import { requireClientCert } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
@@ -33,6 +33,7 @@ import {
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
+import { OpenDisksSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
 const NetworkParams = VmParams;
@@ -149,6 +150,16 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     async (req) => {
       await agent.vm(req.params.name);
       return agent.hypervisor.guestInterfaces(req.params.name);
+    },
+  );
+  app.get(
+    '/v1/vms/:name/disks',
+    { schema: { params: VmParams, response: answers(OpenDisksSchema) } },
+    async (req) => {
+      await agent.vm(req.params.name);
+      const h = agent.hypervisor;
+      if (!h.openDisks) throw new UnsupportedError("this host's hypervisor cannot list a VM's open disks");
+      return { disks: await h.openDisks(req.params.name) };
     },
   );
   app.get(
