@@ -347,6 +347,8 @@ export const DoctorReportSchema = z.object({
       checks: z.array(DoctorCheckSchema),
     }),
   ),
+  /** Storage paths from compute hosts to their pools, each down one with its evidence and fix. */
+  storage: z.array(DoctorCheckSchema).optional(),
 });
 /** Answer of `GET /v1/doctor`. */
 export type DoctorReport = z.infer<typeof DoctorReportSchema>;
