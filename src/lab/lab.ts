@@ -205,7 +205,7 @@ export class Lab {
     // Agents first, so none restarts what the next step kills.
     for (const h of agentMachines(this.spec)) await this.killRecorded(this.agentRecord(h.name));
     await this.killRecorded(this.relayRecord());
-    for (const m of this.spec.storage) await this.storage.down(m, say);
+    for (const [i, m] of this.spec.storage.entries()) await this.storage.down(m, i, say);
     for (const ns of mine) {
       const pids = await this.ip.namespaces.pids(ns);
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);

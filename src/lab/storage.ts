@@ -3,8 +3,11 @@
 // config, state and pid files under the machine's state directory, started and stopped by verified identity.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { NfsServer } from '../drivers/storage/nfs-server.js';
+import { Tgtd } from '../drivers/storage/tgtd.js';
 import type { Runner } from '../exec/runner.js';
 import { labHostStateDir } from '../shared/paths.js';
+import { ISCSI_PORT } from '../shared/storage.js';
 import type { LabSpec } from '../spec/schema.js';
 import { machineNs } from './names.js';
 
@@ -42,13 +45,47 @@ export class LabStorage {
     ];
   }
 
-  /** Starts whatever server of the machine is not running (idempotent). */
-  async up(m: LabStorageMachine, _index: number, say: (msg: string) => void): Promise<void> {
-    const dirs = labStorageDirs(this.spec.name, m.name);
-    for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true, mode: 0o700 });
-    say(`storage machine ${m.name} in ${machineNs(this.spec.name, m.name)}`);
+  /** The machine's tgtd: its own control port, its portal on the machine's LAN address. */
+  tgtd(m: LabStorageMachine, index: number): Tgtd {
+    return new Tgtd({
+      runner: this.runner,
+      controlPort: labTgtControlPort(index),
+      dir: labStorageDirs(this.spec.name, m.name).tgtd,
+      netns: machineNs(this.spec.name, m.name),
+    });
   }
 
-  /** Stops the machine's servers (each only if it is still the process that was started). */
-  async down(_m: LabStorageMachine, _say: (msg: string) => void): Promise<void> {}
+  /** The machine's rpcbind + nfs-ganesha (in a mount namespace of their own inside the machine's). */
+  nfs(m: LabStorageMachine): NfsServer {
+    return new NfsServer({
+      runner: this.runner,
+      dir: labStorageDirs(this.spec.name, m.name).nfs,
+      netns: machineNs(this.spec.name, m.name),
+    });
+  }
+
+  /**
+   * Starts whatever server of the machine is not running (idempotent): tgtd, then rpcbind and nfs-ganesha. A
+   * restarted tgtd serves no targets until the storage agent's next pool step puts them back (`vmlink apply`).
+   */
+  async up(m: LabStorageMachine, index: number, say: (msg: string) => void): Promise<void> {
+    const dirs = labStorageDirs(this.spec.name, m.name);
+    for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true, mode: 0o700 });
+    const tgtd = this.tgtd(m, index);
+    if (!(await tgtd.running())) {
+      say(
+        `starting tgtd of ${m.name} (control port ${labTgtControlPort(index)}, portal ${m.address}:${ISCSI_PORT})`,
+      );
+      await tgtd.start();
+    }
+    if ((await this.nfs(m).start()) === 'started')
+      say(`started rpcbind and nfs-ganesha of ${m.name} (${m.address}, NFSv3)`);
+  }
+
+  /** Stops the machine's servers, each only while it is still the process that was started. */
+  async down(m: LabStorageMachine, index: number, say: (msg: string) => void): Promise<void> {
+    say(`stopping the storage servers of ${m.name}`);
+    await this.nfs(m).stop();
+    await this.tgtd(m, index).stop();
+  }
 }
