@@ -92,6 +92,10 @@ describe('lab', () => {
       '1',
       '--nfs-dir',
       join(dir, 'state', 'lab', 'qs', 'san1', 'nfs'),
+      '--pool-root',
+      '/var/lib/vmlink/pools',
+      '--pool-root',
+      join(dir, 'state', 'lab', 'qs', 'san1', 'pools'),
     ]);
   }, 60_000);
 

@@ -42,7 +42,7 @@ import { formatIpv4, parseCidr } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
 import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerDnsmasq, routerRuleset } from './router.js';
-import { LabStorage } from './storage.js';
+import { LabStorage, labPoolRootArgs } from './storage.js';
 
 const VMLINK_BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
 /** What a recorded lab process (agent, relay) must be before the lab trusts or signals it: this vmlink. */
@@ -179,7 +179,8 @@ export class Lab {
     }
     await this.upRouter(say);
     await this.ensureRelay(say);
-    for (const h of spec.hosts) await this.ensureAgent(h.name, h.address, say);
+    for (const h of spec.hosts)
+      await this.ensureAgent(h.name, h.address, say, labPoolRootArgs(spec.name, h.name));
     // A storage machine's servers first, so its agent finds them when it reports its pools.
     for (const [i, m] of spec.storage.entries()) {
       await this.storage.up(m, i, say);

@@ -2,12 +2,12 @@
 // storage role and its own servers (tgtd for iscsi pools; rpcbind + nfs-ganesha for nfs pools), each with its own
 // config, state and pid files under the machine's state directory, started and stopped by verified identity.
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { NfsServer } from '../drivers/storage/nfs-server.js';
 import { Tgtd } from '../drivers/storage/tgtd.js';
 import type { Runner } from '../exec/runner.js';
 import { labHostStateDir } from '../shared/paths.js';
-import { ISCSI_PORT } from '../shared/storage.js';
+import { defaultPoolPath, ISCSI_PORT } from '../shared/storage.js';
 import type { LabSpec } from '../spec/schema.js';
 import { machineNs } from './names.js';
 
@@ -26,6 +26,19 @@ export function labStorageDirs(lab: string, machine: string): { tgtd: string; nf
   return { tgtd: join(base, 'tgtd'), nfs: join(base, 'nfs') };
 }
 
+/**
+ * Where a lab machine's agent may make pools: the default root, and the machine's own `pools` directory beside its
+ * state (so that a test's or a second lab's pools need not share /var/lib/vmlink/pools).
+ */
+export function labPoolRootArgs(lab: string, machine: string): string[] {
+  return [
+    '--pool-root',
+    dirname(defaultPoolPath('-')),
+    '--pool-root',
+    join(labHostStateDir(lab, machine), 'pools'),
+  ];
+}
+
 /** Starts and stops the servers of the lab's storage machines. */
 export class LabStorage {
   constructor(
@@ -42,6 +55,7 @@ export class LabStorage {
       String(labTgtControlPort(index)),
       '--nfs-dir',
       labStorageDirs(this.spec.name, m.name).nfs,
+      ...labPoolRootArgs(this.spec.name, m.name),
     ];
   }
 
