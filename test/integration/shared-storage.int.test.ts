@@ -177,7 +177,7 @@ describe('shared storage on a lab with a storage machine', () => {
       specFile,
       specOf().replace(
         '\nlab:\n',
-        '\n  - name: probe\n    host: host2\n    memoryMiB: 128\n    disks: [{ name: spare, pool: san, volume: spare }]\nlab:\n',
+        '\n  - name: probe\n    host: host2\n    memoryMiB: 128\n    nics: [{ network: app, ip: 10.70.0.13 }]\n    disks: [{ name: spare, pool: san, volume: spare }]\nlab:\n',
       ),
     );
     const apply = await cli(['apply', '-f', specFile]);
