@@ -120,13 +120,33 @@ describe('doctor for storage paths', () => {
 
   it('explains a refused iSCSI login (CHAP) with QEMU’s error until an apply succeeds', async () => {
     const qemu =
-      'vm.create db on host1: QEMU exited: -blockdev iscsi: Failed to login with target: Authentication failure (iqn.2026-12.io.vmlink:san1.san.db)';
+      '> vm db start on host1: VM db: disk data could not be attached: blockdev-add failed: GenericError: iSCSI: Failed to connect to LUN : Failed to log in to target. Status: Authentication failure(513)';
     const events = [ev(1, 'apply', 'x: 3 change(s) applied'), ev(2, 'apply.failed', qemu)];
     const checks = await storageDoctor(spec, agents({ portal: true, pools: [] }), events, {});
     const login = checks.find((c) => c.name.startsWith('storage iSCSI login'))!;
     expect(login.name).toBe('storage iSCSI login to pool san on san1');
     expect(login.detail).toContain('Authentication failure');
     expect(login.fix).toContain('vmlink secret set san-chap');
+    // With two CHAP pools, the one the failed VM's disk uses is named.
+    const two = SpecSchema.parse({
+      ...spec,
+      pools: [
+        ...spec.pools,
+        { name: 'san2', type: 'iscsi', host: 'san1', chap: { user: 'u2', secret: 'chap2' } },
+      ],
+      vms: [
+        {
+          name: 'db',
+          host: 'host1',
+          nics: [{ network: 'app' }],
+          disks: [{ name: 'data', pool: 'san2', volume: 'db-data' }],
+        },
+      ],
+    });
+    const named = await storageDoctor(two, agents({ portal: true, pools: [] }), events, {});
+    expect(named.find((c) => c.name.startsWith('storage iSCSI login'))?.fix).toContain(
+      'vmlink secret set chap2',
+    );
     const fixed = await storageDoctor(
       spec,
       agents({ portal: true, pools: [] }),

@@ -111,7 +111,12 @@ export async function storageDoctor(
   if (refused > lastOk) {
     const msg = events[refused]!.message;
     const chapPools = spec.pools.filter((p) => p.type === 'iscsi' && p.chap);
-    const pool = chapPools.find((p) => msg.includes(`.${p.name}.`)) ?? chapPools[0];
+    // The pool whose target name the error quotes, else the one the failed VM's disks use, else the only one.
+    const vmNamed = spec.vms.find((v) => new RegExp(`\\bvm ${v.name}\\b`, 'i').test(msg));
+    const pool =
+      chapPools.find((p) => msg.includes(`.${p.name}.`)) ??
+      chapPools.find((p) => vmNamed?.disks.some((d) => d.pool === p.name)) ??
+      chapPools[0];
     out.push({
       name: `storage iSCSI login${pool ? ` to pool ${pool.name} on ${pool.host}` : ''}`,
       ok: false,
