@@ -14,7 +14,7 @@ fi
 
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
   genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
-  tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind)
+  tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
