@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { diskSerial } from '../src/verify/storage.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink, vmlinkOk } from './cli.js';
-import { hostInfo, median, round, runCleanups } from './lib.js';
+import { hostInfo, median, round, runCleanups, sleep } from './lib.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
@@ -62,6 +62,14 @@ async function main(): Promise<void> {
     rmSync(chap);
     const applied = await vmlink(['apply', '-f', specFile], lab.env, 600_000);
     if (applied.code !== 0) throw new Error(`apply failed: ${applied.stderr.trim()}`);
+    // The guests boot under TCG: wait until each one's guest agent answers (untimed).
+    for (const vm of new Set(DISKS.map((d) => d.vm))) {
+      const deadline = Date.now() + 300_000;
+      while ((await vmlink(['vm', 'exec', vm, '--', 'true'], lab.env, 60_000)).code !== 0) {
+        if (Date.now() > deadline) throw new Error(`the guest of ${vm} did not answer within 300 s`);
+        await sleep(2_000);
+      }
+    }
     const results: Record<string, { write: number[]; read: number[] }> = {};
     for (let r = 0; r < repeat; r++) {
       // Order rotates each repeat so that a slow moment of the machine does not always hit the same kind.
