@@ -214,6 +214,6 @@ describe('shared storage on a lab with a storage machine', () => {
       ['audit', '--json'],
     ])
       await cli(args);
-    answers.forEach((a, i) => expectNoSecretIn(`CLI answer ${i}`, a));
+    for (const [i, a] of answers.entries()) expectNoSecretIn(`CLI answer ${i}`, a);
   }, 120_000);
 });
