@@ -13,7 +13,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
-  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump)
+  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
+  tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -22,8 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # vmlink's agents run their own Open vSwitch (and dnsmasq) per host namespace: keep the packages' system-wide
-  # services from starting in this machine's own namespace during the install.
+  # vmlink's agents run their own Open vSwitch (and dnsmasq) per host namespace, and a lab storage machine its own
+  # tgtd, rpcbind and nfs-ganesha: keep the packages' system-wide services from starting in this machine's own
+  # namespace during the install.
   policy=/usr/sbin/policy-rc.d
   own_policy=0
   if [ ! -e "$policy" ]; then
@@ -31,7 +33,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ "$own_policy" = 1 ] && rm -f "$policy"; exit 1; }
   [ "$own_policy" = 1 ] && rm -f "$policy"
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then
+    # A system rpcbind would hold /run/rpcbind.sock and port 111 here; a system tgtd the control socket numbers.
+    for unit in openvswitch-switch tgt nfs-ganesha rpcbind.socket rpcbind; do
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
 else
   step "Debian packages: all present"
 fi

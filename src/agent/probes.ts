@@ -1,6 +1,6 @@
 // Reachability probes from a host or from one of its guests: one at a time, or a batch from one source at once.
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
-import { parseHttp, parsePing, probeArgv, runProbeBatch } from '../exec/probe.js';
+import { parseProbe, probeArgv, runProbeBatch } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import { PROBE_GUEST_MARGIN_MS, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
@@ -24,17 +24,13 @@ export class Prober {
         allowFailure: true,
         timeoutMs: req.timeoutMs + PROBE_HOST_MARGIN_MS,
       });
-      return req.kind === 'ping'
-        ? parsePing(r.code, r.stdout, r.stderr)
-        : parseHttp(r.code, r.stdout, r.stderr, Date.now() - started);
+      return parseProbe(req.kind, r.code, r.stdout, r.stderr, Date.now() - started);
     }
     const nic = await this.guestSource(req.from, [req]);
     const r = await this.deps.hypervisor.guestExec(req.from.name, probeArgv(req, 'guest', nic), {
       timeoutMs: req.timeoutMs + PROBE_GUEST_MARGIN_MS,
     });
-    return req.kind === 'ping'
-      ? parsePing(r.exitCode, r.stdout, r.stderr)
-      : parseHttp(r.exitCode, r.stdout, r.stderr, Date.now() - started);
+    return parseProbe(req.kind, r.exitCode, r.stdout, r.stderr, Date.now() - started);
   }
 
   /**
@@ -72,10 +68,12 @@ export class Prober {
         `probe from ${vm.name} requires running (it is ${vm.state})`,
         `vm/${vm.name}`,
       );
-    // busybox wget cannot bind to an interface: a NIC-bound HTTP probe would silently leave by the guest's routes.
-    if (from.nic !== undefined && probes.some((p) => p.kind === 'http'))
+    // busybox wget and nc cannot bind to an interface: a NIC-bound TCP probe would silently leave by the guest's
+    // routes.
+    const tcp = probes.find((p) => p.kind !== 'ping');
+    if (from.nic !== undefined && tcp)
       throw new InvalidRequestError(
-        `an http probe from ${vm.name} cannot be bound to NIC ${from.nic}; probe by ping`,
+        `an ${tcp.kind} probe from ${vm.name} cannot be bound to NIC ${from.nic}; probe by ping`,
         'from.nic',
       );
     return from.nic;

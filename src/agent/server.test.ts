@@ -60,6 +60,7 @@ it("lists each route's response schema in the agent's OpenAPI document", async (
   expect(props('/v1/probe', 'post')).toEqual(['reachable', 'rttMs', 'detail', 'unmeasured']);
   expect(props('/v1/doctor', 'get')).toEqual(['checks']);
   expect(props('/v1/vms/{name}/exec', 'post')).toEqual(['exitCode', 'stdout', 'stderr']);
+  expect(props('/v1/vms/{name}/disks', 'get')).toEqual(['disks']);
   for (const [path, methods] of Object.entries(doc.paths))
     for (const [method, op] of Object.entries(methods))
       expect(Object.keys(op.responses), `${method} ${path}`).toEqual(
@@ -121,5 +122,49 @@ describe('POST /v1/actions refuses what a spec could not produce, before any com
     runner.calls.length = 0;
     await post(web);
     expect(runner.lines().join('\n')).toMatch(/vlb-web/);
+  });
+});
+
+describe("GET /v1/vms/:name/disks: what a VM's QEMU has open", () => {
+  const open = [{ disk: 'data', target: 'iscsi://192.168.50.30:3260/iqn.x/1', readOnly: false }];
+  const serve = async (openDisks?: () => Promise<typeof open>) => {
+    const state = mkdtempSync(join(tmpdir(), 'vmlink-agent-disks-'));
+    const hypervisor = {
+      list: async () => [{ name: 'db', state: 'running' }],
+      ...(openDisks ? { openDisks } : {}),
+    } as unknown as ConstructorParameters<typeof Agent>[0]['hypervisor'];
+    const agent = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: {},
+      hypervisor,
+      stateDir: state,
+    });
+    const api = await createAgentServer(agent, { prerequisites: async () => [] });
+    const done = async () => {
+      await api.close();
+      rmSync(state, { recursive: true, force: true });
+    };
+    return { api, done };
+  };
+
+  it('answers the open disks of a known VM, 404 for another, and says when the hypervisor cannot tell', async () => {
+    const a = await serve(async () => open);
+    try {
+      expect((await a.api.inject({ method: 'GET', url: '/v1/vms/db/disks' })).json()).toEqual({
+        disks: open,
+      });
+      expect((await a.api.inject({ method: 'GET', url: '/v1/vms/nope/disks' })).statusCode).toBe(404);
+    } finally {
+      await a.done();
+    }
+    const b = await serve();
+    try {
+      const res = await b.api.inject({ method: 'GET', url: '/v1/vms/db/disks' });
+      expect(res.statusCode).toBe(422);
+      expect(res.json().error).toMatchObject({ kind: 'unsupported' });
+    } finally {
+      await b.done();
+    }
   });
 });

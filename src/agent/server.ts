@@ -33,7 +33,7 @@ import {
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
-import { DeviceInventorySchema, VmSnapshotsSchema } from './wire-storage.js';
+import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
 const NetworkParams = VmParams;
@@ -162,6 +162,16 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     '/v1/vms/:name/snapshots',
     { schema: { params: VmParams, response: answers(VmSnapshotsSchema) } },
     async (req) => ({ snapshots: await agent.vmSnapshots(req.params.name) }),
+  );
+  app.get(
+    '/v1/vms/:name/disks',
+    { schema: { params: VmParams, response: answers(OpenDisksSchema) } },
+    async (req) => {
+      await agent.vm(req.params.name);
+      const h = agent.hypervisor;
+      if (!h.openDisks) throw new UnsupportedError("this host's hypervisor cannot list a VM's open disks");
+      return { disks: await h.openDisks(req.params.name) };
+    },
   );
   app.get(
     '/v1/vms/:name/console',

@@ -256,3 +256,16 @@ export const DeviceInventorySchema = z.object({
     )
     .max(USB_DEVICES_MAX),
 }) satisfies z.ZodType<DeviceInventory>;
+
+/** The block devices a running VM's QEMU has open (`GET /v1/vms/:name/disks`, for verify); never a secret. */
+export const OpenDisksSchema = z.object({
+  disks: z
+    .array(
+      z.object({
+        disk: z.string().max(64),
+        target: z.string().max(1024),
+        readOnly: z.boolean(),
+      }),
+    )
+    .max(VM_DISKS_MAX + 2),
+});

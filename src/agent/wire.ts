@@ -382,16 +382,24 @@ export const ProbeSourceSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
-/** What a probe asks for, wherever it starts: ICMP echo, or an HTTP GET that must answer. */
+/** What a probe asks for, wherever it starts: ICMP echo, an HTTP GET that must answer, or a TCP connect. */
 const probeFields = {
-  kind: z.enum(['ping', 'http']),
+  kind: z.enum(['ping', 'http', 'tcp']),
   target: ip,
   port: z.number().int().min(1).max(65535).optional(),
   timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
 };
 
-/** A reachability probe: ICMP echo, or an HTTP GET that must answer. */
-export const ProbeRequestSchema = z.object({ from: ProbeSourceSchema, ...probeFields }).strict();
+/** A tcp probe names the port it connects to. */
+const tcpHasPort = (p: { kind: string; port?: number | undefined }) =>
+  p.kind !== 'tcp' || p.port !== undefined;
+const TCP_PORT_NEEDED = { message: 'a tcp probe needs a port', path: ['port'] };
+
+/** A reachability probe: ICMP echo, an HTTP GET that must answer, or a TCP connect. */
+export const ProbeRequestSchema = z
+  .object({ from: ProbeSourceSchema, ...probeFields })
+  .strict()
+  .refine(tcpHasPort, TCP_PORT_NEEDED);
 /** A probe request. */
 export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
 
@@ -399,7 +407,10 @@ export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
 export const ProbeBatchRequestSchema = z
   .object({
     from: ProbeSourceSchema,
-    probes: z.array(z.object(probeFields).strict()).min(1).max(PROBE_BATCH_MAX),
+    probes: z
+      .array(z.object(probeFields).strict().refine(tcpHasPort, TCP_PORT_NEEDED))
+      .min(1)
+      .max(PROBE_BATCH_MAX),
   })
   .strict();
 /** A batch of probes from one source. */

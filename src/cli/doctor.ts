@@ -69,6 +69,7 @@ export function renderDoctor(d: DoctorInput): DoctorCheck[] {
       });
     for (const c of failed) checks.push({ ...c, name: `host ${h.host} ${c.name}` });
   }
+  checks.push(...(d.report?.storage ?? []));
   return checks;
 }
 

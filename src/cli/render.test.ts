@@ -200,3 +200,44 @@ it('shows security-group blocks apart from topology blocks and failures, with po
   expect(text).toContain('Notes:\n  web1: not port-checked');
   expect(lines.pop()).toBe('NOT verified: 1 of 4 cells differ from the topology.');
 });
+
+it('renders storage checks beside the matrix, failures with their evidence', () => {
+  const text = renderMatrix({
+    endpoints: [],
+    cells: [],
+    pmtu: [],
+    routers: [],
+    storage: [
+      {
+        check: 'portal',
+        host: 'host1',
+        volume: 'san',
+        target: '192.168.50.30:3260 (iscsi)',
+        ok: true,
+        detail: 'connected',
+        ms: 2,
+      },
+      {
+        check: 'io',
+        host: 'host2',
+        vm: 'web',
+        disk: 'data',
+        volume: 'nas/web-data',
+        target: 'nfs://192.168.50.30/vmlink/nas/web-data.qcow2',
+        ok: false,
+        detail: 'the guest of web cannot use disk data: no disk with serial data in /sys/block',
+      },
+    ],
+    ok: false,
+    mismatches: 1,
+    measuredAt: '2026-01-01T00:00:00Z',
+    durationMs: 1000,
+  });
+  expect(text).toContain('Storage paths');
+  expect(text).toMatch(/portal\s+host1\s+san\s+192.168.50.30:3260 \(iscsi\)\s+ok 2.00ms/);
+  expect(text).toMatch(/guest I\/O\s+web\/data on host2\s+nas\/web-data/);
+  expect(text).toContain(
+    '  storage guest I/O nas/web-data (nfs://192.168.50.30/vmlink/nas/web-data.qcow2): the guest',
+  );
+  expect(text.trim().split('\n').pop()).toBe('NOT verified: 1 of 2 checks differ from the topology.');
+});

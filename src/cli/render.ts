@@ -48,6 +48,29 @@ export function renderPmtu(r: Pick<VerifyResult, 'pmtu'>): string {
   ].join('\n');
 }
 
+const STORAGE_CHECK_NAMES = { portal: 'portal', open: 'open in QEMU', io: 'guest I/O' } as const;
+
+/** Renders the storage checks of a verify result (empty string when there are none). */
+export function renderStorageChecks(r: Pick<VerifyResult, 'storage'>): string {
+  const rows = r.storage ?? [];
+  if (!rows.length) return '';
+  return [
+    'Storage paths (each compute host reaches each portal it uses; each volume is open in its QEMU; the guest reads its last 4 KiB and writes them back):',
+    table(
+      ['check', 'where', 'volume', 'target', 'result'],
+      rows.map((c) => [
+        STORAGE_CHECK_NAMES[c.check],
+        c.vm ? `${c.vm}/${c.disk} on ${c.host}` : c.host,
+        c.volume,
+        c.target,
+        c.ok
+          ? `ok${c.ms === undefined ? '' : ` ${rtt(c.ms)}`}`
+          : `${c.unmeasured ? 'FAIL:unmeasured' : 'FAIL'}: ${c.detail}`,
+      ]),
+    ),
+  ].join('\n');
+}
+
 /** Renders the security-group port checks of a verify result (empty string when there are none). */
 export function renderPortChecks(r: Pick<VerifyResult, 'cells'>): string {
   const rows = r.cells.filter((c) => c.kind === 'port');
@@ -136,9 +159,12 @@ export function renderMatrix(r: VerifyResult): string {
   if (r.notes?.length) out.push('', 'Notes:', ...r.notes.map((n) => `  ${n}`));
   const pmtu = renderPmtu(r);
   if (pmtu) out.push('', pmtu);
+  const storage = renderStorageChecks(r);
+  if (storage) out.push('', storage);
   const bad = r.cells.filter((c) => !c.ok);
   const badPmtu = (r.pmtu ?? []).filter((p) => !p.ok);
-  if (bad.length || badPmtu.length) {
+  const badStorage = (r.storage ?? []).filter((c) => !c.ok);
+  if (bad.length || badPmtu.length || badStorage.length) {
     out.push(
       '',
       'Mismatches:',
@@ -150,17 +176,25 @@ export function renderMatrix(r: VerifyResult): string {
         (p) =>
           `  ${p.from} -> ${p.to} (path MTU on ${p.network}): expected ${p.expectedMtu}, measured ${p.measuredMtu ?? 'nothing'} (${p.detail})`,
       ),
+      ...badStorage.map(
+        (c) => `  storage ${STORAGE_CHECK_NAMES[c.check]} ${c.volume} (${c.target}): ${c.detail}`,
+      ),
     );
   }
-  const checks = r.cells.length + (r.pmtu?.length ?? 0);
-  const what = r.pmtu?.length
-    ? `${r.cells.length} cells and ${r.pmtu.length} path-MTU checks`
+  const nStorage = r.storage?.length ?? 0;
+  const checks = r.cells.length + (r.pmtu?.length ?? 0) + nStorage;
+  const extra = [
+    ...(r.pmtu?.length ? [`${r.pmtu.length} path-MTU checks`] : []),
+    ...(nStorage ? [`${nStorage} storage checks`] : []),
+  ];
+  const what = extra.length
+    ? `${r.cells.length} cells and ${extra.join(' and ')}`
     : `${r.cells.length} cells`;
   out.push(
     '',
     r.ok
       ? `Verified: all ${what} match the topology (${(r.durationMs / 1000).toFixed(1)} s).`
-      : `NOT verified: ${r.mismatches} of ${checks} ${r.pmtu?.length ? 'checks' : 'cells'} differ from the topology.`,
+      : `NOT verified: ${r.mismatches} of ${checks} ${extra.length ? 'checks' : 'cells'} differ from the topology.`,
   );
   return out.join('\n');
 }

@@ -23,7 +23,7 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
-import { DeviceInventorySchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
+import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
 import type { DeviceInventory } from '../shared/devices.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { type ClientTls, HttpClient } from '../shared/http/client.js';
@@ -191,6 +191,11 @@ export class AgentClient {
   /** A guest's NICs and addresses. */
   interfaces(vm: string): Promise<GuestInterface[]> {
     return this.http.get(`/v1/vms/${vm}/interfaces`, GuestInterfacesSchema, GUEST_INTERFACES_TIMEOUT_MS);
+  }
+
+  /** The block devices the VM's QEMU has open (verify's storage checks). */
+  openDisks(vm: string): Promise<{ disks: Array<{ disk: string; target: string; readOnly: boolean }> }> {
+    return this.http.get(`/v1/vms/${vm}/disks`, OpenDisksSchema, AGENT_QUICK_TIMEOUT_MS);
   }
 
   /** The tail of a VM's serial console log. */

@@ -111,7 +111,7 @@ export async function createControllerApi(
         response: answers(DoctorReportSchema),
       },
     },
-    async () => gatherDoctor((await controller.currentSpec())?.spec),
+    async () => gatherDoctor((await controller.currentSpec())?.spec, undefined, await controller.events(200)),
   );
 
   app.post(

@@ -39,6 +39,8 @@ export interface ExecuteContext {
   previous?: Spec | undefined;
   task: TaskContext;
   confirmTiming?: ConfirmTiming;
+  /** VMs (`host/name`) this apply created: one whose first start fails is removed again (see `undoCreate`). */
+  created?: Set<string>;
 }
 
 /**
@@ -47,7 +49,8 @@ export interface ExecuteContext {
  * asked. After a failure no host starts another request; the error names the step that failed. Returns the number
  * of steps applied.
  */
-export async function executePlan(plan: Plan, x: ExecuteContext): Promise<number> {
+export async function executePlan(plan: Plan, xIn: ExecuteContext): Promise<number> {
+  const x: ExecuteContext = { ...xIn, created: new Set() };
   const total = plan.steps.length;
   const indexed = plan.steps.map((step, i) => ({ step, n: i + 1 }));
   let done = 0;
@@ -141,6 +144,7 @@ async function runSteps(
     const s = steps[i]!;
     if (r.ok) {
       x.task.progress(`[${s.n}/${total}] ${formatStep(s.step)}`);
+      noteCreated(s.step, x);
       count();
     } else failed ??= { s, error: fromErrorBody({ error: r.error }) };
   }
@@ -175,6 +179,31 @@ async function runStep(step: Step, n: number, total: number, x: ExecuteContext):
   } catch (e) {
     throw await stepFailed({ step, n }, total, e, x);
   }
+  noteCreated(step, x);
+}
+
+/** Remembers a VM this apply created. */
+function noteCreated(step: Step, x: ExecuteContext): void {
+  if (step.kind === 'vm.create') x.created?.add(`${step.host}/${step.vm.name}`);
+}
+
+/**
+ * A VM this apply created whose first start failed (a pool volume it cannot open: a refused CHAP login, a portal
+ * down) is deleted again, so the failed apply leaves no half-made VM behind. Says what happened, for the error.
+ */
+async function undoCreate(step: Step, x: ExecuteContext): Promise<string> {
+  if (step.kind !== 'vm.start' || !x.created?.has(`${step.host}/${step.name}`)) return '';
+  try {
+    await agentFor(step, x).act({ kind: 'vm.delete', name: step.name });
+    x.created.delete(`${step.host}/${step.name}`);
+    await x.store.appendEvent(
+      'apply.undone',
+      `vm ${step.name} on ${step.host}: created by this apply, removed again`,
+    );
+    return `\nVM ${step.name} was created by this apply and has been removed again.`;
+  } catch (e) {
+    return `\nVM ${step.name} was created by this apply and could not be removed again: ${e instanceof Error ? e.message : String(e)}`;
+  }
 }
 
 /** Records a failed step and the error to raise for it: what failed, where, and that nothing after it started. */
@@ -187,6 +216,7 @@ async function stepFailed(
 ): Promise<Error> {
   const msg = e instanceof Error ? e.message : String(e);
   await x.store.appendEvent('apply.failed', `${formatStep(step)}: ${msg}`);
+  const undone = await undoCreate(step, x);
   if (e instanceof RolledBackError)
     return new RolledBackError(
       `${which} (${formatStep(step)}) ${msg} Nothing after it was applied.`,
@@ -194,7 +224,7 @@ async function stepFailed(
     );
   return new VmlinkError(
     e instanceof VmlinkError ? e.kind : 'internal',
-    `${which} failed (${formatStep(step)} on ${step.host}): ${msg}\nNo step started after it; fix the cause and apply again to converge.`,
+    `${which} failed (${formatStep(step)} on ${step.host}): ${msg}${undone}\nNo step started after it; fix the cause and apply again to converge.`,
     { cause: e },
   );
 }

@@ -97,6 +97,34 @@ describe('controller with fake agents', () => {
     expect(r.applied).toBe(2);
   });
 
+  it('removes a VM it created whose first start fails (a disk it cannot open), and only such a VM', async () => {
+    fleet.host('h1').failOn = (a) =>
+      a.kind === 'vm.start'
+        ? 'iSCSI: Failed to log in to target. Status: Authentication failure(513)'
+        : undefined;
+    const err = await controller.apply(spec({ vms: web() }), 'site.yaml', task()).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(
+      /Authentication failure\(513\)\nVM web1 was created by this apply and has been removed again/,
+    );
+    expect(fleet.sent()).toEqual([
+      'h1: network.ensure natnet',
+      'h1: vm.create web1',
+      'h1: vm.start web1',
+      'h1: vm.delete web1',
+    ]);
+    expect(fleet.host('h1').vms.has('web1')).toBe(false);
+    expect(await events('apply.undone')).toEqual(['vm web1 on h1: created by this apply, removed again']);
+    // A VM that existed before this apply is never deleted for a failed start.
+    fleet.host('h1').failOn = undefined;
+    await controller.apply(spec({ vms: web() }), 'site.yaml', task());
+    fleet.host('h1').vms.get('web1')!.state = 'stopped';
+    fleet.host('h1').failOn = (a) => (a.kind === 'vm.start' ? 'portal down' : undefined);
+    fleet.clearSent();
+    await expect(controller.apply(spec({ vms: web() }), 'site.yaml', task())).rejects.toThrow(/portal down/);
+    expect(fleet.sent()).toEqual(['h1: vm.start web1']);
+    expect(fleet.host('h1').vms.has('web1')).toBe(true);
+  });
+
   it('sends each host its steps of a phase in one request, and reports each step of a batch that failed midway', async () => {
     const net2 = '  - { name: net2, host: h2, mode: nat, cidr: 10.20.0.0/24 }\n';
     const vms = ['a1', 'a2', 'a3']

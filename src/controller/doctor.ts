@@ -3,6 +3,8 @@
 import type { DoctorCheck } from '../agent/wire.js';
 import type { Spec } from '../spec/schema.js';
 import { agentFor } from './agents.js';
+import { storageDoctor } from './storage-doctor.js';
+import type { StoreEvent } from './store/types.js';
 import type { DoctorReport } from './wire.js';
 
 /** The controller's own checks: what it can tell about itself without running a command. */
@@ -31,8 +33,15 @@ export function controllerChecks(spec: Spec | undefined): DoctorCheck[] {
   ];
 }
 
-/** Each host of `spec` with its agent's prerequisite checks; an agent that does not answer is a failed check. */
-export async function gatherDoctor(spec: Spec | undefined, timeoutMs = 60_000): Promise<DoctorReport> {
+/**
+ * Each host of `spec` with its agent's prerequisite checks; an agent that does not answer is a failed check. With
+ * pools, the storage paths too (`storage`), explained from the agents and the controller's recent `events`.
+ */
+export async function gatherDoctor(
+  spec: Spec | undefined,
+  timeoutMs = 60_000,
+  events: readonly StoreEvent[] = [],
+): Promise<DoctorReport> {
   const hosts = await Promise.all(
     (spec?.hosts ?? []).map(async (h): Promise<DoctorReport['hosts'][number]> => {
       try {
@@ -42,5 +51,8 @@ export async function gatherDoctor(spec: Spec | undefined, timeoutMs = 60_000): 
       }
     }),
   );
-  return { controller: controllerChecks(spec), hosts };
+  const storage = spec?.pools.length
+    ? await storageDoctor(spec, new Map(spec.hosts.map((h) => [h.name, agentFor(spec, h.name)])), events)
+    : [];
+  return { controller: controllerChecks(spec), hosts, ...(storage.length ? { storage } : {}) };
 }

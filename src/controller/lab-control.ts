@@ -33,7 +33,7 @@ export class LabControl {
         "lab up needs the controller's CA (this controller was started without one)",
       );
     const renewed: string[] = [];
-    for (const h of labSpec.hosts)
+    for (const h of agentMachines(labSpec))
       if (await creds.ensureLabHost(h.name, labHostTlsDir(labSpec.name, h.name))) renewed.push(h.name);
     if (renewed.length) ctx.progress?.(`issued certificates to ${renewed.join(', ')}`);
     const lab = new Lab(this.runner, labSpec, {
@@ -60,7 +60,7 @@ export class LabControl {
     const removed = await lab.existingNamespaces();
     await lab.down(ctx);
     // The lab's machines are gone: their certificates must not open any door again.
-    const revoked = labSpec.hosts.filter((h) =>
+    const revoked = agentMachines(labSpec).filter((h) =>
       this.credentials?.revoke(h.name, `lab ${labSpec.name} went down`),
     );
     if (revoked.length)
@@ -72,6 +72,9 @@ export class LabControl {
     return { removed };
   }
 }
+
+/** The lab machines that run an agent with a certificate of their own: hosts and storage machines. */
+const agentMachines = (lab: LabSpec) => [...lab.hosts, ...lab.storage];
 
 function requireLab(spec: Spec, source: string, command: string): LabSpec {
   if (!spec.lab)

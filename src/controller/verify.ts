@@ -32,6 +32,7 @@ import { AgentClient, agentAddress } from './agents.js';
 import { measurePathMtus, type PmtuResult } from './path-mtu.js';
 import { type GuestExec, portCell, startListeners, stopListeners } from './port-checks.js';
 import { notMeasured, type PendingProbe, probeBySource } from './probe-sources.js';
+import { type StorageCell, verifyStorage } from './storage-checks.js';
 import type { TaskContext } from './tasks.js';
 
 /**
@@ -77,11 +78,13 @@ export interface VerifyResult {
   pmtu: PmtuResult[];
   /** VMs with trunk NICs: not in the ICMP matrix (their guests route as they please). */
   routers: Router[];
+  /** Storage paths (portals from compute hosts, volumes open in QEMU, guest reads and writes); absent: no pool disks. */
+  storage?: StorageCell[];
   /** What verify left out or could not do, for the operator (NICs with groups not port-checked, say). */
   notes?: string[];
   /** Every cell and every path-MTU check ok. */
   ok: boolean;
-  /** Cells and path-MTU checks that are not ok. */
+  /** Cells, path-MTU and storage checks that are not ok. */
   mismatches: number;
   measuredAt: string;
   durationMs: number;
@@ -242,7 +245,12 @@ export async function verifySpec(
   // Every slot is filled by now: cells without a probe at once, the others by their source's batch.
   const cells = slots as MatrixCell[];
   const pmtu = await measurePathMtus(spec, endpoints, groups, agents, ctx);
-  const mismatches = cells.filter((c) => !c.ok).length + pmtu.filter((p) => !p.ok).length;
+  const storage = await verifyStorage(desired, spec, agents, ctx.progress);
+  const notes = [...checks.notes, ...storage.notes];
+  const mismatches =
+    cells.filter((c) => !c.ok).length +
+    pmtu.filter((p) => !p.ok).length +
+    storage.cells.filter((c) => !c.ok).length;
   return {
     endpoints: endpoints.map((e) => ({
       id: e.id,
@@ -255,7 +263,8 @@ export async function verifySpec(
     cells,
     pmtu,
     routers,
-    ...(checks.notes.length ? { notes: checks.notes } : {}),
+    ...(storage.cells.length ? { storage: storage.cells } : {}),
+    ...(notes.length ? { notes } : {}),
     ok: mismatches === 0,
     mismatches,
     measuredAt: new Date().toISOString(),
@@ -352,7 +361,8 @@ function cell(
 }
 
 /** What verify asks of a host's agent (an `AgentClient`; a fake in unit tests). */
-export type VerifyAgent = Pick<AgentClient, 'probeBatch' | 'exec' | 'interfaces'>;
+export type VerifyAgent = Pick<AgentClient, 'probeBatch' | 'exec' | 'interfaces'> &
+  Partial<Pick<AgentClient, 'openDisks'>>;
 
 function agentsOf(spec: Spec): Map<string, AgentClient> {
   return new Map(

@@ -289,6 +289,23 @@ export const VerifyResultSchema = z.object({
     }),
   ),
   routers: z.array(z.object({ vm: z.string(), host: z.string(), networks: z.array(z.string()) })),
+  /** Storage paths: portals reached from compute hosts, volumes open in QEMU, guest reads and writes. */
+  storage: z
+    .array(
+      z.object({
+        check: z.enum(['portal', 'open', 'io']),
+        host: z.string(),
+        vm: z.string().optional(),
+        disk: z.string().optional(),
+        volume: z.string(),
+        target: z.string(),
+        ok: z.boolean(),
+        detail: z.string(),
+        unmeasured: z.boolean().optional(),
+        ms: z.number().optional(),
+      }),
+    )
+    .optional(),
   notes: z.array(z.string()).optional(),
   ok: z.boolean(),
   mismatches: z.number().int().min(0),
@@ -330,6 +347,8 @@ export const DoctorReportSchema = z.object({
       checks: z.array(DoctorCheckSchema),
     }),
   ),
+  /** Storage paths from compute hosts to their pools, each down one with its evidence and fix. */
+  storage: z.array(DoctorCheckSchema).optional(),
 });
 /** Answer of `GET /v1/doctor`. */
 export type DoctorReport = z.infer<typeof DoctorReportSchema>;

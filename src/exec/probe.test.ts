@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { dfPingArgv, parseHttp, parseNeighMac, parsePing, pingArgv } from './probe.js';
+import {
+  dfPingArgv,
+  parseHttp,
+  parseNeighMac,
+  parsePing,
+  parseProbe,
+  parseTcp,
+  pingArgv,
+  probeArgv,
+} from './probe.js';
 
 it("builds a don't-fragment ping with an exact payload", () => {
   expect(dfPingArgv('10.0.0.2', 1422, 1000)).toEqual([
@@ -82,4 +91,43 @@ it('binds a ping to an interface when asked (busybox and iputils), and only then
   ]);
   expect(pingArgv('10.0.0.2', 2000, true)).not.toContain('-I');
   expect(dfPingArgv('10.0.0.2', 1372, 1000, 'eth1').slice(0, 4)).toEqual(['ping', '-n', '-I', 'eth1']);
+});
+
+describe('tcp connect probes (service ports: iSCSI portals, NFS servers)', () => {
+  it('connects and closes at once, and tells a refusal from a missing tool', async () => {
+    const { createServer } = await import('node:net');
+    const { execFile } = await import('node:child_process');
+    const server = createServer((s) => s.end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const run = (argv: string[]) =>
+      new Promise<{ code: number; stderr: string; ms: number }>((resolve) => {
+        const t = Date.now();
+        execFile(argv[0]!, argv.slice(1), (err, _out, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr, ms: Date.now() - t }),
+        );
+      });
+    try {
+      const argv = probeArgv({ kind: 'tcp', target: '127.0.0.1', port, timeoutMs: 2000 }, 'host');
+      const up = await run(argv);
+      expect(parseTcp(up.code, '', up.stderr, up.ms)).toMatchObject({ reachable: true, detail: 'connected' });
+      await new Promise((r) => server.close(r));
+      const down = await run(argv);
+      expect(parseTcp(down.code, '', down.stderr, down.ms)).toEqual({
+        reachable: false,
+        detail: "can't connect to remote host (127.0.0.1): Connection refused",
+      });
+    } finally {
+      server.close();
+    }
+  });
+
+  it('reads timeouts as unreachable and a missing applet as unmeasured', () => {
+    expect(parseTcp(143, '', '', 3000)).toEqual({
+      reachable: false,
+      detail: 'no answer (connect timed out)',
+    });
+    expect(parseTcp(127, '', 'nc: applet not found', 1)).toMatchObject({ unmeasured: true });
+    expect(parseProbe('tcp', 0, '', '', 4)).toEqual({ reachable: true, rttMs: 4, detail: 'connected' });
+  });
 });

@@ -25,6 +25,28 @@ export function httpArgv(target: string, port: number, timeoutMs: number, prefix
   return [...prefix, 'timeout', secs, ...prefix, 'wget', '-q', '-O', '-', `http://${target}:${port}/`];
 }
 
+/**
+ * argv of a TCP connect that closes at once (busybox nc runs `true` once connected): a service port answers
+ * (an iSCSI portal, an NFS server, a portmapper) without speaking its protocol. `prefix` as in `httpArgv`.
+ */
+export function tcpArgv(target: string, port: number, timeoutMs: number, prefix: string[]): string[] {
+  const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  // `-w` bounds the connect; the outer timeout a peer that accepts and then stalls.
+  return [
+    ...prefix,
+    'timeout',
+    String(Number(secs) + 1),
+    ...prefix,
+    'nc',
+    '-w',
+    secs,
+    target,
+    String(port),
+    '-e',
+    'true',
+  ];
+}
+
 // What a ping may say when the network itself refuses the packet: a measured "unreachable".
 const NETWORK_REFUSED = /unreachable|no route to host|prohibited|operation not permitted|message too long/i;
 
@@ -55,6 +77,32 @@ export function parseHttp(code: number, stdout: string, stderr: string, ms: numb
 }
 
 /**
+ * Reads a TCP connect probe's outcome: exit 0 is a connection; a refusal, a timeout or no route is a measured
+ * "unreachable" carrying nc's own words (the evidence doctor quotes); a missing tool is not measured.
+ */
+export function parseTcp(code: number, stdout: string, stderr: string, ms: number): ProbeResult {
+  if (code === 0) return { reachable: true, rttMs: ms, detail: 'connected' };
+  const said = (stderr.trim() || stdout.trim()).split('\n')[0]!.slice(0, 160);
+  if (code === 126 || code === 127 || /applet not found|not found/i.test(said))
+    return { reachable: false, detail: `probe did not run: ${said || `exit ${code}`}`, unmeasured: true };
+  if (code === 124 || code === 143 || !said)
+    return { reachable: false, detail: 'no answer (connect timed out)' };
+  return { reachable: false, detail: said.replace(/^nc: /, '') };
+}
+
+/** Reads one probe's outcome with the parser of its kind. */
+export function parseProbe(
+  kind: ProbeSpec['kind'],
+  code: number,
+  stdout: string,
+  stderr: string,
+  ms: number,
+): ProbeResult {
+  if (kind === 'ping') return parsePing(code, stdout, stderr);
+  return kind === 'tcp' ? parseTcp(code, stdout, stderr, ms) : parseHttp(code, stdout, stderr, ms);
+}
+
+/**
  * argv of one don't-fragment ICMP echo carrying `payload` data bytes (iputils ping: `-M do`; busybox ping has no
  * such option). A packet larger than the sender's route MTU fails at once ("message too long"). `iface` as in
  * `pingArgv`.
@@ -79,16 +127,17 @@ export function parseNeighMac(text: string): string | undefined {
 
 /** What a probe asks for, wherever it starts. */
 export interface ProbeSpec {
-  kind: 'ping' | 'http';
+  /** ICMP echo, an HTTP GET that must answer, or a bare TCP connect (`tcp`, its `port` required). */
+  kind: 'ping' | 'http' | 'tcp';
   target: string;
-  /** TCP port of an http probe (default 80). */
+  /** TCP port of an http probe (default 80) or a tcp one. */
   port?: number;
   timeoutMs: number;
 }
 
 /** One probe of a batch: its argv, and how to read its outcome. */
 export interface ProbeCommand {
-  kind: 'ping' | 'http';
+  kind: ProbeSpec['kind'];
   argv: string[];
 }
 
@@ -105,6 +154,8 @@ export interface BatchOutput {
  */
 export function probeArgv(p: ProbeSpec, where: 'host' | 'guest', iface?: string): string[] {
   if (p.kind === 'ping') return pingArgv(p.target, p.timeoutMs, where === 'guest', iface);
+  const prefix = where === 'guest' ? [] : [HOST_BUSYBOX];
+  if (p.kind === 'tcp') return tcpArgv(p.target, p.port ?? 0, p.timeoutMs, prefix);
   return httpArgv(p.target, p.port ?? 80, p.timeoutMs, where === 'guest' ? [] : [HOST_BUSYBOX]);
 }
 
@@ -226,9 +277,8 @@ export function parseProbeBatch(
         detail: `not measured: the probe batch printed no outcome for it${why}`,
         unmeasured: true,
       };
-    if (kind === 'ping') return parsePing(b.code, b.stdout, b.stderr);
-    const r = parseHttp(b.code, b.stdout, b.stderr, b.elapsedMs ?? 0);
-    if (b.elapsedMs === undefined) delete r.rttMs;
+    const r = parseProbe(kind, b.code, b.stdout, b.stderr, b.elapsedMs ?? 0);
+    if (kind !== 'ping' && b.elapsedMs === undefined) delete r.rttMs;
     return r;
   });
 }

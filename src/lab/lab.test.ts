@@ -6,6 +6,7 @@ import { RecordingRunner, type SpawnOptions } from '../exec/runner.js';
 import { LabSchema } from '../spec/schema.js';
 import { Lab } from './lab.js';
 import { labNamespaces } from './names.js';
+import { LabStorage } from './storage.js';
 
 const spec = LabSchema.parse({
   name: 'qs',
@@ -66,6 +67,36 @@ describe('lab', () => {
     expect(
       runner.calls.some((c) => c.netns === 'vl-qs--mgmt' && c.input?.includes('192.168.50.254/24')),
     ).toBe(true);
+  }, 60_000);
+
+  it('puts a storage machine on the LAN, behind the relay, with an agent in the storage role', async () => {
+    const withSan = LabSchema.parse({ ...spec, storage: [{ name: 'san1', address: '192.168.50.30' }] });
+    expect(labNamespaces(withSan).at(-1)).toBe('vl-qs-san1');
+    const runner = new RelayingRunner()
+      .on(['ip', 'link', 'show'], { code: 1 })
+      .on(['ip', '-json', 'netns', 'list'], { stdout: '[]' });
+    await expect(new Lab(runner, withSan).up()).rejects.toThrow(/agent of host1 did not come up/);
+    // Wired to the LAN like a peer, with its own address.
+    expect(runner.calls.some((c) => c.netns === 'vl-qs-san1' && c.input?.includes('192.168.50.30/24'))).toBe(
+      true,
+    );
+    // The controller reaches its agent through the relay like a host's.
+    const relay = runner.calls.find((c) => c.detached && c.argv.includes('relay'))!;
+    expect(relay.argv.join(' ')).toContain(
+      `--listen unix://${join(dir, 'run', 'lab', 'qs', 'san1.sock')} --to https://192.168.50.30:7443`,
+    );
+    expect(new LabStorage(runner, withSan).agentArgs(withSan.storage[0]!, 0)).toEqual([
+      '--role',
+      'storage',
+      '--tgt-control-port',
+      '1',
+      '--nfs-dir',
+      join(dir, 'state', 'lab', 'qs', 'san1', 'nfs'),
+      '--pool-root',
+      '/var/lib/vmlink/pools',
+      '--pool-root',
+      join(dir, 'state', 'lab', 'qs', 'san1', 'pools'),
+    ]);
   }, 60_000);
 
   it('names infrastructure namespaces so no machine name can collide with them', () => {

@@ -42,6 +42,7 @@ import { formatIpv4, parseCidr } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
 import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerDnsmasq, routerRuleset } from './router.js';
+import { LabStorage, labPoolRootArgs } from './storage.js';
 
 const VMLINK_BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
 /** What a recorded lab process (agent, relay) must be before the lab trusts or signals it: this vmlink. */
@@ -86,6 +87,8 @@ export const labAgentTcp = (address: string): string => `https://${address}:${AG
 export class Lab {
   /** iproute2 in the caller's namespace: only namespaces themselves are managed from there. */
   private readonly ip: Ip;
+  /** The servers of the lab's storage machines (tgtd, rpcbind, nfs-ganesha). */
+  private readonly storage: LabStorage;
 
   constructor(
     private readonly runner: Runner,
@@ -93,6 +96,7 @@ export class Lab {
     private readonly opts: LabOptions = {},
   ) {
     this.ip = new Ip(runner);
+    this.storage = new LabStorage(runner, spec);
   }
 
   /** iproute2 inside one of the lab's namespaces. */
@@ -117,7 +121,10 @@ export class Lab {
     const mtu = labLanMtu(spec);
     const segments = labSegments(spec);
     const mgmt = labMgmtAddress(spec);
-    const taken = [spec.lan.gateway, ...[...spec.hosts, ...spec.peers].map((m) => m.address)];
+    const taken = [
+      spec.lan.gateway,
+      ...[...spec.hosts, ...spec.peers, ...spec.storage].map((m) => m.address),
+    ];
     if (taken.includes(mgmt))
       throw new InvalidRequestError(
         `lab address ${mgmt} is the lab's management station (the highest address of ${spec.lan.cidr}); give the machine another address`,
@@ -138,7 +145,7 @@ export class Lab {
         gateway: undefined as string | undefined,
       },
       { ns: mgmtNs(spec.name), port: 'pmgmt', address: mgmt, gateway: undefined as string | undefined },
-      ...[...spec.hosts, ...spec.peers].map((m, i) => ({
+      ...[...spec.hosts, ...spec.peers, ...spec.storage].map((m, i) => ({
         ns: machineNs(spec.name, m.name),
         port: `p${i + 1}`,
         address: m.address,
@@ -172,11 +179,17 @@ export class Lab {
     }
     await this.upRouter(say);
     await this.ensureRelay(say);
-    for (const h of spec.hosts) await this.ensureAgent(h.name, h.address, say);
+    for (const h of spec.hosts)
+      await this.ensureAgent(h.name, h.address, say, labPoolRootArgs(spec.name, h.name));
+    // A storage machine's servers first, so its agent finds them when it reports its pools.
+    for (const [i, m] of spec.storage.entries()) {
+      await this.storage.up(m, i, say);
+      await this.ensureAgent(m.name, m.address, say, this.storage.agentArgs(m, i));
+    }
     // The controller's path: relay socket -> management station -> LAN -> the agent's TLS listener.
     const reachable = this.opts.reachable;
     const cut: string[] = [];
-    for (const h of spec.hosts) {
+    for (const h of agentMachines(spec)) {
       if (reachable && !(await reachable(h.name))) cut.push(`${h.name} (${labAgentTcp(h.address)})`);
     }
     if (cut.length)
@@ -191,8 +204,9 @@ export class Lab {
     const existing = new Set(await this.namespaces());
     const mine = labNamespaces(this.spec).filter((ns) => existing.has(ns));
     // Agents first, so none restarts what the next step kills.
-    for (const h of this.spec.hosts) await this.killRecorded(this.agentRecord(h.name));
+    for (const h of agentMachines(this.spec)) await this.killRecorded(this.agentRecord(h.name));
     await this.killRecorded(this.relayRecord());
+    for (const [i, m] of this.spec.storage.entries()) await this.storage.down(m, i, say);
     for (const ns of mine) {
       const pids = await this.ip.namespaces.pids(ns);
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);
@@ -284,7 +298,7 @@ export class Lab {
   private async ensureRelay(say: (m: string) => void): Promise<void> {
     const { spec } = this;
     const dir = labRunDir(spec.name);
-    const routes = spec.hosts.flatMap((h) => [
+    const routes = agentMachines(spec).flatMap((h) => [
       '--listen',
       `unix://${labAgentSocket(spec.name, h.name)}`,
       '--to',
@@ -293,11 +307,11 @@ export class Lab {
     const argsFile = join(dir, 'relay.args');
     const record = this.relayRecord();
     const same = readFileCappedSync(argsFile) === JSON.stringify(routes);
-    const socketsThere = spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)));
+    const socketsThere = agentMachines(spec).every((h) => existsSync(labAgentSocket(spec.name, h.name)));
     if (same && socketsThere && (await this.recordedRunning(record))) return;
     await this.killRecorded(record);
     say(`starting the management relay in ${mgmtNs(spec.name)} (${labMgmtAddress(spec)})`);
-    for (const h of spec.hosts) rmSync(labAgentSocket(spec.name, h.name), { force: true });
+    for (const h of agentMachines(spec)) rmSync(labAgentSocket(spec.name, h.name), { force: true });
     const relay = await this.spawnRecorded(
       [process.execPath, VMLINK_BIN, 'lab', 'relay', ...routes],
       mgmtNs(spec.name),
@@ -307,7 +321,7 @@ export class Lab {
     writeFileAtomicSync(argsFile, JSON.stringify(routes));
     const up = await pollUntil(
       async () => {
-        if (spec.hosts.every((h) => existsSync(labAgentSocket(spec.name, h.name)))) return 'up';
+        if (agentMachines(spec).every((h) => existsSync(labAgentSocket(spec.name, h.name)))) return 'up';
         return relay && (await isRunning(relay)) ? undefined : 'exited';
       },
       { timeoutMs: LAB_RELAY_START_TIMEOUT_MS, intervalMs: 100 },
@@ -319,7 +333,12 @@ export class Lab {
     );
   }
 
-  private async ensureAgent(host: string, address: string, say: (m: string) => void): Promise<void> {
+  private async ensureAgent(
+    host: string,
+    address: string,
+    say: (m: string) => void,
+    roleArgs: string[] = [],
+  ): Promise<void> {
     const socket = labAgentOwnSocket(this.spec.name, host);
     const record = this.agentRecord(host);
     const restart = this.opts.restartAgents?.includes(host) ?? false;
@@ -350,6 +369,7 @@ export class Lab {
         this.opts.uplinks?.[host] ?? 'eth0',
         '--state-dir',
         dir,
+        ...roleArgs,
       ],
       machineNs(this.spec.name, host),
       join(labRunDir(this.spec.name), `${host}.agent.log`),
@@ -396,7 +416,6 @@ export class Lab {
     return (await processFromIdentityFile(record.identity, LAB_PROCESS)) !== undefined;
   }
 
-  /** Kills the recorded process (if it is still that process) and forgets it. */
   /** Kills the QEMU of every VM lab host `host`'s agent recorded an id for, and frees those ids. */
   private async stopHostVms(host: string, say: (m: string) => void): Promise<void> {
     const ids = new VmIds({ file: vmIdsFile(labHostStateDir(this.spec.name, host)) });
@@ -407,6 +426,7 @@ export class Lab {
     for (const name of Object.keys(vms)) await ids.free(name);
   }
 
+  /** Kills the recorded process (if it is still that process) and forgets it. */
   private async killRecorded(record: ProcessRecord): Promise<void> {
     const id = await processFromIdentityFile(record.identity, LAB_PROCESS);
     if (id && (await signalProcess(id, 'SIGKILL'))) await waitExited(id, KILL_WAIT_MS);
@@ -422,6 +442,9 @@ export class Lab {
     return (await this.ipIn(ns).link.get(dev)) !== undefined;
   }
 }
+
+/** The lab machines that run a vmlink agent: its hosts, then its storage machines. */
+const agentMachines = (spec: LabSpec) => [...spec.hosts, ...spec.storage];
 
 /** A switch bridge of the lab: created with its MTU, then up. */
 function switchBridge(name: string, mtu: number): IpCommand[] {

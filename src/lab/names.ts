@@ -1,7 +1,7 @@
 import type { LabSpec } from '../spec/schema.js';
 
 // Infrastructure namespaces use a double dash: spec names cannot start with '-', so they never collide.
-/** Namespace of a lab machine (host or peer). */
+/** Namespace of a lab machine (host, peer or storage machine). */
 export const machineNs = (lab: string, machine: string): string => `vl-${lab}-${machine}`;
 /** Namespace of the lab's LAN switch. */
 export const switchNs = (lab: string): string => `vl-${lab}--sw`;
@@ -21,5 +21,6 @@ export function labNamespaces(lab: LabSpec): string[] {
     mgmtNs(lab.name),
     ...lab.hosts.map((h) => machineNs(lab.name, h.name)),
     ...lab.peers.map((p) => machineNs(lab.name, p.name)),
+    ...lab.storage.map((s) => machineNs(lab.name, s.name)),
   ];
 }

@@ -142,7 +142,9 @@ export function endpointsOf(spec: Spec, macs: Record<string, string[]>): Endpoin
   const out: Endpoint[] = [];
   const lab = spec.lab;
   for (const h of spec.hosts) {
-    const address = (h as { address?: string }).address ?? lab?.hosts.find((l) => l.name === h.name)?.address;
+    const address =
+      (h as { address?: string }).address ??
+      [...(lab?.hosts ?? []), ...(lab?.storage ?? [])].find((l) => l.name === h.name)?.address;
     if (address) out.push({ id: h.name, kind: 'host', host: h.name, address });
   }
   if (lab) {

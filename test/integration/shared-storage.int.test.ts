@@ -1,0 +1,219 @@
+// examples/shared-storage.yaml for real: a lab with two compute hosts and a storage machine (tgtd with CHAP,
+// rpcbind + nfs-ganesha), `vmlink apply` and `vmlink verify` green including the storage paths (portals reached,
+// volumes open in QEMU, guests reading and writing them). Then a wrong CHAP secret: the apply fails saying why, the
+// VM it would have made does not exist, and doctor explains it. Throughout, neither the CHAP password nor the LUKS
+// key appears in any process's command line, any file under the lab's state and run directories, or any API answer.
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VerifyResult } from '../../src/controller/verify.js';
+import { runCli } from '../helpers/cli.js';
+import { acquireVmLock } from '../helpers/vmlock.js';
+
+const LAB = 'itss';
+const EXAMPLE = fileURLToPath(new URL('../../examples/shared-storage.yaml', import.meta.url));
+
+const root = mkdtempSync('/tmp/vmlink-itss-');
+chmodSync(root, 0o755);
+const env = {
+  VMLINK_RUN_DIR: join(root, 'run'),
+  VMLINK_STATE_DIR: join(root, 'state'),
+  VMLINK_SOCKET: join(root, 'run', 'controller.sock'),
+};
+const machineDir = (m: string) => join(env.VMLINK_STATE_DIR, 'lab', LAB, m);
+const CHAP = `chap-${randomBytes(8).toString('hex')}`;
+const WRONG_CHAP = `chap-${randomBytes(8).toString('hex')}`;
+const LUKS = `luks-${randomBytes(12).toString('hex')}`;
+const SECRETS = [CHAP, WRONG_CHAP, LUKS].flatMap((s) => [s, Buffer.from(s).toString('base64')]);
+
+/**
+ * The example on a lab of its own (a user's `ss` lab is left alone), its pools below the lab machines' own state
+ * directories (nothing in /var/lib/vmlink/pools), one more iSCSI volume kept spare, and an encrypted dir-pool disk.
+ */
+function specOf(extra = ''): string {
+  const spec = readFileSync(EXAMPLE, 'utf8')
+    .replace(/^ {2}name: ss$/m, `  name: ${LAB}`)
+    .replace(
+      '{ name: local, type: dir, host: host1 }',
+      `{ name: local, type: dir, host: host1, path: ${machineDir('host1')}/pools/local }`,
+    )
+    .replace(
+      '    host: san1\n    chap:',
+      `    host: san1\n    path: ${machineDir('san1')}/pools/san\n    chap:`,
+    )
+    .replace(
+      '{ name: nas, type: nfs, host: san1,',
+      `{ name: nas, type: nfs, host: san1, path: ${machineDir('san1')}/pools/nas,`,
+    )
+    .replace(
+      '  - { name: web-files, pool: nas, sizeMiB: 64 }',
+      '  - { name: web-files, pool: nas, sizeMiB: 64 }\n  - { name: spare, pool: san, sizeMiB: 16 }',
+    )
+    .replace(
+      '      - { name: scratch, pool: local, sizeMiB: 32 }',
+      '      - { name: scratch, pool: local, sizeMiB: 32 }\n      - { name: vault, pool: local, sizeMiB: 16, encryption: { secret: vault-key } }',
+    );
+  return spec + extra;
+}
+const specFile = join(root, 'spec.yaml');
+let release: (() => Promise<void>) | undefined;
+/** Every CLI answer the test saw: none may carry a secret. */
+const answers: string[] = [];
+
+async function cli(args: string[], timeoutMs?: number) {
+  const r = await runCli(args, env, timeoutMs);
+  answers.push(r.stdout, r.stderr);
+  return r;
+}
+
+async function setSecret(name: string, value: string): Promise<void> {
+  const file = join(root, `${name}.value`);
+  writeFileSync(file, value, { mode: 0o600 });
+  const r = await cli(['secret', 'set', name, '--from-file', file]);
+  rmSync(file);
+  expect(r.code, r.stderr).toBe(0);
+}
+
+beforeAll(async () => {
+  mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
+  writeFileSync(specFile, specOf());
+  expect(readFileSync(specFile, 'utf8')).toContain(`${machineDir('san1')}/pools/san`);
+  release = await acquireVmLock();
+  const d = await cli(['daemon', '--detach']);
+  expect(d.code, d.stderr).toBe(0);
+  await setSecret('san-chap', CHAP);
+  await setSecret('vault-key', LUKS);
+  const up = await cli(['lab', 'up', '-f', specFile]);
+  expect(up.code, up.stderr + up.stdout).toBe(0);
+  const apply = await cli(['apply', '-f', specFile]);
+  expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+}, 420_000);
+
+afterAll(async () => {
+  await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
+  await runCli(['daemon', '--stop'], env).catch(() => {});
+  rmSync(root, { recursive: true, force: true });
+  await release?.();
+});
+
+/** Command lines of every process on this machine (the lab's tgtd, ganesha, agents, QEMUs among them). */
+function allCmdlines(): string {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      out.push(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out.join('\n');
+}
+
+/** Every regular file below `dir` up to 16 MiB (logs, state records, configs; volume images are larger or sparse). */
+function filesBelow(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesBelow(p));
+    else if (e.isFile() && statSync(p).size <= 16 * 1024 * 1024) out.push(p);
+  }
+  return out;
+}
+
+function expectNoSecretIn(where: string, text: string): void {
+  for (const s of SECRETS) expect(text.includes(s), `a secret value in ${where}`).toBe(false);
+}
+
+describe('shared storage on a lab with a storage machine', () => {
+  it('verify is green, storage paths included: portals, open volumes, guest reads and writes', async () => {
+    const r = await cli(['verify', '--json']);
+    const v = JSON.parse(r.stdout) as VerifyResult;
+    const storage = v.storage ?? [];
+    const names = storage.map(
+      (c) => `${c.check} ${c.vm ? `${c.vm}/${c.disk}` : c.host} ${c.ok ? 'ok' : c.detail}`,
+    );
+    expect(names.sort()).toEqual(
+      [
+        'portal host1 ok', // 192.168.70.30:3260
+        'portal host2 ok', // :111
+        'portal host2 ok', // :2049
+        'open db/data ok',
+        'io db/data ok',
+        'open db/scratch ok',
+        'io db/scratch ok',
+        'open db/vault ok',
+        'io db/vault ok',
+        'open web/files ok',
+        'io web/files ok',
+      ].sort(),
+    );
+    expect(
+      storage
+        .filter((c) => c.check === 'portal')
+        .map((c) => c.target)
+        .sort(),
+    ).toEqual(['192.168.70.30:111 (portmapper)', '192.168.70.30:2049 (nfs)', '192.168.70.30:3260 (iscsi)']);
+    expect(v.cells.filter((c) => !c.ok)).toEqual([]);
+    expect(v.ok).toBe(true);
+    const text = await cli(['verify']);
+    expect(text.stdout).toContain('Storage paths');
+    expect(text.code, text.stdout).toBe(0);
+  }, 300_000);
+
+  it('a wrong CHAP secret: the apply fails saying so, the VM is not made, and doctor explains it', async () => {
+    await setSecret('san-chap', WRONG_CHAP);
+    writeFileSync(
+      specFile,
+      specOf().replace(
+        '\nlab:\n',
+        '\n  - name: probe\n    host: host2\n    memoryMiB: 128\n    nics: [{ network: app, ip: 10.70.0.13 }]\n    disks: [{ name: spare, pool: san, volume: spare }]\nlab:\n',
+      ),
+    );
+    const apply = await cli(['apply', '-f', specFile]);
+    expect(apply.code).not.toBe(0);
+    expect(apply.stderr + apply.stdout).toMatch(/probe/);
+    expect(apply.stderr + apply.stdout).toMatch(/iscsi|login|authenticat|CHAP/i);
+    // Nothing half-applied: no VM probe anywhere, running or not.
+    const vms = await cli(['vm', 'list', '--json']);
+    const probe = (JSON.parse(vms.stdout) as Array<{ name: string; state: string }>).find(
+      (v) => v.name === 'probe',
+    );
+    expect(probe?.state ?? 'absent').toBe('absent');
+    const doctor = await cli(['doctor', '--json']);
+    expect(doctor.stdout).toMatch(/storage iSCSI login to pool san on san1/);
+    expect(doctor.stdout).toContain('vmlink secret set san-chap');
+    // The right secret again and the original spec: nothing left to change.
+    await setSecret('san-chap', CHAP);
+    writeFileSync(specFile, specOf());
+    const back = await cli(['apply', '-f', specFile]);
+    expect(back.code, back.stderr + back.stdout).toBe(0);
+  }, 300_000);
+
+  it('no CHAP password or LUKS key in any command line, file under the lab, or API answer', async () => {
+    expectNoSecretIn('/proc/*/cmdline', allCmdlines());
+    for (const f of filesBelow(root)) expectNoSecretIn(f, readFileSync(f, 'latin1'));
+    for (const args of [
+      ['status', '--json'],
+      ['vm', 'list', '--json'],
+      ['secret', 'list', '--json'],
+      ['pool', 'list', '--json'],
+      ['volume', 'list', '--json'],
+      ['doctor', '--json'],
+      ['plan', '-f', specFile, '--json'],
+      ['audit', '--json'],
+    ])
+      await cli(args);
+    for (const [i, a] of answers.entries()) expectNoSecretIn(`CLI answer ${i}`, a);
+  }, 120_000);
+});
