@@ -162,6 +162,7 @@ describe('controller API', () => {
     expect(Object.keys(schemaOf('/v1/doctor', 'get', '200')?.properties ?? {})).toEqual([
       'controller',
       'hosts',
+      'storage',
     ]);
     expect(schemaOf('/v1/vms', 'get', '200')?.items).toBeDefined();
     expect(Object.keys(schemaOf('/v1/plan', 'post', '4XX')?.properties ?? {})).toEqual(['error']);

@@ -9,16 +9,12 @@ import type { Runner } from '../exec/runner.js';
 import { labHostStateDir } from '../shared/paths.js';
 import { defaultPoolPath, ISCSI_PORT } from '../shared/storage.js';
 import type { LabSpec } from '../spec/schema.js';
+// The plan names the same number in each iscsi pool's config, so the storage agent's `tgtadm -C N` reaches it.
+import { labTgtControlPort } from '../spec/storage.js';
 import { machineNs } from './names.js';
 
 /** A storage machine of the lab. */
 export type LabStorageMachine = LabSpec['storage'][number];
-
-/**
- * The tgtd control socket number of the lab's storage machine `index` (its place in `lab.storage`): the plan names
- * the same number in each iscsi pool's config, so the storage agent's `tgtadm -C N` reaches this machine's tgtd.
- */
-export const labTgtControlPort = (index: number): number => index + 1;
 
 /** Where a storage machine's servers keep their files (beside its agent's state). */
 export function labStorageDirs(lab: string, machine: string): { tgtd: string; nfs: string } {
