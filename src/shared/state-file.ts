@@ -12,7 +12,7 @@ import {
   rmSync,
   writeSync,
 } from 'node:fs';
-import { type FileHandle, open, rename, rm } from 'node:fs/promises';
+import { type FileHandle, open, readdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { z } from 'zod';
 import { VmlinkError } from './errors.js';
@@ -262,4 +262,14 @@ export function writeJsonFile(path: string, value: unknown, opts: { mode?: numbe
 /** `writeJsonFile`, synchronously. */
 export function writeJsonFileSync(path: string, value: unknown, opts: { mode?: number } = {}): void {
   writeFileAtomicSync(path, `${JSON.stringify(value, null, 2)}\n`, opts);
+}
+
+/** Names of the `<name>.json` records in `dir` (a store of one JSON file per object); a missing `dir` holds none. */
+export async function jsonRecordNames(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -'.json'.length));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
 }

@@ -2,11 +2,16 @@
 // `listSecurityGroups` answers after an agent restart and the backend can load them again (a reboot empties the
 // nftables table; a restarted vswitchd, the flow tables). Shared by every backend. Written atomically; a file of another version, or for another name, reads as absent; a corrupt one, or a
 // link, is an error for an operator to look at.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { SECURITY_GROUP_MEMBERS_MAX, type SecurityGroupConfig } from '../../shared/security-groups.js';
-import { readJsonFile, STATE_FILE_MAX_BYTES, writeFileAtomic } from '../../shared/state-file.js';
+import {
+  jsonRecordNames,
+  readJsonFile,
+  STATE_FILE_MAX_BYTES,
+  writeFileAtomic,
+} from '../../shared/state-file.js';
 import type { AppliedSecurityGroup } from './types.js';
 
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
@@ -65,16 +70,7 @@ export class SecurityGroupStore {
 
   /** Every persisted group, by name. */
   async readAll(): Promise<AppliedSecurityGroup[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const groups = await Promise.all(
-      names.filter((n) => n.endsWith('.json')).map((n) => this.read(n.slice(0, -'.json'.length))),
-    );
+    const groups = await Promise.all((await jsonRecordNames(this.dir)).map((n) => this.read(n)));
     return groups
       .filter((g): g is AppliedSecurityGroup => g !== undefined)
       .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));

@@ -2,11 +2,11 @@
 // shared by every pool backend (dir, iscsi, nfs): `listPools` answers after an agent restart, and actions that
 // name only a pool (`volume.resize`, `volume.delete`, snapshots) find its config here. Written atomically; a file of
 // another version, or for another name, reads as absent; a corrupt one, or a link, is an error for an operator.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { InvalidRequestError } from '../../shared/errors.js';
-import { readJsonFile, writeFileAtomic } from '../../shared/state-file.js';
+import { jsonRecordNames, readJsonFile, writeFileAtomic } from '../../shared/state-file.js';
 import { POOL_CLIENTS_MAX, type PoolConfig, type PoolType, PoolTypes } from '../../shared/storage.js';
 
 /** A pool's name (the spec's name pattern). */
@@ -61,16 +61,7 @@ export class PoolStateStore {
 
   /** Every pool recorded (of one type when given), by name. */
   async readAll(type?: PoolType): Promise<PoolRecord[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const records = await Promise.all(
-      names.filter((n) => n.endsWith('.json')).map((n) => this.read(n.slice(0, -'.json'.length))),
-    );
+    const records = await Promise.all((await jsonRecordNames(this.dir)).map((n) => this.read(n)));
     return records
       .filter((r): r is PoolRecord => r !== undefined && (type === undefined || r.config.type === type))
       .sort((a, b) => (a.config.name < b.config.name ? -1 : 1));
