@@ -35,8 +35,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$own_policy" = 1 ] && rm -f "$policy"
   if command -v systemctl >/dev/null 2>&1; then
     # A system rpcbind would hold /run/rpcbind.sock and port 111 here; a system tgtd the control socket numbers.
-    for unit in openvswitch-switch tgt nfs-ganesha rpcbind.socket rpcbind; do
-      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    # Only the services of packages this run installed: one the machine already ran stays as it was.
+    declare -A units=([openvswitch-switch]="openvswitch-switch" [tgt]="tgt" [nfs-ganesha]="nfs-ganesha"
+      [rpcbind]="rpcbind.socket rpcbind")
+    for p in "${missing[@]}"; do
+      for unit in ${units[$p]:-}; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
     done
   fi
 else
