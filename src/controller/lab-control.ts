@@ -1,6 +1,8 @@
 // `lab up` / `lab down`: the one place the controller drives host commands itself (the lab's namespaces).
+
 import type { Runner } from '../exec/runner.js';
 import { Lab } from '../lab/lab.js';
+import { labPoolDirs, removeLabPoolDirs } from '../lab/storage.js';
 import { InvalidSpecError, InvalidStateError } from '../shared/errors.js';
 import { LAB_PATH_CHECK_TIMEOUT_MS } from '../shared/limits.js';
 import { labAgentSocket, labHostTlsDir } from '../shared/paths.js';
@@ -59,6 +61,10 @@ export class LabControl {
     const lab = new Lab(this.runner, labSpec);
     const removed = await lab.existingNamespaces();
     await lab.down(ctx);
+    // The lab's machines share this computer's disk: their pools' files go with them (a pool's own `path` stays).
+    const pools = labPoolDirs(spec);
+    for (const dir of pools) ctx.progress?.(`removing pool directory ${dir}`);
+    await removeLabPoolDirs(pools);
     // The lab's machines are gone: their certificates must not open any door again.
     const revoked = agentMachines(labSpec).filter((h) =>
       this.credentials?.revoke(h.name, `lab ${labSpec.name} went down`),

@@ -235,7 +235,9 @@ export function capacityReport(spec: Spec | undefined, reports: HostReports): Ca
       const error = errorOf(reports, p.host) ?? `pool ${p.name} is not realised on ${p.host} yet (apply)`;
       return { ...base, warnings, error };
     }
-    const usedRatio = seen.capacityMiB > 0 ? seen.usedMiB / seen.capacityMiB : undefined;
+    // As df counts it: blocks reserved for root (or otherwise not available) are neither used nor free.
+    const usable = seen.usedMiB + seen.freeMiB;
+    const usedRatio = usable > 0 ? seen.usedMiB / usable : undefined;
     const overcommit = seen.capacityMiB > 0 ? provisionedMiB / seen.capacityMiB : undefined;
     if (usedRatio !== undefined && usedRatio > CAPACITY_WARN_RATIO)
       warnings.push(

@@ -2,13 +2,14 @@
 // storage role and its own servers (tgtd for iscsi pools; rpcbind + nfs-ganesha for nfs pools), each with its own
 // config, state and pid files under the machine's state directory, started and stopped by verified identity.
 import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { NfsServer } from '../drivers/storage/nfs-server.js';
 import { Tgtd } from '../drivers/storage/tgtd.js';
 import type { Runner } from '../exec/runner.js';
 import { labHostStateDir } from '../shared/paths.js';
 import { defaultPoolPath, ISCSI_PORT } from '../shared/storage.js';
-import type { LabSpec } from '../spec/schema.js';
+import type { LabSpec, Spec } from '../spec/schema.js';
 // The plan names the same number in each iscsi pool's config, so the storage agent's `tgtadm -C N` reaches it.
 import { labTgtControlPort } from '../spec/storage.js';
 import { machineNs } from './names.js';
@@ -98,4 +99,20 @@ export class LabStorage {
     await this.nfs(m).stop();
     await this.tgtd(m, index).stop();
   }
+}
+
+/**
+ * The directories of the spec's pools that live on lab machines at their default place: a lab machine shares this
+ * computer's filesystem, so `lab down` removes them with the machine. A pool with its own `path` is left alone.
+ */
+export function labPoolDirs(spec: Spec): string[] {
+  const lab = spec.lab;
+  if (!lab) return [];
+  const machines = new Set([...lab.hosts, ...lab.storage].map((m) => m.name));
+  return spec.pools.filter((p) => !p.path && machines.has(p.host)).map((p) => defaultPoolPath(p.name));
+}
+
+/** Removes pool directories (`labPoolDirs`) without following links; a missing one is fine. */
+export async function removeLabPoolDirs(dirs: readonly string[]): Promise<void> {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 }
