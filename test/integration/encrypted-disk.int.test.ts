@@ -7,6 +7,7 @@ import { processMatches, QemuDriver } from '../../src/drivers/hypervisor/qemu/dr
 import { defaultLauncherPath } from '../../src/drivers/hypervisor/qemu/launcher.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { VmConfig } from '../../src/shared/model.js';
+import { createBridgedTaps } from '../helpers/guest-net.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 // One guest with a LUKS-encrypted data disk: the key reaches qemu-img on stdin and QEMU over QMP only; the guest
@@ -58,16 +59,7 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))(
     beforeAll(async () => {
       if (!existsSync(defaultLauncherPath())) await runner.run(['bash', 'scripts/build-native.sh']);
       release = await acquireVmLock();
-      await runner.run(['ip', 'netns', 'del', NS], { allowFailure: true });
-      await runner.run(['ip', 'netns', 'add', NS]);
-      for (const line of [
-        `link add ${BRIDGE} type bridge`,
-        `link set ${BRIDGE} up`,
-        `tuntap add dev ${TAP} mode tap vnet_hdr`,
-        `link set ${TAP} master ${BRIDGE}`,
-        `link set ${TAP} up`,
-      ])
-        await runner.run(['ip', '-n', NS, ...line.split(' ')]);
+      await createBridgedTaps(runner, NS, BRIDGE, [TAP]);
       stateDir = await mkdtemp(join(tmpdir(), 'vmlink-enc-int-'));
       await chmod(stateDir, 0o711);
       driver = new QemuDriver({ runner, stateDir, netns: NS });

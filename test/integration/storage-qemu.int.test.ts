@@ -8,6 +8,7 @@ import { defaultLauncherPath } from '../../src/drivers/hypervisor/qemu/launcher.
 import { storageDrivers } from '../../src/drivers/storage/registry.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { DiskConfig, VmConfig } from '../../src/shared/model.js';
+import { createBridgedTaps } from '../helpers/guest-net.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 // One booted test guest (TCG: slow, so everything runs on it) with disks from a dir pool on this host: volumes the
@@ -97,16 +98,7 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
   beforeAll(async () => {
     if (!existsSync(defaultLauncherPath())) await runner.run(['bash', 'scripts/build-native.sh']);
     release = await acquireVmLock();
-    await runner.run(['ip', 'netns', 'del', NS], { allowFailure: true });
-    await runner.run(['ip', 'netns', 'add', NS]);
-    for (const line of [
-      `link add ${BRIDGE} type bridge`,
-      `link set ${BRIDGE} up`,
-      `tuntap add dev ${TAP} mode tap vnet_hdr`,
-      `link set ${TAP} master ${BRIDGE}`,
-      `link set ${TAP} up`,
-    ])
-      await runner.run(['ip', '-n', NS, ...line.split(' ')]);
+    await createBridgedTaps(runner, NS, BRIDGE, [TAP]);
     stateDir = await mkdtemp(join(tmpdir(), 'vmlink-stq-int-'));
     await chmod(stateDir, 0o711);
     // The pool is root's alone: the VM's uid can neither list nor open it, only use the descriptors it is handed.
