@@ -14,7 +14,7 @@ fi
 
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
   genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
-  tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids)
+  tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids etcd-server etcd-client)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -34,10 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ "$own_policy" = 1 ] && rm -f "$policy"; exit 1; }
   [ "$own_policy" = 1 ] && rm -f "$policy"
   if command -v systemctl >/dev/null 2>&1; then
-    # A system rpcbind would hold /run/rpcbind.sock and port 111 here; a system tgtd the control socket numbers.
+    # A system rpcbind would hold /run/rpcbind.sock and port 111 here; a system tgtd the control socket numbers; a
+    # system etcd ports 2379/2380 (the lab runs its own members in namespaces).
     # Only the services of packages this run installed: one the machine already ran stays as it was.
     declare -A units=([openvswitch-switch]="openvswitch-switch" [tgt]="tgt" [nfs-ganesha]="nfs-ganesha"
-      [rpcbind]="rpcbind.socket rpcbind")
+      [rpcbind]="rpcbind.socket rpcbind" [etcd-server]="etcd")
     for p in "${missing[@]}"; do
       for unit in ${units[$p]:-}; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
     done

@@ -1,5 +1,6 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
 import { z } from 'zod';
+import { FencingTokenSchema } from '../shared/cluster.js';
 import { ErrorBodySchema } from '../shared/errors.js';
 import {
   ADDRESS_PREFIX_MAX,
@@ -248,6 +249,15 @@ export const ConfirmSchema = z
   .strict();
 
 /**
+ * The owner record's fencing token a VM action acts under (the controller adds it from the VM's owner record, as it
+ * adds secrets). An agent in a cluster refuses to start a VM or open its disks unless etcd still names this host
+ * with this token.
+ */
+export const FenceSchema = z.object({ token: FencingTokenSchema }).strict();
+/** A fencing token on an action. */
+export type Fence = z.infer<typeof FenceSchema>;
+
+/**
  * Values of the controller-kept secrets one VM step needs (its encrypted disks' keys), base64, attached by the
  * controller only as it sends the step to the VM's host (`controller/secrets/delivery.ts`). The agent keeps them in
  * memory for that step alone: never on disk, in argv or in a log.
@@ -301,6 +311,7 @@ export const AgentActionSchema = z
         vm: VmConfigSchema,
         configHash: hash,
         secrets: SecretValuesSchema,
+        fence: FenceSchema.optional(),
       })
       .strict(),
     // Plugs and unplugs NICs of a running VM so that they match `vm`, without restarting it.
@@ -310,9 +321,17 @@ export const AgentActionSchema = z
         vm: VmConfigSchema,
         configHash: hash,
         secrets: SecretValuesSchema,
+        fence: FenceSchema.optional(),
       })
       .strict(),
-    z.object({ kind: z.literal('vm.start'), name, secrets: SecretValuesSchema }).strict(),
+    z
+      .object({
+        kind: z.literal('vm.start'),
+        name,
+        secrets: SecretValuesSchema,
+        fence: FenceSchema.optional(),
+      })
+      .strict(),
     z
       .object({
         kind: z.literal('vm.stop'),

@@ -1,18 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import type { HostReport, VmConfig } from '../shared/model.js';
 import type { ObservedPool } from '../shared/storage.js';
+import { placeSpec } from '../spec/placement.js';
 import { SpecSchema } from '../spec/schema.js';
 import { type StorageDoctorAgent, storageDoctor } from './storage-doctor.js';
 import type { StoreEvent } from './store/types.js';
 
-const spec = SpecSchema.parse({
-  version: 1,
-  hosts: [{ name: 'host1' }, { name: 'san1', role: 'storage' }],
-  pools: [
-    { name: 'san', type: 'iscsi', host: 'san1', chap: { user: 'vmlink', secret: 'san-chap' } },
-    { name: 'nas', type: 'nfs', host: 'san1' },
-  ],
-});
+const spec = placeSpec(
+  SpecSchema.parse({
+    version: 1,
+    hosts: [{ name: 'host1' }, { name: 'san1', role: 'storage' }],
+    pools: [
+      { name: 'san', type: 'iscsi', host: 'san1', chap: { user: 'vmlink', secret: 'san-chap' } },
+      { name: 'nas', type: 'nfs', host: 'san1' },
+    ],
+  }),
+);
 const db: VmConfig = {
   name: 'db',
   cpus: 1,
@@ -128,21 +131,23 @@ describe('doctor for storage paths', () => {
     expect(login.detail).toContain('Authentication failure');
     expect(login.fix).toContain('vmlink secret set san-chap');
     // With two CHAP pools, the one the failed VM's disk uses is named.
-    const two = SpecSchema.parse({
-      ...spec,
-      pools: [
-        ...spec.pools,
-        { name: 'san2', type: 'iscsi', host: 'san1', chap: { user: 'u2', secret: 'chap2' } },
-      ],
-      vms: [
-        {
-          name: 'db',
-          host: 'host1',
-          nics: [{ network: 'app' }],
-          disks: [{ name: 'data', pool: 'san2', volume: 'db-data' }],
-        },
-      ],
-    });
+    const two = placeSpec(
+      SpecSchema.parse({
+        ...spec,
+        pools: [
+          ...spec.pools,
+          { name: 'san2', type: 'iscsi', host: 'san1', chap: { user: 'u2', secret: 'chap2' } },
+        ],
+        vms: [
+          {
+            name: 'db',
+            host: 'host1',
+            nics: [{ network: 'app' }],
+            disks: [{ name: 'data', pool: 'san2', volume: 'db-data' }],
+          },
+        ],
+      }),
+    );
     const named = await storageDoctor(two, agents({ portal: true, pools: [] }), events, {});
     expect(named.find((c) => c.name.startsWith('storage iSCSI login'))?.fix).toContain(
       'vmlink secret set chap2',

@@ -19,6 +19,8 @@ export const ErrorKinds = [
   'unauthorized',
   'forbidden',
   'bad-response',
+  'fenced',
+  'not-active',
   'internal',
 ] as const;
 /** One of `ErrorKinds`. */
@@ -122,6 +124,26 @@ export class BadResponseError extends VmlinkError {
   }
 }
 
+/**
+ * A cluster agent refused to start a VM or open its disks: it does not hold its lease, or etcd's owner record of the
+ * VM names another host or a newer fencing token.
+ */
+export class FencedError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('fenced', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** A standby controller was asked to act: `active` says where the active one answers (when one is known). */
+export class NotActiveError extends VmlinkError {
+  constructor(
+    message: string,
+    readonly active?: string,
+  ) {
+    super('not-active', message, active === undefined ? {} : { subject: active });
+  }
+}
+
 /** HTTP status and CLI exit code of each error kind: the one place this mapping lives. */
 export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   invalid: { http: 422, exit: 2 },
@@ -135,6 +157,9 @@ export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   unauthorized: { http: 401, exit: 9 },
   forbidden: { http: 403, exit: 11 },
   'bad-response': { http: 502, exit: 10 },
+  fenced: { http: 409, exit: 12 },
+  // 421 Misdirected Request: the right server is another one (its address is the error's subject).
+  'not-active': { http: 421, exit: 13 },
   internal: { http: 500, exit: 1 },
 };
 
@@ -169,6 +194,7 @@ export function toErrorBody(err: unknown): ErrorBody {
 export function fromErrorBody(body: ErrorBody): VmlinkError {
   const e = body.error;
   if (e.kind === 'invalid' && e.issues) return new InvalidSpecError(e.issues);
+  if (e.kind === 'not-active') return new NotActiveError(e.message, e.subject);
   return new VmlinkError(
     ErrorKinds.includes(e.kind) ? e.kind : 'internal',
     e.message,

@@ -241,3 +241,26 @@ export const VM_SNAPSHOT_JOB_TIMEOUT_MS = 600_000;
 export const QEMU_IMG_INFO_MAX_BYTES = 1 << 20;
 /** Longest target name `openDisks` reports for one disk (a path or a URL). */
 export const OPEN_DISK_TARGET_MAX_CHARS = 512;
+
+// The cluster (issue 11).
+
+/** etcd members a cluster names (etcd itself recommends 3 or 5). */
+export const ETCD_MEMBERS_MAX = 7;
+/** Cluster controllers a lab starts. */
+export const LAB_CONTROLLERS_MAX = 3;
+/** Hosts an HA policy may list. */
+export const HA_HOSTS_MAX = 256;
+/** One etcd request (a get, a put, a transaction, a lease grant or renewal). */
+export const ETCD_REQUEST_TIMEOUT_MS = 3_000;
+/** Largest value vmlink writes to or accepts from etcd under one key (a spec text is the largest). */
+export const ETCD_VALUE_MAX_BYTES = 1 << 20;
+/** A lab etcd member must answer its health endpoint within this after start. */
+export const LAB_ETCD_START_TIMEOUT_MS = 20_000;
+/** A lab cluster controller must answer on its socket within this after start. */
+export const LAB_CONTROLLER_START_TIMEOUT_MS = 20_000;
+/** A peer agent's answer to `GET /v1/cluster/lease` (the outage check). */
+export const PEER_LEASE_TIMEOUT_MS = 800;
+/** How often a drill's sampler lists every host's QEMU processes. */
+export const DRILL_SAMPLE_MS = 100;
+/** A drill gives up waiting for recovery after this. */
+export const DRILL_RECOVERY_TIMEOUT_MS = 90_000;

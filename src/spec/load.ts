@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
+import { type Placement, placeSpec } from './placement.js';
 import { type Spec, SpecSchema } from './schema.js';
 import { validateSpec } from './validate/index.js';
 
@@ -130,8 +131,11 @@ function zodIssueToSpecIssues(issue: z.core.$ZodIssue, input: unknown): SpecIssu
   }
 }
 
-/** Parses, schema-checks and semantically validates a spec; throws `InvalidSpecError` with every issue found. */
-export function loadSpec(text: string, source?: string): Spec {
+/**
+ * Parses, schema-checks, places (see placement.ts: `placement` for the VMs it names, the spec's hosts, then a spread)
+ * and semantically validates a spec; throws `InvalidSpecError` with every issue found.
+ */
+export function loadSpec(text: string, source?: string, placement?: Placement): Spec {
   const lines = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter: lines,
@@ -176,9 +180,10 @@ export function loadSpec(text: string, source?: string): Spec {
       source,
     );
   }
-  const issues = validateSpec(parsed.data);
+  const spec = placeSpec(parsed.data, placement);
+  const issues = validateSpec(spec);
   if (issues.length > 0) throw new InvalidSpecError(issues, source);
-  return parsed.data;
+  return spec;
 }
 
 /** Reads and loads a spec file; the path names the source in error messages. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
 import {
   ADDRESS_PREFIX_MAX,
   ADDRESS_PREFIX_MIN,
@@ -10,6 +11,9 @@ import {
   DEFAULT_MTU,
   DEFAULT_OVERLAY_MTU,
   DISK_SIZE_MIB_MAX,
+  ETCD_MEMBERS_MAX,
+  HA_HOSTS_MAX,
+  LAB_CONTROLLERS_MAX,
   LINK_MTU_MAX,
   MTU_MIN,
   NETWORK_FORWARDS_MAX,
@@ -491,11 +495,31 @@ export const ImageSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
+/** What HA does for a VM in a cluster (see docs/ha.md). */
+export const HaPolicySchema = z
+  .object({
+    /**
+     * `started`: HA keeps it running, restarting it on a surviving host when its host fails; `stopped`: HA keeps it
+     * stopped but gives it a live owner; `disabled`: HA leaves it alone (it stays down with its host).
+     */
+    state: z.enum(['started', 'stopped', 'disabled']).default('started'),
+    /** Higher restarts first when capacity is short. */
+    priority: z.number().int().min(0).max(1000).default(0),
+    /** The hosts it may run on (default: every compute host). */
+    hosts: z.array(name).min(1).max(HA_HOSTS_MAX).optional(),
+    /** An anti-affinity group: VMs of one group never share a host. */
+    group: name.optional(),
+  })
+  .strict();
+
 /** A virtual machine. */
 export const VmSchema = z
   .object({
     name,
-    host: name,
+    /** Its host; in a cluster it may be left out and the scheduler places it (by free memory and CPU). */
+    host: name.optional(),
+    /** HA policy (needs `cluster:` with the etcd store). */
+    ha: HaPolicySchema.optional(),
     cpus: z.number().int().min(1).max(VM_CPUS_MAX).default(1),
     memoryMiB: z.number().int().min(VM_MEMORY_MIB_MIN).max(VM_MEMORY_MIB_MAX).default(256),
     image: ImageSchema.default({ kind: 'test-guest' }),
@@ -509,6 +533,27 @@ export const VmSchema = z
     protected: z.boolean().default(false),
     /** A confidential VM (AMD SEV, SEV-SNP or Intel TDX): needs KVM and a host that reports the support. */
     confidential: z.enum(ConfidentialKinds).optional(),
+  })
+  .strict();
+
+/** The cluster: several controllers and HA on etcd (see docs/ha.md). */
+export const ClusterSchema = z
+  .object({
+    /** `etcd` (leases, an election, owner records with fencing tokens); `sqlite` keeps one controller, no HA. */
+    store: z.enum(['sqlite', 'etcd']).default('etcd'),
+    /** How often agents renew their lease; a host is failed when its lease (2 heartbeats) runs out. */
+    heartbeatSeconds: z.number().int().min(1).max(60).default(CLUSTER_HEARTBEAT_S_DEFAULT),
+    /** etcd's client URLs (`https://addr:2379`); a lab fills them in from `lab.etcd`. */
+    endpoints: z
+      .array(z.string().regex(/^https:\/\/[\w.-]+:\d{1,5}$/, 'must be https://addr:port'))
+      .min(1)
+      .max(ETCD_MEMBERS_MAX)
+      .optional(),
+    /** Admission control: keep room to restart every HA VM after this many host failures (0: off). */
+    admission: z
+      .object({ hostFailures: z.number().int().min(0).max(8).default(0) })
+      .strict()
+      .default({ hostFailures: 0 }),
   })
   .strict();
 
@@ -558,6 +603,10 @@ export const LabSchema = z
     storage: z.array(LabMachineSchema).default([]),
     /** Extra L2 switches; every lab host gets eth1, eth2, ... on them in this order. */
     segments: z.array(LabSegmentSchema).default([]),
+    /** etcd members (1, 3 or 5) on the LAN, each in its own namespace, TLS with the lab's CA. */
+    etcd: z.array(LabMachineSchema).max(ETCD_MEMBERS_MAX).default([]),
+    /** Cluster controllers on the LAN (`vmlink daemon --store etcd://...`), each in its own namespace. */
+    controllers: z.array(LabMachineSchema).max(LAB_CONTROLLERS_MAX).default([]),
   })
   .strict();
 
@@ -572,12 +621,23 @@ export const SpecSchema = z
     securityGroups: z.array(SecurityGroupSchema).max(SECURITY_GROUPS_MAX).default([]),
     pools: z.array(PoolSchema).max(POOLS_MAX).default([]),
     volumes: z.array(VolumeSchema).max(VOLUMES_MAX).default([]),
+    cluster: ClusterSchema.optional(),
     lab: LabSchema.optional(),
   })
   .strict();
 
-/** A parsed, defaulted spec. */
-export type Spec = z.infer<typeof SpecSchema>;
+/** A parsed spec before placement: VMs of a cluster may name no host yet. */
+export type UnplacedSpec = z.infer<typeof SpecSchema>;
+/** A VM entry before placement. */
+export type UnplacedVmSpec = UnplacedSpec['vms'][number];
+/** Where a VM's host came from: the spec, its owner record (HA, maintenance), or the scheduler. */
+export type PlacementSource = 'spec' | 'owner' | 'scheduler';
+/** A VM entry of a placed spec: its host is known. */
+export type VmSpec = UnplacedVmSpec & { host: string; placedBy?: PlacementSource };
+/**
+ * A parsed, defaulted, placed spec (see `loadSpec`): what plan, verify and views work on. Every VM has a host.
+ */
+export type Spec = Omit<UnplacedSpec, 'vms'> & { vms: VmSpec[] };
 /** A host entry of a spec. */
 export type HostSpec = z.infer<typeof HostSchema>;
 /** A network entry of a spec. */
@@ -592,8 +652,10 @@ export type MultiHostNetworkSpec = Extract<NetworkSpec, { mode: 'vxlan' | 'vlan'
 export type VxlanNetworkSpec = Extract<NetworkSpec, { mode: 'vxlan' }>;
 /** A vlan network entry. */
 export type VlanNetworkSpec = Extract<NetworkSpec, { mode: 'vlan' }>;
-/** A VM entry of a spec. */
-export type VmSpec = z.infer<typeof VmSchema>;
+/** An HA policy. */
+export type HaPolicy = z.infer<typeof HaPolicySchema>;
+/** The cluster section. */
+export type ClusterSpec = z.infer<typeof ClusterSchema>;
 /** A security group entry. */
 export type SecurityGroupSpec = z.infer<typeof SecurityGroupSchema>;
 /** A security group rule entry. */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { placeSpec } from '../spec/placement.js';
 import { SpecSchema } from '../spec/schema.js';
 import {
   addressTwins,
@@ -155,33 +156,41 @@ describe('multi-host expectations', () => {
 });
 
 describe('endpointsOf with multi-host networks', () => {
-  const spec = SpecSchema.parse({
-    version: 1,
-    hosts: [{ name: 'host1' }, { name: 'host2', address: '192.168.50.99' }, { name: 'host3' }],
-    networks: [
-      { name: 'ov1', mode: 'vxlan', vni: 1001, cidr: '10.20.0.0/24', gateway: { host: 'host1', nat: true } },
-      { name: 'ov2', mode: 'vxlan', vni: 1002, cidr: '10.20.0.0/24' },
-      { name: 'prod100', mode: 'vlan', vlan: 100, hosts: ['host1', 'host2'], backend: 'ovs' },
-      { name: 'test200', mode: 'vlan', vlan: 200, hosts: ['host1', 'host2'], backend: 'ovs' },
-    ],
-    vms: [
-      { name: 'a1', host: 'host1', nics: [{ network: 'ov1' }] },
-      { name: 'b1', host: 'host2', nics: [{ network: 'ov2' }, { network: 'prod100' }] },
-      { name: 'r1', host: 'host1', nics: [{ network: 'prod100' }, { trunk: ['prod100', 'test200'] }] },
-      { name: 'off', host: 'host3', state: 'stopped', nics: [{ network: 'ov2' }] },
-    ],
-    lab: {
-      name: 'mh',
-      lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
-      upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
-      hosts: [
-        { name: 'host1', address: '192.168.50.10' },
-        { name: 'host2', address: '192.168.50.11' },
-        { name: 'host3', address: '192.168.50.12' },
+  const spec = placeSpec(
+    SpecSchema.parse({
+      version: 1,
+      hosts: [{ name: 'host1' }, { name: 'host2', address: '192.168.50.99' }, { name: 'host3' }],
+      networks: [
+        {
+          name: 'ov1',
+          mode: 'vxlan',
+          vni: 1001,
+          cidr: '10.20.0.0/24',
+          gateway: { host: 'host1', nat: true },
+        },
+        { name: 'ov2', mode: 'vxlan', vni: 1002, cidr: '10.20.0.0/24' },
+        { name: 'prod100', mode: 'vlan', vlan: 100, hosts: ['host1', 'host2'], backend: 'ovs' },
+        { name: 'test200', mode: 'vlan', vlan: 200, hosts: ['host1', 'host2'], backend: 'ovs' },
       ],
-      peers: [{ name: 'pc1', address: '192.168.50.20' }],
-    },
-  });
+      vms: [
+        { name: 'a1', host: 'host1', nics: [{ network: 'ov1' }] },
+        { name: 'b1', host: 'host2', nics: [{ network: 'ov2' }, { network: 'prod100' }] },
+        { name: 'r1', host: 'host1', nics: [{ network: 'prod100' }, { trunk: ['prod100', 'test200'] }] },
+        { name: 'off', host: 'host3', state: 'stopped', nics: [{ network: 'ov2' }] },
+      ],
+      lab: {
+        name: 'mh',
+        lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
+        upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
+        hosts: [
+          { name: 'host1', address: '192.168.50.10' },
+          { name: 'host2', address: '192.168.50.11' },
+          { name: 'host3', address: '192.168.50.12' },
+        ],
+        peers: [{ name: 'pc1', address: '192.168.50.20' }],
+      },
+    }),
+  );
   const eps = endpointsOf(spec, {
     a1: ['52:54:00:00:00:01'],
     b1: ['52:54:00:00:00:02', '52:54:00:00:00:03'],
@@ -213,25 +222,27 @@ describe('endpointsOf with multi-host networks', () => {
 });
 
 describe('a VM on two networks (bridged and nat): each NIC is its own endpoint', () => {
-  const spec = SpecSchema.parse({
-    version: 1,
-    hosts: [{ name: 'host1' }],
-    networks: [
-      { name: 'natnet', host: 'host1', mode: 'nat', cidr: '10.10.0.0/24' },
-      { name: 'lan', host: 'host1', mode: 'bridge' },
-    ],
-    vms: [
-      { name: 'web1', host: 'host1', nics: [{ network: 'natnet' }] },
-      { name: 'app1', host: 'host1', nics: [{ network: 'lan' }, { network: 'natnet' }] },
-    ],
-    lab: {
-      name: 'qs',
-      lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
-      upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
-      hosts: [{ name: 'host1', address: '192.168.50.10' }],
-      peers: [{ name: 'pc1', address: '192.168.50.20' }],
-    },
-  });
+  const spec = placeSpec(
+    SpecSchema.parse({
+      version: 1,
+      hosts: [{ name: 'host1' }],
+      networks: [
+        { name: 'natnet', host: 'host1', mode: 'nat', cidr: '10.10.0.0/24' },
+        { name: 'lan', host: 'host1', mode: 'bridge' },
+      ],
+      vms: [
+        { name: 'web1', host: 'host1', nics: [{ network: 'natnet' }] },
+        { name: 'app1', host: 'host1', nics: [{ network: 'lan' }, { network: 'natnet' }] },
+      ],
+      lab: {
+        name: 'qs',
+        lan: { cidr: '192.168.50.0/24', gateway: '192.168.50.1' },
+        upstream: { cidr: '203.0.113.0/24', address: '203.0.113.10' },
+        hosts: [{ name: 'host1', address: '192.168.50.10' }],
+        peers: [{ name: 'pc1', address: '192.168.50.20' }],
+      },
+    }),
+  );
   const eps = endpointsOf(spec, {
     web1: ['52:54:00:00:00:01'],
     app1: ['52:54:00:00:00:02', '52:54:00:00:00:03'],

@@ -44,6 +44,48 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
       expect(await s.list('h%/')).toEqual([{ key: 'h%/_', value: 4 }]);
     });
 
+    it('versions every write, later writes of any key with larger versions', async () => {
+      const s = await open();
+      await s.put('a', 1);
+      const a1 = (await s.getVersioned<number>('a'))!;
+      await s.put('b', 2);
+      await s.put('a', 3);
+      const a2 = (await s.getVersioned<number>('a'))!;
+      const b = (await s.getVersioned<number>('b'))!;
+      expect(a2.value).toBe(3);
+      expect(BigInt(a1.version) < BigInt(b.version)).toBe(true);
+      expect(BigInt(b.version) < BigInt(a2.version)).toBe(true);
+      expect(await s.getVersioned('missing')).toBeUndefined();
+      expect((await s.listVersioned<number>('')).map((e) => [e.key, e.value, e.version])).toEqual([
+        ['a', 3, a2.version],
+        ['b', 2, b.version],
+      ]);
+    });
+
+    it('compares and sets: creates only when absent, replaces only the version it read', async () => {
+      const s = await open();
+      const v1 = await s.putIf('owners/web', { host: 'h1' }, null);
+      expect(v1).toMatch(/^[1-9]\d*$/);
+      expect(await s.putIf('owners/web', { host: 'h2' }, null)).toBeUndefined();
+      const v2 = await s.putIf('owners/web', { host: 'h2' }, v1!);
+      expect(v2).toBeDefined();
+      expect(BigInt(v2!) > BigInt(v1!)).toBe(true);
+      // A writer that read v1 lost the race: nothing changes.
+      expect(await s.putIf('owners/web', { host: 'h3' }, v1!)).toBeUndefined();
+      expect(await s.get('owners/web')).toEqual({ host: 'h2' });
+      expect(await s.deleteIf('owners/web', v1!)).toBe(false);
+      expect(await s.deleteIf('owners/web', v2!)).toBe(true);
+      expect(await s.get('owners/web')).toBeUndefined();
+      expect(await s.putIf('owners/web', { host: 'h4' }, null)).toBeDefined();
+    });
+
+    it('lets exactly one of many racing writers win a compare-and-set', async () => {
+      const s = await open();
+      const v = (await s.putIf('race', 0, null))!;
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => s.putIf('race', i + 1, v)));
+      expect(results.filter((r) => r !== undefined)).toHaveLength(1);
+    });
+
     it('keeps events in order and returns the newest', async () => {
       const s = await open();
       for (let i = 0; i < 5; i++) await s.appendEvent('apply', `event ${i}`);

@@ -32,6 +32,17 @@ export const MIGRATIONS: readonly Migration[] = [
         CREATE INDEX audit_time ON audit (time);
       `),
   },
+  {
+    version: 3,
+    description: 'versions of keys (compare-and-set, fencing tokens)',
+    // One counter for the whole store, as etcd's revision: a later write of any key gets a larger version.
+    up: (db) =>
+      db.exec(`
+        ALTER TABLE kv ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+        CREATE TABLE kv_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL);
+        INSERT INTO kv_revision (id, revision) VALUES (1, 1);
+      `),
+  },
 ];
 
 /** The schema version this build writes. */

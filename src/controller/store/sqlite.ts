@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS, type Migration, type MigrationResult, migrate } from './migrations.js';
-import type { Store, StoredAuditEntry, StoreEvent } from './types.js';
+import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
 
 /** Store on an embedded SQLite database (WAL mode); the default for one controller. */
 export class SqliteStore implements Store {
@@ -38,11 +38,56 @@ export class SqliteStore implements Store {
   }
 
   async put(key: string, value: unknown): Promise<void> {
+    this.db.transaction(() => this.write(key, JSON.stringify(value)))();
+  }
+
+  /** Writes `key` at the next revision (inside a transaction); returns that revision. */
+  private write(key: string, text: string): number {
+    const revision = this.nextRevision();
     this.db
       .prepare(
-        'INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+        'INSERT INTO kv (key, value, version) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version',
       )
-      .run(key, JSON.stringify(value));
+      .run(key, text, revision);
+    return revision;
+  }
+
+  private nextRevision(): number {
+    const row = this.db
+      .prepare('UPDATE kv_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision')
+      .get() as { revision: number };
+    return row.revision;
+  }
+
+  async getVersioned<T>(key: string): Promise<Versioned<T> | undefined> {
+    const row = this.db.prepare('SELECT value, version FROM kv WHERE key = ?').get(key) as
+      | { value: string; version: number }
+      | undefined;
+    return row ? { value: JSON.parse(row.value) as T, version: String(row.version) } : undefined;
+  }
+
+  async listVersioned<T>(prefix: string): Promise<Array<{ key: string } & Versioned<T>>> {
+    const rows = this.db
+      .prepare('SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key')
+      .all(prefix, `${prefix}\uffff`) as Array<{ key: string; value: string; version: number }>;
+    return rows.map((r) => ({ key: r.key, value: JSON.parse(r.value) as T, version: String(r.version) }));
+  }
+
+  async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
+    const text = JSON.stringify(value);
+    return this.db.transaction(() => {
+      const row = this.db.prepare('SELECT version FROM kv WHERE key = ?').get(key) as
+        | { version: number }
+        | undefined;
+      const current = row ? String(row.version) : null;
+      if (current !== expected) return undefined;
+      return String(this.write(key, text));
+    })();
+  }
+
+  async deleteIf(key: string, expected: string): Promise<boolean> {
+    const info = this.db.prepare('DELETE FROM kv WHERE key = ? AND version = ?').run(key, Number(expected));
+    return info.changes > 0;
   }
 
   async delete(key: string): Promise<void> {

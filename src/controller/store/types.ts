@@ -13,6 +13,16 @@ export interface StoredAuditEntry {
   record: unknown;
 }
 
+/** A value with the version it was written at (see `Store.getVersioned`). */
+export interface Versioned<T> {
+  value: T;
+  /**
+   * Decimal; grows with every write anywhere in the store (etcd: the key's mod revision), so a later write of any
+   * key has a larger version. Owner records use it as their fencing token.
+   */
+  version: string;
+}
+
 /** The controller's state store: JSON values under string keys plus an append-only event log. */
 export interface Store {
   // Keys.
@@ -24,6 +34,19 @@ export interface Store {
   delete(key: string): Promise<void>;
   /** Every key starting with `prefix`, sorted, with its value. */
   list<T>(prefix: string): Promise<Array<{ key: string; value: T }>>;
+
+  // Versioned keys (compare-and-set: owner records, leadership-guarded writes).
+  /** The value under `key` with its version, or undefined. */
+  getVersioned<T>(key: string): Promise<Versioned<T> | undefined>;
+  /** Every key starting with `prefix`, sorted, with its value and version. */
+  listVersioned<T>(prefix: string): Promise<Array<{ key: string } & Versioned<T>>>;
+  /**
+   * Sets `key` to `value` only if its version is still `expected` (`null`: only if the key is absent), atomically.
+   * Returns the new version, or undefined when the key had changed (then nothing was written).
+   */
+  putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined>;
+  /** Removes `key` only if its version is still `expected`; returns whether it did. */
+  deleteIf(key: string, expected: string): Promise<boolean>;
 
   // Events.
   /** Appends an event and returns it. */
