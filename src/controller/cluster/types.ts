@@ -62,3 +62,13 @@ export interface Coordination {
   /** Releases the connection (and resigns). */
   close(): Promise<void>;
 }
+
+/** A part of the controller that runs on the active controller only (heartbeats, the HA manager, schedules). */
+export interface ActiveService {
+  /** A name for logs. */
+  readonly name: string;
+  /** Starts working (this controller just became active). */
+  start(): void;
+  /** Stops at once (this controller is no longer active, or exits); resolves when nothing more will be done. */
+  stop(): Promise<void>;
+}
