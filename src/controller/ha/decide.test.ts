@@ -308,6 +308,16 @@ describe('decide: rounds', () => {
     expect(after.decisions).toEqual([]);
   });
 
+  it('a VM whose only allowed host failed waits for it, said once, and stays owned there', () => {
+    const sim = new Sim(three(), [{ name: 'web', on: 'host2', policy: { hosts: ['host2'] } }]).run(3_000, [
+      [1_000, (s) => s.loseLease('host2')],
+    ]);
+    expect(sim.log.filter((l) => l.includes('web'))).toEqual([
+      't=1.0s wait web host2: host2 failed; no host can take it now: no other host it may run on',
+    ]);
+    expect(sim.assigns.size).toBe(0);
+  });
+
   it('never targets a host whose lease is younger than the minimum', () => {
     const sim = new Sim(
       [{ name: 'host1', leaseSince: 0 }, { name: 'host2' }],
