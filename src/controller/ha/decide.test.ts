@@ -318,6 +318,17 @@ describe('decide: rounds', () => {
     expect(sim.assigns.size).toBe(0);
   });
 
+  it('treats an owner host the spec no longer has as failed for protected VMs', () => {
+    const sim = new Sim(three(), [
+      { name: 'web', on: 'gone', policy: {} },
+      { name: 'pet', on: 'gone' },
+    ]).run(1_000);
+    expect(sim.log).toEqual([
+      't=0.0s keep-stopped pet gone: HA is disabled for it: it stays down with gone, no longer a host of the spec',
+      't=0.0s restart web gone -> host1: gone is no longer a host of the spec: host1 has the most room (2816 MiB free after it, 1/16 vCPUs)',
+    ]);
+  });
+
   it('never targets a host whose lease is younger than the minimum', () => {
     const sim = new Sim(
       [{ name: 'host1', leaseSince: 0 }, { name: 'host2' }],
@@ -374,7 +385,7 @@ const clusterArb = fc.record({
 });
 
 describe('decide: safety properties', () => {
-  it('never two owners, never a failed, drained or young target, never over capacity, never a group shared', () => {
+  it('never two owners, never a failed, drained or young target, never over capacity, never a group shared; settles', () => {
     fc.assert(
       fc.property(clusterArb, ({ hosts, vms, steps }) => {
         const sim = new Sim(
@@ -427,6 +438,12 @@ describe('decide: safety properties', () => {
             }
           }
         }
+        // Once nothing changes (leases old, flapping over), rounds settle: nothing decided or done again.
+        sim.t += FLAP_STABLE_MS + 60_000;
+        for (let r = 0; r < 2; r++) sim.round();
+        const logged = sim.log.length;
+        expect(sim.round()).toEqual([]);
+        expect(sim.log.slice(logged)).toEqual([]);
       }),
       { numRuns: 150 },
     );

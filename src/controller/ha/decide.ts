@@ -57,7 +57,7 @@ function flapping(failures: readonly number[]): boolean {
 
 /** Why a VM needs a new host this round. */
 type Need =
-  | { why: 'failed'; vm: HaVmInput; owner: string; token: string; since: number }
+  | { why: 'failed'; vm: HaVmInput; owner: string; token: string; since: number | 'gone' }
   | { why: 'maintenance'; vm: HaVmInput; owner: string; token: string };
 
 export const decide: DecideFn = (memory, inputs) => {
@@ -164,7 +164,8 @@ export const decide: DecideFn = (memory, inputs) => {
     const state = next.hosts[owner]?.state;
     const managed = vm.policy !== undefined && vm.policy.state !== 'disabled';
     if (!host || state === 'failed') {
-      const since = next.hosts[owner]?.since ?? now;
+      // A host the spec no longer has is "gone" for good: a stable epoch, so its decisions are said once.
+      const since = next.hosts[owner]?.since ?? 'gone';
       if (managed) failedNeeds.push({ why: 'failed', vm, owner, token: vm.owner.token, since });
       else
         sayOnce(vm.name, `keep-stopped|${owner}|${vm.owner.token}|${since}`, {
