@@ -128,6 +128,22 @@ describe('scheduleVms', () => {
     expect(r.issues.map((i) => i.path)).toEqual(['vms[0].host']);
   });
 
+  it('places the more constrained VM first among equal priorities', () => {
+    const s = spec(
+      [
+        { name: 'db1', ha: { group: 'db', hosts: ['host1', 'host2'] } },
+        { name: 'db2', ha: { group: 'db', hosts: ['host1'] } },
+      ],
+      { hosts: 2 },
+    );
+    const r = scheduleVms({ spec: s, placed: {}, hosts: [live('host1'), live('host2')] });
+    expect(r.issues).toEqual([]);
+    expect(r.placement).toEqual({
+      db2: { host: 'host1', source: 'scheduler' },
+      db1: { host: 'host2', source: 'scheduler' },
+    });
+  });
+
   it('limits vCPUs to 4x the host CPUs and one VM to the host CPUs', () => {
     const s = spec(
       [

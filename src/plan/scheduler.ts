@@ -205,9 +205,21 @@ export function specCandidate(vm: UnplacedVmSpec): Candidate {
   };
 }
 
-/** Higher `ha.priority` first, then the order given. */
+/** How many hosts `ha.hosts` allows (Infinity: any), for most-constrained-first ordering. */
+export function allowedCount(hosts: readonly string[] | undefined): number {
+  return hosts ? hosts.length : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * Higher `ha.priority` first; among equals, the VM with fewer allowed hosts first (so a VM that may use only one
+ * host is not crowded out of it by one that could go elsewhere), then the order given.
+ */
 function byPriority<T extends { vm: UnplacedVmSpec; index: number }>(a: T, b: T): number {
-  return (b.vm.ha?.priority ?? 0) - (a.vm.ha?.priority ?? 0) || a.index - b.index;
+  return (
+    (b.vm.ha?.priority ?? 0) - (a.vm.ha?.priority ?? 0) ||
+    allowedCount(a.vm.ha?.hosts) - allowedCount(b.vm.ha?.hosts) ||
+    a.index - b.index
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

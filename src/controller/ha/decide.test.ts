@@ -329,6 +329,18 @@ describe('decide: rounds', () => {
     ]);
   });
 
+  it('restarts the more constrained VM first among equal priorities', () => {
+    const sim = new Sim(
+      [{ name: 'host1' }, { name: 'host2' }, { name: 'host3', capacity: { cpus: 4, memoryMiB: 8192 } }],
+      [
+        { name: 'a', on: 'host3', policy: {}, memoryMiB: 3000 },
+        { name: 'b', on: 'host3', policy: { hosts: ['host1', 'host3'] }, memoryMiB: 3000 },
+      ],
+    ).run(1_000, [[0, (s) => s.loseLease('host3')]]);
+    expect(sim.vm('b').owner?.host).toBe('host1');
+    expect(sim.vm('a').owner?.host).toBe('host2');
+  });
+
   it('never targets a host whose lease is younger than the minimum', () => {
     const sim = new Sim(
       [{ name: 'host1', leaseSince: 0 }, { name: 'host2' }],

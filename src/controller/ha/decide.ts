@@ -17,6 +17,7 @@
 // A round's actions change owners; the next round sees the new owners and decides nothing more for those VMs.
 
 import {
+  allowedCount,
   type Block,
   blockedKind,
   type Candidate,
@@ -187,8 +188,11 @@ export const decide: DecideFn = (memory, inputs) => {
         });
     }
   }
+  // Higher priority first; among equals the more constrained (fewer allowed hosts), then by name.
   const order = (a: Need, b: Need) =>
-    (b.vm.policy?.priority ?? 0) - (a.vm.policy?.priority ?? 0) || (a.vm.name < b.vm.name ? -1 : 1);
+    (b.vm.policy?.priority ?? 0) - (a.vm.policy?.priority ?? 0) ||
+    allowedCount(a.vm.policy?.hosts) - allowedCount(b.vm.policy?.hosts) ||
+    (a.vm.name < b.vm.name ? -1 : 1);
   failedNeeds.sort(order);
   maintenanceNeeds.sort(order);
 
