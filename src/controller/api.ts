@@ -7,7 +7,7 @@ import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { accepted, answers } from './api-answers.js';
-import { installAccessControl } from './auth/access.js';
+import { installAccessControl, principalOf } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
@@ -332,7 +332,7 @@ export async function createControllerApi(
     '/v1/vms/:name/start',
     { schema: { summary: 'Start a VM', params: VmParamsSchema, response: answers(OkSchema) } },
     async (req) => {
-      await controller.vmPower(req.params.name, 'start');
+      await controller.vmPower(req.params.name, 'start', false, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
@@ -347,7 +347,7 @@ export async function createControllerApi(
       },
     },
     async (req) => {
-      await controller.vmPower(req.params.name, 'stop', req.body.force);
+      await controller.vmPower(req.params.name, 'stop', req.body.force, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
