@@ -13,6 +13,7 @@ import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
+import { addHaRoutes } from './ha/routes.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -379,6 +380,7 @@ export async function createControllerApi(
   );
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
+  addHaRoutes(base, controller);
   addStorageRoutes(base, {
     storage: controller.storage,
     startTask: (body) => startTask('storage', body),
