@@ -53,7 +53,9 @@ export function placeSpec(spec: UnplacedSpec, placement: Placement = {}): Spec {
   const vms: VmSpec[] = spec.vms.map((vm) => {
     const p = known[vm.name] ?? rest[vm.name];
     // No compute host at all: keep the VM unplaced-looking; validation reports the spec's real problem.
-    return { ...vm, host: p?.host ?? '', placedBy: p?.source ?? 'scheduler' };
+    const placed: VmSpec = { ...vm, host: p?.host ?? '', placedBy: p?.source ?? 'scheduler' };
+    if (vm.host !== undefined) placed.specHost = vm.host;
+    return placed;
   });
   return { ...spec, vms };
 }

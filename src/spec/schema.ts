@@ -633,7 +633,12 @@ export type UnplacedVmSpec = UnplacedSpec['vms'][number];
 /** Where a VM's host came from: the spec, its owner record (HA, maintenance), or the scheduler. */
 export type PlacementSource = 'spec' | 'owner' | 'scheduler';
 /** A VM entry of a placed spec: its host is known. */
-export type VmSpec = UnplacedVmSpec & { host: string; placedBy?: PlacementSource };
+export type VmSpec = UnplacedVmSpec & {
+  host: string;
+  placedBy?: PlacementSource;
+  /** The host the spec itself names (absent: none, the scheduler placed it); `host` may differ (owner records). */
+  specHost?: string;
+};
 /**
  * A parsed, defaulted, placed spec (see `loadSpec`): what plan, verify and views work on. Every VM has a host.
  */

@@ -43,7 +43,21 @@ export interface HaInputs {
 /** What the engine remembers between rounds (the manager keeps it in memory; a new active starts empty). */
 export interface HaMemory {
   /** Per host: its state as the engine last saw it, since when (ms), and when it failed recently (flap damping). */
-  hosts: Record<string, { state: 'up' | 'failed'; since: number; failures: number[] }>;
+  hosts: Record<
+    string,
+    {
+      state: 'up' | 'failed';
+      since: number;
+      failures: number[];
+      /** The last round it was live (ms), for `host-failed`'s "last seen". */
+      seenAt?: number;
+    }
+  >;
+  /**
+   * Per VM: the signature of the last standing decision said about it (`wait`, `no-capacity`, `keep-stopped`), so
+   * that one is said once per VM per failure, not every round. Absent: nothing said yet.
+   */
+  vms?: Record<string, { said: string }>;
 }
 
 /** Something the manager must do. */

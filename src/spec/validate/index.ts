@@ -4,6 +4,7 @@
 import type { SpecIssue } from '../../shared/errors.js';
 import type { Spec } from '../schema.js';
 import { checkSubnets } from './addressing.js';
+import { checkCluster } from './cluster.js';
 import { checkBridges, checkHosts } from './hosts.js';
 import { checkLab } from './lab.js';
 import { checkDuplicates, checkHostReferences } from './names.js';
@@ -41,5 +42,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkForwards(spec, vmIdx, add);
   checkSecurityGroups(spec, add);
   checkStorage(spec, hostIdx, add);
+  checkCluster(spec, hostIdx, add);
   return issues;
 }
