@@ -5,10 +5,25 @@ import { formatLoss } from '../plan/destroy.js';
 import { stepPhase } from '../plan/diff.js';
 import { formatStep } from '../plan/format.js';
 import { type DesiredState, resolveSpec } from '../plan/resolve.js';
+import { admissionIssues, scheduleVms } from '../plan/scheduler.js';
 import type { Plan, RiskyMark, Step } from '../plan/steps.js';
-import { type OwnedVm, type UserStopRecord, userStopKey } from '../shared/cluster.js';
-import { ConflictError, fromErrorBody, InvalidRequestError, VmlinkError } from '../shared/errors.js';
+import {
+  type MaintenanceRecord,
+  maintenanceKey,
+  type OwnedVm,
+  type UserStopRecord,
+  userStopKey,
+} from '../shared/cluster.js';
+import {
+  ConflictError,
+  fromErrorBody,
+  InvalidRequestError,
+  InvalidSpecError,
+  VmlinkError,
+} from '../shared/errors.js';
 import { AGENT_BATCH_MAX_ACTIONS } from '../shared/limits.js';
+import type { HostCapacity } from '../spec/admission.js';
+import { placementFromOwners } from '../spec/placement.js';
 import type { Spec } from '../spec/schema.js';
 import {
   actConfirmed,
@@ -18,7 +33,13 @@ import {
   RolledBackError,
 } from './confirm.js';
 import type { AgentFactory } from './hosts.js';
-import { type ClusterPlacement, hintsOf, type OwnershipStore, planOwners } from './ownership.js';
+import {
+  type ClusterPlacement,
+  hintsOf,
+  type OwnershipStore,
+  planOwners,
+  unplacedView,
+} from './ownership.js';
 import {
   DestructivePlanError,
   knownState,
@@ -434,11 +455,66 @@ export class Deployer {
     return run;
   }
 
-  /** A cluster spec's placement from owner records (else its hosts, else the scheduler); undefined elsewhere. */
+  /**
+   * A cluster spec's placement: owner records, else the spec's hosts, else the scheduler (live hosts out of
+   * maintenance, by free memory and CPUs as the agents report them); undefined for other specs. Refuses (before any
+   * change) a VM the scheduler finds no room for, and a placement admission control rejects
+   * (`cluster.admission.hostFailures`).
+   */
   private async placeCluster(raw: Spec, text: string, source: string): Promise<ClusterPlacement | undefined> {
     if (!raw.cluster || !this.d.ownership) return undefined;
     const owners = await this.d.ownership.list();
-    return planOwners(this.d.specs.parser.placed(text, source, hintsOf(owners)), owners);
+    const unplaced = unplacedView(raw);
+    const known = placementFromOwners(unplaced, hintsOf(owners));
+    const live = await this.d.liveHosts?.();
+    const maintenance = new Set(
+      (await this.d.store.list<MaintenanceRecord>(maintenanceKey(''))).map((r) => r.value.host),
+    );
+    const unscheduled = raw.vms.some((v) => !known[v.name] && v.specHost === undefined);
+    const admission = (raw.cluster.admission.hostFailures ?? 0) > 0;
+    const capacities = unscheduled || admission ? await this.reportedCapacities(raw, live) : {};
+    const sched = scheduleVms({
+      spec: unplaced,
+      placed: known,
+      hosts: raw.hosts
+        .filter((h) => h.role !== 'storage')
+        .map((h) => ({
+          name: h.name,
+          capacity: capacities[h.name],
+          live: live ? live.has(h.name) : true,
+          maintenance: maintenance.has(h.name),
+        })),
+      now: Date.now(),
+    });
+    const placement = { ...known, ...sched.placement };
+    const issues = [...sched.issues, ...admissionIssues(unplaced, placement, capacities)];
+    if (issues.length) {
+      await this.d.store.appendEvent(
+        'apply.refused',
+        `${source}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+      );
+      throw new InvalidSpecError(issues, source);
+    }
+    const why = Object.fromEntries(
+      sched.decisions.flatMap((d) => (d.kind === 'place' && d.vm ? [[d.vm, d.reason]] : [])),
+    );
+    return planOwners(this.d.specs.parser.parse(text, source, placement), owners, why);
+  }
+
+  /** What each live compute host's agent reports it has for VMs (hosts that do not answer are left out). */
+  private async reportedCapacities(
+    spec: Spec,
+    live: ReadonlySet<string> | undefined,
+  ): Promise<Record<string, HostCapacity>> {
+    const hosts = spec.hosts.filter((h) => h.role !== 'storage' && (!live || live.has(h.name)));
+    const reports = await Promise.allSettled(hosts.map((h) => this.d.agents(spec, h.name).report()));
+    return Object.fromEntries(
+      reports.flatMap((r, i) =>
+        r.status === 'fulfilled'
+          ? [[hosts[i]!.name, { cpus: r.value.capabilities.cpus, memoryMiB: r.value.capabilities.memoryMiB }]]
+          : [],
+      ),
+    );
   }
 
   /** Compute hosts of a cluster spec without a live lease (none without a coordination service). */

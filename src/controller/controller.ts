@@ -9,7 +9,7 @@ import { type ApplyOptions, Deployer, type ReconcileOptions } from './apply.js';
 import type { Coordination } from './cluster/types.js';
 import type { ConfirmTiming } from './confirm.js';
 import { hostDevices } from './device-views.js';
-import { decideMinimal } from './ha/decide-minimal.js';
+import { decide } from './ha/decide.js';
 import { HaManager } from './ha/manager.js';
 import { HaControl } from './ha/status.js';
 import type { DecideFn } from './ha/types.js';
@@ -81,7 +81,7 @@ export class Controller {
   ) {
     this.credentials = opts.credentials;
     this.coordination = opts.coordination;
-    this.decide = opts.decide ?? decideMinimal;
+    this.decide = opts.decide ?? decide;
     this.ownership = new OwnershipStore(store);
     this.specs = new SpecStore(store, undefined, () => this.ownership.hints());
     this.vault = opts.secretsKey

@@ -72,7 +72,9 @@ describe('apply in a cluster', () => {
       ['db', 'h2', 'scheduler', undefined],
       ['web', 'h1', 'spec', 'h1'],
     ]);
-    expect(r.text).toContain('@ vm db on h2 (placed by the scheduler)');
+    expect(r.text).toMatch(
+      /@ vm db on h2 \(placed by the scheduler: the spec names no host: h2 has the most room/,
+    );
     expect(await events('ha.place')).toEqual([
       `vm web on h1 (spec), token ${owners[1]!.token}`,
       `vm db on h2 (scheduler), token ${owners[0]!.token}`,

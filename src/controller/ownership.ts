@@ -87,14 +87,13 @@ export function hintsOf(owners: readonly OwnedVm[]): Record<string, OwnerHint> {
   return Object.fromEntries(owners.map((o) => [o.vm, { host: o.host, specHost: o.specHost }]));
 }
 
-/**
- * A placed spec's VMs as they were before placement (`placedBy: 'spec'` means the spec named the host), for
- * `placementFromOwners`. Only what placement reads is kept faithful: VM names and spec hosts, the hosts.
- */
+/** A placed spec as it was before placement (each VM's host = the spec's own `specHost`, if any). */
 export function unplacedView(spec: Spec): UnplacedSpec {
   return {
     ...spec,
-    vms: spec.vms.map(({ placedBy, host, ...vm }) => (placedBy === 'spec' ? { ...vm, host } : vm)),
+    vms: spec.vms.map(({ placedBy, host, specHost, ...vm }) =>
+      specHost !== undefined ? { ...vm, host: specHost } : vm,
+    ),
   };
 }
 
@@ -177,15 +176,18 @@ const movedBy: Record<OwnerReason, string> = {
  * records apply must write: a VM keeps its record while the spec's host is unchanged; a VM the spec places (or
  * moves) gets `reason: 'spec'`; one placed by the scheduler `reason: 'scheduler'`.
  */
-export function planOwners(placed: Spec, owners: readonly OwnedVm[]): ClusterPlacement {
+export function planOwners(
+  placed: Spec,
+  owners: readonly OwnedVm[],
+  why: Readonly<Record<string, string>> = {},
+): ClusterPlacement {
   const byVm = new Map(owners.map((o) => [o.vm, o]));
   const writes: OwnerWrite[] = [];
   const lines: string[] = [];
   for (const vm of placed.vms) {
     const o = byVm.get(vm.name);
     const source = vm.placedBy ?? 'spec';
-    // The spec's own host: the record's when placed by it (placementFromOwners keeps it only while they agree).
-    const specHost = source === 'spec' ? vm.host : source === 'owner' ? o?.specHost : undefined;
+    const { specHost } = vm;
     if (source === 'owner' && o) {
       if (o.reason !== 'spec')
         lines.push(`@ vm ${vm.name} on ${vm.host} (${movedBy[o.reason]}${o.from ? ` from ${o.from}` : ''})`);
@@ -201,7 +203,10 @@ export function planOwners(placed: Spec, owners: readonly OwnedVm[]): ClusterPla
       ...(specHost !== undefined ? { specHost } : {}),
       ...(o && o.host !== vm.host ? { from: o.host } : {}),
     });
-    if (reason === 'scheduler') lines.push(`@ vm ${vm.name} on ${vm.host} (placed by the scheduler)`);
+    if (reason === 'scheduler')
+      lines.push(
+        `@ vm ${vm.name} on ${vm.host} (placed by the scheduler${why[vm.name] ? `: ${why[vm.name]}` : ''})`,
+      );
     else if (o && o.host !== vm.host)
       lines.push(`@ vm ${vm.name} on ${vm.host} (the spec moves it from ${o.host})`);
   }

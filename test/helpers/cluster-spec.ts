@@ -3,7 +3,7 @@ import type { TaskContext } from '../../src/controller/tasks.js';
 
 /** A three-host cluster spec on one vxlan network; `vms` is the text under `vms:`. */
 export const clusterSpec = (vms: string, hosts = ['h1', 'h2', 'h3']) => `version: 1
-cluster: { store: etcd, heartbeatSeconds: 5 }
+cluster: { store: etcd, heartbeatSeconds: 5, endpoints: ["https://10.0.0.9:2379"] }
 hosts:
 ${hosts.map((h, i) => `  - { name: ${h}, agent: "unix:///fake/${h}.sock", address: 10.0.0.${i + 1} }`).join('\n')}
 networks:
