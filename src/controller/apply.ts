@@ -310,6 +310,10 @@ export interface DeployDeps {
   ownership?: OwnershipStore;
   /** The hosts holding a live lease now (a cluster's coordination); undefined: no cluster, no host is failed. */
   liveHosts?: () => Promise<ReadonlySet<string> | undefined>;
+  /** Prepares a cluster spec's etcd before its steps run (host users and roles, the agents' membership). */
+  prepareCluster?: (spec: Spec) => Promise<string>;
+  /** Fences a VM's volumes to its new owner (storage-side fencing) before it starts there. */
+  fenceVolumes?: (spec: Spec, vm: string, owner: OwnedVm) => Promise<unknown>;
 }
 
 /** Options of `Deployer.reconcile`. */
@@ -367,7 +371,10 @@ export class Deployer {
       await this.d.store.appendEvent('apply.refused', `${source}: ${why}`);
       throw e;
     }
-    if (placing) await this.writeOwners(placing);
+    if (placing) {
+      if (this.d.prepareCluster) ctx.progress(await this.d.prepareCluster(spec));
+      await this.writeOwners(placing);
+    }
     await this.d.specs.recordAttempt(text, source);
     const applied = await executePlan(result.plan, this.execution(spec, ctx, history.previous));
     await this.d.specs.recordSuccess(text, source);
@@ -586,6 +593,8 @@ export class Deployer {
         'ha.place',
         `vm ${w.vm} on ${w.host} (${w.reason}${w.from ? `, from ${w.from}` : ''}), token ${r.token}`,
       );
+      // A VM the spec moves: its volumes follow it before it starts on the new host.
+      if (w.from && this.d.fenceVolumes) await this.d.fenceVolumes(placing.spec, w.vm, r);
     }
   }
 

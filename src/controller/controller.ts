@@ -2,6 +2,7 @@
 
 import type { GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
+import type { OwnedVm } from '../shared/cluster.js';
 import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
@@ -11,6 +12,7 @@ import type { ConfirmTiming } from './confirm.js';
 import { hostDevices } from './device-views.js';
 import { decide } from './ha/decide.js';
 import { HaManager } from './ha/manager.js';
+import { type ClusterEtcd, prepareClusterEtcd } from './ha/members.js';
 import { HaControl } from './ha/status.js';
 import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
@@ -23,6 +25,8 @@ import { type SecretInfo, SecretVault } from './secrets/vault.js';
 import type { SecurityGroupListItem } from './security-group-views.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
 import { StorageControl } from './storage-control.js';
+import { fenceVmVolumes } from './storage-fence.js';
+import { isEtcdStore } from './store/etcd.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
@@ -52,6 +56,11 @@ export interface ControllerOptions {
   coordination?: Coordination;
   /** The HA decision engine (tests inject one). */
   decide?: DecideFn;
+  /**
+   * The etcd under the store, for what apply writes outside it (host users and roles, the agents' membership);
+   * default: the store itself when it is an `EtcdStore`. Pass the raw one when the store is wrapped.
+   */
+  etcd?: ClusterEtcd;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -70,6 +79,7 @@ export class Controller {
   readonly ownership: OwnershipStore;
   /** HA status and maintenance (the HA routes call it directly). */
   readonly ha: HaControl;
+  private readonly fenceVolumes: (spec: Spec, vm: string, owner: OwnedVm) => Promise<unknown>;
   /** Pools, volumes, snapshots, image import and capacity (the storage routes call it directly). */
   readonly storage: StorageControl;
 
@@ -92,11 +102,23 @@ export class Controller {
     const agents = withOwnership(withSecrets(opts.agents ?? httpAgents, this.vault), this.ownership);
     this.agents = agents;
     const coordination = this.coordination;
+    const etcd = opts.etcd ?? (isEtcdStore(store) ? store : undefined);
+    this.fenceVolumes = (spec, vm, owner) => fenceVmVolumes(spec, vm, owner, { agents, store });
     this.deployer = new Deployer({
       store,
       specs: this.specs,
       agents,
       ownership: this.ownership,
+      fenceVolumes: this.fenceVolumes,
+      ...(etcd
+        ? {
+            prepareCluster: async (spec: Spec) => {
+              if (spec.cluster?.store !== 'etcd') return 'cluster: not on etcd';
+              const m = await prepareClusterEtcd(etcd, spec);
+              return `cluster: etcd users and roles of ${m.hosts.length} host(s) and their membership written`;
+            },
+          }
+        : {}),
       ...(coordination
         ? { liveHosts: async () => new Set((await coordination.liveHosts()).map((h) => h.host)) }
         : {}),
@@ -123,6 +145,7 @@ export class Controller {
       agents: this.agents,
       reconcile: (ctx, opts) => this.deployer.reconcile(ctx, opts),
       decide: this.decide,
+      fenceVolumes: this.fenceVolumes,
     });
   }
 

@@ -5,6 +5,7 @@ import { FakeCoordination } from '../../test/helpers/fake-coordination.js';
 import type { AgentAction } from '../agent/wire.js';
 import { RecordingRunner } from '../exec/runner.js';
 import { compareTokens, ownerKey } from '../shared/cluster.js';
+import { InvalidSpecError } from '../shared/errors.js';
 import { Controller } from './controller.js';
 import { OwnershipStore } from './ownership.js';
 import { SqliteStore } from './store/sqlite.js';
@@ -165,6 +166,30 @@ describe('apply in a cluster', () => {
     await controller.vmPower('web', 'start', false, 'alice');
     expect(await store.get('ha/user-stopped/web')).toBeUndefined();
     expect(fleet.host('h1').vms.get('web')?.state).toBe('running');
+  });
+
+  it('refuses before any change a placement that admission control rejects, and a VM the scheduler has no room for', async () => {
+    const capped = (t: string) =>
+      t
+        .replace('heartbeatSeconds: 5,', 'heartbeatSeconds: 5, admission: { hostFailures: 1 },')
+        .replace(/address: (10\.0\.0\.\d) \}/g, 'address: $1, capacity: { cpus: 4, memoryMiB: 1024 } }');
+    const text = capped(
+      clusterSpec(
+        vm('a', ', host: h1, memoryMiB: 600, ha: { state: started }') +
+          vm('b', ', host: h2, memoryMiB: 600, ha: { state: started }') +
+          vm('c', ', host: h3, memoryMiB: 600, ha: { state: started }'),
+      ),
+    );
+    const refused = await controller.apply(text, 'c.yaml', task()).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(InvalidSpecError);
+    expect(String((refused as Error).message)).toMatch(/vms\[\d\]/);
+    expect(fleet.sent()).toEqual([]);
+    expect(await controller.ownership.list()).toEqual([]);
+    expect(await events('apply.refused')).toHaveLength(1);
+    // Without admission control a VM too big for every host is refused by the scheduler.
+    const big = clusterSpec(vm('huge', ', memoryMiB: 65536'));
+    await expect(controller.apply(big, 'c.yaml', task())).rejects.toBeInstanceOf(InvalidSpecError);
+    expect(fleet.sent()).toEqual([]);
   });
 
   it('leaves specs without a cluster as they were: no owner records, no tokens', async () => {
