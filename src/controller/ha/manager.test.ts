@@ -194,6 +194,8 @@ describe('HA manager (fake agents, SQLite, fake leases)', () => {
     coord.setLive(['h2'], 0);
     await ha.settled();
     expect((await controller.ownership.get('web'))?.host).toBe('h1');
-    expect((await events('ha.wait')).at(-1)).toMatch(/^ha.wait vm web: h1 failed; .*h2: lease 0.0s old, a target at 3.0s/);
+    expect((await events('ha.wait')).at(-1)).toMatch(
+      /^ha.wait vm web: h1 failed; .*h2: lease 0.0s old, a target at 3.0s/,
+    );
   });
 });
