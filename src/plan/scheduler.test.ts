@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HOST_MEMORY_RESERVE_MIB } from '../spec/admission.js';
 import { SpecSchema, type UnplacedSpec } from '../spec/schema.js';
@@ -127,6 +128,22 @@ describe('scheduleVms', () => {
     expect(r.issues.map((i) => i.path)).toEqual(['vms[0].host']);
   });
 
+  it('places the more constrained VM first among equal priorities', () => {
+    const s = spec(
+      [
+        { name: 'db1', ha: { group: 'db', hosts: ['host1', 'host2'] } },
+        { name: 'db2', ha: { group: 'db', hosts: ['host1'] } },
+      ],
+      { hosts: 2 },
+    );
+    const r = scheduleVms({ spec: s, placed: {}, hosts: [live('host1'), live('host2')] });
+    expect(r.issues).toEqual([]);
+    expect(r.placement).toEqual({
+      db2: { host: 'host1', source: 'scheduler' },
+      db1: { host: 'host2', source: 'scheduler' },
+    });
+  });
+
   it('limits vCPUs to 4x the host CPUs and one VM to the host CPUs', () => {
     const s = spec(
       [
@@ -236,7 +253,7 @@ describe('admissionIssues', () => {
     );
     const issues = admissionIssues(s, placed(s), {});
     expect(issues.map((i) => i.path)).toEqual(['vms[2]']);
-    expect(issues[0]!.message).toMatch(/no compute host it may run on/);
+    expect(issues[0]!.message).toMatch(/no other host it may run on/);
     const s2 = spec(
       [
         { name: 'db1', host: 'host1', ha: { group: 'db' } },
@@ -297,6 +314,82 @@ describe('admissionIssues', () => {
     expect(issues.map((i) => i.path)).toEqual(['vms[0]']);
     expect(issues[0]!.message).toMatch(
       /the 3 host\(s\) with the most HA memory \(host7, host1, host2\) failed \(too many host sets/,
+    );
+  });
+});
+
+describe('scheduleVms: properties', () => {
+  it('never over memory or vCPUs, never a group shared, never a failed, drained or disallowed host', () => {
+    const arb = fc.record({
+      hosts: fc.array(
+        fc.record({
+          mem: fc.integer({ min: 512, max: 8192 }),
+          cpus: fc.integer({ min: 1, max: 8 }),
+          live: fc.boolean(),
+          maintenance: fc.boolean(),
+        }),
+        { minLength: 1, maxLength: 5 },
+      ),
+      vms: fc.array(
+        fc.record({
+          mem: fc.integer({ min: 128, max: 4096 }),
+          cpus: fc.integer({ min: 1, max: 8 }),
+          pinned: fc.option(fc.nat(), { nil: undefined }),
+          group: fc.constantFrom(undefined, 'g1', 'g2'),
+          allowed: fc.option(fc.array(fc.nat({ max: 4 }), { minLength: 1, maxLength: 3 }), {
+            nil: undefined,
+          }),
+          priority: fc.nat({ max: 3 }),
+        }),
+        { maxLength: 14 },
+      ),
+    });
+    fc.assert(
+      fc.property(arb, ({ hosts, vms }) => {
+        const names = hosts.map((_, i) => `host${i + 1}`);
+        const s = SpecSchema.parse({
+          version: 1,
+          hosts: hosts.map((h, i) => ({ name: names[i], capacity: { cpus: h.cpus, memoryMiB: h.mem } })),
+          vms: vms.map((v, i) => ({
+            name: `v${i}`,
+            memoryMiB: v.mem,
+            cpus: v.cpus,
+            nics: [{ network: 'x' }],
+            ...(v.pinned === undefined ? {} : { host: names[v.pinned % names.length] }),
+            ha: {
+              priority: v.priority,
+              ...(v.group ? { group: v.group } : {}),
+              ...(v.allowed ? { hosts: [...new Set(v.allowed.map((k) => names[k % names.length]!))] } : {}),
+            },
+          })),
+        });
+        const input = hosts.map((h, i) => ({ name: names[i]!, live: h.live, maintenance: h.maintenance }));
+        const r = scheduleVms({ spec: s, placed: {}, hosts: input });
+        const unplaced = s.vms.filter((v) => v.host === undefined);
+        expect(Object.keys(r.placement).length + r.issues.length).toBe(unplaced.length);
+        for (const [vm, p] of Object.entries(r.placement)) {
+          const i = names.indexOf(p.host);
+          expect(hosts[i]!.live && !hosts[i]!.maintenance).toBe(true);
+          const spec = s.vms.find((v) => v.name === vm)!;
+          expect(spec.ha?.hosts === undefined || spec.ha.hosts.includes(p.host)).toBe(true);
+          expect(spec.cpus).toBeLessThanOrEqual(hosts[i]!.cpus);
+        }
+        // What the scheduler added to a host fits in the room the pinned VMs left there.
+        names.forEach((h, i) => {
+          const pinned = s.vms.filter((v) => v.host === h);
+          const added = s.vms.filter((v) => r.placement[v.name]?.host === h);
+          if (!added.length) return;
+          const all = [...pinned, ...added];
+          const mem = all.reduce((n, v) => n + v.memoryMiB, 0);
+          const cpus = all.reduce((n, v) => n + v.cpus, 0);
+          expect(mem).toBeLessThanOrEqual(hosts[i]!.mem - HOST_MEMORY_RESERVE_MIB);
+          expect(cpus).toBeLessThanOrEqual(hosts[i]!.cpus * 4);
+          for (const v of added)
+            if (v.ha?.group)
+              expect(all.filter((o) => o.ha?.group === v.ha!.group).map((o) => o.name)).toEqual([v.name]);
+        });
+      }),
+      { numRuns: 200 },
     );
   });
 });

@@ -173,20 +173,17 @@ export function chooseHost(
 
 /**
  * `wait` when a block may pass by itself or needs another VM to move (a lease too young, a flapping host, a group
- * member there) or when every host it may use is failed (it waits for one to come back); else `no-capacity`.
+ * member there) or when every host it may use is failed or there is none (it waits for one to come back); else
+ * `no-capacity`.
  */
 export function blockedKind(blocks: readonly Block[]): 'wait' | 'no-capacity' {
   const passing = (b: Block) => b.code === 'young-lease' || b.code === 'flapping' || b.code === 'group';
-  return blocks.some(passing) || (blocks.length > 0 && blocks.every((b) => b.code === 'failed'))
-    ? 'wait'
-    : 'no-capacity';
+  return blocks.some(passing) || blocks.every((b) => b.code === 'failed') ? 'wait' : 'no-capacity';
 }
 
 /** Blocks in words: `host1: 200 MiB free, needs 512; host3: in maintenance` (or that no host may take it). */
 export function describeBlocks(blocks: readonly Block[]): string {
-  return blocks.length
-    ? blocks.map((b) => `${b.host}: ${b.text}`).join('; ')
-    : 'no compute host it may run on';
+  return blocks.length ? blocks.map((b) => `${b.host}: ${b.text}`).join('; ') : 'no other host it may run on';
 }
 
 /** How a chosen room looks after taking `vm`: `2816 MiB free after it, 3/16 vCPUs`. */
@@ -208,9 +205,21 @@ export function specCandidate(vm: UnplacedVmSpec): Candidate {
   };
 }
 
-/** Higher `ha.priority` first, then the order given. */
+/** How many hosts `ha.hosts` allows (Infinity: any), for most-constrained-first ordering. */
+export function allowedCount(hosts: readonly string[] | undefined): number {
+  return hosts ? hosts.length : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * Higher `ha.priority` first; among equals, the VM with fewer allowed hosts first (so a VM that may use only one
+ * host is not crowded out of it by one that could go elsewhere), then the order given.
+ */
 function byPriority<T extends { vm: UnplacedVmSpec; index: number }>(a: T, b: T): number {
-  return (b.vm.ha?.priority ?? 0) - (a.vm.ha?.priority ?? 0) || a.index - b.index;
+  return (
+    (b.vm.ha?.priority ?? 0) - (a.vm.ha?.priority ?? 0) ||
+    allowedCount(a.vm.ha?.hosts) - allowedCount(b.vm.ha?.hosts) ||
+    a.index - b.index
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -308,6 +308,39 @@ describe('decide: rounds', () => {
     expect(after.decisions).toEqual([]);
   });
 
+  it('a VM whose only allowed host failed waits for it, said once, and stays owned there', () => {
+    const sim = new Sim(three(), [{ name: 'web', on: 'host2', policy: { hosts: ['host2'] } }]).run(3_000, [
+      [1_000, (s) => s.loseLease('host2')],
+    ]);
+    expect(sim.log.filter((l) => l.includes('web'))).toEqual([
+      't=1.0s wait web host2: host2 failed; no host can take it now: no other host it may run on',
+    ]);
+    expect(sim.assigns.size).toBe(0);
+  });
+
+  it('treats an owner host the spec no longer has as failed for protected VMs', () => {
+    const sim = new Sim(three(), [
+      { name: 'web', on: 'gone', policy: {} },
+      { name: 'pet', on: 'gone' },
+    ]).run(1_000);
+    expect(sim.log).toEqual([
+      't=0.0s keep-stopped pet gone: HA is disabled for it: it stays down with gone, no longer a host of the spec',
+      't=0.0s restart web gone -> host1: gone is no longer a host of the spec: host1 has the most room (2816 MiB free after it, 1/16 vCPUs)',
+    ]);
+  });
+
+  it('restarts the more constrained VM first among equal priorities', () => {
+    const sim = new Sim(
+      [{ name: 'host1' }, { name: 'host2' }, { name: 'host3', capacity: { cpus: 4, memoryMiB: 8192 } }],
+      [
+        { name: 'a', on: 'host3', policy: {}, memoryMiB: 3000 },
+        { name: 'b', on: 'host3', policy: { hosts: ['host1', 'host3'] }, memoryMiB: 3000 },
+      ],
+    ).run(1_000, [[0, (s) => s.loseLease('host3')]]);
+    expect(sim.vm('b').owner?.host).toBe('host1');
+    expect(sim.vm('a').owner?.host).toBe('host2');
+  });
+
   it('never targets a host whose lease is younger than the minimum', () => {
     const sim = new Sim(
       [{ name: 'host1', leaseSince: 0 }, { name: 'host2' }],
@@ -364,7 +397,7 @@ const clusterArb = fc.record({
 });
 
 describe('decide: safety properties', () => {
-  it('never two owners, never a failed, drained or young target, never over capacity, never a group shared', () => {
+  it('never two owners, never a failed, drained or young target, never over capacity, never a group shared; settles', () => {
     fc.assert(
       fc.property(clusterArb, ({ hosts, vms, steps }) => {
         const sim = new Sim(
@@ -417,6 +450,12 @@ describe('decide: safety properties', () => {
             }
           }
         }
+        // Once nothing changes (leases old, flapping over), rounds settle: nothing decided or done again.
+        sim.t += FLAP_STABLE_MS + 60_000;
+        for (let r = 0; r < 2; r++) sim.round();
+        const logged = sim.log.length;
+        expect(sim.round()).toEqual([]);
+        expect(sim.log.slice(logged)).toEqual([]);
       }),
       { numRuns: 150 },
     );

@@ -17,6 +17,7 @@
 // A round's actions change owners; the next round sees the new owners and decides nothing more for those VMs.
 
 import {
+  allowedCount,
   type Block,
   blockedKind,
   type Candidate,
@@ -57,7 +58,7 @@ function flapping(failures: readonly number[]): boolean {
 
 /** Why a VM needs a new host this round. */
 type Need =
-  | { why: 'failed'; vm: HaVmInput; owner: string; token: string; since: number }
+  | { why: 'failed'; vm: HaVmInput; owner: string; token: string; since: number | 'gone' }
   | { why: 'maintenance'; vm: HaVmInput; owner: string; token: string };
 
 export const decide: DecideFn = (memory, inputs) => {
@@ -164,7 +165,8 @@ export const decide: DecideFn = (memory, inputs) => {
     const state = next.hosts[owner]?.state;
     const managed = vm.policy !== undefined && vm.policy.state !== 'disabled';
     if (!host || state === 'failed') {
-      const since = next.hosts[owner]?.since ?? now;
+      // A host the spec no longer has is "gone" for good: a stable epoch, so its decisions are said once.
+      const since = next.hosts[owner]?.since ?? 'gone';
       if (managed) failedNeeds.push({ why: 'failed', vm, owner, token: vm.owner.token, since });
       else
         sayOnce(vm.name, `keep-stopped|${owner}|${vm.owner.token}|${since}`, {
@@ -186,8 +188,11 @@ export const decide: DecideFn = (memory, inputs) => {
         });
     }
   }
+  // Higher priority first; among equals the more constrained (fewer allowed hosts), then by name.
   const order = (a: Need, b: Need) =>
-    (b.vm.policy?.priority ?? 0) - (a.vm.policy?.priority ?? 0) || (a.vm.name < b.vm.name ? -1 : 1);
+    (b.vm.policy?.priority ?? 0) - (a.vm.policy?.priority ?? 0) ||
+    allowedCount(a.vm.policy?.hosts) - allowedCount(b.vm.policy?.hosts) ||
+    (a.vm.name < b.vm.name ? -1 : 1);
   failedNeeds.sort(order);
   maintenanceNeeds.sort(order);
 

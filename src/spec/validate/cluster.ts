@@ -128,8 +128,13 @@ function checkGroups(spec: Spec, allowedOf: Map<string, string[]>, add: Add) {
   }
 }
 
-/** Indices of `options` left without a distinct host by a maximum matching (augmenting paths; groups are small). */
+/**
+ * Indices of `options` left without a distinct host by a maximum matching (augmenting paths). More members than
+ * hosts between them fail at once, so the search runs only with members <= hosts (work at most members^2 x hosts).
+ */
 function unmatchedMembers(options: readonly string[][]): number[] {
+  const union = new Set(options.flat());
+  if (options.length > union.size) return options.map((_, i) => i).slice(union.size);
   const holder = new Map<string, number>();
   const tryAssign = (i: number, seen: Set<string>): boolean => {
     for (const h of options[i]!) {
