@@ -31,7 +31,11 @@ export function clusterMembersOf(spec: Spec): ClusterMembers {
 }
 
 /** Prepares etcd for `spec`'s hosts: their users and roles (idempotent; unless `auth` is false), then the membership. */
-export async function prepareClusterEtcd(etcd: ClusterEtcd, spec: Spec, auth = true): Promise<ClusterMembers> {
+export async function prepareClusterEtcd(
+  etcd: ClusterEtcd,
+  spec: Spec,
+  auth = true,
+): Promise<ClusterMembers> {
   const compute = spec.hosts.filter((h) => h.role !== 'storage').map((h) => h.name);
   if (auth) await ensureEtcdAuth(etcd.client, compute);
   const members = clusterMembersOf(spec);
