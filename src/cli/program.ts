@@ -10,6 +10,7 @@ import { VERSION } from '../shared/version.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
+import { addHaCommands } from './ha-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addSecretCommands } from './secret-commands.js';
@@ -233,6 +234,7 @@ export function createCli(processes: Processes): Command {
   addVolumeCommands(program, api);
   addCapacityCommand(program, api);
   addHostCommands(program, api);
+  addHaCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);

@@ -7,12 +7,13 @@ import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { accepted, answers } from './api-answers.js';
-import { installAccessControl } from './auth/access.js';
+import { installAccessControl, principalOf } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
+import { addHaRoutes } from './ha/routes.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -332,7 +333,7 @@ export async function createControllerApi(
     '/v1/vms/:name/start',
     { schema: { summary: 'Start a VM', params: VmParamsSchema, response: answers(OkSchema) } },
     async (req) => {
-      await controller.vmPower(req.params.name, 'start');
+      await controller.vmPower(req.params.name, 'start', false, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
@@ -347,7 +348,7 @@ export async function createControllerApi(
       },
     },
     async (req) => {
-      await controller.vmPower(req.params.name, 'stop', req.body.force);
+      await controller.vmPower(req.params.name, 'stop', req.body.force, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
@@ -379,6 +380,7 @@ export async function createControllerApi(
   );
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
+  addHaRoutes(base, controller);
   addStorageRoutes(base, {
     storage: controller.storage,
     startTask: (body) => startTask('storage', body),

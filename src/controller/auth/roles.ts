@@ -47,6 +47,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes': read(),
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
+  'GET /v1/ha': read(),
   // A task's id is an unguessable UUID that only its starter was given.
   'GET /v1/tasks/:id': read(),
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },
@@ -80,6 +81,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/lab/down': admin(),
   'POST /v1/hosts/:name/join-token': admin('host'),
   'POST /v1/hosts/:name/rotate-cert': admin('host'),
+  'PUT /v1/hosts/:name/maintenance': admin('host'),
   'POST /v1/tokens': { ...admin(), bodyObject: 'name' },
   'GET /v1/tokens': admin(),
   'DELETE /v1/tokens/:name': admin(),
