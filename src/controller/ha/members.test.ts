@@ -3,7 +3,7 @@ import { loadSpec } from '../../spec/load.js';
 import { clusterMembersOf } from './members.js';
 
 describe('cluster membership', () => {
-  it("lists compute hosts with their agents' mutual-TLS address (the spec's, else the underlay address), not storage hosts", () => {
+  it("lists compute hosts with their agents' mutual-TLS address (the spec's, else the underlay address, else none), not storage hosts", () => {
     const spec = loadSpec(
       `version: 1
 cluster: { store: etcd, heartbeatSeconds: 3, endpoints: ["https://10.0.0.9:2379"] }
@@ -20,6 +20,8 @@ hosts:
       hosts: [
         { name: 'h1', agent: 'https://10.0.0.1:7443' },
         { name: 'h2', agent: 'https://10.0.0.2:7443' },
+        // No peer can ask h3: listed all the same, so that no peer proves an etcd-wide outage without it.
+        { name: 'h3', agent: 'none' },
       ],
     });
   });

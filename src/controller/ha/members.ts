@@ -17,7 +17,9 @@ export interface ClusterEtcd {
 /**
  * The membership of `spec` as agents read it: its compute hosts and where their agents answer peers over mutual TLS
  * (the spec's `https://` agent address, else the host's underlay address on the agent's TCP port, as a lab runs
- * it). Hosts reached only over a unix socket with no address are left out (no peer can ask them).
+ * it). A host with neither (reached over a unix socket only) is still listed, as `none`: no peer can ask it, so
+ * no peer can prove an outage etcd-wide while it is in the cluster (leaving it out would let a partitioned host
+ * wrongly prove one).
  */
 export function clusterMembersOf(spec: Spec): ClusterMembers {
   const hosts = spec.hosts
@@ -25,7 +27,7 @@ export function clusterMembersOf(spec: Spec): ClusterMembers {
     .flatMap((h) => {
       if (h.agent?.startsWith('https://')) return [{ name: h.name, agent: h.agent }];
       const addr = hostAddress(spec, h);
-      return addr ? [{ name: h.name, agent: `https://${addr}:${AGENT_TCP_PORT}` }] : [];
+      return [{ name: h.name, agent: addr ? `https://${addr}:${AGENT_TCP_PORT}` : 'none' }];
     });
   return { heartbeatSeconds: spec.cluster?.heartbeatSeconds ?? 5, hosts };
 }
