@@ -145,9 +145,9 @@ export class Lab {
         gateway: undefined as string | undefined,
       },
       { ns: mgmtNs(spec.name), port: 'pmgmt', address: mgmt, gateway: undefined as string | undefined },
-      ...[...spec.hosts, ...spec.peers, ...spec.storage].map((m, i) => ({
+      ...labLanMachines(spec).map((m, i) => ({
         ns: machineNs(spec.name, m.name),
-        port: `p${i + 1}`,
+        port: lanPort(i),
         address: m.address,
         gateway: spec.lan.gateway,
       })),
@@ -170,7 +170,7 @@ export class Lab {
       for (const [si, seg] of segments.entries()) {
         const nic = `eth${si + 1}`;
         if (await this.linkExists(ns, nic)) continue;
-        const port = `h${hi}s${si}`;
+        const port = segmentPort(hi, si);
         say(`wiring ${h.name} to segment ${seg.name} as ${nic}`);
         await this.ipIn(ns).link.add({ name: nic, kind: 'veth', mtu: seg.mtu, peer: port, peerNetns: sw });
         await this.ipIn(sw).link.set(port, { mtu: seg.mtu, master: segBridge(si), up: true });
@@ -196,6 +196,21 @@ export class Lab {
       throw new UnavailableError(
         `the agent of ${cut.join(', ')} runs but does not answer across the lab LAN; its host's network may be cut (see \`vmlink status\`)`,
       );
+  }
+
+  /**
+   * Starts host `host`'s agent unless it runs and answers (the lab's own start path, as `up` does): what a drill
+   * uses to power a killed host back on. Its VMs' QEMU processes are not started here; the cluster decides.
+   */
+  async startHostAgent(host: string, ctx: OpContext = {}): Promise<void> {
+    const h = this.spec.hosts.find((x) => x.name === host);
+    if (!h) throw new InvalidRequestError(`lab ${this.spec.name} has no host ${host}`, `host/${host}`);
+    await this.ensureAgent(
+      h.name,
+      h.address,
+      ctx.progress ?? (() => {}),
+      labPoolRootArgs(this.spec.name, h.name),
+    );
   }
 
   /** Kills every process in the lab's namespaces (agents, QEMU, dnsmasq), deletes them and the lab's files. */
@@ -286,7 +301,7 @@ export class Lab {
 
   /** Records of a host's agent: `<host>.agent.json` (identity, what the lab trusts) and `<host>.agent.pid`. */
   private agentRecord(host: string): ProcessRecord {
-    return processRecord(join(labRunDir(this.spec.name), `${host}.agent`));
+    return processRecord(labAgentRecordBase(this.spec.name, host));
   }
 
   /** Records of the management relay: `relay.json` and `relay.pid`. */
@@ -441,6 +456,36 @@ export class Lab {
   private async linkExists(ns: string, dev: string): Promise<boolean> {
     return (await this.ipIn(ns).link.get(dev)) !== undefined;
   }
+}
+
+/** Where the lab records a machine's agent: `<base>.json` (its identity) and `<base>.pid`. */
+const labAgentRecordBase = (lab: string, host: string): string => join(labRunDir(lab), `${host}.agent`);
+
+/** The file recording the identity of lab machine `host`'s agent (pid + start time), written by `lab up`. */
+export const labAgentIdentityFile = (lab: string, host: string): string =>
+  `${labAgentRecordBase(lab, host)}.json`;
+
+/** What a lab agent process must be before the lab signals it: this checkout's vmlink. */
+export const LAB_AGENT_PROCESS = LAB_PROCESS;
+
+/** The machines on the lab LAN, in the order of their switch ports (`p1` is the first). */
+export const labLanMachines = (spec: LabSpec) => [...spec.hosts, ...spec.peers, ...spec.storage];
+
+/** The LAN switch's port of the `i`-th LAN machine (its eth0's veth peer). */
+const lanPort = (i: number): string => `p${i + 1}`;
+
+/** The switch's port of host number `hi`'s NIC on segment `si`. */
+const segmentPort = (hi: number, si: number): string => `h${hi}s${si}`;
+
+/**
+ * The switch ports (in the switch namespace) that carry lab host `host`'s links: its LAN port and one per
+ * segment. Setting them down cuts the host off as a pulled cable would; undefined for a machine that is no host.
+ */
+export function labHostSwitchPorts(spec: LabSpec, host: string): string[] | undefined {
+  const hi = spec.hosts.findIndex((h) => h.name === host);
+  if (hi < 0) return undefined;
+  const li = labLanMachines(spec).findIndex((m) => m.name === host);
+  return [lanPort(li), ...labSegments(spec).map((_, si) => segmentPort(hi, si))];
 }
 
 /** The lab machines that run a vmlink agent: its hosts, then its storage machines. */

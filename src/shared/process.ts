@@ -3,7 +3,7 @@
 // /proc/PID/stat, clock ticks since boot), which no later process with the same pid can share. A pid read from a file
 // becomes something to signal only through `processFromPidfile` / `processFromIdentityFile`, which also check that
 // the process is the program expected (name, command line, namespace, user): signals take identities, never pids.
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readlink, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { log } from './log.js';
 import { readFileCapped, readJsonFile, writeJsonFile } from './state-file.js';
@@ -128,6 +128,53 @@ export async function processesOfUids(uids: ReadonlySet<number>): Promise<number
     }),
   );
   return pids.filter((_, i) => owned[i]);
+}
+
+/** A regular file a process holds open: which file (device and inode), the path it was opened by, and how. */
+export interface OpenFile {
+  fd: number;
+  /** The path as the kernel shows it (in the process's own mount namespace; a deleted file ends in " (deleted)"). */
+  path: string;
+  dev: number;
+  ino: number;
+  /** Opened for writing (O_WRONLY or O_RDWR, from /proc/PID/fdinfo). */
+  write: boolean;
+}
+
+/**
+ * The regular files process `pid` holds open, looking at `maxFds` descriptors at most. Each descriptor's link is
+ * read as text and stat'ed through /proc (the kernel's reference to the open file: no path in the process's own,
+ * possibly hostile, directories is walked); sockets, pipes and devices are left out. Empty when the process is gone.
+ */
+export async function processOpenFiles(pid: number, maxFds = 1024): Promise<OpenFile[]> {
+  const dir = procPath(pid, 'fd');
+  if (!dir) return [];
+  let fds: number[];
+  try {
+    fds = (await readdir(dir))
+      .slice(0, maxFds)
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n >= 0);
+  } catch {
+    return [];
+  }
+  const files = await Promise.all(
+    fds.map(async (fd): Promise<OpenFile | undefined> => {
+      try {
+        const path = await readlink(`${dir}/${fd}`);
+        if (!path.startsWith('/') || /^\/(dev|proc|sys)\//.test(path)) return undefined;
+        const st = await stat(`${dir}/${fd}`);
+        if (!st.isFile()) return undefined;
+        const info = await readProc(pid, `fdinfo/${fd}`, 4096);
+        const flags = /^flags:\s+([0-7]{1,12})$/m.exec(info ?? '')?.[1];
+        if (flags === undefined) return undefined;
+        return { fd, path, dev: st.dev, ino: st.ino, write: (Number.parseInt(flags, 8) & 3) !== 0 };
+      } catch {
+        return undefined; // closed meanwhile
+      }
+    }),
+  );
+  return files.filter((f): f is OpenFile => f !== undefined);
 }
 
 /** Whether the process runs in the named network namespace (compares the namespaces' inodes). */
