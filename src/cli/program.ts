@@ -10,6 +10,7 @@ import { VERSION } from '../shared/version.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addDoctorCommand } from './doctor.js';
+import { addDrillCommands } from './drill-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addSecretCommands } from './secret-commands.js';
@@ -235,6 +236,7 @@ export function createCli(processes: Processes): Command {
   addHostCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
+  addDrillCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
   return program;
 }
