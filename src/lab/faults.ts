@@ -14,12 +14,14 @@ import { KILL_WAIT_MS } from '../shared/limits.js';
 import type { OpContext } from '../shared/op.js';
 import { labHostStateDir } from '../shared/paths.js';
 import {
+  hasExitedState,
   isPid,
   type ProcessIdentity,
+  type ProcStat,
   processArgv,
   processFromIdentityFile,
   processUid,
-  procStat,
+  procStatSync,
   signalProcess,
   waitExited,
 } from '../shared/process.js';
@@ -77,10 +79,13 @@ export async function labVmProcesses(
 ): Promise<LabVmProcess[]> {
   if (owners.size === 0) return [];
   const pids = (await readdir('/proc')).slice(0, PROC_SCAN_MAX).map(Number).filter(isPid);
+  // Every process's stat in one synchronous pass (a few microseconds each); only QEMU processes read on.
+  const qemus = pids
+    .map((pid) => procStatSync(pid))
+    .filter((st): st is ProcStat => st !== undefined && st.comm === QEMU_COMM && !hasExitedState(st.state));
   const found = await Promise.all(
-    pids.map(async (pid): Promise<LabVmProcess | undefined> => {
-      const st = await procStat(pid);
-      if (!st || st.comm !== QEMU_COMM || st.state === 'Z' || st.state === 'X') return undefined;
+    qemus.map(async (st): Promise<LabVmProcess | undefined> => {
+      const pid = st.pid;
       const uid = await processUid(pid);
       const owner = uid === undefined ? undefined : owners.get(uid);
       if (!owner || uid === undefined) return undefined;
