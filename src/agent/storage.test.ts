@@ -65,6 +65,15 @@ function fakeBackend(type: PoolType, calls: string[]): PoolBackend {
     createSnapshot: async (pool, v, s) => rec(`createSnapshot ${pool.name}/${v}@${s}`)(),
     rollbackSnapshot: async (pool, v, s) => rec(`rollbackSnapshot ${pool.name}/${v}@${s}`)(),
     deleteSnapshot: async (pool, v, s) => rec(`deleteSnapshot ${pool.name}/${v}@${s}`)(),
+    ...(POOL_FEATURES[type].fence
+      ? {
+          fenceVolume: async (
+            pool: PoolConfig,
+            v: string,
+            o: { host: string; address: string; token: string },
+          ) => rec(`fenceVolume ${pool.name}/${v} ${o.host} ${o.address} ${o.token}`)(),
+        }
+      : {}),
   };
 }
 
@@ -321,8 +330,44 @@ describe('agent storage dispatch', () => {
     ).rejects.toThrow(/the hypervisor driver of h1 has no online disk resize yet/);
   });
 
+  it('sends volume.fence to a pool backend that fences, and refuses it for nfs with the reason', async () => {
+    const a = agent('storage');
+    const iscsiPool: PoolConfig = {
+      name: 'san',
+      type: 'iscsi',
+      path: `${ROOT}/san`,
+      clients: ['192.168.50.0/24'],
+      iscsi: { tgtControlPort: 1 },
+    };
+    await a.execute(act({ kind: 'pool.ensure', pool: iscsiPool, configHash: 'abcdef12', secrets: [] }));
+    await a.execute(act({ kind: 'pool.ensure', pool: nfsPool, configHash: 'abcdef12', secrets: [] }));
+    const owner = { host: 'host2', address: '192.168.50.12', token: '1234' };
+    await a.execute(act({ kind: 'volume.fence', pool: 'san', volume: 'web-data', owner }));
+    expect(calls.at(-1)).toBe('iscsi: fenceVolume san/web-data host2 192.168.50.12 1234');
+    const e = await a
+      .execute(act({ kind: 'volume.fence', pool: 'nas', volume: 'web-data', owner }))
+      .catch((x: unknown) => x);
+    expect(e).toMatchObject({ kind: 'unsupported', subject: 'volume/nas/web-data' });
+    expect((e as Error).message).toMatch(
+      /pool nas \(nfs\) cannot fence volume web-data: an nfs pool is one ganesha export/,
+    );
+    // The action is strict: no other fields, a real token, an IPv4 owner address, pool and volume names.
+    const bad = [
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner, extra: 1 },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, token: '0' } },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, token: '12a' } },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, token: 1234 } },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, address: '192.168.50.0/24' } },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, address: 'ALL' } },
+      { kind: 'volume.fence', pool: 'san', volume: '../v', owner },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, host: 'Host 2' } },
+      { kind: 'volume.fence', pool: 'san', volume: 'v', owner: { ...owner, role: 'admin' } },
+    ];
+    for (const b of bad) expect(AgentActionSchema.safeParse(b).success, JSON.stringify(b)).toBe(false);
+  });
+
   it('classifies every storage action of the wire union', () => {
-    expect(STORAGE_ACTION_KINDS).toHaveLength(13);
+    expect(STORAGE_ACTION_KINDS).toHaveLength(14);
     expect(isStorageAction(act({ kind: 'volume.delete', pool: 'p', name: 'v' }))).toBe(true);
     expect(isStorageAction(act({ kind: 'vm.delete', name: 'v' }))).toBe(false);
     expect(isComputeAction(act({ kind: 'vm.rollback', name: 'v', snapshot: 's' }))).toBe(true);

@@ -16,7 +16,13 @@ import {
 } from '../shared/errors.js';
 import { log } from '../shared/log.js';
 import type { HostReport, VmConfig } from '../shared/model.js';
-import type { ObservedPool, ObservedSnapshot, PoolConfig, PoolType } from '../shared/storage.js';
+import {
+  type ObservedPool,
+  type ObservedSnapshot,
+  POOL_FEATURE_REASONS,
+  type PoolConfig,
+  type PoolType,
+} from '../shared/storage.js';
 import { VERSION } from '../shared/version.js';
 import type { AgentAction } from './wire.js';
 import {
@@ -41,6 +47,7 @@ export const STORAGE_ACTION_KINDS = [
   'volume.snapshot',
   'volume.rollback',
   'volume.snapshotDelete',
+  'volume.fence',
   'vm.resizeDisk',
   'vm.snapshot',
   'vm.rollback',
@@ -173,6 +180,16 @@ export class StorageOps {
         if (action.kind === 'volume.snapshot') return b.createSnapshot(...args);
         if (action.kind === 'volume.rollback') return b.rollbackSnapshot(...args);
         return b.deleteSnapshot(...args);
+      }
+      case 'volume.fence': {
+        const pool = await this.pool(action.pool);
+        const b = this.backend(pool.type, pool.name);
+        if (!b.features.fence || !b.fenceVolume)
+          throw new UnsupportedError(
+            `pool ${pool.name} (${pool.type}) cannot fence volume ${action.volume}: ${POOL_FEATURE_REASONS[pool.type]?.fence ?? `${pool.type} pools cannot fence`}`,
+            `volume/${pool.name}/${action.volume}`,
+          );
+        return b.fenceVolume(pool, action.volume, action.owner, ctx);
       }
       case 'vm.resizeDisk':
         await this.vm(action.name);

@@ -1,6 +1,7 @@
 // Wire types of storage (issue 10): pools, volumes, VM disks from pools, snapshots and devices as they cross between
 // controller and agent. Strict and bounded like the rest of the wire (wire.ts composes these into its actions).
 import { z } from 'zod';
+import { FencingTokenSchema } from '../shared/cluster.js';
 import {
   DEVICE_TEXT_MAX,
   type DeviceInventory,
@@ -20,6 +21,7 @@ import {
   POOL_VOLUMES_MAX,
   type PoolConfig,
   PoolTypes,
+  VOLUME_SESSIONS_MAX,
   VOLUME_SNAPSHOTS_MAX,
   type VolumeConfig,
 } from '../shared/storage.js';
@@ -161,6 +163,17 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
         secrets,
       })
       .strict(),
+    // Storage-side fencing (docs/ha.md): the volume's target lets in only `owner.address` (inside the pool's
+    // `clients`), every other initiator's connections are closed, and a token older than the newest seen for the
+    // volume is refused (FencedError) and changes nothing; the same token again is idempotent.
+    z
+      .object({
+        kind: z.literal('volume.fence'),
+        pool: name,
+        volume: name,
+        owner: z.object({ host: name, address: Ipv4Schema, token: FencingTokenSchema }).strict(),
+      })
+      .strict(),
     // Online resize of a running VM's disk (QMP block_resize); the volume grows through QEMU.
     z.object({ kind: z.literal('vm.resizeDisk'), name, disk: name, sizeMiB }).strict(),
     // All of a VM's disks at one instant (a QMP transaction), with RAM and device state when `memory`.
@@ -200,6 +213,23 @@ export const ObservedPoolsSchema = z.array(
           encrypted: z.boolean(),
           backingVolume: z.string().optional(),
           snapshots: z.array(snapshot).max(VOLUME_SNAPSHOTS_MAX),
+          sessions: z
+            .array(
+              z.object({
+                initiator: z.string().max(256),
+                addresses: z.array(z.string().max(64)).max(8),
+              }),
+            )
+            .max(VOLUME_SESSIONS_MAX)
+            .optional(),
+          fence: z
+            .object({
+              host: z.string().max(64),
+              address: z.string().max(64),
+              token: FencingTokenSchema,
+              at: z.string().max(64),
+            })
+            .optional(),
         }),
       )
       .max(POOL_VOLUMES_MAX),

@@ -173,6 +173,8 @@ const report: Full<HostReport> = {
           encrypted: true,
           backingVolume: 'debian',
           snapshots: [{ name: 'before', createdAt: '2026-12-01T06:00:00.000Z', vmStateBytes: 1024 }],
+          sessions: [{ initiator: 'iqn.2008-11.org.linux-kvm', addresses: ['192.168.50.11'] }],
+          fence: { host: 'host1', address: '192.168.50.11', token: '42', at: '2026-12-01T06:00:00.000Z' },
         },
       ],
     },

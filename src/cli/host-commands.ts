@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { JoinTokenSchema, RotatedSchema } from '../controller/wire.js';
 import { HostDevicesListSchema } from '../controller/wire-devices.js';
 import { VmlinkError } from '../shared/errors.js';
+import { addMaintenanceCommand } from './ha-commands.js';
 import { type Api, emit } from './io.js';
 import { renderHostDevices } from './render-devices.js';
 
@@ -19,7 +20,8 @@ export function parseDuration(text: string, flag = '--ttl'): number {
 export function addHostCommands(program: Command, api: Api): void {
   const host = program
     .command('host')
-    .description("hosts: join a new host, rotate a host's certificate, list a host's devices");
+    .description("hosts: join a new host, rotate a host's certificate, list a host's devices, maintenance");
+  addMaintenanceCommand(host, api);
   host
     .command('join')
     .description(

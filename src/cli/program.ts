@@ -12,6 +12,7 @@ import { controllerClient, explainUnavailable } from './client.js';
 import { addClusterCommands } from './cluster-commands.js';
 import { addDoctorCommand } from './doctor.js';
 import { addDrillCommands } from './drill-commands.js';
+import { addHaCommands } from './ha-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addSecretCommands } from './secret-commands.js';
@@ -282,6 +283,7 @@ export function createCli(processes: Processes): Command {
   addCapacityCommand(program, api);
   addHostCommands(program, api);
   addClusterCommands(program, api);
+  addHaCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
   addDrillCommands(program, api);

@@ -7,7 +7,7 @@ import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { accepted, answers } from './api-answers.js';
-import { installAccessControl } from './auth/access.js';
+import { installAccessControl, principalOf } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
@@ -16,6 +16,7 @@ import { addClusterRoutes } from './cluster/routes.js';
 import { type ClusterRuntime, standaloneRuntime } from './cluster/runtime.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
+import { addHaRoutes } from './ha/routes.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -340,7 +341,7 @@ export async function createControllerApi(
     '/v1/vms/:name/start',
     { schema: { summary: 'Start a VM', params: VmParamsSchema, response: answers(OkSchema) } },
     async (req) => {
-      await controller.vmPower(req.params.name, 'start');
+      await controller.vmPower(req.params.name, 'start', false, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
@@ -355,7 +356,7 @@ export async function createControllerApi(
       },
     },
     async (req) => {
-      await controller.vmPower(req.params.name, 'stop', req.body.force);
+      await controller.vmPower(req.params.name, 'stop', req.body.force, principalOf(req)?.who);
       return { ok: true as const };
     },
   );
@@ -388,6 +389,7 @@ export async function createControllerApi(
   addClusterRoutes(base, cluster);
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
+  addHaRoutes(base, controller);
   addStorageRoutes(base, {
     storage: controller.storage,
     startTask: (body) => startTask('storage', body),

@@ -2,14 +2,22 @@
 
 import type { GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
+import type { OwnedVm } from '../shared/cluster.js';
 import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
-import { type ApplyOptions, Deployer } from './apply.js';
+import { type ApplyOptions, Deployer, type ReconcileOptions } from './apply.js';
+import type { Coordination } from './cluster/types.js';
 import type { ConfirmTiming } from './confirm.js';
 import { hostDevices } from './device-views.js';
+import { decide } from './ha/decide.js';
+import { HaManager } from './ha/manager.js';
+import { type ClusterEtcd, prepareClusterEtcd } from './ha/members.js';
+import { HaControl } from './ha/status.js';
+import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
+import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
 import { withSecrets } from './secrets/delivery.js';
@@ -17,6 +25,8 @@ import { type SecretInfo, SecretVault } from './secrets/vault.js';
 import type { SecurityGroupListItem } from './security-group-views.js';
 import { type ParsedStoredSpec, SpecStore } from './spec-store.js';
 import { StorageControl } from './storage-control.js';
+import { fenceVmVolumes } from './storage-fence.js';
+import { isEtcdStore } from './store/etcd.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
@@ -39,6 +49,18 @@ export interface ControllerOptions {
   credentials?: HostCredentials;
   /** The key secrets are sealed with (`<stateDir>/secrets.key`); without it secrets cannot be set or delivered. */
   secretsKey?: Buffer;
+  /**
+   * The cluster's coordination (etcd): with it, planning skips hosts without a live lease and `haManager()` gives
+   * the HA manager to run on the active controller.
+   */
+  coordination?: Coordination;
+  /** The HA decision engine (tests inject one). */
+  decide?: DecideFn;
+  /**
+   * The etcd under the store, for what apply writes outside it (host users and roles, the agents' membership);
+   * default: the store itself when it is an `EtcdStore`. Pass the raw one when the store is wrapped.
+   */
+  etcd?: ClusterEtcd;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -51,6 +73,13 @@ export class Controller {
   private readonly credentials: HostCredentials | undefined;
   private readonly agents: AgentFactory;
   private readonly vault: SecretVault | undefined;
+  private readonly coordination: Coordination | undefined;
+  private readonly decide: DecideFn;
+  /** Owner records of a cluster's VMs (placement, fencing tokens). */
+  readonly ownership: OwnershipStore;
+  /** HA status and maintenance (the HA routes call it directly). */
+  readonly ha: HaControl;
+  private readonly fenceVolumes: (spec: Spec, vm: string, owner: OwnedVm) => Promise<unknown>;
   /** Pools, volumes, snapshots, image import and capacity (the storage routes call it directly). */
   readonly storage: StorageControl;
 
@@ -61,23 +90,71 @@ export class Controller {
     opts: ControllerOptions = {},
   ) {
     this.credentials = opts.credentials;
-    this.specs = new SpecStore(store);
+    this.coordination = opts.coordination;
+    this.decide = opts.decide ?? decide;
+    this.ownership = new OwnershipStore(store);
+    this.specs = new SpecStore(store, undefined, () => this.ownership.hints());
     this.vault = opts.secretsKey
       ? new SecretVault(store, opts.secretsKey, async () => (await this.specs.current())?.spec)
       : undefined;
     // Every call to an agent goes through here: VM steps get their secrets' values on the way out, and only then.
-    const agents = withSecrets(opts.agents ?? httpAgents, this.vault);
+    // In a cluster, VM starts also carry the VM's fencing token from its owner record.
+    const agents = withOwnership(withSecrets(opts.agents ?? httpAgents, this.vault), this.ownership);
     this.agents = agents;
+    const coordination = this.coordination;
+    const etcd = opts.etcd ?? (isEtcdStore(store) ? store : undefined);
+    this.fenceVolumes = (spec, vm, owner) => fenceVmVolumes(spec, vm, owner, { agents, store });
     this.deployer = new Deployer({
       store,
       specs: this.specs,
       agents,
+      ownership: this.ownership,
+      fenceVolumes: this.fenceVolumes,
+      ...(etcd
+        ? {
+            prepareCluster: async (spec: Spec) => {
+              if (spec.cluster?.store !== 'etcd') return 'cluster: not on etcd';
+              const m = await prepareClusterEtcd(etcd, spec);
+              return `cluster: etcd users and roles of ${m.hosts.length} host(s) and their membership written`;
+            },
+          }
+        : {}),
+      ...(coordination
+        ? { liveHosts: async () => new Set((await coordination.liveHosts()).map((h) => h.host)) }
+        : {}),
       ...(opts.confirmTiming ? { confirmTiming: opts.confirmTiming } : {}),
     });
+    this.ha = new HaControl(store, this.specs, this.ownership, coordination);
     this.views = new Views(store, this.specs, agents);
     this.vmControl = new VmControl(store, this.specs, agents);
     this.storage = new StorageControl(store, this.specs, agents);
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
+  }
+
+  /**
+   * The HA manager for this controller's cluster (register it as an active-only service); undefined without a
+   * coordination service (SQLite: no leases, no HA).
+   */
+  haManager(): HaManager | undefined {
+    if (!this.coordination) return undefined;
+    return new HaManager({
+      store: this.store,
+      specs: this.specs,
+      ownership: this.ownership,
+      coordination: this.coordination,
+      agents: this.agents,
+      reconcile: (ctx, opts) => this.deployer.reconcile(ctx, opts),
+      decide: this.decide,
+      fenceVolumes: this.fenceVolumes,
+    });
+  }
+
+  /**
+   * Applies the current spec as owner records place it (failed hosts skipped), serialized with applies: what the HA
+   * manager runs after moving VMs, and what drills call to converge.
+   */
+  reconcile(ctx: TaskContext, opts: ReconcileOptions = {}): Promise<PlanResult & { applied: number }> {
+    return this.deployer.reconcile(ctx, opts);
   }
 
   /** The spec last applied, parsed; undefined before the first apply. */
@@ -189,9 +266,12 @@ export class Controller {
     return this.views.securityGroups();
   }
 
-  /** Starts or stops one VM of the applied spec now (the spec's desired state is unchanged). */
-  vmPower(name: string, action: 'start' | 'stop', force = false): Promise<void> {
-    return this.vmControl.power(name, action, force);
+  /**
+   * Starts or stops one VM of the applied spec now (the spec's desired state is unchanged); in a cluster a stop is
+   * recorded with `by` (HA leaves the VM stopped) and a start clears it.
+   */
+  vmPower(name: string, action: 'start' | 'stop', force = false, by?: string): Promise<void> {
+    return this.vmControl.power(name, action, force, by);
   }
 
   /** Runs argv in a VM's guest. */

@@ -35,6 +35,20 @@ export interface PlanInputs {
   before: DesiredState;
   /** VMs whose deletion is refused. */
   protectedVms: ReadonlySet<string>;
+  /**
+   * Cluster hosts without a live lease ("failed"): not asked for reports, their steps dropped and named in the
+   * plan as skipped; everything else proceeds.
+   */
+  failedHosts?: ReadonlySet<string>;
+  /** Keep only these hosts' steps (an HA reconcile of the hosts it moved VMs to). */
+  onlyHosts?: ReadonlySet<string>;
+  /**
+   * A cluster's stale copies: `vm` on `host` while its owner record names another host (HA restarted it elsewhere
+   * and this host's agent fenced it). Deleting one is no loss: it is listed as a notice instead.
+   */
+  staleCopy?: (vm: string, host: string) => boolean;
+  /** Lines put before the plan (placement in a cluster). */
+  preface?: string[];
 }
 
 /** An apply would destroy data and was not allowed to: nothing was changed. */
@@ -63,7 +77,9 @@ export async function planAgainstHosts(
       .filter(([, h]) => h.state === 'unreachable')
       .map(([name, h]) => [name, `unreachable since ${h.since}, last seen ${h.lastSeen ?? 'never'}`]),
   );
-  const reports = await gatherReports(spec, agents, notes);
+  const failed = inputs.failedHosts ?? new Set<string>();
+  const asked = failed.size ? { ...spec, hosts: spec.hosts.filter((h) => !failed.has(h.name)) } : spec;
+  const reports = await gatherReports(asked, agents, notes);
   if (inputs.checkCaps) {
     // Admission: the valid spec against what its hosts report (capacity, backends, kernel features).
     const issues = admitSpec(spec, Object.fromEntries(reports.map((r) => [r.host, r.capabilities])));
@@ -82,7 +98,9 @@ export async function planAgainstHosts(
   const { previous } = inputs;
   const kept = new Set(spec.hosts.map((h) => h.name));
   const dropped = (previous?.hosts ?? []).filter((h) => !kept.has(h.name));
-  const notices: string[] = [];
+  const notices: string[] = [...failed].map(
+    (h) => `! host ${h} is failed (no live lease): skipped; its VMs run where HA restarts them`,
+  );
   const removed = await Promise.all(
     dropped.map(async (h) => {
       try {
@@ -97,9 +115,33 @@ export async function planAgainstHosts(
   );
   const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)];
   const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
-  const plan = planChanges(desired, observed, uplinks);
-  const analysis = analyzeDestruction(plan, withObservedVms(inputs.before, observed), inputs.protectedVms);
-  return { plan, text: renderPlan(plan, analysis, notices), summary: summarizePlan(plan), ...analysis };
+  const all = planChanges(desired, observed, uplinks);
+  const plan =
+    failed.size || inputs.onlyHosts
+      ? {
+          ...all,
+          steps: all.steps.filter((s) => !failed.has(s.host) && (inputs.onlyHosts?.has(s.host) ?? true)),
+        }
+      : all;
+  const found = analyzeDestruction(plan, withObservedVms(inputs.before, observed), inputs.protectedVms);
+  const stale = inputs.staleCopy ?? (() => false);
+  const analysis: DestroyAnalysis = {
+    ...found,
+    losses: found.losses.filter((l) => l.kind !== 'vm' || !stale(l.name, l.host)),
+    protectedDeletions: found.protectedDeletions.filter((p) => !stale(p.name, p.host)),
+  };
+  for (const s of plan.steps)
+    if (s.kind === 'vm.delete' && stale(s.name, s.host))
+      notices.push(
+        `- vm ${s.name} on ${s.host}: a stale copy (its owner record names another host), removed`,
+      );
+  const text = renderPlan(plan, analysis, notices);
+  return {
+    plan,
+    text: inputs.preface?.length ? `${inputs.preface.join('\n')}\n${text}` : text,
+    summary: summarizePlan(plan),
+    ...analysis,
+  };
 }
 
 /** The plan's text: its steps, notices, the disks it keeps, and what it destroys. */

@@ -1,6 +1,8 @@
 // The applied spec in the store, parsed once: apply, views and every heartbeat read it through this cache.
 import { loadSpec } from '../spec/load.js';
+import { type OwnerHint, type Placement, placementFromOwners } from '../spec/placement.js';
 import type { Spec } from '../spec/schema.js';
+import { unplacedView } from './ownership.js';
 import type { Store } from './store/types.js';
 
 /** The spec last applied, as the store keeps it. */
@@ -16,16 +18,20 @@ export type ParsedStoredSpec = StoredSpec & { spec: Spec };
 const SPEC_KEY = 'spec/current';
 // The last spec whose apply completed: a failed apply must not make the next one forget hosts it was dropping.
 const LAST_GOOD_KEY = 'spec/last-good';
-// Texts in flight at once: the current, the last good, and the one being applied or planned.
-const PARSE_CACHE_SIZE = 4;
+// Texts in flight at once: the current, the last good, and the one being applied or planned, each unplaced and placed
+// by owner records.
+const PARSE_CACHE_SIZE = 8;
 
 /** Parses spec texts, remembering the last few: a spec is parsed and validated once, not on every read. */
 export class SpecParser {
   private readonly cache = new Map<string, Spec>();
 
-  /** The validated spec of `text` (see `loadSpec`); the same object for the same text and source. */
-  parse(text: string, source: string): Spec {
-    const key = `${source}\0${text}`;
+  /**
+   * The validated spec of `text` (see `loadSpec`), placed by `placement` where it names a VM; the same object for the
+   * same text, source and placement.
+   */
+  parse(text: string, source: string, placement?: Placement): Spec {
+    const key = `${source}\0${text}\0${placement ? placementKey(placement) : ''}`;
     const hit = this.cache.get(key);
     if (hit) {
       // Most recently used goes last.
@@ -33,7 +39,7 @@ export class SpecParser {
       this.cache.set(key, hit);
       return hit;
     }
-    const spec = loadSpec(text, source);
+    const spec = loadSpec(text, source, placement);
     this.cache.set(key, spec);
     for (const k of this.cache.keys()) {
       if (this.cache.size <= PARSE_CACHE_SIZE) break;
@@ -41,6 +47,23 @@ export class SpecParser {
     }
     return spec;
   }
+
+  /**
+   * `text` placed by owner records (see `placementFromOwners`) when it declares a cluster: where each VM runs now;
+   * without a cluster, or without records, as `parse` places it.
+   */
+  placed(text: string, source: string, owners: Readonly<Record<string, OwnerHint>> | undefined): Spec {
+    const spec = this.parse(text, source);
+    if (!spec.cluster || !owners || !Object.keys(owners).length) return spec;
+    return this.parse(text, source, placementFromOwners(unplacedView(spec), owners));
+  }
+}
+
+function placementKey(p: Placement): string {
+  return Object.keys(p)
+    .sort()
+    .map((vm) => `${vm}=${p[vm]!.host}/${p[vm]!.source}`)
+    .join(',');
 }
 
 /** Where the controller keeps the applied spec: the current one and the last one whose apply completed. */
@@ -48,11 +71,17 @@ export class SpecStore {
   constructor(
     private readonly store: Store,
     readonly parser: SpecParser = new SpecParser(),
+    /** Owner records (a cluster's placement): `current()` places the spec by them. */
+    private readonly owners?: () => Promise<Record<string, OwnerHint>>,
   ) {}
 
-  /** The spec last applied (or being applied), parsed; undefined before the first apply. */
+  /**
+   * The spec last applied (or being applied), parsed and placed: in a cluster each VM on the host its owner record
+   * names (HA restarts and maintenance move VMs without a new spec); undefined before the first apply.
+   */
   async current(): Promise<ParsedStoredSpec | undefined> {
-    return this.read(SPEC_KEY);
+    const s = await this.store.get<StoredSpec>(SPEC_KEY);
+    return s ? { ...s, spec: await this.place(s.text, s.source) } : undefined;
   }
 
   /**
@@ -67,6 +96,12 @@ export class SpecStore {
       // A spec that no longer validates (older vmlink): fall back to the current one.
     }
     return (await this.current().catch(() => undefined))?.spec;
+  }
+
+  /** `text` placed as `current()` would place it (owner records in a cluster). */
+  async place(text: string, source: string): Promise<Spec> {
+    const owners = this.owners && this.parser.parse(text, source).cluster ? await this.owners() : undefined;
+    return this.parser.placed(text, source, owners);
   }
 
   /** Records `text` as the spec being applied (before its first step runs). */

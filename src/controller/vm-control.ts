@@ -1,5 +1,6 @@
 // Acting on one VM of the applied spec now: power, guest commands, console.
 import type { AgentAction, GuestExecResult } from '../agent/wire.js';
+import { type UserStopRecord, userStopKey } from '../shared/cluster.js';
 import { NotFoundError } from '../shared/errors.js';
 import type { AgentFactory, AgentPort } from './hosts.js';
 import type { SpecStore } from './spec-store.js';
@@ -13,13 +14,31 @@ export class VmControl {
     private readonly agents: AgentFactory,
   ) {}
 
-  /** Starts or stops one VM of the applied spec now (the spec's desired state is unchanged). */
-  async power(name: string, action: 'start' | 'stop', force = false): Promise<void> {
-    const agent = await this.agentOf(name);
+  /**
+   * Starts or stops one VM of the applied spec now (the spec's desired state is unchanged). In a cluster a stop is
+   * recorded (`userStopKey`, who and when) before the VM stops, so HA never starts it again, and applies keep it
+   * stopped, until a user starts it: a start removes the record once the VM runs.
+   */
+  async power(name: string, action: 'start' | 'stop', force = false, by = 'unknown'): Promise<void> {
+    const cur = await this.specs.current();
+    const vm = cur?.spec.vms.find((v) => v.name === name);
+    if (!cur || !vm) throw new NotFoundError('vm', name);
+    const agent = this.agents(cur.spec, vm.host);
+    const cluster = cur.spec.cluster !== undefined;
+    if (cluster && action === 'stop')
+      await this.store.put(userStopKey(name), {
+        vm: name,
+        at: new Date().toISOString(),
+        by,
+      } satisfies UserStopRecord);
     const act: AgentAction =
       action === 'start' ? { kind: 'vm.start', name } : { kind: 'vm.stop', name, force };
     await agent.act(act);
-    await this.store.appendEvent(`vm.${action}`, `${name}${force ? ' (forced)' : ''}`);
+    if (cluster && action === 'start') await this.store.delete(userStopKey(name));
+    await this.store.appendEvent(
+      `vm.${action}`,
+      `${name}${force ? ' (forced)' : ''}${cluster ? ` by ${by}` : ''}`,
+    );
   }
 
   /** Runs argv in a VM's guest. */

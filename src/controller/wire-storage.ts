@@ -87,6 +87,7 @@ const features = z.object({
   onlineResize: z.boolean(),
   linkedClones: z.boolean(),
   encryption: z.boolean(),
+  fence: z.boolean(),
 });
 
 /** `GET /v1/pools`: each pool of the applied spec (and any other a host reports), as its host observes it. */

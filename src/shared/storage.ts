@@ -25,6 +25,11 @@ export interface PoolFeatures {
   linkedClones: boolean;
   /** LUKS-encrypted volumes (qcow2 `encrypt.format=luks`). */
   encryption: boolean;
+  /**
+   * Storage-side fencing (`volume.fence`, docs/ha.md): the target lets only the VM owner's host in, drops every
+   * other initiator, and refuses a fencing token older than the newest it has seen.
+   */
+  fence: boolean;
 }
 
 /**
@@ -32,9 +37,9 @@ export interface PoolFeatures {
  * features, and tgtd cannot grow a LUN under an open session.
  */
 export const POOL_FEATURES: Record<PoolType, PoolFeatures> = {
-  dir: { snapshots: true, onlineResize: true, linkedClones: true, encryption: true },
-  iscsi: { snapshots: false, onlineResize: false, linkedClones: false, encryption: false },
-  nfs: { snapshots: true, onlineResize: true, linkedClones: true, encryption: true },
+  dir: { snapshots: true, onlineResize: true, linkedClones: true, encryption: true, fence: false },
+  iscsi: { snapshots: false, onlineResize: false, linkedClones: false, encryption: false, fence: true },
+  nfs: { snapshots: true, onlineResize: true, linkedClones: true, encryption: true, fence: false },
 };
 
 /** Why a backend lacks a feature (plan-time refusals quote it). */
@@ -44,6 +49,14 @@ export const POOL_FEATURE_REASONS: Partial<Record<PoolType, Partial<Record<keyof
     onlineResize: 'tgtd cannot grow a LUN while a VM has it open: stop the VM first',
     linkedClones: 'iSCSI LUNs are raw: linked clones need qcow2 (a full clone works)',
     encryption: 'iSCSI LUNs are raw: LUKS volumes need qcow2 (use a dir or nfs pool)',
+  },
+  nfs: {
+    fence:
+      "an nfs pool is one ganesha export whose client list covers every volume file in it, and NFSv3 has no session a server could drop: it cannot let one host in for one volume only (the owner check on the VM's host and its self-fencing protect these volumes)",
+  },
+  dir: {
+    fence:
+      "a dir pool's volumes are files on the host that runs the VM: no other host can open them, so there is nothing to fence at the storage end",
   },
 };
 
@@ -153,7 +166,30 @@ export interface ObservedVolume {
   /** The volume it is a linked clone of. */
   backingVolume?: string;
   snapshots: ObservedSnapshot[];
+  /** iscsi: the initiators logged in to its target now, with their addresses (drills: "no disk with two writers"). */
+  sessions?: VolumeSession[];
+  /** iscsi: the owner its target is fenced to (`volume.fence`), with the newest token the storage host has seen. */
+  fence?: VolumeFence;
 }
+
+/** An initiator logged in to a volume's iSCSI target. */
+export interface VolumeSession {
+  initiator: string;
+  addresses: string[];
+}
+
+/** Whom a volume is fenced to: the VM owner's host, its address (the only one the target lets in) and token. */
+export interface VolumeFence {
+  host: string;
+  address: string;
+  /** The newest fencing token seen for the volume (decimal; see shared/cluster.ts). */
+  token: string;
+  /** When it was fenced to this owner (ISO). */
+  at: string;
+}
+
+/** Most sessions one volume's report lists (one per host that has it open; more is a problem to see, not list). */
+export const VOLUME_SESSIONS_MAX = 64;
 
 /** A pool as its host observes it. */
 export interface ObservedPool {

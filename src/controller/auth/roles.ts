@@ -49,6 +49,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/capacity': read(),
   // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
   'GET /v1/cluster': read(),
+  'GET /v1/ha': read(),
   // A task's id is an unguessable UUID that only its starter was given.
   'GET /v1/tasks/:id': read(),
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },
@@ -82,6 +83,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/lab/down': admin(),
   'POST /v1/hosts/:name/join-token': admin('host'),
   'POST /v1/hosts/:name/rotate-cert': admin('host'),
+  'PUT /v1/hosts/:name/maintenance': admin('host'),
   'POST /v1/tokens': { ...admin(), bodyObject: 'name' },
   'GET /v1/tokens': admin(),
   'DELETE /v1/tokens/:name': admin(),

@@ -82,6 +82,7 @@ class PlainDirPool extends DirPool {
     onlineResize: false,
     linkedClones: false,
     encryption: false,
+    fence: false,
   };
   override async createVolume(
     pool: PoolConfig,
@@ -384,6 +385,7 @@ describe('DirPool', () => {
       onlineResize: true,
       linkedClones: true,
       encryption: true,
+      fence: false,
     });
     await expect(nfs.ensurePool(pool, 'abcdef05')).rejects.toThrow(/of type dir, not nfs/);
     await nfs.ensurePool(nas, 'abcdef05');

@@ -16,18 +16,30 @@ export interface WantedTarget {
   acls: string[];
 }
 
-/** The target one volume of `pool` should have. */
+/**
+ * The target one volume of `pool` should have. `fencedTo`: the address a `volume.fence` bound it to (iscsi-fence.ts),
+ * which replaces the pool's clients as its only ACL entry; `null`: fenced to an address the pool's clients no longer
+ * contain, so nobody may log in.
+ */
 export function wantedTarget(
   storageHost: string,
   pool: PoolConfig,
   volume: string,
   file: string,
+  fencedTo?: string | null,
 ): WantedTarget {
   return {
     name: iscsiTargetName(storageHost, pool.name, volume),
     backingStore: file,
     ...(pool.chap ? { account: pool.chap.user } : {}),
-    acls: pool.clients?.length ? pool.clients.map(tgtAcl) : ['ALL'],
+    acls:
+      fencedTo === null
+        ? []
+        : fencedTo !== undefined
+          ? [fencedTo]
+          : pool.clients?.length
+            ? pool.clients.map(tgtAcl)
+            : ['ALL'],
   };
 }
 

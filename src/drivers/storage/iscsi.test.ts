@@ -63,7 +63,14 @@ describe('iscsi targets', () => {
 
   it('names the initiators of a volume in use', () => {
     const busy = target({
-      sessions: [{ nexus: 1, initiator: 'iqn.2008-11.org.linux-kvm', addresses: ['10.0.0.5'] }],
+      sessions: [
+        {
+          nexus: 1,
+          initiator: 'iqn.2008-11.org.linux-kvm',
+          addresses: ['10.0.0.5'],
+          connections: [{ cid: 0, address: '10.0.0.5' }],
+        },
+      ],
     });
     expect(() => refuseInUse('v1', busy, 'resize it')).toThrow(
       'volume v1 is in use by initiator iqn.2008-11.org.linux-kvm (10.0.0.5): cannot resize it',

@@ -27,10 +27,19 @@ import {
   type PoolConfig,
   type PoolFeatures,
   type VolumeConfig,
+  type VolumeFence,
   volumeFileName,
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
+import {
+  closeForeignSessions,
+  type FenceOwner,
+  FenceStateStore,
+  judgeFence,
+  ownerAcl,
+  volumeSessions,
+} from './iscsi-fence.js';
 import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
 import { PoolStateStore } from './pool-state.js';
 import { poolUsage } from './qcow2-listing.js';
@@ -81,6 +90,7 @@ export class IscsiPool implements PoolBackend {
   readonly type = 'iscsi' as const;
   readonly features: PoolFeatures = POOL_FEATURES.iscsi;
   private readonly records: PoolStateStore;
+  private readonly fences: FenceStateStore;
 
   constructor(private readonly opts: IscsiPoolOptions) {
     if (!VOLUME_NAME.test(opts.storageHost))
@@ -88,6 +98,7 @@ export class IscsiPool implements PoolBackend {
         `storage host name ${JSON.stringify(opts.storageHost)} cannot be in an IQN`,
       );
     this.records = new PoolStateStore(opts.stateDir);
+    this.fences = new FenceStateStore(opts.stateDir);
   }
 
   /** Runs `fn` after the other changes to the tgtd serving `pool`. */
@@ -112,6 +123,9 @@ export class IscsiPool implements PoolBackend {
   }
   importVolume(pool: PoolConfig, name: string, sourcePath: string, ctx?: OpContext): Promise<void> {
     return this.serial(pool, () => this.importVolumeNow(pool, name, sourcePath, ctx));
+  }
+  fenceVolume(pool: PoolConfig, volume: string, owner: FenceOwner, ctx?: OpContext): Promise<void> {
+    return this.serial(pool, () => this.fenceVolumeNow(pool, volume, owner, ctx));
   }
 
   private client(pool: PoolConfig): TgtClient {
@@ -161,10 +175,26 @@ export class IscsiPool implements PoolBackend {
     return targets.find((t) => t.name === iqn);
   }
 
-  private async expose(pool: PoolConfig, volume: string, targets?: TgtTarget[]): Promise<void> {
+  /** What `volume`'s target should look like, its fence (if any) included. */
+  private want(pool: PoolConfig, volume: string, fence: VolumeFence | undefined) {
+    return wantedTarget(
+      this.opts.storageHost,
+      pool,
+      volume,
+      this.fileOf(pool, volume),
+      fencedAcl(pool, fence),
+    );
+  }
+
+  private async expose(
+    pool: PoolConfig,
+    volume: string,
+    targets?: TgtTarget[],
+    fences?: ReadonlyMap<string, VolumeFence>,
+  ): Promise<void> {
     const client = this.client(pool);
-    const want = wantedTarget(this.opts.storageHost, pool, volume, this.fileOf(pool, volume));
-    await exposeTarget(client, want, targets ?? (await client.showTargets()));
+    const fence = (fences ?? (await this.fences.read(pool.name))).get(volume);
+    await exposeTarget(client, this.want(pool, volume, fence), targets ?? (await client.showTargets()));
   }
 
   private async ensurePoolNow(
@@ -186,9 +216,10 @@ export class IscsiPool implements PoolBackend {
       await this.setAccount(client, pool.chap.user, password);
       targets = await client.showTargets();
     }
+    const fences = await this.fences.read(pool.name);
     for (const n of names) {
       ctx?.signal?.throwIfAborted();
-      await this.expose(pool, n, targets);
+      await this.expose(pool, n, targets, fences);
     }
     // A CHAP user the pool no longer has leaves tgtd (with its password) unless another pool still uses it.
     const before = (await this.records.read(pool.name))?.config.chap?.user;
@@ -242,6 +273,7 @@ export class IscsiPool implements PoolBackend {
     await rmdir(pool.path).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
+    await this.fences.remove(pool.name);
     await this.records.remove(pool.name);
   }
 
@@ -257,6 +289,7 @@ export class IscsiPool implements PoolBackend {
       }
       const volumes: ObservedVolume[] = [];
       let usage = { capacityMiB: 0, usedMiB: 0, freeMiB: 0 };
+      const fences = await this.fences.read(pool.name);
       if (!(await exists(pool.path))) problems.push(`directory ${pool.path} is missing`);
       else {
         usage = await poolUsage(pool.path);
@@ -264,6 +297,9 @@ export class IscsiPool implements PoolBackend {
           const file = this.fileOf(pool, name);
           const s = await stat(file).catch(() => undefined);
           if (!s) continue; // deleted meanwhile
+          const fence = fences.get(name);
+          const t = targets ? this.target(pool, targets, name) : undefined;
+          const sessions = volumeSessions(t);
           volumes.push({
             name,
             format: 'raw',
@@ -271,14 +307,14 @@ export class IscsiPool implements PoolBackend {
             allocatedMiB: Math.ceil((s.blocks * 512) / MiB),
             encrypted: false,
             snapshots: [],
+            ...(sessions.length ? { sessions } : {}),
+            ...(fence ? { fence } : {}),
           });
-          if (targets)
+          if (fence && fencedAcl(pool, fence) === null)
             problems.push(
-              ...targetProblems(
-                wantedTarget(this.opts.storageHost, pool, name, file),
-                this.target(pool, targets, name),
-              ),
+              `volume ${name} is fenced to ${fence.host} (${fence.address}), which is outside the pool's clients: its target lets nobody in until it is fenced again`,
             );
+          if (targets) problems.push(...targetProblems(this.want(pool, name, fence), t));
         }
       }
       if (pool.chap && targets) {
@@ -419,6 +455,53 @@ export class IscsiPool implements PoolBackend {
     ctx?.progress?.(`deleting volume ${name} of pool ${pool.name}`);
     await removeTarget(client, name, t);
     await rm(file, { force: true });
+    // Its fence goes with it: a volume made again under this name starts unfenced (its owner's next fence binds it,
+    // with a token larger than any before: store versions only grow).
+    const fences = await this.fences.read(pool.name);
+    if (fences.delete(name)) await this.fences.write(pool.name, fences);
+  }
+
+  /**
+   * Fences `volume` to `owner` (iscsi-fence.ts): refuses a stale token before anything changes, records a newer one
+   * first, then narrows the target's ACL to the owner's address and closes every other initiator's connections.
+   */
+  private async fenceVolumeNow(
+    pool: PoolConfig,
+    volume: string,
+    owner: FenceOwner,
+    ctx?: OpContext,
+  ): Promise<void> {
+    this.checkPool(pool);
+    const file = this.fileOf(pool, volume);
+    if (!(await exists(file))) throw new NotFoundError('volume', `${pool.name}/${volume}`);
+    const address = ownerAcl(pool, owner.address);
+    const fences = await this.fences.read(pool.name);
+    const verdict = judgeFence(pool.name, volume, fences.get(volume), owner);
+    if (verdict !== 'same') {
+      fences.set(volume, {
+        host: owner.host,
+        address: owner.address,
+        token: owner.token,
+        at: new Date().toISOString(),
+      });
+      await this.fences.write(pool.name, fences);
+    }
+    ctx?.signal?.throwIfAborted();
+    ctx?.progress?.(
+      `fencing volume ${pool.name}/${volume} to ${owner.host} (${address}), token ${owner.token}`,
+    );
+    await this.expose(pool, volume, undefined, fences);
+    const client = this.client(pool);
+    const closed = await closeForeignSessions(
+      client,
+      async () => this.target(pool, await client.showTargets(), volume),
+      address,
+      `fencing volume ${pool.name}/${volume} to ${owner.host}`,
+    );
+    for (const c of closed)
+      ctx?.progress?.(
+        `closed the session of ${c.initiator || 'an initiator'} from ${c.address} to ${volume}`,
+      );
   }
 
   private async importVolumeNow(
@@ -460,6 +543,19 @@ export class IscsiPool implements PoolBackend {
   }
   async deleteSnapshot(pool: PoolConfig): Promise<void> {
     unsupported('snapshots', pool);
+  }
+}
+
+/**
+ * The ACL address of a fenced volume: its owner's while the pool's clients still contain it, `null` when the fence
+ * left them (its target then lets nobody in); undefined when it is not fenced (the pool's clients apply).
+ */
+function fencedAcl(pool: PoolConfig, fence: VolumeFence | undefined): string | null | undefined {
+  if (!fence) return undefined;
+  try {
+    return ownerAcl(pool, fence.address);
+  } catch {
+    return null;
   }
 }
 

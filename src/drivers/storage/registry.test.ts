@@ -21,6 +21,8 @@ describe('pool backends', () => {
       const b = poolBackend(type, opts);
       expect(b.type).toBe(type);
       expect(b.features).toEqual(POOL_FEATURES[type]);
+      // Fencing is a method only the backends that declare it have (the agent refuses it for the others).
+      expect(typeof b.fenceVolume === 'function', type).toBe(POOL_FEATURES[type].fence);
     }
   });
 });

@@ -27,7 +27,9 @@ interface Seen {
   lld: string;
   len: number;
   tid: number;
+  sid: bigint;
   lun: bigint;
+  cid: number;
   acDir: number;
   force: number;
   params: string;
@@ -40,7 +42,9 @@ function decode(b: Buffer): Seen {
     lld: b.subarray(8, 72).toString('ascii').replace(/\0+$/, ''),
     len: b.readUInt32LE(72),
     tid: b.readInt32LE(76),
+    sid: b.readBigUInt64LE(80),
     lun: b.readBigUInt64LE(88),
+    cid: b.readUInt32LE(96),
     acDir: b.readUInt32LE(108),
     force: b.readUInt32LE(116),
     params: b.subarray(TGTADM_REQ_BYTES).toString('utf8'),
@@ -120,7 +124,9 @@ describe('TgtClient against a fake tgtd socket', () => {
         lld: 'iscsi',
         len: TGTADM_REQ_BYTES + 'path=/pools/p/v1.img,bstype=rdwr\0'.length,
         tid: 3,
+        sid: 0n,
         lun: 1n,
+        cid: 0,
         acDir: 0,
         force: 0,
         params: 'path=/pools/p/v1.img,bstype=rdwr\0',
@@ -173,6 +179,38 @@ describe('TgtClient against a fake tgtd socket', () => {
       [TgtMode.account, TgtOp.bind, 5, 0, 'user=u1\0'],
       [TgtMode.target, TgtOp.bind, 5, 0, 'initiator-address=192.168.10.0/24\0'],
     ]);
+  });
+
+  it('closes one connection of one session (tgtadm --op delete --mode conn --tid --sid --cid)', async () => {
+    await client.closeConnection(4, 258, 1);
+    expect(seen).toEqual([
+      {
+        mode: TgtMode.connection,
+        op: TgtOp.delete,
+        lld: 'iscsi',
+        len: TGTADM_REQ_BYTES,
+        tid: 4,
+        sid: 258n,
+        lun: 0xffff_ffff_ffff_ffffn,
+        cid: 1,
+        acDir: 0,
+        force: 0,
+        params: '',
+      },
+    ]);
+    answer = { err: 6 };
+    const e = await client.closeConnection(4, 9, 0).catch((x: unknown) => x);
+    expect(isTgtError(e, 'NO_SESSION')).toBe(true);
+    expect((e as Error).message).toBe(
+      "tgtd refused to close connection 0 of session 9 on target 4: can't find the session",
+    );
+    // A session id is a 16-bit TSIH, never 0; ids out of range never reach tgtd.
+    seen.length = 0;
+    await expect(client.closeConnection(4, 0, 0)).rejects.toThrow(InvalidRequestError);
+    await expect(client.closeConnection(4, 70_000, 0)).rejects.toThrow(InvalidRequestError);
+    await expect(client.closeConnection(4, 1, -1)).rejects.toThrow(InvalidRequestError);
+    await expect(client.closeConnection(0, 1, 0)).rejects.toThrow(InvalidRequestError);
+    expect(seen).toEqual([]);
   });
 
   it('refuses values tgtd would misparse, before connecting', async () => {

@@ -141,7 +141,10 @@ export interface TgtRequest {
   tid?: number;
   /** Logical unit number; none: ~0 (tgtadm's default). */
   lun?: bigint;
+  /** Session id: for iSCSI the session's TSIH, which `show` lists as its "I_T nexus". */
   sid?: bigint;
+  /** Connection id within the session (`--cid`). */
+  cid?: number;
   /** `ACCOUNT_TYPE_OUTGOING` (1) for an outgoing account; 0: incoming. */
   acDir?: number;
   force?: boolean;
@@ -170,7 +173,8 @@ export function encodeTgtRequest(req: TgtRequest): Buffer {
   i32(req.tid ?? -1, 76);
   u64(req.sid ?? 0n, 80);
   u64(req.lun ?? NO_LUN, 88);
-  // cid (96) and host_no (100) stay 0; device_type (104) 0 is TYPE_DISK.
+  u32(req.cid ?? 0, 96);
+  // host_no (100) stays 0; device_type (104) 0 is TYPE_DISK.
   u32(req.acDir ?? 0, 108);
   // pack (112) stays 0.
   u32(req.force ? 1 : 0, 116);
@@ -205,6 +209,17 @@ function checkTid(tid: number): number {
   if (!Number.isInteger(tid) || tid < 1 || tid > 0x7fff_ffff)
     throw new InvalidRequestError(`target id ${tid} must be a positive integer`);
   return tid;
+}
+function checkSid(sid: number): bigint {
+  // An iSCSI TSIH is 16 bits and never 0 (session.c skips it).
+  if (!Number.isInteger(sid) || sid < 1 || sid > 0xffff)
+    throw new InvalidRequestError(`session id ${sid} must be an integer from 1 to 65535`);
+  return BigInt(sid);
+}
+function checkCid(cid: number): number {
+  if (!Number.isInteger(cid) || cid < 0 || cid > 0xffff)
+    throw new InvalidRequestError(`connection id ${cid} must be an integer from 0 to 65535`);
+  return cid;
 }
 function checkLun(lun: number): bigint {
   if (!Number.isInteger(lun) || lun < 0 || lun > 0xffff)
@@ -462,6 +477,25 @@ export class TgtClient {
       },
       `allow ${address} on target ${tid}`,
       address,
+    );
+  }
+
+  /**
+   * `--op delete --mode conn --tid T --sid S --cid C`: tgtd closes that connection of session S (the "I_T nexus" of
+   * `show`), and the session ends with its last connection. The initiator may log in again at once unless the
+   * target's ACL or account refuses it: change those first. tgtd has no delete for a whole session over iSCSI
+   * (`--mode session --op delete` is an invalid request there), so a session goes connection by connection.
+   */
+  async closeConnection(tid: number, sid: number, cid: number): Promise<string> {
+    return this.request(
+      {
+        mode: TgtMode.connection,
+        op: TgtOp.delete,
+        tid: checkTid(tid),
+        sid: checkSid(sid),
+        cid: checkCid(cid),
+      },
+      `close connection ${cid} of session ${sid} on target ${tid}`,
     );
   }
 

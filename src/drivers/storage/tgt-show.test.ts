@@ -56,7 +56,14 @@ describe('parseTgtTargets', () => {
       tid: 1,
       name: 'iqn.2026-12.io.vmlink:san.p.v1',
       state: 'ready',
-      sessions: [{ nexus: 2, initiator: 'iqn.2008-11.org.linux-kvm', addresses: ['127.0.0.1'] }],
+      sessions: [
+        {
+          nexus: 2,
+          initiator: 'iqn.2008-11.org.linux-kvm',
+          addresses: ['127.0.0.1'],
+          connections: [{ cid: 0, address: '127.0.0.1' }],
+        },
+      ],
       luns: [
         { lun: 0, type: 'controller', backingStoreType: 'null' },
         { lun: 1, type: 'disk', backingStoreType: 'rdwr', backingStorePath: '/tmp/pool/v1.img' },

@@ -9,6 +9,14 @@ export interface TgtSession {
   initiator: string;
   /** Addresses of its connections. */
   addresses: string[];
+  /** Its connections: id (`tgtadm --cid`) and the initiator's address. */
+  connections: TgtConnection[];
+}
+
+/** One connection of a session (tgtd shows the session's first: MaxConnections is 1 by default). */
+export interface TgtConnection {
+  cid: number;
+  address: string;
 }
 
 /** A logical unit of a target. */
@@ -92,12 +100,16 @@ export function parseTgtTargets(text: string): TgtTarget[] {
         break;
       case 'I_T nexus information':
         if (indent === 8 && kv?.[1] === 'I_T nexus') {
-          session = { nexus: Number(kv[2]), initiator: '', addresses: [] };
+          session = { nexus: Number(kv[2]), initiator: '', addresses: [], connections: [] };
           push(t.sessions, session, 'sessions');
         } else if (session && kv?.[1] === 'Initiator') {
           session.initiator = kv[2]!.replace(/ alias: .*$/, '');
+        } else if (session && kv?.[1] === 'Connection' && /^\d{1,10}$/.test(kv[2]!)) {
+          push(session.connections, { cid: Number(kv[2]), address: '' }, 'connections');
         } else if (session && kv?.[1] === 'IP Address') {
           push(session.addresses, kv[2]!, 'connections');
+          const c = session.connections.at(-1);
+          if (c && c.address === '') c.address = kv[2]!;
         }
         break;
       case 'LUN information':

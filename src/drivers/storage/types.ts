@@ -115,4 +115,20 @@ export interface PoolBackend {
     ctx?: OpContext,
     secrets?: SecretValues,
   ): Promise<void>;
+
+  // Fencing (only where `features.fence`: iscsi-fence.ts).
+  /**
+   * Lets only `owner.address` open `volume` and drops every other client of it; a token older than the newest seen
+   * for the volume is a `FencedError` and changes nothing; the same token for the same owner is idempotent.
+   */
+  fenceVolume?(pool: PoolConfig, volume: string, owner: FenceOwner, ctx?: OpContext): Promise<void>;
+}
+
+/** The owner a volume is fenced to (`volume.fence`): its host, that host's address, and its fencing token. */
+export interface FenceOwner {
+  host: string;
+  /** The owner host's underlay IPv4 address: the only client address the volume then lets in. */
+  address: string;
+  /** The owner record's fencing token (decimal store version, shared/cluster.ts). */
+  token: string;
 }

@@ -115,6 +115,11 @@ export class HttpClient {
     return this.call('POST', path, body, schema, timeoutMs);
   }
 
+  /** PUT `body` as JSON to `path`, returning the answer parsed with `schema`. */
+  put<S extends z.ZodType>(path: string, body: unknown, schema: S, timeoutMs?: number): Promise<z.output<S>> {
+    return this.call('PUT', path, body, schema, timeoutMs);
+  }
+
   /** DELETE `path`, returning the answer parsed with `schema`. */
   delete<S extends z.ZodType>(path: string, schema: S, timeoutMs?: number): Promise<z.output<S>> {
     return this.call('DELETE', path, undefined, schema, timeoutMs);
