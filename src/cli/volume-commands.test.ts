@@ -59,7 +59,7 @@ describe('vmlink volume, image, vm snapshot and capacity', () => {
     ).toBe(
       [
         'POOL  TYPE   HOST  STATE     VOLUMES  CAPACITY  USED     FREE     FEATURES  PROBLEMS',
-        'san   iscsi  san1  problems  1        10.0 GiB  1.0 GiB  9.0 GiB  -         tgtd not answering',
+        'san   iscsi  san1  problems  1        10.0 GiB  1.0 GiB  9.0 GiB  fence     tgtd not answering',
       ].join('\n'),
     );
     const text = renderVolumes([
