@@ -1,7 +1,6 @@
 // The cluster as a drill sees it: the lab's cluster controllers reached over their unix sockets, each asked
 // `GET /v1/cluster` (standbys answer it too). Reads and changes go to the one that answers as active; a killed one
 // simply stops answering, and the next look finds the new active controller.
-import { z } from 'zod';
 import { HttpClient } from '../../shared/http/client.js';
 import { sleep } from '../../shared/time.js';
 import {
@@ -11,6 +10,7 @@ import {
   TaskAcceptedSchema,
   TaskViewSchema,
 } from '../wire.js';
+import { type ClusterView, ClusterViewSchema } from '../wire-cluster.js';
 import type { ActiveController, ApplyRun, ClusterEvent, ClusterPort } from './types.js';
 
 /** One request to a cluster controller (a dead one fails fast: its socket refuses). */
@@ -19,14 +19,6 @@ const REQUEST_TIMEOUT_MS = 3_000;
 const TASK_POLL_MS = 200;
 /** Looks at a task that fail in a row before it counts as lost with its controller. */
 const TASK_LOST_AFTER = 5;
-
-/** What drills read of `GET /v1/cluster` (controllers' wire-cluster.ts has the whole contract). */
-const ClusterViewSchema = z.looseObject({
-  self: z.looseObject({ name: z.string(), role: z.enum(['active', 'standby']), pid: z.number().int() }),
-  members: z.array(z.looseObject({ name: z.string(), healthy: z.boolean() })).max(64),
-  hosts: z.array(z.looseObject({ host: z.string() })).max(4096),
-});
-type ClusterView = z.infer<typeof ClusterViewSchema>;
 
 /** The lab's cluster through its controllers' sockets; `spec`/`source` are what plan and apply send. */
 export class SocketCluster implements ClusterPort {

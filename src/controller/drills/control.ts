@@ -2,16 +2,13 @@
 // cluster controllers, which a drill may kill), against the spec the request carries. It wires the real ports:
 // the lab's faults, the cluster's controllers over their sockets, and the /proc sampler.
 import type { Runner } from '../../exec/runner.js';
+import { killLabController, labControllerSockets, restartLabController } from '../../lab/cluster.js';
+import { startEtcdMember, stopEtcdMember } from '../../lab/etcd.js';
 import { LabFaults } from '../../lab/faults.js';
 import type { Lab } from '../../lab/lab.js';
 import { labNamespaces } from '../../lab/names.js';
 import { type DrillKind, type DrillReport, leaseTtlSeconds } from '../../shared/cluster.js';
-import {
-  InvalidRequestError,
-  InvalidSpecError,
-  InvalidStateError,
-  UnsupportedError,
-} from '../../shared/errors.js';
+import { InvalidRequestError, InvalidSpecError, InvalidStateError } from '../../shared/errors.js';
 import { DRILL_RECOVERY_TIMEOUT_MS, DRILL_SAMPLE_MS } from '../../shared/limits.js';
 import { inNetns } from '../../shared/process.js';
 import type { LabSpec, Spec } from '../../spec/schema.js';
@@ -38,7 +35,7 @@ export interface LabClusterOps {
   /** The cluster controllers' sockets. */
   controllerSockets(lab: LabSpec): string[];
   killController(lab: LabSpec, name: string): Promise<void>;
-  restartController(spec: Spec, name: string): Promise<void>;
+  restartController(lab: LabSpec, name: string): Promise<void>;
   stopEtcdMember(lab: LabSpec, name: string): Promise<void>;
   startEtcdMember(lab: LabSpec, name: string): Promise<void>;
 }
@@ -143,22 +140,21 @@ export class DrillControl {
       partitionHost: (h) => lab.partitionHost(h),
       healPartition: (h) => lab.healPartition(h),
       killController: (n) => at(() => ops.killController(c.lab, n)),
-      restartController: (n) => ops.restartController(c.spec, n),
+      restartController: (n) => ops.restartController(c.lab, n),
       stopEtcdMember: (n) => at(() => ops.stopEtcdMember(c.lab, n)),
       startEtcdMember: (n) => ops.startEtcdMember(c.lab, n),
     };
   }
 }
 
-/** Until the lab's etcd and cluster controllers exist: every cluster operation says so. */
-export const noLabCluster: LabClusterOps = {
-  controllerSockets: () => [],
-  killController: async () => missing(),
-  restartController: async () => missing(),
-  stopEtcdMember: async () => missing(),
-  startEtcdMember: async () => missing(),
-};
-
-function missing(): never {
-  throw new UnsupportedError('this build has no lab etcd members or cluster controllers');
+/** The lab's own cluster operations (lab/etcd.ts, lab/cluster.ts), each by verified process identity. */
+export function labClusterOps(runner: Runner): LabClusterOps {
+  return {
+    controllerSockets: (lab) => labControllerSockets(lab),
+    killController: (lab, name) => killLabController(lab, name),
+    restartController: (lab, name) => restartLabController(runner, lab, name),
+    // A member that fails, not one asked to leave: SIGKILL, as a crash or a power loss would.
+    stopEtcdMember: (lab, name) => stopEtcdMember(runner, lab, name, { hard: true }),
+    startEtcdMember: (lab, name) => startEtcdMember(runner, lab, name),
+  };
 }

@@ -2,9 +2,12 @@
 // faults change and a fake HA reacts to after set delays, sampled by the real Sampler. Checks what each runner
 // measures, what it reports as broken, and that it repairs the lab.
 import { describe, expect, it } from 'vitest';
+import { RecordingRunner } from '../../exec/runner.js';
 import type { DrillReport } from '../../shared/cluster.js';
 import { loadSpec } from '../../spec/load.js';
+import { DrillControl, labClusterOps } from './control.js';
 import { runDrill } from './drill.js';
+import type { DrillBody } from './routes.js';
 import { type SampledProcess, Sampler } from './sampler.js';
 import type { ApplyRun, ClusterEvent, DrillEnv, DrillOptions } from './types.js';
 
@@ -311,5 +314,49 @@ describe('etcd-member-failure drill', () => {
     await expect(runDrill(envFor(new World(OK)), 'etcd-member-failure', 'etcd9')).rejects.toThrow(
       /etcd9 is no etcd member \(members: etcd1, etcd2, etcd3\)/,
     );
+  });
+});
+
+describe('drill requests', () => {
+  const control = new DrillControl({
+    parse: (text, source) => loadSpec(text, source),
+    runner: new RecordingRunner(),
+    labOf: () => {
+      throw new Error('not used');
+    },
+    cluster: labClusterOps(new RecordingRunner()),
+  });
+  const body = (over: Partial<DrillBody>): DrillBody => ({
+    spec: SPEC,
+    source: 'drill.yaml',
+    kind: 'host-failure',
+    target: 'host2',
+    duringApply: false,
+    ...over,
+  });
+
+  it('takes a cluster lab spec and a target of the kind', async () => {
+    const c = await control.check(body({}));
+    expect([c.kind, c.target, c.lab.name]).toEqual(['host-failure', 'host2', 'dt']);
+    expect((await control.check(body({ kind: 'controller-failure', target: 'active' }))).target).toBe(
+      'active',
+    );
+  });
+
+  it('refuses a target the lab does not have, naming those it has', async () => {
+    await expect(control.check(body({ kind: 'etcd-member-failure', target: 'host1' }))).rejects.toThrow(
+      'etcd-member-failure needs one of etcd1, etcd2, etcd3 as its target, got host1',
+    );
+    await expect(control.check(body({ kind: 'partition', target: 'ctl1' }))).rejects.toThrow(
+      /partition needs one of host1, host2, host3/,
+    );
+  });
+
+  it('refuses a spec without a cluster lab', async () => {
+    const plain = SPEC.replace(/^cluster:.*$/m, '')
+      .replace(/^ {2}etcd:.*$/m, '')
+      .replace(/^ {2}controllers:.*$/m, '')
+      .replace(/ha: \{ state: started \}/g, '');
+    await expect(control.check(body({ spec: plain }))).rejects.toThrow(/drills need a cluster lab/);
   });
 });
