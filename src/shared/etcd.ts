@@ -13,7 +13,7 @@ import {
 } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
 import { InvalidRequestError, UnavailableError, VmlinkError } from './errors.js';
-import { ETCD_REQUEST_TIMEOUT_MS } from './limits.js';
+import { ETCD_REQUEST_TIMEOUT_MS, ETCD_RESPONSE_MAX_BYTES } from './limits.js';
 
 /** Where etcd is and how to prove who we are. */
 export interface EtcdConnection {
@@ -57,6 +57,8 @@ export function etcdClient(c: EtcdConnection, opts: EtcdClientOptions = {}): Etc
   const options: IOptions = {
     hosts: c.endpoints,
     dialTimeout: timeout,
+    // Store ranges are paged to fit this (store/etcd.ts RANGE_PAGE_KEYS); the default 4 MiB holds 3 large values.
+    grpcOptions: { 'grpc.max_receive_message_length': ETCD_RESPONSE_MAX_BYTES },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     faultHandling: {
       // A member that fails three times in a row is skipped for 1 s (etcd3's default is 5 s: longer than a lease

@@ -254,6 +254,11 @@ export const HA_HOSTS_MAX = 256;
 export const ETCD_REQUEST_TIMEOUT_MS = 3_000;
 /** Largest value vmlink writes to or accepts from etcd under one key (a spec text is the largest). */
 export const ETCD_VALUE_MAX_BYTES = 1 << 20;
+/**
+ * Largest etcd response a client accepts (gRPC's default is 4 MiB). A range is read in pages that fit it even when
+ * every value is ETCD_VALUE_MAX_BYTES: a response over it would count as a member failure and reset the connection.
+ */
+export const ETCD_RESPONSE_MAX_BYTES = 64 << 20;
 /** A lab etcd member must answer its health endpoint within this after start. */
 export const LAB_ETCD_START_TIMEOUT_MS = 20_000;
 /** A lab cluster controller must answer on its socket within this after start. */

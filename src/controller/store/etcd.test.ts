@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidStateError } from '../../shared/errors.js';
+import { counterKey, parseCounter, parseSequenceKey, SEQUENCE_DIGITS, sequenceKey } from './etcd.js';
+
+describe('etcd store: log keys', () => {
+  it('pads sequences so that keys sort as numbers do', () => {
+    expect(sequenceKey('/vmlink/events/', 42)).toBe('/vmlink/events/0000000000000042');
+    const keys = [1, 9, 10, 99, 100, 123456789].map((n) => sequenceKey('p/', n));
+    expect([...keys].sort()).toEqual(keys);
+    expect(sequenceKey('p/', Number.MAX_SAFE_INTEGER)).toHaveLength(2 + SEQUENCE_DIGITS);
+    expect(() => sequenceKey('p/', -1)).toThrow(RangeError);
+    expect(() => sequenceKey('p/', 1.5)).toThrow(RangeError);
+  });
+
+  it('reads back only its own entry keys', () => {
+    expect(parseSequenceKey('p/', sequenceKey('p/', 7))).toBe(7);
+    expect(parseSequenceKey('p/', counterKey('p/'))).toBeUndefined();
+    expect(parseSequenceKey('p/', 'q/0000000000000007')).toBeUndefined();
+    expect(parseSequenceKey('p/', 'p/000000000000007')).toBeUndefined(); // 15 digits
+    expect(parseSequenceKey('p/', 'p/9999999999999999')).toBeUndefined(); // beyond a safe integer
+  });
+
+  it('keeps the counter key outside the entries key range', () => {
+    const c = counterKey('p/');
+    expect(c > sequenceKey('p/', Number.MAX_SAFE_INTEGER)).toBe(true);
+  });
+
+  it('accepts a well-formed counter and refuses anything else', () => {
+    expect(parseCounter('{"last":5,"first":2}', 'k')).toEqual({ last: 5, first: 2 });
+    expect(parseCounter('{"last":0,"first":1}', 'k')).toEqual({ last: 0, first: 1 });
+    for (const bad of [
+      '',
+      'x',
+      '5',
+      '{"last":5}',
+      '{"last":-1,"first":1}',
+      '{"last":5,"first":0}',
+      '{"last":5,"first":7}',
+      '{"last":1e300,"first":1}',
+      `{"last":5,"first":1,"pad":"${'x'.repeat(200)}"}`,
+    ])
+      expect(() => parseCounter(bad, 'k'), bad).toThrow(InvalidStateError);
+  });
+});

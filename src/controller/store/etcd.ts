@@ -1,0 +1,430 @@
+// The Store interface on etcd (issue 11, part 1): the cluster's controllers share their state through it. Keys live
+// under `clusterKeys.kv`, values are JSON bounded by ETCD_VALUE_MAX_BYTES both ways, a key's version is its etcd mod
+// revision, and the event log and audit trail are numbered by a counter advanced by compare-and-set, so appenders
+// on two controllers never collide. Everything read from etcd is untrusted: sizes are checked before parsing.
+
+import type { Etcd3, IKeyValue, IOperation, IRangeResponse } from 'etcd3';
+import { type ClusterMembers, ClusterMembersSchema, clusterKeys } from '../../shared/cluster.js';
+import { InvalidRequestError, InvalidStateError } from '../../shared/errors.js';
+import { etcdFailure } from '../../shared/etcd.js';
+import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
+import { sleep } from '../../shared/time.js';
+import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
+
+/** Digits of a log entry's sequence in its key (`events/0000000000000042`): keys sort as numbers do. */
+export const SEQUENCE_DIGITS = 16;
+/** Longest Store key (characters; up to 4 UTF-8 bytes each). */
+export const STORE_KEY_MAX_CHARS = 4096;
+/**
+ * Keys a range request asks for at once: a page of values at their limit (with the longest keys) still fits the
+ * client's largest response, so no page is ever refused for its size (which would reset the shared connection).
+ */
+export const RANGE_PAGE_KEYS = Math.floor(
+  ETCD_RESPONSE_MAX_BYTES / (ETCD_VALUE_MAX_BYTES + 4 * STORE_KEY_MAX_CHARS + 256),
+);
+/** Compare-and-set tries of one append before giving up (each lost try means another appender won). */
+export const APPEND_ATTEMPTS = 64;
+
+/** The key of entry `seq` of the log under `prefix`. */
+export function sequenceKey(prefix: string, seq: number): string {
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`log sequence out of range: ${seq}`);
+  return `${prefix}${String(seq).padStart(SEQUENCE_DIGITS, '0')}`;
+}
+
+/** The sequence of a log entry's key under `prefix`, or undefined when it is not one. */
+export function parseSequenceKey(prefix: string, key: string): number | undefined {
+  if (!key.startsWith(prefix)) return undefined;
+  const rest = key.slice(prefix.length);
+  if (!/^\d{16}$/.test(rest)) return undefined;
+  const n = Number(rest);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** The counter key of the log under `prefix` (outside the entries' digit range). */
+export const counterKey = (prefix: string): string => `${prefix}counter`;
+
+/** A log's counter: the last sequence handed out and the first one still kept. */
+export interface LogCounter {
+  last: number;
+  first: number;
+}
+
+/** Reads a counter's text; refuses anything but `{"last":N,"first":M}` with 1 <= first <= last + 1. */
+export function parseCounter(text: string, key: string): LogCounter {
+  let v: unknown;
+  try {
+    v = text.length <= 100 ? JSON.parse(text) : undefined;
+  } catch {
+    v = undefined;
+  }
+  const c = v as Partial<LogCounter> | undefined;
+  if (
+    !c ||
+    typeof c !== 'object' ||
+    !Number.isSafeInteger(c.last) ||
+    !Number.isSafeInteger(c.first) ||
+    (c.last as number) < 0 ||
+    (c.first as number) < 1 ||
+    (c.first as number) > (c.last as number) + 1
+  )
+    throw new InvalidStateError(`etcd key ${key} is not a log counter`, key);
+  return { last: c.last as number, first: c.first as number };
+}
+
+/** The largest key below which `prefix`'s keys sort (etcd's prefix range end), as a string range end. */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const end = Buffer.from(b.subarray(0, i + 1));
+      end[i]! += 1;
+      return end;
+    }
+  }
+  return Buffer.from([0]); // every key (etcd's "\0" range end)
+}
+
+/** Options of `EtcdStore`. */
+export interface EtcdStoreOptions {
+  /** Whether `close()` closes the client too (default false: the caller owns it). */
+  ownsClient?: boolean;
+}
+
+/** A log entry read back: its sequence and the JSON it holds. */
+interface LogEntry {
+  seq: number;
+  value: unknown;
+}
+
+/** Store on etcd: the cluster's state, shared by every controller (see docs/ha.md). */
+export class EtcdStore implements Store {
+  private readonly ownsClient: boolean;
+  /** The last counter this store wrote per log: one round trip per append while nobody else appends. */
+  private readonly counters = new Map<string, { counter: LogCounter; rev: string | null }>();
+  private closed = false;
+
+  constructor(
+    /** The etcd client (from `etcdClient()`); share it with `EtcdCoordination`. */
+    readonly client: Etcd3,
+    opts: EtcdStoreOptions = {},
+  ) {
+    this.ownsClient = opts.ownsClient ?? false;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Keys.
+
+  async get<T>(key: string): Promise<T | undefined> {
+    return (await this.getVersioned<T>(key))?.value;
+  }
+
+  async getVersioned<T>(key: string): Promise<Versioned<T> | undefined> {
+    const k = clusterKeys.kv(checkKey(key));
+    const res = await this.call(`get ${key}`, () => this.client.get(k).exec());
+    const kv = res.kvs[0];
+    return kv ? { value: decode(kv.value, key) as T, version: kv.mod_revision } : undefined;
+  }
+
+  async put(key: string, value: unknown): Promise<void> {
+    const k = clusterKeys.kv(checkKey(key));
+    const text = encode(value, key);
+    await this.call(`put ${key}`, () => this.client.put(k).value(text).exec());
+  }
+
+  async delete(key: string): Promise<void> {
+    const k = clusterKeys.kv(checkKey(key));
+    await this.call(`delete ${key}`, () => this.client.delete().key(k).exec());
+  }
+
+  async list<T>(prefix: string): Promise<Array<{ key: string; value: T }>> {
+    return (await this.listVersioned<T>(prefix)).map(({ key, value }) => ({ key, value }));
+  }
+
+  async listVersioned<T>(prefix: string): Promise<Array<{ key: string } & Versioned<T>>> {
+    const start = clusterKeys.kv(prefix);
+    const kvs = await this.rangeAll(`list ${prefix || '(all)'}`, Buffer.from(start), prefixEnd(start));
+    return kvs.map((kv) => {
+      const key = kv.key.toString().slice(clusterKeys.kvPrefix.length);
+      return { key, value: decode(kv.value, key) as T, version: kv.mod_revision };
+    });
+  }
+
+  async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
+    const k = clusterKeys.kv(checkKey(key));
+    if (expected !== null) checkVersion(expected, key);
+    const text = encode(value, key);
+    const res = await this.call(`put ${key} if unchanged`, () =>
+      (expected === null ? this.client.if(k, 'Create', '==', 0) : this.client.if(k, 'Mod', '==', expected))
+        .then(this.client.put(k).value(text))
+        .commit(),
+    );
+    // The transaction's revision is the put's: the key's new mod revision.
+    return res.succeeded ? res.header.revision : undefined;
+  }
+
+  async deleteIf(key: string, expected: string): Promise<boolean> {
+    const k = clusterKeys.kv(checkKey(key));
+    checkVersion(expected, key);
+    const res = await this.call(`delete ${key} if unchanged`, () =>
+      this.client.if(k, 'Mod', '==', expected).then(this.client.delete().key(k)).commit(),
+    );
+    return res.succeeded;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // The cluster's membership (outside the Store's keys; the agents read it for the outage check).
+
+  /** Writes `clusterKeys.members` (the active controller, at apply). */
+  async putClusterMembers(members: ClusterMembers): Promise<void> {
+    const text = encode(ClusterMembersSchema.parse(members), clusterKeys.members);
+    await this.call('put the cluster members', () => this.client.put(clusterKeys.members).value(text).exec());
+  }
+
+  /** Reads `clusterKeys.members`; undefined when absent. A value that is not a membership is refused. */
+  async getClusterMembers(): Promise<ClusterMembers | undefined> {
+    const res = await this.call('get the cluster members', () => this.client.get(clusterKeys.members).exec());
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const parsed = ClusterMembersSchema.safeParse(decode(kv.value, clusterKeys.members));
+    if (!parsed.success)
+      throw new InvalidStateError(
+        `etcd key ${clusterKeys.members} is not a cluster membership: ${parsed.error.issues[0]?.message}`,
+        clusterKeys.members,
+      );
+    return parsed.data;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Events and audit.
+
+  async appendEvent(kind: string, message: string): Promise<StoreEvent> {
+    const time = new Date().toISOString();
+    const seq = await this.append(clusterKeys.eventsPrefix, { time, kind, message }, undefined);
+    return { id: seq, time, kind, message };
+  }
+
+  async events(limit: number): Promise<StoreEvent[]> {
+    const entries = await this.newest(clusterKeys.eventsPrefix, limit);
+    return entries.map(({ seq, value }) => {
+      const v = value as Partial<StoreEvent> | null;
+      if (!v || typeof v.time !== 'string' || typeof v.kind !== 'string' || typeof v.message !== 'string')
+        throw new InvalidStateError(
+          `etcd key ${sequenceKey(clusterKeys.eventsPrefix, seq)} is not an event`,
+          'events',
+        );
+      return { id: seq, time: v.time, kind: v.kind, message: v.message };
+    });
+  }
+
+  async appendAudit(time: string, record: unknown, keep: number): Promise<void> {
+    if (!Number.isSafeInteger(keep) || keep < 1)
+      throw new InvalidRequestError(`audit: keep must be a positive count, got ${keep}`);
+    await this.append(clusterKeys.auditPrefix, { time, record }, keep);
+  }
+
+  async auditEntries(since: string | undefined, limit: number): Promise<StoredAuditEntry[]> {
+    if (limit <= 0) return [];
+    const prefix = clusterKeys.auditPrefix;
+    const { counter, revision } = await this.readCounter(prefix);
+    const out: StoredAuditEntry[] = [];
+    // Newest first, a page at a time, until `limit` match (times are the appenders' and need not grow with ids).
+    let hi = counter.last;
+    while (hi >= counter.first && out.length < limit) {
+      const lo = Math.max(counter.first, hi - RANGE_PAGE_KEYS + 1);
+      const page = await this.readEntries(prefix, lo, hi, revision);
+      for (let i = page.length - 1; i >= 0 && out.length < limit; i--) {
+        const { seq, value } = page[i]!;
+        const v = value as { time?: unknown; record?: unknown } | null;
+        if (!v || typeof v.time !== 'string' || !('record' in v))
+          throw new InvalidStateError(`etcd key ${sequenceKey(prefix, seq)} is not an audit entry`, 'audit');
+        if (since === undefined || v.time >= since) out.push({ id: seq, time: v.time, record: v.record });
+      }
+      hi = lo - 1;
+    }
+    return out.reverse();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsClient) this.client.close();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Internals.
+
+  /** Runs an etcd request, turning its failures into vmlink errors (unavailable). */
+  private async call<T>(what: string, f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      throw etcdFailure(e, what);
+    }
+  }
+
+  /** The log's counter (absent: empty log) and the revision it was read at. */
+  private async readCounter(
+    prefix: string,
+  ): Promise<{ counter: LogCounter; rev: string | null; revision: string }> {
+    const key = counterKey(prefix);
+    const res = await this.call(`read ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    return kv
+      ? {
+          counter: parseCounter(kv.value.toString(), key),
+          rev: kv.mod_revision,
+          revision: res.header.revision,
+        }
+      : { counter: { last: 0, first: 1 }, rev: null, revision: res.header.revision };
+  }
+
+  /**
+   * Appends `value` to the log under `prefix` as entry last + 1, in one transaction with the counter's advance
+   * (compare-and-set on the counter's mod revision), pruning entries `keep` or more below the new one when given.
+   * Returns the entry's sequence.
+   */
+  private async append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
+    const text = encode(value, prefix);
+    const cKey = counterKey(prefix);
+    let state = this.counters.get(prefix) ?? (await this.readCounter(prefix));
+    for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
+      const seq = state.counter.last + 1;
+      const entry = sequenceKey(prefix, seq);
+      // Entries below `first` are gone; everything `keep` or more below `seq` goes now.
+      const first = keep === undefined ? state.counter.first : Math.max(state.counter.first, seq - keep + 1);
+      const next: LogCounter = { last: seq, first };
+      const ops: IOperation[] = [
+        this.client.put(cKey).value(JSON.stringify(next)),
+        this.client.put(entry).value(text),
+      ];
+      if (first > state.counter.first)
+        ops.push(
+          this.client
+            .delete()
+            .inRange({ start: sequenceKey(prefix, state.counter.first), end: sequenceKey(prefix, first) }),
+        );
+      const cmp =
+        state.rev === null
+          ? this.client.if(cKey, 'Create', '==', 0)
+          : this.client.if(cKey, 'Mod', '==', state.rev);
+      const res = await this.call(`append to ${prefix}`, () =>
+        cmp
+          .and(entry, 'Create', '==', 0)
+          .then(...ops)
+          .else(this.client.get(cKey))
+          .commit(),
+      );
+      if (res.succeeded) {
+        // The transaction's revision is the counter's new mod revision.
+        this.counters.set(prefix, { counter: next, rev: res.header.revision });
+        return seq;
+      }
+      // Another appender won (or our cached counter was stale): start from the counter as etcd has it now.
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      state = kv
+        ? { counter: parseCounter(kv.value.toString(), cKey), rev: kv.mod_revision }
+        : { counter: { last: 0, first: 1 }, rev: null };
+      if (attempt >= 2) await sleep(Math.floor(Math.random() * 5 * Math.min(attempt, 10)));
+    }
+    this.counters.delete(prefix);
+    throw etcdFailure(
+      new Error(`gave up after ${APPEND_ATTEMPTS} tries: other appenders kept winning`),
+      `append to ${prefix}`,
+    );
+  }
+
+  /** The newest `limit` entries of the log under `prefix`, oldest first. */
+  private async newest(prefix: string, limit: number): Promise<LogEntry[]> {
+    if (limit <= 0) return [];
+    const { counter, revision } = await this.readCounter(prefix);
+    if (counter.last < counter.first) return [];
+    const lo = Math.max(counter.first, counter.last - Math.min(limit, counter.last) + 1);
+    return this.readEntries(prefix, lo, counter.last, revision);
+  }
+
+  /** Entries lo..hi (inclusive) of the log under `prefix` at `revision`, in order. */
+  private async readEntries(prefix: string, lo: number, hi: number, revision: string): Promise<LogEntry[]> {
+    const kvs = await this.rangeAll(
+      `read ${prefix}`,
+      Buffer.from(sequenceKey(prefix, lo)),
+      Buffer.from(sequenceKey(prefix, hi + 1)),
+      revision,
+    );
+    const out: LogEntry[] = [];
+    for (const kv of kvs) {
+      const key = kv.key.toString();
+      const seq = parseSequenceKey(prefix, key);
+      if (seq === undefined) continue; // not an entry (cannot be in this range, but never trust it)
+      out.push({ seq, value: decode(kv.value, key) });
+    }
+    return out;
+  }
+
+  /** Every key in [start, end) in key order, at one revision (`revision`, else the first page's), a page at a time. */
+  private async rangeAll(what: string, start: Buffer, end: Buffer, revision?: string): Promise<IKeyValue[]> {
+    const out: IKeyValue[] = [];
+    let from = start;
+    let rev = revision;
+    for (;;) {
+      const b = this.client.getAll().inRange({ start: from, end }).limit(RANGE_PAGE_KEYS);
+      if (rev !== undefined) b.revision(rev);
+      const res: IRangeResponse = await this.call(what, () => b.exec());
+      rev ??= res.header.revision;
+      out.push(...res.kvs);
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || !last) return out;
+      from = Buffer.concat([last.key, Buffer.from([0])]);
+    }
+  }
+}
+
+/** Whether `s` is the etcd store (for etcd-only extras: the cluster members key, the shared client). */
+export function isEtcdStore(s: unknown): s is EtcdStore {
+  return s instanceof EtcdStore;
+}
+
+/** A Store key must be text etcd can hold under our prefix. */
+function checkKey(key: string): string {
+  if (typeof key !== 'string' || key.length === 0 || key.length > STORE_KEY_MAX_CHARS)
+    throw new InvalidRequestError(
+      `store key must be 1-${STORE_KEY_MAX_CHARS} characters, got ${JSON.stringify(key).slice(0, 80)}`,
+    );
+  return key;
+}
+
+/** A version we compare against must be an etcd revision. */
+function checkVersion(v: string, key: string): void {
+  if (!/^[1-9]\d{0,19}$/.test(v))
+    throw new InvalidRequestError(
+      `store version of ${key} must be a revision (digits), got ${v.slice(0, 40)}`,
+      key,
+    );
+}
+
+/** `value` as JSON text, refused (naming `key`) when larger than ETCD_VALUE_MAX_BYTES. */
+function encode(value: unknown, key: string): string {
+  const text = JSON.stringify(value);
+  if (text === undefined)
+    throw new InvalidRequestError(`store value of ${key} is not JSON-serialisable`, key);
+  const bytes = Buffer.byteLength(text);
+  if (bytes > ETCD_VALUE_MAX_BYTES)
+    throw new InvalidRequestError(
+      `store value of ${key} is ${bytes} bytes; etcd values are limited to ${ETCD_VALUE_MAX_BYTES}`,
+      key,
+    );
+  return text;
+}
+
+/** Parses a value read from etcd: refused unparsed (naming `key`) when too large or not JSON. */
+function decode(value: Buffer, key: string): unknown {
+  if (value.length > ETCD_VALUE_MAX_BYTES)
+    throw new InvalidStateError(
+      `etcd value of ${key} is ${value.length} bytes, over the ${ETCD_VALUE_MAX_BYTES} limit: refused`,
+      key,
+    );
+  try {
+    return JSON.parse(value.toString('utf8'));
+  } catch {
+    throw new InvalidStateError(`etcd value of ${key} is not JSON`, key);
+  }
+}

@@ -1,0 +1,214 @@
+// The etcd store against a real etcd (one member on loopback): the same conformance suite SQLite passes, plus what
+// only a shared, networked store has: two stores (two controllers) on one etcd, concurrent appenders, values over
+// the limit, pages larger than the client accepts, and etcd going away and coming back.
+import type { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storeConformance } from '../../src/controller/store/conformance.js';
+import { EtcdStore, isEtcdStore, RANGE_PAGE_KEYS } from '../../src/controller/store/etcd.js';
+import { openStore, storeKind } from '../../src/controller/store/registry.js';
+import { clusterKeys, ETCD_PREFIX } from '../../src/shared/cluster.js';
+import { InvalidRequestError, InvalidStateError, UnavailableError } from '../../src/shared/errors.js';
+import { etcdClient } from '../../src/shared/etcd.js';
+import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../src/shared/limits.js';
+import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
+
+let etcd: TestEtcd;
+let admin: Etcd3;
+const clients: Etcd3[] = [];
+
+/** A fresh client of the test etcd (closed in afterAll). */
+function client(): Etcd3 {
+  const c = etcdClient({ endpoints: [etcd.endpoint] });
+  clients.push(c);
+  return c;
+}
+
+/** Removes everything vmlink wrote: each test starts on an empty store. */
+async function wipe(): Promise<void> {
+  await admin.delete().prefix(ETCD_PREFIX).exec();
+}
+
+beforeAll(async () => {
+  etcd = await startTestEtcd();
+  admin = client();
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await etcd?.close();
+});
+
+storeConformance('etcd', async () => {
+  await wipe();
+  return new EtcdStore(client(), { ownsClient: false });
+});
+
+describe('etcd store: shared by several controllers', () => {
+  it('opens through the registry, and two stores see each other’s writes', async () => {
+    await wipe();
+    expect(storeKind(`etcd+http://${etcd.endpoint.slice('http://'.length)}`)).toBe('etcd');
+    const a = openStore(`etcd+http://${etcd.endpoint.slice('http://'.length)}`);
+    const b = openStore(`etcd+http://${etcd.endpoint.slice('http://'.length)}`);
+    try {
+      expect(isEtcdStore(a)).toBe(true);
+      await a.put('specs/current', { text: 'x' });
+      expect(await b.get('specs/current')).toEqual({ text: 'x' });
+      const v = (await b.getVersioned('specs/current'))!.version;
+      // b replaces what a wrote; a, still holding the old version, loses its compare-and-set.
+      const v2 = await b.putIf('specs/current', { text: 'y' }, v);
+      expect(v2).toBeDefined();
+      expect(await a.putIf('specs/current', { text: 'z' }, v)).toBeUndefined();
+      expect(await a.get('specs/current')).toEqual({ text: 'y' });
+      // The raw key is where the contract says.
+      expect(await admin.get(clusterKeys.kv('specs/current')).json()).toEqual({ text: 'y' });
+      // Racing compare-and-sets from two stores: exactly one wins.
+      const race = await Promise.all([
+        ...Array.from({ length: 4 }, () => a.putIf('specs/current', 'a', v2!)),
+        ...Array.from({ length: 4 }, () => b.putIf('specs/current', 'b', v2!)),
+      ]);
+      expect(race.filter((r) => r !== undefined)).toHaveLength(1);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('interleaves events from two writers with unique, growing ids', async () => {
+    await wipe();
+    const a = new EtcdStore(client());
+    const b = new EtcdStore(client());
+    const N = 40;
+    const write = async (s: EtcdStore, who: string) => {
+      const ids: number[] = [];
+      for (let i = 0; i < N; i++) ids.push((await s.appendEvent('test', `${who}${i}`)).id);
+      return ids;
+    };
+    const [ia, ib] = await Promise.all([write(a, 'a'), write(b, 'b')]);
+    // Each writer's ids grow; no id is handed out twice.
+    for (const ids of [ia, ib])
+      for (let i = 1; i < ids.length; i++) expect(ids[i]!).toBeGreaterThan(ids[i - 1]!);
+    expect(new Set([...ia, ...ib]).size).toBe(2 * N);
+    const all = await a.events(1000);
+    expect(all).toHaveLength(2 * N);
+    for (let i = 1; i < all.length; i++) expect(all[i]!.id).toBeGreaterThan(all[i - 1]!.id);
+    // Both writers' events are there, and each one's in the order it wrote them.
+    const of = (who: string) => all.filter((e) => e.message.startsWith(who)).map((e) => e.message);
+    expect(of('a')).toEqual(Array.from({ length: N }, (_, i) => `a${i}`));
+    expect(of('b')).toEqual(Array.from({ length: N }, (_, i) => `b${i}`));
+    // The newest few, oldest first, as both stores see them.
+    expect((await b.events(3)).map((e) => e.id)).toEqual(all.slice(-3).map((e) => e.id));
+  });
+
+  it('prunes the audit trail to its bound with two writers', async () => {
+    await wipe();
+    const a = new EtcdStore(client());
+    const b = new EtcdStore(client());
+    const write = async (s: EtcdStore, who: string) => {
+      for (let i = 0; i < 15; i++)
+        await s.appendAudit(new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), { who, i }, 10);
+    };
+    await Promise.all([write(a, 'a'), write(b, 'b')]);
+    const all = await a.auditEntries(undefined, 100);
+    expect(all).toHaveLength(10);
+    expect(all[all.length - 1]!.id).toBe(30);
+    expect(all[0]!.id).toBe(21);
+    // Pruned entries are gone from etcd itself, not only hidden.
+    const keys = await admin.getAll().prefix(clusterKeys.auditPrefix).keys();
+    expect(keys.filter((k) => /\/\d{16}$/.test(k))).toHaveLength(10);
+  });
+
+  it('lists more keys than one page, and pages larger than the client accepts, in key order', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    const n = RANGE_PAGE_KEYS * 2 + 5;
+    await Promise.all(Array.from({ length: n }, (_, i) => s.put(`many/${String(i).padStart(4, '0')}`, i)));
+    const many = await s.list<number>('many/');
+    expect(many.map((e) => e.value)).toEqual(Array.from({ length: n }, (_, i) => i));
+    // Values at the limit, more of them than one response may hold in all: every page still fits.
+    const big = 'x'.repeat(ETCD_VALUE_MAX_BYTES - 100);
+    const count = RANGE_PAGE_KEYS + 3;
+    expect(count * ETCD_VALUE_MAX_BYTES).toBeGreaterThan(ETCD_RESPONSE_MAX_BYTES);
+    for (let i = 0; i < count; i++) await s.put(`big/${String(i).padStart(3, '0')}`, { i, big });
+    const bigs = await s.list<{ i: number; big: string }>('big/');
+    expect(bigs.map((e) => e.value.i)).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(bigs.every((e) => e.value.big.length === big.length)).toBe(true);
+    await admin.delete().prefix(clusterKeys.kv('big/')).exec();
+  });
+
+  it('refuses a value over the limit on write, and one found in etcd on read, naming the key', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    const tooBig = 'x'.repeat(ETCD_VALUE_MAX_BYTES);
+    await expect(s.put('specs/huge', tooBig)).rejects.toThrow(InvalidRequestError);
+    await expect(s.put('specs/huge', tooBig)).rejects.toThrow(/specs\/huge/);
+    await expect(s.putIf('specs/huge', tooBig, null)).rejects.toThrow(InvalidRequestError);
+    await expect(s.appendEvent('x', tooBig)).rejects.toThrow(InvalidRequestError);
+    expect(await s.get('specs/huge')).toBeUndefined();
+    // Someone with write access put a larger value there directly: refused, never parsed.
+    await admin
+      .put(clusterKeys.kv('specs/planted'))
+      .value(`"${'y'.repeat(ETCD_VALUE_MAX_BYTES)}"`)
+      .exec();
+    await expect(s.get('specs/planted')).rejects.toThrow(InvalidStateError);
+    await expect(s.list('specs/')).rejects.toThrow(/specs\/planted/);
+    await admin.put(clusterKeys.kv('specs/garbage')).value('{not json').exec();
+    await expect(s.get('specs/garbage')).rejects.toThrow(/not JSON/);
+    // A tampered counter is refused, not trusted.
+    await admin.put(`${clusterKeys.eventsPrefix}counter`).value('{"last":"x"}').exec();
+    await expect(s.events(10)).rejects.toThrow(InvalidStateError);
+  });
+
+  it('keeps the cluster members key (agents read it), validated', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    expect(await s.getClusterMembers()).toBeUndefined();
+    const m = { heartbeatSeconds: 5, hosts: [{ name: 'host1', agent: 'https://10.0.0.1:7443' }] };
+    await s.putClusterMembers(m);
+    expect(await s.getClusterMembers()).toEqual(m);
+    expect(await admin.get(clusterKeys.members).json()).toEqual(m);
+    await admin.put(clusterKeys.members).value('{"hosts":5}').exec();
+    await expect(s.getClusterMembers()).rejects.toThrow(InvalidStateError);
+  });
+});
+
+describe('etcd store: etcd going away', () => {
+  it('fails with a clear UnavailableError while etcd is stopped (no hang), and works again after', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    await s.put('k', 1);
+    await s.appendEvent('before', 'stop');
+    await etcd.stop(true);
+    try {
+      const t0 = Date.now();
+      const err = await s.get('k').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(UnavailableError);
+      expect((err as UnavailableError).message).toMatch(/^etcd: get k: /);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      await expect(s.put('k', 2)).rejects.toThrow(UnavailableError);
+      await expect(s.appendEvent('during', 'stop')).rejects.toThrow(UnavailableError);
+    } finally {
+      await etcd.restart();
+    }
+    // The client reconnects by itself (its breaker skips a failed member for 1 s): poll, bounded.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        expect(await s.get('k')).toBe(1);
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    await s.put('k', 3);
+    expect(await s.get('k')).toBe(3);
+    const ev = await s.appendEvent('after', 'restart');
+    expect((await s.events(10)).map((e) => [e.kind, e.id])).toEqual([
+      ['before', ev.id - 1],
+      ['after', ev.id],
+    ]);
+  });
+});
