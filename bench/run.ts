@@ -11,10 +11,11 @@ import { type ApplyPortsResult, benchApplyPorts } from './apply-ports.js';
 import { benchCli, type CliResult } from './cli.js';
 import { hostInfo, load1, round, runCleanups, secs, since } from './lib.js';
 import { benchOverlays, benchVerify, type OverlaysResult, type VerifyBenchResult } from './multihost.js';
+import { benchStore, printStore, type StoreBenchResult, storeSummary } from './store.js';
 import { benchVmStart, type VmStartResult } from './vm-start.js';
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results', 'latest.json');
-const ALL = ['a', 'b', 'c', 'd', 'e', 'f'] as const;
+const ALL = ['a', 'b', 'c', 'd', 'e', 'f', 'g'] as const;
 /** What `npm run bench` runs without --only: every bench. */
 const DEFAULT = ALL;
 type BenchId = (typeof ALL)[number];
@@ -28,13 +29,13 @@ function parseCli(): { only: Set<BenchId>; repeat: number } {
     },
   });
   if (values.help) {
-    console.log('usage: npm run bench -- [--only a,b,c,d,e,f] [--repeat N]   (root; see bench/README.md)');
+    console.log('usage: npm run bench -- [--only a,b,c,d,e,f,g] [--repeat N]   (root; see bench/README.md)');
     process.exit(0);
   }
   const only = new Set<BenchId>();
   for (const x of (values.only ?? DEFAULT.join(',')).split(',').map((s) => s.trim())) {
     if (!(ALL as readonly string[]).includes(x))
-      throw new Error(`--only: unknown bench ${x} (a, b, c, d, e or f)`);
+      throw new Error(`--only: unknown bench ${x} (a, b, c, d, e, f or g)`);
     only.add(x as BenchId);
   }
   const repeat = Number(values.repeat);
@@ -196,6 +197,13 @@ async function main(): Promise<void> {
     f = await benchCli({ say });
   }
 
+  let g: StoreBenchResult | undefined;
+  if (only.has('g')) {
+    say('\n(g) store operations, N of each: embedded SQLite vs etcd (one local member)');
+    g = await benchStore({ repeat, say });
+    printStore(g, say);
+  }
+
   const lines: string[] = [];
   if (a)
     lines.push(
@@ -219,6 +227,7 @@ async function main(): Promise<void> {
     lines.push(
       `(f) cli latency: --version ${secs(f.version.vmlink.medianMs)} (node -e 0 ${secs(f.version.raw.medianMs)}), status ${secs(f.status.vmlink.medianMs)} (http.get ${secs(f.status.raw.medianMs)}), no-op apply ${secs(f.noopApply.vmlink.medianMs)} (host read by hand ${secs(f.noopApply.raw.medianMs)})${f.noopApplyLarge ? `, no-op apply of (b)'s spec ${secs(f.noopApplyLarge.vmlink.medianMs)}` : ''}`,
     );
+  if (g) lines.push(storeSummary(g));
   const totalMs = since(started);
   say(`\nsummary (medians of ${repeat}; ratio = vmlink / raw)`);
   for (const l of lines) say(`  ${l}`);
@@ -262,6 +271,7 @@ async function main(): Promise<void> {
     ...(d ? { d } : {}),
     ...(e ? { e } : {}),
     ...(f ? { f } : {}),
+    ...(g ? { g } : {}),
   };
   writeFileSync(RESULTS, `${JSON.stringify(json, null, 2)}\n`);
   try {

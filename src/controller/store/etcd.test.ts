@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidStateError } from '../../shared/errors.js';
-import { counterKey, parseCounter, parseSequenceKey, SEQUENCE_DIGITS, sequenceKey } from './etcd.js';
+import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
+import {
+  counterKey,
+  parseCounter,
+  parseSequenceKey,
+  RANGE_PAGE_KEYS,
+  RANGE_PAGE_TARGET_BYTES,
+  rangePageKeys,
+  SEQUENCE_DIGITS,
+  sequenceKey,
+} from './etcd.js';
 
 describe('etcd store: log keys', () => {
   it('pads sequences so that keys sort as numbers do', () => {
@@ -40,5 +50,22 @@ describe('etcd store: log keys', () => {
       `{"last":5,"first":1,"pad":"${'x'.repeat(200)}"}`,
     ])
       expect(() => parseCounter(bad, 'k'), bad).toThrow(InvalidStateError);
+  });
+});
+
+describe('etcd store: range pages', () => {
+  it('never asks for more than fits the client’s largest response, at the value limit', () => {
+    expect(RANGE_PAGE_KEYS * (ETCD_VALUE_MAX_BYTES + 4 * 4096)).toBeLessThanOrEqual(ETCD_RESPONSE_MAX_BYTES);
+    for (const seen of [0, 1, 100, 10_000, 1 << 20, ETCD_VALUE_MAX_BYTES + 20_000]) {
+      const n = rangePageKeys(seen);
+      expect(n).toBeGreaterThanOrEqual(1);
+      expect(n).toBeLessThanOrEqual(RANGE_PAGE_KEYS);
+    }
+  });
+
+  it('starts small (values unknown), takes many small values at once, few large ones', () => {
+    expect(rangePageKeys(0) * ETCD_VALUE_MAX_BYTES).toBeLessThanOrEqual(RANGE_PAGE_TARGET_BYTES);
+    expect(rangePageKeys(200)).toBe(RANGE_PAGE_KEYS);
+    expect(rangePageKeys(1 << 20)).toBe(Math.floor(RANGE_PAGE_TARGET_BYTES / ((1 << 20) + 256)));
   });
 });

@@ -8,6 +8,7 @@ import { type ClusterMembers, ClusterMembersSchema, clusterKeys } from '../../sh
 import { InvalidRequestError, InvalidStateError } from '../../shared/errors.js';
 import { etcdFailure } from '../../shared/etcd.js';
 import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
+import { KeyedQueue } from '../../shared/queue.js';
 import { sleep } from '../../shared/time.js';
 import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
 
@@ -15,13 +16,27 @@ import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js'
 export const SEQUENCE_DIGITS = 16;
 /** Longest Store key (characters; up to 4 UTF-8 bytes each). */
 export const STORE_KEY_MAX_CHARS = 4096;
+/** Bytes one key with its value may take in a range response at most (value limit, longest key, framing). */
+const KV_MAX_BYTES = ETCD_VALUE_MAX_BYTES + 4 * STORE_KEY_MAX_CHARS + 256;
 /**
- * Keys a range request asks for at once: a page of values at their limit (with the longest keys) still fits the
+ * Most keys a range request asks for at once: a page of values at their limit (with the longest keys) still fits the
  * client's largest response, so no page is ever refused for its size (which would reset the shared connection).
  */
-export const RANGE_PAGE_KEYS = Math.floor(
-  ETCD_RESPONSE_MAX_BYTES / (ETCD_VALUE_MAX_BYTES + 4 * STORE_KEY_MAX_CHARS + 256),
-);
+export const RANGE_PAGE_KEYS = Math.floor(ETCD_RESPONSE_MAX_BYTES / KV_MAX_BYTES);
+/**
+ * Bytes a range page aims at: the first page asks for as many keys as fit at the value limit, later ones for as
+ * many as fit at the largest value seen so far (so a page of large values arrives well within a request's deadline,
+ * and small values still come RANGE_PAGE_KEYS at a time).
+ */
+export const RANGE_PAGE_TARGET_BYTES = 8 << 20;
+/** Audit entries read per step while filtering by time (newest first). */
+const AUDIT_SCAN_KEYS = 256;
+
+/** Keys to ask for in the next page, given the largest key+value seen so far (0: none yet). */
+export function rangePageKeys(largestSeen: number): number {
+  const per = largestSeen > 0 ? Math.max(largestSeen + 256, 4096) : KV_MAX_BYTES;
+  return Math.max(1, Math.min(RANGE_PAGE_KEYS, Math.floor(RANGE_PAGE_TARGET_BYTES / per)));
+}
 /** Compare-and-set tries of one append before giving up (each lost try means another appender won). */
 export const APPEND_ATTEMPTS = 64;
 
@@ -101,6 +116,8 @@ export class EtcdStore implements Store {
   private readonly ownsClient: boolean;
   /** The last counter this store wrote per log: one round trip per append while nobody else appends. */
   private readonly counters = new Map<string, { counter: LogCounter; rev: string | null }>();
+  /** Appends of this store run one at a time per log: only other controllers' appends compete for the counter. */
+  private readonly appends = new KeyedQueue();
   private closed = false;
 
   constructor(
@@ -230,7 +247,7 @@ export class EtcdStore implements Store {
     // Newest first, a page at a time, until `limit` match (times are the appenders' and need not grow with ids).
     let hi = counter.last;
     while (hi >= counter.first && out.length < limit) {
-      const lo = Math.max(counter.first, hi - RANGE_PAGE_KEYS + 1);
+      const lo = Math.max(counter.first, hi - AUDIT_SCAN_KEYS + 1);
       const page = await this.readEntries(prefix, lo, hi, revision);
       for (let i = page.length - 1; i >= 0 && out.length < limit; i--) {
         const { seq, value } = page[i]!;
@@ -283,8 +300,12 @@ export class EtcdStore implements Store {
    * (compare-and-set on the counter's mod revision), pruning entries `keep` or more below the new one when given.
    * Returns the entry's sequence.
    */
-  private async append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
+  private append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
     const text = encode(value, prefix);
+    return this.appends.run(prefix, () => this.appendNow(prefix, text, keep));
+  }
+
+  private async appendNow(prefix: string, text: string, keep: number | undefined): Promise<number> {
     const cKey = counterKey(prefix);
     let state = this.counters.get(prefix) ?? (await this.readCounter(prefix));
     for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
@@ -360,16 +381,21 @@ export class EtcdStore implements Store {
     return out;
   }
 
-  /** Every key in [start, end) in key order, at one revision (`revision`, else the first page's), a page at a time. */
+  /**
+   * Every key in [start, end) in key order, at one revision (`revision`, else the first page's), a page at a time
+   * (see `rangePageKeys`).
+   */
   private async rangeAll(what: string, start: Buffer, end: Buffer, revision?: string): Promise<IKeyValue[]> {
     const out: IKeyValue[] = [];
     let from = start;
     let rev = revision;
+    let largest = 0;
     for (;;) {
-      const b = this.client.getAll().inRange({ start: from, end }).limit(RANGE_PAGE_KEYS);
+      const b = this.client.getAll().inRange({ start: from, end }).limit(rangePageKeys(largest));
       if (rev !== undefined) b.revision(rev);
       const res: IRangeResponse = await this.call(what, () => b.exec());
       rev ??= res.header.revision;
+      for (const kv of res.kvs) largest = Math.max(largest, kv.key.length + kv.value.length);
       out.push(...res.kvs);
       const last = res.kvs[res.kvs.length - 1];
       if (!res.more || !last) return out;
