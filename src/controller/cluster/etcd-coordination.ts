@@ -57,6 +57,8 @@ export const ControllerInfoSchema = z
     id: z.string().min(1).max(256),
     name: z.string().min(1).max(64),
     address: z.string().min(1).max(512),
+    // Its TCP listener (controllers helper: cluster/types.ts ControllerInfo.tcp).
+    tcp: z.string().min(1).max(512).optional(),
     since: z.string().max(64),
   })
   .strict();
