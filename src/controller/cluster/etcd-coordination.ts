@@ -42,6 +42,9 @@ export const LIVE_HOSTS_MAX = 4096;
 /** One member's status request in `members()`. */
 export const MEMBER_STATUS_TIMEOUT_MS = 2_000;
 
+/** A clock that never jumps (the election's deadlines must not move when someone sets the wall clock). */
+const monotonicMs = (): number => performance.now();
+
 /** The election's prefix for etcd3's Election (`<ns>/election/<name>/`). */
 const ELECTION_NAME = 'controller';
 const electionPrefix = `${clusterKeys.election}/`;
@@ -372,7 +375,7 @@ export class EtcdCampaign implements Campaign {
   private stopped = false;
   private active = false;
   private leaseId: string | undefined;
-  /** Until when our lease surely lives (ms since epoch); 0 without a lease. */
+  /** Until when our lease surely lives (`monotonicMs()`); 0 without a lease. */
   private deadline = 0;
   private deadlineTimer: NodeJS.Timeout | undefined;
   /** The candidacy's waits, woken when its deadline passes or it resigns. */
@@ -392,7 +395,7 @@ export class EtcdCampaign implements Campaign {
 
   /** Whether this controller is active and its lease surely alive right now (check before a guarded write). */
   holds(): boolean {
-    return this.active && !this.stopped && Date.now() < this.deadline;
+    return this.active && !this.stopped && monotonicMs() < this.deadline;
   }
 
   async resign(): Promise<void> {
@@ -438,7 +441,7 @@ export class EtcdCampaign implements Campaign {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     this.deadlineTimer = setTimeout(
       () => this.expire(`election lease not renewed for ${ttlS}s (etcd unreachable or slow)`),
-      Math.max(0, this.deadline - Date.now()),
+      Math.max(0, this.deadline - monotonicMs()),
     );
   }
 
@@ -463,12 +466,12 @@ export class EtcdCampaign implements Campaign {
 
   /** Whether this candidacy can go on: not resigned, lease alive. */
   private alive(): boolean {
-    return !this.stopped && Date.now() < this.deadline;
+    return !this.stopped && monotonicMs() < this.deadline;
   }
 
   /** One candidacy: grant, register, wait for the older ones to go, serve, until the lease is gone. */
   private async candidacy(): Promise<void> {
-    const sentAt = Date.now();
+    const sentAt = monotonicMs();
     const grant = await this.client.leaseClient.leaseGrant({ TTL: this.ttlS, ID: 0 });
     this.leaseId = grant.ID;
     this.setDeadline(sentAt, Number(grant.TTL));
@@ -547,7 +550,7 @@ export class EtcdCampaign implements Campaign {
     while (this.alive()) {
       await this.nap(every);
       while (this.alive()) {
-        const sentAt = Date.now();
+        const sentAt = monotonicMs();
         try {
           const ttl = await this.keepAliveOnce(id);
           if (ttl <= 0) {
