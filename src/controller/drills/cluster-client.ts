@@ -3,10 +3,12 @@
 // simply stops answering, and the next look finds the new active controller.
 import { HttpClient } from '../../shared/http/client.js';
 import { sleep } from '../../shared/time.js';
+import { twoWriterVolumes } from '../storage-fence.js';
 import {
   EventsSchema,
   GuestExecResultSchema,
   PlanResultSchema,
+  StatusSchema,
   TaskAcceptedSchema,
   TaskViewSchema,
 } from '../wire.js';
@@ -99,6 +101,12 @@ export class SocketCluster implements ClusterPort {
       30_000,
     );
     return { steps: r.plan.steps.length, text: r.text };
+  }
+
+  async iscsiTwoWriters(): Promise<Array<{ pool: string; volume: string; addresses: string[] }>> {
+    const status = await (await this.activeClient()).get('/v1/status', StatusSchema, 30_000);
+    const reports = status.hosts.flatMap((h) => (h.report ? [h.report] : []));
+    return twoWriterVolumes(reports).map((w) => ({ pool: w.pool, volume: w.volume, addresses: w.addresses }));
   }
 
   async startApply(): Promise<ApplyRun> {

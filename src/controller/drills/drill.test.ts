@@ -182,6 +182,11 @@ function envFor(world: World, options: DrillOptions = {}): DrillEnv {
         text: s.planSteps ? '+ start tmp on host1\n' : 'no changes',
       }),
       startApply: async () => applyRun(),
+      // The storage host's target: two initiators on the volume while the failed host's copy still runs.
+      iscsiTwoWriters: async () =>
+        world.procs.filter((p) => p.vm === 'db').length > 1
+          ? [{ pool: 'san', volume: 'db-data', addresses: ['192.168.90.12', '192.168.90.13'] }]
+          : [],
     },
   };
 }
@@ -238,6 +243,23 @@ describe('host-failure drill', () => {
     const c = r.invariants.find((i) => i.name === 'converged')!;
     expect(c).toMatchObject({ ok: false });
     expect(c.detail).toMatch(/1 step\(s\) left: \+ start tmp on host1/);
+  });
+
+  it('asks the iSCSI targets about their sessions when the spec has an iscsi pool, and reports two writers there', async () => {
+    const world = new World({ ...OK, killLeavesQemu: true, restartMs: 60 });
+    try {
+      const env = envFor(world);
+      // Only the pool's kind matters to the drill: it decides whether the targets are asked.
+      env.spec.pools.push({ name: 'san', type: 'iscsi', host: 'host1' } as (typeof env.spec.pools)[number]);
+      const r = await runDrill(env, 'host-failure', 'host2');
+      const d = r.invariants.find((i) => i.name === 'no-disk-two-writers')!;
+      expect(d.ok).toBe(false);
+      expect(d.detail).toMatch(
+        /iSCSI targets' sessions looked at \d+ time\(s\): san\/db-data has sessions from 192\.168\.90\.12 and 192\.168\.90\.13/,
+      );
+    } finally {
+      world.dispose();
+    }
   });
 
   it('refuses to start on an unhealthy cluster', async () => {

@@ -60,6 +60,11 @@ export interface ClusterPort {
   plan(): Promise<{ steps: number; text: string }>;
   /** Starts an apply of the drill's spec on the active controller. */
   startApply(): Promise<ApplyRun>;
+  /**
+   * iSCSI volumes whose target has sessions from more than one initiator address now, from the storage hosts'
+   * reports (the target side of "no disk with two writers"); absent where the cluster cannot say.
+   */
+  iscsiTwoWriters?(): Promise<Array<{ pool: string; volume: string; addresses: string[] }>>;
 }
 
 /** Everything a drill runner uses. */
