@@ -156,7 +156,7 @@ export class DrillRun {
     const times = evs
       .filter((e) => e.kind === kind && eventNames(e.message, subject))
       .map((e) => Date.parse(e.time))
-      .filter((t) => Number.isFinite(t) && t >= t0 - 1_000);
+      .filter((t) => Number.isFinite(t) && t >= t0);
     return times.length ? Math.min(...times) : undefined;
   }
 
