@@ -235,6 +235,8 @@ export class FakeHost {
       case 'vm.delete':
         this.vms.delete(a.name);
         return;
+      case 'volume.fence':
+        return; // recorded in `actions`; a storage host's answer (storage-fence.ts sends it before a VM starts)
       default:
         throw new VmlinkError('unsupported', `the fake agent does not know ${(a as AgentAction).kind}`);
     }
