@@ -156,6 +156,11 @@ describe('etcd store: shared by several controllers', () => {
     // A tampered counter is refused, not trusted.
     await admin.put(`${clusterKeys.eventsPrefix}counter`).value('{"last":"x"}').exec();
     await expect(s.events(10)).rejects.toThrow(InvalidStateError);
+    // A planted counter claiming 10^15 audit entries is not walked page by page.
+    await admin.put(`${clusterKeys.auditPrefix}counter`).value('{"last":1000000000000000,"first":1}').exec();
+    const t0 = Date.now();
+    expect(await s.auditEntries(undefined, 1_000_000)).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   it('keeps the cluster members key (agents read it), validated', async () => {

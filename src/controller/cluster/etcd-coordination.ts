@@ -4,7 +4,7 @@
 // expire its lease (the send time of its last confirmed keepalive + TTL - margin), so etcd never sees two actives.
 // Everything read from etcd (lease values, the leader's record, member URLs) is untrusted: bounded and parsed.
 
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Watcher } from 'etcd3';
 import { z } from 'zod';
 import {
   CLUSTER_HEARTBEAT_S_DEFAULT,
@@ -17,7 +17,6 @@ import { InvalidRequestError } from '../../shared/errors.js';
 import { type EtcdConnection, etcdClient, etcdFailure } from '../../shared/etcd.js';
 import { ETCD_MEMBERS_MAX } from '../../shared/limits.js';
 import { type Logger, log as rootLog } from '../../shared/log.js';
-import { sleep } from '../../shared/time.js';
 import type {
   Campaign,
   CampaignEvents,
@@ -375,6 +374,9 @@ export class EtcdCampaign implements Campaign {
   private stopped = false;
   private active = false;
   private leaseId: string | undefined;
+  /** Leases of ended candidacies whose revoke failed (etcd away): revoked before the next one, so their keys do
+   * not make the new candidacy wait behind our own old key. */
+  private readonly staleLeases = new Set<string>();
   /** Until when our lease surely lives (`monotonicMs()`); 0 without a lease. */
   private deadline = 0;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -415,7 +417,7 @@ export class EtcdCampaign implements Campaign {
           if (!this.stopped) this.log.warn({ err: (e as Error).message }, 'election candidacy ended');
         }
         await this.endLease();
-        if (!this.stopped) await sleep(CAMPAIGN_RESTART_MS);
+        if (!this.stopped) await this.nap(CAMPAIGN_RESTART_MS);
       }
     } finally {
       this.onEnd();
@@ -471,6 +473,8 @@ export class EtcdCampaign implements Campaign {
 
   /** One candidacy: grant, register, wait for the older ones to go, serve, until the lease is gone. */
   private async candidacy(): Promise<void> {
+    await this.revokeStale();
+    if (this.stopped) return;
     const sentAt = monotonicMs();
     const grant = await this.client.leaseClient.leaseGrant({ TTL: this.ttlS, ID: 0 });
     this.leaseId = grant.ID;
@@ -519,28 +523,42 @@ export class EtcdCampaign implements Campaign {
 
   /** Resolves when `key` is deleted (or the candidacy ends). */
   private async waitForDelete(key: Buffer, revision: string): Promise<void> {
-    const w = await this.client
+    // Every step is also woken by our deadline or a resign: a watch that cannot start (etcd away) never holds us.
+    let woken = false;
+    let wake = () => {};
+    const woke = new Promise<void>((resolve) => {
+      wake = () => {
+        woken = true;
+        this.wakers.delete(wake);
+        resolve();
+      };
+      this.wakers.add(wake);
+    });
+    if (!this.alive()) wake();
+    const creating = this.client
       .watch()
       .key(key)
       .startRevision((BigInt(revision) + 1n).toString())
       .only('delete')
       .create();
+    const w = await Promise.race([creating, woke.then(() => undefined)]);
+    if (!w) {
+      void creating.then((late) => late.cancel()).catch(() => undefined);
+      return;
+    }
     try {
+      if (woken) return;
       await new Promise<void>((resolve) => {
-        const done = () => {
-          this.wakers.delete(done);
-          resolve();
-        };
-        this.wakers.add(done);
-        w.once('delete', done);
+        void woke.then(resolve);
+        w.once('delete', () => resolve());
         // A broken watch: look again (the loop re-reads the older candidates).
-        w.once('disconnected', done);
-        w.once('error', done);
-        // Our own deadline or a resign also ends the wait (through the wakers).
-        if (!this.alive()) done();
+        w.once('disconnected', () => resolve());
+        w.once('error', () => resolve());
       });
     } finally {
-      await w.cancel().catch(() => undefined);
+      this.wakers.delete(wake);
+      // Not awaited: cancelling a watch on a lost connection may wait for the connection.
+      void w.cancel().catch(() => undefined);
     }
   }
 
@@ -596,10 +614,20 @@ export class EtcdCampaign implements Campaign {
     const id = this.leaseId;
     this.leaseId = undefined;
     if (!id) return;
-    try {
-      await this.client.leaseClient.leaseRevoke({ ID: id });
-    } catch (e) {
-      this.log.debug({ err: (e as Error).message }, 'election lease revoke failed (it expires by itself)');
+    this.staleLeases.add(id);
+    await this.revokeStale();
+  }
+
+  /** Revokes the leases of ended candidacies; one that etcd no longer knows is done with too. */
+  private async revokeStale(): Promise<void> {
+    for (const id of [...this.staleLeases]) {
+      try {
+        await this.client.leaseClient.leaseRevoke({ ID: id });
+        this.staleLeases.delete(id);
+      } catch (e) {
+        if (e instanceof EtcdLeaseInvalidError) this.staleLeases.delete(id);
+        else this.log.debug({ err: (e as Error).message }, 'election lease revoke failed (retried later)');
+      }
     }
   }
 }

@@ -249,6 +249,8 @@ export class EtcdStore implements Store {
     while (hi >= counter.first && out.length < limit) {
       const lo = Math.max(counter.first, hi - AUDIT_SCAN_KEYS + 1);
       const page = await this.readEntries(prefix, lo, hi, revision);
+      // Entries first..last all exist; none here means the counter lies (planted): stop rather than walk it.
+      if (page.length === 0) break;
       for (let i = page.length - 1; i >= 0 && out.length < limit; i--) {
         const { seq, value } = page[i]!;
         const v = value as { time?: unknown; record?: unknown } | null;
