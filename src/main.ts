@@ -26,6 +26,10 @@ const processes: Processes = {
       heartbeatMs: a.heartbeatMs,
       ...(a.listen ? { tcp: a.listen } : {}),
       ...(a.tokenFile ? { token: await readToken(a.tokenFile) } : {}),
+      ...(a.store ? { store: a.store } : {}),
+      ...(a.name ? { name: a.name } : {}),
+      ...(a.pkiDir ? { pkiDir: a.pkiDir } : {}),
+      ...(a.secretsKey ? { secretsKey: a.secretsKey } : {}),
     });
   },
   async spawnDaemon(a) {

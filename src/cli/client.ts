@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
 import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
-import { BadResponseError, fromErrorBody, UnavailableError, VmlinkError } from '../shared/errors.js';
+import {
+  BadResponseError,
+  fromErrorBody,
+  NotActiveError,
+  UnavailableError,
+  VmlinkError,
+} from '../shared/errors.js';
 import { HttpClient } from '../shared/http/client.js';
 import { sleep } from '../shared/time.js';
 import { CONTROLLER_NAME, peerMismatch } from '../shared/tls.js';
@@ -10,15 +16,56 @@ import { CONTROLLER_NAME, peerMismatch } from '../shared/tls.js';
 const TASK_POLL_MAX_MS = 250;
 
 /**
- * The CLI's client of the controller API: its unix socket, or its TCP listener over TLS (`https://`), whose
- * certificate must chain to the CA in `VMLINK_CA` and name the controller; `VMLINK_TOKEN` travels inside TLS only.
+ * The addresses in a `--socket` / `VMLINK_SOCKET` value: one, or a comma-separated list of cluster controllers
+ * (unix socket paths, or `https://addr:port` TCP listeners), in the order to try them.
  */
-export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
-  if (socket.startsWith('http://'))
-    throw new VmlinkError(
-      'invalid',
-      `the controller's TCP API speaks only TLS: use https://${socket.slice('http://'.length)} with VMLINK_CA`,
-    );
+export function controllerAddresses(value: string): string[] {
+  const list = [...new Set(value.split(',').map((a) => a.trim()))].filter((a) => a !== '');
+  if (list.length === 0) throw new VmlinkError('invalid', `--socket names no controller: "${value}"`);
+  for (const a of list)
+    if (a.startsWith('http://'))
+      throw new VmlinkError(
+        'invalid',
+        `the controller's TCP API speaks only TLS: use https://${a.slice('http://'.length)} with VMLINK_CA`,
+      );
+  return list;
+}
+
+/**
+ * Where a standby's 421 answer (`pointer`, the active controller's address) may send a client that asked `from`,
+ * or undefined when it may not. The kind never changes: from a unix socket only to a unix socket path
+ * (`unix:///abs/path`), from an https listener only to an https listener (still checked against VMLINK_CA and the
+ * controller's name, so the token never leaves TLS with a vmlink controller of this CA). Standbys are trusted as
+ * much as the active one (both are the cluster's controllers: only they may write the election), but a pointer is
+ * followed once per call and never across kinds: a user of the local socket is never sent over the network.
+ */
+export function followPointer(from: string, pointer: string | undefined): string | undefined {
+  if (!pointer) return undefined;
+  if (from.startsWith('https://')) {
+    if (!pointer.startsWith('https://')) return undefined;
+    try {
+      const u = new URL(pointer);
+      return u.protocol === 'https:' && u.port !== '' && u.pathname === '/' && !u.username && !u.password
+        ? `https://${u.host}`
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  if (!pointer.startsWith('unix:///')) return undefined;
+  const path = pointer.slice('unix://'.length);
+  // An absolute path of ordinary characters; no `..` steps.
+  return /^\/[\w./@+-]{1,1000}$/.test(path) && !path.split('/').includes('..') ? path : undefined;
+}
+
+/** Failures that mean nothing reached the controller at that address (so another one may be asked instead). */
+const NOT_REACHED = new Set(['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+const notReached = (e: unknown): boolean =>
+  e instanceof UnavailableError &&
+  NOT_REACHED.has(((e.cause as NodeJS.ErrnoException)?.code ?? '') as string);
+
+/** One controller address's client: a unix socket, or the TCP listener over TLS checked against VMLINK_CA. */
+function singleClient(socket: string, timeoutMs?: number): HttpClient {
   const tcp = socket.startsWith('https://');
   const address = tcp ? socket : `unix://${socket}`;
   const caFile = process.env.VMLINK_CA;
@@ -43,6 +90,118 @@ export function controllerClient(socket: string, timeoutMs?: number): HttpClient
   });
 }
 
+/**
+ * The CLI's client of the controller API over a list of controllers (see `controllerAddresses`): a call goes to
+ * the first that can be reached; a standby's 421 is followed once to the active controller it names (see
+ * `followPointer`). Once a controller has answered, this client stays with it (a task is polled where it runs).
+ */
+export class ControllerClient extends HttpClient {
+  private pinned: { address: string; client: HttpClient } | undefined;
+  private readonly clients = new Map<string, HttpClient>();
+
+  constructor(
+    readonly addresses: string[],
+    private readonly make: (address: string) => HttpClient,
+  ) {
+    super(addresses.join(','));
+  }
+
+  /** The address that answered last (undefined before the first answer). */
+  get answering(): string | undefined {
+    return this.pinned?.address;
+  }
+
+  override get<S extends z.ZodType>(path: string, schema: S, timeoutMs?: number): Promise<z.output<S>> {
+    return this.route((c) => c.get(path, schema, timeoutMs));
+  }
+
+  override post<S extends z.ZodType>(
+    path: string,
+    body: unknown,
+    schema: S,
+    timeoutMs?: number,
+  ): Promise<z.output<S>> {
+    return this.route((c) => c.post(path, body, schema, timeoutMs));
+  }
+
+  override delete<S extends z.ZodType>(path: string, schema: S, timeoutMs?: number): Promise<z.output<S>> {
+    return this.route((c) => c.delete(path, schema, timeoutMs));
+  }
+
+  private client(address: string): HttpClient {
+    let c = this.clients.get(address);
+    if (!c) {
+      c = this.make(address);
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  /** Calls `address`, following a standby's pointer once; `tried` collects every address asked. */
+  private async following<T>(
+    address: string,
+    call: (c: HttpClient) => Promise<T>,
+    tried: Set<string>,
+  ): Promise<T> {
+    tried.add(address);
+    try {
+      const r = await call(this.client(address));
+      this.pinned = { address, client: this.client(address) };
+      return r;
+    } catch (e) {
+      const next = e instanceof NotActiveError ? followPointer(address, e.active) : undefined;
+      if (next === undefined || tried.has(next)) throw e;
+      tried.add(next);
+      const r = await call(this.client(next));
+      this.pinned = { address: next, client: this.client(next) };
+      return r;
+    }
+  }
+
+  private async route<T>(call: (c: HttpClient) => Promise<T>): Promise<T> {
+    const tried = new Set<string>();
+    if (this.pinned) return this.following(this.pinned.address, call, tried);
+    const failures: string[] = [];
+    let standby: NotActiveError | undefined;
+    let last: unknown;
+    for (const address of this.addresses) {
+      if (tried.has(address)) continue;
+      try {
+        return await this.following(address, call, tried);
+      } catch (e) {
+        if (e instanceof NotActiveError) standby ??= e;
+        else if (!notReached(e)) throw e;
+        last = e;
+        failures.push(`${address}: ${(e as Error).message}`);
+      }
+    }
+    // One address: its own error, as before lists existed.
+    if (this.addresses.length === 1) throw last;
+    const detail = failures.map((f) => `\n  ${f}`).join('');
+    if (standby)
+      throw new NotActiveError(
+        `no controller in ${this.addresses.join(',')} is active or reachable:${detail}`,
+        standby.active,
+      );
+    throw new UnavailableError(
+      `no controller in ${this.addresses.join(',')} can be reached:${detail}`,
+      'controller',
+    );
+  }
+}
+
+/**
+ * The CLI's client of the controller API: a unix socket, a TCP listener over TLS (`https://`, whose certificate
+ * must chain to the CA in `VMLINK_CA` and name the controller; `VMLINK_TOKEN` travels inside TLS only), or a
+ * comma-separated list of them (cluster controllers; see `ControllerClient`).
+ */
+export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
+  const addresses = controllerAddresses(socket);
+  // Bad settings (no VMLINK_CA for an https address) are refused before any call.
+  for (const a of addresses) singleClient(a, timeoutMs);
+  return new ControllerClient(addresses, (a) => singleClient(a, timeoutMs));
+}
+
 function readCa(file: string): string {
   try {
     return readFileSync(file, 'utf8');
@@ -53,6 +212,8 @@ function readCa(file: string): string {
 
 /** Explains how to start a controller that cannot be reached. */
 export function explainUnavailable(e: unknown, socket: string): unknown {
+  // A list of cluster controllers has its own message (each address and why).
+  if (socket.includes(',')) return e;
   if (e instanceof UnavailableError && /ENOENT|ECONNREFUSED/.test(e.message)) {
     return new UnavailableError(
       `the controller is not running at ${socket}: start it with \`vmlink daemon --detach\` (npm run quickstart does)`,

@@ -9,6 +9,7 @@ import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
+import { addClusterCommands } from './cluster-commands.js';
 import { addDoctorCommand } from './doctor.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
@@ -30,6 +31,14 @@ export interface DaemonArgs {
   heartbeatMs: number;
   listen?: string;
   tokenFile?: string;
+  /** `sqlite://PATH` (default: the --db file) or `etcd://ADDR:PORT[,...]` (`etcd+http://` without TLS: tests). */
+  store?: string;
+  /** This controller's name in the cluster (default: the machine's hostname). */
+  name?: string;
+  /** The CA's directory (default: `pki/` beside the database). */
+  pkiDir?: string;
+  /** The secrets sealing key (default: `secrets.key` beside the database). */
+  secretsKey?: string;
 }
 
 /** `vmlink agent` as parsed: what the agent process needs. */
@@ -74,7 +83,7 @@ export function createCli(processes: Processes): Command {
     .addOption(
       new Option(
         '--socket <path>',
-        'controller API socket (or https://host:port with VMLINK_TOKEN, an API token or the bootstrap token, and VMLINK_CA)',
+        'controller API socket (or https://host:port with VMLINK_TOKEN, an API token or the bootstrap token, and VMLINK_CA); cluster controllers: a comma-separated list, tried in order (a standby sends the CLI to the active one)',
       )
         .default(controllerSocket())
         .env('VMLINK_SOCKET'),
@@ -97,10 +106,22 @@ export function createCli(processes: Processes): Command {
       'file holding the bootstrap (admin) bearer token of the TCP listener; `vmlink token create` makes scoped ones',
     )
     .option('--heartbeat-ms <ms>', 'host heartbeat period; a host missing 3 in a row is unreachable', '5000')
+    .option(
+      '--store <location>',
+      "state store: sqlite://PATH (default: the --db file) or etcd://ADDR:PORT[,ADDR:PORT...] (a cluster: one active controller, the others stand by; TLS with the pki dir's controller certificate)",
+    )
+    .option('--name <name>', "this controller's name in the cluster (default: the hostname)")
+    .option('--pki-dir <dir>', "the CA's directory (default: pki/ beside the database)")
+    .option('--secrets-key <file>', 'the secrets sealing key (default: secrets.key beside the database)')
     .option('--detach', 'start in the background and return once the API answers')
     .option('--stop', 'stop a controller started with --detach (VMs and lab keep running)')
     .action(async (o: DaemonCliOptions) => {
       const socket = program.opts<{ socket: string }>().socket;
+      if (socket.includes(','))
+        throw new VmlinkError(
+          'invalid',
+          `a controller listens on one socket: --socket ${socket} is a list (lists are for clients)`,
+        );
       if (o.stop) {
         out(await processes.stopDaemon());
         return;
@@ -122,6 +143,7 @@ export function createCli(processes: Processes): Command {
         heartbeatMs,
         ...(o.listen ? { listen: o.listen } : {}),
         ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+        ...daemonClusterArgs(o),
       };
       if (o.detach) return detachDaemon(args, processes);
       await processes.daemon(args);
@@ -233,6 +255,7 @@ export function createCli(processes: Processes): Command {
   addVolumeCommands(program, api);
   addCapacityCommand(program, api);
   addHostCommands(program, api);
+  addClusterCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
@@ -266,11 +289,37 @@ async function detachDaemon(args: DaemonArgs, processes: Processes): Promise<voi
 /** Options of `vmlink daemon`. */
 interface DaemonCliOptions {
   db: string;
+  store?: string;
+  name?: string;
+  pkiDir?: string;
+  secretsKey?: string;
   listen?: string;
   tokenFile?: string;
   heartbeatMs: string;
   detach?: boolean;
   stop?: boolean;
+}
+
+/** The cluster flags of `vmlink daemon`, checked: a store location vmlink knows, a controller name. */
+export function daemonClusterArgs(
+  o: Pick<DaemonCliOptions, 'store' | 'name' | 'pkiDir' | 'secretsKey'>,
+): Pick<DaemonArgs, 'store' | 'name' | 'pkiDir' | 'secretsKey'> {
+  if (o.store !== undefined && !/^(sqlite:\/\/.+|etcd(\+http)?:\/\/.+)$/.test(o.store))
+    throw new VmlinkError(
+      'invalid',
+      `--store must be sqlite://PATH, etcd://ADDR:PORT[,ADDR:PORT...] or etcd+http://ADDR:PORT (tests), got ${o.store}`,
+    );
+  if (o.name !== undefined && !/^[a-z0-9][a-z0-9-]{0,62}$/.test(o.name))
+    throw new VmlinkError(
+      'invalid',
+      `--name must be 1-63 lowercase letters, digits and dashes (starting with a letter or digit), got ${o.name}`,
+    );
+  return {
+    ...(o.store ? { store: o.store } : {}),
+    ...(o.name ? { name: o.name } : {}),
+    ...(o.pkiDir ? { pkiDir: o.pkiDir } : {}),
+    ...(o.secretsKey ? { secretsKey: o.secretsKey } : {}),
+  };
 }
 
 /** Runs the `vmlink` program on `argv`; an error is printed and sets the exit code its kind maps to. */

@@ -11,6 +11,9 @@ import { installAccessControl } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
+import { installStandbyGate } from './cluster/active.js';
+import { addClusterRoutes } from './cluster/routes.js';
+import { type ClusterRuntime, standaloneRuntime } from './cluster/runtime.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import { addSecretRoutes } from './secrets/routes.js';
@@ -59,6 +62,8 @@ export interface ApiOptions {
   tls?: ServerTls;
   /** API tokens and audit trail, shared by the listeners (default: on the controller's store). */
   access?: { tokens: TokenStore; audit: AuditLog };
+  /** Active or standby (cluster/runtime.ts); default: the only controller, always active. */
+  cluster?: ClusterRuntime;
 }
 
 /** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
@@ -89,6 +94,9 @@ export async function createControllerApi(
     taskEnded: (id) => tasks.ended(id),
   });
   addVersionGate(base, 'api');
+  // After access control: a standby names the active controller to authenticated callers only.
+  const cluster = opts.cluster ?? standaloneRuntime(tasks);
+  installStandbyGate(base, cluster, opts.token ? 'tcp' : 'unix-socket');
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify',
     body: (ctx: TaskContext) => Promise<unknown>,
@@ -377,6 +385,7 @@ export async function createControllerApi(
     },
     async (req) => controller.vmConsole(req.params.name, req.query.tail),
   );
+  addClusterRoutes(base, cluster);
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
   addStorageRoutes(base, {

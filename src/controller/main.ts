@@ -1,4 +1,5 @@
 import { mkdirSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SystemRunner } from '../exec/runner.js';
@@ -19,16 +20,21 @@ import {
 import { createControllerApi } from './api.js';
 import { AuditLog } from './auth/audit.js';
 import { TokenStore } from './auth/tokens.js';
+import { activeOnly } from './cluster/active.js';
+import { ClusterRuntime, controllerIdentity } from './cluster/runtime.js';
+import type { Coordination } from './cluster/types.js';
 import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
 import { loadOrCreateSecretsKey } from './secrets/sealing.js';
 import { stores } from './store/registry.js';
+import type { Store } from './store/types.js';
 import { TaskManager } from './tasks.js';
 
 /** Options of `vmlink daemon`. */
 export interface DaemonOptions {
   socket: string;
+  /** The SQLite database (with SQLite) and, in any case, the state directory (`dirname(db)`). */
   db: string;
   /** Optional TCP listener (`https://addr:port`, TLS with the controller's certificate), which requires `token`. */
   tcp?: string;
@@ -37,24 +43,66 @@ export interface DaemonOptions {
   pkiDir?: string;
   /** Heartbeat period (default 5 s); a host missing 3 in a row is unreachable. */
   heartbeatMs?: number;
+  /** `sqlite://PATH` (default `sqlite://<db>`) or `etcd://ADDR:PORT[,...]` (`etcd+http://`: no TLS, tests). */
+  store?: string;
+  /** This controller's name in the cluster (default: the hostname). */
+  name?: string;
+  /** The secrets sealing key (default: `secrets.key` beside the database). Cluster controllers share one. */
+  secretsKey?: string;
+}
+
+/** A controller's default name: the machine's host name, as a cluster name (lowercase letters, digits, dashes). */
+export function defaultControllerName(host = hostname()): string {
+  const name = (host.split('.')[0] ?? '')
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/^-+/, '')
+    .slice(0, 63);
+  return name || 'controller';
+}
+
+/** Where the state lives: a SQLite file (one controller) or etcd (a cluster, with its coordination). */
+interface OpenedState {
+  store: Store;
+  coordination?: Coordination;
+}
+
+async function openState(location: string, _credentials: HostCredentials): Promise<OpenedState> {
+  if (location.startsWith('sqlite://')) return { store: stores.sqlite(location.slice('sqlite://'.length)) };
+  throw new InvalidRequestError(`this build cannot open the store ${location} yet`);
 }
 
 /** Runs the controller until SIGTERM/SIGINT. */
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
-  const store = stores.sqlite(opts.db);
+  const stateDir = dirname(opts.db);
+  // The CA is made at the first start; from then on every call to an agent is mutual TLS. Cluster controllers
+  // share one pki directory (its controller certificate is their etcd identity too).
+  const credentials = await HostCredentials.open(opts.pkiDir ?? join(stateDir, 'pki'));
+  const { store, coordination } = await openState(opts.store ?? `sqlite://${opts.db}`, credentials);
   const tasks = new TaskManager();
-  // The CA is made at the first start; from then on every call to an agent is mutual TLS.
-  const credentials = await HostCredentials.open(opts.pkiDir ?? join(dirname(opts.db), 'pki'));
+  const runtime = new ClusterRuntime({
+    self: controllerIdentity(opts.name ?? defaultControllerName(), `unix://${opts.socket}`, opts.tcp),
+    ...(coordination ? { coordination } : {}),
+    tasks,
+  });
   // Beside the CA: the state directory's protection is what keeps both (see docs/security.md).
-  const secretsKey = loadOrCreateSecretsKey(join(dirname(opts.db), 'secrets.key'));
-  const controller = new Controller(store, new SystemRunner(), { credentials, secretsKey });
-  const monitor = new Monitor(store, async () => (await controller.currentSpec())?.spec, {
+  const secretsKey = loadOrCreateSecretsKey(opts.secretsKey ?? join(stateDir, 'secrets.key'));
+  // What acts writes only while this controller is the active one; tokens and the audit trail are written by any
+  // (a standby's refusals are audited too).
+  const acting = activeOnly(store, () => runtime.assertActive());
+  const controller = new Controller(acting, new SystemRunner(), { credentials, secretsKey });
+  const monitor = new Monitor(acting, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
+  });
+  runtime.addActiveService({
+    name: 'heartbeat monitor',
+    start: () => monitor.start(),
+    stop: async () => monitor.stop(),
   });
   // One token store and audit trail for both listeners.
   const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
-  const apps = [await createControllerApi(controller, tasks, { access })];
+  const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime })];
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
     // The TCP API is never open without a token (an empty token file must not disable auth).
@@ -71,15 +119,29 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       token: opts.token,
       tls: credentials.own,
       access,
+      cluster: runtime,
     });
     await listen(tcp, opts.tcp);
     apps.push(tcp);
   }
-  log.info({ socket: opts.socket, tcp: opts.tcp, ca: credentials.pki.caFingerprint }, 'controller listening');
-  monitor.start();
+  log.info(
+    {
+      socket: opts.socket,
+      tcp: opts.tcp,
+      ca: credentials.pki.caFingerprint,
+      store: runtime.storeKind,
+      controller: runtime.self.id,
+    },
+    'controller listening',
+  );
+  // Active at once with SQLite; with etcd a candidate from now on (standby until elected).
+  runtime.start();
   const stop = () => {
-    monitor.stop();
-    void Promise.all(apps.map((a) => a.close()))
+    // Resign first: a standby takes over at once instead of after the election lease.
+    void runtime
+      .close()
+      .catch((e: unknown) => log.warn({ err: (e as Error).message }, 'leaving the cluster failed'))
+      .then(() => Promise.all(apps.map((a) => a.close())))
       .then(() => store.close())
       .then(() => process.exit(0));
   };
@@ -94,6 +156,10 @@ export interface DetachedDaemon {
   heartbeatMs: number;
   listen?: string;
   tokenFile?: string;
+  store?: string;
+  name?: string;
+  pkiDir?: string;
+  secretsKey?: string;
 }
 
 // The detached controller's identity (pid and start time), so `--stop` never signals a process that merely
@@ -111,6 +177,10 @@ export async function spawnDaemon(o: DetachedDaemon): Promise<{ pid: number; log
   if (o.listen) args.push('--listen', o.listen);
   if (o.tokenFile) args.push('--token-file', o.tokenFile);
   args.push('--heartbeat-ms', String(o.heartbeatMs));
+  if (o.store) args.push('--store', o.store);
+  if (o.name) args.push('--name', o.name);
+  if (o.pkiDir) args.push('--pki-dir', o.pkiDir);
+  if (o.secretsKey) args.push('--secrets-key', o.secretsKey);
   const logFile = `${runDir()}/controller.log`;
   const pid = await new SystemRunner().spawnDetached([process.execPath, ...args], { logFile });
   const id = await identify(pid);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type ErrorBody, NotFoundError, toErrorBody } from '../shared/errors.js';
+import { type ErrorBody, NotFoundError, toErrorBody, VmlinkError } from '../shared/errors.js';
 import { FINISHED_TASKS_KEPT } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 
@@ -60,6 +60,13 @@ export class TaskManager {
         (err: unknown) => {
           task.view.state = abort.signal.aborted ? 'cancelled' : 'failed';
           task.view.error = toErrorBody(err).error;
+          // Cancelled by the controller itself (it lost the active role): the reason leads, the body's last words follow.
+          const why: unknown = abort.signal.reason;
+          if (abort.signal.aborted && why instanceof VmlinkError && why !== err)
+            task.view.error = {
+              ...toErrorBody(why).error,
+              message: `${why.message}; the task stopped: ${(err as Error)?.message ?? String(err)}`,
+            };
         },
       )
       .finally(() => {
@@ -88,6 +95,17 @@ export class TaskManager {
     if (!t) throw new NotFoundError('task', id);
     t.abort.abort();
     return this.get(id);
+  }
+
+  /**
+   * Cancels every running task with `reason` (this controller is no longer the active one); resolves, with their
+   * ids, once each has stopped.
+   */
+  async cancelAll(reason: VmlinkError): Promise<string[]> {
+    const running = [...this.tasks.values()].filter((t) => t.view.state === 'running');
+    for (const t of running) t.abort.abort(reason);
+    await Promise.all(running.map((t) => t.done));
+    return running.map((t) => t.view.id);
   }
 
   /** Resolves when the task has finished (for tests and shutdown). */

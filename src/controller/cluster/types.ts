@@ -18,6 +18,11 @@ export interface ControllerInfo {
   name: string;
   /** Where clients reach it: `unix:///path.sock` or `https://addr:port`. */
   address: string;
+  /**
+   * Its TCP listener (`https://addr:port`) when it has one besides the unix socket in `address`: a standby names
+   * this one to clients that came over TCP, and `address` to those on a socket.
+   */
+  tcp?: string;
   /** When it started (ISO). */
   since: string;
 }
