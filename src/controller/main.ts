@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SystemRunner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, UnavailableError } from '../shared/errors.js';
+import { parseEtcdLocation } from '../shared/etcd.js';
 import { listen } from '../shared/http/server.js';
 import { CONTROLLER_STOP_GRACE_MS, KILL_WAIT_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
@@ -21,13 +22,14 @@ import { createControllerApi } from './api.js';
 import { AuditLog } from './auth/audit.js';
 import { TokenStore } from './auth/tokens.js';
 import { activeOnly } from './cluster/active.js';
+import { EtcdCoordination } from './cluster/etcd-coordination.js';
 import { ClusterRuntime, controllerIdentity } from './cluster/runtime.js';
 import type { Coordination } from './cluster/types.js';
 import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
 import { loadOrCreateSecretsKey } from './secrets/sealing.js';
-import { stores } from './store/registry.js';
+import { etcdConnection, openStore, storeKind, stores } from './store/registry.js';
 import type { Store } from './store/types.js';
 import { TaskManager } from './tasks.js';
 
@@ -67,9 +69,20 @@ interface OpenedState {
   coordination?: Coordination;
 }
 
-async function openState(location: string, _credentials: HostCredentials): Promise<OpenedState> {
-  if (location.startsWith('sqlite://')) return { store: stores.sqlite(location.slice('sqlite://'.length)) };
-  throw new InvalidRequestError(`this build cannot open the store ${location} yet`);
+/**
+ * Opens the store at `location`. etcd: the controller's certificate from the pki directory is its etcd identity
+ * (CN vmlink-controller) over TLS (`etcd+http://`: none, tests); one client serves the store and the coordination.
+ */
+function openState(location: string, credentials: HostCredentials, heartbeatMs?: number): OpenedState {
+  if (storeKind(location) === 'sqlite') return { store: openStore(location) };
+  const tls = parseEtcdLocation(location).tls ? credentials.own : undefined;
+  const connection = etcdConnection(location, tls ? { tls } : {});
+  const store = stores.etcd(location, tls ? { tls } : {});
+  const coordination = new EtcdCoordination(store.client, {
+    connection,
+    ...(heartbeatMs ? { heartbeatSeconds: Math.max(1, Math.round(heartbeatMs / 1000)) } : {}),
+  });
+  return { store, coordination };
 }
 
 /** Runs the controller until SIGTERM/SIGINT. */
@@ -79,7 +92,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   // The CA is made at the first start; from then on every call to an agent is mutual TLS. Cluster controllers
   // share one pki directory (its controller certificate is their etcd identity too).
   const credentials = await HostCredentials.open(opts.pkiDir ?? join(stateDir, 'pki'));
-  const { store, coordination } = await openState(opts.store ?? `sqlite://${opts.db}`, credentials);
+  const { store, coordination } = openState(
+    opts.store ?? `sqlite://${opts.db}`,
+    credentials,
+    opts.heartbeatMs,
+  );
   const tasks = new TaskManager();
   const runtime = new ClusterRuntime({
     self: controllerIdentity(opts.name ?? defaultControllerName(), `unix://${opts.socket}`, opts.tcp),
