@@ -206,4 +206,19 @@ networks: [{ name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }]
     expect(listed.code, listed.stderr).toBe(0);
     expect(JSON.parse(listed.stdout).map((t: { name: string }) => t.name)).toContain('itctl-reader');
   });
+
+  it('SIGTERM of the active one resigns: the restarted controller takes over without waiting for the lease', async () => {
+    const [survivor, restarted] = [standby, active];
+    await startController(restarted);
+    expect((await view(restarted)).self.role).toBe('standby');
+    const leaving = daemons.get(survivor)!;
+    const exited = new Promise<number | null>((r) => leaving.once('exit', (code) => r(code)));
+    const t0 = Date.now();
+    leaving.kill('SIGTERM');
+    await waitFor('the restarted controller to become active', async () =>
+      (await view(restarted)).self.role === 'active' ? true : undefined,
+    );
+    console.log(`controller takeover after SIGTERM of ${survivor} (resigned): ${Date.now() - t0} ms`);
+    expect(await exited).toBe(0);
+  });
 });
