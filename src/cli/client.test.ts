@@ -75,7 +75,9 @@ describe('ControllerClient against two controllers', () => {
     runtimes.push(runtime);
     return self;
   };
-  const client = (list: string) => controllerClient(list) as ControllerClient;
+  const client = (list: string, electionWaitMs = 0) =>
+    controllerClient(list, undefined, { electionWaitMs }) as ControllerClient;
+  let b: ReturnType<typeof controllerIdentity>;
   const whoAnswers = async (c: ControllerClient) => {
     await c.get('/v1/vms', AnyAnswerSchema);
     return c.answering;
@@ -84,7 +86,7 @@ describe('ControllerClient against two controllers', () => {
   beforeAll(async () => {
     const credentials = await HostCredentials.open(join(dir, 'pki'));
     await start('ctla', credentials);
-    const b = await start('ctlb', credentials);
+    b = await start('ctlb', credentials);
     // ctlc points its clients at an https address: a socket client must not follow it.
     await start('ctlc', credentials);
     coordination.elect(b.id);
@@ -156,5 +158,24 @@ describe('ControllerClient against two controllers', () => {
       .get('/v1/vms', ClusterViewSchema)
       .catch((e: unknown) => e);
     expect((loop as VmlinkError).kind).toBe('not-active');
+  });
+
+  it('waits through an election: a call made while no one is active goes through once one is', async () => {
+    coordination.active = undefined;
+    await new Promise((r) => setTimeout(r, 600));
+    const t0 = Date.now();
+    setTimeout(() => coordination.elect(b.id), 1_000);
+    const c = client(`${sock('ctla')},${sock('ctlc')}`, 10_000);
+    await c.get('/v1/vms', AnyAnswerSchema);
+    expect(c.answering).toBe(sock('ctlb'));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_000);
+    // The active one named but dead (etcd still names it until its lease ends): a standby's answer, not a failure.
+    coordination.active = controllerIdentity('dead', `unix://${sock('dead')}`);
+    await new Promise((r) => setTimeout(r, 600));
+    const dead = await client(sock('ctla'))
+      .get('/v1/vms', AnyAnswerSchema)
+      .catch((e: unknown) => e);
+    expect(dead).toBeInstanceOf(NotActiveError);
+    expect((dead as Error).message).toMatch(/dead\.sock, which does not answer/);
   });
 });

@@ -90,20 +90,36 @@ function singleClient(socket: string, timeoutMs?: number): HttpClient {
   });
 }
 
+/** How long a call waits for a cluster to have an active controller again (election lease 3 s, and slack). */
+const ELECTION_WAIT_MS = 10_000;
+/** How often it asks again meanwhile. */
+const ELECTION_RETRY_MS = 500;
+
+/** Options of a `ControllerClient`. */
+export interface ControllerClientOptions {
+  /** How long a call asks again while standbys answer and no active controller does (default 10 s; 0: never). */
+  electionWaitMs?: number;
+}
+
 /**
  * The CLI's client of the controller API over a list of controllers (see `controllerAddresses`): a call goes to
  * the first that can be reached; a standby's 421 is followed once to the active controller it names (see
  * `followPointer`). Once a controller has answered, this client stays with it (a task is polled where it runs).
+ * While standbys answer and no active controller does (a takeover), a call is asked again for `electionWaitMs`.
  */
 export class ControllerClient extends HttpClient {
   private pinned: { address: string; client: HttpClient } | undefined;
   private readonly clients = new Map<string, HttpClient>();
 
+  private readonly electionWaitMs: number;
+
   constructor(
     readonly addresses: string[],
     private readonly make: (address: string) => HttpClient,
+    opts: ControllerClientOptions = {},
   ) {
     super(addresses.join(','));
+    this.electionWaitMs = opts.electionWaitMs ?? ELECTION_WAIT_MS;
   }
 
   /** The address that answered last (undefined before the first answer). */
@@ -152,13 +168,34 @@ export class ControllerClient extends HttpClient {
       const next = e instanceof NotActiveError ? followPointer(address, e.active) : undefined;
       if (next === undefined || tried.has(next)) throw e;
       tried.add(next);
-      const r = await call(this.client(next));
-      this.pinned = { address: next, client: this.client(next) };
-      return r;
+      try {
+        const r = await call(this.client(next));
+        this.pinned = { address: next, client: this.client(next) };
+        return r;
+      } catch (f) {
+        // The active controller it names does not answer (it just died): still a standby's answer.
+        if (notReached(f))
+          throw new NotActiveError(`${(e as Error).message}, which does not answer: ${(f as Error).message}`);
+        throw f;
+      }
     }
   }
 
   private async route<T>(call: (c: HttpClient) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.electionWaitMs;
+    for (;;) {
+      try {
+        return await this.once(call);
+      } catch (e) {
+        // Standbys answered and no active controller could be reached: an election is under way, or the active one
+        // just died and etcd still names it until its lease ends. Nothing was done anywhere: ask again, a while.
+        if (!(e instanceof NotActiveError) || Date.now() + ELECTION_RETRY_MS > deadline) throw e;
+        await sleep(ELECTION_RETRY_MS);
+      }
+    }
+  }
+
+  private async once<T>(call: (c: HttpClient) => Promise<T>): Promise<T> {
     const tried = new Set<string>();
     if (this.pinned) return this.following(this.pinned.address, call, tried);
     const failures: string[] = [];
@@ -195,11 +232,15 @@ export class ControllerClient extends HttpClient {
  * must chain to the CA in `VMLINK_CA` and name the controller; `VMLINK_TOKEN` travels inside TLS only), or a
  * comma-separated list of them (cluster controllers; see `ControllerClient`).
  */
-export function controllerClient(socket: string, timeoutMs?: number): HttpClient {
+export function controllerClient(
+  socket: string,
+  timeoutMs?: number,
+  opts: ControllerClientOptions = {},
+): HttpClient {
   const addresses = controllerAddresses(socket);
   // Bad settings (no VMLINK_CA for an https address) are refused before any call.
   for (const a of addresses) singleClient(a, timeoutMs);
-  return new ControllerClient(addresses, (a) => singleClient(a, timeoutMs));
+  return new ControllerClient(addresses, (a) => singleClient(a, timeoutMs), opts);
 }
 
 function readCa(file: string): string {

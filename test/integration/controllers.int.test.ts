@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TaskAcceptedSchema, TaskViewSchema } from '../../src/controller/wire.js';
+import { TaskAcceptedSchema, type TaskView, TaskViewSchema } from '../../src/controller/wire.js';
 import { type ClusterView, ClusterViewSchema } from '../../src/controller/wire-cluster.js';
 import { NotActiveError } from '../../src/shared/errors.js';
 import { AnyAnswerSchema, HttpClient } from '../../src/shared/http/client.js';
@@ -28,6 +28,7 @@ const api = (name: string) => new HttpClient(`unix://${sock(name)}`, { protocol:
 let etcd: TestEtcd;
 const daemons = new Map<string, ChildProcess>();
 let slowAgent: Server;
+let agentCalls = 0;
 
 /** Starts controller `name` as `vmlink daemon` on the test etcd; resolves once its socket answers. */
 async function startController(name: string): Promise<ChildProcess> {
@@ -106,6 +107,7 @@ beforeAll(async () => {
   await startController('ctl2');
   // An agent that answers every call after 15 s with an error: an apply waits on it.
   slowAgent = createServer((_req, res) => {
+    agentCalls++;
     setTimeout(() => {
       res.writeHead(503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { kind: 'unavailable', message: 'slow test agent' } }));
@@ -169,22 +171,31 @@ networks: [{ name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }]
       { spec, source: 'itctl.yaml' },
       TaskAcceptedSchema,
     );
+    // Once the apply waits on the agent (15 s), etcd goes: the controller loses the role within its lease.
+    await waitFor('the apply to ask the agent', async () => (agentCalls > 0 ? true : undefined));
     expect((await api(active).get(`/v1/tasks/${taskId}`, TaskViewSchema)).state).toBe('running');
     await etcd.stop(true);
     const t0 = Date.now();
-    // The task is polled on the controller that ran it (a standby serves its own tasks).
-    const ended = await waitFor('the apply to end', async () => {
-      const t = await api(active).get(`/v1/tasks/${taskId}`, TaskViewSchema);
-      return t.state === 'running' ? undefined : t;
-    });
-    const lostMs = Date.now() - t0;
-    console.log(`apply cancelled ${lostMs} ms after etcd stopped: ${ended.error?.message}`);
+    let ended: TaskView;
+    let lostMs: number;
+    try {
+      await waitFor('the active controller to step down', async () =>
+        (await view(active)).self.role === 'standby' ? true : undefined,
+      );
+      lostMs = Date.now() - t0;
+      // The task is polled on the controller that ran it (a standby serves its own tasks).
+      ended = await waitFor('the apply to end', async () => {
+        const t = await api(active).get(`/v1/tasks/${taskId}`, TaskViewSchema);
+        return t.state === 'running' ? undefined : t;
+      });
+    } finally {
+      await etcd.restart();
+    }
+    console.log(`${active} stepped down ${lostMs} ms after etcd stopped; the apply: ${ended.error?.message}`);
     expect(ended.state).toBe('cancelled');
     expect(ended.error?.kind).toBe('not-active');
     expect(ended.error?.message).toMatch(new RegExp(`${active} lost the active role`));
-    expect((await view(active)).self.role).toBe('standby');
     // etcd back: one of them is active again.
-    await etcd.restart();
     active = await activeOf(['ctl1', 'ctl2']);
     standby = active === 'ctl1' ? 'ctl2' : 'ctl1';
   });
@@ -193,6 +204,8 @@ networks: [{ name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }]
     const victim = daemons.get(active)!;
     const t0 = Date.now();
     victim.kill('SIGKILL');
+    // A CLI call made during the takeover: the standby names the dead one until its lease ends; the CLI waits.
+    const during = runCli(['token', 'list', '--json'], env(`${sock(standby)},${sock(active)}`));
     await waitFor('the standby to become active', async () =>
       (await view(standby)).self.role === 'active' ? true : undefined,
     );
@@ -201,6 +214,9 @@ networks: [{ name: natnet, host: host1, mode: nat, cidr: 10.10.0.0/24 }]
     expect(takeoverMs).toBeLessThan(30_000);
     const v = await view(standby);
     expect(v.active?.name).toBe(standby);
+    const answered = await during;
+    expect(answered.code, answered.stderr).toBe(0);
+    expect(JSON.parse(answered.stdout).map((t: { name: string }) => t.name)).toContain('itctl-reader');
     // The dead one first in the list: the CLI goes on to the survivor, which has the token.
     const listed = await runCli(['token', 'list', '--json'], env(`${sock(active)},${sock(standby)}`));
     expect(listed.code, listed.stderr).toBe(0);
