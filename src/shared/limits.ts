@@ -264,3 +264,5 @@ export const PEER_LEASE_TIMEOUT_MS = 800;
 export const DRILL_SAMPLE_MS = 100;
 /** A drill gives up waiting for recovery after this. */
 export const DRILL_RECOVERY_TIMEOUT_MS = 90_000;
+/** Largest answer an agent reads from a peer's `GET /v1/cluster/lease` (a status naming up to 4096 fenced VMs). */
+export const PEER_LEASE_MAX_BYTES = 512 * 1024;
