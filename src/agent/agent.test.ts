@@ -6,10 +6,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { AppliedNetworkConfig, NetworkDriver } from '../drivers/network/types.js';
 import { RecordingRunner } from '../exec/runner.js';
-import { UnsupportedError } from '../shared/errors.js';
+import type { LeaseStatus } from '../shared/cluster.js';
+import { FencedError, UnsupportedError } from '../shared/errors.js';
 import type { NetworkConfig, NicConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
 import { legacyTapName } from '../spec/net.js';
 import { Agent, keepLegacyTaps } from './agent.js';
+import type { ClusterMembership } from './cluster/types.js';
 
 const net = (name: string, mtu = 1500): NetworkConfig => ({
   name,
@@ -489,5 +491,126 @@ describe('agent start', () => {
       a.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('an agent in a cluster', () => {
+  const vmCfg = (name: string): VmConfig => ({
+    name,
+    cpus: 1,
+    memoryMiB: 128,
+    image: { kind: 'test-guest' },
+    disks: [],
+    state: 'running',
+    nics: [],
+  });
+  /** A membership whose owner check and lease mode the test sets. */
+  function cluster(opts: { owner?: string; token?: string; mode?: LeaseStatus['mode'] } = {}) {
+    const state = { mode: opts.mode ?? 'held', checks: [] as string[] };
+    const m: ClusterMembership = {
+      start: async () => {},
+      stop: async () => {},
+      status: () => ({ host: 'host1', mode: state.mode, etcd: 'ok', fencedVms: [] }),
+      assertOwner: async (vm, fence) => {
+        state.checks.push(`${vm} ${fence?.token ?? '-'}`);
+        if (state.mode !== 'held') throw new FencedError(`host1 does not hold its lease`, `vm/${vm}`);
+        if (fence?.token !== (opts.token ?? '7') || (opts.owner ?? 'host1') !== 'host1')
+          throw new FencedError(`VM ${vm}: token ${fence?.token} is not the owner's`, `vm/${vm}`);
+      },
+    };
+    return { m, state };
+  }
+  function agentWith(m: ClusterMembership, vms: Array<{ name: string; state: string }>, seen: string[]) {
+    return new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: { linux: fakeDriver([]) },
+      stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
+      cluster: m,
+      hypervisor: {
+        ...hypervisor,
+        list: async () => vms.map((v) => ({ ...v, configHash: 'aaaaaaaa', problems: [] })),
+        start: async (name: string) => {
+          seen.push(`start ${name}`);
+        },
+        create: async (cfg: VmConfig) => {
+          seen.push(`create ${cfg.name}`);
+        },
+        kill: async (name: string) => {
+          seen.push(`kill ${name}`);
+          return true;
+        },
+      } as unknown as HypervisorDriver,
+    });
+  }
+
+  it('starts a VM only with the token of its owner record, refusing before the hypervisor is touched', async () => {
+    const { m, state } = cluster();
+    const seen: string[] = [];
+    const a = agentWith(m, [{ name: 'app1', state: 'stopped' }], seen);
+    await expect(a.execute({ kind: 'vm.start', name: 'app1' })).rejects.toBeInstanceOf(FencedError);
+    await expect(a.execute({ kind: 'vm.start', name: 'app1', fence: { token: '6' } })).rejects.toThrow(
+      /token 6 is not the owner's/,
+    );
+    await expect(
+      a.execute({ kind: 'vm.create', vm: vmCfg('app2'), configHash: 'bbbbbbbb', fence: { token: '5' } }),
+    ).rejects.toBeInstanceOf(FencedError);
+    expect(seen).toEqual([]);
+    await a.execute({ kind: 'vm.start', name: 'app1', fence: { token: '7' } });
+    expect(seen).toEqual(['start app1']);
+    expect(state.checks).toEqual(['app1 -', 'app1 6', 'app2 5', 'app1 7']);
+  });
+
+  it('refuses batched VM actions the same way, before any of the batch runs', async () => {
+    const { m } = cluster();
+    const seen: string[] = [];
+    const a = agentWith(m, [{ name: 'app1', state: 'stopped' }], seen);
+    await expect(
+      a.executeBatch([
+        { kind: 'vm.start', name: 'app1', fence: { token: '7' } },
+        { kind: 'vm.start', name: 'app1', fence: { token: '3' } },
+      ]),
+    ).rejects.toBeInstanceOf(FencedError);
+    expect(seen).toEqual([]);
+  });
+
+  it('stops again a VM whose start ended after the lease was lost, and says so', async () => {
+    const { m, state } = cluster();
+    const seen: string[] = [];
+    const a = agentWith(m, [{ name: 'app1', state: 'stopped' }], seen);
+    const start = m.assertOwner;
+    m.assertOwner = async (vm, fence) => {
+      await start(vm, fence);
+      state.mode = 'fenced'; // the fence comes while QEMU starts
+    };
+    await expect(a.execute({ kind: 'vm.start', name: 'app1', fence: { token: '7' } })).rejects.toThrow(
+      /VM app1 was stopped again on host host1: the host lost its cluster lease while it started/,
+    );
+    expect(seen).toEqual(['start app1', 'kill app1']);
+  });
+
+  it('fences every running or paused VM at once and names them; the lease status says off without a cluster', async () => {
+    const { m } = cluster();
+    const seen: string[] = [];
+    const a = agentWith(
+      m,
+      [
+        { name: 'app1', state: 'running' },
+        { name: 'app2', state: 'stopped' },
+        { name: 'app3', state: 'paused' },
+      ],
+      seen,
+    );
+    expect(await a.fenceVms('lease lost')).toEqual(['app1', 'app3']);
+    expect(seen.sort()).toEqual(['kill app1', 'kill app3']);
+    expect(a.leaseStatus().mode).toBe('held');
+    const solo = new Agent({
+      host: 'host1',
+      runner: new RecordingRunner(),
+      networks: {},
+      stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
+      hypervisor,
+    });
+    expect(solo.leaseStatus()).toEqual({ host: 'host1', mode: 'off', etcd: 'unreachable', fencedVms: [] });
   });
 });

@@ -9,14 +9,16 @@ import type {
   UplinkManager,
 } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
+import type { LeaseStatus } from '../shared/cluster.js';
 import type { DeviceInventory } from '../shared/devices.js';
-import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { FencedError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import { log } from '../shared/log.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
 import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
 import { ensurePortsTogether, runBatch } from './batch.js';
+import type { ClusterMembership } from './cluster/types.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import { Prober } from './probes.js';
 import {
@@ -52,6 +54,11 @@ export interface AgentDeps {
   devices?: () => Promise<DeviceInventory>;
   /** Storage: the host's role and pool backends (default: a compute host without pools). */
   storage?: Partial<Pick<StorageDeps, 'role' | 'pools' | 'poolRoots' | 'importRoots'>>;
+  /**
+   * The host's membership in a cluster (`vmlink agent --etcd`): its lease, and the owner check every vm.create,
+   * vm.start and vm.hotplug must pass. Absent: no cluster, VMs start on the controller's word.
+   */
+  cluster?: ClusterMembership;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
@@ -236,8 +243,81 @@ export class Agent {
    */
   private async admit(action: AgentAction): Promise<void> {
     this.storage.assertRoleAllows(action);
+    const cluster = this.deps.cluster;
+    if (cluster) {
+      // Before a VM starts or its disks open: this host holds its lease and etcd's owner record names it with the
+      // action's token (docs/ha.md, "Ownership and fencing tokens").
+      if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
+        await cluster.assertOwner(action.vm.name, action.fence);
+      else if (action.kind === 'vm.start') await cluster.assertOwner(action.name, action.fence);
+    }
     if (action.kind === 'vm.create' || action.kind === 'vm.hotplug')
       await this.storage.assertDiskSources(action.vm);
+  }
+
+  /**
+   * After a VM started or took new disks: if the lease was lost meanwhile (a fence may have listed the running VMs
+   * before this one ran), stop it now and refuse.
+   */
+  private async assertStillHeld(name: string): Promise<void> {
+    const cluster = this.deps.cluster;
+    if (!cluster) return;
+    const s = cluster.status();
+    if (s.mode === 'held') return;
+    await this.killVm(name).catch((e) =>
+      log.error(
+        { vm: name, err: (e as Error).message },
+        'cluster: could not stop a VM started as the lease ended',
+      ),
+    );
+    throw new FencedError(
+      `VM ${name} was stopped again on host ${this.deps.host}: the host lost its cluster lease while it started (lease ${s.mode})`,
+      `vm/${name}`,
+    );
+  }
+
+  /**
+   * The cluster watchdog's action: stops every running VM of this host at once (QMP quit, then SIGKILL; no guest
+   * shutdown), all together and outside the action queue (a long action must not delay it). Resolves the names of
+   * the VMs stopped; a VM that could not be stopped is logged and left out.
+   */
+  async fenceVms(reason: string): Promise<string[]> {
+    const started = Date.now();
+    const vms = (await this.deps.hypervisor.list())
+      .filter((v) => v.state === 'running' || v.state === 'paused')
+      .map((v) => v.name);
+    log.error({ host: this.deps.host, reason, vms }, 'FENCING: stopping every VM of this host');
+    const results = await Promise.all(
+      vms.map(async (name) => {
+        try {
+          await this.killVm(name);
+          return name;
+        } catch (e) {
+          log.error({ vm: name, err: (e as Error).message }, 'FENCING: could not stop VM');
+          return undefined;
+        }
+      }),
+    );
+    const stopped = results.filter((n): n is string => n !== undefined);
+    log.error({ host: this.deps.host, stopped, ms: Date.now() - started }, 'FENCED: VMs stopped');
+    return stopped;
+  }
+
+  private killVm(name: string): Promise<unknown> {
+    const h = this.deps.hypervisor;
+    return h.kill ? h.kill(name) : h.stop(name, { force: true });
+  }
+
+  /** This host's cluster lease as it sees it (`off` without a cluster). */
+  leaseStatus(): LeaseStatus {
+    return (
+      this.deps.cluster?.status() ?? {
+        host: this.deps.host,
+        mode: 'off',
+        etcd: 'unreachable',
+        fencedVms: [],
+      }
+    );
   }
 
   /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
@@ -364,6 +444,7 @@ export class Agent {
           await hypervisor.create(want, action.configHash, ctx, action.secrets);
           if (action.vm.state === 'running') await hypervisor.start(name, ctx, action.secrets);
         }
+        await this.assertStillHeld(name);
         // Ports of NICs the VM no longer has.
         const kept = new Set(want.nics.map((n) => n.tap));
         for (const nic of before?.nics ?? [])
@@ -376,7 +457,8 @@ export class Agent {
         const cfg = await hypervisor.config(action.name);
         // Taps may have been lost (host reboot); recreate them before QEMU opens them.
         for (const nic of cfg?.nics ?? []) await this.ensurePort(nic, ctx);
-        return hypervisor.start(action.name, ctx, action.secrets);
+        await hypervisor.start(action.name, ctx, action.secrets);
+        return this.assertStillHeld(action.name);
       }
       case 'vm.stop': {
         const vm = await this.vm(action.name);

@@ -1,12 +1,20 @@
+import type { TLSSocket } from 'node:tls';
 import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema, toErrorBody, UnsupportedError } from '../shared/errors.js';
-import { requireClientCert } from '../shared/http/auth.js';
+import { LeaseStatusSchema } from '../shared/cluster.js';
+import {
+  ErrorBodySchema,
+  errorStatus,
+  toErrorBody,
+  UnauthorizedError,
+  UnsupportedError,
+} from '../shared/errors.js';
+import { clientCertRefusal } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
-import { CONTROLLER_NAME } from '../shared/tls.js';
+import { CONTROLLER_NAME, identityOf } from '../shared/tls.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
@@ -49,6 +57,29 @@ export interface AgentServerOptions {
   prerequisites: () => Promise<DoctorCheck[]>;
 }
 
+/** The one route a peer host's agent may call (read-only): its lease, for the outage check. */
+export const PEER_ROUTE = '/v1/cluster/lease';
+
+/**
+ * Every request over TLS comes from the controller's certificate, except `GET /v1/cluster/lease`, which the other
+ * hosts' agents may read too (a host certificate of the same CA; the TLS handshake checked the chain). Others get
+ * 401 saying why.
+ */
+function requireAgentClient(app: FastifyInstance, host: string): void {
+  const what = `agent of ${host}`;
+  app.addHook('onRequest', async (req, reply) => {
+    const socket = req.raw.socket as TLSSocket;
+    let why = clientCertRefusal(socket, { role: 'controller', name: CONTROLLER_NAME });
+    if (why && req.method === 'GET' && req.url.split('?')[0] === PEER_ROUTE) {
+      const id = socket.encrypted ? identityOf(socket.getPeerCertificate()?.subject as never) : {};
+      if (id.role === 'host' && id.name) why = clientCertRefusal(socket, { role: 'host', name: id.name });
+    }
+    if (!why) return;
+    const body = toErrorBody(new UnauthorizedError(`${what} refused the client: ${why}`, what));
+    await reply.status(errorStatus.unauthorized.http).send(body);
+  });
+}
+
 /** Response schemas of a route: its answer, and vmlink's error body for every failure. */
 const answers = <S>(ok: S) => ({ 200: ok, '4xx': ErrorBodySchema, '5xx': ErrorBodySchema });
 
@@ -63,8 +94,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     transform: jsonSchemaTransform,
   });
   const app = base.withTypeProvider<ZodTypeProvider>();
-  if (opts.tls)
-    requireClientCert(base, { role: 'controller', name: CONTROLLER_NAME }, `agent of ${agent.host}`);
+  if (opts.tls) requireAgentClient(base, agent.host);
   addVersionGate(base, 'wire', `agent of ${agent.host}`);
   app.get('/openapi.json', { schema: { hide: true } }, async () => base.swagger());
   app.get('/v1/health', { schema: { response: answers(AgentHealthSchema) } }, async () => ({
@@ -74,6 +104,10 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     backends: agent.backends,
   }));
   app.get('/v1/report', { schema: { response: answers(HostReportSchema) } }, async () => agent.report());
+  // The cluster lease (docs/ha.md): the controller's view of this host, and the peers' outage check.
+  app.get('/v1/cluster/lease', { schema: { response: answers(LeaseStatusSchema) } }, async () =>
+    agent.leaseStatus(),
+  );
   // Read afresh: a device bound to vfio-pci a minute ago shows so now.
   app.get('/v1/devices', { schema: { response: answers(DeviceInventorySchema) } }, async () => {
     const inv = await agent.devices(true);

@@ -11,6 +11,7 @@ import { AgentClient, setAgentTrust } from '../controller/agents.js';
 import { Pki } from '../controller/pki/pki.js';
 import { HostCredentials } from '../controller/pki/service.js';
 import { RecordingRunner } from '../exec/runner.js';
+import { LeaseStatusSchema } from '../shared/cluster.js';
 import { HttpClient } from '../shared/http/client.js';
 import { listen } from '../shared/http/server.js';
 import { CONTROLLER_NAME, normalSerial, readCredentials, type TlsCredentials } from '../shared/tls.js';
@@ -80,6 +81,33 @@ describe("the agent's TLS listener", () => {
         message: expect.stringMatching(new RegExp(`names host "host2", not controller "${CONTROLLER_NAME}"`)),
       },
     );
+  });
+});
+
+describe("a peer host's certificate", () => {
+  it('reads GET /v1/cluster/lease and nothing else; one of another CA reads nothing', async () => {
+    const { serial: _s, ...peer } = await creds.pki.issueLabHost('host2');
+    expect(await rawClient(creds.pki.caPem, peer).get('/v1/cluster/lease', LeaseStatusSchema)).toEqual({
+      host: 'host1',
+      mode: 'off',
+      etcd: 'unreachable',
+      fencedVms: [],
+    });
+    for (const path of ['/v1/report', '/v1/health', '/v1/cluster/lease/x'])
+      await expect(rawClient(creds.pki.caPem, peer).get(path, AgentHealthSchema)).rejects.toMatchObject({
+        kind: 'unauthorized',
+        message: expect.stringMatching(/names host "host2", not controller/),
+      });
+    await expect(
+      rawClient(creds.pki.caPem, peer).post('/v1/cluster/lease', {}, AgentHealthSchema),
+    ).rejects.toMatchObject({ kind: 'unauthorized' });
+    const { serial: _f, ...alien } = await foreign.issueLabHost('host2');
+    await expect(
+      rawClient(creds.pki.caPem, alien).get('/v1/cluster/lease', LeaseStatusSchema),
+    ).rejects.toMatchObject({
+      kind: 'unauthorized',
+      message: expect.stringMatching(/not issued by this CA/),
+    });
   });
 });
 

@@ -266,3 +266,5 @@ export const DRILL_SAMPLE_MS = 100;
 export const DRILL_RECOVERY_TIMEOUT_MS = 90_000;
 /** Largest answer an agent reads from a peer's `GET /v1/cluster/lease` (a status naming up to 4096 fenced VMs). */
 export const PEER_LEASE_MAX_BYTES = 512 * 1024;
+/** A fenced VM's QEMU gets this long to act on QMP `quit` before SIGKILL (a watchdog, not a shutdown). */
+export const VM_FENCE_QUIT_MS = 500;

@@ -179,7 +179,8 @@ export class LeaseKeeper {
 
   /** Whether the lease is held now (VMs may start with a current token). */
   get held(): boolean {
-    return this.mode === 'held' && !this.stopped;
+    // Also by the clock: a renewal confirmed long ago is no lease, even if a late timer has not said so yet.
+    return this.mode === 'held' && !this.stopped && this.clock.now() < (this.deadline ?? 0);
   }
 
   // -------------------------------------------------------------------------------------------------------------

@@ -38,6 +38,11 @@ export interface HypervisorDriver {
   start(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<void>;
   /** Stops a VM: ACPI powerdown then quit after `timeoutMs`, or at once when `force`. */
   stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void>;
+  /**
+   * Fences a VM at once (the cluster watchdog): QMP quit, SIGKILL within about a second, without waiting for
+   * anything else the VM is doing. Resolves whether a running QEMU was stopped. Absent: the agent uses a forced stop.
+   */
+  kill?(name: string): Promise<boolean>;
   /** Stops (forcefully) and removes a VM with its directory; a missing VM is not an error. */
   delete(name: string, ctx?: OpContext): Promise<void>;
   /**

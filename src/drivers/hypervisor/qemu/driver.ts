@@ -70,7 +70,7 @@ import { prepareVmDir } from './vm-image.js';
 import { observeVm } from './vm-observe.js';
 import { VmProcesses } from './vm-process.js';
 import { awaitVmRunning } from './vm-start.js';
-import { type StopOutcome, stopQemu } from './vm-stop.js';
+import { fenceQemu, type StopOutcome, stopQemu } from './vm-stop.js';
 import { asStarted, readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
@@ -441,16 +441,36 @@ export class QemuDriver implements HypervisorDriver {
         name,
         qemu: await this.liveProcess(name),
         qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-        cleanup: async () => {
-          await this.dropQmp(name);
-          await rm(this.paths(name).pidfile, { force: true });
-          const cgroupRoot = await this.probes.cgroupRoot();
-          if (cgroupRoot) await removeVmCgroup(name, cgroupRoot).catch(() => {});
-        },
+        cleanup: () => this.cleanupStopped(name),
         ...(ctx ? { ctx } : {}),
       },
       opts,
     );
+  }
+
+  /** After QEMU is gone: its QMP connection, pidfile and cgroup. */
+  private async cleanupStopped(name: string): Promise<void> {
+    await this.dropQmp(name);
+    await rm(this.paths(name).pidfile, { force: true });
+    const cgroupRoot = await this.probes.cgroupRoot();
+    if (cgroupRoot) await removeVmCgroup(name, cgroupRoot).catch(() => {});
+  }
+
+  async kill(name: string): Promise<boolean> {
+    // Not under the VM's lock: a job holding it (a snapshot, a long stop) must not delay a fence.
+    const out = await fenceQemu({
+      name,
+      qemu: await this.liveProcess(name),
+      qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+      cleanup: async () => {},
+    });
+    if (out.method === 'none') return false;
+    log.warn({ vm: name, method: out.method, ms: out.ms }, 'VM fenced');
+    // The files go under the lock, once whatever held it is done (it finds QEMU gone).
+    void this.locked(name, async () => {
+      if (!(await this.liveProcess(name))) await this.cleanupStopped(name);
+    }).catch(() => {});
+    return true;
   }
 
   async delete(name: string, ctx?: OpContext): Promise<void> {

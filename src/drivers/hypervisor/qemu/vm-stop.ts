@@ -3,6 +3,7 @@
 import { TimeoutError } from '../../../shared/errors.js';
 import {
   QMP_STATUS_TIMEOUT_MS,
+  VM_FENCE_QUIT_MS,
   VM_POWERDOWN_TIMEOUT_MS,
   VM_QUIT_TIMEOUT_MS,
 } from '../../../shared/limits.js';
@@ -62,4 +63,30 @@ export async function stopQemu(
   if (!(await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 100)))
     throw new TimeoutError(`QEMU of VM ${name} (pid ${qemu.pid}) survived SIGKILL`, `vm/${name}`);
   return done('kill');
+}
+
+/**
+ * Fences VM `name`'s QEMU (the cluster watchdog): QMP `quit` (QEMU flushes what it holds), SIGKILL when it has not
+ * exited within VM_FENCE_QUIT_MS. No guest shutdown, no lock, no wait on a busy monitor: bounded to about a second.
+ */
+export async function fenceQemu(d: StopDeps): Promise<StopOutcome> {
+  const { name, qemu } = d;
+  const started = Date.now();
+  if (qemu === undefined) return { method: 'none', ms: 0 };
+  void (async () => {
+    try {
+      await (await d.qmp(VM_FENCE_QUIT_MS)).execute('quit', undefined, VM_FENCE_QUIT_MS);
+    } catch {
+      // QEMU closes the socket as it quits, or QMP is busy or dead: SIGKILL follows if needed
+    }
+  })();
+  let method: StopOutcome['method'] = 'quit';
+  if (!(await waitExited(qemu, VM_FENCE_QUIT_MS, 25))) {
+    method = 'kill';
+    await signalProcess(qemu, 'SIGKILL');
+    if (!(await waitExited(qemu, VM_QUIT_TIMEOUT_MS, 25)))
+      throw new TimeoutError(`QEMU of VM ${name} (pid ${qemu.pid}) survived SIGKILL`, `vm/${name}`);
+  }
+  await d.cleanup();
+  return { method, ms: Date.now() - started };
 }

@@ -1,0 +1,218 @@
+// The agent's membership on etcd: the lease keeper (lease-keeper.ts) over real etcd operations, the outage check
+// (peers.ts), and the owner check before a VM starts or opens its disks (docs/ha.md, "Ownership and fencing tokens").
+import type { Etcd3 } from 'etcd3';
+import {
+  type ClusterMembers,
+  ClusterMembersSchema,
+  clusterKeys,
+  compareTokens,
+  type FenceReport,
+  type HostLeaseValue,
+  type LeaseStatus,
+  OwnerRecordSchema,
+  ownerKey,
+} from '../../shared/cluster.js';
+import { FencedError } from '../../shared/errors.js';
+import { type EtcdConnection, etcdClient } from '../../shared/etcd.js';
+import { ETCD_REQUEST_TIMEOUT_MS, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
+import type { TlsCredentials } from '../../shared/tls.js';
+import type { Fence } from '../wire.js';
+import { type Clock, type EtcdView, type HoldVerdict, LeaseKeeper, type LeaseOps } from './lease-keeper.js';
+import { type Peer, PeerCheck } from './peers.js';
+import type { ClusterMembership, FenceVms } from './types.js';
+
+/** Options of `EtcdMembership`. */
+export interface EtcdMembershipOptions {
+  host: string;
+  /** etcd's endpoints, and this host's certificate as its etcd identity (CN = host = etcd user). */
+  connection: EtcdConnection;
+  heartbeatSeconds: number;
+  /** The agent's state directory (the membership cache). */
+  stateDir: string;
+  /** Stops every VM of this host at once (Agent.fenceVms). */
+  fenceVms: FenceVms;
+  /** This host's credentials for asking peers over mutual TLS (absent: `http://` peers only, tests). */
+  peerTls?: TlsCredentials;
+  /** Tests: another way to ask a peer, another clock. */
+  askPeer?: (peer: Peer) => Promise<LeaseStatus>;
+  clock?: Clock;
+}
+
+/** `ClusterMembership` on etcd. */
+export class EtcdMembership implements ClusterMembership {
+  readonly client: Etcd3;
+  readonly keeper: LeaseKeeper;
+  readonly peers: PeerCheck;
+  private readonly host: string;
+  /** Deadline of one lease operation: short, so that a hung one never stands between two retries for long. */
+  private readonly leaseOpMs: number;
+
+  constructor(opts: EtcdMembershipOptions) {
+    this.host = opts.host;
+    // The keeper times its own retries: the client must fail at once, not after its own backoff.
+    this.client = etcdClient(opts.connection, { retry: false });
+    this.leaseOpMs = Math.min(ETCD_REQUEST_TIMEOUT_MS, (opts.heartbeatSeconds * 1000) / 4);
+    this.peers = new PeerCheck({
+      host: opts.host,
+      stateDir: opts.stateDir,
+      readMembers: () => this.readMembers(),
+      ...(opts.peerTls ? { tls: opts.peerTls } : {}),
+      ...(opts.askPeer ? { ask: opts.askPeer } : {}),
+    });
+    this.keeper = new LeaseKeeper({
+      host: opts.host,
+      heartbeatSeconds: opts.heartbeatSeconds,
+      ops: this.ops(),
+      fenceVms: opts.fenceVms,
+      checkPeers: (): Promise<HoldVerdict> => this.peers.check(),
+      onHeld: () => void this.peers.refresh(),
+      ...(opts.clock ? { clock: opts.clock } : {}),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.keeper.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.keeper.stop();
+    this.client.close();
+  }
+
+  status(): LeaseStatus {
+    return this.keeper.status();
+  }
+
+  async assertOwner(vm: string, fence: Fence | undefined): Promise<void> {
+    const subject = `vm/${vm}`;
+    const refuse = (why: string) =>
+      new FencedError(`VM ${vm} is not started on host ${this.host}: ${why}`, subject);
+    const notHeld = () => {
+      const s = this.keeper.status();
+      return refuse(
+        `this host does not hold its cluster lease (lease ${s.mode}, etcd ${s.etcd}); it starts nothing until it does`,
+      );
+    };
+    if (!this.keeper.held) throw notHeld();
+    if (!fence)
+      throw refuse(
+        'the action carries no fencing token (in a cluster every start needs its owner record token)',
+      );
+    let kv: { value: Buffer; mod_revision: string } | undefined;
+    try {
+      // Linearizable (not serializable): answered only through etcd's leader, so without a quorum nothing starts.
+      const r = await this.client.kv.range(
+        { key: Buffer.from(clusterKeys.kv(ownerKey(vm))) },
+        { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+      );
+      kv = r.kvs[0];
+    } catch (e) {
+      throw refuse(`its owner record cannot be read from etcd (${(e as Error).message})`);
+    }
+    if (!kv) throw refuse(`it has no owner record (token ${fence.token} expected)`);
+    if (kv.value.length > ETCD_VALUE_MAX_BYTES)
+      throw refuse(`its owner record is larger than ${ETCD_VALUE_MAX_BYTES} bytes`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(kv.value.toString('utf8'));
+    } catch {
+      throw refuse('its owner record is not JSON');
+    }
+    const rec = OwnerRecordSchema.safeParse(parsed);
+    if (!rec.success) throw refuse(`its owner record is malformed (${rec.error.issues[0]?.message ?? '?'})`);
+    if (rec.data.vm !== vm) throw refuse(`its owner record names VM ${rec.data.vm}`);
+    if (rec.data.host !== this.host)
+      throw refuse(
+        `its owner record names host ${rec.data.host} (token ${kv.mod_revision}); this action carried token ${fence.token}`,
+      );
+    if (kv.mod_revision !== fence.token) {
+      const older = compareTokens(fence.token, kv.mod_revision) < 0;
+      throw refuse(
+        `the action carried token ${fence.token} but the owner record (host ${rec.data.host}) holds token ${kv.mod_revision}${older ? ': a stale token' : ''}`,
+      );
+    }
+    // The lease may have gone while etcd answered.
+    if (!this.keeper.held) throw notHeld();
+  }
+
+  /** The membership as the controller wrote it (bounded, parsed); undefined when not written yet. */
+  private async readMembers(): Promise<ClusterMembers | undefined> {
+    const r = await this.client.kv.range(
+      { key: Buffer.from(clusterKeys.members) },
+      { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+    );
+    const kv = r.kvs[0];
+    if (!kv) return undefined;
+    if (kv.value.length > ETCD_VALUE_MAX_BYTES)
+      throw new Error(`${clusterKeys.members} is larger than ${ETCD_VALUE_MAX_BYTES} bytes`);
+    return ClusterMembersSchema.parse(JSON.parse(kv.value.toString('utf8')));
+  }
+
+  /** The keeper's etcd operations, each with its own short deadline. */
+  private ops(): LeaseOps {
+    const c = this.client;
+    const opts = () => ({ deadline: Date.now() + this.leaseOpMs });
+    const put = async (key: string, value: unknown, lease?: string) => {
+      await c.kv.put(
+        { key: Buffer.from(key), value: Buffer.from(JSON.stringify(value)), ...(lease ? { lease } : {}) },
+        opts(),
+      );
+    };
+    return {
+      grant: async (ttlSeconds) => {
+        const r = await c.leaseClient.leaseGrant({ TTL: ttlSeconds }, opts());
+        if (r.error) throw new Error(`etcd refused a lease: ${r.error}`);
+        return String(r.ID);
+      },
+      keepAlive: (id) => this.keepAliveOnce(id),
+      putLiveness: (id, value: HostLeaseValue) => put(clusterKeys.hostLease(this.host), value, id),
+      putFenceReport: (report: FenceReport) => put(clusterKeys.fenceReport(this.host), report),
+      revoke: async (id) => {
+        await c.leaseClient.leaseRevoke({ ID: id }, opts());
+      },
+      view: async (): Promise<EtcdView> => {
+        try {
+          const s = await c.maintenance.status(opts());
+          return s.leader && s.leader !== '0' ? 'ok' : 'no-leader';
+        } catch {
+          return 'unreachable';
+        }
+      },
+    };
+  }
+
+  /** One keepalive on its own stream, answered or abandoned within the lease operation deadline. */
+  private keepAliveOnce(id: string): Promise<number> {
+    const ms = this.leaseOpMs;
+    return new Promise<number>((resolve, reject) => {
+      let stream: Awaited<ReturnType<Etcd3['leaseClient']['leaseKeepAlive']>> | undefined;
+      let done = false;
+      const finish = (f: () => void) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        f();
+      };
+      const timer = setTimeout(() => {
+        stream?.cancel();
+        finish(() => reject(new Error(`etcd did not answer a keepalive within ${ms} ms`)));
+      }, ms);
+      timer.unref();
+      this.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + ms }).then(
+        (s) => {
+          stream = s;
+          if (done) return s.cancel();
+          s.on('data', (res) =>
+            finish(() => {
+              s.end();
+              resolve(Number(res.TTL));
+            }),
+          );
+          s.on('error', (err) => finish(() => reject(err)));
+          s.write({ ID: id });
+        },
+        (err: Error) => finish(() => reject(err)),
+      );
+    });
+  }
+}
