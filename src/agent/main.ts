@@ -11,12 +11,15 @@ import { NfsServer } from '../drivers/storage/nfs-server.js';
 import { type PoolBackendOptions, poolBackends } from '../drivers/storage/registry.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import { type Runner, SystemRunner } from '../exec/runner.js';
+import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
 import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
 import type { PoolType } from '../shared/storage.js';
 import { Agent } from './agent.js';
+import { EtcdMembership } from './cluster/membership.js';
+import type { FenceVms } from './cluster/types.js';
 import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
@@ -47,6 +50,13 @@ export interface AgentOptions {
   nfsDir?: string;
   /** Directories pools may be made below (default /var/lib/vmlink/pools). */
   poolRoots?: string[];
+  /**
+   * The cluster's etcd (`https://addr:port`, the host's certificate as its etcd identity; `http://` for tests): the
+   * agent holds a lease, fences its VMs when it cannot, and starts VMs only for their owner record's token.
+   */
+  etcd?: string[];
+  /** Seconds between lease renewals (default CLUSTER_HEARTBEAT_S_DEFAULT). */
+  clusterHeartbeatS?: number;
 }
 
 /** Network backends this host can drive: linux always, ovs only where Open vSwitch is installed. */
@@ -92,12 +102,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     );
   }
   const creds = opts.listenTcp ? loadHostCredentials(opts.host, tlsDir) : undefined;
+  const cluster: EtcdMembership | undefined = opts.etcd?.length
+    ? clusterMembership(opts, tlsDir, (r: string): Promise<string[]> => agent.fenceVms(r))
+    : undefined;
   const runner = new SystemRunner();
   const role = opts.role ?? 'compute';
   // A storage host drives no networks: Open vSwitch is not even looked for.
   const networks = role === 'storage' ? {} : await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
-  const agent = new Agent({
+  const agent: Agent = new Agent({
     host: opts.host,
     runner,
     networks,
@@ -118,10 +131,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       }),
       ...(opts.poolRoots?.length ? { poolRoots: opts.poolRoots } : {}),
     },
+    ...(cluster ? { cluster } : {}),
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
+  if (cluster) {
+    // Before listening: the running VMs are adopted, and the lease is held (or the host fenced or in hold).
+    await cluster.start();
+    log.info({ host: opts.host, etcd: opts.etcd, lease: cluster.status() }, 'agent joined the cluster');
+  }
   const prerequisites = () =>
     role === 'storage' ? storageHostPrerequisites(runner) : hostPrerequisites(runner);
   let tcpApp: FastifyInstance | undefined;
@@ -167,10 +186,38 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const stop = () => {
     stopping = true;
     agent.stop();
-    void Promise.all(apps.map((a) => a.close())).then(() => process.exit(0));
+    // A clean stop revokes the lease: the host is failed at once (its VMs keep running until the HA manager acts).
+    void Promise.all([
+      cluster
+        ?.stop()
+        .catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not revoke the lease')),
+      ...apps.map((a) => a.close()),
+    ]).then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/**
+ * The host's cluster membership on `opts.etcd`: over TLS its etcd identity and its peers' client certificate are the
+ * host's credentials in `tlsDir` (CN = host = etcd user); `http://` endpoints (tests) use none.
+ */
+function clusterMembership(opts: AgentOptions, tlsDir: string, fenceVms: FenceVms): EtcdMembership {
+  const endpoints = opts.etcd ?? [];
+  const tls = endpoints[0]!.startsWith('https://');
+  if (endpoints.some((e) => e.startsWith('https://') !== tls || !/^https?:\/\/[\w.-]+:\d{1,5}$/.test(e)))
+    throw new InvalidRequestError(
+      `--etcd takes https://ADDR:PORT[,...] (or all http:// for tests), got ${endpoints.join(',')}`,
+    );
+  const creds = tls ? loadHostCredentials(opts.host, tlsDir) : undefined;
+  return new EtcdMembership({
+    host: opts.host,
+    connection: { endpoints, ...(creds ? { tls: creds } : {}) },
+    heartbeatSeconds: opts.clusterHeartbeatS ?? CLUSTER_HEARTBEAT_S_DEFAULT,
+    stateDir: opts.stateDir,
+    fenceVms,
+    ...(creds ? { peerTls: creds } : {}),
+  });
 }
 
 /**

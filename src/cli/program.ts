@@ -46,6 +46,10 @@ export interface AgentArgs {
   tgtControlPort?: number;
   nfsDir?: string;
   poolRoots?: string[];
+  /** etcd client URLs (`https://` with the host's certificate, `http://` for tests): the host joins the cluster. */
+  etcd?: string[];
+  /** Seconds between lease renewals (the lease lives twice as long). */
+  clusterHeartbeatS?: number;
 }
 
 /** What the composition root wires into the command tree: the process bodies and the local checks. */
@@ -163,6 +167,11 @@ export function createCli(processes: Processes): Command {
     )
     .option('--nfs-dir <dir>', "the nfs-ganesha instance directory of this host's nfs pools")
     .option(
+      '--etcd <urls>',
+      "the cluster's etcd, https://ADDR:2379[,...] (the host's certificate is its etcd identity; http:// for tests): the agent holds a lease and checks VM ownership",
+    )
+    .option('--cluster-heartbeat-s <n>', 'seconds between lease renewals (the lease lives twice that)', '5')
+    .option(
       '--pool-root <dir>',
       'a directory pools may be made below (repeatable; default /var/lib/vmlink/pools)',
       (v: string, all: string[] = []) => [...all, v],
@@ -181,6 +190,8 @@ export function createCli(processes: Processes): Command {
         tgtControlPort?: string;
         nfsDir?: string;
         poolRoot?: string[];
+        etcd?: string;
+        clusterHeartbeatS: string;
       }) => {
         if (!o.listen.startsWith('unix://'))
           throw new VmlinkError(
@@ -206,6 +217,19 @@ export function createCli(processes: Processes): Command {
               'invalid',
               `${d}: --nfs-dir and --pool-root take an absolute path of letters, digits, ., _, - and /`,
             );
+        const etcd = o.etcd?.split(',').map((u) => u.trim());
+        for (const u of etcd ?? [])
+          if (!/^https?:\/\/[\w.-]+:\d{1,5}$/.test(u) || u.split(':')[0] !== etcd![0]!.split(':')[0])
+            throw new VmlinkError(
+              'invalid',
+              `--etcd takes https://ADDR:PORT[,https://ADDR:PORT...] (all https, or all http:// for tests), got ${o.etcd}`,
+            );
+        const clusterHeartbeatS = Number(o.clusterHeartbeatS);
+        if (!(Number.isInteger(clusterHeartbeatS) && clusterHeartbeatS >= 1 && clusterHeartbeatS <= 60))
+          throw new VmlinkError(
+            'invalid',
+            `--cluster-heartbeat-s must be a whole number of seconds 1-60, got ${o.clusterHeartbeatS}`,
+          );
         await processes.agent({
           host: o.host,
           listen: o.listen,
@@ -219,6 +243,7 @@ export function createCli(processes: Processes): Command {
           ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
           ...(o.join ? { join: o.join } : {}),
           ...(o.joinToken ? { joinToken: o.joinToken } : {}),
+          ...(etcd ? { etcd, clusterHeartbeatS } : {}),
         });
       },
     );
