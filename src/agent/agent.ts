@@ -308,10 +308,15 @@ export class Agent {
     return h.kill ? h.kill(name) : h.stop(name, { force: true });
   }
 
-  /** This host's cluster lease as it sees it (`off` without a cluster). */
-  leaseStatus(): LeaseStatus {
+  /**
+   * This host's cluster lease as it sees it (`off` without a cluster); with `verifyMs`, after a renewal bounded by
+   * it (what peers ask for: see ClusterMembership.verifiedStatus).
+   */
+  async leaseStatus(verifyMs?: number): Promise<LeaseStatus> {
+    const c = this.deps.cluster;
+    if (c && verifyMs !== undefined) return c.verifiedStatus(verifyMs);
     return (
-      this.deps.cluster?.status() ?? {
+      c?.status() ?? {
         host: this.deps.host,
         mode: 'off',
         etcd: 'unreachable',

@@ -83,6 +83,10 @@ export class EtcdMembership implements ClusterMembership {
     return this.keeper.status();
   }
 
+  verifiedStatus(boundMs: number): Promise<LeaseStatus> {
+    return this.keeper.verifiedStatus(boundMs);
+  }
+
   async assertOwner(vm: string, fence: Fence | undefined): Promise<void> {
     const subject = `vm/${vm}`;
     const refuse = (why: string) =>

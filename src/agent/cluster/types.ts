@@ -15,6 +15,11 @@ export interface ClusterMembership {
   /** The lease as this agent sees it now. */
   status(): LeaseStatus;
   /**
+   * The lease after making sure (a renewal now, bounded by `boundMs`, unless one was just confirmed): what a peer's
+   * outage check is told. A lease still `held` here was renewed within `boundMs` or its renewal has not failed yet.
+   */
+  verifiedStatus(boundMs: number): Promise<LeaseStatus>;
+  /**
    * Throws `FencedError` (shared/errors) unless this host holds its lease and etcd's owner record of `vm` names
    * this host with `fence.token` (a linearizable read: without etcd's quorum nothing starts).
    */
