@@ -512,6 +512,7 @@ describe('an agent in a cluster', () => {
       stop: async () => {},
       status: () => ({ host: 'host1', mode: state.mode, etcd: 'ok', fencedVms: [] }),
       verifiedStatus: async () => ({ host: 'host1', mode: 'renewing', etcd: 'unreachable', fencedVms: [] }),
+      ownedElsewhere: async (vms) => vms.filter((v) => v === 'app3'),
       assertOwner: async (vm, fence) => {
         state.checks.push(`${vm} ${fence?.token ?? '-'}`);
         if (state.mode !== 'held') throw new FencedError(`host1 does not hold its lease`, `vm/${vm}`);
@@ -602,6 +603,9 @@ describe('an agent in a cluster', () => {
       ],
       seen,
     );
+    expect(await a.stopVmsOwnedElsewhere()).toEqual(['app3']);
+    expect(seen).toEqual(['kill app3']);
+    seen.length = 0;
     expect(await a.fenceVms('lease lost')).toEqual(['app1', 'app3']);
     expect(seen.sort()).toEqual(['kill app1', 'kill app3']);
     expect((await a.leaseStatus()).mode).toBe('held');

@@ -165,6 +165,8 @@ describe('one agent on a real etcd', () => {
       /VM ovm1 is not started on host oh1: its owner record names host oh2/,
     );
     await expect(m.assertOwner('ovm-none', { token: '5' })).rejects.toThrow(/it has no owner record/);
+    // At an agent's start: which of its running VMs are owned elsewhere now.
+    expect(await m.ownedElsewhere(['ovm1', 'ovm-none'])).toEqual(['ovm1']);
     await client
       .put(clusterKeys.kv(ownerKey('ovm2')))
       .value('{"vm":"ovm2"')

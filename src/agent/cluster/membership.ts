@@ -139,6 +139,26 @@ export class EtcdMembership implements ClusterMembership {
     if (!this.keeper.held) throw notHeld();
   }
 
+  async ownedElsewhere(vms: readonly string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const vm of vms) {
+      const r = await this.client.kv.range(
+        { key: Buffer.from(clusterKeys.kv(ownerKey(vm))) },
+        { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+      );
+      const kv = r.kvs[0];
+      if (!kv || kv.value.length > ETCD_VALUE_MAX_BYTES) continue;
+      let rec: ReturnType<typeof OwnerRecordSchema.safeParse>;
+      try {
+        rec = OwnerRecordSchema.safeParse(JSON.parse(kv.value.toString('utf8')));
+      } catch {
+        continue;
+      }
+      if (rec.success && rec.data.host !== this.host) out.push(vm);
+    }
+    return out;
+  }
+
   /** The membership as the controller wrote it (bounded, parsed); undefined when not written yet. */
   private async readMembers(): Promise<ClusterMembers | undefined> {
     const r = await this.client.kv.range(

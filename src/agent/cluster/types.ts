@@ -24,4 +24,9 @@ export interface ClusterMembership {
    * this host with `fence.token` (a linearizable read: without etcd's quorum nothing starts).
    */
   assertOwner(vm: string, fence: Fence | undefined): Promise<void>;
+  /**
+   * Of `vms` (running here), those whose owner record names another host: started elsewhere while this agent was
+   * away (its lease ended). A VM without a record is not named. Throws when etcd cannot be read.
+   */
+  ownedElsewhere(vms: readonly string[]): Promise<string[]>;
 }
