@@ -511,6 +511,8 @@ describe('an agent in a cluster', () => {
       start: async () => {},
       stop: async () => {},
       status: () => ({ host: 'host1', mode: state.mode, etcd: 'ok', fencedVms: [] }),
+      verifiedStatus: async () => ({ host: 'host1', mode: 'renewing', etcd: 'unreachable', fencedVms: [] }),
+      ownedElsewhere: async (vms) => vms.filter((v) => v === 'app3'),
       assertOwner: async (vm, fence) => {
         state.checks.push(`${vm} ${fence?.token ?? '-'}`);
         if (state.mode !== 'held') throw new FencedError(`host1 does not hold its lease`, `vm/${vm}`);
@@ -601,9 +603,13 @@ describe('an agent in a cluster', () => {
       ],
       seen,
     );
+    expect(await a.stopVmsOwnedElsewhere()).toEqual(['app3']);
+    expect(seen).toEqual(['kill app3']);
+    seen.length = 0;
     expect(await a.fenceVms('lease lost')).toEqual(['app1', 'app3']);
     expect(seen.sort()).toEqual(['kill app1', 'kill app3']);
-    expect(a.leaseStatus().mode).toBe('held');
+    expect((await a.leaseStatus()).mode).toBe('held');
+    expect((await a.leaseStatus(400)).mode).toBe('renewing');
     const solo = new Agent({
       host: 'host1',
       runner: new RecordingRunner(),
@@ -611,6 +617,11 @@ describe('an agent in a cluster', () => {
       stateDir: join(tmpdir(), `vmlink-agent-${randomUUID()}`),
       hypervisor,
     });
-    expect(solo.leaseStatus()).toEqual({ host: 'host1', mode: 'off', etcd: 'unreachable', fencedVms: [] });
+    expect(await solo.leaseStatus(400)).toEqual({
+      host: 'host1',
+      mode: 'off',
+      etcd: 'unreachable',
+      fencedVms: [],
+    });
   });
 });

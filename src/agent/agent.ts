@@ -303,15 +303,43 @@ export class Agent {
     return stopped;
   }
 
+  /**
+   * At start in a cluster: stops at once the running VMs whose owner record names another host (this agent was away
+   * past its lease, and the HA manager started them elsewhere). Resolves their names.
+   */
+  async stopVmsOwnedElsewhere(): Promise<string[]> {
+    const cluster = this.deps.cluster;
+    if (!cluster || this.role === 'storage') return [];
+    const running = (await this.deps.hypervisor.list())
+      .filter((v) => v.state === 'running' || v.state === 'paused')
+      .map((v) => v.name);
+    const foreign = running.length ? await cluster.ownedElsewhere(running) : [];
+    for (const name of foreign) {
+      log.error(
+        { vm: name, host: this.deps.host },
+        'FENCING: VM runs here but its owner record names another host',
+      );
+      await this.killVm(name).catch((e) =>
+        log.error({ vm: name, err: (e as Error).message }, 'FENCING: could not stop VM'),
+      );
+    }
+    return foreign;
+  }
+
   private killVm(name: string): Promise<unknown> {
     const h = this.deps.hypervisor;
     return h.kill ? h.kill(name) : h.stop(name, { force: true });
   }
 
-  /** This host's cluster lease as it sees it (`off` without a cluster). */
-  leaseStatus(): LeaseStatus {
+  /**
+   * This host's cluster lease as it sees it (`off` without a cluster); with `verifyMs`, after a renewal bounded by
+   * it (what peers ask for: see ClusterMembership.verifiedStatus).
+   */
+  async leaseStatus(verifyMs?: number): Promise<LeaseStatus> {
+    const c = this.deps.cluster;
+    if (c && verifyMs !== undefined) return c.verifiedStatus(verifyMs);
     return (
-      this.deps.cluster?.status() ?? {
+      c?.status() ?? {
         host: this.deps.host,
         mode: 'off',
         etcd: 'unreachable',

@@ -139,6 +139,13 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   if (cluster) {
     // Before listening: the running VMs are adopted, and the lease is held (or the host fenced or in hold).
     await cluster.start();
+    // VMs this host ran before its agent went away may have been started elsewhere since: never two copies.
+    if (cluster.status().mode === 'held')
+      await agent
+        .stopVmsOwnedElsewhere()
+        .catch((e: unknown) =>
+          log.error({ err: (e as Error).message }, 'cannot check the owners of the running VMs'),
+        );
     log.info({ host: opts.host, etcd: opts.etcd, lease: cluster.status() }, 'agent joined the cluster');
   }
   const prerequisites = () =>

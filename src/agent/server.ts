@@ -14,6 +14,7 @@ import {
 import { clientCertRefusal } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
+import { PEER_LEASE_VERIFY_MS } from '../shared/limits.js';
 import { CONTROLLER_NAME, identityOf } from '../shared/tls.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
@@ -105,8 +106,16 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
   }));
   app.get('/v1/report', { schema: { response: answers(HostReportSchema) } }, async () => agent.report());
   // The cluster lease (docs/ha.md): the controller's view of this host, and the peers' outage check.
-  app.get('/v1/cluster/lease', { schema: { response: answers(LeaseStatusSchema) } }, async () =>
-    agent.leaseStatus(),
+  // `verify=1` (peers): renew first, bounded, so that `held` means etcd answers this host now.
+  app.get(
+    PEER_ROUTE,
+    {
+      schema: {
+        querystring: z.object({ verify: z.enum(['0', '1']).optional() }).strict(),
+        response: answers(LeaseStatusSchema),
+      },
+    },
+    async (req) => agent.leaseStatus(req.query.verify === '1' ? PEER_LEASE_VERIFY_MS : undefined),
   );
   // Read afresh: a device bound to vfio-pci a minute ago shows so now.
   app.get('/v1/devices', { schema: { response: answers(DeviceInventorySchema) } }, async () => {

@@ -249,10 +249,10 @@ export function createCli(processes: Processes): Command {
               `--etcd takes https://ADDR:PORT[,https://ADDR:PORT...] (all https, or all http:// for tests), got ${o.etcd}`,
             );
         const clusterHeartbeatS = Number(o.clusterHeartbeatS);
-        if (!(Number.isInteger(clusterHeartbeatS) && clusterHeartbeatS >= 1 && clusterHeartbeatS <= 60))
+        if (!(Number.isInteger(clusterHeartbeatS) && clusterHeartbeatS >= 3 && clusterHeartbeatS <= 60))
           throw new VmlinkError(
             'invalid',
-            `--cluster-heartbeat-s must be a whole number of seconds 1-60, got ${o.clusterHeartbeatS}`,
+            `--cluster-heartbeat-s must be a whole number of seconds 3-60 (the lease lives two, the agent fences 2 s before it ends), got ${o.clusterHeartbeatS}`,
           );
         await processes.agent({
           host: o.host,

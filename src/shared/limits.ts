@@ -273,3 +273,5 @@ export const DRILL_RECOVERY_TIMEOUT_MS = 90_000;
 export const PEER_LEASE_MAX_BYTES = 512 * 1024;
 /** A fenced VM's QEMU gets this long to act on QMP `quit` before SIGKILL (a watchdog, not a shutdown). */
 export const VM_FENCE_QUIT_MS = 500;
+/** How long an agent asked by a peer (`GET /v1/cluster/lease?verify=1`) waits for its own renewal before answering. */
+export const PEER_LEASE_VERIFY_MS = 400;

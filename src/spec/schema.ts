@@ -541,8 +541,11 @@ export const ClusterSchema = z
   .object({
     /** `etcd` (leases, an election, owner records with fencing tokens); `sqlite` keeps one controller, no HA. */
     store: z.enum(['sqlite', 'etcd']).default('etcd'),
-    /** How often agents renew their lease; a host is failed when its lease (2 heartbeats) runs out. */
-    heartbeatSeconds: z.number().int().min(1).max(60).default(CLUSTER_HEARTBEAT_S_DEFAULT),
+    /**
+     * How often agents renew their lease; a host is failed when its lease (2 heartbeats) runs out. At least 3: an agent
+     * fences 2 s before its lease can end, and needs a heartbeat's room before that (docs/ha.md, "Timing").
+     */
+    heartbeatSeconds: z.number().int().min(3).max(60).default(CLUSTER_HEARTBEAT_S_DEFAULT),
     /** etcd's client URLs (`https://addr:2379`); a lab fills them in from `lab.etcd`. */
     endpoints: z
       .array(z.string().regex(/^https:\/\/[\w.-]+:\d{1,5}$/, 'must be https://addr:port'))

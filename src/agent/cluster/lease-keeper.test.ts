@@ -354,6 +354,37 @@ describe('LeaseKeeper', () => {
     expect(b.etcd.reports).toEqual([]);
   });
 
+  it('a verified status renews first: held only while etcd answers (a peer asking must not fence on a stale held)', async () => {
+    const { clock, etcd, keeper } = setup();
+    await keeper.start();
+    await clock.to(1_000);
+    expect((await keeper.verifiedStatus(400)).mode).toBe('held');
+    expect(etcd.calls.at(-1)).toBe('1s keepalive 100');
+    // Just renewed: answered without another renewal.
+    await clock.to(1_200);
+    expect((await keeper.verifiedStatus(400)).mode).toBe('held');
+    expect(etcd.calls.at(-1)).toBe('1s keepalive 100');
+    etcd.up = false;
+    await clock.to(2_000);
+    expect(keeper.status().mode).toBe('held'); // it has not tried etcd since
+    expect((await keeper.verifiedStatus(400)).mode).toBe('renewing');
+  });
+
+  it('refuses a heartbeat that leaves no room before the fence deadline', () => {
+    const clock = new FakeClock();
+    expect(
+      () =>
+        new LeaseKeeper({
+          host: 'a',
+          heartbeatSeconds: 2,
+          ops: new FakeEtcd(clock),
+          clock,
+          fenceVms: async () => [],
+          checkPeers: async () => ({ proven: false, reason: '' }),
+        }),
+    ).toThrow(/a cluster heartbeat of 2 s leaves no time .*use 3 s or more/);
+  });
+
   it('stop revokes the lease and renews no more', async () => {
     const { clock, etcd, keeper } = setup();
     await keeper.start();

@@ -20,9 +20,16 @@ import {
   type LeaseStatus,
   leaseTtlSeconds,
 } from '../../shared/cluster.js';
+import { InvalidRequestError } from '../../shared/errors.js';
 import { PEER_LEASE_TIMEOUT_MS } from '../../shared/limits.js';
 import { log as rootLog } from '../../shared/log.js';
 import type { FenceVms } from './types.js';
+
+/**
+ * The shortest heartbeat that leaves room between a renewal (every heartbeat) and the fence deadline (TTL = two
+ * heartbeats, minus FENCE_MARGIN_MS, minus the peers' check before it): 2h - 2 s > h + 0.8 s.
+ */
+export const CLUSTER_HEARTBEAT_S_MIN = 3;
 
 /** How etcd looks from here. */
 export type EtcdView = (typeof EtcdViews)[number];
@@ -119,6 +126,10 @@ export class LeaseKeeper {
     this.clock = opts.clock ?? systemClock;
     this.log = opts.log ?? rootLog;
     this.ttlMs = leaseTtlSeconds(opts.heartbeatSeconds) * 1000;
+    if (opts.heartbeatSeconds < CLUSTER_HEARTBEAT_S_MIN)
+      throw new InvalidRequestError(
+        `a cluster heartbeat of ${opts.heartbeatSeconds} s leaves no time between a renewal and the fence deadline (TTL - ${FENCE_MARGIN_MS / 1000} s); use ${CLUSTER_HEARTBEAT_S_MIN} s or more`,
+      );
   }
 
   /** The fence deadline of the lease in hand (undefined without one). */
@@ -175,6 +186,26 @@ export class LeaseKeeper {
     const fencedAt = iso(this.fencedAt);
     if (fencedAt) out.fencedAt = fencedAt;
     return out;
+  }
+
+  /**
+   * The status after making sure: in `held`, unless a renewal was confirmed in the last `boundMs`, renews now and
+   * waits up to `boundMs` for it. A peer's outage check asks this way: a host that has not yet tried etcd since it
+   * went down would otherwise answer `held` and fence the asker. A renewal still pending after `boundMs` leaves
+   * `held` (the asker then fences: when in doubt, the answer that keeps VMs single).
+   */
+  async verifiedStatus(boundMs: number): Promise<LeaseStatus> {
+    if (this.mode === 'held' && !this.stopped && this.clock.now() - (this.lastRenewal ?? 0) > boundMs) {
+      let timer: unknown;
+      await Promise.race([
+        this.attempt(),
+        new Promise((r) => {
+          timer = this.clock.setTimeout(() => r(undefined), boundMs);
+        }),
+      ]);
+      this.clock.clearTimeout(timer);
+    }
+    return this.status();
   }
 
   /** Whether the lease is held now (VMs may start with a current token). */

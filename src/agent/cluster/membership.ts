@@ -83,6 +83,10 @@ export class EtcdMembership implements ClusterMembership {
     return this.keeper.status();
   }
 
+  verifiedStatus(boundMs: number): Promise<LeaseStatus> {
+    return this.keeper.verifiedStatus(boundMs);
+  }
+
   async assertOwner(vm: string, fence: Fence | undefined): Promise<void> {
     const subject = `vm/${vm}`;
     const refuse = (why: string) =>
@@ -133,6 +137,26 @@ export class EtcdMembership implements ClusterMembership {
     }
     // The lease may have gone while etcd answered.
     if (!this.keeper.held) throw notHeld();
+  }
+
+  async ownedElsewhere(vms: readonly string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const vm of vms) {
+      const r = await this.client.kv.range(
+        { key: Buffer.from(clusterKeys.kv(ownerKey(vm))) },
+        { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+      );
+      const kv = r.kvs[0];
+      if (!kv || kv.value.length > ETCD_VALUE_MAX_BYTES) continue;
+      let rec: ReturnType<typeof OwnerRecordSchema.safeParse>;
+      try {
+        rec = OwnerRecordSchema.safeParse(JSON.parse(kv.value.toString('utf8')));
+      } catch {
+        continue;
+      }
+      if (rec.success && rec.data.host !== this.host) out.push(vm);
+    }
+    return out;
   }
 
   /** The membership as the controller wrote it (bounded, parsed); undefined when not written yet. */

@@ -144,6 +144,7 @@ export class PeerCheck {
       });
       this.clients.set(`${p.name} ${p.agent}`, c);
     }
-    return c.get('/v1/cluster/lease', LeaseStatusSchema);
+    // `verify`: the peer renews before it answers `held` (it may not have tried etcd since etcd went down).
+    return c.get('/v1/cluster/lease?verify=1', LeaseStatusSchema);
   }
 }

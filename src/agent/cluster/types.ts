@@ -15,8 +15,18 @@ export interface ClusterMembership {
   /** The lease as this agent sees it now. */
   status(): LeaseStatus;
   /**
+   * The lease after making sure (a renewal now, bounded by `boundMs`, unless one was just confirmed): what a peer's
+   * outage check is told. A lease still `held` here was renewed within `boundMs` or its renewal has not failed yet.
+   */
+  verifiedStatus(boundMs: number): Promise<LeaseStatus>;
+  /**
    * Throws `FencedError` (shared/errors) unless this host holds its lease and etcd's owner record of `vm` names
    * this host with `fence.token` (a linearizable read: without etcd's quorum nothing starts).
    */
   assertOwner(vm: string, fence: Fence | undefined): Promise<void>;
+  /**
+   * Of `vms` (running here), those whose owner record names another host: started elsewhere while this agent was
+   * away (its lease ended). A VM without a record is not named. Throws when etcd cannot be read.
+   */
+  ownedElsewhere(vms: readonly string[]): Promise<string[]>;
 }
