@@ -31,7 +31,18 @@ export function addLabCommands(
     .option('--json', 'machine-readable output')
     .action(async (o: { file: string; json?: boolean }) => {
       const r = await runTask(api(), '/v1/lab/up', readSpec(o.file), LabUpResultSchema, progress(!!o.json));
-      emit(!!o.json, r, () => `Lab is up: ${r.namespaces.length} namespaces (${r.namespaces.join(', ')}).`);
+      emit(!!o.json, r, () =>
+        [
+          `Lab is up: ${r.namespaces.length} namespaces (${r.namespaces.join(', ')}).`,
+          ...(r.etcd ? [`etcd: ${r.etcd.join(', ')}`] : []),
+          ...(r.controllers
+            ? [
+                `cluster controllers: ${r.controllers.join(', ')}`,
+                `  export VMLINK_SOCKET=${r.controllers.join(',')}`,
+              ]
+            : []),
+        ].join('\n'),
+      );
     });
   lab
     .command('relay')

@@ -329,7 +329,13 @@ export const ThroughputResultSchema = z.object({
 export type ThroughputResult = z.infer<typeof ThroughputResultSchema>;
 
 /** Result of a `lab up` task. */
-export const LabUpResultSchema = z.object({ namespaces: z.array(z.string()) });
+export const LabUpResultSchema = z.object({
+  namespaces: z.array(z.string()),
+  /** The lab's etcd client URLs, when it has members. */
+  etcd: z.array(z.string()).optional(),
+  /** The API sockets of the lab's cluster controllers (`VMLINK_SOCKET=a,b`), when it has any. */
+  controllers: z.array(z.string()).optional(),
+});
 /** Result of a `lab down` task. */
 export const LabDownResultSchema = z.object({ removed: z.array(z.string()) });
 

@@ -40,6 +40,8 @@ import { readFileCappedSync, writeFileAtomic, writeFileAtomicSync } from '../sha
 import { pollUntil } from '../shared/time.js';
 import { formatIpv4, parseCidr } from '../spec/net.js';
 import type { LabSpec } from '../spec/schema.js';
+import { type LabCluster, LabControllers } from './cluster.js';
+import { ETCD_CLIENT_PORT, LabEtcd, labEtcdEndpoints, labEtcdSocket } from './etcd.js';
 import { labNamespaces, machineNs, mgmtNs, routerNs, switchNs, upstreamNs } from './names.js';
 import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerDnsmasq, routerRuleset } from './router.js';
 import { LabStorage, labPoolRootArgs } from './storage.js';
@@ -62,6 +64,17 @@ export interface LabOptions {
   reachable?: (host: string) => Promise<boolean>;
   /** Hosts whose agents restart even when running (their credentials were renewed). */
   restartAgents?: readonly string[];
+  /** etcd members that restart even when running (their credentials were renewed). */
+  restartEtcd?: readonly string[];
+  /**
+   * Called once the lab's etcd answers and before any agent starts (etcd's users and roles: an agent's first lease
+   * needs its user). Through the relay's sockets (`labEtcdSocket`): this process is on no lab LAN.
+   */
+  etcdReady?: () => Promise<void>;
+  /** A cluster on the lab's etcd: compute hosts' agents get `--etcd <members> --cluster-heartbeat-s <s>`. */
+  joinEtcd?: { heartbeatSeconds: number };
+  /** What `lab.controllers` share with this controller (required when the lab has any). */
+  controllers?: LabCluster;
 }
 
 /** The management station's address on the lab LAN: the highest usable address of `lab.lan.cidr`. */
@@ -121,10 +134,7 @@ export class Lab {
     const mtu = labLanMtu(spec);
     const segments = labSegments(spec);
     const mgmt = labMgmtAddress(spec);
-    const taken = [
-      spec.lan.gateway,
-      ...[...spec.hosts, ...spec.peers, ...spec.storage].map((m) => m.address),
-    ];
+    const taken = [spec.lan.gateway, ...lanMachinesOf(spec).map((m) => m.address)];
     if (taken.includes(mgmt))
       throw new InvalidRequestError(
         `lab address ${mgmt} is the lab's management station (the highest address of ${spec.lan.cidr}); give the machine another address`,
@@ -145,7 +155,7 @@ export class Lab {
         gateway: undefined as string | undefined,
       },
       { ns: mgmtNs(spec.name), port: 'pmgmt', address: mgmt, gateway: undefined as string | undefined },
-      ...[...spec.hosts, ...spec.peers, ...spec.storage].map((m, i) => ({
+      ...lanMachinesOf(spec).map((m, i) => ({
         ns: machineNs(spec.name, m.name),
         port: `p${i + 1}`,
         address: m.address,
@@ -179,8 +189,17 @@ export class Lab {
     }
     await this.upRouter(say);
     await this.ensureRelay(say);
+    // etcd before the agents: a cluster agent takes its lease at start.
+    if (spec.etcd.length) {
+      await new LabEtcd(this.runner, spec).up(say, this.opts.restartEtcd);
+      await this.opts.etcdReady?.();
+    }
+    const join = this.opts.joinEtcd;
+    const etcdArgs = join
+      ? ['--etcd', labEtcdEndpoints(spec).join(','), '--cluster-heartbeat-s', String(join.heartbeatSeconds)]
+      : [];
     for (const h of spec.hosts)
-      await this.ensureAgent(h.name, h.address, say, labPoolRootArgs(spec.name, h.name));
+      await this.ensureAgent(h.name, h.address, say, [...labPoolRootArgs(spec.name, h.name), ...etcdArgs]);
     // A storage machine's servers first, so its agent finds them when it reports its pools.
     for (const [i, m] of spec.storage.entries()) {
       await this.storage.up(m, i, say);
@@ -196,6 +215,14 @@ export class Lab {
       throw new UnavailableError(
         `the agent of ${cut.join(', ')} runs but does not answer across the lab LAN; its host's network may be cut (see \`vmlink status\`)`,
       );
+    if (spec.controllers.length) {
+      if (!this.opts.controllers)
+        throw new InvalidRequestError(
+          `lab ${spec.name} has cluster controllers: they need the CA and secrets key of the controller bringing the lab up`,
+          'lab',
+        );
+      await new LabControllers(this.runner, spec).up(this.opts.controllers, say);
+    }
   }
 
   /** Kills every process in the lab's namespaces (agents, QEMU, dnsmasq), deletes them and the lab's files. */
@@ -203,10 +230,12 @@ export class Lab {
     const say = ctx.progress ?? (() => {});
     const existing = new Set(await this.namespaces());
     const mine = labNamespaces(this.spec).filter((ns) => existing.has(ns));
-    // Agents first, so none restarts what the next step kills.
+    // Cluster controllers first (none acts on what follows), then agents, so none restarts what the next step kills.
+    await new LabControllers(this.runner, this.spec).down(say);
     for (const h of agentMachines(this.spec)) await this.killRecorded(this.agentRecord(h.name));
     await this.killRecorded(this.relayRecord());
     for (const [i, m] of this.spec.storage.entries()) await this.storage.down(m, i, say);
+    await new LabEtcd(this.runner, this.spec).down(say);
     for (const ns of mine) {
       const pids = await this.ip.namespaces.pids(ns);
       if (pids.length) say(`stopping ${pids.length} process(es) in ${ns}`);
@@ -298,20 +327,26 @@ export class Lab {
   private async ensureRelay(say: (m: string) => void): Promise<void> {
     const { spec } = this;
     const dir = labRunDir(spec.name);
-    const routes = agentMachines(spec).flatMap((h) => [
-      '--listen',
-      `unix://${labAgentSocket(spec.name, h.name)}`,
-      '--to',
-      labAgentTcp(h.address),
-    ]);
+    // Each agent's TLS listener, and each etcd member's client port (TLS passes through the pipe untouched).
+    const pipes = [
+      ...agentMachines(spec).map((h) => ({
+        socket: labAgentSocket(spec.name, h.name),
+        to: labAgentTcp(h.address),
+      })),
+      ...spec.etcd.map((m) => ({
+        socket: labEtcdSocket(spec.name, m.name),
+        to: `https://${m.address}:${ETCD_CLIENT_PORT}`,
+      })),
+    ];
+    const routes = pipes.flatMap((p) => ['--listen', `unix://${p.socket}`, '--to', p.to]);
     const argsFile = join(dir, 'relay.args');
     const record = this.relayRecord();
     const same = readFileCappedSync(argsFile) === JSON.stringify(routes);
-    const socketsThere = agentMachines(spec).every((h) => existsSync(labAgentSocket(spec.name, h.name)));
+    const socketsThere = pipes.every((p) => existsSync(p.socket));
     if (same && socketsThere && (await this.recordedRunning(record))) return;
     await this.killRecorded(record);
     say(`starting the management relay in ${mgmtNs(spec.name)} (${labMgmtAddress(spec)})`);
-    for (const h of agentMachines(spec)) rmSync(labAgentSocket(spec.name, h.name), { force: true });
+    for (const p of pipes) rmSync(p.socket, { force: true });
     const relay = await this.spawnRecorded(
       [process.execPath, VMLINK_BIN, 'lab', 'relay', ...routes],
       mgmtNs(spec.name),
@@ -321,7 +356,7 @@ export class Lab {
     writeFileAtomicSync(argsFile, JSON.stringify(routes));
     const up = await pollUntil(
       async () => {
-        if (agentMachines(spec).every((h) => existsSync(labAgentSocket(spec.name, h.name)))) return 'up';
+        if (pipes.every((p) => existsSync(p.socket))) return 'up';
         return relay && (await isRunning(relay)) ? undefined : 'exited';
       },
       { timeoutMs: LAB_RELAY_START_TIMEOUT_MS, intervalMs: 100 },
@@ -442,6 +477,18 @@ export class Lab {
     return (await this.ipIn(ns).link.get(dev)) !== undefined;
   }
 }
+
+/**
+ * Every machine on the lab LAN in the order of their switch ports (p1, p2, ...): hosts, peers, storage machines,
+ * then etcd members and cluster controllers (last, so that older labs keep their ports).
+ */
+const lanMachinesOf = (spec: LabSpec) => [
+  ...spec.hosts,
+  ...spec.peers,
+  ...spec.storage,
+  ...spec.etcd,
+  ...spec.controllers,
+];
 
 /** The lab machines that run a vmlink agent: its hosts, then its storage machines. */
 const agentMachines = (spec: LabSpec) => [...spec.hosts, ...spec.storage];

@@ -1,7 +1,7 @@
 import type { LabSpec } from '../spec/schema.js';
 
 // Infrastructure namespaces use a double dash: spec names cannot start with '-', so they never collide.
-/** Namespace of a lab machine (host, peer or storage machine). */
+/** Namespace of a lab machine (host, peer, storage machine, etcd member or cluster controller). */
 export const machineNs = (lab: string, machine: string): string => `vl-${lab}-${machine}`;
 /** Namespace of the lab's LAN switch. */
 export const switchNs = (lab: string): string => `vl-${lab}--sw`;
@@ -22,5 +22,7 @@ export function labNamespaces(lab: LabSpec): string[] {
     ...lab.hosts.map((h) => machineNs(lab.name, h.name)),
     ...lab.peers.map((p) => machineNs(lab.name, p.name)),
     ...lab.storage.map((s) => machineNs(lab.name, s.name)),
+    ...lab.etcd.map((m) => machineNs(lab.name, m.name)),
+    ...lab.controllers.map((c) => machineNs(lab.name, c.name)),
   ];
 }

@@ -49,6 +49,11 @@ export interface EtcdClientOptions {
    * and must see a failure at once, not after the client's backoff.
    */
   retry?: boolean;
+  /**
+   * The name the members' certificates must carry instead of the dialled address (one for every endpoint): for an
+   * endpoint that is a relay's socket (`unix:///path`), as the lab's controller reaches its etcd.
+   */
+  serverName?: string;
 }
 
 /** An etcd3 client for `c`: bounded requests, no long circuit-breaker pauses (a failure is seen at once). */
@@ -78,6 +83,11 @@ export function etcdClient(c: EtcdConnection, opts: EtcdClientOptions = {}): Etc
       }) as unknown as IBackoff<unknown>,
     },
   };
+  if (opts.serverName)
+    options.grpcOptions = {
+      'grpc.ssl_target_name_override': opts.serverName,
+      'grpc.default_authority': opts.serverName,
+    };
   if (c.tls)
     options.credentials = {
       rootCertificate: Buffer.from(c.tls.ca),

@@ -13,8 +13,8 @@ export const KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-25
 /** The controller's name in its certificates (its role is `controller`). */
 export const CONTROLLER_NAME = 'vmlink-controller';
 
-/** What a certificate holder is: the CA itself, the controller, or a host's agent. */
-export type CertRole = 'ca' | 'controller' | 'host';
+/** What a certificate holder is: the CA itself, the controller, a host's agent, or a lab etcd member. */
+export type CertRole = 'ca' | 'controller' | 'host' | 'etcd';
 
 /** A key pair made here (the private key never leaves this process unless written to a 0600 file). */
 export interface KeyPair {

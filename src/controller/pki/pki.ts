@@ -3,7 +3,9 @@
 // which serials are revoked.
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { RESERVED_ETCD_USERS } from '../../shared/cluster.js';
 import { InvalidRequestError } from '../../shared/errors.js';
 import { readFileCappedSync, writeFileAtomicSync } from '../../shared/state-file.js';
 import {
@@ -12,6 +14,7 @@ import {
   CONTROLLER_NAME,
   fingerprint,
   generateKeyPair,
+  identityOf,
   KEY_ALGORITHM,
   normalSerial,
   privateDir,
@@ -147,6 +150,41 @@ export class Pki {
     return { key: pair.keyPem, cert: issued.cert, ca: this.caPem, serial: issued.serial };
   }
 
+  /**
+   * Makes a key and a certificate for etcd member `name` at `ip` (`OU=etcd, CN=<name>`, subjectAltName the name and
+   * the IP, server and client use: clients check the IP they dial, members check each other's). Not recorded as a
+   * host's: a member's CN is no etcd user and no agent accepts role `etcd`.
+   */
+  async issueEtcdMember(name: string, ip: string): Promise<TlsCredentials & { serial: string }> {
+    assertHostName(name);
+    if ((RESERVED_ETCD_USERS as readonly string[]).includes(name) || !isIP(ip))
+      throw new InvalidRequestError(
+        `cannot issue an etcd member certificate to ${JSON.stringify(name)} at ${JSON.stringify(ip)}`,
+      );
+    const pair = await generateKeyPair();
+    const issued = await this.sign('etcd', name, pair.keys.publicKey, [ip]);
+    return { key: pair.keyPem, cert: issued.cert, ca: this.caPem, serial: issued.serial };
+  }
+
+  /** Whether `creds` are a certificate of this CA for `role`/`name` (and `ip`, when given) with 30 days left. */
+  holdsCurrent(creds: TlsCredentials | undefined, role: CertRole, name: string, ip?: string): boolean {
+    if (!creds || creds.ca !== this.caPem) return false;
+    try {
+      assertCertMatches(creds, name);
+    } catch {
+      return false;
+    }
+    const c = new X509Certificate(creds.cert);
+    const id = identityOf(c.subject);
+    const left = new Date(c.validTo).getTime() - Date.now();
+    return (
+      id.role === role &&
+      id.name === name &&
+      (ip === undefined || c.checkIP(ip) !== undefined) &&
+      left > RENEW_BEFORE_DAYS * DAY_MS
+    );
+  }
+
   /** Whether `creds` are `host`'s current, valid certificate from this CA (so a lab up can keep them). */
   isCurrent(host: string, creds: TlsCredentials | undefined): boolean {
     if (!creds || creds.ca !== this.caPem) return false;
@@ -189,7 +227,12 @@ export class Pki {
   }
 
   /** Signs a certificate for `role`/`name` over `publicKey`: EC key usage, TLS server and client, SAN = name. */
-  private async sign(role: CertRole, name: string, publicKey: CryptoKey): Promise<Issued> {
+  private async sign(
+    role: CertRole,
+    name: string,
+    publicKey: CryptoKey,
+    ips: readonly string[] = [],
+  ): Promise<Issued> {
     const now = Date.now();
     const serial = newSerial();
     const notAfter = new Date(now + LEAF_DAYS * DAY_MS);
@@ -210,7 +253,10 @@ export class Pki {
           x509.ExtendedKeyUsage.serverAuth,
           x509.ExtendedKeyUsage.clientAuth,
         ]),
-        new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }]),
+        new x509.SubjectAlternativeNameExtension([
+          { type: 'dns', value: name },
+          ...ips.map((value) => ({ type: 'ip' as const, value })),
+        ]),
         await x509.AuthorityKeyIdentifierExtension.create(ca),
       ],
     });

@@ -1,4 +1,5 @@
 // The lab (namespaces as physical machines): its LAN, upstream and machine addresses.
+import { RESERVED_ETCD_USERS } from '../../shared/cluster.js';
 import {
   type Cidr,
   cidrsOverlap,
@@ -86,6 +87,8 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
     ...lab.hosts.map((m, i) => ({ m, path: `lab.hosts[${i}].address` })),
     ...lab.peers.map((m, i) => ({ m, path: `lab.peers[${i}].address` })),
     ...lab.storage.map((m, i) => ({ m, path: `lab.storage[${i}].address` })),
+    ...lab.etcd.map((m, i) => ({ m, path: `lab.etcd[${i}].address` })),
+    ...lab.controllers.map((m, i) => ({ m, path: `lab.controllers[${i}].address` })),
   ];
   for (const { m, path } of machines) {
     const ip = parseIpv4(m.address);
@@ -105,6 +108,8 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
     else addresses.set(ip, path);
   }
 
+  checkLabCluster(spec, add);
+
   if (upstream) {
     const addr = parseIpv4(lab.upstream.address);
     if (addr !== undefined) {
@@ -118,4 +123,69 @@ export function checkLab(spec: Spec, add: Add): LabPlan | undefined {
       );
   }
   return { lan, gateway, dhcp, addresses, upstream };
+}
+
+/** etcd member counts a lab accepts: odd, so that a majority (quorum) survives the loss of (n-1)/2 members. */
+const ETCD_MEMBER_COUNTS = [1, 3, 5];
+
+/**
+ * The lab's etcd members and cluster controllers: names unique across every lab machine, a member count with a
+ * quorum, controllers only in a cluster on etcd, and a cluster lab with an etcd to talk to. (Addresses are checked
+ * with every other machine's in `checkLab`; the cluster section outside the lab in ./cluster.ts.)
+ */
+function checkLabCluster(spec: Spec, add: Add): void {
+  const lab = spec.lab;
+  if (!lab) return;
+  const others = new Map<string, string>();
+  for (const [kind, list] of [
+    ['hosts', lab.hosts],
+    ['peers', lab.peers],
+    ['storage', lab.storage],
+  ] as const)
+    list.forEach((m, i) => {
+      if (!others.has(m.name)) others.set(m.name, `lab.${kind}[${i}].name`);
+    });
+  for (const [kind, list] of [
+    ['etcd', lab.etcd],
+    ['controllers', lab.controllers],
+  ] as const)
+    list.forEach((m, i) => {
+      const path = `lab.${kind}[${i}].name`;
+      const first = others.get(m.name);
+      if (first !== undefined)
+        add(
+          path,
+          `duplicate lab machine name "${m.name}" (already used at ${first}); every lab machine (hosts, peers, storage, etcd members, controllers) has its own namespace vl-${lab.name}-<name>`,
+        );
+      else others.set(m.name, path);
+      if ((RESERVED_ETCD_USERS as readonly string[]).includes(m.name))
+        add(
+          path,
+          `"${m.name}" is an etcd user of vmlink (a certificate's CN is its etcd user); name the machine otherwise`,
+        );
+    });
+  const n = lab.etcd.length;
+  if (n > 0 && !ETCD_MEMBER_COUNTS.includes(n))
+    add(
+      'lab.etcd',
+      `has ${n} members; use 1, 3 or 5: etcd needs a majority to write, so ${n} members survive no more failures than ${n - 1} (3 survive one, 5 survive two)`,
+    );
+  const store = spec.cluster?.store;
+  if (lab.controllers.length > 0) {
+    if (store !== 'etcd')
+      add(
+        'lab.controllers',
+        `cluster controllers share their state through etcd: add cluster: { store: etcd } to the spec${spec.cluster ? ` (it says store: ${store})` : ''}`,
+      );
+    if (n === 0)
+      add(
+        'lab.controllers',
+        "cluster controllers need the lab's etcd: list its members in lab.etcd (1, 3 or 5)",
+      );
+  }
+  if (store === 'etcd' && n === 0 && !spec.cluster?.endpoints)
+    add(
+      'lab.etcd',
+      'a cluster on etcd in a lab needs etcd members: list them in lab.etcd (1, 3 or 5), or name an etcd outside the lab in cluster.endpoints',
+    );
 }
