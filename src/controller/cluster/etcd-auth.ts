@@ -84,7 +84,8 @@ export async function ensureEtcdAuth(client: Etcd3, hosts: readonly string[]): P
       await addUser(h);
       await auth.userGrantRole({ user: h, role });
     }
-    if (!(await auth.authStatus()).enabled) await auth.authEnable();
+    // etcd 3.4 has no AuthStatus; enabling is a no-op once enabled.
+    await auth.authEnable();
   } catch (e) {
     throw etcdFailure(e, `setting up users and roles below ${ETCD_PREFIX}`);
   }
