@@ -157,4 +157,22 @@ describe('JoinTokens', () => {
     expect(() => parseJoinToken('Bearer abc')).toThrow(/not a vmlink join token/);
     expect(() => tokens.create('host1', 10 * 86_400_000)).toThrow(/between 1 s and 24 h/);
   });
+
+  it('issues an etcd member certificate with its IP in subjectAltName, server and client use', async () => {
+    const pki = await Pki.open(join(root, 'etcd-ca'));
+    const m = await pki.issueEtcdMember('etcd1', '192.168.85.21');
+    const c = new X509Certificate(m.cert);
+    expect(identityOf(c.subject)).toEqual({ role: 'etcd', name: 'etcd1' });
+    expect(c.checkIP('192.168.85.21')).toBe('192.168.85.21');
+    expect(c.checkHost('etcd1')).toBe('etcd1');
+    expect(c.checkIP('192.168.85.22')).toBeUndefined();
+    expect(issuedBy(m.cert, pki.caPem)).toBe(true);
+    expect(pki.holdsCurrent(m, 'etcd', 'etcd1', '192.168.85.21')).toBe(true);
+    expect(pki.holdsCurrent(m, 'etcd', 'etcd1', '192.168.85.99')).toBe(false);
+    expect(pki.holdsCurrent(m, 'host', 'etcd1')).toBe(false);
+    // Not a host's certificate: no host record is made.
+    expect(pki.records().hosts.etcd1).toBeUndefined();
+    await expect(pki.issueEtcdMember('root', '192.168.85.21')).rejects.toThrow(/cannot issue/);
+    await expect(pki.issueEtcdMember('etcd2', 'not-an-ip')).rejects.toThrow(/cannot issue/);
+  });
 });
