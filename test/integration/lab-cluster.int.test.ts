@@ -109,6 +109,16 @@ function etcdctl(
 
 let labSpec: ReturnType<typeof LabSchema.parse>;
 
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 beforeAll(async () => {
   for (const [k, v] of Object.entries(env)) process.env[k] = v;
   mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
@@ -271,6 +281,26 @@ describe('lab cluster controllers', () => {
       join(env.VMLINK_RUN_DIR, 'lab', LAB, 'ctl2.sock'),
     ]);
     for (const c of labSpec.controllers) expect(await labControllerAnswers(LAB, c.name)).toBe(true);
+    // The agents got --etcd and hold their leases as their own etcd users (their roles allow exactly this).
+    const leases = await waitFor(
+      'both hosts to hold a lease',
+      async () => {
+        const r = await etcdctl(controllerTls(), [
+          'get',
+          '--prefix',
+          clusterKeys.hostLeasePrefix,
+          '--keys-only',
+        ]);
+        const keys = r.stdout.split('\n').filter((l) => l.trim());
+        return keys.length === 2 ? keys.sort() : undefined;
+      },
+      30_000,
+    );
+    expect(leases).toEqual([clusterKeys.hostLease('host1'), clusterKeys.hostLease('host2')]);
+    // One controller is active, reached through the socket list.
+    const st = await runCli(['cluster', 'status', '--json'], { ...env, VMLINK_SOCKET: sockets.join(',') });
+    expect(st.code, st.stderr).toBe(0);
+    expect(['ctl1', 'ctl2']).toContain((JSON.parse(st.stdout) as { active?: { name: string } }).active?.name);
     await killLabController(labSpec, 'ctl1');
     expect(await labControllerRunning(labSpec, 'ctl1')).toBe(false);
     await restartLabController(runner, labSpec, 'ctl1');
