@@ -311,6 +311,22 @@ describe('lab cluster controllers', () => {
   });
 });
 
+describe('lab up again', () => {
+  it("changes nothing: the same etcd processes, auth set up again as root, etcd's data kept", async () => {
+    const pids = () =>
+      members.map((m) =>
+        readFileSync(join(env.VMLINK_RUN_DIR, 'lab', LAB, `${m.name}.etcd.pid`), 'utf8').trim(),
+      );
+    const before = pids();
+    const again = await runCli(['lab', 'up', '-f', file], env);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect(again.stdout).not.toContain('starting etcd member');
+    expect(pids()).toEqual(before);
+    const r = await etcdctl(controllerTls(), ['get', clusterKeys.kv('drill/etcd'), '--print-value-only']);
+    expect(r.stdout.trim()).toBe('one down');
+  });
+});
+
 describe('lab down', () => {
   it('leaves no namespace, etcd process, socket or file of the lab', async () => {
     const down = await runCli(['lab', 'down', '-f', file], env);
