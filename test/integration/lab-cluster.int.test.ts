@@ -297,14 +297,24 @@ describe('lab cluster controllers', () => {
       30_000,
     );
     expect(leases).toEqual([clusterKeys.hostLease('host1'), clusterKeys.hostLease('host2')]);
-    // One controller is active, reached through the socket list.
-    const st = await runCli(['cluster', 'status', '--json'], { ...env, VMLINK_SOCKET: sockets.join(',') });
-    expect(st.code, st.stderr).toBe(0);
-    expect(['ctl1', 'ctl2']).toContain((JSON.parse(st.stdout) as { active?: { name: string } }).active?.name);
     await killLabController(labSpec, 'ctl1');
     expect(await labControllerRunning(labSpec, 'ctl1')).toBe(false);
     await restartLabController(runner, labSpec, 'ctl1');
     expect(await labControllerAnswers(LAB, 'ctl1')).toBe(true);
+    // One controller is active again (the election settles within seconds), reached through the socket list.
+    const active = await waitFor(
+      'an active cluster controller',
+      async () => {
+        const st = await runCli(['cluster', 'status', '--json'], {
+          ...env,
+          VMLINK_SOCKET: sockets.join(','),
+        });
+        if (st.code !== 0) return undefined;
+        return (JSON.parse(st.stdout) as { active?: { name: string } }).active?.name;
+      },
+      30_000,
+    );
+    expect(['ctl1', 'ctl2']).toContain(active);
     const refused = await runCli(['lab', 'up', '-f', file], { ...env, VMLINK_SOCKET: sockets.join(',') });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain(`runs inside lab ${LAB}`);
