@@ -26,9 +26,9 @@ export const HOLD_PEER_CHECK_MS = 1_000;
 export const leaseTtlSeconds = (heartbeatSeconds: number): number => heartbeatSeconds * LEASE_TTL_HEARTBEATS;
 
 // ---------------------------------------------------------------------------------------------------------------
-// etcd's key layout. Everything vmlink writes lives below ETCD_PREFIX; etcd's roles (lab/etcd-auth.ts) give a
-// host's agent write access to its own lease key and fence report only, and read access to owner records and the
-// membership.
+// etcd's key layout. Everything vmlink writes lives below ETCD_PREFIX; etcd's roles
+// (controller/cluster/etcd-auth.ts) give a host's agent write access to its own lease key and fence report only, and
+// read access to owner records and the membership.
 
 /** etcd keys below this prefix belong to vmlink. */
 export const ETCD_PREFIX = '/vmlink/';

@@ -270,11 +270,9 @@ describe('lab etcd', () => {
 });
 
 describe('lab cluster controllers', () => {
-  it('answers on every controller socket; a killed controller restarts; lab up is refused on one', async () => {
-    if (!clusterReady) {
-      console.log('lab-cluster: skipped the controllers (this build has no `daemon --store`)');
-      return;
-    }
+  it('answers on every controller socket; a killed controller restarts; lab up is refused on one', async (ctx) => {
+    // Reported as skipped (never as passed) while this build's daemon or agent does not speak etcd.
+    if (!clusterReady) ctx.skip();
     const sockets = labControllerSockets(labSpec);
     expect(sockets).toEqual([
       join(env.VMLINK_RUN_DIR, 'lab', LAB, 'ctl1.sock'),
