@@ -62,6 +62,11 @@ export interface ControllerOptions {
    * default: the store itself when it is an `EtcdStore`. Pass the raw one when the store is wrapped.
    */
   etcd?: ClusterEtcd;
+  /**
+   * Create the hosts' etcd users and roles at apply (and enable etcd auth): default true. False only for etcd
+   * without TLS (`etcd+http://`, tests): without client certificates nobody has an etcd identity.
+   */
+  etcdAuth?: boolean;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -117,8 +122,9 @@ export class Controller {
         ? {
             prepareCluster: async (spec: Spec) => {
               if (spec.cluster?.store !== 'etcd') return 'cluster: not on etcd';
-              const m = await prepareClusterEtcd(etcd, spec);
-              return `cluster: etcd users and roles of ${m.hosts.length} host(s) and their membership written`;
+              const auth = opts.etcdAuth ?? true;
+              const m = await prepareClusterEtcd(etcd, spec, auth);
+              return `cluster: ${auth ? 'etcd users and roles of the hosts and ' : ''}the membership of ${m.hosts.length} host(s) written`;
             },
           }
         : {}),

@@ -30,10 +30,14 @@ export function clusterMembersOf(spec: Spec): ClusterMembers {
   return { heartbeatSeconds: spec.cluster?.heartbeatSeconds ?? 5, hosts };
 }
 
-/** Prepares etcd for `spec`'s hosts: their users and roles (idempotent), then the membership. */
-export async function prepareClusterEtcd(etcd: ClusterEtcd, spec: Spec): Promise<ClusterMembers> {
+/** Prepares etcd for `spec`'s hosts: their users and roles (idempotent; unless `auth` is false), then the membership. */
+export async function prepareClusterEtcd(
+  etcd: ClusterEtcd,
+  spec: Spec,
+  auth = true,
+): Promise<ClusterMembers> {
   const compute = spec.hosts.filter((h) => h.role !== 'storage').map((h) => h.name);
-  await ensureEtcdAuth(etcd.client, compute);
+  if (auth) await ensureEtcdAuth(etcd.client, compute);
   const members = clusterMembersOf(spec);
   await etcd.putClusterMembers(members);
   return members;
