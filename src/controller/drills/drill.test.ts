@@ -323,6 +323,9 @@ describe('etcd-member-failure drill', () => {
     expect(world.calls).toEqual(['stop etcd2', 'start etcd2']);
     expect(r.detectedS).toBeGreaterThanOrEqual(0.03);
     expect(inv(r)).toMatchObject({ 'no-host-failed': true, 'store-writes': true, 'none-lost': true });
+    expect(r.invariants.find((i) => i.name === 'store-writes')!.detail).toMatch(
+      /^an apply \(store writes\) succeeded [\d.]+ s after etcd2 stopped$/,
+    );
     expect(r.restored).toBe(true);
   });
 
@@ -330,6 +333,27 @@ describe('etcd-member-failure drill', () => {
     const { r } = await drill({ ...OK, leaseLostInOutage: 'host1' }, 'etcd-member-failure', 'etcd2');
     const f = r.invariants.find((i) => i.name === 'no-host-failed')!;
     expect(f).toMatchObject({ ok: false, detail: 'host1 lost its lease' });
+  });
+
+  it('tries the write again while no controller is active, and says what came first', async () => {
+    const world = new World(OK);
+    try {
+      const env = envFor(world);
+      let calls = 0;
+      env.cluster.startApply = async () => {
+        if (++calls === 1)
+          throw new Error('controller ctl2 is a standby and no controller is active right now');
+        return { started: Promise.resolve(), done: Promise.resolve('succeeded' as const) };
+      };
+      const r = await runDrill(env, 'etcd-member-failure', 'etcd1');
+      const w = r.invariants.find((i) => i.name === 'store-writes')!;
+      expect(w.ok).toBe(true);
+      expect(w.detail).toMatch(
+        /succeeded [\d.]+ s after etcd1 stopped \(1 earlier attempt\(s\): refused: controller ctl2 is a standby/,
+      );
+    } finally {
+      world.dispose();
+    }
   });
 
   it('refuses a name that is no member', async () => {
