@@ -284,6 +284,7 @@ export function createCli(processes: Processes): Command {
   addHostCommands(program, api);
   addClusterCommands(program, api);
   addHaCommands(program, api);
+  addClusterCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
   addDrillCommands(program, api);

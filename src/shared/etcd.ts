@@ -87,6 +87,7 @@ export function etcdClient(c: EtcdConnection, opts: EtcdClientOptions = {}): Etc
   };
   if (opts.serverName)
     options.grpcOptions = {
+      ...options.grpcOptions,
       'grpc.ssl_target_name_override': opts.serverName,
       'grpc.default_authority': opts.serverName,
     };

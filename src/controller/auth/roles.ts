@@ -50,6 +50,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
   'GET /v1/cluster': read(),
   'GET /v1/ha': read(),
+  // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
+  'GET /v1/cluster': read(),
   // A task's id is an unguessable UUID that only its starter was given.
   'GET /v1/tasks/:id': read(),
   'DELETE /v1/tasks/:id': { role: 'operator', scope: 'unscoped', taskRole: true },
