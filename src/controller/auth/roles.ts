@@ -47,8 +47,6 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes': read(),
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
-  // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
-  'GET /v1/cluster': read(),
   'GET /v1/ha': read(),
   // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
   'GET /v1/cluster': read(),
