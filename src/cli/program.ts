@@ -282,7 +282,6 @@ export function createCli(processes: Processes): Command {
   addVolumeCommands(program, api);
   addCapacityCommand(program, api);
   addHostCommands(program, api);
-  addClusterCommands(program, api);
   addHaCommands(program, api);
   addClusterCommands(program, api);
   addTokenCommands(program, api);
