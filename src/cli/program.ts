@@ -11,6 +11,7 @@ import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addClusterCommands } from './cluster-commands.js';
 import { addDoctorCommand } from './doctor.js';
+import { addDrillCommands } from './drill-commands.js';
 import { addHaCommands } from './ha-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
@@ -285,6 +286,7 @@ export function createCli(processes: Processes): Command {
   addClusterCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);
+  addDrillCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);
   return program;
 }

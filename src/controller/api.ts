@@ -16,6 +16,7 @@ import { addClusterRoutes } from './cluster/routes.js';
 import { type ClusterRuntime, standaloneRuntime } from './cluster/runtime.js';
 import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
+import { addDrillRoutes } from './drills/routes.js';
 import { addHaRoutes } from './ha/routes.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
@@ -49,8 +50,9 @@ import {
 } from './wire.js';
 import { HostDevicesListSchema } from './wire-devices.js';
 
-// Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply.
-const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage'] as const;
+// Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply; a drill
+// (kills and restores lab processes) never runs beside a lab up/down or another drill.
+const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage', 'drill'] as const;
 
 /** Options of the API server. */
 export interface ApiOptions {
@@ -390,6 +392,7 @@ export async function createControllerApi(
   addAccessRoutes(base, tokens, audit);
   addSecretRoutes(base, controller);
   addHaRoutes(base, controller);
+  addDrillRoutes(base, { drills: controller.drills, startTask: (body) => startTask('drill', body) });
   addStorageRoutes(base, {
     storage: controller.storage,
     startTask: (body) => startTask('storage', body),

@@ -10,6 +10,7 @@ import { type ApplyOptions, Deployer, type ReconcileOptions } from './apply.js';
 import type { Coordination } from './cluster/types.js';
 import type { ConfirmTiming } from './confirm.js';
 import { hostDevices } from './device-views.js';
+import { DrillControl, labClusterOps } from './drills/control.js';
 import { decide } from './ha/decide.js';
 import { HaManager } from './ha/manager.js';
 import { type ClusterEtcd, prepareClusterEtcd } from './ha/members.js';
@@ -85,6 +86,8 @@ export class Controller {
   /** HA status and maintenance (the HA routes call it directly). */
   readonly ha: HaControl;
   private readonly fenceVolumes: (spec: Spec, vm: string, owner: OwnedVm) => Promise<unknown>;
+  /** Failure drills in a spec's lab, run from outside the lab (the drill route calls it directly). */
+  readonly drills: DrillControl;
   /** Pools, volumes, snapshots, image import and capacity (the storage routes call it directly). */
   readonly storage: StorageControl;
 
@@ -135,6 +138,12 @@ export class Controller {
     this.vmControl = new VmControl(store, this.specs, agents);
     this.storage = new StorageControl(store, this.specs, agents);
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
+    this.drills = new DrillControl({
+      parse: (text, source) => this.specs.parser.parse(text, source),
+      runner,
+      labOf: (spec) => this.lab.labOf(spec),
+      cluster: labClusterOps(runner),
+    });
   }
 
   /**

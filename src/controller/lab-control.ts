@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Runner } from '../exec/runner.js';
 import { labControllerSockets } from '../lab/cluster.js';
 import { labEtcdDirs, labEtcdEndpoints, labEtcdPeerCaDir, labEtcdSocket } from '../lab/etcd.js';
-import { Lab } from '../lab/lab.js';
+import { Lab, type LabOptions } from '../lab/lab.js';
 import { labNamespaces } from '../lab/names.js';
 import { labPoolDirs, removeLabPoolDirs } from '../lab/storage.js';
 import { InvalidSpecError, InvalidStateError, UnavailableError } from '../shared/errors.js';
@@ -58,17 +58,15 @@ export class LabControl {
     if (renewed.length) ctx.progress?.(`issued certificates to ${renewed.join(', ')}`);
     const renewedEtcd = await ensureEtcdCredentials(creds, labSpec);
     if (renewedEtcd.length) ctx.progress?.(`issued etcd member certificates to ${renewedEtcd.join(', ')}`);
-    const clusterOnEtcd = spec.cluster?.store === 'etcd' && labSpec.etcd.length > 0;
     const heartbeatSeconds = spec.cluster?.heartbeatSeconds ?? 5;
     const lab = new Lab(this.runner, labSpec, {
-      uplinks: Object.fromEntries(spec.hosts.map((h) => [h.name, h.uplink])),
+      ...labAgentOptions(spec, labSpec),
       restartAgents: renewed,
       restartEtcd: renewedEtcd,
       etcdReady: async () => {
         ctx.progress?.(`setting up etcd users and roles (${labSpec.hosts.map((h) => h.name).join(', ')})`);
         await bootstrapEtcdAuth(labSpec, creds);
       },
-      ...(clusterOnEtcd ? { joinEtcd: { heartbeatSeconds } } : {}),
       ...(labSpec.controllers.length
         ? {
             controllers: {
@@ -93,6 +91,12 @@ export class LabControl {
       ...(labSpec.etcd.length ? { etcd: labEtcdEndpoints(labSpec) } : {}),
       ...(labSpec.controllers.length ? { controllers: labControllerSockets(labSpec) } : {}),
     };
+  }
+
+  /** The spec's lab with its agents' arguments as `up` gives them (drills start a killed host's agent with it). */
+  labOf(spec: Spec): Lab {
+    const labSpec = requireLab(spec, 'spec', 'drill');
+    return new Lab(this.runner, labSpec, labAgentOptions(spec, labSpec));
   }
 
   /** The secrets key the lab's cluster controllers share with this controller; it must exist. */
@@ -134,6 +138,15 @@ export class LabControl {
 
 /** The lab machines that run an agent with a certificate of their own: hosts and storage machines. */
 const agentMachines = (lab: LabSpec) => [...lab.hosts, ...lab.storage];
+
+/** What a lab's host agents are started with: their uplinks, and their etcd when the spec is a cluster on etcd. */
+function labAgentOptions(spec: Spec, labSpec: LabSpec): LabOptions {
+  const clusterOnEtcd = spec.cluster?.store === 'etcd' && labSpec.etcd.length > 0;
+  return {
+    uplinks: Object.fromEntries(spec.hosts.map((h) => [h.name, h.uplink])),
+    ...(clusterOnEtcd ? { joinEtcd: { heartbeatSeconds: spec.cluster?.heartbeatSeconds ?? 5 } } : {}),
+  };
+}
 
 function requireLab(spec: Spec, source: string, command: string): LabSpec {
   if (!spec.lab)

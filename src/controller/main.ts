@@ -29,6 +29,7 @@ import { Controller } from './controller.js';
 import { Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
 import { loadOrCreateSecretsKey } from './secrets/sealing.js';
+import { isEtcdStore } from './store/etcd.js';
 import { etcdConnection, openStore, storeKind, stores } from './store/registry.js';
 import type { Store } from './store/types.js';
 import { TaskManager } from './tasks.js';
@@ -108,7 +109,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   // What acts writes only while this controller is the active one; tokens and the audit trail are written by any
   // (a standby's refusals are audited too).
   const acting = activeOnly(store, () => runtime.assertActive());
-  const controller = new Controller(acting, new SystemRunner(), { credentials, secretsKey });
+  // In a cluster: leases (failed hosts skipped, the HA manager), and etcd's users and membership written at apply.
+  const controller = new Controller(acting, new SystemRunner(), {
+    credentials,
+    secretsKey,
+    ...(coordination ? { coordination } : {}),
+    ...(isEtcdStore(store) ? { etcd: store } : {}),
+  });
   const monitor = new Monitor(acting, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
   });
@@ -117,6 +124,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     start: () => monitor.start(),
     stop: async () => monitor.stop(),
   });
+  const haManager = controller.haManager();
+  if (haManager) runtime.addActiveService(haManager);
   // One token store and audit trail for both listeners.
   const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
   const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime })];

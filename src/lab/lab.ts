@@ -134,7 +134,7 @@ export class Lab {
     const mtu = labLanMtu(spec);
     const segments = labSegments(spec);
     const mgmt = labMgmtAddress(spec);
-    const taken = [spec.lan.gateway, ...lanMachinesOf(spec).map((m) => m.address)];
+    const taken = [spec.lan.gateway, ...labLanMachines(spec).map((m) => m.address)];
     if (taken.includes(mgmt))
       throw new InvalidRequestError(
         `lab address ${mgmt} is the lab's management station (the highest address of ${spec.lan.cidr}); give the machine another address`,
@@ -155,9 +155,9 @@ export class Lab {
         gateway: undefined as string | undefined,
       },
       { ns: mgmtNs(spec.name), port: 'pmgmt', address: mgmt, gateway: undefined as string | undefined },
-      ...lanMachinesOf(spec).map((m, i) => ({
+      ...labLanMachines(spec).map((m, i) => ({
         ns: machineNs(spec.name, m.name),
-        port: `p${i + 1}`,
+        port: lanPort(i),
         address: m.address,
         gateway: spec.lan.gateway,
       })),
@@ -180,7 +180,7 @@ export class Lab {
       for (const [si, seg] of segments.entries()) {
         const nic = `eth${si + 1}`;
         if (await this.linkExists(ns, nic)) continue;
-        const port = `h${hi}s${si}`;
+        const port = segmentPort(hi, si);
         say(`wiring ${h.name} to segment ${seg.name} as ${nic}`);
         await this.ipIn(ns).link.add({ name: nic, kind: 'veth', mtu: seg.mtu, peer: port, peerNetns: sw });
         await this.ipIn(sw).link.set(port, { mtu: seg.mtu, master: segBridge(si), up: true });
@@ -194,12 +194,7 @@ export class Lab {
       await new LabEtcd(this.runner, spec).up(say, this.opts.restartEtcd);
       await this.opts.etcdReady?.();
     }
-    const join = this.opts.joinEtcd;
-    const etcdArgs = join
-      ? ['--etcd', labEtcdEndpoints(spec).join(','), '--cluster-heartbeat-s', String(join.heartbeatSeconds)]
-      : [];
-    for (const h of spec.hosts)
-      await this.ensureAgent(h.name, h.address, say, [...labPoolRootArgs(spec.name, h.name), ...etcdArgs]);
+    for (const h of spec.hosts) await this.ensureAgent(h.name, h.address, say, this.hostAgentArgs(h.name));
     // A storage machine's servers first, so its agent finds them when it reports its pools.
     for (const [i, m] of spec.storage.entries()) {
       await this.storage.up(m, i, say);
@@ -223,6 +218,30 @@ export class Lab {
         );
       await new LabControllers(this.runner, spec).up(this.opts.controllers, say);
     }
+  }
+
+  /**
+   * Starts host `host`'s agent unless it runs and answers (the lab's own start path, as `up` does): what a drill
+   * uses to power a killed host back on. Its VMs' QEMU processes are not started here; the cluster decides.
+   */
+  async startHostAgent(host: string, ctx: OpContext = {}): Promise<void> {
+    const h = this.spec.hosts.find((x) => x.name === host);
+    if (!h) throw new InvalidRequestError(`lab ${this.spec.name} has no host ${host}`, `host/${host}`);
+    await this.ensureAgent(h.name, h.address, ctx.progress ?? (() => {}), this.hostAgentArgs(h.name));
+  }
+
+  /** A compute host's agent arguments beyond every agent's: its pool roots, and its etcd in a cluster. */
+  private hostAgentArgs(host: string): string[] {
+    const join = this.opts.joinEtcd;
+    const etcdArgs = join
+      ? [
+          '--etcd',
+          labEtcdEndpoints(this.spec).join(','),
+          '--cluster-heartbeat-s',
+          String(join.heartbeatSeconds),
+        ]
+      : [];
+    return [...labPoolRootArgs(this.spec.name, host), ...etcdArgs];
   }
 
   /** Kills every process in the lab's namespaces (agents, QEMU, dnsmasq), deletes them and the lab's files. */
@@ -315,7 +334,7 @@ export class Lab {
 
   /** Records of a host's agent: `<host>.agent.json` (identity, what the lab trusts) and `<host>.agent.pid`. */
   private agentRecord(host: string): ProcessRecord {
-    return processRecord(join(labRunDir(this.spec.name), `${host}.agent`));
+    return processRecord(labAgentRecordBase(this.spec.name, host));
   }
 
   /** Records of the management relay: `relay.json` and `relay.pid`. */
@@ -478,17 +497,44 @@ export class Lab {
   }
 }
 
+/** Where the lab records a machine's agent: `<base>.json` (its identity) and `<base>.pid`. */
+const labAgentRecordBase = (lab: string, host: string): string => join(labRunDir(lab), `${host}.agent`);
+
+/** The file recording the identity of lab machine `host`'s agent (pid + start time), written by `lab up`. */
+export const labAgentIdentityFile = (lab: string, host: string): string =>
+  `${labAgentRecordBase(lab, host)}.json`;
+
+/** What a lab agent process must be before the lab signals it: this checkout's vmlink. */
+export const LAB_AGENT_PROCESS = LAB_PROCESS;
+
 /**
  * Every machine on the lab LAN in the order of their switch ports (p1, p2, ...): hosts, peers, storage machines,
  * then etcd members and cluster controllers (last, so that older labs keep their ports).
  */
-const lanMachinesOf = (spec: LabSpec) => [
+export const labLanMachines = (spec: LabSpec) => [
   ...spec.hosts,
   ...spec.peers,
   ...spec.storage,
   ...spec.etcd,
   ...spec.controllers,
 ];
+
+/** The LAN switch's port of the `i`-th LAN machine (its eth0's veth peer). */
+const lanPort = (i: number): string => `p${i + 1}`;
+
+/** The switch's port of host number `hi`'s NIC on segment `si`. */
+const segmentPort = (hi: number, si: number): string => `h${hi}s${si}`;
+
+/**
+ * The switch ports (in the switch namespace) that carry lab host `host`'s links: its LAN port and one per
+ * segment. Setting them down cuts the host off as a pulled cable would; undefined for a machine that is no host.
+ */
+export function labHostSwitchPorts(spec: LabSpec, host: string): string[] | undefined {
+  const hi = spec.hosts.findIndex((h) => h.name === host);
+  if (hi < 0) return undefined;
+  const li = labLanMachines(spec).findIndex((m) => m.name === host);
+  return [lanPort(li), ...labSegments(spec).map((_, si) => segmentPort(hi, si))];
+}
 
 /** The lab machines that run a vmlink agent: its hosts, then its storage machines. */
 const agentMachines = (spec: LabSpec) => [...spec.hosts, ...spec.storage];

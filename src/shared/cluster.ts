@@ -247,6 +247,9 @@ export const DrillInvariantSchema = z
       'no-disk-two-writers',
       'converged',
       'nothing-started-without-owner',
+      // etcd-member-failure: every host kept its lease, and the store took writes, while the member was down.
+      'no-host-failed',
+      'store-writes',
     ]),
     ok: z.boolean(),
     detail: z.string(),
@@ -263,6 +266,8 @@ export const DrillVmSchema = z
     restartedS: z.number().optional(),
     /** Seconds from the injected failure until its guest agent answered there. */
     guestAnswersS: z.number().optional(),
+    /** partition: seconds from the cut until its QEMU on `from` was gone (the isolated host's self-fence). */
+    stoppedS: z.number().optional(),
   })
   .strict();
 

@@ -81,6 +81,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/destroy': admin(),
   'POST /v1/lab/up': admin(),
   'POST /v1/lab/down': admin(),
+  // Kills lab processes (agents, QEMU, controllers, etcd members) and restores them.
+  'POST /v1/drills': admin(),
   'POST /v1/hosts/:name/join-token': admin('host'),
   'POST /v1/hosts/:name/rotate-cert': admin('host'),
   'PUT /v1/hosts/:name/maintenance': admin('host'),
