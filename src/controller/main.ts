@@ -115,6 +115,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     secretsKey,
     ...(coordination ? { coordination } : {}),
     ...(isEtcdStore(store) ? { etcd: store } : {}),
+    // Plain-HTTP etcd (tests) has no client certificates to map to users: enabling its auth would lock every client out.
+    etcdAuth: !(opts.store ?? '').startsWith('etcd+http://'),
   });
   const monitor = new Monitor(acting, async () => (await controller.currentSpec())?.spec, {
     ...(opts.heartbeatMs ? { intervalMs: opts.heartbeatMs } : {}),
