@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DrillReport } from '../src/shared/cluster.js';
+import { haLabSpec } from '../test/helpers/ha-lab.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink } from './cli.js';
 import { hostInfo, load1, median, round, runCleanups, sleep } from './lib.js';
@@ -21,33 +22,8 @@ const repeat = arg('--repeat', 5);
 const takeovers = arg('--takeovers', 3);
 const VSPHERE_S = 15;
 const PROXMOX_S = 120;
-const NET = '192.168.94';
 
-const spec = (lab: string) => `
-version: 1
-cluster: { store: etcd, heartbeatSeconds: 5 }
-hosts: [{ name: host1 }, { name: host2 }, { name: host3 }]
-networks:
-  - { name: app, mode: vxlan, vni: 1394, cidr: 10.94.0.0/24 }
-vms:
-  - { name: web, host: host1, memoryMiB: 128, ha: { state: started }, nics: [{ network: app, ip: 10.94.0.11 }] }
-  - { name: db, host: host2, memoryMiB: 128, ha: { state: started }, nics: [{ network: app, ip: 10.94.0.12 }] }
-lab:
-  name: ${lab}
-  lan: { cidr: ${NET}.0/24, gateway: ${NET}.1 }
-  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.94 }
-  hosts:
-    - { name: host1, address: ${NET}.11 }
-    - { name: host2, address: ${NET}.12 }
-    - { name: host3, address: ${NET}.13 }
-  etcd:
-    - { name: etcd1, address: ${NET}.21 }
-    - { name: etcd2, address: ${NET}.22 }
-    - { name: etcd3, address: ${NET}.23 }
-  controllers:
-    - { name: ctl1, address: ${NET}.31 }
-    - { name: ctl2, address: ${NET}.32 }
-`;
+const spec = (lab: string) => haLabSpec(lab, 94);
 
 interface Series {
   label: string;

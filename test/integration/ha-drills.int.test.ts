@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DrillReport } from '../../src/shared/cluster.js';
 import { cliJson, runCli } from '../helpers/cli.js';
+import { haLabSpec } from '../helpers/ha-lab.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'ithd';
-const NET = '192.168.93';
 const root = mkdtempSync('/tmp/vmlink-ithd-');
 chmodSync(root, 0o755);
 const run = join(root, 'run');
@@ -29,31 +29,7 @@ const clusterEnv = {
   VMLINK_SOCKET: ['ctl1', 'ctl2'].map((c) => join(run, 'lab', LAB, `${c}.sock`)).join(','),
 };
 const file = join(root, 'cluster.yaml');
-const SPEC = `
-version: 1
-cluster: { store: etcd, heartbeatSeconds: 5 }
-hosts: [{ name: host1 }, { name: host2 }, { name: host3 }]
-networks:
-  - { name: app, mode: vxlan, vni: 1393, cidr: 10.93.0.0/24 }
-vms:
-  - { name: web, host: host1, memoryMiB: 128, ha: { state: started }, nics: [{ network: app, ip: 10.93.0.11 }] }
-  - { name: db, host: host2, memoryMiB: 128, ha: { state: started }, nics: [{ network: app, ip: 10.93.0.12 }] }
-lab:
-  name: ${LAB}
-  lan: { cidr: ${NET}.0/24, gateway: ${NET}.1 }
-  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.93 }
-  hosts:
-    - { name: host1, address: ${NET}.11 }
-    - { name: host2, address: ${NET}.12 }
-    - { name: host3, address: ${NET}.13 }
-  etcd:
-    - { name: etcd1, address: ${NET}.21 }
-    - { name: etcd2, address: ${NET}.22 }
-    - { name: etcd3, address: ${NET}.23 }
-  controllers:
-    - { name: ctl1, address: ${NET}.31 }
-    - { name: ctl2, address: ${NET}.32 }
-`;
+const SPEC = haLabSpec(LAB, 93);
 let release: (() => Promise<void>) | undefined;
 
 /** Runs a drill through the CLI and returns its report (exit 1 = an invariant failed: the report still comes). */
