@@ -11,7 +11,7 @@ import type {
 import type { Runner } from '../exec/runner.js';
 import type { LeaseStatus } from '../shared/cluster.js';
 import type { DeviceInventory } from '../shared/devices.js';
-import { FencedError, InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/errors.js';
 import { log } from '../shared/log.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
@@ -19,6 +19,7 @@ import { VERSION } from '../shared/version.js';
 import { legacyTapName, tapName } from '../spec/net.js';
 import { ensurePortsTogether, runBatch } from './batch.js';
 import type { ClusterMembership } from './cluster/types.js';
+import { VmFencing } from './cluster/vm-fencing.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import { Prober } from './probes.js';
 import {
@@ -68,10 +69,12 @@ export class Agent {
   private readonly prober: Prober;
   private inventory: Promise<DeviceInventory | undefined> | undefined;
   private readonly storage: StorageOps;
+  private readonly fencing: VmFencing;
 
   constructor(private readonly deps: AgentDeps) {
     this.prober = new Prober({ runner: deps.runner, hypervisor: deps.hypervisor });
     this.storage = StorageOps.of(deps.host, deps.hypervisor, deps.stateDir, deps.storage);
+    this.fencing = new VmFencing(deps.host, deps.hypervisor, deps.cluster);
     this.confirms = new ConfirmManager({
       dir: join(deps.stateDir, 'confirms'),
       revert: (undo) => this.serial(() => this.undo(undo)),
@@ -255,97 +258,24 @@ export class Agent {
       await this.storage.assertDiskSources(action.vm);
   }
 
-  /**
-   * After a VM started or took new disks: if the lease was lost meanwhile (a fence may have listed the running VMs
-   * before this one ran), stop it now and refuse.
-   */
-  private async assertStillHeld(name: string): Promise<void> {
-    const cluster = this.deps.cluster;
-    if (!cluster) return;
-    const s = cluster.status();
-    if (s.mode === 'held') return;
-    await this.killVm(name).catch((e) =>
-      log.error(
-        { vm: name, err: (e as Error).message },
-        'cluster: could not stop a VM started as the lease ended',
-      ),
-    );
-    throw new FencedError(
-      `VM ${name} was stopped again on host ${this.deps.host}: the host lost its cluster lease while it started (lease ${s.mode})`,
-      `vm/${name}`,
-    );
+  /** After a VM started or took new disks: stopped again and refused if the lease was lost meanwhile. */
+  private assertStillHeld(name: string): Promise<void> {
+    return this.fencing.assertStillHeld(name);
   }
 
-  /**
-   * The cluster watchdog's action: stops every running VM of this host at once (QMP quit, then SIGKILL; no guest
-   * shutdown), all together and outside the action queue (a long action must not delay it). Resolves the names of
-   * the VMs stopped; a VM that could not be stopped is logged and left out.
-   */
-  async fenceVms(reason: string): Promise<string[]> {
-    const started = Date.now();
-    const vms = (await this.deps.hypervisor.list())
-      .filter((v) => v.state === 'running' || v.state === 'paused')
-      .map((v) => v.name);
-    log.error({ host: this.deps.host, reason, vms }, 'FENCING: stopping every VM of this host');
-    const results = await Promise.all(
-      vms.map(async (name) => {
-        try {
-          await this.killVm(name);
-          return name;
-        } catch (e) {
-          log.error({ vm: name, err: (e as Error).message }, 'FENCING: could not stop VM');
-          return undefined;
-        }
-      }),
-    );
-    const stopped = results.filter((n): n is string => n !== undefined);
-    log.error({ host: this.deps.host, stopped, ms: Date.now() - started }, 'FENCED: VMs stopped');
-    return stopped;
+  /** The cluster watchdog's action: stops every running VM of this host at once (see VmFencing.fenceVms). */
+  fenceVms(reason: string): Promise<string[]> {
+    return this.fencing.fenceVms(reason);
   }
 
-  /**
-   * At start in a cluster: stops at once the running VMs whose owner record names another host (this agent was away
-   * past its lease, and the HA manager started them elsewhere). Resolves their names.
-   */
-  async stopVmsOwnedElsewhere(): Promise<string[]> {
-    const cluster = this.deps.cluster;
-    if (!cluster || this.role === 'storage') return [];
-    const running = (await this.deps.hypervisor.list())
-      .filter((v) => v.state === 'running' || v.state === 'paused')
-      .map((v) => v.name);
-    const foreign = running.length ? await cluster.ownedElsewhere(running) : [];
-    for (const name of foreign) {
-      log.error(
-        { vm: name, host: this.deps.host },
-        'FENCING: VM runs here but its owner record names another host',
-      );
-      await this.killVm(name).catch((e) =>
-        log.error({ vm: name, err: (e as Error).message }, 'FENCING: could not stop VM'),
-      );
-    }
-    return foreign;
+  /** At start in a cluster: stops the running VMs whose owner record names another host; resolves their names. */
+  stopVmsOwnedElsewhere(): Promise<string[]> {
+    return this.role === 'storage' ? Promise.resolve([]) : this.fencing.stopVmsOwnedElsewhere();
   }
 
-  private killVm(name: string): Promise<unknown> {
-    const h = this.deps.hypervisor;
-    return h.kill ? h.kill(name) : h.stop(name, { force: true });
-  }
-
-  /**
-   * This host's cluster lease as it sees it (`off` without a cluster); with `verifyMs`, after a renewal bounded by
-   * it (what peers ask for: see ClusterMembership.verifiedStatus).
-   */
-  async leaseStatus(verifyMs?: number): Promise<LeaseStatus> {
-    const c = this.deps.cluster;
-    if (c && verifyMs !== undefined) return c.verifiedStatus(verifyMs);
-    return (
-      c?.status() ?? {
-        host: this.deps.host,
-        mode: 'off',
-        etcd: 'unreachable',
-        fencedVms: [],
-      }
-    );
+  /** This host's cluster lease (`off` without a cluster); with `verifyMs`, after a renewal bounded by it. */
+  leaseStatus(verifyMs?: number): Promise<LeaseStatus> {
+    return this.fencing.leaseStatus(verifyMs);
   }
 
   /** Keeps a commit-confirmed change (404 unknown, 409 already rolled back). */
