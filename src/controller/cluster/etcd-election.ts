@@ -212,6 +212,7 @@ export class EtcdCampaign implements Campaign {
       .watch()
       .key(key)
       .startRevision((BigInt(revision) + 1n).toString())
+      // etcd3's watch filter (only delete events), not a test runner's .only.
       .only('delete')
       .create();
     const w = await Promise.race([creating, woke.then(() => undefined)]);
