@@ -9,7 +9,6 @@ import {
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
   DHCP_RESERVATIONS_MAX,
-  DISK_SIZE_MIB_MAX,
   GUEST_EXEC_ARG_MAX,
   GUEST_EXEC_ARGS_MAX,
   GUEST_EXEC_INPUT_MAX,
@@ -35,7 +34,6 @@ import {
 } from '../shared/limits.js';
 import {
   ConfidentialKinds,
-  type DiskConfig,
   type ForwardConfig,
   type HostReport,
   NetworkBackends,

@@ -36,8 +36,8 @@ import { VmControl } from './vm-control.js';
 import type { HostDevicesList } from './wire-devices.js';
 
 export type { ApplyOptions } from './apply.js';
-export { toAction } from './execute-plan.js';
 export { DEFAULT_CONFIRM_MS, RolledBackError } from './confirm.js';
+export { toAction } from './execute-plan.js';
 export type { PlanResult } from './planning.js';
 export type { StoredSpec } from './spec-store.js';
 export type { HostStatus, NetworkView, StatusView, VmNicView, VmView } from './views.js';
