@@ -44,6 +44,7 @@ import {
 } from '../shared/security-groups.js';
 import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
+import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}$/;
@@ -625,6 +626,10 @@ export const SpecSchema = z
     pools: z.array(PoolSchema).max(POOLS_MAX).default([]),
     volumes: z.array(VolumeSchema).max(VOLUMES_MAX).default([]),
     cluster: ClusterSchema.optional(),
+    /** Where backups are kept (docs/backup.md). */
+    backupStores: BackupStoresSchema,
+    /** Backup policies: VMs, store, schedule, retention, key, objectives. */
+    backups: BackupPoliciesSchema,
     lab: LabSchema.optional(),
   })
   .strict();

@@ -1,3 +1,4 @@
+import type { FullReadReason } from '../../shared/backup.js';
 import type { ConfidentialCapabilities, HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
 import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
@@ -19,6 +20,48 @@ export interface OpenDisk {
   /** What QEMU opened: a file path, or the iscsi/nfs URL without credentials. */
   target: string;
   readOnly: boolean;
+}
+
+/** Options of `backupOpen`. */
+export interface BackupOpenOptions {
+  /** Dirty bitmap names (docs/backup.md: `vmlink-<policy>-<stamp>`): the base snapshot's, and the one this starts. */
+  bitmaps: { base?: string; next: string };
+  /** Freeze the guest's filesystems for the fleece instant when its guest agent answers. */
+  freeze: boolean;
+  /** Read every disk whole (the bitmap still starts). */
+  full: boolean;
+}
+
+/** One disk of a backup view: an NBD export on a unix socket this process may connect to. */
+export interface BackupViewDisk {
+  /** `root` or `disks[].name`. */
+  name: string;
+  sizeBytes: number;
+  /** Host path of the NBD server's unix socket, and the export's name. */
+  socket: string;
+  exportName: string;
+  /** NBD meta context whose extents are the blocks changed since the base (`qemu:dirty-bitmap:<base>`), or why not. */
+  changed: { context: string } | { fullReason: FullReadReason };
+}
+
+/** A point-in-time view of a VM's disks (see `HypervisorDriver.backupOpen`). */
+export interface BackupView {
+  consistency: 'frozen' | 'crash-consistent' | 'stopped';
+  consistencyNote?: string;
+  /** When the view was taken (the transaction's instant). */
+  at: Date;
+  disks: BackupViewDisk[];
+  /** The backup is safely stored: drop the base bitmaps, keep `next`, end the view. */
+  commit(): Promise<void>;
+  /** The backup failed: fold `next` back into the base bitmaps (or drop `next` when there is no base), end the view. */
+  abort(): Promise<void>;
+}
+
+/** A stopped VM's disks writable over NBD (see `HypervisorDriver.restoreOpen`). */
+export interface RestoreView {
+  disks: Array<{ name: string; sizeBytes: number; socket: string; exportName: string }>;
+  /** Flushes and stops the exports. */
+  close(): Promise<void>;
 }
 
 /** A hypervisor backend on one host (QEMU). */
@@ -73,6 +116,29 @@ export interface HypervisorDriver {
   snapshots?(name: string): Promise<ObservedSnapshot[]>;
   /** The block devices the running VM's QEMU has open (query-block), by disk name, for verify. */
   openDisks?(name: string): Promise<OpenDisk[]>;
+
+  // Backups (issue 12, docs/backup.md): optional like the disk operations.
+  /**
+   * A consistent point-in-time read view of the VM's disks over NBD: while it runs, the guest's filesystems frozen
+   * (when `freeze` and its agent answers) for one QMP transaction that starts fleecing and a new dirty bitmap
+   * `bitmaps.next` per disk; while stopped, `qemu-nbd` read-only on each disk. Each disk says whether the bitmap
+   * `bitmaps.base` can stand for "changed since the base snapshot" (its NBD meta context) or why the disk must be read
+   * whole. The caller reads, then `commit()`s (the base bitmap is dropped, `next` stays) or `abort()`s (the base
+   * bitmap keeps counting: `next` is merged into it). Nothing of the view survives either.
+   */
+  backupOpen?(
+    name: string,
+    opts: BackupOpenOptions,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<BackupView>;
+  /** The stopped VM's disks exported writable over NBD (qemu-nbd) for a restore; `close()` flushes and stops them. */
+  restoreOpen?(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<RestoreView>;
+  /**
+   * Removes what a backup cut short by an agent crash left in running QEMUs (fleece nodes, the export, the NBD
+   * server, a half-made bitmap), keeping the base bitmaps counting. Called by `adopt()`; idempotent.
+   */
+  backupCleanup?(name: string): Promise<void>;
 
   /** Whether VM `name` runs and can take NIC and disk hot-plug. */
   canHotplug(name: string): Promise<boolean>;
