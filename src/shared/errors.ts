@@ -21,6 +21,9 @@ export const ErrorKinds = [
   'bad-response',
   'fenced',
   'not-active',
+  'key-mismatch',
+  'store-full',
+  'corrupt',
   'internal',
 ] as const;
 /** One of `ErrorKinds`. */
@@ -144,6 +147,27 @@ export class NotActiveError extends VmlinkError {
   }
 }
 
+/** A backup key that is not the one a store or snapshot was made with (docs/backup.md): nothing was written. */
+export class KeyMismatchError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('key-mismatch', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** A backup store's filesystem is full: the backup stopped cleanly, earlier snapshots are intact. */
+export class StoreFullError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('store-full', message, subject === undefined ? {} : { subject });
+  }
+}
+
+/** Stored data failed its check (a chunk's checksum or authentication, a manifest's signature); `subject` names it. */
+export class CorruptDataError extends VmlinkError {
+  constructor(message: string, subject?: string) {
+    super('corrupt', message, subject === undefined ? {} : { subject });
+  }
+}
+
 /** HTTP status and CLI exit code of each error kind: the one place this mapping lives. */
 export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   invalid: { http: 422, exit: 2 },
@@ -160,6 +184,10 @@ export const errorStatus: Record<ErrorKind, { http: number; exit: number }> = {
   fenced: { http: 409, exit: 12 },
   // 421 Misdirected Request: the right server is another one (its address is the error's subject).
   'not-active': { http: 421, exit: 13 },
+  'key-mismatch': { http: 409, exit: 14 },
+  // 507 Insufficient Storage.
+  'store-full': { http: 507, exit: 15 },
+  corrupt: { http: 500, exit: 16 },
   internal: { http: 500, exit: 1 },
 };
 
