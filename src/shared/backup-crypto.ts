@@ -340,12 +340,13 @@ const RECOVERY_CHARS = Math.ceil(((BACKUP_KEY_BYTES + RECOVERY_CHECK_BYTES) * 8)
 export function parseRecoveryKey(text: string): Buffer {
   const bad = (what: string) => new InvalidRequestError(`recovery key: ${what}`, 'recovery key');
   if (typeof text !== 'string' || text.length > 400) throw bad('not a recovery key (too long)');
-  // Dashes and spaces go first: "vlbk1" cannot begin a key's base32 (it has no 1), so the prefix stays unambiguous.
+  // Dashes and spaces go first; then a `vlbkN` prefix is told from a bare key's base32 (which may begin with the
+  // same letters) by its length.
   let s = text.replace(/[\s-]+/g, '').toUpperCase();
-  const version = /^VLBK(\d+)/.exec(s);
-  if (version && version[1] !== '1')
-    throw bad(`version vlbk${version[1]} is unknown (this vmlink reads vlbk1)`);
-  if (version) s = s.slice(version[0].length);
+  if (/^VLBK\d/.test(s) && s.length !== RECOVERY_CHARS) {
+    if (s[4] !== '1') throw bad(`version vlbk${s[4]} is unknown (this vmlink reads vlbk1)`);
+    s = s.slice(5);
+  }
   for (let i = 0; i < s.length; i++) {
     if (!B32.includes(s[i]!)) {
       throw bad(
