@@ -1,7 +1,7 @@
 // DirChunkStore: the ChunkStore conformance suite on a scratch directory, and what is particular to a directory:
 // its layout and modes, atomic writes and crash leftovers, a full filesystem, links and oversized files planted in
-// the store, GC refusing to sweep past an unreadable manifest, verify moving a damaged chunk aside.
-import { spawnSync } from 'node:child_process';
+// the store, GC refusing to sweep past an unreadable manifest, verify moving a damaged chunk aside. A really full
+// filesystem (a tmpfs, as root) is test/integration/backup-store.int.test.ts.
 import {
   mkdir,
   mkdtemp,
@@ -228,47 +228,4 @@ describe('DirChunkStore', () => {
     const s = await open();
     await expect(s.list('../etc')).rejects.toBeInstanceOf(InvalidRequestError);
   });
-
-  it.runIf(process.getuid?.() === 0 && spawnSync('unshare', ['--version']).status === 0)(
-    'on a real full filesystem (a 2 MiB tmpfs, as root) a chunk fails with StoreFullError and tmp/ is left empty',
-    async () => {
-      // A private mount namespace keeps the tmpfs invisible to everyone else and gone when the child exits.
-      const script = `
-        import { DirChunkStore } from ${JSON.stringify(new URL('./chunk-store.ts', import.meta.url).pathname)};
-        import { BackupKeySet } from ${JSON.stringify(new URL('../../shared/backup-crypto.ts', import.meta.url).pathname)};
-        import { randomBytes } from 'node:crypto';
-        import { readdirSync } from 'node:fs';
-        const keys = BackupKeySet.fromKey(Buffer.alloc(32, 7));
-        const s = await DirChunkStore.open({ name: 'tiny', path: process.argv.at(-1) + '/store', offsite: false });
-        let stored = 0;
-        try {
-          for (;;) { const p = randomBytes(1 << 20); const id = keys.chunkId(p); await s.putChunk(id, keys.sealChunk(id, p)); stored++; }
-        } catch (e) {
-          console.log(JSON.stringify({ kind: e.kind, stored, tmp: readdirSync(process.argv.at(-1) + '/store/tmp') }));
-        }`;
-      const mnt = join(dir, 'mnt');
-      await mkdir(mnt);
-      const r = spawnSync(
-        'unshare',
-        [
-          '-m',
-          '--propagation',
-          'private',
-          'sh',
-          '-c',
-          `mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" --import tsx --input-type=module -e "$3" -- "$1"`,
-          'sh',
-          mnt,
-          process.execPath,
-          script,
-        ],
-        { encoding: 'utf8', timeout: 60_000 },
-      );
-      expect(r.stderr).toBe('');
-      const out = JSON.parse(r.stdout.trim()) as { kind: string; stored: number; tmp: string[] };
-      expect(out.kind).toBe('store-full');
-      expect(out.stored).toBeGreaterThanOrEqual(1);
-      expect(out.tmp).toEqual([]);
-    },
-  );
 });
