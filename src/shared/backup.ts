@@ -150,20 +150,22 @@ export const SnapshotSummarySchema = z
     base: SnapshotIdSchema.optional(),
     consistency: z.enum(['frozen', 'crash-consistent', 'stopped']),
     keyFingerprint: KeyFingerprintSchema,
-    disks: z.array(
-      z
-        .object({
-          name,
-          sizeBytes: z.number().int().min(0),
-          mode: z.enum(['full', 'incremental']),
-          fullReason: z.enum(FullReadReasons).optional(),
-          readBytes: z.number().int().min(0),
-          newChunks: z.number().int().min(0),
-          storedBytes: z.number().int().min(0),
-          chunkCount: z.number().int().min(0),
-        })
-        .strict(),
-    ),
+    disks: z
+      .array(
+        z
+          .object({
+            name,
+            sizeBytes: z.number().int().min(0),
+            mode: z.enum(['full', 'incremental']),
+            fullReason: z.enum(FullReadReasons).optional(),
+            readBytes: z.number().int().min(0),
+            newChunks: z.number().int().min(0),
+            storedBytes: z.number().int().min(0),
+            chunkCount: z.number().int().min(0),
+          })
+          .strict(),
+      )
+      .max(17),
     /** Set by `verify`: its last outcome and time (absent: never verified). */
     verify: z
       .object({ ok: z.boolean(), at: z.string().datetime(), problems: z.array(z.string().max(500)).max(100) })
@@ -259,7 +261,7 @@ export const PullResultSchema = z
   .object({
     store: name,
     from: name,
-    snapshotsPulled: z.array(SnapshotIdSchema),
+    snapshotsPulled: z.array(SnapshotIdSchema).max(BACKUP_SNAPSHOTS_LIST_MAX),
     chunksFetched: z.number().int().min(0),
     bytesFetched: z.number().int().min(0),
     chunksAlreadyThere: z.number().int().min(0),
@@ -293,7 +295,11 @@ export const BackupJobSchema = z
       .optional(),
     /** A file restore's content (base64, at most BACKUP_FILE_RESTORE_MAX_BYTES). */
     file: z
-      .object({ path: z.string().max(4096), size: z.number().int().min(0), data: z.string() })
+      .object({
+        path: z.string().max(4096),
+        size: z.number().int().min(0).max(BACKUP_FILE_RESTORE_MAX_BYTES),
+        data: z.string().max(Math.ceil(BACKUP_FILE_RESTORE_MAX_BYTES / 3) * 4),
+      })
       .strict()
       .optional(),
     verify: VerifyResultSchema.optional(),
