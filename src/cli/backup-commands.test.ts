@@ -195,7 +195,7 @@ describe('vmlink backup and restore against a fake controller', () => {
     expect(JSON.parse(stdout.join(''))).toEqual(r);
     expect(stderr.join('')).toContain('working on');
   });
-  it('backup list passes filters and exits 1 when a store did not answer', async () => {
+  it('backup list passes filters and says which store did not answer', async () => {
     const calls = await run(['backup', 'list', 'web1', '--store', 'site'], {
       '/v1/backups': {
         snapshots: [
@@ -215,7 +215,7 @@ describe('vmlink backup and restore against a fake controller', () => {
     expect(text).toContain(
       'store site did not answer (the list lacks its snapshots): host backup1 is unreachable',
     );
-    expect(process.exitCode).toBe(1);
+    expect(process.exitCode).toBeUndefined();
   });
   it('backup verify exits 1 on a problem and names the snapshot and chunk', async () => {
     const calls = await run(['backup', 'verify', SNAP, '--deep'], {
