@@ -392,3 +392,32 @@ describe('vmlink backup and restore against a fake controller', () => {
       ).toContain('--json');
   });
 });
+
+describe('untrusted text', () => {
+  it('a verify problem with escape sequences reaches the terminal defused; restore --file refuses a terminal', async () => {
+    await run(['backup', 'verify'], {
+      '/v1/backups/verify': {
+        results: [
+          {
+            store: 'site',
+            snapshots: 1,
+            chunksChecked: 1,
+            bytesRead: 1,
+            deep: false,
+            problems: [{ snapshot: SNAP, problem: 'bad \u001b]0;owned\u0007 blob' }],
+          },
+        ],
+      },
+    });
+    expect(stdout.join('')).toContain(`${SNAP}: bad ?]0;owned? blob`);
+    const tty = process.stdout.isTTY;
+    Object.defineProperty(process.stdout, 'isTTY', { value: true, configurable: true });
+    try {
+      await expect(run(['restore', SNAP, '--file', '/etc/shadow'], { '/v1/restores': {} })).rejects.toThrow(
+        /would print a guest's file on this terminal/,
+      );
+    } finally {
+      Object.defineProperty(process.stdout, 'isTTY', { value: tty, configurable: true });
+    }
+  });
+});

@@ -28,6 +28,7 @@ import { NAME_PATTERN } from '../spec/schema.js';
 import { followTask, runTask } from './client.js';
 import { type Api, emit, progress } from './io.js';
 import {
+  printable,
   renderBackupList,
   renderBackupRun,
   renderBackupStatus,
@@ -227,7 +228,7 @@ export function addBackupCommands(program: Command, api: Api): void {
         full: !!o.full,
       };
       const r = await runTask(api(), '/v1/backups/run', body, BackupRunResultSchema, progress(!!o.json));
-      emit(!!o.json, r, () => renderBackupRun(r));
+      emit(!!o.json, r, () => printable(renderBackupRun(r)));
     });
 
   backup
@@ -244,7 +245,7 @@ export function addBackupCommands(program: Command, api: Api): void {
       if (o.store !== undefined) q.set('store', parseName('store', o.store));
       const qs = q.toString();
       const r = await api().get(`/v1/backups${qs ? `?${qs}` : ''}`, BackupListSchema);
-      emit(!!o.json, r, () => renderBackupList(r));
+      emit(!!o.json, r, () => printable(renderBackupList(r)));
     });
 
   backup
@@ -272,7 +273,7 @@ export function addBackupCommands(program: Command, api: Api): void {
         BackupVerifyResultSchema,
         progress(!!o.json),
       );
-      emit(!!o.json, r, () => renderVerify(r));
+      emit(!!o.json, r, () => printable(renderVerify(r)));
       if (!verifyOk(r)) process.exitCode = 1;
     });
 
@@ -284,7 +285,7 @@ export function addBackupCommands(program: Command, api: Api): void {
     .action(async (o: { store?: string; json?: boolean }) => {
       const body = o.store !== undefined ? { store: parseName('store', o.store) } : {};
       const r = await runTask(api(), '/v1/backups/sync', body, BackupSyncResultSchema, progress(!!o.json));
-      emit(!!o.json, r, () => renderSync(r));
+      emit(!!o.json, r, () => printable(renderSync(r)));
     });
 
   backup
@@ -301,7 +302,7 @@ export function addBackupCommands(program: Command, api: Api): void {
         dryRun: !!o.dryRun,
       };
       const r = await runTask(api(), '/v1/backups/prune', body, BackupPruneResultSchema, progress(!!o.json));
-      emit(!!o.json, r, () => renderPrune(r, !!o.dryRun));
+      emit(!!o.json, r, () => printable(renderPrune(r, !!o.dryRun)));
     });
 
   backup
@@ -312,7 +313,7 @@ export function addBackupCommands(program: Command, api: Api): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const r = await api().get('/v1/backups/status', BackupStatusSchema);
-      emit(!!o.json, r, () => renderBackupStatus(r));
+      emit(!!o.json, r, () => printable(renderBackupStatus(r)));
     });
 
   backup
@@ -329,7 +330,7 @@ export function addBackupCommands(program: Command, api: Api): void {
         ...(o.vm !== undefined ? { vm: parseName('VM', o.vm) } : {}),
       };
       const r = await runTask(api(), '/v1/restores/test', body, RestoreTestResultSchema, progress(!!o.json));
-      emit(!!o.json, r, () => renderRestoreTest(r));
+      emit(!!o.json, r, () => printable(renderRestoreTest(r)));
       if (r.results.some((t) => !t.ok)) process.exitCode = 1;
     });
 
@@ -366,7 +367,7 @@ export function addBackupCommands(program: Command, api: Api): void {
           renderKeyCreated(r, o.file),
         );
       } else {
-        emit(!!o.json, r, () => renderKeyCreated(r));
+        emit(!!o.json, r, () => printable(renderKeyCreated(r)));
       }
     });
   key
@@ -423,6 +424,11 @@ export function addRestoreCommands(program: Command, api: Api): void {
       const body = restoreBody(snapshot, o);
       const json = !!o.json;
       const toStdout = body.target.kind === 'file' && o.out === undefined && !json;
+      if (toStdout && process.stdout.isTTY)
+        throw new VmlinkError(
+          'invalid',
+          "--file without --out would print a guest's file on this terminal (it may hold escape sequences): add --out FILE, or pipe the output",
+        );
       const fd = o.out !== undefined ? createPrivateFile(o.out) : undefined;
       let r: z.output<typeof RestoreResultSchema>;
       try {
@@ -438,16 +444,16 @@ export function addRestoreCommands(program: Command, api: Api): void {
       if (r.file && fd !== undefined && o.out !== undefined) {
         finishPrivateFile(fd, o.out, Buffer.from(r.file.data, 'base64'));
         const { data: _d, ...file } = r.file;
-        emit(json, { ...r, file: { ...file, out: o.out } }, () => renderRestore(r, o.out));
+        emit(json, { ...r, file: { ...file, out: o.out } }, () => printable(renderRestore(r, o.out)));
       } else if (r.file && toStdout) {
         process.stdout.write(Buffer.from(r.file.data, 'base64'));
-        process.stderr.write(`${renderRestore(r)}\n`);
+        process.stderr.write(`${printable(renderRestore(r))}\n`);
       } else {
         if (fd !== undefined && o.out !== undefined) {
           closeSync(fd);
           unlinkSync(o.out);
         }
-        emit(json, r, () => renderRestore(r));
+        emit(json, r, () => printable(renderRestore(r)));
       }
     });
   restore
@@ -457,7 +463,7 @@ export function addRestoreCommands(program: Command, api: Api): void {
     .action(async (_o: unknown, cmd: Command) => {
       const json = wantsJson(cmd);
       const r = await api().get('/v1/restores', RestoredVmListSchema);
-      emit(json, r, () => renderRestoredVms(r));
+      emit(json, r, () => printable(renderRestoredVms(r)));
     });
   restore
     .command('discard')

@@ -4,6 +4,7 @@ import {
   formatBytes,
   formatMinutes,
   objectivesOk,
+  printable,
   renderBackupStatus,
   renderKeyCreated,
   renderSync,
@@ -124,5 +125,11 @@ describe('backup rendering', () => {
     ).toBe(
       'vault <- site: 1 snapshot pulled, 3 chunks fetched (12.0 MiB), 500 already there\n  web1@20261201T115530Z',
     );
+  });
+});
+
+describe('printable', () => {
+  it('turns control characters into ? and keeps newlines and text', () => {
+    expect(printable('ok\n\u001b[2J\u0007bad\ttab\u009b31m é')).toBe('ok\n?[2J?bad?tab?31m é');
   });
 });

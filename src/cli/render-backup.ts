@@ -15,6 +15,16 @@ import type {
 import type { ObjectiveStatus, SnapshotSummary } from '../shared/backup.js';
 import { table } from './render.js';
 
+/**
+ * Text safe for a terminal: control characters (C0 but newline, DEL, C1) become `?`. Free text in answers (verify
+ * problems, errors, store reasons) can come from a store host or a guest, and an escape sequence must not reach the
+ * operator's terminal as one. JSON output needs none of this (JSON.stringify escapes them).
+ */
+export function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, '?');
+}
+
 /** Bytes for people: `512 B`, `4.0 MiB`, `1.9 GiB`. */
 export function formatBytes(n: number | undefined): string | undefined {
   if (n === undefined) return undefined;
