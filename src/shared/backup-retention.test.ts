@@ -9,7 +9,7 @@ import {
   resticForget,
 } from '../../test/helpers/restic-forget.js';
 import { type RetentionRules, type SnapshotId, snapshotId } from './backup.js';
-import { applyRetention, isoWeek, resticForgetArgs } from './backup-retention.js';
+import { applyRetention, applyRetentionPerVm, isoWeek, resticForgetArgs } from './backup-retention.js';
 
 const snaps = (times: string[]) =>
   times.map((t) => ({ id: snapshotId('web1', new Date(t)), at: new Date(t) }));
@@ -88,6 +88,19 @@ describe('applyRetention', () => {
   });
   it('an empty list keeps and removes nothing', () => {
     expect(applyRetention([], { last: 3 })).toEqual({ keep: [], remove: [] });
+  });
+  it('per VM: each VM keeps its own last n (restic groups by host)', () => {
+    const at = (t: string) => new Date(t);
+    const list = [
+      { id: snapshotId('web1', at('2026-12-01T10:00:00Z')), at: at('2026-12-01T10:00:00Z') },
+      { id: snapshotId('db', at('2026-12-01T09:00:00Z')), at: at('2026-12-01T09:00:00Z') },
+      { id: snapshotId('web1', at('2026-12-01T08:00:00Z')), at: at('2026-12-01T08:00:00Z') },
+      { id: snapshotId('db', at('2026-12-01T07:00:00Z')), at: at('2026-12-01T07:00:00Z') },
+    ];
+    const out = applyRetentionPerVm(list, { last: 1 });
+    expect(out.keep.map((k) => k.id)).toEqual(['db@20261201T090000Z', 'web1@20261201T100000Z']);
+    expect(out.remove).toEqual(['db@20261201T070000Z', 'web1@20261201T080000Z']);
+    expect(applyRetention(list, { last: 1 }).keep).toHaveLength(1);
   });
   it('restic flags', () => {
     expect(resticForgetArgs({ last: 3, hourly: 0, daily: 7, yearly: 1 })).toEqual([

@@ -99,3 +99,28 @@ export function resticForgetArgs(rules: RetentionRules): string[] {
     return n !== undefined && n > 0 ? [`--keep-${r.key}`, String(n)] : [];
   });
 }
+
+/**
+ * Applies `rules` to a store's snapshots of any number of VMs, each VM on its own (restic's grouping by host): what a
+ * store-wide prune (the controller per policy, an offsite agent after a pull) needs. Outcomes keep their VM's order,
+ * VMs sorted by name.
+ */
+export function applyRetentionPerVm(
+  snapshots: readonly RetentionInput[],
+  rules: RetentionRules,
+): RetentionOutcome {
+  const byVm = new Map<string, RetentionInput[]>();
+  for (const s of snapshots) {
+    const vm = s.id.slice(0, s.id.indexOf('@'));
+    const list = byVm.get(vm);
+    if (list) list.push(s);
+    else byVm.set(vm, [s]);
+  }
+  const out: RetentionOutcome = { keep: [], remove: [] };
+  for (const vm of [...byVm.keys()].sort()) {
+    const r = applyRetention(byVm.get(vm) as RetentionInput[], rules);
+    out.keep.push(...r.keep);
+    out.remove.push(...r.remove);
+  }
+  return out;
+}
