@@ -275,6 +275,17 @@ export async function runTask<S extends z.ZodType>(
   print: (line: string) => void,
 ): Promise<z.output<S>> {
   const { taskId } = await client.post(path, body, TaskAcceptedSchema);
+  return followTask(client, taskId, path, schema, print);
+}
+
+/** Follows a started task (`taskId`, from POST or DELETE `path`) like runTask: progress, result, Ctrl-C. */
+export async function followTask<S extends z.ZodType>(
+  client: HttpClient,
+  taskId: string,
+  path: string,
+  schema: S,
+  print: (line: string) => void,
+): Promise<z.output<S>> {
   let since = 0;
   // Quick tasks (a no-op apply, a plan) end within tens of milliseconds: ask again soon, then back off to 250 ms.
   let pause = 10;

@@ -2,6 +2,7 @@
 // networks) are checked in validate/backups.ts; this file checks each object alone.
 import { z } from 'zod';
 import { BACKUP_POLICIES_MAX, BACKUP_STORES_MAX, RetentionRulesSchema } from '../shared/backup.js';
+import { InvalidRequestError } from '../shared/errors.js';
 
 const name = z
   .string()
@@ -22,6 +23,33 @@ export const BackupScheduleSchema = z
     (s) => EVERY_PATTERN.test(s) || (WINDOW_PATTERN.test(s) && s.slice(0, 5) !== s.slice(6)),
     'must be "every N" with m, h or d (e.g. "every 10m") or a daily UTC window "HH:MM-HH:MM" (e.g. "02:00-04:00")',
   );
+
+const MINUTE = 60_000;
+
+export type Schedule =
+  | { kind: 'every'; intervalMs: number }
+  /** Minutes after UTC midnight the window opens, and how long it stays open (1 .. 1439 minutes). */
+  | { kind: 'window'; startMinute: number; lengthMinutes: number };
+
+/** Parses a schedule (what BackupScheduleSchema accepts); anything else is an InvalidRequestError naming it. */
+export function parseSchedule(schedule: string): Schedule {
+  const every = EVERY_PATTERN.exec(schedule);
+  if (every) {
+    const unit = every[2] === 'm' ? MINUTE : every[2] === 'h' ? 60 * MINUTE : 1440 * MINUTE;
+    return { kind: 'every', intervalMs: Number(every[1]) * unit };
+  }
+  const w = WINDOW_PATTERN.exec(schedule);
+  if (w) {
+    const start = Number(w[1]) * 60 + Number(w[2]);
+    const end = Number(w[3]) * 60 + Number(w[4]);
+    const length = (end - start + 1440) % 1440;
+    if (length > 0) return { kind: 'window', startMinute: start, lengthMinutes: length };
+  }
+  throw new InvalidRequestError(
+    `schedule "${schedule}" is neither "every N" with m, h or d (e.g. "every 10m") nor a daily UTC window "HH:MM-HH:MM" of distinct times`,
+    'schedule',
+  );
+}
 
 /** Retention, as `restic forget --keep-*` with the same numbers (a snapshot kept by any rule is kept). */
 export const RetentionSchema = RetentionRulesSchema;

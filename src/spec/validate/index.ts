@@ -4,6 +4,7 @@
 import type { SpecIssue } from '../../shared/errors.js';
 import type { Spec } from '../schema.js';
 import { checkSubnets } from './addressing.js';
+import { checkBackups } from './backups.js';
 import { checkCluster } from './cluster.js';
 import { checkBridges, checkHosts } from './hosts.js';
 import { checkLab } from './lab.js';
@@ -43,5 +44,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkSecurityGroups(spec, add);
   checkStorage(spec, hostIdx, add);
   checkCluster(spec, hostIdx, add);
+  checkBackups(spec, hostIdx, add);
   return issues;
 }
