@@ -18,10 +18,11 @@ import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
 import { describePoolConformance, fileVolumeOpen } from './conformance-pools.js';
 import { DirPool } from './dir-pool.js';
+import { FastLuksRunner } from './fast-luks.test-util.js';
 import { PoolStateStore } from './pool-state.js';
 
-/** A real runner that remembers every argv and stdin it ran. */
-class WatchedRunner extends SystemRunner {
+/** A real runner (LUKS volumes made with a short key derivation) that remembers every argv and stdin it was given. */
+class WatchedRunner extends FastLuksRunner {
   readonly argvs: string[][] = [];
   readonly inputs: string[] = [];
   override run(argv: readonly string[], opts: RunOptions = {}) {
@@ -68,7 +69,7 @@ describePoolConformance('dir', async () => {
   const root = await scratch('conf');
   const pool: PoolConfig = { name: 'conf', type: 'dir', path: join(root, 'pools', 'conf') };
   return {
-    backend: new DirPool({ runner: new SystemRunner(), stateDir: join(root, 'state') }),
+    backend: new DirPool({ runner: new FastLuksRunner(), stateDir: join(root, 'state') }),
     pool,
     volumeUrl: (v) => fileVolumeOpen(join(pool.path, volumeFileName(v.name, v.format)), v.format),
   };
@@ -269,7 +270,8 @@ describe('DirPool', () => {
     const key = Buffer.from('dir-pool key never in argv').toString('base64');
     const secrets = [{ name: 'k1', value: key }];
     const first = runner.argvs.length;
-    // Every command line on the machine while the volume is made (key derivation keeps qemu-img there for seconds).
+    // Every command line on the machine while the volume is made (qemu-img times PBKDF2 for at least 0.5 s of CPU,
+    // twice, before it derives anything: it stays there for over a second, whatever the iteration time).
     const seen = watchCmdlines();
     await b.createVolume(
       pool,
@@ -318,7 +320,7 @@ describe('DirPool', () => {
       }),
     ).rejects.toThrow(/encrypted/);
     await b.deleteVolume(pool, 'v-enc');
-  }, 300_000); // each open of a LUKS volume derives its key: about 2 s of CPU time, far longer on a loaded machine
+  }, 300_000); // a LUKS creation times its key derivation: over 1 s of CPU, far longer on a loaded machine
 
   it('encrypts a full clone of a plain template with its own key', async () => {
     const key = Buffer.from('clone key').toString('base64');

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecError, RecordingRunner, type RunOptions, SystemRunner } from '../../exec/runner.js';
 import { DirStorage } from './dir.js';
+import { FastLuksRunner } from './fast-luks.test-util.js';
 
 let dir = '';
 beforeAll(async () => {
@@ -24,7 +25,7 @@ describe('DirStorage', () => {
 
   it('makes a LUKS-encrypted volume with a real qemu-img, the key on stdin only', async () => {
     const key = Buffer.from('dir-test key').toString('base64');
-    const path = await new DirStorage(new SystemRunner()).createVolume({
+    const path = await new DirStorage(new FastLuksRunner()).createVolume({
       name: 'disk-enc',
       dir,
       sizeMiB: 1,
@@ -37,7 +38,7 @@ describe('DirStorage', () => {
       encrypted: true,
       'format-specific': { data: { encrypt: { format: 'luks' } } },
     });
-  }, 120_000); // LUKS key derivation: about 2 s of CPU time, far longer in wall time on a loaded machine
+  }, 120_000); // qemu-img times the key derivation: over 1 s of CPU, far longer in wall time on a loaded machine
 
   it("tries an encrypted volume again when qemu-img could not time the key derivation, leaving no try's file", async () => {
     // qemu-img's PBKDF2 timing read 0 ms on a tick-based CPU clock: chance, so measured again; other errors are not.
