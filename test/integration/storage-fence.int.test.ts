@@ -36,6 +36,8 @@ const CONTROL_PORT = 21_000 + (process.pid % 9_000);
 const PASSWORD = `fence-${tag}-Vq3kLm8x`;
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 const MiB = 1024 * 1024;
+/** How long a fenced holder gets after its sleep to (fail to) write before it is killed. */
+const AWAKE_MS = 4_000;
 
 const isRoot = process.getuid?.() === 0;
 const haveTools = existsSync('/usr/sbin/tgtd') && existsSync('/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so');
@@ -96,17 +98,27 @@ describe.runIf(isRoot && haveTools)('storage fencing on a real tgtd, two initiat
     }
   };
   /**
-   * A qemu-io in `ns` holding the LUN open (a VM's QEMU): it sleeps, then writes `byte` at 1 MiB. One whose
-   * initiator keeps trying to log in again (libiscsi reconnects) is killed after 25 s: that counts as a failed write.
+   * A qemu-io in `ns` holding the LUN open (a VM's QEMU): it sleeps `sleepMs`, then writes `byte` at 1 MiB. `done`:
+   * how it ended. A fenced one's initiator keeps trying to log in again (libiscsi reconnects) and never ends by
+   * itself: `cutOff` gives it AWAKE_MS after its sleep to write (a write that is let through takes milliseconds),
+   * then kills it; a write that had not landed by then never will (the process is gone): that counts as a failed
+   * write. The 25 s timeout is a backstop only.
    */
   const holder = (ns: string, byte: string, sleepMs: number, volume = 'disk1') => {
     const ac = new AbortController();
     holders.push(ac);
     const started = performance.now();
-    return qemuIo(ns, volume, [`sleep ${sleepMs}`, `write -P ${byte} 1M 64k`], ac.signal, 25_000).then(
+    const done = qemuIo(ns, volume, [`sleep ${sleepMs}`, `write -P ${byte} 1M 64k`], ac.signal, 25_000).then(
       (r) => ({ ...r, ms: performance.now() - started }),
       (e: unknown) => ({ code: -1, stdout: '', stderr: String(e), ms: performance.now() - started }),
     );
+    const cutOff = async () => {
+      const awake = started + sleepMs + AWAKE_MS - performance.now();
+      await Promise.race([done, new Promise((r) => setTimeout(r, Math.max(0, awake)))]);
+      ac.abort();
+      return done;
+    };
+    return { done, cutOff };
   };
   /** Bytes of the volume's file on the storage side (what any initiator's write reached). */
   const fileBytes = async (offset: number, length: number) => {
@@ -186,7 +198,7 @@ describe.runIf(isRoot && haveTools)('storage fencing on a real tgtd, two initiat
       sessions: [{ initiator: expect.stringMatching(/^iqn\./), addresses: [A_IP] }],
     });
     expect(p!.volumes[0]!.fence).toBeUndefined();
-    expect((await h).code).toBe(0);
+    expect((await h.done).code).toBe(0);
     expect((await fileBytes(MiB, 64 * 1024)).every((x) => x === 0x11)).toBe(true);
   }, 120_000);
 
@@ -203,7 +215,7 @@ describe.runIf(isRoot && haveTools)('storage fencing on a real tgtd, two initiat
     // B writes its data; A's holder wakes up after the fence and tries to write over it.
     const w = await qemuIo(NS_B, 'disk1', ['write -P 0xbb 1M 64k']);
     expect(w.code, w.stderr).toBe(0);
-    const late = await h;
+    const late = await h.cutOff();
     console.log(
       `A's late write after the fence: exit ${late.code} after ${late.ms.toFixed(0)} ms: ${late.stderr.trim().slice(0, 200)}`,
     );
@@ -227,7 +239,7 @@ describe.runIf(isRoot && haveTools)('storage fencing on a real tgtd, two initiat
     expect(await sessionAddresses()).toEqual([B_IP]); // B's session untouched
     await backend.fenceVolume(pool, 'disk1', { host: 'hostb', address: B_IP, token: '100' });
     expect(await sessionAddresses()).toEqual([B_IP]);
-    expect((await h).code).toBe(0);
+    expect((await h.done).code).toBe(0);
     const state = await readFile(join(dir, 'state', 'fence', 'fp.json'), 'utf8');
     expect(JSON.parse(state).volumes.disk1).toMatchObject({ host: 'hostb', token: '100' });
     expect(await canRead(NS_A)).toBe(false);
@@ -262,7 +274,7 @@ describe.runIf(isRoot && haveTools)('storage fencing on a real tgtd, two initiat
     expect(await canRead(NS_B)).toBe(false);
     const w = await qemuIo(NS_A, 'disk1', ['write -P 0xdd 1M 64k']);
     expect(w.code, w.stderr).toBe(0);
-    const late = await h;
+    const late = await h.cutOff();
     expect(late.code === 0 && /wrote/.test(late.stdout)).toBe(false);
     expect((await fileBytes(MiB, 64 * 1024)).every((x) => x === 0xdd)).toBe(true);
   }, 180_000);
@@ -334,8 +346,8 @@ vms:
     );
     expect((await target('disk2'))!.acls).toEqual([B_IP]);
     expect(await sessionAddresses('disk2')).toEqual([B_IP]);
-    expect((await hb).code).toBe(0);
-    await ha;
+    expect((await hb.done).code).toBe(0);
+    await ha.cutOff();
   }, 180_000);
 
   it('deleting the volume forgets its fence; deleting the pool its fence file', async () => {
