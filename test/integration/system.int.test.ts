@@ -412,35 +412,5 @@ describe('one host with nat, bridge and isolated networks', () => {
   });
 });
 
-describe('--help', () => {
-  /** The subcommand names a commander help text lists under "Commands:" (help itself aside). */
-  const subcommands = (help: string): string[] => {
-    const section = help.split(/^Commands:$/m)[1] ?? '';
-    return [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
-  };
-
-  it('every command in the tree from `vmlink --help` has help with a usage line and a description', async () => {
-    const seen: string[] = [];
-    let level: string[][] = [[]];
-    while (level.length > 0) {
-      const next: string[][] = [];
-      // One level of the tree at a time, its commands side by side (each is a fresh CLI process).
-      const helps = await Promise.all(level.map((path) => runCli([...path, '--help'], env, 60_000)));
-      level.forEach((path, i) => {
-        const r = helps[i]!;
-        const name = ['vmlink', ...path].join(' ');
-        expect(r.code, `${name} --help: ${r.stderr}`).toBe(0);
-        expect(r.stdout, name).toMatch(new RegExp(`^Usage: ${name}( |$)`, 'm'));
-        const description = r.stdout.split('\n\n')[1]?.trim() ?? '';
-        expect(description, `${name} has a description`).not.toMatch(/^(Options:|Arguments:|$)/);
-        seen.push(name);
-        next.push(...subcommands(r.stdout).map((c) => [...path, c]));
-      });
-      level = next;
-    }
-    // The commands the README shows are all in the tree.
-    const shown =
-      'status,vm list,vm exec,vm console,vm stop,plan,apply,verify,doctor,network list,network show,events,destroy,lab up,lab down,daemon';
-    for (const cmd of shown.split(',')) expect(seen).toContain(`vmlink ${cmd}`);
-  });
-});
+// `vmlink <command> --help` for every command of the tree: src/cli/help-tree.test.ts (in one process: here, a process
+// per command took over a minute), and bin/vmlink.js printing help as a process of its own: src/main.test.ts.
