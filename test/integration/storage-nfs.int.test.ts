@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describePoolConformance, type VolumeOpen } from '../../src/drivers/storage/conformance-pools.js';
+import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js';
 import { NFS_MOUNTD_PORT } from '../../src/drivers/storage/ganesha-config.js';
 import { NfsPool } from '../../src/drivers/storage/nfs.js';
 import { nfsBackingChain, nfsChainBlockdevs, nfsImageOpts } from '../../src/drivers/storage/nfs-client.js';
@@ -160,7 +161,8 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
       await runner.run(['ip', 'link', 'set', VETH_HOST, 'up'], { netns: HOST });
       server = new NfsServer({ runner, dir: join(root, 'nfs'), netns: NAS });
       expect(await server.start()).toBe('started');
-      backend = new NfsPool({ runner, stateDir: join(root, 'state'), ganesha: server });
+      // LUKS volumes made with a short key derivation (fast-luks.test-util.ts): each open of one is quick.
+      backend = new NfsPool({ runner: new FastLuksRunner(), stateDir: join(root, 'state'), ganesha: server });
     });
 
     afterAll(async () => {
