@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { processMatches, QemuDriver } from '../../src/drivers/hypervisor/qemu/driver.js';
 import { defaultLauncherPath } from '../../src/drivers/hypervisor/qemu/launcher.js';
+import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { VmConfig } from '../../src/shared/model.js';
 import { createBridgedTaps } from '../helpers/guest-net.js';
@@ -62,7 +63,8 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))(
       await createBridgedTaps(runner, NS, BRIDGE, [TAP]);
       stateDir = await mkdtemp(join(tmpdir(), 'vmlink-enc-int-'));
       await chmod(stateDir, 0o711);
-      driver = new QemuDriver({ runner, stateDir, netns: NS });
+      // Its LUKS disk made with a short key derivation (fast-luks.test-util.ts): each open of it by QEMU is quick.
+      driver = new QemuDriver({ runner: new FastLuksRunner(), stateDir, netns: NS });
     });
 
     afterAll(async () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuDriver } from '../../src/drivers/hypervisor/qemu/driver.js';
 import { defaultLauncherPath } from '../../src/drivers/hypervisor/qemu/launcher.js';
+import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js';
 import { storageDrivers } from '../../src/drivers/storage/registry.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { DiskConfig, VmConfig } from '../../src/shared/model.js';
@@ -106,9 +107,10 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('VM disks from a di
     await mkdir(poolDir, { mode: 0o700 });
     for (const v of ['data', 'hot'])
       await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(poolDir, `${v}.qcow2`), '16M']);
-    // The key reaches qemu-img on stdin, as the dir pool backend hands it.
+    // The key reaches qemu-img on stdin, as the dir pool backend hands it; a short key derivation (fast-luks.test-util.ts)
+    // makes each open of the volume (QEMU's at start and hot-plug, qemu-img's) quick.
     await storageDrivers
-      .dir({ runner })
+      .dir({ runner: new FastLuksRunner() })
       .createVolume({ name: 'vault', dir: poolDir, sizeMiB: 16, encryptionKeyBase64: KEY_B64 });
     await mkdir(join(poolDir, '..', 'iso'));
     await runner.run([
