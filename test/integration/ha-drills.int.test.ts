@@ -2,9 +2,11 @@
 // hold etcd leases (5 s heartbeats), a 3-member etcd with TLS and auth, two cluster controllers, two small TCG guests
 // under `ha: started`. Each drill runs on the controller that brought the lab up and measures from outside (/proc
 // every 100 ms): a host killed -> its VM runs elsewhere and its guest answers; a host cut off -> it stops its VMs
-// and the others start them, never both; the active controller killed during an apply -> a standby takes over and
-// the next apply converges; an etcd member stopped -> every host keeps its lease and writes succeed. Each drill
-// restores the lab; the next one starts from a healthy cluster.
+// and the others start them, never both. Each drill restores the lab; the next one starts from a healthy cluster.
+// The controller-failure (during an apply) and etcd-member-failure drills run in bench/ha-drills.ts, with their
+// times and the checks this file made of them; in CI their invariants are covered by controllers.int (SIGKILL of the
+// active controller: a standby takes over and sees the state written before), lab-cluster.int (one etcd member
+// stopped: quorum kept, it comes back healthy) and drills/drill.test.ts (both drills' logic against fakes).
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -72,7 +74,7 @@ beforeAll(async () => {
       await new Promise((res) => setTimeout(res, 1_000));
     }
   }
-});
+}, 600_000); // the VM lock (another run's guests), a 3-host lab with etcd and two TCG boots on 2 loaded cores
 
 afterAll(async () => {
   await runCli(['lab', 'down', '-f', file], env).catch(() => {});
@@ -112,25 +114,5 @@ describe('HA drills in a lab with real QEMU and real etcd', () => {
       // The isolated host fenced before its lease could end; HA restarted only after it ended.
       expect(v.stoppedS!).toBeLessThanOrEqual(v.restartedS!);
     }
-  });
-
-  it('the active controller killed during an apply: a standby takes over and the next apply converges', async () => {
-    const r = await drill('controller-failure', 'active', '--during-apply');
-    expect(failed(r), JSON.stringify(r)).toEqual([]);
-    expect(r.restored).toBe(true);
-    expect(r.takeoverS).toBeGreaterThan(0);
-    expect(r.invariants.find((i) => i.name === 'converged')?.detail).toMatch(/next apply succeeded/);
-  });
-
-  it('an etcd member stopped: every host keeps its lease, writes succeed, nothing moves; the member comes back', async () => {
-    const before = await placement();
-    const r = await drill('etcd-member-failure', 'etcd2');
-    expect(failed(r), JSON.stringify(r)).toEqual([]);
-    expect(r.restored).toBe(true);
-    expect(r.invariants.map((i) => i.name)).toEqual(
-      expect.arrayContaining(['no-host-failed', 'store-writes', 'no-vm-twice', 'none-lost', 'converged']),
-    );
-    expect(r.notes.join('\n')).not.toMatch(/replaced during the drill/);
-    expect(await placement()).toEqual(before);
   });
 });
