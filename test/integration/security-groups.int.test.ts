@@ -1,55 +1,51 @@
-// Security groups end to end (issue 9), Tempest's scenarios with real guests: one lab host, a LAN peer, three guests
-// bridged onto the lab LAN. `vmlink apply` realises the groups; probes from the peer and from guests (HTTP GET, ping,
-// a held TCP stream) check: blocked without a rule, allowed with one, one direction only, a remote-group rule, two
-// groups on one port, and a rule change applied in place — no VM restarted, an established flow of an unchanged group
-// kept, and the next plan empty; likewise a running VM's NIC joining a group.
+// Security groups end to end (issue 9) on ONE lab: examples/security-groups.yaml for real (the README's demo: one
+// lab host, a LAN peer pc1, three guests web1 on a nat network, app1 and front1 bridged onto the lab LAN).
+// First `vmlink verify` must be green on the example as it is, with the blocked cells measured blocked and the
+// allowed ones measured open, every port check run against a listener in the guest (stopped again afterwards); then
+// one rule changes and verify follows it. Then Tempest's scenarios, probed from the peer and from the guests (HTTP
+// and TCP connects, ping, a held TCP stream): blocked without a rule, allowed with one, one direction only, a
+// remote-group rule, two groups on one port, and a rule change applied in place — no VM restarted, an established
+// flow of an unchanged group kept, and the next plan empty; likewise a running VM's NIC joining a group.
+// (These were two files with a lab each, the scenarios on a spec of their own; one lab saves a lab and three boots.)
 //
 // Runs once the linux backend realises groups (`LinuxNetworkDriver.ensureSecurityGroup`); until then it is skipped.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VerifyResult } from '../../src/controller/verify.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';
 import { NO_CHANGES } from '../../src/plan/format.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'itsg';
-const PC1 = '192.168.89.20';
-const IP = { a: '192.168.89.50', b: '192.168.89.51', c: '192.168.89.52' };
+const PC1 = '192.168.50.20';
+const EXAMPLE = fileURLToPath(new URL('../../examples/security-groups.yaml', import.meta.url));
+// The example on a lab of its own, so that a user's `sg` lab on this machine is left alone.
+const SPEC = readFileSync(EXAMPLE, 'utf8').replace(/^ {2}name: sg$/m, `  name: ${LAB}`);
+const SSH_RULE =
+  "      - { protocol: tcp, ports: [22], cidr: 192.168.50.20/32, description: the admin's machine pc1 }";
+/** The example with pc1's ssh rule naming port 9 too (verify's rule change). */
+const SSH_AND_9 = SPEC.replace(SSH_RULE, '      - { protocol: tcp, ports: [22, 9], cidr: 192.168.50.20/32 }');
+/** ...and a rule more in ssh: tcp 2222 from pc1 (the in-place rule change). */
+const SSH_2222 = SSH_AND_9.replace(
+  '      - { protocol: tcp, ports: [22, 9], cidr: 192.168.50.20/32 }',
+  '      - { protocol: tcp, ports: [22, 9], cidr: 192.168.50.20/32 }\n      - { protocol: tcp, ports: [2222], cidr: 192.168.50.20/32 }',
+);
+/** ...and app1's NIC in web as well (a running VM's NIC joining a group). */
+const APP1_IN_WEB = SSH_2222.replace(
+  '      - { network: lan, securityGroups: [app, ssh] }',
+  '      - { network: lan, securityGroups: [app, ssh, web] }',
+);
 
-// a: web; b: db (port 5432 from web members only); c: web and ping (two groups on one port).
-const spec = (webRules: string, bGroups = 'db') => `
-version: 1
-hosts: [{ name: host1 }]
-networks:
-  - { name: lan, host: host1, mode: bridge }
-securityGroups:
-  - name: web
-    rules: ${webRules}
-  - name: db
-    rules: [{ protocol: tcp, ports: [5432], group: web }]
-  - name: ping
-    rules: [{ protocol: icmp }]
-vms:
-  - { name: a, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.a}, securityGroups: [web] }] }
-  - { name: b, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.b}, securityGroups: [${bGroups}] }] }
-  - { name: c, host: host1, memoryMiB: 160, nics: [{ network: lan, ip: ${IP.c}, securityGroups: [web, ping] }] }
-lab:
-  name: ${LAB}
-  lan: { cidr: 192.168.89.0/24, gateway: 192.168.89.1 }
-  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.89 }
-  hosts: [{ name: host1, address: 192.168.89.10 }]
-  peers: [{ name: pc1, address: ${PC1} }]
-`;
-const WEB_HTTP = '[{ protocol: tcp, ports: [80], cidr: 192.168.89.0/24 }]';
-const WEB_HTTP_ICMP =
-  '[{ protocol: tcp, ports: [80], cidr: 192.168.89.0/24 }, { protocol: icmp, cidr: 192.168.89.20/32 }]';
+const realised = 'ensureSecurityGroup' in LinuxNetworkDriver.prototype;
 
 // Made in beforeAll: a skipped file leaves nothing behind.
 let root = '';
 const env = { VMLINK_RUN_DIR: '', VMLINK_STATE_DIR: '', VMLINK_SOCKET: '' };
-let file = '';
+let specFile = '';
 let release: (() => Promise<void>) | undefined;
 
 const sh = (vm: string, line: string) => runCli(['vm', 'exec', vm, '--', 'sh', '-c', line], env);
@@ -91,10 +87,29 @@ async function until(check: () => Promise<boolean> | boolean, ms = 180_000): Pro
   }
 }
 
-const realised = 'ensureSecurityGroup' in LinuxNetworkDriver.prototype;
+async function verify(): Promise<VerifyResult> {
+  const r = await runCli(['verify', '--json'], env);
+  return JSON.parse(r.stdout) as VerifyResult;
+}
 
-describe.skipIf(!realised)('security groups on real guests', () => {
+const find = (v: VerifyResult, kind: string, from: string, to: string, port?: number) =>
+  v.cells.find(
+    (c) => c.kind === kind && c.from === from && c.to === to && (port === undefined || c.port === port),
+  );
+
+async function apply(text: string): Promise<void> {
+  writeFileSync(specFile, text);
+  const r = await runCli(['apply', '-f', specFile], env);
+  expect(r.code, r.stderr + r.stdout).toBe(0);
+}
+
+describe.skipIf(!realised)('security groups on the example lab', () => {
   beforeAll(async () => {
+    expect(SPEC).toContain(`name: ${LAB}`);
+    // Each change of the example found its line.
+    expect(SSH_AND_9).not.toBe(SPEC);
+    expect(SSH_2222).not.toBe(SSH_AND_9);
+    expect(APP1_IN_WEB).not.toBe(SSH_2222);
     root = mkdtempSync('/tmp/vmlink-itsg-');
     chmodSync(root, 0o755);
     Object.assign(env, {
@@ -102,106 +117,172 @@ describe.skipIf(!realised)('security groups on real guests', () => {
       VMLINK_STATE_DIR: join(root, 'state'),
       VMLINK_SOCKET: join(root, 'run', 'controller.sock'),
     });
-    file = join(root, 'spec.yaml');
+    specFile = join(root, 'spec.yaml');
     mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
-    writeFileSync(file, spec(WEB_HTTP));
+    writeFileSync(specFile, SPEC);
     release = await acquireVmLock();
-    expect((await runCli(['daemon', '--detach'], env)).code).toBe(0);
-    const up = await runCli(['lab', 'up', '-f', file], env);
+    const d = await runCli(['daemon', '--detach'], env);
+    expect(d.code, d.stderr).toBe(0);
+    const up = await runCli(['lab', 'up', '-f', specFile], env);
     expect(up.code, up.stderr + up.stdout).toBe(0);
-    const apply = await runCli(['apply', '-f', file], env);
-    expect(apply.code, apply.stderr + apply.stdout).toBe(0);
-    // Every guest is up with its fixed address: outbound is open and replies to what a guest starts pass.
-    for (const vm of ['a', 'b', 'c']) await until(async () => pingFrom(vm, PC1));
-    // b listens on 5432 (HTTP, so the same probe works).
-    await sh('b', 'httpd -p 5432 -h /www </dev/null >/dev/null 2>&1');
+    await apply(SPEC);
   }, 600_000);
 
   afterAll(async () => {
-    await runCli(['destroy', '-f', file], env).catch(() => {});
-    await runCli(['lab', 'down', '-f', file], env).catch(() => {});
+    if (specFile) await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
     await runCli(['daemon', '--stop'], env).catch(() => {});
     if (root) rmSync(root, { recursive: true, force: true });
     await release?.();
   });
 
-  it('blocks inbound traffic no rule allows', async () => {
-    expect(peerPing(IP.a), 'ping a: web has no icmp rule').toBe(false);
-    expect(peerTcp(IP.b, 80), 'b:80: db allows 5432 only').toBe(false);
-    expect(peerTcp(IP.a, 22), 'a:22: no rule').toBe(false);
+  describe('vmlink verify', () => {
+    it('verify is green: blocked cells measured blocked, allowed ones open, each with its rule', async () => {
+      const v = await verify();
+      expect(v.cells.filter((c) => !c.ok)).toEqual([]);
+      expect(v.ok).toBe(true);
+      // Ingress by cidr: the host pings its nat VM from the gateway address, outside web's LAN-only icmp rule.
+      expect(find(v, 'ping', 'host1', 'web1')).toMatchObject({
+        observed: false,
+        blockedBy: 'security-group',
+      });
+      expect(find(v, 'ping', 'pc1', 'front1')).toMatchObject({ observed: true, expected: true });
+      // Cross-group, one direction: front1 (web) reaches app1:8080, app1's members do not reach back through it.
+      expect(find(v, 'port', 'front1', 'app1', 8080)).toMatchObject({ observed: true });
+      expect(find(v, 'port', 'pc1', 'app1', 8080)).toMatchObject({ observed: false, expected: false });
+      // Egress: front1's own groups keep its tcp 22 and its ping to the upstream in.
+      expect(find(v, 'port', 'front1', 'app1', 22)?.rule).toMatch(/^no egress rule of web, locked/);
+      expect(find(v, 'ping', 'front1', 'upstream')).toMatchObject({
+        observed: false,
+        blockedBy: 'security-group',
+      });
+      // Several groups on one port: ssh opens 22 for pc1 only.
+      expect(find(v, 'port', 'pc1', 'app1', 22)).toMatchObject({ observed: true });
+      expect(find(v, 'port', 'host1', 'app1', 22)).toMatchObject({ observed: false });
+      // Every port check ran against a live listener (none unmeasured), and the listeners are gone again.
+      const ports = v.cells.filter((c) => c.kind === 'port');
+      expect(ports.length).toBe(22);
+      expect(ports.filter((c) => c.unmeasured)).toEqual([]);
+      const left = await runCli(
+        ['vm', 'exec', 'app1', '--', 'sh', '-c', 'ls /run/vmlink/port-check; pidof httpd'],
+        env,
+      );
+      expect(left.stdout.trim().split(/\s+/)).toHaveLength(1); // the guest's own httpd on port 80 only
+    });
+
+    it('follows a rule change: the port a new rule names opens for its source, the unruled probe moves on', async () => {
+      expect(SSH_AND_9).not.toBe(SPEC);
+      await apply(SSH_AND_9);
+      const v = await verify();
+      expect(v.cells.filter((c) => !c.ok)).toEqual([]);
+      expect(find(v, 'port', 'pc1', 'app1', 9)).toMatchObject({ observed: true, expected: true });
+      expect(find(v, 'port', 'host1', 'app1', 9)).toMatchObject({ observed: false, expected: false });
+      expect(find(v, 'port', 'pc1', 'app1', 1234)).toMatchObject({ observed: false, expected: false });
+    });
   });
 
-  it('allows what a rule names', async () => {
-    expect(peerTcp(IP.a, 80)).toBe(true);
-    expect(peerTcp(IP.c, 80)).toBe(true);
-  });
+  describe('probes from the peer and the guests', () => {
+    const ip = { app1: '', front1: '' };
+    /** A listener on `port` in `vm` (busybox httpd in the background), so that a failed connect means blocked. */
+    const listen = (port: number, vm = 'app1') =>
+      sh(vm, `httpd -p ${port} -h /www </dev/null >/dev/null 2>&1`);
 
-  it('a rule opens one direction only: a reaches the peer, the peer does not reach a', async () => {
-    expect(await pingFrom('a', PC1)).toBe(true);
-    expect(peerPing(IP.a)).toBe(false);
-  });
+    beforeAll(async () => {
+      // Both bridged guests are up with their LAN addresses (the lab's DHCP): outbound to the peer is open to both.
+      for (const vm of ['app1', 'front1'] as const) {
+        await until(async () => pingFrom(vm, PC1));
+        const a = await sh(vm, 'ip -4 -o addr show dev eth0');
+        ip[vm] = /inet (192\.168\.50\.\d+)\//.exec(a.stdout)?.[1] ?? '';
+        expect(ip[vm], `${vm}: ${a.stdout}`).not.toBe('');
+      }
+      // app1 serves 22, 8080 and 2222 besides its own 80, front1 22 (verify's listeners are gone: its first test
+      // checks).
+      for (const port of [22, 8080, 2222]) await listen(port);
+      await listen(22, 'front1');
+    }, 300_000);
 
-  it('a remote-group rule admits members of that group and no one else', async () => {
-    expect(await tcpFrom('a', IP.b, 5432), 'a is in web').toBe(true);
-    expect(await tcpFrom('c', IP.b, 5432), 'c is in web').toBe(true);
-    expect(peerTcp(IP.b, 5432), 'the peer is no member').toBe(false);
-  });
+    it('blocks inbound traffic no rule allows', async () => {
+      expect(peerTcp(ip.front1, 80), 'the peer reaches front1 at all (web: tcp 80)').toBe(true);
+      expect(peerPing(ip.app1), 'ping app1: icmp from web members only').toBe(false);
+      expect(peerTcp(ip.app1, 80), 'app1:80: no rule of app or ssh').toBe(false);
+      expect(peerTcp(ip.app1, 8080), 'app1:8080: from web members only').toBe(false);
+      expect(peerTcp(ip.front1, 22), 'front1:22: no rule').toBe(false);
+    });
 
-  it('two groups on one port allow the union of their rules', async () => {
-    expect(peerPing(IP.c), 'ping group').toBe(true);
-    expect(peerTcp(IP.c, 80), 'web group').toBe(true);
-    expect(peerPing(IP.a), 'a has web only').toBe(false);
-  });
+    it('allows what a rule names', async () => {
+      expect(peerTcp(ip.front1, 80), 'web: tcp 80 from anywhere').toBe(true);
+      expect(peerTcp(ip.app1, 22), "ssh: tcp 22 from the admin's machine").toBe(true);
+    });
 
-  it('a rule change is applied in place: no VM restarts, a held flow of an unchanged group keeps flowing', async () => {
-    // A stream a -> b:5432 (db's rule, unchanged below): b counts the lines it receives.
-    // Both ends in the background, away from exec's pipes; busybox nc ends the connection at EOF on its stdin, so
-    // the listener reads a stdin that never ends.
-    await sh(
-      'b',
-      'killall httpd; (sleep 100000 | nc -l -p 5432 >/tmp/rx 2>/dev/null &) </dev/null >/dev/null 2>&1; sleep 1',
-    );
-    await sh(
-      'a',
-      `((while true; do echo x; sleep 0.2; done) | nc ${IP.b} 5432 >/dev/null 2>&1 &) </dev/null >/dev/null 2>&1; sleep 1`,
-    );
-    const lines = async () => Number((await sh('b', 'wc -l < /tmp/rx')).stdout.trim());
-    // Flowing before the change, so that flowing after it means the change left it alone.
-    await until(async () => (await lines()) > 0, 20_000);
-    const flowing = await lines();
-    await until(async () => (await lines()) > flowing, 20_000);
-    const before = await pids();
+    it('a rule opens one direction only: app1 reaches the peer, the peer does not reach app1', async () => {
+      expect(await pingFrom('app1', PC1)).toBe(true);
+      expect(peerPing(ip.app1)).toBe(false);
+    });
 
-    writeFileSync(file, spec(WEB_HTTP_ICMP));
-    const plan = await runCli(['plan', '-f', file], env);
-    expect(plan.stdout).toContain('~ securityGroup web on host1: rules +icmp from 192.168.89.20/32');
-    expect(plan.stdout).not.toMatch(/vm \w+ (stop|start)/);
-    const apply = await runCli(['apply', '-f', file], env);
-    expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+    it('a remote-group rule admits members of that group and no one else', async () => {
+      expect(await tcpFrom('front1', ip.app1, 8080), 'front1 is in web').toBe(true);
+      expect(peerTcp(ip.app1, 8080), 'the peer is no member').toBe(false);
+    });
 
-    expect(peerPing(IP.a), 'the new rule lets the peer ping a').toBe(true);
-    const n = await lines();
-    await new Promise((r) => setTimeout(r, 2000));
-    expect(await lines(), 'the held stream still flows').toBeGreaterThan(n);
-    expect(await pids()).toEqual(before);
-    expect((await runCli(['plan', '-f', file], env)).stdout).toContain(NO_CHANGES);
-  });
+    it('two groups on one port allow the union of their rules', async () => {
+      expect(peerTcp(ip.app1, 22), 'ssh group').toBe(true);
+      expect(await tcpFrom('front1', ip.app1, 8080), 'app group').toBe(true);
+      expect(peerTcp(ip.app1, 8080), 'neither group lets the peer reach 8080').toBe(false);
+    });
 
-  it("a running VM's NIC joins a group in place: its port changes, its guest and its held flow do not", async () => {
-    const lines = async () => Number((await sh('b', 'wc -l < /tmp/rx')).stdout.trim());
-    const before = await pids();
-    expect(peerPing(IP.b), 'b is in db only').toBe(false);
-    writeFileSync(file, spec(WEB_HTTP_ICMP, 'db, ping'));
-    const plan = await runCli(['plan', '-f', file], env);
-    expect(plan.stdout).toContain('~ vm b on host1: nics lan securityGroups db -> db,ping (in place)');
-    expect(plan.stdout).not.toMatch(/vm \w+ (stop|start)/);
-    const apply = await runCli(['apply', '-f', file], env);
-    expect(apply.code, apply.stderr + apply.stdout).toBe(0);
-    expect(peerPing(IP.b), 'b is in ping now').toBe(true);
-    const n = await lines();
-    await new Promise((r) => setTimeout(r, 2000));
-    expect(await lines(), 'the stream into b still flows').toBeGreaterThan(n);
-    expect(await pids()).toEqual(before);
-    expect((await runCli(['plan', '-f', file], env)).stdout).toContain(NO_CHANGES);
+    /** Lines app1 received from the held stream front1 -> app1:8080. */
+    const lines = async () => Number((await sh('app1', 'wc -l < /tmp/rx')).stdout.trim());
+
+    it('a rule change is applied in place: no VM restarts, a held flow of an unchanged group keeps flowing', async () => {
+      // A stream front1 -> app1:8080 (app's rule, unchanged below): app1 counts the lines it receives.
+      // Both ends in the background, away from exec's pipes; busybox nc ends the connection at EOF on its stdin, so
+      // the listener reads a stdin that never ends. The httpd on 8080 goes first (and the others with it).
+      await sh(
+        'app1',
+        'killall httpd; (sleep 100000 | nc -l -p 8080 >/tmp/rx 2>/dev/null &) </dev/null >/dev/null 2>&1; sleep 1',
+      );
+      await listen(80);
+      await listen(2222);
+      await sh(
+        'front1',
+        `((while true; do echo x; sleep 0.2; done) | nc ${ip.app1} 8080 >/dev/null 2>&1 &) </dev/null >/dev/null 2>&1; sleep 1`,
+      );
+      // Flowing before the change, so that flowing after it means the change left it alone.
+      await until(async () => (await lines()) > 0, 20_000);
+      const flowing = await lines();
+      await until(async () => (await lines()) > flowing, 20_000);
+      const before = await pids();
+      expect(peerTcp(ip.app1, 2222), 'no rule names 2222 yet').toBe(false);
+
+      writeFileSync(specFile, SSH_2222);
+      const plan = await runCli(['plan', '-f', specFile], env);
+      expect(plan.stdout).toContain('~ securityGroup ssh on host1: rules +tcp/2222 from 192.168.50.20/32');
+      expect(plan.stdout).not.toMatch(/vm \w+ (stop|start)/);
+      await apply(SSH_2222);
+
+      expect(peerTcp(ip.app1, 2222), 'the new rule lets the peer reach app1:2222').toBe(true);
+      const n = await lines();
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(await lines(), 'the held stream still flows').toBeGreaterThan(n);
+      expect(await pids()).toEqual(before);
+      expect((await runCli(['plan', '-f', specFile], env)).stdout).toContain(NO_CHANGES);
+    });
+
+    it("a running VM's NIC joins a group in place: its port changes, its guest and its held flow do not", async () => {
+      const before = await pids();
+      expect(peerTcp(ip.app1, 80), 'app1 is in app and ssh only').toBe(false);
+      writeFileSync(specFile, APP1_IN_WEB);
+      const plan = await runCli(['plan', '-f', specFile], env);
+      expect(plan.stdout).toContain(
+        '~ vm app1 on host1: nics lan securityGroups app,ssh -> app,ssh,web (in place)',
+      );
+      expect(plan.stdout).not.toMatch(/vm \w+ (stop|start)/);
+      await apply(APP1_IN_WEB);
+      expect(peerTcp(ip.app1, 80), 'app1 is in web now: tcp 80 from anywhere').toBe(true);
+      const n = await lines();
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(await lines(), 'the stream into app1 still flows').toBeGreaterThan(n);
+      expect(await pids()).toEqual(before);
+      expect((await runCli(['plan', '-f', specFile], env)).stdout).toContain(NO_CHANGES);
+    });
   });
 });
