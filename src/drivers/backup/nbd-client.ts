@@ -461,17 +461,13 @@ class Connection implements NbdConnection {
       if (magic === SIMPLE_REPLY_MAGIC) {
         const rest = await this.reader.read(12);
         const error = rest.readUInt32BE(0);
-        const p = this.take(rest, 4);
-        if (error === 0) {
-          if (p.cmd === NbdCmd.READ || p.cmd === NbdCmd.BLOCK_STATUS)
-            throw this.violation(
-              `a simple reply with data to a ${CMD_NAMES[p.cmd]} (structured replies were agreed)`,
-            );
-          this.finish(p);
-        } else {
-          p.error = this.requestError(p, error);
-          this.finish(p);
-        }
+        const p = this.peek(rest, 4);
+        if (error === 0 && (p.cmd === NbdCmd.READ || p.cmd === NbdCmd.BLOCK_STATUS))
+          throw this.violation(
+            `a simple reply with data to a ${CMD_NAMES[p.cmd]} (structured replies were agreed)`,
+          );
+        if (error !== 0) p.error = this.requestError(p, error);
+        this.finish(p);
       } else if (magic === STRUCTURED_REPLY_MAGIC) {
         const rest = await this.reader.read(16);
         const flags = rest.readUInt16BE(0);
@@ -479,10 +475,8 @@ class Connection implements NbdConnection {
         const length = rest.readUInt32BE(12);
         const p = this.peek(rest, 4);
         await this.chunk(p, type, length);
-        if (flags & REPLY_FLAG_DONE) {
-          this.pending.delete(p.cookie);
-          this.finish(p);
-        } else if (type === NbdReply.NONE) throw this.violation('a NONE chunk without the DONE flag');
+        if (flags & REPLY_FLAG_DONE) this.finish(p);
+        else if (type === NbdReply.NONE) throw this.violation('a NONE chunk without the DONE flag');
       } else throw this.violation(`reply magic 0x${magic.toString(16)}`);
     }
   }
@@ -493,12 +487,6 @@ class Connection implements NbdConnection {
     const p = high === 0 ? this.pending.get(cookie) : undefined;
     if (!p)
       throw this.violation(`a reply to cookie ${buf.readBigUInt64BE(at)}, which no request in flight has`);
-    return p;
-  }
-
-  private take(buf: Buffer, at: number): Pending {
-    const p = this.peek(buf, at);
-    this.pending.delete(p.cookie);
     return p;
   }
 
@@ -590,17 +578,18 @@ class Connection implements NbdConnection {
     p.coveredBytes! += n;
   }
 
+  /** Ends request `p` (still in `pending`, so that a violation found here fails it with the rest). */
   private finish(p: Pending): void {
+    if (p.cmd === NbdCmd.READ && !p.error && p.coveredBytes !== p.length)
+      throw this.violation(`a read of ${p.length} bytes at ${p.offset} answered ${p.coveredBytes} bytes`);
+    if (p.cmd === NbdCmd.BLOCK_STATUS && !p.error && !p.extents)
+      throw this.violation('block status without the context asked for');
+    this.pending.delete(p.cookie);
     clearTimeout(p.timer);
     if (p.error) p.reject(p.error);
-    else if (p.cmd === NbdCmd.READ) {
-      if (p.coveredBytes !== p.length)
-        throw this.violation(`a read of ${p.length} bytes at ${p.offset} answered ${p.coveredBytes} bytes`);
-      p.resolve(p.data);
-    } else if (p.cmd === NbdCmd.BLOCK_STATUS) {
-      if (!p.extents) throw this.violation('block status without the context asked for');
-      p.resolve(p.extents);
-    } else p.resolve(undefined);
+    else if (p.cmd === NbdCmd.READ) p.resolve(p.data);
+    else if (p.cmd === NbdCmd.BLOCK_STATUS) p.resolve(p.extents);
+    else p.resolve(undefined);
   }
 
   private requestError(p: Pending, errno: number, message?: Buffer): Error {
