@@ -463,6 +463,23 @@ describe('connectNbd against a fake server', () => {
     await c.close();
   });
 
+  it('close waits for the requests in flight before it sends DISC, and refuses new ones', async () => {
+    const f = await fake({
+      onRequest: (req, sock, me) => {
+        setTimeout(() => me.answer(req, sock), 200);
+        return true;
+      },
+    });
+    const c = await connectNbd({ socket: f.socket, exportName: 'disk' });
+    const reading = c.read(0, 4096);
+    const closing = c.close();
+    await expect(c.read(0, 512)).rejects.toThrow(/is closing/);
+    expect(await reading).toEqual(f.data.subarray(0, 4096));
+    await closing;
+    expect(f.discs).toBe(1);
+    expect(f.requests.length).toBe(1);
+  });
+
   it('fails every request in flight with a TimeoutError when one gets no reply, and closes', async () => {
     const f = await fake({ onRequest: (req) => req.cmd === NbdCmd.READ && req.offset === 0 });
     const c = await connectNbd({ socket: f.socket, exportName: 'disk', timeoutMs: 300 });
