@@ -3,7 +3,8 @@
 // written ranges (at the bitmap's granularity) and whose data reads back; base:allocation holes; a missing bitmap
 // refused at start and at connect; writes refused on a read-only export; a restore through a writable export (data
 // and write-zeroes, then flush) that `qemu-img compare` finds identical; a LUKS qcow2 served through --image-opts and
-// a secret object; stop() by identity. Needs no VM and no namespace; qemu-nbd processes are stopped in afterAll.
+// a secret object; one inside a network namespace; stop() by identity. Needs no VM; qemu-nbd processes are stopped
+// in afterAll, the namespace (vlt-nbd-<pid>) removed in its test.
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,7 @@ import { type QemuNbdServer, startQemuNbd, stopQemuNbd } from '../../src/drivers
 import type { NbdExtent } from '../../src/drivers/backup/types.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { UnsupportedError } from '../../src/shared/errors.js';
-import { isRunning, readIdentityFile } from '../../src/shared/process.js';
+import { inNetns, isRunning, readIdentityFile } from '../../src/shared/process.js';
 
 const runner = new SystemRunner();
 const KiB = 1024;
@@ -239,6 +240,27 @@ describe.runIf(hasQemuNbd)('NBD client and qemu-nbd on real images', () => {
         secrets: [{ id: 'k0', file: wrong }],
       }),
     ).rejects.toThrow(/exited at once: .*(Invalid password|key)/i);
+  });
+
+  it('runs inside a network namespace when asked (a lab host), served on its socket, stopped there by identity', async () => {
+    const ns = `vlt-nbd-${process.pid}`;
+    const sd = join(dir, 'netns');
+    await runner.run(['ip', 'netns', 'add', ns]);
+    try {
+      const s = await start(runner, { image: src, readOnly: true, socketDir: sd, netns: ns });
+      const id = await readIdentityFile(join(sd, 'qemu-nbd-disk.id.json'));
+      expect(id && (await inNetns(id.pid, ns))).toBe(true);
+      const c = await connectNbd({ socket: s.socket, exportName: 'disk' });
+      expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+      await c.close();
+      await s.stop();
+      expect(await isRunning(id!)).toBe(false);
+      expect(existsSync(s.socket)).toBe(false);
+    } finally {
+      // Stopped before the namespace goes: its identity check looks the namespace up by name.
+      await stopQemuNbd(sd, 'disk', ns).catch(() => {});
+      await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
+    }
   });
 
   it('stops by recorded identity: the process is gone, its socket removed; stopping again is a no-op', async () => {
