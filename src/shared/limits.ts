@@ -275,3 +275,22 @@ export const PEER_LEASE_MAX_BYTES = 512 * 1024;
 export const VM_FENCE_QUIT_MS = 500;
 /** How long an agent asked by a peer (`GET /v1/cluster/lease?verify=1`) waits for its own renewal before answering. */
 export const PEER_LEASE_VERIFY_MS = 400;
+
+// NBD client (drivers/backup/nbd-client.ts): what it reads from an NBD server (QEMU, qemu-nbd) is bounded.
+
+/** A request to an NBD server without its reply (and a handshake step) after this fails the connection. */
+export const NBD_REQUEST_TIMEOUT_MS = 60_000;
+/** Largest option reply payload of the handshake (names and messages are at most 4 KiB in the protocol). */
+export const NBD_OPTION_REPLY_MAX_BYTES = 16 * 1024;
+/** Most option replies one option may draw (meta contexts, infos) before the server counts as misbehaving. */
+export const NBD_OPTION_REPLIES_MAX = 256;
+/** Largest read or write of one NBD request (qemu-nbd's own maximum payload); larger calls are split. */
+export const NBD_PAYLOAD_MAX_BYTES = 32 * 1024 * 1024;
+/** Most extents one block-status reply chunk may carry (QEMU sends at most 128 Ki per request). */
+export const NBD_EXTENTS_MAX = 256 * 1024;
+/** Largest range one NBD block-status request asks about (a call over more loops). */
+export const NBD_BLOCK_STATUS_REQUEST_MAX_BYTES = 1024 * 1024 * 1024;
+/** Largest error message of a structured error reply (the protocol's own limit). */
+export const NBD_ERROR_MESSAGE_MAX_BYTES = 4096;
+/** qemu-nbd from its start until it serves (its pidfile is written): an iSCSI login or NFS mount can be slow. */
+export const QEMU_NBD_START_TIMEOUT_MS = 30_000;
