@@ -2,6 +2,7 @@
 // QEMU's NBD server, backup-live.ts; a stopped one through qemu-nbd, backup-offline.ts), `restoreOpen`, and
 // `backupCleanup` after an agent crash. One view per VM at a time; the VM's lock is held while a view opens or ends,
 // not while the caller reads it.
+import { randomBytes } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidStateError, UnsupportedError } from '../../../shared/errors.js';
@@ -12,6 +13,7 @@ import {
 } from '../../../shared/limits.js';
 import { log } from '../../../shared/log.js';
 import type { OpContext } from '../../../shared/op.js';
+import { createRetryingLuks } from '../../storage/qemu-img.js';
 import type { BackupOpenOptions, BackupView, RestoreView, SecretValues } from '../types.js';
 import {
   type BackupDisk,
@@ -220,7 +222,7 @@ export class QemuBackups {
       vm: name,
       qmp: await this.h.qmp(name),
       paths,
-      createOverlay: (path, bytes) => this.createOverlay(path, bytes),
+      createOverlay: (path, bytes, encrypted) => this.createOverlay(path, bytes, encrypted),
       passFile: async (path, fdset, commands) => {
         await passFile(
           fd,
@@ -257,11 +259,27 @@ export class QemuBackups {
     return `${this.h.paths(name).vmDir}/nbd`;
   }
 
-  /** An empty qcow2 of `bytes`: a new root-owned 0600 file (O_EXCL: never through a link), then qemu-img formats it. */
-  private async createOverlay(path: string, bytes: number): Promise<void> {
+  /**
+   * An empty qcow2 of `bytes`: a new root-owned 0600 file (O_EXCL: never through a link), then qemu-img formats it;
+   * `encrypted`: LUKS inside under a fresh random key (on qemu-img's stdin; returned for QEMU, kept nowhere else).
+   * The key is random, not a passphrase: one PBKDF2 round's worth of time is enough.
+   */
+  private async createOverlay(path: string, bytes: number, encrypted: boolean): Promise<string | undefined> {
     const f = await open(path, 'wx', 0o600);
     await f.close();
-    await this.h.runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, String(bytes)]);
+    const create = ['qemu-img', 'create', '-q', '-f', 'qcow2', path, String(bytes)];
+    if (!encrypted) {
+      await this.h.runner.run(create);
+      return undefined;
+    }
+    const key = randomBytes(32).toString('base64');
+    await createRetryingLuks(
+      this.h.runner,
+      ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'encrypt.iter-time=10', path, String(bytes)],
+      key,
+      path,
+    );
+    return key;
   }
 
   /** The guest agent's freeze and thaw, each on its own short connection under the agent's per-VM queue. */

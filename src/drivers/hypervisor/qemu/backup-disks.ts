@@ -46,6 +46,8 @@ export interface FleeceIds {
   job: string;
   exportId: string;
   fdset: number;
+  /** The secret object of an encrypted fleece's key (deleted once the node is open). */
+  secret: string;
   /** The overlay file, in the VM's root-owned directory (QEMU gets it as a descriptor). */
   overlay: string;
 }
@@ -57,6 +59,7 @@ export function fleeceIds(paths: VmPaths, d: Pick<BackupDisk, 'node' | 'index'>)
     job: `vmlink-backup-${d.node}`,
     exportId: `vmlink-backup-${d.node}`,
     fdset: BACKUP_FDSET_BASE + d.index,
+    secret: `vmlink-fleece-${d.node}-key`,
     overlay: `${paths.vmDir}/backup-fleece-${d.node}.qcow2`,
   };
 }

@@ -29,6 +29,7 @@ class FakeQemu {
   readonly jobs = new Set<string>();
   readonly exports = new Map<string, { node: string; bitmaps: string[] }>();
   readonly fdsets = new Set<number>();
+  readonly objects = new Set<string>();
   server = false;
   failOn?: string;
 
@@ -145,6 +146,8 @@ class FakeQemu {
       case 'blockdev-add': {
         if (this.nodes.has(a['node-name']))
           throw new Error(`Duplicate nodes with node-name='${a['node-name']}'`);
+        if (a.encrypt && !this.objects.has(a.encrypt['key-secret']))
+          throw new Error(`No secret with id '${a.encrypt['key-secret']}'`);
         if (a.backing) this.node(a.backing);
         if (a.driver === 'qcow2') this.node(a.file);
         this.nodes.set(a['node-name'], { size: 0, bitmaps: new Map() });
@@ -194,6 +197,15 @@ class FakeQemu {
       case 'block-job-cancel':
         if (!this.jobs.delete(a.device)) throw new Error(`Block job '${a.device}' not found`);
         return {};
+      case 'qom-list':
+        return [...this.objects].map((name) => ({ name, type: 'child<secret>' }));
+      case 'object-add':
+        if (this.objects.has(a.id)) throw new Error(`attempt to add duplicate property '${a.id}'`);
+        this.objects.add(a.id);
+        return {};
+      case 'object-del':
+        if (!this.objects.delete(a.id)) throw new Error(`object '${a.id}' not found`);
+        return {};
       case 'remove-fd':
         if (!this.fdsets.delete(a['fdset-id']))
           throw new Error(`File descriptor named 'fdset-id:${a['fdset-id']}' not found`);
@@ -242,9 +254,10 @@ function deps(q: FakeQemu, opts: { guest?: 'ok' | 'timeout' | 'none' } = {}) {
     vm: 'web1',
     qmp: q,
     paths,
-    createOverlay: async (path, bytes) => {
-      seq.push({ execute: '<agent: create overlay>', arguments: { path, bytes } });
+    createOverlay: async (path, bytes, encrypted) => {
+      seq.push({ execute: '<agent: create overlay>', arguments: { path, bytes, encrypted } });
       state.files.add(path);
+      return encrypted ? FLEECE_KEY : undefined;
     },
     passFile: async (path, fdset, commands) => {
       seq.push({ execute: '<agent: pass file>', arguments: { path, fdset } });
@@ -285,6 +298,7 @@ function deps(q: FakeQemu, opts: { guest?: 'ok' | 'timeout' | 'none' } = {}) {
 }
 
 const BASE = 'vmlink-nightly-20261130T120000Z';
+const FLEECE_KEY = Buffer.from('an ephemeral fleece key').toString('base64');
 const NEXT = 'vmlink-nightly-20261201T120000Z';
 const opts = (o: Partial<BackupOpenOptions> = {}): BackupOpenOptions => ({
   bitmaps: { base: BASE, next: NEXT },
@@ -458,7 +472,28 @@ describe('running VM backup view (golden QMP sequences against a fake QEMU 7.2)'
     expect(state.frozen).toBe(false);
   });
 
-  it('refuses a bitmap name vmlink would not make, an existing next, and an encrypted disk', async () => {
+  it('an encrypted disk gets an encrypted fleece: its key reaches QEMU as a secret deleted once the node is open', async () => {
+    const q = qemuWithBase();
+    const { d } = deps(q);
+    const v = await openLive(d, [{ ...DISKS[1]!, encrypted: true }], opts());
+    const seq = mutations(q).map((x) => x.execute);
+    const add = seq.indexOf('object-add');
+    expect(seq.slice(add, add + 4)).toEqual(['object-add', 'blockdev-add', 'blockdev-add', 'object-del']);
+    const fleece = q.log.find(
+      (x) => x.execute === 'blockdev-add' && (x.arguments as Args)['node-name'] === 'vmlink-fleece-disk0',
+    );
+    expect((fleece!.arguments as Args).encrypt).toEqual({
+      format: 'luks',
+      'key-secret': 'vmlink-fleece-disk0-key',
+    });
+    expect(q.objects.size).toBe(0);
+    await teardownLive(d, v.record, 'commit');
+    // The key went only to object-add: nowhere in the record or any other command.
+    const carrying = q.log.filter((x) => JSON.stringify(x).includes(FLEECE_KEY)).map((x) => x.execute);
+    expect(carrying).toEqual(['object-add']);
+  });
+
+  it('refuses a bitmap name vmlink would not make and an existing next', async () => {
     const { d } = deps(qemuWithBase());
     await expect(openLive(d, DISKS, opts({ bitmaps: { next: 'evil"name' } }))).rejects.toThrow(
       /is not vmlink's/,
@@ -466,9 +501,6 @@ describe('running VM backup view (golden QMP sequences against a fake QEMU 7.2)'
     const q = qemuWithBase();
     q.nodes.get('disk0')!.bitmaps.set(NEXT, bm());
     await expect(openLive(deps(q).d, DISKS, opts())).rejects.toThrow(/disk data already has a bitmap/);
-    await expect(
-      openLive(deps(qemuWithBase()).d, [{ ...DISKS[1]!, encrypted: true }], opts()),
-    ).rejects.toThrow(/disk data is encrypted/);
   });
 
   it('cleanup after an agent died mid-view: by the record (folds next) or by names (drops the stale base)', async () => {
