@@ -84,7 +84,15 @@ export class QemuBackups {
           ctx?.progress?.(`opening a backup view of ${disks.length} disk(s) of running VM ${name}`);
           const deps = await this.liveDeps(name);
           const o = await openLive(deps, disks, opts);
-          const end = this.ender(name, (outcome) => teardownLive(deps, o.record, outcome));
+          const end = this.ender(name, async (outcome) => {
+            try {
+              await teardownLive(deps, o.record, outcome);
+            } catch (e) {
+              // QEMU stopped while the view was open (its fleece went with it): end the bitmaps in the images.
+              if (await this.h.running(name)) throw e;
+              await foldOffline(this.foldDeps(name), o.record, outcome);
+            }
+          });
           const { record: _r, ...view } = o;
           return { ...view, commit: () => end('commit'), abort: () => end('abort') };
         }
@@ -182,19 +190,17 @@ export class QemuBackups {
     );
     if (record.kind === 'stopped' && this.h.nbd)
       for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
-    await foldOffline(
-      {
-        vm: name,
-        runner: this.h.runner,
-        ...(this.h.netns ? { netns: this.h.netns } : {}),
-        record: {
-          write: (r: ViewRecord) => writeViewRecord(paths, r),
-          remove: () => removeViewRecord(paths),
-        },
-      },
-      record,
-      'abort',
-    );
+    await foldOffline(this.foldDeps(name), record, 'abort');
+  }
+
+  private foldDeps(name: string): Parameters<typeof foldOffline>[0] {
+    const paths = this.h.paths(name);
+    return {
+      vm: name,
+      runner: this.h.runner,
+      ...(this.h.netns ? { netns: this.h.netns } : {}),
+      record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
+    };
   }
 
   private claim(name: string): void {
