@@ -33,10 +33,16 @@ const cfg: VmConfig = {
   cpus: 1,
   memoryMiB: 256,
   image: { kind: 'test-guest' },
-  disks: [{ name: 'data', sizeMiB: 16 }],
+  disks: [
+    { name: 'data', sizeMiB: 16 },
+    { name: 'vault', sizeMiB: 16, encryption: { secret: 'vault-key' } },
+  ],
   nics: [{ network: 'n', backend: 'linux', bridge: BRIDGE, tap: TAP, mac: '52:54:00:96:00:02', mtu: 1500 }],
   state: 'running',
 };
+
+const secrets = [{ name: 'vault-key', value: Buffer.from('bkcap vault passphrase 5e1d').toString('base64') }];
+const VAULT_OLD = 'vmlink-vault-plaintext-old-7c1f';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -49,7 +55,18 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
   let release: (() => Promise<void>) | undefined;
   let stateDir = '';
   let driver: QemuDriver;
+  const timings: Record<string, number> = {};
   let dev = '';
+  let vaultDev = '';
+  /** The guest's device of the disk whose virtio serial is `serial`. */
+  const guestDevice = async (serial: string) =>
+    (
+      await driver.guestExec(VM, [
+        'sh',
+        '-c',
+        `for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = ${serial} ] && echo /dev/$(basename $d); done`,
+      ])
+    ).stdout.trim();
   let work = '';
 
   const vmDir = () => join(stateDir, 'vms', VM);
@@ -80,17 +97,17 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
   const clean = { nodes: [], exports: [], jobs: [], record: false, overlay: false };
 
   /** The guest writes `text` at `offset` of the data disk, synchronously. */
-  const guestWrite = async (offset: number, text: string) => {
+  const guestWrite = async (offset: number, text: string, to = dev) => {
     const r = await driver.guestExec(VM, [
       'sh',
       '-c',
-      `printf %s ${text} | dd of=${dev} bs=1 seek=${offset} conv=notrunc,fsync 2>&1`,
+      `printf %s ${text} | dd of=${to} bs=1 seek=${offset} conv=notrunc,fsync 2>&1`,
     ]);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
   };
   /** The export's bytes at `offset` (the whole disk read through NBD into a file). */
-  const exportBytes = async (v: BackupView, offset: number, length: number) => {
-    const d = v.disks.find((x) => x.name === 'data')!;
+  const exportBytes = async (v: BackupView, offset: number, length: number, disk = 'data') => {
+    const d = v.disks.find((x) => x.name === disk)!;
     const out = join(work, `export-${Date.now()}.raw`);
     await runner.run([
       'qemu-img',
@@ -130,16 +147,13 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
     work = await mkdtemp(join(tmpdir(), 'vmlink-bkcap-work-'));
     await chmod(stateDir, 0o711);
     driver = new QemuDriver({ runner, stateDir, netns: NS });
-    await driver.create(cfg, 'bkcap-h1');
-    await driver.start(VM);
+    await driver.create(cfg, 'bkcap-h1', undefined, secrets);
+    await driver.start(VM, undefined, secrets);
     await driver.waitForGuestAgent(VM, 240_000);
-    const r = await driver.guestExec(VM, [
-      'sh',
-      '-c',
-      'for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = data ] && echo /dev/$(basename $d); done',
-    ]);
-    dev = r.stdout.trim();
+    dev = await guestDevice('data');
+    vaultDev = await guestDevice('vault');
     expect(dev).toMatch(/^\/dev\/vd[a-z]$/);
+    expect(vaultDev).toMatch(/^\/dev\/vd[a-z]$/);
   }, 900_000);
 
   afterAll(async () => {
@@ -151,13 +165,16 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
       if (stateDir) await rm(stateDir, { recursive: true, force: true });
       if (work) await rm(work, { recursive: true, force: true });
       await release?.();
+      console.log('backup capture timings (ms):', JSON.stringify(timings));
     }
   });
 
   it('a first backup is a point in time: later guest writes do not show through the export', async () => {
     await guestWrite(1 * MiB, 'OLD-AAAA');
     await guestWrite(5 * MiB, 'OLD-BBBB');
+    const t0 = Date.now();
     const v = await driver.backupOpen!(VM, { bitmaps: { next: B(1) }, freeze: true, full: false });
+    timings.openFrozen = Date.now() - t0;
     console.log('first view:', v.consistency, v.consistencyNote ?? '');
     expect(['frozen', 'crash-consistent']).toContain(v.consistency);
     expect(v.disks).toEqual([
@@ -167,6 +184,7 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
         exportName: 'data',
         changed: { fullReason: 'first' },
       }),
+      expect.objectContaining({ name: 'vault', exportName: 'vault', changed: { fullReason: 'first' } }),
     ]);
     // A second view of the same VM is refused while this one is open.
     await expect(
@@ -184,11 +202,13 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
   it('the next backup reads exactly what changed since the base; an abort keeps it counting', async () => {
     await guestWrite(3 * MiB, 'NEW-CCCC');
     await guestWrite(8 * MiB + 100, 'NEW-DDDD');
+    let t0 = Date.now();
     const v = await driver.backupOpen!(VM, {
       bitmaps: { base: B(1), next: B(2) },
       freeze: false,
       full: false,
     });
+    timings.openTwoDisks = Date.now() - t0;
     expect(v.disks[0]!.changed).toEqual({ context: `qemu:dirty-bitmap:${B(1)}` });
     // The guest's write at 1 MiB came after the first cut: B(1) has it, with the two since.
     expect(await dirty(v)).toEqual([
@@ -199,7 +219,9 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
     expect(await exportBytes(v, 1 * MiB, 8)).toBe('NEW-AAAA');
     await guestWrite(12 * MiB, 'NEW-EEEE'); // after this cut: counted by B(2) only, until the abort folds it back
     expect(await bitmaps()).toEqual({ [B(1)]: false, [B(2)]: true });
+    t0 = Date.now();
     await v.abort();
+    timings.abort = Date.now() - t0;
     expect(await leftovers()).toEqual(clean);
     expect(await bitmaps()).toEqual({ [B(1)]: true });
     const again = await driver.backupOpen!(VM, {
@@ -213,7 +235,9 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
       [8 * MiB, KiB64],
       [12 * MiB, KiB64],
     ]);
+    t0 = Date.now();
     await again.commit();
+    timings.commit = Date.now() - t0;
     expect(await bitmaps()).toEqual({ [B(3)]: true });
     expect(await leftovers()).toEqual(clean);
   }, 180_000);
@@ -232,7 +256,9 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
     await driver.close(); // QEMU's monitor takes one client: the dead agent's connection goes first
     driver = new QemuDriver({ runner, stateDir, netns: NS });
     expect((await leftovers()).record).toBe(true);
+    const t0 = Date.now();
     await driver.adopt();
+    timings.adoptWithCleanup = Date.now() - t0;
     expect(await leftovers()).toEqual(clean);
     expect(await bitmaps()).toEqual({ [B(3)]: true });
     await driver.backupCleanup!(VM); // idempotent
@@ -248,6 +274,24 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
     expect(await exportBytes(next, 6 * MiB, 8)).toBe('NEW-GGGG');
     await next.commit();
     expect(await leftovers()).toEqual(clean);
+  }, 180_000);
+
+  it("an encrypted disk's fleece holds its old blocks encrypted: the export reads them, the host file does not show them", async () => {
+    await guestWrite(4 * MiB, VAULT_OLD, vaultDev);
+    const v = await driver.backupOpen!(VM, {
+      bitmaps: { base: B(5), next: B(6) },
+      freeze: false,
+      full: false,
+    });
+    // The guest overwrites it: the old block goes to the fleece (copy-before-write).
+    await guestWrite(4 * MiB, 'vmlink-vault-overwritten-new-0000', vaultDev);
+    expect(await exportBytes(v, 4 * MiB, VAULT_OLD.length, 'vault')).toBe(VAULT_OLD);
+    const overlay = await readFile(join(vmDir(), 'backup-fleece-disk1.qcow2'));
+    expect(overlay.length).toBeGreaterThan(64 * 1024); // the copied cluster is in it
+    expect(overlay.includes(Buffer.from(VAULT_OLD))).toBe(false);
+    await v.commit();
+    expect(await leftovers()).toEqual(clean);
+    expect(existsSync(join(vmDir(), 'backup-fleece-disk1.qcow2'))).toBe(false);
   }, 180_000);
 
   it('refuses a restore view of a running VM', async () => {

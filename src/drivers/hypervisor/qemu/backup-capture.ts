@@ -278,7 +278,8 @@ export class QemuBackups {
       await this.h.runner.run(create);
       return undefined;
     }
-    const key = randomBytes(32).toString('base64');
+    // LUKS takes a UTF-8 passphrase: 256 random bits as hex text, base64 for the secret object.
+    const key = Buffer.from(randomBytes(32).toString('hex')).toString('base64');
     await createRetryingLuks(
       this.h.runner,
       ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'encrypt.iter-time=10', path, String(bytes)],
