@@ -299,4 +299,12 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
       /restore requires stopped: VM vltest-bkcap1 is running/,
     );
   });
+
+  it('a stopped VM with an encrypted disk: backup and restore views are refused, nothing left behind', async () => {
+    await driver.stop(VM, { force: false, timeoutMs: 20_000 });
+    const opts = { bitmaps: { base: B(6), next: B(7) }, freeze: true, full: false };
+    await expect(driver.backupOpen!(VM, opts)).rejects.toThrow(/disk vault is encrypted/);
+    await expect(driver.restoreOpen!(VM)).rejects.toThrow(/disk vault is encrypted/);
+    expect(existsSync(join(vmDir(), 'backup-view.json'))).toBe(false);
+  }, 180_000);
 });
