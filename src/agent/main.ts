@@ -14,6 +14,7 @@ import { type PoolBackendOptions, poolBackends } from '../drivers/storage/regist
 import type { PoolBackend } from '../drivers/storage/types.js';
 import { type Runner, SystemRunner } from '../exec/runner.js';
 import { BackupKeySet } from '../shared/backup-crypto.js';
+import { applyRetention } from '../shared/backup-retention.js';
 import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
@@ -160,6 +161,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     tls: () => hostCreds,
     connect: connectNbd,
     keys: (k) => BackupKeySet.fromBase64(k.value, k.name),
+    retention: applyRetention,
   });
   await backup.start();
   if (cluster) {

@@ -19,6 +19,7 @@ import type { BackupView, HypervisorDriver, RestoreView } from '../../drivers/hy
 import { RecordingRunner, SystemRunner } from '../../exec/runner.js';
 import { BACKUP_CHUNK_BYTES, type BackupJob, type StoreLocation, snapshotId } from '../../shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
+import { applyRetention } from '../../shared/backup-retention.js';
 import { HttpClient } from '../../shared/http/client.js';
 import { listen } from '../../shared/http/server.js';
 import { readCredentials, type TlsCredentials } from '../../shared/tls.js';
@@ -147,6 +148,7 @@ async function node(name: string, hypervisor: HypervisorDriver): Promise<Node> {
     tls: () => creds,
     connect: connectNbd,
     keys: (k) => BackupKeySet.fromBase64(k.value, k.name),
+    retention: applyRetention,
   });
   await svc.start();
   const agent = new Agent({ host: name, runner: new RecordingRunner(), networks: {}, hypervisor, stateDir });
@@ -367,6 +369,19 @@ describe('an offsite store pulls from the primary', () => {
     ).toEqual({ deleted: [first.snapshot!.id] });
     expect(await asHost.list()).toHaveLength(3);
     asHost.close();
+  });
+
+  it('applies its own retention after a pull', async () => {
+    await client(store2).backupStoreEnsure({ name: 'vault2', offsite: true });
+    const site = (await client(store1).snapshots('site', 'web')).map((x) => x.id);
+    const j = await finished(
+      store2,
+      await client(store2).pull('vault2', { from: loc(store1, 'site'), retention: { last: 2 } }),
+    );
+    expect(j.state).toBe('succeeded');
+    expect(j.pull!.snapshotsPulled).toEqual(site);
+    expect((await client(store2).snapshots('vault2')).map((x) => x.id)).toEqual(site.slice(-2));
+    expect(j.notes).toEqual([expect.stringContaining(`retention removed ${site.length - 2} snapshot(s)`)]);
   });
 
   it("host certificates reach only the store's peer routes", async () => {
