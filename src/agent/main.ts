@@ -5,6 +5,7 @@ import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { DirChunkStore } from '../drivers/backup/chunk-store.js';
 import { connectNbd } from '../drivers/backup/nbd-client.js';
+import { startQemuNbd, stopQemuNbd } from '../drivers/backup/qemu-nbd.js';
 import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
@@ -117,7 +118,17 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // A storage host drives no networks: Open vSwitch is not even looked for.
   const networks = role === 'storage' ? {} : await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
-  const hypervisor = hypervisorDrivers.qemu({ runner, stateDir: opts.stateDir });
+  const hypervisor = hypervisorDrivers.qemu({
+    runner,
+    stateDir: opts.stateDir,
+    // Stopped VMs' backups and restores serve their disks through qemu-nbd.
+    nbdServers: {
+      start: (o) => startQemuNbd(runner, o),
+      stopLeft: async (dir, name) => {
+        await stopQemuNbd(dir, name);
+      },
+    },
+  });
   const agent: Agent = new Agent({
     host: opts.host,
     runner,
