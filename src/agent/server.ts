@@ -19,6 +19,8 @@ import { CONTROLLER_NAME, identityOf } from '../shared/tls.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
+import { registerBackupRoutes } from './backup/routes.js';
+import type { BackupService } from './backup/service.js';
 import type { CertRotation } from './tls.js';
 import {
   AgentActionSchema,
@@ -42,6 +44,7 @@ import {
   ProbeRequestSchema,
   ProbeResultSchema,
 } from './wire.js';
+import { BACKUP_PEER_ROUTES } from './wire-backup.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
@@ -56,22 +59,30 @@ export interface AgentServerOptions {
   rotation?: CertRotation;
   /** This host's prerequisite checks (`GET /v1/doctor`), run by the process that wires the agent. */
   prerequisites: () => Promise<DoctorCheck[]>;
+  /** The backup side (stores and jobs, agent/backup/): its routes are served when given. */
+  backup?: BackupService;
 }
 
 /** The one route a peer host's agent may call (read-only): its lease, for the outage check. */
 export const PEER_ROUTE = '/v1/cluster/lease';
 
+/** Whether another host's agent may call `method` on the route registered as `route` (its pattern). */
+function peerRoute(method: string, url: string, route: string | undefined): boolean {
+  if (method === 'GET' && url.split('?')[0] === PEER_ROUTE) return true;
+  return route !== undefined && BACKUP_PEER_ROUTES.has(`${method} ${route}`);
+}
+
 /**
- * Every request over TLS comes from the controller's certificate, except `GET /v1/cluster/lease`, which the other
- * hosts' agents may read too (a host certificate of the same CA; the TLS handshake checked the chain). Others get
- * 401 saying why.
+ * Every request over TLS comes from the controller's certificate, except `GET /v1/cluster/lease` and the backup
+ * store's peer routes (wire-backup.ts), which the other hosts' agents may call too (a host certificate of the same CA;
+ * the TLS handshake checked the chain). Others get 401 saying why.
  */
 function requireAgentClient(app: FastifyInstance, host: string): void {
   const what = `agent of ${host}`;
   app.addHook('onRequest', async (req, reply) => {
     const socket = req.raw.socket as TLSSocket;
     let why = clientCertRefusal(socket, { role: 'controller', name: CONTROLLER_NAME });
-    if (why && req.method === 'GET' && req.url.split('?')[0] === PEER_ROUTE) {
+    if (why && peerRoute(req.method, req.url, req.routeOptions.url)) {
       const id = socket.encrypted ? identityOf(socket.getPeerCertificate()?.subject as never) : {};
       if (id.role === 'host' && id.name) why = clientCertRefusal(socket, { role: 'host', name: id.name });
     }
@@ -237,6 +248,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
       return { log: text.slice(-req.query.tail) };
     },
   );
+  if (opts.backup) await registerBackupRoutes(base, opts.backup);
   await base.ready();
   return base;
 }

@@ -20,7 +20,11 @@
 //   any host, controller only:
 //     POST /v1/backup-jobs                           BackupRunRequest  -> BackupJob
 //     POST /v1/restore-jobs                          RestoreRequest    -> BackupJob
-//     GET  /v1/backup-jobs/:id                                          -> BackupJob (restore jobs too)
+//     POST /v1/file-restore-jobs                     FileRestoreRequest -> BackupJob
+//     GET  /v1/backup-jobs/:id                                          -> BackupJob (every kind of job)
+//   Who called is known from the connection: the local root socket (no TLS), the controller's certificate, or a
+//   host's certificate (peer routes only). An offsite store answers 403 to chunk and manifest writes from anyone but
+//   its own pulls, and to prune from anyone but the local socket.
 import { z } from 'zod';
 import {
   BACKUP_IDS_PER_REQUEST_MAX,
@@ -40,6 +44,16 @@ import { SECRET_VALUE_BASE64_MAX } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 
 const name = z.string().regex(NAME_PATTERN);
+
+/** The store routes (method and route pattern) another host's agent may call with its host certificate. */
+export const BACKUP_PEER_ROUTES: ReadonlySet<string> = new Set([
+  'POST /v1/backup-stores/:store/chunks/missing',
+  'PUT /v1/backup-stores/:store/chunks/:id',
+  'GET /v1/backup-stores/:store/chunks/:id',
+  'PUT /v1/backup-stores/:store/snapshots/:id',
+  'GET /v1/backup-stores/:store/snapshots',
+  'GET /v1/backup-stores/:store/snapshots/:id',
+]);
 
 /** A backup key's value (32 bytes, base64), opened by the controller from its vault for this one request. */
 export const BackupKeySchema = z
@@ -61,7 +75,11 @@ export const MissingChunksRequestSchema = z
 export const MissingChunksAnswerSchema = z.object({ missing: z.array(ChunkIdSchema) }).strict();
 export const PutChunkAnswerSchema = z.object({ stored: z.boolean() }).strict();
 export const SnapshotListSchema = z.object({ snapshots: z.array(SnapshotSummarySchema) }).strict();
-export const StoreEnsureRequestSchema = z.object({ store: BackupStoreConfigSchema }).strict();
+/** Realise a store; `path` absent: the agent's default `<stateDir>/backup-stores/<name>`. */
+export const StoreEnsureRequestSchema = z
+  .object({ store: BackupStoreConfigSchema.partial({ path: true }) })
+  .strict();
+export type StoreEnsureRequest = z.infer<typeof StoreEnsureRequestSchema>;
 export const StoreListSchema = z.object({ stores: z.array(BackupStoreStatusSchema) }).strict();
 export const PruneRequestSchema = z
   .object({ snapshots: z.array(SnapshotIdSchema).min(1).max(BACKUP_IDS_PER_REQUEST_MAX) })

@@ -23,7 +23,32 @@ import {
   type ProbeResult,
   ProbeResultSchema,
 } from '../agent/wire.js';
+import {
+  BackupJobAnswerSchema,
+  type BackupRunRequest,
+  type FileRestoreRequest,
+  GcResultSchema,
+  PruneAnswerSchema,
+  type PullRequest,
+  type RestoreRequest,
+  SnapshotListSchema,
+  type StoreEnsureRequest,
+  StoreListSchema,
+  type VerifyRequest,
+} from '../agent/wire-backup.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
+import {
+  BACKUP_FILE_RESTORE_MAX_BYTES,
+  BACKUP_MANIFEST_MAX_BYTES,
+  type BackupJob,
+  type BackupStoreStatus,
+  BackupStoreStatusSchema,
+  type GcResult,
+  type Manifest,
+  ManifestSchema,
+  type SnapshotId,
+  type SnapshotSummary,
+} from '../shared/backup.js';
 import type { DeviceInventory } from '../shared/devices.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
 import { type ClientTls, HttpClient } from '../shared/http/client.js';
@@ -102,6 +127,8 @@ export function agentTls(host: string, address: string): ClientTls | undefined {
 /** The controller's client of one host agent. */
 export class AgentClient {
   private readonly http: HttpClient;
+  /** For the backup answers that may be large: manifests, snapshot lists, a file restore's content. */
+  private readonly large: HttpClient;
   constructor(
     readonly host: string,
     readonly address: string,
@@ -112,6 +139,12 @@ export class AgentClient {
     this.http = new HttpClient(address, {
       name: `agent of ${host}`,
       protocol: 'wire',
+      ...(tls ? { tls } : {}),
+    });
+    this.large = new HttpClient(address, {
+      name: `agent of ${host}`,
+      protocol: 'wire',
+      maxResponseBytes: BACKUP_LARGE_ANSWER_MAX_BYTES,
       ...(tls ? { tls } : {}),
     });
   }
@@ -227,7 +260,82 @@ export class AgentClient {
   flows(network: string): Promise<{ backend: string; flows: string }> {
     return this.http.get(`/v1/networks/${network}/flows`, FlowsSchema);
   }
+
+  // ---- Backups (agent/wire-backup.ts) ----
+
+  /** Realises a backup store on this host (path absent: the agent's default directory). */
+  backupStoreEnsure(store: StoreEnsureRequest['store']): Promise<BackupStoreStatus> {
+    return this.http.post(`/v1/backup-stores/${store.name}/ensure`, { store }, BackupStoreStatusSchema);
+  }
+
+  /** The backup stores this host serves. */
+  async backupStores(): Promise<BackupStoreStatus[]> {
+    return (await this.http.get('/v1/backup-stores', StoreListSchema)).stores;
+  }
+
+  /** A store's snapshots (of one VM when given), oldest first. */
+  async snapshots(store: string, vm?: string): Promise<SnapshotSummary[]> {
+    const q = vm === undefined ? '' : `?vm=${encodeURIComponent(vm)}`;
+    return (await this.large.get(`/v1/backup-stores/${store}/snapshots${q}`, SnapshotListSchema)).snapshots;
+  }
+
+  /** One snapshot's manifest. */
+  manifest(store: string, id: SnapshotId): Promise<Manifest> {
+    return this.large.get(`/v1/backup-stores/${store}/snapshots/${id}`, ManifestSchema);
+  }
+
+  /** Deletes snapshots (their chunks go at the next GC); an offsite store answers 403. Returns those deleted. */
+  async prune(store: string, snapshots: SnapshotId[]): Promise<SnapshotId[]> {
+    return (await this.http.post(`/v1/backup-stores/${store}/prune`, { snapshots }, PruneAnswerSchema))
+      .deleted;
+  }
+
+  /** Mark and sweep of a store's chunks. */
+  gc(store: string, graceMs?: number): Promise<GcResult> {
+    return this.http.post(
+      `/v1/backup-stores/${store}/gc`,
+      graceMs === undefined ? {} : { graceMs },
+      GcResultSchema,
+      BACKUP_SYNC_CALL_TIMEOUT_MS,
+    );
+  }
+
+  /** Starts a verify of a store (a job: poll it with `job`). */
+  verify(store: string, req: VerifyRequest): Promise<BackupJob> {
+    return this.http.post(`/v1/backup-stores/${store}/verify`, req, BackupJobAnswerSchema);
+  }
+
+  /** Starts an offsite store's pull from its source (a job). */
+  pull(store: string, req: PullRequest): Promise<BackupJob> {
+    return this.http.post(`/v1/backup-stores/${store}/pull`, req, BackupJobAnswerSchema);
+  }
+
+  /** Starts a backup of one of this host's VMs (a job). */
+  startBackup(req: BackupRunRequest): Promise<BackupJob> {
+    return this.http.post('/v1/backup-jobs', req, BackupJobAnswerSchema);
+  }
+
+  /** Starts a restore into one of this host's stopped VMs (a job). */
+  startRestore(req: RestoreRequest): Promise<BackupJob> {
+    return this.http.post('/v1/restore-jobs', req, BackupJobAnswerSchema);
+  }
+
+  /** Starts reading one file out of a snapshot (a job whose answer carries the file). */
+  startFileRestore(req: FileRestoreRequest): Promise<BackupJob> {
+    return this.http.post('/v1/file-restore-jobs', req, BackupJobAnswerSchema);
+  }
+
+  /** A backup job of any kind; NotFoundError when the agent does not know it (it restarted since). */
+  job(id: string): Promise<BackupJob> {
+    return this.large.get(`/v1/backup-jobs/${id}`, BackupJobAnswerSchema);
+  }
 }
+
+/** Most bytes of a large backup answer: a file restore's content in base64, or a manifest, with room for the rest. */
+const BACKUP_LARGE_ANSWER_MAX_BYTES =
+  Math.max(Math.ceil(BACKUP_FILE_RESTORE_MAX_BYTES / 3) * 4, BACKUP_MANIFEST_MAX_BYTES) + 1024 * 1024;
+/** How long a synchronous store call (GC: bounded by the store's size) may take. */
+const BACKUP_SYNC_CALL_TIMEOUT_MS = 30 * 60 * 1000;
 
 /**
  * Where the controller reaches a host's agent: the spec's `agent`, else the lab relay's socket for that host

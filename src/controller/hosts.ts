@@ -21,7 +21,25 @@ export type AgentPort = Pick<
   | 'flows'
 > &
   // Optional so that fakes without them keep working.
-  Partial<Pick<AgentClient, 'devices' | 'vmSnapshots'>>;
+  Partial<Pick<AgentClient, 'devices' | 'vmSnapshots'>> &
+  // Backups (issue 12): optional so that fakes without them keep working.
+  Partial<
+    Pick<
+      AgentClient,
+      | 'backupStoreEnsure'
+      | 'backupStores'
+      | 'snapshots'
+      | 'manifest'
+      | 'prune'
+      | 'gc'
+      | 'verify'
+      | 'pull'
+      | 'startBackup'
+      | 'startRestore'
+      | 'startFileRestore'
+      | 'job'
+    >
+  >;
 
 /** Makes the client of `host`'s agent as `spec` places it. */
 export type AgentFactory = (spec: Spec, host: string) => AgentPort;

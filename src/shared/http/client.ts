@@ -68,6 +68,9 @@ export interface ClientTls {
   agent?: HttpAgent;
 }
 
+/** Marks a call whose answer is raw bytes (`getBytes`). */
+const BYTES = Symbol('bytes');
+
 /** The server's certificate chained to the CA but is not the expected peer's. */
 class PeerRefusedError extends Error {}
 
@@ -125,17 +128,37 @@ export class HttpClient {
     return this.call('DELETE', path, undefined, schema, timeoutMs);
   }
 
+  /** PUT raw bytes (`application/octet-stream`) to `path`, returning the JSON answer parsed with `schema`. */
+  putBytes<S extends z.ZodType>(
+    path: string,
+    data: Buffer,
+    schema: S,
+    timeoutMs?: number,
+  ): Promise<z.output<S>> {
+    return this.call('PUT', path, data, schema, timeoutMs);
+  }
+
+  /**
+   * GET `path` whose answer is raw bytes (`application/octet-stream`), at most `maxBytes` of them (default the
+   * client's bound); an error answer is JSON as elsewhere.
+   */
+  getBytes(path: string, maxBytes?: number, timeoutMs?: number): Promise<Buffer> {
+    return this.call('GET', path, undefined, BYTES, timeoutMs, maxBytes) as Promise<Buffer>;
+  }
+
   private call<S extends z.ZodType>(
     method: string,
     path: string,
     body: unknown,
-    schema: S,
+    schema: S | typeof BYTES,
     timeoutMs = this.opts.timeoutMs ?? HTTP_REQUEST_TIMEOUT_MS,
+    maxResponseBytes?: number,
   ): Promise<z.output<S>> {
     const who = this.opts.name ?? this.address;
     const route = `${method} ${path.split('?')[0]}`;
-    const maxBytes = this.opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const maxBytes = maxResponseBytes ?? this.opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    const binary = Buffer.isBuffer(body);
+    const payload = body === undefined ? undefined : binary ? body : JSON.stringify(body);
     const { tls: useTls, ...target } = parseAddress(this.address);
     const tls = this.opts.tls;
     if (useTls && !tls)
@@ -166,10 +189,13 @@ export class HttpClient {
           path,
           method,
           headers: {
-            accept: 'application/json',
+            accept: schema === BYTES ? 'application/octet-stream, application/json' : 'application/json',
             ...(payload === undefined
               ? {}
-              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+              : {
+                  'content-type': binary ? 'application/octet-stream' : 'application/json',
+                  'content-length': Buffer.byteLength(payload),
+                }),
             ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
             ...(this.opts.protocol
               ? {
@@ -204,7 +230,19 @@ export class HttpClient {
             reject(new UnavailableError(`${who} broke off ${route}: ${e.message}`, who, e)),
           );
           res.on('end', () => {
-            const data = Buffer.concat(chunks).toString('utf8');
+            const bytes = Buffer.concat(chunks);
+            if (schema === BYTES && status < 400) {
+              const p = this.opts.protocol;
+              const mismatch = p && checkServerVersion(p, res.headers[VERSION_HEADER[p]], who);
+              if (mismatch) reject(mismatch);
+              else if (!String(res.headers['content-type'] ?? '').startsWith('application/octet-stream'))
+                reject(
+                  new BadResponseError(`${who} answered ${route} without application/octet-stream`, route),
+                );
+              else resolve(bytes as z.output<S>);
+              return;
+            }
+            const data = bytes.toString('utf8');
             let parsed: unknown;
             try {
               parsed = data ? JSON.parse(data) : undefined;
@@ -232,7 +270,7 @@ export class HttpClient {
               reject(mismatch);
               return;
             }
-            const r = schema.safeParse(parsed);
+            const r = (schema as S).safeParse(parsed);
             if (r.success) {
               resolve(r.data);
               return;
