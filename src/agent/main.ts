@@ -3,6 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
+import { DirChunkStore } from '../drivers/backup/chunk-store.js';
+import { connectNbd } from '../drivers/backup/nbd-client.js';
 import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
 import { networkDrivers } from '../drivers/network/registry.js';
@@ -11,6 +13,7 @@ import { NfsServer } from '../drivers/storage/nfs-server.js';
 import { type PoolBackendOptions, poolBackends } from '../drivers/storage/registry.js';
 import type { PoolBackend } from '../drivers/storage/types.js';
 import { type Runner, SystemRunner } from '../exec/runner.js';
+import { BackupKeySet } from '../shared/backup-crypto.js';
 import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
 import { InvalidRequestError } from '../shared/errors.js';
 import { listen } from '../shared/http/server.js';
@@ -18,6 +21,8 @@ import { log } from '../shared/log.js';
 import type { NetworkBackend } from '../shared/model.js';
 import type { PoolType } from '../shared/storage.js';
 import { Agent } from './agent.js';
+import { BackupService } from './backup/service.js';
+import { BackupStores } from './backup/stores.js';
 import { EtcdMembership } from './cluster/membership.js';
 import type { FenceVms } from './cluster/types.js';
 import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
@@ -26,6 +31,7 @@ import { createAgentServer } from './server.js';
 import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
 import { linuxUplinkControl } from './uplink.js';
+import { DEFAULT_POOL_ROOT } from './wire-checks.js';
 
 /** Options of `vmlink agent`. */
 export interface AgentOptions {
@@ -110,11 +116,12 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // A storage host drives no networks: Open vSwitch is not even looked for.
   const networks = role === 'storage' ? {} : await availableNetworks(runner, opts.stateDir);
   const uplink = linuxUplinkControl(networks.linux, runner);
+  const hypervisor = hypervisorDrivers.qemu({ runner, stateDir: opts.stateDir });
   const agent: Agent = new Agent({
     host: opts.host,
     runner,
     networks,
-    hypervisor: hypervisorDrivers.qemu({ runner, stateDir: opts.stateDir }),
+    hypervisor,
     uplinkDevice: opts.uplink,
     ...(uplink ? { uplink } : {}),
     stateDir: opts.stateDir,
@@ -136,6 +143,25 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));
   await agent.start();
+  // Backups (docs/backup.md): the stores this host serves, and its backup and restore jobs. Other hosts' stores are
+  // reached with this host's certificate.
+  let hostCreds = creds;
+  const backup = new BackupService({
+    host: opts.host,
+    stateDir: opts.stateDir,
+    runner,
+    hypervisor,
+    stores: new BackupStores({
+      host: opts.host,
+      stateDir: opts.stateDir,
+      poolRoots: opts.poolRoots?.length ? opts.poolRoots : [DEFAULT_POOL_ROOT],
+      open: (config) => DirChunkStore.open(config),
+    }),
+    tls: () => hostCreds,
+    connect: connectNbd,
+    keys: (k) => BackupKeySet.fromBase64(k.value, k.name),
+  });
+  await backup.start();
   if (cluster) {
     // Before listening: the running VMs are adopted, and the lease is held (or the host fenced or in hold).
     await cluster.start();
@@ -159,11 +185,12 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           cert: next.cert,
           ca: next.ca,
         });
+        hostCreds = next;
         log.info({ serial: serialOf(next.cert) }, 'agent certificate rotated');
       })
     : undefined;
   const apps: FastifyInstance[] = [
-    await createAgentServer(agent, { prerequisites, ...(rotation ? { rotation } : {}) }),
+    await createAgentServer(agent, { prerequisites, backup, ...(rotation ? { rotation } : {}) }),
   ];
   await listen(apps[0]!, opts.listen);
   log.info(
@@ -176,7 +203,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     // The address may be missing right now (a rollback pending, a bridge being built): keep trying.
     const tryTcp = async (): Promise<void> => {
       if (stopping) return;
-      const app = await createAgentServer(agent, { tls: creds!, rotation: rotation!, prerequisites });
+      const app = await createAgentServer(agent, { tls: creds!, rotation: rotation!, prerequisites, backup });
       try {
         await listen(app, tcp);
         apps.push(app);

@@ -21,6 +21,7 @@ import {
 import {
   ForbiddenError,
   InvalidRequestError,
+  KeyMismatchError,
   NotFoundError,
   UnsupportedError,
   VmlinkError,
@@ -65,8 +66,11 @@ export interface BackupServiceDeps {
   runner: Runner;
   hypervisor: HypervisorDriver;
   stores: BackupStores;
-  /** This host's credentials: other hosts' stores are reached over mutual TLS with them (absent: http:// only). */
-  tls?: TlsCredentials;
+  /**
+   * This host's current credentials (they rotate): other hosts' stores are reached over mutual TLS with them
+   * (undefined: http:// only, tests).
+   */
+  tls?: () => TlsCredentials | undefined;
   connect: NbdConnector;
   /** The key set of a key value (BackupKeySet.fromBase64). */
   keys: (key: BackupKey) => BackupKeys;
@@ -148,7 +152,7 @@ export class BackupService {
         );
       return { store, close: () => {} };
     }
-    const client = new StoreClient(loc, this.deps.tls);
+    const client = new StoreClient(loc, this.deps.tls?.());
     return { store: client, close: () => client.close() };
   }
 
@@ -167,6 +171,13 @@ export class BackupService {
       if (!cfg) throw new NotFoundError(`VM on host ${this.deps.host}`, req.vm);
       const { store, close } = await this.storeAt(req.store, true);
       try {
+        // A store holding another key's snapshots would refuse the manifest at the end: refused before a chunk moves.
+        const other = (await store.list()).find((s) => s.keyFingerprint !== keys.fingerprint);
+        if (other)
+          throw new KeyMismatchError(
+            `backup store ${req.store.store} on ${req.store.host} holds snapshots of key ${other.keyFingerprint} (e.g. ${other.id}); key ${req.key.name} has fingerprint ${keys.fingerprint}: nothing was sent`,
+            `backup-store/${req.store.store}`,
+          );
         let base: Manifest | undefined;
         let noBase: FullReadReason = 'first';
         if (req.base) {

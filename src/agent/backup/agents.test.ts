@@ -1,0 +1,467 @@
+// Backups between agents over real mutual TLS (TCP on 127.0.0.1): a VM host's agent backs a disk up (served by a real
+// qemu-nbd, as a stopped VM's view is) into a store on another agent, an offsite store on a third agent pulls only
+// the chunks it lacks, a restore writes the disk back byte for byte, and one file comes out of an ext4 partition
+// through debugfs. Who may call what: host certificates only the store's peer routes; an offsite store refuses
+// writes from the network and prune from anyone but its local socket.
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../controller/agents.js';
+import { HostCredentials } from '../../controller/pki/service.js';
+import { DirChunkStore } from '../../drivers/backup/chunk-store.js';
+import { connectNbd } from '../../drivers/backup/nbd-client.js';
+import { type QemuNbdServer, startQemuNbd } from '../../drivers/backup/qemu-nbd.js';
+import type { BackupView, HypervisorDriver, RestoreView } from '../../drivers/hypervisor/types.js';
+import { RecordingRunner, SystemRunner } from '../../exec/runner.js';
+import { BACKUP_CHUNK_BYTES, type BackupJob, type StoreLocation, snapshotId } from '../../shared/backup.js';
+import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
+import { HttpClient } from '../../shared/http/client.js';
+import { listen } from '../../shared/http/server.js';
+import { readCredentials, type TlsCredentials } from '../../shared/tls.js';
+import { Agent } from '../agent.js';
+import { createAgentServer } from '../server.js';
+import { OkSchema } from '../wire.js';
+import { PruneAnswerSchema, StoreListSchema } from '../wire-backup.js';
+import { BackupService } from './service.js';
+import { StoreClient } from './store-client.js';
+import { BackupStores } from './stores.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const SIZE = 24 * MiB;
+const runner = new SystemRunner();
+const key = { name: 'backup-key', value: newBackupKey().toString('base64') };
+let dir: string;
+let pki: HostCredentials;
+const servers: QemuNbdServer[] = [];
+const apps: FastifyInstance[] = [];
+
+interface Node {
+  name: string;
+  url: string;
+  creds: TlsCredentials;
+  svc: BackupService;
+  local: string;
+}
+let host1: Node;
+let store1: Node;
+let store2: Node;
+
+const img = () => join(dir, 'web-root.qcow2');
+const qemuIo = (file: string, ...cmds: string[]) =>
+  run('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), file]);
+
+async function serve(image: string, name: string, readOnly: boolean, bitmap?: string) {
+  const s = await startQemuNbd(runner, {
+    image,
+    format: 'qcow2',
+    readOnly,
+    ...(bitmap ? { bitmap } : {}),
+    socketDir: join(dir, 'nbd'),
+    exportName: name,
+  });
+  servers.push(s);
+  return s;
+}
+
+/**
+ * A hypervisor with one stopped VM `web` whose root disk is a qcow2 file: its views are what capture's stopped-VM
+ * path gives (qemu-nbd, the base's persistent bitmap exported, the next bitmap added at commit).
+ */
+function fakeHypervisor(): HypervisorDriver {
+  let n = 0;
+  const bitmaps = async () => {
+    const { stdout } = await run('qemu-img', ['info', '--output=json', '-U', img()]);
+    const info = JSON.parse(stdout) as {
+      'format-specific'?: { data?: { bitmaps?: Array<{ name: string }> } };
+    };
+    return (info['format-specific']?.data?.bitmaps ?? []).map((b) => b.name);
+  };
+  return {
+    config: async (name: string) =>
+      name === 'web' ? ({ name: 'web', cpus: 1, memoryMiB: 256, disks: [], nics: [] } as never) : undefined,
+    backupOpen: async (_name, opts): Promise<BackupView> => {
+      const base =
+        opts.bitmaps.base && (await bitmaps()).includes(opts.bitmaps.base) ? opts.bitmaps.base : undefined;
+      const s = await serve(img(), `view${++n}`, true, base);
+      const end = async () => {
+        await s.stop();
+        servers.splice(servers.indexOf(s), 1);
+      };
+      return {
+        consistency: 'stopped',
+        at: new Date(),
+        disks: [
+          {
+            name: 'root',
+            sizeBytes: SIZE,
+            socket: s.socket,
+            exportName: s.exportName,
+            changed:
+              base && !opts.full
+                ? { context: `qemu:dirty-bitmap:${base}` }
+                : { fullReason: base ? 'forced' : 'first' },
+          },
+        ],
+        commit: async () => {
+          await end();
+          if (base) await run('qemu-img', ['bitmap', '--remove', img(), base]);
+          await run('qemu-img', ['bitmap', '--add', img(), opts.bitmaps.next]);
+        },
+        abort: end,
+      };
+    },
+    restoreOpen: async (): Promise<RestoreView> => {
+      const s = await serve(join(dir, 'restored.qcow2'), `restore${++n}`, false);
+      return {
+        disks: [{ name: 'root', sizeBytes: SIZE, socket: s.socket, exportName: s.exportName }],
+        close: async () => {
+          await s.stop();
+          servers.splice(servers.indexOf(s), 1);
+        },
+      };
+    },
+  } as Partial<HypervisorDriver> as HypervisorDriver;
+}
+
+async function node(name: string, hypervisor: HypervisorDriver): Promise<Node> {
+  const stateDir = join(dir, name);
+  await mkdir(stateDir, { recursive: true });
+  await pki.ensureLabHost(name, join(stateDir, 'tls'));
+  const creds = readCredentials(join(stateDir, 'tls'))!;
+  const svc = new BackupService({
+    host: name,
+    stateDir,
+    runner,
+    hypervisor,
+    stores: new BackupStores({
+      host: name,
+      stateDir,
+      poolRoots: [join(dir, 'pools')],
+      open: (c) => DirChunkStore.open(c),
+    }),
+    tls: () => creds,
+    connect: connectNbd,
+    keys: (k) => BackupKeySet.fromBase64(k.value, k.name),
+  });
+  await svc.start();
+  const agent = new Agent({ host: name, runner: new RecordingRunner(), networks: {}, hypervisor, stateDir });
+  const tcp = await createAgentServer(agent, { tls: creds, prerequisites: async () => [], backup: svc });
+  await listen(tcp, 'https://127.0.0.1:0');
+  const local = await createAgentServer(agent, { prerequisites: async () => [], backup: svc });
+  const sock = join(stateDir, 'agent.sock');
+  await listen(local, `unix://${sock}`);
+  apps.push(tcp, local);
+  const port = (tcp.server.address() as { port: number }).port;
+  return { name, url: `https://127.0.0.1:${port}`, creds, svc, local: `unix://${sock}` };
+}
+
+const client = (n: Node) => new AgentClient(n.name, n.url);
+const loc = (n: Node, store: string): StoreLocation => ({ store, host: n.name, agent: n.url });
+
+async function finished(n: Node, job: BackupJob): Promise<BackupJob> {
+  for (;;) {
+    const j = await client(n).job(job.id);
+    if (j.state !== 'running') return j;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'vmlink-backup-agents-'));
+  pki = await HostCredentials.open(join(dir, 'pki'));
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', img(), String(SIZE)]);
+  await qemuIo(img(), 'write -P 0x11 0 2M', 'write -P 0x22 9M 4M');
+  const hv = fakeHypervisor();
+  host1 = await node('host1', hv);
+  store1 = await node('store1', hv);
+  store2 = await node('store2', hv);
+  await client(store1).backupStoreEnsure({ name: 'site', offsite: false });
+  await client(store2).backupStoreEnsure({ name: 'vault', offsite: true });
+});
+
+afterAll(async () => {
+  for (const a of apps) await a.close().catch(() => {});
+  for (const s of [...servers]) await s.stop().catch(() => {});
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('stores on agents', () => {
+  it('are made by ensure (default directory), listed, and kept across a restart of the agent', async () => {
+    const stores = await client(store1).backupStores();
+    expect(stores).toEqual([expect.objectContaining({ name: 'site', offsite: false, snapshots: 0 })]);
+    // A new service on the same state directory serves the same store.
+    const again = new BackupStores({
+      host: 'store1',
+      stateDir: join(dir, 'store1'),
+      poolRoots: [],
+      open: (c) => DirChunkStore.open(c),
+    });
+    expect((await again.list()).map((s) => s.name)).toEqual(['site']);
+    expect((await again.get('site')).config.path).toBe(join(dir, 'store1', 'backup-stores', 'site'));
+  });
+
+  it('refuse a directory outside the pool roots, and an offsite store turned writable', async () => {
+    await expect(
+      client(store1).backupStoreEnsure({ name: 'etc', offsite: false, path: '/etc/vmlink-store' }),
+    ).rejects.toMatchObject({ kind: 'invalid', message: expect.stringContaining('is not below') });
+    await expect(client(store2).backupStoreEnsure({ name: 'vault', offsite: false })).rejects.toMatchObject({
+      kind: 'conflict',
+      message: expect.stringContaining('is offsite and stays so'),
+    });
+    expect(
+      await client(store1).backupStoreEnsure({
+        name: 'extra',
+        offsite: false,
+        path: join(dir, 'pools', 'extra'),
+      }),
+    ).toMatchObject({ name: 'extra', snapshots: 0 });
+  });
+});
+
+let first: BackupJob;
+let second: BackupJob;
+
+describe('a backup from one agent into another agent’s store', () => {
+  it('sends every allocated chunk the first time, across mutual TLS', async () => {
+    const job = await client(host1).startBackup({
+      vm: 'web',
+      snapshot: snapshotId('web', new Date('2026-12-01T02:00:00Z')),
+      policy: 'nightly',
+      store: loc(store1, 'site'),
+      key,
+      full: false,
+      freeze: true,
+    });
+    expect(job.state).toBe('running');
+    first = await finished(host1, job);
+    expect(first).toMatchObject({ state: 'succeeded', kind: 'backup' });
+    expect(first.snapshot!.disks[0]).toMatchObject({ mode: 'full', fullReason: 'first', newChunks: 3 });
+    expect(first.snapshot!.disks[0]!.readBytes).toBe(3 * BACKUP_CHUNK_BYTES);
+    const st = (await client(store1).backupStores()).find((s) => s.name === 'site');
+    expect(st).toMatchObject({ snapshots: 1, chunks: 4 }); // three with data, the zero chunk
+  });
+
+  it('reads and sends only the changed chunk the next time', async () => {
+    await qemuIo(img(), 'write -P 0x33 17M 64k');
+    const job = await client(host1).startBackup({
+      vm: 'web',
+      snapshot: snapshotId('web', new Date('2026-12-01T03:00:00Z')),
+      policy: 'nightly',
+      store: loc(store1, 'site'),
+      key,
+      base: first.snapshot!.id,
+      full: false,
+      freeze: true,
+    });
+    second = await finished(host1, job);
+    expect(second.state).toBe('succeeded');
+    expect(second.snapshot!.base).toBe(first.snapshot!.id);
+    expect(second.snapshot!.disks[0]).toMatchObject({ mode: 'incremental', newChunks: 1 });
+    expect(second.snapshot!.disks[0]!.readBytes).toBe(BACKUP_CHUNK_BYTES);
+  });
+
+  it('a second backup of the same VM while one runs is refused', async () => {
+    const req = {
+      vm: 'web',
+      snapshot: snapshotId('web', new Date('2026-12-01T04:00:00Z')),
+      policy: 'nightly',
+      store: loc(store1, 'site'),
+      key,
+      base: second.snapshot!.id,
+      full: false,
+      freeze: true,
+    };
+    const a = await client(host1).startBackup(req);
+    await expect(client(host1).startBackup(req)).rejects.toMatchObject({ kind: 'invalid-state' });
+    expect((await finished(host1, a)).state).toBe('succeeded');
+  });
+
+  it('with another key is refused by the store, nothing stored', async () => {
+    const other = { name: 'other-key', value: newBackupKey().toString('base64') };
+    const chunks = async () => (await client(store1).backupStores()).find((s) => s.name === 'site')!.chunks;
+    const before = await chunks();
+    const job = await client(host1).startBackup({
+      vm: 'web',
+      snapshot: snapshotId('web', new Date('2026-12-01T05:00:00Z')),
+      policy: 'nightly',
+      store: loc(store1, 'site'),
+      key: other,
+      full: false,
+      freeze: true,
+    });
+    const done = await finished(host1, job);
+    expect(done).toMatchObject({
+      state: 'failed',
+      errorKind: 'key-mismatch',
+      error: expect.stringContaining('nothing was sent'),
+    });
+    expect(await chunks()).toBe(before);
+    expect((await client(store1).snapshots('site')).map((s) => s.id)).toHaveLength(3);
+  });
+
+  it('restores into the VM byte for byte', async () => {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'restored.qcow2'), String(SIZE)]);
+    const job = await client(host1).startRestore({
+      snapshot: second.snapshot!.id,
+      store: loc(store1, 'site'),
+      key,
+      vm: 'web',
+    });
+    const done = await finished(host1, job);
+    expect(done).toMatchObject({ state: 'succeeded', kind: 'restore' });
+    expect(done.restored!.disks).toEqual([{ name: 'root', bytesWritten: 4 * BACKUP_CHUNK_BYTES }]);
+    await run('qemu-img', ['compare', '-q', img(), join(dir, 'restored.qcow2')]);
+  });
+});
+
+describe('an offsite store pulls from the primary', () => {
+  it('fetches every chunk the first time, then only what it lacks', async () => {
+    const a = await finished(store2, await client(store2).pull('vault', { from: loc(store1, 'site') }));
+    expect(a).toMatchObject({ state: 'succeeded', kind: 'pull' });
+    expect(a.pull!.snapshotsPulled).toHaveLength(3);
+    expect(a.pull!.chunksFetched).toBe(5); // 3 + 1 new + the zero chunk
+    await qemuIo(img(), 'write -P 0x44 1M 4k');
+    const b = await finished(
+      host1,
+      await client(host1).startBackup({
+        vm: 'web',
+        snapshot: snapshotId('web', new Date('2026-12-01T06:00:00Z')),
+        policy: 'nightly',
+        store: loc(store1, 'site'),
+        key,
+        base: (await client(store1).snapshots('site', 'web')).at(-1)!.id,
+        full: false,
+        freeze: true,
+      }),
+    );
+    expect(b.state).toBe('succeeded');
+    const again = await finished(store2, await client(store2).pull('vault', { from: loc(store1, 'site') }));
+    expect(again.pull).toMatchObject({ snapshotsPulled: [b.snapshot!.id], chunksFetched: 1 });
+    expect(again.pull!.chunksAlreadyThere).toBe(4); // two zero ones count once
+  });
+
+  it('refuses writes from the network and prune from anyone but its local socket', async () => {
+    const asHost = new StoreClient(loc(store2, 'vault'), host1.creds);
+    const m = await client(store2).manifest('vault', first.snapshot!.id);
+    await expect(asHost.putChunk(m.disks[0]!.chunks[0]!, Buffer.alloc(100))).rejects.toMatchObject({
+      kind: 'forbidden',
+      message: expect.stringContaining('offsite'),
+    });
+    await expect(asHost.putManifest(m)).rejects.toMatchObject({ kind: 'forbidden' });
+    await expect(client(store2).prune('vault', [first.snapshot!.id])).rejects.toMatchObject({
+      kind: 'forbidden',
+      message: expect.stringContaining('local socket'),
+    });
+    const local = new HttpClient(store2.local, { protocol: 'wire' });
+    expect(
+      await local.post(
+        '/v1/backup-stores/vault/prune',
+        { snapshots: [first.snapshot!.id] },
+        PruneAnswerSchema,
+      ),
+    ).toEqual({ deleted: [first.snapshot!.id] });
+    expect(await asHost.list()).toHaveLength(3);
+    asHost.close();
+  });
+
+  it("host certificates reach only the store's peer routes", async () => {
+    const raw = (n: Node, c: TlsCredentials) => new HttpClient(n.url, { protocol: 'wire', tls: { ...c } });
+    const asHost = raw(store1, host1.creds);
+    await expect(asHost.get('/v1/backup-stores', StoreListSchema)).rejects.toMatchObject({
+      kind: 'unauthorized',
+    });
+    await expect(
+      asHost.post('/v1/backup-stores/site/prune', { snapshots: [first.snapshot!.id] }, PruneAnswerSchema),
+    ).rejects.toMatchObject({ kind: 'unauthorized' });
+    await expect(asHost.post('/v1/backup-stores/site/gc', {}, OkSchema)).rejects.toMatchObject({
+      kind: 'unauthorized',
+    });
+    await expect(asHost.get(`/v1/backup-jobs/${first.id}`, OkSchema)).rejects.toMatchObject({
+      kind: 'unauthorized',
+    });
+    // The peer routes answer it.
+    const sc = new StoreClient(loc(store1, 'site'), host1.creds);
+    expect((await sc.list('web')).length).toBeGreaterThan(0);
+    const id = (await sc.getManifest(first.snapshot!.id)).disks[0]!.chunks[0]!;
+    expect((await sc.getChunk(id)).subarray(0, 4).toString()).toBe('VLCK');
+    sc.close();
+    // A store client refuses an agent whose certificate names another host.
+    const wrong = new StoreClient({ store: 'site', host: 'store9', agent: store1.url }, host1.creds);
+    await expect(wrong.list()).rejects.toMatchObject({ kind: 'unauthorized' });
+    wrong.close();
+  });
+});
+
+describe('one file out of a snapshot', () => {
+  it('reads a file from an ext4 partition with debugfs, without mounting it', async () => {
+    // An MBR disk: partition 1 at 1 MiB holding an ext4 filesystem with /etc/hostname.
+    const tree = join(dir, 'tree');
+    await mkdir(join(tree, 'etc'), { recursive: true });
+    await writeFile(join(tree, 'etc', 'hostname'), 'web-from-backup\n');
+    const fs = join(dir, 'fs.raw');
+    await run('mkfs.ext4', ['-q', '-F', '-d', tree, fs, '8M']);
+    const mbr = Buffer.alloc(MiB);
+    mbr.writeUInt8(0x83, 446 + 4);
+    mbr.writeUInt32LE(2048, 446 + 8);
+    mbr.writeUInt32LE((8 * MiB) / 512, 446 + 12);
+    mbr.writeUInt16LE(0xaa55, 510);
+    const disk = join(dir, 'disk.raw');
+    await writeFile(disk, Buffer.concat([mbr, await readFile(fs), Buffer.alloc(SIZE - 9 * MiB)]));
+    await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', disk, img()]);
+    const b = await finished(
+      host1,
+      await client(host1).startBackup({
+        vm: 'web',
+        snapshot: snapshotId('web', new Date('2026-12-01T07:00:00Z')),
+        policy: 'nightly',
+        store: loc(store1, 'site'),
+        key,
+        full: true,
+        freeze: true,
+      }),
+    );
+    expect(b.state).toBe('succeeded');
+    const f = await finished(
+      host1,
+      await client(host1).startFileRestore({
+        snapshot: b.snapshot!.id,
+        store: loc(store1, 'site'),
+        key,
+        disk: 'root',
+        partition: 1,
+        path: '/etc/hostname',
+      }),
+    );
+    expect(f).toMatchObject({ state: 'succeeded', file: { path: '/etc/hostname', size: 16 } });
+    expect(Buffer.from(f.file!.data, 'base64').toString()).toBe('web-from-backup\n');
+    const missing = await finished(
+      host1,
+      await client(host1).startFileRestore({
+        snapshot: b.snapshot!.id,
+        store: loc(store1, 'site'),
+        key,
+        disk: 'root',
+        partition: 1,
+        path: '/etc/shadow',
+      }),
+    );
+    expect(missing).toMatchObject({ state: 'failed', errorKind: 'not-found' });
+    const dirNode = await finished(
+      host1,
+      await client(host1).startFileRestore({
+        snapshot: b.snapshot!.id,
+        store: loc(store1, 'site'),
+        key,
+        disk: 'root',
+        partition: 1,
+        path: '/etc',
+      }),
+    );
+    expect(dirNode).toMatchObject({ state: 'failed', error: expect.stringContaining('not a regular file') });
+  });
+});
