@@ -294,3 +294,11 @@ export const NBD_BLOCK_STATUS_REQUEST_MAX_BYTES = 1024 * 1024 * 1024;
 export const NBD_ERROR_MESSAGE_MAX_BYTES = 4096;
 /** qemu-nbd from its start until it serves (its pidfile is written): an iSCSI login or NFS mount can be slow. */
 export const QEMU_NBD_START_TIMEOUT_MS = 30_000;
+
+// Backup capture (issue 12, drivers/hypervisor/qemu/backup-*.ts).
+/** The guest agent must answer (connect + guest-sync) within this for a frozen backup; else it is crash-consistent. */
+export const BACKUP_FREEZE_CONNECT_TIMEOUT_MS = 2_000;
+/** `guest-fsfreeze-freeze` (it syncs the guest's filesystems first) must return within this, else thaw and go on. */
+export const BACKUP_FREEZE_TIMEOUT_MS = 10_000;
+/** A backup view's teardown waits this long for QEMU to drop an export and end a fleecing job. */
+export const BACKUP_TEARDOWN_WAIT_MS = 30_000;

@@ -1,6 +1,7 @@
 // Options of QemuDriver: where its state, images and helpers live, and the knobs tests and operators set.
 import type { Runner } from '../../../exec/runner.js';
 import type { StorageDriver } from '../../storage/types.js';
+import type { NbdServers } from './backup-offline.js';
 import type { IdRange } from './identity.js';
 
 /** Default directory of images (`test-guest/` lives in it). */
@@ -38,4 +39,6 @@ export interface QemuDriverOptions {
   cgroupRoot?: string;
   /** Root of /proc, /sys, /dev and /usr the confidential-VM detector reads (default `/`; tests use fixtures). */
   confidentialRoot?: string;
+  /** qemu-nbd for stopped VMs' backups and restores (drivers/backup/qemu-nbd.ts); absent: those are refused. */
+  nbdServers?: NbdServers;
 }

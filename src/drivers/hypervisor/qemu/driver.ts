@@ -30,7 +30,16 @@ import { NAME_PATTERN } from '../../../spec/schema.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
-import type { GuestExecResult, GuestInterface, HypervisorDriver, SecretValues } from '../types.js';
+import type {
+  BackupOpenOptions,
+  BackupView,
+  GuestExecResult,
+  GuestInterface,
+  HypervisorDriver,
+  RestoreView,
+  SecretValues,
+} from '../types.js';
+import { QemuBackups } from './backup-capture.js';
 import { removeVmCgroup } from './cgroup.js';
 import {
   assertQemuSafePath,
@@ -106,6 +115,8 @@ export class QemuDriver implements HypervisorDriver {
     locked: (key, fn) => this.locked(key, fn),
   });
 
+  private readonly backups: QemuBackups;
+
   constructor(private readonly opts: QemuDriverOptions) {
     this.runner = opts.runner;
     this.stateDir = resolve(opts.stateDir);
@@ -145,6 +156,17 @@ export class QemuDriver implements HypervisorDriver {
       running: async (name) => (await this.livePid(name)) !== undefined,
       qmp: (name) => this.qmp(name),
       locked: (name, fn) => this.locked(name, fn),
+    });
+    this.backups = new QemuBackups({
+      runner: this.runner,
+      ...(opts.netns ? { netns: opts.netns } : {}),
+      paths: (name) => this.paths(name),
+      mustStored: (name) => this.mustStored(name),
+      running: async (name) => (await this.livePid(name)) !== undefined,
+      qmp: (name) => this.qmp(name),
+      locked: (key, fn) => this.locked(key, fn),
+      fdChannel: (name) => this.fdChannel(name),
+      ...(opts.nbdServers ? { nbd: opts.nbdServers } : {}),
     });
   }
 
@@ -216,6 +238,11 @@ export class QemuDriver implements HypervisorDriver {
         log.warn({ vm: name, pid, err: (e as Error).message }, 'adopt: QMP not answering; VM left running');
       }
     }
+    // What a backup cut short by the previous agent's death left: fleece nodes, exports, a half-made bitmap.
+    for (const name of await this.names())
+      await this.backupCleanup(name).catch((e: Error) =>
+        log.warn({ vm: name, err: e.message }, 'adopt: backup cleanup failed'),
+      );
     return adopted;
   }
 
@@ -497,6 +524,24 @@ export class QemuDriver implements HypervisorDriver {
   readonly deleteSnapshot: VmDiskOps['deleteSnapshot'] = (...a) => this.disks.deleteSnapshot(...a);
   readonly snapshots: VmDiskOps['snapshots'] = (...a) => this.disks.snapshots(...a);
   readonly openDisks: VmDiskOps['openDisks'] = (...a) => this.disks.openDisks(...a);
+
+  // Backups (backup-capture.ts).
+  backupOpen(
+    name: string,
+    opts: BackupOpenOptions,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<BackupView> {
+    return this.backups.backupOpen(name, opts, ctx, secrets);
+  }
+
+  restoreOpen(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<RestoreView> {
+    return this.backups.restoreOpen(name, ctx, secrets);
+  }
+
+  backupCleanup(name: string): Promise<void> {
+    return this.backups.backupCleanup(name);
+  }
 
   async list(): Promise<ObservedVm[]> {
     // VMs are looked at side by side (files, /proc, QMP); a report over many VMs waits for the slowest, not the sum.

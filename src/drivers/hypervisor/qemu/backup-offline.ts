@@ -1,0 +1,220 @@
+// A stopped VM's disks for a backup (read-only) or a restore (writable): one `qemu-nbd` per disk (the nbd helper's
+// servers), and its persistent dirty bitmaps handled with `qemu-img bitmap` while nothing else has the image open.
+import { mkdir } from 'node:fs/promises';
+import type { Runner } from '../../../exec/runner.js';
+import { BadResponseError, InvalidStateError, UnsupportedError } from '../../../shared/errors.js';
+import { QEMU_IMG_INFO_MAX_BYTES } from '../../../shared/limits.js';
+import type { BackupOpenOptions, BackupViewDisk, RestoreView } from '../types.js';
+import { type BackupDisk, checkBitmapNames, type ViewRecord } from './backup-disks.js';
+import { changedOf } from './backup-live.js';
+
+/** One `qemu-nbd` serving a disk on a unix socket (drivers/backup/qemu-nbd.ts). */
+export interface NbdServerHandle {
+  socket: string;
+  exportName: string;
+  stop(): Promise<void>;
+}
+
+/** How the capture starts and stops `qemu-nbd` (the nbd helper's `startQemuNbd`/`stopQemuNbd`). */
+export interface NbdServers {
+  start(opts: {
+    image: string;
+    format: 'qcow2' | 'raw';
+    readOnly: boolean;
+    bitmap?: string;
+    socketDir: string;
+    exportName: string;
+  }): Promise<NbdServerHandle>;
+  /** Stops a server an earlier agent left (by its recorded identity); none running is not an error. */
+  stopLeft(socketDir: string, exportName: string): Promise<void>;
+}
+
+/** What the stopped-VM views need of the driver. */
+export interface OfflineDeps {
+  vm: string;
+  runner: Runner;
+  netns?: string;
+  nbd: NbdServers;
+  /** Root's directory for the servers' sockets and identity files. */
+  socketDir: string;
+  record: { write(r: ViewRecord): Promise<void>; remove(): Promise<void> };
+}
+
+/** What `qemu-img info` says of an image, as far as a backup reads it. */
+export interface ImageInfo {
+  sizeBytes: number;
+  /** Persistent bitmaps; `inUse`: QEMU had it open when it stopped uncleanly (inconsistent). */
+  bitmaps: Map<string, { inUse: boolean }>;
+}
+
+/** Parses `qemu-img info --output=json`. */
+export function parseImageInfo(image: string, text: string): ImageInfo {
+  let info: Record<string, unknown>;
+  try {
+    info = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new BadResponseError(`qemu-img info ${image}: not JSON`);
+  }
+  const size = info['virtual-size'];
+  if (typeof size !== 'number' || size < 0)
+    throw new BadResponseError(`qemu-img info ${image}: no virtual-size`);
+  const fs = info['format-specific'] as { data?: { bitmaps?: unknown } } | undefined;
+  const list = Array.isArray(fs?.data?.bitmaps) ? (fs.data.bitmaps as Array<Record<string, unknown>>) : [];
+  const bitmaps = new Map<string, { inUse: boolean }>();
+  for (const b of list)
+    if (typeof b?.name === 'string')
+      bitmaps.set(b.name, { inUse: Array.isArray(b.flags) && b.flags.includes('in-use') });
+  return { sizeBytes: size, bitmaps };
+}
+
+async function qemuImg(d: OfflineDeps, args: string[], maxOutputBytes?: number): Promise<string> {
+  const r = await d.runner.run(['qemu-img', ...args], {
+    ...(d.netns ? { netns: d.netns } : {}),
+    ...(maxOutputBytes ? { maxOutputBytes } : {}),
+  });
+  return r.stdout;
+}
+
+async function imageInfo(d: OfflineDeps, image: string): Promise<ImageInfo> {
+  return parseImageInfo(
+    image,
+    await qemuImg(d, ['info', '-U', '--output=json', image], QEMU_IMG_INFO_MAX_BYTES),
+  );
+}
+
+/** Only local, unencrypted images for now: qemu-nbd would need the LUKS key or the iSCSI/NFS options. */
+function offlineRefusal(vm: string, disks: readonly BackupDisk[], what: string): void {
+  const bad = disks.find((x) => x.encrypted || (x.source !== undefined && x.source !== 'file'));
+  if (bad)
+    throw new UnsupportedError(
+      `VM ${vm} is stopped and disk ${bad.name} is ${bad.encrypted ? 'encrypted' : `an ${bad.source} volume`}: a ${what} of a stopped VM reads local unencrypted images only so far (start the VM and back it up running)`,
+      `vm/${vm}`,
+    );
+}
+
+/**
+ * A stopped VM's backup view: `next` is added to each qcow2 image first (so that a VM started before the commit
+ * still counts its writes), then each disk is served read-only, with `-B base` where the base bitmap is usable.
+ */
+export async function openOffline(
+  d: OfflineDeps,
+  disks: readonly BackupDisk[],
+  opts: BackupOpenOptions,
+): Promise<{ disks: BackupViewDisk[]; record: ViewRecord; servers: NbdServerHandle[] }> {
+  const { vm } = d;
+  checkBitmapNames(vm, opts.bitmaps);
+  if (disks.length === 0)
+    throw new UnsupportedError(`VM ${vm} has no writable disk for a backup to read`, `vm/${vm}`);
+  offlineRefusal(vm, disks, 'backup');
+  const { base, next } = opts.bitmaps;
+  const infos: ImageInfo[] = [];
+  const record: ViewRecord = { version: 1, kind: 'stopped', ...(base ? { base } : {}), next, disks: [] };
+  for (const x of disks) {
+    const info = await imageInfo(d, x.image);
+    if (info.bitmaps.has(next))
+      throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
+    const b = base === undefined ? undefined : info.bitmaps.get(base);
+    infos.push(info);
+    record.disks.push({
+      name: x.name,
+      node: x.node,
+      index: x.index,
+      image: x.image,
+      qcow2: x.qcow2,
+      base: !b ? 'absent' : b.inUse ? 'inconsistent' : 'usable',
+    });
+  }
+  await d.record.write(record);
+  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
+  const servers: NbdServerHandle[] = [];
+  try {
+    for (const x of disks) if (x.qcow2) await qemuImg(d, ['bitmap', '--add', x.image, next]);
+    const out: BackupViewDisk[] = [];
+    for (const [i, x] of disks.entries()) {
+      const changed = changedOf(opts, x, record.disks[i]!.base, true);
+      const s = await d.nbd.start({
+        image: x.image,
+        format: x.qcow2 ? 'qcow2' : 'raw',
+        readOnly: true,
+        ...('context' in changed ? { bitmap: base } : {}),
+        socketDir: d.socketDir,
+        exportName: x.name,
+      });
+      servers.push(s);
+      out.push({
+        name: x.name,
+        sizeBytes: infos[i]!.sizeBytes,
+        socket: s.socket,
+        exportName: s.exportName,
+        changed,
+      });
+    }
+    return { disks: out, record, servers };
+  } catch (e) {
+    await endOffline(d, record, servers, 'abort').catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Ends a stopped VM's view: stops its servers (and any an earlier agent left), then `commit` removes the base bitmap
+ * (`next` counts from this snapshot) and `abort` merges `next` into the base and removes `next`.
+ */
+export async function endOffline(
+  d: OfflineDeps,
+  record: ViewRecord,
+  servers: readonly NbdServerHandle[],
+  outcome: 'commit' | 'abort',
+): Promise<void> {
+  for (const s of servers) await s.stop();
+  for (const x of record.disks) await d.nbd.stopLeft(d.socketDir, x.name);
+  for (const x of record.disks) {
+    if (!x.qcow2 || !x.image) continue;
+    const info = await imageInfo(d, x.image);
+    const hasBase = record.base !== undefined && info.bitmaps.has(record.base);
+    const hasNext = info.bitmaps.has(record.next);
+    if (outcome === 'commit') {
+      if (hasBase) await qemuImg(d, ['bitmap', '--remove', x.image, record.base!]);
+      continue;
+    }
+    if (hasBase && hasNext && x.base === 'usable')
+      await qemuImg(d, ['bitmap', '--merge', record.next, x.image, record.base!]);
+    if (hasNext) await qemuImg(d, ['bitmap', '--remove', x.image, record.next]);
+  }
+  await d.record.remove();
+}
+
+/** A stopped VM's disks served writable for a restore; `close()` stops the servers (qemu-nbd flushes on exit). */
+export async function openRestore(
+  d: Omit<OfflineDeps, 'record'>,
+  disks: readonly BackupDisk[],
+): Promise<RestoreView> {
+  if (disks.length === 0)
+    throw new UnsupportedError(`VM ${d.vm} has no writable disk to restore`, `vm/${d.vm}`);
+  offlineRefusal(d.vm, disks, 'restore');
+  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
+  const servers: NbdServerHandle[] = [];
+  const out: RestoreView['disks'] = [];
+  const stopAll = async () => {
+    for (const s of servers.splice(0)) await s.stop();
+  };
+  try {
+    for (const x of disks) {
+      const info = await imageInfo(d as OfflineDeps, x.image);
+      await d.nbd.stopLeft(d.socketDir, x.name);
+      const s = await d.nbd.start({
+        image: x.image,
+        format: x.qcow2 ? 'qcow2' : 'raw',
+        readOnly: false,
+        socketDir: d.socketDir,
+        exportName: x.name,
+      });
+      servers.push(s);
+      out.push({ name: x.name, sizeBytes: info.sizeBytes, socket: s.socket, exportName: s.exportName });
+    }
+  } catch (e) {
+    await stopAll().catch(() => {});
+    throw e;
+  }
+  return { disks: out, close: stopAll };
+}
