@@ -29,7 +29,14 @@ import {
   teardownLive,
   teardownParts,
 } from './backup-live.js';
-import { endOffline, type NbdServers, type OfflineDeps, openOffline, openRestore } from './backup-offline.js';
+import {
+  endOffline,
+  foldOffline,
+  type NbdServers,
+  type OfflineDeps,
+  openOffline,
+  openRestore,
+} from './backup-offline.js';
 import type { VmPaths } from './cmdline.js';
 import { type FdChannel, passFile } from './pass-fd.js';
 import { GuestAgentClient, type QmpClient } from './qmp.js';
@@ -169,13 +176,23 @@ export class QemuBackups {
     if (!record) return;
     log.warn(
       { vm: name, next: record.next },
-      'backup: undoing a stopped VM backup view an earlier agent left',
+      'backup: undoing a backup view an earlier agent left (VM stopped)',
     );
-    if (!this.h.nbd) {
-      await removeViewRecord(paths);
-      return;
-    }
-    await endOffline(this.offlineDeps(name), record, [], 'abort');
+    if (record.kind === 'stopped' && this.h.nbd)
+      for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
+    await foldOffline(
+      {
+        vm: name,
+        runner: this.h.runner,
+        ...(this.h.netns ? { netns: this.h.netns } : {}),
+        record: {
+          write: (r: ViewRecord) => writeViewRecord(paths, r),
+          remove: () => removeViewRecord(paths),
+        },
+      },
+      record,
+      'abort',
+    );
   }
 
   private claim(name: string): void {

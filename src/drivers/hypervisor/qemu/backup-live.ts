@@ -166,6 +166,8 @@ export async function openLive(
       name: x.name,
       node: x.node,
       index: x.index,
+      // Where qemu-img finds its bitmaps should QEMU stop before the view ends (cleanup folds them offline).
+      image: x.image,
       qcow2: x.qcow2,
       base: baseState(vm, x.name, info, base),
     });

@@ -67,7 +67,11 @@ export function parseImageInfo(image: string, text: string): ImageInfo {
   return { sizeBytes: size, bitmaps };
 }
 
-async function qemuImg(d: OfflineDeps, args: string[], maxOutputBytes?: number): Promise<string> {
+async function qemuImg(
+  d: Pick<OfflineDeps, 'runner' | 'netns'>,
+  args: string[],
+  maxOutputBytes?: number,
+): Promise<string> {
   const r = await d.runner.run(['qemu-img', ...args], {
     ...(d.netns ? { netns: d.netns } : {}),
     ...(maxOutputBytes ? { maxOutputBytes } : {}),
@@ -75,7 +79,7 @@ async function qemuImg(d: OfflineDeps, args: string[], maxOutputBytes?: number):
   return r.stdout;
 }
 
-async function imageInfo(d: OfflineDeps, image: string): Promise<ImageInfo> {
+async function imageInfo(d: Pick<OfflineDeps, 'runner' | 'netns'>, image: string): Promise<ImageInfo> {
   return parseImageInfo(
     image,
     await qemuImg(d, ['info', '-U', '--output=json', image], QEMU_IMG_INFO_MAX_BYTES),
@@ -158,7 +162,8 @@ export async function openOffline(
 
 /**
  * Ends a stopped VM's view: stops its servers (and any an earlier agent left), then `commit` removes the base bitmap
- * (`next` counts from this snapshot) and `abort` merges `next` into the base and removes `next`.
+ * (`next` counts from this snapshot) and `abort` merges `next` into the base, enables the base and removes `next`.
+ * Also ends a running VM's view whose QEMU stopped before it ended (the cleanup after a crash).
  */
 export async function endOffline(
   d: OfflineDeps,
@@ -168,6 +173,15 @@ export async function endOffline(
 ): Promise<void> {
   for (const s of servers) await s.stop();
   for (const x of record.disks) await d.nbd.stopLeft(d.socketDir, x.name);
+  await foldOffline(d, record, outcome);
+}
+
+/** The bitmap part of `endOffline`, with qemu-img on images nothing has open. */
+export async function foldOffline(
+  d: Pick<OfflineDeps, 'vm' | 'runner' | 'netns' | 'record'>,
+  record: ViewRecord,
+  outcome: 'commit' | 'abort',
+): Promise<void> {
   for (const x of record.disks) {
     if (!x.qcow2 || !x.image) continue;
     const info = await imageInfo(d, x.image);
@@ -177,8 +191,11 @@ export async function endOffline(
       if (hasBase) await qemuImg(d, ['bitmap', '--remove', x.image, record.base!]);
       continue;
     }
-    if (hasBase && hasNext && x.base === 'usable')
-      await qemuImg(d, ['bitmap', '--merge', record.next, x.image, record.base!]);
+    if (hasBase && x.base === 'usable') {
+      if (hasNext) await qemuImg(d, ['bitmap', '--merge', record.next, x.image, record.base!]);
+      // A running view's base was disabled: a QEMU that stopped before the view ended stored it so.
+      await qemuImg(d, ['bitmap', '--enable', x.image, record.base!]);
+    }
     if (hasNext) await qemuImg(d, ['bitmap', '--remove', x.image, record.next]);
   }
   await d.record.remove();

@@ -1,0 +1,252 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SystemRunner } from '../../../exec/runner.js';
+import type { BackupDisk, ViewRecord } from './backup-disks.js';
+import {
+  endOffline,
+  foldOffline,
+  type NbdServers,
+  type OfflineDeps,
+  openOffline,
+  openRestore,
+  parseImageInfo,
+} from './backup-offline.js';
+
+// A stopped VM's view with real qemu-img (persistent bitmaps) and real qemu-nbd. The nbd helper's startQemuNbd is
+// not this file's: a minimal adapter (qemu-nbd --fork on a unix socket) stands in for it here.
+
+const runner = new SystemRunner();
+const MiB = 1024 * 1024;
+const BASE = 'vmlink-nightly-20261130T120000Z';
+const NEXT = 'vmlink-nightly-20261201T120000Z';
+let dir = '';
+
+/** qemu-nbd on a unix socket, forked, stopped by its pidfile. */
+const nbd: NbdServers = {
+  async start(o) {
+    const socket = join(o.socketDir, `${o.exportName}.sock`);
+    const pidfile = join(o.socketDir, `${o.exportName}.pid`);
+    await runner.run([
+      'qemu-nbd',
+      '--fork',
+      '--persistent',
+      `--pid-file=${pidfile}`,
+      '-k',
+      socket,
+      '-x',
+      o.exportName,
+      '-f',
+      o.format,
+      ...(o.readOnly ? ['-r'] : []),
+      ...(o.bitmap ? ['-B', o.bitmap] : []),
+      o.image,
+    ]);
+    const stop = async () => {
+      const pid = Number((await readFile(pidfile, 'utf8').catch(() => '0')).trim());
+      if (pid > 0) {
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {}
+        for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++)
+          await new Promise((r) => setTimeout(r, 20));
+      }
+      await rm(pidfile, { force: true });
+    };
+    return { socket, exportName: o.exportName, stop };
+  },
+  async stopLeft() {},
+};
+
+const img = (name: string) => join(dir, `${name}.qcow2`);
+const qemuIo = (image: string, cmd: string) => runner.run(['qemu-io', '-f', 'qcow2', '-c', cmd, image]);
+const bitmaps = async (image: string) =>
+  [
+    ...parseImageInfo(
+      image,
+      (await runner.run(['qemu-img', 'info', '--output=json', image])).stdout,
+    ).bitmaps.keys(),
+  ].sort();
+
+function deps(): OfflineDeps & { recorded: () => ViewRecord | undefined } {
+  let rec: ViewRecord | undefined;
+  return {
+    vm: 'web1',
+    runner,
+    nbd,
+    socketDir: join(dir, 'nbd'),
+    record: {
+      write: async (r) => {
+        rec = r;
+      },
+      remove: async () => {
+        rec = undefined;
+      },
+    },
+    recorded: () => rec,
+  };
+}
+
+const disk = (name: string): BackupDisk => ({
+  name,
+  node: name === 'root' ? 'root' : 'disk0',
+  index: name === 'root' ? 0 : 1,
+  qcow2: true,
+  encrypted: false,
+  image: img(name),
+});
+
+describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => {
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmlink-bk-offline-'));
+    for (const n of ['root', 'data'])
+      await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', img(n), String(16 * MiB)]);
+    await runner.run(['qemu-img', 'bitmap', '--add', img('data'), BASE]);
+    await qemuIo(img('data'), 'write -P 0x11 3M 4k');
+    await qemuIo(img('root'), 'write -P 0x22 0 4k');
+  });
+  afterAll(async () => {
+    // Servers a failed test left: each by its pidfile (ours only).
+    for (const n of ['root', 'data']) {
+      const pid = Number((await readFile(join(dir, 'nbd', `${n}.pid`), 'utf8').catch(() => '0')).trim());
+      if (pid > 0)
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {}
+    }
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves each disk read-only with the base bitmap where it has one; commit swaps base for next', async () => {
+    const d = deps();
+    const v = await openOffline(d, [disk('root'), disk('data')], {
+      bitmaps: { base: BASE, next: NEXT },
+      freeze: true,
+      full: false,
+    });
+    expect(v.disks.map((x) => [x.name, x.sizeBytes, x.changed])).toEqual([
+      ['root', 16 * MiB, { fullReason: 'stopped-no-bitmap' }],
+      ['data', 16 * MiB, { context: `qemu:dirty-bitmap:${BASE}` }],
+    ]);
+    expect(d.recorded()?.disks.map((x) => x.base)).toEqual(['absent', 'usable']);
+    const data = v.disks[1]!;
+    const map = await runner.run([
+      'qemu-img',
+      'map',
+      '--output=json',
+      '--image-opts',
+      `driver=nbd,export=data,server.type=unix,server.path=${data.socket},x-dirty-bitmap=qemu:dirty-bitmap:${BASE}`,
+    ]);
+    const dirty = (JSON.parse(map.stdout) as Array<{ start: number; length: number; data: boolean }>)
+      .filter((e) => !e.data)
+      .map((e) => [e.start, e.length]);
+    expect(dirty).toEqual([[3 * MiB, 64 * 1024]]);
+    // Read-only: a write through the export is refused.
+    const w = await runner.run(
+      ['qemu-io', '-f', 'raw', '-c', 'write 0 4k', `nbd+unix:///data?socket=${data.socket}`],
+      { allowFailure: true },
+    );
+    expect(`${w.stdout}${w.stderr}`).toMatch(/Permission denied|read.only/i);
+    expect(await bitmaps(img('data'))).toEqual([BASE, NEXT]);
+    await endOffline(d, v.record, v.servers, 'commit');
+    expect(await bitmaps(img('data'))).toEqual([NEXT]);
+    expect(await bitmaps(img('root'))).toEqual([NEXT]);
+    expect(d.recorded()).toBeUndefined();
+  });
+
+  it('abort merges next into the base and drops next', async () => {
+    const d = deps();
+    await qemuIo(img('data'), 'write -P 0x33 5M 4k'); // counted by NEXT (now the base)
+    const v = await openOffline(d, [disk('data')], {
+      bitmaps: { base: NEXT, next: 'vmlink-nightly-20261202T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    // Written while the view is open (as if the VM had started): in the new bitmap only, until the abort folds it.
+    await v.servers[0]!.stop();
+    await qemuIo(img('data'), 'write -P 0x44 9M 4k');
+    await endOffline(d, v.record, v.servers, 'abort');
+    expect(await bitmaps(img('data'))).toEqual([NEXT]);
+    const v2 = await openOffline(d, [disk('data')], {
+      bitmaps: { base: NEXT, next: 'vmlink-nightly-20261203T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    const map = await runner.run([
+      'qemu-img',
+      'map',
+      '--output=json',
+      '--image-opts',
+      `driver=nbd,export=data,server.type=unix,server.path=${v2.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:${NEXT}`,
+    ]);
+    const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
+      .filter((e) => !e.data)
+      .map((e) => e.start);
+    expect(dirty).toEqual([5 * MiB, 9 * MiB]);
+    await endOffline(d, v2.record, v2.servers, 'abort');
+  });
+
+  it('a running view whose QEMU stopped before it ended: the cleanup folds next back and re-enables the base', async () => {
+    const image = img('data');
+    const base = 'vmlink-p-20261204T120000Z';
+    const next = 'vmlink-p-20261205T120000Z';
+    await runner.run(['qemu-img', 'bitmap', '--add', '--disable', image, base]);
+    await runner.run(['qemu-img', 'bitmap', '--add', image, next]);
+    await qemuIo(image, 'write -P 0x66 7M 4k'); // after the cut: in next only
+    const d = deps();
+    const record: ViewRecord = {
+      version: 1,
+      kind: 'running',
+      base,
+      next,
+      disks: [{ name: 'data', node: 'disk0', index: 1, image, qcow2: true, base: 'usable' }],
+    };
+    await foldOffline(d, record, 'abort');
+    const info = JSON.parse((await runner.run(['qemu-img', 'info', '--output=json', image])).stdout) as {
+      'format-specific': { data: { bitmaps: Array<{ name: string; flags: string[] }> } };
+    };
+    const b = info['format-specific'].data.bitmaps.find((x) => x.name === base);
+    expect(b?.flags).toContain('auto'); // enabled again
+    expect(info['format-specific'].data.bitmaps.some((x) => x.name === next)).toBe(false);
+    const v = await openOffline(d, [disk('data')], {
+      bitmaps: { base, next: 'vmlink-p-20261206T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    const map = await runner.run([
+      'qemu-img',
+      'map',
+      '--output=json',
+      '--image-opts',
+      `driver=nbd,export=data,server.type=unix,server.path=${v.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:${base}`,
+    ]);
+    const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
+      .filter((e) => !e.data)
+      .map((e) => e.start);
+    expect(dirty).toEqual([7 * MiB]);
+    await endOffline(d, v.record, v.servers, 'abort');
+  });
+
+  it('a restore view is writable and refuses encrypted or network disks', async () => {
+    const d = deps();
+    const r = await openRestore(d, [disk('root')]);
+    const sock = r.disks[0]!.socket;
+    await runner.run([
+      'qemu-io',
+      '-f',
+      'raw',
+      '-c',
+      'write -P 0x55 1M 64k',
+      `nbd+unix:///root?socket=${sock}`,
+    ]);
+    await r.close();
+    const check = await qemuIo(img('root'), 'read -P 0x55 1M 64k');
+    expect(check.stdout).not.toMatch(/fail/i);
+    await expect(openRestore(d, [{ ...disk('root'), encrypted: true }])).rejects.toThrow(
+      /disk root is encrypted/,
+    );
+    await expect(openRestore(d, [{ ...disk('root'), source: 'iscsi' }])).rejects.toThrow(/an iscsi volume/);
+  });
+});
