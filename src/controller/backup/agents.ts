@@ -6,13 +6,13 @@ import type {
   FileRestoreRequest,
   PullRequest,
   RestoreRequest,
+  StoreEnsureRequest,
   VerifyRequest,
 } from '../../agent/wire-backup.js';
 import {
   BACKUP_JOB_POLL_MS,
   BACKUP_JOB_TIMEOUT_MS,
   type BackupJob,
-  type BackupStoreConfig,
   type BackupStoreStatus,
   type GcResult,
   type Manifest,
@@ -40,7 +40,7 @@ import type { Store } from '../store/types.js';
 
 /** What the controller asks of a host's agent about backups (the agent's wire-backup.ts routes). */
 export interface BackupAgent {
-  backupStoreEnsure(store: BackupStoreConfig): Promise<BackupStoreStatus>;
+  backupStoreEnsure(store: StoreEnsureRequest['store']): Promise<BackupStoreStatus>;
   backupStores(): Promise<BackupStoreStatus[]>;
   snapshots(store: string, vm?: string): Promise<SnapshotSummary[]>;
   manifest(store: string, id: SnapshotId): Promise<Manifest>;
@@ -54,7 +54,7 @@ export interface BackupAgent {
   job(id: string): Promise<BackupJob>;
 }
 
-const BACKUP_METHODS = [
+export const BACKUP_METHODS = [
   'backupStoreEnsure',
   'backupStores',
   'snapshots',
@@ -93,9 +93,9 @@ export function storeSpec(spec: Spec, name: string): BackupStoreSpec {
 }
 
 /** What the store's host agent is asked to realise (`ensure`): its directory defaults to the agent's choice. */
-export function storeConfig(s: BackupStoreSpec): BackupStoreConfig {
-  // No path in the spec: the agent picks `<state dir>/backup-stores/<name>` (the schema's path is optional there).
-  return { name: s.name, offsite: s.offsite, ...(s.path ? { path: s.path } : {}) } as BackupStoreConfig;
+export function storeConfig(s: BackupStoreSpec): StoreEnsureRequest['store'] {
+  // No path in the spec: the agent picks `<its state dir>/backup-stores/<name>`.
+  return { name: s.name, offsite: s.offsite, ...(s.path ? { path: s.path } : {}) };
 }
 
 /**

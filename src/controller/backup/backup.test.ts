@@ -4,10 +4,12 @@ import type { BackupRunRequest } from '../../agent/wire-backup.js';
 import { RecordingRunner } from '../../exec/runner.js';
 import { parseRecoveryKey } from '../../shared/backup-crypto.js';
 import { derivedMac } from '../../spec/net.js';
+import { AgentClient } from '../agents.js';
 import { Controller } from '../controller.js';
 import { hostKey } from '../monitor.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { TaskContext } from '../tasks.js';
+import { BACKUP_METHODS, type BackupAgent } from './agents.js';
 import { FakeBackupFleet } from './fake-backup.test-util.js';
 import { restoredKey, rtoKey, scheduleKey } from './records.js';
 
@@ -44,6 +46,15 @@ function task(): TaskContext & { lines: string[] } {
 
 const T0 = Date.parse('2026-12-01T02:00:00Z');
 const MIN = 60_000;
+
+describe('the agent client', () => {
+  it('has every backup call the controller makes, with the signatures it uses', () => {
+    // Type-checked: the real client is a BackupAgent.
+    const asBackupAgent = (c: AgentClient): BackupAgent => c;
+    expect(typeof asBackupAgent).toBe('function');
+    for (const m of BACKUP_METHODS) expect(typeof AgentClient.prototype[m], m).toBe('function');
+  });
+});
 
 describe('controller backups (fake agents, fake clock)', () => {
   let fleet: FakeBackupFleet;

@@ -7,12 +7,12 @@ import type {
   BackupRunRequest,
   FileRestoreRequest,
   RestoreRequest,
+  StoreEnsureRequest,
   VerifyRequest,
 } from '../../agent/wire-backup.js';
 import {
   BACKUP_CHUNK_BYTES,
   type BackupJob,
-  type BackupStoreConfig,
   type BackupStoreStatus,
   type Manifest,
   parseSnapshotId,
@@ -25,7 +25,7 @@ import type { BackupAgent } from './agents.js';
 
 /** One fake store: manifests by id, the fingerprint it is bound to, verify outcomes. */
 export interface FakeStore {
-  config: BackupStoreConfig;
+  config: StoreEnsureRequest['store'];
   fingerprint?: string;
   manifests: Map<string, Manifest>;
   verify: Map<string, NonNullable<SnapshotSummary['verify']>>;
