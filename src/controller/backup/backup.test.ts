@@ -5,10 +5,11 @@ import { RecordingRunner } from '../../exec/runner.js';
 import { parseRecoveryKey } from '../../shared/backup-crypto.js';
 import { derivedMac } from '../../spec/net.js';
 import { AgentClient } from '../agents.js';
+import { createControllerApi } from '../api.js';
 import { Controller } from '../controller.js';
 import { hostKey } from '../monitor.js';
 import { SqliteStore } from '../store/sqlite.js';
-import type { TaskContext } from '../tasks.js';
+import { type TaskContext, TaskManager } from '../tasks.js';
 import { BACKUP_METHODS, type BackupAgent } from './agents.js';
 import { FakeBackupFleet } from './fake-backup.test-util.js';
 import { restoredKey, rtoKey, scheduleKey } from './records.js';
@@ -389,5 +390,38 @@ describe('controller backups (fake agents, fake clock)', () => {
     const l = await controller.backups.list({ vm: 'web1' });
     expect(l.snapshots.map((s) => `${s.store} ${s.snapshot.id}`)).toEqual(['site web1@20261201T020000Z']);
     expect(l.unreachable).toEqual([{ store: 'vault', reason: expect.stringContaining('ECONNREFUSED') }]);
+  });
+
+  it('serves the routes of wire-backup.ts: keys answered once and audited by name only, runs as backup tasks', async () => {
+    const tasks = new TaskManager();
+    const app = await createControllerApi(controller, tasks);
+    try {
+      const created = await app.inject({ method: 'POST', url: '/v1/backups/keys', payload: { name: 'bk3' } });
+      expect(created.statusCode).toBe(200);
+      const { recoveryKey, fingerprint } = created.json() as { recoveryKey: string; fingerprint: string };
+      expect(fingerprint).toMatch(/^[0-9a-f]{32}$/);
+      const accepted = await app.inject({ method: 'POST', url: '/v1/backups/run', payload: { vm: 'web1' } });
+      expect(accepted.statusCode).toBe(202);
+      const done = await tasks.wait((accepted.json() as { taskId: string }).taskId);
+      expect(done).toMatchObject({
+        kind: 'backup',
+        state: 'succeeded',
+        result: { store: 'site', snapshot: { vm: 'web1' } },
+      });
+      const status = await app.inject({ method: 'GET', url: '/v1/backups/status' });
+      expect(status.statusCode).toBe(200);
+      expect(status.json()).toMatchObject({ policies: [{ name: 'nightly', nextRunAt: expect.any(String) }] });
+      const bad = await app.inject({
+        method: 'POST',
+        url: '/v1/restores',
+        payload: { snapshot: 'web1', target: { kind: 'in-place' } },
+      });
+      expect(bad.statusCode).toBe(422);
+      const audit = JSON.stringify(await store.auditEntries(undefined, 100));
+      expect(audit).toContain('"object":"bk3"');
+      expect(audit).not.toContain(recoveryKey);
+    } finally {
+      await app.close();
+    }
   });
 });

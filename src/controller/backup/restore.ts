@@ -328,6 +328,11 @@ async function restoreAsNew(
   ctx: TaskContext,
   opts: { test?: true } = {},
 ): Promise<RestoreResult> {
+  if (spec.cluster)
+    throw new UnsupportedError(
+      `restore --as in a cluster is not supported yet (the new VM would need an owner record for its host to start it): restore in place, or add the VM to the spec and restore in place`,
+      `vm/${t.name}`,
+    );
   const specHost = spec.vms.find((v) => v.name === f.summary.vm)?.host;
   const host = t.host ?? (spec.hosts.some((h) => h.name === f.summary.host) ? f.summary.host : specHost);
   if (!host)
