@@ -11,6 +11,7 @@ import { installAccessControl, principalOf } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
+import { addBackupRoutes } from './backup/routes.js';
 import { installStandbyGate } from './cluster/active.js';
 import { addClusterRoutes } from './cluster/routes.js';
 import { type ClusterRuntime, standaloneRuntime } from './cluster/runtime.js';
@@ -53,6 +54,8 @@ import { HostDevicesListSchema } from './wire-devices.js';
 // Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply; a drill
 // (kills and restores lab processes) never runs beside a lab up/down or another drill.
 const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage', 'drill'] as const;
+// Backup tasks (runs, verify, sync, prune, restores) change no host's configuration: they run beside applies, one per
+// VM at a time (backup/deps.ts VmLocks).
 
 /** Options of the API server. */
 export interface ApiOptions {
@@ -101,7 +104,7 @@ export async function createControllerApi(
   const cluster = opts.cluster ?? standaloneRuntime(tasks);
   installStandbyGate(base, cluster, opts.token ? 'tcp' : 'unix-socket');
   const startTask = (
-    kind: (typeof MUTATING)[number] | 'verify',
+    kind: (typeof MUTATING)[number] | 'verify' | 'backup',
     body: (ctx: TaskContext) => Promise<unknown>,
   ) => {
     if ((MUTATING as readonly string[]).includes(kind)) assertIdle(tasks.running(MUTATING));
@@ -398,6 +401,7 @@ export async function createControllerApi(
     startTask: (body) => startTask('storage', body),
     assertIdle: () => assertIdle(tasks.running(MUTATING)),
   });
+  addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
   await base.ready();
   return base;
 }

@@ -7,6 +7,10 @@ import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } 
 import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
 import { type ApplyOptions, Deployer, type ReconcileOptions } from './apply.js';
+import { BackupControl } from './backup/control.js';
+import { type BackupDeps, VmLocks } from './backup/deps.js';
+import { BackupKeys } from './backup/keys.js';
+import { BackupManager, type BackupManagerOptions } from './backup/manager.js';
 import type { Coordination } from './cluster/types.js';
 import type { ConfirmTiming } from './confirm.js';
 import { hostDevices } from './device-views.js';
@@ -67,6 +71,8 @@ export interface ControllerOptions {
    * without TLS (`etcd+http://`, tests): without client certificates nobody has an etcd identity.
    */
   etcdAuth?: boolean;
+  /** The backup side's clock and job polling (tests: a fake clock, a short poll). */
+  backup?: Pick<BackupDeps, 'now' | 'poll'>;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -90,6 +96,8 @@ export class Controller {
   readonly drills: DrillControl;
   /** Pools, volumes, snapshots, image import and capacity (the storage routes call it directly). */
   readonly storage: StorageControl;
+  /** Backups, restores, keys and objectives (the backup routes and the backup manager call it directly). */
+  readonly backups: BackupControl;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -138,6 +146,28 @@ export class Controller {
     this.vmControl = new VmControl(store, this.specs, agents);
     this.storage = new StorageControl(store, this.specs, agents);
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
+    const vault = this.vault;
+    this.backups = new BackupControl({
+      store,
+      spec: async () => (await this.specs.current())?.spec,
+      agents,
+      keys: new BackupKeys(store, vault),
+      hosts: {
+        failedHosts: async () => {
+          const spec = (await this.specs.current())?.spec;
+          if (!coordination || !spec?.cluster) return new Set<string>();
+          const live = new Set((await coordination.liveHosts()).map((h) => h.host));
+          return new Set(
+            spec.hosts.filter((h) => h.role !== 'storage' && !live.has(h.name)).map((h) => h.name),
+          );
+        },
+      },
+      ownerHost: async (vm) => (await this.ownership.get(vm))?.host,
+      ...(vault ? { secretValues: (names: string[]) => vault.values(names) } : {}),
+      locks: new VmLocks(),
+      now: opts.backup?.now ?? (() => new Date()),
+      ...(opts.backup?.poll ? { poll: opts.backup.poll } : {}),
+    });
     this.drills = new DrillControl({
       parse: (text, source) => this.specs.parser.parse(text, source),
       runner,
@@ -162,6 +192,14 @@ export class Controller {
       decide: this.decide,
       fenceVolumes: this.fenceVolumes,
     });
+  }
+
+  /**
+   * The backup manager (register it as an active-only service): due schedules, restore tests and objectives on the
+   * active controller; with SQLite, the only controller.
+   */
+  backupManager(opts: BackupManagerOptions = {}): BackupManager {
+    return new BackupManager(this.backups, opts);
   }
 
   /**

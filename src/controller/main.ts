@@ -128,6 +128,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   });
   const haManager = controller.haManager();
   if (haManager) runtime.addActiveService(haManager);
+  // Backup schedules, restore tests and objectives: on the active controller only (every controller with SQLite).
+  runtime.addActiveService(controller.backupManager());
   // One token store and audit trail for both listeners.
   const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
   const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime })];

@@ -11,6 +11,7 @@ import { ConflictError, InvalidSpecError } from '../shared/errors.js';
 import type { HostReport, UplinkConfig } from '../shared/model.js';
 import { admitSpec } from '../spec/admission.js';
 import type { Spec } from '../spec/schema.js';
+import { restoredVmSet } from './backup/records.js';
 import { type AgentFactory, gatherReports, REPORT_TIMEOUT_MS } from './hosts.js';
 import { hostHealth } from './monitor.js';
 import { missingSecretIssues } from './secrets/usage.js';
@@ -113,7 +114,13 @@ export async function planAgainstHosts(
       }
     }),
   );
-  const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)];
+  // VMs made by `restore --as` belong to no spec: the plan leaves them alone (`vmlink restore discard` removes them).
+  const restored = await restoredVmSet(store);
+  const observed = [...reports, ...removed.filter((r): r is HostReport => r !== undefined)].map((r) =>
+    r.vms.some((v) => restored(v.name, r.host))
+      ? { ...r, vms: r.vms.filter((v) => !restored(v.name, r.host)) }
+      : r,
+  );
   const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
   const all = planChanges(desired, observed, uplinks);
   const plan =

@@ -166,6 +166,14 @@ describe('the role policy', () => {
         'POST /v1/vms/:name/snapshots',
         'POST /v1/vms/:name/snapshots/:snap/rollback',
         'DELETE /v1/vms/:name/snapshots/:snap',
+        // Backups (issue 12): runs, checks, syncs, pruning, restores and restore tests.
+        'POST /v1/backups/run',
+        'POST /v1/backups/verify',
+        'POST /v1/backups/sync',
+        'POST /v1/backups/prune',
+        'POST /v1/restores',
+        'POST /v1/restores/test',
+        'DELETE /v1/restores/:name',
       ].sort(),
     );
     expect(withRole('open')).toEqual(['GET /v1/pki/ca', 'POST /v1/join']);
@@ -177,6 +185,10 @@ describe('the role policy', () => {
     expect(ruleFor('POST', '/v1/volumes/:pool/:name/resize')?.scope).toBe('unscoped');
     expect(ruleFor('POST', '/v1/vms/:name/snapshots')?.scope).toBe('vm');
     expect(ruleFor('GET', '/v1/capacity')).toEqual({ role: 'read-only', scope: 'any' });
+    // Backup keys are an admin's; objectives and lists anyone's.
+    expect(ruleFor('POST', '/v1/backups/keys')?.role).toBe('admin');
+    expect(ruleFor('POST', '/v1/backups/keys/import')?.role).toBe('admin');
+    expect(ruleFor('GET', '/v1/backups/status')).toEqual({ role: 'read-only', scope: 'any' });
   });
 });
 

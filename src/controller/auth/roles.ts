@@ -48,6 +48,11 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
   'GET /v1/ha': read(),
+  // Backups (issue 12): lists and objectives are read-only; running, checking, syncing, pruning and restoring act on
+  // several objects (a VM, stores on other hosts): operator without scopes; keys: admin.
+  'GET /v1/backups': read(),
+  'GET /v1/backups/status': read(),
+  'GET /v1/restores': read(),
   // Standbys answer it too: where the active controller is, etcd's members, the hosts' leases.
   'GET /v1/cluster': read(),
   // A task's id is an unguessable UUID that only its starter was given.
@@ -77,6 +82,14 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   // Reads a file on the pool's host, but only below the agent's import roots (agent/wire-checks.ts).
   'POST /v1/images/import': { ...operator('unscoped'), bodyObject: 'name' },
 
+  'POST /v1/backups/run': operator('unscoped'),
+  'POST /v1/backups/verify': operator('unscoped'),
+  'POST /v1/backups/sync': operator('unscoped'),
+  'POST /v1/backups/prune': operator('unscoped'),
+  'POST /v1/restores': operator('unscoped'),
+  'POST /v1/restores/test': operator('unscoped'),
+  'DELETE /v1/restores/:name': operator('unscoped'),
+
   'POST /v1/apply': admin(),
   'POST /v1/destroy': admin(),
   'POST /v1/lab/up': admin(),
@@ -90,6 +103,9 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/tokens': admin(),
   'DELETE /v1/tokens/:name': admin(),
   'GET /v1/audit': admin(),
+  // A backup key's recovery key is shown once by create; import takes one (it never appears in the audit trail).
+  'POST /v1/backups/keys': { ...admin(), bodyObject: 'name' },
+  'POST /v1/backups/keys/import': { ...admin(), bodyObject: 'name' },
 };
 
 /** Route trees whose every route needs an unscoped admin (controller secrets: values, CHAP and disk keys). */
@@ -98,7 +114,11 @@ export const PREFIX_RULES: ReadonlyArray<{ prefix: string; rule: RouteRule }> = 
 ];
 
 /** The task kinds and the role that may start each (see api.ts); others need an admin to cancel. */
-const TASK_ROLES: Readonly<Record<string, Role>> = { verify: 'operator', storage: 'operator' };
+const TASK_ROLES: Readonly<Record<string, Role>> = {
+  verify: 'operator',
+  storage: 'operator',
+  backup: 'operator',
+};
 
 /** The rule of `method` on the route pattern `url`, or undefined when the table has none. */
 export function ruleFor(method: string, url: string): RouteRule | undefined {
