@@ -1,0 +1,208 @@
+// Backups, side by side on the same disk image (issue 12, bench/README.md): vmlink (qemu-nbd with the image's
+// persistent dirty bitmap, the agent's backup pipeline, a local chunk store) against restic and borg (Debian
+// packages, encryption on) backing up the raw image. Rounds: full, then 1 % changed (twenty 1 MiB writes at random
+// offsets for 2 GiB), 10 % changed, and the worst case for fixed chunks (the 1 % as 4 KiB writes scattered over the
+// disk); each an incremental backup of every tool. Then each tool's newest backup is restored and compared with the
+// image byte for byte. Prints time, bytes read and bytes stored per round and tool, the ratios, and writes
+// bench/results/backup.json.
+//   npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { applyChange, changesFor, makeImage } from './backup-image.js';
+import { type BackupFigures, type BackupTool, Borg, Restic, type RestoreFigures } from './backup-tools.js';
+import { hostInfo, load1, onCleanup, round, runCleanups, since } from './lib.js';
+
+const MiB = 1024 * 1024;
+const RESULTS = fileURLToPath(new URL('./results/backup.json', import.meta.url));
+
+/** `512M`, `2G`, `1536M`: bytes, a multiple of 4 MiB, from 64 MiB to 64 GiB. */
+function parseSize(s: string): number {
+  const m = /^(\d+)([MG])$/i.exec(s);
+  if (!m) throw new Error(`--size ${s}: give e.g. 512M or 2G`);
+  const bytes = Number(m[1]) * (m[2]!.toUpperCase() === 'G' ? 1024 : 1) * MiB;
+  if (bytes < 64 * MiB || bytes > 64 * 1024 * MiB || bytes % (4 * MiB) !== 0)
+    throw new Error(`--size ${s}: must be a multiple of 4M between 64M and 64G`);
+  return bytes;
+}
+
+const fmtBytes = (n: number): string =>
+  n >= 1024 * MiB
+    ? `${(n / 1024 / MiB).toFixed(2)} GiB`
+    : n >= MiB || n === 0
+      ? `${(n / MiB).toFixed(1)} MiB`
+      : `${(n / 1024).toFixed(0)} KiB`;
+const fmtS = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+
+interface Row {
+  round: string;
+  changedBytes: number;
+  figures: Record<string, BackupFigures>;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: '2G' },
+      only: { type: 'string', default: 'vmlink,restic,borg' },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log('usage: npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]');
+    return;
+  }
+  const size = parseSize(values.size);
+  const only = values.only.split(',').map((s) => s.trim());
+  for (const o of only)
+    if (!['vmlink', 'restic', 'borg'].includes(o))
+      throw new Error(`--only: unknown side ${o} (vmlink, restic, borg)`);
+  const t0 = performance.now();
+  const dir = mkdtempSync('/tmp/vmlink-bench-backup-');
+  chmodSync(dir, 0o700);
+  const removeDir = onCleanup(`rm ${dir}`, () => {
+    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+  });
+  const info = hostInfo();
+  console.log(`backup bench: ${fmtBytes(size)} image, in ${dir}`);
+  console.log(
+    `machine: ${info.cpuModel}, ${info.cores} cores, ${info.kernel}, ${info.qemu}, load ${info.loadavgAtStart.join(' ')}`,
+  );
+  console.log(`restic: ${execFileSync('restic', ['version'], { encoding: 'utf8' }).trim()}`);
+  console.log(`borg: ${execFileSync('borg', ['--version'], { encoding: 'utf8' }).trim()}`);
+
+  const raw = join(dir, 'disk.raw');
+  const qcow2 = join(dir, 'disk.qcow2');
+  let t = performance.now();
+  const facts = makeImage(raw, qcow2, size);
+  console.log(
+    `image: ${fmtBytes(facts.dataBytes)} of data (${fmtBytes(facts.randomBytes)} random, ${fmtBytes(facts.compressibleBytes)} compressible, 4 bits/byte), the rest holes; made in ${fmtS(since(t))} (untimed)`,
+  );
+
+  // vmlink's side is loaded only when it runs: `--only restic,borg` needs none of its parts.
+  const tools: BackupTool[] = [];
+  if (only.includes('vmlink'))
+    throw new Error(
+      "vmlink's side needs the backup pipeline, qemu-nbd and the chunk store (issue 12), not on this branch yet: run --only restic,borg",
+    );
+  if (only.includes('restic')) tools.push(new Restic(dir, raw));
+  if (only.includes('borg')) tools.push(new Borg(dir, raw));
+  for (const tool of tools) {
+    await tool.init();
+    onCleanup(`${tool.name} close`, () => tool.close());
+  }
+
+  const rows: Row[] = [];
+  const rounds = [
+    { name: 'full', change: undefined },
+    ...changesFor(size).map((c) => ({ name: c.name, change: c })),
+  ];
+  for (const [i, r] of rounds.entries()) {
+    let changed = 0;
+    if (r.change) {
+      t = performance.now();
+      changed = applyChange(dir, { qcow2, raw }, r.change, 1000 + i, size);
+      console.log(
+        `\nchange ${r.name}: ${r.change.count} writes of ${fmtBytes(r.change.bytes)} at random offsets (${fmtBytes(changed)}; qemu-io on both images, ${fmtS(since(t))}, untimed)`,
+      );
+    } else console.log('\nfull backup');
+    // The order of the tools turns every round, so that noise from other work hits each in turn.
+    const order = tools.map((_, k) => tools[(k + i) % tools.length]!);
+    const row: Row = { round: r.name, changedBytes: changed, figures: {} };
+    for (const tool of order) {
+      const f = await tool.backup(r.name);
+      row.figures[tool.name] = f;
+      console.log(
+        `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)}  read ${fmtBytes(f.readBytes).padStart(11)}  stored ${fmtBytes(f.storedBytes).padStart(11)}${f.note ? `  (${f.note})` : ''}   load ${load1()}`,
+      );
+    }
+    rows.push(row);
+  }
+
+  console.log(
+    '\nrestore of the newest backup (into a fresh file, then compared with the image byte for byte)',
+  );
+  const restores: Record<string, RestoreFigures & { mibPerS: number; identical: boolean }> = {};
+  const outDir = join(dir, 'restored');
+  mkdirSync(outDir);
+  for (const tool of tools) {
+    const f = await tool.restore(outDir);
+    let identical = true;
+    try {
+      execFileSync('qemu-img', ['compare', '-q', '-f', f.format, '-F', 'raw', f.path, raw]);
+    } catch {
+      identical = false;
+    }
+    const mibPerS = round(size / MiB / (f.ms / 1000), 1);
+    restores[tool.name] = { ...f, mibPerS, identical };
+    console.log(
+      `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)}  ${String(mibPerS).padStart(7)} MiB/s of disk  ${identical ? 'identical to the image' : 'DIFFERS from the image'}`,
+    );
+    rmSync(f.path, { force: true });
+  }
+
+  // Side by side: each reference's time over vmlink's (above 1: vmlink is faster by that factor).
+  console.log('\nsummary (time; read; stored)   ratios: reference time / vmlink time');
+  const names = tools.map((x) => x.name);
+  console.log(`  ${'round'.padEnd(14)}${names.map((n) => n.padEnd(34)).join('')}ratios`);
+  for (const row of rows) {
+    const cells = names.map((n) => {
+      const f = row.figures[n]!;
+      return `${fmtS(f.ms)}; ${fmtBytes(f.readBytes)}; ${fmtBytes(f.storedBytes)}`.padEnd(34);
+    });
+    const v = row.figures.vmlink;
+    const ratios = v
+      ? names
+          .filter((n) => n !== 'vmlink')
+          .map((n) => `${n}/vmlink ${(row.figures[n]!.ms / v.ms).toFixed(1)}x`)
+          .join('  ')
+      : '';
+    console.log(`  ${row.round.padEnd(14)}${cells.join('')}${ratios}`);
+  }
+  const bad = Object.entries(restores).filter(([, r]) => !r.identical);
+
+  mkdirSync(join(RESULTS, '..'), { recursive: true });
+  writeFileSync(
+    RESULTS,
+    `${JSON.stringify(
+      {
+        at: new Date().toISOString(),
+        sizeBytes: size,
+        image: facts,
+        machine: info,
+        rounds: rows.map((r) => ({
+          round: r.round,
+          changedBytes: r.changedBytes,
+          figures: Object.fromEntries(
+            Object.entries(r.figures).map(([k, f]) => [k, { ...f, ms: round(f.ms, 1) }]),
+          ),
+        })),
+        restores: Object.fromEntries(
+          Object.entries(restores).map(([k, r]) => [
+            k,
+            { ms: round(r.ms, 1), mibPerS: r.mibPerS, identical: r.identical },
+          ]),
+        ),
+        runSeconds: round(since(t0) / 1000, 1),
+      },
+      null,
+      1,
+    )}\n`,
+  );
+  console.log(`\nwrote ${RESULTS}; ran ${fmtS(since(t0))}`);
+  await runCleanups();
+  void removeDir;
+  if (bad.length) throw new Error(`restore differs from the image: ${bad.map(([k]) => k).join(', ')}`);
+}
+
+process.on('SIGINT', () => void runCleanups().then(() => process.exit(130)));
+process.on('SIGTERM', () => void runCleanups().then(() => process.exit(143)));
+main().catch(async (e: unknown) => {
+  console.error(`backup bench failed: ${(e as Error).stack ?? String(e)}`);
+  await runCleanups();
+  process.exit(1);
+});
