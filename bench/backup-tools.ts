@@ -1,13 +1,15 @@
 // The reference sides of bench/backup.ts: restic and borg (Debian packages), each backing up the raw mirror of the
 // image as a user backs up a raw disk image file, with encryption on, and restoring it.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 /** One backup by one tool. */
 export interface BackupFigures {
   ms: number;
+  /** CPU time (user + system) of this process and the children it waited for meanwhile: see cpuMs(). */
+  cpuMs?: number;
   /** Bytes the tool read (processed) from the image. */
   readBytes: number;
   /** Growth of the repository directory on disk (`du -sb`): what this backup added, metadata included. */
@@ -18,6 +20,7 @@ export interface BackupFigures {
 /** One restore by one tool, of its newest backup into a fresh file. */
 export interface RestoreFigures {
   ms: number;
+  cpuMs?: number;
   /** The restored file or image, for the caller's byte comparison. */
   path: string;
   format: 'raw' | 'qcow2';
@@ -34,6 +37,20 @@ export interface BackupTool {
   restore(outDir: string): Promise<RestoreFigures>;
   /** Removes what it started (not the files). */
   close(): Promise<void>;
+}
+
+/**
+ * CPU milliseconds used so far by this process (all its threads: zstd and crypto included) plus the children it has
+ * waited for (restic, borg, qemu-img; from /proc/self/stat's cutime and cstime). A daemonized grandchild (qemu-nbd,
+ * which forks) is not counted. On a loaded machine this says more than wall time.
+ */
+export function cpuMs(): number {
+  const self = process.cpuUsage();
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 16 and 17 of the stat line (cutime, cstime), in clock ticks (100 per second on Linux).
+  const children = (Number(fields[13]) + Number(fields[14])) * 10;
+  return (self.user + self.system) / 1000 + children;
 }
 
 /** Apparent bytes of everything below `dir` (`du -sb`). */

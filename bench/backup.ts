@@ -13,7 +13,14 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { applyChange, changesFor, makeImage } from './backup-image.js';
-import { type BackupFigures, type BackupTool, Borg, Restic, type RestoreFigures } from './backup-tools.js';
+import {
+  type BackupFigures,
+  type BackupTool,
+  Borg,
+  cpuMs,
+  Restic,
+  type RestoreFigures,
+} from './backup-tools.js';
 import { hostInfo, load1, onCleanup, round, runCleanups, since } from './lib.js';
 
 const MiB = 1024 * 1024;
@@ -87,7 +94,7 @@ async function main(): Promise<void> {
   const tools: BackupTool[] = [];
   if (only.includes('vmlink'))
     throw new Error(
-      "vmlink's side needs the backup pipeline, qemu-nbd and the chunk store (issue 12), not on this branch yet: run --only restic,borg",
+      "vmlink's side needs the agent's backup pipeline (agent/backup/pipeline.ts), not on this branch yet: run --only restic,borg",
     );
   if (only.includes('restic')) tools.push(new Restic(dir, raw));
   if (only.includes('borg')) tools.push(new Borg(dir, raw));
@@ -114,10 +121,12 @@ async function main(): Promise<void> {
     const order = tools.map((_, k) => tools[(k + i) % tools.length]!);
     const row: Row = { round: r.name, changedBytes: changed, figures: {} };
     for (const tool of order) {
-      const f = await tool.backup(r.name);
+      const c0 = cpuMs();
+      const f = { ...(await tool.backup(r.name)), cpuMs: 0 };
+      f.cpuMs = round(cpuMs() - c0, 0);
       row.figures[tool.name] = f;
       console.log(
-        `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)}  read ${fmtBytes(f.readBytes).padStart(11)}  stored ${fmtBytes(f.storedBytes).padStart(11)}${f.note ? `  (${f.note})` : ''}   load ${load1()}`,
+        `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)} (cpu ${fmtS(f.cpuMs).padStart(8)})  read ${fmtBytes(f.readBytes).padStart(11)}  stored ${fmtBytes(f.storedBytes).padStart(11)}${f.note ? `  (${f.note})` : ''}   load ${load1()}`,
       );
     }
     rows.push(row);
@@ -130,7 +139,9 @@ async function main(): Promise<void> {
   const outDir = join(dir, 'restored');
   mkdirSync(outDir);
   for (const tool of tools) {
-    const f = await tool.restore(outDir);
+    const c0 = cpuMs();
+    const f = { ...(await tool.restore(outDir)), cpuMs: 0 };
+    f.cpuMs = round(cpuMs() - c0, 0);
     let identical = true;
     try {
       execFileSync('qemu-img', ['compare', '-q', '-f', f.format, '-F', 'raw', f.path, raw]);
@@ -140,13 +151,13 @@ async function main(): Promise<void> {
     const mibPerS = round(size / MiB / (f.ms / 1000), 1);
     restores[tool.name] = { ...f, mibPerS, identical };
     console.log(
-      `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)}  ${String(mibPerS).padStart(7)} MiB/s of disk  ${identical ? 'identical to the image' : 'DIFFERS from the image'}`,
+      `  ${tool.name.padEnd(7)} ${fmtS(f.ms).padStart(9)} (cpu ${fmtS(f.cpuMs).padStart(8)})  ${String(mibPerS).padStart(7)} MiB/s of disk  ${identical ? 'identical to the image' : 'DIFFERS from the image'}`,
     );
     rmSync(f.path, { force: true });
   }
 
   // Side by side: each reference's time over vmlink's (above 1: vmlink is faster by that factor).
-  console.log('\nsummary (time; read; stored)   ratios: reference time / vmlink time');
+  console.log('\nsummary (wall time; read; stored)   ratios: reference / vmlink, wall time (cpu time)');
   const names = tools.map((x) => x.name);
   console.log(`  ${'round'.padEnd(14)}${names.map((n) => n.padEnd(34)).join('')}ratios`);
   for (const row of rows) {
@@ -158,7 +169,10 @@ async function main(): Promise<void> {
     const ratios = v
       ? names
           .filter((n) => n !== 'vmlink')
-          .map((n) => `${n}/vmlink ${(row.figures[n]!.ms / v.ms).toFixed(1)}x`)
+          .map(
+            (n) =>
+              `${n}/vmlink ${(row.figures[n]!.ms / v.ms).toFixed(1)}x (${((row.figures[n]!.cpuMs ?? 0) / Math.max(1, v.cpuMs ?? 0)).toFixed(1)}x)`,
+          )
           .join('  ')
       : '';
     console.log(`  ${row.round.padEnd(14)}${cells.join('')}${ratios}`);
