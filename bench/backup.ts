@@ -92,10 +92,7 @@ async function main(): Promise<void> {
 
   // vmlink's side is loaded only when it runs: `--only restic,borg` needs none of its parts.
   const tools: BackupTool[] = [];
-  if (only.includes('vmlink'))
-    throw new Error(
-      "vmlink's side needs the agent's backup pipeline (agent/backup/pipeline.ts), not on this branch yet: run --only restic,borg",
-    );
+  if (only.includes('vmlink')) tools.push(new (await import('./backup-vmlink.js')).Vmlink(dir, qcow2, size));
   if (only.includes('restic')) tools.push(new Restic(dir, raw));
   if (only.includes('borg')) tools.push(new Borg(dir, raw));
   for (const tool of tools) {
