@@ -1,7 +1,9 @@
-// Acting on one VM of the applied spec now: power, guest commands, console.
+// Acting on one VM of the applied spec now: power, guest commands, console (guest commands and console also of VMs
+// made by `restore --as`, which live outside the spec).
 import type { AgentAction, GuestExecResult } from '../agent/wire.js';
 import { type UserStopRecord, userStopKey } from '../shared/cluster.js';
 import { NotFoundError } from '../shared/errors.js';
+import { type RestoredVmRecord, restoredKey } from './backup/records.js';
 import type { AgentFactory, AgentPort } from './hosts.js';
 import type { SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
@@ -51,10 +53,14 @@ export class VmControl {
     return (await this.agentOf(name)).console(name, tail);
   }
 
+  /** The agent of a VM of the applied spec, or of one made by `restore --as` (kept outside the spec). */
   private async agentOf(name: string): Promise<AgentPort> {
     const cur = await this.specs.current();
-    const vm = cur?.spec.vms.find((v) => v.name === name);
-    if (!cur || !vm) throw new NotFoundError('vm', name);
-    return this.agents(cur.spec, vm.host);
+    if (!cur) throw new NotFoundError('vm', name);
+    const vm = cur.spec.vms.find((v) => v.name === name);
+    if (vm) return this.agents(cur.spec, vm.host);
+    const restored = await this.store.get<RestoredVmRecord>(restoredKey(name));
+    if (restored && cur.spec.hosts.some((h) => h.name === restored.host)) return this.agents(cur.spec, restored.host);
+    throw new NotFoundError('vm', name);
   }
 }
