@@ -7,6 +7,17 @@ import { type CliResult, runCli } from './cli.js';
 const FIND = `d=; for f in /sys/block/*/serial; do [ "$(cat "$f")" = "$SERIAL" ] && { d=\${f%/serial}; d=\${d##*/}; break; }; done
 [ -n "$d" ] || { echo "no disk with serial $SERIAL" >&2; exit 3; }; dev=/dev/$d`;
 
+/** The guest scripts (busybox sh), `$dev` being the disk (found by FIND first). */
+export const SCRIPTS = {
+  writeRandom:
+    'dd if=/dev/urandom of="$dev" bs=1M seek="$AT" count="$N" oflag=direct conv=notrunc 2>/dev/null && sync',
+  hashRange: 'dd if="$dev" bs=1M skip="$AT" count="$N" iflag=direct 2>/dev/null | sha256sum',
+  stamper: `i=0; while [ "$i" -lt "$N" ]; do
+  printf 'blk-%06d\\n' "$i" | dd of="$dev" bs=4096 seek=$((AT + i)) count=1 conv=sync,notrunc oflag=direct 2>/dev/null || exit 4
+  i=$((i + 1)); done; echo done "$i"`,
+  readStamps: `dd if="$dev" bs=4096 skip="$AT" count="$N" iflag=direct 2>/dev/null | tr -d '\\000'`,
+} as const;
+
 /** Runs a shell script in VM `vm` through `vmlink vm exec`, with `vars` set first (names and values: [\w./-] only). */
 export async function guestSh(
   env: Record<string, string>,
@@ -57,12 +68,7 @@ export function writeRandom(
   atMiB: number,
   mib: number,
 ) {
-  return guestShOk(
-    env,
-    vm,
-    'dd if=/dev/urandom of="$dev" bs=1M seek="$AT" count="$N" oflag=direct conv=notrunc 2>/dev/null && sync',
-    { SERIAL: serial, AT: atMiB, N: mib },
-  );
+  return guestShOk(env, vm, SCRIPTS.writeRandom, { SERIAL: serial, AT: atMiB, N: mib });
 }
 
 /** SHA-256 of `mib` MiB at MiB `atMiB` of the disk with serial `serial` (read with direct I/O). */
@@ -73,12 +79,7 @@ export async function hashRange(
   atMiB: number,
   mib: number,
 ): Promise<string> {
-  const out = await guestShOk(
-    env,
-    vm,
-    'dd if="$dev" bs=1M skip="$AT" count="$N" iflag=direct 2>/dev/null | sha256sum',
-    { SERIAL: serial, AT: atMiB, N: mib },
-  );
+  const out = await guestShOk(env, vm, SCRIPTS.hashRange, { SERIAL: serial, AT: atMiB, N: mib });
   const m = /^([0-9a-f]{64})\b/.exec(out.trim());
   if (!m) throw new Error(`sha256sum in ${vm} printed ${out}`);
   return m[1]!;
@@ -95,15 +96,7 @@ export function startStamper(
   at4k: number,
   count: number,
 ): Promise<CliResult> {
-  return guestSh(
-    env,
-    vm,
-    `i=0; while [ "$i" -lt "$N" ]; do
-  printf 'blk-%06d\\n' "$i" | dd of="$dev" bs=4096 seek=$((AT + i)) count=1 conv=sync,notrunc oflag=direct 2>/dev/null || exit 4
-  i=$((i + 1)); done; echo done "$i"`,
-    { SERIAL: serial, AT: at4k, N: count },
-    300,
-  );
+  return guestSh(env, vm, SCRIPTS.stamper, { SERIAL: serial, AT: at4k, N: count }, 300);
 }
 
 /**
@@ -117,13 +110,7 @@ export async function readStamps(
   at4k: number,
   count: number,
 ): Promise<string[]> {
-  const out = await guestShOk(
-    env,
-    vm,
-    `dd if="$dev" bs=4096 skip="$AT" count="$N" iflag=direct 2>/dev/null | tr -d '\\000'`,
-    { SERIAL: serial, AT: at4k, N: count },
-    300,
-  );
+  const out = await guestShOk(env, vm, SCRIPTS.readStamps, { SERIAL: serial, AT: at4k, N: count }, 300);
   return out.split('\n').filter((l) => l !== '');
 }
 
