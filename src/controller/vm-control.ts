@@ -60,7 +60,8 @@ export class VmControl {
     const vm = cur.spec.vms.find((v) => v.name === name);
     if (vm) return this.agents(cur.spec, vm.host);
     const restored = await this.store.get<RestoredVmRecord>(restoredKey(name));
-    if (restored && cur.spec.hosts.some((h) => h.name === restored.host)) return this.agents(cur.spec, restored.host);
+    if (restored && cur.spec.hosts.some((h) => h.name === restored.host))
+      return this.agents(cur.spec, restored.host);
     throw new NotFoundError('vm', name);
   }
 }
