@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeFleet } from '../../../test/helpers/fake-agents.js';
 import { RecordingRunner } from '../../exec/runner.js';
 import { createControllerApi } from '../api.js';
@@ -36,6 +36,7 @@ const task = () => {
 describe('secrets: sealing at rest', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-secrets-key-'));
   afterEach(() => rmSync(join(dir, 'secrets.key'), { force: true }));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('makes a 0600 key at first start, reads the same key after, refuses one others can read', () => {
     const path = join(dir, 'secrets.key');
