@@ -25,214 +25,45 @@ import {
   NBD_PAYLOAD_MAX_BYTES,
   NBD_REQUEST_TIMEOUT_MS,
 } from '../../shared/limits.js';
-import type { NbdConnection, NbdConnectOptions, NbdExtent } from './types.js';
-
-// Protocol constants (proto.md).
-const NBDMAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const OLDSTYLE_MAGIC = 0x00420281861253n;
-const OPT_REPLY_MAGIC = 0x3e889045565a9n;
-const REQUEST_MAGIC = 0x25609513;
-const SIMPLE_REPLY_MAGIC = 0x67446698;
-const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
-
-const FLAG_FIXED_NEWSTYLE = 1 << 0;
-const FLAG_NO_ZEROES = 1 << 1;
-
-export const NbdOpt = { GO: 7, STRUCTURED_REPLY: 8, SET_META_CONTEXT: 10, ABORT: 2 } as const;
-export const NbdRep = { ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4 } as const;
-const REP_ERR = 0x80000000;
-const REP_ERR_NAMES: Record<number, string> = {
-  1: 'unsupported',
-  2: 'refused by policy',
-  3: 'invalid',
-  4: 'not supported on this platform',
-  5: 'TLS required',
-  6: 'unknown export',
-  7: 'server shutting down',
-  8: 'block size required',
-  9: 'too big',
-};
-export const NbdInfo = { EXPORT: 0, BLOCK_SIZE: 3 } as const;
-
-/** Transmission flags (NBD_FLAG_*). */
-export const NbdFlag = {
-  HAS_FLAGS: 1 << 0,
-  READ_ONLY: 1 << 1,
-  SEND_FLUSH: 1 << 2,
-  SEND_WRITE_ZEROES: 1 << 6,
-} as const;
-
-export const NbdCmd = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, WRITE_ZEROES: 6, BLOCK_STATUS: 7 } as const;
-const CMD_NAMES: Record<number, string> = {
-  0: 'read',
-  1: 'write',
-  2: 'disconnect',
-  3: 'flush',
-  6: 'write-zeroes',
-  7: 'block-status',
-};
-
-export const NbdReply = {
-  NONE: 0,
-  OFFSET_DATA: 1,
-  OFFSET_HOLE: 2,
-  BLOCK_STATUS: 5,
-  ERROR: 0x8001,
-  ERROR_OFFSET: 0x8002,
-} as const;
-const REPLY_FLAG_DONE = 1;
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM',
-  5: 'EIO',
-  12: 'ENOMEM',
-  22: 'EINVAL',
-  28: 'ENOSPC',
-  75: 'EOVERFLOW',
-  95: 'ENOTSUP',
-  108: 'ESHUTDOWN',
-};
-
-/** The protocol's own magic numbers and codes, for tests that play the server. */
-export const NBD_PROTOCOL = {
-  NBDMAGIC,
-  IHAVEOPT,
-  OPT_REPLY_MAGIC,
-  REQUEST_MAGIC,
-  SIMPLE_REPLY_MAGIC,
-  STRUCTURED_REPLY_MAGIC,
-  REP_ERR,
+import {
+  CMD_NAMES,
+  ERRNO_NAMES,
   FLAG_FIXED_NEWSTYLE,
   FLAG_NO_ZEROES,
+  IHAVEOPT,
+  insertRange,
+  NBDMAGIC,
+  NbdCmd,
+  NbdFlag,
+  NbdInfo,
+  NbdOpt,
+  NbdRep,
+  NbdReply,
+  OLDSTYLE_MAGIC,
+  OPT_REPLY_MAGIC,
+  type Pending,
+  quoted,
+  REP_ERR,
+  REP_ERR_NAMES,
   REPLY_FLAG_DONE,
-} as const;
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_MAGIC,
+  SocketReader,
+  STRUCTURED_REPLY_MAGIC,
+  u64,
+} from './nbd-protocol.js';
+import type { NbdConnection, NbdConnectOptions, NbdExtent } from './types.js';
 
-/** Bytes read off a socket on demand, paused while too much waits unread (so a flooding server stays bounded). */
-class SocketReader {
-  private chunks: Buffer[] = [];
-  private queued = 0;
-  private wake: (() => void) | undefined;
-  private failure: Error | undefined;
-  private readonly highWater = 2 * NBD_PAYLOAD_MAX_BYTES;
-
-  constructor(private readonly sock: Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.queued += d.length;
-      if (this.queued > this.highWater) sock.pause();
-      this.notify();
-    });
-  }
-
-  fail(e: Error): void {
-    this.failure ??= e;
-    this.notify();
-  }
-
-  private notify(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  private async waitData(): Promise<void> {
-    while (this.queued === 0) {
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-    }
-  }
-
-  /** Copies exactly `n` bytes into `dest` at `at` (or discards them when `dest` is undefined). */
-  async readInto(dest: Buffer | undefined, at: number, n: number): Promise<void> {
-    let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.waitData();
-      const head = this.chunks[0]!;
-      const take = Math.min(left, head.length);
-      if (dest) head.copy(dest, at + (n - left), 0, take);
-      if (take === head.length) this.chunks.shift();
-      else this.chunks[0] = head.subarray(take);
-      this.queued -= take;
-      left -= take;
-    }
-    if (this.sock.isPaused() && this.queued < this.highWater / 2) this.sock.resume();
-  }
-
-  async read(n: number): Promise<Buffer> {
-    // Fast path: the bytes are in the first buffer already.
-    const head = this.chunks[0];
-    if (head && head.length >= n) {
-      const out = head.subarray(0, n);
-      if (head.length === n) this.chunks.shift();
-      else this.chunks[0] = head.subarray(n);
-      this.queued -= n;
-      if (this.sock.isPaused() && this.queued < this.highWater / 2) this.sock.resume();
-      return out;
-    }
-    const buf = Buffer.allocUnsafe(n);
-    await this.readInto(buf, 0, n);
-    return buf;
-  }
-}
-
-/** A request in flight. */
-interface Pending {
-  cookie: number;
-  cmd: number;
-  offset: number;
-  length: number;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
-  /** READ: the reply's bytes, and the ranges the chunks so far covered (sorted, merged), and their count. */
-  data?: Buffer;
-  covered?: Array<[number, number]>;
-  coveredBytes?: number;
-  chunks: number;
-  /** BLOCK_STATUS: the context wanted, and the contexts answered so far. */
-  context?: number;
-  contextsSeen?: Set<number>;
-  extents?: NbdExtent[];
-  /** The first error chunk (or simple error reply) of this request. */
-  error?: Error;
-}
-
-/** Text a server sent, made safe to quote in an error message (printable, bounded). */
-function quoted(buf: Buffer): string {
-  const text = buf.subarray(0, 256).toString('utf8');
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: that is the point
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
-}
-
-function u64(buf: Buffer, at: number): number {
-  const v = buf.readBigUInt64BE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) return Number.NaN;
-  return Number(v);
-}
-
-/** Inserts [a, b) into sorted, merged `ranges`; false when it overlaps one of them. */
-export function insertRange(ranges: Array<[number, number]>, a: number, b: number): boolean {
-  let lo = 0;
-  let hi = ranges.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (ranges[mid]![0] < a) lo = mid + 1;
-    else hi = mid;
-  }
-  const prev = ranges[lo - 1];
-  const next = ranges[lo];
-  if ((prev && prev[1] > a) || (next && next[0] < b)) return false;
-  if (prev && prev[1] === a && next && next[0] === b) {
-    prev[1] = next[1];
-    ranges.splice(lo, 1);
-  } else if (prev && prev[1] === a) prev[1] = b;
-  else if (next && next[0] === b) next[0] = a;
-  else ranges.splice(lo, 0, [a, b]);
-  return true;
-}
+export {
+  insertRange,
+  NBD_PROTOCOL,
+  NbdCmd,
+  NbdFlag,
+  NbdInfo,
+  NbdOpt,
+  NbdRep,
+  NbdReply,
+} from './nbd-protocol.js';
 
 class Connection implements NbdConnection {
   sizeBytes = 0;
