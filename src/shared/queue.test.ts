@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedQueue, SerialQueue } from './queue.js';
+import { KeyedQueue, mapLimited, SerialQueue } from './queue.js';
 import { sleep } from './time.js';
 
 describe('SerialQueue', () => {
@@ -39,5 +39,26 @@ describe('KeyedQueue', () => {
     expect(log.indexOf('end y1')).toBeLessThan(log.indexOf('end x1'));
     await sleep(0);
     expect(q.size).toBe(0);
+  });
+
+  it('mapLimited: results in order, at most n at once, no new call after a failure, which rejects', async () => {
+    let running = 0;
+    let most = 0;
+    const out = await mapLimited([30, 1, 20, 5, 1], 2, async (ms, i) => {
+      most = Math.max(most, ++running);
+      await sleep(ms);
+      running--;
+      return i * 10;
+    });
+    expect(out).toEqual([0, 10, 20, 30, 40]);
+    expect(most).toBe(2);
+    const started: number[] = [];
+    await expect(
+      mapLimited([0, 1, 2, 3, 4], 1, async (i) => {
+        started.push(i);
+        if (i === 1) throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(started).toEqual([0, 1]);
   });
 });

@@ -35,6 +35,33 @@ export class KeyedQueue {
 }
 
 /**
+ * Calls `fn` on every item with at most `n` calls running at once and resolves with the results in item order; after
+ * the first failure no new call starts, the running ones finish, and that failure rejects.
+ */
+export async function mapLimited<T, R>(
+  items: readonly T[],
+  n: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  let failed: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]!, i);
+      } catch (error) {
+        failed ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, n), items.length) }, worker));
+  if (failed) throw failed.error;
+  return out;
+}
+
+/**
  * Calls `fn` on every item with at most `n` calls running at once; resolves with every outcome in item order
  * (settled: one failure does not stop the others, so the caller sees what each did).
  */

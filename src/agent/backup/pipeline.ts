@@ -14,6 +14,7 @@ import {
   type ManifestDisk,
 } from '../../shared/backup.js';
 import { CorruptDataError, InvalidStateError, KeyMismatchError, VmlinkError } from '../../shared/errors.js';
+import { mapLimited } from '../../shared/queue.js';
 
 /** What the pipeline needs of a backup key (shared/backup-crypto.ts's BackupKeySet has it). */
 export interface ChunkKeys {
@@ -73,28 +74,6 @@ class ZeroIds {
     for (const [len, z] of this.ids) if (z === id) return len;
     return undefined;
   }
-}
-
-/** Runs `fn` over `items` with at most `n` at once, in order of start; the first failure rejects (others finish). */
-export async function eachLimit<T>(
-  items: readonly T[],
-  n: number,
-  fn: (t: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const t = items[next++]!;
-      try {
-        await fn(t);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 /** The extents of `context` over the whole disk, in order (the server may answer less than asked: ask on). */
@@ -276,7 +255,7 @@ export async function backupDisks(
         windows.push(w.toRead.slice(i, i + WINDOW_CHUNKS));
       const readWindow = async (win: number[]) => {
         const got: Array<{ i: number; id: string; plain: Buffer }> = [];
-        await eachLimit(win, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
+        await mapLimited(win, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
           const plain = await w.nbd.read(i * BACKUP_CHUNK_BYTES, chunkLength(size, i));
           got.push({ i, id: keys.chunkId(plain), plain });
         });
@@ -288,7 +267,7 @@ export async function backupDisks(
           got.map((g) => g.id),
         );
         const sent = new Set<string>();
-        await eachLimit(got, BACKUP_TRANSFER_CONCURRENCY, async (g) => {
+        await mapLimited(got, BACKUP_TRANSFER_CONCURRENCY, async (g) => {
           w.ids[g.i] = g.id;
           if (lacking.has(g.id) && !sent.has(g.id)) {
             sent.add(g.id);
@@ -390,7 +369,7 @@ export async function restoreDisks(
       if (nbd.readOnly)
         throw new InvalidStateError(`NBD export ${dst.exportName} of disk ${m.to} is read-only`);
       const indices = src.chunks.map((_, i) => i);
-      await eachLimit(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
+      await mapLimited(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
         const id = src.chunks[i]!;
         const len = chunkLength(src.sizeBytes, i);
         const at = i * BACKUP_CHUNK_BYTES;
@@ -467,7 +446,7 @@ export async function restoreRange(
   let done = 0;
   let written = 0;
   progress(0, range.length);
-  await eachLimit(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
+  await mapLimited(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
     const at = i * BACKUP_CHUNK_BYTES;
     const len = chunkLength(disk.sizeBytes, i);
     const from = Math.max(at, range.offset);

@@ -14,7 +14,8 @@ import {
   type SnapshotSummary,
 } from '../../shared/backup.js';
 import { CorruptDataError, KeyMismatchError, VmlinkError } from '../../shared/errors.js';
-import { eachLimit, type Progress } from './pipeline.js';
+import { mapLimited } from '../../shared/queue.js';
+import type { Progress } from './pipeline.js';
 
 /** What a pull reads of the source store (a StoreClient). */
 export interface PullSource {
@@ -76,7 +77,7 @@ export async function pullSnapshots(
     for (let i = 0; i < ids.length; i += BACKUP_IDS_PER_REQUEST_MAX)
       lacking.push(...(await dest.missing(ids.slice(i, i + BACKUP_IDS_PER_REQUEST_MAX))));
     result.chunksAlreadyThere += ids.length - lacking.length;
-    await eachLimit(lacking, BACKUP_TRANSFER_CONCURRENCY, async (id) => {
+    await mapLimited(lacking, BACKUP_TRANSFER_CONCURRENCY, async (id) => {
       const blob = await source.getChunk(id);
       try {
         await dest.putChunk(id, blob);

@@ -46,6 +46,7 @@ import {
   StoreFullError,
   VmlinkError,
 } from '../../shared/errors.js';
+import { KeyedQueue, mapLimited } from '../../shared/queue.js';
 import { readFileCapped } from '../../shared/state-file.js';
 import type { ChunkStore } from './types.js';
 
@@ -88,36 +89,7 @@ export interface DirChunkStoreOptions {
 
 // One lock per store directory in this process: manifests, deletions and GC take turns, so a GC never sweeps a chunk
 // between a manifest's check that it is there and the manifest landing (any number of store objects may share a path).
-const locks = new Map<string, Promise<unknown>>();
-async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const prev = locks.get(key) ?? Promise.resolve();
-  const run = prev.then(fn, fn);
-  const tail = run.catch(() => undefined);
-  locks.set(key, tail);
-  try {
-    return await run;
-  } finally {
-    if (locks.get(key) === tail) locks.delete(key);
-  }
-}
-
-/** Runs `fn` over `items`, `n` at a time, keeping order of results. */
-async function pool<T, R>(
-  items: readonly T[],
-  n: number,
-  fn: (item: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
-}
+const locks = new KeyedQueue();
 
 const isCode = (e: unknown, ...codes: string[]) => codes.includes((e as NodeJS.ErrnoException)?.code ?? '');
 
@@ -357,7 +329,7 @@ export class DirChunkStore implements ChunkStore {
   async missing(ids: ChunkId[]): Promise<ChunkId[]> {
     const checked = ids.map(checkChunkId);
     const t = new Date(this.#now());
-    const present = await pool(checked, PARALLEL, async (id) => {
+    const present = await mapLimited(checked, PARALLEL, async (id) => {
       try {
         await lutimes(this.#chunkPath(id), t, t); // GC grace: a chunk a backup is about to name is young again
         return true;
@@ -450,7 +422,7 @@ export class DirChunkStore implements ChunkStore {
         `manifest ${man.id}: ${text.length} bytes, more than ${BACKUP_MANIFEST_MAX_BYTES}`,
       );
     }
-    await withLock(this.#root, async () => {
+    await locks.run(this.#root, async () => {
       const sf = (await this.#readStoreFile()) ?? { version: 1 as const };
       if (sf.keyFingerprint !== undefined && sf.keyFingerprint !== man.keyFingerprint) {
         throw new KeyMismatchError(
@@ -459,7 +431,7 @@ export class DirChunkStore implements ChunkStore {
         );
       }
       const ids = [...new Set(man.disks.flatMap((d) => d.chunks))];
-      const there = await pool(
+      const there = await mapLimited(
         ids,
         PARALLEL,
         async (id) => (await lstatOrUndefined(this.#chunkPath(id)))?.isFile() === true,
@@ -574,7 +546,7 @@ export class DirChunkStore implements ChunkStore {
 
   async deleteSnapshots(ids: SnapshotId[]): Promise<SnapshotId[]> {
     const checked = ids.map(checkSnapshotId);
-    return withLock(this.#root, async () => {
+    return locks.run(this.#root, async () => {
       const deleted: SnapshotId[] = [];
       for (const id of new Set(checked)) {
         const path = this.#manifestPath(id);
@@ -608,7 +580,7 @@ export class DirChunkStore implements ChunkStore {
   async gc(graceMs: number): Promise<GcResult> {
     if (!Number.isFinite(graceMs) || graceMs < 0)
       throw new InvalidRequestError(`GC grace ${graceMs} ms is not a duration`);
-    return withLock(this.#root, async () => {
+    return locks.run(this.#root, async () => {
       // Mark: every chunk any manifest names. One manifest that cannot be read stops GC: its chunks are unknown.
       const marked = new Set<ChunkId>();
       for (const id of await this.#snapshotIds()) {
@@ -707,7 +679,7 @@ export class DirChunkStore implements ChunkStore {
     const chunks = [...users.keys()];
     let done = 0;
     onProgress?.(0, chunks.length);
-    await pool(chunks, VERIFY_PARALLEL, async (c) => {
+    await mapLimited(chunks, VERIFY_PARALLEL, async (c) => {
       const problem = await this.#checkChunk(c, open, (n) => {
         res.bytesRead += n;
       });
