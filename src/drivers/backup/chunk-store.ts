@@ -13,8 +13,8 @@
 // without following links and with a cap. Data comes from other agents over the network: a blob whose checksum fails,
 // a manifest that breaks its schema or names chunks the store lacks, is refused before anything is written.
 import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, lutimes, mkdir, open, readdir, rename, rm, statfs } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, lstat, lutimes, mkdir, open, rename, rm, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import {
@@ -31,7 +31,6 @@ import {
   ManifestSchema,
   SNAPSHOT_STAMP_PATTERN,
   type SnapshotId,
-  SnapshotIdSchema,
   type SnapshotSummary,
   type VerifyResult,
 } from '../../shared/backup.js';
@@ -48,6 +47,16 @@ import {
 } from '../../shared/errors.js';
 import { KeyedQueue, mapLimited } from '../../shared/queue.js';
 import { readFileCapped } from '../../shared/state-file.js';
+import {
+  CHUNK_NAME,
+  checkChunkId,
+  checkSnapshotId,
+  fsyncDir,
+  isCode,
+  lstatOrUndefined,
+  pidAlive,
+  readdirOrEmpty,
+} from './chunk-store-files.js';
 import type { ChunkStore } from './types.js';
 
 /** A file in tmp/ older than this, or left by a process that is gone, is a crashed write's leftover. */
@@ -60,7 +69,6 @@ const VERIFY_PARALLEL = 4;
 const VERIFY_PROBLEMS_MAX = 1000;
 const RECORD_PROBLEMS_MAX = 100;
 
-const CHUNK_NAME = /^[0-9a-f]{64}$/;
 const VM_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -90,63 +98,6 @@ export interface DirChunkStoreOptions {
 // One lock per store directory in this process: manifests, deletions and GC take turns, so a GC never sweeps a chunk
 // between a manifest's check that it is there and the manifest landing (any number of store objects may share a path).
 const locks = new KeyedQueue();
-
-const isCode = (e: unknown, ...codes: string[]) => codes.includes((e as NodeJS.ErrnoException)?.code ?? '');
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (e) {
-    if (isCode(e, 'ENOENT', 'ENOTDIR')) return undefined;
-    throw e;
-  }
-}
-
-async function readdirOrEmpty(path: string): Promise<string[]> {
-  try {
-    return await readdir(path);
-  } catch (e) {
-    if (isCode(e, 'ENOENT', 'ENOTDIR')) return [];
-    throw e;
-  }
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  const dir = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return isCode(e, 'EPERM');
-  }
-}
-
-function checkChunkId(id: unknown): ChunkId {
-  if (typeof id !== 'string' || !CHUNK_NAME.test(id)) {
-    throw new InvalidRequestError(
-      `chunk id ${JSON.stringify(id)?.slice(0, 80)} is not 64 lowercase hex digits`,
-    );
-  }
-  return id;
-}
-
-function checkSnapshotId(id: unknown): SnapshotId {
-  const r = SnapshotIdSchema.safeParse(id);
-  if (!r.success) {
-    throw new InvalidRequestError(
-      `snapshot id ${JSON.stringify(id)?.slice(0, 80)}: ${r.error.issues[0]!.message}`,
-    );
-  }
-  return r.data;
-}
 
 function summaryOf(m: Manifest, verify: VerifyRecord | undefined): SnapshotSummary {
   return {
