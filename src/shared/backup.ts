@@ -152,17 +152,9 @@ export const SnapshotSummarySchema = z
     keyFingerprint: KeyFingerprintSchema,
     disks: z
       .array(
-        z
-          .object({
-            name,
-            sizeBytes: z.number().int().min(0),
-            mode: z.enum(['full', 'incremental']),
-            fullReason: z.enum(FullReadReasons).optional(),
-            readBytes: z.number().int().min(0),
-            newChunks: z.number().int().min(0),
-            storedBytes: z.number().int().min(0),
-            chunkCount: z.number().int().min(0),
-          })
+        // A manifest disk's figures with the count of its chunks instead of their ids.
+        ManifestDiskSchema.omit({ chunks: true, chunkBytes: true })
+          .extend({ chunkCount: z.number().int().min(0) })
           .strict(),
       )
       .max(17),

@@ -99,27 +99,12 @@ export interface DirChunkStoreOptions {
 // between a manifest's check that it is there and the manifest landing (any number of store objects may share a path).
 const locks = new KeyedQueue();
 
+/** The manifest as `list` shows it: without chunk ids, sealed config, signature; with its last verify. */
 function summaryOf(m: Manifest, verify: VerifyRecord | undefined): SnapshotSummary {
+  const { version: _v, consistencyNote: _n, config: _c, signature: _s, disks, ...rest } = m;
   return {
-    id: m.id,
-    vm: m.vm,
-    host: m.host,
-    policy: m.policy,
-    createdAt: m.createdAt,
-    finishedAt: m.finishedAt,
-    ...(m.base === undefined ? {} : { base: m.base }),
-    consistency: m.consistency,
-    keyFingerprint: m.keyFingerprint,
-    disks: m.disks.map((d) => ({
-      name: d.name,
-      sizeBytes: d.sizeBytes,
-      mode: d.mode,
-      ...(d.fullReason === undefined ? {} : { fullReason: d.fullReason }),
-      readBytes: d.readBytes,
-      newChunks: d.newChunks,
-      storedBytes: d.storedBytes,
-      chunkCount: d.chunks.length,
-    })),
+    ...rest,
+    disks: disks.map(({ chunks, chunkBytes: _b, ...d }) => ({ ...d, chunkCount: chunks.length })),
     ...(verify === undefined ? {} : { verify }),
   };
 }
