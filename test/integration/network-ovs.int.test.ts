@@ -834,28 +834,29 @@ describe('ovs security groups in a one-host lab', () => {
   });
 
   it('a rule change loses no connection the rule allows before and after (one bundle per bridge)', async () => {
-    // New connections (each one +new, so each one needs the rule's flow) from B to A:8080 for 6 s, each given
-    // 0.5 s (less than TCP's first SYN retransmission), while the rule allowing them flips between an exact port
-    // match and a range: two different flows, the old one deleted and the new one added by each change.
+    // New connections (each one +new, so each one needs the rule's flow) from B to A:8080 for 6 s, while the rule
+    // allowing them flips between an exact port match and a range: two different flows, the old one deleted and
+    // the new one added by each change. The proof is the datapath's own count: every IPv4 packet of a grouped port
+    // passes tables 11 and 21, and a packet no flow lets through there hits one of their drop flows. A connection
+    // that merely times out on this loaded machine (the userspace datapath's upcalls wait for a CPU) is not a
+    // drop; a gap of seconds would still fail it.
     const loop = [
       'import socket, time',
       'ok = bad = 0; end = time.time() + 6',
       'while time.time() < end:',
       '  try:',
-      `    c = socket.create_connection(("${IP.a}", 8080), timeout=0.5); ok += c.recv(2) == b"ok"; c.close()`,
+      `    c = socket.create_connection(("${IP.a}", 8080), timeout=3); ok += c.recv(2) == b"ok"; c.close()`,
       '  except OSError: bad += 1',
       // Paced: thousands of connections a second would reuse source ports still in conntrack (marked invalid).
       '  time.sleep(0.01)',
       'print(ok, bad)',
     ].join('\n');
-    // A's ingress drop flow counts what no rule let in: it must not move (a late SYN on this loaded machine may
-    // time out, a dropped one shows here).
     const ingressDropped = async () => {
-      const lines = (await d.flows(net.name)).split('\n').filter((l) => /actions=drop/.test(l));
-      const line = lines.find(
-        (l) => l.includes(`table=21, n_packets`) && l.includes(`priority=1,dl_dst=${MAC.a} `),
-      );
-      return Number(/n_packets=(\d+)/.exec(line ?? '')?.[1] ?? -1);
+      const lines = (await d.flows(net.name))
+        .split('\n')
+        .filter((l) => /actions=drop/.test(l) && /table=(11|21), /.test(l));
+      expect(lines.length).toBeGreaterThan(0);
+      return lines.reduce((sum, l) => sum + Number(/n_packets=(\d+)/.exec(l)?.[1] ?? Number.NaN), 0);
     };
     const dropsBefore = await ingressDropped();
     expect(dropsBefore).toBeGreaterThanOrEqual(0);
