@@ -29,6 +29,7 @@ it("folds a host's passing prerequisites into one line and lists each failing on
     local: [],
     report: {
       controller: [{ name: 'spec', ok: true, detail: '2 host(s) applied' }],
+      diagnoses: [],
       hosts: [
         {
           host: 'h1',

@@ -54,5 +54,5 @@ export async function gatherDoctor(
   const storage = spec?.pools.length
     ? await storageDoctor(spec, new Map(spec.hosts.map((h) => [h.name, agentFor(spec, h.name)])), events)
     : [];
-  return { controller: controllerChecks(spec), hosts, ...(storage.length ? { storage } : {}) };
+  return { controller: controllerChecks(spec), hosts, ...(storage.length ? { storage } : {}), diagnoses: [] };
 }

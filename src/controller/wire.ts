@@ -1,4 +1,5 @@
 // Wire types of the controller's REST API, shared by the server, the CLI and (later) the web UI.
+
 import { z } from 'zod';
 import {
   DoctorCheckSchema,
@@ -17,6 +18,7 @@ import {
 } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { ThroughputResult as MeasuredThroughput } from '../verify/throughput.js';
+import { DiagnosisSchema } from './wire-observe.js';
 
 /** A spec sent by a client: the YAML text and where it came from (for messages). */
 export const SpecBodySchema = z
@@ -355,6 +357,8 @@ export const DoctorReportSchema = z.object({
   ),
   /** Storage paths from compute hosts to their pools, each down one with its evidence and fix. */
   storage: z.array(DoctorCheckSchema).optional(),
+  /** What the doctor diagnosed from the agents' observations, the spec and the metric history (wire-observe.ts). */
+  diagnoses: z.array(DiagnosisSchema).default([]),
 });
 /** Answer of `GET /v1/doctor`. */
 export type DoctorReport = z.infer<typeof DoctorReportSchema>;

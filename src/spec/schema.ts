@@ -45,6 +45,7 @@ import {
 import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
+import { AlertRulesSchema, HostTuningSchema } from './schema-observe.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}$/;
@@ -169,6 +170,8 @@ export const HostSchema = z
       .min(CONFIRM_WINDOW_MIN_S)
       .max(CONFIRM_WINDOW_MAX_S)
       .default(CONFIRM_WINDOW_MS / 1000),
+    /** TCP parameters of the host's network namespace, commit-confirmed (docs/observability.md). */
+    tuning: HostTuningSchema.optional(),
   })
   .strict();
 
@@ -630,6 +633,8 @@ export const SpecSchema = z
     backupStores: BackupStoresSchema,
     /** Backup policies: VMs, store, schedule, retention, key, objectives. */
     backups: BackupPoliciesSchema,
+    /** Alert rules over the metrics (docs/observability.md). */
+    alerts: AlertRulesSchema,
     lab: LabSchema.optional(),
   })
   .strict();
