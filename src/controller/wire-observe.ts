@@ -1,6 +1,6 @@
 // The API of metrics, alerts and the doctor's diagnoses (issue 14, docs/observability.md). Routes:
 //
-//   GET    /v1/metrics                          -> text/plain; version=0.0.4 (Prometheus exposition; role viewer)
+//   GET    /v1/metrics                          -> text/plain; version=0.0.4 (Prometheus exposition; role read-only)
 //   GET    /v1/alerts                           -> AlertsView (rules, instances, silences)
 //   POST   /v1/alerts/silences    SilenceRequest -> Silence      (role operator)
 //   DELETE /v1/alerts/silences/:id              -> {deleted}     (role operator)
