@@ -10,6 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
+import { SealWorkers } from '../src/agent/backup/seal-workers.js';
 import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
 import { startQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
@@ -94,7 +95,17 @@ export class Vmlink implements BackupTool {
         commit: async () => {},
         abort: async () => {},
       };
-      disks = await backupDisks(view, this.base, this.keys, store, connectNbd);
+      const codec = await SealWorkers.start(this.keys);
+      disks = await backupDisks(
+        view,
+        this.base,
+        this.keys,
+        store,
+        connectNbd,
+        undefined,
+        undefined,
+        codec,
+      ).finally(() => codec.close());
       phase('pipeline');
     } finally {
       await server.stop();
@@ -143,6 +154,7 @@ export class Vmlink implements BackupTool {
       socketDir: this.socketDir,
       exportName: 'restore',
     });
+    const codec = await SealWorkers.start(this.keys);
     try {
       await restoreDisks(
         manifest,
@@ -155,8 +167,11 @@ export class Vmlink implements BackupTool {
         },
         [{ from: DISK, to: DISK }],
         connectNbd,
+        undefined,
+        codec,
       );
     } finally {
+      await codec.close();
       await server.stop();
     }
     return { ms: performance.now() - t0, path, format: 'qcow2' };

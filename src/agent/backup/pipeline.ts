@@ -27,6 +27,25 @@ export interface ChunkKeys {
   verifyManifest(m: Manifest): void;
 }
 
+/**
+ * The CPU work on chunks, which may run on other threads (seal-workers.ts): a buffer handed in may be moved away
+ * (it then reads as empty); use the one given back.
+ */
+export interface ChunkCodec {
+  identify(plain: Buffer): Promise<{ id: string; plain: Buffer }>;
+  seal(id: string, plain: Buffer): Promise<Buffer>;
+  open(id: string, blob: Buffer): Promise<Buffer>;
+}
+
+/** The codec that does the work on the caller's thread, with `keys` (small jobs, tests). */
+export function inlineCodec(keys: ChunkKeys): ChunkCodec {
+  return {
+    identify: async (plain) => ({ id: keys.chunkId(plain), plain }),
+    seal: async (id, plain) => keys.sealChunk(id, plain),
+    open: async (id, blob) => keys.openChunk(id, blob),
+  };
+}
+
 /** Where a backup's chunks go: a store (local) or a store's agent (StoreClient). */
 export interface ChunkSink {
   /** Which of `ids` are lacking; present ones are touched (GC grace). At most BACKUP_IDS_PER_REQUEST_MAX ids. */
@@ -170,6 +189,7 @@ export async function backupDisks(
   progress: Progress = () => {},
   /** Why disks read whole when there is no `base` (default `first`; `base-missing` when it could not be read). */
   noBase: FullReadReason = 'first',
+  codec: ChunkCodec = inlineCodec(keys),
 ): Promise<ManifestDisk[]> {
   if (base && base.keyFingerprint !== keys.fingerprint)
     throw new KeyMismatchError(
@@ -256,8 +276,10 @@ export async function backupDisks(
       const readWindow = async (win: number[]) => {
         const got: Array<{ i: number; id: string; plain: Buffer }> = [];
         await mapLimited(win, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
-          const plain = await w.nbd.read(i * BACKUP_CHUNK_BYTES, chunkLength(size, i));
-          got.push({ i, id: keys.chunkId(plain), plain });
+          const { id, plain } = await codec.identify(
+            await w.nbd.read(i * BACKUP_CHUNK_BYTES, chunkLength(size, i)),
+          );
+          got.push({ i, id, plain });
         });
         return got;
       };
@@ -269,16 +291,17 @@ export async function backupDisks(
         const sent = new Set<string>();
         await mapLimited(got, BACKUP_TRANSFER_CONCURRENCY, async (g) => {
           w.ids[g.i] = g.id;
+          const length = g.plain.length; // sealing may move the buffer to another thread
           if (lacking.has(g.id) && !sent.has(g.id)) {
             sent.add(g.id);
-            const blob = keys.sealChunk(g.id, g.plain);
+            const blob = await codec.seal(g.id, g.plain);
             if (await sink.putChunk(g.id, blob)) {
               newChunks++;
               storedBytes += blob.length;
             }
           }
-          readBytes += g.plain.length;
-          done += g.plain.length;
+          readBytes += length;
+          done += length;
           progress(done, total);
         });
       };
@@ -353,6 +376,7 @@ export async function restoreDisks(
   mapping: DiskMapping,
   connect: NbdConnector,
   progress: Progress = () => {},
+  codec: ChunkCodec = inlineCodec(keys),
 ): Promise<Array<{ name: string; bytesWritten: number }>> {
   checkRestorable(manifest, keys, target, mapping);
   const zero = new ZeroIds(keys);
@@ -375,7 +399,7 @@ export async function restoreDisks(
         const at = i * BACKUP_CHUNK_BYTES;
         if (id === zero.id(len)) await nbd.writeZeroes(at, len);
         else {
-          const plain = await readChunk(manifest, src, i, keys, source);
+          const plain = await readChunk(manifest, src, i, codec, source);
           await nbd.write(at, plain);
           bytesWritten += len;
         }
@@ -396,14 +420,14 @@ export async function readChunk(
   manifest: Manifest,
   disk: ManifestDisk,
   i: number,
-  keys: ChunkKeys,
+  codec: Pick<ChunkCodec, 'open'>,
   source: ChunkSource,
 ): Promise<Buffer> {
   const id = disk.chunks[i]!;
   const len = chunkLength(disk.sizeBytes, i);
   let plain: Buffer;
   try {
-    plain = keys.openChunk(id, await source.getChunk(id));
+    plain = await codec.open(id, await source.getChunk(id));
   } catch (e) {
     if (e instanceof VmlinkError && e.kind !== 'corrupt') throw e;
     throw new CorruptDataError(
@@ -431,6 +455,7 @@ export async function restoreRange(
   source: ChunkSource,
   write: (at: number, data: Buffer) => Promise<void>,
   progress: Progress = () => {},
+  codec: ChunkCodec = inlineCodec(keys),
 ): Promise<number> {
   checkRestorable(manifest, keys, { disks: [] }, []);
   const disk = manifest.disks.find((d) => d.name === diskName);
@@ -452,7 +477,7 @@ export async function restoreRange(
     const from = Math.max(at, range.offset);
     const to = Math.min(at + len, end);
     if (disk.chunks[i] !== zero.id(len)) {
-      const plain = await readChunk(manifest, disk, i, keys, source);
+      const plain = await readChunk(manifest, disk, i, codec, source);
       await write(from - range.offset, plain.subarray(from - at, to - at));
       written += to - from;
     }

@@ -44,12 +44,14 @@ import {
   type ChunkSink,
   type ChunkSource,
   checkRestorable,
+  inlineCodec,
   type NbdConnector,
   readChunk,
   restoreDisks,
   restoreRange,
 } from './pipeline.js';
 import { pullSnapshots, type RetentionFn } from './pull.js';
+import { jobCodec } from './seal-workers.js';
 import { StoreClient } from './store-client.js';
 import type { BackupStores } from './stores.js';
 
@@ -209,6 +211,7 @@ export class BackupService {
           job.note(`crash-consistent: ${view.consistencyNote ?? 'the guest was not frozen'}`);
         let manifest: Manifest;
         try {
+          const codec = await jobCodec(keys);
           const disks = await backupDisks(
             view,
             base,
@@ -217,7 +220,8 @@ export class BackupService {
             this.deps.connect,
             (d, t) => job.progress(d, t),
             noBase,
-          );
+            codec,
+          ).finally(() => codec.close());
           for (const d of disks)
             if (d.mode === 'full' && d.fullReason && d.fullReason !== 'first')
               job.note(`disk ${d.name} was read whole: ${d.fullReason}`);
@@ -278,6 +282,7 @@ export class BackupService {
         checkRestorable(manifest, keys, { disks: [] }, []);
         const target = await h.restoreOpen!(req.vm, undefined, secretValues(req.secrets));
         try {
+          const codec = await jobCodec(keys);
           const disks = await restoreDisks(
             manifest,
             keys,
@@ -286,7 +291,8 @@ export class BackupService {
             mapping,
             this.deps.connect,
             (d, t) => job.progress(d, t),
-          );
+            codec,
+          ).finally(() => codec.close());
           return { restored: { disks, seconds: (Date.now() - started) / 1000 } };
         } finally {
           await target.close();
@@ -311,7 +317,7 @@ export class BackupService {
         let range = { offset: 0, length: disk.sizeBytes };
         if (req.partition !== undefined) {
           if (disk.chunks.length === 0) throw new NotFoundError('partition', String(req.partition));
-          const head = await readChunk(manifest, disk, 0, keys, store);
+          const head = await readChunk(manifest, disk, 0, inlineCodec(keys), store);
           range = partitionRange(head, req.partition, disk.sizeBytes);
         }
         const { image, out } = imagePaths(dir);

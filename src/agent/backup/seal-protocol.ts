@@ -1,0 +1,33 @@
+// Messages between the chunk pipeline and its sealing threads (seal-workers.ts, seal-worker.ts). Buffers travel as
+// moved ArrayBuffers: a 4 MiB chunk changes thread without a copy.
+import type { ErrorBody } from '../../shared/errors.js';
+
+export type SealOp = 'identify' | 'seal' | 'open';
+
+export interface SealRequest {
+  seq: number;
+  op: SealOp;
+  /** The chunk id (`seal`, `open`). */
+  id?: string;
+  ab: ArrayBuffer;
+  offset: number;
+  length: number;
+}
+
+export type SealReply =
+  | { seq: number; ok: true; id?: string; ab: ArrayBuffer; offset: number; length: number }
+  /** `vmlink`: a VmlinkError as its wire body; otherwise a plain Error's message (kept plain on the other side). */
+  | { seq: number; ok: false; error: ErrorBody; vmlink: boolean };
+
+/**
+ * The bytes of `b` as something postMessage can move: its own ArrayBuffer when `b` spans all of it (a large
+ * `allocUnsafe`, a chunk read), else a copy (a view into a pooled or shared buffer must not be taken from its owner).
+ * After the move, `b` reads as empty on the sending side.
+ */
+export function movable(b: Buffer): { ab: ArrayBuffer; offset: number; length: number } {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer)
+    return { ab: b.buffer, offset: 0, length: b.byteLength };
+  const copy = new Uint8Array(b.byteLength);
+  copy.set(b);
+  return { ab: copy.buffer, offset: 0, length: b.byteLength };
+}
