@@ -1,8 +1,41 @@
 import { defineConfig } from 'vitest/config';
 
-// Unit tests run in parallel; integration tests boot real QEMU guests and build
-// namespaces, so they run one file at a time (2-core machine). Both first rebuild dist/ when it is stale: tests
-// that run the real `vmlink` (bin/vmlink.js) run the compiled code.
+// Unit tests run in parallel. Integration tests build namespaces and labs and boot real QEMU guests, so each of their
+// two lanes runs one file at a time, and the lanes run side by side (2-core machine):
+// - `integration`: every file that boots guests or starts a lab's storage servers (tgtd control sockets, rpcbind and
+//   ganesha's files are machine-wide), and any new file unless it is listed below;
+// - `integration-light`: files that boot no guest and start no lab storage machine (namespaces, OVS, nftables, etcd,
+//   tgtd on their own control port, qemu-nbd), which mostly wait on daemons and timers.
+// Both first rebuild dist/ when it is stale: tests that run the real `vmlink` (bin/vmlink.js) run the compiled code.
+const LIGHT = [
+  'apply-failure',
+  'backup-store',
+  'commit-confirm',
+  'controllers',
+  'coordination',
+  'ha-manager',
+  'heartbeat',
+  'lab-cluster',
+  'nbd',
+  'network-linux',
+  'network-ovs',
+  'network-vxlan',
+  'port-listeners',
+  'secrets-cli',
+  'storage-api',
+  'storage-fence',
+  'storage-iscsi',
+  'store-etcd',
+  'tls',
+].map((name) => `test/integration/${name}.int.test.ts`);
+
+const integration = {
+  fileParallelism: false,
+  testTimeout: 240_000,
+  hookTimeout: 240_000,
+  globalSetup: ['test/helpers/build-dist.ts'],
+};
+
 export default defineConfig({
   test: {
     projects: [
@@ -18,12 +51,11 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.int.test.ts'],
-          fileParallelism: false,
-          testTimeout: 240_000,
-          hookTimeout: 240_000,
-          globalSetup: ['test/helpers/build-dist.ts'],
+          exclude: LIGHT,
+          ...integration,
         },
       },
+      { test: { name: 'integration-light', include: LIGHT, ...integration } },
     ],
   },
 });
