@@ -4,18 +4,24 @@ import type { ErrorBody } from '../../shared/errors.js';
 
 export type SealOp = 'identify' | 'seal' | 'open';
 
-export interface SealRequest {
-  seq: number;
-  op: SealOp;
-  /** The chunk id (`seal`, `open`). */
-  id?: string;
-  ab: ArrayBuffer;
-  offset: number;
-  length: number;
-}
+export type SealRequest =
+  /** Derive and hold the key set of `key` as `kid` (a job's key) / forget it. */
+  | { kind: 'key'; seq: number; kid: number; key: Uint8Array; name: string }
+  | { kind: 'forget'; kid: number }
+  | {
+      kind: 'work';
+      seq: number;
+      kid: number;
+      op: SealOp;
+      /** The chunk id (`seal`, `open`). */
+      id?: string;
+      ab: ArrayBuffer;
+      offset: number;
+      length: number;
+    };
 
 export type SealReply =
-  | { seq: number; ok: true; id?: string; ab: ArrayBuffer; offset: number; length: number }
+  | { seq: number; ok: true; id?: string; ab?: ArrayBuffer; offset?: number; length?: number }
   /** `vmlink`: a VmlinkError as its wire body; otherwise a plain Error's message (kept plain on the other side). */
   | { seq: number; ok: false; error: ErrorBody; vmlink: boolean };
 

@@ -1,7 +1,8 @@
-// Sealing threads for a backup or restore job: a chunk's id (HMAC-SHA256), its sealing (zstd, AES-256-GCM, checksum)
-// and opening are CPU work of several ms per 4 MiB chunk each; on the job's own thread they serialise behind each
-// other and behind the NBD reads. A few worker threads under the same key do them in parallel while the job's thread
-// only moves bytes. Buffers handed in are moved to a thread (no copy): use the ones the promises give back.
+// Sealing threads for backup and restore jobs: a chunk's id (HMAC-SHA256), its sealing (zstd, AES-256-GCM, checksum)
+// and opening are CPU work of several ms per 4 MiB chunk each; on a job's own thread they serialise behind each other
+// and behind the NBD reads. A few worker threads do them in parallel while the job's thread only moves bytes. The
+// threads are started with the first job and stopped after a minute without one; each job hands them its key for
+// its own duration. Buffers handed in are moved to a thread (no copy): use the ones the promises give back.
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -11,8 +12,10 @@ import { fromErrorBody, InvalidStateError } from '../../shared/errors.js';
 import { type ChunkCodec, type ChunkKeys, inlineCodec } from './pipeline.js';
 import { movable, type SealOp, type SealReply, type SealRequest } from './seal-protocol.js';
 
-/** Most sealing threads of one job (more gain nothing past the machine's cores and hold 4 MiB chunks each). */
+/** Most sealing threads (more gain nothing past the machine's cores, and each holds 4 MiB chunks). */
 export const SEAL_THREADS_MAX = 4;
+/** How long idle threads are kept for the next job. */
+export const SEAL_THREADS_IDLE_MS = 60_000;
 
 /** A key that can be handed to this process's sealing threads (shared/backup-crypto.ts's BackupKeySet). */
 export interface ThreadableKeys {
@@ -20,15 +23,8 @@ export interface ThreadableKeys {
   rawKeyForWorkers(): Buffer;
 }
 
-/** A job's codec, closed when the job ends. */
+/** A job's codec: the threads under the job's key until `close`. */
 export type JobCodec = ChunkCodec & { close(): Promise<void> };
-
-/** Sealing threads for `keys` when they can be handed to threads, else the work on the caller's thread. */
-export async function jobCodec(keys: ChunkKeys & Partial<ThreadableKeys>): Promise<JobCodec> {
-  if (typeof keys.rawKeyForWorkers === 'function' && typeof keys.name === 'string')
-    return SealWorkers.start(keys as ThreadableKeys);
-  return { ...inlineCodec(keys), close: async () => {} };
-}
 
 /**
  * The worker's module beside this one: compiled `.js` under dist/ (the agent); from source (tests, bench/) a
@@ -47,113 +43,194 @@ function workerEntry(): URL {
   return new URL(`data:text/javascript,${encodeURIComponent(boot)}`);
 }
 
-interface Job {
-  resolve: (r: { id?: string; buf: Buffer }) => void;
+interface Pending {
+  resolve: (r: { id?: string; buf?: Buffer }) => void;
   reject: (e: Error) => void;
 }
 
-interface Thread {
-  worker: Worker;
-  inFlight: number;
-}
+/** One set of started threads; a thread's failure ends the set (the next job starts a new one). */
+class ThreadSet {
+  readonly pending = new Map<number, Pending>();
+  readonly inFlight: number[];
+  failure: Error | undefined;
+  private busy = 0;
 
-export class SealWorkers implements JobCodec {
-  private readonly jobs = new Map<number, Job>();
-  private seq = 0;
-  private failure: Error | undefined;
-  private closed = false;
-
-  private constructor(private readonly threads: Thread[]) {
-    for (const t of threads) {
-      t.worker.on('message', (r: SealReply) => this.settle(t, r));
-      t.worker.on('error', (e) => this.fail(e));
-      t.worker.on('exit', (code) => {
-        if (!this.closed) this.fail(new InvalidStateError(`a sealing thread exited (code ${code})`));
-      });
-    }
-  }
-
-  /** Starts `count` threads (default: the machine's cores, at most SEAL_THREADS_MAX) holding `keys`. */
-  static async start(
-    keys: ThreadableKeys,
-    count = Math.min(availableParallelism(), SEAL_THREADS_MAX),
-  ): Promise<SealWorkers> {
-    const url = workerEntry();
-    const n = Math.max(1, Math.min(count, SEAL_THREADS_MAX));
-    const key = keys.rawKeyForWorkers();
-    const started: Worker[] = [];
-    try {
-      // Started together; each says it is ready once its key set is derived.
-      await Promise.all(
-        Array.from({ length: n }, () => {
-          const worker = new Worker(url, { workerData: { key, name: keys.name } });
-          started.push(worker);
-          return new Promise<void>((resolve, reject) => {
-            worker.once('error', reject);
-            worker.once('exit', (code) => reject(new Error(`exited with code ${code}`)));
-            worker.once('message', () => {
-              worker.removeAllListeners('error').removeAllListeners('exit');
-              resolve();
-            });
-          });
-        }),
-      );
-    } catch (e) {
-      await Promise.all(started.map((w) => w.terminate()));
-      throw new InvalidStateError(`the backup job's sealing threads did not start: ${(e as Error).message}`);
-    } finally {
-      key.fill(0);
-    }
-    return new SealWorkers(started.map((worker) => ({ worker, inFlight: 0 })));
-  }
-
-  async identify(plain: Buffer): Promise<{ id: string; plain: Buffer }> {
-    const r = await this.run('identify', plain);
-    return { id: r.id!, plain: r.buf };
-  }
-
-  async seal(id: string, plain: Buffer): Promise<Buffer> {
-    return (await this.run('seal', plain, id)).buf;
-  }
-
-  async open(id: string, blob: Buffer): Promise<Buffer> {
-    return (await this.run('open', blob, id)).buf;
-  }
-
-  /** Stops the threads; work still in flight is refused. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.fail(new InvalidStateError('the sealing threads were closed'));
-    await Promise.all(this.threads.map((t) => t.worker.terminate()));
-  }
-
-  private run(op: SealOp, buf: Buffer, id?: string): Promise<{ id?: string; buf: Buffer }> {
-    if (this.failure) return Promise.reject(this.failure);
-    const thread = this.threads.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
-    const seq = ++this.seq;
-    const mv = movable(buf);
-    return new Promise((resolve, reject) => {
-      this.jobs.set(seq, { resolve, reject });
-      thread.inFlight++;
-      const req: SealRequest = { seq, op, ...(id ? { id } : {}), ...mv };
-      thread.worker.postMessage(req, [mv.ab]);
+  constructor(readonly workers: Worker[]) {
+    this.inFlight = workers.map(() => 0);
+    workers.forEach((w, i) => {
+      w.unref();
+      w.on('message', (r: SealReply) => this.settle(i, r));
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => this.fail(new InvalidStateError(`a sealing thread exited (code ${code})`)));
     });
   }
 
-  private settle(t: Thread, r: SealReply): void {
-    const job = this.jobs.get(r.seq);
-    if (!job) return;
-    this.jobs.delete(r.seq);
-    t.inFlight--;
-    if (r.ok) job.resolve({ ...(r.id ? { id: r.id } : {}), buf: Buffer.from(r.ab, r.offset, r.length) });
-    else job.reject(r.vmlink ? fromErrorBody(r.error) : new Error(r.error.error.message));
+  /** Sends `req` to thread `i` (the least busy when undefined); resolves with its reply. */
+  send(
+    req: SealRequest & { seq: number },
+    transfer: ArrayBuffer[],
+    i?: number,
+  ): Promise<{ id?: string; buf?: Buffer }> {
+    if (this.failure) return Promise.reject(this.failure);
+    const t = i ?? this.inFlight.indexOf(Math.min(...this.inFlight));
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.seq, { resolve, reject });
+      this.inFlight[t]!++;
+      // Threads keep the process alive only while they have work (idle ones must not hold an exiting process).
+      if (this.busy++ === 0) for (const w of this.workers) w.ref();
+      this.workers[t]!.postMessage(req, transfer);
+    });
+  }
+
+  post(req: SealRequest): void {
+    if (!this.failure) for (const w of this.workers) w.postMessage(req);
+  }
+
+  async stop(): Promise<void> {
+    this.fail(new InvalidStateError('the sealing threads were stopped'));
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private settle(i: number, r: SealReply): void {
+    const p = this.pending.get(r.seq);
+    if (!p) return;
+    this.pending.delete(r.seq);
+    this.inFlight[i]!--;
+    if (--this.busy === 0) for (const w of this.workers) w.unref();
+    if (!r.ok) p.reject(r.vmlink ? fromErrorBody(r.error) : new Error(r.error.error.message));
+    else
+      p.resolve({
+        ...(r.id ? { id: r.id } : {}),
+        ...(r.ab ? { buf: Buffer.from(r.ab, r.offset, r.length) } : {}),
+      });
   }
 
   private fail(e: Error): void {
     this.failure ??= e;
-    for (const job of this.jobs.values()) job.reject(this.failure);
-    this.jobs.clear();
-    for (const t of this.threads) t.inFlight = 0;
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+    this.busy = 0;
+    for (const w of this.workers) w.unref();
   }
+}
+
+/** The sealing threads of a process (an agent has one: `sealThreads`). */
+export class SealThreads {
+  private set: Promise<ThreadSet> | undefined;
+  private seq = 0;
+  private kid = 0;
+  private users = 0;
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: { count?: number; idleMs?: number } = {}) {}
+
+  /** A codec under `keys` for one job: the key is derived on every thread, and forgotten at `close`. */
+  async codecFor(keys: ThreadableKeys): Promise<JobCodec> {
+    this.users++;
+    clearTimeout(this.idle);
+    try {
+      const set = await this.threads();
+      const kid = ++this.kid;
+      const raw = keys.rawKeyForWorkers();
+      const key = new Uint8Array(raw); // an exact-size copy: a pooled Buffer would clone its whole pool slab
+      raw.fill(0);
+      try {
+        await Promise.all(
+          set.workers.map((_, i) =>
+            set.send({ kind: 'key', seq: ++this.seq, kid, key, name: keys.name }, [], i),
+          ),
+        );
+      } finally {
+        key.fill(0);
+      }
+      return this.codec(set, kid);
+    } catch (e) {
+      this.release();
+      throw e;
+    }
+  }
+
+  /** Stops the threads now (work in flight is refused). */
+  async close(): Promise<void> {
+    clearTimeout(this.idle);
+    const set = this.set;
+    this.set = undefined;
+    if (set) await (await set.catch(() => undefined))?.stop();
+  }
+
+  private codec(set: ThreadSet, kid: number): JobCodec {
+    let closed = false;
+    const work = async (op: SealOp, buf: Buffer, id?: string) => {
+      if (closed) throw new InvalidStateError('this job has closed its sealing threads');
+      const mv = movable(buf);
+      return set.send({ kind: 'work', seq: ++this.seq, kid, op, ...(id ? { id } : {}), ...mv }, [mv.ab]);
+    };
+    return {
+      identify: async (plain) => {
+        const r = await work('identify', plain);
+        return { id: r.id!, plain: r.buf! };
+      },
+      seal: async (id, plain) => (await work('seal', plain, id)).buf!,
+      open: async (id, blob) => (await work('open', blob, id)).buf!,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        set.post({ kind: 'forget', kid });
+        this.release();
+      },
+    };
+  }
+
+  private release(): void {
+    if (--this.users > 0) return;
+    this.idle = setTimeout(() => void this.close(), this.opts.idleMs ?? SEAL_THREADS_IDLE_MS);
+    this.idle.unref();
+  }
+
+  /** The running thread set, started (or restarted after a failure) when needed. */
+  private async threads(): Promise<ThreadSet> {
+    const current = await this.set?.catch(() => undefined);
+    if (current && !current.failure) return current;
+    this.set = startThreads(Math.min(this.opts.count ?? availableParallelism(), SEAL_THREADS_MAX));
+    this.set.catch(() => {
+      this.set = undefined;
+    });
+    return this.set;
+  }
+}
+
+async function startThreads(count: number): Promise<ThreadSet> {
+  const url = workerEntry();
+  const started: Worker[] = [];
+  try {
+    // Started together; each says it is ready once its modules are loaded.
+    await Promise.all(
+      Array.from({ length: Math.max(1, count) }, () => {
+        const worker = new Worker(url);
+        started.push(worker);
+        return new Promise<void>((resolve, reject) => {
+          worker.once('error', reject);
+          worker.once('exit', (code) => reject(new Error(`exited with code ${code}`)));
+          worker.once('message', () => {
+            worker.removeAllListeners('error').removeAllListeners('exit');
+            resolve();
+          });
+        });
+      }),
+    );
+  } catch (e) {
+    await Promise.all(started.map((w) => w.terminate()));
+    throw new InvalidStateError(`the backup sealing threads did not start: ${(e as Error).message}`);
+  }
+  return new ThreadSet(started);
+}
+
+/** This process's sealing threads. */
+export const sealThreads = new SealThreads();
+
+/** A job's codec: the process's sealing threads when `keys` can be handed to them, else the caller's thread. */
+export async function jobCodec(keys: ChunkKeys & Partial<ThreadableKeys>): Promise<JobCodec> {
+  if (typeof keys.rawKeyForWorkers === 'function' && typeof keys.name === 'string')
+    return sealThreads.codecFor(keys as ThreadableKeys);
+  return { ...inlineCodec(keys), close: async () => {} };
 }
