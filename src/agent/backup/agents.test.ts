@@ -1,166 +1,34 @@
-// Backups between agents over real mutual TLS (TCP on 127.0.0.1): a VM host's agent backs a disk up (served by a real
-// qemu-nbd, as a stopped VM's view is) into a store on another agent, an offsite store on a third agent pulls only
-// the chunks it lacks, a restore writes the disk back byte for byte, and one file comes out of an ext4 partition
-// through debugfs. Who may call what: host certificates only the store's peer routes; an offsite store refuses
-// writes from the network and prune from anyone but its local socket.
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../controller/agents.js';
 import { HostCredentials } from '../../controller/pki/service.js';
-import { DirChunkStore } from '../../drivers/backup/chunk-store.js';
-import { connectNbd } from '../../drivers/backup/nbd-client.js';
-import { type QemuNbdServer, startQemuNbd } from '../../drivers/backup/qemu-nbd.js';
-import type { BackupView, HypervisorDriver, RestoreView } from '../../drivers/hypervisor/types.js';
-import { RecordingRunner, SystemRunner } from '../../exec/runner.js';
+import type { HypervisorDriver } from '../../drivers/hypervisor/types.js';
 import { BACKUP_CHUNK_BYTES, type BackupJob, type StoreLocation, snapshotId } from '../../shared/backup.js';
-import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
-import { applyRetention } from '../../shared/backup-retention.js';
+import { newBackupKey } from '../../shared/backup-crypto.js';
 import { HttpClient } from '../../shared/http/client.js';
-import { listen } from '../../shared/http/server.js';
-import { readCredentials, type TlsCredentials } from '../../shared/tls.js';
-import { Agent } from '../agent.js';
-import { createAgentServer } from '../server.js';
+import type { TlsCredentials } from '../../shared/tls.js';
 import { OkSchema } from '../wire.js';
 import { PruneAnswerSchema, StoreListSchema } from '../wire-backup.js';
-import { BackupService } from './service.js';
+import { BackupAgentsHarness, type BackupNode, run } from './agents.test-util.js';
 import { StoreClient } from './store-client.js';
-import { BackupStores } from './stores.js';
 
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const SIZE = 24 * MiB;
-const runner = new SystemRunner();
 const key = { name: 'backup-key', value: newBackupKey().toString('base64') };
 let dir: string;
 let pki: HostCredentials;
-const servers: QemuNbdServer[] = [];
-const apps: FastifyInstance[] = [];
+let h: BackupAgentsHarness;
 
-interface Node {
-  name: string;
-  url: string;
-  creds: TlsCredentials;
-  svc: BackupService;
-  local: string;
-}
+type Node = BackupNode;
 let host1: Node;
 let store1: Node;
 let store2: Node;
 
-const img = () => join(dir, 'web-root.qcow2');
-const qemuIo = (file: string, ...cmds: string[]) =>
-  run('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), file]);
-
-async function serve(image: string, name: string, readOnly: boolean, bitmap?: string) {
-  const s = await startQemuNbd(runner, {
-    image,
-    format: 'qcow2',
-    readOnly,
-    ...(bitmap ? { bitmap } : {}),
-    socketDir: join(dir, 'nbd'),
-    exportName: name,
-  });
-  servers.push(s);
-  return s;
-}
-
-/**
- * A hypervisor with one stopped VM `web` whose root disk is a qcow2 file: its views are what capture's stopped-VM
- * path gives (qemu-nbd, the base's persistent bitmap exported, the next bitmap added at commit).
- */
-function fakeHypervisor(): HypervisorDriver {
-  let n = 0;
-  const bitmaps = async () => {
-    const { stdout } = await run('qemu-img', ['info', '--output=json', '-U', img()]);
-    const info = JSON.parse(stdout) as {
-      'format-specific'?: { data?: { bitmaps?: Array<{ name: string }> } };
-    };
-    return (info['format-specific']?.data?.bitmaps ?? []).map((b) => b.name);
-  };
-  return {
-    config: async (name: string) =>
-      name === 'web' ? ({ name: 'web', cpus: 1, memoryMiB: 256, disks: [], nics: [] } as never) : undefined,
-    backupOpen: async (_name, opts): Promise<BackupView> => {
-      const base =
-        opts.bitmaps.base && (await bitmaps()).includes(opts.bitmaps.base) ? opts.bitmaps.base : undefined;
-      const s = await serve(img(), `view${++n}`, true, base);
-      const end = async () => {
-        await s.stop();
-        servers.splice(servers.indexOf(s), 1);
-      };
-      return {
-        consistency: 'stopped',
-        at: new Date(),
-        disks: [
-          {
-            name: 'root',
-            sizeBytes: SIZE,
-            socket: s.socket,
-            exportName: s.exportName,
-            changed:
-              base && !opts.full
-                ? { context: `qemu:dirty-bitmap:${base}` }
-                : { fullReason: base ? 'forced' : 'first' },
-          },
-        ],
-        commit: async () => {
-          await end();
-          if (base) await run('qemu-img', ['bitmap', '--remove', img(), base]);
-          await run('qemu-img', ['bitmap', '--add', img(), opts.bitmaps.next]);
-        },
-        abort: end,
-      };
-    },
-    restoreOpen: async (): Promise<RestoreView> => {
-      const s = await serve(join(dir, 'restored.qcow2'), `restore${++n}`, false);
-      return {
-        disks: [{ name: 'root', sizeBytes: SIZE, socket: s.socket, exportName: s.exportName }],
-        close: async () => {
-          await s.stop();
-          servers.splice(servers.indexOf(s), 1);
-        },
-      };
-    },
-  } as Partial<HypervisorDriver> as HypervisorDriver;
-}
-
-async function node(name: string, hypervisor: HypervisorDriver): Promise<Node> {
-  const stateDir = join(dir, name);
-  await mkdir(stateDir, { recursive: true });
-  await pki.ensureLabHost(name, join(stateDir, 'tls'));
-  const creds = readCredentials(join(stateDir, 'tls'))!;
-  const svc = new BackupService({
-    host: name,
-    stateDir,
-    runner,
-    hypervisor,
-    stores: new BackupStores({
-      host: name,
-      stateDir,
-      poolRoots: [join(dir, 'pools')],
-      open: (c) => DirChunkStore.open(c),
-    }),
-    tls: () => creds,
-    connect: connectNbd,
-    keys: (k) => BackupKeySet.fromBase64(k.value, k.name),
-    retention: applyRetention,
-  });
-  await svc.start();
-  const agent = new Agent({ host: name, runner: new RecordingRunner(), networks: {}, hypervisor, stateDir });
-  const tcp = await createAgentServer(agent, { tls: creds, prerequisites: async () => [], backup: svc });
-  await listen(tcp, 'https://127.0.0.1:0');
-  const local = await createAgentServer(agent, { prerequisites: async () => [], backup: svc });
-  const sock = join(stateDir, 'agent.sock');
-  await listen(local, `unix://${sock}`);
-  apps.push(tcp, local);
-  const port = (tcp.server.address() as { port: number }).port;
-  return { name, url: `https://127.0.0.1:${port}`, creds, svc, local: `unix://${sock}` };
-}
+const img = () => h.image;
+const qemuIo = (file: string, ...cmds: string[]) => h.qemuIo(cmds, file);
+const node = (name: string, hypervisor: HypervisorDriver) => h.node(pki, name, hypervisor);
 
 const client = (n: Node) => new AgentClient(n.name, n.url);
 const loc = (n: Node, store: string): StoreLocation => ({ store, host: n.name, agent: n.url });
@@ -175,10 +43,11 @@ async function finished(n: Node, job: BackupJob): Promise<BackupJob> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'vmlink-backup-agents-'));
+  h = new BackupAgentsHarness(dir, SIZE);
   pki = await HostCredentials.open(join(dir, 'pki'));
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', img(), String(SIZE)]);
   await qemuIo(img(), 'write -P 0x11 0 2M', 'write -P 0x22 9M 4M');
-  const hv = fakeHypervisor();
+  const hv = h.hypervisor(join(dir, 'restored.qcow2'));
   host1 = await node('host1', hv);
   store1 = await node('store1', hv);
   store2 = await node('store2', hv);
@@ -187,8 +56,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const a of apps) await a.close().catch(() => {});
-  for (const s of [...servers]) await s.stop().catch(() => {});
+  await h?.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -197,12 +65,7 @@ describe('stores on agents', () => {
     const stores = await client(store1).backupStores();
     expect(stores).toEqual([expect.objectContaining({ name: 'site', offsite: false, snapshots: 0 })]);
     // A new service on the same state directory serves the same store.
-    const again = new BackupStores({
-      host: 'store1',
-      stateDir: join(dir, 'store1'),
-      poolRoots: [],
-      open: (c) => DirChunkStore.open(c),
-    });
+    const again = h.stores('store1');
     expect((await again.list()).map((s) => s.name)).toEqual(['site']);
     expect((await again.get('site')).config.path).toBe(join(dir, 'store1', 'backup-stores', 'site'));
   });
