@@ -29,6 +29,7 @@ import {
   observeSecurityGroups,
 } from './security-groups.js';
 import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
+import { configureTuning, type HostTuner } from './tuning.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
@@ -60,6 +61,8 @@ export interface AgentDeps {
    * vm.start and vm.hotplug must pass. Absent: no cluster, VMs start on the controller's word.
    */
   cluster?: ClusterMembership;
+  /** The host's TCP tuning (`hosts[].tuning`); absent: the agent reports none and refuses tuning actions. */
+  tuning?: HostTuner;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
@@ -158,6 +161,10 @@ export class Agent {
       this.devices(),
       this.storage.listPools(),
     ]);
+    const tuning = await this.deps.tuning?.observe().catch((e: unknown) => {
+      log.warn({ err: (e as Error).message }, 'could not read the host tuning');
+      return undefined;
+    });
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
     const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
@@ -196,6 +203,7 @@ export class Agent {
         memoryMiB: Math.floor(totalmem() / 1048576),
         network: Object.assign({}, ...caps) as Record<string, boolean>,
         backends: this.backends,
+        ...(tuning ? { tuning } : {}),
       },
       networks: networks.flat(),
       vms,
@@ -342,6 +350,8 @@ export class Agent {
         });
         return;
       }
+      case 'tuning.configure':
+        return configureTuning(this.tuner(), this.confirms, action, ctx);
       case 'securityGroup.ensure':
         return ensureSecurityGroup(this.deps.host, this.deps.networks, action.group, action.configHash, ctx);
       case 'securityGroup.delete': {
@@ -489,7 +499,17 @@ export class Agent {
     return { kind: 'network', name };
   }
 
+  /** The tuner, or an error saying this agent has none. */
+  private tuner(): HostTuner {
+    if (this.deps.tuning) return this.deps.tuning;
+    throw new UnsupportedError(
+      `host ${this.deps.host} cannot tune its TCP parameters (no tuner in this agent); remove hosts[].tuning for it`,
+      `host/${this.deps.host}`,
+    );
+  }
+
   private async undo(u: Undo): Promise<void> {
+    if (u.kind === 'tuning') return this.tuner().restore(u.previous);
     if (u.kind === 'uplink') {
       if (!this.deps.uplink) throw new UnsupportedError('no uplink manager to restore the uplink with');
       return this.deps.uplink.restore(u.snapshot);

@@ -11,14 +11,18 @@ import { CONFIRM_RECORD_KEEP_MS } from '../shared/limits.js';
 import { log } from '../shared/log.js';
 import type { NetworkConfig } from '../shared/model.js';
 import { readJsonFileSync, writeJsonFileSync } from '../shared/state-file.js';
+import type { TuningValues } from '../shared/tuning.js';
 import { type ConfirmState, NetworkConfigSchema } from './wire.js';
+import { TuningValuesSchema } from './wire-tuning.js';
 
 /** How to take a confirmable change back: JSON-serialisable, so it survives an agent restart. */
 export type Undo =
   /** Re-ensure the network as it was, or delete it when it did not exist. */
   | { kind: 'network'; name: string; previous?: { config: NetworkConfig; configHash: string } }
   /** Put the uplink back as the driver's snapshot describes it. */
-  | { kind: 'uplink'; device: string; snapshot: unknown };
+  | { kind: 'uplink'; device: string; snapshot: unknown }
+  /** Set the host's TCP tuning back to the values the change replaced. */
+  | { kind: 'tuning'; previous: TuningValues };
 
 /** One commit-confirmed change as persisted. */
 interface Entry {
@@ -44,6 +48,7 @@ const UndoSchema = z.discriminatedUnion('kind', [
     })
     .strict(),
   z.object({ kind: z.literal('uplink'), device: z.string(), snapshot: z.unknown() }).strict(),
+  z.object({ kind: z.literal('tuning'), previous: TuningValuesSchema }).strict(),
 ]);
 
 const EntrySchema = z

@@ -32,6 +32,7 @@ import { joinController } from './join.js';
 import { createAgentServer } from './server.js';
 import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
+import { HostTuner } from './tuning.js';
 import { linuxUplinkControl } from './uplink.js';
 import { DEFAULT_POOL_ROOT } from './wire-checks.js';
 
@@ -151,6 +152,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       ...(opts.poolRoots?.length ? { poolRoots: opts.poolRoots } : {}),
     },
     ...(cluster ? { cluster } : {}),
+    // TCP tuning of the agent's own network namespace (a lab host's, a real host's root one).
+    ...(role === 'storage' ? {} : { tuning: new HostTuner({ host: opts.host, runner }) }),
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));

@@ -26,6 +26,14 @@ const report: Full<HostReport> = {
       reducedPhysBits: 1,
     },
     backends: ['linux', 'ovs'],
+    tuning: {
+      congestion: ['bbr', 'reno'],
+      congestionAvailable: ['reno', 'bbr', 'cubic'],
+      congestionAllowed: ['reno', 'bbr'],
+      rootNamespace: false,
+      keys: ['congestion', 'mtuProbing', 'ecn', 'fastOpen'],
+      current: { congestion: 'bbr', mtuProbing: 0, ecn: 2, fastOpen: 1 },
+    },
   },
   networks: [
     {

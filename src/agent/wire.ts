@@ -76,6 +76,7 @@ import {
   ObservedPoolsSchema,
   storageActionSchemas,
 } from './wire-storage.js';
+import { TuningCapabilitiesSchema, tuningActionSchema } from './wire-tuning.js';
 
 // Every field typed and bounded with the spec's own checks: the agent accepts what a spec can produce, nothing else.
 const name = z.string().regex(NAME_PATTERN);
@@ -298,6 +299,7 @@ export const AgentActionSchema = z
       })
       .strict(),
     z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
+    tuningActionSchema(ConfirmSchema),
     // Creates or updates a security group on every backend of the host that has them.
     z
       .object({ kind: z.literal('securityGroup.ensure'), group: SecurityGroupConfigSchema, configHash: hash })
@@ -511,6 +513,7 @@ export const HostReportSchema = z.object({
         reducedPhysBits: z.number().int().min(0).max(63).optional(),
       })
       .optional(),
+    tuning: TuningCapabilitiesSchema.optional(),
   }),
   networks: z.array(ObservedNetworkSchema),
   vms: z.array(

@@ -16,6 +16,7 @@ import { VmlinkError } from '../shared/errors.js';
 import { sleep } from '../shared/time.js';
 import { type Api, emit, out } from './io.js';
 import { table } from './render.js';
+import { renderTuning } from './render-tuning.js';
 
 /** `vmlink status|events`. */
 export function addStatusCommands(program: Command, api: Api): void {
@@ -44,6 +45,7 @@ export function addStatusCommands(program: Command, api: Api): void {
               h.reachable ? h.report?.capabilities.acceleratorReason : h.error?.split('\n')[0],
             ]),
           ),
+          ...renderTuning(r.hosts),
         ].join('\n');
       });
     });

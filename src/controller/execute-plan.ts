@@ -244,6 +244,8 @@ export function toAction(step: Step): AgentAction {
       return { kind: 'vm.stop', name: step.name, force: step.force };
     case 'uplink.configure':
       return { kind: 'uplink.configure', uplink: step.uplink, configHash: step.configHash };
+    case 'tuning.configure':
+      return { kind: 'tuning.configure', tuning: step.tuning };
     case 'pool.create':
     case 'pool.update':
       return { kind: 'pool.ensure', pool: step.pool, configHash: step.configHash };

@@ -7,6 +7,7 @@ import { checkHostPassthrough } from '../plan/passthrough.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
 import type { Plan } from '../plan/steps.js';
 import { checkDevicesAgainstHosts, checkNamedVolumes, checkPoolCapacity } from '../plan/storage-checks.js';
+import { resolveTunings } from '../plan/tuning.js';
 import { ConflictError, InvalidSpecError } from '../shared/errors.js';
 import type { HostReport, UplinkConfig } from '../shared/model.js';
 import { admitSpec } from '../spec/admission.js';
@@ -122,7 +123,7 @@ export async function planAgainstHosts(
       : r,
   );
   const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
-  const all = planChanges(desired, observed, uplinks);
+  const all = planChanges(desired, observed, uplinks, inputs.checkCaps ? resolveTunings(spec) : {});
   const plan =
     failed.size || inputs.onlyHosts
       ? {

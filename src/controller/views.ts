@@ -1,5 +1,6 @@
 // Read-only views of the applied spec next to what the hosts report: status, VMs (with addresses), networks.
 import { resolveSpec } from '../plan/resolve.js';
+import { tuningChanges, tuningDrift } from '../plan/tuning.js';
 import { NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NicConfig, ObservedVm } from '../shared/model.js';
 import type { NetworkSpec, Spec } from '../spec/schema.js';
@@ -31,6 +32,8 @@ export interface HostStatus {
   missed?: number;
   error?: string;
   report?: HostReport;
+  /** Where the spec sets `hosts[].tuning`: the fields the host's reported values differ on (`ecn 2 -> 1`). */
+  tuningDrift?: string[];
 }
 
 /** The answer of `status`. */
@@ -119,7 +122,16 @@ export class Views {
           const report = await this.agents(cur.spec, h.name).report(
             givenUp ? UNREACHABLE_RECHECK_MS : REPORT_TIMEOUT_MS,
           );
-          return { name: h.name, address, reachable: true, ...beat, report };
+          const seen = report.capabilities.tuning;
+          const drift = h.tuning ? tuningChanges(tuningDrift(h.tuning, seen), seen) : undefined;
+          return {
+            name: h.name,
+            address,
+            reachable: true,
+            ...beat,
+            report,
+            ...(drift ? { tuningDrift: drift } : {}),
+          };
         } catch (e) {
           const error = givenUp
             ? `missed ${hh.missed} heartbeats (last seen ${hh.lastSeen ?? 'never'}): ${hh.error ?? ''}`

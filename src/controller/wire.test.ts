@@ -94,6 +94,7 @@ const host: Full<Omit<HostStatus, 'report'>> = {
   lastSeen: '2026-01-01T00:00:00.000Z',
   missed: 3,
   error: 'missed 3 heartbeats',
+  tuningDrift: ['ecn 2 -> 1'],
 };
 
 /** What a client receives: encoded by the server's serializer, sent as JSON, parsed by the client. */

@@ -168,6 +168,7 @@ export const StatusSchema = z.object({
       missed: z.number().int().optional(),
       error: z.string().optional(),
       report: HostReportSchema.optional(),
+      tuningDrift: z.array(z.string()).optional(),
     }),
   ),
 });

@@ -2,8 +2,9 @@
 import { InvalidRequestError } from '../shared/errors.js';
 import type { Runner } from './runner.js';
 
-// Dotted keys of [a-z0-9_-] parts; an interface name may sit in the middle (net.ipv4.conf.<dev>.arp_ignore).
-const KEY = /^[a-z0-9_]+(\.[A-Za-z0-9_@:-]{1,15})+$/;
+// Dotted keys of [a-z0-9_-] parts; an interface name may sit in the middle (net.ipv4.conf.<dev>.arp_ignore). A
+// part is at most 63 characters (net.ipv4.tcp_available_congestion_control has 32).
+const KEY = /^[a-z0-9_]+(\.[A-Za-z0-9_@:-]{1,63})+$/;
 const VALUE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Refuses a key sysctl could read as an option or a path outside /proc/sys/. */
@@ -30,6 +31,23 @@ export class Sysctl {
   /** Sets a kernel parameter. */
   async set(key: string, value: string | number): Promise<void> {
     await this.runner.run(sysctlSetArgv(key, value), { netns: this.netns });
+  }
+
+  /**
+   * Reads several parameters in one command (`sysctl -e KEY...`): a key the namespace lacks is absent from the
+   * answer, as is a line that is not `KEY = VALUE` for a key asked.
+   */
+  async getMany(keys: readonly string[]): Promise<Map<string, string>> {
+    for (const k of keys) assertSysctlKey(k);
+    const r = await this.runner.run(['sysctl', '-e', ...keys], { netns: this.netns, allowFailure: true });
+    const asked = new Set(keys);
+    const out = new Map<string, string>();
+    for (const line of r.stdout.split('\n')) {
+      const at = line.indexOf(' = ');
+      const key = line.slice(0, at);
+      if (at > 0 && asked.has(key)) out.set(key, line.slice(at + 3).trim());
+    }
+    return out;
   }
 
   /** Reads a kernel parameter's value (`sysctl -n`). */

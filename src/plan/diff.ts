@@ -17,6 +17,7 @@ import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { securityGroupChanges } from './security-group-changes.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
 import { planStorage } from './storage-changes.js';
+import { type DesiredTunings, planTuning } from './tuning.js';
 
 /** Commit-confirm window of risky steps on a host whose desired state does not say (spec default: 60 s). */
 export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
@@ -30,6 +31,7 @@ export const DEFAULT_CONFIRM_TIMEOUT_MS = CONFIRM_WINDOW_MS;
 // a pool after its volumes. A volume grown online goes through its running VM, after the starts.
 const phase: Record<Step['kind'], number> = {
   'uplink.configure': -1,
+  'tuning.configure': -1,
   'pool.create': 0,
   'pool.update': 0,
   'volume.create': 0.5,
@@ -68,6 +70,7 @@ const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 // Within a host's phase: security groups after networks, so that the agent's runs of network steps (one bulk
 // call each) stay whole; pools after both.
 const kindOrder: Partial<Record<Step['kind'], number>> = {
+  'tuning.configure': 1,
   'securityGroup.create': 1,
   'securityGroup.update': 1,
   'securityGroup.delete': 1,
@@ -102,9 +105,15 @@ export function touchesUplink(net: NetworkConfig, uplink: string | undefined): b
  * Plans the steps that bring `observed` to `desired`. A desired host missing from `observed` counts as
  * empty; an observed host missing from `desired` has everything on it deleted (its uplink is left alone).
  * `uplinks` (see `resolveUplinks`) adds an `uplink.configure` step first on each host whose reported uplink
- * hash differs. Steps that touch a host's uplink are marked `risky` with the host's commit-confirm window.
+ * hash differs, and `tunings` (see `resolveTunings`) a `tuning.configure` step where the host's TCP tuning drifts
+ * from it. Steps that touch a host's uplink are marked `risky` with the host's commit-confirm window.
  */
-export function planChanges(desired: DesiredState, observed: HostReport[], uplinks?: DesiredUplinks): Plan {
+export function planChanges(
+  desired: DesiredState,
+  observed: HostReport[],
+  uplinks?: DesiredUplinks,
+  tunings?: DesiredTunings,
+): Plan {
   const steps: Step[] = [];
   const unchanged: string[] = [];
   const obsByHost = new Map<string, HostReport>();
@@ -145,6 +154,14 @@ export function planChanges(desired: DesiredState, observed: HostReport[], uplin
           risky: true,
           confirmTimeoutMs,
         });
+    }
+
+    // Tuning is compared field by field with what the host reports (drift), not by a hash of what vmlink applied.
+    const tuning = tunings?.[host];
+    if (tuning && desired[host]) {
+      const step = planTuning(host, tuning, seen?.capabilities.tuning, confirmTimeoutMs);
+      if (step) steps.push(step);
+      else unchanged.push(`tuning of ${host}`);
     }
 
     planSecurityGroups(host, want.securityGroups ?? [], seen?.securityGroups ?? [], steps, unchanged);

@@ -88,6 +88,8 @@ function describeStep(s: Step): string {
   switch (s.kind) {
     case 'uplink.configure':
       return `~ uplink of ${s.host} (${describeUplink(s.uplink)})`;
+    case 'tuning.configure':
+      return `~ tuning of ${s.host}: ${s.changes.join(', ')}`;
     case 'network.create':
       return `+ network ${s.network.name} on ${s.host} (${describeNetwork(s.network)})`;
     case 'network.update':

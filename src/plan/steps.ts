@@ -2,6 +2,7 @@
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import type { PoolConfig, VolumeConfig } from '../shared/storage.js';
+import type { HostTuningSpec } from '../spec/schema-observe.js';
 
 /**
  * Marks a step that touches the host's uplink (it may cut the host off the network): the controller sends it
@@ -61,6 +62,22 @@ export interface UplinkConfigureStep {
   uplink: UplinkConfig;
   configHash: string;
   reason: string;
+  risky: true;
+  confirmTimeoutMs: number;
+}
+
+/**
+ * Sets the host's TCP tuning (`hosts[].tuning`): the fields whose observed value differs from the spec; first on
+ * its host (after its uplink), always commit-confirmed.
+ */
+export interface TuningConfigureStep {
+  kind: 'tuning.configure';
+  host: string;
+  /** The drifting fields with their desired values. */
+  tuning: HostTuningSpec;
+  reason: string;
+  /** `congestion bbr -> reno` per field. */
+  changes: string[];
   risky: true;
   confirmTimeoutMs: number;
 }
@@ -169,6 +186,7 @@ export type Step =
   | VolumeResizeStep
   | VolumeDeleteStep
   | UplinkConfigureStep
+  | TuningConfigureStep
   | NetworkEnsureStep
   | NetworkDeleteStep
   | SecurityGroupEnsureStep
@@ -194,6 +212,8 @@ export function stepTarget(step: Step): string {
   switch (step.kind) {
     case 'uplink.configure':
       return step.uplink.device;
+    case 'tuning.configure':
+      return 'tuning';
     case 'pool.create':
     case 'pool.update':
     case 'pool.delete':

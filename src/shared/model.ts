@@ -6,6 +6,7 @@ import type { DeviceInventory, DeviceRequest } from './devices.js';
 import type { HostService } from './port-security.js';
 import type { SecurityGroupConfig } from './security-groups.js';
 import type { DiskSource, ObservedPool } from './storage.js';
+import type { TuningCapabilities } from './tuning.js';
 
 /** A port forward resolved to the VM address it targets. */
 export interface ForwardConfig {
@@ -225,6 +226,8 @@ export interface HostCapabilities {
   backends: NetworkBackend[];
   /** Confidential-VM support (absent from agents older than this field: treated as none). */
   confidential?: ConfidentialCapabilities;
+  /** TCP tuning of its network namespace: what it can set, what it has (absent from agents before tuning). */
+  tuning?: TuningCapabilities;
 }
 
 /** How a host's uplink itself must be configured (spec `hosts[].network`); changes are commit-confirmed. */

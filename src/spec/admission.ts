@@ -3,6 +3,8 @@
 // features they report. Validation (./validate/) is pure and needs no host; admission needs their reports.
 import type { SpecIssue } from '../shared/errors.js';
 import type { ConfidentialCapabilities } from '../shared/model.js';
+import type { TuningCapabilities } from '../shared/tuning.js';
+import { checkTuning } from './admission-tuning.js';
 import type { Spec } from './schema.js';
 import { networkHosts } from './topology.js';
 
@@ -66,6 +68,8 @@ export interface HostSupport {
   accelerator?: 'kvm' | 'tcg';
   /** Confidential-VM support, kind by kind (absent: an agent that does not report it, so none). */
   confidential?: ConfidentialCapabilities;
+  /** What the host can tune (absent: an agent that does not report it, so `hosts[].tuning` is refused there). */
+  tuning?: TuningCapabilities;
 }
 
 /**
@@ -136,5 +140,10 @@ export type HostAdmission = HostCapacity & HostSupport;
  * after validation and before any change. Hosts without a report are not checked.
  */
 export function admitSpec(spec: Spec, hosts: Record<string, HostAdmission>): SpecIssue[] {
-  return [...checkCapacity(spec, hosts), ...checkHostSupport(spec, hosts), ...checkConfidential(spec, hosts)];
+  return [
+    ...checkCapacity(spec, hosts),
+    ...checkHostSupport(spec, hosts),
+    ...checkConfidential(spec, hosts),
+    ...checkTuning(spec, hosts),
+  ];
 }

@@ -47,7 +47,7 @@ export class FakeHost {
         this.cut = false;
         throw new Error(this.failRevert);
       }
-      const key = undo.kind === 'network' ? undo.name : undo.device;
+      const key = undo.kind === 'network' ? undo.name : undo.kind === 'uplink' ? undo.device : 'tuning';
       const snap = this.snapshots.get(key);
       if (snap) {
         this.networks.clear();
