@@ -29,7 +29,7 @@ import {
   observeSecurityGroups,
 } from './security-groups.js';
 import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
-import { configureTuning, type HostTuner } from './tuning.js';
+import { configureTuning, type HostTuner, observeTuning, requireTuner } from './tuning.js';
 import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
@@ -161,10 +161,7 @@ export class Agent {
       this.devices(),
       this.storage.listPools(),
     ]);
-    const tuning = await this.deps.tuning?.observe().catch((e: unknown) => {
-      log.warn({ err: (e as Error).message }, 'could not read the host tuning');
-      return undefined;
-    });
+    const tuning = await observeTuning(this.deps.tuning);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
     const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
@@ -351,7 +348,7 @@ export class Agent {
         return;
       }
       case 'tuning.configure':
-        return configureTuning(this.tuner(), this.confirms, action, ctx);
+        return configureTuning(requireTuner(this.deps), this.confirms, action, ctx);
       case 'securityGroup.ensure':
         return ensureSecurityGroup(this.deps.host, this.deps.networks, action.group, action.configHash, ctx);
       case 'securityGroup.delete': {
@@ -499,17 +496,8 @@ export class Agent {
     return { kind: 'network', name };
   }
 
-  /** The tuner, or an error saying this agent has none. */
-  private tuner(): HostTuner {
-    if (this.deps.tuning) return this.deps.tuning;
-    throw new UnsupportedError(
-      `host ${this.deps.host} cannot tune its TCP parameters (no tuner in this agent); remove hosts[].tuning for it`,
-      `host/${this.deps.host}`,
-    );
-  }
-
   private async undo(u: Undo): Promise<void> {
-    if (u.kind === 'tuning') return this.tuner().restore(u.previous);
+    if (u.kind === 'tuning') return requireTuner(this.deps).restore(u.previous);
     if (u.kind === 'uplink') {
       if (!this.deps.uplink) throw new UnsupportedError('no uplink manager to restore the uplink with');
       return this.deps.uplink.restore(u.snapshot);

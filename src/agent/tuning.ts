@@ -7,6 +7,7 @@ import { modprobe } from '../exec/modprobe.js';
 import type { Runner } from '../exec/runner.js';
 import { Sysctl } from '../exec/sysctl.js';
 import { UnsupportedError } from '../shared/errors.js';
+import { log } from '../shared/log.js';
 import { Reverter } from '../shared/revert.js';
 import {
   describeTuning,
@@ -172,6 +173,23 @@ export class HostTuner {
     this.loadable = loadable;
     return loadable;
   }
+}
+
+/** The host's tuning for its report; undefined (logged) when it has no tuner or it cannot be read. */
+export function observeTuning(tuner: HostTuner | undefined): Promise<TuningCapabilities | undefined> {
+  return (tuner?.observe() ?? Promise.resolve(undefined)).catch((e: unknown) => {
+    log.warn({ err: (e as Error).message }, 'could not read the host tuning');
+    return undefined;
+  });
+}
+
+/** The agent's tuner, or an error saying this agent has none. */
+export function requireTuner(deps: { host: string; tuning?: HostTuner | undefined }): HostTuner {
+  if (deps.tuning) return deps.tuning;
+  throw new UnsupportedError(
+    `host ${deps.host} cannot tune its TCP parameters (no tuner in this agent); remove hosts[].tuning for it`,
+    `host/${deps.host}`,
+  );
 }
 
 /**
