@@ -27,6 +27,7 @@ const LIGHT = [
   'storage-iscsi',
   'store-etcd',
   'tls',
+  'tuning',
 ].map((name) => `test/integration/${name}.int.test.ts`);
 
 const integration = {
