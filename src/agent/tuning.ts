@@ -99,13 +99,14 @@ export class HostTuner {
   }
 
   /**
-   * Refuses `want` (UnsupportedError naming the host and why) unless this namespace can set all of it; a congestion
-   * control not loaded yet is loaded first (`modprobe tcp_NAME`). Changes no setting.
+   * Refuses `want` (UnsupportedError naming the host and why) unless this namespace can set all of it; in the root
+   * namespace a congestion control not loaded yet is loaded first (`modprobe tcp_NAME`). Changes no setting.
    */
   async check(want: HostTuningSpec): Promise<TuningCapabilities> {
     let caps = await this.observe();
     const cc = want.congestion;
-    if (cc !== undefined && !caps.congestionAvailable.includes(cc)) {
+    // Elsewhere a module loaded now could not be set (the machine does not allow it there): nothing is loaded.
+    if (cc !== undefined && caps.rootNamespace && !caps.congestionAvailable.includes(cc)) {
       await modprobe(this.opts.runner, `tcp_${cc}`, this.netnsOpt());
       caps = await this.observe();
     }

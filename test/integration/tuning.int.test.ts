@@ -196,7 +196,8 @@ it('refuses an algorithm the host cannot set, naming the host and why, before an
     );
   }
 
-  // The agent checks too (a request that bypasses admission): it tries modprobe, refuses, and arms nothing.
+  // The agent checks too (a request that bypasses admission): it refuses and arms nothing (outside the root
+  // namespace it loads no module: one loaded now could not be set there).
   await expect(
     agent.post(
       '/v1/actions',
