@@ -150,7 +150,7 @@ export class Agent {
     if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups, devices, pools] = await Promise.all([
+    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning] = await Promise.all([
       hypervisor.accelerator(),
       hypervisor.confidential?.().catch(() => undefined),
       Promise.all(drivers.map((d) => d.capabilities())),
@@ -160,8 +160,8 @@ export class Agent {
       observeSecurityGroups(this.deps.networks),
       this.devices(),
       this.storage.listPools(),
+      observeTuning(this.deps.tuning),
     ]);
-    const tuning = await observeTuning(this.deps.tuning);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
     const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
