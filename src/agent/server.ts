@@ -15,6 +15,7 @@ import { clientCertRefusal } from '../shared/http/auth.js';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { PEER_LEASE_VERIFY_MS } from '../shared/limits.js';
+import { type AgentMetrics, AgentMetricsSchema } from '../shared/metrics.js';
 import { CONTROLLER_NAME, identityOf } from '../shared/tls.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { NAME_PATTERN } from '../spec/schema.js';
@@ -61,6 +62,8 @@ export interface AgentServerOptions {
   prerequisites: () => Promise<DoctorCheck[]>;
   /** The backup side (stores and jobs, agent/backup/): its routes are served when given. */
   backup?: BackupService;
+  /** One metric sample of this host (`GET /v1/metrics`, agent/metrics/); the route is served when given. */
+  metrics?: () => Promise<AgentMetrics>;
 }
 
 /** The one route a peer host's agent may call (read-only): its lease, for the outage check. */
@@ -134,6 +137,9 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     if (!inv) throw new UnsupportedError(`the agent of ${agent.host} cannot read its devices`);
     return inv;
   });
+  const metrics = opts.metrics;
+  if (metrics)
+    app.get('/v1/metrics', { schema: { response: answers(AgentMetricsSchema) } }, async () => metrics());
   app.get('/v1/doctor', { schema: { response: answers(AgentDoctorSchema) } }, async () => ({
     checks: await opts.prerequisites(),
   }));

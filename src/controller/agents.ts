@@ -61,6 +61,12 @@ import {
   GUEST_INTERFACES_TIMEOUT_MS,
   PROBE_ANSWER_MARGIN_MS,
 } from '../shared/limits.js';
+import {
+  type AgentMetrics,
+  AgentMetricsSchema,
+  METRICS_AGENT_TIMEOUT_MS,
+  METRICS_BODY_MAX_BYTES,
+} from '../shared/metrics.js';
 import type { HostReport } from '../shared/model.js';
 import { labAgentSocket } from '../shared/paths.js';
 import type { ObservedSnapshot } from '../shared/storage.js';
@@ -129,6 +135,8 @@ export class AgentClient {
   private readonly http: HttpClient;
   /** For the backup answers that may be large: manifests, snapshot lists, a file restore's content. */
   private readonly large: HttpClient;
+  /** For metric samples: bounded by METRICS_BODY_MAX_BYTES (an agent is untrusted input). */
+  private readonly sample: HttpClient;
   constructor(
     readonly host: string,
     readonly address: string,
@@ -147,6 +155,12 @@ export class AgentClient {
       maxResponseBytes: BACKUP_LARGE_ANSWER_MAX_BYTES,
       ...(tls ? { tls } : {}),
     });
+    this.sample = new HttpClient(address, {
+      name: `agent of ${host}`,
+      protocol: 'wire',
+      maxResponseBytes: METRICS_BODY_MAX_BYTES,
+      ...(tls ? { tls } : {}),
+    });
   }
 
   /** Liveness and the handshake: answers when the agent is reachable and speaks a wire version we do. */
@@ -162,6 +176,11 @@ export class AgentClient {
   /** The host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun). */
   async doctor(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<DoctorCheck[]> {
     return (await this.http.get('/v1/doctor', AgentDoctorSchema, timeoutMs)).checks;
+  }
+
+  /** One metric sample of the host (docs/observability.md), parsed strictly and read up to METRICS_BODY_MAX_BYTES. */
+  metrics(timeoutMs = METRICS_AGENT_TIMEOUT_MS): Promise<AgentMetrics> {
+    return this.sample.get('/v1/metrics', AgentMetricsSchema, timeoutMs);
   }
 
   /** Applies one action on the host. */

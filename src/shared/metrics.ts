@@ -11,6 +11,8 @@ export const METRICS_VMS_MAX = 4096;
 export const METRICS_INTERFACES_MAX = 4096;
 export const METRICS_DEVICES_PER_VM_MAX = 64;
 export const METRICS_FILESYSTEMS_MAX = 64;
+/** How long the controller waits for one agent's sample by default (below the collection interval). */
+export const METRICS_AGENT_TIMEOUT_MS = 10_000;
 /** Largest agent sample body the controller reads. */
 export const METRICS_BODY_MAX_BYTES = 8 * 1024 * 1024;
 
