@@ -29,6 +29,8 @@ import { EtcdMembership } from './cluster/membership.js';
 import type { FenceVms } from './cluster/types.js';
 import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
 import { joinController } from './join.js';
+import { AgentMetricsCollector } from './metrics/collector.js';
+import type { MetricsScope } from './metrics/host.js';
 import { createAgentServer } from './server.js';
 import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
@@ -66,6 +68,8 @@ export interface AgentOptions {
   etcd?: string[];
   /** Seconds between lease renewals (default CLUSTER_HEARTBEAT_S_DEFAULT). */
   clusterHeartbeatS?: number;
+  /** What the host's CPU and memory metrics cover (default `machine`; a lab host: `processes`). */
+  metricsScope?: MetricsScope;
 }
 
 /** Network backends this host can drive: linux always, ovs only where Open vSwitch is installed. */
@@ -190,6 +194,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         );
     log.info({ host: opts.host, etcd: opts.etcd, lease: cluster.status() }, 'agent joined the cluster');
   }
+  const collector = new AgentMetricsCollector({
+    host: opts.host,
+    scope: opts.metricsScope ?? 'machine',
+    runner,
+    stateDir: opts.stateDir,
+    networks,
+    hypervisor,
+  });
+  const metrics = () => collector.sample();
   const prerequisites = () =>
     role === 'storage' ? storageHostPrerequisites(runner) : hostPrerequisites(runner);
   let tcpApp: FastifyInstance | undefined;
@@ -206,7 +219,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       })
     : undefined;
   const apps: FastifyInstance[] = [
-    await createAgentServer(agent, { prerequisites, backup, ...(rotation ? { rotation } : {}) }),
+    await createAgentServer(agent, { prerequisites, backup, metrics, ...(rotation ? { rotation } : {}) }),
   ];
   await listen(apps[0]!, opts.listen);
   log.info(
@@ -219,7 +232,13 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     // The address may be missing right now (a rollback pending, a bridge being built): keep trying.
     const tryTcp = async (): Promise<void> => {
       if (stopping) return;
-      const app = await createAgentServer(agent, { tls: creds!, rotation: rotation!, prerequisites, backup });
+      const app = await createAgentServer(agent, {
+        tls: creds!,
+        rotation: rotation!,
+        prerequisites,
+        backup,
+        metrics,
+      });
       try {
         await listen(app, tcp);
         apps.push(app);

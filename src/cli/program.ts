@@ -62,6 +62,8 @@ export interface AgentArgs {
   etcd?: string[];
   /** Seconds between lease renewals (the lease lives twice as long). */
   clusterHeartbeatS?: number;
+  /** What the host's CPU and memory metrics cover (a lab host: its own processes). */
+  metricsScope?: 'machine' | 'processes';
 }
 
 /** What the composition root wires into the command tree: the process bodies and the local checks. */
@@ -201,6 +203,14 @@ export function createCli(processes: Processes): Command {
       'a directory pools may be made below (repeatable; default /var/lib/vmlink/pools)',
       (v: string, all: string[] = []) => [...all, v],
     )
+    .addOption(
+      new Option(
+        '--metrics-scope <scope>',
+        "what the host's CPU and memory metrics cover: the machine, or the host's own processes (a lab host, which shares its kernel)",
+      )
+        .choices(['machine', 'processes'])
+        .default('machine'),
+    )
     .action(
       async (o: {
         host: string;
@@ -217,6 +227,7 @@ export function createCli(processes: Processes): Command {
         poolRoot?: string[];
         etcd?: string;
         clusterHeartbeatS: string;
+        metricsScope: 'machine' | 'processes';
       }) => {
         if (!o.listen.startsWith('unix://'))
           throw new VmlinkError(
@@ -261,6 +272,7 @@ export function createCli(processes: Processes): Command {
           stateDir: o.stateDir,
           uplink: o.uplink,
           role: o.role,
+          metricsScope: o.metricsScope,
           ...(tgtControlPort === undefined ? {} : { tgtControlPort }),
           ...(o.nfsDir ? { nfsDir: o.nfsDir } : {}),
           ...(o.poolRoot?.length ? { poolRoots: o.poolRoot } : {}),

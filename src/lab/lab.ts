@@ -423,6 +423,9 @@ export class Lab {
         this.opts.uplinks?.[host] ?? 'eth0',
         '--state-dir',
         dir,
+        // Lab machines share one kernel: each reports its own processes' CPU and memory.
+        '--metrics-scope',
+        'processes',
         ...roleArgs,
       ],
       machineNs(this.spec.name, host),

@@ -8,12 +8,15 @@ import {
   identify,
   isPid,
   isRunning,
+  netnsOf,
   parsePid,
   parseProcStat,
+  parseStatusRss,
   processArgv,
   processComm,
   processesOfUids,
   processFromPidfile,
+  processRssBytes,
   processUid,
   procStat,
   readIdentityFile,
@@ -45,6 +48,13 @@ function tmp(): string {
   return d;
 }
 
+it('reads VmRSS from /proc/PID/status (0 for a kernel thread, which has none)', () => {
+  // Lines of a running QEMU's status on this machine.
+  const qemu = 'Name:\tqemu-system-x86\nVmHWM:\t  271604 kB\nVmRSS:\t  271588 kB\nRssAnon:\t  226352 kB\n';
+  expect(parseStatusRss(qemu)).toBe(271588 * 1024);
+  expect(parseStatusRss('Name:\tkthreadd\nState:\tS (sleeping)\n')).toBe(0);
+});
+
 describe('parseProcStat', () => {
   // Field 22 (start time) counts from the pid: pid (comm) state ppid ... ; comm may hold spaces and ") (".
   const fields = (state: string, start: number) =>
@@ -57,6 +67,21 @@ describe('parseProcStat', () => {
       state: 'S',
       ppid: 1,
       startTime: 98765,
+      cpuTicks: 0,
+      childCpuTicks: 0,
+    });
+  });
+
+  it('reads the CPU times of a real QEMU process (utime+stime, cutime+cstime)', () => {
+    // Captured from a running QEMU on this machine.
+    const text = `454 (qemu-system-x86) S 31823 454 454 0 -1 138412416 41346 0 0 0 787 171 0 0 20 0 4 0 2248976 1745076224 67823 18446744073709551615 94838064431104 94838070291541 140732015811328 0 0 0 268444224 4096 16451 0 0 0 17 0 0 0 0 0 0 94838073403640 94838078607792 94838683521024 140732015813443 140732015816599 140732015816599 140732015816668 0\n`;
+    expect(parseProcStat(text)).toMatchObject({
+      pid: 454,
+      comm: 'qemu-system-x86',
+      ppid: 31823,
+      startTime: 2248976,
+      cpuTicks: 787 + 171,
+      childCpuTicks: 0,
     });
   });
 
@@ -102,6 +127,10 @@ describe('process identity against real processes', () => {
     expect(await processComm(c.pid!)).toBe('sleep');
     expect(await processArgv(c.pid!)).toEqual(['sleep', '30']);
     expect(await processUid(c.pid!)).toBe(process.getuid!());
+    // sleep holds some memory and shares this process's network namespace.
+    expect(await processRssBytes(c.pid!)).toBeGreaterThan(0);
+    expect(await netnsOf(c.pid!)).toMatch(/^net:\[\d+\]$/);
+    expect(await netnsOf(c.pid!)).toBe(await netnsOf('self'));
     expect(await isRunning(id!)).toBe(true);
     // Same pid, another start time: a later process that reused the pid. Never signalled.
     const impostor = { pid: id!.pid, startTime: id!.startTime + 1 };

@@ -29,7 +29,17 @@ export interface ProcStat {
   state: string;
   ppid: number;
   startTime: number;
+  /** CPU time the process used itself (utime + stime, fields 14-15), in clock ticks (`USER_HZ`). */
+  cpuTicks: number;
+  /** CPU time of its children it has waited for (cutime + cstime, fields 16-17), in clock ticks. */
+  childCpuTicks: number;
 }
+
+/**
+ * Clock ticks per second of the times in /proc (`USER_HZ`, what `getconf CLK_TCK` prints): a fixed part of the
+ * kernel's ABI, 100 on every architecture Debian ships (not the kernel's internal CONFIG_HZ).
+ */
+export const USER_HZ = 100;
 
 /** Whether `n` can be the pid of a process of ours: an integer from 2 (pid 1 is init, never ours) to `PID_MAX`. */
 export function isPid(n: unknown): n is number {
@@ -60,7 +70,20 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const startTime = Number(rest[19]);
   if (!Number.isInteger(pid) || !state || !/^[A-Za-z]$/.test(state)) return undefined;
   if (!Number.isInteger(ppid) || !Number.isInteger(startTime)) return undefined;
-  return { pid, comm: text.slice(open + 2, close), state, ppid, startTime };
+  // Times are read leniently: a field that is not a count reads as 0 (identity checks must not fail on them).
+  const ticks = (i: number) => {
+    const n = Number(rest[i]);
+    return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+  };
+  return {
+    pid,
+    comm: text.slice(open + 2, close),
+    state,
+    ppid,
+    startTime,
+    cpuTicks: ticks(11) + ticks(12),
+    childCpuTicks: ticks(13) + ticks(14),
+  };
 }
 
 /** Whether a /proc state letter means the process has exited (zombie or dead). */
@@ -130,6 +153,32 @@ export async function processArgv(pid: number): Promise<string[] | undefined> {
 /** The process's command name (/proc/PID/comm), or undefined when it is gone. */
 export async function processComm(pid: number): Promise<string | undefined> {
   return (await readProc(pid, 'comm', 64))?.replace(/\n$/, '');
+}
+
+/** The process's resident memory in bytes (`VmRSS` of /proc/PID/status; 0 for a kernel thread), or undefined when it is gone. */
+export async function processRssBytes(pid: number): Promise<number | undefined> {
+  const text = await readProc(pid, 'status', 16 * 1024);
+  return text === undefined ? undefined : parseStatusRss(text);
+}
+
+/** `VmRSS` of a /proc/PID/status text in bytes; 0 when it has none (a kernel thread, a zombie). */
+export function parseStatusRss(text: string): number {
+  const m = /^VmRSS:\s+(\d{1,15}) kB$/m.exec(text);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/**
+ * The network namespace process `pid` (or this process, `self`) runs in, as the kernel names it (`net:[INODE]`), or
+ * undefined when it is gone or not ours to look at. Two processes share a namespace when these are equal.
+ */
+export async function netnsOf(pid: number | 'self'): Promise<string | undefined> {
+  const path = pid === 'self' ? '/proc/self/ns/net' : procPath(pid, 'ns/net');
+  if (!path) return undefined;
+  try {
+    return await readlink(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The process's real uid (/proc/PID/status), or undefined when it is gone. */

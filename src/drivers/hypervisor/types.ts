@@ -22,6 +22,32 @@ export interface OpenDisk {
   readOnly: boolean;
 }
 
+/** Counters of one VM disk since its QEMU started (`query-blockstats`). */
+export interface VmDiskCounters {
+  /** `root` or the spec's `disks[].name`. */
+  disk: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+/** One VM's resource figures (metrics, docs/observability.md); NIC counters are the tap's, read by the agent. */
+export interface VmStats {
+  name: string;
+  /** Whether its QEMU process runs (a paused VM's too). */
+  running: boolean;
+  /** Its QEMU process, while it runs: the agent's `processes` scope counts it as the host's. */
+  pid?: number;
+  /** CPU seconds of its QEMU process (0 when stopped). */
+  cpuSecondsTotal: number;
+  memoryRssBytes: number;
+  memoryConfiguredBytes: number;
+  disks: VmDiskCounters[];
+  /** Its NICs: QEMU device id (`nic0`, ... by slot) and the host tap behind each. */
+  nics: Array<{ nic: string; tap: string }>;
+}
+
 /** Options of `backupOpen`. */
 export interface BackupOpenOptions {
   /** Dirty bitmap names (docs/backup.md: `vmlink-<policy>-<stamp>`): the base snapshot's, and the one this starts. */
@@ -144,6 +170,11 @@ export interface HypervisorDriver {
   canHotplug(name: string): Promise<boolean>;
   /** VMs on this host. */
   list(): Promise<ObservedVm[]>;
+  /**
+   * Resource figures of every VM on this host (metrics), read without the VMs' locks and bounded in time (a QEMU
+   * that does not answer QMP still gives its CPU and memory). Absent: the agent reports no VMs.
+   */
+  vmStats?(): Promise<VmStats[]>;
   /** The VM's launch config as created, or undefined. */
   config(name: string): Promise<VmConfig | undefined>;
 

@@ -39,6 +39,7 @@ import type {
   HypervisorDriver,
   RestoreView,
   SecretValues,
+  VmStats,
 } from '../types.js';
 import { QemuBackups } from './backup-capture.js';
 import { removeVmCgroup } from './cgroup.js';
@@ -74,6 +75,7 @@ import {
 import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
+import { readVmStats } from './stats.js';
 import { consoleTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
 import { hotplugVm } from './vm-hotplug.js';
 import { prepareVmDir } from './vm-image.js';
@@ -553,6 +555,17 @@ export class QemuDriver implements HypervisorDriver {
     // VMs are looked at side by side (files, /proc, QMP); a report over many VMs waits for the slowest, not the sum.
     const seen = await settleLimited(await this.names(), LIST_CONCURRENCY, (name) => this.observe(name));
     return seen.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  }
+
+  async vmStats(): Promise<VmStats[]> {
+    const seen = await settleLimited(await this.names(), LIST_CONCURRENCY, (name) =>
+      readVmStats(name, {
+        stored: () => this.stored(name),
+        live: () => this.liveProcess(name),
+        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+      }),
+    );
+    return seen.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []));
   }
 
   private observe(name: string): Promise<ObservedVm> {
