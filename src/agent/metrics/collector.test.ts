@@ -42,6 +42,7 @@ function collector(opts: { vmStats?: () => Promise<VmStats[]>; listNetworks?: ()
     networks: { linux: network },
     hypervisor: { vmStats: opts.vmStats } as unknown as HypervisorDriver,
     now: () => 1_700_000_000_000,
+    partTimeoutMs: 300,
   });
 }
 
@@ -88,6 +89,12 @@ describe('AgentMetricsCollector', () => {
     expect(s.networks).toEqual([]);
     expect(s.hostMetrics.cpuSecondsTotal).toBeGreaterThan(0);
     expect((await collector({}).sample()).vms).toEqual([]);
+  });
+
+  it('answers without a part that hangs (a QEMU or a command that never answers), and the next sample too', async () => {
+    const c = collector({ vmStats: () => new Promise(() => {}) });
+    expect((await c.sample()).vms).toEqual([]);
+    expect((await c.sample()).hostMetrics.interfaces.length).toBe(4);
   });
 
   it('serves overlapping requests from one sample', async () => {

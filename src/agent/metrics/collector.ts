@@ -13,6 +13,7 @@ import { log } from '../../shared/log.js';
 import {
   type AgentMetrics,
   type HostMetrics,
+  METRICS_AGENT_TIMEOUT_MS,
   METRICS_DEVICES_PER_VM_MAX,
   METRICS_FILESYSTEMS_MAX,
   METRICS_INTERFACES_MAX,
@@ -33,8 +34,12 @@ export interface MetricsCollectorDeps {
   hypervisor: HypervisorDriver;
   /** Epoch ms (tests inject one). */
   now?: () => number;
+  /** How long one part may take (default METRICS_PART_TIMEOUT_MS). */
+  partTimeoutMs?: number;
 }
 
+/** How long one part of a sample may take: the sample must be done before the controller's request times out. */
+export const METRICS_PART_TIMEOUT_MS = Math.floor(METRICS_AGENT_TIMEOUT_MS / 2);
 /** Longest label value a sample may carry (AgentMetricsSchema). */
 const LABEL_MAX = 128;
 /** Links read from `ip -json -stats link show`: host interfaces, bridges and every VM's taps. */
@@ -61,19 +66,29 @@ export class AgentMetricsCollector {
 
   private async take(): Promise<AgentMetrics> {
     const d = this.deps;
+    const ms = d.partTimeoutMs ?? METRICS_PART_TIMEOUT_MS;
     const [vms, links, networks, pools] = await Promise.all([
-      part('VMs', [] as VmStats[], async () => (await d.hypervisor.vmStats?.()) ?? []),
-      part('interfaces', new Map<string, LinkCounters>(), () => linkStats(d.runner, LINKS_MAX)),
-      part('networks', [] as Array<{ name: string; bridge: string }>, () => this.bridges()),
-      part('pools', [] as Array<{ name: string; path: string }>, async () =>
-        (await this.pools.readAll()).map((r) => ({ name: r.config.name, path: r.config.path })),
+      part('VMs', [] as VmStats[], async () => (await d.hypervisor.vmStats?.()) ?? [], ms),
+      part('interfaces', new Map<string, LinkCounters>(), () => linkStats(d.runner, LINKS_MAX), ms),
+      part('networks', [] as Array<{ name: string; bridge: string }>, () => this.bridges(), ms),
+      part(
+        'pools',
+        [] as Array<{ name: string; path: string }>,
+        async () => (await this.pools.readAll()).map((r) => ({ name: r.config.name, path: r.config.path })),
+        ms,
       ),
     ]);
     const shown = vms.slice(0, METRICS_VMS_MAX);
+    const none = new Map<string, { sizeBytes: number; usedBytes: number }>();
     const [figures, filesystems, poolUse] = await Promise.all([
       this.figures.read(shown.flatMap((v) => (v.pid === undefined ? [] : [v.pid]))),
-      usage([d.stateDir, ...pools.map((p) => p.path)].slice(0, METRICS_FILESYSTEMS_MAX)),
-      usage(pools.map((p) => p.path).slice(0, METRICS_FILESYSTEMS_MAX)),
+      part(
+        'filesystems',
+        none,
+        () => usage([d.stateDir, ...pools.map((p) => p.path)].slice(0, METRICS_FILESYSTEMS_MAX)),
+        ms,
+      ),
+      part('pools', none, () => usage(pools.map((p) => p.path).slice(0, METRICS_FILESYSTEMS_MAX)), ms),
     ]);
     const hostMetrics: HostMetrics = {
       scope: d.scope,
@@ -145,12 +160,22 @@ async function usage(
   return new Map(paths.flatMap((p) => (out.has(p) ? [[p, out.get(p)!] as const] : [])));
 }
 
-/** One part of a sample; when it fails, `empty` (and a log line) rather than no sample at all. */
-async function part<T>(what: string, empty: T, read: () => Promise<T>): Promise<T> {
+/**
+ * One part of a sample; when it fails or takes longer than `METRICS_PART_TIMEOUT_MS` (a hung command or QMP),
+ * `empty` (and a log line) rather than no sample at all, or one that never comes.
+ */
+async function part<T>(what: string, empty: T, read: () => Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+  });
   try {
-    return await read();
+    return await Promise.race([read(), late]);
   } catch (e) {
     log.warn({ err: (e as Error).message }, `metrics: cannot read the ${what}`);
     return empty;
+  } finally {
+    clearTimeout(timer);
   }
 }
