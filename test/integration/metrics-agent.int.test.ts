@@ -91,7 +91,11 @@ afterAll(async () => {
 
 describe("a lab host's metric sample", () => {
   it("reports the host's own processes, its VM, disk, NIC, network and filesystems, as the contract says", async () => {
+    const t0 = performance.now();
     const s = await host1.metrics();
+    console.info(
+      `one sample of host1 (1 VM): ${(performance.now() - t0).toFixed(0)} ms, ${JSON.stringify(s).length} bytes`,
+    );
     expect(AgentMetricsSchema.parse(s)).toEqual(s);
     expect(s.host).toBe('host1');
     expect(s.hostMetrics.scope).toBe('processes');
@@ -125,6 +129,9 @@ describe("a lab host's metric sample", () => {
     const vmDelta = vmOf(b1).cpuSecondsTotal - vmOf(a1).cpuSecondsTotal;
     const host1Delta = b1.hostMetrics.cpuSecondsTotal - a1.hostMetrics.cpuSecondsTotal;
     const host2Delta = b2.hostMetrics.cpuSecondsTotal - a2.hostMetrics.cpuSecondsTotal;
+    console.info(
+      `CPU seconds over a 5 s burn: VM ${vmDelta.toFixed(2)}, host1 ${host1Delta.toFixed(2)}, host2 ${host2Delta.toFixed(2)}`,
+    );
     // A busy TCG vCPU keeps its QEMU near one CPU for the 5 s (less on a loaded machine).
     expect(vmDelta).toBeGreaterThan(1.5);
     expect(host1Delta).toBeGreaterThanOrEqual(vmDelta);
@@ -162,11 +169,26 @@ describe("a lab host's metric sample", () => {
     const [na, nb] = [vmOf(a).nics[0]!, vmOf(b).nics[0]!];
     const rx = nb.rxBytes - na.rxBytes;
     const tx = nb.txBytes - na.txBytes;
+    console.info(
+      `guest NIC: rx +${rx} B, tx +${tx} B; bridge rx +${b.networks[0]!.rxBytes - a.networks[0]!.rxBytes} B`,
+    );
     expect(tx).toBeGreaterThanOrEqual(3 * 1000);
     expect(rx).toBeGreaterThan(2 * tx);
     expect(nb.rxPackets - na.rxPackets).toBeGreaterThanOrEqual(43);
     // The bridge carried the guest's pings to the host.
     const [ba, bb] = [a.networks[0]!, b.networks[0]!];
     expect(bb.rxBytes - ba.rxBytes).toBeGreaterThanOrEqual(3 * 1000);
+  });
+
+  it("a stopped VM reports not running; its QEMU's CPU seconds stay in its host's counter", async () => {
+    const a = await host1.metrics();
+    const r = await runCli(['vm', 'stop', 'm1', '--force'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const b = await host1.metrics();
+    expect(vmOf(b)).toMatchObject({ running: false, cpuSecondsTotal: 0, memoryRssBytes: 0, disks: [] });
+    expect(b.hostMetrics.cpuSecondsTotal).toBeGreaterThanOrEqual(a.hostMetrics.cpuSecondsTotal);
+    expect(b.hostMetrics.memoryUsedBytes).toBeLessThan(
+      a.hostMetrics.memoryUsedBytes - vmOf(a).memoryRssBytes / 2,
+    );
   });
 });
