@@ -82,8 +82,17 @@ afterAll(async () => {
 });
 
 describe('GET /v1/metrics through AgentClient.metrics()', () => {
-  it("carries the agent's sample whole", async () => {
+  it("carries the agent's sample whole, and the agent's OpenAPI document describes it", async () => {
     expect(await new AgentClient('host1', sock('real')).metrics()).toEqual(sample);
+    const doc = (await apps[0]!.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+      paths: Record<
+        string,
+        { get: { responses: Record<string, { content: Record<string, { schema: object }> }> } }
+      >;
+    };
+    const answers = doc.paths['/v1/metrics']!.get.responses;
+    expect(Object.keys(answers)).toEqual(['200', '4XX', '5XX']);
+    expect(Object.keys(answers['200']!.content['application/json']!.schema)).toContain('properties');
   });
 
   it('refuses a sample with a field the contract lacks, a negative counter, or too many VMs', async () => {
