@@ -10,6 +10,7 @@ import { AgentClient } from '../../src/controller/agents.js';
 import { machineNs } from '../../src/lab/names.js';
 import { type AgentMetrics, AgentMetricsSchema } from '../../src/shared/metrics.js';
 import { pollUntil, waitFor } from '../../src/shared/time.js';
+import { trustAgentsAsController } from '../helpers/agent-trust.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -120,6 +121,18 @@ describe("a lab host's metric sample", () => {
     const other = await host2.metrics();
     expect(other.vms).toEqual([]);
     expect(other.hostMetrics.scope).toBe('processes');
+  });
+
+  it("answers the controller's path too: the lab relay, across the LAN, to the agent's mutual-TLS listener", async () => {
+    const untrust = await trustAgentsAsController(env.VMLINK_STATE_DIR);
+    try {
+      const relay = `https+unix://${join(env.VMLINK_RUN_DIR, 'lab', LAB, 'host2.sock')}`;
+      const s = await new AgentClient('host2', relay).metrics();
+      expect(s).toMatchObject({ host: 'host2', hostMetrics: { scope: 'processes' } });
+      expect(s.hostMetrics.interfaces.map((i) => i.name)).toContain('eth0');
+    } finally {
+      untrust();
+    }
   });
 
   it("a guest burning CPU moves its VM's and its host's CPU seconds, not the other host's", async () => {
