@@ -8,6 +8,7 @@ import { connectNbd } from '../drivers/backup/nbd-client.js';
 import { startQemuNbd, stopQemuNbd } from '../drivers/backup/qemu-nbd.js';
 import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
+import { OvsNetworkDriver } from '../drivers/network/ovs/driver.js';
 import { networkDrivers } from '../drivers/network/registry.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
 import { NfsServer } from '../drivers/storage/nfs-server.js';
@@ -28,6 +29,7 @@ import { BackupStores } from './backup/stores.js';
 import { EtcdMembership } from './cluster/membership.js';
 import type { FenceVms } from './cluster/types.js';
 import { hostPrerequisites, storageHostPrerequisites } from './doctor.js';
+import { observeForDoctor } from './doctor-observe.js';
 import { joinController } from './join.js';
 import { AgentMetricsCollector } from './metrics/collector.js';
 import type { MetricsScope } from './metrics/host.js';
@@ -205,6 +207,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const metrics = () => collector.sample();
   const prerequisites = () =>
     role === 'storage' ? storageHostPrerequisites(runner) : hostPrerequisites(runner);
+  const ovsDriver = networks.ovs instanceof OvsNetworkDriver ? networks.ovs : undefined;
+  const observe = () => observeForDoctor({ runner, ...(ovsDriver ? { ovs: ovsDriver.daemons } : {}) });
   let tcpApp: FastifyInstance | undefined;
   const rotation = creds
     ? new CertRotation(opts.host, tlsDir, creds, (next) => {
@@ -219,7 +223,13 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       })
     : undefined;
   const apps: FastifyInstance[] = [
-    await createAgentServer(agent, { prerequisites, backup, metrics, ...(rotation ? { rotation } : {}) }),
+    await createAgentServer(agent, {
+      prerequisites,
+      observe,
+      backup,
+      metrics,
+      ...(rotation ? { rotation } : {}),
+    }),
   ];
   await listen(apps[0]!, opts.listen);
   log.info(
@@ -236,6 +246,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         tls: creds!,
         rotation: rotation!,
         prerequisites,
+        observe,
         backup,
         metrics,
       });

@@ -58,7 +58,7 @@ it("lists each route's response schema in the agent's OpenAPI document", async (
     'devices',
   ]);
   expect(props('/v1/probe', 'post')).toEqual(['reachable', 'rttMs', 'detail', 'unmeasured']);
-  expect(props('/v1/doctor', 'get')).toEqual(['checks']);
+  expect(props('/v1/doctor', 'get')).toEqual(['checks', 'observations']);
   expect(props('/v1/vms/{name}/exec', 'post')).toEqual(['exitCode', 'stdout', 'stderr']);
   expect(props('/v1/vms/{name}/disks', 'get')).toEqual(['disks']);
   for (const [path, methods] of Object.entries(doc.paths))

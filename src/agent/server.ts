@@ -46,6 +46,7 @@ import {
   ProbeResultSchema,
 } from './wire.js';
 import { BACKUP_PEER_ROUTES } from './wire-backup.js';
+import type { DoctorObservations } from './wire-doctor.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
@@ -60,6 +61,8 @@ export interface AgentServerOptions {
   rotation?: CertRotation;
   /** This host's prerequisite checks (`GET /v1/doctor`), run by the process that wires the agent. */
   prerequisites: () => Promise<DoctorCheck[]>;
+  /** What this host observes for the doctor's diagnoses (`GET /v1/doctor`'s `observations`; absent: none). */
+  observe?: () => Promise<DoctorObservations>;
   /** The backup side (stores and jobs, agent/backup/): its routes are served when given. */
   backup?: BackupService;
   /** One metric sample of this host (`GET /v1/metrics`, agent/metrics/); the route is served when given. */
@@ -142,6 +145,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     app.get('/v1/metrics', { schema: { response: answers(AgentMetricsSchema) } }, async () => metrics());
   app.get('/v1/doctor', { schema: { response: answers(AgentDoctorSchema) } }, async () => ({
     checks: await opts.prerequisites(),
+    ...(opts.observe ? { observations: await opts.observe() } : {}),
   }));
   app.post(
     '/v1/actions',

@@ -68,6 +68,7 @@ import {
   vmConfigIssues,
   type WireIssue,
 } from './wire-checks.js';
+import { DoctorObservationsSchema } from './wire-doctor.js';
 import {
   DeviceInventorySchema,
   DeviceRequestsSchema,
@@ -603,8 +604,14 @@ export const DoctorCheckSchema = z.object({
 /** One prerequisite check. */
 export type DoctorCheck = z.infer<typeof DoctorCheckSchema>;
 
-/** The host's prerequisite checks (`GET /v1/doctor`): binaries, QEMU identity, launcher, test guest, tun. */
-export const AgentDoctorSchema = z.object({ checks: z.array(DoctorCheckSchema) });
+/**
+ * `GET /v1/doctor`: the host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun) and what it
+ * observes for the doctor's diagnoses (wire-doctor.ts; absent from older agents).
+ */
+export const AgentDoctorSchema = z.object({
+  checks: z.array(DoctorCheckSchema).max(256),
+  observations: DoctorObservationsSchema.optional(),
+});
 
 /** A PEM of the certificate exchange (a P-256 certificate or request is well under 2 KiB). */
 const TlsPem = z

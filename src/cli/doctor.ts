@@ -9,6 +9,7 @@ import {
   type Status,
   StatusSchema,
 } from '../controller/wire.js';
+import type { Diagnosis } from '../controller/wire-observe.js';
 import { type Api, emit } from './io.js';
 import { table } from './render.js';
 
@@ -73,6 +74,22 @@ export function renderDoctor(d: DoctorInput): DoctorCheck[] {
   return checks;
 }
 
+/** The diagnoses as text: per diagnosis its summary, the evidence it rests on, and the fix. */
+export function renderDiagnoses(diagnoses: readonly Diagnosis[]): string {
+  if (!diagnoses.length) return 'diagnoses: none (no known failure found)';
+  return [
+    `diagnoses: ${diagnoses.length}`,
+    ...diagnoses.map((d) =>
+      [
+        `${d.severity.toUpperCase()} ${d.id}${d.host ? ` on ${d.host}` : ''}: ${d.object}`,
+        `  ${d.summary}`,
+        ...d.evidence.map((e) => `  evidence: ${e}`),
+        `  fix: ${d.fix}`,
+      ].join('\n'),
+    ),
+  ].join('\n\n');
+}
+
 /** `vmlink doctor`: asks the controller; `localChecks` (this machine) stands in where no agent can be asked. */
 export function addDoctorCommand(
   program: Command,
@@ -81,39 +98,47 @@ export function addDoctorCommand(
 ): void {
   program
     .command('doctor')
-    .description('check prerequisites on this machine and say how to fix what is missing')
-    .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }) => {
+    .description(
+      'check prerequisites, diagnose known failures (STP, VLAN trunks, overlay MTU, storage paths, memory growth, kernel features, agents, clocks) and say how to fix them',
+    )
+    .option('--host <host>', 'only this host (its checks and diagnoses)')
+    .option('--json', 'machine-readable output: {checks, diagnoses}')
+    .action(async (o: { json?: boolean; host?: string }) => {
       const running = await api()
         .get('/v1/health', HealthSchema, 3_000)
         .then(
           () => true,
           () => false,
         );
-      const report = running ? await api().get('/v1/doctor', DoctorReportSchema) : undefined;
+      const query = o.host ? `?host=${encodeURIComponent(o.host)}` : '';
+      const report = running ? await api().get(`/v1/doctor${query}`, DoctorReportSchema) : undefined;
       const status = running
         ? await api()
             .get('/v1/status', StatusSchema)
             .catch(() => undefined)
         : undefined;
       // With no agent to ask (no controller, or no spec applied), this machine's own checks are the useful ones.
-      const local = report?.hosts.length ? [] : await localChecks();
+      const local = report?.hosts.length || o.host ? [] : await localChecks();
       const checks = renderDoctor({
         running,
         local,
         ...(report ? { report } : {}),
         ...(status ? { status } : {}),
       });
-      emit(!!o.json, checks, () =>
-        table(
-          ['check', 'result', 'detail'],
-          checks.map((c) => [
-            c.name,
-            c.ok ? 'ok' : 'FAIL',
-            c.ok ? c.detail : `${c.detail} -> ${c.fix ?? ''}`,
-          ]),
-        ),
+      const diagnoses = report?.diagnoses ?? [];
+      emit(
+        !!o.json,
+        { checks, diagnoses },
+        () =>
+          `${table(
+            ['check', 'result', 'detail'],
+            checks.map((c) => [
+              c.name,
+              c.ok ? 'ok' : 'FAIL',
+              c.ok ? c.detail : `${c.detail} -> ${c.fix ?? ''}`,
+            ]),
+          )}\n\n${renderDiagnoses(diagnoses)}`,
       );
-      if (checks.some((c) => !c.ok)) process.exitCode = 1;
+      if (checks.some((c) => !c.ok) || diagnoses.some((d) => d.severity === 'critical')) process.exitCode = 1;
     });
 }

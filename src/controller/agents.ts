@@ -36,6 +36,7 @@ import {
   StoreListSchema,
   type VerifyRequest,
 } from '../agent/wire-backup.js';
+import type { DoctorObservations } from '../agent/wire-doctor.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
 import {
   BACKUP_FILE_RESTORE_MAX_BYTES,
@@ -130,6 +131,15 @@ export function agentTls(host: string, address: string): ClientTls | undefined {
   };
 }
 
+/** An agent's doctor answer as the controller received it (`AgentClient.doctorObserved`). */
+export interface AgentDoctorAnswer {
+  checks: DoctorCheck[];
+  observations?: DoctorObservations;
+  /** The controller's clock when the request went out and when its answer came back (epoch ms). */
+  sentAt: number;
+  receivedAt: number;
+}
+
 /** The controller's client of one host agent. */
 export class AgentClient {
   private readonly http: HttpClient;
@@ -181,6 +191,16 @@ export class AgentClient {
   /** One metric sample of the host (docs/observability.md), parsed strictly and read up to METRICS_BODY_MAX_BYTES. */
   metrics(timeoutMs = METRICS_AGENT_TIMEOUT_MS): Promise<AgentMetrics> {
     return this.sample.get('/v1/metrics', AgentMetricsSchema, timeoutMs);
+  }
+
+  /**
+   * The whole `GET /v1/doctor` answer (checks and observations), with when the request went out and its answer came
+   * back by the controller's clock: the agent's clock reading lies between the two (the clock-drift bound).
+   */
+  async doctorObserved(timeoutMs = AGENT_QUERY_TIMEOUT_MS): Promise<AgentDoctorAnswer> {
+    const sentAt = Date.now();
+    const r = await this.http.get('/v1/doctor', AgentDoctorSchema, timeoutMs);
+    return { ...r, sentAt, receivedAt: Date.now() };
   }
 
   /** Applies one action on the host. */

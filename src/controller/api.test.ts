@@ -163,6 +163,7 @@ describe('controller API', () => {
       'controller',
       'hosts',
       'storage',
+      'diagnoses',
     ]);
     expect(schemaOf('/v1/vms', 'get', '200')?.items).toBeDefined();
     expect(Object.keys(schemaOf('/v1/plan', 'post', '4XX')?.properties ?? {})).toEqual(['error']);
@@ -182,5 +183,10 @@ describe('controller API', () => {
     expect(d.hosts).toEqual([]);
     expect(d.controller.map((c) => c.name)).toEqual(['controller node', 'controller root', 'spec']);
     expect(d.controller.find((c) => c.name === 'spec')?.detail).toMatch(/none applied/);
+    expect(d.diagnoses).toEqual([]);
+    // `?host=` names a spec host: none applied, so any name is unknown.
+    const unknown = await app.inject({ method: 'GET', url: '/v1/doctor?host=h9' });
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.json().error.message).toBe('host "h9" not found');
   });
 });

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { createHttpApp, type ServerTls } from '../shared/http/server.js';
 import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
+import type { MetricsSource } from '../shared/metrics.js';
 import { localVersion, VERSION } from '../shared/version.js';
 import { accepted, answers } from './api-answers.js';
 import { installAccessControl, principalOf } from './auth/access.js';
@@ -19,6 +20,7 @@ import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import { addDrillRoutes } from './drills/routes.js';
 import { addHaRoutes } from './ha/routes.js';
+import { hostHealth } from './monitor.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -70,6 +72,8 @@ export interface ApiOptions {
   access?: { tokens: TokenStore; audit: AuditLog };
   /** Active or standby (cluster/runtime.ts); default: the only controller, always active. */
   cluster?: ClusterRuntime;
+  /** The metric collector's history, which the doctor's diagnoses read (absent: no metrics collected). */
+  metrics?: MetricsSource;
 }
 
 /** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
@@ -121,11 +125,25 @@ export async function createControllerApi(
     '/v1/doctor',
     {
       schema: {
-        summary: "The controller's own checks and each host's prerequisite checks, as its agent reports them",
+        summary:
+          "The controller's own checks, each host's prerequisite checks as its agent reports them, and the diagnoses",
+        querystring: z
+          .object({
+            host: z
+              .string()
+              .regex(/^[a-z][a-z0-9-]{0,30}$/)
+              .optional(),
+          })
+          .strict(),
         response: answers(DoctorReportSchema),
       },
     },
-    async () => gatherDoctor((await controller.currentSpec())?.spec, undefined, await controller.events(200)),
+    async (req) =>
+      gatherDoctor((await controller.currentSpec())?.spec, undefined, await controller.events(200), {
+        ...(req.query.host ? { host: req.query.host } : {}),
+        health: await hostHealth(controller.store),
+        ...(opts.metrics ? { metrics: opts.metrics } : {}),
+      }),
   );
 
   app.post(

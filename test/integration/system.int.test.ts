@@ -242,8 +242,12 @@ describe('one host with nat, bridge and isolated networks', () => {
     const text = await runCli(['doctor'], env);
     expect(text.code, text.stderr + text.stdout).toBe(0);
     expect(text.stdout).toMatch(/^controller\s+ok\s+running/m);
-    const checks = await cliJson<Array<{ name: string; ok: boolean; detail: string }>>(['doctor'], env);
+    const { checks, diagnoses } = await cliJson<{
+      checks: Array<{ name: string; ok: boolean; detail: string }>;
+      diagnoses: unknown[];
+    }>(['doctor'], env);
     expect(checks.filter((c) => !c.ok)).toEqual([]);
+    expect(diagnoses).toEqual([]);
     // The host's prerequisites are checked by its agent (in its namespace) and reported through the controller.
     for (const name of ['controller', 'host host1', 'host host1 kernel', 'host host1 prerequisites'])
       expect(
