@@ -15,9 +15,10 @@ fi
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
   genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
   tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids etcd-server etcd-client
-  e2fsprogs restic borgbackup)
+  e2fsprogs restic borgbackup faketime)
 # Backups (docs/backup.md): e2fsprogs' debugfs reads single files out of a restored ext4 disk without mounting it;
 # restic and borgbackup are the reference points of bench/backup.ts and of the retention tests (restic forget).
+# faketime (libfaketime): the doctor's clock-drift test restarts a lab agent with its clock ahead.
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
