@@ -13,6 +13,7 @@ const LIGHT = [
   'commit-confirm',
   'controllers',
   'coordination',
+  'doctor',
   'ha-manager',
   'heartbeat',
   'lab-cluster',

@@ -193,6 +193,13 @@ describe('shared storage on a lab with a storage machine', () => {
     const doctor = await cli(['doctor', '--json']);
     expect(doctor.stdout).toMatch(/storage iSCSI login to pool san on san1/);
     expect(doctor.stdout).toContain('vmlink secret set san-chap');
+    // The same failure as the doctor's storage-path-down diagnosis, with its evidence and fix.
+    const path = (
+      JSON.parse(doctor.stdout) as { diagnoses: Array<{ id: string; object: string; fix: string }> }
+    ).diagnoses.find((d) => d.id === 'storage-path-down');
+    expect(path).toMatchObject({ object: 'iSCSI login to pool san on san1' });
+    expect(path!.fix).toContain('vmlink secret set san-chap');
+    expect(doctor.code).toBe(1);
     // The right secret again and the original spec: nothing left to change.
     await setSecret('san-chap', CHAP);
     writeFileSync(specFile, specOf());
