@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { renderDoctor } from './doctor.js';
+import { renderDiagnoses, renderDoctor } from './doctor.js';
 
 const caps = {
   accelerator: 'tcg' as const,
@@ -70,5 +70,42 @@ it("folds a host's passing prerequisites into one line and lists each failing on
     ['host h2', true, 'agent up', undefined],
     ['host h2 prerequisites', true, 'all 1 present', undefined],
     ['host h3', false, 'cannot reach agent of h3', 'vmlink lab up -f SPEC restarts lab agents'],
+  ]);
+});
+
+it('renders each diagnosis with its evidence and fix, or says none was found', () => {
+  expect(renderDiagnoses([])).toBe('diagnoses: none (no known failure found)');
+  expect(
+    renderDiagnoses([
+      {
+        id: 'overlay-mtu',
+        severity: 'critical',
+        host: 'h1',
+        object: 'network ov',
+        summary: 'network ov on h1 has MTU 1450',
+        evidence: ['ip link on h1: eth0 mtu 1400', 'network ov: vxlan 7 over eth0, mtu 1450'],
+        fix: 'lower networks[ov].mtu to 1350 or less',
+      },
+      {
+        id: 'clock-drift',
+        severity: 'warning',
+        object: 'host h2',
+        summary: 's',
+        evidence: [],
+        fix: 'run NTP',
+      },
+    ]).split('\n'),
+  ).toEqual([
+    'diagnoses: 2',
+    '',
+    'CRITICAL overlay-mtu on h1: network ov',
+    '  network ov on h1 has MTU 1450',
+    '  evidence: ip link on h1: eth0 mtu 1400',
+    '  evidence: network ov: vxlan 7 over eth0, mtu 1450',
+    '  fix: lower networks[ov].mtu to 1350 or less',
+    '',
+    'WARNING clock-drift: host h2',
+    '  s',
+    '  fix: run NTP',
   ]);
 });
