@@ -3,6 +3,7 @@
 // volumes open in QEMU, guests reading and writing them). Then a wrong CHAP secret: the apply fails saying why, the
 // VM it would have made does not exist, and doctor explains it. Throughout, neither the CHAP password nor the LUKS
 // key appears in any process's command line, any file under the lab's state and run directories, or any API answer.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -206,6 +207,29 @@ describe('shared storage on a lab with a storage machine', () => {
     const back = await cli(['apply', '-f', specFile]);
     expect(back.code, back.stderr + back.stdout).toBe(0);
   }, 300_000);
+
+  it('a storage path cut (no route from host1 to the iSCSI portal): doctor diagnoses it, and not once restored', async () => {
+    type Doctor = {
+      checks: Array<{ name: string; ok: boolean }>;
+      diagnoses: Array<{ id: string; host?: string; object: string; evidence: string[]; fix: string }>;
+    };
+    const doctor = async () =>
+      JSON.parse((await cli(['doctor', '--host', 'host1', '--json'])).stdout) as Doctor;
+    const portal = (await doctor()).checks
+      .map((c) => /^storage portal ([\d.]+):3260 \(iscsi\) from host1$/.exec(c.name)?.[1])
+      .find(Boolean)!;
+    expect(portal).toBeDefined();
+    const route = ['ip', '-n', `vl-${LAB}-host1`, 'route'];
+    execFileSync(route[0]!, [...route.slice(1), 'add', 'blackhole', `${portal}/32`]);
+    try {
+      const d = (await doctor()).diagnoses.find((x) => x.id === 'storage-path-down');
+      expect(d).toMatchObject({ host: 'host1', object: `portal ${portal}:3260 (iscsi) from host1` });
+      expect(d!.fix).toMatch(/tgtd/);
+    } finally {
+      execFileSync(route[0]!, [...route.slice(1), 'del', 'blackhole', `${portal}/32`]);
+    }
+    expect((await doctor()).diagnoses.filter((x) => x.id === 'storage-path-down')).toEqual([]);
+  }, 120_000);
 
   it('no CHAP password or LUKS key in any command line, file under the lab, or API answer', async () => {
     expectNoSecretIn('/proc/*/cmdline', allCmdlines());
