@@ -25,6 +25,7 @@ describe('GET /v1/doctor through real agent servers on unix sockets', () => {
   let dir: string;
   let open: FastifyInstance;
   let locked: FastifyInstance;
+  let observing: FastifyInstance;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'vmlink-doctor-'));
     const agent = new Agent({
@@ -44,11 +45,24 @@ describe('GET /v1/doctor through real agent servers on unix sockets', () => {
     locked = await createAgentServer(agent, { tls: creds, prerequisites: async () => FOUND });
     await listen(locked, `unix://${join(dir, 'host3.sock')}`);
     expect(ours.pki.caPem).not.toBe(foreign.caPem);
+    // host4 observes a blocked port on the bridge of its network `lan`, and a clock 90 s ahead.
+    observing = await createAgentServer(agent, {
+      prerequisites: async () => FOUND,
+      observe: async () => ({
+        at: Date.now() + 90_000,
+        bridgePorts: [{ bridge: 'vlb-lan', port: 'loop0', state: 'blocking' }],
+        ovsPorts: [],
+        links: [{ name: 'eth0', mtu: 1500 }],
+        errors: [],
+      }),
+    });
+    await listen(observing, `unix://${join(dir, 'host4.sock')}`);
   });
   afterAll(async () => {
     setAgentTrust(undefined);
     await open.close();
     await locked.close();
+    await observing.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -67,5 +81,30 @@ hosts:
     // An agent whose certificate is not of the controller's CA is reported, not trusted.
     expect(d.hosts[2]).toMatchObject({ host: 'host3', reachable: false });
     expect(d.hosts[2]!.error).toMatch(/refused TLS with agent of host3 .*not issued by this CA/);
+  });
+
+  it('diagnoses from the observations an agent sends, only for the host asked; an unknown host is refused', async () => {
+    const spec = loadSpec(`version: 1
+hosts:
+  - { name: host2, agent: "unix://${join(dir, 'missing.sock')}" }
+  - { name: host4, agent: "unix://${join(dir, 'host4.sock')}" }
+networks: [{ name: lan, host: host4, mode: isolated, cidr: 10.9.0.0/24 }]
+vms: [{ name: g1, host: host4, nics: [{ network: lan }] }]
+`);
+    const lastSeen = new Date(Date.now() - 30_000).toISOString();
+    const health = { host2: { state: 'unreachable' as const, lastSeen, missed: 9, since: lastSeen } };
+    const all = await gatherDoctor(spec, 5_000, [], { health });
+    expect(all.diagnoses.map((d) => `${d.id} ${d.host}`).sort()).toEqual([
+      'agent-unreachable host2',
+      'clock-drift host4',
+      'stp-blocking host4',
+    ]);
+    expect(all.diagnoses.find((d) => d.id === 'agent-unreachable')!.summary).toMatch(/last heard 3\d s ago/);
+    expect(all.diagnoses.find((d) => d.id === 'stp-blocking')!.object).toBe('network lan port loop0');
+    expect(all.controller.find((c) => c.name === 'guest memory trends')!.detail).toMatch(/^not checked/);
+    const one = await gatherDoctor(spec, 5_000, [], { host: 'host4', health });
+    expect(one.hosts.map((h) => h.host)).toEqual(['host4']);
+    expect(one.diagnoses.map((d) => d.id).sort()).toEqual(['clock-drift', 'stp-blocking']);
+    await expect(gatherDoctor(spec, 5_000, [], { host: 'host9' })).rejects.toThrow(/host "host9" not found/);
   });
 });
