@@ -75,7 +75,12 @@ hosts:
 `);
     const d = await gatherDoctor(spec, 5_000);
     expect(d.controller.find((c) => c.name === 'spec')?.detail).toBe('3 host(s) applied');
-    expect(d.hosts[0]).toEqual({ host: 'host1', reachable: true, checks: FOUND });
+    // This agent sends no observations (as an older one): said so, as a passing check.
+    expect(d.hosts[0]).toEqual({
+      host: 'host1',
+      reachable: true,
+      checks: [...FOUND, { name: 'observations', ok: true, detail: expect.stringMatching(/^none sent/) }],
+    });
     expect(d.hosts[1]).toMatchObject({ host: 'host2', reachable: false, checks: [] });
     expect(d.hosts[1]!.error).toMatch(/cannot reach agent of host2/);
     // An agent whose certificate is not of the controller's CA is reported, not trusted.

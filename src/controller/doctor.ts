@@ -6,7 +6,7 @@ import { resolveSpec } from '../plan/resolve.js';
 import { NotFoundError } from '../shared/errors.js';
 import type { MetricsSource } from '../shared/metrics.js';
 import type { Spec } from '../spec/schema.js';
-import { agentFor } from './agents.js';
+import { type AgentDoctorAnswer, agentFor } from './agents.js';
 import { MEMORY_TREND_NEEDS } from './diagnose/guest-memory-growth.js';
 import { diagnose, type HostFacts } from './diagnose/index.js';
 import { storageCheckHost } from './diagnose/storage-path-down.js';
@@ -37,6 +37,28 @@ export function controllerChecks(spec: Spec | undefined): DoctorCheck[] {
       name: 'spec',
       ok: true,
       detail: spec ? `${spec.hosts.length} host(s) applied` : 'none applied yet (vmlink apply -f SPEC)',
+    },
+  ];
+}
+
+/** What an agent could not observe, as a failed check: the diagnoses that need it were not made for that host. */
+function observationChecks(a: AgentDoctorAnswer): DoctorCheck[] {
+  if (!a.observations)
+    return [
+      {
+        name: 'observations',
+        ok: true,
+        detail:
+          'none sent (an older agent): STP, VLAN trunk, overlay MTU and clock not diagnosed on this host',
+      },
+    ];
+  if (!a.observations.errors.length) return [];
+  return [
+    {
+      name: 'observations',
+      ok: false,
+      detail: `partly unread: ${a.observations.errors.join('; ')}`,
+      fix: "see the agent's log; the diagnoses that need what is missing were not made for this host",
     },
   ];
 }
@@ -83,7 +105,7 @@ export async function gatherDoctor(
   );
   const hosts = facts.map((f): DoctorReport['hosts'][number] =>
     f.answer
-      ? { host: f.host, reachable: true, checks: f.answer.checks }
+      ? { host: f.host, reachable: true, checks: [...f.answer.checks, ...observationChecks(f.answer)] }
       : { host: f.host, reachable: false, error: f.error!, checks: [] },
   );
   const allStorage = spec?.pools.length
