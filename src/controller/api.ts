@@ -20,6 +20,7 @@ import { assertIdle, type Controller } from './controller.js';
 import { gatherDoctor } from './doctor.js';
 import { addDrillRoutes } from './drills/routes.js';
 import { addHaRoutes } from './ha/routes.js';
+import { addMetricsRoutes } from './metrics/routes.js';
 import { hostHealth } from './monitor.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
@@ -420,6 +421,7 @@ export async function createControllerApi(
     assertIdle: () => assertIdle(tasks.running(MUTATING)),
   });
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
+  addMetricsRoutes(base, controller.metrics);
   await base.ready();
   return base;
 }

@@ -1,5 +1,6 @@
 // The controller's facade for the API: one object wiring the parts (spec store, deployer, views, VMs, lab, verify).
 
+import { performance } from 'node:perf_hooks';
 import type { GuestExecResult } from '../agent/wire.js';
 import type { Runner } from '../exec/runner.js';
 import type { OwnedVm } from '../shared/cluster.js';
@@ -12,7 +13,7 @@ import { type BackupDeps, VmLocks } from './backup/deps.js';
 import { BackupKeys } from './backup/keys.js';
 import { BackupManager, type BackupManagerOptions } from './backup/manager.js';
 import type { Coordination } from './cluster/types.js';
-import type { ConfirmTiming } from './confirm.js';
+import { type ConfirmTiming, RolledBackError } from './confirm.js';
 import { hostDevices } from './device-views.js';
 import { DrillControl, labClusterOps } from './drills/control.js';
 import { decide } from './ha/decide.js';
@@ -22,6 +23,8 @@ import { HaControl } from './ha/status.js';
 import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
+import { type CollectorOptions, type MetricsAgent, MetricsCollector } from './metrics/collector.js';
+import { hostHealth } from './monitor.js';
 import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
@@ -73,6 +76,8 @@ export interface ControllerOptions {
   etcdAuth?: boolean;
   /** The backup side's clock and job polling (tests: a fake clock, a short poll). */
   backup?: Pick<BackupDeps, 'now' | 'poll'>;
+  /** The metrics collector's clock and period (tests). */
+  metrics?: CollectorOptions;
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -98,6 +103,11 @@ export class Controller {
   readonly storage: StorageControl;
   /** Backups, restores, keys and objectives (the backup routes and the backup manager call it directly). */
   readonly backups: BackupControl;
+  /**
+   * The site's metrics: the collector of the agents' samples (an active-only service: main.ts starts it), the
+   * `MetricsSource` of alerts and the doctor, and the controller's own series (`metrics.series`).
+   */
+  readonly metrics: MetricsCollector;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -168,6 +178,15 @@ export class Controller {
       now: opts.backup?.now ?? (() => new Date()),
       ...(opts.backup?.poll ? { poll: opts.backup.poll } : {}),
     });
+    this.metrics = new MetricsCollector(
+      {
+        spec: async () => (await this.specs.current())?.spec,
+        // Agent clients from before metrics have no `metrics`: the collector counts such a host as down.
+        agents: (spec, host) => agents(spec, host) as AgentPort & Partial<MetricsAgent>,
+        heartbeats: () => hostHealth(store),
+      },
+      opts.metrics,
+    );
     this.drills = new DrillControl({
       parse: (text, source) => this.specs.parser.parse(text, source),
       runner,
@@ -233,7 +252,14 @@ export class Controller {
     opts: ApplyOptions = {},
   ): Promise<PlanResult & { applied: number }> {
     const before = (await this.specs.current())?.spec.hosts.map((h) => h.name) ?? [];
-    const r = await this.deployer.apply(text, source, ctx, opts);
+    const started = performance.now();
+    const r = await this.deployer.apply(text, source, ctx, opts).catch((e: unknown) => {
+      const outcome =
+        e instanceof RolledBackError ? 'rolled-back' : ctx.signal.aborted ? 'cancelled' : 'failed';
+      this.metrics.series.observeApply(outcome, (performance.now() - started) / 1000);
+      throw e;
+    });
+    this.metrics.series.observeApply('succeeded', (performance.now() - started) / 1000);
     const now = new Set(this.validate(text, source).hosts.map((h) => h.name));
     const left = before.filter((h) => !now.has(h) && this.credentials?.revoke(h, 'left the spec'));
     if (left.length) {
@@ -341,7 +367,13 @@ export class Controller {
   async verify(ctx: TaskContext): Promise<VerifyResult> {
     const cur = await this.specs.current();
     if (!cur) throw new InvalidRequestError('nothing to verify: apply a spec first');
-    const r = await verifySpec(cur.spec, this.runner, ctx);
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    const r = await verifySpec(cur.spec, this.runner, ctx).catch((e: unknown) => {
+      this.metrics.series.observeVerify(ctx.signal.aborted ? 'cancelled' : 'failed', seconds());
+      throw e;
+    });
+    this.metrics.series.observeVerify(r.ok ? 'ok' : 'mismatch', seconds(), verifyCells(r));
     await this.store.appendEvent('verify', `${r.cells.length} cells, ${r.mismatches} mismatch(es)`);
     return r;
   }
@@ -396,6 +428,14 @@ export class Controller {
   events(limit: number) {
     return this.store.events(limit);
   }
+}
+
+/** The cells of a verify by result: as expected, not as expected, or not measured (matrix and storage cells). */
+function verifyCells(r: VerifyResult): Record<'ok' | 'mismatch' | 'unmeasured', number> {
+  const counts = { ok: 0, mismatch: 0, unmeasured: 0 };
+  for (const c of [...r.cells, ...(r.storage ?? [])])
+    counts[c.ok ? 'ok' : 'unmeasured' in c && c.unmeasured ? 'unmeasured' : 'mismatch']++;
+  return counts;
 }
 
 /** Rejects a mutating request while another one runs. */

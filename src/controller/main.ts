@@ -126,6 +126,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     start: () => monitor.start(),
     stop: async () => monitor.stop(),
   });
+  // The agents' samples for GET /v1/metrics, alerts and the doctor: collected by the active controller only.
+  runtime.addActiveService({
+    name: 'metrics collector',
+    start: () => controller.metrics.start(),
+    stop: () => controller.metrics.stop(),
+  });
   const haManager = controller.haManager();
   if (haManager) runtime.addActiveService(haManager);
   // Backup schedules, restore tests and objectives: on the active controller only (every controller with SQLite).

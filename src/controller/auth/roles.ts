@@ -48,6 +48,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
   'GET /v1/ha': read(),
+  // Prometheus scrapes with a read-only token (examples/prometheus.yml).
+  'GET /v1/metrics': read(),
   // Backups (issue 12): lists and objectives are read-only; running, checking, syncing, pruning and restoring act on
   // several objects (a VM, stores on other hosts): operator without scopes; keys: admin.
   'GET /v1/backups': read(),
