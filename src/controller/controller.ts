@@ -23,7 +23,7 @@ import { HaControl } from './ha/status.js';
 import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
-import { type CollectorOptions, type MetricsAgent, MetricsCollector } from './metrics/collector.js';
+import { type CollectorOptions, MetricsCollector } from './metrics/collector.js';
 import { hostHealth } from './monitor.js';
 import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
@@ -181,8 +181,8 @@ export class Controller {
     this.metrics = new MetricsCollector(
       {
         spec: async () => (await this.specs.current())?.spec,
-        // Agent clients from before metrics have no `metrics`: the collector counts such a host as down.
-        agents: (spec, host) => agents(spec, host) as AgentPort & Partial<MetricsAgent>,
+        // A fake agent without `metrics` counts as a host down.
+        agents,
         heartbeats: () => hostHealth(store),
       },
       opts.metrics,

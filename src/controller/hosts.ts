@@ -21,7 +21,7 @@ export type AgentPort = Pick<
   | 'flows'
 > &
   // Optional so that fakes without them keep working.
-  Partial<Pick<AgentClient, 'devices' | 'vmSnapshots'>> &
+  Partial<Pick<AgentClient, 'devices' | 'vmSnapshots' | 'metrics'>> &
   // Backups (issue 12): optional so that fakes without them keep working.
   Partial<
     Pick<

@@ -152,10 +152,14 @@ export class MetricsCollector implements MetricsSource {
 
   /** The page: the last snapshot's series and the controller's own (Prometheus text format 0.0.4). */
   async render(): Promise<string> {
-    const snap = this.latest();
-    if (this.page?.of !== snap) this.page = { of: snap, text: renderSeries(snap.series) };
-    const [collected, own] = await Promise.all([this.page.text, this.series.render()]);
+    const [collected, own] = await Promise.all([this.pageOf(this.latest()), this.series.render()]);
     return collected + own;
+  }
+
+  /** The collected part of the page for `snap`, rendered once. */
+  private pageOf(snap: MetricsSnapshot): Promise<string> {
+    if (this.page?.of !== snap) this.page = { of: snap, text: renderSeries(snap.series) };
+    return this.page.text;
   }
 
   private async collect(): Promise<MetricsSnapshot> {
@@ -190,6 +194,8 @@ export class MetricsCollector implements MetricsSource {
     });
     const snapshot: MetricsSnapshot = { at: this.now(), series };
     this.snapshot = snapshot;
+    // Rendered now, in the collector's time: the next scrape finds the page ready.
+    this.pageOf(snapshot).catch(() => undefined);
     this.kept.add(snapshot.at, series);
     if (epoch !== this.epoch) return snapshot;
     for (const l of this.listeners) {
