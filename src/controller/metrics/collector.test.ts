@@ -157,7 +157,7 @@ describe('metrics collector', () => {
     await r.collector.collectNow();
     r.collector.series.observeApply('succeeded', 3.2);
     r.collector.series.observeVerify('mismatch', 12, { ok: 5, mismatch: 1 });
-    r.collector.series.setAlerts([{ rule: 'host-cpu', state: 'firing', severity: 'warning', count: 1 }]);
+    r.collector.setAlertCounts([{ rule: 'host-cpu', state: 'firing', severity: 'warning', count: 1 }]);
     let page = await r.collector.render();
     expect(page).toContain('vmlink_apply_duration_seconds_bucket{le="5",outcome="succeeded"} 1');
     expect(page).toContain('vmlink_verify_cells{result="mismatch"} 1');

@@ -15,7 +15,7 @@ import {
 } from '../../shared/metrics.js';
 import type { Spec } from '../../spec/schema.js';
 import type { HostHealth } from '../monitor.js';
-import { ControllerSeries } from './controller-series.js';
+import { type AlertCount, ControllerSeries } from './controller-series.js';
 import { clockOffsetSeconds, cpuShares, sampleSeries } from './derive.js';
 import { SeriesHistory } from './history.js';
 import { renderSeries } from './render.js';
@@ -148,6 +148,11 @@ export class MetricsCollector implements MetricsSource {
     sinceMs: number,
   ): Array<{ at: number; value: number }> {
     return this.kept.get(name, labels, sinceMs);
+  }
+
+  /** Replaces every row of `vmlink_alerts` (the alert engine, after each evaluation); see `ControllerSeries`. */
+  setAlertCounts(rows: readonly AlertCount[]): void {
+    this.series.setAlerts(rows);
   }
 
   /** The page: the last snapshot's series and the controller's own (Prometheus text format 0.0.4). */
