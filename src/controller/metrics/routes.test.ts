@@ -4,6 +4,7 @@ import { RecordingRunner } from '../../exec/runner.js';
 import { createControllerApi } from '../api.js';
 import { Controller } from '../controller.js';
 import type { AgentPort } from '../hosts.js';
+import { SpecStore } from '../spec-store.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { TaskManager } from '../tasks.js';
 
@@ -49,5 +50,17 @@ describe('GET /v1/metrics', () => {
     expect(r.body).not.toContain('outcome="succeeded"');
     // Nothing was applied: no host to collect yet.
     expect(r.body).not.toContain('vmlink_host_up{');
+  });
+
+  it('counts a verify by its outcome, and its cells by result', async () => {
+    await new SpecStore(controller.store).recordAttempt(SPEC, 'spec.yaml');
+    const ctx = { progress: () => undefined, signal: new AbortController().signal };
+    const v = await controller.verify(ctx).then(
+      (r) => (r.ok ? 'ok' : 'mismatch'),
+      () => 'failed',
+    );
+    const page = await controller.metrics.render();
+    expect(page).toContain(`vmlink_verify_duration_seconds_count{outcome="${v}"} 1`);
+    if (v !== 'failed') expect(page).toMatch(/^vmlink_verify_cells\{result="ok"\} \d+$/m);
   });
 });
