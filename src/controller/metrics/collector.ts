@@ -173,16 +173,18 @@ export class MetricsCollector implements MetricsSource {
     const spec = await this.deps.spec();
     const names = spec?.hosts.map((h) => h.name) ?? [];
     for (const h of [...this.hosts.keys()]) if (!names.includes(h)) this.hosts.delete(h);
+    const heartbeats = async (): Promise<Record<string, HostHealth>> =>
+      (await this.deps.heartbeats?.().catch(() => undefined)) ?? {};
     const [results, health] = await Promise.all([
-      spec ? Promise.all(names.map((h) => this.collectHost(spec, h))) : [],
-      this.deps.heartbeats?.().catch(() => ({})) ?? Promise.resolve({}),
+      Promise.all(names.map((h) => this.collectHost(spec!, h))),
+      heartbeats(),
     ]);
     const series: Series[] = [];
     const wall = this.wall();
     names.forEach((host, i) => {
       const r = results[i]!;
       series.push({ name: 'vmlink_host_up', labels: { host }, value: r ? 1 : 0 });
-      const seen = (health as Record<string, HostHealth>)[host]?.lastSeen;
+      const seen = health[host]?.lastSeen;
       const seenAt = seen === undefined ? Number.NaN : Date.parse(seen);
       if (Number.isFinite(seenAt))
         series.push({
