@@ -138,7 +138,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   runtime.addActiveService(controller.backupManager());
   // One token store and audit trail for both listeners.
   const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
-  const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime })];
+  // The doctor's memory trends and clock offsets read the collector's history.
+  const metrics = controller.metrics;
+  const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime, metrics })];
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
     // The TCP API is never open without a token (an empty token file must not disable auth).
@@ -156,6 +158,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       tls: credentials.own,
       access,
       cluster: runtime,
+      metrics,
     });
     await listen(tcp, opts.tcp);
     apps.push(tcp);
