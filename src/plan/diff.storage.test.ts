@@ -146,6 +146,35 @@ describe('storage plan', () => {
     );
   });
 
+  it('a volume an alert rule grew (up to its maxMiB) is not a shrink; past maxMiB it is', () => {
+    const scaled = (maxMiB: number) =>
+      resolveSpec(
+        storageSpec((s) => {
+          s.alerts = [
+            {
+              name: 'full',
+              expr: 'vmlink_pool_utilization',
+              threshold: 0.8,
+              actions: [{ type: 'scale', volume: 'local/web1-logs', growByMiB: 64, maxMiB }],
+            },
+          ];
+        }),
+      );
+    const seen = realised(base);
+    const logs = seen
+      .flatMap((r) => r.pools ?? [])
+      .flatMap((p) => p.volumes)
+      .find((v) => v.name === 'web1-logs')!;
+    logs.sizeMiB = 192;
+    const plan = planChanges(scaled(256), seen);
+    expect(plan.steps).toEqual([]);
+    expect(plan.unchanged).toContain('volume local/web1-logs on host1');
+    expect(() => planChanges(scaled(160), seen)).toThrow(
+      /web1-logs is 192 MiB and the spec asks for 128 MiB/,
+    );
+    expect(() => planChanges(base, seen)).toThrow(/web1-logs is 192 MiB and the spec asks for 128 MiB/);
+  });
+
   it('refuses to change whether an existing volume is encrypted', () => {
     const enc = resolveSpec(
       storageSpec((s) => {

@@ -201,7 +201,9 @@ export function planStorage(
     }
     const want = v.config.sizeMiB;
     const have = Math.ceil(o.sizeMiB);
-    if (v.sizeFromTemplate || want === have) {
+    // A volume an alert rule grew (up to its maxMiB) keeps its size: the spec's is where it started.
+    const scaledUp = v.scaleMaxMiB !== undefined && have > want && have <= v.scaleMaxMiB;
+    if (v.sizeFromTemplate || want === have || scaledUp) {
       unchanged.push(`volume ${k} on ${host}`);
       continue;
     }

@@ -36,6 +36,11 @@ export interface DesiredVolume {
    * made at its template's observed size, and never counted as a shrink.
    */
   sizeFromTemplate?: true;
+  /**
+   * A `scale` action of an alert rule grows it up to this size (docs/observability.md): a volume grown so far is not
+   * a shrink for the next plan (the spec's size is where it starts).
+   */
+  scaleMaxMiB?: number;
 }
 
 /** What one host holds of storage. */
@@ -158,9 +163,15 @@ export function resolveStorage(spec: Spec): Record<string, HostStorage> {
   const out: Record<string, HostStorage> = {};
   for (const h of spec.hosts) out[h.name] = { pools: [], volumes: [], poolPaths: {} };
   const hostOf = new Map(spec.pools.map((p) => [p.name, p.host] as const));
+  // Volumes alert rules may grow, with the largest size they may reach.
+  const scaled = new Map<string, number>();
+  for (const r of spec.alerts)
+    for (const a of r.actions)
+      if (a.type === 'scale') scaled.set(a.volume, Math.max(scaled.get(a.volume) ?? 0, a.maxMiB));
   const add = (pool: string, v: DesiredVolume) => {
     const host = hostOf.get(pool);
-    if (host !== undefined) out[host]?.volumes.push(v);
+    const max = scaled.get(`${pool}/${v.config.name}`);
+    if (host !== undefined) out[host]?.volumes.push(max === undefined ? v : { ...v, scaleMaxMiB: max });
   };
   spec.pools.forEach((p, i) => {
     const host = out[p.host];

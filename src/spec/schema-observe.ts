@@ -30,7 +30,11 @@ const duration = (max: number) =>
   z
     .string()
     .regex(DURATION_PATTERN, 'must be a duration such as 30s, 5m or 2h')
-    .refine((d) => parseDuration(d) <= max, `must be at most ${max / 3600_000}h`);
+    // zod runs a refinement even after the pattern failed: only a duration the pattern accepts is measured.
+    .refine(
+      (d) => !DURATION_PATTERN.test(d) || parseDuration(d) <= max,
+      `must be at most ${max / 3600_000}h`,
+    );
 
 /** An action run when an alert fires (and, for webhooks, when it resolves). */
 export const AlertActionSchema = z.discriminatedUnion('type', [

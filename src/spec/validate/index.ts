@@ -4,6 +4,7 @@
 import type { SpecIssue } from '../../shared/errors.js';
 import type { Spec } from '../schema.js';
 import { checkSubnets } from './addressing.js';
+import { checkAlerts } from './alerts.js';
 import { checkBackups } from './backups.js';
 import { checkCluster } from './cluster.js';
 import { checkBridges, checkHosts } from './hosts.js';
@@ -45,5 +46,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkStorage(spec, hostIdx, add);
   checkCluster(spec, hostIdx, add);
   checkBackups(spec, hostIdx, add);
+  checkAlerts(spec, add);
   return issues;
 }
