@@ -7,6 +7,7 @@ import { errorStatus, VmlinkError } from '../shared/errors.js';
 import { controllerDb, controllerSocket } from '../shared/paths.js';
 import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
+import { addAlertCommands } from './alert-commands.js';
 import { addBackupCommands, addRestoreCommands } from './backup-commands.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
@@ -300,6 +301,7 @@ export function createCli(processes: Processes): Command {
   addTokenCommands(program, api);
   addSecretCommands(program, api);
   addDrillCommands(program, api);
+  addAlertCommands(program, api);
   addBackupCommands(program, api);
   addRestoreCommands(program, api);
   addDoctorCommand(program, api, processes.localChecks);

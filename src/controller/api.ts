@@ -7,6 +7,7 @@ import { addVersionGate } from '../shared/http/version-gate.js';
 import { CaAnswerSchema, JoinAnswerSchema, JoinBodySchema } from '../shared/join-wire.js';
 import type { MetricsSource } from '../shared/metrics.js';
 import { localVersion, VERSION } from '../shared/version.js';
+import { addAlertRoutes } from './alerts/routes.js';
 import { accepted, answers } from './api-answers.js';
 import { installAccessControl, principalOf } from './auth/access.js';
 import { AuditLog } from './auth/audit.js';
@@ -422,6 +423,9 @@ export async function createControllerApi(
   });
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
   addMetricsRoutes(base, controller.metrics);
+  addAlertRoutes(base, controller.alerts);
+  // A `scale` action resizes like `vmlink volume resize`: never beside an apply or another host change.
+  controller.alerts.guard(() => assertIdle(tasks.running(MUTATING)));
   await base.ready();
   return base;
 }

@@ -7,6 +7,7 @@ import type { OwnedVm } from '../shared/cluster.js';
 import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';
 import type { ThroughputResult } from '../verify/throughput.js';
+import { AlertEngine, type AlertEngineDeps } from './alerts/engine.js';
 import { type ApplyOptions, Deployer, type ReconcileOptions } from './apply.js';
 import { BackupControl } from './backup/control.js';
 import { type BackupDeps, VmLocks } from './backup/deps.js';
@@ -78,6 +79,8 @@ export interface ControllerOptions {
   backup?: Pick<BackupDeps, 'now' | 'poll'>;
   /** The metrics collector's clock and period (tests). */
   metrics?: CollectorOptions;
+  /** The alert engine's clock and webhook timing (tests: a fake clock drives `for`). */
+  alerts?: Pick<AlertEngineDeps, 'now'> & { actions?: NonNullable<AlertEngineDeps['actions']> };
 }
 
 /** Plans, applies and verifies specs against the hosts' agents. Holds no host state itself: agents report it. */
@@ -108,6 +111,8 @@ export class Controller {
    * `MetricsSource` of alerts and the doctor, and the controller's own series (`metrics.series`).
    */
   readonly metrics: MetricsCollector;
+  /** Alert rules of the applied spec: instances, silences, acks (the alert routes call it directly). */
+  readonly alerts: AlertEngine;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -187,6 +192,13 @@ export class Controller {
       },
       opts.metrics,
     );
+    // `scale` actions grow volumes through the same path as `vmlink volume resize`.
+    this.alerts = new AlertEngine({
+      store,
+      rules: async () => (await this.specs.current())?.spec.alerts ?? [],
+      ...(opts.alerts?.now ? { now: opts.alerts.now } : {}),
+      actions: { volumes: this.storage, ...opts.alerts?.actions },
+    });
     this.drills = new DrillControl({
       parse: (text, source) => this.specs.parser.parse(text, source),
       runner,

@@ -68,11 +68,17 @@ export class AlertEngine {
   private readonly queue = new SerialQueue();
   private readonly running = new Set<Promise<void>>();
   private evaluatedAt: number | undefined;
+  private idle: (() => void) | undefined;
 
   constructor(private readonly deps: AlertEngineDeps) {
     this.records = new AlertRecords(deps.store);
     this.now = deps.now ?? Date.now;
     this.log = deps.log ?? defaultLog;
+  }
+
+  /** Sets the check a `scale` action makes before it resizes (throws while an apply or host change runs). */
+  guard(assertIdle: () => void): void {
+    this.idle = assertIdle;
   }
 
   /** Forgets what it holds in memory: the store is read again at the next use (a new term as active controller). */
@@ -207,7 +213,12 @@ export class AlertEngine {
       startsAt: rec.activeSince,
       ...(rec.resolvedAt ? { endsAt: rec.resolvedAt } : {}),
     };
-    const deps: ActionDeps = { ...this.deps.actions, store: this.deps.store, log: this.log };
+    const deps: ActionDeps = {
+      ...this.deps.actions,
+      ...(this.idle ? { assertIdle: this.idle } : {}),
+      store: this.deps.store,
+      log: this.log,
+    };
     for (const action of rule.actions) {
       if (rec.state === 'resolved' && action.type !== 'webhook') continue;
       const p = runAction(action, notice, deps).finally(() => this.running.delete(p));
@@ -215,7 +226,8 @@ export class AlertEngine {
     }
   }
 
-  private counts(cache: Map<string, AlertRecord>): AlertCount[] {
+  /** Instances by rule, state and severity, as of the last evaluation (the `vmlink_alerts` gauge). */
+  counts(cache = this.cache ?? new Map<string, AlertRecord>()): AlertCount[] {
     const by = new Map<string, AlertCount>();
     for (const r of cache.values()) {
       const k = `${r.rule}\0${r.state}\0${r.severity}`;

@@ -174,6 +174,10 @@ describe('the role policy', () => {
         'POST /v1/restores',
         'POST /v1/restores/test',
         'DELETE /v1/restores/:name',
+        // Alerts (issue 14): silences and acks.
+        'POST /v1/alerts/silences',
+        'DELETE /v1/alerts/silences/:id',
+        'POST /v1/alerts/ack',
       ].sort(),
     );
     expect(withRole('open')).toEqual(['GET /v1/pki/ca', 'POST /v1/join']);

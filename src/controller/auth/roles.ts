@@ -50,6 +50,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/ha': read(),
   // Prometheus scrapes with a read-only token (examples/prometheus.yml).
   'GET /v1/metrics': read(),
+  // Alerts (issue 14): the view is read-only; silences and acks change how the whole site's alerts act.
+  'GET /v1/alerts': read(),
   // Backups (issue 12): lists and objectives are read-only; running, checking, syncing, pruning and restoring act on
   // several objects (a VM, stores on other hosts): operator without scopes; keys: admin.
   'GET /v1/backups': read(),
@@ -83,6 +85,10 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'DELETE /v1/volumes/:pool/:name/snapshots/:snap': operator('unscoped'),
   // Reads a file on the pool's host, but only below the agent's import roots (agent/wire-checks.ts).
   'POST /v1/images/import': { ...operator('unscoped'), bodyObject: 'name' },
+
+  'POST /v1/alerts/silences': operator('unscoped'),
+  'DELETE /v1/alerts/silences/:id': operator('unscoped'),
+  'POST /v1/alerts/ack': operator('unscoped'),
 
   'POST /v1/backups/run': operator('unscoped'),
   'POST /v1/backups/verify': operator('unscoped'),
