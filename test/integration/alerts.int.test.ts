@@ -156,7 +156,7 @@ afterAll(async () => {
 
 describe('the seed alert rules on a lab', () => {
   it('a guest burning CPU: host-cpu pending, firing after `for` (webhook), silenced, resolved when it stops', async () => {
-    // Two idle samples give the host's idle share; the rule fires half a CPU above it.
+    // Two idle samples give the host's idle share; the rule fires 0.4 CPU above it (a burning TCG vCPU is ~1).
     await controller.metrics.collectNow();
     await sleep(2_000);
     const idle = await controller.metrics.collectNow();
@@ -164,7 +164,7 @@ describe('the seed alert rules on a lab', () => {
     const idleShare = value(idle, 'vmlink_host_cpu_utilization', { host: 'host1' })!;
     expect(cpus).toBeGreaterThanOrEqual(1);
     expect(idleShare).toBeGreaterThanOrEqual(0);
-    const threshold = Number((idleShare + 0.5 / cpus).toFixed(4));
+    const threshold = Number((idleShare + 0.4 / cpus).toFixed(4));
     await apply(spec(threshold, hookUrl));
     // The apply itself keeps the host's agent busy for a moment: wait for a quiet interval (pending -> inactive).
     const quiet = await pollUntil(
