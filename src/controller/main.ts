@@ -18,6 +18,7 @@ import {
   terminate,
   writeIdentityFile,
 } from '../shared/process.js';
+import { alertService } from './alerts/service.js';
 import { createControllerApi } from './api.js';
 import { AuditLog } from './auth/audit.js';
 import { TokenStore } from './auth/tokens.js';
@@ -132,6 +133,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     start: () => controller.metrics.start(),
     stop: () => controller.metrics.stop(),
   });
+  // Alert rules after each collection, on the active controller; their counts are the vmlink_alerts gauge.
+  runtime.addActiveService(
+    alertService(controller.alerts, controller.metrics, (rows) => controller.metrics.series.setAlerts(rows)),
+  );
   const haManager = controller.haManager();
   if (haManager) runtime.addActiveService(haManager);
   // Backup schedules, restore tests and objectives: on the active controller only (every controller with SQLite).
