@@ -49,7 +49,7 @@ describe('alert expressions', () => {
     ['vmlink_host_up{host=~"(?=a)a"}', /lookaround/],
     ['vmlink_host_up{host=~"(?<!a)b"}', /lookaround/],
     ['vmlink_host_up{host=~"a{1,1000}"}', /repeats more than 100 times/],
-    ['vmlink_host_up{host=~"a*b*c*d*e*"}', /more than 4 repetitions/],
+    ['vmlink_host_up{host=~"a*b*c*d*"}', /more than 3 repetitions/],
     ['vmlink_host_up{host=~"[a"}', /unterminated \[/],
     ['vmlink_host_up{host=~"a)"}', /unbalanced \)/],
   ])('refuses %s', (src, message) => {
@@ -63,8 +63,8 @@ describe('alert expressions', () => {
   });
 
   it('an accepted regex stays fast on a hostile 128-character label value (the longest an agent may send)', () => {
-    // The worst shape the checks let through: four unbounded repetitions of overlapping classes, no match.
-    const re = parseAlertExpr('vmlink_host_up{host=~".*.*.*.*x"}').matchers[0]!.re!;
+    // The worst shape the checks let through: three unbounded repetitions of overlapping classes, no match.
+    const re = parseAlertExpr('vmlink_host_up{host=~".*.*.*x"}').matchers[0]!.re!;
     // No timing assertion: an exponential pattern would not finish within the test's timeout at all.
     expect(re.test('a'.repeat(128))).toBe(false);
   });

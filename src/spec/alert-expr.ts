@@ -32,7 +32,7 @@ export const ALERT_MATCHERS_MAX = 16;
 /** Longest regex of a matcher. */
 export const ALERT_REGEX_MAX = 128;
 /** Most repetitions (`*`, `+`, `?`, `{n,m}`) in one regex: each multiplies the work of a failing match. */
-export const ALERT_REGEX_REPEATS_MAX = 4;
+export const ALERT_REGEX_REPEATS_MAX = 3;
 /** Largest bound of a counted repetition `{n,m}`. */
 const REPEAT_BOUND_MAX = 100;
 
