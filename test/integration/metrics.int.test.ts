@@ -1,7 +1,7 @@
 // The controller's metrics page scraped by a real Prometheus server (Debian `prometheus`): a lab host (its agent
 // started by `vmlink lab up`, reporting its own processes) with one test guest; the controller listens on TCP on
 // 127.0.0.1 with its CA, and Prometheus scrapes `/v1/metrics` there with a read-only token made by `vmlink token
-// create`, as examples/prometheus.yml says. Prometheus' own query API must then answer the host's and the VM's
+// create`, as examples/prometheus/prometheus.yml says. Prometheus' own query API must then answer the host's and the VM's
 // series, and `promtool check metrics` must find nothing to say about the page.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -33,7 +33,7 @@ lab:
   upstream: { cidr: 203.0.113.0/24, address: 203.0.113.117 }
   hosts: [{ name: host1, address: 192.168.117.10 }]
 `;
-const EXAMPLE = fileURLToPath(new URL('../../examples/prometheus.yml', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../examples/prometheus/prometheus.yml', import.meta.url));
 
 const root = mkdtempSync('/tmp/vmlink-itmc-');
 // QEMU runs under its own uid and must reach its VM directory below this one.

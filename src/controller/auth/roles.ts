@@ -48,7 +48,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
   'GET /v1/ha': read(),
-  // Prometheus scrapes with a read-only token (examples/prometheus.yml).
+  // Prometheus scrapes with a read-only token (examples/prometheus/prometheus.yml).
   'GET /v1/metrics': read(),
   // Alerts (issue 14): the view is read-only; silences and acks change how the whole site's alerts act.
   'GET /v1/alerts': read(),
