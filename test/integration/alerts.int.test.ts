@@ -1,23 +1,31 @@
 // The seed's two alert rules (examples/alerts.yaml) on a real lab: one host started by `vmlink lab up`, one test guest
 // whose data disk is a volume of a dir pool on its own 64 MiB tmpfs (so that filling the volume fills the pool). The
 // controller runs in this process on a store of its own, reaching the lab agents over their local sockets: its
-// collector takes real samples (`collectNow()`), its alert engine runs on a fake clock (so `for: 5m` passes at
-// once), wired as the daemon wires it (alertService). A guest burning CPU makes the host-CPU rule pending, then
-// firing (a webhook receiver here gets the POST); a silence stops its resolve webhook; the guest stops and the alert
-// resolves. The guest fills its disk: the pool rule fires and `scale` grows the volume through the resize path.
+// collector takes real samples (`collectNow()`), it and the alert engine run on a fake clock (so `for: 5m` passes at
+// once, and a minute of metric history takes a moment), wired as the daemon wires it (alertService). The guest's
+// memory grows steadily: the doctor diagnoses guest-memory-growth from the collected history, and no longer once it
+// stays flat. A guest burning CPU makes the host-CPU rule pending, then firing (a webhook receiver here gets the
+// POST); a silence stops its resolve webhook; the guest stops and the alert resolves. The guest fills its disk: the
+// pool rule fires and `scale` grows the volume through the resize path.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { AgentClient } from '../../src/controller/agents.js';
 import { alertService } from '../../src/controller/alerts/service.js';
 import { Controller } from '../../src/controller/controller.js';
+import {
+  MEMORY_GROWTH_MIN_BYTES,
+  MEMORY_TREND_WINDOW_MS,
+} from '../../src/controller/diagnose/guest-memory-growth.js';
+import { gatherDoctor } from '../../src/controller/doctor.js';
 import { SqliteStore } from '../../src/controller/store/sqlite.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { MetricsSnapshot } from '../../src/shared/metrics.js';
 import { pollUntil, sleep } from '../../src/shared/time.js';
+import { trustAgentsAsController } from '../helpers/agent-trust.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -46,7 +54,8 @@ volumes:
 vms:
   - name: a1
     host: host1
-    memoryMiB: 160
+    # Room above what QEMU already holds after the boot for the doctor's 64 MiB of steady growth.
+    memoryMiB: 512
     disks: [{ name: fill, pool: data, volume: fill }]
     nics: [{ network: anet, ip: 10.121.0.10 }]
 alerts:
@@ -106,6 +115,26 @@ const value = (s: MetricsSnapshot, name: string, labels: Record<string, string>)
 const instance = async (rule: string) =>
   (await controller.alerts.view()).instances.find((i) => i.rule === rule);
 
+/**
+ * The doctor as `GET /v1/doctor` gathers it, on this process's collector and fake clock. It asks the agents as the
+ * controller does: over the lab relay (its socket is under VMLINK_RUN_DIR), in mutual TLS as the daemon's controller.
+ */
+async function doctor() {
+  const saved = process.env.VMLINK_RUN_DIR;
+  process.env.VMLINK_RUN_DIR = env.VMLINK_RUN_DIR;
+  const untrust = await trustAgentsAsController(env.VMLINK_STATE_DIR);
+  try {
+    return await gatherDoctor((await controller.currentSpec())!.spec, 30_000, [], {
+      metrics: controller.metrics,
+      now: () => now,
+    });
+  } finally {
+    untrust();
+    if (saved === undefined) delete process.env.VMLINK_RUN_DIR;
+    else process.env.VMLINK_RUN_DIR = saved;
+  }
+}
+
 beforeAll(async () => {
   mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
   mkdirSync(poolDir, { recursive: true });
@@ -123,6 +152,7 @@ beforeAll(async () => {
   store = new SqliteStore(join(root, 'alerts-test.db'));
   controller = new Controller(store, new SystemRunner(), {
     agents: () => host1,
+    metrics: { now: () => now },
     alerts: { now: () => now, actions: { webhookBackoffMs: 100 } },
   });
   const svc = alertService(controller.alerts, controller.metrics, (rows) =>
@@ -153,6 +183,97 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
   await release?.();
 }, 120_000);
+
+describe('the doctor on the same lab', () => {
+  // First: the leak must reach guest memory QEMU does not hold yet (the later tests' disk writes fill page cache).
+  it('a guest whose memory grows steadily: guest-memory-growth with its evidence; gone after a flat window', async () => {
+    const MiB = 1024 * 1024;
+    const STEP = 16 * MiB;
+    const rss = async () =>
+      value(await controller.metrics.collectNow(), 'vmlink_vm_memory_rss_bytes', {
+        host: 'host1',
+        vm: 'a1',
+      })!;
+    let chunk = 0;
+    // Whatever happens here, the later tests get the guest's memory back.
+    onTestFinished(() =>
+      host1.exec('a1', ['rm', '-rf', '/tmp/leak'], 30_000).then(
+        () => {},
+        () => {},
+      ),
+    );
+    // The leak: 16 MiB more in the guest's tmpfs (/tmp), a file each time.
+    const leak = () =>
+      guest(
+        `mkdir -p /tmp/leak && dd if=/dev/zero of=/tmp/leak/${chunk++} bs=1048576 count=${STEP / MiB} 2>&1`,
+      );
+    const warm = [await rss()];
+    const rising: number[] = [];
+    const flat: number[] = [];
+    const mib = (xs: number[]) => xs.map((x) => (x / MiB).toFixed(0)).join(' ');
+    const figures = () => `QEMU RSS (MiB): warm-up ${mib(warm)}; rising ${mib(rising)}; flat ${mib(flat)}`;
+    // QEMU already holds the guest memory its boot touched (whole 2 MiB pages where the host has THP), and the
+    // guest's allocator hands out the free pages there first: leak until a step shows as new resident memory. These
+    // samples then fall out of the doctor's window.
+    while (warm.length < 8 && (warm.length < 2 || warm.at(-1)! - warm.at(-2)! < STEP / 2)) {
+      await leak();
+      warm.push(await rss());
+    }
+    expect(warm.at(-1)! - warm.at(-2)!, figures()).toBeGreaterThanOrEqual(STEP / 2);
+    now += MEMORY_TREND_WINDOW_MS + 60_000;
+
+    // Eight minutes (of the collector's clock) of a steady leak: 16 MiB a minute, a sample after each.
+    rising.push(await rss());
+    for (let i = 0; i < 8; i++) {
+      await leak();
+      now += 60_000;
+      rising.push(await rss());
+    }
+    const grown = await doctor();
+    expect(grown.hosts, figures()).toEqual([expect.objectContaining({ host: 'host1', reachable: true })]);
+    expect(grown.controller).toContainEqual(
+      expect.objectContaining({
+        name: 'guest memory trends',
+        detail: expect.stringMatching(/^checked from/),
+      }),
+    );
+    const found = grown.diagnoses.filter((d) => d.id === 'guest-memory-growth');
+    expect(found, figures()).toEqual([
+      expect.objectContaining({
+        host: 'host1',
+        object: 'vm a1',
+        fix: expect.stringContaining('vmlink vm exec a1 -- ps'),
+      }),
+    ]);
+    const d = found[0]!;
+    const grew = /^vm a1 on host1: resident memory grew (\d+) MiB in 8\.0 min \(/.exec(d.summary);
+    expect(grew, d.summary).not.toBeNull();
+    expect(Number(grew![1]) * MiB).toBeGreaterThanOrEqual(MEMORY_GROWTH_MIN_BYTES);
+    // Its evidence: the samples in the window (exactly the rising ones), the fit, the configured memory.
+    expect(d.evidence[0]).toBe(
+      `vmlink_vm_memory_rss_bytes{host="host1",vm="a1"}: 9 samples over 480 s, ${mib([rising[0]!])} -> ${mib([rising[8]!])} MiB`,
+    );
+    const fit = /^least-squares slope ([\d.]+) MiB\/min, R² ([\d.]+) /.exec(d.evidence[1]!);
+    expect(fit, d.evidence[1]).not.toBeNull();
+    expect(Number(fit![2])).toBeGreaterThanOrEqual(0.9);
+    expect(d.evidence[2]).toBe('configured memory 512 MiB');
+
+    // The guest frees it. QEMU keeps the pages it got (no balloon): its RSS stays where it is, a flat stretch; once
+    // the window holds nothing else, there is no steady growth to diagnose.
+    await guest('rm -rf /tmp/leak');
+    for (let i = 0; i < MEMORY_TREND_WINDOW_MS / 60_000 + 1; i++) {
+      now += 60_000;
+      flat.push(await rss());
+    }
+    const after = await doctor();
+    expect(after.hosts).toEqual([expect.objectContaining({ host: 'host1', reachable: true })]);
+    expect(
+      after.diagnoses.filter((x) => x.id === 'guest-memory-growth'),
+      figures(),
+    ).toEqual([]);
+    console.info(`guest-memory-growth: ${d.summary}; ${d.evidence.join('; ')}; ${figures()}`);
+  }, 180_000);
+});
 
 describe('the seed alert rules on a lab', () => {
   it('a guest burning CPU: host-cpu pending, firing after `for` (webhook), silenced, resolved when it stops', async () => {
