@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 // Unit tests run in parallel. Integration tests build namespaces and labs and boot real QEMU guests, so each of their
-// two lanes runs one file at a time, and the lanes run side by side (2-core machine):
+// two lanes runs one file at a time; scripts/test-integration.sh runs the lanes side by side in two vitest processes
+// (2-core machine):
 // - `integration`: every file that boots guests or starts a lab's storage servers (tgtd control sockets, rpcbind and
 //   ganesha's files are machine-wide), and any new file unless it is listed below;
 // - `integration-light`: files that boot no guest and start no lab storage machine (namespaces, OVS, nftables, etcd,

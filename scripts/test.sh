@@ -11,4 +11,4 @@ if [ "$(id -u)" != 0 ]; then
   echo "integration tests need root (namespaces, bridges, nftables, QEMU); run as root" >&2
   exit 1
 fi
-npx vitest run --project integration --project integration-light
+bash scripts/test-integration.sh
