@@ -88,7 +88,14 @@ class ThreadSet {
 
   async stop(): Promise<void> {
     this.fail(new InvalidStateError('the sealing threads were stopped'));
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // The loop is held until they are gone: idle threads are unref'ed, and a terminating thread does not hold it
+    // either, so a caller awaiting this (a cleanup before the process ends) would be cut off mid-way.
+    const hold = setInterval(() => {}, 1000);
+    try {
+      await Promise.all(this.workers.map((w) => w.terminate()));
+    } finally {
+      clearInterval(hold);
+    }
   }
 
   private settle(i: number, r: SealReply): void {
