@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidSpecError, type SpecIssue } from '../../shared/errors.js';
-import { loadSpec } from '../load.js';
+import type { SpecIssue } from '../../shared/errors.js';
+import { expectIssue, specIssues } from './issues.test-util.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: raw spec documents mutated freely.
 type Raw = any;
@@ -24,20 +24,7 @@ function base(): Raw {
 function issuesOf(mutate: (s: Raw) => void): SpecIssue[] {
   const s = base();
   mutate(s);
-  try {
-    loadSpec(JSON.stringify(s));
-  } catch (e) {
-    if (e instanceof InvalidSpecError) return e.issues;
-    throw e;
-  }
-  return [];
-}
-
-function expectIssue(issues: SpecIssue[], path: string, fragment: string) {
-  expect(issues, JSON.stringify(issues, null, 1)).toContainEqual({
-    path,
-    message: expect.stringContaining(fragment),
-  });
+  return specIssues(s);
 }
 
 describe('security group validation', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidSpecError, type SpecIssue } from '../../shared/errors.js';
+import type { SpecIssue } from '../../shared/errors.js';
 import { nfsExportId } from '../../shared/storage.js';
-import { loadSpec } from '../load.js';
+import { expectIssue, specIssues } from './issues.test-util.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: raw spec documents mutated freely.
 type Raw = any;
@@ -60,20 +60,7 @@ function base(): Raw {
 function issuesOf(mutate: (s: Raw) => void): SpecIssue[] {
   const s = base();
   mutate(s);
-  try {
-    loadSpec(JSON.stringify(s));
-  } catch (e) {
-    if (e instanceof InvalidSpecError) return e.issues;
-    throw e;
-  }
-  return [];
-}
-
-function expectIssue(issues: SpecIssue[], path: string, fragment: string) {
-  expect(issues, JSON.stringify(issues, null, 1)).toContainEqual({
-    path,
-    message: expect.stringContaining(fragment),
-  });
+  return specIssues(s);
 }
 
 describe('storage validation: pools', () => {
