@@ -15,11 +15,12 @@ fi
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
   genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
   tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids etcd-server etcd-client
-  e2fsprogs restic borgbackup faketime prometheus)
+  e2fsprogs restic borgbackup faketime prometheus chromium haproxy keepalived)
 # Backups (docs/backup.md): e2fsprogs' debugfs reads single files out of a restored ext4 disk without mounting it;
 # restic and borgbackup are the reference points of bench/backup.ts and of the retention tests (restic forget).
 # faketime (libfaketime): the doctor's clock-drift test restarts a lab agent with its clock ahead.
 # prometheus (and its promtool): the metrics test scrapes a lab with a Prometheus server of its own and checks the page.
+# chromium: the web console's tests drive it headless (playwright-core); haproxy and keepalived: load balancers.
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -45,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     # Only the services of packages this run installed: one the machine already ran stays as it was.
     declare -A units=([openvswitch-switch]="openvswitch-switch" [tgt]="tgt" [nfs-ganesha]="nfs-ganesha"
       [rpcbind]="rpcbind.socket rpcbind" [etcd-server]="etcd"
-      [prometheus]="prometheus")
+      [prometheus]="prometheus" [haproxy]="haproxy" [keepalived]="keepalived")
     for p in "${missing[@]}"; do
       for unit in ${units[$p]:-}; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
     done
