@@ -10,6 +10,7 @@ import { defineConfig } from 'vitest/config';
 // Both first rebuild dist/ when it is stale: tests that run the real `vmlink` (bin/vmlink.js) run the compiled code.
 const LIGHT = [
   'apply-failure',
+  'backup-cluster',
   'backup-store',
   'commit-confirm',
   'controllers',

@@ -400,7 +400,10 @@ export function addRestoreCommands(program: Command, api: Api): void {
     .option('--as <name>', 'a new VM of this name from the snapshot (fresh MACs, addresses by DHCP)')
     .option('--in-place', "over the VM's own disks: it must be stopped (or its host failed: then --host)")
     .option('--file <path>', "one file's content, out of an ext2/3/4 filesystem of the snapshot")
-    .option('--host <host>', "where: the new VM's host, the in-place restore's, or where --file is read")
+    .option(
+      '--host <host>',
+      "where: the new VM's host (default: the snapshot's; in a cluster the scheduler's), the in-place restore's, or where --file is read",
+    )
     .option('--network <network>', 'with --as: put its NICs on this network')
     .option('--no-start', 'with --as: leave the new VM stopped')
     .option('--disk <disk>', 'with --file: the disk (default root)')

@@ -178,6 +178,7 @@ export class Controller {
         },
       },
       ownerHost: async (vm) => (await this.ownership.get(vm))?.host,
+      ownership: this.ownership,
       ...(vault ? { secretValues: (names: string[]) => vault.values(names) } : {}),
       locks: new VmLocks(),
       now: opts.backup?.now ?? (() => new Date()),

@@ -169,6 +169,7 @@ const movedBy: Record<OwnerReason, string> = {
   'ha-restart': 'HA restarted it',
   maintenance: 'maintenance moved it',
   user: 'a user moved it',
+  restore: 'a restore made it',
 };
 
 /**
@@ -211,5 +212,7 @@ export function planOwners(
       lines.push(`@ vm ${vm.name} on ${vm.host} (the spec moves it from ${o.host})`);
   }
   const names = new Set(placed.vms.map((v) => v.name));
-  return { spec: placed, writes, dropped: owners.filter((o) => !names.has(o.vm)), lines };
+  // Copies made by a restore belong to no spec: `restore discard` (or the restore test's end) releases them.
+  const dropped = owners.filter((o) => !names.has(o.vm) && o.reason !== 'restore');
+  return { spec: placed, writes, dropped, lines };
 }

@@ -83,8 +83,11 @@ export function compareTokens(a: FencingToken, b: FencingToken): number {
   return d < 0n ? -1 : d > 0n ? 1 : 0;
 }
 
-/** Why a VM got its current owner. */
-export const OwnerReasons = ['spec', 'scheduler', 'ha-restart', 'maintenance', 'user'] as const;
+/**
+ * Why a VM got its current owner. `restore`: a copy made by `vmlink restore --as` or a restore test (no spec VM;
+ * apply leaves its record alone).
+ */
+export const OwnerReasons = ['spec', 'scheduler', 'ha-restart', 'maintenance', 'user', 'restore'] as const;
 
 /** A VM's owner record (Store key `owners/<vm>`): the one host that may run it. Its token is the record's version. */
 export const OwnerRecordSchema = z

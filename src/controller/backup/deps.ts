@@ -4,6 +4,7 @@ import { ConflictError, InvalidRequestError, NotFoundError } from '../../shared/
 import type { Spec, VmSpec } from '../../spec/schema.js';
 import type { BackupPolicySpec } from '../../spec/schema-backup.js';
 import type { AgentFactory } from '../hosts.js';
+import type { OwnershipStore } from '../ownership.js';
 import type { Store } from '../store/types.js';
 import type { HostStates, PollOptions } from './agents.js';
 import type { BackupKeys } from './keys.js';
@@ -39,6 +40,8 @@ export interface BackupDeps {
   hosts: HostStates;
   /** Where `vm` runs now when an owner record says so (a cluster), else undefined (the spec's host). */
   ownerHost?: (vm: string) => Promise<string | undefined>;
+  /** The cluster's owner records: a copy made by a restore gets one before it is created (a cluster spec only). */
+  ownership?: OwnershipStore;
   /** The values of secrets a stopped VM's disks need (LUKS keys, CHAP passwords), for one agent request. */
   secretValues?: (names: string[]) => Promise<Array<{ name: string; value: string }>>;
   locks: VmLocks;

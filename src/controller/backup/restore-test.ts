@@ -92,7 +92,13 @@ async function testOne(
     snapshot = newest.id;
     const found = await findSnapshot(d, spec, newest.id, { store: st.name, policy: policy.name });
     const started = Date.now();
-    const host = policy.restoreTest.host ?? spec.vms.find((v) => v.name === vm)?.host;
+    // The isolated network's host (the validator ties it to the VM's spec host or restoreTest.host); in a cluster
+    // the VM itself may run elsewhere by now.
+    const net = spec.networks.find((n) => n.name === network);
+    const host =
+      policy.restoreTest.host ??
+      (net && 'host' in net && typeof net.host === 'string' ? net.host : undefined) ??
+      spec.vms.find((v) => v.name === vm)?.host;
     const r = await restoreForTest(d, spec, found, { name, network, ...(host ? { host } : {}) }, ctx);
     const restoreSeconds = (Date.now() - started) / 1000;
     const timeoutMs =

@@ -33,6 +33,7 @@ import type { RestoreBody, RestoreResult } from '../wire-backup.js';
 import { assertHostUp, backupAgent, bytesText, pollJob, storeLocation, storeSpec } from './agents.js';
 import { appliedSpec, type BackupDeps, hostOfVm, policyOf } from './deps.js';
 import { type RestoredVmRecord, restoredKey, restoredVms } from './records.js';
+import { claimRestoredOwner, releaseRestoredOwner, restoreHost } from './restore-cluster.js';
 
 const MIB = 1024 * 1024;
 
@@ -328,29 +329,24 @@ async function restoreAsNew(
   ctx: TaskContext,
   opts: { test?: true } = {},
 ): Promise<RestoreResult> {
-  if (spec.cluster)
-    throw new UnsupportedError(
-      `restore --as in a cluster is not supported yet (the new VM would need an owner record for its host to start it): restore in place, or add the VM to the spec and restore in place`,
-      `vm/${t.name}`,
-    );
-  const specHost = spec.vms.find((v) => v.name === f.summary.vm)?.host;
-  const host = t.host ?? (spec.hosts.some((h) => h.name === f.summary.host) ? f.summary.host : specHost);
-  if (!host)
-    throw new InvalidRequestError(
-      `snapshot ${f.summary.id}: its host ${f.summary.host} is not in the spec: pass --host`,
-    );
-  if (!spec.hosts.some((h) => h.name === host)) throw new NotFoundError('host', host);
+  const { manifest, config } = await openedConfig(d, spec, f);
+  const { host, why } = await restoreHost(d, spec, f, config, t);
+  if (why) ctx.progress(`${t.name}: ${why}`);
   const what = `restore of ${f.summary.id} as vm ${t.name} on ${host}`;
   await assertHostUp(d.store, d.hosts, host, what);
   const agent = backupAgent(d.agents, spec, host);
   await assertNameFree(d, spec, agent, t.name, host);
-  const { manifest, config } = await openedConfig(d, spec, f);
   const made = newVmConfig(spec, config, manifest, t.name, host, t.network);
   for (const n of made.notes) ctx.progress(`${t.name}: ${n}`);
   const release = d.locks.acquire(t.name, what);
   const started = Date.now();
+  // In a cluster the owner record comes first (nothing is written when another holds the name), then the
+  // restore's record: an apply running meanwhile must not delete the half-made VM.
+  await claimRestoredOwner(d, spec, t.name, host, ctx).catch((e: unknown) => {
+    release();
+    throw e;
+  });
   try {
-    // Recorded first: an apply running meanwhile must not delete the half-made VM.
     await d.store.put(restoredKey(t.name), {
       name: t.name,
       host,
@@ -474,6 +470,7 @@ export async function discardRestored(
     if ((await agent.report()).vms.some((v) => v.name === name)) await agent.act({ kind: 'vm.delete', name });
     await d.store.delete(restoredKey(name));
     ctx.progress(`vm ${name} deleted from ${r.host}`);
+    if (await releaseRestoredOwner(d, name)) ctx.progress(`vm ${name}: owner record released`);
     if (!r.test)
       await d.store.appendEvent('backup.restore-discarded', `vm ${name} on ${r.host} (from ${r.snapshot})`);
     return { name, host: r.host };
