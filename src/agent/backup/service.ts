@@ -116,7 +116,7 @@ export class BackupService {
   readonly jobs: BackupJobs;
 
   constructor(private readonly deps: BackupServiceDeps) {
-    this.jobs = deps.jobs ?? new BackupJobs(deps.host);
+    this.jobs = deps.jobs ?? new BackupJobs(deps.host, undefined, join(deps.stateDir, 'backup-jobs'));
   }
 
   get stores(): BackupStores {
@@ -127,10 +127,15 @@ export class BackupService {
     return this.deps.host;
   }
 
-  /** At agent start: the stores are opened again (their tmp/ cleared), and file-restore leftovers removed. */
+  /**
+   * At agent start (after the driver's adopt undid cut-short backup views and NBD servers): the stores are opened
+   * again (their tmp/ cleared of partial chunk files), file-restore leftovers removed, and then the job records read:
+   * a job that was running is `failed: agent restarted`.
+   */
   async start(): Promise<void> {
     await rm(this.tmpRoot(), { recursive: true, force: true }).catch(() => {});
     await this.deps.stores.openAll();
+    await this.jobs.load();
   }
 
   private tmpRoot(): string {

@@ -156,10 +156,14 @@ export interface PollOptions {
   progress?: (line: string) => void;
   /** Waits `ms` (tests pass a fake). */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** How long an agent may stay unreachable (a restart) before its job counts as lost (default 60 s). */
+  lostAfterMs?: number;
 }
 
-/** Consecutive failed polls (agent unreachable) before a job counts as lost. */
+/** Consecutive failed polls (agent unreachable) before a job counts as lost, once `lostAfterMs` has passed too. */
 const POLL_FAILURES_MAX = 10;
+/** An agent restarting answers again within this, then says what became of the job (its record). */
+const AGENT_AWAY_MS = 60_000;
 
 const defaultSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -203,6 +207,7 @@ export async function pollJob(
   const sleep = opts.sleep ?? defaultSleep;
   let cur = job;
   let failures = 0;
+  let awaySince = 0;
   let lastTenth = -1;
   for (;;) {
     if (cur.state !== 'running') break;
@@ -230,12 +235,15 @@ export async function pollJob(
       cur = await agent.job(cur.id);
       failures = 0;
     } catch (e) {
+      // Agents keep job records across restarts (a cut-short job reads `failed: agent restarted`): an unknown job
+      // is one of an older agent, or one whose record was lost.
       if (e instanceof VmlinkError && e.kind === 'not-found')
         throw new UnavailableError(
-          `${what}: the agent of ${host} no longer knows job ${cur.id} (it restarted mid-job); nothing of it was kept`,
+          `${what}: the agent of ${host} no longer knows job ${cur.id} (it restarted mid-job without its record); nothing of it was kept`,
           `host/${host}`,
         );
-      if (++failures >= POLL_FAILURES_MAX)
+      if (failures++ === 0) awaySince = Date.now();
+      if (failures >= POLL_FAILURES_MAX && Date.now() - awaySince >= (opts.lostAfterMs ?? AGENT_AWAY_MS))
         throw new UnavailableError(
           `${what}: lost the agent of ${host} while job ${cur.id} ran: ${(e as Error).message}`,
           `host/${host}`,

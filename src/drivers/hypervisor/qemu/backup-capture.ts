@@ -183,7 +183,11 @@ export class QemuBackups {
         );
       return;
     }
-    if (!record) return;
+    // A restore cut short leaves its writable qemu-nbd servers and no record: they would keep the images open.
+    if (!record) {
+      if (this.h.nbd) for (const x of disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
+      return;
+    }
     log.warn(
       { vm: name, next: record.next },
       'backup: undoing a backup view an earlier agent left (VM stopped)',
