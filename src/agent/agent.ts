@@ -30,7 +30,14 @@ import {
 } from './security-groups.js';
 import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
 import { configureTuning, type HostTuner, observeTuning, requireTuner } from './tuning.js';
-import type { AgentAction, ConfirmState, ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
+import type {
+  AgentAction,
+  ConfirmState,
+  Fence,
+  ProbeBatchRequest,
+  ProbeRequest,
+  ProbeResult,
+} from './wire.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
 export interface UplinkControl extends UplinkManager {
@@ -531,6 +538,23 @@ export class Agent {
     const vm = (await this.deps.hypervisor.list()).find((v) => v.name === name);
     if (!vm) throw new NotFoundError('vm', name);
     return vm;
+  }
+
+  /**
+   * A live migration's target (agent/migrate/): the incoming VM's disk sources checked, its ports ready and its
+   * directory made, not started. No owner check here: its QEMU stays paused until `assertMayRun` passed.
+   */
+  prepareIncoming(vm: VmConfig, configHash: string, ctx: OpContext = {}): Promise<void> {
+    return this.serial(async () => {
+      await this.storage.assertDiskSources(vm);
+      for (const nic of vm.nics) await this.ensurePort(nic, ctx);
+      await this.deps.hypervisor.create(vm, configHash, ctx);
+    });
+  }
+
+  /** In a cluster: VM `name` may run here under `fence` (the owner check of a start); elsewhere passes. */
+  async assertMayRun(name: string, fence: Fence | undefined): Promise<void> {
+    await this.deps.cluster?.assertOwner(name, fence);
   }
 
   /** Hypervisor driver, for guest-level requests (exec, interfaces, console). */

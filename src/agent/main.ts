@@ -33,6 +33,7 @@ import { observeForDoctor } from './doctor-observe.js';
 import { joinController } from './join.js';
 import { AgentMetricsCollector } from './metrics/collector.js';
 import type { MetricsScope } from './metrics/host.js';
+import { MigrationService } from './migrate/service.js';
 import { createAgentServer } from './server.js';
 import type { HostRole } from './storage.js';
 import { CertRotation, loadHostCredentials } from './tls.js';
@@ -184,6 +185,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     retention: applyRetention,
   });
   await backup.start();
+  // Live migrations (docs/mobility.md): the stream goes to the target's agent with this host's certificate.
+  const migration = new MigrationService({
+    host: opts.host,
+    migrations: () => hypervisor.migrations,
+    prepareIncoming: (vm, hash, ctx) => agent.prepareIncoming(vm, hash, ctx),
+    assertMayRun: (name, fence) => agent.assertMayRun(name, fence),
+    deleteVm: (name) => agent.execute({ kind: 'vm.delete', name }),
+    tls: () => hostCreds,
+  });
   if (cluster) {
     // Before listening: the running VMs are adopted, and the lease is held (or the host fenced or in hold).
     await cluster.start();
@@ -227,6 +237,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       prerequisites,
       observe,
       backup,
+      migration,
       metrics,
       ...(rotation ? { rotation } : {}),
     }),
@@ -248,6 +259,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         prerequisites,
         observe,
         backup,
+        migration,
         metrics,
       });
       try {

@@ -22,6 +22,8 @@ import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
 import { registerBackupRoutes } from './backup/routes.js';
 import type { BackupService } from './backup/service.js';
+import { registerMigrationRoutes } from './migrate/routes.js';
+import type { MigrationService } from './migrate/service.js';
 import type { CertRotation } from './tls.js';
 import {
   AgentActionSchema,
@@ -47,6 +49,7 @@ import {
 } from './wire.js';
 import { BACKUP_PEER_ROUTES } from './wire-backup.js';
 import type { DoctorObservations } from './wire-doctor.js';
+import { MIGRATION_PEER_ROUTE } from './wire-migrate.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();
@@ -65,6 +68,8 @@ export interface AgentServerOptions {
   observe?: () => Promise<DoctorObservations>;
   /** The backup side (stores and jobs, agent/backup/): its routes are served when given. */
   backup?: BackupService;
+  /** The live-migration side (agent/migrate/): its routes are served when given. */
+  migration?: MigrationService;
   /** One metric sample of this host (`GET /v1/metrics`, agent/metrics/); the route is served when given. */
   metrics?: () => Promise<AgentMetrics>;
 }
@@ -75,6 +80,7 @@ export const PEER_ROUTE = '/v1/cluster/lease';
 /** Whether another host's agent may call `method` on the route registered as `route` (its pattern). */
 function peerRoute(method: string, url: string, route: string | undefined): boolean {
   if (method === 'GET' && url.split('?')[0] === PEER_ROUTE) return true;
+  if (route !== undefined && `${method} ${route}` === MIGRATION_PEER_ROUTE) return true;
   return route !== undefined && BACKUP_PEER_ROUTES.has(`${method} ${route}`);
 }
 
@@ -259,6 +265,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
     },
   );
   if (opts.backup) await registerBackupRoutes(base, opts.backup);
+  if (opts.migration) await registerMigrationRoutes(base, opts.migration);
   await base.ready();
   return base;
 }

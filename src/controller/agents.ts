@@ -37,6 +37,13 @@ import {
   type VerifyRequest,
 } from '../agent/wire-backup.js';
 import type { DoctorObservations } from '../agent/wire-doctor.js';
+import {
+  type IncomingRequest,
+  type MigrationJob,
+  MigrationJobSchema,
+  type OutgoingRequest,
+  type ResumeRequest,
+} from '../agent/wire-migrate.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
 import {
   BACKUP_FILE_RESTORE_MAX_BYTES,
@@ -300,6 +307,38 @@ export class AgentClient {
     return this.http.get(`/v1/networks/${network}/flows`, FlowsSchema);
   }
 
+  // ---- Live migrations (agent/wire-migrate.ts) ----
+
+  /** Target: prepares an incoming VM (ports, directory, QEMU paused waiting for the stream). */
+  async migrationIncoming(req: IncomingRequest): Promise<void> {
+    await this.http.post('/v1/migrations/incoming', req, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
+  }
+
+  /** Target: the guest runs there once its state arrived (`fence`: its new owner token, in a cluster). */
+  async migrationResume(id: string, req: ResumeRequest): Promise<void> {
+    await this.http.post(`/v1/migrations/${id}/resume`, req, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
+  }
+
+  /** Target: removes a prepared incoming VM (rollback). */
+  async migrationAbort(id: string): Promise<void> {
+    await this.http.post(`/v1/migrations/${id}/abort`, {}, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
+  }
+
+  /** Source: starts sending a VM to the target's agent. */
+  migrationStart(req: OutgoingRequest): Promise<MigrationJob> {
+    return this.http.post('/v1/migrations/outgoing', req, MigrationJobSchema);
+  }
+
+  /** Source: a migration job's state and progress. */
+  migrationJob(id: string): Promise<MigrationJob> {
+    return this.http.get(`/v1/migrations/${id}`, MigrationJobSchema);
+  }
+
+  /** Source: the guest runs there again after a migration the target could not take over. */
+  async migrationRollback(id: string): Promise<void> {
+    await this.http.post(`/v1/migrations/${id}/rollback`, {}, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
+  }
+
   // ---- Backups (agent/wire-backup.ts) ----
 
   /** Realises a backup store on this host (path absent: the agent's default directory). */
@@ -399,6 +438,9 @@ export function agentAddress(spec: Spec, host: string): string {
     },
   ]);
 }
+
+/** Migration calls wait for QEMU (a start, the state's arrival): longer than a query. */
+const MIGRATION_CALL_TIMEOUT_MS = 120_000;
 
 /** A client of `host`'s agent as `spec` places it. */
 export function agentFor(spec: Spec, host: string): AgentClient {

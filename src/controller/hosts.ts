@@ -22,6 +22,18 @@ export type AgentPort = Pick<
 > &
   // Optional so that fakes without them keep working.
   Partial<Pick<AgentClient, 'devices' | 'vmSnapshots' | 'metrics'>> &
+  // Live migrations (issue 13): optional so that fakes without them keep working.
+  Partial<
+    Pick<
+      AgentClient,
+      | 'migrationIncoming'
+      | 'migrationResume'
+      | 'migrationAbort'
+      | 'migrationStart'
+      | 'migrationJob'
+      | 'migrationRollback'
+    >
+  > &
   // Backups (issue 12): optional so that fakes without them keep working.
   Partial<
     Pick<

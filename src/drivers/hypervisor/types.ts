@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FullReadReason } from '../../shared/backup.js';
 import type { ConfidentialCapabilities, HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
@@ -90,6 +91,46 @@ export interface RestoreView {
   close(): Promise<void>;
 }
 
+/** Where a live migration stands, from the source's `query-migrate`. */
+export interface MigrationProgress {
+  /** QEMU's status: `none`, `setup`, `active`, `device`, `completed`, `failed`, `cancelled`, ... */
+  status: string;
+  transferredBytes: number;
+  remainingBytes: number;
+  totalBytes: number;
+  /** Transfer rate QEMU measured (Mbit/s). */
+  mbps?: number;
+  /** Rounds of dirty-page sync so far (1 = first pass). */
+  dirtySyncCount?: number;
+  /** QEMU's own figure of the guest's pause (ms), once completed. */
+  downtimeMs?: number;
+  expectedDowntimeMs?: number;
+  totalTimeMs?: number;
+  /** Why it failed (QEMU's words). */
+  error?: string;
+}
+
+/** The two halves of a live migration of one VM (docs/mobility.md), where the hypervisor has them. */
+export interface HypervisorMigrations {
+  /**
+   * Source: sends running VM `name` through `relay` (called once with the byte stream to carry to the target).
+   * Resolves with the last progress (`completed`: the guest is paused here); on failure the guest runs on here.
+   */
+  migrateOut(
+    name: string,
+    opts: { downtimeLimitMs: number; onProgress?: (p: MigrationProgress) => void; signal?: AbortSignal },
+    relay: (stream: Socket) => Promise<void>,
+  ): Promise<MigrationProgress>;
+  /** Source, after a completed migration the target could not take over: the guest runs here again. */
+  resumeHere(name: string): Promise<void>;
+  /** Target: starts created VM `name` paused, waiting for the stream; resolves with the socket to write it into. */
+  migrateIn(name: string, ctx?: OpContext): Promise<Socket>;
+  /** Target: waits until the whole state arrived. */
+  awaitArrived(name: string, timeoutMs: number): Promise<void>;
+  /** Target: the guest runs here and announces itself. */
+  resumeTarget(name: string): Promise<void>;
+}
+
 /** A hypervisor backend on one host (QEMU). */
 export interface HypervisorDriver {
   // Host.
@@ -165,6 +206,9 @@ export interface HypervisorDriver {
    * server, a half-made bitmap), keeping the base bitmaps counting. Called by `adopt()`; idempotent.
    */
   backupCleanup?(name: string): Promise<void>;
+
+  /** Live migration (issue 13): optional; the agent answers UnsupportedError without. */
+  readonly migrations?: HypervisorMigrations;
 
   /** Whether VM `name` runs and can take NIC and disk hot-plug. */
   canHotplug(name: string): Promise<boolean>;

@@ -166,8 +166,11 @@ export function disksAtStart(
 export async function attachDisksAtStart(
   c: DiskAttachContext,
   disks: readonly DiskToAttach[],
+  opts: { incoming?: boolean } = {},
 ): Promise<void> {
   for (const t of disks) await attachDisk(c, t);
+  // An incoming migration's guest gets its state (boot order included) from the source, and runs on its go.
+  if (opts.incoming) return;
   if (disks.some((t) => t.bootindex !== undefined)) await c.qmp.execute('system_reset');
   await c.qmp.execute('cont');
 }

@@ -72,6 +72,7 @@ import {
   type QemuUser,
   qmpFdHelperBeside,
 } from './launcher.js';
+import { INCOMING_ARGS, VmMigrations } from './migrate-vm.js';
 import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
@@ -392,6 +393,16 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async start(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
+    await this.launch(name, ctx, secrets, false);
+  }
+
+  /** Starts a created VM; `incoming`: paused, waiting for a live migration's stream (`-incoming defer`). */
+  private async launch(
+    name: string,
+    ctx: OpContext | undefined,
+    secrets: SecretValues | undefined,
+    incoming: boolean,
+  ) {
     await this.locked(name, async () => {
       const vm = await this.mustStored(name);
       if ((await this.livePid(name)) !== undefined)
@@ -423,7 +434,8 @@ export class QemuDriver implements HypervisorDriver {
         accel: vm.accel,
         imagesDir: this.imagesDir,
         qemuBinary: this.qemuBinary,
-        qemuArgv,
+        // The stored argv stays the plain one: a migrated-in VM restarts like any other.
+        qemuArgv: incoming ? [...qemuArgv, ...INCOMING_ARGS] : qemuArgv,
         ...(cgroupRoot ? { cgroupRoot } : {}),
       });
       this.watchLogs();
@@ -441,11 +453,14 @@ export class QemuDriver implements HypervisorDriver {
         started: await identify(pid),
         disks: attach.length,
         attach: (qmp) =>
-          attachDisksAtStart({ vm: name, qmp, fdChannel: this.fdChannel(name), paths: p }, attach),
+          attachDisksAtStart({ vm: name, qmp, fdChannel: this.fdChannel(name), paths: p }, attach, {
+            incoming,
+          }),
         timeoutMs: this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS,
         qmp: (timeoutMs) => this.qmp(name, timeoutMs),
         forceStop: () => this.stopLocked(name, { force: true }),
         ...(ctx ? { ctx } : {}),
+        ...(incoming ? { incoming } : {}),
       });
     });
   }
@@ -524,6 +539,16 @@ export class QemuDriver implements HypervisorDriver {
       await this.ids.free(name);
     });
   }
+
+  // Live migration (migrate-vm.ts).
+  readonly migrations = new VmMigrations({
+    paths: (name) => this.paths(name),
+    identity: (name) => this.identity(name),
+    running: async (name) => (await this.livePid(name)) !== undefined,
+    qmp: (name) => this.qmp(name),
+    launchIncoming: (name, ctx) => this.launch(name, ctx, undefined, true),
+    locked: (name, fn) => this.locked(name, fn),
+  });
 
   // Disks: online resize, whole-VM snapshots, open disks (disk-ops.ts).
   readonly resizeDisk: VmDiskOps['resizeDisk'] = (...a) => this.disks.resizeDisk(...a);

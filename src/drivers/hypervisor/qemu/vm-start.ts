@@ -25,6 +25,8 @@ export interface StartWaitDeps {
   /** Stops the VM at once (the driver's locked stop): a start that fails leaves nothing half-started. */
   forceStop: () => Promise<unknown>;
   ctx?: OpContext;
+  /** Started with `-incoming defer`: ready once QEMU waits for the stream (`inmigrate`), its disks attached. */
+  incoming?: boolean;
 }
 
 /** Waits until VM `name`'s QEMU reports `running`; on failure stops it and throws, naming the cause. */
@@ -48,7 +50,8 @@ export async function awaitVmRunning(d: StartWaitDeps): Promise<void> {
       const qmp = await d.qmp(1000);
       const st = await qmp.execute<{ status: string }>('query-status');
       if (st.status === 'running') return;
-      if (!attached && st.status === 'prelaunch') {
+      if (d.incoming && attached && st.status === 'inmigrate') return;
+      if (!attached && (st.status === 'prelaunch' || (d.incoming && st.status === 'inmigrate'))) {
         attached = true;
         d.ctx?.progress?.(`attaching ${d.disks} disk(s) of VM ${name}`);
         try {

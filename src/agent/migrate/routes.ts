@@ -1,0 +1,103 @@
+// The migration routes of an agent (the list and who may call them: agent/wire-migrate.ts's header). The stream
+// crosses as MIGRATION_STREAM_TYPE, handed through unparsed and bounded by the service; everything else is strict JSON.
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { ErrorBodySchema, ForbiddenError } from '../../shared/errors.js';
+import { callerOf } from '../backup/routes.js';
+import { OkSchema } from '../wire.js';
+import {
+  IncomingRequestSchema,
+  MIGRATION_STREAM_TYPE,
+  MigrationIdSchema,
+  MigrationJobSchema,
+  OutgoingRequestSchema,
+  ResumeRequestSchema,
+  StreamAnswerSchema,
+} from '../wire-migrate.js';
+import type { MigrationService } from './service.js';
+
+const answers = <S>(ok: S) => ({ 200: ok, '4xx': ErrorBodySchema, '5xx': ErrorBodySchema });
+const IdParams = z.object({ id: MigrationIdSchema }).strict();
+
+/** Registers the migration routes on `base`. */
+export async function registerMigrationRoutes(base: FastifyInstance, svc: MigrationService): Promise<void> {
+  await base.register(async (scope) => {
+    // The stream is handed to the service as it arrives: never buffered whole.
+    scope.addContentTypeParser(MIGRATION_STREAM_TYPE, (_req, payload, done) => done(null, payload));
+    const app = scope.withTypeProvider<ZodTypeProvider>();
+    const controllerOnly = (req: Parameters<typeof callerOf>[0]) => {
+      if (callerOf(req).kind === 'host')
+        throw new ForbiddenError('only the controller may steer a migration; hosts may only send its stream');
+    };
+    app.post(
+      '/v1/migrations/incoming',
+      { schema: { body: IncomingRequestSchema, response: answers(OkSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        await svc.prepare(req.body);
+        return { ok: true as const };
+      },
+    );
+    app.put(
+      '/v1/migrations/:id/stream',
+      { schema: { params: IdParams, response: answers(StreamAnswerSchema) } },
+      async (req) => {
+        const caller = callerOf(req);
+        if (caller.kind === 'controller')
+          throw new ForbiddenError('a migration stream comes from the source host, not the controller');
+        const body = req.body as NodeJS.ReadableStream as import('node:stream').Readable;
+        return {
+          receivedBytes: await svc.receive(
+            req.params.id,
+            caller.kind === 'host' ? caller.name : undefined,
+            body,
+          ),
+        };
+      },
+    );
+    app.post(
+      '/v1/migrations/:id/resume',
+      { schema: { params: IdParams, body: ResumeRequestSchema, response: answers(OkSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        await svc.resume(req.params.id, req.body.fence, req.body.timeoutMs);
+        return { ok: true as const };
+      },
+    );
+    app.post(
+      '/v1/migrations/:id/abort',
+      { schema: { params: IdParams, response: answers(OkSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        await svc.abortIncoming(req.params.id, 'the controller rolled the migration back');
+        return { ok: true as const };
+      },
+    );
+    app.post(
+      '/v1/migrations/outgoing',
+      { schema: { body: OutgoingRequestSchema, response: answers(MigrationJobSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        return svc.start(req.body);
+      },
+    );
+    app.get(
+      '/v1/migrations/:id',
+      { schema: { params: IdParams, response: answers(MigrationJobSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        return svc.job(req.params.id);
+      },
+    );
+    app.post(
+      '/v1/migrations/:id/rollback',
+      { schema: { params: IdParams, response: answers(OkSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        await svc.rollback(req.params.id);
+        return { ok: true as const };
+      },
+    );
+  });
+}

@@ -1,0 +1,102 @@
+// Wire of live migrations (issue 13, docs/mobility.md) between the controller and agents, and between the source
+// host's agent and the target's. Strict and bounded like the rest of the wire. Routes and who may call them:
+//
+//   target host, controller only:
+//     POST /v1/migrations/incoming        IncomingRequest   -> {ok}  (ports ready, QEMU paused with -incoming defer)
+//     POST /v1/migrations/:id/resume      ResumeRequest     -> {ok}  (the state arrived: run, announce-self)
+//     POST /v1/migrations/:id/abort                         -> {ok}  (rollback: the incoming VM removed)
+//   target host, the source host's agent only (its host certificate names `from` of the incoming request):
+//     PUT  /v1/migrations/:id/stream      MIGRATION_STREAM_TYPE body -> {receivedBytes}
+//   source host, controller only:
+//     POST /v1/migrations/outgoing        OutgoingRequest   -> MigrationJob  (QEMU migrates; progress in the job)
+//     GET  /v1/migrations/:id                               -> MigrationJob
+//     POST /v1/migrations/:id/rollback                      -> {ok}  (the guest runs here again)
+import { z } from 'zod';
+import { NAME_PATTERN } from '../spec/schema.js';
+import { FenceSchema, VmConfigSchema } from './wire.js';
+
+const name = z.string().regex(NAME_PATTERN);
+const hash = z.string().min(1).max(128);
+
+/** The content type of a migration stream (raw bytes of QEMU's migration format). */
+export const MIGRATION_STREAM_TYPE = 'application/vnd.vmlink.migration';
+
+/** The one peer route: the source agent's stream into the target. */
+export const MIGRATION_PEER_ROUTE = 'PUT /v1/migrations/:id/stream';
+
+/** A migration's id (the controller's, one per run). */
+export const MigrationIdSchema = z.string().uuid();
+
+/** Target: prepare an incoming VM (taps, directory, QEMU paused waiting for the stream). */
+export const IncomingRequestSchema = z
+  .object({
+    id: MigrationIdSchema,
+    vm: VmConfigSchema,
+    configHash: hash,
+    /** The source host: only its agent's certificate may send the stream. */
+    from: name,
+  })
+  .strict();
+export type IncomingRequest = z.infer<typeof IncomingRequestSchema>;
+
+/** Target: the switch-over's end (cluster: the VM's new owner record token, checked like a start's). */
+export const ResumeRequestSchema = z
+  .object({
+    fence: FenceSchema.optional(),
+    /** How long to wait for the whole state to have arrived (ms). */
+    timeoutMs: z.number().int().min(1).max(600_000).default(60_000),
+  })
+  .strict();
+export type ResumeRequest = z.input<typeof ResumeRequestSchema>;
+
+/** Source: send running VM `vm` to the target's agent. */
+export const OutgoingRequestSchema = z
+  .object({
+    id: MigrationIdSchema,
+    vm: name,
+    to: z
+      .object({
+        host: name,
+        /** The target agent's `https://` address other hosts reach (its underlay address). */
+        agent: z
+          .string()
+          .max(256)
+          .regex(/^https:\/\/[\w.:[\]-]+(:\d{1,5})?$/, 'must be https://address:port'),
+      })
+      .strict(),
+    downtimeLimitMs: z.number().int().min(10).max(60_000),
+  })
+  .strict();
+export type OutgoingRequest = z.infer<typeof OutgoingRequestSchema>;
+
+/** Where QEMU's migration stands (`query-migrate`, source side). */
+export const MigrationProgressSchema = z
+  .object({
+    status: z.string().max(64),
+    transferredBytes: z.number().min(0),
+    remainingBytes: z.number().min(0),
+    totalBytes: z.number().min(0),
+    mbps: z.number().min(0).optional(),
+    dirtySyncCount: z.number().min(0).optional(),
+    downtimeMs: z.number().min(0).optional(),
+    expectedDowntimeMs: z.number().min(0).optional(),
+    totalTimeMs: z.number().min(0).optional(),
+    error: z.string().max(4096).optional(),
+  })
+  .strict();
+export type MigrationProgressWire = z.infer<typeof MigrationProgressSchema>;
+
+/** A source agent's migration job. */
+export const MigrationJobSchema = z
+  .object({
+    id: MigrationIdSchema,
+    vm: name,
+    state: z.enum(['running', 'completed', 'failed']),
+    progress: MigrationProgressSchema.optional(),
+    /** Why it failed (the guest runs on the source). */
+    error: z.string().max(4096).optional(),
+  })
+  .strict();
+export type MigrationJob = z.infer<typeof MigrationJobSchema>;
+
+export const StreamAnswerSchema = z.object({ receivedBytes: z.number().int().min(0) }).strict();

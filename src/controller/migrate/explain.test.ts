@@ -1,0 +1,204 @@
+import { describe, expect, it } from 'vitest';
+import type { HostReport, ObservedVm, VmConfig } from '../../shared/model.js';
+import { explainMigration, type MigrationFacts, renderExplain } from './explain.js';
+
+const nic = (network: string) => ({
+  network,
+  backend: 'linux' as const,
+  bridge: `br-${network}`,
+  tap: `t-${network}`,
+  mac: '52:54:00:00:00:01',
+  mtu: 1500,
+});
+
+const cfg = (over: Partial<VmConfig> = {}): VmConfig => ({
+  name: 'web',
+  cpus: 1,
+  memoryMiB: 256,
+  image: { kind: 'test-guest' },
+  disks: [],
+  nics: [nic('lan')],
+  state: 'running',
+  ...over,
+});
+
+const vmOn = (c: VmConfig, state: ObservedVm['state'] = 'running'): ObservedVm => ({
+  name: c.name,
+  state,
+  configHash: 'h',
+  problems: [],
+  config: c,
+});
+
+const report = (host: string, over: Partial<HostReport> = {}): HostReport => ({
+  host,
+  agentVersion: '1',
+  capabilities: {
+    accelerator: 'tcg',
+    acceleratorReason: 'KVM unusable',
+    cpus: 4,
+    memoryMiB: 2048,
+    network: {},
+    backends: ['linux'],
+  },
+  networks: [{ name: 'lan', bridge: 'br-lan', configHash: 'n', problems: [] }],
+  vms: [],
+  ...over,
+});
+
+const facts = (over: Partial<MigrationFacts> = {}, vm: VmConfig = cfg()): MigrationFacts => ({
+  vm: 'web',
+  from: 'host1',
+  to: 'host2',
+  hosts: ['host1', 'host2', 'host3'],
+  source: report('host1', { vms: [vmOn(vm)] }),
+  target: report('host2'),
+  ...over,
+});
+
+const failed = (f: MigrationFacts) =>
+  explainMigration(f)
+    .checks.filter((c) => !c.ok && c.severity === 'blocker')
+    .map((c) => c.id);
+
+describe('explainMigration', () => {
+  it('passes a running test guest between two TCG hosts with its network, no block migration', () => {
+    const e = explainMigration(facts());
+    expect(e.ok).toBe(true);
+    expect(e.blockMigration).toBe(false);
+    expect(e.checks.map((c) => c.id)).toEqual(['vm-running', 'cpu', 'network:lan', 'memory', 'estimate']);
+    expect(e.estimate).toMatchObject({ transferMiB: 256, bandwidthAssumed: true, converges: true });
+    expect(renderExplain(e)).toMatch(/^migrate vm web: host1 -> host2: possible/);
+  });
+
+  it('blocks a missing network on the target, naming it and the fix', () => {
+    const e = explainMigration(facts({ target: report('host2', { networks: [] }) }));
+    expect(e.ok).toBe(false);
+    const c = e.checks.find((x) => x.id === 'network:lan')!;
+    expect(c.message).toBe('network lan is not on host2');
+    expect(c.fix).toMatch(/add host2 to network lan's hosts/);
+  });
+
+  it('blocks a network with problems on the target', () => {
+    const t = report('host2', {
+      networks: [{ name: 'lan', bridge: 'br-lan', configHash: 'n', problems: ['bridge missing'] }],
+    });
+    expect(failed(facts({ target: t }))).toEqual(['network:lan']);
+  });
+
+  it('blocks when the target lacks memory, counting its running VMs but not stopped ones', () => {
+    const other = (name: string, memoryMiB: number, state: ObservedVm['state']) =>
+      vmOn(cfg({ name, memoryMiB }), state);
+    const full = report('host2', { vms: [other('a', 1024, 'running'), other('b', 800, 'running')] });
+    const e = explainMigration(facts({ target: full }));
+    expect(e.checks.find((c) => c.id === 'memory')?.message).toMatch(
+      /host2 has 224 MiB of memory free .* needs 256 MiB \+ 64 MiB headroom/,
+    );
+    const roomy = report('host2', { vms: [other('a', 1024, 'running'), other('b', 800, 'stopped')] });
+    expect(failed(facts({ target: roomy }))).toEqual([]);
+  });
+
+  it('blocks between accelerators and a stopped VM', () => {
+    const kvm = report('host2');
+    kvm.capabilities = { ...kvm.capabilities, accelerator: 'kvm' };
+    expect(failed(facts({ target: kvm }))).toEqual(['accelerator']);
+    const stopped = facts({ source: report('host1', { vms: [vmOn(cfg(), 'stopped')] }) });
+    expect(explainMigration(stopped).checks[0]).toMatchObject({
+      id: 'vm-running',
+      ok: false,
+      message: 'vm web is stopped on host1: live migration moves a running VM',
+    });
+  });
+
+  it('blocks passthrough devices, confidential VMs, encrypted local disks and local CD-ROMs', () => {
+    const vm = cfg({
+      devices: [{ pci: '0000:03:00.0' }],
+      confidential: 'sev',
+      disks: [
+        { name: 'data', sizeMiB: 100, encryption: { secret: 'k' } },
+        { name: 'iso', media: 'cdrom' },
+      ],
+    });
+    expect(failed(facts({}, vm))).toEqual(['confidential', 'passthrough', 'disk:data', 'disk:iso']);
+  });
+
+  it('copies local disks (block migration), needs the dir pool on the target with the room', () => {
+    const file = {
+      kind: 'file' as const,
+      pool: 'local',
+      volume: 'v1',
+      path: '/p/v1.qcow2',
+      format: 'qcow2' as const,
+    };
+    const vm = cfg({
+      disks: [
+        { name: 'scratch', sizeMiB: 64 },
+        { name: 'vol', sizeMiB: 500, source: file },
+      ],
+    });
+    expect(failed(facts({}, vm))).toEqual(['disk:vol']);
+    const pool = (freeMiB: number) => ({
+      name: 'local',
+      type: 'dir' as const,
+      configHash: 'p',
+      problems: [],
+      capacityMiB: 1000,
+      usedMiB: 1000 - freeMiB,
+      freeMiB,
+      volumes: [],
+    });
+    const small = explainMigration(facts({ target: report('host2', { pools: [pool(100)] }) }, vm));
+    expect(small.checks.find((c) => c.id === 'disk:vol')?.message).toBe(
+      'disk vol needs 500 MiB in pool local on host2, which has 100 MiB free',
+    );
+    const ok = explainMigration(facts({ target: report('host2', { pools: [pool(900)] }) }, vm));
+    expect(ok.ok).toBe(true);
+    expect(ok.blockMigration).toBe(true);
+    expect(ok.copiedDisks).toEqual([
+      { disk: 'scratch', sizeMiB: 64 },
+      { disk: 'vol', sizeMiB: 500 },
+    ]);
+    expect(ok.estimate.transferMiB).toBe(256 + 64 + 500);
+  });
+
+  it('keeps shared (iSCSI, NFS) disks in place', () => {
+    const nfs = {
+      kind: 'nfs' as const,
+      pool: 'shared',
+      volume: 'v',
+      server: '10.0.0.9',
+      export: '/e',
+      file: 'v.qcow2',
+      format: 'qcow2' as const,
+    };
+    const e = explainMigration(facts({}, cfg({ disks: [{ name: 'd', source: nfs }] })));
+    expect(e.ok).toBe(true);
+    expect(e.blockMigration).toBe(false);
+    expect(e.checks.find((c) => c.id === 'disk:d')?.message).toMatch(
+      /nfs volume shared\/v, shared: it stays/,
+    );
+  });
+
+  it('refuses the same host, an unknown host, an unreachable agent and a VM already on the target', () => {
+    expect(failed(facts({ to: 'host1', target: report('host1') }))).toContain('target-host');
+    expect(explainMigration(facts({ to: 'nope' })).checks[0]?.message).toBe(
+      'host nope is not in the applied spec (hosts: host1, host2, host3)',
+    );
+    const down = facts({ target: undefined, targetError: 'connect ECONNREFUSED' });
+    expect(explainMigration(down).checks[0]?.message).toBe(
+      'the agent of host2 does not answer: connect ECONNREFUSED',
+    );
+    expect(failed(facts({ target: report('host2', { vms: [vmOn(cfg(), 'stopped')] }) }))).toEqual([
+      'target-host',
+    ]);
+  });
+
+  it('warns when the dirty rate reaches the bandwidth, and stretches the estimate below it', () => {
+    const slow = explainMigration(facts({ dirtyRateMiBps: 120, bandwidthMiBps: 100 }));
+    expect(slow.ok).toBe(true);
+    expect(slow.estimate.converges).toBe(false);
+    expect(slow.checks.at(-1)).toMatchObject({ id: 'estimate', severity: 'warning' });
+    const half = explainMigration(facts({ dirtyRateMiBps: 50, bandwidthMiBps: 100 }));
+    expect(half.estimate).toMatchObject({ converges: true, seconds: 5.1 });
+  });
+});

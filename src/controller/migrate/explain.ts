@@ -1,0 +1,376 @@
+// The pre-flight explain of a live migration (docs/mobility.md): pure checks over the facts gathered from the source
+// and target agents' reports. Each check says in plain words what it found and, when it blocks, how to fix it; the
+// run refuses while any blocker stands, so `--explain` and the run never disagree.
+import type { HostReport, VmConfig } from '../../shared/model.js';
+
+/** Bandwidth assumed for the estimate when none was measured (MiB/s): a 10 Gbit/s underlay, roughly. */
+export const MIGRATION_BANDWIDTH_DEFAULT_MIBPS = 1000;
+/** Memory the target keeps free beyond the VM's own (QEMU's overhead, the host's margin), MiB. */
+export const MIGRATION_MEMORY_HEADROOM_MIB = 64;
+/** QEMU's maximum downtime asked for (ms): QEMU's own default, the issue's target. */
+export const MIGRATION_DOWNTIME_LIMIT_MS = 300;
+
+/** Everything the explain looks at, gathered by `gatherFacts` (facts.ts) or given by a test. */
+export interface MigrationFacts {
+  vm: string;
+  /** Where the VM runs now (owner record, else the spec's host). */
+  from: string;
+  to: string;
+  /** The spec's hosts. */
+  hosts: readonly string[];
+  /** The source's report; undefined when its agent did not answer (`sourceError` says why). */
+  source?: HostReport;
+  sourceError?: string;
+  target?: HostReport;
+  targetError?: string;
+  /** The guest's dirty rate measured on the source (`calc-dirty-rate`), MiB/s, when measured. */
+  dirtyRateMiBps?: number;
+  /** The migration bandwidth to assume (MiB/s); absent: MIGRATION_BANDWIDTH_DEFAULT_MIBPS. */
+  bandwidthMiBps?: number;
+}
+
+/** One line of the explain. */
+export interface MigrationCheck {
+  /** Stable id: `vm-running`, `target-host`, `accelerator`, `cpu`, `confidential`, `passthrough`, `disk:<name>`, `network:<name>`, `memory`, `estimate`. */
+  id: string;
+  ok: boolean;
+  /** A failed blocker stops the run; a warning is shown; info is what was found. */
+  severity: 'blocker' | 'warning' | 'info';
+  message: string;
+  /** How to fix it (failed checks). */
+  fix?: string;
+}
+
+/** What the explain decided. */
+export interface MigrationExplain {
+  vm: string;
+  from: string;
+  to: string;
+  /** No failed blocker. */
+  ok: boolean;
+  /** Some disk is local to the source: its content is copied (`blockdev-mirror` to an NBD export on the target). */
+  blockMigration: boolean;
+  /** Local disks copied, by name, with their size (MiB). */
+  copiedDisks: Array<{ disk: string; sizeMiB: number }>;
+  checks: MigrationCheck[];
+  estimate: {
+    /** Bytes to send before switch-over: memory plus local disks (MiB). */
+    transferMiB: number;
+    bandwidthMiBps: number;
+    /** Whether `bandwidthMiBps` was assumed rather than measured. */
+    bandwidthAssumed: boolean;
+    dirtyRateMiBps?: number;
+    /** Expected total time (s), when the migration converges. */
+    seconds: number;
+    /** Whether the dirty rate stays below the bandwidth (else it may never converge). */
+    converges: boolean;
+  };
+}
+
+/** The disk size used when a local disk does not say its size (the test guest's own disks are small). */
+const UNKNOWN_DISK_MIB = 0;
+
+const blocker = (id: string, message: string, fix: string): MigrationCheck => ({
+  id,
+  ok: false,
+  severity: 'blocker',
+  message,
+  fix,
+});
+const pass = (id: string, message: string): MigrationCheck => ({ id, ok: true, severity: 'info', message });
+const warn = (id: string, message: string, fix?: string): MigrationCheck => ({
+  id,
+  ok: false,
+  severity: 'warning',
+  message,
+  ...(fix ? { fix } : {}),
+});
+
+/** Memory the VMs running on `r` take (MiB), the migrating VM left out. */
+function usedMemoryMiB(r: HostReport, except: string): number {
+  return r.vms
+    .filter((v) => v.name !== except && v.state !== 'stopped')
+    .reduce((sum, v) => sum + (v.config?.memoryMiB ?? 0), 0);
+}
+
+/** The disk checks: shared disks stay, local ones are copied (and need room on the target). */
+function diskChecks(
+  cfg: VmConfig,
+  f: MigrationFacts,
+  target: HostReport | undefined,
+): { checks: MigrationCheck[]; copied: Array<{ disk: string; sizeMiB: number }> } {
+  const checks: MigrationCheck[] = [];
+  const copied: Array<{ disk: string; sizeMiB: number }> = [];
+  const root = cfg.rootSource;
+  if (cfg.image.kind === 'qcow2' || (cfg.image.kind === 'volume' && root?.kind === 'file')) {
+    // A qcow2 image's overlay lives in the VM's directory; a dir-pool root volume on the source's disk.
+    checks.push(
+      warn(
+        'disk:root',
+        `root disk of vm ${cfg.name} is local to ${f.from}: it is copied to ${f.to} (block migration)`,
+      ),
+    );
+    copied.push({ disk: 'root', sizeMiB: UNKNOWN_DISK_MIB });
+  } else if (cfg.image.kind === 'volume' && root) {
+    checks.push(
+      pass('disk:root', `root disk is ${root.kind} volume ${root.pool}/${root.volume}, shared: it stays`),
+    );
+  }
+  for (const d of cfg.disks) {
+    const id = `disk:${d.name}`;
+    const src = d.source;
+    if (src && src.kind !== 'file') {
+      checks.push(
+        pass(id, `disk ${d.name} is ${src.kind} volume ${src.pool}/${src.volume}, shared: it stays`),
+      );
+      continue;
+    }
+    if (d.media === 'cdrom') {
+      checks.push(
+        blocker(
+          id,
+          `disk ${d.name} is a CD-ROM local to ${f.from}`,
+          `eject it (remove the disk from vms[${cfg.name}].disks and apply) before migrating`,
+        ),
+      );
+      continue;
+    }
+    if (d.encryption) {
+      checks.push(
+        blocker(
+          id,
+          `disk ${d.name} is encrypted and local to ${f.from}: block migration of an encrypted disk is not supported`,
+          `move it to a shared pool first (vmlink vm move-disk ${cfg.name} ${d.name} --to-pool POOL), or stop the VM and move it`,
+        ),
+      );
+      continue;
+    }
+    const sizeMiB = d.sizeMiB ?? UNKNOWN_DISK_MIB;
+    if (src?.kind === 'file') {
+      const pool = target?.pools?.find((p) => p.name === src.pool);
+      if (target && !pool) {
+        checks.push(
+          blocker(
+            id,
+            `disk ${d.name} is volume ${src.pool}/${src.volume} of dir pool ${src.pool}, local to ${f.from}, and ${f.to} has no pool ${src.pool} to copy it into`,
+            `add ${f.to} to pool ${src.pool}'s hosts in the spec and apply, or move the disk to a shared pool first`,
+          ),
+        );
+        continue;
+      }
+      if (pool && pool.freeMiB < sizeMiB) {
+        checks.push(
+          blocker(
+            id,
+            `disk ${d.name} needs ${sizeMiB} MiB in pool ${src.pool} on ${f.to}, which has ${pool.freeMiB} MiB free`,
+            `free space in pool ${src.pool} on ${f.to}, or pick another target`,
+          ),
+        );
+        continue;
+      }
+    }
+    checks.push(
+      warn(
+        id,
+        `disk ${d.name} (${sizeMiB} MiB) is local to ${f.from}: it is copied to ${f.to} (block migration)`,
+      ),
+    );
+    copied.push({ disk: d.name, sizeMiB });
+  }
+  return { checks, copied };
+}
+
+/** The explain of moving `f.vm` from `f.from` to `f.to`: every check, pure (same facts, same answer). */
+export function explainMigration(f: MigrationFacts): MigrationExplain {
+  const checks: MigrationCheck[] = [];
+  const { vm, from, to } = f;
+  if (from === to)
+    checks.push(blocker('target-host', `vm ${vm} already runs on ${to}`, 'pick another host with --to'));
+  if (!f.hosts.includes(to))
+    checks.push(
+      blocker(
+        'target-host',
+        `host ${to} is not in the applied spec (hosts: ${f.hosts.join(', ')})`,
+        'pick one of the spec hosts with --to',
+      ),
+    );
+  else if (!f.target)
+    checks.push(
+      blocker(
+        'target-host',
+        `the agent of ${to} does not answer${f.targetError ? `: ${f.targetError}` : ''}`,
+        `start or repair the agent of ${to} (vmlink doctor)`,
+      ),
+    );
+  const observed = f.source?.vms.find((v) => v.name === vm);
+  const cfg = observed?.config;
+  if (!f.source)
+    checks.push(
+      blocker(
+        'vm-running',
+        `the agent of ${from} (where vm ${vm} runs) does not answer${f.sourceError ? `: ${f.sourceError}` : ''}`,
+        `start or repair the agent of ${from}; a failed host's VMs are restarted by HA, not migrated`,
+      ),
+    );
+  else if (!observed || !cfg)
+    checks.push(
+      blocker(
+        'vm-running',
+        `vm ${vm} is not on ${from}`,
+        `apply the spec first (vmlink apply) so that it runs`,
+      ),
+    );
+  else if (observed.state !== 'running' && observed.state !== 'paused')
+    checks.push(
+      blocker(
+        'vm-running',
+        `vm ${vm} is ${observed.state} on ${from}: live migration moves a running VM`,
+        `a stopped VM moves by changing vms[${vm}].host in the spec and applying; or start it first (vmlink vm start ${vm})`,
+      ),
+    );
+  else checks.push(pass('vm-running', `vm ${vm} is ${observed.state} on ${from}`));
+  const target = f.target;
+  if (target?.vms.some((v) => v.name === vm))
+    checks.push(
+      blocker(
+        'target-host',
+        `${to} already has a vm ${vm} (left from an earlier move?)`,
+        `remove it there first: vmlink apply reconciles ${to}, or vmlink vm delete on that host`,
+      ),
+    );
+
+  let copied: Array<{ disk: string; sizeMiB: number }> = [];
+  if (cfg && f.source && target) {
+    const sa = f.source.capabilities.accelerator;
+    const ta = target.capabilities.accelerator;
+    if (sa !== ta)
+      checks.push(
+        blocker(
+          'accelerator',
+          `vm ${vm} runs under ${sa.toUpperCase()} on ${from}, ${to} has ${ta.toUpperCase()}: QEMU cannot migrate between them`,
+          `pick a host with ${sa.toUpperCase()} (${to}: ${target.capabilities.acceleratorReason})`,
+        ),
+      );
+    else
+      checks.push(
+        sa === 'kvm'
+          ? warn(
+              'cpu',
+              `-cpu host under KVM on both: the guest keeps ${from}'s CPU features, so ${to}'s CPU must have every one of them (same model or newer)`,
+            )
+          : pass('cpu', `-cpu max under TCG on both: the same emulated CPU on every host`),
+      );
+    if (cfg.cpus > target.capabilities.cpus)
+      checks.push(
+        warn(
+          'cpu',
+          `vm ${vm} has ${cfg.cpus} vCPUs, ${to} has ${target.capabilities.cpus} CPUs: they will be overcommitted`,
+        ),
+      );
+    if (cfg.confidential)
+      checks.push(
+        blocker(
+          'confidential',
+          `vm ${vm} is a confidential VM (${cfg.confidential}): its encrypted memory cannot be live-migrated by vmlink`,
+          `stop it and move it by changing vms[${vm}].host in the spec`,
+        ),
+      );
+    for (const d of cfg.devices ?? [])
+      checks.push(
+        blocker(
+          'passthrough',
+          `vm ${vm} has host device ${'pci' in d ? `pci ${d.pci}` : `usb ${d.usb}`} passed through: QEMU cannot migrate a device's state`,
+          `remove it from vms[${vm}].devices and apply, or stop the VM and move it`,
+        ),
+      );
+    const disks = diskChecks(cfg, f, target);
+    checks.push(...disks.checks);
+    copied = disks.copied;
+    const nets = [...new Set(cfg.nics.flatMap((n) => n.trunk?.networks ?? [n.network]))];
+    for (const n of nets) {
+      const there = target.networks.find((x) => x.name === n);
+      if (!there)
+        checks.push(
+          blocker(
+            `network:${n}`,
+            `network ${n} is not on ${to}`,
+            `add ${to} to network ${n}'s hosts in the spec and apply, or pick a host that has it`,
+          ),
+        );
+      else if (there.problems.length)
+        checks.push(
+          blocker(
+            `network:${n}`,
+            `network ${n} on ${to} has problems: ${there.problems.join('; ')}`,
+            `repair it with vmlink apply (vmlink doctor says more)`,
+          ),
+        );
+      else checks.push(pass(`network:${n}`, `network ${n} is on ${to} (bridge ${there.bridge})`));
+    }
+    const free = target.capabilities.memoryMiB - usedMemoryMiB(target, vm);
+    const need = cfg.memoryMiB + MIGRATION_MEMORY_HEADROOM_MIB;
+    if (free < need)
+      checks.push(
+        blocker(
+          'memory',
+          `${to} has ${free} MiB of memory free (${target.capabilities.memoryMiB} MiB, its VMs take the rest); vm ${vm} needs ${cfg.memoryMiB} MiB + ${MIGRATION_MEMORY_HEADROOM_MIB} MiB headroom`,
+          `stop or move VMs off ${to}, or pick a host with more free memory`,
+        ),
+      );
+    else checks.push(pass('memory', `${to} has ${free} MiB free, vm ${vm} needs ${need} MiB`));
+  }
+
+  const bandwidthMiBps = f.bandwidthMiBps ?? MIGRATION_BANDWIDTH_DEFAULT_MIBPS;
+  const transferMiB = (cfg?.memoryMiB ?? 0) + copied.reduce((s, d) => s + d.sizeMiB, 0);
+  const dirty = f.dirtyRateMiBps;
+  const converges = dirty === undefined || dirty < bandwidthMiBps;
+  // Pre-copy resends what the guest dirtied meanwhile: a geometric series of rounds, ratio dirty/bandwidth.
+  const ratio = dirty === undefined ? 0 : Math.min(dirty / bandwidthMiBps, 0.99);
+  const seconds = Math.round((transferMiB / bandwidthMiBps / (1 - ratio)) * 10) / 10;
+  const estimate = {
+    transferMiB,
+    bandwidthMiBps,
+    bandwidthAssumed: f.bandwidthMiBps === undefined,
+    ...(dirty !== undefined ? { dirtyRateMiBps: dirty } : {}),
+    seconds,
+    converges,
+  };
+  if (cfg && !converges)
+    checks.push(
+      warn(
+        'estimate',
+        `the guest dirties ${dirty} MiB/s, as fast as ${bandwidthMiBps} MiB/s can be sent: the migration may not converge within ${MIGRATION_DOWNTIME_LIMIT_MS} ms of downtime`,
+        'migrate when the guest is less busy',
+      ),
+    );
+  else if (cfg)
+    checks.push(
+      pass(
+        'estimate',
+        `about ${transferMiB} MiB to send, ~${seconds} s at ${bandwidthMiBps} MiB/s${f.bandwidthMiBps === undefined ? ' (assumed)' : ''}${dirty !== undefined ? `, guest dirties ${dirty} MiB/s` : ''}`,
+      ),
+    );
+  return {
+    vm,
+    from,
+    to,
+    ok: !checks.some((c) => !c.ok && c.severity === 'blocker'),
+    blockMigration: copied.length > 0,
+    copiedDisks: copied,
+    checks,
+    estimate,
+  };
+}
+
+/** The explain as text, one line per check (`✗` blocks, `!` warns, `✓` passed), fixes indented. */
+export function renderExplain(e: MigrationExplain): string {
+  const lines = [
+    `migrate vm ${e.vm}: ${e.from} -> ${e.to}: ${e.ok ? 'possible' : 'blocked'}${e.blockMigration ? ' (block migration of local disks)' : ''}`,
+  ];
+  for (const c of e.checks) {
+    const mark = c.ok ? '✓' : c.severity === 'blocker' ? '✗' : '!';
+    lines.push(`  ${mark} ${c.message}`);
+    if (c.fix && !c.ok) lines.push(`      fix: ${c.fix}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,18 @@
+// Live migration (issue 13, docs/mobility.md): the explain and the run, as the API and the balancer call them.
+export {
+  explainMigration,
+  MIGRATION_DOWNTIME_LIMIT_MS,
+  type MigrationCheck,
+  type MigrationExplain,
+  type MigrationFacts,
+  renderExplain,
+} from './explain.js';
+export { gatherFacts } from './facts.js';
+export {
+  explainFor,
+  type MigrationDeps,
+  type MigrationReport,
+  type MigrationStep,
+  peerAgentAddress,
+  runMigration,
+} from './run.js';
