@@ -17,6 +17,7 @@ import { addDrillCommands } from './drill-commands.js';
 import { addHaCommands } from './ha-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
+import { addMigrateCommands } from './migrate-commands.js';
 import { addSecretCommands } from './secret-commands.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
 import { addTokenCommands } from './token-commands.js';
@@ -293,6 +294,7 @@ export function createCli(processes: Processes): Command {
   addSecurityGroupCommands(program, api);
   addVmCommands(program, api);
   addVmSnapshotCommands(program, api);
+  addMigrateCommands(program, api);
   addVolumeCommands(program, api);
   addCapacityCommand(program, api);
   addHostCommands(program, api);

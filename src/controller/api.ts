@@ -22,6 +22,7 @@ import { gatherDoctor } from './doctor.js';
 import { addDrillRoutes } from './drills/routes.js';
 import { addHaRoutes } from './ha/routes.js';
 import { addMetricsRoutes } from './metrics/routes.js';
+import { addMigrationRoutes } from './migrate/routes.js';
 import { hostHealth } from './monitor.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
@@ -57,7 +58,7 @@ import { HostDevicesListSchema } from './wire-devices.js';
 
 // Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply; a drill
 // (kills and restores lab processes) never runs beside a lab up/down or another drill.
-const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage', 'drill'] as const;
+const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage', 'drill', 'migrate'] as const;
 // Backup tasks (runs, verify, sync, prune, restores) change no host's configuration: they run beside applies, one per
 // VM at a time (backup/deps.ts VmLocks).
 
@@ -422,6 +423,7 @@ export async function createControllerApi(
     assertIdle: () => assertIdle(tasks.running(MUTATING)),
   });
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
+  addMigrationRoutes(base, { deps: controller.migration, startTask: (body) => startTask('migrate', body) });
   addMetricsRoutes(base, controller.metrics);
   addAlertRoutes(base, controller.alerts);
   // A `scale` action resizes like `vmlink volume resize`: never beside an apply or another host change.

@@ -25,6 +25,7 @@ import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
 import { type CollectorOptions, MetricsCollector } from './metrics/collector.js';
+import type { MigrationDeps } from './migrate/run.js';
 import { hostHealth } from './monitor.js';
 import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
@@ -97,6 +98,8 @@ export class Controller {
   private readonly decide: DecideFn;
   /** Owner records of a cluster's VMs (placement, fencing tokens). */
   readonly ownership: OwnershipStore;
+  /** What live migrations use (controller/migrate/): agents with ownership, the applied spec, owner records. */
+  readonly migration: Omit<MigrationDeps, 'progress' | 'signal'>;
   /** HA status and maintenance (the HA routes call it directly). */
   readonly ha: HaControl;
   private readonly fenceVolumes: (spec: Spec, vm: string, owner: OwnedVm) => Promise<unknown>;
@@ -160,6 +163,11 @@ export class Controller {
     this.views = new Views(store, this.specs, agents);
     this.vmControl = new VmControl(store, this.specs, agents);
     this.storage = new StorageControl(store, this.specs, agents);
+    this.migration = {
+      agents,
+      spec: async () => (await this.specs.current())?.spec,
+      ownership: this.ownership,
+    };
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
     const vault = this.vault;
     this.backups = new BackupControl({
