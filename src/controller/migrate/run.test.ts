@@ -1,0 +1,166 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { clusterSpec, vm } from '../../../test/helpers/cluster-spec.js';
+import type { AgentAction } from '../../agent/wire.js';
+import type { MigrationJob } from '../../agent/wire-migrate.js';
+import { FencedError } from '../../shared/errors.js';
+import type { HostReport } from '../../shared/model.js';
+import { loadSpec } from '../../spec/load.js';
+import type { Spec } from '../../spec/schema.js';
+import type { AgentPort } from '../hosts.js';
+import { OwnershipStore } from '../ownership.js';
+import { SqliteStore } from '../store/sqlite.js';
+import { type MigrationDeps, runMigration } from './run.js';
+
+const spec: Spec = loadSpec(clusterSpec(vm('m', ', host: h1, memoryMiB: 256')));
+
+/** A host's agent speaking the migration calls, recording them in `log` (`host call`). */
+function fakeAgent(host: string, log: string[], opts: { failResume?: boolean; failJob?: boolean } = {}) {
+  const cfg = {
+    name: 'm',
+    cpus: 1,
+    memoryMiB: 256,
+    image: { kind: 'test-guest' as const },
+    disks: [],
+    nics: [
+      {
+        network: 'ov',
+        backend: 'linux' as const,
+        bridge: 'br',
+        tap: 't',
+        mac: '52:54:00:00:00:01',
+        mtu: 1450,
+      },
+    ],
+    state: 'running' as const,
+  };
+  const report: HostReport = {
+    host,
+    agentVersion: '1',
+    capabilities: {
+      accelerator: 'tcg',
+      acceleratorReason: 'test',
+      cpus: 4,
+      memoryMiB: 4096,
+      network: {},
+      backends: ['linux'],
+    },
+    networks: [{ name: 'ov', bridge: 'br', configHash: 'x', problems: [] }],
+    vms: host === 'h1' ? [{ name: 'm', state: 'running', configHash: 'c', problems: [], config: cfg }] : [],
+  };
+  let polls = 0;
+  const job = (id: string): MigrationJob =>
+    opts.failJob
+      ? { id, vm: 'm', state: 'failed', error: 'Unable to write to socket: Broken pipe' }
+      : polls++ < 1
+        ? {
+            id,
+            vm: 'm',
+            state: 'running',
+            progress: { status: 'active', transferredBytes: 1, remainingBytes: 50, totalBytes: 100 },
+          }
+        : {
+            id,
+            vm: 'm',
+            state: 'completed',
+            progress: {
+              status: 'completed',
+              transferredBytes: 300,
+              remainingBytes: 0,
+              totalBytes: 100,
+              downtimeMs: 40,
+              totalTimeMs: 900,
+            },
+          };
+  const agent: Partial<AgentPort> = {
+    report: async () => report,
+    act: async (a: AgentAction) => {
+      log.push(`${host} act ${a.kind}`);
+    },
+    migrationIncoming: async (req) => {
+      log.push(`${host} incoming from ${req.from}`);
+    },
+    migrationStart: async (req) => {
+      log.push(`${host} start -> ${req.to.host} ${req.to.agent}`);
+      return { id: req.id, vm: req.vm, state: 'running' };
+    },
+    migrationJob: async (id) => job(id),
+    migrationResume: async (_id, req) => {
+      log.push(`${host} resume token ${req.fence?.token}`);
+      if (opts.failResume) throw new FencedError('VM m is not started on host h2: token is stale');
+    },
+    migrationAbort: async () => {
+      log.push(`${host} abort`);
+    },
+    migrationRollback: async () => {
+      log.push(`${host} rollback`);
+    },
+  };
+  return agent as AgentPort;
+}
+
+describe('runMigration', () => {
+  let store: SqliteStore;
+  let own: OwnershipStore;
+  let log: string[];
+  beforeEach(async () => {
+    store = new SqliteStore(':memory:');
+    own = new OwnershipStore(store);
+    await own.assign('m', 'h1', 'spec', null, 'h1');
+    log = [];
+  });
+  afterEach(async () => store.close());
+
+  const deps = (fail: { failResume?: boolean; failJob?: boolean } = {}): MigrationDeps => {
+    const agents = {
+      h1: fakeAgent('h1', log, { failJob: !!fail.failJob }),
+      h2: fakeAgent('h2', log, { failResume: !!fail.failResume }),
+      h3: fakeAgent('h3', log),
+    };
+    return {
+      agents: (_s, h) => agents[h as 'h1'],
+      spec: async () => spec,
+      ownership: own,
+      pollMs: 1,
+    };
+  };
+
+  it('prepares the target, migrates, moves the owner record, then resumes the target under the new token', async () => {
+    const r = await runMigration(deps(), { vm: 'm', to: 'h2' });
+    const owner = await own.get('m');
+    expect(owner).toMatchObject({ host: 'h2', from: 'h1', reason: 'user', specHost: 'h1' });
+    expect(r).toMatchObject({ from: 'h1', to: 'h2', downtimeMs: 40, qemuTotalMs: 900, token: owner!.token });
+    expect(log).toEqual([
+      'h2 incoming from h1',
+      'h1 start -> h2 https://10.0.0.2:7443',
+      `h2 resume token ${owner!.token}`,
+      'h1 act vm.delete',
+    ]);
+  });
+
+  it('rolls back when the target refuses to take over: record back on h1, target removed, source resumed', async () => {
+    await expect(runMigration(deps({ failResume: true }), { vm: 'm', to: 'h2' })).rejects.toThrow(
+      'migration of vm m failed and was rolled back; it runs on h1: VM m is not started on host h2: token is stale',
+    );
+    expect((await own.get('m'))?.host).toBe('h1');
+    expect(log.slice(-2)).toEqual(['h2 abort', 'h1 rollback']);
+    expect(log).not.toContain('h1 act vm.delete');
+  });
+
+  it("rolls back when QEMU's migration fails: the incoming VM is removed, the record never moved", async () => {
+    const before = await own.get('m');
+    await expect(runMigration(deps({ failJob: true }), { vm: 'm', to: 'h2' })).rejects.toThrow(
+      /rolled back; it runs on h1: Unable to write to socket/,
+    );
+    expect(await own.get('m')).toEqual(before);
+    expect(log).toEqual(['h2 incoming from h1', 'h1 start -> h2 https://10.0.0.2:7443', 'h2 abort']);
+  });
+
+  it('refuses while the explain has a blocker, and without a cluster spec', async () => {
+    await expect(runMigration(deps(), { vm: 'm', to: 'h1' })).rejects.toThrow(/vm m already runs on h1/);
+    const plain = loadSpec(clusterSpec(vm('m', ', host: h1')).replace(/^cluster:.*$/m, ''));
+    await expect(runMigration({ ...deps(), spec: async () => plain }, { vm: 'm', to: 'h2' })).rejects.toThrow(
+      /add "cluster: \{ store: sqlite \}"/,
+    );
+    expect(log).toEqual([]);
+  });
+});
