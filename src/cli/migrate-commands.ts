@@ -1,11 +1,11 @@
 // `vmlink vm migrate NAME --to HOST [--explain] [--json]`: the pre-flight explain, then the live migration as a task
 // with its progress; the report says QEMU's downtime figure and the total time.
 import type { Command } from 'commander';
-import { renderExplain } from '../controller/migrate/explain.js';
 import { MigrationExplainSchema, MigrationReportSchema } from '../controller/wire-migrate.js';
 import { errorStatus } from '../shared/errors.js';
 import { runTask } from './client.js';
 import { type Api, emit, progress } from './io.js';
+import { renderExplain } from './render-migrate.js';
 
 /** Adds `vm migrate` to `program`'s `vm` command. */
 export function addMigrateCommands(program: Command, api: Api): void {

@@ -5,7 +5,6 @@ export {
   type MigrationCheck,
   type MigrationExplain,
   type MigrationFacts,
-  renderExplain,
 } from './explain.js';
 export { gatherFacts } from './facts.js';
 export {

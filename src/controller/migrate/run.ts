@@ -21,12 +21,7 @@ import type { Spec } from '../../spec/schema.js';
 import { hostAddress } from '../../spec/topology.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
 import type { OwnershipStore } from '../ownership.js';
-import {
-  explainMigration,
-  MIGRATION_DOWNTIME_LIMIT_MS,
-  type MigrationExplain,
-  renderExplain,
-} from './explain.js';
+import { explainMigration, MIGRATION_DOWNTIME_LIMIT_MS, type MigrationExplain } from './explain.js';
 import { gatherFacts } from './facts.js';
 
 /** How often the source's job is polled (ms). */
@@ -169,7 +164,11 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     );
   const facts = await gatherFacts(spec, deps.agents, { vm, from, to });
   const explain = explainMigration(facts);
-  step({ phase: 'explain', note: renderExplain(explain) });
+  const failed = explain.checks.filter((c) => !c.ok);
+  step({
+    phase: 'explain',
+    note: `${explain.ok ? 'possible' : 'blocked'}${failed.length ? `: ${failed.map((c) => c.message).join('; ')}` : ''}`,
+  });
   if (!explain.ok)
     throw new InvalidStateError(
       `vm ${vm} cannot migrate to ${to}:\n${explain.checks
