@@ -166,10 +166,11 @@ describe('live migration', () => {
     const again = await runCli(['apply', '-f', file], env);
     expect(again.code, again.stderr + again.stdout).toBe(0);
     expect(again.stdout.trim().split('\n').pop()).toBe('no changes');
-    const st = await cliJson<{
-      hosts: Array<{ name?: string; host?: string; vms?: Array<{ name: string }> }>;
-    }>(['status', '--json'], env);
-    const holders = st.hosts.filter((h) => h.vms?.some((v) => v.name === 'm1')).map((h) => h.name ?? h.host);
+    const st = await cliJson<{ hosts: Array<{ name: string; report?: { vms: Array<{ name: string }> } }> }>(
+      ['status', '--json'],
+      env,
+    );
+    const holders = st.hosts.filter((h) => h.report?.vms.some((v) => v.name === 'm1')).map((h) => h.name);
     expect(holders).toEqual(['host2']);
   });
 });
