@@ -1,0 +1,94 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { HypervisorMigrations } from '../../drivers/hypervisor/types.js';
+import { MigrationService } from './service.js';
+
+const id = '0b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111';
+const vm = {
+  name: 'web',
+  cpus: 1,
+  memoryMiB: 16,
+  image: { kind: 'test-guest' as const },
+  disks: [],
+  nics: [],
+  state: 'running' as const,
+};
+
+let dir = '';
+afterEach(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** An incoming side whose "QEMU" is a unix socket server collecting what it is sent. */
+async function setup() {
+  dir = mkdtempSync(join(tmpdir(), 'vmlink-mig-svc-'));
+  const path = join(dir, 'in.sock');
+  const got: Buffer[] = [];
+  const server = createServer((s) => s.on('data', (d: Buffer) => got.push(d)));
+  await new Promise<void>((r) => server.listen(path, r));
+  const deleted: string[] = [];
+  const halves: Partial<HypervisorMigrations> = {
+    migrateIn: () =>
+      new Promise<Socket>((resolve) => {
+        const s: Socket = connect(path, () => resolve(s));
+      }),
+  };
+  const svc = new MigrationService({
+    host: 'host2',
+    migrations: () => halves as HypervisorMigrations,
+    prepareIncoming: async () => {},
+    assertMayRun: async () => {},
+    deleteVm: async (n) => {
+      deleted.push(n);
+    },
+    tls: () => undefined,
+  });
+  return { svc, got, deleted, close: () => server.close() };
+}
+
+describe('MigrationService (target)', () => {
+  it('takes the stream only from the source host named by the controller, once, into QEMU', async () => {
+    const { svc, got, close } = await setup();
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await expect(svc.receive(id, 'host3', Readable.from([Buffer.from('x')]))).rejects.toThrow(
+      'migration 0b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111 of vm web comes from host1, not host3',
+    );
+    const n = await svc.receive(id, 'host1', Readable.from([Buffer.from('QEVM'), Buffer.from('data')]));
+    expect(n).toBe(8);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(Buffer.concat(got).toString()).toBe('QEVMdata');
+    await expect(svc.receive(id, 'host1', Readable.from([]))).rejects.toThrow(/already receiving/);
+    close();
+  });
+
+  it('refuses a second migration of the same VM, and an unknown id; abort removes the prepared VM', async () => {
+    const { svc, deleted, close } = await setup();
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await expect(
+      svc.prepare({ id: '1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', vm, configHash: 'h', from: 'host1' }),
+    ).rejects.toThrow('vm web is already migrating on host2');
+    await expect(
+      svc.receive('2b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', 'host1', Readable.from([])),
+    ).rejects.toThrow(/not found/);
+    expect(await svc.abortIncoming(id, 'test')).toBe(true);
+    expect(deleted).toEqual(['web']);
+    close();
+  });
+
+  it('refuses to send without a host certificate', async () => {
+    const { svc, close } = await setup();
+    expect(() =>
+      svc.start({
+        id,
+        vm: 'web',
+        to: { host: 'host2', agent: 'https://10.0.0.2:7443' },
+        downtimeLimitMs: 300,
+      }),
+    ).toThrow(/has no host certificate: migrations travel only over mutual TLS/);
+    close();
+  });
+});
