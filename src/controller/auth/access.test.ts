@@ -178,6 +178,8 @@ describe('the role policy', () => {
         'POST /v1/alerts/silences',
         'DELETE /v1/alerts/silences/:id',
         'POST /v1/alerts/ack',
+        // Live migration (issue 13).
+        'POST /v1/vms/:name/migrate',
       ].sort(),
     );
     expect(withRole('open')).toEqual(['GET /v1/pki/ca', 'POST /v1/join']);
