@@ -22,6 +22,7 @@ import { NAME_PATTERN } from '../spec/schema.js';
 import type { Agent } from './agent.js';
 import { registerBackupRoutes } from './backup/routes.js';
 import type { BackupService } from './backup/service.js';
+import { registerConsoleStreamRoute } from './console/routes.js';
 import { registerMigrationRoutes } from './migrate/routes.js';
 import type { MigrationService } from './migrate/service.js';
 import type { CertRotation } from './tls.js';
@@ -266,6 +267,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
   );
   if (opts.backup) await registerBackupRoutes(base, opts.backup);
   if (opts.migration) await registerMigrationRoutes(base, opts.migration);
+  await registerConsoleStreamRoute(base, agent);
   await base.ready();
   return base;
 }

@@ -27,6 +27,9 @@ import { hostHealth } from './monitor.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
+import { EventFeed } from './ui/events-stream.js';
+import { addUiRoutes, type EnsureUiListener } from './ui/routes.js';
+import { UiSessions } from './ui/sessions.js';
 import { ThroughputRequestSchema } from './verify.js';
 import {
   ApplyBodySchema,
@@ -77,6 +80,8 @@ export interface ApiOptions {
   cluster?: ClusterRuntime;
   /** The metric collector's history, which the doctor's diagnoses read (absent: no metrics collected). */
   metrics?: MetricsSource;
+  /** The web console: browser sessions and the live event feed, shared by the listeners; the localhost listener. */
+  ui?: { sessions: UiSessions; feed: EventFeed; ensureListener?: EnsureUiListener; webDir?: string };
 }
 
 /** The controller's REST API (OpenAPI at /openapi.json): parse with strict schemas, then dispatch to the Controller. */
@@ -95,9 +100,16 @@ export async function createControllerApi(
     tokens: new TokenStore(controller.store),
     audit: new AuditLog(controller.store),
   };
+  const ui = opts.ui ?? {
+    sessions: new UiSessions(),
+    feed: new EventFeed((n) => controller.events(n)),
+  };
+  // A TCP listener without a bootstrap token (the one `vmlink ui` starts) is TCP all the same: tokens or sessions.
+  const listener = opts.token || opts.tls ? 'tcp' : 'unix-socket';
   installAccessControl(base, {
-    listener: opts.token ? 'tcp' : 'unix-socket',
+    listener,
     bootstrapToken: opts.token,
+    sessions: ui.sessions,
     tokens,
     audit,
     context: {
@@ -109,7 +121,7 @@ export async function createControllerApi(
   addVersionGate(base, 'api');
   // After access control: a standby names the active controller to authenticated callers only.
   const cluster = opts.cluster ?? standaloneRuntime(tasks);
-  installStandbyGate(base, cluster, opts.token ? 'tcp' : 'unix-socket');
+  installStandbyGate(base, cluster, listener);
   const startTask = (
     kind: (typeof MUTATING)[number] | 'verify' | 'backup',
     body: (ctx: TaskContext) => Promise<unknown>,
@@ -425,6 +437,12 @@ export async function createControllerApi(
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
   addMigrationRoutes(base, { deps: controller.migration, startTask: (body) => startTask('migrate', body) });
   addMetricsRoutes(base, controller.metrics);
+  await addUiRoutes(base, {
+    ...ui,
+    audit,
+    listener,
+    placement: (vm) => controller.vmPlacement(vm),
+  });
   addAlertRoutes(base, controller.alerts);
   // A `scale` action resizes like `vmlink volume resize`: never beside an apply or another host change.
   controller.alerts.guard(() => assertIdle(tasks.running(MUTATING)));

@@ -384,6 +384,11 @@ export class Controller {
     return this.vmControl.console(name, tail);
   }
 
+  /** Where a VM runs (the console stream connects to that host's agent). */
+  vmPlacement(name: string) {
+    return this.vmControl.placement(name);
+  }
+
   /** Measures the connectivity matrix of the applied spec. */
   async verify(ctx: TaskContext): Promise<VerifyResult> {
     const cur = await this.specs.current();

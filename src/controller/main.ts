@@ -2,6 +2,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
 import { SystemRunner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, UnavailableError } from '../shared/errors.js';
 import { parseEtcdLocation } from '../shared/etcd.js';
@@ -19,7 +20,7 @@ import {
   writeIdentityFile,
 } from '../shared/process.js';
 import { alertService } from './alerts/service.js';
-import { createControllerApi } from './api.js';
+import { type ApiOptions, createControllerApi } from './api.js';
 import { AuditLog } from './auth/audit.js';
 import { TokenStore } from './auth/tokens.js';
 import { activeOnly } from './cluster/active.js';
@@ -34,6 +35,9 @@ import { isEtcdStore } from './store/etcd.js';
 import { etcdConnection, openStore, storeKind, stores } from './store/registry.js';
 import type { Store } from './store/types.js';
 import { TaskManager } from './tasks.js';
+import { EventFeed } from './ui/events-stream.js';
+import { uiListener } from './ui/listener.js';
+import { UiSessions } from './ui/sessions.js';
 
 /** Options of `vmlink daemon`. */
 export interface DaemonOptions {
@@ -145,7 +149,30 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const access = { tokens: new TokenStore(store), audit: new AuditLog(store) };
   // The doctor's memory trends and clock offsets read the collector's history.
   const metrics = controller.metrics;
-  const apps = [await createControllerApi(controller, tasks, { access, cluster: runtime, metrics })];
+  // The web console: one set of browser sessions and one event poller for every listener.
+  const apps: FastifyInstance[] = [];
+  const ui: NonNullable<ApiOptions['ui']> = {
+    sessions: new UiSessions(),
+    feed: new EventFeed((n) => controller.events(n)),
+  };
+  ui.ensureListener = uiListener({
+    existing: opts.tcp,
+    ca: { path: join(credentials.pki.dir, 'ca.pem'), fingerprint: credentials.pki.caFingerprint },
+    start: async (address) => {
+      const app = await createControllerApi(controller, tasks, {
+        tls: credentials.own,
+        access,
+        cluster: runtime,
+        metrics,
+        ui,
+      });
+      await listen(app, address);
+      apps.push(app);
+      log.info({ address: app.server.address() }, 'web console listener started');
+      return app;
+    },
+  });
+  apps.push(await createControllerApi(controller, tasks, { access, cluster: runtime, metrics, ui }));
   await listen(apps[0]!, `unix://${opts.socket}`);
   if (opts.tcp) {
     // The TCP API is never open without a token (an empty token file must not disable auth).
@@ -164,6 +191,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       access,
       cluster: runtime,
       metrics,
+      ui,
     });
     await listen(tcp, opts.tcp);
     apps.push(tcp);

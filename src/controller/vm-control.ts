@@ -3,6 +3,7 @@
 import type { AgentAction, GuestExecResult } from '../agent/wire.js';
 import { type UserStopRecord, userStopKey } from '../shared/cluster.js';
 import { NotFoundError } from '../shared/errors.js';
+import type { Spec } from '../spec/schema.js';
 import { type RestoredVmRecord, restoredKey } from './backup/records.js';
 import type { AgentFactory, AgentPort } from './hosts.js';
 import type { SpecStore } from './spec-store.js';
@@ -55,13 +56,19 @@ export class VmControl {
 
   /** The agent of a VM of the applied spec, or of one made by `restore --as` (kept outside the spec). */
   private async agentOf(name: string): Promise<AgentPort> {
+    const p = await this.placement(name);
+    return this.agents(p.spec, p.host);
+  }
+
+  /** Where VM `name` runs: the applied spec and its host (a `restore --as` VM's host from its record). */
+  async placement(name: string): Promise<{ spec: Spec; host: string }> {
     const cur = await this.specs.current();
     if (!cur) throw new NotFoundError('vm', name);
     const vm = cur.spec.vms.find((v) => v.name === name);
-    if (vm) return this.agents(cur.spec, vm.host);
+    if (vm) return { spec: cur.spec, host: vm.host };
     const restored = await this.store.get<RestoredVmRecord>(restoredKey(name));
     if (restored && cur.spec.hosts.some((h) => h.name === restored.host))
-      return this.agents(cur.spec, restored.host);
+      return { spec: cur.spec, host: restored.host };
     throw new NotFoundError('vm', name);
   }
 }

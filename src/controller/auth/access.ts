@@ -5,8 +5,10 @@ import { type ErrorKind, errorStatus, ForbiddenError, UnauthorizedError } from '
 import { bearerMatches } from '../../shared/http/auth.js';
 import { AUTH_HEADER_MAX_CHARS } from '../../shared/limits.js';
 import { log } from '../../shared/log.js';
+import type { UiSessions } from '../ui/sessions.js';
 import type { AuditLog } from './audit.js';
 import { type AuthorizationContext, authorize, ruleFor } from './roles.js';
+import { sessionCaller } from './session-auth.js';
 import { isApiToken, type Principal, type TokenStore } from './tokens.js';
 
 /** Where the API is served: the local root-only socket (its callers are root, hence admin) or TCP with tokens. */
@@ -20,6 +22,8 @@ export interface AccessOptions {
   tokens: TokenStore;
   audit: AuditLog;
   context: AuthorizationContext;
+  /** Browser sessions (the web console): their cookie is a credential on the TCP listener. */
+  sessions?: UiSessions | undefined;
   /** Resolves when task `id` has ended, with how (so the call that started it is audited with its outcome too). */
   taskEnded?: (id: string) => Promise<TaskEnd>;
 }
@@ -70,8 +74,15 @@ export function installAccessControl(app: FastifyInstance, o: AccessOptions): vo
     const route = req.routeOptions.url;
     const rule = route === undefined ? undefined : ruleFor(req.method, route);
     if (o.listener === 'tcp' && rule?.role === 'open') return;
+    // A bearer token wins over a cookie; without one, a browser session's cookie (CSRF-checked) may stand in.
+    const session =
+      o.listener === 'tcp' && o.sessions && !req.headers.authorization
+        ? sessionCaller(req, o.sessions)
+        : undefined;
     const who =
-      o.listener === 'unix-socket' ? LOCAL_SOCKET : await authenticate(req.headers.authorization, o);
+      o.listener === 'unix-socket'
+        ? LOCAL_SOCKET
+        : (session ?? (await authenticate(req.headers.authorization, o)));
     principals.set(req, who);
     // An authenticated caller of a path no route serves gets the 404 that follows.
     if (route === undefined) return;

@@ -40,6 +40,17 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/security-groups': read(),
   'GET /v1/vms': read(),
   'GET /v1/vms/:name/console': read('vm'),
+  // Websockets (issue 15): anyone may watch; the console stream lets operator+ type (ui/console-proxy.ts).
+  'GET /v1/vms/:name/console/stream': read('vm'),
+  'GET /v1/events/stream': read(),
+  // The web console: its files are public (the app holds no data); a login link carries its maker's role and scopes.
+  'GET /ui': { role: 'open', scope: 'any' },
+  'GET /ui/': { role: 'open', scope: 'any' },
+  'GET /ui/*': { role: 'open', scope: 'any' },
+  'GET /ui/login': { role: 'open', scope: 'any' },
+  'GET /v1/ui/session': read(),
+  'POST /v1/ui/links': read(),
+  'POST /v1/ui/logout': read(),
   'GET /v1/devices': read(),
   'GET /v1/hosts/:name/devices': read('host'),
   'GET /v1/vms/:name/snapshots': read('vm'),
@@ -101,6 +112,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'DELETE /v1/restores/:name': operator('unscoped'),
 
   'POST /v1/apply': admin(),
+  // Opens a TCP listener on 127.0.0.1 for the web console.
+  'POST /v1/ui/listener': admin(),
   'POST /v1/destroy': admin(),
   'POST /v1/lab/up': admin(),
   'POST /v1/lab/down': admin(),

@@ -100,11 +100,16 @@ export class Pki {
     const dir = join(this.dir, 'controller');
     const have = readCredentials(dir);
     if (have && have.ca === this.caPem) {
-      const left = new Date(new X509Certificate(have.cert).validTo).getTime() - Date.now();
-      if (left > RENEW_BEFORE_DAYS * DAY_MS) return have;
+      const cert = new X509Certificate(have.cert);
+      const left = new Date(cert.validTo).getTime() - Date.now();
+      // One from before the web console lacks 127.0.0.1 (a browser checks the address it was given): renewed.
+      const local = (cert.subjectAltName ?? '').includes('IP Address:127.0.0.1');
+      if (left > RENEW_BEFORE_DAYS * DAY_MS && local) return have;
     }
     const pair = await generateKeyPair();
-    const issued = await this.sign('controller', CONTROLLER_NAME, pair.keys.publicKey);
+    // Its name (what vmlink's clients check) and the loopback addresses, so a browser may use the web console on
+    // https://127.0.0.1:PORT once it trusts the CA.
+    const issued = await this.sign('controller', CONTROLLER_NAME, pair.keys.publicKey, ['127.0.0.1', '::1']);
     const creds = { key: pair.keyPem, cert: issued.cert, ca: this.caPem };
     writeCredentials(dir, creds);
     return creds;

@@ -75,7 +75,12 @@ const BYTES = Symbol('bytes');
 class PeerRefusedError extends Error {}
 
 /** Where and how an address is reached: `unix:///p`, `https+unix:///p`, `http://h:p`, `https://h:p`. */
-function parseAddress(address: string): { tls: boolean; socketPath?: string; host?: string; port?: number } {
+export function parseAddress(address: string): {
+  tls: boolean;
+  socketPath?: string;
+  host?: string;
+  port?: number;
+} {
   for (const [prefix, tls] of [
     ['unix://', false],
     ['https+unix://', true],
