@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { PeerCertificate } from 'node:tls';
 import type { z } from 'zod';
 import { TaskAcceptedSchema, TaskViewSchema } from '../controller/wire.js';
 import {
@@ -8,7 +9,7 @@ import {
   UnavailableError,
   VmlinkError,
 } from '../shared/errors.js';
-import { HttpClient } from '../shared/http/client.js';
+import { type ClientTls, HttpClient } from '../shared/http/client.js';
 import { sleep } from '../shared/time.js';
 import { CONTROLLER_NAME, peerMismatch } from '../shared/tls.js';
 
@@ -64,29 +65,37 @@ const notReached = (e: unknown): boolean =>
   e instanceof UnavailableError &&
   NOT_REACHED.has(((e.cause as NodeJS.ErrnoException)?.code ?? '') as string);
 
-/** One controller address's client: a unix socket, or the TCP listener over TLS checked against VMLINK_CA. */
-function singleClient(socket: string, timeoutMs?: number): HttpClient {
+/** How one controller address is reached: its HttpClient address, and over TCP the token and TLS checks. */
+export function controllerConnection(socket: string): { address: string; token?: string; tls?: ClientTls } {
   const tcp = socket.startsWith('https://');
-  const address = tcp ? socket : `unix://${socket}`;
   const caFile = process.env.VMLINK_CA;
   if (tcp && !caFile)
     throw new VmlinkError(
       'invalid',
       "set VMLINK_CA to the controller's CA certificate (pki/ca.pem beside its database) to reach it over TLS",
     );
-  return new HttpClient(address, {
-    name: 'the controller',
-    protocol: 'api',
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  return {
+    address: tcp ? socket : `unix://${socket}`,
     ...(process.env.VMLINK_TOKEN ? { token: process.env.VMLINK_TOKEN } : {}),
     ...(tcp
       ? {
           tls: {
             ca: readCa(caFile!),
-            checkPeer: (c) => peerMismatch(c, { role: 'controller', name: CONTROLLER_NAME }),
+            checkPeer: (c: PeerCertificate) => peerMismatch(c, { role: 'controller', name: CONTROLLER_NAME }),
           },
         }
       : {}),
+  };
+}
+
+/** One controller address's client: a unix socket, or the TCP listener over TLS checked against VMLINK_CA. */
+function singleClient(socket: string, timeoutMs?: number): HttpClient {
+  const { address, ...rest } = controllerConnection(socket);
+  return new HttpClient(address, {
+    name: 'the controller',
+    protocol: 'api',
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...rest,
   });
 }
 

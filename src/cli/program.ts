@@ -12,6 +12,7 @@ import { addBackupCommands, addRestoreCommands } from './backup-commands.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addClusterCommands } from './cluster-commands.js';
+import { addUiCommand } from './console-commands.js';
 import { addDoctorCommand } from './doctor.js';
 import { addDrillCommands } from './drill-commands.js';
 import { addHaCommands } from './ha-commands.js';
@@ -293,6 +294,7 @@ export function createCli(processes: Processes): Command {
   addNetworkCommands(program, api);
   addSecurityGroupCommands(program, api);
   addVmCommands(program, api);
+  addUiCommand(program, api);
   addVmSnapshotCommands(program, api);
   addMigrateCommands(program, api);
   addVolumeCommands(program, api);

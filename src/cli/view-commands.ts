@@ -14,6 +14,7 @@ import {
 } from '../controller/wire.js';
 import { VmlinkError } from '../shared/errors.js';
 import { sleep } from '../shared/time.js';
+import { attachConsole } from './console-commands.js';
 import { type Api, emit, out } from './io.js';
 import { table } from './render.js';
 import { renderTuning } from './render-tuning.js';
@@ -211,24 +212,31 @@ export function addVmCommands(program: Command, api: Api): void {
       process.exitCode = r.exitCode;
     });
   vm.command('console <name>')
-    .description("show a VM's serial console output")
-    .option('-n, --tail <bytes>', 'how much of the end to show', '65536')
-    .option('--follow', 'keep printing new output')
-    .action(async (name: string, o: { tail: string; follow?: boolean }) => {
-      let seen = '';
-      for (;;) {
-        const r = await api().get(
-          `/v1/vms/${encodeURIComponent(name)}/console?tail=${Number(o.tail)}`,
-          ConsoleTailSchema,
-        );
-        // The log only grows (until the tail window slides), so print what follows the last output.
-        const at = seen ? r.log.lastIndexOf(seen.slice(-200)) : -1;
-        process.stdout.write(at >= 0 ? r.log.slice(at + Math.min(200, seen.length)) : r.log);
-        seen = r.log;
-        if (!o.follow) return;
-        await sleep(500);
-      }
-    });
+    .description(
+      "attach to a VM's serial console (raw terminal; Ctrl-] detaches; operator role to type, others watch); --log prints its log instead",
+    )
+    .option('--log', "print the console's log instead of attaching")
+    .option('-n, --tail <bytes>', 'with --log: how much of the end to show', '65536')
+    .option('--follow', 'with --log: keep printing new output')
+    .option('--read-only', 'attach without typing (even when the role may)')
+    .action(
+      async (name: string, o: { log?: boolean; tail: string; follow?: boolean; readOnly?: boolean }) => {
+        if (!o.log) return attachConsole(api(), name, { readOnly: !!o.readOnly });
+        let seen = '';
+        for (;;) {
+          const r = await api().get(
+            `/v1/vms/${encodeURIComponent(name)}/console?tail=${Number(o.tail)}`,
+            ConsoleTailSchema,
+          );
+          // The log only grows (until the tail window slides), so print what follows the last output.
+          const at = seen ? r.log.lastIndexOf(seen.slice(-200)) : -1;
+          process.stdout.write(at >= 0 ? r.log.slice(at + Math.min(200, seen.length)) : r.log);
+          seen = r.log;
+          if (!o.follow) return;
+          await sleep(500);
+        }
+      },
+    );
 }
 
 /** "12 s ago" for an ISO time. */

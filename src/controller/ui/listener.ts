@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { InvalidRequestError } from '../../shared/errors.js';
 import { SerialQueue } from '../../shared/queue.js';
-import type { EnsureUiListener, UiListenerAnswer } from './routes.js';
+import type { UiListenerAnswer } from '../wire-ui.js';
+import type { EnsureUiListener } from './routes.js';
 
 /** What the listener control needs from the daemon. */
 export interface UiListenerOptions {

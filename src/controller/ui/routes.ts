@@ -9,44 +9,17 @@ import { toErrorBody, UnsupportedError } from '../../shared/errors.js';
 import { answers } from '../api-answers.js';
 import { principalOf } from '../auth/access.js';
 import type { AuditLog } from '../auth/audit.js';
-import { RoleSchema } from '../wire.js';
+import {
+  LoginLinkSchema,
+  type UiListenerAnswer,
+  UiListenerBodySchema,
+  UiListenerSchema,
+  UiSessionSchema,
+} from '../wire-ui.js';
 import { DEFAULT_WEB_DIR, securityHeaders, sendAsset } from './assets.js';
 import { addConsoleStreamRoute, type ConsoleProxyDeps } from './console-proxy.js';
 import { addEventsStreamRoute, type EventFeed } from './events-stream.js';
 import { clearSessionCookie, sessionCookie, setSessionCookie, type UiSessions } from './sessions.js';
-
-/** Answer of `POST /v1/ui/links`. */
-export const LoginLinkSchema = z.object({
-  token: z.string(),
-  /** Path of the login page on the console's listener: `/ui/login?t=TOKEN`. */
-  path: z.string(),
-  expiresAt: z.string(),
-});
-
-/** Answer of `GET /v1/ui/session`. */
-export const UiSessionSchema = z.object({
-  who: z.string(),
-  role: RoleSchema,
-  /** When the browser session ends (absent for a bearer token or the root socket). */
-  expiresAt: z.string().optional(),
-});
-
-/** Body of `POST /v1/ui/listener`. */
-export const UiListenerBodySchema = z
-  .object({ port: z.number().int().min(0).max(65_535).optional() })
-  .strict();
-
-/** Answer of `POST /v1/ui/listener`. */
-export const UiListenerSchema = z.object({
-  /** The console's origin (`https://127.0.0.1:PORT`); the console itself is at `${url}/ui/`. */
-  url: z.string(),
-  /** Whether this call started the listener. */
-  started: z.boolean(),
-  /** The CA file a browser (or curl) must trust for the listener's certificate, and its fingerprint. */
-  ca: z.string(),
-  caFingerprint: z.string(),
-});
-export type UiListenerAnswer = z.infer<typeof UiListenerSchema>;
 
 /** Starts (once) the localhost TLS listener, or names the TCP listener the controller has. */
 export type EnsureUiListener = (port: number | undefined) => Promise<UiListenerAnswer>;
