@@ -425,7 +425,7 @@ export async function createControllerApi(
     async (req) => controller.vmConsole(req.params.name, req.query.tail),
   );
   addClusterRoutes(base, cluster);
-  addAccessRoutes(base, tokens, audit);
+  addAccessRoutes(base, tokens, audit, (name) => ui.sessions.endAllOf(name));
   addSecretRoutes(base, controller);
   addHaRoutes(base, controller);
   addDrillRoutes(base, { drills: controller.drills, startTask: (body) => startTask('drill', body) });

@@ -16,7 +16,13 @@ import type { AuditLog } from './audit.js';
 import type { TokenStore } from './tokens.js';
 
 /** Adds `/v1/tokens` and `/v1/audit` to `app`. */
-export function addAccessRoutes(app: FastifyInstance, tokens: TokenStore, audit: AuditLog): void {
+export function addAccessRoutes(
+  app: FastifyInstance,
+  tokens: TokenStore,
+  audit: AuditLog,
+  /** Called with a revoked token's name (its browser sessions end with it). */
+  onRevoked: (name: string) => void = () => {},
+): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
   api.post(
     '/v1/tokens',
@@ -43,7 +49,11 @@ export function addAccessRoutes(app: FastifyInstance, tokens: TokenStore, audit:
         response: answers(TokenInfoSchema),
       },
     },
-    async (req) => tokens.revoke(req.params.name),
+    async (req) => {
+      const info = await tokens.revoke(req.params.name);
+      onRevoked(info.name);
+      return info;
+    },
   );
   api.get(
     '/v1/audit',
