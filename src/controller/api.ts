@@ -27,6 +27,7 @@ import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
 import { ThroughputRequestSchema } from './verify.js';
+import { addVerifyLastRoute } from './verify-last.js';
 import {
   ApplyBodySchema,
   ConsoleTailSchema,
@@ -424,6 +425,7 @@ export async function createControllerApi(
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
   addMetricsRoutes(base, controller.metrics);
   addAlertRoutes(base, controller.alerts);
+  addVerifyLastRoute(base, controller.lastVerify);
   // A `scale` action resizes like `vmlink volume resize`: never beside an apply or another host change.
   controller.alerts.guard(() => assertIdle(tasks.running(MUTATING)));
   await base.ready();
