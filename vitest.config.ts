@@ -46,7 +46,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['src/**/*.test.ts'],
+          include: ['src/**/*.test.ts', 'web/**/*.test.ts'],
           testTimeout: 20_000,
           globalSetup: ['test/helpers/build-dist.ts'],
         },

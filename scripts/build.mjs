@@ -1,14 +1,17 @@
 // `npm run build`: compiles src/ to dist/ (tsc -p tsconfig.build.json) and copies the non-TypeScript files src/
-// reads at run time (the guest's shell scripts) beside their modules, so dist/ mirrors src/.
+// reads at run time (the guest's shell scripts) beside their modules, so dist/ mirrors src/; then bundles the web
+// console (web/ -> dist/web/, build-web.mjs).
 // `--if-stale` builds only when an input is newer than the last build (setup, `npm test` and the test runs use it).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildWeb } from './build-web.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'src');
+const web = join(root, 'web');
 const dist = join(root, 'dist');
 /** Written after a successful build; its mtime is the build's time (tsc may leave its own files untouched). */
 const stamp = join(dist, '.built');
@@ -35,7 +38,11 @@ export function stale() {
   } catch {
     return true;
   }
-  return [...files(src).filter((f) => !isTestFile(f)), ...configs].some((f) => statSync(f).mtimeMs > built);
+  return [
+    ...files(src).filter((f) => !isTestFile(f)),
+    ...files(web).filter((f) => !isTestFile(f)),
+    ...configs,
+  ].some((f) => statSync(f).mtimeMs > built);
 }
 
 /** Compiles and copies the assets; throws with tsc's output when it fails. */
@@ -47,6 +54,7 @@ export function build() {
     mkdirSync(dirname(to), { recursive: true });
     copyFileSync(f, to);
   }
+  buildWeb(root, dist);
   writeFileSync(stamp, `${new Date().toISOString()}\n`);
 }
 
@@ -56,7 +64,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     try {
       build();
     } catch {
-      console.error('build failed: tsc reported the errors above');
+      console.error('build failed: tsc or esbuild reported the errors above');
       process.exit(1);
     }
   }

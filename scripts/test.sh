@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc --noEmit
+# The web console (web/) has DOM types of its own: a second project.
+npx tsc -p web --noEmit
 npm run build
 npx biome check .
 if [ "$(id -u)" != 0 ]; then

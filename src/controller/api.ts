@@ -31,6 +31,7 @@ import { EventFeed } from './ui/events-stream.js';
 import { addUiRoutes, type EnsureUiListener } from './ui/routes.js';
 import { UiSessions } from './ui/sessions.js';
 import { ThroughputRequestSchema } from './verify.js';
+import { addVerifyLastRoute } from './verify-last.js';
 import {
   ApplyBodySchema,
   ConsoleTailSchema,
@@ -444,6 +445,7 @@ export async function createControllerApi(
     placement: (vm) => controller.vmPlacement(vm),
   });
   addAlertRoutes(base, controller.alerts);
+  addVerifyLastRoute(base, controller.lastVerify);
   // A `scale` action resizes like `vmlink volume resize`: never beside an apply or another host change.
   controller.alerts.guard(() => assertIdle(tasks.running(MUTATING)));
   await base.ready();

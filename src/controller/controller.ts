@@ -40,6 +40,7 @@ import { isEtcdStore } from './store/etcd.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
+import { LastVerify } from './verify-last.js';
 import { type NetworkListItem, type NetworkView, type StatusView, Views, type VmView } from './views.js';
 import { VmControl } from './vm-control.js';
 import type { HostDevicesList } from './wire-devices.js';
@@ -116,6 +117,8 @@ export class Controller {
   readonly metrics: MetricsCollector;
   /** Alert rules of the applied spec: instances, silences, acks (the alert routes call it directly). */
   readonly alerts: AlertEngine;
+  /** The last verify's matrix (`GET /v1/verify/last`, the web console's topology and matrix). */
+  readonly lastVerify = new LastVerify();
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -400,6 +403,7 @@ export class Controller {
       throw e;
     });
     this.metrics.series.observeVerify(r.ok ? 'ok' : 'mismatch', seconds(), verifyCells(r));
+    this.lastVerify.set(r);
     await this.store.appendEvent('verify', `${r.cells.length} cells, ${r.mismatches} mismatch(es)`);
     return r;
   }

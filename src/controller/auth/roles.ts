@@ -64,6 +64,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/metrics': read(),
   // Alerts (issue 14): the view is read-only; silences and acks change how the whole site's alerts act.
   'GET /v1/alerts': read(),
+  // The last verify's matrix (the web console's topology colours).
+  'GET /v1/verify/last': read(),
   // Backups (issue 12): lists and objectives are read-only; running, checking, syncing, pruning and restoring act on
   // several objects (a VM, stores on other hosts): operator without scopes; keys: admin.
   'GET /v1/backups': read(),
