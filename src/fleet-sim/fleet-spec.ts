@@ -31,10 +31,13 @@ export function fleetSpecText(f: FleetShape): string {
       `  - {name: ${h.name}, agent: "${h.address}", address: 10.${100 + Math.floor(i / 62500)}.${Math.floor(i / 250) % 250}.${(i % 250) + 1}, capacity: {cpus: ${SIM_HOST_CAPACITY.cpus}, memoryMiB: ${SIM_HOST_CAPACITY.memoryMiB}}}`,
   );
   const vms: string[] = [];
-  for (const h of f.hosts)
+  // MACs given, not derived: derived ones are a 24-bit hash of the VM's name, and among 10,000 NICs two collide
+  // (the spec then refuses the pair), as the birthday bound says.
+  const hex = (n: number) => n.toString(16).padStart(2, '0');
+  for (const [hi, h] of f.hosts.entries())
     for (let i = 0; i < f.vmsPerHost; i++)
       vms.push(
-        `  - {name: ${vmName(h.name, i)}, host: ${h.name}, memoryMiB: ${SIM_VM.memoryMiB}, nics: [{network: ov}], ha: {}}`,
+        `  - {name: ${vmName(h.name, i)}, host: ${h.name}, memoryMiB: ${SIM_VM.memoryMiB}, nics: [{network: ov, mac: "52:54:01:${hex(hi >> 8)}:${hex(hi & 255)}:${hex(i)}"}], ha: {}}`,
       );
   return `version: 1
 cluster: {store: etcd, heartbeatSeconds: ${f.heartbeatSeconds}, endpoints: [${f.etcd.map((e) => `"${e}"`).join(', ')}]}

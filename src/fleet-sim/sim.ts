@@ -97,7 +97,7 @@ export class FleetSim {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
     const etcd = this.opts.etcd;
     if (etcd?.length) {
-      this.shared = etcdClient({ endpoints: etcd }, { retry: false });
+      this.shared = etcdClient({ endpoints: etcd }, { retry: false, breaker: false });
       // Connected before the first lease: a grant must not spend its short deadline on the connection.
       await this.shared.maintenance.status();
     }
