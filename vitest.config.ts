@@ -16,6 +16,7 @@ const LIGHT = [
   'controllers',
   'coordination',
   'doctor',
+  'fleet-sim',
   'ha-manager',
   'heartbeat',
   'lab-cluster',

@@ -82,8 +82,10 @@ export async function availableNetworks(
 ): Promise<Partial<Record<NetworkBackend, NetworkDriver>>> {
   const out: Partial<Record<NetworkBackend, NetworkDriver>> = {};
   for (const [name, make] of Object.entries(networkDrivers) as Array<
-    [NetworkBackend, (o: { runner: Runner; stateDir: string }) => NetworkDriver]
+    [NetworkBackend | 'fake', (o: { runner: Runner; stateDir: string }) => NetworkDriver]
   >) {
+    // The in-memory backend is the simulated fleet's (src/fleet-sim/): a real host realises nothing with it.
+    if (name === 'fake') continue;
     if (name === 'ovs') {
       const r = await runner.run(['ovs-vsctl', '--version'], { allowFailure: true }).catch(() => undefined);
       if (r?.code !== 0) {

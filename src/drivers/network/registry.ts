@@ -1,5 +1,6 @@
 // Network backends by name; the agent picks one from its host's config.
 import type { Runner } from '../../exec/runner.js';
+import { FakeNetworkDriver } from './fake/driver.js';
 import { LinuxNetworkDriver } from './linux/driver.js';
 import { OvsNetworkDriver } from './ovs/driver.js';
 import type { NetworkDriver } from './types.js';
@@ -17,6 +18,9 @@ export interface NetworkDriverOptions {
 export const networkDrivers = {
   linux: (opts: NetworkDriverOptions) => new LinuxNetworkDriver(opts),
   ovs: (opts: NetworkDriverOptions) => new OvsNetworkDriver(opts),
+  // In memory, for the simulated fleet (src/fleet-sim/): it stands in for the linux backend there, and a real
+  // host's agent never offers it (agent/main.ts `availableNetworks`).
+  fake: (_opts: NetworkDriverOptions) => new FakeNetworkDriver(),
 } satisfies Record<string, (opts: NetworkDriverOptions) => NetworkDriver>;
 
 /** Name of a network backend. */

@@ -1,0 +1,232 @@
+// A simulated fleet: N hosts served from one process, each the real agent (agent/agent.ts, its HTTP API from
+// agent/server.ts, its lease from agent/cluster/membership.ts on a real etcd) over the in-memory drivers
+// (drivers/hypervisor/fake, drivers/network/fake standing in for the linux backend). What is shared is what a real
+// host would not have to itself: one etcd connection for every lease (etcd3 multiplexes the keepalive streams), a
+// runner that refuses to run anything, and the process. Each host listens on its own unix socket (`unix://` agent
+// addresses in the spec: no TLS), so the controller reaches each through its ordinary agent client.
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import type { FastifyInstance } from 'fastify';
+import { Agent } from '../agent/agent.js';
+import { EtcdMembership } from '../agent/cluster/membership.js';
+import { createAgentServer } from '../agent/server.js';
+import { FakeHypervisorDriver } from '../drivers/hypervisor/fake/driver.js';
+import { FakeNetworkDriver } from '../drivers/network/fake/driver.js';
+import type { Runner } from '../exec/runner.js';
+import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
+import { InvalidRequestError, NotFoundError, UnsupportedError } from '../shared/errors.js';
+import { etcdClient } from '../shared/etcd.js';
+import { listen } from '../shared/http/server.js';
+import { NAME_PATTERN } from '../spec/schema.js';
+
+/** Most hosts one simulator serves (sockets, memory: ~1 MiB each, see docs/fleet-sim.md). */
+export const FLEET_SIM_MAX_HOSTS = 5_000;
+
+/** `count` host names `<prefix>0000`, ... (zero-padded to 4 digits). */
+export function hostNames(count: number, prefix = 'h'): string[] {
+  return Array.from({ length: count }, (_, i) => `${prefix}${String(i).padStart(4, '0')}`);
+}
+
+/** Options of `FleetSim`. */
+export interface FleetSimOptions {
+  /** Host names (spec names). */
+  hosts: string[];
+  /** Directory of the hosts' sockets (`<dir>/<host>.sock`) and state directories; made, and removed by `close`. */
+  dir: string;
+  /** The cluster's etcd client URLs (`http://` here: the simulator holds no host certificates); absent: no leases. */
+  etcd?: string[];
+  heartbeatSeconds?: number;
+  /**
+   * Hosts that get an etcd connection of their own, so that `fail(host, 'power')` can cut it: their lease then runs
+   * out in etcd as a powered-off host's does (the rest share one connection).
+   */
+  ownConnection?: string[];
+}
+
+/** One simulated host. */
+export interface SimHost {
+  name: string;
+  /** Its agent's address for the spec: `unix://<dir>/<name>.sock`. */
+  address: string;
+  agent: Agent;
+  hypervisor: FakeHypervisorDriver;
+  network: FakeNetworkDriver;
+  membership?: EtcdMembership;
+  app?: FastifyInstance;
+  /** Its own etcd connection (`ownConnection`). */
+  client?: Etcd3;
+  down: boolean;
+}
+
+/** A simulated host runs no commands: a probe or a doctor check that would need one is refused, saying so. */
+export const refusingRunner = (host: string): Runner => ({
+  run: async (argv) => {
+    throw new UnsupportedError(
+      `host ${host} is simulated (fleet-sim): it runs no commands (${argv[0]})`,
+      `host/${host}`,
+    );
+  },
+  spawnDetached: async (argv) => {
+    throw new UnsupportedError(
+      `host ${host} is simulated (fleet-sim): it runs no commands (${argv[0]})`,
+      `host/${host}`,
+    );
+  },
+});
+
+/** N simulated hosts in this process. */
+export class FleetSim {
+  private readonly hosts = new Map<string, SimHost>();
+  private shared: Etcd3 | undefined;
+
+  constructor(private readonly opts: FleetSimOptions) {
+    if (opts.hosts.length > FLEET_SIM_MAX_HOSTS)
+      throw new InvalidRequestError(
+        `a simulator serves at most ${FLEET_SIM_MAX_HOSTS} hosts, asked ${opts.hosts.length}`,
+      );
+    for (const h of opts.hosts)
+      if (!NAME_PATTERN.test(h))
+        throw new InvalidRequestError(`simulated host name ${JSON.stringify(h)} is invalid`);
+    if (opts.etcd?.some((e) => !/^https?:\/\/[\w.-]+:\d{1,5}$/.test(e)))
+      throw new InvalidRequestError(`etcd endpoints are http(s)://ADDR:PORT, got ${opts.etcd.join(',')}`);
+  }
+
+  /** Starts every host: its agent, its lease (when etcd is given), then its listener. `concurrency` at a time. */
+  async start(concurrency = 50): Promise<void> {
+    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+    const etcd = this.opts.etcd;
+    if (etcd?.length) {
+      this.shared = etcdClient({ endpoints: etcd }, { retry: false, breaker: false });
+      // Connected before the first lease: a grant must not spend its short deadline on the connection.
+      await this.shared.maintenance.status();
+    }
+    // Agents and listeners first (the CPU-heavy part), then the leases: a renewal must not wait behind a server's
+    // set-up on this one event loop, or the host fences itself as a starved machine would.
+    await inParallel(this.opts.hosts, concurrency, (h) => this.startHost(h));
+    await inParallel(this.list(), concurrency, async (h) => h.membership?.start());
+  }
+
+  /** How many hosts hold their lease now. */
+  held(): number {
+    return this.list().filter((h) => h.membership?.status().mode === 'held').length;
+  }
+
+  private async startHost(name: string): Promise<void> {
+    const stateDir = join(this.opts.dir, 'state', name);
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const network = new FakeNetworkDriver();
+    const hypervisor = new FakeHypervisorDriver({ tapExists: (t) => network.hasPort(t) });
+    const etcd = this.opts.etcd;
+    const own = this.opts.ownConnection?.includes(name);
+    const client = etcd?.length && own ? etcdClient({ endpoints: etcd }, { retry: false }) : undefined;
+    let agent: Agent | undefined;
+    const membership = etcd?.length
+      ? new EtcdMembership({
+          host: name,
+          connection: { endpoints: etcd },
+          heartbeatSeconds: this.opts.heartbeatSeconds ?? CLUSTER_HEARTBEAT_S_DEFAULT,
+          stateDir,
+          fenceVms: (reason) => agent!.fenceVms(reason),
+          client: client ?? this.shared!,
+        })
+      : undefined;
+    agent = new Agent({
+      host: name,
+      runner: refusingRunner(name),
+      networks: { linux: network },
+      hypervisor,
+      stateDir,
+      ...(membership ? { cluster: membership } : {}),
+    });
+    await agent.start();
+    const host: SimHost = {
+      name,
+      address: `unix://${this.socket(name)}`,
+      agent,
+      hypervisor,
+      network,
+      ...(membership ? { membership } : {}),
+      ...(client ? { client } : {}),
+      down: false,
+    };
+    host.app = await this.serve(host);
+    this.hosts.set(name, host);
+  }
+
+  private async serve(host: SimHost): Promise<FastifyInstance> {
+    const app = await createAgentServer(host.agent, {
+      prerequisites: async () => [
+        {
+          name: 'simulated host',
+          ok: true,
+          detail: 'fleet-sim: in-memory hypervisor and network, no host commands',
+        },
+      ],
+    });
+    rmSync(this.socket(host.name), { force: true });
+    await listen(app, host.address);
+    return app;
+  }
+
+  private socket(name: string): string {
+    return join(this.opts.dir, `${name}.sock`);
+  }
+
+  /** Host `name`, or NotFoundError. */
+  host(name: string): SimHost {
+    const h = this.hosts.get(name);
+    if (!h) throw new NotFoundError('simulated host', name);
+    return h;
+  }
+
+  /** Every host, in the order they were given. */
+  list(): SimHost[] {
+    return this.opts.hosts.flatMap((h) => this.hosts.get(h) ?? []);
+  }
+
+  /**
+   * Fails host `name`: its agent stops answering and its VMs stop (the machine is gone). `clean`: the lease is revoked
+   * (an agent stopped cleanly: failed at once); `power`: renewals stop and etcd lets the lease run out (needs
+   * `ownConnection`).
+   */
+  async fail(name: string, how: 'clean' | 'power' = 'clean'): Promise<void> {
+    const h = this.host(name);
+    if (how === 'power' && !h.client)
+      throw new InvalidRequestError(
+        `host ${name} shares the etcd connection: list it in ownConnection to cut it`,
+      );
+    h.down = true;
+    await h.app?.close();
+    h.app = undefined;
+    for (const vm of await h.hypervisor.list()) await h.hypervisor.kill(vm.name);
+    if (how === 'power') h.client?.close();
+    else await h.membership?.stop();
+  }
+
+  /** Stops every host (leases revoked) and removes the directory. */
+  async close(): Promise<void> {
+    for (const h of this.hosts.values()) {
+      await h.app?.close().catch(() => undefined);
+      h.agent.stop();
+      if (!h.down) await h.membership?.stop().catch(() => undefined);
+      h.client?.close();
+    }
+    this.hosts.clear();
+    this.shared?.close();
+    rmSync(this.opts.dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `fn` on every item, `limit` at a time. */
+async function inParallel<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
+  const queue = [...items];
+  const worker = async () => {
+    for (let x = queue.shift(); x !== undefined; x = queue.shift()) await fn(x);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, queue.length) }, worker));
+}
