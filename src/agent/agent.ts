@@ -157,18 +157,20 @@ export class Agent {
     if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning] = await Promise.all([
-      hypervisor.accelerator(),
-      hypervisor.confidential?.().catch(() => undefined),
-      Promise.all(drivers.map((d) => d.capabilities())),
-      Promise.all(drivers.map((d) => d.listNetworks())),
-      hypervisor.list(),
-      uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
-      observeSecurityGroups(this.deps.networks),
-      this.devices(),
-      this.storage.listPools(),
-      observeTuning(this.deps.tuning),
-    ]);
+    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning, resources] =
+      await Promise.all([
+        hypervisor.accelerator(),
+        hypervisor.confidential?.().catch(() => undefined),
+        Promise.all(drivers.map((d) => d.capabilities())),
+        Promise.all(drivers.map((d) => d.listNetworks())),
+        hypervisor.list(),
+        uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
+        observeSecurityGroups(this.deps.networks),
+        this.devices(),
+        this.storage.listPools(),
+        observeTuning(this.deps.tuning),
+        hypervisor.hostResources?.().catch(() => undefined),
+      ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
     const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
@@ -203,6 +205,7 @@ export class Agent {
       capabilities: {
         ...accel,
         ...(confidential ? { confidential } : {}),
+        ...(resources ? { resources } : {}),
         cpus: cpus().length,
         memoryMiB: Math.floor(totalmem() / 1048576),
         network: Object.assign({}, ...caps) as Record<string, boolean>,

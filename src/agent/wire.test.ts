@@ -34,6 +34,11 @@ const report: Full<HostReport> = {
       keys: ['congestion', 'mtuProbing', 'ecn', 'fastOpen'],
       current: { congestion: 'bbr', mtuProbing: 0, ecn: 2, fastOpen: 1 },
     },
+    resources: {
+      onlineCpus: [0, 1, 2, 3],
+      cpuQuota: { available: false, reason: 'no cgroup v2 hierarchy at /sys/fs/cgroup' },
+      hugepages: { available: true, reason: '512 free', pageSizeKiB: 2048, free: 512, mount: '/dev/hugepages' },
+    },
   },
   networks: [
     {
@@ -130,8 +135,12 @@ const report: Full<HostReport> = {
           format: 'qcow2',
         },
         devices: [{ pci: '0000:65:00.0' }, { usb: '046d:c52b' }],
+        cpu: { pin: [2], quotaPercent: 50 },
+        hugepages: true,
       },
       ports: [{ network: 'prod100', tap: 'vlt-web1-1', bridge: 'vlo-eth1', trunk: ['prod100', 'test200'] }],
+      vcpus: [{ vcpu: 0, thread: 4321, cpus: '2' }],
+      cpuMax: '50000 100000',
     },
   ],
   securityGroups: [

@@ -1,4 +1,5 @@
 // Wire types of the agent's HTTP API: strict zod schemas (unknown fields rejected) shared by agent and controller.
+
 import { z } from 'zod';
 import { FencingTokenSchema } from '../shared/cluster.js';
 import { ErrorBodySchema } from '../shared/errors.js';
@@ -69,6 +70,7 @@ import {
   type WireIssue,
 } from './wire-checks.js';
 import { DoctorObservationsSchema } from './wire-doctor.js';
+import { HostResourcesSchema, ObservedVcpusSchema, VmCpuConfigSchema } from './wire-resources.js';
 import {
   DeviceInventorySchema,
   DeviceRequestsSchema,
@@ -185,6 +187,8 @@ export const VmConfigSchema = z
     confidential: z.enum(ConfidentialKinds).optional(),
     rootSource: DiskSourceSchema.optional(),
     devices: DeviceRequestsSchema.optional(),
+    cpu: VmCpuConfigSchema.optional(),
+    hugepages: z.boolean().optional(),
   })
   .strict() satisfies z.ZodType<VmConfig>;
 
@@ -515,6 +519,7 @@ export const HostReportSchema = z.object({
       })
       .optional(),
     tuning: TuningCapabilitiesSchema.optional(),
+    resources: HostResourcesSchema.optional(),
   }),
   networks: z.array(ObservedNetworkSchema),
   vms: z.array(
@@ -535,6 +540,8 @@ export const HostReportSchema = z.object({
           }),
         )
         .optional(),
+      vcpus: ObservedVcpusSchema.optional(),
+      cpuMax: z.string().max(64).optional(),
     }),
   ),
   uplink: z

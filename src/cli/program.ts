@@ -9,6 +9,7 @@ import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
 import { addAlertCommands } from './alert-commands.js';
 import { addBackupCommands, addRestoreCommands } from './backup-commands.js';
+import { addBalanceCommands } from './balance-commands.js';
 import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
 import { addClusterCommands } from './cluster-commands.js';
@@ -301,6 +302,7 @@ export function createCli(processes: Processes): Command {
   addCapacityCommand(program, api);
   addHostCommands(program, api);
   addHaCommands(program, api);
+  addBalanceCommands(program, api);
   addClusterCommands(program, api);
   addTokenCommands(program, api);
   addSecretCommands(program, api);

@@ -14,6 +14,7 @@ import { AuditLog } from './auth/audit.js';
 import { addAccessRoutes } from './auth/routes.js';
 import { TokenStore } from './auth/tokens.js';
 import { addBackupRoutes } from './backup/routes.js';
+import { addBalanceRoutes } from './balance/routes.js';
 import { installStandbyGate } from './cluster/active.js';
 import { addClusterRoutes } from './cluster/routes.js';
 import { type ClusterRuntime, standaloneRuntime } from './cluster/runtime.js';
@@ -429,6 +430,7 @@ export async function createControllerApi(
   addAccessRoutes(base, tokens, audit, (name) => ui.sessions.endAllOf(name));
   addSecretRoutes(base, controller);
   addHaRoutes(base, controller);
+  addBalanceRoutes(base, controller.balance);
   addDrillRoutes(base, { drills: controller.drills, startTask: (body) => startTask('drill', body) });
   addStorageRoutes(base, {
     storage: controller.storage,

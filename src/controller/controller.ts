@@ -13,6 +13,7 @@ import { BackupControl } from './backup/control.js';
 import { type BackupDeps, VmLocks } from './backup/deps.js';
 import { BackupKeys } from './backup/keys.js';
 import { BackupManager, type BackupManagerOptions } from './backup/manager.js';
+import { BalanceControl, snapshotWithRates } from './balance/service.js';
 import type { Coordination } from './cluster/types.js';
 import { type ConfirmTiming, RolledBackError } from './confirm.js';
 import { hostDevices } from './device-views.js';
@@ -115,6 +116,8 @@ export class Controller {
    * `MetricsSource` of alerts and the doctor, and the controller's own series (`metrics.series`).
    */
   readonly metrics: MetricsCollector;
+  /** The balancer: plans (`GET /v1/balance`), applies, and runs automatic rounds (an active-only service). */
+  readonly balance: BalanceControl;
   /** Alert rules of the applied spec: instances, silences, acks (the alert routes call it directly). */
   readonly alerts: AlertEngine;
   /** The last verify's matrix (`GET /v1/verify/last`, the web console's topology and matrix). */
@@ -204,6 +207,12 @@ export class Controller {
       },
       opts.metrics,
     );
+    this.balance = new BalanceControl({
+      spec: async () => (await this.specs.current())?.spec,
+      snapshot: () => snapshotWithRates(this.metrics),
+      ha: () => this.ha.view(0),
+      events: (kind, message) => store.appendEvent(kind, message),
+    });
     // `scale` actions grow volumes through the same path as `vmlink volume resize`.
     this.alerts = new AlertEngine({
       store,

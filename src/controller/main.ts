@@ -137,6 +137,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     start: () => controller.metrics.start(),
     stop: () => controller.metrics.stop(),
   });
+  // Automatic balancing (`cluster.balance: automatic`): the active controller's rounds only.
+  runtime.addActiveService({
+    name: 'balancer',
+    start: () => controller.balance.start(),
+    stop: async () => controller.balance.stop(),
+  });
   // Alert rules after each collection, on the active controller; their counts are the vmlink_alerts gauge.
   runtime.addActiveService(
     alertService(controller.alerts, controller.metrics, (rows) => controller.metrics.series.setAlerts(rows)),

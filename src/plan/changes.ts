@@ -1,8 +1,10 @@
 // Field-by-field differences between a realised config and the desired one, each with how it is applied.
+
 import type { DeviceRequest } from '../shared/devices.js';
 import type { DiskConfig, NetworkConfig, NicConfig, VmConfig } from '../shared/model.js';
 import type { DiskSource } from '../shared/storage.js';
 import { canonicalJson } from './hash.js';
+import { resourceChanges } from './resolve-resources.js';
 
 /**
  * How a changed field reaches the running object: `hot-plug`/`hot-unplug` through QMP while the VM runs,
@@ -100,6 +102,7 @@ export function vmFieldChanges(from: VmConfig, to: VmConfig): FieldChange[] {
       text: `image ${imageLabel(from.image)} -> ${imageLabel(to.image)}`,
       how: 'restart',
     });
+  out.push(...resourceChanges(from, to));
   if (from.confidential !== to.confidential)
     out.push({
       field: 'confidential',

@@ -1,4 +1,5 @@
 // Resolution: a validated spec -> per-host network and VM configs with every default and derived name filled in.
+
 import type {
   DhcpReservation,
   ForwardConfig,
@@ -24,6 +25,7 @@ import {
 import type { HostSpec, MultiHostNetworkSpec, NetworkSpec, NicSpec, Spec } from '../spec/schema.js';
 import { hostAddress, hostSegments, isMultiHost, networkHosts, VXLAN_PORT } from '../spec/topology.js';
 import { subnetPlan } from '../spec/validate/addressing.js';
+import { vmResourceConfig } from './resolve-resources.js';
 import { resolveSecurityGroups } from './security-groups.js';
 import { type DesiredVolume, resolveDisk, resolveStorage, vmStorageFields } from './storage.js';
 
@@ -215,6 +217,7 @@ export function resolveSpec(spec: Spec): DesiredState {
       state: vm.state,
       ...(vm.confidential ? { confidential: vm.confidential } : {}),
       ...vmStorageFields(spec, vm),
+      ...vmResourceConfig(vm),
     });
   }
   for (const [name, storage] of Object.entries(resolveStorage(spec))) {

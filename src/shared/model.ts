@@ -164,6 +164,23 @@ export interface VmConfig {
   rootSource?: DiskSource;
   /** Host devices passed through, as checked at plan time. */
   devices?: DeviceRequest[];
+  /** vCPU pinning (`pin[i]`: the host CPU of vCPU i) and CPU quota (percent of its vCPUs' time); absent: neither. */
+  cpu?: VmCpuConfig;
+  /** Guest RAM on the host's huge pages (hugetlbfs). */
+  hugepages?: boolean;
+}
+
+/** A VM's CPU placement and limit (`vms[].cpu`). */
+export interface VmCpuConfig {
+  pin?: number[];
+  quotaPercent?: number;
+}
+
+/** One vCPU's thread as observed: which host CPUs it may run on (`Cpus_allowed_list`). */
+export interface ObservedVcpu {
+  vcpu: number;
+  thread: number;
+  cpus: string;
 }
 
 /** Power state of a VM as observed on its host. */
@@ -202,6 +219,10 @@ export interface ObservedVm {
   config?: VmConfig;
   /** Its NICs' host devices as realised, in NIC order (names may be hashed ones from before readable names). */
   ports?: ObservedPort[];
+  /** Its vCPU threads and where they may run (a running VM with `cpu.pin`). */
+  vcpus?: ObservedVcpu[];
+  /** Its cgroup's `cpu.max` (a running VM with `cpu.quota`). */
+  cpuMax?: string;
 }
 
 /** A VM NIC's host side: the tap and the bridge it is attached to. */
@@ -228,6 +249,18 @@ export interface HostCapabilities {
   confidential?: ConfidentialCapabilities;
   /** TCP tuning of its network namespace: what it can set, what it has (absent from agents before tuning). */
   tuning?: TuningCapabilities;
+  /** CPUs to pin to, CPU quotas, huge pages (absent from agents before issue 13). */
+  resources?: HostResources;
+}
+
+/** What a host offers for `vms[].cpu` and `vms[].memory.hugepages`. */
+export interface HostResources {
+  /** Host CPUs a VM may be pinned to (`/sys/devices/system/cpu/online`). */
+  onlineCpus: number[];
+  /** Quotas need a cgroup v2 hierarchy vmlink may write (`cpu.max`). */
+  cpuQuota: { available: boolean; reason: string };
+  /** Free huge pages of the default size and a hugetlbfs mount to back guest RAM with. */
+  hugepages: { available: boolean; reason: string; pageSizeKiB: number; free: number; mount?: string };
 }
 
 /** How a host's uplink itself must be configured (spec `hosts[].network`); changes are commit-confirmed. */

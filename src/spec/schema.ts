@@ -45,6 +45,7 @@ import {
 import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
+import { clusterBalanceFields, vmResourceFields } from './schema-balance.js';
 import { AlertRulesSchema, HostTuningSchema } from './schema-observe.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
@@ -537,6 +538,7 @@ export const VmSchema = z
     protected: z.boolean().default(false),
     /** A confidential VM (AMD SEV, SEV-SNP or Intel TDX): needs KVM and a host that reports the support. */
     confidential: z.enum(ConfidentialKinds).optional(),
+    ...vmResourceFields,
   })
   .strict();
 
@@ -561,6 +563,7 @@ export const ClusterSchema = z
       .object({ hostFailures: z.number().int().min(0).max(8).default(0) })
       .strict()
       .default({ hostFailures: 0 }),
+    ...clusterBalanceFields,
   })
   .strict();
 

@@ -150,6 +150,8 @@ describe('the role policy', () => {
     expect(withRole('operator')).toEqual(
       [
         'DELETE /v1/tasks/:id',
+        // Balancing (issue 13): live migrations of the plan.
+        'POST /v1/balance/apply',
         'POST /v1/plan',
         'POST /v1/verify',
         'POST /v1/verify/throughput',

@@ -60,6 +60,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/volumes/:pool/:name/snapshots': read(),
   'GET /v1/capacity': read(),
   'GET /v1/ha': read(),
+  'GET /v1/balance': read(),
   // Prometheus scrapes with a read-only token (examples/prometheus/prometheus.yml).
   'GET /v1/metrics': read(),
   // Alerts (issue 14): the view is read-only; silences and acks change how the whole site's alerts act.
@@ -83,6 +84,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/plan': operator('unscoped'),
   'POST /v1/verify': operator('unscoped'),
   'POST /v1/verify/throughput': operator('unscoped'),
+  // Moves VMs between hosts (live migrations): every VM may be one of them.
+  'POST /v1/balance/apply': operator('unscoped'),
   'POST /v1/vms/:name/start': operator('vm'),
   'POST /v1/vms/:name/stop': operator('vm'),
   'POST /v1/vms/:name/migrate': operator('vm'),

@@ -1,6 +1,12 @@
 import type { Socket } from 'node:net';
 import type { FullReadReason } from '../../shared/backup.js';
-import type { ConfidentialCapabilities, HostCapabilities, ObservedVm, VmConfig } from '../../shared/model.js';
+import type {
+  ConfidentialCapabilities,
+  HostCapabilities,
+  HostResources,
+  ObservedVm,
+  VmConfig,
+} from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
 import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
 import type { ObservedSnapshot } from '../../shared/storage.js';
@@ -138,6 +144,8 @@ export interface HypervisorDriver {
   accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>>;
   /** Which confidential-VM kinds this host can launch (absent: none). */
   confidential?(): Promise<ConfidentialCapabilities>;
+  /** CPUs to pin to, CPU quotas and huge pages here (absent: the report says nothing of them). */
+  hostResources?(): Promise<HostResources>;
   /** Re-adopts VMs left running by an earlier agent (pidfile + QMP), without restarting them. */
   adopt(): Promise<void>;
 

@@ -13,6 +13,7 @@ import { checkDuplicates, checkHostReferences } from './names.js';
 import { checkMultiHost, checkSite } from './overlays.js';
 import { checkSecurityGroups } from './security-groups.js';
 import { checkStorage } from './storage.js';
+import { checkVmResources } from './vm-resources.js';
 import { checkForwards, checkNics } from './vms.js';
 
 /** Returns every semantic problem of a schema-valid spec (empty when the spec is sound). */
@@ -47,5 +48,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkCluster(spec, hostIdx, add);
   checkBackups(spec, hostIdx, add);
   checkAlerts(spec, add);
+  checkVmResources(spec, add);
   return issues;
 }

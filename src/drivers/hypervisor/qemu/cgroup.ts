@@ -3,6 +3,7 @@
 import { mkdir, readFile, rmdir, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VmlinkError } from '../../../shared/errors.js';
+import { cpuMaxValue } from './cpu-pinning.js';
 
 /** Where the unified hierarchy is mounted on a cgroup v2 host. */
 export const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -21,6 +22,8 @@ export interface VmCgroupLimits {
   cpus: number;
   /** Tasks (QEMU threads) at most. */
   pids: number;
+  /** `vms[].cpu.quota`: this percent of the vCPUs' time (default 100). */
+  quotaPercent?: number;
 }
 
 /** Whether `root` is a cgroup v2 (unified) mount: only there does the agent create per-VM cgroups. */
@@ -36,8 +39,8 @@ export function cgroupLimitFiles(limits: VmCgroupLimits): Array<[string, string]
     ['memory.max', String(memory)],
     ['memory.swap.max', '0'],
     ['pids.max', String(limits.pids)],
-    // One vCPU is one CPU's worth of time per 100 ms period; QEMU's I/O threads share that budget.
-    ['cpu.max', `${limits.cpus * 100_000} 100000`],
+    // One vCPU is one CPU's worth of time per 100 ms period (less with a quota); QEMU's I/O threads share it.
+    ['cpu.max', cpuMaxValue(limits.cpus, limits.quotaPercent)],
   ];
 }
 

@@ -49,6 +49,11 @@ function argv(cfg: VmConfig, accel: 'kvm' | 'tcg' = 'tcg'): string[] {
 }
 
 describe('buildQemuArgv (golden)', () => {
+  it('huge pages: RAM from a preallocated hugetlbfs file backend named by the machine (pinning adds no argument)', async () => {
+    const cfg: VmConfig = { ...base, hugepages: true, cpu: { pin: [2], quotaPercent: 50 } };
+    await expect(render(argv(cfg, 'kvm'))).toMatchFileSnapshot('./__golden__/test-guest-hugepages.txt');
+  });
+
   it('test guest with two NICs, a static IP and a jumbo MTU under TCG', async () => {
     const cfg: VmConfig = {
       ...base,

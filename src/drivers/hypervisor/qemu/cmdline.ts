@@ -1,8 +1,10 @@
 // The QEMU command line of a VM: a pure function of its config, accelerator and paths (golden-tested).
+
 import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { type ConfidentialLaunch, confidentialArgs } from './confidential-args.js';
 import { attachedOverQmp, diskPortArgs, diskSlotIds } from './disk-slots.js';
 import { diskSerial } from './disk-sources.js';
+import { HUGEPAGES_BACKEND_ID, HUGEPAGES_MOUNT_DEFAULT, hugepagesArgs } from './hugepages-args.js';
 import { passthroughArgs } from './passthrough-args.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
@@ -95,6 +97,8 @@ export interface CmdlineInput {
   confidential?: ConfidentialLaunch;
   /** Slot of each disk, in `config.disks` order (see `assignDiskSlots`); default: disk i in slot i. */
   diskSlots?: readonly number[];
+  /** The hugetlbfs mount a `hugepages` VM's RAM comes from (default HUGEPAGES_MOUNT_DEFAULT). */
+  hugepagesMount?: string;
 }
 
 /**
@@ -213,7 +217,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     '-nodefaults',
     '-no-user-config',
     '-machine',
-    `${QEMU_MACHINE},accel=${accel}${cvm?.machine ?? ''}`,
+    `${QEMU_MACHINE},accel=${accel}${cvm?.machine ?? ''}${cfg.hugepages ? `,memory-backend=${HUGEPAGES_BACKEND_ID}` : ''}`,
     ...(cvm?.args ?? []),
     // Disks over QMP (encrypted, from pools) need keys or descriptors first, and neither goes on the command line:
     // start paused, attach them over QMP, then run (disk-attach.ts).
@@ -224,6 +228,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     String(cfg.cpus),
     '-m',
     String(cfg.memoryMiB),
+    ...(cfg.hugepages ? hugepagesArgs(cfg.memoryMiB, input.hugepagesMount ?? HUGEPAGES_MOUNT_DEFAULT) : []),
     '-display',
     'none',
     '-vga',

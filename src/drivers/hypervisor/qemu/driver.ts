@@ -20,6 +20,7 @@ import { log } from '../../../shared/log.js';
 import type {
   ConfidentialCapabilities,
   HostCapabilities,
+  HostResources,
   ObservedVm,
   VmConfig,
 } from '../../../shared/model.js';
@@ -42,7 +43,7 @@ import type {
   VmStats,
 } from '../types.js';
 import { QemuBackups } from './backup-capture.js';
-import { removeVmCgroup } from './cgroup.js';
+import { CGROUP_ROOT, removeVmCgroup, vmCgroupPath } from './cgroup.js';
 import {
   assertQemuSafePath,
   assignNicSlots,
@@ -52,6 +53,7 @@ import {
   vmPaths,
 } from './cmdline.js';
 import { launchFor } from './confidential.js';
+import { checkVmResources, pinStartedVm, probeHostResources } from './cpu-pinning.js';
 import { attachDisksAtStart, disksAtStart } from './disk-attach.js';
 import { assertEncryptionKept, diskKeys, diskSecrets } from './disk-keys.js';
 import { VmDiskOps } from './disk-ops.js';
@@ -193,6 +195,11 @@ export class QemuDriver implements HypervisorDriver {
 
   accelerator(): Promise<Pick<HostCapabilities, 'accelerator' | 'acceleratorReason'>> {
     return this.probes.accelerator();
+  }
+
+  /** CPUs to pin to, CPU quotas and huge pages on this host (the report's `capabilities.resources`). */
+  async hostResources(): Promise<HostResources> {
+    return probeHostResources(await this.probes.cgroupRoot(), this.opts.cgroupRoot ?? CGROUP_ROOT);
   }
 
   /** Which confidential-VM kinds this host can launch, each with the missing piece where it cannot. */
@@ -426,6 +433,9 @@ export class QemuDriver implements HypervisorDriver {
         await rm(f, { force: true });
       await this.rotateLogs(name);
       const cgroupRoot = await this.probes.cgroupRoot();
+      // Pinning, quota and huge pages the host cannot honour refuse the start before anything runs.
+      if (vm.config.cpu || vm.config.hugepages)
+        checkVmResources(vm.config, await probeHostResources(cgroupRoot, CGROUP_ROOT), 'this host');
       const argv = await vmLaunchArgv({
         launcher: this.launcher,
         identity: id,
@@ -461,6 +471,11 @@ export class QemuDriver implements HypervisorDriver {
         forceStop: () => this.stopLocked(name, { force: true }),
         ...(ctx ? { ctx } : {}),
         ...(incoming ? { incoming } : {}),
+      });
+      // A VM whose pinning fails does not run unpinned: it is stopped and the start fails.
+      await pinStartedVm(this.runner, vm.config, pid, () => this.qmp(name)).catch(async (e: unknown) => {
+        await this.stopLocked(name, { force: true }).catch(() => {});
+        throw e;
       });
     });
   }
@@ -599,6 +614,10 @@ export class QemuDriver implements HypervisorDriver {
       livePid: () => this.livePid(name),
       pidfile: this.paths(name).pidfile,
       qmp: (timeoutMs) => this.qmp(name, timeoutMs),
+      cgroupDir: async () => {
+        const root = await this.probes.cgroupRoot();
+        return root ? vmCgroupPath(name, root) : undefined;
+      },
     });
   }
 

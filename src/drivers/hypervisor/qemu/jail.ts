@@ -75,7 +75,12 @@ export async function vmLaunchArgv(i: VmLaunchInput): Promise<string[]> {
   const cgroup = i.cgroupRoot
     ? await prepareVmCgroup(
         i.config.name,
-        { memoryMiB: i.config.memoryMiB, cpus: i.config.cpus, pids: QEMU_MAX_TASKS },
+        {
+          memoryMiB: i.config.memoryMiB,
+          cpus: i.config.cpus,
+          pids: QEMU_MAX_TASKS,
+          ...(i.config.cpu?.quotaPercent !== undefined ? { quotaPercent: i.config.cpu.quotaPercent } : {}),
+        },
         i.cgroupRoot,
       )
     : undefined;

@@ -3,6 +3,7 @@ import { lstat } from 'node:fs/promises';
 import { QMP_STATUS_TIMEOUT_MS } from '../../../shared/limits.js';
 import type { ObservedVm, VmPowerState } from '../../../shared/model.js';
 import { readPidfile } from '../../../shared/process.js';
+import { observeVmCpu } from './cpu-pinning.js';
 import { powerState } from './power-state.js';
 import type { QmpClient } from './qmp.js';
 import type { StoredVm } from './vm-store.js';
@@ -13,6 +14,8 @@ export interface ObserveDeps {
   livePid: () => Promise<number | undefined>;
   pidfile: string;
   qmp: (timeoutMs: number) => Promise<QmpClient>;
+  /** The VM's cgroup directory where it has one (its `cpu.max` is reported for a quota). */
+  cgroupDir?: () => Promise<string | undefined>;
 }
 
 /** VM `name` as it is now; never throws for what the VM's uid left in its run directory (it says so instead). */
@@ -46,6 +49,15 @@ export async function observeVm(name: string, d: ObserveDeps): Promise<ObservedV
       problems.push(`QMP not answering: ${(e as Error).message}`);
     }
   }
+  const cpu =
+    pid !== undefined && vm && (vm.config.cpu?.pin || vm.config.cpu?.quotaPercent !== undefined)
+      ? await observeVmCpu(vm.config, pid, () => d.qmp(QMP_STATUS_TIMEOUT_MS), await d.cgroupDir?.()).catch(
+          (e: unknown) => {
+            problems.push(`vCPU pinning unreadable: ${(e as Error).message}`);
+            return {};
+          },
+        )
+      : {};
   return {
     name,
     state,
@@ -53,5 +65,6 @@ export async function observeVm(name: string, d: ObserveDeps): Promise<ObservedV
     configHash: vm?.configHash ?? '',
     problems,
     ...(vm ? { config: vm.config } : {}),
+    ...cpu,
   };
 }
