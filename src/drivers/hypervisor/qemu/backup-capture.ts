@@ -36,6 +36,7 @@ import {
   foldOffline,
   type NbdServers,
   type OfflineDeps,
+  offlineKeys,
   openOffline,
   openRestore,
 } from './backup-offline.js';
@@ -70,7 +71,7 @@ export class QemuBackups {
     name: string,
     opts: BackupOpenOptions,
     ctx?: OpContext,
-    _secrets?: SecretValues,
+    secrets?: SecretValues,
   ): Promise<BackupView> {
     return this.h.locked(name, async () => {
       const vm = await this.h.mustStored(name);
@@ -97,7 +98,7 @@ export class QemuBackups {
           return { ...view, commit: () => end('commit'), abort: () => end('abort') };
         }
         ctx?.progress?.(`serving ${disks.length} disk(s) of stopped VM ${name} read-only`);
-        const deps = this.offlineDeps(name);
+        const deps = this.offlineDeps(name, offlineKeys(name, vm.config.disks, disks, secrets));
         const o = await openOffline(deps, disks, opts);
         const end = this.ender(name, (outcome) => endOffline(deps, o.record, o.servers, outcome));
         return {
@@ -115,7 +116,7 @@ export class QemuBackups {
   }
 
   /** The stopped VM's disks writable over NBD for a restore. */
-  async restoreOpen(name: string, ctx?: OpContext, _secrets?: SecretValues): Promise<RestoreView> {
+  async restoreOpen(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<RestoreView> {
     return this.h.locked(name, async () => {
       const vm = await this.h.mustStored(name);
       if (await this.h.running(name))
@@ -125,7 +126,8 @@ export class QemuBackups {
         const paths = this.h.paths(name);
         const disks = backupDisks(vm.config, paths, vm.diskSlots);
         ctx?.progress?.(`serving ${disks.length} disk(s) of VM ${name} writable for a restore`);
-        const { record: _r, ...deps } = this.offlineDeps(name);
+        const keys = offlineKeys(name, vm.config.disks, disks, secrets);
+        const { record: _r, ...deps } = this.offlineDeps(name, keys);
         const view = await openRestore(deps, disks);
         let closed = false;
         return {
@@ -247,7 +249,7 @@ export class QemuBackups {
     };
   }
 
-  private offlineDeps(name: string): OfflineDeps {
+  private offlineDeps(name: string, keys?: ReadonlyMap<string, string>): OfflineDeps {
     if (!this.h.nbd)
       throw new UnsupportedError(
         `VM ${name} is stopped: serving its disks needs qemu-nbd support, which this agent lacks`,
@@ -260,6 +262,7 @@ export class QemuBackups {
       ...(this.h.netns ? { netns: this.h.netns } : {}),
       nbd: this.h.nbd,
       socketDir: this.socketDir(name),
+      ...(keys ? { keys } : {}),
       record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
     };
   }
