@@ -78,9 +78,14 @@ export class QemuBackups {
       this.claim(name);
       try {
         const paths = this.h.paths(name);
-        // A record without a view in this process: an earlier agent died mid-backup and nobody cleaned up.
-        if (await readViewRecord(paths)) await this.cleanupLocked(name);
         const disks = backupDisks(vm.config, paths, vm.diskSlots);
+        // Encrypted disks' keys, when sent: the bitmaps of an image nothing has open change only with its key.
+        let keys: Map<string, string> | undefined;
+        try {
+          keys = offlineKeys(name, vm.config.disks, disks, secrets);
+        } catch {}
+        // A record without a view in this process: an earlier agent died mid-backup and nobody cleaned up.
+        if (await readViewRecord(paths)) await this.cleanupLocked(name, keys);
         if (await this.h.running(name)) {
           ctx?.progress?.(`opening a backup view of ${disks.length} disk(s) of running VM ${name}`);
           const deps = await this.liveDeps(name);
@@ -91,7 +96,7 @@ export class QemuBackups {
             } catch (e) {
               // QEMU stopped while the view was open (its fleece went with it): end the bitmaps in the images.
               if (await this.h.running(name)) throw e;
-              await foldOffline(this.foldDeps(name), o.record, outcome);
+              await foldOffline(this.foldDeps(name, keys), o.record, outcome);
             }
           });
           const { record: _r, ...view } = o;
@@ -155,7 +160,7 @@ export class QemuBackups {
     await this.h.locked(name, () => this.cleanupLocked(name));
   }
 
-  private async cleanupLocked(name: string): Promise<void> {
+  private async cleanupLocked(name: string, keys?: ReadonlyMap<string, string>): Promise<void> {
     const paths = this.h.paths(name);
     const vm = await this.h.mustStored(name);
     const record = await readViewRecord(paths);
@@ -196,13 +201,14 @@ export class QemuBackups {
     );
     if (record.kind === 'stopped' && this.h.nbd)
       for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
-    await foldOffline(this.foldDeps(name), record, 'abort');
+    await foldOffline(this.foldDeps(name, keys), record, 'abort');
   }
 
-  private foldDeps(name: string): Parameters<typeof foldOffline>[0] {
+  private foldDeps(name: string, keys?: ReadonlyMap<string, string>): Parameters<typeof foldOffline>[0] {
     const paths = this.h.paths(name);
     return {
       vm: name,
+      ...(keys ? { keys } : {}),
       runner: this.h.runner,
       ...(this.h.netns ? { netns: this.h.netns } : {}),
       record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
