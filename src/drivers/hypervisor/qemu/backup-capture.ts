@@ -36,6 +36,7 @@ import {
   foldOffline,
   type NbdServers,
   type OfflineDeps,
+  offlineKeys,
   openOffline,
   openRestore,
 } from './backup-offline.js';
@@ -70,16 +71,21 @@ export class QemuBackups {
     name: string,
     opts: BackupOpenOptions,
     ctx?: OpContext,
-    _secrets?: SecretValues,
+    secrets?: SecretValues,
   ): Promise<BackupView> {
     return this.h.locked(name, async () => {
       const vm = await this.h.mustStored(name);
       this.claim(name);
       try {
         const paths = this.h.paths(name);
-        // A record without a view in this process: an earlier agent died mid-backup and nobody cleaned up.
-        if (await readViewRecord(paths)) await this.cleanupLocked(name);
         const disks = backupDisks(vm.config, paths, vm.diskSlots);
+        // Encrypted disks' keys, when sent: the bitmaps of an image nothing has open change only with its key.
+        let keys: Map<string, string> | undefined;
+        try {
+          keys = offlineKeys(name, vm.config.disks, disks, secrets);
+        } catch {}
+        // A record without a view in this process: an earlier agent died mid-backup and nobody cleaned up.
+        if (await readViewRecord(paths)) await this.cleanupLocked(name, keys);
         if (await this.h.running(name)) {
           ctx?.progress?.(`opening a backup view of ${disks.length} disk(s) of running VM ${name}`);
           const deps = await this.liveDeps(name);
@@ -90,14 +96,14 @@ export class QemuBackups {
             } catch (e) {
               // QEMU stopped while the view was open (its fleece went with it): end the bitmaps in the images.
               if (await this.h.running(name)) throw e;
-              await foldOffline(this.foldDeps(name), o.record, outcome);
+              await foldOffline(this.foldDeps(name, keys), o.record, outcome);
             }
           });
           const { record: _r, ...view } = o;
           return { ...view, commit: () => end('commit'), abort: () => end('abort') };
         }
         ctx?.progress?.(`serving ${disks.length} disk(s) of stopped VM ${name} read-only`);
-        const deps = this.offlineDeps(name);
+        const deps = this.offlineDeps(name, offlineKeys(name, vm.config.disks, disks, secrets));
         const o = await openOffline(deps, disks, opts);
         const end = this.ender(name, (outcome) => endOffline(deps, o.record, o.servers, outcome));
         return {
@@ -115,7 +121,7 @@ export class QemuBackups {
   }
 
   /** The stopped VM's disks writable over NBD for a restore. */
-  async restoreOpen(name: string, ctx?: OpContext, _secrets?: SecretValues): Promise<RestoreView> {
+  async restoreOpen(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<RestoreView> {
     return this.h.locked(name, async () => {
       const vm = await this.h.mustStored(name);
       if (await this.h.running(name))
@@ -125,7 +131,8 @@ export class QemuBackups {
         const paths = this.h.paths(name);
         const disks = backupDisks(vm.config, paths, vm.diskSlots);
         ctx?.progress?.(`serving ${disks.length} disk(s) of VM ${name} writable for a restore`);
-        const { record: _r, ...deps } = this.offlineDeps(name);
+        const keys = offlineKeys(name, vm.config.disks, disks, secrets);
+        const { record: _r, ...deps } = this.offlineDeps(name, keys);
         const view = await openRestore(deps, disks);
         let closed = false;
         return {
@@ -153,7 +160,7 @@ export class QemuBackups {
     await this.h.locked(name, () => this.cleanupLocked(name));
   }
 
-  private async cleanupLocked(name: string): Promise<void> {
+  private async cleanupLocked(name: string, keys?: ReadonlyMap<string, string>): Promise<void> {
     const paths = this.h.paths(name);
     const vm = await this.h.mustStored(name);
     const record = await readViewRecord(paths);
@@ -194,13 +201,14 @@ export class QemuBackups {
     );
     if (record.kind === 'stopped' && this.h.nbd)
       for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
-    await foldOffline(this.foldDeps(name), record, 'abort');
+    await foldOffline(this.foldDeps(name, keys), record, 'abort');
   }
 
-  private foldDeps(name: string): Parameters<typeof foldOffline>[0] {
+  private foldDeps(name: string, keys?: ReadonlyMap<string, string>): Parameters<typeof foldOffline>[0] {
     const paths = this.h.paths(name);
     return {
       vm: name,
+      ...(keys ? { keys } : {}),
       runner: this.h.runner,
       ...(this.h.netns ? { netns: this.h.netns } : {}),
       record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
@@ -247,7 +255,7 @@ export class QemuBackups {
     };
   }
 
-  private offlineDeps(name: string): OfflineDeps {
+  private offlineDeps(name: string, keys?: ReadonlyMap<string, string>): OfflineDeps {
     if (!this.h.nbd)
       throw new UnsupportedError(
         `VM ${name} is stopped: serving its disks needs qemu-nbd support, which this agent lacks`,
@@ -260,6 +268,7 @@ export class QemuBackups {
       ...(this.h.netns ? { netns: this.h.netns } : {}),
       nbd: this.h.nbd,
       socketDir: this.socketDir(name),
+      ...(keys ? { keys } : {}),
       record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
     };
   }

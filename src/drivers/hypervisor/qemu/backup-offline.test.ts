@@ -39,10 +39,10 @@ const nbd: NbdServers = {
       '-x',
       o.exportName,
       '-f',
-      o.format,
+      o.format ?? 'qcow2',
       ...(o.readOnly ? ['-r'] : []),
       ...(o.bitmap ? ['-B', o.bitmap] : []),
-      o.image,
+      o.image as string, // plain images only here: backup-offline-luks.test.ts serves encrypted ones
     ]);
     const stop = async () => {
       const pid = Number((await readFile(pidfile, 'utf8').catch(() => '0')).trim());

@@ -1,12 +1,17 @@
 // A stopped VM's disks for a backup (read-only) or a restore (writable): one `qemu-nbd` per disk (the nbd helper's
 // servers), and its persistent dirty bitmaps handled with `qemu-img bitmap` while nothing else has the image open.
-import { mkdir } from 'node:fs/promises';
+// An encrypted disk (a LUKS-encrypted qcow2, vmlink's only encrypted format: storage/qemu-img.ts) opens with its
+// key: for qemu-img on stdin, for qemu-nbd in a 0600 file of the 0700 socket directory removed once it is open.
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
 import { BadResponseError, InvalidStateError, UnsupportedError } from '../../../shared/errors.js';
 import { QEMU_IMG_INFO_MAX_BYTES } from '../../../shared/limits.js';
-import type { BackupOpenOptions, BackupViewDisk, RestoreView } from '../types.js';
+import type { DiskConfig } from '../../../shared/model.js';
+import { keyObjectOnStdin } from '../../storage/qemu-img.js';
+import type { BackupOpenOptions, BackupViewDisk, RestoreView, SecretValues } from '../types.js';
 import { type BackupDisk, checkBitmapNames, type ViewRecord } from './backup-disks.js';
 import { changedOf } from './backup-live.js';
+import { diskSecrets } from './disk-keys.js';
 
 /** One `qemu-nbd` serving a disk on a unix socket (drivers/backup/qemu-nbd.ts). */
 export interface NbdServerHandle {
@@ -18,12 +23,14 @@ export interface NbdServerHandle {
 /** How the capture starts and stops `qemu-nbd` (the nbd helper's `startQemuNbd`/`stopQemuNbd`). */
 export interface NbdServers {
   start(opts: {
-    image: string;
-    format: 'qcow2' | 'raw';
+    /** A path, or `--image-opts` naming the secrets (an encrypted disk); the same shape as `QemuNbdOptions`. */
+    image: string | { imageOpts: string };
+    format?: 'qcow2' | 'raw';
     readOnly: boolean;
     bitmap?: string;
     socketDir: string;
     exportName: string;
+    secrets?: { id: string; file: string }[];
   }): Promise<NbdServerHandle>;
   /** Stops a server an earlier agent left (by its recorded identity); none running is not an error. */
   stopLeft(socketDir: string, exportName: string): Promise<void>;
@@ -38,6 +45,95 @@ export interface OfflineDeps {
   /** Root's directory for the servers' sockets and identity files. */
   socketDir: string;
   record: { write(r: ViewRecord): Promise<void>; remove(): Promise<void> };
+  /** Base64 LUKS keys of the encrypted disks, by disk name (`offlineKeys`); held in memory only. */
+  keys?: ReadonlyMap<string, string>;
+}
+
+/**
+ * The LUKS key of each encrypted disk among `disks` (by name) from the step's secrets; refuses, naming the disk and
+ * the secret (never a value), when one was not sent.
+ */
+export function offlineKeys(
+  vm: string,
+  configDisks: readonly Pick<DiskConfig, 'name' | 'encryption'>[],
+  disks: readonly BackupDisk[],
+  secrets: SecretValues | undefined,
+): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const x of disks) {
+    if (!x.encrypted) continue;
+    const c = configDisks.find((d) => d.name === x.name);
+    const key = c ? diskSecrets(vm, c, secrets).keyBase64 : undefined;
+    if (key === undefined)
+      throw new InvalidStateError(`VM ${vm}: encrypted disk ${x.name} has no key in its config`, `vm/${vm}`);
+    keys.set(x.name, key);
+  }
+  return keys;
+}
+
+/** The secret id an encrypted image's options name. */
+const KEY_ID = 'vmlink-key';
+
+/** `--image-opts` of a LUKS qcow2 at `image` (a host path: commas doubled, QEMU's escape). */
+function encryptedImageOpts(image: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (!image.startsWith('/') || /[\u0000-\u001f]/.test(image))
+    throw new InvalidStateError(`encrypted image ${JSON.stringify(image)} is not a host path`, image);
+  return `driver=qcow2,file.driver=file,file.filename=${image.replaceAll(',', ',,')},encrypt.key-secret=${KEY_ID}`;
+}
+
+/** `qemu-img bitmap ARGS... IMAGE NAME` on `image`, keyed (stdin, `--image-opts`) when `key` is given. */
+async function qemuImgBitmap(
+  d: Pick<OfflineDeps, 'runner' | 'netns'>,
+  args: string[],
+  image: string,
+  name: string,
+  key: string | undefined,
+): Promise<void> {
+  const o = d.netns ? { netns: d.netns } : {};
+  if (key === undefined) {
+    await d.runner.run(['qemu-img', 'bitmap', ...args, image, name], o);
+    return;
+  }
+  await d.runner.run(
+    keyObjectOnStdin(
+      ['qemu-img', 'bitmap', '--image-opts', ...args, encryptedImageOpts(image), name],
+      KEY_ID,
+    ),
+    { ...o, input: key },
+  );
+}
+
+/**
+ * Starts the server of one disk: an encrypted one's key goes to qemu-nbd as a file (never argv) in the 0700 socket
+ * directory, made 0600 and removed as soon as qemu-nbd has the image open (or failed to).
+ */
+async function startServer(
+  d: Pick<OfflineDeps, 'nbd' | 'socketDir' | 'keys' | 'vm'>,
+  x: BackupDisk,
+  readOnly: boolean,
+  bitmap: string | undefined,
+): Promise<NbdServerHandle> {
+  const common = { readOnly, socketDir: d.socketDir, exportName: x.name, ...(bitmap ? { bitmap } : {}) };
+  if (!x.encrypted) return d.nbd.start({ ...common, image: x.image, format: x.qcow2 ? 'qcow2' : 'raw' });
+  const key = d.keys?.get(x.name);
+  if (key === undefined)
+    throw new InvalidStateError(
+      `VM ${d.vm}: disk ${x.name} is encrypted and its key was not given`,
+      `vm/${d.vm}`,
+    );
+  const file = `${d.socketDir}/key-${x.name}`;
+  await rm(file, { force: true });
+  try {
+    await writeFile(file, Buffer.from(key, 'base64'), { mode: 0o600, flag: 'wx' });
+    return await d.nbd.start({
+      ...common,
+      image: { imageOpts: encryptedImageOpts(x.image) },
+      secrets: [{ id: KEY_ID, file }],
+    });
+  } finally {
+    await rm(file, { force: true });
+  }
 }
 
 /** What `qemu-img info` says of an image, as far as a backup reads it. */
@@ -86,12 +182,12 @@ async function imageInfo(d: Pick<OfflineDeps, 'runner' | 'netns'>, image: string
   );
 }
 
-/** Only local, unencrypted images for now: qemu-nbd would need the LUKS key or the iSCSI/NFS options. */
+/** Only local images (encrypted ones as LUKS qcow2) for now: qemu-nbd would need the iSCSI/NFS options. */
 function offlineRefusal(vm: string, disks: readonly BackupDisk[], what: string): void {
-  const bad = disks.find((x) => x.encrypted || (x.source !== undefined && x.source !== 'file'));
+  const bad = disks.find((x) => (x.source !== undefined && x.source !== 'file') || (x.encrypted && !x.qcow2));
   if (bad)
     throw new UnsupportedError(
-      `VM ${vm} is stopped and disk ${bad.name} is ${bad.encrypted ? 'encrypted' : `an ${bad.source} volume`}: a ${what} of a stopped VM reads local unencrypted images only so far (start the VM and back it up running)`,
+      `VM ${vm} is stopped and disk ${bad.name} is ${bad.source !== undefined && bad.source !== 'file' ? `an ${bad.source} volume` : 'an encrypted raw image'}: a ${what} of a stopped VM reads local images (plain, or LUKS-encrypted qcow2) only so far (start the VM and back it up running)`,
       `vm/${vm}`,
     );
 }
@@ -132,18 +228,11 @@ export async function openOffline(
   await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
   const servers: NbdServerHandle[] = [];
   try {
-    for (const x of disks) if (x.qcow2) await qemuImg(d, ['bitmap', '--add', x.image, next]);
+    for (const x of disks) if (x.qcow2) await qemuImgBitmap(d, ['--add'], x.image, next, d.keys?.get(x.name));
     const out: BackupViewDisk[] = [];
     for (const [i, x] of disks.entries()) {
       const changed = changedOf(opts, x, record.disks[i]!.base, true);
-      const s = await d.nbd.start({
-        image: x.image,
-        format: x.qcow2 ? 'qcow2' : 'raw',
-        readOnly: true,
-        ...('context' in changed ? { bitmap: base } : {}),
-        socketDir: d.socketDir,
-        exportName: x.name,
-      });
+      const s = await startServer(d, x, true, 'context' in changed ? base : undefined);
       servers.push(s);
       out.push({
         name: x.name,
@@ -178,25 +267,27 @@ export async function endOffline(
 
 /** The bitmap part of `endOffline`, with qemu-img on images nothing has open. */
 export async function foldOffline(
-  d: Pick<OfflineDeps, 'vm' | 'runner' | 'netns' | 'record'>,
+  d: Pick<OfflineDeps, 'vm' | 'runner' | 'netns' | 'record' | 'keys'>,
   record: ViewRecord,
   outcome: 'commit' | 'abort',
 ): Promise<void> {
   for (const x of record.disks) {
     if (!x.qcow2 || !x.image) continue;
+    const key = d.keys?.get(x.name);
+    const bitmap = (args: string[], name: string) => qemuImgBitmap(d, args, x.image!, name, key);
     const info = await imageInfo(d, x.image);
     const hasBase = record.base !== undefined && info.bitmaps.has(record.base);
     const hasNext = info.bitmaps.has(record.next);
     if (outcome === 'commit') {
-      if (hasBase) await qemuImg(d, ['bitmap', '--remove', x.image, record.base!]);
+      if (hasBase) await bitmap(['--remove'], record.base!);
       continue;
     }
     if (hasBase && x.base === 'usable') {
-      if (hasNext) await qemuImg(d, ['bitmap', '--merge', record.next, x.image, record.base!]);
+      if (hasNext) await bitmap(['--merge', record.next], record.base!);
       // A running view's base was disabled: a QEMU that stopped before the view ended stored it so.
-      await qemuImg(d, ['bitmap', '--enable', x.image, record.base!]);
+      await bitmap(['--enable'], record.base!);
     }
-    if (hasNext) await qemuImg(d, ['bitmap', '--remove', x.image, record.next]);
+    if (hasNext) await bitmap(['--remove'], record.next);
   }
   await d.record.remove();
 }
@@ -219,13 +310,7 @@ export async function openRestore(
     for (const x of disks) {
       const info = await imageInfo(d as OfflineDeps, x.image);
       await d.nbd.stopLeft(d.socketDir, x.name);
-      const s = await d.nbd.start({
-        image: x.image,
-        format: x.qcow2 ? 'qcow2' : 'raw',
-        readOnly: false,
-        socketDir: d.socketDir,
-        exportName: x.name,
-      });
+      const s = await startServer(d, x, false, undefined);
       servers.push(s);
       out.push({ name: x.name, sizeBytes: info.sizeBytes, socket: s.socket, exportName: s.exportName });
     }
