@@ -69,6 +69,7 @@ import {
   type WireIssue,
 } from './wire-checks.js';
 import { DoctorObservationsSchema } from './wire-doctor.js';
+import { LbDeleteActionSchema, LbEnsureActionSchema, ObservedLbsSchema } from './wire-lb.js';
 import {
   DeviceInventorySchema,
   DeviceRequestsSchema,
@@ -301,6 +302,8 @@ export const AgentActionSchema = z
       .strict(),
     z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
     tuningActionSchema(ConfirmSchema),
+    LbEnsureActionSchema,
+    LbDeleteActionSchema,
     // Creates or updates a security group on every backend of the host that has them.
     z
       .object({ kind: z.literal('securityGroup.ensure'), group: SecurityGroupConfigSchema, configHash: hash })
@@ -559,6 +562,7 @@ export const HostReportSchema = z.object({
     .optional(),
   pools: ObservedPoolsSchema.optional(),
   devices: DeviceInventorySchema.optional(),
+  loadBalancers: ObservedLbsSchema.optional(),
 }) satisfies z.ZodType<HostReport>;
 
 /** A probe's outcome (`POST /v1/probe`). */
