@@ -76,6 +76,12 @@ describe('loadBalancers validation', () => {
     expectIssue(specIssues(off), `${lbPath}.hosts[1].host`, 'is not a member of network "app"');
   });
 
+  it('refuses a VM allowed to send from the VIP', () => {
+    const s = base();
+    s.vms[0].nics[0].allowedAddresses = ['10.30.0.50'];
+    expectIssue(specIssues(s), 'vms[0].nics[0].allowedAddresses[0]', 'only its LB ports may send from it');
+  });
+
   it('refuses two LB hosts on one address', () => {
     const s = base();
     s.loadBalancers[0].hosts[1].address = '10.30.0.51';

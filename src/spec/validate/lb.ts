@@ -91,6 +91,17 @@ export function checkLoadBalancers(spec: Spec, add: Add) {
       else used.set(ip, `${what} of load balancer "${lb.name}" (${path})`);
     };
     checkAddress(lb.vip, `${base}.vip`, 'VIP');
+    // The VIP is an allowed address of the LB ports only: no VM may be let to send from it.
+    spec.vms.forEach((vm, vi) => {
+      vm.nics.forEach((nic, ni) => {
+        const k = nic.network === net.name ? (nic.allowedAddresses ?? []).indexOf(lb.vip) : -1;
+        if (k >= 0)
+          add(
+            `vms[${vi}].nics[${ni}].allowedAddresses[${k}]`,
+            `${lb.vip} is the VIP of load balancer "${lb.name}"; only its LB ports may send from it: remove it here`,
+          );
+      });
+    });
 
     const members = new Set(networkHosts(spec, net));
     dupes(
