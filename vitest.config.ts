@@ -20,6 +20,7 @@ const LIGHT = [
   'ha-manager',
   'heartbeat',
   'lab-cluster',
+  'lb',
   'nbd',
   'network-linux',
   'network-ovs',

@@ -1,6 +1,7 @@
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
+import type { LbDriver } from '../drivers/lb/driver.js';
 import type {
   ItemResult,
   NetworkDriver,
@@ -21,6 +22,7 @@ import { ensurePortsTogether, runBatch } from './batch.js';
 import type { ClusterMembership } from './cluster/types.js';
 import { VmFencing } from './cluster/vm-fencing.js';
 import { ConfirmManager, type Undo } from './confirm.js';
+import { executeLb, observeLbs } from './lb.js';
 import { Prober } from './probes.js';
 import {
   assertPortGroupsSupported,
@@ -70,6 +72,8 @@ export interface AgentDeps {
   cluster?: ClusterMembership;
   /** The host's TCP tuning (`hosts[].tuning`); absent: the agent reports none and refuses tuning actions. */
   tuning?: HostTuner;
+  /** Load balancers (HAProxy + Keepalived); absent: the agent reports none and refuses LB actions. */
+  lb?: LbDriver;
 }
 
 /** One host's agent: applies actions through its drivers and reports observed state. */
@@ -157,7 +161,7 @@ export class Agent {
     if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
     const { hypervisor, uplink, uplinkDevice } = this.deps;
     const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning, resources] =
+    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning, resources, lbs] =
       await Promise.all([
         hypervisor.accelerator(),
         hypervisor.confidential?.().catch(() => undefined),
@@ -170,6 +174,7 @@ export class Agent {
         this.storage.listPools(),
         observeTuning(this.deps.tuning),
         hypervisor.hostResources?.().catch(() => undefined),
+        observeLbs(this.deps.lb),
       ]);
     // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
     // at once answer from one query instead of one command per NIC.
@@ -218,6 +223,7 @@ export class Agent {
       ...(groups.length ? { securityGroups: groups } : {}),
       ...(devices ? { devices } : {}),
       ...(pools.length ? { pools } : {}),
+      ...(lbs.length ? { loadBalancers: lbs } : {}),
     };
   }
 
@@ -359,6 +365,9 @@ export class Agent {
       }
       case 'tuning.configure':
         return configureTuning(requireTuner(this.deps), this.confirms, action, ctx);
+      case 'lb.ensure':
+      case 'lb.delete':
+        return executeLb(this.deps.host, this.deps.lb, action, ctx);
       case 'securityGroup.ensure':
         return ensureSecurityGroup(this.deps.host, this.deps.networks, action.group, action.configHash, ctx);
       case 'securityGroup.delete': {

@@ -8,6 +8,7 @@ import { connectNbd } from '../drivers/backup/nbd-client.js';
 import { startQemuNbd, stopQemuNbd } from '../drivers/backup/qemu-nbd.js';
 import { deviceInventoryReader } from '../drivers/devices/inventory.js';
 import { hypervisorDrivers } from '../drivers/hypervisor/registry.js';
+import { LbDriver } from '../drivers/lb/driver.js';
 import { OvsNetworkDriver } from '../drivers/network/ovs/driver.js';
 import { networkDrivers } from '../drivers/network/registry.js';
 import type { NetworkDriver } from '../drivers/network/types.js';
@@ -163,6 +164,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     ...(cluster ? { cluster } : {}),
     // TCP tuning of the agent's own network namespace (a lab host's, a real host's root one).
     ...(role === 'storage' ? {} : { tuning: new HostTuner({ host: opts.host, runner }) }),
+    // Load balancers in namespaces of their own; the state directory tells this host's apart from another agent's.
+    ...(role === 'storage'
+      ? {}
+      : { lb: new LbDriver({ runner, stateDir: opts.stateDir, hostKey: `${opts.host}@${opts.stateDir}` }) }),
   });
   // A promise nobody awaited (a peer's error surfacing late) is logged: it must not take the host's agent down.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (agent keeps running)'));

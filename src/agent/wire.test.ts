@@ -237,6 +237,17 @@ const report: Full<HostReport> = {
     gateway: '192.168.50.1',
     configHash: 'abcdef03',
   },
+  loadBalancers: [
+    {
+      name: 'web',
+      configHash: 'abc123',
+      haproxy: true,
+      keepalived: true,
+      holdsVip: true,
+      backendsUp: ['web1'],
+      problems: [],
+    },
+  ],
 };
 
 it('carries every field of a host report across the wire, both ways', () => {

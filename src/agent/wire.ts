@@ -70,6 +70,7 @@ import {
   type WireIssue,
 } from './wire-checks.js';
 import { DoctorObservationsSchema } from './wire-doctor.js';
+import { LbDeleteActionSchema, LbEnsureActionSchema, ObservedLbsSchema } from './wire-lb.js';
 import { HostResourcesSchema, ObservedVcpusSchema, VmCpuConfigSchema } from './wire-resources.js';
 import {
   DeviceInventorySchema,
@@ -305,6 +306,8 @@ export const AgentActionSchema = z
       .strict(),
     z.object({ kind: z.literal('network.delete'), name, confirm: ConfirmSchema.optional() }).strict(),
     tuningActionSchema(ConfirmSchema),
+    LbEnsureActionSchema,
+    LbDeleteActionSchema,
     // Creates or updates a security group on every backend of the host that has them.
     z
       .object({ kind: z.literal('securityGroup.ensure'), group: SecurityGroupConfigSchema, configHash: hash })
@@ -566,6 +569,7 @@ export const HostReportSchema = z.object({
     .optional(),
   pools: ObservedPoolsSchema.optional(),
   devices: DeviceInventorySchema.optional(),
+  loadBalancers: ObservedLbsSchema.optional(),
 }) satisfies z.ZodType<HostReport>;
 
 /** A probe's outcome (`POST /v1/probe`). */

@@ -259,5 +259,10 @@ export function toAction(step: Step): AgentAction {
         : { kind: 'volume.resize', pool: step.pool, name: step.name, sizeMiB: step.sizeMiB };
     case 'volume.delete':
       return { kind: 'volume.delete', pool: step.pool, name: step.name };
+    case 'lb.create':
+    case 'lb.update':
+      return { kind: 'lb.ensure', lb: step.lb, configHash: step.configHash };
+    case 'lb.delete':
+      return { kind: 'lb.delete', name: step.name };
   }
 }

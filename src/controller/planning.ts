@@ -3,6 +3,7 @@
 import { analyzeDestruction, type DestroyAnalysis, formatLoss, type Loss } from '../plan/destroy.js';
 import { planChanges } from '../plan/diff.js';
 import { formatPlan, summarizePlan } from '../plan/format.js';
+import { resolveLoadBalancers } from '../plan/lb.js';
 import { checkHostPassthrough } from '../plan/passthrough.js';
 import { type DesiredState, resolveSpec, resolveUplinks } from '../plan/resolve.js';
 import type { Plan } from '../plan/steps.js';
@@ -123,7 +124,14 @@ export async function planAgainstHosts(
       : r,
   );
   const uplinks: Record<string, UplinkConfig | undefined> = inputs.checkCaps ? resolveUplinks(spec) : {};
-  const all = planChanges(desired, observed, uplinks, inputs.checkCaps ? resolveTunings(spec) : {});
+  // A destroy (no capability checks) plans every load balancer away, as it does networks and VMs.
+  const all = planChanges(
+    desired,
+    observed,
+    uplinks,
+    inputs.checkCaps ? resolveTunings(spec) : {},
+    inputs.checkCaps ? resolveLoadBalancers(spec) : {},
+  );
   const plan =
     failed.size || inputs.onlyHosts
       ? {

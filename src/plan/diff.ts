@@ -13,6 +13,7 @@ import { legacyOvsVlanBridgeName, ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
 import { adoptObservedBridges, canonicalNetworkNames, canonicalVmNames } from './device-names.js';
 import { networkConfigHash, securityGroupConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
+import { type DesiredLoadBalancers, planLoadBalancers } from './lb.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
 import { securityGroupChanges } from './security-group-changes.js';
 import { type Plan, type RiskyMark, type Step, stepTarget } from './steps.js';
@@ -50,6 +51,10 @@ const phase: Record<Step['kind'], number> = {
   'vm.hotplug': 2,
   'vm.start': 3,
   'network.delete': 4,
+  // Load balancers join their network's bridge (made in phase 0) and leave it before it goes (phase 4).
+  'lb.create': 0.8,
+  'lb.update': 0.8,
+  'lb.delete': 1,
 };
 /**
  * The dependency phase of a step: steps of one phase on different hosts do not depend on each other. Clones are
@@ -107,12 +112,15 @@ export function touchesUplink(net: NetworkConfig, uplink: string | undefined): b
  * `uplinks` (see `resolveUplinks`) adds an `uplink.configure` step first on each host whose reported uplink
  * hash differs, and `tunings` (see `resolveTunings`) a `tuning.configure` step where the host's TCP tuning drifts
  * from it. Steps that touch a host's uplink are marked `risky` with the host's commit-confirm window.
+ * `loadBalancers` (see `resolveLoadBalancers`) adds the LB steps; absent, reported LBs are left alone (hand-built
+ * states), an empty record deletes every LB (a destroy).
  */
 export function planChanges(
   desired: DesiredState,
   observed: HostReport[],
   uplinks?: DesiredUplinks,
   tunings?: DesiredTunings,
+  loadBalancers?: DesiredLoadBalancers,
 ): Plan {
   const steps: Step[] = [];
   const unchanged: string[] = [];
@@ -165,6 +173,8 @@ export function planChanges(
     }
 
     planSecurityGroups(host, want.securityGroups ?? [], seen?.securityGroups ?? [], steps, unchanged);
+    if (loadBalancers)
+      planLoadBalancers(host, loadBalancers[host] ?? [], seen?.loadBalancers ?? [], steps, unchanged);
 
     for (const net of want.networks) {
       const hash = networkConfigHash(net);

@@ -136,6 +136,12 @@ function describeStep(s: Step): string {
       return `~ volume ${s.pool}/${s.name} on ${s.host}: size ${s.fromMiB} -> ${s.sizeMiB} MiB${s.vm ? ` (online, through vm ${s.vm.name})` : ''}`;
     case 'volume.delete':
       return `- volume ${s.pool}/${s.name} on ${s.host} (${s.reason})`;
+    case 'lb.create':
+      return `+ load balancer ${s.lb.name} on ${s.host} (VIP ${s.lb.vip} on ${s.lb.network}, ${s.lb.frontends.map((f) => `${f.protocol}/${f.port}`).join(', ')} -> ${s.lb.backends.map((b) => b.vm).join(', ')})`;
+    case 'lb.update':
+      return `~ load balancer ${s.lb.name} on ${s.host} (${s.reason})`;
+    case 'lb.delete':
+      return `- load balancer ${s.name} on ${s.host} (${s.reason})`;
   }
 }
 

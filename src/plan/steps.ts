@@ -1,4 +1,5 @@
 // Plan steps: data only. The controller sends each to its host's agent in plan order.
+import type { LbConfig } from '../shared/lb.js';
 import type { NetworkConfig, UplinkConfig, VmConfig } from '../shared/model.js';
 import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import type { PoolConfig, VolumeConfig } from '../shared/storage.js';
@@ -178,8 +179,30 @@ export interface VolumeDeleteStep {
   reason: string;
 }
 
+/**
+ * Creates a load balancer on one of its hosts (namespace, port, HAProxy, Keepalived), or repairs or updates it in
+ * place (HAProxy reloads without dropping connections); planned after the network's bridge exists.
+ */
+export interface LbEnsureStep {
+  kind: 'lb.create' | 'lb.update';
+  host: string;
+  lb: LbConfig;
+  configHash: string;
+  reason: string;
+}
+
+/** Removes a load balancer from a host (Keepalived hands the VIP over first); planned before its network goes. */
+export interface LbDeleteStep {
+  kind: 'lb.delete';
+  host: string;
+  name: string;
+  reason: string;
+}
+
 /** One plan step. */
 export type Step =
+  | LbEnsureStep
+  | LbDeleteStep
   | PoolEnsureStep
   | PoolDeleteStep
   | VolumeCreateStep
@@ -224,6 +247,7 @@ export function stepTarget(step: Step): string {
     case 'volume.delete':
       return `${step.pool}/${step.name}`;
   }
+  if ('lb' in step) return step.lb.name;
   if ('network' in step) return step.network.name;
   if ('group' in step) return step.group.name;
   if ('vm' in step) return step.vm.name;

@@ -3,6 +3,7 @@
 
 import type { ImageSpec } from '../spec/schema.js';
 import type { DeviceInventory, DeviceRequest } from './devices.js';
+import type { ObservedLb } from './lb.js';
 import type { HostService } from './port-security.js';
 import type { SecurityGroupConfig } from './security-groups.js';
 import type { DiskSource, ObservedPool } from './storage.js';
@@ -299,6 +300,8 @@ export interface HostReport {
   pools?: ObservedPool[];
   /** The host's PCI and USB devices (absent from agents before passthrough: unknown). */
   devices?: DeviceInventory;
+  /** Load balancers on the host (absent from agents before load balancers: none). */
+  loadBalancers?: ObservedLb[];
 }
 
 /** A security group as the host's backends realised it. */

@@ -46,6 +46,7 @@ import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } f
 import { VMLINK_DEVICE_PATTERN } from './net.js';
 import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
 import { clusterBalanceFields, vmResourceFields } from './schema-balance.js';
+import { LoadBalancersSchema } from './schema-lb.js';
 import { AlertRulesSchema, HostTuningSchema } from './schema-observe.js';
 
 /** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
@@ -638,6 +639,8 @@ export const SpecSchema = z
     backups: BackupPoliciesSchema,
     /** Alert rules over the metrics (docs/observability.md). */
     alerts: AlertRulesSchema,
+    /** Load balancers: a VIP held by Keepalived on two or more hosts running HAProxy (docs/load-balancers.md). */
+    loadBalancers: LoadBalancersSchema,
     lab: LabSchema.optional(),
   })
   .strict();

@@ -9,6 +9,7 @@ import { checkBackups } from './backups.js';
 import { checkCluster } from './cluster.js';
 import { checkBridges, checkHosts } from './hosts.js';
 import { checkLab } from './lab.js';
+import { checkLoadBalancers } from './lb.js';
 import { checkDuplicates, checkHostReferences } from './names.js';
 import { checkMultiHost, checkSite } from './overlays.js';
 import { checkSecurityGroups } from './security-groups.js';
@@ -49,5 +50,6 @@ export function validateSpec(spec: Spec): SpecIssue[] {
   checkBackups(spec, hostIdx, add);
   checkAlerts(spec, add);
   checkVmResources(spec, add);
+  checkLoadBalancers(spec, add);
   return issues;
 }
