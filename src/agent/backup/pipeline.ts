@@ -65,6 +65,8 @@ export type NbdConnector = (opts: NbdConnectOptions) => Promise<NbdConnection>;
 /** Bytes done of bytes to do, across all disks. */
 export type Progress = (done: number, total: number) => void;
 
+/** Chunks a restore holds at once (fetched, opened, being written): enough to keep the opening threads busy. */
+const RESTORE_CHUNKS_IN_FLIGHT = 8;
 /** Most bytes one block-status query covers. */
 const STATUS_SPAN = 1024 * 1024 * 1024;
 
@@ -351,7 +353,7 @@ export async function restoreDisks(
       if (nbd.readOnly)
         throw new InvalidStateError(`NBD export ${dst.exportName} of disk ${m.to} is read-only`);
       const indices = src.chunks.map((_, i) => i);
-      await mapLimited(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
+      await mapLimited(indices, RESTORE_CHUNKS_IN_FLIGHT, async (i) => {
         const id = src.chunks[i]!;
         const len = chunkLength(src.sizeBytes, i);
         const at = i * BACKUP_CHUNK_BYTES;
