@@ -41,15 +41,6 @@ export const BLOB_OVERHEAD = TAG_AT + 16;
 
 /** What is wrong with a blob's framing or checksum (no key needed); undefined when it checks out. */
 export function blobProblem(blob: Buffer): string | undefined {
-  const framing = framingProblem(blob);
-  if (framing !== undefined) return framing;
-  const sum = createHash('sha256').update(blob.subarray(0, HEADER)).update(blob.subarray(IV_AT)).digest();
-  if (!sum.equals(blob.subarray(SUM_AT, IV_AT))) return 'blob checksum (SHA-256) does not match its content';
-  return undefined;
-}
-
-/** What is wrong with a blob's framing (sizes, magic, version, codec), without its checksum. */
-function framingProblem(blob: Buffer): string | undefined {
   if (blob.length < BLOB_OVERHEAD)
     return `blob of ${blob.length} bytes is shorter than its ${BLOB_OVERHEAD}-byte header`;
   if (blob.length > BACKUP_BLOB_MAX_BYTES)
@@ -58,6 +49,8 @@ function framingProblem(blob: Buffer): string | undefined {
   if (blob[4] !== VERSION) return `blob version ${blob[4]} is not ${VERSION}`;
   if (blob[5] !== CODEC_NONE && blob[5] !== CODEC_ZSTD) return `blob codec ${blob[5]} is unknown`;
   if (blob[6] !== 0 || blob[7] !== 0) return 'blob header reserved bytes are not zero';
+  const sum = createHash('sha256').update(blob.subarray(0, HEADER)).update(blob.subarray(IV_AT)).digest();
+  if (!sum.equals(blob.subarray(SUM_AT, IV_AT))) return 'blob checksum (SHA-256) does not match its content';
   return undefined;
 }
 
@@ -236,10 +229,8 @@ export class BackupKeySet {
     if (!CHUNK_ID.test(id))
       throw new InvalidRequestError(`chunk id ${JSON.stringify(id)} is not 64 hex digits`);
     const bad = (what: string) => new CorruptDataError(`chunk ${id}: ${what}`, `chunk/${id}`);
-    // The GCM tag authenticates all the checksum covers (header as AAD, IV, ciphertext): the keyless checksum is
-    // computed only when the tag fails, to tell a damaged blob from one of another key.
-    const framing = framingProblem(blob);
-    if (framing !== undefined) throw bad(framing);
+    const problem = blobProblem(blob);
+    if (problem !== undefined) throw bad(problem);
     const decipher = createDecipheriv('aes-256-gcm', this.#encKey, blob.subarray(IV_AT, TAG_AT));
     decipher.setAAD(Buffer.concat([blob.subarray(0, HEADER), Buffer.from(id, 'hex')]));
     decipher.setAuthTag(blob.subarray(TAG_AT, BLOB_OVERHEAD));
@@ -247,10 +238,7 @@ export class BackupKeySet {
     try {
       pieces(decipher, blob.subarray(BLOB_OVERHEAD), body, 0);
     } catch {
-      throw bad(
-        blobProblem(blob) ??
-          `fails authentication with key ${this.fingerprint}: sealed under another key, or altered`,
-      );
+      throw bad(`fails authentication with key ${this.fingerprint}: sealed under another key, or altered`);
     }
     let plain: Buffer;
     if (blob[5] === CODEC_ZSTD) {
