@@ -131,6 +131,7 @@ export class DirChunkStore implements ChunkStore {
     }
     if ((await s.#readStoreFile()) === undefined)
       await s.#writeAtomic(s.#storeFile(), s.#storeJson({ version: 1 }), 'store.json');
+    await s.#batch.flush(s.#io); // this process's staged chunks are not leftovers, however old
     await s.#cleanTmp();
     return s;
   }
