@@ -4,7 +4,7 @@
 // and the qcow2's enabled bitmaps mark what changed.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 const MiB = 1024 * 1024;
@@ -74,7 +74,40 @@ export function makeImage(raw: string, qcow2: string, sizeBytes: number, fill = 
     closeSync(fd);
   }
   execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+  syncFiles(raw, qcow2);
   return facts;
+}
+
+/**
+ * Writes the files' dirty pages out (untimed): a disk image is not a gigabyte of unwritten page cache, and the first
+ * tool to open one for writing (qemu-img adding a bitmap flushes at close) would otherwise pay for the others.
+ */
+export function syncFiles(...paths: string[]): void {
+  for (const p of paths) {
+    const fd = openSync(p, 'r+');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/**
+ * Drops the files' pages from the page cache (`posix_fadvise(DONTNEED)` through `dd iflag=nocache count=0`; only
+ * these files, never the machine's whole cache), so the next reader reads them from disk as a real backup would.
+ * Returns the bytes still cached afterwards (`fincore`), which should be about none: the files are synced first.
+ */
+export function evictFiles(...paths: string[]): number {
+  syncFiles(...paths);
+  let cached = 0;
+  for (const p of paths) {
+    execFileSync('dd', [`if=${p}`, 'iflag=nocache', 'count=0', 'status=none']);
+    cached += Number(
+      execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', p], { encoding: 'utf8' }).trim(),
+    );
+  }
+  return cached;
 }
 
 /** A change between two backups: `count` writes of `bytes` each at random offsets aligned to 4 KiB. */
@@ -82,6 +115,8 @@ export interface Change {
   name: string;
   count: number;
   bytes: number;
+  /** Each tool's backup starts with the images' pages dropped from the page cache (read from disk). */
+  cold?: boolean;
 }
 
 /** The changes of the bench for an image of `sizeBytes` (the issue's, scaled to the size). */
@@ -91,6 +126,7 @@ export function changesFor(sizeBytes: number): Change[] {
     { name: '1%', count: onePct, bytes: MiB },
     { name: '10%', count: Math.max(1, Math.round(sizeBytes / 10 / MiB)), bytes: MiB },
     { name: '4k-scattered', count: (onePct * MiB) / 4096, bytes: 4096 },
+    { name: '1% cold', count: onePct, bytes: MiB, cold: true },
   ];
 }
 
@@ -129,5 +165,6 @@ export function applyChange(
       throw new Error(`qemu-io on ${img} failed (${p.status}): ${(p.stderr || p.stdout).slice(0, 500)}`);
   }
   execFileSync('rm', ['-rf', pdir]);
+  syncFiles(images.qcow2, images.raw);
   return change.count * change.bytes;
 }

@@ -19,7 +19,7 @@ import { SystemRunner } from '../src/exec/runner.js';
 import { type Manifest, snapshotId } from '../src/shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../src/shared/backup-crypto.js';
 import type { BackupFigures, BackupTool, RestoreFigures } from './backup-tools.js';
-import { duBytes } from './backup-tools.js';
+import { cpuMs, duBytes } from './backup-tools.js';
 import { sleep } from './lib.js';
 
 const VM = 'bench';
@@ -59,12 +59,15 @@ export class Vmlink implements BackupTool {
     // Snapshot ids have second precision: never two in one second.
     if (this.base) while (snapshotId(VM, new Date()) === this.base.id) await sleep(50);
     const t0 = performance.now();
-    const phases: Array<[string, number]> = [];
+    const phases: Array<[string, number, number]> = [];
     let tp = t0;
+    let cp = cpuMs();
     const phase = (what: string) => {
       const now = performance.now();
-      phases.push([what, now - tp]);
+      const cpu = cpuMs();
+      phases.push([what, now - tp, cpu - cp]);
       tp = now;
+      cp = cpu;
     };
     const next = `vmlink-bench-${this.n++}`;
     execFileSync('qemu-img', ['bitmap', '--add', '--enable', this.qcow2, next]);
@@ -141,7 +144,7 @@ export class Vmlink implements BackupTool {
       ms,
       readBytes: disks.reduce((s, d) => s + d.readBytes, 0),
       storedBytes: duBytes(this.storeDir) - before,
-      note: `${modes.join(', ')}, ${disks.reduce((s, d) => s + d.newChunks, 0)} new chunks; ${phases.map(([w, ms]) => `${w} ${Math.round(ms)} ms`).join(', ')}`,
+      note: `${modes.join(', ')}, ${disks.reduce((s, d) => s + d.newChunks, 0)} new chunks; ${phases.map(([w, ms, cpu]) => `${w} ${Math.round(ms)} ms (cpu ${Math.round(cpu)})`).join(', ')}`,
     };
   }
 

@@ -13,6 +13,7 @@ import {
 import { compress } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
 import { BACKUP_BLOB_MAX_BYTES, BACKUP_CHUNK_BYTES, type ChunkId, type Manifest } from './backup.js';
+import { markSealedHere } from './backup-sealed.js';
 import { CorruptDataError, InvalidRequestError, KeyMismatchError } from './errors.js';
 
 /** Bytes of a backup key (AES-256). */
@@ -217,7 +218,7 @@ export class BackupKeySet {
       throw new Error('AES-GCM output length changed');
     cipher.getAuthTag().copy(blob, TAG_AT);
     createHash('sha256').update(header).update(blob.subarray(IV_AT)).digest().copy(blob, SUM_AT);
-    return blob;
+    return markSealedHere(blob);
   }
 
   /**

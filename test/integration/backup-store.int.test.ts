@@ -1,7 +1,8 @@
 // A backup store on a really full filesystem (issue 12, "store full: the backup fails cleanly, earlier snapshots
 // intact"): a 2 MiB tmpfs mounted in a private mount namespace (invisible to the machine, gone with the child), a
-// DirChunkStore on it filled until the kernel says ENOSPC. The write fails with StoreFullError, tmp/ is empty, the
-// earlier snapshot still opens and verifies with its key, and after GC frees the unnamed chunks the next backup lands.
+// DirChunkStore on it filled until the kernel says ENOSPC. The write fails with StoreFullError, tmp/ is empty (once the
+// chunks stored before are flushed), the earlier snapshot still opens and verifies with its key, and after GC frees the
+// unnamed chunks the next backup lands.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,6 +35,7 @@ for (;;) {
   catch (e) { out.error = { kind: e.kind, message: e.message }; break; }
   if (out.stored > 100) break;
 }
+await s.flush(); // the chunks stored before wait in tmp/ for their batch; the failed one left nothing
 out.tmpAfterFull = readdirSync(mnt + '/store/tmp');
 out.m1Intact = JSON.stringify(await s.getManifest(m1.id)) === JSON.stringify(m1);
 out.verifyProblems = (await s.verify(undefined, (id, blob) => keys.openChunk(id, blob))).problems;

@@ -257,6 +257,7 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
     );
     await stop(s);
     expect(d).toMatchObject({ mode: 'full', fullReason: 'size-changed', newChunks: 0 });
+    await store.flush(); // chunks written wait in tmp/ for the next batch's fsync
     expect(await readdir(join(dir, 'store', 'tmp'))).toEqual([]);
   });
 });

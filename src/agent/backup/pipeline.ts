@@ -15,6 +15,7 @@ import {
 } from '../../shared/backup.js';
 import { CorruptDataError, InvalidStateError, KeyMismatchError, VmlinkError } from '../../shared/errors.js';
 import { mapLimited } from '../../shared/queue.js';
+import { ChunkSender } from './pipeline-send.js';
 
 /** What the pipeline needs of a backup key (shared/backup-crypto.ts's BackupKeySet has it). */
 export interface ChunkKeys {
@@ -64,8 +65,8 @@ export type NbdConnector = (opts: NbdConnectOptions) => Promise<NbdConnection>;
 /** Bytes done of bytes to do, across all disks. */
 export type Progress = (done: number, total: number) => void;
 
-/** Chunks read (and held in memory) before their ids are checked against the store: 16 x 4 MiB. */
-const WINDOW_CHUNKS = 16;
+/** Chunks a restore holds at once (fetched, opened, being written): enough to keep the opening threads busy. */
+const RESTORE_CHUNKS_IN_FLIGHT = 8;
 /** Most bytes one block-status query covers. */
 const STATUS_SPAN = 1024 * 1024 * 1024;
 
@@ -177,8 +178,8 @@ function planDisk(disk: BackupViewDisk, base: Manifest | undefined, noBase: Full
  * Backs up every disk of `view` into `sink`: per disk, the chunks to read are all of them (full; zero extents are
  * not read but named by the zero chunk's id) or those the dirty context marks (incremental; the others keep the
  * base manifest's ids, which are checked present, and touched, in the store: one the store lost is read again).
- * Only chunks the store lacks are sealed and sent, BACKUP_TRANSFER_CONCURRENCY at a time. The caller writes the
- * manifest and commits or aborts the view.
+ * Only chunks the store lacks are sealed and sent; reading, sealing and storing overlap (pipeline-send.ts). The
+ * caller writes the manifest and commits or aborts the view.
  */
 export async function backupDisks(
   view: BackupView,
@@ -262,55 +263,14 @@ export async function backupDisks(
     );
     let done = 0;
     progress(0, total);
+    const sender = new ChunkSender(sink, codec, (length) => {
+      done += length;
+      progress(done, total);
+    });
     const out: ManifestDisk[] = [];
     for (const w of work) {
       const size = w.plan.disk.sizeBytes;
-      let readBytes = 0;
-      let newChunks = 0;
-      let storedBytes = 0;
-      // Windows of chunks: read and id them, ask which the store lacks, seal and send those. The next window is
-      // read while this one is sent.
-      const windows: number[][] = [];
-      for (let i = 0; i < w.toRead.length; i += WINDOW_CHUNKS)
-        windows.push(w.toRead.slice(i, i + WINDOW_CHUNKS));
-      const readWindow = async (win: number[]) => {
-        const got: Array<{ i: number; id: string; plain: Buffer }> = [];
-        await mapLimited(win, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
-          const { id, plain } = await codec.identify(
-            await w.nbd.read(i * BACKUP_CHUNK_BYTES, chunkLength(size, i)),
-          );
-          got.push({ i, id, plain });
-        });
-        return got;
-      };
-      const sendWindow = async (got: Array<{ i: number; id: string; plain: Buffer }>) => {
-        const lacking = await missingOf(
-          sink,
-          got.map((g) => g.id),
-        );
-        const sent = new Set<string>();
-        await mapLimited(got, BACKUP_TRANSFER_CONCURRENCY, async (g) => {
-          w.ids[g.i] = g.id;
-          const length = g.plain.length; // sealing may move the buffer to another thread
-          if (lacking.has(g.id) && !sent.has(g.id)) {
-            sent.add(g.id);
-            const blob = await codec.seal(g.id, g.plain);
-            if (await sink.putChunk(g.id, blob)) {
-              newChunks++;
-              storedBytes += blob.length;
-            }
-          }
-          readBytes += length;
-          done += length;
-          progress(done, total);
-        });
-      };
-      let pending: Promise<void> = Promise.resolve();
-      for (const win of windows) {
-        const [got] = await Promise.all([readWindow(win), pending]);
-        pending = sendWindow(got);
-      }
-      await pending;
+      const { readBytes, newChunks, storedBytes } = await sender.sendDisk(w.nbd, size, w.toRead, w.ids);
       const empty = w.ids.indexOf('');
       if (empty >= 0) throw new InvalidStateError(`disk ${w.plan.disk.name}: chunk ${empty} was never read`);
       out.push({
@@ -393,7 +353,7 @@ export async function restoreDisks(
       if (nbd.readOnly)
         throw new InvalidStateError(`NBD export ${dst.exportName} of disk ${m.to} is read-only`);
       const indices = src.chunks.map((_, i) => i);
-      await mapLimited(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
+      await mapLimited(indices, RESTORE_CHUNKS_IN_FLIGHT, async (i) => {
         const id = src.chunks[i]!;
         const len = chunkLength(src.sizeBytes, i);
         const at = i * BACKUP_CHUNK_BYTES;

@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { markSealedHere } from '../../shared/backup-sealed.js';
 import { fromErrorBody, InvalidStateError } from '../../shared/errors.js';
 import { type ChunkCodec, type ChunkKeys, inlineCodec } from './pipeline.js';
 import { movable, type SealOp, type SealReply, type SealRequest } from './seal-protocol.js';
@@ -44,6 +45,7 @@ function workerEntry(): URL {
 }
 
 interface Pending {
+  op: SealOp | 'key';
   resolve: (r: { id?: string; buf?: Buffer }) => void;
   reject: (e: Error) => void;
 }
@@ -74,7 +76,7 @@ class ThreadSet {
     if (this.failure) return Promise.reject(this.failure);
     const t = i ?? this.inFlight.indexOf(Math.min(...this.inFlight));
     return new Promise((resolve, reject) => {
-      this.pending.set(req.seq, { resolve, reject });
+      this.pending.set(req.seq, { op: req.kind === 'work' ? req.op : 'key', resolve, reject });
       this.inFlight[t]!++;
       // Threads keep the process alive only while they have work (idle ones must not hold an exiting process).
       if (this.busy++ === 0) for (const w of this.workers) w.ref();
@@ -105,11 +107,12 @@ class ThreadSet {
     this.inFlight[i]!--;
     if (--this.busy === 0) for (const w of this.workers) w.unref();
     if (!r.ok) p.reject(r.vmlink ? fromErrorBody(r.error) : new Error(r.error.error.message));
-    else
-      p.resolve({
-        ...(r.id ? { id: r.id } : {}),
-        ...(r.ab ? { buf: Buffer.from(r.ab, r.offset, r.length) } : {}),
-      });
+    else {
+      const buf = r.ab ? Buffer.from(r.ab, r.offset, r.length) : undefined;
+      // A thread's sealed blob is as much this process's as one sealed here (the store skips its checksum).
+      if (buf && p.op === 'seal') markSealedHere(buf);
+      p.resolve({ ...(r.id ? { id: r.id } : {}), ...(buf ? { buf } : {}) });
+    }
   }
 
   private fail(e: Error): void {

@@ -16,7 +16,6 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, lstat, lutimes, mkdir, open, rename, rm, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { z } from 'zod';
 import {
   BACKUP_BLOB_MAX_BYTES,
   BACKUP_MANIFEST_MAX_BYTES,
@@ -26,7 +25,6 @@ import {
   type BackupStoreStatus,
   type ChunkId,
   type GcResult,
-  KeyFingerprintSchema,
   type Manifest,
   ManifestSchema,
   SNAPSHOT_STAMP_PATTERN,
@@ -35,6 +33,7 @@ import {
   type VerifyResult,
 } from '../../shared/backup.js';
 import { blobProblem, canonicalJson } from '../../shared/backup-crypto.js';
+import { sealedHere } from '../../shared/backup-sealed.js';
 import {
   ConflictError,
   CorruptDataError,
@@ -47,6 +46,7 @@ import {
 } from '../../shared/errors.js';
 import { KeyedQueue, mapLimited } from '../../shared/queue.js';
 import { readFileCapped } from '../../shared/state-file.js';
+import { type ChunkBatch, chunkBatchOf, type StageIo } from './chunk-store-batch.js';
 import {
   CHUNK_NAME,
   checkChunkId,
@@ -57,6 +57,14 @@ import {
   pidAlive,
   readdirOrEmpty,
 } from './chunk-store-files.js';
+import {
+  RECORD_PROBLEMS_MAX,
+  type StoreFile,
+  StoreFileSchema,
+  summaryOf,
+  type VerifyRecord,
+  VerifyRecordSchema,
+} from './chunk-store-records.js';
 import type { ChunkStore } from './types.js';
 
 /** A file in tmp/ older than this, or left by a process that is gone, is a crashed write's leftover. */
@@ -67,27 +75,12 @@ const PARALLEL = 16;
 const VERIFY_PARALLEL = 4;
 /** Most problems one verify returns, and one snapshot's record keeps. */
 const VERIFY_PROBLEMS_MAX = 1000;
-const RECORD_PROBLEMS_MAX = 100;
 
 const VM_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-
-const StoreFileSchema = z
-  .object({ version: z.literal(1), keyFingerprint: KeyFingerprintSchema.optional() })
-  .strict();
-type StoreFile = z.infer<typeof StoreFileSchema>;
-
-const VerifyRecordSchema = z
-  .object({
-    ok: z.boolean(),
-    at: z.string().datetime(),
-    problems: z.array(z.string().max(500)).max(RECORD_PROBLEMS_MAX),
-  })
-  .strict();
-type VerifyRecord = z.infer<typeof VerifyRecordSchema>;
 
 /** Test seams: how file contents are written (to inject ENOSPC), and the clock. */
 export interface DirChunkStoreOptions {
@@ -99,21 +92,14 @@ export interface DirChunkStoreOptions {
 // between a manifest's check that it is there and the manifest landing (any number of store objects may share a path).
 const locks = new KeyedQueue();
 
-/** The manifest as `list` shows it: without chunk ids, sealed config, signature; with its last verify. */
-function summaryOf(m: Manifest, verify: VerifyRecord | undefined): SnapshotSummary {
-  const { version: _v, consistencyNote: _n, config: _c, signature: _s, disks, ...rest } = m;
-  return {
-    ...rest,
-    disks: disks.map(({ chunks, chunkBytes: _b, ...d }) => ({ ...d, chunkCount: chunks.length })),
-    ...(verify === undefined ? {} : { verify }),
-  };
-}
-
 /** The chunk store of `docs/backup.md` in a local directory; see the file comment. */
 export class DirChunkStore implements ChunkStore {
   readonly #root: string;
   readonly #write: (fh: FileHandle, data: Buffer) => Promise<void>;
   readonly #now: () => number;
+  /** Chunk writes made durable in batches (chunk-store-batch.ts): flushed before the chunk directory is read. */
+  readonly #batch: ChunkBatch;
+  readonly #io: StageIo = { write: (fh, d) => this.#write(fh, d), fsError: (e, w) => this.#fsError(e, w) };
   /** Summaries of manifests already parsed, by file (keyed on mtime and size: manifests never change in place). */
   readonly #summaries = new Map<string, { mtimeMs: number; size: number; manifest: Manifest }>();
 
@@ -124,6 +110,7 @@ export class DirChunkStore implements ChunkStore {
     this.#root = config.path;
     this.#write = opts.write ?? ((fh, data) => fh.writeFile(data));
     this.#now = opts.now ?? Date.now;
+    this.#batch = chunkBatchOf(this.#root);
   }
 
   /** Opens (creating when needed) the store at `config.path`, and removes crashed writes' leftovers from tmp/. */
@@ -144,6 +131,7 @@ export class DirChunkStore implements ChunkStore {
     }
     if ((await s.#readStoreFile()) === undefined)
       await s.#writeAtomic(s.#storeFile(), s.#storeJson({ version: 1 }), 'store.json');
+    await s.#batch.flush(s.#io); // this process's staged chunks are not leftovers, however old
     await s.#cleanTmp();
     return s;
   }
@@ -266,6 +254,7 @@ export class DirChunkStore implements ChunkStore {
     const checked = ids.map(checkChunkId);
     const t = new Date(this.#now());
     const present = await mapLimited(checked, PARALLEL, async (id) => {
+      if (this.#batch.has(id)) return true; // written by this process, durable before any manifest
       try {
         await lutimes(this.#chunkPath(id), t, t); // GC grace: a chunk a backup is about to name is young again
         return true;
@@ -280,26 +269,30 @@ export class DirChunkStore implements ChunkStore {
   async putChunk(id: ChunkId, blob: Buffer): Promise<boolean> {
     checkChunkId(id);
     if (!Buffer.isBuffer(blob)) throw new InvalidRequestError(`chunk ${id}: not a byte buffer`);
-    const problem = blobProblem(blob);
-    if (problem !== undefined) {
+    const problem = sealedHere(blob) ? undefined : blobProblem(blob); // ours are right by construction
+    if (problem !== undefined)
       throw new CorruptDataError(
         `chunk ${id} refused by backup store ${this.config.name}: ${problem}`,
         `chunk/${id}`,
       );
-    }
     const path = this.#chunkPath(id);
+    if (this.#batch.has(id)) return false;
     if (await lstatOrUndefined(path)) {
       const t = new Date(this.#now());
       await lutimes(path, t, t).catch(() => undefined);
       return false;
     }
-    // Two writers of one chunk both land a valid blob: the rename is atomic, the last one stays.
-    await this.#writeAtomic(path, blob, `chunk ${id}`);
-    return true;
+    return this.#batch.stage(id, path, blob, randomBytes(6).toString('hex'), this.#io);
+  }
+
+  /** Makes every chunk written so far durable under its name now (a manifest, GC, verify and status do it first). */
+  flush(): Promise<void> {
+    return this.#batch.flush(this.#io);
   }
 
   async getChunk(id: ChunkId): Promise<Buffer> {
     checkChunkId(id);
+    if (this.#batch.has(id)) await this.#batch.flush(this.#io);
     const blob = await this.#readChunk(id);
     if (!blob) throw new NotFoundError('chunk', id);
     return blob;
@@ -359,6 +352,7 @@ export class DirChunkStore implements ChunkStore {
       );
     }
     await locks.run(this.#root, async () => {
+      await this.#batch.flush(this.#io); // every chunk it names durable before it is
       const sf = (await this.#readStoreFile()) ?? { version: 1 as const };
       if (sf.keyFingerprint !== undefined && sf.keyFingerprint !== man.keyFingerprint) {
         throw new KeyMismatchError(
@@ -373,6 +367,7 @@ export class DirChunkStore implements ChunkStore {
         async (id) => (await lstatOrUndefined(this.#chunkPath(id)))?.isFile() === true,
       );
       const lacking = ids.filter((_, i) => !there[i]);
+      if (lacking.length > 0 && this.#batch.lastFailure) throw this.#batch.lastFailure; // e.g. the disk filled
       if (lacking.length > 0) {
         throw new InvalidStateError(
           `snapshot ${man.id} names ${lacking.length} chunk${lacking.length === 1 ? '' : 's'} backup store ${this.config.name} lacks (${lacking.slice(0, 3).join(', ')}${lacking.length > 3 ? ', ...' : ''}): refused, nothing written`,
@@ -516,6 +511,7 @@ export class DirChunkStore implements ChunkStore {
   async gc(graceMs: number): Promise<GcResult> {
     if (!Number.isFinite(graceMs) || graceMs < 0)
       throw new InvalidRequestError(`GC grace ${graceMs} ms is not a duration`);
+    await this.#batch.flush(this.#io);
     return locks.run(this.#root, async () => {
       // Mark: every chunk any manifest names. One manifest that cannot be read stops GC: its chunks are unknown.
       const marked = new Set<ChunkId>();
@@ -565,6 +561,7 @@ export class DirChunkStore implements ChunkStore {
     open?: (id: ChunkId, blob: Buffer) => Buffer,
     onProgress?: (done: number, total: number) => void,
   ): Promise<VerifyResult> {
+    await this.#batch.flush(this.#io);
     const ids =
       snapshots === undefined ? await this.#snapshotIds() : [...new Set(snapshots.map(checkSnapshotId))];
     const res: VerifyResult = {
@@ -669,6 +666,7 @@ export class DirChunkStore implements ChunkStore {
   }
 
   async status(): Promise<BackupStoreStatus> {
+    await this.#batch.flush(this.#io);
     const sf = await this.#readStoreFile();
     let chunks = 0;
     let storedBytes = 0;

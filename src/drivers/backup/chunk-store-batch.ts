@@ -1,0 +1,147 @@
+// Chunk writes of the directory store (chunk-store.ts) made durable in batches: a chunk is written to a file of its
+// own in tmp/ at once, and a batch of them is later fsynced together, renamed to their names and their directories
+// fsynced once each. One fsync and one directory fsync per 4 MiB chunk cost ~45 ms here against ~8 ms in a batch of
+// ten (the journal commits them together). The crash guarantee stays: a chunk takes its name only once its bytes are
+// durable, and the store flushes the batch before it writes a manifest (or reads, sweeps or counts chunks), so a
+// manifest never names a chunk that is not durable. A crash before a flush leaves files in tmp/ that the next open
+// removes (their writer is gone): those chunks are simply missing, and the next backup sends them.
+import { constants } from 'node:fs';
+import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { ChunkId } from '../../shared/backup.js';
+import { mapLimited } from '../../shared/queue.js';
+import { fsyncDir } from './chunk-store-files.js';
+
+/** A batch is flushed once it holds this many chunks or bytes (what a crash may cost, and tmp/'s share of the disk). */
+export const STAGED_CHUNKS_MAX = 32;
+export const STAGED_BYTES_MAX = 128 * 1024 * 1024;
+/** Files fsynced (or directories) at once in a flush. */
+const SYNC_PARALLEL = 16;
+
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
+const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+interface Staged {
+  tmp: string;
+  final: string;
+  bytes: number;
+}
+
+/** How the calling store writes files (its test seam) and names a failed write's error. */
+export interface StageIo {
+  write: (fh: FileHandle, data: Buffer) => Promise<void>;
+  /** The error to throw for a failed write or sync (ENOSPC -> StoreFullError). */
+  fsError: (e: unknown, what: string) => unknown;
+}
+
+/** The staged chunk writes of one store directory (every store object of a path in this process shares it). */
+export class ChunkBatch {
+  /** Written, not yet durable. */
+  readonly #staged = new Map<ChunkId, Staged>();
+  /** Being flushed now: neither in tmp/ for long nor yet under their names. */
+  readonly #flushing = new Set<ChunkId>();
+  #bytes = 0;
+  /** Flushes run one after another. */
+  #chain: Promise<void> = Promise.resolve();
+  /** The last flush's failure, for a manifest refused because it names chunks that flush lost. */
+  lastFailure: Error | undefined;
+
+  /** `root`: the store's directory (its tmp/ and chunks/ are below it). */
+  constructor(private readonly root: string) {}
+
+  /** Whether chunk `id` is written or being made durable by this process (present, as far as a backup cares). */
+  has(id: ChunkId): boolean {
+    return this.#staged.has(id) || this.#flushing.has(id);
+  }
+
+  /**
+   * Writes `blob` as chunk `id`'s file in tmp/ (no fsync) and stages it under `final`; false when it is staged
+   * already. Flushes the batch when it is full (the caller then waits for it: the backpressure of a slow disk).
+   */
+  async stage(id: ChunkId, final: string, blob: Buffer, random: string, io: StageIo): Promise<boolean> {
+    if (this.has(id)) return false;
+    const tmp = join(this.root, 'tmp', `${id}.${process.pid}.${random}`);
+    try {
+      const fh = await open(tmp, WRITE_FLAGS, FILE_MODE);
+      try {
+        await io.write(fh, blob);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw io.fsError(e, `chunk ${id}`);
+    }
+    if (this.has(id)) {
+      // Another writer of the same chunk staged it meanwhile: one is enough.
+      await rm(tmp, { force: true }).catch(() => undefined);
+      return false;
+    }
+    this.#staged.set(id, { tmp, final, bytes: blob.length });
+    this.#bytes += blob.length;
+    if (this.#staged.size >= STAGED_CHUNKS_MAX || this.#bytes >= STAGED_BYTES_MAX) await this.flush(io);
+    return true;
+  }
+
+  /**
+   * Makes every chunk staged so far durable under its name: each file fsynced, renamed, then each directory that
+   * got one fsynced once (and chunks/, which may have new prefix directories). On a failure the batch's files are
+   * removed (those chunks are missing again) and the error thrown.
+   */
+  flush(io: Pick<StageIo, 'fsError'>): Promise<void> {
+    const run = this.#chain.then(() => this.#flushNow(io));
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  async #flushNow(io: Pick<StageIo, 'fsError'>): Promise<void> {
+    if (this.#staged.size === 0) return;
+    const batch = [...this.#staged.entries()];
+    this.#staged.clear();
+    this.#bytes = 0;
+    for (const [id] of batch) this.#flushing.add(id);
+    try {
+      await mapLimited(batch, SYNC_PARALLEL, async ([, s]) => {
+        const fh = await open(s.tmp, constants.O_WRONLY | constants.O_NOFOLLOW);
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      });
+      const dirs = new Set<string>();
+      for (const [, s] of batch) {
+        await mkdir(dirname(s.final), { recursive: true, mode: DIR_MODE });
+        // Two writers of one chunk both land a valid blob: the rename is atomic, the last one stays.
+        await rename(s.tmp, s.final);
+        dirs.add(dirname(s.final));
+      }
+      dirs.add(join(this.root, 'chunks'));
+      await mapLimited([...dirs], SYNC_PARALLEL, fsyncDir);
+      this.lastFailure = undefined;
+    } catch (e) {
+      await Promise.all(batch.map(([, s]) => rm(s.tmp, { force: true }).catch(() => undefined)));
+      const err = io.fsError(
+        e,
+        `${batch.length} chunk${batch.length === 1 ? '' : 's'} (${basename(batch[0]![1].final)}, ...)`,
+      );
+      this.lastFailure = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    } finally {
+      for (const [id] of batch) this.#flushing.delete(id);
+    }
+  }
+}
+
+const batches = new Map<string, ChunkBatch>();
+
+/** The batch of store directory `root` in this process (made on first use). */
+export function chunkBatchOf(root: string): ChunkBatch {
+  let b = batches.get(root);
+  if (!b) {
+    b = new ChunkBatch(root);
+    batches.set(root, b);
+  }
+  return b;
+}
