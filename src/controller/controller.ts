@@ -26,7 +26,7 @@ import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
 import { type CollectorOptions, MetricsCollector } from './metrics/collector.js';
-import type { MigrationDeps } from './migrate/run.js';
+import { type MigrationDeps, runMigration } from './migrate/run.js';
 import { hostHealth } from './monitor.js';
 import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
@@ -211,6 +211,8 @@ export class Controller {
       spec: async () => (await this.specs.current())?.spec,
       snapshot: () => snapshotWithRates(this.metrics),
       ha: () => this.ha.view(0),
+      // Each move is one live migration with the same checks and rollback as `vmlink vm migrate`.
+      migrate: (req) => runMigration(this.migration, req),
       events: (kind, message) => store.appendEvent(kind, message),
     });
     // `scale` actions grow volumes through the same path as `vmlink volume resize`.

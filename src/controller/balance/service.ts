@@ -78,7 +78,7 @@ export class BalanceControl {
     if (!migrate)
       return Promise.reject(
         new UnsupportedError(
-          'balance --apply needs live migration (vmlink vm migrate), which this controller does not have yet; `vmlink balance --plan` shows the moves',
+          'balance --apply needs live migration (vmlink vm migrate), which this controller runs without; `vmlink balance --plan` shows the moves',
         ),
       );
     const run = this.busy.then(async () => {
