@@ -37,7 +37,13 @@ const report: Full<HostReport> = {
     resources: {
       onlineCpus: [0, 1, 2, 3],
       cpuQuota: { available: false, reason: 'no cgroup v2 hierarchy at /sys/fs/cgroup' },
-      hugepages: { available: true, reason: '512 free', pageSizeKiB: 2048, free: 512, mount: '/dev/hugepages' },
+      hugepages: {
+        available: true,
+        reason: '512 free',
+        pageSizeKiB: 2048,
+        free: 512,
+        mount: '/dev/hugepages',
+      },
     },
   },
   networks: [
