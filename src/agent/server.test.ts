@@ -56,6 +56,7 @@ it("lists each route's response schema in the agent's OpenAPI document", async (
     'securityGroups',
     'pools',
     'devices',
+    'loadBalancers',
   ]);
   expect(props('/v1/probe', 'post')).toEqual(['reachable', 'rttMs', 'detail', 'unmeasured']);
   expect(props('/v1/doctor', 'get')).toEqual(['checks', 'observations']);
