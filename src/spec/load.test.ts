@@ -72,10 +72,10 @@ describe('loadSpec', () => {
   });
 
   it('names unknown keys with their full path', () => {
-    const is = issues(yaml.replace('    memoryMiB: 512', '    memory: 512\n    colour: red'));
+    const is = issues(yaml.replace('    memoryMiB: 512', '    ram: 512\n    colour: red'));
     expect(is).toContainEqual({
-      path: 'vms[0].memory',
-      message: expect.stringContaining('unknown field "memory"'),
+      path: 'vms[0].ram',
+      message: expect.stringContaining('unknown field "ram"'),
     });
     expect(is).toContainEqual({
       path: 'vms[0].colour',
