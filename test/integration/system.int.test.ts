@@ -194,11 +194,11 @@ describe('one host with nat, bridge and isolated networks', () => {
   });
 
   it('vm console prints the serial log; --follow keeps printing what the guest writes', async () => {
-    const c = await runCli(['vm', 'console', 'web1'], env);
+    const c = await runCli(['vm', 'console', 'web1', '--log'], env);
     expect(c.code, c.stderr).toBe(0);
     expect(c.stdout).toContain('vmlink-guest ready');
     // The marker is computed in the guest, so only output that reached the console after we started can hold it.
-    const follow = runCli(['vm', 'console', 'web1', '--follow', '--tail', '200'], env, 8_000);
+    const follow = runCli(['vm', 'console', 'web1', '--log', '--follow', '--tail', '200'], env, 8_000);
     await new Promise((res) => setTimeout(res, 2_500));
     const w = await runCli(
       ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo follow-$((6*7)) > /dev/console'],
