@@ -2,11 +2,11 @@
 // gateway sits on host3, one 256 MiB test guest. The explain's blockers from real conditions, then the guest moves
 // host1 -> host2 under a 10 ms ping from host3, its memory (a file in its RAM disk) and TCP service intact after,
 // the owner record moved, and a second apply leaves it where it is.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliJson, runCli } from '../helpers/cli.js';
+import { largestGap, type Pinger, startPing } from '../helpers/ping.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'mig1';
@@ -41,7 +41,7 @@ const env = {
 };
 const file = join(root, 'spec.yaml');
 let release: (() => Promise<void>) | undefined;
-let pinger: ChildProcess | undefined;
+let pinger: Pinger | undefined;
 
 interface Check {
   id: string;
@@ -58,31 +58,6 @@ const explain = (to: string) =>
   }));
 const blockers = (checks: Check[]) => checks.filter((c) => !c.ok && c.severity === 'blocker');
 
-/** A 10 ms ping from host3's namespace (the overlay's gateway there); resolves with the reply times (ms). */
-function startPing(): { stop: () => Promise<number[]> } {
-  const times: number[] = [];
-  pinger = spawn('ip', ['netns', 'exec', `vl-${LAB}-host3`, 'ping', '-n', '-D', '-i', '0.01', GUEST_IP], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  let buf = '';
-  pinger.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const m = /^\[(\d+\.\d+)\].*bytes from/.exec(buf.slice(0, nl));
-      if (m) times.push(Number(m[1]) * 1000);
-      buf = buf.slice(nl + 1);
-    }
-  });
-  return {
-    stop: async () => {
-      pinger?.kill('SIGINT');
-      await new Promise((r) => pinger?.once('exit', r));
-      pinger = undefined;
-      return times;
-    },
-  };
-}
-
 const guestSh = (cmd: string) => runCli(['vm', 'exec', 'm1', '--', 'sh', '-c', cmd], env);
 
 beforeAll(async () => {
@@ -98,7 +73,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  pinger?.kill('SIGKILL');
+  pinger?.kill();
   await runCli(['lab', 'down', '-f', file], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});
   rmSync(root, { recursive: true, force: true });
@@ -132,19 +107,20 @@ describe('live migration', () => {
   it('moves the running guest host1 -> host2 under a 10 ms ping from host3, memory and TCP service intact', async () => {
     const mark = `kept-${Date.now()}`;
     expect((await guestSh(`echo ${mark} > /tmp/mark`)).code).toBe(0);
-    const ping = startPing();
+    // A 10 ms ping from host3's namespace (the overlay's gateway there).
+    pinger = startPing(`vl-${LAB}-host3`, GUEST_IP);
     // Replies flowing before the move.
     await new Promise((r) => setTimeout(r, 500));
     const r = await runCli(['vm', 'migrate', 'm1', '--to', 'host2', '--json'], env);
     await new Promise((r2) => setTimeout(r2, 500));
-    const times = await ping.stop();
+    const times = await pinger.stop();
+    pinger = undefined;
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const report = JSON.parse(r.stdout) as { from: string; to: string; downtimeMs?: number; totalMs: number };
     expect(report).toMatchObject({ from: 'host1', to: 'host2' });
     expect(report.downtimeMs).toBeGreaterThanOrEqual(0);
     expect(times.length).toBeGreaterThan(10);
-    const gaps = times.slice(1).map((t, i) => t - times[i]!);
-    const maxGap = Math.max(...gaps);
+    const maxGap = largestGap(times);
     // The figures go to the report (bench/migrate.ts measures them side by side); here: replies resumed after it.
     console.log(
       `migrate: QEMU downtime ${report.downtimeMs} ms, largest ping gap ${maxGap.toFixed(0)} ms, total ${report.totalMs} ms`,

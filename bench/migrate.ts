@@ -1,0 +1,229 @@
+// Live migration measured side by side in one run (docs/mobility.md): one lab of three hosts, a 256 MiB and a 1 GiB
+// test guest (TCG), each moved host1 <-> host2 `--runs` times (default 3) through the CLI (`vmlink vm migrate`) under
+// a 10 ms ping from host3. Per migration: the largest gap between ping replies (what a peer sees), QEMU's own downtime
+// figure, the command's total time. Rows per network kind:
+//   vxlan:  a VXLAN overlay across the three hosts, its gateway on host3 (the pinger).
+//   bridge: not measurable in this version; a `bridge` network belongs to one host (spec `host:`), so the target
+//           never has it and the explain refuses (`network:<name>`). The result says so (`skipped`).
+// Target (issue 13): a 256 MiB idle guest's gap <= 300 ms in 4 of 5 runs.
+//   npx tsx bench/migrate.ts [--runs N] [--sizes 256,1024]     (root; holds the VM lock; ~6 min at 3 runs)
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { machineNs } from '../src/lab/names.js';
+import { largestGap, type Pinger, startPing } from '../test/helpers/ping.js';
+import { acquireVmLock } from '../test/helpers/vmlock.js';
+import { startCliLab, vmlink, vmlinkOk } from './cli.js';
+import { hostInfo, load1, median, onCleanup, round, runCleanups, sleep } from './lib.js';
+
+const argValue = (name: string): string | undefined => {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? undefined : process.argv[i + 1];
+};
+const runs = Math.max(1, Math.min(20, Number(argValue('--runs')) || 3));
+const sizes = (argValue('--sizes') ?? '256,1024')
+  .split(',')
+  .map(Number)
+  .filter((x) => Number.isInteger(x) && x >= 128 && x <= 4096);
+const TARGET_GAP_MS = 300;
+const SUBNET = 88; // 10.88.0.0/24 overlay, 192.168.88.0/24 lab LAN
+const vmName = (mib: number) => `mig${mib}`;
+const vmIp = (i: number) => `10.${SUBNET}.0.${11 + i}`;
+
+const spec = (lab: string) => `
+version: 1
+cluster: { store: sqlite }
+hosts:
+  - { name: host1 }
+  - { name: host2 }
+  - { name: host3 }
+networks:
+  - { name: ov, mode: vxlan, vni: 1${SUBNET}8, cidr: 10.${SUBNET}.0.0/24, gateway: { host: host3 } }
+vms:
+${sizes.map((m, i) => `  - { name: ${vmName(m)}, host: host1, memoryMiB: ${m}, nics: [{ network: ov, ip: ${vmIp(i)} }] }`).join('\n')}
+lab:
+  name: ${lab}
+  lan: { cidr: 192.168.${SUBNET}.0/24, gateway: 192.168.${SUBNET}.1 }
+  upstream: { cidr: 203.0.113.0/24, address: 203.0.113.${SUBNET} }
+  hosts:
+    - { name: host1, address: 192.168.${SUBNET}.11 }
+    - { name: host2, address: 192.168.${SUBNET}.12 }
+    - { name: host3, address: 192.168.${SUBNET}.13 }
+`;
+
+/** One migration as measured. */
+interface Run {
+  from: string;
+  to: string;
+  gapMs: number;
+  replies: number;
+  downtimeMs?: number;
+  totalMs: number;
+  load: number;
+}
+interface Row {
+  network: 'vxlan' | 'bridge';
+  memoryMiB: number;
+  runs: Run[];
+  median?: { gapMs: number; downtimeMs?: number; totalMs: number };
+  skipped?: string;
+}
+
+const BRIDGE_SKIPPED =
+  'a bridge network belongs to one host (spec `host:`): the target never has it, so the explain refuses the move ' +
+  '(blocker network:<name>); vlan, the multi-host bridged mode, needs 802.1Q, which this machine lacks';
+
+async function waitGuest(env: Record<string, string>, vm: string, ip: string, pingNs: string): Promise<void> {
+  const deadline = Date.now() + 300_000;
+  while ((await vmlink(['vm', 'exec', vm, '--', 'true'], env, 60_000)).code !== 0) {
+    if (Date.now() > deadline) throw new Error(`the guest of ${vm} did not answer within 300 s`);
+    await sleep(1_000);
+  }
+  // Its address answers the pinger (the guest sets it after its agent starts).
+  while (Date.now() < deadline) {
+    try {
+      execFileSync('ip', ['netns', 'exec', pingNs, 'ping', '-n', '-c1', '-W1', ip], { stdio: 'ignore' });
+      return;
+    } catch {
+      await sleep(500);
+    }
+  }
+  throw new Error(`${vm} (${ip}) does not answer ping from host3`);
+}
+
+async function migrateOnce(
+  env: Record<string, string>,
+  vm: string,
+  ip: string,
+  from: string,
+  to: string,
+  pingNs: string,
+): Promise<Run> {
+  const load = load1();
+  let pinger: Pinger | undefined = startPing(pingNs, ip);
+  const stopPing = onCleanup(`ping ${ip}`, () => pinger?.kill());
+  await sleep(500); // replies flowing before the move
+  const r = await vmlink(['vm', 'migrate', vm, '--to', to, '--json'], env, 600_000);
+  await sleep(500); // and after it
+  const times = await pinger.stop();
+  pinger = undefined;
+  await stopPing();
+  if (r.code !== 0)
+    throw new Error(`vmlink vm migrate ${vm} --to ${to} exited ${r.code}: ${r.stderr.trim()}`);
+  const rep = JSON.parse(r.stdout) as { from: string; to: string; downtimeMs?: number; totalMs: number };
+  if (rep.from !== from || rep.to !== to)
+    throw new Error(`${vm} moved ${rep.from} -> ${rep.to}, not ${from} -> ${to}`);
+  return {
+    from,
+    to,
+    gapMs: round(largestGap(times), 1),
+    replies: times.length,
+    downtimeMs: rep.downtimeMs,
+    totalMs: rep.totalMs,
+    load,
+  };
+}
+
+const fmt = (x: number | undefined, unit = 'ms') =>
+  x === undefined || Number.isNaN(x) ? '-' : `${Math.round(x)} ${unit}`;
+
+async function main(): Promise<void> {
+  if (sizes.length === 0) throw new Error('--sizes: give MiB values between 128 and 4096, e.g. 256,1024');
+  const t0 = Date.now();
+  execFileSync(
+    process.execPath,
+    [fileURLToPath(new URL('../scripts/build.mjs', import.meta.url)), '--if-stale'],
+    {
+      stdio: 'inherit',
+    },
+  );
+  const release = await acquireVmLock();
+  const rows: Row[] = [];
+  try {
+    const lab = await startCliLab('mig', spec);
+    const file = lab.specFile('migrate.yaml', spec(lab.lab));
+    await vmlinkOk(['apply', '-f', file], lab.env);
+    const pingNs = machineNs(lab.lab, 'host3');
+    for (const [i, m] of sizes.entries()) await waitGuest(lab.env, vmName(m), vmIp(i), pingNs);
+    console.log(
+      `lab ${lab.lab} up, ${sizes.length} guests answering (${Math.round((Date.now() - t0) / 1000)} s)`,
+    );
+    const at = new Map(sizes.map((m) => [m, 'host1']));
+    const byMib = new Map<number, Run[]>(sizes.map((m) => [m, []]));
+    // Sizes interleaved in each round, so that load from other work on the machine falls on both.
+    for (let k = 0; k < runs; k++) {
+      for (const [i, m] of sizes.entries()) {
+        const from = at.get(m)!;
+        const to = from === 'host1' ? 'host2' : 'host1';
+        const run = await migrateOnce(lab.env, vmName(m), vmIp(i), from, to, pingNs);
+        at.set(m, to);
+        byMib.get(m)!.push(run);
+        console.log(
+          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} replies), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}`,
+        );
+      }
+    }
+    for (const m of sizes) {
+      const rs = byMib.get(m)!;
+      const down = rs.flatMap((r) => (r.downtimeMs === undefined ? [] : [r.downtimeMs]));
+      rows.push({
+        network: 'vxlan',
+        memoryMiB: m,
+        runs: rs,
+        median: {
+          gapMs: round(median(rs.map((r) => r.gapMs)), 1),
+          downtimeMs: down.length ? round(median(down), 1) : undefined,
+          totalMs: round(median(rs.map((r) => r.totalMs)), 1),
+        },
+      });
+      rows.push({ network: 'bridge', memoryMiB: m, runs: [], skipped: BRIDGE_SKIPPED });
+    }
+    await lab.close();
+  } finally {
+    await runCleanups();
+    await release();
+  }
+
+  const info = hostInfo();
+  console.log('');
+  console.log(`Live migration, ${runs} run(s) per row, 10 ms ping from host3; medians (every run above)`);
+  console.log(`machine: ${info.cpuModel}, ${info.cores} cores, ${info.accelerator}, ${info.qemu}`);
+  console.log(
+    `${'network'.padEnd(8)} ${'guest'.padEnd(9)} ${'ping gap'.padStart(10)} ${'QEMU downtime'.padStart(14)} ${'total'.padStart(10)}`,
+  );
+  for (const r of rows)
+    console.log(
+      r.skipped
+        ? `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} not run: ${r.skipped}`
+        : `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} ${fmt(r.median?.gapMs).padStart(10)} ${fmt(r.median?.downtimeMs).padStart(14)} ${fmt(r.median?.totalMs).padStart(10)}`,
+    );
+  const t256 = rows.find((r) => r.network === 'vxlan' && r.memoryMiB === 256 && !r.skipped);
+  const target = t256
+    ? {
+        within: t256.runs.filter((r) => r.gapMs <= TARGET_GAP_MS).length,
+        of: t256.runs.length,
+        ok: t256.runs.filter((r) => r.gapMs <= TARGET_GAP_MS).length >= Math.ceil((t256.runs.length * 4) / 5),
+      }
+    : undefined;
+  console.log(
+    target
+      ? `target (256 MiB idle guest: gap <= ${TARGET_GAP_MS} ms in 4 of 5 runs): ${target.within} of ${target.of} runs within -> ${target.ok ? 'met' : 'NOT met'}${target.of < 5 ? ` (only ${target.of} runs: use --runs 5 for the target's count)` : ''}`
+      : 'target: no 256 MiB row in this run (--sizes)',
+  );
+  console.log(
+    "note: QEMU downtime counts from the source stop until its last byte left (through the agents' relay); the ping gap " +
+      "is what a peer sees, including the switch-over on the target. Total includes the explain, the target's " +
+      'preparation and TCG.',
+  );
+  writeFileSync(
+    fileURLToPath(new URL('./results/migrate.json', import.meta.url)),
+    `${JSON.stringify({ at: new Date().toISOString(), runs, sizes, targetGapMs: TARGET_GAP_MS, target, machine: info, rows, wallS: Math.round((Date.now() - t0) / 1000) }, null, 1)}\n`,
+  );
+}
+
+process.on('SIGINT', () => void runCleanups().then(() => process.exit(130)));
+main().catch(async (e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  await runCleanups();
+  process.exit(1);
+});
