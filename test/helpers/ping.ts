@@ -4,6 +4,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 /** A running ping; `stop` ends it and resolves with the reply times (ms, from ping's `-D` stamps). */
 export interface Pinger {
   stop: () => Promise<number[]>;
+  /** The replies so far (ms). */
+  readonly times: readonly number[];
+  /** Date.now() when `stop` was called (NaN before). */
+  stoppedAt: number;
   /** SIGKILL without waiting (for afterAll / cleanup after a failure). */
   kill: () => void;
 }
@@ -28,20 +32,28 @@ export function startPing(ns: string, ip: string, intervalS = 0.01): Pinger {
       buf = buf.slice(nl + 1);
     }
   });
-  return {
+  const p: Pinger = {
+    times,
+    stoppedAt: Number.NaN,
     stop: async () => {
+      p.stoppedAt = Date.now();
       child.kill('SIGINT');
       await exited;
       return times;
     },
     kill: () => child.kill('SIGKILL'),
   };
+  return p;
 }
 
-/** The largest gap (ms) between consecutive reply times; NaN with fewer than two replies. */
-export function largestGap(times: readonly number[]): number {
+/**
+ * The largest gap (ms) between consecutive reply times; NaN with fewer than two replies. With `endMs` (the
+ * pinger's stop time, same clock) the silence from the last reply to the end counts too: replies that never
+ * came back must not hide the outage.
+ */
+export function largestGap(times: readonly number[], endMs?: number): number {
   if (times.length < 2) return Number.NaN;
-  let max = 0;
+  let max = endMs === undefined ? 0 : Math.max(0, endMs - times.at(-1)!);
   for (let i = 1; i < times.length; i++) max = Math.max(max, times[i]! - times[i - 1]!);
   return max;
 }
