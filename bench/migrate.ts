@@ -57,6 +57,8 @@ interface Run {
   to: string;
   gapMs: number;
   replies: number;
+  /** From the command's return until the first reply after it (undefined: none within 30 s). */
+  answersAfterMs?: number;
   /** Replies a lossless 10 ms ping would have had from the first reply to the stop. */
   expected: number;
   downtimeMs?: number;
@@ -105,13 +107,24 @@ async function migrateOnce(
   let pinger: Pinger | undefined = startPing(pingNs, ip);
   const stopPing = onCleanup(`ping ${ip}`, () => pinger?.kill());
   // Replies flowing before the move: the first one, then 500 ms.
-  for (const end = Date.now() + 10_000; pinger.times.length === 0 && Date.now() < end; ) await sleep(20);
+  for (const end = Date.now() + 30_000; pinger.times.length === 0 && Date.now() < end; ) await sleep(20);
   if (pinger.times.length === 0)
     throw new Error(`${vm} (${ip}) does not answer the ping from host3 before the move`);
   await sleep(500);
   const pingFrom = pinger.times[0]!;
   const r = await vmlink(['vm', 'migrate', vm, '--to', to, '--json'], env, 600_000);
-  await sleep(500); // and after it
+  // The guest answers again after the move: wait for the first reply sent after the command returned (up to 30 s),
+  // so that an outage longer than the command is measured, not cut off; then 500 ms more.
+  const returned = Date.now();
+  let back = Number.NaN;
+  for (const end = returned + 30_000; Date.now() < end; await sleep(20)) {
+    const t = pinger.times.at(-1);
+    if (t !== undefined && t > returned) {
+      back = t;
+      break;
+    }
+  }
+  await sleep(500);
   const times = await pinger.stop();
   const end = pinger.stoppedAt;
   pinger = undefined;
@@ -127,6 +140,7 @@ async function migrateOnce(
     gapMs: round(largestGap(times, end), 1),
     replies: times.length,
     expected: Math.round((end - pingFrom) / 10) + 1,
+    answersAfterMs: Number.isNaN(back) ? undefined : Math.round(back - returned),
     downtimeMs: rep.downtimeMs,
     totalMs: rep.totalMs,
     load,
@@ -168,7 +182,7 @@ async function main(): Promise<void> {
         at.set(m, to);
         byMib.get(m)!.push(run);
         console.log(
-          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}`,
+          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}`,
         );
       }
     }
