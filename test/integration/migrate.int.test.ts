@@ -1,6 +1,6 @@
 // Live migration end to end through the real CLI (docs/mobility.md): one lab of three hosts on a VXLAN overlay whose
 // gateway sits on host3, one 256 MiB test guest. The explain's blockers from real conditions, then the guest moves
-// host1 -> host2 under a 10 ms ping from host3, its memory (a file in its RAM disk) and TCP service intact after,
+// host1 -> host2 under a 10 ms ping from host3, its memory (a file in its RAM disk) and HTTP service intact after,
 // the owner record moved, and a second apply leaves it where it is.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -104,7 +104,7 @@ describe('live migration', () => {
     expect(ok.e).toMatchObject({ ok: true, from: 'host1', blockMigration: false });
   });
 
-  it('moves the running guest host1 -> host2 under a 10 ms ping from host3, memory and TCP service intact', async () => {
+  it('moves the running guest host1 -> host2 under a 10 ms ping from host3, memory and HTTP service intact', async () => {
     const mark = `kept-${Date.now()}`;
     expect((await guestSh(`echo ${mark} > /tmp/mark`)).code).toBe(0);
     // A 10 ms ping from host3's namespace (the overlay's gateway there).
@@ -126,7 +126,8 @@ describe('live migration', () => {
       `migrate: QEMU downtime ${report.downtimeMs} ms, largest ping gap ${maxGap.toFixed(0)} ms, total ${report.totalMs} ms`,
     );
     expect(times.at(-1)!).toBeGreaterThan(times[0]! + report.totalMs / 2);
-    // Its RAM came along; its TCP service answers from host3.
+    // Its RAM came along and its HTTP service still runs (asked inside the guest). Replies to host3 after the move are
+    // NOT asserted: they stop after a move to host2 (the open bug in docs/mobility.md, bench/migrate.ts measures it).
     const kept = await guestSh('cat /tmp/mark');
     expect(kept.stdout.trim()).toBe(mark);
     const http = await runCli(['vm', 'exec', 'm1', '--', 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], env);
