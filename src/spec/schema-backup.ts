@@ -3,13 +3,7 @@
 import { z } from 'zod';
 import { BACKUP_POLICIES_MAX, BACKUP_STORES_MAX, RetentionRulesSchema } from '../shared/backup.js';
 import { InvalidRequestError } from '../shared/errors.js';
-
-const name = z
-  .string()
-  .regex(
-    /^[a-z][a-z0-9-]{0,30}$/,
-    'must match ^[a-z][a-z0-9-]{0,30}$ (lower-case letter, then up to 30 of a-z, 0-9, -)',
-  );
+import { name } from './schema-primitives.js';
 
 /** `every 10m`, `every 2h`, `every 1d`: from the policy's first run on, at that interval. */
 export const EVERY_PATTERN = /^every ([1-9]\d{0,3})(m|h|d)$/;

@@ -11,24 +11,7 @@ import {
   LB_HOSTS_MAX,
   LOAD_BALANCERS_MAX,
 } from '../shared/lb.js';
-import { PORT_MAX, PORT_MIN } from '../shared/limits.js';
-
-// Kept local (not imported from schema.ts) so that schema.ts can import this module without a cycle.
-const name = z
-  .string()
-  .regex(
-    /^[a-z][a-z0-9-]{0,30}$/,
-    'must match ^[a-z][a-z0-9-]{0,30}$ (lower-case letter, then up to 30 of a-z, 0-9, -)',
-  );
-const ipv4 = z
-  .string()
-  .refine(
-    (s) =>
-      /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) &&
-      s.split('.').every((o) => Number(o) <= 255 && String(Number(o)) === o),
-    'must be an IPv4 address such as 10.0.0.5',
-  );
-const port = z.number().int().min(PORT_MIN).max(PORT_MAX);
+import { ipv4, name, port } from './schema-primitives.js';
 
 /** One host running the load balancer: its own address on the network and its VRRP priority. */
 export const LbHostSchema = z

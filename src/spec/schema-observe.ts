@@ -1,13 +1,7 @@
 // The spec's `alerts:` and `hosts[].tuning` (issue 14, docs/observability.md). Each object is checked alone here;
 // an alert's metric and labels against the catalog, and its `scale` volume against the spec, in validate/alerts.ts.
 import { z } from 'zod';
-
-const name = z
-  .string()
-  .regex(
-    /^[a-z][a-z0-9-]{0,30}$/,
-    'must match ^[a-z][a-z0-9-]{0,30}$ (lower-case letter, then up to 30 of a-z, 0-9, -)',
-  );
+import { name } from './schema-primitives.js';
 
 /** Most alert rules in one spec. */
 export const ALERT_RULES_MAX = 256;

@@ -1,0 +1,82 @@
+// The spec's primitive checks (names, addresses, ports, MTUs), shared by schema.ts and the schema-*.ts modules so
+// each check is written once.
+import { z } from 'zod';
+import {
+  ADDRESS_PREFIX_MAX,
+  ADDRESS_PREFIX_MIN,
+  LINK_MTU_MAX,
+  MTU_MIN,
+  NETWORK_PREFIX_MAX,
+  NETWORK_PREFIX_MIN,
+  PORT_MAX,
+  PORT_MIN,
+  VLAN_ID_MAX,
+  VLAN_ID_MIN,
+} from '../shared/limits.js';
+import { VMLINK_DEVICE_PATTERN } from './net.js';
+
+/** Names of every spec object: they reach commands, file names and interface aliases, so they are strict. */
+export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}$/;
+export const name = z
+  .string()
+  .regex(NAME_PATTERN, 'must match ^[a-z][a-z0-9-]{0,30}$ (lower-case letter, then up to 30 of a-z, 0-9, -)');
+
+export const ipv4 = z
+  .string()
+  .refine(
+    (s) =>
+      /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) &&
+      s.split('.').every((o) => Number(o) <= 255 && String(Number(o)) === o),
+    'must be an IPv4 address such as 10.0.0.5',
+  );
+export const cidr = z.string().refine((s) => {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
+  return (
+    !!m &&
+    ipv4.safeParse(m[1]).success &&
+    Number(m[2]) >= NETWORK_PREFIX_MIN &&
+    Number(m[2]) <= NETWORK_PREFIX_MAX
+  );
+}, `must be an IPv4 network such as 10.0.0.0/24 (prefix ${NETWORK_PREFIX_MIN}-${NETWORK_PREFIX_MAX})`);
+export const mac = z
+  .string()
+  .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address such as 52:54:00:12:34:56')
+  .refine(
+    (m) => (Number.parseInt(m.slice(0, 2), 16) & 1) === 0,
+    'must be a unicast MAC address (first octet even)',
+  );
+// A host NIC: never one of the devices vmlink creates itself (a network must not enslave another's bridge).
+export const ifname = z
+  .string()
+  .regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/, 'must be a Linux interface name (1-15 characters)')
+  .refine(
+    (s) => !VMLINK_DEVICE_PATTERN.test(s),
+    'must name a host NIC, not a device vmlink creates (vl?-...)',
+  );
+export const port = z.number().int().min(PORT_MIN).max(PORT_MAX);
+/** An address with its prefix on an interface, e.g. 192.168.50.10/24. */
+export const hostCidr = z.string().refine((s) => {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
+  return (
+    !!m &&
+    ipv4.safeParse(m[1]).success &&
+    Number(m[2]) >= ADDRESS_PREFIX_MIN &&
+    Number(m[2]) <= ADDRESS_PREFIX_MAX
+  );
+}, `must be an IPv4 address with prefix such as 192.168.50.10/24 (prefix ${ADDRESS_PREFIX_MIN}-${ADDRESS_PREFIX_MAX})`);
+export const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
+/** MTU of a host NIC or a lab switch (jumbo frames allowed). */
+export const linkMtu = z.number().int().min(MTU_MIN).max(LINK_MTU_MAX);
+
+/** An IPv4 address (dotted quad, no leading zeros): the spec's check, shared with the agent's wire schema. */
+export const Ipv4Schema = ipv4;
+/** A lower-case unicast MAC address: the spec's check, shared with the agent's wire schema. */
+export const MacSchema = mac;
+/** A host NIC's name (never a device vmlink creates): the spec's check, shared with the agent's wire schema. */
+export const HostNicSchema = ifname;
+/** A TCP/UDP port. */
+export const PortSchema = port;
+/** An IPv4 network with a prefix of 8-30 (host bits allowed here; the agent's wire refuses them). */
+export const NetworkCidrSchema = cidr;
+/** An address with prefix on an interface (e.g. 192.168.50.10/24). */
+export const HostCidrSchema = hostCidr;
