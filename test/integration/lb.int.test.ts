@@ -38,20 +38,29 @@ async function get(): Promise<string | undefined> {
 }
 
 // A bounded loop of requests from inside the client's namespace (one process: no spawn per request), each with a
-// 300 ms budget; prints what answered and when requests failed.
+// hard 300 ms budget (a timer, not the socket's idle timeout: a reply whose body stalls when HAProxy is killed
+// mid-response must end the request too); prints what answered and when requests failed.
 const LOOP = `
 const http = require('node:http');
 const [url, maxMs, maxN] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
 const start = Date.now(); const out = { total: 0, failed: 0, firstFailMs: null, lastFailMs: null, bodies: {} };
+const once = () => new Promise((res) => {
+  let done = false;
+  const finish = (v) => { if (!done) { done = true; clearTimeout(timer); res(v); } };
+  const req = http.get(url, { agent: false }, (r) => {
+    let b = '';
+    r.on('data', (d) => { if (b.length < 256) b += d; });
+    r.on('end', () => finish(r.statusCode === 200 ? b.trim() : null));
+    r.on('error', () => finish(null));
+    r.on('close', () => finish(null));
+  });
+  req.on('error', () => finish(null));
+  const timer = setTimeout(() => { finish(null); req.destroy(); }, 300);
+});
 (async () => {
   while (Date.now() - start < maxMs && out.total < maxN) {
     const t = Date.now() - start;
-    const body = await new Promise((res) => {
-      const req = http.get(url, { agent: false, timeout: 300 }, (r) => {
-        let b = ''; r.on('data', (d) => { if (b.length < 256) b += d; }); r.on('end', () => res(r.statusCode === 200 ? b.trim() : null));
-      });
-      req.on('timeout', () => req.destroy()); req.on('error', () => res(null));
-    });
+    const body = await once();
     out.total++;
     if (body === null) { out.failed++; out.firstFailMs ??= t; out.lastFailMs = t; }
     else out.bodies[body] = (out.bodies[body] ?? 0) + 1;
@@ -72,7 +81,13 @@ function requestLoop(maxMs: number, maxN = 2000): Promise<LoopResult> {
     C,
     [process.execPath, '-e', LOOP, `http://${VIP}/`, String(maxMs), String(maxN)],
     maxMs + 15_000,
-  ).then((r) => JSON.parse(r.stdout) as LoopResult);
+  ).then((r) => {
+    try {
+      return JSON.parse(r.stdout) as LoopResult;
+    } catch {
+      throw new Error(`the request loop printed no result (exit ${r.code}): ${r.stderr.slice(-500)}`);
+    }
+  });
 }
 
 let dir: string;
@@ -257,6 +272,7 @@ describe('load balancer (HAProxy + Keepalived)', () => {
   ): Promise<{ result: LoopResult; movedMs: number | undefined }> {
     const to = otherHost(from);
     const loop = requestLoop(7000);
+    loop.catch(() => undefined); // awaited below; this only keeps a failure from being reported as unhandled meanwhile
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = Date.now();
     await kill();
