@@ -27,9 +27,8 @@ export interface Limits {
 }
 
 /**
- * The queue's order: longest first within a class (the long files must not be the last to start), the classes
- * interleaved by the share of their class's remaining work each job is, so the guest files (the critical path) and
- * the light files both start at once. Ties by name, so the order is stable.
+ * The queue's order: longest first (a long file that starts last ends the run late); each class's limit then lets
+ * the guest files (the critical path), the light files and the unit tests start together. Ties by name.
  */
 export function order(jobs: Job[]): Job[] {
   return [...jobs].sort((a, b) => b.seconds - a.seconds || a.name.localeCompare(b.name));
