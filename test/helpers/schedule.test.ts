@@ -39,6 +39,15 @@ describe('integration schedule', () => {
     expect(next([g('c', 10)], [x], limits)).toBeUndefined();
   });
 
+  it('keeps an exclusive file off the unit tests, without holding other guest files back while they run', () => {
+    const x = g('x', 80, { exclusive: true });
+    const unit: Job = { name: 'unit', cls: 'unit', seconds: 300 };
+    expect(next([x, g('c', 10)], [unit], limits)?.name).toBe('c');
+    expect(next([x], [unit], limits)).toBeUndefined();
+    expect(next([unit, x], [], limits)?.name).toBe('unit');
+    expect(next([unit], [x], limits)).toBeUndefined();
+  });
+
   it('simulates the plan: every job once, the total no shorter than the longest class on its slots', () => {
     const jobs = [
       g('g1', 100),
@@ -60,5 +69,8 @@ describe('integration schedule', () => {
     expect(total).toBeLessThan(100 + 60 + 40 + 30);
     // One worker only: everything in a row.
     expect(simulate(jobs, 1, limits).total).toBe(320);
+    // With the unit tests: x starts only once they are done.
+    const withUnit = simulate([...jobs, { name: 'unit', cls: 'unit', seconds: 150 }], 3, limits).plan;
+    expect(withUnit.find((p) => p.job.name === 'x')!.start).toBeGreaterThanOrEqual(150);
   });
 });

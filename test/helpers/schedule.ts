@@ -5,8 +5,8 @@
 // the VM lock's slots, see vmlock.ts), `light` files share machine-wide daemons with each other (one at a time, as
 // they always ran), the `unit` tests run once. Guest files that start machine-wide storage servers (tgtd control
 // ports, rpcbind, ganesha's files) share a `group` and never overlap; an `exclusive` guest file (one that measures
-// the whole machine's CPU) runs with no other guest file, and once it heads the guest queue no other guest file
-// starts before it.
+// the whole machine's CPU) runs with no other guest file and not beside the unit tests; once the unit tests are done
+// and it heads the guest queue, no other guest file starts before it.
 
 export type JobClass = 'unit' | 'light' | 'guest';
 
@@ -38,15 +38,22 @@ export function order(jobs: Job[]): Job[] {
 export function next(queue: readonly Job[], running: readonly Job[], limits: Limits): Job | undefined {
   const count = (cls: JobClass) => running.filter((j) => j.cls === cls).length;
   const guestsRunning = running.filter((j) => j.cls === 'guest');
+  const exclusiveRunning = guestsRunning.some((j) => j.exclusive);
+  // The unit tests load every CPU too: an exclusive file waits for them, and holds back no other file meanwhile.
+  const unitPending = [...running, ...queue].some((j) => j.cls === 'unit');
   let guestBarrier = false;
   for (const job of queue) {
     if (count(job.cls) >= limits[job.cls]) continue;
-    if (job.cls !== 'guest') return job;
-    if (guestBarrier || guestsRunning.some((j) => j.exclusive)) continue;
+    if (job.cls === 'light') return job;
+    if (job.cls === 'unit') {
+      if (exclusiveRunning) continue;
+      return job;
+    }
+    if (guestBarrier || exclusiveRunning) continue;
     if (job.exclusive) {
-      if (guestsRunning.length === 0) return job;
+      if (guestsRunning.length === 0 && count('unit') === 0) return job;
       // It waits for the running guest files to end; no other guest file starts meanwhile.
-      guestBarrier = true;
+      if (!unitPending) guestBarrier = true;
       continue;
     }
     if (job.group && guestsRunning.some((j) => j.group === job.group)) continue;
