@@ -25,8 +25,8 @@ describe('integration schedule', () => {
   });
 
   it('never overlaps two files of one group; skips to a file of another', () => {
-    const a = g('a', 50, { group: 'storage' });
-    const b = g('b', 40, { group: 'storage' });
+    const a = g('a', 50, { groups: ['storage'] });
+    const b = g('b', 40, { groups: ['storage'] });
     expect(next([b, g('c', 10)], [a], limits)?.name).toBe('c');
     expect(next([b], [a], limits)).toBeUndefined();
   });

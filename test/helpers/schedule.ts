@@ -1,10 +1,10 @@
 // The integration run's schedule (test/helpers/int-run.ts): which test file starts next on a free worker. Pure, so
 // that the plan can be simulated from the measured durations (`--dry-run`) and unit-tested.
 //
-// Each job has a class with a limit of its own running at once: `guest` files boot QEMU guests (at most `guestSlots`,
-// the VM lock's slots, see vmlock.ts), `light` files share machine-wide daemons with each other (one at a time, as
-// they always ran), the `unit` tests run once. Guest files that start machine-wide storage servers (tgtd control
-// ports, rpcbind, ganesha's files) share a `group` and never overlap; an `exclusive` guest file (one that measures
+// Each job has a class with a limit of its own running at once: `guest` files boot QEMU guests (at most `guest`, the
+// VM lock's slots, see vmlock.ts), `light` files (vitest.config.ts's LIGHT list), the `unit` tests. Guest files that
+// share a group never overlap: those that start machine-wide storage servers (tgtd control ports, rpcbind, ganesha's
+// files), and the big labs (three hosts, several guests), whose probes time out when two of them share the CPUs; an `exclusive` guest file (one that measures
 // the whole machine's CPU) runs with no other guest file and not beside the unit tests; once the unit tests are done
 // and it heads the guest queue, no other guest file starts before it.
 
@@ -16,7 +16,8 @@ export interface Job {
   cls: JobClass;
   /** Expected duration in seconds (the last measured one). */
   seconds: number;
-  group?: string;
+  /** Files sharing a group never overlap. */
+  groups?: string[];
   exclusive?: boolean;
 }
 
@@ -56,7 +57,7 @@ export function next(queue: readonly Job[], running: readonly Job[], limits: Lim
       if (!unitPending) guestBarrier = true;
       continue;
     }
-    if (job.group && guestsRunning.some((j) => j.group === job.group)) continue;
+    if (job.groups?.some((grp) => guestsRunning.some((j) => j.groups?.includes(grp)))) continue;
     return job;
   }
   return undefined;
