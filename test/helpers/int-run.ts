@@ -172,7 +172,7 @@ function finish(): void {
   if (queue.length > 0) say(`not started: ${queue.map((j) => j.name).join(', ')}`);
   if (failed.length > 0) {
     say(`FAILED: ${failed.map((r) => fileOf(r.job.name)).join(' ')}`);
-    const files = failed.filter((r) => r.job.cls !== 'unit').map((r) => `${r.job.name}.int`);
+    const files = failed.filter((r) => r.job.cls !== 'unit').map((r) => `test/integration/${r.job.name}.int`);
     if (files.length > 0) say(`again: bash scripts/test-integration.sh ${files.join(' ')}`);
   }
   if (existsSync(logs)) rmSync(logs, { recursive: true, force: true });
