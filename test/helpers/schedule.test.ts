@@ -37,6 +37,9 @@ describe('integration schedule', () => {
     expect(next([x, g('c', 10)], [g('a', 50)], limits)).toBeUndefined();
     expect(next([x], [l('l', 5)], limits)?.name).toBe('x');
     expect(next([g('c', 10)], [x], limits)).toBeUndefined();
+    // Behind a file that waits for its group, x holds nothing back: x is not at the head yet.
+    const big = g('big', 90, { groups: ['big'] });
+    expect(next([big, x, g('c', 10)], [g('a', 50, { groups: ['big'] })], limits)?.name).toBe('c');
   });
 
   it('keeps an exclusive file off the unit tests, without holding other guest files back while they run', () => {

@@ -6,7 +6,7 @@
 // share a group never overlap: those that start machine-wide storage servers (tgtd control ports, rpcbind, ganesha's
 // files), and the big labs (three hosts, several guests), whose probes time out when two of them share the CPUs; an `exclusive` guest file (one that measures
 // the whole machine's CPU) runs with no other guest file and not beside the unit tests; once the unit tests are done
-// and it heads the guest queue, no other guest file starts before it.
+// and it heads the guest queue (the guest files before it have started), no other guest file starts before it.
 
 export type JobClass = 'unit' | 'light' | 'guest';
 
@@ -43,6 +43,7 @@ export function next(queue: readonly Job[], running: readonly Job[], limits: Lim
   // The unit tests load every CPU too: an exclusive file waits for them, and holds back no other file meanwhile.
   const unitPending = [...running, ...queue].some((j) => j.cls === 'unit');
   let guestBarrier = false;
+  let firstGuest = true;
   for (const job of queue) {
     if (count(job.cls) >= limits[job.cls]) continue;
     if (job.cls === 'light') return job;
@@ -50,11 +51,13 @@ export function next(queue: readonly Job[], running: readonly Job[], limits: Lim
       if (exclusiveRunning) continue;
       return job;
     }
+    const first = firstGuest;
+    firstGuest = false;
     if (guestBarrier || exclusiveRunning) continue;
     if (job.exclusive) {
       if (guestsRunning.length === 0 && count('unit') === 0) return job;
-      // It waits for the running guest files to end; no other guest file starts meanwhile.
-      if (!unitPending) guestBarrier = true;
+      // Once it heads the guest queue it waits for the running guest files to end, and none starts meanwhile.
+      if (!unitPending && first) guestBarrier = true;
       continue;
     }
     if (job.groups?.some((grp) => guestsRunning.some((j) => j.groups?.includes(grp)))) continue;
