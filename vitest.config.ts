@@ -8,7 +8,7 @@ import { defineConfig } from 'vitest/config';
 // - `integration-light`: files that boot no guest and start no lab storage machine (namespaces, OVS, nftables, etcd,
 //   tgtd on their own control port, qemu-nbd), which mostly wait on daemons and timers.
 // Both first rebuild dist/ when it is stale: tests that run the real `vmlink` (bin/vmlink.js) run the compiled code.
-const LIGHT = [
+export const LIGHT = [
   'apply-failure',
   'backup-cluster',
   'backup-store',
@@ -48,7 +48,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['src/**/*.test.ts', 'web/**/*.test.ts'],
+          include: ['src/**/*.test.ts', 'web/**/*.test.ts', 'test/helpers/**/*.test.ts'],
           testTimeout: 20_000,
           globalSetup: ['test/helpers/build-dist.ts'],
         },

@@ -1,27 +1,13 @@
 #!/usr/bin/env bash
-# The integration tests (root): the two lanes of vitest.config.ts side by side, each one file at a time, in two vitest
-# processes (one process runs all its projects' files through one pool, one at a time). The light lane's lines are
-# prefixed with [light]; both lanes must pass. With VMLINK_UNIT_IN_LIGHT_LANE=1 (scripts/test.sh) the unit tests run
-# first in the light lane: the guests' lane is the longer one, and the light lane's files mostly wait on daemons.
+# The integration tests (root): test/helpers/int-run.ts runs each test file in a vitest process of its own on a few
+# workers, longest first by test/integration/durations.json: guest-booting files two at a time (the VM lock's slots),
+# light files (vitest.config.ts's LIGHT list) two at a time, and with VMLINK_UNIT_IN_LIGHT_LANE=1 (scripts/test.sh)
+# the unit tests beside them. Each file's output comes in one block when it ends, then a summary with each file's
+# time. Arguments: file filters, --dry-run (the plan on paper), --record (write the measured durations back).
+# VMLINK_INT_WORKERS (4), VMLINK_VM_SLOTS (2) and VMLINK_INT_LIGHT (2) change the parallelism; all three at 1 run one
+# file at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Built once here, so that the lanes' own stale-build checks find nothing to do (two builds at once would race).
+# Built once here, so that each file's stale-build check finds nothing to do (builds at once would race).
 node scripts/build.mjs --if-stale
-set +e
-light_lane() {
-  local rc=0
-  if [ "${VMLINK_UNIT_IN_LIGHT_LANE:-}" = 1 ]; then npx vitest run --project unit || rc=$?; fi
-  npx vitest run --project integration-light --passWithNoTests "$@" || rc=$?
-  return "$rc"
-}
-(set -o pipefail; light_lane "$@" 2>&1 | sed -u 's/^/[light] /') &
-light=$!
-npx vitest run --project integration --passWithNoTests "$@"
-guests=$?
-wait "$light"
-light_rc=$?
-set -e
-if [ "$guests" != 0 ] || [ "$light_rc" != 0 ]; then
-  echo "integration tests failed (guests lane: exit $guests, light lane (unit tests too under npm test): exit $light_rc)" >&2
-  exit 1
-fi
+exec npx tsx test/helpers/int-run.ts "$@"

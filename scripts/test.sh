@@ -13,5 +13,5 @@ if [ "$(id -u)" != 0 ]; then
   echo "integration tests need root (namespaces, bridges, nftables, QEMU); run as root" >&2
   exit 1
 fi
-# The unit tests run first in the light lane, beside the guests' lane (see scripts/test-integration.sh).
+# The unit tests run as one more job of the integration runner, beside the integration files (scripts/test-integration.sh).
 VMLINK_UNIT_IN_LIGHT_LANE=1 bash scripts/test-integration.sh

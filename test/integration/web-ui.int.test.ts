@@ -1,18 +1,25 @@
 // The web console in a real browser: Debian's Chromium (headless, driven by playwright-core) against a real lab —
-// one host started by `vmlink lab up`, one test guest, the daemon listening on TLS on 127.0.0.1. The browser logs in
-// through a one-time link from `vmlink ui --json` (a second use is refused), and every view must show the lab's real
-// data: the topology with the guest's link coloured by the verify run before, the matrix, the VM list, metrics
-// charts, the alert rule, the events (a new one arriving live), and the plan of the applied spec. In the VM's
-// serial console (xterm.js over the controller's websocket) a command typed in the page is answered by the guest's
-// shell. The VM is stopped and started again from its buttons (after the confirmation). A read-only session (a
-// link asked for with a read-only token) sees no start/stop buttons and cannot type into the console.
+// one host started by `vmlink lab up`, one test guest. The daemon has no TCP listener: `vmlink ui --port` starts the
+// localhost TLS one. The browser logs in through a one-time link from `vmlink ui --json` (a second use is refused),
+// and every view must show the lab's real data: the topology with the guest's link coloured by the verify run before,
+// the matrix, the VM list, metrics charts, the alert rule, the events (a new one arriving live), and the plan of the
+// applied spec. In the VM's serial console (xterm.js over the controller's websocket) a command typed in the page is
+// answered by the guest's shell. The VM is stopped and started again from its buttons (after the confirmation). A
+// read-only session (a link asked for with a read-only token) sees no start/stop buttons and cannot type into the
+// console. Then the serial console without a browser on the same lab (these were console.int.test.ts, with a lab
+// and a guest of its own): `vmlink vm console` driven through a pipe types a command into the guest and reads its
+// answer; a read-only token's websocket gets the output but its keys never reach the guest; a real HTTPS client
+// (the CA checked) logs in once with a link, not twice, and its session is held to its role and the CSRF rules.
 // Screenshots of each view go to test-results/web-ui/ (gitignored).
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { waitFor } from '../../src/shared/time.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -54,6 +61,8 @@ const env = {
 const file = join(root, 'spec.yaml');
 const caFile = join(env.VMLINK_STATE_DIR, 'pki', 'ca.pem');
 const shots = fileURLToPath(new URL('../../test-results/web-ui/', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/vmlink.js', import.meta.url));
+const children: ChildProcess[] = [];
 
 let release: (() => Promise<void>) | undefined;
 let browser: Browser | undefined;
@@ -80,7 +89,7 @@ async function uiLink(extra: Record<string, string> = {}): Promise<UiLink> {
 /** A browser context that trusts nothing but this test's self-signed controller (its CA is the lab's own). */
 async function newContext(): Promise<BrowserContext> {
   // The controller's certificate chains to a CA made for this test: Chromium would refuse it; the test checks the
-  // pages, not the PKI (console.int.test.ts and tls.int.test.ts check the certificate).
+  // pages, not the PKI (the HTTPS client below and tls.int.test.ts check the certificate).
   return browser!.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 768 } });
 }
 
@@ -100,17 +109,79 @@ const poll = <T>(fn: () => Promise<T>, timeout = 20_000) => expect.poll(fn, { ti
 /** The text the serial console's terminal shows now. */
 const terminalText = (p: Page) => p.locator('.xterm-rows').textContent();
 
+/**
+ * The test guest runs no shell on its serial console (its init only logs there): starts one through its agent,
+ * waiting for the agent after a (re)boot.
+ */
+async function serialShell(): Promise<void> {
+  await waitFor(
+    async () => {
+      const r = await runCli(
+        [
+          'vm',
+          'exec',
+          VM,
+          '--',
+          'sh',
+          '-c',
+          "setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' </dev/null >/dev/null 2>&1 &",
+        ],
+        env,
+      );
+      return r.code === 0 || undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 1000, message: 'the guest agent never answered' },
+  );
+}
+
+/** One HTTPS request to the console's listener, its certificate checked against the CA for 127.0.0.1. */
+function https(
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port: PORT, method, path, ca: readFileSync(caFile), headers, timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.once('error', reject);
+    req.once('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)));
+    req.end();
+  });
+}
+
+/** `vmlink vm console VM` with a pipe for stdin, collecting what it prints. */
+function attachCli(): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number> } {
+  const child = spawn(process.execPath, [BIN, 'vm', 'console', VM], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<number>((r) => child.once('close', (code) => r(code ?? 1)));
+  return { child, out: () => out, err: () => err, exited };
+}
+
 beforeAll(async () => {
   mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
   mkdirSync(shots, { recursive: true });
   writeFileSync(file, SPEC);
-  const bootstrap = join(root, 'bootstrap.token');
-  writeFileSync(bootstrap, randomBytes(24).toString('hex'), { mode: 0o600 });
   release = await acquireVmLock();
-  const d = await runCli(
-    ['daemon', '--detach', '--listen', `https://127.0.0.1:${PORT}`, '--token-file', bootstrap],
-    env,
-  );
+  const d = await runCli(['daemon', '--detach'], env);
   expect(d.code, d.stderr).toBe(0);
   const up = await runCli(['lab', 'up', '-f', file], env);
   expect(up.code, up.stderr + up.stdout).toBe(0);
@@ -122,6 +193,10 @@ beforeAll(async () => {
   const t = await runCli(['token', 'create', 'viewer', '--role', 'read-only', '--json'], env);
   expect(t.code, t.stderr).toBe(0);
   readOnlyToken = (JSON.parse(t.stdout) as { token: string }).token;
+  // The controller has no TCP listener: `vmlink ui` starts the localhost TLS one, on the port asked for.
+  const ui = await runCli(['ui', '--json', '--port', String(PORT)], env);
+  expect(ui.code, ui.stderr + ui.stdout).toBe(0);
+  expect(JSON.parse(ui.stdout)).toMatchObject({ url: `https://127.0.0.1:${PORT}/ui/`, ca: caFile });
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
@@ -137,6 +212,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await browser?.close().catch(() => {});
   await runCli(['lab', 'down', '-f', file], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});
@@ -197,20 +273,7 @@ describe('the web console in Chromium', () => {
   });
 
   it("serial console: a command typed in the page is answered by the guest's shell", async () => {
-    // The test guest runs no shell on its serial console (its init only logs there): start one through its agent.
-    const sh = await runCli(
-      [
-        'vm',
-        'exec',
-        VM,
-        '--',
-        'sh',
-        '-c',
-        "setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' </dev/null >/dev/null 2>&1 &",
-      ],
-      env,
-    );
-    expect(sh.code, sh.stderr).toBe(0);
+    await serialShell();
     await page.click(`tr[data-vm="${VM}"] a[data-action="console"]`);
     await page.waitForSelector('[data-testid="terminal"][data-connected="true"]');
     await page.waitForSelector('[data-testid="terminal"][data-mode="write"]');
@@ -302,4 +365,110 @@ describe('the web console in Chromium', () => {
     expect(pageErrors).toEqual([]);
     expect(consoleErrors.filter((t) => /Content Security Policy|Refused to/i.test(t))).toEqual([]);
   });
+});
+
+describe('the serial console without a browser', () => {
+  beforeAll(async () => {
+    // The VM was stopped and started above: a new shell on its serial port.
+    await serialShell();
+  }, 150_000);
+
+  it('`vmlink vm console` through a pipe types into the guest and reads its answer; Ctrl-] detaches', async () => {
+    const c = attachCli();
+    await waitFor(async () => c.err().includes('attached to') || undefined, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: 'no hello',
+    });
+    expect(c.err()).toContain(`attached to ${VM}'s serial console on host1 (read-write)`);
+    // The answer holds the computed value, which the typed line (echoed by the tty) does not.
+    c.child.stdin!.write('echo con-$((6*7))\n');
+    await waitFor(async () => c.out().includes('con-42') || undefined, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: `the guest did not answer; output so far: ${c.out()}`,
+    });
+    c.child.stdin!.write('\x1d');
+    expect(await c.exited).toBe(0);
+    expect(c.err()).toContain('detached');
+  }, 90_000);
+
+  it("gives a read-only token's websocket the output and refuses its keys", async () => {
+    const ws = new WebSocket(`wss://127.0.0.1:${PORT}/v1/vms/${VM}/console/stream`, {
+      ca: readFileSync(caFile),
+      headers: { authorization: `Bearer ${readOnlyToken}` },
+    });
+    const texts: string[] = [];
+    let output = '';
+    ws.on('message', (d, binary) => {
+      if (binary) output += d.toString();
+      else texts.push(d.toString());
+    });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    await waitFor(async () => texts.find((x) => x.includes('"hello"')), {
+      timeoutMs: 15_000,
+      intervalMs: 50,
+      message: 'no hello',
+    });
+    expect(JSON.parse(texts[0]!)).toEqual({ type: 'hello', vm: VM, host: 'host1', mode: 'read' });
+    ws.send(Buffer.from('echo ro-$((5*5))\n'));
+    await waitFor(async () => texts.find((x) => x.includes('keys refused')), {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: `keys not refused: ${texts.join(' ')}`,
+    });
+    // An operator's command after it: its answer reaches the reader, and the reader's command never ran before it.
+    const c = attachCli();
+    await waitFor(async () => c.err().includes('attached to') || undefined, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: 'no hello',
+    });
+    c.child.stdin!.write('echo op-$((3*3))\n');
+    await waitFor(async () => output.includes('op-9') || undefined, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: `the reader got no output; it has: ${output}`,
+    });
+    expect(output).not.toContain('ro-25');
+    c.child.stdin!.end();
+    expect(await c.exited).toBe(0);
+    ws.close();
+  }, 90_000);
+
+  it('logs a real HTTPS client in once with a link, holds the session to CSRF rules, and logs it out', async () => {
+    const r = await uiLink();
+    const path = new URL(r.loginUrl).pathname + new URL(r.loginUrl).search;
+    const first = await https('GET', path);
+    expect(first.status, first.body).toBe(200);
+    expect(first.headers['content-security-policy']).toContain("default-src 'none'");
+    const setCookie = String(first.headers['set-cookie']);
+    expect(setCookie).toMatch(
+      /^vmlink_session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict/,
+    );
+    const cookie = setCookie.split(';')[0]!;
+    const again = await https('GET', path);
+    expect(again.status).toBe(401);
+    expect(again.headers['set-cookie']).toBeUndefined();
+
+    const me = await https('GET', '/v1/ui/session', { cookie });
+    expect(me.status, me.body).toBe(200);
+    expect(JSON.parse(me.body)).toMatchObject({ who: 'local-socket', role: 'admin' });
+    // A write without the CSRF header, or from another origin, is refused; with both it passes.
+    const origin = `https://127.0.0.1:${PORT}`;
+    const bare = await https('POST', '/v1/ui/logout', { cookie, origin });
+    expect(bare.status).toBe(403);
+    const foreign = await https('POST', '/v1/ui/logout', {
+      cookie,
+      origin: 'https://evil.example',
+      'x-vmlink-csrf': '1',
+    });
+    expect(foreign.status).toBe(403);
+    const out = await https('POST', '/v1/ui/logout', { cookie, origin, 'x-vmlink-csrf': '1' });
+    expect(out.status, out.body).toBe(200);
+    expect((await https('GET', '/v1/ui/session', { cookie })).status).toBe(401);
+  }, 60_000);
 });

@@ -1,0 +1,194 @@
+// The integration tests' runner (scripts/test-integration.sh; root): one vitest process per test file, started by
+// a small work-stealing scheduler (test/helpers/schedule.ts) on WORKERS workers, longest file first by the durations
+// measured last (test/integration/durations.json). Guest-booting files run two at a time (they mostly wait on agents,
+// probes and timers; the VM lock has as many slots), light files (vitest.config.ts's LIGHT list) two at a time, the
+// unit tests (with VMLINK_UNIT_IN_LIGHT_LANE=1) beside them. Each file's output is printed in one block when it ends,
+// so that parallel files never interleave their lines; a summary with each file's time follows.
+//
+//   tsx test/helpers/int-run.ts [--dry-run] [--record] [FILTER...]
+// FILTERs select files whose path contains one of them (as vitest's own filters). --dry-run prints the plan on paper
+// from the durations; --record writes the measured durations of the files that passed back to durations.json.
+import { spawn } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LIGHT } from '../../vitest.config.js';
+import { type Job, type Limits, next, order, simulate } from './schedule.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const DIR = join(ROOT, 'test', 'integration');
+const DURATIONS = join(DIR, 'durations.json');
+const VITEST = join(ROOT, 'node_modules', '.bin', 'vitest');
+/** Guest files that never overlap another of their group (schedule.ts). */
+const GROUPS: Record<string, string[]> = {
+  // They start machine-wide storage servers (tgtd control ports, rpcbind, ganesha's files).
+  storage: ['shared-storage', 'storage-nfs', 'storage-qemu'],
+  // Three-host labs with several TCG guests: two at once left multihost's verify probes timing out (5 s) on 2 cores.
+  'big-lab': ['ha-drills', 'migrate', 'multihost', 'shared-storage', 'verify-multihost'],
+};
+/** Guest files that measure the whole machine's CPU (the host-cpu alert): no other guest file beside them. */
+const EXCLUSIVE = ['alerts'];
+/** The guess for a file not in durations.json yet: it starts early, so a slow new file cannot end the run late. */
+const UNKNOWN_SECONDS = 120;
+
+const envInt = (name: string, dflt: number, max: number): number => {
+  const raw = process.env[name];
+  const n = raw === undefined || raw === '' ? dflt : Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be 1 to ${max}, not ${raw}`);
+  return n;
+};
+
+const args = process.argv.slice(2);
+const dryRun = args.includes('--dry-run');
+const record = args.includes('--record');
+const filters = args.filter((a) => !a.startsWith('--'));
+const unknownFlag = args.find((a) => a.startsWith('--') && a !== '--dry-run' && a !== '--record');
+if (unknownFlag) throw new Error(`unknown option ${unknownFlag} (--dry-run, --record, or file filters)`);
+
+const limits: Limits = {
+  unit: 1,
+  light: envInt('VMLINK_INT_LIGHT', 2, 4),
+  guest: envInt('VMLINK_VM_SLOTS', 2, 4),
+};
+const workers = envInt('VMLINK_INT_WORKERS', 4, 8);
+
+const durations = JSON.parse(readFileSync(DURATIONS, 'utf8')) as Record<string, number>;
+const light = new Set(LIGHT.map((f) => f.replace(/^test\/integration\/|\.int\.test\.ts$/g, '')));
+const fileOf = (name: string) => `test/integration/${name}.int.test.ts`;
+const names = readdirSync(DIR)
+  .filter((f) => f.endsWith('.int.test.ts'))
+  .map((f) => f.slice(0, -'.int.test.ts'.length))
+  .filter((n) => filters.length === 0 || filters.some((f) => fileOf(n).includes(f)));
+const jobs: Job[] = names.map((name) => ({
+  name,
+  cls: light.has(name) ? 'light' : 'guest',
+  seconds: durations[name] ?? UNKNOWN_SECONDS,
+  groups: Object.keys(GROUPS).filter((grp) => GROUPS[grp]!.includes(name)),
+  ...(EXCLUSIVE.includes(name) ? { exclusive: true } : {}),
+}));
+if (process.env.VMLINK_UNIT_IN_LIGHT_LANE === '1')
+  jobs.push({ name: 'unit', cls: 'unit', seconds: durations.unit ?? 300 });
+
+const say = (line: string) => process.stdout.write(`[int] ${line}\n`);
+const secs = (ms: number) => Math.round(ms / 1000);
+
+if (dryRun) {
+  const { plan, total } = simulate(jobs, workers, limits);
+  for (const p of plan)
+    say(
+      `${String(p.start).padStart(5)} s  worker ${p.worker}  ${p.job.cls.padEnd(5)}  ${p.job.name} (${p.job.seconds} s)`,
+    );
+  say(`on paper: ${total} s with ${workers} workers, limits ${JSON.stringify(limits)}`);
+  process.exit(0);
+}
+
+interface Running {
+  job: Job;
+  child: ReturnType<typeof spawn>;
+  started: number;
+}
+const logs = mkdtempSync(join(tmpdir(), 'vmlink-int-run-'));
+const queue = order(jobs);
+const running: Running[] = [];
+const results: Array<{ job: Job; ok: boolean; ms: number }> = [];
+const t0 = Date.now();
+let stopping = false;
+
+function start(job: Job): void {
+  const log = join(logs, `${job.name}.log`);
+  const project = job.cls === 'unit' ? 'unit' : job.cls === 'light' ? 'integration-light' : 'integration';
+  const argv = ['run', '--project', project, ...(job.cls === 'unit' ? [] : [fileOf(job.name)])];
+  // The log file as stdout and stderr: the child writes on its own, the order of its lines is kept.
+  const out = openSync(log, 'w');
+  const child = spawn(VITEST, argv, {
+    cwd: ROOT,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, VMLINK_VM_SLOTS: String(limits.guest) },
+  });
+  closeSync(out);
+  running.push({ job, child, started: Date.now() });
+  say(
+    `start ${job.name} (${job.cls}, ~${job.seconds} s) at ${secs(Date.now() - t0)} s; running: ${running.map((r) => r.job.name).join(', ')}`,
+  );
+  child.once('close', (code, signal) => {
+    const r = running.find((x) => x.child === child)!;
+    running.splice(running.indexOf(r), 1);
+    const ms = Date.now() - r.started;
+    const ok = code === 0;
+    results.push({ job, ok, ms });
+    process.stdout.write(
+      `\n──── ${job.name}: ${ok ? 'passed' : `FAILED (${signal ?? `exit ${code}`})`} in ${secs(ms)} s ────\n`,
+    );
+    process.stdout.write(readFileSync(log, 'utf8'));
+    say(`done ${job.name} ${ok ? 'passed' : 'FAILED'} in ${secs(ms)} s (at ${secs(Date.now() - t0)} s)`);
+    fill();
+  });
+}
+
+function fill(): void {
+  while (!stopping && running.length < workers) {
+    const job = next(
+      queue,
+      running.map((r) => r.job),
+      limits,
+    );
+    if (!job) break;
+    queue.splice(queue.indexOf(job), 1);
+    start(job);
+  }
+  if (running.length === 0) finish();
+}
+
+function finish(): void {
+  const failed = results.filter((r) => !r.ok);
+  process.stdout.write('\n');
+  say(
+    `files by time (s): ${[...results]
+      .sort((a, b) => b.ms - a.ms)
+      .map((r) => `${r.job.name} ${secs(r.ms)}${r.ok ? '' : ' FAILED'}`)
+      .join(', ')}`,
+  );
+  say(
+    `${results.length} jobs in ${secs(Date.now() - t0)} s (${workers} workers, limits ${JSON.stringify(limits)})`,
+  );
+  if (record) {
+    const merged = { ...durations };
+    for (const r of results) if (r.ok) merged[r.job.name] = secs(r.ms);
+    const sorted = Object.fromEntries(
+      Object.entries(merged).sort(([a], [b]) => (a === 'unit' ? -1 : b === 'unit' ? 1 : a.localeCompare(b))),
+    );
+    writeFileSync(DURATIONS, `${JSON.stringify(sorted, null, 2)}\n`);
+    say(`recorded the durations in ${DURATIONS}`);
+  }
+  if (queue.length > 0) say(`not started: ${queue.map((j) => j.name).join(', ')}`);
+  if (failed.length > 0) {
+    say(`FAILED: ${failed.map((r) => fileOf(r.job.name)).join(' ')}`);
+    const files = failed.filter((r) => r.job.cls !== 'unit').map((r) => `test/integration/${r.job.name}.int`);
+    if (files.length > 0) say(`again: bash scripts/test-integration.sh ${files.join(' ')}`);
+  }
+  if (existsSync(logs)) rmSync(logs, { recursive: true, force: true });
+  process.exit(failed.length > 0 || queue.length > 0 ? 1 : 0);
+}
+
+// Ctrl-C or a CI timeout: the running files get SIGTERM (vitest runs their afterAll cleanup), nothing new starts.
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    stopping = true;
+    say(`${sig}: stopping ${running.map((r) => r.job.name).join(', ')}`);
+    for (const r of running) r.child.kill('SIGTERM');
+  });
+
+if (jobs.length === 0) {
+  say('no test file matches');
+  process.exit(0);
+}
+fill();
