@@ -1,7 +1,8 @@
 // Live migration measured side by side in one run (docs/mobility.md): one lab of three hosts, a 256 MiB and a 1 GiB
 // test guest (TCG), each moved host1 <-> host2 `--runs` times (default 3) through the CLI (`vmlink vm migrate`) under
 // a 10 ms ping from host3. Per migration: the largest gap between ping replies (what a peer sees), QEMU's own downtime
-// figure, the command's total time. Rows per network kind:
+// figure, the command's total time; and once per guest, the same ping's largest gap over 8 s with no migration (the
+// noise of TCG and the machine's load, which a migration's gap contains too). Rows per network kind:
 //   vxlan:  a VXLAN overlay across the three hosts, its gateway on host3 (the pinger).
 //   bridge: not measurable in this version; a `bridge` network belongs to one host (spec `host:`), so the target
 //           never has it and the explain refuses (`network:<name>`). The result says so (`skipped`).
@@ -70,6 +71,8 @@ interface Run {
 interface Row {
   network: 'vxlan' | 'bridge';
   memoryMiB: number;
+  /** The largest gap of the same ping over as long as a migration takes, with no migration: the machine's own noise. */
+  baselineGapMs?: number;
   runs: Run[];
   median?: { gapMs: number; downtimeMs?: number; totalMs: number };
   skipped?: string;
@@ -150,6 +153,17 @@ async function migrateOnce(
   };
 }
 
+/** The largest gap of a 10 ms ping to `ip` over `ms` with nothing moving (what TCG and the load alone cost). */
+async function baselineGap(ip: string, pingNs: string, ms: number): Promise<number> {
+  const pinger = startPing(pingNs, ip);
+  const stop = onCleanup(`ping ${ip}`, () => pinger.kill());
+  for (const end = Date.now() + 10_000; pinger.times.length === 0 && Date.now() < end; ) await sleep(20);
+  await sleep(ms);
+  const times = await pinger.stop();
+  await stop();
+  return round(largestGap(times, pinger.stoppedAt), 1);
+}
+
 const fmt = (x: number | undefined, unit = 'ms') =>
   x === undefined || Number.isNaN(x) ? '-' : `${Math.round(x)} ${unit}`;
 
@@ -174,6 +188,12 @@ async function main(): Promise<void> {
     console.log(
       `lab ${lab.lab} up, ${sizes.length} guests answering (${Math.round((Date.now() - t0) / 1000)} s)`,
     );
+    // The same ping with nothing moving, as long as a move takes here: the gap a migration adds is above this.
+    const baseline = new Map<number, number>();
+    for (const [i, m] of sizes.entries()) {
+      baseline.set(m, await baselineGap(vmIp(i), pingNs, 8_000));
+      console.log(`vxlan ${m} MiB baseline (8 s, no migration): largest ping gap ${fmt(baseline.get(m))}`);
+    }
     const at = new Map(sizes.map((m) => [m, 'host1']));
     const byMib = new Map<number, Run[]>(sizes.map((m) => [m, []]));
     // Sizes interleaved in each round, so that load from other work on the machine falls on both.
@@ -204,6 +224,7 @@ async function main(): Promise<void> {
       rows.push({
         network: 'vxlan',
         memoryMiB: m,
+        baselineGapMs: baseline.get(m),
         runs: rs,
         median: {
           gapMs: round(median(rs.map((r) => r.gapMs)), 1),
@@ -224,13 +245,13 @@ async function main(): Promise<void> {
   console.log(`Live migration, ${runs} run(s) per row, 10 ms ping from host3; medians (every run above)`);
   console.log(`machine: ${info.cpuModel}, ${info.cores} cores, ${info.accelerator}, ${info.qemu}`);
   console.log(
-    `${'network'.padEnd(8)} ${'guest'.padEnd(9)} ${'ping gap'.padStart(10)} ${'QEMU downtime'.padStart(14)} ${'total'.padStart(10)}`,
+    `${'network'.padEnd(8)} ${'guest'.padEnd(9)} ${'ping gap'.padStart(10)} ${'no move'.padStart(10)} ${'QEMU downtime'.padStart(14)} ${'total'.padStart(10)}`,
   );
   for (const r of rows)
     console.log(
       r.skipped
         ? `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} not run: ${r.skipped}`
-        : `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} ${fmt(r.median?.gapMs).padStart(10)} ${fmt(r.median?.downtimeMs).padStart(14)} ${fmt(r.median?.totalMs).padStart(10)}`,
+        : `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} ${fmt(r.median?.gapMs).padStart(10)} ${fmt(r.baselineGapMs).padStart(10)} ${fmt(r.median?.downtimeMs).padStart(14)} ${fmt(r.median?.totalMs).padStart(10)}`,
     );
   const t256 = rows.find((r) => r.network === 'vxlan' && r.memoryMiB === 256 && !r.skipped);
   const target = t256
@@ -246,7 +267,8 @@ async function main(): Promise<void> {
       : 'target: no 256 MiB row in this run (--sizes)',
   );
   console.log(
-    "note: QEMU downtime counts from the source stop until its last byte left (through the agents' relay); the ping gap " +
+    "note: 'no move' is the same ping's largest gap over 8 s with no migration (TCG and the machine's load alone). " +
+      "QEMU downtime counts from the source stop until its last byte left (through the agents' relay); the ping gap " +
       "is what a peer sees, including the switch-over on the target. Total includes the explain, the target's " +
       'preparation and TCG.',
   );

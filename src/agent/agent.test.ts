@@ -398,6 +398,7 @@ describe('port security reaches the network driver', () => {
         nic(1, {}),
         nic(2, { portSecurity: false }),
         nic(3, { trunk: { networks: ['lan'], vlans: [100] } }),
+        nic(4, { reservedIp: '10.0.0.7' }),
       ],
     };
     await a.execute({ kind: 'vm.create', vm, configHash: 'abcdef01' });
@@ -406,6 +407,8 @@ describe('port security reaches the network driver', () => {
       { mac: '52:54:00:00:00:01', addresses: [], dhcp: true },
       undefined,
       undefined,
+      // A DHCP reservation is a known address: allowed from the start on whichever host runs the VM.
+      { mac: '52:54:00:00:00:04', addresses: ['10.0.0.7'] },
     ]);
     rmSync(dir, { recursive: true, force: true });
   });

@@ -2,13 +2,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
 import type { LbDriver } from '../drivers/lb/driver.js';
-import type {
-  ItemResult,
-  NetworkDriver,
-  OpContext,
-  PortConfig,
-  UplinkManager,
-} from '../drivers/network/types.js';
+import type { ItemResult, NetworkDriver, OpContext, UplinkManager } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
 import type { LeaseStatus } from '../shared/cluster.js';
 import type { DeviceInventory } from '../shared/devices.js';
@@ -23,6 +17,7 @@ import type { ClusterMembership } from './cluster/types.js';
 import { VmFencing } from './cluster/vm-fencing.js';
 import { ConfirmManager, type Undo } from './confirm.js';
 import { executeLb, observeLbs } from './lb.js';
+import { portOf } from './port-config.js';
 import { Prober } from './probes.js';
 import {
   assertPortGroupsSupported,
@@ -590,23 +585,6 @@ export function keepLegacyTaps(want: VmConfig, before: VmConfig | undefined): Vm
         : nic;
     }),
   };
-}
-
-/** The port a NIC plugs into. */
-function portOf(nic: NicConfig): PortConfig {
-  const port: PortConfig = { tap: nic.tap, bridge: nic.bridge, mtu: nic.mtu };
-  if (nic.vlan !== undefined) port.vlan = nic.vlan;
-  if (nic.trunk) port.trunks = nic.trunk.vlans;
-  // Trunk ports carry a router VM's many networks: they are not filtered, like `portSecurity: false`.
-  else if (nic.portSecurity !== false)
-    port.security = {
-      mac: nic.mac,
-      addresses: [...(nic.staticIp ? [nic.staticIp.address] : []), ...(nic.allowedAddresses ?? [])],
-      ...(nic.staticIp ? {} : { dhcp: true }),
-    };
-  // Groups ride on port security (validation refuses them without it).
-  if (port.security && nic.securityGroups?.length) port.securityGroups = [...nic.securityGroups];
-  return port;
 }
 
 /** A NIC's backend; configs persisted before backends existed are linux. */

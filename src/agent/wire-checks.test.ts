@@ -293,6 +293,26 @@ describe('the agent refuses malformed and out-of-range values', () => {
       'vm.nics.0.staticIp.prefixLength',
     ],
     [
+      'a DHCP reservation that is no address',
+      create({ ...vm1, nics: [{ ...vm1.nics[0]!, reservedIp: '10.0.0.300' }] }),
+      'vm.nics.0.reservedIp',
+    ],
+    [
+      'a DHCP reservation beside a fixed address',
+      create({
+        ...vm1,
+        nics: [
+          { ...vm1.nics[0]!, reservedIp: '10.0.0.6', staticIp: { address: '10.0.0.5', prefixLength: 24 } },
+        ],
+      }),
+      'vm.nics.0.reservedIp',
+    ],
+    [
+      'a DHCP reservation on an unguarded NIC',
+      create({ ...vm1, nics: [{ ...vm1.nics[0]!, reservedIp: '10.0.0.6', portSecurity: false }] }),
+      'vm.nics.0.reservedIp',
+    ],
+    [
       'an uplink address that is no address',
       {
         kind: 'uplink.configure',

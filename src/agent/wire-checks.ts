@@ -105,6 +105,15 @@ function nicIssues(vm: string, index: number, nic: NicConfig): WireIssue[] {
       path: ['bridge'],
       message: `NIC ${index} of VM ${vm} may only join network ${nic.network}'s bridge ${oneOf(bridges)}${nic.backend === 'ovs' ? ' or an OVS vlan bridge (vlo-...)' : ''}, not ${nic.bridge}`,
     });
+  // A planner sends a DHCP reservation only where the port guard has use for it, never beside a fixed address.
+  if (
+    nic.reservedIp !== undefined &&
+    (nic.staticIp !== undefined || nic.portSecurity === false || nic.trunk !== undefined)
+  )
+    issues.push({
+      path: ['reservedIp'],
+      message: `NIC ${index} of VM ${vm}: a DHCP reservation (reservedIp) goes only on a guarded NIC without a fixed address or trunk`,
+    });
   return issues;
 }
 

@@ -124,6 +124,7 @@ const report: Full<HostReport> = {
             mac: '52:54:00:00:00:01',
             mtu: 1450,
             staticIp: { address: '10.10.0.10', prefixLength: 24, gateway: '10.10.0.1' },
+            reservedIp: '10.10.0.10',
             portSecurity: false,
             allowedAddresses: ['10.10.0.50'],
             securityGroups: ['web'],

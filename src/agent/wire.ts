@@ -4,8 +4,6 @@ import { z } from 'zod';
 import { FencingTokenSchema } from '../shared/cluster.js';
 import { ErrorBodySchema } from '../shared/errors.js';
 import {
-  ADDRESS_PREFIX_MAX,
-  ADDRESS_PREFIX_MIN,
   AGENT_BATCH_MAX_ACTIONS,
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
@@ -21,7 +19,6 @@ import {
   NETWORK_PREFIX_MIN,
   PROBE_BATCH_MAX,
   SECRET_VALUE_BASE64_MAX,
-  TRUNK_NETWORKS_MAX,
   UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
@@ -39,14 +36,12 @@ import {
   type HostReport,
   NetworkBackends,
   type NetworkConfig,
-  type NicConfig,
   type UplinkConfig,
   type VmConfig,
 } from '../shared/model.js';
-import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
+import { HOST_SERVICES_MAX } from '../shared/port-security.js';
 import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
 import {
-  NIC_SECURITY_GROUPS_MAX,
   RULE_PORTS_MAX,
   SECURITY_GROUP_MEMBERS_MAX,
   SECURITY_GROUP_RULES_MAX,
@@ -71,6 +66,7 @@ import {
 } from './wire-checks.js';
 import { DoctorObservationsSchema } from './wire-doctor.js';
 import { LbDeleteActionSchema, LbEnsureActionSchema, ObservedLbsSchema } from './wire-lb.js';
+import { NicConfigSchema } from './wire-nic.js';
 import { HostResourcesSchema, ObservedVcpusSchema, VmCpuConfigSchema } from './wire-resources.js';
 import {
   DeviceInventorySchema,
@@ -89,7 +85,6 @@ const devName = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$/);
 const ip = Ipv4Schema;
 const port = PortSchema;
 const cidr = NetworkCidrSchema;
-const addressPrefix = z.number().int().min(ADDRESS_PREFIX_MIN).max(ADDRESS_PREFIX_MAX);
 
 const backend = z.enum(['linux', 'ovs']);
 const vlanId = z.number().int().min(VLAN_ID_MIN).max(VLAN_ID_MAX);
@@ -148,32 +143,6 @@ export const NetworkConfigSchema = z
       .optional(),
   })
   .strict() satisfies z.ZodType<NetworkConfig>;
-
-const NicConfigSchema = z
-  .object({
-    network: name,
-    backend,
-    bridge: devName,
-    vlan: vlanId.optional(),
-    trunk: z
-      .object({
-        networks: z.array(name).min(1).max(TRUNK_NETWORKS_MAX),
-        vlans: z.array(vlanId).min(1).max(TRUNK_NETWORKS_MAX),
-      })
-      .strict()
-      .optional(),
-    tap: devName,
-    mac: MacSchema,
-    mtu: networkMtu,
-    staticIp: z
-      .object({ address: ip, prefixLength: addressPrefix, gateway: ip.optional() })
-      .strict()
-      .optional(),
-    portSecurity: z.literal(false).optional(),
-    allowedAddresses: z.array(ip).max(NIC_ALLOWED_ADDRESSES_MAX).optional(),
-    securityGroups: z.array(name).max(NIC_SECURITY_GROUPS_MAX).optional(),
-  })
-  .strict() satisfies z.ZodType<NicConfig>;
 
 /** VmConfig as it crosses the wire. */
 export const VmConfigSchema = z

@@ -76,6 +76,10 @@ describe('vmFieldChanges', () => {
         nic(1, 'natnet', { mtu: 9000, staticIp: { address: '10.0.0.5', prefixLength: 24 } }),
       ]).map(formatChange),
     ).toEqual(['nics natnet mtu 1500 -> 9000, staticIp none -> 10.0.0.5/24 (re-plug)']);
+    // A DHCP reservation is the port guard's (the guest asks DHCP as before): changed on the port in place.
+    expect(
+      nicChanges(two, [nic(0, 'lan'), nic(1, 'natnet', { reservedIp: '10.0.0.6' })]).map(formatChange),
+    ).toEqual(['nics natnet reservedIp none -> 10.0.0.6 (in place)']);
     expect(
       nicChanges([nic(0, 'lan', { trunk: { networks: ['a', 'b'], vlans: [10, 20] } })], [nic(0, 'lan')]).map(
         formatChange,

@@ -40,7 +40,7 @@ function imageLabel(image: VmConfig['image']): string {
 // Fields of a NIC, named as they are in the spec where they come from it.
 const NIC_FIELDS = ['network', 'backend', 'bridge', 'vlan', 'trunk', 'mac', 'mtu', 'staticIp'] as const;
 // Fields only the host side of the port applies (its filters): changed on the running VM's port, the VM kept as is.
-const PORT_FIELDS = ['securityGroups', 'portSecurity', 'allowedAddresses'] as const;
+const PORT_FIELDS = ['securityGroups', 'portSecurity', 'allowedAddresses', 'reservedIp'] as const;
 
 function show(v: unknown): string {
   if (v === undefined) return 'none';

@@ -169,9 +169,13 @@ describe('resolveSpec: multi-host networks', () => {
   it('reserves fixed addresses behind a gateway, and configures them statically on overlays without one', () => {
     const a1 = d.host2!.vms[0]!;
     expect(a1.nics[0]!.staticIp).toBeUndefined();
+    // The gateway host's DHCP reserves it; the VM's own host (a member) allows it on its port all the same.
+    expect(a1.nics[0]!.reservedIp).toBe('10.20.0.10');
     expect(a1.nics[1]).toMatchObject({ backend: 'ovs', bridge: 'vlb-ov2', mtu: 1450 });
     expect(a1.nics[1]!.staticIp).toEqual({ address: '10.21.0.10', prefixLength: 24 });
+    expect(a1.nics[1]).not.toHaveProperty('reservedIp');
     expect(a1.nics[2]!.staticIp).toBeUndefined();
+    expect(a1.nics[2]!.reservedIp).toBe('10.100.0.7');
   });
 
   it('does not depend on the order of hosts in a network', () => {

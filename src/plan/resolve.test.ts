@@ -85,7 +85,7 @@ describe('resolveSpec', () => {
     expect(d.host2!.networks[0]).toMatchObject({ uplink: 'eth7' });
   });
 
-  it('resolves VM NICs: taps, stable MACs, mtu, static addresses on bridges only', () => {
+  it('resolves VM NICs: taps, stable MACs, mtu, static addresses on bridges, reservations behind a DHCP', () => {
     const web = d.host1!.vms[0]!;
     expect(web).toMatchObject({
       name: 'web1',
@@ -103,14 +103,19 @@ describe('resolveSpec', () => {
       tap: 'vlt-web1-0',
       mac: `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`,
       mtu: 1400,
+      // The nat network's DHCP reservation: the port guard allows it on any host.
+      reservedIp: '10.10.0.10',
     });
     expect(web.nics[1]!.staticIp).toEqual({
       address: '192.168.1.50',
       prefixLength: 24,
       gateway: '192.168.1.1',
     });
+    expect(web.nics[1]).not.toHaveProperty('reservedIp');
     expect(web.nics[2]!.staticIp).toBeUndefined();
+    expect(web.nics[2]).not.toHaveProperty('reservedIp');
     expect(web.nics[3]!.staticIp).toBeUndefined();
+    expect(web.nics[3]!.reservedIp).toBe('10.20.0.2');
     expect(new Set(web.nics.map((n) => n.tap)).size).toBe(4);
     expect(d.host1!.vms[1]).toMatchObject({
       name: 'db1',
@@ -149,6 +154,7 @@ vms:
       - { network: iso, allowedAddresses: [10.20.0.60, 10.20.0.50] }
       - { network: lan, portSecurity: false }
       - { network: lan }
+      - { network: iso, ip: 10.20.0.7, portSecurity: false }
 `);
   const host = resolveSpec(s).host1!;
 
@@ -167,5 +173,9 @@ vms:
     expect(open?.portSecurity).toBe(false);
     expect(plain).not.toHaveProperty('portSecurity');
     expect(plain).not.toHaveProperty('allowedAddresses');
+    // An unguarded NIC's reservation has no guard to go to.
+    const unguarded = host.vms[0]!.nics[3];
+    expect(unguarded).toMatchObject({ portSecurity: false });
+    expect(unguarded).not.toHaveProperty('reservedIp');
   });
 });

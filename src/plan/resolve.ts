@@ -204,6 +204,9 @@ export function resolveSpec(spec: Spec): DesiredState {
         // No host serves DHCP on this overlay: the guest configures the address itself.
         const cidr = net.cidr === undefined ? undefined : parseCidr(net.cidr);
         cfg.staticIp = { address: nic.ip, prefixLength: cidr?.prefix ?? BRIDGE_DEFAULT_PREFIX };
+      } else if (net && nic.portSecurity !== false) {
+        // A DHCP reservation (reservationsOf): the port guard trusts it on any host the VM runs on.
+        cfg.reservedIp = nic.ip;
       }
       return cfg;
     });

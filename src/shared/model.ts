@@ -105,6 +105,13 @@ export interface NicConfig {
   mtu: number;
   /** Fixed address with prefix (e.g. 10.0.0.5/24) and gateway, when the guest must not use DHCP. */
   staticIp?: { address: string; prefixLength: number; gateway?: string };
+  /**
+   * The NIC's DHCP reservation (spec `ip:` on a network whose vmlink DHCP hands that MAC exactly this address): its
+   * port guard allows it on every host from the start, not only where a DHCP reply was seen (a migrated or restarted
+   * guest keeps its address without renewing its lease). Absent with `staticIp`, without port security, and for
+   * pool addresses.
+   */
+  reservedIp?: string;
   /** false: no anti-spoofing on this NIC's port (absent: on, except trunk NICs). */
   portSecurity?: false;
   /** Extra source addresses the port lets out (a VIP); absent: none. */

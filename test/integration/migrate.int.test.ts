@@ -1,10 +1,11 @@
 // Live migration end to end through the real CLI (docs/mobility.md): one lab of three hosts on a VXLAN overlay whose
 // gateway sits on host3, one 256 MiB test guest. The explain's blockers from real conditions, then the guest moves
-// host1 -> host2 under a 10 ms ping from host3, its memory (a file in its RAM disk) and HTTP service intact after,
-// the owner record moved, and a second apply leaves it where it is.
+// host1 -> host2 under a 10 ms ping from host3 and answers it there, its memory (a file in its RAM disk) and HTTP
+// service intact after, the owner record moved, and a second apply leaves it where it is.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollUntil, sleep } from '../../src/shared/time.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { largestGap, type Pinger, startPing } from '../helpers/ping.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
@@ -104,30 +105,37 @@ describe('live migration', () => {
     expect(ok.e).toMatchObject({ ok: true, from: 'host1', blockMigration: false });
   });
 
-  it('moves the running guest host1 -> host2 under a 10 ms ping from host3, memory and HTTP service intact', async () => {
+  it('moves the running guest host1 -> host2 under a 10 ms ping from host3: it answers there, memory and HTTP intact', async () => {
     const mark = `kept-${Date.now()}`;
     expect((await guestSh(`echo ${mark} > /tmp/mark`)).code).toBe(0);
-    // A 10 ms ping from host3's namespace (the overlay's gateway there).
+    // A 10 ms ping from host3's namespace (the overlay's gateway there), answered before the move.
     pinger = startPing(`vl-${LAB}-host3`, GUEST_IP);
-    // Replies flowing before the move.
-    await new Promise((r) => setTimeout(r, 500));
+    await pollUntil(() => pinger!.times.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
+    expect(pinger.times.length, 'the guest answers host3 before the move').toBeGreaterThan(0);
+    await sleep(500);
     const r = await runCli(['vm', 'migrate', 'm1', '--to', 'host2', '--json'], env);
-    await new Promise((r2) => setTimeout(r2, 500));
+    // On host2 the guest answers host3 again: its reserved address passes host2's port guard though host2 never saw
+    // its DHCP reply. A reply sent after the command returned, within 10 s; then 500 ms more for the tail.
+    const returned = Date.now();
+    await pollUntil(() => (pinger!.times.at(-1) ?? 0) > returned, { timeoutMs: 10_000, intervalMs: 20 });
+    await sleep(500);
     const times = await pinger.stop();
+    const stoppedAt = pinger.stoppedAt;
     pinger = undefined;
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const report = JSON.parse(r.stdout) as { from: string; to: string; downtimeMs?: number; totalMs: number };
     expect(report).toMatchObject({ from: 'host1', to: 'host2' });
     expect(report.downtimeMs).toBeGreaterThanOrEqual(0);
-    expect(times.length).toBeGreaterThan(10);
-    const maxGap = largestGap(times);
-    // The figures go to the report (bench/migrate.ts measures them side by side); here: replies resumed after it.
+    const after = times.filter((t) => t > returned);
+    expect(after.length, 'replies from the guest on host2 within 10 s of the move').toBeGreaterThan(0);
+    // The largest silence, the one after the last reply included (a reply that never came counts). Bounded
+    // generously (bench/migrate.ts measures it against the issue's 300 ms): an outage, not a slow machine.
+    const maxGap = largestGap(times, stoppedAt);
     console.log(
-      `migrate: QEMU downtime ${report.downtimeMs} ms, largest ping gap ${maxGap.toFixed(0)} ms, total ${report.totalMs} ms`,
+      `migrate: QEMU downtime ${report.downtimeMs} ms, largest ping gap ${maxGap.toFixed(0)} ms, first reply ${Math.round(after[0]! - returned)} ms after the command returned, total ${report.totalMs} ms`,
     );
-    expect(times.at(-1)!).toBeGreaterThan(times[0]! + report.totalMs / 2);
-    // Its RAM came along and its HTTP service still runs (asked inside the guest). Replies to host3 after the move are
-    // NOT asserted: they stop after a move to host2 (the open bug in docs/mobility.md, bench/migrate.ts measures it).
+    expect(maxGap).toBeLessThan(5_000);
+    // Its RAM came along and its HTTP service still runs (asked inside the guest).
     const kept = await guestSh('cat /tmp/mark');
     expect(kept.stdout.trim()).toBe(mark);
     const http = await runCli(['vm', 'exec', 'm1', '--', 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], env);

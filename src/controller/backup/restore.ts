@@ -268,7 +268,8 @@ export function newVmConfig(
   });
   const template = network ? nicOn(spec, network, name, host) : undefined;
   const nics = source.nics.map((nic, i) => {
-    const { staticIp: _ip, ...rest } = template ?? nic;
+    // The source's address (fixed or reserved) stays the source's: the copy gets a new MAC and no address of its own.
+    const { staticIp: _ip, reservedIp: _reserved, ...rest } = template ?? nic;
     return { ...rest, mac: derivedMac(name, i), tap: tapName(name, i) };
   });
   if (source.devices?.length)

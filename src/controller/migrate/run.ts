@@ -26,6 +26,11 @@ import { gatherFacts } from './facts.js';
 
 /** How often the source's job is polled (ms). */
 export const MIGRATION_JOB_POLL_MS = 100;
+/**
+ * How often once memory's first pass is done (ms): the switch-over may come at any poll then, and the guest stays
+ * paused until the controller sees it and resumes the target, so every poll interval there is guest downtime.
+ */
+export const MIGRATION_JOB_FINAL_POLL_MS = 20;
 /** A migration that has not completed in this long is cancelled (ms). */
 export const MIGRATION_TIMEOUT_MS = 10 * 60_000;
 
@@ -264,7 +269,8 @@ async function follow(
     if (deps.signal?.aborted) throw new VmlinkError('exec', 'the migration was cancelled');
     if (Date.now() > deadline)
       throw new VmlinkError('timeout', `the migration did not complete in ${MIGRATION_TIMEOUT_MS} ms`);
-    await sleep(deps.pollMs ?? MIGRATION_JOB_POLL_MS);
+    const pass = job.progress?.dirtySyncCount ?? 0;
+    await sleep(deps.pollMs ?? (pass >= 2 ? MIGRATION_JOB_FINAL_POLL_MS : MIGRATION_JOB_POLL_MS));
     job = await get(job.id);
     const p = job.progress;
     if (p && p.totalBytes > 0) {

@@ -37,12 +37,16 @@ export interface PortConfig {
   trunks?: number[];
   /**
    * Anti-spoofing: the only MAC and IPv4 addresses the port lets out (plus the address a DHCP server gives that MAC).
-   * Absent: the port is not filtered (trunk ports, `portSecurity: false`).
+   * `addresses` holds the NIC's fixed address or DHCP reservation (trusted on every host: vmlink's DHCP gives that
+   * MAC only that address) and its allowed ones. Absent: the port is not filtered (trunk ports, `portSecurity: false`).
    */
   security?: {
     mac: string;
     addresses: string[];
-    /** The NIC has no fixed address and takes one by DHCP (the ovs backend pins it to its reservation, if any). */
+    /**
+     * The NIC takes an address not known beforehand by DHCP (no fixed address, no reservation): the linux backend
+     * learns it from the DHCP reply, the ovs backend pins it to a reservation on this host, if any.
+     */
     dhcp?: boolean;
   };
   /**

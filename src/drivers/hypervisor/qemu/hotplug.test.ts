@@ -40,7 +40,11 @@ describe('NIC slots', () => {
     const reordered = JSON.parse(JSON.stringify({ ...nic(0), staticIp: undefined })) as NicConfig;
     expect(nicSlotChanges([nic(0)], [0], [reordered], [0])).toEqual([]);
     // The port's host-side filters are the agent's to change on the tap: the guest's device stays plugged.
-    const filtered = nic(0, { securityGroups: ['web'], allowedAddresses: ['10.0.0.9'] });
+    const filtered = nic(0, {
+      securityGroups: ['web'],
+      allowedAddresses: ['10.0.0.9'],
+      reservedIp: '10.0.0.5',
+    });
     expect(nicSlotChanges([nic(0)], [0], [filtered], [0])).toEqual([]);
     expect(nicSlotChanges([filtered], [0], [nic(0, { portSecurity: false })], [0])).toEqual([]);
   });

@@ -36,9 +36,10 @@ export function nicSlotChanges(
 }
 
 // As stored in JSON: key order and undefined members do not count, nor the port's host-side filters (security
-// groups, port security): the agent applies those to the tap while the guest's device stays plugged.
+// groups, port security, the addresses its guard allows): the agent applies those to the tap while the guest's device
+// stays plugged.
 const plain = (n: NicConfig): unknown => {
-  const { securityGroups: _g, portSecurity: _p, allowedAddresses: _a, ...device } = n;
+  const { securityGroups: _g, portSecurity: _p, allowedAddresses: _a, reservedIp: _r, ...device } = n;
   return JSON.parse(JSON.stringify(device));
 };
 const sameNic = (a: NicConfig, b: NicConfig) => isDeepStrictEqual(plain(a), plain(b));

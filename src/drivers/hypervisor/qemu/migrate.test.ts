@@ -77,6 +77,38 @@ describe('QMP sequences of a live migration', () => {
     });
   });
 
+  it("sees QEMU's MIGRATION event at once, on either side, instead of waiting for the next poll", async () => {
+    // Polls a minute apart: only the event can end these waits within the test's timeout.
+    const withEvents = (answers: Record<string, unknown[]>) => {
+      const r = recorded(answers);
+      const listeners = new Set<(e: { event: string }) => void>();
+      const qmp = {
+        ...r.qmp,
+        onEvent: (fn: (e: { event: string }) => void) => {
+          listeners.add(fn);
+          return () => listeners.delete(fn);
+        },
+      };
+      const emit = (event: string) =>
+        setTimeout(() => {
+          for (const l of [...listeners]) l({ event });
+        }, 5);
+      return { qmp, sent: r.sent, emit, listeners };
+    };
+    const src = withEvents({ 'query-migrate': [active(2e6), completed] });
+    const out = awaitMigration(src.qmp, { pollMs: 60_000, vm: 'web' });
+    // Another event does not end the wait; QEMU's MIGRATION does.
+    src.emit('RESUME');
+    src.emit('MIGRATION');
+    expect((await out).status).toBe('completed');
+    expect(src.listeners.size).toBe(0);
+    const dst = withEvents({ 'query-status': [{ status: 'inmigrate' }, { status: 'paused' }] });
+    const arrived = awaitIncoming(dst.qmp, { timeoutMs: 120_000, pollMs: 60_000, vm: 'web' });
+    dst.emit('MIGRATION');
+    await arrived;
+    expect(dst.sent.map((s) => s.cmd)).toEqual(['query-status', 'query-status']);
+  });
+
   it("throws QEMU's reason when it fails, and cancels when aborted", async () => {
     const { qmp } = recorded({
       'query-migrate': [{ status: 'failed', 'error-desc': 'Unable to write to socket: Broken pipe' }],

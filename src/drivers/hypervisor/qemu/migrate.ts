@@ -7,7 +7,27 @@ import { sleep } from '../../../shared/time.js';
 import type { MigrationProgress } from '../types.js';
 import type { QmpClient } from './qmp.js';
 
-type Qmp = Pick<QmpClient, 'execute'>;
+type Qmp = Pick<QmpClient, 'execute'> & Partial<Pick<QmpClient, 'onEvent'>>;
+
+/**
+ * Waits `ms`, or less when QEMU reports a migration state change (event `MIGRATION`, capability `events`): the
+ * switch-over's end is seen at once, not at the next poll, since the guest stays paused until the controller hears.
+ */
+function untilMigrationEvent(qmp: Qmp, ms: number): Promise<void> {
+  if (!qmp.onEvent) return sleep(ms);
+  const on = qmp.onEvent.bind(qmp);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      off();
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const off = on((e) => {
+      if (e.event === 'MIGRATION') done();
+    });
+  });
+}
 
 /** Capabilities set on both sides (they must match): events for progress, dirty bitmaps so backups stay incremental. */
 export const MIGRATION_CAPABILITIES = [
@@ -118,7 +138,7 @@ export async function awaitMigration(
         { subject: `vm/${opts.vm}` },
       );
     }
-    await sleep(opts.pollMs);
+    await untilMigrationEvent(qmp, opts.pollMs);
   }
 }
 
@@ -166,7 +186,7 @@ export async function awaitIncoming(
           subject: `vm/${opts.vm}`,
         },
       );
-    await sleep(opts.pollMs);
+    await untilMigrationEvent(qmp, opts.pollMs);
   }
 }
 
