@@ -55,6 +55,7 @@ import {
   qmpFdHelperBeside,
 } from './launcher.js';
 import { VmMigrations } from './migrate-vm.js';
+import { type MoveDiskContext, type MoveDiskResult, type MoveDiskTarget, moveVmDisk } from './move-disk.js';
 import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
@@ -434,6 +435,11 @@ export class QemuDriver implements HypervisorDriver {
     ...this.vms,
     launchIncoming: (name, ctx) => this.launch(name, ctx, undefined, true),
   });
+
+  /** Moves running VM `name`'s disk to a new volume in a dir pool of this host, live (move-disk.ts). */
+  moveDisk(name: string, disk: string, to: MoveDiskTarget, ctx?: MoveDiskContext): Promise<MoveDiskResult> {
+    return this.locked(name, () => moveVmDisk({ vms: this.vms, storage: this.storage }, name, disk, to, ctx));
+  }
 
   // Disks: online resize, whole-VM snapshots, open disks (disk-ops.ts).
   readonly resizeDisk: VmDiskOps['resizeDisk'] = (...a) => this.disks.resizeDisk(...a);
