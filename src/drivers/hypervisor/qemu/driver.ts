@@ -31,6 +31,8 @@ import type {
   GuestExecResult,
   GuestInterface,
   HypervisorDriver,
+  MoveDiskResult,
+  MoveDiskTarget,
   RestoreView,
   SecretValues,
   VmStats,
@@ -55,7 +57,7 @@ import {
   qmpFdHelperBeside,
 } from './launcher.js';
 import { VmMigrations } from './migrate-vm.js';
-import { type MoveDiskContext, type MoveDiskResult, type MoveDiskTarget, moveVmDisk } from './move-disk.js';
+import { type MoveDiskContext, moveVmDisk } from './move-disk.js';
 import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';

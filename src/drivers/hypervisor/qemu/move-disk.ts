@@ -18,6 +18,7 @@ import type { DiskConfig } from '../../../shared/model.js';
 import type { DiskSource } from '../../../shared/storage.js';
 import type { OpContext } from '../../network/types.js';
 import type { StorageDriver } from '../../storage/types.js';
+import type { MoveDiskResult, MoveDiskTarget } from '../types.js';
 import {
   abortMirrors,
   awaitMirrorsReady,
@@ -39,25 +40,8 @@ export const MOVE_DISK_TIMEOUT_MS = 30 * 60_000;
 /** Nodes read from one `query-named-block-nodes` answer at most. */
 const NODES_MAX = 256;
 
-/** Where the disk goes: a dir pool on this host (its directory) and the volume name to create there. */
-export interface MoveDiskTarget {
-  pool: string;
-  dir: string;
-  volume: string;
-}
-
 /** A move's context: progress lines, and the copy's bytes as it goes. */
 export type MoveDiskContext = OpContext & { onCopy?: (p: MirrorProgress) => void };
-
-/** What a move did. */
-export interface MoveDiskResult {
-  vm: string;
-  disk: string;
-  from: string;
-  to: DiskSource;
-  copiedBytes: number;
-  ms: number;
-}
 
 const NodeSchema = z
   .object({
