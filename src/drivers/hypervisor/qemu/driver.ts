@@ -28,8 +28,6 @@ import type { StorageDriver } from '../../storage/types.js';
 import type {
   BackupOpenOptions,
   BackupView,
-  GuestExecResult,
-  GuestInterface,
   HypervisorDriver,
   MoveDiskResult,
   MoveDiskTarget,
@@ -509,18 +507,8 @@ export class QemuDriver implements HypervisorDriver {
   waitForGuestAgent(name: string, timeoutMs = GUEST_AGENT_BOOT_TIMEOUT_MS): Promise<number> {
     return this.guests.waitReady(name, timeoutMs);
   }
-
-  guestExec(
-    name: string,
-    argv: string[],
-    opts: { timeoutMs?: number; input?: string } = {},
-  ): Promise<GuestExecResult> {
-    return this.guests.exec(name, argv, opts);
-  }
-
-  guestInterfaces(name: string): Promise<GuestInterface[]> {
-    return this.guests.interfaces(name);
-  }
+  readonly guestExec: GuestAgents['exec'] = (...a) => this.guests.exec(...a);
+  readonly guestInterfaces: GuestAgents['interfaces'] = (...a) => this.guests.interfaces(...a);
 
   consolePath(name: string): string {
     return this.paths(name).consoleSocket;
