@@ -107,6 +107,10 @@ function fakeHypervisor(calls: string[], vms: ObservedVm[], withDiskOps = true):
         rollback: async (n: string, s: string) => void calls.push(`qemu: rollback ${n}@${s}`),
         deleteSnapshot: async (n: string, s: string) => void calls.push(`qemu: deleteSnapshot ${n}@${s}`),
         snapshots: async () => [{ name: 's1', createdAt: '2026-12-01T00:00:00Z' }],
+        moveDisk: async (n: string, d: string, to: { pool: string; dir: string; volume: string }) => {
+          calls.push(`qemu: moveDisk ${n} ${d} -> ${to.pool} ${to.dir} ${to.volume}`);
+          return {};
+        },
       }
     : {};
   return {
@@ -330,6 +334,24 @@ describe('agent storage dispatch', () => {
     ).rejects.toThrow(/the hypervisor driver of h1 has no online disk resize yet/);
   });
 
+  it("sends a running disk's move into a dir pool of this host to the hypervisor, with the pool's directory", async () => {
+    vms.push({ name: 'web1', state: 'running', configHash: 'x', problems: [] });
+    const a = agent('compute');
+    await a.execute(act({ kind: 'pool.ensure', pool: dirPool, configHash: 'abcdef12', secrets: [] }));
+    await a.execute(
+      act({ kind: 'vm.moveDisk', name: 'web1', disk: 'data', pool: 'local', volume: 'web1-data' }),
+    );
+    expect(calls.at(-1)).toBe(`qemu: moveDisk web1 data -> local ${ROOT}/local web1-data`);
+    await expect(
+      a.execute(act({ kind: 'vm.moveDisk', name: 'web1', disk: 'data', pool: 'nope', volume: 'v' })),
+    ).rejects.toMatchObject({ kind: 'not-found' });
+    await expect(
+      agent('compute', false).execute(
+        act({ kind: 'vm.moveDisk', name: 'web1', disk: 'data', pool: 'local', volume: 'v' }),
+      ),
+    ).rejects.toThrow(/the hypervisor driver of h1 has no moving a running disk yet/);
+  });
+
   it('sends volume.fence to a pool backend that fences, and refuses it for nfs with the reason', async () => {
     const a = agent('storage');
     const iscsiPool: PoolConfig = {
@@ -367,7 +389,7 @@ describe('agent storage dispatch', () => {
   });
 
   it('classifies every storage action of the wire union', () => {
-    expect(STORAGE_ACTION_KINDS).toHaveLength(14);
+    expect(STORAGE_ACTION_KINDS).toHaveLength(15);
     expect(isStorageAction(act({ kind: 'volume.delete', pool: 'p', name: 'v' }))).toBe(true);
     expect(isStorageAction(act({ kind: 'vm.delete', name: 'v' }))).toBe(false);
     expect(isComputeAction(act({ kind: 'vm.rollback', name: 'v', snapshot: 's' }))).toBe(true);

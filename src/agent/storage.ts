@@ -49,6 +49,7 @@ export const STORAGE_ACTION_KINDS = [
   'volume.snapshotDelete',
   'volume.fence',
   'vm.resizeDisk',
+  'vm.moveDisk',
   'vm.snapshot',
   'vm.rollback',
   'vm.snapshotDelete',
@@ -195,6 +196,19 @@ export class StorageOps {
         await this.vm(action.name);
         if (!hypervisor.resizeDisk) throw this.noHypervisorSupport('online disk resize', action.name);
         return hypervisor.resizeDisk(action.name, action.disk, action.sizeMiB, ctx);
+      case 'vm.moveDisk': {
+        await this.vm(action.name);
+        if (!hypervisor.moveDisk) throw this.noHypervisorSupport('moving a running disk', action.name);
+        const pool = await this.pool(action.pool);
+        if (pool.type !== 'dir')
+          throw new UnsupportedError(
+            `pool ${pool.name} is ${pool.type}: a running disk moves only into a dir pool of its host for now`,
+            `pool/${pool.name}`,
+          );
+        const to = { pool: pool.name, dir: pool.path, volume: action.volume };
+        await hypervisor.moveDisk(action.name, action.disk, to, ctx);
+        return;
+      }
       case 'vm.snapshot':
         await this.vm(action.name);
         if (!hypervisor.snapshot) throw this.noHypervisorSupport('VM snapshots', action.name);

@@ -176,6 +176,8 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
       .strict(),
     // Online resize of a running VM's disk (QMP block_resize); the volume grows through QEMU.
     z.object({ kind: z.literal('vm.resizeDisk'), name, disk: name, sizeMiB }).strict(),
+    // A running VM's disk to a new volume of a dir pool on its host, live (mirror, pivot; docs/mobility.md).
+    z.object({ kind: z.literal('vm.moveDisk'), name, disk: name, pool: name, volume: name }).strict(),
     // All of a VM's disks at one instant (a QMP transaction), with RAM and device state when `memory`.
     z
       .object({ kind: z.literal('vm.snapshot'), name, snapshot: SnapshotNameSchema, memory: z.boolean() })

@@ -9,7 +9,7 @@ import type {
 } from '../../shared/model.js';
 import type { OpContext } from '../../shared/op.js';
 import type { GuestExecResult, GuestInterface } from '../../shared/results.js';
-import type { ObservedSnapshot } from '../../shared/storage.js';
+import type { DiskSource, ObservedSnapshot } from '../../shared/storage.js';
 
 /** Guest results, defined in shared/ (the agent's wire contract carries them); re-exported for drivers. */
 export type { GuestExecResult, GuestInterface } from '../../shared/results.js';
@@ -176,6 +176,11 @@ export interface HypervisorDriver {
    */
   resizeDisk?(name: string, disk: string, sizeMiB: number, ctx?: OpContext): Promise<void>;
   /**
+   * Moves disk `disk` of the running VM to a new volume `to.volume` in the dir pool at `to.dir` on this host, live
+   * (mirror, then pivot; docs/mobility.md); the VM's stored config names the new source, the old file is removed.
+   */
+  moveDisk?(name: string, disk: string, to: MoveDiskTarget, ctx?: OpContext): Promise<MoveDiskResult>;
+  /**
    * Snapshots all of the VM's qcow2 disks at one instant (a QMP transaction when it runs, qemu-img when it is
    * stopped); with `memory` (running VMs only) also its RAM and device state. Refuses a VM with a disk that cannot
    * snapshot (raw iSCSI LUN), naming it.
@@ -243,4 +248,22 @@ export interface HypervisorDriver {
   consolePath(name: string): string;
   /** The last `maxBytes` of the VM's serial console log; a planted link or FIFO is refused (`UnsafeFileError`). */
   consoleTail(name: string, maxBytes: number): Promise<string>;
+}
+
+/** Where `moveDisk` puts a disk: a dir pool on the VM's host (its directory) and the new volume's name. */
+export interface MoveDiskTarget {
+  pool: string;
+  dir: string;
+  volume: string;
+}
+
+/** What a disk move did. */
+export interface MoveDiskResult {
+  vm: string;
+  disk: string;
+  /** Where it was: `pool <name>` or `the VM directory`. */
+  from: string;
+  to: DiskSource;
+  copiedBytes: number;
+  ms: number;
 }

@@ -32,15 +32,30 @@ export interface DiskIds {
   fdset: number;
 }
 
-/** Ids of disk slot `i`. */
+/**
+ * A stored slot of `ALT_SLOT + i` is slot i under its second set of node names: a disk moved while running
+ * (`move-disk`, qemu/move-disk.ts) now sits on the nodes its mirror made, which QEMU cannot rename; the slot records
+ * which set it uses so that everything finding a disk by its slot (backups, snapshots, unplug, the next start) agrees.
+ */
+export const ALT_SLOT = 100;
+
+/** The slot (root port, PCI address) of stored slot `i`, whichever node names it uses. */
+export const baseSlot = (i: number): number => i % ALT_SLOT;
+
+/** The stored slot a disk in stored slot `i` takes when it moves: the other set of node names of the same port. */
+export const otherSlot = (i: number): number => (i >= ALT_SLOT ? baseSlot(i) : ALT_SLOT + i);
+
+/** Ids of disk slot `i` (see ALT_SLOT). */
 export function diskSlotIds(i: number): DiskIds {
+  const b = baseSlot(i);
+  const node = i >= ALT_SLOT ? `disk${b}m` : `disk${b}`;
   return {
-    node: `disk${i}`,
-    file: `disk${i}-file`,
-    port: `diskport${i}`,
-    secret: `disk${i}-key`,
-    chap: `disk${i}-chap`,
-    fdset: 200 + i,
+    node,
+    file: `${node}-file`,
+    port: `diskport${b}`,
+    secret: `${node}-key`,
+    chap: `${node}-chap`,
+    fdset: (i >= ALT_SLOT ? 300 : 200) + b,
   };
 }
 
@@ -98,7 +113,7 @@ export function assignDiskSlots(
     old.set(d.name, prev.slots?.[i] ?? i);
   });
   const slots = disks.map((d) => old.get(d.name));
-  const used = new Set(slots.filter((s) => s !== undefined));
+  const used = new Set(slots.filter((s) => s !== undefined).map(baseSlot));
   let next = 0;
   return slots.map((s) => {
     if (s !== undefined) return s;

@@ -1,13 +1,8 @@
 // QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
-import {
-  InvalidRequestError,
-  InvalidStateError,
-  NotFoundError,
-  UnsupportedError,
-} from '../../../shared/errors.js';
+import { InvalidStateError, NotFoundError } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
@@ -24,10 +19,8 @@ import type {
   ObservedVm,
   VmConfig,
 } from '../../../shared/model.js';
-import { identify, type ProcessIdentity } from '../../../shared/process.js';
+import type { ProcessIdentity } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
-import { removeTree } from '../../../shared/safe-file.js';
-import { NAME_PATTERN } from '../../../spec/schema.js';
 import { startQemuNbd, stopQemuNbd } from '../../backup/qemu-nbd.js';
 import type { OpContext } from '../../network/types.js';
 import { storageDrivers } from '../../storage/registry.js';
@@ -35,38 +28,25 @@ import type { StorageDriver } from '../../storage/types.js';
 import type {
   BackupOpenOptions,
   BackupView,
-  GuestExecResult,
-  GuestInterface,
   HypervisorDriver,
+  MoveDiskResult,
+  MoveDiskTarget,
   RestoreView,
   SecretValues,
   VmStats,
 } from '../types.js';
 import { QemuBackups } from './backup-capture.js';
 import { CGROUP_ROOT, removeVmCgroup, vmCgroupPath } from './cgroup.js';
-import {
-  assertQemuSafePath,
-  assignNicSlots,
-  buildQemuArgv,
-  type CmdlineInput,
-  type VmPaths,
-  vmPaths,
-} from './cmdline.js';
-import { launchFor } from './confidential.js';
-import { checkVmResources, pinStartedVm, probeHostResources } from './cpu-pinning.js';
-import { attachDisksAtStart, disksAtStart } from './disk-attach.js';
-import { assertEncryptionKept, diskKeys, diskSecrets } from './disk-keys.js';
+import { assertQemuSafePath, type VmPaths, vmPaths } from './cmdline.js';
+import { probeHostResources } from './cpu-pinning.js';
 import { VmDiskOps } from './disk-ops.js';
-import { makeDirDisk } from './disk-plug.js';
-import { assignDiskSlots, hasDiskSlots } from './disk-slots.js';
+import { hasDiskSlots } from './disk-slots.js';
 import { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 import { GuestAgents } from './guest-agent.js';
 import { QemuHostProbes } from './host-probes.js';
 import { hasHotplugSlots } from './hotplug.js';
 import { type VmIdentity, VmIds, vmIdsFile } from './identity.js';
-import { usesNetworkDisks, vmLaunchArgv } from './jail.js';
 import {
-  assertLauncher,
   assertQmpFdHelper,
   DEFAULT_QEMU_BINARY,
   DEFAULT_QEMU_USER,
@@ -74,19 +54,22 @@ import {
   type QemuUser,
   qmpFdHelperBeside,
 } from './launcher.js';
-import { INCOMING_ARGS, VmMigrations } from './migrate-vm.js';
+import { VmMigrations } from './migrate-vm.js';
+import { type MoveDiskContext, moveVmDisk } from './move-disk.js';
 import { type FdChannel, passFileToVm } from './pass-fd.js';
 import type { QmpClient } from './qmp.js';
 import { QmpPool } from './qmp-pool.js';
 import { readVmStats } from './stats.js';
-import { consoleTail, ownVmFiles, prepareVmDirs, reclaimRunDir, rotateVmLogs } from './vm-files.js';
+import type { VmAccess } from './vm-access.js';
+import { assertVmName, type CreateDeps, createVm, vmArgv } from './vm-create.js';
+import { consoleTail, rotateVmLogs } from './vm-files.js';
 import { hotplugVm } from './vm-hotplug.js';
-import { prepareVmDir } from './vm-image.js';
+import { type LaunchDeps, launchVm } from './vm-launch.js';
 import { observeVm } from './vm-observe.js';
 import { VmProcesses } from './vm-process.js';
-import { awaitVmRunning } from './vm-start.js';
+import { removeVm } from './vm-remove.js';
 import { fenceQemu, type StopOutcome, stopQemu } from './vm-stop.js';
-import { asStarted, readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
+import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
 
 export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 /** How a stop ended (defined in vm-stop.ts). */
@@ -115,9 +98,23 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qmpPool = new QmpPool((name) => this.paths(name).qmpSocket);
   private readonly locks = new KeyedQueue();
   private readonly disks: VmDiskOps;
+  /** The per-VM accessors the split-out modules share (vm-access.ts). */
+  private readonly vms: VmAccess = {
+    paths: (name) => this.paths(name),
+    stored: (name) => this.stored(name),
+    mustStored: (name) => this.mustStored(name),
+    writeStored: (name, vm) => this.writeStored(name, vm),
+    livePid: (name) => this.livePid(name),
+    running: async (name) => (await this.livePid(name)) !== undefined,
+    identity: (name) => this.identity(name),
+    qmp: (name, timeoutMs) => this.qmp(name, timeoutMs),
+    dropQmp: (name) => this.dropQmp(name),
+    fdChannel: (name) => this.fdChannel(name),
+    locked: (name, fn) => this.locked(name, fn),
+  };
   private readonly guests = new GuestAgents({
     socket: (name) => this.paths(name).qgaSocket,
-    running: async (name) => (await this.livePid(name)) !== undefined,
+    running: this.vms.running,
     locked: (key, fn) => this.locked(key, fn),
   });
 
@@ -154,24 +151,12 @@ export class QemuDriver implements HypervisorDriver {
     });
     assertQemuSafePath(this.stateDir);
     assertQemuSafePath(this.imagesDir);
-    this.disks = new VmDiskOps({
-      runner: this.runner,
-      ...(opts.netns ? { netns: opts.netns } : {}),
-      paths: (name) => this.paths(name),
-      mustStored: (name) => this.mustStored(name),
-      running: async (name) => (await this.livePid(name)) !== undefined,
-      qmp: (name) => this.qmp(name),
-      locked: (name, fn) => this.locked(name, fn),
-    });
+    const netns = opts.netns ? { netns: opts.netns } : {};
+    this.disks = new VmDiskOps({ runner: this.runner, ...netns, ...this.vms });
     this.backups = new QemuBackups({
       runner: this.runner,
-      ...(opts.netns ? { netns: opts.netns } : {}),
-      paths: (name) => this.paths(name),
-      mustStored: (name) => this.mustStored(name),
-      running: async (name) => (await this.livePid(name)) !== undefined,
-      qmp: (name) => this.qmp(name),
-      locked: (key, fn) => this.locked(key, fn),
-      fdChannel: (name) => this.fdChannel(name),
+      ...netns,
+      ...this.vms,
       nbd: opts.nbdServers ?? {
         start: (o) => startQemuNbd(this.runner, { ...o, ...(opts.netns ? { netns: opts.netns } : {}) }),
         stopLeft: async (dir, name) => {
@@ -207,33 +192,20 @@ export class QemuDriver implements HypervisorDriver {
     return this.probes.confidential();
   }
 
-  /** The command line of `cfg` on this host (a confidential VM gets the host's firmware and C-bit). */
-  private async argvOf(
+  /** The command line of `cfg` on this host (vm-create.ts). */
+  private argvOf(
     cfg: VmConfig,
     accel: 'kvm' | 'tcg',
     nicSlots: readonly number[] | undefined,
     diskSlots?: readonly number[],
   ): Promise<string[]> {
-    const input: CmdlineInput = {
-      config: cfg,
-      accel,
+    const d = {
       paths: this.paths(cfg.name),
       imagesDir: this.imagesDir,
       qemuBinary: this.qemuBinary,
-      ...(nicSlots ? { nicSlots } : {}),
-      ...(diskSlots ? { diskSlots } : {}),
-      ...(cfg.confidential
-        ? { confidential: launchFor(await this.probes.confidentialHost(), cfg.confidential) }
-        : {}),
+      confidentialHost: () => this.probes.confidentialHost(),
     };
-    try {
-      return buildQemuArgv(input);
-    } catch (e) {
-      // The plan refuses such a VM first (admission); this is the agent's own check, naming the VM.
-      if (e instanceof UnsupportedError)
-        throw new UnsupportedError(`VM ${cfg.name}: ${e.message}`, `vm/${cfg.name}`);
-      throw e;
-    }
+    return vmArgv(d, cfg, accel, nicSlots, diskSlots);
   }
 
   async adopt(): Promise<void> {
@@ -277,51 +249,18 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async create(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
-    if (!NAME_PATTERN.test(cfg.name))
-      throw new InvalidRequestError(`VM name ${JSON.stringify(cfg.name)} is invalid`, cfg.name);
-    await this.locked(cfg.name, async () => {
-      const p = this.paths(cfg.name);
-      const old = await this.stored(cfg.name);
-      if (old?.configHash === configHash) return;
-      if (old && (await this.livePid(cfg.name)) !== undefined) {
-        throw new InvalidStateError(`reconfiguring VM ${cfg.name} requires it stopped`, `vm/${cfg.name}`);
-      }
-      if (old) assertEncryptionKept(old.config, cfg);
-      const keys = diskKeys(cfg, secrets);
-      const id = await this.identity(cfg.name);
-      const owner = { uid: id.uid, gid: id.gid };
-      ctx?.progress?.(`creating VM ${cfg.name} in ${p.vmDir}`);
-      await prepareVmDir(
-        {
-          stateDir: this.stateDir,
-          runner: this.runner,
-          storage: this.storage,
-          imagesDir: this.imagesDir,
-          qemuUserName: this.userName,
-        },
-        cfg,
-        p,
-        id,
-        ctx,
-      );
-      const { accelerator } = await this.accelerator();
-      // NICs the VM had keep their PCI slots across a reconfiguration.
-      const nicSlots = assignNicSlots(cfg.nics, old && { nics: old.config.nics, slots: old.nicSlots });
-      const diskSlots = assignDiskSlots(cfg.disks, old && { disks: old.config.disks, slots: old.diskSlots });
-      // Before any disk is made: a VM this host cannot launch (confidential without support) leaves nothing.
-      const argv = await this.argvOf(cfg, accelerator, nicSlots, diskSlots);
-      for (const [i, d] of cfg.disks.entries())
-        await makeDirDisk(this.storage, p, d, owner, keys.get(i), ctx);
-      await ownVmFiles(this.paths(cfg.name), cfg, id);
-      await this.writeStored(cfg.name, {
-        config: cfg,
-        configHash,
-        accel: accelerator,
-        argv,
-        nicSlots,
-        diskSlots,
-      });
-    });
+    assertVmName(cfg);
+    const d: CreateDeps = {
+      vms: this.vms,
+      runner: this.runner,
+      stateDir: this.stateDir,
+      storage: this.storage,
+      imagesDir: this.imagesDir,
+      qemuUserName: this.userName,
+      accelerator: () => this.accelerator(),
+      argvOf: this.argvOf.bind(this),
+    };
+    await this.locked(cfg.name, () => createVm(d, cfg, configHash, ctx, secrets));
   }
 
   /** Whether VM `name` runs with NIC and disk hot-plug slots (VMs started by an older vmlink need one restart). */
@@ -403,81 +342,29 @@ export class QemuDriver implements HypervisorDriver {
     await this.launch(name, ctx, secrets, false);
   }
 
-  /** Starts a created VM; `incoming`: paused, waiting for a live migration's stream (`-incoming defer`). */
-  private async launch(
+  /** Starts a created VM; `incoming`: paused, waiting for a live migration's stream (vm-launch.ts). */
+  private launch(
     name: string,
     ctx: OpContext | undefined,
     secrets: SecretValues | undefined,
     incoming: boolean,
-  ) {
-    await this.locked(name, async () => {
-      const vm = await this.mustStored(name);
-      if ((await this.livePid(name)) !== undefined)
-        throw new InvalidStateError(`start requires stopped: VM ${name} is running`, `vm/${name}`);
-      // Every disk's secrets are at hand before QEMU runs (a refusal names the disk and the secret).
-      const attach = disksAtStart(vm.config, this.paths(name), vm.diskSlots, secrets);
-      for (const t of attach) diskSecrets(name, t.disk, secrets);
-      if (attach.some((t) => t.disk.source?.kind === 'file')) assertQmpFdHelper(this.qmpFdHelper);
-      assertLauncher(this.launcher);
-      const id = await this.identity(name);
-      const p = this.paths(name);
-      // VMs created before per-VM identities (or by an older vmlink) are brought to today's layout here.
-      await prepareVmDirs(p, id);
-      await ownVmFiles(p, vm.config, id);
-      const qemuArgv = await this.argvOf(vm.config, vm.accel, vm.nicSlots, vm.diskSlots);
-      const next = asStarted(vm, qemuArgv, usesNetworkDisks(vm.config));
-      if (JSON.stringify(next) !== JSON.stringify(vm)) await this.writeStored(name, next);
-      await this.dropQmp(name);
-      // Unlinking in the run directory never follows a link: only the last component is QEMU's.
-      for (const f of [p.pidfile, p.qmpSocket, p.qmpFdSocket, p.qgaSocket, p.consoleSocket])
-        await rm(f, { force: true });
-      await this.rotateLogs(name);
-      const cgroupRoot = await this.probes.cgroupRoot();
-      // Pinning, quota and huge pages the host cannot honour refuse the start before anything runs.
-      if (vm.config.cpu || vm.config.hugepages)
-        checkVmResources(vm.config, await probeHostResources(cgroupRoot, CGROUP_ROOT), 'this host');
-      const argv = await vmLaunchArgv({
-        launcher: this.launcher,
-        identity: id,
-        config: vm.config,
-        paths: p,
-        accel: vm.accel,
-        imagesDir: this.imagesDir,
-        qemuBinary: this.qemuBinary,
-        // The stored argv stays the plain one: a migrated-in VM restarts like any other.
-        qemuArgv: incoming ? [...qemuArgv, ...INCOMING_ARGS] : qemuArgv,
-        ...(cgroupRoot ? { cgroupRoot } : {}),
-      });
-      this.watchLogs();
-      ctx?.progress?.(`starting VM ${name}`);
-      const pid = await this.runner.spawnDetached(argv, {
-        ...(this.opts.netns ? { netns: this.opts.netns } : {}),
-        logFile: p.qemuLog,
-        cwd: p.runDir,
-      });
-      // `ip netns exec` and the launcher exec into QEMU: the pid and its start time stay, the command line changes.
-      await awaitVmRunning({
-        name,
-        vm,
-        paths: p,
-        started: await identify(pid),
-        disks: attach.length,
-        attach: (qmp) =>
-          attachDisksAtStart({ vm: name, qmp, fdChannel: this.fdChannel(name), paths: p }, attach, {
-            incoming,
-          }),
-        timeoutMs: this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS,
-        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-        forceStop: () => this.stopLocked(name, { force: true }),
-        ...(ctx ? { ctx } : {}),
-        ...(incoming ? { incoming } : {}),
-      });
-      // A VM whose pinning fails does not run unpinned: it is stopped and the start fails.
-      await pinStartedVm(this.runner, vm.config, pid, () => this.qmp(name)).catch(async (e: unknown) => {
-        await this.stopLocked(name, { force: true }).catch(() => {});
-        throw e;
-      });
-    });
+  ): Promise<void> {
+    const d: LaunchDeps = {
+      vms: this.vms,
+      runner: this.runner,
+      ...(this.opts.netns ? { netns: this.opts.netns } : {}),
+      launcher: this.launcher,
+      qmpFdHelper: this.qmpFdHelper,
+      imagesDir: this.imagesDir,
+      qemuBinary: this.qemuBinary,
+      startTimeoutMs: this.opts.startTimeoutMs ?? VM_START_TIMEOUT_MS,
+      argvOf: (c, accel, nics, disks) => this.argvOf(c, accel, nics, disks),
+      rotateLogs: (n) => this.rotateLogs(n),
+      cgroupRoot: () => this.probes.cgroupRoot(),
+      watchLogs: () => this.watchLogs(),
+      forceStop: (n) => this.stopLocked(n, { force: true }),
+    };
+    return this.locked(name, () => launchVm(d, name, ctx, secrets, incoming));
   }
 
   async stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void> {
@@ -539,31 +426,20 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async delete(name: string, ctx?: OpContext): Promise<void> {
-    await this.locked(name, async () => {
-      const p = this.paths(name);
-      if (!(await exists(p.vmDir))) {
-        await this.ids.free(name); // a create that failed before its directory existed
-        return;
-      }
-      await this.stopLocked(name, { force: true }, ctx);
-      ctx?.progress?.(`removing ${p.vmDir}`);
-      // With QEMU gone no process of the VM's uid is left; taking its run directory back means none could
-      // reach inside again while the tree is walked (a swapped link is then removed, never followed).
-      await reclaimRunDir(p);
-      await removeTree(p.vmDir);
-      await this.ids.free(name);
-    });
+    const stop = () => this.stopLocked(name, { force: true }, ctx);
+    await this.locked(name, () => removeVm(name, this.paths(name), stop, (n) => this.ids.free(n), ctx));
   }
 
   // Live migration (migrate-vm.ts).
   readonly migrations = new VmMigrations({
-    paths: (name) => this.paths(name),
-    identity: (name) => this.identity(name),
-    running: async (name) => (await this.livePid(name)) !== undefined,
-    qmp: (name) => this.qmp(name),
+    ...this.vms,
     launchIncoming: (name, ctx) => this.launch(name, ctx, undefined, true),
-    locked: (name, fn) => this.locked(name, fn),
   });
+
+  /** Moves running VM `name`'s disk to a new volume in a dir pool of this host, live (move-disk.ts). */
+  moveDisk(name: string, disk: string, to: MoveDiskTarget, ctx?: MoveDiskContext): Promise<MoveDiskResult> {
+    return this.locked(name, () => moveVmDisk({ vms: this.vms, storage: this.storage }, name, disk, to, ctx));
+  }
 
   // Disks: online resize, whole-VM snapshots, open disks (disk-ops.ts).
   readonly resizeDisk: VmDiskOps['resizeDisk'] = (...a) => this.disks.resizeDisk(...a);
@@ -631,18 +507,8 @@ export class QemuDriver implements HypervisorDriver {
   waitForGuestAgent(name: string, timeoutMs = GUEST_AGENT_BOOT_TIMEOUT_MS): Promise<number> {
     return this.guests.waitReady(name, timeoutMs);
   }
-
-  guestExec(
-    name: string,
-    argv: string[],
-    opts: { timeoutMs?: number; input?: string } = {},
-  ): Promise<GuestExecResult> {
-    return this.guests.exec(name, argv, opts);
-  }
-
-  guestInterfaces(name: string): Promise<GuestInterface[]> {
-    return this.guests.interfaces(name);
-  }
+  readonly guestExec: GuestAgents['exec'] = (...a) => this.guests.exec(...a);
+  readonly guestInterfaces: GuestAgents['interfaces'] = (...a) => this.guests.interfaces(...a);
 
   consolePath(name: string): string {
     return this.paths(name).consoleSocket;
@@ -711,13 +577,6 @@ export class QemuDriver implements HypervisorDriver {
   private liveProcess(name: string): Promise<ProcessIdentity | undefined> {
     return this.procs.live(name, this.paths(name).pidfile);
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 export { processMatches } from './vm-process.js';
