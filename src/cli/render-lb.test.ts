@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { lbMismatchLines, renderLbChecks } from './render-lb.js';
+import { lbMismatchLines, renderLbChecks, renderLbStatus } from './render-lb.js';
 
 it('renders LB checks with taken-out backends named, and lists failed ones as mismatches', () => {
   const r = {
@@ -38,4 +38,27 @@ it('renders LB checks with taken-out backends named, and lists failed ones as mi
     '  load balancer web VIP reached from host1 -> 10.30.0.50:80: 0 of 4 requests answered',
   ]);
   expect(renderLbChecks({})).toBe('');
+});
+
+it("adds one line per LB to status: the VIP holder, backends UP, each host's problems", () => {
+  const lb = (o: object) => ({
+    name: 'web',
+    configHash: 'h',
+    haproxy: true,
+    keepalived: true,
+    holdsVip: false,
+    problems: [] as string[],
+    ...o,
+  });
+  const host = (name: string, o: object) =>
+    ({ name, report: { loadBalancers: [lb(o)] } }) as unknown as Parameters<typeof renderLbStatus>[0][number];
+  expect(
+    renderLbStatus([
+      host('host1', { holdsVip: true, backendsUp: ['a1'] }),
+      host('host2', { haproxy: false, problems: ['HAProxy is not running'] }),
+    ]),
+  ).toEqual(['load balancer web: VIP on host1; backends UP: a1; host2: HAProxy is not running']);
+  expect(renderLbStatus([host('host1', {}), host('host2', {})])).toEqual([
+    'load balancer web: VIP ON NO HOST; backends UP: ?',
+  ]);
 });

@@ -1,5 +1,5 @@
 // Load balancers in the CLI's words: verify's LB checks and `vmlink lb list`.
-import type { VerifyResult } from '../controller/wire.js';
+import type { Status, VerifyResult } from '../controller/wire.js';
 import type { LbView } from '../controller/wire-lb.js';
 import { table } from './render.js';
 
@@ -80,4 +80,19 @@ export function renderLbList(lbs: readonly LbView[]): string {
       ].join('\n');
     })
     .join('\n\n');
+}
+
+/** `vmlink status`'s load-balancer lines from the hosts' reports: per LB the VIP holder, backends UP, problems. */
+export function renderLbStatus(hosts: Status['hosts']): string[] {
+  const names = [...new Set(hosts.flatMap((h) => (h.report?.loadBalancers ?? []).map((l) => l.name)))].sort();
+  return names.map((name) => {
+    const seen = hosts.flatMap((h) => {
+      const lb = h.report?.loadBalancers?.find((l) => l.name === name);
+      return lb ? [{ host: h.name, lb }] : [];
+    });
+    const holders = seen.filter((s) => s.lb.holdsVip).map((s) => s.host);
+    const stats = seen.find((s) => s.lb.holdsVip && s.lb.backendsUp) ?? seen.find((s) => s.lb.backendsUp);
+    const problems = seen.flatMap((s) => s.lb.problems.map((p) => `${s.host}: ${p}`));
+    return `load balancer ${name}: VIP ${holders.length === 1 ? `on ${holders[0]}` : holders.length ? `ON ${holders.join(' AND ')}` : 'ON NO HOST'}; backends UP: ${stats?.lb.backendsUp?.join(', ') || (stats ? 'none' : '?')}${problems.length ? `; ${problems.join('; ')}` : ''}`;
+  });
 }
