@@ -71,7 +71,7 @@ function lbTable(v: VerifyResult): HTMLElement | null {
     h('h2', {}, 'Load balancers'),
     h(
       'table',
-      { class: 'matrix', 'data-testid': 'lb-checks' },
+      { class: 'list', 'data-testid': 'lb-checks' },
       h(
         'thead',
         {},
