@@ -7,6 +7,7 @@ import { endpointsOf, routersOf } from './expect.js';
 import {
   answeredBy,
   judgeLb,
+  LB_PROBES_MAX,
   type LbHostAnswer,
   type LbMeasured,
   lbNotes,
@@ -166,5 +167,24 @@ describe('judgeLb', () => {
     expect(answeredBy(page('web1'))).toBe('web1');
     expect(answeredBy({ reachable: true, detail: 'vmlink-guest web1; rm -rf' })).toBeUndefined();
     expect(answeredBy({ reachable: false, detail: 'vmlink-guest web1' })).toBeUndefined();
+  });
+
+  it('keeps a verify within LB_PROBES_MAX probes, naming the frontends left out', () => {
+    const many = {
+      ...spec,
+      loadBalancers: Array.from({ length: 20 }, (_, i) => ({
+        ...spec.loadBalancers[0]!,
+        name: `web${i}`,
+        frontends: Array.from({ length: 4 }, (_, k) => ({ port: 80 + k, protocol: 'http' as const })),
+      })),
+    };
+    const { plans, notes } = lbPlansOf(many, endpoints, routersOf(many), groupContextOf(many, endpoints));
+    const probes = plans.flatMap((p) => lbProbesOf(p, 2000));
+    expect(probes.length).toBeLessThanOrEqual(LB_PROBES_MAX);
+    expect(probes.length).toBeGreaterThan(LB_PROBES_MAX - 20);
+    expect(notes.length).toBeGreaterThan(0);
+    expect(notes.at(-1)).toMatch(
+      /^load balancer web19: frontend\(s\) 80, 81, 82, 83 not probed \(at most 256/,
+    );
   });
 });

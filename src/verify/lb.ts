@@ -14,6 +14,8 @@ export const LB_REQUESTS_MIN = 2;
 export const LB_REQUESTS_MAX = 8;
 /** Probe sources per load balancer (the gateway host and a peer are enough to show the VIP is reachable). */
 export const LB_SOURCES_MAX = 2;
+/** Most LB probes one verify runs (all LBs); frontends beyond it are left out, with a note. */
+export const LB_PROBES_MAX = 256;
 /** Longest answer text kept in a cell's detail. */
 const DETAIL_MAX = 160;
 
@@ -78,6 +80,7 @@ export function lbPlansOf(
 ): { plans: LbPlan[]; notes: string[] } {
   const plans: LbPlan[] = [];
   const notes: string[] = [];
+  let budget = LB_PROBES_MAX;
   for (const lb of spec.loadBalancers ?? []) {
     const net = spec.networks.find((n) => n.name === lb.network);
     if (!net) continue;
@@ -112,11 +115,25 @@ export function lbPlansOf(
     sources = sources.slice(0, LB_SOURCES_MAX);
     if (!sources.length)
       notes.push(`load balancer ${lb.name}: no endpoint can reach ${lb.vip}; its VIP is not probed`);
-    const frontends = lb.frontends.map((f) => ({
+    const requests = Math.min(LB_REQUESTS_MAX, Math.max(LB_REQUESTS_MIN, 2 * backends.length));
+    // Within the verify's probe budget: the direct probes, then as many frontends as fit (at least none).
+    const perFrontend = sources.length * requests;
+    const fit = perFrontend
+      ? Math.max(0, Math.floor((budget - (sources.length ? backends.length : 0)) / perFrontend))
+      : lb.frontends.length;
+    const frontends = lb.frontends.slice(0, fit).map((f) => ({
       port: f.port,
       protocol: f.protocol,
       backendPort: f.backendPort ?? f.port,
     }));
+    if (frontends.length < lb.frontends.length)
+      notes.push(
+        `load balancer ${lb.name}: frontend(s) ${lb.frontends
+          .slice(fit)
+          .map((f) => f.port)
+          .join(', ')} not probed (at most ${LB_PROBES_MAX} load-balancer probes per verify)`,
+      );
+    budget -= frontends.length * perFrontend + (sources.length && frontends.length ? backends.length : 0);
     const notDirect = new Map<string, string>();
     const first = sources[0];
     const be = frontends[0];
@@ -138,7 +155,7 @@ export function lbPlansOf(
       frontends,
       backends,
       sources,
-      requests: Math.min(LB_REQUESTS_MAX, Math.max(LB_REQUESTS_MIN, 2 * backends.length)),
+      requests,
       notDirect,
     });
   }
