@@ -19,6 +19,7 @@ import { addDrillCommands } from './drill-commands.js';
 import { addHaCommands } from './ha-commands.js';
 import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
+import { addLbCommands } from './lb-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
 import { addSecretCommands } from './secret-commands.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
@@ -294,6 +295,7 @@ export function createCli(processes: Processes): Command {
   addVerifyCommand(program, api);
   addNetworkCommands(program, api);
   addSecurityGroupCommands(program, api);
+  addLbCommands(program, api);
   addVmCommands(program, api);
   addUiCommand(program, api);
   addVmSnapshotCommands(program, api);

@@ -1,4 +1,5 @@
 import type { MatrixCell, ThroughputResult, VerifyResult } from '../controller/wire.js';
+import { lbMismatchLines, renderLbChecks } from './render-lb.js';
 
 /** Renders rows as an aligned text table with a header line. */
 export function table(headers: string[], rows: Array<Array<string | number | undefined>>): string {
@@ -161,10 +162,13 @@ export function renderMatrix(r: VerifyResult): string {
   if (pmtu) out.push('', pmtu);
   const storage = renderStorageChecks(r);
   if (storage) out.push('', storage);
+  const lbs = renderLbChecks(r);
+  if (lbs) out.push('', lbs);
   const bad = r.cells.filter((c) => !c.ok);
   const badPmtu = (r.pmtu ?? []).filter((p) => !p.ok);
   const badStorage = (r.storage ?? []).filter((c) => !c.ok);
-  if (bad.length || badPmtu.length || badStorage.length) {
+  const badLb = lbMismatchLines(r);
+  if (bad.length || badPmtu.length || badStorage.length || badLb.length) {
     out.push(
       '',
       'Mismatches:',
@@ -179,13 +183,16 @@ export function renderMatrix(r: VerifyResult): string {
       ...badStorage.map(
         (c) => `  storage ${STORAGE_CHECK_NAMES[c.check]} ${c.volume} (${c.target}): ${c.detail}`,
       ),
+      ...badLb,
     );
   }
   const nStorage = r.storage?.length ?? 0;
-  const checks = r.cells.length + (r.pmtu?.length ?? 0) + nStorage;
+  const nLb = r.loadBalancers?.length ?? 0;
+  const checks = r.cells.length + (r.pmtu?.length ?? 0) + nStorage + nLb;
   const extra = [
     ...(r.pmtu?.length ? [`${r.pmtu.length} path-MTU checks`] : []),
     ...(nStorage ? [`${nStorage} storage checks`] : []),
+    ...(nLb ? [`${nLb} load-balancer checks`] : []),
   ];
   const what = extra.length
     ? `${r.cells.length} cells and ${extra.join(' and ')}`

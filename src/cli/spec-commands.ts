@@ -125,7 +125,7 @@ export function addVerifyCommand(program: Command, api: Api): void {
   program
     .command('verify')
     .description(
-      'measure the connectivity matrix (expected vs observed, with RTT; security groups judged, their rule ports probed over TCP); exits non-zero on any mismatch',
+      'measure the connectivity matrix (expected vs observed, with RTT; security groups judged, their rule ports probed over TCP; load balancers: VIP held once and reached, answers from UP backends only, failed backends taken out); exits non-zero on any mismatch',
     )
     .option('--json', 'machine-readable output')
     .option('--throughput <endpoints...>', 'measure TCP throughput FROM TO with iperf3 instead of the matrix')

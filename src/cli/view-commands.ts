@@ -17,6 +17,7 @@ import { sleep } from '../shared/time.js';
 import { attachConsole } from './console-commands.js';
 import { type Api, emit, out } from './io.js';
 import { table } from './render.js';
+import { renderLbStatus } from './render-lb.js';
 import { renderTuning } from './render-tuning.js';
 
 /** `vmlink status|events`. */
@@ -47,6 +48,7 @@ export function addStatusCommands(program: Command, api: Api): void {
             ]),
           ),
           ...renderTuning(r.hosts),
+          ...renderLbStatus(r.hosts),
         ].join('\n');
       });
     });

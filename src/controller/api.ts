@@ -60,6 +60,7 @@ import {
   VmStopBodySchema,
 } from './wire.js';
 import { HostDevicesListSchema } from './wire-devices.js';
+import { LbListSchema } from './wire-lb.js';
 
 // Storage tasks (copies, imports, VM snapshots) change hosts too: one at a time, and never during an apply; a drill
 // (kills and restores lab processes) never runs beside a lab up/down or another drill.
@@ -371,6 +372,16 @@ export async function createControllerApi(
       },
     },
     async (req) => controller.networkShow(req.params.name, req.query.flows === 'true'),
+  );
+  app.get(
+    '/v1/load-balancers',
+    {
+      schema: {
+        summary: 'Load balancers: VIP holder, backends UP/DOWN, HAProxy and Keepalived per host',
+        response: answers(LbListSchema),
+      },
+    },
+    async () => controller.loadBalancers(),
   );
   app.get(
     '/v1/vms',

@@ -25,6 +25,7 @@ import { HaControl } from './ha/status.js';
 import type { DecideFn } from './ha/types.js';
 import { type AgentFactory, type AgentPort, httpAgents } from './hosts.js';
 import { LabControl } from './lab-control.js';
+import { lbViews } from './lb-views.js';
 import { type CollectorOptions, MetricsCollector } from './metrics/collector.js';
 import { type MigrationDeps, runMigration } from './migrate/run.js';
 import { hostHealth } from './monitor.js';
@@ -45,6 +46,7 @@ import { LastVerify } from './verify-last.js';
 import { type NetworkListItem, type NetworkView, type StatusView, Views, type VmView } from './views.js';
 import { VmControl } from './vm-control.js';
 import type { HostDevicesList } from './wire-devices.js';
+import type { LbView } from './wire-lb.js';
 
 export type { ApplyOptions } from './apply.js';
 export { DEFAULT_CONFIRM_MS, RolledBackError } from './confirm.js';
@@ -353,6 +355,12 @@ export class Controller {
   /** Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer. */
   status(): Promise<StatusView> {
     return this.views.status();
+  }
+
+  /** Load balancers of the applied spec with what their hosts report (VIP holder, backends UP/DOWN, processes). */
+  async loadBalancers(): Promise<LbView[]> {
+    const cur = await this.specs.current();
+    return cur ? lbViews(cur.spec, (await this.views.status()).hosts) : [];
   }
 
   /** Every VM of the applied spec and every VM the hosts report. */

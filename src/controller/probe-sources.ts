@@ -1,6 +1,7 @@
 // Verify's probing loop: every source's probes as one batch (one command at the source), sources in parallel.
 import type { ProbeSpec } from '../exec/probe.js';
 import type { ProbeResult } from '../shared/results.js';
+import type { VmEndpoint } from '../verify/expect.js';
 
 /** One probe waiting to run, and what to do with its outcome (fill in its matrix cell). */
 export interface PendingProbe {
@@ -61,4 +62,16 @@ export async function limit<T>(jobs: Array<() => Promise<T>>, n: number): Promis
     }),
   );
   return out;
+}
+
+/** The unbound twin of each VM source (its probes leave by the guest's routes), one object per source. */
+const unboundSources = new WeakMap<VmEndpoint, VmEndpoint>();
+export function unbound(src: VmEndpoint): VmEndpoint {
+  let u = unboundSources.get(src);
+  if (!u) {
+    const { ifname: _bound, ...rest } = src;
+    u = rest;
+    unboundSources.set(src, u);
+  }
+  return u;
 }

@@ -20,6 +20,7 @@ import {
   routersOf,
   type VmEndpoint,
 } from '../verify/expect.js';
+import { type LbCell, lbPlansOf } from '../verify/lb.js';
 import { portChecksOf } from '../verify/port-checks.js';
 import { expectPing, type GroupContext, groupContextOf, groupVerdict } from '../verify/security-groups.js';
 import {
@@ -29,9 +30,10 @@ import {
   type ThroughputSide,
 } from '../verify/throughput.js';
 import { AgentClient, agentAddress } from './agents.js';
+import { addLbProbes, verifyLbs } from './lb-checks.js';
 import { measurePathMtus, type PmtuResult } from './path-mtu.js';
 import { type GuestExec, portCell, startListeners, stopListeners } from './port-checks.js';
-import { notMeasured, type PendingProbe, probeBySource } from './probe-sources.js';
+import { notMeasured, type PendingProbe, probeBySource, unbound } from './probe-sources.js';
 import { type StorageCell, verifyStorage } from './storage-checks.js';
 import type { TaskContext } from './tasks.js';
 
@@ -80,6 +82,8 @@ export interface VerifyResult {
   routers: Router[];
   /** Storage paths (portals from compute hosts, volumes open in QEMU, guest reads and writes); absent: no pool disks. */
   storage?: StorageCell[];
+  /** Load balancers (../verify/lb.ts): the VIP held once, reached, served by UP backends, failed ones taken out. */
+  loadBalancers?: LbCell[];
   /** What verify left out or could not do, for the operator (NICs with groups not port-checked, say). */
   notes?: string[];
   /** Every cell and every path-MTU check ok. */
@@ -230,6 +234,10 @@ export async function verifySpec(
     }
     measure(src, probe, async (r) => portCell(check, r, listening));
   }
+  const lbPlans = lbPlansOf(spec, endpoints, routers, groups);
+  const lbMeasured = addLbProbes(lbPlans.plans, pending, PROBE_TIMEOUT_MS, (e) =>
+    e.kind === 'vm' ? unbound(e) : e,
+  );
   const probes = [...pending.values()].reduce((n, l) => n + l.length, 0);
   ctx.progress(
     `probing ${slots.length} paths between ${endpoints.length} endpoints (${probes} probes from ${pending.size} sources)`,
@@ -246,11 +254,12 @@ export async function verifySpec(
   const cells = slots as MatrixCell[];
   const pmtu = await measurePathMtus(spec, endpoints, groups, agents, ctx);
   const storage = await verifyStorage(desired, spec, agents, ctx.progress);
-  const notes = [...checks.notes, ...storage.notes];
-  const mismatches =
-    cells.filter((c) => !c.ok).length +
-    pmtu.filter((p) => !p.ok).length +
-    storage.cells.filter((c) => !c.ok).length;
+  const lbs = await verifyLbs(lbPlans.plans, lbMeasured, agents);
+  const notes = [...checks.notes, ...storage.notes, ...lbPlans.notes, ...lbs.notes];
+  const mismatches = [cells, pmtu, storage.cells, lbs.cells].reduce(
+    (n, l) => n + l.filter((c) => !c.ok).length,
+    0,
+  );
   return {
     endpoints: endpoints.map((e) => ({
       id: e.id,
@@ -264,6 +273,7 @@ export async function verifySpec(
     pmtu,
     routers,
     ...(storage.cells.length ? { storage: storage.cells } : {}),
+    ...(lbs.cells.length ? { loadBalancers: lbs.cells } : {}),
     ...(notes.length ? { notes } : {}),
     ok: mismatches === 0,
     mismatches,
@@ -299,18 +309,6 @@ async function probeBatch(
     (argv) =>
       runner.run(argv, { netns: src.ns, allowFailure: true, timeoutMs: longest + PROBE_HOST_MARGIN_MS }),
   );
-}
-
-/** The unbound twin of each VM source (its probes leave by the guest's routes), one object per source. */
-const unboundSources = new WeakMap<VmEndpoint, VmEndpoint>();
-function unbound(src: VmEndpoint): VmEndpoint {
-  let u = unboundSources.get(src);
-  if (!u) {
-    const { ifname: _bound, ...rest } = src;
-    u = rest;
-    unboundSources.set(src, u);
-  }
-  return u;
 }
 
 /**
@@ -362,7 +360,7 @@ function cell(
 
 /** What verify asks of a host's agent (an `AgentClient`; a fake in unit tests). */
 export type VerifyAgent = Pick<AgentClient, 'probeBatch' | 'exec' | 'interfaces'> &
-  Partial<Pick<AgentClient, 'openDisks'>>;
+  Partial<Pick<AgentClient, 'openDisks' | 'report'>>;
 
 function agentsOf(spec: Spec): Map<string, AgentClient> {
   return new Map(

@@ -18,6 +18,7 @@ import {
 } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import type { ThroughputResult as MeasuredThroughput } from '../verify/throughput.js';
+import { LbCellSchema } from './wire-lb.js';
 import { DiagnosisSchema } from './wire-observe.js';
 
 /** A spec sent by a client: the YAML text and where it came from (for messages). */
@@ -309,6 +310,7 @@ export const VerifyResultSchema = z.object({
       }),
     )
     .optional(),
+  loadBalancers: z.array(LbCellSchema).optional(),
   notes: z.array(z.string()).optional(),
   ok: z.boolean(),
   mismatches: z.number().int().min(0),

@@ -1,11 +1,15 @@
 // Multi-host verify end to end: two lab hosts, two VXLAN overlays with the same CIDR (one with a NAT gateway, one
 // with a plain gateway on the other host), a VM on the second overlay holding the same address as one on the first.
 // The matrix must stay green: overlays isolated despite the overlap, NAT egress only from the NAT overlay, and the
-// cross-host path MTU of the overlay at its full 1450.
+// cross-host path MTU of the overlay at its full 1450. A load balancer on ov1 (HAProxy + Keepalived on both hosts) in
+// front of a1 and a2 (the test guest's httpd names its VM): verify's LB cells green, then with a2's httpd stopped,
+// a2 taken out (DOWN in HAProxy, named by verify and `vmlink lb list`) and every answer from a1.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
+import type { LbView } from '../../src/controller/wire-lb.js';
+import { pollUntil } from '../../src/shared/time.js';
 import { runCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
@@ -22,6 +26,14 @@ vms:
   - { name: a1, host: host1, memoryMiB: 192, nics: [{ network: ov1, ip: 10.71.0.10 }] }
   - { name: a2, host: host2, memoryMiB: 192, nics: [{ network: ov1, ip: 10.71.0.11 }] }
   - { name: b1, host: host1, memoryMiB: 192, nics: [{ network: ov2, ip: 10.71.0.10 }] }
+loadBalancers:
+  - name: web
+    network: ov1
+    vip: 10.71.0.50
+    hosts: [{ host: host1, address: 10.71.0.51 }, { host: host2, address: 10.71.0.52 }]
+    frontends: [{ port: 80, protocol: http }]
+    backends: [a1, a2]
+    healthCheck: { intervalMs: 300, rise: 2, fall: 2 }
 lab:
   name: ${LAB}
   lan: { cidr: 192.168.71.0/24, gateway: 192.168.71.1 }
@@ -80,6 +92,17 @@ describe('vxlan overlays across two hosts', () => {
         ok: true,
       }),
     ]);
+    const lbBad = (v.loadBalancers ?? []).filter((c) => !c.ok);
+    expect(lbBad, JSON.stringify(lbBad, null, 1)).toEqual([]);
+    expect(v.loadBalancers?.map((c) => `${c.check} ${c.to}`).sort()).toEqual([
+      'backend a1',
+      'backend a2',
+      'healthy 10.71.0.50:80',
+      'host host1',
+      'host host2',
+      'reach 10.71.0.50:80',
+      'vip 10.71.0.50 on host1, host2',
+    ]);
     expect(r.code).toBe(0);
   });
 
@@ -110,5 +133,44 @@ describe('vxlan overlays across two hosts', () => {
       [...r.stdout.matchAll(/reply from 10\.71\.0\.1 \[([0-9a-f:]+)\]/g)].map((m) => m[1]),
     );
     expect(macs.size, r.stdout).toBe(1);
+  });
+
+  it('a backend whose httpd stops is taken out: lb list shows it DOWN, verify names it, answers come from a1', async () => {
+    const lbList = async (): Promise<LbView> => {
+      const r = await runCli(['lb', 'list', '--json'], env);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as LbView[])[0]!;
+    };
+    const before = await lbList();
+    expect(before.vipHolders).toHaveLength(1);
+    expect(before.backends.map((b) => b.state)).toEqual(['UP', 'UP']);
+    expect(before.hosts.every((h) => h.haproxy && h.keepalived && !h.problems.length)).toBe(true);
+    const k = await runCli(['vm', 'exec', 'a2', '--', 'killall', 'httpd'], env);
+    expect(k.code, k.stderr).toBe(0);
+    // fall 2 x 300 ms: HAProxy takes it out within about a second.
+    const down = await pollUntil(
+      async () => ((await lbList()).backends.find((b) => b.vm === 'a2')?.state === 'DOWN' ? true : undefined),
+      { timeoutMs: 20_000, intervalMs: 300 },
+    );
+    expect(down).toBe(true);
+    const r = await runCli(['verify', '--json'], env);
+    const after = JSON.parse(r.stdout) as VerifyResult;
+    const lb = after.loadBalancers ?? [];
+    expect(
+      lb.filter((c) => !c.ok),
+      JSON.stringify(lb, null, 1),
+    ).toEqual([]);
+    expect(lb.find((c) => c.check === 'backend' && c.to === 'a2')).toMatchObject({
+      ok: true,
+      takenOut: true,
+    });
+    expect(lb.find((c) => c.check === 'backend' && c.to === 'a2')!.detail).toMatch(
+      /^taken out: DOWN in HAProxy/,
+    );
+    expect(lb.find((c) => c.check === 'healthy')!.detail).toMatch(/^answered by a1, all UP/);
+    expect(after.notes?.some((n) => n.startsWith('load balancer web: backend a2 is taken out'))).toBe(true);
+    expect(r.code).toBe(0);
+    const text = await runCli(['lb', 'list'], env);
+    expect(text.stdout).toMatch(/a2 10\.71\.0\.11 DOWN/);
   });
 });

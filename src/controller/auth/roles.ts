@@ -38,6 +38,7 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'GET /v1/networks': read(),
   'GET /v1/networks/:name': read('network'),
   'GET /v1/security-groups': read(),
+  'GET /v1/load-balancers': read(),
   'GET /v1/vms': read(),
   'GET /v1/vms/:name/console': read('vm'),
   // Websockets (issue 15): anyone may watch; the console stream lets operator+ type (ui/console-proxy.ts).

@@ -73,9 +73,23 @@ export interface MatrixCell {
   ok: boolean;
 }
 
+/** One load-balancer check of a verify (the controller's LbCell). */
+export interface LbCell {
+  lb: string;
+  check: 'vip' | 'host' | 'reach' | 'healthy' | 'backend';
+  from?: string;
+  to: string;
+  port?: number;
+  detail: string;
+  takenOut?: boolean;
+  unmeasured?: boolean;
+  ok: boolean;
+}
+
 export interface VerifyResult {
   endpoints: Endpoint[];
   cells: MatrixCell[];
+  loadBalancers?: LbCell[];
   ok: boolean;
   mismatches: number;
   measuredAt: string;

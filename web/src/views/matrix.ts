@@ -2,6 +2,7 @@
 // status with every cell in its tooltip, and the mismatches listed in words below. Operators can run a verify.
 import { api } from '../api.js';
 import { ago, h, replace } from '../dom.js';
+import { lbRows } from '../lib/lb.js';
 import {
   cellStatus,
   cellsByPair,
@@ -60,6 +61,42 @@ function table(v: VerifyResult): HTMLElement {
   );
 }
 
+/** The load-balancer checks (verify's LB cells), or nothing when the spec has no load balancer. */
+function lbTable(v: VerifyResult): HTMLElement | null {
+  const rows = lbRows(v.loadBalancers);
+  if (!rows.length) return null;
+  return h(
+    'div',
+    {},
+    h('h2', {}, 'Load balancers'),
+    h(
+      'table',
+      { class: 'list', 'data-testid': 'lb-checks' },
+      h(
+        'thead',
+        {},
+        h('tr', {}, ...['LB', 'check', 'from', 'to', '', 'result'].map((t) => h('th', { scope: 'col' }, t))),
+      ),
+      h(
+        'tbody',
+        {},
+        ...rows.map((r) =>
+          h(
+            'tr',
+            { 'data-status': r.status },
+            h('td', {}, r.lb),
+            h('td', {}, r.check),
+            h('td', {}, r.from),
+            h('td', {}, r.to),
+            h('td', { class: statusClass(r.status) }, SYMBOL[r.status]),
+            h('td', {}, r.text),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 export const matrixView: View = {
   id: 'matrix',
   title: 'Matrix',
@@ -68,6 +105,7 @@ export const matrixView: View = {
     const meta = h('p', { class: 'meta' });
     const body = h('div', { class: 'scroll' });
     const mismatches = h('div');
+    const lbs = h('div');
     const runBtn = h('button', { class: 'btn', type: 'button' }, 'Run verify');
     const progress = h('span', { class: 'meta', role: 'status' });
     let current: VerifyResult | undefined;
@@ -77,14 +115,16 @@ export const matrixView: View = {
       if (!v) {
         replace(meta, 'No verify has run yet.');
         replace(body);
+        replace(lbs);
         replace(mismatches);
         return;
       }
       replace(
         meta,
-        `Measured ${ago(v.measuredAt)} in ${(v.durationMs / 1000).toFixed(1)} s: ${v.cells.length} cells, ${v.mismatches} mismatch(es) — ${v.ok ? 'everything as expected' : 'NOT everything as expected'}.`,
+        `Measured ${ago(v.measuredAt)} in ${(v.durationMs / 1000).toFixed(1)} s: ${v.cells.length} cells${v.loadBalancers?.length ? `, ${v.loadBalancers.length} load-balancer checks` : ''}, ${v.mismatches} mismatch(es) — ${v.ok ? 'everything as expected' : 'NOT everything as expected'}.`,
       );
       replace(body, table(v));
+      replace(lbs, lbTable(v));
       const bad = v.cells.filter((c) => cellStatus(c) === 'mismatch');
       replace(
         mismatches,
@@ -122,7 +162,7 @@ export const matrixView: View = {
         runBtn.disabled = false;
       }
     });
-    replace(root, header('Matrix', ctx.canOperate && runBtn, progress), err.el, meta, body, mismatches);
+    replace(root, header('Matrix', ctx.canOperate && runBtn, progress), err.el, meta, body, lbs, mismatches);
     const stop = live(
       ctx,
       async () => {
