@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The integration tests (root): test/helpers/int-run.ts runs each test file in a vitest process of its own on a few
-# workers, longest first by test/integration/durations.json: guest-booting files two at a time (the VM lock's slots),
-# light files (vitest.config.ts's LIGHT list) two at a time, and with VMLINK_UNIT_IN_LIGHT_LANE=1 (scripts/test.sh)
-# the unit tests beside them. Each file's output comes in one block when it ends, then a summary with each file's
+# two workers, longest first by test/integration/durations.json: one guest-booting file at a time (the VM lock), beside
+# it light files (vitest.config.ts's LIGHT list) and, with VMLINK_UNIT_IN_LIGHT_LANE=1 (scripts/test.sh), the unit
+# tests. Each file's output comes in one block when it ends, then a summary with each file's
 # time. Arguments: file filters, --dry-run (the plan on paper), --record (write the measured durations back).
-# VMLINK_INT_WORKERS (4), VMLINK_VM_SLOTS (2) and VMLINK_INT_LIGHT (2) change the parallelism; all three at 1 run one
-# file at a time.
+# VMLINK_INT_WORKERS (2), VMLINK_VM_SLOTS (1) and VMLINK_INT_LIGHT (2) change the parallelism (more than two files at
+# once overloads a 2-core machine: see int-run.ts); VMLINK_INT_WORKERS=1 runs one file at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Built once here, so that each file's stale-build check finds nothing to do (builds at once would race).
