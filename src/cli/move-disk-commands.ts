@@ -25,7 +25,7 @@ export function addMoveDiskCommands(program: Command, api: Api): void {
     )
     .argument('<name>', 'the VM')
     .argument('<disk>', 'the disk (vms[].disks[].name)')
-    .requiredOption('--to-pool <pool>', 'the target: a dir pool of the VM’s host (its volume is <vm>-<disk>)')
+    .requiredOption('--to-pool <pool>', "the target: a dir pool of the VM's host (its volume is <vm>-<disk>)")
     .option('--json', 'machine-readable output')
     .action(async (name: string, disk: string, o: { toPool: string; json?: boolean }) => {
       const path = `/v1/vms/${encodeURIComponent(name)}/disks/${encodeURIComponent(disk)}/move`;
