@@ -21,6 +21,7 @@ import { addHostCommands } from './host-commands.js';
 import { out } from './io.js';
 import { addLbCommands } from './lb-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
+import { addMoveDiskCommands } from './move-disk-commands.js';
 import { addSecretCommands } from './secret-commands.js';
 import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
 import { addTokenCommands } from './token-commands.js';
@@ -300,6 +301,7 @@ export function createCli(processes: Processes): Command {
   addUiCommand(program, api);
   addVmSnapshotCommands(program, api);
   addMigrateCommands(program, api);
+  addMoveDiskCommands(program, api);
   addVolumeCommands(program, api);
   addCapacityCommand(program, api);
   addHostCommands(program, api);

@@ -25,6 +25,7 @@ import { addHaRoutes } from './ha/routes.js';
 import { addMetricsRoutes } from './metrics/routes.js';
 import { addMigrationRoutes } from './migrate/routes.js';
 import { hostHealth } from './monitor.js';
+import { addMoveDiskRoutes } from './move-disk-routes.js';
 import { addSecretRoutes } from './secrets/routes.js';
 import { addStorageRoutes } from './storage-routes.js';
 import type { TaskContext, TaskManager } from './tasks.js';
@@ -450,6 +451,10 @@ export async function createControllerApi(
   });
   addBackupRoutes(base, { backups: controller.backups, startTask: (body) => startTask('backup', body) });
   addMigrationRoutes(base, { deps: controller.migration, startTask: (body) => startTask('migrate', body) });
+  addMoveDiskRoutes(base, {
+    deps: { ...controller.migration, event: (kind, message) => controller.store.appendEvent(kind, message) },
+    startTask: (body) => startTask('storage', body),
+  });
   addMetricsRoutes(base, controller.metrics);
   await addUiRoutes(base, {
     ...ui,

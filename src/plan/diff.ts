@@ -12,6 +12,7 @@ import type { SecurityGroupConfig } from '../shared/security-groups.js';
 import { legacyOvsVlanBridgeName, ovsVlanBridgeName } from '../spec/net.js';
 import { allLive, formatChange, networkFieldChanges, vmChangesAsApplied, vmFieldChanges } from './changes.js';
 import { adoptObservedBridges, canonicalNetworkNames, canonicalVmNames } from './device-names.js';
+import { diskMoveRefusals, realisedAs, refuseDiskMoves } from './disk-moves.js';
 import { networkConfigHash, securityGroupConfigHash, uplinkConfigHash, vmConfigHash } from './hash.js';
 import { type DesiredLoadBalancers, planLoadBalancers } from './lb.js';
 import type { DesiredState, DesiredUplinks } from './resolve.js';
@@ -124,6 +125,7 @@ export function planChanges(
 ): Plan {
   const steps: Step[] = [];
   const unchanged: string[] = [];
+  const diskRefusals: string[] = [];
   const obsByHost = new Map<string, HostReport>();
   for (const r of observed) obsByHost.set(r.host, r);
   const hosts = [...new Set([...Object.keys(desired), ...obsByHost.keys()])].sort(cmp);
@@ -247,7 +249,10 @@ export function planChanges(
       const portProblems = o.problems.filter((p) => p.startsWith('port '));
       const fields = o.config ? vmFieldChanges(canonicalVmNames(o.config), canonicalVmNames(vm)) : undefined;
       const running = o.state === 'running' && vm.state === 'running';
-      if (o.configHash !== hash && running && fields && allLive(fields)) {
+      // A disk moved live (`vm move-disk`) keeps the old hash: the recorded config decides (disk-moves.ts).
+      const changed = !realisedAs(o, hash);
+      if (changed) diskRefusals.push(...diskMoveRefusals(host, vm, o));
+      if (changed && running && fields && allLive(fields)) {
         steps.push({
           kind: 'vm.hotplug',
           host,
@@ -256,7 +261,7 @@ export function planChanges(
           reason: 'configuration changed',
           changes: fields.map(formatChange),
         });
-      } else if (o.configHash !== hash) {
+      } else if (changed) {
         const applied = fields
           ? vmChangesAsApplied(fields, o.state !== 'stopped' && vm.state === 'running')
           : [];
@@ -315,6 +320,7 @@ export function planChanges(
         steps.push({ kind: 'vm.delete', host, name: o.name, reason: 'not in the spec' });
     }
   }
+  refuseDiskMoves(diskRefusals);
   // Storage spans hosts (a VM on one opens a volume of a pool on another): planned once over all of them.
   const storage = planStorage(desired, observed, steps);
   steps.push(...storage.steps);

@@ -40,14 +40,15 @@ const SECRETS = [CHAP, WRONG_CHAP, LUKS].flatMap((s) => [s, Buffer.from(s).toStr
 
 /**
  * The example on a lab of its own (a user's `ss` lab is left alone), its pools below the lab machines' own state
- * directories (nothing in /var/lib/vmlink/pools), one more iSCSI volume kept spare, and an encrypted dir-pool disk.
+ * directories (nothing in /var/lib/vmlink/pools), one more iSCSI volume kept spare, an encrypted dir-pool disk, and a
+ * second dir pool on host1 (`fast`) that `vm move-disk` moves db's scratch disk into.
  */
 function specOf(extra = ''): string {
   const spec = readFileSync(EXAMPLE, 'utf8')
     .replace(/^ {2}name: ss$/m, `  name: ${LAB}`)
     .replace(
       '{ name: local, type: dir, host: host1 }',
-      `{ name: local, type: dir, host: host1, path: ${machineDir('host1')}/pools/local }`,
+      `{ name: local, type: dir, host: host1, path: ${machineDir('host1')}/pools/local }\n  - { name: fast, type: dir, host: host1, path: ${machineDir('host1')}/pools/fast }`,
     )
     .replace(
       '    host: san1\n    chap:',
@@ -230,6 +231,73 @@ describe('shared storage on a lab with a storage machine', () => {
     }
     expect((await doctor()).diagnoses.filter((x) => x.id === 'storage-path-down')).toEqual([]);
   }, 120_000);
+
+  it('vm move-disk: apply refuses to restart onto an empty disk, the move keeps the guest and its data, apply is then a no-op', async () => {
+    const MARK = 'vmlink-move-disk-mark-4c1e';
+    const guest = (script: string) =>
+      cli([
+        'vm',
+        'exec',
+        'db',
+        '--',
+        'sh',
+        '-c',
+        `D=$(for d in /sys/block/vd*; do [ "$(cat $d/serial)" = scratch ] && echo /dev/$(basename $d); done); ${script}`,
+      ]);
+    const w = await guest(`printf %s ${MARK} | dd of=$D bs=1M seek=2 conv=notrunc,fsync 2>/dev/null`);
+    expect(w.code, w.stderr + w.stdout).toBe(0);
+    // The guest's boot id: the same one after the move and the apply means the VM never restarted.
+    const boot = async () =>
+      (await cli(['vm', 'exec', 'db', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+    const before = await boot();
+    expect(before).toMatch(/^[0-9a-f-]{36}$/);
+    // The spec puts scratch in fast; the disk is still in local: the apply refuses, nothing changed.
+    writeFileSync(
+      specFile,
+      specOf().replace(
+        '      - { name: scratch, pool: local, sizeMiB: 32 }',
+        '      - { name: scratch, pool: fast, sizeMiB: 32 }',
+      ),
+    );
+    const refused = await cli(['apply', '-f', specFile]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr + refused.stdout).toContain(
+      'disk scratch sits in pool local but the spec puts it in pool fast',
+    );
+    expect(refused.stderr + refused.stdout).toContain('vmlink vm move-disk db scratch --to-pool fast');
+    expect(await boot()).toBe(before);
+    // The move: same QEMU, the volume the spec expects, the data there; the old volume gone.
+    const moved = await cli(['vm', 'move-disk', 'db', 'scratch', '--to-pool', 'fast', '--json'], 240_000);
+    expect(moved.code, moved.stderr + moved.stdout).toBe(0);
+    const r = JSON.parse(moved.stdout) as {
+      from: string;
+      pool: string;
+      volume: string;
+      host: string;
+      ms: number;
+    };
+    expect(r).toMatchObject({ from: 'pool local', pool: 'fast', volume: 'db-scratch', host: 'host1' });
+    expect(await boot()).toBe(before);
+    const read = await guest(
+      'echo 3 > /proc/sys/vm/drop_caches; dd if=$D bs=1M skip=2 count=1 2>/dev/null | head -c 26',
+    );
+    expect(read.stdout).toContain(MARK);
+    const vols = JSON.parse((await cli(['volume', 'list', '--json'])).stdout) as Array<{
+      pool: string;
+      name: string;
+    }>;
+    expect(vols.filter((v) => v.name === 'db-scratch').map((v) => v.pool)).toEqual(['fast']);
+    // A second move into the same pool is refused with the reason.
+    const again = await cli(['vm', 'move-disk', 'db', 'scratch', '--to-pool', 'fast']);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('disk scratch is in pool fast already');
+    // The disk is where the spec says: nothing to change, and the VM was never restarted.
+    const apply = await cli(['apply', '-f', specFile]);
+    expect(apply.code, apply.stderr + apply.stdout).toBe(0);
+    expect(apply.stdout).toContain('no changes');
+    expect(await boot()).toBe(before);
+    console.log(`move-disk: db/scratch (32 MiB) local -> fast in ${r.ms} ms`);
+  }, 300_000);
 
   it('no CHAP password or LUKS key in any command line, file under the lab, or API answer', async () => {
     expectNoSecretIn('/proc/*/cmdline', allCmdlines());

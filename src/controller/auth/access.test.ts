@@ -184,6 +184,8 @@ describe('the role policy', () => {
         'POST /v1/alerts/ack',
         // Live migration (issue 13).
         'POST /v1/vms/:name/migrate',
+        // Live disk moves (issue 13).
+        'POST /v1/vms/:name/disks/:disk/move',
       ].sort(),
     );
     // The web console's files and login page: public (the app holds no data; the link is the credential).

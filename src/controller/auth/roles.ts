@@ -90,6 +90,8 @@ export const ROUTE_RULES: Readonly<Record<string, RouteRule>> = {
   'POST /v1/vms/:name/start': operator('vm'),
   'POST /v1/vms/:name/stop': operator('vm'),
   'POST /v1/vms/:name/migrate': operator('vm'),
+  // Moves one of the VM's own disks into a dir pool of its host, as its own volume `<vm>-<disk>`.
+  'POST /v1/vms/:name/disks/:disk/move': operator('vm'),
   'POST /v1/vms/:name/exec': operator('vm'),
   'POST /v1/vms/:name/snapshots': operator('vm'),
   'POST /v1/vms/:name/snapshots/:snap/rollback': operator('vm'),
