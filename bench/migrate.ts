@@ -67,6 +67,8 @@ interface Run {
   downtimeMs?: number;
   totalMs: number;
   load: number;
+  /** Every silence over 100 ms: [its end, from the command's return (ms, negative: before), its length (ms)]. */
+  gaps: Array<[number, number]>;
 }
 interface Row {
   network: 'vxlan' | 'bridge';
@@ -98,6 +100,16 @@ async function waitGuest(env: Record<string, string>, vm: string, ip: string, pi
     }
   }
   throw new Error(`${vm} (${ip}) does not answer ping from host3`);
+}
+
+/** Silences over 100 ms in `times`: where each ended relative to `ref`, and how long it was (where the gap sits). */
+function silences(times: readonly number[], ref: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let i = 1; i < times.length; i++) {
+    const d = times[i]! - times[i - 1]!;
+    if (d > 100) out.push([Math.round(times[i]! - ref), Math.round(d)]);
+  }
+  return out;
 }
 
 async function migrateOnce(
@@ -147,6 +159,7 @@ async function migrateOnce(
     expected: Math.round((end - pingFrom) / 10) + 1,
     answeredBefore,
     answersAfterMs: Number.isNaN(back) ? undefined : Math.round(back - returned),
+    gaps: silences(times, returned),
     downtimeMs: rep.downtimeMs,
     totalMs: rep.totalMs,
     load,
@@ -214,7 +227,7 @@ async function main(): Promise<void> {
         }
         byMib.get(m)!.push(run);
         console.log(
-          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}`,
+          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,
         );
       }
     }
