@@ -24,6 +24,20 @@ describe('integration schedule', () => {
     expect(next([l('l2', 10)], [l('l1', 20)], limits)).toBeUndefined();
   });
 
+  it('starts a guest file before longer light files and unit tests while a guest slot is free', () => {
+    const unit: Job = { name: 'unit', cls: 'unit', seconds: 300 };
+    const q = order([unit, l('ovs', 240), g('sg', 140), g('small', 20)]);
+    expect(next(q, [], { unit: 1, light: 2, guest: 1 })?.name).toBe('sg');
+    // The guest slot taken: the longest of the rest.
+    expect(
+      next(
+        q.filter((j) => j.name !== 'sg'),
+        [q.find((j) => j.name === 'sg')!],
+        { unit: 1, light: 2, guest: 1 },
+      )?.name,
+    ).toBe('unit');
+  });
+
   it('never overlaps two files of one group; skips to a file of another', () => {
     const a = g('a', 50, { groups: ['storage'] });
     const b = g('b', 40, { groups: ['storage'] });

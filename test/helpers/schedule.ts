@@ -29,7 +29,8 @@ export interface Limits {
 
 /**
  * The queue's order: longest first (a long file that starts last ends the run late); each class's limit then lets
- * the guest files (the critical path), the light files and the unit tests start together. Ties by name.
+ * the guest files (the critical path, tried first by `next`), the light files and the unit tests start together.
+ * Ties by name.
  */
 export function order(jobs: Job[]): Job[] {
   return [...jobs].sort((a, b) => b.seconds - a.seconds || a.name.localeCompare(b.name));
@@ -44,7 +45,10 @@ export function next(queue: readonly Job[], running: readonly Job[], limits: Lim
   const unitPending = [...running, ...queue].some((j) => j.cls === 'unit');
   let guestBarrier = false;
   let firstGuest = true;
-  for (const job of queue) {
+  // Guest files first: they are the run's critical path (one slot by default), so a free worker never takes a long
+  // light file or the unit tests while a guest file could start (that left the guest slot idle for minutes).
+  const guestsFirst = [...queue.filter((j) => j.cls === 'guest'), ...queue.filter((j) => j.cls !== 'guest')];
+  for (const job of guestsFirst) {
     if (count(job.cls) >= limits[job.cls]) continue;
     if (job.cls === 'light') return job;
     if (job.cls === 'unit') {
@@ -55,7 +59,8 @@ export function next(queue: readonly Job[], running: readonly Job[], limits: Lim
     firstGuest = false;
     if (guestBarrier || exclusiveRunning) continue;
     if (job.exclusive) {
-      if (guestsRunning.length === 0 && count('unit') === 0) return job;
+      // Not ahead of unit tests still queued either: they start first, and it waits for them.
+      if (guestsRunning.length === 0 && !unitPending) return job;
       // Once it heads the guest queue it waits for the running guest files to end, and none starts meanwhile.
       if (!unitPending && first) guestBarrier = true;
       continue;
