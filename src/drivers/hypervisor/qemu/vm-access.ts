@@ -1,6 +1,7 @@
 // The driver's per-VM accessors, keyed by VM name, handed as one object to the modules split out of driver.ts
 // (disk ops, backups, launch, migrations, block jobs) instead of each getting its own list of closures.
 
+import type { VmConfig } from '../../../shared/model.js';
 import type { VmPaths } from './cmdline.js';
 import type { VmIdentity } from './identity.js';
 import type { FdChannel } from './pass-fd.js';
@@ -23,3 +24,11 @@ export interface VmAccess {
   /** Runs `fn` under the VM's lock (one operation per VM at a time). */
   locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
+
+/** Builds a VM's QEMU command line (the driver's `argvOf`), shared by the create and launch paths. */
+export type ArgvBuilder = (
+  cfg: VmConfig,
+  accel: 'kvm' | 'tcg',
+  nicSlots: readonly number[] | undefined,
+  diskSlots?: readonly number[],
+) => Promise<string[]>;

@@ -12,7 +12,7 @@ import { type ConfidentialHost, launchFor } from './confidential.js';
 import { assertEncryptionKept, diskKeys } from './disk-keys.js';
 import { makeDirDisk } from './disk-plug.js';
 import { assignDiskSlots } from './disk-slots.js';
-import type { VmAccess } from './vm-access.js';
+import type { ArgvBuilder, VmAccess } from './vm-access.js';
 import { ownVmFiles } from './vm-files.js';
 import { prepareVmDir } from './vm-image.js';
 
@@ -61,12 +61,7 @@ export interface CreateDeps {
   qemuUserName: string;
   vms: VmAccess;
   accelerator: () => Promise<{ accelerator: 'kvm' | 'tcg' }>;
-  argvOf: (
-    cfg: VmConfig,
-    accel: 'kvm' | 'tcg',
-    nicSlots: readonly number[] | undefined,
-    diskSlots?: readonly number[],
-  ) => Promise<string[]>;
+  argvOf: ArgvBuilder;
 }
 
 /** Whether `cfg.name` is a valid VM name; an InvalidRequestError when not (checked before the lock is taken). */

@@ -3,7 +3,6 @@
 import { rm } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidStateError } from '../../../shared/errors.js';
-import type { VmConfig } from '../../../shared/model.js';
 import { identify } from '../../../shared/process.js';
 import type { OpContext } from '../../network/types.js';
 import type { SecretValues } from '../types.js';
@@ -14,7 +13,7 @@ import { diskSecrets } from './disk-keys.js';
 import { usesNetworkDisks, vmLaunchArgv } from './jail.js';
 import { assertLauncher, assertQmpFdHelper } from './launcher.js';
 import { INCOMING_ARGS } from './migrate-vm.js';
-import type { VmAccess } from './vm-access.js';
+import type { ArgvBuilder, VmAccess } from './vm-access.js';
 import { ownVmFiles, prepareVmDirs } from './vm-files.js';
 import { awaitVmRunning } from './vm-start.js';
 import { asStarted } from './vm-store.js';
@@ -29,12 +28,7 @@ export interface LaunchDeps {
   imagesDir: string;
   qemuBinary: string;
   startTimeoutMs: number;
-  argvOf: (
-    cfg: VmConfig,
-    accel: 'kvm' | 'tcg',
-    nicSlots: readonly number[] | undefined,
-    diskSlots?: readonly number[],
-  ) => Promise<string[]>;
+  argvOf: ArgvBuilder;
   rotateLogs: (name: string) => Promise<unknown>;
   cgroupRoot: () => Promise<string | undefined>;
   watchLogs: () => void;
