@@ -12,7 +12,8 @@ import { labHostStateDir, labRunDir } from '../shared/paths.js';
 import { identify, isRunning, processOpenFiles, writeIdentityFile } from '../shared/process.js';
 import { loadSpec } from '../spec/load.js';
 import { argvGuestName, LabFaults, labVmOwners, labVmProcesses } from './faults.js';
-import { Lab, labAgentIdentityFile } from './lab.js';
+import { Lab } from './lab.js';
+import { labAgentIdentityFile } from './processes.js';
 
 const root = mkdtempSync('/tmp/vmlink-faults-');
 chmodSync(root, 0o755);

@@ -26,8 +26,10 @@ import {
   waitExited,
 } from '../shared/process.js';
 import type { LabSpec } from '../spec/schema.js';
-import { LAB_AGENT_PROCESS, type Lab, labAgentIdentityFile, labHostSwitchPorts } from './lab.js';
+import type { Lab } from './lab.js';
+import { labHostSwitchPorts } from './layout.js';
 import { switchNs } from './names.js';
+import { LAB_AGENT_PROCESS, labAgentIdentityFile } from './processes.js';
 
 /** QEMU's command name as /proc shows it (cut to 15 characters). */
 export const QEMU_COMM = basename(DEFAULT_QEMU_BINARY).slice(0, 15);
