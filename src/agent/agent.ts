@@ -27,14 +27,8 @@ import {
 } from './security-groups.js';
 import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
 import { configureTuning, type HostTuner, observeTuning, requireTuner } from './tuning.js';
-import type {
-  AgentAction,
-  ConfirmState,
-  Fence,
-  ProbeBatchRequest,
-  ProbeRequest,
-  ProbeResult,
-} from './wire.js';
+import type { AgentAction, ConfirmState, Fence } from './wire.js';
+import type { ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire-probe.js';
 
 /** The host's uplink: observe and configure it, and snapshot/restore it around a commit-confirmed change. */
 export interface UplinkControl extends UplinkManager {

@@ -7,7 +7,7 @@ import {
   lookupQemuUser,
 } from '../drivers/hypervisor/qemu/launcher.js';
 import type { Runner } from '../exec/runner.js';
-import type { DoctorCheck } from './wire.js';
+import type { DoctorCheck } from './wire-doctor.js';
 
 const SETUP =
   'run `npm run setup` (installs Debian packages, the QEMU user, the launcher and the test guest)';

@@ -4,7 +4,7 @@ import { parseProbe, probeArgv, runProbeBatch } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';
 import { PROBE_GUEST_MARGIN_MS, PROBE_HOST_MARGIN_MS } from '../shared/limits.js';
-import type { ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire.js';
+import type { ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire-probe.js';
 
 /** What probing needs: the host's runner and its hypervisor (for guests). */
 export interface ProberDeps {

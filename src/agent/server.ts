@@ -30,27 +30,28 @@ import {
   AgentActionSchema,
   AgentBatchResultSchema,
   AgentBatchSchema,
-  AgentDoctorSchema,
   AgentHealthSchema,
   ConfirmStateSchema,
-  ConsoleTailSchema,
   CsrAnswerSchema,
-  type DoctorCheck,
   FlowsSchema,
-  GuestExecRequestSchema,
-  GuestExecResultSchema,
-  GuestInterfacesSchema,
   HostReportSchema,
   InstallCertSchema,
   OkSchema,
+} from './wire.js';
+import { BACKUP_PEER_ROUTES } from './wire-backup.js';
+import type { DoctorObservations } from './wire-doctor.js';
+import { AgentDoctorSchema, type DoctorCheck } from './wire-doctor.js';
+import { MIGRATION_PEER_ROUTE } from './wire-migrate.js';
+import {
+  ConsoleTailSchema,
+  GuestExecRequestSchema,
+  GuestExecResultSchema,
+  GuestInterfacesSchema,
   ProbeBatchRequestSchema,
   ProbeBatchResultSchema,
   ProbeRequestSchema,
   ProbeResultSchema,
-} from './wire.js';
-import { BACKUP_PEER_ROUTES } from './wire-backup.js';
-import type { DoctorObservations } from './wire-doctor.js';
-import { MIGRATION_PEER_ROUTE } from './wire-migrate.js';
+} from './wire-probe.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from './wire-storage.js';
 
 const VmParams = z.object({ name: z.string().regex(NAME_PATTERN) }).strict();

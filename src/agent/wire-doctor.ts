@@ -1,7 +1,7 @@
-// What an agent observes for the doctor's diagnoses (`GET /v1/doctor` answers them beside its checks): the STP state
-// of its Linux bridges' ports, the VLAN settings of its OVS ports, its links' MTUs, and its clock. Raw facts only:
-// the controller compares them with the applied spec (controller/diagnose/). Untrusted on the controller's side:
-// strict and bounded.
+// What an agent answers the doctor (`GET /v1/doctor`): its prerequisite checks, and what it observes for the
+// doctor's diagnoses: the STP state of its Linux bridges' ports, the VLAN settings of its OVS ports, its links' MTUs,
+// and its clock. Raw facts only: the controller compares them with the applied spec (controller/diagnose/).
+// Untrusted on the controller's side: strict and bounded.
 import { z } from 'zod';
 import { VLAN_ID_MAX, VLAN_ID_MIN } from '../shared/limits.js';
 
@@ -57,3 +57,22 @@ export const DoctorObservationsSchema = z
   })
   .strict();
 export type DoctorObservations = z.infer<typeof DoctorObservationsSchema>;
+
+/** One prerequisite check: what, whether it passed, what was seen, and how to fix it. */
+export const DoctorCheckSchema = z.object({
+  name: z.string(),
+  ok: z.boolean(),
+  detail: z.string(),
+  fix: z.string().optional(),
+});
+/** One prerequisite check. */
+export type DoctorCheck = z.infer<typeof DoctorCheckSchema>;
+
+/**
+ * `GET /v1/doctor`: the host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun) and what it
+ * observes for the doctor's diagnoses (wire-doctor.ts; absent from older agents).
+ */
+export const AgentDoctorSchema = z.object({
+  checks: z.array(DoctorCheckSchema).max(256),
+  observations: DoctorObservationsSchema.optional(),
+});

@@ -8,16 +8,12 @@ import {
   CONFIRM_WINDOW_MAX_S,
   CONFIRM_WINDOW_MIN_S,
   DHCP_RESERVATIONS_MAX,
-  GUEST_EXEC_ARG_MAX,
-  GUEST_EXEC_ARGS_MAX,
-  GUEST_EXEC_INPUT_MAX,
   LINK_MTU_MAX,
   MTU_MIN,
   NETWORK_FORWARDS_MAX,
   NETWORK_MTU_MAX,
   NETWORK_PREFIX_MAX,
   NETWORK_PREFIX_MIN,
-  PROBE_BATCH_MAX,
   SECRET_VALUE_BASE64_MAX,
   UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
@@ -40,7 +36,6 @@ import {
   type VmConfig,
 } from '../shared/model.js';
 import { HOST_SERVICES_MAX } from '../shared/port-security.js';
-import type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
 import {
   RULE_PORTS_MAX,
   SECURITY_GROUP_MEMBERS_MAX,
@@ -64,7 +59,6 @@ import {
   vmConfigIssues,
   type WireIssue,
 } from './wire-checks.js';
-import { DoctorObservationsSchema } from './wire-doctor.js';
 import { LbDeleteActionSchema, LbEnsureActionSchema, ObservedLbsSchema } from './wire-lb.js';
 import { NicConfigSchema } from './wire-nic.js';
 import { HostResourcesSchema, ObservedVcpusSchema, VmCpuConfigSchema } from './wire-resources.js';
@@ -362,68 +356,6 @@ export const AgentBatchResultSchema = z.object({ results: z.array(ActionResultSc
 /** The outcome of a batch. */
 export type AgentBatchResult = z.infer<typeof AgentBatchResultSchema>;
 
-/** Where a probe starts: the host itself or one of its VMs (through the guest agent). */
-export const ProbeSourceSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('host') }).strict(),
-  z
-    .object({
-      kind: z.literal('vm'),
-      name,
-      /** The guest interface the probe must leave through (a VM on several networks); absent: the guest's routes. */
-      nic: z
-        .string()
-        .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'must be a guest interface name (1-15 characters)')
-        .optional(),
-    })
-    .strict(),
-]);
-
-/** What a probe asks for, wherever it starts: ICMP echo, an HTTP GET that must answer, or a TCP connect. */
-const probeFields = {
-  kind: z.enum(['ping', 'http', 'tcp']),
-  target: ip,
-  port: z.number().int().min(1).max(65535).optional(),
-  timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
-};
-
-/** A tcp probe names the port it connects to. */
-const tcpHasPort = (p: { kind: string; port?: number | undefined }) =>
-  p.kind !== 'tcp' || p.port !== undefined;
-const TCP_PORT_NEEDED = { message: 'a tcp probe needs a port', path: ['port'] };
-
-/** A reachability probe: ICMP echo, an HTTP GET that must answer, or a TCP connect. */
-export const ProbeRequestSchema = z
-  .object({ from: ProbeSourceSchema, ...probeFields })
-  .strict()
-  .refine(tcpHasPort, TCP_PORT_NEEDED);
-/** A probe request. */
-export type ProbeRequest = z.infer<typeof ProbeRequestSchema>;
-
-/** Probes from one source, run at once (`POST /v1/probes`); their results come back in the same order. */
-export const ProbeBatchRequestSchema = z
-  .object({
-    from: ProbeSourceSchema,
-    probes: z
-      .array(z.object(probeFields).strict().refine(tcpHasPort, TCP_PORT_NEEDED))
-      .min(1)
-      .max(PROBE_BATCH_MAX),
-  })
-  .strict();
-/** A batch of probes from one source. */
-export type ProbeBatchRequest = z.infer<typeof ProbeBatchRequestSchema>;
-
-/** A probe's outcome (defined in shared/, where exec's parsers produce it). */
-export type { GuestExecResult, GuestInterface, ProbeResult } from '../shared/results.js';
-
-/** Command to run in a guest. */
-export const GuestExecRequestSchema = z
-  .object({
-    argv: z.array(z.string().max(GUEST_EXEC_ARG_MAX)).min(1).max(GUEST_EXEC_ARGS_MAX),
-    timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
-    input: z.string().max(GUEST_EXEC_INPUT_MAX).optional(),
-  })
-  .strict();
-
 /** State of a commit-confirmed change. */
 export const ConfirmStateSchema = z.object({
   id: z.string(),
@@ -541,57 +473,8 @@ export const HostReportSchema = z.object({
   loadBalancers: ObservedLbsSchema.optional(),
 }) satisfies z.ZodType<HostReport>;
 
-/** A probe's outcome (`POST /v1/probe`). */
-export const ProbeResultSchema = z.object({
-  reachable: z.boolean(),
-  rttMs: z.number().min(0).optional(),
-  detail: z.string(),
-  unmeasured: z.boolean().optional(),
-}) satisfies z.ZodType<ProbeResult>;
-
-/** The outcomes of a probe batch, one per probe in request order (`POST /v1/probes`). */
-export const ProbeBatchResultSchema = z.object({ results: z.array(ProbeResultSchema).max(PROBE_BATCH_MAX) });
-
-/** Output of a command run in a guest (`POST /v1/vms/:name/exec`). */
-export const GuestExecResultSchema = z.object({
-  exitCode: z.number().int(),
-  stdout: z.string(),
-  stderr: z.string(),
-}) satisfies z.ZodType<GuestExecResult>;
-
-/** A guest's NICs (`GET /v1/vms/:name/interfaces`). */
-export const GuestInterfacesSchema = z.array(
-  z.object({
-    name: z.string(),
-    mac: z.string(),
-    addresses: z.array(z.string()),
-  }) satisfies z.ZodType<GuestInterface>,
-);
-
-/** The tail of a VM's serial console log. */
-export const ConsoleTailSchema = z.object({ log: z.string() });
-
 /** A network's OpenFlow rules on one host (`GET /v1/networks/:name/flows`). */
 export const FlowsSchema = z.object({ backend: z.string(), flows: z.string() });
-
-/** One prerequisite check: what, whether it passed, what was seen, and how to fix it. */
-export const DoctorCheckSchema = z.object({
-  name: z.string(),
-  ok: z.boolean(),
-  detail: z.string(),
-  fix: z.string().optional(),
-});
-/** One prerequisite check. */
-export type DoctorCheck = z.infer<typeof DoctorCheckSchema>;
-
-/**
- * `GET /v1/doctor`: the host's prerequisite checks (binaries, QEMU identity, launcher, test guest, tun) and what it
- * observes for the doctor's diagnoses (wire-doctor.ts; absent from older agents).
- */
-export const AgentDoctorSchema = z.object({
-  checks: z.array(DoctorCheckSchema).max(256),
-  observations: DoctorObservationsSchema.optional(),
-});
 
 /** A PEM of the certificate exchange (a P-256 certificate or request is well under 2 KiB). */
 const TlsPem = z

@@ -3,25 +3,13 @@ import {
   type AgentAction,
   type AgentBatchResult,
   AgentBatchResultSchema,
-  AgentDoctorSchema,
   AgentHealthSchema,
   type ConfirmState,
   ConfirmStateSchema,
-  ConsoleTailSchema,
   CsrAnswerSchema,
-  type DoctorCheck,
   FlowsSchema,
-  type GuestExecResult,
-  GuestExecResultSchema,
-  type GuestInterface,
-  GuestInterfacesSchema,
   HostReportSchema,
   OkSchema,
-  type ProbeBatchRequest,
-  ProbeBatchResultSchema,
-  type ProbeRequest,
-  type ProbeResult,
-  ProbeResultSchema,
 } from '../agent/wire.js';
 import {
   BackupJobAnswerSchema,
@@ -37,6 +25,7 @@ import {
   type VerifyRequest,
 } from '../agent/wire-backup.js';
 import type { DoctorObservations } from '../agent/wire-doctor.js';
+import { AgentDoctorSchema, type DoctorCheck } from '../agent/wire-doctor.js';
 import {
   type IncomingRequest,
   type MigrationJob,
@@ -44,6 +33,18 @@ import {
   type OutgoingRequest,
   type ResumeRequest,
 } from '../agent/wire-migrate.js';
+import {
+  ConsoleTailSchema,
+  type GuestExecResult,
+  GuestExecResultSchema,
+  type GuestInterface,
+  GuestInterfacesSchema,
+  type ProbeBatchRequest,
+  ProbeBatchResultSchema,
+  type ProbeRequest,
+  type ProbeResult,
+  ProbeResultSchema,
+} from '../agent/wire-probe.js';
 import { DeviceInventorySchema, OpenDisksSchema, VmSnapshotsSchema } from '../agent/wire-storage.js';
 import {
   BACKUP_FILE_RESTORE_MAX_BYTES,

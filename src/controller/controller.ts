@@ -1,7 +1,7 @@
 // The controller's facade for the API: one object wiring the parts (spec store, deployer, views, VMs, lab, verify).
 
 import { performance } from 'node:perf_hooks';
-import type { GuestExecResult } from '../agent/wire.js';
+import type { GuestExecResult } from '../agent/wire-probe.js';
 import type { Runner } from '../exec/runner.js';
 import type { OwnedVm } from '../shared/cluster.js';
 import { ConflictError, InvalidRequestError, InvalidStateError, NotFoundError } from '../shared/errors.js';

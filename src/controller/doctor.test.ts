@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/agent.js';
 import { createAgentServer } from '../agent/server.js';
-import type { DoctorCheck } from '../agent/wire.js';
+import type { DoctorCheck } from '../agent/wire-doctor.js';
 import { RecordingRunner } from '../exec/runner.js';
 import { listen } from '../shared/http/server.js';
 import { loadSpec } from '../spec/load.js';

@@ -1,7 +1,7 @@
 // `GET /v1/doctor`: the controller's own checks, each spec host's prerequisite checks (which its agent runs: the
 // controller runs no host command; it only asks), the storage paths, and the diagnoses (controller/diagnose/) drawn
 // from the agents' observations, their capability reports, the heartbeat records and the metric history.
-import type { DoctorCheck } from '../agent/wire.js';
+import type { DoctorCheck } from '../agent/wire-doctor.js';
 import { resolveSpec } from '../plan/resolve.js';
 import { NotFoundError } from '../shared/errors.js';
 import type { MetricsSource } from '../shared/metrics.js';

@@ -2,7 +2,7 @@
 // evidence and the fix. A portal that does not answer (which host, which address:port, the connect's own error);
 // a pool its storage host does not hold or reports problems with (an nfs pool: the exports the server has); an
 // iSCSI login refused (CHAP: QEMU's error from the last failed apply). Asks agents only; runs no host command.
-import type { DoctorCheck } from '../agent/wire.js';
+import type { DoctorCheck } from '../agent/wire-doctor.js';
 import { resolveSpec } from '../plan/resolve.js';
 import type { HostReport, VmConfig } from '../shared/model.js';
 import type { Spec } from '../spec/schema.js';

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type { ProbeBatchRequest, ProbeResult } from '../agent/wire.js';
+import type { ProbeBatchRequest, ProbeResult } from '../agent/wire-probe.js';
 import type { Runner } from '../exec/runner.js';
 import { loadSpecFile } from '../spec/load.js';
 import { derivedMac } from '../spec/net.js';

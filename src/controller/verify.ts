@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ProbeResult } from '../agent/wire.js';
+import type { ProbeResult } from '../agent/wire-probe.js';
 import { neighArgv, type ProbeSpec, parseNeighMac, probeArgv, runProbeBatch } from '../exec/probe.js';
 import type { Runner } from '../exec/runner.js';
 import { machineNs } from '../lab/names.js';

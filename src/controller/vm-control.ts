@@ -1,6 +1,7 @@
 // Acting on one VM of the applied spec now: power, guest commands, console (guest commands and console also of VMs
 // made by `restore --as`, which live outside the spec).
-import type { AgentAction, GuestExecResult } from '../agent/wire.js';
+import type { AgentAction } from '../agent/wire.js';
+import type { GuestExecResult } from '../agent/wire-probe.js';
 import { type UserStopRecord, userStopKey } from '../shared/cluster.js';
 import { NotFoundError } from '../shared/errors.js';
 import type { Spec } from '../spec/schema.js';

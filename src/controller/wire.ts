@@ -1,12 +1,8 @@
 // Wire types of the controller's REST API, shared by the server, the CLI and (later) the web UI.
 
 import { z } from 'zod';
-import {
-  DoctorCheckSchema,
-  HostReportSchema,
-  ObservedNetworkSchema,
-  VersionInfoSchema,
-} from '../agent/wire.js';
+import { HostReportSchema, ObservedNetworkSchema, VersionInfoSchema } from '../agent/wire.js';
+import { DoctorCheckSchema } from '../agent/wire-doctor.js';
 import { ErrorBodySchema } from '../shared/errors.js';
 import {
   AUDIT_ENTRIES_MAX,
@@ -247,8 +243,9 @@ export const VmListSchema = z.array(
 export type VmView = z.infer<typeof VmListSchema>[number];
 
 /** Answer of a request that changes something and has nothing else to say. */
-/** The tail of a VM's serial console log. */
-export { ConsoleTailSchema, GuestExecResultSchema, OkSchema } from '../agent/wire.js';
+export { OkSchema } from '../agent/wire.js';
+/** The tail of a VM's serial console log; a guest command's output. */
+export { ConsoleTailSchema, GuestExecResultSchema } from '../agent/wire-probe.js';
 
 const expectation = z.union([z.boolean(), z.literal('any')]);
 
@@ -345,7 +342,7 @@ export const LabUpResultSchema = z.object({
 export const LabDownResultSchema = z.object({ removed: z.array(z.string()) });
 
 /** One prerequisite check (the agents' and the controller's own). */
-export { type DoctorCheck, DoctorCheckSchema } from '../agent/wire.js';
+export { type DoctorCheck, DoctorCheckSchema } from '../agent/wire-doctor.js';
 
 /** Answer of `GET /v1/doctor`: the controller's own checks and each spec host's, as its agent reports them. */
 export const DoctorReportSchema = z.object({

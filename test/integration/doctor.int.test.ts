@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DoctorCheck } from '../../src/agent/wire.js';
+import type { DoctorCheck } from '../../src/agent/wire-doctor.js';
 import { diagnose } from '../../src/controller/diagnose/index.js';
 import type { Diagnosis } from '../../src/controller/wire-observe.js';
 import { SystemRunner } from '../../src/exec/runner.js';

@@ -1,7 +1,7 @@
 // What every diagnosis reads (one pure module per DIAGNOSIS_IDS entry beside this file): the applied spec as each
 // host must realise it, what each asked host answered (observations, capability report) or why it did not, its
 // heartbeat record, the storage doctor's checks, and the metric history where the controller collects metrics.
-import type { DoctorCheck } from '../../agent/wire.js';
+import type { DoctorCheck } from '../../agent/wire-doctor.js';
 import type { DesiredState } from '../../plan/resolve.js';
 import type { MetricsSource } from '../../shared/metrics.js';
 import type { HostReport } from '../../shared/model.js';
