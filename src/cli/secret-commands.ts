@@ -3,7 +3,8 @@
 // lands in shell history.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { OkSchema, SecretListSchema, SecretSetAnswerSchema } from '../controller/wire.js';
+import { OkSchema } from '../controller/wire.js';
+import { SecretListSchema, SecretSetAnswerSchema } from '../controller/wire-access.js';
 import { VmlinkError } from '../shared/errors.js';
 import { SECRET_VALUE_MAX_BYTES } from '../shared/limits.js';
 import { type Api, emit } from './io.js';

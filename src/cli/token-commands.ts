@@ -10,7 +10,7 @@ import {
   TokenInfoSchema,
   TokenListSchema,
   type TokenScopes,
-} from '../controller/wire.js';
+} from '../controller/wire-access.js';
 import { VmlinkError } from '../shared/errors.js';
 import { parseDuration } from './host-commands.js';
 import { type Api, emit } from './io.js';

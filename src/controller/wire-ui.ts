@@ -1,6 +1,6 @@
 // The web console's API contract (controller/ui/): login links, the caller's session, the localhost listener.
 import { z } from 'zod';
-import { RoleSchema } from './wire.js';
+import { RoleSchema } from './wire-access.js';
 
 /** Answer of `POST /v1/ui/links`. */
 export const LoginLinkSchema = z.object({

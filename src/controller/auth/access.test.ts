@@ -16,7 +16,7 @@ import { Controller } from '../controller.js';
 import { HostCredentials } from '../pki/service.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { TaskManager } from '../tasks.js';
-import type { Role, TokenScopes } from '../wire.js';
+import type { Role, TokenScopes } from '../wire-access.js';
 import { installAccessControl, routesOf, type TaskEnd } from './access.js';
 import { AuditLog } from './audit.js';
 import { ROUTE_RULES, roleAllows, ruleFor } from './roles.js';

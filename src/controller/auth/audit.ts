@@ -3,7 +3,7 @@
 // bodies carry join tokens, new API tokens and secret values.
 import { AUDIT_ENTRIES_MAX } from '../../shared/limits.js';
 import type { Store } from '../store/types.js';
-import type { AuditEntry } from '../wire.js';
+import type { AuditEntry } from '../wire-access.js';
 
 /** What a caller records of one call; the log adds its id and time. */
 export type AuditRecord = Omit<AuditEntry, 'id' | 'time'>;

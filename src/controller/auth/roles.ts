@@ -3,7 +3,7 @@
 // never open by accident.
 import { ForbiddenError } from '../../shared/errors.js';
 import type { Spec } from '../../spec/schema.js';
-import { ROLES, type Role, scopeText, type TokenScopes } from '../wire.js';
+import { ROLES, type Role, scopeText, type TokenScopes } from '../wire-access.js';
 import type { Principal } from './tokens.js';
 
 /**

@@ -10,7 +10,7 @@ import {
   TokenInfoSchema,
   TokenListSchema,
   TokenParamsSchema,
-} from '../wire.js';
+} from '../wire-access.js';
 import { principalOf } from './access.js';
 import type { AuditLog } from './audit.js';
 import type { TokenStore } from './tokens.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SqliteStore } from '../store/sqlite.js';
-import { scopeText } from '../wire.js';
+import { scopeText } from '../wire-access.js';
 import { matchesAny } from './roles.js';
 import { TokenStore } from './tokens.js';
 

@@ -7,7 +7,7 @@ import { ConflictError, InvalidRequestError, NotFoundError, UnauthorizedError } 
 import { API_TOKENS_MAX, TOKEN_LAST_USED_RESOLUTION_MS } from '../../shared/limits.js';
 import { SerialQueue } from '../../shared/queue.js';
 import type { Store } from '../store/types.js';
-import type { Role, TokenInfo, TokenScopes } from '../wire.js';
+import type { Role, TokenInfo, TokenScopes } from '../wire-access.js';
 
 /** Prefix of every API token, so that one pasted somewhere is recognisable (and found by secret scanners). */
 export const TOKEN_PREFIX = 'vmlt_';

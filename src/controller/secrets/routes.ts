@@ -3,13 +3,13 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { ErrorBodySchema } from '../../shared/errors.js';
 import type { Controller } from '../controller.js';
+import { OkSchema } from '../wire.js';
 import {
-  OkSchema,
   SecretListSchema,
   SecretParamsSchema,
   SecretSetAnswerSchema,
   SecretSetBodySchema,
-} from '../wire.js';
+} from '../wire-access.js';
 
 const answers = <S>(ok: S) => ({ 200: ok, '4xx': ErrorBodySchema, '5xx': ErrorBodySchema });
 
