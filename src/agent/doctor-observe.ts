@@ -2,7 +2,8 @@
 // show`), its OVS ports' VLAN settings, its links' MTUs, and its clock. Read-only; each source that fails is named in
 // `errors` rather than failing the whole answer (an unreachable OVS must not hide a blocked bridge port).
 import type { OvsDaemons } from '../drivers/network/ovs/daemon.js';
-import { Bridge, Ip } from '../exec/ip.js';
+import { Bridge } from '../exec/bridge.js';
+import { Ip } from '../exec/ip.js';
 import type { Runner } from '../exec/runner.js';
 import {
   type BridgePortObservation,

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { natNet, vlanNet } from '../drivers/network/linux/fixtures.test-util.js';
 import { validateNetworkConfig } from '../drivers/network/linux/validate.js';
 import { validateOvsNetworkConfig } from '../drivers/network/ovs/validate.js';
-import { bridgeCmd, ipCmd } from '../exec/ip.js';
+import { bridgeCmd } from '../exec/bridge.js';
+import { ipCmd } from '../exec/ip.js';
 import { vsctlCmd } from '../exec/ovs.js';
 import {
   CONFIRM_WINDOW_MAX_S,

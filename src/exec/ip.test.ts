@@ -1,19 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidRequestError } from '../shared/errors.js';
+import { Bridge, bridgeCmd, parseFdb } from './bridge.js';
+import { Ip, ipCmd, renderBatch } from './ip.js';
 import {
-  Bridge,
-  bridgeCmd,
-  Ip,
-  ipCmd,
   parseAddrs,
-  parseFdb,
   parseLinks,
   parseNetnsList,
   parseNetnsPids,
   parseRoutes,
-  renderBatch,
   routeSpecOf,
-} from './ip.js';
+} from './ip-parse.js';
 import { RecordingRunner } from './runner.js';
 
 describe('ipCmd', () => {

@@ -2,6 +2,16 @@
 // multi-step changes. Nothing here builds a shell string; every command goes through the one Runner.
 import { InvalidRequestError } from '../shared/errors.js';
 import { isVlanId, VLAN_ID_MAX, VLAN_ID_MIN, VXLAN_PORT } from '../shared/limits.js';
+import {
+  type IpAddr,
+  type IpLink,
+  type IpRoute,
+  parseAddrs,
+  parseLinks,
+  parseNetnsList,
+  parseNetnsPids,
+  parseRoutes,
+} from './ip-parse.js';
 import { ExecError, type Runner, type RunResult } from './runner.js';
 
 /** One `ip` command as argv without the leading `ip` (a line of `ip -batch`). */
@@ -72,56 +82,6 @@ export interface RouteSpec {
   src?: string;
 }
 
-/** A link as parsed from `ip -json -details link show`. */
-export interface IpLink {
-  name: string;
-  index: number;
-  /** `linkinfo.info_kind` (bridge, veth, tun, vxlan, ...); undefined for plain NICs. */
-  kind?: string;
-  /** tun/tap: `tap` or `tun`. */
-  tunType?: string;
-  master?: string;
-  alias?: string;
-  mtu: number;
-  /** Administratively up (IFF_UP). */
-  up: boolean;
-  operstate: string;
-  address?: string;
-  /** Top-level `link`: the parent device (vlan, macvlan) or veth peer, when in the same namespace. */
-  link?: string;
-  /** vxlan devices: their tunnel parameters (`linkinfo.info_data`). */
-  vxlan?: { vni: number; local?: string; port: number; dev?: string; learning: boolean };
-  /** vlan devices: the 802.1Q id. */
-  vlanId?: number;
-  /** bridges: whether VLAN filtering is on. */
-  vlanFiltering?: boolean;
-  /** Its device group (0: `default`; names from /etc/iproute2/group are left out). */
-  group?: number;
-}
-
-/** An address as parsed from `ip -json addr show`. */
-export interface IpAddr {
-  dev: string;
-  family: 'inet' | 'inet6';
-  local: string;
-  prefixLen: number;
-  scope: string;
-  broadcast?: string;
-}
-
-/** A route as parsed from `ip -json route show`. */
-export interface IpRoute {
-  dst: string;
-  gateway?: string;
-  dev?: string;
-  protocol?: string;
-  scope?: string;
-  metric?: number;
-  prefsrc?: string;
-  type?: string;
-  flags: string[];
-}
-
 const IFNAME = /^[A-Za-z0-9_.@:-]{1,15}$/;
 
 function assertGroup(group: number): void {
@@ -145,7 +105,8 @@ export function assertNetnsName(name: string): void {
   }
 }
 
-function assertToken(arg: string): void {
+/** Refuses an argument `ip -batch`/`bridge -batch` would split or quote differently than we meant. */
+export function assertToken(arg: string): void {
   if (arg === '' || /[\s"'\\#]/.test(arg)) {
     throw new InvalidRequestError(`invalid ip argument ${JSON.stringify(arg)}`);
   }
@@ -323,136 +284,6 @@ export function renderBatch(cmds: readonly IpCommand[]): string {
     .join('');
 }
 
-type Json = Record<string, unknown>;
-
-function parseArray(text: string): Json[] {
-  const t = text.trim();
-  if (t === '') return [];
-  const v: unknown = JSON.parse(t);
-  if (!Array.isArray(v)) throw new Error('ip -json: expected an array');
-  return v.filter((x): x is Json => typeof x === 'object' && x !== null);
-}
-
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
-const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
-
-/** Parses `ip -json [-details] link show`. */
-export function parseLinks(text: string): IpLink[] {
-  return parseArray(text).map((o) => {
-    const info = (o.linkinfo ?? {}) as Json;
-    const data = (info.info_data ?? {}) as Json;
-    const flags = Array.isArray(o.flags) ? (o.flags as string[]) : [];
-    const link: IpLink = {
-      name: String(o.ifname),
-      index: num(o.ifindex) ?? 0,
-      mtu: num(o.mtu) ?? 0,
-      up: flags.includes('UP'),
-      operstate: str(o.operstate) ?? 'UNKNOWN',
-    };
-    const kind = str(info.info_kind);
-    if (kind) link.kind = kind;
-    const tunType = str(data.type);
-    if (kind === 'tun' && tunType) link.tunType = tunType;
-    const master = str(o.master);
-    if (master) link.master = master;
-    const alias = str(o.ifalias);
-    if (alias) link.alias = alias;
-    if (o.group === 'default') link.group = 0;
-    else if (typeof o.group === 'number' || (typeof o.group === 'string' && /^\d+$/.test(o.group)))
-      link.group = Number(o.group);
-    const address = str(o.address);
-    if (address) link.address = address;
-    const parent = str(o.link);
-    if (parent) link.link = parent;
-    if (kind === 'vxlan') {
-      link.vxlan = {
-        vni: num(data.id) ?? 0,
-        port: num(data.port) ?? 0,
-        learning: data.learning !== false,
-      };
-      const local = str(data.local) ?? str(data.local6);
-      if (local) link.vxlan.local = local;
-      const dev = str(data.link);
-      if (dev) link.vxlan.dev = dev;
-    }
-    if (kind === 'vlan') {
-      const id = num(data.id);
-      if (id !== undefined) link.vlanId = id;
-    }
-    if (kind === 'bridge' && data.vlan_filtering !== undefined)
-      link.vlanFiltering = data.vlan_filtering === 1;
-    return link;
-  });
-}
-
-/** Parses `ip -json addr show` into one entry per address. */
-export function parseAddrs(text: string): IpAddr[] {
-  const out: IpAddr[] = [];
-  for (const o of parseArray(text)) {
-    const infos = Array.isArray(o.addr_info) ? (o.addr_info as Json[]) : [];
-    for (const a of infos) {
-      const family = a.family === 'inet6' ? 'inet6' : a.family === 'inet' ? 'inet' : undefined;
-      const local = str(a.local);
-      if (!family || !local) continue;
-      const addr: IpAddr = {
-        dev: String(o.ifname),
-        family,
-        local,
-        prefixLen: num(a.prefixlen) ?? (family === 'inet' ? 32 : 128),
-        scope: str(a.scope) ?? 'global',
-      };
-      const brd = str(a.broadcast);
-      if (brd) addr.broadcast = brd;
-      out.push(addr);
-    }
-  }
-  return out;
-}
-
-/** Parses `ip -json route show`; `dev` fills in the device when the command filtered by it. */
-export function parseRoutes(text: string, dev?: string): IpRoute[] {
-  return parseArray(text).map((o) => {
-    const r: IpRoute = { dst: String(o.dst), flags: Array.isArray(o.flags) ? (o.flags as string[]) : [] };
-    const gw = str(o.gateway);
-    if (gw) r.gateway = gw;
-    const d = str(o.dev) ?? dev;
-    if (d) r.dev = d;
-    for (const k of ['protocol', 'scope', 'prefsrc', 'type'] as const) {
-      const v = str(o[k]);
-      if (v) r[k] = v;
-    }
-    const metric = num(o.metric);
-    if (metric !== undefined) r.metric = metric;
-    return r;
-  });
-}
-
-/** Parses `ip -json netns list` (older iproute2 prints nothing when there is no namespace). */
-export function parseNetnsList(text: string): string[] {
-  return parseArray(text)
-    .map((o) => str(o.name))
-    .filter((n): n is string => n !== undefined);
-}
-
-/** Parses `ip netns pids NAME`: one pid per line. */
-export function parseNetnsPids(text: string): number[] {
-  return text
-    .split(/\s+/)
-    .filter((t) => /^\d+$/.test(t))
-    .map(Number);
-}
-
-/** Turns an observed route into the spec that re-creates it on `dev`. */
-export function routeSpecOf(r: IpRoute, dev: string): RouteSpec {
-  const s: RouteSpec = { dst: r.dst, dev };
-  if (r.gateway) s.gateway = r.gateway;
-  if (r.protocol && r.protocol !== 'boot') s.protocol = r.protocol;
-  if (r.scope && r.scope !== 'global' && r.scope !== 'universe') s.scope = r.scope;
-  if (r.prefsrc) s.src = r.prefsrc;
-  if (r.metric !== undefined) s.metric = r.metric;
-  return s;
-}
-
 /** iproute2 bound to one runner and (optionally) one network namespace. */
 export class Ip {
   constructor(
@@ -557,122 +388,4 @@ export class Ip {
       return r.code === 0 ? parseNetnsPids(r.stdout) : [];
     },
   };
-}
-
-/** One `bridge` command (iproute2's bridge tool) as argv without the leading `bridge` (a line of `bridge -batch`). */
-export type BridgeCommand = readonly string[];
-
-/** A forwarding database entry as parsed from `bridge -json fdb show`. */
-export interface FdbEntry {
-  mac: string;
-  /** The device the entry is on (`ifname`). */
-  dev?: string;
-  /** Remote VTEP of a vxlan entry. */
-  dst?: string;
-  /** Bridge the entry belongs to (entries of the bridge itself, not of the device). */
-  master?: string;
-  flags: string[];
-  state?: string;
-}
-
-/** The all-zeros MAC of VXLAN head-end replication entries (flood/unknown-unicast to every listed VTEP). */
-export const FLOOD_MAC = '00:00:00:00:00:00';
-
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
-
-/** Argv builders (without the leading `bridge`) for the bridge tool commands vmlink uses. */
-export const bridgeCmd = {
-  /** `fdb append MAC dev DEV dst IP` (static; several entries per MAC allowed: head-end replication). */
-  fdbAppend(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
-    return fdbArgs('append', dev, dst, mac);
-  },
-  /** `fdb del MAC dev DEV dst IP`. */
-  fdbDel(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
-    return fdbArgs('del', dev, dst, mac);
-  },
-  /** `vlan add dev DEV vid ID [pvid] [untagged]` (a port of a vlan_filtering bridge). */
-  vlanAdd(dev: string, vid: number, opts: { pvid?: boolean; untagged?: boolean } = {}): BridgeCommand {
-    assertIfName(dev);
-    assertVid(vid);
-    const a = ['vlan', 'add', 'dev', dev, 'vid', String(vid)];
-    if (opts.pvid) a.push('pvid');
-    if (opts.untagged) a.push('untagged');
-    return a;
-  },
-  /** `vlan del dev DEV vid ID`. */
-  vlanDel(dev: string, vid: number): BridgeCommand {
-    assertIfName(dev);
-    assertVid(vid);
-    return ['vlan', 'del', 'dev', dev, 'vid', String(vid)];
-  },
-};
-
-function fdbArgs(op: 'append' | 'del', dev: string, dst: string, mac: string): BridgeCommand {
-  assertIfName(dev);
-  if (!MAC.test(mac)) throw new InvalidRequestError(`invalid MAC address ${JSON.stringify(mac)}`);
-  assertToken(dst);
-  if (!/^[0-9A-Fa-f.:]+$/.test(dst))
-    throw new InvalidRequestError(`invalid VTEP address ${JSON.stringify(dst)}`);
-  return ['fdb', op, mac, 'dev', dev, 'dst', dst];
-}
-
-function assertVid(vid: number): void {
-  if (!isVlanId(vid))
-    throw new InvalidRequestError(`vlan id must be ${VLAN_ID_MIN}-${VLAN_ID_MAX}, got ${vid}`);
-}
-
-/** Parses `bridge -json fdb show [dev DEV]`. */
-export function parseFdb(text: string): FdbEntry[] {
-  return parseArray(text).map((o) => {
-    const e: FdbEntry = {
-      mac: String(o.mac ?? ''),
-      flags: Array.isArray(o.flags) ? (o.flags as string[]) : [],
-    };
-    const dev = str(o.ifname);
-    if (dev) e.dev = dev;
-    const dst = str(o.dst);
-    if (dst) e.dst = dst;
-    const master = str(o.master);
-    if (master) e.master = master;
-    const state = str(o.state);
-    if (state) e.state = state;
-    return e;
-  });
-}
-
-/** iproute2's `bridge` tool bound to one runner and (optionally) one network namespace. */
-export class Bridge {
-  constructor(
-    private readonly runner: Runner,
-    /** Namespace every command runs in; undefined = the caller's own. */
-    readonly netns?: string,
-  ) {}
-
-  /** Runs one command (`bridge ARGS`). */
-  exec(cmd: BridgeCommand, opts: { allowFailure?: boolean; json?: boolean } = {}): Promise<RunResult> {
-    const argv = ['bridge', ...(opts.json ? ['-json'] : []), ...cmd];
-    return this.runner.run(argv, { netns: this.netns, allowFailure: opts.allowFailure });
-  }
-
-  /** Runs commands with one `bridge -batch -` (stops at the first failing line); no-op when empty. */
-  async batch(cmds: readonly BridgeCommand[]): Promise<void> {
-    if (cmds.length === 0) return;
-    await this.runner.run(['bridge', '-batch', '-'], { netns: this.netns, input: renderBatch(cmds) });
-  }
-
-  /** Forwarding database entries of one device. */
-  async fdb(dev: string): Promise<FdbEntry[]> {
-    assertIfName(dev);
-    return parseFdb((await this.exec(['fdb', 'show', 'dev', dev], { json: true })).stdout);
-  }
-
-  /** Every device's entries in one command, by device (for reports over many overlays). */
-  async fdbByDevice(): Promise<Map<string, FdbEntry[]>> {
-    const byDev = new Map<string, FdbEntry[]>();
-    for (const e of parseFdb((await this.exec(['fdb', 'show'], { json: true })).stdout)) {
-      if (e.dev === undefined) continue;
-      byDev.set(e.dev, [...(byDev.get(e.dev) ?? []), e]);
-    }
-    return byDev;
-  }
 }

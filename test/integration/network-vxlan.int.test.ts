@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidsMentioning } from '../../src/drivers/network/conformance.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';
 import { restoreUplink, snapshotUplink } from '../../src/drivers/network/linux/uplink.js';
-import { Bridge, FLOOD_MAC, Ip, ipCmd } from '../../src/exec/ip.js';
+import { Bridge, FLOOD_MAC } from '../../src/exec/bridge.js';
+import { Ip, ipCmd } from '../../src/exec/ip.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { NetworkConfig } from '../../src/shared/model.js';
 

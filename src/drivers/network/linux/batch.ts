@@ -5,15 +5,9 @@
 // the driver then goes the one-by-one way, which names the failing object and keeps the ones before it.
 
 import { randomInt } from 'node:crypto';
-import {
-  assertIfName,
-  type Bridge,
-  type Ip,
-  type IpAddr,
-  type IpCommand,
-  type IpLink,
-  ipCmd,
-} from '../../../exec/ip.js';
+import type { Bridge } from '../../../exec/bridge.js';
+import { assertIfName, type Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import type { IpAddr, IpLink } from '../../../exec/ip-parse.js';
 import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import { DNSMASQ_START_CONCURRENCY } from '../../../shared/limits.js';

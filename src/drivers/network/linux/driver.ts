@@ -16,7 +16,9 @@
 // move.ts (addresses between the uplink and a bridge), overlay*.ts (VXLAN/802.1Q members), ports.ts,
 // uplink.ts, observe.ts (listNetworks), forwarding.ts.
 import { readFile } from 'node:fs/promises';
-import { Bridge, Ip, type IpCommand, type IpLink, ipCmd } from '../../../exec/ip.js';
+import { Bridge } from '../../../exec/bridge.js';
+import { Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import type { IpLink } from '../../../exec/ip-parse.js';
 import { Nft } from '../../../exec/nft.js';
 import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';

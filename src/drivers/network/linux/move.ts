@@ -1,7 +1,8 @@
 // Bridge mode moves the uplink NIC's IPv4 addresses and routes onto the bridge that enslaves it, and
 // gives them back when the network goes; each move is one `ip -batch`, so the host is never left
 // half-addressed between two commands.
-import { type Ip, type IpCommand, type IpLink, type IpRoute, ipCmd, routeSpecOf } from '../../../exec/ip.js';
+import { type Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import { type IpLink, type IpRoute, routeSpecOf } from '../../../exec/ip-parse.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import type { Reverter } from '../../../shared/revert.js';

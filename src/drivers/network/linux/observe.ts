@@ -1,7 +1,9 @@
 // What the linux backend reports about its networks: each persisted network checked against the live
 // host (bridge, member device, gateway address, dnsmasq, nftables table, forwarding), and bridges
 // labelled by vmlink that have no state.
-import type { Bridge, FdbEntry, Ip } from '../../../exec/ip.js';
+
+import type { Bridge, FdbEntry } from '../../../exec/bridge.js';
+import type { Ip } from '../../../exec/ip.js';
 import type { Nft } from '../../../exec/nft.js';
 import type { Runner } from '../../../exec/runner.js';
 import type { ObservedLease, ObservedNetwork } from '../../../shared/model.js';

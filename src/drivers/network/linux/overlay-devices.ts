@@ -2,8 +2,10 @@
 // all-zeros FDB entry per remote VTEP) or the 802.1Q device on the trunk NIC, each enslaved to the
 // network's bridge and labelled with an alias naming its network. The pure parts live in overlay.ts.
 import { isIP } from 'node:net';
-import type { Bridge, FdbEntry, Ip, IpAddr, IpCommand, IpLink } from '../../../exec/ip.js';
+import type { Bridge, FdbEntry } from '../../../exec/bridge.js';
+import type { Ip, IpCommand } from '../../../exec/ip.js';
 import { ipCmd } from '../../../exec/ip.js';
+import type { IpAddr, IpLink } from '../../../exec/ip-parse.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import type { Reverter } from '../../../shared/revert.js';

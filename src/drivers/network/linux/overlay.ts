@@ -2,14 +2,8 @@
 // (one static all-zeros FDB entry per remote VTEP), 802.1Q devices on a trunk NIC, and VLAN ports
 // of a vlan_filtering bridge. No I/O: the driver feeds them what `ip`/`bridge` report.
 import { createHash } from 'node:crypto';
-import {
-  type BridgeCommand,
-  bridgeCmd,
-  type FdbEntry,
-  FLOOD_MAC,
-  type IpAddr,
-  type IpLink,
-} from '../../../exec/ip.js';
+import { type BridgeCommand, bridgeCmd, type FdbEntry, FLOOD_MAC } from '../../../exec/bridge.js';
+import type { IpAddr, IpLink } from '../../../exec/ip-parse.js';
 import type { NetworkConfig, VxlanConfig } from '../../../shared/model.js';
 import type { PortConfig } from '../types.js';
 

@@ -1,6 +1,8 @@
 // VM ports of the linux backend: persistent taps (vnet_hdr) attached to a network's bridge, with VLAN
 // access/trunk membership where the bridge filters VLANs.
-import { assertIfName, type Bridge, type Ip, ipCmd } from '../../../exec/ip.js';
+
+import type { Bridge } from '../../../exec/bridge.js';
+import { assertIfName, type Ip, ipCmd } from '../../../exec/ip.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import type { HostCapabilities } from '../../../shared/model.js';
 import { Reverter } from '../../../shared/revert.js';

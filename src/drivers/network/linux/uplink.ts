@@ -2,7 +2,8 @@
 // snapshot, configure in one `ip -batch`, and restore a snapshot exactly (commit-confirm rollback).
 // The addresses live on the bridge enslaving the uplink when there is one (a bridge-mode network).
 import { isIPv4 } from 'node:net';
-import { assertIfName, Ip, type IpCommand, type IpRoute, ipCmd, routeSpecOf } from '../../../exec/ip.js';
+import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import { type IpRoute, routeSpecOf } from '../../../exec/ip-parse.js';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, NotFoundError } from '../../../shared/errors.js';
 import { isLinkMtu, LINK_MTU_MAX, MTU_MIN } from '../../../shared/limits.js';

@@ -3,7 +3,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { IpRoute } from '../../../exec/ip.js';
+import type { IpRoute } from '../../../exec/ip-parse.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { readJsonFile, writeFileAtomic } from '../../../shared/state-file.js';
 import { NetworkStateFiles } from '../state-layout.js';

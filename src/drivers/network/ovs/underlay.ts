@@ -4,7 +4,8 @@
 // first vxlan network moves the NIC's IPv4 addresses and routes onto `vlu-<nic>` (same MAC as the NIC) and
 // the last one gives them back.
 import type { Ip, IpCommand } from '../../../exec/ip.js';
-import { ipCmd, routeSpecOf } from '../../../exec/ip.js';
+import { ipCmd } from '../../../exec/ip.js';
+import { routeSpecOf } from '../../../exec/ip-parse.js';
 import { type Ovs, vsctlCmd } from '../../../exec/ovs.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import type { Reverter } from '../../../shared/revert.js';
