@@ -25,7 +25,8 @@ import {
   VOLUME_SNAPSHOTS_MAX,
   type VolumeConfig,
 } from '../shared/storage.js';
-import { DeviceRequestSchema, Ipv4Schema, NAME_PATTERN, NetworkCidrSchema } from '../spec/schema.js';
+import { Ipv4Schema, NAME_PATTERN, NetworkCidrSchema } from '../spec/schema.js';
+import { DeviceRequestSchema } from '../spec/schema-storage.js';
 
 const name = z.string().regex(NAME_PATTERN);
 const sizeMiB = z.number().int().min(1).max(DISK_SIZE_MIB_MAX);

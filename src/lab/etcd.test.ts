@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LabSchema } from '../spec/schema.js';
+import { LabSchema } from '../spec/schema-lab.js';
 import { labControllerArgv, labControllerSockets } from './cluster.js';
 import { labEtcdArgv, labEtcdDirs, labEtcdEndpoints, labEtcdLocation } from './etcd.js';
 import { labNamespaces } from './names.js';

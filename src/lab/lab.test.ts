@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingRunner, type SpawnOptions } from '../exec/runner.js';
-import { LabSchema } from '../spec/schema.js';
+import { LabSchema } from '../spec/schema-lab.js';
 import { Lab } from './lab.js';
 import { labNamespaces } from './names.js';
 import { LabStorage } from './storage.js';

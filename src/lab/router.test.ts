@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { replaceTableScript } from '../exec/nft.js';
-import { LabSchema } from '../spec/schema.js';
+import { LabSchema } from '../spec/schema-lab.js';
 import { lanDhcpRange, ROUTER_TABLE, renderLanDhcpConf, routerRuleset } from './router.js';
 
 const spec = LabSchema.parse({

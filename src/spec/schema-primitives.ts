@@ -80,3 +80,19 @@ export const PortSchema = port;
 export const NetworkCidrSchema = cidr;
 /** An address with prefix on an interface (e.g. 192.168.50.10/24). */
 export const HostCidrSchema = hostCidr;
+
+/** A DHCP address range of a network or the lab LAN. */
+export const dhcpRange = z
+  .object({ start: ipv4, end: ipv4 })
+  .strict()
+  .describe('address range handed out by DHCP; defaults to .100-.199 of the network (or its upper half)');
+
+/** A USB device as `vendor:product` in hex (`046d:c52b`); `wildcard` also accepts `vendor:*`. */
+export function usbId(wildcard: boolean) {
+  return z
+    .string()
+    .regex(
+      wildcard ? /^[0-9a-f]{4}:([0-9a-f]{4}|\*)$/ : /^[0-9a-f]{4}:[0-9a-f]{4}$/,
+      `must be vendor:product in lower-case hex, such as 046d:c52b${wildcard ? ' (or 046d:* for a whole vendor)' : ''}`,
+    );
+}

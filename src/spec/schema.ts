@@ -8,10 +8,8 @@ import {
   CONFIRM_WINDOW_MS,
   DEFAULT_MTU,
   DEFAULT_OVERLAY_MTU,
-  DISK_SIZE_MIB_MAX,
   ETCD_MEMBERS_MAX,
   HA_HOSTS_MAX,
-  LAB_CONTROLLERS_MAX,
   MTU_MIN,
   NETWORK_FORWARDS_MAX,
   NETWORK_MTU_MAX,
@@ -35,12 +33,26 @@ import {
   SECURITY_GROUP_RULES_MAX,
   SECURITY_GROUPS_MAX,
 } from '../shared/security-groups.js';
-import { POOL_CLIENTS_MAX, POOLS_MAX, PoolTypes, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
+import { POOLS_MAX, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
 import { clusterBalanceFields, vmResourceFields } from './schema-balance.js';
+import { LabSchema } from './schema-lab.js';
 import { LoadBalancersSchema } from './schema-lb.js';
 import { AlertRulesSchema, HostTuningSchema } from './schema-observe.js';
-import { cidr, hostCidr, ifname, ipv4, linkMtu, mac, name, port, vlanId } from './schema-primitives.js';
+import {
+  cidr,
+  dhcpRange,
+  hostCidr,
+  ifname,
+  ipv4,
+  linkMtu,
+  mac,
+  name,
+  port,
+  usbId,
+  vlanId,
+} from './schema-primitives.js';
+import { DeviceRequestSchema, DiskSchema, PoolSchema, VolumeSchema } from './schema-storage.js';
 
 export {
   HostCidrSchema,
@@ -114,16 +126,6 @@ export const HostSchema = z
   })
   .strict();
 
-/** A USB device as `vendor:product` in hex (`046d:c52b`); `wildcard` also accepts `vendor:*`. */
-function usbId(wildcard: boolean) {
-  return z
-    .string()
-    .regex(
-      wildcard ? /^[0-9a-f]{4}:([0-9a-f]{4}|\*)$/ : /^[0-9a-f]{4}:[0-9a-f]{4}$/,
-      `must be vendor:product in lower-case hex, such as 046d:c52b${wildcard ? ' (or 046d:* for a whole vendor)' : ''}`,
-    );
-}
-
 /** A port forward from the host's address to a VM on a NAT network. */
 export const ForwardSchema = z
   .object({
@@ -171,11 +173,6 @@ export const MultiHostGatewaySchema = z
   })
   .strict();
 
-const dhcp = z
-  .object({ start: ipv4, end: ipv4 })
-  .strict()
-  .describe('address range handed out by DHCP; defaults to .100-.199 of the network (or its upper half)');
-
 /** Networks: `nat` (private subnet masqueraded out of the uplink), `bridge` (VMs on the physical LAN), `isolated`. */
 export const NetworkSchema = z.discriminatedUnion('mode', [
   z
@@ -185,7 +182,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       cidr,
       /** Host address on the network; defaults to the first address. */
       gateway: ipv4.optional(),
-      dhcp: dhcp.optional(),
+      dhcp: dhcpRange.optional(),
       forwards: z.array(ForwardSchema).max(NETWORK_FORWARDS_MAX).default([]),
     })
     .strict(),
@@ -203,7 +200,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       mode: z.literal('isolated'),
       cidr,
       gateway: ipv4.optional(),
-      dhcp: dhcp.optional(),
+      dhcp: dhcpRange.optional(),
     })
     .strict(),
   z
@@ -221,7 +218,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       cidr: cidr.optional(),
       gateway: MultiHostGatewaySchema.optional(),
       /** DHCP range served by the gateway host. */
-      dhcp: dhcp.optional(),
+      dhcp: dhcpRange.optional(),
     })
     .strict(),
   z
@@ -239,7 +236,7 @@ export const NetworkSchema = z.discriminatedUnion('mode', [
       backend: BackendSchema.default('linux'),
       cidr: cidr.optional(),
       gateway: MultiHostGatewaySchema.optional(),
-      dhcp: dhcp.optional(),
+      dhcp: dhcpRange.optional(),
     })
     .strict(),
 ]);
@@ -315,92 +312,6 @@ export const SecurityGroupSchema = z
     rules: z.array(SecurityGroupRuleSchema).max(SECURITY_GROUP_RULES_MAX).default([]),
   })
   .strict();
-
-/**
- * A VM disk. Three forms: `{ name, sizeMiB }` a qcow2 in the VM's own directory (as before pools);
- * `{ name, pool, sizeMiB }` a volume `<vm>-<name>` made for the VM in a pool (deleted with the VM);
- * `{ name, pool, volume }` a volume of `volumes:` (kept when the VM goes). Validation checks the combination.
- */
-export const DiskSchema = z
-  .object({
-    name,
-    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX).optional(),
-    /** The pool (`pools[].name`) the disk's volume lives in; absent: the VM's directory. */
-    pool: name.optional(),
-    /** A volume of `volumes:` in `pool`. */
-    volume: name.optional(),
-    /** The guest sees a CD-ROM (an ISO volume, read-only) instead of a disk. */
-    media: z.enum(['disk', 'cdrom']).default('disk'),
-    readOnly: z.boolean().default(false),
-    /**
-     * LUKS-encrypted qcow2 keyed by a controller-kept secret (`vmlink secret set NAME`); the spec names the secret,
-     * never its value. Fixed at creation: changing it recreates nothing (the disk keeps its key).
-     */
-    encryption: z.object({ secret: name }).strict().optional(),
-    /** Backup copies capacity planning counts for this disk (each its size). */
-    backupCopies: z.number().int().min(0).max(32).default(0),
-  })
-  .strict();
-
-/** A storage pool: where volumes live, on one host. */
-export const PoolSchema = z
-  .object({
-    name,
-    type: z.enum(PoolTypes),
-    /** The host holding it: a compute host for `dir`, a storage host (`role: storage`) for `iscsi` and `nfs`. */
-    host: name,
-    /** Directory of its files on that host; default /var/lib/vmlink/pools/<name>. */
-    path: z
-      .string()
-      .regex(/^\/[\w./-]{1,200}$/, 'must be an absolute path of letters, digits, ., _, - and /')
-      .refine((p) => !p.split('/').includes('..'), 'must not contain ..')
-      .optional(),
-    /** Networks allowed to reach an iscsi or nfs pool; absent: any (CHAP still guards iscsi). */
-    clients: z.array(cidr).max(POOL_CLIENTS_MAX).optional(),
-    /** iscsi: the CHAP user initiators log in as and the controller-kept secret holding its password. */
-    chap: z
-      .object({
-        user: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, ., _ or -'),
-        secret: name,
-      })
-      .strict()
-      .optional(),
-    /** The address VM hosts reach an iscsi or nfs pool at; default the storage host's address. */
-    address: ipv4.optional(),
-    /** Space kept free for the pool's own use (capacity planning counts it). */
-    reserveMiB: z.number().int().min(0).max(DISK_SIZE_MIB_MAX).default(0),
-    /** Most provisioned size per unit of capacity (2 = thin volumes may promise twice the space); plan-time check. */
-    maxOvercommit: z.number().min(0.1).max(100).optional(),
-  })
-  .strict();
-
-/** A named volume in a pool, kept across VMs (apply never deletes one; `vmlink volume delete` does). */
-export const VolumeSchema = z
-  .object({
-    name,
-    pool: name,
-    sizeMiB: z.number().int().min(1).max(DISK_SIZE_MIB_MAX).optional(),
-    /** Created as a clone of this volume of the same pool (a template); `linked`: a qcow2 overlay on it. */
-    from: z
-      .object({ volume: name, linked: z.boolean().default(true) })
-      .strict()
-      .optional(),
-    encryption: z.object({ secret: name }).strict().optional(),
-    backupCopies: z.number().int().min(0).max(32).default(0),
-  })
-  .strict();
-
-/** A host device passed through to a VM: a PCI function by address, or a USB device by vendor:product. */
-export const DeviceRequestSchema = z.union([
-  z
-    .object({
-      pci: z
-        .string()
-        .regex(/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/, 'must be a PCI address such as 0000:65:00.0'),
-    })
-    .strict(),
-  z.object({ usb: usbId(false) }).strict(),
-]);
 
 /** What a VM boots: vmlink's test guest, or a user's qcow2 cloud image with a cloud-init NoCloud seed. */
 export const ImageSchema = z.discriminatedUnion('kind', [
@@ -505,12 +416,6 @@ export const ClusterSchema = z
   })
   .strict();
 
-/** A simulated physical machine on the lab LAN. */
-export const LabMachineSchema = z.object({ name, address: ipv4 }).strict();
-
-/** An extra lab switch (a physical segment such as a VLAN trunk). */
-export const LabSegmentSchema = z.object({ name, mtu: linkMtu.optional() }).strict();
-
 /** A VLAN policy: which VLAN ids networks of this environment may use. */
 export const EnvironmentSchema = z
   .object({
@@ -523,40 +428,6 @@ export const EnvironmentSchema = z
 
 /** Site-wide policy. */
 export const SiteSchema = z.object({ environments: z.array(EnvironmentSchema).default([]) }).strict();
-
-/** The lab: namespaces standing in for physical machines, a LAN switch, and an upstream router. */
-export const LabSchema = z
-  .object({
-    /** Short lab name; prefixes every namespace (`vl-<lab>-<machine>`). */
-    name: z
-      .string()
-      .regex(/^[a-z][a-z0-9]{0,7}$/, 'must match ^[a-z][a-z0-9]{0,7}$ (it prefixes namespace names)'),
-    lan: z
-      .object({
-        cidr,
-        gateway: ipv4,
-        dhcp: dhcp.optional(),
-        /** MTU of the LAN switch and every veth on it (the hosts' underlay); default 1500. */
-        mtu: linkMtu.optional(),
-      })
-      .strict(),
-    /** The router's outside network and the one machine standing in for the internet. */
-    upstream: z.object({ cidr, address: ipv4 }).strict(),
-    hosts: z.array(LabMachineSchema).min(1),
-    peers: z.array(LabMachineSchema).default([]),
-    /**
-     * Storage machines on the LAN (each also a `hosts[]` entry with `role: storage`): the lab runs its agent and
-     * its tgtd, rpcbind and nfs-ganesha in its namespace.
-     */
-    storage: z.array(LabMachineSchema).default([]),
-    /** Extra L2 switches; every lab host gets eth1, eth2, ... on them in this order. */
-    segments: z.array(LabSegmentSchema).default([]),
-    /** etcd members (1, 3 or 5) on the LAN, each in its own namespace, TLS with the lab's CA. */
-    etcd: z.array(LabMachineSchema).max(ETCD_MEMBERS_MAX).default([]),
-    /** Cluster controllers on the LAN (`vmlink daemon --store etcd://...`), each in its own namespace. */
-    controllers: z.array(LabMachineSchema).max(LAB_CONTROLLERS_MAX).default([]),
-  })
-  .strict();
 
 /** A whole vmlink spec file. */
 export const SpecSchema = z

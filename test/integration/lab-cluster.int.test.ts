@@ -31,7 +31,7 @@ import {
 import { clusterKeys } from '../../src/shared/cluster.js';
 import { etcdClient } from '../../src/shared/etcd.js';
 import { credentialFiles, readCredentials } from '../../src/shared/tls.js';
-import { LabSchema } from '../../src/spec/schema.js';
+import { LabSchema } from '../../src/spec/schema-lab.js';
 import { type CliResult, runArgv, runCli } from '../helpers/cli.js';
 
 const LAB = 'itec';
