@@ -41,7 +41,7 @@ import {
 import { BACKUP_PEER_ROUTES } from './wire-backup.js';
 import type { DoctorObservations } from './wire-doctor.js';
 import { AgentDoctorSchema, type DoctorCheck } from './wire-doctor.js';
-import { MIGRATION_PEER_ROUTE } from './wire-migrate.js';
+import { MIGRATION_PEER_ROUTES } from './wire-migrate.js';
 import {
   ConsoleTailSchema,
   GuestExecRequestSchema,
@@ -82,7 +82,7 @@ export const PEER_ROUTE = '/v1/cluster/lease';
 /** Whether another host's agent may call `method` on the route registered as `route` (its pattern). */
 function peerRoute(method: string, url: string, route: string | undefined): boolean {
   if (method === 'GET' && url.split('?')[0] === PEER_ROUTE) return true;
-  if (route !== undefined && `${method} ${route}` === MIGRATION_PEER_ROUTE) return true;
+  if (route !== undefined && MIGRATION_PEER_ROUTES.has(`${method} ${route}`)) return true;
   return route !== undefined && BACKUP_PEER_ROUTES.has(`${method} ${route}`);
 }
 
@@ -91,7 +91,7 @@ function peerRoute(method: string, url: string, route: string | undefined): bool
  * store's peer routes (wire-backup.ts), which the other hosts' agents may call too (a host certificate of the same CA;
  * the TLS handshake checked the chain). Others get 401 saying why.
  */
-function requireAgentClient(app: FastifyInstance, host: string): void {
+export function requireAgentClient(app: FastifyInstance, host: string): void {
   const what = `agent of ${host}`;
   app.addHook('onRequest', async (req, reply) => {
     const socket = req.raw.socket as TLSSocket;

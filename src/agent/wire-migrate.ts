@@ -7,6 +7,8 @@
 //     POST /v1/migrations/:id/abort                         -> {ok}  (rollback: the incoming VM removed)
 //   target host, the source host's agent only (its host certificate names `from` of the incoming request):
 //     PUT  /v1/migrations/:id/stream      MIGRATION_STREAM_TYPE body -> {receivedBytes}
+//     GET  /v1/migrations/:id/nbd         websocket: one NBD connection to the incoming QEMU's disk export (block
+//                                         migration, agent/migrate/tunnel.ts)
 //   source host, controller only:
 //     POST /v1/migrations/outgoing        OutgoingRequest   -> MigrationJob  (QEMU migrates; progress in the job)
 //     GET  /v1/migrations/:id                               -> MigrationJob
@@ -21,8 +23,15 @@ const hash = z.string().min(1).max(128);
 /** The content type of a migration stream (raw bytes of QEMU's migration format). */
 export const MIGRATION_STREAM_TYPE = 'application/vnd.vmlink.migration';
 
-/** The one peer route: the source agent's stream into the target. */
+/** The peer route of the source agent's stream into the target. */
 export const MIGRATION_PEER_ROUTE = 'PUT /v1/migrations/:id/stream';
+/** The peer route of the source agent's NBD tunnels into the target (block migration). */
+export const MIGRATION_NBD_ROUTE = 'GET /v1/migrations/:id/nbd';
+/** The routes another host's agent may call (the service checks it is the migration's source). */
+export const MIGRATION_PEER_ROUTES: ReadonlySet<string> = new Set([
+  MIGRATION_PEER_ROUTE,
+  MIGRATION_NBD_ROUTE,
+]);
 
 /** A migration's id (the controller's, one per run). */
 export const MigrationIdSchema = z.string().uuid();
@@ -82,6 +91,9 @@ export const MigrationProgressSchema = z
     expectedDowntimeMs: z.number().min(0).optional(),
     totalTimeMs: z.number().min(0).optional(),
     error: z.string().max(4096).optional(),
+    /** Block migration: local disks' bytes copied, of those known to copy. */
+    diskDoneBytes: z.number().min(0).optional(),
+    diskTotalBytes: z.number().min(0).optional(),
   })
   .strict();
 export type MigrationProgressWire = z.infer<typeof MigrationProgressSchema>;

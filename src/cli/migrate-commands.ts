@@ -33,6 +33,9 @@ export function addMigrateCommands(program: Command, api: Api): void {
         [
           `vm ${r.vm} migrated ${r.from} -> ${r.to} in ${(r.totalMs / 1000).toFixed(1)} s`,
           `  QEMU downtime: ${r.downtimeMs ?? '?'} ms (limit 300 ms), QEMU total ${r.qemuTotalMs ?? '?'} ms, ${(r.transferredBytes / 1048576).toFixed(0)} MiB sent`,
+          r.blockMigration
+            ? `  local disks copied (block migration): ${((r.diskCopiedBytes ?? 0) / 1048576).toFixed(0)} MiB`
+            : '',
           r.token ? `  owner record token ${r.token}` : '',
         ]
           .filter(Boolean)

@@ -51,6 +51,8 @@ export const MigrationReportSchema = z
     qemuTotalMs: z.number().optional(),
     transferredBytes: z.number(),
     blockMigration: z.boolean(),
+    /** Bytes of the local disks copied before the switch-over (block migration). */
+    diskCopiedBytes: z.number().min(0).optional(),
     token: z.string().optional(),
   })
   .strict();

@@ -1,8 +1,11 @@
 // Live migration end to end through the real CLI (docs/mobility.md): one lab of three hosts on a VXLAN overlay whose
 // gateway sits on host3, one 256 MiB test guest. The explain's blockers from real conditions, then the guest moves
 // host1 -> host2 under a 10 ms ping from host3 and answers it there, its memory (a file in its RAM disk) and HTTP
-// service intact after, the owner record moved, and a second apply leaves it where it is.
+// service intact after, the owner record moved, and a second apply leaves it where it is. The guest has a 32 MiB disk
+// in its VM directory, so every move is a block migration (its disk copied over NBD through the agents' tunnel):
+// a pattern written on one host reads back on the next, and the source's copy is gone.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil, sleep } from '../../src/shared/time.js';
@@ -22,7 +25,7 @@ hosts:
 networks:
   - { name: app, mode: vxlan, vni: 1087, hosts: [${appHosts}], cidr: 10.87.0.0/24, gateway: { host: host3 } }
 vms:
-  - { name: m1, host: host1, memoryMiB: 256, nics: [{ network: app, ip: ${GUEST_IP} }] }
+  - { name: m1, host: host1, memoryMiB: 256, nics: [{ network: app, ip: ${GUEST_IP} }], disks: [{ name: data, sizeMiB: 32 }] }
 lab:
   name: ${LAB}
   lan: { cidr: 192.168.87.0/24, gateway: 192.168.87.1 }
@@ -60,6 +63,9 @@ const explain = (to: string) =>
 const blockers = (checks: Check[]) => checks.filter((c) => !c.ok && c.severity === 'blocker');
 
 const guestSh = (cmd: string) => runCli(['vm', 'exec', 'm1', '--', 'sh', '-c', cmd], env);
+/** Every copy of m1's disk `data` under the test's directory (each lab host keeps its VMs under it). */
+const diskFiles = async () =>
+  (await readdir(root, { recursive: true })).filter((f) => f.endsWith('/m1/disk-data.qcow2')).sort();
 
 beforeAll(async () => {
   mkdirSync(env.VMLINK_RUN_DIR, { recursive: true });
@@ -102,7 +108,7 @@ describe('live migration', () => {
     expect((await runCli(['apply', '-f', file], env)).code).toBe(0);
     const ok = await explain('host2');
     expect(ok.code, JSON.stringify(ok.e)).toBe(0);
-    expect(ok.e).toMatchObject({ ok: true, from: 'host1', blockMigration: false });
+    expect(ok.e).toMatchObject({ ok: true, from: 'host1', blockMigration: true });
   });
 
   it('moves the running guest host1 -> host2 under a 10 ms ping from host3: it answers there, memory and HTTP intact', async () => {
@@ -157,5 +163,45 @@ describe('live migration', () => {
     );
     const holders = st.hosts.filter((h) => h.report?.vms.some((v) => v.name === 'm1')).map((h) => h.name);
     expect(holders).toEqual(['host2']);
+  });
+
+  it('moves it back host2 -> host1 as a block migration: its disk written on host2 reads back on host1, the source copy gone', async () => {
+    // The guest's disk `data` (serial = its name), written at two places with fsync, caches dropped on reading.
+    const dev =
+      'D=$(for d in /sys/block/vd*; do [ "$(cat $d/serial)" = data ] && echo /dev/$(basename $d); done)';
+    const mark = `blk-${Date.now()}`;
+    for (const at of [1, 30])
+      expect(
+        (
+          await guestSh(
+            `${dev}; printf %s ${mark}-${at} | dd of=$D bs=1M seek=${at} conv=notrunc,fsync 2>/dev/null`,
+          )
+        ).code,
+      ).toBe(0);
+    const before = await diskFiles();
+    expect(before.length, before.join(' ')).toBe(1);
+    const r = await runCli(['vm', 'migrate', 'm1', '--to', 'host1', '--json'], env);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      to: string;
+      blockMigration: boolean;
+      diskCopiedBytes?: number;
+      totalMs: number;
+    };
+    expect(report).toMatchObject({ to: 'host1', blockMigration: true });
+    expect(report.diskCopiedBytes).toBeGreaterThan(0);
+    console.log(`block migration: ${report.diskCopiedBytes} disk bytes copied, total ${report.totalMs} ms`);
+    for (const at of [1, 30]) {
+      const got = await guestSh(
+        `${dev}; echo 3 > /proc/sys/vm/drop_caches; dd if=$D bs=1M skip=${at} count=1 2>/dev/null | head -c ${`${mark}-${at}`.length}`,
+      );
+      expect(got.stdout.trim()).toBe(`${mark}-${at}`);
+    }
+    const http = await runCli(['vm', 'exec', 'm1', '--', 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], env);
+    expect(http.code, http.stderr).toBe(0);
+    // One copy of the disk remains, a new file on host1 (the one on host2 went with its VM).
+    const after = await diskFiles();
+    expect(after.length, after.join(' ')).toBe(1);
+    expect(after[0]).not.toBe(before[0]);
   });
 });

@@ -1,9 +1,12 @@
 // The migration routes of an agent (the list and who may call them: agent/wire-migrate.ts's header). The stream
 // crosses as MIGRATION_STREAM_TYPE, handed through unparsed and bounded by the service; everything else is strict JSON.
+
+import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ErrorBodySchema, ForbiddenError } from '../../shared/errors.js';
+import { STREAM_MAX_PAYLOAD_BYTES } from '../../shared/console-wire.js';
+import { ErrorBodySchema, ForbiddenError, InvalidRequestError } from '../../shared/errors.js';
 import { callerOf } from '../backup/routes.js';
 import { OkSchema } from '../wire.js';
 import {
@@ -22,6 +25,9 @@ const IdParams = z.object({ id: MigrationIdSchema }).strict();
 
 /** Registers the migration routes on `base`. */
 export async function registerMigrationRoutes(base: FastifyInstance, svc: MigrationService): Promise<void> {
+  // The disk tunnels are websockets; the plugin (shared with the console route, same options) is registered once.
+  if (!base.hasDecorator('websocketServer'))
+    await base.register(websocket, { options: { maxPayload: STREAM_MAX_PAYLOAD_BYTES } });
   await base.register(async (scope) => {
     // The stream is handed to the service as it arrives: never buffered whole.
     scope.addContentTypeParser(MIGRATION_STREAM_TYPE, (_req, payload, done) => done(null, payload));
@@ -54,6 +60,29 @@ export async function registerMigrationRoutes(base: FastifyInstance, svc: Migrat
             body,
           ),
         };
+      },
+    );
+    // Block migration: one NBD connection of the source QEMU's, from the source host's agent only; refused before the
+    // upgrade (an HTTP error body) when it is not.
+    scope.get(
+      '/v1/migrations/:id/nbd',
+      {
+        websocket: true,
+        schema: { hide: true },
+        preHandler: async (req) => {
+          const params = IdParams.safeParse(req.params);
+          if (!params.success) throw new InvalidRequestError('disk tunnel: expected /v1/migrations/UUID/nbd');
+          const caller = callerOf(req);
+          svc.assertTunnel(params.data.id, caller.kind === 'host' ? caller.name : undefined);
+        },
+      },
+      async (socket, req) => {
+        const caller = callerOf(req);
+        await svc.tunnel(
+          (req.params as { id: string }).id,
+          caller.kind === 'host' ? caller.name : undefined,
+          socket,
+        );
       },
     );
     app.post(

@@ -33,8 +33,8 @@ async function setup() {
   const deleted: string[] = [];
   const halves: Partial<HypervisorMigrations> = {
     migrateIn: () =>
-      new Promise<Socket>((resolve) => {
-        const s: Socket = connect(path, () => resolve(s));
+      new Promise<{ stream: Socket }>((resolve) => {
+        const s: Socket = connect(path, () => resolve({ stream: s }));
       }),
   };
   const svc = new MigrationService({

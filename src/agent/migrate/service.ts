@@ -2,11 +2,17 @@
 // the incoming VM (ports, directory, QEMU paused with `-incoming defer`), takes the stream from the source host's
 // agent only, and runs the guest on the controller's go (the owner check of a start). As the source it runs QEMU's
 // migration into a relay to the target's agent over mutual TLS, and keeps the job's progress for the controller.
+// A block migration's NBD connections travel the same way, each in its own tunnel (tunnel.ts).
 import { request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
+import { type Socket, connect as unixConnect } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { HypervisorMigrations, MigrationProgress } from '../../drivers/hypervisor/types.js';
+import type { WebSocket } from 'ws';
+import type {
+  HypervisorMigrations,
+  IncomingDisks,
+  MigrationProgress,
+} from '../../drivers/hypervisor/types.js';
 import {
   BadResponseError,
   ConflictError,
@@ -28,9 +34,15 @@ import {
   type OutgoingRequest,
   StreamAnswerSchema,
 } from '../wire-migrate.js';
+import { ByteBudget, tunnelFrom, tunnelTo } from './tunnel.js';
 
 /** An incoming VM waits this long for its stream before it is removed again (ms). */
 export const INCOMING_WAIT_MS = 120_000;
+/**
+ * With a block migration the stream comes only after the disks' copy caught up: once its first NBD tunnel opened, an
+ * incoming VM waits this long (the source's copy timeout, 30 min, and some) before it is removed.
+ */
+export const INCOMING_BLOCK_WAIT_MS = 35 * 60_000;
 /** Finished jobs kept for the controller to read. */
 const JOBS_KEPT = 32;
 /** A stream may carry at most this multiple of the VM's memory (pages resent while the guest dirties them). */
@@ -55,6 +67,11 @@ interface Incoming {
   req: IncomingRequest;
   socket: Socket;
   timer: NodeJS.Timeout;
+  /** Block migration: the incoming QEMU's NBD export, the bytes its tunnels may carry, the tunnels open. */
+  disks?: IncomingDisks;
+  budget?: ByteBudget;
+  tunnels: Set<{ destroy: () => void }>;
+  tunnelsOpened: number;
   /** Set while (or once) the stream is being received. */
   receiving?: Promise<number>;
 }
@@ -90,17 +107,83 @@ export class MigrationService {
     const release = this.claim(req.vm.name, 'incoming');
     try {
       await this.d.prepareIncoming(req.vm, req.configHash);
-      const socket = await m.migrateIn(req.vm.name);
+      const { stream: socket, disks } = await m.migrateIn(req.vm.name);
       socket.on('error', () => {});
-      const timer = setTimeout(() => {
-        void this.abortIncoming(req.id, 'no stream arrived in time');
-      }, INCOMING_WAIT_MS);
-      timer.unref();
-      this.incoming.set(req.id, { req, socket, timer });
+      this.incoming.set(req.id, {
+        req,
+        socket,
+        timer: this.expiry(req.id, INCOMING_WAIT_MS),
+        tunnels: new Set(),
+        tunnelsOpened: 0,
+        ...(disks
+          ? { disks, budget: new ByteBudget(disks.maxBytes, `the disk tunnels of migration ${req.id}`) }
+          : {}),
+      });
     } catch (e) {
       release();
       await this.d.deleteVm(req.vm.name).catch(() => {});
       throw e;
+    }
+  }
+
+  private expiry(id: string, ms: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      void this.abortIncoming(id, 'no stream arrived in time');
+    }, ms);
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * Before a disk tunnel's upgrade: only the migration's source host (its certificate) may open one, only for a
+   * migration that copies disks, and at most as many as the export takes.
+   */
+  assertTunnel(id: string, peer: string | undefined): void {
+    const inc = this.incoming.get(id);
+    if (!inc) throw new NotFoundError('migration', id);
+    const vm = inc.req.vm.name;
+    if (peer !== inc.req.from)
+      throw new ForbiddenError(
+        `migration ${id} of vm ${vm}: only the agent of ${inc.req.from} may open its disk tunnels${peer ? `, not ${peer}'s` : ''}`,
+      );
+    if (!inc.disks)
+      throw new InvalidStateError(`migration ${id} of vm ${vm} copies no disks: it has no disk tunnel`);
+    if (inc.tunnelsOpened >= inc.disks.maxConnections)
+      throw new ConflictError(
+        `migration ${id} of vm ${vm} has opened its ${inc.disks.maxConnections} disk tunnels already`,
+      );
+  }
+
+  /** After the upgrade: carries websocket `ws` to the incoming QEMU's NBD export until either side ends. */
+  async tunnel(id: string, peer: string | undefined, ws: WebSocket): Promise<void> {
+    try {
+      this.assertTunnel(id, peer);
+    } catch {
+      ws.terminate();
+      return;
+    }
+    const inc = this.incoming.get(id)!;
+    const disks = inc.disks!;
+    inc.tunnelsOpened++;
+    if (inc.tunnelsOpened === 1) {
+      // The stream follows only once the copy caught up.
+      clearTimeout(inc.timer);
+      inc.timer = this.expiry(id, INCOMING_BLOCK_WAIT_MS);
+    }
+    const qemu = unixConnect(disks.path);
+    const ends = { destroy: () => (ws.terminate(), qemu.destroy()) };
+    inc.tunnels.add(ends);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        qemu.once('connect', resolve);
+        qemu.once('error', reject);
+      });
+      await tunnelFrom(ws, qemu, inc.budget!);
+    } catch (e) {
+      log.warn({ migration: id, err: (e as Error).message }, 'disk tunnel failed');
+      ends.destroy();
+    } finally {
+      inc.tunnels.delete(ends);
     }
   }
 
@@ -156,6 +239,7 @@ export class MigrationService {
     const inc = this.incoming.get(id);
     if (!inc) return;
     clearTimeout(inc.timer);
+    for (const t of inc.tunnels) t.destroy();
     this.incoming.delete(id);
     this.busy.delete(inc.req.vm.name);
   }
@@ -177,8 +261,17 @@ export class MigrationService {
     const onProgress = (p: MigrationProgress) => {
       job.progress = p;
     };
+    // QEMU's NBD connections (block migration), each carried to the target; all cut when the job ends.
+    const tunnels = new Set<Socket>();
+    const nbdTunnel = (conn: Socket) => {
+      tunnels.add(conn);
+      conn.once('close', () => tunnels.delete(conn));
+      tunnelTo(conn, { id: req.id, to: req.to, tls }).catch((e: Error) =>
+        log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'disk tunnel failed'),
+      );
+    };
     void m
-      .migrateOut(req.vm, { downtimeLimitMs: req.downtimeLimitMs, onProgress }, (stream) =>
+      .migrateOut(req.vm, { downtimeLimitMs: req.downtimeLimitMs, onProgress, nbdTunnel }, (stream) =>
         sendStream(stream, req, tls),
       )
       .then(
@@ -192,7 +285,10 @@ export class MigrationService {
           log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'outgoing migration failed');
         },
       )
-      .finally(release);
+      .finally(() => {
+        for (const c of tunnels) c.destroy();
+        release();
+      });
     return job;
   }
 

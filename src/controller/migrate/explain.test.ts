@@ -121,7 +121,7 @@ describe('explainMigration', () => {
     expect(failed(facts({}, vm))).toEqual(['confidential', 'passthrough', 'disk:data', 'disk:iso']);
   });
 
-  it('copies local disks (block migration), needs the dir pool on the target with the room', () => {
+  it('copies VM-directory disks and an image overlay (block migration); a dir-pool volume blocks, naming the fix', () => {
     const file = {
       kind: 'file' as const,
       pool: 'local',
@@ -135,29 +135,28 @@ describe('explainMigration', () => {
         { name: 'vol', sizeMiB: 500, source: file },
       ],
     });
+    const blocked = explainMigration(facts({}, vm));
     expect(failed(facts({}, vm))).toEqual(['disk:vol']);
-    const pool = (freeMiB: number) => ({
-      name: 'local',
-      type: 'dir' as const,
-      configHash: 'p',
-      problems: [],
-      capacityMiB: 1000,
-      usedMiB: 1000 - freeMiB,
-      freeMiB,
-      volumes: [],
+    expect(blocked.checks.find((c) => c.id === 'disk:vol')).toMatchObject({
+      severity: 'blocker',
+      message:
+        "disk vol is volume local/v1 of dir pool local, local to host1: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes",
+      fix: 'move it to a shared pool first (vmlink vm move-disk web vol --to-pool POOL), or stop the VM and move it',
     });
-    const small = explainMigration(facts({ target: report('host2', { pools: [pool(100)] }) }, vm));
-    expect(small.checks.find((c) => c.id === 'disk:vol')?.message).toBe(
-      'disk vol needs 500 MiB in pool local on host2, which has 100 MiB free',
-    );
-    const ok = explainMigration(facts({ target: report('host2', { pools: [pool(900)] }) }, vm));
+    const ok = explainMigration(facts({}, cfg({ disks: [{ name: 'scratch', sizeMiB: 64 }] })));
     expect(ok.ok).toBe(true);
     expect(ok.blockMigration).toBe(true);
-    expect(ok.copiedDisks).toEqual([
-      { disk: 'scratch', sizeMiB: 64 },
-      { disk: 'vol', sizeMiB: 500 },
-    ]);
-    expect(ok.estimate.transferMiB).toBe(256 + 64 + 500);
+    expect(ok.copiedDisks).toEqual([{ disk: 'scratch', sizeMiB: 64 }]);
+    expect(ok.checks.find((c) => c.id === 'disk:scratch')).toMatchObject({ severity: 'warning' });
+    expect(ok.estimate.transferMiB).toBe(256 + 64);
+    const overlay = explainMigration(
+      facts({}, cfg({ image: { kind: 'qcow2', path: '/img/base.qcow2' } as never, disks: [] })),
+    );
+    expect(overlay).toMatchObject({
+      ok: true,
+      blockMigration: true,
+      copiedDisks: [{ disk: 'root', sizeMiB: 0 }],
+    });
   });
 
   it('keeps shared (iSCSI, NFS) disks in place', () => {

@@ -93,24 +93,32 @@ function usedMemoryMiB(r: HostReport, except: string): number {
     .reduce((sum, v) => sum + (v.config?.memoryMiB ?? 0), 0);
 }
 
-/** The disk checks: shared disks stay, local ones are copied (and need room on the target). */
+/** The disk checks: shared disks stay, VM-directory disks and image overlays are copied, dir-pool volumes block. */
 function diskChecks(
   cfg: VmConfig,
   f: MigrationFacts,
-  target: HostReport | undefined,
 ): { checks: MigrationCheck[]; copied: Array<{ disk: string; sizeMiB: number }> } {
   const checks: MigrationCheck[] = [];
   const copied: Array<{ disk: string; sizeMiB: number }> = [];
   const root = cfg.rootSource;
-  if (cfg.image.kind === 'qcow2' || (cfg.image.kind === 'volume' && root?.kind === 'file')) {
-    // A qcow2 image's overlay lives in the VM's directory; a dir-pool root volume on the source's disk.
+  if (cfg.image.kind === 'qcow2') {
+    // A qcow2 image's overlay lives in the VM's directory: the target makes a fresh one on its copy of the image
+    // and only the overlay's own clusters are copied.
     checks.push(
       warn(
         'disk:root',
-        `root disk of vm ${cfg.name} is local to ${f.from}: it is copied to ${f.to} (block migration)`,
+        `root disk of vm ${cfg.name} (the image's overlay) is local to ${f.from}: it is copied to ${f.to} (block migration)`,
       ),
     );
     copied.push({ disk: 'root', sizeMiB: UNKNOWN_DISK_MIB });
+  } else if (cfg.image.kind === 'volume' && root?.kind === 'file') {
+    checks.push(
+      blocker(
+        'disk:root',
+        `root disk of vm ${cfg.name} is volume ${root.pool}/${root.volume} of dir pool ${root.pool}, local to ${f.from}: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes`,
+        `move it to a shared pool (iSCSI or NFS) first, or stop the VM and move it`,
+      ),
+    );
   } else if (cfg.image.kind === 'volume' && root) {
     checks.push(
       pass('disk:root', `root disk is ${root.kind} volume ${root.pool}/${root.volume}, shared: it stays`),
@@ -145,30 +153,18 @@ function diskChecks(
       );
       continue;
     }
-    const sizeMiB = d.sizeMiB ?? UNKNOWN_DISK_MIB;
     if (src?.kind === 'file') {
-      const pool = target?.pools?.find((p) => p.name === src.pool);
-      if (target && !pool) {
-        checks.push(
-          blocker(
-            id,
-            `disk ${d.name} is volume ${src.pool}/${src.volume} of dir pool ${src.pool}, local to ${f.from}, and ${f.to} has no pool ${src.pool} to copy it into`,
-            `add ${f.to} to pool ${src.pool}'s hosts in the spec and apply, or move the disk to a shared pool first`,
-          ),
-        );
-        continue;
-      }
-      if (pool && pool.freeMiB < sizeMiB) {
-        checks.push(
-          blocker(
-            id,
-            `disk ${d.name} needs ${sizeMiB} MiB in pool ${src.pool} on ${f.to}, which has ${pool.freeMiB} MiB free`,
-            `free space in pool ${src.pool} on ${f.to}, or pick another target`,
-          ),
-        );
-        continue;
-      }
+      // The target would need a volume made in its pool and the VM's config rewritten: not in this version.
+      checks.push(
+        blocker(
+          id,
+          `disk ${d.name} is volume ${src.pool}/${src.volume} of dir pool ${src.pool}, local to ${f.from}: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes`,
+          `move it to a shared pool first (vmlink vm move-disk ${cfg.name} ${d.name} --to-pool POOL), or stop the VM and move it`,
+        ),
+      );
+      continue;
     }
+    const sizeMiB = d.sizeMiB ?? UNKNOWN_DISK_MIB;
     checks.push(
       warn(
         id,
@@ -283,7 +279,7 @@ export function explainMigration(f: MigrationFacts): MigrationExplain {
           `remove it from vms[${vm}].devices and apply, or stop the VM and move it`,
         ),
       );
-    const disks = diskChecks(cfg, f, target);
+    const disks = diskChecks(cfg, f);
     checks.push(...disks.checks);
     copied = disks.copied;
     const nets = [...new Set(cfg.nics.flatMap((n) => n.trunk?.networks ?? [n.network]))];

@@ -33,6 +33,8 @@ export const MIGRATION_JOB_POLL_MS = 100;
 export const MIGRATION_JOB_FINAL_POLL_MS = 20;
 /** A migration that has not completed in this long is cancelled (ms). */
 export const MIGRATION_TIMEOUT_MS = 10 * 60_000;
+/** The same with local disks to copy first (the source gives their copy 30 min to catch up), ms. */
+export const MIGRATION_BLOCK_TIMEOUT_MS = 40 * 60_000;
 
 /** One progress step of a migration. */
 export interface MigrationStep {
@@ -69,7 +71,10 @@ export interface MigrationReport {
   /** QEMU's total migration time (ms). */
   qemuTotalMs?: number;
   transferredBytes: number;
+  /** Local disks were copied (block migration). */
   blockMigration: boolean;
+  /** Bytes of the local disks copied before the switch-over (block migration). */
+  diskCopiedBytes?: number;
   /** The owner record's new fencing token. */
   token?: FencingToken;
 }
@@ -182,11 +187,6 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
         .join('\n')}`,
       `vm/${vm}`,
     );
-  if (explain.blockMigration)
-    throw new UnsupportedError(
-      `vm ${vm} has disks local to ${from} (${explain.copiedDisks.map((d) => d.disk).join(', ')}): block migration is not in this version; move them to a shared pool (iSCSI or NFS) first`,
-      `vm/${vm}`,
-    );
   const observed = facts.source!.vms.find((v) => v.name === vm)!;
   const owner = await deps.ownership.get(vm);
   if (!owner || owner.host !== from)
@@ -198,7 +198,10 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
   const target = migrationCalls(deps.agents(spec, to), to);
   const id = randomUUID();
 
-  step({ phase: 'prepare', note: `preparing vm ${vm} on ${to} (ports, QEMU waiting for the stream)` });
+  step({
+    phase: 'prepare',
+    note: `preparing vm ${vm} on ${to} (ports, QEMU waiting for the stream${explain.blockMigration ? `, its local disks ${explain.copiedDisks.map((d) => d.disk).join(', ')} exported to be copied` : ''})`,
+  });
   await target.incoming({ id, vm: observed.config!, configHash: observed.configHash, from });
   let job: MigrationJob;
   try {
@@ -208,7 +211,8 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
       to: { host: to, agent: peerAgentAddress(spec, to) },
       downtimeLimitMs: MIGRATION_DOWNTIME_LIMIT_MS,
     });
-    job = await follow(deps, source.job, job, step);
+    const timeoutMs = explain.blockMigration ? MIGRATION_BLOCK_TIMEOUT_MS : MIGRATION_TIMEOUT_MS;
+    job = await follow(deps, source.job, job, step, timeoutMs);
   } catch (e) {
     step({ phase: 'rollback', note: `removing the incoming vm ${vm} from ${to}; it runs on ${from}` });
     await target.abort(id).catch(() => {});
@@ -250,7 +254,8 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     ...(p?.downtimeMs !== undefined ? { downtimeMs: p.downtimeMs } : {}),
     ...(p?.totalTimeMs !== undefined ? { qemuTotalMs: p.totalTimeMs } : {}),
     transferredBytes: p?.transferredBytes ?? 0,
-    blockMigration: false,
+    blockMigration: explain.blockMigration,
+    ...(p?.diskDoneBytes !== undefined ? { diskCopiedBytes: p.diskDoneBytes } : {}),
     token: moved.token,
   };
 }
@@ -261,19 +266,27 @@ async function follow(
   get: (id: string) => Promise<MigrationJob>,
   first: MigrationJob,
   step: (s: MigrationStep) => void,
+  timeoutMs: number,
 ): Promise<MigrationJob> {
-  const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
+  const deadline = Date.now() + timeoutMs;
   let job = first;
   let last = -1;
   while (job.state === 'running') {
     if (deps.signal?.aborted) throw new VmlinkError('exec', 'the migration was cancelled');
     if (Date.now() > deadline)
-      throw new VmlinkError('timeout', `the migration did not complete in ${MIGRATION_TIMEOUT_MS} ms`);
+      throw new VmlinkError('timeout', `the migration did not complete in ${timeoutMs} ms`);
     const pass = job.progress?.dirtySyncCount ?? 0;
     await sleep(deps.pollMs ?? (pass >= 2 ? MIGRATION_JOB_FINAL_POLL_MS : MIGRATION_JOB_POLL_MS));
     job = await get(job.id);
     const p = job.progress;
-    if (p && p.totalBytes > 0) {
+    if (p?.status === 'disks' && p.diskTotalBytes) {
+      // Block migration's first phase: the local disks' copy, before memory.
+      const percent = Math.min(100, Math.round(((p.diskDoneBytes ?? 0) / p.diskTotalBytes) * 100));
+      if (percent !== last) {
+        last = percent;
+        step({ phase: 'transfer', percent, note: `disks: ${percent}% of the local disks copied` });
+      }
+    } else if (p && p.totalBytes > 0) {
       const percent = Math.min(100, Math.round(((p.totalBytes - p.remainingBytes) / p.totalBytes) * 100));
       if (percent !== last) {
         last = percent;

@@ -114,6 +114,18 @@ export interface MigrationProgress {
   totalTimeMs?: number;
   /** Why it failed (QEMU's words). */
   error?: string;
+  /** Block migration: bytes of the local disks copied so far, of those known to copy (both grow while it writes). */
+  diskDoneBytes?: number;
+  diskTotalBytes?: number;
+}
+
+/** Target of a block migration: where the source's NBD connections go, and how many bytes they may carry. */
+export interface IncomingDisks {
+  /** The unix socket of the target QEMU's NBD server. */
+  path: string;
+  maxBytes: number;
+  /** NBD connections it takes at most. */
+  maxConnections: number;
 }
 
 /** The two halves of a live migration of one VM (docs/mobility.md), where the hypervisor has them. */
@@ -124,13 +136,22 @@ export interface HypervisorMigrations {
    */
   migrateOut(
     name: string,
-    opts: { downtimeLimitMs: number; onProgress?: (p: MigrationProgress) => void; signal?: AbortSignal },
+    opts: {
+      downtimeLimitMs: number;
+      onProgress?: (p: MigrationProgress) => void;
+      signal?: AbortSignal;
+      /** Block migration: carries one NBD connection of QEMU's to the target's export (absent: local disks refused). */
+      nbdTunnel?: (conn: Socket) => void;
+    },
     relay: (stream: Socket) => Promise<void>,
   ): Promise<MigrationProgress>;
   /** Source, after a completed migration the target could not take over: the guest runs here again. */
   resumeHere(name: string): Promise<void>;
-  /** Target: starts created VM `name` paused, waiting for the stream; resolves with the socket to write it into. */
-  migrateIn(name: string, ctx?: OpContext): Promise<Socket>;
+  /**
+   * Target: starts created VM `name` paused, waiting for the stream; resolves with the socket to write it into and,
+   * when it has local disks, their NBD export (block migration).
+   */
+  migrateIn(name: string, ctx?: OpContext): Promise<{ stream: Socket; disks?: IncomingDisks }>;
   /** Target: waits until the whole state arrived. */
   awaitArrived(name: string, timeoutMs: number): Promise<void>;
   /** Target: the guest runs here and announces itself. */

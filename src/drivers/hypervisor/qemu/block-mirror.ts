@@ -15,6 +15,8 @@ type Qmp = Pick<QmpClient, 'execute'>;
 export const MIRROR_JOB_PREFIX = 'vmlink-mirror-';
 /** How often `query-block-jobs` is polled (ms). */
 export const MIRROR_POLL_MS = 100;
+/** How often a mirror's end is polled while the guest is paused for it (ms). */
+const FINISH_POLL_MS = 10;
 /** Block jobs read from one answer at most. */
 const JOBS_MAX = 64;
 
@@ -23,6 +25,8 @@ export interface MirrorSpec {
   job: string;
   source: string;
   target: string;
+  /** `full` (default): the whole disk as the guest sees it; `top`: only the top image's clusters (the target has the same backing). */
+  sync?: 'full' | 'top';
 }
 
 /** Where the mirrors stand: bytes copied of the bytes known to copy (both grow while the guest writes). */
@@ -65,14 +69,14 @@ async function queryJobs(qmp: Qmp): Promise<Map<string, z.infer<typeof JobInfoSc
   return new Map(parsed.data.map((j) => [j.id, j]));
 }
 
-/** Starts one `blockdev-mirror` (sync full) per spec; QEMU dismisses nothing itself, so every end is read. */
+/** Starts one `blockdev-mirror` per spec (sync full unless it says top); QEMU dismisses nothing itself, so every end is read. */
 export async function startMirrors(qmp: Qmp, specs: readonly MirrorSpec[]): Promise<void> {
   for (const s of specs)
     await qmp.execute('blockdev-mirror', {
       'job-id': s.job,
       device: s.source,
       target: s.target,
-      sync: 'full',
+      sync: s.sync ?? 'full',
       'auto-finalize': true,
       'auto-dismiss': false,
     });
@@ -117,7 +121,13 @@ export async function awaitMirrorsReady(
 }
 
 /** Waits until job `job` has concluded and dismisses it; throws QEMU's error when it ended with one. */
-async function awaitConcluded(qmp: Qmp, job: string, vm: string, timeoutMs: number): Promise<void> {
+async function awaitConcluded(
+  qmp: Qmp,
+  job: string,
+  vm: string,
+  timeoutMs: number,
+  pollMs = MIRROR_POLL_MS,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const j = (await queryJobs(qmp)).get(job);
@@ -132,7 +142,7 @@ async function awaitConcluded(qmp: Qmp, job: string, vm: string, timeoutMs: numb
     }
     if (Date.now() > deadline)
       throw new TimeoutError(`VM ${vm}: block job ${job} did not end within ${timeoutMs} ms`, `vm/${vm}`);
-    await sleep(MIRROR_POLL_MS);
+    await sleep(pollMs);
   }
 }
 
@@ -153,7 +163,8 @@ export async function finishMirrorsAsCopies(
   timeoutMs: number,
 ): Promise<void> {
   for (const s of specs) await qmp.execute('block-job-cancel', { device: s.job });
-  for (const s of specs) await awaitConcluded(qmp, s.job, vm, timeoutMs);
+  // The guest is paused meanwhile (a migration's switch-over): every poll interval is downtime.
+  for (const s of specs) await awaitConcluded(qmp, s.job, vm, timeoutMs, FINISH_POLL_MS);
 }
 
 /** Rollback: cancels the mirrors at once (force) and dismisses them; errors are ignored (a job may not exist). */

@@ -2,12 +2,14 @@
 // opens a TCP connection itself: the source QEMU sends to a unix socket its agent listens on in the VM's run
 // directory, the target QEMU (started with `-incoming defer`) listens on one its agent connects to, and the two agents
 // relay the stream over their mutual TLS (host certificates from the cluster CA). Pre-copy is one-way, so a plain
-// byte stream is all it needs.
+// byte stream is all it needs. Local disks are copied first (block migration, migrate-block.ts): each NBD connection
+// the source QEMU opens on a second socket is carried by its agent to the target QEMU's NBD export.
 import { chmod, chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket, connect as unixConnect } from 'node:net';
 import { InvalidStateError, TimeoutError } from '../../../shared/errors.js';
 import type { OpContext } from '../../../shared/op.js';
-import type { HypervisorMigrations } from '../types.js';
+import type { HypervisorMigrations, IncomingDisks } from '../types.js';
+import type { MirrorProgress, MirrorSpec } from './block-mirror.js';
 import type { VmPaths } from './cmdline.js';
 import type { VmIdentity } from './identity.js';
 import {
@@ -21,7 +23,20 @@ import {
   startIncoming,
   startOutgoing,
 } from './migrate.js';
+import {
+  copyDisks,
+  dropCopies,
+  exportDisks,
+  finishCopies,
+  type LocalDisk,
+  localDisks,
+  NBD_CONNECTIONS_PER_DISK,
+  nbdInSocket,
+  nbdOutSocket,
+  stopExports,
+} from './migrate-block.js';
 import type { QmpClient } from './qmp.js';
+import type { StoredVm } from './vm-store.js';
 
 /** Extra QEMU arguments of an incoming VM: paused after the stream arrived (the controller's go), stream deferred. */
 export const INCOMING_ARGS = ['-S', '-incoming', 'defer'] as const;
@@ -29,12 +44,20 @@ export const INCOMING_ARGS = ['-S', '-incoming', 'defer'] as const;
 export const MIGRATION_POLL_MS = 100;
 /** How long QEMU has to connect to the source's relay socket after `migrate` (ms). */
 const CONNECT_WAIT_MS = 10_000;
+/** How long the local disks' copy may take to catch up before the migration is given up (ms). */
+export const BLOCK_COPY_TIMEOUT_MS = 30 * 60_000;
+/** How long ending the mirrors at the switch-over may take (ms): the guest is paused meanwhile. */
+const FINISH_COPY_TIMEOUT_MS = 60_000;
 
 /** Options of the source side. */
 export interface MigrateOutOptions {
   downtimeLimitMs: number;
   onProgress?: (p: MigrationProgress) => void;
   signal?: AbortSignal;
+  /** Carries one NBD connection of QEMU's to the target's export; needed when the VM has local disks. */
+  nbdTunnel?: (conn: Socket) => void;
+  /** Bounds the disks' copy (ms); default BLOCK_COPY_TIMEOUT_MS. */
+  blockCopyTimeoutMs?: number;
 }
 
 /** What the migration side needs from its driver. */
@@ -43,6 +66,7 @@ export interface VmMigrationDeps {
   identity: (name: string) => Promise<VmIdentity>;
   running: (name: string) => Promise<boolean>;
   qmp: (name: string) => Promise<QmpClient>;
+  mustStored: (name: string) => Promise<StoredVm>;
   /** Starts created VM `name`'s QEMU paused with `-incoming defer` (the driver's start, under its lock). */
   launchIncoming: (name: string, ctx?: OpContext) => Promise<void>;
   locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
@@ -71,6 +95,9 @@ export class VmMigrations implements HypervisorMigrations {
     const p = this.d.paths(name);
     const path = outSocket(p);
     const id = await this.d.identity(name);
+    const disks = localDisks(await this.d.mustStored(name));
+    if (disks.length && !opts.nbdTunnel)
+      throw new InvalidStateError(`VM ${name} has local disks and no way to copy them`, `vm/${name}`);
     await rm(path, { force: true });
     const server: Server = createServer();
     let relayed: Promise<void> | undefined;
@@ -82,16 +109,24 @@ export class VmMigrations implements HypervisorMigrations {
         resolve();
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolve());
-    });
+    await listenOwned(server, path, id);
+    const nbd = disks.length ? await this.nbdRelay(p.runDir, disks, id, opts.nbdTunnel!) : undefined;
     const qmp = await this.d.qmp(name);
+    let copies: MirrorSpec[] = [];
+    let disk: Pick<MigrationProgress, 'diskDoneBytes' | 'diskTotalBytes'> = {};
+    const onCopy = (c: MirrorProgress) => {
+      disk = { diskDoneBytes: c.doneBytes, diskTotalBytes: c.totalBytes };
+      opts.onProgress?.({ status: 'disks', transferredBytes: 0, remainingBytes: 0, totalBytes: 0, ...disk });
+    };
     try {
-      // Only the VM's own uid (its QEMU) may connect.
-      await chown(path, id.uid, id.gid);
-      await chmod(path, 0o600);
-      await prepareOutgoing(qmp, { downtimeLimitMs: opts.downtimeLimitMs });
+      if (nbd) {
+        copies = await copyDisks(qmp, nbd.path, disks, {
+          vm: name,
+          timeoutMs: opts.blockCopyTimeoutMs ?? BLOCK_COPY_TIMEOUT_MS,
+          onProgress: onCopy,
+        });
+      }
+      await prepareOutgoing(qmp, { downtimeLimitMs: opts.downtimeLimitMs, pauseBeforeSwitchover: !!nbd });
       await startOutgoing(qmp, `unix:${path}`);
       await Promise.race([
         connected,
@@ -105,19 +140,54 @@ export class VmMigrations implements HypervisorMigrations {
       const last = await awaitMigration(qmp, {
         pollMs: MIGRATION_POLL_MS,
         vm: name,
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.onProgress
+          ? { onProgress: (m: MigrationProgress) => opts.onProgress?.({ ...m, ...disk }) }
+          : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        // Paused, disks still active: the mirrors end as exact copies before QEMU lets go of the disks.
+        ...(nbd
+          ? {
+              onPreSwitchover: async () => {
+                await finishCopies(qmp, copies, name, FINISH_COPY_TIMEOUT_MS);
+                copies = [];
+              },
+            }
+          : {}),
       });
       await relayed;
-      return last;
+      return { ...last, ...disk };
     } catch (e) {
       await cancelOutgoing(qmp).catch(() => {});
+      if (copies.length) await dropCopies(qmp, copies, name).catch(() => {});
       await resumeSource(qmp).catch(() => {});
       throw e;
     } finally {
       server.close();
+      nbd?.server.close();
       await rm(path, { force: true });
+      if (nbd) await rm(nbd.path, { force: true });
     }
+  }
+
+  /**
+   * Source: listens where QEMU opens its NBD connections (only the VM's uid may connect, and at most
+   * NBD_CONNECTIONS_PER_DISK per disk); each is handed to `tunnel`.
+   */
+  private async nbdRelay(
+    runDir: string,
+    disks: readonly LocalDisk[],
+    id: VmIdentity,
+    tunnel: (conn: Socket) => void,
+  ): Promise<{ server: Server; path: string }> {
+    const path = nbdOutSocket(runDir);
+    await rm(path, { force: true });
+    let left = disks.length * NBD_CONNECTIONS_PER_DISK;
+    const server = createServer((conn) => {
+      if (left-- <= 0) return void conn.destroy();
+      tunnel(conn);
+    });
+    await listenOwned(server, path, id);
+    return { server, path };
   }
 
   /** Source, after a completed migration the target could not take over: the guest runs here again. */
@@ -129,20 +199,34 @@ export class VmMigrations implements HypervisorMigrations {
    * Target: starts created VM `name` paused, listening for the stream; resolves with a connected socket to write it
    * into (the caller pipes the source's bytes there).
    */
-  async migrateIn(name: string, ctx?: OpContext): Promise<Socket> {
+  async migrateIn(name: string, ctx?: OpContext): Promise<{ stream: Socket; disks?: IncomingDisks }> {
     if (await this.d.running(name))
       throw new InvalidStateError(
         `an incoming migration requires VM ${name} stopped here, and it runs`,
         `vm/${name}`,
       );
+    const local = localDisks(await this.d.mustStored(name));
     await this.d.launchIncoming(name, ctx);
-    const path = inSocket(this.d.paths(name));
-    await startIncoming(await this.d.qmp(name), `unix:${path}`);
-    return new Promise<Socket>((resolve, reject) => {
+    const p = this.d.paths(name);
+    const path = inSocket(p);
+    const qmp = await this.d.qmp(name);
+    let disks: IncomingDisks | undefined;
+    if (local.length) {
+      const nbd = nbdInSocket(p.runDir);
+      await rm(nbd, { force: true });
+      disks = {
+        path: nbd,
+        maxBytes: await exportDisks(qmp, nbd, local, name),
+        maxConnections: local.length * NBD_CONNECTIONS_PER_DISK,
+      };
+    }
+    await startIncoming(qmp, `unix:${path}`);
+    const stream = await new Promise<Socket>((resolve, reject) => {
       const s = unixConnect(path);
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });
+    return { stream, ...(disks ? { disks } : {}) };
   }
 
   /** Target: waits until the whole state arrived (QEMU paused, `-S`), bounded by `timeoutMs`. */
@@ -150,8 +234,25 @@ export class VmMigrations implements HypervisorMigrations {
     await awaitIncoming(await this.d.qmp(name), { timeoutMs, pollMs: MIGRATION_POLL_MS, vm: name });
   }
 
-  /** Target: the guest runs here and announces itself. */
+  /** Target: the NBD exports of a block migration go (the source ended its copies), then the guest runs here. */
   async resumeTarget(name: string): Promise<void> {
-    await resumeTarget(await this.d.qmp(name));
+    const qmp = await this.d.qmp(name);
+    await stopExports(qmp);
+    await resumeTarget(qmp);
+  }
+}
+
+/** Listens on unix socket `path` that only `id` (the VM's QEMU) may connect to. */
+async function listenOwned(server: Server, path: string, id: VmIdentity): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  try {
+    await chown(path, id.uid, id.gid);
+    await chmod(path, 0o600);
+  } catch (e) {
+    server.close();
+    throw e;
   }
 }

@@ -52,6 +52,8 @@ describe('QMP sequences of a live migration', () => {
           capabilities: [
             { capability: 'events', state: true },
             { capability: 'dirty-bitmaps', state: true },
+            // Off unless a block migration asks: a retry without local disks never stops in pre-switchover.
+            { capability: 'pause-before-switchover', state: false },
           ],
         },
       },

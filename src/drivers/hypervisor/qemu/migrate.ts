@@ -96,13 +96,23 @@ export interface OutgoingOptions {
   downtimeLimitMs: number;
   /** Bandwidth cap (bytes/s); absent: QEMU's default is lifted (the relay is the limit). */
   maxBandwidthBytes?: number;
+  /**
+   * Stop in `pre-switchover` (guest paused, disks still active) until `migrate-continue`: a block migration ends its
+   * mirrors there, before QEMU inactivates the disks. Always set, so a retry without it never stops there.
+   */
+  pauseBeforeSwitchover?: boolean;
 }
 
 /**
  * Source side, before `migrate`: the capabilities both sides share and the parameters (downtime limit, bandwidth).
  */
 export async function prepareOutgoing(qmp: Qmp, o: OutgoingOptions): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', { capabilities: [...MIGRATION_CAPABILITIES] });
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [
+      ...MIGRATION_CAPABILITIES,
+      { capability: 'pause-before-switchover', state: o.pauseBeforeSwitchover === true },
+    ],
+  });
   await qmp.execute('migrate-set-parameters', {
     'downtime-limit': o.downtimeLimitMs,
     // QEMU's default (32 MiB/s) is for shared links; the agent relays on the underlay.
@@ -117,12 +127,20 @@ export async function startOutgoing(qmp: Qmp, uri: string): Promise<void> {
 
 /**
  * Polls `query-migrate` until a final state, reporting each answer; resolves with the last one. Throws (naming
- * QEMU's reason) when it failed or was cancelled, or when `signal` aborts (after asking QEMU to cancel).
+ * QEMU's reason) when it failed or was cancelled, or when `signal` aborts (after asking QEMU to cancel). In
+ * `pre-switchover` (see `pauseBeforeSwitchover`) it runs `onPreSwitchover` once, then lets QEMU go on.
  */
 export async function awaitMigration(
   qmp: Qmp,
-  opts: { pollMs: number; onProgress?: (p: MigrationProgress) => void; signal?: AbortSignal; vm: string },
+  opts: {
+    pollMs: number;
+    onProgress?: (p: MigrationProgress) => void;
+    onPreSwitchover?: () => Promise<void>;
+    signal?: AbortSignal;
+    vm: string;
+  },
 ): Promise<MigrationProgress> {
+  let switched = false;
   for (;;) {
     if (opts.signal?.aborted) {
       await cancelOutgoing(qmp);
@@ -137,6 +155,12 @@ export async function awaitMigration(
         `migration of vm ${opts.vm} ${p.status}${p.error ? `: ${p.error}` : ''}`,
         { subject: `vm/${opts.vm}` },
       );
+    }
+    if (p.status === 'pre-switchover' && !switched) {
+      switched = true;
+      await opts.onPreSwitchover?.();
+      await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+      continue;
     }
     await untilMigrationEvent(qmp, opts.pollMs);
   }

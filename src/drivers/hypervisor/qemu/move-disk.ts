@@ -51,7 +51,11 @@ const NodeSchema = z
   .passthrough();
 
 /** The virtual size of node `node` (bytes). */
-async function virtualSize(qmp: Pick<QmpClient, 'execute'>, node: string, vm: string): Promise<number> {
+export async function virtualSize(
+  qmp: Pick<QmpClient, 'execute'>,
+  node: string,
+  vm: string,
+): Promise<number> {
   const parsed = z
     .array(NodeSchema)
     .max(NODES_MAX)
