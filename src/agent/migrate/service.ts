@@ -171,7 +171,12 @@ export class MigrationService {
       inc.timer = this.expiry(id, INCOMING_BLOCK_WAIT_MS);
     }
     const qemu = unixConnect(disks.path);
-    const ends = { destroy: () => (ws.terminate(), qemu.destroy()) };
+    const ends = {
+      destroy: () => {
+        ws.terminate();
+        qemu.destroy();
+      },
+    };
     inc.tunnels.add(ends);
     try {
       await new Promise<void>((resolve, reject) => {
