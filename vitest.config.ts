@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { gracefulStop } from './test/helpers/graceful-stop.js';
 
 // Unit tests run in parallel. Integration tests build namespaces and labs and boot real QEMU guests, so each of their
 // two lanes runs one file at a time; scripts/test-integration.sh runs the lanes side by side in two vitest processes
@@ -35,6 +36,9 @@ export const LIGHT = [
   'tuning',
 ].map((name) => `test/integration/${name}.int.test.ts`);
 
+// SIGUSR2 cancels a run and lets afterAll clean up (test/helpers/int-run.ts sends it on Ctrl-C).
+const plugins = [gracefulStop()];
+
 const integration = {
   fileParallelism: false,
   testTimeout: 240_000,
@@ -46,6 +50,7 @@ export default defineConfig({
   test: {
     projects: [
       {
+        plugins,
         test: {
           name: 'unit',
           include: ['src/**/*.test.ts', 'web/**/*.test.ts', 'test/helpers/**/*.test.ts'],
@@ -54,6 +59,7 @@ export default defineConfig({
         },
       },
       {
+        plugins,
         test: {
           name: 'integration',
           include: ['test/integration/**/*.int.test.ts'],
@@ -61,7 +67,7 @@ export default defineConfig({
           ...integration,
         },
       },
-      { test: { name: 'integration-light', include: LIGHT, ...integration } },
+      { plugins, test: { name: 'integration-light', include: LIGHT, ...integration } },
     ],
   },
 });

@@ -7,7 +7,7 @@
 //   tsx test/helpers/int-run.ts [--dry-run] [--record] [FILTER...]
 // FILTERs select files whose path contains one of them (as vitest's own filters). --dry-run prints the plan on paper
 // from the durations; --record writes the measured durations of the files that passed back to durations.json.
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -21,6 +21,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LIGHT } from '../../vitest.config.js';
+import { STOP_SIGNAL } from './graceful-stop.js';
+import { groupAlive, spawnGroup, stopGroup } from './proc-group.js';
 import { type Job, type Limits, next, order, simulate } from './schedule.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -38,6 +40,10 @@ const GROUPS: Record<string, string[]> = {
 const EXCLUSIVE = ['alerts'];
 /** The guess for a file not in durations.json yet: it starts early, so a slow new file cannot end the run late. */
 const UNKNOWN_SECONDS = 120;
+/** On SIGINT/SIGTERM, how long a file may take to end its current test and run its afterAll hooks (a test's own
+ * timeout is 240 s); a second signal cuts it short. Then its process group gets SIGTERM, and SIGKILL after KILL_MS. */
+const STOP_GRACE_MS = 300_000;
+const KILL_MS = 10_000;
 
 const envInt = (name: string, dflt: number, max: number): number => {
   const raw = process.env[name];
@@ -95,7 +101,7 @@ if (dryRun) {
 
 interface Running {
   job: Job;
-  child: ReturnType<typeof spawn>;
+  child: ChildProcess;
   started: number;
 }
 const logs = mkdtempSync(join(tmpdir(), 'vmlink-int-run-'));
@@ -104,14 +110,21 @@ const running: Running[] = [];
 const results: Array<{ job: Job; ok: boolean; ms: number }> = [];
 const t0 = Date.now();
 let stopping = false;
+/** The groups being stopped (signal or leftovers): the runner exits once they are gone. */
+const stops: Promise<void>[] = [];
+let hurry: () => void = () => {};
+const hurried = new Promise<void>((resolve) => {
+  hurry = resolve;
+});
 
 function start(job: Job): void {
   const log = join(logs, `${job.name}.log`);
   const project = job.cls === 'unit' ? 'unit' : job.cls === 'light' ? 'integration-light' : 'integration';
   const argv = ['run', '--project', project, ...(job.cls === 'unit' ? [] : [fileOf(job.name)])];
-  // The log file as stdout and stderr: the child writes on its own, the order of its lines is kept.
+  // The log file as stdout and stderr: the child writes on its own, the order of its lines is kept. A process group
+  // of its own (proc-group.ts): on a signal the runner stops the file's vitest and everything it started as a whole.
   const out = openSync(log, 'w');
-  const child = spawn(VITEST, argv, {
+  const child = spawnGroup(VITEST, argv, {
     cwd: ROOT,
     stdio: ['ignore', out, out],
     env: { ...process.env, VMLINK_VM_SLOTS: String(limits.guest) },
@@ -127,6 +140,11 @@ function start(job: Job): void {
     const ms = Date.now() - r.started;
     const ok = code === 0;
     results.push({ job, ok, ms });
+    // vitest waits for its workers: a process still in the group is one a test started and left running.
+    if (!stopping && groupAlive(child.pid!)) {
+      say(`${job.name} left processes running in its process group: stopping them`);
+      stops.push(stopGroup(child, { graceMs: 0, killMs: KILL_MS }));
+    }
     process.stdout.write(
       `\n──── ${job.name}: ${ok ? 'passed' : `FAILED (${signal ?? `exit ${code}`})`} in ${secs(ms)} s ────\n`,
     );
@@ -147,7 +165,7 @@ function fill(): void {
     queue.splice(queue.indexOf(job), 1);
     start(job);
   }
-  if (running.length === 0) finish();
+  if (running.length === 0) void Promise.all(stops).then(finish);
 }
 
 function finish(): void {
@@ -181,12 +199,21 @@ function finish(): void {
   process.exit(failed.length > 0 || queue.length > 0 ? 1 : 0);
 }
 
-// Ctrl-C or a CI timeout: the running files get SIGTERM (vitest runs their afterAll cleanup), nothing new starts.
+// Ctrl-C or a CI timeout: nothing new starts; each running file is asked to stop (graceful-stop.ts: its current test
+// ends, its afterAll hooks take its labs down), then its process group is killed. A second signal hurries.
 for (const sig of ['SIGINT', 'SIGTERM'] as const)
   process.on(sig, () => {
+    if (stopping) {
+      say(`${sig} again: killing the process groups of ${running.map((r) => r.job.name).join(', ')} now`);
+      hurry();
+      return;
+    }
     stopping = true;
-    say(`${sig}: stopping ${running.map((r) => r.job.name).join(', ')}`);
-    for (const r of running) r.child.kill('SIGTERM');
+    say(
+      `${sig}: stopping ${running.map((r) => r.job.name).join(', ')} (their afterAll cleanup runs; signal again to kill now)`,
+    );
+    for (const r of running)
+      stops.push(stopGroup(r.child, { ask: STOP_SIGNAL, graceMs: STOP_GRACE_MS, killMs: KILL_MS }, hurried));
   });
 
 if (jobs.length === 0) {
