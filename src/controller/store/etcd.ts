@@ -1,5 +1,5 @@
 // The Store interface on etcd (issue 11, part 1): the cluster's controllers share their state through it. Keys live
-// under `clusterKeys.kv`, values are JSON bounded by ETCD_VALUE_MAX_BYTES both ways, a key's version is its etcd mod
+// under `clusterKeys.kv`, values are JSON (zstd-compressed when large, value-codec.ts) bounded both ways, a key's version is its etcd mod
 // revision, and the event log and audit trail are numbered by a counter advanced by compare-and-set, so appenders
 // on two controllers never collide. Everything read from etcd is untrusted: sizes are checked before parsing.
 
@@ -11,6 +11,7 @@ import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limi
 import { KeyedQueue } from '../../shared/queue.js';
 import { sleep } from '../../shared/time.js';
 import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
+import { decodeEtcdValue, encodeEtcdPlain, encodeEtcdValue } from './value-codec.js';
 
 /** Digits of a log entry's sequence in its key (`events/0000000000000042`): keys sort as numbers do. */
 export const SEQUENCE_DIGITS = 16;
@@ -139,12 +140,12 @@ export class EtcdStore implements Store {
     const k = clusterKeys.kv(checkKey(key));
     const res = await this.call(`get ${key}`, () => this.client.get(k).exec());
     const kv = res.kvs[0];
-    return kv ? { value: decode(kv.value, key) as T, version: kv.mod_revision } : undefined;
+    return kv ? { value: decodeEtcdValue(kv.value, key) as T, version: kv.mod_revision } : undefined;
   }
 
   async put(key: string, value: unknown): Promise<void> {
     const k = clusterKeys.kv(checkKey(key));
-    const text = encode(value, key);
+    const text = encodeEtcdValue(value, key);
     await this.call(`put ${key}`, () => this.client.put(k).value(text).exec());
   }
 
@@ -162,14 +163,14 @@ export class EtcdStore implements Store {
     const kvs = await this.rangeAll(`list ${prefix || '(all)'}`, Buffer.from(start), prefixEnd(start));
     return kvs.map((kv) => {
       const key = kv.key.toString().slice(clusterKeys.kvPrefix.length);
-      return { key, value: decode(kv.value, key) as T, version: kv.mod_revision };
+      return { key, value: decodeEtcdValue(kv.value, key) as T, version: kv.mod_revision };
     });
   }
 
   async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
     const k = clusterKeys.kv(checkKey(key));
     if (expected !== null) checkVersion(expected, key);
-    const text = encode(value, key);
+    const text = encodeEtcdValue(value, key);
     const res = await this.call(`put ${key} if unchanged`, () =>
       (expected === null ? this.client.if(k, 'Create', '==', 0) : this.client.if(k, 'Mod', '==', expected))
         .then(this.client.put(k).value(text))
@@ -193,7 +194,7 @@ export class EtcdStore implements Store {
 
   /** Writes `clusterKeys.members` (the active controller, at apply). */
   async putClusterMembers(members: ClusterMembers): Promise<void> {
-    const text = encode(ClusterMembersSchema.parse(members), clusterKeys.members);
+    const text = encodeEtcdPlain(ClusterMembersSchema.parse(members), clusterKeys.members);
     await this.call('put the cluster members', () => this.client.put(clusterKeys.members).value(text).exec());
   }
 
@@ -202,7 +203,7 @@ export class EtcdStore implements Store {
     const res = await this.call('get the cluster members', () => this.client.get(clusterKeys.members).exec());
     const kv = res.kvs[0];
     if (!kv) return undefined;
-    const parsed = ClusterMembersSchema.safeParse(decode(kv.value, clusterKeys.members));
+    const parsed = ClusterMembersSchema.safeParse(decodeEtcdValue(kv.value, clusterKeys.members));
     if (!parsed.success)
       throw new InvalidStateError(
         `etcd key ${clusterKeys.members} is not a cluster membership: ${parsed.error.issues[0]?.message}`,
@@ -303,11 +304,11 @@ export class EtcdStore implements Store {
    * Returns the entry's sequence.
    */
   private append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
-    const text = encode(value, prefix);
+    const text = encodeEtcdValue(value, prefix);
     return this.appends.run(prefix, () => this.appendNow(prefix, text, keep));
   }
 
-  private async appendNow(prefix: string, text: string, keep: number | undefined): Promise<number> {
+  private async appendNow(prefix: string, text: string | Buffer, keep: number | undefined): Promise<number> {
     const cKey = counterKey(prefix);
     let state = this.counters.get(prefix) ?? (await this.readCounter(prefix));
     for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
@@ -378,7 +379,7 @@ export class EtcdStore implements Store {
       const key = kv.key.toString();
       const seq = parseSequenceKey(prefix, key);
       if (seq === undefined) continue; // not an entry (cannot be in this range, but never trust it)
-      out.push({ seq, value: decode(kv.value, key) });
+      out.push({ seq, value: decodeEtcdValue(kv.value, key) });
     }
     return out;
   }
@@ -427,32 +428,4 @@ function checkVersion(v: string, key: string): void {
       `store version of ${key} must be a revision (digits), got ${v.slice(0, 40)}`,
       key,
     );
-}
-
-/** `value` as JSON text, refused (naming `key`) when larger than ETCD_VALUE_MAX_BYTES. */
-function encode(value: unknown, key: string): string {
-  const text = JSON.stringify(value);
-  if (text === undefined)
-    throw new InvalidRequestError(`store value of ${key} is not JSON-serialisable`, key);
-  const bytes = Buffer.byteLength(text);
-  if (bytes > ETCD_VALUE_MAX_BYTES)
-    throw new InvalidRequestError(
-      `store value of ${key} is ${bytes} bytes; etcd values are limited to ${ETCD_VALUE_MAX_BYTES}`,
-      key,
-    );
-  return text;
-}
-
-/** Parses a value read from etcd: refused unparsed (naming `key`) when too large or not JSON. */
-function decode(value: Buffer, key: string): unknown {
-  if (value.length > ETCD_VALUE_MAX_BYTES)
-    throw new InvalidStateError(
-      `etcd value of ${key} is ${value.length} bytes, over the ${ETCD_VALUE_MAX_BYTES} limit: refused`,
-      key,
-    );
-  try {
-    return JSON.parse(value.toString('utf8'));
-  } catch {
-    throw new InvalidStateError(`etcd value of ${key} is not JSON`, key);
-  }
 }
