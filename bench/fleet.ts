@@ -145,7 +145,7 @@ async function main(): Promise<void> {
   const vmsApplied = Math.min(VMS, fit);
   const note =
     vmsApplied < VMS
-      ? `the applied spec carries ${vmsApplied} VMs per host, not ${VMS}: the etcd store keeps a spec's text as one value of at most 1 MiB, and ${HOSTS * VMS} VMs do not fit`
+      ? `the applied spec carries ${vmsApplied} VMs per host, not ${VMS}: a spec of ${HOSTS * VMS} VMs is over the store's value limit`
       : undefined;
   if (note) console.log(`note: ${note}`);
   const t0 = performance.now();
@@ -209,7 +209,7 @@ async function main(): Promise<void> {
     attempts++;
     try {
       await controller.apply(text, 'fleet.yaml', {
-        progress: (m) => progress.push(m),
+        progress: (m) => progress.push(`+${round((performance.now() - ta) / 1000, 1)} s ${m.split('\n')[0]!.slice(0, 160)}`),
         signal: new AbortController().signal,
       });
       break;
@@ -221,6 +221,10 @@ async function main(): Promise<void> {
     }
   }
   const applyS = round((performance.now() - ta) / 1000, 1);
+  // The apply's timeline (its progress lines, stamped), for where the time went.
+  const timeline = join(tmpdir(), `vmlink-flt-apply-${process.pid}.log`);
+  writeFileSync(timeline, `${progress.join('\n')}\n`);
+  console.log(`apply timeline: ${timeline}`);
   console.log(
     `apply: ${HOSTS} hosts, ${HOSTS * vmsApplied} VMs placed, created and started in ${applyS} s (${attempts} attempt(s))`,
   );

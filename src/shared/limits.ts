@@ -252,6 +252,10 @@ export const LAB_CONTROLLERS_MAX = 3;
 export const HA_HOSTS_MAX = 256;
 /** One etcd request (a get, a put, a transaction, a lease grant or renewal). */
 export const ETCD_REQUEST_TIMEOUT_MS = 3_000;
+/** Owner records one controller reads at once while its actions leave for the agents (a fleet's apply). */
+export const OWNER_READ_CONCURRENCY = 32;
+/** Owner records an apply writes at once (compare-and-set each, with its event). */
+export const OWNER_WRITE_CONCURRENCY = 32;
 /**
  * Largest value vmlink writes to or accepts from etcd under one key, as stored: a store value over
  * STORE_COMPRESS_MIN_BYTES is stored zstd-compressed, so this bounds the compressed bytes.

@@ -204,6 +204,31 @@ describe('etcd store: shared by several controllers', () => {
     ]);
   });
 
+  it('writes appends waiting together (one transaction), numbered in call order, pruned to the bound', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    const events = await Promise.all(Array.from({ length: 200 }, (_, i) => s.appendEvent('x', `e${i}`)));
+    expect(events.map((e) => e.id)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect((await s.events(300)).map((e) => e.message)).toEqual(events.map((e) => e.message));
+    // Far fewer revisions than appends: they went in batches.
+    const rev = Number((await admin.get(`${clusterKeys.eventsPrefix}counter`).exec()).kvs[0]!.mod_revision);
+    const base = Number(
+      (await admin.get(`${clusterKeys.eventsPrefix}${'0'.repeat(15)}1`).exec()).kvs[0]!.mod_revision,
+    );
+    expect(rev - base).toBeLessThan(100);
+    // A batch larger than the audit bound keeps only the newest `keep`.
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        s.appendAudit(`2026-01-01T00:00:${String(i).padStart(2, '0')}.000Z`, { i }, 5),
+      ),
+    );
+    expect((await s.auditEntries(undefined, 100)).map((e) => e.record)).toEqual(
+      [25, 26, 27, 28, 29].map((i) => ({ i })),
+    );
+    const left = await admin.getAll().prefix(clusterKeys.auditPrefix).keys();
+    expect(left.length).toBe(6); // 5 entries and the counter
+  });
+
   it('keeps the cluster members key (agents read it), validated', async () => {
     await wipe();
     const s = new EtcdStore(client());

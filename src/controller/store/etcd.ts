@@ -40,6 +40,10 @@ export function rangePageKeys(largestSeen: number): number {
 }
 /** Compare-and-set tries of one append before giving up (each lost try means another appender won). */
 export const APPEND_ATTEMPTS = 64;
+/** Most waiting appends written in one transaction (etcd allows 128 operations in one by default). */
+export const APPEND_BATCH_MAX = 48;
+/** Most bytes of entries one append transaction carries (etcd takes requests of 1.5 MiB by default). */
+const APPEND_BATCH_MAX_BYTES = 512 * 1024;
 
 /** The key of entry `seq` of the log under `prefix`. */
 export function sequenceKey(prefix: string, seq: number): string {
@@ -106,6 +110,14 @@ export interface EtcdStoreOptions {
   ownsClient?: boolean;
 }
 
+/** An append waiting for its log's next transaction. */
+interface PendingAppend {
+  text: string | Buffer;
+  keep: number | undefined;
+  resolve: (seq: number) => void;
+  reject: (e: unknown) => void;
+}
+
 /** A log entry read back: its sequence and the JSON it holds. */
 interface LogEntry {
   seq: number;
@@ -119,6 +131,8 @@ export class EtcdStore implements Store {
   private readonly counters = new Map<string, { counter: LogCounter; rev: string | null }>();
   /** Appends of this store run one at a time per log: only other controllers' appends compete for the counter. */
   private readonly appends = new KeyedQueue();
+  /** Appends waiting per log, written together by the next flush. */
+  private readonly pending = new Map<string, PendingAppend[]>();
   private closed = false;
 
   constructor(
@@ -301,39 +315,81 @@ export class EtcdStore implements Store {
   /**
    * Appends `value` to the log under `prefix` as entry last + 1, in one transaction with the counter's advance
    * (compare-and-set on the counter's mod revision), pruning entries `keep` or more below the new one when given.
-   * Returns the entry's sequence.
+   * Returns the entry's sequence. Appends waiting behind a running one go together in the next transaction (a group
+   * commit): an apply placing 20,000 VMs logs 20,000 events, which one round trip each made minutes.
    */
   private append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
     const text = encodeEtcdValue(value, prefix);
-    return this.appends.run(prefix, () => this.appendNow(prefix, text, keep));
+    return new Promise<number>((resolve, reject) => {
+      const queue = this.pending.get(prefix) ?? [];
+      queue.push({ text, keep, resolve, reject });
+      this.pending.set(prefix, queue);
+      void this.appends.run(prefix, () => this.flush(prefix));
+    });
   }
 
-  private async appendNow(prefix: string, text: string | Buffer, keep: number | undefined): Promise<number> {
+  /** Writes the appends waiting for `prefix` (a batch of them; a flush that finds none does nothing). */
+  private async flush(prefix: string): Promise<void> {
+    const queue = this.pending.get(prefix);
+    if (!queue?.length) return;
+    const batch = [queue.shift()!];
+    let bytes = batch[0]!.text.length;
+    while (
+      queue.length &&
+      batch.length < APPEND_BATCH_MAX &&
+      queue[0]!.keep === batch[0]!.keep &&
+      bytes + queue[0]!.text.length <= APPEND_BATCH_MAX_BYTES
+    ) {
+      bytes += queue[0]!.text.length;
+      batch.push(queue.shift()!);
+    }
+    if (!queue.length) this.pending.delete(prefix);
+    try {
+      const first = await this.appendNow(
+        prefix,
+        batch.map((b) => b.text),
+        batch[0]!.keep,
+      );
+      for (const [i, b] of batch.entries()) b.resolve(first + i);
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+    }
+  }
+
+  /** Appends `texts` as the next entries of the log under `prefix` in one transaction; returns the first's sequence. */
+  private async appendNow(
+    prefix: string,
+    texts: ReadonlyArray<string | Buffer>,
+    keep: number | undefined,
+  ): Promise<number> {
     const cKey = counterKey(prefix);
     let state = this.counters.get(prefix) ?? (await this.readCounter(prefix));
     for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
       const seq = state.counter.last + 1;
-      const entry = sequenceKey(prefix, seq);
-      // Entries below `first` are gone; everything `keep` or more below `seq` goes now.
-      const first = keep === undefined ? state.counter.first : Math.max(state.counter.first, seq - keep + 1);
-      const next: LogCounter = { last: seq, first };
+      const last = seq + texts.length - 1;
+      const entries = texts.map((_, i) => sequenceKey(prefix, seq + i));
+      // Entries below `first` are gone; everything `keep` or more below the newest goes now.
+      const first = keep === undefined ? state.counter.first : Math.max(state.counter.first, last - keep + 1);
+      const next: LogCounter = { last, first };
       const ops: IOperation[] = [
         this.client.put(cKey).value(JSON.stringify(next)),
-        this.client.put(entry).value(text),
+        // An entry already gone to the pruning is not written (a batch larger than `keep`).
+        ...texts.flatMap((t, i) => (seq + i >= first ? [this.client.put(entries[i]!).value(t)] : [])),
       ];
       if (first > state.counter.first)
         ops.push(
-          this.client
-            .delete()
-            .inRange({ start: sequenceKey(prefix, state.counter.first), end: sequenceKey(prefix, first) }),
+          this.client.delete().inRange({
+            start: sequenceKey(prefix, state.counter.first),
+            end: sequenceKey(prefix, Math.min(first, seq)),
+          }),
         );
-      const cmp =
+      let cmp =
         state.rev === null
           ? this.client.if(cKey, 'Create', '==', 0)
           : this.client.if(cKey, 'Mod', '==', state.rev);
+      for (const e of entries) cmp = cmp.and(e, 'Create', '==', 0);
       const res = await this.call(`append to ${prefix}`, () =>
         cmp
-          .and(entry, 'Create', '==', 0)
           .then(...ops)
           .else(this.client.get(cKey))
           .commit(),
