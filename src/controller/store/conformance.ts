@@ -103,7 +103,7 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
 
     it('keeps a spec-sized value whole (a 1,000-host spec is ~1.4 MB) and refuses one over its limit', async () => {
       const s = await open();
-      const spec = { text: fleetLikeText(3 << 20), source: 'fleet.yaml' };
+      const spec = { text: fleetLikeText(1_500_000), source: 'fleet.yaml' };
       await s.put('spec/current', spec);
       expect(await s.get('spec/current')).toEqual(spec);
       const v = (await s.getVersioned<typeof spec>('spec/current'))!;
