@@ -10,7 +10,7 @@
 //   and the simulator's memory per host.
 //   npx tsx bench/fleet.ts [--hosts 1000] [--vms 20] [--samples 20] [--heartbeat 10]     (no root needed)
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -97,8 +97,30 @@ function startSim(
   return { proc, next, send: (l) => proc.stdin!.write(`${l}\n`) };
 }
 
+/** What was measured so far: written as the results (with `failed`) when a later step fails. */
+const partial: Record<string, unknown> = {};
+const RESULTS = fileURLToPath(new URL('./results/fleet.json', import.meta.url));
+
+/** Writes a failed run's measurements, unless the results hold a complete run (never replaced by a failed one). */
+function writePartial(error: unknown): void {
+  try {
+    if (existsSync(RESULTS) && !('failed' in (JSON.parse(readFileSync(RESULTS, 'utf8')) as object))) return;
+  } catch {
+    // unreadable results: replace them
+  }
+  const failed = (error instanceof Error ? error.message : String(error)).split('\n')[0]!.slice(0, 500);
+  writeFileSync(RESULTS, `${JSON.stringify({ ...partial, failed, load: load1() }, null, 1)}\n`);
+}
+
 async function main(): Promise<void> {
   const info = hostInfo();
+  Object.assign(partial, {
+    at: new Date().toISOString(),
+    machine: info,
+    hosts: HOSTS,
+    vmsPerHost: VMS,
+    heartbeatSeconds: HEARTBEAT,
+  });
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-flt-'));
   onCleanup('bench directory', () => rmSync(dir, { recursive: true, force: true }));
   const hosts = hostNames(HOSTS);
@@ -120,6 +142,7 @@ async function main(): Promise<void> {
       if (moved !== VMS) throw new Error(`decide placed ${moved} of the failed host's ${VMS} VMs (${label})`);
     }
     pure[label] = dist(runs.slice(2)); // the first rounds warm the JIT
+    partial.decidePure = pure;
     console.log(`decide(), ${HOSTS} hosts x ${VMS} VMs, one failed (${label}): ${fmt(pure[label]!)}`);
   }
 
@@ -130,6 +153,7 @@ async function main(): Promise<void> {
   const planPath = fileURLToPath(new URL('../src/controller/balance/plan.ts', import.meta.url));
   if (existsSync(planPath)) balance = await benchBalance(hosts, VMS);
   else console.log(`balancer: ${balance.skipped}`);
+  partial.balance = balance;
 
   // The controller's part: a real etcd, the simulator, a controller and its API.
   const etcd = await startTestEtcd();
@@ -145,7 +169,7 @@ async function main(): Promise<void> {
   const vmsApplied = Math.min(VMS, fit);
   const note =
     vmsApplied < VMS
-      ? `the applied spec carries ${vmsApplied} VMs per host, not ${VMS}: the etcd store keeps a spec's text as one value of at most 1 MiB, and ${HOSTS * VMS} VMs do not fit`
+      ? `the applied spec carries ${vmsApplied} VMs per host, not ${VMS}: a spec of ${HOSTS * VMS} VMs is over the store's value limit`
       : undefined;
   if (note) console.log(`note: ${note}`);
   const t0 = performance.now();
@@ -173,6 +197,7 @@ async function main(): Promise<void> {
   if (!ready.ready || ready.held !== HOSTS)
     throw new Error(`the simulator did not start with every lease held: ${JSON.stringify(ready)}`);
   const startS = round((performance.now() - t0) / 1000, 1);
+  partial.simulator = { startS, rssBytesAtStart: ready.rssBytes };
   console.log(
     `simulator: ${HOSTS} hosts serving and holding leases after ${startS} s; RSS ${round(Number(ready.rssBytes) / 1048576, 0)} MiB`,
   );
@@ -202,6 +227,8 @@ async function main(): Promise<void> {
   });
   const ta = performance.now();
   const progress: string[] = [];
+  // The apply's timeline (its progress lines, stamped), for where the time went.
+  const timelineFile = join(tmpdir(), `vmlink-flt-apply-${process.pid}.log`);
   // An apply that failed part-way converges when applied again (as an operator would): on this loaded machine the
   // controller's 1,000 hosts' steps at once can outrun etcd's 3 s request deadline.
   let attempts = 0;
@@ -209,11 +236,13 @@ async function main(): Promise<void> {
     attempts++;
     try {
       await controller.apply(text, 'fleet.yaml', {
-        progress: (m) => progress.push(m),
+        progress: (m) =>
+          progress.push(`+${round((performance.now() - ta) / 1000, 1)} s ${m.split('\n')[0]!.slice(0, 160)}`),
         signal: new AbortController().signal,
       });
       break;
     } catch (e) {
+      writeFileSync(timelineFile, `${progress.join('\n')}\n`);
       if (attempts >= 4) throw e;
       console.log(
         `apply attempt ${attempts} failed (${(e as Error).message.split('\n')[0]!.slice(0, 300)}); applying again`,
@@ -221,6 +250,9 @@ async function main(): Promise<void> {
     }
   }
   const applyS = round((performance.now() - ta) / 1000, 1);
+  Object.assign(partial, { applyS, applyAttempts: attempts, vmsPerHostApplied: vmsApplied });
+  writeFileSync(timelineFile, `${progress.join('\n')}\n`);
+  console.log(`apply timeline: ${timelineFile}`);
   console.log(
     `apply: ${HOSTS} hosts, ${HOSTS * vmsApplied} VMs placed, created and started in ${applyS} s (${attempts} attempt(s))`,
   );
@@ -253,6 +285,7 @@ async function main(): Promise<void> {
       lat[label]!.push(performance.now() - s);
     }
   const apiDist = { status: dist(lat.status!), vmList: dist(lat['vm list']!) };
+  partial.api = apiDist;
   console.log(`API status (GET /v1/status, ${HOSTS} reports): ${fmt(apiDist.status)}`);
   console.log(`API vm list (GET /v1/vms, ${HOSTS * vmsApplied} VMs): ${fmt(apiDist.vmList)}`);
 
@@ -311,7 +344,7 @@ async function main(): Promise<void> {
   );
   console.log(`machine: ${info.cpuModel}, ${info.cores} cores; load ${load1()}`);
   writeFileSync(
-    fileURLToPath(new URL('./results/fleet.json', import.meta.url)),
+    RESULTS,
     `${JSON.stringify(
       {
         at: new Date().toISOString(),
@@ -380,6 +413,7 @@ main()
   .then(() => runCleanups())
   .catch(async (e: unknown) => {
     console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+    writePartial(e);
     await runCleanups();
     process.exit(1);
   });

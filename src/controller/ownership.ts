@@ -11,6 +11,8 @@ import {
   ownerKey,
 } from '../shared/cluster.js';
 import { InvalidStateError, VmlinkError } from '../shared/errors.js';
+import { OWNER_READ_CONCURRENCY } from '../shared/limits.js';
+import { Limiter } from '../shared/queue.js';
 import type { OwnerHint } from '../spec/placement.js';
 import type { Spec, UnplacedSpec } from '../spec/schema.js';
 import type { AgentFactory, AgentPort } from './hosts.js';
@@ -117,13 +119,16 @@ export function fencedVmOf(action: AgentAction): string | undefined {
  * it anyway, this says where the VM is owned.
  */
 export function withOwnership(agents: AgentFactory, ownership: OwnershipStore): AgentFactory {
+  // One apply of a big fleet sends every host's steps at once: 1,000 hosts x 20 VMs made 20,000 owner reads at once,
+  // and etcd's answers then outran its request deadline. Bounded, they queue here instead.
+  const reads = new Limiter(OWNER_READ_CONCURRENCY);
   return (spec, host) => {
     const agent = agents(spec, host);
     if (!spec.cluster) return agent;
     const attach = async (action: AgentAction): Promise<AgentAction> => {
       const vm = fencedVmOf(action);
       if (vm === undefined) return action;
-      const owner = await ownership.get(vm);
+      const owner = await reads.run(() => ownership.get(vm));
       if (!owner)
         throw new InvalidStateError(
           `vm ${vm} has no owner record, so no host may start it; apply the spec to place it`,

@@ -15,6 +15,9 @@ import type { Store } from './store/types.js';
 /** How long `vm list` waits for a guest agent to name its addresses before it falls back to DHCP leases. */
 export const GUEST_ADDRESS_TIMEOUT_MS = 5_000;
 
+/** `localeCompare`'s order, with the collator made once (20,000 names sort in ms, not a second). */
+const byName = new Intl.Collator();
+
 /** How long `status` asks a host the heartbeat monitor found unreachable before it says so. */
 export const UNREACHABLE_RECHECK_MS = 2_000;
 
@@ -150,10 +153,17 @@ export class Views {
     const { hosts } = await this.status();
     const desired = resolveSpec(cur.spec);
     const reports = hosts.flatMap((h) => (h.report ? [h.report] : []));
+    // Indexed once: at 1,000 hosts x 20 VMs, a search per VM through every host (and per NIC through every host's
+    // leases) took seconds.
+    const byHost = new Map(hosts.map((h) => [h.name, h]));
+    const observed = new Map(
+      hosts.flatMap((h) => (h.report?.vms ?? []).map((v) => [`${h.name}\0${v.name}`, v] as const)),
+    );
+    const leases = leaseIndex(reports);
     const out = await Promise.all(
       cur.spec.vms.map(async (vm): Promise<VmView> => {
-        const h = hosts.find((x) => x.name === vm.host);
-        const obs = h?.report?.vms.find((v) => v.name === vm.name);
+        const h = byHost.get(vm.host);
+        const obs = observed.get(`${vm.host}\0${vm.name}`);
         const nics = desired[vm.host]?.vms.find((v) => v.name === vm.name)?.nics ?? [];
         const guest =
           obs?.state === 'running' ? await this.guestAddresses(cur.spec, vm.host, vm.name) : undefined;
@@ -166,14 +176,15 @@ export class Views {
           memoryMiB: vm.memoryMiB,
           networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
           // The tap as the agent realised it (a VM from before readable names keeps its hashed one).
-          nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, reports)),
+          nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, leases)),
           problems: obs?.problems ?? [],
         };
       }),
     );
+    const listed = new Set(out.map((o) => o.name));
     for (const h of hosts) {
       for (const v of h.report?.vms ?? []) {
-        if (!out.some((o) => o.name === v.name))
+        if (!listed.has(v.name))
           out.push({
             name: v.name,
             host: h.name,
@@ -185,7 +196,7 @@ export class Views {
           });
       }
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name));
+    return out.sort((a, b) => byName.compare(a.name, b.name));
   }
 
   /** A network of the applied spec: its spec, and per member host what the agent observes (and its flows). */
@@ -276,7 +287,7 @@ const reachableAddress = (a: string): boolean => !/^(127\.|169\.254\.|::1\/|fe80
 export function nicView(
   nic: NicConfig,
   guest: Map<string, string[]> | undefined,
-  reports: HostReport[],
+  leases: LeaseIndex,
 ): VmNicView {
   const mac = nic.mac.toLowerCase();
   const base = {
@@ -287,13 +298,8 @@ export function nicView(
   };
   const fromGuest = guest?.get(mac);
   if (fromGuest?.length) return { ...base, addresses: fromGuest, addressSource: 'guest-agent' };
-  const leases = reports.flatMap((r) =>
-    r.networks
-      .filter((n) => n.name === nic.network)
-      .flatMap((n) => (n.leases ?? []).filter((l) => l.mac.toLowerCase() === mac)),
-  );
-  if (leases.length)
-    return { ...base, addresses: [...new Set(leases.map((l) => l.ip))], addressSource: 'dhcp-lease' };
+  const leased = nic.network === undefined ? undefined : leases.get(leaseKey(nic.network, mac));
+  if (leased?.length) return { ...base, addresses: leased, addressSource: 'dhcp-lease' };
   if (nic.staticIp)
     return {
       ...base,
@@ -301,4 +307,23 @@ export function nicView(
       addressSource: 'spec',
     };
   return { ...base, addresses: [], addressSource: 'none' };
+}
+
+/** The DHCP leases of every report by network and MAC (lower case), each address once. */
+export type LeaseIndex = ReadonlyMap<string, string[]>;
+
+const leaseKey = (network: string, mac: string): string => `${network}\0${mac}`;
+
+/** Indexes the reports' DHCP leases (see `LeaseIndex`): one pass over them, not one per NIC. */
+export function leaseIndex(reports: readonly HostReport[]): LeaseIndex {
+  const out = new Map<string, string[]>();
+  for (const r of reports)
+    for (const n of r.networks)
+      for (const l of n.leases ?? []) {
+        const k = leaseKey(n.name, l.mac.toLowerCase());
+        const ips = out.get(k) ?? [];
+        if (!ips.includes(l.ip)) ips.push(l.ip);
+        out.set(k, ips);
+      }
+  return out;
 }

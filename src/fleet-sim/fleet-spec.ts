@@ -1,7 +1,7 @@
 // What a simulated fleet is made of, as data: its spec (hosts on the simulator's sockets, VMs under HA on one
 // overlay) and the HA engine's inputs for the same fleet (to time decide() at sizes a spec cannot carry).
 import type { HaHostInput, HaInputs, HaMemory, HaVmInput } from '../controller/ha/types.js';
-import { ETCD_VALUE_MAX_BYTES } from '../shared/limits.js';
+import { encodeEtcdValue } from '../controller/store/value-codec.js';
 
 /** Capacity every simulated host declares (the agent would report this machine's, shared by all of them). */
 export const SIM_HOST_CAPACITY = { cpus: 64, memoryMiB: 256 * 1024 } as const;
@@ -23,7 +23,7 @@ export const vmName = (host: string, i: number): string => `v${host}-${i}`;
 
 /**
  * The fleet's spec: every host with its simulator address and capacity, one vxlan overlay on all of them, and
- * `vmsPerHost` HA-protected VMs placed on each. Compact flow YAML: the spec is stored in one etcd value.
+ * `vmsPerHost` HA-protected VMs placed on each. Compact flow YAML.
  */
 export function fleetSpecText(f: FleetShape): string {
   const hosts = f.hosts.map(
@@ -51,12 +51,18 @@ ${vms.join('\n')}
 }
 
 /**
- * The most VMs per host (at most `wanted`) whose spec fits in one etcd value (the store keeps the applied spec's text
- * as one value of at most ETCD_VALUE_MAX_BYTES).
+ * The most VMs per host (at most `wanted`) whose spec the store keeps (its JSON within STORE_VALUE_MAX_BYTES and, as
+ * etcd stores it compressed, within one etcd value).
  */
 export function vmsPerHostThatFit(f: Omit<FleetShape, 'vmsPerHost'>, wanted: number): number {
-  for (let n = wanted; n > 0; n--)
-    if (Buffer.byteLength(fleetSpecText({ ...f, vmsPerHost: n })) <= ETCD_VALUE_MAX_BYTES - 4096) return n;
+  for (let n = wanted; n > 0; n--) {
+    try {
+      encodeEtcdValue({ text: fleetSpecText({ ...f, vmsPerHost: n }), source: 'fleet.yaml' }, 'spec/current');
+      return n;
+    } catch {
+      // Too large: try fewer.
+    }
+  }
   return 0;
 }
 

@@ -11,10 +11,10 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 import { compress } from 'zstd-napi';
-import zstd from 'zstd-napi/binding.js';
 import { BACKUP_BLOB_MAX_BYTES, BACKUP_CHUNK_BYTES, type ChunkId, type Manifest } from './backup.js';
 import { markSealedHere } from './backup-sealed.js';
 import { CorruptDataError, InvalidRequestError, KeyMismatchError } from './errors.js';
+import { boundedDecompress } from './zstd.js';
 
 /** Bytes of a backup key (AES-256). */
 export const BACKUP_KEY_BYTES = 32;
@@ -57,16 +57,6 @@ export function blobProblem(blob: Buffer): string | undefined {
 /** Whether a blob's framing and SHA-256 check out (no key: what a store and an offsite pull can check). */
 export function blobChecksumOk(blob: Buffer): boolean {
   return blobProblem(blob) === undefined;
-}
-
-/** Decompresses a zstd frame into at most `max` bytes: a frame that would expand further is refused (a bomb). */
-function boundedDecompress(src: Buffer, max: number): Buffer {
-  const declared = zstd.getFrameContentSize(src);
-  if (declared !== null && declared > max) throw new Error(`it declares ${declared} bytes, more than ${max}`);
-  // ZSTD_decompress writes into a fixed buffer and fails when the content does not fit: no growth, no window beyond it.
-  const out = Buffer.allocUnsafe(declared ?? max);
-  const n = zstd.decompress(out, src);
-  return n === out.length ? out : out.subarray(0, n);
 }
 
 /** Bytes handed to AES-GCM per call: a whole 4 MiB chunk at once runs several times slower (measured here: each

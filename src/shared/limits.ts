@@ -252,8 +252,22 @@ export const LAB_CONTROLLERS_MAX = 3;
 export const HA_HOSTS_MAX = 256;
 /** One etcd request (a get, a put, a transaction, a lease grant or renewal). */
 export const ETCD_REQUEST_TIMEOUT_MS = 3_000;
-/** Largest value vmlink writes to or accepts from etcd under one key (a spec text is the largest). */
+/** Owner records one controller reads at once while its actions leave for the agents (a fleet's apply). */
+export const OWNER_READ_CONCURRENCY = 32;
+/** Owner records an apply writes at once (compare-and-set each, with its event). */
+export const OWNER_WRITE_CONCURRENCY = 32;
+/**
+ * Largest value vmlink writes to or accepts from etcd under one key, as stored: a store value over
+ * STORE_COMPRESS_MIN_BYTES is stored zstd-compressed, so this bounds the compressed bytes.
+ */
 export const ETCD_VALUE_MAX_BYTES = 1 << 20;
+/**
+ * Largest JSON text of one Store value, both stores (a spec's text is the largest: the API takes 4 MiB of YAML, and a
+ * 1,000-host x 20-VM fleet is ~1.4 MB). Also the bound of a compressed value's expansion on read (no zip bomb).
+ */
+export const STORE_VALUE_MAX_BYTES = 16 << 20;
+/** A Store value's JSON text from this size on is stored zstd-compressed in etcd (owner records etc. stay plain). */
+export const STORE_COMPRESS_MIN_BYTES = 64 << 10;
 /**
  * Largest etcd response a client accepts (gRPC's default is 4 MiB). A range is read in pages that fit it even when
  * every value is ETCD_VALUE_MAX_BYTES: a response over it would count as a member failure and reset the connection.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedQueue, mapLimited, SerialQueue } from './queue.js';
+import { KeyedQueue, Limiter, mapLimited, SerialQueue } from './queue.js';
 import { sleep } from './time.js';
 
 describe('SerialQueue', () => {
@@ -60,5 +60,37 @@ describe('KeyedQueue', () => {
       }),
     ).rejects.toThrow('boom');
     expect(started).toEqual([0, 1]);
+  });
+});
+
+describe('Limiter', () => {
+  it('runs at most n at once, the rest in call order, and a failure frees its slot', async () => {
+    const l = new Limiter(2);
+    let now = 0;
+    let peak = 0;
+    const order: number[] = [];
+    const gates: Array<() => void> = [];
+    const job = (i: number, fail = false) =>
+      l.run(async () => {
+        order.push(i);
+        now++;
+        peak = Math.max(peak, now);
+        await new Promise<void>((r) => gates.push(r));
+        now--;
+        if (fail) throw new Error(`job ${i}`);
+        return i;
+      });
+    const all = [job(0, true), job(1), job(2), job(3), job(4)].map((p) => p.catch((e: Error) => e.message));
+    await new Promise((r) => setImmediate(r));
+    expect(l.load).toEqual({ running: 2, waiting: 3 });
+    while (gates.length || l.load.running) {
+      gates.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(await Promise.all(all)).toEqual(['job 0', 1, 2, 3, 4]);
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(peak).toBe(2);
+    expect(l.load).toEqual({ running: 0, waiting: 0 });
+    expect(() => new Limiter(0)).toThrow(RangeError);
   });
 });

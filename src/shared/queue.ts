@@ -35,6 +35,38 @@ export class KeyedQueue {
 }
 
 /**
+ * At most `n` of the functions given to `run` at once, the rest waiting in call order: bounds what many callers
+ * started side by side do to one shared service (e.g. etcd reads from every host's steps of one apply).
+ */
+export class Limiter {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(readonly n: number) {
+    if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`a limiter needs a positive count, got ${n}`);
+  }
+
+  /** Runs `fn` once fewer than `n` others run; resolves or rejects with its outcome. */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.n) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      // Hand the slot straight to the next waiter (the count stays), else free it.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
+  /** Calls running now and waiting (for tests). */
+  get load(): { running: number; waiting: number } {
+    return { running: this.running, waiting: this.waiting.length };
+  }
+}
+
+/**
  * Calls `fn` on every item with at most `n` calls running at once and resolves with the results in item order; after
  * the first failure no new call starts, the running ones finish, and that failure rejects.
  */

@@ -1,15 +1,22 @@
 // The etcd store against a real etcd (one member on loopback): the same conformance suite SQLite passes, plus what
 // only a shared, networked store has: two stores (two controllers) on one etcd, concurrent appenders, values over
 // the limit, pages larger than the client accepts, and etcd going away and coming back.
+import { randomBytes } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { storeConformance } from '../../src/controller/store/conformance.js';
+import { compress } from 'zstd-napi';
+import { fleetLikeText, storeConformance } from '../../src/controller/store/conformance.js';
 import { EtcdStore, isEtcdStore, RANGE_PAGE_KEYS } from '../../src/controller/store/etcd.js';
 import { openStore, storeKind } from '../../src/controller/store/registry.js';
 import { clusterKeys, ETCD_PREFIX } from '../../src/shared/cluster.js';
 import { InvalidRequestError, InvalidStateError, UnavailableError } from '../../src/shared/errors.js';
 import { etcdClient } from '../../src/shared/etcd.js';
-import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../src/shared/limits.js';
+import {
+  ETCD_RESPONSE_MAX_BYTES,
+  ETCD_VALUE_MAX_BYTES,
+  STORE_VALUE_MAX_BYTES,
+} from '../../src/shared/limits.js';
+import { ZSTD_MAGIC } from '../../src/shared/zstd.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 
 let etcd: TestEtcd;
@@ -124,11 +131,16 @@ describe('etcd store: shared by several controllers', () => {
     await Promise.all(Array.from({ length: n }, (_, i) => s.put(`many/${String(i).padStart(4, '0')}`, i)));
     const many = await s.list<number>('many/');
     expect(many.map((e) => e.value)).toEqual(Array.from({ length: n }, (_, i) => i));
-    // Values at the limit, more of them than one response may hold in all: every page still fits.
+    // Values at the limit as stored (plain, as an older vmlink wrote them: the store would compress these), more of
+    // them than one response may hold in all: every page still fits.
     const big = 'x'.repeat(ETCD_VALUE_MAX_BYTES - 100);
     const count = RANGE_PAGE_KEYS + 3;
     expect(count * ETCD_VALUE_MAX_BYTES).toBeGreaterThan(ETCD_RESPONSE_MAX_BYTES);
-    for (let i = 0; i < count; i++) await s.put(`big/${String(i).padStart(3, '0')}`, { i, big });
+    for (let i = 0; i < count; i++)
+      await admin
+        .put(clusterKeys.kv(`big/${String(i).padStart(3, '0')}`))
+        .value(JSON.stringify({ i, big }))
+        .exec();
     const bigs = await s.list<{ i: number; big: string }>('big/');
     expect(bigs.map((e) => e.value.i)).toEqual(Array.from({ length: count }, (_, i) => i));
     expect(bigs.every((e) => e.value.big.length === big.length)).toBe(true);
@@ -138,8 +150,13 @@ describe('etcd store: shared by several controllers', () => {
   it('refuses a value over the limit on write, and one found in etcd on read, naming the key', async () => {
     await wipe();
     const s = new EtcdStore(client());
-    const tooBig = 'x'.repeat(ETCD_VALUE_MAX_BYTES);
+    const tooBig = 'x'.repeat(STORE_VALUE_MAX_BYTES);
     await expect(s.put('specs/huge', tooBig)).rejects.toThrow(InvalidRequestError);
+    // Over the etcd value limit even compressed (incompressible): refused, naming both sizes.
+    const noise = randomBytes(ETCD_VALUE_MAX_BYTES).toString('base64');
+    await expect(s.put('specs/huge', noise)).rejects.toThrow(
+      /specs\/huge is \d+ bytes of JSON, \d+ compressed/,
+    );
     await expect(s.put('specs/huge', tooBig)).rejects.toThrow(/specs\/huge/);
     await expect(s.putIf('specs/huge', tooBig, null)).rejects.toThrow(InvalidRequestError);
     await expect(s.appendEvent('x', tooBig)).rejects.toThrow(InvalidRequestError);
@@ -151,6 +168,12 @@ describe('etcd store: shared by several controllers', () => {
       .exec();
     await expect(s.get('specs/planted')).rejects.toThrow(InvalidStateError);
     await expect(s.list('specs/')).rejects.toThrow(/specs\/planted/);
+    // A planted zip bomb (a few KiB expanding past the store's value limit): refused by its declared size.
+    await admin
+      .put(clusterKeys.kv('specs/bomb'))
+      .value(compress(Buffer.alloc(STORE_VALUE_MAX_BYTES + 1, 0x20)))
+      .exec();
+    await expect(s.get('specs/bomb')).rejects.toThrow(/specs\/bomb .*declares/);
     await admin.put(clusterKeys.kv('specs/garbage')).value('{not json').exec();
     await expect(s.get('specs/garbage')).rejects.toThrow(/not JSON/);
     // A tampered counter is refused, not trusted.
@@ -161,6 +184,49 @@ describe('etcd store: shared by several controllers', () => {
     const t0 = Date.now();
     expect(await s.auditEntries(undefined, 1_000_000)).toEqual([]);
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('stores a large value compressed as one key, and still reads one stored plain', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    const spec = { text: fleetLikeText(1_500_000), source: 'fleet.yaml' };
+    await s.put('spec/current', spec);
+    const stored = (await admin.get(clusterKeys.kv('spec/current')).buffer())!;
+    expect(stored.subarray(0, 4)).toEqual(ZSTD_MAGIC);
+    expect(stored.length).toBeLessThan(ETCD_VALUE_MAX_BYTES / 4);
+    expect(await s.get('spec/current')).toEqual(spec);
+    // A plain value written by an older vmlink reads as before.
+    const old = { text: fleetLikeText(500_000), source: 'old.yaml' };
+    await admin.put(clusterKeys.kv('spec/last-good')).value(JSON.stringify(old)).exec();
+    expect(await s.list('spec/')).toEqual([
+      { key: 'spec/current', value: spec },
+      { key: 'spec/last-good', value: old },
+    ]);
+  });
+
+  it('writes appends waiting together (one transaction), numbered in call order, pruned to the bound', async () => {
+    await wipe();
+    const s = new EtcdStore(client());
+    const events = await Promise.all(Array.from({ length: 200 }, (_, i) => s.appendEvent('x', `e${i}`)));
+    expect(events.map((e) => e.id)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect((await s.events(300)).map((e) => e.message)).toEqual(events.map((e) => e.message));
+    // Far fewer revisions than appends: they went in batches.
+    const rev = Number((await admin.get(`${clusterKeys.eventsPrefix}counter`).exec()).kvs[0]!.mod_revision);
+    const base = Number(
+      (await admin.get(`${clusterKeys.eventsPrefix}${'0'.repeat(15)}1`).exec()).kvs[0]!.mod_revision,
+    );
+    expect(rev - base).toBeLessThan(100);
+    // A batch larger than the audit bound keeps only the newest `keep`.
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        s.appendAudit(`2026-01-01T00:00:${String(i).padStart(2, '0')}.000Z`, { i }, 5),
+      ),
+    );
+    expect((await s.auditEntries(undefined, 100)).map((e) => e.record)).toEqual(
+      [25, 26, 27, 28, 29].map((i) => ({ i })),
+    );
+    const left = await admin.getAll().prefix(clusterKeys.auditPrefix).keys();
+    expect(left.length).toBe(6); // 5 entries and the counter
   });
 
   it('keeps the cluster members key (agents read it), validated', async () => {

@@ -1,5 +1,20 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { InvalidRequestError } from '../../shared/errors.js';
+import { STORE_VALUE_MAX_BYTES } from '../../shared/limits.js';
 import type { Store } from './types.js';
+
+/** A spec-like text of about `bytes` (a fleet's YAML: names and numbers that vary, as zstd finds them). */
+export function fleetLikeText(bytes: number): string {
+  const lines: string[] = [];
+  let n = 0;
+  for (let i = 0; n < bytes; i++) {
+    const h = String(i % 1000).padStart(4, '0');
+    const line = `  - name: vm-h${h}-${String(i).padStart(5, '0')}\n    host: h${h}\n    cpus: ${1 + (i % 4)}\n    memory: ${256 << (i % 3)}Mi\n    nics: [{ network: overlay, mac: "52:54:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}" }]\n`;
+    lines.push(line);
+    n += line.length;
+  }
+  return lines.join('');
+}
 
 /** The shared conformance suite every Store implementation must pass. */
 export function storeConformance(name: string, make: () => Promise<Store>): void {
@@ -84,6 +99,23 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
       const v = (await s.putIf('race', 0, null))!;
       const results = await Promise.all(Array.from({ length: 8 }, (_, i) => s.putIf('race', i + 1, v)));
       expect(results.filter((r) => r !== undefined)).toHaveLength(1);
+    });
+
+    it('keeps a spec-sized value whole (a 1,000-host spec is ~1.4 MB) and refuses one over its limit', async () => {
+      const s = await open();
+      const spec = { text: fleetLikeText(1_500_000), source: 'fleet.yaml' };
+      await s.put('spec/current', spec);
+      expect(await s.get('spec/current')).toEqual(spec);
+      const v = (await s.getVersioned<typeof spec>('spec/current'))!;
+      expect(v.value.text).toHaveLength(spec.text.length);
+      const next = { ...spec, source: 'next.yaml' };
+      expect(await s.putIf('spec/current', next, v.version)).toBeDefined();
+      expect((await s.list<typeof spec>('spec/')).map((e) => e.value.source)).toEqual(['next.yaml']);
+      // Over the limit: refused naming the key, and the value before stays whole.
+      const tooBig = { text: 'x'.repeat(STORE_VALUE_MAX_BYTES) };
+      await expect(s.put('spec/current', tooBig)).rejects.toThrow(InvalidRequestError);
+      await expect(s.putIf('spec/current', tooBig, null)).rejects.toThrow(/spec\/current/);
+      expect(await s.get('spec/current')).toEqual(next);
     });
 
     it('keeps events in order and returns the newest', async () => {

@@ -1,5 +1,5 @@
 // The Store interface on etcd (issue 11, part 1): the cluster's controllers share their state through it. Keys live
-// under `clusterKeys.kv`, values are JSON bounded by ETCD_VALUE_MAX_BYTES both ways, a key's version is its etcd mod
+// under `clusterKeys.kv`, values are JSON (zstd-compressed when large, value-codec.ts) bounded both ways, a key's version is its etcd mod
 // revision, and the event log and audit trail are numbered by a counter advanced by compare-and-set, so appenders
 // on two controllers never collide. Everything read from etcd is untrusted: sizes are checked before parsing.
 
@@ -11,6 +11,7 @@ import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limi
 import { KeyedQueue } from '../../shared/queue.js';
 import { sleep } from '../../shared/time.js';
 import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
+import { decodeEtcdValue, encodeEtcdPlain, encodeEtcdValue } from './value-codec.js';
 
 /** Digits of a log entry's sequence in its key (`events/0000000000000042`): keys sort as numbers do. */
 export const SEQUENCE_DIGITS = 16;
@@ -39,6 +40,10 @@ export function rangePageKeys(largestSeen: number): number {
 }
 /** Compare-and-set tries of one append before giving up (each lost try means another appender won). */
 export const APPEND_ATTEMPTS = 64;
+/** Most waiting appends written in one transaction (etcd allows 128 operations in one by default). */
+export const APPEND_BATCH_MAX = 48;
+/** Most bytes of entries one append transaction carries (etcd takes requests of 1.5 MiB by default). */
+const APPEND_BATCH_MAX_BYTES = 512 * 1024;
 
 /** The key of entry `seq` of the log under `prefix`. */
 export function sequenceKey(prefix: string, seq: number): string {
@@ -105,6 +110,14 @@ export interface EtcdStoreOptions {
   ownsClient?: boolean;
 }
 
+/** An append waiting for its log's next transaction. */
+interface PendingAppend {
+  text: string | Buffer;
+  keep: number | undefined;
+  resolve: (seq: number) => void;
+  reject: (e: unknown) => void;
+}
+
 /** A log entry read back: its sequence and the JSON it holds. */
 interface LogEntry {
   seq: number;
@@ -118,6 +131,8 @@ export class EtcdStore implements Store {
   private readonly counters = new Map<string, { counter: LogCounter; rev: string | null }>();
   /** Appends of this store run one at a time per log: only other controllers' appends compete for the counter. */
   private readonly appends = new KeyedQueue();
+  /** Appends waiting per log, written together by the next flush. */
+  private readonly pending = new Map<string, PendingAppend[]>();
   private closed = false;
 
   constructor(
@@ -139,12 +154,12 @@ export class EtcdStore implements Store {
     const k = clusterKeys.kv(checkKey(key));
     const res = await this.call(`get ${key}`, () => this.client.get(k).exec());
     const kv = res.kvs[0];
-    return kv ? { value: decode(kv.value, key) as T, version: kv.mod_revision } : undefined;
+    return kv ? { value: decodeEtcdValue(kv.value, key) as T, version: kv.mod_revision } : undefined;
   }
 
   async put(key: string, value: unknown): Promise<void> {
     const k = clusterKeys.kv(checkKey(key));
-    const text = encode(value, key);
+    const text = encodeEtcdValue(value, key);
     await this.call(`put ${key}`, () => this.client.put(k).value(text).exec());
   }
 
@@ -162,14 +177,14 @@ export class EtcdStore implements Store {
     const kvs = await this.rangeAll(`list ${prefix || '(all)'}`, Buffer.from(start), prefixEnd(start));
     return kvs.map((kv) => {
       const key = kv.key.toString().slice(clusterKeys.kvPrefix.length);
-      return { key, value: decode(kv.value, key) as T, version: kv.mod_revision };
+      return { key, value: decodeEtcdValue(kv.value, key) as T, version: kv.mod_revision };
     });
   }
 
   async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
     const k = clusterKeys.kv(checkKey(key));
     if (expected !== null) checkVersion(expected, key);
-    const text = encode(value, key);
+    const text = encodeEtcdValue(value, key);
     const res = await this.call(`put ${key} if unchanged`, () =>
       (expected === null ? this.client.if(k, 'Create', '==', 0) : this.client.if(k, 'Mod', '==', expected))
         .then(this.client.put(k).value(text))
@@ -193,7 +208,7 @@ export class EtcdStore implements Store {
 
   /** Writes `clusterKeys.members` (the active controller, at apply). */
   async putClusterMembers(members: ClusterMembers): Promise<void> {
-    const text = encode(ClusterMembersSchema.parse(members), clusterKeys.members);
+    const text = encodeEtcdPlain(ClusterMembersSchema.parse(members), clusterKeys.members);
     await this.call('put the cluster members', () => this.client.put(clusterKeys.members).value(text).exec());
   }
 
@@ -202,7 +217,7 @@ export class EtcdStore implements Store {
     const res = await this.call('get the cluster members', () => this.client.get(clusterKeys.members).exec());
     const kv = res.kvs[0];
     if (!kv) return undefined;
-    const parsed = ClusterMembersSchema.safeParse(decode(kv.value, clusterKeys.members));
+    const parsed = ClusterMembersSchema.safeParse(decodeEtcdValue(kv.value, clusterKeys.members));
     if (!parsed.success)
       throw new InvalidStateError(
         `etcd key ${clusterKeys.members} is not a cluster membership: ${parsed.error.issues[0]?.message}`,
@@ -300,39 +315,81 @@ export class EtcdStore implements Store {
   /**
    * Appends `value` to the log under `prefix` as entry last + 1, in one transaction with the counter's advance
    * (compare-and-set on the counter's mod revision), pruning entries `keep` or more below the new one when given.
-   * Returns the entry's sequence.
+   * Returns the entry's sequence. Appends waiting behind a running one go together in the next transaction (a group
+   * commit): an apply placing 20,000 VMs logs 20,000 events, which one round trip each made minutes.
    */
   private append(prefix: string, value: unknown, keep: number | undefined): Promise<number> {
-    const text = encode(value, prefix);
-    return this.appends.run(prefix, () => this.appendNow(prefix, text, keep));
+    const text = encodeEtcdValue(value, prefix);
+    return new Promise<number>((resolve, reject) => {
+      const queue = this.pending.get(prefix) ?? [];
+      queue.push({ text, keep, resolve, reject });
+      this.pending.set(prefix, queue);
+      void this.appends.run(prefix, () => this.flush(prefix));
+    });
   }
 
-  private async appendNow(prefix: string, text: string, keep: number | undefined): Promise<number> {
+  /** Writes the appends waiting for `prefix` (a batch of them; a flush that finds none does nothing). */
+  private async flush(prefix: string): Promise<void> {
+    const queue = this.pending.get(prefix);
+    if (!queue?.length) return;
+    const batch = [queue.shift()!];
+    let bytes = batch[0]!.text.length;
+    while (
+      queue.length &&
+      batch.length < APPEND_BATCH_MAX &&
+      queue[0]!.keep === batch[0]!.keep &&
+      bytes + queue[0]!.text.length <= APPEND_BATCH_MAX_BYTES
+    ) {
+      bytes += queue[0]!.text.length;
+      batch.push(queue.shift()!);
+    }
+    if (!queue.length) this.pending.delete(prefix);
+    try {
+      const first = await this.appendNow(
+        prefix,
+        batch.map((b) => b.text),
+        batch[0]!.keep,
+      );
+      for (const [i, b] of batch.entries()) b.resolve(first + i);
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+    }
+  }
+
+  /** Appends `texts` as the next entries of the log under `prefix` in one transaction; returns the first's sequence. */
+  private async appendNow(
+    prefix: string,
+    texts: ReadonlyArray<string | Buffer>,
+    keep: number | undefined,
+  ): Promise<number> {
     const cKey = counterKey(prefix);
     let state = this.counters.get(prefix) ?? (await this.readCounter(prefix));
     for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
       const seq = state.counter.last + 1;
-      const entry = sequenceKey(prefix, seq);
-      // Entries below `first` are gone; everything `keep` or more below `seq` goes now.
-      const first = keep === undefined ? state.counter.first : Math.max(state.counter.first, seq - keep + 1);
-      const next: LogCounter = { last: seq, first };
+      const last = seq + texts.length - 1;
+      const entries = texts.map((_, i) => sequenceKey(prefix, seq + i));
+      // Entries below `first` are gone; everything `keep` or more below the newest goes now.
+      const first = keep === undefined ? state.counter.first : Math.max(state.counter.first, last - keep + 1);
+      const next: LogCounter = { last, first };
       const ops: IOperation[] = [
         this.client.put(cKey).value(JSON.stringify(next)),
-        this.client.put(entry).value(text),
+        // An entry already gone to the pruning is not written (a batch larger than `keep`).
+        ...texts.flatMap((t, i) => (seq + i >= first ? [this.client.put(entries[i]!).value(t)] : [])),
       ];
       if (first > state.counter.first)
         ops.push(
-          this.client
-            .delete()
-            .inRange({ start: sequenceKey(prefix, state.counter.first), end: sequenceKey(prefix, first) }),
+          this.client.delete().inRange({
+            start: sequenceKey(prefix, state.counter.first),
+            end: sequenceKey(prefix, Math.min(first, seq)),
+          }),
         );
-      const cmp =
+      let cmp =
         state.rev === null
           ? this.client.if(cKey, 'Create', '==', 0)
           : this.client.if(cKey, 'Mod', '==', state.rev);
+      for (const e of entries) cmp = cmp.and(e, 'Create', '==', 0);
       const res = await this.call(`append to ${prefix}`, () =>
         cmp
-          .and(entry, 'Create', '==', 0)
           .then(...ops)
           .else(this.client.get(cKey))
           .commit(),
@@ -378,7 +435,7 @@ export class EtcdStore implements Store {
       const key = kv.key.toString();
       const seq = parseSequenceKey(prefix, key);
       if (seq === undefined) continue; // not an entry (cannot be in this range, but never trust it)
-      out.push({ seq, value: decode(kv.value, key) });
+      out.push({ seq, value: decodeEtcdValue(kv.value, key) });
     }
     return out;
   }
@@ -427,32 +484,4 @@ function checkVersion(v: string, key: string): void {
       `store version of ${key} must be a revision (digits), got ${v.slice(0, 40)}`,
       key,
     );
-}
-
-/** `value` as JSON text, refused (naming `key`) when larger than ETCD_VALUE_MAX_BYTES. */
-function encode(value: unknown, key: string): string {
-  const text = JSON.stringify(value);
-  if (text === undefined)
-    throw new InvalidRequestError(`store value of ${key} is not JSON-serialisable`, key);
-  const bytes = Buffer.byteLength(text);
-  if (bytes > ETCD_VALUE_MAX_BYTES)
-    throw new InvalidRequestError(
-      `store value of ${key} is ${bytes} bytes; etcd values are limited to ${ETCD_VALUE_MAX_BYTES}`,
-      key,
-    );
-  return text;
-}
-
-/** Parses a value read from etcd: refused unparsed (naming `key`) when too large or not JSON. */
-function decode(value: Buffer, key: string): unknown {
-  if (value.length > ETCD_VALUE_MAX_BYTES)
-    throw new InvalidStateError(
-      `etcd value of ${key} is ${value.length} bytes, over the ${ETCD_VALUE_MAX_BYTES} limit: refused`,
-      key,
-    );
-  try {
-    return JSON.parse(value.toString('utf8'));
-  } catch {
-    throw new InvalidStateError(`etcd value of ${key} is not JSON`, key);
-  }
 }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS, type Migration, type MigrationResult, migrate } from './migrations.js';
 import type { Store, StoredAuditEntry, StoreEvent, Versioned } from './types.js';
+import { storeValueText } from './value-codec.js';
 
 /** Store on an embedded SQLite database (WAL mode); the default for one controller. */
 export class SqliteStore implements Store {
@@ -38,7 +39,7 @@ export class SqliteStore implements Store {
   }
 
   async put(key: string, value: unknown): Promise<void> {
-    this.db.transaction(() => this.write(key, JSON.stringify(value)))();
+    this.db.transaction(() => this.write(key, storeValueText(value, key)))();
   }
 
   /** Writes `key` at the next revision (inside a transaction); returns that revision. */
@@ -74,7 +75,7 @@ export class SqliteStore implements Store {
   }
 
   async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
-    const text = JSON.stringify(value);
+    const text = storeValueText(value, key);
     return this.db.transaction(() => {
       const row = this.db.prepare('SELECT version FROM kv WHERE key = ?').get(key) as
         | { version: number }
