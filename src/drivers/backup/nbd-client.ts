@@ -84,12 +84,13 @@ class Connection implements NbdConnection {
 
   constructor(
     private readonly sock: Socket,
+    reader: SocketReader,
     readonly exportName: string,
     private readonly socketPath: string,
     private readonly timeoutMs: number,
   ) {
     this.what = `NBD export ${JSON.stringify(exportName)} on ${socketPath}`;
-    this.reader = new SocketReader(sock);
+    this.reader = reader;
     this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
     sock.on('error', (e) =>
       this.fail(new UnavailableError(`${this.what}: ${e.message}`, this.socketPath, e)),
@@ -637,7 +638,9 @@ export async function connectNbd(opts: NbdConnectOptions): Promise<NbdClient> {
   for (const c of opts.contexts ?? [])
     if (c.length === 0 || Buffer.byteLength(c, 'utf8') > 4096)
       throw new InvalidRequestError(`NBD meta context ${JSON.stringify(c.slice(0, 64))} is not a valid name`);
-  const sock = connect({ path: opts.socket });
+  const reader = new SocketReader();
+  const sock = connect({ path: opts.socket, onread: reader.onread });
+  reader.attach(sock);
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => {
       sock.destroy();
@@ -654,7 +657,7 @@ export async function connectNbd(opts: NbdConnectOptions): Promise<NbdClient> {
       reject(new UnavailableError(`no NBD server on ${opts.socket}: ${e.message}`, opts.socket, e));
     });
   });
-  const conn = new Connection(sock, opts.exportName, opts.socket, timeoutMs);
+  const conn = new Connection(sock, reader, opts.exportName, opts.socket, timeoutMs);
   const timer = setTimeout(
     () =>
       conn.fail(

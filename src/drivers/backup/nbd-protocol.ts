@@ -85,48 +85,104 @@ export const NBD_PROTOCOL = {
   REPLY_FLAG_DONE,
 } as const;
 
-/** Bytes read off a socket on demand, paused while too much waits unread (so a flooding server stays bounded). */
+/** Bytes of the buffer socket reads land in while no large read waits for them (reused: never handed out). */
+const SCRATCH_BYTES = 256 * 1024;
+/** A read of at least this many bytes takes them straight off the socket into its destination (no copy). */
+const DIRECT_MIN_BYTES = 64 * 1024;
+
+/** A read waiting for bytes from the socket: its destination (none: discard), where it is and how many are left. */
+interface Sink {
+  dest: Buffer | undefined;
+  at: number;
+  left: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * Bytes read off a socket on demand, paused while too much waits unread (so a flooding server stays bounded). The
+ * socket reads into buffers this reader hands it (`onread`): a large read in progress (a 4 MiB chunk) gets the
+ * kernel's bytes straight into its destination; other bytes land in one reused scratch buffer and are copied out.
+ * Node's default allocates a fresh 64 KiB buffer per socket read, and those were copied again into the destination:
+ * on the backup path that was most of the reading thread's CPU (fresh memory is expensive to touch here).
+ */
 export class SocketReader {
   private chunks: Buffer[] = [];
   private queued = 0;
-  private wake: (() => void) | undefined;
   private failure: Error | undefined;
   private readonly highWater = 2 * NBD_PAYLOAD_MAX_BYTES;
+  private sock: Socket | undefined;
+  private readonly scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+  private sink: Sink | undefined;
+  /** The buffer handed to the socket for its next read is the sink's destination. */
+  private direct = false;
 
-  constructor(private readonly sock: Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.queued += d.length;
-      if (this.queued > this.highWater) sock.pause();
-      this.notify();
-    });
+  /** `net.connect({ ..., onread })`: the socket's reads land where this reader says. */
+  readonly onread = {
+    buffer: (): Uint8Array => this.nextBuffer(),
+    callback: (n: number, _buf: Uint8Array): boolean => {
+      this.landed(n);
+      return true; // pausing is this reader's call (`highWater`), through the socket's pause()
+    },
+  };
+
+  /** The socket made with `onread` (pausing it bounds what waits unread). */
+  attach(sock: Socket): void {
+    this.sock = sock;
   }
 
   fail(e: Error): void {
     this.failure ??= e;
-    this.notify();
+    const s = this.sink;
+    this.sink = undefined;
+    s?.reject(this.failure);
   }
 
-  private notify(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  private async waitData(): Promise<void> {
-    while (this.queued === 0) {
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
+  private nextBuffer(): Uint8Array {
+    const s = this.sink;
+    if (s?.dest && s.left >= DIRECT_MIN_BYTES) {
+      this.direct = true;
+      return s.dest.subarray(s.at, s.at + s.left);
     }
+    this.direct = false;
+    return this.scratch;
+  }
+
+  /** `n` bytes arrived: in the sink's destination (direct), else in the scratch, for the sink first, then queued. */
+  private landed(n: number): void {
+    let from = 0;
+    const s = this.sink;
+    if (this.direct) {
+      this.direct = false;
+      if (!s) return; // cannot happen: a sink ends only by bytes landing, or by a failure that ends the socket
+      from = n;
+    } else if (s) {
+      from = Math.min(n, s.left);
+      if (s.dest) this.scratch.copy(s.dest, s.at, 0, from);
+    }
+    if (s) {
+      s.at += from;
+      s.left -= from;
+      if (s.left === 0) {
+        this.sink = undefined;
+        s.resolve();
+      }
+    }
+    if (from < n) {
+      this.chunks.push(Buffer.from(this.scratch.subarray(from, n)));
+      this.queued += n - from;
+      if (this.queued > this.highWater) this.sock?.pause();
+    }
+  }
+
+  private resumeIfDrained(): void {
+    if (this.sock?.isPaused() && this.queued < this.highWater / 2) this.sock.resume();
   }
 
   /** Copies exactly `n` bytes into `dest` at `at` (or discards them when `dest` is undefined). */
   async readInto(dest: Buffer | undefined, at: number, n: number): Promise<void> {
     let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.waitData();
+    while (left > 0 && this.queued > 0) {
       const head = this.chunks[0]!;
       const take = Math.min(left, head.length);
       if (dest) head.copy(dest, at + (n - left), 0, take);
@@ -135,7 +191,13 @@ export class SocketReader {
       this.queued -= take;
       left -= take;
     }
-    if (this.sock.isPaused() && this.queued < this.highWater / 2) this.sock.resume();
+    this.resumeIfDrained();
+    if (left === 0) return;
+    if (this.failure) throw this.failure;
+    // Nothing queued: the rest comes off the socket into `dest` (one reader at a time: the protocol is sequential).
+    await new Promise<void>((resolve, reject) => {
+      this.sink = { dest, at: at + (n - left), left, resolve, reject };
+    });
   }
 
   async read(n: number): Promise<Buffer> {
@@ -146,7 +208,7 @@ export class SocketReader {
       if (head.length === n) this.chunks.shift();
       else this.chunks[0] = head.subarray(n);
       this.queued -= n;
-      if (this.sock.isPaused() && this.queued < this.highWater / 2) this.sock.resume();
+      this.resumeIfDrained();
       return out;
     }
     const buf = Buffer.allocUnsafe(n);

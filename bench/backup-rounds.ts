@@ -1,0 +1,61 @@
+// vmlink's backup side alone (bench/backup-vmlink.ts's Vmlink) over a few rounds of 1 % changes, each printed with
+// its phases: the driver to profile it under (`node --cpu-prof --import tsx bench/backup-rounds.ts`).
+//   npx tsx bench/backup-rounds.ts [--size 2048M] [--rounds 3] [--dir /tmp]
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { applyChange, makeImage } from './backup-image.js';
+import { cpuMs } from './backup-tools.js';
+import { Vmlink } from './backup-vmlink.js';
+import { sleep } from './lib.js';
+
+const MiB = 1024 * 1024;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: '2048M' },
+      rounds: { type: 'string', default: '3' },
+      dir: { type: 'string', default: '/tmp' },
+      wait: { type: 'string' },
+    },
+  });
+  const size = Number(/^(\d+)M$/.exec(values.size)?.[1] ?? Number.NaN) * MiB;
+  if (!Number.isSafeInteger(size) || size % (4 * MiB) !== 0) throw new Error('--size: e.g. 512M');
+  const dir = mkdtempSync(join(values.dir, 'vmlink-bench-backup-rounds-'));
+  chmodSync(dir, 0o700);
+  try {
+    const images = { raw: join(dir, 'disk.raw'), qcow2: join(dir, 'disk.qcow2') };
+    makeImage(images.raw, images.qcow2, size);
+    const tool = new Vmlink(join(dir, 'v'), images.qcow2, size);
+    await tool.init();
+    let sum = { ms: 0, cpu: 0 };
+    for (let r = 0; r <= Number(values.rounds); r++) {
+      if (r > 0) {
+        const change = { name: '1%', count: Math.max(1, Math.round(size / 100 / MiB)), bytes: MiB };
+        applyChange(dir, images, change, 2000 + r, size);
+      }
+      // A profiler attached from outside (perf record -p) starts here: `--wait FILE` waits for FILE to exist.
+      if (r === 1 && values.wait) {
+        console.log(`pid ${process.pid} waits for ${values.wait}`);
+        while (!existsSync(values.wait)) await sleep(100);
+      }
+      const c0 = cpuMs();
+      const f = await tool.backup(r === 0 ? 'full' : '1%');
+      const cpu = cpuMs() - c0;
+      if (r > 0) sum = { ms: sum.ms + f.ms, cpu: sum.cpu + cpu };
+      console.log(
+        `${r === 0 ? 'full' : `1% #${r}`}  ${(f.ms / 1000).toFixed(2)} s (cpu ${(cpu / 1000).toFixed(2)} s)  read ${(f.readBytes / MiB).toFixed(0)} MiB  (${f.note})`,
+      );
+    }
+    console.log(`1% rounds summed: ${(sum.ms / 1000).toFixed(2)} s (cpu ${(sum.cpu / 1000).toFixed(2)} s)`);
+    await tool.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error((e as Error).stack ?? String(e));
+  process.exit(1);
+});
