@@ -119,6 +119,25 @@ describe('BackupKeySet', () => {
     );
   });
 
+  it('seals into a given buffer when it is large enough (a view of it), else into one of its own', () => {
+    const k = BackupKeySet.fromKey(RAW);
+    const text = Buffer.alloc(BACKUP_CHUNK_BYTES, 'backup text ');
+    const noise = randomBytes(BACKUP_CHUNK_BYTES);
+    const out = Buffer.alloc(BACKUP_BLOB_MAX_BYTES, 0xee);
+    for (const plain of [text, noise, text]) {
+      const id = k.chunkId(plain);
+      const blob = k.sealChunk(id, plain, out);
+      expect(blob.buffer).toBe(out.buffer);
+      expect(blob.byteOffset).toBe(out.byteOffset);
+      expect(blobChecksumOk(blob)).toBe(true);
+      expect(k.openChunk(id, blob).equals(plain)).toBe(true);
+    }
+    const small = Buffer.alloc(1024);
+    const blob = k.sealChunk(k.chunkId(noise), noise, small);
+    expect(blob.buffer).not.toBe(small.buffer);
+    expect(k.openChunk(k.chunkId(noise), blob).equals(noise)).toBe(true);
+  });
+
   it('refuses to seal more than a chunk, or under an id that is not one', () => {
     const big = Buffer.alloc(BACKUP_CHUNK_BYTES + 1);
     expect(() => keys.sealChunk(keys.chunkId(big), big)).toThrow(InvalidRequestError);

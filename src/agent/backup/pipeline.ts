@@ -21,7 +21,8 @@ import { ChunkSender } from './pipeline-send.js';
 export interface ChunkKeys {
   readonly fingerprint: string;
   chunkId(plain: Buffer): string;
-  sealChunk(id: string, plain: Buffer): Buffer;
+  /** `out`: a buffer to build the blob in when it is large enough (the blob is then a view of it). */
+  sealChunk(id: string, plain: Buffer, out?: Buffer): Buffer;
   /** CorruptDataError naming the chunk when the blob is damaged or not that chunk's. */
   openChunk(id: string, blob: Buffer): Buffer;
   /** KeyMismatchError / CorruptDataError when the manifest was not signed by this key or was changed. */
@@ -35,6 +36,11 @@ export interface ChunkKeys {
 export interface ChunkCodec {
   identify(plain: Buffer): Promise<{ id: string; plain: Buffer }>;
   seal(id: string, plain: Buffer): Promise<Buffer>;
+  /**
+   * `seal`, building the blob in `spare` when it is large enough (the blob is then a view of it), and giving back the
+   * plain buffer when it came back from another thread (`plain`: its bytes unchanged): both for reuse.
+   */
+  sealInto(id: string, plain: Buffer, spare?: Buffer): Promise<{ blob: Buffer; plain?: Buffer }>;
   open(id: string, blob: Buffer): Promise<Buffer>;
 }
 
@@ -43,6 +49,7 @@ export function inlineCodec(keys: ChunkKeys): ChunkCodec {
   return {
     identify: async (plain) => ({ id: keys.chunkId(plain), plain }),
     seal: async (id, plain) => keys.sealChunk(id, plain),
+    sealInto: async (id, plain, spare) => ({ blob: keys.sealChunk(id, plain, spare), plain }),
     open: async (id, blob) => keys.openChunk(id, blob),
   };
 }

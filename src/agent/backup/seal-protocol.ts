@@ -18,10 +18,21 @@ export type SealRequest =
       ab: ArrayBuffer;
       offset: number;
       length: number;
+      /** `seal`: a buffer (moved here) to build the blob in when it is large enough, and give the input back. */
+      spare?: ArrayBuffer;
     };
 
 export type SealReply =
-  | { seq: number; ok: true; id?: string; ab?: ArrayBuffer; offset?: number; length?: number }
+  | {
+      seq: number;
+      ok: true;
+      id?: string;
+      ab?: ArrayBuffer;
+      offset?: number;
+      length?: number;
+      /** `seal` with a spare: the input's buffer, moved back for reuse. */
+      input?: ArrayBuffer;
+    }
   /** `vmlink`: a VmlinkError as its wire body; otherwise a plain Error's message (kept plain on the other side). */
   | { seq: number; ok: false; error: ErrorBody; vmlink: boolean };
 

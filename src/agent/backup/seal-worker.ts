@@ -29,11 +29,18 @@ port.on('message', (m: SealRequest) => {
       if (m.op === 'identify') {
         id = k.chunkId(input);
         out = input;
-      } else if (m.op === 'seal') out = k.sealChunk(m.id!, input);
+      } else if (m.op === 'seal') out = k.sealChunk(m.id!, input, m.spare && Buffer.from(m.spare));
       else out = k.openChunk(m.id!, input);
-      const mv = movable(out);
+      // A blob built in the spare is a view of it: the spare goes back whole (offset 0), not copied.
+      const mv =
+        m.spare && out.buffer === m.spare
+          ? { ab: m.spare, offset: out.byteOffset, length: out.length }
+          : movable(out);
       transfer.push(mv.ab);
-      reply = { seq: m.seq, ok: true, ...(id ? { id } : {}), ...mv };
+      // With a spare, the input goes back too (the caller reuses its buffers); never twice in one transfer list.
+      const back = m.spare && m.ab !== mv.ab ? { input: m.ab } : {};
+      if (back.input) transfer.push(back.input);
+      reply = { seq: m.seq, ok: true, ...(id ? { id } : {}), ...mv, ...back };
     }
   } catch (e) {
     reply = { seq: m.seq, ok: false, error: toErrorBody(e), vmlink: e instanceof VmlinkError };

@@ -51,6 +51,28 @@ describe('sealing threads', () => {
     await Promise.all([a.close(), b.close()]);
   }, 60_000);
 
+  it('seal into a spare buffer and give the plain buffer back (reuse), on threads as inline', async () => {
+    const inline = { ...inlineCodec(keys), close: async () => {} };
+    for (const codec of [await threads.codecFor(keys), inline]) {
+      const c = Buffer.concat([randomBytes(MiB), Buffer.alloc(3 * MiB, 0x61)]);
+      const { id, plain } = await codec.identify(Buffer.from(c));
+      const spare = Buffer.from(new ArrayBuffer(4 * MiB + 4096));
+      const spareAb = spare.buffer;
+      const r = await codec.sealInto(id, plain, spare);
+      expect(r.blob.buffer.byteLength).toBe(4 * MiB + 4096); // built in the spare's memory, not a fresh buffer
+      expect(r.blob.byteOffset).toBe(0);
+      expect(r.plain?.equals(c)).toBe(true); // the plain buffer back, its bytes unchanged
+      expect(keys.openChunk(id, r.blob).equals(c)).toBe(true);
+      if (codec !== inline) expect(spareAb.byteLength).toBe(0); // moved to the thread and back
+      // A spare too small to hold the blob: a blob of its own, just as good.
+      const { plain: p2 } = await codec.identify(Buffer.from(c));
+      const small = await codec.sealInto(id, p2, Buffer.from(new ArrayBuffer(1024)));
+      expect(small.blob.buffer.byteLength).not.toBe(1024);
+      expect(keys.openChunk(id, small.blob).equals(c)).toBe(true);
+      await codec.close();
+    }
+  }, 60_000);
+
   it('start again after being stopped', async () => {
     await threads.close();
     const codec = await threads.codecFor(keys);

@@ -46,8 +46,15 @@ function workerEntry(): URL {
 
 interface Pending {
   op: SealOp | 'key';
-  resolve: (r: { id?: string; buf?: Buffer }) => void;
+  resolve: (r: WorkReply) => void;
   reject: (e: Error) => void;
+}
+
+/** What a thread answered: the id, the output buffer, the input buffer given back (a seal with a spare). */
+interface WorkReply {
+  id?: string;
+  buf?: Buffer;
+  input?: Buffer;
 }
 
 /** One set of started threads; a thread's failure ends the set (the next job starts a new one). */
@@ -68,11 +75,7 @@ class ThreadSet {
   }
 
   /** Sends `req` to thread `i` (the least busy when undefined); resolves with its reply. */
-  send(
-    req: SealRequest & { seq: number },
-    transfer: ArrayBuffer[],
-    i?: number,
-  ): Promise<{ id?: string; buf?: Buffer }> {
+  send(req: SealRequest & { seq: number }, transfer: ArrayBuffer[], i?: number): Promise<WorkReply> {
     if (this.failure) return Promise.reject(this.failure);
     const t = i ?? this.inFlight.indexOf(Math.min(...this.inFlight));
     return new Promise((resolve, reject) => {
@@ -111,7 +114,11 @@ class ThreadSet {
       const buf = r.ab ? Buffer.from(r.ab, r.offset, r.length) : undefined;
       // A thread's sealed blob is as much this process's as one sealed here (the store skips its checksum).
       if (buf && p.op === 'seal') markSealedHere(buf);
-      p.resolve({ ...(r.id ? { id: r.id } : {}), ...(buf ? { buf } : {}) });
+      p.resolve({
+        ...(r.id ? { id: r.id } : {}),
+        ...(buf ? { buf } : {}),
+        ...(r.input ? { input: Buffer.from(r.input) } : {}),
+      });
     }
   }
 
@@ -170,10 +177,30 @@ export class SealThreads {
 
   private codec(set: ThreadSet, kid: number): JobCodec {
     let closed = false;
-    const work = async (op: SealOp, buf: Buffer, id?: string) => {
+    const work = async (op: SealOp, buf: Buffer, id?: string, spare?: Buffer) => {
       if (closed) throw new InvalidStateError('this job has closed its sealing threads');
       const mv = movable(buf);
-      return set.send({ kind: 'work', seq: ++this.seq, kid, op, ...(id ? { id } : {}), ...mv }, [mv.ab]);
+      // A spare is moved only when it is a whole buffer of its own (and not the input's): else it stays here.
+      const sp =
+        spare &&
+        spare.byteOffset === 0 &&
+        spare.byteLength === spare.buffer.byteLength &&
+        spare.buffer !== mv.ab
+          ? (spare.buffer as ArrayBuffer)
+          : undefined;
+      const transfer = sp ? [mv.ab, sp] : [mv.ab];
+      return set.send(
+        {
+          kind: 'work',
+          seq: ++this.seq,
+          kid,
+          op,
+          ...(id ? { id } : {}),
+          ...mv,
+          ...(sp ? { spare: sp } : {}),
+        },
+        transfer,
+      );
     };
     return {
       identify: async (plain) => {
@@ -181,6 +208,10 @@ export class SealThreads {
         return { id: r.id!, plain: r.buf! };
       },
       seal: async (id, plain) => (await work('seal', plain, id)).buf!,
+      sealInto: async (id, plain, spare) => {
+        const r = await work('seal', plain, id, spare);
+        return { blob: r.buf!, ...(r.input ? { plain: r.input } : {}) };
+      },
       open: async (id, blob) => (await work('open', blob, id)).buf!,
       close: async () => {
         if (closed) return;

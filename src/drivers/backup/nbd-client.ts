@@ -440,6 +440,8 @@ class Connection implements NbdConnection {
     length: number,
     payload?: Buffer,
     context?: number,
+    /** READ: where the reply's bytes go (`length` bytes). */
+    into?: Buffer,
   ): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing)
@@ -469,7 +471,7 @@ class Connection implements NbdConnection {
         chunks: 0,
       };
       if (cmd === NbdCmd.READ) {
-        p.data = Buffer.allocUnsafe(length);
+        p.data = into ?? Buffer.allocUnsafe(length);
         p.covered = [];
         p.coveredBytes = 0;
       }
@@ -522,18 +524,35 @@ class Connection implements NbdConnection {
     return out;
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Reads [offset, offset+length). `into`: the buffer to read into (its first `length` bytes; the answer is a view of
+   * it), so that a caller reusing buffers spares a fresh allocation (and its page faults) per read.
+   */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.checkRange('read', offset, length);
     if (length > NBD_PAYLOAD_MAX_BYTES)
       throw new InvalidRequestError(
         `${this.what}: a read of ${length} bytes (at most ${NBD_PAYLOAD_MAX_BYTES})`,
       );
+    if (into && into.length < length)
+      throw new InvalidRequestError(
+        `${this.what}: a read of ${length} bytes into a buffer of ${into.length}`,
+      );
     if (length === 0) return Buffer.alloc(0);
-    if (length <= this.maxPayload) return this.request<Buffer>(NbdCmd.READ, offset, length);
-    const parts = await Promise.all(
-      this.pieces(offset, length, this.maxPayload).map(([o, n]) => this.request<Buffer>(NbdCmd.READ, o, n)),
+    const dest = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    await Promise.all(
+      this.pieces(offset, length, this.maxPayload).map(([o, n]) =>
+        this.request<Buffer>(
+          NbdCmd.READ,
+          o,
+          n,
+          undefined,
+          undefined,
+          dest.subarray(o - offset, o - offset + n),
+        ),
+      ),
     );
-    return Buffer.concat(parts);
+    return dest;
   }
 
   async write(offset: number, data: Buffer): Promise<void> {

@@ -26,7 +26,8 @@ export interface NbdConnection {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
   /** Reads `length` bytes at `offset` (at most 32 MiB per call). */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** `into`: a buffer of at least `length` bytes to read into (the answer is a view of it). */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** Writes `data` at `offset`; refused on a read-only export. */
   write(offset: number, data: Buffer): Promise<void>;
   /** Writes zeroes (NBD_CMD_WRITE_ZEROES, punching holes where the server can). */
