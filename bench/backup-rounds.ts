@@ -1,7 +1,7 @@
 // vmlink's backup side alone (bench/backup-vmlink.ts's Vmlink) over a few rounds of 1 % changes, each printed with
 // its phases: the driver to profile it under (`node --cpu-prof --import tsx bench/backup-rounds.ts`).
 //   npx tsx bench/backup-rounds.ts [--size 2048M] [--rounds 3] [--dir /tmp]
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { applyChange, makeImage } from './backup-image.js';
@@ -10,6 +10,12 @@ import { Vmlink } from './backup-vmlink.js';
 import { sleep } from './lib.js';
 
 const MiB = 1024 * 1024;
+
+/** Minor page faults of this process so far (all threads): touching fresh memory, the cost this bench hunts. */
+function minorFaults(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -41,11 +47,13 @@ async function main(): Promise<void> {
         while (!existsSync(values.wait)) await sleep(100);
       }
       const c0 = cpuMs();
+      const f0 = minorFaults();
       const f = await tool.backup(r === 0 ? 'full' : '1%');
       const cpu = cpuMs() - c0;
+      const faults = minorFaults() - f0;
       if (r > 0) sum = { ms: sum.ms + f.ms, cpu: sum.cpu + cpu };
       console.log(
-        `${r === 0 ? 'full' : `1% #${r}`}  ${(f.ms / 1000).toFixed(2)} s (cpu ${(cpu / 1000).toFixed(2)} s)  read ${(f.readBytes / MiB).toFixed(0)} MiB  (${f.note})`,
+        `${r === 0 ? 'full' : `1% #${r}`}  ${(f.ms / 1000).toFixed(2)} s (cpu ${(cpu / 1000).toFixed(2)} s)  read ${(f.readBytes / MiB).toFixed(0)} MiB  ${faults} page faults  (${f.note})`,
       );
     }
     console.log(`1% rounds summed: ${(sum.ms / 1000).toFixed(2)} s (cpu ${(sum.cpu / 1000).toFixed(2)} s)`);
