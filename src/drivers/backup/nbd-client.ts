@@ -8,13 +8,10 @@
 import { connect, type Socket } from 'node:net';
 import {
   BadResponseError,
-  ForbiddenError,
   InvalidRequestError,
-  NotFoundError,
   TimeoutError,
   UnavailableError,
   UnsupportedError,
-  VmlinkError,
 } from '../../shared/errors.js';
 import {
   NBD_BLOCK_STATUS_REQUEST_MAX_BYTES,
@@ -25,9 +22,9 @@ import {
   NBD_PAYLOAD_MAX_BYTES,
   NBD_REQUEST_TIMEOUT_MS,
 } from '../../shared/limits.js';
+import { type NbdWhere, optionError, requestError } from './nbd-errors.js';
 import {
   CMD_NAMES,
-  ERRNO_NAMES,
   FLAG_FIXED_NEWSTYLE,
   FLAG_NO_ZEROES,
   IHAVEOPT,
@@ -44,7 +41,6 @@ import {
   type Pending,
   quoted,
   REP_ERR,
-  REP_ERR_NAMES,
   REPLY_FLAG_DONE,
   REQUEST_MAGIC,
   SIMPLE_REPLY_MAGIC,
@@ -102,6 +98,10 @@ class Connection implements NbdConnection {
           : new UnavailableError(`${this.what}: the server closed the connection`, this.socketPath),
       ),
     );
+  }
+
+  private get where(): NbdWhere {
+    return { what: this.what, exportName: this.exportName, socketPath: this.socketPath };
   }
 
   /** Fails the connection: every request in flight gets `e`, the socket is destroyed. */
@@ -265,23 +265,9 @@ class Connection implements NbdConnection {
       if (length > NBD_OPTION_REPLY_MAX_BYTES)
         throw this.violation(`option reply of ${length} bytes (at most ${NBD_OPTION_REPLY_MAX_BYTES})`);
       const payload = length > 0 ? Buffer.from(await this.reader.read(length)) : Buffer.alloc(0);
-      if (type & REP_ERR) throw this.refuse(this.optionError(opt, type, payload));
+      if (type & REP_ERR) throw this.refuse(optionError(this.where, opt, type, payload));
       if (onReply(type, payload)) return;
     }
-  }
-
-  private optionError(opt: number, type: number, message: Buffer): Error {
-    const code = type & ~REP_ERR;
-    const why = `${REP_ERR_NAMES[code] ?? `error ${code}`}${message.length > 0 ? `: ${quoted(message)}` : ''}`;
-    if (code === 6) {
-      const e = new NotFoundError('NBD export', this.exportName);
-      e.message = `${this.what} not found (${why})`;
-      return e;
-    }
-    if (code === 1 || code === 4)
-      return new UnsupportedError(`${this.what}: option ${opt} ${why}`, this.socketPath);
-    if (code === 2) return new ForbiddenError(`${this.what}: option ${opt} ${why}`, this.socketPath);
-    return new UnavailableError(`${this.what}: option ${opt} ${why}`, this.socketPath);
   }
 
   // --- Transmission -------------------------------------------------------------------------------------------------
@@ -298,7 +284,7 @@ class Connection implements NbdConnection {
           throw this.violation(
             `a simple reply with data to a ${CMD_NAMES[p.cmd]} (structured replies were agreed)`,
           );
-        if (error !== 0) p.error = this.requestError(p, error);
+        if (error !== 0) p.error = requestError(this.where, p, error);
         this.finish(p);
       } else if (magic === STRUCTURED_REPLY_MAGIC) {
         const rest = await this.reader.read(16);
@@ -396,7 +382,7 @@ class Connection implements NbdConnection {
           if (!(off >= p.offset && off < p.offset + p.length))
             throw this.violation(`an error at offset ${off}, outside the request`);
         }
-        p.error ??= this.requestError(p, errno, b.subarray(6, 6 + Math.min(msgLen, length - 6)));
+        p.error ??= requestError(this.where, p, errno, b.subarray(6, 6 + Math.min(msgLen, length - 6)));
         return;
       }
     }
@@ -422,15 +408,6 @@ class Connection implements NbdConnection {
     else if (p.cmd === NbdCmd.READ) p.resolve(p.data);
     else if (p.cmd === NbdCmd.BLOCK_STATUS) p.resolve(p.extents);
     else p.resolve(undefined);
-  }
-
-  private requestError(p: Pending, errno: number, message?: Buffer): Error {
-    const name = ERRNO_NAMES[errno] ?? `error ${errno}`;
-    const msg = `${this.what}: ${CMD_NAMES[p.cmd]} of ${p.length} bytes at ${p.offset} failed: ${name}${message && message.length > 0 ? ` (${quoted(message)})` : ''}`;
-    if (errno === 1) return new ForbiddenError(msg, this.socketPath);
-    if (errno === 22 || errno === 75) return new InvalidRequestError(msg, this.socketPath);
-    if (errno === 95) return new UnsupportedError(msg, this.socketPath);
-    return new VmlinkError('unavailable', msg, { subject: this.socketPath });
   }
 
   /** Sends one request (with `payload` for writes) and resolves with its reply. */
