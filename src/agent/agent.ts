@@ -1,6 +1,6 @@
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import type { HypervisorDriver } from '../drivers/hypervisor/types.js';
+import type { HypervisorDriver, SecretValues } from '../drivers/hypervisor/types.js';
 import type { LbDriver } from '../drivers/lb/driver.js';
 import type { ItemResult, NetworkDriver, OpContext, UplinkManager } from '../drivers/network/types.js';
 import type { Runner } from '../exec/runner.js';
@@ -545,11 +545,16 @@ export class Agent {
    * A live migration's target (agent/migrate/): the incoming VM's disk sources checked, its ports ready and its
    * directory made, not started. No owner check here: its QEMU stays paused until `assertMayRun` passed.
    */
-  prepareIncoming(vm: VmConfig, configHash: string, ctx: OpContext = {}): Promise<void> {
+  prepareIncoming(
+    vm: VmConfig,
+    configHash: string,
+    ctx: OpContext = {},
+    secrets?: SecretValues,
+  ): Promise<void> {
     return this.serial(async () => {
       await this.storage.assertDiskSources(vm);
       for (const nic of vm.nics) await this.ensurePort(nic, ctx);
-      await this.deps.hypervisor.create(vm, configHash, ctx);
+      await this.deps.hypervisor.create(vm, configHash, ctx, secrets);
     });
   }
 

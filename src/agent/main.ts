@@ -196,7 +196,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const migration = new MigrationService({
     host: opts.host,
     migrations: () => hypervisor.migrations,
-    prepareIncoming: (vm, hash, ctx) => agent.prepareIncoming(vm, hash, ctx),
+    prepareIncoming: (vm, hash, ctx, secrets) => agent.prepareIncoming(vm, hash, ctx, secrets),
     assertMayRun: (name, fence) => agent.assertMayRun(name, fence),
     deleteVm: (name) => agent.execute({ kind: 'vm.delete', name }),
     tls: () => hostCreds,

@@ -15,7 +15,7 @@
 //     POST /v1/migrations/:id/rollback                      -> {ok}  (the guest runs here again)
 import { z } from 'zod';
 import { NAME_PATTERN } from '../spec/schema.js';
-import { FenceSchema, VmConfigSchema } from './wire.js';
+import { FenceSchema, SecretValuesSchema, VmConfigSchema } from './wire.js';
 
 const name = z.string().regex(NAME_PATTERN);
 const hash = z.string().min(1).max(128);
@@ -44,6 +44,11 @@ export const IncomingRequestSchema = z
     configHash: hash,
     /** The source host: only its agent's certificate may send the stream. */
     from: name,
+    /**
+     * The values the target's QEMU needs to open the VM's disks (iscsi CHAP passwords, LUKS keys), attached by the
+     * controller as the request leaves (secrets/delivery.ts), like a `vm.create`'s; kept in memory for this step.
+     */
+    secrets: SecretValuesSchema,
   })
   .strict();
 export type IncomingRequest = z.infer<typeof IncomingRequestSchema>;

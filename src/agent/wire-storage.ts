@@ -166,13 +166,21 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
       .strict(),
     // Storage-side fencing (docs/ha.md): the volume's target lets in only `owner.address` (inside the pool's
     // `clients`), every other initiator's connections are closed, and a token older than the newest seen for the
-    // volume is refused (FencedError) and changes nothing; the same token again is idempotent.
+    // volume is refused (FencedError) and changes nothing; the same token again is idempotent. `owner.peer`: a live
+    // migration's target, let in too while the VM's state streams (the same token again without it: the owner alone).
     z
       .object({
         kind: z.literal('volume.fence'),
         pool: name,
         volume: name,
-        owner: z.object({ host: name, address: Ipv4Schema, token: FencingTokenSchema }).strict(),
+        owner: z
+          .object({
+            host: name,
+            address: Ipv4Schema,
+            token: FencingTokenSchema,
+            peer: z.object({ host: name, address: Ipv4Schema }).strict().optional(),
+          })
+          .strict(),
       })
       .strict(),
     // Online resize of a running VM's disk (QMP block_resize); the volume grows through QEMU.
@@ -231,6 +239,7 @@ export const ObservedPoolsSchema = z.array(
               address: z.string().max(64),
               token: FencingTokenSchema,
               at: z.string().max(64),
+              peer: z.object({ host: z.string().max(64), address: z.string().max(64) }).optional(),
             })
             .optional(),
         }),

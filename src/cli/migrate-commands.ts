@@ -37,6 +37,8 @@ export function addMigrateCommands(program: Command, api: Api): void {
             ? `  local disks copied (block migration): ${((r.diskCopiedBytes ?? 0) / 1048576).toFixed(0)} MiB`
             : '',
           r.token ? `  owner record token ${r.token}` : '',
+          r.storage?.fenced.length ? `  iscsi volumes fenced to ${r.to}: ${r.storage.fenced.join(', ')}` : '',
+          r.storage?.error ? `  warning: iscsi volumes still let ${r.from} in: ${r.storage.error}` : '',
         ]
           .filter(Boolean)
           .join('\n'),

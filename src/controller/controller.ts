@@ -175,6 +175,7 @@ export class Controller {
       agents,
       spec: async () => (await this.specs.current())?.spec,
       ownership: this.ownership,
+      events: store,
     };
     this.lab = new LabControl(store, this.specs, runner, opts.credentials);
     const vault = this.vault;

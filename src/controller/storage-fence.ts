@@ -41,6 +41,8 @@ export interface FenceSkip {
 export interface VolumeFenceOutcome {
   vm: string;
   owner: { host: string; address?: string; token: string };
+  /** A live migration's target let in beside the owner (`peer`). */
+  peer?: { host: string; address: string };
   fenced: FenceTarget[];
   skipped: FenceSkip[];
 }
@@ -85,13 +87,15 @@ export function vmFenceTargets(spec: Spec, vm: VmSpec): { fence: FenceTarget[]; 
  * Fences the iscsi volumes of `vm` to its owner `owner` (host, token): sends `volume.fence` to each pool's storage
  * host with the owner host's underlay address (all at once), and records an event per volume fenced or skipped.
  * Throws when any fence fails (after the others were tried): a `VmlinkError` of the first failure's kind (`fenced`
- * for a stale token) naming the VM, each volume and pool, and why; the VM must not start then.
+ * for a stale token) naming the VM, each volume and pool, and why; the VM must not start then. `peer`: a live
+ * migration's target host, let in beside the owner while the VM's state streams to it (controller/migrate/).
  */
 export async function fenceVmVolumes(
   spec: Spec,
   vm: string | VmSpec,
   owner: OwnedVm,
   deps: StorageFenceDeps,
+  peer?: string,
 ): Promise<VolumeFenceOutcome> {
   const v = typeof vm === 'string' ? spec.vms.find((x) => x.name === vm) : vm;
   const name = typeof vm === 'string' ? vm : vm.name;
@@ -126,13 +130,29 @@ export async function fenceVmVolumes(
       `vm/${v.name}`,
     );
   outcome.owner.address = address;
+  if (peer !== undefined) {
+    const ph = spec.hosts.find((h) => h.name === peer);
+    const pa = ph ? hostAddress(spec, ph) : undefined;
+    if (pa === undefined)
+      throw new InvalidRequestError(
+        `VM ${v.name}: migration target ${peer} ${ph ? 'has no underlay address (hosts[].address)' : 'is not in the spec'}, so its iscsi volumes cannot let it in; nothing was fenced`,
+        `vm/${v.name}`,
+      );
+    outcome.peer = { host: peer, address: pa };
+  }
+  const to = `${owner.host}${outcome.peer ? ` and ${peer} (migrating)` : ''}`;
   const results = await Promise.allSettled(
     fence.map((t) =>
       deps.agents(spec, t.storageHost).act({
         kind: 'volume.fence',
         pool: t.pool,
         volume: t.volume,
-        owner: { host: owner.host, address, token: owner.token },
+        owner: {
+          host: owner.host,
+          address,
+          token: owner.token,
+          ...(outcome.peer ? { peer: outcome.peer } : {}),
+        },
       }),
     ),
   );
@@ -143,13 +163,13 @@ export async function fenceVmVolumes(
       outcome.fenced.push(t);
       await event(
         'storage.fenced',
-        `VM ${v.name}: volume ${t.pool}/${t.volume} fenced to ${owner.host} (${address}), token ${owner.token}`,
+        `VM ${v.name}: volume ${t.pool}/${t.volume} fenced to ${to} (${address}${outcome.peer ? `, ${outcome.peer.address}` : ''}), token ${owner.token}`,
       );
     } else {
       failures.push({ t, e: r.reason });
       await event(
         'storage.fence-failed',
-        `VM ${v.name}: volume ${t.pool}/${t.volume} (pool ${t.pool} on ${t.storageHost}) not fenced to ${owner.host}: ${(r.reason as Error).message}`,
+        `VM ${v.name}: volume ${t.pool}/${t.volume} (pool ${t.pool} on ${t.storageHost}) not fenced to ${to}: ${(r.reason as Error).message}`,
       );
     }
   }
@@ -164,7 +184,7 @@ export async function fenceVmVolumes(
     .join('; ');
   throw new VmlinkError(
     kind,
-    `VM ${v.name}: cannot fence its storage to ${owner.host} (token ${owner.token}), so it must not start there: ${why}`,
+    `VM ${v.name}: cannot fence its storage to ${to} (token ${owner.token}), so it must not ${outcome.peer ? 'migrate' : 'start there'}: ${why}`,
     { subject: `volume/${first.t.pool}/${first.t.volume}`, cause: first.e },
   );
 }

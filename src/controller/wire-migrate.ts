@@ -54,5 +54,14 @@ export const MigrationReportSchema = z
     /** Bytes of the local disks copied before the switch-over (block migration). */
     diskCopiedBytes: z.number().min(0).optional(),
     token: z.string().optional(),
+    /** The shared volumes: iscsi ones fenced to the target, nfs ones skipped (`pool/volume`), a fence's failure. */
+    storage: z
+      .object({
+        fenced: z.array(z.string().max(200)).max(64),
+        skipped: z.array(z.string().max(200)).max(64),
+        error: z.string().max(4096).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();

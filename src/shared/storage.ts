@@ -186,6 +186,8 @@ export interface VolumeFence {
   token: string;
   /** When it was fenced to this owner (ISO). */
   at: string;
+  /** A live migration's target, let in beside the owner while the VM's state streams to it (both open the LUN). */
+  peer?: { host: string; address: string };
 }
 
 /** Most sessions one volume's report lists (one per host that has it open; more is a problem to see, not list). */

@@ -1,7 +1,9 @@
 // examples/shared-storage.yaml for real: a lab with two compute hosts and a storage machine (tgtd with CHAP,
 // rpcbind + nfs-ganesha), `vmlink apply` and `vmlink verify` green including the storage paths (portals reached,
 // volumes open in QEMU, guests reading and writing them). Then a wrong CHAP secret: the apply fails saying why, the
-// VM it would have made does not exist, and doctor explains it. Throughout, neither the CHAP password nor the LUKS
+// VM it would have made does not exist, and doctor explains it. Then web, whose disks are an NFS volume and a CHAP
+// iSCSI LUN, live-migrates host2 -> host1 under a 10 ms ping from host2: its disks stay where they are, their data
+// intact and writable, and the LUN's session and fence follow it. Throughout, neither the CHAP password nor the LUKS
 // key appears in any process's command line, any file under the lab's state and run directories, or any API answer.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,7 +21,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VerifyResult } from '../../src/controller/verify.js';
+import type { HostReport } from '../../src/shared/model.js';
+import { pollUntil, sleep } from '../../src/shared/time.js';
 import { runCli } from '../helpers/cli.js';
+import { largestGap, type Pinger, startPing } from '../helpers/ping.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'itss';
@@ -41,10 +46,22 @@ const SECRETS = [CHAP, WRONG_CHAP, LUKS].flatMap((s) => [s, Buffer.from(s).toStr
 /**
  * The example on a lab of its own (a user's `ss` lab is left alone), its pools below the lab machines' own state
  * directories (nothing in /var/lib/vmlink/pools), one more iSCSI volume kept spare, an encrypted dir-pool disk, and a
- * second dir pool on host1 (`fast`) that `vm move-disk` moves db's scratch disk into.
+ * second dir pool on host1 (`fast`) that `vm move-disk` moves db's scratch disk into. For the live migration: owner
+ * records (`cluster:` on the controller's own sqlite store, as migrate.int), web gets a CHAP iSCSI LUN beside its NFS
+ * volume, and network app a gateway on host2 (the ping's source: host2's namespace reaches the overlay through it).
  */
 function specOf(extra = ''): string {
   const spec = readFileSync(EXAMPLE, 'utf8')
+    .replace('version: 1\n', 'version: 1\ncluster: { store: sqlite }\n')
+    .replace('cidr: 10.70.0.0/24 }', 'cidr: 10.70.0.0/24, gateway: { host: host2 } }')
+    .replace(
+      '  - { name: web-files, pool: nas, sizeMiB: 64 }',
+      '  - { name: web-files, pool: nas, sizeMiB: 64 }\n  - { name: web-data, pool: san, sizeMiB: 16 }',
+    )
+    .replace(
+      '      - { name: files, pool: nas, volume: web-files }',
+      '      - { name: files, pool: nas, volume: web-files }\n      - { name: data, pool: san, volume: web-data }',
+    )
     .replace(/^ {2}name: ss$/m, `  name: ${LAB}`)
     .replace(
       '{ name: local, type: dir, host: host1 }',
@@ -70,6 +87,7 @@ function specOf(extra = ''): string {
 }
 const specFile = join(root, 'spec.yaml');
 let release: (() => Promise<void>) | undefined;
+let pinger: Pinger | undefined;
 /** Every CLI answer the test saw: none may carry a secret. */
 const answers: string[] = [];
 
@@ -103,6 +121,7 @@ beforeAll(async () => {
 }, 420_000);
 
 afterAll(async () => {
+  pinger?.kill();
   await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});
   rmSync(root, { recursive: true, force: true });
@@ -150,6 +169,7 @@ describe('shared storage on a lab with a storage machine', () => {
         'portal host1 ok', // 192.168.70.30:3260
         'portal host2 ok', // :111
         'portal host2 ok', // :2049
+        'portal host2 ok', // 192.168.70.30:3260 (web's LUN)
         'open db/data ok',
         'io db/data ok',
         'open db/scratch ok',
@@ -158,6 +178,8 @@ describe('shared storage on a lab with a storage machine', () => {
         'io db/vault ok',
         'open web/files ok',
         'io web/files ok',
+        'open web/data ok',
+        'io web/data ok',
       ].sort(),
     );
     expect(
@@ -165,7 +187,12 @@ describe('shared storage on a lab with a storage machine', () => {
         .filter((c) => c.check === 'portal')
         .map((c) => c.target)
         .sort(),
-    ).toEqual(['192.168.70.30:111 (portmapper)', '192.168.70.30:2049 (nfs)', '192.168.70.30:3260 (iscsi)']);
+    ).toEqual([
+      '192.168.70.30:111 (portmapper)',
+      '192.168.70.30:2049 (nfs)',
+      '192.168.70.30:3260 (iscsi)',
+      '192.168.70.30:3260 (iscsi)',
+    ]);
     expect(v.cells.filter((c) => !c.ok)).toEqual([]);
     expect(v.ok).toBe(true);
     const text = await cli(['verify']);
@@ -298,6 +325,122 @@ describe('shared storage on a lab with a storage machine', () => {
     expect(await boot()).toBe(before);
     console.log(`move-disk: db/scratch (32 MiB) local -> fast in ${r.ms} ms`);
   }, 300_000);
+
+  it('live migration of web (NFS volume + CHAP iSCSI LUN) host2 -> host1 under a ping: the disks stay shared, data and writes intact, the session and fence follow', async () => {
+    const MARK = `vmlink-migrate-mark-${Date.now()}`;
+    // The guest device of disk `serial`, then `script` with it in $D.
+    const onDisk = (serial: string, script: string) =>
+      cli([
+        'vm',
+        'exec',
+        'web',
+        '--',
+        'sh',
+        '-c',
+        `D=$(for d in /sys/block/vd*; do [ "$(cat $d/serial)" = ${serial} ] && echo /dev/$(basename $d); done); ${script}`,
+      ]);
+    const write = (serial: string, mark: string, seekMiB: number) =>
+      onDisk(serial, `printf %s ${mark} | dd of=$D bs=1M seek=${seekMiB} conv=notrunc,fsync 2>/dev/null`);
+    const read = (serial: string, seekMiB: number, n: number) =>
+      onDisk(
+        serial,
+        `echo 3 > /proc/sys/vm/drop_caches; dd if=$D bs=1M skip=${seekMiB} count=1 2>/dev/null | head -c ${n}`,
+      );
+    for (const d of ['data', 'files']) {
+      const w = await write(d, MARK, 3);
+      expect(w.code, w.stderr + w.stdout).toBe(0);
+    }
+    const sanVolume = async () => {
+      const st = JSON.parse((await cli(['status', '--json'])).stdout) as {
+        hosts: Array<{ name: string; report?: HostReport }>;
+      };
+      const san = st.hosts.find((h) => h.name === 'san1')?.report;
+      const vol = san?.pools?.find((p) => p.name === 'san')?.volumes.find((v) => v.name === 'web-data');
+      const holders = st.hosts.filter((h) => h.report?.vms.some((v) => v.name === 'web')).map((h) => h.name);
+      return { vol, holders };
+    };
+    const before = await sanVolume();
+    expect(before.holders).toEqual(['host2']);
+    expect(before.vol?.sessions?.flatMap((x) => x.addresses)).toEqual(['192.168.70.12']);
+
+    // The explain: both disks are shared and stay; nothing is copied.
+    const ex = await cli(['vm', 'migrate', 'web', '--to', 'host1', '--explain', '--json']);
+    expect(ex.code, ex.stderr + ex.stdout).toBe(0);
+    const explain = JSON.parse(ex.stdout) as {
+      blockMigration: boolean;
+      copiedDisks: unknown[];
+      checks: Array<{ id: string; ok: boolean; message: string }>;
+    };
+    expect(explain).toMatchObject({ blockMigration: false, copiedDisks: [] });
+    expect(
+      explain.checks
+        .filter((c) => c.id.startsWith('disk:'))
+        .map((c) => [c.id, c.ok, c.message])
+        .sort(),
+    ).toEqual([
+      ['disk:data', true, 'disk data is iscsi volume san/web-data, shared: it stays'],
+      ['disk:files', true, 'disk files is nfs volume nas/web-files, shared: it stays'],
+    ]);
+
+    // A 10 ms ping from host2's namespace (the overlay's gateway): local before the move, across VXLAN after it.
+    pinger = startPing(`vl-${LAB}-host2`, '10.70.0.12');
+    await pollUntil(() => pinger!.times.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
+    expect(pinger.times.length, 'web answers host2 before the move').toBeGreaterThan(0);
+    await sleep(500);
+    const r = await cli(['vm', 'migrate', 'web', '--to', 'host1', '--json'], 240_000);
+    const returned = Date.now();
+    await pollUntil(() => (pinger!.times.at(-1) ?? 0) > returned, { timeoutMs: 10_000, intervalMs: 20 });
+    await sleep(500);
+    const times = await pinger.stop();
+    const stoppedAt = pinger.stoppedAt;
+    pinger = undefined;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      from: string;
+      to: string;
+      blockMigration: boolean;
+      downtimeMs?: number;
+      totalMs: number;
+    };
+    expect(report).toMatchObject({ from: 'host2', to: 'host1', blockMigration: false });
+    expect(times.filter((t) => t > returned).length, 'replies from web on host1').toBeGreaterThan(0);
+    const maxGap = largestGap(times, stoppedAt);
+    console.log(
+      `migrate (shared storage): QEMU downtime ${report.downtimeMs} ms, largest ping gap ${maxGap.toFixed(0)} ms, total ${report.totalMs} ms`,
+    );
+    expect(maxGap).toBeLessThan(5_000);
+
+    // The data written on host2 reads back on host1, from both disks; and the guest still writes them.
+    for (const d of ['data', 'files']) expect((await read(d, 3, MARK.length)).stdout).toContain(MARK);
+    const MARK2 = `${MARK}-after`;
+    for (const d of ['data', 'files']) {
+      const w = await write(d, MARK2, 5);
+      expect(w.code, w.stderr + w.stdout).toBe(0);
+      expect((await read(d, 5, MARK2.length)).stdout).toContain(MARK2);
+    }
+    // The LUN: one session, from host1 alone (host2's QEMU and its login are gone), fenced to host1 under the owner
+    // record's new token.
+    const after = await sanVolume();
+    expect(after.holders).toEqual(['host1']);
+    expect(after.vol?.sessions?.flatMap((x) => x.addresses)).toEqual(['192.168.70.11']);
+    expect(after.vol?.fence).toMatchObject({ host: 'host1', address: '192.168.70.11' });
+    const list = JSON.parse((await cli(['vm', 'list', '--json'])).stdout) as Array<{
+      name: string;
+      host: string;
+      state: string;
+    }>;
+    expect(list.find((v) => v.name === 'web')).toMatchObject({ host: 'host1', state: 'running' });
+
+    // And back: the LUN, fenced to host1 alone now, lets host2 in beside it for the stream, then follows web again.
+    const back = await cli(['vm', 'migrate', 'web', '--to', 'host2', '--json'], 240_000);
+    expect(back.code, back.stderr + back.stdout).toBe(0);
+    const again = await sanVolume();
+    expect(again.holders).toEqual(['host2']);
+    expect(again.vol?.sessions?.flatMap((x) => x.addresses)).toEqual(['192.168.70.12']);
+    expect(again.vol?.fence).toMatchObject({ host: 'host2', address: '192.168.70.12' });
+    expect(again.vol?.fence?.peer).toBeUndefined();
+    expect((await read('data', 5, MARK2.length)).stdout).toContain(MARK2);
+  }, 400_000);
 
   it('no CHAP password or LUKS key in any command line, file under the lab, or API answer', async () => {
     expectNoSecretIn('/proc/*/cmdline', allCmdlines());

@@ -31,23 +31,28 @@ async function setup() {
   const server = createServer((s) => s.on('data', (d: Buffer) => got.push(d)));
   await new Promise<void>((r) => server.listen(path, r));
   const deleted: string[] = [];
+  /** The secrets each step of the target's preparation was handed (the VM's create, its QEMU's launch). */
+  const secretsSeen: Array<[string, unknown]> = [];
   const halves: Partial<HypervisorMigrations> = {
-    migrateIn: () =>
+    migrateIn: (_name, _ctx, secrets) =>
       new Promise<{ stream: Socket }>((resolve) => {
+        secretsSeen.push(['migrateIn', secrets]);
         const s: Socket = connect(path, () => resolve({ stream: s }));
       }),
   };
   const svc = new MigrationService({
     host: 'host2',
     migrations: () => halves as HypervisorMigrations,
-    prepareIncoming: async () => {},
+    prepareIncoming: async (_vm, _hash, _ctx, secrets) => {
+      secretsSeen.push(['prepareIncoming', secrets]);
+    },
     assertMayRun: async () => {},
     deleteVm: async (n) => {
       deleted.push(n);
     },
     tls: () => undefined,
   });
-  return { svc, got, deleted, close: () => server.close() };
+  return { svc, got, deleted, secretsSeen, close: () => server.close() };
 }
 
 describe('MigrationService (target)', () => {
@@ -76,6 +81,21 @@ describe('MigrationService (target)', () => {
     ).rejects.toThrow(/not found/);
     expect(await svc.abortIncoming(id, 'test')).toBe(true);
     expect(deleted).toEqual(['web']);
+    close();
+  });
+
+  it('hands the secrets the disks need (CHAP passwords, keys) to the VM and its QEMU, and keeps none', async () => {
+    const { svc, secretsSeen, close } = await setup();
+    const secrets = [{ name: 'san-chap', value: 'c2VjcmV0' }];
+    const req = { id, vm, configHash: 'h', from: 'host1', secrets };
+    await svc.prepare(req);
+    expect(secretsSeen).toEqual([
+      ['prepareIncoming', secrets],
+      ['migrateIn', secrets],
+    ]);
+    // The prepared migration (kept until the stream and the resume) no longer holds them.
+    expect(req).not.toHaveProperty('secrets');
+    expect(await svc.abortIncoming(id, 'test')).toBe(true);
     close();
   });
 

@@ -12,6 +12,7 @@ import type {
   HypervisorMigrations,
   IncomingDisks,
   MigrationProgress,
+  SecretValues,
 } from '../../drivers/hypervisor/types.js';
 import {
   BadResponseError,
@@ -55,7 +56,12 @@ export interface MigrationServiceDeps {
   host: string;
   /** The hypervisor's migration halves; undefined: this host's hypervisor has none. */
   migrations: () => HypervisorMigrations | undefined;
-  prepareIncoming: (vm: IncomingRequest['vm'], configHash: string, ctx?: OpContext) => Promise<void>;
+  prepareIncoming: (
+    vm: IncomingRequest['vm'],
+    configHash: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ) => Promise<void>;
   assertMayRun: (name: string, fence: Fence | undefined) => Promise<void>;
   /** Removes a VM and its ports (the `vm.delete` action). */
   deleteVm: (name: string) => Promise<void>;
@@ -106,8 +112,10 @@ export class MigrationService {
     if (this.incoming.has(req.id)) throw new ConflictError(`migration ${req.id} is already prepared here`);
     const release = this.claim(req.vm.name, 'incoming');
     try {
-      await this.d.prepareIncoming(req.vm, req.configHash);
-      const { stream: socket, disks } = await m.migrateIn(req.vm.name);
+      await this.d.prepareIncoming(req.vm, req.configHash, {}, req.secrets);
+      // The secrets (CHAP passwords, disk keys) reach QEMU as it opens the disks; the request keeps none of them.
+      const { stream: socket, disks } = await m.migrateIn(req.vm.name, {}, req.secrets);
+      delete req.secrets;
       socket.on('error', () => {});
       this.incoming.set(req.id, {
         req,

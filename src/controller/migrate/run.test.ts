@@ -12,9 +12,35 @@ import { SqliteStore } from '../store/sqlite.js';
 import { type MigrationDeps, runMigration } from './run.js';
 
 const spec: Spec = loadSpec(clusterSpec(vm('m', ', host: h1, memoryMiB: 256')));
+/** The same VM with a disk on an iscsi pool of storage host s1 (fenced at the storage end) and one on nfs (not). */
+const sharedSpec: Spec = loadSpec(
+  clusterSpec(
+    vm(
+      'm',
+      ', host: h1, memoryMiB: 256, disks: [{ name: d, pool: san, volume: m-data }, { name: f, pool: nas, volume: m-files }]',
+    ),
+    ['h1', 'h2', 'h3', 's1'],
+  )
+    .replace('agent: "unix:///fake/s1.sock",', 'role: storage, agent: "unix:///fake/s1.sock",')
+    .replace(
+      'vms:\n',
+      `pools:
+  - { name: san, type: iscsi, host: s1, clients: [10.0.0.0/24] }
+  - { name: nas, type: nfs, host: s1, clients: [10.0.0.0/24] }
+volumes:
+  - { name: m-data, pool: san, sizeMiB: 16 }
+  - { name: m-files, pool: nas, sizeMiB: 16 }
+vms:
+`,
+    ),
+);
 
 /** A host's agent speaking the migration calls, recording them in `log` (`host call`). */
-function fakeAgent(host: string, log: string[], opts: { failResume?: boolean; failJob?: boolean } = {}) {
+function fakeAgent(
+  host: string,
+  log: string[],
+  opts: { failResume?: boolean; failJob?: boolean; failFence?: boolean } = {},
+) {
   const cfg = {
     name: 'm',
     cpus: 1,
@@ -74,7 +100,10 @@ function fakeAgent(host: string, log: string[], opts: { failResume?: boolean; fa
   const agent: Partial<AgentPort> = {
     report: async () => report,
     act: async (a: AgentAction) => {
-      log.push(`${host} act ${a.kind}`);
+      if (a.kind !== 'volume.fence') return void log.push(`${host} act ${a.kind}`);
+      const o = a.owner;
+      log.push(`${host} fence ${a.volume} to ${o.host}${o.peer ? `+${o.peer.host}` : ''} token ${o.token}`);
+      if (opts.failFence && !o.peer) throw new FencedError('tgtd is not running');
     },
     migrationIncoming: async (req) => {
       log.push(`${host} incoming from ${req.from}`);
@@ -110,15 +139,19 @@ describe('runMigration', () => {
   });
   afterEach(async () => store.close());
 
-  const deps = (fail: { failResume?: boolean; failJob?: boolean } = {}): MigrationDeps => {
+  const deps = (
+    fail: { failResume?: boolean; failJob?: boolean; failFence?: boolean } = {},
+    s: Spec = spec,
+  ): MigrationDeps => {
     const agents = {
       h1: fakeAgent('h1', log, { failJob: !!fail.failJob }),
       h2: fakeAgent('h2', log, { failResume: !!fail.failResume }),
       h3: fakeAgent('h3', log),
+      s1: fakeAgent('s1', log, { failFence: !!fail.failFence }),
     };
     return {
       agents: (_s, h) => agents[h as 'h1'],
-      spec: async () => spec,
+      spec: async () => s,
       ownership: own,
       pollMs: 1,
     };
@@ -153,6 +186,50 @@ describe('runMigration', () => {
     );
     expect(await own.get('m')).toEqual(before);
     expect(log).toEqual(['h2 incoming from h1', 'h1 start -> h2 https://10.0.0.2:7443', 'h2 abort']);
+  });
+
+  it('shared disks: the iscsi volume lets the target in beside the source for the stream, then is fenced to the target alone under the new token; nfs is skipped', async () => {
+    const before = await own.get('m');
+    const r = await runMigration(deps({}, sharedSpec), { vm: 'm', to: 'h2' });
+    const owner = await own.get('m');
+    expect(log).toEqual([
+      `s1 fence m-data to h1+h2 token ${before!.token}`,
+      'h2 incoming from h1',
+      'h1 start -> h2 https://10.0.0.2:7443',
+      `h2 resume token ${owner!.token}`,
+      `s1 fence m-data to h2 token ${owner!.token}`,
+      'h1 act vm.delete',
+    ]);
+    expect(r.storage).toEqual({ fenced: ['san/m-data'], skipped: ['nas/m-files'] });
+  });
+
+  it('shared disks, rollbacks: the fence goes back to the source alone (the token the record has then)', async () => {
+    const before = await own.get('m');
+    await expect(runMigration(deps({ failJob: true }, sharedSpec), { vm: 'm', to: 'h2' })).rejects.toThrow(
+      /rolled back/,
+    );
+    expect(log.filter((l) => l.startsWith('s1'))).toEqual([
+      `s1 fence m-data to h1+h2 token ${before!.token}`,
+      `s1 fence m-data to h1 token ${before!.token}`,
+    ]);
+    log.length = 0;
+    await expect(runMigration(deps({ failResume: true }, sharedSpec), { vm: 'm', to: 'h2' })).rejects.toThrow(
+      /rolled back/,
+    );
+    const back = await own.get('m');
+    expect(back?.host).toBe('h1');
+    expect(BigInt(back!.token)).toBeGreaterThan(BigInt(before!.token));
+    expect(log.filter((l) => l.startsWith('s1'))).toEqual([
+      `s1 fence m-data to h1+h2 token ${before!.token}`,
+      `s1 fence m-data to h1 token ${back!.token}`,
+    ]);
+  });
+
+  it('a fence that cannot move to the target: the VM runs there all the same, the report says why', async () => {
+    const r = await runMigration(deps({ failFence: true }, sharedSpec), { vm: 'm', to: 'h2' });
+    expect(r.to).toBe('h2');
+    expect(r.storage?.error).toMatch(/VM m: cannot fence its storage to h2 .*tgtd is not running/);
+    expect(log).toContain('h1 act vm.delete');
   });
 
   it('refuses while the explain has a blocker, and without a cluster spec', async () => {

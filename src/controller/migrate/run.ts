@@ -21,8 +21,10 @@ import type { Spec } from '../../spec/schema.js';
 import { hostAddress } from '../../spec/topology.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
 import type { OwnershipStore } from '../ownership.js';
+import type { Store } from '../store/types.js';
 import { explainMigration, MIGRATION_DOWNTIME_LIMIT_MS, type MigrationExplain } from './explain.js';
 import { gatherFacts } from './facts.js';
+import { MigrationStorage, type MigrationStorageReport } from './shared-storage.js';
 
 /** How often the source's job is polled (ms). */
 export const MIGRATION_JOB_POLL_MS = 100;
@@ -55,6 +57,8 @@ export interface MigrationDeps {
   signal?: AbortSignal;
   /** Polling of the source's job (tests: shorter). */
   pollMs?: number;
+  /** Where the fences of the VM's iscsi volumes record their events (shared-storage.ts). */
+  events?: Pick<Store, 'appendEvent'>;
 }
 
 /** What a completed migration reports. */
@@ -77,6 +81,8 @@ export interface MigrationReport {
   diskCopiedBytes?: number;
   /** The owner record's new fencing token. */
   token?: FencingToken;
+  /** The VM's shared volumes: which iscsi ones are now fenced to the target (shared-storage.ts). */
+  storage?: MigrationStorageReport;
 }
 
 // One migration per VM at a time, across every caller of this controller (API, balancer).
@@ -197,12 +203,29 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
   const source = migrationCalls(deps.agents(spec, from), from);
   const target = migrationCalls(deps.agents(spec, to), to);
   const id = randomUUID();
+  const storage = new MigrationStorage(
+    { agents: deps.agents, ...(deps.events ? { events: deps.events } : {}) },
+    spec,
+    vm,
+  );
 
   step({
     phase: 'prepare',
     note: `preparing vm ${vm} on ${to} (ports, QEMU waiting for the stream${explain.blockMigration ? `, its local disks ${explain.copiedDisks.map((d) => d.disk).join(', ')} exported to be copied` : ''})`,
   });
-  await target.incoming({ id, vm: observed.config!, configHash: observed.configHash, from });
+  // Its iscsi volumes let the target log in beside the source (both have them open until the switch-over).
+  if (storage.fences)
+    step({ phase: 'prepare', note: `letting ${to} in to vm ${vm}'s iscsi volumes beside ${from}` });
+  await storage.openTo(owner, to).catch(async (e: unknown) => {
+    await storage.narrowTo(owner);
+    throw e;
+  });
+  try {
+    await target.incoming({ id, vm: observed.config!, configHash: observed.configHash, from });
+  } catch (e) {
+    await storage.narrowTo(owner);
+    throw e;
+  }
   let job: MigrationJob;
   try {
     job = await source.start({
@@ -216,6 +239,7 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
   } catch (e) {
     step({ phase: 'rollback', note: `removing the incoming vm ${vm} from ${to}; it runs on ${from}` });
     await target.abort(id).catch(() => {});
+    await storage.narrowTo(owner);
     throw rolledBack(e, vm, from);
   }
 
@@ -229,12 +253,24 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     await target.resume(id, { fence: { token: moved.token } });
   } catch (e) {
     step({ phase: 'rollback', note: `vm ${vm} resumes on ${from}` });
-    if (moved)
-      await deps.ownership.assign(vm, from, owner.reason, moved.token, owner.specHost, to).catch(() => {});
+    const back = moved
+      ? await deps.ownership
+          .assign(vm, from, owner.reason, moved.token, owner.specHost, to)
+          .catch(() => undefined)
+      : owner;
     await target.abort(id).catch(() => {});
+    if (back) await storage.narrowTo(back);
     await source.rollback(id);
     throw rolledBack(e, vm, from);
   }
+  // The guest runs on the target: its iscsi volumes are fenced to it alone, the source's sessions closed. After the
+  // resume, not before: the source's QEMU has flushed and inactivated its disks, and the guest's pause stays short.
+  const fenced = await storage.narrowTo(moved);
+  if (fenced.error)
+    step({
+      phase: 'switch-over',
+      note: `vm ${vm} runs on ${to}, but its iscsi volumes still let ${from} in: ${fenced.error}`,
+    });
   // The source's QEMU stays paused until its VM is removed; its ports go with it.
   step({ phase: 'done', note: `vm ${vm} runs on ${to}; removing it from ${from}` });
   await deps
@@ -257,6 +293,7 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     blockMigration: explain.blockMigration,
     ...(p?.diskDoneBytes !== undefined ? { diskCopiedBytes: p.diskDoneBytes } : {}),
     token: moved.token,
+    storage: fenced,
   };
 }
 

@@ -2,6 +2,7 @@
 // it to its host (over mutual TLS), so the plan, tasks, events, logs and API answers carry secret names alone.
 import type { AgentAction } from '../../agent/wire.js';
 import { InvalidStateError } from '../../shared/errors.js';
+import type { VmConfig } from '../../shared/model.js';
 import type { Spec } from '../../spec/schema.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
 import { secretsOfVm, volumeKeySecret } from './usage.js';
@@ -16,20 +17,8 @@ export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
     case 'vm.start':
       return secretsOfVm(spec, action.name);
     case 'vm.create':
-    case 'vm.hotplug': {
-      const sources = [...action.vm.disks.map((d) => d.source), action.vm.rootSource];
-      return [
-        ...new Set([
-          ...action.vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])),
-          ...sources.flatMap((s) => (s?.kind === 'iscsi' && s.chap ? [s.chap.secret] : [])),
-          // A pool volume's key as the spec declares it, whether or not the disk repeats it.
-          ...sources.flatMap((s) => {
-            const key = s ? volumeKeySecret(spec, s.pool, s.volume) : undefined;
-            return key ? [key] : [];
-          }),
-        ]),
-      ];
-    }
+    case 'vm.hotplug':
+      return secretsOfConfig(spec, action.vm);
     case 'pool.ensure':
       return action.pool.chap ? [action.pool.chap.secret] : [];
     case 'volume.ensure':
@@ -49,6 +38,25 @@ export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
 }
 
 /**
+ * The secrets VM config `vm` needs to open its disks on a host: its encrypted disks' keys, its iscsi disks' CHAP
+ * passwords, its pool volumes' keys (a `vm.create`'s, and a live migration's incoming VM's).
+ */
+export function secretsOfConfig(spec: Spec, vm: VmConfig): string[] {
+  const sources = [...vm.disks.map((d) => d.source), vm.rootSource];
+  return [
+    ...new Set([
+      ...vm.disks.flatMap((d) => (d.encryption ? [d.encryption.secret] : [])),
+      ...sources.flatMap((s) => (s?.kind === 'iscsi' && s.chap ? [s.chap.secret] : [])),
+      // A pool volume's key as the spec declares it, whether or not the disk repeats it.
+      ...sources.flatMap((s) => {
+        const key = s ? volumeKeySecret(spec, s.pool, s.volume) : undefined;
+        return key ? [key] : [];
+      }),
+    ]),
+  ];
+}
+
+/**
  * `agents` whose `act` and `actBatch` attach the values each VM action needs, read from `vault` at that moment
  * (so a VM moved to another host, or restarted anywhere, gets its keys there). Without a vault an action that
  * needs a secret is refused.
@@ -56,20 +64,30 @@ export function secretsOfAction(spec: Spec, action: AgentAction): string[] {
 export function withSecrets(agents: AgentFactory, vault: SecretVault | undefined): AgentFactory {
   return (spec, host) => {
     const agent = agents(spec, host);
-    const attach = async (action: AgentAction): Promise<AgentAction> => {
-      const names = secretsOfAction(spec, action);
-      if (!names.length) return action;
+    const values = async (names: string[]) => {
       if (!vault)
         throw new InvalidStateError(
           'this controller has no secrets key, so it cannot deliver CHAP passwords or disk keys',
           'secrets',
         );
-      return { ...action, secrets: await vault.values(names) } as AgentAction;
+      return vault.values(names);
+    };
+    const attach = async (action: AgentAction): Promise<AgentAction> => {
+      const names = secretsOfAction(spec, action);
+      if (!names.length) return action;
+      return { ...action, secrets: await values(names) } as AgentAction;
     };
     // The agent client keeps its other methods (and fields) through the prototype.
     const wrapped: AgentPort = Object.create(agent);
     wrapped.act = async (action, ...rest) => agent.act(await attach(action), ...rest);
     wrapped.actBatch = async (actions) => agent.actBatch(await Promise.all(actions.map(attach)));
+    // A live migration's target opens the VM's disks as a start does: it needs the same values.
+    const incoming = agent.migrationIncoming;
+    if (incoming)
+      wrapped.migrationIncoming = async (req) => {
+        const names = secretsOfConfig(spec, req.vm);
+        return incoming.call(agent, names.length ? { ...req, secrets: await values(names) } : req);
+      };
     return wrapped;
   };
 }

@@ -151,7 +151,11 @@ export interface HypervisorMigrations {
    * Target: starts created VM `name` paused, waiting for the stream; resolves with the socket to write it into and,
    * when it has local disks, their NBD export (block migration).
    */
-  migrateIn(name: string, ctx?: OpContext): Promise<{ stream: Socket; disks?: IncomingDisks }>;
+  migrateIn(
+    name: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<{ stream: Socket; disks?: IncomingDisks }>;
   /** Target: waits until the whole state arrived. */
   awaitArrived(name: string, timeoutMs: number): Promise<void>;
   /** Target: the guest runs here and announces itself. */

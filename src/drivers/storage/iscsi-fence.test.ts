@@ -9,9 +9,11 @@ import {
   closeForeignSessions,
   FENCE_CLOSE_ROUNDS,
   FenceStateStore,
+  fencedAcl,
   foreignConnections,
   judgeFence,
   ownerAcl,
+  samePeer,
   volumeSessions,
 } from './iscsi-fence.js';
 import { targetProblems, wantedTarget } from './iscsi-targets.js';
@@ -101,6 +103,51 @@ describe('ownerAcl: the pool clients stay the outer bound', () => {
     );
     for (const bad of ['ALL', '192.168.50.0/24', '192.168.050.1', '::1', '192.168.50.1,ALL', ''])
       expect(() => ownerAcl(pool, bad), bad).toThrow(InvalidRequestError);
+  });
+});
+
+describe('a live migration: the owner and its target both let in', () => {
+  const peer = { host: 'host2', address: '192.168.50.12' };
+  it('the ACL names the owner and the migration target; a peer outside the clients is left out, an owner outside lets nobody in', () => {
+    expect(fencedAcl(pool, undefined)).toBeUndefined();
+    expect(fencedAcl(pool, fenced('host1', '192.168.50.11', '7'))).toEqual(['192.168.50.11']);
+    expect(fencedAcl(pool, { ...fenced('host1', '192.168.50.11', '7'), peer })).toEqual([
+      '192.168.50.11',
+      '192.168.50.12',
+    ]);
+    expect(
+      fencedAcl(pool, { ...fenced('host1', '192.168.50.11', '7'), peer: { host: 'x', address: '10.1.1.1' } }),
+    ).toEqual(['192.168.50.11']);
+    expect(fencedAcl(pool, { ...fenced('host1', '10.1.1.1', '7'), peer })).toBeNull();
+    const file = '/var/lib/vmlink/pools/san/v1.img';
+    expect(wantedTarget('st1', pool, 'v1', file, ['192.168.50.11', '192.168.50.12']).acls).toEqual([
+      '192.168.50.11',
+      '192.168.50.12',
+    ]);
+  });
+
+  it('the same token for the same owner with a peer added or dropped is the same fence (the record is rewritten)', () => {
+    const have = { ...fenced('host1', '192.168.50.11', '7'), peer };
+    expect(judgeFence('san', 'v1', have, { host: 'host1', address: '192.168.50.11', token: '7' })).toBe(
+      'same',
+    );
+    expect(samePeer(have.peer, undefined)).toBe(false);
+    expect(samePeer(have.peer, { ...peer })).toBe(true);
+    expect(samePeer(undefined, undefined)).toBe(true);
+    // The target takes over only with a newer token.
+    expect(() =>
+      judgeFence('san', 'v1', have, { host: 'host2', address: '192.168.50.12', token: '7' }),
+    ).toThrow(ConflictError);
+    expect(judgeFence('san', 'v1', have, { host: 'host2', address: '192.168.50.12', token: '8' })).toBe(
+      'newer',
+    );
+  });
+
+  it("keeps the owner's and the target's sessions, closes every other one", () => {
+    const t = target([session(1, '192.168.50.11'), session(2, '192.168.50.12'), session(3, '192.168.50.13')]);
+    expect(foreignConnections(t, ['192.168.50.11', '192.168.50.12']).map((c) => c.address)).toEqual([
+      '192.168.50.13',
+    ]);
   });
 });
 

@@ -55,6 +55,13 @@ const FenceFileSchema = z
           address: z.string().refine((a) => parseIpv4(a) !== undefined, 'must be an IPv4 address'),
           token: FencingTokenSchema,
           at: z.string().max(64),
+          peer: z
+            .object({
+              host: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/),
+              address: z.string().refine((a) => parseIpv4(a) !== undefined, 'must be an IPv4 address'),
+            })
+            .strict()
+            .optional(),
         })
         .strict(),
     ),
@@ -157,6 +164,31 @@ export function ownerAcl(pool: PoolConfig, address: string): string {
   return address;
 }
 
+/**
+ * The ACL addresses of a fenced volume: its owner's (and a migration peer's) while the pool's clients still contain
+ * them, `null` when the owner's left them (its target then lets nobody in); undefined when it is not fenced (the
+ * pool's clients apply). A peer the clients no longer contain is left out.
+ */
+export function fencedAcl(pool: PoolConfig, fence: VolumeFence | undefined): string[] | null | undefined {
+  if (!fence) return undefined;
+  const allowed = (a: string) => {
+    try {
+      return ownerAcl(pool, a);
+    } catch {
+      return undefined;
+    }
+  };
+  const owner = allowed(fence.address);
+  if (owner === undefined) return null;
+  const peer = fence.peer ? allowed(fence.peer.address) : undefined;
+  return peer !== undefined && peer !== owner ? [owner, peer] : [owner];
+}
+
+/** Whether `a` and `b` name the same migration peer (both absent included). */
+export function samePeer(a: VolumeFence['peer'], b: VolumeFence['peer']): boolean {
+  return a?.host === b?.host && a?.address === b?.address;
+}
+
 /** A connection of a session from an address other than the owner's. */
 export interface ForeignConnection {
   sid: number;
@@ -166,22 +198,27 @@ export interface ForeignConnection {
 }
 
 /**
- * The connections of `t` from addresses other than `address`. A session tgtd shows without a connection id cannot
- * be closed by id: it is returned with cid -1 so the caller can say so.
+ * The connections of `t` from addresses other than `address` (or than each of them). A session tgtd shows without a
+ * connection id cannot be closed by id: it is returned with cid -1 so the caller can say so.
  */
-export function foreignConnections(t: TgtTarget | undefined, address: string): ForeignConnection[] {
+export function foreignConnections(
+  t: TgtTarget | undefined,
+  address: string | readonly string[],
+): ForeignConnection[] {
+  const allowed = new Set(typeof address === 'string' ? [address] : address);
   const out: ForeignConnection[] = [];
   for (const s of t?.sessions ?? []) {
     const conns = s.connections.length ? s.connections : [{ cid: -1, address: s.addresses[0] ?? '' }];
     for (const c of conns)
-      if (c.address !== address)
+      if (!allowed.has(c.address))
         out.push({ sid: s.nexus, cid: c.cid, initiator: s.initiator, address: c.address });
   }
   return out;
 }
 
 /**
- * Closes every connection of `target`'s sessions from an address other than `address` (the ACL must already keep
+ * Closes every connection of `target`'s sessions from an address other than `address` (or than each of them: a
+ * migration's owner and peer) (the ACL must already keep
  * them from logging in again), then looks again, up to `FENCE_CLOSE_ROUNDS` times: a login accepted just before the
  * ACL changed may complete after a look. Connections that vanished meanwhile are fine. Returns what it closed;
  * throws when foreign sessions remain.
@@ -189,7 +226,7 @@ export function foreignConnections(t: TgtTarget | undefined, address: string): F
 export async function closeForeignSessions(
   client: TgtClient,
   find: () => Promise<TgtTarget | undefined>,
-  address: string,
+  address: string | readonly string[],
   what: string,
 ): Promise<ForeignConnection[]> {
   const closed: ForeignConnection[] = [];

@@ -17,16 +17,16 @@ export interface WantedTarget {
 }
 
 /**
- * The target one volume of `pool` should have. `fencedTo`: the address a `volume.fence` bound it to (iscsi-fence.ts),
- * which replaces the pool's clients as its only ACL entry; `null`: fenced to an address the pool's clients no longer
- * contain, so nobody may log in.
+ * The target one volume of `pool` should have. `fencedTo`: the address(es) a `volume.fence` bound it to
+ * (iscsi-fence.ts: the owner's, and a live migration's target while it streams), which replace the pool's clients as
+ * its ACL; `null`: fenced to an address the pool's clients no longer contain, so nobody may log in.
  */
 export function wantedTarget(
   storageHost: string,
   pool: PoolConfig,
   volume: string,
   file: string,
-  fencedTo?: string | null,
+  fencedTo?: string | readonly string[] | null,
 ): WantedTarget {
   return {
     name: iscsiTargetName(storageHost, pool.name, volume),
@@ -36,7 +36,9 @@ export function wantedTarget(
       fencedTo === null
         ? []
         : fencedTo !== undefined
-          ? [fencedTo]
+          ? typeof fencedTo === 'string'
+            ? [fencedTo]
+            : [...fencedTo]
           : pool.clients?.length
             ? pool.clients.map(tgtAcl)
             : ['ALL'],

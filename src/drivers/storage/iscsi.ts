@@ -36,8 +36,10 @@ import {
   closeForeignSessions,
   type FenceOwner,
   FenceStateStore,
+  fencedAcl,
   judgeFence,
   ownerAcl,
+  samePeer,
   volumeSessions,
 } from './iscsi-fence.js';
 import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
@@ -475,27 +477,32 @@ export class IscsiPool implements PoolBackend {
     const file = this.fileOf(pool, volume);
     if (!(await exists(file))) throw new NotFoundError('volume', `${pool.name}/${volume}`);
     const address = ownerAcl(pool, owner.address);
+    // A migration's target: let in too (inside the pool's clients as well), its sessions kept.
+    const allowed = owner.peer ? [address, ownerAcl(pool, owner.peer.address)] : [address];
     const fences = await this.fences.read(pool.name);
-    const verdict = judgeFence(pool.name, volume, fences.get(volume), owner);
-    if (verdict !== 'same') {
+    const have = fences.get(volume);
+    const verdict = judgeFence(pool.name, volume, have, owner);
+    if (verdict !== 'same' || !samePeer(have?.peer, owner.peer)) {
+      const { host, address: a, token, peer } = owner;
       fences.set(volume, {
-        host: owner.host,
-        address: owner.address,
-        token: owner.token,
+        host,
+        address: a,
+        token,
         at: new Date().toISOString(),
+        ...(peer ? { peer } : {}),
       });
       await this.fences.write(pool.name, fences);
     }
     ctx?.signal?.throwIfAborted();
     ctx?.progress?.(
-      `fencing volume ${pool.name}/${volume} to ${owner.host} (${address}), token ${owner.token}`,
+      `fencing volume ${pool.name}/${volume} to ${owner.host} (${address})${owner.peer ? ` and migration target ${owner.peer.host} (${owner.peer.address})` : ''}, token ${owner.token}`,
     );
     await this.expose(pool, volume, undefined, fences);
     const client = this.client(pool);
     const closed = await closeForeignSessions(
       client,
       async () => this.target(pool, await client.showTargets(), volume),
-      address,
+      allowed,
       `fencing volume ${pool.name}/${volume} to ${owner.host}`,
     );
     for (const c of closed)
@@ -543,19 +550,6 @@ export class IscsiPool implements PoolBackend {
   }
   async deleteSnapshot(pool: PoolConfig): Promise<void> {
     unsupported('snapshots', pool);
-  }
-}
-
-/**
- * The ACL address of a fenced volume: its owner's while the pool's clients still contain it, `null` when the fence
- * left them (its target then lets nobody in); undefined when it is not fenced (the pool's clients apply).
- */
-function fencedAcl(pool: PoolConfig, fence: VolumeFence | undefined): string | null | undefined {
-  if (!fence) return undefined;
-  try {
-    return ownerAcl(pool, fence.address);
-  } catch {
-    return null;
   }
 }
 

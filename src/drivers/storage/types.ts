@@ -131,4 +131,9 @@ export interface FenceOwner {
   address: string;
   /** The owner record's fencing token (decimal store version, shared/cluster.ts). */
   token: string;
+  /**
+   * A live migration's target host, let in beside the owner until the move ends (the source and the target both have
+   * the LUN open while the VM's state streams); absent: the owner alone.
+   */
+  peer?: { host: string; address: string };
 }

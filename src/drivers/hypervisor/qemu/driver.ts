@@ -433,7 +433,7 @@ export class QemuDriver implements HypervisorDriver {
   // Live migration (migrate-vm.ts).
   readonly migrations = new VmMigrations({
     ...this.vms,
-    launchIncoming: (name, ctx) => this.launch(name, ctx, undefined, true),
+    launchIncoming: (name, ctx, secrets) => this.launch(name, ctx, secrets, true),
   });
 
   /** Moves running VM `name`'s disk to a new volume in a dir pool of this host, live (move-disk.ts). */

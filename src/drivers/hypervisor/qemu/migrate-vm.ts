@@ -8,7 +8,7 @@ import { chmod, chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket, connect as unixConnect } from 'node:net';
 import { InvalidStateError, TimeoutError } from '../../../shared/errors.js';
 import type { OpContext } from '../../../shared/op.js';
-import type { HypervisorMigrations, IncomingDisks } from '../types.js';
+import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../types.js';
 import type { MirrorProgress, MirrorSpec } from './block-mirror.js';
 import type { VmPaths } from './cmdline.js';
 import type { VmIdentity } from './identity.js';
@@ -67,8 +67,11 @@ export interface VmMigrationDeps {
   running: (name: string) => Promise<boolean>;
   qmp: (name: string) => Promise<QmpClient>;
   mustStored: (name: string) => Promise<StoredVm>;
-  /** Starts created VM `name`'s QEMU paused with `-incoming defer` (the driver's start, under its lock). */
-  launchIncoming: (name: string, ctx?: OpContext) => Promise<void>;
+  /**
+   * Starts created VM `name`'s QEMU paused with `-incoming defer` (the driver's start, under its lock); `secrets`:
+   * what its disks need to open (CHAP passwords, LUKS keys), as for a start.
+   */
+  launchIncoming: (name: string, ctx?: OpContext, secrets?: SecretValues) => Promise<void>;
   locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
 
@@ -199,14 +202,18 @@ export class VmMigrations implements HypervisorMigrations {
    * Target: starts created VM `name` paused, listening for the stream; resolves with a connected socket to write it
    * into (the caller pipes the source's bytes there).
    */
-  async migrateIn(name: string, ctx?: OpContext): Promise<{ stream: Socket; disks?: IncomingDisks }> {
+  async migrateIn(
+    name: string,
+    ctx?: OpContext,
+    secrets?: SecretValues,
+  ): Promise<{ stream: Socket; disks?: IncomingDisks }> {
     if (await this.d.running(name))
       throw new InvalidStateError(
         `an incoming migration requires VM ${name} stopped here, and it runs`,
         `vm/${name}`,
       );
     const local = localDisks(await this.d.mustStored(name));
-    await this.d.launchIncoming(name, ctx);
+    await this.d.launchIncoming(name, ctx, secrets);
     const p = this.d.paths(name);
     const path = inSocket(p);
     const qmp = await this.d.qmp(name);
