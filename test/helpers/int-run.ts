@@ -191,7 +191,10 @@ function finish(): void {
   }
   if (queue.length > 0) say(`not started: ${queue.map((j) => j.name).join(', ')}`);
   if (failed.length > 0) {
-    say(`FAILED: ${failed.map((r) => fileOf(r.job.name)).join(' ')}`);
+    say(
+      `FAILED: ${failed.map((r) => (r.job.cls === 'unit' ? 'the unit tests' : fileOf(r.job.name))).join(' ')}`,
+    );
+    if (failed.some((r) => r.job.cls === 'unit')) say('again: npx vitest run --project unit');
     const files = failed.filter((r) => r.job.cls !== 'unit').map((r) => `test/integration/${r.job.name}.int`);
     if (files.length > 0) say(`again: bash scripts/test-integration.sh ${files.join(' ')}`);
   }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { describe, expect, it } from 'vitest';
+import { pollUntil } from '../../shared/time.js';
 import { HostFiguresReader, parseMeminfo, parseProcStatCpu } from './host.js';
 
 // Captured on this machine (2 CPUs).
@@ -49,10 +50,18 @@ describe('HostFiguresReader on this machine', () => {
     // No process is in this namespace: the host's processes are the ones named (as its QEMU processes are).
     const r = new HostFiguresReader('processes', async () => 'net:[0]');
     expect(await r.read([])).toMatchObject({ cpuSecondsTotal: 0, memoryUsedBytes: 0 });
-    const c = spawn(process.execPath, ['-e', 'const end = Date.now() + 1500; while (Date.now() < end);']);
+    // It burns 1.5 s of CPU (not of wall time: on a loaded machine a second of wall time may give it less than 0.3 s).
+    const c = spawn(process.execPath, [
+      '-e',
+      'const t0 = Date.now(); while (process.cpuUsage().user < 1.5e6 && Date.now() - t0 < 30000);',
+    ]);
     const exited = new Promise((resolve) => c.on('exit', resolve));
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    const running = await r.read([c.pid!]);
+    const burnt = async () => {
+      const f = await r.read([c.pid!]);
+      return f.cpuSecondsTotal > 0.3 ? f : undefined;
+    };
+    const running =
+      (await pollUntil(burnt, { timeoutMs: 20_000, intervalMs: 50 })) ?? (await r.read([c.pid!]));
     expect(running.cpuSecondsTotal).toBeGreaterThan(0.3);
     expect(running.memoryUsedBytes).toBeGreaterThan(1 << 20);
     await exited;
