@@ -8,9 +8,8 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pollUntil, sleep } from '../../src/shared/time.js';
 import { cliJson, runCli } from '../helpers/cli.js';
-import { largestGap, type Pinger, startPing } from '../helpers/ping.js';
+import { largestGap, pingAround } from '../helpers/ping.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'mig1';
@@ -45,7 +44,6 @@ const env = {
 };
 const file = join(root, 'spec.yaml');
 let release: (() => Promise<void>) | undefined;
-let pinger: Pinger | undefined;
 
 interface Check {
   id: string;
@@ -80,7 +78,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  pinger?.kill();
   await runCli(['lab', 'down', '-f', file], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});
   rmSync(root, { recursive: true, force: true });
@@ -115,19 +112,18 @@ describe('live migration', () => {
     const mark = `kept-${Date.now()}`;
     expect((await guestSh(`echo ${mark} > /tmp/mark`)).code).toBe(0);
     // A 10 ms ping from host3's namespace (the overlay's gateway there), answered before the move.
-    pinger = startPing(`vl-${LAB}-host3`, GUEST_IP);
-    await pollUntil(() => pinger!.times.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
-    expect(pinger.times.length, 'the guest answers host3 before the move').toBeGreaterThan(0);
-    await sleep(500);
-    const r = await runCli(['vm', 'migrate', 'm1', '--to', 'host2', '--json'], env);
     // On host2 the guest answers host3 again: its reserved address passes host2's port guard though host2 never saw
     // its DHCP reply. A reply sent after the command returned, within 10 s; then 500 ms more for the tail.
-    const returned = Date.now();
-    await pollUntil(() => (pinger!.times.at(-1) ?? 0) > returned, { timeoutMs: 10_000, intervalMs: 20 });
-    await sleep(500);
-    const times = await pinger.stop();
-    const stoppedAt = pinger.stoppedAt;
-    pinger = undefined;
+    const {
+      result: r,
+      answeredBefore,
+      times,
+      returned,
+      stoppedAt,
+    } = await pingAround(`vl-${LAB}-host3`, GUEST_IP, () =>
+      runCli(['vm', 'migrate', 'm1', '--to', 'host2', '--json'], env),
+    );
+    expect(answeredBefore, 'the guest answers host3 before the move').toBe(true);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const report = JSON.parse(r.stdout) as { from: string; to: string; downtimeMs?: number; totalMs: number };
     expect(report).toMatchObject({ from: 'host1', to: 'host2' });

@@ -22,9 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VerifyResult } from '../../src/controller/verify.js';
 import type { HostReport } from '../../src/shared/model.js';
-import { pollUntil, sleep } from '../../src/shared/time.js';
 import { runCli } from '../helpers/cli.js';
-import { largestGap, type Pinger, startPing } from '../helpers/ping.js';
+import { largestGap, pingAround } from '../helpers/ping.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'itss';
@@ -87,7 +86,6 @@ function specOf(extra = ''): string {
 }
 const specFile = join(root, 'spec.yaml');
 let release: (() => Promise<void>) | undefined;
-let pinger: Pinger | undefined;
 /** Every CLI answer the test saw: none may carry a secret. */
 const answers: string[] = [];
 
@@ -121,7 +119,6 @@ beforeAll(async () => {
 }, 420_000);
 
 afterAll(async () => {
-  pinger?.kill();
   await runCli(['lab', 'down', '-f', specFile], env).catch(() => {});
   await runCli(['daemon', '--stop'], env).catch(() => {});
   rmSync(root, { recursive: true, force: true });
@@ -383,17 +380,16 @@ describe('shared storage on a lab with a storage machine', () => {
     ]);
 
     // A 10 ms ping from host2's namespace (the overlay's gateway): local before the move, across VXLAN after it.
-    pinger = startPing(`vl-${LAB}-host2`, '10.70.0.12');
-    await pollUntil(() => pinger!.times.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
-    expect(pinger.times.length, 'web answers host2 before the move').toBeGreaterThan(0);
-    await sleep(500);
-    const r = await cli(['vm', 'migrate', 'web', '--to', 'host1', '--json'], 240_000);
-    const returned = Date.now();
-    await pollUntil(() => (pinger!.times.at(-1) ?? 0) > returned, { timeoutMs: 10_000, intervalMs: 20 });
-    await sleep(500);
-    const times = await pinger.stop();
-    const stoppedAt = pinger.stoppedAt;
-    pinger = undefined;
+    const {
+      result: r,
+      answeredBefore,
+      times,
+      returned,
+      stoppedAt,
+    } = await pingAround(`vl-${LAB}-host2`, '10.70.0.12', () =>
+      cli(['vm', 'migrate', 'web', '--to', 'host1', '--json'], 240_000),
+    );
+    expect(answeredBefore, 'web answers host2 before the move').toBe(true);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const report = JSON.parse(r.stdout) as {
       from: string;
