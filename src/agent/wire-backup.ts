@@ -40,8 +40,8 @@ import {
   StoreLocationSchema,
   VerifyResultSchema,
 } from '../shared/backup.js';
-import { SECRET_VALUE_BASE64_MAX } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
+import { SecretValueBase64Schema } from '../spec/schema-primitives.js';
 
 const name = z.string().regex(NAME_PATTERN);
 
@@ -60,11 +60,7 @@ export const BackupKeySchema = z
   .object({
     /** The secret's name (errors name it; the value is never logged). */
     name,
-    value: z
-      .string()
-      .min(1)
-      .max(SECRET_VALUE_BASE64_MAX)
-      .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+    value: SecretValueBase64Schema,
   })
   .strict();
 export type BackupKey = z.infer<typeof BackupKeySchema>;

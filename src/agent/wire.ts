@@ -14,7 +14,6 @@ import {
   NETWORK_MTU_MAX,
   NETWORK_PREFIX_MAX,
   NETWORK_PREFIX_MIN,
-  SECRET_VALUE_BASE64_MAX,
   UPLINK_ADDRESSES_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
@@ -53,6 +52,7 @@ import {
   NetworkCidrSchema,
   PortSchema,
 } from '../spec/schema.js';
+import { SecretValueBase64Schema } from '../spec/schema-primitives.js';
 import {
   networkConfigIssues,
   securityGroupConfigIssues,
@@ -235,11 +235,7 @@ export const SecretValuesSchema = z
     z
       .object({
         name,
-        value: z
-          .string()
-          .min(1)
-          .max(SECRET_VALUE_BASE64_MAX)
-          .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+        value: SecretValueBase64Schema,
       })
       .strict(),
   )

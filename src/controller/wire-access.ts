@@ -1,8 +1,9 @@
 // Wire types of the controller's access routes: API tokens and their roles and scopes (`vmlink token ...`), the
 // audit trail (`vmlink audit`) and secrets (`vmlink secret ...`: values go in, never out).
 import { z } from 'zod';
-import { AUDIT_ENTRIES_MAX, SECRET_VALUE_BASE64_MAX, TOKEN_SCOPE_ENTRIES_MAX } from '../shared/limits.js';
+import { AUDIT_ENTRIES_MAX, TOKEN_SCOPE_ENTRIES_MAX } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
+import { SecretValueBase64Schema } from '../spec/schema-primitives.js';
 
 // API tokens and the audit trail (`vmlink token ...`, `vmlink audit`).
 
@@ -123,11 +124,7 @@ export const SecretParamsSchema = z.object({ name: z.string().regex(NAME_PATTERN
 /** Body of `POST /v1/secrets/:name`: the value, base64 (any bytes; the CLI reads them from stdin or a file). */
 export const SecretSetBodySchema = z
   .object({
-    value: z
-      .string()
-      .min(1)
-      .max(SECRET_VALUE_BASE64_MAX)
-      .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+    value: SecretValueBase64Schema,
   })
   .strict();
 

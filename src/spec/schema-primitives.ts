@@ -10,6 +10,7 @@ import {
   NETWORK_PREFIX_MIN,
   PORT_MAX,
   PORT_MIN,
+  SECRET_VALUE_BASE64_MAX,
   VLAN_ID_MAX,
   VLAN_ID_MIN,
 } from '../shared/limits.js';
@@ -96,3 +97,10 @@ export function usbId(wildcard: boolean) {
       `must be vendor:product in lower-case hex, such as 046d:c52b${wildcard ? ' (or 046d:* for a whole vendor)' : ''}`,
     );
 }
+
+/** A secret's value as it crosses an API (never in a spec): base64 of at most SECRET_VALUE_MAX_BYTES bytes. */
+export const SecretValueBase64Schema = z
+  .string()
+  .min(1)
+  .max(SECRET_VALUE_BASE64_MAX)
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64');
