@@ -84,6 +84,11 @@ export const NIC_UNPLUG_TIMEOUT_MS = 30_000;
 export const QMP_STATUS_TIMEOUT_MS = 2_000;
 /** One QMP command or connection. */
 export const QMP_TIMEOUT_MS = 5_000;
+/**
+ * `query-migrate` while a migration runs: QEMU holds its big lock through the switch-over's last copy, which under
+ * TCG on a loaded host takes seconds; a poll that gives up sooner rolls back a migration about to succeed.
+ */
+export const MIGRATION_QUERY_TIMEOUT_MS = 30_000;
 /** The guest agent until it answers after boot. */
 export const GUEST_AGENT_BOOT_TIMEOUT_MS = 60_000;
 /** One guest agent connection. */

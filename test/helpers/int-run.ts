@@ -107,7 +107,7 @@ interface Running {
 const logs = mkdtempSync(join(tmpdir(), 'vmlink-int-run-'));
 const queue = order(jobs);
 const running: Running[] = [];
-const results: Array<{ job: Job; ok: boolean; ms: number }> = [];
+const results: Array<{ job: Job; ok: boolean; ms: number; failure?: string }> = [];
 const t0 = Date.now();
 let stopping = false;
 /** The groups being stopped (signal or leftovers): the runner exits once they are gone. */
@@ -139,7 +139,8 @@ function start(job: Job): void {
     running.splice(running.indexOf(r), 1);
     const ms = Date.now() - r.started;
     const ok = code === 0;
-    results.push({ job, ok, ms });
+    const text = readFileSync(log, 'utf8');
+    results.push({ job, ok, ms, ...(ok ? {} : { failure: failureOf(text) }) });
     // vitest waits for its workers: a process still in the group is one a test started and left running.
     if (!stopping && groupAlive(child.pid!)) {
       say(`${job.name} left processes running in its process group: stopping them`);
@@ -148,10 +149,19 @@ function start(job: Job): void {
     process.stdout.write(
       `\n──── ${job.name}: ${ok ? 'passed' : `FAILED (${signal ?? `exit ${code}`})`} in ${secs(ms)} s ────\n`,
     );
-    process.stdout.write(readFileSync(log, 'utf8'));
+    process.stdout.write(text);
     say(`done ${job.name} ${ok ? 'passed' : 'FAILED'} in ${secs(ms)} s (at ${secs(Date.now() - t0)} s)`);
     fill();
   });
+}
+
+/** Up to 6,000 characters of a failed file's output: vitest's failure summary when it printed one, else the end. */
+function failureOf(log: string, max = 6_000): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: vitest's colours
+  const plain = log.replace(/\x1b\[[0-9;]*m/g, '');
+  const at = plain.search(/^.*(Failed Tests|Failed Suites|Unhandled Errors?)/m);
+  const part = at >= 0 ? plain.slice(at) : plain;
+  return part.length > max ? `… ${part.slice(0, max)}` : part;
 }
 
 function fill(): void {
@@ -190,6 +200,8 @@ function finish(): void {
     say(`recorded the durations in ${DURATIONS}`);
   }
   if (queue.length > 0) say(`not started: ${queue.map((j) => j.name).join(', ')}`);
+  // The failures again, last: CI keeps only the tail of a long run's output.
+  for (const r of failed) process.stdout.write(`\n──── why ${r.job.name} failed ────\n${r.failure}\n`);
   if (failed.length > 0) {
     say(
       `FAILED: ${failed.map((r) => (r.job.cls === 'unit' ? 'the unit tests' : fileOf(r.job.name))).join(' ')}`,

@@ -542,8 +542,9 @@ export class QemuDriver implements HypervisorDriver {
     return this.locks.run(key, fn);
   }
 
-  private qmp(name: string, timeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
-    return this.qmpPool.get(name, timeoutMs);
+  /** The VM's shared QMP connection; `connectTimeoutMs` bounds opening it only (qmp-pool.ts). */
+  private qmp(name: string, connectTimeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
+    return this.qmpPool.get(name, connectTimeoutMs);
   }
 
   private dropQmp(name: string): Promise<void> {

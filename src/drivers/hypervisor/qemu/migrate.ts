@@ -3,6 +3,7 @@
 // `-incoming defer`), and `announce-self` once it runs. QEMU's answers are untrusted: parsed field by field.
 import { z } from 'zod';
 import { BadResponseError, VmlinkError } from '../../../shared/errors.js';
+import { MIGRATION_QUERY_TIMEOUT_MS } from '../../../shared/limits.js';
 import { sleep } from '../../../shared/time.js';
 import type { MigrationProgress } from '../types.js';
 import type { QmpClient } from './qmp.js';
@@ -65,8 +66,8 @@ const QueryMigrateSchema = z
 export type { MigrationProgress };
 
 /** `query-migrate` as MigrationProgress. */
-export async function queryMigration(qmp: Qmp): Promise<MigrationProgress> {
-  const raw = await qmp.execute('query-migrate');
+export async function queryMigration(qmp: Qmp, timeoutMs?: number): Promise<MigrationProgress> {
+  const raw = await qmp.execute('query-migrate', undefined, timeoutMs);
   const parsed = QueryMigrateSchema.safeParse(raw);
   if (!parsed.success) throw new BadResponseError(`QEMU's query-migrate answer does not parse`);
   const m = parsed.data;
@@ -146,7 +147,7 @@ export async function awaitMigration(
       await cancelOutgoing(qmp);
       throw new VmlinkError('exec', `migration of vm ${opts.vm} was cancelled`, { subject: `vm/${opts.vm}` });
     }
-    const p = await queryMigration(qmp);
+    const p = await queryMigration(qmp, MIGRATION_QUERY_TIMEOUT_MS);
     opts.onProgress?.(p);
     if (FINAL.has(p.status)) {
       if (p.status === 'completed') return p;

@@ -9,11 +9,18 @@ export class QmpPool {
 
   constructor(private readonly socketOf: (name: string) => string) {}
 
-  /** The VM's connection, opened (within `timeoutMs`) if there is none. */
-  get(name: string, timeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
+  /**
+   * The VM's connection, opened (within `connectTimeoutMs`) if there is none. Its commands' limit is always
+   * QMP_TIMEOUT_MS: whoever happened to open the shared connection must not set it for everyone after.
+   */
+  get(name: string, connectTimeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
     let p = this.clients.get(name);
     if (!p) {
-      p = QmpClient.connect(this.socketOf(name), { timeoutMs, subject: `vm/${name}` });
+      p = QmpClient.connect(this.socketOf(name), {
+        connectTimeoutMs,
+        timeoutMs: QMP_TIMEOUT_MS,
+        subject: `vm/${name}`,
+      });
       this.clients.set(name, p);
       const mine = p;
       const forget = () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TimeoutError, UnavailableError } from '../../../shared/errors.js';
 import { GuestAgentClient, JsonObjectSplitter, QmpClient, QmpCommandError } from './qmp.js';
+import { QmpPool } from './qmp-pool.js';
 
 type Msg = { execute: string; arguments?: Record<string, unknown>; id?: unknown };
 
@@ -90,6 +91,8 @@ function fakeQmp(): Promise<string> {
       } else if (m.execute === 'quit') {
         send(s, { return: {}, id: m.id });
         s.end();
+      } else if (m.execute === 'slow') {
+        setTimeout(() => send(s, { return: { slow: true }, id: m.id }), 300);
       } else if (m.execute === 'hang') {
         // never answers
       } else {
@@ -146,6 +149,17 @@ describe('QmpClient against a fake QMP server', () => {
     const qmp = await QmpClient.connect(await fakeQmp());
     await expect(qmp.execute('hang', undefined, 100)).rejects.toBeInstanceOf(TimeoutError);
     qmp.close();
+  });
+
+  it('a shared connection opened by an impatient caller keeps the command limit for everyone after', async () => {
+    // vm-start opens the pool's connection with a 100 ms-ish connect limit; a migration's query-migrate on it later
+    // must still wait QMP_TIMEOUT_MS (a 1 s limit rolled back a migration on a loaded host).
+    const path = await fakeQmp();
+    const pool = new QmpPool(() => path);
+    const first = await pool.get('vm1', 100);
+    expect(await first.execute('slow')).toEqual({ slow: true });
+    expect(await pool.get('vm1')).toBe(first);
+    pool.closeAll();
   });
 
   it('reports a closed connection as UnavailableError', async () => {

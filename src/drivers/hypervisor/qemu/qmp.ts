@@ -247,8 +247,13 @@ function unwrap(command: string, m: Json, subject?: string): unknown {
 
 /** Options of a protocol client connection. */
 export interface ClientOptions {
-  /** Limit for connecting and for each command (default 5 s). */
+  /** Limit for each command (default 5 s), and for connecting unless `connectTimeoutMs` says otherwise. */
   timeoutMs?: number;
+  /**
+   * Limit for connecting and the greeting alone: a caller that only waits a moment for a socket (a VM starting)
+   * must not make every later command on a shared connection that impatient.
+   */
+  connectTimeoutMs?: number;
   /** Names the VM in errors. */
   subject?: string;
 }
@@ -273,15 +278,16 @@ export class QmpClient {
   /** Connects, reads the greeting and leaves negotiation mode. */
   static async connect(path: string, opts: ClientOptions = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    const sock = await connectUnix(path, timeoutMs, 'QMP');
+    const connectMs = opts.connectTimeoutMs ?? timeoutMs;
+    const sock = await connectUnix(path, connectMs, 'QMP');
     const ch = new JsonChannel(sock, `QMP ${path}`, QMP_MESSAGE_MAX_BYTES);
     const client = new QmpClient(ch, { ...opts, timeoutMs });
     try {
-      const greeting = await ch.next((m) => 'QMP' in m, timeoutMs, 'greeting');
+      const greeting = await ch.next((m) => 'QMP' in m, connectMs, 'greeting');
       const v = (greeting.QMP as { version?: { qemu?: { major: number; minor: number; micro: number } } })
         .version?.qemu;
       if (v) client.version = `${v.major}.${v.minor}.${v.micro}`;
-      await client.execute('qmp_capabilities');
+      await client.execute('qmp_capabilities', undefined, connectMs);
       return client;
     } catch (e) {
       ch.close();
