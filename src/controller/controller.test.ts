@@ -340,6 +340,34 @@ vms:
     expect(st.hosts.find((h) => h.name === 'h2')?.report?.host).toBe('h2');
   });
 
+  it("shows a VM's CPU pinning and quota as asked and as its host observes them; nothing for a VM without", async () => {
+    fleet.host('h1').capabilities = {
+      resources: {
+        onlineCpus: [0, 1],
+        cpuQuota: { available: true, reason: 'cgroup v2 delegated' },
+        hugepages: { available: false, reason: 'none free', pageSizeKiB: 2048, free: 0 },
+      },
+    };
+    const text = spec({
+      vms: `${web(', cpus: 2, cpu: { pin: [1, 0], quota: "50%" }')}  - { name: app1, host: h1, nics: [{ network: natnet }] }\n`,
+    });
+    await controller.apply(text, 'site.yaml', task());
+    const seen = fleet.host('h1').vms.get('web1')!;
+    seen.vcpus = [
+      { vcpu: 0, thread: 4321, cpus: '1' },
+      { vcpu: 1, thread: 4322, cpus: '0' },
+    ];
+    seen.cpuMax = '100000 100000';
+    const vms = await controller.vms();
+    expect(vms.find((v) => v.name === 'web1')?.cpu).toEqual({
+      pin: [1, 0],
+      quota: '50%',
+      vcpus: seen.vcpus,
+      cpuMax: '100000 100000',
+    });
+    expect(vms.find((v) => v.name === 'app1')).not.toHaveProperty('cpu');
+  });
+
   it('shows each NIC with its tap and addresses: guest agent first, else the DHCP lease', async () => {
     const text = spec({
       vms: `${web()}  - { name: app1, host: h1, nics: [{ network: natnet, mac: "52:54:00:aa:bb:01" }] }\n`,

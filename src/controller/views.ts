@@ -2,8 +2,8 @@
 import { resolveSpec } from '../plan/resolve.js';
 import { tuningChanges, tuningDrift } from '../plan/tuning.js';
 import { NotFoundError, UnsupportedError } from '../shared/errors.js';
-import type { HostReport, NicConfig, ObservedVm } from '../shared/model.js';
-import type { NetworkSpec, Spec } from '../spec/schema.js';
+import type { HostReport, NicConfig, ObservedVcpu, ObservedVm } from '../shared/model.js';
+import type { NetworkSpec, Spec, VmSpec } from '../spec/schema.js';
 import { networkHosts } from '../spec/topology.js';
 import { agentAddress } from './agents.js';
 import { type AgentFactory, REPORT_TIMEOUT_MS } from './hosts.js';
@@ -68,6 +68,11 @@ export interface VmView {
   state: ObservedVm['state'] | 'absent' | 'unknown';
   cpus?: number;
   memoryMiB?: number;
+  /**
+   * Its CPU placement and limit: as the spec asks (`pin`, `quota`) and as its host sees them (each vCPU thread's
+   * allowed CPUs, its cgroup's `cpu.max`); absent when the spec asks for neither and the host reports neither.
+   */
+  cpu?: { pin?: number[]; quota?: string; vcpus?: ObservedVcpu[]; cpuMax?: string };
   networks: string[];
   /** Each NIC with its tap and addresses (VMs of the applied spec only). */
   nics: VmNicView[];
@@ -174,6 +179,7 @@ export class Views {
           state: !h?.reachable ? 'unknown' : (obs?.state ?? 'absent'),
           cpus: vm.cpus,
           memoryMiB: vm.memoryMiB,
+          ...cpuView(vm.cpu, obs),
           networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
           // The tap as the agent realised it (a VM from before readable names keeps its hashed one).
           nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, leases)),
@@ -326,4 +332,15 @@ export function leaseIndex(reports: readonly HostReport[]): LeaseIndex {
         out.set(k, ips);
       }
   return out;
+}
+
+/** VmView's `cpu`: the spec's request beside what the host observed (each part only when present). */
+function cpuView(asked: VmSpec['cpu'], obs: ObservedVm | undefined): Pick<VmView, 'cpu'> {
+  const cpu = {
+    ...(asked?.pin ? { pin: asked.pin } : {}),
+    ...(asked?.quota ? { quota: asked.quota } : {}),
+    ...(obs?.vcpus ? { vcpus: obs.vcpus } : {}),
+    ...(obs?.cpuMax ? { cpuMax: obs.cpuMax } : {}),
+  };
+  return Object.keys(cpu).length > 0 ? { cpu } : {};
 }

@@ -84,6 +84,7 @@ const vm: Full<VmView> = {
   state: 'running',
   cpus: 1,
   memoryMiB: 256,
+  cpu: { pin: [1], quota: '50%', vcpus: [{ vcpu: 0, thread: 4321, cpus: '1' }], cpuMax: '50000 100000' },
   networks: ['natnet'],
   nics: [
     {

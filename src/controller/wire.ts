@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { HostReportSchema, ObservedNetworkSchema, VersionInfoSchema } from '../agent/wire.js';
 import { DoctorCheckSchema } from '../agent/wire-doctor.js';
+import { ObservedVcpusSchema } from '../agent/wire-resources.js';
 import { ErrorBodySchema } from '../shared/errors.js';
 import { GUEST_EXEC_ARG_MAX, GUEST_EXEC_ARGS_MAX, GUEST_EXEC_INPUT_MAX } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
@@ -218,6 +219,16 @@ export const VmListSchema = z.array(
     state: z.enum(['running', 'stopped', 'paused', 'crashed', 'absent', 'unknown']),
     cpus: z.number().int().optional(),
     memoryMiB: z.number().int().optional(),
+    cpu: z
+      .object({
+        pin: z.array(z.number().int()).optional().describe('the host CPU of each vCPU, as the spec asks'),
+        quota: z.string().optional().describe('its CPU quota, as the spec asks (e.g. 50%)'),
+        vcpus: ObservedVcpusSchema.optional().describe(
+          "each vCPU thread's allowed host CPUs, as its host sees them",
+        ),
+        cpuMax: z.string().optional().describe("its cgroup's cpu.max, as its host sees it"),
+      })
+      .optional(),
     networks: z.array(z.string()),
     nics: z.array(
       z.object({
