@@ -13,8 +13,6 @@ import {
   MTU_MIN,
   NETWORK_FORWARDS_MAX,
   NETWORK_MTU_MAX,
-  PORT_MAX,
-  PORT_MIN,
   SSH_KEY_LINE_MAX,
   TRUNK_NETWORKS_MAX,
   UPLINK_ADDRESSES_MAX,
@@ -27,12 +25,7 @@ import {
 } from '../shared/limits.js';
 import { ConfidentialKinds } from '../shared/model.js';
 import { HOST_SERVICES_MAX, NIC_ALLOWED_ADDRESSES_MAX } from '../shared/port-security.js';
-import {
-  NIC_SECURITY_GROUPS_MAX,
-  RULE_PORTS_MAX,
-  SECURITY_GROUP_RULES_MAX,
-  SECURITY_GROUPS_MAX,
-} from '../shared/security-groups.js';
+import { NIC_SECURITY_GROUPS_MAX, SECURITY_GROUPS_MAX } from '../shared/security-groups.js';
 import { POOLS_MAX, VM_DEVICES_MAX, VOLUMES_MAX } from '../shared/storage.js';
 import { BackupPoliciesSchema, BackupStoresSchema } from './schema-backup.js';
 import { clusterBalanceFields, vmResourceFields } from './schema-balance.js';
@@ -52,6 +45,7 @@ import {
   usbId,
   vlanId,
 } from './schema-primitives.js';
+import { type SecurityGroupRuleSchema, SecurityGroupSchema } from './schema-security-groups.js';
 import { DeviceRequestSchema, DiskSchema, PoolSchema, VolumeSchema } from './schema-storage.js';
 
 export {
@@ -63,6 +57,7 @@ export {
   NetworkCidrSchema,
   PortSchema,
 } from './schema-primitives.js';
+export { SecurityGroupRuleSchema, SecurityGroupSchema } from './schema-security-groups.js';
 
 /** Network backends: `linux` (bridges, vxlan and 802.1Q devices) or `ovs` (Open vSwitch). */
 export const BackendSchema = z.enum(['linux', 'ovs']);
@@ -268,48 +263,6 @@ export const NicSchema = z
       .max(NIC_SECURITY_GROUPS_MAX)
       .refine((l) => new Set(l).size === l.length, 'lists a group twice')
       .optional(),
-  })
-  .strict();
-
-/** A destination port (80) or an inclusive range ("8000-8100") of a security group rule. */
-const rulePort = z.union([
-  port,
-  z
-    .string()
-    .regex(/^\d{1,5}-\d{1,5}$/, 'must be a port (80) or a range such as "8000-8100"')
-    .refine((r) => {
-      const [a, b] = r.split('-').map(Number) as [number, number];
-      return a >= PORT_MIN && b <= PORT_MAX && a <= b;
-    }, `must be a range of ports ${PORT_MIN}-${PORT_MAX}, low end first`),
-]);
-
-/** One rule of a security group: what it lets in (ingress) or out (egress) of its member NICs. */
-export const SecurityGroupRuleSchema = z
-  .object({
-    direction: z.enum(['ingress', 'egress']).default('ingress'),
-    protocol: z.enum(['tcp', 'udp', 'icmp', 'any']).default('any'),
-    /** tcp/udp destination ports; absent: all. */
-    ports: z.array(rulePort).min(1).max(RULE_PORTS_MAX).optional(),
-    /** Remote addresses (source of ingress, destination of egress). At most one of cidr and group; neither: any. */
-    cidr: z
-      .string()
-      .refine((s) => {
-        const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
-        return !!m && ipv4.safeParse(m[1]).success && Number(m[2]) <= 32;
-      }, 'must be an IPv4 network such as 10.0.0.0/24 (0.0.0.0/0 for any)')
-      .optional(),
-    /** Remote group: the other end is a NIC of this group (it may be the rule's own group). */
-    group: name.optional(),
-    description: z.string().max(256).optional(),
-  })
-  .strict();
-
-/** A named set of rules attached to VM NICs (`vms[].nics[].securityGroups`). */
-export const SecurityGroupSchema = z
-  .object({
-    name,
-    description: z.string().max(256).optional(),
-    rules: z.array(SecurityGroupRuleSchema).max(SECURITY_GROUP_RULES_MAX).default([]),
   })
   .strict();
 
