@@ -10,8 +10,9 @@ import type { LeaseStatus } from '../shared/cluster.js';
 import { FencedError, UnsupportedError } from '../shared/errors.js';
 import type { NetworkConfig, NicConfig, ObservedNetwork, VmConfig } from '../shared/model.js';
 import { legacyTapName } from '../spec/net.js';
-import { Agent, keepLegacyTaps } from './agent.js';
+import { Agent } from './agent.js';
 import type { ClusterMembership } from './cluster/types.js';
+import { keepLegacyTaps } from './vm-reconfigure.js';
 
 const net = (name: string, mtu = 1500): NetworkConfig => ({
   name,

@@ -1,4 +1,3 @@
-import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { HypervisorDriver, SecretValues } from '../drivers/hypervisor/types.js';
 import type { LbDriver } from '../drivers/lb/driver.js';
@@ -10,23 +9,18 @@ import { InvalidStateError, NotFoundError, UnsupportedError } from '../shared/er
 import { log } from '../shared/log.js';
 import type { HostReport, NetworkBackend, NicConfig, VmConfig } from '../shared/model.js';
 import { SerialQueue } from '../shared/queue.js';
-import { VERSION } from '../shared/version.js';
-import { legacyTapName, tapName } from '../spec/net.js';
 import { ensurePortsTogether, runBatch } from './batch.js';
 import type { ClusterMembership } from './cluster/types.js';
 import { VmFencing } from './cluster/vm-fencing.js';
 import { ConfirmManager, type Undo } from './confirm.js';
-import { executeLb, observeLbs } from './lb.js';
-import { portOf } from './port-config.js';
+import { computeHostReport } from './host-report.js';
+import { executeLb } from './lb.js';
+import { nicBackend, portOf } from './port-config.js';
 import { Prober } from './probes.js';
-import {
-  assertPortGroupsSupported,
-  deleteSecurityGroup,
-  ensureSecurityGroup,
-  observeSecurityGroups,
-} from './security-groups.js';
+import { assertPortGroupsSupported, deleteSecurityGroup, ensureSecurityGroup } from './security-groups.js';
 import { isStorageAction, type StorageDeps, StorageOps, storageHostReport } from './storage.js';
-import { configureTuning, type HostTuner, observeTuning, requireTuner } from './tuning.js';
+import { configureTuning, type HostTuner, requireTuner } from './tuning.js';
+import { hotplugVm, keepLegacyTaps } from './vm-reconfigure.js';
 import type { AgentAction, ConfirmState, Fence } from './wire.js';
 import type { ProbeBatchRequest, ProbeRequest, ProbeResult } from './wire-probe.js';
 
@@ -146,74 +140,9 @@ export class Agent {
   }
 
   /** Observed state and capabilities of this host. */
-  async report(): Promise<HostReport> {
+  report(): Promise<HostReport> {
     if (this.role === 'storage') return storageHostReport(this.deps.host, this.storage);
-    const { hypervisor, uplink, uplinkDevice } = this.deps;
-    const drivers = Object.values(this.deps.networks);
-    const [accel, confidential, caps, networks, vms, up, groups, devices, pools, tuning, resources, lbs] =
-      await Promise.all([
-        hypervisor.accelerator(),
-        hypervisor.confidential?.().catch(() => undefined),
-        Promise.all(drivers.map((d) => d.capabilities())),
-        Promise.all(drivers.map((d) => d.listNetworks())),
-        hypervisor.list(),
-        uplink && uplinkDevice ? uplink.observeUplink(uplinkDevice).catch(() => undefined) : undefined,
-        observeSecurityGroups(this.deps.networks),
-        this.devices(),
-        this.storage.listPools(),
-        observeTuning(this.deps.tuning),
-        hypervisor.hostResources?.().catch(() => undefined),
-        observeLbs(this.deps.lb),
-      ]);
-    // A VM whose tap fell off its bridge is broken even if QEMU runs. Backends that can list all their ports
-    // at once answer from one query instead of one command per NIC.
-    const masters = new Map<NetworkDriver, Promise<Map<string, string | undefined>> | undefined>();
-    const attached = async (d: NetworkDriver, tap: string, bridge: string) => {
-      if (!masters.has(d)) masters.set(d, d.portMasters?.());
-      const all = await masters.get(d);
-      return all ? all.get(tap) === bridge : d.portAttached(tap, bridge);
-    };
-    await Promise.all(
-      vms.map(async (vm) => {
-        // The config the hypervisor read while listing, else read now.
-        const cfg = vm.config ?? (await hypervisor.config(vm.name));
-        if (cfg)
-          vm.ports = cfg.nics.map((n) => ({
-            network: n.network,
-            tap: n.tap,
-            bridge: n.bridge,
-            ...(n.trunk ? { trunk: n.trunk.networks } : {}),
-          }));
-        // The plan names changed fields and hot-plugs NICs from the config a VM runs with.
-        if (cfg) vm.config = cfg;
-        for (const nic of cfg?.nics ?? []) {
-          const d = this.deps.networks[nicBackend(nic)];
-          if (!d || !(await attached(d, nic.tap, nic.bridge)))
-            vm.problems.push(`port ${nic.tap} is not attached to ${nic.bridge}`);
-        }
-      }),
-    );
-    return {
-      host: this.deps.host,
-      agentVersion: VERSION,
-      capabilities: {
-        ...accel,
-        ...(confidential ? { confidential } : {}),
-        ...(resources ? { resources } : {}),
-        cpus: cpus().length,
-        memoryMiB: Math.floor(totalmem() / 1048576),
-        network: Object.assign({}, ...caps) as Record<string, boolean>,
-        backends: this.backends,
-        ...(tuning ? { tuning } : {}),
-      },
-      networks: networks.flat(),
-      vms,
-      ...(up ? { uplink: up } : {}),
-      ...(groups.length ? { securityGroups: groups } : {}),
-      ...(devices ? { devices } : {}),
-      ...(pools.length ? { pools } : {}),
-      ...(lbs.length ? { loadBalancers: lbs } : {}),
-    };
+    return computeHostReport(this.deps, this.backends, () => this.devices(), this.storage);
   }
 
   /** Whole-VM snapshots of VM `name`. */
@@ -317,11 +246,7 @@ export class Agent {
         return;
       }
       case 'network.delete': {
-        const users = [];
-        for (const vm of await hypervisor.list()) {
-          const cfg = await hypervisor.config(vm.name);
-          if (cfg?.nics.some((n) => n.network === action.name)) users.push(vm.name);
-        }
+        const users = await this.vmsWhose((n) => n.network === action.name);
         if (users.length)
           throw new InvalidStateError(
             `network ${action.name} is still used by VM(s) ${users.join(', ')}`,
@@ -360,11 +285,7 @@ export class Agent {
       case 'securityGroup.ensure':
         return ensureSecurityGroup(this.deps.host, this.deps.networks, action.group, action.configHash, ctx);
       case 'securityGroup.delete': {
-        const users = [];
-        for (const vm of await hypervisor.list()) {
-          const cfg = await hypervisor.config(vm.name);
-          if (cfg?.nics.some((n) => n.securityGroups?.includes(action.name))) users.push(vm.name);
-        }
+        const users = await this.vmsWhose((n) => n.securityGroups?.includes(action.name) === true);
         return deleteSecurityGroup(this.deps.networks, action.name, users, ctx);
       }
       case 'vm.create': {
@@ -391,39 +312,18 @@ export class Agent {
           if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
         return;
       }
-      case 'vm.hotplug': {
-        const name = action.vm.name;
-        const vm = await this.vm(name);
-        const before = await hypervisor.config(name);
-        // NICs it keeps stay on their taps, hashed names from before readable ones included.
-        const want = keepLegacyTaps(action.vm, before);
-        for (const nic of want.nics) await this.ensurePort(nic, ctx);
-        let why: string | undefined;
-        if (vm.state !== 'running') why = `it is ${vm.state}`;
-        else if (!(await hypervisor.canHotplug(name))) why = 'it was started without hot-plug slots';
-        else
-          try {
-            await hypervisor.hotplug(want, action.configHash, ctx, action.secrets);
-          } catch (e) {
-            // Refused before anything changed (a QEMU without a CD-ROM controller, or without network for an
-            // iSCSI or NFS disk): a restart applies it.
-            if (!(e instanceof UnsupportedError)) throw e;
-            why = e.message;
-          }
-        if (why !== undefined) {
-          // Not running, started by a vmlink without hot-plug slots, or refused: the change is applied by a restart.
-          ctx.progress?.(`VM ${name} cannot take this hot-plug (${why}); applying the change by a restart`);
-          if (vm.state !== 'stopped') await hypervisor.stop(name, { force: vm.state === 'crashed' }, ctx);
-          await hypervisor.create(want, action.configHash, ctx, action.secrets);
-          if (action.vm.state === 'running') await hypervisor.start(name, ctx, action.secrets);
-        }
-        await this.assertStillHeld(name);
-        // Ports of NICs the VM no longer has.
-        const kept = new Set(want.nics.map((n) => n.tap));
-        for (const nic of before?.nics ?? [])
-          if (!kept.has(nic.tap)) await this.deps.networks[nicBackend(nic)]?.deletePort(nic.tap, ctx);
-        return;
-      }
+      case 'vm.hotplug':
+        return hotplugVm(
+          {
+            hypervisor,
+            networks: this.deps.networks,
+            vm: (n) => this.vm(n),
+            ensurePort: (nic, c) => this.ensurePort(nic, c),
+            assertStillHeld: (n) => this.assertStillHeld(n),
+          },
+          action,
+          ctx,
+        );
       case 'vm.start': {
         const vm = await this.vm(action.name);
         if (vm.state === 'running') return;
@@ -450,6 +350,16 @@ export class Agent {
         return;
       }
     }
+  }
+
+  /** Names of this host's VMs with a NIC that `nicMatches` (a network or group still in use). */
+  private async vmsWhose(nicMatches: (nic: NicConfig) => boolean): Promise<string[]> {
+    const users: string[] = [];
+    for (const vm of await this.deps.hypervisor.list()) {
+      const cfg = await this.deps.hypervisor.config(vm.name);
+      if (cfg?.nics.some(nicMatches)) users.push(vm.name);
+    }
+    return users;
   }
 
   /** The driver of `backend`, or an error naming the remedy when this host lacks it. */
@@ -568,23 +478,3 @@ export class Agent {
     return this.deps.hypervisor;
   }
 }
-
-/**
- * `want` with the taps a running VM's QEMU holds under their names from before readable names: repairing its ports
- * must not swap a tap from under it. The readable names take over when the VM is next reconfigured.
- */
-export function keepLegacyTaps(want: VmConfig, before: VmConfig | undefined): VmConfig {
-  if (!before) return want;
-  return {
-    ...want,
-    nics: want.nics.map((nic, i) => {
-      const old = before.nics[i]?.tap;
-      return old === legacyTapName(want.name, i) && nic.tap === tapName(want.name, i)
-        ? { ...nic, tap: old }
-        : nic;
-    }),
-  };
-}
-
-/** A NIC's backend; configs persisted before backends existed are linux. */
-const nicBackend = (nic: NicConfig): NetworkBackend => nic.backend ?? 'linux';

@@ -1,6 +1,9 @@
 // The port a VM NIC plugs into, as the agent hands it to the network driver: its tap, bridge, VLANs and guard.
 import type { PortConfig } from '../drivers/network/types.js';
-import type { NicConfig } from '../shared/model.js';
+import type { NetworkBackend, NicConfig } from '../shared/model.js';
+
+/** The network backend a NIC's port lives on: `linux` unless it says so (configs stored before backends existed are linux). */
+export const nicBackend = (nic: NicConfig): NetworkBackend => nic.backend ?? 'linux';
 
 /**
  * The port of `nic`. Its guard allows the NIC's known addresses: a fixed one, a DHCP reservation (the spec's, which
