@@ -5,7 +5,7 @@
 //   describePoolConformance('dir', async () => ({ backend, pool, volumeUrl: (v) => fileVolumeOpen(path, v.format) }));
 // The cases run in order and share one pool; the last one deletes it.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -203,6 +203,11 @@ export function describePoolConformance(name: string, setup: () => Promise<PoolC
       await ok('cf-qcow', ['read -P 0x4d 2M 64k']);
       await expect(b.importVolume(pool, 'cf-raw', qcow)).rejects.toThrow(ConflictError);
       await ok('cf-raw', ['read -P 0x3c 1M 64k']);
+      // A link is never followed (the root agent would import whatever it points at), and nothing is made.
+      const link = join(scratch, 'image-link.raw');
+      await symlink(raw, link);
+      await expect(b.importVolume(pool, 'cf-link', link)).rejects.toThrow(/symbolic link/);
+      expect(await volume('cf-link')).toBeUndefined();
     });
 
     it('makes a full clone with the same content, independent of its source', async () => {

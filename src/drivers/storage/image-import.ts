@@ -12,6 +12,13 @@ import { imageInfo } from './qemu-img.js';
 const ISO_MAGIC_OFFSET = 32_769;
 const MAX_BYTES = DISK_SIZE_MIB_MAX * 1024 * 1024;
 
+/** What an import source is, once checked. */
+export interface ImportSource {
+  format: 'iso' | 'qcow2' | 'raw';
+  /** The size the guest sees (an ISO's and a raw image's file size, a qcow2's virtual size). */
+  virtualBytes: number;
+}
+
 /**
  * Checks the file an import starts from (a regular file, not a link) and says what it is: `iso`, or the `qcow2` or
  * `raw` format qemu-img found (the only probe vmlink lets it make).
@@ -20,7 +27,7 @@ export async function checkImportSource(
   runner: Runner,
   sourcePath: string,
   signal?: AbortSignal,
-): Promise<{ format: 'iso' | 'qcow2' | 'raw' }> {
+): Promise<ImportSource> {
   const src = await openRegular(sourcePath);
   if (!src) throw new NotFoundError('file', sourcePath);
   try {
@@ -28,7 +35,7 @@ export async function checkImportSource(
       throw new InvalidRequestError(`${sourcePath} is larger than ${DISK_SIZE_MIB_MAX} MiB`, sourcePath);
     const magic = Buffer.alloc(5);
     await src.fh.read(magic, 0, 5, ISO_MAGIC_OFFSET);
-    if (magic.toString('latin1') === 'CD001') return { format: 'iso' };
+    if (magic.toString('latin1') === 'CD001') return { format: 'iso', virtualBytes: src.st.size };
   } finally {
     await src.fh.close();
   }
@@ -47,5 +54,5 @@ export async function checkImportSource(
     throw new InvalidRequestError(`${sourcePath} is encrypted: decrypt it before importing it`, sourcePath);
   if (info['virtual-size'] > MAX_BYTES)
     throw new InvalidRequestError(`${sourcePath} is larger than ${DISK_SIZE_MIB_MAX} MiB`, sourcePath);
-  return { format: info.format };
+  return { format: info.format, virtualBytes: info['virtual-size'] };
 }

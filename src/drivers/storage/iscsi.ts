@@ -32,6 +32,7 @@ import {
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
+import { checkImportSource } from './image-import.js';
 import {
   closeForeignSessions,
   type FenceOwner,
@@ -46,7 +47,6 @@ import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget }
 import { PoolStateStore } from './pool-state.js';
 import { poolUsage } from './qcow2-listing.js';
 import { VOLUME_NAME } from './qcow2-volumes.js';
-import { imageInfo } from './qemu-img.js';
 import { isTgtError, TgtClient } from './tgt-client.js';
 import type { TgtTarget } from './tgt-show.js';
 import type { PoolBackend } from './types.js';
@@ -520,24 +520,13 @@ export class IscsiPool implements PoolBackend {
     this.checkPool(pool);
     const file = this.fileOf(pool, name);
     if (await exists(file)) throw new ConflictError(`volume ${name} already exists in pool ${pool.name}`);
-    const s = await stat(sourcePath).catch(() => undefined);
-    if (!s?.isFile()) throw new NotFoundError('image file', sourcePath);
-    // The format is read once and then named, so qemu-img never guesses it again while converting; an image that
-    // names other files (backing, data file) is refused, or converting it would copy them into the volume.
-    const info = await imageInfo(this.opts.runner, sourcePath, undefined, ctx?.signal);
-    const format = info.format;
-    if (format !== 'qcow2' && format !== 'raw')
-      throw new InvalidRequestError(`${sourcePath} is ${format}; import takes qcow2, raw or ISO`, sourcePath);
-    if (info['backing-filename'] !== undefined || info['format-specific']?.data?.['data-file'] !== undefined)
-      throw new InvalidRequestError(
-        `${sourcePath} names other files (a backing or data file): flatten it first (qemu-img convert)`,
-        sourcePath,
-      );
-    if (info.encrypted)
-      throw new InvalidRequestError(`${sourcePath} is encrypted: decrypt it before importing it`, sourcePath);
-    checkSize(name, Math.ceil(info['virtual-size'] / MiB));
+    // The same checks as any pool's import (image-import.ts): a regular file, not a link, naming no other file.
+    const source = await checkImportSource(this.opts.runner, sourcePath, ctx?.signal);
+    checkSize(name, Math.ceil(source.virtualBytes / MiB));
     await mkdir(pool.path, { recursive: true, mode: 0o700 });
     ctx?.progress?.(`importing ${sourcePath} as volume ${name} of pool ${pool.name}`);
+    // A LUN is raw bytes: an ISO is served as it is.
+    const format = source.format === 'iso' ? 'raw' : source.format;
     await this.convertInto(pool, name, ['-f', format, sourcePath], ctx);
     await this.expose(pool, name);
   }
