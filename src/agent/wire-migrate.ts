@@ -13,7 +13,9 @@
 //     POST /v1/migrations/outgoing        OutgoingRequest   -> MigrationJob  (QEMU migrates; progress in the job)
 //     GET  /v1/migrations/:id                               -> MigrationJob
 //     POST /v1/migrations/:id/rollback                      -> {ok}  (the guest runs here again)
+//     POST /v1/migrations/dirty-rate      DirtyRateRequest  -> DirtyRate  (the explain's measured dirty rate)
 import { z } from 'zod';
+import { DIRTY_RATE_MIBPS_MAX, MIGRATION_DIRTY_RATE_MAX_S } from '../shared/limits.js';
 import { NAME_PATTERN } from '../spec/schema.js';
 import { FenceSchema, SecretValuesSchema, VmConfigSchema } from './wire.js';
 
@@ -117,3 +119,15 @@ export const MigrationJobSchema = z
 export type MigrationJob = z.infer<typeof MigrationJobSchema>;
 
 export const StreamAnswerSchema = z.object({ receivedBytes: z.number().int().min(0) }).strict();
+
+/** Source, before a migration: measure how fast a running VM dirties its memory. */
+export const DirtyRateRequestSchema = z
+  .object({ vm: name, seconds: z.number().int().min(1).max(MIGRATION_DIRTY_RATE_MAX_S) })
+  .strict();
+export type DirtyRateRequest = z.infer<typeof DirtyRateRequestSchema>;
+
+/** The measured rate (MiB/s); absent where the hypervisor cannot measure it. */
+export const DirtyRateSchema = z
+  .object({ dirtyRateMiBps: z.number().finite().min(0).max(DIRTY_RATE_MIBPS_MAX).optional() })
+  .strict();
+export type DirtyRate = z.infer<typeof DirtyRateSchema>;

@@ -27,6 +27,7 @@ import {
 import type { DoctorObservations } from '../agent/wire-doctor.js';
 import { AgentDoctorSchema, type DoctorCheck } from '../agent/wire-doctor.js';
 import {
+  DirtyRateSchema,
   type IncomingRequest,
   type MigrationJob,
   MigrationJobSchema,
@@ -333,6 +334,17 @@ export class AgentClient {
   /** Source: a migration job's state and progress. */
   migrationJob(id: string): Promise<MigrationJob> {
     return this.http.get(`/v1/migrations/${id}`, MigrationJobSchema);
+  }
+
+  /** Source: how fast running VM `vm` dirties its memory, measured over `seconds` (undefined: cannot tell). */
+  async migrationDirtyRate(vm: string, seconds: number): Promise<number | undefined> {
+    const r = await this.http.post(
+      '/v1/migrations/dirty-rate',
+      { vm, seconds },
+      DirtyRateSchema,
+      seconds * 1000 + MIGRATION_CALL_TIMEOUT_MS,
+    );
+    return r.dirtyRateMiBps;
   }
 
   /** Source: the guest runs there again after a migration the target could not take over. */

@@ -32,6 +32,7 @@ export type AgentPort = Pick<
       | 'migrationStart'
       | 'migrationJob'
       | 'migrationRollback'
+      | 'migrationDirtyRate'
     >
   > &
   // Backups (issue 12): optional so that fakes without them keep working.

@@ -89,6 +89,12 @@ export const QMP_TIMEOUT_MS = 5_000;
  * TCG on a loaded host takes seconds; a poll that gives up sooner rolls back a migration about to succeed.
  */
 export const MIGRATION_QUERY_TIMEOUT_MS = 30_000;
+/** The explain's dirty-rate measurement (s): long enough to see a busy guest, short enough for a pre-flight. */
+export const MIGRATION_DIRTY_RATE_S = 1;
+/** The longest dirty-rate measurement an agent takes. */
+export const MIGRATION_DIRTY_RATE_MAX_S = 10;
+/** A dirty rate beyond any memory bus (MiB/s): a larger figure from a hypervisor is refused as nonsense. */
+export const DIRTY_RATE_MIBPS_MAX = 10_000_000;
 /** The guest agent until it answers after boot. */
 export const GUEST_AGENT_BOOT_TIMEOUT_MS = 60_000;
 /** One guest agent connection. */

@@ -55,7 +55,12 @@ interface Check {
 const explain = (to: string) =>
   runCli(['vm', 'migrate', 'm1', '--to', to, '--explain', '--json'], env).then((r) => ({
     code: r.code,
-    e: JSON.parse(r.stdout || '{}') as { ok: boolean; checks: Check[]; from: string },
+    e: JSON.parse(r.stdout || '{}') as {
+      ok: boolean;
+      checks: Check[];
+      from: string;
+      estimate: { dirtyRateMiBps?: number };
+    },
     stderr: r.stderr,
   }));
 const blockers = (checks: Check[]) => checks.filter((c) => !c.ok && c.severity === 'blocker');
@@ -106,6 +111,8 @@ describe('live migration', () => {
     const ok = await explain('host2');
     expect(ok.code, JSON.stringify(ok.e)).toBe(0);
     expect(ok.e).toMatchObject({ ok: true, from: 'host1', blockMigration: true });
+    // The estimate carries the guest's dirty rate as QEMU measured it on host1 (page sampling: TCG and KVM alike).
+    expect(ok.e.estimate.dirtyRateMiBps).toBeGreaterThanOrEqual(0);
   });
 
   it('moves the running guest host1 -> host2 under a 10 ms ping from host3: it answers there, memory and HTTP intact', async () => {

@@ -10,6 +10,8 @@ import { ErrorBodySchema, ForbiddenError, InvalidRequestError } from '../../shar
 import { callerOf } from '../backup/routes.js';
 import { OkSchema } from '../wire.js';
 import {
+  DirtyRateRequestSchema,
+  DirtyRateSchema,
   IncomingRequestSchema,
   MIGRATION_STREAM_TYPE,
   MigrationIdSchema,
@@ -109,6 +111,15 @@ export async function registerMigrationRoutes(base: FastifyInstance, svc: Migrat
       async (req) => {
         controllerOnly(req);
         return svc.start(req.body);
+      },
+    );
+    app.post(
+      '/v1/migrations/dirty-rate',
+      { schema: { body: DirtyRateRequestSchema, response: answers(DirtyRateSchema) } },
+      async (req) => {
+        controllerOnly(req);
+        const rate = await svc.dirtyRate(req.body.vm, req.body.seconds);
+        return rate === undefined ? {} : { dirtyRateMiBps: rate };
       },
     );
     app.get(

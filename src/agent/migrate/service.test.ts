@@ -24,7 +24,7 @@ afterEach(() => {
 });
 
 /** An incoming side whose "QEMU" is a unix socket server collecting what it is sent. */
-async function setup() {
+async function setup(extra: Partial<HypervisorMigrations> = {}) {
   dir = mkdtempSync(join(tmpdir(), 'vmlink-mig-svc-'));
   const path = join(dir, 'in.sock');
   const got: Buffer[] = [];
@@ -39,6 +39,7 @@ async function setup() {
         secretsSeen.push(['migrateIn', secrets]);
         const s: Socket = connect(path, () => resolve({ stream: s }));
       }),
+    ...extra,
   };
   const svc = new MigrationService({
     host: 'host2',
@@ -110,5 +111,34 @@ describe('MigrationService (target)', () => {
       }),
     ).toThrow(/has no host certificate: migrations travel only over mutual TLS/);
     close();
+  });
+});
+
+describe('MigrationService (dirty rate, for the explain)', () => {
+  it('measures through the hypervisor, says nothing where it cannot, and never while the VM migrates', async () => {
+    const asked: Array<[string, number]> = [];
+    const { svc, close } = await setup({
+      dirtyRate: async (name, seconds) => {
+        asked.push([name, seconds]);
+        return 12.5;
+      },
+    });
+    expect(await svc.dirtyRate('web', 2)).toBe(12.5);
+    expect(asked).toEqual([['web', 2]]);
+    // A VM with a migration under way (here an incoming one) is not measured.
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await expect(svc.dirtyRate('web', 1)).rejects.toThrow('vm web is migrating on host2');
+    expect(asked).toHaveLength(1);
+    close();
+    // A hypervisor without the measurement: no figure, no error.
+    const blind = new MigrationService({
+      host: 'host1',
+      migrations: () => ({}) as HypervisorMigrations,
+      prepareIncoming: async () => {},
+      assertMayRun: async () => {},
+      deleteVm: async () => {},
+      tls: () => undefined,
+    });
+    expect(await blind.dirtyRate('web', 1)).toBeUndefined();
   });
 });

@@ -312,6 +312,17 @@ export class MigrationService {
     return j;
   }
 
+  /**
+   * Source, for the explain: how fast running VM `vm` dirties its memory (undefined where the hypervisor cannot
+   * measure it). Not while it migrates: the measurement would compete with the copy.
+   */
+  async dirtyRate(vm: string, seconds: number): Promise<number | undefined> {
+    const m = this.halves();
+    if (!m.dirtyRate) return undefined;
+    if (this.busy.has(vm)) throw new ConflictError(`vm ${vm} is migrating on ${this.d.host}`, `vm/${vm}`);
+    return m.dirtyRate(vm, seconds);
+  }
+
   /** After a completed migration the target could not take over: the guest runs here again. */
   async rollback(id: string): Promise<void> {
     const j = this.job(id);

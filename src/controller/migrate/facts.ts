@@ -1,5 +1,9 @@
 // What the explain looks at, gathered from the agents: the source's and the target's reports, side by side, each
-// failure kept as the reason that host is a blocker (never thrown: the explain says it in plain words).
+// failure kept as the reason that host is a blocker (never thrown: the explain says it in plain words), and the
+// guest's dirty rate as the source's hypervisor measures it (the estimate's; absent when it cannot be measured).
+
+import { MIGRATION_DIRTY_RATE_S } from '../../shared/limits.js';
+import { log } from '../../shared/log.js';
 import type { Spec } from '../../spec/schema.js';
 import type { AgentFactory } from '../hosts.js';
 import type { MigrationFacts } from './explain.js';
@@ -15,7 +19,17 @@ export async function gatherFacts(
     hosts.includes(host)
       ? agents(spec, host).report()
       : Promise.reject(new Error(`${host} is not a compute host`));
-  const [source, target] = await Promise.allSettled([ask(req.from), ask(req.to)]);
+  const [source, target, dirtyRate] = await Promise.allSettled([
+    ask(req.from),
+    ask(req.to),
+    // Measured alongside the reports (it takes a second); a VM that is not running there just has no figure.
+    hosts.includes(req.from)
+      ? agents(spec, req.from).migrationDirtyRate?.(req.vm, MIGRATION_DIRTY_RATE_S)
+      : undefined,
+  ]);
+  if (dirtyRate.status === 'rejected')
+    log.debug({ vm: req.vm, err: (dirtyRate.reason as Error).message }, 'no dirty rate for the explain');
+  const rate = dirtyRate.status === 'fulfilled' ? dirtyRate.value : undefined;
   return {
     ...req,
     hosts,
@@ -25,5 +39,6 @@ export async function gatherFacts(
     ...(target.status === 'fulfilled'
       ? { target: target.value }
       : { targetError: (target.reason as Error).message }),
+    ...(rate !== undefined ? { dirtyRateMiBps: Math.round(rate * 10) / 10 } : {}),
   };
 }

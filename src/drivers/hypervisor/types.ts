@@ -160,6 +160,11 @@ export interface HypervisorMigrations {
   awaitArrived(name: string, timeoutMs: number): Promise<void>;
   /** Target: the guest runs here and announces itself. */
   resumeTarget(name: string): Promise<void>;
+  /**
+   * Source, before a migration: how fast running VM `name` dirties its memory (MiB/s), measured over `seconds`;
+   * undefined where the hypervisor cannot tell.
+   */
+  dirtyRate?(name: string, seconds: number): Promise<number | undefined>;
 }
 
 /** A hypervisor backend on one host (QEMU). */

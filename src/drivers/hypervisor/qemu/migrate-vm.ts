@@ -17,6 +17,7 @@ import {
   awaitMigration,
   cancelOutgoing,
   type MigrationProgress,
+  measureDirtyRate,
   prepareOutgoing,
   resumeSource,
   resumeTarget,
@@ -239,6 +240,11 @@ export class VmMigrations implements HypervisorMigrations {
   /** Target: waits until the whole state arrived (QEMU paused, `-S`), bounded by `timeoutMs`. */
   async awaitArrived(name: string, timeoutMs: number): Promise<void> {
     await awaitIncoming(await this.d.qmp(name), { timeoutMs, pollMs: MIGRATION_POLL_MS, vm: name });
+  }
+
+  /** Source: QEMU's own dirty-rate measurement (page sampling, any accelerator) over `seconds`. */
+  async dirtyRate(name: string, seconds: number): Promise<number | undefined> {
+    return measureDirtyRate(await this.d.qmp(name), seconds);
   }
 
   /** Target: the NBD exports of a block migration go (the source ended its copies), then the guest runs here. */
