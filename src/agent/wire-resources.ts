@@ -43,5 +43,6 @@ export const HostResourcesSchema = z
         mount: z.string().max(256).optional(),
       })
       .strict(),
+    vmDiskFreeMiB: z.number().int().min(0).optional(),
   })
   .strict() satisfies z.ZodType<HostResources>;

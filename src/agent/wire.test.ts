@@ -44,6 +44,7 @@ const report: Full<HostReport> = {
         free: 512,
         mount: '/dev/hugepages',
       },
+      vmDiskFreeMiB: 20480,
     },
   },
   networks: [

@@ -269,6 +269,8 @@ export interface HostResources {
   cpuQuota: { available: boolean; reason: string };
   /** Free huge pages of the default size and a hugetlbfs mount to back guest RAM with. */
   hugepages: { available: boolean; reason: string; pageSizeKiB: number; free: number; mount?: string };
+  /** Free space (MiB) of the filesystem holding the VMs' directories and their local disks (absent: unknown). */
+  vmDiskFreeMiB?: number;
 }
 
 /** How a host's uplink itself must be configured (spec `hosts[].network`); changes are commit-confirmed. */

@@ -159,6 +159,41 @@ describe('explainMigration', () => {
     });
   });
 
+  it("weighs the copied disks against the target's free space for VM disks (a warning: local disks are thin)", () => {
+    const resources = (vmDiskFreeMiB?: number) => ({
+      ...report('host2').capabilities,
+      resources: {
+        onlineCpus: [0, 1],
+        cpuQuota: { available: false, reason: 'none' },
+        hugepages: { available: false, reason: 'none', pageSizeKiB: 2048, free: 0 },
+        ...(vmDiskFreeMiB === undefined ? {} : { vmDiskFreeMiB }),
+      },
+    });
+    const vm = cfg({
+      disks: [
+        { name: 'scratch', sizeMiB: 64 },
+        { name: 'logs', sizeMiB: 36 },
+      ],
+    });
+    const tight = explainMigration(facts({ target: report('host2', { capabilities: resources(80) }) }, vm));
+    expect(tight.ok).toBe(true);
+    expect(tight.checks.find((c) => c.id === 'disk-space')).toEqual({
+      id: 'disk-space',
+      ok: false,
+      severity: 'warning',
+      message:
+        'host2 has 80 MiB free for VM disks; the copied disks are up to 100 MiB (thin: they take what the guest wrote)',
+      fix: 'free space on host2, or move the disks to a shared pool first (vmlink vm move-disk)',
+    });
+    const roomy = explainMigration(facts({ target: report('host2', { capabilities: resources(100) }) }, vm));
+    expect(roomy.checks.find((c) => c.id === 'disk-space')).toMatchObject({ ok: true, severity: 'info' });
+    // Nothing copied, or an agent that does not say: no check at all.
+    const noDisks = explainMigration(facts({ target: report('host2', { capabilities: resources(1) }) }));
+    expect(noDisks.checks.some((c) => c.id === 'disk-space')).toBe(false);
+    const older = explainMigration(facts({ target: report('host2', { capabilities: resources() }) }, vm));
+    expect(older.checks.some((c) => c.id === 'disk-space')).toBe(false);
+  });
+
   it('keeps shared (iSCSI, NFS) disks in place', () => {
     const nfs = {
       kind: 'nfs' as const,

@@ -31,7 +31,7 @@ export interface MigrationFacts {
 
 /** One line of the explain. */
 export interface MigrationCheck {
-  /** Stable id: `vm-running`, `target-host`, `accelerator`, `cpu`, `confidential`, `passthrough`, `disk:<name>`, `network:<name>`, `memory`, `estimate`. */
+  /** Stable id: `vm-running`, `target-host`, `accelerator`, `cpu`, `confidential`, `passthrough`, `disk:<name>`, `network:<name>`, `memory`, `disk-space`, `estimate`. */
   id: string;
   ok: boolean;
   /** A failed blocker stops the run; a warning is shown; info is what was found. */
@@ -282,6 +282,8 @@ export function explainMigration(f: MigrationFacts): MigrationExplain {
     const disks = diskChecks(cfg, f);
     checks.push(...disks.checks);
     copied = disks.copied;
+    const space = diskSpaceCheck(copied, target.capabilities.resources?.vmDiskFreeMiB, to);
+    if (space) checks.push(space);
     const nets = [...new Set(cfg.nics.flatMap((n) => n.trunk?.networks ?? [n.network]))];
     for (const n of nets) {
       const there = target.networks.find((x) => x.name === n);
@@ -356,4 +358,28 @@ export function explainMigration(f: MigrationFacts): MigrationExplain {
     checks,
     estimate,
   };
+}
+
+/**
+ * Room on the target for the copied disks. A warning, not a blocker: local disks are thin, so a copy takes what the
+ * guest wrote, which the source does not report; the sum of their sizes is the most it can take. Nothing when no
+ * disk is copied or the target does not say its free space (an older agent).
+ */
+function diskSpaceCheck(
+  copied: ReadonlyArray<{ disk: string; sizeMiB: number }>,
+  freeMiB: number | undefined,
+  to: string,
+): MigrationCheck | undefined {
+  const needMiB = copied.reduce((s, d) => s + d.sizeMiB, 0);
+  if (copied.length === 0 || freeMiB === undefined) return undefined;
+  return freeMiB < needMiB
+    ? warn(
+        'disk-space',
+        `${to} has ${freeMiB} MiB free for VM disks; the copied disks are up to ${needMiB} MiB (thin: they take what the guest wrote)`,
+        `free space on ${to}, or move the disks to a shared pool first (vmlink vm move-disk)`,
+      )
+    : pass(
+        'disk-space',
+        `${to} has ${freeMiB} MiB free for VM disks; the copied disks are up to ${needMiB} MiB`,
+      );
 }

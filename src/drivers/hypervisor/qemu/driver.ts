@@ -23,6 +23,7 @@ import type { ProcessIdentity } from '../../../shared/process.js';
 import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
 import { startQemuNbd, stopQemuNbd } from '../../backup/qemu-nbd.js';
 import type { OpContext } from '../../network/types.js';
+import { poolUsage } from '../../storage/qcow2-listing.js';
 import { storageDrivers } from '../../storage/registry.js';
 import type { StorageDriver } from '../../storage/types.js';
 import type {
@@ -184,7 +185,14 @@ export class QemuDriver implements HypervisorDriver {
 
   /** CPUs to pin to, CPU quotas and huge pages on this host (the report's `capabilities.resources`). */
   async hostResources(): Promise<HostResources> {
-    return probeHostResources(await this.probes.cgroupRoot(), this.opts.cgroupRoot ?? CGROUP_ROOT);
+    const [resources, free] = await Promise.all([
+      probeHostResources(await this.probes.cgroupRoot(), this.opts.cgroupRoot ?? CGROUP_ROOT),
+      poolUsage(this.stateDir).then(
+        (u) => u.freeMiB,
+        () => undefined,
+      ),
+    ]);
+    return free === undefined ? resources : { ...resources, vmDiskFreeMiB: free };
   }
 
   /** Which confidential-VM kinds this host can launch, each with the missing piece where it cannot. */
