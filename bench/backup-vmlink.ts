@@ -1,10 +1,10 @@
 // vmlink's side of bench/backup.ts: the parts a backup of a stopped VM's disk runs through on its host, in this
-// process: `qemu-nbd --read-only -B <base bitmap>` on the qcow2 (nbd helper's startQemuNbd), the agent's pipeline
-// (backupDisks: block status of `base:allocation` and of the dirty bitmap, 4 MiB chunks read over NBD, ids, zstd +
-// AES-256-GCM, only missing chunks stored) into a DirChunkStore in a local directory, then the signed manifest. The
-// bitmaps are managed as capture does for a stopped VM: the next snapshot's bitmap is added (enabled) before the
-// image is exported, and the base's removed once the manifest is stored. Restore: a fresh qcow2 exported writable,
-// restoreDisks (fetch, decrypt, check, write; zero chunks as write-zeroes).
+// process: one qemu-storage-daemon opening the qcow2 (the driver's openDaemon, as the agent runs it: the next
+// snapshot's bitmap added, the image exported read-only with the base bitmap, and at the end the base removed and the
+// bitmaps written as it quits), the agent's pipeline (backupDisks: block status of `base:allocation` and of the dirty
+// bitmap, 4 MiB chunks read over NBD, ids, zstd + AES-256-GCM, only missing chunks stored) into a DirChunkStore in a
+// local directory, then the signed manifest. Restore: a fresh qcow2 exported writable by qemu-nbd, restoreDisks
+// (fetch, decrypt, check, write; zero chunks as write-zeroes).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,8 +13,9 @@ import { backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
 import { SealThreads } from '../src/agent/backup/seal-workers.js';
 import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
-import { startQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
-import type { BackupView } from '../src/drivers/hypervisor/types.js';
+import { startQemuNbd, stopQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
+import { openDaemon } from '../src/drivers/hypervisor/qemu/backup-daemon.js';
+import type { OfflineDeps } from '../src/drivers/hypervisor/qemu/backup-offline.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import { type Manifest, snapshotId } from '../src/shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../src/shared/backup-crypto.js';
@@ -70,40 +71,24 @@ export class Vmlink implements BackupTool {
       cp = cpu;
     };
     const next = `vmlink-bench-${this.n++}`;
-    execFileSync('qemu-img', ['bitmap', '--add', '--enable', this.qcow2, next]);
-    phase('bitmap');
-    const server = await startQemuNbd(this.runner, {
-      image: this.qcow2,
-      format: 'qcow2',
-      readOnly: true,
-      ...(this.baseBitmap ? { bitmap: this.baseBitmap } : {}),
-      socketDir: this.socketDir,
-      exportName: 'bench',
-    });
-    phase('qemu-nbd');
+    // As the agent reads a stopped VM's disk: one qemu-storage-daemon adds `next`, exports the image read-only with
+    // the base bitmap, and at the end removes the base and writes the bitmaps as it quits.
+    const view = await openDaemon(
+      this.daemonDeps(),
+      [{ name: DISK, node: 'root', index: 0, qcow2: true, encrypted: false, image: this.qcow2 }],
+      {
+        bitmaps: { ...(this.baseBitmap ? { base: this.baseBitmap } : {}), next },
+        freeze: false,
+        full: false,
+      },
+    );
+    phase('open');
     let disks: Manifest['disks'];
     const at = new Date();
     try {
-      const view: BackupView = {
-        consistency: 'stopped',
-        at,
-        disks: [
-          {
-            name: DISK,
-            sizeBytes: this.sizeBytes,
-            socket: server.socket,
-            exportName: server.exportName,
-            changed: this.baseBitmap
-              ? { context: `qemu:dirty-bitmap:${this.baseBitmap}` }
-              : { fullReason: 'first' },
-          },
-        ],
-        commit: async () => {},
-        abort: async () => {},
-      };
       const codec = await this.threads.codecFor(this.keys);
       disks = await backupDisks(
-        view,
+        { consistency: 'stopped', at, disks: view.disks, commit: async () => {}, abort: async () => {} },
         this.base,
         this.keys,
         store,
@@ -113,10 +98,10 @@ export class Vmlink implements BackupTool {
         codec,
       ).finally(() => codec.close());
       phase('pipeline');
-    } finally {
-      await server.stop();
+    } catch (e) {
+      await view.end('abort');
+      throw e;
     }
-    phase('stop');
     const unsigned: Omit<Manifest, 'signature'> = {
       version: 1,
       id: snapshotId(VM, at),
@@ -134,8 +119,8 @@ export class Vmlink implements BackupTool {
     const manifest: Manifest = { ...unsigned, signature: this.keys.signManifest(unsigned) };
     await store.putManifest(manifest);
     phase('manifest');
-    if (this.baseBitmap) execFileSync('qemu-img', ['bitmap', '--remove', this.qcow2, this.baseBitmap]);
-    phase('bitmap');
+    await view.end('commit');
+    phase('end');
     this.base = manifest;
     this.baseBitmap = next;
     const ms = performance.now() - t0;
@@ -145,6 +130,21 @@ export class Vmlink implements BackupTool {
       readBytes: disks.reduce((s, d) => s + d.readBytes, 0),
       storedBytes: duBytes(this.storeDir) - before,
       note: `${modes.join(', ')}, ${disks.reduce((s, d) => s + d.newChunks, 0)} new chunks; ${phases.map(([w, ms, cpu]) => `${w} ${Math.round(ms)} ms (cpu ${Math.round(cpu)})`).join(', ')}`,
+    };
+  }
+
+  private daemonDeps(): OfflineDeps {
+    return {
+      vm: VM,
+      runner: this.runner,
+      nbd: {
+        start: (o) => startQemuNbd(this.runner, o),
+        stopLeft: async (d, name) => {
+          await stopQemuNbd(d, name);
+        },
+      },
+      socketDir: this.socketDir,
+      record: { write: async () => {}, remove: async () => {} },
     };
   }
 

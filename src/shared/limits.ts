@@ -319,6 +319,10 @@ export const NBD_BLOCK_STATUS_REQUEST_MAX_BYTES = 1024 * 1024 * 1024;
 export const NBD_ERROR_MESSAGE_MAX_BYTES = 4096;
 /** qemu-nbd from its start until it serves (its pidfile is written): an iSCSI login or NFS mount can be slow. */
 export const QEMU_NBD_START_TIMEOUT_MS = 30_000;
+/** A stopped VM's backup daemon (qemu-storage-daemon) from its start until its monitor listens (pidfile written). */
+export const BACKUP_DAEMON_START_TIMEOUT_MS = 30_000;
+/** Each QMP command to that daemon (opening images, a bitmap transaction, an export): a loaded host can be slow. */
+export const BACKUP_DAEMON_QMP_TIMEOUT_MS = 30_000;
 
 // Backup capture (issue 12, drivers/hypervisor/qemu/backup-*.ts).
 /** The guest agent must answer (connect + guest-sync) within this for a frozen backup; else it is crash-consistent. */

@@ -1,6 +1,6 @@
 // The QEMU driver's backup operations (docs/backup.md "Capture"): `backupOpen` (a running VM through fleecing and
-// QEMU's NBD server, backup-live.ts; a stopped one through qemu-nbd, backup-offline.ts), `restoreOpen`, and
-// `backupCleanup` after an agent crash. One view per VM at a time; the VM's lock is held while a view opens or ends,
+// QEMU's NBD server, backup-live.ts; a stopped one through one qemu-storage-daemon, backup-daemon.ts), `restoreOpen`
+// (qemu-nbd, backup-offline.ts), and `backupCleanup` after an agent crash. One view per VM at a time; the VM's lock is held while a view opens or ends,
 // not while the caller reads it.
 import { randomBytes } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
@@ -15,6 +15,7 @@ import { log } from '../../../shared/log.js';
 import type { OpContext } from '../../../shared/op.js';
 import { createRetryingLuks } from '../../storage/qemu-img.js';
 import type { BackupOpenOptions, BackupView, RestoreView, SecretValues } from '../types.js';
+import { openDaemon, stopLeftDaemon } from './backup-daemon.js';
 import {
   type BackupDisk,
   backupDisks,
@@ -32,12 +33,10 @@ import {
   teardownParts,
 } from './backup-live.js';
 import {
-  endOffline,
   foldOffline,
   type NbdServers,
   type OfflineDeps,
   offlineKeys,
-  openOffline,
   openRestore,
 } from './backup-offline.js';
 import type { VmPaths } from './cmdline.js';
@@ -104,8 +103,8 @@ export class QemuBackups {
         }
         ctx?.progress?.(`serving ${disks.length} disk(s) of stopped VM ${name} read-only`);
         const deps = this.offlineDeps(name, offlineKeys(name, vm.config.disks, disks, secrets));
-        const o = await openOffline(deps, disks, opts);
-        const end = this.ender(name, (outcome) => endOffline(deps, o.record, o.servers, outcome));
+        const o = await openDaemon(deps, disks, opts);
+        const end = this.ender(name, (outcome) => o.end(outcome));
         return {
           consistency: 'stopped',
           at: new Date(),
@@ -169,8 +168,7 @@ export class QemuBackups {
       const deps = await this.liveDeps(name);
       if (record) {
         log.warn({ vm: name, next: record.next }, 'backup: undoing a backup view an earlier agent left');
-        if (record.kind === 'stopped' && this.h.nbd)
-          for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
+        if (record.kind === 'stopped') await this.stopLeftServers(name, record);
         // The guest may have been left frozen by an agent that died between freeze and thaw.
         await deps.guest?.thaw().catch(() => {});
         await teardownLive(deps, { ...record, kind: 'running' }, 'abort');
@@ -199,9 +197,17 @@ export class QemuBackups {
       { vm: name, next: record.next },
       'backup: undoing a backup view an earlier agent left (VM stopped)',
     );
-    if (record.kind === 'stopped' && this.h.nbd)
-      for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
+    if (record.kind === 'stopped') await this.stopLeftServers(name, record);
     await foldOffline(this.foldDeps(name, keys), record, 'abort');
+  }
+
+  /**
+   * A stopped view's servers an earlier agent left: its storage daemon (SIGTERM: it stores the bitmaps as they are)
+   * and any qemu-nbd of an agent before the daemon.
+   */
+  private async stopLeftServers(name: string, record: ViewRecord): Promise<void> {
+    await stopLeftDaemon(this.socketDir(name), this.h.netns);
+    if (this.h.nbd) for (const x of record.disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
   }
 
   private foldDeps(name: string, keys?: ReadonlyMap<string, string>): Parameters<typeof foldOffline>[0] {

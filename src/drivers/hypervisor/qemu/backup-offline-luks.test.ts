@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,20 +6,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startQemuNbd, stopQemuNbd } from '../../backup/qemu-nbd.js';
 import { FastLuksRunner } from '../../storage/fast-luks.test-util.js';
 import { createRetryingLuks } from '../../storage/qemu-img.js';
+import { daemonFiles, openDaemon, stopLeftDaemon } from './backup-daemon.js';
 import type { BackupDisk } from './backup-disks.js';
 import {
-  endOffline,
   type NbdServers,
   type OfflineDeps,
   offlineKeys,
-  openOffline,
   openRestore,
   parseImageInfo,
 } from './backup-offline.js';
 
-// A stopped VM's LUKS-encrypted qcow2 disk backed up (full, then incremental through its persistent bitmap) and
-// restored with the real qemu-img and the real qemu-nbd (the nbd helper's startQemuNbd): the key reaches qemu-nbd
-// as a 0600 file that is gone once it serves, qemu-img on stdin.
+// A stopped VM's LUKS-encrypted qcow2 disk backed up (full, then incremental through its persistent bitmap) through
+// the real qemu-storage-daemon (the key over its QMP socket: no file) and restored through the real qemu-nbd (the nbd
+// helper's startQemuNbd: the key as a 0600 file that is gone once it serves).
 
 const runner = new FastLuksRunner();
 const MiB = 1024 * 1024;
@@ -93,7 +93,7 @@ async function dirtyExtents(socket: string, bitmap: string): Promise<number[]> {
     .map((e) => e.start);
 }
 
-describe('stopped VM with a LUKS-encrypted disk (real qemu-img, real qemu-nbd)', () => {
+describe('stopped VM with a LUKS-encrypted disk (real qemu-img, qemu-storage-daemon, qemu-nbd)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'vmlink-bk-luks-'));
     // As the agent makes an encrypted volume: qemu-img's key-derivation timing can read 0 ms here and give up.
@@ -107,19 +107,20 @@ describe('stopped VM with a LUKS-encrypted disk (real qemu-img, real qemu-nbd)',
   });
   afterAll(async () => {
     await stopQemuNbd(socketDir(), 'data').catch(() => {});
+    await stopLeftDaemon(socketDir()).catch(() => {});
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('full then incremental backup, restore: bytes equal; the key file is gone while qemu-nbd serves', async () => {
+  it('full then incremental backup, restore: bytes equal; no key file while the daemon serves', async () => {
     const d = deps();
-    const full = await openOffline(d, [disk()], { bitmaps: { next: B1 }, freeze: false, full: true });
+    const full = await openDaemon(d, [disk()], { bitmaps: { next: B1 }, freeze: false, full: true });
     expect((await readdir(socketDir())).filter((f) => f.startsWith('key-'))).toEqual([]);
     const fullBytes = await readAll(full.disks[0]!.socket);
     expect(fullBytes.length).toBe(8 * MiB);
     expect(fullBytes.subarray(1 * MiB, 1 * MiB + 4).toString('hex')).toBe('11111111');
-    await endOffline(d, full.record, full.servers, 'commit');
+    await full.end('commit');
     await io('write -P 0x22 5M 4k');
-    const inc = await openOffline(d, [disk()], {
+    const inc = await openDaemon(d, [disk()], {
       bitmaps: { base: B1, next: B2 },
       freeze: false,
       full: false,
@@ -127,7 +128,7 @@ describe('stopped VM with a LUKS-encrypted disk (real qemu-img, real qemu-nbd)',
     expect(inc.disks[0]!.changed).toEqual({ context: `qemu:dirty-bitmap:${B1}` });
     expect(await dirtyExtents(inc.disks[0]!.socket, B1)).toEqual([5 * MiB]);
     const incBytes = await readAll(inc.disks[0]!.socket);
-    await endOffline(d, inc.record, inc.servers, 'commit');
+    await inc.end('commit');
     const bitmaps = parseImageInfo(
       image(),
       (await runner.run(['qemu-img', 'info', '-U', '--output=json', image()])).stdout,
@@ -158,16 +159,17 @@ describe('stopped VM with a LUKS-encrypted disk (real qemu-img, real qemu-nbd)',
     expect((await readFile(image())).includes(Buffer.alloc(4096, 0x22))).toBe(false);
   });
 
-  it('a wrong key is refused by qemu-nbd (no key file left); a missing secret is refused naming disk and secret', async () => {
+  it('a wrong key is refused by qemu-nbd and the daemon (no key file left); a missing secret is refused naming disk and secret', async () => {
     await expect(openRestore(deps(WRONG), [disk()])).rejects.toThrow(/Invalid password|cannot unlock/);
     expect((await readdir(socketDir())).filter((f) => f.startsWith('key-'))).toEqual([]);
     await expect(
-      openOffline(deps(WRONG), [disk()], {
+      openDaemon(deps(WRONG), [disk()], {
         bitmaps: { base: B2, next: 'vmlink-nightly-20261201T030000Z' },
         freeze: false,
         full: false,
       }),
     ).rejects.toThrow(/Invalid password|cannot unlock/);
+    expect(existsSync(daemonFiles(socketDir()).identity)).toBe(false); // the refused daemon is stopped
     expect(() =>
       offlineKeys(
         'db1',

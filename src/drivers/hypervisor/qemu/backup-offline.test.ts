@@ -4,19 +4,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SystemRunner } from '../../../exec/runner.js';
+import { daemonFiles, openDaemon, stopLeftDaemon } from './backup-daemon.js';
 import type { BackupDisk, ViewRecord } from './backup-disks.js';
 import {
-  endOffline,
   foldOffline,
   type NbdServers,
   type OfflineDeps,
-  openOffline,
   openRestore,
   parseImageInfo,
 } from './backup-offline.js';
 
-// A stopped VM's view with real qemu-img (persistent bitmaps) and real qemu-nbd. The nbd helper's startQemuNbd is
-// not this file's: a minimal adapter (qemu-nbd --fork on a unix socket) stands in for it here.
+// A stopped VM's view with real qemu-img (persistent bitmaps), the real qemu-storage-daemon (backups) and real
+// qemu-nbd (restores). The nbd helper's startQemuNbd is not this file's: a minimal adapter (qemu-nbd --fork on a unix
+// socket) stands in for it here.
 
 const runner = new SystemRunner();
 const MiB = 1024 * 1024;
@@ -60,6 +60,19 @@ const nbd: NbdServers = {
   async stopLeft() {},
 };
 
+/** Starts of the extents `bitmap` marks dirty in the export `data` on `socket`. */
+async function dirtyStarts(socket: string, bitmap: string): Promise<number[]> {
+  const map = await runner.run([
+    'qemu-img',
+    'map',
+    '--output=json',
+    '--image-opts',
+    `driver=nbd,export=data,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`,
+  ]);
+  return (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
+    .filter((e) => !e.data)
+    .map((e) => e.start);
+}
 const img = (name: string) => join(dir, `${name}.qcow2`);
 const qemuIo = (image: string, cmd: string) => runner.run(['qemu-io', '-f', 'qcow2', '-c', cmd, image]);
 const bitmaps = async (image: string) =>
@@ -98,7 +111,7 @@ const disk = (name: string): BackupDisk => ({
   image: img(name),
 });
 
-describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => {
+describe('stopped VM backup view (real qemu-img bitmaps, qemu-storage-daemon, qemu-nbd)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'vmlink-bk-offline-'));
     for (const n of ['root', 'data'])
@@ -108,6 +121,7 @@ describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => 
     await qemuIo(img('root'), 'write -P 0x22 0 4k');
   });
   afterAll(async () => {
+    await stopLeftDaemon(join(dir, 'nbd')).catch(() => {});
     // Servers a failed test left: each by its pidfile (ours only).
     for (const n of ['root', 'data']) {
       const pid = Number((await readFile(join(dir, 'nbd', `${n}.pid`), 'utf8').catch(() => '0')).trim());
@@ -119,9 +133,9 @@ describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => 
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('serves each disk read-only with the base bitmap where it has one; commit swaps base for next', async () => {
+  it('one daemon serves each disk read-only with the base bitmap where it has one; commit swaps base for next', async () => {
     const d = deps();
-    const v = await openOffline(d, [disk('root'), disk('data')], {
+    const v = await openDaemon(d, [disk('root'), disk('data')], {
       bitmaps: { base: BASE, next: NEXT },
       freeze: true,
       full: false,
@@ -149,43 +163,73 @@ describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => 
       { allowFailure: true },
     );
     expect(`${w.stdout}${w.stderr}`).toMatch(/Permission denied|read.only/i);
-    expect(await bitmaps(img('data'))).toEqual([BASE, NEXT]);
-    await endOffline(d, v.record, v.servers, 'commit');
+    // One process serves both disks on one socket.
+    expect(v.disks[0]!.socket).toBe(data.socket);
+    const pid = Number((await readFile(daemonFiles(join(dir, 'nbd')).pidfile, 'utf8')).trim());
+    expect(existsSync(`/proc/${pid}`)).toBe(true);
+    await v.end('commit');
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    expect(existsSync(daemonFiles(join(dir, 'nbd')).identity)).toBe(false);
     expect(await bitmaps(img('data'))).toEqual([NEXT]);
     expect(await bitmaps(img('root'))).toEqual([NEXT]);
     expect(d.recorded()).toBeUndefined();
   });
 
-  it('abort merges next into the base and drops next', async () => {
+  it('abort merges next into the base and drops next; the base counts again', async () => {
     const d = deps();
     await qemuIo(img('data'), 'write -P 0x33 5M 4k'); // counted by NEXT (now the base)
-    const v = await openOffline(d, [disk('data')], {
+    const v = await openDaemon(d, [disk('data')], {
       bitmaps: { base: NEXT, next: 'vmlink-nightly-20261202T120000Z' },
       freeze: false,
       full: false,
     });
-    // Written while the view is open (as if the VM had started): in the new bitmap only, until the abort folds it.
-    await v.servers[0]!.stop();
-    await qemuIo(img('data'), 'write -P 0x44 9M 4k');
-    await endOffline(d, v.record, v.servers, 'abort');
+    await v.end('abort');
     expect(await bitmaps(img('data'))).toEqual([NEXT]);
-    const v2 = await openOffline(d, [disk('data')], {
+    await qemuIo(img('data'), 'write -P 0x44 9M 4k'); // the base was re-enabled: it counts this
+    const v2 = await openDaemon(d, [disk('data')], {
       bitmaps: { base: NEXT, next: 'vmlink-nightly-20261203T120000Z' },
       freeze: false,
       full: false,
     });
-    const map = await runner.run([
-      'qemu-img',
-      'map',
-      '--output=json',
-      '--image-opts',
-      `driver=nbd,export=data,server.type=unix,server.path=${v2.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:${NEXT}`,
-    ]);
-    const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
-      .filter((e) => !e.data)
-      .map((e) => e.start);
-    expect(dirty).toEqual([5 * MiB, 9 * MiB]);
-    await endOffline(d, v2.record, v2.servers, 'abort');
+    expect(await dirtyStarts(v2.disks[0]!.socket, NEXT)).toEqual([5 * MiB, 9 * MiB]);
+    await v2.end('abort');
+  });
+
+  it('an agent that died mid-view: its daemon stopped (SIGTERM) and the view folded back; one killed outright reads whole next time', async () => {
+    const d = deps();
+    const sd = join(dir, 'nbd');
+    const v = await openDaemon(d, [disk('data')], {
+      bitmaps: { base: NEXT, next: 'vmlink-nightly-20261204T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    const record = d.recorded()!;
+    expect(record.disks[0]!.base).toBe('usable');
+    // The agent's restart: the daemon left serving is stopped by its identity, then the bitmaps are folded.
+    expect(await stopLeftDaemon(sd)).toBe(true);
+    await foldOffline(d, record, 'abort');
+    expect(await bitmaps(img('data'))).toEqual([NEXT]);
+    await qemuIo(img('data'), 'write -P 0x55 11M 4k');
+    const v2 = await openDaemon(d, [disk('data')], {
+      bitmaps: { base: NEXT, next: 'vmlink-nightly-20261205T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    expect(await dirtyStarts(v2.disks[0]!.socket, NEXT)).toEqual([5 * MiB, 9 * MiB, 11 * MiB]);
+    // Killed outright: QEMU never stores the bitmaps, the base stays marked in-use.
+    process.kill(Number((await readFile(daemonFiles(sd).pidfile, 'utf8')).trim()), 'SIGKILL');
+    const record2 = d.recorded()!;
+    await stopLeftDaemon(sd);
+    await foldOffline(d, record2, 'abort'); // nothing it can merge into, and no error
+    const v3 = await openDaemon(d, [disk('data')], {
+      bitmaps: { base: NEXT, next: 'vmlink-nightly-20261206T120000Z' },
+      freeze: false,
+      full: false,
+    });
+    expect(v3.disks[0]!.changed).toEqual({ fullReason: 'bitmap-inconsistent' });
+    await v3.end('commit');
+    expect(await bitmaps(img('data'))).toEqual(['vmlink-nightly-20261206T120000Z']);
+    void v;
   });
 
   it('a running view whose QEMU stopped before it ended: the cleanup folds next back and re-enables the base', async () => {
@@ -210,7 +254,7 @@ describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => 
     const b = info['format-specific'].data.bitmaps.find((x) => x.name === base);
     expect(b?.flags).toContain('auto'); // enabled again
     expect(info['format-specific'].data.bitmaps.some((x) => x.name === next)).toBe(false);
-    const v = await openOffline(d, [disk('data')], {
+    const v = await openDaemon(d, [disk('data')], {
       bitmaps: { base, next: 'vmlink-p-20261206T120000Z' },
       freeze: false,
       full: false,
@@ -226,7 +270,7 @@ describe('stopped VM backup view (real qemu-img bitmaps, real qemu-nbd)', () => 
       .filter((e) => !e.data)
       .map((e) => e.start);
     expect(dirty).toEqual([7 * MiB]);
-    await endOffline(d, v.record, v.servers, 'abort');
+    await v.end('abort');
   });
 
   it('a restore view is writable and refuses encrypted or network disks', async () => {

@@ -1,16 +1,16 @@
-// A stopped VM's disks for a backup (read-only) or a restore (writable): one `qemu-nbd` per disk (the nbd helper's
-// servers), and its persistent dirty bitmaps handled with `qemu-img bitmap` while nothing else has the image open.
-// An encrypted disk (a LUKS-encrypted qcow2, vmlink's only encrypted format: storage/qemu-img.ts) opens with its
-// key: for qemu-img on stdin, for qemu-nbd in a 0600 file of the 0700 socket directory removed once it is open.
+// A stopped VM's disks for a restore (writable): one `qemu-nbd` per disk (the nbd helper's servers); the refusals,
+// keys and image facts a stopped VM's backup (backup-daemon.ts) shares; and its persistent dirty bitmaps ended with
+// `qemu-img bitmap` while nothing else has the image open (the cleanup after a crash). An encrypted disk (a
+// LUKS-encrypted qcow2, vmlink's only encrypted format: storage/qemu-img.ts) opens with its key: for qemu-img on
+// stdin, for qemu-nbd in a 0600 file of the 0700 socket directory removed once it is open.
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
 import { BadResponseError, InvalidStateError, UnsupportedError } from '../../../shared/errors.js';
 import { QEMU_IMG_INFO_MAX_BYTES } from '../../../shared/limits.js';
 import type { DiskConfig } from '../../../shared/model.js';
 import { keyObjectOnStdin } from '../../storage/qemu-img.js';
-import type { BackupOpenOptions, BackupViewDisk, RestoreView, SecretValues } from '../types.js';
-import { type BackupDisk, checkBitmapNames, type ViewRecord } from './backup-disks.js';
-import { changedOf } from './backup-live.js';
+import type { RestoreView, SecretValues } from '../types.js';
+import type { BackupDisk, ViewRecord } from './backup-disks.js';
 import { diskSecrets } from './disk-keys.js';
 
 /** One `qemu-nbd` serving a disk on a unix socket (drivers/backup/qemu-nbd.ts). */
@@ -183,7 +183,7 @@ async function imageInfo(d: Pick<OfflineDeps, 'runner' | 'netns'>, image: string
 }
 
 /** Only local images (encrypted ones as LUKS qcow2) for now: qemu-nbd would need the iSCSI/NFS options. */
-function offlineRefusal(vm: string, disks: readonly BackupDisk[], what: string): void {
+export function offlineRefusal(vm: string, disks: readonly BackupDisk[], what: string): void {
   const bad = disks.find((x) => (x.source !== undefined && x.source !== 'file') || (x.encrypted && !x.qcow2));
   if (bad)
     throw new UnsupportedError(
@@ -193,79 +193,10 @@ function offlineRefusal(vm: string, disks: readonly BackupDisk[], what: string):
 }
 
 /**
- * A stopped VM's backup view: `next` is added to each qcow2 image first (so that a VM started before the commit
- * still counts its writes), then each disk is served read-only, with `-B base` where the base bitmap is usable.
+ * Ends a stopped view's bitmaps with qemu-img on images nothing has open (its server stopped): `commit` removes the
+ * base (`next` counts from this snapshot), `abort` merges `next` into the base, enables the base and removes `next`.
+ * The cleanup after a crash, for a stopped view (backup-daemon.ts) and a running one whose QEMU stopped before it ended.
  */
-export async function openOffline(
-  d: OfflineDeps,
-  disks: readonly BackupDisk[],
-  opts: BackupOpenOptions,
-): Promise<{ disks: BackupViewDisk[]; record: ViewRecord; servers: NbdServerHandle[] }> {
-  const { vm } = d;
-  checkBitmapNames(vm, opts.bitmaps);
-  if (disks.length === 0)
-    throw new UnsupportedError(`VM ${vm} has no writable disk for a backup to read`, `vm/${vm}`);
-  offlineRefusal(vm, disks, 'backup');
-  const { base, next } = opts.bitmaps;
-  const infos: ImageInfo[] = [];
-  const record: ViewRecord = { version: 1, kind: 'stopped', ...(base ? { base } : {}), next, disks: [] };
-  for (const x of disks) {
-    const info = await imageInfo(d, x.image);
-    if (info.bitmaps.has(next))
-      throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
-    const b = base === undefined ? undefined : info.bitmaps.get(base);
-    infos.push(info);
-    record.disks.push({
-      name: x.name,
-      node: x.node,
-      index: x.index,
-      image: x.image,
-      qcow2: x.qcow2,
-      base: !b ? 'absent' : b.inUse ? 'inconsistent' : 'usable',
-    });
-  }
-  await d.record.write(record);
-  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
-  const servers: NbdServerHandle[] = [];
-  try {
-    for (const x of disks) if (x.qcow2) await qemuImgBitmap(d, ['--add'], x.image, next, d.keys?.get(x.name));
-    const out: BackupViewDisk[] = [];
-    for (const [i, x] of disks.entries()) {
-      const changed = changedOf(opts, x, record.disks[i]!.base, true);
-      const s = await startServer(d, x, true, 'context' in changed ? base : undefined);
-      servers.push(s);
-      out.push({
-        name: x.name,
-        sizeBytes: infos[i]!.sizeBytes,
-        socket: s.socket,
-        exportName: s.exportName,
-        changed,
-      });
-    }
-    return { disks: out, record, servers };
-  } catch (e) {
-    await endOffline(d, record, servers, 'abort').catch(() => {});
-    throw e;
-  }
-}
-
-/**
- * Ends a stopped VM's view: stops its servers (and any an earlier agent left), then `commit` removes the base bitmap
- * (`next` counts from this snapshot) and `abort` merges `next` into the base, enables the base and removes `next`.
- * Also ends a running VM's view whose QEMU stopped before it ended (the cleanup after a crash).
- */
-export async function endOffline(
-  d: OfflineDeps,
-  record: ViewRecord,
-  servers: readonly NbdServerHandle[],
-  outcome: 'commit' | 'abort',
-): Promise<void> {
-  for (const s of servers) await s.stop();
-  for (const x of record.disks) await d.nbd.stopLeft(d.socketDir, x.name);
-  await foldOffline(d, record, outcome);
-}
-
-/** The bitmap part of `endOffline`, with qemu-img on images nothing has open. */
 export async function foldOffline(
   d: Pick<OfflineDeps, 'vm' | 'runner' | 'netns' | 'record' | 'keys'>,
   record: ViewRecord,
@@ -276,13 +207,16 @@ export async function foldOffline(
     const key = d.keys?.get(x.name);
     const bitmap = (args: string[], name: string) => qemuImgBitmap(d, args, x.image!, name, key);
     const info = await imageInfo(d, x.image);
-    const hasBase = record.base !== undefined && info.bitmaps.has(record.base);
+    const b = record.base === undefined ? undefined : info.bitmaps.get(record.base);
+    const hasBase = b !== undefined;
     const hasNext = info.bitmaps.has(record.next);
     if (outcome === 'commit') {
       if (hasBase) await bitmap(['--remove'], record.base!);
       continue;
     }
-    if (hasBase && x.base === 'usable') {
+    // A base left in-use (its QEMU or storage daemon killed outright) cannot be merged into or enabled: the next
+    // backup reads the disk whole (bitmap-inconsistent).
+    if (hasBase && x.base === 'usable' && !b.inUse) {
       if (hasNext) await bitmap(['--merge', record.next], record.base!);
       // A running view's base was disabled: a QEMU that stopped before the view ended stored it so.
       await bitmap(['--enable'], record.base!);

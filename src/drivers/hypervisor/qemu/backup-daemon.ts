@@ -1,0 +1,325 @@
+// A stopped VM's backup view through ONE `qemu-storage-daemon` (Debian qemu-system-common) per job: it opens the
+// VM's images, does the bitmap work over its QMP (what two `qemu-img bitmap` and two `qemu-img info` runs did) and
+// serves every disk on one NBD socket (what a `qemu-nbd` per disk did). Five or more processes per backup become one;
+// the bitmaps end as a running VM's do (`bitmapActions`, one transaction), and QEMU writes them to the images when the
+// daemon quits. An encrypted disk's key reaches the daemon over its root-only QMP socket (`object-add`, deleted once
+// the image is open): never argv, never a file. The daemon runs detached from the agent with its identity recorded: an
+// agent that dies mid-backup leaves it serving; the cleanup stops it with SIGTERM (QEMU stores the bitmaps as they are
+// then: base disabled, next added) and folds them as for any stopped view (`foldOffline`). A daemon killed outright
+// leaves the base marked in-use: the next backup reads that disk whole and says why (`bitmap-inconsistent`).
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InvalidStateError, TimeoutError, UnsupportedError, VmlinkError } from '../../../shared/errors.js';
+import {
+  BACKUP_DAEMON_QMP_TIMEOUT_MS,
+  BACKUP_DAEMON_START_TIMEOUT_MS,
+  DAEMON_STOP_GRACE_MS,
+  KILL_WAIT_MS,
+} from '../../../shared/limits.js';
+import {
+  type ExpectedProcess,
+  identify,
+  isRunning,
+  type ProcessIdentity,
+  processFromIdentityFile,
+  readPidfile,
+  terminate,
+  waitExited,
+  writeIdentityFile,
+} from '../../../shared/process.js';
+import { readTail } from '../../../shared/safe-file.js';
+import { pollUntil, sleep } from '../../../shared/time.js';
+import type { BackupOpenOptions, BackupViewDisk } from '../types.js';
+import { type BackupDisk, type BaseStates, checkBitmapNames, type ViewRecord } from './backup-disks.js';
+import { bitmapActions, changedOf, type NodeInfo, queryNodes } from './backup-live.js';
+import { foldOffline, type OfflineDeps, offlineRefusal } from './backup-offline.js';
+import { QmpClient } from './qmp.js';
+
+/** The daemon's files in the VM's root-only socket directory. */
+export function daemonFiles(socketDir: string): {
+  qmp: string;
+  nbd: string;
+  identity: string;
+  pidfile: string;
+  log: string;
+} {
+  const base = join(socketDir, 'qsd');
+  return {
+    qmp: `${base}.qmp`,
+    nbd: `${base}-nbd.sock`,
+    identity: `${base}.id.json`,
+    pidfile: `${base}.pid`,
+    log: `${base}.log`,
+  };
+}
+
+/** The daemon's argv: a QMP monitor on a unix socket and a pidfile; everything else goes over QMP. */
+export function daemonArgv(socketDir: string): string[] {
+  const f = daemonFiles(socketDir);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (!socketDir.startsWith('/') || /[\u0000-\u001f]/.test(socketDir))
+    throw new InvalidStateError(`storage daemon directory ${JSON.stringify(socketDir)} is not a host path`);
+  return [
+    'qemu-storage-daemon',
+    '--chardev',
+    `socket,id=vmlink-qmp,path=${f.qmp.replaceAll(',', ',,')},server=on,wait=off`,
+    '--monitor',
+    'chardev=vmlink-qmp',
+    '--pidfile',
+    f.pidfile,
+  ];
+}
+
+/** What the recorded process must be before it is signalled: the daemon of this directory. */
+function expected(socketDir: string, netns?: string): ExpectedProcess {
+  const f = daemonFiles(socketDir);
+  return { comm: 'qemu-storage-da', args: ['--pidfile', f.pidfile], ...(netns ? { netns } : {}) };
+}
+
+/** Stops the daemon an earlier agent left in `socketDir` (SIGTERM: it stores its bitmaps); whether one ran. */
+export async function stopLeftDaemon(socketDir: string, netns?: string): Promise<boolean> {
+  const f = daemonFiles(socketDir);
+  const id = await processFromIdentityFile(f.identity, expected(socketDir, netns));
+  if (id) await stopProcess(id, f.qmp);
+  await Promise.all([f.qmp, f.nbd, f.pidfile, f.identity].map((p) => rm(p, { force: true })));
+  return id !== undefined;
+}
+
+async function stopProcess(id: ProcessIdentity, what: string): Promise<void> {
+  if ((await terminate(id, { graceMs: DAEMON_STOP_GRACE_MS, killMs: KILL_WAIT_MS })) === 'survived')
+    throw new VmlinkError('exec', `qemu-storage-daemon (pid ${id.pid}) on ${what} survived SIGKILL`, {
+      subject: what,
+    });
+}
+
+/** A started daemon and its QMP connection. */
+interface Daemon {
+  id: ProcessIdentity;
+  qmp: QmpClient;
+}
+
+async function startDaemon(d: Pick<OfflineDeps, 'runner' | 'netns' | 'socketDir' | 'vm'>): Promise<Daemon> {
+  const f = daemonFiles(d.socketDir);
+  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
+  await stopLeftDaemon(d.socketDir, d.netns);
+  await rm(f.log, { force: true });
+  const pid = await d.runner.spawnDetached(daemonArgv(d.socketDir), {
+    logFile: f.log,
+    ...(d.netns ? { netns: d.netns } : {}),
+  });
+  const id = await identify(pid);
+  if (id) await writeIdentityFile(f.identity, id);
+  // It writes its pidfile once its options (the monitor's socket among them) are set up.
+  const outcome = await pollUntil(
+    async () => {
+      if (id && (await readPidfile(f.pidfile)) === pid) return 'up';
+      return id && (await isRunning(id)) ? undefined : 'exited';
+    },
+    { timeoutMs: BACKUP_DAEMON_START_TIMEOUT_MS, intervalMs: 10 },
+  );
+  try {
+    if (outcome !== 'up' || !id) {
+      const tail = (await readTail(f.log, 2048).catch(() => '')).trim();
+      const what = `VM ${d.vm}: qemu-storage-daemon (${f.qmp})`;
+      if (outcome === undefined)
+        throw new TimeoutError(
+          `${what} was not ready within ${BACKUP_DAEMON_START_TIMEOUT_MS} ms`,
+          `vm/${d.vm}`,
+        );
+      throw new VmlinkError('exec', `${what} exited at once${tail ? `: ${tail}` : ''}`, {
+        subject: `vm/${d.vm}`,
+      });
+    }
+    const qmp = await QmpClient.connect(f.qmp, {
+      timeoutMs: BACKUP_DAEMON_QMP_TIMEOUT_MS,
+      subject: `vm/${d.vm}`,
+    });
+    return { id, qmp };
+  } catch (e) {
+    await stopLeftDaemon(d.socketDir, d.netns).catch(() => {});
+    throw e;
+  }
+}
+
+/** A stopped VM's open view: its disks for the pipeline, and how it ends. */
+export interface DaemonView {
+  disks: BackupViewDisk[];
+  record: ViewRecord;
+  end(outcome: 'commit' | 'abort'): Promise<void>;
+}
+
+/**
+ * Opens a stopped VM's backup view: the images opened in one daemon (qcow2 read-write, for their bitmaps; the
+ * exports are read-only), the view recorded, then one transaction adds `next` and disables a usable base (an export
+ * refuses a bitmap that still records), and each disk is exported with the base bitmap where it is usable. A failure
+ * anywhere quits the daemon with the bitmaps as they were (a recorded view is folded back) and throws.
+ */
+export async function openDaemon(
+  d: OfflineDeps,
+  disks: readonly BackupDisk[],
+  opts: BackupOpenOptions,
+): Promise<DaemonView> {
+  const { vm } = d;
+  checkBitmapNames(vm, opts.bitmaps);
+  if (disks.length === 0)
+    throw new UnsupportedError(`VM ${vm} has no writable disk for a backup to read`, `vm/${vm}`);
+  offlineRefusal(vm, disks, 'backup');
+  const { base, next } = opts.bitmaps;
+  const f = daemonFiles(d.socketDir);
+  const daemon = await startDaemon(d);
+  const { qmp } = daemon;
+  let record: ViewRecord | undefined;
+  try {
+    for (const x of disks) await addNode(d, qmp, x);
+    const nodes = await queryNodes(qmp);
+    record = { version: 1, kind: 'stopped', ...(base ? { base } : {}), next, disks: [] };
+    for (const x of disks) {
+      const info = nodeOf(vm, nodes, x);
+      if (info.bitmaps.has(next))
+        throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
+      const b = base === undefined ? undefined : info.bitmaps.get(base);
+      const state: (typeof BaseStates)[number] = !b ? 'absent' : b.inconsistent ? 'inconsistent' : 'usable';
+      record.disks.push({
+        name: x.name,
+        node: x.node,
+        index: x.index,
+        image: x.image,
+        qcow2: x.qcow2,
+        base: state,
+      });
+    }
+    await d.record.write(record);
+    const actions: Array<{ type: string; data: Record<string, unknown> }> = [];
+    for (const [i, x] of disks.entries()) {
+      if (!x.qcow2) continue;
+      actions.push({ type: 'block-dirty-bitmap-add', data: { node: x.node, name: next, persistent: true } });
+      if (record.disks[i]!.base === 'usable')
+        actions.push({ type: 'block-dirty-bitmap-disable', data: { node: x.node, name: base } });
+    }
+    if (actions.length > 0) await qmp.execute('transaction', { actions });
+    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: f.nbd } } });
+    const out: BackupViewDisk[] = [];
+    for (const [i, x] of disks.entries()) {
+      const changed = changedOf(opts, x, record.disks[i]!.base, true);
+      await qmp.execute('block-export-add', {
+        type: 'nbd',
+        id: exportId(x),
+        'node-name': x.node,
+        name: x.name,
+        writable: false,
+        ...('context' in changed ? { bitmaps: [base!] } : {}),
+      });
+      out.push({
+        name: x.name,
+        sizeBytes: nodeOf(vm, nodes, x).sizeBytes,
+        socket: f.nbd,
+        exportName: x.name,
+        changed,
+      });
+    }
+    const rec = record;
+    let ended: Promise<void> | undefined;
+    return {
+      disks: out,
+      record: rec,
+      end: (outcome) => {
+        ended ??= endDaemon(d, daemon, rec, disks, outcome);
+        return ended;
+      },
+    };
+  } catch (e) {
+    if (record) await endDaemon(d, daemon, record, disks, 'abort').catch(() => {});
+    else {
+      qmp.close();
+      await stopLeftDaemon(d.socketDir, d.netns).catch(() => {});
+    }
+    throw e;
+  }
+}
+
+const exportId = (x: Pick<BackupDisk, 'node'>) => `vmlink-backup-${x.node}`;
+
+function nodeOf(vm: string, nodes: ReadonlyMap<string, NodeInfo>, x: BackupDisk): NodeInfo {
+  const info = nodes.get(x.node);
+  if (!info) throw new InvalidStateError(`VM ${vm}: disk ${x.name}'s image did not open`, `vm/${vm}`);
+  return info;
+}
+
+/** Opens one image as node `x.node`; an encrypted one with its key as a secret object deleted once it is open. */
+async function addNode(d: Pick<OfflineDeps, 'vm' | 'keys'>, qmp: QmpClient, x: BackupDisk): Promise<void> {
+  const file = { driver: 'file', filename: x.image };
+  if (!x.encrypted) {
+    await qmp.execute('blockdev-add', {
+      driver: x.qcow2 ? 'qcow2' : 'raw',
+      'node-name': x.node,
+      file,
+      // Only a qcow2 image's bitmaps change; a raw one is opened as the export reads it.
+      'read-only': !x.qcow2,
+    });
+    return;
+  }
+  const key = d.keys?.get(x.name);
+  if (key === undefined)
+    throw new InvalidStateError(
+      `VM ${d.vm}: disk ${x.name} is encrypted and its key was not given`,
+      `vm/${d.vm}`,
+    );
+  const secret = `vmlink-key-${x.node}`;
+  await qmp.execute('object-add', { 'qom-type': 'secret', id: secret, data: key, format: 'base64' });
+  try {
+    await qmp.execute('blockdev-add', {
+      driver: 'qcow2',
+      'node-name': x.node,
+      file,
+      encrypt: { format: 'luks', 'key-secret': secret },
+    });
+  } finally {
+    await qmp.execute('object-del', { id: secret }).catch(() => {});
+  }
+}
+
+/**
+ * Ends the view: the exports go (a bitmap an export holds is busy), the bitmaps end in one transaction, and the
+ * daemon quits, writing them to the images; the record goes last. When the daemon cannot end it (it died, a command
+ * failed), it is stopped and `foldOffline` ends the bitmaps with qemu-img instead.
+ */
+async function endDaemon(
+  d: OfflineDeps,
+  daemon: Daemon,
+  record: ViewRecord,
+  disks: readonly BackupDisk[],
+  outcome: 'commit' | 'abort',
+): Promise<void> {
+  const { qmp, id } = daemon;
+  try {
+    for (const x of disks)
+      await qmp.execute('block-export-del', { id: exportId(x), mode: 'hard' }).catch(() => {});
+    await waitExportsGone(d.vm, qmp);
+    const actions = bitmapActions(record, await queryNodes(qmp), outcome);
+    if (actions.length > 0) await qmp.execute('transaction', { actions });
+    const closed = qmp.closed();
+    await qmp.execute('quit').catch(async (e) => {
+      // The reply may lose the race with the connection closing: the daemon exiting is what counts.
+      if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) throw e;
+    });
+    await closed;
+    if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) await stopProcess(id, daemonFiles(d.socketDir).qmp);
+    await stopLeftDaemon(d.socketDir, d.netns);
+    await d.record.remove();
+  } catch {
+    qmp.close();
+    await stopLeftDaemon(d.socketDir, d.netns);
+    await foldOffline(d, record, outcome);
+  }
+}
+
+async function waitExportsGone(vm: string, qmp: QmpClient): Promise<void> {
+  const deadline = Date.now() + BACKUP_DAEMON_QMP_TIMEOUT_MS;
+  for (;;) {
+    const r = await qmp.execute<unknown>('query-block-exports');
+    if (!Array.isArray(r) || r.length === 0) return;
+    if (Date.now() > deadline)
+      throw new TimeoutError(`VM ${vm}: the backup's NBD exports did not go within the limit`, `vm/${vm}`);
+    await sleep(10);
+  }
+}
