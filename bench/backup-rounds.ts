@@ -56,7 +56,12 @@ async function main(): Promise<void> {
         `${r === 0 ? 'full' : `1% #${r}`}  ${(f.ms / 1000).toFixed(2)} s (cpu ${(cpu / 1000).toFixed(2)} s)  read ${(f.readBytes / MiB).toFixed(0)} MiB  ${faults} page faults  (${f.note})`,
       );
     }
-    console.log(`1% rounds summed: ${(sum.ms / 1000).toFixed(2)} s (cpu ${(sum.cpu / 1000).toFixed(2)} s)`);
+    // What glibc keeps (GLIBC_TUNABLES: src/shared/limits.ts AGENT_GLIBC_TUNABLES) shows in the resident size.
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+    console.log(
+      `1% rounds summed: ${(sum.ms / 1000).toFixed(2)} s (cpu ${(sum.cpu / 1000).toFixed(2)} s); RSS ${Math.round(kib('VmRSS') / 1024)} MiB, peak ${Math.round(kib('VmHWM') / 1024)} MiB`,
+    );
     await tool.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });

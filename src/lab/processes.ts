@@ -7,6 +7,7 @@ import type { Runner } from '../exec/runner.js';
 import { TimeoutError } from '../shared/errors.js';
 import { AnyAnswerSchema, HttpClient } from '../shared/http/client.js';
 import {
+  AGENT_GLIBC_TUNABLES,
   DAEMON_STOP_GRACE_MS,
   KILL_WAIT_MS,
   LAB_AGENT_START_TIMEOUT_MS,
@@ -166,7 +167,11 @@ export class LabProcesses {
       machineNs(this.spec.name, host),
       join(labRunDir(this.spec.name), `${host}.agent.log`),
       record,
-      { VMLINK_LOG: process.env.VMLINK_LOG ?? 'info' },
+      {
+        VMLINK_LOG: process.env.VMLINK_LOG ?? 'info',
+        // Backups seal 4 MiB chunks: glibc keeps their memory instead of mapping it fresh for each (limits.ts).
+        GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? AGENT_GLIBC_TUNABLES,
+      },
     );
     const up = await pollUntil(
       async () => {

@@ -324,6 +324,15 @@ export const BACKUP_DAEMON_START_TIMEOUT_MS = 30_000;
 /** Each QMP command to that daemon (opening images, a bitmap transaction, an export): a loaded host can be slow. */
 export const BACKUP_DAEMON_QMP_TIMEOUT_MS = 30_000;
 
+/**
+ * glibc malloc settings for an agent process (GLIBC_TUNABLES, read when the process starts): 4 MiB buffers (zstd's,
+ * OpenSSL's, Node's) come from the heap instead of a fresh mmap each, and freed memory is kept for the next chunk
+ * rather than returned and faulted in again. Measured on a full 1 GiB backup: page faults 118-133 k -> 50 k, CPU
+ * 10.9-12.3 s -> 7.2-7.5 s (bench/README.md); 1 % rounds unchanged.
+ */
+export const AGENT_GLIBC_TUNABLES =
+  'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456';
+
 // Backup capture (issue 12, drivers/hypervisor/qemu/backup-*.ts).
 /** The guest agent must answer (connect + guest-sync) within this for a frozen backup; else it is crash-consistent. */
 export const BACKUP_FREEZE_CONNECT_TIMEOUT_MS = 2_000;
