@@ -9,6 +9,7 @@
 //   npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -188,6 +189,9 @@ async function main(): Promise<void> {
         sizeBytes: size,
         image: facts,
         machine: info,
+        // vmlink's side runs in this process: the agent's malloc settings apply when set (src/shared/limits.ts).
+        glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+        loadavgAtEnd: loadavg(),
         rounds: rows.map((r) => ({
           round: r.round,
           changedBytes: r.changedBytes,
