@@ -188,8 +188,10 @@ export class QemuBackups {
         );
       return;
     }
-    // A restore cut short leaves its writable qemu-nbd servers and no record: they would keep the images open.
+    // A restore cut short leaves its writable qemu-nbd servers and no record, a backup cut short before its record
+    // was written its storage daemon (no bitmap changed yet): they would keep the images open.
     if (!record) {
+      await stopLeftDaemon(this.socketDir(name), this.h.netns);
       if (this.h.nbd) for (const x of disks) await this.h.nbd.stopLeft(this.socketDir(name), x.name);
       return;
     }
