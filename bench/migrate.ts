@@ -7,10 +7,15 @@
 //   bridge: not measurable in this version; a `bridge` network belongs to one host (spec `host:`), so the target
 //           never has it and the explain refuses (`network:<name>`). The result says so (`skipped`).
 // Target (issue 13): a 256 MiB idle guest's gap <= 300 ms in 4 of 5 runs.
-//   npx tsx bench/migrate.ts [--runs N] [--sizes 256,1024]     (root; holds the VM lock; ~6 min at 3 runs)
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+// `--variants base,nice,...`: migration variants (VARIANTS below, src/agent/migrate/bench-tuning.ts) alternating move
+// by move, so each size runs `--runs` moves per variant in the same lab and hour. Per move the agents' timing stamps
+// (source stop and completion, relay flushed, target's stream written, arrival, resume) are printed against the ping.
+//   npx tsx bench/migrate.ts [--runs N] [--sizes 256,1024] [--variants base,nice]  (root; VM lock; ~6 min at 3 runs)
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MIGRATION_TUNING_ENV, type MigrationTuning } from '../src/agent/migrate/bench-tuning.js';
 import { machineNs } from '../src/lab/names.js';
 import { largestGap, type Pinger, startPing } from '../test/helpers/ping.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
@@ -26,6 +31,25 @@ const sizes = (argValue('--sizes') ?? '256,1024')
   .split(',')
   .map(Number)
   .filter((x) => Number.isInteger(x) && x >= 128 && x <= 4096);
+/** The variants `--variants` may name (bench-tuning.ts): `base` is the code as it ships. */
+const VARIANTS: Record<string, MigrationTuning> = {
+  base: { variant: 'base' },
+  nodelay: { variant: 'nodelay', relay: 'nodelay' },
+  nice: { variant: 'nice', vcpuNice: -5 },
+  bw256: { variant: 'bw256', maxBandwidthMiB: 256 },
+  bw64: { variant: 'bw64', maxBandwidthMiB: 64 },
+  win256: { variant: 'win256', relayWindowKiB: 256 },
+  win1m: { variant: 'win1m', relayWindowKiB: 1024 },
+};
+const variants = (argValue('--variants') ?? 'base').split(',').filter(Boolean);
+const queues = process.argv.includes('--queues');
+let labName = '';
+for (const v of variants)
+  if (!VARIANTS[v]) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS).join(', ')}`);
+// The agents read the variant of each migration from this file (the lab's processes inherit the bench's env).
+const tuningDir = mkdtempSync('/tmp/vmlink-bench-gap-tuning-');
+const tuningFile = join(tuningDir, 'tuning.json');
+process.env[MIGRATION_TUNING_ENV] = tuningFile;
 const TARGET_GAP_MS = 300;
 const SUBNET = 88; // 10.88.0.0/24 overlay, 192.168.88.0/24 lab LAN
 const vmName = (mib: number) => `mig${mib}`;
@@ -69,10 +93,19 @@ interface Run {
   load: number;
   /** Every silence over 100 ms: [its end, from the command's return (ms, negative: before), its length (ms)]. */
   gaps: Array<[number, number]>;
+  variant: string;
+  /** `--queues`: [ms since the command started, source TCP Send-Q, target TCP Recv-Q, target unix Recv-Q+Send-Q] (KiB). */
+  queues?: Array<[number, number, number, number]>;
+  /**
+   * Where the largest gap went (ms from its start, the last reply before it): QEMU's stop (completion minus its
+   * downtime), the agents' stamps, and the first reply after it.
+   */
+  timeline?: Record<string, number>;
 }
 interface Row {
   network: 'vxlan' | 'bridge';
   memoryMiB: number;
+  variant?: string;
   /** The largest gap of the same ping over as long as a migration takes, with no migration: the machine's own noise. */
   baselineGapMs?: number;
   runs: Run[];
@@ -119,7 +152,11 @@ async function migrateOnce(
   from: string,
   to: string,
   pingNs: string,
+  variant: string,
+  logDir: string,
 ): Promise<Run> {
+  writeFileSync(tuningFile, JSON.stringify(VARIANTS[variant]));
+  const logsBefore = logSizes(logDir);
   const load = load1();
   let pinger: Pinger | undefined = startPing(pingNs, ip);
   const stopPing = onCleanup(`ping ${ip}`, () => pinger?.kill());
@@ -129,7 +166,9 @@ async function migrateOnce(
   const answeredBefore = pinger.times.length > 0;
   await sleep(500);
   const pingFrom = pinger.times[0] ?? Date.now();
+  const sampler = queues ? sampleQueues(machineNs(labName, from), machineNs(labName, to)) : undefined;
   const r = await vmlink(['vm', 'migrate', vm, '--to', to, '--json'], env, 600_000);
+  const queueSamples = await sampler?.stop();
   // The guest answers again after the move: wait for the first reply sent after the command returned (up to 30 s),
   // so that an outage longer than the command is measured, not cut off; then 500 ms more.
   const returned = Date.now();
@@ -154,6 +193,9 @@ async function migrateOnce(
   return {
     from,
     to,
+    variant,
+    timeline: timeline(times, end, logDir, vm, logsBefore),
+    ...(queueSamples ? { queues: queueSamples } : {}),
     gapMs: round(largestGap(times, end), 1),
     replies: times.length,
     expected: Math.round((end - pingFrom) / 10) + 1,
@@ -164,6 +206,116 @@ async function migrateOnce(
     totalMs: rep.totalMs,
     load,
   };
+}
+
+/** The agents' `migration stamp` log lines of `vm` (pino JSON: `time`, `stamp`) from each host's log. */
+function stamps(
+  logDir: string,
+  vm: string,
+  from: Record<string, number>,
+): Array<{ time: number; stamp: string; downtimeMs?: number }> {
+  const out: Array<{ time: number; stamp: string; downtimeMs?: number }> = [];
+  for (const h of ['host1', 'host2']) {
+    let text = '';
+    try {
+      text = readFileSync(join(logDir, `${h}.agent.log`))
+        .subarray(from[h] ?? 0)
+        .toString('utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      if (!line.includes('"migration stamp"')) continue;
+      try {
+        const j = JSON.parse(line) as { time: number; stamp: string; vm: string; downtimeMs?: number };
+        if (j.vm === vm) out.push(j);
+      } catch {}
+    }
+  }
+  return out;
+}
+
+/**
+ * `--queues`: samples (every ~30 ms) of the bytes queued in the kernel along the relay: the source host's TCP send
+ * queues, the target host's TCP receive queues and its unix sockets' queues (the target agent -> QEMU leg).
+ */
+function sampleQueues(
+  srcNs: string,
+  dstNs: string,
+): { stop: () => Promise<Array<[number, number, number, number]>> } {
+  const t0 = Date.now();
+  const out: Array<[number, number, number, number]> = [];
+  let on = true;
+  const ss = (ns: string, args: string[]) =>
+    new Promise<string>((resolve) =>
+      execFile('ip', ['netns', 'exec', ns, 'ss', '-nH', ...args], { maxBuffer: 1 << 20 }, (_e, o) =>
+        resolve(o ?? ''),
+      ),
+    );
+  const sum = (text: string, col: 1 | 2, filter?: RegExp) =>
+    text
+      .split('\n')
+      .filter((l) => l && (!filter || filter.test(l)))
+      .reduce((a, l) => a + (Number(l.trim().split(/\s+/)[col]) || 0), 0);
+  const loop = (async () => {
+    while (on) {
+      const [st, dt, dx] = await Promise.all([ss(srcNs, ['-t']), ss(dstNs, ['-t']), ss(dstNs, ['-x'])]);
+      const kib = (b: number) => Math.round(b / 1024);
+      out.push([
+        Date.now() - t0,
+        kib(sum(st, 2)),
+        kib(sum(dt, 1)),
+        kib(sum(dx, 1, /migrate/) + sum(dx, 2, /migrate/)),
+      ]);
+      await sleep(30);
+    }
+  })();
+  return {
+    stop: async () => {
+      on = false;
+      await loop;
+      return out;
+    },
+  };
+}
+
+/** The agents' log sizes now (a move's stamps are what is appended after). */
+function logSizes(logDir: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const h of ['host1', 'host2'])
+    try {
+      out[h] = statSync(join(logDir, `${h}.agent.log`)).size;
+    } catch {
+      out[h] = 0;
+    }
+  return out;
+}
+
+/** The largest gap's timeline: each stamp of the move (the latest of each kind) in ms after the gap's last reply. */
+function timeline(
+  times: readonly number[],
+  end: number,
+  logDir: string,
+  vm: string,
+  from: Record<string, number>,
+): Record<string, number> | undefined {
+  let at = -1;
+  let max = 0;
+  for (let i = 1; i < times.length; i++)
+    if (times[i]! - times[i - 1]! > max) {
+      max = times[i]! - times[i - 1]!;
+      at = i;
+    }
+  if (at < 0 || end - times.at(-1)! > max) return undefined;
+  const start = times[at - 1]!;
+  const mine = stamps(logDir, vm, from);
+  const out: Record<string, number> = {};
+  for (const s of mine) out[s.stamp] = Math.round(s.time - start);
+  // QEMU stopped the guest its downtime before it reported completion.
+  const done = mine.find((s) => s.stamp === 'source-qemu-completed');
+  if (done?.downtimeMs) out['source-stop'] = Math.round(done.time - done.downtimeMs - start);
+  out['first-reply'] = Math.round(times[at]! - start);
+  return out;
 }
 
 /** The largest gap of a 10 ms ping to `ip` over `ms` with nothing moving (what TCG and the load alone cost). */
@@ -193,7 +345,9 @@ async function main(): Promise<void> {
   const release = await acquireVmLock();
   const rows: Row[] = [];
   try {
-    const lab = await startCliLab('mig', spec);
+    const lab = await startCliLab('gap', spec);
+    const logDir = join(lab.env.VMLINK_RUN_DIR!, 'lab', lab.lab);
+    labName = lab.lab;
     const file = lab.specFile('migrate.yaml', spec(lab.lab));
     await vmlinkOk(['apply', '-f', file], lab.env);
     const pingNs = machineNs(lab.lab, 'host3');
@@ -208,49 +362,70 @@ async function main(): Promise<void> {
       console.log(`vxlan ${m} MiB baseline (8 s, no migration): largest ping gap ${fmt(baseline.get(m))}`);
     }
     const at = new Map(sizes.map((m) => [m, 'host1']));
-    const byMib = new Map<number, Run[]>(sizes.map((m) => [m, []]));
-    // Sizes interleaved in each round, so that load from other work on the machine falls on both.
+    const key = (m: number, v: string) => `${m}/${v}`;
+    const byMib = new Map<string, Run[]>(sizes.flatMap((m) => variants.map((v) => [key(m, v), []])));
+    // Sizes and variants interleaved in each round, so that load from other work on the machine falls on all; the
+    // variants' order turns each round, so each variant moves both ways.
     for (let k = 0; k < runs; k++) {
-      for (const [i, m] of sizes.entries()) {
-        const from = at.get(m)!;
-        const to = from === 'host1' ? 'host2' : 'host1';
-        const run = await migrateOnce(lab.env, vmName(m), vmIp(i), from, to, pingNs);
-        at.set(m, to);
-        if (run.answersAfterMs === undefined) {
-          // What the target host's bridge knows (learned FDB entries, not the permanent ones), for whoever debugs it.
-          const ns = machineNs(lab.lab, to);
-          const fdb = execFileSync('bridge', ['-n', ns, 'fdb', 'show'], { encoding: 'utf8' })
-            .split('\n')
-            .filter((l) => l && !/permanent/.test(l))
-            .slice(0, 20);
-          console.log(`  no reply after the move; ${to}'s learned FDB entries:\n    ${fdb.join('\n    ')}`);
+      const order = variants.map((_, j) => variants[(j + k) % variants.length]!);
+      for (const [i, m] of sizes.entries())
+        for (const v of order) {
+          const from = at.get(m)!;
+          const to = from === 'host1' ? 'host2' : 'host1';
+          const run = await migrateOnce(lab.env, vmName(m), vmIp(i), from, to, pingNs, v, logDir);
+          at.set(m, to);
+          if (run.answersAfterMs === undefined) {
+            // What the target host's bridge knows (learned FDB entries, not the permanent ones), for whoever debugs it.
+            const ns = machineNs(lab.lab, to);
+            const fdb = execFileSync('bridge', ['-n', ns, 'fdb', 'show'], { encoding: 'utf8' })
+              .split('\n')
+              .filter((l) => l && !/permanent/.test(l))
+              .slice(0, 20);
+            console.log(`  no reply after the move; ${to}'s learned FDB entries:\n    ${fdb.join('\n    ')}`);
+          }
+          byMib.get(key(m, v))!.push(run);
+          console.log(
+            `vxlan ${m} MiB [${run.variant}] run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,
+          );
+          if (run.queues) {
+            const peak = (i: 1 | 2 | 3) => Math.max(0, ...run.queues!.map((q) => q[i]));
+            console.log(
+              `  queues (KiB, peak): source TCP send ${peak(1)}, target TCP receive ${peak(2)}, target unix ${peak(3)}; last 8 samples [ms, send, recv, unix]: ${JSON.stringify(run.queues.filter((q) => q[1] + q[2] + q[3] > 0).slice(-8))}`,
+            );
+          }
+          if (run.timeline)
+            console.log(
+              `  gap timeline (ms after its last reply): ${Object.entries(run.timeline)
+                .sort((a, b) => a[1] - b[1])
+                .map(([what, t]) => `${what} ${t}`)
+                .join(', ')}`,
+            );
         }
-        byMib.get(m)!.push(run);
-        console.log(
-          `vxlan ${m} MiB run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,
-        );
-      }
     }
     for (const m of sizes) {
-      const rs = byMib.get(m)!;
-      const down = rs.flatMap((r) => (r.downtimeMs === undefined ? [] : [r.downtimeMs]));
-      rows.push({
-        network: 'vxlan',
-        memoryMiB: m,
-        baselineGapMs: baseline.get(m),
-        runs: rs,
-        median: {
-          gapMs: round(median(rs.map((r) => r.gapMs)), 1),
-          downtimeMs: down.length ? round(median(down), 1) : undefined,
-          totalMs: round(median(rs.map((r) => r.totalMs)), 1),
-        },
-      });
+      for (const v of variants) {
+        const rs = byMib.get(key(m, v))!;
+        const down = rs.flatMap((r) => (r.downtimeMs === undefined ? [] : [r.downtimeMs]));
+        rows.push({
+          network: 'vxlan',
+          memoryMiB: m,
+          variant: v,
+          baselineGapMs: baseline.get(m),
+          runs: rs,
+          median: {
+            gapMs: round(median(rs.map((r) => r.gapMs)), 1),
+            downtimeMs: down.length ? round(median(down), 1) : undefined,
+            totalMs: round(median(rs.map((r) => r.totalMs)), 1),
+          },
+        });
+      }
       rows.push({ network: 'bridge', memoryMiB: m, runs: [], skipped: BRIDGE_SKIPPED });
     }
     await lab.close();
   } finally {
     await runCleanups();
     await release();
+    rmSync(tuningDir, { recursive: true, force: true });
   }
 
   const info = hostInfo();
@@ -258,14 +433,15 @@ async function main(): Promise<void> {
   console.log(`Live migration, ${runs} run(s) per row, 10 ms ping from host3; medians (every run above)`);
   console.log(`machine: ${info.cpuModel}, ${info.cores} cores, ${info.accelerator}, ${info.qemu}`);
   console.log(
-    `${'network'.padEnd(8)} ${'guest'.padEnd(9)} ${'ping gap'.padStart(10)} ${'no move'.padStart(10)} ${'QEMU downtime'.padStart(14)} ${'total'.padStart(10)}`,
+    `${'network'.padEnd(8)} ${'guest'.padEnd(9)} ${'variant'.padEnd(8)} ${'ping gap'.padStart(10)} ${'no move'.padStart(10)} ${'QEMU downtime'.padStart(14)} ${'total'.padStart(10)}  gaps (ms)`,
   );
   for (const r of rows)
     console.log(
       r.skipped
         ? `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} not run: ${r.skipped}`
-        : `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} ${fmt(r.median?.gapMs).padStart(10)} ${fmt(r.baselineGapMs).padStart(10)} ${fmt(r.median?.downtimeMs).padStart(14)} ${fmt(r.median?.totalMs).padStart(10)}`,
+        : `${r.network.padEnd(8)} ${`${r.memoryMiB} MiB`.padEnd(9)} ${(r.variant ?? '').padEnd(8)} ${fmt(r.median?.gapMs).padStart(10)} ${fmt(r.baselineGapMs).padStart(10)} ${fmt(r.median?.downtimeMs).padStart(14)} ${fmt(r.median?.totalMs).padStart(10)}  ${r.runs.map((x) => Math.round(x.gapMs)).join(', ')}`,
     );
+  // The target is counted on the first variant (`base` unless --variants says otherwise).
   const t256 = rows.find((r) => r.network === 'vxlan' && r.memoryMiB === 256 && !r.skipped);
   const target = t256
     ? {
@@ -287,7 +463,7 @@ async function main(): Promise<void> {
   );
   writeFileSync(
     fileURLToPath(new URL('./results/migrate.json', import.meta.url)),
-    `${JSON.stringify({ at: new Date().toISOString(), runs, sizes, targetGapMs: TARGET_GAP_MS, target, machine: info, rows, wallS: Math.round((Date.now() - t0) / 1000) }, null, 1)}\n`,
+    `${JSON.stringify({ at: new Date().toISOString(), runs, sizes, variants: Object.fromEntries(variants.map((v) => [v, VARIANTS[v]])), targetGapMs: TARGET_GAP_MS, target, machine: info, rows, wallS: Math.round((Date.now() - t0) / 1000) }, null, 1)}\n`,
   );
 }
 

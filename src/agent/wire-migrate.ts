@@ -6,7 +6,7 @@
 //     POST /v1/migrations/:id/resume      ResumeRequest     -> {ok}  (the state arrived: run, announce-self)
 //     POST /v1/migrations/:id/abort                         -> {ok}  (rollback: the incoming VM removed)
 //   target host, the source host's agent only (its host certificate names `from` of the incoming request):
-//     PUT  /v1/migrations/:id/stream      MIGRATION_STREAM_TYPE body -> {receivedBytes}
+//     PUT  /v1/migrations/:id/stream      MIGRATION_STREAM_TYPE body -> {receivedBytes} (or NDJSON acks: STREAM_ACKS_HEADER)
 //     GET  /v1/migrations/:id/nbd         websocket: one NBD connection to the incoming QEMU's disk export (block
 //                                         migration, agent/migrate/tunnel.ts)
 //   source host, controller only:
@@ -131,3 +131,22 @@ export const DirtyRateSchema = z
   .object({ dirtyRateMiBps: z.number().finite().min(0).max(DIRTY_RATE_MIBPS_MAX).optional() })
   .strict();
 export type DirtyRate = z.infer<typeof DirtyRateSchema>;
+
+/**
+ * Acked stream (the relay's window): a source that sends this request header with value `1` asks the target to
+ * answer at once, with the same header, as NDJSON lines (STREAM_ACK_TYPE): `{ack}` (bytes received so far) every
+ * STREAM_ACK_EVERY_BYTES, then the StreamAnswer, or `{error}` when the stream failed after the answer began. The
+ * source then keeps at most its window unacknowledged, so the bytes queued between the agents (the kernel's TCP
+ * buffers grow to megabytes) no longer drain after QEMU stopped the guest. A target that does not answer with the
+ * header (an older agent) answers as before, and the source sends without a window.
+ */
+export const STREAM_ACKS_HEADER = 'vmlink-stream-acks';
+export const STREAM_ACK_TYPE = 'application/x-ndjson';
+export const STREAM_ACK_EVERY_BYTES = 64 * 1024;
+/** Longest line of an acked answer (an error's message included). */
+export const STREAM_ACK_LINE_MAX = 8192;
+export const StreamAckLineSchema = z.union([
+  z.object({ ack: z.number().int().min(0) }).strict(),
+  StreamAnswerSchema,
+  z.object({ error: z.string().max(4096) }).strict(),
+]);

@@ -18,6 +18,8 @@ import {
   MigrationJobSchema,
   OutgoingRequestSchema,
   ResumeRequestSchema,
+  STREAM_ACK_TYPE,
+  STREAM_ACKS_HEADER,
   StreamAnswerSchema,
 } from '../wire-migrate.js';
 import type { MigrationService } from './service.js';
@@ -50,18 +52,28 @@ export async function registerMigrationRoutes(base: FastifyInstance, svc: Migrat
     app.put(
       '/v1/migrations/:id/stream',
       { schema: { params: IdParams, response: answers(StreamAnswerSchema) } },
-      async (req) => {
+      async (req, reply) => {
         const caller = callerOf(req);
         if (caller.kind === 'controller')
           throw new ForbiddenError('a migration stream comes from the source host, not the controller');
         const body = req.body as NodeJS.ReadableStream as import('node:stream').Readable;
-        return {
-          receivedBytes: await svc.receive(
-            req.params.id,
-            caller.kind === 'host' ? caller.name : undefined,
-            body,
-          ),
-        };
+        const peer = caller.kind === 'host' ? caller.name : undefined;
+        if (req.headers[STREAM_ACKS_HEADER] !== '1')
+          return { receivedBytes: await svc.receive(req.params.id, peer, body) };
+        // Acked stream (wire-migrate.ts): the answer starts now, acks as the bytes come, the outcome last.
+        const raw = reply.raw;
+        const line = (v: unknown) => `${JSON.stringify(v)}\n`;
+        svc.assertStream(req.params.id, peer);
+        const done = svc.receive(req.params.id, peer, body, (n) => raw.write(line({ ack: n })));
+        reply.hijack();
+        raw.writeHead(200, { 'content-type': STREAM_ACK_TYPE, [STREAM_ACKS_HEADER]: '1' });
+        raw.flushHeaders();
+        try {
+          raw.end(line({ receivedBytes: await done }));
+        } catch (e) {
+          raw.end(line({ error: (e as Error).message.slice(0, 4000) }));
+        }
+        return reply;
       },
     );
     // Block migration: one NBD connection of the source QEMU's, from the source host's agent only; refused before the

@@ -1,9 +1,3 @@
-// The agent's side of live migrations (docs/mobility.md; routes in agent/wire-migrate.ts). As the target it prepares
-// the incoming VM (ports, directory, QEMU paused with `-incoming defer`), takes the stream from the source host's
-// agent only, and runs the guest on the controller's go (the owner check of a start). As the source it runs QEMU's
-// migration into a relay to the target's agent over mutual TLS, and keeps the job's progress for the controller.
-// A block migration's NBD connections travel the same way, each in its own tunnel (tunnel.ts).
-import { request as httpsRequest } from 'node:https';
 import { type Socket, connect as unixConnect } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,7 +9,6 @@ import type {
   SecretValues,
 } from '../../drivers/hypervisor/types.js';
 import {
-  BadResponseError,
   ConflictError,
   ForbiddenError,
   InvalidRequestError,
@@ -25,16 +18,16 @@ import {
 } from '../../shared/errors.js';
 import { log } from '../../shared/log.js';
 import type { OpContext } from '../../shared/op.js';
-import { peerMismatch, type TlsCredentials } from '../../shared/tls.js';
-import { formatVersionHeader, localVersion, VERSION_HEADER } from '../../shared/version.js';
+import type { TlsCredentials } from '../../shared/tls.js';
 import type { Fence } from '../wire.js';
 import {
   type IncomingRequest,
-  MIGRATION_STREAM_TYPE,
   type MigrationJob,
   type OutgoingRequest,
-  StreamAnswerSchema,
+  STREAM_ACK_EVERY_BYTES,
 } from '../wire-migrate.js';
+import { benchTuning, type MigrationTuning } from './bench-tuning.js';
+import { type Stamp, sendStream } from './relay.js';
 import { ByteBudget, tunnelFrom, tunnelTo } from './tunnel.js';
 
 /** An incoming VM waits this long for its stream before it is removed again (ms). */
@@ -48,8 +41,6 @@ export const INCOMING_BLOCK_WAIT_MS = 35 * 60_000;
 const JOBS_KEPT = 32;
 /** A stream may carry at most this multiple of the VM's memory (pages resent while the guest dirties them). */
 const STREAM_MEMORY_FACTOR = 16;
-/** The target's answer to a stream is one small JSON object. */
-const ANSWER_MAX_BYTES = 4096;
 
 /** What the migration side needs from the agent. */
 export interface MigrationServiceDeps {
@@ -67,6 +58,8 @@ export interface MigrationServiceDeps {
   deleteVm: (name: string) => Promise<void>;
   /** This host's certificate (the relay to the target); undefined: no TLS, migrations refused. */
   tls: () => TlsCredentials | undefined;
+  /** The bench's migration variant (default: bench-tuning.ts's file, absent outside the bench). */
+  tuning?: () => Promise<MigrationTuning | undefined>;
 }
 
 interface Incoming {
@@ -89,6 +82,11 @@ export class MigrationService {
   private readonly busy = new Set<string>();
 
   constructor(private readonly d: MigrationServiceDeps) {}
+
+  /** The bench's variant for this migration (bench-tuning.ts); undefined outside the bench. */
+  private tuning(): Promise<MigrationTuning | undefined> {
+    return (this.d.tuning ?? benchTuning)();
+  }
 
   private halves(): HypervisorMigrations {
     const m = this.d.migrations();
@@ -200,8 +198,8 @@ export class MigrationService {
     }
   }
 
-  /** Writes the stream `body` from host `peer` into the incoming QEMU; resolves with the bytes received. */
-  async receive(id: string, peer: string | undefined, body: Readable): Promise<number> {
+  /** Throws unless migration `id` waits for its stream and `peer` is its source host (checked before an answer). */
+  assertStream(id: string, peer: string | undefined): Incoming {
     const inc = this.incoming.get(id);
     if (!inc) throw new NotFoundError('migration', id);
     // Only the source host's agent (its certificate) may send; the local socket is root's own tooling.
@@ -210,10 +208,29 @@ export class MigrationService {
         `migration ${id} of vm ${inc.req.vm.name} comes from ${inc.req.from}, not ${peer}`,
       );
     if (inc.receiving) throw new ConflictError(`migration ${id} is already receiving its stream`);
+    return inc;
+  }
+
+  /**
+   * Writes the stream `body` from host `peer` into the incoming QEMU; resolves with the bytes received. `onAck`: told
+   * the bytes received every STREAM_ACK_EVERY_BYTES (an acked stream, relay.ts).
+   */
+  async receive(
+    id: string,
+    peer: string | undefined,
+    body: Readable,
+    onAck?: (receivedBytes: number) => void,
+  ): Promise<number> {
+    const inc = this.assertStream(id, peer);
     const max = inc.req.vm.memoryMiB * 1024 * 1024 * STREAM_MEMORY_FACTOR;
     let received = 0;
+    let acked = 0;
     body.on('data', (chunk: Buffer) => {
       received += chunk.length;
+      if (onAck && received - acked >= STREAM_ACK_EVERY_BYTES) {
+        acked = received;
+        onAck(received);
+      }
       if (received > max)
         body.destroy(
           new InvalidRequestError(
@@ -221,7 +238,10 @@ export class MigrationService {
           ),
         );
     });
-    inc.receiving = pipeline(body, inc.socket).then(() => received);
+    inc.receiving = pipeline(body, inc.socket).then(() => {
+      migrationStamp(id, inc.req.vm.name)('target-stream-written', { bytes: received });
+      return received;
+    });
     return inc.receiving;
   }
 
@@ -231,9 +251,12 @@ export class MigrationService {
     if (!inc) throw new NotFoundError('migration', id);
     const m = this.halves();
     const vm = inc.req.vm.name;
+    const stamp = migrationStamp(id, vm);
     await m.awaitArrived(vm, timeoutMs);
+    stamp('target-arrived');
     await this.d.assertMayRun(vm, fence);
     await m.resumeTarget(vm);
+    stamp('target-resumed');
     this.finishIncoming(id);
   }
 
@@ -283,10 +306,38 @@ export class MigrationService {
         log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'disk tunnel failed'),
       );
     };
-    void m
-      .migrateOut(req.vm, { downtimeLimitMs: req.downtimeLimitMs, onProgress, nbdTunnel }, (stream) =>
-        sendStream(stream, req, tls),
-      )
+    void this.tuning()
+      .then((t) => {
+        const stamp = migrationStamp(req.id, req.vm, t?.variant);
+        let seen = false;
+        const onProgressStamped = (p: MigrationProgress) => {
+          onProgress(p);
+          if (p.status !== 'completed' || seen) return;
+          seen = true;
+          stamp('source-qemu-completed', { downtimeMs: p.downtimeMs });
+        };
+        return m
+          .migrateOut(
+            req.vm,
+            {
+              downtimeLimitMs: req.downtimeLimitMs,
+              onProgress: onProgressStamped,
+              nbdTunnel,
+              ...(t?.maxBandwidthMiB ? { maxBandwidthBytes: t.maxBandwidthMiB * 1024 * 1024 } : {}),
+              ...(t?.vcpuNice !== undefined ? { vcpuNice: t.vcpuNice } : {}),
+            },
+            (stream) =>
+              sendStream(stream, req, tls, {
+                stamp,
+                ...(t?.relay === 'nodelay' ? { noDelay: true } : {}),
+                ...(t?.relayWindowKiB ? { windowBytes: t.relayWindowKiB * 1024 } : {}),
+              }),
+          )
+          .then((last) => {
+            stamp('source-completed', { downtimeMs: last.downtimeMs, totalTimeMs: last.totalTimeMs });
+            return last;
+          });
+      })
       .then(
         (last) => {
           job.progress = last;
@@ -341,60 +392,13 @@ export class MigrationService {
 }
 
 /**
- * Carries QEMU's stream to the target's agent: one PUT over mutual TLS whose answer counts only from the target
- * host's own certificate.
+ * A timing stamp of the switch-over in the agent's log (its `time` against the ping's replies: where a pause goes;
+ * bench/migrate.ts reads them back).
  */
-function sendStream(stream: Socket, req: OutgoingRequest, tls: TlsCredentials): Promise<void> {
-  const url = new URL(`${req.to.agent}/v1/migrations/${req.id}/stream`);
-  return new Promise<void>((resolve, reject) => {
-    const out = httpsRequest(
-      {
-        method: 'PUT',
-        hostname: url.hostname.replace(/^\[|\]$/g, ''),
-        port: url.port || 443,
-        path: url.pathname,
-        key: tls.key,
-        cert: tls.cert,
-        ca: tls.ca,
-        checkServerIdentity: (_h, cert) => {
-          const why = peerMismatch(cert, { role: 'host', name: req.to.host });
-          return why ? new Error(`the agent at ${req.to.agent} is not ${req.to.host}'s: ${why}`) : undefined;
-        },
-        headers: {
-          'content-type': MIGRATION_STREAM_TYPE,
-          [VERSION_HEADER.wire]: formatVersionHeader(localVersion('wire')),
-        },
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          body += c;
-          if (body.length > ANSWER_MAX_BYTES) res.destroy(new BadResponseError('answer too large'));
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          if (res.statusCode !== 200)
-            return reject(
-              new BadResponseError(
-                `the agent of ${req.to.host} refused the migration stream (HTTP ${res.statusCode}): ${body.slice(0, 500)}`,
-              ),
-            );
-          try {
-            StreamAnswerSchema.parse(JSON.parse(body));
-            resolve();
-          } catch {
-            reject(
-              new BadResponseError(
-                `the agent of ${req.to.host} answered the stream with ${body.slice(0, 200)}`,
-              ),
-            );
-          }
-        });
-      },
+function migrationStamp(id: string, vm: string, variant?: string): Stamp {
+  return (what, extra) =>
+    log.info(
+      { migration: id, vm, stamp: what, ...(variant ? { variant } : {}), ...extra },
+      'migration stamp',
     );
-    out.on('error', reject);
-    stream.on('error', (e) => out.destroy(e));
-    stream.pipe(out);
-  });
 }

@@ -142,6 +142,10 @@ export interface HypervisorMigrations {
       signal?: AbortSignal;
       /** Block migration: carries one NBD connection of QEMU's to the target's export (absent: local disks refused). */
       nbdTunnel?: (conn: Socket) => void;
+      /** QEMU's bandwidth cap (bytes/s); absent: lifted (the relay is the limit). Bench variants only. */
+      maxBandwidthBytes?: number;
+      /** Nice value of the guest's vCPU threads while it migrates (restored after). Bench variants only. */
+      vcpuNice?: number;
     },
     relay: (stream: Socket) => Promise<void>,
   ): Promise<MigrationProgress>;

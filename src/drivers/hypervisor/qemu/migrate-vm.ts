@@ -6,11 +6,13 @@
 // the source QEMU opens on a second socket is carried by its agent to the target QEMU's NBD export.
 import { chmod, chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket, connect as unixConnect } from 'node:net';
+import { getPriority, setPriority } from 'node:os';
 import { InvalidStateError, TimeoutError } from '../../../shared/errors.js';
 import type { OpContext } from '../../../shared/op.js';
 import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../types.js';
 import type { MirrorProgress, MirrorSpec } from './block-mirror.js';
 import type { VmPaths } from './cmdline.js';
+import { queryVcpuThreads } from './cpu-pinning.js';
 import type { VmIdentity } from './identity.js';
 import {
   awaitIncoming,
@@ -59,6 +61,10 @@ export interface MigrateOutOptions {
   nbdTunnel?: (conn: Socket) => void;
   /** Bounds the disks' copy (ms); default BLOCK_COPY_TIMEOUT_MS. */
   blockCopyTimeoutMs?: number;
+  /** QEMU's bandwidth cap (bytes/s); absent: lifted. */
+  maxBandwidthBytes?: number;
+  /** Nice value of the vCPU threads while the migration runs (restored after); absent: left alone. */
+  vcpuNice?: number;
 }
 
 /** What the migration side needs from its driver. */
@@ -74,6 +80,8 @@ export interface VmMigrationDeps {
    */
   launchIncoming: (name: string, ctx?: OpContext, secrets?: SecretValues) => Promise<void>;
   locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
+  /** The pid of VM `name`'s live QEMU (undefined: none); for the vCPU threads' nice value. */
+  livePid?: (name: string) => Promise<number | undefined>;
 }
 
 /** Socket paths in the VM's run directory (QEMU sees it at the same path). */
@@ -117,6 +125,7 @@ export class VmMigrations implements HypervisorMigrations {
     const nbd = disks.length ? await this.nbdRelay(p.runDir, disks, id, opts.nbdTunnel!) : undefined;
     const qmp = await this.d.qmp(name);
     let copies: MirrorSpec[] = [];
+    let restoreNice: (() => void) | undefined;
     let disk: Pick<MigrationProgress, 'diskDoneBytes' | 'diskTotalBytes'> = {};
     const onCopy = (c: MirrorProgress) => {
       disk = { diskDoneBytes: c.doneBytes, diskTotalBytes: c.totalBytes };
@@ -130,7 +139,12 @@ export class VmMigrations implements HypervisorMigrations {
           onProgress: onCopy,
         });
       }
-      await prepareOutgoing(qmp, { downtimeLimitMs: opts.downtimeLimitMs, pauseBeforeSwitchover: !!nbd });
+      await prepareOutgoing(qmp, {
+        downtimeLimitMs: opts.downtimeLimitMs,
+        pauseBeforeSwitchover: !!nbd,
+        ...(opts.maxBandwidthBytes ? { maxBandwidthBytes: opts.maxBandwidthBytes } : {}),
+      });
+      if (opts.vcpuNice !== undefined) restoreNice = await reniceVcpus(qmp, this.d, name, opts.vcpuNice);
       await startOutgoing(qmp, `unix:${path}`);
       await Promise.race([
         connected,
@@ -166,6 +180,7 @@ export class VmMigrations implements HypervisorMigrations {
       await resumeSource(qmp).catch(() => {});
       throw e;
     } finally {
+      restoreNice?.();
       server.close();
       nbd?.server.close();
       await rm(path, { force: true });
@@ -253,6 +268,29 @@ export class VmMigrations implements HypervisorMigrations {
     await stopExports(qmp);
     await resumeTarget(qmp);
   }
+}
+
+/**
+ * Sets the nice value of VM `name`'s vCPU threads (each checked to be a thread of its QEMU) to `nice`; returns how to
+ * put back what they had. A thread that is gone by then is skipped.
+ */
+async function reniceVcpus(
+  qmp: QmpClient,
+  d: Pick<VmMigrationDeps, 'livePid'>,
+  name: string,
+  nice: number,
+): Promise<() => void> {
+  const pid = await d.livePid?.(name);
+  if (pid === undefined) return () => {};
+  const threads = await queryVcpuThreads(qmp, pid, name);
+  const before = threads.map((t) => ({ tid: t.thread, nice: getPriority(t.thread) }));
+  for (const t of threads) setPriority(t.thread, nice);
+  return () => {
+    for (const t of before)
+      try {
+        setPriority(t.tid, t.nice);
+      } catch {}
+  };
 }
 
 /** Listens on unix socket `path` that only `id` (the VM's QEMU) may connect to. */

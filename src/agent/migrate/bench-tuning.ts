@@ -1,0 +1,33 @@
+// Bench-only knobs of a live migration (bench/migrate.ts compares variants side by side, move by move, in one lab):
+// read at each migration from the JSON file that VMLINK_MIGRATE_TUNING names. Unset (every real deployment), nothing
+// changes and nothing is read. The file is the bench's own (root's temp dir), still read capped, strictly parsed and
+// without following a link; a bad file fails the migration with its reason rather than running a variant half-applied.
+import { z } from 'zod';
+import { readJsonFile } from '../../shared/state-file.js';
+
+export const MIGRATION_TUNING_ENV = 'VMLINK_MIGRATE_TUNING';
+
+export const MigrationTuningSchema = z
+  .object({
+    /** The variant's name, logged with each timing stamp. */
+    variant: z.string().regex(/^[a-z0-9-]{1,32}$/),
+    /** `nodelay`: the relay's TLS connection without Nagle's delay. */
+    relay: z.enum(['default', 'nodelay']).optional(),
+    /** The relay's window (KiB unacknowledged at most; relay.ts); absent: none. */
+    relayWindowKiB: z.number().int().min(64).max(65_536).optional(),
+    /** QEMU's `max-bandwidth` (MiB/s) instead of the lifted cap. */
+    maxBandwidthMiB: z.number().int().min(8).max(10_240).optional(),
+    /** Nice value of the source QEMU's vCPU threads while the migration runs (-10..10; restored after). */
+    vcpuNice: z.number().int().min(-10).max(10).optional(),
+  })
+  .strict();
+export type MigrationTuning = z.infer<typeof MigrationTuningSchema>;
+
+/** The variant the bench set for this migration; undefined outside the bench. */
+export async function benchTuning(
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<MigrationTuning | undefined> {
+  const path = env[MIGRATION_TUNING_ENV];
+  if (!path) return undefined;
+  return readJsonFile(path, MigrationTuningSchema, { maxBytes: 4096 });
+}
