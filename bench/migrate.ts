@@ -34,6 +34,7 @@ const sizes = (argValue('--sizes') ?? '256,1024')
 /** The variants `--variants` may name (bench-tuning.ts): `base` is the code as it ships. */
 const VARIANTS: Record<string, MigrationTuning> = {
   base: { variant: 'base' },
+  nowin: { variant: 'nowin', relayWindowKiB: 0 },
   nodelay: { variant: 'nodelay', relay: 'nodelay' },
   nice: { variant: 'nice', vcpuNice: -5 },
   bw256: { variant: 'bw256', maxBandwidthMiB: 256 },

@@ -13,8 +13,8 @@ export const MigrationTuningSchema = z
     variant: z.string().regex(/^[a-z0-9-]{1,32}$/),
     /** `nodelay`: the relay's TLS connection without Nagle's delay. */
     relay: z.enum(['default', 'nodelay']).optional(),
-    /** The relay's window (KiB unacknowledged at most; relay.ts); absent: none. */
-    relayWindowKiB: z.number().int().min(64).max(65_536).optional(),
+    /** The relay's window (KiB unacknowledged at most; relay.ts); 0: none (as before it); absent: the default. */
+    relayWindowKiB: z.union([z.literal(0), z.number().int().min(64).max(65_536)]).optional(),
     /** QEMU's `max-bandwidth` (MiB/s) instead of the lifted cap. */
     maxBandwidthMiB: z.number().int().min(8).max(10_240).optional(),
     /** Nice value of the source QEMU's vCPU threads while the migration runs (-10..10; restored after). */

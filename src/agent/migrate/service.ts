@@ -27,7 +27,7 @@ import {
   STREAM_ACK_EVERY_BYTES,
 } from '../wire-migrate.js';
 import { benchTuning, type MigrationTuning } from './bench-tuning.js';
-import { type Stamp, sendStream } from './relay.js';
+import { RELAY_WINDOW_BYTES, type Stamp, sendStream } from './relay.js';
 import { ByteBudget, tunnelFrom, tunnelTo } from './tunnel.js';
 
 /** An incoming VM waits this long for its stream before it is removed again (ms). */
@@ -330,7 +330,10 @@ export class MigrationService {
               sendStream(stream, req, tls, {
                 stamp,
                 ...(t?.relay === 'nodelay' ? { noDelay: true } : {}),
-                ...(t?.relayWindowKiB ? { windowBytes: t.relayWindowKiB * 1024 } : {}),
+                // The bench's `nowin` (0) sends as before the window.
+                ...(t?.relayWindowKiB === 0
+                  ? {}
+                  : { windowBytes: t?.relayWindowKiB ? t.relayWindowKiB * 1024 : RELAY_WINDOW_BYTES }),
               }),
           )
           .then((last) => {
