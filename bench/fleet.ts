@@ -259,9 +259,17 @@ async function main(): Promise<void> {
   sim.send('rss');
   const rss = await sim.next();
   const rssPerHostKiB = round(Number(rss.rssBytes) / HOSTS / 1024, 0);
+  const applyLoop = rss.loopDelayMs as { p50: number; p99: number; max: number };
   console.log(
-    `simulator RSS with every VM: ${round(Number(rss.rssBytes) / 1048576, 0)} MiB = ${rssPerHostKiB} KiB per host`,
+    `simulator RSS with every VM: ${round(Number(rss.rssBytes) / 1048576, 0)} MiB = ${rssPerHostKiB} KiB per host; ${String(rss.held)} of ${HOSTS} leases held after the apply; the agents' event loop delay during start and apply p50 ${applyLoop.p50} ms, p99 ${applyLoop.p99} ms, max ${applyLoop.max} ms (leases are kept on their own thread)`,
   );
+  partial.simulator = {
+    startS,
+    rssBytes: rss.rssBytes,
+    rssPerHostKiB,
+    heldAfterApply: rss.held,
+    agentLoopDelayMsStartAndApply: applyLoop,
+  };
 
   // (4) API latency.
   const tasks = new TaskManager();
@@ -359,7 +367,7 @@ async function main(): Promise<void> {
         reactions,
         balance,
         api: apiDist,
-        simulator: { startS, rssBytes: rss.rssBytes, rssPerHostKiB },
+        simulator: partial.simulator,
         applyS,
         applyAttempts: attempts,
       },

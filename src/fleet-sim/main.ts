@@ -5,8 +5,10 @@
 // It prints one JSON line when every host serves: {"ready":true,"hosts":N,"startMs":..,"rssBytes":..}; then reads
 // commands on stdin, one per line, and answers each with one JSON line:
 //   fail HOST clean|power   the host's agent stops answering and its VMs stop; its lease is revoked / runs out
-//   rss                     {"rssBytes":..,"heapUsedBytes":..}
+//   rss                     {"rssBytes":..,"heapUsedBytes":..,"held":..,"loopDelayMs":{p50,p99,max}}: memory, how many
+//                           hosts hold their lease, and the main thread's event loop delay since the last `rss`
 //   quit                    stops every host (leases revoked) and exits
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { InvalidRequestError } from '../shared/errors.js';
@@ -54,6 +56,9 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', () => void quit(0));
   process.once('SIGINT', () => void quit(0));
+  // How starved the agents' event loop is (their leases are kept on a thread of their own: lease-thread.ts).
+  const loop = monitorEventLoopDelay({ resolution: 20 });
+  loop.enable();
   await sim.start();
   // Ready once every host holds its lease (a host that could not get one yet retries on its own).
   const deadline = Date.now() + READY_WAIT_MS;
@@ -77,7 +82,15 @@ async function main(): Promise<void> {
         say({ ok: true, failed: host, how: how ?? 'clean', at });
       } else if (cmd === 'rss') {
         const m = process.memoryUsage();
-        say({ ok: true, rssBytes: m.rss, heapUsedBytes: m.heapUsed });
+        const ms = (ns: number) => Math.round(ns / 1e6);
+        say({
+          ok: true,
+          rssBytes: m.rss,
+          heapUsedBytes: m.heapUsed,
+          held: sim.held(),
+          loopDelayMs: { p50: ms(loop.percentile(50)), p99: ms(loop.percentile(99)), max: ms(loop.max) },
+        });
+        loop.reset();
       } else if (cmd === 'quit') return quit(0);
       else say({ ok: false, error: `unknown command ${JSON.stringify(line.slice(0, 80))}` });
     } catch (e) {

@@ -6,19 +6,17 @@
 // addresses in the spec: no TLS), so the controller reaches each through its ordinary agent client.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Etcd3 } from 'etcd3';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from '../agent/agent.js';
-import { EtcdMembership } from '../agent/cluster/membership.js';
 import { createAgentServer } from '../agent/server.js';
 import { FakeHypervisorDriver } from '../drivers/hypervisor/fake/driver.js';
 import { FakeNetworkDriver } from '../drivers/network/fake/driver.js';
 import type { Runner } from '../exec/runner.js';
 import { CLUSTER_HEARTBEAT_S_DEFAULT } from '../shared/cluster.js';
 import { InvalidRequestError, NotFoundError, UnsupportedError } from '../shared/errors.js';
-import { etcdClient } from '../shared/etcd.js';
 import { listen } from '../shared/http/server.js';
 import { NAME_PATTERN } from '../spec/schema.js';
+import { LeaseThread, type ThreadMembership } from './lease-thread.js';
 
 /** Most hosts one simulator serves (sockets, memory: ~1 MiB each, see docs/fleet-sim.md). */
 export const FLEET_SIM_MAX_HOSTS = 5_000;
@@ -39,9 +37,11 @@ export interface FleetSimOptions {
   heartbeatSeconds?: number;
   /**
    * Hosts that get an etcd connection of their own, so that `fail(host, 'power')` can cut it: their lease then runs
-   * out in etcd as a powered-off host's does (the rest share one connection).
+   * out in etcd as a powered-off host's does (the rest share `etcdConnections`).
    */
   ownConnection?: string[];
+  /** Shared etcd connections of the lease thread (hosts spread over them). Default 4. */
+  etcdConnections?: number;
 }
 
 /** One simulated host. */
@@ -52,10 +52,11 @@ export interface SimHost {
   agent: Agent;
   hypervisor: FakeHypervisorDriver;
   network: FakeNetworkDriver;
-  membership?: EtcdMembership;
+  /** Its real `EtcdMembership`, kept on the simulator's lease thread. */
+  membership?: ThreadMembership;
   app?: FastifyInstance;
-  /** Its own etcd connection (`ownConnection`). */
-  client?: Etcd3;
+  /** It has an etcd connection of its own (`ownConnection`). */
+  ownConnection: boolean;
   down: boolean;
 }
 
@@ -78,7 +79,7 @@ export const refusingRunner = (host: string): Runner => ({
 /** N simulated hosts in this process. */
 export class FleetSim {
   private readonly hosts = new Map<string, SimHost>();
-  private shared: Etcd3 | undefined;
+  private leases: LeaseThread | undefined;
 
   constructor(private readonly opts: FleetSimOptions) {
     if (opts.hosts.length > FLEET_SIM_MAX_HOSTS)
@@ -97,9 +98,12 @@ export class FleetSim {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
     const etcd = this.opts.etcd;
     if (etcd?.length) {
-      this.shared = etcdClient({ endpoints: etcd }, { retry: false, breaker: false });
-      // Connected before the first lease: a grant must not spend its short deadline on the connection.
-      await this.shared.maintenance.status();
+      this.leases = new LeaseThread({
+        etcd,
+        heartbeatSeconds: this.opts.heartbeatSeconds ?? CLUSTER_HEARTBEAT_S_DEFAULT,
+        connections: this.opts.etcdConnections ?? 4,
+      });
+      await this.leases.started();
     }
     // Agents and listeners first (the CPU-heavy part), then the leases: a renewal must not wait behind a server's
     // set-up on this one event loop, or the host fences itself as a starved machine would.
@@ -117,20 +121,14 @@ export class FleetSim {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const network = new FakeNetworkDriver();
     const hypervisor = new FakeHypervisorDriver({ tapExists: (t) => network.hasPort(t) });
-    const etcd = this.opts.etcd;
-    const own = this.opts.ownConnection?.includes(name);
-    const client = etcd?.length && own ? etcdClient({ endpoints: etcd }, { retry: false }) : undefined;
+    const own = this.opts.ownConnection?.includes(name) ?? false;
     let agent: Agent | undefined;
-    const membership = etcd?.length
-      ? new EtcdMembership({
-          host: name,
-          connection: { endpoints: etcd },
-          heartbeatSeconds: this.opts.heartbeatSeconds ?? CLUSTER_HEARTBEAT_S_DEFAULT,
-          stateDir,
-          fenceVms: (reason) => agent!.fenceVms(reason),
-          client: client ?? this.shared!,
-        })
-      : undefined;
+    const membership = await this.leases?.membership(
+      name,
+      stateDir,
+      (reason) => agent!.fenceVms(reason),
+      own,
+    );
     agent = new Agent({
       host: name,
       runner: refusingRunner(name),
@@ -147,7 +145,7 @@ export class FleetSim {
       hypervisor,
       network,
       ...(membership ? { membership } : {}),
-      ...(client ? { client } : {}),
+      ownConnection: own,
       down: false,
     };
     host.app = await this.serve(host);
@@ -192,7 +190,7 @@ export class FleetSim {
    */
   async fail(name: string, how: 'clean' | 'power' = 'clean'): Promise<void> {
     const h = this.host(name);
-    if (how === 'power' && !h.client)
+    if (how === 'power' && !h.ownConnection)
       throw new InvalidRequestError(
         `host ${name} shares the etcd connection: list it in ownConnection to cut it`,
       );
@@ -200,7 +198,7 @@ export class FleetSim {
     await h.app?.close();
     h.app = undefined;
     for (const vm of await h.hypervisor.list()) await h.hypervisor.kill(vm.name);
-    if (how === 'power') h.client?.close();
+    if (how === 'power') await h.membership?.cut();
     else await h.membership?.stop();
   }
 
@@ -210,10 +208,9 @@ export class FleetSim {
       await h.app?.close().catch(() => undefined);
       h.agent.stop();
       if (!h.down) await h.membership?.stop().catch(() => undefined);
-      h.client?.close();
     }
     this.hosts.clear();
-    this.shared?.close();
+    await this.leases?.close();
     rmSync(this.opts.dir, { recursive: true, force: true });
   }
 }
