@@ -8,6 +8,8 @@ import type { Etcd3 } from 'etcd3';
 import { EtcdMembership } from '../agent/cluster/membership.js';
 import { InvalidRequestError, toErrorBody } from '../shared/errors.js';
 import { etcdClient } from '../shared/etcd.js';
+import { OWNER_READ_CONCURRENCY } from '../shared/limits.js';
+import { Limiter } from '../shared/queue.js';
 import { LEASE_STATUS_PUSH_MS, type LeaseThreadData, type ToMain, type ToWorker } from './lease-protocol.js';
 
 const port = parentPort;
@@ -23,6 +25,11 @@ const hosts = new Map<string, { m: EtcdMembership; own?: Etcd3 }>();
 /** Fence requests waiting for the main thread's agent to stop the host's VMs. */
 const fences = new Map<number, { resolve: (vms: string[]) => void; reject: (e: Error) => void }>();
 let nextFence = 0;
+/**
+ * The owner checks of every host at once (1,000 during an apply, where a real host has only its own few): bounded, so
+ * that etcd's queue stays short and the keepalives sent on the same connections are answered within their deadline.
+ */
+const ownerReads = new Limiter(OWNER_READ_CONCURRENCY);
 /** Each host's status as last pushed (only changes are sent). */
 const pushed = new Map<string, string>();
 
@@ -65,9 +72,9 @@ async function handle(msg: ToWorker): Promise<unknown> {
     case 'verified':
       return membership(msg.host).verifiedStatus(msg.boundMs);
     case 'assertOwner':
-      return membership(msg.host).assertOwner(msg.vm, msg.fence);
+      return ownerReads.run(() => membership(msg.host).assertOwner(msg.vm, msg.fence));
     case 'ownedElsewhere':
-      return membership(msg.host).ownedElsewhere(msg.vms);
+      return ownerReads.run(() => membership(msg.host).ownedElsewhere(msg.vms));
     case 'fenced': {
       const f = fences.get(msg.id);
       fences.delete(msg.id);

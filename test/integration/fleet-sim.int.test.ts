@@ -55,6 +55,7 @@ beforeAll(async () => {
     dir: join(dir, 'sim'),
     etcd: [etcd.endpoint],
     heartbeatSeconds: HEARTBEAT,
+    ownConnection: [HOSTS[9]!],
   });
   await sim.start();
   await until('every simulated host holds its lease', async () => sim!.held() === HOSTS.length);
@@ -139,4 +140,21 @@ describe('simulated fleet', () => {
     };
     expect(status.hosts.find((h) => h.name === victim)?.reachable).toBe(false);
   }, 120_000);
+
+  it('a host that loses etcd fences itself: the lease thread has the agent stop its VMs', async () => {
+    // Its etcd connection cut while its agent runs: the keeper (on the simulator's lease thread) finds no renewal
+    // confirmed by the deadline, its peers all hold theirs (no etcd-wide outage), so it fences through the agent.
+    const h = sim!.host(HOSTS[9]!);
+    const names = [0, 1].map((i) => vmName(h.name, i));
+    expect((await h.hypervisor.list()).filter((v) => v.state === 'running')).toHaveLength(names.length);
+    await h.membership!.cut();
+    const fenced = await until('the host fenced', async () => {
+      const s = h.membership!.status();
+      return s.mode === 'fenced' && s.fencedVms.length > 0 ? s : undefined;
+    });
+    expect(fenced.fencedVms.sort()).toEqual(names);
+    expect((await h.hypervisor.list()).every((v) => v.state !== 'running')).toBe(true);
+    // Every other host still holds its lease.
+    expect(sim!.held()).toBe(HOSTS.length - 2);
+  }, 60_000);
 });

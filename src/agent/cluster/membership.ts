@@ -52,6 +52,8 @@ export class EtcdMembership implements ClusterMembership {
   /** Deadline of one lease operation: short, so that a hung one never stands between two retries for long. */
   private readonly leaseOpMs: number;
   private readonly ownClient: boolean;
+  /** The revision of the membership last read whole (readMembers). */
+  private membersRevision: string | undefined;
 
   constructor(opts: EtcdMembershipOptions) {
     this.host = opts.host;
@@ -166,17 +168,27 @@ export class EtcdMembership implements ClusterMembership {
     return out;
   }
 
-  /** The membership as the controller wrote it (bounded, parsed); undefined when not written yet. */
+  /**
+   * The membership as the controller wrote it (bounded, parsed); undefined when not written yet, or when unchanged
+   * since the last read. It is read after every renewal, and at 1,000 hosts it is ~50 KB: read whole by every agent
+   * each heartbeat it was most of etcd's work (and all of it in the simulated fleet, where one process reads for
+   * every host). So its revision is looked at first (keys only), and the value read only when that moved.
+   */
   private async readMembers(): Promise<ClusterMembers | undefined> {
-    const r = await this.client.kv.range(
-      { key: Buffer.from(clusterKeys.members) },
-      { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
-    );
+    const key = Buffer.from(clusterKeys.members);
+    const deadline = () => ({ deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS });
+    if (this.membersRevision !== undefined) {
+      const probe = await this.client.kv.range({ key, keys_only: true }, deadline());
+      if (probe.kvs[0]?.mod_revision === this.membersRevision) return undefined;
+    }
+    const r = await this.client.kv.range({ key }, deadline());
     const kv = r.kvs[0];
     if (!kv) return undefined;
     if (kv.value.length > ETCD_VALUE_MAX_BYTES)
       throw new Error(`${clusterKeys.members} is larger than ${ETCD_VALUE_MAX_BYTES} bytes`);
-    return ClusterMembersSchema.parse(JSON.parse(kv.value.toString('utf8')));
+    const members = ClusterMembersSchema.parse(JSON.parse(kv.value.toString('utf8')));
+    this.membersRevision = kv.mod_revision;
+    return members;
   }
 
   /** The keeper's etcd operations, each with its own short deadline. */
