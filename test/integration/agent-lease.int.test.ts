@@ -290,6 +290,14 @@ describe('two agents asking each other over mutual TLS', () => {
     await b.m.start();
     // Each reads the membership after its lease is held.
     await waitFor('the membership', () => a.m.peers.known() && b.m.peers.known());
+    // A changed membership is read again at the next renewal (its revision moved: an unchanged one is not read whole).
+    const count = (n: number) =>
+      a.m.peers.known()?.hosts.length === n && b.m.peers.known()?.hosts.length === n;
+    const more = { ...members, hosts: [...members.hosts, { name: 'ph3', agent: 'https://127.0.0.1:9' }] };
+    await client.put(clusterKeys.members).value(JSON.stringify(more)).exec();
+    await waitFor('the changed membership', () => count(3) || undefined, 10_000);
+    await client.put(clusterKeys.members).value(JSON.stringify(members)).exec();
+    await waitFor('the membership as it was', () => count(2) || undefined, 10_000);
 
     // etcd stops for everyone: past the deadline both are in hold, neither fences.
     const stoppedAt = Date.now();
