@@ -27,7 +27,7 @@ export interface PeerCheckOptions {
   host: string;
   /** The agent's state directory, where the last good membership is cached. */
   stateDir: string;
-  /** Reads the membership from etcd (undefined: not written yet). */
+  /** Reads the membership from etcd (undefined: not written yet, or unchanged since the last read: keep it). */
   readMembers: () => Promise<ClusterMembers | undefined>;
   /** This host's credentials: peers are asked over mutual TLS with them (absent: only `http://` peers, tests). */
   tls?: TlsCredentials;
