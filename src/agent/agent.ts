@@ -473,6 +473,13 @@ export class Agent {
     await this.deps.cluster?.assertOwner(name, fence);
   }
 
+  /** A migrated VM's MACs forwarded to its taps on this host's bridges (MigrationServiceDeps.claimPorts). */
+  async claimPorts(name: string): Promise<void> {
+    const cfg = await this.deps.hypervisor.config(name);
+    for (const nic of cfg?.nics ?? [])
+      await this.deps.networks[nicBackend(nic)]?.claimMac?.(nic.tap, nic.mac);
+  }
+
   /** Hypervisor driver, for guest-level requests (exec, interfaces, console). */
   get hypervisor(): HypervisorDriver {
     return this.deps.hypervisor;

@@ -199,6 +199,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     prepareIncoming: (vm, hash, ctx, secrets) => agent.prepareIncoming(vm, hash, ctx, secrets),
     assertMayRun: (name, fence) => agent.assertMayRun(name, fence),
     deleteVm: (name) => agent.execute({ kind: 'vm.delete', name }),
+    claimPorts: (name) => agent.claimPorts(name),
     tls: () => hostCreds,
   });
   if (cluster) {

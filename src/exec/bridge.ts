@@ -34,6 +34,15 @@ export const bridgeCmd = {
   fdbAppend(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
     return fdbArgs('append', dev, dst, mac);
   },
+  /**
+   * `fdb replace MAC dev PORT master dynamic`: the bridge forwards MAC to PORT now, as if it had just learned it
+   * there (it ages and is re-learned like any learned entry; it goes with the port).
+   */
+  fdbClaim(port: string, mac: string): BridgeCommand {
+    assertIfName(port);
+    if (!MAC.test(mac)) throw new InvalidRequestError(`invalid MAC address ${JSON.stringify(mac)}`);
+    return ['fdb', 'replace', mac.toLowerCase(), 'dev', port, 'master', 'dynamic'];
+  },
   /** `fdb del MAC dev DEV dst IP`. */
   fdbDel(dev: string, dst: string, mac: string = FLOOD_MAC): BridgeCommand {
     return fdbArgs('del', dev, dst, mac);

@@ -356,6 +356,12 @@ describe('vxlan, vlan and bridge tool commands', () => {
     expect(() => bridgeCmd.fdbAppend('vlx-1', '1.2.3.4 self')).toThrow(InvalidRequestError);
     expect(() => bridgeCmd.fdbAppend('vlx-1', '1.2.3.4', 'zz')).toThrow(InvalidRequestError);
     expect(() => bridgeCmd.vlanAdd('vlt-1', 4095)).toThrow(/1-4094/);
+    // A migrated guest's MAC claimed for its tap: lower-cased, like a learned entry (dynamic), on the bridge (master).
+    expect(bridgeCmd.fdbClaim('vlt-web1-0', '52:54:00:AA:BB:01').join(' ')).toBe(
+      'fdb replace 52:54:00:aa:bb:01 dev vlt-web1-0 master dynamic',
+    );
+    expect(() => bridgeCmd.fdbClaim('vlt-web1-0', '52:54:00:aa:bb:01 self')).toThrow(InvalidRequestError);
+    expect(() => bridgeCmd.fdbClaim('tap 0', '52:54:00:aa:bb:01')).toThrow(InvalidRequestError);
   });
 
   it('parses vxlan, vlan and bridge details and fdb entries', () => {

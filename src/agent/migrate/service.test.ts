@@ -24,7 +24,10 @@ afterEach(() => {
 });
 
 /** An incoming side whose "QEMU" is a unix socket server collecting what it is sent. */
-async function setup(extra: Partial<HypervisorMigrations> = {}) {
+async function setup(
+  extra: Partial<HypervisorMigrations> = {},
+  deps: Partial<ConstructorParameters<typeof MigrationService>[0]> = {},
+) {
   dir = mkdtempSync(join(tmpdir(), 'vmlink-mig-svc-'));
   const path = join(dir, 'in.sock');
   const got: Buffer[] = [];
@@ -52,6 +55,7 @@ async function setup(extra: Partial<HypervisorMigrations> = {}) {
       deleted.push(n);
     },
     tls: () => undefined,
+    ...deps,
   });
   return { svc, got, deleted, secretsSeen, close: () => server.close() };
 }
@@ -140,5 +144,37 @@ describe('MigrationService (dirty rate, for the explain)', () => {
       tls: () => undefined,
     });
     expect(await blind.dirtyRate('web', 1)).toBeUndefined();
+  });
+});
+
+describe('MigrationService (target resume)', () => {
+  it("points this host's bridges at the arrived VM before it runs, and a failure to do so does not stop it", async () => {
+    const order: string[] = [];
+    let fail = false;
+    const { svc, close } = await setup(
+      {
+        awaitArrived: async () => {
+          order.push('arrived');
+        },
+        resumeTarget: async () => {
+          order.push('cont');
+        },
+      },
+      {
+        claimPorts: async (name) => {
+          order.push(`claim ${name}`);
+          if (fail) throw new Error('bridge: Operation not permitted');
+        },
+      },
+    );
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await svc.resume(id, undefined, 1000);
+    expect(order).toEqual(['arrived', 'claim web', 'cont']);
+    fail = true;
+    order.length = 0;
+    await svc.prepare({ id: '1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', vm, configHash: 'h', from: 'host1' });
+    await svc.resume('1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', undefined, 1000);
+    expect(order).toEqual(['arrived', 'claim web', 'cont']);
+    close();
   });
 });

@@ -56,6 +56,11 @@ export interface MigrationServiceDeps {
   assertMayRun: (name: string, fence: Fence | undefined) => Promise<void>;
   /** Removes a VM and its ports (the `vm.delete` action). */
   deleteVm: (name: string) => Promise<void>;
+  /**
+   * Target, just before the guest runs: this host's bridges forward the VM's MACs to its taps (they learned them on
+   * the overlay while it ran on the source). Optional; a failure is logged, never fatal.
+   */
+  claimPorts?: (vm: string) => Promise<void>;
   /** This host's certificate (the relay to the target); undefined: no TLS, migrations refused. */
   tls: () => TlsCredentials | undefined;
   /** The bench's migration variant (default: bench-tuning.ts's file, absent outside the bench). */
@@ -255,6 +260,12 @@ export class MigrationService {
     await m.awaitArrived(vm, timeoutMs);
     stamp('target-arrived');
     await this.d.assertMayRun(vm, fence);
+    // Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay.
+    await this.d
+      .claimPorts?.(vm)
+      .catch((e: Error) =>
+        log.warn({ migration: id, vm, err: e.message }, 'could not point the bridges at the arrived VM'),
+      );
     await m.resumeTarget(vm);
     stamp('target-resumed');
     this.finishIncoming(id);

@@ -99,6 +99,12 @@ export interface NetworkDriver {
   flows?(network: string): Promise<string>;
   /** Optional bulk form for reports: every port of this backend with its bridge, in one query. */
   portMasters?(): Promise<Map<string, string | undefined>>;
+  /**
+   * Points the bridge's forwarding entry for `mac` at port `tap` now: a VM that arrived by live migration ran on
+   * another host a moment ago, so this bridge learned its MAC on the overlay port, and frames for it would not reach
+   * the tap until the guest sends something (QEMU's announce usually does; this does not depend on it).
+   */
+  claimMac?(tap: string, mac: string, ctx?: OpContext): Promise<void>;
 
   // Security groups (backends that support them; the agent refuses ports with groups on one that does not).
   /**

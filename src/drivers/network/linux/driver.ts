@@ -16,7 +16,7 @@
 // move.ts (addresses between the uplink and a bridge), overlay*.ts (VXLAN/802.1Q members), ports.ts,
 // uplink.ts, observe.ts (listNetworks), forwarding.ts.
 import { readFile } from 'node:fs/promises';
-import { Bridge } from '../../../exec/bridge.js';
+import { Bridge, bridgeCmd } from '../../../exec/bridge.js';
 import { Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
 import type { IpLink } from '../../../exec/ip-parse.js';
 import { Nft } from '../../../exec/nft.js';
@@ -251,6 +251,12 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   /** Every tap on the host with the bridge it is attached to (one command, for reports over many ports). */
   portMasters(): Promise<Map<string, string | undefined>> {
     return portMasters(this.ip);
+  }
+
+  /** The bridge forwards `mac` to `tap` from now on (a migrated guest's port; see NetworkDriver.claimMac). */
+  async claimMac(tap: string, mac: string, ctx?: OpContext): Promise<void> {
+    ctx?.signal?.throwIfAborted();
+    await this.br.exec(bridgeCmd.fdbClaim(tap, mac));
   }
 
   // Security groups (security-groups.ts).
