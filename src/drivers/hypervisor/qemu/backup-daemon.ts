@@ -30,8 +30,8 @@ import {
 import { readTail } from '../../../shared/safe-file.js';
 import { pollUntil, sleep } from '../../../shared/time.js';
 import type { BackupOpenOptions, BackupViewDisk } from '../types.js';
-import { type BackupDisk, type BaseStates, checkBitmapNames, type ViewRecord } from './backup-disks.js';
-import { bitmapActions, changedOf, type NodeInfo, queryNodes } from './backup-live.js';
+import { type BackupDisk, checkBitmapNames, type ViewRecord } from './backup-disks.js';
+import { baseState, bitmapActions, changedOf, type NodeInfo, queryNodes } from './backup-live.js';
 import { foldOffline, type OfflineDeps, offlineRefusal } from './backup-offline.js';
 import { QmpClient } from './qmp.js';
 
@@ -177,15 +177,13 @@ export async function openDaemon(
       const info = nodeOf(vm, nodes, x);
       if (info.bitmaps.has(next))
         throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
-      const b = base === undefined ? undefined : info.bitmaps.get(base);
-      const state: (typeof BaseStates)[number] = !b ? 'absent' : b.inconsistent ? 'inconsistent' : 'usable';
       record.disks.push({
         name: x.name,
         node: x.node,
         index: x.index,
         image: x.image,
         qcow2: x.qcow2,
-        base: state,
+        base: baseState(vm, x.name, info, base),
       });
     }
     await d.record.write(record);

@@ -121,7 +121,8 @@ export function changedOf(
 }
 
 /** The base bitmap's state on one node. */
-function baseState(vm: string, disk: string, info: NodeInfo, base: string | undefined) {
+/** What the base bitmap of one disk is good for: `usable`, `inconsistent` (read whole), `absent`; busy is refused. */
+export function baseState(vm: string, disk: string, info: NodeInfo, base: string | undefined) {
   const b = base === undefined ? undefined : info.bitmaps.get(base);
   if (!b) return 'absent' as const;
   if (b.inconsistent) return 'inconsistent' as const;
