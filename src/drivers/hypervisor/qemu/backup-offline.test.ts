@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SystemRunner } from '../../../exec/runner.js';
+import { pollUntil } from '../../../shared/time.js';
 import { daemonFiles, openDaemon, stopLeftDaemon } from './backup-daemon.js';
 import type { BackupDisk, ViewRecord } from './backup-disks.js';
 import {
@@ -168,7 +169,10 @@ describe('stopped VM backup view (real qemu-img bitmaps, qemu-storage-daemon, qe
     const pid = Number((await readFile(daemonFiles(join(dir, 'nbd')).pidfile, 'utf8')).trim());
     expect(existsSync(`/proc/${pid}`)).toBe(true);
     await v.end('commit');
-    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    // Exited when end() returns; its /proc entry goes once this process has reaped it (asynchronously, SIGCHLD).
+    expect(await pollUntil(() => !existsSync(`/proc/${pid}`), { timeoutMs: 5_000, intervalMs: 10 })).toBe(
+      true,
+    );
     expect(existsSync(daemonFiles(join(dir, 'nbd')).identity)).toBe(false);
     expect(await bitmaps(img('data'))).toEqual([NEXT]);
     expect(await bitmaps(img('root'))).toEqual([NEXT]);
