@@ -30,7 +30,7 @@ import {
 import { readTail } from '../../../shared/safe-file.js';
 import { pollUntil, sleep } from '../../../shared/time.js';
 import type { BackupOpenOptions, BackupViewDisk } from '../types.js';
-import { type BackupDisk, checkBitmapNames, type ViewRecord } from './backup-disks.js';
+import { type BackupDisk, checkBitmapNames, type ViewRecord, viewDisk } from './backup-disks.js';
 import { baseState, bitmapActions, changedOf, type NodeInfo, queryNodes } from './backup-live.js';
 import { foldOffline, type OfflineDeps, offlineRefusal } from './backup-offline.js';
 import { QmpClient } from './qmp.js';
@@ -177,14 +177,7 @@ export async function openDaemon(
       const info = nodeOf(vm, nodes, x);
       if (info.bitmaps.has(next))
         throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
-      record.disks.push({
-        name: x.name,
-        node: x.node,
-        index: x.index,
-        image: x.image,
-        qcow2: x.qcow2,
-        base: baseState(vm, x.name, info, base),
-      });
+      record.disks.push(viewDisk(x, baseState(vm, x.name, info, base)));
     }
     await d.record.write(record);
     const actions: Array<{ type: string; data: Record<string, unknown> }> = [];

@@ -160,6 +160,14 @@ export const ViewRecordSchema = z
   .strict();
 export type ViewRecord = z.infer<typeof ViewRecordSchema>;
 
+/**
+ * One disk of a view's record: where qemu-img finds its bitmaps (should QEMU stop before the view ends, cleanup folds
+ * them offline) and what its base bitmap was good for.
+ */
+export function viewDisk(x: BackupDisk, base: (typeof BaseStates)[number]): ViewRecord['disks'][number] {
+  return { name: x.name, node: x.node, index: x.index, image: x.image, qcow2: x.qcow2, base };
+}
+
 export async function readViewRecord(paths: VmPaths): Promise<ViewRecord | undefined> {
   return readJsonFile(viewRecordPath(paths), ViewRecordSchema);
 }

@@ -24,6 +24,7 @@ import {
   checkBitmapNames,
   fleeceIds,
   type ViewRecord,
+  viewDisk,
 } from './backup-disks.js';
 import type { VmPaths } from './cmdline.js';
 import { fdsetFile, type QmpCommand } from './disk-sources.js';
@@ -161,15 +162,7 @@ export async function openLive(
     if (info.bitmaps.has(next))
       throw new InvalidStateError(`VM ${vm}: disk ${x.name} already has a bitmap ${next}`, `vm/${vm}`);
     sizes.set(x.node, info.sizeBytes);
-    record.disks.push({
-      name: x.name,
-      node: x.node,
-      index: x.index,
-      // Where qemu-img finds its bitmaps should QEMU stop before the view ends (cleanup folds them offline).
-      image: x.image,
-      qcow2: x.qcow2,
-      base: baseState(vm, x.name, info, base),
-    });
+    record.disks.push(viewDisk(x, baseState(vm, x.name, info, base)));
   }
   // Written first: whatever follows, a crashed agent's successor knows what to undo.
   await d.record.write(record);
