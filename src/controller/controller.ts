@@ -212,7 +212,7 @@ export class Controller {
     );
     this.balance = new BalanceControl({
       spec: async () => (await this.specs.current())?.spec,
-      snapshot: () => snapshotWithRates(this.metrics),
+      snapshot: (fresh) => snapshotWithRates(this.metrics, fresh),
       ha: () => this.ha.view(0),
       // Each move is one live migration with the same checks and rollback as `vmlink vm migrate`.
       migrate: (req) => runMigration(this.migration, req),

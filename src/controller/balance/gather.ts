@@ -16,6 +16,26 @@ export function pinnedReason(vm: VmSpec): string | undefined {
   return undefined;
 }
 
+/**
+ * Why `snapshot` is older than the placement in `spec`, or undefined when it is not: a running VM the snapshot shows
+ * running on another host than the one the spec places it on (it moved since: a migration, an HA restart). Planning
+ * from such figures counts the moved VM's load on its old host and proposes moves the last one already made.
+ */
+export function stalePlacement(spec: Spec, snapshot: MetricsSnapshot): string | undefined {
+  const runningOn = new Map<string, string[]>();
+  for (const s of snapshot.series) {
+    const { host, vm } = s.labels;
+    if (s.name !== 'vmlink_vm_running' || s.value !== 1 || !host || !vm) continue;
+    runningOn.set(vm, [...(runningOn.get(vm) ?? []), host]);
+  }
+  for (const vm of spec.vms) {
+    const on = runningOn.get(vm.name);
+    if (vm.state === 'running' && on && !on.includes(vm.host))
+      return `the metrics show vm ${vm.name} on ${on.join(', ')}, placed on ${vm.host} since`;
+  }
+  return undefined;
+}
+
 /** The planner's input and what was left out of it. */
 export interface GatheredInput {
   input: BalanceInput;

@@ -124,6 +124,33 @@ describe('BalanceControl', () => {
     expect(d.events_.some((e) => e.startsWith('balance.failed: vm'))).toBe(true);
   });
 
+  it('plans from fresh figures when the newest snapshot predates a move (no churn after an apply)', async () => {
+    // The spec places c on h3 now (moved since), while the collector's newest snapshot still shows it on h1.
+    const text = specText().replace('{ name: c, host: h1', '{ name: c, host: h3');
+    const asked: boolean[] = [];
+    const fresh = (): MetricsSnapshot => {
+      const s = snapshot();
+      const series = s.series.map((x) =>
+        x.labels.vm === 'c' ? { ...x, labels: { ...x.labels, host: 'h3' } } : x,
+      );
+      return { at: 1, series };
+    };
+    const d = deps(text, {
+      snapshot: async (f) => {
+        asked.push(f === true);
+        return f ? fresh() : snapshot();
+      },
+    });
+    const p = await new BalanceControl(d).plan();
+    expect(asked).toEqual([false, true]);
+    expect(p.notes.some((n) => n.includes('metrics show'))).toBe(false);
+    // Still stale after a fresh sample (the source not yet reporting the move): planned, and said so.
+    const stuck = await new BalanceControl(deps(text)).plan();
+    expect(stuck.notes).toContain(
+      'the metrics show vm c on h1, placed on h3 since: the plan may count its load on both hosts',
+    );
+  });
+
   it('automatic rounds act only under cluster.balance: automatic, after the imbalance lasts', async () => {
     const ran: string[] = [];
     const migrate = async ({ vm, to }: { vm: string; to: string }) => {

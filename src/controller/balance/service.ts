@@ -8,7 +8,7 @@ import type { Spec } from '../../spec/schema.js';
 import type { BalanceApplyAnswer, BalancePlanView } from '../wire-balance.js';
 import type { HaView } from '../wire-ha.js';
 import { AUTO_INTERVAL_MS, type AutoMemory, autoBalanceRound, emptyAutoMemory } from './auto.js';
-import { gatherBalanceInput } from './gather.js';
+import { gatherBalanceInput, stalePlacement } from './gather.js';
 import { type BalanceInput, type BalancePlan, planBalance } from './plan.js';
 
 /** One live migration as the balancer needs it (migrate's `runMigration`, bound to the controller). */
@@ -20,8 +20,11 @@ export type MigrateFn = (req: {
 /** What the balancer reads and calls. */
 export interface BalanceDeps {
   spec: () => Promise<Spec | undefined>;
-  /** The newest metrics snapshot, collecting now when it lacks CPU figures (a rate needs two samples). */
-  snapshot: () => Promise<MetricsSnapshot>;
+  /**
+   * The newest metrics snapshot, collecting now when it lacks CPU figures (a rate needs two samples); with `fresh`,
+   * one made now whatever the newest is.
+   */
+  snapshot: (fresh?: boolean) => Promise<MetricsSnapshot>;
   /** HA's view: failed hosts and hosts in maintenance are left out. */
   ha: () => Promise<HaView>;
   /** Live migration; absent on a controller without it: `--apply` refuses, automatic rounds only plan. */
@@ -51,7 +54,13 @@ export class BalanceControl {
       if (h.live === false) unavailable.set(h.name, 'failed (no lease)');
       else if (h.maintenance) unavailable.set(h.name, 'in maintenance');
     }
-    const { input, notes } = gatherBalanceInput(spec, await this.deps.snapshot(), unavailable);
+    let snapshot = await this.deps.snapshot();
+    // Figures from before the last move (the collector samples every 15 s) would have the next plan move what the last
+    // one moved already: take fresh ones.
+    if (stalePlacement(spec, snapshot)) snapshot = await this.deps.snapshot(true);
+    const { input, notes } = gatherBalanceInput(spec, snapshot, unavailable);
+    const still = stalePlacement(spec, snapshot);
+    if (still) notes.push(`${still}: the plan may count its load on both hosts`);
     return { spec, input, notes };
   }
 
@@ -172,16 +181,20 @@ export const BALANCE_SAMPLE_GAP_MS = 1000;
 /**
  * The collector's newest snapshot if it holds CPU rates, else one made now from two samples BALANCE_SAMPLE_GAP_MS
  * apart (a controller that just became active, or a collector not running: `vmlink balance --plan` still answers).
+ * `fresh`: always the latter, so CPU rates span only the last BALANCE_SAMPLE_GAP_MS, not a move in between.
  */
-export async function snapshotWithRates(collector: {
-  latest(): MetricsSnapshot;
-  collectNow(): Promise<MetricsSnapshot>;
-}): Promise<MetricsSnapshot> {
+export async function snapshotWithRates(
+  collector: {
+    latest(): MetricsSnapshot;
+    collectNow(): Promise<MetricsSnapshot>;
+  },
+  fresh = false,
+): Promise<MetricsSnapshot> {
   const has = (s: MetricsSnapshot) => s.series.some((x) => x.name === 'vmlink_host_cpu_utilization');
   const latest = collector.latest();
-  if (has(latest)) return latest;
+  if (!fresh && has(latest)) return latest;
   const first = await collector.collectNow();
-  if (has(first)) return first;
+  if (!fresh && has(first)) return first;
   await new Promise((r) => setTimeout(r, BALANCE_SAMPLE_GAP_MS));
   return collector.collectNow();
 }
