@@ -12,7 +12,6 @@ import {
 } from '../shared/console-wire.js';
 import { type ErrorKind, errorStatus, UnavailableError, VmlinkError } from '../shared/errors.js';
 import type { HttpClient } from '../shared/http/client.js';
-import { asBuffer, opened, openWebSocket } from '../shared/http/ws-client.js';
 import { ControllerClient, controllerConnection } from './client.js';
 import { type Api, emit } from './io.js';
 
@@ -26,6 +25,8 @@ function addressesOf(client: HttpClient): string[] {
 
 /** Opens the console stream of `vm` on the first controller that answers. */
 async function connect(client: HttpClient, vm: string, mode?: 'read'): Promise<WebSocket> {
+  // Loaded here, not with the command tree: `ws` is ~20 modules every other CLI call would load for nothing.
+  const { opened, openWebSocket } = await import('../shared/http/ws-client.js');
   let last: unknown;
   for (const socket of addressesOf(client)) {
     const c = controllerConnection(socket);
@@ -66,6 +67,7 @@ export async function attachConsole(
   o: { readOnly?: boolean } = {},
 ): Promise<void> {
   const ws = await connect(client, vm, o.readOnly ? 'read' : undefined);
+  const { asBuffer } = await import('../shared/http/ws-client.js');
   const stdin = process.stdin;
   const tty = stdin.isTTY === true;
   const say = (s: string) => process.stderr.write(`${tty ? '\r\n' : ''}[vmlink] ${s}${tty ? '\r\n' : '\n'}`);
