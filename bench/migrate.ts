@@ -41,6 +41,10 @@ const VARIANTS: Record<string, MigrationTuning> = {
   bw64: { variant: 'bw64', maxBandwidthMiB: 64 },
   win256: { variant: 'win256', relayWindowKiB: 256 },
   win1m: { variant: 'win1m', relayWindowKiB: 1024 },
+  // QEMU's downtime limit ramped from a low start, doubled each pass (qemu/migrate.ts MIGRATION_DOWNTIME_START_MS).
+  dt25: { variant: 'dt25', downtimeStartMs: 25 },
+  dt50: { variant: 'dt50', downtimeStartMs: 50 },
+  dt100: { variant: 'dt100', downtimeStartMs: 100 },
 };
 const variants = (argValue('--variants') ?? 'base').split(',').filter(Boolean);
 const queues = process.argv.includes('--queues');

@@ -17,6 +17,8 @@ export const MigrationTuningSchema = z
     relayWindowKiB: z.union([z.literal(0), z.number().int().min(64).max(65_536)]).optional(),
     /** QEMU's `max-bandwidth` (MiB/s) instead of the lifted cap. */
     maxBandwidthMiB: z.number().int().min(8).max(10_240).optional(),
+    /** QEMU's first downtime limit (ms, doubled each pass up to the limit); 0: the limit throughout (no ramp). */
+    downtimeStartMs: z.number().int().min(0).max(60_000).optional(),
     /** Nice value of the source QEMU's vCPU threads while the migration runs (-10..10; restored after). */
     vcpuNice: z.number().int().min(-10).max(10).optional(),
   })

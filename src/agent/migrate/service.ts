@@ -332,6 +332,7 @@ export class MigrationService {
             req.vm,
             {
               downtimeLimitMs: req.downtimeLimitMs,
+              ...(t?.downtimeStartMs !== undefined ? { downtimeStartMs: t.downtimeStartMs } : {}),
               onProgress: onProgressStamped,
               nbdTunnel,
               ...(t?.maxBandwidthMiB ? { maxBandwidthBytes: t.maxBandwidthMiB * 1024 * 1024 } : {}),

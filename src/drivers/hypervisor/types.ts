@@ -138,6 +138,11 @@ export interface HypervisorMigrations {
     name: string,
     opts: {
       downtimeLimitMs: number;
+      /**
+       * The downtime limit QEMU starts its switch-over checks with, doubled each pass until `downtimeLimitMs`; absent
+       * or 0: the limit throughout. Bench variants only (qemu/migrate.ts says why).
+       */
+      downtimeStartMs?: number;
       onProgress?: (p: MigrationProgress) => void;
       signal?: AbortSignal;
       /** Block migration: carries one NBD connection of QEMU's to the target's export (absent: local disks refused). */

@@ -18,6 +18,8 @@ import {
   awaitIncoming,
   awaitMigration,
   cancelOutgoing,
+  downtimeRamp,
+  MIGRATION_DOWNTIME_START_MS,
   type MigrationProgress,
   measureDirtyRate,
   prepareOutgoing,
@@ -55,6 +57,8 @@ const FINISH_COPY_TIMEOUT_MS = 60_000;
 /** Options of the source side. */
 export interface MigrateOutOptions {
   downtimeLimitMs: number;
+  /** Where the downtime limit starts (see `downtimeRamp`); default MIGRATION_DOWNTIME_START_MS. */
+  downtimeStartMs?: number;
   onProgress?: (p: MigrationProgress) => void;
   signal?: AbortSignal;
   /** Carries one NBD connection of QEMU's to the target's export; needed when the VM has local disks. */
@@ -139,8 +143,9 @@ export class VmMigrations implements HypervisorMigrations {
           onProgress: onCopy,
         });
       }
+      const ramp = downtimeRamp(opts.downtimeStartMs ?? MIGRATION_DOWNTIME_START_MS, opts.downtimeLimitMs);
       await prepareOutgoing(qmp, {
-        downtimeLimitMs: opts.downtimeLimitMs,
+        downtimeLimitMs: ramp.startMs,
         pauseBeforeSwitchover: !!nbd,
         ...(opts.maxBandwidthBytes ? { maxBandwidthBytes: opts.maxBandwidthBytes } : {}),
       });
@@ -158,6 +163,7 @@ export class VmMigrations implements HypervisorMigrations {
       const last = await awaitMigration(qmp, {
         pollMs: MIGRATION_POLL_MS,
         vm: name,
+        downtime: ramp,
         ...(opts.onProgress
           ? { onProgress: (m: MigrationProgress) => opts.onProgress?.({ ...m, ...disk }) }
           : {}),

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   awaitIncoming,
   awaitMigration,
+  downtimeAt,
+  downtimeRamp,
   measureDirtyRate,
   prepareOutgoing,
   queryMigration,
@@ -77,6 +79,21 @@ describe('QMP sequences of a live migration', () => {
       downtimeMs: 41,
       totalTimeMs: 2400,
     });
+  });
+
+  it('ramps the downtime limit pass by pass: the start for the bulk and first passes, doubled after, capped', async () => {
+    const ramp = downtimeRamp(50, 300);
+    expect([1, 2, 3, 4, 5, 9].map((n) => downtimeAt(ramp, n))).toEqual([50, 50, 100, 200, 300, 300]);
+    expect(downtimeRamp(0, 300)).toEqual({ startMs: 300, limitMs: 300 });
+    expect(downtimeRamp(500, 300)).toEqual({ startMs: 300, limitMs: 300 });
+    expect(downtimeAt(ramp, undefined)).toBe(50);
+    // QEMU reports passes 1, 2, 4 (a poll can miss one), then completes: the limit is set once per change only.
+    const pass = (n: number) => ({ ...active(1e6), ram: { ...active(1e6).ram, 'dirty-sync-count': n } });
+    const { qmp, sent } = recorded({ 'query-migrate': [pass(1), pass(2), pass(4), pass(4), completed] });
+    await awaitMigration(qmp, { pollMs: 1, vm: 'web', downtime: ramp });
+    expect(sent.filter((c) => c.cmd === 'migrate-set-parameters')).toEqual([
+      { cmd: 'migrate-set-parameters', args: { 'downtime-limit': 200 } },
+    ]);
   });
 
   it("sees QEMU's MIGRATION event at once, on either side, instead of waiting for the next poll", async () => {
