@@ -15,9 +15,12 @@ import type { ChunkCodec, ChunkSink } from './pipeline.js';
 
 /**
  * Chunks a backup holds at once, from their read to their store: at most this many 4 MiB plain buffers (and their
- * sealed blobs) in memory, 64 MiB; enough to keep reads, two or more sealing threads and the store's writes busy.
+ * sealed blobs) in memory; enough to keep the NBD reads, two sealing threads and the store's writes busy. Few on
+ * purpose: every buffer page a job writes after this process started a child (the storage daemon, any command)
+ * takes a copy-on-write fault, ~50 us here, so each buffer in the pool costs ~1,000 faults per backup (16 plain and
+ * 16 blob buffers cost ~30 % of a 1 % round's CPU; docs/backup.md, "Measured").
  */
-export const BACKUP_CHUNKS_IN_FLIGHT = 16;
+export const BACKUP_CHUNKS_IN_FLIGHT = 4;
 
 /** How long a process keeps its idle chunk buffers for the next job (as the sealing threads). */
 export const CHUNK_BUFFERS_IDLE_MS = 60_000;
