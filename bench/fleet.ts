@@ -320,12 +320,18 @@ async function main(): Promise<void> {
     'vm list --live': '/v1/vms?live=true',
   };
   const ages: number[] = [];
+  const failures: string[] = [];
   const refreshRounds: number[] = [];
   let served = { reachable: 0, cached: 0 };
   for (let i = 0; i < SAMPLES; i++)
     for (const label of series) {
       const s = performance.now();
-      const body = await http.get(paths[label], AnyAnswerSchema);
+      // On this shared machine etcd can miss its deadline under the controller's reads: counted, not fatal.
+      const body = await http.get(paths[label], AnyAnswerSchema).catch((e: unknown) => {
+        failures.push(`${label}: ${(e as Error).message.split('\n')[0]!.slice(0, 200)}`);
+        return undefined;
+      });
+      if (body === undefined) continue;
       lat[label].push(performance.now() - s);
       if (label === 'status') {
         const hs = (body as { hosts: Array<{ reachable: boolean; reportAgeMs?: number }> }).hosts;
@@ -347,12 +353,13 @@ async function main(): Promise<void> {
     refreshRoundMs: dist([...new Set(refreshRounds)]),
     warmS,
     lastStatus: served,
+    failures,
     load: load1(),
   };
   partial.api = apiDist;
   for (const label of series) console.log(`API ${label} (${paths[label]}): ${fmt(dist(lat[label]))}`);
   console.log(
-    `cached status: ${served.reachable} of ${HOSTS} hosts reachable, ${served.cached} served from the cache; oldest report per answer ${fmt(apiDist.oldestReportAgeMs)}; refresh rounds ${fmt(apiDist.refreshRoundMs)}; load ${apiDist.load}`,
+    `${failures.length} request(s) failed${failures.length ? `: ${failures.join(' | ')}` : ''}; cached status: ${served.reachable} of ${HOSTS} hosts reachable, ${served.cached} served from the cache; oldest report per answer ${fmt(apiDist.oldestReportAgeMs)}; refresh rounds ${fmt(apiDist.refreshRoundMs)}; load ${apiDist.load}`,
   );
 
   // (2) End-to-end: the HA manager reacting to a failed host.

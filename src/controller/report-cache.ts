@@ -113,7 +113,8 @@ export class ReportCache {
   }
 
   private current<T>(e: Entry, v: { value: T; at: number; gen: number }): Cached<T> | undefined {
-    const ageMs = Math.max(0, this.now() - v.at);
+    // At least 1 ms: an age of 0 means "asked for this answer" (HostStatus.reportAgeMs).
+    const ageMs = Math.max(1, this.now() - v.at);
     return v.gen === e.gen && ageMs <= this.maxAgeMs ? { value: v.value, ageMs } : undefined;
   }
 
