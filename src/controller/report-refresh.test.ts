@@ -116,6 +116,36 @@ describe('the report refresher', () => {
     expect(g?.get('db')).toBeUndefined();
     expect(g?.has('old')).toBe(false);
   });
+
+  it('asks guests every third round only, and never more than once per 5 s whatever the heartbeat', async () => {
+    vi.useFakeTimers();
+    const calls: string[] = [];
+    const agent = {
+      report: async () => {
+        calls.push('report');
+        return reportOf([{ name: 'web', state: 'running' }]);
+      },
+      guestList: async () => {
+        calls.push('bulk');
+        return { vms: [], truncated: false };
+      },
+    } as unknown as AgentPort;
+    const one = loadSpec('version: 1\nhosts: [{ name: h0, agent: "unix:///fake/h0.sock" }]\n');
+    const refresher = new ReportRefresher({
+      cache: new ReportCache({ now: () => Date.now() }),
+      spec: async () => one,
+      agents: () => agent,
+      health: async () => ({ h0: up }),
+    });
+    refresher.start(1_000); // a 1 s heartbeat: rounds every 5 s
+    await vi.advanceTimersByTimeAsync(100);
+    expect(calls).toEqual(['report', 'bulk']);
+    await vi.advanceTimersByTimeAsync(4_000);
+    expect(calls).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(11_000); // rounds 2 and 3 (reports only), round 4 asks guests again
+    expect(calls).toEqual(['report', 'bulk', 'report', 'report', 'report', 'bulk']);
+    refresher.stop();
+  });
 });
 
 describe('guest addresses of one host', () => {

@@ -17,6 +17,17 @@ const GUEST_FALLBACK_CONCURRENCY = 8;
 export const REPORT_REFRESH_CONCURRENCY = 32;
 /** Rounds' periods an entry may be old before it is no longer served (a refresher that fell behind). */
 const MAX_AGE_PERIODS = 6;
+/**
+ * Shortest period: a heartbeat of 1 s (the tests', a small cluster's) would otherwise have every agent gather its
+ * report every second for reads nobody makes.
+ */
+export const REPORT_REFRESH_MIN_PERIOD_MS = 5_000;
+/**
+ * Guest addresses are asked every this many rounds (the first included), not every round: each ask holds every
+ * running guest's agent channel for a moment (a `vm exec` waits behind it, up to its timeout while a guest boots), and
+ * addresses seldom change; a read finds them younger than the cache's maximum age (MAX_AGE_PERIODS) all the same.
+ */
+export const GUEST_REFRESH_ROUNDS = 3;
 
 /** Whether an address reaches beyond the guest's link: loopback and link-local ones say nothing to an operator. */
 const reachableAddress = (a: string): boolean => !/^(127\.|169\.254\.|::1\/|fe80:)/i.test(a);
@@ -90,7 +101,8 @@ export class ReportRefresher {
   constructor(private readonly deps: RefresherDeps) {}
 
   /** Starts refreshing every `periodMs` (first round at once); reads are served from the cache from now on. */
-  start(periodMs: number): void {
+  start(heartbeatMs: number): void {
+    const periodMs = Math.max(heartbeatMs, REPORT_REFRESH_MIN_PERIOD_MS);
     this.running = true;
     this.deps.cache.setMaxAge(Math.max(periodMs * MAX_AGE_PERIODS, 30_000));
     this.deps.cache.serving = true;
@@ -110,9 +122,13 @@ export class ReportRefresher {
     clearTimeout(this.timer);
   }
 
-  /** One round: each host's report, then its running VMs' guest addresses. */
+  /** Rounds run so far (guest addresses on every GUEST_REFRESH_ROUNDS-th, the first included). */
+  private rounds = 0;
+
+  /** One round: each host's report, then, every GUEST_REFRESH_ROUNDS rounds, its running VMs' guest addresses. */
   async round(): Promise<void> {
     const started = Date.now();
+    const withGuests = this.rounds++ % GUEST_REFRESH_ROUNDS === 0;
     const spec = await this.deps.spec();
     if (!spec) return;
     this.deps.cache.keepOnly(new Set(spec.hosts.map((h) => h.name)));
@@ -122,7 +138,7 @@ export class ReportRefresher {
       const agent = this.deps.agents(spec, host);
       const report = await agent.report(REPORT_TIMEOUT_MS);
       const running = report.vms.filter((v) => v.state === 'running').map((v) => v.name);
-      await hostGuests(agent, host, running, this.deps.cache);
+      if (withGuests) await hostGuests(agent, host, running, this.deps.cache);
     });
     this.lastRound = { ms: Date.now() - started, hosts: hosts.length, endedAt: Date.now() };
   }
