@@ -23,6 +23,7 @@ import type { Agent } from './agent.js';
 import { registerBackupRoutes } from './backup/routes.js';
 import type { BackupService } from './backup/service.js';
 import { registerConsoleStreamRoute } from './console/routes.js';
+import { registerGuestListRoute } from './guest-list.js';
 import { registerMigrationRoutes } from './migrate/routes.js';
 import type { MigrationService } from './migrate/service.js';
 import type { CertRotation } from './tls.js';
@@ -269,6 +270,7 @@ export async function createAgentServer(agent: Agent, opts: AgentServerOptions):
   if (opts.backup) await registerBackupRoutes(base, opts.backup);
   if (opts.migration) await registerMigrationRoutes(base, opts.migration);
   await registerConsoleStreamRoute(base, agent);
+  registerGuestListRoute(base, agent.hypervisor);
   await base.ready();
   return base;
 }

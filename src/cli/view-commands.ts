@@ -24,20 +24,36 @@ import { renderTuning } from './render-tuning.js';
 export function addStatusCommands(program: Command, api: Api): void {
   program
     .command('status')
-    .description('hosts of the applied spec, their agents and capabilities')
+    .description(
+      "hosts of the applied spec, their agents and capabilities (from the controller's kept reports, with their age)",
+    )
     .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }) => {
-      const r = await api().get('/v1/status', StatusSchema);
+    .option('--live', 'ask every agent now instead (slower on a large fleet)')
+    .action(async (o: { json?: boolean; live?: boolean }) => {
+      const r = await api().get(`/v1/status${o.live ? '?live=true' : ''}`, StatusSchema);
       emit(!!o.json, r, () => {
         if (!r.spec) return 'No spec applied yet. Apply one with `vmlink apply -f SPEC`.';
         return [
           `Spec: ${r.spec.source} (applied ${r.spec.appliedAt})`,
           table(
-            ['host', 'agent', 'last seen', 'accel', 'cpus', 'memory', 'backends', 'networks', 'vms', 'note'],
+            [
+              'host',
+              'agent',
+              'last seen',
+              'report',
+              'accel',
+              'cpus',
+              'memory',
+              'backends',
+              'networks',
+              'vms',
+              'note',
+            ],
             r.hosts.map((h) => [
               h.name,
               h.reachable ? 'up' : 'UNREACHABLE',
               h.lastSeen ? ago(h.lastSeen) : undefined,
+              h.report ? reportAge(h.reportAgeMs) : undefined,
               h.report?.capabilities.accelerator,
               h.report?.capabilities.cpus,
               h.report ? `${h.report.capabilities.memoryMiB} MiB` : undefined,
@@ -161,25 +177,32 @@ function nicAddresses(nics: VmView['nics']): string {
 export function addVmCommands(program: Command, api: Api): void {
   const vm = program.command('vm').description('virtual machines');
   vm.command('list')
-    .description("VMs: desired state (spec) and observed state (host), with each NIC's addresses")
+    .description(
+      "VMs: desired state (spec) and observed state (host), with each NIC's addresses (from the controller's kept reports)",
+    )
     .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }) => {
-      const r = await api().get('/v1/vms', VmListSchema);
+    .option('--live', 'ask every agent now instead (slower on a large fleet)')
+    .action(async (o: { json?: boolean; live?: boolean }) => {
+      const r = await api().get(`/v1/vms${o.live ? '?live=true' : ''}`, VmListSchema);
+      const oldest = Math.max(0, ...r.map((v) => v.reportAgeMs ?? 0));
       emit(!!o.json, r, () =>
-        table(
-          ['name', 'host', 'state', 'desired', 'cpus', 'memory', 'networks', 'addresses', 'problems'],
-          r.map((v) => [
-            v.name,
-            v.host,
-            v.state,
-            v.desired,
-            v.cpus,
-            v.memoryMiB === undefined ? undefined : `${v.memoryMiB} MiB`,
-            v.networks.join(','),
-            nicAddresses(v.nics) || undefined,
-            v.problems.join('; ') || undefined,
-          ]),
-        ),
+        [
+          table(
+            ['name', 'host', 'state', 'desired', 'cpus', 'memory', 'networks', 'addresses', 'problems'],
+            r.map((v) => [
+              v.name,
+              v.host,
+              v.state,
+              v.desired,
+              v.cpus,
+              v.memoryMiB === undefined ? undefined : `${v.memoryMiB} MiB`,
+              v.networks.join(','),
+              nicAddresses(v.nics) || undefined,
+              v.problems.join('; ') || undefined,
+            ]),
+          ),
+          ...(oldest > 0 ? [`(host reports up to ${reportAge(oldest)}; --live asks every host now)`] : []),
+        ].join('\n'),
       );
     });
   vm.command('start <name>')
@@ -242,6 +265,13 @@ export function addVmCommands(program: Command, api: Api): void {
 }
 
 /** "12 s ago" for an ISO time. */
+/** A report's age as `status` shows it: `live` when asked for this answer. */
+function reportAge(ms: number | undefined): string {
+  if (ms === undefined || ms === 0) return 'live';
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s} s old` : `${Math.round(s / 60)} min old`;
+}
+
 function ago(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
   return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : iso;

@@ -27,6 +27,12 @@ import {
 import type { DoctorObservations } from '../agent/wire-doctor.js';
 import { AgentDoctorSchema, type DoctorCheck } from '../agent/wire-doctor.js';
 import {
+  GUEST_INTERFACES_ROUTE,
+  GUEST_LIST_ANSWER_TIMEOUT_MS,
+  type GuestList,
+  GuestListSchema,
+} from '../agent/wire-guests.js';
+import {
   DirtyRateSchema,
   type IncomingRequest,
   type MigrationJob,
@@ -61,7 +67,7 @@ import {
 } from '../shared/backup.js';
 import type { DeviceInventory } from '../shared/devices.js';
 import { BadResponseError, InvalidSpecError } from '../shared/errors.js';
-import { type ClientTls, HttpClient } from '../shared/http/client.js';
+import { type ClientTls, HttpClient, HttpStatusError } from '../shared/http/client.js';
 import {
   AGENT_ACTION_TIMEOUT_MS,
   AGENT_BATCH_PER_ACTION_MS,
@@ -272,6 +278,19 @@ export class AgentClient {
   /** A guest's NICs and addresses. */
   interfaces(vm: string): Promise<GuestInterface[]> {
     return this.http.get(`/v1/vms/${vm}/interfaces`, GuestInterfacesSchema, GUEST_INTERFACES_TIMEOUT_MS);
+  }
+
+  /**
+   * Every running VM's guest interfaces in one request (`vm list`'s addresses); undefined from an agent that predates
+   * the route (404): the caller asks VM by VM then.
+   */
+  async guestList(): Promise<GuestList | undefined> {
+    return this.http
+      .get(GUEST_INTERFACES_ROUTE, GuestListSchema, GUEST_LIST_ANSWER_TIMEOUT_MS)
+      .catch((e: unknown) => {
+        if (e instanceof HttpStatusError && e.status === 404) return undefined;
+        throw e;
+      });
   }
 
   /** The block devices the VM's QEMU has open (verify's storage checks). */

@@ -70,6 +70,9 @@ const MUTATING = ['apply', 'destroy', 'lab.up', 'lab.down', 'storage', 'drill', 
 // VM at a time (backup/deps.ts VmLocks).
 
 /** Options of the API server. */
+/** `?live=true`: ask every agent now instead of serving the controller's kept reports (`status`, `vm list`). */
+const LiveQuerySchema = z.object({ live: z.enum(['true', 'false']).default('false') }).strict();
+
 export interface ApiOptions {
   /**
    * When set, this is a TCP listener: every request must carry a bearer token (this bootstrap token, an admin, or an
@@ -333,8 +336,15 @@ export async function createControllerApi(
 
   app.get(
     '/v1/status',
-    { schema: { summary: 'Hosts and their reports', response: answers(StatusSchema) } },
-    async () => controller.status(),
+    {
+      schema: {
+        summary:
+          "Hosts and their reports (the controller's kept copies with their age; live=true asks every agent)",
+        querystring: LiveQuerySchema,
+        response: answers(StatusSchema),
+      },
+    },
+    async (req) => controller.status({ live: req.query.live === 'true' }),
   );
   app.get(
     '/v1/events',
@@ -386,8 +396,14 @@ export async function createControllerApi(
   );
   app.get(
     '/v1/vms',
-    { schema: { summary: 'VMs: desired and observed', response: answers(VmListSchema) } },
-    async () => controller.vms(),
+    {
+      schema: {
+        summary: 'VMs: desired and observed (from kept host reports; live=true asks every agent)',
+        querystring: LiveQuerySchema,
+        response: answers(VmListSchema),
+      },
+    },
+    async (req) => controller.vms({ live: req.query.live === 'true' }),
   );
   app.post(
     '/v1/vms/:name/start',

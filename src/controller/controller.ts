@@ -32,6 +32,8 @@ import { hostHealth } from './monitor.js';
 import { OwnershipStore, withOwnership } from './ownership.js';
 import type { HostCredentials, Rotated, RotatingAgent } from './pki/service.js';
 import type { PlanResult } from './planning.js';
+import { ReportCache, withReportCache } from './report-cache.js';
+import { ReportRefresher } from './report-refresh.js';
 import { withSecrets } from './secrets/delivery.js';
 import { type SecretInfo, SecretVault } from './secrets/vault.js';
 import type { SecurityGroupListItem } from './security-group-views.js';
@@ -42,7 +44,8 @@ import { isEtcdStore } from './store/etcd.js';
 import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
-import { LastVerify } from './verify-last.js';
+import { LastVerify, verifyCells } from './verify-last.js';
+import type { ReadOptions } from './views.js';
 import { type NetworkListItem, type NetworkView, type StatusView, Views, type VmView } from './views.js';
 import { VmControl } from './vm-control.js';
 import type { HostDevicesList } from './wire-devices.js';
@@ -124,6 +127,8 @@ export class Controller {
   readonly alerts: AlertEngine;
   /** The last verify's matrix (`GET /v1/verify/last`, the web console's topology and matrix). */
   readonly lastVerify = new LastVerify();
+  /** Keeps each host's report current for `status` and `vm list` (active-only: main.ts starts it). */
+  readonly reports: ReportRefresher;
 
   constructor(
     /** The state store (the API keeps its tokens and audit trail there too). */
@@ -140,8 +145,12 @@ export class Controller {
       ? new SecretVault(store, opts.secretsKey, async () => (await this.specs.current())?.spec)
       : undefined;
     // Every call to an agent goes through here: VM steps get their secrets' values on the way out, and only then.
-    // In a cluster, VM starts also carry the VM's fencing token from its owner record.
-    const agents = withOwnership(withSecrets(opts.agents ?? httpAgents, this.vault), this.ownership);
+    // In a cluster, VM starts carry their fencing token; every call but a read marks the host's kept report stale.
+    const cache = new ReportCache();
+    const agents = withReportCache(
+      withOwnership(withSecrets(opts.agents ?? httpAgents, this.vault), this.ownership),
+      cache,
+    );
     this.agents = agents;
     const coordination = this.coordination;
     const etcd = opts.etcd ?? (isEtcdStore(store) ? store : undefined);
@@ -168,7 +177,9 @@ export class Controller {
       ...(opts.confirmTiming ? { confirmTiming: opts.confirmTiming } : {}),
     });
     this.ha = new HaControl(store, this.specs, this.ownership, coordination);
-    this.views = new Views(store, this.specs, agents);
+    this.views = new Views(store, this.specs, agents, cache);
+    const spec = async () => (await this.specs.current())?.spec;
+    this.reports = new ReportRefresher({ cache, spec, agents, health: () => hostHealth(store) });
     this.vmControl = new VmControl(store, this.specs, agents);
     this.storage = new StorageControl(store, this.specs, agents);
     this.migration = {
@@ -353,9 +364,9 @@ export class Controller {
     return this.deployer.destroy(text, source, ctx);
   }
 
-  /** Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer. */
-  status(): Promise<StatusView> {
-    return this.views.status();
+  /** Hosts of the applied spec: heartbeat state, and the agents' reports (kept ones with their age, unless live). */
+  status(opts?: ReadOptions): Promise<StatusView> {
+    return this.views.status(opts);
   }
 
   /** Load balancers of the applied spec with what their hosts report (VIP holder, backends UP/DOWN, processes). */
@@ -364,9 +375,9 @@ export class Controller {
     return cur ? lbViews(cur.spec, (await this.views.status()).hosts) : [];
   }
 
-  /** Every VM of the applied spec and every VM the hosts report. */
-  vms(): Promise<VmView[]> {
-    return this.views.vms();
+  /** Every VM of the applied spec and every VM the hosts report (from kept reports, unless live). */
+  vms(opts?: ReadOptions): Promise<VmView[]> {
+    return this.views.vms(opts);
   }
 
   /** A network of the applied spec: its spec, and per member host what the agent observes (and its flows). */
@@ -478,14 +489,6 @@ export class Controller {
   events(limit: number) {
     return this.store.events(limit);
   }
-}
-
-/** The cells of a verify by result: as expected, not as expected, or not measured (matrix and storage cells). */
-function verifyCells(r: VerifyResult): Record<'ok' | 'mismatch' | 'unmeasured', number> {
-  const counts = { ok: 0, mismatch: 0, unmeasured: 0 };
-  for (const c of [...r.cells, ...(r.storage ?? [])])
-    counts[c.ok ? 'ok' : 'unmeasured' in c && c.unmeasured ? 'unmeasured' : 'mismatch']++;
-  return counts;
 }
 
 /** Rejects a mutating request while another one runs. */

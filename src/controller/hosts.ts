@@ -22,6 +22,8 @@ export type AgentPort = Pick<
 > &
   // Optional so that fakes without them keep working.
   Partial<Pick<AgentClient, 'devices' | 'vmSnapshots' | 'metrics'>> &
+  // Every guest's addresses in one call (issue 13): optional, `vm list` asks VM by VM without it.
+  Partial<Pick<AgentClient, 'guestList'>> &
   // Live migrations (issue 13): optional so that fakes without them keep working.
   Partial<
     Pick<

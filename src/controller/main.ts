@@ -28,7 +28,7 @@ import { EtcdCoordination } from './cluster/etcd-coordination.js';
 import { ClusterRuntime, controllerIdentity } from './cluster/runtime.js';
 import type { Coordination } from './cluster/types.js';
 import { Controller } from './controller.js';
-import { Monitor } from './monitor.js';
+import { HEARTBEAT_INTERVAL_MS, Monitor } from './monitor.js';
 import { HostCredentials } from './pki/service.js';
 import { loadOrCreateSecretsKey } from './secrets/sealing.js';
 import { isEtcdStore } from './store/etcd.js';
@@ -130,6 +130,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     name: 'heartbeat monitor',
     start: () => monitor.start(),
     stop: async () => monitor.stop(),
+  });
+  // `status` and `vm list` from each host's kept report, refreshed once a heartbeat period; a standby controller
+  // does not run it and asks the agents live (docs/fleet-sim.md).
+  runtime.addActiveService({
+    name: 'report cache',
+    start: () => controller.reports.start(opts.heartbeatMs ?? HEARTBEAT_INTERVAL_MS),
+    stop: async () => controller.reports.stop(),
   });
   // The agents' samples for GET /v1/metrics, alerts and the doctor: collected by the active controller only.
   runtime.addActiveService({

@@ -44,3 +44,10 @@ export function addVerifyLastRoute(app: FastifyInstance, last: LastVerify): void
     async () => last.get(),
   );
 }
+/** The cells of a verify by result: as expected, not as expected, or not measured (matrix and storage cells). */
+export function verifyCells(r: VerifyResult): Record<'ok' | 'mismatch' | 'unmeasured', number> {
+  const counts = { ok: 0, mismatch: 0, unmeasured: 0 };
+  for (const c of [...r.cells, ...(r.storage ?? [])])
+    counts[c.ok ? 'ok' : 'unmeasured' in c && c.unmeasured ? 'unmeasured' : 'mismatch']++;
+  return counts;
+}

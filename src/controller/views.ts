@@ -3,17 +3,41 @@ import { resolveSpec } from '../plan/resolve.js';
 import { tuningChanges, tuningDrift } from '../plan/tuning.js';
 import { NotFoundError, UnsupportedError } from '../shared/errors.js';
 import type { HostReport, NicConfig, ObservedVcpu, ObservedVm } from '../shared/model.js';
+import { Limiter } from '../shared/queue.js';
 import type { NetworkSpec, Spec, VmSpec } from '../spec/schema.js';
 import { networkHosts } from '../spec/topology.js';
 import { agentAddress } from './agents.js';
 import { type AgentFactory, REPORT_TIMEOUT_MS } from './hosts.js';
 import { type HostHealth, hostHealth } from './monitor.js';
+import type { GuestAddresses, ReportCache } from './report-cache.js';
+import { hostGuests } from './report-refresh.js';
 import { type SecurityGroupListItem, securityGroupViews } from './security-group-views.js';
-import type { SpecStore } from './spec-store.js';
+import type { ParsedStoredSpec, SpecStore } from './spec-store.js';
 import type { Store } from './store/types.js';
 
-/** How long `vm list` waits for a guest agent to name its addresses before it falls back to DHCP leases. */
-export const GUEST_ADDRESS_TIMEOUT_MS = 5_000;
+export { GUEST_ADDRESS_TIMEOUT_MS } from './report-refresh.js';
+
+/** Hosts a cached read asks live at once (those never reported, marked stale, or missing heartbeats). */
+export const LIVE_READ_CONCURRENCY = 64;
+
+/** How `status` and `vm list` read the hosts: from the report cache where it is current (default), or `live`. */
+export interface ReadOptions {
+  live?: boolean;
+}
+
+/**
+ * The spec resolved into per-host configs, once per parsed spec (the parser hands out one object per text and
+ * placement): at 200 hosts x 20 VMs resolving took ~300 ms of every `vm list` served from the report cache.
+ */
+const resolved = new WeakMap<Spec, ReturnType<typeof resolveSpec>>();
+function resolvedOf(spec: Spec): ReturnType<typeof resolveSpec> {
+  let r = resolved.get(spec);
+  if (!r) {
+    r = resolveSpec(spec);
+    resolved.set(spec, r);
+  }
+  return r;
+}
 
 /** `localeCompare`'s order, with the collator made once (20,000 names sort in ms, not a second). */
 const byName = new Intl.Collator();
@@ -25,8 +49,13 @@ export const UNREACHABLE_RECHECK_MS = 2_000;
 export interface HostStatus {
   name: string;
   address: string;
-  /** Whether its agent answered this request (the heartbeat `state` may lag behind by a period). */
+  /**
+   * Whether its agent answered: this request (`reportAgeMs` 0), or the cache's refresh `reportAgeMs` ago with no
+   * heartbeat missed since (the heartbeat `state` may lag behind by a period).
+   */
   reachable: boolean;
+  /** How old `report` is: 0 when asked for this request, else the age of the controller's cached copy. */
+  reportAgeMs?: number;
   /** Heartbeat state (`unknown` when the daemon has not polled it yet). */
   state: HostHealth['state'];
   /** When the agent last answered a heartbeat (ISO time). */
@@ -74,6 +103,8 @@ export interface VmView {
    */
   cpu?: { pin?: number[]; quota?: string; vcpus?: ObservedVcpu[]; cpuMax?: string };
   networks: string[];
+  /** How old its host's report is (see `HostStatus.reportAgeMs`); absent where its host did not answer. */
+  reportAgeMs?: number;
   /** Each NIC with its tap and addresses (VMs of the applied spec only). */
   nics: VmNicView[];
   problems: string[];
@@ -107,15 +138,41 @@ export class Views {
     private readonly store: Store,
     private readonly specs: SpecStore,
     private readonly agents: AgentFactory,
+    /** Each host's last report (report-cache.ts); without one, or while it is not kept current, every read is live. */
+    private readonly cache?: ReportCache,
   ) {}
 
-  /** Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer. */
-  async status(): Promise<StatusView> {
+  private readonly liveReads = new Limiter(LIVE_READ_CONCURRENCY);
+
+  /** Whether `host`'s cached answers may be served: kept current, and no heartbeat missed since they were fetched. */
+  private cached(
+    hh: Pick<HostHealth, 'state' | 'missed'> | undefined,
+    opts: ReadOptions,
+  ): ReportCache | undefined {
+    return !opts.live && this.cache?.serving && hh?.state === 'up' && hh.missed === 0
+      ? this.cache
+      : undefined;
+  }
+
+  /**
+   * Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer (from the report cache
+   * with their age, unless `live`).
+   */
+  async status(opts: ReadOptions = {}): Promise<StatusView> {
     const cur = await this.specs.current();
-    if (!cur) return { hosts: [] };
+    return cur ? this.statusOf(cur, opts) : { hosts: [] };
+  }
+
+  // The applied spec read once per request: at 1,000 hosts reading and placing it is itself tens of ms and more.
+  private async statusOf(cur: ParsedStoredSpec, opts: ReadOptions): Promise<StatusView> {
     const health = await hostHealth(this.store);
     const hosts = await Promise.all(
       cur.spec.hosts.map(async (h): Promise<HostStatus> => {
+        const drifted = (report: HostReport) => {
+          const seen = report.capabilities.tuning;
+          const drift = h.tuning ? tuningChanges(tuningDrift(h.tuning, seen), seen) : undefined;
+          return drift ? { tuningDrift: drift } : {};
+        };
         const address = agentAddress(cur.spec, h.name);
         const hh = health[h.name];
         const beat = {
@@ -126,19 +183,30 @@ export class Views {
         // A host the monitor gave up on is asked briefly only: status must answer quickly, yet a host that is
         // back (say, its relay was restarted) shows as reachable before the next heartbeat notices.
         const givenUp = hh?.state === 'unreachable';
-        try {
-          const report = await this.agents(cur.spec, h.name).report(
-            givenUp ? UNREACHABLE_RECHECK_MS : REPORT_TIMEOUT_MS,
-          );
-          const seen = report.capabilities.tuning;
-          const drift = h.tuning ? tuningChanges(tuningDrift(h.tuning, seen), seen) : undefined;
+        const hit = this.cached(hh, opts)?.report(h.name);
+        if (hit)
           return {
             name: h.name,
             address,
             reachable: true,
+            reportAgeMs: hit.ageMs,
+            ...beat,
+            report: hit.value,
+            ...drifted(hit.value),
+          };
+        try {
+          const ask = () =>
+            this.agents(cur.spec, h.name).report(givenUp ? UNREACHABLE_RECHECK_MS : REPORT_TIMEOUT_MS);
+          // `--live` asks every host at once, as before the cache; a cached read's misses are bounded.
+          const report = await (opts.live ? ask() : this.liveReads.run(ask));
+          return {
+            name: h.name,
+            address,
+            reachable: true,
+            reportAgeMs: 0,
             ...beat,
             report,
-            ...(drift ? { tuningDrift: drift } : {}),
+            ...drifted(report),
           };
         } catch (e) {
           const error = givenUp
@@ -151,12 +219,16 @@ export class Views {
     return { spec: { source: cur.source, appliedAt: cur.appliedAt }, hosts };
   }
 
-  /** Every VM of the applied spec with its NICs' addresses, and every other VM the hosts report. */
-  async vms(): Promise<VmView[]> {
+  /**
+   * Every VM of the applied spec with its NICs' addresses, and every other VM the hosts report (from the report
+   * cache, unless `live`; guest addresses with one request per host).
+   */
+  async vms(opts: ReadOptions = {}): Promise<VmView[]> {
     const cur = await this.specs.current();
     if (!cur) return [];
-    const { hosts } = await this.status();
-    const desired = resolveSpec(cur.spec);
+    const { hosts } = await this.statusOf(cur, opts);
+    const guests = await this.guestsByHost(cur.spec, hosts, opts);
+    const desired = resolvedOf(cur.spec);
     const reports = hosts.flatMap((h) => (h.report ? [h.report] : []));
     // Indexed once: at 1,000 hosts x 20 VMs, a search per VM through every host (and per NIC through every host's
     // leases) took seconds.
@@ -165,28 +237,31 @@ export class Views {
       hosts.flatMap((h) => (h.report?.vms ?? []).map((v) => [`${h.name}\0${v.name}`, v] as const)),
     );
     const leases = leaseIndex(reports);
-    const out = await Promise.all(
-      cur.spec.vms.map(async (vm): Promise<VmView> => {
-        const h = byHost.get(vm.host);
-        const obs = observed.get(`${vm.host}\0${vm.name}`);
-        const nics = desired[vm.host]?.vms.find((v) => v.name === vm.name)?.nics ?? [];
-        const guest =
-          obs?.state === 'running' ? await this.guestAddresses(cur.spec, vm.host, vm.name) : undefined;
-        return {
-          name: vm.name,
-          host: vm.host,
-          desired: vm.state,
-          state: !h?.reachable ? 'unknown' : (obs?.state ?? 'absent'),
-          cpus: vm.cpus,
-          memoryMiB: vm.memoryMiB,
-          ...cpuView(vm.cpu, obs),
-          networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
-          // The tap as the agent realised it (a VM from before readable names keeps its hashed one).
-          nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, leases)),
-          problems: obs?.problems ?? [],
-        };
-      }),
+    const desiredNics = new Map(
+      Object.entries(desired).flatMap(([host, d]) =>
+        d.vms.map((v) => [`${host}\0${v.name}`, v.nics] as const),
+      ),
     );
+    const out = cur.spec.vms.map((vm): VmView => {
+      const h = byHost.get(vm.host);
+      const obs = observed.get(`${vm.host}\0${vm.name}`);
+      const nics = desiredNics.get(`${vm.host}\0${vm.name}`) ?? [];
+      const guest = obs?.state === 'running' ? guests.get(vm.host)?.get(vm.name) : undefined;
+      return {
+        name: vm.name,
+        host: vm.host,
+        desired: vm.state,
+        state: !h?.reachable ? 'unknown' : (obs?.state ?? 'absent'),
+        cpus: vm.cpus,
+        memoryMiB: vm.memoryMiB,
+        ...cpuView(vm.cpu, obs),
+        networks: vm.nics.flatMap((n) => n.trunk ?? (n.network === undefined ? [] : [n.network])),
+        ...(h?.reportAgeMs === undefined ? {} : { reportAgeMs: h.reportAgeMs }),
+        // The tap as the agent realised it (a VM from before readable names keeps its hashed one).
+        nics: nics.map((n, i) => nicView({ ...n, tap: obs?.ports?.[i]?.tap ?? n.tap }, guest, leases)),
+        problems: obs?.problems ?? [],
+      };
+    });
     const listed = new Set(out.map((o) => o.name));
     for (const h of hosts) {
       for (const v of h.report?.vms ?? []) {
@@ -261,30 +336,34 @@ export class Views {
     return securityGroupViews(cur.spec, resolveSpec(cur.spec), hosts);
   }
 
-  /** Addresses by lower-case MAC as the guest agent reports them; undefined when it does not answer in time. */
-  private async guestAddresses(
+  /**
+   * The guest addresses of each reachable host's running VMs: from the report cache where current (and not `live`),
+   * else one request per host (a bounded number of hosts at once).
+   */
+  private async guestsByHost(
     spec: Spec,
-    host: string,
-    vm: string,
-  ): Promise<Map<string, string[]> | undefined> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((r) => {
-      timer = setTimeout(() => r(undefined), GUEST_ADDRESS_TIMEOUT_MS);
-    });
-    try {
-      const ifs = await Promise.race([this.agents(spec, host).interfaces(vm), late]);
-      if (!ifs) return undefined;
-      return new Map(ifs.map((i) => [i.mac.toLowerCase(), i.addresses.filter(reachableAddress)]));
-    } catch {
-      return undefined;
-    } finally {
-      clearTimeout(timer);
-    }
+    hosts: HostStatus[],
+    opts: ReadOptions,
+  ): Promise<Map<string, GuestAddresses>> {
+    const out = new Map<string, GuestAddresses>();
+    await Promise.all(
+      hosts.map(async (h) => {
+        const running = (h.report?.vms ?? []).filter((v) => v.state === 'running').map((v) => v.name);
+        if (running.length === 0) return;
+        // The heartbeat as `status` read it for this request.
+        const hit = this.cached({ state: h.state, missed: h.missed ?? Number.NaN }, opts)?.guests(h.name);
+        out.set(
+          h.name,
+          hit?.value ??
+            (await this.liveReads.run(() =>
+              hostGuests(this.agents(spec, h.name), h.name, running, this.cache),
+            )),
+        );
+      }),
+    );
+    return out;
   }
 }
-
-/** Whether an address reaches beyond the guest's link: loopback and link-local ones say nothing to an operator. */
-const reachableAddress = (a: string): boolean => !/^(127\.|169\.254\.|::1\/|fe80:)/i.test(a);
 
 /**
  * A NIC's view: addresses from the guest agent when it answered, else the DHCP lease for its MAC on its network (on

@@ -86,6 +86,7 @@ const vm: Full<VmView> = {
   memoryMiB: 256,
   cpu: { pin: [1], quota: '50%', vcpus: [{ vcpu: 0, thread: 4321, cpus: '1' }], cpuMax: '50000 100000' },
   networks: ['natnet'],
+  reportAgeMs: 1200,
   nics: [
     {
       network: 'natnet',
@@ -104,6 +105,7 @@ const host: Full<Omit<HostStatus, 'report'>> = {
   name: 'host1',
   address: 'unix:///run/vmlink/lab/x/host1.sock',
   reachable: false,
+  reportAgeMs: 0,
   state: 'unreachable',
   lastSeen: '2026-01-01T00:00:00.000Z',
   missed: 3,

@@ -154,6 +154,14 @@ export const StatusSchema = z.object({
       name: z.string(),
       address: z.string(),
       reachable: z.boolean(),
+      reportAgeMs: z
+        .number()
+        .int()
+        .min(0)
+        .optional()
+        .describe(
+          "how old `report` is: 0 when asked for this answer, else the controller's cached copy's age",
+        ),
       state: z.enum(['unknown', 'up', 'unreachable']),
       lastSeen: z.string().optional(),
       missed: z.number().int().optional(),
@@ -230,6 +238,7 @@ export const VmListSchema = z.array(
       })
       .optional(),
     networks: z.array(z.string()),
+    reportAgeMs: z.number().int().min(0).optional().describe("how old its host's report is (see status)"),
     nics: z.array(
       z.object({
         network: z.string(),

@@ -72,6 +72,20 @@ it('shows both hosts up, reached across the lab LAN', async () => {
   }
   const text = await runCli(['status'], env);
   expect(text.stdout).toMatch(/host2\s+up\s+\d+ s ago/);
+  // Served from the controller's kept reports once its refresher ran (a heartbeat period: 1 s here), with their
+  // age; --live asks every agent.
+  const kept = await waitFor(
+    'status from kept reports',
+    async () => {
+      const s = await cliJson<Status>(['status'], env);
+      return s.hosts.every((h) => (h.reportAgeMs ?? 0) > 0) ? s : undefined;
+    },
+    10_000,
+  );
+  expect(kept.hosts.every((h) => h.reachable && h.report)).toBe(true);
+  const live = await cliJson<Status>(['status', '--live'], env);
+  expect(live.hosts.map((h) => h.reportAgeMs)).toEqual([0, 0]);
+  expect((await runCli(['status'], env)).stdout).toMatch(/host1\s+up\s+\d+ s ago\s+(\d+ s old|live)\s/);
 });
 
 it('marks a host whose agent died unreachable within seconds, with an event', async () => {

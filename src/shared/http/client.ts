@@ -39,6 +39,20 @@ const PeerErrorBodySchema = z.object({
   }),
 });
 
+/**
+ * A peer answered with an HTTP error status and a body that is not vmlink's error body (e.g. 404 for a route an
+ * older peer does not have): the status is kept so that a caller can fall back.
+ */
+export class HttpStatusError extends UnavailableError {
+  constructor(
+    message: string,
+    subject: string,
+    readonly status: number,
+  ) {
+    super(message, subject);
+  }
+}
+
 /** Options of an `HttpClient`. */
 export interface HttpClientOptions {
   /** Sent as `Authorization: Bearer <token>`. */
@@ -265,7 +279,7 @@ export class HttpClient {
               if (b.success) reject(fromErrorBody(b.data as ErrorBody));
               else if (status === 401)
                 reject(new UnauthorizedError(`${who} refused ${route}: not authorized`));
-              else reject(new UnavailableError(`${who} answered ${route} with ${status}`, who));
+              else reject(new HttpStatusError(`${who} answered ${route} with ${status}`, who, status));
               return;
             }
             // A peer of another protocol version is named as such before its answer is judged by our schema.
