@@ -82,12 +82,12 @@ async function pids(): Promise<Record<string, number | undefined>> {
   return Object.fromEntries(view.hosts.flatMap((h) => h.report?.vms ?? []).map((v) => [v.name, v.pid]));
 }
 
-/** Polls `check` every second until it holds (or fails after `ms`). */
+/** Polls `check` every 250 ms until it holds (or fails after `ms`). */
 async function until(check: () => Promise<boolean> | boolean, ms = 180_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 

@@ -130,7 +130,7 @@ async function serialShell(): Promise<void> {
       );
       return r.code === 0 || undefined;
     },
-    { timeoutMs: 120_000, intervalMs: 1000, message: 'the guest agent never answered' },
+    { timeoutMs: 120_000, intervalMs: 250, message: 'the guest agent never answered' },
   );
 }
 
