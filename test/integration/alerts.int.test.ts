@@ -167,7 +167,7 @@ beforeAll(async () => {
         (r) => r.exitCode === 0,
         () => false,
       )) || undefined,
-    { timeoutMs: 120_000, intervalMs: 250 },
+    { timeoutMs: 120_000, intervalMs: 1_000 },
   );
   expect(ready).toBe(true);
 }, 300_000);
