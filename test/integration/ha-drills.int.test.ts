@@ -65,17 +65,15 @@ beforeAll(async () => {
   const applied = await runCli(['apply', '-f', file], clusterEnv);
   expect(applied.code, applied.stderr + applied.stdout).toBe(0);
   // Both guests boot (TCG): wait until their guest agents answer.
-  await Promise.all(
-    ['web', 'db'].map(async (vm) => {
-      const deadline = Date.now() + 120_000;
-      for (;;) {
-        const r = await runCli(['vm', 'exec', vm, '--', 'true'], clusterEnv, 30_000);
-        if (r.code === 0) break;
-        if (Date.now() > deadline) throw new Error(`${vm}'s guest never answered: ${r.stderr}`);
-        await new Promise((res) => setTimeout(res, 250));
-      }
-    }),
-  );
+  for (const vm of ['web', 'db']) {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const r = await runCli(['vm', 'exec', vm, '--', 'true'], clusterEnv, 30_000);
+      if (r.code === 0) break;
+      if (Date.now() > deadline) throw new Error(`${vm}'s guest never answered: ${r.stderr}`);
+      await new Promise((res) => setTimeout(res, 1_000));
+    }
+  }
 }, 600_000); // the VM lock (another run's guests), a 3-host lab with etcd and two TCG boots on 2 loaded cores
 
 afterAll(async () => {
