@@ -10,6 +10,7 @@ import { gracefulStop } from './test/helpers/graceful-stop.js';
 //   tgtd on their own control port, qemu-nbd), which mostly wait on daemons and timers.
 // Both first rebuild dist/ when it is stale: tests that run the real `vmlink` (bin/vmlink.js) run the compiled code.
 export const LIGHT = [
+  'agent-lease',
   'apply-failure',
   'backup-cluster',
   'backup-store',

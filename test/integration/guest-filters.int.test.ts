@@ -97,16 +97,19 @@ beforeAll(async () => {
   const apply = await runCli(['apply', '-f', file], env);
   expect(apply.code, apply.stderr + apply.stdout).toBe(0);
   // Both guests answer and have their DHCP address on the isolated network (the port guard learned it).
-  for (const vm of ['g1', 'g2'])
-    await until(async () => (await sh(vm, 'ip -4 addr show dev $ISO | grep -q 10.87.0.')).code === 0);
+  await Promise.all(
+    ['g1', 'g2'].map((vm) =>
+      until(async () => (await sh(vm, 'ip -4 addr show dev $ISO | grep -q 10.87.0.')).code === 0),
+    ),
+  );
 });
 
-/** Polls `check` every second until it holds (or fails after `ms`). */
+/** Polls `check` every 250 ms until it holds (or fails after `ms`). */
 async function until(check: () => Promise<boolean> | boolean, ms = 180_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 

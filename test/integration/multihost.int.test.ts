@@ -178,20 +178,24 @@ describe('three hosts: overlays, VLANs on Open vSwitch, jumbo frames', () => {
 
   it('VLAN: different tags are isolated until the trunk router routes between them', async () => {
     expect(cell('p1', 't2')).toMatchObject({ observed: false });
-    for (const cmd of [
-      ['ip', 'link', 'add', 'link', 'eth0', 'name', 'eth0.100', 'type', 'vlan', 'id', '100'],
-      ['ip', 'link', 'add', 'link', 'eth0', 'name', 'eth0.200', 'type', 'vlan', 'id', '200'],
-      ['ip', 'addr', 'add', '10.100.0.1/24', 'dev', 'eth0.100'],
-      ['ip', 'addr', 'add', '10.200.0.1/24', 'dev', 'eth0.200'],
-      ['ip', 'link', 'set', 'eth0.100', 'up'],
-      ['ip', 'link', 'set', 'eth0.200', 'up'],
-      ['sysctl', '-w', 'net.ipv4.ip_forward=1'],
-    ]) {
-      const r = await exec('r3', ...cmd);
-      expect(r.code, `${cmd.join(' ')}: ${r.stderr}`).toBe(0);
-    }
-    expect((await exec('p1', 'ip', 'route', 'add', '10.200.0.0/24', 'via', '10.100.0.1')).code).toBe(0);
-    expect((await exec('t2', 'ip', 'route', 'add', '10.100.0.0/24', 'via', '10.200.0.1')).code).toBe(0);
+    // The router's set-up in one guest exec (each command echoed, the first failure ends it), the two routes beside it.
+    const router = [
+      'ip link add link eth0 name eth0.100 type vlan id 100',
+      'ip link add link eth0 name eth0.200 type vlan id 200',
+      'ip addr add 10.100.0.1/24 dev eth0.100',
+      'ip addr add 10.200.0.1/24 dev eth0.200',
+      'ip link set eth0.100 up',
+      'ip link set eth0.200 up',
+      'sysctl -w net.ipv4.ip_forward=1',
+    ];
+    const [r3, p1, t2] = await Promise.all([
+      exec('r3', 'sh', '-c', `set -e; ${router.map((c) => `echo '+ ${c}'; ${c}`).join('; ')}`),
+      exec('p1', 'ip', 'route', 'add', '10.200.0.0/24', 'via', '10.100.0.1'),
+      exec('t2', 'ip', 'route', 'add', '10.100.0.0/24', 'via', '10.200.0.1'),
+    ]);
+    expect(r3.code, `r3: ${r3.stdout}${r3.stderr}`).toBe(0);
+    expect(p1.code, p1.stderr).toBe(0);
+    expect(t2.code, t2.stderr).toBe(0);
     const ping = await exec('p1', 'ping', '-c', '2', '-W', '2', '10.200.0.22');
     expect(ping.code, ping.stdout + ping.stderr).toBe(0);
     expect(ping.stdout).toMatch(/ttl=63/);

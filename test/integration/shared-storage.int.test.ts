@@ -441,17 +441,19 @@ describe('shared storage on a lab with a storage machine', () => {
   it('no CHAP password or LUKS key in any command line, file under the lab, or API answer', async () => {
     expectNoSecretIn('/proc/*/cmdline', allCmdlines());
     for (const f of filesBelow(root)) expectNoSecretIn(f, readFileSync(f, 'latin1'));
-    for (const args of [
-      ['status', '--json'],
-      ['vm', 'list', '--json'],
-      ['secret', 'list', '--json'],
-      ['pool', 'list', '--json'],
-      ['volume', 'list', '--json'],
-      ['doctor', '--json'],
-      ['plan', '-f', specFile, '--json'],
-      ['audit', '--json'],
-    ])
-      await cli(args);
+    // Read-only answers: asked at once.
+    await Promise.all(
+      [
+        ['status', '--json'],
+        ['vm', 'list', '--json'],
+        ['secret', 'list', '--json'],
+        ['pool', 'list', '--json'],
+        ['volume', 'list', '--json'],
+        ['doctor', '--json'],
+        ['plan', '-f', specFile, '--json'],
+        ['audit', '--json'],
+      ].map((args) => cli(args)),
+    );
     for (const [i, a] of answers.entries()) expectNoSecretIn(`CLI answer ${i}`, a);
   }, 120_000);
 });

@@ -15,8 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostStatus, VmView } from '../../src/controller/controller.js';
 import type { MatrixCell, VerifyResult } from '../../src/controller/verify.js';
 import { DEFAULT_VM_ID_CLAIMS_DIR } from '../../src/drivers/hypervisor/qemu/identity.js';
+import { waitFor } from '../../src/shared/time.js';
 import { tapName } from '../../src/spec/net.js';
-import { cliJson, runCli } from '../helpers/cli.js';
+import { cliJson, runCli, startCli } from '../helpers/cli.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const LAB = 'it';
@@ -156,7 +157,11 @@ describe('one host with nat, bridge and isolated networks', () => {
   });
 
   it('lists each NIC of each VM with its tap and the addresses the guest reports', async () => {
-    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
+    // Read-only commands of a test: asked at once (each CLI call is a process start of its own).
+    const [vms, table] = await Promise.all([
+      cliJson<VmView[]>(['vm', 'list'], env),
+      runCli(['vm', 'list'], env),
+    ]);
     const nic = (vm: string) => vms.find((v) => v.name === vm)?.nics[0];
     expect(nic('web1')).toMatchObject({
       network: 'natnet',
@@ -166,16 +171,18 @@ describe('one host with nat, bridge and isolated networks', () => {
     });
     expect(nic('iso1')?.addresses[0]).toMatch(/^10\.62\.0\.\d+\/24$/);
     expect(nic('app1')?.addresses[0]).toMatch(/^192\.168\.61\.\d+\/24$/);
-    const table = await runCli(['vm', 'list'], env);
     expect(table.stdout).toMatch(/web1 .* 10\.61\.0\.10\/24 \(natnet\)/);
   });
 
   it('status and vm list show the host, its accelerator and every VM running', async () => {
-    const st = await runCli(['status'], env);
+    const [st, list, vms] = await Promise.all([
+      runCli(['status'], env),
+      runCli(['vm', 'list'], env),
+      cliJson<VmView[]>(['vm', 'list'], env),
+    ]);
     expect(st.code, st.stderr).toBe(0);
     expect(st.stdout).toMatch(/^Spec: .*spec\.yaml \(applied /);
     expect(st.stdout).toMatch(/^host1\s+up\s+.*\b(kvm|tcg)\b/m);
-    const list = await runCli(['vm', 'list'], env);
     expect(list.code, list.stderr).toBe(0);
     for (const [vm, net] of [
       ['web1', 'natnet'],
@@ -185,7 +192,6 @@ describe('one host with nat, bridge and isolated networks', () => {
       expect(list.stdout).toMatch(
         new RegExp(`^${vm}\\s+host1\\s+running\\s+running\\s+1\\s+192 MiB\\s+${net}`, 'm'),
       );
-    const vms = await cliJson<VmView[]>(['vm', 'list'], env);
     expect(vms.map((v) => [v.name, v.state, v.desired]).sort()).toEqual([
       ['app1', 'running', 'running'],
       ['iso1', 'running', 'running'],
@@ -198,31 +204,45 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(c.code, c.stderr).toBe(0);
     expect(c.stdout).toContain('vmlink-guest ready');
     // The marker is computed in the guest, so only output that reached the console after we started can hold it.
-    const follow = runCli(['vm', 'console', 'web1', '--log', '--follow', '--tail', '200'], env, 8_000);
-    await new Promise((res) => setTimeout(res, 2_500));
-    const w = await runCli(
-      ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo follow-$((6*7)) > /dev/console'],
-      env,
-    );
-    expect(w.code, w.stderr).toBe(0);
-    const f = await follow;
-    expect(f.stdout).toContain('follow-42');
+    // --follow printed the log's tail first: it is attached, and follows from there.
+    const follow = startCli(['vm', 'console', 'web1', '--log', '--follow', '--tail', '200'], env, 60_000);
+    try {
+      await waitFor(async () => follow.out().includes('vmlink-guest ready') || undefined, {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        message: 'vm console --follow printed no tail (no "vmlink-guest ready")',
+      });
+      const w = await runCli(
+        ['vm', 'exec', 'web1', '--', 'sh', '-c', 'echo follow-$((6*7)) > /dev/console'],
+        env,
+      );
+      expect(w.code, w.stderr).toBe(0);
+      await waitFor(async () => follow.out().includes('follow-42') || undefined, {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        message: 'vm console --follow did not print the marker follow-42',
+      });
+    } finally {
+      await follow.stop();
+    }
   });
 
   it('network list and network show name every network and its host state', async () => {
-    const list = await runCli(['network', 'list'], env);
+    const [list, show, flows, missing] = await Promise.all([
+      runCli(['network', 'list'], env),
+      runCli(['network', 'show', 'natnet'], env),
+      runCli(['network', 'show', 'natnet', '--flows'], env),
+      runCli(['network', 'show', 'nosuch'], env),
+    ]);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/^natnet\s+nat\s+linux\s+host1$/m);
     expect(list.stdout).toMatch(/^lan\s+bridge\s+linux\s+host1$/m);
     expect(list.stdout).toMatch(/^iso\s+isolated\s+linux\s+host1$/m);
-    const show = await runCli(['network', 'show', 'natnet'], env);
     expect(show.code, show.stderr).toBe(0);
     expect(show.stdout).toMatch(/^natnet: nat network, backend linux/);
     expect(show.stdout).toMatch(/^host1\s+vlb-natnet\s+\S+ \(web1\)\s+ok$/m);
     // A kernel bridge has no OpenFlow rules: --flows says so instead of inventing them.
-    const flows = await runCli(['network', 'show', 'natnet', '--flows'], env);
     expect(flows.stdout + flows.stderr).toMatch(/no OpenFlow rules/);
-    const missing = await runCli(['network', 'show', 'nosuch'], env);
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/nosuch/);
   });
@@ -239,13 +259,15 @@ describe('one host with nat, bridge and isolated networks', () => {
   });
 
   it('doctor checks the prerequisites and the host through the controller', async () => {
-    const text = await runCli(['doctor'], env);
+    const [text, { checks, diagnoses }] = await Promise.all([
+      runCli(['doctor'], env),
+      cliJson<{
+        checks: Array<{ name: string; ok: boolean; detail: string }>;
+        diagnoses: unknown[];
+      }>(['doctor'], env),
+    ]);
     expect(text.code, text.stderr + text.stdout).toBe(0);
     expect(text.stdout).toMatch(/^controller\s+ok\s+running/m);
-    const { checks, diagnoses } = await cliJson<{
-      checks: Array<{ name: string; ok: boolean; detail: string }>;
-      diagnoses: unknown[];
-    }>(['doctor'], env);
     expect(checks.filter((c) => !c.ok)).toEqual([]);
     expect(diagnoses).toEqual([]);
     // The host's prerequisites are checked by its agent (in its namespace) and reported through the controller.
@@ -258,11 +280,13 @@ describe('one host with nat, bridge and isolated networks', () => {
   });
 
   it('events lists the lab, the applies and the verifies, newest first', async () => {
-    const r = await runCli(['events'], env);
+    const [r, events] = await Promise.all([
+      runCli(['events'], env),
+      cliJson<Array<{ id: number; kind: string }>>(['events', '-n', '3'], env),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     for (const kind of ['lab.up', 'apply', 'verify', 'verify.throughput'])
       expect(r.stdout).toMatch(new RegExp(`\\s${kind.replace('.', '\\.')}\\s`));
-    const events = await cliJson<Array<{ id: number; kind: string }>>(['events', '-n', '3'], env);
     expect(events).toHaveLength(3);
   });
 
@@ -342,9 +366,9 @@ describe('one host with nat, bridge and isolated networks', () => {
     const r = await runCli(['apply', '-f', bigger], env);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     let read = { code: 1, stdout: '', stderr: '' };
-    for (let i = 0; i < 60 && read.code !== 0; i++) {
+    for (let i = 0; i < 120 && read.code !== 0; i++) {
       read = await runCli(['vm', 'exec', 'web1', '--', 'head', '-c', '7', '/dev/vda'], env);
-      if (read.code !== 0) await new Promise((res) => setTimeout(res, 1_000));
+      if (read.code !== 0) await new Promise((res) => setTimeout(res, 250));
     }
     expect(read.stdout).toBe('keep-me');
     // The guest sees the new size: MemTotal grows by the 96 MiB added (less what the kernel keeps for page
@@ -378,8 +402,8 @@ describe('one host with nat, bridge and isolated networks', () => {
     expect(await pidOf('app1')).toBe(pid);
     // The guest configures the new NIC by DHCP from the isolated network's dnsmasq.
     let addrs = '';
-    for (let i = 0; i < 60 && !/inet 10\.62\.0\.\d+\/24/.test(addrs); i++) {
-      if (i) await new Promise((res) => setTimeout(res, 1_000));
+    for (let i = 0; i < 120 && !/inet 10\.62\.0\.\d+\/24/.test(addrs); i++) {
+      if (i) await new Promise((res) => setTimeout(res, 250));
       addrs = (await runCli(['vm', 'exec', 'app1', '--', 'ip', 'addr', 'show', 'dev', 'eth1'], env)).stdout;
     }
     expect(addrs).toMatch(/inet 10\.62\.0\.\d+\/24/);

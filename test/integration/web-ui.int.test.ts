@@ -130,7 +130,7 @@ async function serialShell(): Promise<void> {
       );
       return r.code === 0 || undefined;
     },
-    { timeoutMs: 120_000, intervalMs: 1000, message: 'the guest agent never answered' },
+    { timeoutMs: 120_000, intervalMs: 250, message: 'the guest agent never answered' },
   );
 }
 
@@ -187,9 +187,9 @@ beforeAll(async () => {
   expect(up.code, up.stderr + up.stdout).toBe(0);
   const a = await runCli(['apply', '-f', file], env);
   expect(a.code, a.stderr + a.stdout).toBe(0);
-  // The matrix the topology is coloured by (verify waits for the guest's address).
-  const v = await runCli(['verify'], env);
-  expect(v.code, v.stderr + v.stdout).toBe(0);
+  // The matrix the topology is coloured by (verify waits for the guest's address, so the rest of the set-up runs
+  // meanwhile).
+  const verified = runCli(['verify'], env);
   const t = await runCli(['token', 'create', 'viewer', '--role', 'read-only', '--json'], env);
   expect(t.code, t.stderr).toBe(0);
   readOnlyToken = (JSON.parse(t.stdout) as { token: string }).token;
@@ -209,6 +209,8 @@ beforeAll(async () => {
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
+  const v = await verified;
+  expect(v.code, v.stderr + v.stdout).toBe(0);
 }, 300_000);
 
 afterAll(async () => {
