@@ -3,7 +3,8 @@
 import { InvalidRequestError, VmlinkError } from '../../shared/errors.js';
 import type { PoolConfig } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
-import { isTgtError, type TgtClient } from './tgt-client.js';
+import type { TgtClient } from './tgt-client.js';
+import { isTgtError } from './tgt-protocol.js';
 import type { TgtTarget } from './tgt-show.js';
 
 /** The CHAP password of `pool` among the values sent with the step. */
