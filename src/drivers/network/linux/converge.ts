@@ -2,30 +2,23 @@
 // (vxlan, vlan), uplink (bridge mode) and dnsmasq, undone on failure; and its removal. The driver runs these under
 // its serial queue; the bulk forms (batch.ts) fall back to them.
 import { readFile } from 'node:fs/promises';
-import type { Bridge } from '../../../exec/bridge.js';
-import { type Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+import { type IpCommand, ipCmd } from '../../../exec/ip.js';
 import type { IpLink } from '../../../exec/ip-parse.js';
-import type { Runner } from '../../../exec/runner.js';
 import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import type { NetworkConfig } from '../../../shared/model.js';
 import { Reverter } from '../../../shared/revert.js';
 import type { OpContext } from '../types.js';
-import { type DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
+import type { BatchHost } from './batch.js';
+import { dnsmasqPaths } from './dnsmasq.js';
 import { enableIpForwarding, ipForwarding } from './forwarding.js';
 import { enslaveUplink, releaseUplink } from './move.js';
 import { memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
 import { deleteMember, ensureVlan, ensureVxlan, underlayFor } from './overlay-devices.js';
 import { isRouted } from './ruleset.js';
-import { ALIAS_PREFIX, type LinuxNetworkStateStore, type NetworkState } from './state.js';
+import { ALIAS_PREFIX, type NetworkState } from './state.js';
 
-/** What converging a network uses of the driver. */
-export interface ConvergeHost {
-  runner: Runner;
-  netns: string | undefined;
-  ip: Ip;
-  br: Bridge;
-  dnsmasq: DnsmasqManager;
-  states: LinuxNetworkStateStore;
+/** What converging a network uses of the driver: what the batch paths use, and the table's reload. */
+export interface ConvergeHost extends BatchHost {
   /** Brings the host's nftables table in line with the state files. */
   loadRules(): Promise<void>;
 }

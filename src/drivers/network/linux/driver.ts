@@ -42,7 +42,6 @@ import type {
   UplinkManager,
 } from '../types.js';
 import {
-  type BatchHost,
   type BulkOps,
   deleteNetworksInBulk,
   deleteTaps,
@@ -84,7 +83,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly states: LinuxNetworkStateStore;
   private readonly groups: LinuxSecurityGroups;
   // What the port, observe and converge helpers use of this driver.
-  private readonly host: PortHost & ObserveHost & BatchHost & ConvergeHost;
+  private readonly host: PortHost & ObserveHost & ConvergeHost;
   private readonly table: HostTable;
   private caps: Promise<HostCapabilities['network']> | undefined;
   private readonly queue = new SerialQueue();
