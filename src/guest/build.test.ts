@@ -4,15 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RecordingRunner } from '../exec/runner.js';
-import {
-  BUILD_FORMAT,
-  ensureTestGuest,
-  type GuestManifest,
-  guestContentHash,
-  parseAptDepends,
-  parseAptPolicy,
-  parseReadelf,
-} from './build.js';
+import { BUILD_FORMAT, ensureTestGuest, type GuestManifest, guestContentHash } from './build.js';
+import { parseAptDepends, parseAptPolicy } from './packages.js';
 
 const DEPENDS = `linux-image-amd64
   Depends: linux-image-6.1.0-56-amd64
@@ -55,7 +48,7 @@ gone:
   Candidate: (none)
 `;
 
-describe('apt and readelf output parsers', () => {
+describe('apt output parsers', () => {
   it('reads Depends per package', () => {
     const d = parseAptDepends(DEPENDS);
     expect(d.get('linux-image-amd64')).toEqual(['linux-image-6.1.0-56-amd64']);
@@ -67,20 +60,6 @@ describe('apt and readelf output parsers', () => {
     expect(p.get('busybox-static')).toBe('1:1.35.0-4+deb12u1+b1');
     expect(p.get('linux-image-6.1.0-56-amd64')).toBe('6.1.192-2');
     expect(p.has('gone')).toBe(false);
-  });
-
-  it('reads NEEDED libraries and the interpreter', () => {
-    const out = `Program Headers:
-      [Requesting program interpreter: /lib64/ld-linux-x86-64.so.2]
-Dynamic section at offset 0x10 contains 30 entries:
- 0x0000000000000001 (NEEDED)             Shared library: [libglib-2.0.so.0]
- 0x0000000000000001 (NEEDED)             Shared library: [libc.so.6]
-`;
-    expect(parseReadelf(out)).toEqual({
-      needed: ['libglib-2.0.so.0', 'libc.so.6'],
-      interp: '/lib64/ld-linux-x86-64.so.2',
-    });
-    expect(parseReadelf('')).toEqual({ needed: [] });
   });
 });
 

@@ -1,13 +1,24 @@
+// The test guest image (kernel + initramfs from Debian packages): whether the one on disk is current, and its build.
+// Which packages and their .debs: packages.ts; the programs' shared libraries: libraries.ts; modules: modules.ts.
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, posix } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Runner } from '../exec/runner.js';
 import { NotFoundError, VmlinkError } from '../shared/errors.js';
 import { writeFileAtomic } from '../shared/state-file.js';
 import { FsTree } from './cpio.js';
+import { addLibraries, type Extracted, resolveInRoot } from './libraries.js';
 import { GUEST_MODULES, moduleLoadOrder, parseModulesBuiltin, parseModulesDep } from './modules.js';
+import {
+  BUSYBOX_PACKAGE,
+  download,
+  GUEST_PROGRAMS,
+  type GuestPackage,
+  resolvePackages,
+  type Wanted,
+} from './packages.js';
 
 /** Where the test guest image lives by default. */
 export const DEFAULT_GUEST_DIR = '/var/lib/vmlink/images/test-guest';
@@ -22,30 +33,6 @@ const GUEST_SCRIPTS = {
   'etc/udhcpc.script': 'udhcpc.sh',
   'sbin/shutdown': 'shutdown.sh',
 } as const;
-const LIB_DIRS = ['lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu', 'lib64', 'usr/lib64', 'lib', 'usr/lib'];
-const QGA_PACKAGE = 'qemu-guest-agent';
-const BUSYBOX_PACKAGE = 'busybox-static';
-const KERNEL_META = 'linux-image-amd64';
-
-/**
- * Dynamically linked programs copied from Debian packages, with their shared libraries: path in the package ->
- * path in the image. iputils ping replaces busybox's (don't-fragment pings, `-M do`, for path-MTU checks);
- * iperf3 measures throughput (started on demand through guest-exec, never at boot).
- */
-const GUEST_PROGRAMS = [
-  { pkg: QGA_PACKAGE, path: 'usr/sbin/qemu-ga' },
-  { pkg: 'iputils-ping', path: 'bin/ping' },
-  { pkg: 'iperf3', path: 'usr/bin/iperf3' },
-] as const;
-/** Packages fetched up front besides kernel, busybox, qemu-ga (+ its Depends) and the programs' packages. */
-const EXTRA_PACKAGES = ['libiperf0'] as const;
-
-/** A Debian package the image was built from. */
-export interface GuestPackage {
-  name: string;
-  version: string;
-}
-
 /** Contents of `manifest.json` beside the image. */
 export interface GuestManifest {
   format: number;
@@ -104,90 +91,6 @@ export async function ensureTestGuest(opts: EnsureTestGuestOptions): Promise<Tes
   return { kernel, initrd, manifest, rebuilt: true };
 }
 
-// Packages.
-
-/** Direct `Depends` per package in `apt-cache depends` output; virtual packages dropped, alternatives kept. */
-export function parseAptDepends(text: string): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  let deps: string[] | undefined;
-  for (const line of text.split('\n')) {
-    if (/^\S/.test(line)) {
-      deps = [];
-      out.set(line.trim(), deps);
-      continue;
-    }
-    const m = /^\s*\|?Depends:\s*(\S+)/.exec(line);
-    if (m && deps && !m[1]!.startsWith('<')) {
-      const name = m[1]!.replace(/:any$/, '');
-      if (!deps.includes(name)) deps.push(name);
-    }
-  }
-  return out;
-}
-
-/** Candidate version of each package in `apt-cache policy` output (packages without one are left out). */
-export function parseAptPolicy(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  let pkg: string | undefined;
-  for (const line of text.split('\n')) {
-    const head = /^(\S+):$/.exec(line);
-    if (head) pkg = head[1];
-    const cand = /^\s+Candidate:\s*(\S+)/.exec(line);
-    if (cand && pkg && cand[1] !== '(none)') out.set(pkg, cand[1]!);
-  }
-  return out;
-}
-
-async function aptDepends(runner: Runner, pkgs: string[]): Promise<Map<string, string[]>> {
-  const { stdout } = await runner.run([
-    'apt-cache',
-    'depends',
-    '--no-recommends',
-    '--no-suggests',
-    '--no-conflicts',
-    '--no-breaks',
-    '--no-replaces',
-    '--no-enhances',
-    '--no-pre-depends',
-    ...pkgs,
-  ]);
-  return parseAptDepends(stdout);
-}
-
-async function candidates(runner: Runner, names: readonly string[]): Promise<Map<string, string>> {
-  const { stdout } = await runner.run(['apt-cache', 'policy', ...new Set(names)]);
-  const got = parseAptPolicy(stdout);
-  for (const n of names) {
-    if (!got.has(n)) throw new NotFoundError('Debian package', n);
-  }
-  return got;
-}
-
-interface Wanted {
-  kernelPackage: string;
-  /** Packages and the versions apt picks now: kernel, busybox, qemu-ga and its direct dependencies, programs. */
-  packages: GuestPackage[];
-  /** Candidate versions of every package asked about (including `also`). */
-  versions: Map<string, string>;
-}
-
-/** Resolves the packages and the versions apt would pick now; `also` are more packages to look up. */
-async function resolvePackages(runner: Runner, also: string[] = []): Promise<Wanted> {
-  const deps = await aptDepends(runner, [KERNEL_META, QGA_PACKAGE]);
-  const kernelPackage = deps.get(KERNEL_META)?.find((d) => /^linux-image-\d/.test(d));
-  if (!kernelPackage) throw new NotFoundError('kernel package behind', KERNEL_META);
-  const names = [
-    kernelPackage,
-    BUSYBOX_PACKAGE,
-    QGA_PACKAGE,
-    ...(deps.get(QGA_PACKAGE) ?? []),
-    ...GUEST_PROGRAMS.map((p) => p.pkg).filter((p) => p !== QGA_PACKAGE),
-    ...EXTRA_PACKAGES,
-  ];
-  const versions = await candidates(runner, [...names, ...also]);
-  return { kernelPackage, packages: names.map((name) => ({ name, version: versions.get(name)! })), versions };
-}
-
 // Cache check.
 
 /** sha256 over what the builder puts in the image besides packages: guest scripts, module list, format. */
@@ -239,11 +142,6 @@ async function isCurrent(
 }
 
 // Build.
-
-interface Extracted {
-  pkg: GuestPackage;
-  root: string;
-}
 
 async function build(
   opts: EnsureTestGuestOptions & { outDir: string; progress: (l: string) => void },
@@ -361,135 +259,6 @@ async function build(
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-}
-
-/** Fetches one exact package version into the cache unless it is there already; returns the .deb path. */
-async function download(
-  runner: Runner,
-  cacheDir: string,
-  p: GuestPackage,
-  progress: (l: string) => void,
-): Promise<string> {
-  const find = async () => {
-    for (const f of await readdir(cacheDir)) {
-      const [name, version] = f.split('_');
-      if (f.endsWith('.deb') && name === p.name && version?.replace(/%3a/gi, ':') === p.version)
-        return join(cacheDir, f);
-    }
-    return undefined;
-  };
-  const cached = await find();
-  if (cached) return cached;
-  progress(`downloading ${p.name} ${p.version}`);
-  await runner.run(['apt-get', 'download', '-q', '-o', 'APT::Sandbox::User=root', `${p.name}=${p.version}`], {
-    cwd: cacheDir,
-    timeoutMs: 600_000,
-  });
-  const got = await find();
-  if (!got)
-    throw new VmlinkError('internal', `apt-get download ${p.name}=${p.version} left no .deb in ${cacheDir}`);
-  return got;
-}
-
-/** NEEDED sonames and program interpreter of an ELF file, from `readelf`. */
-export function parseReadelf(text: string): { needed: string[]; interp?: string } {
-  const needed = [...text.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]!);
-  const interp = /\[Requesting program interpreter: ([^\]]+)\]/.exec(text)?.[1];
-  return interp ? { needed, interp } : { needed };
-}
-
-/**
- * Adds the shared-library closure of `binaries` (and their loader) to the tree from the extracted packages,
- * fetching dependencies of the packages involved when a library is missing. Returns the packages used.
- */
-async function addLibraries(
-  runner: Runner,
-  tree: FsTree,
-  binaries: readonly { file: string; pkg: string }[],
-  extracted: Map<string, Extracted>,
-  fetch: (p: GuestPackage[]) => Promise<void>,
-  progress: (l: string) => void,
-): Promise<Set<string>> {
-  const used = new Set<string>(binaries.map((b) => b.pkg));
-  for (let round = 0; ; round++) {
-    const missing: string[] = [];
-    const seen = new Set<string>();
-    const queue: { file: string; pkg: string }[] = [...binaries];
-    const needers = new Set<string>();
-    while (queue.length) {
-      const { file, pkg } = queue.shift()!;
-      const elf = parseReadelf((await runner.run(['readelf', '-dlW', file])).stdout);
-      if (elf.interp && !tree.has(elf.interp)) {
-        const hit = await findIn(extracted, elf.interp.slice(1));
-        if (!hit) throw new NotFoundError('dynamic loader', elf.interp);
-        // One copy of the loader, in the library directory; the ELF interpreter path links to it.
-        const base = posix.basename(elf.interp);
-        tree.file(`lib/x86_64-linux-gnu/${base}`, await readFile(hit.file), 0o755);
-        if (elf.interp !== `/lib/x86_64-linux-gnu/${base}`)
-          tree.symlink(elf.interp, `/lib/x86_64-linux-gnu/${base}`);
-        used.add(hit.pkg);
-      }
-      for (const so of elf.needed) {
-        if (seen.has(so)) continue;
-        seen.add(so);
-        let hit: { file: string; pkg: string } | undefined;
-        for (const d of LIB_DIRS) {
-          hit = await findIn(extracted, `${d}/${so}`);
-          if (hit) break;
-        }
-        if (!hit) {
-          missing.push(so);
-          needers.add(pkg);
-          continue;
-        }
-        tree.file(`lib/x86_64-linux-gnu/${so}`, await readFile(hit.file), 0o755);
-        used.add(hit.pkg);
-        queue.push(hit);
-      }
-    }
-    if (!missing.length) return used;
-    if (round >= 6) throw new NotFoundError('shared libraries of the guest programs', missing.join(', '));
-    progress(`resolving ${missing.join(', ')} (needed by ${[...needers].join(', ')})`);
-    const more = new Set<string>();
-    for (const ds of (await aptDepends(runner, [...needers])).values()) {
-      for (const d of ds) if (!extracted.has(d)) more.add(d);
-    }
-    if (!more.size) throw new NotFoundError('shared libraries of the guest programs', missing.join(', '));
-    const versions = await candidates(runner, [...more]);
-    await fetch([...more].map((name) => ({ name, version: versions.get(name)! })));
-  }
-}
-
-/** Finds `rel` in the extracted packages, following symlinks inside each package root. */
-async function findIn(
-  extracted: Map<string, Extracted>,
-  rel: string,
-): Promise<{ file: string; pkg: string } | undefined> {
-  for (const { root, pkg } of extracted.values()) {
-    const file = await resolveInRoot(root, rel);
-    if (file) return { file, pkg: pkg.name };
-  }
-  return undefined;
-}
-
-async function resolveInRoot(root: string, rel: string): Promise<string | undefined> {
-  let cur = posix.normalize(rel);
-  for (let hops = 0; hops < 16; hops++) {
-    const full = join(root, cur);
-    let st: Awaited<ReturnType<typeof lstat>>;
-    try {
-      st = await lstat(full);
-    } catch {
-      return undefined;
-    }
-    if (!st.isSymbolicLink()) return st.isFile() ? full : undefined;
-    const target = await readlink(full);
-    cur = target.startsWith('/')
-      ? posix.normalize(target.slice(1))
-      : posix.normalize(posix.join(posix.dirname(cur), target));
-    if (cur.startsWith('..')) return undefined;
-  }
-  return undefined;
 }
 
 /** An output file, replaced atomically and readable by all whatever the builder's umask (whoever boots it reads it). */

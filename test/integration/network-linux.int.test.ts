@@ -6,7 +6,8 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { networkConformance } from '../../src/drivers/network/conformance.js';
+import { pidsMentioning } from '../../src/drivers/network/conformance-env.js';
 import { securityGroupConformance } from '../../src/drivers/network/conformance-security-groups.js';
 import { DnsmasqManager, dnsmasqPaths, parseLeases } from '../../src/drivers/network/linux/dnsmasq.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';

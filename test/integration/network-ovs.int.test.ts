@@ -9,7 +9,8 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { networkConformance, pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { networkConformance } from '../../src/drivers/network/conformance.js';
+import { pidsMentioning } from '../../src/drivers/network/conformance-env.js';
 import {
   SG_CONFORMANCE_SUBNET,
   securityGroupConformance,

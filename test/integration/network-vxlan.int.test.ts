@@ -7,7 +7,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pidsMentioning } from '../../src/drivers/network/conformance.js';
+import { pidsMentioning } from '../../src/drivers/network/conformance-env.js';
 import { LinuxNetworkDriver } from '../../src/drivers/network/linux/driver.js';
 import { restoreUplink, snapshotUplink } from '../../src/drivers/network/linux/uplink.js';
 import { Bridge, FLOOD_MAC } from '../../src/exec/bridge.js';

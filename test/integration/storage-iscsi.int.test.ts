@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describePoolConformance } from '../../src/drivers/storage/conformance-pools.js';
 import { IscsiPool } from '../../src/drivers/storage/iscsi.js';
-import { TgtError } from '../../src/drivers/storage/tgt-client.js';
+import { TgtError } from '../../src/drivers/storage/tgt-protocol.js';
 import { Tgtd } from '../../src/drivers/storage/tgtd.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ConflictError, InvalidRequestError } from '../../src/shared/errors.js';

@@ -13,7 +13,8 @@ import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js
 import { NFS_MOUNTD_PORT } from '../../src/drivers/storage/ganesha-config.js';
 import { NfsPool } from '../../src/drivers/storage/nfs.js';
 import { nfsBackingChain, nfsChainBlockdevs, nfsImageOpts } from '../../src/drivers/storage/nfs-client.js';
-import { NfsServer, nfsRegistered, parseRpcinfo } from '../../src/drivers/storage/nfs-server.js';
+import { NfsServer } from '../../src/drivers/storage/nfs-server.js';
+import { nfsRegistered, parseRpcinfo } from '../../src/drivers/storage/nfs-server-commands.js';
 import { type Runner, type RunResult, SystemRunner } from '../../src/exec/runner.js';
 import {
   processArgv,

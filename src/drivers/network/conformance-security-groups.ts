@@ -11,7 +11,7 @@ import { Ip, ipCmd } from '../../exec/ip.js';
 import { SystemRunner } from '../../exec/runner.js';
 import type { NetworkBackend, NetworkConfig } from '../../shared/model.js';
 import type { SecurityGroupConfig, SecurityGroupRuleConfig } from '../../shared/security-groups.js';
-import { type ConformanceEnv, pidsMentioning } from './conformance.js';
+import { type ConformanceEnv, pidsMentioning } from './conformance-env.js';
 import type { NetworkDriver, PortConfig } from './types.js';
 
 /** Backend-specific knobs of the security-group suite. */

@@ -1,42 +1,21 @@
 // Conformance suite every network backend must pass, run against a real network namespace the
 // suite creates (and deletes) per test file. Call it from an integration test:
 //   networkConformance('linux', (env) => new LinuxNetworkDriver(env));
+// Its networks are in conformance-fixtures.ts, the VLAN suite in conformance-vlan.ts, the shared environment in
+// conformance-env.ts.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ip, ipCmd } from '../../exec/ip.js';
-import { type Runner, SystemRunner } from '../../exec/runner.js';
+import { SystemRunner } from '../../exec/runner.js';
 import { type NetworkBackend, NetworkBackends, type NetworkConfig } from '../../shared/model.js';
-import { isRunning, processArgv, waitExited } from '../../shared/process.js';
+import { waitExited } from '../../shared/process.js';
+import { type ConformanceEnv, type ConformanceOptions, pidsMentioning } from './conformance-env.js';
+import { conformanceNetworks } from './conformance-fixtures.js';
+import { vlanConformance } from './conformance-vlan.js';
 import type { NetworkDriver } from './types.js';
-
-/** What a driver under test gets: a runner, its own state directory and the namespace to manage. */
-export interface ConformanceEnv {
-  runner: Runner;
-  stateDir: string;
-  netns: string;
-}
-
-/** Pids of live processes whose command line mentions `needle` (to prove nothing was left running). */
-export async function pidsMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if ((await processArgv(pid))?.some((a) => a.includes(needle)) && (await isRunning(pid))) pids.push(pid);
-  }
-  return pids;
-}
-
-/** Backend-specific knobs of the conformance suites. */
-export interface ConformanceOptions {
-  /** Modes the backend realises (default: nat, bridge, isolated): the nat/isolated suite runs only with nat. */
-  modes?: NetworkConfig['mode'][];
-  /** Unplugs a port behind the driver's back (ovs: `ovs-vsctl del-port`); default `ip link set nomaster`. */
-  detachPort?: (env: ConformanceEnv, tap: string) => Promise<void>;
-}
 
 /** Registers the network backend conformance suite for `makeDriver` (vitest describe/it). */
 export function networkConformance(
@@ -61,80 +40,7 @@ export function networkConformance(
     const supports = async (mode: NetworkConfig['mode']) =>
       ((await d.supportedModes?.()) ?? modes).includes(mode);
 
-    const nat: NetworkConfig = {
-      name: 'conf-nat',
-      mode: 'nat',
-      backend,
-      bridge: 'vlb-c0nf0001',
-      mtu: 1500,
-      subnet: {
-        cidr: '10.231.0.0/24',
-        gateway: '10.231.0.1',
-        prefixLength: 24,
-        dhcpStart: '10.231.0.100',
-        dhcpEnd: '10.231.0.150',
-        reservations: [{ mac: '52:54:00:23:10:0a', ip: '10.231.0.10', hostname: 'vm-a' }],
-      },
-      forwards: [{ protocol: 'tcp', hostPort: 18080, vm: 'vm-a', targetIp: '10.231.0.10', targetPort: 80 }],
-    };
-    const iso: NetworkConfig = {
-      name: 'conf-iso',
-      mode: 'isolated',
-      backend,
-      bridge: 'vlb-c0nf0002',
-      mtu: 1500,
-      subnet: {
-        cidr: '10.232.0.0/24',
-        gateway: '10.232.0.1',
-        prefixLength: 24,
-        dhcpStart: '10.232.0.100',
-        dhcpEnd: '10.232.0.150',
-        reservations: [],
-      },
-      forwards: [],
-    };
-    // vxlan: a VTEP on an underlay veth in the suite's namespace; remote VTEPs need not exist.
-    const vx: NetworkConfig = {
-      name: 'conf-vx',
-      mode: 'vxlan',
-      backend,
-      bridge: 'vlb-c0nf0003',
-      mtu: 1450,
-      vxlan: {
-        vni: 4242,
-        device: 'vlx-c0nf0003',
-        local: '192.0.2.1',
-        remotes: ['192.0.2.2', '192.0.2.3'],
-        port: 4789,
-        underlay: 'vxu0',
-      },
-      forwards: [],
-    };
-    // The same kind of overlay on its NAT gateway host: address, DHCP, masquerade.
-    const vxGw: NetworkConfig = {
-      ...vx,
-      name: 'conf-vxgw',
-      bridge: 'vlb-c0nf0004',
-      vxlan: { ...vx.vxlan!, vni: 4243, device: 'vlx-c0nf0004' },
-      nat: true,
-      subnet: {
-        cidr: '10.233.0.0/24',
-        gateway: '10.233.0.1',
-        prefixLength: 24,
-        dhcpStart: '10.233.0.100',
-        dhcpEnd: '10.233.0.150',
-        reservations: [],
-      },
-    };
-    const vlan: NetworkConfig = {
-      name: 'conf-vlan',
-      mode: 'vlan',
-      backend,
-      bridge: 'vlb-c0nf0005',
-      mtu: 1500,
-      vlan: { id: 100, trunk: 'vltr0' },
-      forwards: [],
-    };
+    const { nat, iso, vx, vxGw, vlan } = conformanceNetworks(backend);
     const observed = async (n: string) => (await d.listNetworks()).find((x) => x.name === n);
 
     beforeAll(async () => {
@@ -480,115 +386,6 @@ export function networkConformance(
       expect(await ip.link.get(nat.bridge)).toBeUndefined();
       expect(await ip.link.get(iso.bridge)).toBeUndefined();
       expect(await pidsMentioning(stateDir)).toEqual([]);
-    });
-  });
-}
-
-/** VLAN networks: two VLANs sharing one trunk NIC (a veth end), access and trunk ports, conflicts, cleanup. */
-export function vlanConformance(
-  name: string,
-  makeDriver: (env: ConformanceEnv) => NetworkDriver,
-  opts: ConformanceOptions = {},
-): void {
-  describe(`network driver conformance (vlan): ${name}`, () => {
-    const runner = new SystemRunner();
-    const netns = `vltest-nv-${randomBytes(3).toString('hex')}`;
-    const ip = new Ip(runner, netns);
-    let env: ConformanceEnv;
-    let d: NetworkDriver;
-    const bridge = 'vlo-c0nf0100';
-    const v100: NetworkConfig = {
-      name: 'conf-v100',
-      mode: 'vlan',
-      backend: 'ovs',
-      bridge,
-      mtu: 1500,
-      vlan: { id: 100, trunk: 'trk0' },
-      forwards: [],
-    };
-    const v200: NetworkConfig = { ...v100, name: 'conf-v200', vlan: { id: 200, trunk: 'trk0' } };
-    const names = async () => (await d.listNetworks()).map((n) => [n.name, n.problems]);
-
-    beforeAll(async () => {
-      await ip.namespaces.add(netns);
-      await ip.link.set('lo', { up: true });
-      await ip.link.add({ name: 'trk0', kind: 'veth', peer: 'trk1' });
-      await ip.link.set('trk1', { up: true });
-      env = { runner, stateDir: await mkdtemp(join(tmpdir(), 'vmlink-netconf-vlan-')), netns };
-      d = makeDriver(env);
-    });
-
-    afterAll(async () => {
-      try {
-        for (const n of (await d?.listNetworks().catch(() => [])) ?? [])
-          await d.deleteNetwork(n.name).catch(() => undefined);
-      } finally {
-        for (const pid of await pidsMentioning(env?.stateDir || '/nonexistent-vmlink'))
-          process.kill(pid, 'SIGKILL');
-        await ip.namespaces.del(netns);
-        if (env?.stateDir) await rm(env.stateDir, { recursive: true, force: true });
-      }
-    });
-
-    it('creates two VLAN networks on one trunk, idempotently', async () => {
-      expect(await d.listNetworks()).toEqual([]);
-      await d.ensureNetwork(v100, 'h100');
-      await d.ensureNetwork(v100, 'h100');
-      await d.ensureNetwork(v200, 'h200');
-      expect(await names()).toEqual([
-        [v100.name, []],
-        [v200.name, []],
-      ]);
-      expect((await d.listNetworks()).map((n) => [n.bridge, n.configHash])).toEqual([
-        [bridge, 'h100'],
-        [bridge, 'h200'],
-      ]);
-    });
-
-    it('refuses a second network for a VLAN that is taken, changing nothing', async () => {
-      await expect(d.ensureNetwork({ ...v100, name: 'conf-dup' }, 'h')).rejects.toThrow(/already belongs/);
-      expect((await d.listNetworks()).map((n) => n.name)).toEqual([v100.name, v200.name]);
-    });
-
-    it('access and trunk ports: create, re-ensure, retag, detach behind its back, delete', async () => {
-      const access = { tap: 'vlt-c0nfa001', bridge, mtu: 1500, vlan: 100 };
-      const trunk = { tap: 'vlt-c0nft001', bridge, mtu: 1500, trunks: [100, 200] };
-      expect(await d.portAttached(access.tap, bridge)).toBe(false);
-      await d.ensurePort(access);
-      await d.ensurePort(access);
-      await d.ensurePort(trunk);
-      expect(await d.portAttached(access.tap, bridge)).toBe(true);
-      expect(await d.portAttached(trunk.tap, bridge)).toBe(true);
-      expect(await d.portAttached(access.tap, 'vlo-other')).toBe(false);
-      await d.ensurePort({ ...access, vlan: 200 });
-      expect(await d.portAttached(access.tap, bridge)).toBe(true);
-      if (opts.detachPort) await opts.detachPort(env, access.tap);
-      else await ip.link.set(access.tap, { master: null });
-      expect(await d.portAttached(access.tap, bridge)).toBe(false);
-      await d.ensurePort(access);
-      expect(await d.portAttached(access.tap, bridge)).toBe(true);
-      for (const p of [access, trunk]) {
-        await d.deletePort(p.tap);
-        await d.deletePort(p.tap);
-        expect(await d.portAttached(p.tap, bridge)).toBe(false);
-        expect(await ip.link.get(p.tap)).toBeUndefined();
-      }
-      await expect(
-        d.ensurePort({ tap: 'vlt-c0nf0002', bridge: 'vlo-missing0', mtu: 1500, vlan: 100 }),
-      ).rejects.toThrow(/not found/);
-      expect(await ip.link.get('vlt-c0nf0002')).toBeUndefined();
-    });
-
-    it('deleting one VLAN keeps the other; deleting both leaves nothing', async () => {
-      await d.deleteNetwork(v100.name);
-      expect(await names()).toEqual([[v200.name, []]]);
-      await d.deleteNetwork(v200.name);
-      await d.deleteNetwork(v200.name);
-      await d.deleteNetwork('never-existed');
-      expect(await d.listNetworks()).toEqual([]);
-      expect(await ip.link.get(bridge)).toBeUndefined();
-      expect((await ip.link.get('trk0'))?.master).toBeUndefined();
-      expect(await pidsMentioning(env.stateDir)).toEqual([]);
     });
   });
 }

@@ -17,7 +17,8 @@ import {
   volumeSessions,
 } from './iscsi-fence.js';
 import { targetProblems, wantedTarget } from './iscsi-targets.js';
-import { type TgtClient, TgtError } from './tgt-client.js';
+import type { TgtClient } from './tgt-client.js';
+import { TgtError } from './tgt-protocol.js';
 import type { TgtSession, TgtTarget } from './tgt-show.js';
 
 const pool: PoolConfig = {

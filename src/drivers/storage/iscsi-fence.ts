@@ -32,7 +32,8 @@ import {
 import { cidrContains, parseCidr, parseIpv4 } from '../../spec/net.js';
 import { POOL_NAME } from './pool-state.js';
 import { VOLUME_NAME } from './qcow2-volumes.js';
-import { isTgtError, type TgtClient } from './tgt-client.js';
+import type { TgtClient } from './tgt-client.js';
+import { isTgtError } from './tgt-protocol.js';
 import type { TgtTarget } from './tgt-show.js';
 import type { FenceOwner } from './types.js';
 

@@ -4,7 +4,8 @@
 // ACL is bound only once the account is.
 import { ConflictError, InvalidRequestError } from '../../shared/errors.js';
 import { ISCSI_VOLUME_LUN, iscsiTargetName, type PoolConfig } from '../../shared/storage.js';
-import { isTgtError, type TgtClient } from './tgt-client.js';
+import type { TgtClient } from './tgt-client.js';
+import { isTgtError } from './tgt-protocol.js';
 import type { TgtTarget } from './tgt-show.js';
 
 /** What tgtd should show for one volume of a pool. */

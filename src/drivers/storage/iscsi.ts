@@ -2,37 +2,27 @@
 // of its own target, behind the pool's CHAP account and client ACL (iscsi-targets.ts). tgtd is driven over its
 // control socket (tgt-client.ts), so the CHAP password never reaches an argv; it is never written anywhere either:
 // tgtd keeps it in memory, and a restarted tgtd gets it back from the next `ensurePool`, which the plan schedules
-// because `listPools` reports the pool's problems.
-import { constants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, truncate } from 'node:fs/promises';
-import { join } from 'node:path';
+// because `listPools` reports the pool's problems. Beside it: iscsi-volume-files.ts (the LUN files), iscsi-chap.ts
+// (the CHAP account), iscsi-observe.ts (what listPools reports), iscsi-fence.ts (volume fencing).
+import { mkdir, rm, rmdir, stat, truncate } from 'node:fs/promises';
 import type { Runner } from '../../exec/runner.js';
-import {
-  ConflictError,
-  InvalidRequestError,
-  NotFoundError,
-  UnsupportedError,
-  VmlinkError,
-} from '../../shared/errors.js';
-import { DISK_SIZE_MIB_MAX } from '../../shared/limits.js';
+import { ConflictError, InvalidRequestError, NotFoundError, UnsupportedError } from '../../shared/errors.js';
 import { KeyedQueue } from '../../shared/queue.js';
 import {
   ISCSI_VOLUME_LUN,
   iscsiTargetName,
   type ObservedPool,
-  type ObservedVolume,
   POOL_FEATURE_REASONS,
   POOL_FEATURES,
-  POOL_VOLUMES_MAX,
   type PoolConfig,
   type PoolFeatures,
   type VolumeConfig,
   type VolumeFence,
-  volumeFileName,
 } from '../../shared/storage.js';
 import type { SecretValues } from '../hypervisor/types.js';
 import type { OpContext } from '../network/types.js';
 import { checkImportSource } from './image-import.js';
+import { chapPassword, deleteChapAccount, setChapAccount } from './iscsi-chap.js';
 import {
   closeForeignSessions,
   type FenceOwner,
@@ -41,25 +31,30 @@ import {
   judgeFence,
   ownerAcl,
   samePeer,
-  volumeSessions,
 } from './iscsi-fence.js';
-import { exposeTarget, refuseInUse, removeTarget, targetProblems, wantedTarget } from './iscsi-targets.js';
+import { type IscsiObserveHost, observeIscsiPool } from './iscsi-observe.js';
+import { exposeTarget, refuseInUse, removeTarget, type WantedTarget, wantedTarget } from './iscsi-targets.js';
+import {
+  checkIscsiPool,
+  checkSize,
+  convertInto,
+  createSparse,
+  exists,
+  MiB,
+  volumeFile,
+  volumeNames,
+} from './iscsi-volume-files.js';
 import { PoolStateStore } from './pool-state.js';
-import { poolUsage } from './qcow2-listing.js';
 import { VOLUME_NAME } from './qcow2-volumes.js';
-import { isTgtError, TgtClient } from './tgt-client.js';
+import { TgtClient } from './tgt-client.js';
 import type { TgtTarget } from './tgt-show.js';
 import type { PoolBackend } from './types.js';
 
-const MiB = 1024 * 1024;
 /**
  * Changes to one tgtd run one at a time in this process (keyed by its socket): a new target takes the next free id
  * read just before, which two concurrent changes would both pick.
  */
 const tgtdChanges = new KeyedQueue();
-/** A pool path tgtd can take in a `path=` parameter and nothing can make escape. */
-const POOL_PATH = /^\/[\w./-]{1,250}$/;
-
 /** Options of the iscsi pool backend. */
 export interface IscsiPoolOptions {
   runner: Runner;
@@ -80,19 +75,14 @@ function unsupported(feature: keyof PoolFeatures, pool: PoolConfig): never {
   );
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** Raw LUN files behind tgtd targets with CHAP. */
 export class IscsiPool implements PoolBackend {
   readonly type = 'iscsi' as const;
   readonly features: PoolFeatures = POOL_FEATURES.iscsi;
   private readonly records: PoolStateStore;
   private readonly fences: FenceStateStore;
+  /** What the pool observer (iscsi-observe.ts) uses of this backend. */
+  private readonly observeHost: IscsiObserveHost;
 
   constructor(private readonly opts: IscsiPoolOptions) {
     if (!VOLUME_NAME.test(opts.storageHost))
@@ -101,6 +91,12 @@ export class IscsiPool implements PoolBackend {
       );
     this.records = new PoolStateStore(opts.stateDir);
     this.fences = new FenceStateStore(opts.stateDir);
+    this.observeHost = {
+      client: (pool) => this.client(pool),
+      fences: this.fences,
+      target: (pool, targets, volume) => this.target(pool, targets, volume),
+      want: (pool, volume, fence) => this.want(pool, volume, fence),
+    };
   }
 
   /** Runs `fn` after the other changes to the tgtd serving `pool`. */
@@ -137,53 +133,18 @@ export class IscsiPool implements PoolBackend {
     });
   }
 
-  private checkPool(pool: PoolConfig): void {
-    if (pool.type !== 'iscsi') throw new InvalidRequestError(`pool ${pool.name} is ${pool.type}, not iscsi`);
-    if (!POOL_PATH.test(pool.path) || pool.path.split('/').includes('..'))
-      throw new InvalidRequestError(`pool ${pool.name}: path ${JSON.stringify(pool.path)} is not usable`);
-  }
-
-  /** `<pool.path>/<name>.img`; refuses a name outside the spec's pattern. */
-  fileOf(pool: PoolConfig, name: string): string {
-    if (!VOLUME_NAME.test(name))
-      throw new InvalidRequestError(
-        `volume name ${JSON.stringify(name)} must match ${VOLUME_NAME}`,
-        `volume/${name}`,
-      );
-    return join(pool.path, volumeFileName(name, 'raw'));
-  }
-
-  /** Names of the volumes (files `*.img`) in the pool's directory. */
-  private async volumeNames(pool: PoolConfig): Promise<string[]> {
-    let files: string[];
-    try {
-      files = await readdir(pool.path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const names = files
-      .filter((f) => f.endsWith('.img'))
-      .map((f) => f.slice(0, -'.img'.length))
-      .filter((n) => VOLUME_NAME.test(n))
-      .sort();
-    if (names.length > POOL_VOLUMES_MAX)
-      throw new VmlinkError('internal', `pool ${pool.name} holds more than ${POOL_VOLUMES_MAX} volumes`);
-    return names;
-  }
-
   private target(pool: PoolConfig, targets: readonly TgtTarget[], volume: string): TgtTarget | undefined {
     const iqn = iscsiTargetName(this.opts.storageHost, pool.name, volume);
     return targets.find((t) => t.name === iqn);
   }
 
   /** What `volume`'s target should look like, its fence (if any) included. */
-  private want(pool: PoolConfig, volume: string, fence: VolumeFence | undefined) {
+  private want(pool: PoolConfig, volume: string, fence: VolumeFence | undefined): WantedTarget {
     return wantedTarget(
       this.opts.storageHost,
       pool,
       volume,
-      this.fileOf(pool, volume),
+      volumeFile(pool, volume),
       fencedAcl(pool, fence),
     );
   }
@@ -205,17 +166,17 @@ export class IscsiPool implements PoolBackend {
     ctx?: OpContext,
     secrets?: SecretValues,
   ): Promise<void> {
-    this.checkPool(pool);
+    checkIscsiPool(pool);
     // Checked before anything changes: a pool with CHAP is never served without its password.
     const password = pool.chap ? chapPassword(pool, secrets) : undefined;
     ctx?.signal?.throwIfAborted();
     await mkdir(pool.path, { recursive: true, mode: 0o700 });
     const client = this.client(pool);
     let targets = await client.showTargets();
-    const names = await this.volumeNames(pool);
+    const names = await volumeNames(pool);
     if (password !== undefined && pool.chap) {
       ctx?.progress?.(`setting CHAP account ${pool.chap.user} of pool ${pool.name}`);
-      await this.setAccount(client, pool.chap.user, password);
+      await setChapAccount(client, pool.chap.user, password);
       targets = await client.showTargets();
     }
     const fences = await this.fences.read(pool.name);
@@ -229,42 +190,18 @@ export class IscsiPool implements PoolBackend {
     await this.records.write({ config: pool, configHash });
   }
 
-  /**
-   * (Re)creates the CHAP account with `password` (tgtd cannot change a password: delete and create). Deleting an
-   * account unbinds it from its targets, which would leave them open to logins without CHAP; so their ACLs are
-   * lifted first (no new login at all meanwhile; logged-in sessions stay), and the account then the ACLs are put
-   * back on each of them (other pools sharing the user included).
-   */
-  private async setAccount(client: TgtClient, user: string, password: string): Promise<void> {
-    const lifted: TgtTarget[] = [];
-    if ((await client.showAccounts()).includes(user)) {
-      for (const t of (await client.showTargets()).filter((x) => x.accounts.includes(user))) {
-        for (const a of t.acls) await client.unbindInitiatorAddress(t.tid, a);
-        lifted.push(t);
-      }
-      await client.deleteAccount(user);
-    }
-    await client.newAccount(user, password);
-    for (const t of lifted) {
-      await client.bindAccount(t.tid, user);
-      for (const a of t.acls) await client.bindInitiatorAddress(t.tid, a);
-    }
-  }
-
   /** Deletes CHAP account `user` unless another recorded pool uses it; a missing account or tgtd is fine. */
   private async dropAccount(client: TgtClient, poolName: string, user: string): Promise<void> {
     const others = (await this.records.readAll('iscsi')).filter(
       (r) => r.config.name !== poolName && r.config.chap?.user === user,
     );
     if (others.length) return;
-    await client.deleteAccount(user).catch((e: unknown) => {
-      if (!isTgtError(e, 'NO_USER') && !(e instanceof VmlinkError && e.kind === 'unavailable')) throw e;
-    });
+    await deleteChapAccount(client, user);
   }
 
   private async deletePoolNow(pool: PoolConfig, ctx?: OpContext): Promise<void> {
-    this.checkPool(pool);
-    const names = await this.volumeNames(pool);
+    checkIscsiPool(pool);
+    const names = await volumeNames(pool);
     if (names.length)
       throw new ConflictError(
         `pool ${pool.name} still holds volume(s) ${names.join(', ')}: delete them first`,
@@ -281,81 +218,26 @@ export class IscsiPool implements PoolBackend {
 
   async listPools(): Promise<ObservedPool[]> {
     const out: ObservedPool[] = [];
-    for (const { config: pool, configHash } of await this.records.readAll('iscsi')) {
-      const problems: string[] = [];
-      let targets: TgtTarget[] | undefined;
-      try {
-        targets = await this.client(pool).showTargets();
-      } catch (e) {
-        problems.push(`tgtd is not answering: ${(e as Error).message}`);
-      }
-      const volumes: ObservedVolume[] = [];
-      let usage = { capacityMiB: 0, usedMiB: 0, freeMiB: 0 };
-      const fences = await this.fences.read(pool.name);
-      if (!(await exists(pool.path))) problems.push(`directory ${pool.path} is missing`);
-      else {
-        usage = await poolUsage(pool.path);
-        for (const name of await this.volumeNames(pool)) {
-          const file = this.fileOf(pool, name);
-          const s = await stat(file).catch(() => undefined);
-          if (!s) continue; // deleted meanwhile
-          const fence = fences.get(name);
-          const t = targets ? this.target(pool, targets, name) : undefined;
-          const sessions = volumeSessions(t);
-          volumes.push({
-            name,
-            format: 'raw',
-            sizeMiB: Math.floor(s.size / MiB),
-            allocatedMiB: Math.ceil((s.blocks * 512) / MiB),
-            encrypted: false,
-            snapshots: [],
-            ...(sessions.length ? { sessions } : {}),
-            ...(fence ? { fence } : {}),
-          });
-          if (fence && fencedAcl(pool, fence) === null)
-            problems.push(
-              `volume ${name} is fenced to ${fence.host} (${fence.address}), which is outside the pool's clients: its target lets nobody in until it is fenced again`,
-            );
-          if (targets) problems.push(...targetProblems(this.want(pool, name, fence), t));
-        }
-      }
-      if (pool.chap && targets) {
-        const accounts = await this.client(pool)
-          .showAccounts()
-          .catch(() => undefined);
-        if (accounts && !accounts.includes(pool.chap.user))
-          problems.push(`CHAP account ${pool.chap.user} is missing from tgtd`);
-      }
-      out.push({ name: pool.name, type: 'iscsi', configHash, problems, config: pool, ...usage, volumes });
-    }
+    for (const { config: pool, configHash } of await this.records.readAll('iscsi'))
+      out.push(await observeIscsiPool(this.observeHost, pool, configHash));
     return out;
   }
 
   private async createVolumeNow(pool: PoolConfig, volume: VolumeConfig, ctx?: OpContext): Promise<void> {
-    this.checkPool(pool);
+    checkIscsiPool(pool);
     if (volume.encryption) unsupported('encryption', pool);
     if (volume.from?.linked) unsupported('linkedClones', pool);
     if (volume.format !== 'raw')
       throw new InvalidRequestError(`volume ${volume.name}: iscsi volumes are raw, not ${volume.format}`);
     checkSize(volume.name, volume.sizeMiB);
-    const file = this.fileOf(pool, volume.name);
+    const file = volumeFile(pool, volume.name);
     ctx?.signal?.throwIfAborted();
     if (!(await exists(file))) {
       await mkdir(pool.path, { recursive: true, mode: 0o700 });
       if (volume.from) await this.copyVolume(pool, volume.from.volume, volume.name, volume.sizeMiB, ctx);
       else {
         ctx?.progress?.(`creating volume ${volume.name} (${volume.sizeMiB} MiB) in pool ${pool.name}`);
-        // Sparse: truncate allocates nothing; 'wx' never takes over a file that appeared meanwhile.
-        const f = await open(
-          file,
-          constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
-          0o600,
-        );
-        try {
-          await f.truncate(volume.sizeMiB * MiB);
-        } finally {
-          await f.close();
-        }
+        await createSparse(file, volume.sizeMiB);
       }
     }
     await this.expose(pool, volume.name);
@@ -363,37 +245,15 @@ export class IscsiPool implements PoolBackend {
 
   /** A full copy of `source` (raw to raw, sparse) into a new file, grown to `sizeMiB` when larger. */
   private async copyVolume(pool: PoolConfig, source: string, name: string, sizeMiB: number, ctx?: OpContext) {
-    const from = this.fileOf(pool, source);
+    const from = volumeFile(pool, source);
     if (!(await exists(from))) throw new NotFoundError('volume', source);
     // Copied while nobody can write it, so the copy is one moment of it.
     await this.whileClosed(pool, source, `copy it to ${name} consistently`, async () => {
       ctx?.progress?.(`copying volume ${source} to ${name} in pool ${pool.name}`);
-      await this.convertInto(pool, name, ['-f', 'raw', from], ctx);
+      await convertInto(this.opts.runner, volumeFile(pool, name), ['-f', 'raw', from], ctx);
     });
-    const file = this.fileOf(pool, name);
+    const file = volumeFile(pool, name);
     if ((await stat(file)).size < sizeMiB * MiB) await truncate(file, sizeMiB * MiB);
-  }
-
-  /** `qemu-img convert -O raw` into a temporary file renamed to the volume's once complete. */
-  private async convertInto(
-    pool: PoolConfig,
-    name: string,
-    source: string[],
-    ctx?: OpContext,
-  ): Promise<void> {
-    const file = this.fileOf(pool, name);
-    const tmp = `${file}.part`;
-    await rm(tmp, { force: true });
-    try {
-      await this.opts.runner.run(
-        ['qemu-img', 'convert', '-q', ...source, '-O', 'raw', tmp],
-        ctx?.signal ? { signal: ctx.signal } : {},
-      );
-      await rename(tmp, file);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
   }
 
   private async resizeVolumeNow(
@@ -402,9 +262,9 @@ export class IscsiPool implements PoolBackend {
     sizeMiB: number,
     ctx?: OpContext,
   ): Promise<void> {
-    this.checkPool(pool);
+    checkIscsiPool(pool);
     checkSize(name, sizeMiB);
-    const file = this.fileOf(pool, name);
+    const file = volumeFile(pool, name);
     const s = await stat(file).catch(() => undefined);
     if (!s) throw new NotFoundError('volume', name);
     const now = s.size / MiB;
@@ -450,8 +310,8 @@ export class IscsiPool implements PoolBackend {
   }
 
   private async deleteVolumeNow(pool: PoolConfig, name: string, ctx?: OpContext): Promise<void> {
-    this.checkPool(pool);
-    const file = this.fileOf(pool, name);
+    checkIscsiPool(pool);
+    const file = volumeFile(pool, name);
     const client = this.client(pool);
     const t = this.target(pool, await client.showTargets(), name);
     ctx?.progress?.(`deleting volume ${name} of pool ${pool.name}`);
@@ -473,8 +333,8 @@ export class IscsiPool implements PoolBackend {
     owner: FenceOwner,
     ctx?: OpContext,
   ): Promise<void> {
-    this.checkPool(pool);
-    const file = this.fileOf(pool, volume);
+    checkIscsiPool(pool);
+    const file = volumeFile(pool, volume);
     if (!(await exists(file))) throw new NotFoundError('volume', `${pool.name}/${volume}`);
     const address = ownerAcl(pool, owner.address);
     // A migration's target: let in too (inside the pool's clients as well), its sessions kept.
@@ -517,8 +377,8 @@ export class IscsiPool implements PoolBackend {
     sourcePath: string,
     ctx?: OpContext,
   ): Promise<void> {
-    this.checkPool(pool);
-    const file = this.fileOf(pool, name);
+    checkIscsiPool(pool);
+    const file = volumeFile(pool, name);
     if (await exists(file)) throw new ConflictError(`volume ${name} already exists in pool ${pool.name}`);
     // The same checks as any pool's import (image-import.ts): a regular file, not a link, naming no other file.
     const source = await checkImportSource(this.opts.runner, sourcePath, ctx?.signal);
@@ -527,7 +387,7 @@ export class IscsiPool implements PoolBackend {
     ctx?.progress?.(`importing ${sourcePath} as volume ${name} of pool ${pool.name}`);
     // A LUN is raw bytes: an ISO is served as it is.
     const format = source.format === 'iso' ? 'raw' : source.format;
-    await this.convertInto(pool, name, ['-f', format, sourcePath], ctx);
+    await convertInto(this.opts.runner, file, ['-f', format, sourcePath], ctx);
     await this.expose(pool, name);
   }
 
@@ -540,25 +400,4 @@ export class IscsiPool implements PoolBackend {
   async deleteSnapshot(pool: PoolConfig): Promise<void> {
     unsupported('snapshots', pool);
   }
-}
-
-/** The CHAP password of `pool` among the values sent with the step. */
-function chapPassword(pool: PoolConfig, secrets: SecretValues | undefined): string {
-  const name = pool.chap?.secret;
-  const value = secrets?.find((s) => s.name === name)?.value;
-  if (value === undefined)
-    throw new InvalidRequestError(
-      `pool ${pool.name}: the value of CHAP secret ${name} did not come with the request`,
-      `pool/${pool.name}`,
-    );
-  // Secret values travel base64-encoded (QEMU's secret objects decode them the same way): tgtd wants the password.
-  return Buffer.from(value, 'base64').toString('utf8');
-}
-
-function checkSize(name: string, sizeMiB: number): void {
-  if (!Number.isInteger(sizeMiB) || sizeMiB < 1 || sizeMiB > DISK_SIZE_MIB_MAX)
-    throw new InvalidRequestError(
-      `volume ${name}: size must be a whole number of MiB from 1 to ${DISK_SIZE_MIB_MAX}`,
-      `volume/${name}`,
-    );
 }

@@ -4,10 +4,9 @@
 // /run: rpcbind is started under `unshare --mount`, ganesha enters that namespace (and its network namespace) with
 // `nsenter`. Nothing touches the machine's own rpcbind or /run. Processes are found again only through their recorded
 // identities (src/shared/process.ts); export changes rewrite the config atomically and reload ganesha with SIGHUP
-// (ganesha 4 adds, removes and updates exports on it; checked in its log, else restarted).
+// (ganesha 4 adds, removes and updates exports on it; checked in its log, else restarted). Its files and state are
+// nfs-server-state.ts's, the commands it runs and their output nfs-server-commands.ts's.
 import { mkdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { z } from 'zod';
 import type { Runner } from '../../exec/runner.js';
 import { VmlinkError } from '../../shared/errors.js';
 import { DAEMON_STOP_GRACE_MS, KILL_WAIT_MS } from '../../shared/limits.js';
@@ -30,16 +29,30 @@ import {
   writeFileAtomic,
   writeJsonFile,
 } from '../../shared/state-file.js';
-import { NFS_PORT } from '../../shared/storage.js';
 import { pollUntil, sleep } from '../../shared/time.js';
 import {
   type GaneshaExport,
-  ganeshaConfigPaths,
   NFS_FILE_OWNER_DEFAULT,
-  NFS_MOUNTD_PORT,
   type NfsFileOwner,
   renderGaneshaConfig,
 } from './ganesha-config.js';
+import {
+  ganeshaArgv,
+  nfsRegistered,
+  nsenterArgv,
+  parseRpcinfo,
+  RPC_PROGRAM,
+  reloadOutcome,
+  rpcbindArgv,
+} from './nfs-server-commands.js';
+import {
+  NFS_EXPORTS_MAX,
+  type NfsInstanceState,
+  NfsInstanceStateSchema,
+  type NfsServerPaths,
+  nfsServerPaths,
+  sameExport,
+} from './nfs-server-state.js';
 
 /** How long rpcbind and then ganesha may take to answer after their start. */
 export const NFS_SERVER_START_TIMEOUT_MS = 20_000;
@@ -47,68 +60,6 @@ export const NFS_SERVER_START_TIMEOUT_MS = 20_000;
 export const GANESHA_RELOAD_TIMEOUT_MS = 10_000;
 /** ganesha drains its RPC threads on SIGTERM: give it longer than a small daemon. */
 const GANESHA_STOP_GRACE_MS = 10_000;
-/** Most exports one instance serves. */
-export const NFS_EXPORTS_MAX = 256;
-
-/** Files of one instance, all in its directory. */
-export interface NfsServerPaths {
-  dir: string;
-  /** ganesha.conf, rendered from `state`. */
-  conf: string;
-  /** The instance's settings and exports (JSON): the source the config is rendered from. */
-  state: string;
-  /** ganesha's own log. */
-  log: string;
-  /** stdout/stderr of rpcbind and ganesha. */
-  output: string;
-  /** NFSv4 recovery state. */
-  recoveryDir: string;
-  /** ganesha's pidfile (written by ganesha; never trusted alone). */
-  ganeshaPidFile: string;
-  rpcbindIdentity: string;
-  ganeshaIdentity: string;
-}
-
-/** Where an instance in `dir` keeps its files. */
-export function nfsServerPaths(dir: string): NfsServerPaths {
-  const g = ganeshaConfigPaths(dir);
-  return {
-    dir,
-    conf: join(dir, 'ganesha.conf'),
-    state: join(dir, 'instance.json'),
-    log: g.log,
-    output: join(dir, 'output.log'),
-    recoveryDir: g.recoveryDir,
-    ganeshaPidFile: join(dir, 'ganesha.pid'),
-    rpcbindIdentity: join(dir, 'rpcbind.identity.json'),
-    ganeshaIdentity: join(dir, 'ganesha.identity.json'),
-  };
-}
-
-/** An instance's settings and exports as kept in its state file. */
-export interface NfsInstanceState {
-  owner: NfsFileOwner;
-  exports: GaneshaExport[];
-}
-
-const Id = z.number().int().min(1).max(0xffff_fffe);
-const StateSchema = z
-  .object({
-    owner: z.object({ uid: Id, gid: Id }).strict(),
-    exports: z
-      .array(
-        z
-          .object({
-            exportId: z.number().int().min(1).max(65_534),
-            path: z.string().max(1024),
-            pseudoPath: z.string().max(1024),
-            clients: z.array(z.string().max(64)).max(64).optional(),
-          })
-          .strict(),
-      )
-      .max(NFS_EXPORTS_MAX),
-  })
-  .strict();
 
 /** How an instance is opened. */
 export interface NfsServerOptions {
@@ -125,88 +76,6 @@ export interface NfsServerOptions {
 export interface NfsServerProcesses {
   rpcbind?: ProcessIdentity;
   ganesha?: ProcessIdentity;
-}
-
-// rpcbind runs with a tmpfs of its own on /run (its socket and lock file live there); "$@" passes argv unparsed.
-const RUN_TMPFS = 'mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec vmlink-nfs-run /run && exec "$@"';
-
-/** argv that starts rpcbind (foreground) in a new private mount namespace with its own /run. */
-export function rpcbindArgv(): string[] {
-  return [
-    'unshare',
-    '--mount',
-    '--propagation',
-    'private',
-    '--',
-    'sh',
-    '-c',
-    RUN_TMPFS,
-    'sh',
-    'rpcbind',
-    '-f',
-  ];
-}
-
-/** argv that starts ganesha (foreground) in rpcbind's mount and network namespaces. */
-export function ganeshaArgv(paths: NfsServerPaths, rpcbindPid: number): string[] {
-  return [
-    ...nsenterArgv(rpcbindPid),
-    'ganesha.nfsd',
-    '-F',
-    '-f',
-    paths.conf,
-    '-L',
-    paths.log,
-    '-p',
-    paths.ganeshaPidFile,
-  ];
-}
-
-/** argv prefix that runs a command in rpcbind's mount and network namespaces (its /run, its ports). */
-export function nsenterArgv(rpcbindPid: number): string[] {
-  return ['nsenter', `--target=${rpcbindPid}`, '--mount', '--net', '--'];
-}
-
-/** One registration `rpcinfo -p` lists. */
-export interface RpcRegistration {
-  program: number;
-  version: number;
-  proto: string;
-  port: number;
-}
-
-/** Parses `rpcinfo -p` output (header and odd lines skipped). */
-export function parseRpcinfo(text: string): RpcRegistration[] {
-  const out: RpcRegistration[] = [];
-  for (const line of text.split('\n').slice(0, 1024)) {
-    const m = /^\s*(\d+)\s+(\d+)\s+(tcp|udp|tcp6|udp6)\s+(\d+)/.exec(line);
-    if (m) out.push({ program: Number(m[1]), version: Number(m[2]), proto: m[3]!, port: Number(m[4]) });
-  }
-  return out;
-}
-
-/** RPC program numbers of NFS and MOUNT. */
-export const RPC_PROGRAM = { nfs: 100_003, mount: 100_005 } as const;
-
-/** Whether NFSv3 and MOUNTv3 over TCP are registered at vmlink's fixed ports. */
-export function nfsRegistered(regs: readonly RpcRegistration[]): boolean {
-  const has = (program: number, port: number) =>
-    regs.some((r) => r.program === program && r.version === 3 && r.proto === 'tcp' && r.port === port);
-  return has(RPC_PROGRAM.nfs, NFS_PORT) && has(RPC_PROGRAM.mount, NFS_MOUNTD_PORT);
-}
-
-/** What a reload's stretch of ganesha's log says: done (with the errors it logged, if any) or not yet. */
-export function reloadOutcome(logText: string): { done: boolean; errors: string[] } {
-  const lines = logText.split('\n');
-  const start = lines.findIndex((l) => l.includes('initiating export list reload'));
-  const mine = start < 0 ? [] : lines.slice(start);
-  return {
-    done: mine.some((l) => l.includes('Reread exports complete')),
-    errors: mine
-      .filter((l) => /:(CRIT|MAJ|FATAL) :/.test(l) || l.includes('Configuration syntax errors'))
-      .map((l) => l.replace(/^.*?\] /, '').trim())
-      .slice(0, 20),
-  };
 }
 
 /** rpcbind and ganesha of one storage machine. */
@@ -237,7 +106,7 @@ export class NfsServer {
 
   /** The instance's settings and exports (recorded, or the options' defaults before the first start). */
   async state(): Promise<NfsInstanceState> {
-    const kept = await readJsonFile(this.paths.state, StateSchema);
+    const kept = await readJsonFile(this.paths.state, NfsInstanceStateSchema);
     return {
       owner: this.opts.owner ?? kept?.owner ?? { ...NFS_FILE_OWNER_DEFAULT },
       exports: kept?.exports ?? [],
@@ -253,7 +122,7 @@ export class NfsServer {
   ownerSync(): NfsFileOwner {
     return (
       this.opts.owner ??
-      readJsonFileSync(this.paths.state, StateSchema)?.owner ?? { ...NFS_FILE_OWNER_DEFAULT }
+      readJsonFileSync(this.paths.state, NfsInstanceStateSchema)?.owner ?? { ...NFS_FILE_OWNER_DEFAULT }
     );
   }
 
@@ -488,15 +357,6 @@ export class NfsServer {
       { subject: this.paths.dir },
     );
   }
-}
-
-function sameExport(a: GaneshaExport, b: GaneshaExport): boolean {
-  return (
-    a.exportId === b.exportId &&
-    a.path === b.path &&
-    a.pseudoPath === b.pseudoPath &&
-    (a.clients ?? []).join(',') === (b.clients ?? []).join(',')
-  );
 }
 
 async function fileSize(path: string): Promise<number> {

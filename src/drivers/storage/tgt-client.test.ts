@@ -9,16 +9,8 @@ import {
   TimeoutError,
   UnavailableError,
 } from '../../shared/errors.js';
-import {
-  encodeTgtRequest,
-  isTgtError,
-  TGTADM_REQ_BYTES,
-  TgtClient,
-  TgtError,
-  TgtMode,
-  TgtOp,
-  tgtSocketPath,
-} from './tgt-client.js';
+import { TgtClient, tgtSocketPath } from './tgt-client.js';
+import { encodeTgtRequest, isTgtError, TGTADM_REQ_BYTES, TgtError, TgtMode, TgtOp } from './tgt-protocol.js';
 
 /** A request as the fake tgtd decoded it from the wire (struct tgtadm_req, little-endian). */
 interface Seen {

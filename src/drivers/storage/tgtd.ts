@@ -22,7 +22,8 @@ import { readTail } from '../../shared/safe-file.js';
 import { writeFileAtomic } from '../../shared/state-file.js';
 import { ISCSI_PORT } from '../../shared/storage.js';
 import { pollUntil } from '../../shared/time.js';
-import { TGT_SOCKET_PREFIX, TgtClient, TgtMode, TgtOp, tgtSocketPath } from './tgt-client.js';
+import { TGT_SOCKET_PREFIX, TgtClient, tgtSocketPath } from './tgt-client.js';
+import { TgtMode, TgtOp } from './tgt-protocol.js';
 
 /** How long tgtd may take to answer on its control socket after it was started. */
 export const TGTD_START_TIMEOUT_MS = 10_000;

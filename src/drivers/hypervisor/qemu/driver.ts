@@ -1,12 +1,9 @@
-// QemuDriver: one unprivileged, detached QEMU process per VM, driven through QMP and the guest agent.
-import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
-import { InvalidStateError, NotFoundError } from '../../../shared/errors.js';
+import { InvalidStateError } from '../../../shared/errors.js';
 import {
   GUEST_AGENT_BOOT_TIMEOUT_MS,
   NIC_UNPLUG_TIMEOUT_MS,
-  QMP_TIMEOUT_MS,
   VM_LOG_CHECK_INTERVAL_MS,
   VM_LOG_MAX_BYTES,
   VM_START_TIMEOUT_MS,
@@ -19,8 +16,6 @@ import type {
   ObservedVm,
   VmConfig,
 } from '../../../shared/model.js';
-import type { ProcessIdentity } from '../../../shared/process.js';
-import { KeyedQueue, settleLimited } from '../../../shared/queue.js';
 import { startQemuNbd, stopQemuNbd } from '../../backup/qemu-nbd.js';
 import type { OpContext } from '../../network/types.js';
 import { poolUsage } from '../../storage/qcow2-listing.js';
@@ -37,8 +32,8 @@ import type {
   VmStats,
 } from '../types.js';
 import { QemuBackups } from './backup-capture.js';
-import { CGROUP_ROOT, removeVmCgroup, vmCgroupPath } from './cgroup.js';
-import { assertQemuSafePath, type VmPaths, vmPaths } from './cmdline.js';
+import { CGROUP_ROOT } from './cgroup.js';
+import { assertQemuSafePath, type VmPaths } from './cmdline.js';
 import { probeHostResources } from './cpu-pinning.js';
 import { VmDiskOps } from './disk-ops.js';
 import { hasDiskSlots } from './disk-slots.js';
@@ -57,29 +52,23 @@ import {
 } from './launcher.js';
 import { VmMigrations } from './migrate-vm.js';
 import { type MoveDiskContext, moveVmDisk } from './move-disk.js';
-import { type FdChannel, passFileToVm } from './pass-fd.js';
-import type { QmpClient } from './qmp.js';
-import { QmpPool } from './qmp-pool.js';
-import { readVmStats } from './stats.js';
-import type { VmAccess } from './vm-access.js';
+import { passFileToVm } from './pass-fd.js';
+import { VmAccessors } from './vm-accessors.js';
 import { assertVmName, type CreateDeps, createVm, vmArgv } from './vm-create.js';
-import { consoleTail, rotateVmLogs } from './vm-files.js';
+import { consoleTail, rotateVmLogs, VmLogWatch } from './vm-files.js';
+import { VmHalt } from './vm-halt.js';
 import { hotplugVm } from './vm-hotplug.js';
 import { type LaunchDeps, launchVm } from './vm-launch.js';
-import { observeVm } from './vm-observe.js';
+import { listVmStats, listVms } from './vm-list.js';
 import { VmProcesses } from './vm-process.js';
 import { removeVm } from './vm-remove.js';
-import { fenceQemu, type StopOutcome, stopQemu } from './vm-stop.js';
-import { readStoredVm, type StoredVm, storedVmNames, writeStoredVm } from './vm-store.js';
+import type { StopOutcome } from './vm-stop.js';
 
 export { DEFAULT_IMAGES_DIR, type QemuDriverOptions } from './driver-options.js';
 /** How a stop ended (defined in vm-stop.ts). */
 export type { StopOutcome } from './vm-stop.js';
 /** What `config.json` in a VM's directory holds (defined in vm-store.ts). */
 export type { StoredVm } from './vm-store.js';
-
-/** VMs `list` looks at side by side. */
-const LIST_CONCURRENCY = 16;
 
 /** Runs each VM's QEMU through build/vmlink-launch, jailed under the VM's own uid, detached from the agent. */
 export class QemuDriver implements HypervisorDriver {
@@ -92,34 +81,16 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qemuBinary: string;
   private readonly storage: StorageDriver;
   private readonly probes: QemuHostProbes;
-  private logTimer: NodeJS.Timeout | undefined;
+  private readonly logWatch: VmLogWatch;
   /** Each VM's own uid/gid, recorded in `<stateDir>/vm-ids.json`. */
   readonly ids: VmIds;
   private readonly procs: VmProcesses;
-  private readonly qmpPool = new QmpPool((name) => this.paths(name).qmpSocket);
-  private readonly locks = new KeyedQueue();
   private readonly disks: VmDiskOps;
-  /** The per-VM accessors the split-out modules share (vm-access.ts). */
-  private readonly vms: VmAccess = {
-    paths: (name) => this.paths(name),
-    stored: (name) => this.stored(name),
-    mustStored: (name) => this.mustStored(name),
-    writeStored: (name, vm) => this.writeStored(name, vm),
-    livePid: (name) => this.livePid(name),
-    running: async (name) => (await this.livePid(name)) !== undefined,
-    identity: (name) => this.identity(name),
-    qmp: (name, timeoutMs) => this.qmp(name, timeoutMs),
-    dropQmp: (name) => this.dropQmp(name),
-    fdChannel: (name) => this.fdChannel(name),
-    locked: (name, fn) => this.locked(name, fn),
-  };
-  private readonly guests = new GuestAgents({
-    socket: (name) => this.paths(name).qgaSocket,
-    running: this.vms.running,
-    locked: (key, fn) => this.locked(key, fn),
-  });
-
+  /** The per-VM accessors the split-out modules share (vm-accessors.ts). */
+  private readonly vms: VmAccessors;
+  private readonly guests: GuestAgents;
   private readonly backups: QemuBackups;
+  private readonly halt: VmHalt;
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.runner = opts.runner;
@@ -140,6 +111,28 @@ export class QemuDriver implements HypervisorDriver {
       userName: this.userName,
       qemuBinary: this.qemuBinary,
       ids: this.ids,
+    });
+    this.vms = new VmAccessors({
+      runner: this.runner,
+      stateDir: this.stateDir,
+      qmpFdHelper: this.qmpFdHelper,
+      procs: this.procs,
+      ...(opts.netns ? { netns: opts.netns } : {}),
+    });
+    this.logWatch = new VmLogWatch(
+      () => this.vms.names(),
+      (n) => this.rotateLogs(n),
+      opts.logCheckIntervalMs ?? VM_LOG_CHECK_INTERVAL_MS,
+    );
+    this.halt = new VmHalt(this.vms, () => this.probes.cgroupRoot());
+    this.guests = new GuestAgents({
+      socket: (name) => this.paths(name).qgaSocket,
+      running: this.vms.running,
+      locked: this.vms.locked,
+    });
+    this.migrations = new VmMigrations({
+      ...this.vms,
+      launchIncoming: (name, ctx, secrets) => this.launch(name, ctx, secrets, true),
     });
     this.probes = new QemuHostProbes({
       runner: this.runner,
@@ -222,20 +215,20 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Connects to every VM that still runs (pidfile + QMP) and keeps the connection; starts and kills nothing. Returns their names. */
   async adoptVms(): Promise<string[]> {
-    this.watchLogs();
+    this.logWatch.start();
     const adopted: string[] = [];
-    for (const name of await this.names()) {
-      const pid = await this.livePid(name);
+    for (const name of await this.vms.names()) {
+      const pid = await this.vms.livePid(name);
       if (pid === undefined) continue;
       try {
-        await this.qmp(name);
+        await this.vms.qmp(name);
         adopted.push(name);
       } catch (e) {
         log.warn({ vm: name, pid, err: (e as Error).message }, 'adopt: QMP not answering; VM left running');
       }
     }
     // What a backup cut short by the previous agent's death left: fleece nodes, exports, a half-made bitmap.
-    for (const name of await this.names())
+    for (const name of await this.vms.names())
       await this.backupCleanup(name).catch((e: Error) =>
         log.warn({ vm: name, err: e.message }, 'adopt: backup cleanup failed'),
       );
@@ -244,16 +237,15 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Closes the driver's QMP connections (QEMU keeps running). */
   async close(): Promise<void> {
-    if (this.logTimer) clearInterval(this.logTimer);
-    this.logTimer = undefined;
-    this.qmpPool.closeAll();
+    this.logWatch.stop();
+    this.vms.closeAll();
   }
 
   // VMs.
 
   /** Paths of a VM's files. */
   paths(name: string): VmPaths {
-    return vmPaths(this.stateDir, name);
+    return this.vms.paths(name);
   }
 
   async create(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
@@ -268,27 +260,27 @@ export class QemuDriver implements HypervisorDriver {
       accelerator: () => this.accelerator(),
       argvOf: this.argvOf.bind(this),
     };
-    await this.locked(cfg.name, () => createVm(d, cfg, configHash, ctx, secrets));
+    await this.vms.locked(cfg.name, () => createVm(d, cfg, configHash, ctx, secrets));
   }
 
   /** Whether VM `name` runs with NIC and disk hot-plug slots (VMs started by an older vmlink need one restart). */
   async canHotplug(name: string): Promise<boolean> {
-    const vm = await this.stored(name);
+    const vm = await this.vms.stored(name);
     return (
       vm !== undefined &&
       hasHotplugSlots(vm.argv, this.paths(name)) &&
       hasDiskSlots(vm.argv) &&
-      (await this.livePid(name)) !== undefined
+      (await this.vms.livePid(name)) !== undefined
     );
   }
 
   /** Plugs and unplugs NICs and disks of running VM `cfg.name` so that it matches `cfg` (`secrets`: new disks'). */
   async hotplug(cfg: VmConfig, configHash: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
     const name = cfg.name;
-    await this.locked(name, async () => {
-      const vm = await this.mustStored(name);
+    await this.vms.locked(name, async () => {
+      const vm = await this.vms.mustStored(name);
       if (vm.configHash === configHash) return;
-      if ((await this.livePid(name)) === undefined)
+      if ((await this.vms.livePid(name)) === undefined)
         throw new InvalidStateError(`hot-plug requires running: VM ${name} is not running`, `vm/${name}`);
       assertQmpFdHelper(this.qmpFdHelper);
       const id = await this.identity(name);
@@ -296,13 +288,13 @@ export class QemuDriver implements HypervisorDriver {
         {
           runner: this.runner,
           paths: this.paths(name),
-          qmp: await this.qmp(name),
-          fdChannel: this.fdChannel(name),
+          qmp: await this.vms.qmp(name),
+          fdChannel: this.vms.fdChannel(name),
           storage: this.storage,
           owner: { uid: id.uid, gid: id.gid },
           identity: async () => id,
           guestExec: (argv, o) => this.guestExec(name, argv, o),
-          writeStored: (stored) => this.writeStored(name, stored),
+          writeStored: (stored) => this.vms.writeStored(name, stored),
           argvOf: (c, accel, slots, disks) => this.argvOf(c, accel, slots, disks),
           unplugTimeoutMs: this.opts.unplugTimeoutMs ?? NIC_UNPLUG_TIMEOUT_MS,
         },
@@ -326,24 +318,15 @@ export class QemuDriver implements HypervisorDriver {
     opts: { readOnly: boolean },
     commands: (fdsetPath: string) => Array<Record<string, unknown>> = () => [],
   ): Promise<string> {
-    return this.locked(name, async () => {
-      if ((await this.livePid(name)) === undefined)
+    return this.vms.locked(name, async () => {
+      if ((await this.vms.livePid(name)) === undefined)
         throw new InvalidStateError(
           `passing a file requires running: VM ${name} is not running`,
           `vm/${name}`,
         );
       assertQmpFdHelper(this.qmpFdHelper);
-      return passFileToVm(this.fdChannel(name), await this.qmp(name), path, opts, commands);
+      return passFileToVm(this.vms.fdChannel(name), await this.vms.qmp(name), path, opts, commands);
     });
-  }
-
-  private fdChannel(name: string): FdChannel {
-    return {
-      runner: this.runner,
-      helper: this.qmpFdHelper,
-      qmpFdSocket: this.paths(name).qmpFdSocket,
-      ...(this.opts.netns ? { netns: this.opts.netns } : {}),
-    };
   }
 
   async start(name: string, ctx?: OpContext, secrets?: SecretValues): Promise<void> {
@@ -369,10 +352,10 @@ export class QemuDriver implements HypervisorDriver {
       argvOf: (c, accel, nics, disks) => this.argvOf(c, accel, nics, disks),
       rotateLogs: (n) => this.rotateLogs(n),
       cgroupRoot: () => this.probes.cgroupRoot(),
-      watchLogs: () => this.watchLogs(),
-      forceStop: (n) => this.stopLocked(n, { force: true }),
+      watchLogs: () => this.logWatch.start(),
+      forceStop: (n) => this.halt.stopLocked(n, { force: true }),
     };
-    return this.locked(name, () => launchVm(d, name, ctx, secrets, incoming));
+    return this.vms.locked(name, () => launchVm(d, name, ctx, secrets, incoming));
   }
 
   async stop(name: string, opts: { force: boolean; timeoutMs?: number }, ctx?: OpContext): Promise<void> {
@@ -385,68 +368,30 @@ export class QemuDriver implements HypervisorDriver {
     opts: { force: boolean; timeoutMs?: number },
     ctx?: OpContext,
   ): Promise<StopOutcome> {
-    return this.locked(name, async () => {
-      await this.mustStored(name);
-      return this.stopLocked(name, opts, ctx);
+    return this.vms.locked(name, async () => {
+      await this.vms.mustStored(name);
+      return this.halt.stopLocked(name, opts, ctx);
     });
   }
 
-  private async stopLocked(
-    name: string,
-    opts: { force: boolean; timeoutMs?: number },
-    ctx?: OpContext,
-  ): Promise<StopOutcome> {
-    return stopQemu(
-      {
-        name,
-        qemu: await this.liveProcess(name),
-        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-        cleanup: () => this.cleanupStopped(name),
-        ...(ctx ? { ctx } : {}),
-      },
-      opts,
-    );
-  }
-
-  /** After QEMU is gone: its QMP connection, pidfile and cgroup. */
-  private async cleanupStopped(name: string): Promise<void> {
-    await this.dropQmp(name);
-    await rm(this.paths(name).pidfile, { force: true });
-    const cgroupRoot = await this.probes.cgroupRoot();
-    if (cgroupRoot) await removeVmCgroup(name, cgroupRoot).catch(() => {});
-  }
-
-  async kill(name: string): Promise<boolean> {
-    // Not under the VM's lock: a job holding it (a snapshot, a long stop) must not delay a fence.
-    const out = await fenceQemu({
-      name,
-      qemu: await this.liveProcess(name),
-      qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-      cleanup: async () => {},
-    });
-    if (out.method === 'none') return false;
-    log.warn({ vm: name, method: out.method, ms: out.ms }, 'VM fenced');
-    // The files go under the lock, once whatever held it is done (it finds QEMU gone).
-    void this.locked(name, async () => {
-      if (!(await this.liveProcess(name))) await this.cleanupStopped(name);
-    }).catch(() => {});
-    return true;
+  /** Fences VM `name` at once (vm-halt.ts); false when it was not running. */
+  kill(name: string): Promise<boolean> {
+    return this.halt.kill(name);
   }
 
   async delete(name: string, ctx?: OpContext): Promise<void> {
-    const stop = () => this.stopLocked(name, { force: true }, ctx);
-    await this.locked(name, () => removeVm(name, this.paths(name), stop, (n) => this.ids.free(n), ctx));
+    const stop = () => this.halt.stopLocked(name, { force: true }, ctx);
+    await this.vms.locked(name, () => removeVm(name, this.paths(name), stop, (n) => this.ids.free(n), ctx));
   }
 
-  // Live migration (migrate-vm.ts).
-  readonly migrations = new VmMigrations({
-    ...this.vms,
-    launchIncoming: (name, ctx, secrets) => this.launch(name, ctx, secrets, true),
-  });
+  /** Live migration (migrate-vm.ts). */
+  readonly migrations: VmMigrations;
 
   /** Moves running VM `name`'s disk to a new volume in a dir pool of this host, live (move-disk.ts). */
   moveDisk(name: string, disk: string, to: MoveDiskTarget, ctx?: MoveDiskContext): Promise<MoveDiskResult> {
-    return this.locked(name, () => moveVmDisk({ vms: this.vms, storage: this.storage }, name, disk, to, ctx));
+    return this.vms.locked(name, () =>
+      moveVmDisk({ vms: this.vms, storage: this.storage }, name, disk, to, ctx),
+    );
   }
 
   // Disks: online resize, whole-VM snapshots, open disks (disk-ops.ts).
@@ -475,38 +420,17 @@ export class QemuDriver implements HypervisorDriver {
     return this.backups.backupCleanup(name);
   }
 
-  async list(): Promise<ObservedVm[]> {
-    // VMs are looked at side by side (files, /proc, QMP); a report over many VMs waits for the slowest, not the sum.
-    const seen = await settleLimited(await this.names(), LIST_CONCURRENCY, (name) => this.observe(name));
-    return seen.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  /** Every VM as observed now (vm-list.ts). */
+  list(): Promise<ObservedVm[]> {
+    return listVms(this.vms, () => this.probes.cgroupRoot());
   }
 
-  async vmStats(): Promise<VmStats[]> {
-    const seen = await settleLimited(await this.names(), LIST_CONCURRENCY, (name) =>
-      readVmStats(name, {
-        stored: () => this.stored(name),
-        live: () => this.liveProcess(name),
-        qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-      }),
-    );
-    return seen.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []));
-  }
-
-  private observe(name: string): Promise<ObservedVm> {
-    return observeVm(name, {
-      stored: () => this.stored(name),
-      livePid: () => this.livePid(name),
-      pidfile: this.paths(name).pidfile,
-      qmp: (timeoutMs) => this.qmp(name, timeoutMs),
-      cgroupDir: async () => {
-        const root = await this.probes.cgroupRoot();
-        return root ? vmCgroupPath(name, root) : undefined;
-      },
-    });
+  vmStats(): Promise<VmStats[]> {
+    return listVmStats(this.vms);
   }
 
   async config(name: string): Promise<VmConfig | undefined> {
-    return (await this.stored(name))?.config;
+    return (await this.vms.stored(name))?.config;
   }
 
   // Guest.
@@ -530,61 +454,6 @@ export class QemuDriver implements HypervisorDriver {
   /** Rotates VM `name`'s console and QEMU logs past the cap; returns the logs it rotated. */
   rotateLogs(name: string): Promise<string[]> {
     return rotateVmLogs(name, this.paths(name), this.opts.logMaxBytes ?? VM_LOG_MAX_BYTES);
-  }
-
-  // Checks every VM's logs now and then: QEMU appends to them through descriptors, so only the agent can cap them.
-  private watchLogs(): void {
-    if (this.logTimer) return;
-    this.logTimer = setInterval(() => {
-      void this.names().then(
-        (names) => Promise.all(names.map((n) => this.rotateLogs(n))),
-        () => {},
-      );
-    }, this.opts.logCheckIntervalMs ?? VM_LOG_CHECK_INTERVAL_MS);
-    this.logTimer.unref();
-  }
-
-  // Internals.
-
-  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    return this.locks.run(key, fn);
-  }
-
-  /** The VM's shared QMP connection; `connectTimeoutMs` bounds opening it only (qmp-pool.ts). */
-  private qmp(name: string, connectTimeoutMs = QMP_TIMEOUT_MS): Promise<QmpClient> {
-    return this.qmpPool.get(name, connectTimeoutMs);
-  }
-
-  private dropQmp(name: string): Promise<void> {
-    return this.qmpPool.drop(name);
-  }
-
-  private names(): Promise<string[]> {
-    return storedVmNames(this.stateDir);
-  }
-
-  private stored(name: string): Promise<StoredVm | undefined> {
-    return readStoredVm(this.paths(name).configFile);
-  }
-
-  private writeStored(name: string, stored: StoredVm): Promise<void> {
-    return writeStoredVm(this.paths(name).configFile, stored);
-  }
-
-  private async mustStored(name: string): Promise<StoredVm> {
-    const vm = await this.stored(name);
-    if (!vm) throw new NotFoundError('vm', name);
-    return vm;
-  }
-
-  /** The pid from the VM's pidfile when that process is alive and is this VM's QEMU. */
-  private async livePid(name: string): Promise<number | undefined> {
-    return (await this.liveProcess(name))?.pid;
-  }
-
-  /** This VM's running QEMU with its start time, or undefined (see `VmProcesses.live`). */
-  private liveProcess(name: string): Promise<ProcessIdentity | undefined> {
-    return this.procs.live(name, this.paths(name).pidfile);
   }
 }
 

@@ -73,3 +73,31 @@ export async function logTail(file: string, lines: number): Promise<string[]> {
   const text = await readAppended(file, Math.max(0, size - 16 * 1024), 16 * 1024);
   return text.trimEnd().split('\n').slice(-lines);
 }
+
+/** Checks every VM's logs now and then: QEMU appends to them through descriptors, so only the agent can cap them. */
+export class VmLogWatch {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly names: () => Promise<string[]>,
+    private readonly rotate: (name: string) => Promise<unknown>,
+    private readonly intervalMs: number,
+  ) {}
+
+  /** Starts the checks (once; later calls do nothing while they run). */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      void this.names().then(
+        (names) => Promise.all(names.map((n) => this.rotate(n))),
+        () => {},
+      );
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -11,17 +11,15 @@
 // host's own namespace for an agent on a real host, a lab namespace in tests); it is never reset,
 // since other software on the host may rely on it.
 //
-// This file is the network core (bridge, gateway address, dnsmasq, the host's nftables table); its
-// helpers each have one job: state.ts (persisted state), validate.ts, capabilities.ts (kernel probe),
-// move.ts (addresses between the uplink and a bridge), overlay*.ts (VXLAN/802.1Q members), ports.ts,
-// uplink.ts, observe.ts (listNetworks), forwarding.ts.
-import { readFile } from 'node:fs/promises';
+// This file is the driver's face (the interface, its serial queue, what each helper gets); its helpers each have
+// one job: converge.ts (one network's bridge, gateway address, members and dnsmasq, and its removal),
+// host-table.ts (the host's nftables table), state.ts (persisted state), validate.ts, capabilities.ts (kernel
+// probe), move.ts (addresses between the uplink and a bridge), overlay*.ts (VXLAN/802.1Q members), ports.ts,
+// uplink.ts, observe.ts (listNetworks), forwarding.ts, batch.ts (the bulk forms).
 import { Bridge, bridgeCmd } from '../../../exec/bridge.js';
-import { Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
-import type { IpLink } from '../../../exec/ip-parse.js';
+import { Ip } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
 import type { Runner } from '../../../exec/runner.js';
-import { ConflictError, NotFoundError } from '../../../shared/errors.js';
 import { log } from '../../../shared/log.js';
 import type {
   HostCapabilities,
@@ -31,7 +29,6 @@ import type {
   UplinkConfig,
 } from '../../../shared/model.js';
 import { SerialQueue } from '../../../shared/queue.js';
-import { Reverter } from '../../../shared/revert.js';
 import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
 import { moveLegacyNetworkDirs } from '../state-layout.js';
 import type {
@@ -45,7 +42,6 @@ import type {
   UplinkManager,
 } from '../types.js';
 import {
-  type BatchHost,
   type BulkOps,
   deleteNetworksInBulk,
   deleteTaps,
@@ -54,26 +50,15 @@ import {
   plainPort,
 } from './batch.js';
 import { modesSupported, probeNetworkCapabilities, requireMode } from './capabilities.js';
+import { type ConvergeHost, convergeNetwork, removeNetwork } from './converge.js';
 import { DnsmasqManager, dnsmasqPaths } from './dnsmasq.js';
-import { enableIpForwarding, ipForwarding } from './forwarding.js';
 import { guardLeases } from './guard-leases.js';
-import { enslaveUplink, releaseUplink } from './move.js';
+import { HostTable } from './host-table.js';
 import { type ObserveHost, observeNetworks } from './observe.js';
-import { memberDevice, VLAN_ALIAS_PREFIX, VXLAN_ALIAS_PREFIX } from './overlay.js';
-import { deleteMember, ensureVlan, ensureVxlan, underlayFor } from './overlay-devices.js';
 import { ensurePortsScript, removePortsScript } from './port-guard.js';
 import { deletePort, ensurePort, type PortHost, portAttached, portMasters } from './ports.js';
-import {
-  isRouted,
-  type RulesetModel,
-  renderRuleset,
-  rulesetDelta,
-  rulesetModel,
-  TABLE_FAMILY,
-  TABLE_NAME,
-} from './ruleset.js';
 import { LinuxSecurityGroups } from './security-group-manager.js';
-import { ALIAS_PREFIX, LinuxNetworkStateStore, type NetworkState } from './state.js';
+import { LinuxNetworkStateStore } from './state.js';
 import { applyUplink, observeUplink, validateUplinkConfig } from './uplink.js';
 import { assertNetworkName, validateNetworkConfig } from './validate.js';
 
@@ -97,12 +82,9 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   private readonly dnsmasq: DnsmasqManager;
   private readonly states: LinuxNetworkStateStore;
   private readonly groups: LinuxSecurityGroups;
-  // What the port and observe helpers use of this driver.
-  private readonly host: PortHost & ObserveHost & BatchHost;
-  // Whether this process knows the host table is absent (it deleted it, or found none needed).
-  private tableAbsent = false;
-  // What this process last loaded into the host table (deltas are computed against it); undefined: unknown.
-  private loaded: RulesetModel | undefined;
+  // What the port, observe and converge helpers use of this driver.
+  private readonly host: PortHost & ObserveHost & ConvergeHost;
+  private readonly table: HostTable;
   private caps: Promise<HostCapabilities['network']> | undefined;
   private readonly queue = new SerialQueue();
 
@@ -116,6 +98,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     this.dnsmasq = new DnsmasqManager(opts.runner, opts.netns);
     this.states = new LinuxNetworkStateStore(opts.stateDir);
     this.groups = new LinuxSecurityGroups(opts.runner, this.nft, opts.netns, opts.stateDir);
+    this.table = new HostTable(this.nft);
     this.host = {
       runner: this.runner,
       netns: this.netns,
@@ -126,6 +109,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
       dnsmasq: this.dnsmasq,
       states: this.states,
       capabilities: () => this.capabilities(),
+      loadRules: () => this.applyRuleset(),
     };
   }
 
@@ -169,7 +153,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
     validateNetworkConfig(cfg);
     // Only overlays depend on kernel features: other modes never pay for the probe.
     if (cfg.mode === 'vlan' || cfg.mode === 'vxlan') requireMode(cfg, await this.capabilities());
-    await this.serial(() => this.doEnsure(cfg, configHash, ctx));
+    await this.serial(() => convergeNetwork(this.host, cfg, configHash, ctx));
   }
 
   /**
@@ -185,7 +169,7 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
   async deleteNetwork(name: string, ctx?: OpContext): Promise<void> {
     assertNetworkName(name);
     await this.serial(async () => {
-      await this.removeNetwork(name, ctx);
+      await removeNetwork(this.host, name, ctx);
       await this.applyRuleset();
     });
   }
@@ -315,217 +299,15 @@ export class LinuxNetworkDriver implements NetworkDriver, UplinkManager {
         validateNetworkConfig(cfg);
         if (cfg.mode === 'vlan' || cfg.mode === 'vxlan') requireMode(cfg, await this.capabilities());
       },
-      ensureOne: (item, ctx) => this.doEnsure(item.cfg, item.configHash, ctx),
-      removeOne: (name, ctx) => this.removeNetwork(name, ctx),
+      ensureOne: (item, ctx) => convergeNetwork(this.host, item.cfg, item.configHash, ctx),
+      removeOne: (name, ctx) => removeNetwork(this.host, name, ctx),
       loadRules: () => this.applyRuleset(),
     };
   }
 
-  /** Takes network `name` down and forgets it; the caller reloads the nftables table. */
-  private async removeNetwork(name: string, ctx?: OpContext): Promise<void> {
-    ctx?.signal?.throwIfAborted();
-    const state = await this.states.read(name);
-    if (state) {
-      ctx?.progress?.(`removing network ${name}`);
-      await this.teardown(state);
-    } else {
-      // No state: still remove devices this driver labelled for the network (members first).
-      const labels = [VXLAN_ALIAS_PREFIX + name, VLAN_ALIAS_PREFIX + name, ALIAS_PREFIX + name];
-      const links = await this.ip.link.list();
-      for (const label of labels) {
-        for (const l of links.filter((x) => x.alias === label)) await this.ip.link.del(l.name);
-      }
-    }
-    await this.states.remove(name);
-  }
-
-  private async doEnsure(cfg: NetworkConfig, configHash: string, ctx?: OpContext): Promise<void> {
-    ctx?.signal?.throwIfAborted();
-    const states = await this.states.readAll();
-    const others = states.filter((s) => s.config.name !== cfg.name);
-    const clash = others.find((s) => s.config.bridge === cfg.bridge);
-    if (clash)
-      throw new ConflictError(
-        `bridge ${cfg.bridge} already belongs to network ${clash.config.name}`,
-        `networks.${cfg.name}.bridge`,
-      );
-    const uplinkClash =
-      cfg.mode === 'bridge' &&
-      others.find((s) => s.config.mode === 'bridge' && s.config.uplink === cfg.uplink);
-    if (uplinkClash)
-      throw new ConflictError(
-        `uplink ${cfg.uplink} already belongs to network ${uplinkClash.config.name}`,
-        `networks.${cfg.name}.uplink`,
-      );
-    const member = memberDevice(cfg);
-    const memberClash = member && others.find((s) => memberDevice(s.config)?.name === member.name);
-    if (member && memberClash)
-      throw new ConflictError(
-        `${member.kind} device ${member.name} already belongs to network ${memberClash.config.name}`,
-        `networks.${cfg.name}.${member.kind}`,
-      );
-    const prev = states.find((s) => s.config.name === cfg.name);
-    // A different bridge, mode or uplink cannot be converged in place: take the old realisation down first.
-    if (
-      prev &&
-      (prev.config.bridge !== cfg.bridge ||
-        prev.config.mode !== cfg.mode ||
-        prev.config.uplink !== cfg.uplink)
-    ) {
-      ctx?.progress?.(`network ${cfg.name}: replacing ${prev.config.mode} on ${prev.config.bridge}`);
-      if (prev.config.bridge !== cfg.bridge || prev.config.mode === 'bridge' || cfg.mode === 'bridge')
-        await this.teardown(prev);
-    }
-    // A member device (vxlan, vlan) the new config no longer uses goes.
-    const prevMember = prev && memberDevice(prev.config);
-    if (prevMember && prevMember.name !== member?.name) await deleteMember(this.ip, prev.config);
-
-    const r = new Reverter();
-    try {
-      const links = new Map((await this.ip.link.list()).map((l) => [l.name, l]));
-      if (cfg.mode === 'bridge' && !links.has(cfg.uplink!)) throw new NotFoundError('uplink', cfg.uplink!);
-      const vtep = cfg.mode === 'vxlan' ? await underlayFor(this.ip, cfg, links) : undefined;
-      if (cfg.mode === 'vlan' && !links.has(cfg.vlan!.trunk))
-        throw new NotFoundError('trunk', cfg.vlan!.trunk);
-      const created = await this.ensureBridge(cfg, links.get(cfg.bridge), r);
-      let moved: NetworkState['moved'];
-      let readdressed = false;
-      const paths = dnsmasqPaths(this.states.networkDir(cfg.name));
-      if (cfg.mode === 'bridge') {
-        moved = await enslaveUplink(this.ip, cfg, links, r, prev?.moved);
-      } else {
-        if (cfg.mode === 'vxlan') await ensureVxlan(this.ip, this.br, cfg, links, vtep!, r, ctx);
-        if (cfg.mode === 'vlan') await ensureVlan(this.ip, cfg, links, r);
-        readdressed = await this.ensureGateway(cfg, r);
-        if (isRouted(cfg) && !(await ipForwarding(this.runner, this.netns))) {
-          await enableIpForwarding(this.runner, this.netns);
-        }
-      }
-      ctx?.signal?.throwIfAborted();
-
-      // The ruleset is built from persisted state: on failure restore the old state, then reload.
-      r.add(() => this.applyRuleset());
-      await this.states.write({ version: 1, config: cfg, configHash, ...(moved ? { moved } : {}) });
-      r.add(async () => {
-        if (prev) await this.states.write(prev);
-        else await this.states.remove(cfg.name);
-      });
-
-      if (cfg.mode === 'bridge' || !cfg.subnet) await this.dnsmasq.stop(paths);
-      else {
-        const prevConf = await readFile(paths.conf, 'utf8').catch(() => undefined);
-        // dnsmasq binds the bridge's addresses once: a re-created bridge or new address needs a restart.
-        const did = await this.dnsmasq.ensure(cfg, paths, created || readdressed);
-        if (did !== 'unchanged') {
-          ctx?.progress?.(`network ${cfg.name}: dnsmasq ${did}`);
-          r.add(async () => {
-            await this.dnsmasq.stop(paths);
-            if (prev && prevConf !== undefined && prev.config.mode !== 'bridge' && prev.config.subnet)
-              await this.dnsmasq.ensure(prev.config, paths);
-          });
-        }
-      }
-      await this.applyRuleset();
-      r.success();
-    } finally {
-      await r.fail();
-    }
-  }
-
-  /** Creates or checks the bridge; true when it was created. */
-  private async ensureBridge(cfg: NetworkConfig, link: IpLink | undefined, r: Reverter): Promise<boolean> {
-    const alias = ALIAS_PREFIX + cfg.name;
-    if (!link) {
-      r.add(() => this.ip.exec(ipCmd.linkDel(cfg.bridge), { allowFailure: true }));
-      // `ip link add` ignores `alias`: label the bridge in the same batch that creates it.
-      await this.ip.batch([
-        ipCmd.linkAdd({ name: cfg.bridge, kind: 'bridge' }),
-        ipCmd.linkSet(cfg.bridge, { mtu: cfg.mtu, alias, up: true }),
-      ]);
-      // Answer ARP only for addresses on this bridge: two overlays may share a CIDR, and the host must not claim
-      // one overlay's gateway address on the other's bridge (arp_ignore=0 would).
-      await this.runner.run(['sysctl', '-q', '-w', `net.ipv4.conf.${cfg.bridge}.arp_ignore=1`], {
-        netns: this.netns,
-      });
-      return true;
-    }
-    if (link.kind !== 'bridge')
-      throw new ConflictError(
-        `device ${cfg.bridge} exists and is not a bridge`,
-        `networks.${cfg.name}.bridge`,
-      );
-    if (link.alias !== alias) {
-      const owner = link.alias?.startsWith(ALIAS_PREFIX)
-        ? `network ${link.alias.slice(ALIAS_PREFIX.length)}`
-        : 'something other than vmlink';
-      throw new ConflictError(
-        `bridge ${cfg.bridge} exists and belongs to ${owner}`,
-        `networks.${cfg.name}.bridge`,
-      );
-    }
-    if (link.mtu !== cfg.mtu || !link.up) await this.ip.link.set(cfg.bridge, { mtu: cfg.mtu, up: true });
-    return false;
-  }
-
-  /** Puts exactly the gateway address on the bridge (none without a subnet); true when addresses changed. */
-  private async ensureGateway(cfg: NetworkConfig, r: Reverter): Promise<boolean> {
-    const s = cfg.subnet;
-    const want = s ? `${s.gateway}/${s.prefixLength}` : undefined;
-    const have = (await this.ip.addr.list({ dev: cfg.bridge, family: 'inet' })).filter(
-      (a) => a.scope === 'global',
-    );
-    const cmds: IpCommand[] = have
-      .filter((a) => `${a.local}/${a.prefixLen}` !== want)
-      .map((a) => ipCmd.addrDel(cfg.bridge, `${a.local}/${a.prefixLen}`));
-    if (want && !have.some((a) => `${a.local}/${a.prefixLen}` === want)) {
-      cmds.push(ipCmd.addrAdd(cfg.bridge, want));
-      r.add(() => this.ip.exec(ipCmd.addrDel(cfg.bridge, want), { allowFailure: true }));
-    }
-    await this.ip.batch(cmds);
-    return cmds.length > 0;
-  }
-
-  /** Takes a network's realisation down (dnsmasq, uplink, member device, bridge); keeps its state files. */
-  private async teardown(state: NetworkState): Promise<void> {
-    const c = state.config;
-    await this.dnsmasq.stop(dnsmasqPaths(this.states.networkDir(c.name)));
-    if (c.mode === 'bridge' && c.uplink) await releaseUplink(this.ip, c.bridge, c.uplink);
-    await deleteMember(this.ip, c);
-    const br = await this.ip.link.get(c.bridge);
-    if (br && br.kind === 'bridge' && (br.alias === undefined || br.alias === ALIAS_PREFIX + c.name)) {
-      await this.ip.link.del(c.bridge);
-    }
-  }
-
-  /**
-   * Brings the host table in line with every persisted network in one `nft -f` transaction. Where this process
-   * loaded the table before, only the networks that changed are touched (`rulesetDelta`: the counters of the others
-   * keep counting); otherwise, or when the delta does not apply (the table was changed behind its back), the whole
-   * table is swapped in. No network at all: the table is deleted (once: a table this driver knows it deleted is not
-   * deleted again).
-   */
+  /** Brings the host table (host-table.ts) in line with every persisted network. */
   private async applyRuleset(): Promise<void> {
-    const model = rulesetModel((await this.states.readAll()).map((s) => s.config));
-    if (!model) {
-      if (!this.tableAbsent) await this.nft.deleteTable(TABLE_FAMILY, TABLE_NAME);
-      this.tableAbsent = true;
-      this.loaded = undefined;
-      return;
-    }
-    this.tableAbsent = false;
-    if (this.loaded) {
-      const delta = rulesetDelta(this.loaded, model);
-      try {
-        if (delta) await this.nft.load(delta);
-        this.loaded = model;
-        return;
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, 'nftables delta did not apply; loading the whole table');
-      }
-    }
-    this.loaded = undefined;
-    await this.nft.replaceTable(TABLE_FAMILY, TABLE_NAME, renderRuleset(model));
-    this.loaded = model;
+    await this.table.apply((await this.states.readAll()).map((s) => s.config));
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

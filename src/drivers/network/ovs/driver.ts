@@ -4,22 +4,21 @@
 // ovsdb-server + ovs-vswitchd run in its namespace (see daemon.ts); every bridge uses the userspace
 // (netdev) datapath unless the kernel has the openvswitch module.
 //
-// This file is the network core (bridges, trunks, tunnels, gateway port, flows, the host input table); beside it:
-// names.ts, validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts (the userspace datapath's
-// VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts and port-guard.ts (OpenFlow tables and
-// anti-spoofing), security-groups.ts, security-group-flows.ts and security-group-state.ts (security groups as
-// conntrack flows, and the groups applied), host-input.ts (what VMs may send the host), daemon.ts. OVS files live
-// under <stateDir>/ovs/ and go with the last network.
-import { assertIfName, Ip, type IpCommand, ipCmd } from '../../../exec/ip.js';
+// This file is the driver's face (the interface, its serial queue, the daemons' readiness, the flow tables and host
+// input table of all networks); beside it: converge.ts (one network's bridge, trunk or tunnels, gateway port and
+// dnsmasq, and its teardown), names.ts, validate.ts, state.ts (ovs.json per network, underlay files), underlay.ts
+// (the userspace datapath's VXLAN underlay bridge), ports.ts, observe.ts (listNetworks), flows.ts and port-guard.ts
+// (OpenFlow tables and anti-spoofing), security-groups.ts, security-group-flows.ts and security-group-state.ts
+// (security groups as conntrack flows, and the groups applied), host-input.ts (what VMs may send the host),
+// daemon.ts. OVS files live under <stateDir>/ovs/ and go with the last network.
+import { assertIfName, Ip } from '../../../exec/ip.js';
 import { Nft } from '../../../exec/nft.js';
-import { type Ovs, parseFlowDump, type VsctlCommand, vsctlCmd } from '../../../exec/ovs.js';
+import { type Ovs, parseFlowDump } from '../../../exec/ovs.js';
 import type { Runner } from '../../../exec/runner.js';
-import { ConflictError, NotFoundError, UnsupportedError } from '../../../shared/errors.js';
-import { VXLAN_PORT } from '../../../shared/limits.js';
+import { NotFoundError, UnsupportedError } from '../../../shared/errors.js';
 import { log } from '../../../shared/log.js';
 import type { HostCapabilities, NetworkConfig, ObservedNetwork } from '../../../shared/model.js';
 import { SerialQueue } from '../../../shared/queue.js';
-import { Reverter } from '../../../shared/revert.js';
 import type { SecurityGroupConfig } from '../../../shared/security-groups.js';
 import { probeNetworkCapabilities } from '../linux/capabilities.js';
 import { DnsmasqManager, dnsmasqPaths } from '../linux/dnsmasq.js';
@@ -33,16 +32,16 @@ import type {
   OpContext,
   PortConfig,
 } from '../types.js';
+import { convergeOvsNetwork, type OvsConvergeHost, teardownOvsNetwork } from './converge.js';
 import { type OvsDaemonStatus, OvsDaemons } from './daemon.js';
 import { buildFlows, flowPorts, replaceFlowsAtomic, reservationsOn, roleOf } from './flows.js';
 import { buildOvsHostInput, OVS_TABLE_FAMILY, OVS_TABLE_NAME } from './host-input.js';
-import { gatewayPortName, gatewayPortOf, legacyGatewayPortName, NET, ROLE, tunnelPortName } from './names.js';
+import { gatewayPortName, gatewayPortOf } from './names.js';
 import { type OvsObserveHost, observeOvsNetworks } from './observe.js';
 import { attachPort, detachPort, type OvsPortHost, portAttached, validateOvsPort } from './ports.js';
 import { assertGroupName, ovsSecurityGroupStore, validateSecurityGroup } from './security-group-state.js';
 import { applySecurityGroup, type OvsSecurityGroupHost, removeSecurityGroup } from './security-groups.js';
-import { type OvsNetworkState, OvsStateStore, vlansOn } from './state.js';
-import { ensureUnderlay, releaseUnderlay } from './underlay.js';
+import { type OvsNetworkState, OvsStateStore } from './state.js';
 import { OVS_MODES, validateOvsNetworkConfig } from './validate.js';
 
 /** Options of `OvsNetworkDriver`. */
@@ -70,8 +69,8 @@ export class OvsNetworkDriver implements NetworkDriver {
   private kernelCaps: Promise<HostCapabilities['network']> | undefined;
   private readonly states: OvsStateStore;
   private readonly groups: SecurityGroupStore;
-  // What the port, underlay and observe helpers use of this driver.
-  private readonly host: OvsPortHost & OvsObserveHost & OvsSecurityGroupHost;
+  // What the port, observe, security group and converge helpers use of this driver.
+  private readonly host: OvsPortHost & OvsObserveHost & OvsSecurityGroupHost & OvsConvergeHost;
   private readonly queue = new SerialQueue();
   /** Last daemon start, for reports: how long it took. */
   lastStart: OvsDaemonStatus | undefined;
@@ -98,6 +97,7 @@ export class OvsNetworkDriver implements NetworkDriver {
       ready: (ctx) => this.ready(ctx),
       syncFlows: (bridge, states) => this.syncFlows(bridge, states),
       syncAllFlows: (ctx) => this.syncAllFlows(ctx),
+      loadHostInput: () => this.applyHostInput(),
     };
   }
 
@@ -138,7 +138,7 @@ export class OvsNetworkDriver implements NetworkDriver {
     validateOvsNetworkConfig(cfg);
     await this.serial(async () => {
       await this.ready(ctx);
-      await this.doEnsure(cfg, configHash, ctx);
+      await convergeOvsNetwork(this.host, cfg, configHash, ctx);
     });
   }
 
@@ -151,7 +151,8 @@ export class OvsNetworkDriver implements NetworkDriver {
       if (state) {
         ctx?.progress?.(`removing network ${name}`);
         await this.ready(ctx);
-        await this.teardown(
+        await teardownOvsNetwork(
+          this.host,
           state,
           (await this.states.readAll()).filter((s) => s.config.name !== name),
         );
@@ -267,232 +268,11 @@ export class OvsNetworkDriver implements NetworkDriver {
     // nor the addresses of internal ports (new tap devices): put them back.
     for (const s of await this.states.readAll()) {
       try {
-        await this.doEnsure(s.config, s.configHash, ctx, true);
+        await convergeOvsNetwork(this.host, s.config, s.configHash, ctx, true);
       } catch (err) {
         log.warn({ err, network: s.config.name }, 'ovs: re-converging after restart failed');
       }
     }
-  }
-
-  private async doEnsure(
-    cfg: NetworkConfig,
-    configHash: string,
-    ctx?: OpContext,
-    restarted = false,
-  ): Promise<void> {
-    ctx?.signal?.throwIfAborted();
-    const states = await this.states.readAll();
-    const others = states.filter((s) => s.config.name !== cfg.name);
-    for (const o of others) {
-      if (o.config.bridge !== cfg.bridge) continue;
-      if (cfg.mode !== 'vlan' || o.config.mode !== 'vlan')
-        throw new ConflictError(
-          `bridge ${cfg.bridge} already belongs to network ${o.config.name}`,
-          `networks.${cfg.name}.bridge`,
-        );
-      if (o.config.vlan!.trunk !== cfg.vlan!.trunk)
-        throw new ConflictError(
-          `bridge ${cfg.bridge} already belongs to trunk ${o.config.vlan!.trunk} (network ${o.config.name})`,
-          `networks.${cfg.name}.bridge`,
-        );
-      if (o.config.vlan!.id === cfg.vlan!.id)
-        throw new ConflictError(
-          `VLAN ${cfg.vlan!.id} on ${cfg.vlan!.trunk} already belongs to network ${o.config.name}`,
-          `networks.${cfg.name}.vlan`,
-        );
-    }
-    if (cfg.mode === 'vlan') {
-      const trunkClash = others.find(
-        (o) =>
-          o.config.mode === 'vlan' &&
-          o.config.vlan!.trunk === cfg.vlan!.trunk &&
-          o.config.bridge !== cfg.bridge,
-      );
-      if (trunkClash)
-        throw new ConflictError(
-          `trunk ${cfg.vlan!.trunk} already carries bridge ${trunkClash.config.bridge} (network ${trunkClash.config.name})`,
-          `networks.${cfg.name}.vlan.trunk`,
-        );
-    }
-    const prev = states.find((s) => s.config.name === cfg.name);
-    if (
-      prev &&
-      (prev.config.bridge !== cfg.bridge ||
-        prev.config.mode !== cfg.mode ||
-        prev.config.vlan?.trunk !== cfg.vlan?.trunk ||
-        prev.config.vxlan?.underlay !== cfg.vxlan?.underlay)
-    ) {
-      ctx?.progress?.(`network ${cfg.name}: replacing ${prev.config.mode} on ${prev.config.bridge}`);
-      await this.teardown(prev, others);
-    }
-
-    const dp = await this.daemons.datapathType();
-    const r = new Reverter();
-    try {
-      const [bridges, ports, links] = await Promise.all([
-        this.ovs.bridges(),
-        this.ovs.ports(),
-        this.ip.link.list(),
-      ]);
-      const bridgeExists = bridges.some((b) => b.name === cfg.bridge);
-      // A kernel device of that name that is not our OVS bridge (e.g. a linux bridge): refuse.
-      if (!bridgeExists && links.some((l) => l.name === cfg.bridge))
-        throw new ConflictError(
-          `device ${cfg.bridge} exists and is not an OVS bridge of vmlink`,
-          `networks.${cfg.name}.bridge`,
-        );
-      const cmds: VsctlCommand[] = [
-        ...vsctlCmd.addBr(cfg.bridge, {
-          datapathType: dp,
-          externalIds: { [ROLE]: cfg.mode },
-          // Unknown ports and the LOCAL port switch nothing: the flow table (default drop) decides.
-          otherConfig: {},
-        }),
-      ];
-      if (!bridgeExists) r.add(() => this.ovs.vsctl(vsctlCmd.delBr(cfg.bridge), { allowFailure: true }));
-
-      if (cfg.mode === 'vlan') {
-        const v = cfg.vlan!;
-        const nic = links.find((l) => l.name === v.trunk);
-        if (!nic) throw new NotFoundError('trunk NIC', v.trunk);
-        if (nic.master)
-          throw new ConflictError(
-            `trunk NIC ${v.trunk} is a port of ${nic.master}`,
-            `networks.${cfg.name}.vlan.trunk`,
-          );
-        const onOther = ports.find((p) => p.name === v.trunk && p.bridge && p.bridge !== cfg.bridge);
-        if (onOther)
-          throw new ConflictError(
-            `trunk NIC ${v.trunk} is a port of OVS bridge ${onOther.bridge}`,
-            `networks.${cfg.name}.vlan.trunk`,
-          );
-        const vlans = vlansOn(cfg.bridge, [
-          ...others,
-          { version: 1, driver: 'ovs', config: cfg, configHash },
-        ]);
-        cmds.push(
-          ...vsctlCmd.addPort(cfg.bridge, v.trunk, {
-            vlanMode: 'trunk',
-            trunks: vlans,
-            externalIds: { [ROLE]: 'trunk' },
-          }),
-        );
-        if (!nic.up) await this.ip.link.set(v.trunk, { up: true });
-      } else {
-        const x = cfg.vxlan!;
-        if (dp === 'netdev') await ensureUnderlay(this.host, x.underlay, r);
-        const want = new Map(x.remotes.map((rm) => [tunnelPortName(x.device, rm), rm]));
-        for (const p of ports)
-          if (p.bridge === cfg.bridge && p.externalIds[ROLE] === 'tunnel' && !want.has(p.name))
-            cmds.push(...vsctlCmd.delPort(p.name, cfg.bridge));
-        for (const [name, remote] of want) {
-          const options: Record<string, string> = {
-            remote_ip: remote,
-            key: String(x.vni),
-            local_ip: x.local,
-          };
-          if (x.port !== VXLAN_PORT) options.dst_port = String(x.port);
-          const have = ports.find((p) => p.name === name);
-          if (have?.bridge && have.bridge !== cfg.bridge) cmds.push(...vsctlCmd.delPort(name));
-          // Options replace as a whole: drop stale keys (dst_port) first.
-          if (have?.bridge === cfg.bridge) {
-            const stale = Object.keys(have.options).filter((k) => !(k in options));
-            cmds.push(...vsctlCmd.removeKeys('Interface', name, 'options', stale));
-          }
-          cmds.push(
-            ...vsctlCmd.addPort(cfg.bridge, name, {
-              type: 'vxlan',
-              options,
-              protected: true,
-              externalIds: { [ROLE]: 'tunnel', [NET]: cfg.name },
-            }),
-          );
-        }
-      }
-      await this.ovs.vsctl(cmds);
-      // The bridge's own internal port (a kernel device) carries nothing but is kept at the network MTU.
-      await this.ip.link.set(cfg.bridge, { mtu: cfg.mtu }).catch(() => undefined);
-      ctx?.signal?.throwIfAborted();
-
-      const paths = dnsmasqPaths(this.states.networkDir(cfg.name));
-      // A gateway port made under its legacy name keeps serving (dnsmasq listens on it).
-      const gw = gatewayPortOf(ports, cfg.name);
-      let readdressed = false;
-      if (cfg.subnet) readdressed = await this.ensureGateway(cfg, gw, r);
-      else await this.removeGateway(cfg.name);
-
-      r.add(async () => {
-        if (prev) await this.states.write(prev);
-        else await this.states.remove(cfg.name);
-      });
-      await this.states.write({ version: 1, driver: 'ovs', config: cfg, configHash });
-      if (cfg.subnet) {
-        const dcfg: NetworkConfig = { ...cfg, bridge: gw };
-        const did = await this.dnsmasq.ensure(dcfg, paths, readdressed || restarted);
-        if (did !== 'unchanged') {
-          ctx?.progress?.(`network ${cfg.name}: dnsmasq ${did}`);
-          r.add(() => this.dnsmasq.stop(paths));
-        }
-      }
-      await this.syncFlows(cfg.bridge, await this.states.readAll());
-      await this.applyHostInput();
-      r.success();
-    } finally {
-      await r.fail();
-    }
-  }
-
-  /** Gateway host: an internal port (tag=VLAN on a vlan bridge) with exactly the gateway address; true when re-addressed. */
-  private async ensureGateway(cfg: NetworkConfig, gw: string, r: Reverter): Promise<boolean> {
-    const s = cfg.subnet!;
-    const existed = (await this.ovs.ports()).some((p) => p.name === gw && p.bridge === cfg.bridge);
-    await this.ovs.vsctl([
-      ...(existed ? [] : vsctlCmd.delPort(gw)),
-      ...vsctlCmd.addPort(cfg.bridge, gw, {
-        type: 'internal',
-        ...(cfg.mode === 'vlan' ? { tag: cfg.vlan!.id, vlanMode: 'access' as const } : {}),
-        externalIds: { [ROLE]: 'gateway', [NET]: cfg.name },
-      }),
-    ]);
-    if (!existed) r.add(() => this.ovs.vsctl(vsctlCmd.delPort(gw), { allowFailure: true }));
-    const want = `${s.gateway}/${s.prefixLength}`;
-    const have = (await this.ip.addr.list({ dev: gw, family: 'inet' })).filter((a) => a.scope === 'global');
-    const cmds: IpCommand[] = [
-      ipCmd.linkSet(gw, { mtu: cfg.mtu, up: true }),
-      ...have
-        .filter((a) => `${a.local}/${a.prefixLen}` !== want)
-        .map((a) => ipCmd.addrDel(gw, `${a.local}/${a.prefixLen}`)),
-    ];
-    const add = !have.some((a) => `${a.local}/${a.prefixLen}` === want);
-    if (add) cmds.push(ipCmd.addrAdd(gw, want));
-    await this.ip.batch(cmds);
-    return add || cmds.length > 1;
-  }
-
-  private async removeGateway(network: string): Promise<void> {
-    await this.dnsmasq.stop(dnsmasqPaths(this.states.networkDir(network)));
-    await this.ovs.vsctl([
-      ...vsctlCmd.delPort(gatewayPortName(network)),
-      ...vsctlCmd.delPort(legacyGatewayPortName(network)),
-    ]);
-  }
-
-  /** Takes a network's realisation down; `others` are the networks that stay. */
-  private async teardown(state: OvsNetworkState, others: OvsNetworkState[]): Promise<void> {
-    const c = state.config;
-    await this.removeGateway(c.name);
-    const sharers = others.filter((o) => o.config.bridge === c.bridge);
-    if (sharers.length) {
-      // A shared vlan bridge stays; its trunk carries one VLAN less.
-      await this.ovs.vsctl(vsctlCmd.setPort(c.vlan!.trunk, { trunks: vlansOn(c.bridge, others) }));
-      await this.syncFlows(c.bridge, others);
-    } else await this.ovs.vsctl(vsctlCmd.delBr(c.bridge));
-    if (
-      c.mode === 'vxlan' &&
-      !others.some((o) => o.config.mode === 'vxlan' && o.config.vxlan!.underlay === c.vxlan!.underlay)
-    )
-      if ((await this.states.readUnderlays()).some((u) => u.nic === c.vxlan!.underlay))
-        await releaseUnderlay(this.host, c.vxlan!.underlay);
   }
 
   /**
