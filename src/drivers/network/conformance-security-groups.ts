@@ -129,19 +129,32 @@ export function securityGroupConformance(
       return r.code === 0 && r.stdout.includes('open');
     };
     // One UDP datagram from `port` (unless `to` is '-'), then, with `listen`, what arrives on it within 3 s.
-    const udp = (g: typeof a, port: number, to: string, toPort: number, msg: string, listen = false) =>
+    // One datagram from `g`'s `port` (or, with `repeat`, that many 200 ms apart: a listener whose Python starts late
+    // on a loaded machine still hears one), then with `listen` the first one back within 5 s, or `timeout`.
+    const udp = (
+      g: typeof a,
+      port: number,
+      to: string,
+      toPort: number,
+      msg: string,
+      listen = false,
+      repeat = 1,
+    ) =>
       run(
         g.ns,
         [
           'python3',
           '-c',
           [
-            'import socket, sys',
+            'import socket, sys, time',
             's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
             "s.bind(('', int(sys.argv[1])))",
-            "if sys.argv[2] != '-': s.sendto(sys.argv[4].encode(), (sys.argv[2], int(sys.argv[3])))",
+            'for i in range(int(sys.argv[6])):',
+            "    if sys.argv[2] == '-': break",
+            '    if i: time.sleep(0.2)',
+            '    s.sendto(sys.argv[4].encode(), (sys.argv[2], int(sys.argv[3])))',
             "if sys.argv[5] == 'listen':",
-            '    s.settimeout(3)',
+            '    s.settimeout(5)',
             '    try: print(s.recv(100).decode())',
             "    except socket.timeout: print('timeout')",
           ].join('\n'),
@@ -150,8 +163,9 @@ export function securityGroupConformance(
           String(toPort),
           msg,
           listen ? 'listen' : 'send',
+          String(repeat),
         ],
-        8000,
+        10_000,
       );
     const drops = (tap: string, dir: 'ingress' | 'egress') => opts.dropCount?.(env, tap, dir);
 
@@ -367,12 +381,12 @@ export function securityGroupConformance(
         await new Promise((r) => setTimeout(r, 300));
         await udp(a, 40000, c.addr, 4000, 'out');
         await new Promise((r) => setTimeout(r, 300));
-        await udp(x2, 4000, a2.addr, 40000, 'leak');
+        await udp(x2, 4000, a2.addr, 40000, 'leak', false, 10);
         expect((await heard).stdout.trim()).toBe('timeout');
         // The same datagram as a reply to a2's own flow passes: the check above could have failed.
         const reply = udp(a2, 40000, x2.addr, 4000, 'out', true);
         await new Promise((r) => setTimeout(r, 300));
-        await udp(x2, 4000, a2.addr, 40000, 'reply');
+        await udp(x2, 4000, a2.addr, 40000, 'reply', false, 15);
         expect((await reply).stdout.trim()).toBe('reply');
         // Deleting a group a port still names leaves that port default-deny (and is not an error).
         await d.deleteSecurityGroup!('zone');
