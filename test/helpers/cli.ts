@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -35,27 +35,45 @@ export function runArgv(argv: string[], env: Record<string, string>, timeoutMs: 
   });
 }
 
-function spawnArgv(argv: string[], env: Record<string, string>, timeoutMs: number): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+/**
+ * Starts `argv` (no shell) with `env` added, collecting its output; killed after `timeoutMs`. `done` settles when it
+ * ends; a start that fails (no such program) rejects it, or, with `failedStartIsResult`, resolves with code 1.
+ */
+function spawnCollecting(
+  argv: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+  failedStartIsResult = false,
+): { child: ChildProcess; out: () => string; done: Promise<CliResult> } {
+  const child = spawn(argv[0]!, argv.slice(1), {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<CliResult>((resolve, reject) => {
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      if (failedStartIsResult) resolve({ code: 1, stdout, stderr });
+      else reject(e);
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
       resolve({ code: code ?? 1, stdout, stderr });
     });
   });
+  return { child, out: () => stdout, done };
+}
+
+function spawnArgv(argv: string[], env: Record<string, string>, timeoutMs: number): Promise<CliResult> {
+  return spawnCollecting(argv, env, timeoutMs).done;
 }
 
 /** Runs the CLI with `--json` and parses its stdout; fails with the CLI's stderr when it exits non-zero. */
@@ -73,28 +91,9 @@ export interface RunningCli {
 
 /** Starts the real `vmlink` CLI with `env` added and returns at once; it is killed after `timeoutMs` at the latest. */
 export function startCli(args: string[], env: Record<string, string>, timeoutMs = 300_000): RunningCli {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<CliResult>((resolve) => {
-    child.once('error', () => resolve({ code: 1, stdout, stderr }));
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr });
-    });
-  });
+  const { child, out, done } = spawnCollecting([process.execPath, BIN, ...args], env, timeoutMs, true);
   return {
-    out: () => stdout,
+    out,
     stop: () => {
       child.kill('SIGTERM');
       return done;
