@@ -70,7 +70,8 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('backup capture on 
   let work = '';
 
   const vmDir = () => join(stateDir, 'vms', VM);
-  const qmp = () => (driver as unknown as { qmp(n: string): Promise<QmpClient> }).qmp(VM);
+  // The driver's own shared QMP connection (QEMU's monitor takes one client): its private accessors (vm-accessors.ts).
+  const qmp = () => (driver as unknown as { vms: { qmp(n: string): Promise<QmpClient> } }).vms.qmp(VM);
   const nodes = async () =>
     (await (await qmp()).execute<NamedNode[]>('query-named-block-nodes', { flat: true })).filter(
       (n) => !n['node-name'].startsWith('#'),
