@@ -3,6 +3,14 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startQemuNbd, stopQemuNbd } from '../../src/drivers/backup/qemu-nbd.js';
+import { daemonFiles, openDaemon, stopLeftDaemon } from '../../src/drivers/hypervisor/qemu/backup-daemon.js';
+import type { BackupDisk } from '../../src/drivers/hypervisor/qemu/backup-disks.js';
+import {
+  type OfflineDeps,
+  offlineChap,
+  openRestore,
+} from '../../src/drivers/hypervisor/qemu/backup-offline.js';
 import { describePoolConformance } from '../../src/drivers/storage/conformance-pools.js';
 import { IscsiPool } from '../../src/drivers/storage/iscsi.js';
 import { TgtError } from '../../src/drivers/storage/tgt-protocol.js';
@@ -365,6 +373,86 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
       await backend.importVolume(pool, 'imported', image);
       expect(await virtualSize('imported')).toBe(16 * 1024 * 1024);
       expect((await qemuIo('imported', 'read -P 0x33 0 4k')).stdout).not.toContain('verification failed');
+    });
+
+    it("a stopped VM's LUN: a backup view through the storage daemon logged in with CHAP, a restore view through qemu-nbd", async () => {
+      const lun = {
+        kind: 'iscsi' as const,
+        pool: 'san',
+        volume: 'data',
+        portal: `${SAN_IP}:3260`,
+        iqn: iscsiTargetName(STORAGE_HOST, 'san', 'data'),
+        lun: ISCSI_VOLUME_LUN,
+        chap: { user: 'vmlink', secret: 'san-chap' },
+      };
+      const disk: BackupDisk = {
+        name: 'data',
+        node: 'disk0',
+        index: 0,
+        qcow2: false,
+        encrypted: false,
+        image: `iscsi://${lun.portal}/${lun.iqn}/${lun.lun}`,
+        source: 'iscsi',
+        volume: lun,
+      };
+      const socketDir = join(dir, 'bk1-nbd');
+      const deps = (chap: string): OfflineDeps => ({
+        vm: 'bk1',
+        runner,
+        netns: HOST,
+        socketDir,
+        nbd: {
+          start: (o) => startQemuNbd(runner, { ...o, netns: HOST }),
+          stopLeft: async (d, name) => {
+            await stopQemuNbd(d, name, HOST);
+          },
+        },
+        chap: offlineChap('bk1', [disk], [{ name: 'san-chap', value: chap }]),
+        record: { write: async () => {}, remove: async () => {} },
+      });
+      const nbdRead = (socket: string, cmd: string) =>
+        runner.run(['qemu-io', '-r', '-f', 'raw', '-c', cmd, `nbd+unix:///data?socket=${socket}`], {
+          allowFailure: true,
+        });
+      // The backup reads what the VM wrote, a raw LUN whole (it keeps no bitmap while stopped).
+      const view = await openDaemon(deps(b64(password)), [disk], {
+        bitmaps: { base: 'vmlink-b0', next: 'vmlink-b1' },
+        freeze: false,
+        full: false,
+      });
+      const size = await virtualSize('data'); // grown to 96 MiB above
+      expect(view.disks).toEqual([expect.objectContaining({ name: 'data', sizeBytes: size })]);
+      expect(view.disks[0]!.changed).toEqual({ fullReason: 'stopped-no-bitmap' });
+      const read = await nbdRead(view.disks[0]!.socket, `read -P ${PATTERN_BYTE} 1M 64k`);
+      expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
+      await view.end('commit');
+      expect(existsSync(daemonFiles(socketDir).pidfile)).toBe(false);
+      // A wrong password: refused by the target, the daemon gone.
+      await expect(
+        openDaemon(deps(b64('not-the-password-2')), [disk], {
+          bitmaps: { next: 'vmlink-b2' },
+          freeze: false,
+          full: false,
+        }),
+      ).rejects.toThrow(/authentication|CHAP|iSCSI|login/i);
+      expect(await stopLeftDaemon(socketDir, HOST)).toBe(false);
+      // The restore writes the LUN through qemu-nbd (its password in a 0600 file, gone once the LUN is open).
+      const restore = await openRestore(deps(b64(password)), [disk]);
+      expect(restore.disks[0]!.sizeBytes).toBe(size);
+      expect((await readdir(socketDir)).filter((f) => f.startsWith('secret-'))).toEqual([]);
+      const w = await runner.run([
+        'qemu-io',
+        '-f',
+        'raw',
+        '-c',
+        'write -P 0x6b 2M 64k',
+        `nbd+unix:///data?socket=${restore.disks[0]!.socket}`,
+      ]);
+      expect(w.stdout + w.stderr).not.toMatch(/error|fail/i);
+      await restore.close();
+      const back = await qemuIo('data', 'read -P 0x6b 2M 64k');
+      expect(back.code, back.stderr).toBe(0);
+      expect(back.stdout).not.toContain('verification failed');
     });
 
     it('reports a restarted tgtd as problems, and ensurePool brings every target back with a rotated password', async () => {

@@ -36,6 +36,7 @@ import {
   foldOffline,
   type NbdServers,
   type OfflineDeps,
+  offlineChap,
   offlineKeys,
   openRestore,
 } from './backup-offline.js';
@@ -102,7 +103,11 @@ export class QemuBackups {
           return { ...view, commit: () => end('commit'), abort: () => end('abort') };
         }
         ctx?.progress?.(`serving ${disks.length} disk(s) of stopped VM ${name} read-only`);
-        const deps = this.offlineDeps(name, offlineKeys(name, vm.config.disks, disks, secrets));
+        const deps = this.offlineDeps(
+          name,
+          offlineKeys(name, vm.config.disks, disks, secrets),
+          offlineChap(name, disks, secrets),
+        );
         const o = await openDaemon(deps, disks, opts);
         const end = this.ender(name, (outcome) => o.end(outcome));
         return {
@@ -131,7 +136,7 @@ export class QemuBackups {
         const disks = backupDisks(vm.config, paths, vm.diskSlots);
         ctx?.progress?.(`serving ${disks.length} disk(s) of VM ${name} writable for a restore`);
         const keys = offlineKeys(name, vm.config.disks, disks, secrets);
-        const { record: _r, ...deps } = this.offlineDeps(name, keys);
+        const { record: _r, ...deps } = this.offlineDeps(name, keys, offlineChap(name, disks, secrets));
         const view = await openRestore(deps, disks);
         let closed = false;
         return {
@@ -263,7 +268,11 @@ export class QemuBackups {
     };
   }
 
-  private offlineDeps(name: string, keys?: ReadonlyMap<string, string>): OfflineDeps {
+  private offlineDeps(
+    name: string,
+    keys?: ReadonlyMap<string, string>,
+    chap?: ReadonlyMap<string, string>,
+  ): OfflineDeps {
     if (!this.h.nbd)
       throw new UnsupportedError(
         `VM ${name} is stopped: serving its disks needs qemu-nbd support, which this agent lacks`,
@@ -277,6 +286,7 @@ export class QemuBackups {
       nbd: this.h.nbd,
       socketDir: this.socketDir(name),
       ...(keys ? { keys } : {}),
+      ...(chap ? { chap } : {}),
       record: { write: (r: ViewRecord) => writeViewRecord(paths, r), remove: () => removeViewRecord(paths) },
     };
   }

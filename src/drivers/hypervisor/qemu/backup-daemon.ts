@@ -33,6 +33,7 @@ import type { BackupOpenOptions, BackupViewDisk } from '../types.js';
 import { type BackupDisk, checkBitmapNames, type ViewRecord, viewDisk } from './backup-disks.js';
 import { baseState, bitmapActions, changedOf, type NodeInfo, queryNodes } from './backup-live.js';
 import { foldOffline, type OfflineDeps, offlineRefusal } from './backup-offline.js';
+import { networkProtocolNode } from './disk-sources.js';
 import { QmpClient } from './qmp.js';
 
 /** The daemon's files in the VM's root-only socket directory. */
@@ -236,8 +237,38 @@ function nodeOf(vm: string, nodes: ReadonlyMap<string, NodeInfo>, x: BackupDisk)
   return info;
 }
 
-/** Opens one image as node `x.node`; an encrypted one with its key as a secret object deleted once it is open. */
-async function addNode(d: Pick<OfflineDeps, 'vm' | 'keys'>, qmp: QmpClient, x: BackupDisk): Promise<void> {
+/**
+ * Opens one image as node `x.node`: a local file by path, a pool's NFS or iSCSI volume with the protocol node a
+ * running VM's QEMU uses (an iSCSI CHAP password as a secret object deleted once the LUN is open), an encrypted one
+ * with its key as a secret object deleted once it is open.
+ */
+async function addNode(
+  d: Pick<OfflineDeps, 'vm' | 'keys' | 'chap'>,
+  qmp: QmpClient,
+  x: BackupDisk,
+): Promise<void> {
+  if ((x.volume?.kind === 'iscsi' || x.volume?.kind === 'nfs') && !x.encrypted) {
+    const ids = { file: `${x.node}-file`, chap: `vmlink-chap-${x.node}` };
+    const chap = x.volume.kind === 'iscsi' && x.volume.chap ? d.chap?.get(x.name) : undefined;
+    if (x.volume.kind === 'iscsi' && x.volume.chap && chap === undefined)
+      throw new InvalidStateError(
+        `VM ${d.vm}: disk ${x.name} logs in to its iSCSI target with CHAP and its password was not given`,
+        `vm/${d.vm}`,
+      );
+    if (chap !== undefined)
+      await qmp.execute('object-add', { 'qom-type': 'secret', id: ids.chap, data: chap, format: 'base64' });
+    try {
+      await qmp.execute('blockdev-add', {
+        driver: x.qcow2 ? 'qcow2' : 'raw',
+        'node-name': x.node,
+        file: networkProtocolNode(x.volume, ids, !x.qcow2),
+        'read-only': !x.qcow2,
+      });
+    } finally {
+      if (chap !== undefined) await qmp.execute('object-del', { id: ids.chap }).catch(() => {});
+    }
+    return;
+  }
   const file = { driver: 'file', filename: x.image };
   if (!x.encrypted) {
     await qmp.execute('blockdev-add', {

@@ -35,6 +35,8 @@ export interface BackupDisk {
   /** What `qemu-nbd`/`qemu-img` open while the VM is stopped: a path on this host, or a URL (nfs, iscsi). */
   image: string;
   source?: DiskSource['kind'];
+  /** The pool volume behind it: what a stopped VM's storage daemon or qemu-nbd opens (portal, export, CHAP user). */
+  volume?: DiskSource;
 }
 
 /** QEMU ids and files of one disk's fleece (a running VM's backup view). */
@@ -78,7 +80,7 @@ function sourceDisk(
 ): BackupDisk {
   const image = s.kind === 'file' ? s.path : s.kind === 'nfs' ? nfsUrl(s) : iscsiUrl(s);
   const qcow2 = s.kind !== 'iscsi' && s.format === 'qcow2';
-  return { name, node, index, qcow2, encrypted, image, source: s.kind };
+  return { name, node, index, qcow2, encrypted, image, source: s.kind, volume: s };
 }
 
 /**

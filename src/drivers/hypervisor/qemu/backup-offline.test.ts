@@ -11,6 +11,7 @@ import {
   foldOffline,
   type NbdServers,
   type OfflineDeps,
+  offlineChap,
   openRestore,
   parseImageInfo,
 } from './backup-offline.js';
@@ -277,7 +278,7 @@ describe('stopped VM backup view (real qemu-img bitmaps, qemu-storage-daemon, qe
     await v.end('abort');
   });
 
-  it('a restore view is writable and refuses encrypted or network disks', async () => {
+  it('a restore view is writable; refuses an encrypted raw volume, and a CHAP LUN without its password', async () => {
     const d = deps();
     const r = await openRestore(d, [disk('root')]);
     const sock = r.disks[0]!.socket;
@@ -295,6 +296,27 @@ describe('stopped VM backup view (real qemu-img bitmaps, qemu-storage-daemon, qe
     await expect(openRestore(d, [{ ...disk('root'), encrypted: true }])).rejects.toThrow(
       /disk root is encrypted/,
     );
-    await expect(openRestore(d, [{ ...disk('root'), source: 'iscsi' }])).rejects.toThrow(/an iscsi volume/);
+    await expect(
+      openRestore(d, [{ ...disk('root'), encrypted: true, qcow2: false, source: 'iscsi' }]),
+    ).rejects.toThrow(/disk root is an encrypted raw image/);
+    // A LUN that logs in with CHAP: refused before anything starts when its password was not sent.
+    const lun = {
+      kind: 'iscsi' as const,
+      pool: 'san',
+      volume: 'data',
+      portal: '192.0.2.1:3260',
+      iqn: 'iqn.2026-11.io.vmlink:san.data',
+      lun: 1,
+      chap: { user: 'vmlink', secret: 'san-chap' },
+    };
+    await expect(
+      openRestore(d, [{ ...disk('root'), qcow2: false, source: 'iscsi', volume: lun }]),
+    ).rejects.toThrow(/disk root logs in to its iSCSI target with CHAP and its password was not given/);
+    expect(
+      offlineChap('v1', [{ ...disk('root'), volume: lun }], [{ name: 'san-chap', value: 'cGFzcw==' }]),
+    ).toEqual(new Map([['root', 'cGFzcw==']]));
+    expect(() => offlineChap('v1', [{ ...disk('root'), volume: lun }], [])).toThrow(
+      /disk root logs in to its iSCSI target with the CHAP password of secret san-chap, whose value the controller did not send/,
+    );
   });
 });

@@ -78,36 +78,42 @@ export function protocolNode(
   if (origin.kind === 'path')
     return { node: { driver: 'file', 'node-name': ids.file, filename: origin.path, ...ro } };
   const s = origin.source;
-  switch (s.kind) {
-    case 'file':
-      return {
-        node: { driver: 'file', 'node-name': ids.file, filename: fdsetFile(ids.fdset), ...ro },
-        passFile: { path: s.path, readOnly },
-      };
-    case 'iscsi':
-      return {
-        node: {
-          driver: 'iscsi',
-          'node-name': ids.file,
-          transport: 'tcp',
-          portal: s.portal,
-          target: s.iqn,
-          lun: s.lun,
-          ...(s.chap ? { user: s.chap.user, 'password-secret': ids.chap } : {}),
-          ...ro,
-        },
-      };
-    case 'nfs':
-      return {
-        node: {
-          driver: 'nfs',
-          'node-name': ids.file,
-          server: { type: 'inet', host: s.server },
-          path: `${s.export.replace(/\/+$/, '')}/${s.file}`,
-          ...ro,
-        },
-      };
-  }
+  if (s.kind === 'file')
+    return {
+      node: { driver: 'file', 'node-name': ids.file, filename: fdsetFile(ids.fdset), ...ro },
+      passFile: { path: s.path, readOnly },
+    };
+  return { node: networkProtocolNode(s, ids, readOnly) };
+}
+
+/**
+ * The protocol node of a pool volume QEMU reaches over the network itself (libiscsi, libnfs); a CHAP password is
+ * the secret object `ids.chap`. A running VM's QEMU and a stopped VM's storage daemon open them alike.
+ */
+export function networkProtocolNode(
+  s: Extract<DiskSource, { kind: 'iscsi' | 'nfs' }>,
+  ids: Pick<DiskIds, 'file' | 'chap'>,
+  readOnly: boolean,
+): Record<string, unknown> {
+  const ro = readOnly ? { 'read-only': true } : {};
+  if (s.kind === 'iscsi')
+    return {
+      driver: 'iscsi',
+      'node-name': ids.file,
+      transport: 'tcp',
+      portal: s.portal,
+      target: s.iqn,
+      lun: s.lun,
+      ...(s.chap ? { user: s.chap.user, 'password-secret': ids.chap } : {}),
+      ...ro,
+    };
+  return {
+    driver: 'nfs',
+    'node-name': ids.file,
+    server: { type: 'inet', host: s.server },
+    path: `${s.export.replace(/\/+$/, '')}/${s.file}`,
+    ...ro,
+  };
 }
 
 /** The format node over `ids.file`: qcow2 (LUKS inside when keyed), luks over a raw volume, or raw. */
