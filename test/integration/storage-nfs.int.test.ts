@@ -8,6 +8,10 @@ import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startQemuNbd, stopQemuNbd } from '../../src/drivers/backup/qemu-nbd.js';
+import { openDaemon } from '../../src/drivers/hypervisor/qemu/backup-daemon.js';
+import type { BackupDisk } from '../../src/drivers/hypervisor/qemu/backup-disks.js';
+import { type OfflineDeps, openRestore } from '../../src/drivers/hypervisor/qemu/backup-offline.js';
 import { describePoolConformance, type VolumeOpen } from '../../src/drivers/storage/conformance-pools.js';
 import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js';
 import { NFS_MOUNTD_PORT } from '../../src/drivers/storage/ganesha-config.js';
@@ -249,6 +253,100 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
           },
         );
         expect(asRoot.code).not.toBe(0);
+      });
+
+      it("a stopped VM's volume: backup views through the storage daemon over NFS keep its bitmap, a restore writes it", async () => {
+        const loc = { server: NAS_IP, export: nfsPseudoPath('cl'), file: 'disk1.qcow2' };
+        const disk: BackupDisk = {
+          name: 'data',
+          node: 'disk0',
+          index: 0,
+          qcow2: true,
+          encrypted: false,
+          image: nfsUrl('cl', 'disk1.qcow2'),
+          source: 'nfs',
+          volume: { kind: 'nfs', pool: 'cl', volume: 'disk1', format: 'qcow2', ...loc },
+        };
+        const socketDir = join(root, 'bk-nbd');
+        const deps: OfflineDeps = {
+          vm: 'bk1',
+          runner,
+          netns: HOST,
+          socketDir,
+          nbd: {
+            start: (o) => startQemuNbd(runner, { ...o, netns: HOST }),
+            stopLeft: async (d, name) => {
+              await stopQemuNbd(d, name, HOST);
+            },
+          },
+          record: { write: async () => {}, remove: async () => {} },
+        };
+        const open = (base: string | undefined, next: string) =>
+          openDaemon(deps, [disk], {
+            bitmaps: { ...(base ? { base } : {}), next },
+            freeze: false,
+            full: false,
+          });
+        const first = await open(undefined, 'vmlink-b1');
+        expect(first.disks[0]).toMatchObject({
+          sizeBytes: 16 * 1024 * 1024,
+          changed: { fullReason: 'first' },
+        });
+        const nbd = `nbd+unix:///data?socket=${first.disks[0]!.socket}`;
+        const read = await runner.run(['qemu-io', '-r', '-f', 'raw', '-c', 'read -P 0xab 0 1M', nbd]);
+        expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
+        await first.end('commit');
+        // The VM (stopped now) wrote 64 KiB since: the next view reads exactly that through the kept bitmap.
+        const w = await asQemu([
+          'qemu-io',
+          '-f',
+          'qcow2',
+          '-c',
+          'write -P 0xcd 4M 64k',
+          nfsUrl('cl', 'disk1.qcow2'),
+        ]);
+        expect(w.code, said(w)).toBe(0);
+        const next = await open('vmlink-b1', 'vmlink-b2');
+        expect(next.disks[0]!.changed).toEqual({ context: 'qemu:dirty-bitmap:vmlink-b1' });
+        const map = await runner.run([
+          'qemu-img',
+          'map',
+          '--output=json',
+          '--image-opts',
+          `driver=nbd,export=data,server.type=unix,server.path=${next.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:vmlink-b1`,
+        ]);
+        const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
+          .filter((e) => !e.data)
+          .map((e) => e.start);
+        expect(dirty).toEqual([4 * 1024 * 1024]);
+        await next.end('commit');
+        // A restore writes the volume through qemu-nbd over NFS; the VM's uid reads it back.
+        const restore = await openRestore(deps, [disk]);
+        const rw = await runner.run([
+          'qemu-io',
+          '-f',
+          'raw',
+          '-c',
+          'write -P 0x6b 2M 64k',
+          `nbd+unix:///data?socket=${restore.disks[0]!.socket}`,
+        ]);
+        expect(rw.stdout + rw.stderr).not.toMatch(/error|fail/i);
+        await restore.close();
+        const back = await asQemu([
+          'qemu-io',
+          '-f',
+          'qcow2',
+          '-c',
+          'read -P 0x6b 2M 64k',
+          nfsUrl('cl', 'disk1.qcow2'),
+        ]);
+        expect(back.code, said(back)).toBe(0);
+        expect(back.stdout).not.toContain('verification failed');
+        const info = await asQemu(['qemu-img', 'info', '--output=json', nfsUrl('cl', 'disk1.qcow2')]);
+        const names = (
+          JSON.parse(info.stdout) as { 'format-specific': { data: { bitmaps?: Array<{ name: string }> } } }
+        )['format-specific'].data.bitmaps?.map((b) => b.name);
+        expect(names).toEqual(['vmlink-b2']); // committed: the base went, the next one counts from this snapshot
       });
 
       it('export changes reach the running server: a client network that leaves the host out, then the pool path again', async () => {
