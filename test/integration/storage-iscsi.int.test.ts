@@ -3,14 +3,9 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startQemuNbd, stopQemuNbd } from '../../src/drivers/backup/qemu-nbd.js';
 import { daemonFiles, openDaemon, stopLeftDaemon } from '../../src/drivers/hypervisor/qemu/backup-daemon.js';
 import type { BackupDisk } from '../../src/drivers/hypervisor/qemu/backup-disks.js';
-import {
-  type OfflineDeps,
-  offlineChap,
-  openRestore,
-} from '../../src/drivers/hypervisor/qemu/backup-offline.js';
+import { offlineChap, openRestore } from '../../src/drivers/hypervisor/qemu/backup-offline.js';
 import { describePoolConformance } from '../../src/drivers/storage/conformance-pools.js';
 import { IscsiPool } from '../../src/drivers/storage/iscsi.js';
 import { TgtError } from '../../src/drivers/storage/tgt-protocol.js';
@@ -18,6 +13,7 @@ import { Tgtd } from '../../src/drivers/storage/tgtd.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ConflictError, InvalidRequestError } from '../../src/shared/errors.js';
 import { ISCSI_VOLUME_LUN, iscsiTargetName, type PoolConfig } from '../../src/shared/storage.js';
+import { nbdIo, offlineDepsIn } from '../helpers/offline-view.js';
 
 // The iscsi pool on a real tgtd in a "san" namespace, reached from a "host" namespace over a veth by QEMU's own
 // initiator (libiscsi, qemu-block-extra) with CHAP from a secret object read from a 0600 file: the right secret
@@ -396,23 +392,9 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
         volume: lun,
       };
       const socketDir = join(dir, 'bk1-nbd');
-      const deps = (chap: string): OfflineDeps => ({
-        vm: 'bk1',
-        runner,
-        netns: HOST,
-        socketDir,
-        nbd: {
-          start: (o) => startQemuNbd(runner, { ...o, netns: HOST }),
-          stopLeft: async (d, name) => {
-            await stopQemuNbd(d, name, HOST);
-          },
-        },
-        chap: offlineChap('bk1', [disk], [{ name: 'san-chap', value: chap }]),
-        record: { write: async () => {}, remove: async () => {} },
-      });
-      const nbdRead = (socket: string, cmd: string) =>
-        runner.run(['qemu-io', '-r', '-f', 'raw', '-c', cmd, `nbd+unix:///data?socket=${socket}`], {
-          allowFailure: true,
+      const deps = (chap: string) =>
+        offlineDepsIn(runner, HOST, socketDir, {
+          chap: offlineChap('bk1', [disk], [{ name: 'san-chap', value: chap }]),
         });
       // The backup reads what the VM wrote, a raw LUN whole (it keeps no bitmap while stopped).
       const view = await openDaemon(deps(b64(password)), [disk], {
@@ -423,7 +405,7 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
       const size = await virtualSize('data'); // grown to 96 MiB above
       expect(view.disks).toEqual([expect.objectContaining({ name: 'data', sizeBytes: size })]);
       expect(view.disks[0]!.changed).toEqual({ fullReason: 'stopped-no-bitmap' });
-      const read = await nbdRead(view.disks[0]!.socket, `read -P ${PATTERN_BYTE} 1M 64k`);
+      const read = await nbdIo(runner, view.disks[0]!.socket, 'data', `read -P ${PATTERN_BYTE} 1M 64k`);
       expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
       await view.end('commit');
       expect(existsSync(daemonFiles(socketDir).pidfile)).toBe(false);
@@ -440,14 +422,7 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
       const restore = await openRestore(deps(b64(password)), [disk]);
       expect(restore.disks[0]!.sizeBytes).toBe(size);
       expect((await readdir(socketDir)).filter((f) => f.startsWith('secret-'))).toEqual([]);
-      const w = await runner.run([
-        'qemu-io',
-        '-f',
-        'raw',
-        '-c',
-        'write -P 0x6b 2M 64k',
-        `nbd+unix:///data?socket=${restore.disks[0]!.socket}`,
-      ]);
+      const w = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
       expect(w.stdout + w.stderr).not.toMatch(/error|fail/i);
       await restore.close();
       const back = await qemuIo('data', 'read -P 0x6b 2M 64k');

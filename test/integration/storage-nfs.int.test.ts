@@ -8,10 +8,9 @@ import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startQemuNbd, stopQemuNbd } from '../../src/drivers/backup/qemu-nbd.js';
 import { openDaemon } from '../../src/drivers/hypervisor/qemu/backup-daemon.js';
 import type { BackupDisk } from '../../src/drivers/hypervisor/qemu/backup-disks.js';
-import { type OfflineDeps, openRestore } from '../../src/drivers/hypervisor/qemu/backup-offline.js';
+import { openRestore } from '../../src/drivers/hypervisor/qemu/backup-offline.js';
 import { describePoolConformance, type VolumeOpen } from '../../src/drivers/storage/conformance-pools.js';
 import { FastLuksRunner } from '../../src/drivers/storage/fast-luks.test-util.js';
 import { NFS_MOUNTD_PORT } from '../../src/drivers/storage/ganesha-config.js';
@@ -34,6 +33,7 @@ import {
   type VolumeFormat,
   volumeFileName,
 } from '../../src/shared/storage.js';
+import { nbdIo, offlineDepsIn } from '../helpers/offline-view.js';
 
 const runner = new SystemRunner();
 const NAS = 'vltest-nfsnas';
@@ -268,19 +268,7 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
           volume: { kind: 'nfs', pool: 'cl', volume: 'disk1', format: 'qcow2', ...loc },
         };
         const socketDir = join(root, 'bk-nbd');
-        const deps: OfflineDeps = {
-          vm: 'bk1',
-          runner,
-          netns: HOST,
-          socketDir,
-          nbd: {
-            start: (o) => startQemuNbd(runner, { ...o, netns: HOST }),
-            stopLeft: async (d, name) => {
-              await stopQemuNbd(d, name, HOST);
-            },
-          },
-          record: { write: async () => {}, remove: async () => {} },
-        };
+        const deps = offlineDepsIn(runner, HOST, socketDir);
         const open = (base: string | undefined, next: string) =>
           openDaemon(deps, [disk], {
             bitmaps: { ...(base ? { base } : {}), next },
@@ -292,8 +280,7 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
           sizeBytes: 16 * 1024 * 1024,
           changed: { fullReason: 'first' },
         });
-        const nbd = `nbd+unix:///data?socket=${first.disks[0]!.socket}`;
-        const read = await runner.run(['qemu-io', '-r', '-f', 'raw', '-c', 'read -P 0xab 0 1M', nbd]);
+        const read = await nbdIo(runner, first.disks[0]!.socket, 'data', 'read -P 0xab 0 1M');
         expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
         await first.end('commit');
         // The VM (stopped now) wrote 64 KiB since: the next view reads exactly that through the kept bitmap.
@@ -322,14 +309,7 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
         await next.end('commit');
         // A restore writes the volume through qemu-nbd over NFS; the VM's uid reads it back.
         const restore = await openRestore(deps, [disk]);
-        const rw = await runner.run([
-          'qemu-io',
-          '-f',
-          'raw',
-          '-c',
-          'write -P 0x6b 2M 64k',
-          `nbd+unix:///data?socket=${restore.disks[0]!.socket}`,
-        ]);
+        const rw = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
         expect(rw.stdout + rw.stderr).not.toMatch(/error|fail/i);
         await restore.close();
         const back = await asQemu([
