@@ -62,6 +62,13 @@ else
   step "npm dependencies: up to date"
 fi
 
+# The test guest image (tsx from src/, no dist/ needed) is mostly downloads: built in the background while the build
+# and the native helpers use the CPU; its output is shown, and its status checked, at the end.
+guest_log=$(mktemp)
+npx tsx src/guest/main.ts >"$guest_log" 2>&1 &
+guest_pid=$!
+trap 'kill "$guest_pid" 2>/dev/null || true; rm -f "$guest_log"' EXIT
+
 step "building vmlink (dist/, when older than src/)"
 node scripts/build.mjs --if-stale
 
@@ -117,6 +124,14 @@ if [ "$stale" = 1 ]; then
 fi
 
 step "test guest image (Debian kernel + busybox + qemu-guest-agent)"
-npx tsx src/guest/main.ts
+guest_status=0
+wait "$guest_pid" || guest_status=$?
+cat "$guest_log"
+trap - EXIT
+rm -f "$guest_log"
+if [ "$guest_status" != 0 ]; then
+  echo "error: building the test guest image failed (exit $guest_status)" >&2
+  exit "$guest_status"
+fi
 
 step "setup complete"
