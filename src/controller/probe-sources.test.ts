@@ -59,12 +59,34 @@ describe('probing by source', () => {
     );
     expect(seen.get('down>1')).toEqual({
       reachable: false,
-      detail: 'not measured: agent of host2 did not answer',
+      detail: 'not measured: agent of host2 did not answer (tried twice)',
       unmeasured: true,
     });
     expect(seen.get('short>3')).toMatchObject({ reachable: false, unmeasured: true });
     expect(seen.get('short>4')).toMatchObject({ reachable: false, unmeasured: true });
     expect(seen.get('up>5')).toMatchObject({ reachable: true });
+  });
+
+  it('tries a failed batch once more after the first pass, and keeps what the second try measured', async () => {
+    const seen = new Map<string, ProbeResult>();
+    const tries = new Map<string, number>();
+    const order: string[] = [];
+    await probeBySource(
+      pendingOf({ busy: ['1', '2'], up: ['3'] }, seen),
+      async (src, probes) => {
+        const n = (tries.get(src) ?? 0) + 1;
+        tries.set(src, n);
+        order.push(`${src}#${n}`);
+        if (src === 'busy' && n === 1) throw new Error('command failed (timed out after 5000 ms)');
+        return echo(probes);
+      },
+      { sourcesAtOnce: 4, batchMax: 10 },
+    );
+    expect(seen.get('busy>1')).toMatchObject({ reachable: true, detail: 'reply from 1' });
+    expect(seen.get('busy>2')).toMatchObject({ reachable: true });
+    expect(tries).toEqual(new Map([['busy', 2], ['up', 1]]));
+    // The second try waits for every source's first pass.
+    expect(order.at(-1)).toBe('busy#2');
   });
 
   it('keeps at most `sourcesAtOnce` sources probing at once', async () => {
