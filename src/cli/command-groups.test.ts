@@ -4,17 +4,10 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { BUILT_IN, COMMAND_GROUPS, commandNamed, groupsFor } from './command-groups.js';
-import { createCli, type Processes } from './program.js';
+import { treeOnlyProcesses } from './processes.test-util.js';
+import { createCli } from './program.js';
 
-const refuse = () => Promise.reject(new Error('tree only: no process body runs'));
-const processes: Processes = {
-  daemon: refuse,
-  spawnDaemon: refuse,
-  stopDaemon: refuse,
-  agent: refuse,
-  relay: refuse,
-  localChecks: refuse,
-};
+const processes = treeOnlyProcesses;
 const api = () => {
   throw new Error('tree only: no API call');
 };

@@ -5,17 +5,10 @@
 // (bin/vmlink.js printing that help as a process of its own: main.test.ts.)
 import { type Command, CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { createCli, type Processes } from './program.js';
+import { treeOnlyProcesses } from './processes.test-util.js';
+import { createCli } from './program.js';
 
-const refuse = () => Promise.reject(new Error('help only: no process body runs'));
-const processes: Processes = {
-  daemon: refuse,
-  spawnDaemon: refuse,
-  stopDaemon: refuse,
-  agent: refuse,
-  relay: refuse,
-  localChecks: refuse,
-};
+const processes = treeOnlyProcesses;
 
 /** Every command of the tree under `cmd`, itself included. */
 const commandsUnder = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap(commandsUnder)];
