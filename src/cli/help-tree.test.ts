@@ -1,21 +1,14 @@
 // `vmlink <command> --help` for every command in the tree, in this process: each command line parsed by a fresh
-// program exactly as bin/vmlink.js parses it (main.ts -> runCli -> createCli), commander printing its help and
-// asking to exit 0, caught here instead of ending the process. The tree is read from the help texts themselves
+// program exactly as bin/vmlink.js parses it (main.ts -> runCli -> createCli, which loads the modules of the named
+// command only), commander printing its help and asking to exit 0, caught here instead of ending the process. The tree is read from the help texts themselves
 // (the "Commands:" section of each), so a command the help does not list is not reached either.
 // (bin/vmlink.js printing that help as a process of its own: main.test.ts.)
 import { type Command, CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { createCli, type Processes } from './program.js';
+import { treeOnlyProcesses } from './processes.test-util.js';
+import { createCli } from './program.js';
 
-const refuse = () => Promise.reject(new Error('help only: no process body runs'));
-const processes: Processes = {
-  daemon: refuse,
-  spawnDaemon: refuse,
-  stopDaemon: refuse,
-  agent: refuse,
-  relay: refuse,
-  localChecks: refuse,
-};
+const processes = treeOnlyProcesses;
 
 /** Every command of the tree under `cmd`, itself included. */
 const commandsUnder = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap(commandsUnder)];
@@ -24,7 +17,7 @@ const commandsUnder = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap
 async function help(path: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const program = createCli(processes);
+  const program = await createCli(processes, [...path, '--help']);
   for (const c of commandsUnder(program))
     c.exitOverride().configureOutput({
       writeOut: (s) => {
@@ -68,7 +61,7 @@ describe('--help', () => {
       level = next;
     }
     // The walk reached the whole tree: every command commander knows of, each listed by its parent's help.
-    const all = commandsUnder(createCli(processes)).map((c) => {
+    const all = commandsUnder(await createCli(processes)).map((c) => {
       const names: string[] = [];
       for (let x: Command | null = c; x; x = x.parent) names.unshift(x.name());
       return names.join(' ');

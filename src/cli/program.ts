@@ -1,4 +1,5 @@
-// The `vmlink` command tree, a client of the controller API (its commands: spec-commands, view-commands, doctor).
+// The `vmlink` command tree, a client of the controller API (its command modules: command-groups.ts, each loaded when
+// the command line names one of its commands).
 // The processes some commands run (daemon, agent, lab relay) and the checks `doctor` runs on a machine with no
 // controller are handed in by the composition root (src/main.ts).
 import { Command, Option } from 'commander';
@@ -7,31 +8,9 @@ import { errorStatus, VmlinkError } from '../shared/errors.js';
 import { controllerDb, controllerSocket } from '../shared/paths.js';
 import { sleep } from '../shared/time.js';
 import { VERSION } from '../shared/version.js';
-import { addAlertCommands } from './alert-commands.js';
-import { addBackupCommands, addRestoreCommands } from './backup-commands.js';
-import { addBalanceCommands } from './balance-commands.js';
-import { addCapacityCommand } from './capacity-commands.js';
 import { controllerClient, explainUnavailable } from './client.js';
-import { addClusterCommands } from './cluster-commands.js';
-import { addUiCommand } from './console-commands.js';
-import { addDoctorCommand } from './doctor.js';
-import { addDrillCommands } from './drill-commands.js';
-import { addHaCommands } from './ha-commands.js';
-import { addHostCommands } from './host-commands.js';
+import { groupsFor } from './command-groups.js';
 import { out } from './io.js';
-import { addLbCommands } from './lb-commands.js';
-import { addMigrateCommands } from './migrate-commands.js';
-import { addMoveDiskCommands } from './move-disk-commands.js';
-import { addSecretCommands } from './secret-commands.js';
-import { addLabCommands, addSpecCommands, addVerifyCommand } from './spec-commands.js';
-import { addTokenCommands } from './token-commands.js';
-import {
-  addNetworkCommands,
-  addSecurityGroupCommands,
-  addStatusCommands,
-  addVmCommands,
-} from './view-commands.js';
-import { addVmSnapshotCommands, addVolumeCommands } from './volume-commands.js';
 
 /** `vmlink daemon` as parsed: what the controller process needs. */
 export interface DaemonArgs {
@@ -88,8 +67,11 @@ export interface Processes {
   localChecks(): Promise<DoctorCheck[]>;
 }
 
-/** The `vmlink` program with `processes` wired in. */
-export function createCli(processes: Processes): Command {
+/**
+ * The `vmlink` program with `processes` wired in. Given the command line after `node vmlink`, only the modules of the
+ * top-level command it names are loaded (command-groups.ts); without it, the whole tree.
+ */
+export async function createCli(processes: Processes, args?: readonly string[]): Promise<Command> {
   const program = new Command('vmlink')
     .description(
       'Virtualization control plane: describe hosts, networks and VMs in one spec, apply it, and prove the connectivity.',
@@ -290,31 +272,7 @@ export function createCli(processes: Processes): Command {
         });
       },
     );
-  addLabCommands(program, api, processes.relay);
-  addSpecCommands(program, api);
-  addStatusCommands(program, api);
-  addVerifyCommand(program, api);
-  addNetworkCommands(program, api);
-  addSecurityGroupCommands(program, api);
-  addLbCommands(program, api);
-  addVmCommands(program, api);
-  addUiCommand(program, api);
-  addVmSnapshotCommands(program, api);
-  addMigrateCommands(program, api);
-  addMoveDiskCommands(program, api);
-  addVolumeCommands(program, api);
-  addCapacityCommand(program, api);
-  addHostCommands(program, api);
-  addHaCommands(program, api);
-  addBalanceCommands(program, api);
-  addClusterCommands(program, api);
-  addTokenCommands(program, api);
-  addSecretCommands(program, api);
-  addDrillCommands(program, api);
-  addAlertCommands(program, api);
-  addBackupCommands(program, api);
-  addRestoreCommands(program, api);
-  addDoctorCommand(program, api, processes.localChecks);
+  for (const add of await Promise.all(groupsFor(args).map((g) => g.load()))) add(program, api, processes);
   return program;
 }
 
@@ -380,7 +338,7 @@ export function daemonClusterArgs(
 
 /** Runs the `vmlink` program on `argv`; an error is printed and sets the exit code its kind maps to. */
 export async function runCli(processes: Processes, argv: string[] = process.argv): Promise<void> {
-  const program = createCli(processes);
+  const program = await createCli(processes, argv.slice(2));
   try {
     await program.parseAsync(argv);
   } catch (e) {

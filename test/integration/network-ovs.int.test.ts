@@ -227,13 +227,16 @@ describe('ovs network backend in a two-host lab', () => {
     }
     d1 = new OvsNetworkDriver({ runner, stateDir: dir1, netns: H1 });
     d2 = new OvsNetworkDriver({ runner, stateDir: dir2, netns: H2 });
-    await vm(H1, 'vma1', A1, '10.100.0.11/24', '10.100.0.1');
-    await vm(H2, 'vmb2', B2, '10.100.0.12/24', '10.100.0.1');
-    await vm(H2, 'vmc2', C2, '10.100.0.13/24');
-    await vm(H2, 'vmd2', D2, '10.200.0.12/24', '10.200.0.1');
-    await vm(H1, 'vme1', E1);
-    await vm(H1, 'vmx1', X1, '10.60.0.1/24');
-    await vm(H2, 'vmx2', X2, '10.60.0.2/24');
+    // The "vms" are independent of one another: made side by side.
+    await Promise.all([
+      vm(H1, 'vma1', A1, '10.100.0.11/24', '10.100.0.1'),
+      vm(H2, 'vmb2', B2, '10.100.0.12/24', '10.100.0.1'),
+      vm(H2, 'vmc2', C2, '10.100.0.13/24'),
+      vm(H2, 'vmd2', D2, '10.200.0.12/24', '10.200.0.1'),
+      vm(H1, 'vme1', E1),
+      vm(H1, 'vmx1', X1, '10.60.0.1/24'),
+      vm(H2, 'vmx2', X2, '10.60.0.2/24'),
+    ]);
     for (const x of [X1, X2]) await runner.run(['ip', 'link', 'set', 'eth0', 'mtu', '1450'], { netns: x });
   });
 
@@ -256,32 +259,38 @@ describe('ovs network backend in a two-host lab', () => {
   });
 
   it('creates vlan networks 100/200/300 on both hosts (own OVS per host) and attaches access ports', async () => {
-    let t = Date.now();
-    await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
-    timings.firstEnsureWithDaemonStart = Date.now() - t;
-    timings.daemonStart = d1.lastStart?.startMs ?? -1;
-    t = Date.now();
-    await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
-    timings.idempotentEnsure = Date.now() - t;
-    await d1.ensureNetwork(vlan('it-v200', 200), 'v200');
-    await d1.ensureNetwork(vlan('it-v300', 300), 'v300');
-    for (const n of [vlan('it-v100', 100), vlan('it-v200', 200), vlan('it-v300', 300, { subnet: v300gw })])
-      await d2.ensureNetwork(n, n.name);
-    t = Date.now();
-    await d1.ensurePort({ tap: 'vma1', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
-    timings.ensurePort = Date.now() - t;
-    // E1 takes its address by DHCP from h2 through a guarded port (h1 serves no DHCP: pinned to its MAC only).
-    const e1mac = (await new Ip(runner, E1).link.get('eth0'))!.address!;
-    await d1.ensurePort({
-      tap: 'vme1',
-      bridge: TRUNK_BR,
-      mtu: 1500,
-      vlan: 300,
-      security: { mac: e1mac, addresses: [], dhcp: true },
-    });
-    await d2.ensurePort({ tap: 'vmb2', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
-    await d2.ensurePort({ tap: 'vmc2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
-    await d2.ensurePort({ tap: 'vmd2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
+    // Each host converges on its own, side by side as their agents would (the timings of h1's are taken meanwhile).
+    const host1 = async () => {
+      let t = Date.now();
+      await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
+      timings.firstEnsureWithDaemonStart = Date.now() - t;
+      timings.daemonStart = d1.lastStart?.startMs ?? -1;
+      t = Date.now();
+      await d1.ensureNetwork(vlan('it-v100', 100), 'v100');
+      timings.idempotentEnsure = Date.now() - t;
+      await d1.ensureNetwork(vlan('it-v200', 200), 'v200');
+      await d1.ensureNetwork(vlan('it-v300', 300), 'v300');
+      t = Date.now();
+      await d1.ensurePort({ tap: 'vma1', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
+      timings.ensurePort = Date.now() - t;
+      // E1 takes its address by DHCP from h2 through a guarded port (h1 serves no DHCP: pinned to its MAC only).
+      const e1mac = (await new Ip(runner, E1).link.get('eth0'))!.address!;
+      await d1.ensurePort({
+        tap: 'vme1',
+        bridge: TRUNK_BR,
+        mtu: 1500,
+        vlan: 300,
+        security: { mac: e1mac, addresses: [], dhcp: true },
+      });
+    };
+    const host2 = async () => {
+      for (const n of [vlan('it-v100', 100), vlan('it-v200', 200), vlan('it-v300', 300, { subnet: v300gw })])
+        await d2.ensureNetwork(n, n.name);
+      await d2.ensurePort({ tap: 'vmb2', bridge: TRUNK_BR, mtu: 1500, vlan: 100 });
+      await d2.ensurePort({ tap: 'vmc2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
+      await d2.ensurePort({ tap: 'vmd2', bridge: TRUNK_BR, mtu: 1500, vlan: 200 });
+    };
+    await Promise.all([host1(), host2()]);
     for (const d of [d1, d2])
       expect((await d.listNetworks()).map((n) => [n.name, n.problems])).toEqual([
         ['it-v100', []],
@@ -300,8 +309,11 @@ describe('ovs network backend in a two-host lab', () => {
   it('same tag across hosts reaches; a different tag is isolated even on the same subnet', async () => {
     expect(await ping(A1, '10.100.0.12', 3)).toBe(true);
     timings.rttVlanAcrossHosts = (await rtt(A1, '10.100.0.12')) ?? -1;
-    expect(await ping(A1, '10.100.0.13', 2)).toBe(false);
-    expect(await ping(B2, '10.100.0.13', 2)).toBe(false);
+    // Two pings that must go unanswered, waited for together.
+    expect(await Promise.all([ping(A1, '10.100.0.13', 2), ping(B2, '10.100.0.13', 2)])).toEqual([
+      false,
+      false,
+    ]);
   });
 
   it('the trunk carries 802.1Q frames with the right tags (counted on the switch)', async () => {
@@ -555,11 +567,15 @@ describe('ovs network backend in a two-host lab', () => {
 
   it('vxlan: tunnel ports with the underlay on an OVS bridge; the host keeps its underlay address', async () => {
     let t = Date.now();
-    await d1.ensureNetwork(overlay('192.168.91.1', '192.168.91.2'), 'ov1');
-    await d2.ensureNetwork(overlay('192.168.91.2', '192.168.91.1'), 'ov1');
+    await Promise.all([
+      d1.ensureNetwork(overlay('192.168.91.1', '192.168.91.2'), 'ov1'),
+      d2.ensureNetwork(overlay('192.168.91.2', '192.168.91.1'), 'ov1'),
+    ]);
     timings.vxlanEnsureBothHosts = Date.now() - t;
-    await d1.ensurePort({ tap: 'vmx1', bridge: 'vlb-17000ov1', mtu: 1450 });
-    await d2.ensurePort({ tap: 'vmx2', bridge: 'vlb-17000ov1', mtu: 1450 });
+    await Promise.all([
+      d1.ensurePort({ tap: 'vmx1', bridge: 'vlb-17000ov1', mtu: 1450 }),
+      d2.ensurePort({ tap: 'vmx2', bridge: 'vlb-17000ov1', mtu: 1450 }),
+    ]);
     const ub = underlayBridgeName('eth0');
     const h1 = new Ip(runner, H1);
     expect((await h1.addr.list({ dev: ub, family: 'inet' })).map((a) => a.local)).toEqual(['192.168.91.1']);
@@ -644,18 +660,24 @@ describe('ovs network backend in a two-host lab', () => {
     ]);
     expect(await h1.link.get(underlayBridgeName('eth0'))).toBeUndefined();
     expect(await ping(H1, '192.168.91.2')).toBe(true);
-    await d1.deletePort('vma1');
-    expect(await d1.portAttached('vma1', TRUNK_BR)).toBe(false);
-    expect(await h1.link.get('vma1')).toBeDefined(); // a veth end is only unplugged
-    for (const n of ['it-v100', 'it-v200', 'it-v300']) await d1.deleteNetwork(n);
-    expect(await d1.listNetworks()).toEqual([]);
-    // The host input table goes with the last network.
-    expect((await inNs(H1, ['nft', 'list', 'table', 'inet', 'vmlink-ovs'])).code).not.toBe(0);
-    expect(await pidsMentioning(dir1)).toEqual([]);
-    expect(await h1.link.get(TRUNK_BR)).toBeUndefined();
-    for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
-    expect(await pidsMentioning(dir2)).toEqual([]);
-    expect(await new Ip(runner, H2).link.get(legacyGatewayPortName('it-v300'))).toBeUndefined();
+    // The rest of each host's teardown on its own, side by side (h2's overlay went after that ping over its underlay).
+    const host1 = async () => {
+      await d1.deletePort('vma1');
+      expect(await d1.portAttached('vma1', TRUNK_BR)).toBe(false);
+      expect(await h1.link.get('vma1')).toBeDefined(); // a veth end is only unplugged
+      for (const n of ['it-v100', 'it-v200', 'it-v300']) await d1.deleteNetwork(n);
+      expect(await d1.listNetworks()).toEqual([]);
+      // The host input table goes with the last network.
+      expect((await inNs(H1, ['nft', 'list', 'table', 'inet', 'vmlink-ovs'])).code).not.toBe(0);
+      expect(await pidsMentioning(dir1)).toEqual([]);
+      expect(await h1.link.get(TRUNK_BR)).toBeUndefined();
+    };
+    const host2 = async () => {
+      for (const n of ['it-ov1', 'it-v100', 'it-v200', 'it-v300']) await d2.deleteNetwork(n);
+      expect(await pidsMentioning(dir2)).toEqual([]);
+      expect(await new Ip(runner, H2).link.get(legacyGatewayPortName('it-v300'))).toBeUndefined();
+    };
+    await Promise.all([host1(), host2()]);
   });
 });
 
