@@ -40,7 +40,7 @@ export class SpecParser {
    * same text, source and placement.
    */
   parse(text: string, source: string, placement?: Placement): Spec {
-    const textKey = `${source}\0${text}`;
+    const textKey = textKeyOf(text, source);
     const key = `${textKey}\0${placement ? placementKey(placement) : ''}`;
     const hit = lru(this.specs, key);
     if (hit) return hit;
@@ -62,9 +62,13 @@ export class SpecParser {
   placed(text: string, source: string, owners: Readonly<Record<string, OwnerHint>> | undefined): Spec {
     const spec = this.parse(text, source);
     if (!spec.cluster || !owners || !Object.keys(owners).length) return spec;
-    return this.parse(text, source, placementFromOwners(unplacedView(spec), owners));
+    // The text's parse as it stands (just used by `parse`, so kept): no unplaced copy of every VM on each read.
+    const parsed = this.texts.get(textKeyOf(text, source))?.parsed ?? unplacedView(spec);
+    return this.parse(text, source, placementFromOwners(parsed, owners));
   }
 }
+
+const textKeyOf = (text: string, source: string): string => `${source}\0${text}`;
 
 /** `map`'s entry for `key`, made the most recently used. */
 function lru<T>(map: Map<string, T>, key: string): T | undefined {
