@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidSpecError } from '../shared/errors.js';
+import { loadSpec } from '../spec/load.js';
 import { SpecParser, SpecStore } from './spec-store.js';
 import { SqliteStore } from './store/sqlite.js';
 
@@ -17,6 +18,49 @@ describe('spec store', () => {
     expect(again).not.toBe(first);
     expect(again).toEqual(first);
     expect(() => p.parse('version: 2\n', 'bad.yaml')).toThrow(InvalidSpecError);
+  });
+
+  it('places a known text again without parsing it, and still refuses a placement that breaks a rule', () => {
+    const cluster = JSON.stringify({
+      version: 1,
+      cluster: { store: 'etcd', endpoints: ['https://10.0.0.9:2379'] },
+      hosts: [
+        { name: 'a', agent: 'unix:///a', address: '10.0.0.1' },
+        { name: 'b', agent: 'unix:///b', address: '10.0.0.2' },
+        { name: 's', agent: 'unix:///s', role: 'storage', address: '10.0.0.3' },
+      ],
+      networks: [{ name: 'ov', mode: 'vxlan', vni: 100, cidr: '10.20.0.0/16' }],
+      vms: [
+        { name: 'v1', host: 'a', nics: [{ network: 'ov' }], ha: {} },
+        { name: 'v2', host: 'b', nics: [{ network: 'ov' }], ha: {} },
+      ],
+    });
+    const p = new SpecParser();
+    expect(p.parse(cluster, 'c.yaml').vms.map((v) => v.host)).toEqual(['a', 'b']);
+    // An HA restart moved v1: placed anew from the same parse.
+    const moved = p.parse(cluster, 'c.yaml', { v1: { host: 'b', source: 'owner' } });
+    expect(moved.vms[0]).toMatchObject({ host: 'b', placedBy: 'owner', specHost: 'a' });
+    expect(p.parse(cluster, 'c.yaml', { v1: { host: 'b', source: 'owner' } })).toBe(moved);
+    expect(p.parsedTexts).toBe(1);
+    // A placement that breaks a rule: refused with the very issues a whole load reports.
+    const bad = { v2: { host: 's', source: 'owner' as const } };
+    const whole = (() => {
+      try {
+        loadSpec(cluster, 'c.yaml', bad);
+      } catch (e) {
+        return (e as InvalidSpecError).issues;
+      }
+      return [];
+    })();
+    expect(whole.map((i) => i.path)).toContain('vms[1].host');
+    try {
+      p.parse(cluster, 'c.yaml', bad);
+      expect.unreachable('a VM on a storage host must be refused');
+    } catch (e) {
+      expect(e).toBeInstanceOf(InvalidSpecError);
+      expect((e as InvalidSpecError).issues).toEqual(whole);
+    }
+    expect(p.parsedTexts).toBe(1);
   });
 
   it('reads the stored spec through the cache, and the last good one for hosts a failed apply dropped', async () => {

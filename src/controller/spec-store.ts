@@ -1,7 +1,8 @@
 // The applied spec in the store, parsed once: apply, views and every heartbeat read it through this cache.
-import { loadSpec } from '../spec/load.js';
+import { parseSpecText, placeAndValidate } from '../spec/load.js';
 import { type OwnerHint, type Placement, placementFromOwners } from '../spec/placement.js';
-import type { Spec } from '../spec/schema.js';
+import type { Spec, UnplacedSpec } from '../spec/schema.js';
+import type { ValidationMemo } from '../spec/validate/index.js';
 import { unplacedView } from './ownership.js';
 import type { Store } from './store/types.js';
 
@@ -22,29 +23,35 @@ const LAST_GOOD_KEY = 'spec/last-good';
 // by owner records.
 const PARSE_CACHE_SIZE = 8;
 
-/** Parses spec texts, remembering the last few: a spec is parsed and validated once, not on every read. */
+/**
+ * Parses spec texts, remembering the last few: a text is parsed, schema-checked and validated once, not on every read.
+ * A new placement of a known text (an owner record moved: an HA restart, a migration) only places it and runs the
+ * checks that read placement again (`placeAndValidate` with the text's memo): at 1,000 hosts x 20 VMs a whole parse
+ * and validation is tens of seconds, and every restart needs the placed spec.
+ */
 export class SpecParser {
-  private readonly cache = new Map<string, Spec>();
+  private readonly texts = new Map<string, { parsed: UnplacedSpec; memo: ValidationMemo }>();
+  private readonly specs = new Map<string, Spec>();
+  /** Texts parsed (not served from the cache), for tests and benches. */
+  parsedTexts = 0;
 
   /**
    * The validated spec of `text` (see `loadSpec`), placed by `placement` where it names a VM; the same object for the
    * same text, source and placement.
    */
   parse(text: string, source: string, placement?: Placement): Spec {
-    const key = `${source}\0${text}\0${placement ? placementKey(placement) : ''}`;
-    const hit = this.cache.get(key);
-    if (hit) {
-      // Most recently used goes last.
-      this.cache.delete(key);
-      this.cache.set(key, hit);
-      return hit;
+    const textKey = textKeyOf(text, source);
+    const key = `${textKey}\0${placement ? placementKey(placement) : ''}`;
+    const hit = lru(this.specs, key);
+    if (hit) return hit;
+    let t = lru(this.texts, textKey);
+    if (!t) {
+      t = { parsed: parseSpecText(text, source), memo: { steps: new Map() } };
+      this.parsedTexts++;
+      remember(this.texts, textKey, t);
     }
-    const spec = loadSpec(text, source, placement);
-    this.cache.set(key, spec);
-    for (const k of this.cache.keys()) {
-      if (this.cache.size <= PARSE_CACHE_SIZE) break;
-      this.cache.delete(k);
-    }
+    const spec = placeAndValidate(t.parsed, source, placement, t.memo);
+    remember(this.specs, key, spec);
     return spec;
   }
 
@@ -55,7 +62,30 @@ export class SpecParser {
   placed(text: string, source: string, owners: Readonly<Record<string, OwnerHint>> | undefined): Spec {
     const spec = this.parse(text, source);
     if (!spec.cluster || !owners || !Object.keys(owners).length) return spec;
-    return this.parse(text, source, placementFromOwners(unplacedView(spec), owners));
+    // The text's parse as it stands (just used by `parse`, so kept): no unplaced copy of every VM on each read.
+    const parsed = this.texts.get(textKeyOf(text, source))?.parsed ?? unplacedView(spec);
+    return this.parse(text, source, placementFromOwners(parsed, owners));
+  }
+}
+
+const textKeyOf = (text: string, source: string): string => `${source}\0${text}`;
+
+/** `map`'s entry for `key`, made the most recently used. */
+function lru<T>(map: Map<string, T>, key: string): T | undefined {
+  const hit = map.get(key);
+  if (hit !== undefined) {
+    map.delete(key);
+    map.set(key, hit);
+  }
+  return hit;
+}
+
+/** Adds an entry, forgetting the least recently used beyond PARSE_CACHE_SIZE. */
+function remember<T>(map: Map<string, T>, key: string, value: T): void {
+  map.set(key, value);
+  for (const k of map.keys()) {
+    if (map.size <= PARSE_CACHE_SIZE) break;
+    map.delete(k);
   }
 }
 

@@ -4,8 +4,8 @@ import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { InvalidSpecError, type SpecIssue } from '../shared/errors.js';
 import { type Placement, placeSpec } from './placement.js';
-import { type Spec, SpecSchema } from './schema.js';
-import { validateSpec } from './validate/index.js';
+import { type Spec, SpecSchema, type UnplacedSpec } from './schema.js';
+import { type ValidationMemo, validateSpecWith } from './validate/index.js';
 
 export { validateSpec } from './validate/index.js';
 
@@ -136,6 +136,14 @@ function zodIssueToSpecIssues(issue: z.core.$ZodIssue, input: unknown): SpecIssu
  * and semantically validates a spec; throws `InvalidSpecError` with every issue found.
  */
 export function loadSpec(text: string, source?: string, placement?: Placement): Spec {
+  return placeAndValidate(parseSpecText(text, source), source, placement);
+}
+
+/**
+ * A spec text parsed and schema-checked, not yet placed nor validated (see `placeAndValidate`); throws
+ * `InvalidSpecError` for YAML or schema problems.
+ */
+export function parseSpecText(text: string, source?: string): UnplacedSpec {
   const lines = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter: lines,
@@ -180,8 +188,22 @@ export function loadSpec(text: string, source?: string, placement?: Placement): 
       source,
     );
   }
-  const spec = placeSpec(parsed.data, placement);
-  const issues = validateSpec(spec);
+  return parsed.data;
+}
+
+/**
+ * The second half of `loadSpec`: places a parsed spec and validates it, throwing `InvalidSpecError` with every issue.
+ * `memo`: what the placement-free checks found for another placement of the same text (see `validateSpecWith`),
+ * filled in where empty; placing a text again then costs only the checks that read placement.
+ */
+export function placeAndValidate(
+  parsed: UnplacedSpec,
+  source?: string,
+  placement?: Placement,
+  memo?: ValidationMemo,
+): Spec {
+  const spec = placeSpec(parsed, placement);
+  const { issues } = validateSpecWith(spec, memo);
   if (issues.length > 0) throw new InvalidSpecError(issues, source);
   return spec;
 }

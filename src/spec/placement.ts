@@ -29,9 +29,10 @@ export function placementFromOwners(
   owners: Readonly<Record<string, OwnerHint>>,
 ): Record<string, PlacedVm> {
   const out: Record<string, PlacedVm> = {};
+  const hosts = new Set(spec.hosts.map((h) => h.name));
   for (const vm of spec.vms) {
     const rec = owners[vm.name];
-    if (rec && rec.specHost === vm.host && spec.hosts.some((h) => h.name === rec.host))
+    if (rec && rec.specHost === vm.host && hosts.has(rec.host))
       out[vm.name] = { host: rec.host, source: 'owner' };
     else if (vm.host) out[vm.name] = { host: vm.host, source: 'spec' };
   }
