@@ -4,7 +4,8 @@
 // offsets for 2 GiB), 10 % changed, the worst case for fixed chunks (the 1 % as 4 KiB writes scattered over the
 // disk), and the 1 % again from a cold page cache (the images' pages dropped before each tool's backup); each an
 // incremental backup of every tool. The images are synced after every change (untimed). Then each tool's newest backup is restored and compared with the
-// image byte for byte. Prints time, bytes read and bytes stored per round and tool, the ratios, and writes
+// image byte for byte. Prints time, bytes read and bytes stored per round and tool, the ratios, the checks against
+// issue 12's targets (full and 1 %; the 4 KiB-scattered round never slower than restic), and writes
 // bench/results/backup.json.
 //   npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]
 import { execFileSync } from 'node:child_process';
@@ -45,6 +46,29 @@ const fmtBytes = (n: number): string =>
       ? `${(n / MiB).toFixed(1)} MiB`
       : `${(n / 1024).toFixed(0)} KiB`;
 const fmtS = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+
+/**
+ * Issue 12's speed targets against restic, each the least restic / vmlink wall-time ratio a round must reach: a full
+ * backup at least as fast, 1 % changed 10x faster, and the worst case for fixed chunks (the 1 % as 4 KiB writes
+ * scattered over the disk, where nearly every chunk is dirty) never slower than restic: a regression check.
+ */
+const TARGETS: Array<{ round: string; least: number; why: string }> = [
+  { round: 'full', least: 1, why: 'target: at least as fast as restic' },
+  { round: '1%', least: 10, why: 'target: 10x faster than restic' },
+  { round: '4k-scattered', least: 1, why: 'regression check: never slower than restic' },
+];
+
+/** Each target's ratio in this run (rounds where vmlink and restic both ran). */
+function checksOf(
+  rows: Row[],
+): Array<{ round: string; ratio: number; least: number; why: string; ok: boolean }> {
+  return TARGETS.flatMap((t) => {
+    const f = rows.find((r) => r.round === t.round)?.figures;
+    if (!f?.vmlink || !f.restic) return [];
+    const ratio = round(f.restic.ms / f.vmlink.ms, 2);
+    return [{ ...t, ratio, ok: ratio >= t.least }];
+  });
+}
 
 interface Row {
   round: string;
@@ -178,6 +202,14 @@ async function main(): Promise<void> {
       : '';
     console.log(`  ${row.round.padEnd(14)}${cells.join('')}${ratios}`);
   }
+  const checks = checksOf(rows);
+  if (checks.length > 0) {
+    console.log('\nchecks against restic (issue 12), wall time restic / vmlink:');
+    for (const c of checks)
+      console.log(
+        `  ${c.round.padEnd(14)}${`${c.ratio.toFixed(1)}x`.padStart(6)}  ${c.why.padEnd(44)}${c.ok ? 'ok' : 'BELOW'}`,
+      );
+  }
   const bad = Object.entries(restores).filter(([, r]) => !r.identical);
 
   mkdirSync(join(RESULTS, '..'), { recursive: true });
@@ -205,6 +237,7 @@ async function main(): Promise<void> {
             { ms: round(r.ms, 1), mibPerS: r.mibPerS, identical: r.identical },
           ]),
         ),
+        checks,
         runSeconds: round(since(t0) / 1000, 1),
       },
       null,

@@ -78,6 +78,13 @@ function pieces(
   return end;
 }
 
+/** Whether `a` and `b` share memory. */
+function overlap(a: Buffer, b: Buffer): boolean {
+  return (
+    a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length
+  );
+}
+
 /** Bytes of each sample `worthCompressing` tries, and how many samples. */
 const PROBE_BYTES = 16 * 1024;
 const PROBES = 4;
@@ -200,7 +207,8 @@ export class BackupKeySet {
    * Seals a chunk: zstd (level 1; kept raw when that does not shrink it), then AES-256-GCM with a random IV and the
    * header and id as additional data. `id` must be `chunkId(plain)` (not recomputed here: the caller just did).
    * `out`: where to build the blob when it is large enough (a reused buffer: fresh 4 MiB buffers cost more in page
-   * faults than the sealing itself); the blob is then a view of it.
+   * faults than the sealing itself); the blob is then a view of it. `out` may hold `plain` itself (sealing in place,
+   * so a job needs no second buffer per chunk): the plaintext is then overwritten.
    */
   sealChunk(id: ChunkId, plain: Buffer, out?: Buffer): Buffer {
     if (!CHUNK_ID.test(id))
@@ -213,13 +221,19 @@ export class BackupKeySet {
     }
     const packed = worthCompressing(plain) ? compressScratch(plain) : plain;
     const zstdWins = packed.length < plain.length;
-    const body = zstdWins ? packed : plain;
+    let body = zstdWins ? packed : plain;
     const header = Buffer.from([...MAGIC, VERSION, zstdWins ? CODEC_ZSTD : CODEC_NONE, 0, 0]);
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.#encKey, iv);
     cipher.setAAD(Buffer.concat([header, Buffer.from(id, 'hex')]));
     const size = BLOB_OVERHEAD + body.length; // GCM's ciphertext is as long as its input
     const blob = out && out.length >= size ? out.subarray(0, size) : Buffer.allocUnsafe(size);
+    if (overlap(blob, body)) {
+      // In place: the body first moves to where its ciphertext goes (copy is a memmove), then is encrypted there
+      // piece by piece (each piece is read before its ciphertext is written over it).
+      body.copy(blob, BLOB_OVERHEAD);
+      body = blob.subarray(BLOB_OVERHEAD);
+    }
     header.copy(blob, 0);
     iv.copy(blob, IV_AT);
     if (pieces(cipher, body, blob, BLOB_OVERHEAD) !== blob.length)

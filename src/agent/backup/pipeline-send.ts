@@ -14,11 +14,11 @@ import { mapLimited } from '../../shared/queue.js';
 import type { ChunkCodec, ChunkSink } from './pipeline.js';
 
 /**
- * Chunks a backup holds at once, from their read to their store: at most this many 4 MiB plain buffers (and their
- * sealed blobs) in memory; enough to keep the NBD reads, two sealing threads and the store's writes busy. Few on
- * purpose: every buffer page a job writes after this process started a child (the storage daemon, any command)
- * takes a copy-on-write fault, ~50 us here, so each buffer in the pool costs ~1,000 faults per backup (16 plain and
- * 16 blob buffers cost ~30 % of a 1 % round's CPU; docs/backup.md, "Measured").
+ * Chunks a backup holds at once, from their read to their store: at most this many ~4 MiB buffers (each holds its
+ * chunk, then its sealed blob) in memory; enough to keep the NBD reads, two sealing threads and the store's writes
+ * busy. Few on purpose: every buffer page a job writes after this process started a child (the storage daemon, any
+ * command) takes a copy-on-write fault, ~50 us here, so each buffer in the pool costs ~1,000 faults per backup (16
+ * plain and 16 blob buffers cost ~30 % of a 1 % round's CPU; docs/backup.md, "Measured").
  */
 export const BACKUP_CHUNKS_IN_FLIGHT = 4;
 
@@ -68,9 +68,11 @@ export class BufferPool {
   }
 }
 
-/** This process's chunk buffers, shared by its jobs: plain chunks as read, and sealed blobs. */
-const plainBuffers = new BufferPool(BACKUP_CHUNK_BYTES, BACKUP_CHUNKS_IN_FLIGHT);
-const blobBuffers = new BufferPool(BACKUP_BLOB_MAX_BYTES, BACKUP_CHUNKS_IN_FLIGHT);
+/**
+ * This process's chunk buffers, shared by its jobs: each holds a chunk as read, then its sealed blob (sealed in place,
+ * over the plaintext: one buffer per chunk in flight, half the pages a plain and a blob buffer each would fault).
+ */
+const chunkBuffers = new BufferPool(BACKUP_BLOB_MAX_BYTES, BACKUP_CHUNKS_IN_FLIGHT);
 
 /** Asks `sink.missing` for ids as they come, batching those that arrive while an answer is awaited. */
 class MissingAsker {
@@ -118,8 +120,7 @@ export class ChunkSender {
   private readonly asker: MissingAsker;
   /** Each id's store (or finding it present), started by the first chunk with that id. */
   private readonly storing = new Map<ChunkId, Promise<void>>();
-  private readonly plains = plainBuffers;
-  private readonly blobs = blobBuffers;
+  private readonly buffers = chunkBuffers;
 
   constructor(
     private readonly sink: ChunkSink,
@@ -138,15 +139,16 @@ export class ChunkSender {
     const out: SentFigures = { readBytes: 0, newChunks: 0, storedBytes: 0 };
     await mapLimited(indices, BACKUP_CHUNKS_IN_FLIGHT, async (i) => {
       const at = i * BACKUP_CHUNK_BYTES;
-      const read = await nbd.read(at, Math.min(BACKUP_CHUNK_BYTES, size - at), this.plains.take());
+      const home = this.buffers.take();
+      const read = await nbd.read(at, Math.min(BACKUP_CHUNK_BYTES, size - at), home);
       const length = read.length; // identifying and sealing move buffers to other threads
-      const { id, plain } = await this.codec.identify(read);
+      const { id, plain } = await this.codec.identify(read, home);
       ids[i] = id;
       let store = this.storing.get(id);
       if (!store) {
         store = this.store(id, plain, out);
         this.storing.set(id, store);
-      } else this.plains.give(plain);
+      } else this.buffers.give(plain);
       await store;
       out.readBytes += length;
       this.onChunk(length);
@@ -156,17 +158,16 @@ export class ChunkSender {
 
   private async store(id: ChunkId, plain: Buffer, out: SentFigures): Promise<void> {
     if (!(await this.asker.lacks(id))) {
-      this.plains.give(plain);
+      this.buffers.give(plain);
       return;
     }
-    const sealed = await this.codec.sealInto(id, plain, this.blobs.take());
-    this.plains.give(sealed.plain);
-    const blob = sealed.blob;
+    // In place: the blob is built over the plaintext, in the whole buffer `plain` is a view of.
+    const { blob } = await this.codec.sealInto(id, plain, Buffer.from(plain.buffer));
     if (await this.sink.putChunk(id, blob)) {
       out.newChunks++;
       out.storedBytes += blob.length;
     }
     // The sink is done with the blob once its put is answered (a store wrote it, a store's agent received it).
-    this.blobs.give(blob);
+    this.buffers.give(blob);
   }
 }

@@ -34,11 +34,17 @@ export interface ChunkKeys {
  * (it then reads as empty); use the one given back.
  */
 export interface ChunkCodec {
-  identify(plain: Buffer): Promise<{ id: string; plain: Buffer }>;
+  /**
+   * `plain`'s id. `home`: the whole buffer `plain` is a view of, from its start, owned by the caller: it moves whole
+   * (not a copy of the view) and `plain` comes back as a view of it.
+   */
+  identify(plain: Buffer, home?: Buffer): Promise<{ id: string; plain: Buffer }>;
   seal(id: string, plain: Buffer): Promise<Buffer>;
   /**
    * `seal`, building the blob in `spare` when it is large enough (the blob is then a view of it), and giving back the
-   * plain buffer when it came back from another thread (`plain`: its bytes unchanged): both for reuse.
+   * plain buffer when it came back from another thread (`plain`: its bytes unchanged): both for reuse. A `spare` that
+   * holds `plain` at its start (the whole buffer it is a view of) seals in place: the blob overwrites the plaintext,
+   * and no plain buffer comes back.
    */
   sealInto(id: string, plain: Buffer, spare?: Buffer): Promise<{ blob: Buffer; plain?: Buffer }>;
   open(id: string, blob: Buffer): Promise<Buffer>;
@@ -49,7 +55,10 @@ export function inlineCodec(keys: ChunkKeys): ChunkCodec {
   return {
     identify: async (plain) => ({ id: keys.chunkId(plain), plain }),
     seal: async (id, plain) => keys.sealChunk(id, plain),
-    sealInto: async (id, plain, spare) => ({ blob: keys.sealChunk(id, plain, spare), plain }),
+    sealInto: async (id, plain, spare) => {
+      const blob = keys.sealChunk(id, plain, spare);
+      return spare?.buffer === plain.buffer ? { blob } : { blob, plain };
+    },
     open: async (id, blob) => keys.openChunk(id, blob),
   };
 }

@@ -20,6 +20,8 @@ export type SealRequest =
       length: number;
       /** `seal`: a buffer (moved here) to build the blob in when it is large enough, and give the input back. */
       spare?: ArrayBuffer;
+      /** `seal`: build the blob in `ab` itself, over the input (which starts at its offset 0). */
+      inPlace?: boolean;
     };
 
 export type SealReply =

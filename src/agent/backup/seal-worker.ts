@@ -48,16 +48,21 @@ port.on('message', (m: SealRequest) => {
       const input = Buffer.from(m.ab, m.offset, m.length);
       let id: string | undefined;
       let out: Buffer;
+      // Where a seal builds its blob: the input's own buffer (in place), a spare, or a fresh buffer.
+      const home = m.op === 'seal' ? (m.inPlace ? m.ab : m.spare) : undefined;
       if (m.op === 'identify') {
         id = k.chunkId(input);
         out = input;
-      } else if (m.op === 'seal') out = k.sealChunk(m.id!, input, m.spare && Buffer.from(m.spare));
+      } else if (m.op === 'seal') out = k.sealChunk(m.id!, input, home && Buffer.from(home));
       else out = k.openChunk(m.id!, input);
-      // A blob built in the spare is a view of it: the spare goes back whole (offset 0), not copied.
+      // The input (identify), or a blob built in its home, goes back as a view of the whole buffer moved here, not
+      // copied: the caller reuses that buffer.
       const mv =
-        m.spare && out.buffer === m.spare
-          ? { ab: m.spare, offset: out.byteOffset, length: out.length }
-          : movable(out);
+        m.op === 'identify'
+          ? { ab: m.ab, offset: m.offset, length: m.length }
+          : home && out.buffer === home
+            ? { ab: home, offset: out.byteOffset, length: out.length }
+            : movable(out);
       transfer.push(mv.ab);
       // With a spare, the input goes back too (the caller reuses its buffers); never twice in one transfer list.
       const back = m.spare && m.ab !== mv.ab ? { input: m.ab } : {};

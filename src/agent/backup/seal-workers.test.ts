@@ -73,6 +73,31 @@ describe('sealing threads', () => {
     }
   }, 60_000);
 
+  it('identify and seal in place in a buffer of the caller (compressible and not), on threads as inline', async () => {
+    const inline = { ...inlineCodec(keys), close: async () => {} };
+    for (const codec of [await threads.codecFor(keys), inline]) {
+      const chunks = [Buffer.alloc(4 * MiB, 0x62), randomBytes(4 * MiB), randomBytes(5000)];
+      for (const c of chunks) {
+        const home = Buffer.from(new ArrayBuffer(4 * MiB + 64 * 1024));
+        home.fill(0xee); // bytes past the chunk must never reach its blob
+        c.copy(home);
+        const read = home.subarray(0, c.length);
+        const { id, plain } = await codec.identify(read, home);
+        expect(id).toBe(keys.chunkId(c));
+        expect(plain.length).toBe(c.length);
+        expect(plain.buffer.byteLength).toBe(4 * MiB + 64 * 1024); // the whole buffer came back, not a copy
+        if (codec !== inline) expect(home.buffer.byteLength).toBe(0); // moved, not copied
+        const whole = Buffer.from(plain.buffer);
+        const r = await codec.sealInto(id, plain, whole);
+        expect(r.blob.buffer.byteLength).toBe(4 * MiB + 64 * 1024); // built over the plaintext
+        expect(r.blob.byteOffset).toBe(0);
+        expect(r.plain).toBeUndefined(); // nothing else to give back
+        expect(keys.openChunk(id, Buffer.from(r.blob)).equals(c)).toBe(true);
+      }
+      await codec.close();
+    }
+  }, 60_000);
+
   it('start again after being stopped', async () => {
     await threads.close();
     const codec = await threads.codecFor(keys);

@@ -179,15 +179,20 @@ export class SealThreads {
     let closed = false;
     const work = async (op: SealOp, buf: Buffer, id?: string, spare?: Buffer) => {
       if (closed) throw new InvalidStateError('this job has closed its sealing threads');
-      const mv = movable(buf);
+      // `spare` whole and holding `buf` at its start: the caller's own buffer, moved whole (identify: it comes back
+      // whole; seal: the blob is built in it, in place). Else `buf` moves alone (copied when only a view).
+      const whole = (b: Buffer | undefined): b is Buffer =>
+        b !== undefined &&
+        b.byteOffset === 0 &&
+        b.byteLength === b.buffer.byteLength &&
+        b.buffer instanceof ArrayBuffer;
+      const inPlace = whole(spare) && buf.buffer === spare.buffer && buf.byteOffset === 0;
+      const mv = inPlace
+        ? { ab: spare.buffer as ArrayBuffer, offset: 0, length: buf.byteLength }
+        : movable(buf);
       // A spare is moved only when it is a whole buffer of its own (and not the input's): else it stays here.
       const sp =
-        spare &&
-        spare.byteOffset === 0 &&
-        spare.byteLength === spare.buffer.byteLength &&
-        spare.buffer !== mv.ab
-          ? (spare.buffer as ArrayBuffer)
-          : undefined;
+        !inPlace && whole(spare) && spare.buffer !== mv.ab ? (spare.buffer as ArrayBuffer) : undefined;
       const transfer = sp ? [mv.ab, sp] : [mv.ab];
       return set.send(
         {
@@ -198,13 +203,14 @@ export class SealThreads {
           ...(id ? { id } : {}),
           ...mv,
           ...(sp ? { spare: sp } : {}),
+          ...(inPlace && op === 'seal' ? { inPlace } : {}),
         },
         transfer,
       );
     };
     return {
-      identify: async (plain) => {
-        const r = await work('identify', plain);
+      identify: async (plain, home) => {
+        const r = await work('identify', plain, undefined, home);
         return { id: r.id!, plain: r.buf! };
       },
       seal: async (id, plain) => (await work('seal', plain, id)).buf!,

@@ -7,7 +7,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SocketReader } from './nbd-protocol.js';
+import { insertRange, SocketReader } from './nbd-protocol.js';
 
 let dir: string | undefined;
 let server: Server | undefined;
@@ -87,5 +87,29 @@ describe('SocketReader', () => {
     reader.fail(new Error('gone'));
     await expect(waiting).rejects.toThrow('gone');
     await expect(reader.read(1)).rejects.toThrow('gone');
+  });
+});
+
+describe('insertRange', () => {
+  it('keeps ranges sorted and merged, and refuses overlaps', () => {
+    const r: Array<[number, number]> = [];
+    expect(insertRange(r, 10, 20)).toBe(true);
+    expect(insertRange(r, 30, 40)).toBe(true);
+    expect(insertRange(r, 0, 5)).toBe(true);
+    expect(r).toEqual([
+      [0, 5],
+      [10, 20],
+      [30, 40],
+    ]);
+    expect(insertRange(r, 20, 30)).toBe(true);
+    expect(r).toEqual([
+      [0, 5],
+      [10, 40],
+    ]);
+    expect(insertRange(r, 4, 6)).toBe(false);
+    expect(insertRange(r, 39, 41)).toBe(false);
+    expect(insertRange(r, 0, 100)).toBe(false);
+    expect(insertRange(r, 5, 10)).toBe(true);
+    expect(r).toEqual([[0, 40]]);
   });
 });
