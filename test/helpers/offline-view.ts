@@ -2,6 +2,7 @@
 // backup-offline.ts), for the storage files that test them on a real iSCSI target or NFS server: the views' deps in a
 // host namespace with the real qemu-nbd, and qemu-io over one of their NBD exports.
 import { startQemuNbd, stopQemuNbd } from '../../src/drivers/backup/qemu-nbd.js';
+import { stopLeftDaemon } from '../../src/drivers/hypervisor/qemu/backup-daemon.js';
 import type { OfflineDeps } from '../../src/drivers/hypervisor/qemu/backup-offline.js';
 import type { RunResult, SystemRunner } from '../../src/exec/runner.js';
 
@@ -41,4 +42,10 @@ export function nbdIo(
     ['qemu-io', ...(writable ? [] : ['-r']), '-f', 'raw', '-c', cmd, `nbd+unix:///${name}?socket=${socket}`],
     { allowFailure: true },
   );
+}
+
+/** Stops what a view left in `socketDir` (the storage daemon, the restore's qemu-nbd of export `name`). */
+export async function stopOfflineViews(socketDir: string, netns: string, name = 'data'): Promise<void> {
+  await stopLeftDaemon(socketDir, netns).catch(() => {});
+  await stopQemuNbd(socketDir, name, netns).catch(() => {});
 }

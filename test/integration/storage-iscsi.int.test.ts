@@ -13,7 +13,7 @@ import { Tgtd } from '../../src/drivers/storage/tgtd.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import { ConflictError, InvalidRequestError } from '../../src/shared/errors.js';
 import { ISCSI_VOLUME_LUN, iscsiTargetName, type PoolConfig } from '../../src/shared/storage.js';
-import { nbdIo, offlineDepsIn } from '../helpers/offline-view.js';
+import { nbdIo, offlineDepsIn, stopOfflineViews } from '../helpers/offline-view.js';
 
 // The iscsi pool on a real tgtd in a "san" namespace, reached from a "host" namespace over a veth by QEMU's own
 // initiator (libiscsi, qemu-block-extra) with CHAP from a secret object read from a 0600 file: the right secret
@@ -396,38 +396,43 @@ describe.runIf(isRoot && haveTools)('iscsi pool backend', () => {
         offlineDepsIn(runner, HOST, socketDir, {
           chap: offlineChap('bk1', [disk], [{ name: 'san-chap', value: chap }]),
         });
-      // The backup reads what the VM wrote, a raw LUN whole (it keeps no bitmap while stopped).
-      const view = await openDaemon(deps(b64(password)), [disk], {
-        bitmaps: { base: 'vmlink-b0', next: 'vmlink-b1' },
-        freeze: false,
-        full: false,
-      });
-      const size = await virtualSize('data'); // grown to 96 MiB above
-      expect(view.disks).toEqual([expect.objectContaining({ name: 'data', sizeBytes: size })]);
-      expect(view.disks[0]!.changed).toEqual({ fullReason: 'stopped-no-bitmap' });
-      const read = await nbdIo(runner, view.disks[0]!.socket, 'data', `read -P ${PATTERN_BYTE} 1M 64k`);
-      expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
-      await view.end('commit');
-      expect(existsSync(daemonFiles(socketDir).pidfile)).toBe(false);
-      // A wrong password: refused by the target, the daemon gone.
-      await expect(
-        openDaemon(deps(b64('not-the-password-2')), [disk], {
-          bitmaps: { next: 'vmlink-b2' },
+      try {
+        // The backup reads what the VM wrote, a raw LUN whole (it keeps no bitmap while stopped).
+        const view = await openDaemon(deps(b64(password)), [disk], {
+          bitmaps: { base: 'vmlink-b0', next: 'vmlink-b1' },
           freeze: false,
           full: false,
-        }),
-      ).rejects.toThrow(/authentication|CHAP|iSCSI|login/i);
-      expect(await stopLeftDaemon(socketDir, HOST)).toBe(false);
-      // The restore writes the LUN through qemu-nbd (its password in a 0600 file, gone once the LUN is open).
-      const restore = await openRestore(deps(b64(password)), [disk]);
-      expect(restore.disks[0]!.sizeBytes).toBe(size);
-      expect((await readdir(socketDir)).filter((f) => f.startsWith('secret-'))).toEqual([]);
-      const w = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
-      expect(w.stdout + w.stderr).not.toMatch(/error|fail/i);
-      await restore.close();
-      const back = await qemuIo('data', 'read -P 0x6b 2M 64k');
-      expect(back.code, back.stderr).toBe(0);
-      expect(back.stdout).not.toContain('verification failed');
+        });
+        const size = await virtualSize('data'); // grown to 96 MiB above
+        expect(view.disks).toEqual([expect.objectContaining({ name: 'data', sizeBytes: size })]);
+        expect(view.disks[0]!.changed).toEqual({ fullReason: 'stopped-no-bitmap' });
+        const read = await nbdIo(runner, view.disks[0]!.socket, 'data', `read -P ${PATTERN_BYTE} 1M 64k`);
+        expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
+        await view.end('commit');
+        expect(existsSync(daemonFiles(socketDir).pidfile)).toBe(false);
+        // A wrong password: refused by the target, the daemon gone.
+        await expect(
+          openDaemon(deps(b64('not-the-password-2')), [disk], {
+            bitmaps: { next: 'vmlink-b2' },
+            freeze: false,
+            full: false,
+          }),
+        ).rejects.toThrow(/authentication|CHAP|iSCSI|login/i);
+        expect(await stopLeftDaemon(socketDir, HOST)).toBe(false);
+        // The restore writes the LUN through qemu-nbd (its password in a 0600 file, gone once the LUN is open).
+        const restore = await openRestore(deps(b64(password)), [disk]);
+        expect(restore.disks[0]!.sizeBytes).toBe(size);
+        expect((await readdir(socketDir)).filter((f) => f.startsWith('secret-'))).toEqual([]);
+        const w = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
+        expect(w.stdout + w.stderr).not.toMatch(/error|fail/i);
+        await restore.close();
+        const back = await qemuIo('data', 'read -P 0x6b 2M 64k');
+        expect(back.code, back.stderr).toBe(0);
+        expect(back.stdout).not.toContain('verification failed');
+      } finally {
+        // A failed check leaves no daemon or server behind (they outlive their caller by design).
+        await stopOfflineViews(socketDir, HOST);
+      }
     });
 
     it('reports a restarted tgtd as problems, and ensurePool brings every target back with a rotated password', async () => {

@@ -33,7 +33,7 @@ import {
   type VolumeFormat,
   volumeFileName,
 } from '../../src/shared/storage.js';
-import { nbdIo, offlineDepsIn } from '../helpers/offline-view.js';
+import { nbdIo, offlineDepsIn, stopOfflineViews } from '../helpers/offline-view.js';
 
 const runner = new SystemRunner();
 const NAS = 'vltest-nfsnas';
@@ -275,58 +275,63 @@ describe.runIf(isRoot && haveTools && haveNfsBlock)(
             freeze: false,
             full: false,
           });
-        const first = await open(undefined, 'vmlink-b1');
-        expect(first.disks[0]).toMatchObject({
-          sizeBytes: 16 * 1024 * 1024,
-          changed: { fullReason: 'first' },
-        });
-        const read = await nbdIo(runner, first.disks[0]!.socket, 'data', 'read -P 0xab 0 1M');
-        expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
-        await first.end('commit');
-        // The VM (stopped now) wrote 64 KiB since: the next view reads exactly that through the kept bitmap.
-        const w = await asQemu([
-          'qemu-io',
-          '-f',
-          'qcow2',
-          '-c',
-          'write -P 0xcd 4M 64k',
-          nfsUrl('cl', 'disk1.qcow2'),
-        ]);
-        expect(w.code, said(w)).toBe(0);
-        const next = await open('vmlink-b1', 'vmlink-b2');
-        expect(next.disks[0]!.changed).toEqual({ context: 'qemu:dirty-bitmap:vmlink-b1' });
-        const map = await runner.run([
-          'qemu-img',
-          'map',
-          '--output=json',
-          '--image-opts',
-          `driver=nbd,export=data,server.type=unix,server.path=${next.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:vmlink-b1`,
-        ]);
-        const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
-          .filter((e) => !e.data)
-          .map((e) => e.start);
-        expect(dirty).toEqual([4 * 1024 * 1024]);
-        await next.end('commit');
-        // A restore writes the volume through qemu-nbd over NFS; the VM's uid reads it back.
-        const restore = await openRestore(deps, [disk]);
-        const rw = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
-        expect(rw.stdout + rw.stderr).not.toMatch(/error|fail/i);
-        await restore.close();
-        const back = await asQemu([
-          'qemu-io',
-          '-f',
-          'qcow2',
-          '-c',
-          'read -P 0x6b 2M 64k',
-          nfsUrl('cl', 'disk1.qcow2'),
-        ]);
-        expect(back.code, said(back)).toBe(0);
-        expect(back.stdout).not.toContain('verification failed');
-        const info = await asQemu(['qemu-img', 'info', '--output=json', nfsUrl('cl', 'disk1.qcow2')]);
-        const names = (
-          JSON.parse(info.stdout) as { 'format-specific': { data: { bitmaps?: Array<{ name: string }> } } }
-        )['format-specific'].data.bitmaps?.map((b) => b.name);
-        expect(names).toEqual(['vmlink-b2']); // committed: the base went, the next one counts from this snapshot
+        try {
+          const first = await open(undefined, 'vmlink-b1');
+          expect(first.disks[0]).toMatchObject({
+            sizeBytes: 16 * 1024 * 1024,
+            changed: { fullReason: 'first' },
+          });
+          const read = await nbdIo(runner, first.disks[0]!.socket, 'data', 'read -P 0xab 0 1M');
+          expect(read.stdout + read.stderr).not.toMatch(/verification failed|error/i);
+          await first.end('commit');
+          // The VM (stopped now) wrote 64 KiB since: the next view reads exactly that through the kept bitmap.
+          const w = await asQemu([
+            'qemu-io',
+            '-f',
+            'qcow2',
+            '-c',
+            'write -P 0xcd 4M 64k',
+            nfsUrl('cl', 'disk1.qcow2'),
+          ]);
+          expect(w.code, said(w)).toBe(0);
+          const next = await open('vmlink-b1', 'vmlink-b2');
+          expect(next.disks[0]!.changed).toEqual({ context: 'qemu:dirty-bitmap:vmlink-b1' });
+          const map = await runner.run([
+            'qemu-img',
+            'map',
+            '--output=json',
+            '--image-opts',
+            `driver=nbd,export=data,server.type=unix,server.path=${next.disks[0]!.socket},x-dirty-bitmap=qemu:dirty-bitmap:vmlink-b1`,
+          ]);
+          const dirty = (JSON.parse(map.stdout) as Array<{ start: number; data: boolean }>)
+            .filter((e) => !e.data)
+            .map((e) => e.start);
+          expect(dirty).toEqual([4 * 1024 * 1024]);
+          await next.end('commit');
+          // A restore writes the volume through qemu-nbd over NFS; the VM's uid reads it back.
+          const restore = await openRestore(deps, [disk]);
+          const rw = await nbdIo(runner, restore.disks[0]!.socket, 'data', 'write -P 0x6b 2M 64k', true);
+          expect(rw.stdout + rw.stderr).not.toMatch(/error|fail/i);
+          await restore.close();
+          const back = await asQemu([
+            'qemu-io',
+            '-f',
+            'qcow2',
+            '-c',
+            'read -P 0x6b 2M 64k',
+            nfsUrl('cl', 'disk1.qcow2'),
+          ]);
+          expect(back.code, said(back)).toBe(0);
+          expect(back.stdout).not.toContain('verification failed');
+          const info = await asQemu(['qemu-img', 'info', '--output=json', nfsUrl('cl', 'disk1.qcow2')]);
+          const names = (
+            JSON.parse(info.stdout) as { 'format-specific': { data: { bitmaps?: Array<{ name: string }> } } }
+          )['format-specific'].data.bitmaps?.map((b) => b.name);
+          expect(names).toEqual(['vmlink-b2']); // committed: the base went, the next one counts from this snapshot
+        } finally {
+          // A failed check leaves no daemon or server behind (they outlive their caller by design).
+          await stopOfflineViews(socketDir, HOST);
+        }
       });
 
       it('export changes reach the running server: a client network that leaves the host out, then the pool path again', async () => {
