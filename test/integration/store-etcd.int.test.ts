@@ -234,9 +234,16 @@ describe('etcd store: shared by several controllers', () => {
     const s = new EtcdStore(client());
     expect(await s.getClusterMembers()).toBeUndefined();
     const m = { heartbeatSeconds: 5, hosts: [{ name: 'host1', agent: 'https://10.0.0.1:7443' }] };
-    await s.putClusterMembers(m);
+    expect(await s.putClusterMembers(m)).toBe(true);
     expect(await s.getClusterMembers()).toEqual(m);
     expect(await admin.get(clusterKeys.members).json()).toEqual(m);
+    // The same membership again is not written (agents re-read it on every change): its revision stays.
+    const rev = (await admin.get(clusterKeys.members).exec()).kvs[0]!.mod_revision;
+    expect(await s.putClusterMembers({ ...m, hosts: [...m.hosts] })).toBe(false);
+    expect((await admin.get(clusterKeys.members).exec()).kvs[0]!.mod_revision).toBe(rev);
+    const m2 = { ...m, heartbeatSeconds: 10 };
+    expect(await s.putClusterMembers(m2)).toBe(true);
+    expect(await s.getClusterMembers()).toEqual(m2);
     await admin.put(clusterKeys.members).value('{"hosts":5}').exec();
     await expect(s.getClusterMembers()).rejects.toThrow(InvalidStateError);
   });

@@ -11,7 +11,8 @@ import { ensureEtcdAuth } from '../cluster/etcd-auth.js';
 /** The etcd side of a cluster that apply prepares (an `EtcdStore` provides both). */
 export interface ClusterEtcd {
   readonly client: Etcd3;
-  putClusterMembers(members: ClusterMembers): Promise<void>;
+  /** Writes the membership unless it is unchanged; whether it was written. */
+  putClusterMembers(members: ClusterMembers): Promise<boolean>;
 }
 
 /**
