@@ -321,12 +321,17 @@ export class MigrationService {
 
   /** Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. */
   private async cont(id: string, vm: string): Promise<void> {
+    await this.claimPortsOf(id, vm);
+    await this.halves().resumeTarget(vm);
+  }
+
+  /** This host's bridges point at the VM's taps; a failure is logged, never fatal. */
+  private async claimPortsOf(id: string, vm: string): Promise<void> {
     await this.d
       .claimPorts?.(vm)
       .catch((e: Error) =>
         log.warn({ migration: id, vm, err: e.message }, 'could not point the bridges at the arrived VM'),
       );
-    await this.halves().resumeTarget(vm);
   }
 
   /**
@@ -343,8 +348,12 @@ export class MigrationService {
     const vm = inc.req.vm.name;
     const stamp = migrationStamp(id, vm);
     await inc.streamEnded;
+    // The source completed (its guest is paused, for good unless this side is removed): this host's bridges may point
+    // at the VM's taps while its QEMU loads the last of the state, outside the pause's critical path.
+    const claimed = this.claimPortsOf(id, vm).then(() => stamp('target-ports-claimed'));
     await this.halves().awaitArrived(vm, ARRIVAL_WAIT_MS);
     stamp('target-arrived');
+    await claimed;
     if (this.incoming.get(id) !== inc)
       throw new InvalidStateError(`migration ${id} was rolled back before its state arrived`);
     if (this.d.leaseHeld && !this.d.leaseHeld())
@@ -355,7 +364,7 @@ export class MigrationService {
     arrival.state = 'resuming';
     this.settle(id, { ran: true, outcome: arrival.outcome });
     try {
-      await this.cont(id, vm);
+      await this.halves().resumeTarget(vm);
       stamp('target-resumed', { onArrival: true });
     } finally {
       this.finishIncoming(id);

@@ -24,6 +24,7 @@ import type { Store } from '../store/types.js';
 import { MIGRATION_RESUME_ON_ARRIVAL, switchOnArrival } from './arrival.js';
 import { explainMigration, MIGRATION_DOWNTIME_LIMIT_MS, type MigrationExplain } from './explain.js';
 import { gatherFacts } from './facts.js';
+import { claimMigration, releaseMigration } from './in-flight.js';
 import { MigrationStorage, type MigrationStorageReport } from './shared-storage.js';
 import { type SwitchOver, switchOnGo } from './switch-over.js';
 
@@ -80,9 +81,6 @@ export interface MigrationReport {
   /** The VM's shared volumes: which iscsi ones are now fenced to the target (shared-storage.ts). */
   storage?: MigrationStorageReport;
 }
-
-// One migration per VM at a time, across every caller of this controller (API, balancer).
-const migrating = new Set<string>();
 
 /** Where `host`'s agent is reached by other hosts: its https:// spec address, else its underlay address. */
 export function peerAgentAddress(spec: Spec, host: string): string {
@@ -158,12 +156,11 @@ export async function runMigration(
   req: { vm: string; to: string },
 ): Promise<MigrationReport> {
   const { vm, to } = req;
-  if (migrating.has(vm)) throw new ConflictError(`vm ${vm} is already migrating`, `vm/${vm}`);
-  migrating.add(vm);
+  if (!claimMigration(vm)) throw new ConflictError(`vm ${vm} is already migrating`, `vm/${vm}`);
   try {
     return await migrate(deps, vm, to);
   } finally {
-    migrating.delete(vm);
+    releaseMigration(vm);
   }
 }
 

@@ -100,6 +100,9 @@ const inSocket = (p: VmPaths) => `${p.runDir}/migrate-in.sock`;
 
 /** The source and target halves of a live migration, per VM. */
 export class VmMigrations implements HypervisorMigrations {
+  /** Incoming VMs whose QEMU exports disks (block migration): only they stop an NBD server before `cont`. */
+  private readonly exported = new Set<string>();
+
   constructor(private readonly d: VmMigrationDeps) {}
 
   /**
@@ -272,6 +275,7 @@ export class VmMigrations implements HypervisorMigrations {
         maxBytes: await exportDisks(qmp, nbd, local, name),
         maxConnections: local.length * NBD_CONNECTIONS_PER_DISK,
       };
+      this.exported.add(name);
     }
     await startIncoming(qmp, `unix:${path}`);
     const stream = await new Promise<Socket>((resolve, reject) => {
@@ -295,7 +299,8 @@ export class VmMigrations implements HypervisorMigrations {
   /** Target: the NBD exports of a block migration go (the source ended its copies), then the guest runs here. */
   async resumeTarget(name: string): Promise<void> {
     const qmp = await this.d.qmp(name);
-    await stopExports(qmp);
+    // Without exports, no QMP round trip more inside the guest's pause.
+    if (this.exported.delete(name)) await stopExports(qmp);
     await resumeTarget(qmp);
   }
 }
