@@ -2,12 +2,7 @@ import { type Socket, connect as unixConnect } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { WebSocket } from 'ws';
-import type {
-  HypervisorMigrations,
-  IncomingDisks,
-  MigrationProgress,
-  SecretValues,
-} from '../../drivers/hypervisor/types.js';
+import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../../drivers/hypervisor/types.js';
 import {
   ConflictError,
   ForbiddenError,
@@ -28,8 +23,9 @@ import {
   type OutgoingRequest,
   STREAM_ACK_EVERY_BYTES,
 } from '../wire-migrate.js';
-import { RELAY_WINDOW_BYTES, type Stamp, sendStream } from './relay.js';
-import { ByteBudget, tunnelFrom, tunnelTo } from './tunnel.js';
+import { runOutgoing } from './outgoing.js';
+import { migrationStamp } from './relay.js';
+import { ByteBudget, tunnelFrom } from './tunnel.js';
 
 /** An incoming VM waits this long for its stream before it is removed again (ms). */
 export const INCOMING_WAIT_MS = 120_000;
@@ -421,71 +417,7 @@ export class MigrationService {
     const release = this.claim(req.vm, 'outgoing');
     const job: MigrationJob = { id: req.id, vm: req.vm, state: 'running' };
     this.keep(job);
-    const onProgress = (p: MigrationProgress) => {
-      job.progress = p;
-    };
-    // QEMU's NBD connections (block migration), each carried to the target; all cut when the job ends.
-    const tunnels = new Set<Socket>();
-    const nbdTunnel = (conn: Socket) => {
-      tunnels.add(conn);
-      conn.once('close', () => tunnels.delete(conn));
-      tunnelTo(conn, { id: req.id, to: req.to, tls }).catch((e: Error) =>
-        log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'disk tunnel failed'),
-      );
-    };
-    void this.tuning()
-      .then((t) => {
-        const stamp = migrationStamp(req.id, req.vm, t?.variant);
-        let seen = false;
-        const onProgressStamped = (p: MigrationProgress) => {
-          onProgress(p);
-          if (p.status !== 'completed' || seen) return;
-          seen = true;
-          stamp('source-qemu-completed', { downtimeMs: p.downtimeMs });
-        };
-        return m
-          .migrateOut(
-            req.vm,
-            {
-              downtimeLimitMs: req.downtimeLimitMs,
-              ...(t?.downtimeStartMs !== undefined ? { downtimeStartMs: t.downtimeStartMs } : {}),
-              onProgress: onProgressStamped,
-              nbdTunnel,
-              ...(t?.maxBandwidthMiB ? { maxBandwidthBytes: t.maxBandwidthMiB * 1024 * 1024 } : {}),
-              ...(t?.vcpuNice !== undefined ? { vcpuNice: t.vcpuNice } : {}),
-              ...(req.holdOnceSent ? { holdOnceSent: true } : {}),
-            },
-            (stream) =>
-              sendStream(stream, req, tls, {
-                stamp,
-                ...(t?.relay === 'nodelay' ? { noDelay: true } : {}),
-                // The bench's `nowin` (0) sends as before the window.
-                ...(t?.relayWindowKiB === 0
-                  ? {}
-                  : { windowBytes: t?.relayWindowKiB ? t.relayWindowKiB * 1024 : RELAY_WINDOW_BYTES }),
-              }),
-          )
-          .then((last) => {
-            stamp('source-completed', { downtimeMs: last.downtimeMs, totalTimeMs: last.totalTimeMs });
-            return last;
-          });
-      })
-      .then(
-        (last) => {
-          job.progress = last;
-          job.state = 'completed';
-        },
-        (e: Error) => {
-          job.state = 'failed';
-          job.error = e.message.slice(0, 4000);
-          if (job.progress?.status === 'held') job.sourcePaused = true;
-          log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'outgoing migration failed');
-        },
-      )
-      .finally(() => {
-        for (const c of tunnels) c.destroy();
-        release();
-      });
+    void runOutgoing(m, req, tls, job, this.tuning()).finally(release);
     return job;
   }
 
@@ -534,16 +466,4 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
       timer.unref();
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/**
- * A timing stamp of the switch-over in the agent's log (its `time` against the ping's replies: where a pause goes;
- * bench/migrate.ts reads them back).
- */
-function migrationStamp(id: string, vm: string, variant?: string): Stamp {
-  return (what, extra) =>
-    log.info(
-      { migration: id, vm, stamp: what, ...(variant ? { variant } : {}), ...extra },
-      'migration stamp',
-    );
 }
