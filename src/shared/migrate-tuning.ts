@@ -1,7 +1,8 @@
 // Bench-only knobs of a live migration (bench/migrate.ts compares variants side by side, move by move, in one lab):
-// the agents and the controller (`resumeOnArrival`) read them at each migration from the JSON file that VMLINK_MIGRATE_TUNING names. Unset (every real deployment), nothing
-// changes and nothing is read. The file is the bench's own (root's temp dir), still read capped, strictly parsed and
-// without following a link; a bad file fails the migration with its reason rather than running a variant half-applied.
+// the agents, and the controller for `resumeOnArrival`, read them at each migration from the JSON file that
+// VMLINK_MIGRATE_TUNING names. Unset (every real deployment), nothing changes and nothing is read. The file is the
+// bench's own (root's temp dir), still read capped, strictly parsed and without following a link; a bad file fails
+// the migration with its reason rather than running a variant half-applied.
 import { z } from 'zod';
 import { readJsonFile } from './state-file.js';
 
