@@ -224,8 +224,8 @@ describe('MigrationService (target resume on arrival)', () => {
     expect(order).toEqual(['owner check 7']);
     await svc.receive(id, 'host1', Readable.from([Buffer.from('QEVM')]));
     await tick();
-    // The bridges are pointed at the taps once the stream ended (the source's guest is paused), beside the arrival.
-    expect(order).toEqual(['owner check 7', 'claim web', 'arrived', 'cont']);
+    // The bridges are pointed at the taps after the arrival, just before the guest runs.
+    expect(order).toEqual(['owner check 7', 'arrived', 'claim web', 'cont']);
     // The controller's second call waits for (here: has) the outcome, with no second owner check.
     await svc.resume(id, { token: '7' }, 1000);
     expect(order).toHaveLength(4);
@@ -269,7 +269,7 @@ describe('MigrationService (target resume on arrival)', () => {
     await svc.receive(id2, 'host1', Readable.from([Buffer.from('QEVM')]));
     arrive();
     await tick();
-    expect(order).toEqual(['owner check 8', 'claim web', 'arrived']);
+    expect(order).toEqual(['owner check 8', 'arrived']);
     await expect(svc.resume(id2, { token: '8' }, 1000)).rejects.toThrow(/no longer holds its cluster lease/);
     expect(await svc.abortIncoming(id2, 'test')).toEqual({ removed: true, ran: false });
     close();

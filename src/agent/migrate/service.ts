@@ -344,12 +344,8 @@ export class MigrationService {
     const vm = inc.req.vm.name;
     const stamp = migrationStamp(id, vm);
     await inc.streamEnded;
-    // The source completed (its guest is paused, for good unless this side is removed): this host's bridges may point
-    // at the VM's taps while its QEMU loads the last of the state, outside the pause's critical path.
-    const claimed = this.claimPortsOf(id, vm).then(() => stamp('target-ports-claimed'));
     await this.halves().awaitArrived(vm, ARRIVAL_WAIT_MS);
     stamp('target-arrived');
-    await claimed;
     if (this.incoming.get(id) !== inc)
       throw new InvalidStateError(`migration ${id} was rolled back before its state arrived`);
     if (this.d.leaseHeld && !this.d.leaseHeld())
@@ -360,7 +356,9 @@ export class MigrationService {
     arrival.state = 'resuming';
     this.settle(id, { ran: true, outcome: arrival.outcome });
     try {
-      await this.halves().resumeTarget(vm);
+      // The bridges are claimed only now, after the arrival: claimed at the stream's end (tried), a frame of the
+      // source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
+      await this.cont(id, vm);
       stamp('target-resumed', { onArrival: true });
     } finally {
       this.finishIncoming(id);
