@@ -7,7 +7,7 @@
 //   bridge: not measurable in this version; a `bridge` network belongs to one host (spec `host:`), so the target
 //           never has it and the explain refuses (`network:<name>`). The result says so (`skipped`).
 // Target (issue 13): a 256 MiB idle guest's gap <= 300 ms in 4 of 5 runs.
-// `--variants base,nice,...`: migration variants (VARIANTS below, src/agent/migrate/bench-tuning.ts) alternating move
+// `--variants base,nice,...`: migration variants (VARIANTS below, src/shared/migrate-tuning.ts) alternating move
 // by move, so each size runs `--runs` moves per variant in the same lab and hour. Per move the agents' timing stamps
 // (source stop and completion, relay flushed, target's stream written, arrival, resume) are printed against the ping.
 //   npx tsx bench/migrate.ts [--runs N] [--sizes 256,1024] [--variants base,nice]  (root; VM lock; ~6 min at 3 runs)
@@ -15,8 +15,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MIGRATION_TUNING_ENV, type MigrationTuning } from '../src/agent/migrate/bench-tuning.js';
 import { machineNs } from '../src/lab/names.js';
+import { MIGRATION_TUNING_ENV, type MigrationTuning } from '../src/shared/migrate-tuning.js';
 import { largestGap, type Pinger, startPing } from '../test/helpers/ping.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink, vmlinkOk } from './cli.js';
@@ -31,7 +31,7 @@ const sizes = (argValue('--sizes') ?? '256,1024')
   .split(',')
   .map(Number)
   .filter((x) => Number.isInteger(x) && x >= 128 && x <= 4096);
-/** The variants `--variants` may name (bench-tuning.ts): `base` is the code as it ships. */
+/** The variants `--variants` may name (shared/migrate-tuning.ts): `base` is the code as it ships. */
 const VARIANTS: Record<string, MigrationTuning> = {
   base: { variant: 'base' },
   nowin: { variant: 'nowin', relayWindowKiB: 0 },
@@ -45,6 +45,9 @@ const VARIANTS: Record<string, MigrationTuning> = {
   dt25: { variant: 'dt25', downtimeStartMs: 25 },
   dt50: { variant: 'dt50', downtimeStartMs: 50 },
   dt100: { variant: 'dt100', downtimeStartMs: 100 },
+  // The switch-over (controller/migrate/arrival.ts): the target resumes on arrival, or on the controller's go.
+  arrival: { variant: 'arrival', resumeOnArrival: true },
+  go: { variant: 'go', resumeOnArrival: false },
 };
 const variants = (argValue('--variants') ?? 'base').split(',').filter(Boolean);
 const queues = process.argv.includes('--queues');

@@ -200,6 +200,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     assertMayRun: (name, fence) => agent.assertMayRun(name, fence),
     deleteVm: (name) => agent.execute({ kind: 'vm.delete', name }),
     claimPorts: (name) => agent.claimPorts(name),
+    ...(cluster ? { leaseHeld: () => cluster.status().mode === 'held' } : {}),
     tls: () => hostCreds,
   });
   if (cluster) {

@@ -3,8 +3,10 @@
 //
 //   target host, controller only:
 //     POST /v1/migrations/incoming        IncomingRequest   -> {ok}  (ports ready, QEMU paused with -incoming defer)
-//     POST /v1/migrations/:id/resume      ResumeRequest     -> {ok}  (the state arrived: run, announce-self)
-//     POST /v1/migrations/:id/abort                         -> {ok}  (rollback: the incoming VM removed)
+//     POST /v1/migrations/:id/resume      ResumeRequest     -> {ok}  (the state arrived: run, announce-self; or, with
+//                                         `onArrival`, armed: it runs by itself the moment the state has arrived)
+//     POST /v1/migrations/:id/abort                         -> AbortAnswer (rollback: the incoming VM removed, unless
+//                                         it already resumed on arrival: `ran`)
 //   target host, the source host's agent only (its host certificate names `from` of the incoming request):
 //     PUT  /v1/migrations/:id/stream      MIGRATION_STREAM_TYPE body -> {receivedBytes} (or NDJSON acks: STREAM_ACKS_HEADER)
 //     GET  /v1/migrations/:id/nbd         websocket: one NBD connection to the incoming QEMU's disk export (block
@@ -61,9 +63,19 @@ export const ResumeRequestSchema = z
     fence: FenceSchema.optional(),
     /** How long to wait for the whole state to have arrived (ms). */
     timeoutMs: z.number().int().min(1).max(600_000).default(60_000),
+    /**
+     * Resume on arrival (docs/mobility.md, "Switch-over"): the owner check runs now, the answer comes at once, and the
+     * target resumes the guest by itself as soon as QEMU loaded the whole state and the stream ended cleanly, with no
+     * controller round trip inside the pause. A later call without it waits for that resume's outcome.
+     */
+    onArrival: z.boolean().optional(),
   })
   .strict();
 export type ResumeRequest = z.input<typeof ResumeRequestSchema>;
+
+/** Target: a rollback's answer. `ran`: the guest already resumed here on arrival, so nothing was removed. */
+export const AbortAnswerSchema = z.object({ ok: z.literal(true), ran: z.boolean().optional() }).strict();
+export type AbortAnswer = z.infer<typeof AbortAnswerSchema>;
 
 /** Source: send running VM `vm` to the target's agent. */
 export const OutgoingRequestSchema = z
@@ -81,6 +93,12 @@ export const OutgoingRequestSchema = z
       })
       .strict(),
     downtimeLimitMs: z.number().int().min(10).max(60_000),
+    /**
+     * The target resumes on arrival: once QEMU completed (guest paused here, the whole state sent), this side never
+     * resumes the guest by itself on a later failure; only the controller's rollback does, after the target proved it
+     * never ran.
+     */
+    holdOnceSent: z.boolean().optional(),
   })
   .strict();
 export type OutgoingRequest = z.infer<typeof OutgoingRequestSchema>;
@@ -112,8 +130,13 @@ export const MigrationJobSchema = z
     vm: name,
     state: z.enum(['running', 'completed', 'failed']),
     progress: MigrationProgressSchema.optional(),
-    /** Why it failed (the guest runs on the source). */
+    /** Why it failed (the guest runs on the source, unless `sourcePaused`). */
     error: z.string().max(4096).optional(),
+    /**
+     * Failed with `holdOnceSent` after QEMU completed: the guest stays paused here, and the target may have it (the
+     * controller asks the target before anything resumes).
+     */
+    sourcePaused: z.boolean().optional(),
   })
   .strict();
 export type MigrationJob = z.infer<typeof MigrationJobSchema>;

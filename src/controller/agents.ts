@@ -33,6 +33,7 @@ import {
   GuestListSchema,
 } from '../agent/wire-guests.js';
 import {
+  AbortAnswerSchema,
   DirtyRateSchema,
   type IncomingRequest,
   type MigrationJob,
@@ -340,9 +341,18 @@ export class AgentClient {
     await this.http.post(`/v1/migrations/${id}/resume`, req, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
   }
 
-  /** Target: removes a prepared incoming VM (rollback). */
-  async migrationAbort(id: string): Promise<void> {
-    await this.http.post(`/v1/migrations/${id}/abort`, {}, OkSchema, MIGRATION_CALL_TIMEOUT_MS);
+  /**
+   * Target: removes a prepared incoming VM (rollback); `ran`: it had already resumed there on arrival, so nothing was
+   * removed and the guest runs there.
+   */
+  async migrationAbort(id: string): Promise<{ ran: boolean }> {
+    const a = await this.http.post(
+      `/v1/migrations/${id}/abort`,
+      {},
+      AbortAnswerSchema,
+      MIGRATION_CALL_TIMEOUT_MS,
+    );
+    return { ran: a.ran === true };
   }
 
   /** Source: starts sending a VM to the target's agent. */

@@ -6,6 +6,7 @@
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { BadResponseError } from '../../shared/errors.js';
+import { log } from '../../shared/log.js';
 import { peerMismatch, type TlsCredentials } from '../../shared/tls.js';
 import { formatVersionHeader, localVersion, VERSION_HEADER } from '../../shared/version.js';
 import {
@@ -167,4 +168,16 @@ export function sendStream(
     });
     stream.once('end', () => out.end());
   });
+}
+
+/**
+ * A timing stamp of the switch-over in the agent's log (its `time` against the ping's replies: where a pause goes;
+ * bench/migrate.ts reads them back).
+ */
+export function migrationStamp(id: string, vm: string, variant?: string): Stamp {
+  return (what, extra) =>
+    log.info(
+      { migration: id, vm, stamp: what, ...(variant ? { variant } : {}), ...extra },
+      'migration stamp',
+    );
 }

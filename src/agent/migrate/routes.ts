@@ -10,6 +10,7 @@ import { ErrorBodySchema, ForbiddenError, InvalidRequestError } from '../../shar
 import { callerOf } from '../backup/routes.js';
 import { OkSchema } from '../wire.js';
 import {
+  AbortAnswerSchema,
   DirtyRateRequestSchema,
   DirtyRateSchema,
   IncomingRequestSchema,
@@ -104,17 +105,17 @@ export async function registerMigrationRoutes(base: FastifyInstance, svc: Migrat
       { schema: { params: IdParams, body: ResumeRequestSchema, response: answers(OkSchema) } },
       async (req) => {
         controllerOnly(req);
-        await svc.resume(req.params.id, req.body.fence, req.body.timeoutMs);
+        await svc.resume(req.params.id, req.body.fence, req.body.timeoutMs, req.body.onArrival === true);
         return { ok: true as const };
       },
     );
     app.post(
       '/v1/migrations/:id/abort',
-      { schema: { params: IdParams, response: answers(OkSchema) } },
+      { schema: { params: IdParams, response: answers(AbortAnswerSchema) } },
       async (req) => {
         controllerOnly(req);
-        await svc.abortIncoming(req.params.id, 'the controller rolled the migration back');
-        return { ok: true as const };
+        const { ran } = await svc.abortIncoming(req.params.id, 'the controller rolled the migration back');
+        return { ok: true as const, ...(ran ? { ran } : {}) };
       },
     );
     app.post(

@@ -84,7 +84,7 @@ describe('MigrationService (target)', () => {
     await expect(
       svc.receive('2b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', 'host1', Readable.from([])),
     ).rejects.toThrow(/not found/);
-    expect(await svc.abortIncoming(id, 'test')).toBe(true);
+    expect(await svc.abortIncoming(id, 'test')).toEqual({ removed: true, ran: false });
     expect(deleted).toEqual(['web']);
     close();
   });
@@ -100,7 +100,7 @@ describe('MigrationService (target)', () => {
     ]);
     // The prepared migration (kept until the stream and the resume) no longer holds them.
     expect(req).not.toHaveProperty('secrets');
-    expect(await svc.abortIncoming(id, 'test')).toBe(true);
+    expect(await svc.abortIncoming(id, 'test')).toEqual({ removed: true, ran: false });
     close();
   });
 
@@ -175,6 +175,103 @@ describe('MigrationService (target resume)', () => {
     await svc.prepare({ id: '1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', vm, configHash: 'h', from: 'host1' });
     await svc.resume('1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', undefined, 1000);
     expect(order).toEqual(['arrived', 'claim web', 'cont']);
+    close();
+  });
+});
+
+describe('MigrationService (target resume on arrival)', () => {
+  const id2 = '1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111';
+  /** A target whose QEMU "arrives" when told, recording the steps. */
+  async function armedSetup(o: { refuse?: boolean; lease?: () => boolean } = {}) {
+    const order: string[] = [];
+    let arrive!: () => void;
+    const arrived = new Promise<void>((r) => {
+      arrive = r;
+    });
+    const t = await setup(
+      {
+        awaitArrived: async () => {
+          await arrived;
+          order.push('arrived');
+        },
+        resumeTarget: async () => {
+          order.push('cont');
+        },
+      },
+      {
+        assertMayRun: async (_name, fence) => {
+          order.push(`owner check ${fence?.token}`);
+          if (o.refuse) throw new Error('VM web is not started on host host2: its owner record names host1');
+        },
+        claimPorts: async (name) => {
+          order.push(`claim ${name}`);
+        },
+        ...(o.lease ? { leaseHeld: o.lease } : {}),
+      },
+    );
+    return { ...t, order, arrive };
+  }
+  const tick = () => new Promise((r) => setTimeout(r, 20));
+
+  it('checks the owner when armed, runs the guest once the stream ended cleanly and the state arrived, and then refuses an abort', async () => {
+    const { svc, order, arrive, deleted, close } = await armedSetup();
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await svc.resume(id, { token: '7' }, 1000, true);
+    expect(order).toEqual(['owner check 7']);
+    // The state arrived, but the stream has not ended: nothing runs yet.
+    arrive();
+    await tick();
+    expect(order).toEqual(['owner check 7']);
+    await svc.receive(id, 'host1', Readable.from([Buffer.from('QEVM')]));
+    await tick();
+    // The bridges are pointed at the taps after the arrival, just before the guest runs.
+    expect(order).toEqual(['owner check 7', 'arrived', 'claim web', 'cont']);
+    // The controller's second call waits for (here: has) the outcome, with no second owner check.
+    await svc.resume(id, { token: '7' }, 1000);
+    expect(order).toHaveLength(4);
+    expect(await svc.abortIncoming(id, 'test')).toEqual({ removed: false, ran: true });
+    expect(deleted).toEqual([]);
+    close();
+  });
+
+  it('a stream that fails (the source agent went away): the guest never runs, an abort removes it', async () => {
+    const { svc, order, arrive, deleted, close } = await armedSetup();
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await svc.resume(id, { token: '7' }, 1000, true);
+    const body = new Readable({ read() {} });
+    const got = svc.receive(id, 'host1', body);
+    body.push(Buffer.from('QEVM'));
+    body.destroy(new Error('aborted'));
+    await expect(got).rejects.toThrow('aborted');
+    arrive();
+    await tick();
+    expect(order).toEqual(['owner check 7']);
+    // The controller's second call hears why.
+    await expect(svc.resume(id, { token: '7' }, 50)).rejects.toThrow('aborted');
+    expect(await svc.abortIncoming(id, 'test')).toEqual({ removed: true, ran: false });
+    expect(deleted).toEqual(['web']);
+    await expect(svc.resume(id, { token: '7' }, 50)).rejects.toThrow(/rolled back here: its guest never ran/);
+    close();
+  });
+
+  it('refused by the owner check: not armed; a host that lost its lease by the arrival runs nothing', async () => {
+    const refused = await armedSetup({ refuse: true });
+    await refused.svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    await expect(refused.svc.resume(id, { token: '7' }, 1000, true)).rejects.toThrow(
+      /owner record names host1/,
+    );
+    refused.close();
+    let held = true;
+    const { svc, order, arrive, close } = await armedSetup({ lease: () => held });
+    await svc.prepare({ id: id2, vm, configHash: 'h', from: 'host1' });
+    await svc.resume(id2, { token: '8' }, 1000, true);
+    held = false;
+    await svc.receive(id2, 'host1', Readable.from([Buffer.from('QEVM')]));
+    arrive();
+    await tick();
+    expect(order).toEqual(['owner check 8', 'arrived']);
+    await expect(svc.resume(id2, { token: '8' }, 1000)).rejects.toThrow(/no longer holds its cluster lease/);
+    expect(await svc.abortIncoming(id2, 'test')).toEqual({ removed: true, ran: false });
     close();
   });
 });

@@ -2,21 +2,18 @@ import { type Socket, connect as unixConnect } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { WebSocket } from 'ws';
-import type {
-  HypervisorMigrations,
-  IncomingDisks,
-  MigrationProgress,
-  SecretValues,
-} from '../../drivers/hypervisor/types.js';
+import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../../drivers/hypervisor/types.js';
 import {
   ConflictError,
   ForbiddenError,
   InvalidRequestError,
   InvalidStateError,
   NotFoundError,
+  TimeoutError,
   UnsupportedError,
 } from '../../shared/errors.js';
 import { log } from '../../shared/log.js';
+import { benchTuning, type MigrationTuning } from '../../shared/migrate-tuning.js';
 import type { OpContext } from '../../shared/op.js';
 import type { TlsCredentials } from '../../shared/tls.js';
 import type { Fence } from '../wire.js';
@@ -26,9 +23,9 @@ import {
   type OutgoingRequest,
   STREAM_ACK_EVERY_BYTES,
 } from '../wire-migrate.js';
-import { benchTuning, type MigrationTuning } from './bench-tuning.js';
-import { RELAY_WINDOW_BYTES, type Stamp, sendStream } from './relay.js';
-import { ByteBudget, tunnelFrom, tunnelTo } from './tunnel.js';
+import { runOutgoing } from './outgoing.js';
+import { migrationStamp } from './relay.js';
+import { ByteBudget, tunnelFrom } from './tunnel.js';
 
 /** An incoming VM waits this long for its stream before it is removed again (ms). */
 export const INCOMING_WAIT_MS = 120_000;
@@ -37,6 +34,8 @@ export const INCOMING_WAIT_MS = 120_000;
  * incoming VM waits this long (the source's copy timeout, 30 min, and some) before it is removed.
  */
 export const INCOMING_BLOCK_WAIT_MS = 35 * 60_000;
+/** How long an armed target waits, once its stream ended, for QEMU to have loaded the state (ms). */
+const ARRIVAL_WAIT_MS = 60_000;
 /** Finished jobs kept for the controller to read. */
 const JOBS_KEPT = 32;
 /** A stream may carry at most this multiple of the VM's memory (pages resent while the guest dirties them). */
@@ -61,9 +60,14 @@ export interface MigrationServiceDeps {
    * the overlay while it ran on the source). Optional; a failure is logged, never fatal.
    */
   claimPorts?: (vm: string) => Promise<void>;
+  /**
+   * Whether this host still holds its cluster lease (undefined: no cluster). Checked again just before a guest resumes
+   * on arrival: the owner check ran when it was armed, and a host that lost its lease since runs nothing.
+   */
+  leaseHeld?: () => boolean;
   /** This host's certificate (the relay to the target); undefined: no TLS, migrations refused. */
   tls: () => TlsCredentials | undefined;
-  /** The bench's migration variant (default: bench-tuning.ts's file, absent outside the bench). */
+  /** The bench's migration variant (default: shared/migrate-tuning.ts's file, absent outside the bench). */
   tuning?: () => Promise<MigrationTuning | undefined>;
 }
 
@@ -78,17 +82,27 @@ interface Incoming {
   tunnelsOpened: number;
   /** Set while (or once) the stream is being received. */
   receiving?: Promise<number>;
+  /** Settles when the stream ended: resolved only when its body ended cleanly (the source QEMU sent everything). */
+  streamEnded: Promise<void>;
+  endStream: (e?: Error) => void;
+  /** Resume on arrival (armed): `resuming` from the moment `cont` may run; an abort is refused from then on. */
+  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void> };
 }
+
+/** How a migration's target ended, kept a while for the controller's second `resume` or a late `abort`. */
+type Settled = { ran: true; outcome: Promise<void> } | { ran: false };
 
 /** Both sides of this host's migrations. */
 export class MigrationService {
   private readonly incoming = new Map<string, Incoming>();
   private readonly jobs = new Map<string, MigrationJob>();
   private readonly busy = new Set<string>();
+  /** Incoming migrations that ended (resumed on arrival, or aborted), the last JOBS_KEPT. */
+  private readonly settled = new Map<string, Settled>();
 
   constructor(private readonly d: MigrationServiceDeps) {}
 
-  /** The bench's variant for this migration (bench-tuning.ts); undefined outside the bench. */
+  /** The bench's variant for this migration (shared/migrate-tuning.ts); undefined outside the bench. */
   private tuning(): Promise<MigrationTuning | undefined> {
     return (this.d.tuning ?? benchTuning)();
   }
@@ -120,9 +134,16 @@ export class MigrationService {
       const { stream: socket, disks } = await m.migrateIn(req.vm.name, {}, req.secrets);
       delete req.secrets;
       socket.on('error', () => {});
+      let endStream!: (e?: Error) => void;
+      const streamEnded = new Promise<void>((resolve, reject) => {
+        endStream = (e) => (e ? reject(e) : resolve());
+      });
+      streamEnded.catch(() => {});
       this.incoming.set(req.id, {
         req,
         socket,
+        streamEnded,
+        endStream,
         timer: this.expiry(req.id, INCOMING_WAIT_MS),
         tunnels: new Set(),
         tunnelsOpened: 0,
@@ -243,49 +264,138 @@ export class MigrationService {
           ),
         );
     });
-    inc.receiving = pipeline(body, inc.socket).then(() => {
-      migrationStamp(id, inc.req.vm.name)('target-stream-written', { bytes: received });
-      return received;
-    });
+    inc.receiving = pipeline(body, inc.socket).then(
+      () => {
+        migrationStamp(id, inc.req.vm.name)('target-stream-written', { bytes: received });
+        inc.endStream();
+        return received;
+      },
+      (e: Error) => {
+        inc.endStream(e);
+        throw e;
+      },
+    );
     return inc.receiving;
   }
 
-  /** The state arrived: the owner check (cluster), then the guest runs here and announces itself. */
-  async resume(id: string, fence: Fence | undefined, timeoutMs: number): Promise<void> {
+  /**
+   * The state arrived: the owner check (cluster), then the guest runs here and announces itself. `onArrival`: the
+   * owner check now, then the guest runs by itself once the state has arrived (armed; resolves at once); a later call
+   * without it waits for that outcome.
+   */
+  async resume(id: string, fence: Fence | undefined, timeoutMs: number, onArrival = false): Promise<void> {
+    const done = this.settled.get(id);
+    if (done) {
+      if (!done.ran) throw new InvalidStateError(`migration ${id} was rolled back here: its guest never ran`);
+      return withTimeout(done.outcome, timeoutMs, `migration ${id}'s resume on arrival`);
+    }
     const inc = this.incoming.get(id);
     if (!inc) throw new NotFoundError('migration', id);
+    if (inc.arrival) {
+      if (onArrival) return;
+      return withTimeout(inc.arrival.outcome, timeoutMs, `migration ${id}'s resume on arrival`);
+    }
     const m = this.halves();
     const vm = inc.req.vm.name;
     const stamp = migrationStamp(id, vm);
+    if (onArrival) {
+      await this.d.assertMayRun(vm, fence);
+      const arrival: NonNullable<Incoming['arrival']> = { state: 'armed', outcome: Promise.resolve() };
+      arrival.outcome = this.resumeOnArrival(id, inc, arrival);
+      arrival.outcome.catch(() => {});
+      inc.arrival = arrival;
+      stamp('target-armed');
+      return;
+    }
     await m.awaitArrived(vm, timeoutMs);
     stamp('target-arrived');
     await this.d.assertMayRun(vm, fence);
-    // Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay.
+    await this.cont(id, vm);
+    stamp('target-resumed');
+    this.finishIncoming(id);
+  }
+
+  /** Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. */
+  private async cont(id: string, vm: string): Promise<void> {
+    await this.claimPortsOf(id, vm);
+    await this.halves().resumeTarget(vm);
+  }
+
+  /** This host's bridges point at the VM's taps; a failure is logged, never fatal. */
+  private async claimPortsOf(id: string, vm: string): Promise<void> {
     await this.d
       .claimPorts?.(vm)
       .catch((e: Error) =>
         log.warn({ migration: id, vm, err: e.message }, 'could not point the bridges at the arrived VM'),
       );
-    await m.resumeTarget(vm);
-    stamp('target-resumed');
-    this.finishIncoming(id);
   }
 
-  /** Removes a prepared incoming VM (rollback, or its stream never came). */
-  async abortIncoming(id: string, why: string): Promise<boolean> {
+  /**
+   * Armed: the guest runs here once its stream ended cleanly (the source's relay passed on QEMU's end: the source QEMU
+   * sent everything, so it completed and stays paused; a source agent that died or a relay that failed ends it with
+   * an error instead) and QEMU loaded the whole state. Anything else: it never runs here, and waits for the
+   * controller's abort (or its expiry).
+   */
+  private async resumeOnArrival(
+    id: string,
+    inc: Incoming,
+    arrival: NonNullable<Incoming['arrival']>,
+  ): Promise<void> {
+    const vm = inc.req.vm.name;
+    const stamp = migrationStamp(id, vm);
+    await inc.streamEnded;
+    await this.halves().awaitArrived(vm, ARRIVAL_WAIT_MS);
+    stamp('target-arrived');
+    if (this.incoming.get(id) !== inc)
+      throw new InvalidStateError(`migration ${id} was rolled back before its state arrived`);
+    if (this.d.leaseHeld && !this.d.leaseHeld())
+      throw new InvalidStateError(
+        `vm ${vm} arrived on ${this.d.host}, which no longer holds its cluster lease: it does not run here`,
+      );
+    // From here an abort is refused: the guest may be running.
+    arrival.state = 'resuming';
+    this.settle(id, { ran: true, outcome: arrival.outcome });
+    try {
+      // The bridges are claimed only now, after the arrival: claimed at the stream's end (tried), a frame of the
+      // source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
+      await this.cont(id, vm);
+      stamp('target-resumed', { onArrival: true });
+    } finally {
+      this.finishIncoming(id);
+    }
+  }
+
+  private settle(id: string, s: Settled): void {
+    this.settled.set(id, s);
+    for (const k of this.settled.keys()) {
+      if (this.settled.size <= JOBS_KEPT) break;
+      this.settled.delete(k);
+    }
+  }
+
+  /**
+   * Removes a prepared incoming VM (rollback, or its stream never came). Resolves `ran: true`, removing nothing, when
+   * the guest resumed here on arrival (or is resuming): then it runs here, and only here.
+   */
+  async abortIncoming(id: string, why: string): Promise<{ removed: boolean; ran: boolean }> {
     const inc = this.incoming.get(id);
-    if (!inc) return false;
+    if (!inc || inc.arrival?.state === 'resuming') {
+      const s = this.settled.get(id);
+      return { removed: false, ran: s?.ran === true };
+    }
     log.warn({ migration: id, vm: inc.req.vm.name, why }, 'incoming migration removed');
+    this.settle(id, { ran: false });
     inc.socket.destroy();
     this.finishIncoming(id);
     await this.d.deleteVm(inc.req.vm.name);
-    return true;
+    return { removed: true, ran: false };
   }
 
   private finishIncoming(id: string): void {
     const inc = this.incoming.get(id);
     if (!inc) return;
     clearTimeout(inc.timer);
+    inc.endStream(new InvalidStateError(`migration ${id} ended here`));
     for (const t of inc.tunnels) t.destroy();
     this.incoming.delete(id);
     this.busy.delete(inc.req.vm.name);
@@ -305,69 +415,7 @@ export class MigrationService {
     const release = this.claim(req.vm, 'outgoing');
     const job: MigrationJob = { id: req.id, vm: req.vm, state: 'running' };
     this.keep(job);
-    const onProgress = (p: MigrationProgress) => {
-      job.progress = p;
-    };
-    // QEMU's NBD connections (block migration), each carried to the target; all cut when the job ends.
-    const tunnels = new Set<Socket>();
-    const nbdTunnel = (conn: Socket) => {
-      tunnels.add(conn);
-      conn.once('close', () => tunnels.delete(conn));
-      tunnelTo(conn, { id: req.id, to: req.to, tls }).catch((e: Error) =>
-        log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'disk tunnel failed'),
-      );
-    };
-    void this.tuning()
-      .then((t) => {
-        const stamp = migrationStamp(req.id, req.vm, t?.variant);
-        let seen = false;
-        const onProgressStamped = (p: MigrationProgress) => {
-          onProgress(p);
-          if (p.status !== 'completed' || seen) return;
-          seen = true;
-          stamp('source-qemu-completed', { downtimeMs: p.downtimeMs });
-        };
-        return m
-          .migrateOut(
-            req.vm,
-            {
-              downtimeLimitMs: req.downtimeLimitMs,
-              ...(t?.downtimeStartMs !== undefined ? { downtimeStartMs: t.downtimeStartMs } : {}),
-              onProgress: onProgressStamped,
-              nbdTunnel,
-              ...(t?.maxBandwidthMiB ? { maxBandwidthBytes: t.maxBandwidthMiB * 1024 * 1024 } : {}),
-              ...(t?.vcpuNice !== undefined ? { vcpuNice: t.vcpuNice } : {}),
-            },
-            (stream) =>
-              sendStream(stream, req, tls, {
-                stamp,
-                ...(t?.relay === 'nodelay' ? { noDelay: true } : {}),
-                // The bench's `nowin` (0) sends as before the window.
-                ...(t?.relayWindowKiB === 0
-                  ? {}
-                  : { windowBytes: t?.relayWindowKiB ? t.relayWindowKiB * 1024 : RELAY_WINDOW_BYTES }),
-              }),
-          )
-          .then((last) => {
-            stamp('source-completed', { downtimeMs: last.downtimeMs, totalTimeMs: last.totalTimeMs });
-            return last;
-          });
-      })
-      .then(
-        (last) => {
-          job.progress = last;
-          job.state = 'completed';
-        },
-        (e: Error) => {
-          job.state = 'failed';
-          job.error = e.message.slice(0, 4000);
-          log.warn({ migration: req.id, vm: req.vm, err: e.message }, 'outgoing migration failed');
-        },
-      )
-      .finally(() => {
-        for (const c of tunnels) c.destroy();
-        release();
-      });
+    void runOutgoing(m, req, tls, job, this.tuning()).finally(release);
     return job;
   }
 
@@ -406,14 +454,14 @@ export class MigrationService {
   }
 }
 
-/**
- * A timing stamp of the switch-over in the agent's log (its `time` against the ping's replies: where a pause goes;
- * bench/migrate.ts reads them back).
- */
-function migrationStamp(id: string, vm: string, variant?: string): Stamp {
-  return (what, extra) =>
-    log.info(
-      { migration: id, vm, stamp: what, ...(variant ? { variant } : {}), ...extra },
-      'migration stamp',
-    );
+/** `p`, or a TimeoutError naming `what` after `ms`. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`${what} did not end in ${ms} ms`)), ms);
+      timer.unref();
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -6,6 +6,7 @@ import type { AgentAction } from '../../agent/wire.js';
 import { RecordingRunner } from '../../exec/runner.js';
 import { compareTokens } from '../../shared/cluster.js';
 import { Controller } from '../controller.js';
+import { claimMigration, releaseMigration } from '../migrate/in-flight.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { HaManager } from './manager.js';
 import { parseHaTimes } from './manager.js';
@@ -157,6 +158,22 @@ describe('HA manager (fake agents, SQLite, fake leases)', () => {
     });
     expect(view.decisions.map((e) => e.kind)).toContain('ha.move');
     expect((await controller.ha.maintenance('h2', false, 'ops')).moves).toEqual([]);
+  });
+
+  it('leaves a migrating VM alone until its migration settled (its record may name a target not running it yet)', async () => {
+    await controller.apply(clusterSpec(vm('web', ', host: h2, ha: { state: started }')), 'c.yaml', task());
+    ha.start();
+    await ha.settled();
+    expect(claimMigration('web')).toBe(true);
+    try {
+      await controller.ha.maintenance('h2', true, 'ops');
+      await until('skipped', async () => (await events('ha.wait-migration')).length > 0);
+      expect(fleet.host('h2').actions.map((a) => a.kind)).not.toContain('vm.stop');
+      expect((await controller.ownership.get('web'))?.host).toBe('h2');
+    } finally {
+      releaseMigration('web');
+    }
+    await until('moved once settled', async () => (await events('ha.started')).length === 1);
   });
 
   it('never starts a user-stopped VM: its owner moves, it stays down', async () => {

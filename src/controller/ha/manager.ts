@@ -16,6 +16,7 @@ import type { Spec } from '../../spec/schema.js';
 import type { ReconcileOptions } from '../apply.js';
 import type { ActiveService, Coordination, LiveHost } from '../cluster/types.js';
 import type { AgentFactory } from '../hosts.js';
+import { migrationInFlight } from '../migrate/in-flight.js';
 import type { OwnershipStore } from '../ownership.js';
 import type { SpecStore } from '../spec-store.js';
 import type { Store } from '../store/types.js';
@@ -204,6 +205,14 @@ export class HaManager implements ActiveService {
 
   /** Carries out one action: a move stops the VM on its live host first; then the CAS; then fencing. */
   private async act(spec: Spec, a: HaAction, live: LiveHost[]): Promise<void> {
+    // Its owner record may name a target that does not run it yet (migrate/in-flight.ts): decided again next round.
+    if (migrationInFlight(a.vm)) {
+      await this.d.store.appendEvent(
+        'ha.wait-migration',
+        `${describeAction(a)}: it is migrating; decided again next round`,
+      );
+      return;
+    }
     if (a.kind === 'stop') {
       await this.d.agents(spec, a.host).act({ kind: 'vm.stop', name: a.vm, force: false });
       await this.d.store.appendEvent('ha.stopped', `vm ${a.vm} on ${a.host}`);

@@ -39,7 +39,16 @@ vms:
 function fakeAgent(
   host: string,
   log: string[],
-  opts: { failResume?: boolean; failJob?: boolean; failFence?: boolean } = {},
+  opts: {
+    failResume?: boolean;
+    failJob?: boolean;
+    failFence?: boolean;
+    /** Arrival: the source fails once QEMU sent everything (paused, `sourcePaused`). */
+    failHeld?: boolean;
+    /** Arrival: what the target's abort answers (`ran`: it resumed on arrival; `down`: no answer). */
+    abort?: 'removed' | 'ran' | 'down';
+    failArm?: boolean;
+  } = {},
 ) {
   const cfg = {
     name: 'm',
@@ -77,26 +86,28 @@ function fakeAgent(
   const job = (id: string): MigrationJob =>
     opts.failJob
       ? { id, vm: 'm', state: 'failed', error: 'Unable to write to socket: Broken pipe' }
-      : polls++ < 1
-        ? {
-            id,
-            vm: 'm',
-            state: 'running',
-            progress: { status: 'active', transferredBytes: 1, remainingBytes: 50, totalBytes: 100 },
-          }
-        : {
-            id,
-            vm: 'm',
-            state: 'completed',
-            progress: {
-              status: 'completed',
-              transferredBytes: 300,
-              remainingBytes: 0,
-              totalBytes: 100,
-              downtimeMs: 40,
-              totalTimeMs: 900,
-            },
-          };
+      : opts.failHeld
+        ? { id, vm: 'm', state: 'failed', error: 'the target agent went away', sourcePaused: true }
+        : polls++ < 1
+          ? {
+              id,
+              vm: 'm',
+              state: 'running',
+              progress: { status: 'active', transferredBytes: 1, remainingBytes: 50, totalBytes: 100 },
+            }
+          : {
+              id,
+              vm: 'm',
+              state: 'completed',
+              progress: {
+                status: 'completed',
+                transferredBytes: 300,
+                remainingBytes: 0,
+                totalBytes: 100,
+                downtimeMs: 40,
+                totalTimeMs: 900,
+              },
+            };
   const agent: Partial<AgentPort> = {
     report: async () => report,
     act: async (a: AgentAction) => {
@@ -109,16 +120,21 @@ function fakeAgent(
       log.push(`${host} incoming from ${req.from}`);
     },
     migrationStart: async (req) => {
-      log.push(`${host} start -> ${req.to.host} ${req.to.agent}`);
+      log.push(`${host} start -> ${req.to.host} ${req.to.agent}${req.holdOnceSent ? ' hold' : ''}`);
       return { id: req.id, vm: req.vm, state: 'running' };
     },
     migrationJob: async (id) => job(id),
     migrationResume: async (_id, req) => {
-      log.push(`${host} resume token ${req.fence?.token}`);
-      if (opts.failResume) throw new FencedError('VM m is not started on host h2: token is stale');
+      log.push(`${host} ${req.onArrival ? 'arm' : 'resume'} token ${req.fence?.token}`);
+      if (req.onArrival && opts.failArm)
+        throw new FencedError('VM m is not started on host h2: its owner record names h1');
+      if (!req.onArrival && opts.failResume)
+        throw new FencedError('VM m is not started on host h2: token is stale');
     },
     migrationAbort: async () => {
       log.push(`${host} abort`);
+      if (opts.abort === 'down') throw new Error('connect ECONNREFUSED');
+      return { ran: opts.abort === 'ran' };
     },
     migrationRollback: async () => {
       log.push(`${host} rollback`);
@@ -139,6 +155,7 @@ describe('runMigration', () => {
   });
   afterEach(async () => store.close());
 
+  // The switch-over on the controller's go (arrival's below).
   const deps = (
     fail: { failResume?: boolean; failJob?: boolean; failFence?: boolean } = {},
     s: Spec = spec,
@@ -154,8 +171,99 @@ describe('runMigration', () => {
       spec: async () => s,
       ownership: own,
       pollMs: 1,
+      resumeOnArrival: false,
     };
   };
+  const arrivalDeps = (
+    source: Parameters<typeof fakeAgent>[2] = {},
+    target: Parameters<typeof fakeAgent>[2] = {},
+  ): MigrationDeps => {
+    const agents = { h1: fakeAgent('h1', log, source), h2: fakeAgent('h2', log, target) };
+    return {
+      agents: (_s, h) => agents[h as 'h1'],
+      spec: async () => spec,
+      ownership: own,
+      pollMs: 1,
+      resumeOnArrival: true,
+    };
+  };
+
+  describe('resume on arrival', () => {
+    it('moves the owner record before the stream, arms the target under the new token, then waits for its resume', async () => {
+      const before = await own.get('m');
+      const r = await runMigration(arrivalDeps(), { vm: 'm', to: 'h2' });
+      const owner = await own.get('m');
+      expect(owner).toMatchObject({ host: 'h2', from: 'h1', reason: 'user' });
+      expect(BigInt(owner!.token)).toBeGreaterThan(BigInt(before!.token));
+      expect(r).toMatchObject({ to: 'h2', downtimeMs: 40, token: owner!.token });
+      expect(log).toEqual([
+        'h2 incoming from h1',
+        `h2 arm token ${owner!.token}`,
+        'h1 start -> h2 https://10.0.0.2:7443 hold',
+        `h2 resume token ${owner!.token}`,
+        'h1 act vm.delete',
+      ]);
+    });
+
+    it('a target that refuses the owner check: removed, the record back on h1, the source never started', async () => {
+      await expect(runMigration(arrivalDeps({}, { failArm: true }), { vm: 'm', to: 'h2' })).rejects.toThrow(
+        /rolled back; it runs on h1: VM m is not started on host h2: its owner record names h1/,
+      );
+      expect((await own.get('m'))?.host).toBe('h1');
+      expect(log.filter((l) => l.startsWith('h1'))).toEqual([]);
+      expect(log.at(-1)).toBe('h2 abort');
+    });
+
+    it("QEMU's migration fails before sending the state's end: the record goes back and the source runs on", async () => {
+      await expect(runMigration(arrivalDeps({ failJob: true }), { vm: 'm', to: 'h2' })).rejects.toThrow(
+        /rolled back; it runs on h1: Unable to write to socket/,
+      );
+      expect((await own.get('m'))?.host).toBe('h1');
+      expect(log.slice(-2)).toEqual(['h2 abort', 'h1 rollback']);
+      // Even with no answer from the target: a state never sent cannot have run there.
+      log.length = 0;
+      await expect(
+        runMigration(arrivalDeps({ failJob: true }, { abort: 'down' }), { vm: 'm', to: 'h2' }),
+      ).rejects.toThrow(/rolled back; it runs on h1/);
+      expect((await own.get('m'))?.host).toBe('h1');
+      expect(log.slice(-2)).toEqual(['h2 abort', 'h1 rollback']);
+    });
+
+    it('the source fails once it sent everything and the target proves it never ran: the source resumes', async () => {
+      await expect(
+        runMigration(arrivalDeps({ failHeld: true }, { abort: 'removed' }), { vm: 'm', to: 'h2' }),
+      ).rejects.toThrow(/rolled back; it runs on h1: the target agent went away/);
+      expect((await own.get('m'))?.host).toBe('h1');
+      expect(log.slice(-2)).toEqual(['h2 abort', 'h1 rollback']);
+    });
+
+    it('the source fails once it sent everything but the target had resumed on arrival: it runs there, done', async () => {
+      const r = await runMigration(arrivalDeps({ failHeld: true }, { abort: 'ran' }), { vm: 'm', to: 'h2' });
+      expect(r.to).toBe('h2');
+      expect((await own.get('m'))?.host).toBe('h2');
+      expect(log).not.toContain('h1 rollback');
+      expect(log.at(-1)).toBe('h1 act vm.delete');
+    });
+
+    it('the source fails once it sent everything and the target does not answer: nothing resumes, the record stays', async () => {
+      await expect(
+        runMigration(arrivalDeps({ failHeld: true }, { abort: 'down' }), { vm: 'm', to: 'h2' }),
+      ).rejects.toThrow(
+        /h2 did not answer \(connect ECONNREFUSED\): it may run there \(its owner record names h2\); it stays paused on h1 and nothing resumes it/,
+      );
+      expect((await own.get('m'))?.host).toBe('h2');
+      expect(log).not.toContain('h1 rollback');
+      expect(log).not.toContain('h1 act vm.delete');
+    });
+
+    it('the target fails its resume on arrival: it proves it never ran, so the source resumes', async () => {
+      await expect(
+        runMigration(arrivalDeps({}, { failResume: true }), { vm: 'm', to: 'h2' }),
+      ).rejects.toThrow(/rolled back; it runs on h1: VM m is not started on host h2: token is stale/);
+      expect((await own.get('m'))?.host).toBe('h1');
+      expect(log.slice(-2)).toEqual(['h2 abort', 'h1 rollback']);
+    });
+  });
 
   it('prepares the target, migrates, moves the owner record, then resumes the target under the new token', async () => {
     const r = await runMigration(deps(), { vm: 'm', to: 'h2' });

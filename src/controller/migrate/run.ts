@@ -1,10 +1,10 @@
 // The live migration task (docs/mobility.md): explain first (the run refuses while a blocker stands), then the
 // target prepares the incoming VM (its taps ready, QEMU paused with `-incoming defer`), the source's QEMU migrates
-// through its agent to the target's over mutual TLS, progress from `query-migrate`; once QEMU completed, the owner
-// record moves to the target by compare-and-set, and only then does the target's guest run (the fencing token is
-// checked there, like a start). Any failure before that leaves the guest running on the source.
+// through its agent to the target's over mutual TLS, progress from `query-migrate`. The owner record moves to the
+// target by compare-and-set before the target's guest can run (the fencing token is checked there, like a start):
+// before the stream, with the target resuming on arrival (arrival.ts, the default), or once QEMU completed, on the
+// controller's go (switch-over.ts). A failure leaves the guest running on the source unless the target may run it.
 import { randomUUID } from 'node:crypto';
-import type { MigrationJob } from '../../agent/wire-migrate.js';
 import type { FencingToken } from '../../shared/cluster.js';
 import {
   ConflictError,
@@ -13,26 +13,21 @@ import {
   InvalidStateError,
   NotFoundError,
   UnsupportedError,
-  VmlinkError,
 } from '../../shared/errors.js';
+import { benchTuning } from '../../shared/migrate-tuning.js';
 import { AGENT_TCP_PORT } from '../../shared/paths.js';
-import { sleep } from '../../shared/time.js';
 import type { Spec } from '../../spec/schema.js';
 import { hostAddress } from '../../spec/topology.js';
 import type { AgentFactory, AgentPort } from '../hosts.js';
 import type { OwnershipStore } from '../ownership.js';
 import type { Store } from '../store/types.js';
+import { MIGRATION_RESUME_ON_ARRIVAL, switchOnArrival } from './arrival.js';
 import { explainMigration, MIGRATION_DOWNTIME_LIMIT_MS, type MigrationExplain } from './explain.js';
 import { gatherFacts } from './facts.js';
+import { claimMigration, releaseMigration } from './in-flight.js';
 import { MigrationStorage, type MigrationStorageReport } from './shared-storage.js';
+import { type SwitchOver, switchOnGo } from './switch-over.js';
 
-/** How often the source's job is polled (ms). */
-export const MIGRATION_JOB_POLL_MS = 100;
-/**
- * How often once memory's first pass is done (ms): the switch-over may come at any poll then, and the guest stays
- * paused until the controller sees it and resumes the target, so every poll interval there is guest downtime.
- */
-export const MIGRATION_JOB_FINAL_POLL_MS = 20;
 /** A migration that has not completed in this long is cancelled (ms). */
 export const MIGRATION_TIMEOUT_MS = 10 * 60_000;
 /** The same with local disks to copy first (the source gives their copy 30 min to catch up), ms. */
@@ -59,6 +54,8 @@ export interface MigrationDeps {
   pollMs?: number;
   /** Where the fences of the VM's iscsi volumes record their events (shared-storage.ts). */
   events?: Pick<Store, 'appendEvent'>;
+  /** The switch-over (tests); absent: the bench's variant, else MIGRATION_RESUME_ON_ARRIVAL. */
+  resumeOnArrival?: boolean;
 }
 
 /** What a completed migration reports. */
@@ -84,9 +81,6 @@ export interface MigrationReport {
   /** The VM's shared volumes: which iscsi ones are now fenced to the target (shared-storage.ts). */
   storage?: MigrationStorageReport;
 }
-
-// One migration per VM at a time, across every caller of this controller (API, balancer).
-const migrating = new Set<string>();
 
 /** Where `host`'s agent is reached by other hosts: its https:// spec address, else its underlay address. */
 export function peerAgentAddress(spec: Spec, host: string): string {
@@ -122,6 +116,8 @@ export async function explainFor(
   const { spec, from } = await locate(deps, req.vm);
   return explainMigration(await gatherFacts(spec, deps.agents, { vm: req.vm, from, to: req.to }));
 }
+
+export type MigrationCalls = ReturnType<typeof migrationCalls>;
 
 function migrationCalls(agent: AgentPort, host: string) {
   const {
@@ -160,12 +156,11 @@ export async function runMigration(
   req: { vm: string; to: string },
 ): Promise<MigrationReport> {
   const { vm, to } = req;
-  if (migrating.has(vm)) throw new ConflictError(`vm ${vm} is already migrating`, `vm/${vm}`);
-  migrating.add(vm);
+  if (!claimMigration(vm)) throw new ConflictError(`vm ${vm} is already migrating`, `vm/${vm}`);
   try {
     return await migrate(deps, vm, to);
   } finally {
-    migrating.delete(vm);
+    releaseMigration(vm);
   }
 }
 
@@ -200,6 +195,9 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
       `vm ${vm}'s owner record ${owner ? `names ${owner.host}` : 'is missing'}, not ${from}: apply the spec, then migrate`,
       `vm/${vm}`,
     );
+  // Which switch-over (a bench variant's file read before anything is prepared: a bad one fails here).
+  const arrival =
+    deps.resumeOnArrival ?? (await benchTuning())?.resumeOnArrival ?? MIGRATION_RESUME_ON_ARRIVAL;
   const source = migrationCalls(deps.agents(spec, from), from);
   const target = migrationCalls(deps.agents(spec, to), to);
   const id = randomUUID();
@@ -226,43 +224,26 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     await storage.narrowTo(owner);
     throw e;
   }
-  let job: MigrationJob;
-  try {
-    job = await source.start({
+  const sw: SwitchOver = {
+    deps,
+    vm,
+    from,
+    to,
+    id,
+    owner,
+    source,
+    target,
+    storage,
+    step,
+    timeoutMs: explain.blockMigration ? MIGRATION_BLOCK_TIMEOUT_MS : MIGRATION_TIMEOUT_MS,
+    outgoing: {
       id,
       vm,
       to: { host: to, agent: peerAgentAddress(spec, to) },
       downtimeLimitMs: MIGRATION_DOWNTIME_LIMIT_MS,
-    });
-    const timeoutMs = explain.blockMigration ? MIGRATION_BLOCK_TIMEOUT_MS : MIGRATION_TIMEOUT_MS;
-    job = await follow(deps, source.job, job, step, timeoutMs);
-  } catch (e) {
-    step({ phase: 'rollback', note: `removing the incoming vm ${vm} from ${to}; it runs on ${from}` });
-    await target.abort(id).catch(() => {});
-    await storage.narrowTo(owner);
-    throw rolledBack(e, vm, from);
-  }
-
-  // QEMU completed: the guest is paused on the source, whole on the target. The record moves, then the target runs.
-  step({ phase: 'switch-over', note: `moving vm ${vm}'s owner record to ${to}` });
-  const moved = await deps.ownership
-    .assign(vm, to, 'user', owner.token, owner.specHost, from)
-    .catch(() => undefined);
-  try {
-    if (!moved) throw new ConflictError(`vm ${vm}'s owner record changed during the migration`, `vm/${vm}`);
-    await target.resume(id, { fence: { token: moved.token } });
-  } catch (e) {
-    step({ phase: 'rollback', note: `vm ${vm} resumes on ${from}` });
-    const back = moved
-      ? await deps.ownership
-          .assign(vm, from, owner.reason, moved.token, owner.specHost, to)
-          .catch(() => undefined)
-      : owner;
-    await target.abort(id).catch(() => {});
-    if (back) await storage.narrowTo(back);
-    await source.rollback(id);
-    throw rolledBack(e, vm, from);
-  }
+    },
+  };
+  const { job, moved } = arrival ? await switchOnArrival(sw) : await switchOnGo(sw);
   // The guest runs on the target: its iscsi volumes are fenced to it alone, the source's sessions closed. After the
   // resume, not before: the source's QEMU has flushed and inactivated its disks, and the guest's pause stays short.
   const fenced = await storage.narrowTo(moved);
@@ -279,7 +260,7 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     .catch((e: Error) =>
       step({ phase: 'done', note: `vm ${vm} left paused on ${from}: ${e.message}; apply removes it` }),
     );
-  const p = job.progress;
+  const p = job?.progress;
   return {
     vm,
     from,
@@ -295,50 +276,4 @@ async function migrate(deps: MigrationDeps, vm: string, to: string): Promise<Mig
     token: moved.token,
     storage: fenced,
   };
-}
-
-/** Polls the source's job until it ends; throws its error when it failed. */
-async function follow(
-  deps: MigrationDeps,
-  get: (id: string) => Promise<MigrationJob>,
-  first: MigrationJob,
-  step: (s: MigrationStep) => void,
-  timeoutMs: number,
-): Promise<MigrationJob> {
-  const deadline = Date.now() + timeoutMs;
-  let job = first;
-  let last = -1;
-  while (job.state === 'running') {
-    if (deps.signal?.aborted) throw new VmlinkError('exec', 'the migration was cancelled');
-    if (Date.now() > deadline)
-      throw new VmlinkError('timeout', `the migration did not complete in ${timeoutMs} ms`);
-    const pass = job.progress?.dirtySyncCount ?? 0;
-    await sleep(deps.pollMs ?? (pass >= 2 ? MIGRATION_JOB_FINAL_POLL_MS : MIGRATION_JOB_POLL_MS));
-    job = await get(job.id);
-    const p = job.progress;
-    if (p?.status === 'disks' && p.diskTotalBytes) {
-      // Block migration's first phase: the local disks' copy, before memory.
-      const percent = Math.min(100, Math.round(((p.diskDoneBytes ?? 0) / p.diskTotalBytes) * 100));
-      if (percent !== last) {
-        last = percent;
-        step({ phase: 'transfer', percent, note: `disks: ${percent}% of the local disks copied` });
-      }
-    } else if (p && p.totalBytes > 0) {
-      const percent = Math.min(100, Math.round(((p.totalBytes - p.remainingBytes) / p.totalBytes) * 100));
-      if (percent !== last) {
-        last = percent;
-        step({ phase: 'transfer', percent, note: `${p.status}: ${percent}% of memory sent` });
-      }
-    }
-  }
-  if (job.state === 'failed') throw new VmlinkError('exec', job.error ?? 'the source reported a failure');
-  return job;
-}
-
-/** `e` said with where the guest runs now. */
-function rolledBack(e: unknown, vm: string, from: string): VmlinkError {
-  const msg = `migration of vm ${vm} failed and was rolled back; it runs on ${from}: ${(e as Error).message}`;
-  return e instanceof VmlinkError
-    ? new VmlinkError(e.kind, msg, { subject: `vm/${vm}`, cause: e })
-    : new VmlinkError('exec', msg, { subject: `vm/${vm}`, cause: e });
 }

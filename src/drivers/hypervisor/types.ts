@@ -132,7 +132,8 @@ export interface IncomingDisks {
 export interface HypervisorMigrations {
   /**
    * Source: sends running VM `name` through `relay` (called once with the byte stream to carry to the target).
-   * Resolves with the last progress (`completed`: the guest is paused here); on failure the guest runs on here.
+   * Resolves with the last progress (`completed`: the guest is paused here); on failure the guest runs on here (except
+   * with `holdOnceSent` once QEMU completed).
    */
   migrateOut(
     name: string,
@@ -151,6 +152,11 @@ export interface HypervisorMigrations {
       maxBandwidthBytes?: number;
       /** Nice value of the guest's vCPU threads while it migrates (restored after). Bench variants only. */
       vcpuNice?: number;
+      /**
+       * The target resumes on arrival: a failure once QEMU completed (the whole state sent, the guest paused here)
+       * leaves the guest paused, and the last progress reported has status `held`; only `resumeHere` runs it again.
+       */
+      holdOnceSent?: boolean;
     },
     relay: (stream: Socket) => Promise<void>,
   ): Promise<MigrationProgress>;

@@ -275,6 +275,37 @@ describe('source: a block migration', () => {
     expect(cmds.at(-1)).toBe('cont');
   });
 
+  it('the relay fails once QEMU completed: with holdOnceSent the guest stays paused and the last progress says held', async () => {
+    for (const hold of [true, false]) {
+      const s = source();
+      const seen: string[] = [];
+      // The relay fails after QEMU reported the whole state sent (the target's answer lost, say).
+      const relay = async () => {
+        while (s.q.cmds().filter((c) => c === 'query-migrate').length < 3)
+          await new Promise((r) => setTimeout(r, 5));
+        throw new Error('the target agent went away');
+      };
+      await expect(
+        s.m.migrateOut(
+          'web',
+          {
+            downtimeLimitMs: 300,
+            nbdTunnel: () => {},
+            blockCopyTimeoutMs: 5_000,
+            onProgress: (p) => seen.push(p.status),
+            ...(hold ? { holdOnceSent: true } : {}),
+          },
+          relay,
+        ),
+      ).rejects.toThrow('the target agent went away');
+      s.close();
+      if (hold) {
+        expect(s.q.cmds()).not.toContain('cont');
+        expect(seen.at(-1)).toBe('held');
+      } else expect(s.q.cmds().at(-1)).toBe('cont');
+    }
+  });
+
   it('refuses a VM with local disks when the agent gives no tunnel', async () => {
     const s = source();
     await expect(s.m.migrateOut('web', { downtimeLimitMs: 300 }, async () => {})).rejects.toThrow(

@@ -8,6 +8,7 @@ import { chmod, chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket, connect as unixConnect } from 'node:net';
 import { getPriority, setPriority } from 'node:os';
 import { InvalidStateError, TimeoutError } from '../../../shared/errors.js';
+import { log } from '../../../shared/log.js';
 import type { OpContext } from '../../../shared/op.js';
 import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../types.js';
 import type { MirrorProgress, MirrorSpec } from './block-mirror.js';
@@ -25,6 +26,7 @@ import {
   prepareOutgoing,
   resumeSource,
   resumeTarget,
+  settleOutgoing,
   startIncoming,
   startOutgoing,
 } from './migrate.js';
@@ -51,6 +53,8 @@ export const MIGRATION_POLL_MS = 100;
 const CONNECT_WAIT_MS = 10_000;
 /** How long the local disks' copy may take to catch up before the migration is given up (ms). */
 export const BLOCK_COPY_TIMEOUT_MS = 30 * 60_000;
+/** QEMU's final migration states in which the end of the state was never sent (the guest runs, or may run, here). */
+export const NEVER_SENT: ReadonlySet<string> = new Set(['cancelled', 'failed', 'none']);
 /** How long ending the mirrors at the switch-over may take (ms): the guest is paused meanwhile. */
 const FINISH_COPY_TIMEOUT_MS = 60_000;
 
@@ -69,6 +73,8 @@ export interface MigrateOutOptions {
   maxBandwidthBytes?: number;
   /** Nice value of the vCPU threads while the migration runs (restored after); absent: left alone. */
   vcpuNice?: number;
+  /** The target resumes on arrival: once QEMU completed, a failure leaves the guest paused (HypervisorMigrations). */
+  holdOnceSent?: boolean;
 }
 
 /** What the migration side needs from its driver. */
@@ -94,6 +100,9 @@ const inSocket = (p: VmPaths) => `${p.runDir}/migrate-in.sock`;
 
 /** The source and target halves of a live migration, per VM. */
 export class VmMigrations implements HypervisorMigrations {
+  /** Incoming VMs whose QEMU exports disks (block migration): only they stop an NBD server before `cont`. */
+  private readonly exported = new Set<string>();
+
   constructor(private readonly d: VmMigrationDeps) {}
 
   /**
@@ -181,6 +190,24 @@ export class VmMigrations implements HypervisorMigrations {
       await relayed;
       return { ...last, ...disk };
     } catch (e) {
+      if (opts.holdOnceSent) {
+        // The target may run the guest once it has the whole state: the source stays paused if QEMU sent it all (or
+        // cannot tell), and says so with a last progress `held`; the controller decides after asking the target.
+        const final = await settleOutgoing(qmp).catch(() => undefined);
+        if (!final || !NEVER_SENT.has(final.status)) {
+          log.warn(
+            { vm: name, qemu: final?.status ?? 'unknown' },
+            'migration failed once sent: the guest stays paused',
+          );
+          opts.onProgress?.({
+            ...(final ?? { transferredBytes: 0, remainingBytes: 0, totalBytes: 0 }),
+            ...disk,
+            status: 'held',
+          });
+          if (copies.length) await dropCopies(qmp, copies, name).catch(() => {});
+          throw e;
+        }
+      }
       await cancelOutgoing(qmp).catch(() => {});
       if (copies.length) await dropCopies(qmp, copies, name).catch(() => {});
       await resumeSource(qmp).catch(() => {});
@@ -248,6 +275,7 @@ export class VmMigrations implements HypervisorMigrations {
         maxBytes: await exportDisks(qmp, nbd, local, name),
         maxConnections: local.length * NBD_CONNECTIONS_PER_DISK,
       };
+      this.exported.add(name);
     }
     await startIncoming(qmp, `unix:${path}`);
     const stream = await new Promise<Socket>((resolve, reject) => {
@@ -271,7 +299,8 @@ export class VmMigrations implements HypervisorMigrations {
   /** Target: the NBD exports of a block migration go (the source ended its copies), then the guest runs here. */
   async resumeTarget(name: string): Promise<void> {
     const qmp = await this.d.qmp(name);
-    await stopExports(qmp);
+    // Without exports, no QMP round trip more inside the guest's pause.
+    if (this.exported.delete(name)) await stopExports(qmp);
     await resumeTarget(qmp);
   }
 }

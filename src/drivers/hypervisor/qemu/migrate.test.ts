@@ -9,6 +9,7 @@ import {
   queryMigration,
   resumeSource,
   resumeTarget,
+  settleOutgoing,
   startIncoming,
   startOutgoing,
 } from './migrate.js';
@@ -195,5 +196,19 @@ describe('QMP sequences of a live migration', () => {
     expect(await measureDirtyRate(ok.qmp, 0)).toBe(12);
     const old = recorded({ 'calc-dirty-rate': [new Error('CommandNotFound')] });
     expect(await measureDirtyRate(old.qmp, 1)).toBeUndefined();
+  });
+
+  it('settling after a failure (target resumes on arrival): cancel, then the final state; completed means the state was sent', async () => {
+    // A cancel that came while QEMU completed changes nothing: the state was sent whole, the guest stays paused.
+    const done = recorded({ 'query-migrate': [{ status: 'device' }, completed] });
+    expect((await settleOutgoing(done.qmp, 1)).status).toBe('completed');
+    expect(done.sent.map((c) => c.cmd)).toEqual(['migrate_cancel', 'query-migrate', 'query-migrate']);
+    // Cancelled before the end: QEMU never sent it (and resumes the guest itself).
+    const cut = recorded({
+      migrate_cancel: [new Error('no migration')],
+      'query-migrate': [{ status: 'cancelling' }, { status: 'cancelled' }],
+    });
+    expect((await settleOutgoing(cut.qmp, 1)).status).toBe('cancelled');
+    expect(cut.sent.filter((c) => c.cmd === 'cont')).toEqual([]);
   });
 });

@@ -212,6 +212,25 @@ export async function cancelOutgoing(qmp: Qmp): Promise<void> {
   await qmp.execute('migrate_cancel');
 }
 
+/** How long a cancelled migration may take to reach a final state (ms). */
+const SETTLE_MS = 10_000;
+
+/**
+ * Source side, after a failure where the target may resume on arrival: cancels, then waits until QEMU's migration is
+ * final and resolves with that state. `completed` means the whole state (its end marker included) was sent and the
+ * guest stays paused: a cancel that comes while QEMU completes runs after it (QMP waits for the same lock), so it can
+ * no longer stop it. Any other final state: QEMU never sent the end, so no target can run the guest.
+ */
+export async function settleOutgoing(qmp: Qmp, pollMs = 50): Promise<MigrationProgress> {
+  await cancelOutgoing(qmp).catch(() => {});
+  const deadline = Date.now() + SETTLE_MS;
+  for (;;) {
+    const p = await queryMigration(qmp, MIGRATION_QUERY_TIMEOUT_MS);
+    if (FINAL.has(p.status) || p.status === 'none' || Date.now() > deadline) return p;
+    await sleep(pollMs);
+  }
+}
+
 /**
  * Source side, after a completed migration that must be undone (the target failed to take over): the guest runs here
  * again (QEMU reactivates its disks on `cont`).

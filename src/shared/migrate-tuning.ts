@@ -1,9 +1,10 @@
 // Bench-only knobs of a live migration (bench/migrate.ts compares variants side by side, move by move, in one lab):
-// read at each migration from the JSON file that VMLINK_MIGRATE_TUNING names. Unset (every real deployment), nothing
-// changes and nothing is read. The file is the bench's own (root's temp dir), still read capped, strictly parsed and
-// without following a link; a bad file fails the migration with its reason rather than running a variant half-applied.
+// the agents, and the controller for `resumeOnArrival`, read them at each migration from the JSON file that
+// VMLINK_MIGRATE_TUNING names. Unset (every real deployment), nothing changes and nothing is read. The file is the
+// bench's own (root's temp dir), still read capped, strictly parsed and without following a link; a bad file fails
+// the migration with its reason rather than running a variant half-applied.
 import { z } from 'zod';
-import { readJsonFile } from '../../shared/state-file.js';
+import { readJsonFile } from './state-file.js';
 
 export const MIGRATION_TUNING_ENV = 'VMLINK_MIGRATE_TUNING';
 
@@ -21,6 +22,8 @@ export const MigrationTuningSchema = z
     downtimeStartMs: z.number().int().min(0).max(60_000).optional(),
     /** Nice value of the source QEMU's vCPU threads while the migration runs (-10..10; restored after). */
     vcpuNice: z.number().int().min(-10).max(10).optional(),
+    /** The controller's switch-over (controller/migrate/run.ts): the target resumes on arrival, or on its go. */
+    resumeOnArrival: z.boolean().optional(),
   })
   .strict();
 export type MigrationTuning = z.infer<typeof MigrationTuningSchema>;

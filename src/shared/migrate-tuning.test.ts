@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { benchTuning, MIGRATION_TUNING_ENV } from './bench-tuning.js';
+import { benchTuning, MIGRATION_TUNING_ENV } from './migrate-tuning.js';
 
 let dir = '';
 afterEach(() => {
