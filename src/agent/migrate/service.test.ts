@@ -18,9 +18,10 @@ const vm = {
   state: 'running' as const,
 };
 
-let dir = '';
+/** Every directory a test made (one test may set up twice). */
+const dirs: string[] = [];
 afterEach(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 /** An incoming side whose "QEMU" is a unix socket server collecting what it is sent. */
@@ -28,7 +29,8 @@ async function setup(
   extra: Partial<HypervisorMigrations> = {},
   deps: Partial<ConstructorParameters<typeof MigrationService>[0]> = {},
 ) {
-  dir = mkdtempSync(join(tmpdir(), 'vmlink-mig-svc-'));
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-mig-svc-'));
+  dirs.push(dir);
   const path = join(dir, 'in.sock');
   const got: Buffer[] = [];
   const server = createServer((s) => s.on('data', (d: Buffer) => got.push(d)));

@@ -116,9 +116,10 @@ describe('target: the NBD export', () => {
 });
 
 let dir = '';
+/** Every directory a test made (one test may set up twice). */
+const dirs: string[] = [];
 afterEach(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = '';
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 /**
@@ -127,6 +128,7 @@ afterEach(() => {
  */
 function source(fail?: 'mirror' | 'finish') {
   dir = mkdtempSync(join(tmpdir(), 'vmlink-mgb-blk-'));
+  dirs.push(dir);
   const runDir = dir;
   const conns: Socket[] = [];
   const dial = (path: string) =>
