@@ -32,16 +32,12 @@ import { etcdClient } from '../src/shared/etcd.js';
 import { AnyAnswerSchema, HttpClient } from '../src/shared/http/client.js';
 import { listen } from '../src/shared/http/server.js';
 import { startTestEtcd } from '../test/helpers/etcd.js';
-import { hostInfo, load1, onCleanup, round, runCleanups, sleep } from './lib.js';
+import { hostInfo, load1, numArg, onCleanup, round, runCleanups, sleep } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const HOSTS = arg('--hosts', 1000);
-const VMS = arg('--vms', 20);
-const SAMPLES = arg('--samples', 20);
-const HEARTBEAT = arg('--heartbeat', 10);
+const HOSTS = numArg('--hosts', 1000);
+const VMS = numArg('--vms', 20);
+const SAMPLES = numArg('--samples', 20);
+const HEARTBEAT = numArg('--heartbeat', 10);
 const TARGET_DECIDE_MS = 1000;
 // The spec names etcd as real agents reach it (https); the simulator's agents are handed the test etcd's http URL.
 const SPEC_ETCD = 'https://127.0.0.1:2379';

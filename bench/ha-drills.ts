@@ -17,14 +17,10 @@ import type { DrillReport } from '../src/shared/cluster.js';
 import { haLabSpec } from '../test/helpers/ha-lab.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink } from './cli.js';
-import { hostInfo, load1, median, round, runCleanups, sleep } from './lib.js';
+import { hostInfo, load1, median, numArg, round, runCleanups, sleep } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const takeovers = arg('--takeovers', 2);
-const etcdRounds = arg('--etcd', 1);
+const takeovers = numArg('--takeovers', 2);
+const etcdRounds = numArg('--etcd', 1);
 
 const spec = (lab: string) => haLabSpec(lab, 95);
 

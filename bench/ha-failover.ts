@@ -12,14 +12,10 @@ import type { DrillReport } from '../src/shared/cluster.js';
 import { haLabSpec } from '../test/helpers/ha-lab.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink } from './cli.js';
-import { hostInfo, load1, median, round, runCleanups, sleep } from './lib.js';
+import { hostInfo, load1, median, numArg, round, runCleanups, sleep } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const repeat = arg('--repeat', 5);
-const takeovers = arg('--takeovers', 3);
+const repeat = numArg('--repeat', 5);
+const takeovers = numArg('--takeovers', 3);
 const VSPHERE_S = 15;
 const PROXMOX_S = 120;
 

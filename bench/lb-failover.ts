@@ -10,13 +10,9 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Host, LbTestbed, type LoopResult } from '../test/helpers/lb-testbed.js';
-import { hostInfo, load1, median, onCleanup, runCleanups } from './lib.js';
+import { hostInfo, load1, median, numArg, onCleanup, runCleanups } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const repeat = arg('--repeat', 5);
+const repeat = numArg('--repeat', 5);
 /** Each request's budget in the loop: a failed request ends at most this long after it started. */
 const REQUEST_BUDGET_MS = 300;
 const TARGET_MS = 3000;

@@ -11,6 +11,12 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 /** Milliseconds since `t0` (a `performance.now()` value), rounded to 0.1 ms. */
 export const since = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
 
+/** The number after flag `name` on the command line (`--hosts 1000`); `dflt` when absent or not a number. */
+export function numArg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
+}
+
 /** Median of a non-empty list (mean of the middle two for an even count). */
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return Number.NaN;

@@ -12,14 +12,10 @@ import { performance } from 'node:perf_hooks';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
 import { type QemuNbdOptions, startQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
 import { SystemRunner } from '../src/exec/runner.js';
-import { median, round } from './lib.js';
+import { median, numArg, round } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const MIB = arg('--mib', 1024);
-const REPEAT = arg('--repeat', 3);
+const MIB = numArg('--mib', 1024);
+const REPEAT = numArg('--repeat', 3);
 /** Leaves out the `--cache=none --aio=native` side (it measured no faster here). */
 const SKIP_DIRECT = process.argv.includes('--skip-direct');
 const CHUNK = 4 * 1024 * 1024;

@@ -14,15 +14,11 @@ import { loadSpec } from '../src/spec/load.js';
 import { type Placement, placeSpec } from '../src/spec/placement.js';
 import { SpecSchema } from '../src/spec/schema.js';
 import { validateSpec } from '../src/spec/validate/index.js';
-import { hostInfo, load1, round, since } from './lib.js';
+import { hostInfo, load1, numArg, round, since } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const HOSTS = arg('--hosts', 1000);
-const VMS = arg('--vms', 20);
-const MOVES = arg('--moves', 3);
+const HOSTS = numArg('--hosts', 1000);
+const VMS = numArg('--vms', 20);
+const MOVES = numArg('--moves', 3);
 
 const hosts = hostNames(HOSTS);
 const text = fleetSpecText({

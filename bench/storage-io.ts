@@ -10,15 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { diskSerial } from '../src/verify/storage.js';
 import { acquireVmLock } from '../test/helpers/vmlock.js';
 import { startCliLab, vmlink, vmlinkOk } from './cli.js';
-import { hostInfo, median, round, runCleanups, sleep } from './lib.js';
+import { hostInfo, median, numArg, round, runCleanups, sleep } from './lib.js';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? dflt : Number(process.argv[i + 1]) || dflt;
-};
-const repeat = arg('--repeat', 3);
+const repeat = numArg('--repeat', 3);
 /** MiB written and read per repeat: the example's volumes are 32-64 MiB. */
-const MIB = Math.min(arg('--mib', 24), 28);
+const MIB = Math.min(numArg('--mib', 24), 28);
 const EXAMPLE = fileURLToPath(new URL('../examples/shared-storage.yaml', import.meta.url));
 
 /** The disks compared: which VM has which kind. */
