@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static iputils-ping
-  genisoimage cpio kmod zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
+  genisoimage cpio kmod xz-utils zstd gcc libc6-dev util-linux procps openvswitch-switch iperf3 tcpdump
   tgt nfs-ganesha nfs-ganesha-vfs qemu-block-extra rpcbind pci.ids etcd-server etcd-client
   e2fsprogs restic borgbackup faketime prometheus chromium haproxy keepalived)
 # Backups (docs/backup.md): e2fsprogs' debugfs reads single files out of a restored ext4 disk without mounting it;

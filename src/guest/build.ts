@@ -9,6 +9,7 @@ import type { Runner } from '../exec/runner.js';
 import { NotFoundError, VmlinkError } from '../shared/errors.js';
 import { writeFileAtomic } from '../shared/state-file.js';
 import { FsTree } from './cpio.js';
+import { pvhKernelFrom } from './kernel-elf.js';
 import { addLibraries, type Extracted, resolveInRoot } from './libraries.js';
 import { GUEST_MODULES, moduleLoadOrder, parseModulesBuiltin, parseModulesDep } from './modules.js';
 import {
@@ -25,7 +26,7 @@ export const DEFAULT_GUEST_DIR = '/var/lib/vmlink/images/test-guest';
 /** Where downloaded .deb files are kept between builds. */
 export const DEFAULT_DEB_CACHE = '/var/cache/vmlink/debs';
 /** Bumped whenever the builder changes what it puts in the image, so cached images get rebuilt. */
-export const BUILD_FORMAT = 2;
+export const BUILD_FORMAT = 3;
 
 /** Guest content shipped in the initramfs, beside this file: path in the image -> source file name. */
 const GUEST_SCRIPTS = {
@@ -45,7 +46,9 @@ export interface GuestManifest {
   modules: string[];
   builtAt: string;
   buildMs: number;
-  files: Record<'vmlinuz' | 'initrd.img', { sha256: string; size: number }>;
+  /** `vmlinux`: the kernel as a PVH-bootable ELF (kernel-elf.ts), present when the bzImage's kernel has a PVH entry. */
+  files: Record<'vmlinuz' | 'initrd.img', { sha256: string; size: number }> &
+    Partial<Record<'vmlinux', { sha256: string; size: number }>>;
 }
 
 /** Options of `ensureTestGuest`. */
@@ -63,7 +66,10 @@ export interface EnsureTestGuestOptions {
 
 /** The image on disk. */
 export interface TestGuest {
+  /** The bzImage. */
   kernel: string;
+  /** What to boot: the PVH ELF `vmlinux` where the image has one, else `kernel`. */
+  bootKernel: string;
   initrd: string;
   manifest: GuestManifest;
   rebuilt: boolean;
@@ -85,10 +91,14 @@ export async function ensureTestGuest(opts: EnsureTestGuestOptions): Promise<Tes
   const wanted = await resolvePackages(opts.runner, oldNames).catch(() => resolvePackages(opts.runner));
   if (old && (await isCurrent(old, wanted, content, outDir))) {
     progress('test guest up to date');
-    return { kernel, initrd, manifest: old, rebuilt: false };
+    return { kernel, bootKernel: bootKernelOf(outDir, old), initrd, manifest: old, rebuilt: false };
   }
   const manifest = await build({ ...opts, outDir, progress }, wanted, content);
-  return { kernel, initrd, manifest, rebuilt: true };
+  return { kernel, bootKernel: bootKernelOf(outDir, manifest), initrd, manifest, rebuilt: true };
+}
+
+function bootKernelOf(outDir: string, m: GuestManifest): string {
+  return join(outDir, m.files.vmlinux ? 'vmlinux' : 'vmlinuz');
 }
 
 // Cache check.
@@ -131,7 +141,7 @@ async function isCurrent(
   if (wanted.packages.some((p) => have.get(p.name) !== p.version)) return false;
   // Packages pulled in for a library (e.g. libpcre2 for glib) must still be apt's candidates too.
   if (m.packages.some((p) => wanted.versions.get(p.name) !== p.version)) return false;
-  for (const f of ['vmlinuz', 'initrd.img'] as const) {
+  for (const f of ['vmlinuz', 'initrd.img', ...(m.files?.vmlinux ? (['vmlinux'] as const) : [])] as const) {
     try {
       if ((await sha256File(join(outDir, f))) !== m.files?.[f]?.sha256) return false;
     } catch {
@@ -230,6 +240,12 @@ async function build(
     const cpio = tree.toCpio();
     const initrd = gzipSync(cpio, { level: 9 });
     const vmlinuz = await readFile(join(kroot, 'boot', `vmlinuz-${kernelRelease}`));
+    const pvh = await pvhKernelFrom(vmlinuz, runner, work);
+    progress(
+      'elf' in pvh
+        ? `kernel for PVH boot: ${mib(pvh.elf.length)} MiB`
+        : `no PVH kernel (the bzImage boots, slower under TCG): ${pvh.reason}`,
+    );
     progress(
       `writing initramfs ${mib(initrd.length)} MiB (${mib(cpio.length)} MiB uncompressed), kernel ${mib(vmlinuz.length)} MiB`,
     );
@@ -248,9 +264,12 @@ async function build(
       files: {
         vmlinuz: { sha256: sha256(vmlinuz), size: vmlinuz.length },
         'initrd.img': { sha256: sha256(initrd), size: initrd.length },
+        ...('elf' in pvh ? { vmlinux: { sha256: sha256(pvh.elf), size: pvh.elf.length } } : {}),
       },
     };
     await writeAtomic(join(outDir, 'vmlinuz'), vmlinuz);
+    if ('elf' in pvh) await writeAtomic(join(outDir, 'vmlinux'), pvh.elf);
+    else await rm(join(outDir, 'vmlinux'), { force: true });
     await writeAtomic(join(outDir, 'initrd.img'), initrd);
     manifest.buildMs = Date.now() - started;
     await writeAtomic(join(outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);

@@ -29,7 +29,8 @@ try {
     force,
     progress: (line) => console.log(line),
   });
-  console.log(`kernel ${g.kernel}\ninitrd ${g.initrd} (${g.manifest.files['initrd.img'].size} bytes)`);
+  const pvh = g.bootKernel !== g.kernel ? `, booted as its PVH ELF ${g.bootKernel}` : '';
+  console.log(`kernel ${g.kernel}${pvh}\ninitrd ${g.initrd} (${g.manifest.files['initrd.img'].size} bytes)`);
   console.log(`${g.rebuilt ? 'built' : 'checked'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   console.error(e instanceof Error ? e.message : String(e));

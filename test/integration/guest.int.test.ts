@@ -217,7 +217,7 @@ describe('test guest', () => {
         '1',
         '-no-reboot',
         '-kernel',
-        guest.kernel,
+        guest.bootKernel,
         '-initrd',
         guest.initrd,
         '-append',
@@ -272,7 +272,8 @@ describe('test guest', () => {
     times.readyMs = await ready;
     times.firstSyncMs = await synced;
     console.log(
-      `[guest] image ${guest.manifest.files['initrd.img'].size} B initrd + ${guest.manifest.files.vmlinuz.size} B kernel; ` +
+      `[guest] image ${guest.manifest.files['initrd.img'].size} B initrd + ${guest.manifest.files.vmlinuz.size} B kernel ` +
+        `(booted: ${guest.bootKernel}); ` +
         `ensure ${times.ensureMs} ms; ready ${times.readyMs} ms; first guest-sync ${times.firstSyncMs} ms (TCG)`,
     );
   });

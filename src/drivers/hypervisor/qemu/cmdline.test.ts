@@ -38,13 +38,14 @@ function render(argv: string[]): string {
   return `${out.join(' \\\n')}\n`;
 }
 
-function argv(cfg: VmConfig, accel: 'kvm' | 'tcg' = 'tcg'): string[] {
+function argv(cfg: VmConfig, accel: 'kvm' | 'tcg' = 'tcg', testGuestKernel?: string): string[] {
   return buildQemuArgv({
     config: cfg,
     accel,
     paths: vmPaths('/var/lib/vmlink/agent', cfg.name),
     imagesDir: '/var/lib/vmlink/images',
     qemuBinary: '/usr/bin/qemu-system-x86_64',
+    ...(testGuestKernel ? { testGuestKernel } : {}),
   });
 }
 
@@ -67,6 +68,15 @@ describe('buildQemuArgv (golden)', () => {
 
   it('test guest under KVM (cpu host) with DHCP', async () => {
     await expect(render(argv(base, 'kvm'))).toMatchFileSnapshot('./__golden__/test-guest-kvm.txt');
+  });
+
+  it("boots the test guest's PVH kernel when the driver found one, with the same initrd and command line", () => {
+    const bz = argv(base);
+    const pvh = argv(base, 'tcg', '/var/lib/vmlink/images/test-guest/vmlinux');
+    const at = bz.indexOf('-kernel');
+    expect(bz[at + 1]).toBe('/var/lib/vmlink/images/test-guest/vmlinuz');
+    expect(pvh[at + 1]).toBe('/var/lib/vmlink/images/test-guest/vmlinux');
+    expect(pvh.filter((_, i) => i !== at + 1)).toEqual(bz.filter((_, i) => i !== at + 1));
   });
 
   it('test guest with extra disks', async () => {

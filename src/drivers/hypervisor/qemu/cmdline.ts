@@ -90,6 +90,8 @@ export interface CmdlineInput {
   paths: VmPaths;
   /** Directory holding `test-guest/{vmlinuz,initrd.img}`. */
   imagesDir: string;
+  /** The test guest's kernel file when not `test-guest/vmlinuz` (its PVH ELF, `testGuestKernel` in vm-image.ts). */
+  testGuestKernel?: string;
   qemuBinary: string;
   /** Slot of each NIC, in `config.nics` order (see `assignNicSlots`); default: NIC i in slot i. */
   nicSlots?: readonly number[];
@@ -280,7 +282,14 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     argv.push(...diskArgs('seed', p.seedIso, { format: 'raw', readOnly: true }));
   } else if (cfg.image.kind === 'test-guest') {
     const dir = `${input.imagesDir}/test-guest`;
-    argv.push('-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initrd.img`, '-append', testGuestAppend(cfg));
+    argv.push(
+      '-kernel',
+      input.testGuestKernel ?? `${dir}/vmlinuz`,
+      '-initrd',
+      `${dir}/initrd.img`,
+      '-append',
+      testGuestAppend(cfg),
+    );
   }
   return argv;
 }

@@ -14,7 +14,7 @@ import { makeDirDisk } from './disk-plug.js';
 import { assignDiskSlots } from './disk-slots.js';
 import type { ArgvBuilder, VmAccess } from './vm-access.js';
 import { ownVmFiles } from './vm-files.js';
-import { prepareVmDir } from './vm-image.js';
+import { prepareVmDir, testGuestKernel } from './vm-image.js';
 
 /** What the command line needs from the driver. */
 export interface ArgvDeps {
@@ -38,6 +38,7 @@ export async function vmArgv(
     paths: d.paths,
     imagesDir: d.imagesDir,
     qemuBinary: d.qemuBinary,
+    ...(cfg.image.kind === 'test-guest' ? { testGuestKernel: await testGuestKernel(d.imagesDir) } : {}),
     ...(nicSlots ? { nicSlots } : {}),
     ...(diskSlots ? { diskSlots } : {}),
     ...(cfg.confidential ? { confidential: launchFor(await d.confidentialHost(), cfg.confidential) } : {}),

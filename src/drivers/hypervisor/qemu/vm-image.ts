@@ -1,7 +1,7 @@
 // A VM's boot image made ready before its QEMU can use it: the test guest's kernel and initrd readable by the VM's
 // uid, or a copy-on-write overlay of the user's base image plus its cloud-init seed.
 
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidRequestError, UnsupportedError } from '../../../shared/errors.js';
 import type { VmConfig } from '../../../shared/model.js';
@@ -19,6 +19,20 @@ export interface ImageReader {
   owner: { uid: number; gid: number };
   /** e.g. "VM web1's QEMU (uid 1879048192)". */
   who: string;
+}
+
+/**
+ * The test guest's kernel: its PVH ELF `vmlinux` where the image has one (QEMU boots it without the bzImage's
+ * decompressor, seconds faster under TCG: src/guest/kernel-elf.ts), else the bzImage `vmlinuz`.
+ */
+export async function testGuestKernel(imagesDir: string): Promise<string> {
+  const elf = `${imagesDir}/test-guest/vmlinux`;
+  return (await stat(elf).then(
+    (s) => s.isFile(),
+    () => false,
+  ))
+    ? elf
+    : `${imagesDir}/test-guest/vmlinuz`;
 }
 
 /** Checks (test guest) or prepares (qcow2 overlay and seed) VM `cfg`'s boot image; errors say how to fix it. */
