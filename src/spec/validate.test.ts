@@ -356,6 +356,26 @@ describe('validateSpec', () => {
         'vms[2].nics[0].mac',
         'MAC 52:54:00:aa:bb:cc is already used by vms[1].nics[0]',
       ));
+    it('two derived MACs that meet: the issue says the MAC was derived and asks for an explicit one', () => {
+      // Two VM names whose first NICs' derived MACs are equal (24 bits: a birthday search of a few thousand names).
+      const seen = new Map<string, string>();
+      let pair: [string, string] | undefined;
+      for (let i = 0; !pair; i++) {
+        const mac = derivedMac(`v${i}`, 0);
+        const first = seen.get(mac);
+        if (first) pair = [first, `v${i}`];
+        else seen.set(mac, `v${i}`);
+      }
+      const [a, b] = pair;
+      expectIssue(
+        issuesOf((s) => {
+          s.vms[1].name = a;
+          s.vms.push({ name: b, host: 'host2', nics: [{ network: 'nat2' }] });
+        }),
+        'vms[3].nics[0].mac',
+        `the MAC derived for this NIC from its VM's name and index, ${derivedMac(a, 0)}, is already used by vms[1].nics[0]; give one of them a mac of its own`,
+      );
+    });
     it('an explicit MAC equal to a derived one', () =>
       expectIssue(
         issuesOf((s) => (s.vms[2].nics[0].mac = derivedMac('web1', 0))),

@@ -32,7 +32,10 @@ export function checkNics(
       } else if (firstMac !== undefined)
         add(
           `${base}.mac`,
-          `MAC ${mac} is already used by ${firstMac}; every NIC needs its own MAC (or leave mac out)`,
+          nic.mac !== undefined
+            ? `MAC ${mac} is already used by ${firstMac}; every NIC needs its own MAC (or leave mac out)`
+            : // Derived MACs hold 24 bits of a hash: two are likely to meet once a spec has thousands of NICs.
+              `the MAC derived for this NIC from its VM's name and index, ${mac}, is already used by ${firstMac}; give one of them a mac of its own`,
         );
       else macs.set(mac, base);
 
