@@ -74,7 +74,7 @@ export class EtcdMembership implements ClusterMembership {
       stateDir: opts.stateDir,
       changed: () => this.membersChanged(),
       readMembers: reads ? () => reads.run(read) : read,
-      // A change is read within one heartbeat of being seen, each host at its own point of it (peers.ts).
+      // Each host looks (and reads a change) at its own point of the heartbeat after a renewal (peers.ts).
       spreadMs: opts.heartbeatSeconds * 1000,
       ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.peerTls ? { tls: opts.peerTls } : {}),
@@ -185,8 +185,9 @@ export class EtcdMembership implements ClusterMembership {
    * Whether the membership in etcd is another than the one last read whole: its revision only (keys only, a few
    * bytes). It is looked at after every renewal; at 1,000 hosts the value is ~50 KB, and read whole by every agent
    * each heartbeat it was most of etcd's work (and all of it in the simulated fleet, where one process reads for
-   * every host). A change is then read after this host's spread delay (PeerCheck.refresh): every agent sees the
-   * change within a heartbeat of it, and all reading at once starved etcd of renewals at 1,000 hosts.
+   * every host). Both the look and the read wait this host's spread delay after the renewal (PeerCheck.refresh):
+   * every agent reading a change at once starved etcd of renewals at 1,000 hosts, and the simulated fleet's renewals
+   * fall together (1,000 looks in one burst were etcd's slowest requests). A change is read within two heartbeats.
    */
   private async membersChanged(): Promise<boolean> {
     const probe = await this.client.kv.range(

@@ -161,22 +161,22 @@ describe('membersReadDelayMs', () => {
   });
 });
 
-describe('PeerCheck: reading a changed membership', () => {
-  /** One host's check on `clock` whose reads are stamped; `changed` says what the revision probe answers. */
+describe('PeerCheck: looking for a changed membership and reading it', () => {
+  /** One host's check on `clock` whose looks and reads are stamped; `changed` says what the look answers. */
   function host(
     name: string,
     clock: FakeClock,
     stateDir: string,
     reads: Array<{ host: string; at: number }>,
   ) {
-    const state = { changed: true, probes: 0 };
+    const state = { changed: true, probes: [] as number[] };
     const pc = new PeerCheck({
       host: name,
       stateDir,
       clock,
       spreadMs: 10_000,
       changed: async () => {
-        state.probes++;
+        state.probes.push(clock.t - T0);
         return state.changed;
       },
       readMembers: async () => {
@@ -185,17 +185,17 @@ describe('PeerCheck: reading a changed membership', () => {
         return members;
       },
     });
-    return { pc, state };
+    return { name, pc, state };
   }
 
-  it('spreads the reads of 1,000 hosts that saw the same change over the window', async () => {
+  it('spreads the looks and reads of 1,000 hosts renewing at once over the window', async () => {
     const clock = new FakeClock();
     const reads: Array<{ host: string; at: number }> = [];
     const dir = tmp();
     const hosts = Array.from({ length: 1000 }, (_, i) =>
       host(`h${String(i).padStart(4, '0')}`, clock, dir, reads),
     );
-    // Every host renews at the same moment and sees the change (the simulated fleet's worst case).
+    // Every host renews at the same moment after a change (the simulated fleet's renewals fall together).
     const refreshes = hosts.map((h) => h.pc.refresh());
     await clock.to(1);
     expect(reads.length).toBeLessThan(5); // not all at once: ~0.1 per ms
@@ -204,6 +204,8 @@ describe('PeerCheck: reading a changed membership', () => {
     expect(reads).toHaveLength(1000);
     // Each read at its host's own delay, and each tenth of the window holds about a tenth of the reads.
     for (const r of reads) expect(r.at).toBe(membersReadDelayMs(r.host, 10_000));
+    // Each looked once, right before its read.
+    for (const h of hosts) expect(h.state.probes).toEqual([membersReadDelayMs(h.name, 10_000)]);
     const tenths = Array.from(
       { length: 10 },
       (_, k) => reads.filter((r) => Math.floor(r.at / 1000) === k).length,
@@ -216,38 +218,44 @@ describe('PeerCheck: reading a changed membership', () => {
     expect(Math.max(...per100.values())).toBeLessThanOrEqual(20);
   });
 
-  it('reads nothing while the membership is unchanged, and reads a change only after its delay', async () => {
+  it('looks after its delay, reads nothing while the membership is unchanged, and reads a change', async () => {
     const clock = new FakeClock();
     const reads: Array<{ host: string; at: number }> = [];
     const { pc, state } = host('h0007', clock, tmp(), reads);
-    state.changed = false;
-    await pc.refresh();
-    expect(state.probes).toBe(1);
-    expect(reads).toEqual([]);
-    state.changed = true;
     const delay = membersReadDelayMs('h0007', 10_000);
     expect(delay).toBeGreaterThan(0);
-    const r = pc.refresh();
-    // A refresh asked for while one waits is that one (one read per change).
-    expect(pc.refresh()).toBe(r);
+    state.changed = false;
+    const first = pc.refresh();
+    // A refresh asked for while one waits is that one (one look per delay).
+    expect(pc.refresh()).toBe(first);
     await clock.to(delay - 1);
+    expect(state.probes).toEqual([]);
+    await clock.to(delay);
+    await first;
+    expect(state.probes).toEqual([delay]);
+    expect(reads).toEqual([]);
+    state.changed = true;
+    const r = pc.refresh(); // the next renewal, at `delay`
+    await clock.to(2 * delay - 1);
     expect(reads).toEqual([]);
     expect(pc.known()).toBeUndefined();
-    await clock.to(delay);
+    await clock.to(2 * delay);
     await r;
-    expect(reads).toEqual([{ host: 'h0007', at: delay }]);
+    expect(state.probes).toEqual([delay, 2 * delay]);
+    expect(reads).toEqual([{ host: 'h0007', at: 2 * delay }]);
     expect(pc.known()).toEqual(members);
   });
 
-  it('a stop ends the wait without reading', async () => {
+  it('a stop ends the wait without looking or reading', async () => {
     const clock = new FakeClock();
     const reads: Array<{ host: string; at: number }> = [];
-    const { pc } = host('h0007', clock, tmp(), reads);
+    const { pc, state } = host('h0007', clock, tmp(), reads);
     const r = pc.refresh();
     await clock.to(1);
     pc.stop();
     await r;
     await clock.to(20_000);
+    expect(state.probes).toEqual([]);
     expect(reads).toEqual([]);
   });
 });

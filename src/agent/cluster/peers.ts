@@ -20,10 +20,11 @@ import { type Clock, type HoldVerdict, systemClock } from './lease-keeper.js';
 export const MEMBERS_CACHE_FILE = 'cluster-members.json';
 
 /**
- * How long host `host` waits, after it saw the membership change, before it reads the new value: a fraction of
- * `windowMs` fixed by the host's name (sha256), so that the hosts of a cluster read it spread evenly over the window
- * and not all at once (1,000 agents reading a 52 KB value within a second starved etcd of lease renewals), and a
- * host's delay is the same every time (no RNG to seed in tests). In [0, windowMs).
+ * How long host `host` waits, after a renewal, before it looks whether the membership changed and reads it: a
+ * fraction of `windowMs` fixed by the host's name (sha256), so that the hosts of a cluster look and read spread
+ * evenly over the window even when their renewals fall together (1,000 agents reading a 52 KB value within a second
+ * starved etcd of lease renewals), and a host's delay is the same every time (no RNG to seed in tests).
+ * In [0, windowMs).
  */
 export function membersReadDelayMs(host: string, windowMs: number): number {
   if (!(windowMs > 0)) return 0;
@@ -42,12 +43,12 @@ export interface PeerCheckOptions {
   stateDir: string;
   /** Reads the membership from etcd (undefined: not written yet, or unchanged since the last read: keep it). */
   readMembers: () => Promise<ClusterMembers | undefined>;
-  /**
-   * A cheap look (no value) at whether the membership in etcd differs from the one last read. When it does, the
-   * value is read only after this host's `membersReadDelayMs` within `spreadMs`. Absent: read at once every time.
-   */
+  /** A cheap look (no value) at whether the membership in etcd differs from the one last read. Absent: always read. */
   changed?: () => Promise<boolean>;
-  /** The window over which the hosts of a cluster spread their reads of a changed membership (ms; 0: none). */
+  /**
+   * The window over which the hosts of a cluster spread their looks and reads (ms; 0 or absent: at once): each
+   * refresh first waits this host's `membersReadDelayMs` within it.
+   */
   spreadMs?: number;
   /** The delay's timer (tests: a fake clock). */
   clock?: Clock;
@@ -83,17 +84,15 @@ export class PeerCheck {
 
   /**
    * Reads the membership from etcd and caches it (memory and disk, atomically) when it changed. One read at a time;
-   * a failure keeps the last good value. With `changed`, the value is read only once it moved, and then after this
-   * host's spread delay: the refresh that waits is the one in flight (later calls get it), and nothing else waits on
-   * it (the lease keeper calls it without awaiting, so a renewal never waits on a membership read).
+   * a failure keeps the last good value. It first waits this host's spread delay (the refresh that waits is the one
+   * in flight: later calls get it), then looks with `changed` and reads only a membership that moved. Nothing else
+   * waits on it: the lease keeper calls it without awaiting, so a renewal never waits on a membership read.
    */
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        if (this.opts.changed) {
-          if (!(await this.opts.changed())) return;
-          if (!(await this.spreadDelay())) return;
-        }
+        if (!(await this.spreadDelay())) return;
+        if (this.opts.changed && !(await this.opts.changed())) return;
         const m = await this.opts.readMembers();
         if (!m) return;
         if (JSON.stringify(m) === JSON.stringify(this.members)) return;
@@ -108,7 +107,7 @@ export class PeerCheck {
     return this.refreshing;
   }
 
-  /** Ends a spread delay in progress without reading (the agent stops; a later refresh starts afresh). */
+  /** Ends a spread delay in progress without looking or reading (the agent stops; a later refresh starts afresh). */
   stop(): void {
     const w = this.waiting;
     if (!w) return;
