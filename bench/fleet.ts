@@ -14,6 +14,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createControllerApi } from '../src/controller/api.js';
@@ -41,6 +42,13 @@ const HEARTBEAT = numArg('--heartbeat', 10);
 const TARGET_DECIDE_MS = 1000;
 // The spec names etcd as real agents reach it (https); the simulator's agents are handed the test etcd's http URL.
 const SPEC_ETCD = 'https://127.0.0.1:2379';
+
+/** An event loop delay histogram in ms. */
+const loopDist = (h: ReturnType<typeof monitorEventLoopDelay>) => ({
+  p50: round(h.percentile(50) / 1e6, 1),
+  p99: round(h.percentile(99) / 1e6, 1),
+  max: round(h.max / 1e6, 1),
+});
 
 /** The p-th percentile (nearest rank) of `xs`. */
 function pct(xs: readonly number[], p: number): number {
@@ -317,6 +325,11 @@ async function main(): Promise<void> {
   };
   const ages: number[] = [];
   const failures: string[] = [];
+  // This process runs the controller (API, monitor, refresher, HA manager): how long its event loop stalls decides
+  // whether its own etcd requests meet their deadline (a stall of 3 s fails them, and the client's breaker then fails
+  // the next ones for a second).
+  const apiLoop = monitorEventLoopDelay({ resolution: 20 });
+  apiLoop.enable();
   const refreshRounds: number[] = [];
   let served = { reachable: 0, cached: 0 };
   for (let i = 0; i < SAMPLES; i++)
@@ -327,7 +340,11 @@ async function main(): Promise<void> {
         failures.push(`${label}: ${(e as Error).message.split('\n')[0]!.slice(0, 200)}`);
         return undefined;
       });
-      if (body === undefined) continue;
+      // After a failure, past the etcd client's open breaker (1 s), so that one failure is not counted again and again.
+      if (body === undefined) {
+        await sleep(2_000);
+        continue;
+      }
       lat[label].push(performance.now() - s);
       if (label === 'status') {
         const hs = (body as { hosts: Array<{ reachable: boolean; reportAgeMs?: number }> }).hosts;
@@ -340,6 +357,8 @@ async function main(): Promise<void> {
       if (controller.reports.lastRound) refreshRounds.push(controller.reports.lastRound.ms);
     }
   stopReads();
+  apiLoop.disable();
+  const controllerLoopDelayMs = loopDist(apiLoop);
   const apiDist = {
     status: dist(lat.status),
     statusLive: dist(lat['status --live']),
@@ -350,10 +369,14 @@ async function main(): Promise<void> {
     warmS,
     lastStatus: served,
     failures,
+    controllerLoopDelayMs,
     load: load1(),
   };
   partial.api = apiDist;
   for (const label of series) console.log(`API ${label} (${paths[label]}): ${fmt(dist(lat[label]))}`);
+  console.log(
+    `the controller's event loop delay while sampling: p50 ${controllerLoopDelayMs.p50} ms, p99 ${controllerLoopDelayMs.p99} ms, max ${controllerLoopDelayMs.max} ms`,
+  );
   console.log(
     `${failures.length} request(s) failed${failures.length ? `: ${failures.join(' | ')}` : ''}; cached status: ${served.reachable} of ${HOSTS} hosts reachable, ${served.cached} served from the cache; oldest report per answer ${fmt(apiDist.oldestReportAgeMs)}; refresh rounds ${fmt(apiDist.refreshRoundMs)}; load ${apiDist.load}`,
   );
@@ -374,8 +397,19 @@ async function main(): Promise<void> {
     const at = Number(failed.at);
     const deadline = Date.now() + 120_000 + HEARTBEAT * 4_000;
     let times: ReturnType<typeof parseHaTimes>[] = [];
+    const pollFailures: string[] = [];
     for (;;) {
-      const evs = (await store.events(1000)).filter((e) => e.kind === 'ha.started');
+      // The bench's own look at the events: a read past etcd's deadline (this loaded process) is retried, not fatal.
+      const all = await store.events(1000).catch((e: unknown) => {
+        pollFailures.push((e as Error).message.split('\n')[0]!.slice(0, 200));
+        return undefined;
+      });
+      if (all === undefined) {
+        if (Date.now() > deadline) throw new Error(`the HA events could not be read: ${pollFailures.at(-1)}`);
+        await sleep(2_000);
+        continue;
+      }
+      const evs = all.filter((e) => e.kind === 'ha.started');
       times = names.flatMap((n) => {
         const e = evs.find((x) => x.message.includes(`vm ${n} on`));
         return e ? [parseHaTimes(e.message)] : [];
@@ -398,6 +432,7 @@ async function main(): Promise<void> {
       allAssignedMs: assigned,
       allStartedMs: started,
       decideMsOfActingRounds: acting.map((r) => round(r.ms, 1)),
+      ...(pollFailures.length ? { eventReadsFailed: pollFailures.length } : {}),
     };
     console.log(
       `HA, ${how} failure of ${victim} (${names.length} VMs): detected +${detected} ms, all assigned +${assigned} ms, all started +${started} ms; decide() in the acting rounds ${acting.map((r) => `${round(r.ms, 1)} ms`).join(', ')}`,

@@ -30,6 +30,13 @@ let nextFence = 0;
  * that etcd's queue stays short and the keepalives sent on the same connections are answered within their deadline.
  */
 const ownerReads = new Limiter(OWNER_READ_CONCURRENCY);
+/**
+ * The whole reads of the cluster membership (~50 KB at 1,000 hosts) of every host: each agent already spreads its
+ * read of a change over a heartbeat (agent/cluster/peers.ts); here they also leave one process, over the same few
+ * connections as every host's keepalives, so no more than a few are in flight at once.
+ */
+const MEMBERS_READ_CONCURRENCY = 4;
+const membersReads = new Limiter(MEMBERS_READ_CONCURRENCY);
 /** Each host's status as last pushed (only changes are sent). */
 const pushed = new Map<string, string>();
 
@@ -54,6 +61,7 @@ function add(host: string, stateDir: string, own: boolean): void {
         send({ kind: 'fence', id, host, reason });
       }),
     client: ownClient ?? shared[hosts.size % shared.length]!,
+    membersReads,
   });
   hosts.set(host, { m, ...(ownClient ? { own: ownClient } : {}) });
 }

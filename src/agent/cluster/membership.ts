@@ -15,6 +15,7 @@ import {
 import { FencedError } from '../../shared/errors.js';
 import { type EtcdConnection, etcdClient } from '../../shared/etcd.js';
 import { ETCD_REQUEST_TIMEOUT_MS, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
+import type { Limiter } from '../../shared/queue.js';
 import type { TlsCredentials } from '../../shared/tls.js';
 import type { Fence } from '../wire.js';
 import { type Clock, type EtcdView, type HoldVerdict, LeaseKeeper, type LeaseOps } from './lease-keeper.js';
@@ -41,6 +42,11 @@ export interface EtcdMembershipOptions {
    */
   client?: Etcd3;
   clock?: Clock;
+  /**
+   * Runs each whole read of the membership (the simulated fleet: one limiter for all its hosts, as their reads leave
+   * one process; a real agent reads only its own). Default: at once.
+   */
+  membersReads?: Limiter;
 }
 
 /** `ClusterMembership` on etcd. */
@@ -61,10 +67,16 @@ export class EtcdMembership implements ClusterMembership {
     this.ownClient = !opts.client;
     this.client = opts.client ?? etcdClient(opts.connection, { retry: false });
     this.leaseOpMs = Math.min(ETCD_REQUEST_TIMEOUT_MS, (opts.heartbeatSeconds * 1000) / 4);
+    const read = () => this.readMembers();
+    const reads = opts.membersReads;
     this.peers = new PeerCheck({
       host: opts.host,
       stateDir: opts.stateDir,
-      readMembers: () => this.readMembers(),
+      changed: () => this.membersChanged(),
+      readMembers: reads ? () => reads.run(read) : read,
+      // Each host looks (and reads a change) at its own point of the heartbeat after a renewal (peers.ts).
+      spreadMs: opts.heartbeatSeconds * 1000,
+      ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.peerTls ? { tls: opts.peerTls } : {}),
       ...(opts.askPeer ? { ask: opts.askPeer } : {}),
     });
@@ -84,6 +96,7 @@ export class EtcdMembership implements ClusterMembership {
   }
 
   async stop(): Promise<void> {
+    this.peers.stop();
     await this.keeper.stop();
     if (this.ownClient) this.client.close();
   }
@@ -169,19 +182,28 @@ export class EtcdMembership implements ClusterMembership {
   }
 
   /**
-   * The membership as the controller wrote it (bounded, parsed); undefined when not written yet, or when unchanged
-   * since the last read. It is read after every renewal, and at 1,000 hosts it is ~50 KB: read whole by every agent
+   * Whether the membership in etcd is another than the one last read whole: its revision only (keys only, a few
+   * bytes). It is looked at after every renewal; at 1,000 hosts the value is ~50 KB, and read whole by every agent
    * each heartbeat it was most of etcd's work (and all of it in the simulated fleet, where one process reads for
-   * every host). So its revision is looked at first (keys only), and the value read only when that moved.
+   * every host). Both the look and the read wait this host's spread delay after the renewal (PeerCheck.refresh):
+   * every agent reading a change at once starved etcd of renewals at 1,000 hosts, and the simulated fleet's renewals
+   * fall together (1,000 looks in one burst were etcd's slowest requests). A change is read within two heartbeats.
    */
+  private async membersChanged(): Promise<boolean> {
+    const probe = await this.client.kv.range(
+      { key: Buffer.from(clusterKeys.members), keys_only: true },
+      { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+    );
+    const rev = probe.kvs[0]?.mod_revision;
+    return rev !== undefined && rev !== this.membersRevision;
+  }
+
+  /** The membership as the controller wrote it (bounded, parsed); undefined when not written. */
   private async readMembers(): Promise<ClusterMembers | undefined> {
-    const key = Buffer.from(clusterKeys.members);
-    const deadline = () => ({ deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS });
-    if (this.membersRevision !== undefined) {
-      const probe = await this.client.kv.range({ key, keys_only: true }, deadline());
-      if (probe.kvs[0]?.mod_revision === this.membersRevision) return undefined;
-    }
-    const r = await this.client.kv.range({ key }, deadline());
+    const r = await this.client.kv.range(
+      { key: Buffer.from(clusterKeys.members) },
+      { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS },
+    );
     const kv = r.kvs[0];
     if (!kv) return undefined;
     if (kv.value.length > ETCD_VALUE_MAX_BYTES)

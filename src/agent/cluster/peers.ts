@@ -1,6 +1,7 @@
 // The outage check (docs/ha.md, "Losing etcd's quorum"): an agent that cannot renew its lease asks every other
 // compute host's agent whether it can. Only when every peer answers, and none holds its lease, is the outage
 // etcd's and not this host's own network: then the agent may keep its VMs (`hold`). Anything less fences.
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   type ClusterMembers,
@@ -13,10 +14,23 @@ import { PEER_LEASE_MAX_BYTES, PEER_LEASE_TIMEOUT_MS } from '../../shared/limits
 import { log } from '../../shared/log.js';
 import { readJsonFileSync, writeJsonFile } from '../../shared/state-file.js';
 import { peerMismatch, type TlsCredentials } from '../../shared/tls.js';
-import type { HoldVerdict } from './lease-keeper.js';
+import { type Clock, type HoldVerdict, systemClock } from './lease-keeper.js';
 
 /** The file (in the agent's state dir) that keeps the last membership read from etcd. */
 export const MEMBERS_CACHE_FILE = 'cluster-members.json';
+
+/**
+ * How long host `host` waits, after a renewal, before it looks whether the membership changed and reads it: a
+ * fraction of `windowMs` fixed by the host's name (sha256), so that the hosts of a cluster look and read spread
+ * evenly over the window even when their renewals fall together (1,000 agents reading a 52 KB value within a second
+ * starved etcd of lease renewals), and a host's delay is the same every time (no RNG to seed in tests).
+ * In [0, windowMs).
+ */
+export function membersReadDelayMs(host: string, windowMs: number): number {
+  if (!(windowMs > 0)) return 0;
+  const h = createHash('sha256').update(host).digest().readUInt32BE(0);
+  return Math.floor((h / 2 ** 32) * windowMs);
+}
 
 /** One peer as the membership names it. */
 export type Peer = ClusterMembers['hosts'][number];
@@ -29,6 +43,15 @@ export interface PeerCheckOptions {
   stateDir: string;
   /** Reads the membership from etcd (undefined: not written yet, or unchanged since the last read: keep it). */
   readMembers: () => Promise<ClusterMembers | undefined>;
+  /** A cheap look (no value) at whether the membership in etcd differs from the one last read. Absent: always read. */
+  changed?: () => Promise<boolean>;
+  /**
+   * The window over which the hosts of a cluster spread their looks and reads (ms; 0 or absent: at once): each
+   * refresh first waits this host's `membersReadDelayMs` within it.
+   */
+  spreadMs?: number;
+  /** The delay's timer (tests: a fake clock). */
+  clock?: Clock;
   /** This host's credentials: peers are asked over mutual TLS with them (absent: only `http://` peers, tests). */
   tls?: TlsCredentials;
   /** Asks one peer for its lease (default: `GET /v1/cluster/lease` over mutual TLS). */
@@ -42,6 +65,8 @@ export class PeerCheck {
   private readonly file: string;
   private refreshing: Promise<void> | undefined;
   private readonly clients = new Map<string, HttpClient>();
+  /** The spread delay running now, and what ends it (`stop`: without reading). */
+  private waiting: { timer: unknown; wake: (read: boolean) => void } | undefined;
 
   constructor(private readonly opts: PeerCheckOptions) {
     this.file = join(opts.stateDir, MEMBERS_CACHE_FILE);
@@ -59,11 +84,15 @@ export class PeerCheck {
 
   /**
    * Reads the membership from etcd and caches it (memory and disk, atomically) when it changed. One read at a time;
-   * a failure keeps the last good value.
+   * a failure keeps the last good value. It first waits this host's spread delay (the refresh that waits is the one
+   * in flight: later calls get it), then looks with `changed` and reads only a membership that moved. Nothing else
+   * waits on it: the lease keeper calls it without awaiting, so a renewal never waits on a membership read.
    */
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
+        if (!(await this.spreadDelay())) return;
+        if (this.opts.changed && !(await this.opts.changed())) return;
         const m = await this.opts.readMembers();
         if (!m) return;
         if (JSON.stringify(m) === JSON.stringify(this.members)) return;
@@ -76,6 +105,28 @@ export class PeerCheck {
       }
     })();
     return this.refreshing;
+  }
+
+  /** Ends a spread delay in progress without looking or reading (the agent stops; a later refresh starts afresh). */
+  stop(): void {
+    const w = this.waiting;
+    if (!w) return;
+    (this.opts.clock ?? systemClock).clearTimeout(w.timer);
+    w.wake(false);
+  }
+
+  /** Waits this host's spread delay; resolves whether to read (false: stopped meanwhile). */
+  private spreadDelay(): Promise<boolean> {
+    const ms = membersReadDelayMs(this.opts.host, this.opts.spreadMs ?? 0);
+    if (ms <= 0) return Promise.resolve(true);
+    const clock = this.opts.clock ?? systemClock;
+    return new Promise<boolean>((resolve) => {
+      const wake = (read: boolean) => {
+        this.waiting = undefined;
+        resolve(read);
+      };
+      this.waiting = { timer: clock.setTimeout(() => wake(true), ms), wake };
+    });
   }
 
   /** Asks every other compute host at once; the outage is proven iff all answered and none holds its lease. */
