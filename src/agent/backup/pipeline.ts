@@ -17,7 +17,7 @@ import {
 } from '../../shared/backup.js';
 import { CorruptDataError, InvalidStateError, KeyMismatchError, VmlinkError } from '../../shared/errors.js';
 import { mapLimited } from '../../shared/queue.js';
-import { ChunkSender } from './pipeline-send.js';
+import { ChunkSender, type SentFigures } from './pipeline-send.js';
 
 /** What the pipeline needs of a backup key (shared/backup-crypto.ts's BackupKeySet has it). */
 export interface ChunkKeys {
@@ -265,16 +265,42 @@ export async function backupDisks(
       }
       work.push({ plan, nbd, ids, toRead });
     }
-    // Chunks taken without reading (the base's, zero ones) must be in the store; `missing` touches them. One the
-    // store lost is read again, or for a zero chunk, sealed and sent.
-    const taken = work.flatMap((w) => w.ids.filter((id) => id !== ''));
-    const lost = await missingOf(sink, taken);
+    // Chunks taken without reading (the base's, zero ones) must be in the store; `missing` touches them. It runs
+    // while the chunks to read are read (at 1 MiB chunks a 2 GiB disk's incremental keeps ~2,000: 20-30 ms here).
+    // One the store lost is read after them, or for a zero chunk, sealed and sent.
+    const takenAt = work.map((w) => w.ids.flatMap((id, i) => (id === '' ? [] : [i])));
+    const lostAsked = missingOf(
+      sink,
+      work.flatMap((w, k) => takenAt[k]!.map((i) => w.ids[i]!)),
+    );
+    lostAsked.catch(() => {}); // awaited after the reads; a failed read must not leave it unhandled
+    const lengthOf = (w: (typeof work)[number], indices: number[]) =>
+      indices.reduce((t, i) => t + chunkLength(w.plan.disk.sizeBytes, chunkBytes, i), 0);
+    let total = work.reduce((s, w) => s + lengthOf(w, w.toRead), 0);
+    let done = 0;
+    progress(0, total);
+    const sender = new ChunkSender(sink, codec, (length) => {
+      done += length;
+      progress(done, total);
+    });
+    const sent = new Map<(typeof work)[number], SentFigures>();
+    const send = async (w: (typeof work)[number], indices: number[]) => {
+      const f = await sender.sendDisk(w.nbd, w.plan.disk.sizeBytes, chunkBytes, indices, w.ids);
+      const before = sent.get(w) ?? { readBytes: 0, newChunks: 0, storedBytes: 0 };
+      sent.set(w, {
+        readBytes: before.readBytes + f.readBytes,
+        newChunks: before.newChunks + f.newChunks,
+        storedBytes: before.storedBytes + f.storedBytes,
+      });
+    };
+    for (const w of work) await send(w, w.toRead);
+    const lost = await lostAsked;
     const sentZero = new Set<string>();
-    for (const w of work) {
+    for (const [k, w] of work.entries()) {
       const again: number[] = [];
-      for (let i = 0; i < w.ids.length; i++) {
+      for (const i of takenAt[k]!) {
         const id = w.ids[i]!;
-        if (id === '' || !lost.has(id)) continue;
+        if (!lost.has(id)) continue;
         const zlen = zero.has(id);
         if (zlen !== undefined) {
           if (!sentZero.has(id)) {
@@ -284,30 +310,15 @@ export async function backupDisks(
         } else again.push(i);
       }
       if (again.length) {
-        w.toRead = [...new Set([...w.toRead, ...again])].sort((a, b) => a - b);
         for (const i of again) w.ids[i] = '';
+        total += lengthOf(w, again);
+        await send(w, again);
       }
     }
-    const total = work.reduce(
-      (s, w) => s + w.toRead.reduce((t, i) => t + chunkLength(w.plan.disk.sizeBytes, chunkBytes, i), 0),
-      0,
-    );
-    let done = 0;
-    progress(0, total);
-    const sender = new ChunkSender(sink, codec, (length) => {
-      done += length;
-      progress(done, total);
-    });
     const out: ManifestDisk[] = [];
     for (const w of work) {
       const size = w.plan.disk.sizeBytes;
-      const { readBytes, newChunks, storedBytes } = await sender.sendDisk(
-        w.nbd,
-        size,
-        chunkBytes,
-        w.toRead,
-        w.ids,
-      );
+      const { readBytes, newChunks, storedBytes } = sent.get(w)!; // every disk was sent (maybe no chunk)
       const empty = w.ids.indexOf('');
       if (empty >= 0) throw new InvalidStateError(`disk ${w.plan.disk.name}: chunk ${empty} was never read`);
       out.push({
