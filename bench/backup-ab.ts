@@ -3,7 +3,8 @@
 // both, the order turning every round. Prints wall and CPU time (this process, all threads) per round and side.
 // `--change 4k-scattered`: each round's change is the 1 % as 4 KiB writes scattered over the disk (the worst case for
 // fixed chunks) instead of twenty 1 MiB writes per 2 GiB. `--chunks 4096K,1024K` instead of `--other`: both sides are
-// this checkout's, cutting new chains at those chunk sizes (`other` the first, `this` the second).
+// this checkout's, cutting new chains at those chunk sizes (`other` the first, `this` the second). `--upkeep`: then
+// each side's restore, GC and checksum verify.
 //   npx tsx bench/backup-ab.ts --other /work/main [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 //   npx tsx bench/backup-ab.ts --chunks 4096K,1024K [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 import { execFileSync } from 'node:child_process';
@@ -13,6 +14,9 @@ import { parseArgs } from 'node:util';
 import { isChunkSize } from '../src/shared/backup.js';
 import { applyChange, changesFor, makeImage } from './backup-image.js';
 import { type BackupTool, cpuMs } from './backup-tools.js';
+import type { Vmlink } from './backup-vmlink.js';
+
+type Upkeep = Pick<Vmlink, 'upkeep'>;
 
 const MiB = 1024 * 1024;
 
@@ -24,6 +28,7 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '512M' },
       rounds: { type: 'string', default: '3' },
       change: { type: 'string', default: '1%' },
+      upkeep: { type: 'boolean', default: false },
     },
   });
   const kib = (v: string) => Number(/^(\d+)K$/.exec(v)?.[1] ?? Number.NaN) * 1024;
@@ -78,6 +83,18 @@ async function main(): Promise<void> {
     console.log(
       `${change.name} rounds summed: other ${(o.ms / 1000).toFixed(2)} s (cpu ${(o.cpu / 1000).toFixed(2)} s), this ${(t.ms / 1000).toFixed(2)} s (cpu ${(t.cpu / 1000).toFixed(2)} s): other/this ${(o.ms / t.ms).toFixed(2)}x wall, ${(o.cpu / t.cpu).toFixed(2)}x cpu`,
     );
+    if (values.upkeep) {
+      // What the chunk size costs after the rounds: a restore of the newest snapshot, GC and a checksum verify of the
+      // store (every chunk read), each side in turn.
+      for (const [name, t] of sides) {
+        const c0 = cpuMs();
+        const r = await t.restore(join(dir, name.slice(0, 1)));
+        const u = (t as Partial<Upkeep>).upkeep ? await (t as unknown as Upkeep).upkeep() : undefined;
+        console.log(
+          `upkeep ${name.padEnd(5)} restore ${(r.ms / 1000).toFixed(2)} s (${(size / MiB / (r.ms / 1000)).toFixed(0)} MiB/s)${u ? `, gc ${u.gcMs.toFixed(0)} ms, verify ${(u.verifyMs / 1000).toFixed(2)} s, ${u.chunks} chunks ${(u.storedBytes / MiB).toFixed(0)} MiB` : ''} (cpu ${((cpuMs() - c0) / 1000).toFixed(2)} s)`,
+        );
+      }
+    }
     for (const [, s] of sides) await s.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
