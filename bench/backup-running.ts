@@ -17,7 +17,7 @@ import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
 import { QemuDriver } from '../src/drivers/hypervisor/qemu/driver.js';
 import { SystemRunner } from '../src/exec/runner.js';
-import { type Manifest, snapshotId } from '../src/shared/backup.js';
+import { type Manifest, manifestVersionFor, snapshotId } from '../src/shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../src/shared/backup-crypto.js';
 import type { VmConfig } from '../src/shared/model.js';
 import { applyChange, makeImage } from './backup-image.js';
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
         .finally(() => codec.close());
       const tPipe = performance.now();
       const unsigned: Omit<Manifest, 'signature'> = {
-        version: 1,
+        version: manifestVersionFor(disks),
         id: snapshotId(VM, view.at),
         vm: VM,
         host: 'bench',

@@ -2,7 +2,7 @@
 // process: one qemu-storage-daemon opening the qcow2 (the driver's openDaemon, as the agent runs it: the next
 // snapshot's bitmap added, the image exported read-only with the base bitmap, and at the end the base removed and the
 // bitmaps written as it quits), the agent's pipeline (backupDisks: block status of `base:allocation` and of the dirty
-// bitmap, 4 MiB chunks read over NBD, ids, zstd + AES-256-GCM, only missing chunks stored) into a DirChunkStore in a
+// bitmap, chunks (1 MiB for new chains, or `chunkBytes`) read over NBD, ids, zstd + AES-256-GCM, only missing chunks stored) into a DirChunkStore in a
 // local directory, then the signed manifest. Restore: a fresh qcow2 exported writable by qemu-nbd, restoreDisks
 // (fetch, decrypt, check, write; zero chunks as write-zeroes).
 import { execFileSync } from 'node:child_process';
@@ -17,7 +17,12 @@ import { startQemuNbd, stopQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
 import { openDaemon } from '../src/drivers/hypervisor/qemu/backup-daemon.js';
 import type { OfflineDeps } from '../src/drivers/hypervisor/qemu/backup-offline.js';
 import { SystemRunner } from '../src/exec/runner.js';
-import { type Manifest, snapshotId } from '../src/shared/backup.js';
+import {
+  BACKUP_CHUNK_BYTES_NEW,
+  type Manifest,
+  manifestVersionFor,
+  snapshotId,
+} from '../src/shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../src/shared/backup-crypto.js';
 import type { BackupFigures, BackupTool, RestoreFigures } from './backup-tools.js';
 import { cpuMs, duBytes } from './backup-tools.js';
@@ -43,6 +48,8 @@ export class Vmlink implements BackupTool {
     dir: string,
     private readonly qcow2: string,
     private readonly sizeBytes: number,
+    /** Where the disk is cut (A/B of chunk sizes: bench/backup-ab.ts --chunks). */
+    private readonly chunkBytes = BACKUP_CHUNK_BYTES_NEW,
   ) {
     this.storeDir = join(dir, 'vmlink-store');
     this.socketDir = join(dir, 'vmlink-run');
@@ -96,6 +103,7 @@ export class Vmlink implements BackupTool {
         undefined,
         undefined,
         codec,
+        this.chunkBytes,
       ).finally(() => codec.close());
       phase('pipeline');
     } catch (e) {
@@ -103,7 +111,7 @@ export class Vmlink implements BackupTool {
       throw e;
     }
     const unsigned: Omit<Manifest, 'signature'> = {
-      version: 1,
+      version: manifestVersionFor(disks),
       id: snapshotId(VM, at),
       vm: VM,
       host: 'bench',
@@ -181,6 +189,20 @@ export class Vmlink implements BackupTool {
       await server.stop();
     }
     return { ms: performance.now() - t0, path, format: 'qcow2' };
+  }
+
+  /** GC (nothing to sweep: every chunk is named) and a checksum verify of every snapshot, timed; the store's size. */
+  async upkeep(): Promise<{ gcMs: number; verifyMs: number; chunks: number; storedBytes: number }> {
+    const store = this.store!;
+    const t0 = performance.now();
+    await store.gc(0);
+    const t1 = performance.now();
+    const v = await store.verify(undefined);
+    if (v.problems.length > 0)
+      throw new Error(`verify found problems: ${JSON.stringify(v.problems.slice(0, 3))}`);
+    const t2 = performance.now();
+    const st = await store.status();
+    return { gcMs: t1 - t0, verifyMs: t2 - t1, chunks: st.chunks, storedBytes: st.storedBytes };
   }
 
   async close(): Promise<void> {

@@ -1,16 +1,40 @@
 // Backups (issue 12, docs/backup.md): the contract every side shares. A snapshot is a manifest (plain JSON: which
-// chunks make each disk) plus content-addressed chunks: fixed 4 MiB pieces of a disk, named by a keyed digest of their
+// chunks make each disk) plus content-addressed chunks: fixed-size pieces of a disk (1 MiB for new chains, 4 MiB in
+// version-1 manifests; the size recorded per disk), named by a keyed digest of their
 // plaintext, compressed, then encrypted client-side with AES-256-GCM. Stores (directories on a storage or compute host,
 // served by that host's agent) hold chunks and manifests and never see a key.
 import { z } from 'zod';
 
 // ---- Limits and timing -----------------------------------------------------------------------------------------
 
-/** Chunk size (PBS's fixed size): a disk is cut at every 4 MiB; the last chunk of a disk may be shorter. */
+/**
+ * The largest chunk (PBS's fixed size), and the only one of version-1 manifests: every blob, decompression and zero
+ * chunk is bounded by it. A disk is cut at every `chunkBytes` (recorded per disk); the last chunk may be shorter.
+ */
 export const BACKUP_CHUNK_BYTES = 4 * 1024 * 1024;
+/** The smallest chunk a manifest may name (smaller ones cost more per byte than they save; 16x QEMU's 64 KiB
+ * bitmap granularity, and a GPT's head always fits the first one). */
+export const BACKUP_CHUNK_BYTES_MIN = 256 * 1024;
+/**
+ * The chunk size of new chains (a backup whose base disk has another size reads that disk whole once, reason
+ * `chunk-size-changed`). 1 MiB: a 1 MiB write at a random offset dirties two chunks (2 MiB read) instead of one or
+ * two 4 MiB ones (~5 MiB); docs/backup.md, "Measured", has the A/B against 4 MiB and 2 MiB. A constant, not a
+ * store or policy setting: one size serves every workload measured, and a changed size costs each chain a full read.
+ */
+export const BACKUP_CHUNK_BYTES_NEW = 1024 * 1024;
+
+/** Whether `n` is a chunk size a manifest may record: a power of two from BACKUP_CHUNK_BYTES_MIN to BACKUP_CHUNK_BYTES. */
+export function isChunkSize(n: number): boolean {
+  return Number.isInteger(n) && n >= BACKUP_CHUNK_BYTES_MIN && n <= BACKUP_CHUNK_BYTES && (n & (n - 1)) === 0;
+}
+
+/** Chunks of a disk of `sizeBytes` cut at every `chunkBytes`. */
+export const chunkCountOf = (sizeBytes: number, chunkBytes: number): number =>
+  Math.ceil(sizeBytes / chunkBytes);
 /** Most bytes a stored chunk blob may have (header + AES-GCM of a chunk that did not compress, with room to spare). */
 export const BACKUP_BLOB_MAX_BYTES = BACKUP_CHUNK_BYTES + 64 * 1024;
-/** Most chunks one disk of a manifest may list (16 TiB at 4 MiB). */
+/** Most chunks one disk of a manifest may list (16 TiB at 4 MiB, 4 TiB at 1 MiB; the manifest's byte cap below
+ * comes first). */
 export const BACKUP_DISK_CHUNKS_MAX = 4 * 1024 * 1024;
 /** Most bytes of one manifest as it crosses the wire or is read from a store (a 16 TiB disk's index is ~270 MiB:
  * more than this is refused; such disks need the binary index a later version brings). */
@@ -84,17 +108,20 @@ export const FullReadReasons = [
   'forced', // the user asked for a full backup
   'stopped-no-bitmap', // a stopped VM's disk has no usable bitmap
   'base-missing', // the earlier snapshot's manifest is gone or failed verify
+  'chunk-size-changed', // the earlier snapshot cut this disk at another chunk size (e.g. 4 MiB, version 1)
 ] as const;
 export type FullReadReason = (typeof FullReadReasons)[number];
 
 /** One disk of a snapshot: its size and the id of every chunk, in order. */
-export const ManifestDiskSchema = z
+const ManifestDiskFields = z
   .object({
     /** `root` or `disks[].name`. */
     name,
     sizeBytes: z.number().int().min(0),
-    /** Always BACKUP_CHUNK_BYTES in version 1 (kept so a reader never assumes). */
-    chunkBytes: z.literal(BACKUP_CHUNK_BYTES),
+    /** Where the disk is cut: every chunk but the last has this many bytes (always BACKUP_CHUNK_BYTES in version 1). */
+    chunkBytes: z
+      .number()
+      .refine(isChunkSize, `must be a power of two from ${BACKUP_CHUNK_BYTES_MIN} to ${BACKUP_CHUNK_BYTES}`),
     chunks: z.array(ChunkIdSchema).max(BACKUP_DISK_CHUNKS_MAX),
     /** `incremental`: only the chunks its dirty bitmap marked were read; the rest came from `base`. */
     mode: z.enum(['full', 'incremental']),
@@ -105,12 +132,28 @@ export const ManifestDiskSchema = z
     storedBytes: z.number().int().min(0),
   })
   .strict();
+export const ManifestDiskSchema = ManifestDiskFields.refine(
+  (d) => d.chunks.length === chunkCountOf(d.sizeBytes, d.chunkBytes),
+  {
+    message: 'must list one chunk per chunkBytes of sizeBytes',
+    path: ['chunks'],
+  },
+);
 export type ManifestDisk = z.infer<typeof ManifestDiskSchema>;
+
+/**
+ * The manifest version that describes `disks`: 1 when every disk is cut at 4 MiB (readable by agents before version
+ * 2), else 2 (other chunk sizes).
+ */
+export function manifestVersionFor(disks: ReadonlyArray<Pick<ManifestDisk, 'chunkBytes'>>): 1 | 2 {
+  return disks.every((d) => d.chunkBytes === BACKUP_CHUNK_BYTES) ? 1 : 2;
+}
 
 /** A snapshot's manifest, written to the store last (so a crash mid-backup leaves no snapshot). */
 export const ManifestSchema = z
   .object({
-    version: z.literal(1),
+    /** 1: every disk in 4 MiB chunks; 2: each disk's `chunkBytes` any chunk size (isChunkSize). */
+    version: z.union([z.literal(1), z.literal(2)]),
     id: SnapshotIdSchema,
     vm: name,
     /** The host the VM ran on when it was backed up. */
@@ -135,7 +178,11 @@ export const ManifestSchema = z
      * restore and deep verify. */
     signature: z.string().regex(/^[0-9a-f]{64}$/),
   })
-  .strict();
+  .strict()
+  .refine((m) => m.version !== 1 || m.disks.every((d) => d.chunkBytes === BACKUP_CHUNK_BYTES), {
+    message: `a version 1 manifest cuts every disk at ${BACKUP_CHUNK_BYTES} bytes`,
+    path: ['disks'],
+  });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
 /** A snapshot as a store lists it (the manifest without its chunk lists). */
@@ -153,7 +200,7 @@ export const SnapshotSummarySchema = z
     disks: z
       .array(
         // A manifest disk's figures with the count of its chunks instead of their ids.
-        ManifestDiskSchema.omit({ chunks: true, chunkBytes: true })
+        ManifestDiskFields.omit({ chunks: true, chunkBytes: true })
           .extend({ chunkCount: z.number().int().min(0) })
           .strict(),
       )

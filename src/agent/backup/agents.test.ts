@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../controller/agents.js';
 import { HostCredentials } from '../../controller/pki/service.js';
 import type { HypervisorDriver } from '../../drivers/hypervisor/types.js';
-import { BACKUP_CHUNK_BYTES, type BackupJob, type StoreLocation, snapshotId } from '../../shared/backup.js';
+import { type BackupJob, type StoreLocation, snapshotId } from '../../shared/backup.js';
 import { newBackupKey } from '../../shared/backup-crypto.js';
 import { HttpClient } from '../../shared/http/client.js';
 import type { TlsCredentials } from '../../shared/tls.js';
@@ -105,10 +105,11 @@ describe('a backup from one agent into another agent’s store', () => {
     expect(job.state).toBe('running');
     first = await finished(host1, job);
     expect(first).toMatchObject({ state: 'succeeded', kind: 'backup' });
-    expect(first.snapshot!.disks[0]).toMatchObject({ mode: 'full', fullReason: 'first', newChunks: 3 });
-    expect(first.snapshot!.disks[0]!.readBytes).toBe(3 * BACKUP_CHUNK_BYTES);
+    // Six 1 MiB chunks with data: 0-1 all 0x11, 9-12 all 0x22 (equal chunks are stored once).
+    expect(first.snapshot!.disks[0]).toMatchObject({ mode: 'full', fullReason: 'first', newChunks: 2 });
+    expect(first.snapshot!.disks[0]!.readBytes).toBe(6 * MiB);
     const st = (await client(store1).backupStores()).find((s) => s.name === 'site');
-    expect(st).toMatchObject({ snapshots: 1, chunks: 4 }); // three with data, the zero chunk
+    expect(st).toMatchObject({ snapshots: 1, chunks: 3 }); // two with data, the zero chunk
   });
 
   it('reads and sends only the changed chunk the next time', async () => {
@@ -127,7 +128,7 @@ describe('a backup from one agent into another agent’s store', () => {
     expect(second.state).toBe('succeeded');
     expect(second.snapshot!.base).toBe(first.snapshot!.id);
     expect(second.snapshot!.disks[0]).toMatchObject({ mode: 'incremental', newChunks: 1 });
-    expect(second.snapshot!.disks[0]!.readBytes).toBe(BACKUP_CHUNK_BYTES);
+    expect(second.snapshot!.disks[0]!.readBytes).toBe(MiB);
   });
 
   it('a second backup of the same VM while one runs is refused', async () => {
@@ -179,7 +180,7 @@ describe('a backup from one agent into another agent’s store', () => {
     });
     const done = await finished(host1, job);
     expect(done).toMatchObject({ state: 'succeeded', kind: 'restore' });
-    expect(done.restored!.disks).toEqual([{ name: 'root', bytesWritten: 4 * BACKUP_CHUNK_BYTES }]);
+    expect(done.restored!.disks).toEqual([{ name: 'root', bytesWritten: 7 * MiB }]); // zero chunks skipped
     await run('qemu-img', ['compare', '-q', img(), join(dir, 'restored.qcow2')]);
   });
 });
@@ -189,7 +190,7 @@ describe('an offsite store pulls from the primary', () => {
     const a = await finished(store2, await client(store2).pull('vault', { from: loc(store1, 'site') }));
     expect(a).toMatchObject({ state: 'succeeded', kind: 'pull' });
     expect(a.pull!.snapshotsPulled).toHaveLength(3);
-    expect(a.pull!.chunksFetched).toBe(5); // 3 + 1 new + the zero chunk
+    expect(a.pull!.chunksFetched).toBe(4); // 2 + 1 new + the zero chunk
     await qemuIo(img(), 'write -P 0x44 1M 4k');
     const b = await finished(
       host1,
@@ -207,7 +208,7 @@ describe('an offsite store pulls from the primary', () => {
     expect(b.state).toBe('succeeded');
     const again = await finished(store2, await client(store2).pull('vault', { from: loc(store1, 'site') }));
     expect(again.pull).toMatchObject({ snapshotsPulled: [b.snapshot!.id], chunksFetched: 1 });
-    expect(again.pull!.chunksAlreadyThere).toBe(4); // two zero ones count once
+    expect(again.pull!.chunksAlreadyThere).toBe(4); // 0x11, 0x22, 0x33 and the zero chunk, each asked once
   });
 
   it('refuses writes from the network and prune from anyone but its local socket', async () => {

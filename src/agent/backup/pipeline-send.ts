@@ -14,8 +14,8 @@ import { mapLimited } from '../../shared/queue.js';
 import type { ChunkCodec, ChunkSink } from './pipeline.js';
 
 /**
- * Chunks a backup holds at once, from their read to their store: at most this many ~4 MiB buffers (each holds its
- * chunk, then its sealed blob) in memory; enough to keep the NBD reads, two sealing threads and the store's writes
+ * Chunks a backup holds at once, from their read to their store: at most this many buffers of a chunk's size (1 MiB
+ * for new chains, 4 MiB in version-1 ones; each holds its chunk, then its sealed blob) in memory; enough to keep the NBD reads, two sealing threads and the store's writes
  * busy. Few on purpose: every buffer page a job writes after this process started a child (the storage daemon, any
  * command) takes a copy-on-write fault, ~50 us here, so each buffer in the pool costs ~1,000 faults per backup (16
  * plain and 16 blob buffers cost ~30 % of a 1 % round's CPU; docs/backup.md, "Measured").
@@ -69,10 +69,21 @@ export class BufferPool {
 }
 
 /**
- * This process's chunk buffers, shared by its jobs: each holds a chunk as read, then its sealed blob (sealed in place,
- * over the plaintext: one buffer per chunk in flight, half the pages a plain and a blob buffer each would fault).
+ * This process's chunk buffers, shared by its jobs, one pool per chunk size: each buffer holds a chunk as read, then
+ * its sealed blob (sealed in place, over the plaintext: one buffer per chunk in flight, half the pages a plain and a
+ * blob buffer each would fault), so it has room for the largest blob of a chunk of that size.
  */
-const chunkBuffers = new BufferPool(BACKUP_BLOB_MAX_BYTES, BACKUP_CHUNKS_IN_FLIGHT);
+const chunkBuffers = new Map<number, BufferPool>();
+
+/** The pool of buffers for chunks of `chunkBytes` (a blob's head and room to spare past the chunk). */
+export function chunkBuffersFor(chunkBytes: number): BufferPool {
+  let pool = chunkBuffers.get(chunkBytes);
+  if (!pool) {
+    pool = new BufferPool(chunkBytes + BACKUP_BLOB_MAX_BYTES - BACKUP_CHUNK_BYTES, BACKUP_CHUNKS_IN_FLIGHT);
+    chunkBuffers.set(chunkBytes, pool);
+  }
+  return pool;
+}
 
 /** Asks `sink.missing` for ids as they come, batching those that arrive while an answer is awaited. */
 class MissingAsker {
@@ -120,7 +131,6 @@ export class ChunkSender {
   private readonly asker: MissingAsker;
   /** Each id's store (or finding it present), started by the first chunk with that id. */
   private readonly storing = new Map<ChunkId, Promise<void>>();
-  private readonly buffers = chunkBuffers;
 
   constructor(
     private readonly sink: ChunkSink,
@@ -132,23 +142,31 @@ export class ChunkSender {
   }
 
   /**
-   * Reads chunks `indices` of the disk behind `nbd` (`size` bytes), setting `ids[i]` for each, and stores those the
-   * sink lacks. Fails on the first error (chunks in flight finish or fail; none is started after it).
+   * Reads chunks `indices` of the disk behind `nbd` (`size` bytes cut at every `chunkBytes`), setting `ids[i]` for
+   * each, and stores those the sink lacks. Fails on the first error (chunks in flight finish or fail; none is started
+   * after it).
    */
-  async sendDisk(nbd: NbdConnection, size: number, indices: number[], ids: string[]): Promise<SentFigures> {
+  async sendDisk(
+    nbd: NbdConnection,
+    size: number,
+    chunkBytes: number,
+    indices: number[],
+    ids: string[],
+  ): Promise<SentFigures> {
     const out: SentFigures = { readBytes: 0, newChunks: 0, storedBytes: 0 };
+    const buffers = chunkBuffersFor(chunkBytes);
     await mapLimited(indices, BACKUP_CHUNKS_IN_FLIGHT, async (i) => {
-      const at = i * BACKUP_CHUNK_BYTES;
-      const home = this.buffers.take();
-      const read = await nbd.read(at, Math.min(BACKUP_CHUNK_BYTES, size - at), home);
+      const at = i * chunkBytes;
+      const home = buffers.take();
+      const read = await nbd.read(at, Math.min(chunkBytes, size - at), home);
       const length = read.length; // identifying and sealing move buffers to other threads
       const { id, plain } = await this.codec.identify(read, home);
       ids[i] = id;
       let store = this.storing.get(id);
       if (!store) {
-        store = this.store(id, plain, out);
+        store = this.store(id, plain, out, buffers);
         this.storing.set(id, store);
-      } else this.buffers.give(plain);
+      } else buffers.give(plain);
       await store;
       out.readBytes += length;
       this.onChunk(length);
@@ -156,9 +174,9 @@ export class ChunkSender {
     return out;
   }
 
-  private async store(id: ChunkId, plain: Buffer, out: SentFigures): Promise<void> {
+  private async store(id: ChunkId, plain: Buffer, out: SentFigures, buffers: BufferPool): Promise<void> {
     if (!(await this.asker.lacks(id))) {
-      this.buffers.give(plain);
+      buffers.give(plain);
       return;
     }
     // In place: the blob is built over the plaintext, in the whole buffer `plain` is a view of.
@@ -168,6 +186,6 @@ export class ChunkSender {
       out.storedBytes += blob.length;
     }
     // The sink is done with the blob once its put is answered (a store wrote it, a store's agent received it).
-    this.buffers.give(blob);
+    buffers.give(blob);
   }
 }

@@ -1,7 +1,9 @@
 // The backup and restore data path against real qemu-nbd exports of real qcow2 images (with a persistent dirty bitmap
 // written by qemu-io) and a real DirChunkStore: a full backup reads only allocated chunks, an incremental one only
 // the chunks the bitmap marks, a restore writes the disk back byte for byte; a wrong key writes nothing, a damaged
-// chunk is named, a chunk the store lost is read again.
+// chunk is named, a chunk the store lost is read again. The first chain is cut in 4 MiB chunks (version-1
+// manifests, as every snapshot before version 2); the next backup at 1 MiB reads whole once, then only what changed.
+
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,7 +15,14 @@ import { connectNbd } from '../../drivers/backup/nbd-client.js';
 import { type QemuNbdServer, startQemuNbd } from '../../drivers/backup/qemu-nbd.js';
 import type { BackupView, BackupViewDisk } from '../../drivers/hypervisor/types.js';
 import { SystemRunner } from '../../exec/runner.js';
-import { BACKUP_CHUNK_BYTES, type Manifest, type ManifestDisk, snapshotId } from '../../shared/backup.js';
+import {
+  BACKUP_CHUNK_BYTES,
+  type Manifest,
+  type ManifestDisk,
+  ManifestSchema,
+  manifestVersionFor,
+  snapshotId,
+} from '../../shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
 import { backupDisks, restoreDisks, restoreRange } from './pipeline.js';
 
@@ -63,7 +72,7 @@ function viewOf(s: QemuNbdServer, changed: BackupViewDisk['changed']): BackupVie
 async function manifestOf(id: string, disks: ManifestDisk[], base?: string): Promise<Manifest> {
   const now = new Date().toISOString();
   const unsigned = {
-    version: 1 as const,
+    version: manifestVersionFor(disks),
     id,
     vm: 'web',
     host: 'host1',
@@ -82,6 +91,9 @@ async function manifestOf(id: string, disks: ManifestDisk[], base?: string): Pro
 }
 
 const img = () => join(dir, 'src.qcow2');
+/** A backup of the version-1 chain: 4 MiB chunks. */
+const backup4 = (view: BackupView, base: Manifest | undefined, progress?: (d: number, t: number) => void) =>
+  backupDisks(view, base, keys, store, connectNbd, progress, undefined, undefined, BACKUP_CHUNK_BYTES);
 let full: Manifest;
 let incr: Manifest;
 
@@ -103,7 +115,7 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
     const s = await serve(img(), 'full', { readOnly: true });
     const view = viewOf(s, { fullReason: 'first' });
     const seen: Array<[number, number]> = [];
-    const [d] = await backupDisks(view, undefined, keys, store, connectNbd, (a, b) => seen.push([a, b]));
+    const [d] = await backup4(view, undefined, (a, b) => seen.push([a, b]));
     await stop(s);
     expect(d).toMatchObject({ name: 'root', sizeBytes: SIZE, mode: 'full', fullReason: 'first' });
     expect(d!.chunks).toHaveLength(11);
@@ -121,13 +133,7 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
     // One write inside chunk 5 (a hole until now) and one across chunks 0 and 1.
     await qemuIo(img(), 'write -P 0x77 21M 64k', `write -P 0x99 ${4 * MiB - 64 * 1024} 128k`);
     const s = await serve(img(), 'incr', { readOnly: true, bitmap: 'b1' });
-    const [d] = await backupDisks(
-      viewOf(s, { context: 'qemu:dirty-bitmap:b1' }),
-      full,
-      keys,
-      store,
-      connectNbd,
-    );
+    const [d] = await backup4(viewOf(s, { context: 'qemu:dirty-bitmap:b1' }), full);
     await stop(s);
     expect(d!.mode).toBe('incremental');
     expect(d!.fullReason).toBeUndefined();
@@ -225,13 +231,7 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
     await rm(join(dir, 'store', 'chunks', lost.slice(0, 4), lost));
     await run('qemu-img', ['bitmap', '--add', img(), 'b2']);
     const s = await serve(img(), 'again', { readOnly: true, bitmap: 'b2' });
-    const [d] = await backupDisks(
-      viewOf(s, { context: 'qemu:dirty-bitmap:b2' }),
-      incr,
-      keys,
-      store,
-      connectNbd,
-    );
+    const [d] = await backup4(viewOf(s, { context: 'qemu:dirty-bitmap:b2' }), incr);
     await stop(s);
     expect(d!.mode).toBe('incremental');
     expect(d!.readBytes).toBe(BACKUP_CHUNK_BYTES); // nothing dirty: only the lost chunk
@@ -248,16 +248,78 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
         { ...incr.disks[0]!, sizeBytes: SIZE - BACKUP_CHUNK_BYTES, chunks: incr.disks[0]!.chunks.slice(1) },
       ],
     };
+    const [d] = await backup4(viewOf(s, { context: 'qemu:dirty-bitmap:b2' }), base);
+    await stop(s);
+    expect(d).toMatchObject({ mode: 'full', fullReason: 'size-changed', newChunks: 0 });
+    await store.flush(); // chunks written wait in tmp/ for the next batch's fsync
+    expect(await readdir(join(dir, 'store', 'tmp'))).toEqual([]);
+  });
+
+  let small: Manifest;
+  it('a backup at 1 MiB on a 4 MiB base reads whole once and says so (a version 2 manifest)', async () => {
+    await run('qemu-img', ['bitmap', '--add', img(), 'b3']);
+    await qemuIo(img(), 'write -P 0x44 30M 64k');
+    const s = await serve(img(), 'resized', { readOnly: true, bitmap: 'b3' });
     const [d] = await backupDisks(
-      viewOf(s, { context: 'qemu:dirty-bitmap:b2' }),
-      base,
+      viewOf(s, { context: 'qemu:dirty-bitmap:b3' }),
+      incr,
       keys,
       store,
       connectNbd,
     );
     await stop(s);
-    expect(d).toMatchObject({ mode: 'full', fullReason: 'size-changed', newChunks: 0 });
-    await store.flush(); // chunks written wait in tmp/ for the next batch's fsync
-    expect(await readdir(join(dir, 'store', 'tmp'))).toEqual([]);
+    expect(d).toMatchObject({ mode: 'full', fullReason: 'chunk-size-changed', chunkBytes: MiB });
+    expect(d!.chunks).toHaveLength(41);
+    // Allocated: 0-1 MiB, 4-5 MiB (the write across chunks 0 and 1 of 4 MiB), 12-16 MiB, 21, 30, 40: the rest zero.
+    expect(d!.readBytes).toBe(9 * MiB + 512 * 1024);
+    small = await manifestOf(snapshotId('web', new Date('2026-12-01T04:00:00Z')), [d!], incr.id);
+    expect(small.version).toBe(2);
+    expect(ManifestSchema.parse(small)).toEqual(small);
+  });
+
+  it('the next backup at 1 MiB reads only the 1 MiB chunks the bitmap marks', async () => {
+    await run('qemu-img', ['bitmap', '--add', img(), 'b4']);
+    await qemuIo(img(), 'write -P 0x66 33M 64k', `write -P 0x88 ${2 * MiB - 64 * 1024} 128k`);
+    const s = await serve(img(), 'small', { readOnly: true, bitmap: 'b4' });
+    const [d] = await backupDisks(
+      viewOf(s, { context: 'qemu:dirty-bitmap:b4' }),
+      small,
+      keys,
+      store,
+      connectNbd,
+    );
+    await stop(s);
+    expect(d).toMatchObject({ mode: 'incremental', chunkBytes: MiB, readBytes: 3 * MiB, newChunks: 3 });
+    const changed = d!.chunks.flatMap((id, i) => (id === small.disks[0]!.chunks[i] ? [] : [i]));
+    expect(changed).toEqual([1, 2, 33]);
+    small = await manifestOf(snapshotId('web', new Date('2026-12-01T05:00:00Z')), [d!], small.id);
+  });
+
+  it('a version 2 snapshot restores byte for byte, whole and by range', async () => {
+    const out = join(dir, 'restored2.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', out, String(SIZE)]);
+    await qemuIo(out, 'write -P 0xee 8M 1M');
+    const s = await serve(out, 'restore2', { readOnly: false });
+    const target = { disks: [{ name: 'root', sizeBytes: SIZE, socket: s.socket, exportName: s.exportName }] };
+    await restoreDisks(small, keys, store, target, [{ from: 'root', to: 'root' }], connectNbd);
+    await stop(s);
+    await run('qemu-img', ['compare', '-q', img(), out]);
+    const parts: Buffer[] = [];
+    const n = await restoreRange(
+      small,
+      'root',
+      { offset: 33 * MiB, length: MiB },
+      keys,
+      store,
+      async (_, d) => {
+        parts.push(Buffer.from(d));
+      },
+    );
+    expect(n).toBe(MiB);
+    expect(
+      Buffer.concat(parts)
+        .subarray(0, 64 * 1024)
+        .every((b) => b === 0x66),
+    ).toBe(true);
   });
 });

@@ -1,21 +1,23 @@
-// The data path of a backup and a restore (docs/backup.md): a disk cut in 4 MiB chunks read over NBD, each named by
+// The data path of a backup and a restore (docs/backup.md): a disk cut in fixed-size chunks read over NBD, each named by
 // its keyed id, the ones the store lacks sealed and uploaded; and back. Pure of hosts and HTTP: the disk view, the
 // keys, the store side and the NBD connector are handed in, so this runs against a fake view, a real qemu-nbd, a
 // local DirChunkStore or another agent's store alike.
 import type { NbdConnection, NbdConnectOptions, NbdExtent } from '../../drivers/backup/types.js';
 import type { BackupView, BackupViewDisk, RestoreView } from '../../drivers/hypervisor/types.js';
 import {
-  BACKUP_CHUNK_BYTES,
+  BACKUP_CHUNK_BYTES_NEW,
   BACKUP_IDS_PER_REQUEST_MAX,
   BACKUP_TRANSFER_CONCURRENCY,
   type ChunkId,
+  chunkCountOf,
   type FullReadReason,
+  isChunkSize,
   type Manifest,
   type ManifestDisk,
 } from '../../shared/backup.js';
 import { CorruptDataError, InvalidStateError, KeyMismatchError, VmlinkError } from '../../shared/errors.js';
 import { mapLimited } from '../../shared/queue.js';
-import { ChunkSender } from './pipeline-send.js';
+import { ChunkSender, type SentFigures } from './pipeline-send.js';
 
 /** What the pipeline needs of a backup key (shared/backup-crypto.ts's BackupKeySet has it). */
 export interface ChunkKeys {
@@ -91,8 +93,9 @@ const NBD_STATE_ZERO = 2;
 /** NBD `qemu:dirty-bitmap:*`: the extent was written since the bitmap started. */
 const NBD_STATE_DIRTY = 1;
 
-const chunkCount = (size: number) => Math.ceil(size / BACKUP_CHUNK_BYTES);
-const chunkLength = (size: number, i: number) => Math.min(BACKUP_CHUNK_BYTES, size - i * BACKUP_CHUNK_BYTES);
+/** Bytes of chunk `i` of a disk of `size` cut at every `chunkBytes` (the last may be shorter). */
+const chunkLength = (size: number, chunkBytes: number, i: number) =>
+  Math.min(chunkBytes, size - i * chunkBytes);
 
 /** The ids of all-zero chunks of each length, under one key. */
 class ZeroIds {
@@ -134,29 +137,27 @@ async function extentsOf(nbd: NbdConnection, context: string, size: number): Pro
   return out;
 }
 
-/** Indices of the chunks `extents` with `flag` set touch. */
-function chunksFlagged(extents: NbdExtent[], flag: number): Set<number> {
+/** Indices of the chunks (of `chunkBytes`) `extents` with `flag` set touch. */
+function chunksFlagged(extents: NbdExtent[], flag: number, chunkBytes: number): Set<number> {
   const out = new Set<number>();
   for (const e of extents) {
     if ((e.flags & flag) === 0) continue;
-    const first = Math.floor(e.offset / BACKUP_CHUNK_BYTES);
-    const last = Math.floor((e.offset + e.length - 1) / BACKUP_CHUNK_BYTES);
+    const first = Math.floor(e.offset / chunkBytes);
+    const last = Math.floor((e.offset + e.length - 1) / chunkBytes);
     for (let i = first; i <= last; i++) out.add(i);
   }
   return out;
 }
 
-/** Indices of chunks wholly covered by zero extents. */
-function zeroChunks(extents: NbdExtent[], size: number): Set<number> {
-  const nonZero = new Set<number>();
-  for (const e of extents) {
-    if ((e.flags & NBD_STATE_ZERO) !== 0) continue;
-    const first = Math.floor(e.offset / BACKUP_CHUNK_BYTES);
-    const last = Math.floor((e.offset + e.length - 1) / BACKUP_CHUNK_BYTES);
-    for (let i = first; i <= last; i++) nonZero.add(i);
-  }
+/** Indices of chunks (of `chunkBytes`) wholly covered by zero extents. */
+function zeroChunks(extents: NbdExtent[], size: number, chunkBytes: number): Set<number> {
+  const nonZero = chunksFlagged(
+    extents.map((e) => ({ ...e, flags: e.flags & NBD_STATE_ZERO ? 0 : 1 })),
+    1,
+    chunkBytes,
+  );
   const out = new Set<number>();
-  for (let i = 0; i < chunkCount(size); i++) if (!nonZero.has(i)) out.add(i);
+  for (let i = 0; i < chunkCountOf(size, chunkBytes); i++) if (!nonZero.has(i)) out.add(i);
   return out;
 }
 
@@ -172,6 +173,8 @@ async function missingOf(sink: ChunkSink, ids: ChunkId[]): Promise<Set<ChunkId>>
 /** What one disk's plan is before reading. */
 interface DiskPlan {
   disk: BackupViewDisk;
+  /** Where this backup cuts the disk. */
+  chunkBytes: number;
   mode: 'full' | 'incremental';
   fullReason?: FullReadReason;
   /** The context of changed blocks (incremental only). */
@@ -180,14 +183,22 @@ interface DiskPlan {
   baseChunks?: string[];
 }
 
-function planDisk(disk: BackupViewDisk, base: Manifest | undefined, noBase: FullReadReason): DiskPlan {
-  if ('fullReason' in disk.changed) return { disk, mode: 'full', fullReason: disk.changed.fullReason };
+function planDisk(
+  disk: BackupViewDisk,
+  base: Manifest | undefined,
+  noBase: FullReadReason,
+  chunkBytes: number,
+): DiskPlan {
+  const full = (fullReason: FullReadReason): DiskPlan => ({ disk, chunkBytes, mode: 'full', fullReason });
+  if ('fullReason' in disk.changed) return full(disk.changed.fullReason);
   const b = base?.disks.find((d) => d.name === disk.name);
-  if (!base) return { disk, mode: 'full', fullReason: noBase };
-  if (!b) return { disk, mode: 'full', fullReason: 'first' };
-  if (b.sizeBytes !== disk.sizeBytes || b.chunks.length !== chunkCount(disk.sizeBytes))
-    return { disk, mode: 'full', fullReason: 'size-changed' };
-  return { disk, mode: 'incremental', context: disk.changed.context, baseChunks: b.chunks };
+  if (!base) return full(noBase);
+  if (!b) return full('first');
+  if (b.sizeBytes !== disk.sizeBytes) return full('size-changed');
+  // The base's chunk ids name other pieces of the disk: none can be kept.
+  if (b.chunkBytes !== chunkBytes || b.chunks.length !== chunkCountOf(disk.sizeBytes, chunkBytes))
+    return full('chunk-size-changed');
+  return { disk, chunkBytes, mode: 'incremental', context: disk.changed.context, baseChunks: b.chunks };
 }
 
 /**
@@ -207,14 +218,17 @@ export async function backupDisks(
   /** Why disks read whole when there is no `base` (default `first`; `base-missing` when it could not be read). */
   noBase: FullReadReason = 'first',
   codec: ChunkCodec = inlineCodec(keys),
+  /** Where the disks are cut (a base disk cut otherwise reads whole: `chunk-size-changed`). */
+  chunkBytes: number = BACKUP_CHUNK_BYTES_NEW,
 ): Promise<ManifestDisk[]> {
+  if (!isChunkSize(chunkBytes)) throw new InvalidStateError(`${chunkBytes} bytes is not a chunk size`);
   if (base && base.keyFingerprint !== keys.fingerprint)
     throw new KeyMismatchError(
       `base snapshot ${base.id} was made with key ${base.keyFingerprint}, this backup's key is ${keys.fingerprint}`,
       `snapshot/${base.id}`,
     );
   const zero = new ZeroIds(keys);
-  const plans = view.disks.map((d) => planDisk(d, base, noBase));
+  const plans = view.disks.map((d) => planDisk(d, base, noBase, chunkBytes));
   const conns: NbdConnection[] = [];
   try {
     // First every disk's list of chunks to read, so that progress has its total.
@@ -231,12 +245,13 @@ export async function backupDisks(
         throw new InvalidStateError(
           `NBD export ${d.exportName} of disk ${d.name} has ${nbd.sizeBytes} bytes, the disk ${d.sizeBytes}`,
         );
-      const n = chunkCount(d.sizeBytes);
+      const n = chunkCountOf(d.sizeBytes, chunkBytes);
       const ids: string[] = new Array<string>(n).fill('');
-      const zeros = zeroChunks(await extentsOf(nbd, 'base:allocation', d.sizeBytes), d.sizeBytes);
+      const zeros = zeroChunks(await extentsOf(nbd, 'base:allocation', d.sizeBytes), d.sizeBytes, chunkBytes);
       let candidates: number[];
       if (plan.mode === 'incremental') {
-        const dirty = chunksFlagged(await extentsOf(nbd, plan.context!, d.sizeBytes), NBD_STATE_DIRTY);
+        const extents = await extentsOf(nbd, plan.context!, d.sizeBytes);
+        const dirty = chunksFlagged(extents, NBD_STATE_DIRTY, chunkBytes);
         candidates = [];
         for (let i = 0; i < n; i++) {
           if (dirty.has(i)) candidates.push(i);
@@ -245,21 +260,47 @@ export async function backupDisks(
       } else candidates = Array.from({ length: n }, (_, i) => i);
       const toRead: number[] = [];
       for (const i of candidates) {
-        if (zeros.has(i)) ids[i] = zero.id(chunkLength(d.sizeBytes, i));
+        if (zeros.has(i)) ids[i] = zero.id(chunkLength(d.sizeBytes, chunkBytes, i));
         else toRead.push(i);
       }
       work.push({ plan, nbd, ids, toRead });
     }
-    // Chunks taken without reading (the base's, zero ones) must be in the store; `missing` touches them. One the
-    // store lost is read again, or for a zero chunk, sealed and sent.
-    const taken = work.flatMap((w) => w.ids.filter((id) => id !== ''));
-    const lost = await missingOf(sink, taken);
+    // Chunks taken without reading (the base's, zero ones) must be in the store; `missing` touches them. It runs
+    // while the chunks to read are read (at 1 MiB chunks a 2 GiB disk's incremental keeps ~2,000: 20-30 ms here).
+    // One the store lost is read after them, or for a zero chunk, sealed and sent.
+    const takenAt = work.map((w) => w.ids.flatMap((id, i) => (id === '' ? [] : [i])));
+    const lostAsked = missingOf(
+      sink,
+      work.flatMap((w, k) => takenAt[k]!.map((i) => w.ids[i]!)),
+    );
+    lostAsked.catch(() => {}); // awaited after the reads; a failed read must not leave it unhandled
+    const lengthOf = (w: (typeof work)[number], indices: number[]) =>
+      indices.reduce((t, i) => t + chunkLength(w.plan.disk.sizeBytes, chunkBytes, i), 0);
+    let total = work.reduce((s, w) => s + lengthOf(w, w.toRead), 0);
+    let done = 0;
+    progress(0, total);
+    const sender = new ChunkSender(sink, codec, (length) => {
+      done += length;
+      progress(done, total);
+    });
+    const sent = new Map<(typeof work)[number], SentFigures>();
+    const send = async (w: (typeof work)[number], indices: number[]) => {
+      const f = await sender.sendDisk(w.nbd, w.plan.disk.sizeBytes, chunkBytes, indices, w.ids);
+      const before = sent.get(w) ?? { readBytes: 0, newChunks: 0, storedBytes: 0 };
+      sent.set(w, {
+        readBytes: before.readBytes + f.readBytes,
+        newChunks: before.newChunks + f.newChunks,
+        storedBytes: before.storedBytes + f.storedBytes,
+      });
+    };
+    for (const w of work) await send(w, w.toRead);
+    const lost = await lostAsked;
     const sentZero = new Set<string>();
-    for (const w of work) {
+    for (const [k, w] of work.entries()) {
       const again: number[] = [];
-      for (let i = 0; i < w.ids.length; i++) {
+      for (const i of takenAt[k]!) {
         const id = w.ids[i]!;
-        if (id === '' || !lost.has(id)) continue;
+        if (!lost.has(id)) continue;
         const zlen = zero.has(id);
         if (zlen !== undefined) {
           if (!sentZero.has(id)) {
@@ -269,30 +310,21 @@ export async function backupDisks(
         } else again.push(i);
       }
       if (again.length) {
-        w.toRead = [...new Set([...w.toRead, ...again])].sort((a, b) => a - b);
         for (const i of again) w.ids[i] = '';
+        total += lengthOf(w, again);
+        await send(w, again);
       }
     }
-    const total = work.reduce(
-      (s, w) => s + w.toRead.reduce((t, i) => t + chunkLength(w.plan.disk.sizeBytes, i), 0),
-      0,
-    );
-    let done = 0;
-    progress(0, total);
-    const sender = new ChunkSender(sink, codec, (length) => {
-      done += length;
-      progress(done, total);
-    });
     const out: ManifestDisk[] = [];
     for (const w of work) {
       const size = w.plan.disk.sizeBytes;
-      const { readBytes, newChunks, storedBytes } = await sender.sendDisk(w.nbd, size, w.toRead, w.ids);
+      const { readBytes, newChunks, storedBytes } = sent.get(w)!; // every disk was sent (maybe no chunk)
       const empty = w.ids.indexOf('');
       if (empty >= 0) throw new InvalidStateError(`disk ${w.plan.disk.name}: chunk ${empty} was never read`);
       out.push({
         name: w.plan.disk.name,
         sizeBytes: size,
-        chunkBytes: BACKUP_CHUNK_BYTES,
+        chunkBytes,
         chunks: w.ids,
         mode: w.plan.mode,
         ...(w.plan.fullReason ? { fullReason: w.plan.fullReason } : {}),
@@ -371,8 +403,8 @@ export async function restoreDisks(
       const indices = src.chunks.map((_, i) => i);
       await mapLimited(indices, RESTORE_CHUNKS_IN_FLIGHT, async (i) => {
         const id = src.chunks[i]!;
-        const len = chunkLength(src.sizeBytes, i);
-        const at = i * BACKUP_CHUNK_BYTES;
+        const len = chunkLength(src.sizeBytes, src.chunkBytes, i);
+        const at = i * src.chunkBytes;
         if (id === zero.id(len)) await nbd.writeZeroes(at, len);
         else {
           const plain = await readChunk(manifest, src, i, codec, source);
@@ -400,7 +432,7 @@ export async function readChunk(
   source: ChunkSource,
 ): Promise<Buffer> {
   const id = disk.chunks[i]!;
-  const len = chunkLength(disk.sizeBytes, i);
+  const len = chunkLength(disk.sizeBytes, disk.chunkBytes, i);
   let plain: Buffer;
   try {
     plain = await codec.open(id, await source.getChunk(id));
@@ -441,15 +473,15 @@ export async function restoreRange(
   if (range.offset < 0 || end > disk.sizeBytes)
     throw new InvalidStateError(`range ${range.offset}+${range.length} lies outside disk ${diskName}`);
   const zero = new ZeroIds(keys);
-  const first = Math.floor(range.offset / BACKUP_CHUNK_BYTES);
-  const last = Math.floor((end - 1) / BACKUP_CHUNK_BYTES);
+  const first = Math.floor(range.offset / disk.chunkBytes);
+  const last = Math.floor((end - 1) / disk.chunkBytes);
   const indices = Array.from({ length: last - first + 1 }, (_, k) => first + k);
   let done = 0;
   let written = 0;
   progress(0, range.length);
   await mapLimited(indices, BACKUP_TRANSFER_CONCURRENCY, async (i) => {
-    const at = i * BACKUP_CHUNK_BYTES;
-    const len = chunkLength(disk.sizeBytes, i);
+    const at = i * disk.chunkBytes;
+    const len = chunkLength(disk.sizeBytes, disk.chunkBytes, i);
     const from = Math.max(at, range.offset);
     const to = Math.min(at + len, end);
     if (disk.chunks[i] !== zero.id(len)) {

@@ -12,6 +12,7 @@ import {
   type FullReadReason,
   type Manifest,
   ManifestSchema,
+  manifestVersionFor,
   type PullResult,
   type SnapshotId,
   type SnapshotSummary,
@@ -231,7 +232,7 @@ export class BackupService {
             if (d.mode === 'full' && d.fullReason && d.fullReason !== 'first')
               job.note(`disk ${d.name} was read whole: ${d.fullReason}`);
           const unsigned: Omit<Manifest, 'signature'> = {
-            version: 1,
+            version: manifestVersionFor(disks),
             id: req.snapshot,
             vm: req.vm,
             host: this.deps.host,

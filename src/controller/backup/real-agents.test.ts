@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupAgentsHarness, run } from '../../agent/backup/agents.test-util.js';
 import { RecordingRunner } from '../../exec/runner.js';
-import { BACKUP_CHUNK_BYTES } from '../../shared/backup.js';
 import { Controller } from '../controller.js';
 import { HostCredentials } from '../pki/service.js';
 import { SqliteStore } from '../store/sqlite.js';
@@ -79,14 +78,15 @@ describe('controller backups through real agents over mutual TLS', () => {
     const t = task();
     const a = await controller.backups.run({ vm: 'web' }, t);
     first = a.snapshot.id;
-    expect(a.snapshot.disks[0]).toMatchObject({ mode: 'full', fullReason: 'first', newChunks: 3 });
-    expect(a.snapshot.disks[0]!.readBytes).toBe(3 * BACKUP_CHUNK_BYTES);
+    // Six 1 MiB chunks with data: 0-1 all 0x11, 9-12 all 0x22 (equal chunks are stored once).
+    expect(a.snapshot.disks[0]).toMatchObject({ mode: 'full', fullReason: 'first', newChunks: 2 });
+    expect(a.snapshot.disks[0]!.readBytes).toBe(6 * MiB);
     await qemuIo('write -P 0x33 17M 64k');
     now += 60 * 60_000;
     const b = await controller.backups.run({ vm: 'web' }, task());
     expect(b.snapshot.base).toBe(first);
     expect(b.snapshot.disks[0]).toMatchObject({ mode: 'incremental', newChunks: 1 });
-    expect(b.snapshot.disks[0]!.readBytes).toBe(BACKUP_CHUNK_BYTES);
+    expect(b.snapshot.disks[0]!.readBytes).toBe(MiB);
     // Retention (last 1) deleted the first from the site store after the second; the offsite store pulled both
     // (it keeps its own: nothing from the network deletes there).
     const list = await controller.backups.list({ vm: 'web' });

@@ -1,11 +1,12 @@
 // Batched durable chunk writes (chunk-store-batch.ts) through the directory store: a chunk takes its name only at a
-// flush, a manifest flushes first (so it never names a chunk that is not durable), a full batch flushes by itself,
-// a failed flush leaves those chunks missing and the manifest refused, and blobs sealed here skip the checksum
+// flush, a manifest flushes first (so it never names a chunk that is not durable), a full batch flushes by itself
+// behind the writer (its failure thrown by the next write), a failed flush leaves those chunks missing and the
+// manifest refused, and blobs sealed here skip the checksum
 // while a copy of the same bytes (as from the network) is checked.
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
 import { sealedHere } from '../../shared/backup-sealed.js';
 import { CorruptDataError } from '../../shared/errors.js';
@@ -42,13 +43,30 @@ describe('DirChunkStore batched chunk writes', () => {
     expect(await s.getManifest(m.id)).toEqual(m);
   });
 
-  it(`a batch of ${STAGED_CHUNKS_MAX} chunks flushes by itself`, async () => {
+  it(`a batch of ${STAGED_CHUNKS_MAX} chunks flushes by itself while the writer goes on`, async () => {
     const s = await DirChunkStore.open({ name: 'site', path: root, offsite: false });
     const chunks = Array.from({ length: STAGED_CHUNKS_MAX }, (_, i) => sealedChunk(keys, 100 + i));
     for (const c of chunks.slice(0, -1)) await s.putChunk(c.id, c.blob);
     expect(await named()).toEqual([]);
     await s.putChunk(chunks.at(-1)!.id, chunks.at(-1)!.blob);
-    expect((await named()).sort()).toEqual(chunks.map((c) => c.id).sort());
+    await vi.waitFor(async () => expect((await named()).sort()).toEqual(chunks.map((c) => c.id).sort()));
+  });
+
+  it('a batch that fails to flush behind the writer fails its next chunk, and the manifest naming it', async () => {
+    const s = await DirChunkStore.open({ name: 'site', path: root, offsite: false });
+    const chunks = Array.from({ length: STAGED_CHUNKS_MAX + 1 }, (_, i) => sealedChunk(keys, 200 + i));
+    for (const c of chunks.slice(0, STAGED_CHUNKS_MAX - 1)) await s.putChunk(c.id, c.blob);
+    for (const f of await readdir(join(root, 'tmp'))) await rm(join(root, 'tmp', f)); // lost before their fsync
+    await s.putChunk(chunks[STAGED_CHUNKS_MAX - 1]!.id, chunks[STAGED_CHUNKS_MAX - 1]!.blob);
+    await vi.waitFor(async () => expect(await readdir(join(root, 'tmp'))).toEqual([])); // the batch removed
+    const last = chunks.at(-1)!;
+    await expect(s.putChunk(last.id, last.blob)).rejects.toThrow(/ENOENT/);
+    const ids = chunks.slice(0, 2).map((c) => c.id);
+    expect(await s.missing(ids)).toEqual(ids);
+    await expect(s.putManifest(signedManifest(keys, 'web1', '2026-12-01T02:00:00Z', ids))).rejects.toThrow(
+      /ENOENT/,
+    );
+    expect(await s.list()).toEqual([]);
   });
 
   it('a flush that fails leaves its chunks missing and the manifest naming them refused, earlier ones intact', async () => {

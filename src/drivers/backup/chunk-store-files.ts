@@ -1,7 +1,7 @@
 // File-system and id helpers of the directory chunk store (chunk-store.ts): missing-tolerant stat and readdir, a
 // directory fsync, a liveness check of a tmp/ writer's pid, and the checks that make ids safe as file names.
 import type { Stats } from 'node:fs';
-import { constants } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { type ChunkId, type SnapshotId, SnapshotIdSchema } from '../../shared/backup.js';
 import { InvalidRequestError } from '../../shared/errors.js';
@@ -18,6 +18,33 @@ export async function lstatOrUndefined(path: string): Promise<Stats | undefined>
     if (isCode(e, 'ENOENT', 'ENOTDIR')) return undefined;
     throw e;
   }
+}
+
+/** `lstatOrUndefined`, synchronously (for `inSyncSlices`). */
+export function lstatSyncOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (e) {
+    if (isCode(e, 'ENOENT', 'ENOTDIR')) return undefined;
+    throw e;
+  }
+}
+
+/** Calls made per turn of the event loop by `inSyncSlices` (a few ms of metadata calls). */
+const SYNC_SLICE = 256;
+
+/**
+ * `fn` over `items` synchronously, SYNC_SLICE calls per turn of the event loop (other work runs between the slices).
+ * For cheap metadata calls on every chunk of a disk (a 1 MiB-chunked 2 GiB disk has 2,048): through the thread pool
+ * each lstat or lutimes cost 2-4x the call itself (2,048 of them: 45-80 ms against 15-30 ms so, load 4).
+ */
+export async function inSyncSlices<T, R>(items: readonly T[], fn: (item: T) => R): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += SYNC_SLICE) {
+    if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    for (const item of items.slice(i, i + SYNC_SLICE)) out.push(fn(item));
+  }
+  return out;
 }
 
 export async function readdirOrEmpty(path: string): Promise<string[]> {

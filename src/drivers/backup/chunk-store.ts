@@ -13,6 +13,7 @@
 // without following links and with a cap (the files: chunk-store-dir.ts; GC, verify, status: chunk-store-upkeep.ts). Data comes from other agents over the network: a blob whose checksum fails,
 // a manifest that breaks its schema or names chunks the store lacks, is refused before anything is written.
 import { randomBytes } from 'node:crypto';
+import { lutimesSync } from 'node:fs';
 import { lstat, lutimes, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -39,16 +40,20 @@ import {
   KeyMismatchError,
   NotFoundError,
 } from '../../shared/errors.js';
-import { KeyedQueue, mapLimited } from '../../shared/queue.js';
+import { KeyedQueue } from '../../shared/queue.js';
 import { type ChunkBatch, chunkBatchOf, type StageIo } from './chunk-store-batch.js';
 import { DIR_MODE, StoreDir, VM_NAME, type WriteFile } from './chunk-store-dir.js';
-import { checkChunkId, checkSnapshotId, isCode, lstatOrUndefined } from './chunk-store-files.js';
+import {
+  checkChunkId,
+  checkSnapshotId,
+  inSyncSlices,
+  isCode,
+  lstatOrUndefined,
+  lstatSyncOrUndefined,
+} from './chunk-store-files.js';
 import { summaryOf } from './chunk-store-records.js';
 import { collectGarbage, type OpenChunk, storeStatus, verifySnapshots } from './chunk-store-upkeep.js';
 import type { ChunkStore } from './types.js';
-
-/** Chunk files checked (stat, touch, read) at once. */
-const PARALLEL = 16;
 
 /** Test seams: how file contents are written (to inject ENOSPC), and the clock. */
 export interface DirChunkStoreOptions {
@@ -110,10 +115,11 @@ export class DirChunkStore implements ChunkStore {
   async missing(ids: ChunkId[]): Promise<ChunkId[]> {
     const checked = ids.map(checkChunkId);
     const t = new Date(this.#dir.now());
-    const present = await mapLimited(checked, PARALLEL, async (id) => {
+    // Synchronously, in slices: a 1 MiB-chunked disk's incremental asks about every chunk it keeps (inSyncSlices).
+    const present = await inSyncSlices(checked, (id) => {
       if (this.#batch.has(id)) return true; // written by this process, durable before any manifest
       try {
-        await lutimes(this.#dir.chunkPath(id), t, t); // GC grace: a chunk a backup is about to name is young again
+        lutimesSync(this.#dir.chunkPath(id), t, t); // GC grace: a chunk a backup is about to name is young again
         return true;
       } catch (e) {
         if (isCode(e, 'ENOENT', 'ENOTDIR')) return false;
@@ -188,10 +194,9 @@ export class DirChunkStore implements ChunkStore {
         );
       }
       const ids = [...new Set(man.disks.flatMap((d) => d.chunks))];
-      const there = await mapLimited(
+      const there = await inSyncSlices(
         ids,
-        PARALLEL,
-        async (id) => (await lstatOrUndefined(this.#dir.chunkPath(id)))?.isFile() === true,
+        (id) => lstatSyncOrUndefined(this.#dir.chunkPath(id))?.isFile() === true,
       );
       const lacking = ids.filter((_, i) => !there[i]);
       if (lacking.length > 0 && this.#batch.lastFailure) throw this.#batch.lastFailure; // e.g. the disk filled
