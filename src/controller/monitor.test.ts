@@ -14,18 +14,21 @@ hosts:
   'spec.yaml',
 );
 
+/** Fake agents: every host answers (2 CPUs) but those in `dead`. */
+const agentsBut = (dead: ReadonlySet<string>) => (_s: unknown, host: string) => ({
+  health: async () => {
+    if (dead.has(host)) throw new UnavailableError(`cannot reach agent of ${host}`);
+    return { ok: true, version: 'x' };
+  },
+  report: async () => ({ capabilities: { cpus: 2 } }) as unknown as HostReport,
+});
+
 describe('heartbeat monitor', () => {
   it('marks a host unreachable after 3 missed heartbeats, up again when it answers, with one event per change', async () => {
     const store = new SqliteStore(':memory:');
     const dead = new Set<string>();
     const monitor = new Monitor(store, async () => spec, {
-      client: (_s, host) => ({
-        health: async () => {
-          if (dead.has(host)) throw new UnavailableError(`cannot reach agent of ${host}`);
-          return { ok: true, version: 'x' };
-        },
-        report: async () => ({ capabilities: { cpus: 2 } }) as unknown as HostReport,
-      }),
+      client: agentsBut(dead),
     });
     await monitor.tick();
     let h = await hostHealth(store);
@@ -128,13 +131,7 @@ describe('heartbeat monitor', () => {
     const dead = new Set<string>();
     const monitor = new Monitor(store, async () => spec, {
       now: () => clock,
-      client: (_s, host) => ({
-        health: async () => {
-          if (dead.has(host)) throw new UnavailableError(`cannot reach agent of ${host}`);
-          return { ok: true, version: 'x' };
-        },
-        report: async () => ({ capabilities: { cpus: 2 } }) as unknown as HostReport,
-      }),
+      client: agentsBut(dead),
     });
     await monitor.tick();
     expect(puts).toEqual(['hosts/host1', 'hosts/host2']);
