@@ -11,7 +11,8 @@
 //   and the simulator's memory per host.
 //   npx tsx bench/fleet.ts [--hosts 1000] [--vms 20] [--samples 20] [--heartbeat 10]     (no root needed)
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import inspector from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -39,6 +40,12 @@ const HOSTS = numArg('--hosts', 1000);
 const VMS = numArg('--vms', 20);
 const SAMPLES = numArg('--samples', 20);
 const HEARTBEAT = numArg('--heartbeat', 10);
+// `--cpu-prof DIR`: a CPU profile of this process (the controller, its API, monitor and refresher) over the API
+// sampling phase only, written to DIR/controller-api.cpuprofile (open it in Chrome's DevTools).
+const CPU_PROF_DIR = (() => {
+  const i = process.argv.indexOf('--cpu-prof');
+  return i < 0 ? undefined : process.argv[i + 1];
+})();
 const TARGET_DECIDE_MS = 1000;
 // The spec names etcd as real agents reach it (https); the simulator's agents are handed the test etcd's http URL.
 const SPEC_ETCD = 'https://127.0.0.1:2379';
@@ -330,6 +337,12 @@ async function main(): Promise<void> {
   // the next ones for a second).
   const apiLoop = monitorEventLoopDelay({ resolution: 20 });
   apiLoop.enable();
+  const profiler = CPU_PROF_DIR ? new inspector.Session() : undefined;
+  if (profiler) {
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.start');
+  }
   const refreshRounds: number[] = [];
   let served = { reachable: 0, cached: 0 };
   for (let i = 0; i < SAMPLES; i++)
@@ -358,6 +371,13 @@ async function main(): Promise<void> {
     }
   stopReads();
   apiLoop.disable();
+  if (profiler && CPU_PROF_DIR) {
+    const { profile } = await profiler.post('Profiler.stop');
+    profiler.disconnect();
+    mkdirSync(CPU_PROF_DIR, { recursive: true });
+    writeFileSync(join(CPU_PROF_DIR, 'controller-api.cpuprofile'), JSON.stringify(profile));
+    console.log(`CPU profile of the API phase: ${join(CPU_PROF_DIR, 'controller-api.cpuprofile')}`);
+  }
   const controllerLoopDelayMs = loopDist(apiLoop);
   const apiDist = {
     status: dist(lat.status),

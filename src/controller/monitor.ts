@@ -1,7 +1,10 @@
 // Host heartbeats: the controller polls every host of the applied spec and marks one that misses several polls
-// in a row unreachable. The state lives in the store (`hosts/<name>`), each change in the event log.
+// in a row unreachable. The state lives in the store (`hosts/<name>`), each change in the event log. A round reads
+// every record in one list and writes a host's record only when it changed (or its `lastSeen` is older than
+// LAST_SEEN_REFRESH_MS): at 1,000 hosts a get and a put per host per round were most of etcd's slow requests.
 import { log } from '../shared/log.js';
 import type { HostCapabilities } from '../shared/model.js';
+import { settleLimited } from '../shared/queue.js';
 import type { Spec } from '../spec/schema.js';
 import type { AgentClient } from './agents.js';
 import { httpAgents } from './hosts.js';
@@ -11,7 +14,11 @@ import type { Store } from './store/types.js';
 export interface HostHealth {
   /** `unknown` until the first answer or until `missLimit` polls failed. */
   state: 'unknown' | 'up' | 'unreachable';
-  /** When the agent last answered (ISO time). */
+  /**
+   * When the agent last answered (ISO time). While the host stays up this is refreshed in the store every
+   * LAST_SEEN_REFRESH_MS only (it may be that much behind); the record written at the first missed poll has the
+   * exact time of the last answer.
+   */
   lastSeen?: string;
   /** Polls missed in a row. */
   missed: number;
@@ -31,6 +38,8 @@ export interface MonitorOptions {
   missLimit?: number;
   /** Client factory (tests). */
   client?: (spec: Spec, host: string) => Pick<AgentClient, 'health' | 'report'>;
+  /** Wall clock in ms (tests). */
+  now?: () => number;
 }
 
 /** Default heartbeat period. */
@@ -42,6 +51,13 @@ const HEALTH_TIMEOUT_MIN_MS = 1_000;
 const HEALTH_TIMEOUT_MAX_MS = 5_000;
 // ...and the report fetched when a host comes up (for its capabilities) may take longer.
 const UP_REPORT_TIMEOUT_MS = 30_000;
+/** Hosts polled at once in a round (each poll may read and write its record in the store). */
+export const HEARTBEAT_CONCURRENCY = 32;
+/**
+ * A host that stays up has its record (`lastSeen`) rewritten at most this often (or every round, when rounds are
+ * slower): with 1,000 hosts and 5 s rounds, a write per host per round was 200 etcd writes a second.
+ */
+export const LAST_SEEN_REFRESH_MS = 60_000;
 
 /** Store key of a host's health. */
 export const hostKey = (host: string): string => `hosts/${host}`;
@@ -52,6 +68,9 @@ export class Monitor {
   private running = false;
   private readonly intervalMs: number;
   private readonly missLimit: number;
+  private readonly now: () => number;
+  /** The exact time of each host's last answer (the store's may lag by LAST_SEEN_REFRESH_MS). */
+  private readonly answered = new Map<string, string>();
 
   constructor(
     private readonly store: Store,
@@ -60,6 +79,7 @@ export class Monitor {
   ) {
     this.intervalMs = opts.intervalMs ?? HEARTBEAT_INTERVAL_MS;
     this.missLimit = opts.missLimit ?? HEARTBEAT_MISS_LIMIT;
+    this.now = opts.now ?? Date.now;
   }
 
   /** Starts polling (first poll at once). */
@@ -80,20 +100,39 @@ export class Monitor {
     clearTimeout(this.timer);
   }
 
-  /** One polling round: every host of the applied spec, in parallel. */
+  /** One polling round: every host of the applied spec, HEARTBEAT_CONCURRENCY at once. */
   async tick(): Promise<void> {
     const spec = await this.currentSpec().catch(() => undefined);
     const names = new Set(spec?.hosts.map((h) => h.name) ?? []);
-    for (const { key } of await this.store.list<HostHealth>('hosts/'))
-      if (!names.has(key.slice('hosts/'.length))) await this.store.delete(key);
+    const stored = new Map<string, HostHealth>();
+    for (const { key, value } of await this.store.list<HostHealth>('hosts/')) {
+      const host = key.slice('hosts/'.length);
+      if (names.has(host)) stored.set(host, value);
+      else {
+        await this.store.delete(key);
+        this.answered.delete(host);
+      }
+    }
     if (!spec) return;
     const timeoutMs = Math.min(Math.max(this.intervalMs, HEALTH_TIMEOUT_MIN_MS), HEALTH_TIMEOUT_MAX_MS);
-    await Promise.all(spec.hosts.map((h) => this.poll(spec, h.name, timeoutMs)));
+    // Settled one by one: a store error on one host's record must not stop the round for the others.
+    const results = await settleLimited(spec.hosts, HEARTBEAT_CONCURRENCY, (h) =>
+      this.poll(spec, h.name, stored.get(h.name), timeoutMs),
+    );
+    const failed = results.filter((r) => r.status === 'rejected');
+    if (failed.length > 0)
+      throw new Error(
+        `${failed.length} of ${spec.hosts.length} heartbeat records not written: ${(failed[0]!.reason as Error).message}`,
+      );
   }
 
-  private async poll(spec: Spec, host: string, timeoutMs: number): Promise<void> {
-    const prev = await this.store.get<HostHealth>(hostKey(host));
-    const now = new Date().toISOString();
+  private async poll(
+    spec: Spec,
+    host: string,
+    prev: HostHealth | undefined,
+    timeoutMs: number,
+  ): Promise<void> {
+    const now = new Date(this.now()).toISOString();
     let client: Pick<AgentClient, 'health' | 'report'>;
     let error: string | undefined;
     try {
@@ -103,6 +142,18 @@ export class Monitor {
       error = (e as Error).message;
     }
     if (error === undefined) {
+      this.answered.set(host, now);
+      const refresh = Math.max(LAST_SEEN_REFRESH_MS, this.intervalMs);
+      const seenAt = prev?.lastSeen ? Date.parse(prev.lastSeen) : Number.NaN;
+      // Up before and after, nothing missed, and the stored lastSeen recent enough: nothing to write.
+      if (
+        prev?.state === 'up' &&
+        prev.missed === 0 &&
+        prev.error === undefined &&
+        Number.isFinite(seenAt) &&
+        this.now() - seenAt < refresh
+      )
+        return;
       const next: HostHealth = {
         state: 'up',
         lastSeen: now,
@@ -129,18 +180,20 @@ export class Monitor {
     const missed = (prev?.missed ?? 0) + 1;
     const down = missed >= this.missLimit;
     const state = down ? 'unreachable' : (prev?.state ?? 'unknown');
+    // The exact last answer when this controller saw it (the stored one may lag by LAST_SEEN_REFRESH_MS).
+    const lastSeen = this.answered.get(host) ?? prev?.lastSeen;
     const next: HostHealth = {
       state,
       missed,
       since: state === prev?.state ? prev.since : now,
       error,
-      ...(prev?.lastSeen ? { lastSeen: prev.lastSeen } : {}),
+      ...(lastSeen ? { lastSeen } : {}),
       ...(prev?.capabilities ? { capabilities: prev.capabilities } : {}),
     };
     if (down && prev?.state !== 'unreachable')
       await this.store.appendEvent(
         'host.unreachable',
-        `${host} is unreachable: missed ${missed} heartbeats (last seen ${prev?.lastSeen ?? 'never'}): ${error}`,
+        `${host} is unreachable: missed ${missed} heartbeats (last seen ${lastSeen ?? 'never'}): ${error}`,
       );
     await this.store.put(hostKey(host), next);
   }

@@ -147,6 +147,46 @@ describe('etcd store: shared by several controllers', () => {
     await admin.delete().prefix(clusterKeys.kv('big/')).exec();
   });
 
+  it('lists owner records (small, bounded on write) thousands a page; one over the bound is refused both ways', async () => {
+    await wipe();
+    const c = client();
+    const s = new EtcdStore(c);
+    const n = 5_000;
+    const rec = (i: number) => ({
+      vm: `vm-${i}`,
+      host: `h${i % 100}`,
+      reason: 'spec',
+      since: new Date(0).toISOString(),
+    });
+    for (let i = 0; i < n; i += 500)
+      await Promise.all(
+        Array.from({ length: Math.min(500, n - i) }, (_, j) =>
+          s.put(`owners/vm-${String(i + j).padStart(5, '0')}`, rec(i + j)),
+        ),
+      );
+    let ranges = 0;
+    const getAll = c.getAll.bind(c);
+    c.getAll = () => {
+      ranges++;
+      return getAll();
+    };
+    const owners = await s.list<{ vm: string }>('owners/');
+    expect(owners.map((o) => o.key)).toEqual(
+      Array.from({ length: n }, (_, i) => `owners/vm-${String(i).padStart(5, '0')}`),
+    );
+    expect(ranges).toBeLessThanOrEqual(4); // was ceil(5,000 / RANGE_PAGE_KEYS) = 80
+    c.getAll = getAll;
+    const big = { ...rec(1), from: 'x'.repeat(5_000) };
+    await expect(s.put('owners/big', big)).rejects.toThrow(
+      /owners\/big is \d+ bytes; values under its prefix are at most 4096/,
+    );
+    await expect(s.putIf('owners/big', big, null)).rejects.toThrow(InvalidRequestError);
+    await s.put('specs/big', big); // other prefixes keep the general limit
+    // Written around the store: refused on read, naming the key, not parsed.
+    await admin.put(clusterKeys.kv('owners/planted')).value(JSON.stringify(big)).exec();
+    await expect(s.list('owners/')).rejects.toThrow(/owners\/planted holds \d+ bytes, over the 4096/);
+  });
+
   it('refuses a value over the limit on write, and one found in etcd on read, naming the key', async () => {
     await wipe();
     const s = new EtcdStore(client());

@@ -9,7 +9,9 @@ import {
   RANGE_PAGE_TARGET_BYTES,
   rangePageKeys,
   SEQUENCE_DIGITS,
+  SMALL_VALUE_PREFIXES,
   sequenceKey,
+  valueMaxBytes,
 } from './etcd.js';
 
 describe('etcd store: log keys', () => {
@@ -67,5 +69,22 @@ describe('etcd store: range pages', () => {
     expect(rangePageKeys(0) * ETCD_VALUE_MAX_BYTES).toBeLessThanOrEqual(RANGE_PAGE_TARGET_BYTES);
     expect(rangePageKeys(200)).toBe(RANGE_PAGE_KEYS);
     expect(rangePageKeys(1 << 20)).toBe(Math.floor(RANGE_PAGE_TARGET_BYTES / ((1 << 20) + 256)));
+  });
+
+  it('reads a prefix of small bounded values (owner records) thousands a page, still within the largest response', () => {
+    const ownerMax = valueMaxBytes('owners/');
+    expect(ownerMax).toBeLessThan(ETCD_VALUE_MAX_BYTES);
+    expect(valueMaxBytes('owners/web-1')).toBe(ownerMax);
+    expect(valueMaxBytes('hosts/h1')).toBe(ETCD_VALUE_MAX_BYTES);
+    for (const { valueMaxBytes: max } of SMALL_VALUE_PREFIXES)
+      for (const seen of [0, 1, 300, max + 4 * 4096 + 1000]) {
+        const n = rangePageKeys(seen, max);
+        expect(n * (max + 4 * 4096)).toBeLessThanOrEqual(ETCD_RESPONSE_MAX_BYTES);
+        expect(n).toBeGreaterThan(RANGE_PAGE_KEYS);
+      }
+    // 20,000 owner records of ~250 bytes: at most 10 requests (was ~318 at RANGE_PAGE_KEYS a page).
+    expect(Math.ceil(20_000 / rangePageKeys(300, ownerMax))).toBeLessThanOrEqual(10);
+    // A bound above the value limit changes nothing.
+    expect(rangePageKeys(0, 1 << 30)).toBe(rangePageKeys(0));
   });
 });

@@ -4,7 +4,12 @@
 // on two controllers never collide. Everything read from etcd is untrusted: sizes are checked before parsing.
 
 import type { Etcd3, IKeyValue, IOperation, IRangeResponse } from 'etcd3';
-import { type ClusterMembers, ClusterMembersSchema, clusterKeys } from '../../shared/cluster.js';
+import {
+  type ClusterMembers,
+  ClusterMembersSchema,
+  clusterKeys,
+  OWNER_PREFIX,
+} from '../../shared/cluster.js';
 import { InvalidRequestError, InvalidStateError } from '../../shared/errors.js';
 import { etcdFailure } from '../../shared/etcd.js';
 import { ETCD_RESPONSE_MAX_BYTES, ETCD_VALUE_MAX_BYTES } from '../../shared/limits.js';
@@ -17,8 +22,9 @@ import { decodeEtcdValue, encodeEtcdPlain, encodeEtcdValue } from './value-codec
 export const SEQUENCE_DIGITS = 16;
 /** Longest Store key (characters; up to 4 UTF-8 bytes each). */
 export const STORE_KEY_MAX_CHARS = 4096;
-/** Bytes one key with its value may take in a range response at most (value limit, longest key, framing). */
-const KV_MAX_BYTES = ETCD_VALUE_MAX_BYTES + 4 * STORE_KEY_MAX_CHARS + 256;
+/** Bytes one key with its value may take in a range response at most (longest key, framing), values of `valueMax`. */
+const kvMaxBytes = (valueMax: number): number => valueMax + 4 * STORE_KEY_MAX_CHARS + 256;
+const KV_MAX_BYTES = kvMaxBytes(ETCD_VALUE_MAX_BYTES);
 /**
  * Most keys a range request asks for at once: a page of values at their limit (with the longest keys) still fits the
  * client's largest response, so no page is ever refused for its size (which would reset the shared connection).
@@ -27,17 +33,36 @@ export const RANGE_PAGE_KEYS = Math.floor(ETCD_RESPONSE_MAX_BYTES / KV_MAX_BYTES
 /**
  * Bytes a range page aims at: the first page asks for as many keys as fit at the value limit, later ones for as
  * many as fit at the largest value seen so far (so a page of large values arrives well within a request's deadline,
- * and small values still come RANGE_PAGE_KEYS at a time).
+ * and small values still come many at a time).
  */
 export const RANGE_PAGE_TARGET_BYTES = 8 << 20;
+/**
+ * Prefixes whose values this store bounds below ETCD_VALUE_MAX_BYTES on every write, so that a range inside one reads
+ * in pages of thousands of keys while still never over the client's largest response. Owner records (~200 bytes;
+ * names are short) are listed whole by every apply and `vm list`: 20,000 of them were ~318 requests in a row at
+ * RANGE_PAGE_KEYS a page, each able to miss etcd's deadline under load.
+ */
+export const SMALL_VALUE_PREFIXES: ReadonlyArray<{ prefix: string; valueMaxBytes: number }> = [
+  { prefix: OWNER_PREFIX, valueMaxBytes: 4096 },
+];
+
+/** The bound on values stored under `key` (or on every key of a range starting with `key`). */
+export function valueMaxBytes(key: string): number {
+  return SMALL_VALUE_PREFIXES.find((p) => key.startsWith(p.prefix))?.valueMaxBytes ?? ETCD_VALUE_MAX_BYTES;
+}
+
+/**
+ * Keys to ask for in the next page, given the largest key+value seen so far (0: none yet) and the bound on the
+ * range's values (a page of values at that bound still fits the client's largest response).
+ */
+export function rangePageKeys(largestSeen: number, valueMax: number = ETCD_VALUE_MAX_BYTES): number {
+  const kvMax = kvMaxBytes(Math.min(valueMax, ETCD_VALUE_MAX_BYTES));
+  const per = largestSeen > 0 ? Math.max(largestSeen + 256, 4096) : kvMax;
+  const fits = Math.floor(ETCD_RESPONSE_MAX_BYTES / kvMax);
+  return Math.max(1, Math.min(fits, Math.floor(RANGE_PAGE_TARGET_BYTES / per)));
+}
 /** Audit entries read per step while filtering by time (newest first). */
 const AUDIT_SCAN_KEYS = 256;
-
-/** Keys to ask for in the next page, given the largest key+value seen so far (0: none yet). */
-export function rangePageKeys(largestSeen: number): number {
-  const per = largestSeen > 0 ? Math.max(largestSeen + 256, 4096) : KV_MAX_BYTES;
-  return Math.max(1, Math.min(RANGE_PAGE_KEYS, Math.floor(RANGE_PAGE_TARGET_BYTES / per)));
-}
 /** Compare-and-set tries of one append before giving up (each lost try means another appender won). */
 export const APPEND_ATTEMPTS = 64;
 /** Most waiting appends written in one transaction (etcd allows 128 operations in one by default). */
@@ -159,7 +184,7 @@ export class EtcdStore implements Store {
 
   async put(key: string, value: unknown): Promise<void> {
     const k = clusterKeys.kv(checkKey(key));
-    const text = encodeEtcdValue(value, key);
+    const text = boundedValue(encodeEtcdValue(value, key), key);
     await this.call(`put ${key}`, () => this.client.put(k).value(text).exec());
   }
 
@@ -174,7 +199,13 @@ export class EtcdStore implements Store {
 
   async listVersioned<T>(prefix: string): Promise<Array<{ key: string } & Versioned<T>>> {
     const start = clusterKeys.kv(prefix);
-    const kvs = await this.rangeAll(`list ${prefix || '(all)'}`, Buffer.from(start), prefixEnd(start));
+    const kvs = await this.rangeAll(
+      `list ${prefix || '(all)'}`,
+      Buffer.from(start),
+      prefixEnd(start),
+      undefined,
+      valueMaxBytes(prefix),
+    );
     return kvs.map((kv) => {
       const key = kv.key.toString().slice(clusterKeys.kvPrefix.length);
       return { key, value: decodeEtcdValue(kv.value, key) as T, version: kv.mod_revision };
@@ -184,7 +215,7 @@ export class EtcdStore implements Store {
   async putIf(key: string, value: unknown, expected: string | null): Promise<string | undefined> {
     const k = clusterKeys.kv(checkKey(key));
     if (expected !== null) checkVersion(expected, key);
-    const text = encodeEtcdValue(value, key);
+    const text = boundedValue(encodeEtcdValue(value, key), key);
     const res = await this.call(`put ${key} if unchanged`, () =>
       (expected === null ? this.client.if(k, 'Create', '==', 0) : this.client.if(k, 'Mod', '==', expected))
         .then(this.client.put(k).value(text))
@@ -453,17 +484,31 @@ export class EtcdStore implements Store {
    * Every key in [start, end) in key order, at one revision (`revision`, else the first page's), a page at a time
    * (see `rangePageKeys`).
    */
-  private async rangeAll(what: string, start: Buffer, end: Buffer, revision?: string): Promise<IKeyValue[]> {
+  private async rangeAll(
+    what: string,
+    start: Buffer,
+    end: Buffer,
+    revision?: string,
+    valueMax: number = ETCD_VALUE_MAX_BYTES,
+  ): Promise<IKeyValue[]> {
     const out: IKeyValue[] = [];
     let from = start;
     let rev = revision;
     let largest = 0;
     for (;;) {
-      const b = this.client.getAll().inRange({ start: from, end }).limit(rangePageKeys(largest));
+      const b = this.client.getAll().inRange({ start: from, end }).limit(rangePageKeys(largest, valueMax));
       if (rev !== undefined) b.revision(rev);
       const res: IRangeResponse = await this.call(what, () => b.exec());
       rev ??= res.header.revision;
-      for (const kv of res.kvs) largest = Math.max(largest, kv.key.length + kv.value.length);
+      for (const kv of res.kvs) {
+        // A value over its prefix's bound (written around this store) could make a later page too large to receive.
+        if (kv.value.length > valueMax)
+          throw new InvalidStateError(
+            `etcd key ${kv.key.toString().slice(0, 200)} holds ${kv.value.length} bytes, over the ${valueMax} its prefix allows`,
+            kv.key.toString(),
+          );
+        largest = Math.max(largest, kv.key.length + kv.value.length);
+      }
       out.push(...res.kvs);
       const last = res.kvs[res.kvs.length - 1];
       if (!res.more || !last) return out;
@@ -484,6 +529,18 @@ function checkKey(key: string): string {
       `store key must be 1-${STORE_KEY_MAX_CHARS} characters, got ${JSON.stringify(key).slice(0, 80)}`,
     );
   return key;
+}
+
+/** A value as stored, refused when over its prefix's bound (SMALL_VALUE_PREFIXES). */
+function boundedValue(text: string | Buffer, key: string): string | Buffer {
+  const max = valueMaxBytes(key);
+  const bytes = typeof text === 'string' ? Buffer.byteLength(text) : text.length;
+  if (bytes > max)
+    throw new InvalidRequestError(
+      `store value of ${key} is ${bytes} bytes; values under its prefix are at most ${max}`,
+      key,
+    );
+  return text;
 }
 
 /** A version we compare against must be an etcd revision. */
