@@ -128,6 +128,8 @@ describe('heartbeat monitor', () => {
     let clock = Date.parse('2026-12-02T15:00:00Z');
     const at = (ms: number) => new Date(ms).toISOString();
     const start = clock;
+    // A round's period, well inside the refresh period (several rounds without a write).
+    const step = LAST_SEEN_REFRESH_MS / 5;
     const dead = new Set<string>();
     const monitor = new Monitor(store, async () => spec, {
       now: () => clock,
@@ -136,7 +138,7 @@ describe('heartbeat monitor', () => {
     await monitor.tick();
     expect(puts).toEqual(['hosts/host1', 'hosts/host2']);
     puts.length = 0;
-    clock += 5_000;
+    clock += step;
     await monitor.tick();
     expect(puts).toEqual([]); // both up, nothing changed
     expect((await hostHealth(store)).host1!.lastSeen).toBe(at(start));
@@ -151,12 +153,12 @@ describe('heartbeat monitor', () => {
     });
     puts.length = 0;
 
-    clock += 5_000;
+    clock += step;
     const lastAnswer = clock;
     await monitor.tick(); // answered, not written
     expect(puts).toEqual([]);
     dead.add('host2');
-    clock += 5_000;
+    clock += step;
     await monitor.tick();
     expect(puts).toEqual(['hosts/host2']);
     expect((await hostHealth(store)).host2).toMatchObject({
@@ -165,13 +167,13 @@ describe('heartbeat monitor', () => {
       lastSeen: at(lastAnswer),
     });
     puts.length = 0;
-    clock += 5_000;
+    clock += step;
     await monitor.tick();
     expect(puts).toEqual(['hosts/host2']); // a miss is a change (missed: 2)
     puts.length = 0;
 
     dead.delete('host2');
-    clock += 5_000;
+    clock += step;
     await monitor.tick();
     expect(puts).toEqual(['hosts/host2']); // up again with nothing missed
     expect((await hostHealth(store)).host2).toMatchObject({ state: 'up', missed: 0, lastSeen: at(clock) });

@@ -150,7 +150,7 @@ export const METRICS = {
   },
   vmlink_host_heartbeat_age_seconds: {
     type: 'gauge',
-    help: 'Seconds since the host agent last answered a heartbeat.',
+    help: 'Seconds since the host agent last answered a heartbeat (while it answers, refreshed every 15 s).',
     labels: H,
   },
   vmlink_host_clock_offset_seconds: {
