@@ -860,9 +860,11 @@ describe('ovs security groups in a one-host lab', () => {
     // New connections (each one +new, so each one needs the rule's flow) from B to A:8080 for 6 s, while the rule
     // allowing them flips between an exact port match and a range: two different flows, the old one deleted and
     // the new one added by each change. The proof is the datapath's own count: every IPv4 packet of a grouped port
-    // passes tables 11 and 21, and a packet no flow lets through there hits one of their drop flows. A connection
-    // that merely times out on this loaded machine (the userspace datapath's upcalls wait for a CPU) is not a
-    // drop; a gap of seconds would still fail it.
+    // passes tables 11 and 21, and a +new packet no rule lets through there hits the verdict drops (a port's own,
+    // priority 1, or the table's last, priority 0). A gap of one packet fails it. The conntrack-invalid drops
+    // (priority 300) and connections that time out are shown, not failed on: on a loaded machine the userspace
+    // datapath's upcalls wait seconds for a CPU, a client gives up on a SYN that arrives later, and the late
+    // SYN-ACKs and retransmissions of such a connection are invalid (CI saw 6 such drops and 1 timeout).
     const loop = [
       'import socket, time',
       'ok = bad = 0; end = time.time() + 6',
@@ -874,15 +876,18 @@ describe('ovs security groups in a one-host lab', () => {
       '  time.sleep(0.01)',
       'print(ok, bad)',
     ].join('\n');
-    const ingressDropped = async () => {
-      const lines = (await d.flows(net.name))
-        .split('\n')
-        .filter((l) => /actions=drop/.test(l) && /table=(11|21), /.test(l));
-      expect(lines.length).toBeGreaterThan(0);
-      return lines.reduce((sum, l) => sum + Number(/n_packets=(\d+)/.exec(l)?.[1] ?? Number.NaN), 0);
+    // Packets counted by each drop flow of tables 11 and 21, by its table, priority and match.
+    const drops = async () => {
+      const out = new Map<string, number>();
+      for (const l of (await d.flows(net.name)).split('\n')) {
+        if (!/actions=drop/.test(l) || !/table=(11|21), /.test(l)) continue;
+        const key = `${/table=\d+/.exec(l)![0]} ${/priority=\d+[^ ]*/.exec(l)?.[0] ?? ''}`;
+        out.set(key, (out.get(key) ?? 0) + Number(/n_packets=(\d+)/.exec(l)?.[1] ?? Number.NaN));
+      }
+      return out;
     };
-    const dropsBefore = await ingressDropped();
-    expect(dropsBefore).toBeGreaterThanOrEqual(0);
+    const before = await drops();
+    expect([...before.keys()].filter((k) => /priority=(0|1)\b/.test(k))).toHaveLength(6);
     const client = inNs(SB, ['python3', '-c', loop], 30_000);
     const rule = (to: number): SecurityGroupConfig['rules'][number] => ({
       direction: 'ingress',
@@ -905,10 +910,12 @@ describe('ovs security groups in a one-host lab', () => {
     expect(changes).toBeGreaterThanOrEqual(2);
     expect(ok).toBeGreaterThan(20);
     await new Promise((r) => setTimeout(r, 1500)); // datapath statistics reach OpenFlow within about a second
-    expect({ dropped: (await ingressDropped()) - dropsBefore, failedConnects: bad }).toEqual({
-      dropped: 0,
-      failedConnects: 0,
-    });
+    const counted = [...(await drops())].map(([k, n]): [string, number] => [k, n - (before.get(k) ?? 0)]);
+    const seen = `drops during the changes ${JSON.stringify(counted)}; connections ${ok} ok, ${bad} timed out`;
+    expect(
+      counted.filter(([k, n]) => n !== 0 && !/priority=300,ct_state=\+inv/.test(k)),
+      seen,
+    ).toEqual([]);
   });
 
   it('a restarted ovs-vswitchd gets its groups back from the state files', async () => {

@@ -11,6 +11,7 @@ import { joinController } from '../../src/agent/join.js';
 import { AgentHealthSchema } from '../../src/agent/wire.js';
 import { AgentClient } from '../../src/controller/agents.js';
 import type { HostStatus } from '../../src/controller/controller.js';
+import { LAST_SEEN_REFRESH_MS } from '../../src/controller/monitor.js';
 import { Pki } from '../../src/controller/pki/pki.js';
 import { switchNs } from '../../src/lab/names.js';
 import { HttpClient } from '../../src/shared/http/client.js';
@@ -244,15 +245,18 @@ it('rotates a host certificate while its agent keeps serving, and refuses the ol
   expect(r.previousSerial).toBe(before);
   expect(await servedSerial(relaySocket('host1'), pki.caPem)).toBe(r.serial);
   expect(pki.refusal('host1', before)).toMatch(/revoked .*rotated/);
-  // Heartbeats go on with the new certificate.
+  // Heartbeats go on with the new certificate: a live host's stored lastSeen moves every LAST_SEEN_REFRESH_MS
+  // (a refused one would be a missed heartbeat, written at once).
   const since = Date.now();
   await waitFor(
     'a heartbeat after the rotation',
     async () => {
       const h = await hostState('host1');
-      return h.state === 'up' && h.lastSeen && new Date(h.lastSeen).getTime() > since ? h : undefined;
+      return h.state === 'up' && h.missed === 0 && h.lastSeen && Date.parse(h.lastSeen) > since
+        ? h
+        : undefined;
     },
-    10_000,
+    LAST_SEEN_REFRESH_MS + 10_000,
   );
   expect((await new AgentClient('host1', `https+unix://${relaySocket('host1')}`).health()).ok).toBe(true);
 });
