@@ -1,7 +1,8 @@
 // The integration tests' runner (scripts/test-integration.sh; root): one vitest process per test file, started by
 // a small work-stealing scheduler (test/helpers/schedule.ts) on WORKERS workers, longest file first by the durations
 // measured last (test/integration/durations.json). By default one guest-booting file runs at a time (the VM lock's
-// slots) and beside it light files (vitest.config.ts's LIGHT list) or the unit tests (with VMLINK_UNIT_IN_LIGHT_LANE=1). Each file's output is printed in one block when it ends,
+// slots) and beside it light files (vitest.config.ts's LIGHT list) or, with VMLINK_UNIT_IN_LIGHT_LANE=1, the static checks
+// (first; their failure stops the run) and the unit tests. Each file's output is printed in one block when it ends,
 // so that parallel files never interleave their lines; a summary with each file's time follows.
 //
 //   tsx test/helpers/int-run.ts [--dry-run] [--record] [FILTER...]
@@ -83,8 +84,14 @@ const jobs: Job[] = names.map((name) => ({
   groups: Object.keys(GROUPS).filter((grp) => GROUPS[grp]!.includes(name)),
   ...(EXCLUSIVE.includes(name) ? { exclusive: true } : {}),
 }));
+// The static checks (types, lint) and the unit tests: the unit class, one at a time, the checks first.
 if (process.env.VMLINK_UNIT_IN_LIGHT_LANE === '1')
-  jobs.push({ name: 'unit', cls: 'unit', seconds: durations.unit ?? 300 });
+  jobs.push(
+    { name: 'checks', cls: 'unit', seconds: durations.checks ?? 45, first: true },
+    { name: 'unit', cls: 'unit', seconds: durations.unit ?? 300 },
+  );
+/** The command of a job that is not a test file (`vitest run --project unit` for the unit tests). */
+const CHECKS = ['bash', [join(ROOT, 'scripts', 'static-checks.sh')]] as const;
 
 const say = (line: string) => process.stdout.write(`[int] ${line}\n`);
 const secs = (ms: number) => Math.round(ms / 1000);
@@ -120,11 +127,14 @@ const hurried = new Promise<void>((resolve) => {
 function start(job: Job): void {
   const log = join(logs, `${job.name}.log`);
   const project = job.cls === 'unit' ? 'unit' : job.cls === 'light' ? 'integration-light' : 'integration';
-  const argv = ['run', '--project', project, ...(job.cls === 'unit' ? [] : [fileOf(job.name)])];
+  const [cmd, argv] =
+    job.name === 'checks'
+      ? CHECKS
+      : [VITEST, ['run', '--project', project, ...(job.cls === 'unit' ? [] : [fileOf(job.name)])]];
   // The log file as stdout and stderr: the child writes on its own, the order of its lines is kept. A process group
   // of its own (proc-group.ts): on a signal the runner stops the file's vitest and everything it started as a whole.
   const out = openSync(log, 'w');
-  const child = spawnGroup(VITEST, argv, {
+  const child = spawnGroup(cmd, [...argv], {
     cwd: ROOT,
     stdio: ['ignore', out, out],
     env: { ...process.env, VMLINK_VM_SLOTS: String(limits.guest) },
@@ -151,6 +161,8 @@ function start(job: Job): void {
     );
     process.stdout.write(text);
     say(`done ${job.name} ${ok ? 'passed' : 'FAILED'} in ${secs(ms)} s (at ${secs(Date.now() - t0)} s)`);
+    // Failed static checks fail the run whatever the tests say: it stops now rather than in half an hour.
+    if (!ok && job.name === 'checks' && !stopping) stopAll('the static checks failed');
     fill();
   });
 }
@@ -204,9 +216,10 @@ function finish(): void {
   for (const r of failed) process.stdout.write(`\n──── why ${r.job.name} failed ────\n${r.failure}\n`);
   if (failed.length > 0) {
     say(
-      `FAILED: ${failed.map((r) => (r.job.cls === 'unit' ? 'the unit tests' : fileOf(r.job.name))).join(' ')}`,
+      `FAILED: ${failed.map((r) => (r.job.name === 'checks' ? 'the static checks' : r.job.cls === 'unit' ? 'the unit tests' : fileOf(r.job.name))).join(' ')}`,
     );
-    if (failed.some((r) => r.job.cls === 'unit')) say('again: npx vitest run --project unit');
+    if (failed.some((r) => r.job.name === 'checks')) say('again: bash scripts/static-checks.sh');
+    if (failed.some((r) => r.job.name === 'unit')) say('again: npx vitest run --project unit');
     const files = failed.filter((r) => r.job.cls !== 'unit').map((r) => `test/integration/${r.job.name}.int`);
     if (files.length > 0) say(`again: bash scripts/test-integration.sh ${files.join(' ')}`);
   }
@@ -223,13 +236,20 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
       hurry();
       return;
     }
-    stopping = true;
-    say(
-      `${sig}: stopping ${running.map((r) => r.job.name).join(', ')} (their afterAll cleanup runs; signal again to kill now)`,
-    );
-    for (const r of running)
-      stops.push(stopGroup(r.child, { ask: STOP_SIGNAL, graceMs: STOP_GRACE_MS, killMs: KILL_MS }, hurried));
+    stopAll(sig);
   });
+
+/** Starts nothing new and asks each running file to stop (its afterAll cleanup runs); the run then fails. */
+function stopAll(why: string): void {
+  stopping = true;
+  say(
+    running.length
+      ? `${why}: stopping ${running.map((r) => r.job.name).join(', ')} (their afterAll cleanup runs; signal again to kill now)`
+      : `${why}: starting nothing more`,
+  );
+  for (const r of running)
+    stops.push(stopGroup(r.child, { ask: STOP_SIGNAL, graceMs: STOP_GRACE_MS, killMs: KILL_MS }, hurried));
+}
 
 if (jobs.length === 0) {
   say('no test file matches');

@@ -15,6 +15,21 @@ describe('integration schedule', () => {
     expect(order([g('b', 10), l('a', 10), g('c', 30)]).map((j) => j.name)).toEqual(['c', 'a', 'b']);
   });
 
+  it('starts the static checks beside the first guest file, then the unit tests after them', () => {
+    const lim = { unit: 1, light: 2, guest: 1 };
+    const checks: Job = { name: 'checks', cls: 'unit', seconds: 45, first: true };
+    const unit: Job = { name: 'unit', cls: 'unit', seconds: 300 };
+    const q = order([unit, l('ovs', 240), g('sg', 140), checks]);
+    expect(q.map((j) => j.name)).toEqual(['checks', 'unit', 'ovs', 'sg']);
+    const { plan } = simulate([unit, l('ovs', 240), g('sg', 140), checks], 2, lim);
+    expect(plan.map((p) => [p.job.name, p.start])).toEqual([
+      ['sg', 0],
+      ['checks', 0],
+      ['unit', 45],
+      ['ovs', 140],
+    ]);
+  });
+
   it('keeps each class under its limit', () => {
     const q = order([g('g1', 50), g('g2', 40), g('g3', 30), l('l1', 20), l('l2', 10)]);
     expect(next(q, [], limits)?.name).toBe('g1');

@@ -19,6 +19,8 @@ export interface Job {
   /** Files sharing a group never overlap. */
   groups?: string[];
   exclusive?: boolean;
+  /** Ahead of every job of the queue, whatever its duration (the static checks: a failure there ends the run). */
+  first?: boolean;
 }
 
 export interface Limits {
@@ -28,12 +30,14 @@ export interface Limits {
 }
 
 /**
- * The queue's order: longest first (a long file that starts last ends the run late); each class's limit then lets
- * the guest files (the critical path, tried first by `next`), the light files and the unit tests start together.
- * Ties by name.
+ * The queue's order: `first` jobs, then longest first (a long file that starts last ends the run late); each class's
+ * limit then lets the guest files (the critical path, tried first by `next`), the light files and the unit tests
+ * start together. Ties by name.
  */
 export function order(jobs: Job[]): Job[] {
-  return [...jobs].sort((a, b) => b.seconds - a.seconds || a.name.localeCompare(b.name));
+  return [...jobs].sort(
+    (a, b) => Number(!!b.first) - Number(!!a.first) || b.seconds - a.seconds || a.name.localeCompare(b.name),
+  );
 }
 
 /** The next job to start given the running ones, or undefined when none may start now. Does not change `queue`. */
