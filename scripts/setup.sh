@@ -55,19 +55,31 @@ else
   step "Debian packages: all present"
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  step "installing npm dependencies (npm ci)"
-  npm ci --no-audit --no-fund
+# npm dependencies. Their native addons (better-sqlite3, zstd-napi: package.json's allowScripts) compile from source
+# here (no prebuilt binaries without GitHub): ~2 minutes of gcc, so they build in the background while the test guest
+# image and vmlink build; their status is checked at the end. The marker says the last install completed with them.
+scripts_done=node_modules/.vmlink-scripts-done
+addons_pid=
+addons_log=$(mktemp)
+guest_pid=
+guest_log=$(mktemp)
+trap 'kill $addons_pid $guest_pid 2>/dev/null || true; rm -f "$addons_log" "$guest_log"' EXIT
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -e "$scripts_done" ]; then
+  step "installing npm dependencies (npm ci; native addons build in the background)"
+  npm ci --no-audit --no-fund --ignore-scripts
+  # esbuild's own check first (tsx uses it at once); then the allowed packages' install scripts.
+  npm rebuild --no-audit --no-fund esbuild
+  mapfile -t addons < <(node -p "Object.keys(require('./package.json').allowScripts ?? {}).filter((n) => n !== 'esbuild').join('\\n')")
+  npm rebuild --no-audit --no-fund "${addons[@]}" >"$addons_log" 2>&1 &
+  addons_pid=$!
 else
   step "npm dependencies: up to date"
 fi
 
 # The test guest image (tsx from src/, no dist/ needed) is mostly downloads: built in the background while the build
 # and the native helpers use the CPU; its output is shown, and its status checked, at the end.
-guest_log=$(mktemp)
 npx tsx src/guest/main.ts >"$guest_log" 2>&1 &
 guest_pid=$!
-trap 'kill "$guest_pid" 2>/dev/null || true; rm -f "$guest_log"' EXIT
 
 step "building vmlink (dist/, when older than src/)"
 node scripts/build.mjs --if-stale
@@ -123,12 +135,24 @@ if [ "$stale" = 1 ]; then
   bash scripts/build-native.sh
 fi
 
+if [ -n "$addons_pid" ]; then
+  step "npm native addons: ${addons[*]}"
+  addons_status=0
+  wait "$addons_pid" || addons_status=$?
+  addons_pid=
+  if [ "$addons_status" != 0 ]; then
+    cat "$addons_log"
+    echo "error: building the npm native addons failed (exit $addons_status)" >&2
+    exit "$addons_status"
+  fi
+  touch "$scripts_done"
+fi
+
 step "test guest image (Debian kernel + busybox + qemu-guest-agent)"
 guest_status=0
 wait "$guest_pid" || guest_status=$?
+guest_pid=
 cat "$guest_log"
-trap - EXIT
-rm -f "$guest_log"
 if [ "$guest_status" != 0 ]; then
   echo "error: building the test guest image failed (exit $guest_status)" >&2
   exit "$guest_status"
