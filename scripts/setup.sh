@@ -55,29 +55,33 @@ else
   step "Debian packages: all present"
 fi
 
-# npm dependencies. Their native addons (better-sqlite3, zstd-napi: package.json's allowScripts) compile from source
-# here (no prebuilt binaries without GitHub): ~2 minutes of gcc, so they build in the background while the test guest
-# image and vmlink build; their status is checked at the end. The marker says the last install completed with them.
+# npm dependencies. Their native addons (package.json's allowScripts: better-sqlite3, zstd-napi) compile from source
+# here (no prebuilt binaries without GitHub): ~2 minutes of gcc that npm runs one package after the other. Each
+# builds in the background (its own install script, in its own directory) while the test guest image and vmlink
+# build; their status is checked at the end. The marker says the last install completed with them.
 scripts_done=node_modules/.vmlink-scripts-done
-addons_pid=
-addons_log=$(mktemp)
+addons=()
+addon_pids=()
 guest_pid=
-guest_log=$(mktemp)
-trap 'kill $addons_pid $guest_pid 2>/dev/null || true; rm -f "$addons_log" "$guest_log"' EXIT
+logs=$(mktemp -d)
+trap 'kill ${addon_pids[*]} $guest_pid 2>/dev/null || true; rm -rf "$logs"' EXIT
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -e "$scripts_done" ]; then
   step "installing npm dependencies (npm ci; native addons build in the background)"
   npm ci --no-audit --no-fund --ignore-scripts
-  # esbuild's own check first (tsx uses it at once); then the allowed packages' install scripts.
+  # esbuild's own check first (tsx uses it at once); then each allowed package's install script.
   npm rebuild --no-audit --no-fund esbuild
   mapfile -t addons < <(node -p "Object.keys(require('./package.json').allowScripts ?? {}).filter((n) => n !== 'esbuild').join('\\n')")
-  npm rebuild --no-audit --no-fund "${addons[@]}" >"$addons_log" 2>&1 &
-  addons_pid=$!
+  for a in "${addons[@]}"; do
+    (cd "node_modules/$a" && npm run install --no-audit --no-fund) >"$logs/$a.log" 2>&1 &
+    addon_pids+=($!)
+  done
 else
   step "npm dependencies: up to date"
 fi
 
 # The test guest image (tsx from src/, no dist/ needed) is mostly downloads: built in the background while the build
 # and the native helpers use the CPU; its output is shown, and its status checked, at the end.
+guest_log=$logs/guest.log
 npx tsx src/guest/main.ts >"$guest_log" 2>&1 &
 guest_pid=$!
 
@@ -135,16 +139,18 @@ if [ "$stale" = 1 ]; then
   bash scripts/build-native.sh
 fi
 
-if [ -n "$addons_pid" ]; then
+if [ ${#addon_pids[@]} -gt 0 ]; then
   step "npm native addons: ${addons[*]}"
-  addons_status=0
-  wait "$addons_pid" || addons_status=$?
-  addons_pid=
-  if [ "$addons_status" != 0 ]; then
-    cat "$addons_log"
-    echo "error: building the npm native addons failed (exit $addons_status)" >&2
-    exit "$addons_status"
-  fi
+  for i in "${!addons[@]}"; do
+    status=0
+    wait "${addon_pids[$i]}" || status=$?
+    if [ "$status" != 0 ]; then
+      cat "$logs/${addons[$i]}.log"
+      echo "error: building the npm package ${addons[$i]} failed (exit $status)" >&2
+      exit "$status"
+    fi
+  done
+  addon_pids=()
   touch "$scripts_done"
 fi
 
