@@ -45,6 +45,11 @@ const VARIANTS: Record<string, MigrationTuning> = {
   dt25: { variant: 'dt25', downtimeStartMs: 25 },
   dt50: { variant: 'dt50', downtimeStartMs: 50 },
   dt100: { variant: 'dt100', downtimeStartMs: 100 },
+  // A fixed lower downtime limit (not a ramp): QEMU stops with less left.
+  dl150: { variant: 'dl150', downtimeLimitMs: 150 },
+  dl100: { variant: 'dl100', downtimeLimitMs: 100 },
+  // The target's bridges claimed beside `cont`, not before it.
+  par: { variant: 'par', claimWithCont: true },
   // The switch-over (controller/migrate/arrival.ts): the target resumes on arrival, or on the controller's go.
   arrival: { variant: 'arrival', resumeOnArrival: true },
   go: { variant: 'go', resumeOnArrival: false },
@@ -109,6 +114,17 @@ interface Run {
    * downtime), the agents' stamps, and the first reply after it.
    */
   timeline?: Record<string, number>;
+  /**
+   * The stream's bytes from the agents' stamps: QEMU's bytes sent in the pause (`downtime-bytes`), the relay's bytes
+   * in flight (sent, not acked) when QEMU completed, the whole stream and how long the relay took (KiB, ms).
+   */
+  bytes?: {
+    downtimeKiB?: number;
+    inFlightKiB?: number;
+    streamKiB?: number;
+    streamMs?: number;
+    mbps?: number;
+  };
 }
 interface Row {
   network: 'vxlan' | 'bridge';
@@ -203,6 +219,7 @@ async function migrateOnce(
     to,
     variant,
     timeline: timeline(times, end, logDir, vm, logsBefore),
+    bytes: streamBytes(stamps(logDir, vm, logsBefore)),
     ...(queueSamples ? { queues: queueSamples } : {}),
     gapMs: round(largestGap(times, end), 1),
     replies: times.length,
@@ -216,13 +233,39 @@ async function migrateOnce(
   };
 }
 
+/** One `migration stamp` line (service.ts, relay.ts, outgoing.ts): its time, its name, the numbers it carries. */
+interface Stamped {
+  time: number;
+  stamp: string;
+  downtimeMs?: number;
+  downtimeBytes?: number;
+  relaySent?: number;
+  relayAcked?: number;
+  mbps?: number;
+  bytes?: number;
+  ms?: number;
+}
+
+/** The stream's bytes of one move, from its stamps (Run.bytes). */
+function streamBytes(mine: readonly Stamped[]): Run['bytes'] {
+  const done = [...mine].reverse().find((s) => s.stamp === 'source-qemu-completed');
+  const flushed = [...mine].reverse().find((s) => s.stamp === 'source-relay-flushed');
+  const kib = (b: number | undefined) => (b === undefined ? undefined : Math.round(b / 1024));
+  return {
+    downtimeKiB: kib(done?.downtimeBytes),
+    inFlightKiB:
+      done?.relaySent !== undefined && done.relayAcked !== undefined
+        ? kib(done.relaySent - done.relayAcked)
+        : undefined,
+    streamKiB: kib(flushed?.bytes),
+    streamMs: flushed?.ms,
+    mbps: done?.mbps === undefined ? undefined : Math.round(done.mbps),
+  };
+}
+
 /** The agents' `migration stamp` log lines of `vm` (pino JSON: `time`, `stamp`) from each host's log. */
-function stamps(
-  logDir: string,
-  vm: string,
-  from: Record<string, number>,
-): Array<{ time: number; stamp: string; downtimeMs?: number }> {
-  const out: Array<{ time: number; stamp: string; downtimeMs?: number }> = [];
+function stamps(logDir: string, vm: string, from: Record<string, number>): Stamped[] {
+  const out: Stamped[] = [];
   for (const h of ['host1', 'host2']) {
     let text = '';
     try {
@@ -235,7 +278,7 @@ function stamps(
     for (const line of text.split('\n')) {
       if (!line.includes('"migration stamp"')) continue;
       try {
-        const j = JSON.parse(line) as { time: number; stamp: string; vm: string; downtimeMs?: number };
+        const j = JSON.parse(line) as Stamped & { vm: string };
         if (j.vm === vm) out.push(j);
       } catch {}
     }
@@ -401,6 +444,10 @@ async function main(): Promise<void> {
               `  queues (KiB, peak): source TCP send ${peak(1)}, target TCP receive ${peak(2)}, target unix ${peak(3)}; last 8 samples [ms, send, recv, unix]: ${JSON.stringify(run.queues.filter((q) => q[1] + q[2] + q[3] > 0).slice(-8))}`,
             );
           }
+          if (run.bytes)
+            console.log(
+              `  stream: ${run.bytes.streamKiB ?? '-'} KiB in ${run.bytes.streamMs ?? '-'} ms; sent in the pause ${run.bytes.downtimeKiB ?? '-'} KiB; in the relay when QEMU completed ${run.bytes.inFlightKiB ?? '-'} KiB; QEMU's rate ${run.bytes.mbps ?? '-'} Mbit/s`,
+            );
           if (run.timeline)
             console.log(
               `  gap timeline (ms after its last reply): ${Object.entries(run.timeline)

@@ -86,7 +86,7 @@ interface Incoming {
   streamEnded: Promise<void>;
   endStream: (e?: Error) => void;
   /** Resume on arrival (armed): `resuming` from the moment `cont` may run; an abort is refused from then on. */
-  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void> };
+  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void>; claimWithCont?: boolean };
 }
 
 /** How a migration's target ended, kept a while for the controller's second `resume` or a late `abort`. */
@@ -251,6 +251,10 @@ export class MigrationService {
     const max = inc.req.vm.memoryMiB * 1024 * 1024 * STREAM_MEMORY_FACTOR;
     let received = 0;
     let acked = 0;
+    // The last byte in from the source (the relay's tail), apart from its way into QEMU (the stream written).
+    body.once('end', () =>
+      migrationStamp(id, inc.req.vm.name)('target-stream-received', { bytes: received }),
+    );
     body.on('data', (chunk: Buffer) => {
       received += chunk.length;
       if (onAck && received - acked >= STREAM_ACK_EVERY_BYTES) {
@@ -300,7 +304,13 @@ export class MigrationService {
     const stamp = migrationStamp(id, vm);
     if (onArrival) {
       await this.d.assertMayRun(vm, fence);
-      const arrival: NonNullable<Incoming['arrival']> = { state: 'armed', outcome: Promise.resolve() };
+      // Read now, not inside the guest's pause.
+      const claimWithCont = (await this.tuning())?.claimWithCont === true;
+      const arrival: NonNullable<Incoming['arrival']> = {
+        state: 'armed',
+        outcome: Promise.resolve(),
+        claimWithCont,
+      };
       arrival.outcome = this.resumeOnArrival(id, inc, arrival);
       arrival.outcome.catch(() => {});
       inc.arrival = arrival;
@@ -315,8 +325,15 @@ export class MigrationService {
     this.finishIncoming(id);
   }
 
-  /** Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. */
-  private async cont(id: string, vm: string): Promise<void> {
+  /**
+   * Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. `beside`: both at
+   * once (bench variant `claimWithCont`).
+   */
+  private async cont(id: string, vm: string, beside = false): Promise<void> {
+    if (beside) {
+      await Promise.all([this.claimPortsOf(id, vm), this.halves().resumeTarget(vm)]);
+      return;
+    }
     await this.claimPortsOf(id, vm);
     await this.halves().resumeTarget(vm);
   }
@@ -358,7 +375,7 @@ export class MigrationService {
     try {
       // The bridges are claimed only now, after the arrival: claimed at the stream's end (tried), a frame of the
       // source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
-      await this.cont(id, vm);
+      await this.cont(id, vm, arrival.claimWithCont);
       stamp('target-resumed', { onArrival: true });
     } finally {
       this.finishIncoming(id);
