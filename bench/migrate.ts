@@ -48,8 +48,8 @@ const VARIANTS: Record<string, MigrationTuning> = {
   // A fixed lower downtime limit (not a ramp): QEMU stops with less left.
   dl150: { variant: 'dl150', downtimeLimitMs: 150 },
   dl100: { variant: 'dl100', downtimeLimitMs: 100 },
-  // The target's bridges claimed beside `cont`, not before it.
-  par: { variant: 'par', claimWithCont: true },
+  // The target's bridges claimed before `cont` (as shipped until 2 Dec 17:40), not beside it.
+  claimfirst: { variant: 'claimfirst', claimBeforeCont: true },
   // The switch-over (controller/migrate/arrival.ts): the target resumes on arrival, or on the controller's go.
   arrival: { variant: 'arrival', resumeOnArrival: true },
   go: { variant: 'go', resumeOnArrival: false },
@@ -196,6 +196,9 @@ async function migrateOnce(
   // The guest answers again after the move: wait for the first reply sent after the command returned (up to 30 s),
   // so that an outage longer than the command is measured, not cut off; then 500 ms more.
   const returned = Date.now();
+  // The target's bridge as the guest should answer there (printed when it does not within a second: where the
+  // frames for its MAC go), and again 2 s later if it still does not.
+  const fdbs: Array<[number, string[]]> = [[0, learnedFdb(to)]];
   let back = Number.NaN;
   for (const end = returned + 30_000; Date.now() < end; await sleep(20)) {
     const t = pinger.times.at(-1);
@@ -203,7 +206,11 @@ async function migrateOnce(
       back = t;
       break;
     }
+    if (fdbs.length === 1 && Date.now() - returned > 2000) fdbs.push([Date.now() - returned, learnedFdb(to)]);
   }
+  if (Number.isNaN(back) || back - returned > 1000)
+    for (const [ms, lines] of fdbs)
+      console.log(`  ${to}'s learned FDB entries ${ms} ms after the return:\n    ${lines.join('\n    ')}`);
   await sleep(500);
   const times = await pinger.stop();
   const end = pinger.stoppedAt;
@@ -330,6 +337,18 @@ function sampleQueues(
   };
 }
 
+/** Host `host`'s learned (not permanent) bridge FDB entries, the first 20. */
+function learnedFdb(host: string): string[] {
+  try {
+    return execFileSync('bridge', ['-n', machineNs(labName, host), 'fdb', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l && !/permanent/.test(l))
+      .slice(0, 20);
+  } catch (e) {
+    return [`(bridge fdb show failed: ${(e as Error).message.slice(0, 200)})`];
+  }
+}
+
 /** The agents' log sizes now (a move's stamps are what is appended after). */
 function logSizes(logDir: string): Record<string, number> {
   const out: Record<string, number> = {};
@@ -425,15 +444,10 @@ async function main(): Promise<void> {
           const to = from === 'host1' ? 'host2' : 'host1';
           const run = await migrateOnce(lab.env, vmName(m), vmIp(i), from, to, pingNs, v, logDir);
           at.set(m, to);
-          if (run.answersAfterMs === undefined) {
-            // What the target host's bridge knows (learned FDB entries, not the permanent ones), for whoever debugs it.
-            const ns = machineNs(lab.lab, to);
-            const fdb = execFileSync('bridge', ['-n', ns, 'fdb', 'show'], { encoding: 'utf8' })
-              .split('\n')
-              .filter((l) => l && !/permanent/.test(l))
-              .slice(0, 20);
-            console.log(`  no reply after the move; ${to}'s learned FDB entries:\n    ${fdb.join('\n    ')}`);
-          }
+          if (run.answersAfterMs === undefined)
+            console.log(
+              `  no reply after the move; ${to}'s learned FDB entries:\n    ${learnedFdb(to).join('\n    ')}`,
+            );
           byMib.get(key(m, v))!.push(run);
           console.log(
             `vxlan ${m} MiB [${run.variant}] run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,

@@ -86,7 +86,7 @@ interface Incoming {
   streamEnded: Promise<void>;
   endStream: (e?: Error) => void;
   /** Resume on arrival (armed): `resuming` from the moment `cont` may run; an abort is refused from then on. */
-  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void>; claimWithCont?: boolean };
+  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void>; claimFirst?: boolean };
 }
 
 /** How a migration's target ended, kept a while for the controller's second `resume` or a late `abort`. */
@@ -305,11 +305,11 @@ export class MigrationService {
     if (onArrival) {
       await this.d.assertMayRun(vm, fence);
       // Read now, not inside the guest's pause.
-      const claimWithCont = (await this.tuning())?.claimWithCont === true;
+      const claimFirst = (await this.tuning())?.claimBeforeCont === true;
       const arrival: NonNullable<Incoming['arrival']> = {
         state: 'armed',
         outcome: Promise.resolve(),
-        claimWithCont,
+        claimFirst,
       };
       arrival.outcome = this.resumeOnArrival(id, inc, arrival);
       arrival.outcome.catch(() => {});
@@ -326,11 +326,13 @@ export class MigrationService {
   }
 
   /**
-   * Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. `beside`: both at
-   * once (bench variant `claimWithCont`).
+   * The guest runs here, this host's bridges pointed at its taps beside `cont` (a frame for it then reaches its tap,
+   * not the overlay). Both at once: the claim (`bridge fdb replace`, a process) took 20-200 ms on a loaded host and
+   * held `cont` back; a frame that comes before it is lost as one before `cont` would be, and the guest's own frames
+   * and QEMU's announce teach the bridges the same port. `claimFirst`: the claim, then `cont` (bench variant).
    */
-  private async cont(id: string, vm: string, beside = false): Promise<void> {
-    if (beside) {
+  private async cont(id: string, vm: string, claimFirst = false): Promise<void> {
+    if (!claimFirst) {
       await Promise.all([this.claimPortsOf(id, vm), this.halves().resumeTarget(vm)]);
       return;
     }
@@ -373,9 +375,9 @@ export class MigrationService {
     arrival.state = 'resuming';
     this.settle(id, { ran: true, outcome: arrival.outcome });
     try {
-      // The bridges are claimed only now, after the arrival: claimed at the stream's end (tried), a frame of the
-      // source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
-      await this.cont(id, vm, arrival.claimWithCont);
+      // The bridges are claimed only now, beside `cont` after the arrival: claimed at the stream's end (tried), a frame
+      // of the source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
+      await this.cont(id, vm, arrival.claimFirst);
       stamp('target-resumed', { onArrival: true });
     } finally {
       this.finishIncoming(id);
