@@ -56,8 +56,8 @@ export interface MigrationServiceDeps {
   /** Removes a VM and its ports (the `vm.delete` action). */
   deleteVm: (name: string) => Promise<void>;
   /**
-   * Target, just before the guest runs: this host's bridges forward the VM's MACs to its taps (they learned them on
-   * the overlay while it ran on the source). Optional; a failure is logged, never fatal.
+   * Target, as the guest runs (beside `cont`): this host's bridges forward the VM's MACs to its taps (they learned
+   * them on the overlay while it ran on the source). Optional; a failure is logged, never fatal.
    */
   claimPorts?: (vm: string) => Promise<void>;
   /**
