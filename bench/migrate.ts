@@ -39,12 +39,20 @@ const VARIANTS: Record<string, MigrationTuning> = {
   nice: { variant: 'nice', vcpuNice: -5 },
   bw256: { variant: 'bw256', maxBandwidthMiB: 256 },
   bw64: { variant: 'bw64', maxBandwidthMiB: 64 },
+  // Below the relay's rate: QEMU's switch-over estimate (rate x limit) then leaves another pass after the bulk one
+  // instead of sending what the guest dirtied during it paused (QEMU 7.2 lifts the cap for the paused last pass).
+  bw16: { variant: 'bw16', maxBandwidthMiB: 16 },
   win256: { variant: 'win256', relayWindowKiB: 256 },
   win1m: { variant: 'win1m', relayWindowKiB: 1024 },
   // QEMU's downtime limit ramped from a low start, doubled each pass (qemu/migrate.ts MIGRATION_DOWNTIME_START_MS).
   dt25: { variant: 'dt25', downtimeStartMs: 25 },
   dt50: { variant: 'dt50', downtimeStartMs: 50 },
   dt100: { variant: 'dt100', downtimeStartMs: 100 },
+  // A fixed lower downtime limit (not a ramp): QEMU stops with less left.
+  dl150: { variant: 'dl150', downtimeLimitMs: 150 },
+  dl100: { variant: 'dl100', downtimeLimitMs: 100 },
+  // The target's bridges claimed before `cont` (as shipped until 2 Dec 17:40), not beside it.
+  claimfirst: { variant: 'claimfirst', claimBeforeCont: true },
   // The switch-over (controller/migrate/arrival.ts): the target resumes on arrival, or on the controller's go.
   arrival: { variant: 'arrival', resumeOnArrival: true },
   go: { variant: 'go', resumeOnArrival: false },
@@ -109,6 +117,17 @@ interface Run {
    * downtime), the agents' stamps, and the first reply after it.
    */
   timeline?: Record<string, number>;
+  /**
+   * The stream's bytes from the agents' stamps: QEMU's bytes sent in the pause (`downtime-bytes`), the relay's bytes
+   * in flight (sent, not acked) when QEMU completed, the whole stream and how long the relay took (KiB, ms).
+   */
+  bytes?: {
+    downtimeKiB?: number;
+    inFlightKiB?: number;
+    streamKiB?: number;
+    streamMs?: number;
+    mbps?: number;
+  };
 }
 interface Row {
   network: 'vxlan' | 'bridge';
@@ -180,6 +199,9 @@ async function migrateOnce(
   // The guest answers again after the move: wait for the first reply sent after the command returned (up to 30 s),
   // so that an outage longer than the command is measured, not cut off; then 500 ms more.
   const returned = Date.now();
+  // The target's bridge as the guest should answer there (printed when it does not within a second: where the
+  // frames for its MAC go), and again 2 s later if it still does not.
+  const fdbs: Array<[number, string[]]> = [[0, learnedFdb(to)]];
   let back = Number.NaN;
   for (const end = returned + 30_000; Date.now() < end; await sleep(20)) {
     const t = pinger.times.at(-1);
@@ -187,7 +209,11 @@ async function migrateOnce(
       back = t;
       break;
     }
+    if (fdbs.length === 1 && Date.now() - returned > 2000) fdbs.push([Date.now() - returned, learnedFdb(to)]);
   }
+  if (Number.isNaN(back) || back - returned > 1000)
+    for (const [ms, lines] of fdbs)
+      console.log(`  ${to}'s learned FDB entries ${ms} ms after the return:\n    ${lines.join('\n    ')}`);
   await sleep(500);
   const times = await pinger.stop();
   const end = pinger.stoppedAt;
@@ -203,6 +229,7 @@ async function migrateOnce(
     to,
     variant,
     timeline: timeline(times, end, logDir, vm, logsBefore),
+    bytes: streamBytes(stamps(logDir, vm, logsBefore)),
     ...(queueSamples ? { queues: queueSamples } : {}),
     gapMs: round(largestGap(times, end), 1),
     replies: times.length,
@@ -216,13 +243,39 @@ async function migrateOnce(
   };
 }
 
+/** One `migration stamp` line (service.ts, relay.ts, outgoing.ts): its time, its name, the numbers it carries. */
+interface Stamped {
+  time: number;
+  stamp: string;
+  downtimeMs?: number;
+  downtimeBytes?: number;
+  relaySent?: number;
+  relayAcked?: number;
+  mbps?: number;
+  bytes?: number;
+  ms?: number;
+}
+
+/** The stream's bytes of one move, from its stamps (Run.bytes). */
+function streamBytes(mine: readonly Stamped[]): Run['bytes'] {
+  const done = [...mine].reverse().find((s) => s.stamp === 'source-qemu-completed');
+  const flushed = [...mine].reverse().find((s) => s.stamp === 'source-relay-flushed');
+  const kib = (b: number | undefined) => (b === undefined ? undefined : Math.round(b / 1024));
+  return {
+    downtimeKiB: kib(done?.downtimeBytes),
+    inFlightKiB:
+      done?.relaySent !== undefined && done.relayAcked !== undefined
+        ? kib(done.relaySent - done.relayAcked)
+        : undefined,
+    streamKiB: kib(flushed?.bytes),
+    streamMs: flushed?.ms,
+    mbps: done?.mbps === undefined ? undefined : Math.round(done.mbps),
+  };
+}
+
 /** The agents' `migration stamp` log lines of `vm` (pino JSON: `time`, `stamp`) from each host's log. */
-function stamps(
-  logDir: string,
-  vm: string,
-  from: Record<string, number>,
-): Array<{ time: number; stamp: string; downtimeMs?: number }> {
-  const out: Array<{ time: number; stamp: string; downtimeMs?: number }> = [];
+function stamps(logDir: string, vm: string, from: Record<string, number>): Stamped[] {
+  const out: Stamped[] = [];
   for (const h of ['host1', 'host2']) {
     let text = '';
     try {
@@ -235,7 +288,7 @@ function stamps(
     for (const line of text.split('\n')) {
       if (!line.includes('"migration stamp"')) continue;
       try {
-        const j = JSON.parse(line) as { time: number; stamp: string; vm: string; downtimeMs?: number };
+        const j = JSON.parse(line) as Stamped & { vm: string };
         if (j.vm === vm) out.push(j);
       } catch {}
     }
@@ -285,6 +338,18 @@ function sampleQueues(
       return out;
     },
   };
+}
+
+/** Host `host`'s learned (not permanent) bridge FDB entries, the first 20. */
+function learnedFdb(host: string): string[] {
+  try {
+    return execFileSync('bridge', ['-n', machineNs(labName, host), 'fdb', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l && !/permanent/.test(l))
+      .slice(0, 20);
+  } catch (e) {
+    return [`(bridge fdb show failed: ${(e as Error).message.slice(0, 200)})`];
+  }
 }
 
 /** The agents' log sizes now (a move's stamps are what is appended after). */
@@ -382,15 +447,10 @@ async function main(): Promise<void> {
           const to = from === 'host1' ? 'host2' : 'host1';
           const run = await migrateOnce(lab.env, vmName(m), vmIp(i), from, to, pingNs, v, logDir);
           at.set(m, to);
-          if (run.answersAfterMs === undefined) {
-            // What the target host's bridge knows (learned FDB entries, not the permanent ones), for whoever debugs it.
-            const ns = machineNs(lab.lab, to);
-            const fdb = execFileSync('bridge', ['-n', ns, 'fdb', 'show'], { encoding: 'utf8' })
-              .split('\n')
-              .filter((l) => l && !/permanent/.test(l))
-              .slice(0, 20);
-            console.log(`  no reply after the move; ${to}'s learned FDB entries:\n    ${fdb.join('\n    ')}`);
-          }
+          if (run.answersAfterMs === undefined)
+            console.log(
+              `  no reply after the move; ${to}'s learned FDB entries:\n    ${learnedFdb(to).join('\n    ')}`,
+            );
           byMib.get(key(m, v))!.push(run);
           console.log(
             `vxlan ${m} MiB [${run.variant}] run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,
@@ -401,6 +461,10 @@ async function main(): Promise<void> {
               `  queues (KiB, peak): source TCP send ${peak(1)}, target TCP receive ${peak(2)}, target unix ${peak(3)}; last 8 samples [ms, send, recv, unix]: ${JSON.stringify(run.queues.filter((q) => q[1] + q[2] + q[3] > 0).slice(-8))}`,
             );
           }
+          if (run.bytes)
+            console.log(
+              `  stream: ${run.bytes.streamKiB ?? '-'} KiB in ${run.bytes.streamMs ?? '-'} ms; sent in the pause ${run.bytes.downtimeKiB ?? '-'} KiB; in the relay when QEMU completed ${run.bytes.inFlightKiB ?? '-'} KiB; QEMU's rate ${run.bytes.mbps ?? '-'} Mbit/s`,
+            );
           if (run.timeline)
             console.log(
               `  gap timeline (ms after its last reply): ${Object.entries(run.timeline)

@@ -18,6 +18,10 @@ export const MigrationTuningSchema = z
     relayWindowKiB: z.union([z.literal(0), z.number().int().min(64).max(65_536)]).optional(),
     /** QEMU's `max-bandwidth` (MiB/s) instead of the lifted cap. */
     maxBandwidthMiB: z.number().int().min(8).max(10_240).optional(),
+    /** QEMU's downtime limit (ms) throughout, instead of the controller's (300). */
+    downtimeLimitMs: z.number().int().min(10).max(60_000).optional(),
+    /** The target points its bridges at the VM's taps before `cont` (as before), not beside it. */
+    claimBeforeCont: z.boolean().optional(),
     /** QEMU's first downtime limit (ms, doubled each pass up to the limit); 0: the limit throughout (no ramp). */
     downtimeStartMs: z.number().int().min(0).max(60_000).optional(),
     /** Nice value of the source QEMU's vCPU threads while the migration runs (-10..10; restored after). */

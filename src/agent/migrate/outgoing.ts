@@ -7,7 +7,7 @@ import { log } from '../../shared/log.js';
 import type { MigrationTuning } from '../../shared/migrate-tuning.js';
 import type { TlsCredentials } from '../../shared/tls.js';
 import type { MigrationJob, OutgoingRequest } from '../wire-migrate.js';
-import { migrationStamp, RELAY_WINDOW_BYTES, sendStream } from './relay.js';
+import { migrationStamp, RELAY_WINDOW_BYTES, type RelayCounts, sendStream } from './relay.js';
 import { tunnelTo } from './tunnel.js';
 
 /** Sends VM `req.vm` to `req.to`, keeping `job` up to date; resolves when it ended (the job says how). */
@@ -19,7 +19,7 @@ export async function runOutgoing(
   tuning: Promise<MigrationTuning | undefined>,
 ): Promise<void> {
   const onProgress = (p: MigrationProgress) => {
-    job.progress = p;
+    job.progress = onWire(p);
   };
   // QEMU's NBD connections (block migration), each carried to the target; all cut when the job ends.
   const tunnels = new Set<Socket>();
@@ -34,17 +34,26 @@ export async function runOutgoing(
     .then((t) => {
       const stamp = migrationStamp(req.id, req.vm, t?.variant);
       let seen = false;
+      const counts: RelayCounts = { sent: 0, acked: 0 };
       const onProgressStamped = (p: MigrationProgress) => {
         onProgress(p);
         if (p.status !== 'completed' || seen) return;
         seen = true;
-        stamp('source-qemu-completed', { downtimeMs: p.downtimeMs });
+        // What crossed in the pause (QEMU's count) and what the relay still had in flight when QEMU completed.
+        stamp('source-qemu-completed', {
+          downtimeMs: p.downtimeMs,
+          downtimeBytes: p.downtimeBytes,
+          transferredBytes: p.transferredBytes,
+          mbps: p.mbps,
+          relaySent: counts.sent,
+          relayAcked: counts.acked,
+        });
       };
       return m
         .migrateOut(
           req.vm,
           {
-            downtimeLimitMs: req.downtimeLimitMs,
+            downtimeLimitMs: t?.downtimeLimitMs ?? req.downtimeLimitMs,
             ...(t?.downtimeStartMs !== undefined ? { downtimeStartMs: t.downtimeStartMs } : {}),
             onProgress: onProgressStamped,
             nbdTunnel,
@@ -55,6 +64,7 @@ export async function runOutgoing(
           (stream) =>
             sendStream(stream, req, tls, {
               stamp,
+              counts,
               ...(t?.relay === 'nodelay' ? { noDelay: true } : {}),
               // The bench's `nowin` (0) sends as before the window.
               ...(t?.relayWindowKiB === 0
@@ -69,7 +79,7 @@ export async function runOutgoing(
     })
     .then(
       (last) => {
-        job.progress = last;
+        job.progress = onWire(last);
         job.state = 'completed';
       },
       (e: Error) => {
@@ -82,4 +92,10 @@ export async function runOutgoing(
     .finally(() => {
       for (const c of tunnels) c.destroy();
     });
+}
+
+/** A progress as the job carries it (wire-migrate.ts's strict schema): the bytes in the pause are the stamps' only. */
+function onWire(p: MigrationProgress): MigrationProgress {
+  const { downtimeBytes: _, ...wire } = p;
+  return wire;
 }

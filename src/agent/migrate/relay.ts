@@ -32,12 +32,22 @@ const ANSWER_MAX_BYTES = 4096;
 /** A timing stamp in the agent's log (service.ts's migrationStamp). */
 export type Stamp = (what: string, extra?: Record<string, unknown>) => void;
 
+/** The relay's byte counts as it goes (read by the source's timing stamps). */
+export interface RelayCounts {
+  /** Bytes taken from QEMU and written towards the target. */
+  sent: number;
+  /** Bytes the target acknowledged (windowed relay only). */
+  acked: number;
+}
+
 export interface RelayOptions {
   /** Most bytes sent and not yet acknowledged by the target; absent: no window (the plain answer). */
   windowBytes?: number;
   /** Bench variant: no Nagle delay on the TLS connection. */
   noDelay?: boolean;
   stamp?: Stamp;
+  /** Kept up to date as bytes go and acks come. */
+  counts?: RelayCounts;
 }
 
 /** Carries `stream` (QEMU's socket) to the target agent of `req`; resolves once the target took every byte. */
@@ -52,6 +62,7 @@ export function sendStream(
   return new Promise<void>((resolve, reject) => {
     let sent = 0;
     let acked = 0;
+    const started = Date.now();
     // The window holds from the start; an older target (no acks: it answers only at the end) is recognised by its
     // answer's headers, or by none within ACKS_WAIT_MS, and then gets the stream without a window.
     let windowOn = o.windowBytes !== undefined;
@@ -127,6 +138,7 @@ export function sendStream(
             if (line.ack > sent)
               return res.destroy(new BadResponseError(`${who} acknowledged bytes never sent`));
             acked = Math.max(acked, line.ack);
+            if (o.counts) o.counts.acked = acked;
             resumeIfRoom();
           } else if ('error' in line) {
             res.destroy(new BadResponseError(`${who} failed the migration stream: ${line.error}`));
@@ -157,10 +169,11 @@ export function sendStream(
     });
     if (o.noDelay) out.setNoDelay(true);
     o.stamp?.('source-relay-start');
-    out.once('finish', () => o.stamp?.('source-relay-flushed', { bytes: sent }));
+    out.once('finish', () => o.stamp?.('source-relay-flushed', { bytes: sent, ms: Date.now() - started }));
     stream.on('error', (e) => out.destroy(e));
     stream.on('data', (c: Buffer) => {
       sent += c.length;
+      if (o.counts) o.counts.sent = sent;
       if (!out.write(c)) {
         outFull = true;
         stream.pause();

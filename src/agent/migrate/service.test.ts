@@ -150,7 +150,7 @@ describe('MigrationService (dirty rate, for the explain)', () => {
 });
 
 describe('MigrationService (target resume)', () => {
-  it("points this host's bridges at the arrived VM before it runs, and a failure to do so does not stop it", async () => {
+  it("points this host's bridges at the arrived VM as it runs, and a failure to do so does not stop it", async () => {
     const order: string[] = [];
     let fail = false;
     const { svc, close } = await setup(
@@ -177,6 +177,39 @@ describe('MigrationService (target resume)', () => {
     await svc.prepare({ id: '1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', vm, configHash: 'h', from: 'host1' });
     await svc.resume('1b7f3c1e-9a55-4c61-9a8e-5b8f4ad0c111', undefined, 1000);
     expect(order).toEqual(['arrived', 'claim web', 'cont']);
+    close();
+  });
+
+  it('runs the guest without waiting for the bridge claim to end', async () => {
+    const order: string[] = [];
+    let claimed!: () => void;
+    const { svc, close } = await setup(
+      {
+        awaitArrived: async () => {
+          order.push('arrived');
+        },
+        resumeTarget: async () => {
+          order.push('cont');
+        },
+      },
+      {
+        claimPorts: async () => {
+          order.push('claim started');
+          await new Promise<void>((r) => {
+            claimed = r;
+          });
+          order.push('claim done');
+        },
+      },
+    );
+    await svc.prepare({ id, vm, configHash: 'h', from: 'host1' });
+    const resumed = svc.resume(id, undefined, 1000);
+    await new Promise((r) => setTimeout(r, 20));
+    // `cont` ran while the claim was still going; the resume answers once both ended.
+    expect(order).toEqual(['arrived', 'claim started', 'cont']);
+    claimed();
+    await resumed;
+    expect(order).toEqual(['arrived', 'claim started', 'cont', 'claim done']);
     close();
   });
 });
@@ -226,7 +259,7 @@ describe('MigrationService (target resume on arrival)', () => {
     expect(order).toEqual(['owner check 7']);
     await svc.receive(id, 'host1', Readable.from([Buffer.from('QEVM')]));
     await tick();
-    // The bridges are pointed at the taps after the arrival, just before the guest runs.
+    // The bridges are pointed at the taps after the arrival, as the guest runs.
     expect(order).toEqual(['owner check 7', 'arrived', 'claim web', 'cont']);
     // The controller's second call waits for (here: has) the outcome, with no second owner check.
     await svc.resume(id, { token: '7' }, 1000);

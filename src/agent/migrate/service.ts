@@ -56,8 +56,8 @@ export interface MigrationServiceDeps {
   /** Removes a VM and its ports (the `vm.delete` action). */
   deleteVm: (name: string) => Promise<void>;
   /**
-   * Target, just before the guest runs: this host's bridges forward the VM's MACs to its taps (they learned them on
-   * the overlay while it ran on the source). Optional; a failure is logged, never fatal.
+   * Target, as the guest runs (beside `cont`): this host's bridges forward the VM's MACs to its taps (they learned
+   * them on the overlay while it ran on the source). Optional; a failure is logged, never fatal.
    */
   claimPorts?: (vm: string) => Promise<void>;
   /**
@@ -86,7 +86,7 @@ interface Incoming {
   streamEnded: Promise<void>;
   endStream: (e?: Error) => void;
   /** Resume on arrival (armed): `resuming` from the moment `cont` may run; an abort is refused from then on. */
-  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void> };
+  arrival?: { state: 'armed' | 'resuming'; outcome: Promise<void>; claimFirst?: boolean };
 }
 
 /** How a migration's target ended, kept a while for the controller's second `resume` or a late `abort`. */
@@ -251,6 +251,10 @@ export class MigrationService {
     const max = inc.req.vm.memoryMiB * 1024 * 1024 * STREAM_MEMORY_FACTOR;
     let received = 0;
     let acked = 0;
+    // The last byte in from the source (the relay's tail), apart from its way into QEMU (the stream written).
+    body.once('end', () =>
+      migrationStamp(id, inc.req.vm.name)('target-stream-received', { bytes: received }),
+    );
     body.on('data', (chunk: Buffer) => {
       received += chunk.length;
       if (onAck && received - acked >= STREAM_ACK_EVERY_BYTES) {
@@ -300,7 +304,13 @@ export class MigrationService {
     const stamp = migrationStamp(id, vm);
     if (onArrival) {
       await this.d.assertMayRun(vm, fence);
-      const arrival: NonNullable<Incoming['arrival']> = { state: 'armed', outcome: Promise.resolve() };
+      // Read now, not inside the guest's pause.
+      const claimFirst = (await this.tuning())?.claimBeforeCont === true;
+      const arrival: NonNullable<Incoming['arrival']> = {
+        state: 'armed',
+        outcome: Promise.resolve(),
+        claimFirst,
+      };
       arrival.outcome = this.resumeOnArrival(id, inc, arrival);
       arrival.outcome.catch(() => {});
       inc.arrival = arrival;
@@ -315,8 +325,17 @@ export class MigrationService {
     this.finishIncoming(id);
   }
 
-  /** Before `cont`: a frame for the guest then waits in its tap instead of going to the overlay. */
-  private async cont(id: string, vm: string): Promise<void> {
+  /**
+   * The guest runs here, this host's bridges pointed at its taps beside `cont` (a frame for it then reaches its tap,
+   * not the overlay). Both at once: the claim (`bridge fdb replace`, a process) took 20-200 ms on a loaded host and
+   * held `cont` back; a frame that comes before it is lost as one before `cont` would be, and the guest's own frames
+   * and QEMU's announce teach the bridges the same port. `claimFirst`: the claim, then `cont` (bench variant).
+   */
+  private async cont(id: string, vm: string, claimFirst = false): Promise<void> {
+    if (!claimFirst) {
+      await Promise.all([this.claimPortsOf(id, vm), this.halves().resumeTarget(vm)]);
+      return;
+    }
     await this.claimPortsOf(id, vm);
     await this.halves().resumeTarget(vm);
   }
@@ -356,9 +375,9 @@ export class MigrationService {
     arrival.state = 'resuming';
     this.settle(id, { ran: true, outcome: arrival.outcome });
     try {
-      // The bridges are claimed only now, after the arrival: claimed at the stream's end (tried), a frame of the
-      // source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
-      await this.cont(id, vm);
+      // The bridges are claimed only now, beside `cont` after the arrival: claimed at the stream's end (tried), a frame
+      // of the source's still on the overlay could teach them the old port again (an 8.7 s outage in migrate.int once).
+      await this.cont(id, vm, arrival.claimFirst);
       stamp('target-resumed', { onArrival: true });
     } finally {
       this.finishIncoming(id);

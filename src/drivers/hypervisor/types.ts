@@ -108,6 +108,8 @@ export interface MigrationProgress {
   mbps?: number;
   /** Rounds of dirty-page sync so far (1 = first pass). */
   dirtySyncCount?: number;
+  /** Bytes sent while the guest was paused (QEMU's `downtime-bytes`), once completed. */
+  downtimeBytes?: number;
   /** QEMU's own figure of the guest's pause (ms), once completed. */
   downtimeMs?: number;
   expectedDowntimeMs?: number;

@@ -47,6 +47,7 @@ const RamSchema = z
     'dirty-pages-rate': z.number().optional(),
     mbps: z.number().optional(),
     'dirty-sync-count': z.number().optional(),
+    'downtime-bytes': z.number().optional(),
   })
   .passthrough();
 
@@ -81,6 +82,7 @@ export async function queryMigration(qmp: Qmp, timeoutMs?: number): Promise<Migr
   const opt = {
     mbps: n(m.ram?.mbps),
     dirtySyncCount: n(m.ram?.['dirty-sync-count']),
+    downtimeBytes: n(m.ram?.['downtime-bytes']),
     downtimeMs: n(m.downtime),
     expectedDowntimeMs: n(m['expected-downtime']),
     totalTimeMs: n(m['total-time']),
