@@ -15,15 +15,13 @@ import { fsyncDir } from './chunk-store-files.js';
 /** A batch is flushed once it holds this many chunks or bytes (what a crash may cost, and tmp/'s share of the disk). */
 export const STAGED_CHUNKS_MAX = 32;
 export const STAGED_BYTES_MAX = 128 * 1024 * 1024;
-/** Files fsynced (or directories) at once in a flush the caller waits for (a manifest's, GC's). */
-const SYNC_PARALLEL = 16;
 /**
- * Files fsynced at once in a flush behind the writer (a full batch): each fsync holds one of libuv's 4 pool threads,
- * and the writer's own file calls (the next chunks' open, write, close) queue behind them: with 16 at once a 1 % round's
- * chunk writes took 10-50 ms around the flush (5-15 ms otherwise). Two leave half the pool to the writer; a disk's
- * sustained fsync rate is no higher at 16 than at 2 here (300 chunks of 1 MiB: 4.0-4.8 s either way, load 7-8).
+ * Files fsynced (or directories) at once in a flush. Each holds one of libuv's 4 pool threads, so the writer's next
+ * chunk writes wait behind a flush running beside them; yet 2 at once behind the writer measured no better for a 1 %
+ * round and slower for a full backup (2 GiB: 13.4 vs 10.6 s and 18.9 vs 15.4 s, one A/B sample each at load 5-9), so
+ * every flush uses 16.
  */
-export const BACKGROUND_SYNC_PARALLEL = 2;
+const SYNC_PARALLEL = 16;
 /** Most chunk ids a store directory remembers as durable (`knows`; ~100 bytes each). */
 const KNOWN_CHUNKS_MAX = 65_536;
 
@@ -102,7 +100,7 @@ export class ChunkBatch {
     this.#staged.set(id, { tmp, final, bytes: blob.length });
     this.#bytes += blob.length;
     if (this.#staged.size >= STAGED_CHUNKS_MAX || this.#bytes >= STAGED_BYTES_MAX) {
-      const run = this.flush(io, BACKGROUND_SYNC_PARALLEL);
+      const run = this.flush(io);
       if (this.#syncing) await run;
       else {
         this.#syncing = true;
@@ -125,9 +123,9 @@ export class ChunkBatch {
    * behind the writer (other files), and resolves when both are done: a manifest waits for the chunks staged since
    * that flush started, not for that flush first and then them.
    */
-  flush(io: Pick<StageIo, 'fsError'>, parallel = SYNC_PARALLEL): Promise<void> {
+  flush(io: Pick<StageIo, 'fsError'>): Promise<void> {
     const before = this.#running;
-    const mine = this.#flushNow(io, parallel);
+    const mine = this.#flushNow(io);
     const settled = mine.catch(() => undefined);
     this.#running = Promise.all([before, settled]).then(() => undefined);
     return Promise.all([before, mine]).then(() => undefined);
@@ -157,7 +155,7 @@ export class ChunkBatch {
     this.#known.clear();
   }
 
-  async #flushNow(io: Pick<StageIo, 'fsError'>, parallel: number): Promise<void> {
+  async #flushNow(io: Pick<StageIo, 'fsError'>): Promise<void> {
     if (this.#staged.size === 0) return;
     this.#inFlight++;
     const batch = [...this.#staged.entries()];
@@ -165,7 +163,7 @@ export class ChunkBatch {
     this.#bytes = 0;
     for (const [id] of batch) this.#flushing.add(id);
     try {
-      await mapLimited(batch, parallel, async ([, s]) => {
+      await mapLimited(batch, SYNC_PARALLEL, async ([, s]) => {
         const fh = await open(s.tmp, constants.O_WRONLY | constants.O_NOFOLLOW);
         try {
           await fh.sync();
@@ -181,7 +179,7 @@ export class ChunkBatch {
         dirs.add(dirname(s.final));
       }
       dirs.add(join(this.root, 'chunks'));
-      await mapLimited([...dirs], parallel, fsyncDir);
+      await mapLimited([...dirs], SYNC_PARALLEL, fsyncDir);
       for (const [id] of batch) this.known(id);
       // Kept for the manifest that names the lost chunks (of this flush's failed neighbour, too).
       if (!this.#unreported && this.#inFlight === 1) this.lastFailure = undefined;
