@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
+import { askBaseChunks, backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
 import { SealThreads } from '../src/agent/backup/seal-workers.js';
 import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
@@ -78,6 +78,8 @@ export class Vmlink implements BackupTool {
       cp = cpu;
     };
     const next = `vmlink-bench-${this.n++}`;
+    // As the agent: the base's chunks are asked about while the daemon starts.
+    const baseAsked = this.base ? askBaseChunks(store, this.base) : undefined;
     // As the agent reads a stopped VM's disk: one qemu-storage-daemon adds `next`, exports the image read-only with
     // the base bitmap, and at the end removes the base and writes the bitmaps as it quits.
     const view = await openDaemon(
@@ -104,6 +106,7 @@ export class Vmlink implements BackupTool {
         undefined,
         codec,
         this.chunkBytes,
+        baseAsked,
       ).finally(() => codec.close());
       phase('pipeline');
     } catch (e) {

@@ -24,7 +24,7 @@ import {
   snapshotId,
 } from '../../shared/backup.js';
 import { BackupKeySet, newBackupKey } from '../../shared/backup-crypto.js';
-import { backupDisks, restoreDisks, restoreRange } from './pipeline.js';
+import { askBaseChunks, backupDisks, type ChunkSink, restoreDisks, restoreRange } from './pipeline.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -237,6 +237,44 @@ describe('backupDisks and restoreDisks over real qemu-nbd', () => {
     expect(d!.readBytes).toBe(BACKUP_CHUNK_BYTES); // nothing dirty: only the lost chunk
     expect(d!.chunks).toEqual(incr.disks[0]!.chunks);
     expect(d!.newChunks).toBe(1);
+    expect(await store.missing([lost])).toEqual([]);
+  });
+
+  it("the base's chunks asked beside the open are not asked again; one the store lost is read again", async () => {
+    const lost = incr.disks[0]!.chunks[0]!; // unchanged since the full backup
+    await rm(join(dir, 'store', 'chunks', lost.slice(0, 4), lost));
+    const asked: string[] = [];
+    const sink: ChunkSink = {
+      missing: (ids) => {
+        asked.push(...ids);
+        return store.missing(ids);
+      },
+      putChunk: (id, blob) => store.putChunk(id, blob),
+    };
+    const ahead = askBaseChunks(sink, incr);
+    await run('qemu-img', ['bitmap', '--add', img(), 'b2a']);
+    const s = await serve(img(), 'ahead', { readOnly: true, bitmap: 'b2a' });
+    const [d] = await backupDisks(
+      viewOf(s, { context: 'qemu:dirty-bitmap:b2a' }),
+      incr,
+      keys,
+      sink,
+      connectNbd,
+      undefined,
+      undefined,
+      undefined,
+      BACKUP_CHUNK_BYTES,
+      ahead,
+    );
+    await stop(s);
+    expect(d!.mode).toBe('incremental');
+    expect(d!.readBytes).toBe(BACKUP_CHUNK_BYTES); // nothing dirty: only the lost chunk
+    expect(d!.chunks).toEqual(incr.disks[0]!.chunks);
+    expect(d!.newChunks).toBe(1);
+    // Each id asked once ahead; only the chunk read again is asked again (by the sender, before it is stored).
+    expect(asked.filter((id) => id !== lost)).toHaveLength(new Set(asked).size - 1);
+    expect(asked.filter((id) => id === lost)).toHaveLength(2);
+    expect(new Set(asked)).toEqual(new Set(incr.disks[0]!.chunks));
     expect(await store.missing([lost])).toEqual([]);
   });
 

@@ -40,6 +40,7 @@ import type {
 import { debugfsDump, imagePaths, openSparse, partitionRange } from './file-restore.js';
 import { BackupJobs } from './jobs.js';
 import {
+  askBaseChunks,
   backupDisks,
   type ChunkKeys,
   type ChunkSink,
@@ -200,6 +201,8 @@ export class BackupService {
             job.note(`base snapshot ${req.base} cannot be used (${(e as Error).message}): disks read whole`);
           }
         }
+        // The base's chunks are asked about (and touched) while the view opens: that mostly waits for QEMU.
+        const baseAsked = base ? askBaseChunks(store, base) : undefined;
         const view = await this.deps.hypervisor.backupOpen!(
           req.vm,
           {
@@ -227,6 +230,8 @@ export class BackupService {
             (d, t) => job.progress(d, t),
             noBase,
             codec,
+            undefined,
+            baseAsked,
           ).finally(() => codec.close());
           for (const d of disks)
             if (d.mode === 'full' && d.fullReason && d.fullReason !== 'first')

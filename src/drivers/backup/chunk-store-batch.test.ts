@@ -52,6 +52,36 @@ describe('DirChunkStore batched chunk writes', () => {
     await vi.waitFor(async () => expect((await named()).sort()).toEqual(chunks.map((c) => c.id).sort()));
   });
 
+  it('a manifest flushed beside a batch syncing behind the writer lands once both are durable', async () => {
+    const s = await DirChunkStore.open({ name: 'site', path: root, offsite: false });
+    const chunks = Array.from({ length: STAGED_CHUNKS_MAX + 3 }, (_, i) => sealedChunk(keys, 300 + i));
+    for (const c of chunks) await s.putChunk(c.id, c.blob); // the first 32 start syncing; 3 wait
+    const m = signedManifest(
+      keys,
+      'web1',
+      '2026-12-01T02:00:00Z',
+      chunks.map((c) => c.id),
+    );
+    await s.putManifest(m);
+    expect((await named()).sort()).toEqual(chunks.map((c) => c.id).sort());
+    expect(await readdir(join(root, 'tmp'))).toEqual([]);
+    expect(await s.getManifest(m.id)).toEqual(m);
+  });
+
+  it('a manifest skips the presence check of chunks known durable, until a GC or verify may have removed some', async () => {
+    const s = await DirChunkStore.open({ name: 'site', path: root, offsite: false });
+    const [a, b] = [sealedChunk(keys, 7), sealedChunk(keys, 8)];
+    await s.putChunk(a.id, a.blob);
+    await s.putChunk(b.id, b.blob);
+    await s.putManifest(signedManifest(keys, 'web1', '2026-12-01T02:00:00Z', [a.id, b.id]));
+    await rm(join(root, 'chunks', b.id.slice(0, 4), b.id)); // lost behind the store's back
+    expect((await s.verify(undefined)).problems).toHaveLength(1); // verify finds it, and the store forgets
+    await expect(
+      s.putManifest(signedManifest(keys, 'web1', '2026-12-01T03:00:00Z', [a.id, b.id])),
+    ).rejects.toThrow(/lacks/);
+    expect(await s.missing([a.id, b.id])).toEqual([b.id]);
+  });
+
   it('a batch that fails to flush behind the writer fails its next chunk, and the manifest naming it', async () => {
     const s = await DirChunkStore.open({ name: 'site', path: root, offsite: false });
     const chunks = Array.from({ length: STAGED_CHUNKS_MAX + 1 }, (_, i) => sealedChunk(keys, 200 + i));

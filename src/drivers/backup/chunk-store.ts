@@ -120,6 +120,7 @@ export class DirChunkStore implements ChunkStore {
       if (this.#batch.has(id)) return true; // written by this process, durable before any manifest
       try {
         lutimesSync(this.#dir.chunkPath(id), t, t); // GC grace: a chunk a backup is about to name is young again
+        this.#batch.known(id);
         return true;
       } catch (e) {
         if (isCode(e, 'ENOENT', 'ENOTDIR')) return false;
@@ -143,6 +144,7 @@ export class DirChunkStore implements ChunkStore {
     if (await lstatOrUndefined(path)) {
       const t = new Date(this.#dir.now());
       await lutimes(path, t, t).catch(() => undefined);
+      this.#batch.known(id);
       return false;
     }
     return this.#batch.stage(id, path, blob, randomBytes(6).toString('hex'), this.#io);
@@ -193,7 +195,8 @@ export class DirChunkStore implements ChunkStore {
           `snapshot/${man.id}`,
         );
       }
-      const ids = [...new Set(man.disks.flatMap((d) => d.chunks))];
+      // Chunks this process flushed or found since the last GC or verify are known there; the rest are looked at.
+      const ids = [...new Set(man.disks.flatMap((d) => d.chunks))].filter((id) => !this.#batch.knows(id));
       const there = await inSyncSlices(
         ids,
         (id) => lstatSyncOrUndefined(this.#dir.chunkPath(id))?.isFile() === true,
@@ -268,7 +271,13 @@ export class DirChunkStore implements ChunkStore {
     if (!Number.isFinite(graceMs) || graceMs < 0)
       throw new InvalidRequestError(`GC grace ${graceMs} ms is not a duration`);
     await this.#batch.flush(this.#io);
-    return locks.run(this.#dir.root, () => collectGarbage(this.#dir, graceMs));
+    return locks.run(this.#dir.root, async () => {
+      try {
+        return await collectGarbage(this.#dir, graceMs);
+      } finally {
+        this.#batch.forget(); // it removed chunk files
+      }
+    });
   }
 
   async verify(
@@ -279,7 +288,11 @@ export class DirChunkStore implements ChunkStore {
     await this.#batch.flush(this.#io);
     const ids =
       snapshots === undefined ? await this.#dir.snapshotIds() : [...new Set(snapshots.map(checkSnapshotId))];
-    return verifySnapshots(this.#dir, ids, open, onProgress);
+    try {
+      return await verifySnapshots(this.#dir, ids, open, onProgress);
+    } finally {
+      this.#batch.forget(); // it may have moved bad chunks aside
+    }
   }
 
   async status(): Promise<BackupStoreStatus> {
