@@ -7,6 +7,8 @@ import {
   LB_CHECK_INTERVAL_MAX_MS,
   LB_CHECK_INTERVAL_MIN_MS,
   LB_CHECK_PATH_MAX,
+  LB_CHECK_TIMEOUT_MAX_MS,
+  LB_CHECK_TIMEOUT_MIN_MS,
   LB_FRONTENDS_MAX,
   LB_HOSTS_MAX,
   type LbConfig,
@@ -44,6 +46,7 @@ export const LbConfigSchema = z
     healthCheck: z
       .object({
         intervalMs: z.number().int().min(LB_CHECK_INTERVAL_MIN_MS).max(LB_CHECK_INTERVAL_MAX_MS),
+        timeoutMs: z.number().int().min(LB_CHECK_TIMEOUT_MIN_MS).max(LB_CHECK_TIMEOUT_MAX_MS).optional(),
         rise: z.number().int().min(1).max(LB_CHECK_COUNT_MAX),
         fall: z.number().int().min(1).max(LB_CHECK_COUNT_MAX),
         path: z

@@ -12,6 +12,10 @@ export const LB_BACKENDS_MAX = 64;
 /** Health check interval bounds (ms). */
 export const LB_CHECK_INTERVAL_MIN_MS = 100;
 export const LB_CHECK_INTERVAL_MAX_MS = 60_000;
+/** How long one check may wait for a backend's answer (ms): bounds and the default (HAProxy's `timeout check`). */
+export const LB_CHECK_TIMEOUT_MIN_MS = 100;
+export const LB_CHECK_TIMEOUT_MAX_MS = 60_000;
+export const LB_CHECK_TIMEOUT_DEFAULT_MS = 2000;
 /** Most consecutive results before a backend changes state (HAProxy's rise/fall). */
 export const LB_CHECK_COUNT_MAX = 10;
 /** Longest health check path. */
@@ -44,7 +48,8 @@ export interface LbConfig {
   frontends: { port: number; protocol: LbProtocol; backendPort: number }[];
   /** Backend VMs by name with their fixed address on the network. */
   backends: { vm: string; address: string }[];
-  healthCheck: { intervalMs: number; rise: number; fall: number; path: string };
+  /** `timeoutMs` is absent in configs an older agent recorded (HAProxy then uses the interval). */
+  healthCheck: { intervalMs: number; timeoutMs?: number; rise: number; fall: number; path: string };
 }
 
 /** A load balancer as an agent reports it. */

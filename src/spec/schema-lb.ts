@@ -7,6 +7,9 @@ import {
   LB_CHECK_INTERVAL_MAX_MS,
   LB_CHECK_INTERVAL_MIN_MS,
   LB_CHECK_PATH_MAX,
+  LB_CHECK_TIMEOUT_DEFAULT_MS,
+  LB_CHECK_TIMEOUT_MAX_MS,
+  LB_CHECK_TIMEOUT_MIN_MS,
   LB_FRONTENDS_MAX,
   LB_HOSTS_MAX,
   LOAD_BALANCERS_MAX,
@@ -34,10 +37,20 @@ export const LbFrontendSchema = z
   })
   .strict();
 
-/** How HAProxy decides a backend is up: a check every `intervalMs`, `rise` passes to come up, `fall` fails to go down. */
+/**
+ * How HAProxy decides a backend is up: a check every `intervalMs`, `rise` passes to come up, `fall` fails to go down.
+ * `timeoutMs` is how long a check may wait for the backend's answer once connected: HAProxy's own default is the
+ * interval, which takes out a backend that answers a short-interval check slowly (a loaded host) although it serves.
+ */
 export const LbHealthCheckSchema = z
   .object({
     intervalMs: z.number().int().min(LB_CHECK_INTERVAL_MIN_MS).max(LB_CHECK_INTERVAL_MAX_MS).default(1000),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(LB_CHECK_TIMEOUT_MIN_MS)
+      .max(LB_CHECK_TIMEOUT_MAX_MS)
+      .default(LB_CHECK_TIMEOUT_DEFAULT_MS),
     rise: z.number().int().min(1).max(LB_CHECK_COUNT_MAX).default(2),
     fall: z.number().int().min(1).max(LB_CHECK_COUNT_MAX).default(2),
     /** HTTP path checked on http frontends (a 2xx or 3xx answer passes); tcp frontends check a connect. */
@@ -66,7 +79,13 @@ export const LoadBalancerSchema = z
       .max(LB_FRONTENDS_MAX),
     /** Backend VMs (each with a fixed `ip` on the network). */
     backends: z.array(name).min(1, 'a load balancer needs at least one backend').max(LB_BACKENDS_MAX),
-    healthCheck: LbHealthCheckSchema.default({ intervalMs: 1000, rise: 2, fall: 2, path: '/' }),
+    healthCheck: LbHealthCheckSchema.default({
+      intervalMs: 1000,
+      timeoutMs: LB_CHECK_TIMEOUT_DEFAULT_MS,
+      rise: 2,
+      fall: 2,
+      path: '/',
+    }),
   })
   .strict();
 

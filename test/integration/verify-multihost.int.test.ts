@@ -33,7 +33,7 @@ loadBalancers:
     hosts: [{ host: host1, address: 10.71.0.51 }, { host: host2, address: 10.71.0.52 }]
     frontends: [{ port: 80, protocol: http }]
     backends: [a1, a2]
-    healthCheck: { intervalMs: 300, rise: 2, fall: 2 }
+    healthCheck: { intervalMs: 1000, timeoutMs: 3000, rise: 2, fall: 2 }
 lab:
   name: ${LAB}
   lan: { cidr: 192.168.71.0/24, gateway: 192.168.71.1 }
@@ -147,7 +147,7 @@ describe('vxlan overlays across two hosts', () => {
     expect(before.hosts.every((h) => h.haproxy && h.keepalived && !h.problems.length)).toBe(true);
     const k = await runCli(['vm', 'exec', 'a2', '--', 'killall', 'httpd'], env);
     expect(k.code, k.stderr).toBe(0);
-    // fall 2 x 300 ms: HAProxy takes it out within about a second.
+    // fall 2 x 1 s: HAProxy takes it out within about two seconds (three with a check's connect timing out).
     const down = await pollUntil(
       async () => ((await lbList()).backends.find((b) => b.vm === 'a2')?.state === 'DOWN' ? true : undefined),
       { timeoutMs: 20_000, intervalMs: 300 },

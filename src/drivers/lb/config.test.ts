@@ -51,12 +51,19 @@ const cfg: LbConfig = {
     { vm: 'web1', address: '10.30.0.11' },
     { vm: 'web2', address: '10.30.0.12' },
   ],
-  healthCheck: { intervalMs: 500, rise: 2, fall: 3, path: '/health' },
+  healthCheck: { intervalMs: 500, timeoutMs: 1500, rise: 2, fall: 3, path: '/health' },
 };
 
 describe('load balancer configs', () => {
   it('renders haproxy.cfg', () => expectGolden('haproxy.cfg', renderHaproxyConfig(cfg, paths)));
   it('renders keepalived.conf', () => expectGolden('keepalived.conf', renderKeepalivedConfig(cfg, paths)));
+
+  it("leaves HAProxy's check timeout (the interval) to a config recorded without one", () => {
+    const { timeoutMs: _, ...old } = cfg.healthCheck;
+    const text = renderHaproxyConfig({ ...cfg, healthCheck: old }, paths);
+    expect(text).not.toContain('timeout check');
+    expect(renderHaproxyConfig(cfg, paths)).toContain('  timeout check 1500\n');
+  });
 
   it('refuses a value that could smuggle a directive into a config', () => {
     const bad: [string, Partial<LbConfig>][] = [
@@ -64,6 +71,7 @@ describe('load balancer configs', () => {
       ['backend', { backends: [{ vm: 'web1 10.0.0.1:22 check\nlisten x', address: '10.30.0.11' }] }],
       ['peer', { peers: ['10.30.0.52 }'] }],
       ['health check path', { healthCheck: { ...cfg.healthCheck, path: '/ HTTP/1.0\r\nHost: x' } }],
+      ['health check', { healthCheck: { ...cfg.healthCheck, timeoutMs: 50 } }],
       ['vrid', { vrid: 256 }],
     ];
     for (const [what, patch] of bad) {

@@ -54,7 +54,12 @@ export function assertLbConfig(cfg: LbConfig, paths: LbPaths): void {
     if (f.protocol !== 'tcp' && f.protocol !== 'http') bad('protocol', f.protocol);
   }
   const hc = cfg.healthCheck;
-  if (!int(hc.intervalMs, 100, 60_000) || !int(hc.rise, 1, 10) || !int(hc.fall, 1, 10))
+  if (
+    !int(hc.intervalMs, 100, 60_000) ||
+    (hc.timeoutMs !== undefined && !int(hc.timeoutMs, 100, 60_000)) ||
+    !int(hc.rise, 1, 10) ||
+    !int(hc.fall, 1, 10)
+  )
     bad('health check', hc);
   if (!CHECK_PATH.test(hc.path)) bad('health check path', hc.path);
   for (const p of Object.values(paths)) if (!PATH.test(p)) bad('path', p);
@@ -82,6 +87,8 @@ export function renderHaproxyConfig(cfg: LbConfig, paths: LbPaths): string {
     '  timeout server 30s',
     '  retries 2',
     '  option redispatch',
+    // A check's connect waits at most the interval; its answer `timeout check` more (HAProxy's default: the interval).
+    ...(hc.timeoutMs === undefined ? [] : [`  timeout check ${hc.timeoutMs}`]),
     `  default-server inter ${hc.intervalMs} fastinter ${hc.intervalMs} downinter ${hc.intervalMs} rise ${hc.rise} fall ${hc.fall}`,
   ];
   for (const f of cfg.frontends) {

@@ -33,6 +33,12 @@ describe('loadBalancers validation', () => {
     expectIssue(specIssues(c), `${lbPath}.network`, 'has no cidr');
   });
 
+  it('refuses a health check timeout out of bounds, naming it', () => {
+    const s = base();
+    s.loadBalancers[0].healthCheck.timeoutMs = 50;
+    expectIssue(specIssues(s), `${lbPath}.healthCheck.timeoutMs`, '100');
+  });
+
   it('refuses an ovs network', () => {
     const s = base();
     s.networks[0].backend = 'ovs';
