@@ -349,7 +349,7 @@ describe('agent storage dispatch', () => {
       agent('compute', false).execute(
         act({ kind: 'vm.moveDisk', name: 'web1', disk: 'data', pool: 'local', volume: 'v' }),
       ),
-    ).rejects.toThrow(/the hypervisor driver of h1 has no moving a running disk yet/);
+    ).rejects.toThrow(/the hypervisor driver of h1 has no moving a disk yet/);
   });
 
   it('sends volume.fence to a pool backend that fences, and refuses it for nfs with the reason', async () => {

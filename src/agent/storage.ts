@@ -198,11 +198,11 @@ export class StorageOps {
         return hypervisor.resizeDisk(action.name, action.disk, action.sizeMiB, ctx);
       case 'vm.moveDisk': {
         await this.vm(action.name);
-        if (!hypervisor.moveDisk) throw this.noHypervisorSupport('moving a running disk', action.name);
+        if (!hypervisor.moveDisk) throw this.noHypervisorSupport('moving a disk', action.name);
         const pool = await this.pool(action.pool);
         if (pool.type !== 'dir')
           throw new UnsupportedError(
-            `pool ${pool.name} is ${pool.type}: a running disk moves only into a dir pool of its host for now`,
+            `pool ${pool.name} is ${pool.type}: a disk moves only into a dir pool of its host for now`,
             `pool/${pool.name}`,
           );
         const to = { pool: pool.name, dir: pool.path, volume: action.volume };

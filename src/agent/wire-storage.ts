@@ -185,7 +185,7 @@ export function storageActionSchemas<S extends z.ZodTypeAny>(secrets: S) {
       .strict(),
     // Online resize of a running VM's disk (QMP block_resize); the volume grows through QEMU.
     z.object({ kind: z.literal('vm.resizeDisk'), name, disk: name, sizeMiB }).strict(),
-    // A running VM's disk to a new volume of a dir pool on its host, live (mirror, pivot; docs/mobility.md).
+    // A VM's disk to a new volume of a dir pool on its host: live while it runs (mirror, pivot), else a copy.
     z.object({ kind: z.literal('vm.moveDisk'), name, disk: name, pool: name, volume: name }).strict(),
     // All of a VM's disks at one instant (a QMP transaction), with RAM and device state when `memory`.
     z

@@ -1,4 +1,4 @@
-// `vmlink vm move-disk NAME DISK --to-pool POOL [--json]`: a running VM's disk moves live into a dir pool of its host
+// `vmlink vm move-disk NAME DISK --to-pool POOL [--json]`: a VM's disk moves into a dir pool of its host (live while it runs)
 // (a task with its progress); the report says where it went, how long it took and what the spec must say next.
 import type { Command } from 'commander';
 import { type MoveDiskReport, MoveDiskReportSchema } from '../controller/wire-move-disk.js';
@@ -21,7 +21,7 @@ export function addMoveDiskCommands(program: Command, api: Api): void {
     program.commands.find((c) => c.name() === 'vm') ?? program.command('vm').description('virtual machines');
   vm.command('move-disk')
     .description(
-      "move a running VM's disk live into a dir pool of its host (no restart). Order: put the pool in the spec's disk, `vm move-disk`, then apply (no changes); an apply before the move refuses rather than restart onto an empty disk",
+      "move a VM's disk into a dir pool of its host: live while it runs (no restart), a copy while it is stopped. Order: put the pool in the spec's disk, `vm move-disk`, then apply (no changes); an apply before the move refuses rather than restart onto an empty disk",
     )
     .argument('<name>', 'the VM')
     .argument('<disk>', 'the disk (vms[].disks[].name)')

@@ -1,4 +1,4 @@
-// `POST /v1/vms/:name/disks/:disk/move {pool}`: a running VM's disk into a dir pool of its host, as a task whose
+// `POST /v1/vms/:name/disks/:disk/move {pool}`: a VM's disk into a dir pool of its host (live while it runs), as a task whose
 // result is the MoveDiskReport (controller/move-disk.ts).
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -21,7 +21,7 @@ export function addMoveDiskRoutes(app: FastifyInstance, r: MoveDiskRouteDeps): v
     {
       schema: {
         summary:
-          "Move a running VM's disk live into a dir pool of its host, as the volume the spec expects there (a task)",
+          "Move a VM's disk into a dir pool of its host (live while it runs), as the volume the spec expects there (a task)",
         params: MoveDiskParamsSchema,
         body: MoveDiskRequestSchema,
         response: answers(TaskAcceptedSchema, 202),

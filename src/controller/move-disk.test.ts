@@ -117,7 +117,7 @@ describe('vm move-disk (controller)', () => {
       [{ vm: 'web1', disk: 'logs', pool: 'nope' }, 'not-found: pool "nope" not found'],
       [
         { vm: 'web1', disk: 'logs', pool: 'nas' },
-        'unsupported: pool nas is nfs: a running disk moves only into a dir pool',
+        'unsupported: pool nas is nfs: a disk moves only into a dir pool',
       ],
       [{ vm: 'web1', disk: 'logs', pool: 'far' }, 'invalid: pool far is on host2 but VM web1 runs on host1'],
       [{ vm: 'web1', disk: 'logs', pool: 'local' }, 'conflict: VM web1: disk logs is in pool local already'],
@@ -126,14 +126,30 @@ describe('vm move-disk (controller)', () => {
     expect(w.actions).toEqual([]);
   });
 
-  it('refuses a stopped VM, an unrealised pool, a taken volume name and a silent host', async () => {
+  it("moves a stopped VM's disk (a copy on the agent), and refuses a crashed one naming the fix", async () => {
+    const w = world(specWith(), { state: 'stopped' });
+    const r = await moveDisk(w.deps, { vm: 'web1', disk: 'logs', pool: 'fast' });
+    expect(r).toMatchObject({
+      vm: 'web1',
+      host: 'host1',
+      from: 'pool local',
+      pool: 'fast',
+      volume: 'web1-logs',
+    });
+    expect(w.actions).toEqual([
+      { kind: 'vm.moveDisk', name: 'web1', disk: 'logs', pool: 'fast', volume: 'web1-logs' },
+    ]);
+    expect(w.notes[0]).toContain('copying disk logs of stopped VM web1 from pool local to pool fast');
     expect(
       await refusal(
-        moveDisk(world(specWith(), { state: 'stopped' }).deps, { vm: 'web1', disk: 'logs', pool: 'fast' }),
+        moveDisk(world(specWith(), { state: 'crashed' }).deps, { vm: 'web1', disk: 'logs', pool: 'fast' }),
       ),
     ).toBe(
-      "invalid-state: VM web1 is stopped on host1: `vm move-disk` moves a running VM's disk; start it first (`vmlink vm start web1`)",
+      'invalid-state: VM web1 is crashed on host1: stop it (`vmlink vm stop web1`) or start it, then move its disk',
     );
+  });
+
+  it('refuses an unrealised pool, a taken volume name and a silent host', async () => {
     const noFast = realised(resolveSpec(specWith()));
     noFast[0]!.pools = noFast[0]!.pools!.filter((p) => p.name !== 'fast');
     expect(

@@ -1,6 +1,6 @@
-// `vmlink vm move-disk NAME DISK --to-pool POOL` (docs/mobility.md "Moving a running disk"): a running VM's disk
-// moves live into a dir pool of its own host, as the volume the plan expects there (`<vm>-<disk>`), through the
-// agent action `vm.moveDisk` (mirror, pivot). Every refusal is checked here first, from the applied spec and the
+// `vmlink vm move-disk NAME DISK --to-pool POOL` (docs/mobility.md "Moving a running disk"): a VM's disk moves
+// into a dir pool of its own host, as the volume the plan expects there (`<vm>-<disk>`), through the agent action
+// `vm.moveDisk` (live: mirror, pivot; a stopped VM's: a copy). Every refusal is checked here first, from the applied spec and the
 // host's report, so nothing starts that the agent would have to undo. The spec stays the source of truth: the
 // next apply is `no changes` when the spec puts the disk in that pool, and refuses (never restarts onto an empty
 // disk) when it does not (plan/disk-moves.ts).
@@ -69,7 +69,7 @@ async function check(deps: MoveDiskDeps, req: MoveDiskRequest) {
   if (!pool) throw new NotFoundError('pool', req.pool);
   if (pool.type !== 'dir')
     throw new UnsupportedError(
-      `pool ${pool.name} is ${pool.type}: a running disk moves only into a dir pool of its VM's host for now`,
+      `pool ${pool.name} is ${pool.type}: a disk moves only into a dir pool of its VM's host for now`,
       `pool/${pool.name}`,
     );
   if (pool.host !== host)
@@ -90,9 +90,9 @@ async function check(deps: MoveDiskDeps, req: MoveDiskRequest) {
   const seen = report.vms.find((v) => v.name === req.vm);
   if (!seen?.config)
     throw new InvalidStateError(`VM ${req.vm} is not on ${host}: apply the spec first`, subject);
-  if (seen.state !== 'running' && seen.state !== 'paused')
+  if (seen.state === 'crashed')
     throw new InvalidStateError(
-      `VM ${req.vm} is ${seen.state} on ${host}: \`vm move-disk\` moves a running VM's disk; start it first (\`vmlink vm start ${req.vm}\`)`,
+      `VM ${req.vm} is crashed on ${host}: stop it (\`vmlink vm stop ${req.vm}\`) or start it, then move its disk`,
       subject,
     );
   const now = seen.config.disks.find((d) => d.name === req.disk);
@@ -115,14 +115,23 @@ async function check(deps: MoveDiskDeps, req: MoveDiskRequest) {
       `volume ${req.pool}/${volume} exists already: the move would need that name; delete it first (\`vmlink volume delete ${req.pool}/${volume}\`) if it holds nothing you need`,
       `volume/${req.pool}/${volume}`,
     );
-  return { spec, host, volume, from: now.source ? `pool ${now.source.pool}` : 'the VM directory', disk };
+  return {
+    spec,
+    host,
+    volume,
+    from: now.source ? `pool ${now.source.pool}` : 'the VM directory',
+    disk,
+    running: seen.state !== 'stopped',
+  };
 }
 
 /** Moves the disk (see the file's comment); the report says where, how long, and what the spec must say next. */
 export async function moveDisk(deps: MoveDiskDeps, req: MoveDiskRequest): Promise<MoveDiskReport> {
   const started = Date.now();
-  const { spec, host, volume, from, disk } = await check(deps, req);
-  deps.progress?.(`copying disk ${req.disk} of VM ${req.vm} from ${from} to pool ${req.pool} on ${host}`);
+  const { spec, host, volume, from, disk, running } = await check(deps, req);
+  deps.progress?.(
+    `copying disk ${req.disk} of ${running ? '' : 'stopped '}VM ${req.vm} from ${from} to pool ${req.pool} on ${host}`,
+  );
   await deps
     .agents(spec, host)
     .act(
@@ -150,6 +159,6 @@ export async function moveDisk(deps: MoveDiskDeps, req: MoveDiskRequest): Promis
     specSays,
     next: specSays
       ? 'the applied spec already puts the disk there: nothing more to do'
-      : `edit the spec (vms ${req.vm} disks ${req.disk} pool: ${req.pool}) before the next apply, which refuses otherwise (it would restart the VM onto an empty disk in ${disk.pool ? `pool ${disk.pool}` : 'its directory'})`,
+      : `edit the spec (vms ${req.vm} disks ${req.disk} pool: ${req.pool}) before the next apply, which refuses otherwise (it would put the VM onto an empty disk in ${disk.pool ? `pool ${disk.pool}` : 'its directory'})`,
   };
 }

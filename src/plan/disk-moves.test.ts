@@ -93,7 +93,7 @@ describe('disks moved by vm move-disk', () => {
       }),
     );
     expect(thrown(() => planChanges(scratchInFast, realised(before))).message).toContain(
-      "disk scratch sits in the VM's directory but the spec puts it in pool fast; applying would restart the VM onto an empty disk. Move it while the VM runs: `vmlink vm move-disk web1 scratch --to-pool fast`",
+      "disk scratch sits in the VM's directory but the spec puts it in pool fast; applying would restart the VM onto an empty disk. Move it: `vmlink vm move-disk web1 scratch --to-pool fast`",
     );
     const logsOnNfs = resolveSpec(
       withFast((s) => {
@@ -103,6 +103,21 @@ describe('disks moved by vm move-disk', () => {
     expect(thrown(() => planChanges(logsOnNfs, realised(before))).message).toContain(
       "`vmlink vm move-disk` moves a disk only into a dir pool of the VM's host: keep pool local in the spec, or set the VM's state to stopped first",
     );
+  });
+
+  it('refuses the old spec for a stopped VM whose disk was moved, and for one the spec stops after a move', () => {
+    const seen = keepHash(realised(logsInFast, 'stopped'), 'web1', vmConfigHash(web1(before)));
+    const e = thrown(() => planChanges(before, seen));
+    expect(e.message).toContain(
+      'disk logs sits in pool fast but the spec puts it in pool local; applying would put the VM onto an empty disk. Move it: `vmlink vm move-disk web1 logs --to-pool local`',
+    );
+    const stopBefore = resolveSpec(
+      withFast((s) => {
+        s.vms[0].state = 'stopped';
+      }),
+    );
+    const moved = keepHash(realised(logsInFast), 'web1', vmConfigHash(web1(before)));
+    expect(thrown(() => planChanges(stopBefore, moved)).message).toContain('disk logs sits in pool fast');
   });
 
   it('lets a stopped VM, or one the spec stops, switch pools (the old volume is kept)', () => {

@@ -21,12 +21,18 @@ export function realisedAs(o: ObservedVm, hash: string): boolean {
 const place = (d: DiskConfig): string => (d.source ? `pool ${d.source.pool}` : "the VM's directory");
 
 /**
- * Why applying `want` to running VM `o` on `host` would lose what a disk holds: each disk of the VM's own (the
- * VM directory's, or its `<vm>-<disk>` volume) that sits elsewhere than the spec says, with the fix. Empty when
- * the VM is not running or not to run (a stopped VM switches sources at its next start; the old volume is kept).
+ * Why applying `want` to VM `o` on `host` would lose what a disk holds: each disk of the VM's own (the VM
+ * directory's, or its `<vm>-<disk>` volume) that sits elsewhere than the spec says, with the fix. Asked of a VM
+ * that runs and is to run (it would restart onto an empty disk), and of any VM whose disks `vm move-disk` moved
+ * since the apply (its recorded config no longer hashes to the recorded hash: the spec would put it back onto an
+ * empty disk). Empty otherwise: a stopped VM whose spec names another pool switches at its next start, the old
+ * volume kept.
  */
 export function diskMoveRefusals(host: string, want: VmConfig, o: ObservedVm): string[] {
-  if (!o.config || (o.state !== 'running' && o.state !== 'paused') || want.state !== 'running') return [];
+  if (!o.config) return [];
+  const live = (o.state === 'running' || o.state === 'paused') && want.state === 'running';
+  const moved = vmConfigHash(o.config) !== o.configHash;
+  if (!live && !moved) return [];
   const seen = new Map(o.config.disks.map((d) => [d.name, d]));
   const out: string[] = [];
   for (const d of want.disks) {
@@ -35,11 +41,13 @@ export function diskMoveRefusals(host: string, want: VmConfig, o: ObservedVm): s
     if ((now.source?.pool ?? '') === (d.source?.pool ?? '')) continue;
     // A named volume of `volumes:` in another pool is another disk (the old volume is kept): not a move.
     if (d.source && d.source.volume !== vmVolumeName(want.name, d.name)) continue;
-    const what = `vm ${want.name} on ${host}: disk ${d.name} sits in ${place(now)} but the spec puts it in ${place(d)}; applying would restart the VM onto an empty disk`;
+    const what = `vm ${want.name} on ${host}: disk ${d.name} sits in ${place(now)} but the spec puts it in ${place(d)}; applying would ${live ? 'restart the VM' : 'put the VM'} onto an empty disk`;
     out.push(
       d.source?.kind === 'file'
-        ? `${what}. Move it while the VM runs: \`vmlink vm move-disk ${want.name} ${d.name} --to-pool ${d.source.pool}\`, then apply (or keep ${place(now)} in the spec)`
-        : `${what}. \`vmlink vm move-disk\` moves a disk only into a dir pool of the VM's host: keep ${place(now)} in the spec, or set the VM's state to stopped first (it then starts on the new, empty disk; the old volume is kept)`,
+        ? `${what}. Move it: \`vmlink vm move-disk ${want.name} ${d.name} --to-pool ${d.source.pool}\`, then apply (or keep ${place(now)} in the spec)`
+        : live
+          ? `${what}. \`vmlink vm move-disk\` moves a disk only into a dir pool of the VM's host: keep ${place(now)} in the spec, or set the VM's state to stopped first (it then starts on the new, empty disk; the old volume is kept)`
+          : `${what}. \`vmlink vm move-disk\` moves a disk only into a dir pool of the VM's host: keep ${place(now)} in the spec`,
     );
   }
   return out;

@@ -182,12 +182,32 @@ export async function writeFileAtomic(
     throw e;
   }
   // The rename is durable only once the directory entry is on disk.
-  const dir = await open(dirname(path), constants.O_RDONLY | constants.O_DIRECTORY);
+  await syncDir(dirname(path));
+}
+
+/** Flushes directory `dir`'s entries to disk (a rename or create in it is durable after this). */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
-    await dir.sync();
+    await fh.sync();
   } finally {
-    await dir.close();
+    await fh.close();
   }
+}
+
+/**
+ * Publishes a file written by someone else (a tool's output) at `tmp` as `path`: its data flushed, then renamed,
+ * then the directory flushed, so after a crash `path` is either absent or whole.
+ */
+export async function renameDurably(tmp: string, path: string): Promise<void> {
+  const fh = await open(tmp, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await syncDir(dirname(path));
 }
 
 /** `writeFileAtomic`, synchronously. */

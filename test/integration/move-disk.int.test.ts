@@ -13,6 +13,7 @@ import { acquireVmLock } from '../helpers/vmlock.js';
 // is mirrored to a new volume in pool B and pivoted while the guest runs (same QEMU process), the data written
 // before the move reads back after it, the old volume is gone, a restart opens the new volume, and the disk moves
 // back to A (the slot's first set of node names again). A move into a volume that exists is refused, nothing changed.
+// Then, the VM stopped, the disk is copied to B and the next start opens the copy.
 
 const runner = new SystemRunner();
 const VM = 'mgb-mvdisk1';
@@ -139,5 +140,18 @@ describe.runIf(isRoot && existsSync(`${GUEST_DIR}/vmlinuz`))('vm move-disk on re
     expect(await read(dev, 5, AFTER.length)).toBe(AFTER);
     expect(existsSync(join(poolB, 'mgb-data.qcow2'))).toBe(false);
     expect((await driver.openDisks(VM)).map((o) => o.target)).toEqual([join(poolA, 'data2.qcow2')]);
+  });
+
+  it('moves a stopped disk by a copy: the next start opens it, the data intact, the old volume gone', async () => {
+    await driver.stop(VM, { force: true });
+    const moved = await driver.moveDisk(VM, 'data', { pool: 'b', dir: poolB, volume: 'mgb-data3' });
+    expect(moved).toMatchObject({ from: 'pool a', to: { pool: 'b', path: join(poolB, 'mgb-data3.qcow2') } });
+    expect(existsSync(join(poolA, 'data2.qcow2'))).toBe(false);
+    await driver.start(VM);
+    await driver.waitForGuestAgent(VM);
+    const dev = await deviceOf('data');
+    expect(await read(dev, 3, BEFORE.length)).toBe(BEFORE);
+    expect(await read(dev, 5, AFTER.length)).toBe(AFTER);
+    expect((await driver.openDisks(VM)).map((o) => o.target)).toEqual([join(poolB, 'mgb-data3.qcow2')]);
   });
 });

@@ -3,12 +3,12 @@
 // returns (a file, or an iscsi:// / nfs:// URL), so the same cases hold for every backend. Call it
 // from a test file:
 //   storageConformance('dir', (env) => storageDrivers.dir(env));
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Runner, SystemRunner } from '../../exec/runner.js';
-import { InvalidRequestError, NotFoundError } from '../../shared/errors.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../shared/errors.js';
 import type { StorageDriver } from './types.js';
 
 /** What a backend under test gets: a runner and a scratch directory of its own (deleted afterwards). */
@@ -23,6 +23,7 @@ interface ImageInfo {
   'virtual-size': number;
   'backing-filename'?: string;
   'backing-filename-format'?: string;
+  'format-specific'?: { data?: { bitmaps?: { name: string }[] } };
 }
 
 /** Registers the storage backend conformance suite for `makeDriver` (vitest describe/it). */
@@ -85,6 +86,49 @@ export function storageConformance(
       // Asked again, the overlay and what was written to it stay.
       expect(await d.createOverlay({ name: 'root', dir, base })).toBe(path);
       expect((await qemuIo(path, 'read -P 0x11 0 64k')).code).toBe(0);
+    });
+
+    it('copies an image into a new volume: flattened, its data and persistent bitmaps kept', async () => {
+      const path = await d.copyVolume({
+        name: 'root-copy',
+        dir,
+        source: d.volumePath({ name: 'root', dir }),
+        sourceFormat: 'qcow2',
+      });
+      expect(path).toBe(d.volumePath({ name: 'root-copy', dir }));
+      const i = await info(path);
+      expect(i.format).toBe('qcow2');
+      expect(i['backing-filename']).toBeUndefined();
+      // The overlay's own write and what its base held beyond it.
+      expect((await qemuIo(path, 'read -P 0x11 0 64k')).code).toBe(0);
+      expect((await qemuIo(path, 'read -P 0x0 64k 64k')).code).toBe(0);
+      const raw = join(dir, 'base.raw');
+      const bm = await d.createVolume({ name: 'vol-bitmap', dir, sizeMiB: 4 });
+      await runner.run(['qemu-img', 'bitmap', '--add', bm, 'vmlink-b1']);
+      const copied = await d.copyVolume({ name: 'vol-bitmap-copy', dir, source: bm, sourceFormat: 'qcow2' });
+      expect((await info(copied))['format-specific']?.data?.bitmaps?.map((b) => b.name)).toEqual([
+        'vmlink-b1',
+      ]);
+      const fromRaw = await d.copyVolume({ name: 'raw-copy', dir, source: raw, sourceFormat: 'raw' });
+      expect((await qemuIo(fromRaw, 'read -P 0x5a 0 64k')).code).toBe(0);
+      expect((await readdir(dir)).filter((f) => f.endsWith('.part'))).toEqual([]);
+    });
+
+    it('never copies over a volume, from a missing image or when aborted, leaving nothing behind', async () => {
+      const source = d.volumePath({ name: 'root', dir });
+      await expect(d.copyVolume({ name: 'root-copy', dir, source, sourceFormat: 'qcow2' })).rejects.toThrow(
+        ConflictError,
+      );
+      expect((await qemuIo(d.volumePath({ name: 'root-copy', dir }), 'read -P 0x11 0 64k')).code).toBe(0);
+      await expect(
+        d.copyVolume({ name: 'copy-x', dir, source: join(dir, 'nope.qcow2'), sourceFormat: 'qcow2' }),
+      ).rejects.toThrow(NotFoundError);
+      await expect(
+        d.copyVolume({ name: 'copy-y', dir, source, sourceFormat: 'qcow2' }, { signal: AbortSignal.abort() }),
+      ).rejects.toThrow();
+      expect(await absent(d.volumePath({ name: 'copy-x', dir }))).toBe(true);
+      expect(await absent(d.volumePath({ name: 'copy-y', dir }))).toBe(true);
+      expect((await readdir(dir)).filter((f) => f.endsWith('.part'))).toEqual([]);
     });
 
     it('refuses a missing base and a base format QEMU cannot back an overlay with, creating nothing', async () => {

@@ -1,10 +1,11 @@
 // `dir` storage backend: qcow2 files in a directory, made with qemu-img.
-import { chmod, chown, rm, stat } from 'node:fs/promises';
+import { chmod, chown, lstat, rm, stat } from 'node:fs/promises';
 import type { Runner } from '../../exec/runner.js';
-import { InvalidRequestError, NotFoundError } from '../../shared/errors.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../shared/errors.js';
+import { renameDurably } from '../../shared/state-file.js';
 import type { OpContext } from '../network/types.js';
 import { createRetryingLuks } from './qemu-img.js';
-import type { OverlaySpec, StorageDriver, VolumeOwner, VolumeRef, VolumeSpec } from './types.js';
+import type { CopySpec, OverlaySpec, StorageDriver, VolumeOwner, VolumeRef, VolumeSpec } from './types.js';
 
 const VOLUME_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
@@ -66,6 +67,47 @@ export class DirStorage implements StorageDriver {
         ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', format, '-b', v.base, path],
         ctx?.signal ? { signal: ctx.signal } : {},
       );
+    }
+    await this.own(path, v.owner);
+    return path;
+  }
+
+  /**
+   * Copies `v.source` into `<dir>/<name>.qcow2` with `qemu-img convert` (flattened; `--bitmaps` keeps a qcow2's
+   * persistent dirty bitmaps, so the next backup stays incremental) through a temporary name published only once
+   * flushed: a copy cut short leaves no volume, and the next try starts over.
+   */
+  async copyVolume(v: CopySpec, ctx?: OpContext): Promise<string> {
+    const path = this.volumePath(v);
+    ctx?.signal?.throwIfAborted();
+    if (await exists(path))
+      throw new ConflictError(`volume ${path} exists already; a copy never overwrites one`, v.name);
+    const src = await lstat(v.source).catch(() => undefined);
+    if (!src) throw new NotFoundError('image', v.source);
+    if (!src.isFile())
+      throw new InvalidRequestError(`${v.source} is not a regular file; not copied`, v.source);
+    const tmp = `${v.dir}/.${v.name}.qcow2.part`;
+    await rm(tmp, { force: true });
+    ctx?.progress?.(`copying ${v.source} to ${path}`);
+    const bitmaps = v.sourceFormat === 'qcow2' ? ['--bitmaps', '--skip-broken-bitmaps'] : [];
+    const argv = [
+      'qemu-img',
+      'convert',
+      '-q',
+      '-f',
+      v.sourceFormat,
+      '-O',
+      'qcow2',
+      ...bitmaps,
+      v.source,
+      tmp,
+    ];
+    try {
+      await this.runner.run(argv, ctx?.signal ? { signal: ctx.signal } : {});
+      await renameDurably(tmp, path);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
     }
     await this.own(path, v.owner);
     return path;

@@ -25,6 +25,13 @@ export interface VolumeSpec extends VolumeRef {
   encryptionKeyBase64?: string;
 }
 
+/** A new volume holding a copy of the image at `source` (its format: `qcow2` or `raw`). */
+export interface CopySpec extends VolumeRef {
+  source: string;
+  sourceFormat: 'qcow2' | 'raw';
+  owner?: VolumeOwner;
+}
+
 /** A new copy-on-write overlay on the image at `base` (qcow2 or raw). */
 export interface OverlaySpec extends VolumeRef {
   base: string;
@@ -40,6 +47,12 @@ export interface StorageDriver {
   createVolume(v: VolumeSpec, ctx?: OpContext): Promise<string>;
   /** Removes a volume; a missing volume is not an error. */
   deleteVolume(v: VolumeRef, ctx?: OpContext): Promise<void>;
+  /**
+   * Copies the image `v.source` (not in use) into a new qcow2 volume and returns its path: flattened (its backing
+   * chain read through), its persistent dirty bitmaps kept, published whole or not at all. Refuses an existing
+   * volume (`ConflictError`): a copy never overwrites.
+   */
+  copyVolume(v: CopySpec, ctx?: OpContext): Promise<string>;
 
   // Images.
   /** Creates a qcow2 copy-on-write overlay on `base` and returns its path; an existing overlay is kept. */

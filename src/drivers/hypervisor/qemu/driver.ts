@@ -387,10 +387,10 @@ export class QemuDriver implements HypervisorDriver {
   /** Live migration (migrate-vm.ts). */
   readonly migrations: VmMigrations;
 
-  /** Moves running VM `name`'s disk to a new volume in a dir pool of this host, live (move-disk.ts). */
+  /** Moves VM `name`'s disk to a new volume in a dir pool of this host: live while it runs (move-disk.ts). */
   moveDisk(name: string, disk: string, to: MoveDiskTarget, ctx?: MoveDiskContext): Promise<MoveDiskResult> {
     return this.vms.locked(name, () =>
-      moveVmDisk({ vms: this.vms, storage: this.storage }, name, disk, to, ctx),
+      moveVmDisk({ vms: this.vms, storage: this.storage, runner: this.runner }, name, disk, to, ctx),
     );
   }
 

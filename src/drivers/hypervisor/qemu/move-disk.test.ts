@@ -1,10 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RecordingRunner } from '../../../exec/runner.js';
+import { RecordingRunner, SystemRunner } from '../../../exec/runner.js';
+import { ConflictError } from '../../../shared/errors.js';
 import type { DiskConfig } from '../../../shared/model.js';
+import { DirStorage } from '../../storage/dir.js';
 import type { StorageDriver } from '../../storage/types.js';
 import { vmPaths } from './cmdline.js';
 import { ALT_SLOT } from './disk-slots.js';
@@ -125,7 +127,7 @@ describe('moving a running disk (fake QMP, real files)', () => {
 
   it('opens the new volume beside the disk, mirrors, pivots, records the new source and slot, then removes the old file', async () => {
     const q = fakeQmp();
-    const r = await moveVmDisk({ vms: access(q.qmp), storage }, 'web', 'data', {
+    const r = await moveVmDisk({ vms: access(q.qmp), storage, runner }, 'web', 'data', {
       pool: 'b',
       dir: join(dir, 'b'),
       volume: 'web-data',
@@ -164,7 +166,7 @@ describe('moving a running disk (fake QMP, real files)', () => {
   it('rolls back when the copy fails: job cancelled, new nodes and volume removed, old disk and record untouched', async () => {
     const q = fakeQmp('No space left on device');
     await expect(
-      moveVmDisk({ vms: access(q.qmp), storage }, 'web', 'data', {
+      moveVmDisk({ vms: access(q.qmp), storage, runner }, 'web', 'data', {
         pool: 'b',
         dir: join(dir, 'b'),
         volume: 'web-data',
@@ -181,7 +183,11 @@ describe('moving a running disk (fake QMP, real files)', () => {
   it('refuses a stopped VM, a CD-ROM, an encrypted disk, the pool it is in, and a volume that exists', async () => {
     const q = fakeQmp();
     const go = (disk: string, pool = 'b', volume = 'web-data') =>
-      moveVmDisk({ vms: access(q.qmp), storage }, 'web', disk, { pool, dir: join(dir, pool), volume });
+      moveVmDisk({ vms: access(q.qmp), storage, runner }, 'web', disk, {
+        pool,
+        dir: join(dir, pool),
+        volume,
+      });
     await expect(go('data', 'a', 'x')).rejects.toThrow(/disk data is in pool a already/);
     await writeFile(join(dir, 'b', 'taken.qcow2'), 'someone');
     await expect(go('data', 'b', 'taken')).rejects.toThrow(/volume taken exists in pool b already/);
@@ -191,9 +197,108 @@ describe('moving a running disk (fake QMP, real files)', () => {
     );
     await expect(go('cd')).rejects.toThrow(/CD-ROM/);
     await expect(go('vault')).rejects.toThrow(/encrypted/);
-    running = false;
-    await expect(go('data')).rejects.toThrow(/move-disk requires running/);
     expect(q.calls.filter(([c]) => c === 'blockdev-mirror')).toEqual([]);
+    expect(written).toBeUndefined();
+  });
+
+  it('refuses a running disk holding internal snapshots, before any copy', async () => {
+    const q = fakeQmp();
+    const base = q.qmp.execute.bind(q.qmp);
+    const withSnap = {
+      execute: async <T>(cmd: string, args?: Record<string, unknown>): Promise<T> =>
+        cmd === 'query-named-block-nodes'
+          ? ([
+              {
+                'node-name': 'disk0',
+                image: { 'virtual-size': 1 << 25, snapshots: [{ name: 'before-upgrade' }] },
+              },
+            ] as T)
+          : base<T>(cmd, args),
+    } as unknown as QmpClient;
+    await expect(
+      moveVmDisk({ vms: access(withSnap), storage, runner }, 'web', 'data', {
+        pool: 'b',
+        dir: join(dir, 'b'),
+        volume: 'web-data',
+      }),
+    ).rejects.toThrow(/holds snapshot\(s\) before-upgrade; .* delete them first/);
+    expect(existsSync(join(dir, 'b', 'web-data.qcow2'))).toBe(false);
+    expect(written).toBeUndefined();
+  });
+});
+
+describe('moving a stopped disk (real qemu-img, real files)', () => {
+  let dir = '';
+  let stored: StoredVm;
+  let written: StoredVm | undefined;
+  const sys = new SystemRunner();
+  const access = (): VmAccess =>
+    ({
+      paths: (n: string) => vmPaths(dir, n),
+      mustStored: async () => stored,
+      writeStored: async (_n: string, vm: StoredVm) => {
+        written = vm;
+      },
+      running: async () => false,
+      qmp: async () => {
+        throw new Error('a stopped VM has no QMP');
+      },
+    }) as unknown as VmAccess;
+  const go = () =>
+    moveVmDisk({ vms: access(), storage: new DirStorage(sys), runner: sys }, 'web', 'data', {
+      pool: 'b',
+      dir: join(dir, 'b'),
+      volume: 'web-data',
+    });
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmlink-mvdisk-off-'));
+    await mkdir(join(dir, 'b'));
+    await mkdir(join(dir, 'vms', 'web'), { recursive: true });
+    const disk = vmPaths(dir, 'web').disk('data');
+    await sys.run(['qemu-img', 'create', '-q', '-f', 'qcow2', disk, '8M']);
+    await sys.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x6b 1M 64k', disk]);
+    await sys.run(['qemu-img', 'bitmap', '--add', disk, 'vmlink-b1']);
+    stored = {
+      config: {
+        name: 'web',
+        cpus: 1,
+        memoryMiB: 128,
+        image: { kind: 'test-guest' },
+        disks: [{ name: 'data' }],
+        nics: [],
+        state: 'stopped',
+      },
+      configHash: 'h1',
+      accel: 'tcg',
+      argv: [],
+      diskSlots: [0],
+    } as StoredVm;
+    written = undefined;
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('copies the VM-directory disk into the pool with its data and bitmaps, records it, removes the old file', async () => {
+    const r = await go();
+    const path = join(dir, 'b', 'web-data.qcow2');
+    expect(r).toMatchObject({ vm: 'web', disk: 'data', from: 'the VM directory' });
+    expect(r.to).toEqual({ kind: 'file', pool: 'b', volume: 'web-data', path, format: 'qcow2' });
+    expect((await sys.run(['qemu-io', '-f', 'qcow2', '-c', 'read -P 0x6b 1M 64k', path])).code).toBe(0);
+    expect((await sys.run(['qemu-img', 'info', path])).stdout).toContain('vmlink-b1');
+    expect(written?.config.disks[0]?.source).toEqual(r.to);
+    expect(written?.diskSlots).toEqual([0]);
+    expect(written?.configHash).toBe('h1');
+    expect(existsSync(vmPaths(dir, 'web').disk('data'))).toBe(false);
+  });
+
+  it('refuses a disk with internal snapshots, changing nothing', async () => {
+    await sys.run(['qemu-img', 'snapshot', '-c', 'nightly', vmPaths(dir, 'web').disk('data')]);
+    await expect(go()).rejects.toThrow(ConflictError);
+    await expect(go()).rejects.toThrow(/holds snapshot\(s\) nightly/);
+    expect(existsSync(join(dir, 'b', 'web-data.qcow2'))).toBe(false);
+    expect(existsSync(vmPaths(dir, 'web').disk('data'))).toBe(true);
     expect(written).toBeUndefined();
   });
 });
