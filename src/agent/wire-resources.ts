@@ -33,7 +33,7 @@ export const HostResourcesSchema = z
     onlineCpus: z.array(z.number().int().min(0).max(HOST_CPU_ID_MAX)).max(HOST_CPU_ID_MAX + 1),
     /** Quotas need a cgroup v2 hierarchy vmlink may write (cpu.max). */
     cpuQuota: z.object({ available: z.boolean(), reason: z.string().max(500) }).strict(),
-    /** Free huge pages of the default size and a hugetlbfs mount to back guest RAM with. */
+    /** Free huge pages of the default size to back guest RAM with; `mount`: what older agents sent, now unused. */
     hugepages: z
       .object({
         available: z.boolean(),

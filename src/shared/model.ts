@@ -174,7 +174,7 @@ export interface VmConfig {
   devices?: DeviceRequest[];
   /** vCPU pinning (`pin[i]`: the host CPU of vCPU i) and CPU quota (percent of its vCPUs' time); absent: neither. */
   cpu?: VmCpuConfig;
-  /** Guest RAM on the host's huge pages (hugetlbfs). */
+  /** Guest RAM on the host's huge pages (a hugetlb memfd). */
   hugepages?: boolean;
 }
 
@@ -267,7 +267,10 @@ export interface HostResources {
   onlineCpus: number[];
   /** Quotas need a cgroup v2 hierarchy vmlink may write (`cpu.max`). */
   cpuQuota: { available: boolean; reason: string };
-  /** Free huge pages of the default size and a hugetlbfs mount to back guest RAM with. */
+  /**
+   * Free huge pages of the default size to back guest RAM with (a hugetlb memfd: no mount needed). `mount` is what
+   * older agents reported (the hugetlbfs mount they needed); no longer sent.
+   */
   hugepages: { available: boolean; reason: string; pageSizeKiB: number; free: number; mount?: string };
   /** Free space (MiB) of the filesystem holding the VMs' directories and their local disks (absent: unknown). */
   vmDiskFreeMiB?: number;

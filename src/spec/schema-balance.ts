@@ -32,7 +32,7 @@ export const VmCpuSchema = z
 /** `vms[].memory`: how its RAM is backed. */
 export const VmMemorySchema = z
   .object({
-    /** Back the guest's RAM with the host's free huge pages (hugetlbfs); refused where the host has too few. */
+    /** Back the guest's RAM with the host's free huge pages; refused where the host has too few. */
     hugepages: z.boolean().default(false),
   })
   .strict();

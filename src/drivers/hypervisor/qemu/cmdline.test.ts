@@ -50,7 +50,7 @@ function argv(cfg: VmConfig, accel: 'kvm' | 'tcg' = 'tcg', testGuestKernel?: str
 }
 
 describe('buildQemuArgv (golden)', () => {
-  it('huge pages: RAM from a preallocated hugetlbfs file backend named by the machine (pinning adds no argument)', async () => {
+  it('huge pages: RAM from a preallocated hugetlb memfd backend named by the machine (pinning adds no argument)', async () => {
     const cfg: VmConfig = { ...base, hugepages: true, cpu: { pin: [2], quotaPercent: 50 } };
     await expect(render(argv(cfg, 'kvm'))).toMatchFileSnapshot('./__golden__/test-guest-hugepages.txt');
   });

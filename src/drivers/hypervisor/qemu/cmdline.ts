@@ -4,7 +4,7 @@ import type { NicConfig, VmConfig } from '../../../shared/model.js';
 import { type ConfidentialLaunch, confidentialArgs } from './confidential-args.js';
 import { attachedOverQmp, diskPortArgs, diskSlotIds } from './disk-slots.js';
 import { diskSerial } from './disk-sources.js';
-import { HUGEPAGES_BACKEND_ID, HUGEPAGES_MOUNT_DEFAULT, hugepagesArgs } from './hugepages-args.js';
+import { HUGEPAGES_BACKEND_ID, hugepagesArgs } from './hugepages-args.js';
 import { passthroughArgs } from './passthrough-args.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
@@ -99,8 +99,6 @@ export interface CmdlineInput {
   confidential?: ConfidentialLaunch;
   /** Slot of each disk, in `config.disks` order (see `assignDiskSlots`); default: disk i in slot i. */
   diskSlots?: readonly number[];
-  /** The hugetlbfs mount a `hugepages` VM's RAM comes from (default HUGEPAGES_MOUNT_DEFAULT). */
-  hugepagesMount?: string;
 }
 
 /**
@@ -230,7 +228,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     String(cfg.cpus),
     '-m',
     String(cfg.memoryMiB),
-    ...(cfg.hugepages ? hugepagesArgs(cfg.memoryMiB, input.hugepagesMount ?? HUGEPAGES_MOUNT_DEFAULT) : []),
+    ...(cfg.hugepages ? hugepagesArgs(cfg.memoryMiB) : []),
     '-display',
     'none',
     '-vga',

@@ -11,7 +11,6 @@ import {
   checkVmResources,
   cpuMaxValue,
   cpusAllowedList,
-  hugetlbfsMount,
   pinVcpus,
   probeHostResources,
   vcpuThreads,
@@ -30,10 +29,6 @@ beforeAll(async () => {
   await put('sys/devices/system/cpu/online', '0-3,6\n');
   await put('proc/meminfo', 'MemTotal: 1 kB\nHugepagesize:       2048 kB\n');
   await put('sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', '100\n');
-  await put(
-    'proc/mounts',
-    'proc /proc proc rw 0 0\nhugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n',
-  );
   await put('proc/4242/task/4243/status', 'Name:\tCPU 0/TCG\nCpus_allowed_list:\t2\n');
   await put('proc/4242/task/4244/status', 'Name:\tCPU 1/TCG\nCpus_allowed_list:\t0-3\n');
 });
@@ -53,25 +48,20 @@ const vm = (over: Partial<VmConfig>): VmConfig => ({
 });
 
 describe('probeHostResources', () => {
-  it('reads online CPUs, free huge pages and the hugetlbfs mount; quotas follow cgroup v2', async () => {
+  it('reads online CPUs and free huge pages (no hugetlbfs mount needed); quotas follow cgroup v2', async () => {
     const r = await probeHostResources(undefined, '/sys/fs/cgroup', roots());
     expect(r.onlineCpus).toEqual([0, 1, 2, 3, 6]);
     expect(r.hugepages).toEqual({
       available: true,
-      reason: '100 free 2 MiB huge pages at /dev/hugepages',
+      reason: '100 free 2 MiB huge pages',
       pageSizeKiB: 2048,
       free: 100,
-      mount: '/dev/hugepages',
     });
     expect(r.cpuQuota.available).toBe(false);
     expect(r.cpuQuota.reason).toMatch(/^\/sys\/fs\/cgroup is not a cgroup v2 \(unified\) hierarchy/);
     expect((await probeHostResources('/sys/fs/cgroup', '/sys/fs/cgroup', roots())).cpuQuota.available).toBe(
       true,
     );
-  });
-
-  it('a mount point with odd characters is not used', () => {
-    expect(hugetlbfsMount('none /mnt/huge\\040pages hugetlbfs rw 0 0\n')).toBeUndefined();
   });
 });
 

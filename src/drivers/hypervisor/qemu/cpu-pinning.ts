@@ -4,7 +4,7 @@
 // through the exec layer. It is set on every start (a restarted QEMU has new threads) and read back from
 // /proc/<pid>/task/<tid>/status (`Cpus_allowed_list`) for the host report. Quotas are the VM cgroup's `cpu.max`
 // (cgroup.ts), so they exist only where the host has a cgroup v2 hierarchy vmlink may write; huge pages need free
-// pages of the default size and a hugetlbfs mount. Where the host lacks one, the VM is refused before it starts, with
+// pages of the default size (a hugetlb memfd: no mount). Where the host lacks one, the VM is refused before it starts, with
 // the capability report's reason.
 import { constants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
@@ -44,15 +44,6 @@ function hugePageSizeKiB(meminfo: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-/** The first hugetlbfs mount point of /proc/mounts, if any (escaped spaces stay escaped: such a path is refused). */
-export function hugetlbfsMount(mounts: string): string | undefined {
-  for (const line of mounts.split('\n')) {
-    const [, where, type] = line.split(' ');
-    if (type === 'hugetlbfs' && where && /^\/[\w./-]*$/.test(where)) return where;
-  }
-  return undefined;
-}
-
 /** What this host offers for pinning, quotas and huge pages (the capability report's `resources`). */
 export async function probeHostResources(
   cgroupRoot: string | undefined,
@@ -66,14 +57,11 @@ export async function probeHostResources(
     ? await readSmall(`${roots.sys}/kernel/mm/hugepages/hugepages-${size}kB/free_hugepages`)
     : undefined;
   const free = freeText === undefined ? 0 : Number.parseInt(freeText, 10) || 0;
-  const mount = hugetlbfsMount((await readSmall(`${roots.proc}/mounts`)) ?? '');
   const hugeReason = !size
     ? 'the kernel reports no huge page size (no hugetlb support)'
     : !free
       ? `no free ${size / 1024} MiB huge pages (vm.nr_hugepages is 0 or all are in use): reserve some, e.g. sysctl vm.nr_hugepages=N`
-      : !mount
-        ? 'no hugetlbfs mount (mount -t hugetlbfs none /dev/hugepages)'
-        : `${free} free ${size / 1024} MiB huge pages at ${mount}`;
+      : `${free} free ${size / 1024} MiB huge pages`;
   return {
     onlineCpus: online ? parseCpuList(online) : [],
     cpuQuota: cgroupRoot
@@ -83,11 +71,10 @@ export async function probeHostResources(
           reason: `${cgroupMount} is not a cgroup v2 (unified) hierarchy, so vmlink has no cgroup to set cpu.max in; boot the host with the unified hierarchy (systemd.unified_cgroup_hierarchy=1)`,
         },
     hugepages: {
-      available: size > 0 && free > 0 && mount !== undefined,
+      available: size > 0 && free > 0,
       reason: hugeReason,
       pageSizeKiB: size,
       free,
-      ...(mount ? { mount } : {}),
     },
   };
 }
