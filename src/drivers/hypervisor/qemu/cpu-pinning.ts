@@ -4,8 +4,8 @@
 // through the exec layer. It is set on every start (a restarted QEMU has new threads) and read back from
 // /proc/<pid>/task/<tid>/status (`Cpus_allowed_list`) for the host report. Quotas are the VM cgroup's `cpu.max`
 // (cgroup.ts), so they exist only where the host has a cgroup v2 hierarchy vmlink may write; huge pages need free
-// pages of the default size (a hugetlb memfd: no mount). Where the host lacks one, the VM is refused before it starts, with
-// the capability report's reason.
+// pages of the default size (a hugetlb memfd: no mount). Where the host lacks one, the VM is refused before it
+// starts, with the capability report's reason.
 import { constants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import type { Runner } from '../../../exec/runner.js';
