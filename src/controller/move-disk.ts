@@ -2,8 +2,8 @@
 // into a dir pool of its own host, as the volume the plan expects there (`<vm>-<disk>`), through the agent action
 // `vm.moveDisk` (live: mirror, pivot; a stopped VM's: a copy). Every refusal is checked here first, from the
 // applied spec and the host's report, so nothing starts that the agent would have to undo. The spec stays the
-// source of truth: the next apply is `no changes` when the spec puts the disk in that pool, and refuses (never restarts onto an empty
-// disk) when it does not (plan/disk-moves.ts).
+// source of truth: the next apply is `no changes` when the spec puts the disk in that pool, and refuses (never
+// restarts onto an empty disk) when it does not (plan/disk-moves.ts).
 import {
   ConflictError,
   InvalidRequestError,
