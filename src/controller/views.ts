@@ -25,6 +25,34 @@ export interface ReadOptions {
   live?: boolean;
 }
 
+/** How `status` answers: `summary` gives each host's report without its bulky parts (see `summaryReport`). */
+export interface StatusOptions extends ReadOptions {
+  summary?: boolean;
+}
+
+/** Each kept report's summary, made once (the report cache hands out the same object until the next refresh). */
+const summaries = new WeakMap<HostReport, HostReport>();
+
+/**
+ * A report without what `vmlink status` does not show and other routes serve (`vm list`: ports and CPU placement;
+ * `network show`: leases; `host devices`): each VM, network and security group keeps its name, state, pid, hash and
+ * problems, not the config it was realised from. At 1,000 hosts x 20 VMs the full reports are ~3 MB of JSON.
+ */
+export function summaryReport(r: HostReport): HostReport {
+  let s = summaries.get(r);
+  if (!s) {
+    const { devices: _devices, ...rest } = r;
+    s = {
+      ...rest,
+      networks: r.networks.map(({ config: _c, leases: _l, ...n }) => n),
+      vms: r.vms.map(({ config: _c, ports: _p, vcpus: _v, cpuMax: _m, ...v }) => v),
+      ...(r.securityGroups ? { securityGroups: r.securityGroups.map(({ config: _c, ...g }) => g) } : {}),
+    };
+    summaries.set(r, s);
+  }
+  return s;
+}
+
 /**
  * The spec resolved into per-host configs, once per parsed spec (the parser hands out one object per text and
  * placement): at 200 hosts x 20 VMs resolving took ~300 ms of every `vm list` served from the report cache.
@@ -158,9 +186,12 @@ export class Views {
    * Hosts of the applied spec: heartbeat state, and the agents' reports of those that answer (from the report cache
    * with their age, unless `live`).
    */
-  async status(opts: ReadOptions = {}): Promise<StatusView> {
+  async status(opts: StatusOptions = {}): Promise<StatusView> {
     const cur = await this.specs.current();
-    return cur ? this.statusOf(cur, opts) : { hosts: [] };
+    if (!cur) return { hosts: [] };
+    const st = await this.statusOf(cur, opts);
+    if (!opts.summary) return st;
+    return { ...st, hosts: st.hosts.map((h) => (h.report ? { ...h, report: summaryReport(h.report) } : h)) };
   }
 
   // The applied spec read once per request: at 1,000 hosts reading and placing it is itself tens of ms and more.
