@@ -173,4 +173,16 @@ describe('status and vm list from the report cache', () => {
       await app.close();
     }
   });
+
+  it('lists the VMs hosts report beyond the spec among its own, in name order', async () => {
+    const web1 = fleet.host('h1').vms.get('web1')!;
+    fleet.host('h2').vms.set('alpha', { ...structuredClone(web1), name: 'alpha', state: 'stopped' });
+    fleet.host('h1').vms.set('zed', { ...structuredClone(web1), name: 'zed', state: 'stopped' });
+    const vms = await controller.vms();
+    expect(vms.map((v) => [v.name, v.host, v.desired])).toEqual([
+      ['alpha', 'h2', 'absent'],
+      ['web1', 'h1', 'running'],
+      ['zed', 'h1', 'absent'],
+    ]);
+  });
 });
