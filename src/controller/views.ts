@@ -36,7 +36,8 @@ const summaries = new WeakMap<HostReport, HostReport>();
 /**
  * A report without what `vmlink status` does not show and other routes serve (`vm list`: ports and CPU placement;
  * `network show`: leases; `host devices`): each VM, network and security group keeps its name, state, pid, hash and
- * problems, not the config it was realised from. At 1,000 hosts x 20 VMs the full reports are ~3 MB of JSON.
+ * problems, not the config it was realised from. At 1,000 hosts x 20 VMs the whole reports are 23 MB of JSON, the
+ * summaries 2.3 MB.
  */
 export function summaryReport(r: HostReport): HostReport {
   let s = summaries.get(r);
