@@ -317,15 +317,18 @@ async function main(): Promise<void> {
   }
   const warmS = round((performance.now() - tw) / 1000, 1);
   console.log(`report cache warm after ${warmS} s (first round ${controller.reports.lastRound?.ms} ms)`);
-  const series = ['status', 'status --live', 'vm list', 'vm list --live'] as const;
+  // `status` answers each host's report summary; `status --full` the whole reports (the answer before the summary).
+  const series = ['status', 'status --full', 'status --live', 'vm list', 'vm list --live'] as const;
   const lat: Record<(typeof series)[number], number[]> = {
     status: [],
+    'status --full': [],
     'status --live': [],
     'vm list': [],
     'vm list --live': [],
   };
   const paths = {
     status: '/v1/status',
+    'status --full': '/v1/status?full=true',
     'status --live': '/v1/status?live=true',
     'vm list': '/v1/vms',
     'vm list --live': '/v1/vms?live=true',
@@ -344,6 +347,8 @@ async function main(): Promise<void> {
     await profiler.post('Profiler.start');
   }
   const refreshRounds: number[] = [];
+  /** Each answer's size in bytes (of JSON), from the last round of samples. */
+  const answerBytes: Record<string, number> = {};
   let served = { reachable: 0, cached: 0 };
   for (let i = 0; i < SAMPLES; i++)
     for (const label of series) {
@@ -359,6 +364,7 @@ async function main(): Promise<void> {
         continue;
       }
       lat[label].push(performance.now() - s);
+      if (i === SAMPLES - 1) answerBytes[label] = Buffer.byteLength(JSON.stringify(body));
       if (label === 'status') {
         const hs = (body as { hosts: Array<{ reachable: boolean; reportAgeMs?: number }> }).hosts;
         served = {
@@ -381,9 +387,11 @@ async function main(): Promise<void> {
   const controllerLoopDelayMs = loopDist(apiLoop);
   const apiDist = {
     status: dist(lat.status),
+    statusFull: dist(lat['status --full']),
     statusLive: dist(lat['status --live']),
     vmList: dist(lat['vm list']),
     vmListLive: dist(lat['vm list --live']),
+    answerBytes,
     oldestReportAgeMs: dist(ages),
     refreshRoundMs: dist([...new Set(refreshRounds)]),
     warmS,
@@ -393,7 +401,10 @@ async function main(): Promise<void> {
     load: load1(),
   };
   partial.api = apiDist;
-  for (const label of series) console.log(`API ${label} (${paths[label]}): ${fmt(dist(lat[label]))}`);
+  for (const label of series)
+    console.log(
+      `API ${label} (${paths[label]}): ${fmt(dist(lat[label]))}; answer ${round((answerBytes[label] ?? 0) / 1e6, 2)} MB`,
+    );
   console.log(
     `the controller's event loop delay while sampling: p50 ${controllerLoopDelayMs.p50} ms, p99 ${controllerLoopDelayMs.p99} ms, max ${controllerLoopDelayMs.max} ms`,
   );

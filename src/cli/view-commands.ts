@@ -29,8 +29,13 @@ export function addStatusCommands(program: Command, api: Api): void {
     )
     .option('--json', 'machine-readable output')
     .option('--live', 'ask every agent now instead (slower on a large fleet)')
-    .action(async (o: { json?: boolean; live?: boolean }) => {
-      const r = await api().get(`/v1/status${o.live ? '?live=true' : ''}`, StatusSchema);
+    .option(
+      '--full',
+      "each host's whole report in --json (VMs' and networks' configs, ports, CPU placement, DHCP leases, devices)",
+    )
+    .action(async (o: { json?: boolean; live?: boolean; full?: boolean }) => {
+      const query = [...(o.live ? ['live=true'] : []), ...(o.full ? ['full=true'] : [])].join('&');
+      const r = await api().get(`/v1/status${query ? `?${query}` : ''}`, StatusSchema);
       emit(!!o.json, r, () => {
         if (!r.spec) return 'No spec applied yet. Apply one with `vmlink apply -f SPEC`.';
         return [

@@ -45,7 +45,7 @@ import type { Store } from './store/types.js';
 import type { TaskContext } from './tasks.js';
 import { measureSpecThroughput, type ThroughputRequest, type VerifyResult, verifySpec } from './verify.js';
 import { LastVerify, verifyCells } from './verify-last.js';
-import type { ReadOptions } from './views.js';
+import type { ReadOptions, StatusOptions } from './views.js';
 import { type NetworkListItem, type NetworkView, type StatusView, Views, type VmView } from './views.js';
 import { VmControl } from './vm-control.js';
 import type { HostDevicesList } from './wire-devices.js';
@@ -365,7 +365,7 @@ export class Controller {
   }
 
   /** Hosts of the applied spec: heartbeat state, and the agents' reports (kept ones with their age, unless live). */
-  status(opts?: ReadOptions): Promise<StatusView> {
+  status(opts?: StatusOptions): Promise<StatusView> {
     return this.views.status(opts);
   }
 

@@ -63,6 +63,46 @@ describe('spec store', () => {
     expect(p.parsedTexts).toBe(1);
   });
 
+  it('places a text by owner records once per placement, whichever copy of the text is read', () => {
+    const cluster = (extra = '') =>
+      JSON.stringify({
+        version: 1,
+        cluster: { store: 'etcd', endpoints: ['https://10.0.0.9:2379'] },
+        hosts: [
+          { name: 'a', agent: 'unix:///a', address: '10.0.0.1' },
+          { name: 'b', agent: 'unix:///b', address: '10.0.0.2' },
+        ],
+        networks: [{ name: 'ov', mode: 'vxlan', vni: 100, cidr: '10.20.0.0/16' }],
+        vms: [
+          { name: 'v1', host: 'a', nics: [{ network: 'ov' }], ha: {} },
+          { name: 'v2', host: 'b', nics: [{ network: 'ov' }], ha: {} },
+        ],
+      }) + extra;
+    const p = new SpecParser();
+    const plain = p.placed(cluster(), 'c.yaml', {});
+    expect(plain).toBe(p.parse(cluster(), 'c.yaml'));
+    // Owner records where the spec puts them: placed by them all the same (placedBy says so).
+    const same = { v1: { host: 'a', specHost: 'a' }, v2: { host: 'b', specHost: 'b' } };
+    const owned = p.placed(cluster(), 'c.yaml', same);
+    expect(owned.vms.map((v) => [v.host, v.placedBy])).toEqual([
+      ['a', 'owner'],
+      ['b', 'owner'],
+    ]);
+    // Another copy of the same text (as each store read hands out) and equal records: the same object.
+    expect(p.placed(`${cluster()}`, 'c.yaml', { ...same })).toBe(owned);
+    const moved = p.placed(cluster(), 'c.yaml', { ...same, v1: { host: 'b', specHost: 'a' } });
+    expect(moved.vms.map((v) => v.host)).toEqual(['b', 'b']);
+    expect(p.placed(cluster(), 'c.yaml', same)).toBe(owned);
+    // A record whose spec host is not the VM's (the spec moved it since) is not followed.
+    expect(p.placed(cluster(), 'c.yaml', { v1: { host: 'b', specHost: 'x' } })).toBe(plain);
+    // Texts read in turn are each still known.
+    const other = p.placed(cluster('\n'), 'c.yaml', same);
+    expect(other).not.toBe(owned);
+    expect(p.placed(cluster(), 'c.yaml', same)).toBe(owned);
+    expect(p.placed(cluster('\n'), 'c.yaml', same)).toBe(other);
+    expect(p.parsedTexts).toBe(2);
+  });
+
   it('reads the stored spec through the cache, and the last good one for hosts a failed apply dropped', async () => {
     const specs = new SpecStore(new SqliteStore(':memory:'));
     expect(await specs.current()).toBeUndefined();

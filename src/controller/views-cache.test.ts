@@ -2,10 +2,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeFleet } from '../../test/helpers/fake-agents.js';
 import { RecordingRunner } from '../exec/runner.js';
+import { createControllerApi } from './api.js';
 import { Controller } from './controller.js';
 import type { AgentFactory } from './hosts.js';
 import { Monitor } from './monitor.js';
 import { SqliteStore } from './store/sqlite.js';
+import { TaskManager } from './tasks.js';
+import { StatusSchema, VmListSchema } from './wire.js';
 
 const SPEC = `version: 1
 hosts:
@@ -124,5 +127,62 @@ describe('status and vm list from the report cache', () => {
     const st = await controller.status();
     expect(st.hosts.find((h) => h.name === 'h2')).toMatchObject({ reachable: false, missed: 1 });
     expect(st.hosts.find((h) => h.name === 'h1')?.reportAgeMs).toBeGreaterThan(0);
+  });
+
+  it("answers a summary of each report unless full=true, and answers within the routes' schemas", async () => {
+    await warm();
+    Object.assign(fleet.host('h1').vms.get('web1')!, {
+      pid: 4242,
+      ports: [{ network: 'natnet', tap: 'tap-web1', bridge: 'br-natnet' }],
+    });
+    controller.reports.stop(); // asked live: the pid above shows
+    const app = await createControllerApi(controller, new TaskManager());
+    try {
+      const get = async (url: string) => {
+        const r = await app.inject({ method: 'GET', url });
+        expect(r.statusCode, r.body).toBe(200);
+        return r.json() as unknown;
+      };
+      const summary = StatusSchema.parse(await get('/v1/status'));
+      const full = StatusSchema.parse(await get('/v1/status?full=true'));
+      const web1 = (st: typeof summary) => st.hosts[0]!.report!.vms.find((v) => v.name === 'web1')!;
+      expect(web1(summary)).toEqual({
+        name: 'web1',
+        state: 'running',
+        pid: 4242,
+        configHash: web1(full).configHash,
+        problems: [],
+      });
+      expect(web1(full).config?.name).toBe('web1');
+      expect(web1(full).ports?.length).toBe(1);
+      const net = (st: typeof summary) => st.hosts[0]!.report!.networks.find((n) => n.name === 'natnet')!;
+      expect(net(summary).config).toBeUndefined();
+      expect(net(full).config?.name).toBe('natnet');
+      expect(summary.hosts[0]!.report!.capabilities).toEqual(full.hosts[0]!.report!.capabilities);
+      // Serialized without zod's pass: the answers must be exactly what their schemas let through, nothing else.
+      for (const [url, schema] of [
+        ['/v1/status', StatusSchema],
+        ['/v1/status?full=true', StatusSchema],
+        ['/v1/vms', VmListSchema],
+      ] as const) {
+        const body = await get(url);
+        expect(schema.parse(body), url).toEqual(body);
+      }
+      expect((await app.inject({ method: 'GET', url: '/v1/status?full=yes' })).statusCode).toBe(422);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('lists the VMs hosts report beyond the spec among its own, in name order', async () => {
+    const web1 = fleet.host('h1').vms.get('web1')!;
+    fleet.host('h2').vms.set('alpha', { ...structuredClone(web1), name: 'alpha', state: 'stopped' });
+    fleet.host('h1').vms.set('zed', { ...structuredClone(web1), name: 'zed', state: 'stopped' });
+    const vms = await controller.vms();
+    expect(vms.map((v) => [v.name, v.host, v.desired])).toEqual([
+      ['alpha', 'h2', 'absent'],
+      ['web1', 'h1', 'running'],
+      ['zed', 'h1', 'absent'],
+    ]);
   });
 });

@@ -63,12 +63,20 @@ export function resolveSecurityGroups(spec: Spec): Record<string, SecurityGroupC
     return cfg;
   };
 
+  // Each host's groups gathered in one pass over the VMs: a filter of every VM per host was O(hosts x VMs), ~4 s of
+  // every resolve at 1,000 hosts x 20 VMs (the plan's and the views', in the controller's event loop).
+  const byHost = new Map<string, string[]>();
+  for (const vm of spec.vms)
+    for (const nic of vm.nics)
+      if (nic.securityGroups?.length) {
+        const list = byHost.get(vm.host) ?? [];
+        list.push(...nic.securityGroups);
+        byHost.set(vm.host, list);
+      }
   const out: Record<string, SecurityGroupConfig[]> = {};
   for (const host of spec.hosts) {
     const used = new Set<string>();
-    const pending = spec.vms
-      .filter((vm) => vm.host === host.name)
-      .flatMap((vm) => vm.nics.flatMap((nic) => nic.securityGroups ?? []));
+    const pending = [...(byHost.get(host.name) ?? [])];
     // Remote groups of the groups used here, and theirs: every set a realised rule names exists on the host.
     while (pending.length > 0) {
       const name = pending.pop() as string;
