@@ -4,8 +4,10 @@
 // `--change 4k-scattered`: each round's change is the 1 % as 4 KiB writes scattered over the disk (the worst case for
 // fixed chunks) instead of twenty 1 MiB writes per 2 GiB. `--chunks 4096K,1024K` instead of `--other`: both sides are
 // this checkout's, cutting new chains at those chunk sizes (`other` the first, `this` the second). `--upkeep`: then
-// each side's restore, GC and checksum verify.
+// each side's restore, GC and checksum verify. `--spare` instead of `--other`: both sides are this checkout's, `other`
+// starting a storage daemon per round, `this` taking the spare one (the agent's way).
 //   npx tsx bench/backup-ab.ts --other /work/main [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
+//   npx tsx bench/backup-ab.ts --spare [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 //   npx tsx bench/backup-ab.ts --chunks 4096K,1024K [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -29,14 +31,15 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '3' },
       change: { type: 'string', default: '1%' },
       upkeep: { type: 'boolean', default: false },
+      spare: { type: 'boolean', default: false },
     },
   });
   const kib = (v: string) => Number(/^(\d+)K$/.exec(v)?.[1] ?? Number.NaN) * 1024;
   const chunkSizes = values.chunks?.split(',').map(kib);
   if (chunkSizes && (chunkSizes.length !== 2 || !chunkSizes.every(isChunkSize)))
     throw new Error('--chunks: two chunk sizes, e.g. 4096K,1024K');
-  if (!values.other === !chunkSizes)
-    throw new Error('--other DIR (the checkout to compare with) or --chunks A,B');
+  if ([values.other !== undefined, chunkSizes !== undefined, values.spare].filter(Boolean).length !== 1)
+    throw new Error('--other DIR (the checkout to compare with), --chunks A,B or --spare');
   const size = Number(/^(\d+)M$/.exec(values.size)?.[1] ?? Number.NaN) * MiB;
   if (!Number.isSafeInteger(size) || size % (4 * MiB) !== 0) throw new Error('--size: e.g. 512M');
   const change = changesFor(size).find((c) => c.name === values.change && !c.cold);
@@ -51,7 +54,12 @@ async function main(): Promise<void> {
     const This = (await import('./backup-vmlink.js')).Vmlink;
     const Other = values.other ? (await import(join(values.other, 'bench/backup-vmlink.ts'))).Vmlink : This;
     const sides: Array<[string, BackupTool]> = [
-      ['other', new Other(join(dir, 'o'), images.other, size, ...(chunkSizes ? [chunkSizes[0]] : []))],
+      [
+        'other',
+        values.spare
+          ? new This(join(dir, 'o'), images.other, size, undefined, false)
+          : new Other(join(dir, 'o'), images.other, size, ...(chunkSizes ? [chunkSizes[0]] : [])),
+      ],
       ['this', new This(join(dir, 't'), images.this, size, ...(chunkSizes ? [chunkSizes[1]] : []))],
     ];
     for (const [, t] of sides) await t.init();
