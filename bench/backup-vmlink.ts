@@ -7,6 +7,7 @@
 // (fetch, decrypt, check, write; zero chunks as write-zeroes).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { askBaseChunks, backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
@@ -15,6 +16,7 @@ import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
 import { startQemuNbd, stopQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
 import { type DaemonDeps, openDaemon, SPARE_DIR_NAME } from '../src/drivers/hypervisor/qemu/backup-daemon.js';
+import { writeViewRecordFile } from '../src/drivers/hypervisor/qemu/backup-disks.js';
 import { SpareDaemon } from '../src/drivers/hypervisor/qemu/backup-spare.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import {
@@ -166,7 +168,11 @@ export class Vmlink implements BackupTool {
         },
       },
       socketDir: this.socketDir,
-      record: { write: async () => {}, remove: async () => {} },
+      // Written as the agent writes it (atomically, fsynced), so the round counts it.
+      record: {
+        write: (r) => writeViewRecordFile(join(this.socketDir, 'backup-view.json'), r),
+        remove: () => rm(join(this.socketDir, 'backup-view.json'), { force: true }),
+      },
     };
   }
 
