@@ -377,9 +377,10 @@ async function endDaemon(
       if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) throw e;
     });
     await closed;
-    if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) await stopProcess(id, daemonFiles(d.socketDir).qmp);
-    await stopLeftDaemon(d.socketDir, d.netns);
-    await d.record.remove();
+    // Its monitor closes after the images (bitmaps stored), a few ms before it exits: polled at 2 ms, not 20.
+    if (!(await waitExited(id, DAEMON_STOP_GRACE_MS, 2))) await stopProcess(id, daemonFiles(d.socketDir).qmp);
+    // It has exited: its files and the record go together (a record left alone undoes nothing that is not done).
+    await Promise.all([stopLeftDaemon(d.socketDir, d.netns), d.record.remove()]);
   } catch {
     qmp.close();
     await stopLeftDaemon(d.socketDir, d.netns);
