@@ -46,6 +46,8 @@ async function main(): Promise<void> {
   if (!change || change.name === '10%') throw new Error('--change: 1% or 4k-scattered');
   const dir = mkdtempSync('/tmp/vmlink-bench-backup-ab-');
   chmodSync(dir, 0o700);
+  // Closed whatever happens: a side's spare storage daemon outlives a process that exits without it.
+  let sides: Array<[string, BackupTool]> = [];
   try {
     const raw = join(dir, 'disk.raw');
     const images = { other: join(dir, 'other.qcow2'), this: join(dir, 'this.qcow2') };
@@ -53,7 +55,7 @@ async function main(): Promise<void> {
     execFileSync('cp', ['--sparse=always', images.other, images.this]);
     const This = (await import('./backup-vmlink.js')).Vmlink;
     const Other = values.other ? (await import(join(values.other, 'bench/backup-vmlink.ts'))).Vmlink : This;
-    const sides: Array<[string, BackupTool]> = [
+    sides = [
       [
         'other',
         values.spare
@@ -103,8 +105,8 @@ async function main(): Promise<void> {
         );
       }
     }
-    for (const [, s] of sides) await s.close();
   } finally {
+    for (const [, s] of sides) await s.close().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }
 }
