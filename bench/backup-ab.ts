@@ -4,8 +4,10 @@
 // `--change 4k-scattered`: each round's change is the 1 % as 4 KiB writes scattered over the disk (the worst case for
 // fixed chunks) instead of twenty 1 MiB writes per 2 GiB. `--chunks 4096K,1024K` instead of `--other`: both sides are
 // this checkout's, cutting new chains at those chunk sizes (`other` the first, `this` the second). `--upkeep`: then
-// each side's restore, GC and checksum verify.
+// each side's restore, GC and checksum verify. `--spare` instead of `--other`: both sides are this checkout's, `other`
+// starting a storage daemon per round, `this` taking the spare one (the agent's way).
 //   npx tsx bench/backup-ab.ts --other /work/main [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
+//   npx tsx bench/backup-ab.ts --spare [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 //   npx tsx bench/backup-ab.ts --chunks 4096K,1024K [--size 512M] [--rounds 3] [--change 1%|4k-scattered]
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -29,20 +31,23 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '3' },
       change: { type: 'string', default: '1%' },
       upkeep: { type: 'boolean', default: false },
+      spare: { type: 'boolean', default: false },
     },
   });
   const kib = (v: string) => Number(/^(\d+)K$/.exec(v)?.[1] ?? Number.NaN) * 1024;
   const chunkSizes = values.chunks?.split(',').map(kib);
   if (chunkSizes && (chunkSizes.length !== 2 || !chunkSizes.every(isChunkSize)))
     throw new Error('--chunks: two chunk sizes, e.g. 4096K,1024K');
-  if (!values.other === !chunkSizes)
-    throw new Error('--other DIR (the checkout to compare with) or --chunks A,B');
+  if ([values.other !== undefined, chunkSizes !== undefined, values.spare].filter(Boolean).length !== 1)
+    throw new Error('--other DIR (the checkout to compare with), --chunks A,B or --spare');
   const size = Number(/^(\d+)M$/.exec(values.size)?.[1] ?? Number.NaN) * MiB;
   if (!Number.isSafeInteger(size) || size % (4 * MiB) !== 0) throw new Error('--size: e.g. 512M');
   const change = changesFor(size).find((c) => c.name === values.change && !c.cold);
   if (!change || change.name === '10%') throw new Error('--change: 1% or 4k-scattered');
   const dir = mkdtempSync('/tmp/vmlink-bench-backup-ab-');
   chmodSync(dir, 0o700);
+  // Closed whatever happens: a side's spare storage daemon outlives a process that exits without it.
+  let sides: Array<[string, BackupTool]> = [];
   try {
     const raw = join(dir, 'disk.raw');
     const images = { other: join(dir, 'other.qcow2'), this: join(dir, 'this.qcow2') };
@@ -50,8 +55,13 @@ async function main(): Promise<void> {
     execFileSync('cp', ['--sparse=always', images.other, images.this]);
     const This = (await import('./backup-vmlink.js')).Vmlink;
     const Other = values.other ? (await import(join(values.other, 'bench/backup-vmlink.ts'))).Vmlink : This;
-    const sides: Array<[string, BackupTool]> = [
-      ['other', new Other(join(dir, 'o'), images.other, size, ...(chunkSizes ? [chunkSizes[0]] : []))],
+    sides = [
+      [
+        'other',
+        values.spare
+          ? new This(join(dir, 'o'), images.other, size, undefined, false)
+          : new Other(join(dir, 'o'), images.other, size, ...(chunkSizes ? [chunkSizes[0]] : [])),
+      ],
       ['this', new This(join(dir, 't'), images.this, size, ...(chunkSizes ? [chunkSizes[1]] : []))],
     ];
     for (const [, t] of sides) await t.init();
@@ -95,8 +105,8 @@ async function main(): Promise<void> {
         );
       }
     }
-    for (const [, s] of sides) await s.close();
   } finally {
+    for (const [, s] of sides) await s.close().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -30,10 +30,12 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(size) || size % (4 * MiB) !== 0) throw new Error('--size: e.g. 512M');
   const dir = mkdtempSync(join(values.dir, 'vmlink-bench-backup-rounds-'));
   chmodSync(dir, 0o700);
+  // Closed whatever happens: its spare storage daemon outlives a process that exits without it.
+  let tool: Vmlink | undefined;
   try {
     const images = { raw: join(dir, 'disk.raw'), qcow2: join(dir, 'disk.qcow2') };
     makeImage(images.raw, images.qcow2, size);
-    const tool = new Vmlink(join(dir, 'v'), images.qcow2, size);
+    tool = new Vmlink(join(dir, 'v'), images.qcow2, size);
     await tool.init();
     let sum = { ms: 0, cpu: 0 };
     for (let r = 0; r <= Number(values.rounds); r++) {
@@ -62,8 +64,8 @@ async function main(): Promise<void> {
     console.log(
       `1% rounds summed: ${(sum.ms / 1000).toFixed(2)} s (cpu ${(sum.cpu / 1000).toFixed(2)} s); RSS ${Math.round(kib('VmRSS') / 1024)} MiB, peak ${Math.round(kib('VmHWM') / 1024)} MiB`,
     );
-    await tool.close();
   } finally {
+    await tool?.close().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -7,6 +7,7 @@
 // (fetch, decrypt, check, write; zero chunks as write-zeroes).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { askBaseChunks, backupDisks, restoreDisks } from '../src/agent/backup/pipeline.js';
@@ -14,8 +15,9 @@ import { SealThreads } from '../src/agent/backup/seal-workers.js';
 import { DirChunkStore } from '../src/drivers/backup/chunk-store.js';
 import { connectNbd } from '../src/drivers/backup/nbd-client.js';
 import { startQemuNbd, stopQemuNbd } from '../src/drivers/backup/qemu-nbd.js';
-import { openDaemon } from '../src/drivers/hypervisor/qemu/backup-daemon.js';
-import type { OfflineDeps } from '../src/drivers/hypervisor/qemu/backup-offline.js';
+import { type DaemonDeps, openDaemon, SPARE_DIR_NAME } from '../src/drivers/hypervisor/qemu/backup-daemon.js';
+import { writeViewRecordFile } from '../src/drivers/hypervisor/qemu/backup-disks.js';
+import { SpareDaemon } from '../src/drivers/hypervisor/qemu/backup-spare.js';
 import { SystemRunner } from '../src/exec/runner.js';
 import {
   BACKUP_CHUNK_BYTES_NEW,
@@ -39,6 +41,8 @@ export class Vmlink implements BackupTool {
   private readonly threads = new SealThreads();
   private readonly storeDir: string;
   private readonly socketDir: string;
+  /** The host's spare storage daemon, as the agent keeps it (the first round starts its own, as an agent's first). */
+  private readonly spare: SpareDaemon | undefined;
   private store: DirChunkStore | undefined;
   private base: Manifest | undefined;
   private baseBitmap: string | undefined;
@@ -50,9 +54,14 @@ export class Vmlink implements BackupTool {
     private readonly sizeBytes: number,
     /** Where the disk is cut (A/B of chunk sizes: bench/backup-ab.ts --chunks). */
     private readonly chunkBytes = BACKUP_CHUNK_BYTES_NEW,
+    /** Keep a spare storage daemon as the agent does (false: every round starts its own, as before). */
+    spare = true,
   ) {
     this.storeDir = join(dir, 'vmlink-store');
     this.socketDir = join(dir, 'vmlink-run');
+    this.spare = spare
+      ? new SpareDaemon({ runner: this.runner, root: join(dir, SPARE_DIR_NAME) })
+      : undefined;
   }
 
   async init(): Promise<void> {
@@ -135,6 +144,9 @@ export class Vmlink implements BackupTool {
     this.base = manifest;
     this.baseBitmap = next;
     const ms = performance.now() - t0;
+    // Untimed: the next spare is up before the next round (an agent's backups are minutes apart), so its start
+    // never runs beside another round (bench/backup-ab.ts runs two sides in one process).
+    await this.spare?.pid();
     const modes = [...new Set(disks.map((d) => (d.fullReason ? `${d.mode} (${d.fullReason})` : d.mode)))];
     return {
       ms,
@@ -144,8 +156,9 @@ export class Vmlink implements BackupTool {
     };
   }
 
-  private daemonDeps(): OfflineDeps {
+  private daemonDeps(): DaemonDeps {
     return {
+      ...(this.spare ? { spare: this.spare } : {}),
       vm: VM,
       runner: this.runner,
       nbd: {
@@ -155,7 +168,11 @@ export class Vmlink implements BackupTool {
         },
       },
       socketDir: this.socketDir,
-      record: { write: async () => {}, remove: async () => {} },
+      // Written as the agent writes it (atomically, fsynced), so the round counts it.
+      record: {
+        write: (r) => writeViewRecordFile(join(this.socketDir, 'backup-view.json'), r),
+        remove: () => rm(join(this.socketDir, 'backup-view.json'), { force: true }),
+      },
     };
   }
 
@@ -209,6 +226,7 @@ export class Vmlink implements BackupTool {
   }
 
   async close(): Promise<void> {
+    await this.spare?.close();
     await this.threads.close();
   }
 }

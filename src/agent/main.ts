@@ -293,6 +293,10 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         ?.stop()
         .catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not revoke the lease')),
       ...apps.map((a) => a.close()),
+      // The driver's QMP connections, and the backup spare storage daemon (no daemon outlives the agent).
+      hypervisor
+        .close()
+        .catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not close the driver')),
     ]).then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);

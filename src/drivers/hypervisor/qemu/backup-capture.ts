@@ -40,6 +40,7 @@ import {
   offlineKeys,
   openRestore,
 } from './backup-offline.js';
+import { SpareDaemon } from './backup-spare.js';
 import type { VmPaths } from './cmdline.js';
 import { type FdChannel, passFile } from './pass-fd.js';
 import { GuestAgentClient, type QmpClient } from './qmp.js';
@@ -57,14 +58,38 @@ export interface BackupCaptureHost {
   fdChannel(name: string): FdChannel;
   /** `qemu-nbd` for stopped VMs and restores (absent: those are refused). */
   nbd?: NbdServers;
+  /** Where the host's spare storage daemon lives (backup-spare.ts); absent: each stopped VM's backup starts one. */
+  spareRoot?: string;
 }
 
 /** Backups of one driver's VMs. */
 export class QemuBackups {
   /** VMs with a view open in this process (a backup or a restore). */
   private readonly open = new Set<string>();
+  /** The host's spare storage daemon, taken by a stopped VM's next backup. */
+  private readonly spare: SpareDaemon | undefined;
 
-  constructor(private readonly h: BackupCaptureHost) {}
+  constructor(private readonly h: BackupCaptureHost) {
+    this.spare = h.spareRoot
+      ? new SpareDaemon({ runner: h.runner, root: h.spareRoot, ...(h.netns ? { netns: h.netns } : {}) })
+      : undefined;
+  }
+
+  /** The agent's start: stops the spare daemons an earlier agent left (the first is started by the first backup). */
+  async adoptSpare(): Promise<void> {
+    const n = await this.spare?.cleanup();
+    if (n) log.info({ stopped: n }, 'backup: stopped the spare storage daemons an earlier agent left');
+  }
+
+  /** The agent's stop: no spare daemon outlives it. */
+  async close(): Promise<void> {
+    await this.spare?.close();
+  }
+
+  /** The spare daemon's pid while one is up (tests). */
+  sparePid(): Promise<number | undefined> {
+    return this.spare?.pid() ?? Promise.resolve(undefined);
+  }
 
   /** Opens a point-in-time view of VM `name`'s disks (see `HypervisorDriver.backupOpen`). */
   async backupOpen(
@@ -108,7 +133,7 @@ export class QemuBackups {
           offlineKeys(name, vm.config.disks, disks, secrets),
           offlineChap(name, disks, secrets),
         );
-        const o = await openDaemon(deps, disks, opts);
+        const o = await openDaemon(this.spare ? { ...deps, spare: this.spare } : deps, disks, opts);
         const end = this.ender(name, (outcome) => o.end(outcome));
         return {
           consistency: 'stopped',

@@ -9,6 +9,7 @@
 // leaves the base marked in-use: the next backup reads that disk whole and says why (`bitmap-inconsistent`).
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Runner } from '../../../exec/runner.js';
 import { InvalidStateError, TimeoutError, UnsupportedError, VmlinkError } from '../../../shared/errors.js';
 import {
   AGENT_GLIBC_TUNABLES,
@@ -72,10 +73,26 @@ export function daemonArgv(socketDir: string): string[] {
   ];
 }
 
-/** What the recorded process must be before it is signalled: the daemon of this directory. */
+/** The directory of the host's spare daemons (backup-spare.ts) in the driver's state dir. */
+export const SPARE_DIR_NAME = 'backup-spare';
+
+/** A spare's pidfile: `<root>/backup-spare/<8 hex>/qsd.pid` (backup-spare.ts). */
+const SPARE_PIDFILE = new RegExp(`^/.+/${SPARE_DIR_NAME}/[0-9a-f]{8}/qsd\\.pid$`);
+
+/**
+ * What the recorded process must be before it is signalled: a storage daemon started for this directory, or a
+ * host's spare (its pidfile in the spare directory) that a backup of this directory's VM took.
+ */
 function expected(socketDir: string, netns?: string): ExpectedProcess {
   const f = daemonFiles(socketDir);
-  return { comm: 'qemu-storage-da', args: ['--pidfile', f.pidfile], ...(netns ? { netns } : {}) };
+  return {
+    comm: 'qemu-storage-da',
+    argv: (argv) => {
+      const pidfile = argv[argv.indexOf('--pidfile') + 1];
+      return argv.includes('--pidfile') && (pidfile === f.pidfile || SPARE_PIDFILE.test(pidfile ?? ''));
+    },
+    ...(netns ? { netns } : {}),
+  };
 }
 
 /** Stops the daemon an earlier agent left in `socketDir` (SIGTERM: it stores its bitmaps); whether one ran. */
@@ -87,7 +104,7 @@ export async function stopLeftDaemon(socketDir: string, netns?: string): Promise
   return id !== undefined;
 }
 
-async function stopProcess(id: ProcessIdentity, what: string): Promise<void> {
+export async function stopProcess(id: ProcessIdentity, what: string): Promise<void> {
   if ((await terminate(id, { graceMs: DAEMON_STOP_GRACE_MS, killMs: KILL_WAIT_MS })) === 'survived')
     throw new VmlinkError('exec', `qemu-storage-daemon (pid ${id.pid}) on ${what} survived SIGKILL`, {
       subject: what,
@@ -95,22 +112,43 @@ async function stopProcess(id: ProcessIdentity, what: string): Promise<void> {
 }
 
 /** A started daemon and its QMP connection. */
-interface Daemon {
+export interface Daemon {
   id: ProcessIdentity;
   qmp: QmpClient;
 }
 
-async function startDaemon(d: Pick<OfflineDeps, 'runner' | 'netns' | 'socketDir' | 'vm'>): Promise<Daemon> {
-  const f = daemonFiles(d.socketDir);
-  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
-  await stopLeftDaemon(d.socketDir, d.netns);
+/**
+ * Where a view's daemon can come from other than a start of its own: the host's spare (backup-spare.ts), started
+ * ahead with no image open. `take` hands it over with its identity recorded at `identityFile` (undefined: none ready,
+ * the caller starts one); `refill` starts the next in the background once a view ended.
+ */
+export interface DaemonSource {
+  take(identityFile: string): Promise<Daemon | undefined>;
+  refill(): void;
+}
+
+/** A stopped VM's view deps, with the host's spare daemon when it keeps one. */
+export type DaemonDeps = OfflineDeps & { spare?: DaemonSource };
+
+/**
+ * Starts a daemon whose files are in `dir` (its identity recorded there), in `netns`, and connects to its QMP
+ * monitor; `subject` names what it is for in errors. A daemon that does not come up is stopped.
+ */
+export async function spawnDaemon(
+  runner: Runner,
+  dir: string,
+  netns: string | undefined,
+  what: string,
+  subject?: string,
+): Promise<Daemon> {
+  const f = daemonFiles(dir);
   await rm(f.log, { force: true });
-  const pid = await d.runner.spawnDetached(daemonArgv(d.socketDir), {
+  const pid = await runner.spawnDetached(daemonArgv(dir), {
     logFile: f.log,
     // Its NBD server takes a bounce buffer per request (a chunk, 1 MiB): with glibc's defaults each is a fresh mmap,
     // faulted in page by page; with the agent's settings they come from its heap, reused.
     env: { GLIBC_TUNABLES: AGENT_GLIBC_TUNABLES },
-    ...(d.netns ? { netns: d.netns } : {}),
+    ...(netns ? { netns } : {}),
   });
   const id = await identify(pid);
   if (id) await writeIdentityFile(f.identity, id);
@@ -126,25 +164,32 @@ async function startDaemon(d: Pick<OfflineDeps, 'runner' | 'netns' | 'socketDir'
   try {
     if (outcome !== 'up' || !id) {
       const tail = (await readTail(f.log, 2048).catch(() => '')).trim();
-      const what = `VM ${d.vm}: qemu-storage-daemon (${f.qmp})`;
+      const full = `${what}: qemu-storage-daemon (${f.qmp})`;
       if (outcome === undefined)
-        throw new TimeoutError(
-          `${what} was not ready within ${BACKUP_DAEMON_START_TIMEOUT_MS} ms`,
-          `vm/${d.vm}`,
-        );
-      throw new VmlinkError('exec', `${what} exited at once${tail ? `: ${tail}` : ''}`, {
-        subject: `vm/${d.vm}`,
+        throw new TimeoutError(`${full} was not ready within ${BACKUP_DAEMON_START_TIMEOUT_MS} ms`, subject);
+      throw new VmlinkError('exec', `${full} exited at once${tail ? `: ${tail}` : ''}`, {
+        ...(subject ? { subject } : {}),
       });
     }
     const qmp = await QmpClient.connect(f.qmp, {
       timeoutMs: BACKUP_DAEMON_QMP_TIMEOUT_MS,
-      subject: `vm/${d.vm}`,
+      ...(subject ? { subject } : {}),
     });
     return { id, qmp };
   } catch (e) {
-    await stopLeftDaemon(d.socketDir, d.netns).catch(() => {});
+    await stopLeftDaemon(dir, netns).catch(() => {});
     throw e;
   }
+}
+
+/** The view's daemon: the host's spare when one is ready, else one started for it in the VM's socket directory. */
+async function startDaemon(d: DaemonDeps): Promise<Daemon> {
+  const f = daemonFiles(d.socketDir);
+  await mkdir(d.socketDir, { recursive: true, mode: 0o700 });
+  await stopLeftDaemon(d.socketDir, d.netns);
+  const spare = await d.spare?.take(f.identity);
+  if (spare) return spare;
+  return spawnDaemon(d.runner, d.socketDir, d.netns, `VM ${d.vm}`, `vm/${d.vm}`);
 }
 
 /** A stopped VM's open view: its disks for the pipeline, and how it ends. */
@@ -161,7 +206,7 @@ export interface DaemonView {
  * anywhere quits the daemon with the bitmaps as they were (a recorded view is folded back) and throws.
  */
 export async function openDaemon(
-  d: OfflineDeps,
+  d: DaemonDeps,
   disks: readonly BackupDisk[],
   opts: BackupOpenOptions,
 ): Promise<DaemonView> {
@@ -220,7 +265,8 @@ export async function openDaemon(
       disks: out,
       record: rec,
       end: (outcome) => {
-        ended ??= endDaemon(d, daemon, rec, disks, outcome);
+        // The next spare starts once this daemon is gone: not beside the round's own work.
+        ended ??= endDaemon(d, daemon, rec, disks, outcome).finally(() => d.spare?.refill());
         return ended;
       },
     };
@@ -230,6 +276,7 @@ export async function openDaemon(
       qmp.close();
       await stopLeftDaemon(d.socketDir, d.netns).catch(() => {});
     }
+    d.spare?.refill();
     throw e;
   }
 }
@@ -330,9 +377,10 @@ async function endDaemon(
       if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) throw e;
     });
     await closed;
-    if (!(await waitExited(id, DAEMON_STOP_GRACE_MS))) await stopProcess(id, daemonFiles(d.socketDir).qmp);
-    await stopLeftDaemon(d.socketDir, d.netns);
-    await d.record.remove();
+    // Its monitor closes after the images (bitmaps stored), a few ms before it exits: polled at 2 ms, not 20.
+    if (!(await waitExited(id, DAEMON_STOP_GRACE_MS, 2))) await stopProcess(id, daemonFiles(d.socketDir).qmp);
+    // It has exited: its files and the record go together (a record left alone undoes nothing that is not done).
+    await Promise.all([stopLeftDaemon(d.socketDir, d.netns), d.record.remove()]);
   } catch {
     qmp.close();
     await stopLeftDaemon(d.socketDir, d.netns);

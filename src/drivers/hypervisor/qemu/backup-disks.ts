@@ -175,7 +175,12 @@ export async function readViewRecord(paths: VmPaths): Promise<ViewRecord | undef
 }
 
 export function writeViewRecord(paths: VmPaths, r: ViewRecord): Promise<void> {
-  return writeJsonFile(viewRecordPath(paths), r, { mode: 0o600 });
+  return writeViewRecordFile(viewRecordPath(paths), r);
+}
+
+/** Writes a view's record to `path` (atomically, durable). */
+export function writeViewRecordFile(path: string, r: ViewRecord): Promise<void> {
+  return writeJsonFile(path, r, { mode: 0o600 });
 }
 
 export async function removeViewRecord(paths: VmPaths): Promise<void> {

@@ -1,4 +1,4 @@
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Runner } from '../../../exec/runner.js';
 import { InvalidStateError } from '../../../shared/errors.js';
 import {
@@ -32,6 +32,7 @@ import type {
   VmStats,
 } from '../types.js';
 import { QemuBackups } from './backup-capture.js';
+import { SPARE_DIR_NAME } from './backup-daemon.js';
 import { CGROUP_ROOT } from './cgroup.js';
 import { assertQemuSafePath, type VmPaths } from './cmdline.js';
 import { probeHostResources } from './cpu-pinning.js';
@@ -151,6 +152,7 @@ export class QemuDriver implements HypervisorDriver {
       runner: this.runner,
       ...netns,
       ...this.vms,
+      spareRoot: join(this.stateDir, SPARE_DIR_NAME),
       nbd: opts.nbdServers ?? {
         start: (o) => startQemuNbd(this.runner, { ...o, ...(opts.netns ? { netns: opts.netns } : {}) }),
         stopLeft: async (dir, name) => {
@@ -228,6 +230,9 @@ export class QemuDriver implements HypervisorDriver {
       }
     }
     // What a backup cut short by the previous agent's death left: fleece nodes, exports, a half-made bitmap.
+    await this.backups
+      .adoptSpare()
+      .catch((e: Error) => log.warn({ err: e.message }, 'adopt: backup spare cleanup failed'));
     for (const name of await this.vms.names())
       await this.backupCleanup(name).catch((e: Error) =>
         log.warn({ vm: name, err: e.message }, 'adopt: backup cleanup failed'),
@@ -235,10 +240,12 @@ export class QemuDriver implements HypervisorDriver {
     return adopted;
   }
 
-  /** Closes the driver's QMP connections (QEMU keeps running). */
+  /** Closes the driver's QMP connections (QEMU keeps running) and stops the backup spare daemon. */
   async close(): Promise<void> {
     this.logWatch.stop();
     this.vms.closeAll();
+    // The spare storage daemon (backup-spare.ts) holds no image; it goes with the agent.
+    await this.backups.close();
   }
 
   // VMs.
