@@ -13,6 +13,7 @@ import { processMatches, QemuDriver } from '../../src/drivers/hypervisor/qemu/dr
 import { defaultLauncherPath } from '../../src/drivers/hypervisor/qemu/launcher.js';
 import { SystemRunner } from '../../src/exec/runner.js';
 import type { HostResources, VmConfig } from '../../src/shared/model.js';
+import { pollUntil } from '../../src/shared/time.js';
 import { acquireVmLock } from '../helpers/vmlock.js';
 
 const runner = new SystemRunner();
@@ -187,7 +188,15 @@ describe.runIf(isRoot)('CPU pinning, quota and huge pages on a real QEMU', () =>
       expect(before - (await freePages())).toBeGreaterThanOrEqual(need);
       console.log(`huge pages: QEMU ${pid} holds ${need} pages of ${pageKiB} KiB (${ram!.split('\n')[0]})`);
       await driver.stop(VM, { force: true });
-      expect(await freePages()).toBe(before);
+      // The pages come back once the kernel has torn down QEMU's memory, which may end a moment after stop returns.
+      const back =
+        (await pollUntil(async () => (await freePages()) === before, {
+          timeoutMs: 15_000,
+          intervalMs: 100,
+        })) ?? false;
+      expect(back, `free huge pages ${await freePages()} after the stop, ${before} before the start`).toBe(
+        true,
+      );
     } finally {
       await driver.delete(VM).catch(() => {});
       if (old !== undefined) await writeFile(NR_HUGEPAGES, old).catch(() => {});
