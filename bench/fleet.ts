@@ -36,6 +36,8 @@ import { listen } from '../src/shared/http/server.js';
 import { startTestEtcd } from '../test/helpers/etcd.js';
 import { hostInfo, load1, numArg, onCleanup, round, runCleanups, sleep } from './lib.js';
 
+/** The simulated agents' log (stderr): removed after a run that ended well, kept after a failed one. */
+const SIM_LOG = join(tmpdir(), `vmlink-fleet-sim-${process.pid}.log`);
 const HOSTS = numArg('--hosts', 1000);
 const VMS = numArg('--vms', 20);
 const SAMPLES = numArg('--samples', 20);
@@ -199,7 +201,7 @@ async function main(): Promise<void> {
       '--own',
       victims.power,
     ],
-    join(tmpdir(), `vmlink-fleet-sim-${process.pid}.log`),
+    SIM_LOG,
   );
   onCleanup('simulator', async () => {
     if (sim.proc.exitCode !== null) return;
@@ -545,10 +547,15 @@ async function benchBalance(hosts: string[], vmsPerHost: number): Promise<Record
 
 process.on('SIGINT', () => void runCleanups().then(() => process.exit(130)));
 main()
-  .then(() => runCleanups())
+  .then(async () => {
+    await runCleanups();
+    // A run that ended well leaves nothing behind; a failed one keeps the simulator's log to read.
+    rmSync(SIM_LOG, { force: true });
+  })
   .catch(async (e: unknown) => {
     console.error(e instanceof Error ? (e.stack ?? e.message) : e);
     writePartial(e);
     await runCleanups();
+    console.error(`the simulator's log is kept: ${SIM_LOG}`);
     process.exit(1);
   });
