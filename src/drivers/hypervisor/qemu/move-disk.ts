@@ -146,9 +146,10 @@ export async function moveVmDisk(
   const old = vm.config.disks[i] as DiskConfig;
   if (old.source && old.source.kind === 'file' && old.source.pool === to.pool)
     throw new InvalidRequestError(`VM ${name}: disk ${disk} is in pool ${to.pool} already`, `vm/${name}`);
-  if (old.source && old.source.kind !== 'file')
+  // A running VM's disk on iSCSI or NFS mirrors through QEMU's own driver; a stopped one's copy reads files only.
+  if (!running && old.source && old.source.kind !== 'file')
     throw new UnsupportedError(
-      `VM ${name}: disk ${disk} is on ${old.source.kind}; only a disk in a file (the VM directory or a dir pool) moves`,
+      `VM ${name}: disk ${disk} is on ${old.source.kind}; a stopped VM's disk moves only from a file (the VM directory or a dir pool): start the VM to move it live`,
       `vm/${name}`,
     );
   return running ? moveRunning(d, vm, i, to, ctx) : moveStopped(d, vm, i, to, ctx);
