@@ -362,6 +362,42 @@ function learnedFdb(host: string): string[] {
   }
 }
 
+/**
+ * A guest that stopped answering, as far as its host shows it: the tail of each serial console log of the VM under
+ * the lab's directories (the guest kernel's last words) and its QEMU processes' state and CPU time.
+ */
+function guestState(env: Record<string, string>, vm: string): string {
+  const root = join(env.VMLINK_RUN_DIR!, '..');
+  const out: string[] = [];
+  try {
+    const logs = execFileSync('find', [root, '-name', 'console.log', '-path', `*${vm}*`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter(Boolean);
+    for (const f of logs) {
+      const text = readFileSync(f, 'utf8');
+      out.push(
+        `  ${f} (${text.length} bytes), last lines:`,
+        ...text
+          .split('\n')
+          .slice(-25)
+          .map((l) => `    | ${l}`),
+      );
+    }
+    out.push(
+      '  its QEMU processes (pid, state, cpu time, elapsed):',
+      ...execFileSync('ps', ['-eo', 'pid,stat,time,etime,args'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.includes('qemu-system') && l.includes(vm))
+        .map((l) => `    ${l.slice(0, 160)}`),
+    );
+  } catch (e) {
+    out.push(`  (guest state: ${(e as Error).message.slice(0, 200)})`);
+  }
+  return out.join('\n');
+}
+
 /** The agents' log sizes now (a move's stamps are what is appended after). */
 function logSizes(logDir: string): Record<string, number> {
   const out: Record<string, number> = {};
@@ -459,10 +495,12 @@ async function main(): Promise<void> {
           const to = from === 'host1' ? 'host2' : 'host1';
           const run = await migrateOnce(lab.env, g.name, g.ip, from, to, pingNs, v, logDir);
           at.set(g.key, to);
-          if (run.answersAfterMs === undefined)
+          if (run.answersAfterMs === undefined) {
             console.log(
               `  no reply after the move; ${to}'s learned FDB entries:\n    ${learnedFdb(to).join('\n    ')}`,
             );
+            console.log(guestState(lab.env, g.name));
+          }
           byMib.get(key(g.key, v))!.push(run);
           console.log(
             `${g.net} ${g.m} MiB [${run.variant}] run ${k + 1}/${runs} ${from} -> ${to}: ping gap ${fmt(run.gapMs)} (${run.replies} of ~${run.expected} replies${run.answeredBefore ? '' : ', none before the move'}; first reply ${run.answersAfterMs === undefined ? 'none within 30 s' : `${run.answersAfterMs} ms`} after the command returned), QEMU downtime ${fmt(run.downtimeMs)}, total ${fmt(run.totalMs)}; load ${run.load}; silences > 100 ms (end after the return, length): ${run.gaps.map(([at, d]) => `${at}:${d}`).join(' ')}`,

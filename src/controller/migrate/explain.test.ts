@@ -109,6 +109,21 @@ describe('explainMigration', () => {
     });
   });
 
+  it('blocks a TCG guest on huge pages (its RAM cannot take the pad against lost TCG writes), not a KVM one', () => {
+    const vm = cfg({ hugepages: true });
+    expect(failed(facts({}, vm))).toEqual(['tcg-memory']);
+    expect(explainMigration(facts({}, vm)).checks.find((c) => c.id === 'tcg-memory')?.fix).toMatch(
+      /start it on host2 .* or drop memory.hugepages/,
+    );
+    const kvm = (r: HostReport): HostReport => ({
+      ...r,
+      capabilities: { ...r.capabilities, accelerator: 'kvm' },
+    });
+    expect(
+      failed(facts({ source: kvm(report('host1', { vms: [vmOn(vm)] })), target: kvm(report('host2')) }, vm)),
+    ).toEqual([]);
+  });
+
   it('blocks passthrough devices, confidential VMs, encrypted local disks and local CD-ROMs', () => {
     const vm = cfg({
       devices: [{ pci: '0000:03:00.0' }],

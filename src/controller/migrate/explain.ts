@@ -31,7 +31,7 @@ export interface MigrationFacts {
 
 /** One line of the explain. */
 export interface MigrationCheck {
-  /** Stable id: `vm-running`, `target-host`, `accelerator`, `cpu`, `confidential`, `passthrough`, `disk:<name>`, `network:<name>`, `memory`, `disk-space`, `estimate`. */
+  /** Stable id: `vm-running`, `target-host`, `accelerator`, `cpu`, `tcg-memory`, `confidential`, `passthrough`, `disk:<name>`, `network:<name>`, `memory`, `disk-space`, `estimate`. */
   id: string;
   ok: boolean;
   /** A failed blocker stops the run; a warning is shown; info is what was found. */
@@ -255,6 +255,16 @@ export function explainMigration(f: MigrationFacts): MigrationExplain {
               `-cpu host under KVM on both: the guest keeps ${from}'s CPU features, so ${to}'s CPU must have every one of them (same model or newer)`,
             )
           : pass('cpu', `-cpu max under TCG on both: the same emulated CPU on every host`),
+      );
+    // QEMU before 9.0 loses guest writes when it migrates TCG RAM whose length is a multiple of 256 KiB; a TCG guest's
+    // RAM is padded off that (qemu/tcg-ram.ts), which a huge-page backend cannot be.
+    if (sa === 'tcg' && sa === ta && cfg.hugepages)
+      checks.push(
+        blocker(
+          'tcg-memory',
+          `vm ${vm} runs under TCG with its RAM on huge pages: QEMU's live migration of such RAM can lose the guest's writes (QEMU before 9.0)`,
+          `stop it and start it on ${to} (change vms[${vm}].host in the spec), or drop memory.hugepages`,
+        ),
       );
     if (cfg.cpus > target.capabilities.cpus)
       checks.push(

@@ -6,6 +6,7 @@ import { attachedOverQmp, diskPortArgs, diskSlotIds } from './disk-slots.js';
 import { diskSerial } from './disk-sources.js';
 import { HUGEPAGES_BACKEND_ID, hugepagesArgs } from './hugepages-args.js';
 import { passthroughArgs } from './passthrough-args.js';
+import { memoryArg } from './tcg-ram.js';
 
 /** Machine type. q35 and pc boot the test guest equally fast under TCG (measured); q35 is the modern one. */
 export const QEMU_MACHINE = 'q35';
@@ -227,7 +228,7 @@ export function buildQemuArgv(input: CmdlineInput): string[] {
     '-smp',
     String(cfg.cpus),
     '-m',
-    String(cfg.memoryMiB),
+    memoryArg(cfg.memoryMiB, accel, cfg.hugepages === true),
     ...(cfg.hugepages ? hugepagesArgs(cfg.memoryMiB) : []),
     '-display',
     'none',
