@@ -97,8 +97,8 @@ export async function queryMigration(qmp: Qmp, timeoutMs?: number): Promise<Migr
  * A downtime limit that starts low and doubles each pass up to the full one (as Nova's downtime steps and KubeVirt's
  * downtime tuning do): QEMU switches over once what is left fits the limit at the measured bandwidth, so an idle guest
  * pauses for a smaller last pass, and a busy one still converges as under the full limit a few passes later. Measured
- * (3 Dec 2026, TCG, two runs of 5 moves a network): QEMU's downtime medians 16-32 ms against 29-104 ms for the full
- * limit throughout, ping gaps within 300 ms in 17 of 20 moves against 12 of 20 (docs/mobility.md). Its first trial
+ * (3 Dec 2026, TCG, three runs of 5 moves a network, alternating with the full limit): QEMU's downtime medians 6-34 ms
+ * against 10-104 ms, ping gaps within 300 ms in 26 of 30 moves against 20 of 30 (docs/mobility.md). Its first trial
  * (2 Dec) lost guests: that was QEMU 7.2 losing TCG writes, which a short final pass exposes (tcg-ram.ts).
  */
 export const MIGRATION_DOWNTIME_START_MS = 50;

@@ -5,7 +5,8 @@
 // bitmap coherency with TCG memory access"). Measured here with two plain QEMUs (bench/migrate-tcg-coherency.ts):
 // tens of pages differ after some migrations, and the test guest's virtio-net then dies ("output.0:id 1 is not a
 // head!", a soft lockup). A block 8 KiB longer than a multiple of 256 KiB takes QEMU's per-page sync instead, which
-// resets the TLB for every page it clears: no page lost in the same runs. The guest sees 8 KiB more RAM.
+// resets the TLB for every page it clears: no page lost in the same runs. The guest sees 8 KiB more RAM; the
+// migration's first sync (every page dirty) then stalls the guest once, ~300 ms for 1 GiB here (docs/mobility.md).
 //
 // Every TCG guest gets the pad, whatever the QEMU version, so that both ends of a migration agree on the RAM size
 // (QEMU refuses a migration whose RAM blocks differ in length). Huge-page RAM cannot take it (the backend's size is a
