@@ -156,7 +156,7 @@ describe('explainMigration', () => {
       severity: 'blocker',
       message:
         "disk vol is volume local/v1 of dir pool local, local to host1: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes",
-      fix: 'move it to a shared pool first (vmlink vm move-disk web vol --to-pool POOL), or stop the VM and move it',
+      fix: 'keep vm web on host1, or give it the disk on a shared pool (iSCSI or NFS) to move live: vm move-disk moves disks only between dir pools of one host',
     });
     const ok = explainMigration(facts({}, cfg({ disks: [{ name: 'scratch', sizeMiB: 64 }] })));
     expect(ok.ok).toBe(true);

@@ -116,7 +116,7 @@ function diskChecks(
       blocker(
         'disk:root',
         `root disk of vm ${cfg.name} is volume ${root.pool}/${root.volume} of dir pool ${root.pool}, local to ${f.from}: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes`,
-        `move it to a shared pool (iSCSI or NFS) first, or stop the VM and move it`,
+        `keep vm ${cfg.name} on ${f.from}, or give it a root volume on a shared pool (iSCSI or NFS) to move live`,
       ),
     );
   } else if (cfg.image.kind === 'volume' && root) {
@@ -148,7 +148,7 @@ function diskChecks(
         blocker(
           id,
           `disk ${d.name} is encrypted and local to ${f.from}: block migration of an encrypted disk is not supported`,
-          `move it to a shared pool first (vmlink vm move-disk ${cfg.name} ${d.name} --to-pool POOL), or stop the VM and move it`,
+          `keep vm ${cfg.name} on ${f.from}, or give it the disk on a shared pool (iSCSI or NFS) to move live: neither block migration nor vm move-disk carries an encrypted disk yet`,
         ),
       );
       continue;
@@ -159,7 +159,7 @@ function diskChecks(
         blocker(
           id,
           `disk ${d.name} is volume ${src.pool}/${src.volume} of dir pool ${src.pool}, local to ${f.from}: block migration copies disks in the VM's directory and image overlays, not dir-pool volumes`,
-          `move it to a shared pool first (vmlink vm move-disk ${cfg.name} ${d.name} --to-pool POOL), or stop the VM and move it`,
+          `keep vm ${cfg.name} on ${f.from}, or give it the disk on a shared pool (iSCSI or NFS) to move live: vm move-disk moves disks only between dir pools of one host`,
         ),
       );
       continue;
