@@ -10,7 +10,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { applyChange, changesFor, makeImage } from './backup-image.js';
-import { Restic } from './backup-tools.js';
+import { Restic, reexecWithAgentMalloc } from './backup-tools.js';
 import { Vmlink } from './backup-vmlink.js';
 
 const MiB = 1024 * 1024;
@@ -22,8 +22,13 @@ const median = (xs: number[]) => {
 const load = () => loadavg()[0]!.toFixed(2);
 
 async function main(): Promise<void> {
+  reexecWithAgentMalloc();
   const { values } = parseArgs({
-    options: { size: { type: 'string', default: '2G' }, rounds: { type: 'string', default: '5' } },
+    options: {
+      size: { type: 'string', default: '2G' },
+      rounds: { type: 'string', default: '5' },
+      'glibc-defaults': { type: 'boolean', default: false },
+    },
   });
   const m = /^(\d+)([MG])$/.exec(values.size);
   const size = m ? Number(m[1]) * (m[2] === 'G' ? 1024 : 1) * MiB : Number.NaN;

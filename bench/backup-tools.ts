@@ -1,9 +1,10 @@
 // The reference sides of bench/backup.ts: restic and borg (Debian packages), each backing up the raw mirror of the
 // image as a user backs up a raw disk image file, with encryption on, and restoring it.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { AGENT_GLIBC_TUNABLES } from '../src/shared/limits.js';
 
 /** One backup by one tool. */
 export interface BackupFigures {
@@ -58,6 +59,27 @@ export function duBytes(dir: string): number {
   return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]);
 }
 
+/**
+ * vmlink's side runs in this process, as backup jobs run in the agent: with the agent's glibc malloc settings
+ * (`AGENT_GLIBC_TUNABLES`: lab agents get them, the README says where to set them). glibc reads them when a process
+ * starts, so a run without `GLIBC_TUNABLES` starts itself again with them and exits with its status; `--glibc-defaults`
+ * keeps glibc's defaults (to measure what they cost). restic and borg run with their own defaults either way (`run`).
+ */
+export function reexecWithAgentMalloc(): void {
+  if (process.env.GLIBC_TUNABLES !== undefined || process.argv.includes('--glibc-defaults')) return;
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, GLIBC_TUNABLES: AGENT_GLIBC_TUNABLES },
+  });
+  process.exit(r.status ?? 1);
+}
+
+/** This environment without the agent's malloc settings: what restic and borg run with. */
+function toolEnv(extra: Record<string, string> | undefined): NodeJS.ProcessEnv {
+  const { GLIBC_TUNABLES: _agents, ...env } = process.env;
+  return { ...env, ...extra };
+}
+
 /** Runs argv (no shell), collecting stdout; rejects with stderr on a non-zero exit. */
 export function run(
   argv: string[],
@@ -66,7 +88,7 @@ export function run(
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(argv[0]!, argv.slice(1), {
-      env: { ...process.env, ...opts.env },
+      env: toolEnv(opts.env),
       cwd: opts.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

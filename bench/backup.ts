@@ -7,7 +7,8 @@
 // image byte for byte. Prints time, bytes read and bytes stored per round and tool, the ratios, the checks against
 // issue 12's targets (full and 1 %; the 4 KiB-scattered round never slower than restic), and writes
 // bench/results/backup.json.
-//   npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]
+//   npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep] [--glibc-defaults]
+// vmlink's side runs with the agent's glibc malloc settings (backup-tools.ts reexecWithAgentMalloc).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -23,6 +24,7 @@ import {
   cpuMs,
   Restic,
   type RestoreFigures,
+  reexecWithAgentMalloc,
 } from './backup-tools.js';
 import { hostInfo, load1, onCleanup, round, runCleanups, since } from './lib.js';
 
@@ -77,8 +79,10 @@ interface Row {
 }
 
 async function main(): Promise<void> {
+  reexecWithAgentMalloc();
   const { values } = parseArgs({
     options: {
+      'glibc-defaults': { type: 'boolean', default: false },
       size: { type: 'string', default: '2G' },
       only: { type: 'string', default: 'vmlink,restic,borg' },
       keep: { type: 'boolean', default: false },
@@ -86,7 +90,9 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) {
-    console.log('usage: npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep]');
+    console.log(
+      'usage: npx tsx bench/backup.ts [--size 2G] [--only vmlink,restic,borg] [--keep] [--glibc-defaults]',
+    );
     return;
   }
   const size = parseSize(values.size);
