@@ -13,6 +13,7 @@ import { BackupControl } from './backup/control.js';
 import { type BackupDeps, VmLocks } from './backup/deps.js';
 import { BackupKeys } from './backup/keys.js';
 import { BackupManager, type BackupManagerOptions } from './backup/manager.js';
+import { ObjectiveGauges } from './backup/objective-gauges.js';
 import { BalanceControl, snapshotWithRates } from './balance/service.js';
 import type { Coordination } from './cluster/types.js';
 import { type ConfirmTiming, RolledBackError } from './confirm.js';
@@ -121,6 +122,8 @@ export class Controller {
    * `MetricsSource` of alerts and the doctor, and the controller's own series (`metrics.series`).
    */
   readonly metrics: MetricsCollector;
+  /** The backup manager's last objectives, as the series the collector adds to each snapshot (alertable). */
+  readonly objectiveGauges = new ObjectiveGauges();
   /** The balancer: plans (`GET /v1/balance`), applies, and runs automatic rounds (an active-only service). */
   readonly balance: BalanceControl;
   /** Alert rules of the applied spec: instances, silences, acks (the alert routes call it directly). */
@@ -218,6 +221,7 @@ export class Controller {
         // A fake agent without `metrics` counts as a host down.
         agents,
         heartbeats: () => hostHealth(store),
+        controllerSeries: (now) => this.objectiveGauges.series(now),
       },
       opts.metrics,
     );
@@ -267,7 +271,13 @@ export class Controller {
    * active controller; with SQLite, the only controller.
    */
   backupManager(opts: BackupManagerOptions = {}): BackupManager {
-    return new BackupManager(this.backups, opts);
+    return new BackupManager(this.backups, {
+      ...opts,
+      onEvaluated: (objectives, at) => {
+        this.objectiveGauges.set(objectives, at);
+        opts.onEvaluated?.(objectives, at);
+      },
+    });
   }
 
   /**

@@ -310,5 +310,15 @@ export const METRICS = {
     help: 'Alert instances by rule, state and severity.',
     labels: ['rule', 'state', 'severity'],
   },
+  vmlink_backup_objective_ok: {
+    type: 'gauge',
+    help: "A backup policy's objective for a VM (rpo, rto, rule): 1 met, 0 in drift; absent while undeclared or unknown.",
+    labels: ['policy', 'vm', 'objective'],
+  },
+  vmlink_backup_newest_age_seconds: {
+    type: 'gauge',
+    help: "Age of a VM's newest good snapshot under a backup policy (absent: none yet).",
+    labels: ['policy', 'vm'],
+  },
 } as const satisfies Record<string, MetricInfo>;
 export type MetricName = keyof typeof METRICS;

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BackupRunRequest } from '../../agent/wire-backup.js';
 import { RecordingRunner } from '../../exec/runner.js';
 import { parseRecoveryKey } from '../../shared/backup-crypto.js';
+import type { MetricsSnapshot } from '../../shared/metrics.js';
 import { derivedMac } from '../../spec/net.js';
 import { AgentClient } from '../agents.js';
 import { createControllerApi } from '../api.js';
@@ -268,13 +269,28 @@ describe('controller backups (fake agents, fake clock)', () => {
     expect(await events('backup.objective')).toEqual([
       expect.stringMatching(/^backup.objective-drift policy nightly vm web1: RPO in drift/),
     ]);
+    // The same drift in the metrics snapshot alert rules read (RTO: no restore test yet, so no series).
+    const gauge = (snap: MetricsSnapshot, objective: string) =>
+      snap.series.find(
+        (x) =>
+          x.name === 'vmlink_backup_objective_ok' &&
+          x.labels.objective === objective &&
+          x.labels.vm === 'web1',
+      )?.value;
+    let snap = await controller.metrics.collectNow();
+    expect([gauge(snap, 'rpo'), gauge(snap, 'rto'), gauge(snap, 'rule')]).toEqual([0, undefined, 1]);
     await controller.backups.run({ vm: 'web1' }, task());
     await m.evaluate();
     expect(await events('backup.objective')).toEqual([
       expect.stringMatching(/^backup.objective-drift/),
       'backup.objective-ok policy nightly vm web1: every objective met again',
     ]);
+    snap = await controller.metrics.collectNow();
+    expect(gauge(snap, 'rpo')).toBe(1);
     await m.stop();
+    // A stopped manager (a standby) publishes no objective.
+    snap = await controller.metrics.collectNow();
+    expect(gauge(snap, 'rule')).toBeUndefined();
   });
 
   it('restores as a new VM: fresh MACs, no fixed address, on --network; recorded, and apply leaves it alone', async () => {

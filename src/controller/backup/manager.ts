@@ -3,7 +3,7 @@
 // neither loses a due run nor repeats one), the restore tests that are due, and evaluates every objective, writing
 // `backup.objective-drift` / `backup.objective-ok` when one changes (the last states are kept in the store too).
 // One run at a time per VM: a VM busy with a run the API started is skipped this round and taken at the next.
-import { BACKUP_MANAGER_TICK_MS } from '../../shared/backup.js';
+import { BACKUP_MANAGER_TICK_MS, type ObjectiveStatus } from '../../shared/backup.js';
 import { log } from '../../shared/log.js';
 import type { BackupPolicySpec } from '../../spec/schema-backup.js';
 import type { ActiveService } from '../cluster/types.js';
@@ -15,6 +15,8 @@ import { isDue } from './schedule.js';
 /** Options of the manager (tests: no timer, a fake clock through the deps). */
 export interface BackupManagerOptions {
   tickMs?: number;
+  /** Each evaluation of every (policy, VM)'s objectives, and when (the metrics' objective gauges). */
+  onEvaluated?: (objectives: readonly ObjectiveStatus[], at: Date) => void;
 }
 
 /** See the file's head. */
@@ -42,6 +44,8 @@ export class BackupManager implements ActiveService {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.settled();
+    // A stopped manager (a standby now) vouches for no objective.
+    this.opts.onEvaluated?.([], this.d.now());
   }
 
   /** Resolves when the round and every run it started have ended (tests, stop). */
@@ -148,8 +152,13 @@ export class BackupManager implements ActiveService {
   /** Evaluates every objective; a change of one (policy, VM)'s overall state to drift, or back to ok, is an event. */
   async evaluate(): Promise<void> {
     const spec = await this.d.spec();
-    if (!spec?.backups.length || this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted) return;
+    if (!spec?.backups.length) {
+      this.opts.onEvaluated?.([], this.d.now());
+      return;
+    }
     const objectives = await objectivesOf(this.d, spec, await gatherStores(this.d, spec));
+    if (!this.abort.signal.aborted) this.opts.onEvaluated?.(objectives, this.d.now());
     for (const o of objectives) {
       const states: ObjectiveStates = {
         rpo: o.rpo.state,

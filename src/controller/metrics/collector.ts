@@ -38,6 +38,11 @@ export interface CollectorDeps {
   agents: (spec: Spec, host: string) => Partial<MetricsAgent>;
   /** The heartbeat monitor's records (`hostHealth(store)`), for the heartbeat age. */
   heartbeats?: () => Promise<Record<string, HostHealth>>;
+  /**
+   * Series the controller holds itself and alert rules must see (the backup objectives' gauges), at the snapshot's
+   * time; catalog metrics only.
+   */
+  controllerSeries?: (now: number) => readonly Series[];
 }
 
 /** Timing of the collector (tests inject a clock and a short period). */
@@ -199,7 +204,13 @@ export class MetricsCollector implements MetricsSource {
       labels: {},
       value: (performance.now() - started) / 1000,
     });
-    const snapshot: MetricsSnapshot = { at: this.now(), series };
+    const at = this.now();
+    try {
+      series.push(...(this.deps.controllerSeries?.(at) ?? []));
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, "the controller's own series failed");
+    }
+    const snapshot: MetricsSnapshot = { at, series };
     this.snapshot = snapshot;
     // Rendered now, in the collector's time: the next scrape finds the page ready.
     this.pageOf(snapshot).catch(() => undefined);
