@@ -2,9 +2,12 @@
 // gateway sits on host3, one 256 MiB test guest. The explain's blockers from real conditions, then the guest moves
 // host1 -> host2 under a 10 ms ping from host3 and answers it there, its memory (a file in its RAM disk) and HTTP
 // service intact after, the owner record moved, and a second apply leaves it where it is. The guest has a 32 MiB disk
-// in its VM directory, so every move is a block migration (its disk copied over NBD through the agents' tunnel):
-// a pattern written on one host reads back on the next, and the source's copy is gone. A second guest, m2, pinned to a
+// and a 16 MiB encrypted one (LUKS, under a vault secret) in its VM directory, so every move is a block migration
+// (both copied over NBD through the agents' tunnel): a pattern written on one host reads back on the next, and the
+// source's copy is gone. A second guest, m2, pinned to a
 // host CPU, runs beside m1 on host1: last, `vmlink balance --apply` (1-point threshold) moves m1 off it live, for good.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,7 +30,7 @@ hosts:
 networks:
   - { name: app, mode: vxlan, vni: 1087, hosts: [${appHosts}], cidr: 10.87.0.0/24, gateway: { host: host3 } }
 vms:
-  - { name: m1, host: host1, memoryMiB: 256, nics: [{ network: app, ip: ${GUEST_IP} }], disks: [{ name: data, sizeMiB: 32 }] }
+  - { name: m1, host: host1, memoryMiB: 256, nics: [{ network: app, ip: ${GUEST_IP} }], disks: [{ name: data, sizeMiB: 32 }, { name: vault, sizeMiB: 16, encryption: { secret: vault-key } }] }
   - { name: m2, host: host1, memoryMiB: 128, cpu: { pin: [0] }, nics: [{ network: app, ip: 10.87.0.12 }] }
 lab:
   name: ${LAB}
@@ -80,6 +83,11 @@ beforeAll(async () => {
   writeFileSync(file, spec('host1, host3'));
   release = await acquireVmLock();
   expect((await runCli(['daemon', '--detach'], env)).code).toBe(0);
+  // m1's disk `vault` is encrypted (LUKS) under this secret: block migration copies it too.
+  const key = join(root, 'vault-key');
+  writeFileSync(key, randomBytes(32).toString('base64'), { mode: 0o600 });
+  const set = await runCli(['secret', 'set', 'vault-key', '--from-file', key], env);
+  expect(set.code, set.stderr).toBe(0);
   const up = await runCli(['lab', 'up', '-f', file], env);
   expect(up.code, up.stderr + up.stdout).toBe(0);
   const r = await runCli(['apply', '-f', file], env);
@@ -173,16 +181,23 @@ describe('live migration', () => {
     expect(holders).toEqual(['host2']);
   });
 
-  it('moves it back host2 -> host1 as a block migration: its disk written on host2 reads back on host1, the source copy gone', async () => {
-    // The guest's disk `data` (serial = its name), written at two places with fsync, caches dropped on reading.
-    const dev =
-      'D=$(for d in /sys/block/vd*; do [ "$(cat $d/serial)" = data ] && echo /dev/$(basename $d); done)';
+  it('moves it back host2 -> host1 as a block migration: its disks written on host2 read back on host1 (the encrypted one too), the source copy gone', async () => {
+    // The guest's disks `data` and `vault` (serial = name; vault encrypted under vault-key), each written at two
+    // places with fsync, caches dropped on reading.
+    const dev = (disk: string) =>
+      `D=$(for d in /sys/block/vd*; do [ "$(cat $d/serial)" = ${disk} ] && echo /dev/$(basename $d); done)`;
     const mark = `blk-${Date.now()}`;
-    for (const at of [1, 30])
+    const places = [
+      ['data', 1],
+      ['data', 30],
+      ['vault', 1],
+      ['vault', 14],
+    ] as const;
+    for (const [disk, at] of places)
       expect(
         (
           await guestSh(
-            `${dev}; printf %s ${mark}-${at} | dd of=$D bs=1M seek=${at} conv=notrunc,fsync 2>/dev/null`,
+            `${dev(disk)}; printf %s ${mark}-${disk}-${at} | dd of=$D bs=1M seek=${at} conv=notrunc,fsync 2>/dev/null`,
           )
         ).code,
       ).toBe(0);
@@ -199,12 +214,22 @@ describe('live migration', () => {
     expect(report).toMatchObject({ to: 'host1', blockMigration: true });
     expect(report.diskCopiedBytes).toBeGreaterThan(0);
     console.log(`block migration: ${report.diskCopiedBytes} disk bytes copied, total ${report.totalMs} ms`);
-    for (const at of [1, 30]) {
+    for (const [disk, at] of places) {
+      const want = `${mark}-${disk}-${at}`;
       const got = await guestSh(
-        `${dev}; echo 3 > /proc/sys/vm/drop_caches; dd if=$D bs=1M skip=${at} count=1 2>/dev/null | head -c ${`${mark}-${at}`.length}`,
+        `${dev(disk)}; echo 3 > /proc/sys/vm/drop_caches; dd if=$D bs=1M skip=${at} count=1 2>/dev/null | head -c ${want.length}`,
       );
-      expect(got.stdout.trim()).toBe(`${mark}-${at}`);
+      expect(got.stdout.trim()).toBe(want);
     }
+    // The encrypted disk's copy on host1 is a LUKS container of its own, not plaintext.
+    const vault = (await readdir(root, { recursive: true })).filter((f) =>
+      f.endsWith('/m1/disk-vault.qcow2'),
+    );
+    expect(vault.length, vault.join(' ')).toBe(1);
+    const info = execFileSync('qemu-img', ['info', '--output=json', '-U', join(root, vault[0]!)], {
+      encoding: 'utf8',
+    });
+    expect(info).toMatch(/"encrypted": true/);
     const http = await runCli(['vm', 'exec', 'm1', '--', 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], env);
     expect(http.code, http.stderr).toBe(0);
     // One copy of the disk remains, a new file on host1 (the one on host2 went with its VM).

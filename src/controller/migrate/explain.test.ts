@@ -124,7 +124,7 @@ describe('explainMigration', () => {
     ).toEqual([]);
   });
 
-  it('blocks passthrough devices, confidential VMs, encrypted local disks and local CD-ROMs', () => {
+  it('blocks passthrough devices, confidential VMs and local CD-ROMs; an encrypted local disk is copied', () => {
     const vm = cfg({
       devices: [{ pci: '0000:03:00.0' }],
       confidential: 'sev',
@@ -133,7 +133,10 @@ describe('explainMigration', () => {
         { name: 'iso', media: 'cdrom' },
       ],
     });
-    expect(failed(facts({}, vm))).toEqual(['confidential', 'passthrough', 'disk:data', 'disk:iso']);
+    expect(failed(facts({}, vm))).toEqual(['confidential', 'passthrough', 'disk:iso']);
+    const e = explainMigration(facts({}, vm));
+    expect(e.blockMigration).toBe(true);
+    expect(e.checks.find((c) => c.id === 'disk:data')).toMatchObject({ ok: false, severity: 'warning' });
   });
 
   it('copies VM-directory disks and an image overlay (block migration); a dir-pool volume blocks, naming the fix', () => {

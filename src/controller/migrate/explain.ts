@@ -143,16 +143,6 @@ function diskChecks(
       );
       continue;
     }
-    if (d.encryption) {
-      checks.push(
-        blocker(
-          id,
-          `disk ${d.name} is encrypted and local to ${f.from}: block migration of an encrypted disk is not supported`,
-          `keep vm ${cfg.name} on ${f.from}, or give it the disk on a shared pool (iSCSI or NFS) to move live: neither block migration nor vm move-disk carries an encrypted disk yet`,
-        ),
-      );
-      continue;
-    }
     if (src?.kind === 'file') {
       // The target would need a volume made in its pool and the VM's config rewritten: not in this version.
       checks.push(

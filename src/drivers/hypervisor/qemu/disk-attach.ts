@@ -47,7 +47,11 @@ export interface DiskToAttach {
  * Opens and plugs in one disk. A failure removes what was made (nodes, secret objects, fd set) and says which disk
  * failed with QEMU's reason (which names nodes and ids, never a secret's value: those travel as object data).
  */
-export async function attachDisk(c: DiskAttachContext, t: DiskToAttach): Promise<void> {
+export async function attachDisk(
+  c: DiskAttachContext,
+  t: DiskToAttach,
+  opts: { keepSecrets?: boolean } = {},
+): Promise<void> {
   const s = diskSecrets(c.vm, t.disk, t.secrets);
   const cmds = diskAttachCommands({
     disk: t.disk,
@@ -67,7 +71,7 @@ export async function attachDisk(c: DiskAttachContext, t: DiskToAttach): Promise
         JSON.stringify(cmds.protocol),
       ]);
     } else await run(cmds.protocol);
-    for (const x of cmds.rest) await run(x);
+    for (const x of cmds.rest) if (!(opts.keepSecrets && x.execute === 'object-del')) await run(x);
   } catch (e) {
     await cleanupDisk(c.qmp, t.ids);
     throw new VmlinkError(
@@ -168,9 +172,22 @@ export async function attachDisksAtStart(
   disks: readonly DiskToAttach[],
   opts: { incoming?: boolean } = {},
 ): Promise<void> {
-  for (const t of disks) await attachDisk(c, t);
+  // An incoming VM's nodes are opened inactive and activated later (by a block migration's NBD export, and when the
+  // state has arrived), and activating a LUKS node opens it again, with its key: its secret objects stay until the
+  // guest runs here (`dropSecrets`).
+  for (const t of disks) await attachDisk(c, t, { keepSecrets: opts.incoming === true });
   // An incoming migration's guest gets its state (boot order included) from the source, and runs on its go.
   if (opts.incoming) return;
   if (disks.some((t) => t.bootindex !== undefined)) await c.qmp.execute('system_reset');
   await c.qmp.execute('cont');
+}
+
+/**
+ * Deletes every secret object of a VM's QEMU (an incoming VM keeps its disks' keys until it runs: `attachDisksAtStart`).
+ * QEMU 7.2 answers `qom-get` of a secret's data, so none stays longer than the nodes need it.
+ */
+export async function dropSecrets(qmp: Pick<QmpClient, 'execute'>): Promise<void> {
+  const objects = await qmp.execute<Array<{ name: string; type: string }>>('qom-list', { path: '/objects' });
+  for (const o of Array.isArray(objects) ? objects : [])
+    if (o.type === 'child<secret>') await qmp.execute('object-del', { id: o.name }).catch(() => {});
 }

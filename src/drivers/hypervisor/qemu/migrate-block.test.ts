@@ -57,13 +57,16 @@ describe('which disks block migration copies', () => {
     ]);
   });
 
-  it('refuses a dir-pool volume, an encrypted disk and a local CD-ROM, naming the disk and the fix', () => {
+  it('copies an encrypted disk in the VM directory like any other (the target opens its own copy with the key)', () => {
+    expect(
+      localDisks(stored(cfg({ disks: [{ name: 'vault', sizeMiB: 8, encryption: { secret: 'k' } }] }))),
+    ).toEqual([{ disk: 'vault', node: 'disk0', sync: 'full' }]);
+  });
+
+  it('refuses a dir-pool volume and a local CD-ROM, naming the disk and the fix', () => {
     expect(() => localDisks(stored(cfg({ disks: [{ name: 'data', source: file }] })))).toThrow(
       'VM web: disk data is a volume of dir pool local, which block migration does not copy; move it to a shared pool first',
     );
-    expect(() =>
-      localDisks(stored(cfg({ disks: [{ name: 'data', sizeMiB: 8, encryption: { secret: 'k' } }] }))),
-    ).toThrow('VM web: disk data is encrypted; move it to a shared pool first');
     expect(() => localDisks(stored(cfg({ disks: [{ name: 'iso', media: 'cdrom' }] })))).toThrow(/CD-ROM/);
     expect(() =>
       localDisks(

@@ -46,8 +46,8 @@ const nbdNode = (disk: string) => `mig-${disk}`;
 
 /**
  * The disks of `vm` that block migration copies: a qcow2 image's overlay (root) and the disks in the VM's directory.
- * Shared volumes (iSCSI, NFS) stay. Refused with the reason: a dir-pool volume (root or disk), an encrypted local disk
- * (its key would have to travel), a local CD-ROM. The explain blocks the same ones first.
+ * Shared volumes (iSCSI, NFS) stay. Refused with the reason: a dir-pool volume (root or disk), a local CD-ROM. The
+ * explain blocks the same ones first.
  */
 export function localDisks(vm: StoredVm): LocalDisk[] {
   const cfg = vm.config;
@@ -64,7 +64,9 @@ export function localDisks(vm: StoredVm): LocalDisk[] {
         `disk ${d.name} is a volume of dir pool ${d.source.pool}, which block migration does not copy`,
       );
     if (d.media === 'cdrom') throw refuse(`disk ${d.name} is a CD-ROM in its directory`);
-    if (d.encryption) throw refuse(`disk ${d.name} is encrypted`);
+    // An encrypted disk is copied like any other: the mirror reads the source's decrypted format node and writes the
+    // target's, which the target made as its own LUKS container under the same secret (the incoming request carries
+    // the disks' secrets), so the bytes on the wire are the guest's and the agents' TLS carries them.
     out.push({ disk: d.name, node: diskSlotIds(vm.diskSlots?.[i] ?? i).node, sync: 'full' });
   }
   return out;

@@ -14,6 +14,7 @@ import type { HypervisorMigrations, IncomingDisks, SecretValues } from '../types
 import type { MirrorProgress, MirrorSpec } from './block-mirror.js';
 import type { VmPaths } from './cmdline.js';
 import { queryVcpuThreads } from './cpu-pinning.js';
+import { dropSecrets } from './disk-attach.js';
 import type { VmIdentity } from './identity.js';
 import {
   awaitIncoming,
@@ -302,6 +303,10 @@ export class VmMigrations implements HypervisorMigrations {
     // Without exports, no QMP round trip more inside the guest's pause.
     if (this.exported.delete(name)) await stopExports(qmp);
     await resumeTarget(qmp);
+    // The disks are active now: the keys kept for their activation go (outside the guest's pause).
+    await dropSecrets(qmp).catch((e: unknown) =>
+      log.warn({ vm: name, err: (e as Error).message }, 'could not drop the disk secrets after the arrival'),
+    );
   }
 }
 
