@@ -59,6 +59,21 @@ export function gatherBalanceInput(
     value.set(`${s.name}|${host}|${s.labels.vm ?? ''}`, s.value);
   }
   const get = (metric: string, host: string, vm = '') => value.get(`${metric}|${host}|${vm}`);
+  // A VM still running on a host it has left (a migration's source QEMU exits a second or two after the move; the
+  // collector may sample it) is not that host's load: its own figures come off the host's, so the plan does not move
+  // another VM to relieve a host the last move relieved already.
+  const placedOn = new Map(spec.vms.map((v) => [v.name, v.host]));
+  const leaving = new Map<string, { cpu: number; memMiB: number; vms: string[] }>();
+  for (const s of snapshot.series) {
+    const { host, vm } = s.labels;
+    if (s.name !== 'vmlink_vm_running' || s.value !== 1 || !host || !vm || placedOn.get(vm) === host)
+      continue;
+    const l = leaving.get(host) ?? { cpu: 0, memMiB: 0, vms: [] };
+    l.cpu += get('vmlink_vm_cpu_utilization', host, vm) ?? 0;
+    l.memMiB += (get('vmlink_vm_memory_rss_bytes', host, vm) ?? 0) / MIB;
+    l.vms.push(vm);
+    leaving.set(host, l);
+  }
   const hosts: BalanceHost[] = [];
   for (const h of spec.hosts) {
     if (h.role === 'storage') continue;
@@ -77,12 +92,17 @@ export function gatherBalanceInput(
       );
       continue;
     }
+    const left = leaving.get(h.name);
+    if (left)
+      notes.push(
+        `${h.name}: ${left.vms.map((v) => `vm ${v}`).join(', ')} still running there, placed elsewhere (a move's source exiting): not counted as ${h.name}'s load`,
+      );
     hosts.push({
       name: h.name,
       cpus,
       memoryMiB: memTotal / MIB,
-      cpuBusy: util * cpus,
-      memoryUsedMiB: memUsed / MIB,
+      cpuBusy: Math.max(0, util * cpus - (left?.cpu ?? 0)),
+      memoryUsedMiB: Math.max(0, memUsed / MIB - (left?.memMiB ?? 0)),
       ...(h.capacity ? { capacity: h.capacity } : {}),
     });
   }

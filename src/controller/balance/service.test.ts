@@ -84,6 +84,29 @@ describe('gatherBalanceInput', () => {
     ]);
   });
 
+  it("does not count a VM on a host it has left (a move's source QEMU still exiting) as that host's load", () => {
+    // d moved h2 -> h3 a moment ago: h2's agent still sees its old QEMU (0.1 CPU, 512 MiB) beside h3's new one.
+    const base = snapshot();
+    const snap: MetricsSnapshot = {
+      ...base,
+      series: [
+        ...base.series,
+        { name: 'vmlink_vm_running', labels: { host: 'h3', vm: 'd' }, value: 1 },
+        { name: 'vmlink_vm_memory_rss_bytes', labels: { host: 'h3', vm: 'd' }, value: 0.5 * GiB },
+      ],
+    };
+    const moved = loadSpec(specText().replace('{ name: d, host: h2', '{ name: d, host: h3'));
+    const g = gatherBalanceInput(moved, snap, new Map());
+    const h2 = g.input.hosts.find((h) => h.name === 'h2')!;
+    // h2's 1 GiB and 0.2 CPU without d's 512 MiB and 0.1 CPU; h3 keeps its figures (d is placed there).
+    expect([h2.memoryUsedMiB, h2.cpuBusy]).toEqual([512, expect.closeTo(0.1, 6)]);
+    expect(g.input.hosts.find((h) => h.name === 'h3')!.memoryUsedMiB).toBe(1024);
+    expect(g.notes).toContain(
+      "h2: vm d still running there, placed elsewhere (a move's source exiting): not counted as h2's load",
+    );
+    expect(g.input.vms.find((v) => v.name === 'd')).toMatchObject({ host: 'h3', memoryUsedMiB: 512 });
+  });
+
   it('a pin list that does not match cpus is refused before anything', () => {
     expect(() => loadSpec(specText('', { a: 'cpus: 2, cpu: { pin: [0] }' }))).toThrow(InvalidSpecError);
     expect(() => loadSpec(specText('', { a: 'cpus: 2, cpu: { pin: [1, 1] }' }))).toThrow(
