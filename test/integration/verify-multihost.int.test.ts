@@ -78,6 +78,19 @@ describe('vxlan overlays across two hosts', () => {
     v.cells.find((c) => c.from === from && c.to === to)!;
 
   it('verifies green, with the overlay path MTU measured across hosts', async () => {
+    // The apply ends when the guests are made and running, not when HAProxy has seen their httpd answer `rise` (2)
+    // checks in a row: a verify in that window finds the VIP answering 503 (no backend UP yet), truthfully. That was
+    // the CI failures of stops 25 and 26 (a TCG guest's httpd comes up seconds after its boot on a loaded machine).
+    // So the backends are waited for first, as a user waits for `lb list` to show them UP.
+    const up = await pollUntil(
+      async () => {
+        const r = await runCli(['lb', 'list', '--json'], env);
+        const lb = r.code === 0 ? (JSON.parse(r.stdout) as LbView[])[0] : undefined;
+        return lb?.backends.length === 2 && lb.backends.every((b) => b.state === 'UP') ? true : undefined;
+      },
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
+    expect(up, 'both backends UP in HAProxy within 90 s of the apply').toBe(true);
     const r = await runCli(['verify', '--json'], env);
     v = JSON.parse(r.stdout) as VerifyResult;
     const bad = v.cells.filter((c) => !c.ok);
