@@ -10,14 +10,9 @@ import type { Series } from '../../shared/metrics.js';
 export class ObjectiveGauges {
   private last: { at: number; objectives: readonly ObjectiveStatus[] } | undefined;
 
-  /** The manager's evaluation at `at` replaces the last one (an empty list: no policy any more). */
+  /** The manager's evaluation at `at` replaces the last one (an empty list: no policy any more, or it stopped). */
   set(objectives: readonly ObjectiveStatus[], at: Date): void {
     this.last = { at: at.getTime(), objectives };
-  }
-
-  /** Forgets the objectives (the manager stopped: a standby publishes none). */
-  clear(): void {
-    this.last = undefined;
   }
 
   /** The series at `now` (epoch ms): the newest snapshot's age counts the time since the evaluation. */
